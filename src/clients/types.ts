@@ -1,0 +1,198 @@
+/**
+ * The narrow client interfaces that tools talk to. Only src/clients/* implement them and know URLs;
+ * tools import these types only. Every method throws `UpstreamError` (src/errors.ts) on upstream
+ * failure and `NotFoundError` where the entity does not exist.
+ */
+
+/** Sift abuse types, normalised: `promo_abuse` (decision maps) is reported as `promotion_abuse`. */
+export const ABUSE_TYPES = [
+  'payment_abuse',
+  'account_abuse',
+  'content_abuse',
+  'promotion_abuse',
+  'account_takeover',
+  'legacy',
+] as const;
+export type AbuseType = (typeof ABUSE_TYPES)[number];
+
+export type DecisionCategory = 'block' | 'watch' | 'accept';
+
+export interface SiftReason {
+  name: string;
+  value?: string | number | boolean;
+  details?: Record<string, unknown>;
+}
+
+export interface SiftAbuseScore {
+  /** 0–1, higher is riskier. */
+  score: number;
+  reasons: SiftReason[];
+  /** Epoch seconds of the score computation, when Sift says. */
+  time?: number;
+}
+
+export interface SiftLatestDecision {
+  id: string;
+  category: DecisionCategory | string;
+  source?: string;
+  /** Epoch milliseconds (or seconds in older samples: treat as opaque). */
+  time?: number;
+  description?: string;
+}
+
+export interface SiftLatestLabel {
+  is_bad: boolean;
+  time?: number;
+  description?: string;
+}
+
+/** `GET|POST /v205/users/{id}/score`, normalised. */
+export interface SiftUserScore {
+  userId: string;
+  scores: Partial<Record<AbuseType, SiftAbuseScore>>;
+  latestDecisions: Partial<Record<AbuseType, SiftLatestDecision>>;
+  latestLabels: Partial<Record<AbuseType, SiftLatestLabel>>;
+}
+
+/** One entry of the account's decisions catalogue (`GET /v3/accounts/{acct}/decisions`). */
+export interface SiftDecisionDefinition {
+  id: string;
+  name: string;
+  description?: string;
+  entityType: 'user' | 'order' | 'session' | 'content' | string;
+  abuseType: AbuseType;
+  category: DecisionCategory;
+}
+
+/** The user's current decision per abuse type (`GET /v3/accounts/{acct}/users/{id}/decisions`). */
+export interface SiftUserDecisionStatus {
+  abuseType: AbuseType;
+  decisionId: string;
+  /** Epoch ms. */
+  time: number;
+}
+
+export interface SiftLabelInput {
+  isBad: boolean;
+  abuseType: AbuseType;
+  description: string;
+  /** From config (e.g. "fraudgate"), never from the model. */
+  source: string;
+  /** From the principal, never from the model. */
+  analyst: string;
+}
+
+export interface SiftApplyDecisionInput {
+  decisionId: string;
+  source: 'MANUAL_REVIEW' | 'AUTOMATED_RULE' | 'CHARGEBACK';
+  analyst?: string;
+  description?: string;
+}
+
+export interface SiftEventResult {
+  status: number;
+  errorMessage: string;
+  /** Present when `return_score` was asked for and the score part succeeded. */
+  score?: SiftUserScore;
+  /** Non-zero when the event was accepted but the score part failed (a partial result, not an exception). */
+  scoreStatus?: number;
+  scoreErrorMessage?: string;
+  warnings?: unknown;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+export interface SiftClient {
+  /** Latest stored score; `refresh: true` forces a rescore (POST). NotFoundError for a user with no events (status 54). */
+  getUserScore(
+    userId: string,
+    options?: RequestOptions & { abuseTypes?: AbuseType[]; refresh?: boolean },
+  ): Promise<SiftUserScore>;
+  addLabel(userId: string, label: SiftLabelInput, options?: RequestOptions): Promise<void>;
+  /** Removes labels for one abuse type, or all when omitted. */
+  removeLabel(userId: string, abuseType?: AbuseType, options?: RequestOptions): Promise<void>;
+  /** The account's decisions catalogue (all pages). */
+  listDecisions(
+    filter?: { entityType?: string; abuseTypes?: AbuseType[] },
+    options?: RequestOptions,
+  ): Promise<SiftDecisionDefinition[]>;
+  getUserDecisions(userId: string, options?: RequestOptions): Promise<SiftUserDecisionStatus[]>;
+  applyUserDecision(
+    userId: string,
+    input: SiftApplyDecisionInput,
+    options?: RequestOptions,
+  ): Promise<{ decisionId: string; time: number }>;
+  /** `POST /v205/events`; never retried automatically (Sift has no idempotency key for events). */
+  sendEvent(
+    event: Record<string, unknown>,
+    options?: RequestOptions & { returnScore?: boolean; abuseTypes?: AbuseType[] },
+  ): Promise<SiftEventResult>;
+  close(): Promise<void>;
+}
+
+export interface SegmentMessage {
+  userId: string;
+  /** Deterministic id (< 100 chars) so a retried call is deduplicated by Segment. */
+  messageId: string;
+  timestamp?: Date;
+}
+
+export interface SegmentClient {
+  /** Resolves only after the batch carrying this message was delivered; rejects with UpstreamError otherwise. */
+  identify(message: SegmentMessage & { traits: Record<string, unknown> }, options?: RequestOptions): Promise<void>;
+  track(
+    message: SegmentMessage & { event: string; properties: Record<string, unknown> },
+    options?: RequestOptions,
+  ): Promise<void>;
+  /** Profile API traits for a user id, or null when the profile does not exist. */
+  getProfileTraits(userId: string, options?: RequestOptions): Promise<Record<string, unknown> | null>;
+  close(): Promise<void>;
+}
+
+export type SalesforceRecord = Record<string, unknown> & { Id?: string };
+
+export interface SalesforceSaveResult {
+  id: string;
+  success: boolean;
+  created?: boolean;
+  errors: { statusCode: string; message: string; fields?: string[] }[];
+}
+
+export interface SalesforceClient {
+  /** SOQL, all pages. Callers escape literals with `soqlQuote` from src/clients/salesforce-client.ts. */
+  query<T extends SalesforceRecord = SalesforceRecord>(soql: string, options?: RequestOptions): Promise<T[]>;
+  /** One page of a query plus the cursor for the next one. */
+  queryPage<T extends SalesforceRecord = SalesforceRecord>(
+    soqlOrCursor: { soql: string } | { cursor: string },
+    options?: RequestOptions,
+  ): Promise<{ records: T[]; totalSize: number; nextCursor?: string }>;
+  retrieve<T extends SalesforceRecord = SalesforceRecord>(
+    sobject: string,
+    id: string,
+    options?: RequestOptions,
+  ): Promise<T | null>;
+  create(sobject: string, record: SalesforceRecord, options?: RequestOptions): Promise<{ id: string }>;
+  update(sobject: string, record: SalesforceRecord & { Id: string }, options?: RequestOptions): Promise<void>;
+  /** Upsert by external id; `created` says whether a new record was made. */
+  upsert(
+    sobject: string,
+    externalIdField: string,
+    record: SalesforceRecord,
+    options?: RequestOptions,
+  ): Promise<{ id: string; created: boolean }>;
+  /** sObject Collections, ≤200 records a request (chunks larger inputs). */
+  updateMany(sobject: string, records: (SalesforceRecord & { Id: string })[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
+  createMany(sobject: string, records: SalesforceRecord[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
+  /** Last seen `Sforce-Limit-Info` api usage. */
+  apiUsage(): { used: number; limit: number } | undefined;
+  close(): Promise<void>;
+}
+
+/** Everything a tool may use; a tool declares which of these it needs by using them. */
+export interface UpstreamClients {
+  sift: SiftClient;
+  segment: SegmentClient;
+  salesforce: SalesforceClient;
+}
