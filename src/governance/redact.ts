@@ -1,0 +1,335 @@
+/**
+ * Personal-data redaction and canonical hashing for the audit trail and approval binding.
+ *
+ * Redaction masks what a reader should not see and tags it with a keyed hash (HMAC-SHA256 under
+ * an operator-held key), so one customer can be followed across records without the log holding
+ * anything reversible: without the key, nobody can confirm a guessed email against a tag.
+ */
+import { createHash, createHmac } from 'node:crypto';
+import { isIP, isIPv6 } from 'node:net';
+
+/** Hex characters kept from the HMAC in tags (`#a1b2c3d4`): enough to correlate, too few to matter alone. */
+export const HASH_TAG_LENGTH = 8;
+
+/** What replaces a secret (password, token, API key, card data) wholesale. */
+export const REDACTED = '[REDACTED]';
+
+/**
+ * Masks personal data and secrets. Both methods are pure and deterministic for a given key, and
+ * applying `redactValue` to its own output changes nothing, so layers may redact defensively.
+ */
+export interface Redactor {
+  /**
+   * A deep copy of `value` with personal data masked and secrets replaced, safe to persist.
+   * Keys that name personal data (`email`, `$phone`, `first_name`, …) have their values
+   * keyed-hashed; keys that name secrets (`password`, `api_key`, `card_*`, …) become `[REDACTED]`;
+   * every other string has emails, phone numbers and IPs masked in place. Numbers, booleans,
+   * ids, timestamps and amounts outside those keys are kept. The result is plain JSON data:
+   * Dates become ISO strings, bigints strings, binary a size note, cycles `[Circular]`.
+   */
+  redactValue(value: unknown): unknown;
+  /**
+   * The keyed hash behind every tag: HMAC-SHA256 of the normalised value (emails lower-cased,
+   * phones reduced to digits, other text trimmed, lower-cased, single-spaced), hex, truncated to
+   * {@link HASH_TAG_LENGTH}. Lets an operator search the log for one customer's records.
+   */
+  hashPersonal(value: string): string;
+}
+
+export interface RedactorOptions {
+  /** The HMAC key. Keep it secret and stable: changing it breaks correlation with older records. */
+  hashKey: string | Buffer;
+}
+
+// Email: a run of local-part characters, not starting mid-token, then a dotted domain.
+const EMAIL = /(?<![\w.%+-])([A-Za-z0-9._%+-]+)@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?![\w-])/g;
+// Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable.
+const IPV6_CANDIDATE = /(?<![\w:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:.])/g;
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const IPV4 = new RegExp(`(?<![\\w.])${OCTET}(?:\\.${OCTET}){3}(?!\\.?\\w)`, 'g');
+/**
+ * Phones, deliberately narrow so ids, timestamps and amounts survive:
+ * - international: `+` then 7–15 digits with single separators (`+44 20 7946 0958`, `+1 (415) 555-0100`);
+ * - parenthesised area code: `(415) 555-0100`;
+ * - NANP groups 3-3-4: `415-555-0100`, `415.555.0100`, `415 555 0100`;
+ * - national with trunk 0: `020 7946 0958`, `07700 900123`.
+ * Bare digit runs are never phones (epoch times, numeric ids), nor are dates (4-2-2 groups).
+ */
+const PHONE =
+  /(?<![\w+.-])(?:\+\d(?:[ ().-]{0,2}\d){6,14}|\(\d{2,5}\) ?\d{3,4}[ .-]?\d{3,4}|\d{3}(?<sep>[-. ])\d{3}\k<sep>\d{4}|0\d{2,4}[ -]\d{3,4}(?:[ -]?\d{3,4})?)(?![\w-]|\.\d)/g;
+// A signed decimal amount (`+12345.67`) matches the international shape; it is not a phone.
+const SIGNED_AMOUNT = /^\+\d+\.\d{1,2}$/;
+const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi;
+const SECRET_QUERY = /([?&](?:api_?key|access_token|token|password|secret|signature)=)[^&#\s]+/gi;
+
+// Shapes this module produces; re-redacting them must be a no-op.
+const ALREADY_MASKED = new RegExp(
+  `^(?:[^\\s@]?\\*\\*\\*(?:@[^\\s#]+)?|\\+?\\d{0,2}\\*+\\d{0,2}|(?:::[0-9a-f]+:)?[\\d.]+\\.x|[0-9a-f:]+::x)#[0-9a-f]{${HASH_TAG_LENGTH}}$`,
+);
+
+const SECRET_KEYS = new Set([
+  'password',
+  'passwd',
+  'secret',
+  'token',
+  'api_key',
+  'apikey',
+  'authorization',
+  'proxy_authorization',
+  'cookie',
+  'set_cookie',
+  'private_key',
+  'cvv',
+  'cvc',
+  'iban',
+]);
+const SECRET_SUFFIXES = ['_password', '_secret', '_token', '_api_key', '_last4'];
+const PERSONAL_KEYS = new Set([
+  'email',
+  'phone',
+  'mobile',
+  'fax',
+  'ip',
+  'name',
+  'first_name',
+  'last_name',
+  'middle_name',
+  'full_name',
+  'billing_name',
+  'shipping_name',
+  'supplied_name',
+  'display_name',
+  'username',
+  'user_name',
+  'address',
+  'street',
+  'ssn',
+  'dob',
+  'date_of_birth',
+  'birth_date',
+]);
+const PERSONAL_SUFFIXES = ['_email', '_phone', '_ip', '_address', '_street', '_fax'];
+
+type KeyClass = 'secret' | 'personal' | 'plain';
+
+/** `$user_email`, `SuppliedEmail`, `x-api-key` and `APIKey` all reduce to snake_case without `$`. */
+function normaliseKey(key: string): string {
+  return key
+    .replace(/^\$+/, '')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
+    .replace(/([a-z\d])([A-Z])/g, '$1_$2')
+    .replace(/[-\s.]+/g, '_')
+    .toLowerCase();
+}
+
+function classifyKey(key: string): KeyClass {
+  const k = normaliseKey(key);
+  if (SECRET_KEYS.has(k) || SECRET_SUFFIXES.some((s) => k.endsWith(s))) return 'secret';
+  if (k === 'card' || k.startsWith('card_') || k.startsWith('cardholder')) return 'secret';
+  if (PERSONAL_KEYS.has(k) || PERSONAL_SUFFIXES.some((s) => k.endsWith(s))) return 'personal';
+  return 'plain';
+}
+
+function digitsOf(text: string): string {
+  return text.replace(/\D/g, '');
+}
+
+function looksLikePhone(text: string): boolean {
+  const digits = digitsOf(text).length;
+  return /^\+?[\d\s().-]+$/.test(text) && digits >= 7 && digits <= 15 && !SIGNED_AMOUNT.test(text);
+}
+
+function looksLikeEmail(text: string): boolean {
+  return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(text);
+}
+
+function normalisePersonal(value: string): string {
+  const text = value.trim();
+  if (looksLikeEmail(text)) return text.toLowerCase();
+  if (looksLikePhone(text)) return (text.startsWith('+') ? '+' : '') + digitsOf(text);
+  return text.toLowerCase().replace(/\s+/g, ' ');
+}
+
+/** Full hextets of an IPv6 address (with any embedded IPv4 folded in); assumes `isIPv6`. */
+function ipv6Hextets(address: string): string[] {
+  let text = address.toLowerCase();
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const fill = tail === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
+  return [...left, ...fill, ...right].map((h) => h.replace(/^0+(?=.)/, ''));
+}
+
+export function createRedactor(options: RedactorOptions): Redactor {
+  if (options.hashKey.length === 0) {
+    // An empty key makes every tag a plain hash that anyone can confirm by guessing.
+    throw new TypeError('createRedactor: hashKey must not be empty');
+  }
+  const key = options.hashKey;
+
+  const hashPersonal = (value: string): string =>
+    createHmac('sha256', key).update(normalisePersonal(value)).digest('hex').slice(0, HASH_TAG_LENGTH);
+
+  const maskEmail = (local: string, domain: string): string =>
+    `${local.slice(0, 1)}***@${domain.toLowerCase()}#${hashPersonal(`${local}@${domain}`)}`;
+
+  const maskIp = (address: string): string => {
+    const tag = hashPersonal(address);
+    if (isIPv6(address)) {
+      const hextets = ipv6Hextets(address);
+      // IPv4-mapped: the /48 would be all zeros, so mask the embedded IPv4 instead.
+      const mapped = /(\d+\.\d+\.\d+)\.\d+$/.exec(address);
+      if (mapped && hextets.slice(0, 5).every((h) => h === '0'))
+        return `::${hextets[5]}:${mapped[1]}.x#${tag}`;
+      return `${hextets.slice(0, 3).join(':')}::x#${tag}`;
+    }
+    return `${address.split('.').slice(0, 3).join('.')}.x#${tag}`;
+  };
+
+  const maskPhone = (phone: string): string => {
+    const digits = digitsOf(phone);
+    const international = phone.trimStart().startsWith('+');
+    const kept = international ? 2 : 0;
+    const stars = '*'.repeat(Math.max(digits.length - kept - 2, 0));
+    return `${international ? '+' : ''}${digits.slice(0, kept)}${stars}${digits.slice(-2)}#${hashPersonal(phone)}`;
+  };
+
+  const maskText = (text: string): string =>
+    text
+      .replace(BEARER, (_m, scheme: string) => `${scheme} ${REDACTED}`)
+      .replace(SECRET_QUERY, (_m, prefix: string) => `${prefix}${REDACTED}`)
+      .replace(EMAIL, (_m, local: string, domain: string) => maskEmail(local, domain))
+      .replace(IPV6_CANDIDATE, (m) => (isIPv6(m) && /[0-9a-f]/i.test(m) ? maskIp(m) : m))
+      .replace(IPV4, (m) => maskIp(m))
+      .replace(PHONE, (m) => (SIGNED_AMOUNT.test(m) || digitsOf(m).length < 7 ? m : maskPhone(m)));
+
+  /** A whole value known to be personal: keep its shape where that helps a reader, hash the rest. */
+  const maskPersonalScalar = (raw: string): string => {
+    const text = raw.trim();
+    if (ALREADY_MASKED.test(text)) return text;
+    if (looksLikeEmail(text)) {
+      const at = text.lastIndexOf('@');
+      return maskEmail(text.slice(0, at), text.slice(at + 1));
+    }
+    if (isIP(text) !== 0) return maskIp(text);
+    if (looksLikePhone(text)) return maskPhone(text);
+    return `***#${hashPersonal(text)}`;
+  };
+
+  const walk = (value: unknown, mode: KeyClass, seen: WeakSet<object>): unknown => {
+    if (value === null || value === undefined) return value;
+    if (mode === 'secret') return REDACTED;
+    switch (typeof value) {
+      case 'string':
+        return mode === 'personal' ? maskPersonalScalar(value) : maskText(value);
+      case 'number':
+        return mode === 'personal' && Number.isFinite(value) ? maskPersonalScalar(String(value)) : value;
+      case 'bigint':
+        return mode === 'personal' ? maskPersonalScalar(value.toString()) : value.toString();
+      case 'boolean':
+        return value;
+      case 'function':
+      case 'symbol':
+        return undefined;
+    }
+    const object = value as object;
+    if (object instanceof Date) {
+      return Number.isNaN(object.getTime()) ? null : walk(object.toISOString(), mode, seen);
+    }
+    if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer) {
+      return `[binary ${object.byteLength} bytes]`;
+    }
+    if (seen.has(object)) return '[Circular]';
+    seen.add(object);
+    try {
+      if (Array.isArray(object)) return object.map((item) => walk(item, mode, seen));
+      if (object instanceof Error) {
+        return { name: object.name, message: walk(object.message, mode, seen) };
+      }
+      const entries = object instanceof Map ? [...object.entries()] : Object.entries(object);
+      const copy: Record<string, unknown> = {};
+      for (const [k, v] of entries) {
+        const name = String(k);
+        // Inside a personal value (an address object, say) every leaf stays personal.
+        const childMode = mode === 'personal' ? classifyKeyInPersonal(name) : classifyKey(name);
+        const redacted = walk(v, childMode, seen);
+        // Keys can be data too (a map keyed by email).
+        if (redacted !== undefined) copy[maskText(name)] = redacted;
+      }
+      return copy;
+    } finally {
+      seen.delete(object);
+    }
+  };
+
+  return {
+    redactValue: (value) => walk(value, 'plain', new WeakSet()),
+    hashPersonal,
+  };
+}
+
+function classifyKeyInPersonal(key: string): KeyClass {
+  return classifyKey(key) === 'secret' ? 'secret' : 'personal';
+}
+
+/**
+ * Stable JSON: object keys sorted by UTF-16 code unit, `undefined`/functions/symbols dropped from
+ * objects (null in arrays), `toJSON` honoured, non-finite numbers as null — JSON.stringify's
+ * semantics with a fixed key order, so equal data always hashes equally. Throws on cycles and
+ * bigints, as JSON.stringify does. Used for argument hashes, approval binding and the audit chain.
+ */
+export function canonicalJson(value: unknown): string {
+  return encode(value, new Set()) ?? 'null';
+}
+
+function encode(input: unknown, stack: Set<object>): string | undefined {
+  let value = input;
+  if (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof (value as { toJSON?: unknown }).toJSON === 'function'
+  ) {
+    value = (value as { toJSON: () => unknown }).toJSON();
+  }
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      return Number.isFinite(value) ? JSON.stringify(value) : 'null';
+    case 'bigint':
+      throw new TypeError('canonicalJson: bigint values have no JSON form');
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+  }
+  if (value === null) return 'null';
+  const object = value as object;
+  if (stack.has(object)) throw new TypeError('canonicalJson: circular structure');
+  stack.add(object);
+  try {
+    if (Array.isArray(object)) {
+      return `[${object.map((item: unknown) => encode(item, stack) ?? 'null').join(',')}]`;
+    }
+    const record = object as Record<string, unknown>;
+    const parts: string[] = [];
+    for (const key of Object.keys(record).sort()) {
+      const encoded = encode(record[key], stack);
+      if (encoded !== undefined) parts.push(`${JSON.stringify(key)}:${encoded}`);
+    }
+    return `{${parts.join(',')}}`;
+  } finally {
+    stack.delete(object);
+  }
+}
+
+/** SHA-256 of UTF-8 text, lower-case hex. */
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
