@@ -1,0 +1,830 @@
+/**
+ * Sift REST client on undici (shared/contracts/sift.md §12): v205 events, scores and labels, v3
+ * decisions and workflow runs, plus the decision-webhook signature check.
+ *
+ * Retry policy, per call (each is a deliberate choice; see `RetryPolicy`):
+ * - reads (score GET, decisions, decision status, workflow run), rescore POST, label POST and
+ *   label DELETE retry on network errors, timeouts, 5xx, 429 and statuses 60 / -1..-4. A label
+ *   POST sets the same label again, so repeating it has the same effect as sending it once.
+ * - event POST never retries: Sift has no idempotency key, so a retry can duplicate the event.
+ * - decision POST retries only when the request provably did not take effect: connection refused
+ *   (never sent), 429 or 503 (rejected before processing). After a timeout or reset the decision
+ *   may have been applied, so the error goes back to the caller, who can read the status first.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Agent, request } from 'undici';
+import * as z from 'zod';
+import { ERROR_CODES, FraudgateError, NotFoundError, UpstreamError } from '../errors.ts';
+import {
+  ABUSE_TYPES,
+  type AbuseType,
+  type DecisionCategory,
+  type RequestOptions,
+  type SiftApplyDecisionInput,
+  type SiftClient,
+  type SiftDecisionDefinition,
+  type SiftEventResult,
+  type SiftLabelInput,
+  type SiftLatestDecision,
+  type SiftLatestLabel,
+  type SiftAbuseScore,
+  type SiftReason,
+  type SiftUserDecisionStatus,
+  type SiftUserScore,
+} from './types.ts';
+
+export interface SiftClientConfig {
+  /** e.g. `https://api.sift.com`, or an emulator URL. v205 and v3 share it. */
+  baseUrl: string;
+  apiKey: string;
+  accountId: string;
+  /** Per attempt, default 5000. */
+  timeoutMs?: number;
+  /** Retries after the first attempt, default 3. */
+  maxRetries?: number;
+  /** Base of the exponential backoff (full jitter), default 200. */
+  retryBaseDelayMs?: number;
+  /** Cap on one backoff sleep and on an honoured Retry-After, default 10000. A longer Retry-After ends the retries. */
+  retryMaxDelayMs?: number;
+  userAgent?: string;
+}
+
+/** The Sift client plus the reads the `SiftClient` interface does not (yet) need. */
+export interface FraudgateSiftClient extends SiftClient {
+  /** `GET /v3/accounts/{acct}/workflows/runs/{id}`, parsed loosely (fixture shape). */
+  getWorkflowRun(runId: string, options?: RequestOptions): Promise<SiftWorkflowRun>;
+}
+
+// --- response schemas (defensive: unknown keys pass through, enums are parsed case-insensitively) ---
+
+const looseNumber = z.union([
+  z.number(),
+  z
+    .string()
+    .regex(/^-?\d+(\.\d+)?$/)
+    .transform(Number),
+]);
+
+const reasonSchema = z.looseObject({
+  name: z.string(),
+  value: z.union([z.string(), z.number(), z.boolean(), z.null()]).optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+const abuseScoreSchema = z.looseObject({
+  score: z.number(),
+  reasons: z.array(reasonSchema).nullish(),
+  time: looseNumber.optional(),
+  status: z.number().optional(),
+  error_message: z.string().optional(),
+  percentiles: z.record(z.string(), z.number()).optional(),
+});
+
+const labelSchema = z.looseObject({
+  is_bad: z.boolean(),
+  time: looseNumber.optional(),
+  description: z.string().nullish(),
+});
+
+const latestDecisionSchema = z.looseObject({
+  id: z.string(),
+  category: z.string().optional(),
+  source: z.string().optional(),
+  time: looseNumber.optional(),
+  description: z.string().nullish(),
+});
+
+/** The v20x envelope (§1.4a): `status` 0 means success. */
+const v20xEnvelopeSchema = z.looseObject({
+  status: z.number(),
+  error_message: z.string().optional(),
+  time: looseNumber.optional(),
+  request: z.string().optional(),
+});
+
+/** `GET /v205/score/{id}` and `score_response` inside events (§2.4, §3.1). */
+const scoreResponseSchema = v20xEnvelopeSchema.extend({
+  user_id: z.string().optional(),
+  scores: z.record(z.string(), abuseScoreSchema).optional(),
+  latest_labels: z.record(z.string(), labelSchema).optional(),
+  latest_decisions: z.record(z.string(), latestDecisionSchema).optional(),
+  workflow_statuses: z.array(z.unknown()).optional(),
+});
+
+/** `GET|POST /v205/users/{id}/score` (§3.2). */
+const userScoreResponseSchema = scoreResponseSchema.extend({
+  entity_type: z.string().optional(),
+  entity_id: z.string().optional(),
+});
+
+const eventResponseSchema = v20xEnvelopeSchema.extend({
+  score_response: z
+    .looseObject({ status: z.number().optional(), error_message: z.string().optional() })
+    .optional(),
+  warnings: z.unknown().optional(),
+});
+
+const decisionDefinitionSchema = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  description: z.string().nullish(),
+  entity_type: z.string(),
+  abuse_type: z.string(),
+  category: z.string(),
+  webhook_url: z.string().nullish(),
+  created_at: looseNumber.optional(),
+  updated_at: looseNumber.optional(),
+});
+
+const decisionsListSchema = z.looseObject({
+  data: z.array(decisionDefinitionSchema),
+  // python's mock has the string "true" (§5.1).
+  has_more: z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]).optional(),
+  total_results: z.number().optional(),
+  next_ref: z.string().nullish(),
+});
+
+const decisionStatusSchema = z.looseObject({
+  decisions: z.record(
+    z.string(),
+    z.looseObject({
+      decision: z.looseObject({ id: z.string() }),
+      time: looseNumber,
+      webhook_succeeded: z.boolean().nullish(),
+    }),
+  ),
+});
+
+const applyDecisionResponseSchema = z.looseObject({
+  entity: z.looseObject({ id: z.string(), type: z.string() }),
+  decision: z.looseObject({ id: z.string() }),
+  time: looseNumber,
+});
+
+const workflowRunSchema = z.looseObject({
+  id: z.string(),
+  state: z.string(),
+  config: z
+    .looseObject({ id: z.string().optional(), version: z.union([z.string(), z.number()]).optional() })
+    .optional(),
+  config_display_name: z.string().optional(),
+  abuse_types: z.array(z.string()).optional(),
+  entity: z.looseObject({ type: z.string(), id: z.string() }).optional(),
+  history: z
+    .array(z.looseObject({ app: z.string(), name: z.string().optional(), state: z.string().optional() }))
+    .optional(),
+});
+
+const v3ErrorSchema = z.looseObject({
+  error: z.string(),
+  description: z.string().optional(),
+  issues: z.unknown().optional(),
+});
+
+const webhookPayloadSchema = z.looseObject({
+  entity: z.looseObject({ type: z.string(), id: z.string() }),
+  decision: z.looseObject({ id: z.string() }),
+  time: looseNumber,
+});
+
+/** The zod schemas the client parses Sift responses with; exported for contract tests against fixtures. */
+export const siftSchemas = {
+  v20xEnvelope: v20xEnvelopeSchema,
+  scoreResponse: scoreResponseSchema,
+  userScoreResponse: userScoreResponseSchema,
+  eventResponse: eventResponseSchema,
+  decisionsList: decisionsListSchema,
+  decisionStatus: decisionStatusSchema,
+  applyDecisionResponse: applyDecisionResponseSchema,
+  workflowRun: workflowRunSchema,
+  v3Error: v3ErrorSchema,
+  webhookPayload: webhookPayloadSchema,
+} as const;
+
+export type SiftWorkflowRun = z.infer<typeof workflowRunSchema>;
+
+// --- normalisation ---
+
+/** Canonical abuse type for any spelling Sift uses (`promo_abuse`, any case); undefined when unknown. */
+export function normaliseAbuseType(value: string): AbuseType | undefined {
+  const lower = value.trim().toLowerCase();
+  const canonical = lower === 'promo_abuse' ? 'promotion_abuse' : lower;
+  return (ABUSE_TYPES as readonly string[]).includes(canonical) ? (canonical as AbuseType) : undefined;
+}
+
+function normaliseCategory(value: string | undefined): DecisionCategory | string | undefined {
+  return value?.toLowerCase();
+}
+
+function toReason(r: z.infer<typeof reasonSchema>): SiftReason {
+  return {
+    name: r.name,
+    ...(r.value === undefined || r.value === null ? {} : { value: r.value }),
+    ...(r.details === undefined ? {} : { details: r.details }),
+  };
+}
+
+function toUserScore(userId: string, parsed: z.infer<typeof userScoreResponseSchema>): SiftUserScore {
+  const scores: Partial<Record<AbuseType, SiftAbuseScore>> = {};
+  for (const [key, s] of Object.entries(parsed.scores ?? {})) {
+    const type = normaliseAbuseType(key);
+    if (!type) continue;
+    scores[type] = {
+      score: s.score,
+      reasons: (s.reasons ?? []).map(toReason),
+      ...(s.time === undefined ? {} : { time: s.time }),
+    };
+  }
+  const latestDecisions: Partial<Record<AbuseType, SiftLatestDecision>> = {};
+  for (const [key, d] of Object.entries(parsed.latest_decisions ?? {})) {
+    const type = normaliseAbuseType(key);
+    if (!type) continue;
+    latestDecisions[type] = {
+      id: d.id,
+      category: normaliseCategory(d.category) ?? '',
+      ...(d.source === undefined ? {} : { source: d.source.toUpperCase() }),
+      ...(d.time === undefined ? {} : { time: d.time }),
+      ...(d.description ? { description: d.description } : {}),
+    };
+  }
+  const latestLabels: Partial<Record<AbuseType, SiftLatestLabel>> = {};
+  for (const [key, l] of Object.entries(parsed.latest_labels ?? {})) {
+    const type = normaliseAbuseType(key);
+    if (!type) continue;
+    latestLabels[type] = {
+      is_bad: l.is_bad,
+      ...(l.time === undefined ? {} : { time: l.time }),
+      ...(l.description ? { description: l.description } : {}),
+    };
+  }
+  return { userId: parsed.entity_id ?? parsed.user_id ?? userId, scores, latestDecisions, latestLabels };
+}
+
+// --- redaction and signatures ---
+
+/** Remove `$api_key` values (also inside the echoed, JSON-escaped `request` string) and any known key. */
+export function redactSiftSecrets(text: string, apiKey?: string): string {
+  let out = text.replace(/(\\*"\$api_key\\*"\s*:\s*\\*")((?:[^"\\]|\\[^"])*)(\\*")/g, '$1[REDACTED]$3');
+  out = out.replace(/([?&]api_key=)[^&\s"]*/g, '$1[REDACTED]');
+  if (apiKey) out = out.split(apiKey).join('[REDACTED]');
+  return out;
+}
+
+/**
+ * Verify `X-Sift-Science-Signature` (§7.2): `sha1=<hex>` or `sha256=<hex>` HMAC of the raw body.
+ * Several keys are accepted so a signature key can be rotated without dropping webhooks. Compare in
+ * constant time; an unknown algorithm, a malformed or missing header is a failure.
+ */
+export function verifySiftSignature(rawBody: Buffer, header: string | undefined, keys: string[]): boolean {
+  if (!header) return false;
+  const match = /^\s*(sha1|sha256)=([0-9a-fA-F]+)\s*$/i.exec(header);
+  if (!match) return false;
+  const algorithm = (match[1] ?? '').toLowerCase();
+  const hex = match[2] ?? '';
+  const expectedLength = algorithm === 'sha1' ? 20 : 32;
+  if (hex.length !== expectedLength * 2) return false;
+  const given = Buffer.from(hex, 'hex');
+  let ok = false;
+  for (const key of keys) {
+    if (!key) continue;
+    const computed = createHmac(algorithm, key).update(rawBody).digest();
+    // No early exit, so timing does not reveal which key matched.
+    if (timingSafeEqual(computed, given)) ok = true;
+  }
+  return ok;
+}
+
+// --- transport ---
+
+/**
+ * When a failed attempt may be repeated:
+ * - `always`: idempotent (reads, rescore, labels).
+ * - `unsent`: only when the request provably had no effect (connection refused, 429, 503).
+ * - `never`: events.
+ */
+type RetryPolicy = 'always' | 'unsent' | 'never';
+
+interface CallSpec {
+  name: string;
+  method: 'GET' | 'POST' | 'DELETE';
+  /** Path with ids already encoded, or an absolute URL (next_ref). */
+  path: string;
+  query?: Record<string, string | undefined>;
+  body?: Record<string, unknown>;
+  /** v20x POSTs carry `$api_key` in the body; everything else uses Basic `KEY:`. */
+  auth: 'body' | 'basic';
+  family: 'v20x' | 'v3';
+  retry: RetryPolicy;
+  /** Turn a v3 404 into a more precise error (e.g. unknown decision id). */
+  onV3NotFound?: (description: string) => FraudgateError;
+  /** Used for the status 54 message. */
+  userId?: string;
+}
+
+interface RawResponse {
+  status: number;
+  json: unknown;
+  text: string;
+}
+
+class AttemptError extends Error {
+  readonly error: FraudgateError;
+  /** The request provably had no effect upstream. */
+  readonly unsent: boolean;
+  constructor(error: FraudgateError, unsent: boolean) {
+    super(error.message);
+    this.error = error;
+    this.unsent = unsent;
+  }
+}
+
+const UNSENT_NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+const V20X_PUBLIC: Record<number, string> = {
+  51: 'Sift rejected the API key (status 51): check SIFT_API_KEY',
+  52: 'Sift rejected a field name (status 52: invalid characters in field name)',
+  53: 'Sift rejected a field value (status 53: invalid field value)',
+  55: 'Sift rejected the request (status 55: missing required field)',
+  56: 'Sift rejected the request (status 56: invalid JSON)',
+  57: 'Sift rejected the request (status 57: invalid HTTP body)',
+  104: 'Sift rejected the API version (status 104)',
+  105: 'Sift rejected the request (status 105: not a valid reserved field)',
+  111: 'This Sift feature is not enabled for the account (status 111)',
+};
+
+function errorCodeOf(error: unknown): string | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
+    if (typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string') {
+      return (e as { code: string }).code;
+    }
+    e = typeof e === 'object' && 'cause' in e ? (e as { cause: unknown }).cause : undefined;
+  }
+  return undefined;
+}
+
+/** Retry-After in ms: delta-seconds or an HTTP date; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | string[] | undefined, now = Date.now()): number | undefined {
+  const raw = Array.isArray(value) ? value[0] : value;
+  if (!raw) return undefined;
+  if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) return Math.round(Number(raw) * 1000);
+  const date = Date.parse(raw);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Create the Sift client. One keep-alive undici Agent is shared by all calls; `close()` ends it. */
+export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient {
+  const timeoutMs = config.timeoutMs ?? 5000;
+  const maxRetries = config.maxRetries ?? 3;
+  const baseDelay = config.retryBaseDelayMs ?? 200;
+  const maxDelay = config.retryMaxDelayMs ?? 10_000;
+  const userAgent = config.userAgent ?? 'SiftScience/v205 fraudgate/0.1.0';
+  const base = config.baseUrl.endsWith('/') ? config.baseUrl : `${config.baseUrl}/`;
+  const basic = `Basic ${Buffer.from(`${config.apiKey}:`).toString('base64')}`;
+  const acct = `/v3/accounts/${encodeURIComponent(config.accountId)}`;
+  const dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 16 });
+  const redact = (text: string) => redactSiftSecrets(text, config.apiKey);
+
+  const detailOf = (spec: CallSpec, status: number | string, text: string) =>
+    `sift ${spec.name}: ${spec.method} ${redact(spec.path.split('?')[0] ?? '')} -> ${status}: ${redact(text).slice(0, 1000)}`;
+
+  /** Classify an HTTP answer: the parsed JSON on success, else an AttemptError. */
+  function classify(spec: CallSpec, res: RawResponse, retryAfterMs: number | undefined): unknown {
+    const { status, json, text } = res;
+    const detail = detailOf(spec, status, text);
+    const extra = { detail, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
+    if (status === 429) {
+      throw new AttemptError(
+        new UpstreamError('Sift rate-limited the request (HTTP 429); try again later', {
+          service: 'sift',
+          status,
+          retryable: true,
+          ...extra,
+        }),
+        true,
+      );
+    }
+    if (status >= 500) {
+      throw new AttemptError(
+        new UpstreamError(`Sift is unavailable (HTTP ${status}); try again later`, {
+          service: 'sift',
+          status,
+          retryable: true,
+          ...extra,
+        }),
+        status === 503,
+      );
+    }
+    if (spec.family === 'v20x') {
+      if (status === 204 && text === '') return undefined;
+      const envelope = v20xEnvelopeSchema.safeParse(json);
+      if (!envelope.success) {
+        throw new AttemptError(
+          new UpstreamError(`Sift answered HTTP ${status} with an unexpected body`, {
+            service: 'sift',
+            status,
+            retryable: false,
+            detail,
+          }),
+          false,
+        );
+      }
+      const code = envelope.data.status;
+      if (code === 0 && status >= 200 && status < 300) return json;
+      if (code === 54) {
+        throw new AttemptError(
+          new NotFoundError(`Sift has no scoreable events for user ${spec.userId ?? ''}`, detail),
+          false,
+        );
+      }
+      if (code === 60) {
+        throw new AttemptError(
+          new UpstreamError('Sift rate-limited the request (status 60); try again later', {
+            service: 'sift',
+            status,
+            upstreamCode: 60,
+            retryable: true,
+            ...extra,
+          }),
+          true,
+        );
+      }
+      if (code < 0) {
+        throw new AttemptError(
+          new UpstreamError(`Sift had a server-side error (status ${code}); try again later`, {
+            service: 'sift',
+            status,
+            upstreamCode: code,
+            retryable: true,
+            ...extra,
+          }),
+          false,
+        );
+      }
+      throw new AttemptError(
+        new UpstreamError(V20X_PUBLIC[code] ?? `Sift rejected the request (status ${code})`, {
+          service: 'sift',
+          status,
+          upstreamCode: code,
+          retryable: false,
+          detail,
+        }),
+        false,
+      );
+    }
+    // v3
+    if (status >= 200 && status < 300) return json;
+    const v3 = v3ErrorSchema.safeParse(json);
+    const upstreamCode = v3.success ? v3.data.error : undefined;
+    if (status === 404 && spec.onV3NotFound) {
+      throw new AttemptError(spec.onV3NotFound(v3.success ? (v3.data.description ?? '') : ''), false);
+    }
+    const message =
+      status === 401
+        ? 'Sift rejected the API key (HTTP 401): check SIFT_API_KEY'
+        : status === 403
+          ? 'Sift refused access to the account (HTTP 403): check SIFT_ACCOUNT_ID and the API key'
+          : status === 404
+            ? 'Sift did not find the requested resource (HTTP 404)'
+            : `Sift rejected the request (HTTP ${status}${upstreamCode ? `: ${upstreamCode}` : ''})`;
+    throw new AttemptError(
+      new UpstreamError(message, {
+        service: 'sift',
+        status,
+        ...(upstreamCode === undefined ? {} : { upstreamCode }),
+        retryable: false,
+        detail,
+      }),
+      false,
+    );
+  }
+
+  async function attempt(spec: CallSpec, url: URL, signal: AbortSignal | undefined): Promise<unknown> {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new Error('sift timeout')), timeoutMs);
+    const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
+    const headers: Record<string, string> = { 'user-agent': userAgent, accept: 'application/json' };
+    let payload: string | undefined;
+    if (spec.auth === 'basic') headers.authorization = basic;
+    if (spec.body !== undefined || spec.auth === 'body') {
+      payload = JSON.stringify(spec.auth === 'body' ? { ...spec.body, $api_key: config.apiKey } : spec.body);
+      headers['content-type'] = 'application/json';
+    }
+    try {
+      const res = await request(url, {
+        method: spec.method,
+        headers,
+        body: payload ?? (spec.method === 'POST' ? '' : undefined),
+        dispatcher,
+        signal: combined,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      const text = await res.body.text();
+      let json: unknown;
+      if (text !== '') {
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined; // e.g. an HTML 500 page; classify() reports it.
+        }
+      }
+      return classify(
+        spec,
+        { status: res.statusCode, json, text },
+        parseRetryAfter(res.headers['retry-after']),
+      );
+    } catch (error) {
+      if (error instanceof AttemptError) throw error;
+      if (signal?.aborted) throw signal.reason;
+      const code = errorCodeOf(error);
+      const timedOut =
+        timeout.signal.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+      const detail = detailOf(
+        spec,
+        code ?? 'network',
+        error instanceof Error ? error.message : String(error),
+      );
+      const unsent = !timedOut && code !== undefined && UNSENT_NETWORK_CODES.has(code);
+      const message = timedOut
+        ? `Sift did not answer within ${timeoutMs}ms`
+        : unsent
+          ? 'Could not connect to Sift; try again later'
+          : 'The connection to Sift failed before an answer arrived; try again later';
+      throw new AttemptError(
+        new UpstreamError(message, { service: 'sift', retryable: true, detail, cause: error }),
+        unsent,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function call(spec: CallSpec, signal?: AbortSignal): Promise<unknown> {
+    const url = new URL(spec.path.replace(/^\/+/, ''), base);
+    for (const [k, v] of Object.entries(spec.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    for (let n = 0; ; n++) {
+      try {
+        return await attempt(spec, url, signal);
+      } catch (error) {
+        if (!(error instanceof AttemptError)) throw error;
+        const { error: failure, unsent } = error;
+        const allowed = spec.retry === 'always' || (spec.retry === 'unsent' && unsent);
+        if (!failure.retryable || !allowed || n >= maxRetries) throw failure;
+        const retryAfter = failure instanceof UpstreamError ? failure.retryAfterMs : undefined;
+        // Waiting less than Sift asked is pointless and waiting longer than the cap stalls the agent.
+        if (retryAfter !== undefined && retryAfter > maxDelay) throw failure;
+        const delay = retryAfter ?? Math.random() * Math.min(maxDelay, baseDelay * 2 ** n);
+        await sleep(delay, signal);
+      }
+    }
+  }
+
+  function parse<S extends z.ZodType>(schema: S, json: unknown, name: string): z.infer<S> {
+    const result = schema.safeParse(json);
+    if (!result.success) {
+      throw new UpstreamError('Sift answered with an unexpected response shape', {
+        service: 'sift',
+        retryable: false,
+        detail: `sift ${name}: ${redact(z.prettifyError(result.error)).slice(0, 1000)}`,
+      });
+    }
+    return result.data;
+  }
+
+  const enc = encodeURIComponent;
+  const abuseTypesQuery = (types: AbuseType[] | undefined) =>
+    types && types.length > 0 ? types.join(',') : undefined;
+
+  return {
+    async getUserScore(userId, options = {}) {
+      const json = await call(
+        {
+          name: options.refresh ? 'rescore' : 'get_user_score',
+          method: options.refresh ? 'POST' : 'GET',
+          path: `/v205/users/${enc(userId)}/score`,
+          query: { abuse_types: abuseTypesQuery(options.abuseTypes) },
+          auth: 'basic',
+          family: 'v20x',
+          retry: 'always',
+          userId,
+        },
+        options.signal,
+      );
+      return toUserScore(userId, parse(userScoreResponseSchema, json, 'get_user_score'));
+    },
+
+    async addLabel(userId, label: SiftLabelInput, options = {}) {
+      await call(
+        {
+          name: 'label',
+          method: 'POST',
+          path: `/v205/users/${enc(userId)}/labels`,
+          body: {
+            $is_bad: label.isBad,
+            $abuse_type: label.abuseType,
+            $description: label.description,
+            $source: label.source,
+            $analyst: label.analyst,
+          },
+          auth: 'body',
+          family: 'v20x',
+          retry: 'always',
+          userId,
+        },
+        options.signal,
+      );
+    },
+
+    async removeLabel(userId, abuseType, options = {}) {
+      await call(
+        {
+          name: 'unlabel',
+          method: 'DELETE',
+          path: `/v205/users/${enc(userId)}/labels`,
+          query: { abuse_type: abuseType },
+          auth: 'basic',
+          family: 'v20x',
+          retry: 'always',
+          userId,
+        },
+        options.signal,
+      );
+    },
+
+    async listDecisions(filter = {}, options = {}) {
+      const out: SiftDecisionDefinition[] = [];
+      let path: string | undefined = `${acct}/decisions`;
+      let query: Record<string, string | undefined> | undefined = {
+        entity_type: filter.entityType?.toLowerCase(),
+        abuse_types: abuseTypesQuery(filter.abuseTypes),
+      };
+      const seen = new Set<string>();
+      while (path !== undefined) {
+        // A next_ref that repeats would loop forever; Sift's paging is documented loosely (§5.1).
+        if (seen.has(path)) break;
+        seen.add(path);
+        const json = await call(
+          {
+            name: 'list_decisions',
+            method: 'GET',
+            path,
+            query,
+            auth: 'basic',
+            family: 'v3',
+            retry: 'always',
+          },
+          options.signal,
+        );
+        const page = parse(decisionsListSchema, json, 'list_decisions');
+        for (const d of page.data) {
+          const abuseType = normaliseAbuseType(d.abuse_type);
+          const category = d.category.toLowerCase();
+          if (!abuseType || (category !== 'block' && category !== 'watch' && category !== 'accept')) continue;
+          out.push({
+            id: d.id,
+            name: d.name,
+            ...(d.description ? { description: d.description } : {}),
+            entityType: d.entity_type.toLowerCase(),
+            abuseType,
+            category,
+          });
+        }
+        if (!page.has_more || !page.next_ref) break;
+        // next_ref may be absolute, root-relative or relative (§5.1) and carries its own query.
+        // An absolute one must stay on Sift's origin: it gets our Basic credentials.
+        const ref = page.next_ref;
+        if (/^https?:/i.test(ref) && new URL(ref).origin !== new URL(base).origin) {
+          throw new UpstreamError('Sift returned a paging link to another host; refusing to follow it', {
+            service: 'sift',
+            retryable: false,
+            detail: `sift list_decisions: next_ref origin ${new URL(ref).origin}`,
+          });
+        }
+        path = /^https?:/i.test(ref) ? ref : ref.replace(/^\/+/, '');
+        query = undefined;
+      }
+      return out;
+    },
+
+    async getUserDecisions(userId, options = {}) {
+      const json = await call(
+        {
+          name: 'get_user_decisions',
+          method: 'GET',
+          path: `${acct}/users/${enc(userId)}/decisions`,
+          auth: 'basic',
+          family: 'v3',
+          retry: 'always',
+          onV3NotFound: () => new NotFoundError(`Sift has no decisions record for user ${userId}`),
+        },
+        options.signal,
+      );
+      const parsed = parse(decisionStatusSchema, json, 'get_user_decisions');
+      const out: SiftUserDecisionStatus[] = [];
+      for (const [key, d] of Object.entries(parsed.decisions)) {
+        const abuseType = normaliseAbuseType(key);
+        if (abuseType) out.push({ abuseType, decisionId: d.decision.id, time: d.time });
+      }
+      return out;
+    },
+
+    async applyUserDecision(userId, input: SiftApplyDecisionInput, options = {}) {
+      const json = await call(
+        {
+          name: 'apply_user_decision',
+          method: 'POST',
+          path: `${acct}/users/${enc(userId)}/decisions`,
+          body: {
+            decision_id: input.decisionId,
+            source: input.source,
+            ...(input.analyst === undefined ? {} : { analyst: input.analyst }),
+            ...(input.description === undefined ? {} : { description: input.description }),
+          },
+          auth: 'basic',
+          family: 'v3',
+          retry: 'unsent',
+          onV3NotFound: () =>
+            new FraudgateError(
+              ERROR_CODES.INVALID_INPUT,
+              `Sift has no decision with decision_id "${input.decisionId}"; list the configured decisions first`,
+              { data: { field: 'decision_id' } },
+            ),
+        },
+        options.signal,
+      );
+      const parsed = parse(applyDecisionResponseSchema, json, 'apply_user_decision');
+      return { decisionId: parsed.decision.id, time: parsed.time };
+    },
+
+    async sendEvent(event, options = {}) {
+      const json = await call(
+        {
+          name: 'event',
+          method: 'POST',
+          path: '/v205/events',
+          query: {
+            return_score: options.returnScore ? 'true' : undefined,
+            abuse_types: abuseTypesQuery(options.abuseTypes),
+          },
+          body: event,
+          auth: 'body',
+          family: 'v20x',
+          retry: 'never',
+          ...(typeof event.$user_id === 'string' ? { userId: event.$user_id } : {}),
+        },
+        options.signal,
+      );
+      const parsed = parse(eventResponseSchema, json, 'event');
+      const result: SiftEventResult = { status: parsed.status, errorMessage: parsed.error_message ?? 'OK' };
+      if (parsed.warnings !== undefined) result.warnings = parsed.warnings;
+      const sr = parsed.score_response;
+      if (sr) {
+        // A non-zero score_response.status is a partial result: the event itself was accepted.
+        result.scoreStatus = sr.status ?? 0;
+        if (sr.error_message !== undefined) result.scoreErrorMessage = sr.error_message;
+        if (result.scoreStatus === 0) {
+          const score = userScoreResponseSchema.safeParse(sr);
+          if (score.success) {
+            result.score = toUserScore(typeof event.$user_id === 'string' ? event.$user_id : '', score.data);
+          }
+        }
+      }
+      return result;
+    },
+
+    async getWorkflowRun(runId, options = {}) {
+      const json = await call(
+        {
+          name: 'get_workflow_run',
+          method: 'GET',
+          path: `${acct}/workflows/runs/${enc(runId)}`,
+          auth: 'basic',
+          family: 'v3',
+          retry: 'always',
+          onV3NotFound: () => new NotFoundError(`Sift has no workflow run ${runId}`),
+        },
+        options.signal,
+      );
+      return parse(workflowRunSchema, json, 'get_workflow_run');
+    },
+
+    async close() {
+      await dispatcher.close();
+    },
+  };
+}
