@@ -204,7 +204,7 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     return [...custom.filter((c) => !audiences.some((a) => a.key === c.name)), ...computed];
   }
 
-  /** Validate one message and store it; returns false when it was dropped. */
+  /** Validate one message; store it (first time its messageId is seen) or record why it was dropped. */
   function accept(message: unknown, index: number, receivedAt: string): void {
     if (!isRecord(message)) {
       rejected.push({ reason: 'not_an_object', index });
