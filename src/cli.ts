@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * The `fraudgate` command: composition root and subcommands.
+ *
+ *   fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets a,b]
+ *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID --as NAME [--reason TEXT]
+ *                       | deny ID --as NAME --reason TEXT
+ *   fraudgate audit verify [--file PATH]
+ *   fraudgate docs tools [--write | --check]
+ */
+import { parseArgs } from 'node:util';
+import { tools } from '../tools/index.ts';
+import { runApprovalsCommand } from './cli/approvals.ts';
+import { runAuditCommand } from './cli/audit.ts';
+import { runDocsCommand } from './cli/docs.ts';
+import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
+import { FraudgateError } from './errors.ts';
+import { createLogger } from './logger.ts';
+import { openRuntime } from './runtime.ts';
+import { startSandbox } from './sandbox/sandbox.ts';
+import { serveStdio } from './transports/stdio.ts';
+
+const USAGE = `Usage:
+  fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets sift,segment,...]
+  fraudgate approvals list [--all] [--json]
+  fraudgate approvals show ID [--json]
+  fraudgate approvals approve ID --as NAME [--reason TEXT]
+  fraudgate approvals deny ID --as NAME --reason TEXT
+  fraudgate audit verify [--file PATH]
+  fraudgate docs tools [--write | --check]`;
+
+const OPTIONS = {
+  sandbox: { type: 'boolean' },
+  config: { type: 'string' },
+  'data-dir': { type: 'string' },
+  'read-only': { type: 'boolean' },
+  toolsets: { type: 'string' },
+  json: { type: 'boolean' },
+  all: { type: 'boolean' },
+  as: { type: 'string' },
+  reason: { type: 'string' },
+  file: { type: 'string' },
+  write: { type: 'boolean' },
+  check: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export type CliValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+function configFlags(values: CliValues): ConfigFlags {
+  return {
+    configFile: values.config,
+    sandbox: values.sandbox,
+    dataDir: values['data-dir'],
+    readOnly: values['read-only'],
+    toolsets: values.toolsets?.split(',').map((s) => s.trim()).filter(Boolean),
+  };
+}
+
+async function serve(loaded: LoadedConfig): Promise<void> {
+  const logger = createLogger();
+  let { config, secrets } = loaded;
+  const sandbox = config.mode === 'sandbox' ? await startSandbox(config) : undefined;
+  if (sandbox) {
+    config = { ...config, ...sandbox.config };
+    secrets = { ...secrets, ...sandbox.secrets };
+    process.stderr.write(
+      `fraudgate: sandbox mode (${loaded.modeReason}): Sift, Segment and Salesforce are built-in emulators with demo data; data dir ${config.data_dir}\n`,
+    );
+  } else {
+    process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
+  }
+  if (!config.analyst) {
+    process.stderr.write('fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n');
+  }
+  const runtime = await openRuntime({ config, secrets, tools, logger });
+  runtime.startApprovalSweep();
+  await serveStdio(runtime, async () => {
+    await runtime.close();
+    await sandbox?.close();
+    process.exit(0);
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    process.stderr.write(`fraudgate: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stderr.write(USAGE + '\n');
+    return 0;
+  }
+  const [command = 'serve', ...rest] = positionals;
+  try {
+    if (command === 'docs') return await runDocsCommand(rest, values, tools);
+    const loaded = loadConfig(configFlags(values));
+    switch (command) {
+      case 'serve':
+        await serve(loaded);
+        return -1; // keep running until stdin closes
+      case 'approvals':
+        return await runApprovalsCommand(rest, values, loaded);
+      case 'audit':
+        return await runAuditCommand(rest, values, loaded);
+      default:
+        process.stderr.write(`fraudgate: unknown command '${command}'\n${USAGE}\n`);
+        return 2;
+    }
+  } catch (error) {
+    if (error instanceof FraudgateError) {
+      process.stderr.write(`fraudgate: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+/** Run the CLI with this process's arguments and set the exit code. */
+export function runCli(): void {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      if (code >= 0) process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`fraudgate: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
+
+if (import.meta.main) runCli();

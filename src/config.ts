@@ -1,0 +1,383 @@
+/**
+ * fraudgate's configuration: one zod schema, resolved once at start-up from sources in a fixed
+ * order — defaults → config file (JSON) → environment → command-line flags. Secrets come only from
+ * the environment, never from the file or flags, so they never land in a repository or a `ps`
+ * listing. Unknown keys are refused (a typo must not silently disable a policy), and every problem
+ * is listed at once with what to do.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as z from 'zod';
+import { InvalidInputError, type FieldIssue } from './errors.ts';
+
+const approvalMode = z
+  .enum(['none', 'confirm', 'approval', 'four_eyes'])
+  .describe(
+    'none: run at once; confirm: the requester may confirm in-band (elicitation) or an approver out of band; ' +
+      'approval: an approver decides out of band; four_eyes: an approver who is not the requester decides.',
+  );
+export type ApprovalMode = z.infer<typeof approvalMode>;
+
+const bucket = z.strictObject({
+  /** Burst size. */
+  capacity: z.number().int().positive(),
+  /** Tokens added per minute. */
+  per_minute: z.number().positive(),
+});
+export type BucketConfig = z.infer<typeof bucket>;
+
+const riskBand = z.enum(['low', 'medium', 'high', 'critical']);
+export type RiskBand = z.infer<typeof riskBand>;
+
+const decisionEffect = z.strictObject({
+  /** Traits written to the Segment profile when this category is the user's current decision. */
+  segment_traits: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])),
+  /** Track event name sent alongside the traits. */
+  segment_event: z.string().min(1),
+  /** Salesforce picklist value for the Account/Contact decision field. */
+  salesforce_value: z.string().min(1),
+});
+
+export const configSchema = z.strictObject({
+  /** Where approvals (SQLite), the audit log and keys live. */
+  data_dir: z.string().min(1),
+  /** `sandbox` runs the built-in emulators; `live` talks to the real APIs. Decided at start-up. */
+  mode: z.enum(['sandbox', 'live']),
+  /** The analyst identity for stdio sessions (FRAUDGATE_ANALYST). Write tools refuse without one. */
+  analyst: z.string().min(1).optional(),
+  /** `$source` sent with Sift labels. */
+  label_source: z.string().min(1),
+  read_only: z.boolean(),
+  /** Toolsets exposed; empty means all. */
+  toolsets: z.array(z.enum(['core', 'sift', 'segment', 'salesforce', 'triage'])),
+  sift: z.strictObject({
+    base_url: z.url(),
+    account_id: z.string().min(1).optional(),
+    timeout_ms: z.number().int().positive(),
+    max_retries: z.number().int().min(0).max(10),
+  }),
+  segment: z.strictObject({
+    host: z.url(),
+    profile_base_url: z.url(),
+    space_id: z.string().min(1).optional(),
+    delivery_timeout_ms: z.number().int().positive(),
+    timeout_ms: z.number().int().positive(),
+  }),
+  salesforce: z.strictObject({
+    login_url: z.url(),
+    api_version: z.string().regex(/^\d+\.\d$/, 'an API version like 62.0'),
+    auth_flow: z.enum(['client_credentials', 'password']),
+    timeout_ms: z.number().int().positive(),
+    /** DeveloperName of the queue that owns new fraud cases. */
+    fraud_queue: z.string().min(1),
+    /** Case.Type picklist value for fraud cases. */
+    case_type: z.string().min(1),
+    case_origin: z.string().min(1),
+  }),
+  /** Score (0–1) at or above which a band starts. Bands must be increasing. */
+  risk_bands: z.strictObject({ medium: z.number().min(0).max(1), high: z.number().min(0).max(1), critical: z.number().min(0).max(1) }),
+  /** The one central mapping: decisions and bands → Segment traits and Salesforce values. */
+  mapping: z.strictObject({
+    decisions: z.strictObject({ block: decisionEffect, watch: decisionEffect, accept: decisionEffect }),
+    /** Segment traits and track event when no decision is current. */
+    no_decision: decisionEffect,
+    /** Case priority derived from the risk band when the caller gives none. */
+    band_priority: z.strictObject({ low: z.string(), medium: z.string(), high: z.string(), critical: z.string() }),
+    /** Segment traits an Engage audience keys on for marketing suppression. */
+    suppression_trait: z.string().min(1),
+  }),
+  approvals: z.strictObject({
+    /** Per-tool approval mode; tools not listed use the default for their risk. */
+    tools: z.record(z.string(), approvalMode),
+    default_for_write: approvalMode,
+    default_for_destructive: approvalMode,
+    /** Whether out-of-band approval (CLI / console) is an available channel. Off + no elicitation = refuse. */
+    out_of_band: z.boolean(),
+    /** How long a pending approval stays valid. */
+    ttl_ms: z.number().int().positive(),
+    /** How long a tool call waits (with progress) for a decision before returning APPROVAL_PENDING. */
+    wait_ms: z.number().int().min(0),
+    poll_ms: z.number().int().positive(),
+  }),
+  rate_limits: z.strictObject({
+    read: bucket,
+    write: bucket,
+    destructive: bucket,
+    tools: z.record(z.string(), bucket),
+  }),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Secrets: only ever read from the environment. Absent means "not configured". */
+export interface Secrets {
+  siftApiKey?: string;
+  segmentWriteKey?: string;
+  segmentProfileToken?: string;
+  salesforceClientId?: string;
+  salesforceClientSecret?: string;
+  salesforceUsername?: string;
+  salesforcePassword?: string;
+  /** Key for the keyed hashes of personal data in the audit log. */
+  auditKey?: string;
+}
+
+export const DEFAULTS: Config = {
+  // Filled in by loadConfig: ~/.fraudgate/<mode>, so sandbox approvals never mix with live ones.
+  data_dir: '',
+  mode: 'sandbox',
+  label_source: 'fraudgate',
+  read_only: false,
+  toolsets: [],
+  sift: { base_url: 'https://api.sift.com', timeout_ms: 5_000, max_retries: 3 },
+  segment: {
+    host: 'https://api.segment.io',
+    profile_base_url: 'https://profiles.segment.com',
+    delivery_timeout_ms: 15_000,
+    timeout_ms: 5_000,
+  },
+  salesforce: {
+    login_url: 'https://login.salesforce.com',
+    api_version: '62.0',
+    auth_flow: 'client_credentials',
+    timeout_ms: 20_000,
+    fraud_queue: 'Fraud_Review',
+    case_type: 'Fraud',
+    case_origin: 'Web',
+  },
+  risk_bands: { medium: 0.3, high: 0.6, critical: 0.85 },
+  mapping: {
+    decisions: {
+      block: {
+        segment_traits: { fraud_decision: 'block', fraud_blocked: true },
+        segment_event: 'Fraud Decision Applied',
+        salesforce_value: 'Blocked',
+      },
+      watch: {
+        segment_traits: { fraud_decision: 'watch', fraud_blocked: false },
+        segment_event: 'Fraud Decision Applied',
+        salesforce_value: 'Under Review',
+      },
+      accept: {
+        segment_traits: { fraud_decision: 'accept', fraud_blocked: false },
+        segment_event: 'Fraud Decision Applied',
+        salesforce_value: 'Trusted',
+      },
+    },
+    no_decision: {
+      segment_traits: { fraud_decision: null, fraud_blocked: false },
+      segment_event: 'Fraud Decision Cleared',
+      salesforce_value: 'None',
+    },
+    band_priority: { low: 'Low', medium: 'Medium', high: 'High', critical: 'High' },
+    suppression_trait: 'suppressed_for_fraud',
+  },
+  approvals: {
+    tools: {},
+    default_for_write: 'none',
+    default_for_destructive: 'approval',
+    out_of_band: true,
+    ttl_ms: 4 * 60 * 60 * 1000,
+    wait_ms: 30_000,
+    poll_ms: 250,
+  },
+  rate_limits: {
+    read: { capacity: 60, per_minute: 120 },
+    write: { capacity: 20, per_minute: 30 },
+    destructive: { capacity: 5, per_minute: 10 },
+    tools: {},
+  },
+};
+
+/** Command-line flags that override the file and the environment. */
+export interface ConfigFlags {
+  configFile?: string;
+  sandbox?: boolean;
+  dataDir?: string;
+  readOnly?: boolean;
+  toolsets?: string[];
+}
+
+export interface LoadedConfig {
+  config: Config;
+  secrets: Secrets;
+  /** Why this mode was chosen, for the one start-up line on stderr. */
+  modeReason: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Deep merge where objects merge and everything else (arrays included) replaces. */
+export function mergeConfig<T>(base: T, override: unknown): T {
+  if (!isPlainObject(base) || !isPlainObject(override)) return (override === undefined ? base : override) as T;
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(override)) {
+    out[key] = key in out ? mergeConfig(out[key], value) : value;
+  }
+  return out as T;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+export function readSecrets(env: Env): Secrets {
+  return {
+    siftApiKey: nonEmpty(env.SIFT_API_KEY),
+    segmentWriteKey: nonEmpty(env.SEGMENT_WRITE_KEY),
+    segmentProfileToken: nonEmpty(env.SEGMENT_PROFILE_TOKEN),
+    salesforceClientId: nonEmpty(env.SALESFORCE_CLIENT_ID),
+    salesforceClientSecret: nonEmpty(env.SALESFORCE_CLIENT_SECRET),
+    salesforceUsername: nonEmpty(env.SALESFORCE_USERNAME),
+    salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
+    auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
+  };
+}
+
+const SECRET_KEYS_IN_FILE = /(api_key|write_key|token|secret|password)/i;
+
+function findSecretKeys(value: unknown, path: string[] = []): string[] {
+  if (!isPlainObject(value)) return [];
+  return Object.entries(value).flatMap(([k, v]) =>
+    SECRET_KEYS_IN_FILE.test(k) ? [[...path, k].join('.')] : findSecretKeys(v, [...path, k]),
+  );
+}
+
+function envOverrides(env: Env): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const set = (path: string[], value: unknown) => {
+    let node = out;
+    for (const key of path.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+    node[path.at(-1)!] = value;
+  };
+  if (nonEmpty(env.FRAUDGATE_DATA_DIR)) set(['data_dir'], env.FRAUDGATE_DATA_DIR);
+  if (nonEmpty(env.FRAUDGATE_ANALYST)) set(['analyst'], env.FRAUDGATE_ANALYST!.trim());
+  if (nonEmpty(env.FRAUDGATE_READ_ONLY)) set(['read_only'], env.FRAUDGATE_READ_ONLY === 'true' || env.FRAUDGATE_READ_ONLY === '1');
+  if (nonEmpty(env.SIFT_BASE_URL)) set(['sift', 'base_url'], env.SIFT_BASE_URL);
+  if (nonEmpty(env.SIFT_ACCOUNT_ID)) set(['sift', 'account_id'], env.SIFT_ACCOUNT_ID);
+  if (nonEmpty(env.SEGMENT_HOST)) set(['segment', 'host'], env.SEGMENT_HOST);
+  if (nonEmpty(env.SEGMENT_PROFILE_BASE_URL)) set(['segment', 'profile_base_url'], env.SEGMENT_PROFILE_BASE_URL);
+  if (nonEmpty(env.SEGMENT_SPACE_ID)) set(['segment', 'space_id'], env.SEGMENT_SPACE_ID);
+  if (nonEmpty(env.SALESFORCE_LOGIN_URL)) set(['salesforce', 'login_url'], env.SALESFORCE_LOGIN_URL);
+  if (nonEmpty(env.SALESFORCE_API_VERSION)) set(['salesforce', 'api_version'], env.SALESFORCE_API_VERSION);
+  if (nonEmpty(env.SALESFORCE_AUTH_FLOW)) set(['salesforce', 'auth_flow'], env.SALESFORCE_AUTH_FLOW);
+  return out;
+}
+
+function issuesFrom(error: z.ZodError, source: string): FieldIssue[] {
+  return error.issues.map((issue) => ({
+    field: issue.path.join('.'),
+    message: `${issue.message} (from ${source})`,
+  }));
+}
+
+/** What live mode needs, per service; listed so the refusal says exactly what is missing. */
+function missingLiveSecrets(config: Config, secrets: Secrets): string[] {
+  const missing: string[] = [];
+  if (!secrets.siftApiKey) missing.push('SIFT_API_KEY');
+  if (!config.sift.account_id) missing.push('SIFT_ACCOUNT_ID');
+  if (!secrets.segmentWriteKey) missing.push('SEGMENT_WRITE_KEY');
+  if (!secrets.segmentProfileToken) missing.push('SEGMENT_PROFILE_TOKEN');
+  if (!config.segment.space_id) missing.push('SEGMENT_SPACE_ID');
+  if (!secrets.salesforceClientId) missing.push('SALESFORCE_CLIENT_ID');
+  if (!secrets.salesforceClientSecret) missing.push('SALESFORCE_CLIENT_SECRET');
+  if (config.salesforce.auth_flow === 'password') {
+    if (!secrets.salesforceUsername) missing.push('SALESFORCE_USERNAME');
+    if (!secrets.salesforcePassword) missing.push('SALESFORCE_PASSWORD');
+  }
+  return missing;
+}
+
+/**
+ * Resolve the configuration. Throws InvalidInputError listing every problem; the CLI prints it
+ * and exits non-zero.
+ */
+export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd = process.cwd()): LoadedConfig {
+  const issues: FieldIssue[] = [];
+  let merged: unknown = DEFAULTS;
+
+  const configFile = flags.configFile ?? nonEmpty(env.FRAUDGATE_CONFIG);
+  if (configFile) {
+    const path = resolve(cwd, configFile);
+    if (!existsSync(path)) {
+      issues.push({ field: 'config_file', message: `${path} does not exist (from --config / FRAUDGATE_CONFIG)` });
+    } else {
+      try {
+        const fromFile: unknown = JSON.parse(readFileSync(path, 'utf8'));
+        for (const key of findSecretKeys(fromFile)) {
+          issues.push({
+            field: key,
+            message: `secrets are read only from the environment; remove it from ${path} and set the matching env var`,
+          });
+        }
+        if ('mode' in (isPlainObject(fromFile) ? fromFile : {})) {
+          issues.push({ field: 'mode', message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file' });
+        }
+        merged = mergeConfig(merged, fromFile);
+      } catch (error) {
+        issues.push({ field: 'config_file', message: `${path} is not valid JSON: ${(error as Error).message}` });
+      }
+    }
+  }
+
+  merged = mergeConfig(merged, envOverrides(env));
+  const flagOverrides: Record<string, unknown> = {};
+  if (flags.dataDir) flagOverrides.data_dir = flags.dataDir;
+  if (flags.readOnly) flagOverrides.read_only = true;
+  if (flags.toolsets) flagOverrides.toolsets = flags.toolsets;
+  merged = mergeConfig(merged, flagOverrides);
+
+  const secrets = readSecrets(env);
+  const anyCredential = Boolean(secrets.siftApiKey || secrets.segmentWriteKey || secrets.salesforceClientId);
+  let modeReason: string;
+  if (flags.sandbox) {
+    merged = mergeConfig(merged, { mode: 'sandbox' });
+    modeReason = '--sandbox was given';
+  } else if (!anyCredential) {
+    merged = mergeConfig(merged, { mode: 'sandbox' });
+    modeReason = 'no upstream credentials are configured (set SIFT_API_KEY, SEGMENT_WRITE_KEY and SALESFORCE_CLIENT_ID for live mode)';
+  } else {
+    merged = mergeConfig(merged, { mode: 'live' });
+    modeReason = 'upstream credentials are configured';
+  }
+
+  if (!(merged as Config).data_dir) {
+    merged = mergeConfig(merged, { data_dir: join(homedir(), '.fraudgate', (merged as Config).mode) });
+  }
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) issues.push(...issuesFrom(parsed.error, 'configuration'));
+  if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
+
+  const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
+  const bands = config.risk_bands;
+  if (!(bands.medium < bands.high && bands.high < bands.critical)) {
+    throw new InvalidInputError(
+      [{ field: 'risk_bands', message: 'thresholds must increase: medium < high < critical' }],
+      'Invalid configuration',
+    );
+  }
+  if (config.mode === 'live') {
+    const missing = missingLiveSecrets(config, secrets);
+    if (missing.length > 0) {
+      // Real mode never falls back to the sandbox silently: a half-configured deployment stops here.
+      throw new InvalidInputError(
+        missing.map((name) => ({ field: name, message: 'required in live mode (or start with --sandbox)' })),
+        'Live mode is missing credentials',
+      );
+    }
+  }
+  return { config, secrets, modeReason };
+}
+
+/** The risk band for a 0–1 score under the configured thresholds. */
+export function riskBandFor(score: number, bands: Config['risk_bands']): RiskBand {
+  if (score >= bands.critical) return 'critical';
+  if (score >= bands.high) return 'high';
+  if (score >= bands.medium) return 'medium';
+  return 'low';
+}

@@ -1,0 +1,466 @@
+/**
+ * The governance pipeline: every tool call, from every transport, passes through `call()`.
+ *
+ *   1 principal → 2 authorize → 3 validate → 4 rate limit → 5 approve → 6 intent → 7 execute → 8 outcome
+ *
+ * Plain TypeScript with no MCP SDK and no HTTP: transports hand in a `CallChannel` (principal,
+ * elicitation, progress, abort signal) and get back an outcome to render.
+ */
+import { randomUUID } from 'node:crypto';
+import type * as z from 'zod';
+import type { UpstreamClients } from '../clients/types.ts';
+import type { ApprovalMode, BucketConfig, Config } from '../config.ts';
+import { ERROR_CODES, FraudgateError, ForbiddenError, InvalidInputError, toFraudgateError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Approval, ApprovalStore } from '../store/approval-store.ts';
+import type { AnyTool, ApprovalView, Principal, ToolContext } from '../tool.ts';
+import type { AuditLog, AuditRecord } from './audit.ts';
+import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
+import type { RateLimiter } from './rate-limit.ts';
+import { isVisibleTo, resolveApprovalDefault } from './policy.ts';
+import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+
+/** The answer to an in-band confirmation request. */
+export type ElicitAnswer = 'accept' | 'decline' | 'cancel';
+
+/** What a transport provides for one call. */
+export interface CallChannel {
+  principal: Principal;
+  /** Present only when the client declared the elicitation capability. */
+  elicit?: (message: string) => Promise<ElicitAnswer>;
+  progress(progress: number, total?: number, message?: string): Promise<void>;
+  signal: AbortSignal;
+}
+
+export type CallOutcome =
+  | { ok: true; output: Record<string, unknown>; callId: string }
+  | { ok: false; error: FraudgateError; callId: string };
+
+export interface PipelineDeps {
+  tools: readonly AnyTool[];
+  config: Config;
+  clients: UpstreamClients;
+  approvals: ApprovalStore;
+  audit: AuditLog;
+  redactor: Redactor;
+  rateLimiter: RateLimiter;
+  logger: Logger;
+  now?: () => Date;
+}
+
+export interface Pipeline {
+  /** Run one tool call through every stage. Never throws: failures come back as `{ ok: false }`. */
+  call(toolName: string, rawArgs: unknown, channel: CallChannel): Promise<CallOutcome>;
+  /** The tools this principal may see and call (role, read-only mode, toolsets). */
+  visibleTools(principal: Principal): AnyTool[];
+  /**
+   * Execute approved approvals nobody is waiting for (the agent's call returned APPROVAL_PENDING,
+   * or the server restarted) and expire overdue ones. Safe to run from several processes.
+   */
+  processApprovals(): Promise<void>;
+  /** Record a human decision (CLI or console); see approval-desk.ts. */
+  decide: ApprovalDesk['decide'];
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+
+function toView(a: Approval): ApprovalView {
+  const { args: _args, args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
+  return view;
+}
+
+export function createPipeline(deps: PipelineDeps): Pipeline {
+  const { config, approvals, audit, redactor, logger } = deps;
+  const now = deps.now ?? (() => new Date());
+  const desk = createApprovalDesk({ approvals, audit, logger, now });
+  const byName = new Map(deps.tools.map((t) => [t.name, t]));
+  const policyVersion = sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
+  const toolConfig = {
+    mapping: config.mapping,
+    risk_bands: config.risk_bands,
+    label_source: config.label_source,
+    salesforce: config.salesforce,
+  };
+
+  const approvalModeFor = (tool: AnyTool): ApprovalMode => resolveApprovalDefault(tool, config);
+
+  const bucketFor = (tool: AnyTool): BucketConfig => config.rate_limits.tools[tool.name] ?? config.rate_limits[tool.risk];
+
+  const contextFor = (principal: Principal, channel: Partial<CallChannel>, idempotencyKey: string): ToolContext => ({
+    principal,
+    clients: deps.clients,
+    config: toolConfig,
+    idempotencyKey,
+    signal: channel.signal ?? new AbortController().signal,
+    progress: channel.progress ?? (async () => {}),
+    now,
+    approvals: {
+      get: (id) => {
+        const a = approvals.get(id);
+        return a ? toView(a) : undefined;
+      },
+    },
+  });
+
+  type AuditInput = Parameters<AuditLog['append']>[0];
+  const record = (input: AuditInput): Promise<AuditRecord> => audit.append(input);
+
+  /** Audit without letting an audit failure mask the original outcome (used after the fact). */
+  const recordQuietly = async (input: AuditInput) => {
+    try {
+      await record(input);
+    } catch (error) {
+      logger.error('audit write failed', { event: input.event, call_id: input.call_id, error: String(error) });
+    }
+  };
+
+  const principalOf = (p: Principal) => ({ id: p.id, kind: p.kind, role: p.role });
+
+  function authorize(tool: AnyTool, principal: Principal): FraudgateError | undefined {
+    if (!byName.has(tool.name) || !isVisibleTo(tool, principal, config)) {
+      if (config.read_only && tool.risk !== 'read') {
+        return new ForbiddenError(`${tool.name} is a write tool and fraudgate runs in read-only mode.`);
+      }
+      if (config.toolsets.length > 0 && !config.toolsets.includes(tool.toolset)) {
+        return new ForbiddenError(`${tool.name} belongs to the '${tool.toolset}' toolset, which is not enabled.`);
+      }
+      return new ForbiddenError(`Role '${principal.role}' may not use ${tool.name}.`);
+    }
+    if (tool.risk !== 'read' && principal.kind === 'user' && principal.id === UNIDENTIFIED) {
+      return new ForbiddenError(
+        `${tool.name} changes data, so it needs an analyst identity: set FRAUDGATE_ANALYST to the analyst's ` +
+          'login or email in the MCP server configuration, then restart fraudgate.',
+      );
+    }
+    return undefined;
+  }
+
+  function validate(tool: AnyTool, rawArgs: unknown): Record<string, unknown> {
+    const parsed = (tool.input as z.ZodObject).safeParse(rawArgs ?? {});
+    if (parsed.success) return parsed.data;
+    throw new InvalidInputError(
+      parsed.error.issues.map((issue) => ({
+        field: issue.path.join('.') || (issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : ''),
+        message: issue.message,
+      })),
+      `Invalid arguments for ${tool.name}`,
+    );
+  }
+
+  /** Stages 6–8 for one execution: intent record, run, outcome record. */
+  async function execute(
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    principal: Principal,
+    channel: Partial<CallChannel>,
+    meta: { callId: string; argsHash: string; target: string; approvalId?: string; idempotencyKey: string },
+  ): Promise<Record<string, unknown>> {
+    const base = {
+      call_id: meta.callId,
+      tool: tool.name,
+      principal: principalOf(principal),
+      args_redacted: args,
+      args_hash: meta.argsHash,
+      target: meta.target,
+      ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
+    };
+    if (tool.risk !== 'read') {
+      try {
+        await record({ ...base, event: 'intent' });
+      } catch (error) {
+        // No audit, no write: the record of intent must exist before anything changes upstream.
+        throw new FraudgateError(
+          ERROR_CODES.INTERNAL,
+          'The audit log could not be written, so nothing was changed. The operator must fix the audit log (see the server log).',
+          { detail: String(error), retryable: true },
+        );
+      }
+    }
+    const started = Date.now();
+    try {
+      const output = (await tool.run(args, contextFor(principal, channel, meta.idempotencyKey))) as Record<string, unknown>;
+      const checked = tool.output.safeParse(output);
+      if (!checked.success) {
+        throw new Error(`output of ${tool.name} broke its schema: ${checked.error.message}`);
+      }
+      await recordQuietly({ ...base, event: 'executed', duration_ms: Date.now() - started });
+      return checked.data as Record<string, unknown>;
+    } catch (thrown) {
+      const error = toFraudgateError(thrown);
+      await recordQuietly({
+        ...base,
+        event: 'failed',
+        duration_ms: Date.now() - started,
+        outcome: { code: error.code, message: error.message, retryable: error.retryable },
+        ...(error.detail ? { detail: error.detail } : {}),
+      });
+      if (error.code === ERROR_CODES.INTERNAL) logger.error('tool failed', { tool: tool.name, call_id: meta.callId, detail: error.detail });
+      throw error;
+    }
+  }
+
+  /** Run an approved approval exactly once: whoever wins the approved → executing compare-and-set runs it. */
+  async function executeApproval(approval: Approval, channel: Partial<CallChannel>, callId: string): Promise<Approval> {
+    const tool = byName.get(approval.tool);
+    const claimed = approvals.transition(approval.id, ['approved'], 'executing');
+    if (!claimed) return approvals.get(approval.id) ?? approval;
+    const requester: Principal = {
+      id: approval.requester,
+      role: approval.requester_role as Principal['role'],
+      kind: approval.requester_kind as Principal['kind'],
+    };
+    if (!tool) {
+      return (
+        approvals.transition(approval.id, ['executing'], 'failed', {
+          error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` },
+        }) ?? approval
+      );
+    }
+    try {
+      const output = await execute(tool, approval.args, requester, channel, {
+        callId,
+        argsHash: approval.args_hash,
+        target: approval.target,
+        approvalId: approval.id,
+        idempotencyKey: approval.id,
+      });
+      return (
+        approvals.transition(approval.id, ['executing'], 'executed', { executed_at: now().toISOString(), result: output }) ??
+        approval
+      );
+    } catch (thrown) {
+      const error = toFraudgateError(thrown);
+      return (
+        approvals.transition(approval.id, ['executing'], 'failed', {
+          executed_at: now().toISOString(),
+          error: { code: error.code, message: error.message },
+        }) ?? approval
+      );
+    }
+  }
+
+  function pendingError(approval: Approval): FraudgateError {
+    return new FraudgateError(
+      ERROR_CODES.APPROVAL_PENDING,
+      `${approval.tool} on ${approval.target} needs a human's approval (${approval.mode}). Approval ${approval.id} is pending until ` +
+        `${approval.expires_at}. An approver runs: fraudgate approvals approve ${approval.id} --as <name>. ` +
+        `Check the outcome with get_approval_status {"approval_id":"${approval.id}"}; do not call ${approval.tool} again meanwhile.`,
+      { retryable: true, data: { approval_id: approval.id, state: approval.state, expires_at: approval.expires_at } },
+    );
+  }
+
+  /** Turn a settled approval into the call's result. */
+  function settle(approval: Approval): Record<string, unknown> {
+    if (approval.state === 'executed') return approval.result as Record<string, unknown>;
+    if (approval.state === 'failed') {
+      throw new FraudgateError(
+        (approval.error?.code as FraudgateError['code'] | undefined) ?? ERROR_CODES.UPSTREAM_ERROR,
+        `Approval ${approval.id} was granted but the action failed: ${approval.error?.message ?? 'unknown error'}`,
+        { data: { approval_id: approval.id } },
+      );
+    }
+    if (approval.state === 'denied' || approval.state === 'expired') {
+      throw new FraudgateError(
+        ERROR_CODES.APPROVAL_DENIED,
+        approval.state === 'expired'
+          ? `Approval ${approval.id} expired without a decision; nothing was done.`
+          : `Approval ${approval.id} was denied by ${approval.decided_by ?? 'an approver'}` +
+            `${approval.reason ? `: ${approval.reason}` : ''}. Nothing was done.`,
+        { data: { approval_id: approval.id, state: approval.state } },
+      );
+    }
+    throw pendingError(approval);
+  }
+
+  /** Wait (bounded, with progress) for a decision; execute it when approved. */
+  async function awaitDecision(approval: Approval, channel: CallChannel, callId: string): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + config.approvals.wait_ms;
+    const total = Math.max(1, Math.ceil(config.approvals.wait_ms / 1000));
+    let lastProgressAt = 0;
+    let current: Approval = approval;
+    for (;;) {
+      if (current.state === 'approved') current = await executeApproval(current, channel, callId);
+      if (current.state !== 'pending' && current.state !== 'approved' && current.state !== 'executing') return settle(current);
+      if (Date.now() >= deadline || channel.signal.aborted) return settle(current);
+      if (Date.now() - lastProgressAt >= 1000) {
+        lastProgressAt = Date.now();
+        const elapsed = Math.min(total, Math.floor((Date.now() - (deadline - config.approvals.wait_ms)) / 1000));
+        await channel.progress(elapsed, total, `Waiting for approval ${current.id} (fraudgate approvals approve ${current.id} --as <name>)`);
+      }
+      await sleep(config.approvals.poll_ms, channel.signal);
+      await expireOverdue();
+      current = approvals.get(current.id) ?? current;
+    }
+  }
+
+  const expireOverdue = () => desk.expireOverdue();
+
+  async function approve(
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    principal: Principal,
+    channel: CallChannel,
+    meta: { callId: string; argsHash: string; target: string },
+  ): Promise<Record<string, unknown>> {
+    const mode = approvalModeFor(tool);
+    const base = {
+      call_id: meta.callId,
+      tool: tool.name,
+      principal: principalOf(principal),
+      args_redacted: args,
+      args_hash: meta.argsHash,
+      target: meta.target,
+    };
+
+    await expireOverdue();
+    const open = approvals.findOpen({ tool: tool.name, args_hash: meta.argsHash, requester: principal.id, policy_version: policyVersion });
+    if (open) return awaitDecision(open, channel, meta.callId);
+
+    if (mode === 'confirm' && channel.elicit) {
+      const answer = await channel.elicit(
+        `Confirm ${tool.title} (${tool.name}) on ${meta.target} with ${JSON.stringify(redactor.redactValue(args))}? ` +
+          'This is recorded in the audit log under your name.',
+      );
+      if (answer !== 'accept') {
+        await recordQuietly({ ...base, event: 'declined', outcome: { code: ERROR_CODES.APPROVAL_DENIED, message: `user ${answer}` } });
+        throw new FraudgateError(ERROR_CODES.APPROVAL_DENIED, `The user did not confirm (${answer}); nothing was done.`);
+      }
+      await record({ ...base, event: 'confirmed' });
+      return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `confirm:${meta.callId}` });
+    }
+
+    if (!config.approvals.out_of_band) {
+      throw new ForbiddenError(
+        `${tool.name} needs approval (${mode}) but no approval channel is available: ` +
+          (mode === 'confirm'
+            ? 'this client does not support elicitation, and out-of-band approvals are disabled. '
+            : 'out-of-band approvals are disabled. ') +
+          'Enable approvals.out_of_band in the fraudgate configuration so approvers can use `fraudgate approvals`.',
+      );
+    }
+
+    let evidence: Record<string, unknown> = {};
+    try {
+      evidence = tool.evidence ? await tool.evidence(args, contextFor(principal, channel, meta.callId)) : {};
+    } catch (thrown) {
+      // Approvers must still see that evidence is missing rather than the request failing.
+      const error = toFraudgateError(thrown);
+      evidence = { unavailable: error.message };
+    }
+    const created = approvals.create({
+      id: `apr_${randomUUID().replaceAll('-', '').slice(0, 20)}`,
+      tool: tool.name,
+      args,
+      args_hash: meta.argsHash,
+      target: meta.target,
+      requester: principal.id,
+      requester_role: principal.role,
+      requester_kind: principal.kind,
+      mode,
+      policy_version: policyVersion,
+      evidence,
+      created_at: now().toISOString(),
+      expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
+    });
+    await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    return awaitDecision(created, channel, meta.callId);
+  }
+
+  async function callInner(toolName: string, rawArgs: unknown, channel: CallChannel, callId: string) {
+    const principal = channel.principal;
+    const tool = byName.get(toolName);
+    const argsForAudit = typeof rawArgs === 'object' && rawArgs !== null ? rawArgs : { value: rawArgs };
+    if (!tool) {
+      const error = new InvalidInputError([{ field: 'name', message: `unknown tool '${toolName}'` }], 'Unknown tool');
+      await recordQuietly({ event: 'invalid', call_id: callId, tool: toolName, principal: principalOf(principal), outcome: { code: error.code, message: error.message } });
+      throw error;
+    }
+    const forbidden = authorize(tool, principal);
+    if (forbidden) {
+      await record({
+        event: 'forbidden',
+        call_id: callId,
+        tool: tool.name,
+        principal: principalOf(principal),
+        args_redacted: argsForAudit,
+        outcome: { code: forbidden.code, message: forbidden.message },
+      });
+      throw forbidden;
+    }
+    let args: Record<string, unknown>;
+    try {
+      args = validate(tool, rawArgs);
+    } catch (error) {
+      const e = toFraudgateError(error);
+      await record({
+        event: 'invalid',
+        call_id: callId,
+        tool: tool.name,
+        principal: principalOf(principal),
+        args_redacted: argsForAudit,
+        outcome: { code: e.code, message: e.message },
+      });
+      throw e;
+    }
+    const argsHash = sha256Hex(canonicalJson(args));
+    const target = tool.target?.(args) ?? tool.name;
+    const limit = deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
+    if (!limit.allowed) {
+      const error = new FraudgateError(
+        ERROR_CODES.RATE_LIMITED,
+        `Too many ${tool.name} calls for ${principal.id}; try again in ${Math.ceil(limit.retryAfterMs / 1000)} s.`,
+        { retryable: true, data: { retry_after_ms: limit.retryAfterMs } },
+      );
+      await record({
+        event: 'rate_limited',
+        call_id: callId,
+        tool: tool.name,
+        principal: principalOf(principal),
+        args_hash: argsHash,
+        target,
+        outcome: { code: error.code, message: error.message, retryable: true },
+      });
+      throw error;
+    }
+    const meta = { callId, argsHash, target };
+    if (approvalModeFor(tool) !== 'none') return approve(tool, args, principal, channel, meta);
+    return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
+  }
+
+  return {
+    async call(toolName, rawArgs, channel) {
+      const callId = randomUUID();
+      try {
+        const output = await callInner(toolName, rawArgs, channel, callId);
+        return { ok: true, output, callId };
+      } catch (thrown) {
+        const error = toFraudgateError(thrown);
+        if (error.code === ERROR_CODES.INTERNAL) logger.error('call failed', { tool: toolName, call_id: callId, detail: error.detail });
+        return { ok: false, error, callId };
+      }
+    },
+
+    visibleTools(principal) {
+      return deps.tools.filter((t) => isVisibleTo(t, principal, config));
+    },
+
+    async processApprovals() {
+      await expireOverdue();
+      for (const approved of approvals.list({ states: ['approved'], limit: 50 }).reverse()) {
+        await executeApproval(approved, {}, randomUUID());
+      }
+    },
+
+    decide: (approvalId, decision) => desk.decide(approvalId, decision),
+  };
+}
+
+/** The principal of a stdio session without FRAUDGATE_ANALYST: may read, may not write. */
+export const UNIDENTIFIED = 'unidentified';

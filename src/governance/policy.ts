@@ -1,0 +1,36 @@
+/**
+ * Which tools a principal may see and call. One filter, applied both to `tools/list` and to
+ * every call, so a hidden tool is also a refused tool. Read-only mode always wins.
+ */
+import type { ApprovalMode, Config } from '../config.ts';
+import type { AnyTool, Principal, Risk } from '../tool.ts';
+
+/** What each role may use. Approvers decide in the CLI/console; that is not an MCP tool. */
+const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
+  viewer: ['read'],
+  approver: ['read'],
+  analyst: ['read', 'write', 'destructive'],
+  admin: ['read', 'write', 'destructive'],
+};
+
+export function isVisibleTo(tool: Pick<AnyTool, 'risk' | 'toolset'>, principal: Principal, config: Pick<Config, 'read_only' | 'toolsets'>): boolean {
+  if (config.read_only && tool.risk !== 'read') return false;
+  // `core` tools (score, approvals status…) stay available whatever toolsets are selected.
+  if (config.toolsets.length > 0 && tool.toolset !== 'core' && !config.toolsets.includes(tool.toolset)) return false;
+  return ROLE_RISKS[principal.role].includes(tool.risk);
+}
+
+/** The approval mode a tool gets under this configuration: per-tool override, else by risk. */
+export function resolveApprovalDefault(
+  tool: Pick<AnyTool, 'name' | 'risk'>,
+  config: Pick<Config, 'approvals'>,
+): ApprovalMode {
+  return (
+    config.approvals.tools[tool.name] ??
+    (tool.risk === 'destructive'
+      ? config.approvals.default_for_destructive
+      : tool.risk === 'write'
+        ? config.approvals.default_for_write
+        : 'none')
+  );
+}

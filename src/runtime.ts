@@ -1,0 +1,158 @@
+/**
+ * The runtime behind every transport: upstream clients, the approval store, the audit log and the
+ * governance pipeline, wired from a resolved configuration. `fraudgate serve`, the tests and the
+ * benchmarks all build it the same way.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createSalesforceClient } from './clients/salesforce-client.ts';
+import { createSegmentClient } from './clients/segment-client.ts';
+import { createSiftClient } from './clients/sift-client.ts';
+import type { UpstreamClients } from './clients/types.ts';
+import type { Config, Secrets } from './config.ts';
+import { InvalidInputError } from './errors.ts';
+import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
+import { openAuditLog, type AuditLog } from './governance/audit.ts';
+import { createPipeline, type Pipeline } from './governance/pipeline.ts';
+import { createRateLimiter } from './governance/rate-limit.ts';
+import { createRedactor, type Redactor } from './governance/redact.ts';
+import type { Logger } from './logger.ts';
+import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
+import type { AnyTool } from './tool.ts';
+
+export interface Runtime {
+  config: Config;
+  pipeline: Pipeline;
+  desk: ApprovalDesk;
+  approvals: ApprovalStore;
+  audit: AuditLog;
+  redactor: Redactor;
+  clients: UpstreamClients;
+  logger: Logger;
+  /** Start the background sweep that executes approved actions and expires overdue approvals. */
+  startApprovalSweep(intervalMs?: number): void;
+  close(): Promise<void>;
+}
+
+export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
+
+/**
+ * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
+ * created once in the data directory (mode 0600) so hashes stay comparable across restarts.
+ */
+export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Secrets, 'auditKey'>): string {
+  if (secrets.auditKey) return secrets.auditKey;
+  const path = join(config.data_dir, 'audit.key');
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  mkdirSync(config.data_dir, { recursive: true });
+  const key = randomBytes(32).toString('hex');
+  writeFileSync(path, key + '\n', { mode: 0o600, flag: 'wx' });
+  return key;
+}
+
+/** The store, audit log and approval desk only: what the `approvals` and `audit` CLI commands need. */
+export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger) {
+  mkdirSync(config.data_dir, { recursive: true });
+  const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
+  const audit = await openAuditLog(auditPath(config), { redactor });
+  const approvals = openSqliteApprovalStore(databasePath(config));
+  const desk = createApprovalDesk({ approvals, audit, logger });
+  return { redactor, audit, approvals, desk };
+}
+
+export function createClients(config: Config, secrets: Secrets): UpstreamClients {
+  const missing = (name: string): never => {
+    throw new InvalidInputError([{ field: name, message: 'is required to reach the upstream API' }], 'Missing credentials');
+  };
+  const sf = config.salesforce;
+  return {
+    sift: createSiftClient({
+      baseUrl: config.sift.base_url,
+      apiKey: secrets.siftApiKey ?? missing('SIFT_API_KEY'),
+      accountId: config.sift.account_id ?? missing('SIFT_ACCOUNT_ID'),
+      timeoutMs: config.sift.timeout_ms,
+      maxRetries: config.sift.max_retries,
+    }),
+    segment: createSegmentClient({
+      writeKey: secrets.segmentWriteKey ?? missing('SEGMENT_WRITE_KEY'),
+      host: config.segment.host,
+      profileBaseUrl: config.segment.profile_base_url,
+      spaceId: config.segment.space_id ?? missing('SEGMENT_SPACE_ID'),
+      profileToken: secrets.segmentProfileToken ?? missing('SEGMENT_PROFILE_TOKEN'),
+      deliveryTimeoutMs: config.segment.delivery_timeout_ms,
+      profileTimeoutMs: config.segment.timeout_ms,
+    }),
+    salesforce: createSalesforceClient({
+      loginUrl: sf.login_url,
+      apiVersion: sf.api_version,
+      timeoutMs: sf.timeout_ms,
+      auth:
+        sf.auth_flow === 'password'
+          ? {
+              flow: 'password',
+              clientId: secrets.salesforceClientId ?? missing('SALESFORCE_CLIENT_ID'),
+              clientSecret: secrets.salesforceClientSecret ?? missing('SALESFORCE_CLIENT_SECRET'),
+              username: secrets.salesforceUsername ?? missing('SALESFORCE_USERNAME'),
+              password: secrets.salesforcePassword ?? missing('SALESFORCE_PASSWORD'),
+            }
+          : {
+              flow: 'client_credentials',
+              clientId: secrets.salesforceClientId ?? missing('SALESFORCE_CLIENT_ID'),
+              clientSecret: secrets.salesforceClientSecret ?? missing('SALESFORCE_CLIENT_SECRET'),
+            },
+    }),
+  };
+}
+
+export async function openRuntime(options: {
+  config: Config;
+  secrets: Secrets;
+  tools: readonly AnyTool[];
+  logger: Logger;
+  /** Inject clients (e.g. already built for the sandbox); default: built from config and secrets. */
+  clients?: UpstreamClients;
+}): Promise<Runtime> {
+  const { config, secrets, logger } = options;
+  const state = await openGovernanceState(config, secrets, logger);
+  const clients = options.clients ?? createClients(config, secrets);
+  const pipeline = createPipeline({
+    tools: options.tools,
+    config,
+    clients,
+    approvals: state.approvals,
+    audit: state.audit,
+    redactor: state.redactor,
+    rateLimiter: createRateLimiter(),
+    logger,
+  });
+  let sweep: NodeJS.Timeout | undefined;
+  let sweeping = false;
+  return {
+    config,
+    pipeline,
+    ...state,
+    clients,
+    logger,
+    startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
+      sweep ??= setInterval(() => {
+        if (sweeping) return;
+        sweeping = true;
+        pipeline
+          .processApprovals()
+          .catch((error: unknown) => logger.error('approval sweep failed', { error: String(error) }))
+          .finally(() => {
+            sweeping = false;
+          });
+      }, intervalMs);
+      sweep.unref();
+    },
+    async close() {
+      if (sweep) clearInterval(sweep);
+      await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
+      await state.audit.close();
+      state.approvals.close();
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Builds the MCP server for one connection. The only place that installs tool handlers: every
+ * `tools/list` and `tools/call` goes through the governance pipeline (src/governance/pipeline.ts),
+ * so no tool can skip policy, approvals or audit.
+ *
+ * Tool handlers are installed at the protocol level rather than with `registerTool`: the SDK's
+ * own argument validation would answer bad input before the pipeline could audit it, and the
+ * list must be filtered per principal.
+ */
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import {
+  CallToolRequestSchema,
+  ElicitResultSchema,
+  ListToolsRequestSchema,
+  type CallToolResult,
+  type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import * as z from 'zod';
+import type { FraudgateError } from './errors.ts';
+import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
+import type { Logger } from './logger.ts';
+import { annotationsFor, type AnyTool, type Principal } from './tool.ts';
+import { VERSION } from './version.ts';
+
+export interface CreateServerOptions {
+  pipeline: Pipeline;
+  /** Who this connection acts as (stdio: the configured analyst; HTTP: the token's subject). */
+  principal: Principal;
+  logger: Logger;
+}
+
+const INSTRUCTIONS =
+  'fraudgate gives governed access to fraud operations in Sift, Segment and Salesforce. Reads are free. ' +
+  'Writes are audited under your identity; destructive ones (labels, suppressions) wait for a human ' +
+  'approval: when a call returns APPROVAL_PENDING, tell the user the approval id and check it later with ' +
+  'get_approval_status instead of calling the tool again. Errors carry a code and say what to do.';
+
+/** The wire description of a tool: JSON Schemas from its zod schemas, annotations from its risk. */
+export function toWireTool(tool: AnyTool): Tool {
+  return {
+    name: tool.name,
+    title: tool.title,
+    description: tool.description,
+    inputSchema: z.toJSONSchema(tool.input, { io: 'input' }) as Tool['inputSchema'],
+    outputSchema: z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'],
+    annotations: annotationsFor(tool),
+  };
+}
+
+/** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
+export function errorResult(error: FraudgateError): CallToolResult {
+  const body = { error: { code: error.code, message: error.message, retryable: error.retryable, ...error.data } };
+  return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
+}
+
+export function createMcpServer(options: CreateServerOptions): McpServer {
+  const { pipeline, principal, logger } = options;
+  const mcp = new McpServer(
+    { name: 'fraudgate', title: 'fraudgate', version: VERSION },
+    { capabilities: { tools: { listChanged: false }, logging: {} }, instructions: INSTRUCTIONS },
+  );
+  const server = mcp.server;
+
+  server.setRequestHandler(ListToolsRequestSchema, () => ({
+    tools: pipeline.visibleTools(principal).map(toWireTool),
+  }));
+
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
+    const progressToken = request.params._meta?.progressToken;
+    let lastProgress = -1;
+    const channel: CallChannel = {
+      principal,
+      signal: extra.signal,
+      async progress(progress, total, message) {
+        // The spec requires progress to increase; drop repeats instead of failing the call.
+        if (progressToken === undefined || progress <= lastProgress) return;
+        lastProgress = progress;
+        await extra.sendNotification({
+          method: 'notifications/progress',
+          params: { progressToken, progress, ...(total === undefined ? {} : { total }), ...(message ? { message } : {}) },
+        });
+      },
+    };
+    if (server.getClientCapabilities()?.elicitation) {
+      channel.elicit = async (message): Promise<ElicitAnswer> => {
+        const answer = await extra.sendRequest(
+          {
+            method: 'elicitation/create',
+            params: {
+              mode: 'form',
+              message,
+              requestedSchema: {
+                type: 'object',
+                properties: { confirm: { type: 'boolean', title: 'Confirm this action', default: false } },
+                required: ['confirm'],
+              },
+            },
+          },
+          ElicitResultSchema,
+        );
+        if (answer.action !== 'accept') return answer.action;
+        return answer.content?.confirm === true ? 'accept' : 'decline';
+      };
+    }
+    const outcome = await pipeline.call(request.params.name, request.params.arguments ?? {}, channel);
+    logger.info('tool call', {
+      tool: request.params.name,
+      call_id: outcome.callId,
+      principal: principal.id,
+      outcome: outcome.ok ? 'ok' : outcome.error.code,
+    });
+    if (!outcome.ok) return errorResult(outcome.error);
+    return { content: [{ type: 'text', text: JSON.stringify(outcome.output) }], structuredContent: outcome.output };
+  });
+
+  return mcp;
+}

@@ -1,0 +1,119 @@
+/**
+ * A tool is a value: name, description for a model, one `risk` level, zod input and output
+ * schemas and `run`. Tool modules define tools and register nothing; src/server.ts exposes them
+ * through the governance pipeline, which derives annotations, approval and rate limits from `risk`.
+ */
+import type * as z from 'zod';
+import type { UpstreamClients } from './clients/types.ts';
+import type { Config } from './config.ts';
+
+/**
+ * `read` never changes upstream state; `write` changes it reversibly (a trait, a case);
+ * `destructive` changes what happens to a customer (a label, a block, a suppression) and needs a
+ * human's approval by default.
+ */
+export type Risk = 'read' | 'write' | 'destructive';
+
+export type Toolset = 'core' | 'sift' | 'segment' | 'salesforce' | 'triage';
+
+/** Who is calling. Identity fields sent upstream (analyst, source) come from here, never from arguments. */
+export interface Principal {
+  /** Stable identity: an analyst's email or login, `automation:<rule>`, … */
+  id: string;
+  kind: 'user' | 'automation' | 'service';
+  role: 'viewer' | 'analyst' | 'approver' | 'admin';
+}
+
+/** What a tool receives besides its arguments. */
+export interface ToolContext {
+  principal: Principal;
+  clients: UpstreamClients;
+  config: Pick<Config, 'mapping' | 'risk_bands' | 'label_source' | 'salesforce'>;
+  /**
+   * Stable for one logical action: the approval id for approved actions, else derived from the call.
+   * Tools build upstream idempotency keys (Segment messageId, Salesforce external ids) from it.
+   */
+  idempotencyKey: string;
+  signal: AbortSignal;
+  /** Report progress to the client when it asked for it; a no-op otherwise. */
+  progress(progress: number, total?: number, message?: string): Promise<void>;
+  now(): Date;
+  /** Read-only view of approvals, for `get_approval_status`. Tools can never decide an approval. */
+  approvals: { get(id: string): ApprovalView | undefined };
+}
+
+/** What a caller may see of an approval. */
+export interface ApprovalView {
+  id: string;
+  tool: string;
+  state: string;
+  target: string;
+  requester: string;
+  mode: string;
+  created_at: string;
+  expires_at: string;
+  decided_at?: string;
+  decided_by?: string;
+  reason?: string;
+  executed_at?: string;
+  evidence: Record<string, unknown>;
+  result?: unknown;
+  error?: { code: string; message: string };
+}
+
+export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z.ZodObject = z.ZodObject> {
+  /** snake_case wire name; the module file is the kebab-case of it. */
+  name: string;
+  title: string;
+  /** Written for a model: when to use it, what it returns, what it will not do. */
+  description: string;
+  risk: Risk;
+  toolset: Toolset;
+  /** Whether repeating the same call has no further effect (drives `idempotentHint`). */
+  idempotent: boolean;
+  input: I;
+  output: O;
+  /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
+  target?(args: z.infer<I>): string;
+  /**
+   * What an approver is shown (score, reasons, current decision), captured when approval is requested.
+   * Must not write anything.
+   */
+  evidence?(args: z.infer<I>, ctx: ToolContext): Promise<Record<string, unknown>>;
+  run(args: z.infer<I>, ctx: ToolContext): Promise<z.infer<O>>;
+}
+
+/** Define a tool; the identity function exists so TypeScript infers the argument and result types. */
+export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(tool: ToolDefinition<I, O>): ToolDefinition<I, O> {
+  return tool;
+}
+
+/** A tool with its types erased, as the registry holds it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyTool = ToolDefinition<any, any>;
+
+export interface ToolAnnotations {
+  title: string;
+  readOnlyHint: boolean;
+  destructiveHint: boolean;
+  idempotentHint: boolean;
+  openWorldHint: boolean;
+}
+
+/**
+ * Annotations derived from `risk`, always set explicitly: the spec's defaults read as
+ * "destructive, not idempotent", which makes hosts prompt for harmless reads.
+ */
+export function annotationsFor(tool: Pick<AnyTool, 'title' | 'risk' | 'idempotent'>): ToolAnnotations {
+  return {
+    title: tool.title,
+    readOnlyHint: tool.risk === 'read',
+    destructiveHint: tool.risk === 'destructive',
+    idempotentHint: tool.risk === 'read' || tool.idempotent,
+    // Every tool talks to an external system (Sift, Segment or Salesforce).
+    openWorldHint: true,
+  };
+}
+
+/** Risk bands are configuration, but tools compute them: re-exported here so tools need not import config. */
+export { riskBandFor, type RiskBand } from './config.ts';

@@ -1,0 +1,54 @@
+import * as z from 'zod';
+import { defineTool } from '../src/tool.ts';
+import { abuseType, siftEvidence, userId } from './schemas.ts';
+
+export const applyLabel = defineTool({
+  name: 'apply_label',
+  title: 'Label a user in Sift',
+  description:
+    'Label a Sift user as bad (fraudulent) or not bad for one abuse type; this trains Sift\'s model and can ' +
+    'affect the customer, so a human must approve it first (the call waits, then returns APPROVAL_PENDING ' +
+    'with an approval id if nobody decided yet — check it with get_approval_status, do not call again). ' +
+    'Give the reason in description. The analyst and source recorded in Sift are your identity and ' +
+    "fraudgate's configuration; you cannot set them.",
+  risk: 'destructive',
+  toolset: 'sift',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    is_bad: z.boolean().describe('true: the user is fraudulent for this abuse type; false: the user is known good.'),
+    abuse_type: abuseType,
+    description: z.string().trim().min(3).max(1000).describe('Why: the evidence behind the label (required).'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    abuse_type: z.string(),
+    is_bad: z.boolean(),
+    analyst: z.string().describe('Who the label is recorded under in Sift.'),
+    source: z.string(),
+    labelled_at: z.string(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  async run(args, ctx) {
+    await ctx.clients.sift.addLabel(
+      args.user_id,
+      {
+        isBad: args.is_bad,
+        abuseType: args.abuse_type,
+        description: args.description,
+        source: ctx.config.label_source,
+        analyst: ctx.principal.id,
+      },
+      { signal: ctx.signal },
+    );
+    return {
+      user_id: args.user_id,
+      abuse_type: args.abuse_type,
+      is_bad: args.is_bad,
+      analyst: ctx.principal.id,
+      source: ctx.config.label_source,
+      labelled_at: ctx.now().toISOString(),
+    };
+  },
+});

@@ -1,0 +1,152 @@
+import * as z from 'zod';
+import { soqlQuote } from '../src/clients/salesforce-client.ts';
+import { FraudgateError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { riskBand, summarizeScore, userId } from './schemas.ts';
+
+const priority = z.enum(['High', 'Medium', 'Low']);
+
+interface CaseRow {
+  Id: string;
+  CaseNumber?: string;
+  Priority?: string;
+  Status?: string;
+  [key: string]: unknown;
+}
+
+/** Account and Contact for a Sift user: by Sift_User_Id__c first, then by email. */
+async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
+  const sf = ctx.clients.salesforce;
+  const q = soqlQuote(user);
+  const [accounts, contacts] = await Promise.all([
+    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, { signal: ctx.signal }),
+    sf.query<{ Id: string; AccountId?: string }>(`SELECT Id, AccountId FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+      signal: ctx.signal,
+    }),
+  ]);
+  if (accounts[0] || contacts[0]) {
+    return {
+      match: 'sift_user_id' as const,
+      account_id: accounts[0]?.Id ?? contacts[0]?.AccountId ?? undefined,
+      contact_id: contacts[0]?.Id,
+    };
+  }
+  if (email) {
+    const byEmail = await sf.query<{ Id: string; AccountId?: string }>(
+      `SELECT Id, AccountId FROM Contact WHERE Email = ${soqlQuote(email)} LIMIT 1`,
+      { signal: ctx.signal },
+    );
+    if (byEmail[0]) return { match: 'email' as const, account_id: byEmail[0].AccountId ?? undefined, contact_id: byEmail[0].Id };
+  }
+  return { match: 'none' as const, account_id: undefined, contact_id: undefined };
+}
+
+export const createFraudCase = defineTool({
+  name: 'create_fraud_case',
+  title: 'Open a Salesforce fraud case',
+  description:
+    'Open a fraud case in Salesforce for a Sift user, pre-filled with the Sift score and reasons, assigned to ' +
+    'the fraud review queue and linked to the matching Account/Contact (by Sift user id, then by the email you ' +
+    'give). Priority follows the risk band unless you set it. If the user already has an open fraud case, that ' +
+    'case is returned (existing=true) instead of a new one; retrying never creates a duplicate. An unmatched ' +
+    'user still gets a case (match="none").',
+  risk: 'write',
+  toolset: 'salesforce',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    summary: z.string().trim().min(10).max(2000).describe('What the analyst found and why a case is needed.'),
+    priority: priority.optional().describe('Default: derived from the Sift risk band.'),
+    email: z.email().optional().describe("The customer's email, used to link a Contact when no Sift user id matches."),
+  }),
+  output: z.object({
+    case_id: z.string(),
+    case_number: z.string().optional(),
+    existing: z.boolean().describe('true when an open fraud case already existed and was returned.'),
+    priority: z.string(),
+    risk_band: riskBand,
+    sift_score: z.number().int().min(0).max(100),
+    match: z.enum(['sift_user_id', 'email', 'none']),
+    account_id: z.string().optional(),
+    contact_id: z.string().optional(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async run(args, ctx) {
+    const sf = ctx.clients.salesforce;
+    const settings = ctx.config.salesforce;
+    const summary = summarizeScore(await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }), ctx.config.risk_bands);
+    const highest = summary.highest;
+    const band = highest?.risk_band ?? 'low';
+    const siftScore = highest?.sift_score ?? 0;
+    const q = soqlQuote(args.user_id);
+    const fraudCases = `FROM Case WHERE Sift_User_Id__c = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
+
+    const open = await sf.query<CaseRow>(
+      `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
+      { signal: ctx.signal },
+    );
+    const match = await matchRecords(args.user_id, args.email, ctx);
+    if (open[0]) {
+      return {
+        case_id: open[0].Id,
+        case_number: open[0].CaseNumber,
+        existing: true,
+        priority: open[0].Priority ?? '',
+        risk_band: band,
+        sift_score: siftScore,
+        ...match,
+      };
+    }
+
+    const queues = await sf.query<{ Id: string }>(
+      `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(settings.fraud_queue)} LIMIT 1`,
+      { signal: ctx.signal },
+    );
+    if (!queues[0]) {
+      throw new FraudgateError(
+        'UPSTREAM_ERROR',
+        `Salesforce has no queue named ${settings.fraud_queue}; set salesforce.fraud_queue to the fraud review queue's DeveloperName.`,
+      );
+    }
+    // One key per "open case generation": a retry after a lost response upserts the same Case,
+    // while a new case after the previous one was closed gets a new key.
+    const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, { signal: ctx.signal });
+    const key = `fraudgate:${args.user_id}:${closed.length + 1}`;
+    const casePriority = args.priority ?? ctx.config.mapping.band_priority[band];
+    const reasons = (highest?.reasons ?? []).map((r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`);
+    const description = [
+      args.summary,
+      '',
+      `Sift score: ${siftScore}/100 (${band}) for ${highest?.abuse_type ?? 'no abuse type'}`,
+      ...(reasons.length > 0 ? ['Reasons:', ...reasons] : []),
+      '',
+      `Opened by ${ctx.principal.id} through fraudgate.`,
+    ].join('\n');
+    const record: Record<string, unknown> = {
+      Subject: `Fraud review: ${args.user_id} (Sift ${siftScore}, ${band})`.slice(0, 255),
+      Description: description,
+      Priority: casePriority,
+      Status: 'New',
+      Origin: settings.case_origin,
+      Type: settings.case_type,
+      OwnerId: queues[0].Id,
+      Sift_User_Id__c: args.user_id,
+      Sift_Score__c: siftScore,
+      Fraudgate_Key__c: key,
+    };
+    if (match.account_id) record.AccountId = match.account_id;
+    if (match.contact_id) record.ContactId = match.contact_id;
+    if (args.email && match.match === 'none') record.SuppliedEmail = args.email;
+    const saved = await sf.upsert('Case', 'Fraudgate_Key__c', record, { signal: ctx.signal });
+    const created = await sf.retrieve<CaseRow>('Case', saved.id, { signal: ctx.signal });
+    return {
+      case_id: saved.id,
+      case_number: created?.CaseNumber,
+      existing: !saved.created,
+      priority: casePriority,
+      risk_band: band,
+      sift_score: siftScore,
+      ...match,
+    };
+  },
+});

@@ -1,0 +1,38 @@
+import * as z from 'zod';
+import { defineTool } from '../src/tool.ts';
+import { abuseType, latestDecision, latestLabel, scoreEntry, summarizeScore, userId } from './schemas.ts';
+
+export const getSiftScore = defineTool({
+  name: 'get_sift_score',
+  title: 'Get Sift risk score',
+  description:
+    "Look up a user's Sift risk: per abuse type the score (0–1 and the console's 0–100), a risk band " +
+    '(low/medium/high/critical), the reasons Sift gives, and the latest decisions and labels on the user. ' +
+    'Reads only. Set refresh=true to make Sift recompute the score first (slower). ' +
+    'An unknown user is an error (NOT_FOUND), never an empty result.',
+  risk: 'read',
+  toolset: 'sift',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    abuse_types: z.array(abuseType).min(1).optional().describe('Only these abuse types; default all.'),
+    refresh: z.boolean().default(false).describe('Force Sift to rescore the user before answering.'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    refreshed: z.boolean(),
+    highest: scoreEntry.nullable().describe('The riskiest abuse type, or null if Sift returned no scores.'),
+    scores: z.array(scoreEntry),
+    latest_decisions: z.array(latestDecision),
+    latest_labels: z.array(latestLabel),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async run(args, ctx) {
+    const score = await ctx.clients.sift.getUserScore(args.user_id, {
+      abuseTypes: args.abuse_types,
+      refresh: args.refresh,
+      signal: ctx.signal,
+    });
+    return { user_id: args.user_id, refreshed: args.refresh, ...summarizeScore(score, ctx.config.risk_bands) };
+  },
+});

@@ -1,0 +1,62 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import { defineTool } from '../src/tool.ts';
+import { siftEvidence, userId } from './schemas.ts';
+
+export const suppressUser = defineTool({
+  name: 'suppress_user',
+  title: 'Suppress a user from marketing',
+  description:
+    'Stop (suppressed=true, the default) or resume (suppressed=false) marketing to a user because of fraud, by ' +
+    'writing the Segment profile trait that the marketing suppression audience keys on, plus a track event. ' +
+    'It does not delete data and never uses Segment\'s GDPR suppression. A human must approve it first (the call ' +
+    'waits, then returns APPROVAL_PENDING with an approval id — check it with get_approval_status).',
+  risk: 'destructive',
+  toolset: 'segment',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    reason: z.string().trim().min(3).max(500).describe('Why the user is (un)suppressed; shown to the approver.'),
+    suppressed: z.boolean().default(true).describe('true suppresses marketing; false lifts the suppression.'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    suppressed: z.boolean(),
+    trait: z.string().describe('The Segment trait the audience keys on.'),
+    traits_written: z.record(z.string(), z.union([z.string(), z.boolean(), z.null()])),
+    event: z.string(),
+    message_ids: z.object({ identify: z.string(), track: z.string() }),
+  }),
+  target: (args) => `segment_user:${args.user_id}`,
+  async evidence(args, ctx) {
+    const [sift, profile] = await Promise.all([
+      siftEvidence(args.user_id, ctx).catch((e: Error) => ({ unavailable: e.message })),
+      ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal }),
+    ]);
+    const trait = ctx.config.mapping.suppression_trait;
+    return { sift, currently_suppressed: profile?.[trait] === true, segment_profile_exists: profile !== null };
+  },
+  async run(args, ctx) {
+    const trait = ctx.config.mapping.suppression_trait;
+    const at = ctx.now().toISOString();
+    const traits = {
+      [trait]: args.suppressed,
+      [`${trait}_at`]: args.suppressed ? at : null,
+    };
+    const event = args.suppressed ? 'Fraud Suppression Applied' : 'Fraud Suppression Lifted';
+    // The idempotency key is the approval id: re-running one approved action is deduplicated by Segment.
+    const base = createHash('sha256').update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`).digest('hex');
+    const ids = { identify: `fg-sup-id-${base.slice(0, 40)}`, track: `fg-sup-tr-${base.slice(0, 40)}` };
+    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId: ids.identify }, { signal: ctx.signal });
+    await ctx.clients.segment.track(
+      {
+        userId: args.user_id,
+        event,
+        properties: { reason: args.reason, suppressed: args.suppressed, requested_by: ctx.principal.id },
+        messageId: ids.track,
+      },
+      { signal: ctx.signal },
+    );
+    return { user_id: args.user_id, suppressed: args.suppressed, trait, traits_written: traits, event, message_ids: ids };
+  },
+});

@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import type { SiftUserDecisionStatus } from '../src/clients/types.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { abuseType, userId } from './schemas.ts';
+
+const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+
+/** Segment messageIds must be < 100 chars and the same for the same decision, so a retried sync is deduplicated. */
+function messageId(kind: string, parts: (string | number)[]): string {
+  return `fg-${kind}-${createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 40)}`;
+}
+
+/** The user's current decision (for one abuse type, or the most recent across all) with its category. */
+export async function currentDecision(user: string, type: string | undefined, ctx: ToolContext) {
+  const statuses = await ctx.clients.sift.getUserDecisions(user, { signal: ctx.signal });
+  const candidates = statuses.filter((s) => type === undefined || s.abuseType === type);
+  const latest = candidates.reduce<SiftUserDecisionStatus | undefined>((a, b) => (a && a.time >= b.time ? a : b), undefined);
+  if (!latest) return undefined;
+  const catalogue = await ctx.clients.sift.listDecisions({ entityType: 'user' }, { signal: ctx.signal });
+  const definition = catalogue.find((d) => d.id === latest.decisionId);
+  return {
+    decision_id: latest.decisionId,
+    abuse_type: latest.abuseType,
+    // A decision missing from the catalogue was deleted in the Sift console; treat it as a watch, the safe middle.
+    category: definition?.category ?? ('watch' as const),
+    decided_at: new Date(latest.time).toISOString(),
+    time: latest.time,
+  };
+}
+
+export const syncDecisionToSegment = defineTool({
+  name: 'sync_decision_to_segment',
+  title: "Sync a user's Sift decision to Segment",
+  description:
+    "Copy a user's current Sift decision (block / watch / accept, read from Sift itself — you cannot supply it) " +
+    'to their Segment profile as traits, plus a track event, using the configured mapping, so product and ' +
+    'marketing tools react to it. With no current decision it writes the "no decision" traits. Safe to repeat: ' +
+    'the same decision is never counted twice. Reports exactly what was written.',
+  risk: 'write',
+  toolset: 'segment',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    abuse_type: abuseType.optional().describe('Only this abuse type\'s decision; default: the most recent decision.'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    decision: z
+      .object({ decision_id: z.string(), abuse_type: z.string(), category: z.string(), decided_at: z.string() })
+      .nullable(),
+    traits_written: z.record(z.string(), traitValue),
+    event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),
+    message_ids: z.object({ identify: z.string(), track: z.string() }),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async run(args, ctx) {
+    const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+    const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
+    const traits: Record<string, string | number | boolean | null> = {
+      ...effect.segment_traits,
+      fraud_decision_id: decision?.decision_id ?? null,
+      fraud_decision_abuse_type: decision?.abuse_type ?? null,
+      fraud_decision_at: decision?.decided_at ?? null,
+    };
+    const properties: Record<string, string | number | boolean | null> = {
+      decision_id: decision?.decision_id ?? null,
+      category: decision?.category ?? null,
+      abuse_type: decision?.abuse_type ?? null,
+      decided_at: decision?.decided_at ?? null,
+      source: 'sift',
+    };
+    const key = [args.user_id, decision?.decision_id ?? 'none', decision?.abuse_type ?? '', decision?.time ?? 'none'];
+    const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
+    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId: ids.identify }, { signal: ctx.signal });
+    await ctx.clients.segment.track(
+      { userId: args.user_id, event: effect.segment_event, properties, messageId: ids.track },
+      { signal: ctx.signal },
+    );
+    return {
+      user_id: args.user_id,
+      decision: decision
+        ? { decision_id: decision.decision_id, abuse_type: decision.abuse_type, category: decision.category, decided_at: decision.decided_at }
+        : null,
+      traits_written: traits,
+      event_written: { event: effect.segment_event, properties },
+      message_ids: ids,
+    };
+  },
+});
