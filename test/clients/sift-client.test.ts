@@ -3,6 +3,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   createSiftClient,
+  parseRetryAfter,
+  redactSiftSecrets,
   siftSchemas,
   verifySiftSignature,
   type SiftClientConfig,
@@ -193,6 +195,33 @@ describe('decisions', () => {
     const decisions = await client().listDecisions({ entityType: 'ORDER' });
     expect(decisions.map((d) => d.id)).toEqual(['cancel_order_payment_abuse', 'ship_order_payment_abuse']);
     expect(emulator.journal.at(-1)?.query.entity_type).toBe('order');
+  });
+
+  it('resolves a relative next_ref against the base URL', async () => {
+    const first = SIFT_DEMO_DECISIONS[0];
+    emulator.faults.inject({
+      path: '/decisions',
+      status: 200,
+      body: {
+        data: [first],
+        has_more: 'true',
+        next_ref: `v3/accounts/${emulator.accountId}/decisions?from=1&limit=100`,
+      },
+    });
+    const decisions = await client().listDecisions();
+    expect(decisions.map((d) => d.id)).toEqual(SIFT_DEMO_DECISIONS.map((d) => d.id));
+    expect(emulator.journal[1]?.query).toEqual({ from: '1', limit: '100' });
+  });
+
+  it('refuses a next_ref to another host (it would carry our credentials)', async () => {
+    emulator.faults.inject({
+      path: '/decisions',
+      status: 200,
+      body: { data: [], has_more: true, next_ref: 'http://evil.example/v3/accounts/x/decisions?from=1' },
+    });
+    const error = await failure(client().listDecisions());
+    expect(error.retryable).toBe(false);
+    expect(emulator.journal).toHaveLength(1);
   });
 
   it('applies a user decision, reflected in status and latest_decisions', async () => {
@@ -436,6 +465,25 @@ describe('retries and failures', () => {
     const pending = client().getUserScore('sandbox-low-risk', { signal: controller.signal });
     setTimeout(() => controller.abort(new Error('cancelled by caller')), 20);
     await expect(pending).rejects.toThrow('cancelled by caller');
+  });
+});
+
+describe('helpers', () => {
+  it('redacts $api_key inside the echoed request string and in query strings', () => {
+    const body = JSON.stringify(fixture('error-51-invalid-api-key.json'));
+    const redacted = redactSiftSecrets(body);
+    expect(redacted).not.toContain('INVALID_API_KEY');
+    expect(redacted).toContain('billy_jones_301');
+    expect(redactSiftSecrets('{"$api_key": "abc", "x": 1}')).toBe('{"$api_key": "[REDACTED]", "x": 1}');
+    expect(redactSiftSecrets('/v205/score/u?api_key=abc&x=1')).toBe('/v205/score/u?api_key=[REDACTED]&x=1');
+  });
+
+  it('reads Retry-After as seconds or an HTTP date', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(parseRetryAfter('2', now)).toBe(2000);
+    expect(parseRetryAfter('Thu, 01 Jan 2026 00:00:05 GMT', now)).toBe(5000);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter(undefined, now)).toBeUndefined();
   });
 });
 
