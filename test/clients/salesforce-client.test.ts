@@ -1,0 +1,633 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+
+// jsforce reads proxy variables once, at load, and ignores NO_PROXY (§1): clear them before the
+// (hoisted) imports so loopback traffic never goes through a CI proxy.
+vi.hoisted(() => {
+  for (const name of ['https_proxy', 'http_proxy', 'HTTPS_PROXY', 'HTTP_PROXY']) delete process.env[name];
+});
+
+import { Connection } from 'jsforce';
+import { FraudgateError, UpstreamError } from '../../src/errors.ts';
+import {
+  createSalesforceClient,
+  soqlQuote,
+  type SalesforceClientConfig,
+} from '../../src/clients/salesforce-client.ts';
+import { isSalesforceId, salesforceIdChecksum, toSalesforceId18 } from '../../src/clients/salesforce-ids.ts';
+import type { SalesforceClient } from '../../src/clients/types.ts';
+import { startSalesforceEmulator, type SalesforceEmulator } from '../../src/sandbox/salesforce-emulator.ts';
+
+const FIXTURES = new URL('../../../shared/fixtures/salesforce/', import.meta.url);
+const fixture = (name: string): Record<string, unknown> =>
+  JSON.parse(readFileSync(new URL(name, FIXTURES), 'utf8')) as Record<string, unknown>;
+const tokenFixtures = fixture('oauth-token-flows.jsforce-3.10.16.json') as Record<
+  string,
+  { requests: { body: string; headers: Record<string, string> }[] }
+>;
+
+let emu: SalesforceEmulator;
+
+beforeAll(async () => {
+  // The credentials of the captured token requests, so request bodies can be compared verbatim.
+  emu = await startSalesforceEmulator({
+    clientId: 'CID',
+    clientSecret: 'CSECRET',
+    username: 'ops@example.com',
+    password: 'pw+TOKEN',
+  });
+});
+afterAll(async () => {
+  await emu.close();
+});
+beforeEach(() => {
+  emu.faults.clear();
+  emu.alwaysUnauthorized(false);
+  emu.rateLimitNext(0);
+  emu.setQueryPageSize(2000);
+  emu.clearJournal();
+});
+
+function client(overrides: Partial<SalesforceClientConfig> = {}): SalesforceClient {
+  return createSalesforceClient({
+    loginUrl: emu.url,
+    auth: { flow: 'client_credentials', clientId: 'CID', clientSecret: 'CSECRET' },
+    retryBaseDelayMs: 5,
+    ...overrides,
+  });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<UpstreamError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(UpstreamError);
+  return error as UpstreamError;
+}
+
+const dataRequests = () => emu.journal.filter((e) => e.path.startsWith('/services/data/'));
+const tokenRequests = () => emu.journal.filter((e) => e.path === '/services/oauth2/token');
+
+describe('auth', () => {
+  it('client credentials: the token request matches the captured jsforce request', async () => {
+    const sf = client();
+    await sf.query('SELECT Id FROM Group');
+    const [token] = tokenRequests();
+    const captured = tokenFixtures.oauth_client_credentials?.requests[0];
+    expect(token?.rawBody).toBe(captured?.body);
+    expect(token?.headers['content-type']).toBe('application/x-www-form-urlencoded');
+    expect(dataRequests()[0]?.headers.authorization).toMatch(/^Bearer /);
+  });
+
+  it('password: the token request matches the captured jsforce request', async () => {
+    const sf = client({
+      auth: {
+        flow: 'password',
+        clientId: 'CID',
+        clientSecret: 'CSECRET',
+        username: 'ops@example.com',
+        password: 'pw+TOKEN',
+      },
+    });
+    await sf.query('SELECT Id FROM Group');
+    expect(tokenRequests()[0]?.rawBody).toBe(tokenFixtures.oauth_password?.requests[0]?.body);
+  });
+
+  it('logs in once for concurrent first calls', async () => {
+    const sf = client();
+    await Promise.all([
+      sf.query('SELECT Id FROM Group'),
+      sf.query('SELECT Id FROM User'),
+      sf.query('SELECT Id FROM Lead'),
+    ]);
+    expect(tokenRequests()).toHaveLength(1);
+  });
+
+  it('bad credentials: a non-retryable error naming the OAuth error, no secret in it', async () => {
+    const sf = client({
+      auth: { flow: 'client_credentials', clientId: 'CID', clientSecret: 'wrong-secret' },
+    });
+    const error = await rejection(sf.query('SELECT Id FROM Group'));
+    expect(error.upstreamCode).toBe('invalid_client');
+    expect(error.retryable).toBe(false);
+    expect(error.message).not.toContain('wrong-secret');
+  });
+
+  it('sends the API version explicitly in every data path', async () => {
+    const sf = client();
+    await sf.query('SELECT Id FROM Group');
+    await sf.create('Lead', { LastName: 'Versioned', Company: 'Acme' });
+    expect(dataRequests().length).toBeGreaterThan(0);
+    for (const entry of dataRequests()) expect(entry.path).toMatch(/^\/services\/data\/v62\.0\//);
+    const older = client({ apiVersion: '58.0' });
+    emu.clearJournal();
+    await older.query('SELECT Id FROM Group');
+    expect(dataRequests()[0]?.path).toBe('/services/data/v58.0/query');
+  });
+
+  it('sends Sforce-Call-Options when configured', async () => {
+    await client({ callOptionsClient: 'fraudgate' }).query('SELECT Id FROM Group');
+    expect(dataRequests()[0]?.headers['sforce-call-options']).toBe('client=fraudgate');
+  });
+
+  it('rejects an API version below 46 at construction', () => {
+    expect(() => client({ apiVersion: '45.0' })).toThrow(/apiVersion/);
+  });
+});
+
+describe('session refresh', () => {
+  it('an expired session is refreshed once and the request re-sent', async () => {
+    const sf = client();
+    await sf.query('SELECT Id FROM Group');
+    emu.expireTokens();
+    emu.clearJournal();
+    const rows = await sf.query('SELECT Id FROM Group');
+    expect(rows.length).toBeGreaterThan(0);
+    expect(tokenRequests()).toHaveLength(1);
+    expect(dataRequests().map((e) => e.status)).toEqual([401, 200]);
+  });
+
+  it('password flow refreshes by logging in again', async () => {
+    const sf = client({
+      auth: {
+        flow: 'password',
+        clientId: 'CID',
+        clientSecret: 'CSECRET',
+        username: 'ops@example.com',
+        password: 'pw+TOKEN',
+      },
+    });
+    await sf.query('SELECT Id FROM Group');
+    emu.expireTokens();
+    emu.clearJournal();
+    await sf.query('SELECT Id FROM Group');
+    expect(tokenRequests()[0]?.rawBody).toContain('grant_type=password');
+  });
+
+  it('a permanent 401 fails fast with a clear, non-retryable error (no refresh loop)', async () => {
+    const sf = client();
+    emu.alwaysUnauthorized(true);
+    const started = Date.now();
+    const error = await rejection(sf.query('SELECT Id FROM Group'));
+    expect(error.message).toMatch(/keeps rejecting fresh sessions/);
+    expect(error.retryable).toBe(false);
+    expect(error.upstreamCode).toBe('INVALID_SESSION_ID');
+    // Login, first try, one refresh, second try: nothing like jsforce's unbounded loop.
+    expect(emu.journal.length).toBeLessThanOrEqual(5);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('caps refreshes per client across calls too', async () => {
+    const sf = client({ maxRefreshesPerMinute: 2 });
+    emu.alwaysUnauthorized(true);
+    for (let i = 0; i < 4; i += 1) await rejection(sf.query('SELECT Id FROM Group'));
+    // One login plus at most two refreshes, however many calls were made.
+    expect(tokenRequests().length).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('CRUD', () => {
+  it('create returns an 18-character id with the right prefix and checksum, stored in the org', async () => {
+    const sf = client();
+    const { id } = await sf.create('Case', {
+      Subject: 'Suspicious payment',
+      Type: 'Fraud',
+      Priority: 'High',
+      OwnerId: emu.demo?.fraudQueueId,
+    });
+    expect(id).toHaveLength(18);
+    expect(id.startsWith('500')).toBe(true);
+    expect(id.slice(15)).toBe(salesforceIdChecksum(id.slice(0, 15)));
+    const stored = emu.records('Case').find((r) => r.Id === id);
+    expect(stored).toMatchObject({
+      Subject: 'Suspicious payment',
+      Status: 'New',
+      IsClosed: false,
+      OwnerId: emu.demo?.fraudQueueId,
+    });
+    expect(stored?.CaseNumber).toMatch(/^\d{8}$/);
+    // An explicit owner must survive assignment rules.
+    expect(emu.requests('POST', '/services/data/:v/sobjects/Case')[0]?.headers['sforce-auto-assign']).toBe(
+      'FALSE',
+    );
+  });
+
+  it('update is reflected, and derived fields follow', async () => {
+    const sf = client();
+    const { id } = await sf.create('Case', { Subject: 'To close' });
+    await sf.update('Case', { Id: id, Status: 'Closed' });
+    expect(emu.records('Case').find((r) => r.Id === id)).toMatchObject({ Status: 'Closed', IsClosed: true });
+    const patch = emu.requests('PATCH', '/services/data/:v/sobjects/Case/:id')[0];
+    expect(patch?.status).toBe(204);
+    expect(patch?.body).toEqual({ Status: 'Closed' });
+  });
+
+  it('upsert by external id: created, then updated', async () => {
+    const sf = client();
+    const first = await sf.upsert('Case', 'Fraudgate_Key__c', {
+      Fraudgate_Key__c: 'case/key 1',
+      Subject: 'v1',
+    });
+    expect(first.created).toBe(true);
+    const second = await sf.upsert('Case', 'Fraudgate_Key__c', {
+      Fraudgate_Key__c: 'case/key 1',
+      Subject: 'v2',
+    });
+    expect(second).toEqual({ id: first.id, created: false });
+    const matches = emu.records('Case').filter((r) => r.Fraudgate_Key__c === 'case/key 1');
+    expect(matches).toHaveLength(1);
+    expect(matches[0]?.Subject).toBe('v2');
+    // The value is URL-encoded by us (jsforce would not), so '/' stays inside one segment.
+    expect(emu.unmatched).toHaveLength(0);
+  });
+
+  it('retrieve returns the record without attributes, or null when missing', async () => {
+    const sf = client();
+    const caseId = emu.demo?.openFraudCaseId ?? '';
+    const found = await sf.retrieve('Case', caseId);
+    expect(found).toMatchObject({ Id: caseId, Type: 'Fraud', Sift_User_Id__c: 'sandbox-watch' });
+    expect(found).not.toHaveProperty('attributes');
+    const missing = `500${'5g0000zzzzzz'}`;
+    expect(await sf.retrieve('Case', missing + salesforceIdChecksum(missing))).toBeNull();
+  });
+
+  it('a missing required field fails with a message naming the field', async () => {
+    const error = await rejection(client().create('Lead', { Company: 'Acme' }));
+    expect(error.upstreamCode).toBe('REQUIRED_FIELD_MISSING');
+    expect(error.message).toContain('LastName');
+    expect(error.retryable).toBe(false);
+  });
+
+  it('an unknown field and a bad restricted picklist value name the field, never the value', async () => {
+    const sf = client();
+    const unknown = await rejection(sf.create('Case', { Subject: 'x', Bogus__c: 1 }));
+    expect(unknown.upstreamCode).toBe('INVALID_FIELD');
+    expect(unknown.message).toContain('Bogus__c');
+    const picklist = await rejection(sf.create('Case', { Subject: 'x', Priority: 'secret-value' }));
+    expect(picklist.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
+    expect(picklist.message).toContain('Priority');
+    expect(picklist.message).not.toContain('secret-value');
+    expect(picklist.detail).toContain('secret-value');
+  });
+
+  it('update of a missing record is NOT_FOUND', async () => {
+    const id15 = '5005g0000zzzzzz';
+    await expect(
+      client().update('Case', { Id: id15 + salesforceIdChecksum(id15), Status: 'Closed' }),
+    ).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
+  });
+
+  it('rejects malformed ids and object names before any request', async () => {
+    const sf = client();
+    await expect(sf.retrieve('Case', '../limits')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(sf.create('Case/../x', {})).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(emu.journal).toHaveLength(0);
+  });
+});
+
+describe('query', () => {
+  it('fetches every page, following the locator', async () => {
+    const sf = client();
+    for (let i = 0; i < 5; i += 1) emu.insert('Lead', { LastName: `Paging${i}`, Company: 'PageCo' });
+    emu.setQueryPageSize(2);
+    const rows = await sf.query<{ Id: string; LastName: string }>(
+      "SELECT Id, LastName FROM Lead WHERE Company = 'PageCo' ORDER BY LastName",
+    );
+    expect(rows.map((r) => r.LastName)).toEqual(['Paging0', 'Paging1', 'Paging2', 'Paging3', 'Paging4']);
+    expect(rows[0]).not.toHaveProperty('attributes');
+    expect(emu.requests('GET', '/services/data/:v/query')).toHaveLength(1);
+    expect(emu.requests('GET', '/services/data/:v/query/:locator')).toHaveLength(2);
+  });
+
+  it('queryPage exposes a cursor for the next page', async () => {
+    const sf = client();
+    emu.setQueryPageSize(2);
+    const first = await sf.queryPage({ soql: "SELECT Id FROM Lead WHERE Company = 'PageCo'" });
+    expect(first.records).toHaveLength(2);
+    expect(first.totalSize).toBe(5);
+    expect(first.nextCursor).toMatch(/^[A-Za-z0-9]+-2$/);
+    const second = await sf.queryPage({ cursor: first.nextCursor ?? '' });
+    expect(second.records).toHaveLength(2);
+    const third = await sf.queryPage({ cursor: second.nextCursor ?? '' });
+    expect(third.records).toHaveLength(1);
+    expect(third.nextCursor).toBeUndefined();
+    await expect(sf.queryPage({ cursor: '../sobjects' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  });
+
+  it("soqlQuote escapes quotes and backslashes (O'Brien\\)", async () => {
+    const name = "O'Brien\\";
+    expect(soqlQuote(name)).toBe("'O\\'Brien\\\\'");
+    const sf = client();
+    await sf.create('Contact', { LastName: name, Email: 'obrien@example.com' });
+    const rows = await sf.query(`SELECT Id, LastName FROM Contact WHERE LastName = ${soqlQuote(name)}`);
+    expect(rows.map((r) => r.LastName)).toEqual([name]);
+  });
+
+  it('SOQL errors come back as clear, non-retryable errors', async () => {
+    const sf = client();
+    const badType = await rejection(sf.query('SELECT Id FROM Bogus'));
+    expect(badType.upstreamCode).toBe('INVALID_TYPE');
+    expect(badType.message).toContain('Bogus');
+    const malformed = await rejection(
+      sf.query("SELECT Id FROM Case WHERE Subject = 'x' AND Status = 'New' OR Priority = 'High'"),
+    );
+    expect(malformed.upstreamCode).toBe('MALFORMED_QUERY');
+    expect(malformed.retryable).toBe(false);
+    const badField = await rejection(sf.query('SELECT Nope__c FROM Case'));
+    expect(badField.upstreamCode).toBe('INVALID_FIELD');
+    expect(badField.message).toContain('Nope__c');
+  });
+
+  it('supports the SOQL the tools use: queue lookup, parent fields, IN, LIKE, NOT, count()', async () => {
+    const sf = client();
+    const queue = await sf.query(
+      "SELECT Id, DeveloperName FROM Group WHERE Type = 'Queue' AND DeveloperName = 'Fraud_Review'",
+    );
+    expect(queue).toEqual([{ Id: emu.demo?.fraudQueueId, DeveloperName: 'Fraud_Review' }]);
+
+    const contacts = await sf.query(
+      "SELECT Id, Account.Name, Owner.Name FROM Contact WHERE Sift_User_Id__c IN ('sandbox-high-risk', 'sandbox-watch') ORDER BY Account.Name DESC",
+    );
+    expect(contacts.map((c) => (c.Account as { Name: string }).Name)).toEqual([
+      'Watchlist Goods',
+      'High Risk Trading',
+    ]);
+    expect(contacts[0]?.Owner).toEqual({ Name: 'Fraudgate Integration' });
+
+    const blocked = await sf.query(
+      `SELECT Id, Sift_User_Id__c FROM Contact WHERE Email = 'BLOCKED.user@example.com'`,
+    );
+    expect(blocked).toEqual([{ Id: emu.demo?.contacts['sandbox-blocked'], Sift_User_Id__c: null }]);
+
+    const openFraud = await sf.query(
+      "SELECT Id, Owner.Name FROM Case WHERE Type = 'Fraud' AND IsClosed = false AND (Sift_User_Id__c = 'sandbox-watch' OR Sift_User_Id__c = 'sandbox-unmatched')",
+    );
+    expect(openFraud.map((c) => c.Id)).toEqual([emu.demo?.openFraudCaseId]);
+    expect(openFraud[0]?.Owner).toEqual({ Name: 'Fraud Review' });
+
+    const notClosed = await sf.query(
+      "SELECT Id FROM Case WHERE Sift_User_Id__c != null AND NOT (Status = 'Closed')",
+    );
+    expect(notClosed.map((c) => c.Id)).toEqual([emu.demo?.openFraudCaseId]);
+
+    const like = await sf.query("SELECT Email FROM Lead WHERE Email LIKE 'lead.%@example.com'");
+    expect(like).toEqual([{ Email: 'lead.risky@example.com' }]);
+
+    const page = await sf.queryPage({
+      soql: 'SELECT count() FROM Opportunity WHERE IsClosed = false AND Amount > 10000',
+    });
+    expect(page).toMatchObject({ totalSize: 2, records: [] });
+
+    const recent = await sf.query(
+      'SELECT Id FROM Account WHERE CreatedDate = LAST_N_DAYS:1 ORDER BY Name LIMIT 2 OFFSET 1',
+    );
+    expect(recent).toHaveLength(2);
+    expect(await sf.query('SELECT Id FROM Account WHERE CreatedDate < 2000-01-01T00:00:00Z')).toEqual([]);
+  });
+
+  it('the sandbox-unmatched persona has no records', async () => {
+    const sf = client();
+    for (const object of ['Account', 'Contact', 'Lead', 'Case']) {
+      expect(await sf.query(`SELECT Id FROM ${object} WHERE Sift_User_Id__c = 'sandbox-unmatched'`)).toEqual(
+        [],
+      );
+    }
+  });
+});
+
+describe('retries and faults', () => {
+  it('a 503 on GET is retried (by jsforce) and succeeds', async () => {
+    emu.faults.inject({ method: 'GET', path: '/query', status: 503 });
+    const rows = await client().query('SELECT Id FROM Group');
+    expect(rows.length).toBeGreaterThan(0);
+    expect(emu.requests('GET', '/services/data/:v/query').map((e) => e.status)).toEqual([503, 200]);
+  });
+
+  it('a 503 on create is NOT retried: exactly one POST', async () => {
+    const sf = client();
+    emu.faults.inject({ method: 'POST', path: '/sobjects/Case', status: 503 });
+    const error = await rejection(sf.create('Case', { Subject: 'Once only' }));
+    expect(error.message).toMatch(/may or may not exist/);
+    expect(emu.requests('POST', '/services/data/:v/sobjects/Case')).toHaveLength(1);
+    expect(emu.records('Case').filter((r) => r.Subject === 'Once only')).toHaveLength(0);
+  });
+
+  it('a 503 on update (idempotent PATCH) is retried by the client', async () => {
+    const sf = client();
+    const { id } = await sf.create('Case', { Subject: 'Retry me' });
+    emu.faults.inject({ method: 'PATCH', path: '/sobjects/Case/', status: 503 });
+    await sf.update('Case', { Id: id, Priority: 'Low' });
+    expect(emu.requests('PATCH', '/services/data/:v/sobjects/Case/:id').map((e) => e.status)).toEqual([
+      503, 204,
+    ]);
+  });
+
+  it('a reset connection on upsert is retried by the client', async () => {
+    const sf = client();
+    emu.faults.inject({ method: 'PATCH', path: '/Fraudgate_Key__c/', reset: true });
+    const result = await sf.upsert('Case', 'Fraudgate_Key__c', { Fraudgate_Key__c: 'reset-1', Subject: 'x' });
+    expect(result.created).toBe(true);
+  });
+
+  it('REQUEST_LIMIT_EXCEEDED becomes a rate-limited error and is not retried', async () => {
+    const sf = client();
+    await sf.query('SELECT Id FROM Group');
+    emu.rateLimitNext(1);
+    const error = await rejection(
+      sf.update('Case', { Id: emu.demo?.openFraudCaseId ?? '', Priority: 'Low' }),
+    );
+    expect(error.code).toBe('UPSTREAM_RATE_LIMITED');
+    expect(error.upstreamCode).toBe('REQUEST_LIMIT_EXCEEDED');
+    expect(emu.requests('PATCH', '/services/data/:v/sobjects/Case/:id')).toHaveLength(1);
+  });
+
+  it('the daily API limit is enforced and reported in Sforce-Limit-Info, parsed into apiUsage()', async () => {
+    const small = await startSalesforceEmulator({
+      clientId: 'CID',
+      clientSecret: 'CSECRET',
+      dailyApiLimit: 3,
+      seed: false,
+    });
+    try {
+      const sf = createSalesforceClient({
+        loginUrl: small.url,
+        auth: { flow: 'client_credentials', clientId: 'CID', clientSecret: 'CSECRET' },
+      });
+      expect(sf.apiUsage()).toBeUndefined();
+      await sf.query('SELECT Id FROM User');
+      expect(sf.apiUsage()).toEqual({ used: 1, limit: 3 });
+      await sf.query('SELECT Id FROM User');
+      await sf.query('SELECT Id FROM User');
+      const error = await rejection(sf.query('SELECT Id FROM User'));
+      expect(error.code).toBe('UPSTREAM_RATE_LIMITED');
+      expect(small.journal.at(-1)?.status).toBe(403);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a slow answer times out with a retryable error', async () => {
+    emu.faults.inject({ method: 'GET', path: '/query', delayMs: 300, status: 200, body: {} });
+    const error = await rejection(client({ timeoutMs: 100 }).query('SELECT Id FROM Group'));
+    expect(error.retryable).toBe(true);
+    expect(error.message).toMatch(/did not answer/);
+  });
+
+  it('an aborted signal stops the call', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expect(
+      client().query('SELECT Id FROM Group', { signal: controller.signal }),
+    ).rejects.toBeInstanceOf(FraudgateError);
+    expect(emu.journal).toHaveLength(0);
+  });
+});
+
+describe('collections', () => {
+  it('updateMany with 450 records sends 3 collection requests', async () => {
+    const sf = client();
+    const created = await sf.createMany(
+      'Lead',
+      Array.from({ length: 450 }, (_, i) => ({ LastName: `Bulk${i}`, Company: 'BulkCo' })),
+    );
+    expect(created.every((r) => r.success && r.id.length === 18)).toBe(true);
+    expect(emu.requests('POST', '/services/data/:v/composite/sobjects')).toHaveLength(3);
+    const results = await sf.updateMany(
+      'Lead',
+      created.map((r) => ({ Id: r.id, Sift_Risk_Band__c: 'high' })),
+    );
+    expect(results).toHaveLength(450);
+    expect(results.every((r) => r.success)).toBe(true);
+    const patches = emu.requests('PATCH', '/services/data/:v/composite/sobjects');
+    expect(patches).toHaveLength(3);
+    expect(patches.map((p) => (p.body as { records: unknown[] }).records.length)).toEqual([200, 200, 50]);
+    expect(
+      emu.records('Lead').filter((r) => r.Company === 'BulkCo' && r.Sift_Risk_Band__c === 'high'),
+    ).toHaveLength(450);
+  });
+
+  it('per-record failures come back as SaveResults with statusCode and field names only', async () => {
+    const results = await client().createMany('Lead', [
+      { LastName: 'Ok', Company: 'Acme' },
+      { Company: 'Acme' },
+    ]);
+    expect(results[0]).toMatchObject({ success: true });
+    expect(results[1]).toMatchObject({
+      success: false,
+      id: '',
+      errors: [{ statusCode: 'REQUIRED_FIELD_MISSING', fields: ['LastName'] }],
+    });
+  });
+
+  it('the emulator rejects more than 200 records in one request, and honours allOrNone', async () => {
+    const conn = new Connection({
+      instanceUrl: emu.url,
+      accessToken: emu.issueTokens().accessToken,
+      version: '62.0',
+    });
+    const tooMany = Array.from({ length: 201 }, (_, i) => ({ LastName: `Over${i}`, Company: 'Over' }));
+    await expect(conn.sobject('Lead').create(tooMany)).rejects.toMatchObject({
+      errorCode: 'EXCEEDED_ID_LIMIT',
+    });
+    const results = await conn
+      .sobject('Lead')
+      .create([{ LastName: 'Rolled', Company: 'AllOrNone' }, { Company: 'AllOrNone' }], { allOrNone: true });
+    expect(results.map((r) => r.success)).toEqual([false, false]);
+    expect(emu.records('Lead').filter((r) => r.Company === 'AllOrNone')).toHaveLength(0);
+  });
+});
+
+describe('emulator', () => {
+  it('ids carry valid checksums (fixture examples and every seeded record)', () => {
+    const examples = (fixture('id-format.json') as { checksum_examples: { id15: string; id18: string }[] })
+      .checksum_examples;
+    for (const { id15, id18 } of examples) expect(toSalesforceId18(id15)).toBe(id18);
+    for (const object of ['Account', 'Contact', 'Lead', 'Case', 'Opportunity', 'Group', 'User']) {
+      for (const record of emu.records(object)) {
+        expect(record.Id).toHaveLength(18);
+        expect(isSalesforceId(record.Id)).toBe(true);
+      }
+    }
+  });
+
+  it('unknown routes answer 501 and are recorded', async () => {
+    const response = await fetch(`${emu.url}/services/data/v62.0/bogus/route`);
+    expect(response.status).toBe(501);
+    expect(emu.unmatched.map((e) => e.path)).toEqual(['/services/data/v62.0/bogus/route']);
+  });
+
+  it('answers 401 INVALID_SESSION_ID in the array shape for unknown tokens', async () => {
+    const response = await fetch(`${emu.url}/services/data/v62.0/limits`, {
+      headers: { authorization: 'Bearer nope' },
+    });
+    expect(response.status).toBe(401);
+    expect(await response.json()).toEqual([
+      { message: 'Session expired or invalid', errorCode: 'INVALID_SESSION_ID' },
+    ]);
+  });
+
+  it('supports the JWT bearer and refresh-token grants, and /limits', async () => {
+    const jwt = new Connection({ loginUrl: emu.url, version: '62.0' });
+    const assertion = 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJDSUQifQ.c2ln';
+    const userInfo = await jwt.authorize({
+      grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+      assertion,
+    });
+    expect(userInfo.id).toBe(emu.integrationUserId);
+    expect(jwt.instanceUrl).toBe(emu.url);
+    const limits = (await jwt.limits()) as unknown as {
+      DailyApiRequests: { Max: number; Remaining: number };
+    };
+    expect(limits.DailyApiRequests.Max).toBe(15000);
+    expect(jwt.limitInfo.apiUsage?.used).toBe(15000 - limits.DailyApiRequests.Remaining);
+
+    const { refreshToken } = emu.issueTokens();
+    const refreshed = new Connection({
+      oauth2: { loginUrl: emu.url, clientId: 'CID', clientSecret: 'CSECRET' },
+      instanceUrl: emu.url,
+      accessToken: 'expired',
+      refreshToken,
+      version: '62.0',
+    });
+    const count = await refreshed.sobject('Group').count({ Type: 'Queue' });
+    expect(count).toBe(1);
+    expect(tokenRequests().some((e) => e.rawBody.startsWith('grant_type=refresh_token'))).toBe(true);
+  });
+
+  it('upsert answers 300 on multiple matches and 204 below API 46', async () => {
+    emu.insert('Contact', { LastName: 'Dup1', Sift_User_Id__c: 'dup-x' });
+    emu.insert('Contact', { LastName: 'Dup2', Sift_User_Id__c: 'DUP-X' });
+    const conn = new Connection({
+      instanceUrl: emu.url,
+      accessToken: emu.issueTokens().accessToken,
+      version: '62.0',
+    });
+    await expect(
+      conn.sobject('Contact').upsert({ Sift_User_Id__c: 'dup-x', Phone: '1' }, 'Sift_User_Id__c'),
+    ).rejects.toMatchObject({ errorCode: 'MULTIPLE_CHOICES' });
+    const old = new Connection({
+      instanceUrl: emu.url,
+      accessToken: emu.issueTokens().accessToken,
+      version: '45.0',
+    });
+    const result = await old
+      .sobject('Account')
+      .upsert({ Sift_User_Id__c: 'sandbox-watch', Phone: '2' }, 'Sift_User_Id__c');
+    expect(result).toEqual({ success: true, errors: [] });
+  });
+
+  it('describe lists the custom fields and picklists', async () => {
+    const conn = new Connection({
+      instanceUrl: emu.url,
+      accessToken: emu.issueTokens().accessToken,
+      version: '62.0',
+    });
+    const describe = await conn.sobject('Case').describe();
+    const key = describe.fields.find((f) => f.name === 'Fraudgate_Key__c');
+    expect(key).toMatchObject({ externalId: true, unique: true });
+    expect(describe.fields.find((f) => f.name === 'Priority')?.restrictedPicklist).toBe(true);
+  });
+});
