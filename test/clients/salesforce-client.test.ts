@@ -388,6 +388,53 @@ describe('query', () => {
     expect(await sf.query('SELECT Id FROM Account WHERE CreatedDate < 2000-01-01T00:00:00Z')).toEqual([]);
   });
 
+  it('anything outside the SOQL subset is a 400, never an approximate answer', async () => {
+    const sf = client();
+    const cases: [string, string][] = [
+      ['SELECT Id FROM Case WHERE AccountId IN (SELECT Id FROM Account)', 'MALFORMED_QUERY'],
+      ['SELECT COUNT(Id) FROM Case', 'MALFORMED_QUERY'],
+      ['SELECT Id, (SELECT Id FROM Contacts) FROM Account', 'MALFORMED_QUERY'],
+      ['SELECT Id FROM Case WHERE Subject = :subject', 'MALFORMED_QUERY'],
+      ['SELECT Status FROM Case GROUP BY Status', 'MALFORMED_QUERY'],
+      ["SELECT Id FROM Case WHERE Subject INCLUDES ('a')", 'MALFORMED_QUERY'],
+      ["SELECT Id FROM Case WHERE Subject = 'unterminated", 'MALFORMED_QUERY'],
+      ["SELECT Id FROM Case WHERE IsClosed = 'false'", 'INVALID_QUERY_FILTER_OPERATOR'],
+      ['SELECT Id FROM Case WHERE CreatedDate > 2024-01-01', 'INVALID_QUERY_FILTER_OPERATOR'],
+      ['SELECT Id, Id FROM Case', 'MALFORMED_QUERY'],
+    ];
+    for (const [soql, code] of cases) {
+      const error = await rejection(sf.query(soql));
+      expect([soql, error.upstreamCode]).toEqual([soql, code]);
+    }
+  });
+
+  it('string escapes, literal LIKE wildcards and NULLS LAST behave as in SOQL', async () => {
+    const sf = client();
+    emu.insert('Lead', { LastName: 'Esc_1', Company: 'EscCo', Sift_Score__c: 0.5 });
+    emu.insert('Lead', { LastName: 'EscX1', Company: 'EscCo' });
+    emu.insert('Lead', { LastName: 'Tab\tName', Company: 'EscCo', Sift_Score__c: 0.9 });
+    const literal = await sf.query("SELECT LastName FROM Lead WHERE LastName LIKE 'Esc\\_1'");
+    expect(literal.map((r) => r.LastName)).toEqual(['Esc_1']);
+    const wildcard = await sf.query(
+      "SELECT LastName FROM Lead WHERE LastName LIKE 'Esc_1' ORDER BY LastName",
+    );
+    expect(wildcard.map((r) => r.LastName)).toEqual(['Esc_1', 'EscX1']);
+    const tab = await sf.query(`SELECT LastName FROM Lead WHERE LastName = ${soqlQuote('Tab\tName')}`);
+    expect(tab).toHaveLength(1);
+    const ordered = await sf.query(
+      "SELECT LastName FROM Lead WHERE Company = 'EscCo' ORDER BY Sift_Score__c DESC NULLS LAST, LastName",
+    );
+    expect(ordered.map((r) => r.LastName)).toEqual(['Tab\tName', 'Esc_1', 'EscX1']);
+    const nullsFirst = await sf.query(
+      "SELECT LastName FROM Lead WHERE Company = 'EscCo' ORDER BY Sift_Score__c",
+    );
+    expect(nullsFirst.map((r) => r.LastName)).toEqual(['EscX1', 'Esc_1', 'Tab\tName']);
+    const notIn = await sf.query(
+      "SELECT LastName FROM Lead WHERE Company = 'EscCo' AND LastName NOT IN ('Esc_1', 'EscX1')",
+    );
+    expect(notIn.map((r) => r.LastName)).toEqual(['Tab\tName']);
+  });
+
   it('the sandbox-unmatched persona has no records', async () => {
     const sf = client();
     for (const object of ['Account', 'Contact', 'Lead', 'Case']) {
