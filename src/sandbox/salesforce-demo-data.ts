@@ -47,20 +47,20 @@ const LINKED_PERSONAS = [
       Name: 'Low Risk Outfitters',
       Type: 'Customer',
       Sift_Decision__c: 'accept',
-      Sift_Score__c: 0.05,
+      Sift_Score__c: 5,
     },
     contact: { FirstName: 'Lena', LastName: 'Lowrisk', Email: 'sandbox-low-risk@example.com' },
     band: 'low',
   },
   {
     siftUserId: 'sandbox-high-risk',
-    account: { Name: 'High Risk Trading', Type: 'Customer', Sift_Score__c: 0.93 },
+    account: { Name: 'High Risk Trading', Type: 'Customer', Sift_Score__c: 93 },
     contact: { FirstName: 'Hal', LastName: 'Highrisk', Email: 'sandbox-high-risk@example.com' },
     band: 'critical',
   },
   {
     siftUserId: 'sandbox-watch',
-    account: { Name: 'Watchlist Goods', Type: 'Customer', Sift_Decision__c: 'watch', Sift_Score__c: 0.62 },
+    account: { Name: 'Watchlist Goods', Type: 'Customer', Sift_Decision__c: 'watch', Sift_Score__c: 62 },
     contact: { FirstName: 'Wren', LastName: 'Watch', Email: 'sandbox-watch@example.com' },
     band: 'medium',
   },
@@ -113,7 +113,7 @@ export function seedSalesforceDemoData(insert: SalesforceSeedInsert): Salesforce
     Company: 'Risky Ventures',
     Email: SALESFORCE_RISKY_LEAD_EMAIL,
     LeadSource: 'Web',
-    Sift_Score__c: 0.88,
+    Sift_Score__c: 88,
     Sift_Risk_Band__c: 'high',
   });
   const leadIds = [
@@ -163,7 +163,7 @@ export function seedSalesforceDemoData(insert: SalesforceSeedInsert): Salesforce
     AccountId: accounts['sandbox-watch'],
     ContactId: contacts['sandbox-watch'],
     Sift_User_Id__c: 'sandbox-watch',
-    Sift_Score__c: 0.62,
+    Sift_Score__c: 62,
   });
   const closedFraudCase = insert('Case', {
     Subject: 'Fraud review: sandbox-low-risk (cleared)',
@@ -177,7 +177,7 @@ export function seedSalesforceDemoData(insert: SalesforceSeedInsert): Salesforce
     AccountId: accounts['sandbox-low-risk'],
     ContactId: contacts['sandbox-low-risk'],
     Sift_User_Id__c: 'sandbox-low-risk',
-    Sift_Score__c: 0.05,
+    Sift_Score__c: 5,
   });
 
   return {

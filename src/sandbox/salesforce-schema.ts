@@ -166,7 +166,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     ref('ContactId', ['Contact'], 'Contact'),
     ref('ParentId', ['Case'], 'Parent'),
     { name: 'SuppliedEmail', type: 'email', length: 80 },
-    siftUserId(),
+    // A user can have many cases over time: on Case the Sift user id is a plain lookup value, not unique.
+    str('Sift_User_Id__c', 255),
     str('Fraudgate_Key__c', 255, { externalId: true, unique: true }),
     siftScore(),
   ],

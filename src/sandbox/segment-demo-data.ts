@@ -36,7 +36,7 @@ export const SEGMENT_DEMO_PROFILES: readonly SegmentDemoProfile[] = [
   {
     userId: 'sandbox-blocked',
     traits: {
-      email: 'sandbox-blocked@example.com',
+      email: 'blocked.user@example.com',
       name: 'Bea Blocked',
       plan: 'free',
       signup_date: '2025-02-20',

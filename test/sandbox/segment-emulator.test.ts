@@ -145,7 +145,7 @@ describe('Tracking API', () => {
 describe('Profile API', () => {
   it('seeds the demo profiles on example.com, and can start empty', async () => {
     for (const demo of SEGMENT_DEMO_PROFILES) {
-      expect(emu.profile(demo.userId)).toMatchObject({ email: `${demo.userId}@example.com` });
+      expect(String(emu.profile(demo.userId)?.email)).toMatch(/@example\.com$/);
     }
     const empty = await startSegmentEmulator({ seed: false });
     expect(empty.profile('sandbox-blocked')).toBeUndefined();

@@ -1,0 +1,222 @@
+/**
+ * Approvals through the protocol: no channel, elicitation accept/decline, CLI-path approve →
+ * executed once, deny/expiry → never executed, changed arguments → new approval, four-eyes,
+ * restart between approve and execute.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
+
+let env: TestEnv;
+afterEach(async () => {
+  await env?.close();
+});
+
+const LABEL = { user_id: 'sandbox-high-risk', is_bad: true, abuse_type: 'payment_abuse', description: 'card testing from one device' };
+const APPROVER = { id: 'ola.approver@example.com', kind: 'user' as const, role: 'approver' as const };
+const labelsReceived = () => env.sandbox.sift.requests('POST', '/v205/users/:id/labels');
+
+describe('approvals', () => {
+  it('without elicitation, apply_label returns APPROVAL_PENDING and nothing reaches Sift', async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', LABEL);
+    expect(result.isError).toBe(true);
+    expect(result.error.code).toBe('APPROVAL_PENDING');
+    expect(result.error.approval_id).toMatch(/^apr_/);
+    expect(result.error.message).toContain('fraudgate approvals approve');
+    expect(labelsReceived()).toHaveLength(0);
+    const stored = env.runtime.approvals.get(String(result.error.approval_id));
+    expect(stored).toMatchObject({ state: 'pending', tool: 'apply_label', requester: ANALYST.id, target: 'sift_user:sandbox-high-risk' });
+    // Evidence snapshot for the approver: score and reasons.
+    expect(stored?.evidence).toMatchObject({ highest_score: expect.objectContaining({ abuse_type: 'payment_abuse' }) });
+  });
+
+  it('no approval channel at all → refused (fail closed), nothing reaches Sift', async () => {
+    env = await setup({ config: { approvals: { out_of_band: false } } });
+    const result = await env.callTool('apply_label', LABEL);
+    expect(result.error.code).toBe('FORBIDDEN');
+    expect(result.error.message).toContain('approvals.out_of_band');
+    expect(labelsReceived()).toHaveLength(0);
+    expect(env.runtime.approvals.list()).toHaveLength(0);
+  });
+
+  it('policy confirm + elicitation accept → executed at once', async () => {
+    const prompts: string[] = [];
+    env = await setup({
+      config: { approvals: { tools: { apply_label: 'confirm' } } },
+      elicit: (message) => {
+        prompts.push(message);
+        return { action: 'accept', content: { confirm: true } };
+      },
+    });
+    const result = await env.callTool('apply_label', LABEL);
+    expect(result.isError).toBe(false);
+    expect(result.output).toMatchObject({ analyst: ANALYST.id, source: 'fraudgate', is_bad: true });
+    expect(prompts[0]).toContain('apply_label');
+    const [label] = labelsReceived();
+    expect(label?.body).toMatchObject({ $is_bad: true, $analyst: ANALYST.id, $source: 'fraudgate', $abuse_type: 'payment_abuse' });
+  });
+
+  it.each(['decline', 'cancel'] as const)('policy confirm + elicitation %s → denied, never executed', async (action) => {
+    env = await setup({ config: { approvals: { tools: { apply_label: 'confirm' } } }, elicit: () => ({ action }) });
+    const result = await env.callTool('apply_label', LABEL);
+    expect(result.error.code).toBe('APPROVAL_DENIED');
+    expect(labelsReceived()).toHaveLength(0);
+  });
+
+  it('accept with confirm=false counts as a decline', async () => {
+    env = await setup({
+      config: { approvals: { tools: { apply_label: 'confirm' } } },
+      elicit: () => ({ action: 'accept', content: { confirm: false } }),
+    });
+    expect((await env.callTool('apply_label', LABEL)).error.code).toBe('APPROVAL_DENIED');
+    expect(labelsReceived()).toHaveLength(0);
+  });
+
+  it('policy approval does not accept self-confirmation by elicitation', async () => {
+    let asked = false;
+    env = await setup({
+      elicit: () => {
+        asked = true;
+        return { action: 'accept', content: { confirm: true } };
+      },
+    });
+    const result = await env.callTool('apply_label', LABEL);
+    expect(result.error.code).toBe('APPROVAL_PENDING');
+    expect(asked).toBe(false);
+  });
+
+  it('approved out of band while the call waits → executed exactly once with the frozen arguments', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 10_000 } } });
+    const progress: string[] = [];
+    const pending = env.callTool('apply_label', LABEL, { onprogress: (p) => progress.push(p.message ?? '') });
+    let approvalId: string | undefined;
+    for (let i = 0; i < 200 && !approvalId; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      approvalId = env.runtime.approvals.list({ states: ['pending'] })[0]?.id;
+    }
+    expect(approvalId).toBeDefined();
+    await env.runtime.desk.decide(approvalId!, { approve: true, approver: APPROVER });
+    const result = await pending;
+    expect(result.isError).toBe(false);
+    expect(result.output).toMatchObject({ user_id: 'sandbox-high-risk', analyst: ANALYST.id });
+    expect(labelsReceived()).toHaveLength(1);
+    expect(env.runtime.approvals.get(approvalId!)?.state).toBe('executed');
+    expect(progress.some((m) => m.includes(approvalId!))).toBe(true);
+
+    // The background sweep finds nothing more to do: still exactly one label.
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(1);
+  });
+
+  it('approved after the call returned pending → the sweep executes it once; get_approval_status shows the result', async () => {
+    env = await setup();
+    const first = await env.callTool('apply_label', LABEL);
+    const id = String(first.error.approval_id);
+    // Calling again with the same arguments does not create a second approval.
+    const again = await env.callTool('apply_label', LABEL);
+    expect(again.error.approval_id).toBe(id);
+    expect(env.runtime.approvals.list()).toHaveLength(1);
+
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER, reason: 'confirmed with chargeback data' });
+    await Promise.all([env.runtime.pipeline.processApprovals(), env.runtime.pipeline.processApprovals()]);
+    expect(labelsReceived()).toHaveLength(1);
+
+    const status = await env.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({ state: 'executed', decided_by: APPROVER.id, reason: 'confirmed with chargeback data' });
+    expect(status.output.result).toMatchObject({ user_id: 'sandbox-high-risk', is_bad: true });
+  });
+
+  it('denied → never executed; the waiting agent gets APPROVAL_DENIED with the reason', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 10_000 } } });
+    const pending = env.callTool('apply_label', LABEL);
+    let id: string | undefined;
+    for (let i = 0; i < 200 && !id; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      id = env.runtime.approvals.list({ states: ['pending'] })[0]?.id;
+    }
+    await expect(env.runtime.desk.decide(id!, { approve: false, approver: APPROVER })).rejects.toThrow(/reason/);
+    await env.runtime.desk.decide(id!, { approve: false, approver: APPROVER, reason: 'customer verified by phone' });
+    const result = await pending;
+    expect(result.error.code).toBe('APPROVAL_DENIED');
+    expect(result.error.message).toContain('customer verified by phone');
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(0);
+  });
+
+  it('expired → never executed and cannot be approved', async () => {
+    env = await setup({ config: { approvals: { ttl_ms: 30 } } });
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    await new Promise((r) => setTimeout(r, 60));
+    await expect(env.runtime.desk.decide(id, { approve: true, approver: APPROVER })).rejects.toThrow(/expired/);
+    await env.runtime.pipeline.processApprovals();
+    expect(env.runtime.approvals.get(id)?.state).toBe('expired');
+    expect(labelsReceived()).toHaveLength(0);
+  });
+
+  it('changed arguments need a new approval; an approval never runs other arguments', async () => {
+    env = await setup();
+    const first = await env.callTool('apply_label', LABEL);
+    const second = await env.callTool('apply_label', { ...LABEL, abuse_type: 'account_abuse' });
+    expect(second.error.approval_id).not.toBe(first.error.approval_id);
+    await env.runtime.desk.decide(String(first.error.approval_id), { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    const labels = labelsReceived();
+    expect(labels).toHaveLength(1);
+    expect(labels[0]?.body).toMatchObject({ $abuse_type: 'payment_abuse' });
+  });
+
+  it('four-eyes: the requester cannot approve their own request; another approver can', async () => {
+    env = await setup({ config: { approvals: { tools: { apply_label: 'four_eyes' } } } });
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    await expect(env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } })).rejects.toThrow(
+      /Four-eyes/,
+    );
+    expect(env.runtime.approvals.get(id)?.state).toBe('pending');
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(1);
+  });
+
+  it('a restart between approve and execute still executes exactly once', async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    env = await env.restart();
+    await env.runtime.pipeline.processApprovals();
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(1);
+    expect(env.runtime.approvals.get(id)?.state).toBe('executed');
+  });
+
+  it('suppress_user waits for approval and then writes the suppression trait the audience keys on', async () => {
+    env = await setup();
+    const result = await env.callTool('suppress_user', { user_id: 'sandbox-high-risk', reason: 'promo abuse ring' });
+    expect(result.error.code).toBe('APPROVAL_PENDING');
+    expect(env.sandbox.segment.eventsFor('sandbox-high-risk')).toHaveLength(0);
+    await env.runtime.desk.decide(String(result.error.approval_id), { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    const profile = env.sandbox.segment.profile('sandbox-high-risk');
+    expect(profile).toMatchObject({ suppressed_for_fraud: true, fraud_suppressed: true });
+    const track = env.sandbox.segment.eventsFor('sandbox-high-risk').find((e) => e.type === 'track');
+    expect(track).toMatchObject({ event: 'Fraud Suppression Applied' });
+    // Never the GDPR Regulations API.
+    expect(env.sandbox.segment.unmatched).toHaveLength(0);
+  });
+
+  it("get_approval_status hides other people's approvals", async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    const other = await setup({ principal: { id: 'someone.else@example.com', kind: 'user', role: 'analyst' }, sandbox: env.sandbox, dataDir: env.dataDir });
+    try {
+      const status = await other.callTool('get_approval_status', { approval_id: id });
+      expect(status.error.code).toBe('NOT_FOUND');
+    } finally {
+      await other.client.close();
+      await other.runtime.close();
+    }
+  });
+});
