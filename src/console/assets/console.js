@@ -1,0 +1,353 @@
+// The approval console page. Plain browser JavaScript, no build step, loaded as a module (no inline
+// script, so the CSP can forbid it). Everything from the server that came from users or agents —
+// arguments, evidence, reasons, ids — is untrusted: the DOM is built with textContent only.
+/* global document, window, fetch, setTimeout, clearTimeout */
+
+const POLL_MS = 2000;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  csrf: '',
+  principal: null,
+  view: 'pending',
+  timer: undefined,
+  /** Server clock minus ours, so ages and expiries do not depend on the approver's clock. */
+  skewMs: 0,
+  /** id → { el, key, refresh(approval) } so a poll never wipes a reason being typed. */
+  cards: new Map(),
+};
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === 'text') node.textContent = value;
+    else if (key === 'class') node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
+  const res = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  // Error pages from a proxy may not be JSON; the caller falls back to the status.
+  const data = await res.json().catch(() => ({}));
+  return { status: res.status, ok: res.ok, data };
+}
+
+// ---------- time ----------
+
+function duration(ms) {
+  const s = Math.round(Math.abs(ms) / 1000);
+  if (s < 90) return `${s}s`;
+  if (s < 90 * 60) return `${Math.round(s / 60)}m`;
+  if (s < 36 * 3600) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+const serverNow = () => Date.now() + state.skewMs;
+const age = (iso) => `${duration(serverNow() - Date.parse(iso))} ago`;
+function expiry(iso) {
+  const left = Date.parse(iso) - serverNow();
+  return left > 0 ? `in ${duration(left)}` : `${duration(left)} ago`;
+}
+const stamp = (iso) => new Date(iso).toLocaleString();
+
+// ---------- rendering untrusted values ----------
+
+function scalar(value) {
+  if (value === null || value === undefined) return '—';
+  if (typeof value === 'string') return value;
+  return JSON.stringify(value);
+}
+
+/** Nested objects as definition lists, arrays as lists; depth-limited, then JSON. Text only. */
+function renderValue(value, depth = 0) {
+  if (value === null || typeof value !== 'object') return el('span', { text: scalar(value) });
+  if (depth > 3) return el('code', { text: JSON.stringify(value) });
+  if (Array.isArray(value)) {
+    if (value.length === 0) return el('span', { class: 'muted', text: 'none' });
+    if (value.every((v) => v === null || typeof v !== 'object'))
+      return el('span', { text: value.map(scalar).join(', ') });
+    return el('ul', { class: 'plain' }, ...value.map((v) => el('li', {}, renderValue(v, depth + 1))));
+  }
+  const entries = Object.entries(value);
+  if (entries.length === 0) return el('span', { class: 'muted', text: 'none' });
+  const dl = el('dl', { class: 'kv' });
+  for (const [key, v] of entries) dl.append(el('dt', { text: key }), el('dd', {}, renderValue(v, depth + 1)));
+  return dl;
+}
+
+const asObject = (v) => (v && typeof v === 'object' && !Array.isArray(v) ? v : undefined);
+
+/** The three things an approver looks at first — score, reasons, current decision — when present. */
+function evidenceSummary(evidence) {
+  const highest = asObject(evidence.highest_score) ?? asObject(evidence.score);
+  const items = [];
+  if (highest) {
+    const score = highest.sift_score ?? highest.score;
+    const parts = [
+      score !== undefined ? `score ${scalar(score)}` : '',
+      scalar(highest.risk_band ?? ''),
+      scalar(highest.abuse_type ?? ''),
+    ];
+    items.push(['Score', parts.filter((p) => p && p !== '—').join(' · ')]);
+    if (Array.isArray(highest.reasons)) {
+      const names = highest.reasons.map((r) =>
+        asObject(r) ? `${scalar(r.name)}${r.value !== undefined ? ` (${scalar(r.value)})` : ''}` : scalar(r),
+      );
+      items.push(['Reasons', names.length ? names.join('; ') : 'none given']);
+    }
+  }
+  const decisions = Array.isArray(evidence.latest_decisions) ? evidence.latest_decisions : undefined;
+  if (decisions) {
+    const current = decisions.map(asObject).filter(Boolean)[0];
+    items.push([
+      'Current decision',
+      current
+        ? [current.decision_id, current.category, current.abuse_type].filter(Boolean).map(scalar).join(' · ')
+        : 'none',
+    ]);
+  }
+  if (items.length === 0) return undefined;
+  const dl = el('dl', { class: 'kv summary' });
+  for (const [k, v] of items) dl.append(el('dt', { text: k }), el('dd', { text: v }));
+  return dl;
+}
+
+function field(label, ...content) {
+  return el(
+    'div',
+    { class: 'field' },
+    el('div', { class: 'label', text: label }),
+    el('div', { class: 'value' }, ...content),
+  );
+}
+
+// ---------- cards ----------
+
+function timesText(a) {
+  return `created ${age(a.created_at)} (${stamp(a.created_at)}) · expires ${expiry(a.expires_at)} (${stamp(a.expires_at)})`;
+}
+
+function outcomeText(a) {
+  const parts = [];
+  if (a.decided_by) parts.push(`${a.state === 'denied' ? 'denied' : 'approved'} by ${a.decided_by}`);
+  if (a.decided_at) parts.push(stamp(a.decided_at));
+  if (a.reason) parts.push(`reason: ${a.reason}`);
+  if (a.state === 'expired' && !a.decided_by) parts.push('expired without a decision');
+  if (a.error) parts.push(`error: ${a.error.code}: ${a.error.message}`);
+  return parts.join(' · ');
+}
+
+function buildCard(a) {
+  const times = el('span', { class: 'muted', text: timesText(a) });
+  const card = el(
+    'li',
+    { class: `card state-${a.state}`, 'data-approval-id': a.id, 'data-state': a.state },
+    el(
+      'div',
+      { class: 'card-head' },
+      el('span', { class: 'tool', text: a.tool }),
+      el('span', { class: `badge mode`, text: a.mode }),
+      el('span', { class: `badge state`, text: a.state }),
+      el('span', { class: 'id muted', text: a.id }),
+    ),
+    field('Target user', el('span', { text: a.target })),
+    field('Requester', el('span', { text: a.requester })),
+    field('Arguments', el('pre', { class: 'args', text: JSON.stringify(a.args, null, 2) })),
+    field(
+      'Evidence',
+      evidenceSummary(a.evidence) ?? el('span'),
+      el('details', {}, el('summary', { text: 'Full evidence snapshot' }), renderValue(a.evidence)),
+    ),
+    field('Age', times),
+  );
+
+  if (a.state !== 'pending') {
+    const outcome = outcomeText(a);
+    if (outcome) card.append(field('Outcome', el('span', { class: 'outcome', text: outcome })));
+    if (a.result !== undefined)
+      card.append(field('Result', el('pre', { class: 'args', text: JSON.stringify(a.result, null, 2) })));
+    return { el: card, key: `${a.id}:${a.state}`, refresh: (b) => (times.textContent = timesText(b)) };
+  }
+
+  const reasonId = `reason-${a.id}`;
+  const reason = el('textarea', {
+    id: reasonId,
+    rows: '2',
+    maxlength: '1000',
+    placeholder: 'Reason (required to deny)',
+  });
+  const approve = el('button', { type: 'button', class: 'approve', text: 'Approve' });
+  const deny = el('button', { type: 'button', class: 'deny', text: 'Deny' });
+  const note = el('p', { class: 'note' });
+  const message = el('p', { class: 'error', role: 'alert' });
+  if (a.approve_blocked) {
+    approve.disabled = true;
+    approve.title = a.approve_blocked;
+    approve.textContent = 'Approve (not allowed: you requested it)';
+    note.textContent = a.approve_blocked;
+  }
+  const decide = async (verb) => {
+    message.textContent = '';
+    const text = reason.value.trim();
+    if (verb === 'deny' && !text) {
+      message.textContent = 'Give a reason to deny.';
+      reason.focus();
+      return;
+    }
+    approve.disabled = deny.disabled = true;
+    const res = await api(
+      'POST',
+      `/console/api/approvals/${encodeURIComponent(a.id)}/${verb}`,
+      text ? { reason: text } : {},
+    );
+    if (res.status === 401) return showSignIn('Your session ended; sign in again.');
+    if (!res.ok) {
+      message.textContent = res.data?.error?.message ?? `Request failed (${res.status}).`;
+      approve.disabled = Boolean(a.approve_blocked);
+      deny.disabled = false;
+      return;
+    }
+    setStatus(`${verb === 'approve' ? 'Approved' : 'Denied'} ${a.tool} on ${a.target}.`);
+    await refresh();
+  };
+  approve.addEventListener('click', () => void decide('approve'));
+  deny.addEventListener('click', () => void decide('deny'));
+  card.append(
+    el(
+      'div',
+      { class: 'actions' },
+      el('label', { for: reasonId, text: 'Reason' }),
+      reason,
+      el('div', { class: 'buttons' }, approve, deny),
+      note,
+      message,
+    ),
+  );
+  return { el: card, key: `${a.id}:${a.state}`, refresh: (b) => (times.textContent = timesText(b)) };
+}
+
+/** Keyed update: keep existing cards (and what is typed in them), add new ones, drop gone ones, keep order. */
+function render(list) {
+  const container = $('list');
+  const seen = new Set();
+  list.forEach((a, index) => {
+    const key = `${a.id}:${a.state}`;
+    let entry = state.cards.get(a.id);
+    if (!entry || entry.key !== key) {
+      entry?.el.remove();
+      entry = buildCard(a);
+      state.cards.set(a.id, entry);
+    } else {
+      entry.refresh(a);
+    }
+    seen.add(a.id);
+    if (container.children[index] !== entry.el)
+      container.insertBefore(entry.el, container.children[index] ?? null);
+  });
+  for (const [id, entry] of state.cards) {
+    if (!seen.has(id)) {
+      entry.el.remove();
+      state.cards.delete(id);
+    }
+  }
+  const empty = $('empty');
+  empty.hidden = list.length > 0;
+  empty.textContent =
+    state.view === 'pending' ? 'No pending approvals.' : 'No decided or expired approvals yet.';
+}
+
+// ---------- views and polling ----------
+
+function setStatus(text) {
+  $('status').textContent = text;
+}
+
+async function refresh() {
+  clearTimeout(state.timer);
+  const view = state.view;
+  try {
+    const res = await api('GET', `/console/api/approvals?view=${view}`);
+    if (res.status === 401) return showSignIn('Your session ended; sign in again.');
+    if (!res.ok) {
+      $('app-error').textContent = res.data?.error?.message ?? `Could not load approvals (${res.status}).`;
+    } else if (view === state.view) {
+      $('app-error').textContent = '';
+      state.skewMs = Date.parse(res.data.now) - Date.now();
+      render(res.data.approvals);
+      document.body.dataset.loaded = view;
+      setStatus(`Updated ${new Date().toLocaleTimeString()}`);
+    }
+  } catch {
+    $('app-error').textContent = 'Cannot reach fraudgate; retrying.';
+  }
+  if (state.principal) state.timer = setTimeout(() => void refresh(), POLL_MS);
+}
+
+function switchView(view) {
+  state.view = view;
+  $('tab-pending').setAttribute('aria-pressed', String(view === 'pending'));
+  $('tab-history').setAttribute('aria-pressed', String(view === 'history'));
+  for (const entry of state.cards.values()) entry.el.remove();
+  state.cards.clear();
+  delete document.body.dataset.loaded;
+  void refresh();
+}
+
+function showSignIn(message = '') {
+  clearTimeout(state.timer);
+  state.principal = null;
+  state.csrf = '';
+  $('who').hidden = true;
+  $('app').hidden = true;
+  $('sign-in').hidden = false;
+  $('sign-in-error').textContent = message;
+  $('token').focus();
+}
+
+function showApp(session) {
+  state.principal = session.principal;
+  state.csrf = session.csrf_token;
+  $('who-name').textContent = `${session.principal.id} (${session.principal.role})`;
+  $('who').hidden = false;
+  $('sign-in').hidden = true;
+  $('app').hidden = false;
+  switchView('pending');
+}
+
+async function start() {
+  $('sign-in-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const input = $('token');
+    const res = await api('POST', '/console/api/session', { token: input.value });
+    input.value = '';
+    if (!res.ok) return showSignIn(res.data?.error?.message ?? `Sign-in failed (${res.status}).`);
+    showApp(res.data);
+  });
+  $('sign-out').addEventListener('click', async () => {
+    await api('DELETE', '/console/api/session');
+    showSignIn('Signed out.');
+  });
+  $('tab-pending').addEventListener('click', () => switchView('pending'));
+  $('tab-history').addEventListener('click', () => switchView('history'));
+
+  const res = await api('GET', '/console/api/session');
+  if (res.ok) showApp(res.data);
+  else showSignIn();
+}
+
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => void start());
+else void start();
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && state.principal) void refresh();
+});

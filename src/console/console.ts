@@ -1,0 +1,430 @@
+/**
+ * The approval console: a small web page at `/console` where approvers list, approve and deny
+ * approvals. Plain `node:http`: the HTTP server mounts the handler in front of its own routes, and
+ * the page is static HTML, one script and one stylesheet from `./assets` (no build step, no inline
+ * script, so the Content-Security-Policy can be `default-src 'self'`).
+ *
+ * Sign-in exchanges an approver's bearer token (through the shared `Authenticator`) for a
+ * server-side session in an HttpOnly, SameSite=Strict cookie; the token itself is not kept. Every
+ * state change needs the session's CSRF token in `X-CSRF-Token` and, when the browser sends one, an
+ * Origin that matches Host. Decisions go through the approval desk, exactly like the CLI, so a
+ * waiting agent call (or the background sweep) executes an approved action once.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Authenticator } from '../auth/authenticator.ts';
+import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import type { Runtime } from '../runtime.ts';
+import type { Approval, ApprovalState } from '../store/approval-store.ts';
+import type { Principal } from '../tool.ts';
+
+/** What the console needs: the approval store and desk of a running runtime, and how to check a token. */
+export interface ConsoleDeps {
+  runtime: Pick<Runtime, 'approvals' | 'desk' | 'logger'>;
+  authenticate: Authenticator;
+  /** Add `Secure` to the session cookie; set it whenever the console is reached over HTTPS. */
+  secureCookies?: boolean;
+  now?: () => Date;
+  /** Session lifetime after sign-in (ms); default 8 hours, and never past the token's own expiry. */
+  sessionTtlMs?: number;
+  /** Sessions end after this long without a request (ms); default 30 minutes. */
+  idleTimeoutMs?: number;
+}
+
+/** Handles a request when its path is under `/console`; resolves `false` (untouched) otherwise. */
+export type ConsoleHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+interface Session {
+  principal: Principal;
+  csrf: string;
+  expiresAt: number;
+  lastSeen: number;
+}
+
+/** Approval as the page sees it: the approval plus, when the signed-in approver may not approve it, why. */
+export interface ConsoleApproval {
+  id: string;
+  tool: string;
+  mode: Approval['mode'];
+  state: ApprovalState;
+  args: Record<string, unknown>;
+  target: string;
+  requester: string;
+  evidence: Record<string, unknown>;
+  created_at: string;
+  expires_at: string;
+  decided_at?: string;
+  decided_by?: string;
+  reason?: string;
+  executed_at?: string;
+  result?: unknown;
+  error?: { code: string; message: string };
+  /** Set when the Approve button must be disabled; says why. */
+  approve_blocked?: string;
+}
+
+export const CONSOLE_PREFIX = '/console';
+const COOKIE = 'fraudgate_console';
+const MAX_SESSIONS = 1000;
+const MAX_BODY = 16 * 1024;
+const MAX_REASON = 1000;
+const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
+const HISTORY_STATES: ApprovalState[] = ['approved', 'denied', 'expired', 'executing', 'executed', 'failed'];
+const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny)$/;
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'Content-Security-Policy':
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'no-referrer',
+  'X-Content-Type-Options': 'nosniff',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+const ASSET_TYPES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'console.js': 'text/javascript; charset=utf-8',
+  'console.css': 'text/css; charset=utf-8',
+};
+
+// Read once at start-up: a missing asset is a packaging bug and should fail loudly, not per request.
+const ASSETS = new Map(
+  Object.entries(ASSET_TYPES).map(([name, type]) => [
+    name,
+    { type, body: readFileSync(new URL(`./assets/${name}`, import.meta.url)) },
+  ]),
+);
+
+/** A request-level failure with the HTTP status and a message safe to show. */
+class ConsoleHttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const STATUS_BY_CODE: Partial<Record<FraudgateError['code'], number>> = {
+  [ERROR_CODES.FORBIDDEN]: 403,
+  [ERROR_CODES.NOT_FOUND]: 404,
+  [ERROR_CODES.CONFLICT]: 409,
+  [ERROR_CODES.INVALID_INPUT]: 400,
+};
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: string | Buffer,
+  type: string,
+  extra: Record<string, string> = {},
+) {
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'Content-Type': type,
+    'Content-Length': String(Buffer.byteLength(body)),
+    'Cache-Control': 'no-store',
+    ...extra,
+  });
+  res.end(body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}) {
+  send(res, status, JSON.stringify(value), 'application/json; charset=utf-8', extra);
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function readCookie(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  // Requiring JSON also forces a CORS preflight for any cross-site fetch, a second line behind CSRF.
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json')
+    throw new ConsoleHttpError(415, 'Send a JSON body (Content-Type: application/json).');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new ConsoleHttpError(413, `Request body too large (limit ${MAX_BODY} bytes).`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConsoleHttpError(400, 'The request body is not valid JSON.');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConsoleHttpError(400, 'The request body must be a JSON object.');
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function optionalString(body: Record<string, unknown>, field: string, max: number): string | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new ConsoleHttpError(400, `${field} must be a string.`);
+  if (value.length > max) throw new ConsoleHttpError(400, `${field} is longer than ${max} characters.`);
+  return value.trim() === '' ? undefined : value.trim();
+}
+
+/**
+ * A state change must come from our own page: a browser sends Origin on every POST, and it must name
+ * the host the request was sent to. Non-browser clients send none; the CSRF token still binds them.
+ */
+function checkOrigin(req: IncomingMessage) {
+  const origin = req.headers.origin;
+  if (req.headers['sec-fetch-site'] === 'cross-site')
+    throw new ConsoleHttpError(403, 'Cross-site request refused.');
+  if (origin === undefined) return;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    throw new ConsoleHttpError(403, 'Origin header is not a URL; request refused.');
+  }
+  if (origin === 'null' || !req.headers.host || host !== req.headers.host.toLowerCase()) {
+    throw new ConsoleHttpError(403, 'Origin does not match Host; cross-origin request refused.');
+  }
+}
+
+function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
+  const view: ConsoleApproval = {
+    id: a.id,
+    tool: a.tool,
+    mode: a.mode,
+    state: a.state,
+    args: a.args,
+    target: a.target,
+    requester: a.requester,
+    evidence: a.evidence,
+    created_at: a.created_at,
+    expires_at: a.expires_at,
+  };
+  if (a.decided_at !== undefined) view.decided_at = a.decided_at;
+  if (a.decided_by !== undefined) view.decided_by = a.decided_by;
+  if (a.reason !== undefined) view.reason = a.reason;
+  if (a.executed_at !== undefined) view.executed_at = a.executed_at;
+  if (a.result !== undefined) view.result = a.result;
+  if (a.error !== undefined) view.error = a.error;
+  // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
+  if (a.state === 'pending' && a.mode === 'four_eyes' && a.requester === viewer.id) {
+    view.approve_blocked =
+      'Four-eyes policy: you requested this action, so another approver must approve it.';
+  }
+  return view;
+}
+
+export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
+  const { approvals, desk, logger } = deps.runtime;
+  const now = deps.now ?? (() => new Date());
+  const sessionTtlMs = deps.sessionTtlMs ?? 8 * 60 * 60 * 1000;
+  const idleTimeoutMs = deps.idleTimeoutMs ?? 30 * 60 * 1000;
+  const sessions = new Map<string, Session>();
+
+  const cookie = (value: string, maxAgeSeconds: number) =>
+    [
+      `${COOKIE}=${value}`,
+      'Path=/console',
+      'HttpOnly',
+      'SameSite=Strict',
+      `Max-Age=${maxAgeSeconds}`,
+      ...(deps.secureCookies ? ['Secure'] : []),
+    ].join('; ');
+
+  function sweep(at: number) {
+    for (const [id, s] of sessions)
+      if (s.expiresAt <= at || s.lastSeen + idleTimeoutMs <= at) sessions.delete(id);
+  }
+
+  function currentSession(req: IncomingMessage): { id: string; session: Session } | undefined {
+    const id = readCookie(req, COOKIE);
+    if (!id) return undefined;
+    const at = now().getTime();
+    const session = sessions.get(id);
+    if (!session) return undefined;
+    if (session.expiresAt <= at || session.lastSeen + idleTimeoutMs <= at) {
+      sessions.delete(id);
+      return undefined;
+    }
+    session.lastSeen = at;
+    return { id, session };
+  }
+
+  function requireSession(req: IncomingMessage): { id: string; session: Session } {
+    const current = currentSession(req);
+    if (!current) throw new ConsoleHttpError(401, 'Not signed in, or the session has ended. Sign in again.');
+    return current;
+  }
+
+  function requireCsrf(req: IncomingMessage, session: Session) {
+    checkOrigin(req);
+    const header = req.headers['x-csrf-token'];
+    const token = Array.isArray(header) ? header[0] : header;
+    if (!token || !sameSecret(token, session.csrf)) {
+      throw new ConsoleHttpError(403, 'Missing or wrong CSRF token; reload the console and try again.');
+    }
+  }
+
+  async function signIn(req: IncomingMessage, res: ServerResponse) {
+    checkOrigin(req);
+    const body = await readJsonBody(req);
+    const token = typeof body.token === 'string' ? body.token.trim() : '';
+    if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
+    const result = await deps.authenticate(token);
+    if (!result.ok) {
+      logger.info('console sign-in refused', { reason: 'invalid token' });
+      throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);
+    }
+    const { principal } = result;
+    if (!CONSOLE_ROLES.has(principal.role)) {
+      logger.info('console sign-in refused', { principal: principal.id, role: principal.role });
+      throw new ConsoleHttpError(
+        403,
+        `${principal.id} has role '${principal.role}'; the approval console needs role approver or admin.`,
+      );
+    }
+    const at = now().getTime();
+    sweep(at);
+    if (sessions.size >= MAX_SESSIONS) {
+      // Map iteration is insertion order: drop the oldest sign-in rather than refuse a new one.
+      const oldest = sessions.keys().next().value;
+      if (oldest !== undefined) sessions.delete(oldest);
+    }
+    const expiresAt = Math.min(at + sessionTtlMs, result.expiresAt ? result.expiresAt * 1000 : Infinity);
+    if (expiresAt <= at) throw new ConsoleHttpError(401, 'Sign-in refused: the token has expired.');
+    const id = randomBytes(32).toString('base64url');
+    const session: Session = {
+      principal,
+      csrf: randomBytes(32).toString('base64url'),
+      expiresAt,
+      lastSeen: at,
+    };
+    sessions.set(id, session);
+    logger.info('console sign-in', { principal: principal.id, role: principal.role });
+    sendJson(res, 200, sessionView(session), {
+      'Set-Cookie': cookie(id, Math.ceil((expiresAt - at) / 1000)),
+    });
+  }
+
+  const sessionView = (s: Session) => ({
+    principal: { id: s.principal.id, role: s.principal.role },
+    csrf_token: s.csrf,
+    expires_at: new Date(s.expiresAt).toISOString(),
+  });
+
+  async function listApprovals(url: URL, res: ServerResponse, session: Session) {
+    const view = url.searchParams.get('view') ?? 'pending';
+    if (view !== 'pending' && view !== 'history')
+      throw new ConsoleHttpError(400, 'view must be pending or history.');
+    // As the CLI does: overdue approvals become `expired` (with their audit record) before anyone sees them.
+    await desk.expireOverdue();
+    const list = approvals.list({ states: view === 'pending' ? ['pending'] : HISTORY_STATES, limit: 200 });
+    sendJson(res, 200, {
+      view,
+      now: now().toISOString(),
+      approvals: list.map((a) => toConsoleApproval(a, session.principal)),
+    });
+  }
+
+  async function decide(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: Session,
+    id: string,
+    approve: boolean,
+  ) {
+    requireCsrf(req, session);
+    const body = await readJsonBody(req);
+    const reason = optionalString(body, 'reason', MAX_REASON);
+    if (!approve && !reason) throw new ConsoleHttpError(400, 'A reason is required to deny.');
+    const decided = await desk.decide(id, {
+      approve,
+      approver: session.principal,
+      ...(reason ? { reason } : {}),
+    });
+    logger.info('console decision', { approval_id: id, approve, principal: session.principal.id });
+    sendJson(res, 200, { approval: toConsoleApproval(decided, session.principal) });
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse, url: URL) {
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+
+    if (path === '/console' || path === '/console/') {
+      if (method !== 'GET' && method !== 'HEAD') throw new ConsoleHttpError(405, 'Method not allowed.');
+      const page = ASSETS.get('index.html')!;
+      return send(res, 200, page.body, page.type);
+    }
+    if (path.startsWith('/console/assets/')) {
+      const asset = ASSETS.get(path.slice('/console/assets/'.length));
+      if (!asset || (method !== 'GET' && method !== 'HEAD')) throw new ConsoleHttpError(404, 'Not found.');
+      return send(res, 200, asset.body, asset.type, { 'Cache-Control': 'no-cache' });
+    }
+    if (path === '/console/api/session') {
+      if (method === 'GET') return sendJson(res, 200, sessionView(requireSession(req).session));
+      if (method === 'POST') return signIn(req, res);
+      if (method === 'DELETE') {
+        const current = currentSession(req);
+        if (current) {
+          requireCsrf(req, current.session);
+          sessions.delete(current.id);
+        }
+        return sendJson(res, 200, { signed_out: true }, { 'Set-Cookie': cookie('', 0) });
+      }
+      throw new ConsoleHttpError(405, 'Method not allowed.');
+    }
+    if (path === '/console/api/approvals') {
+      if (method !== 'GET') throw new ConsoleHttpError(405, 'Method not allowed.');
+      return listApprovals(url, res, requireSession(req).session);
+    }
+    const match = APPROVAL_PATH.exec(path);
+    if (match) {
+      if (method !== 'POST') throw new ConsoleHttpError(405, 'Method not allowed.');
+      const { session } = requireSession(req);
+      return decide(req, res, session, match[1]!, match[2] === 'approve');
+    }
+    throw new ConsoleHttpError(404, 'Not found.');
+  }
+
+  return async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://console.invalid');
+    if (url.pathname !== CONSOLE_PREFIX && !url.pathname.startsWith(`${CONSOLE_PREFIX}/`)) return false;
+    try {
+      await route(req, res, url);
+    } catch (error) {
+      if (res.headersSent) {
+        res.destroy();
+        return true;
+      }
+      if (error instanceof ConsoleHttpError) {
+        sendJson(res, error.status, { error: { message: error.message } });
+      } else if (error instanceof FraudgateError) {
+        const status = STATUS_BY_CODE[error.code] ?? 500;
+        if (status === 500)
+          logger.error('console request failed', { code: error.code, detail: error.detail });
+        sendJson(res, status, { error: { code: error.code, message: error.message } });
+      } else {
+        logger.error('console request failed', { path: url.pathname, error: String(error) });
+        sendJson(res, 500, {
+          error: { code: ERROR_CODES.INTERNAL, message: 'Internal error; see the server log.' },
+        });
+      }
+    }
+    return true;
+  };
+}
