@@ -13,6 +13,10 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
+    files: ['bin/**/*.js'],
+    languageOptions: { globals: { URL: 'readonly', process: 'readonly' } },
+  },
+  {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': 'error',
@@ -28,7 +32,8 @@ export default tseslint.config(
             sdkOnlyInServer,
             {
               group: ['node:fs', 'node:fs/*', 'fs', '**/governance/**'],
-              message: 'Tools stay pure: they get clients and context from the pipeline, never files or governance.',
+              message:
+                'Tools stay pure: they get clients and context from the pipeline, never files or governance.',
             },
           ],
         },

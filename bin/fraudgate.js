@@ -4,5 +4,7 @@
 import { existsSync } from 'node:fs';
 
 const compiled = new URL('../dist/src/cli.js', import.meta.url);
-const { runCli } = await import(existsSync(compiled) ? compiled.href : new URL('../src/cli.ts', import.meta.url).href);
+const { runCli } = await import(
+  existsSync(compiled) ? compiled.href : new URL('../src/cli.ts', import.meta.url).href
+);
 runCli();

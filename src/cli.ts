@@ -45,7 +45,9 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export type CliValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+export type CliValues = ReturnType<
+  typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>
+>['values'];
 
 function configFlags(values: CliValues): ConfigFlags {
   return {
@@ -53,7 +55,10 @@ function configFlags(values: CliValues): ConfigFlags {
     sandbox: values.sandbox,
     dataDir: values['data-dir'],
     readOnly: values['read-only'],
-    toolsets: values.toolsets?.split(',').map((s) => s.trim()).filter(Boolean),
+    toolsets: values.toolsets
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
   };
 }
 
@@ -71,7 +76,9 @@ async function serve(loaded: LoadedConfig): Promise<void> {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
   }
   if (!config.analyst) {
-    process.stderr.write('fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n');
+    process.stderr.write(
+      'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
+    );
   }
   const runtime = await openRuntime({ config, secrets, tools, logger });
   runtime.startApprovalSweep();
@@ -127,7 +134,9 @@ export function runCli(): void {
       if (code >= 0) process.exitCode = code;
     },
     (error: unknown) => {
-      process.stderr.write(`fraudgate: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.stderr.write(
+        `fraudgate: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      );
       process.exitCode = 1;
     },
   );

@@ -27,8 +27,7 @@ const bucket = z.strictObject({
 });
 export type BucketConfig = z.infer<typeof bucket>;
 
-const riskBand = z.enum(['low', 'medium', 'high', 'critical']);
-export type RiskBand = z.infer<typeof riskBand>;
+export type RiskBand = 'low' | 'medium' | 'high' | 'critical';
 
 const decisionEffect = z.strictObject({
   /** Traits written to the Segment profile when this category is the user's current decision. */
@@ -76,14 +75,23 @@ export const configSchema = z.strictObject({
     case_origin: z.string().min(1),
   }),
   /** Score (0–1) at or above which a band starts. Bands must be increasing. */
-  risk_bands: z.strictObject({ medium: z.number().min(0).max(1), high: z.number().min(0).max(1), critical: z.number().min(0).max(1) }),
+  risk_bands: z.strictObject({
+    medium: z.number().min(0).max(1),
+    high: z.number().min(0).max(1),
+    critical: z.number().min(0).max(1),
+  }),
   /** The one central mapping: decisions and bands → Segment traits and Salesforce values. */
   mapping: z.strictObject({
     decisions: z.strictObject({ block: decisionEffect, watch: decisionEffect, accept: decisionEffect }),
     /** Segment traits and track event when no decision is current. */
     no_decision: decisionEffect,
     /** Case priority derived from the risk band when the caller gives none. */
-    band_priority: z.strictObject({ low: z.string(), medium: z.string(), high: z.string(), critical: z.string() }),
+    band_priority: z.strictObject({
+      low: z.string(),
+      medium: z.string(),
+      high: z.string(),
+      critical: z.string(),
+    }),
     /** Segment traits an Engage audience keys on for marketing suppression. */
     suppression_trait: z.string().min(1),
   }),
@@ -106,6 +114,59 @@ export const configSchema = z.strictObject({
     destructive: bucket,
     tools: z.record(z.string(), bucket),
   }),
+  /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
+  http: z.strictObject({
+    /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
+    host: z.string().min(1),
+    /** 0 picks a free port. */
+    port: z.number().int().min(0).max(65535),
+    /** Open MCP sessions at most; further initializations get 503. */
+    max_sessions: z.number().int().positive(),
+    /** A session with no request for this long is closed. */
+    idle_timeout_ms: z.number().int().positive(),
+    /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
+    body_limit_bytes: z.number().int().positive(),
+    /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
+    allowed_origins: z.array(z.string().min(1)),
+    /** Host header names allowed besides localhost/127.0.0.1/[::1] and the public URL's host (DNS-rebinding guard). */
+    allowed_hosts: z.array(z.string().min(1)),
+    /** The URL clients use (behind a proxy); the JWT audience and PRM `resource` derive from it. */
+    public_url: z.url().optional(),
+    /** How long shutdown waits for in-flight calls before closing sessions anyway. */
+    shutdown_grace_ms: z.number().int().min(0),
+  }),
+  /** Bearer-token authentication for HTTP. stdio is unaffected (its principal is FRAUDGATE_ANALYST). */
+  auth: z.strictObject({
+    /**
+     * API keys, stored only as SHA-256 hex digests of the token (`printf %s TOKEN | sha256sum`).
+     * Named `key_hashes` so the file check for secret-looking keys does not refuse it.
+     */
+    key_hashes: z.array(
+      z.strictObject({
+        sha256: z.string().regex(/^[0-9a-f]{64}$/, 'a lowercase hex SHA-256 digest of the key'),
+        principal: z.string().min(1),
+        kind: z.enum(['user', 'automation', 'service']).default('service'),
+        role: z.enum(['viewer', 'analyst', 'approver', 'admin']),
+      }),
+    ),
+    /** JWT access tokens from the organisation's identity provider (OAuth 2.1 resource server). */
+    jwt: z
+      .strictObject({
+        issuer: z.string().min(1),
+        /** Defaults to the MCP URL (`public_url` + /mcp): a token must be issued for this server. */
+        audience: z.string().min(1).optional(),
+        /** Remote JWKS of the identity provider. */
+        jwks_url: z.url(),
+        /** Authorization servers listed in the protected-resource metadata; defaults to [issuer]. */
+        authorization_servers: z.array(z.url()).optional(),
+        /** Claim holding the fraudgate role (a string or an array of strings). */
+        role_claim: z.string().min(1),
+        /** Claim holding the principal id. */
+        subject_claim: z.string().min(1),
+        algorithms: z.array(z.string().min(1)).optional(),
+      })
+      .optional(),
+  }),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -121,6 +182,8 @@ export interface Secrets {
   salesforcePassword?: string;
   /** Key for the keyed hashes of personal data in the audit log. */
   auditKey?: string;
+  /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
+  devToken?: string;
 }
 
 export const DEFAULTS: Config = {
@@ -188,6 +251,17 @@ export const DEFAULTS: Config = {
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
   },
+  http: {
+    host: '127.0.0.1',
+    port: 8787,
+    max_sessions: 100,
+    idle_timeout_ms: 30 * 60 * 1000,
+    body_limit_bytes: 1024 * 1024,
+    allowed_origins: [],
+    allowed_hosts: [],
+    shutdown_grace_ms: 10_000,
+  },
+  auth: { key_hashes: [] },
 };
 
 /** Command-line flags that override the file and the environment. */
@@ -197,6 +271,8 @@ export interface ConfigFlags {
   dataDir?: string;
   readOnly?: boolean;
   toolsets?: string[];
+  httpHost?: string;
+  httpPort?: number;
 }
 
 export interface LoadedConfig {
@@ -214,7 +290,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 /** Deep merge where objects merge and everything else (arrays included) replaces. */
 export function mergeConfig<T>(base: T, override: unknown): T {
-  if (!isPlainObject(base) || !isPlainObject(override)) return (override === undefined ? base : override) as T;
+  if (!isPlainObject(base) || !isPlainObject(override))
+    return (override === undefined ? base : override) as T;
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(override)) {
     out[key] = key in out ? mergeConfig(out[key], value) : value;
@@ -236,6 +313,7 @@ export function readSecrets(env: Env): Secrets {
     salesforceUsername: nonEmpty(env.SALESFORCE_USERNAME),
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
+    devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
   };
 }
 
@@ -257,15 +335,20 @@ function envOverrides(env: Env): Record<string, unknown> {
   };
   if (nonEmpty(env.FRAUDGATE_DATA_DIR)) set(['data_dir'], env.FRAUDGATE_DATA_DIR);
   if (nonEmpty(env.FRAUDGATE_ANALYST)) set(['analyst'], env.FRAUDGATE_ANALYST!.trim());
-  if (nonEmpty(env.FRAUDGATE_READ_ONLY)) set(['read_only'], env.FRAUDGATE_READ_ONLY === 'true' || env.FRAUDGATE_READ_ONLY === '1');
+  if (nonEmpty(env.FRAUDGATE_READ_ONLY))
+    set(['read_only'], env.FRAUDGATE_READ_ONLY === 'true' || env.FRAUDGATE_READ_ONLY === '1');
   if (nonEmpty(env.SIFT_BASE_URL)) set(['sift', 'base_url'], env.SIFT_BASE_URL);
   if (nonEmpty(env.SIFT_ACCOUNT_ID)) set(['sift', 'account_id'], env.SIFT_ACCOUNT_ID);
   if (nonEmpty(env.SEGMENT_HOST)) set(['segment', 'host'], env.SEGMENT_HOST);
-  if (nonEmpty(env.SEGMENT_PROFILE_BASE_URL)) set(['segment', 'profile_base_url'], env.SEGMENT_PROFILE_BASE_URL);
+  if (nonEmpty(env.SEGMENT_PROFILE_BASE_URL))
+    set(['segment', 'profile_base_url'], env.SEGMENT_PROFILE_BASE_URL);
   if (nonEmpty(env.SEGMENT_SPACE_ID)) set(['segment', 'space_id'], env.SEGMENT_SPACE_ID);
   if (nonEmpty(env.SALESFORCE_LOGIN_URL)) set(['salesforce', 'login_url'], env.SALESFORCE_LOGIN_URL);
   if (nonEmpty(env.SALESFORCE_API_VERSION)) set(['salesforce', 'api_version'], env.SALESFORCE_API_VERSION);
   if (nonEmpty(env.SALESFORCE_AUTH_FLOW)) set(['salesforce', 'auth_flow'], env.SALESFORCE_AUTH_FLOW);
+  if (nonEmpty(env.FRAUDGATE_HTTP_HOST)) set(['http', 'host'], env.FRAUDGATE_HTTP_HOST);
+  if (nonEmpty(env.FRAUDGATE_HTTP_PORT)) set(['http', 'port'], Number(env.FRAUDGATE_HTTP_PORT));
+  if (nonEmpty(env.FRAUDGATE_PUBLIC_URL)) set(['http', 'public_url'], env.FRAUDGATE_PUBLIC_URL);
   return out;
 }
 
@@ -297,7 +380,11 @@ function missingLiveSecrets(config: Config, secrets: Secrets): string[] {
  * Resolve the configuration. Throws InvalidInputError listing every problem; the CLI prints it
  * and exits non-zero.
  */
-export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd = process.cwd()): LoadedConfig {
+export function loadConfig(
+  flags: ConfigFlags = {},
+  env: Env = process.env,
+  cwd = process.cwd(),
+): LoadedConfig {
   const issues: FieldIssue[] = [];
   let merged: unknown = DEFAULTS;
 
@@ -305,7 +392,10 @@ export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd 
   if (configFile) {
     const path = resolve(cwd, configFile);
     if (!existsSync(path)) {
-      issues.push({ field: 'config_file', message: `${path} does not exist (from --config / FRAUDGATE_CONFIG)` });
+      issues.push({
+        field: 'config_file',
+        message: `${path} does not exist (from --config / FRAUDGATE_CONFIG)`,
+      });
     } else {
       try {
         const fromFile: unknown = JSON.parse(readFileSync(path, 'utf8'));
@@ -316,11 +406,17 @@ export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd 
           });
         }
         if ('mode' in (isPlainObject(fromFile) ? fromFile : {})) {
-          issues.push({ field: 'mode', message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file' });
+          issues.push({
+            field: 'mode',
+            message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file',
+          });
         }
         merged = mergeConfig(merged, fromFile);
       } catch (error) {
-        issues.push({ field: 'config_file', message: `${path} is not valid JSON: ${(error as Error).message}` });
+        issues.push({
+          field: 'config_file',
+          message: `${path} is not valid JSON: ${(error as Error).message}`,
+        });
       }
     }
   }
@@ -330,6 +426,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd 
   if (flags.dataDir) flagOverrides.data_dir = flags.dataDir;
   if (flags.readOnly) flagOverrides.read_only = true;
   if (flags.toolsets) flagOverrides.toolsets = flags.toolsets;
+  if (flags.httpHost !== undefined || flags.httpPort !== undefined) {
+    flagOverrides.http = {
+      ...(flags.httpHost === undefined ? {} : { host: flags.httpHost }),
+      ...(flags.httpPort === undefined ? {} : { port: flags.httpPort }),
+    };
+  }
   merged = mergeConfig(merged, flagOverrides);
 
   const secrets = readSecrets(env);
@@ -340,7 +442,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: Env = process.env, cwd 
     modeReason = '--sandbox was given';
   } else if (!anyCredential) {
     merged = mergeConfig(merged, { mode: 'sandbox' });
-    modeReason = 'no upstream credentials are configured (set SIFT_API_KEY, SEGMENT_WRITE_KEY and SALESFORCE_CLIENT_ID for live mode)';
+    modeReason =
+      'no upstream credentials are configured (set SIFT_API_KEY, SEGMENT_WRITE_KEY and SALESFORCE_CLIENT_ID for live mode)';
   } else {
     merged = mergeConfig(merged, { mode: 'live' });
     modeReason = 'upstream credentials are configured';

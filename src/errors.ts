@@ -105,7 +105,10 @@ export class UpstreamError extends FraudgateError {
   readonly requestId: string | undefined;
 
   constructor(publicMessage: string, options: UpstreamErrorOptions) {
-    const rateLimited = options.status === 429 || options.upstreamCode === 60 || options.upstreamCode === 'REQUEST_LIMIT_EXCEEDED';
+    const rateLimited =
+      options.status === 429 ||
+      options.upstreamCode === 60 ||
+      options.upstreamCode === 'REQUEST_LIMIT_EXCEEDED';
     super(rateLimited ? ERROR_CODES.UPSTREAM_RATE_LIMITED : ERROR_CODES.UPSTREAM_ERROR, publicMessage, {
       retryable: options.retryable,
       detail: options.detail,
@@ -145,9 +148,14 @@ export class ForbiddenError extends FraudgateError {
 /** Turn anything thrown into a FraudgateError; unknown throwables become a generic INTERNAL. */
 export function toFraudgateError(error: unknown): FraudgateError {
   if (error instanceof FraudgateError) return error;
-  const detail = error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
-  return new FraudgateError(ERROR_CODES.INTERNAL, 'fraudgate hit an internal error; the operator can find details in the server log.', {
-    detail,
-    cause: error,
-  });
+  const detail =
+    error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
+  return new FraudgateError(
+    ERROR_CODES.INTERNAL,
+    'fraudgate hit an internal error; the operator can find details in the server log.',
+    {
+      detail,
+      cause: error,
+    },
+  );
 }

@@ -18,7 +18,8 @@ export interface Logger {
 export function createLogger(
   options: { level?: LogLevel; write?: (line: string) => void; base?: Record<string, unknown> } = {},
 ): Logger {
-  const min = ORDER[options.level ?? (process.env.FRAUDGATE_LOG_LEVEL as LogLevel | undefined) ?? 'info'] ?? ORDER.info;
+  const min =
+    ORDER[options.level ?? (process.env.FRAUDGATE_LOG_LEVEL as LogLevel | undefined) ?? 'info'] ?? ORDER.info;
   const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
   const base = options.base ?? {};
   const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {

@@ -64,7 +64,10 @@ export async function openGovernanceState(config: Config, secrets: Secrets, logg
 
 export function createClients(config: Config, secrets: Secrets): UpstreamClients {
   const missing = (name: string): never => {
-    throw new InvalidInputError([{ field: name, message: 'is required to reach the upstream API' }], 'Missing credentials');
+    throw new InvalidInputError(
+      [{ field: name, message: 'is required to reach the upstream API' }],
+      'Missing credentials',
+    );
   };
   const sf = config.salesforce;
   return {

@@ -11,6 +11,9 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import {
   CallToolRequestSchema,
   ElicitResultSchema,
+  ListPromptsRequestSchema,
+  ListResourcesRequestSchema,
+  ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema,
   type CallToolResult,
   type Tool,
@@ -19,6 +22,7 @@ import * as z from 'zod';
 import type { FraudgateError } from './errors.ts';
 import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
 import type { Logger } from './logger.ts';
+import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, type AnyTool, type Principal } from './tool.ts';
 import { VERSION } from './version.ts';
 
@@ -27,6 +31,8 @@ export interface CreateServerOptions {
   /** Who this connection acts as (stdio: the configured analyst; HTTP: the token's subject). */
   principal: Principal;
   logger: Logger;
+  /** Told about every finished tools/call (tool, outcome, latency); feeds /metrics. */
+  metrics?: ToolCallObserver;
 }
 
 const INSTRUCTIONS =
@@ -49,7 +55,9 @@ export function toWireTool(tool: AnyTool): Tool {
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
 export function errorResult(error: FraudgateError): CallToolResult {
-  const body = { error: { code: error.code, message: error.message, retryable: error.retryable, ...error.data } };
+  const body = {
+    error: { code: error.code, message: error.message, retryable: error.retryable, ...error.data },
+  };
   return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
 }
 
@@ -57,9 +65,17 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
   const { pipeline, principal, logger } = options;
   const mcp = new McpServer(
     { name: 'fraudgate', title: 'fraudgate', version: VERSION },
-    { capabilities: { tools: { listChanged: false }, logging: {} }, instructions: INSTRUCTIONS },
+    {
+      // Empty resources and prompts are declared so generic clients (and the conformance suite)
+      // get an empty list rather than "method not found".
+      capabilities: { tools: { listChanged: false }, logging: {}, resources: {}, prompts: {} },
+      instructions: INSTRUCTIONS,
+    },
   );
   const server = mcp.server;
+  server.setRequestHandler(ListResourcesRequestSchema, () => ({ resources: [] }));
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, () => ({ resourceTemplates: [] }));
+  server.setRequestHandler(ListPromptsRequestSchema, () => ({ prompts: [] }));
 
   server.setRequestHandler(ListToolsRequestSchema, () => ({
     tools: pipeline.visibleTools(principal).map(toWireTool),
@@ -77,7 +93,12 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
         lastProgress = progress;
         await extra.sendNotification({
           method: 'notifications/progress',
-          params: { progressToken, progress, ...(total === undefined ? {} : { total }), ...(message ? { message } : {}) },
+          params: {
+            progressToken,
+            progress,
+            ...(total === undefined ? {} : { total }),
+            ...(message ? { message } : {}),
+          },
         });
       },
     };
@@ -102,7 +123,14 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
         return answer.content?.confirm === true ? 'accept' : 'decline';
       };
     }
+    const started = performance.now();
     const outcome = await pipeline.call(request.params.name, request.params.arguments ?? {}, channel);
+    options.metrics?.({
+      tool: request.params.name,
+      outcome: outcome.ok ? 'ok' : outcome.error.code,
+      durationMs: performance.now() - started,
+      ...(outcome.ok ? {} : { error: outcome.error }),
+    });
     logger.info('tool call', {
       tool: request.params.name,
       call_id: outcome.callId,
@@ -110,7 +138,10 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       outcome: outcome.ok ? 'ok' : outcome.error.code,
     });
     if (!outcome.ok) return errorResult(outcome.error);
-    return { content: [{ type: 'text', text: JSON.stringify(outcome.output) }], structuredContent: outcome.output };
+    return {
+      content: [{ type: 'text', text: JSON.stringify(outcome.output) }],
+      structuredContent: outcome.output,
+    };
   });
 
   return mcp;

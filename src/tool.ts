@@ -5,7 +5,7 @@
  */
 import type * as z from 'zod';
 import type { UpstreamClients } from './clients/types.ts';
-import type { Config } from './config.ts';
+import type { ApprovalMode, Config } from './config.ts';
 
 /**
  * `read` never changes upstream state; `write` changes it reversibly (a trait, a case);
@@ -80,11 +80,26 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    * Must not write anything.
    */
   evidence?(args: z.infer<I>, ctx: ToolContext): Promise<Record<string, unknown>>;
+  /**
+   * Per-call approval policy, for tools whose stakes depend on the call (e.g. `apply_decision:block`).
+   * The pipeline uses `approvals.tools[key]`, else `approvals.tools[name]`, else the default for the
+   * risk, and never less than `floor`. Runs after validation and before approval; it may read
+   * upstream (never write) and may throw `InvalidInputError` to refuse the call.
+   */
+  approvalKey?(args: z.infer<I>, ctx: ToolContext): Promise<ApprovalKey>;
   run(args: z.infer<I>, ctx: ToolContext): Promise<z.infer<O>>;
 }
 
+/** What `approvalKey` returns: the config key to look up and the least strict mode allowed. */
+export interface ApprovalKey {
+  key: string;
+  floor?: ApprovalMode;
+}
+
 /** Define a tool; the identity function exists so TypeScript infers the argument and result types. */
-export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(tool: ToolDefinition<I, O>): ToolDefinition<I, O> {
+export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(
+  tool: ToolDefinition<I, O>,
+): ToolDefinition<I, O> {
   return tool;
 }
 

@@ -6,7 +6,7 @@ export const applyLabel = defineTool({
   name: 'apply_label',
   title: 'Label a user in Sift',
   description:
-    'Label a Sift user as bad (fraudulent) or not bad for one abuse type; this trains Sift\'s model and can ' +
+    "Label a Sift user as bad (fraudulent) or not bad for one abuse type; this trains Sift's model and can " +
     'affect the customer, so a human must approve it first (the call waits, then returns APPROVAL_PENDING ' +
     'with an approval id if nobody decided yet — check it with get_approval_status, do not call again). ' +
     'Give the reason in description. The analyst and source recorded in Sift are your identity and ' +
@@ -16,9 +16,16 @@ export const applyLabel = defineTool({
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    is_bad: z.boolean().describe('true: the user is fraudulent for this abuse type; false: the user is known good.'),
+    is_bad: z
+      .boolean()
+      .describe('true: the user is fraudulent for this abuse type; false: the user is known good.'),
     abuse_type: abuseType,
-    description: z.string().trim().min(3).max(1000).describe('Why: the evidence behind the label (required).'),
+    description: z
+      .string()
+      .trim()
+      .min(3)
+      .max(1000)
+      .describe('Why: the evidence behind the label (required).'),
   }),
   output: z.object({
     user_id: z.string(),

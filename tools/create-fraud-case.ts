@@ -19,10 +19,15 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
   const sf = ctx.clients.salesforce;
   const q = soqlQuote(user);
   const [accounts, contacts] = await Promise.all([
-    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, { signal: ctx.signal }),
-    sf.query<{ Id: string; AccountId?: string }>(`SELECT Id, AccountId FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
+    sf.query<{ Id: string; AccountId?: string }>(
+      `SELECT Id, AccountId FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`,
+      {
+        signal: ctx.signal,
+      },
+    ),
   ]);
   if (accounts[0] || contacts[0]) {
     return {
@@ -36,7 +41,12 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
       `SELECT Id, AccountId FROM Contact WHERE Email = ${soqlQuote(email)} LIMIT 1`,
       { signal: ctx.signal },
     );
-    if (byEmail[0]) return { match: 'email' as const, account_id: byEmail[0].AccountId ?? undefined, contact_id: byEmail[0].Id };
+    if (byEmail[0])
+      return {
+        match: 'email' as const,
+        account_id: byEmail[0].AccountId ?? undefined,
+        contact_id: byEmail[0].Id,
+      };
   }
   return { match: 'none' as const, account_id: undefined, contact_id: undefined };
 }
@@ -57,7 +67,10 @@ export const createFraudCase = defineTool({
     user_id: userId,
     summary: z.string().trim().min(10).max(2000).describe('What the analyst found and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
-    email: z.email().optional().describe("The customer's email, used to link a Contact when no Sift user id matches."),
+    email: z
+      .email()
+      .optional()
+      .describe("The customer's email, used to link a Contact when no Sift user id matches."),
   }),
   output: z.object({
     case_id: z.string(),
@@ -74,7 +87,10 @@ export const createFraudCase = defineTool({
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
     const settings = ctx.config.salesforce;
-    const summary = summarizeScore(await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }), ctx.config.risk_bands);
+    const summary = summarizeScore(
+      await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
+      ctx.config.risk_bands,
+    );
     const highest = summary.highest;
     const band = highest?.risk_band ?? 'low';
     const siftScore = highest?.sift_score ?? 0;
@@ -110,10 +126,14 @@ export const createFraudCase = defineTool({
     }
     // One key per "open case generation": a retry after a lost response upserts the same Case,
     // while a new case after the previous one was closed gets a new key.
-    const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, { signal: ctx.signal });
+    const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, {
+      signal: ctx.signal,
+    });
     const key = `fraudgate:${args.user_id}:${closed.length + 1}`;
     const casePriority = args.priority ?? ctx.config.mapping.band_priority[band];
-    const reasons = (highest?.reasons ?? []).map((r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`);
+    const reasons = (highest?.reasons ?? []).map(
+      (r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`,
+    );
     const description = [
       args.summary,
       '',

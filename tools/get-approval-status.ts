@@ -37,7 +37,8 @@ export const getApprovalStatus = defineTool({
   async run(args, ctx) {
     const approval = ctx.approvals.get(args.approval_id);
     const mayRead =
-      approval && (approval.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));
+      approval &&
+      (approval.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));
     // Someone else's approval answers exactly like a missing one: ids must not leak what others do.
     if (!approval || !mayRead) throw new NotFoundError(`No approval ${args.approval_id} that you can see.`);
     const { id, result, ...rest } = approval;

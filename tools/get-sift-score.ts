@@ -33,6 +33,10 @@ export const getSiftScore = defineTool({
       refresh: args.refresh,
       signal: ctx.signal,
     });
-    return { user_id: args.user_id, refreshed: args.refresh, ...summarizeScore(score, ctx.config.risk_bands) };
+    return {
+      user_id: args.user_id,
+      refreshed: args.refresh,
+      ...summarizeScore(score, ctx.config.risk_bands),
+    };
   },
 });

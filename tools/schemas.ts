@@ -17,12 +17,20 @@ export const abuseType = z.enum(ABUSE_TYPES).describe('Sift abuse type, e.g. pay
 
 export const riskBand = z.enum(['low', 'medium', 'high', 'critical']);
 
-export const reason = z.object({ name: z.string(), value: z.union([z.string(), z.number(), z.boolean()]).optional() });
+export const reason = z.object({
+  name: z.string(),
+  value: z.union([z.string(), z.number(), z.boolean()]).optional(),
+});
 
 export const scoreEntry = z.object({
   abuse_type: z.string(),
   score: z.number().min(0).max(1).describe('Sift score 0–1, higher is riskier.'),
-  sift_score: z.number().int().min(0).max(100).describe('The same score as the Sift console shows it, 0–100.'),
+  sift_score: z
+    .number()
+    .int()
+    .min(0)
+    .max(100)
+    .describe('The same score as the Sift console shows it, 0–100.'),
   risk_band: riskBand,
   reasons: z.array(reason),
 });
@@ -53,11 +61,23 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
       score: s.score,
       sift_score: Math.round(s.score * 100),
       risk_band: riskBandFor(s.score, bands),
-      reasons: s.reasons.map((r) => (r.value === undefined ? { name: r.name } : { name: r.name, value: r.value })),
+      reasons: s.reasons.map((r) =>
+        r.value === undefined ? { name: r.name } : { name: r.name, value: r.value },
+      ),
     }))
     .sort((a, b) => b.score - a.score);
   const latest_decisions = Object.entries(score.latestDecisions).flatMap(([type, d]) =>
-    d ? [{ abuse_type: type, decision_id: d.id, category: String(d.category).toLowerCase(), source: d.source, time: d.time }] : [],
+    d
+      ? [
+          {
+            abuse_type: type,
+            decision_id: d.id,
+            category: String(d.category).toLowerCase(),
+            source: d.source,
+            time: d.time,
+          },
+        ]
+      : [],
   );
   const latest_labels = Object.entries(score.latestLabels).flatMap(([type, l]) =>
     l ? [{ abuse_type: type, is_bad: l.is_bad, description: l.description, time: l.time }] : [],
@@ -67,10 +87,17 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
 
 /** Evidence an approver sees for an action on a Sift user: the score summary and current decisions. */
 export async function siftEvidence(user: string, ctx: ToolContext): Promise<Record<string, unknown>> {
-  const summary = summarizeScore(await ctx.clients.sift.getUserScore(user, { signal: ctx.signal }), ctx.config.risk_bands);
+  const summary = summarizeScore(
+    await ctx.clients.sift.getUserScore(user, { signal: ctx.signal }),
+    ctx.config.risk_bands,
+  );
   return {
     highest_score: summary.highest,
-    scores: summary.scores.map(({ abuse_type, sift_score, risk_band }) => ({ abuse_type, sift_score, risk_band })),
+    scores: summary.scores.map(({ abuse_type, sift_score, risk_band }) => ({
+      abuse_type,
+      sift_score,
+      risk_band,
+    })),
     latest_decisions: summary.latest_decisions,
     latest_labels: summary.latest_labels,
   };

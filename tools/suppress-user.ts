@@ -9,14 +9,19 @@ export const suppressUser = defineTool({
   description:
     'Stop (suppressed=true, the default) or resume (suppressed=false) marketing to a user because of fraud, by ' +
     'writing the Segment profile trait that the marketing suppression audience keys on, plus a track event. ' +
-    'It does not delete data and never uses Segment\'s GDPR suppression. A human must approve it first (the call ' +
+    "It does not delete data and never uses Segment's GDPR suppression. A human must approve it first (the call " +
     'waits, then returns APPROVAL_PENDING with an approval id — check it with get_approval_status).',
   risk: 'destructive',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    reason: z.string().trim().min(3).max(500).describe('Why the user is (un)suppressed; shown to the approver.'),
+    reason: z
+      .string()
+      .trim()
+      .min(3)
+      .max(500)
+      .describe('Why the user is (un)suppressed; shown to the approver.'),
     suppressed: z.boolean().default(true).describe('true suppresses marketing; false lifts the suppression.'),
   }),
   output: z.object({
@@ -34,7 +39,11 @@ export const suppressUser = defineTool({
       ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal }),
     ]);
     const trait = ctx.config.mapping.suppression_trait;
-    return { sift, currently_suppressed: profile?.[trait] === true, segment_profile_exists: profile !== null };
+    return {
+      sift,
+      currently_suppressed: profile?.[trait] === true,
+      segment_profile_exists: profile !== null,
+    };
   },
   async run(args, ctx) {
     const trait = ctx.config.mapping.suppression_trait;
@@ -45,9 +54,14 @@ export const suppressUser = defineTool({
     };
     const event = args.suppressed ? 'Fraud Suppression Applied' : 'Fraud Suppression Lifted';
     // The idempotency key is the approval id: re-running one approved action is deduplicated by Segment.
-    const base = createHash('sha256').update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`).digest('hex');
+    const base = createHash('sha256')
+      .update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`)
+      .digest('hex');
     const ids = { identify: `fg-sup-id-${base.slice(0, 40)}`, track: `fg-sup-tr-${base.slice(0, 40)}` };
-    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId: ids.identify }, { signal: ctx.signal });
+    await ctx.clients.segment.identify(
+      { userId: args.user_id, traits, messageId: ids.identify },
+      { signal: ctx.signal },
+    );
     await ctx.clients.segment.track(
       {
         userId: args.user_id,
@@ -57,6 +71,13 @@ export const suppressUser = defineTool({
       },
       { signal: ctx.signal },
     );
-    return { user_id: args.user_id, suppressed: args.suppressed, trait, traits_written: traits, event, message_ids: ids };
+    return {
+      user_id: args.user_id,
+      suppressed: args.suppressed,
+      trait,
+      traits_written: traits,
+      event,
+      message_ids: ids,
+    };
   },
 });

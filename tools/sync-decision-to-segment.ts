@@ -15,7 +15,10 @@ function messageId(kind: string, parts: (string | number)[]): string {
 export async function currentDecision(user: string, type: string | undefined, ctx: ToolContext) {
   const statuses = await ctx.clients.sift.getUserDecisions(user, { signal: ctx.signal });
   const candidates = statuses.filter((s) => type === undefined || s.abuseType === type);
-  const latest = candidates.reduce<SiftUserDecisionStatus | undefined>((a, b) => (a && a.time >= b.time ? a : b), undefined);
+  const latest = candidates.reduce<SiftUserDecisionStatus | undefined>(
+    (a, b) => (a && a.time >= b.time ? a : b),
+    undefined,
+  );
   if (!latest) return undefined;
   const catalogue = await ctx.clients.sift.listDecisions({ entityType: 'user' }, { signal: ctx.signal });
   const definition = catalogue.find((d) => d.id === latest.decisionId);
@@ -42,12 +45,19 @@ export const syncDecisionToSegment = defineTool({
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe('Only this abuse type\'s decision; default: the most recent decision.'),
+    abuse_type: abuseType
+      .optional()
+      .describe("Only this abuse type's decision; default: the most recent decision."),
   }),
   output: z.object({
     user_id: z.string(),
     decision: z
-      .object({ decision_id: z.string(), abuse_type: z.string(), category: z.string(), decided_at: z.string() })
+      .object({
+        decision_id: z.string(),
+        abuse_type: z.string(),
+        category: z.string(),
+        decided_at: z.string(),
+      })
       .nullable(),
     traits_written: z.record(z.string(), traitValue),
     event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),
@@ -56,7 +66,9 @@ export const syncDecisionToSegment = defineTool({
   target: (args) => `sift_user:${args.user_id}`,
   async run(args, ctx) {
     const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
-    const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
+    const effect = decision
+      ? ctx.config.mapping.decisions[decision.category]
+      : ctx.config.mapping.no_decision;
     const traits: Record<string, string | number | boolean | null> = {
       ...effect.segment_traits,
       fraud_decision_id: decision?.decision_id ?? null,
@@ -70,9 +82,17 @@ export const syncDecisionToSegment = defineTool({
       decided_at: decision?.decided_at ?? null,
       source: 'sift',
     };
-    const key = [args.user_id, decision?.decision_id ?? 'none', decision?.abuse_type ?? '', decision?.time ?? 'none'];
+    const key = [
+      args.user_id,
+      decision?.decision_id ?? 'none',
+      decision?.abuse_type ?? '',
+      decision?.time ?? 'none',
+    ];
     const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
-    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId: ids.identify }, { signal: ctx.signal });
+    await ctx.clients.segment.identify(
+      { userId: args.user_id, traits, messageId: ids.identify },
+      { signal: ctx.signal },
+    );
     await ctx.clients.segment.track(
       { userId: args.user_id, event: effect.segment_event, properties, messageId: ids.track },
       { signal: ctx.signal },
@@ -80,7 +100,12 @@ export const syncDecisionToSegment = defineTool({
     return {
       user_id: args.user_id,
       decision: decision
-        ? { decision_id: decision.decision_id, abuse_type: decision.abuse_type, category: decision.category, decided_at: decision.decided_at }
+        ? {
+            decision_id: decision.decision_id,
+            abuse_type: decision.abuse_type,
+            category: decision.category,
+            decided_at: decision.decided_at,
+          }
         : null,
       traits_written: traits,
       event_written: { event: effect.segment_event, properties },

@@ -3,10 +3,96 @@
  * approval console: given a raw bearer token, who is it? Implementations: configured API keys
  * (stored as hashes), JWTs from the organisation's identity provider, and the sandbox dev token.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import type { Config } from '../config.ts';
 import type { Principal } from '../tool.ts';
 
 export type AuthResult =
   | { ok: true; principal: Principal; /** Epoch seconds; API keys never expire. */ expiresAt?: number }
-  | { ok: false; /** Why, safe to show (no token material). */ reason: string };
+  | {
+      ok: false;
+      /** Why, safe to show (no token material). */
+      reason: string;
+      /** The token is genuine but grants no usable role: 403 rather than 401. */
+      forbidden?: boolean;
+    };
 
 export type Authenticator = (token: string) => Promise<AuthResult>;
+
+/** The principal the sandbox dev token stands for. */
+export const SANDBOX_DEV_PRINCIPAL: Principal = { id: 'sandbox-dev', kind: 'user', role: 'admin' };
+
+const ROLE_RANK: readonly Principal['role'][] = ['admin', 'analyst', 'approver', 'viewer'];
+
+export interface AuthenticatorOptions {
+  mode: Config['mode'];
+  auth: Config['auth'];
+  /** The audience a JWT must carry when `auth.jwt.audience` is unset: this server's MCP URL. */
+  audience: string;
+  /** Accepted as an admin token in sandbox mode only; ignored in live mode. */
+  devToken?: string;
+  /** Verification keys for JWTs; default: the remote JWKS at `auth.jwt.jwks_url` (cached by jose). */
+  jwks?: JWTVerifyGetKey;
+}
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest();
+
+/** The strongest fraudgate role named by a claim (a string, a space-separated string or an array). */
+function roleFrom(claim: unknown): Principal['role'] | undefined {
+  const names = Array.isArray(claim) ? claim : typeof claim === 'string' ? claim.split(/\s+/) : [];
+  return ROLE_RANK.find((role) => names.includes(role));
+}
+
+/**
+ * The Authenticator for HTTP and the console: configured API keys (compared by SHA-256, so the
+ * config never holds a usable key), JWTs verified for signature, issuer, audience and expiry, and
+ * in sandbox mode the dev token. Failure reasons never echo token material.
+ */
+export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+  const keys = new Map(options.auth.key_hashes.map((k) => [k.sha256, k]));
+  const jwtConfig = options.auth.jwt;
+  const jwks = options.jwks ?? (jwtConfig ? createRemoteJWKSet(new URL(jwtConfig.jwks_url)) : undefined);
+  const devDigest = options.mode === 'sandbox' && options.devToken ? sha256(options.devToken) : undefined;
+
+  return async (token) => {
+    if (!token) return { ok: false, reason: 'missing bearer token' };
+    const digest = sha256(token);
+    // Constant-time: the dev token is a plain secret, not a hash lookup.
+    if (devDigest && timingSafeEqual(digest, devDigest))
+      return { ok: true, principal: SANDBOX_DEV_PRINCIPAL };
+    const key = keys.get(digest.toString('hex'));
+    if (key) return { ok: true, principal: { id: key.principal, kind: key.kind, role: key.role } };
+    if (!jwtConfig || !jwks || token.split('.').length !== 3) return { ok: false, reason: 'invalid token' };
+    try {
+      const { payload } = await jwtVerify(token, jwks, {
+        issuer: jwtConfig.issuer,
+        audience: jwtConfig.audience ?? options.audience,
+        requiredClaims: ['exp'],
+        ...(jwtConfig.algorithms ? { algorithms: jwtConfig.algorithms } : {}),
+      });
+      const subject = payload[jwtConfig.subject_claim];
+      if (typeof subject !== 'string' || subject === '') {
+        return { ok: false, reason: `token has no '${jwtConfig.subject_claim}' claim` };
+      }
+      const role = roleFrom(payload[jwtConfig.role_claim]);
+      if (!role) {
+        return {
+          ok: false,
+          forbidden: true,
+          reason: `token grants no fraudgate role (claim '${jwtConfig.role_claim}' must name viewer, analyst, approver or admin)`,
+        };
+      }
+      return { ok: true, principal: { id: subject, kind: 'user', role }, expiresAt: payload.exp };
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) return { ok: false, reason: 'token expired' };
+      if (error instanceof joseErrors.JWTClaimValidationFailed) {
+        if (error.claim === 'aud')
+          return { ok: false, reason: 'token was not issued for this server (audience)' };
+        if (error.claim === 'iss') return { ok: false, reason: 'token issuer is not trusted' };
+        return { ok: false, reason: `token claim '${error.claim}' is invalid` };
+      }
+      return { ok: false, reason: 'invalid token' };
+    }
+  };
+}

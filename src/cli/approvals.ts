@@ -16,7 +16,14 @@ function age(iso: string): string {
 }
 
 function line(a: Approval): string {
-  return [a.id, a.state.padEnd(9), a.tool.padEnd(24), a.target.padEnd(32), `by ${a.requester}`, `${age(a.created_at)} ago`].join('  ');
+  return [
+    a.id,
+    a.state.padEnd(9),
+    a.tool.padEnd(24),
+    a.target.padEnd(32),
+    `by ${a.requester}`,
+    `${age(a.created_at)} ago`,
+  ].join('  ');
 }
 
 function show(a: Approval): string {
@@ -28,13 +35,21 @@ function show(a: Approval): string {
     `  requester:  ${a.requester}`,
     `  created:    ${a.created_at} (${age(a.created_at)} ago); expires ${a.expires_at}`,
     `  evidence:   ${JSON.stringify(a.evidence, null, 2).replaceAll('\n', '\n              ')}`,
-    ...(a.decided_by ? [`  decided:    ${a.state === 'denied' ? 'denied' : 'approved'} by ${a.decided_by} at ${a.decided_at}${a.reason ? `: ${a.reason}` : ''}`] : []),
+    ...(a.decided_by
+      ? [
+          `  decided:    ${a.state === 'denied' ? 'denied' : 'approved'} by ${a.decided_by} at ${a.decided_at}${a.reason ? `: ${a.reason}` : ''}`,
+        ]
+      : []),
     ...(a.result !== undefined ? [`  result:     ${JSON.stringify(a.result)}`] : []),
     ...(a.error ? [`  error:      ${a.error.code}: ${a.error.message}`] : []),
   ].join('\n');
 }
 
-export async function runApprovalsCommand(args: string[], values: CliValues, loaded: LoadedConfig): Promise<number> {
+export async function runApprovalsCommand(
+  args: string[],
+  values: CliValues,
+  loaded: LoadedConfig,
+): Promise<number> {
   const [sub, id] = args;
   const logger = createLogger({ level: 'warn' });
   const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
@@ -45,7 +60,14 @@ export async function runApprovalsCommand(args: string[], values: CliValues, loa
         await state.desk.expireOverdue();
         const list = state.approvals.list(values.all ? { limit: 200 } : { states: ['pending'], limit: 200 });
         if (values.json) out(JSON.stringify(list, null, 2));
-        else out(list.length === 0 ? (values.all ? 'No approvals.' : 'No pending approvals.') : list.map(line).join('\n'));
+        else
+          out(
+            list.length === 0
+              ? values.all
+                ? 'No approvals.'
+                : 'No pending approvals.'
+              : list.map(line).join('\n'),
+          );
         return 0;
       }
       case 'show': {
@@ -63,7 +85,8 @@ export async function runApprovalsCommand(args: string[], values: CliValues, loa
         const issues = [];
         if (!id) issues.push({ field: 'ID', message: 'give the approval id' });
         if (!values.as?.trim()) issues.push({ field: '--as', message: "give the approver's name" });
-        if (sub === 'deny' && !values.reason?.trim()) issues.push({ field: '--reason', message: 'a reason is required to deny' });
+        if (sub === 'deny' && !values.reason?.trim())
+          issues.push({ field: '--reason', message: 'a reason is required to deny' });
         if (issues.length > 0) throw new InvalidInputError(issues, `Usage: fraudgate approvals ${sub}`);
         const decided = await state.desk.decide(id!, {
           approve: sub === 'approve',

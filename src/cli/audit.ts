@@ -4,7 +4,11 @@ import type { LoadedConfig } from '../config.ts';
 import { verifyAuditFile } from '../governance/audit.ts';
 import { auditPath } from '../runtime.ts';
 
-export async function runAuditCommand(args: string[], values: CliValues, loaded: LoadedConfig): Promise<number> {
+export async function runAuditCommand(
+  args: string[],
+  values: CliValues,
+  loaded: LoadedConfig,
+): Promise<number> {
   if (args[0] !== 'verify') {
     process.stderr.write('Usage: fraudgate audit verify [--file PATH]\n');
     return 2;
@@ -15,6 +19,8 @@ export async function runAuditCommand(args: string[], values: CliValues, loaded:
     process.stdout.write(`${file}: intact, ${result.records} records\n`);
     return 0;
   }
-  process.stdout.write(`${file}: TAMPERED at line ${result.line}: ${result.reason} (${result.records} records before it verified)\n`);
+  process.stdout.write(
+    `${file}: TAMPERED at line ${result.line}: ${result.reason} (${result.records} records before it verified)\n`,
+  );
   return 1;
 }

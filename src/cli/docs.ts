@@ -18,10 +18,18 @@ export function renderToolTable(tools: readonly AnyTool[]): string {
     const summary = (t.description.split(/(?<=\.)\s/)[0] ?? t.description).replaceAll('|', '\\|');
     return `| \`${t.name}\` | ${t.risk} | ${t.toolset} | ${resolveApprovalDefault(t, DEFAULTS)} | ${summary} |`;
   });
-  return ['| tool | risk | toolset | approval (default) | what it does |', '|---|---|---|---|---|', ...rows].join('\n');
+  return [
+    '| tool | risk | toolset | approval (default) | what it does |',
+    '|---|---|---|---|---|',
+    ...rows,
+  ].join('\n');
 }
 
-export async function runDocsCommand(args: string[], values: CliValues, tools: readonly AnyTool[]): Promise<number> {
+export async function runDocsCommand(
+  args: string[],
+  values: CliValues,
+  tools: readonly AnyTool[],
+): Promise<number> {
   if (args[0] !== 'tools') {
     process.stderr.write('Usage: fraudgate docs tools [--write | --check]\n');
     return 2;
@@ -42,7 +50,9 @@ export async function runDocsCommand(args: string[], values: CliValues, tools: r
   const updated = readme.slice(0, start + START.length) + '\n' + table + '\n' + readme.slice(end);
   if (values.check) {
     if (updated !== readme) {
-      process.stderr.write('README.md tool table is out of date: run `npm run docs:tools` and commit the result.\n');
+      process.stderr.write(
+        'README.md tool table is out of date: run `npm run docs:tools` and commit the result.\n',
+      );
       return 1;
     }
     process.stdout.write('README.md tool table is up to date.\n');

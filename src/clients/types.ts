@@ -141,7 +141,10 @@ export interface SegmentMessage {
 
 export interface SegmentClient {
   /** Resolves only after the batch carrying this message was delivered; rejects with UpstreamError otherwise. */
-  identify(message: SegmentMessage & { traits: Record<string, unknown> }, options?: RequestOptions): Promise<void>;
+  identify(
+    message: SegmentMessage & { traits: Record<string, unknown> },
+    options?: RequestOptions,
+  ): Promise<void>;
   track(
     message: SegmentMessage & { event: string; properties: Record<string, unknown> },
     options?: RequestOptions,
@@ -183,8 +186,16 @@ export interface SalesforceClient {
     options?: RequestOptions,
   ): Promise<{ id: string; created: boolean }>;
   /** sObject Collections, ≤200 records a request (chunks larger inputs). */
-  updateMany(sobject: string, records: (SalesforceRecord & { Id: string })[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
-  createMany(sobject: string, records: SalesforceRecord[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
+  updateMany(
+    sobject: string,
+    records: (SalesforceRecord & { Id: string })[],
+    options?: RequestOptions,
+  ): Promise<SalesforceSaveResult[]>;
+  createMany(
+    sobject: string,
+    records: SalesforceRecord[],
+    options?: RequestOptions,
+  ): Promise<SalesforceSaveResult[]>;
   /** Last seen `Sforce-Limit-Info` api usage. */
   apiUsage(): { used: number; limit: number } | undefined;
   close(): Promise<void>;

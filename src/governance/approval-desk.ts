@@ -13,7 +13,10 @@ import type { AuditLog } from './audit.ts';
 export interface ApprovalDesk {
   /** Move overdue pending/approved approvals to `expired`, with an audit record each. */
   expireOverdue(): Promise<void>;
-  decide(approvalId: string, decision: { approve: boolean; approver: Principal; reason?: string }): Promise<Approval>;
+  decide(
+    approvalId: string,
+    decision: { approve: boolean; approver: Principal; reason?: string },
+  ): Promise<Approval>;
 }
 
 export function createApprovalDesk(deps: {
@@ -27,7 +30,9 @@ export function createApprovalDesk(deps: {
 
   async function expireOverdue(): Promise<void> {
     for (const overdue of approvals.listExpired(now())) {
-      const expired = approvals.transition(overdue.id, ['pending', 'approved'], 'expired', { decided_at: now().toISOString() });
+      const expired = approvals.transition(overdue.id, ['pending', 'approved'], 'expired', {
+        decided_at: now().toISOString(),
+      });
       if (!expired) continue;
       try {
         await audit.append({
@@ -40,7 +45,11 @@ export function createApprovalDesk(deps: {
           approval_id: expired.id,
         });
       } catch (error) {
-        logger.error('audit write failed', { event: 'expired', approval_id: expired.id, error: String(error) });
+        logger.error('audit write failed', {
+          event: 'expired',
+          approval_id: expired.id,
+          error: String(error),
+        });
       }
     }
   }
@@ -52,10 +61,15 @@ export function createApprovalDesk(deps: {
       const approval = approvals.get(approvalId);
       if (!approval) throw new FraudgateError(ERROR_CODES.NOT_FOUND, `No approval ${approvalId}.`);
       if (approval.state !== 'pending') {
-        throw new FraudgateError(ERROR_CODES.CONFLICT, `Approval ${approvalId} is already ${approval.state}; it cannot be decided again.`);
+        throw new FraudgateError(
+          ERROR_CODES.CONFLICT,
+          `Approval ${approvalId} is already ${approval.state}; it cannot be decided again.`,
+        );
       }
       if (!['approver', 'admin'].includes(decision.approver.role)) {
-        throw new ForbiddenError(`${decision.approver.id} has role '${decision.approver.role}'; only approvers may decide approvals.`);
+        throw new ForbiddenError(
+          `${decision.approver.id} has role '${decision.approver.role}'; only approvers may decide approvals.`,
+        );
       }
       if (decision.approve && approval.mode === 'four_eyes' && decision.approver.id === approval.requester) {
         throw new ForbiddenError(
@@ -65,12 +79,21 @@ export function createApprovalDesk(deps: {
       if (!decision.approve && !decision.reason?.trim()) {
         throw new InvalidInputError([{ field: 'reason', message: 'a reason is required to deny' }]);
       }
-      const decided = approvals.transition(approvalId, ['pending'], decision.approve ? 'approved' : 'denied', {
-        decided_at: now().toISOString(),
-        decided_by: decision.approver.id,
-        ...(decision.reason ? { reason: decision.reason } : {}),
-      });
-      if (!decided) throw new FraudgateError(ERROR_CODES.CONFLICT, `Approval ${approvalId} changed state meanwhile; look again.`);
+      const decided = approvals.transition(
+        approvalId,
+        ['pending'],
+        decision.approve ? 'approved' : 'denied',
+        {
+          decided_at: now().toISOString(),
+          decided_by: decision.approver.id,
+          ...(decision.reason ? { reason: decision.reason } : {}),
+        },
+      );
+      if (!decided)
+        throw new FraudgateError(
+          ERROR_CODES.CONFLICT,
+          `Approval ${approvalId} changed state meanwhile; look again.`,
+        );
       // A failed audit write here surfaces to the approver: the decision stands in the store, and the
       // action will still get its own intent record before anything is written upstream.
       await audit.append({

@@ -10,10 +10,16 @@ import { randomUUID } from 'node:crypto';
 import type * as z from 'zod';
 import type { UpstreamClients } from '../clients/types.ts';
 import type { ApprovalMode, BucketConfig, Config } from '../config.ts';
-import { ERROR_CODES, FraudgateError, ForbiddenError, InvalidInputError, toFraudgateError } from '../errors.ts';
+import {
+  ERROR_CODES,
+  FraudgateError,
+  ForbiddenError,
+  InvalidInputError,
+  toFraudgateError,
+} from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
-import type { AnyTool, ApprovalView, Principal, ToolContext } from '../tool.ts';
+import type { AnyTool, ApprovalKey, ApprovalView, Principal, ToolContext } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -72,7 +78,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 function toView(a: Approval): ApprovalView {
-  const { args: _args, args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
+  const {
+    args: _args,
+    args_hash: _hash,
+    policy_version: _pv,
+    requester_role: _r,
+    requester_kind: _k,
+    ...view
+  } = a;
   return view;
 }
 
@@ -89,11 +102,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     salesforce: config.salesforce,
   };
 
-  const approvalModeFor = (tool: AnyTool): ApprovalMode => resolveApprovalDefault(tool, config);
+  const approvalModeFor = (tool: AnyTool, key?: ApprovalKey): ApprovalMode =>
+    resolveApprovalDefault(tool, config, key);
 
-  const bucketFor = (tool: AnyTool): BucketConfig => config.rate_limits.tools[tool.name] ?? config.rate_limits[tool.risk];
+  const bucketFor = (tool: AnyTool): BucketConfig =>
+    config.rate_limits.tools[tool.name] ?? config.rate_limits[tool.risk];
 
-  const contextFor = (principal: Principal, channel: Partial<CallChannel>, idempotencyKey: string): ToolContext => ({
+  const contextFor = (
+    principal: Principal,
+    channel: Partial<CallChannel>,
+    idempotencyKey: string,
+  ): ToolContext => ({
     principal,
     clients: deps.clients,
     config: toolConfig,
@@ -117,7 +136,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     try {
       await record(input);
     } catch (error) {
-      logger.error('audit write failed', { event: input.event, call_id: input.call_id, error: String(error) });
+      logger.error('audit write failed', {
+        event: input.event,
+        call_id: input.call_id,
+        error: String(error),
+      });
     }
   };
 
@@ -129,7 +152,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         return new ForbiddenError(`${tool.name} is a write tool and fraudgate runs in read-only mode.`);
       }
       if (config.toolsets.length > 0 && !config.toolsets.includes(tool.toolset)) {
-        return new ForbiddenError(`${tool.name} belongs to the '${tool.toolset}' toolset, which is not enabled.`);
+        return new ForbiddenError(
+          `${tool.name} belongs to the '${tool.toolset}' toolset, which is not enabled.`,
+        );
       }
       return new ForbiddenError(`Role '${principal.role}' may not use ${tool.name}.`);
     }
@@ -185,7 +210,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const started = Date.now();
     try {
-      const output = (await tool.run(args, contextFor(principal, channel, meta.idempotencyKey))) as Record<string, unknown>;
+      const output = (await tool.run(args, contextFor(principal, channel, meta.idempotencyKey))) as Record<
+        string,
+        unknown
+      >;
       const checked = tool.output.safeParse(output);
       if (!checked.success) {
         throw new Error(`output of ${tool.name} broke its schema: ${checked.error.message}`);
@@ -201,13 +229,18 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         outcome: { code: error.code, message: error.message, retryable: error.retryable },
         ...(error.detail ? { detail: error.detail } : {}),
       });
-      if (error.code === ERROR_CODES.INTERNAL) logger.error('tool failed', { tool: tool.name, call_id: meta.callId, detail: error.detail });
+      if (error.code === ERROR_CODES.INTERNAL)
+        logger.error('tool failed', { tool: tool.name, call_id: meta.callId, detail: error.detail });
       throw error;
     }
   }
 
   /** Run an approved approval exactly once: whoever wins the approved → executing compare-and-set runs it. */
-  async function executeApproval(approval: Approval, channel: Partial<CallChannel>, callId: string): Promise<Approval> {
+  async function executeApproval(
+    approval: Approval,
+    channel: Partial<CallChannel>,
+    callId: string,
+  ): Promise<Approval> {
     const tool = byName.get(approval.tool);
     const claimed = approvals.transition(approval.id, ['approved'], 'executing');
     if (!claimed) return approvals.get(approval.id) ?? approval;
@@ -232,8 +265,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         idempotencyKey: approval.id,
       });
       return (
-        approvals.transition(approval.id, ['executing'], 'executed', { executed_at: now().toISOString(), result: output }) ??
-        approval
+        approvals.transition(approval.id, ['executing'], 'executed', {
+          executed_at: now().toISOString(),
+          result: output,
+        }) ?? approval
       );
     } catch (thrown) {
       const error = toFraudgateError(thrown);
@@ -252,7 +287,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       `${approval.tool} on ${approval.target} needs a human's approval (${approval.mode}). Approval ${approval.id} is pending until ` +
         `${approval.expires_at}. An approver runs: fraudgate approvals approve ${approval.id} --as <name>. ` +
         `Check the outcome with get_approval_status {"approval_id":"${approval.id}"}; do not call ${approval.tool} again meanwhile.`,
-      { retryable: true, data: { approval_id: approval.id, state: approval.state, expires_at: approval.expires_at } },
+      {
+        retryable: true,
+        data: { approval_id: approval.id, state: approval.state, expires_at: approval.expires_at },
+      },
     );
   }
 
@@ -272,7 +310,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approval.state === 'expired'
           ? `Approval ${approval.id} expired without a decision; nothing was done.`
           : `Approval ${approval.id} was denied by ${approval.decided_by ?? 'an approver'}` +
-            `${approval.reason ? `: ${approval.reason}` : ''}. Nothing was done.`,
+              `${approval.reason ? `: ${approval.reason}` : ''}. Nothing was done.`,
         { data: { approval_id: approval.id, state: approval.state } },
       );
     }
@@ -280,19 +318,31 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   /** Wait (bounded, with progress) for a decision; execute it when approved. */
-  async function awaitDecision(approval: Approval, channel: CallChannel, callId: string): Promise<Record<string, unknown>> {
+  async function awaitDecision(
+    approval: Approval,
+    channel: CallChannel,
+    callId: string,
+  ): Promise<Record<string, unknown>> {
     const deadline = Date.now() + config.approvals.wait_ms;
     const total = Math.max(1, Math.ceil(config.approvals.wait_ms / 1000));
     let lastProgressAt = 0;
     let current: Approval = approval;
     for (;;) {
       if (current.state === 'approved') current = await executeApproval(current, channel, callId);
-      if (current.state !== 'pending' && current.state !== 'approved' && current.state !== 'executing') return settle(current);
+      if (current.state !== 'pending' && current.state !== 'approved' && current.state !== 'executing')
+        return settle(current);
       if (Date.now() >= deadline || channel.signal.aborted) return settle(current);
       if (Date.now() - lastProgressAt >= 1000) {
         lastProgressAt = Date.now();
-        const elapsed = Math.min(total, Math.floor((Date.now() - (deadline - config.approvals.wait_ms)) / 1000));
-        await channel.progress(elapsed, total, `Waiting for approval ${current.id} (fraudgate approvals approve ${current.id} --as <name>)`);
+        const elapsed = Math.min(
+          total,
+          Math.floor((Date.now() - (deadline - config.approvals.wait_ms)) / 1000),
+        );
+        await channel.progress(
+          elapsed,
+          total,
+          `Waiting for approval ${current.id} (fraudgate approvals approve ${current.id} --as <name>)`,
+        );
       }
       await sleep(config.approvals.poll_ms, channel.signal);
       await expireOverdue();
@@ -308,8 +358,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     principal: Principal,
     channel: CallChannel,
     meta: { callId: string; argsHash: string; target: string },
+    mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
-    const mode = approvalModeFor(tool);
     const base = {
       call_id: meta.callId,
       tool: tool.name,
@@ -320,7 +370,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     };
 
     await expireOverdue();
-    const open = approvals.findOpen({ tool: tool.name, args_hash: meta.argsHash, requester: principal.id, policy_version: policyVersion });
+    const open = approvals.findOpen({
+      tool: tool.name,
+      args_hash: meta.argsHash,
+      requester: principal.id,
+      policy_version: policyVersion,
+    });
     if (open) return awaitDecision(open, channel, meta.callId);
 
     if (mode === 'confirm' && channel.elicit) {
@@ -329,8 +384,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           'This is recorded in the audit log under your name.',
       );
       if (answer !== 'accept') {
-        await recordQuietly({ ...base, event: 'declined', outcome: { code: ERROR_CODES.APPROVAL_DENIED, message: `user ${answer}` } });
-        throw new FraudgateError(ERROR_CODES.APPROVAL_DENIED, `The user did not confirm (${answer}); nothing was done.`);
+        await recordQuietly({
+          ...base,
+          event: 'declined',
+          outcome: { code: ERROR_CODES.APPROVAL_DENIED, message: `user ${answer}` },
+        });
+        throw new FraudgateError(
+          ERROR_CODES.APPROVAL_DENIED,
+          `The user did not confirm (${answer}); nothing was done.`,
+        );
       }
       await record({ ...base, event: 'confirmed' });
       return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `confirm:${meta.callId}` });
@@ -346,7 +408,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       );
     }
 
-    let evidence: Record<string, unknown> = {};
+    let evidence: Record<string, unknown>;
     try {
       evidence = tool.evidence ? await tool.evidence(args, contextFor(principal, channel, meta.callId)) : {};
     } catch (thrown) {
@@ -378,8 +440,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const tool = byName.get(toolName);
     const argsForAudit = typeof rawArgs === 'object' && rawArgs !== null ? rawArgs : { value: rawArgs };
     if (!tool) {
-      const error = new InvalidInputError([{ field: 'name', message: `unknown tool '${toolName}'` }], 'Unknown tool');
-      await recordQuietly({ event: 'invalid', call_id: callId, tool: toolName, principal: principalOf(principal), outcome: { code: error.code, message: error.message } });
+      const error = new InvalidInputError(
+        [{ field: 'name', message: `unknown tool '${toolName}'` }],
+        'Unknown tool',
+      );
+      await recordQuietly({
+        event: 'invalid',
+        call_id: callId,
+        tool: toolName,
+        principal: principalOf(principal),
+        outcome: { code: error.code, message: error.message },
+      });
       throw error;
     }
     const forbidden = authorize(tool, principal);
@@ -430,7 +501,26 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       throw error;
     }
     const meta = { callId, argsHash, target };
-    if (approvalModeFor(tool) !== 'none') return approve(tool, args, principal, channel, meta);
+    let approvalKey: ApprovalKey | undefined;
+    if (tool.approvalKey) {
+      try {
+        approvalKey = await tool.approvalKey(args, contextFor(principal, channel, callId));
+      } catch (thrown) {
+        const e = toFraudgateError(thrown);
+        await recordQuietly({
+          event: e.code === ERROR_CODES.INVALID_INPUT ? 'invalid' : 'failed',
+          call_id: callId,
+          tool: tool.name,
+          principal: principalOf(principal),
+          args_hash: argsHash,
+          target,
+          outcome: { code: e.code, message: e.message, retryable: e.retryable },
+        });
+        throw e;
+      }
+    }
+    const mode = approvalModeFor(tool, approvalKey);
+    if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
   }
 
@@ -442,7 +532,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         return { ok: true, output, callId };
       } catch (thrown) {
         const error = toFraudgateError(thrown);
-        if (error.code === ERROR_CODES.INTERNAL) logger.error('call failed', { tool: toolName, call_id: callId, detail: error.detail });
+        if (error.code === ERROR_CODES.INTERNAL)
+          logger.error('call failed', { tool: toolName, call_id: callId, detail: error.detail });
         return { ok: false, error, callId };
       }
     },

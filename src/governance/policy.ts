@@ -3,7 +3,7 @@
  * every call, so a hidden tool is also a refused tool. Read-only mode always wins.
  */
 import type { ApprovalMode, Config } from '../config.ts';
-import type { AnyTool, Principal, Risk } from '../tool.ts';
+import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
 
 /** What each role may use. Approvers decide in the CLI/console; that is not an MCP tool. */
 const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
@@ -13,24 +13,36 @@ const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
   admin: ['read', 'write', 'destructive'],
 };
 
-export function isVisibleTo(tool: Pick<AnyTool, 'risk' | 'toolset'>, principal: Principal, config: Pick<Config, 'read_only' | 'toolsets'>): boolean {
+export function isVisibleTo(
+  tool: Pick<AnyTool, 'risk' | 'toolset'>,
+  principal: Principal,
+  config: Pick<Config, 'read_only' | 'toolsets'>,
+): boolean {
   if (config.read_only && tool.risk !== 'read') return false;
   // `core` tools (score, approvals status…) stay available whatever toolsets are selected.
-  if (config.toolsets.length > 0 && tool.toolset !== 'core' && !config.toolsets.includes(tool.toolset)) return false;
+  if (config.toolsets.length > 0 && tool.toolset !== 'core' && !config.toolsets.includes(tool.toolset))
+    return false;
   return ROLE_RISKS[principal.role].includes(tool.risk);
 }
 
-/** The approval mode a tool gets under this configuration: per-tool override, else by risk. */
+const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };
+
+/**
+ * The approval mode a tool gets under this configuration: the per-call key's override (see
+ * `ToolDefinition.approvalKey`), else the per-tool override, else by risk; never below the key's floor.
+ */
 export function resolveApprovalDefault(
   tool: Pick<AnyTool, 'name' | 'risk'>,
   config: Pick<Config, 'approvals'>,
+  key?: ApprovalKey,
 ): ApprovalMode {
-  return (
+  const mode =
+    (key ? config.approvals.tools[key.key] : undefined) ??
     config.approvals.tools[tool.name] ??
     (tool.risk === 'destructive'
       ? config.approvals.default_for_destructive
       : tool.risk === 'write'
         ? config.approvals.default_for_write
-        : 'none')
-  );
+        : 'none');
+  return key?.floor !== undefined && STRICTNESS[key.floor] > STRICTNESS[mode] ? key.floor : mode;
 }

@@ -131,7 +131,10 @@ function compilePattern(pattern: string): { regex: RegExp; names: string[] } {
   return { regex: new RegExp(`^${source}/?$`), names };
 }
 
-function matchRoute(route: { regex: RegExp; names: string[] }, path: string): Record<string, string> | undefined {
+function matchRoute(
+  route: { regex: RegExp; names: string[] },
+  path: string,
+): Record<string, string> | undefined {
   const m = route.regex.exec(path);
   if (!m) return undefined;
   const params: Record<string, string> = {};
@@ -168,7 +171,11 @@ function sendResponse(res: ServerResponse, answer: EmulatorResponse): void {
 
 /** Start a loopback emulator server. */
 export async function startEmulatorServer(options: StartEmulatorOptions): Promise<EmulatorServer> {
-  const compiled: CompiledRoute[] = options.routes.map((r) => ({ ...r, method: r.method.toUpperCase(), ...compilePattern(r.pattern) }));
+  const compiled: CompiledRoute[] = options.routes.map((r) => ({
+    ...r,
+    method: r.method.toUpperCase(),
+    ...compilePattern(r.pattern),
+  }));
   const journal: JournalEntry[] = [];
   const unmatched: JournalEntry[] = [];
   const queued: ActiveFault[] = [];
@@ -214,7 +221,8 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
       }
     }
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : (v ?? '');
+    for (const [k, v] of Object.entries(req.headers))
+      headers[k] = Array.isArray(v) ? v.join(', ') : (v ?? '');
     const entry: JournalEntry = {
       seq: ++seq,
       method,
@@ -253,7 +261,16 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
       entry.route = route.pattern;
       let answer: EmulatorResponse;
       try {
-        answer = await route.handler({ method, path, params, query: url.searchParams, headers: req.headers, rawBody, json, jsonError });
+        answer = await route.handler({
+          method,
+          path,
+          params,
+          query: url.searchParams,
+          headers: req.headers,
+          rawBody,
+          json,
+          jsonError,
+        });
       } catch (error) {
         answer = { status: 500, body: { error: 'emulator_bug', description: String(error) } };
       }
@@ -307,7 +324,9 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
     },
     requests(method, pattern) {
       const compiledPattern = compilePattern(pattern);
-      return journal.filter((e) => e.method === method.toUpperCase() && matchRoute(compiledPattern, e.path) !== undefined);
+      return journal.filter(
+        (e) => e.method === method.toUpperCase() && matchRoute(compiledPattern, e.path) !== undefined,
+      );
     },
     clearJournal() {
       journal.length = 0;

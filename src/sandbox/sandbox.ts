@@ -19,7 +19,10 @@ export interface Sandbox {
   close(): Promise<void>;
 }
 
-export async function startSandbox(base: Pick<Config, 'sift' | 'segment' | 'salesforce'>, options: { seed?: boolean } = {}): Promise<Sandbox> {
+export async function startSandbox(
+  base: Pick<Config, 'sift' | 'segment' | 'salesforce'>,
+  options: { seed?: boolean } = {},
+): Promise<Sandbox> {
   const [sift, segment, salesforce] = await Promise.all([
     startSiftEmulator({ seed: options.seed ?? true }),
     startSegmentEmulator({ seed: options.seed ?? true }),
@@ -31,7 +34,12 @@ export async function startSandbox(base: Pick<Config, 'sift' | 'segment' | 'sale
     salesforce,
     config: {
       sift: { ...base.sift, base_url: sift.url, account_id: sift.accountId },
-      segment: { ...base.segment, host: segment.url, profile_base_url: segment.url, space_id: segment.spaceId },
+      segment: {
+        ...base.segment,
+        host: segment.url,
+        profile_base_url: segment.url,
+        space_id: segment.spaceId,
+      },
       salesforce: { ...base.salesforce, login_url: salesforce.url, auth_flow: 'client_credentials' },
     },
     secrets: {

@@ -16,7 +16,8 @@ import type { ApprovalMode } from '../config.ts';
  * pending → approved | denied | expired; approved → executing → executed | failed;
  * approved → expired when it was not executed before its expiry.
  */
-export type ApprovalState = 'pending' | 'approved' | 'denied' | 'expired' | 'executing' | 'executed' | 'failed';
+export type ApprovalState =
+  'pending' | 'approved' | 'denied' | 'expired' | 'executing' | 'executed' | 'failed';
 
 export interface Approval {
   id: string;
@@ -46,7 +47,10 @@ export interface Approval {
   error?: { code: string; message: string };
 }
 
-export type NewApproval = Omit<Approval, 'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'>;
+export type NewApproval = Omit<
+  Approval,
+  'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'
+>;
 
 export interface ApprovalStore {
   create(approval: NewApproval): Approval;
@@ -54,13 +58,20 @@ export interface ApprovalStore {
   /** Newest first. */
   list(filter?: { states?: ApprovalState[]; limit?: number }): Approval[];
   /** A pending or approved (not yet executed) approval for exactly this call by this requester. */
-  findOpen(binding: { tool: string; args_hash: string; requester: string; policy_version: string }): Approval | undefined;
+  findOpen(binding: {
+    tool: string;
+    args_hash: string;
+    requester: string;
+    policy_version: string;
+  }): Approval | undefined;
   /** Compare-and-set: moves to `to` only from one of `from`; returns the new row, or undefined if the state had moved on. */
   transition(
     id: string,
     from: ApprovalState[],
     to: ApprovalState,
-    patch?: Partial<Pick<Approval, 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'>>,
+    patch?: Partial<
+      Pick<Approval, 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'>
+    >,
   ): Approval | undefined;
   /** Pending or approved approvals whose expiry has passed. */
   listExpired(now: Date): Approval[];
@@ -197,9 +208,13 @@ export function openSqliteApprovalStore(path: string): ApprovalStore {
       return rows.map(fromRow);
     },
     findOpen(binding) {
-      const row = open.get(binding.tool, binding.args_hash, binding.requester, binding.policy_version, new Date().toISOString()) as
-        | Row
-        | undefined;
+      const row = open.get(
+        binding.tool,
+        binding.args_hash,
+        binding.requester,
+        binding.policy_version,
+        new Date().toISOString(),
+      ) as Row | undefined;
       return row ? fromRow(row) : undefined;
     },
     transition(id, from, to, patch = {}) {
@@ -210,7 +225,9 @@ export function openSqliteApprovalStore(path: string): ApprovalStore {
         values.push(key === 'result' || key === 'error' ? JSON.stringify(value) : (value as string));
       }
       const changed = db
-        .prepare(`UPDATE approvals SET ${sets.join(', ')} WHERE id = ? AND state IN (${from.map(() => '?').join(', ')})`)
+        .prepare(
+          `UPDATE approvals SET ${sets.join(', ')} WHERE id = ? AND state IN (${from.map(() => '?').join(', ')})`,
+        )
         .run(...values, id, ...from);
       if (Number(changed.changes) === 0) return undefined;
       const row = byId.get(id) as Row | undefined;

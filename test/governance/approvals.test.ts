@@ -11,7 +11,12 @@ afterEach(async () => {
   await env?.close();
 });
 
-const LABEL = { user_id: 'sandbox-high-risk', is_bad: true, abuse_type: 'payment_abuse', description: 'card testing from one device' };
+const LABEL = {
+  user_id: 'sandbox-high-risk',
+  is_bad: true,
+  abuse_type: 'payment_abuse',
+  description: 'card testing from one device',
+};
 const APPROVER = { id: 'ola.approver@example.com', kind: 'user' as const, role: 'approver' as const };
 const labelsReceived = () => env.sandbox.sift.requests('POST', '/v205/users/:id/labels');
 
@@ -25,9 +30,16 @@ describe('approvals', () => {
     expect(result.error.message).toContain('fraudgate approvals approve');
     expect(labelsReceived()).toHaveLength(0);
     const stored = env.runtime.approvals.get(String(result.error.approval_id));
-    expect(stored).toMatchObject({ state: 'pending', tool: 'apply_label', requester: ANALYST.id, target: 'sift_user:sandbox-high-risk' });
+    expect(stored).toMatchObject({
+      state: 'pending',
+      tool: 'apply_label',
+      requester: ANALYST.id,
+      target: 'sift_user:sandbox-high-risk',
+    });
     // Evidence snapshot for the approver: score and reasons.
-    expect(stored?.evidence).toMatchObject({ highest_score: expect.objectContaining({ abuse_type: 'payment_abuse' }) });
+    expect(stored?.evidence).toMatchObject({
+      highest_score: expect.objectContaining({ abuse_type: 'payment_abuse' }),
+    });
   });
 
   it('no approval channel at all → refused (fail closed), nothing reaches Sift', async () => {
@@ -53,15 +65,26 @@ describe('approvals', () => {
     expect(result.output).toMatchObject({ analyst: ANALYST.id, source: 'fraudgate', is_bad: true });
     expect(prompts[0]).toContain('apply_label');
     const [label] = labelsReceived();
-    expect(label?.body).toMatchObject({ $is_bad: true, $analyst: ANALYST.id, $source: 'fraudgate', $abuse_type: 'payment_abuse' });
+    expect(label?.body).toMatchObject({
+      $is_bad: true,
+      $analyst: ANALYST.id,
+      $source: 'fraudgate',
+      $abuse_type: 'payment_abuse',
+    });
   });
 
-  it.each(['decline', 'cancel'] as const)('policy confirm + elicitation %s → denied, never executed', async (action) => {
-    env = await setup({ config: { approvals: { tools: { apply_label: 'confirm' } } }, elicit: () => ({ action }) });
-    const result = await env.callTool('apply_label', LABEL);
-    expect(result.error.code).toBe('APPROVAL_DENIED');
-    expect(labelsReceived()).toHaveLength(0);
-  });
+  it.each(['decline', 'cancel'] as const)(
+    'policy confirm + elicitation %s → denied, never executed',
+    async (action) => {
+      env = await setup({
+        config: { approvals: { tools: { apply_label: 'confirm' } } },
+        elicit: () => ({ action }),
+      });
+      const result = await env.callTool('apply_label', LABEL);
+      expect(result.error.code).toBe('APPROVAL_DENIED');
+      expect(labelsReceived()).toHaveLength(0);
+    },
+  );
 
   it('accept with confirm=false counts as a decline', async () => {
     env = await setup({
@@ -117,12 +140,20 @@ describe('approvals', () => {
     expect(again.error.approval_id).toBe(id);
     expect(env.runtime.approvals.list()).toHaveLength(1);
 
-    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER, reason: 'confirmed with chargeback data' });
+    await env.runtime.desk.decide(id, {
+      approve: true,
+      approver: APPROVER,
+      reason: 'confirmed with chargeback data',
+    });
     await Promise.all([env.runtime.pipeline.processApprovals(), env.runtime.pipeline.processApprovals()]);
     expect(labelsReceived()).toHaveLength(1);
 
     const status = await env.callTool('get_approval_status', { approval_id: id });
-    expect(status.output).toMatchObject({ state: 'executed', decided_by: APPROVER.id, reason: 'confirmed with chargeback data' });
+    expect(status.output).toMatchObject({
+      state: 'executed',
+      decided_by: APPROVER.id,
+      reason: 'confirmed with chargeback data',
+    });
     expect(status.output.result).toMatchObject({ user_id: 'sandbox-high-risk', is_bad: true });
   });
 
@@ -134,8 +165,14 @@ describe('approvals', () => {
       await new Promise((r) => setTimeout(r, 20));
       id = env.runtime.approvals.list({ states: ['pending'] })[0]?.id;
     }
-    await expect(env.runtime.desk.decide(id!, { approve: false, approver: APPROVER })).rejects.toThrow(/reason/);
-    await env.runtime.desk.decide(id!, { approve: false, approver: APPROVER, reason: 'customer verified by phone' });
+    await expect(env.runtime.desk.decide(id!, { approve: false, approver: APPROVER })).rejects.toThrow(
+      /reason/,
+    );
+    await env.runtime.desk.decide(id!, {
+      approve: false,
+      approver: APPROVER,
+      reason: 'customer verified by phone',
+    });
     const result = await pending;
     expect(result.error.code).toBe('APPROVAL_DENIED');
     expect(result.error.message).toContain('customer verified by phone');
@@ -148,7 +185,9 @@ describe('approvals', () => {
     const result = await env.callTool('apply_label', LABEL);
     const id = String(result.error.approval_id);
     await new Promise((r) => setTimeout(r, 60));
-    await expect(env.runtime.desk.decide(id, { approve: true, approver: APPROVER })).rejects.toThrow(/expired/);
+    await expect(env.runtime.desk.decide(id, { approve: true, approver: APPROVER })).rejects.toThrow(
+      /expired/,
+    );
     await env.runtime.pipeline.processApprovals();
     expect(env.runtime.approvals.get(id)?.state).toBe('expired');
     expect(labelsReceived()).toHaveLength(0);
@@ -170,9 +209,9 @@ describe('approvals', () => {
     env = await setup({ config: { approvals: { tools: { apply_label: 'four_eyes' } } } });
     const result = await env.callTool('apply_label', LABEL);
     const id = String(result.error.approval_id);
-    await expect(env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } })).rejects.toThrow(
-      /Four-eyes/,
-    );
+    await expect(
+      env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } }),
+    ).rejects.toThrow(/Four-eyes/);
     expect(env.runtime.approvals.get(id)?.state).toBe('pending');
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
@@ -193,7 +232,10 @@ describe('approvals', () => {
 
   it('suppress_user waits for approval and then writes the suppression trait the audience keys on', async () => {
     env = await setup();
-    const result = await env.callTool('suppress_user', { user_id: 'sandbox-high-risk', reason: 'promo abuse ring' });
+    const result = await env.callTool('suppress_user', {
+      user_id: 'sandbox-high-risk',
+      reason: 'promo abuse ring',
+    });
     expect(result.error.code).toBe('APPROVAL_PENDING');
     expect(env.sandbox.segment.eventsFor('sandbox-high-risk')).toHaveLength(0);
     await env.runtime.desk.decide(String(result.error.approval_id), { approve: true, approver: APPROVER });
@@ -210,7 +252,11 @@ describe('approvals', () => {
     env = await setup();
     const result = await env.callTool('apply_label', LABEL);
     const id = String(result.error.approval_id);
-    const other = await setup({ principal: { id: 'someone.else@example.com', kind: 'user', role: 'analyst' }, sandbox: env.sandbox, dataDir: env.dataDir });
+    const other = await setup({
+      principal: { id: 'someone.else@example.com', kind: 'user', role: 'analyst' },
+      sandbox: env.sandbox,
+      dataDir: env.dataDir,
+    });
     try {
       const status = await other.callTool('get_approval_status', { approval_id: id });
       expect(status.error.code).toBe('NOT_FOUND');

@@ -20,14 +20,24 @@ const auditRecords = (e: TestEnv) =>
   readFileSync(auditPath(e.config), 'utf8')
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown> & { event: string; tool?: string; principal: { id: string } });
+    .map(
+      (l) =>
+        JSON.parse(l) as Record<string, unknown> & {
+          event: string;
+          tool?: string;
+          principal: { id: string };
+        },
+    );
 
 describe('identity and authorization', () => {
   it('write tools refuse without an analyst identity; reads still work', async () => {
     env = await setup({ principal: { id: UNIDENTIFIED, kind: 'user', role: 'analyst' } });
     const read = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
     expect(read.isError).toBe(false);
-    const write = await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'should not be created' });
+    const write = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'should not be created',
+    });
     expect(write.error.code).toBe('FORBIDDEN');
     expect(write.error.message).toContain('FRAUDGATE_ANALYST');
     expect(env.sandbox.salesforce.journal).toHaveLength(0);
@@ -51,7 +61,10 @@ describe('identity and authorization', () => {
     const listed = (await env.client.listTools()).tools.map((t) => t.name);
     expect(listed).toContain('get_sift_score');
     expect(listed).not.toContain('create_fraud_case');
-    const result = await env.callTool('create_fraud_case', { user_id: 'sandbox-low-risk', summary: 'read only mode test' });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-low-risk',
+      summary: 'read only mode test',
+    });
     expect(result.error.code).toBe('FORBIDDEN');
     expect(result.error.message).toContain('read-only');
   });
@@ -60,14 +73,19 @@ describe('identity and authorization', () => {
     env = await setup({ principal: { id: 'vic.viewer@example.com', kind: 'user', role: 'viewer' } });
     const listed = (await env.client.listTools()).tools;
     expect(listed.every((t) => t.annotations?.readOnlyHint === true)).toBe(true);
-    const result = await env.callTool('suppress_user', { user_id: 'sandbox-low-risk', reason: 'not allowed' });
+    const result = await env.callTool('suppress_user', {
+      user_id: 'sandbox-low-risk',
+      reason: 'not allowed',
+    });
     expect(result.error.code).toBe('FORBIDDEN');
   });
 });
 
 describe('rate limits', () => {
   it('a principal × tool bucket refuses with RATE_LIMITED and retry_after_ms', async () => {
-    env = await setup({ config: { rate_limits: { tools: { get_sift_score: { capacity: 2, per_minute: 6 } } } } });
+    env = await setup({
+      config: { rate_limits: { tools: { get_sift_score: { capacity: 2, per_minute: 6 } } } },
+    });
     const ok1 = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
     const ok2 = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
     const limited = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
@@ -78,7 +96,9 @@ describe('rate limits', () => {
     expect(limited.error.retry_after_ms).toBeLessThanOrEqual(10_000);
     expect(env.sandbox.sift.requests('GET', '/v205/users/:id/score')).toHaveLength(2);
     // Another tool has its own bucket.
-    expect((await env.callTool('sync_decision_to_segment', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+    expect((await env.callTool('sync_decision_to_segment', { user_id: 'sandbox-low-risk' })).isError).toBe(
+      false,
+    );
   });
 });
 
@@ -87,8 +107,17 @@ describe('audit', () => {
     env = await setup();
     await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
     await env.callTool('get_sift_score', { user_id: 'bad id' });
-    await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'audited case creation', email: 'jane.doe@example.com' });
-    await env.callTool('apply_label', { user_id: 'sandbox-high-risk', is_bad: true, abuse_type: 'payment_abuse', description: 'mail jane.doe@example.com' });
+    await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'audited case creation',
+      email: 'jane.doe@example.com',
+    });
+    await env.callTool('apply_label', {
+      user_id: 'sandbox-high-risk',
+      is_bad: true,
+      abuse_type: 'payment_abuse',
+      description: 'mail jane.doe@example.com',
+    });
     await env.callTool('get_sift_score', { user_id: 'nobody-at-all' });
     const records = auditRecords(env);
     const events = records.map((r) => `${r.tool}:${r.event}`);
@@ -115,10 +144,15 @@ describe('audit', () => {
     rmSync(path, { force: true });
     mkdirSync(path);
     chmodSync(path, 0o500);
-    const result = await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'must not be written' });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'must not be written',
+    });
     expect(result.isError).toBe(true);
     expect(result.error.message).toMatch(/audit/i);
-    expect(env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk')).toHaveLength(0);
+    expect(
+      env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk'),
+    ).toHaveLength(0);
     rmSync(join(path), { recursive: true, force: true });
   });
 });
@@ -167,9 +201,19 @@ describe('upstream faults', () => {
 
   it('Salesforce 503 on the case upsert → retried (idempotent PATCH); one case', async () => {
     env = await setup();
-    env.sandbox.salesforce.faults.inject({ count: 1, method: 'PATCH', path: '/sobjects/Case/Fraudgate_Key__c/', status: 503 });
-    const result = await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'transient Salesforce outage' });
+    env.sandbox.salesforce.faults.inject({
+      count: 1,
+      method: 'PATCH',
+      path: '/sobjects/Case/Fraudgate_Key__c/',
+      status: 503,
+    });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'transient Salesforce outage',
+    });
     expect(result.isError).toBe(false);
-    expect(env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk')).toHaveLength(1);
+    expect(
+      env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk'),
+    ).toHaveLength(1);
   });
 });

@@ -23,7 +23,10 @@ export interface SetupOptions {
   config?: DeepPartial<Config>;
   principal?: Principal;
   /** Answer elicitation requests (declares the capability); absent = client without elicitation. */
-  elicit?: (message: string) => { action: 'accept' | 'decline' | 'cancel'; content?: Record<string, unknown> };
+  elicit?: (message: string) => {
+    action: 'accept' | 'decline' | 'cancel';
+    content?: Record<string, unknown>;
+  };
   tools?: readonly AnyTool[];
   /** Reuse a sandbox (e.g. across a simulated restart). */
   sandbox?: Sandbox;
@@ -45,7 +48,14 @@ export interface TestEnv {
   sandbox: Sandbox;
   config: Config;
   dataDir: string;
-  callTool(name: string, args: Record<string, unknown>, options?: { onprogress?: (p: { progress: number; total?: number; message?: string }) => void; signal?: AbortSignal }): Promise<CallResult>;
+  callTool(
+    name: string,
+    args: Record<string, unknown>,
+    options?: {
+      onprogress?: (p: { progress: number; total?: number; message?: string }) => void;
+      signal?: AbortSignal;
+    },
+  ): Promise<CallResult>;
   /** Reconnect a fresh runtime and client on the same data dir and sandbox (a server restart). */
   restart(options?: Omit<SetupOptions, 'sandbox' | 'dataDir'>): Promise<TestEnv>;
   close(): Promise<void>;
@@ -68,14 +78,19 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
   let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_DEFAULTS), options.config ?? {});
   config = { ...config, ...sandbox.config, data_dir: dataDir, mode: 'sandbox' };
   if (options.config?.sift) config.sift = { ...config.sift, ...options.config.sift } as Config['sift'];
-  if (options.config?.segment) config.segment = { ...config.segment, ...options.config.segment } as Config['segment'];
+  if (options.config?.segment)
+    config.segment = { ...config.segment, ...options.config.segment } as Config['segment'];
   const runtime = await openRuntime({
     config,
     secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
     tools: options.tools ?? allTools,
     logger: silentLogger,
   });
-  const server = createMcpServer({ pipeline: runtime.pipeline, principal: options.principal ?? ANALYST, logger: silentLogger });
+  const server = createMcpServer({
+    pipeline: runtime.pipeline,
+    principal: options.principal ?? ANALYST,
+    logger: silentLogger,
+  });
   const client = new Client(
     { name: 'fraudgate-test', version: '0.0.0' },
     options.elicit ? { capabilities: { elicitation: { form: {} } } } : {},

@@ -19,7 +19,13 @@ describe('get_sift_score', () => {
     const result = await env.callTool('get_sift_score', { user_id: 'sandbox-high-risk' });
     expect(result.isError).toBe(false);
     const out = result.output as {
-      highest: { abuse_type: string; score: number; sift_score: number; risk_band: string; reasons: { name: string }[] };
+      highest: {
+        abuse_type: string;
+        score: number;
+        sift_score: number;
+        risk_band: string;
+        reasons: { name: string }[];
+      };
       scores: { abuse_type: string }[];
     };
     expect(out.highest.abuse_type).toBe('payment_abuse');
@@ -32,7 +38,9 @@ describe('get_sift_score', () => {
 
     const blocked = await env.callTool('get_sift_score', { user_id: 'sandbox-blocked' });
     expect(blocked.output.latest_decisions).toEqual(
-      expect.arrayContaining([expect.objectContaining({ decision_id: 'block_user_payment_abuse', category: 'block' })]),
+      expect.arrayContaining([
+        expect.objectContaining({ decision_id: 'block_user_payment_abuse', category: 'block' }),
+      ]),
     );
   });
 
@@ -74,11 +82,17 @@ describe('sync_decision_to_segment', () => {
   it('maps the current Sift decision through the configured mapping to traits and a track event', async () => {
     const result = await env.callTool('sync_decision_to_segment', { user_id: 'sandbox-blocked' });
     expect(result.isError).toBe(false);
-    expect(result.output.decision).toMatchObject({ decision_id: 'block_user_payment_abuse', category: 'block' });
+    expect(result.output.decision).toMatchObject({
+      decision_id: 'block_user_payment_abuse',
+      category: 'block',
+    });
     expect(result.output.traits_written).toMatchObject({ fraud_decision: 'block', fraud_blocked: true });
     const events = env.sandbox.segment.eventsFor('sandbox-blocked');
     expect(events.map((e) => e.type).sort()).toEqual(['identify', 'track']);
-    expect(env.sandbox.segment.profile('sandbox-blocked')).toMatchObject({ fraud_decision: 'block', fraud_blocked: true });
+    expect(env.sandbox.segment.profile('sandbox-blocked')).toMatchObject({
+      fraud_decision: 'block',
+      fraud_blocked: true,
+    });
     // The decision came from Sift itself.
     expect(env.sandbox.sift.requests('GET', '/v3/accounts/:acct/users/:uid/decisions')).toHaveLength(1);
   });
@@ -97,7 +111,11 @@ describe('sync_decision_to_segment', () => {
       config: {
         mapping: {
           decisions: {
-            block: { segment_traits: { risk_tier: 'blocked' }, segment_event: 'User Blocked', salesforce_value: 'Blocked' },
+            block: {
+              segment_traits: { risk_tier: 'blocked' },
+              segment_event: 'User Blocked',
+              salesforce_value: 'Blocked',
+            },
           },
         },
       },
@@ -110,7 +128,10 @@ describe('sync_decision_to_segment', () => {
   });
 
   it('the agent cannot supply the decision', async () => {
-    const result = await env.callTool('sync_decision_to_segment', { user_id: 'sandbox-low-risk', decision: 'block' });
+    const result = await env.callTool('sync_decision_to_segment', {
+      user_id: 'sandbox-low-risk',
+      decision: 'block',
+    });
     expect(result.error.code).toBe('INVALID_INPUT');
     expect(result.error.message).toContain('decision');
     expect(env.sandbox.segment.journal).toHaveLength(0);
@@ -134,8 +155,15 @@ describe('create_fraud_case', () => {
       summary: 'Card testing pattern on three cards in an hour',
     });
     expect(result.isError).toBe(false);
-    expect(result.output).toMatchObject({ existing: false, match: 'sift_user_id', risk_band: 'critical', priority: 'High' });
-    const cases = env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk');
+    expect(result.output).toMatchObject({
+      existing: false,
+      match: 'sift_user_id',
+      risk_band: 'critical',
+      priority: 'High',
+    });
+    const cases = env.sandbox.salesforce
+      .records('Case')
+      .filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk');
     expect(cases).toHaveLength(1);
     const created = cases[0]!;
     const queue = env.sandbox.salesforce.records('Group').find((g) => g.DeveloperName === 'Fraud_Review');
@@ -155,28 +183,51 @@ describe('create_fraud_case', () => {
     expect(byEmail.output.match).toBe('email');
     expect(byEmail.output.contact_id).toBeTruthy();
 
-    const none = await env.callTool('create_fraud_case', { user_id: 'sandbox-unmatched', summary: 'No CRM record for this user' });
+    const none = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-unmatched',
+      summary: 'No CRM record for this user',
+    });
     expect(none.isError).toBe(false);
     expect(none.output.match).toBe('none');
   });
 
   it('returns the open case instead of creating a second one', async () => {
-    const first = await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'First report of abuse' });
-    const second = await env.callTool('create_fraud_case', { user_id: 'sandbox-high-risk', summary: 'Second report of abuse' });
+    const first = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'First report of abuse',
+    });
+    const second = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'Second report of abuse',
+    });
     expect(second.output).toMatchObject({ existing: true, case_id: first.output.case_id });
-    expect(env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk')).toHaveLength(1);
+    expect(
+      env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk'),
+    ).toHaveLength(1);
   });
 
   it('a lost response on the case upsert is retried without creating a second case (external-id upsert)', async () => {
-    env.sandbox.salesforce.faults.inject({ method: 'PATCH', path: '/sobjects/Case/Fraudgate_Key__c/', dropResponse: true });
+    env.sandbox.salesforce.faults.inject({
+      method: 'PATCH',
+      path: '/sobjects/Case/Fraudgate_Key__c/',
+      dropResponse: true,
+    });
     const before = env.sandbox.salesforce.records('Case').length;
-    const result = await env.callTool('create_fraud_case', { user_id: 'sandbox-low-risk', summary: 'Response lost on the way back' });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-low-risk',
+      summary: 'Response lost on the way back',
+    });
     expect(result.error).toBeUndefined();
     // The first PATCH created the case but its answer was lost; the retried PATCH updated the same case.
-    expect(env.sandbox.salesforce.requests('PATCH', '/services/data/:v/sobjects/Case/Fraudgate_Key__c/:key')).toHaveLength(2);
+    expect(
+      env.sandbox.salesforce.requests('PATCH', '/services/data/:v/sobjects/Case/Fraudgate_Key__c/:key'),
+    ).toHaveLength(2);
     expect(env.sandbox.salesforce.records('Case')).toHaveLength(before + 1);
     // A second call finds the open case.
-    const again = await env.callTool('create_fraud_case', { user_id: 'sandbox-low-risk', summary: 'Response lost on the way back' });
+    const again = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-low-risk',
+      summary: 'Response lost on the way back',
+    });
     expect(again.output).toMatchObject({ existing: true, case_id: result.output.case_id });
   });
 
@@ -192,9 +243,16 @@ describe('create_fraud_case', () => {
   });
 
   it('bad input names the field and writes nothing', async () => {
-    const result = await env.callTool('create_fraud_case', { user_id: 'sandbox-low-risk', summary: 'short', email: 'not-an-email', priority: 'Urgent' });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-low-risk',
+      summary: 'short',
+      email: 'not-an-email',
+      priority: 'Urgent',
+    });
     expect(result.error.code).toBe('INVALID_INPUT');
     for (const field of ['summary', 'email', 'priority']) expect(result.error.message).toContain(field);
-    expect(env.sandbox.salesforce.journal.filter((e) => e.method !== 'POST' || !e.path.includes('oauth2'))).toHaveLength(0);
+    expect(
+      env.sandbox.salesforce.journal.filter((e) => e.method !== 'POST' || !e.path.includes('oauth2')),
+    ).toHaveLength(0);
   });
 });
