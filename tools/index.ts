@@ -3,16 +3,26 @@
  * module in this folder and one line here; src/server.ts exposes each through the governance pipeline.
  */
 import type { AnyTool } from '../src/tool.ts';
+import { applyDecision } from './apply-decision.ts';
 import { applyLabel } from './apply-label.ts';
 import { createFraudCase } from './create-fraud-case.ts';
 import { getApprovalStatus } from './get-approval-status.ts';
 import { getSiftScore } from './get-sift-score.ts';
+import { getUserDecisions } from './get-user-decisions.ts';
+import { listSiftDecisions } from './list-sift-decisions.ts';
+import { removeLabel } from './remove-label.ts';
+import { sendSiftEvent } from './send-sift-event.ts';
 import { suppressUser } from './suppress-user.ts';
 import { syncDecisionToSegment } from './sync-decision-to-segment.ts';
 
 export const tools: readonly AnyTool[] = [
   getSiftScore,
   applyLabel,
+  removeLabel,
+  sendSiftEvent,
+  listSiftDecisions,
+  getUserDecisions,
+  applyDecision,
   syncDecisionToSegment,
   createFraudCase,
   suppressUser,

@@ -1,0 +1,117 @@
+import * as z from 'zod';
+import type { SiftDecisionDefinition } from '../src/clients/types.ts';
+import { InvalidInputError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { decisionCatalogue } from './list-sift-decisions.ts';
+import { siftEvidence, userId } from './schemas.ts';
+
+/**
+ * The catalogue entry for a decision id, read fresh from Sift: the category that selects the
+ * approval policy must be Sift's, never the model's. Unknown or non-user decisions are INVALID_INPUT.
+ */
+async function userDecision(decisionId: string, ctx: ToolContext): Promise<SiftDecisionDefinition> {
+  const { decisions } = await decisionCatalogue({}, ctx, { fresh: true });
+  const found = decisions.find((d) => d.id === decisionId);
+  if (!found) {
+    throw new InvalidInputError([
+      {
+        field: 'decision_id',
+        message: `Sift has no decision "${decisionId}"; pick one from list_sift_decisions`,
+      },
+    ]);
+  }
+  if (found.entityType !== 'user') {
+    throw new InvalidInputError([
+      {
+        field: 'decision_id',
+        message: `"${decisionId}" is a ${found.entityType} decision; apply_decision applies user decisions only`,
+      },
+    ]);
+  }
+  return found;
+}
+
+export const applyDecision = defineTool({
+  name: 'apply_decision',
+  title: 'Apply a Sift decision to a user',
+  description:
+    "Apply one of the account's configured Sift user decisions (find the decision_id with list_sift_decisions) to a user, " +
+    'e.g. block, watch or accept them for an abuse type. This changes what happens to the customer. Whether a human must ' +
+    "approve depends on the decision's category in Sift: BLOCK always needs approval (possibly by a second person), " +
+    'WATCH and ACCEPT follow the configured policy. When approval is needed the call returns APPROVAL_PENDING with an ' +
+    'approval id: check it with get_approval_status, do not call again. Give the reason in description. The source ' +
+    '(MANUAL_REVIEW) and analyst (your identity) recorded in Sift are set by fraudgate; you cannot set them. ' +
+    'Ids not in the catalogue, or decisions for orders/sessions/content, are refused.',
+  risk: 'destructive',
+  toolset: 'sift',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    decision_id: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9_.:-]+$/, 'a decision id from list_sift_decisions, e.g. block_user_payment_abuse')
+      .describe('The decision to apply, from list_sift_decisions (entity type user).'),
+    description: z
+      .string()
+      .trim()
+      .min(3)
+      .max(1000)
+      .describe('Why: the evidence behind the decision (required).'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    decision_id: z.string(),
+    name: z.string(),
+    category: z.enum(['block', 'watch', 'accept']),
+    abuse_type: z.string(),
+    source: z.literal('MANUAL_REVIEW'),
+    analyst: z.string().describe('Who the decision is recorded under in Sift.'),
+    applied_at: z.string(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async approvalKey(args, ctx) {
+    const decision = await userDecision(args.decision_id, ctx);
+    // BLOCK never runs on the model's word alone, whatever the configured default for the tool.
+    return {
+      key: `apply_decision:${decision.category}`,
+      ...(decision.category === 'block' ? { floor: 'approval' } : {}),
+    };
+  },
+  async evidence(args, ctx) {
+    const decision = await userDecision(args.decision_id, ctx);
+    return {
+      decision: {
+        id: decision.id,
+        name: decision.name,
+        category: decision.category,
+        abuse_type: decision.abuseType,
+      },
+      ...(await siftEvidence(args.user_id, ctx)),
+    };
+  },
+  async run(args, ctx) {
+    const decision = await userDecision(args.decision_id, ctx);
+    const applied = await ctx.clients.sift.applyUserDecision(
+      args.user_id,
+      {
+        decisionId: decision.id,
+        source: 'MANUAL_REVIEW',
+        analyst: ctx.principal.id,
+        description: args.description,
+      },
+      { signal: ctx.signal },
+    );
+    return {
+      user_id: args.user_id,
+      decision_id: decision.id,
+      name: decision.name,
+      category: decision.category,
+      abuse_type: decision.abuseType,
+      source: 'MANUAL_REVIEW' as const,
+      analyst: ctx.principal.id,
+      applied_at: new Date(applied.time > 0 ? applied.time : ctx.now().getTime()).toISOString(),
+    };
+  },
+});

@@ -1,0 +1,48 @@
+import * as z from 'zod';
+import { defineTool } from '../src/tool.ts';
+import { abuseType, siftEvidence, userId } from './schemas.ts';
+
+/**
+ * The inverse of apply_label, as its own tool rather than an `action` argument: a model picks
+ * "remove" by name, the arguments differ (no is_bad), and approvals and audit show the intent plainly.
+ */
+export const removeLabel = defineTool({
+  name: 'remove_label',
+  title: "Remove a user's Sift label",
+  description:
+    'Remove the label (bad or not bad) a Sift user carries for one abuse type, e.g. when apply_label was a mistake. ' +
+    "This retrains Sift's model and can affect the customer, so it follows the same policy as apply_label: a human " +
+    'must approve it first (the call returns APPROVAL_PENDING with an approval id if nobody decided yet — check it with ' +
+    "get_approval_status, do not call again). Give the reason in reason (kept in fraudgate's audit; Sift's unlabel " +
+    'API records no reason). Safe to repeat: removing an absent label changes nothing. It does not undo decisions.',
+  risk: 'destructive',
+  toolset: 'sift',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    abuse_type: abuseType.describe('The abuse type whose label is removed; other abuse types keep theirs.'),
+    reason: z
+      .string()
+      .trim()
+      .min(3)
+      .max(1000)
+      .describe('Why the label is wrong or no longer applies (required).'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    abuse_type: z.string(),
+    removed_at: z.string(),
+    requested_by: z.string(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  async run(args, ctx) {
+    await ctx.clients.sift.removeLabel(args.user_id, args.abuse_type, { signal: ctx.signal });
+    return {
+      user_id: args.user_id,
+      abuse_type: args.abuse_type,
+      removed_at: ctx.now().toISOString(),
+      requested_by: ctx.principal.id,
+    };
+  },
+});

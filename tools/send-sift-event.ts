@@ -1,0 +1,571 @@
+import * as z from 'zod';
+import type { SiftEventResult } from '../src/clients/types.ts';
+import { ERROR_CODES, FraudgateError, toFraudgateError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { currencyDecimals, fromMicros, toMicros, toSiftMicros } from './money.ts';
+import { abuseType, latestDecision, latestLabel, scoreEntry, summarizeScore, userId } from './schemas.ts';
+
+/** Sift's id charset (contract §10) also holds for the other ids we send: transaction, session, transfer. */
+const siftId = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
+    .describe(what);
+
+const decimalAmount = (what: string) =>
+  z
+    .string()
+    .regex(/^-?\d{1,20}(\.\d{1,20})?$/, 'a decimal string like "12.50" (no exponent, no thousands separator)')
+    .describe(
+      `${what} as a decimal string in the currency's base unit, e.g. "12.50" (USD), "1500" (JPY), "0.015" (BTC).`,
+    );
+
+const currency = z
+  .string()
+  .regex(/^[A-Za-z]{3,5}$/, 'an ISO 4217 code such as USD or JPY, or a crypto ticker such as BTC')
+  .refine(
+    (c) => currencyDecimals(c) !== undefined,
+    'unknown currency: use an ISO 4217 code or BTC, ETH, LTC, USDC, USDT…',
+  )
+  .describe(
+    'ISO 4217 code (USD, EUR, JPY…) or crypto ticker (BTC, ETH…). Sent upper-cased as $currency_code.',
+  );
+
+const status = z.enum(['success', 'failure', 'pending']);
+
+/** Product-defined status words sent as custom fields (Sift does not interpret them). */
+const customStatus = (what: string) =>
+  z
+    .string()
+    .regex(/^[a-z0-9_]{1,64}$/, 'lower-case letters, digits and _')
+    .describe(what);
+
+const customFields = z
+  .record(
+    z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'custom field names are snake_case and never start with $'),
+    z.union([z.string().max(1000), z.number(), z.boolean()]),
+  )
+  .refine((r) => Object.keys(r).length <= 30, 'at most 30 custom fields')
+  .describe(
+    'Extra product fields sent as Sift custom fields (snake_case names; string, number or boolean values).',
+  );
+
+/** Where the event happened: session, network and device. Personal data: sent to Sift, never echoed back. */
+const context = {
+  session_id: siftId('The Sift JS/SDK session id ($session_id).').optional(),
+  ip: z.union([z.ipv4(), z.ipv6()]).optional().describe('Client IP ($ip).'),
+  user_agent: z
+    .string()
+    .min(1)
+    .max(1000)
+    .optional()
+    .describe('Browser user agent ($browser.$user_agent); web only.'),
+  app: z
+    .strictObject({
+      os: z.string().max(100).optional(),
+      os_version: z.string().max(100).optional(),
+      device_manufacturer: z.string().max(100).optional(),
+      device_model: z.string().max(100).optional(),
+      device_unique_id: z.string().max(255).optional(),
+      app_name: z.string().max(100).optional(),
+      app_version: z.string().max(100).optional(),
+    })
+    .optional()
+    .describe('Mobile app and device ($app); give this or user_agent, not both.'),
+  occurred_at: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .describe('When it happened (ISO 8601); only for backfill.'),
+};
+
+const account = {
+  user_id: userId,
+  email: z.email().optional().describe('$user_email.'),
+  name: z.string().min(1).max(200).optional(),
+  phone: z.string().min(3).max(40).optional(),
+  verification_phone_number: z
+    .string()
+    .regex(/^\+[1-9]\d{6,14}$/, 'E.164, e.g. +14155550123')
+    .optional()
+    .describe('Phone used for one-time codes, E.164.'),
+  referrer_user_id: userId.optional().describe('Who referred this user.'),
+  account_types: z
+    .array(z.string().min(1).max(64))
+    .max(10)
+    .optional()
+    .describe('e.g. ["wallet", "premium"].'),
+  social_sign_on_type: z
+    .enum(['facebook', 'google', 'linkedin', 'twitter', 'yahoo', 'microsoft', 'amazon', 'apple', 'other'])
+    .optional(),
+  account_state: customStatus('Wallet account state, e.g. active, frozen, closed (custom field).').optional(),
+  sms_verification_status: customStatus('e.g. pending, verified, failed (custom field).').optional(),
+  credit_verification_status: customStatus('e.g. pending, passed, failed (custom field).').optional(),
+  custom_fields: customFields.optional(),
+  ...context,
+};
+
+type MoneyField = 'amount' | 'current_balance' | 'new_balance';
+
+/** Amount checks that need the currency: precision and size (zod issues land on the amount field). */
+function checkMoney(fields: readonly MoneyField[]) {
+  return (value: Partial<Record<MoneyField, string>> & { currency: string }, ctx: z.RefinementCtx) => {
+    if (currencyDecimals(value.currency) === undefined) return;
+    for (const field of fields) {
+      const raw = value[field];
+      if (raw === undefined) continue;
+      const micros = toSiftMicros(raw, value.currency);
+      if (!micros.ok) ctx.addIssue({ code: 'custom', path: [field], message: micros.reason });
+      else if (field === 'amount' && micros.value <= 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [field],
+          message: 'must be greater than 0 (the direction is in transaction_type)',
+        });
+      }
+    }
+  };
+}
+
+function checkDevice(value: { user_agent?: string | undefined; app?: unknown }, ctx: z.RefinementCtx) {
+  if (value.user_agent !== undefined && value.app !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['app'],
+      message: 'give user_agent (web) or app (mobile), not both',
+    });
+  }
+}
+
+const createAccount = z
+  .strictObject({ event_type: z.literal('create_account'), ...account })
+  .superRefine(checkDevice)
+  .describe('A new wallet account ($create_account).');
+
+const updateAccount = z
+  .strictObject({
+    event_type: z.literal('update_account'),
+    ...account,
+    changed_password: z.boolean().optional().describe('The update was a password change.'),
+  })
+  .superRefine(checkDevice)
+  .describe('Changed account details or states ($update_account).');
+
+const login = z
+  .strictObject({
+    event_type: z.literal('login'),
+    user_id: userId,
+    login_status: z.enum(['success', 'failure']),
+    failure_reason: z
+      .enum(['account_unknown', 'account_suspended', 'account_disabled', 'wrong_password'])
+      .optional()
+      .describe('Only with login_status failure.'),
+    username: z.string().min(1).max(255).optional(),
+    ...context,
+  })
+  .superRefine((value, ctx) => {
+    checkDevice(value, ctx);
+    if (value.failure_reason !== undefined && value.login_status !== 'failure') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['failure_reason'],
+        message: 'only allowed when login_status is failure',
+      });
+    }
+  })
+  .describe('A login attempt ($login).');
+
+const logout = z
+  .strictObject({ event_type: z.literal('logout'), user_id: userId, ...context })
+  .superRefine(checkDevice)
+  .describe('A logout ($logout).');
+
+const DECLINE_CATEGORIES = [
+  'fraud',
+  'lost_or_stolen',
+  'risky',
+  'bank_decline',
+  'invalid',
+  'expired',
+  'insufficient_funds',
+  'limit_exceeded',
+  'additional_verification_required',
+  'invalid_verification',
+  'other',
+] as const;
+
+const PAYMENT_TYPES = [
+  'digital_wallet',
+  'crypto_currency',
+  'credit_card',
+  'debit_card',
+  'prepaid_card',
+  'ach_credit',
+  'ach_debit',
+  'wire_credit',
+  'wire_debit',
+  'sepa_credit',
+  'sepa_instant_credit',
+  'sepa_direct_debit',
+  'electronic_fund_transfer',
+  'cash',
+  'store_credit',
+] as const;
+
+const transaction = z
+  .strictObject({
+    event_type: z.literal('transaction'),
+    user_id: userId.describe('The wallet owner ($user_id).'),
+    transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']),
+    transaction_status: status.describe(
+      'success | failure | pending. To report a later outcome, send the same transaction again with the same transaction_id and the new status.',
+    ),
+    transaction_id: siftId('Your id for this money movement ($transaction_id); reuse it for status updates.'),
+    amount: decimalAmount('Amount moved (positive)'),
+    currency,
+    current_balance: decimalAmount('Wallet balance before the transaction').optional(),
+    new_balance: decimalAmount('Wallet balance after the transaction').optional(),
+    decline_category: z.enum(DECLINE_CATEGORIES).optional().describe('Only with transaction_status failure.'),
+    transfer_recipient_user_id: userId
+      .optional()
+      .describe('Only with transaction_type transfer: the receiving user.'),
+    payment_type: z
+      .enum(PAYMENT_TYPES)
+      .optional()
+      .describe('How the money moved ($payment_method.$payment_type).'),
+    custom_fields: customFields.optional(),
+    ...context,
+  })
+  .superRefine((value, ctx) => {
+    checkDevice(value, ctx);
+    checkMoney(['amount', 'current_balance', 'new_balance'])(value, ctx);
+    if (value.decline_category !== undefined && value.transaction_status !== 'failure') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['decline_category'],
+        message: 'only allowed when transaction_status is failure',
+      });
+    }
+    if (value.transfer_recipient_user_id !== undefined && value.transaction_type !== 'transfer') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['transfer_recipient_user_id'],
+        message: 'only allowed when transaction_type is transfer',
+      });
+    }
+  })
+  .describe(
+    'A deposit, withdrawal or transfer ($transaction), or a status update of one (same transaction_id).',
+  );
+
+const walletTransfer = z
+  .strictObject({
+    event_type: z.literal('wallet_transfer'),
+    sender_user_id: userId.describe('The wallet the money leaves.'),
+    recipient_user_id: userId.describe('The wallet the money reaches.'),
+    transfer_id: siftId('Your id for this transfer; both events carry it.'),
+    amount: decimalAmount('Amount moved (positive)'),
+    currency,
+    transfer_status: status,
+    ...context,
+  })
+  .superRefine((value, ctx) => {
+    checkDevice(value, ctx);
+    checkMoney(['amount'])(value, ctx);
+    if (value.sender_user_id === value.recipient_user_id) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['recipient_user_id'],
+        message: 'must differ from sender_user_id',
+      });
+    }
+  })
+  .describe(
+    'A wallet-to-wallet transfer, sent as two custom events: send_money (sender) and receive_money (recipient).',
+  );
+
+const eventInput = z.discriminatedUnion('event_type', [
+  createAccount,
+  updateAccount,
+  login,
+  logout,
+  transaction,
+  walletTransfer,
+]);
+
+type EventInput = z.infer<typeof eventInput>;
+type ContextInput = { [K in keyof typeof context]?: z.infer<(typeof context)[K]> };
+
+const sentEvent = z.object({
+  sift_type: z.string().describe('$type as Sift received it, e.g. $transaction or send_money.'),
+  user_id: z.string(),
+  transaction_id: z.string().optional(),
+  transaction_status: z.string().optional(),
+  amount: z.string().optional().describe('Canonical decimal amount.'),
+  amount_micros: z.number().int().optional().describe('What Sift received as the amount, in micros.'),
+  currency_code: z.string().optional(),
+});
+
+type SentEvent = z.infer<typeof sentEvent>;
+
+/** Maps `success` → `$success` and so on: Sift's reserved enum values carry a `$`. */
+const reserved = (value: string) => `$${value}`;
+
+/** Throws only for amounts the schema already checked, so a failure here is a bug. */
+function micros(amount: string, code: string): number {
+  const result = toSiftMicros(amount, code);
+  if (!result.ok) throw new Error(`money check skipped: ${result.reason}`);
+  return result.value;
+}
+
+function canonical(amount: string, code: string): string {
+  const m = toMicros(amount, code);
+  const text = m.ok ? fromMicros(m.value, code) : undefined;
+  return text?.ok ? text.value : amount;
+}
+
+function contextFields(e: ContextInput): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (e.session_id !== undefined) out.$session_id = e.session_id;
+  if (e.ip !== undefined) out.$ip = e.ip;
+  if (e.user_agent !== undefined) out.$browser = { $user_agent: e.user_agent };
+  if (e.app !== undefined) {
+    out.$app = Object.fromEntries(
+      Object.entries(e.app)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [`$${k}`, v]),
+    );
+  }
+  if (e.occurred_at !== undefined) out.$time = Date.parse(e.occurred_at);
+  return out;
+}
+
+/** Copy the defined entries, renaming keys; undefined values are left out of the Sift body. */
+function pick(source: Record<string, unknown>, names: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [from, to] of Object.entries(names)) if (source[from] !== undefined) out[to] = source[from];
+  return out;
+}
+
+/** The Sift event bodies for one input (two for a wallet transfer), without `$api_key` (the client adds it). */
+export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; sent: SentEvent }[] {
+  switch (e.event_type) {
+    case 'create_account':
+    case 'update_account': {
+      const body: Record<string, unknown> = {
+        $type: reserved(e.event_type),
+        $user_id: e.user_id,
+        ...pick(e, {
+          email: '$user_email',
+          name: '$name',
+          phone: '$phone',
+          verification_phone_number: '$verification_phone_number',
+          referrer_user_id: '$referrer_user_id',
+          account_types: '$account_types',
+          changed_password: '$changed_password',
+        }),
+        ...(e.social_sign_on_type ? { $social_sign_on_type: reserved(e.social_sign_on_type) } : {}),
+        ...contextFields(e),
+        ...e.custom_fields,
+        ...pick(e, {
+          account_state: 'account_state',
+          sms_verification_status: 'sms_verification_status',
+          credit_verification_status: 'credit_verification_status',
+        }),
+      };
+      return [{ body, sent: { sift_type: reserved(e.event_type), user_id: e.user_id } }];
+    }
+    case 'login': {
+      const body = {
+        $type: '$login',
+        $user_id: e.user_id,
+        $login_status: reserved(e.login_status),
+        ...(e.failure_reason ? { $failure_reason: reserved(e.failure_reason) } : {}),
+        ...pick(e, { username: '$username' }),
+        ...contextFields(e),
+      };
+      return [{ body, sent: { sift_type: '$login', user_id: e.user_id } }];
+    }
+    case 'logout':
+      return [
+        {
+          body: { $type: '$logout', $user_id: e.user_id, ...contextFields(e) },
+          sent: { sift_type: '$logout', user_id: e.user_id },
+        },
+      ];
+    case 'transaction': {
+      const code = e.currency.toUpperCase();
+      const amountMicros = micros(e.amount, code);
+      const body: Record<string, unknown> = {
+        $type: '$transaction',
+        $user_id: e.user_id,
+        $transaction_type: reserved(e.transaction_type),
+        $transaction_status: reserved(e.transaction_status),
+        $transaction_id: e.transaction_id,
+        $amount: amountMicros,
+        $currency_code: code,
+        ...(e.current_balance === undefined ? {} : { $current_balance: micros(e.current_balance, code) }),
+        ...(e.new_balance === undefined ? {} : { $new_balance: micros(e.new_balance, code) }),
+        ...(e.decline_category ? { $decline_category: reserved(e.decline_category) } : {}),
+        ...pick(e, { transfer_recipient_user_id: '$transfer_recipient_user_id' }),
+        ...(e.payment_type ? { $payment_method: { $payment_type: reserved(e.payment_type) } } : {}),
+        ...contextFields(e),
+        ...e.custom_fields,
+      };
+      return [
+        {
+          body,
+          sent: {
+            sift_type: '$transaction',
+            user_id: e.user_id,
+            transaction_id: e.transaction_id,
+            transaction_status: e.transaction_status,
+            amount: canonical(e.amount, code),
+            amount_micros: amountMicros,
+            currency_code: code,
+          },
+        },
+      ];
+    }
+    case 'wallet_transfer': {
+      const code = e.currency.toUpperCase();
+      const amountMicros = micros(e.amount, code);
+      // Custom events: no `$` fields beyond the ones Sift allows on them; money in micros like $amount.
+      const shared = {
+        transfer_id: e.transfer_id,
+        amount_micros: amountMicros,
+        currency_code: code,
+        transfer_status: e.transfer_status,
+      };
+      const sent = (type: string, user: string): SentEvent => ({
+        sift_type: type,
+        user_id: user,
+        transaction_id: e.transfer_id,
+        transaction_status: e.transfer_status,
+        amount: canonical(e.amount, code),
+        amount_micros: amountMicros,
+        currency_code: code,
+      });
+      return [
+        {
+          // The sender's session and device: they are the one acting.
+          body: {
+            $type: 'send_money',
+            $user_id: e.sender_user_id,
+            recipient_user_id: e.recipient_user_id,
+            ...shared,
+            ...contextFields(e),
+          },
+          sent: sent('send_money', e.sender_user_id),
+        },
+        {
+          body: {
+            $type: 'receive_money',
+            $user_id: e.recipient_user_id,
+            sender_user_id: e.sender_user_id,
+            ...shared,
+            ...(e.occurred_at === undefined ? {} : { $time: Date.parse(e.occurred_at) }),
+          },
+          sent: sent('receive_money', e.recipient_user_id),
+        },
+      ];
+    }
+  }
+}
+
+const actingUser = (e: EventInput) => (e.event_type === 'wallet_transfer' ? e.sender_user_id : e.user_id);
+
+function scoreOf(result: SiftEventResult, ctx: ToolContext) {
+  if (result.score) return { score: summarizeScore(result.score, ctx.config.risk_bands), score_error: null };
+  return {
+    score: null,
+    score_error: {
+      sift_status: result.scoreStatus ?? -1,
+      message: `The event was recorded but Sift could not score it (${result.scoreErrorMessage ?? 'no score returned'}); call get_sift_score later.`,
+    },
+  };
+}
+
+export const sendSiftEvent = defineTool({
+  name: 'send_sift_event',
+  title: 'Send a wallet event to Sift',
+  description:
+    'Report what happened in the online wallet to Sift so it can score the user: account created or updated (including ' +
+    'account_state, sms_verification_status, credit_verification_status), login, logout, a deposit / withdrawal / transfer ' +
+    '(event_type transaction; send it again with the same transaction_id to report a later status such as pending → success), ' +
+    'or a wallet-to-wallet transfer (event_type wallet_transfer: one call sends send_money for the sender and receive_money ' +
+    'for the recipient). Amounts are decimal strings in the base unit with a currency ("12.50" USD, "1500" JPY, "0.0015" BTC); ' +
+    'they are converted exactly to Sift micros, and more decimals than the currency allows is refused. ' +
+    "Set return_score=true to get the acting user's fresh score in the same call; if only the scoring failed, the event still " +
+    'counts and score_error says so. Returns what was sent (types, ids, micros), never the personal data you passed. ' +
+    'Not retried automatically and not idempotent: Sift has no idempotency key, so calling again records the event twice — ' +
+    'after an error, check before resending. Does not label or decide anything.',
+  risk: 'write',
+  toolset: 'sift',
+  idempotent: false,
+  input: z.strictObject({
+    event: eventInput.describe('The event; event_type selects which fields apply.'),
+    return_score: z
+      .boolean()
+      .default(false)
+      .describe("Also return the acting user's score (sender for wallet_transfer)."),
+    abuse_types: z.array(abuseType).min(1).optional().describe('With return_score: only these abuse types.'),
+  }),
+  output: z.object({
+    event_type: z.string(),
+    user_id: z.string().describe('The acting user (the sender for wallet_transfer).'),
+    events_sent: z.array(sentEvent),
+    score: z
+      .object({
+        highest: scoreEntry.nullable(),
+        scores: z.array(scoreEntry),
+        latest_decisions: z.array(latestDecision),
+        latest_labels: z.array(latestLabel),
+      })
+      .nullable()
+      .describe('With return_score: the score after this event; else null.'),
+    score_error: z
+      .object({ sift_status: z.number(), message: z.string() })
+      .nullable()
+      .describe('With return_score: why no score came back although the event was recorded; else null.'),
+  }),
+  target: (args) => `sift_user:${actingUser(args.event)}`,
+  async run(args, ctx) {
+    const events = toSiftEvents(args.event);
+    const sent: SentEvent[] = [];
+    let first: SiftEventResult | undefined;
+    for (const [index, { body, sent: summary }] of events.entries()) {
+      try {
+        const result = await ctx.clients.sift.sendEvent(body, {
+          signal: ctx.signal,
+          // Only the first (acting user's) event asks for a score.
+          ...(index === 0 && args.return_score ? { returnScore: true, abuseTypes: args.abuse_types } : {}),
+        });
+        first ??= result;
+        sent.push(summary);
+      } catch (thrown) {
+        if (sent.length === 0) throw thrown;
+        const error = toFraudgateError(thrown);
+        // Resending the whole call would duplicate what already reached Sift.
+        throw new FraudgateError(
+          ERROR_CODES.UPSTREAM_ERROR,
+          `${sent.map((s) => s.sift_type).join(', ')} reached Sift but ${summary.sift_type} failed (${error.message}). ` +
+            'Do not repeat this call: it would record the first event twice. Ask an operator to resend the missing event.',
+          {
+            retryable: false,
+            detail: error.detail,
+            data: { sent: sent.map((s) => s.sift_type), failed: summary.sift_type },
+          },
+        );
+      }
+    }
+    const scored = args.return_score && first ? scoreOf(first, ctx) : { score: null, score_error: null };
+    return {
+      event_type: args.event.event_type,
+      user_id: actingUser(args.event),
+      events_sent: sent,
+      ...scored,
+    };
+  },
+});
