@@ -1,0 +1,159 @@
+/**
+ * End to end: the real `fraudgate` CLI over stdio in sandbox mode, driven by the SDK client, with
+ * a human approving through the `fraudgate approvals` CLI in another process, then the audit chain
+ * verified (and tampered with) through `fraudgate audit verify`.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '../../src/cli.ts');
+
+let dataDir: string;
+let client: Client;
+let stderr = '';
+const env = () => ({
+  PATH: process.env.PATH ?? '',
+  HOME: dataDir,
+  FRAUDGATE_DATA_DIR: dataDir,
+  FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
+  FRAUDGATE_LOG_LEVEL: 'warn',
+  // A short in-call wait: the agent gets APPROVAL_PENDING quickly and the human approves afterwards.
+  FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
+});
+
+function text(result: CallToolResult): Record<string, unknown> {
+  const block = result.content[0];
+  return block && block.type === 'text' ? (JSON.parse(block.text) as Record<string, unknown>) : {};
+}
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr: err } = await run(process.execPath, [CLI, ...args], { env: env() });
+    return { code: 0, stdout, stderr: err };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-e2e-'));
+  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ approvals: { wait_ms: 500, poll_ms: 50 } }));
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [CLI, 'serve'],
+    env: env(),
+    stderr: 'pipe',
+  });
+  transport.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  client = new Client({ name: 'e2e', version: '0.0.0' });
+  await client.connect(transport);
+});
+
+afterAll(async () => {
+  await client?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('fraudgate over stdio', () => {
+  it('starts in sandbox mode without credentials and says so in one stderr line', () => {
+    expect(stderr).toMatch(/fraudgate: sandbox mode \(no upstream credentials are configured/);
+  });
+
+  it('lists the tools with risk-derived annotations', async () => {
+    const { tools } = await client.listTools();
+    const byName = new Map(tools.map((t) => [t.name, t]));
+    expect(byName.get('get_sift_score')?.annotations).toMatchObject({
+      readOnlyHint: true,
+      destructiveHint: false,
+    });
+    expect(byName.get('apply_label')?.annotations).toMatchObject({
+      readOnlyHint: false,
+      destructiveHint: true,
+    });
+  });
+
+  it('reads a score, then a label waits for a human who approves it with the CLI; the server executes it once', async () => {
+    const score = (await client.callTool({
+      name: 'get_sift_score',
+      arguments: { user_id: 'sandbox-high-risk' },
+    })) as CallToolResult;
+    expect(score.isError).toBeFalsy();
+    expect(score.structuredContent).toMatchObject({ user_id: 'sandbox-high-risk' });
+
+    const label = (await client.callTool({
+      name: 'apply_label',
+      arguments: {
+        user_id: 'sandbox-high-risk',
+        is_bad: true,
+        abuse_type: 'payment_abuse',
+        description: 'e2e card testing',
+      },
+    })) as CallToolResult;
+    expect(label.isError).toBe(true);
+    const pending = text(label).error as { code: string; approval_id: string };
+    expect(pending.code).toBe('APPROVAL_PENDING');
+
+    const listed = await cli(['approvals', 'list']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain(pending.approval_id);
+    expect((await cli(['approvals', 'approve', pending.approval_id])).code).not.toBe(0); // --as is required
+    const approved = await cli([
+      'approvals',
+      'approve',
+      pending.approval_id,
+      '--as',
+      'olga.approver@example.com',
+    ]);
+    expect(approved.code).toBe(0);
+
+    let state = '';
+    for (let i = 0; i < 100 && state !== 'executed'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const status = (await client.callTool({
+        name: 'get_approval_status',
+        arguments: { approval_id: pending.approval_id },
+      })) as CallToolResult;
+      state = String((status.structuredContent as { state?: string } | undefined)?.state);
+    }
+    expect(state).toBe('executed');
+    const shown = await cli(['approvals', 'show', pending.approval_id, '--json']);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      state: 'executed',
+      decided_by: 'olga.approver@example.com',
+    });
+  });
+
+  it('audit verify passes on the intact chain and names the first bad line after tampering', async () => {
+    const ok = await cli(['audit', 'verify']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('intact');
+    const path = join(dataDir, 'audit.jsonl');
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(4);
+    const edited = JSON.parse(lines[1]!) as Record<string, unknown>;
+    edited.target = 'sift_user:someone-else';
+    lines[1] = JSON.stringify(edited);
+    writeFileSync(path, lines.join('\n') + '\n');
+    const bad = await cli(['audit', 'verify']);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('line 2');
+  });
+
+  it('an unknown config key stops start-up with a message naming it', async () => {
+    const file = join(dataDir, 'bad-config.json');
+    writeFileSync(file, JSON.stringify({ approvals: { out_of_bnd: false } }));
+    const result = await cli(['approvals', 'list', '--config', file]);
+    expect(result.stderr).toContain('Invalid configuration');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('out_of_bnd');
+  });
+});
