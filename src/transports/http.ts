@@ -1,0 +1,524 @@
+/**
+ * Streamable HTTP transport on plain node:http: MCP at `/mcp` (stateful sessions with SSE, so
+ * elicitation, progress and logging work), `/healthz`, `/readyz`, `/metrics`, the RFC 9728
+ * protected-resource metadata, and mount points (`extraHandlers`) for the approval console.
+ *
+ * Security decisions, in request order:
+ * - Host allow-list (DNS rebinding): localhost, 127.0.0.1, [::1], the public URL's host and
+ *   `http.allowed_hosts`. Origin, when sent, must be the server's own origin, the public URL's, or
+ *   listed in `http.allowed_origins`. Both → 403. `/healthz` and `/readyz` skip the Host check so
+ *   orchestrator probes that address the pod by IP still work; they reveal nothing sensitive.
+ * - Bearer token on every `/mcp` request (sessions are not authentication): 401 with
+ *   `WWW-Authenticate: Bearer … resource_metadata="…"`; a genuine token without a fraudgate role → 403.
+ * - A session is bound to the principal (id, kind, role) that initialized it. Any other principal
+ *   presenting its id gets exactly the answer an unknown id gets (404), so ids cannot be probed.
+ * - Unknown session id (e.g. after a restart: sessions live in process memory) → 404 with a
+ *   JSON-RPC error; per the spec the client must start a new session with `initialize`. We do not
+ *   silently re-create sessions: a fresh server would lack the client's capabilities (elicitation).
+ * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
+ * - `/metrics`: open to loopback peers (a local Prometheus or sidecar); anyone else needs an admin token.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { JWTVerifyGetKey } from 'jose';
+import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
+import { createMetrics, type Metrics } from '../metrics.ts';
+import type { Runtime } from '../runtime.ts';
+import { createMcpServer } from '../server.ts';
+import type { Principal } from '../tool.ts';
+
+/** A mounted handler (e.g. the console): returns true when it answered the request. */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+/** What a handler factory gets: the authenticator the MCP endpoint uses, and the server's URL. */
+export interface HttpHandlerContext {
+  authenticator: Authenticator;
+  url: string;
+}
+
+export interface HttpServerOptions {
+  /** Default: `runtime.config.http.host` / `.port` (0 = any free port). */
+  host?: string;
+  port?: number;
+  /** Sandbox mode only: an admin bearer token (FRAUDGATE_DEV_TOKEN or a random one). Ignored in live mode. */
+  devToken?: string;
+  /** Default: built from `runtime.config.auth` (API key hashes, JWT) plus the dev token. */
+  authenticator?: Authenticator;
+  /** JWT verification keys instead of fetching `auth.jwt.jwks_url` (tests, air-gapped deployments). */
+  jwks?: JWTVerifyGetKey;
+  metrics?: Metrics;
+  /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
+  extraHandlers?: HttpHandler[] | ((context: HttpHandlerContext) => HttpHandler[]);
+}
+
+export interface HttpServerHandle {
+  /** Base URL, e.g. http://127.0.0.1:8787 */
+  url: string;
+  /** The MCP endpoint: `${url}/mcp`. */
+  mcpUrl: string;
+  authenticator: Authenticator;
+  metrics: Metrics;
+  /** Open MCP sessions. */
+  sessionCount(): number;
+  /** Stop accepting, let in-flight requests finish (up to `http.shutdown_grace_ms`), then close sessions. */
+  close(): Promise<void>;
+}
+
+interface Session {
+  transport: StreamableHTTPServerTransport;
+  server: McpServer;
+  principal: Principal;
+  lastSeen: number;
+  /** Requests of this session still being answered (a tool call's SSE response, not the GET stream). */
+  active: number;
+}
+
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
+const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
+
+const jsonRpcError = (code: number, message: string) => ({
+  jsonrpc: '2.0',
+  error: { code, message },
+  id: null,
+});
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+const isLoopbackAddress = (address: string | undefined) =>
+  !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+
+function bearerToken(req: IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match?.[1];
+}
+
+/** TCP reachability only: no request reaches the upstream (or the emulators' journals), no secret is sent. */
+function reachable(url: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      resolve(false);
+      return;
+    }
+    const port = Number(target.port) || (target.protocol === 'https:' ? 443 : 80);
+    const socket = connect({ host: target.hostname.replace(/^\[|\]$/g, ''), port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+class BodyTooLargeError extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      reject(new BodyTooLargeError());
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      size += chunk.length;
+      if (size > limit) {
+        failed = true;
+        reject(new BodyTooLargeError());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!failed) resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', (error) => {
+      if (!failed) reject(error);
+    });
+  });
+}
+
+const samePrincipal = (a: Principal, b: Principal) => a.id === b.id && a.kind === b.kind && a.role === b.role;
+
+/** Start the HTTP server; resolves once it listens. */
+export async function startHttpServer(
+  runtime: Runtime,
+  options: HttpServerOptions = {},
+): Promise<HttpServerHandle> {
+  const { config, logger } = runtime;
+  const httpConfig = config.http;
+  const host = options.host ?? httpConfig.host;
+  const metrics = options.metrics ?? createMetrics();
+  const sessions = new Map<string, Session>();
+  let initializing = 0;
+  let draining = false;
+
+  // Filled in once listening: the URLs depend on the bound port.
+  let mcpUrl = '';
+  let prmUrl = '';
+  let allowedHosts = new Set<string>();
+  let allowedOrigins = new Set<string>();
+  let authenticator: Authenticator = async () => ({ ok: false, reason: 'starting' });
+  let extraHandlers: HttpHandler[] = [];
+
+  metrics.gauge(
+    'fraudgate_pending_approvals',
+    'Approvals waiting for a human decision.',
+    () => runtime.approvals.list({ states: ['pending'], limit: 100_000 }).length,
+  );
+  metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP.', () => sessions.size);
+
+  const closeSession = async (id: string, why: string) => {
+    const session = sessions.get(id);
+    if (!session) return;
+    sessions.delete(id);
+    logger.info('mcp session closed', { principal: session.principal.id, reason: why });
+    await session.transport.close().catch(() => {});
+    await session.server.close().catch(() => {});
+  };
+
+  const reaper = setInterval(
+    () => {
+      const cutoff = Date.now() - httpConfig.idle_timeout_ms;
+      for (const [id, session] of sessions) {
+        if (session.active === 0 && session.lastSeen < cutoff) void closeSession(id, 'idle');
+      }
+    },
+    Math.max(250, Math.min(60_000, Math.floor(httpConfig.idle_timeout_ms / 4))),
+  );
+  reaper.unref();
+
+  const unauthorized = (res: ServerResponse, result: Extract<AuthResult, { ok: false }> | undefined) => {
+    if (result?.forbidden) {
+      sendJson(
+        res,
+        403,
+        { error: 'insufficient_scope', error_description: result.reason },
+        {
+          'www-authenticate': `Bearer error="insufficient_scope", error_description="${result.reason}", resource_metadata="${prmUrl}"`,
+        },
+      );
+      return;
+    }
+    const description = result?.reason ?? 'missing bearer token';
+    // RFC 6750 §3.1: no error code when the request carried no credentials at all.
+    const challenge = result
+      ? `Bearer error="invalid_token", error_description="${description}", resource_metadata="${prmUrl}"`
+      : `Bearer resource_metadata="${prmUrl}"`;
+    sendJson(
+      res,
+      401,
+      { error: result ? 'invalid_token' : 'unauthorized', error_description: description },
+      {
+        'www-authenticate': challenge,
+      },
+    );
+  };
+
+  const authenticate = async (req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) => {
+    const token = bearerToken(req);
+    if (!token) {
+      unauthorized(res, undefined);
+      return undefined;
+    }
+    const result = await authenticator(token);
+    if (!result.ok) {
+      unauthorized(res, result);
+      return undefined;
+    }
+    ctx.principal = result.principal.id;
+    return result.principal;
+  };
+
+  async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+    const principal = await authenticate(req, res, ctx);
+    if (!principal) return;
+    const sessionHeader = req.headers['mcp-session-id'];
+    const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
+    const method = req.method ?? 'GET';
+    if (!['GET', 'POST', 'DELETE'].includes(method)) {
+      sendJson(res, 405, jsonRpcError(-32000, 'Method not allowed'), { allow: 'GET, POST, DELETE' });
+      return;
+    }
+
+    let body: unknown;
+    if (method === 'POST') {
+      let text: string;
+      try {
+        text = await readBody(req, httpConfig.body_limit_bytes);
+      } catch (error) {
+        if (error instanceof BodyTooLargeError) {
+          sendJson(
+            res,
+            413,
+            jsonRpcError(-32600, `Request body exceeds ${httpConfig.body_limit_bytes} bytes`),
+            {
+              connection: 'close',
+            },
+          );
+          res.once('finish', () => req.destroy());
+          return;
+        }
+        throw error;
+      }
+      try {
+        body = JSON.parse(text);
+      } catch {
+        sendJson(res, 400, jsonRpcError(-32700, 'Parse error: the body is not valid JSON'));
+        return;
+      }
+    }
+
+    if (sessionId !== undefined) {
+      const session = sessions.get(sessionId);
+      // A session of another principal answers exactly like an unknown one: nothing to probe.
+      if (!session || !samePrincipal(session.principal, principal)) {
+        if (session) logger.warn('session used by another principal', { principal: principal.id });
+        sendJson(res, 404, jsonRpcError(-32001, 'Session not found: start a new session with initialize'));
+        return;
+      }
+      session.lastSeen = Date.now();
+      session.active += method === 'POST' ? 1 : 0;
+      try {
+        await session.transport.handleRequest(req, res, body);
+        if (method === 'POST' && !res.closed) await new Promise((r) => res.once('close', r));
+      } finally {
+        session.active -= method === 'POST' ? 1 : 0;
+        session.lastSeen = Date.now();
+      }
+      return;
+    }
+
+    if (method !== 'POST' || !isInitializeRequest(body)) {
+      sendJson(res, 400, jsonRpcError(-32000, 'Bad request: no session; send initialize first'));
+      return;
+    }
+    if (sessions.size + initializing >= httpConfig.max_sessions) {
+      sendJson(res, 503, jsonRpcError(-32000, 'Too many open sessions; try again later'), {
+        'retry-after': '30',
+      });
+      return;
+    }
+    initializing += 1;
+    try {
+      const server = createMcpServer({
+        pipeline: runtime.pipeline,
+        principal,
+        logger,
+        metrics: metrics.onToolCall,
+      });
+      const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        onsessioninitialized: (id) => {
+          sessions.set(id, { transport, server, principal, lastSeen: Date.now(), active: 0 });
+          logger.info('mcp session opened', { principal: principal.id });
+        },
+      });
+      transport.onclose = () => {
+        if (transport.sessionId && sessions.get(transport.sessionId)?.transport === transport) {
+          void closeSession(transport.sessionId, 'closed');
+        }
+      };
+      await server.connect(transport);
+      await transport.handleRequest(req, res, body);
+    } finally {
+      initializing -= 1;
+    }
+  }
+
+  async function handleReady(res: ServerResponse) {
+    let store = 'ok';
+    try {
+      runtime.approvals.list({ limit: 1 });
+    } catch {
+      store = 'unavailable';
+    }
+    const [sift, segment, salesforce] = await Promise.all([
+      reachable(config.sift.base_url),
+      reachable(config.segment.host),
+      reachable(config.salesforce.login_url),
+    ]);
+    const checks = {
+      store,
+      sift: sift ? 'ok' : 'unreachable',
+      segment: segment ? 'ok' : 'unreachable',
+      salesforce: salesforce ? 'ok' : 'unreachable',
+    };
+    const ok = Object.values(checks).every((v) => v === 'ok') && !draining;
+    sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : draining ? 'draining' : 'not_ready', checks });
+  }
+
+  async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+    if (!isLoopbackAddress(req.socket.remoteAddress)) {
+      const principal = await authenticate(req, res, ctx);
+      if (!principal) return;
+      if (principal.role !== 'admin') {
+        sendJson(res, 403, {
+          error: 'forbidden',
+          error_description: 'metrics need an admin token from a non-loopback address',
+        });
+        return;
+      }
+    }
+    res.writeHead(200, {
+      'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+      'cache-control': 'no-store',
+    });
+    res.end(metrics.render());
+  }
+
+  function protectedResourceMetadata() {
+    const jwt = config.auth.jwt;
+    return {
+      resource: mcpUrl,
+      resource_name: 'fraudgate',
+      authorization_servers: jwt ? (jwt.authorization_servers ?? [jwt.issuer]) : [],
+      bearer_methods_supported: ['header'],
+    };
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+    const path = new URL(req.url ?? '/', 'http://placeholder').pathname;
+    const probe = path === '/healthz' || path === '/readyz';
+    if (!probe) {
+      const hostHeader = req.headers.host ?? '';
+      let hostname: string;
+      try {
+        hostname = new URL(`http://${hostHeader}`).hostname.toLowerCase();
+      } catch {
+        hostname = '';
+      }
+      if (!allowedHosts.has(hostname)) {
+        sendJson(res, 403, jsonRpcError(-32000, 'Forbidden: Host header not allowed'));
+        return;
+      }
+      const origin = req.headers.origin;
+      if (origin !== undefined && !allowedOrigins.has(origin.toLowerCase())) {
+        sendJson(res, 403, jsonRpcError(-32000, 'Forbidden: Origin not allowed'));
+        return;
+      }
+    }
+    if (draining) {
+      sendJson(res, 503, jsonRpcError(-32000, 'Server is shutting down'), { connection: 'close' });
+      return;
+    }
+    if (path === '/mcp') return handleMcp(req, res, ctx);
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+      if (path === '/readyz') return handleReady(res);
+      if (path === '/metrics') return handleMetrics(req, res, ctx);
+      if (path === PRM_PATH) return sendJson(res, 200, protectedResourceMetadata());
+    }
+    for (const handler of extraHandlers) {
+      if (await handler(req, res)) return;
+    }
+    sendJson(res, 404, { error: 'not_found' });
+  }
+
+  const httpServer: Server = createServer((req, res) => {
+    const started = performance.now();
+    const ctx: { principal?: string } = {};
+    res.once('close', () => {
+      const path = new URL(req.url ?? '/', 'http://placeholder').pathname;
+      const status = res.statusCode;
+      metrics.onHttpRequest(req.method ?? 'OTHER', status);
+      // Path only: query strings can carry tokens or personal data. Never headers.
+      logger.info('http request', {
+        method: req.method,
+        path,
+        status,
+        duration_ms: Math.round((performance.now() - started) * 10) / 10,
+        ...(ctx.principal ? { principal: ctx.principal } : {}),
+      });
+    });
+    route(req, res, ctx).catch((error: unknown) => {
+      logger.error('http handler failed', { error: error instanceof Error ? error.message : String(error) });
+      if (!res.headersSent) sendJson(res, 500, jsonRpcError(-32603, 'Internal server error'));
+      else res.end();
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(options.port ?? httpConfig.port, host, () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  const address = httpServer.address() as AddressInfo;
+  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const localHost = ['0.0.0.0', '::'].includes(address.address) ? '127.0.0.1' : urlHost;
+  const url = `http://${localHost}:${address.port}`;
+  const publicBase = httpConfig.public_url?.replace(/\/+$/, '');
+  mcpUrl = `${publicBase ?? url}/mcp`;
+  prmUrl = `${publicBase ?? url}${PRM_PATH}`;
+  allowedHosts = new Set([...LOOPBACK_HOSTS, ...httpConfig.allowed_hosts.map((h) => h.toLowerCase())]);
+  if (!['0.0.0.0', '::'].includes(address.address)) allowedHosts.add(localHost.toLowerCase());
+  allowedOrigins = new Set([
+    ...LOOPBACK_HOSTS.map((h) => `http://${h}:${address.port}`),
+    `http://${localHost}:${address.port}`.toLowerCase(),
+    ...httpConfig.allowed_origins.map((o) => o.toLowerCase().replace(/\/+$/, '')),
+  ]);
+  if (publicBase) {
+    const pub = new URL(publicBase);
+    allowedHosts.add(pub.hostname.toLowerCase());
+    allowedOrigins.add(pub.origin.toLowerCase());
+  }
+  authenticator =
+    options.authenticator ??
+    createAuthenticator({
+      mode: config.mode,
+      auth: config.auth,
+      audience: mcpUrl,
+      ...(options.devToken ? { devToken: options.devToken } : {}),
+      ...(options.jwks ? { jwks: options.jwks } : {}),
+    });
+  const handlers = options.extraHandlers;
+  extraHandlers = typeof handlers === 'function' ? handlers({ authenticator, url }) : (handlers ?? []);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    mcpUrl,
+    authenticator,
+    metrics,
+    sessionCount: () => sessions.size,
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        clearInterval(reaper);
+        const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        httpServer.closeIdleConnections();
+        // Wait for in-flight tool calls (their POST responses), not for the long-lived GET streams.
+        const inFlight = () => [...sessions.values()].reduce((n, s) => n + s.active, 0) + initializing;
+        const deadline = Date.now() + httpConfig.shutdown_grace_ms;
+        while (inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+        await Promise.all([...sessions.keys()].map((id) => closeSession(id, 'shutdown')));
+        httpServer.closeAllConnections();
+        await stopped;
+      })();
+      return closing;
+    },
+  };
+}
