@@ -3,11 +3,13 @@
  * The `fraudgate` command: composition root and subcommands.
  *
  *   fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets a,b]
+ *                     [--http [--host 127.0.0.1] [--port N]]
  *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID --as NAME [--reason TEXT]
  *                       | deny ID --as NAME --reason TEXT
  *   fraudgate audit verify [--file PATH]
  *   fraudgate docs tools [--write | --check]
  */
+import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
 import { runApprovalsCommand } from './cli/approvals.ts';
@@ -16,12 +18,15 @@ import { runDocsCommand } from './cli/docs.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { FraudgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
-import { openRuntime } from './runtime.ts';
+import { openRuntime, type Runtime } from './runtime.ts';
 import { startSandbox } from './sandbox/sandbox.ts';
+import { createConsoleHandler } from './console/console.ts';
+import { startHttpServer } from './transports/http.ts';
 import { serveStdio } from './transports/stdio.ts';
 
 const USAGE = `Usage:
   fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets sift,segment,...]
+                  [--http [--host 127.0.0.1] [--port 8787]]
   fraudgate approvals list [--all] [--json]
   fraudgate approvals show ID [--json]
   fraudgate approvals approve ID --as NAME [--reason TEXT]
@@ -35,6 +40,9 @@ const OPTIONS = {
   'data-dir': { type: 'string' },
   'read-only': { type: 'boolean' },
   toolsets: { type: 'string' },
+  http: { type: 'boolean' },
+  host: { type: 'string' },
+  port: { type: 'string' },
   json: { type: 'boolean' },
   all: { type: 'boolean' },
   as: { type: 'string' },
@@ -59,10 +67,12 @@ function configFlags(values: CliValues): ConfigFlags {
       ?.split(',')
       .map((s) => s.trim())
       .filter(Boolean),
+    httpHost: values.host,
+    httpPort: values.port === undefined ? undefined : Number(values.port),
   };
 }
 
-async function serve(loaded: LoadedConfig): Promise<void> {
+async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   let { config, secrets } = loaded;
   const sandbox = config.mode === 'sandbox' ? await startSandbox(config) : undefined;
@@ -75,18 +85,70 @@ async function serve(loaded: LoadedConfig): Promise<void> {
   } else {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
   }
-  if (!config.analyst) {
+  if (!config.analyst && !http) {
     process.stderr.write(
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
   const runtime = await openRuntime({ config, secrets, tools, logger });
   runtime.startApprovalSweep();
+  if (http) {
+    await serveHttp(runtime, secrets.devToken, async () => {
+      await runtime.close();
+      await sandbox?.close();
+    });
+    return;
+  }
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
     process.exit(0);
   });
+}
+
+/**
+ * `serve --http`: prints (on stderr) the MCP URL, in sandbox mode a development token, the console
+ * URL and an MCP Inspector one-liner. The dev token exists only in sandbox mode; live mode accepts
+ * only configured API keys and JWTs.
+ */
+async function serveHttp(
+  runtime: Runtime,
+  envDevToken: string | undefined,
+  onClose: () => Promise<void>,
+): Promise<void> {
+  const sandbox = runtime.config.mode === 'sandbox';
+  const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
+  const handle = await startHttpServer(runtime, {
+    ...(devToken ? { devToken } : {}),
+    extraHandlers: ({ authenticator }) => [
+      createConsoleHandler({
+        runtime,
+        authenticate: authenticator,
+        secureCookies: runtime.config.http.public_url?.startsWith('https:') ?? false,
+      }),
+    ],
+  });
+  const base = handle.mcpUrl.replace(/\/mcp$/, '');
+  const lines = [
+    `fraudgate: MCP endpoint (Streamable HTTP): ${handle.mcpUrl}`,
+    devToken
+      ? `fraudgate: development token (sandbox only, role admin): ${devToken}`
+      : 'fraudgate: clients need a configured API key or a JWT from the identity provider (auth.key_hashes / auth.jwt)',
+    `fraudgate: approval console: ${base}/console`,
+    `fraudgate: try it: npx @modelcontextprotocol/inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,
+  ];
+  process.stderr.write(lines.join('\n') + '\n');
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    void handle
+      .close()
+      .then(onClose)
+      .finally(() => process.exit(0));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -108,8 +170,8 @@ export async function main(argv: string[]): Promise<number> {
     const loaded = loadConfig(configFlags(values));
     switch (command) {
       case 'serve':
-        await serve(loaded);
-        return -1; // keep running until stdin closes
+        await serve(loaded, values.http === true);
+        return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
       case 'approvals':
         return await runApprovalsCommand(rest, values, loaded);
       case 'audit':
