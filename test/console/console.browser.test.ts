@@ -175,7 +175,7 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
       sameSite: 'Strict',
       path: '/console',
     });
-    expect(await page.evaluate(() => document.cookie)).toBe('');
+    expect(await page.evaluate('document.cookie')).toBe(''); // string form: the test tsconfig has no DOM lib
 
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.locator('#sign-in').waitFor({ state: 'visible' });
@@ -259,9 +259,18 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     expect(forced.body.error?.message).toContain('Four-eyes');
     expect(env!.runtime.approvals.get(id)?.state).toBe('pending');
 
-    // A different approver may approve it.
+    // A different approver may approve it; the agent, no longer waiting, sees the decision through
+    // get_approval_status and the background sweep runs it once.
     const other = await signedIn('approver-token');
-    expect(await card(other, id).getByRole('button', { name: 'Approve' }).isEnabled()).toBe(true);
+    const approve2 = card(other, id).getByRole('button', { name: 'Approve' });
+    expect(await approve2.isEnabled()).toBe(true);
+    await approve2.click();
+    await card(other, id).waitFor({ state: 'detached' });
+    const status = await env!.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({ approval_id: id, state: 'approved' });
+    env!.runtime.startApprovalSweep(50);
+    await expect.poll(() => env!.runtime.approvals.get(id)?.state, { timeout: 5_000 }).toBe('executed');
+    expect(env!.sandbox.sift.requests(...LABELS)).toHaveLength(1);
   });
 
   it('expired: shows in history as expired and cannot be approved', async () => {
