@@ -91,6 +91,23 @@ export const applyDecision = defineTool({
       ...(await siftEvidence(args.user_id, ctx)),
     };
   },
+  async plan(args, ctx) {
+    const decision = await userDecision(args.decision_id, ctx);
+    const current = await ctx.clients.sift.getUserDecisions(args.user_id, { signal: ctx.signal });
+    const now = current.find((d) => d.abuseType === decision.abuseType);
+    return {
+      current: {
+        [decision.abuseType]: now
+          ? { decision_id: now.decisionId, decided_at: new Date(now.time).toISOString() }
+          : null,
+      },
+      changes: {
+        [decision.abuseType]: { decision_id: decision.id, category: decision.category },
+        source: 'MANUAL_REVIEW',
+        analyst: ctx.principal.id,
+      },
+    };
+  },
   async run(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
     const applied = await ctx.clients.sift.applyUserDecision(

@@ -36,6 +36,14 @@ export const removeLabel = defineTool({
   }),
   target: (args) => `sift_user:${args.user_id}`,
   evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  async plan(args, ctx) {
+    const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
+    const label = score.latestLabels[args.abuse_type];
+    return {
+      current: { [args.abuse_type]: label ? { is_bad: label.is_bad } : null },
+      changes: { [args.abuse_type]: label ? 'label removed' : 'nothing: no label for this abuse type' },
+    };
+  },
   async run(args, ctx) {
     await ctx.clients.sift.removeLabel(args.user_id, args.abuse_type, { signal: ctx.signal });
     return {

@@ -531,6 +531,8 @@ export const sendSiftEvent = defineTool({
       .describe('With return_score: why no score came back although the event was recorded; else null.'),
   }),
   target: (args) => `sift_user:${actingUser(args.event)}`,
+  // Sift events are append-only: there is no current state to read, only what would be sent.
+  plan: async (args) => ({ current: {}, changes: { events: toSiftEvents(args.event).map((e) => e.sent) } }),
   async run(args, ctx) {
     const events = toSiftEvents(args.event);
     const sent: SentEvent[] = [];

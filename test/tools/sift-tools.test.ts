@@ -570,6 +570,54 @@ describe('remove_label', () => {
   });
 });
 
+describe('dry runs write nothing', () => {
+  it('send_sift_event, apply_decision and remove_label report the plan without reaching Sift writes', async () => {
+    env = await setup();
+    const event = await env.callTool('send_sift_event', {
+      dry_run: true,
+      event: {
+        event_type: 'wallet_transfer',
+        sender_user_id: 'alice-wallet',
+        recipient_user_id: 'bob-wallet',
+        transfer_id: 'tr-9',
+        amount: '3.5',
+        currency: 'USD',
+        transfer_status: 'success',
+      },
+    });
+    expect(event.isError, JSON.stringify(event.error)).toBe(false);
+    expect(event.output).toMatchObject({
+      dry_run: true,
+      changes: {
+        events: [{ sift_type: 'send_money', amount_micros: 3_500_000 }, { sift_type: 'receive_money' }],
+      },
+    });
+    const decision = await env.callTool('apply_decision', {
+      dry_run: true,
+      user_id: 'sandbox-blocked',
+      decision_id: 'looks_ok_payment_abuse',
+      description: 'cleared after review',
+    });
+    expect(decision.output).toMatchObject({
+      dry_run: true,
+      approval_required: 'approval',
+      current: { payment_abuse: { decision_id: 'block_user_payment_abuse' } },
+      changes: { payment_abuse: { decision_id: 'looks_ok_payment_abuse', category: 'accept' } },
+    });
+    const unlabel = await env.callTool('remove_label', {
+      dry_run: true,
+      user_id: 'sandbox-low-risk',
+      abuse_type: 'payment_abuse',
+      reason: 'just checking',
+    });
+    expect(unlabel.output).toMatchObject({ dry_run: true, current: { payment_abuse: null } });
+    expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
+    expect(decisionPosts()).toHaveLength(0);
+    expect(env.sandbox.sift.requests('DELETE', '/v205/users/:id/labels')).toHaveLength(0);
+    expect(env.runtime.approvals.list({ states: ['pending'] })).toHaveLength(0);
+  });
+});
+
 describe('money: decimal strings ↔ Sift micros (property-based)', () => {
   const CURRENCIES = ['USD', 'EUR', 'JPY', 'KRW', 'KWD', 'BHD', 'CLF', 'BTC', 'ETH', 'USDT'];
   const currencyArb = fc.constantFrom(...CURRENCIES);
