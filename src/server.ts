@@ -23,7 +23,7 @@ import type { FraudgateError } from './errors.ts';
 import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
-import { annotationsFor, type AnyTool, type Principal } from './tool.ts';
+import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
 import { VERSION } from './version.ts';
 
 export interface CreateServerOptions {
@@ -47,10 +47,21 @@ export function toWireTool(tool: AnyTool): Tool {
     name: tool.name,
     title: tool.title,
     description: tool.description,
-    inputSchema: z.toJSONSchema(tool.input, { io: 'input' }) as Tool['inputSchema'],
-    outputSchema: z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'],
+    inputSchema: z.toJSONSchema(inputSchemaOf(tool), { io: 'input' }) as Tool['inputSchema'],
+    outputSchema: outputSchemaOf(tool),
     annotations: annotationsFor(tool),
   };
+}
+
+function jsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
+  return rest;
+}
+
+/** Write tools answer either their result or, for `dry_run: true`, the plan: both are objects. */
+function outputSchemaOf(tool: AnyTool): Tool['outputSchema'] {
+  if (tool.risk === 'read') return z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'];
+  return { type: 'object', anyOf: [jsonSchema(tool.output), jsonSchema(dryRunResultSchema)] } as Tool['outputSchema'];
 }
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */

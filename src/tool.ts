@@ -3,7 +3,7 @@
  * schemas and `run`. Tool modules define tools and register nothing; src/server.ts exposes them
  * through the governance pipeline, which derives annotations, approval and rate limits from `risk`.
  */
-import type * as z from 'zod';
+import * as z from 'zod';
 import type { UpstreamClients } from './clients/types.ts';
 import type { ApprovalMode, Config } from './config.ts';
 
@@ -87,7 +87,39 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    * upstream (never write) and may throw `InvalidInputError` to refuse the call.
    */
   approvalKey?(args: z.infer<I>, ctx: ToolContext): Promise<ApprovalKey>;
+  /**
+   * For write tools: what `dry_run: true` reports — the current upstream state and what the call
+   * would change. Reads only; never writes, needs no approval. Required for every non-read tool.
+   */
+  plan?(args: z.infer<I>, ctx: ToolContext): Promise<DryRunPlan>;
   run(args: z.infer<I>, ctx: ToolContext): Promise<z.infer<O>>;
+}
+
+/** A dry run's answer: the state now and the changes the call would make. */
+export interface DryRunPlan {
+  current: Record<string, unknown>;
+  changes: Record<string, unknown>;
+}
+
+/** The structured result of a dry run, whatever the tool. */
+export const dryRunResultSchema = z.object({
+  dry_run: z.literal(true),
+  tool: z.string(),
+  target: z.string(),
+  approval_required: z.string().describe('The approval a real call would need: none, confirm, approval or four_eyes.'),
+  current: z.record(z.string(), z.unknown()),
+  changes: z.record(z.string(), z.unknown()),
+});
+
+const dryRunArgument = z
+  .boolean()
+  .optional()
+  .describe('true: report the current state and what this call would change, without writing and without approval.');
+
+/** The input schema a client sees: write tools gain `dry_run`. */
+export function inputSchemaOf(tool: AnyTool): z.ZodObject {
+  const input = tool.input as z.ZodObject;
+  return tool.risk === 'read' ? input : input.extend({ dry_run: dryRunArgument });
 }
 
 /** What `approvalKey` returns: the config key to look up and the least strict mode allowed. */

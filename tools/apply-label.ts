@@ -37,6 +37,21 @@ export const applyLabel = defineTool({
   }),
   target: (args) => `sift_user:${args.user_id}`,
   evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  async plan(args, ctx) {
+    const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
+    return {
+      current: { label: score.latestLabels[args.abuse_type] ?? null },
+      changes: {
+        label: {
+          abuse_type: args.abuse_type,
+          is_bad: args.is_bad,
+          description: args.description,
+          analyst: ctx.principal.id,
+          source: ctx.config.label_source,
+        },
+      },
+    };
+  },
   async run(args, ctx) {
     await ctx.clients.sift.addLabel(
       args.user_id,

@@ -51,6 +51,78 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
   return { match: 'none' as const, account_id: undefined, contact_id: undefined };
 }
 
+type CaseInput = { user_id: string; summary: string; priority?: string; email?: string };
+
+/**
+ * Everything a case creation decides before writing: the Sift context, the open case if any, the
+ * CRM match and the record to upsert. Shared by the dry run and the real run.
+ */
+async function prepareCase(input: CaseInput, ctx: ToolContext) {
+  const sf = ctx.clients.salesforce;
+  const settings = ctx.config.salesforce;
+  const summary = summarizeScore(
+    await ctx.clients.sift.getUserScore(input.user_id, { signal: ctx.signal }),
+    ctx.config.risk_bands,
+  );
+  const highest = summary.highest;
+  const band = highest?.risk_band ?? 'low';
+  const siftScore = highest?.sift_score ?? 0;
+  const q = soqlQuote(input.user_id);
+  const fraudCases = `FROM Case WHERE Sift_User_Id__c = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
+
+  const open = await sf.query<CaseRow>(
+    `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
+    { signal: ctx.signal },
+  );
+  const match = await matchRecords(input.user_id, input.email, ctx);
+  if (open[0]) return { band, siftScore, match, open: open[0] };
+
+  const queues = await sf.query<{ Id: string }>(
+    `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(settings.fraud_queue)} LIMIT 1`,
+    { signal: ctx.signal },
+  );
+  if (!queues[0]) {
+    throw new FraudgateError(
+      'UPSTREAM_ERROR',
+      `Salesforce has no queue named ${settings.fraud_queue}; set salesforce.fraud_queue to the fraud review queue's DeveloperName.`,
+    );
+  }
+  // One key per "open case generation": a retry after a lost response upserts the same Case,
+  // while a new case after the previous one was closed gets a new key.
+  const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, {
+    signal: ctx.signal,
+  });
+  const key = `fraudgate:${input.user_id}:${closed.length + 1}`;
+  const casePriority = input.priority ?? ctx.config.mapping.band_priority[band];
+  const reasons = (highest?.reasons ?? []).map(
+    (r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`,
+  );
+  const description = [
+    input.summary,
+    '',
+    `Sift score: ${siftScore}/100 (${band}) for ${highest?.abuse_type ?? 'no abuse type'}`,
+    ...(reasons.length > 0 ? ['Reasons:', ...reasons] : []),
+    '',
+    `Opened by ${ctx.principal.id} through fraudgate.`,
+  ].join('\n');
+  const record: Record<string, unknown> = {
+    Subject: `Fraud review: ${input.user_id} (Sift ${siftScore}, ${band})`.slice(0, 255),
+    Description: description,
+    Priority: casePriority,
+    Status: 'New',
+    Origin: settings.case_origin,
+    Type: settings.case_type,
+    OwnerId: queues[0].Id,
+    Sift_User_Id__c: input.user_id,
+    Sift_Score__c: siftScore,
+    Fraudgate_Key__c: key,
+  };
+  if (match.account_id) record.AccountId = match.account_id;
+  if (match.contact_id) record.ContactId = match.contact_id;
+  if (input.email && match.match === 'none') record.SuppliedEmail = input.email;
+  return { band, siftScore, match, record, priority: casePriority };
+}
+
 export const createFraudCase = defineTool({
   name: 'create_fraud_case',
   title: 'Open a Salesforce fraud case',
@@ -84,79 +156,27 @@ export const createFraudCase = defineTool({
     contact_id: z.string().optional(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  async plan(args, ctx) {
+    const prepared = await prepareCase(args, ctx);
+    const current = { open_case: prepared.open ?? null, match: prepared.match.match };
+    return prepared.open
+      ? { current, changes: {} }
+      : { current, changes: { create: { sobject: 'Case', fields: prepared.record } } };
+  },
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
-    const settings = ctx.config.salesforce;
-    const summary = summarizeScore(
-      await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
-      ctx.config.risk_bands,
-    );
-    const highest = summary.highest;
-    const band = highest?.risk_band ?? 'low';
-    const siftScore = highest?.sift_score ?? 0;
-    const q = soqlQuote(args.user_id);
-    const fraudCases = `FROM Case WHERE Sift_User_Id__c = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
-
-    const open = await sf.query<CaseRow>(
-      `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
-      { signal: ctx.signal },
-    );
-    const match = await matchRecords(args.user_id, args.email, ctx);
-    if (open[0]) {
+    const { band, siftScore, match, open, record, priority: casePriority } = await prepareCase(args, ctx);
+    if (open) {
       return {
-        case_id: open[0].Id,
-        case_number: open[0].CaseNumber,
+        case_id: open.Id,
+        case_number: open.CaseNumber,
         existing: true,
-        priority: open[0].Priority ?? '',
+        priority: open.Priority ?? '',
         risk_band: band,
         sift_score: siftScore,
         ...match,
       };
     }
-
-    const queues = await sf.query<{ Id: string }>(
-      `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(settings.fraud_queue)} LIMIT 1`,
-      { signal: ctx.signal },
-    );
-    if (!queues[0]) {
-      throw new FraudgateError(
-        'UPSTREAM_ERROR',
-        `Salesforce has no queue named ${settings.fraud_queue}; set salesforce.fraud_queue to the fraud review queue's DeveloperName.`,
-      );
-    }
-    // One key per "open case generation": a retry after a lost response upserts the same Case,
-    // while a new case after the previous one was closed gets a new key.
-    const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, {
-      signal: ctx.signal,
-    });
-    const key = `fraudgate:${args.user_id}:${closed.length + 1}`;
-    const casePriority = args.priority ?? ctx.config.mapping.band_priority[band];
-    const reasons = (highest?.reasons ?? []).map(
-      (r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`,
-    );
-    const description = [
-      args.summary,
-      '',
-      `Sift score: ${siftScore}/100 (${band}) for ${highest?.abuse_type ?? 'no abuse type'}`,
-      ...(reasons.length > 0 ? ['Reasons:', ...reasons] : []),
-      '',
-      `Opened by ${ctx.principal.id} through fraudgate.`,
-    ].join('\n');
-    const record: Record<string, unknown> = {
-      Subject: `Fraud review: ${args.user_id} (Sift ${siftScore}, ${band})`.slice(0, 255),
-      Description: description,
-      Priority: casePriority,
-      Status: 'New',
-      Origin: settings.case_origin,
-      Type: settings.case_type,
-      OwnerId: queues[0].Id,
-      Sift_User_Id__c: args.user_id,
-      Sift_Score__c: siftScore,
-      Fraudgate_Key__c: key,
-    };
-    if (match.account_id) record.AccountId = match.account_id;
-    if (match.contact_id) record.ContactId = match.contact_id;
-    if (args.email && match.match === 'none') record.SuppliedEmail = args.email;
     const saved = await sf.upsert('Case', 'Fraudgate_Key__c', record, { signal: ctx.signal });
     const created = await sf.retrieve<CaseRow>('Case', saved.id, { signal: ctx.signal });
     return {

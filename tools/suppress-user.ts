@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
-import { defineTool } from '../src/tool.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
 import { siftEvidence, userId } from './schemas.ts';
+
+/** The traits and event a (un)suppression writes; shared by the dry run and the real run. */
+function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
+  const trait = ctx.config.mapping.suppression_trait;
+  const traits = { [trait]: suppressed, [`${trait}_at`]: suppressed ? ctx.now().toISOString() : null };
+  return { trait, traits, event: suppressed ? 'Fraud Suppression Applied' : 'Fraud Suppression Lifted' };
+}
 
 export const suppressUser = defineTool({
   name: 'suppress_user',
@@ -45,14 +52,14 @@ export const suppressUser = defineTool({
       segment_profile_exists: profile !== null,
     };
   },
+  async plan(args, ctx) {
+    const { traits, event } = suppressionWrites(args.suppressed, ctx);
+    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
+    return { current: { traits: current }, changes: { traits, track: { event } } };
+  },
   async run(args, ctx) {
-    const trait = ctx.config.mapping.suppression_trait;
-    const at = ctx.now().toISOString();
-    const traits = {
-      [trait]: args.suppressed,
-      [`${trait}_at`]: args.suppressed ? at : null,
-    };
-    const event = args.suppressed ? 'Fraud Suppression Applied' : 'Fraud Suppression Lifted';
+    const { trait, traits, event } = suppressionWrites(args.suppressed, ctx);
     // The idempotency key is the approval id: re-running one approved action is deduplicated by Segment.
     const base = createHash('sha256')
       .update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`)

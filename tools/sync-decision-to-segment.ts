@@ -32,6 +32,28 @@ export async function currentDecision(user: string, type: string | undefined, ct
   };
 }
 
+/** What a sync writes for the user's current decision; shared by the dry run and the real run. */
+async function plannedWrites(user: string, type: string | undefined, ctx: ToolContext) {
+  const decision = await currentDecision(user, type, ctx);
+  const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
+  const traits: Record<string, string | number | boolean | null> = {
+    ...effect.segment_traits,
+    fraud_decision_id: decision?.decision_id ?? null,
+    fraud_decision_abuse_type: decision?.abuse_type ?? null,
+    fraud_decision_at: decision?.decided_at ?? null,
+  };
+  const properties: Record<string, string | number | boolean | null> = {
+    decision_id: decision?.decision_id ?? null,
+    category: decision?.category ?? null,
+    abuse_type: decision?.abuse_type ?? null,
+    decided_at: decision?.decided_at ?? null,
+    source: 'sift',
+  };
+  const key = [user, decision?.decision_id ?? 'none', decision?.abuse_type ?? '', decision?.time ?? 'none'];
+  const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
+  return { decision, effect, traits, properties, ids, event: effect.segment_event };
+}
+
 export const syncDecisionToSegment = defineTool({
   name: 'sync_decision_to_segment',
   title: "Sync a user's Sift decision to Segment",
@@ -64,31 +86,18 @@ export const syncDecisionToSegment = defineTool({
     message_ids: z.object({ identify: z.string(), track: z.string() }),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  async plan(args, ctx) {
+    const { traits, event, properties } = await plannedWrites(args.user_id, args.abuse_type, ctx);
+    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
+    return { current: { traits: current }, changes: { traits, track: { event, properties } } };
+  },
   async run(args, ctx) {
-    const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
-    const effect = decision
-      ? ctx.config.mapping.decisions[decision.category]
-      : ctx.config.mapping.no_decision;
-    const traits: Record<string, string | number | boolean | null> = {
-      ...effect.segment_traits,
-      fraud_decision_id: decision?.decision_id ?? null,
-      fraud_decision_abuse_type: decision?.abuse_type ?? null,
-      fraud_decision_at: decision?.decided_at ?? null,
-    };
-    const properties: Record<string, string | number | boolean | null> = {
-      decision_id: decision?.decision_id ?? null,
-      category: decision?.category ?? null,
-      abuse_type: decision?.abuse_type ?? null,
-      decided_at: decision?.decided_at ?? null,
-      source: 'sift',
-    };
-    const key = [
+    const { decision, effect, traits, properties, ids } = await plannedWrites(
       args.user_id,
-      decision?.decision_id ?? 'none',
-      decision?.abuse_type ?? '',
-      decision?.time ?? 'none',
-    ];
-    const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
+      args.abuse_type,
+      ctx,
+    );
     await ctx.clients.segment.identify(
       { userId: args.user_id, traits, messageId: ids.identify },
       { signal: ctx.signal },

@@ -19,7 +19,7 @@ import {
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
-import type { AnyTool, ApprovalKey, ApprovalView, Principal, ToolContext } from '../tool.ts';
+import { inputSchemaOf, type AnyTool, type ApprovalKey, type ApprovalView, type Principal, type ToolContext } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -168,7 +168,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   function validate(tool: AnyTool, rawArgs: unknown): Record<string, unknown> {
-    const parsed = (tool.input as z.ZodObject).safeParse(rawArgs ?? {});
+    const parsed = inputSchemaOf(tool).safeParse(rawArgs ?? {});
     if (parsed.success) return parsed.data;
     throw new InvalidInputError(
       parsed.error.issues.map((issue) => ({
@@ -435,6 +435,30 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     return awaitDecision(created, channel, meta.callId);
   }
 
+  /** `dry_run: true`: read the current state and report what would change; no write, no approval. */
+  async function planOnly(
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    principal: Principal,
+    channel: CallChannel,
+    meta: { callId: string; argsHash: string; target: string; mode: ApprovalMode },
+  ): Promise<Record<string, unknown>> {
+    if (!tool.plan) {
+      throw new FraudgateError(ERROR_CODES.INTERNAL, `${tool.name} cannot dry-run.`, { detail: 'tool has no plan()' });
+    }
+    const plan = await tool.plan(args, contextFor(principal, channel, `dry:${meta.callId}`));
+    await recordQuietly({
+      event: 'dry_run',
+      call_id: meta.callId,
+      tool: tool.name,
+      principal: principalOf(principal),
+      args_redacted: args,
+      args_hash: meta.argsHash,
+      target: meta.target,
+    });
+    return { dry_run: true, tool: tool.name, target: meta.target, approval_required: meta.mode, ...plan };
+  }
+
   async function callInner(toolName: string, rawArgs: unknown, channel: CallChannel, callId: string) {
     const principal = channel.principal;
     const tool = byName.get(toolName);
@@ -480,6 +504,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       });
       throw e;
     }
+    // dry_run is a mode of the call, not an argument of the action: it is never part of an approval.
+    const dryRun = args.dry_run === true;
+    delete args.dry_run;
     const argsHash = sha256Hex(canonicalJson(args));
     const target = tool.target?.(args) ?? tool.name;
     const limit = deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
@@ -520,6 +547,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
     }
     const mode = approvalModeFor(tool, approvalKey);
+    if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
     if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
   }
