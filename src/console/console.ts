@@ -69,6 +69,9 @@ const COOKIE = 'fraudgate_console';
 const MAX_SESSIONS = 1000;
 const MAX_BODY = 16 * 1024;
 const MAX_REASON = 1000;
+/** Failed sign-ins allowed per client address per window before answering 429. */
+const SIGN_IN_FAILURES = 10;
+const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
 const HISTORY_STATES: ApprovalState[] = ['approved', 'denied', 'expired', 'executing', 'executed', 'failed'];
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny)$/;
@@ -235,6 +238,8 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   const sessionTtlMs = deps.sessionTtlMs ?? 8 * 60 * 60 * 1000;
   const idleTimeoutMs = deps.idleTimeoutMs ?? 30 * 60 * 1000;
   const sessions = new Map<string, Session>();
+  // Tokens are long random secrets, but a pasted-token form still should not be a free guessing oracle.
+  const failures = new Map<string, { count: number; since: number }>();
 
   const cookie = (value: string, maxAgeSeconds: number) =>
     [
@@ -280,13 +285,34 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     }
   }
 
+  function checkThrottle(address: string, at: number) {
+    const entry = failures.get(address);
+    if (entry && at - entry.since >= SIGN_IN_WINDOW_MS) failures.delete(address);
+    else if (entry && entry.count >= SIGN_IN_FAILURES) {
+      throw new ConsoleHttpError(
+        429,
+        'Too many failed sign-ins from this address; wait a few minutes and try again.',
+      );
+    }
+  }
+
+  function recordFailure(address: string, at: number) {
+    if (failures.size > 10_000) failures.clear();
+    const entry = failures.get(address) ?? { count: 0, since: at };
+    entry.count += 1;
+    failures.set(address, entry);
+  }
+
   async function signIn(req: IncomingMessage, res: ServerResponse) {
     checkOrigin(req);
+    const address = req.socket.remoteAddress ?? 'unknown';
+    checkThrottle(address, now().getTime());
     const body = await readJsonBody(req);
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
     const result = await deps.authenticate(token);
     if (!result.ok) {
+      recordFailure(address, now().getTime());
       logger.info('console sign-in refused', { reason: 'invalid token' });
       throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);
     }

@@ -1,0 +1,215 @@
+/**
+ * The console handler over raw HTTP, no browser: mounting contract, headers, session lifetime,
+ * cookie flags, body rules, sign-in throttling and error mapping. The browser tests cover the page.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Authenticator } from '../../src/auth/authenticator.ts';
+import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
+import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
+import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
+import { createRedactor } from '../../src/governance/redact.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import type { Principal } from '../../src/tool.ts';
+
+const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
+const authenticate: Authenticator = async (token) => {
+  if (token === 'approver-token') return { ok: true, principal: APPROVER };
+  if (token === 'short-lived')
+    return { ok: true, principal: APPROVER, expiresAt: Math.floor(clock / 1000) + 60 };
+  return { ok: false, reason: 'unknown or invalid token' };
+};
+
+/** One fake clock for the console and the desk, so expiry and session lifetimes are tested without sleeping. */
+let clock = Date.now();
+let dir: string;
+let audit: AuditLog;
+let approvals: ApprovalStore;
+let server: Server;
+let base: string;
+
+async function serve(options: Partial<ConsoleDeps> = {}) {
+  const handler = createConsoleHandler({
+    runtime: {
+      approvals,
+      desk: createApprovalDesk({ approvals, audit, logger: silentLogger, now: () => new Date(clock) }),
+      logger: silentLogger,
+    },
+    authenticate,
+    now: () => new Date(clock),
+    ...options,
+  });
+  server = createServer((req, res) => {
+    void handler(req, res).then((handled) => {
+      if (!handled) res.writeHead(418).end('not mine');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function signIn(token = 'approver-token') {
+  const res = await fetch(`${base}/console/api/session`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ token }),
+  });
+  const body = (await res.json()) as { csrf_token: string };
+  const cookie = res.headers.get('set-cookie') ?? '';
+  return { res, csrf: body.csrf_token, cookie, jar: cookie.split(';')[0] ?? '' };
+}
+
+function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
+  approvals.create({
+    id,
+    tool: 'apply_label',
+    args: { user_id: 'u1' },
+    args_hash: 'h',
+    target: 'sift_user:u1',
+    requester: overrides.requester ?? 'ana.analyst@example.com',
+    requester_role: 'analyst',
+    requester_kind: 'user',
+    mode: 'approval',
+    policy_version: 'p',
+    evidence: {},
+    created_at: new Date(clock).toISOString(),
+    expires_at: overrides.expires_at ?? new Date(clock + 3_600_000).toISOString(),
+  });
+}
+
+beforeEach(async () => {
+  clock = Date.now();
+  dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
+  audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+  approvals = openSqliteApprovalStore(':memory:');
+});
+
+afterEach(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await audit.close();
+  approvals.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('console handler', () => {
+  it('handles /console and below only, and sends the security headers on pages and JSON', async () => {
+    await serve();
+    expect((await fetch(`${base}/mcp`)).status).toBe(418);
+    expect((await fetch(`${base}/consoles`)).status).toBe(418);
+    for (const path of ['/console', '/console/', '/console/assets/console.js', '/console/api/approvals']) {
+      const res = await fetch(`${base}${path}`);
+      expect(res.headers.get('content-security-policy')).toContain("default-src 'self'");
+      expect(res.headers.get('x-frame-options')).toBe('DENY');
+      expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+    }
+    expect((await fetch(`${base}/console/api/approvals`)).status).toBe(401);
+    const missing = await fetch(`${base}/console/assets/../console.ts`);
+    expect(missing.status).toBe(404);
+    expect(
+      ((await fetch(`${base}/console/nope`)).headers.get('content-type') ?? '').startsWith(
+        'application/json',
+      ),
+    ).toBe(true);
+  });
+
+  it('sets Secure when configured; the session ends when idle, at its TTL, or at the token expiry', async () => {
+    await serve({ secureCookies: true, idleTimeoutMs: 60_000, sessionTtlMs: 10 * 60_000 });
+    const { cookie, jar } = await signIn();
+    expect(cookie).toMatch(/HttpOnly/);
+    expect(cookie).toMatch(/SameSite=Strict/);
+    expect(cookie).toMatch(/Path=\/console/);
+    expect(cookie).toMatch(/Secure/);
+    const session = () =>
+      fetch(`${base}/console/api/session`, { headers: { Cookie: jar } }).then((r) => r.status);
+    clock += 59_000;
+    expect(await session()).toBe(200);
+    clock += 61_000;
+    expect(await session()).toBe(401);
+
+    const shortLived = await signIn('short-lived');
+    expect(shortLived.cookie).toMatch(/Max-Age=60/);
+    clock += 61_000;
+    expect(
+      await fetch(`${base}/console/api/session`, { headers: { Cookie: shortLived.jar } }).then(
+        (r) => r.status,
+      ),
+    ).toBe(401);
+  });
+
+  it('maps decision failures to JSON statuses and demands JSON bodies of bounded size', async () => {
+    await serve();
+    const { csrf, jar } = await signIn();
+    const post = (path: string, body: string, type = 'application/json') =>
+      fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { 'Content-Type': type, Cookie: jar, 'X-CSRF-Token': csrf },
+        body,
+      });
+
+    expect((await post('/console/api/approvals/apr_missing/approve', '{}')).status).toBe(404);
+    pending('apr_one');
+    const deny = await post('/console/api/approvals/apr_one/deny', '{}');
+    expect(deny.status).toBe(400);
+    expect(((await deny.json()) as { error: { message: string } }).error.message).toContain('reason');
+    expect(
+      (await post('/console/api/approvals/apr_one/approve', 'reason=x', 'application/x-www-form-urlencoded'))
+        .status,
+    ).toBe(415);
+    expect(
+      (await post('/console/api/approvals/apr_one/approve', JSON.stringify({ reason: 'x'.repeat(20_000) })))
+        .status,
+    ).toBe(413);
+    expect((await post('/console/api/approvals/apr_one/approve', '{')).status).toBe(400);
+    expect(approvals.get('apr_one')?.state).toBe('pending');
+
+    const ok = await post(
+      '/console/api/approvals/apr_one/approve',
+      JSON.stringify({ reason: 'looks right' }),
+    );
+    expect(ok.status).toBe(200);
+    expect(approvals.get('apr_one')).toMatchObject({
+      state: 'approved',
+      decided_by: APPROVER.id,
+      reason: 'looks right',
+    });
+    expect(
+      (await post('/console/api/approvals/apr_one/deny', JSON.stringify({ reason: 'late' }))).status,
+    ).toBe(409);
+  });
+
+  it('lists pending newest first and history, expiring overdue approvals first', async () => {
+    await serve();
+    const { jar } = await signIn();
+    pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
+    clock += 10;
+    pending('apr_new');
+    const list = async (view: string) =>
+      (
+        (await (
+          await fetch(`${base}/console/api/approvals?view=${view}`, { headers: { Cookie: jar } })
+        ).json()) as {
+          approvals: { id: string; state: string }[];
+        }
+      ).approvals.map((a) => `${a.id}:${a.state}`);
+    expect(await list('pending')).toEqual(['apr_new:pending', 'apr_old:pending']);
+    clock += 2000;
+    expect(await list('pending')).toEqual(['apr_new:pending']);
+    expect(await list('history')).toEqual(['apr_old:expired']);
+    expect((await fetch(`${base}/console/api/approvals?view=all`, { headers: { Cookie: jar } })).status).toBe(
+      400,
+    );
+  });
+
+  it('throttles repeated failed sign-ins from one address', async () => {
+    await serve();
+    for (let i = 0; i < 10; i++) expect((await signIn('wrong')).res.status).toBe(401);
+    expect((await signIn('approver-token')).res.status).toBe(429);
+    clock += 5 * 60_000;
+    expect((await signIn('approver-token')).res.status).toBe(200);
+  });
+});
