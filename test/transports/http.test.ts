@@ -1,0 +1,486 @@
+/**
+ * The Streamable HTTP transport over real HTTP on 127.0.0.1 (ephemeral ports) with the real SDK
+ * client, the real runtime and the emulators: authentication (API keys, JWTs from a local JWKS,
+ * the sandbox dev token), sessions, Host/Origin checks, body limit, role filtering, read-only and
+ * toolsets, metrics, health, graceful shutdown and unknown sessions after a restart.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import {
+  createLocalJWKSet,
+  exportJWK,
+  generateKeyPair,
+  SignJWT,
+  type CryptoKey,
+  type JWTVerifyGetKey,
+} from 'jose';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { tools as allTools } from '../../tools/index.ts';
+import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/logger.ts';
+import { openRuntime, type Runtime } from '../../src/runtime.ts';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
+import type { DeepPartial } from '../helpers/setup.ts';
+
+const DEV_TOKEN = 'dev-token-for-tests-0123456789';
+const VIEWER_KEY = 'viewer-key-0123456789abcdef';
+const ANALYST_KEY = 'analyst-key-0123456789abcdef';
+const OTHER_ANALYST_KEY = 'analyst2-key-0123456789abcdef';
+const ISSUER = 'https://idp.example.com';
+const LABEL_ARGS = {
+  user_id: 'sandbox-high-risk',
+  is_bad: true,
+  abuse_type: 'payment_abuse',
+  description: 'chargebacks on three cards',
+};
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+const TEST_CONFIG: DeepPartial<Config> = {
+  approvals: { wait_ms: 0, poll_ms: 20 },
+  sift: { max_retries: 0, timeout_ms: 5000 },
+  segment: { delivery_timeout_ms: 3000, timeout_ms: 2000 },
+  salesforce: { timeout_ms: 5000 },
+  http: { shutdown_grace_ms: 5000 },
+  auth: {
+    key_hashes: [
+      { sha256: sha(VIEWER_KEY), principal: 'vera.viewer@example.com', kind: 'user', role: 'viewer' },
+      { sha256: sha(ANALYST_KEY), principal: 'ana.analyst@example.com', kind: 'user', role: 'analyst' },
+      { sha256: sha(OTHER_ANALYST_KEY), principal: 'bob.analyst@example.com', kind: 'user', role: 'analyst' },
+    ],
+    jwt: {
+      issuer: ISSUER,
+      jwks_url: 'https://idp.example.com/jwks',
+      role_claim: 'fraudgate_role',
+      subject_claim: 'sub',
+    },
+  },
+};
+
+let sandbox: Sandbox;
+let privateKey: CryptoKey;
+let jwks: JWTVerifyGetKey;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  sandbox = await startSandbox(DEFAULTS);
+  const pair = await generateKeyPair('ES256');
+  privateKey = pair.privateKey;
+  jwks = createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }] });
+});
+afterAll(async () => {
+  await sandbox.close();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  sandbox.sift.faults.clear();
+});
+
+interface Started {
+  runtime: Runtime;
+  http: HttpServerHandle;
+  logs: string[];
+}
+
+async function start(
+  options: { config?: DeepPartial<Config>; mode?: Config['mode']; dataDir?: string; runtime?: Runtime } = {},
+): Promise<Started> {
+  const logs: string[] = [];
+  let runtime = options.runtime;
+  if (!runtime) {
+    const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'fraudgate-http-'));
+    let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_CONFIG), options.config ?? {});
+    config = { ...config, ...sandbox.config, data_dir: dataDir, mode: options.mode ?? 'sandbox' };
+    // The sandbox's client settings carry the default retries; tests want failures to surface at once.
+    config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
+    const rt = await openRuntime({
+      config,
+      secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
+      tools: allTools,
+      logger: createLogger({ write: (line) => logs.push(line) }),
+    });
+    runtime = rt;
+    cleanups.push(async () => {
+      await rt.close();
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    });
+  }
+  const http = await startHttpServer(runtime, { host: '127.0.0.1', port: 0, devToken: DEV_TOKEN, jwks });
+  cleanups.push(() => http.close());
+  return { runtime, http, logs };
+}
+
+async function jwt(
+  claims: Record<string, unknown>,
+  options: { audience?: string; issuer?: string; expiresIn?: string | number } = {},
+): Promise<string> {
+  return new SignJWT({ fraudgate_role: 'analyst', ...claims })
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+    .setSubject('jwt.user@example.com')
+    .setIssuer(options.issuer ?? ISSUER)
+    .setAudience(options.audience ?? 'unset')
+    .setIssuedAt()
+    .setExpirationTime(options.expiresIn ?? '5m')
+    .sign(privateKey);
+}
+
+async function connect(http: HttpServerHandle, token: string, sessionId?: string) {
+  const transport = new StreamableHTTPClientTransport(new URL(http.mcpUrl), {
+    requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    ...(sessionId ? { sessionId } : {}),
+  });
+  const client = new Client({ name: 'http-test', version: '0.0.0' });
+  if (!sessionId) await client.connect(transport);
+  cleanups.push(() => client.close().catch(() => {}));
+  return { client, transport };
+}
+
+const INIT = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '0' } },
+};
+
+function post(http: HttpServerHandle, body: unknown, headers: Record<string, string> = {}) {
+  return fetch(http.mcpUrl, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      ...headers,
+    },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+/** node:http, because fetch does not let a test set Host. */
+function rawPost(http: HttpServerHandle, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      http.mcpUrl,
+      {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          ...headers,
+        },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(INIT));
+  });
+}
+
+const errorOf = (result: CallToolResult) => {
+  const text = result.content.find((c) => c.type === 'text');
+  return (
+    JSON.parse(text && text.type === 'text' ? text.text : '{}') as {
+      error: { code: string; message: string };
+    }
+  ).error;
+};
+
+describe('authentication', () => {
+  it('no token → 401 with WWW-Authenticate resource_metadata, and the PRM document is served', async () => {
+    const { http } = await start();
+    const res = await post(http, INIT);
+    expect(res.status).toBe(401);
+    const prm = `${http.url}/.well-known/oauth-protected-resource/mcp`;
+    expect(res.headers.get('www-authenticate')).toBe(`Bearer resource_metadata="${prm}"`);
+    const doc = (await (await fetch(prm)).json()) as Record<string, unknown>;
+    expect(doc).toMatchObject({
+      resource: http.mcpUrl,
+      authorization_servers: [ISSUER],
+      bearer_methods_supported: ['header'],
+    });
+  });
+
+  it('refuses invalid, expired, wrong-audience and wrong-issuer tokens with 401; a token without a role gets 403', async () => {
+    const { http } = await start();
+    const cases: [string, string][] = [
+      ['not-a-token', 'invalid token'],
+      [
+        await jwt({}, { audience: http.mcpUrl, expiresIn: Math.floor(Date.now() / 1000) - 60 }),
+        'token expired',
+      ],
+      [await jwt({}, { audience: 'https://other.example.com/mcp' }), 'audience'],
+      [await jwt({}, { audience: http.mcpUrl, issuer: 'https://evil.example.com' }), 'issuer'],
+    ];
+    for (const [token, reason] of cases) {
+      const res = await post(http, INIT, { authorization: `Bearer ${token}` });
+      expect(res.status, reason).toBe(401);
+      expect(res.headers.get('www-authenticate')).toContain('error="invalid_token"');
+      expect(res.headers.get('www-authenticate')).toContain('resource_metadata=');
+      expect(((await res.json()) as { error_description: string }).error_description).toContain(reason);
+    }
+    const noRole = await post(http, INIT, {
+      authorization: `Bearer ${await jwt({ fraudgate_role: 'marketing' }, { audience: http.mcpUrl })}`,
+    });
+    expect(noRole.status).toBe(403);
+    expect(noRole.headers.get('www-authenticate')).toContain('insufficient_scope');
+    expect(((await noRole.json()) as { error_description: string }).error_description).toContain(
+      'fraudgate_role',
+    );
+  });
+
+  it('a valid JWT and an API key both open sessions as their own principals', async () => {
+    const { http, logs } = await start();
+    const token = await jwt({ fraudgate_role: ['viewer', 'analyst'] }, { audience: http.mcpUrl });
+    const viaJwt = await connect(http, token);
+    const names = (await viaJwt.client.listTools()).tools.map((t) => t.name);
+    expect(names).toContain('apply_label');
+    const viaKey = await connect(http, ANALYST_KEY);
+    expect((await viaKey.client.listTools()).tools.length).toBe(names.length);
+    expect(http.sessionCount()).toBe(2);
+    const requests = logs
+      .filter((l) => l.includes('"http request"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(
+      requests.some((r) => r.principal === 'jwt.user@example.com' && r.path === '/mcp' && r.status === 200),
+    ).toBe(true);
+    expect(requests.some((r) => r.principal === 'ana.analyst@example.com')).toBe(true);
+    // Never tokens in logs.
+    expect(logs.join('\n')).not.toContain(ANALYST_KEY);
+    expect(logs.join('\n')).not.toContain(token.slice(-20));
+  });
+
+  it('the sandbox dev token is an admin in sandbox mode and refused in live mode', async () => {
+    const sandboxed = await start();
+    const admin = await connect(sandboxed.http, DEV_TOKEN);
+    expect((await admin.client.listTools()).tools.map((t) => t.name)).toContain('suppress_user');
+
+    const live = await start({ mode: 'live' });
+    const res = await post(live.http, INIT, { authorization: `Bearer ${DEV_TOKEN}` });
+    expect(res.status).toBe(401);
+    const viaKey = await connect(live.http, ANALYST_KEY);
+    expect((await viaKey.client.listTools()).tools.length).toBeGreaterThan(0);
+  });
+});
+
+describe('roles, read-only and toolsets over HTTP', () => {
+  it('a viewer lists only read tools, and a write tool called anyway is refused', async () => {
+    const { http } = await start();
+    const { client } = await connect(http, VIEWER_KEY);
+    const listed = (await client.listTools()).tools;
+    expect(listed.length).toBeGreaterThan(0);
+    expect(listed.every((t) => t.annotations?.readOnlyHint === true)).toBe(true);
+    const result = (await client.callTool({
+      name: 'apply_label',
+      arguments: LABEL_ARGS,
+    })) as CallToolResult;
+    expect(result.isError).toBe(true);
+    expect(errorOf(result).code).toBe('FORBIDDEN');
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
+  });
+
+  it('read-only wins over the admin role; toolsets narrow the list', async () => {
+    const readOnly = await start({ config: { read_only: true } });
+    const admin = await connect(readOnly.http, DEV_TOKEN);
+    const tools = (await admin.client.listTools()).tools;
+    expect(tools.every((t) => t.annotations?.readOnlyHint === true)).toBe(true);
+    const refused = (await admin.client.callTool({
+      name: 'suppress_user',
+      arguments: { user_id: 'sandbox-high-risk', reason: 'test' },
+    })) as CallToolResult;
+    expect(refused.isError).toBe(true);
+
+    const narrowed = await start({ config: { toolsets: ['sift'] } });
+    const names = (await (await connect(narrowed.http, DEV_TOKEN)).client.listTools()).tools.map(
+      (t) => t.name,
+    );
+    expect(names).toContain('get_sift_score');
+    expect(names).not.toContain('suppress_user');
+    expect(names).not.toContain('create_fraud_case');
+  });
+});
+
+describe('sessions', () => {
+  it('another principal cannot use a session id: same 404 as an unknown one; the owner keeps it', async () => {
+    const { http } = await start();
+    const owner = await connect(http, ANALYST_KEY);
+    const sessionId = owner.transport.sessionId!;
+    const ping = { jsonrpc: '2.0', id: 7, method: 'ping' };
+    const headers = { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' };
+    const hijack = await post(http, ping, { ...headers, authorization: `Bearer ${OTHER_ANALYST_KEY}` });
+    const unknown = await post(http, ping, {
+      ...headers,
+      'mcp-session-id': '00000000-0000-4000-8000-000000000000',
+      authorization: `Bearer ${OTHER_ANALYST_KEY}`,
+    });
+    expect(hijack.status).toBe(404);
+    expect(unknown.status).toBe(404);
+    expect(await hijack.text()).toBe(await unknown.text());
+    // A viewer token for the same session, and no token at all, fail too.
+    expect((await post(http, ping, { ...headers, authorization: `Bearer ${VIEWER_KEY}` })).status).toBe(404);
+    expect((await post(http, ping, headers)).status).toBe(401);
+    await expect(owner.client.ping()).resolves.toBeDefined();
+  });
+
+  it('DELETE ends a session; the cap answers 503 JSON; idle sessions are reaped', async () => {
+    const { http } = await start({ config: { http: { max_sessions: 2, idle_timeout_ms: 400 } } });
+    const a = await connect(http, ANALYST_KEY);
+    await connect(http, ANALYST_KEY);
+    const full = await post(http, INIT, { authorization: `Bearer ${ANALYST_KEY}` });
+    expect(full.status).toBe(503);
+    expect(await full.json()).toMatchObject({
+      jsonrpc: '2.0',
+      error: { message: expect.stringContaining('sessions') },
+    });
+    const id = a.transport.sessionId!;
+    await a.transport.terminateSession();
+    expect(http.sessionCount()).toBe(1);
+    const after = await post(
+      http,
+      { jsonrpc: '2.0', id: 2, method: 'ping' },
+      {
+        authorization: `Bearer ${ANALYST_KEY}`,
+        'mcp-session-id': id,
+        'mcp-protocol-version': '2025-11-25',
+      },
+    );
+    expect(after.status).toBe(404);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(http.sessionCount()).toBe(0);
+  });
+
+  it('an unknown session id after a restart gets 404; the client re-initializes and carries on', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-http-restart-'));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const first = await start({ dataDir });
+    const before = await connect(first.http, ANALYST_KEY);
+    const staleId = before.transport.sessionId!;
+    await first.http.close();
+
+    const second = await start({ runtime: first.runtime });
+    const stale = await connect(second.http, ANALYST_KEY, staleId);
+    await stale.client.connect(stale.transport).catch(() => {});
+    const res = await post(
+      second.http,
+      { jsonrpc: '2.0', id: 3, method: 'tools/list' },
+      {
+        authorization: `Bearer ${ANALYST_KEY}`,
+        'mcp-session-id': staleId,
+        'mcp-protocol-version': '2025-11-25',
+      },
+    );
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32001 } });
+    const fresh = await connect(second.http, ANALYST_KEY);
+    expect((await fresh.client.listTools()).tools.length).toBeGreaterThan(0);
+  });
+});
+
+describe('HTTP hardening', () => {
+  it('refuses a foreign Origin or Host with 403 and accepts its own', async () => {
+    const { http } = await start();
+    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
+    const port = new URL(http.url).port;
+    expect(await rawPost(http, { ...auth, origin: 'https://evil.example.com' })).toBe(403);
+    expect(await rawPost(http, { ...auth, origin: 'null' })).toBe(403);
+    expect(await rawPost(http, { ...auth, origin: `http://localhost:${Number(port) + 1}` })).toBe(403);
+    expect(await rawPost(http, { ...auth, host: `evil.example.com:${port}` })).toBe(403);
+    // DNS rebinding: the attacker's name resolving to 127.0.0.1 still carries its own Host.
+    expect(
+      await rawPost(http, {
+        ...auth,
+        host: `evil.example.com:${port}`,
+        origin: `http://evil.example.com:${port}`,
+      }),
+    ).toBe(403);
+    expect(
+      await rawPost(http, { ...auth, origin: `http://localhost:${port}`, host: `localhost:${port}` }),
+    ).toBe(200);
+    expect(await rawPost(http, { ...auth, origin: `http://127.0.0.1:${port}` })).toBe(200);
+  });
+
+  it('an oversized body gets 413 with a JSON-RPC error, not HTML', async () => {
+    const { http } = await start({ config: { http: { body_limit_bytes: 10_000 } } });
+    const big = { ...INIT, params: { ...INIT.params, padding: 'x'.repeat(20_000) } };
+    const res = await post(http, big, { authorization: `Bearer ${ANALYST_KEY}` });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toContain('application/json');
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32600 }, id: null });
+  });
+});
+
+describe('health and metrics', () => {
+  it('/healthz needs no auth; /readyz checks the store and upstream reachability', async () => {
+    const { http } = await start();
+    expect(await (await fetch(`${http.url}/healthz`)).json()).toEqual({ status: 'ok' });
+    const ready = await fetch(`${http.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({
+      checks: { store: 'ok', sift: 'ok', segment: 'ok', salesforce: 'ok' },
+    });
+
+    const broken = await start({ config: { sift: { base_url: 'http://127.0.0.1:1' } } });
+    const notReady = await fetch(`${broken.http.url}/readyz`);
+    expect(notReady.status).toBe(503);
+    expect(await notReady.json()).toMatchObject({ checks: { sift: 'unreachable', store: 'ok' } });
+  });
+
+  it('/metrics shows calls by tool and outcome, latency, pending approvals, upstream errors and rate limits', async () => {
+    const { http } = await start({
+      config: { rate_limits: { tools: { get_sift_score: { capacity: 2, per_minute: 1 } } } },
+    });
+    const { client } = await connect(http, ANALYST_KEY);
+    await client.callTool({ name: 'get_sift_score', arguments: { user_id: 'sandbox-high-risk' } });
+    await client.callTool({ name: 'get_sift_score', arguments: { user_id: 'has space' } });
+    sandbox.sift.faults.inject({ status: 500, path: '/score' });
+    await client.callTool({ name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } });
+    await client.callTool({ name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } });
+    await client.callTool({
+      name: 'apply_label',
+      arguments: LABEL_ARGS,
+    });
+    const text = await (await fetch(`${http.url}/metrics`)).text();
+    expect(text).toContain('fraudgate_tool_calls_total{tool="get_sift_score",outcome="ok"} 1');
+    expect(text).toContain('fraudgate_tool_calls_total{tool="get_sift_score",outcome="INVALID_INPUT"} 1');
+    expect(text).toContain('fraudgate_tool_calls_total{tool="get_sift_score",outcome="RATE_LIMITED"} 1');
+    expect(text).toMatch(/fraudgate_upstream_errors_total\{service="sift"\} 1/);
+    expect(text).toContain(
+      'fraudgate_rate_limit_rejections_total{tool="get_sift_score",code="RATE_LIMITED"} 1',
+    );
+    expect(text).toContain('fraudgate_tool_calls_total{tool="apply_label",outcome="APPROVAL_PENDING"} 1');
+    expect(text).toContain('fraudgate_tool_call_duration_seconds_count{tool="get_sift_score"} 4');
+    expect(text).toContain('fraudgate_tool_call_duration_seconds_bucket{tool="get_sift_score",le="+Inf"} 4');
+    expect(text).toContain('fraudgate_pending_approvals 1');
+    expect(text).toContain('fraudgate_mcp_sessions 1');
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('finishes a call in flight, refuses new work, then closes sessions', async () => {
+    const { http } = await start();
+    const { client } = await connect(http, ANALYST_KEY);
+    sandbox.sift.faults.inject({ delayMs: 600, path: '/score' });
+    const call = client.callTool({ name: 'get_sift_score', arguments: { user_id: 'sandbox-high-risk' } });
+    await new Promise((r) => setTimeout(r, 150));
+    const closed = http.close();
+    await new Promise((r) => setTimeout(r, 50));
+    // New work while draining: the listener is closed (refused) or a kept-alive socket gets 503.
+    const during = await fetch(`${http.url}/mcp`, { method: 'POST', body: '{}' }).then(
+      (r) => r.status,
+      () => 'refused',
+    );
+    expect([503, 'refused']).toContain(during);
+    const result = (await call) as CallToolResult;
+    expect(result.isError).toBeFalsy();
+    expect(result.structuredContent).toMatchObject({ user_id: 'sandbox-high-risk' });
+    await closed;
+    expect(http.sessionCount()).toBe(0);
+    await expect(fetch(`${http.url}/healthz`)).rejects.toThrow();
+  });
+});
