@@ -20,6 +20,7 @@ import { FraudgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { startSandbox } from './sandbox/sandbox.ts';
+import { runSyncCommand } from './cli/sync.ts';
 import { createConsoleHandler } from './console/console.ts';
 import { startHttpServer } from './transports/http.ts';
 import { serveStdio } from './transports/stdio.ts';
@@ -32,7 +33,9 @@ const USAGE = `Usage:
   fraudgate approvals approve ID --as NAME [--reason TEXT]
   fraudgate approvals deny ID --as NAME --reason TEXT
   fraudgate audit verify [--file PATH]
-  fraudgate docs tools [--write | --check]`;
+  fraudgate docs tools [--write | --check]
+  fraudgate sync scores [--dry-run]
+  fraudgate sync feedback [--once]`;
 
 const OPTIONS = {
   sandbox: { type: 'boolean' },
@@ -50,6 +53,8 @@ const OPTIONS = {
   file: { type: 'string' },
   write: { type: 'boolean' },
   check: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  once: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -176,6 +181,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runApprovalsCommand(rest, values, loaded);
       case 'audit':
         return await runAuditCommand(rest, values, loaded);
+      case 'sync':
+        return await runSyncCommand(rest, values, loaded, tools);
       default:
         process.stderr.write(`fraudgate: unknown command '${command}'\n${USAGE}\n`);
         return 2;

@@ -114,6 +114,13 @@ export const configSchema = z.strictObject({
     destructive: bucket,
     tools: z.record(z.string(), bucket),
   }),
+  /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
+  identity: z.strictObject({
+    /** same: the Segment user id is the Sift user id unless mapped; mapped_only: only mapped users have a Segment id. */
+    segment_user_id: z.enum(['same', 'mapped_only']),
+    /** Sift user id → Segment user id. */
+    mappings: z.record(z.string().min(1), z.string().min(1)),
+  }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
     /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
@@ -251,6 +258,7 @@ export const DEFAULTS: Config = {
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
   },
+  identity: { segment_user_id: 'same', mappings: {} },
   http: {
     host: '127.0.0.1',
     port: 8787,

@@ -19,6 +19,7 @@ import { createRateLimiter } from './governance/rate-limit.ts';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import type { Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
+import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
 import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
@@ -26,6 +27,8 @@ export interface Runtime {
   pipeline: Pipeline;
   desk: ApprovalDesk;
   approvals: ApprovalStore;
+  /** Sift → Segment id mappings and the identity review list (same SQLite file as approvals). */
+  identities: IdentityStore;
   audit: AuditLog;
   redactor: Redactor;
   clients: UpstreamClients;
@@ -58,8 +61,9 @@ export async function openGovernanceState(config: Config, secrets: Secrets, logg
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = await openAuditLog(auditPath(config), { redactor });
   const approvals = openSqliteApprovalStore(databasePath(config));
+  const identities = openSqliteIdentityStore(databasePath(config), config.identity);
   const desk = createApprovalDesk({ approvals, audit, logger });
-  return { redactor, audit, approvals, desk };
+  return { redactor, audit, approvals, identities, desk };
 }
 
 export function createClients(config: Config, secrets: Secrets): UpstreamClients {
@@ -125,6 +129,7 @@ export async function openRuntime(options: {
     config,
     clients,
     approvals: state.approvals,
+    identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,
     rateLimiter: createRateLimiter(),
@@ -156,6 +161,7 @@ export async function openRuntime(options: {
       await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
       await state.audit.close();
       state.approvals.close();
+      state.identities.close();
     },
   };
 }

@@ -40,6 +40,50 @@ export interface ToolContext {
   now(): Date;
   /** Read-only view of approvals, for `get_approval_status`. Tools can never decide an approval. */
   approvals: { get(id: string): ApprovalView | undefined };
+  /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
+  identities: IdentityDirectory;
+}
+
+/** Where a Segment user id came from: a stored mapping, the config's `identity.mappings`, or the Sift id itself. */
+export type SegmentIdSource = 'stored' | 'config' | 'same';
+
+/** One identifier a lookup tried, in one system, and whether it found anything. */
+export interface IdentityAttempt {
+  system: 'sift' | 'segment' | 'salesforce';
+  identifier: 'sift_user_id' | 'segment_user_id' | 'email' | 'phone';
+  value: string;
+  found: boolean;
+}
+
+/** A Sift user no Salesforce record could be matched to, awaiting a human's review. */
+export interface UnmatchedIdentity {
+  sift_user_id: string;
+  /** What the latest lookup tried. */
+  tried: IdentityAttempt[];
+  first_seen_at: string;
+  last_seen_at: string;
+  times_seen: number;
+}
+
+/**
+ * The identity map and review list as tools see them. Mapping changes are made by operators (config,
+ * `fraudgate identities map`), never by a tool: a model must not be able to re-point a user's identity.
+ */
+export interface IdentityDirectory {
+  /** The Segment user id for a Sift user id: stored mapping, else config mapping, else per `identity.segment_user_id`. */
+  segmentIdFor(siftUserId: string): { segment_user_id: string; source: SegmentIdSource } | undefined;
+  /** Add or refresh an entry of the review list (times_seen + 1, tried replaced). */
+  recordUnmatched(entry: { sift_user_id: string; tried: IdentityAttempt[]; at: Date }): UnmatchedIdentity;
+  /** Drop a user from the review list once a lookup matched them; true if it was listed. */
+  resolveUnmatched(siftUserId: string): boolean;
+  /**
+   * Newest (last seen) first. `cursor` is opaque, from a previous page; an entry seen again while
+   * paging moves to the front and is not repeated on later pages.
+   */
+  listUnmatched(page: { cursor?: string; limit: number }): {
+    items: UnmatchedIdentity[];
+    next_cursor?: string;
+  };
 }
 
 /** What a caller may see of an approval. */

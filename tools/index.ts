@@ -10,6 +10,8 @@ import { getApprovalStatus } from './get-approval-status.ts';
 import { getSiftScore } from './get-sift-score.ts';
 import { getUserDecisions } from './get-user-decisions.ts';
 import { listSiftDecisions } from './list-sift-decisions.ts';
+import { listUnmatchedIdentities } from './list-unmatched-identities.ts';
+import { lookupUser } from './lookup-user.ts';
 import { removeLabel } from './remove-label.ts';
 import { sendSiftEvent } from './send-sift-event.ts';
 import { suppressUser } from './suppress-user.ts';
@@ -27,4 +29,6 @@ export const tools: readonly AnyTool[] = [
   createFraudCase,
   suppressUser,
   getApprovalStatus,
+  lookupUser,
+  listUnmatchedIdentities,
 ];

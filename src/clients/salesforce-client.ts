@@ -743,6 +743,10 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return results;
     },
 
+    integrationUserId() {
+      return conn.userInfo?.id;
+    },
+
     apiUsage() {
       const usage = conn.limitInfo.apiUsage;
       return usage ? { used: usage.used, limit: usage.limit } : undefined;

@@ -198,6 +198,11 @@ export interface SalesforceClient {
   ): Promise<SalesforceSaveResult[]>;
   /** Last seen `Sforce-Limit-Info` api usage. */
   apiUsage(): { used: number; limit: number } | undefined;
+  /**
+   * The Salesforce user id fraudgate's session authenticates as (from the OAuth identity URL), once a
+   * call has logged in; `LastModifiedById` equal to it marks fraudgate's own writes (loop prevention).
+   */
+  integrationUserId?(): string | undefined;
   close(): Promise<void>;
 }
 

@@ -19,7 +19,7 @@ import {
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
-import { inputSchemaOf, type AnyTool, type ApprovalKey, type ApprovalView, type Principal, type ToolContext } from '../tool.ts';
+import { inputSchemaOf, type AnyTool, type ApprovalKey, type ApprovalView, type IdentityDirectory, type Principal, type ToolContext } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -47,6 +47,11 @@ export interface PipelineDeps {
   config: Config;
   clients: UpstreamClients;
   approvals: ApprovalStore;
+  /**
+   * Identity mappings and the review list, handed to tools as `ctx.identities`. Absent (a pipeline
+   * without a store): Segment ids equal Sift ids and nothing is remembered.
+   */
+  identities?: IdentityDirectory;
   audit: AuditLog;
   redactor: Redactor;
   rateLimiter: RateLimiter;
@@ -89,6 +94,20 @@ function toView(a: Approval): ApprovalView {
   return view;
 }
 
+/** The identity directory of a pipeline without a store: no mappings, an always-empty review list. */
+const transientIdentities: IdentityDirectory = {
+  segmentIdFor: (siftUserId) => ({ segment_user_id: siftUserId, source: 'same' }),
+  recordUnmatched: ({ sift_user_id, tried, at }) => ({
+    sift_user_id,
+    tried,
+    first_seen_at: at.toISOString(),
+    last_seen_at: at.toISOString(),
+    times_seen: 1,
+  }),
+  resolveUnmatched: () => false,
+  listUnmatched: () => ({ items: [] }),
+};
+
 export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
   const now = deps.now ?? (() => new Date());
@@ -126,6 +145,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         return a ? toView(a) : undefined;
       },
     },
+    identities: deps.identities ?? transientIdentities,
   });
 
   type AuditInput = Parameters<AuditLog['append']>[0];

@@ -59,6 +59,17 @@ export interface SalesforceEmulator extends EmulatorServer {
    * case can exist); read-only fields (CreatedDate, …) and `Id` may be set. Field names are still checked.
    */
   insert(sobject: string, fields: Record<string, unknown>): SalesforceEmulatorRecord;
+  /**
+   * Change a record as someone other than the API's integration user would in the Salesforce UI:
+   * sets the fields, `LastModifiedById` (default: the first non-integration user) and the timestamps
+   * (`SystemModstamp` may be given, e.g. to make two edits share one timestamp). Field names are checked.
+   */
+  editAs(
+    sobject: string,
+    id: string,
+    fields: Record<string, unknown>,
+    options?: { userId?: string; systemModstamp?: string },
+  ): SalesforceEmulatorRecord;
   /** The next `n` authenticated data requests answer 403 REQUEST_LIMIT_EXCEEDED. */
   rateLimitNext(n: number): void;
   /** Invalidate every access token issued so far (sessions expire); new tokens work. */
@@ -420,6 +431,8 @@ export async function startSalesforceEmulator(
       Id: existing.Id,
       LastModifiedDate: now,
       SystemModstamp: now,
+      // Every token authenticates as the integration user, so API writes are attributed to it (loop prevention keys on this).
+      LastModifiedById: integrationUserId,
     };
     derive(object, record);
     checkRequired(object, record);
@@ -1072,6 +1085,28 @@ export async function startSalesforceEmulator(
       return [...table(object).values()].map((r) => ({ ...r }));
     },
     insert: seedInsert,
+    editAs(sobject, id, fields, editOptions = {}) {
+      const object = findObject(schema, sobject);
+      if (!object) throw new Error(`Unknown sObject ${sobject}`);
+      const existing = getLive(object, id);
+      const values = validateFields(object, fields, 'update');
+      const human =
+        editOptions.userId ??
+        [...table(findObject(schema, 'User')!).values()].find((u) => u.Id !== integrationUserId)?.Id;
+      if (!human) throw new Error('editAs needs a user other than the integration user');
+      const stamp = editOptions.systemModstamp ?? formatDatetime(Date.now());
+      const record: SoqlRecord = {
+        ...existing,
+        ...values,
+        Id: existing.Id,
+        LastModifiedDate: stamp,
+        SystemModstamp: stamp,
+        LastModifiedById: human,
+      };
+      derive(object, record);
+      table(object).set(record.Id, record);
+      return { ...record };
+    },
     rateLimitNext(n) {
       rateLimited = n;
     },

@@ -112,6 +112,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     picklist('Sift_Decision__c', ['accept', 'watch', 'block']),
     siftScore(),
     siftRiskBand(),
+    // The lifecycle status humans set; fraudgate's feedback poller maps its transitions to Sift (issue 5).
+    picklist('Fraud_Status__c', ['Active', 'Paying Customer', 'Under Review', 'Closed - Fraud', 'Closed - Other']),
   ],
   Contact: [
     ...common(true),
