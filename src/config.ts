@@ -73,6 +73,16 @@ export const configSchema = z.strictObject({
     /** Case.Type picklist value for fraud cases. */
     case_type: z.string().min(1),
     case_origin: z.string().min(1),
+    /** Case.Status value `resolve_fraud_case` sets (a closed status of the org's Case process). */
+    case_closed_status: z.string().min(1),
+    /** DeveloperName of the queue that receives leads at or above `lead_score_threshold`. */
+    lead_review_queue: z.string().min(1),
+    /** Sift score (0–1, like risk_bands) at or above which `enrich_salesforce_lead` routes a lead to review. */
+    lead_score_threshold: z.number().min(0).max(1),
+    /** Sift score (0–1) at or above which `flag_opportunities` flags a user's open opportunities. */
+    opportunity_flag_threshold: z.number().min(0).max(1),
+    /** Days until the review Task `flag_opportunities` creates for each opportunity owner is due. */
+    task_due_days: z.number().int().min(0).max(90),
   }),
   /** Score (0–1) at or above which a band starts. Bands must be increasing. */
   risk_bands: z.strictObject({
@@ -94,6 +104,33 @@ export const configSchema = z.strictObject({
     }),
     /** Segment traits an Engage audience keys on for marketing suppression. */
     suppression_trait: z.string().min(1),
+    /** Routing tier (Segment trait value) per risk band, for product flows (`sync_score_to_segment`). */
+    routing_tiers: z.strictObject({
+      low: z.string().min(1),
+      medium: z.string().min(1),
+      high: z.string().min(1),
+      critical: z.string().min(1),
+    }),
+    /** Segment trait names `sync_score_to_segment` writes. */
+    score_traits: z.strictObject({
+      score: z.string().min(1),
+      band: z.string().min(1),
+      routing_tier: z.string().min(1),
+      abuse_type: z.string().min(1),
+    }),
+    /** Salesforce Case `Resolution__c` picklist value per resolution `resolve_fraud_case` accepts. */
+    case_resolutions: z.strictObject({
+      confirmed_fraud: z.string().min(1),
+      false_positive: z.string().min(1),
+      inconclusive: z.string().min(1),
+      duplicate: z.string().min(1),
+    }),
+    /** Segment track event name per fraud outcome `track_fraud_event` sends (warehouse table names follow them). */
+    track_events: z.strictObject({
+      score_evaluated: z.string().min(1),
+      decision_applied: z.string().min(1),
+      label_applied: z.string().min(1),
+    }),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. */
@@ -215,6 +252,11 @@ export const DEFAULTS: Config = {
     fraud_queue: 'Fraud_Review',
     case_type: 'Fraud',
     case_origin: 'Web',
+    case_closed_status: 'Closed',
+    lead_review_queue: 'Fraud_Review',
+    lead_score_threshold: 0.8,
+    opportunity_flag_threshold: 0.6,
+    task_due_days: 2,
   },
   risk_bands: { medium: 0.3, high: 0.6, critical: 0.85 },
   mapping: {
@@ -242,6 +284,24 @@ export const DEFAULTS: Config = {
     },
     band_priority: { low: 'Low', medium: 'Medium', high: 'High', critical: 'High' },
     suppression_trait: 'suppressed_for_fraud',
+    routing_tiers: { low: 'trusted', medium: 'standard', high: 'step_up', critical: 'blocked' },
+    score_traits: {
+      score: 'sift_score',
+      band: 'sift_risk_level',
+      routing_tier: 'fraud_routing_tier',
+      abuse_type: 'sift_score_abuse_type',
+    },
+    case_resolutions: {
+      confirmed_fraud: 'Confirmed Fraud',
+      false_positive: 'False Positive',
+      inconclusive: 'Inconclusive',
+      duplicate: 'Duplicate',
+    },
+    track_events: {
+      score_evaluated: 'Sift Score Evaluated',
+      decision_applied: 'Sift Decision Applied',
+      label_applied: 'Sift Label Applied',
+    },
   },
   approvals: {
     tools: {},

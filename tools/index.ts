@@ -6,16 +6,24 @@ import type { AnyTool } from '../src/tool.ts';
 import { applyDecision } from './apply-decision.ts';
 import { applyLabel } from './apply-label.ts';
 import { createFraudCase } from './create-fraud-case.ts';
+import { enrichSalesforceLead } from './enrich-salesforce-lead.ts';
+import { flagOpportunities } from './flag-opportunities.ts';
 import { getApprovalStatus } from './get-approval-status.ts';
+import { getFraudCase } from './get-fraud-case.ts';
 import { getSiftScore } from './get-sift-score.ts';
 import { getUserDecisions } from './get-user-decisions.ts';
+import { listFraudCases } from './list-fraud-cases.ts';
 import { listSiftDecisions } from './list-sift-decisions.ts';
 import { listUnmatchedIdentities } from './list-unmatched-identities.ts';
 import { lookupUser } from './lookup-user.ts';
 import { removeLabel } from './remove-label.ts';
+import { resolveFraudCase } from './resolve-fraud-case.ts';
 import { sendSiftEvent } from './send-sift-event.ts';
 import { suppressUser } from './suppress-user.ts';
+import { syncDecisionToSalesforce } from './sync-decision-to-salesforce.ts';
 import { syncDecisionToSegment } from './sync-decision-to-segment.ts';
+import { syncScoreToSegment } from './sync-score-to-segment.ts';
+import { trackFraudEvent } from './track-fraud-event.ts';
 
 export const tools: readonly AnyTool[] = [
   getSiftScore,
@@ -31,4 +39,12 @@ export const tools: readonly AnyTool[] = [
   getApprovalStatus,
   lookupUser,
   listUnmatchedIdentities,
+  syncScoreToSegment,
+  trackFraudEvent,
+  enrichSalesforceLead,
+  syncDecisionToSalesforce,
+  flagOpportunities,
+  listFraudCases,
+  getFraudCase,
+  resolveFraudCase,
 ];

@@ -109,11 +109,18 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     { name: 'Website', type: 'url', length: 255 },
     { name: 'Description', type: 'textarea', length: 32000 },
     siftUserId(),
-    picklist('Sift_Decision__c', ['accept', 'watch', 'block']),
+    // Lowercase values are the demo org's legacy ones; the others are config mapping.decisions' defaults.
+    picklist('Sift_Decision__c', ['accept', 'watch', 'block', 'Trusted', 'Under Review', 'Blocked', 'None']),
     siftScore(),
     siftRiskBand(),
     // The lifecycle status humans set; fraudgate's feedback poller maps its transitions to Sift (issue 5).
-    picklist('Fraud_Status__c', ['Active', 'Paying Customer', 'Under Review', 'Closed - Fraud', 'Closed - Other']),
+    picklist('Fraud_Status__c', [
+      'Active',
+      'Paying Customer',
+      'Under Review',
+      'Closed - Fraud',
+      'Closed - Other',
+    ]),
   ],
   Contact: [
     ...common(true),
@@ -125,7 +132,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     ref('AccountId', ['Account'], 'Account'),
     { name: 'Description', type: 'textarea', length: 32000 },
     siftUserId(),
-    picklist('Sift_Decision__c', ['accept', 'watch', 'block']),
+    // Lowercase values are the demo org's legacy ones; the others are config mapping.decisions' defaults.
+    picklist('Sift_Decision__c', ['accept', 'watch', 'block', 'Trusted', 'Under Review', 'Blocked', 'None']),
     siftScore(),
     siftRiskBand(),
   ],
@@ -172,6 +180,9 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     str('Sift_User_Id__c', 255),
     str('Fraudgate_Key__c', 255, { externalId: true, unique: true }),
     siftScore(),
+    // How a fraud review ended (values from config mapping.case_resolutions) and the analyst's note.
+    picklist('Resolution__c', ['Confirmed Fraud', 'False Positive', 'Inconclusive', 'Duplicate']),
+    { name: 'Resolution_Notes__c', type: 'textarea', length: 32000 },
   ],
   Opportunity: [
     ...common(true),

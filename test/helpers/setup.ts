@@ -80,6 +80,8 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
   if (options.config?.sift) config.sift = { ...config.sift, ...options.config.sift } as Config['sift'];
   if (options.config?.segment)
     config.segment = { ...config.segment, ...options.config.segment } as Config['segment'];
+  if (options.config?.salesforce)
+    config.salesforce = { ...config.salesforce, ...options.config.salesforce } as Config['salesforce'];
   const runtime = await openRuntime({
     config,
     secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },

@@ -1,0 +1,244 @@
+import * as z from 'zod';
+import { soqlQuote } from '../src/clients/salesforce-client.ts';
+import type { SalesforceSaveResult } from '../src/clients/types.ts';
+import { NotFoundError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
+import { riskBand, siftEvidence, userId } from './schemas.ts';
+
+type OpportunityRow = {
+  Id: string;
+  OwnerId?: string;
+  Fraud_Risk_Flag__c?: boolean | null;
+  Fraud_Risk_Summary__c?: string | null;
+};
+
+/** Ids and failures listed in a result at most; counts are always complete. */
+const MAX_LISTED = 50;
+const USER_ID_PREFIX = '005';
+
+/** The account and the Sift user it belongs to, from whichever one the caller gave. */
+async function resolveAccount(args: { user_id?: string; account_id?: string }, ctx: ToolContext) {
+  const by = exactlyOne(args, ['user_id', 'account_id']);
+  const where =
+    by === 'user_id'
+      ? `Sift_User_Id__c = ${soqlQuote(args.user_id ?? '')}`
+      : `Id = ${soqlQuote(args.account_id ?? '')}`;
+  const rows = await ctx.clients.salesforce.query<{ Id: string; Sift_User_Id__c?: string | null }>(
+    `SELECT Id, Sift_User_Id__c FROM Account WHERE ${where} LIMIT 1`,
+    { signal: ctx.signal },
+  );
+  const account = rows[0];
+  if (!account) throw new NotFoundError(`No Salesforce Account matches that ${by}.`);
+  const user = args.user_id ?? account.Sift_User_Id__c;
+  if (!user) {
+    throw new NotFoundError(
+      'The Account has no Sift_User_Id__c, so it has no Sift score; call with user_id instead.',
+    );
+  }
+  return { accountId: account.Id, user };
+}
+
+/** The subject is the duplicate key: one open review Task per owner and account. */
+const taskSubject = (user: string) => `Fraud risk review: open opportunities of Sift user ${user}`;
+
+function dueDate(ctx: ToolContext): string {
+  const due = new Date(ctx.now().getTime() + ctx.config.salesforce.task_due_days * 86_400_000);
+  return due.toISOString().slice(0, 10);
+}
+
+/** Everything a flagging decides before writing; shared by the dry run and the real run. */
+async function prepare(args: { user_id?: string; account_id?: string }, ctx: ToolContext) {
+  const sf = ctx.clients.salesforce;
+  const { accountId, user } = await resolveAccount(args, ctx);
+  const risk = await siftRisk(user, ctx);
+  const threshold = ctx.config.salesforce.opportunity_flag_threshold;
+  const over = risk.score >= threshold;
+  // No timestamp in the summary: an unchanged score rewrites nothing on a retry or a repeat.
+  const summary = [
+    `Sift score ${risk.sift_score}/100 (${risk.risk_band}${risk.abuse_type ? `, ${risk.abuse_type}` : ''}) for Sift user ${user}.`,
+    risk.reasons.length > 0 ? `Top reasons: ${risk.reasons.slice(0, 5).join(', ')}.` : '',
+    'Flagged by fraudgate; review before closing.',
+  ]
+    .filter(Boolean)
+    .join(' ');
+  const opportunities = over
+    ? await sf.query<OpportunityRow>(
+        `SELECT Id, OwnerId, Fraud_Risk_Flag__c, Fraud_Risk_Summary__c FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false ORDER BY Id`,
+        { signal: ctx.signal },
+      )
+    : [];
+  const updates = opportunities
+    .filter((o) => o.Fraud_Risk_Flag__c !== true || o.Fraud_Risk_Summary__c !== summary)
+    .map((o) => ({ Id: o.Id, Fraud_Risk_Flag__c: true, Fraud_Risk_Summary__c: summary }));
+
+  const owners = new Map<string, string[]>();
+  const skippedOwners = new Set<string>();
+  for (const o of opportunities) {
+    if (!o.OwnerId) continue;
+    // Tasks are owned by users; an opportunity owned by a queue has no one to assign the review to.
+    if (!o.OwnerId.startsWith(USER_ID_PREFIX)) skippedOwners.add(o.OwnerId);
+    else owners.set(o.OwnerId, [...(owners.get(o.OwnerId) ?? []), o.Id]);
+  }
+  const subject = taskSubject(user);
+  const openTasks =
+    owners.size > 0
+      ? await sf.query<{ Id: string; OwnerId?: string }>(
+          `SELECT Id, OwnerId FROM Task WHERE WhatId = ${soqlQuote(accountId)} AND Subject = ${soqlQuote(subject)} AND IsClosed = false`,
+          { signal: ctx.signal },
+        )
+      : [];
+  const hasTask = new Set(openTasks.map((t) => t.OwnerId));
+  const tasks = [...owners.entries()]
+    .filter(([owner]) => !hasTask.has(owner))
+    .map(([owner, ids]) => ({
+      OwnerId: owner,
+      WhatId: accountId,
+      Subject: subject,
+      ActivityDate: dueDate(ctx),
+      Priority: 'High',
+      Status: 'Not Started',
+      Description: [
+        summary,
+        `Your open opportunities on this account (${ids.length}): ${capped(ids, MAX_LISTED).items.join(', ')}${ids.length > MAX_LISTED ? ', …' : ''}`,
+      ].join('\n'),
+    }));
+  return {
+    accountId,
+    user,
+    risk,
+    threshold,
+    over,
+    summary,
+    opportunities,
+    updates,
+    tasks,
+    skippedOwners,
+    openTasks,
+  };
+}
+
+function failures(results: SalesforceSaveResult[], ids: string[]) {
+  return results.flatMap((r, i) =>
+    r.success ? [] : [{ id: ids[i] ?? r.id, codes: r.errors.map((e) => e.statusCode) }],
+  );
+}
+
+export const flagOpportunities = defineTool({
+  name: 'flag_opportunities',
+  title: "Flag a risky customer's open Salesforce opportunities",
+  description:
+    "When a customer's Sift score is at or above the configured threshold, set Fraud_Risk_Flag__c and a risk summary " +
+    'on every open Opportunity of their Account, and create one review Task per opportunity owner (due in the ' +
+    'configured number of days) on the Account. Give exactly one of user_id (Sift user id, matched on ' +
+    'Account.Sift_User_Id__c) or account_id. Below the threshold nothing is written (over_threshold=false). Safe to ' +
+    'repeat: already-flagged opportunities are not rewritten and an owner with an open review Task gets no second one. ' +
+    'Lists at most 50 ids; counts are complete.',
+  risk: 'write',
+  toolset: 'salesforce',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId.optional(),
+    account_id: salesforceId('Account', '001').optional(),
+  }),
+  output: z.object({
+    account_id: z.string(),
+    user_id: z.string(),
+    sift_score: z.number().int().min(0).max(100),
+    risk_band: riskBand,
+    threshold: z.number().int().min(0).max(100).describe('The flag threshold on the 0–100 scale.'),
+    over_threshold: z.boolean(),
+    open_opportunities: z.number().int(),
+    flagged: z
+      .number()
+      .int()
+      .describe('Opportunities written by this call (already-flagged ones are skipped).'),
+    already_flagged: z.number().int(),
+    tasks_created: z.number().int(),
+    owners_with_open_task: z
+      .number()
+      .int()
+      .describe('Owners skipped because their review Task is still open.'),
+    owners_skipped_not_users: z.number().int().describe('Queue-owned opportunities have no user to task.'),
+    task_due_date: z.string().nullable(),
+    flagged_ids: z.array(z.string()),
+    task_ids: z.array(z.string()),
+    failures: z.array(
+      z.object({ sobject: z.enum(['Opportunity', 'Task']), id: z.string(), codes: z.array(z.string()) }),
+    ),
+    truncated: z.boolean().describe('true when a list above was cut to 50 entries.'),
+  }),
+  target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
+  async evidence(args, ctx) {
+    const { user } = await resolveAccount(args, ctx);
+    return siftEvidence(user, ctx);
+  },
+  async plan(args, ctx) {
+    const p = await prepare(args, ctx);
+    const updates = capped(p.updates, MAX_LISTED);
+    const tasks = capped(p.tasks, MAX_LISTED);
+    return {
+      current: {
+        account_id: p.accountId,
+        sift_score: p.risk.sift_score,
+        over_threshold: p.over,
+        open_opportunities: p.opportunities.length,
+        already_flagged: p.opportunities.length - p.updates.length,
+        open_review_tasks: p.openTasks.length,
+      },
+      changes: {
+        update_opportunities: {
+          count: p.updates.length,
+          fields: { Fraud_Risk_Flag__c: true, Fraud_Risk_Summary__c: p.summary },
+          ids: updates.items.map((u) => u.Id),
+        },
+        create_tasks: { count: p.tasks.length, records: tasks.items },
+        truncated: updates.truncated || tasks.truncated,
+      },
+    };
+  },
+  async run(args, ctx) {
+    const sf = ctx.clients.salesforce;
+    const p = await prepare(args, ctx);
+    const updateResults =
+      p.updates.length > 0 ? await sf.updateMany('Opportunity', p.updates, { signal: ctx.signal }) : [];
+    const taskResults =
+      p.tasks.length > 0 ? await sf.createMany('Task', p.tasks, { signal: ctx.signal }) : [];
+    const flaggedIds = p.updates.filter((_, i) => updateResults[i]?.success).map((u) => u.Id);
+    const taskIds = taskResults.filter((r) => r.success).map((r) => r.id);
+    const failed = [
+      ...failures(
+        updateResults,
+        p.updates.map((u) => u.Id),
+      ).map((f) => ({ sobject: 'Opportunity' as const, ...f })),
+      ...failures(
+        taskResults,
+        p.tasks.map((t) => t.OwnerId),
+      ).map((f) => ({ sobject: 'Task' as const, ...f })),
+    ];
+    const lists = [
+      capped(flaggedIds, MAX_LISTED),
+      capped(taskIds, MAX_LISTED),
+      capped(failed, MAX_LISTED),
+    ] as const;
+    return {
+      account_id: p.accountId,
+      user_id: p.user,
+      sift_score: p.risk.sift_score,
+      risk_band: p.risk.risk_band,
+      threshold: Math.round(p.threshold * 100),
+      over_threshold: p.over,
+      open_opportunities: p.opportunities.length,
+      flagged: flaggedIds.length,
+      already_flagged: p.opportunities.length - p.updates.length,
+      tasks_created: taskIds.length,
+      owners_with_open_task: new Set(p.openTasks.map((t) => t.OwnerId)).size,
+      owners_skipped_not_users: p.skippedOwners.size,
+      task_due_date: p.tasks.length > 0 ? dueDate(ctx) : null,
+      flagged_ids: lists[0].items,
+      task_ids: lists[1].items,
+      failures: lists[2].items,
+      truncated: lists.some((l) => l.truncated),
+    };
+  },
+});

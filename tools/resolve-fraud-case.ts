@@ -1,0 +1,124 @@
+import * as z from 'zod';
+import { FraudgateError, NotFoundError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { salesforceId } from './salesforce-common.ts';
+
+const RESOLUTIONS = ['confirmed_fraud', 'false_positive', 'inconclusive', 'duplicate'] as const;
+type Resolution = (typeof RESOLUTIONS)[number];
+
+type CaseRow = {
+  Id: string;
+  Status?: string;
+  IsClosed?: boolean;
+  Resolution__c?: string | null;
+  Sift_User_Id__c?: string | null;
+};
+
+async function prepare(args: { case_id: string; resolution: Resolution; notes: string }, ctx: ToolContext) {
+  const row = await ctx.clients.salesforce.retrieve<CaseRow>('Case', args.case_id, { signal: ctx.signal });
+  if (!row) throw new NotFoundError(`No Salesforce Case has id ${args.case_id}.`);
+  const value = ctx.config.mapping.case_resolutions[args.resolution];
+  const alreadyClosed = row.IsClosed === true;
+  if (alreadyClosed && row.Resolution__c && row.Resolution__c !== value) {
+    throw new FraudgateError(
+      'CONFLICT',
+      `The case is already closed with resolution "${row.Resolution__c}"; reopen it in Salesforce to change that.`,
+    );
+  }
+  const update = {
+    Id: row.Id,
+    Status: ctx.config.salesforce.case_closed_status,
+    Resolution__c: value,
+    Resolution_Notes__c: `${args.notes}\n\nResolved by ${ctx.principal.id} through fraudgate.`,
+  };
+  return { row, value, alreadyClosed: alreadyClosed && row.Resolution__c === value, update };
+}
+
+const suggestion = z.object({
+  tool: z.string(),
+  arguments: z.record(z.string(), z.union([z.string(), z.boolean()])),
+  note: z.string(),
+});
+
+/** The follow-up calls a resolution usually needs; each goes through its own tool and approval. */
+function suggestions(resolution: Resolution, user: string | null | undefined): z.infer<typeof suggestion>[] {
+  if (!user) return [];
+  if (resolution === 'confirmed_fraud') {
+    return [
+      {
+        tool: 'apply_label',
+        arguments: { user_id: user, is_bad: true },
+        note: 'Choose abuse_type and give the evidence as description; needs approval.',
+      },
+      {
+        tool: 'apply_decision',
+        arguments: { user_id: user },
+        note: 'Pick a block decision from list_sift_decisions if the account must be stopped; needs approval.',
+      },
+    ];
+  }
+  if (resolution === 'false_positive') {
+    return [
+      {
+        tool: 'apply_label',
+        arguments: { user_id: user, is_bad: false },
+        note: 'Choose abuse_type; tells Sift the user is good. Needs approval.',
+      },
+    ];
+  }
+  return [];
+}
+
+export const resolveFraudCase = defineTool({
+  name: 'resolve_fraud_case',
+  title: 'Close a Salesforce fraud case with a resolution',
+  description:
+    'Close a Salesforce fraud case: Status set to the configured closed status, Resolution__c from the resolution ' +
+    "(mapped to the org's picklist) and your notes in Resolution_Notes__c. It does NOT label the user or apply a Sift " +
+    'decision: those go through apply_label / apply_decision and their own approval; suggested_next_calls lists them ' +
+    'for you to propose. Closing an already-closed case with the same resolution changes nothing; a different ' +
+    'resolution is refused (CONFLICT).',
+  risk: 'write',
+  toolset: 'salesforce',
+  idempotent: true,
+  input: z.strictObject({
+    case_id: salesforceId('Case', '500'),
+    resolution: z.enum(RESOLUTIONS).describe('How the review ended.'),
+    notes: z.string().trim().min(10).max(2000).describe('What the analyst concluded and why.'),
+  }),
+  output: z.object({
+    case_id: z.string(),
+    status: z.string(),
+    resolution: z.string().describe('The Resolution__c value written (from the configured mapping).'),
+    already_closed: z
+      .boolean()
+      .describe('true when the case was already closed with this resolution: nothing written.'),
+    sift_user_id: z.string().nullable(),
+    suggested_next_calls: z.array(suggestion),
+  }),
+  target: (args) => `salesforce_case:${args.case_id}`,
+  async plan(args, ctx) {
+    const { row, alreadyClosed, update } = await prepare(args, ctx);
+    const { Id: _id, ...fields } = update;
+    return {
+      current: {
+        status: row.Status ?? null,
+        is_closed: row.IsClosed === true,
+        resolution: row.Resolution__c ?? null,
+      },
+      changes: alreadyClosed ? {} : { update: { sobject: 'Case', id: row.Id, fields } },
+    };
+  },
+  async run(args, ctx) {
+    const { row, value, alreadyClosed, update } = await prepare(args, ctx);
+    if (!alreadyClosed) await ctx.clients.salesforce.update('Case', update, { signal: ctx.signal });
+    return {
+      case_id: row.Id,
+      status: alreadyClosed ? (row.Status ?? update.Status) : update.Status,
+      resolution: value,
+      already_closed: alreadyClosed,
+      sift_user_id: row.Sift_User_Id__c ?? null,
+      suggested_next_calls: suggestions(args.resolution, row.Sift_User_Id__c),
+    };
+  },
+});

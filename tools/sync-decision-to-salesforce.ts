@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import { soqlQuote } from '../src/clients/salesforce-client.ts';
+import { NotFoundError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { siftEvidence, abuseType, userId } from './schemas.ts';
+import { currentDecision } from './sync-decision-to-segment.ts';
+
+type CrmRow = {
+  Id: string;
+  OwnerId?: string;
+  Sift_Decision__c?: string | null;
+};
+
+/** How many recent feed posts are searched for this sync's marker before posting again. */
+const FEED_LOOKBACK = 20;
+
+/** The Account and Contact for a Sift user: by Sift_User_Id__c, then (Contact only) by email. */
+async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
+  const sf = ctx.clients.salesforce;
+  const q = soqlQuote(user);
+  const fields = 'Id, OwnerId, Sift_Decision__c';
+  const [accounts, contacts] = await Promise.all([
+    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+      signal: ctx.signal,
+    }),
+    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+      signal: ctx.signal,
+    }),
+  ]);
+  const records = [
+    ...accounts.map((r) => ({ sobject: 'Account' as const, row: r })),
+    ...contacts.map((r) => ({ sobject: 'Contact' as const, row: r })),
+  ];
+  if (records.length > 0) return { match: 'sift_user_id' as const, records };
+  if (email) {
+    const byEmail = await sf.query<CrmRow>(
+      `SELECT ${fields} FROM Contact WHERE Email = ${soqlQuote(email)} ORDER BY CreatedDate ASC LIMIT 1`,
+      { signal: ctx.signal },
+    );
+    if (byEmail[0])
+      return { match: 'email' as const, records: [{ sobject: 'Contact' as const, row: byEmail[0] }] };
+  }
+  return { match: 'none' as const, records: [] };
+}
+
+/** Everything the sync decides before writing; shared by the dry run and the real run. */
+async function prepare(args: { user_id: string; abuse_type?: string; email?: string }, ctx: ToolContext) {
+  const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+  const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
+  const value = effect.salesforce_value;
+  const matched = await matchRecords(args.user_id, args.email, ctx);
+  if (matched.match === 'none') {
+    throw new NotFoundError(
+      `No Salesforce Account or Contact has Sift_User_Id__c = ${args.user_id}${args.email ? ' and no Contact has that email' : ''}; nothing to sync.`,
+    );
+  }
+  // The marker ties a post to one decision and value, so a retry (or a repeated sync) never posts twice.
+  const marker = `[fraudgate:${createHash('sha256')
+    .update([args.user_id, decision?.decision_id ?? 'none', decision?.time ?? 'none', value].join('\u0000'))
+    .digest('hex')
+    .slice(0, 16)}]`;
+  const body = [
+    decision
+      ? `Sift decision for user ${args.user_id}: ${value} (${decision.decision_id}, ${decision.category}, ${decision.abuse_type}, decided ${decision.decided_at}).`
+      : `Sift user ${args.user_id} has no current decision: ${value}.`,
+    `Synced to Sift_Decision__c by ${ctx.principal.id} through fraudgate. ${marker}`,
+  ].join('\n');
+  return { decision, value, marker, body, ...matched };
+}
+
+export const syncDecisionToSalesforce = defineTool({
+  name: 'sync_decision_to_salesforce',
+  title: "Sync a user's Sift decision to Salesforce",
+  description:
+    "Copy a user's current Sift decision (read from Sift itself — you cannot supply it) onto the matching Salesforce " +
+    'Account and Contact (field Sift_Decision__c, value from the configured mapping) and post a Chatter note on each ' +
+    "record's feed so its owner sees the change. Records are matched by Sift_User_Id__c, then a Contact by the email " +
+    'you give. NOT_FOUND when nothing matches. Safe to repeat: the same decision is never posted twice.',
+  risk: 'write',
+  toolset: 'salesforce',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    abuse_type: abuseType
+      .optional()
+      .describe("Only this abuse type's decision; default: the most recent decision."),
+    email: z
+      .email()
+      .max(80)
+      .optional()
+      .describe('Match a Contact by email when no record has the Sift user id.'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    decision: z
+      .object({
+        decision_id: z.string(),
+        abuse_type: z.string(),
+        category: z.string(),
+        decided_at: z.string(),
+      })
+      .nullable(),
+    salesforce_value: z
+      .string()
+      .describe('The Sift_Decision__c value written (from the configured mapping).'),
+    match: z.enum(['sift_user_id', 'email']),
+    records: z.array(
+      z.object({
+        sobject: z.enum(['Account', 'Contact']),
+        id: z.string(),
+        owner_id: z.string().nullable(),
+        previous_value: z.string().nullable(),
+        chatter_post_id: z
+          .string()
+          .nullable()
+          .describe('The FeedItem posted; null when this sync was posted before.'),
+      }),
+    ),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  async plan(args, ctx) {
+    const { value, body, records, marker } = await prepare(args, ctx);
+    const posted = await Promise.all(records.map((r) => alreadyPosted(r.row.Id, marker, ctx)));
+    return {
+      current: {
+        records: records.map((r) => ({
+          sobject: r.sobject,
+          id: r.row.Id,
+          Sift_Decision__c: r.row.Sift_Decision__c ?? null,
+        })),
+      },
+      changes: {
+        update: records.map((r) => ({
+          sobject: r.sobject,
+          id: r.row.Id,
+          fields: { Sift_Decision__c: value },
+        })),
+        chatter_posts: records.flatMap((r, i) => (posted[i] ? [] : [{ ParentId: r.row.Id, Body: body }])),
+      },
+    };
+  },
+  async run(args, ctx) {
+    const sf = ctx.clients.salesforce;
+    const { decision, value, body, marker, match, records } = await prepare(args, ctx);
+    const out = [];
+    for (const record of records) {
+      await sf.update(record.sobject, { Id: record.row.Id, Sift_Decision__c: value }, { signal: ctx.signal });
+      const posted = await alreadyPosted(record.row.Id, marker, ctx);
+      const post = posted
+        ? undefined
+        : await sf.create(
+            'FeedItem',
+            { ParentId: record.row.Id, Body: body, Type: 'TextPost' },
+            { signal: ctx.signal },
+          );
+      out.push({
+        sobject: record.sobject,
+        id: record.row.Id,
+        owner_id: record.row.OwnerId ?? null,
+        previous_value: record.row.Sift_Decision__c ?? null,
+        chatter_post_id: post?.id ?? null,
+      });
+    }
+    return {
+      user_id: args.user_id,
+      decision: decision
+        ? {
+            decision_id: decision.decision_id,
+            abuse_type: decision.abuse_type,
+            category: decision.category,
+            decided_at: decision.decided_at,
+          }
+        : null,
+      salesforce_value: value,
+      match: match as 'sift_user_id' | 'email',
+      records: out,
+    };
+  },
+});
+
+/**
+ * Whether a recent post on the record carries the marker. Chatter bodies cannot be filtered in SOQL
+ * (long text), so the newest few are read and searched here.
+ */
+async function alreadyPosted(parentId: string, marker: string, ctx: ToolContext): Promise<boolean> {
+  const posts = await ctx.clients.salesforce.query<{ Id: string; Body?: string | null }>(
+    `SELECT Id, Body FROM FeedItem WHERE ParentId = ${soqlQuote(parentId)} ORDER BY CreatedDate DESC LIMIT ${FEED_LOOKBACK}`,
+    { signal: ctx.signal },
+  );
+  return posts.some((p) => typeof p.Body === 'string' && p.Body.includes(marker));
+}

@@ -1,0 +1,77 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { abuseType, riskBand, summarizeScore, userId } from './schemas.ts';
+
+const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+
+/** The traits a score sync writes; shared by the dry run and the real run. */
+async function prepare(args: { user_id: string; abuse_type?: string }, ctx: ToolContext) {
+  const summary = summarizeScore(
+    await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
+    ctx.config.risk_bands,
+  );
+  const entry = args.abuse_type
+    ? (summary.scores.find((s) => s.abuse_type === args.abuse_type) ?? null)
+    : summary.highest;
+  const band = entry?.risk_band ?? 'low';
+  const tier = ctx.config.mapping.routing_tiers[band];
+  const names = ctx.config.mapping.score_traits;
+  const traits: Record<string, string | number | null> = {
+    [names.score]: entry?.sift_score ?? null,
+    [names.band]: band,
+    [names.routing_tier]: tier,
+    [names.abuse_type]: entry?.abuse_type ?? null,
+  };
+  // Same user and same traits → same messageId: a retry, or a sync with an unchanged score, is deduplicated.
+  const messageId = `fg-score-${createHash('sha256')
+    .update([args.user_id, ...Object.entries(traits).flat().map(String)].join('\u0000'))
+    .digest('hex')
+    .slice(0, 40)}`;
+  return { entry, band, tier, traits, messageId };
+}
+
+export const syncScoreToSegment = defineTool({
+  name: 'sync_score_to_segment',
+  title: "Sync a user's Sift score and routing tier to Segment",
+  description:
+    "Write a user's current Sift score (0–100, read from Sift — you cannot supply it), risk band and routing tier " +
+    '(from the configured band → tier mapping, e.g. trusted / standard / step_up / blocked) to their Segment profile ' +
+    'as traits, so product flows route the user to a frictionless or step-up path. Uses the riskiest abuse type ' +
+    'unless abuse_type is given; a user with no score for it gets band low. Safe to repeat: an unchanged score is ' +
+    'not sent twice. It changes nothing in Sift.',
+  risk: 'write',
+  toolset: 'segment',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    abuse_type: abuseType.optional().describe("Use this abuse type's score; default: the riskiest one."),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    sift_score: z.number().int().min(0).max(100).nullable(),
+    risk_band: riskBand,
+    routing_tier: z.string(),
+    traits_written: z.record(z.string(), traitValue),
+    message_id: z.string(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async plan(args, ctx) {
+    const { traits } = await prepare(args, ctx);
+    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
+    return { current: { traits: current }, changes: { traits } };
+  },
+  async run(args, ctx) {
+    const { entry, band, tier, traits, messageId } = await prepare(args, ctx);
+    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId }, { signal: ctx.signal });
+    return {
+      user_id: args.user_id,
+      sift_score: entry?.sift_score ?? null,
+      risk_band: band,
+      routing_tier: tier,
+      traits_written: traits,
+      message_id: messageId,
+    };
+  },
+});

@@ -1,0 +1,144 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import { NotFoundError } from '../src/errors.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { abuseType, summarizeScore, userId } from './schemas.ts';
+import { currentDecision } from './sync-decision-to-segment.ts';
+
+const EVENTS = ['score_evaluated', 'decision_applied', 'label_applied'] as const;
+type FraudEvent = (typeof EVENTS)[number];
+
+/** The warehouse columns: every event has the same typed properties, null where they do not apply. */
+const properties = z.strictObject({
+  source: z.literal('sift'),
+  abuse_type: z.string().nullable(),
+  sift_score: z.number().int().min(0).max(100).nullable(),
+  risk_band: z.enum(['low', 'medium', 'high', 'critical']).nullable(),
+  decision_id: z.string().nullable(),
+  decision_category: z.string().nullable(),
+  is_bad: z.boolean().nullable(),
+  outcome_at: z.string().nullable().describe('When Sift recorded the outcome (ISO 8601), when known.'),
+  case_id: z.string().nullable(),
+});
+type Properties = z.infer<typeof properties>;
+
+const EMPTY: Properties = {
+  source: 'sift',
+  abuse_type: null,
+  sift_score: null,
+  risk_band: null,
+  decision_id: null,
+  decision_category: null,
+  is_bad: null,
+  outcome_at: null,
+  case_id: null,
+};
+
+const isoFromSiftTime = (t: number | undefined) =>
+  // Sift mixes seconds and milliseconds across APIs; anything before 2001 in ms is taken as seconds.
+  t === undefined ? null : new Date(t < 1e12 ? t * 1000 : t).toISOString();
+
+/** The outcome read from Sift for one event kind; the model names the kind, Sift supplies the facts. */
+async function outcome(
+  event: FraudEvent,
+  args: { user_id: string; abuse_type?: string; case_id?: string },
+  ctx: ToolContext,
+): Promise<Properties> {
+  const base = { ...EMPTY, case_id: args.case_id ?? null };
+  if (event === 'decision_applied') {
+    const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+    if (!decision) throw new NotFoundError(`Sift user ${args.user_id} has no current decision to report.`);
+    return {
+      ...base,
+      abuse_type: decision.abuse_type,
+      decision_id: decision.decision_id,
+      decision_category: decision.category,
+      outcome_at: decision.decided_at,
+    };
+  }
+  const summary = summarizeScore(
+    await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
+    ctx.config.risk_bands,
+  );
+  if (event === 'score_evaluated') {
+    const entry = args.abuse_type
+      ? summary.scores.find((s) => s.abuse_type === args.abuse_type)
+      : summary.highest;
+    if (!entry)
+      throw new NotFoundError(`Sift has no ${args.abuse_type ?? ''} score for user ${args.user_id}.`);
+    return {
+      ...base,
+      abuse_type: entry.abuse_type,
+      sift_score: entry.sift_score,
+      risk_band: entry.risk_band,
+    };
+  }
+  const labels = summary.latest_labels.filter((l) => !args.abuse_type || l.abuse_type === args.abuse_type);
+  const label = labels.sort((a, b) => (b.time ?? 0) - (a.time ?? 0))[0];
+  if (!label) throw new NotFoundError(`Sift user ${args.user_id} has no label to report.`);
+  return {
+    ...base,
+    abuse_type: label.abuse_type,
+    is_bad: label.is_bad,
+    outcome_at: isoFromSiftTime(label.time),
+  };
+}
+
+async function prepare(
+  args: { user_id: string; event: FraudEvent; abuse_type?: string; case_id?: string },
+  ctx: ToolContext,
+) {
+  const props = properties.parse(await outcome(args.event, args, ctx));
+  const name = ctx.config.mapping.track_events[args.event];
+  // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once.
+  const messageId = `fg-evt-${createHash('sha256')
+    .update([args.user_id, name, JSON.stringify(props)].join('\u0000'))
+    .digest('hex')
+    .slice(0, 40)}`;
+  return { name, props, messageId };
+}
+
+export const trackFraudEvent = defineTool({
+  name: 'track_fraud_event',
+  title: 'Record a Sift outcome as a Segment track event',
+  description:
+    'Send a Sift outcome for a user to Segment as a structured track event for warehouse analytics. event: ' +
+    'score_evaluated (the current score and band), decision_applied (the current decision) or label_applied (the ' +
+    'latest label). The facts come from Sift itself — you only choose which outcome to record, optionally for one ' +
+    'abuse_type and linked to a Salesforce case_id. Event names come from configuration. NOT_FOUND when Sift has no ' +
+    'such outcome. The same outcome is counted once however often it is sent.',
+  risk: 'write',
+  toolset: 'segment',
+  idempotent: true,
+  input: z.strictObject({
+    user_id: userId,
+    event: z.enum(EVENTS).describe('Which Sift outcome to record.'),
+    abuse_type: abuseType
+      .optional()
+      .describe('Only this abuse type; default: the riskiest score / latest outcome.'),
+    case_id: z
+      .string()
+      .regex(/^500[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$/, 'a Salesforce Case id (500…)')
+      .optional()
+      .describe('The Salesforce fraud case this outcome belongs to, for joins in the warehouse.'),
+  }),
+  output: z.object({
+    user_id: z.string(),
+    event: z.string().describe('The Segment event name sent.'),
+    properties,
+    message_id: z.string(),
+  }),
+  target: (args) => `sift_user:${args.user_id}`,
+  async plan(args, ctx) {
+    const { name, props, messageId } = await prepare(args, ctx);
+    return { current: {}, changes: { track: { event: name, properties: props, message_id: messageId } } };
+  },
+  async run(args, ctx) {
+    const { name, props, messageId } = await prepare(args, ctx);
+    await ctx.clients.segment.track(
+      { userId: args.user_id, event: name, properties: props, messageId },
+      { signal: ctx.signal },
+    );
+    return { user_id: args.user_id, event: name, properties: props, message_id: messageId };
+  },
+});
