@@ -8,6 +8,7 @@
  *                       | deny ID --as NAME --reason TEXT
  *   fraudgate audit verify [--file PATH]
  *   fraudgate docs tools [--write | --check]
+ *   fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list | unmatched
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -15,6 +16,7 @@ import { tools } from '../tools/index.ts';
 import { runApprovalsCommand } from './cli/approvals.ts';
 import { runAuditCommand } from './cli/audit.ts';
 import { runDocsCommand } from './cli/docs.ts';
+import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { FraudgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
@@ -35,7 +37,8 @@ const USAGE = `Usage:
   fraudgate audit verify [--file PATH]
   fraudgate docs tools [--write | --check]
   fraudgate sync scores [--dry-run]
-  fraudgate sync feedback [--once]`;
+  fraudgate sync feedback [--once]
+  fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list [--json] | unmatched [--json]`;
 
 const OPTIONS = {
   sandbox: { type: 'boolean' },
@@ -181,6 +184,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runApprovalsCommand(rest, values, loaded);
       case 'audit':
         return await runAuditCommand(rest, values, loaded);
+      case 'identities':
+        return runIdentitiesCommand(rest, values, loaded);
       case 'sync':
         return await runSyncCommand(rest, values, loaded, tools);
       default:

@@ -187,7 +187,7 @@ const output = z.object({
     .enum(['stored', 'config', 'same', 'none'])
     .describe('stored/config: an operator mapping; same: the Sift id itself; none: not mapped.'),
   matched_by: z
-    .enum(['sift_user_id', 'email', 'phone', 'none', 'unknown'])
+    .enum([...matchedBy.options, 'unknown'])
     .describe('The identifier that matched Salesforce records; unknown when Salesforce was unavailable.'),
   sift: z.object({
     status: z.enum(['ok', 'not_found', 'unavailable']),
