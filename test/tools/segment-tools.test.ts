@@ -1,0 +1,150 @@
+/**
+ * The Segment playbook tools through a real MCP client against the emulators: traits and events
+ * that reached Segment, deterministic messageIds (retries deduplicated), mapping changes without
+ * code changes, dry runs and bad input writing nothing.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { setup, type TestEnv } from '../helpers/setup.ts';
+
+let env: TestEnv;
+afterEach(async () => {
+  await env?.close();
+});
+
+const segmentPosts = (e: TestEnv) => e.sandbox.segment.journal.filter((j) => j.method === 'POST');
+
+describe('sync_score_to_segment', () => {
+  it('writes score, band and routing tier traits; a repeat is deduplicated', async () => {
+    env = await setup();
+    const result = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-high-risk' });
+    expect(result.error).toBeUndefined();
+    expect(result.output).toMatchObject({ sift_score: 94, risk_band: 'critical', routing_tier: 'blocked' });
+    expect(env.sandbox.segment.profile('sandbox-high-risk')).toMatchObject({
+      sift_score: 94,
+      sift_risk_level: 'critical',
+      fraud_routing_tier: 'blocked',
+      sift_score_abuse_type: 'payment_abuse',
+    });
+    const identifies = env.sandbox.segment
+      .eventsFor('sandbox-high-risk')
+      .filter((e) => e.type === 'identify');
+    expect(identifies).toHaveLength(1);
+    expect(identifies[0]?.messageId).toBe(result.output.message_id);
+
+    const again = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-high-risk' });
+    expect(again.output.message_id).toBe(result.output.message_id);
+    expect(
+      env.sandbox.segment.eventsFor('sandbox-high-risk').filter((e) => e.type === 'identify'),
+    ).toHaveLength(1);
+    expect(env.sandbox.segment.duplicates).toBe(1);
+  });
+
+  it('tiers and trait names follow the configured mapping without code changes', async () => {
+    env = await setup({
+      config: {
+        mapping: {
+          routing_tiers: { low: 'frictionless', medium: 'frictionless', high: 'manual', critical: 'manual' },
+          score_traits: { routing_tier: 'risk_route' },
+        },
+      },
+    });
+    const result = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-low-risk' });
+    expect(result.output).toMatchObject({ risk_band: 'low', routing_tier: 'frictionless' });
+    expect(env.sandbox.segment.profile('sandbox-low-risk')).toMatchObject({ risk_route: 'frictionless' });
+    const watch = await env.callTool('sync_score_to_segment', {
+      user_id: 'sandbox-high-risk',
+      abuse_type: 'account_abuse',
+    });
+    expect(watch.output).toMatchObject({ sift_score: 71, risk_band: 'high', routing_tier: 'manual' });
+  });
+
+  it('dry run reports current vs new traits and sends nothing; bad input names the field', async () => {
+    env = await setup();
+    const dry = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-high-risk', dry_run: true });
+    expect(dry.output).toMatchObject({
+      dry_run: true,
+      current: { traits: { sift_risk_level: 'high' } },
+      changes: { traits: { sift_risk_level: 'critical', fraud_routing_tier: 'blocked' } },
+    });
+    const bad = await env.callTool('sync_score_to_segment', { user_id: 'has space', abuse_type: 'nope' });
+    expect(bad.error.code).toBe('INVALID_INPUT');
+    expect(bad.error.message).toContain('user_id');
+    expect(bad.error.message).toContain('abuse_type');
+    expect(segmentPosts(env)).toHaveLength(0);
+  });
+});
+
+describe('track_fraud_event', () => {
+  it('sends the Sift decision as a structured track event, counted once', async () => {
+    env = await setup();
+    const result = await env.callTool('track_fraud_event', {
+      user_id: 'sandbox-blocked',
+      event: 'decision_applied',
+    });
+    expect(result.error).toBeUndefined();
+    const tracks = env.sandbox.segment.eventsFor('sandbox-blocked').filter((e) => e.type === 'track');
+    expect(tracks).toHaveLength(1);
+    expect(tracks[0]).toMatchObject({
+      event: 'Sift Decision Applied',
+      properties: {
+        source: 'sift',
+        decision_id: 'block_user_payment_abuse',
+        decision_category: 'block',
+        abuse_type: 'payment_abuse',
+        sift_score: null,
+      },
+    });
+    await env.callTool('track_fraud_event', { user_id: 'sandbox-blocked', event: 'decision_applied' });
+    expect(env.sandbox.segment.eventsFor('sandbox-blocked').filter((e) => e.type === 'track')).toHaveLength(
+      1,
+    );
+  });
+
+  it('score events carry score and band; event names follow the configuration', async () => {
+    env = await setup({
+      config: { mapping: { track_events: { score_evaluated: 'fraud_score_evaluated' } } },
+    });
+    const result = await env.callTool('track_fraud_event', {
+      user_id: 'sandbox-watch',
+      event: 'score_evaluated',
+      case_id: env.sandbox.salesforce.demo?.openFraudCaseId,
+    });
+    expect(result.output).toMatchObject({
+      event: 'fraud_score_evaluated',
+      properties: {
+        sift_score: 62,
+        risk_band: 'high',
+        case_id: env.sandbox.salesforce.demo?.openFraudCaseId,
+      },
+    });
+    expect(env.sandbox.segment.eventsFor('sandbox-watch').at(-1)?.event).toBe('fraud_score_evaluated');
+  });
+
+  it('no such outcome is NOT_FOUND; unknown events and dry runs send nothing', async () => {
+    env = await setup();
+    const none = await env.callTool('track_fraud_event', {
+      user_id: 'sandbox-low-risk',
+      event: 'label_applied',
+    });
+    expect(none.error.code).toBe('NOT_FOUND');
+    const bad = await env.callTool('track_fraud_event', { user_id: 'sandbox-low-risk', event: 'made_up' });
+    expect(bad.error.code).toBe('INVALID_INPUT');
+    expect(bad.error.message).toContain('event');
+    const extra = await env.callTool('track_fraud_event', {
+      user_id: 'sandbox-low-risk',
+      event: 'score_evaluated',
+      properties: { sift_score: 1 },
+    });
+    expect(extra.error.code).toBe('INVALID_INPUT');
+    const dry = await env.callTool('track_fraud_event', {
+      user_id: 'sandbox-low-risk',
+      event: 'score_evaluated',
+      dry_run: true,
+    });
+    expect(dry.output).toMatchObject({
+      dry_run: true,
+      changes: { track: { event: 'Sift Score Evaluated' } },
+    });
+    expect(segmentPosts(env)).toHaveLength(0);
+  });
+});
