@@ -117,6 +117,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   idempotent: boolean;
   input: I;
   output: O;
+  /**
+   * Output fields (dotted paths, `[]` for array items) that carry text attackers can write: names,
+   * notes, descriptions, event fields. Results name them so clients and models treat them as data.
+   */
+  untrustedFields?: readonly string[];
   /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
   target?(args: z.infer<I>): string;
   /**
@@ -150,7 +155,9 @@ export const dryRunResultSchema = z.object({
   dry_run: z.literal(true),
   tool: z.string(),
   target: z.string(),
-  approval_required: z.string().describe('The approval a real call would need: none, confirm, approval or four_eyes.'),
+  approval_required: z
+    .string()
+    .describe('The approval a real call would need: none, confirm, approval or four_eyes.'),
   current: z.record(z.string(), z.unknown()),
   changes: z.record(z.string(), z.unknown()),
 });
@@ -158,7 +165,9 @@ export const dryRunResultSchema = z.object({
 const dryRunArgument = z
   .boolean()
   .optional()
-  .describe('true: report the current state and what this call would change, without writing and without approval.');
+  .describe(
+    'true: report the current state and what this call would change, without writing and without approval.',
+  );
 
 /** The input schema a client sees: write tools gain `dry_run`. */
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {

@@ -19,7 +19,15 @@ import {
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
-import { inputSchemaOf, type AnyTool, type ApprovalKey, type ApprovalView, type IdentityDirectory, type Principal, type ToolContext } from '../tool.ts';
+import {
+  inputSchemaOf,
+  type AnyTool,
+  type ApprovalKey,
+  type ApprovalView,
+  type IdentityDirectory,
+  type Principal,
+  type ToolContext,
+} from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -64,6 +72,8 @@ export interface Pipeline {
   call(toolName: string, rawArgs: unknown, channel: CallChannel): Promise<CallOutcome>;
   /** The tools this principal may see and call (role, read-only mode, toolsets). */
   visibleTools(principal: Principal): AnyTool[];
+  /** The governance policy in force, as this principal sees it (the `fraudgate://policy` resource). */
+  describePolicy(principal: Principal): Record<string, unknown>;
   /**
    * Execute approved approvals nobody is waiting for (the agent's call returned APPROVAL_PENDING,
    * or the server restarted) and expire overdue ones. Safe to run from several processes.
@@ -464,7 +474,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     meta: { callId: string; argsHash: string; target: string; mode: ApprovalMode },
   ): Promise<Record<string, unknown>> {
     if (!tool.plan) {
-      throw new FraudgateError(ERROR_CODES.INTERNAL, `${tool.name} cannot dry-run.`, { detail: 'tool has no plan()' });
+      throw new FraudgateError(ERROR_CODES.INTERNAL, `${tool.name} cannot dry-run.`, {
+        detail: 'tool has no plan()',
+      });
     }
     const plan = await tool.plan(args, contextFor(principal, channel, `dry:${meta.callId}`));
     await recordQuietly({
@@ -588,6 +600,31 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
     visibleTools(principal) {
       return deps.tools.filter((t) => isVisibleTo(t, principal, config));
+    },
+
+    describePolicy(principal) {
+      return {
+        policy_version: policyVersion,
+        principal: principalOf(principal),
+        read_only: config.read_only,
+        toolsets: config.toolsets.length > 0 ? config.toolsets : 'all',
+        tools: deps.tools
+          .filter((t) => isVisibleTo(t, principal, config))
+          .map((t) => ({
+            name: t.name,
+            risk: t.risk,
+            approval: approvalModeFor(t),
+            rate_limit: bucketFor(t),
+          })),
+        per_key_approvals: config.approvals.tools,
+        approvals: {
+          out_of_band: config.approvals.out_of_band,
+          ttl_ms: config.approvals.ttl_ms,
+          wait_ms: config.approvals.wait_ms,
+        },
+        risk_bands: config.risk_bands,
+        mapping: config.mapping,
+      };
     },
 
     async processApprovals() {
