@@ -7,7 +7,6 @@
  * elicitation, progress, abort signal) and get back an outcome to render.
  */
 import { randomUUID } from 'node:crypto';
-import type * as z from 'zod';
 import type { UpstreamClients } from '../clients/types.ts';
 import type { ApprovalMode, BucketConfig, Config } from '../config.ts';
 import {

@@ -118,7 +118,8 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
         ...(callOptions.signal ? { signal: callOptions.signal } : {}),
         timeout: 30_000,
       })) as CallToolResult;
-      const text = raw.content.find((c) => c.type === 'text');
+      // The JSON mirror is the last text block (an untrusted-data notice may come first).
+      const text = raw.content.findLast((c) => c.type === 'text');
       const parsed = text && text.type === 'text' ? (JSON.parse(text.text) as Record<string, unknown>) : {};
       return {
         isError: raw.isError === true,
