@@ -232,7 +232,7 @@ export function openSqliteSyncStateStore(path: string): SyncStateStore {
       ).run(taskId, runId, accountId);
     },
     close() {
-      db.close();
+      if (db.isOpen) db.close();
     },
   };
 }

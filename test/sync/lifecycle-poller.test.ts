@@ -1,0 +1,234 @@
+/**
+ * Lifecycle feedback against the real emulators and a real SQLite file: the watermark (equal
+ * timestamps, restart), loop prevention (fraudgate's own writes never bounce back), transitions
+ * from config, and policy applying to automation (a BLOCK waits for a human).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { tools } from '../../tools/index.ts';
+import { readFileSync } from 'node:fs';
+import { auditPath, databasePath } from '../../src/runtime.ts';
+import { openSqliteSyncStateStore, type SyncStateStore } from '../../src/store/sync-state-store.ts';
+import {
+  createAutomationPipeline,
+  createLifecyclePoller,
+  LIFECYCLE_PRINCIPAL,
+} from '../../src/sync/lifecycle-poller.ts';
+import { silentLogger } from '../../src/logger.ts';
+import type { Config } from '../../src/config.ts';
+import { setup, type DeepPartial, type TestEnv } from '../helpers/setup.ts';
+
+const APPROVER = { id: 'ada.approver@example.com', kind: 'user', role: 'approver' } as const;
+
+let env: TestEnv | undefined;
+let state: SyncStateStore | undefined;
+
+afterEach(async () => {
+  state?.close();
+  state = undefined;
+  await env?.close();
+  env = undefined;
+});
+
+async function start(config: DeepPartial<Config> = {}) {
+  env = await setup({
+    config: {
+      // ACCEPT decisions and labels may run unattended for automation in these tests; BLOCK keeps its floor.
+      approvals: { tools: { 'apply_decision:accept': 'none', apply_label: 'none' } },
+      ...config,
+    },
+  });
+  state = openSqliteSyncStateStore(databasePath(env.config));
+  return { env, state };
+}
+
+function pollerFor(e: TestEnv, s: SyncStateStore) {
+  return createLifecyclePoller({
+    pipeline: createAutomationPipeline(e.runtime, tools),
+    salesforce: e.runtime.clients.salesforce,
+    state: s,
+    config: e.config,
+    logger: silentLogger,
+  });
+}
+
+/** A linked Account whose Sift user exists. */
+function account(e: TestEnv, userId: string, fields: Record<string, unknown> = {}) {
+  e.sandbox.sift.setScore(userId, 'payment_abuse', 0.4);
+  return e.sandbox.salesforce.insert('Account', {
+    Name: `Acct ${userId}`,
+    Sift_User_Id__c: userId,
+    Fraud_Status__c: 'Active',
+    ...fields,
+  });
+}
+
+const decisionPosts = (e: TestEnv) =>
+  e.sandbox.sift.requests('POST', '/v3/accounts/:acct/users/:uid/decisions');
+
+describe('lifecycle poller', () => {
+  it('starts with a baseline: existing statuses are recorded, nothing is sent', async () => {
+    const { env, state } = await start();
+    account(env, 'lc-base', { Fraud_Status__c: 'Closed - Fraud' });
+    const result = await pollerFor(env, state).pollOnce();
+    expect(result.baseline).toBe(true);
+    expect(result.events).toEqual([]);
+    expect(result.scanned).toBeGreaterThanOrEqual(4);
+    expect(decisionPosts(env)).toHaveLength(0);
+  });
+
+  it('feeds a human transition to Sift exactly once, across equal timestamps, pages and a restart', async () => {
+    const { env, state } = await start({ feedback: { batch_size: 2 } });
+    const ids = ['lc-eq-1', 'lc-eq-2', 'lc-eq-3', 'lc-eq-4', 'lc-eq-5'].map((u) => account(env, u).Id);
+    const poller = pollerFor(env, state);
+    await poller.pollOnce(); // baseline
+    // Five human edits sharing one SystemModstamp, read two per page: the Id tiebreak must neither skip nor repeat.
+    const stamp = '2099-01-01T00:00:00.000+0000';
+    for (const id of ids)
+      env.sandbox.salesforce.editAs(
+        'Account',
+        id,
+        { Fraud_Status__c: 'Paying Customer' },
+        { systemModstamp: stamp },
+      );
+    const first = await poller.pollOnce();
+    expect(first.events.map((e) => e.account_id).sort()).toEqual([...ids].sort());
+    expect(first.events.every((e) => e.outcome === 'applied' && e.from === 'Active')).toBe(true);
+    expect(first.watermark?.modstamp).toBe(stamp);
+    expect(decisionPosts(env)).toHaveLength(5);
+    for (const u of ['lc-eq-1', 'lc-eq-5']) {
+      expect(env.sandbox.sift.decisionsOf(u).payment_abuse?.id).toBe('looks_ok_payment_abuse');
+    }
+
+    // Restart: a new store handle and poller on the same file continue from the stored watermark.
+    state.close();
+    const reopened = openSqliteSyncStateStore(databasePath(env.config));
+    const again = await pollerFor(env, reopened).pollOnce();
+    expect(again.baseline).toBe(false);
+    expect(again.events).toEqual([]);
+    expect(decisionPosts(env)).toHaveLength(5);
+    reopened.close();
+  });
+
+  it('ignores changes that are not status transitions (another field, same status)', async () => {
+    const { env, state } = await start();
+    const acct = account(env, 'lc-other');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Industry: 'Retail' });
+    const result = await poller.pollOnce();
+    expect(result.scanned).toBe(1);
+    expect(result.events).toEqual([]);
+  });
+
+  it('round trip: fraudgate’s own Salesforce write is not bounced back; a human’s change reaches Sift once', async () => {
+    const { env, state } = await start();
+    const acct = account(env, 'lc-loop');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    // fraudgate writes a decision outcome to Salesforce (as sync_decision_to_salesforce does), via its own session.
+    await env.runtime.clients.salesforce.update('Account', {
+      Id: acct.Id,
+      Fraud_Status__c: 'Paying Customer',
+    });
+    const own = await poller.pollOnce();
+    expect(own.events).toEqual([expect.objectContaining({ account_id: acct.Id, outcome: 'own_write' })]);
+    expect(decisionPosts(env)).toHaveLength(0);
+    expect(env.sandbox.sift.decisionsOf('lc-loop')).toEqual({});
+
+    // A human re-opens the account and later marks it paying: both are theirs, only the mapped one is sent.
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Active' });
+    expect((await poller.pollOnce()).events).toEqual([
+      expect.objectContaining({ outcome: 'no_rule', to: 'Active' }),
+    ]);
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Paying Customer' });
+    const human = await poller.pollOnce();
+    expect(human.events).toEqual([
+      expect.objectContaining({
+        outcome: 'applied',
+        tool: 'apply_decision',
+        from: 'Active',
+        to: 'Paying Customer',
+      }),
+    ]);
+    expect(decisionPosts(env)).toHaveLength(1);
+    const body = decisionPosts(env)[0]?.body as Record<string, unknown>;
+    expect(body).toMatchObject({ decision_id: 'looks_ok_payment_abuse', analyst: LIFECYCLE_PRINCIPAL.id });
+    expect((await poller.pollOnce()).events).toEqual([]);
+    expect(decisionPosts(env)).toHaveLength(1);
+    // Every automated action is audited under the automation principal.
+    const audit = readFileSync(auditPath(env.config), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(
+      audit.some(
+        (r) => r.event === 'executed' && JSON.stringify(r.principal).includes(LIFECYCLE_PRINCIPAL.id),
+      ),
+    ).toBe(true);
+  });
+
+  it('maps transitions from config: a label instead of a decision, and from-restricted rules', async () => {
+    const { env, state } = await start({
+      feedback: {
+        transitions: [
+          { to: 'Paying Customer', sift: { label: { is_bad: false, abuse_type: 'payment_abuse' } } },
+          { from: ['Closed - Fraud'], to: 'Active', sift: { decision_id: 'looks_ok_account_abuse' } },
+        ],
+      },
+    });
+    const a = account(env, 'lc-map-a');
+    const b = account(env, 'lc-map-b', { Fraud_Status__c: 'Closed - Fraud' });
+    const c = account(env, 'lc-map-c', { Fraud_Status__c: 'Under Review' });
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    env.sandbox.salesforce.editAs('Account', a.Id, { Fraud_Status__c: 'Paying Customer' });
+    env.sandbox.salesforce.editAs('Account', b.Id, { Fraud_Status__c: 'Active' });
+    env.sandbox.salesforce.editAs('Account', c.Id, { Fraud_Status__c: 'Active' });
+    const result = await poller.pollOnce();
+    const by = new Map(result.events.map((e) => [e.account_id, e]));
+    expect(by.get(a.Id)).toMatchObject({ outcome: 'applied', tool: 'apply_label' });
+    expect(env.sandbox.sift.labels('lc-map-a').payment_abuse).toMatchObject({ is_bad: false });
+    expect(by.get(b.Id)).toMatchObject({ outcome: 'applied', tool: 'apply_decision' });
+    expect(env.sandbox.sift.decisionsOf('lc-map-b').account_abuse?.id).toBe('looks_ok_account_abuse');
+    expect(by.get(c.Id)).toMatchObject({ outcome: 'no_rule' });
+    expect(env.sandbox.sift.decisionsOf('lc-map-c')).toEqual({});
+  });
+
+  it('a BLOCK from automation waits for a human approval, once, and runs after approval', async () => {
+    const { env, state } = await start();
+    const acct = account(env, 'lc-block');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Closed - Fraud' });
+    const result = await poller.pollOnce();
+    const event = result.events[0];
+    expect(event).toMatchObject({ outcome: 'pending_approval', tool: 'apply_decision' });
+    expect(decisionPosts(env)).toHaveLength(0);
+    const approvalId = event?.approval_id ?? '';
+    expect(env.runtime.approvals.get(approvalId)).toMatchObject({
+      state: 'pending',
+      requester: LIFECYCLE_PRINCIPAL.id,
+    });
+    expect((await poller.pollOnce()).events).toEqual([]);
+
+    await env.runtime.pipeline.decide(approvalId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect(env.sandbox.sift.decisionsOf('lc-block').payment_abuse?.id).toBe('block_user_payment_abuse');
+    expect(decisionPosts(env)).toHaveLength(1);
+  });
+
+  it('defers on a retryable failure and retries from the same record next time', async () => {
+    const { env, state } = await start({ sift: { max_retries: 0 } });
+    const acct = account(env, 'lc-retry');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Paying Customer' });
+    env.sandbox.sift.rateLimit(20, { httpStatus: 429 });
+    const deferred = await poller.pollOnce();
+    expect(deferred.deferred).toBe(true);
+    env.sandbox.sift.faults.clear();
+    const retried = await poller.pollOnce();
+    expect(retried.events).toEqual([expect.objectContaining({ account_id: acct.Id, outcome: 'applied' })]);
+    expect(env.sandbox.sift.decisionsOf('lc-retry').payment_abuse?.id).toBe('looks_ok_payment_abuse');
+  });
+});
