@@ -38,6 +38,16 @@ const decisionEffect = z.strictObject({
   salesforce_value: z.string().min(1),
 });
 
+/** Sift abuse types as config spells them (feedback labels, score sync). */
+const siftAbuseType = z.enum([
+  'payment_abuse',
+  'account_abuse',
+  'content_abuse',
+  'promotion_abuse',
+  'account_takeover',
+  'legacy',
+]);
+
 export const configSchema = z.strictObject({
   /** Where approvals (SQLite), the audit log and keys live. */
   data_dir: z.string().min(1),
@@ -157,6 +167,55 @@ export const configSchema = z.strictObject({
     segment_user_id: z.enum(['same', 'mapped_only']),
     /** Sift user id → Segment user id. */
     mappings: z.record(z.string().min(1), z.string().min(1)),
+  }),
+  /**
+   * Salesforce lifecycle → Sift feedback (`fraudgate sync feedback`): Account status transitions,
+   * found by polling `status_field` and SystemModstamp, become Sift decisions or labels.
+   */
+  feedback: z.strictObject({
+    /** Pause between polls of `sync feedback` (without --once). */
+    poll_interval_ms: z.number().int().positive(),
+    /** Account picklist field whose changes are lifecycle transitions. */
+    status_field: z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a Salesforce field API name'),
+    /** Records read per SOQL page (LIMIT), so one poll never holds an unbounded result. */
+    batch_size: z.number().int().min(1).max(2000),
+    /**
+     * Salesforce user ids whose writes are fraudgate's own (never fed back to Sift). fraudgate's own
+     * session user is always included; list other integration users that write for fraudgate here.
+     */
+    integration_user_ids: z.array(z.string().min(15).max(18)),
+    /** First matching rule wins; a status with no rule is recorded but sends nothing. */
+    transitions: z.array(
+      z.strictObject({
+        /** Previous statuses this rule applies to; absent means any (including a first sighting). */
+        from: z.array(z.string()).optional(),
+        to: z.string().min(1),
+        sift: z.union([
+          z.strictObject({ decision_id: z.string().min(1) }),
+          z.strictObject({
+            label: z.strictObject({
+              is_bad: z.boolean(),
+              abuse_type: siftAbuseType,
+            }),
+          }),
+        ]),
+      }),
+    ),
+  }),
+  /** `fraudgate sync scores`: Sift scores → Account risk fields, and Tasks for big moves. */
+  score_sync: z.strictObject({
+    /** Sift score requests in flight at once. */
+    concurrency: z.number().int().min(1).max(64),
+    /** Sift score requests per minute at most (token bucket; bursts up to `concurrency`). */
+    sift_budget_per_minute: z.number().positive(),
+    /** A Task for the owner when |new − old| exceeds this, on the 0–100 Sift_Score__c scale. */
+    task_threshold_delta: z.number().min(0).max(100),
+    /** Accounts per page and per composite update (≤200, the sObject Collections limit). */
+    batch_size: z.number().int().min(1).max(200),
+    /** Days until the owner's Task is due. */
+    task_due_days: z.number().int().min(0).max(90),
+    /** Abuse type whose score is synced; absent: the riskiest of the user's scores. */
+    abuse_type: siftAbuseType.optional(),
   }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
@@ -319,6 +378,23 @@ export const DEFAULTS: Config = {
     tools: {},
   },
   identity: { segment_user_id: 'same', mappings: {} },
+  feedback: {
+    poll_interval_ms: 60_000,
+    status_field: 'Fraud_Status__c',
+    batch_size: 200,
+    integration_user_ids: [],
+    transitions: [
+      { to: 'Closed - Fraud', sift: { decision_id: 'block_user_payment_abuse' } },
+      { to: 'Paying Customer', sift: { decision_id: 'looks_ok_payment_abuse' } },
+    ],
+  },
+  score_sync: {
+    concurrency: 8,
+    sift_budget_per_minute: 6_000,
+    task_threshold_delta: 20,
+    batch_size: 200,
+    task_due_days: 2,
+  },
   http: {
     host: '127.0.0.1',
     port: 8787,
