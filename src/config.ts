@@ -217,6 +217,53 @@ export const configSchema = z.strictObject({
     /** Abuse type whose score is synced; absent: the riskiest of the user's scores. */
     abuse_type: siftAbuseType.optional(),
   }),
+  /**
+   * Decision webhooks → automated effects (src/outbox). `rules` route a decision category to effects;
+   * each effect is a governed tool call (policy, approvals, audit) under `principal`.
+   */
+  automation: z.strictObject({
+    /** The principal automated effects run as; policy applies to it like to any caller. */
+    principal: z.string().regex(/^automation:/, 'must start with automation:'),
+    role: z.enum(['analyst', 'admin']),
+    /** Effects per decision category, in the order they are routed. */
+    rules: z.strictObject({
+      block: z.array(z.enum(['segment', 'salesforce', 'case', 'suppress'])),
+      watch: z.array(z.enum(['segment', 'salesforce', 'case', 'suppress'])),
+      accept: z.array(z.enum(['segment', 'salesforce', 'case', 'suppress'])),
+    }),
+    /** The tool each effect calls; an effect whose tool is not registered is not routed (logged once). */
+    effect_tools: z.strictObject({
+      segment: z.string().min(1),
+      salesforce: z.string().min(1),
+      case: z.string().min(1),
+      suppress: z.string().min(1),
+    }),
+    /** A `case` effect runs only for a highest Sift score (0–1) at or above this. */
+    case_score_threshold: z.number().min(0).max(1),
+    /** Decision categories whose `suppress` effect runs (others skip it). */
+    suppress_categories: z.array(z.enum(['block', 'watch', 'accept'])),
+    /** Failed attempts before an effect becomes a dead letter. */
+    max_attempts: z.number().int().min(1).max(100),
+    backoff_base_ms: z.number().int().positive(),
+    backoff_max_ms: z.number().int().positive(),
+    /** Effects leased per worker tick (and run concurrently, so their upstream writes share batches). */
+    batch_size: z.number().int().min(1).max(2000),
+    /** How long a lease lasts; a crashed worker's effects are retried after it. */
+    lease_ms: z.number().int().positive(),
+    poll_ms: z.number().int().positive(),
+    /** Salesforce writes of concurrent effects are coalesced for this long into one collection call (≤200). */
+    salesforce_batch_window_ms: z.number().int().min(0),
+    /** Segment messages per batch request (the library also caps a batch at ~500 KB). */
+    segment_batch_size: z.number().int().min(1).max(500),
+    /** Fraction of the daily Salesforce API allowance (Sforce-Limit-Info) at which automation slows down. */
+    salesforce_slowdown_at: z.number().min(0).max(1),
+    /** Fraction of the daily allowance kept for humans: automation stops writing to Salesforce above 1 − reserve. */
+    salesforce_reserve: z.number().min(0).max(1),
+    /** Pause for Salesforce effects after REQUEST_LIMIT_EXCEEDED. */
+    salesforce_limit_pause_ms: z.number().int().positive(),
+    /** fraudgate's own bucket for the automation principal (per effect tool), instead of rate_limits. */
+    rate_limit: bucket,
+  }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
     /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
@@ -287,6 +334,8 @@ export interface Secrets {
   auditKey?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
   devToken?: string;
+  /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
+  siftWebhookKeys?: string[];
 }
 
 export const DEFAULTS: Config = {
@@ -395,6 +444,35 @@ export const DEFAULTS: Config = {
     batch_size: 200,
     task_due_days: 2,
   },
+  automation: {
+    principal: 'automation:sift-webhook',
+    role: 'analyst',
+    rules: {
+      block: ['segment', 'salesforce', 'case', 'suppress'],
+      watch: ['segment', 'salesforce'],
+      accept: ['segment', 'salesforce'],
+    },
+    effect_tools: {
+      segment: 'sync_decision_to_segment',
+      salesforce: 'sync_decision_to_salesforce',
+      case: 'create_fraud_case',
+      suppress: 'suppress_user',
+    },
+    case_score_threshold: 0.85,
+    suppress_categories: ['block'],
+    max_attempts: 10,
+    backoff_base_ms: 500,
+    backoff_max_ms: 5 * 60 * 1000,
+    batch_size: 400,
+    lease_ms: 2 * 60 * 1000,
+    poll_ms: 250,
+    salesforce_batch_window_ms: 25,
+    segment_batch_size: 100,
+    salesforce_slowdown_at: 0.7,
+    salesforce_reserve: 0.2,
+    salesforce_limit_pause_ms: 5 * 60 * 1000,
+    rate_limit: { capacity: 2000, per_minute: 60_000 },
+  },
   http: {
     host: '127.0.0.1',
     port: 8787,
@@ -458,6 +536,10 @@ export function readSecrets(env: Env): Secrets {
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
+    siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
+      ?.split(',')
+      .map((k) => k.trim())
+      .filter(Boolean),
   };
 }
 

@@ -42,6 +42,14 @@ export const AUDIT_EVENTS = [
   'confirmed',
   'declined',
   'dry_run',
+  // Decision webhooks and the outbox (src/webhooks, src/outbox).
+  'webhook_accepted',
+  'webhook_duplicate',
+  'webhook_rejected',
+  'superseded',
+  'dead_lettered',
+  'requeued',
+  'dropped',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 

@@ -1,0 +1,86 @@
+/**
+ * Composition of the automation side: an automation runtime (its own pipeline over batching
+ * clients, same approval store, audit log and policy as the MCP side), the outbox store and the
+ * worker. Used by `fraudgate serve --http` (webhook + worker in one process), by
+ * `fraudgate outbox work` (a worker process on its own), by the tests and by the benchmark.
+ */
+import type { UpstreamClients } from '../clients/types.ts';
+import { createSegmentClient } from '../clients/segment-client.ts';
+import type { Config, Secrets } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import { createClients, databasePath, openRuntime, type Runtime } from '../runtime.ts';
+import type { AnyTool } from '../tool.ts';
+import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
+import { openSqliteOutboxStore, type OutboxStore } from './outbox-store.ts';
+import { automationConfig, createOutboxWorker, type OutboxWorker } from './outbox-worker.ts';
+
+export interface Automation {
+  runtime: Runtime;
+  store: OutboxStore;
+  worker: OutboxWorker;
+  salesforceStats: BatchingStats;
+  close(): Promise<void>;
+}
+
+/**
+ * Clients for automated effects: Segment with larger batches (`segment_batch_size`; the library
+ * also caps a batch at ~500 KB, Segment's limit), Salesforce writes coalesced into collections.
+ */
+export function createAutomationClients(config: Config, secrets: Secrets, base?: UpstreamClients) {
+  const clients = base ?? createClients(config, secrets);
+  const segment = createSegmentClient({
+    writeKey: secrets.segmentWriteKey ?? '',
+    host: config.segment.host,
+    profileBaseUrl: config.segment.profile_base_url,
+    spaceId: config.segment.space_id ?? '',
+    profileToken: secrets.segmentProfileToken ?? '',
+    deliveryTimeoutMs: config.segment.delivery_timeout_ms,
+    profileTimeoutMs: config.segment.timeout_ms,
+    flushAt: config.automation.segment_batch_size,
+  });
+  // Replaced by the batching-tuned client above; a caller's own clients stay theirs to close.
+  if (!base) void clients.segment.close();
+  const salesforce = createBatchingSalesforceClient(clients.salesforce, {
+    windowMs: config.automation.salesforce_batch_window_ms,
+  });
+  return { sift: clients.sift, segment, salesforce };
+}
+
+export async function openAutomation(options: {
+  config: Config;
+  secrets: Secrets;
+  tools: readonly AnyTool[];
+  logger: Logger;
+  /** Prebuilt base clients (tests); default from config and secrets. */
+  clients?: UpstreamClients;
+  owner?: string;
+}): Promise<Automation> {
+  const config = automationConfig(options.config);
+  const clients = createAutomationClients(config, options.secrets, options.clients);
+  const runtime = await openRuntime({
+    config,
+    secrets: options.secrets,
+    tools: options.tools,
+    logger: options.logger,
+    clients,
+  });
+  const store = openSqliteOutboxStore(databasePath(config));
+  const worker = createOutboxWorker({
+    runtime,
+    store,
+    toolNames: new Set(options.tools.map((t) => t.name)),
+    ...(options.owner ? { owner: options.owner } : {}),
+  });
+  return {
+    runtime,
+    store,
+    worker,
+    salesforceStats: clients.salesforce.stats,
+    async close() {
+      await worker.stop();
+      await clients.salesforce.flush();
+      await runtime.close();
+      store.close();
+    },
+  };
+}

@@ -1,0 +1,440 @@
+/**
+ * The outbox worker: routes stored Sift decision webhooks to effects and runs each effect as a
+ * governed tool call under the automation principal.
+ *
+ * Routing (configured `automation.rules`, values from the central `mapping` inside the tools):
+ * a decision's category (from the Sift decisions catalogue) selects effects — `segment`
+ * (sync_decision_to_segment), `salesforce` (sync_decision_to_salesforce: decision field + Chatter),
+ * `case` (create_fraud_case, only when the user's highest Sift score ≥ `case_score_threshold`),
+ * `suppress` (suppress_user, only for `suppress_categories`). An effect whose tool is not registered
+ * is not routed (logged once), so a deployment without it keeps working.
+ *
+ * Governance and batching: every effect is its own `pipeline.call` (role, policy, approvals,
+ * fraudgate's rate limit, intent and outcome audit). A policy that asks for approval parks the
+ * effect as `awaiting_approval` until a human decides; the approval sweep executes it. The worker
+ * runs a whole claimed batch concurrently, and the clients of its runtime coalesce the upstream
+ * writes: Salesforce updates/creates into sObject Collections (batching-salesforce.ts), Segment
+ * messages into the library's batches (`segment_batch_size`, ≤500 KB).
+ *
+ * Ordering: at most one in-flight effect per (user, effect); a pending effect whose user has a later
+ * decision is skipped as superseded, so an earlier decision never overwrites a later one.
+ *
+ * Failures: exponential backoff with full jitter, never sooner than the upstream's Retry-After;
+ * Salesforce REQUEST_LIMIT_EXCEEDED pauses every Salesforce effect; `Sforce-Limit-Info` usage above
+ * `salesforce_slowdown_at` scales Salesforce effects down linearly to zero at 1 − `salesforce_reserve`
+ * (the reserve is left for humans). After `max_attempts` failures, or at once for a permanent
+ * error, an effect becomes a dead letter (audited; `fraudgate outbox retry|drop`).
+ */
+import { randomUUID } from 'node:crypto';
+import type { DecisionCategory, SiftClient } from '../clients/types.ts';
+import type { Config } from '../config.ts';
+import { ERROR_CODES, NotFoundError, type FraudgateError } from '../errors.ts';
+import type { AuditAppendInput } from '../governance/audit.ts';
+import type { CallChannel } from '../governance/pipeline.ts';
+import type { Logger } from '../logger.ts';
+import type { Runtime } from '../runtime.ts';
+import type { Principal } from '../tool.ts';
+import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from './outbox-store.ts';
+
+export type EffectName = keyof Config['automation']['effect_tools'];
+
+/** Effects whose writes go to Salesforce (the daily allowance applies to them). */
+const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case']);
+
+export interface OutboxWorkerOptions {
+  /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
+  runtime: Pick<Runtime, 'config' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
+  store: OutboxStore;
+  /** Names of the tools the pipeline has; effects whose tool is missing are not routed. */
+  toolNames: ReadonlySet<string>;
+  /** Lease owner id; default random per process. */
+  owner?: string;
+  now?: () => number;
+  random?: () => number;
+}
+
+export interface TickResult {
+  routed: number;
+  claimed: number;
+  done: number;
+  retried: number;
+  dead: number;
+  deferred: number;
+}
+
+export interface OutboxWorker {
+  /** One pass: route, supersede, settle approvals, claim and run a batch. */
+  tick(): Promise<TickResult>;
+  /** Tick until nothing is runnable now and nothing is pending (approvals aside) or `timeoutMs` passes. */
+  drain(options?: { timeoutMs?: number }): Promise<boolean>;
+  /** Run in the background every `poll_ms` (and at once after `wake()`). */
+  start(): void;
+  wake(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * The configuration an automation runtime runs with: approvals never block a worker slot (an
+ * effect that needs one is parked), and the automation principal has its own bucket per effect tool.
+ */
+export function automationConfig(config: Config): Config {
+  const tools = Object.values(config.automation.effect_tools);
+  return {
+    ...config,
+    approvals: { ...config.approvals, wait_ms: 0 },
+    rate_limits: {
+      ...config.rate_limits,
+      tools: {
+        ...config.rate_limits.tools,
+        ...Object.fromEntries(tools.map((t) => [t, config.automation.rate_limit])),
+      },
+    },
+  };
+}
+
+function highestScore(scores: Record<string, { score: number } | undefined>): number {
+  return Math.max(0, ...Object.values(scores).map((s) => s?.score ?? 0));
+}
+
+export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
+  const { runtime, store } = options;
+  const { config, pipeline, approvals, audit } = runtime;
+  const auto = config.automation;
+  const logger: Logger = runtime.logger.child({ component: 'outbox' });
+  const now = options.now ?? Date.now;
+  const random = options.random ?? Math.random;
+  const owner = options.owner ?? `worker:${randomUUID()}`;
+  const principal: Principal = { id: auto.principal, kind: 'automation', role: auto.role };
+  const sift: SiftClient = runtime.clients.sift;
+  let salesforcePausedUntil = 0;
+  const warnedMissing = new Set<string>();
+
+  let catalogue: { at: number; byId: Map<string, DecisionCategory> } | undefined;
+  async function categoryOf(decisionId: string): Promise<DecisionCategory> {
+    if (!catalogue || now() - catalogue.at > 60_000 || !catalogue.byId.has(decisionId)) {
+      const list = await sift.listDecisions({ entityType: 'user' });
+      catalogue = { at: now(), byId: new Map(list.map((d) => [d.id, d.category])) };
+    }
+    // A decision missing from the catalogue was deleted in the console: watch, the safe middle (as the tools do).
+    return catalogue.byId.get(decisionId) ?? 'watch';
+  }
+
+  const auditQuietly = async (input: Omit<AuditAppendInput, 'principal' | 'call_id'>) => {
+    try {
+      await audit.append({ ...input, call_id: randomUUID(), principal: { ...principal } });
+    } catch (error) {
+      logger.error('audit write failed', { event: input.event, error: String(error) });
+    }
+  };
+
+  async function effectsFor(event: StoredEvent): Promise<NewEffect[]> {
+    // Only user decisions have a user to act on; the contract does not say order/session webhooks carry one.
+    if (event.entityType !== 'user') return [];
+    const category = await categoryOf(event.decisionId);
+    const user = event.entityId;
+    const when = new Date(event.time).toISOString();
+    const out: NewEffect[] = [];
+    for (const effect of auto.rules[category]) {
+      const tool = auto.effect_tools[effect];
+      if (!options.toolNames.has(tool)) {
+        if (!warnedMissing.has(tool)) logger.warn('effect not routed: tool not registered', { effect, tool });
+        warnedMissing.add(tool);
+        continue;
+      }
+      if (effect === 'segment' || effect === 'salesforce')
+        out.push({ effect, tool, args: { user_id: user } });
+      if (effect === 'suppress' && auto.suppress_categories.includes(category)) {
+        out.push({
+          effect,
+          tool,
+          args: {
+            user_id: user,
+            suppressed: true,
+            reason: `Sift decision ${event.decisionId} (${category}) at ${when}`,
+          },
+        });
+      }
+      if (effect === 'case') {
+        const score = await sift.getUserScore(user).catch((error: unknown) => {
+          // A user Sift has never scored has no score to exceed the threshold.
+          if (error instanceof NotFoundError) return undefined;
+          throw error;
+        });
+        if (score && highestScore(score.scores) >= auto.case_score_threshold) {
+          out.push({
+            effect,
+            tool,
+            args: {
+              user_id: user,
+              summary: `Sift decision ${event.decisionId} (${category}) at ${when}, routed by fraudgate automation.`,
+            },
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  async function routeNew(): Promise<number> {
+    let routed = 0;
+    const events = store.unrouted(auto.batch_size);
+    let next = 0;
+    // Routing reads (catalogue, score) run concurrently; the inserts are each one small transaction.
+    const lane = async () => {
+      for (let i = next++; i < events.length; i = next++) {
+        const event = events[i] as StoredEvent;
+        try {
+          store.route(event.id, await effectsFor(event));
+          routed += 1;
+        } catch (error) {
+          // Left unrouted: the next tick tries again (the catalogue or score read failed upstream).
+          logger.warn('routing failed; will retry', { event_id: event.id, error: String(error) });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(32, events.length) }, lane));
+    return routed;
+  }
+
+  async function settleApprovals(): Promise<void> {
+    for (const effect of store.list({ states: ['awaiting_approval'], limit: 1000 })) {
+      const approval = effect.approvalId ? approvals.get(effect.approvalId) : undefined;
+      if (!approval) continue;
+      if (approval.state === 'executed') store.settleApproval(effect.id, 'done', approval.result);
+      else if (approval.state === 'denied' || approval.state === 'expired')
+        store.settleApproval(effect.id, 'denied', { approval: approval.state });
+      else if (approval.state === 'failed') {
+        if (store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
+          await auditQuietly({
+            event: 'dead_lettered',
+            tool: effect.tool,
+            target: `outbox_effect:${effect.id}`,
+            approval_id: approval.id,
+            outcome: {
+              code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
+              message: 'approved action failed',
+            },
+          });
+        }
+      }
+    }
+  }
+
+  /**
+   * Whether trying the effect again may help. Effect tools are idempotent by construction (stable
+   * Segment messageIds, external-id upserts, Chatter markers, case keys), so an upstream failure
+   * without a definite answer — network error, timeout, 429, 5xx — is retried even where the client
+   * itself would not repeat a non-idempotent request. A 4xx or a policy refusal is final.
+   */
+  function retryable(error: FraudgateError): boolean {
+    if (error.retryable) return true;
+    if (error.code !== ERROR_CODES.UPSTREAM_ERROR && error.code !== ERROR_CODES.UPSTREAM_RATE_LIMITED)
+      return false;
+    const status = (error.data as { status?: unknown } | undefined)?.status;
+    return typeof status !== 'number' || status === 429 || status >= 500;
+  }
+
+  function backoff(attempts: number, retryAfterMs: number | undefined): number {
+    const ceiling = Math.min(auto.backoff_max_ms, auto.backoff_base_ms * 2 ** Math.max(0, attempts - 1));
+    // Full jitter spreads a burst of failures so the retries do not arrive together.
+    return Math.max(retryAfterMs ?? 0, Math.floor(ceiling / 2 + (random() * ceiling) / 2));
+  }
+
+  /** How many Salesforce effects this tick may run under the allowance (Infinity = no limit). */
+  function salesforceAllowance(): number {
+    if (now() < salesforcePausedUntil) return 0;
+    const usage = runtime.clients.salesforce.apiUsage();
+    if (!usage || usage.limit <= 0) return Infinity;
+    const used = usage.used / usage.limit;
+    const stopAt = 1 - auto.salesforce_reserve;
+    if (used >= stopAt) return 0;
+    if (used < auto.salesforce_slowdown_at) return Infinity;
+    const share = (stopAt - used) / Math.max(1e-9, stopAt - auto.salesforce_slowdown_at);
+    return Math.max(1, Math.floor(auto.batch_size * share));
+  }
+
+  async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
+    if (!store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`)) return;
+    logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+    await auditQuietly({
+      event: 'dead_lettered',
+      tool: effect.tool,
+      target: `outbox_effect:${effect.id}`,
+      args_redacted: effect.args,
+      outcome: { code: error.code, message: error.message },
+    });
+  }
+
+  async function runEffect(effect: OutboxEffect, result: TickResult): Promise<void> {
+    const channel: CallChannel = {
+      principal,
+      progress: async () => {},
+      signal: new AbortController().signal,
+    };
+    const outcome = await pipeline.call(effect.tool, effect.args, channel);
+    if (outcome.ok) {
+      if (store.complete(effect.id, owner, outcome.output)) result.done += 1;
+      return;
+    }
+    const error = outcome.error;
+    const data = (error.data ?? {}) as {
+      retry_after_ms?: number;
+      approval_id?: string;
+      upstream_code?: unknown;
+    };
+    switch (error.code) {
+      case ERROR_CODES.APPROVAL_PENDING:
+        if (data.approval_id) store.awaitApproval(effect.id, owner, data.approval_id);
+        return;
+      case ERROR_CODES.NOT_FOUND:
+        // Nothing to act on (e.g. no CRM record for the user): a final, audited outcome, not a failure.
+        store.complete(effect.id, owner, { not_found: error.message });
+        result.done += 1;
+        return;
+      case ERROR_CODES.RATE_LIMITED:
+        store.retry(effect.id, owner, now() + (data.retry_after_ms ?? auto.poll_ms), undefined, false);
+        result.deferred += 1;
+        return;
+      default:
+        break;
+    }
+    if (data.upstream_code === 'REQUEST_LIMIT_EXCEEDED') {
+      salesforcePausedUntil = now() + auto.salesforce_limit_pause_ms;
+      logger.warn('Salesforce API limit reached; pausing Salesforce effects', {
+        until: salesforcePausedUntil,
+      });
+      store.retry(effect.id, owner, salesforcePausedUntil, `${error.code}: ${error.message}`, false);
+      result.deferred += 1;
+      return;
+    }
+    const attempts = effect.attempts + 1;
+    if (!retryable(error) || attempts >= auto.max_attempts) {
+      await deadLetter(effect, error);
+      result.dead += 1;
+      return;
+    }
+    store.retry(
+      effect.id,
+      owner,
+      now() + backoff(attempts, data.retry_after_ms),
+      `${error.code}: ${error.message}`,
+      true,
+    );
+    result.retried += 1;
+  }
+
+  const inflight = new Set<Promise<void>>();
+  let timer: NodeJS.Timeout | undefined;
+  let sleeper: (() => void) | undefined;
+  let running: Promise<void> | undefined;
+  let stopped = true;
+  let wakeRequested = false;
+  const wake = () => {
+    wakeRequested = true;
+    if (timer) clearTimeout(timer);
+    sleeper?.();
+  };
+
+  /**
+   * Route, supersede, settle approvals, then lease as many effects as there are free slots
+   * (`batch_size` in flight) and start them. Effects are not awaited here: a slow one (a timeout)
+   * must not hold back the next claims, and the ones running together share upstream batches.
+   */
+  async function pump(result: TickResult): Promise<Promise<void>[]> {
+    result.routed += await routeNew();
+    for (const skipped of store.supersede()) {
+      await auditQuietly({
+        event: 'superseded',
+        tool: skipped.tool,
+        target: `outbox_effect:${skipped.id}`,
+        outcome: { code: 'SKIPPED', message: 'a later decision for this user supersedes it' },
+      });
+    }
+    await settleApprovals();
+    const room = auto.batch_size - inflight.size;
+    if (room <= 0) return [];
+    const claimed = store.claim(owner, room, auto.lease_ms);
+    result.claimed += claimed.length;
+    let allowance = salesforceAllowance();
+    const launched: Promise<void>[] = [];
+    for (const effect of claimed) {
+      if (SALESFORCE_EFFECTS.has(effect.effect)) {
+        if (allowance <= 0) {
+          store.retry(
+            effect.id,
+            owner,
+            Math.max(salesforcePausedUntil, now() + auto.poll_ms * 20),
+            undefined,
+            false,
+          );
+          result.deferred += 1;
+          continue;
+        }
+        allowance -= 1;
+      }
+      const task: Promise<void> = runEffect(effect, result)
+        .catch((error: unknown) =>
+          logger.error('effect crashed', { effect_id: effect.id, error: String(error) }),
+        )
+        .finally(() => {
+          inflight.delete(task);
+          wake();
+        });
+      inflight.add(task);
+      launched.push(task);
+    }
+    return launched;
+  }
+
+  async function tick(): Promise<TickResult> {
+    const result: TickResult = { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0 };
+    await Promise.all(await pump(result));
+    return result;
+  }
+
+  const loop = async () => {
+    while (!stopped) {
+      wakeRequested = false;
+      const r: TickResult = { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0 };
+      try {
+        await pump(r);
+      } catch (error) {
+        logger.error('outbox pump failed', { error: String(error) });
+      }
+      if (stopped) break;
+      if (r.claimed > 0 || r.routed > 0 || wakeRequested) continue;
+      await new Promise<void>((resolve) => {
+        sleeper = resolve;
+        timer = setTimeout(resolve, auto.poll_ms);
+      });
+      sleeper = undefined;
+    }
+  };
+
+  return {
+    tick,
+    async drain({ timeoutMs = 60_000 } = {}) {
+      const deadline = now() + timeoutMs;
+      while (now() < deadline) {
+        const r = await tick();
+        const s = store.stats();
+        if (s.unrouted === 0 && s.pending === 0 && s.leased === 0) return true;
+        if (r.claimed === 0 && r.routed === 0)
+          await new Promise((resolve) => setTimeout(resolve, Math.min(auto.poll_ms, 50)));
+      }
+      return false;
+    },
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      running = loop();
+    },
+    wake,
+    async stop() {
+      stopped = true;
+      wake();
+      await running;
+      await Promise.allSettled([...inflight]);
+    },
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * Shared set-up for the outbox tests and the benchmark: emulators, a temp data dir, the automation
+ * (runtime + outbox + worker) and the real webhook handler on a loopback HTTP server.
+ */
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tools as allTools } from '../../tools/index.ts';
+import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
+import { auditPath } from '../../src/runtime.ts';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import type { AnyTool } from '../../src/tool.ts';
+import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
+import type { DeepPartial } from '../helpers/setup.ts';
+
+export const WEBHOOK_KEYS = ['old-rotated-key', 'current-signature-key'];
+
+export function sign(
+  body: string,
+  key = WEBHOOK_KEYS[1] ?? '',
+  algorithm: 'sha1' | 'sha256' = 'sha256',
+): string {
+  return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
+}
+
+/** The effect tools: the registered ones plus sync_decision_to_salesforce when present in the tree. */
+export async function effectTools(): Promise<readonly AnyTool[]> {
+  if (allTools.some((t) => t.name === 'sync_decision_to_salesforce')) return allTools;
+  try {
+    const mod = (await import('../../tools/sync-decision-to-salesforce.ts')) as Record<string, AnyTool>;
+    const tool = Object.values(mod).find(
+      (v) => typeof v === 'object' && v.name === 'sync_decision_to_salesforce',
+    );
+    return tool ? [...allTools, tool] : allTools;
+  } catch {
+    return allTools;
+  }
+}
+
+export interface OutboxEnv {
+  sandbox: Sandbox;
+  automation: Automation;
+  config: Config;
+  dataDir: string;
+  webhookUrl: string;
+  post(
+    body: string,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; json: Record<string, unknown> }>;
+  auditRecords(): { event: string; tool?: string; principal: { id: string }; target?: string }[];
+  close(): Promise<void>;
+}
+
+export async function outboxEnv(
+  options: {
+    config?: DeepPartial<Config>;
+    dataDir?: string;
+    sandbox?: Sandbox;
+    tools?: readonly AnyTool[];
+  } = {},
+): Promise<OutboxEnv> {
+  const sandbox = options.sandbox ?? (await startSandbox(DEFAULTS));
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'fraudgate-outbox-'));
+  let config: Config = mergeConfig(
+    mergeConfig(DEFAULTS, {
+      approvals: { wait_ms: 0, poll_ms: 20 },
+      sift: { max_retries: 2, timeout_ms: 1500 },
+      segment: { delivery_timeout_ms: 4000, timeout_ms: 1500 },
+      salesforce: { timeout_ms: 1500 },
+      automation: { poll_ms: 20, backoff_base_ms: 20, backoff_max_ms: 400, salesforce_batch_window_ms: 10 },
+    }),
+    options.config ?? {},
+  );
+  config = {
+    ...config,
+    sift: {
+      ...config.sift,
+      base_url: sandbox.config.sift.base_url,
+      account_id: sandbox.config.sift.account_id,
+    },
+    segment: {
+      ...config.segment,
+      host: sandbox.config.segment.host,
+      profile_base_url: sandbox.config.segment.profile_base_url,
+      space_id: sandbox.config.segment.space_id,
+    },
+    salesforce: {
+      ...config.salesforce,
+      login_url: sandbox.config.salesforce.login_url,
+      auth_flow: 'client_credentials',
+    },
+    data_dir: dataDir,
+    mode: 'sandbox',
+  };
+  const secrets = { ...sandbox.secrets, auditKey: 'test-audit-key', siftWebhookKeys: WEBHOOK_KEYS };
+  const automation = await openAutomation({
+    config,
+    secrets,
+    tools: options.tools ?? (await effectTools()),
+    logger: silentLogger,
+  });
+  const handler = createSiftWebhookHandler({
+    outbox: automation.store,
+    keys: WEBHOOK_KEYS,
+    audit: automation.runtime.audit,
+    logger: silentLogger,
+    bodyLimitBytes: 64 * 1024,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  const server: Server = createServer((req, res) => {
+    handler(req, res).then(
+      (handled) => {
+        if (!handled) {
+          res.writeHead(404);
+          res.end();
+        }
+      },
+      () => {
+        res.writeHead(500);
+        res.end();
+      },
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const webhookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/sift`;
+  return {
+    sandbox,
+    automation,
+    config,
+    dataDir,
+    webhookUrl,
+    async post(body, headers = {}) {
+      const res = await fetch(webhookUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+      const text = await res.text();
+      return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
+    },
+    auditRecords() {
+      return readFileSync(auditPath(config), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { event: string; tool?: string; principal: { id: string } });
+    },
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await automation.close();
+      if (!options.sandbox) await sandbox.close();
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A decision webhook body as Sift sends it (§7.1). */
+export function decisionBody(userId: string, decisionId: string, time: number): string {
+  return JSON.stringify({ entity: { type: 'user', id: userId }, decision: { id: decisionId }, time });
+}
+
+/** Run `fn` over `items` with at most `limit` in flight. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= items.length) return;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
+}

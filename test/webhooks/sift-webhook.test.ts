@@ -1,0 +1,83 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { startSiftEmulator } from '../../src/sandbox/sift-emulator.ts';
+import { decisionBody, outboxEnv, sign, WEBHOOK_KEYS, type OutboxEnv } from '../outbox/helpers.ts';
+
+let env: OutboxEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+describe('POST /webhooks/sift', () => {
+  it('rejects forged, unsigned and malformed deliveries, stores nothing for them, and audits each', async () => {
+    env = await outboxEnv();
+    const body = decisionBody('user_forged', 'block_user_payment_abuse', 1_700_000_000_000);
+
+    expect((await env.post(body)).status).toBe(401);
+    expect((await env.post(body, { 'x-sift-science-signature': sign(body, 'attacker-key') })).status).toBe(
+      401,
+    );
+    expect((await env.post(body, { 'x-sift-science-signature': 'sha512=abcd' })).status).toBe(401);
+    // A valid signature over a different body (tampered payload).
+    const tampered = body.replace('block_user', 'looks_ok');
+    expect((await env.post(tampered, { 'x-sift-science-signature': sign(body) })).status).toBe(401);
+
+    const malformed = '{"entity": {"type": "user", "id": ';
+    expect((await env.post(malformed, { 'x-sift-science-signature': sign(malformed) })).status).toBe(400);
+    const wrongShape = JSON.stringify({ hello: 'world' });
+    expect((await env.post(wrongShape, { 'x-sift-science-signature': sign(wrongShape) })).status).toBe(400);
+
+    const stats = env.automation.store.stats();
+    expect(stats.unrouted).toBe(0);
+    expect(env.automation.store.unrouted(10)).toHaveLength(0);
+    const rejected = env.auditRecords().filter((r) => r.event === 'webhook_rejected');
+    expect(rejected).toHaveLength(6);
+    // No payload content in the audit trail for untrusted bodies.
+    expect(JSON.stringify(rejected)).not.toContain('user_forged');
+  });
+
+  it('accepts any configured key (rotation, sha1 and sha256) and acknowledges a replay without storing it twice', async () => {
+    env = await outboxEnv();
+    const first = decisionBody('user_a', 'block_user_payment_abuse', 1_700_000_000_001);
+    const second = decisionBody('user_b', 'watch_user_payment_abuse', 1_700_000_000_002);
+    const a = await env.post(first, { 'x-sift-science-signature': sign(first, WEBHOOK_KEYS[0], 'sha1') });
+    const b = await env.post(second, { 'x-sift-science-signature': sign(second, WEBHOOK_KEYS[1], 'sha256') });
+    expect([a.status, a.json.status]).toEqual([200, 'accepted']);
+    expect([b.status, b.json.status]).toEqual([200, 'accepted']);
+
+    // The same delivery again, even re-serialised differently and signed with the other key: same key fields.
+    const replay = JSON.stringify(JSON.parse(first), null, 2);
+    const r = await env.post(replay, { 'x-sift-science-signature': sign(replay, WEBHOOK_KEYS[1]) });
+    expect([r.status, r.json.status]).toEqual([200, 'duplicate']);
+
+    const events = env.automation.store.unrouted(10);
+    expect(events.map((e) => e.entityId)).toEqual(['user_a', 'user_b']);
+    const audit = env.auditRecords();
+    expect(audit.filter((x) => x.event === 'webhook_accepted')).toHaveLength(2);
+    expect(audit.filter((x) => x.event === 'webhook_duplicate')).toHaveLength(1);
+    expect(audit.every((x) => x.principal.id === 'automation:sift-webhook')).toBe(true);
+  });
+
+  it('takes a signed webhook sent by the Sift emulator for a console decision', async () => {
+    env = await outboxEnv();
+    const sift = await startSiftEmulator({ webhook: { url: env.webhookUrl, signatureKey: WEBHOOK_KEYS[1] } });
+    try {
+      const { time, webhook } = await sift.consoleApplyDecision({
+        decisionId: 'block_user_payment_abuse',
+        userId: 'user_console',
+      });
+      expect(webhook?.succeeded).toBe(true);
+      const [event] = env.automation.store.unrouted(10);
+      expect(event).toMatchObject({ entityId: 'user_console', decisionId: 'block_user_payment_abuse', time });
+    } finally {
+      await sift.close();
+    }
+  });
+
+  it('answers 405 to other methods and 413 to oversized bodies', async () => {
+    env = await outboxEnv();
+    expect((await fetch(env.webhookUrl)).status).toBe(405);
+    const big = JSON.stringify({ pad: 'x'.repeat(70 * 1024) });
+    expect((await env.post(big, { 'x-sift-science-signature': sign(big) })).status).toBe(413);
+  });
+});
