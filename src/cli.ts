@@ -9,6 +9,7 @@
  *   fraudgate audit verify [--file PATH]
  *   fraudgate docs tools [--write | --check]
  *   fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list | unmatched
+ *   fraudgate outbox list [--all] [--json] | show ID | retry ID --as NAME | drop ID --as NAME | work [--once]
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -23,8 +24,11 @@ import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { startSandbox } from './sandbox/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
+import { runOutboxCommand } from './cli/outbox.ts';
+import { openAutomation } from './outbox/automation.ts';
+import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
 import { createConsoleHandler } from './console/console.ts';
-import { startHttpServer } from './transports/http.ts';
+import { startHttpServer, type HttpHandler } from './transports/http.ts';
 import { serveStdio } from './transports/stdio.ts';
 
 const USAGE = `Usage:
@@ -38,7 +42,8 @@ const USAGE = `Usage:
   fraudgate docs tools [--write | --check]
   fraudgate sync scores [--dry-run]
   fraudgate sync feedback [--once]
-  fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list [--json] | unmatched [--json]`;
+  fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list [--json] | unmatched [--json]
+  fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID --as NAME | drop ID --as NAME | work [--once]`;
 
 const OPTIONS = {
   sandbox: { type: 'boolean' },
@@ -101,10 +106,27 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const runtime = await openRuntime({ config, secrets, tools, logger });
   runtime.startApprovalSweep();
   if (http) {
-    await serveHttp(runtime, secrets.devToken, async () => {
-      await runtime.close();
-      await sandbox?.close();
+    // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
+    const automation = await openAutomation({ config, secrets, tools, logger });
+    automation.worker.start();
+    const webhook = createSiftWebhookHandler({
+      outbox: automation.store,
+      keys: secrets.siftWebhookKeys ?? [],
+      audit: runtime.audit,
+      logger,
+      bodyLimitBytes: config.http.body_limit_bytes,
+      onEnqueued: () => automation.worker.wake(),
     });
+    await serveHttp(
+      runtime,
+      secrets.devToken,
+      async () => {
+        await automation.close();
+        await runtime.close();
+        await sandbox?.close();
+      },
+      [webhook],
+    );
     return;
   }
   await serveStdio(runtime, async () => {
@@ -123,12 +145,14 @@ async function serveHttp(
   runtime: Runtime,
   envDevToken: string | undefined,
   onClose: () => Promise<void>,
+  mounts: HttpHandler[] = [],
 ): Promise<void> {
   const sandbox = runtime.config.mode === 'sandbox';
   const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
     extraHandlers: ({ authenticator }) => [
+      ...mounts,
       createConsoleHandler({
         runtime,
         authenticate: authenticator,
@@ -186,6 +210,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runAuditCommand(rest, values, loaded);
       case 'identities':
         return runIdentitiesCommand(rest, values, loaded);
+      case 'outbox':
+        return await runOutboxCommand(rest, values, loaded);
       case 'sync':
         return await runSyncCommand(rest, values, loaded, tools);
       default:

@@ -342,12 +342,17 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    */
   async function pump(result: TickResult): Promise<Promise<void>[]> {
     result.routed += await routeNew();
-    for (const skipped of store.supersede()) {
+    const skipped = store.supersede();
+    if (skipped.length > 0) {
+      // One record per pass, listing every effect: a burst can supersede thousands, each an fsync otherwise.
       await auditQuietly({
         event: 'superseded',
-        tool: skipped.tool,
-        target: `outbox_effect:${skipped.id}`,
-        outcome: { code: 'SKIPPED', message: 'a later decision for this user supersedes it' },
+        target: 'outbox',
+        args_redacted: { effect_ids: skipped.map((e) => e.id) },
+        outcome: {
+          code: 'SKIPPED',
+          message: `${skipped.length} effects superseded by later decisions of their users`,
+        },
       });
     }
     await settleApprovals();

@@ -28,20 +28,6 @@ export function sign(
   return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
 }
 
-/** The effect tools: the registered ones plus sync_decision_to_salesforce when present in the tree. */
-export async function effectTools(): Promise<readonly AnyTool[]> {
-  if (allTools.some((t) => t.name === 'sync_decision_to_salesforce')) return allTools;
-  try {
-    const mod = (await import('../../tools/sync-decision-to-salesforce.ts')) as Record<string, AnyTool>;
-    const tool = Object.values(mod).find(
-      (v) => typeof v === 'object' && v.name === 'sync_decision_to_salesforce',
-    );
-    return tool ? [...allTools, tool] : allTools;
-  } catch {
-    return allTools;
-  }
-}
-
 export interface OutboxEnv {
   sandbox: Sandbox;
   automation: Automation;
@@ -101,7 +87,7 @@ export async function outboxEnv(
   const automation = await openAutomation({
     config,
     secrets,
-    tools: options.tools ?? (await effectTools()),
+    tools: options.tools ?? allTools,
     logger: silentLogger,
   });
   const handler = createSiftWebhookHandler({

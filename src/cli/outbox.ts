@@ -1,0 +1,154 @@
+/**
+ * `fraudgate outbox …`: the operator's view of automated effects, and the worker process.
+ *
+ *   list [--all] [--json]   dead letters and effects waiting for approval (all states with --all)
+ *   show ID [--json]        one effect with its event
+ *   retry ID --as NAME      a dead (or denied) effect back to pending with a fresh attempt count
+ *   drop ID --as NAME       give up on a dead effect for good
+ *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: drain what is due and exit)
+ *
+ * retry and drop leave an audit record under the operator's name.
+ */
+import { randomUUID } from 'node:crypto';
+import { tools } from '../../tools/index.ts';
+import type { CliValues } from '../cli.ts';
+import type { LoadedConfig } from '../config.ts';
+import { InvalidInputError } from '../errors.ts';
+import { createLogger } from '../logger.ts';
+import { openAutomation } from '../outbox/automation.ts';
+import { openSqliteOutboxStore, type OutboxEffect } from '../outbox/outbox-store.ts';
+import { databasePath, openGovernanceState } from '../runtime.ts';
+
+function line(e: OutboxEffect): string {
+  return [
+    String(e.id).padStart(6),
+    e.state.padEnd(17),
+    e.tool.padEnd(28),
+    e.entityKey.padEnd(32),
+    `attempts ${e.attempts}`,
+    e.lastError ? `last: ${e.lastError.slice(0, 80)}` : '',
+  ]
+    .join('  ')
+    .trimEnd();
+}
+
+export async function runOutboxCommand(
+  args: string[],
+  values: CliValues,
+  loaded: LoadedConfig,
+): Promise<number> {
+  const [sub, rawId] = args;
+  const out = (text: string) => process.stdout.write(text + '\n');
+  if (sub === 'work') return runWorker(loaded, values.once === true);
+
+  const store = openSqliteOutboxStore(databasePath(loaded.config));
+  try {
+    const id = rawId === undefined ? undefined : Number(rawId);
+    const needId = () => {
+      if (id === undefined || !Number.isInteger(id)) {
+        throw new InvalidInputError([
+          { field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' },
+        ]);
+      }
+      return id;
+    };
+    switch (sub) {
+      case 'list': {
+        const effects = store.list({
+          states: values.all ? [] : ['dead', 'awaiting_approval', 'denied'],
+          limit: 500,
+        });
+        if (values.json) out(JSON.stringify({ effects, stats: store.stats() }));
+        else {
+          out(
+            effects.length === 0
+              ? 'No dead letters or effects waiting for approval.'
+              : effects.map(line).join('\n'),
+          );
+          out(`totals: ${JSON.stringify(store.stats())}`);
+        }
+        return 0;
+      }
+      case 'show': {
+        const effect = store.get(needId());
+        if (!effect) {
+          process.stderr.write(`fraudgate: no outbox effect ${rawId}\n`);
+          return 1;
+        }
+        const event = store.getEvent(effect.eventId);
+        if (values.json) out(JSON.stringify({ effect, event }));
+        else out(JSON.stringify({ effect, event }, null, 2));
+        return 0;
+      }
+      case 'retry':
+      case 'drop': {
+        const effectId = needId();
+        if (!values.as) {
+          throw new InvalidInputError([
+            { field: '--as', message: 'who is doing this (recorded in the audit log)' },
+          ]);
+        }
+        const ok = sub === 'retry' ? store.requeue(effectId) : store.drop(effectId);
+        if (!ok) {
+          process.stderr.write(
+            `fraudgate: effect ${effectId} is not a dead letter (see fraudgate outbox show ${effectId})\n`,
+          );
+          return 1;
+        }
+        const state = await openGovernanceState(
+          loaded.config,
+          loaded.secrets,
+          createLogger({ level: 'warn' }),
+        );
+        try {
+          const effect = store.get(effectId);
+          await state.audit.append({
+            event: sub === 'retry' ? 'requeued' : 'dropped',
+            call_id: randomUUID(),
+            tool: effect?.tool,
+            principal: { id: values.as, kind: 'user', role: 'admin' },
+            target: `outbox_effect:${effectId}`,
+            ...(values.reason ? { outcome: { message: values.reason } } : {}),
+          });
+        } finally {
+          await state.audit.close();
+          state.approvals.close();
+        }
+        out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
+        return 0;
+      }
+      default:
+        process.stderr.write(
+          'Usage: fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID --as NAME | drop ID --as NAME [--reason TEXT] | work [--once]\n',
+        );
+        return 2;
+    }
+  } finally {
+    store.close();
+  }
+}
+
+/** The worker as its own process (several may run against one database: leases keep them apart). */
+async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
+  const logger = createLogger();
+  if (loaded.config.mode === 'sandbox') {
+    process.stderr.write(
+      'fraudgate: outbox work needs the upstream APIs (credentials in the environment); in sandbox mode run serve --http, which runs the worker itself\n',
+    );
+    return 2;
+  }
+  const automation = await openAutomation({ config: loaded.config, secrets: loaded.secrets, tools, logger });
+  if (once) {
+    const drained = await automation.worker.drain({ timeoutMs: 10 * 60 * 1000 });
+    await automation.close();
+    return drained ? 0 : 1;
+  }
+  automation.worker.start();
+  logger.info('outbox worker started', { stats: automation.store.stats() });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await automation.close();
+  return 0;
+}
