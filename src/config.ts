@@ -251,8 +251,12 @@ export const configSchema = z.strictObject({
     /** How long a lease lasts; a crashed worker's effects are retried after it. */
     lease_ms: z.number().int().positive(),
     poll_ms: z.number().int().positive(),
-    /** Salesforce writes of concurrent effects are coalesced for this long into one collection call (≤200). */
-    salesforce_batch_window_ms: z.number().int().min(0),
+    /**
+     * How long an effect's upstream write waits for company: Salesforce updates/creates share one
+     * collection call (≤200 records), Segment messages one batch (`segment_batch_size`). Effects
+     * start one audit fsync apart, so a longer window makes fuller batches at the cost of latency.
+     */
+    batch_window_ms: z.number().int().min(0),
     /** Segment messages per batch request (the library also caps a batch at ~500 KB). */
     segment_batch_size: z.number().int().min(1).max(500),
     /** Fraction of the daily Salesforce API allowance (Sforce-Limit-Info) at which automation slows down. */
@@ -466,7 +470,7 @@ export const DEFAULTS: Config = {
     batch_size: 400,
     lease_ms: 2 * 60 * 1000,
     poll_ms: 250,
-    salesforce_batch_window_ms: 25,
+    batch_window_ms: 1000,
     segment_batch_size: 100,
     salesforce_slowdown_at: 0.7,
     salesforce_reserve: 0.2,

@@ -710,6 +710,33 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return { id: result.id, created: result.created };
     },
 
+    async upsertMany(sobject, externalIdField, records, options) {
+      checkName('sobject', sobject);
+      checkName('externalIdField', externalIdField);
+      const ctx = { what: `upsert ${sobject} records`, sobject };
+      const results: SalesforceSaveResult[] = [];
+      for (const chunk of chunks(records)) {
+        const body = JSON.stringify({
+          allOrNone: false,
+          records: chunk.map((r) => ({
+            attributes: { type: sobject },
+            ...withoutKeys(r, ['Id', 'attributes']),
+          })),
+        });
+        // An upsert by external id is idempotent, so a lost response may be retried like an update.
+        const raw: unknown = await callIdempotent(ctx, options, () =>
+          conn.request({
+            method: 'PATCH',
+            url: `/composite/sobjects/${sobject}/${externalIdField}`,
+            body,
+            headers: { 'content-type': 'application/json' },
+          }),
+        );
+        results.push(...toSaveResults(raw, ctx));
+      }
+      return results;
+    },
+
     async updateMany(sobject, records, options) {
       checkName('sobject', sobject);
       records.forEach((r, i) => checkId(`records[${i}].Id`, r.Id));

@@ -196,6 +196,16 @@ export interface SalesforceClient {
     records: SalesforceRecord[],
     options?: RequestOptions,
   ): Promise<SalesforceSaveResult[]>;
+  /**
+   * Upsert by external id through sObject Collections (`PATCH /composite/sobjects/{type}/{field}`),
+   * ≤200 records a request (chunks larger inputs); per-record results, `created` on each.
+   */
+  upsertMany?(
+    sobject: string,
+    externalIdField: string,
+    records: SalesforceRecord[],
+    options?: RequestOptions,
+  ): Promise<SalesforceSaveResult[]>;
   /** Last seen `Sforce-Limit-Info` api usage. */
   apiUsage(): { used: number; limit: number } | undefined;
   /**

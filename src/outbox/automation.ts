@@ -4,7 +4,7 @@
  * worker. Used by `fraudgate serve --http` (webhook + worker in one process), by
  * `fraudgate outbox work` (a worker process on its own), by the tests and by the benchmark.
  */
-import type { UpstreamClients } from '../clients/types.ts';
+import type { SiftClient, SiftDecisionDefinition, UpstreamClients } from '../clients/types.ts';
 import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
 import type { Logger } from '../logger.ts';
@@ -23,10 +23,43 @@ export interface Automation {
 }
 
 /**
+ * The decisions catalogue changes only when someone edits decisions in the Sift console, yet every
+ * sync tool reads it to categorise the user's decision: one read per minute serves every effect.
+ */
+function cachingCatalogue(sift: SiftClient, ttlMs = 60_000): SiftClient {
+  const cache = new Map<string, { at: number; value: Promise<SiftDecisionDefinition[]> }>();
+  return {
+    ...sift,
+    getUserScore: (u, o) => sift.getUserScore(u, o),
+    addLabel: (u, l, o) => sift.addLabel(u, l, o),
+    removeLabel: (u, a, o) => sift.removeLabel(u, a, o),
+    getUserDecisions: (u, o) => sift.getUserDecisions(u, o),
+    applyUserDecision: (u, i, o) => sift.applyUserDecision(u, i, o),
+    sendEvent: (e, o) => sift.sendEvent(e, o),
+    close: () => sift.close(),
+    listDecisions(filter, options) {
+      const key = JSON.stringify(filter ?? {});
+      const hit = cache.get(key);
+      if (hit && Date.now() - hit.at < ttlMs) return hit.value;
+      const value = sift.listDecisions(filter, options);
+      cache.set(key, { at: Date.now(), value });
+      // A failed read is not cached: the next effect asks again.
+      value.catch(() => cache.delete(key));
+      return value;
+    },
+  };
+}
+
+/**
  * Clients for automated effects: Segment with larger batches (`segment_batch_size`; the library
  * also caps a batch at ~500 KB, Segment's limit), Salesforce writes coalesced into collections.
  */
-export function createAutomationClients(config: Config, secrets: Secrets, base?: UpstreamClients) {
+export function createAutomationClients(
+  config: Config,
+  secrets: Secrets,
+  base?: UpstreamClients,
+  batching = true,
+) {
   const clients = base ?? createClients(config, secrets);
   const segment = createSegmentClient({
     writeKey: secrets.segmentWriteKey ?? '',
@@ -36,14 +69,21 @@ export function createAutomationClients(config: Config, secrets: Secrets, base?:
     profileToken: secrets.segmentProfileToken ?? '',
     deliveryTimeoutMs: config.segment.delivery_timeout_ms,
     profileTimeoutMs: config.segment.timeout_ms,
-    flushAt: config.automation.segment_batch_size,
+    // The naive baseline (benchmark only) sends one message per request.
+    flushAt: batching ? config.automation.segment_batch_size : 1,
+    flushInterval: batching ? Math.max(1, config.automation.batch_window_ms) : 1,
   });
   // Replaced by the batching-tuned client above; a caller's own clients stay theirs to close.
   if (!base) void clients.segment.close();
   const salesforce = createBatchingSalesforceClient(clients.salesforce, {
-    windowMs: config.automation.salesforce_batch_window_ms,
+    windowMs: config.automation.batch_window_ms,
   });
-  return { sift: clients.sift, segment, salesforce };
+  return {
+    sift: cachingCatalogue(clients.sift),
+    segment,
+    salesforce: batching ? salesforce : clients.salesforce,
+    batcher: salesforce,
+  };
 }
 
 export async function openAutomation(options: {
@@ -54,9 +94,11 @@ export async function openAutomation(options: {
   /** Prebuilt base clients (tests); default from config and secrets. */
   clients?: UpstreamClients;
   owner?: string;
+  /** false: one upstream request per record (the benchmark's naive baseline). */
+  batching?: boolean;
 }): Promise<Automation> {
   const config = automationConfig(options.config);
-  const clients = createAutomationClients(config, options.secrets, options.clients);
+  const clients = createAutomationClients(config, options.secrets, options.clients, options.batching ?? true);
   const runtime = await openRuntime({
     config,
     secrets: options.secrets,
@@ -75,10 +117,10 @@ export async function openAutomation(options: {
     runtime,
     store,
     worker,
-    salesforceStats: clients.salesforce.stats,
+    salesforceStats: clients.batcher.stats,
     async close() {
       await worker.stop();
-      await clients.salesforce.flush();
+      await clients.batcher.flush();
       await runtime.close();
       store.close();
     },

@@ -1,11 +1,11 @@
 /**
  * A SalesforceClient that coalesces single-record writes from concurrent callers into sObject
- * Collections calls (≤200 records each): `update` → `updateMany`, `create` → `createMany`. Reads
- * and upserts pass through.
+ * Collections calls (≤200 records each): `update` → `updateMany`, `create` → `createMany`, `upsert` →
+ * `upsertMany` (collections upsert by external id). Reads pass through.
  *
  * This is how batching and per-effect governance coexist: the outbox worker runs each effect as
  * its own governed tool call (authorize, policy, intent audit, outcome audit), many at once; the
- * tools' `update`/`create` calls wait here for up to `windowMs` (or until 200 are queued) and go
+ * tools' writes wait here for up to `windowMs` (or until 200 are queued) and go
  * out together. Each caller still gets its own record's result or error, so the pipeline audits
  * each effect's real outcome. A whole-call failure (timeout, 5xx, REQUEST_LIMIT_EXCEEDED) fails
  * every record of that call; the outbox retries them (updates are idempotent; the Chatter tool
@@ -27,8 +27,11 @@ interface Waiter<T> {
   reject(error: unknown): void;
 }
 
-interface Queue<T> {
-  items: Waiter<T>[];
+interface Queue {
+  items: Waiter<SalesforceRecord>[];
+  /** Record identities (Id or external id) in this batch: a second write to one record waits for the next. */
+  identities: Set<string>;
+  send: (records: SalesforceRecord[]) => Promise<SalesforceSaveResult[]>;
   timer?: NodeJS.Timeout;
 }
 
@@ -53,22 +56,20 @@ export function createBatchingSalesforceClient(
   options: { windowMs: number },
 ): SalesforceClient & { stats: BatchingStats; flush(): Promise<void> } {
   const stats: BatchingStats = { collectionCalls: 0, recordsWritten: 0 };
-  const updates = new Map<string, Queue<SalesforceRecord & { Id: string }>>();
-  const creates = new Map<string, Queue<SalesforceRecord>>();
+  /** One queue per operation and object (and external-id field), e.g. `update\0Account`. */
+  const queues = new Map<string, Queue>();
   const inFlight = new Set<Promise<void>>();
 
-  function flushQueue<T extends SalesforceRecord>(
-    queues: Map<string, Queue<T>>,
-    sobject: string,
-    send: (records: T[]) => Promise<SalesforceSaveResult[]>,
-  ): void {
-    const queue = queues.get(sobject);
-    if (!queue || queue.items.length === 0) return;
+  function flushQueue(key: string): void {
+    const queue = queues.get(key);
+    if (!queue) return;
     if (queue.timer) clearTimeout(queue.timer);
-    queues.delete(sobject);
+    queues.delete(key);
     const batch = queue.items;
+    if (batch.length === 0) return;
+    const sobject = key.split('\u0000')[1] ?? '';
     stats.collectionCalls += 1;
-    const done = send(batch.map((w) => w.record)).then(
+    const done = queue.send(batch.map((w) => w.record)).then(
       (results) => {
         batch.forEach((waiter, i) => {
           const result = results[i];
@@ -93,21 +94,28 @@ export function createBatchingSalesforceClient(
     void done.finally(() => inFlight.delete(done));
   }
 
-  function enqueue<T extends SalesforceRecord>(
-    queues: Map<string, Queue<T>>,
-    sobject: string,
-    record: T,
-    send: (records: T[]) => Promise<SalesforceSaveResult[]>,
+  function enqueue(
+    key: string,
+    identity: string | undefined,
+    record: SalesforceRecord,
+    send: Queue['send'],
   ): Promise<SalesforceSaveResult> {
     return new Promise((resolve, reject) => {
-      let queue = queues.get(sobject);
+      let queue = queues.get(key);
+      // Salesforce refuses one record twice in a collection; the later write goes in the next call.
+      if (queue && identity !== undefined && queue.identities.has(identity)) {
+        flushQueue(key);
+        queue = undefined;
+      }
       if (!queue) {
-        queue = { items: [] };
-        queues.set(sobject, queue);
-        queue.timer = setTimeout(() => flushQueue(queues, sobject, send), options.windowMs);
+        const fresh: Queue = { items: [], identities: new Set(), send };
+        fresh.timer = setTimeout(() => flushQueue(key), options.windowMs);
+        queues.set(key, fresh);
+        queue = fresh;
       }
       queue.items.push({ record, resolve, reject });
-      if (queue.items.length >= COLLECTION_LIMIT) flushQueue(queues, sobject, send);
+      if (identity !== undefined) queue.identities.add(identity);
+      if (queue.items.length >= COLLECTION_LIMIT) flushQueue(key);
     });
   }
 
@@ -116,25 +124,43 @@ export function createBatchingSalesforceClient(
     query: (soql, o) => inner.query(soql, o),
     queryPage: (c, o) => inner.queryPage(c, o),
     retrieve: (s, id, o) => inner.retrieve(s, id, o),
-    upsert: (s, f, r, o) => inner.upsert(s, f, r, o),
     updateMany: (s, r, o) => inner.updateMany(s, r, o),
     createMany: (s, r, o) => inner.createMany(s, r, o),
     apiUsage: () => inner.apiUsage(),
     close: () => inner.close(),
     stats,
     async update(sobject: string, record: SalesforceRecord & { Id: string }, _options?: RequestOptions) {
-      await enqueue(updates, sobject, record, (records) => inner.updateMany(sobject, records));
+      await enqueue(`update\u0000${sobject}`, record.Id, record, (records) =>
+        inner.updateMany(sobject, records as (SalesforceRecord & { Id: string })[]),
+      );
     },
     async create(sobject: string, record: SalesforceRecord, _options?: RequestOptions) {
-      const result = await enqueue(creates, sobject, record, (records) => inner.createMany(sobject, records));
+      const result = await enqueue(`create\u0000${sobject}`, undefined, record, (records) =>
+        inner.createMany(sobject, records),
+      );
       return { id: result.id };
+    },
+    async upsert(
+      sobject: string,
+      externalIdField: string,
+      record: SalesforceRecord,
+      options?: RequestOptions,
+    ) {
+      const upsertMany = inner.upsertMany?.bind(inner);
+      if (!upsertMany) return inner.upsert(sobject, externalIdField, record, options);
+      const field = Object.keys(record).find((k) => k.toLowerCase() === externalIdField.toLowerCase());
+      const value = field === undefined ? undefined : record[field];
+      const result = await enqueue(
+        `upsert\u0000${sobject}\u0000${externalIdField}`,
+        value === undefined ? undefined : String(value),
+        record,
+        (records) => upsertMany(sobject, externalIdField, records),
+      );
+      return { id: result.id, created: result.created === true };
     },
     /** Send whatever is queued now and wait for every call in flight. */
     async flush() {
-      for (const sobject of [...updates.keys()])
-        flushQueue(updates, sobject, (r) => inner.updateMany(sobject, r));
-      for (const sobject of [...creates.keys()])
-        flushQueue(creates, sobject, (r) => inner.createMany(sobject, r));
+      for (const key of [...queues.keys()]) flushQueue(key);
       await Promise.allSettled([...inFlight]);
     },
   };

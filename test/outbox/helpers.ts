@@ -58,7 +58,7 @@ export async function outboxEnv(
       sift: { max_retries: 2, timeout_ms: 1500 },
       segment: { delivery_timeout_ms: 4000, timeout_ms: 1500 },
       salesforce: { timeout_ms: 1500 },
-      automation: { poll_ms: 20, backoff_base_ms: 20, backoff_max_ms: 400, salesforce_batch_window_ms: 10 },
+      automation: { poll_ms: 20, backoff_base_ms: 20, backoff_max_ms: 400, batch_window_ms: 50 },
     }),
     options.config ?? {},
   );
