@@ -1,0 +1,152 @@
+/**
+ * The worker's rules one at a time: per-user ordering in the store, approval for automation,
+ * dead letters and the operator CLI, and the Salesforce allowance (REQUEST_LIMIT_EXCEEDED and the
+ * reserve kept for humans).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { runOutboxCommand } from '../../src/cli/outbox.ts';
+import { openSqliteOutboxStore } from '../../src/outbox/outbox-store.ts';
+import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+
+let env: OutboxEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+async function deliver(e: OutboxEnv, user: string, decisionId: string): Promise<number> {
+  const { time } = await e.sandbox.sift.consoleApplyDecision({ decisionId, userId: user });
+  const body = decisionBody(user, decisionId, time);
+  expect((await e.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
+  return time;
+}
+
+describe('outbox store ordering', () => {
+  it('skips an earlier decision that arrives after a later one, and keeps one write per user in flight', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fraudgate-store-'));
+    const store = openSqliteOutboxStore(join(dir, 'fraudgate.db'));
+    try {
+      const later = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'watch', time: 2000 });
+      const earlier = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'block', time: 1000 });
+      store.route(later.id, [{ effect: 'segment', tool: 't', args: { n: 2 } }]);
+      store.route(earlier.id, [{ effect: 'segment', tool: 't', args: { n: 1 } }]);
+      const skipped = store.supersede();
+      expect(skipped.map((e) => e.args)).toEqual([{ n: 1 }]);
+      const [claimed] = store.claim('w1', 10, 60_000);
+      expect(claimed?.args).toEqual({ n: 2 });
+
+      // While u1's segment write is leased, a newer one waits (no overlapping writes per user and effect).
+      const newest = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'accept', time: 3000 });
+      store.route(newest.id, [{ effect: 'segment', tool: 't', args: { n: 3 } }]);
+      expect(store.claim('w2', 10, 60_000)).toEqual([]);
+      expect(store.complete(claimed?.id ?? 0, 'w1', { ok: true })).toBe(true);
+      expect(store.claim('w2', 10, 60_000).map((e) => e.args)).toEqual([{ n: 3 }]);
+      // A stale worker cannot complete what another worker holds.
+      expect(store.complete(claimed?.id ?? 0, 'w1', {})).toBe(false);
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('outbox worker', () => {
+  it('parks an effect that policy sends to a human, and completes it once approved', async () => {
+    env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
+    env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);
+    await deliver(env, 'fg_appr', 'block_user_payment_abuse');
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const [parked] = env.automation.store.list({ states: ['awaiting_approval'] });
+    expect(parked?.tool).toBe('suppress_user');
+    const approval = env.automation.runtime.approvals.get(parked?.approvalId ?? '');
+    expect(approval).toMatchObject({ state: 'pending', requester: 'automation:sift-webhook' });
+
+    await env.automation.runtime.pipeline.decide(approval?.id ?? '', {
+      approve: true,
+      approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
+    });
+    await env.automation.runtime.pipeline.processApprovals();
+    await env.automation.worker.tick();
+    expect(env.automation.store.get(parked?.id ?? 0)?.state).toBe('done');
+    expect(env.sandbox.segment.profile('fg_appr')?.suppressed_for_fraud).toBe(true);
+    const events = env
+      .auditRecords()
+      .filter((r) => r.tool === 'suppress_user')
+      .map((r) => r.event);
+    expect(events).toEqual(expect.arrayContaining(['approval_requested', 'approved', 'intent', 'executed']));
+  });
+
+  it('dead-letters after max_attempts; the CLI lists, retries (audited) and the retry succeeds', async () => {
+    env = await outboxEnv({ config: { automation: { max_attempts: 2, rules: { watch: ['segment'] } } } });
+    env.sandbox.segment.faults.chaos(1, [{ status: 500, path: '/v1/' }]);
+    await deliver(env, 'fg_dead', 'watch_user_payment_abuse');
+    expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+    const [dead] = env.automation.store.list({ states: ['dead'] });
+    expect(dead).toMatchObject({ tool: 'sync_decision_to_segment', attempts: 2 });
+    expect(env.auditRecords().some((r) => r.event === 'dead_lettered')).toBe(true);
+
+    env.sandbox.segment.faults.clear();
+    const loaded = { config: env.config, secrets: { auditKey: 'test-audit-key' }, modeReason: 'test' };
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      expect(await runOutboxCommand(['list'], { json: true }, loaded)).toBe(0);
+      const listed = JSON.parse(String(write.mock.calls[0]?.[0])) as { effects: { id: number }[] };
+      expect(listed.effects.map((x) => x.id)).toEqual([dead?.id]);
+    } finally {
+      write.mockRestore();
+    }
+    await expect(runOutboxCommand(['retry', String(dead?.id)], {}, loaded)).rejects.toThrow(/--as/);
+    expect(await runOutboxCommand(['retry', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(0);
+    expect(env.auditRecords().find((r) => r.event === 'requeued')?.principal.id).toBe('ops@example.com');
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    expect(env.automation.store.get(dead?.id ?? 0)?.state).toBe('done');
+    expect(env.sandbox.segment.profile('fg_dead')?.fraud_decision).toBe('watch');
+    // Only a dead letter can be dropped.
+    expect(await runOutboxCommand(['drop', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(1);
+  });
+
+  it('pauses Salesforce effects on REQUEST_LIMIT_EXCEEDED without spending an attempt', async () => {
+    env = await outboxEnv({ config: { automation: { rules: { watch: ['salesforce'] } } } });
+    env.sandbox.salesforce.insert('Account', { Name: 'Limit', Sift_User_Id__c: 'fg_limit' });
+    env.sandbox.salesforce.rateLimitNext(1);
+    await deliver(env, 'fg_limit', 'watch_user_payment_abuse');
+    const before = Date.now();
+    await env.automation.worker.tick();
+    const [effect] = env.automation.store.list({ states: ['pending'] });
+    expect(effect).toMatchObject({ tool: 'sync_decision_to_salesforce', attempts: 0 });
+    expect(effect?.nextAttemptAt).toBeGreaterThanOrEqual(
+      before + env.config.automation.salesforce_limit_pause_ms,
+    );
+  });
+
+  it('keeps the configured reserve of the daily Salesforce allowance for humans', async () => {
+    // A reserve of all but ~0.05% of 15,000 calls: after a handful of calls automation must stop.
+    env = await outboxEnv({
+      config: {
+        automation: {
+          salesforce_reserve: 0.9995,
+          salesforce_slowdown_at: 0,
+          rules: { watch: ['segment', 'salesforce'] },
+        },
+      },
+    });
+    // Other callers have used the allowance down to the reserve (Sforce-Limit-Info on every answer).
+    for (let i = 0; i < 10; i += 1)
+      await env.automation.runtime.clients.salesforce.query('SELECT Id FROM Account LIMIT 1');
+    for (let u = 0; u < 6; u += 1) {
+      env.sandbox.salesforce.insert('Account', { Name: `R${u}`, Sift_User_Id__c: `fg_res_${u}` });
+      await deliver(env, `fg_res_${u}`, 'watch_user_payment_abuse');
+    }
+    for (let i = 0; i < 4; i += 1) await env.automation.worker.tick();
+    const usage = env.automation.runtime.clients.salesforce.apiUsage();
+    expect(usage && usage.used / usage.limit).toBeGreaterThanOrEqual(0.0005);
+    const effects = env.automation.store.list({ limit: 100 });
+    expect(effects.filter((e) => e.effect === 'segment').every((e) => e.state === 'done')).toBe(true);
+    const salesforce = effects.filter((e) => e.effect === 'salesforce');
+    expect(salesforce).toHaveLength(6);
+    expect(salesforce.every((e) => e.state === 'pending' && e.attempts === 0)).toBe(true);
+  });
+});
