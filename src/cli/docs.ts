@@ -15,7 +15,10 @@ const END = '<!-- tools:end -->';
 /** Markdown table of every tool: name, risk, toolset, default approval, first sentence of its description. */
 export function renderToolTable(tools: readonly AnyTool[]): string {
   const rows = tools.map((t) => {
-    const summary = (t.description.split(/(?<=[.!?])\s+(?=[A-Z])/)[0] ?? t.description).replaceAll('|', '\\|');
+    const summary = (t.description.split(/(?<=[.!?])\s+(?=[A-Z])/)[0] ?? t.description).replaceAll(
+      '|',
+      '\\|',
+    );
     return `| \`${t.name}\` | ${t.risk} | ${t.toolset} | ${resolveApprovalDefault(t, DEFAULTS)} | ${summary} |`;
   });
   return [

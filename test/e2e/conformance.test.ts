@@ -21,7 +21,7 @@ describe('MCP conformance (generic server scenarios)', () => {
       output = stdout;
     } catch (error) {
       const e = error as { stdout?: string; stderr?: string };
-      throw new Error(`conformance failed:\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+      throw new Error(`conformance failed:\n${e.stdout ?? ''}\n${e.stderr ?? ''}`, { cause: error });
     }
     for (const scenario of ['server-initialize', 'ping', 'tools-list', 'dns-rebinding-protection']) {
       expect(output).toMatch(new RegExp(`ok +${scenario}`));
