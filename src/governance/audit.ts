@@ -16,8 +16,9 @@
  * rewrite of every hash after an edit: compare the record count and `last_hash` from
  * `verifyAuditFile` with a copy kept elsewhere to cover those.
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -355,18 +356,20 @@ async function acquireLock(
   const started = Date.now();
   let delay = 2;
   for (;;) {
+    // The lock appears with its owner already in it (written aside, then hard-linked into place):
+    // a process killed between creating the lock and writing its pid would otherwise leave an
+    // ownerless lock that only ages out after `staleMs`, stalling a restarted process that long.
+    const draft = `${lockPath}.${process.pid}.${randomBytes(4).toString('hex')}`;
     try {
-      const fh = await open(lockPath, 'wx', 0o600);
-      try {
-        await fh.writeFile(`${process.pid}\n${hostname()}\n${new Date().toISOString()}\n`);
-      } finally {
-        await fh.close();
-      }
+      await writeFile(draft, `${process.pid}\n${hostname()}\n${new Date().toISOString()}\n`, { mode: 0o600 });
+      await link(draft, lockPath);
       return async () => {
         await unlink(lockPath).catch(() => undefined);
       };
     } catch (error) {
       if (errnoCode(error) !== 'EEXIST') throw error;
+    } finally {
+      await unlink(draft).catch(() => undefined);
     }
     if (await isStale(lockPath, staleMs)) {
       await breakStaleLock(lockPath, staleMs);
