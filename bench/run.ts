@@ -127,7 +127,7 @@ async function runMode(mode: 'batched' | 'naive', n = N): Promise<ModeResult> {
     const drained = await automation.worker.drain({ timeoutMs: 10 * 60 * 1000 });
     const drainS = (performance.now() - drainStart) / 1000;
     if (!drained) throw new Error('drain did not finish');
-    const stats = automation.store.stats();
+    const stats = await automation.store.stats();
     if (stats.dead > 0) throw new Error(`dead letters: ${stats.dead}`);
     const effects = stats.done;
 

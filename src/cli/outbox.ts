@@ -54,28 +54,28 @@ export async function runOutboxCommand(
     };
     switch (sub) {
       case 'list': {
-        const effects = store.list({
+        const effects = await store.list({
           states: values.all ? [] : ['dead', 'awaiting_approval', 'denied'],
           limit: 500,
         });
-        if (values.json) out(JSON.stringify({ effects, stats: store.stats() }));
+        if (values.json) out(JSON.stringify({ effects, stats: await store.stats() }));
         else {
           out(
             effects.length === 0
               ? 'No dead letters or effects waiting for approval.'
               : effects.map(line).join('\n'),
           );
-          out(`totals: ${JSON.stringify(store.stats())}`);
+          out(`totals: ${JSON.stringify(await store.stats())}`);
         }
         return 0;
       }
       case 'show': {
-        const effect = store.get(needId());
+        const effect = await store.get(needId());
         if (!effect) {
           process.stderr.write(`fraudgate: no outbox effect ${rawId}\n`);
           return 1;
         }
-        const event = store.getEvent(effect.eventId);
+        const event = await store.getEvent(effect.eventId);
         if (values.json) out(JSON.stringify({ effect, event }));
         else out(JSON.stringify({ effect, event }, null, 2));
         return 0;
@@ -88,7 +88,7 @@ export async function runOutboxCommand(
             { field: '--as', message: 'who is doing this (recorded in the audit log)' },
           ]);
         }
-        const ok = sub === 'retry' ? store.requeue(effectId) : store.drop(effectId);
+        const ok = sub === 'retry' ? await store.requeue(effectId) : await store.drop(effectId);
         if (!ok) {
           process.stderr.write(
             `fraudgate: effect ${effectId} is not a dead letter (see fraudgate outbox show ${effectId})\n`,
@@ -101,7 +101,7 @@ export async function runOutboxCommand(
           createLogger({ level: 'warn' }),
         );
         try {
-          const effect = store.get(effectId);
+          const effect = await store.get(effectId);
           await state.audit.append({
             event: sub === 'retry' ? 'requeued' : 'dropped',
             call_id: randomUUID(),
@@ -124,7 +124,7 @@ export async function runOutboxCommand(
         return 2;
     }
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -144,7 +144,7 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
     return drained ? 0 : 1;
   }
   automation.worker.start();
-  logger.info('outbox worker started', { stats: automation.store.stats() });
+  logger.info('outbox worker started', { stats: await automation.store.stats() });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

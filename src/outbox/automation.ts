@@ -122,7 +122,7 @@ export async function openAutomation(options: {
       await worker.stop();
       await clients.batcher.flush();
       await runtime.close();
-      store.close();
+      await store.close();
     },
   };
 }

@@ -6,8 +6,8 @@
  *   effect: pending → leased → done | pending (retry) | awaiting_approval | dead | skipped
  *           awaiting_approval → done | denied | dead;  dead → pending (retry) | dropped
  *
- * One interface, so a PostgreSQL implementation (`FOR UPDATE SKIP LOCKED` in `claim`) can serve
- * several replicas; the default is the SQLite file in the data directory (`node:sqlite`, WAL,
+ * One asynchronous interface, so a PostgreSQL implementation (`FOR UPDATE SKIP LOCKED` in `claim`)
+ * can serve several replicas; the default is the SQLite file in the data directory (`node:sqlite`, WAL,
  * `synchronous = FULL` so an acknowledged webhook survives a power cut). Every state change is a
  * compare-and-set on (state, lease owner): a worker whose lease expired cannot overwrite the work
  * of the worker that took over.
@@ -68,22 +68,22 @@ export interface NewEffect {
 
 export interface OutboxStore {
   /** Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before. */
-  enqueue(event: DecisionEvent, now?: number): { id: number; duplicate: boolean };
+  enqueue(event: DecisionEvent, now?: number): Promise<{ id: number; duplicate: boolean }>;
   /** Events not yet routed, oldest first. */
-  unrouted(limit: number): StoredEvent[];
+  unrouted(limit: number): Promise<StoredEvent[]>;
   /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
-  route(eventId: number, effects: NewEffect[], now?: number): void;
+  route(eventId: number, effects: NewEffect[], now?: number): Promise<void>;
   /**
    * Mark pending effects of entities that have a later routed event as skipped (a later decision
    * is never overwritten by an earlier one); returns them so each can be audited.
    */
-  supersede(now?: number): OutboxEffect[];
+  supersede(now?: number): Promise<OutboxEffect[]>;
   /**
    * Lease due effects, oldest decision first, at most one in flight per (entity, effect) so the
    * writes for one user happen in decision-time order. Expired leases count as due (crash recovery).
    */
-  claim(owner: string, limit: number, leaseMs: number, now?: number): OutboxEffect[];
-  complete(id: number, owner: string, result: unknown, now?: number): boolean;
+  claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<OutboxEffect[]>;
+  complete(id: number, owner: string, result: unknown, now?: number): Promise<boolean>;
   /** Back to pending at `nextAttemptAt`; `countAttempt` false for deferrals (budgets, own rate limit). */
   retry(
     id: number,
@@ -92,21 +92,21 @@ export interface OutboxStore {
     error: string | undefined,
     countAttempt: boolean,
     now?: number,
-  ): boolean;
-  deadLetter(id: number, owner: string, error: string, now?: number): boolean;
-  awaitApproval(id: number, owner: string, approvalId: string, now?: number): boolean;
+  ): Promise<boolean>;
+  deadLetter(id: number, owner: string, error: string, now?: number): Promise<boolean>;
+  awaitApproval(id: number, owner: string, approvalId: string, now?: number): Promise<boolean>;
   /** Settle an effect waiting for a human: done, denied or dead. */
-  settleApproval(id: number, to: 'done' | 'denied' | 'dead', detail: unknown, now?: number): boolean;
+  settleApproval(id: number, to: 'done' | 'denied' | 'dead', detail: unknown, now?: number): Promise<boolean>;
   /** Operator: a dead (or denied) effect back to pending with a fresh attempt count. */
-  requeue(id: number, now?: number): boolean;
+  requeue(id: number, now?: number): Promise<boolean>;
   /** Operator: give up on a dead effect for good. */
-  drop(id: number, now?: number): boolean;
-  get(id: number): OutboxEffect | undefined;
-  getEvent(id: number): StoredEvent | undefined;
-  list(filter?: { states?: EffectState[]; limit?: number }): OutboxEffect[];
+  drop(id: number, now?: number): Promise<boolean>;
+  get(id: number): Promise<OutboxEffect | undefined>;
+  getEvent(id: number): Promise<StoredEvent | undefined>;
+  list(filter?: { states?: EffectState[]; limit?: number }): Promise<OutboxEffect[]>;
   /** Effect counts per state, plus events not yet routed. */
-  stats(): Record<EffectState | 'unrouted', number>;
-  close(): void;
+  stats(): Promise<Record<EffectState | 'unrouted', number>>;
+  close(): Promise<void>;
 }
 
 /** The deduplication key of a delivery: Sift may deliver the same decision more than once (§7.3). */
@@ -254,7 +254,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
   const effectById = db.prepare('SELECT * FROM outbox_effects WHERE id = ?');
 
   return {
-    enqueue(event, now = Date.now()) {
+    async enqueue(event, now = Date.now()) {
       const key = eventKey(event);
       const result = insertEvent.run(
         key,
@@ -269,7 +269,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       return { id: row?.id ?? 0, duplicate: true };
     },
 
-    unrouted(limit) {
+    async unrouted(limit) {
       return (
         db
           .prepare('SELECT * FROM outbox_events WHERE routed = 0 ORDER BY id LIMIT ?')
@@ -277,7 +277,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       ).map(eventFromRow);
     },
 
-    route(eventId, effects, now = Date.now()) {
+    async route(eventId, effects, now = Date.now()) {
       tx(() => {
         const row = db.prepare('SELECT * FROM outbox_events WHERE id = ?').get(eventId) as
           EventRow | undefined;
@@ -300,7 +300,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       });
     },
 
-    supersede(now = Date.now()) {
+    async supersede(now = Date.now()) {
       return tx(() => {
         // A later routed event of the same entity (ties broken by arrival) makes an unstarted effect stale.
         const stale = db
@@ -324,7 +324,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       });
     },
 
-    claim(owner, limit, leaseMs, now = Date.now()) {
+    async claim(owner, limit, leaseMs, now = Date.now()) {
       return tx(() => {
         const due = db
           .prepare(
@@ -365,7 +365,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       });
     },
 
-    complete(id, owner, result, now = Date.now()) {
+    async complete(id, owner, result, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'done', result = ?, last_error = NULL, lease_until = NULL, updated_at = ?
          WHERE id = ? AND state = 'leased' AND lease_owner = ?`,
@@ -376,7 +376,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    retry(id, owner, nextAttemptAt, error, countAttempt, now = Date.now()) {
+    async retry(id, owner, nextAttemptAt, error, countAttempt, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'pending', attempts = attempts + ?, next_attempt_at = ?,
            last_error = COALESCE(?, last_error), lease_until = NULL, updated_at = ?
@@ -390,7 +390,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    deadLetter(id, owner, error, now = Date.now()) {
+    async deadLetter(id, owner, error, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'dead', attempts = attempts + 1, last_error = ?, lease_until = NULL,
            updated_at = ?
@@ -402,7 +402,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    awaitApproval(id, owner, approvalId, now = Date.now()) {
+    async awaitApproval(id, owner, approvalId, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'awaiting_approval', approval_id = ?, lease_until = NULL, updated_at = ?
          WHERE id = ? AND state = 'leased' AND lease_owner = ?`,
@@ -413,7 +413,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    settleApproval(id, to, detail, now = Date.now()) {
+    async settleApproval(id, to, detail, now = Date.now()) {
       const json = JSON.stringify(detail ?? null);
       return changed(
         `UPDATE outbox_effects SET state = ?, result = CASE WHEN ? = 'done' THEN ? ELSE result END,
@@ -429,7 +429,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    requeue(id, now = Date.now()) {
+    async requeue(id, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,
            lease_until = NULL, approval_id = NULL, updated_at = ?
@@ -440,7 +440,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    drop(id, now = Date.now()) {
+    async drop(id, now = Date.now()) {
       return changed(
         `UPDATE outbox_effects SET state = 'dropped', updated_at = ? WHERE id = ? AND state IN ('dead', 'denied')`,
         now,
@@ -448,17 +448,17 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       );
     },
 
-    get(id) {
+    async get(id) {
       const row = effectById.get(id) as EffectRow | undefined;
       return row ? effectFromRow(row) : undefined;
     },
 
-    getEvent(id) {
+    async getEvent(id) {
       const row = db.prepare('SELECT * FROM outbox_events WHERE id = ?').get(id) as EventRow | undefined;
       return row ? eventFromRow(row) : undefined;
     },
 
-    list(filter = {}) {
+    async list(filter = {}) {
       const states = filter.states ?? [];
       const where = states.length > 0 ? `WHERE state IN (${states.map(() => '?').join(', ')})` : '';
       return (
@@ -468,7 +468,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       ).map(effectFromRow);
     },
 
-    stats() {
+    async stats() {
       const out: Record<EffectState | 'unrouted', number> = {
         pending: 0,
         leased: 0,
@@ -495,7 +495,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       return out;
     },
 
-    close() {
+    async close() {
       db.close();
     },
   };

@@ -177,14 +177,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
 
   async function routeNew(): Promise<number> {
     let routed = 0;
-    const events = store.unrouted(auto.batch_size);
+    const events = await store.unrouted(auto.batch_size);
     let next = 0;
     // Routing reads (catalogue, score) run concurrently; the inserts are each one small transaction.
     const lane = async () => {
       for (let i = next++; i < events.length; i = next++) {
         const event = events[i] as StoredEvent;
         try {
-          store.route(event.id, await effectsFor(event));
+          await store.route(event.id, await effectsFor(event));
           routed += 1;
         } catch (error) {
           // Left unrouted: the next tick tries again (the catalogue or score read failed upstream).
@@ -197,14 +197,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function settleApprovals(): Promise<void> {
-    for (const effect of store.list({ states: ['awaiting_approval'], limit: 1000 })) {
+    for (const effect of await store.list({ states: ['awaiting_approval'], limit: 1000 })) {
       const approval = effect.approvalId ? approvals.get(effect.approvalId) : undefined;
       if (!approval) continue;
-      if (approval.state === 'executed') store.settleApproval(effect.id, 'done', approval.result);
+      if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
       else if (approval.state === 'denied' || approval.state === 'expired')
-        store.settleApproval(effect.id, 'denied', { approval: approval.state });
+        await store.settleApproval(effect.id, 'denied', { approval: approval.state });
       else if (approval.state === 'failed') {
-        if (store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
+        if (await store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
           await auditQuietly({
             event: 'dead_lettered',
             tool: effect.tool,
@@ -254,7 +254,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
-    if (!store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`)) return;
+    if (!(await store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`))) return;
     logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
     await auditQuietly({
       event: 'dead_lettered',
@@ -273,7 +273,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     if (outcome.ok) {
-      if (store.complete(effect.id, owner, outcome.output)) result.done += 1;
+      if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
       return;
     }
     const error = outcome.error;
@@ -284,15 +284,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     };
     switch (error.code) {
       case ERROR_CODES.APPROVAL_PENDING:
-        if (data.approval_id) store.awaitApproval(effect.id, owner, data.approval_id);
+        if (data.approval_id) await store.awaitApproval(effect.id, owner, data.approval_id);
         return;
       case ERROR_CODES.NOT_FOUND:
         // Nothing to act on (e.g. no CRM record for the user): a final, audited outcome, not a failure.
-        store.complete(effect.id, owner, { not_found: error.message });
+        await store.complete(effect.id, owner, { not_found: error.message });
         result.done += 1;
         return;
       case ERROR_CODES.RATE_LIMITED:
-        store.retry(effect.id, owner, now() + (data.retry_after_ms ?? auto.poll_ms), undefined, false);
+        await store.retry(effect.id, owner, now() + (data.retry_after_ms ?? auto.poll_ms), undefined, false);
         result.deferred += 1;
         return;
       default:
@@ -303,7 +303,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       logger.warn('Salesforce API limit reached; pausing Salesforce effects', {
         until: salesforcePausedUntil,
       });
-      store.retry(effect.id, owner, salesforcePausedUntil, `${error.code}: ${error.message}`, false);
+      await store.retry(effect.id, owner, salesforcePausedUntil, `${error.code}: ${error.message}`, false);
       result.deferred += 1;
       return;
     }
@@ -313,7 +313,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       result.dead += 1;
       return;
     }
-    store.retry(
+    await store.retry(
       effect.id,
       owner,
       now() + backoff(attempts, data.retry_after_ms),
@@ -342,7 +342,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    */
   async function pump(result: TickResult): Promise<Promise<void>[]> {
     result.routed += await routeNew();
-    const skipped = store.supersede();
+    const skipped = await store.supersede();
     if (skipped.length > 0) {
       // One record per pass, listing every effect: a burst can supersede thousands, each an fsync otherwise.
       await auditQuietly({
@@ -358,14 +358,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     await settleApprovals();
     const room = auto.batch_size - inflight.size;
     if (room <= 0) return [];
-    const claimed = store.claim(owner, room, auto.lease_ms);
+    const claimed = await store.claim(owner, room, auto.lease_ms);
     result.claimed += claimed.length;
     let allowance = salesforceAllowance();
     const launched: Promise<void>[] = [];
     for (const effect of claimed) {
       if (SALESFORCE_EFFECTS.has(effect.effect)) {
         if (allowance <= 0) {
-          store.retry(
+          await store.retry(
             effect.id,
             owner,
             Math.max(salesforcePausedUntil, now() + auto.poll_ms * 20),
@@ -422,7 +422,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       const deadline = now() + timeoutMs;
       while (now() < deadline) {
         const r = await tick();
-        const s = store.stats();
+        const s = await store.stats();
         if (s.unrouted === 0 && s.pending === 0 && s.leased === 0) return true;
         if (r.claimed === 0 && r.routed === 0)
           await new Promise((resolve) => setTimeout(resolve, Math.min(auto.poll_ms, 50)));

@@ -130,7 +130,7 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): Handler {
     }
     let stored: { id: number; duplicate: boolean };
     try {
-      stored = outbox.enqueue({
+      stored = await outbox.enqueue({
         entityType: parsed.entity.type,
         entityId: parsed.entity.id,
         decisionId: parsed.decision.id,

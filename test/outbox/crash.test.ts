@@ -94,12 +94,12 @@ describe('worker crash (SIGKILL) mid-drain', () => {
     );
     await mapLimit(bodies, 8, (body) => e.post(body, { 'x-sift-science-signature': sign(body) }));
     const deadline = Date.now() + 30_000;
-    while (e.automation.store.stats().done < 120 && Date.now() < deadline) {
+    while ((await e.automation.store.stats()).done < 120 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     first.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
-    const atKill = e.automation.store.stats();
+    const atKill = await e.automation.store.stats();
     expect(atKill.done).toBeGreaterThan(0);
     expect(atKill.pending + atKill.leased + atKill.unrouted).toBeGreaterThan(0);
 
@@ -108,7 +108,7 @@ describe('worker crash (SIGKILL) mid-drain', () => {
     const code = await new Promise<number | null>((resolve) => second.once('exit', (c) => resolve(c)));
     expect(code).toBe(0);
 
-    const stats = e.automation.store.stats();
+    const stats = await e.automation.store.stats();
     expect(stats).toMatchObject({ unrouted: 0, pending: 0, leased: 0, dead: 0 });
     const ids = segment.events.map((m) => m.messageId);
     expect(new Set(ids).size).toBe(ids.length);

@@ -28,6 +28,7 @@ const chaos = (timeoutMs: number): FaultSpec[] => [
 
 let env: OutboxEnv;
 const finalDecision = new Map<string, string>();
+const finalTime = new Map<string, number>();
 const webhooks: string[] = [];
 
 beforeAll(async () => {
@@ -52,6 +53,7 @@ beforeAll(async () => {
       const { time } = await sift.consoleApplyDecision({ decisionId: decision, userId: user });
       webhooks.push(decisionBody(user, decision, time));
       finalDecision.set(user, decision);
+      finalTime.set(user, time);
     }
     await new Promise((resolve) => setTimeout(resolve, 2)); // distinct times per user across rounds
   }
@@ -93,20 +95,31 @@ describe('2,000 webhooks under injected faults', () => {
     const elapsed = Date.now() - started;
 
     const store = env.automation.store;
-    const stats = store.stats();
-    for (const dead of store.list({ states: ['dead'] }))
+    const stats = await store.stats();
+    for (const dead of await store.list({ states: ['dead'] }))
       process.stderr.write(`dead: ${dead.tool} ${dead.lastError}\n`);
     expect(stats).toMatchObject({ unrouted: 0, pending: 0, leased: 0, dead: 0, awaiting_approval: 0 });
-    const effects = store.list({ limit: 100_000 });
+    const effects = await store.list({ limit: 100_000 });
     const done = effects.filter((e) => e.state === 'done');
 
-    // Per user and effect, the last effect that ran is the one of the user's final decision.
-    for (const kind of ['segment', 'salesforce', 'suppress']) {
-      const ofKind = done.filter((e) => e.effect === kind);
-      if (kind !== 'suppress' && ofKind.length === 0) continue; // tool not registered in this tree
-      const latest = new Map<string, number>();
-      for (const e of ofKind) latest.set(e.entityKey, Math.max(latest.get(e.entityKey) ?? 0, e.decisionTime));
-      if (kind === 'segment') expect(latest.size).toBe(USERS);
+    // Per user and effect: writes completed in decision-time order, and the final decision's ran last.
+    const groups = new Map<string, typeof done>();
+    for (const e of done)
+      groups.set(`${e.entityKey} ${e.effect}`, [...(groups.get(`${e.entityKey} ${e.effect}`) ?? []), e]);
+    for (const group of groups.values()) {
+      const byDecision = [...group].sort((a, b) => a.decisionTime - b.decisionTime || a.id - b.id);
+      const completed = byDecision.map((e) => e.updatedAt);
+      expect(completed).toEqual([...completed].sort((a, b) => a - b));
+    }
+    for (const kind of ['segment', 'salesforce']) {
+      const users = new Set(done.filter((e) => e.effect === kind).map((e) => e.entityKey));
+      expect(users.size).toBe(USERS);
+      for (let u = 0; u < USERS; u += 1) {
+        const last = (groups.get(`user:fg_load_${u} ${kind}`) ?? []).reduce((a, b) =>
+          b.decisionTime > a.decisionTime ? b : a,
+        );
+        expect(last.decisionTime).toBe(finalTime.get(`fg_load_${u}`));
+      }
     }
 
     // Segment: one stored message per messageId (retries deduplicated) and final traits = final decision.

@@ -25,29 +25,44 @@ async function deliver(e: OutboxEnv, user: string, decisionId: string): Promise<
 }
 
 describe('outbox store ordering', () => {
-  it('skips an earlier decision that arrives after a later one, and keeps one write per user in flight', () => {
+  it('skips an earlier decision that arrives after a later one, and keeps one write per user in flight', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-store-'));
     const store = openSqliteOutboxStore(join(dir, 'fraudgate.db'));
     try {
-      const later = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'watch', time: 2000 });
-      const earlier = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'block', time: 1000 });
-      store.route(later.id, [{ effect: 'segment', tool: 't', args: { n: 2 } }]);
-      store.route(earlier.id, [{ effect: 'segment', tool: 't', args: { n: 1 } }]);
-      const skipped = store.supersede();
+      const later = await store.enqueue({
+        entityType: 'user',
+        entityId: 'u1',
+        decisionId: 'watch',
+        time: 2000,
+      });
+      const earlier = await store.enqueue({
+        entityType: 'user',
+        entityId: 'u1',
+        decisionId: 'block',
+        time: 1000,
+      });
+      await store.route(later.id, [{ effect: 'segment', tool: 't', args: { n: 2 } }]);
+      await store.route(earlier.id, [{ effect: 'segment', tool: 't', args: { n: 1 } }]);
+      const skipped = await store.supersede();
       expect(skipped.map((e) => e.args)).toEqual([{ n: 1 }]);
-      const [claimed] = store.claim('w1', 10, 60_000);
+      const [claimed] = await store.claim('w1', 10, 60_000);
       expect(claimed?.args).toEqual({ n: 2 });
 
       // While u1's segment write is leased, a newer one waits (no overlapping writes per user and effect).
-      const newest = store.enqueue({ entityType: 'user', entityId: 'u1', decisionId: 'accept', time: 3000 });
-      store.route(newest.id, [{ effect: 'segment', tool: 't', args: { n: 3 } }]);
-      expect(store.claim('w2', 10, 60_000)).toEqual([]);
-      expect(store.complete(claimed?.id ?? 0, 'w1', { ok: true })).toBe(true);
-      expect(store.claim('w2', 10, 60_000).map((e) => e.args)).toEqual([{ n: 3 }]);
+      const newest = await store.enqueue({
+        entityType: 'user',
+        entityId: 'u1',
+        decisionId: 'accept',
+        time: 3000,
+      });
+      await store.route(newest.id, [{ effect: 'segment', tool: 't', args: { n: 3 } }]);
+      expect(await store.claim('w2', 10, 60_000)).toEqual([]);
+      expect(await store.complete(claimed?.id ?? 0, 'w1', { ok: true })).toBe(true);
+      expect((await store.claim('w2', 10, 60_000)).map((e) => e.args)).toEqual([{ n: 3 }]);
       // A stale worker cannot complete what another worker holds.
-      expect(store.complete(claimed?.id ?? 0, 'w1', {})).toBe(false);
+      expect(await store.complete(claimed?.id ?? 0, 'w1', {})).toBe(false);
     } finally {
-      store.close();
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -59,7 +74,7 @@ describe('outbox worker', () => {
     env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);
     await deliver(env, 'fg_appr', 'block_user_payment_abuse');
     expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
-    const [parked] = env.automation.store.list({ states: ['awaiting_approval'] });
+    const [parked] = await env.automation.store.list({ states: ['awaiting_approval'] });
     expect(parked?.tool).toBe('suppress_user');
     const approval = env.automation.runtime.approvals.get(parked?.approvalId ?? '');
     expect(approval).toMatchObject({ state: 'pending', requester: 'automation:sift-webhook' });
@@ -70,7 +85,7 @@ describe('outbox worker', () => {
     });
     await env.automation.runtime.pipeline.processApprovals();
     await env.automation.worker.tick();
-    expect(env.automation.store.get(parked?.id ?? 0)?.state).toBe('done');
+    expect((await env.automation.store.get(parked?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_appr')?.suppressed_for_fraud).toBe(true);
     const events = env
       .auditRecords()
@@ -84,7 +99,7 @@ describe('outbox worker', () => {
     env.sandbox.segment.faults.chaos(1, [{ status: 500, path: '/v1/' }]);
     await deliver(env, 'fg_dead', 'watch_user_payment_abuse');
     expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
-    const [dead] = env.automation.store.list({ states: ['dead'] });
+    const [dead] = await env.automation.store.list({ states: ['dead'] });
     expect(dead).toMatchObject({ tool: 'sync_decision_to_segment', attempts: 2 });
     expect(env.auditRecords().some((r) => r.event === 'dead_lettered')).toBe(true);
 
@@ -102,7 +117,7 @@ describe('outbox worker', () => {
     expect(await runOutboxCommand(['retry', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(0);
     expect(env.auditRecords().find((r) => r.event === 'requeued')?.principal.id).toBe('ops@example.com');
     expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
-    expect(env.automation.store.get(dead?.id ?? 0)?.state).toBe('done');
+    expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_dead')?.fraud_decision).toBe('watch');
     // Only a dead letter can be dropped.
     expect(await runOutboxCommand(['drop', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(1);
@@ -115,7 +130,7 @@ describe('outbox worker', () => {
     await deliver(env, 'fg_limit', 'watch_user_payment_abuse');
     const before = Date.now();
     await env.automation.worker.tick();
-    const [effect] = env.automation.store.list({ states: ['pending'] });
+    const [effect] = await env.automation.store.list({ states: ['pending'] });
     expect(effect).toMatchObject({ tool: 'sync_decision_to_salesforce', attempts: 0 });
     expect(effect?.nextAttemptAt).toBeGreaterThanOrEqual(
       before + env.config.automation.salesforce_limit_pause_ms,
@@ -143,7 +158,7 @@ describe('outbox worker', () => {
     for (let i = 0; i < 4; i += 1) await env.automation.worker.tick();
     const usage = env.automation.runtime.clients.salesforce.apiUsage();
     expect(usage && usage.used / usage.limit).toBeGreaterThanOrEqual(0.0005);
-    const effects = env.automation.store.list({ limit: 100 });
+    const effects = await env.automation.store.list({ limit: 100 });
     expect(effects.filter((e) => e.effect === 'segment').every((e) => e.state === 'done')).toBe(true);
     const salesforce = effects.filter((e) => e.effect === 'salesforce');
     expect(salesforce).toHaveLength(6);

@@ -27,9 +27,9 @@ describe('POST /webhooks/sift', () => {
     const wrongShape = JSON.stringify({ hello: 'world' });
     expect((await env.post(wrongShape, { 'x-sift-science-signature': sign(wrongShape) })).status).toBe(400);
 
-    const stats = env.automation.store.stats();
+    const stats = await env.automation.store.stats();
     expect(stats.unrouted).toBe(0);
-    expect(env.automation.store.unrouted(10)).toHaveLength(0);
+    expect(await env.automation.store.unrouted(10)).toHaveLength(0);
     const rejected = env.auditRecords().filter((r) => r.event === 'webhook_rejected');
     expect(rejected).toHaveLength(6);
     // No payload content in the audit trail for untrusted bodies.
@@ -50,7 +50,7 @@ describe('POST /webhooks/sift', () => {
     const r = await env.post(replay, { 'x-sift-science-signature': sign(replay, WEBHOOK_KEYS[1]) });
     expect([r.status, r.json.status]).toEqual([200, 'duplicate']);
 
-    const events = env.automation.store.unrouted(10);
+    const events = await env.automation.store.unrouted(10);
     expect(events.map((e) => e.entityId)).toEqual(['user_a', 'user_b']);
     const audit = env.auditRecords();
     expect(audit.filter((x) => x.event === 'webhook_accepted')).toHaveLength(2);
@@ -67,7 +67,7 @@ describe('POST /webhooks/sift', () => {
         userId: 'user_console',
       });
       expect(webhook?.succeeded).toBe(true);
-      const [event] = env.automation.store.unrouted(10);
+      const [event] = await env.automation.store.unrouted(10);
       expect(event).toMatchObject({ entityId: 'user_console', decisionId: 'block_user_payment_abuse', time });
     } finally {
       await sift.close();
