@@ -11,6 +11,13 @@
  * `synchronous = FULL` so an acknowledged webhook survives a power cut). Every state change is a
  * compare-and-set on (state, lease owner): a worker whose lease expired cannot overwrite the work
  * of the worker that took over.
+ *
+ * For PostgreSQL the same tables work; `claim` becomes one statement per batch:
+ *   UPDATE outbox_effects SET state = 'leased', lease_owner = $1, lease_until = now() + $2
+ *   WHERE id IN (SELECT id FROM outbox_effects WHERE <due, no live lease for its entity and effect>
+ *                ORDER BY decision_time, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *;
+ * (then drop all but the first per entity and effect, as below), and `enqueue` uses
+ * `INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id` with synchronous_commit on.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';

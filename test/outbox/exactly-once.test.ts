@@ -87,11 +87,12 @@ describe('2,000 webhooks under injected faults', () => {
     expect(answers.filter((a) => a.json.status === 'duplicate')).toHaveLength(webhooks.length / 10);
 
     await env.automation.worker.stop();
-    const drained = await env.automation.worker.drain({ timeoutMs: 45_000 });
+    // Generous bounds: alone it takes ~40 s on 2 cores; beside the rest of the suite it can take twice that.
+    const drained = await env.automation.worker.drain({ timeoutMs: 120_000 });
     sift.faults.clear();
     segment.faults.clear();
     salesforce.faults.clear();
-    if (!drained) expect(await env.automation.worker.drain({ timeoutMs: 10_000 })).toBe(true);
+    if (!drained) expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
     const elapsed = Date.now() - started;
 
     const store = env.automation.store;
@@ -190,5 +191,5 @@ describe('2,000 webhooks under injected faults', () => {
         `${effects.filter((e) => e.state === 'skipped').length} superseded) in ${elapsed} ms; ` +
         `salesforce ${stats2.recordsWritten} records in ${stats2.collectionCalls} collection calls\n`,
     );
-  }, 90_000);
+  }, 240_000);
 });
