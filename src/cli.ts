@@ -93,7 +93,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     config = { ...config, ...sandbox.config };
     secrets = { ...secrets, ...sandbox.secrets };
     process.stderr.write(
-      `fraudgate: sandbox mode (${loaded.modeReason}): Sift, Segment and Salesforce are built-in emulators with demo data; data dir ${config.data_dir}\n`,
+      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n`,
     );
   } else {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);

@@ -267,6 +267,8 @@ export const configSchema = z.strictObject({
     salesforce_limit_pause_ms: z.number().int().positive(),
     /** fraudgate's own bucket for the automation principal (per effect tool), instead of rate_limits. */
     rate_limit: bucket,
+    /** Where the outbox lives: the SQLite file in data_dir, or PostgreSQL (FRAUDGATE_POSTGRES_URL) for several replicas. */
+    outbox_store: z.enum(['sqlite', 'postgres']),
   }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
@@ -340,6 +342,8 @@ export interface Secrets {
   devToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
+  /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
+  postgresUrl?: string;
 }
 
 export const DEFAULTS: Config = {
@@ -476,6 +480,7 @@ export const DEFAULTS: Config = {
     salesforce_reserve: 0.2,
     salesforce_limit_pause_ms: 5 * 60 * 1000,
     rate_limit: { capacity: 2000, per_minute: 60_000 },
+    outbox_store: 'sqlite',
   },
   http: {
     host: '127.0.0.1',
@@ -540,6 +545,7 @@ export function readSecrets(env: Env): Secrets {
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
+    postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')
       .map((k) => k.trim())
@@ -673,7 +679,7 @@ export function loadConfig(
   } else if (!anyCredential) {
     merged = mergeConfig(merged, { mode: 'sandbox' });
     modeReason =
-      'no upstream credentials are configured (set SIFT_API_KEY, SEGMENT_WRITE_KEY and SALESFORCE_CLIENT_ID for live mode)';
+      'no upstream credentials are configured; set SIFT_API_KEY, SEGMENT_WRITE_KEY and SALESFORCE_CLIENT_ID (and the rest, see README) for live mode';
   } else {
     merged = mergeConfig(merged, { mode: 'live' });
     modeReason = 'upstream credentials are configured';

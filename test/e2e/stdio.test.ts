@@ -65,7 +65,8 @@ afterAll(async () => {
 
 describe('fraudgate over stdio', () => {
   it('starts in sandbox mode without credentials and says so in one stderr line', () => {
-    expect(stderr).toMatch(/fraudgate: sandbox mode \(no upstream credentials are configured/);
+    expect(stderr).toMatch(/^fraudgate: sandbox mode: .*no upstream credentials are configured/m);
+    expect(stderr.split('\n').filter((l) => l.includes('sandbox mode'))).toHaveLength(1);
   });
 
   it('lists the tools with risk-derived annotations', async () => {

@@ -1,0 +1,114 @@
+/**
+ * Configuration: one schema, sources in a fixed order, fail closed with every problem named.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.ts';
+import { InvalidInputError } from '../src/errors.ts';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fraudgate-config-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const file = (content: unknown) => {
+  const path = join(dir, 'fraudgate.json');
+  writeFileSync(path, JSON.stringify(content));
+  return path;
+};
+
+const problems = (fn: () => unknown): string => {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(InvalidInputError);
+    return (error as Error).message;
+  }
+  throw new Error('expected the configuration to be refused');
+};
+
+const LIVE = {
+  SIFT_API_KEY: 'k',
+  SIFT_ACCOUNT_ID: 'acct',
+  SEGMENT_WRITE_KEY: 'w',
+  SEGMENT_PROFILE_TOKEN: 't',
+  SEGMENT_SPACE_ID: 'spa',
+  SALESFORCE_CLIENT_ID: 'id',
+  SALESFORCE_CLIENT_SECRET: 's',
+};
+
+describe('loadConfig', () => {
+  it('no credentials → sandbox mode, with the reason; a per-mode data dir under the home directory', () => {
+    const { config, modeReason } = loadConfig({}, { HOME: dir }, dir);
+    expect(config.mode).toBe('sandbox');
+    expect(modeReason).toContain('no upstream credentials');
+    expect(config.data_dir).toMatch(/\.fraudgate[/\\]sandbox$/);
+  });
+
+  it('all credentials → live; some but not all → refused, listing what is missing (never a silent sandbox)', () => {
+    expect(loadConfig({}, LIVE, dir).config.mode).toBe('live');
+    const message = problems(() => loadConfig({}, { SIFT_API_KEY: 'k', SALESFORCE_CLIENT_ID: 'id' }, dir));
+    expect(message).toContain('Live mode is missing credentials');
+    for (const name of ['SIFT_ACCOUNT_ID', 'SEGMENT_WRITE_KEY', 'SALESFORCE_CLIENT_SECRET'])
+      expect(message).toContain(name);
+  });
+
+  it('--sandbox wins over credentials', () => {
+    expect(loadConfig({ sandbox: true }, LIVE, dir).config.mode).toBe('sandbox');
+  });
+
+  it('an unknown key is refused, naming it', () => {
+    const message = problems(() =>
+      loadConfig({ configFile: file({ approvals: { out_of_bnd: true } }) }, {}, dir),
+    );
+    expect(message).toContain('approvals');
+    expect(message).toContain('out_of_bnd');
+  });
+
+  it('secrets in the file are refused: they come from the environment only', () => {
+    const message = problems(() => loadConfig({ configFile: file({ sift: { api_key: 'oops' } }) }, {}, dir));
+    expect(message).toContain('sift.api_key');
+    expect(message).toContain('environment');
+  });
+
+  it('every problem is listed at once', () => {
+    const message = problems(() =>
+      loadConfig({ configFile: file({ risk_bands: { medium: 2 }, approvals: { ttl_ms: -1 } }) }, {}, dir),
+    );
+    expect(message).toContain('risk_bands.medium');
+    expect(message).toContain('approvals.ttl_ms');
+  });
+
+  it('sources apply in order: defaults < file < environment < flags', () => {
+    const path = file({ data_dir: 'from-file', sift: { timeout_ms: 1234 } });
+    const fromFile = loadConfig({ configFile: path }, {}, dir).config;
+    expect(fromFile.data_dir).toBe(join(dir, 'from-file'));
+    expect(fromFile.sift.timeout_ms).toBe(1234);
+    expect(loadConfig({ configFile: path }, { FRAUDGATE_DATA_DIR: 'from-env' }, dir).config.data_dir).toBe(
+      join(dir, 'from-env'),
+    );
+    expect(
+      loadConfig({ configFile: path, dataDir: 'from-flag' }, { FRAUDGATE_DATA_DIR: 'from-env' }, dir).config
+        .data_dir,
+    ).toBe(join(dir, 'from-flag'));
+  });
+
+  it('risk bands must increase', () => {
+    const message = problems(() =>
+      loadConfig({ configFile: file({ risk_bands: { medium: 0.7, high: 0.6, critical: 0.9 } }) }, {}, dir),
+    );
+    expect(message).toContain('risk_bands');
+  });
+
+  it('a missing config file and invalid JSON are named', () => {
+    expect(problems(() => loadConfig({ configFile: join(dir, 'nope.json') }, {}, dir))).toContain(
+      'does not exist',
+    );
+    const path = join(dir, 'bad.json');
+    writeFileSync(path, '{ not json');
+    expect(problems(() => loadConfig({ configFile: path }, {}, dir))).toContain('not valid JSON');
+  });
+});
