@@ -15,9 +15,9 @@ import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
-import { openAutomation } from '../outbox/automation.ts';
-import { openSqliteOutboxStore, type OutboxEffect } from '../outbox/outbox-store.ts';
-import { databasePath, openGovernanceState } from '../runtime.ts';
+import { openAutomation, openOutboxStore } from '../outbox/automation.ts';
+import type { OutboxEffect } from '../outbox/outbox-store.ts';
+import { openGovernanceState } from '../runtime.ts';
 
 function line(e: OutboxEffect): string {
   return [
@@ -41,7 +41,7 @@ export async function runOutboxCommand(
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
-  const store = openSqliteOutboxStore(databasePath(loaded.config));
+  const store = await openOutboxStore(loaded.config, loaded.secrets);
   try {
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {

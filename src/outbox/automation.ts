@@ -11,7 +11,9 @@ import type { Logger } from '../logger.ts';
 import { createClients, databasePath, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
 import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
+import { InvalidInputError } from '../errors.ts';
 import { openSqliteOutboxStore, type OutboxStore } from './outbox-store.ts';
+import { openPostgresOutboxStore } from './pg-outbox-store.ts';
 import { automationConfig, createOutboxWorker, type OutboxWorker } from './outbox-worker.ts';
 
 export interface Automation {
@@ -86,6 +88,21 @@ export function createAutomationClients(
   };
 }
 
+/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
+export async function openOutboxStore(
+  config: Config,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+): Promise<OutboxStore> {
+  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
+  if (!secrets.postgresUrl) {
+    throw new InvalidInputError(
+      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
+      'Missing configuration',
+    );
+  }
+  return openPostgresOutboxStore(secrets.postgresUrl);
+}
+
 export async function openAutomation(options: {
   config: Config;
   secrets: Secrets;
@@ -106,7 +123,7 @@ export async function openAutomation(options: {
     logger: options.logger,
     clients,
   });
-  const store = openSqliteOutboxStore(databasePath(config));
+  const store = await openOutboxStore(config, options.secrets);
   const worker = createOutboxWorker({
     runtime,
     store,

@@ -90,6 +90,11 @@ export interface OutboxStore {
    * writes for one user happen in decision-time order. Expired leases count as due (crash recovery).
    */
   claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<OutboxEffect[]>;
+  /**
+   * Extend the leases this owner still holds (a heartbeat while effects run, so a slow effect is not
+   * claimed again by anyone); returns the ids it still owns.
+   */
+  renew(ids: number[], owner: string, leaseUntil: number, now?: number): Promise<number[]>;
   complete(id: number, owner: string, result: unknown, now?: number): Promise<boolean>;
   /** Back to pending at `nextAttemptAt`; `countAttempt` false for deferrals (budgets, own rate limit). */
   retry(
@@ -160,7 +165,8 @@ CREATE INDEX IF NOT EXISTS outbox_effects_due ON outbox_effects (state, next_att
 CREATE INDEX IF NOT EXISTS outbox_effects_entity ON outbox_effects (entity_key, effect, state);
 `;
 
-interface EffectRow {
+/** A stored effect row as the SQL stores have it (numbers already numbers). */
+export interface EffectRow {
   id: number;
   event_id: number;
   effect: string;
@@ -180,7 +186,8 @@ interface EffectRow {
   updated_at: number;
 }
 
-interface EventRow {
+/** A stored event row. */
+export interface EventRow {
   id: number;
   entity_type: string;
   entity_id: string;
@@ -190,7 +197,7 @@ interface EventRow {
   routed: number;
 }
 
-function effectFromRow(row: EffectRow): OutboxEffect {
+export function effectFromRow(row: EffectRow): OutboxEffect {
   const effect: OutboxEffect = {
     id: row.id,
     eventId: row.event_id,
@@ -213,7 +220,7 @@ function effectFromRow(row: EffectRow): OutboxEffect {
   return effect;
 }
 
-function eventFromRow(row: EventRow): StoredEvent {
+export function eventFromRow(row: EventRow): StoredEvent {
   return {
     id: row.id,
     entityType: row.entity_type,
@@ -370,6 +377,21 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
         }
         return taken;
       });
+    },
+
+    async renew(ids, owner, leaseUntil, now = Date.now()) {
+      if (ids.length === 0) return [];
+      return tx(() =>
+        ids.filter((id) =>
+          changed(
+            `UPDATE outbox_effects SET lease_until = ?, updated_at = ? WHERE id = ? AND state = 'leased' AND lease_owner = ?`,
+            leaseUntil,
+            now,
+            id,
+            owner,
+          ),
+        ),
+      );
     },
 
     async complete(id, owner, result, now = Date.now()) {

@@ -265,12 +265,58 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     });
   }
 
+  /** Effects this worker is running, by id, with the switch that aborts one whose lease was lost. */
+  const active = new Map<number, AbortController>();
+  let heartbeat: NodeJS.Timeout | undefined;
+
+  /**
+   * Keep the leases of running effects alive: an effect slower than `lease_ms` (a batch window,
+   * upstream retries) must not be claimed again and run twice at once, which would defeat the
+   * tools' check-then-write idempotency (e.g. the Chatter marker). A lease that could not be
+   * renewed belongs to someone else now: that run is aborted.
+   */
+  const renewLeases = async () => {
+    const ids = [...active.keys()];
+    if (ids.length === 0) return;
+    const kept = new Set(await store.renew(ids, owner, now() + auto.lease_ms));
+    for (const id of ids) {
+      if (!kept.has(id)) {
+        logger.warn('lease lost; aborting the effect', { effect_id: id });
+        active.get(id)?.abort();
+      }
+    }
+  };
+  const ensureHeartbeat = () => {
+    if (heartbeat) return;
+    heartbeat = setInterval(
+      () => {
+        if (active.size === 0) {
+          clearInterval(heartbeat);
+          heartbeat = undefined;
+          return;
+        }
+        renewLeases().catch((error: unknown) =>
+          logger.error('lease renewal failed', { error: String(error) }),
+        );
+      },
+      Math.max(20, Math.floor(auto.lease_ms / 3)),
+    );
+    heartbeat.unref();
+  };
+
   async function runEffect(effect: OutboxEffect, result: TickResult): Promise<void> {
-    const channel: CallChannel = {
-      principal,
-      progress: async () => {},
-      signal: new AbortController().signal,
-    };
+    const controller = new AbortController();
+    active.set(effect.id, controller);
+    ensureHeartbeat();
+    try {
+      await runGoverned(effect, result, controller.signal);
+    } finally {
+      active.delete(effect.id);
+    }
+  }
+
+  async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
+    const channel: CallChannel = { principal, progress: async () => {}, signal };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     if (outcome.ok) {
       if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
@@ -377,6 +423,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         }
         allowance -= 1;
       }
+      // Re-leased while still running here (its lease had lapsed): the running copy finishes it.
+      if (active.has(effect.id)) continue;
       const task: Promise<void> = runEffect(effect, result)
         .catch((error: unknown) =>
           logger.error('effect crashed', { effect_id: effect.id, error: String(error) }),

@@ -1,0 +1,156 @@
+/**
+ * One contract, two stores: SQLite (always) and PostgreSQL (when a server listens on
+ * 127.0.0.1:5432; FRAUDGATE_TEST_PG_URL overrides the URL). Each PostgreSQL run uses its own schema.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openSqliteOutboxStore, type OutboxStore } from '../../src/outbox/outbox-store.ts';
+import { openPostgresOutboxStore } from '../../src/outbox/pg-outbox-store.ts';
+
+const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/postgres';
+
+const pgListening = await new Promise<boolean>((resolve) => {
+  const socket = connect({ host: '127.0.0.1', port: 5432 });
+  socket.setTimeout(500);
+  socket.once('connect', () => {
+    socket.destroy();
+    resolve(true);
+  });
+  socket.once('error', () => resolve(false));
+  socket.once('timeout', () => {
+    socket.destroy();
+    resolve(false);
+  });
+});
+if (!pgListening) {
+  process.stderr.write('store-contract: PostgreSQL tests skipped: nothing listens on 127.0.0.1:5432\n');
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const c of cleanups) await c();
+});
+
+type Open = () => Promise<OutboxStore[]>;
+
+const openSqlite: Open = async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fraudgate-contract-'));
+  const stores = [openSqliteOutboxStore(join(dir, 'db')), openSqliteOutboxStore(join(dir, 'db'))];
+  cleanups.push(async () => {
+    for (const s of stores) await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return stores;
+};
+
+const openPostgres: Open = async () => {
+  const schema = `fg_test_${randomBytes(4).toString('hex')}`;
+  const stores = [
+    await openPostgresOutboxStore(PG_URL, { schema }),
+    await openPostgresOutboxStore(PG_URL, { schema }),
+  ];
+  cleanups.push(async () => {
+    for (const s of stores) await s.close();
+    const pg = await import('pg');
+    const client = new pg.default.Client({ connectionString: PG_URL });
+    await client.connect();
+    await client.query(`DROP SCHEMA ${schema} CASCADE`);
+    await client.end();
+  });
+  return stores;
+};
+
+const user = (id: string, decisionId: string, time: number) => ({
+  entityType: 'user',
+  entityId: id,
+  decisionId,
+  time,
+});
+
+function contract(name: string, open: Open, skip = false) {
+  describe.skipIf(skip)(`outbox store contract: ${name}`, () => {
+    it('deduplicates deliveries, routes once, supersedes earlier decisions', async () => {
+      const [a] = await open();
+      const store = a as OutboxStore;
+      const first = await store.enqueue(user('u1', 'block', 1000));
+      expect(first.duplicate).toBe(false);
+      expect(await store.enqueue(user('u1', 'block', 1000))).toEqual({ id: first.id, duplicate: true });
+      const later = await store.enqueue(user('u1', 'accept', 2000));
+      expect((await store.unrouted(10)).map((e) => e.id)).toEqual([first.id, later.id]);
+      await store.route(later.id, [{ effect: 'segment', tool: 't', args: { d: 'accept' } }]);
+      await store.route(first.id, [
+        { effect: 'segment', tool: 't', args: { d: 'block' } },
+        { effect: 'case', tool: 'c', args: {} },
+      ]);
+      await store.route(first.id, [{ effect: 'segment', tool: 't', args: { d: 'again' } }]); // already routed
+      expect(await store.unrouted(10)).toEqual([]);
+      const skipped = await store.supersede();
+      expect(skipped.map((e) => e.effect).sort()).toEqual(['case', 'segment']);
+      expect((await store.stats()).skipped).toBe(2);
+    });
+
+    it('leases each effect to one claimer; one write per user and effect in flight; expired leases return', async () => {
+      const [a, b] = await open();
+      const s1 = a as OutboxStore;
+      const s2 = b as OutboxStore;
+      for (let u = 0; u < 20; u += 1) {
+        const { id } = await s1.enqueue(user(`c${u}`, 'watch', 1000 + u));
+        await s1.route(id, [{ effect: 'segment', tool: 't', args: { u } }]);
+      }
+      const [x, y] = await Promise.all([s1.claim('w1', 15, 60_000), s2.claim('w2', 15, 60_000)]);
+      // Concurrent claimers never share an effect (SKIP LOCKED may hand one of them fewer); the rest follows.
+      const rest = await s1.claim('w0', 20, 60_000);
+      const ids = [...x, ...y, ...rest].map((e) => e.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(ids).toHaveLength(20);
+
+      // A newer decision for c0 waits while c0's write is leased.
+      const held = [...x, ...y, ...rest].find((e) => e.entityKey === 'user:c0');
+      const { id: newer } = await s1.enqueue(user('c0', 'block', 5000));
+      await s1.route(newer, [{ effect: 'segment', tool: 't', args: { newer: true } }]);
+      expect(await s2.claim('w3', 10, 60_000)).toEqual([]);
+      expect(await s2.complete(held?.id ?? 0, 'w3', {})).toBe(false); // not the lease owner
+      expect(await s2.renew([held?.id ?? 0], 'w3', Date.now() + 60_000)).toEqual([]);
+      expect(await s1.renew([held?.id ?? 0], held?.leaseOwner ?? '', Date.now() + 60_000)).toEqual([
+        held?.id,
+      ]);
+      expect(await s1.complete(held?.id ?? 0, held?.leaseOwner ?? '', { ok: 1 })).toBe(true);
+      expect((await s2.claim('w3', 10, 60_000)).map((e) => e.args)).toEqual([{ newer: true }]);
+
+      // A crashed worker's lease expires and the effect is claimed again.
+      const [again] = await s1.claim('w4', 1, 60_000, Date.now() + 120_000);
+      expect(again).toBeDefined();
+    });
+
+    it('retries, dead-letters, requeues and drops with compare-and-set', async () => {
+      const [a] = await open();
+      const store = a as OutboxStore;
+      const { id: eventId } = await store.enqueue(user('d1', 'watch', 1));
+      await store.route(eventId, [{ effect: 'segment', tool: 't', args: {} }]);
+      const [effect] = await store.claim('w', 1, 60_000);
+      const id = effect?.id ?? 0;
+      expect(await store.retry(id, 'w', Date.now() + 60_000, 'boom', true)).toBe(true);
+      expect(await store.claim('w', 1, 60_000)).toEqual([]); // not due yet
+      await store.claim('w', 1, 60_000, Date.now() + 61_000);
+      expect(await store.deadLetter(id, 'w', 'final')).toBe(true);
+      expect(await store.get(id)).toMatchObject({ state: 'dead', attempts: 2, lastError: 'final' });
+      expect(await store.drop(eventId + 1000)).toBe(false);
+      expect(await store.requeue(id)).toBe(true);
+      expect(await store.get(id)).toMatchObject({ state: 'pending', attempts: 0 });
+      const [claimed] = await store.claim('w', 1, 60_000);
+      expect(await store.awaitApproval(id, 'w', 'apr_1')).toBe(true);
+      expect(claimed?.id).toBe(id);
+      expect(await store.settleApproval(id, 'done', { ok: true })).toBe(true);
+      expect(await store.get(id)).toMatchObject({ state: 'done', result: { ok: true } });
+      expect((await store.list({ states: ['done'] })).map((e) => e.id)).toEqual([id]);
+      expect((await store.getEvent(eventId))?.routed).toBe(true);
+    });
+  });
+}
+
+contract('SQLite', openSqlite);
+contract('PostgreSQL', openPostgres, !pgListening);
