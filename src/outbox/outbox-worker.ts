@@ -196,7 +196,17 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     return routed;
   }
 
+  let approvalsSweptAt = 0;
+
   async function settleApprovals(): Promise<void> {
+    const parked = await store.list({ states: ['awaiting_approval'], limit: 1000 });
+    if (parked.length === 0) return;
+    // A worker running without `serve` must still execute what humans approved (exactly once: the
+    // pipeline's compare-and-set on the approval decides who runs it); at most once a second.
+    if (now() - approvalsSweptAt >= Math.max(1000, auto.poll_ms * 4)) {
+      approvalsSweptAt = now();
+      await pipeline.processApprovals();
+    }
     for (const effect of await store.list({ states: ['awaiting_approval'], limit: 1000 })) {
       const approval = effect.approvalId ? approvals.get(effect.approvalId) : undefined;
       if (!approval) continue;

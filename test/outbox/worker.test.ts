@@ -83,8 +83,12 @@ describe('outbox worker', () => {
       approve: true,
       approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
     });
-    await env.automation.runtime.pipeline.processApprovals();
-    await env.automation.worker.tick();
+    // The worker itself executes the approved action (no `serve` sweep here) and settles the effect.
+    const until = Date.now() + 5000;
+    while ((await env.automation.store.get(parked?.id ?? 0))?.state !== 'done' && Date.now() < until) {
+      await env.automation.worker.tick();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     expect((await env.automation.store.get(parked?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_appr')?.suppressed_for_fraud).toBe(true);
     const events = env
