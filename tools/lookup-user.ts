@@ -271,6 +271,13 @@ export const lookupUser = defineTool({
       .describe('Most records returned per Salesforce section (contacts, leads, accounts, open cases).'),
   }),
   output,
+  untrustedFields: [
+    'segment.traits',
+    'salesforce.contacts[].fields',
+    'salesforce.leads[].fields',
+    'salesforce.accounts[].fields',
+    'salesforce.open_cases[].fields',
+  ],
   target: (args) => `sift_user:${args.user_id}`,
   async run(args, ctx): Promise<Output> {
     const cap = args.max_records;
