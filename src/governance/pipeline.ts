@@ -175,6 +175,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   const principalOf = (p: Principal) => ({ id: p.id, kind: p.kind, role: p.role });
 
+  /** The fields every audit record of one validated call shares. */
+  const auditFields = (
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    principal: Principal,
+    meta: { callId: string; argsHash: string; target: string; approvalId?: string },
+  ) => ({
+    call_id: meta.callId,
+    tool: tool.name,
+    principal: principalOf(principal),
+    args_redacted: args,
+    args_hash: meta.argsHash,
+    target: meta.target,
+    ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
+  });
+
   function authorize(tool: AnyTool, principal: Principal): FraudgateError | undefined {
     if (!byName.has(tool.name) || !isVisibleTo(tool, principal, config)) {
       if (config.read_only && tool.risk !== 'read') {
@@ -216,15 +232,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     channel: Partial<CallChannel>,
     meta: { callId: string; argsHash: string; target: string; approvalId?: string; idempotencyKey: string },
   ): Promise<Record<string, unknown>> {
-    const base = {
-      call_id: meta.callId,
-      tool: tool.name,
-      principal: principalOf(principal),
-      args_redacted: args,
-      args_hash: meta.argsHash,
-      target: meta.target,
-      ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
-    };
+    const base = auditFields(tool, args, principal, meta);
     if (tool.risk !== 'read') {
       try {
         await record({ ...base, event: 'intent' });
@@ -389,14 +397,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     meta: { callId: string; argsHash: string; target: string },
     mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
-    const base = {
-      call_id: meta.callId,
-      tool: tool.name,
-      principal: principalOf(principal),
-      args_redacted: args,
-      args_hash: meta.argsHash,
-      target: meta.target,
-    };
+    const base = auditFields(tool, args, principal, meta);
 
     await expireOverdue();
     const open = approvals.findOpen({
@@ -478,15 +479,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       });
     }
     const plan = await tool.plan(args, contextFor(principal, channel, `dry:${meta.callId}`));
-    await recordQuietly({
-      event: 'dry_run',
-      call_id: meta.callId,
-      tool: tool.name,
-      principal: principalOf(principal),
-      args_redacted: args,
-      args_hash: meta.argsHash,
-      target: meta.target,
-    });
+    await recordQuietly({ ...auditFields(tool, args, principal, meta), event: 'dry_run' });
     return { dry_run: true, tool: tool.name, target: meta.target, approval_required: meta.mode, ...plan };
   }
 
