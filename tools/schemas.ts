@@ -50,6 +50,14 @@ export const latestLabel = z.object({
   time: z.number().optional(),
 });
 
+/** A user's current Sift decision as the sync tools report it. */
+export const currentDecisionSummary = z.object({
+  decision_id: z.string(),
+  abuse_type: z.string(),
+  category: z.string(),
+  decided_at: z.string(),
+});
+
 export type ScoreEntry = z.infer<typeof scoreEntry>;
 
 /** A Sift score response as tools report it: one entry per abuse type, riskiest first. */

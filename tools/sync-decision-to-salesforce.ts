@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { siftEvidence, abuseType, userId } from './schemas.ts';
+import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
 
 type CrmRow = {
@@ -93,14 +93,7 @@ export const syncDecisionToSalesforce = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
-    decision: z
-      .object({
-        decision_id: z.string(),
-        abuse_type: z.string(),
-        category: z.string(),
-        decided_at: z.string(),
-      })
-      .nullable(),
+    decision: currentDecisionSummary.nullable(),
     salesforce_value: z
       .string()
       .describe('The Sift_Decision__c value written (from the configured mapping).'),

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import type { SiftUserDecisionStatus } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, userId } from './schemas.ts';
+import { abuseType, userId, currentDecisionSummary } from './schemas.ts';
 
 const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
@@ -73,14 +73,7 @@ export const syncDecisionToSegment = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
-    decision: z
-      .object({
-        decision_id: z.string(),
-        abuse_type: z.string(),
-        category: z.string(),
-        decided_at: z.string(),
-      })
-      .nullable(),
+    decision: currentDecisionSummary.nullable(),
     traits_written: z.record(z.string(), traitValue),
     event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),
     message_ids: z.object({ identify: z.string(), track: z.string() }),
