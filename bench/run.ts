@@ -12,6 +12,8 @@
  * Every user has one decision (no superseding) and an Account, so each decision makes Segment
  * traits + track and a Salesforce field update + Chatter post; blocks add a case and a suppression.
  *
+ * Then the governance overhead of one interactive read (bench/governance-overhead.ts).
+ *
  * Each mode runs twice (ABBA) and is averaged. Writes bench/results.json. BENCH_DECISIONS (default
  * 400, max 5000) sets N.
  */
@@ -28,6 +30,7 @@ import { openAutomation } from '../src/outbox/automation.ts';
 import type { JournalEntry } from '../src/sandbox/emulator-http.ts';
 import { startSandbox } from '../src/sandbox/sandbox.ts';
 import { createSiftWebhookHandler } from '../src/webhooks/sift-webhook.ts';
+import { measureGovernanceOverhead } from './governance-overhead.ts';
 
 const N = Math.min(5000, Math.max(10, Number(process.env.BENCH_DECISIONS ?? 400)));
 const KEY = 'bench-signature-key';
@@ -185,6 +188,8 @@ const b2 = await runMode('batched');
 const batched = mean(b1, b2);
 const naive = mean(n1, n2);
 const ratio = (a: number, b: number) => (b === 0 ? 0 : round(a / b));
+// What governance adds to one interactive read (MCP + pipeline + fsynced audit) beside the bare client.
+const governance = await measureGovernanceOverhead(Number(process.env.BENCH_CALLS ?? 400));
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
@@ -200,6 +205,7 @@ const results = {
     total_calls: ratio(naive.calls_per_1000.total, batched.calls_per_1000.total),
     drain_time: ratio(naive.drain_s, batched.drain_s),
   },
+  governance_overhead: governance,
 };
 writeFileSync(join(import.meta.dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n');
 
@@ -223,6 +229,9 @@ const table = [
   ),
   `naive/batched: Salesforce writes ×${results.ratios_naive_over_batched.salesforce_writes}, ` +
     `Segment writes ×${results.ratios_naive_over_batched.segment_writes}, all calls ×${results.ratios_naive_over_batched.total_calls}`,
+  `governance per read call (get_sift_score, ${governance.calls} calls): median ${governance.governed_ms_median} ms ` +
+    `governed vs ${governance.direct_ms_median} ms bare client (+${governance.added_ms_median} ms, ×${governance.latency_ratio}); ` +
+    `${governance.governed_calls_per_s} vs ${governance.direct_calls_per_s} calls/s sequential`,
   'results: bench/results.json',
 ];
 process.stdout.write(table.join('\n') + '\n');
