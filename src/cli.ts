@@ -167,7 +167,8 @@ async function serveHttp(
       ? `fraudgate: development token (sandbox only, role admin): ${devToken}`
       : 'fraudgate: clients need a configured API key or a JWT from the identity provider (auth.key_hashes / auth.jwt)',
     `fraudgate: approval console: ${base}/console`,
-    `fraudgate: try it: npx @modelcontextprotocol/inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,
+    // The Inspector needs Node >= 22.19: the pinned Node in node_modules/.bin goes first on PATH.
+    `fraudgate: try it: PATH="$PWD/node_modules/.bin:$PATH" mcp-inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,
   ];
   process.stderr.write(lines.join('\n') + '\n');
   let stopping = false;
