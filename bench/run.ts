@@ -15,7 +15,7 @@
  * Then the governance overhead of one interactive read (bench/governance-overhead.ts).
  *
  * Each mode runs twice (ABBA) and is averaged. Writes bench/results.json. BENCH_DECISIONS (default
- * 400, max 5000) sets N.
+ * 400, max 5000) sets N; BENCH_UPSTREAM_LATENCY_MS (default 40) delays every emulator answer.
  */
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,6 +34,8 @@ import { measureGovernanceOverhead } from './governance-overhead.ts';
 
 const N = Math.min(5000, Math.max(10, Number(process.env.BENCH_DECISIONS ?? 400)));
 const KEY = 'bench-signature-key';
+/** Simulated upstream latency per request (BENCH_UPSTREAM_LATENCY_MS, default 40; 0 = raw loopback). */
+const LATENCY_MS = Math.max(0, Number(process.env.BENCH_UPSTREAM_LATENCY_MS ?? 40));
 const DECISIONS = ['block_user_payment_abuse', 'watch_user_payment_abuse', 'looks_ok_payment_abuse'] as const;
 
 interface ModeResult {
@@ -69,7 +71,7 @@ async function runMode(mode: 'batched' | 'naive', n = N): Promise<ModeResult> {
     const config: Config = {
       ...mergeConfig(DEFAULTS, {
         approvals: { tools: { suppress_user: 'none' } },
-        automation: { poll_ms: 20 },
+        automation: { poll_ms: 20, batch_window_ms: Number(process.env.BENCH_WINDOW_MS ?? 1000) },
       }),
       ...sandbox.config,
       data_dir: dataDir,
@@ -106,7 +108,12 @@ async function runMode(mode: 'batched' | 'naive', n = N): Promise<ModeResult> {
       const { time } = await sandbox.sift.consoleApplyDecision({ decisionId: decision, userId: user });
       bodies.push(JSON.stringify({ entity: { type: 'user', id: user }, decision: { id: decision }, time }));
     }
-    for (const s of [sandbox.sift, sandbox.segment, sandbox.salesforce]) s.clearJournal();
+    for (const s of [sandbox.sift, sandbox.segment, sandbox.salesforce]) {
+      s.clearJournal();
+      // Real SaaS APIs answer in tens of milliseconds, not loopback microseconds; without this the
+      // batch window is all cost and no benefit.
+      if (LATENCY_MS > 0) s.faults.chaos(1, [{ delayMs: LATENCY_MS }]);
+    }
 
     let next = 0;
     const ingestStart = performance.now();
@@ -194,6 +201,7 @@ const results = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
   decisions: N,
+  upstream_latency_ms: LATENCY_MS,
   batched,
   naive,
   ratios_naive_over_batched: {
@@ -221,7 +229,8 @@ const rows: [string, (r: ModeResult) => string | number][] = [
   ['  Segment writes', (r) => r.calls_per_1000.segment_writes],
 ];
 const table = [
-  `fraudgate outbox benchmark: ${N} decisions, ${results.machine.cpus} CPUs, Node ${results.machine.node}`,
+  `fraudgate outbox benchmark: ${N} decisions, ${LATENCY_MS} ms simulated upstream latency, ` +
+    `${results.machine.cpus} CPUs, Node ${results.machine.node}`,
   `${'metric'.padEnd(32)}${'batched'.padStart(10)}${'naive'.padStart(10)}`,
   ...rows.map(
     ([name, get]) =>

@@ -167,19 +167,46 @@ export async function openAuditLog(path: string, options: AuditLogOptions): Prom
     await releaseOpen();
   }
 
-  let queue: Promise<unknown> = Promise.resolve();
+  interface Pending {
+    input: AuditAppendInput;
+    resolve: (record: AuditRecord) => void;
+    reject: (error: unknown) => void;
+  }
+  let pending: Pending[] = [];
+  let draining: Promise<void> | undefined;
   let closed = false;
 
-  const write = async (input: AuditAppendInput): Promise<AuditRecord> => {
-    const release = await acquireLock(lockPath, lockTimeoutMs, staleLockMs);
-    try {
-      const head = await readChainHead(path);
-      const record = buildRecord(input, head, now(), redactor);
-      await appendDurably(path, `${JSON.stringify(record)}\n`);
-      return record;
-    } finally {
-      await release();
+  /**
+   * Group commit: appends that arrive while a write is in flight are chained and written together
+   * under one lock, one write and one fsync. Each append still resolves only after its own line is
+   * durable, in call order; if the batch fails, every append in it rejects.
+   */
+  const drain = async (): Promise<void> => {
+    while (pending.length > 0) {
+      const batch = pending.slice(0, MAX_GROUP_COMMIT);
+      pending = pending.slice(batch.length);
+      let records: AuditRecord[];
+      try {
+        const release = await acquireLock(lockPath, lockTimeoutMs, staleLockMs);
+        try {
+          let head = await readChainHead(path);
+          records = batch.map(({ input }) => {
+            const record = buildRecord(input, head, now(), redactor);
+            head = { seq: record.seq, hash: record.hash };
+            return record;
+          });
+          await appendDurably(path, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+        } finally {
+          await release();
+        }
+      } catch (error) {
+        for (const p of batch) p.reject(error);
+        continue;
+      }
+      // Resolved only once the lock is released, so a caller never sees its record while holding it.
+      batch.forEach((p, i) => p.resolve(records[i]!));
     }
+    draining = undefined;
   };
 
   return {
@@ -190,8 +217,8 @@ export async function openAuditLog(path: string, options: AuditLogOptions): Prom
       if (!(AUDIT_EVENTS as readonly string[]).includes(input.event)) {
         return Promise.reject(auditError('Unknown audit event.', `event ${String(input.event)}`));
       }
-      const result = queue.then(() => write(input));
-      queue = result.catch(() => undefined);
+      const result = new Promise<AuditRecord>((resolve, reject) => pending.push({ input, resolve, reject }));
+      draining ??= drain();
       return result.catch((error: unknown) => {
         if (error instanceof FraudgateError) throw error;
         throw auditError(
@@ -203,10 +230,13 @@ export async function openAuditLog(path: string, options: AuditLogOptions): Prom
     },
     async close() {
       closed = true;
-      await queue;
+      await draining;
     },
   };
 }
+
+/** Most records one group commit writes; bounds one write's size and the latency of the last one. */
+const MAX_GROUP_COMMIT = 256;
 
 function buildRecord(
   input: AuditAppendInput,
