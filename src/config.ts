@@ -156,6 +156,8 @@ export const configSchema = z.strictObject({
     poll_ms: z.number().int().positive(),
   }),
   rate_limits: z.strictObject({
+    /** memory: per process; redis: shared by every replica (FRAUDGATE_REDIS_URL). */
+    store: z.enum(['memory', 'redis']),
     read: bucket,
     write: bucket,
     destructive: bucket,
@@ -338,6 +340,8 @@ export interface Secrets {
   salesforcePassword?: string;
   /** Key for the keyed hashes of personal data in the audit log. */
   auditKey?: string;
+  /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
+  redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
   devToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
@@ -429,6 +433,7 @@ export const DEFAULTS: Config = {
     poll_ms: 250,
   },
   rate_limits: {
+    store: 'memory',
     read: { capacity: 60, per_minute: 120 },
     write: { capacity: 20, per_minute: 30 },
     destructive: { capacity: 5, per_minute: 10 },
@@ -544,6 +549,7 @@ export function readSecrets(env: Env): Secrets {
     salesforceUsername: nonEmpty(env.SALESFORCE_USERNAME),
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
+    redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
@@ -649,9 +655,11 @@ export function loadConfig(
         }
         merged = mergeConfig(merged, fromFile);
       } catch (error) {
+        // V8's message quotes the text around the error, which may be a secret: keep only the position.
+        const where = / at position \d+(?: \(line \d+ column \d+\))?/.exec((error as Error).message)?.[0];
         issues.push({
           field: 'config_file',
-          message: `${path} is not valid JSON: ${(error as Error).message}`,
+          message: `${path} is not valid JSON${where ?? ''}; fix its syntax`,
         });
       }
     }
@@ -697,6 +705,17 @@ export function loadConfig(
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
     throw new InvalidInputError(
       [{ field: 'risk_bands', message: 'thresholds must increase: medium < high < critical' }],
+      'Invalid configuration',
+    );
+  }
+  if (config.rate_limits.store === 'redis' && !secrets.redisUrl) {
+    throw new InvalidInputError(
+      [
+        {
+          field: 'FRAUDGATE_REDIS_URL',
+          message: 'required when rate_limits.store is redis (e.g. redis://127.0.0.1:6379)',
+        },
+      ],
       'Invalid configuration',
     );
   }

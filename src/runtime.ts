@@ -15,7 +15,8 @@ import { InvalidInputError } from './errors.ts';
 import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
 import { openAuditLog, type AuditLog } from './governance/audit.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
-import { createRateLimiter } from './governance/rate-limit.ts';
+import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
+import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import type { Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
@@ -113,6 +114,21 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
   };
 }
 
+/** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
+function redisLimiter(url: string, logger: Logger) {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
+  let lastWarning = 0;
+  redis.on('error', (error: Error) => {
+    // ioredis reconnects on its own; one warning a minute is enough for the operator.
+    if (Date.now() - lastWarning < 60_000) return;
+    lastWarning = Date.now();
+    logger.warn('rate-limit store (Redis) unavailable; calls are refused until it is back', {
+      error: error.message,
+    });
+  });
+  return createRedisRateLimiter(redis);
+}
+
 export async function openRuntime(options: {
   config: Config;
   secrets: Secrets;
@@ -124,6 +140,10 @@ export async function openRuntime(options: {
   const { config, secrets, logger } = options;
   const state = await openGovernanceState(config, secrets, logger);
   const clients = options.clients ?? createClients(config, secrets);
+  const rateLimiter =
+    config.rate_limits.store === 'redis' && secrets.redisUrl
+      ? redisLimiter(secrets.redisUrl, logger)
+      : createRateLimiter();
   const pipeline = createPipeline({
     tools: options.tools,
     config,
@@ -132,7 +152,7 @@ export async function openRuntime(options: {
     identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,
-    rateLimiter: createRateLimiter(),
+    rateLimiter,
     logger,
   });
   let sweep: NodeJS.Timeout | undefined;
@@ -158,7 +178,12 @@ export async function openRuntime(options: {
     },
     async close() {
       if (sweep) clearInterval(sweep);
-      await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
+      await Promise.allSettled([
+        clients.sift.close(),
+        clients.segment.close(),
+        clients.salesforce.close(),
+        rateLimiter.close(),
+      ]);
       await state.audit.close();
       state.approvals.close();
       state.identities.close();

@@ -29,7 +29,7 @@ import {
 } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
-import type { RateLimiter } from './rate-limit.ts';
+import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { isVisibleTo, resolveApprovalDefault } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
 
@@ -267,7 +267,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         ...(error.detail ? { detail: error.detail } : {}),
       });
       if (error.code === ERROR_CODES.INTERNAL)
-        logger.error('tool failed', { tool: tool.name, call_id: meta.callId, detail: error.detail });
+        logger.error('tool failed', {
+          tool: tool.name,
+          call_id: meta.callId,
+          // The detail is a raw error message and stack: it can hold personal data, as the audit's does.
+          detail: redactor.redactValue(error.detail),
+        });
       throw error;
     }
   }
@@ -533,7 +538,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     delete args.dry_run;
     const argsHash = sha256Hex(canonicalJson(args));
     const target = tool.target?.(args) ?? tool.name;
-    const limit = deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
+    let limit: RateLimitDecision;
+    try {
+      limit = await deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
+    } catch (thrown) {
+      // Fail closed: without a working limiter nothing runs, and the operator sees why in the log.
+      throw new FraudgateError(
+        ERROR_CODES.INTERNAL,
+        'The rate-limit store is unavailable, so nothing was done; try again shortly.',
+        { retryable: true, detail: String(thrown) },
+      );
+    }
     if (!limit.allowed) {
       const error = new FraudgateError(
         ERROR_CODES.RATE_LIMITED,
@@ -585,7 +600,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       } catch (thrown) {
         const error = toFraudgateError(thrown);
         if (error.code === ERROR_CODES.INTERNAL)
-          logger.error('call failed', { tool: toolName, call_id: callId, detail: error.detail });
+          logger.error('call failed', {
+            tool: toolName,
+            call_id: callId,
+            detail: redactor.redactValue(error.detail),
+          });
         return { ok: false, error, callId };
       }
     },

@@ -1,7 +1,9 @@
 /**
  * Token buckets per principal × tool. A bucket holds `capacity` tokens and refills continuously
  * at `per_minute`; a call takes one token or is refused with the time until the next token.
- * In-memory: one process, one set of buckets (several replicas would share them in Redis).
+ *
+ * Two stores behind one interface: in-memory (one process) and Redis (several replicas share the
+ * buckets; the take is one atomic Lua script, so replicas never over-admit).
  */
 import type { BucketConfig } from '../config.ts';
 
@@ -13,24 +15,97 @@ export interface RateLimitDecision {
 }
 
 export interface RateLimiter {
-  take(key: string, bucket: BucketConfig): RateLimitDecision;
+  /** Take one token. Rejects only when the store itself is unreachable (callers fail closed). */
+  take(key: string, bucket: BucketConfig): Promise<RateLimitDecision>;
+  close(): Promise<void>;
+}
+
+/** The bucket arithmetic, shared by both stores (the Lua script mirrors it). */
+function refill(tokens: number, updatedAt: number, now: number, config: BucketConfig) {
+  const refillPerMs = config.per_minute / 60_000;
+  const current = Math.min(config.capacity, tokens + Math.max(0, now - updatedAt) * refillPerMs);
+  if (current >= 1)
+    return {
+      tokens: current - 1,
+      decision: { allowed: true, retryAfterMs: 0, remaining: Math.floor(current - 1) },
+    };
+  return {
+    tokens: current,
+    decision: { allowed: false, retryAfterMs: Math.ceil((1 - current) / refillPerMs), remaining: 0 },
+  };
 }
 
 export function createRateLimiter(now: () => number = Date.now): RateLimiter {
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
   return {
-    take(key, config) {
+    async take(key, config) {
       const t = now();
-      const refillPerMs = config.per_minute / 60_000;
       const state = buckets.get(key) ?? { tokens: config.capacity, updatedAt: t };
-      state.tokens = Math.min(config.capacity, state.tokens + (t - state.updatedAt) * refillPerMs);
-      state.updatedAt = t;
-      buckets.set(key, state);
-      if (state.tokens >= 1) {
-        state.tokens -= 1;
-        return { allowed: true, retryAfterMs: 0, remaining: Math.floor(state.tokens) };
-      }
-      return { allowed: false, retryAfterMs: Math.ceil((1 - state.tokens) / refillPerMs), remaining: 0 };
+      const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
+      buckets.set(key, { tokens, updatedAt: t });
+      return decision;
+    },
+    async close() {},
+  };
+}
+
+/** The minimal Redis surface the limiter needs (ioredis implements it). */
+export interface RedisLike {
+  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  quit(): Promise<unknown>;
+}
+
+// KEYS[1] bucket; ARGV: capacity, per_minute, now_ms, ttl_ms. Returns {allowed, retry_after_ms, remaining}.
+const TAKE_SCRIPT = `
+local capacity = tonumber(ARGV[1])
+local per_ms = tonumber(ARGV[2]) / 60000
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_at')
+local tokens = tonumber(state[1]) or capacity
+local updated = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
+local allowed = 0
+local retry = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry = math.ceil((1 - tokens) / per_ms)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {allowed, retry, math.floor(tokens)}
+`;
+
+/**
+ * Buckets in Redis. Time comes from this process (replicas are assumed NTP-synchronised; a skew
+ * only shifts refill by that much). Keys expire once a bucket would be full again.
+ */
+export function createRedisRateLimiter(
+  redis: RedisLike,
+  options: { prefix?: string; now?: () => number } = {},
+): RateLimiter {
+  const prefix = options.prefix ?? 'fraudgate:ratelimit:';
+  const now = options.now ?? Date.now;
+  return {
+    async take(key, config) {
+      const fullAfterMs = Math.ceil((config.capacity / config.per_minute) * 60_000) + 1000;
+      const reply = (await redis.eval(
+        TAKE_SCRIPT,
+        1,
+        prefix + key,
+        config.capacity,
+        config.per_minute,
+        now(),
+        fullAfterMs,
+      )) as [number, number, number];
+      return { allowed: reply[0] === 1, retryAfterMs: reply[1], remaining: reply[2] };
+    },
+    async close() {
+      await redis.quit();
     },
   };
 }
+
+/** Same arithmetic as the Lua script, exported so tests can compare the two stores. */
+export const bucketArithmetic = refill;

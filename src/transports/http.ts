@@ -100,6 +100,15 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 const isLoopbackAddress = (address: string | undefined) =>
   !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
 
+/** The request path, or undefined when the request target is not a URL (e.g. `GET http://[bad`). */
+function pathOf(req: IncomingMessage): string | undefined {
+  try {
+    return new URL(req.url ?? '/', 'http://placeholder').pathname;
+  } catch {
+    return undefined;
+  }
+}
+
 function bearerToken(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
@@ -399,7 +408,11 @@ export async function startHttpServer(
   }
 
   async function route(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
-    const path = new URL(req.url ?? '/', 'http://placeholder').pathname;
+    const path = pathOf(req);
+    if (path === undefined) {
+      sendJson(res, 400, jsonRpcError(-32600, 'Bad request: the request target is not a valid URL'));
+      return;
+    }
     const probe = path === '/healthz' || path === '/readyz';
     if (!probe) {
       const hostHeader = req.headers.host ?? '';
@@ -440,7 +453,8 @@ export async function startHttpServer(
     const started = performance.now();
     const ctx: { principal?: string } = {};
     res.once('close', () => {
-      const path = new URL(req.url ?? '/', 'http://placeholder').pathname;
+      // A listener that threw here would be an uncaught exception: the whole server would stop.
+      const path = pathOf(req) ?? '(invalid request target)';
       const status = res.statusCode;
       metrics.onHttpRequest(req.method ?? 'OTHER', status);
       // Path only: query strings can carry tokens or personal data. Never headers.

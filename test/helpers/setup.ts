@@ -31,6 +31,7 @@ export interface SetupOptions {
   /** Reuse a sandbox (e.g. across a simulated restart). */
   sandbox?: Sandbox;
   dataDir?: string;
+  redisUrl?: string;
 }
 
 export interface CallResult {
@@ -84,7 +85,12 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
     config.salesforce = { ...config.salesforce, ...options.config.salesforce } as Config['salesforce'];
   const runtime = await openRuntime({
     config,
-    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
+    secrets: {
+      ...sandbox.secrets,
+      auditKey: 'test-audit-key',
+      // Used only by tests that select rate_limits.store = redis.
+      redisUrl: options.redisUrl ?? 'redis://127.0.0.1:6379',
+    },
     tools: options.tools ?? allTools,
     logger: silentLogger,
   });

@@ -1,0 +1,103 @@
+/**
+ * Rate-limit buckets: the in-memory store, the Redis store shared by replicas (skipped with a
+ * message where no Redis listens on 127.0.0.1:6379), and failing closed when Redis is down.
+ */
+import { randomUUID } from 'node:crypto';
+import { createConnection } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createRateLimiter, createRedisRateLimiter } from '../../src/governance/rate-limit.ts';
+import { setup } from '../helpers/setup.ts';
+
+const BUCKET = { capacity: 2, per_minute: 60 }; // one token a second
+
+const redisUp = await new Promise<boolean>((resolve) => {
+  const socket = createConnection({ host: '127.0.0.1', port: 6379 });
+  socket.once('connect', () => {
+    socket.destroy();
+    resolve(true);
+  });
+  socket.once('error', () => resolve(false));
+});
+if (!redisUp) console.warn('rate-limit tests: no Redis on 127.0.0.1:6379, skipping the Redis store tests');
+
+describe('in-memory buckets', () => {
+  it('admit the burst, refuse with the time to the next token, refill with time', async () => {
+    let t = 1_000_000;
+    const limiter = createRateLimiter(() => t);
+    expect((await limiter.take('k', BUCKET)).allowed).toBe(true);
+    expect((await limiter.take('k', BUCKET)).allowed).toBe(true);
+    const refused = await limiter.take('k', BUCKET);
+    expect(refused).toMatchObject({ allowed: false });
+    expect(refused.retryAfterMs).toBe(1000);
+    t += 1000;
+    expect((await limiter.take('k', BUCKET)).allowed).toBe(true);
+    expect((await limiter.take('other', BUCKET)).allowed).toBe(true);
+  });
+});
+
+describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
+  const clients: Redis[] = [];
+  const redis = () => {
+    const r = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+    clients.push(r);
+    return r;
+  };
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.quit().catch(() => undefined)));
+  });
+
+  it('two replicas share one bucket and never over-admit, even concurrently', async () => {
+    let t = 5_000_000;
+    const prefix = `fraudgate-test:${randomUUID()}:`;
+    const a = createRedisRateLimiter(redis(), { prefix, now: () => t });
+    const b = createRedisRateLimiter(redis(), { prefix, now: () => t });
+    const bucket = { capacity: 5, per_minute: 60 };
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => (i % 2 ? a : b).take('analyst\u0000tool', bucket)),
+    );
+    expect(results.filter((r) => r.allowed)).toHaveLength(5);
+    expect(results.find((r) => !r.allowed)?.retryAfterMs).toBe(1000);
+    t += 2000;
+    expect((await a.take('analyst\u0000tool', bucket)).allowed).toBe(true);
+    expect((await b.take('analyst\u0000tool', bucket)).allowed).toBe(true);
+    expect((await a.take('analyst\u0000tool', bucket)).allowed).toBe(false);
+  });
+
+  it('through the protocol: a second replica sees the first one spend the bucket', async () => {
+    const principal = {
+      id: `rl-${randomUUID()}@example.com`,
+      kind: 'user' as const,
+      role: 'analyst' as const,
+    };
+    const config = {
+      rate_limits: { store: 'redis' as const, tools: { get_sift_score: { capacity: 2, per_minute: 1 } } },
+    };
+    const one = await setup({ principal, config });
+    const two = await setup({ principal, config, sandbox: one.sandbox });
+    try {
+      expect((await one.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+      expect((await two.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+      const limited = await one.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
+      expect(limited.error.code).toBe('RATE_LIMITED');
+    } finally {
+      await two.client.close();
+      await two.runtime.close();
+      await one.close();
+    }
+  });
+});
+
+describe('Redis down', () => {
+  it('fails closed: nothing runs, the error is retryable and says why', async () => {
+    const env = await setup({ config: { rate_limits: { store: 'redis' } }, redisUrl: 'redis://127.0.0.1:1' });
+    try {
+      const result = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
+      expect(result.error).toMatchObject({ code: 'INTERNAL', retryable: true });
+      expect(result.error.message).toContain('rate-limit store is unavailable');
+      expect(env.sandbox.sift.journal).toHaveLength(0);
+    } finally {
+      await env.close();
+    }
+  });
+});
