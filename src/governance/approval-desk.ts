@@ -94,18 +94,47 @@ export function createApprovalDesk(deps: {
           ERROR_CODES.CONFLICT,
           `Approval ${approvalId} changed state meanwhile; look again.`,
         );
-      // A failed audit write here surfaces to the approver: the decision stands in the store, and the
-      // action will still get its own intent record before anything is written upstream.
-      await audit.append({
-        event: decision.approve ? 'approved' : 'denied',
-        call_id: randomUUID(),
-        tool: decided.tool,
-        principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
-        target: decided.target,
-        args_hash: decided.args_hash,
-        approval_id: decided.id,
-        ...(decision.reason ? { outcome: { message: decision.reason } } : {}),
-      });
+      try {
+        await audit.append({
+          event: decision.approve ? 'approved' : 'denied',
+          call_id: randomUUID(),
+          tool: decided.tool,
+          principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
+          target: decided.target,
+          args_hash: decided.args_hash,
+          approval_id: decided.id,
+          ...(decision.reason ? { outcome: { message: decision.reason } } : {}),
+        });
+      } catch (error) {
+        // No record, no decision: an approval must never run without its approver on record. A denial
+        // may stand (it runs nothing); an approval goes back to pending unless an executor already
+        // claimed it (its intent record still precedes any upstream write).
+        if (!decision.approve) throw error;
+        const clear = null as unknown as string;
+        const reverted = approvals.transition(approvalId, ['approved'], 'pending', {
+          decided_at: clear,
+          decided_by: clear,
+          reason: clear,
+        });
+        logger.error('approval decision not recorded', {
+          approval_id: approvalId,
+          reverted: reverted !== undefined,
+          error: String(error),
+        });
+        throw new FraudgateError(
+          ERROR_CODES.INTERNAL,
+          `The approval of ${approvalId} could not be written to the audit log` +
+            (reverted
+              ? ', so it was not applied; the approval is still pending. '
+              : '; it was already claimed for execution, which is audited on its own. ') +
+            'The operator must fix the audit log (see the server log).',
+          {
+            retryable: true,
+            ...(error instanceof FraudgateError ? { detail: error.detail } : {}),
+            cause: error,
+          },
+        );
+      }
       return decided;
     },
   };

@@ -10,10 +10,13 @@ import * as z from 'zod';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, loadConfig, mergeConfig, type Config } from '../../src/config.ts';
-import { InvalidInputError } from '../../src/errors.ts';
-import { createLogger } from '../../src/logger.ts';
+import { FraudgateError, InvalidInputError } from '../../src/errors.ts';
+import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
+import type { AuditLog } from '../../src/governance/audit.ts';
+import { createLogger, silentLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import { openSqliteApprovalStore } from '../../src/store/approval-store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
 import { ANALYST } from '../helpers/setup.ts';
@@ -130,5 +133,50 @@ describe('CLI configuration errors', () => {
     expect(message).toContain('config_file');
     expect(message).toContain('not valid JSON');
     expect(message).not.toContain('sk_live');
+  });
+});
+
+describe('approval decisions', () => {
+  it('an approval whose decision could not be audited does not stay approved (nothing runs unrecorded)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fraudgate-desk-'));
+    const approvals = openSqliteApprovalStore(join(dir, 'approvals.db'));
+    cleanups.push(() => {
+      approvals.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const failingAudit: AuditLog = {
+      path: join(dir, 'audit.jsonl'),
+      // What the real log rejects with when the line cannot be made durable.
+      append: () =>
+        Promise.reject(
+          new FraudgateError('INTERNAL', 'The audit log could not be written.', { detail: 'ENOSPC' }),
+        ),
+      close: async () => {},
+    };
+    const desk = createApprovalDesk({ approvals, audit: failingAudit, logger: silentLogger });
+    const created = approvals.create({
+      id: 'apr_00000000000000000001',
+      tool: 'apply_label',
+      args: { user_id: 'u1' },
+      args_hash: 'h',
+      target: 'sift_user:u1',
+      requester: 'ana.analyst@example.com',
+      requester_role: 'analyst',
+      requester_kind: 'user',
+      mode: 'approval',
+      policy_version: 'p',
+      evidence: {},
+      created_at: new Date().toISOString(),
+      expires_at: new Date(Date.now() + 60_000).toISOString(),
+    });
+    await expect(
+      desk.decide(created.id, {
+        approve: true,
+        approver: { id: 'apu.approver@example.com', kind: 'user', role: 'approver' },
+      }),
+    ).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('still pending') });
+    const after = approvals.get(created.id);
+    expect(after?.state).toBe('pending');
+    expect(after?.decided_by).toBeUndefined();
   });
 });
