@@ -175,9 +175,18 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     for (const template of RESOURCE_TEMPLATES) {
       const match = template.pattern.exec(uri);
       if (!match?.[1]) continue;
+      let value: string;
+      try {
+        value = decodeURIComponent(match[1]);
+      } catch {
+        throw new McpError(
+          ErrorCode.InvalidParams,
+          `The ${template.argument} in ${template.uriTemplate} has broken percent-encoding; encode it with encodeURIComponent.`,
+        );
+      }
       const outcome = await pipeline.call(
         template.tool,
-        { [template.argument]: decodeURIComponent(match[1]) },
+        { [template.argument]: value },
         { principal, signal: extra.signal, progress: async () => {} },
       );
       if (!outcome.ok) {

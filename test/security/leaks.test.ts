@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { tools as allTools } from '../../tools/index.ts';
@@ -19,7 +20,7 @@ import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { openSqliteApprovalStore } from '../../src/store/approval-store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
-import { ANALYST } from '../helpers/setup.ts';
+import { ANALYST, setup } from '../helpers/setup.ts';
 
 let sandbox: Sandbox;
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -178,5 +179,18 @@ describe('approval decisions', () => {
     const after = approvals.get(created.id);
     expect(after?.state).toBe('pending');
     expect(after?.decided_by).toBeUndefined();
+  });
+});
+
+describe('resources', () => {
+  it('a resource URI with broken percent-encoding gets an InvalidParams error naming the problem', async () => {
+    const env = await setup({ sandbox });
+    cleanups.push(() => env.close());
+    const error = await env.client
+      .readResource({ uri: 'fraudgate://users/%E0%A4%A' })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(McpError);
+    expect((error as McpError).code).toBe(ErrorCode.InvalidParams);
+    expect((error as McpError).message).toContain('percent-encoding');
   });
 });
