@@ -539,6 +539,19 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value;
 }
 
+/** Environment variables that configure an upstream; any one of them selects live mode. */
+const UPSTREAM_CREDENTIAL_VARS = [
+  'SIFT_API_KEY',
+  'SIFT_ACCOUNT_ID',
+  'SEGMENT_WRITE_KEY',
+  'SEGMENT_PROFILE_TOKEN',
+  'SEGMENT_SPACE_ID',
+  'SALESFORCE_CLIENT_ID',
+  'SALESFORCE_CLIENT_SECRET',
+  'SALESFORCE_USERNAME',
+  'SALESFORCE_PASSWORD',
+] as const;
+
 export function readSecrets(env: Env): Secrets {
   return {
     siftApiKey: nonEmpty(env.SIFT_API_KEY),
@@ -679,7 +692,9 @@ export function loadConfig(
   merged = mergeConfig(merged, flagOverrides);
 
   const secrets = readSecrets(env);
-  const anyCredential = Boolean(secrets.siftApiKey || secrets.segmentWriteKey || secrets.salesforceClientId);
+  // Any upstream credential means the operator meant live mode: a half-configured deployment must
+  // refuse (and list what is missing), never quietly run the sandbox with an admin dev token.
+  const anyCredential = UPSTREAM_CREDENTIAL_VARS.some((name) => nonEmpty(env[name]) !== undefined);
   let modeReason: string;
   if (flags.sandbox) {
     merged = mergeConfig(merged, { mode: 'sandbox' });

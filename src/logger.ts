@@ -37,3 +37,19 @@ export function createLogger(
 
 /** A logger that drops everything (tests that assert on other output). */
 export const silentLogger: Logger = createLogger({ write: () => {} });
+
+/**
+ * A logger whose fields pass through `redact` first (the audit log's redactor: emails, phones and IPs
+ * keyed-hashed, secrets replaced), so free text such as error messages cannot leak personal data.
+ */
+export function redactingLogger(logger: Logger, redact: (value: unknown) => unknown): Logger {
+  const clean = (fields?: Record<string, unknown>) =>
+    fields === undefined ? undefined : (redact(fields) as Record<string, unknown>);
+  return {
+    debug: (m, f) => logger.debug(m, clean(f)),
+    info: (m, f) => logger.info(m, clean(f)),
+    warn: (m, f) => logger.warn(m, clean(f)),
+    error: (m, f) => logger.error(m, clean(f)),
+    child: (fields) => redactingLogger(logger.child(clean(fields) ?? {}), redact),
+  };
+}

@@ -18,7 +18,7 @@ import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
 import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
-import type { Logger } from './logger.ts';
+import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
 import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
 import type { AnyTool } from './tool.ts';
@@ -137,8 +137,10 @@ export async function openRuntime(options: {
   /** Inject clients (e.g. already built for the sandbox); default: built from config and secrets. */
   clients?: UpstreamClients;
 }): Promise<Runtime> {
-  const { config, secrets, logger } = options;
-  const state = await openGovernanceState(config, secrets, logger);
+  const { config, secrets } = options;
+  const state = await openGovernanceState(config, secrets, options.logger);
+  // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
+  const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
   const clients = options.clients ?? createClients(config, secrets);
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl

@@ -56,6 +56,14 @@ describe('loadConfig', () => {
       expect(message).toContain(name);
   });
 
+  it('any single upstream credential selects live mode and is refused until the rest are set', () => {
+    for (const only of ['SEGMENT_PROFILE_TOKEN', 'SALESFORCE_CLIENT_SECRET', 'SIFT_ACCOUNT_ID']) {
+      const message = problems(() => loadConfig({}, { [only]: 'x' }, dir));
+      expect(message).toContain('Live mode is missing credentials');
+      expect(message).toContain('SIFT_API_KEY');
+    }
+  });
+
   it('--sandbox wins over credentials', () => {
     expect(loadConfig({ sandbox: true }, LIVE, dir).config.mode).toBe('sandbox');
   });

@@ -11,7 +11,7 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
-import { silentLogger } from '../../src/logger.ts';
+import { silentLogger, type Logger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { createMcpServer } from '../../src/server.ts';
@@ -32,6 +32,8 @@ export interface SetupOptions {
   sandbox?: Sandbox;
   dataDir?: string;
   redisUrl?: string;
+  /** Where the runtime logs (default: nowhere). */
+  logger?: Logger;
 }
 
 export interface CallResult {
@@ -92,7 +94,7 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
       redisUrl: options.redisUrl ?? 'redis://127.0.0.1:6379',
     },
     tools: options.tools ?? allTools,
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
   });
   const server = createMcpServer({
     pipeline: runtime.pipeline,
