@@ -158,14 +158,7 @@ export const syncDecisionToSalesforce = defineTool({
     }
     return {
       user_id: args.user_id,
-      decision: decision
-        ? {
-            decision_id: decision.decision_id,
-            abuse_type: decision.abuse_type,
-            category: decision.category,
-            decided_at: decision.decided_at,
-          }
-        : null,
+      decision: decision ? currentDecisionSummary.parse(decision) : null,
       salesforce_value: value,
       match: match as 'sift_user_id' | 'email',
       records: out,

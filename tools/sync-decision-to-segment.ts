@@ -101,14 +101,7 @@ export const syncDecisionToSegment = defineTool({
     );
     return {
       user_id: args.user_id,
-      decision: decision
-        ? {
-            decision_id: decision.decision_id,
-            abuse_type: decision.abuse_type,
-            category: decision.category,
-            decided_at: decision.decided_at,
-          }
-        : null,
+      decision: decision ? currentDecisionSummary.parse(decision) : null,
       traits_written: traits,
       event_written: { event: effect.segment_event, properties },
       message_ids: ids,

@@ -42,27 +42,17 @@ interface Session {
   lastSeen: number;
 }
 
-/** Approval as the page sees it: the approval plus, when the signed-in approver may not approve it, why. */
-export interface ConsoleApproval {
-  id: string;
-  tool: string;
-  mode: Approval['mode'];
-  state: ApprovalState;
-  args: Record<string, unknown>;
-  target: string;
-  requester: string;
-  evidence: Record<string, unknown>;
-  created_at: string;
-  expires_at: string;
-  decided_at?: string;
-  decided_by?: string;
-  reason?: string;
-  executed_at?: string;
-  result?: unknown;
-  error?: { code: string; message: string };
+/**
+ * Approval as the page sees it: the stored approval without its binding internals (hashes, policy
+ * version, requester role) plus, when the signed-in approver may not approve it, why.
+ */
+export type ConsoleApproval = Omit<
+  Approval,
+  'args_hash' | 'policy_version' | 'requester_role' | 'requester_kind'
+> & {
   /** Set when the Approve button must be disabled; says why. */
   approve_blocked?: string;
-}
+};
 
 export const CONSOLE_PREFIX = '/console';
 const COOKIE = 'fraudgate_console';
@@ -206,30 +196,20 @@ function checkOrigin(req: IncomingMessage) {
 }
 
 function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
-  const view: ConsoleApproval = {
-    id: a.id,
-    tool: a.tool,
-    mode: a.mode,
-    state: a.state,
-    args: a.args,
-    target: a.target,
-    requester: a.requester,
-    evidence: a.evidence,
-    created_at: a.created_at,
-    expires_at: a.expires_at,
-  };
-  if (a.decided_at !== undefined) view.decided_at = a.decided_at;
-  if (a.decided_by !== undefined) view.decided_by = a.decided_by;
-  if (a.reason !== undefined) view.reason = a.reason;
-  if (a.executed_at !== undefined) view.executed_at = a.executed_at;
-  if (a.result !== undefined) view.result = a.result;
-  if (a.error !== undefined) view.error = a.error;
+  const {
+    args_hash: _hash,
+    policy_version: _policy,
+    requester_role: _role,
+    requester_kind: _kind,
+    ...view
+  } = a;
+  const consoleView: ConsoleApproval = view;
   // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
   if (a.state === 'pending' && a.mode === 'four_eyes' && a.requester === viewer.id) {
-    view.approve_blocked =
+    consoleView.approve_blocked =
       'Four-eyes policy: you requested this action, so another approver must approve it.';
   }
-  return view;
+  return consoleView;
 }
 
 export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {

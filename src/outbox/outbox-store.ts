@@ -233,6 +233,22 @@ export function eventFromRow(row: EventRow): StoredEvent {
 }
 
 /** Open (and create if needed) the SQLite outbox at `path` — by default the runtime's database file. */
+
+/** Counts per effect state, all zero: the start of every store's `stats()`. */
+export function emptyOutboxStats(): Record<EffectState | 'unrouted', number> {
+  return {
+    pending: 0,
+    leased: 0,
+    awaiting_approval: 0,
+    done: 0,
+    skipped: 0,
+    denied: 0,
+    dead: 0,
+    dropped: 0,
+    unrouted: 0,
+  };
+}
+
 export function openSqliteOutboxStore(path: string): OutboxStore {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new DatabaseSync(path);
@@ -498,17 +514,7 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
     },
 
     async stats() {
-      const out: Record<EffectState | 'unrouted', number> = {
-        pending: 0,
-        leased: 0,
-        awaiting_approval: 0,
-        done: 0,
-        skipped: 0,
-        denied: 0,
-        dead: 0,
-        dropped: 0,
-        unrouted: 0,
-      };
+      const out = emptyOutboxStats();
       for (const row of db
         .prepare('SELECT state, COUNT(*) AS n FROM outbox_effects GROUP BY state')
         .all() as {

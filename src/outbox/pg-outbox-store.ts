@@ -13,6 +13,7 @@
 import pg from 'pg';
 import {
   effectFromRow,
+  emptyOutboxStats,
   eventFromRow,
   eventKey,
   type EffectRow,
@@ -327,17 +328,7 @@ export async function openPostgresOutboxStore(
     },
 
     async stats() {
-      const out: Record<EffectState | 'unrouted', number> = {
-        pending: 0,
-        leased: 0,
-        awaiting_approval: 0,
-        done: 0,
-        skipped: 0,
-        denied: 0,
-        dead: 0,
-        dropped: 0,
-        unrouted: 0,
-      };
+      const out = emptyOutboxStats();
       for (const row of await q('SELECT state, COUNT(*) AS n FROM outbox_effects GROUP BY state')) {
         out[String(row.state) as EffectState] = num(row.n);
       }
