@@ -236,7 +236,7 @@ describe('authentication', () => {
   });
 
   it('a valid JWT and an API key both open sessions as their own principals', async () => {
-    const { http, logs } = await start();
+    const { http, logs, runtime } = await start();
     const token = await jwt({ fraudgate_role: ['viewer', 'analyst'] }, { audience: http.mcpUrl });
     const viaJwt = await connect(http, token);
     const names = (await viaJwt.client.listTools()).tools.map((t) => t.name);
@@ -247,10 +247,15 @@ describe('authentication', () => {
     const requests = logs
       .filter((l) => l.includes('"http request"'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
+    // Principals are logged, as keyed hashes of their emails (logs carry no unmasked personal data).
+    const logged = (id: string) => String(runtime.redactor.redactValue(id));
     expect(
-      requests.some((r) => r.principal === 'jwt.user@example.com' && r.path === '/mcp' && r.status === 200),
+      requests.some(
+        (r) => r.principal === logged('jwt.user@example.com') && r.path === '/mcp' && r.status === 200,
+      ),
     ).toBe(true);
-    expect(requests.some((r) => r.principal === 'ana.analyst@example.com')).toBe(true);
+    expect(requests.some((r) => r.principal === logged('ana.analyst@example.com'))).toBe(true);
+    expect(logs.join('\n')).not.toContain('jwt.user@example.com');
     // Never tokens in logs.
     expect(logs.join('\n')).not.toContain(ANALYST_KEY);
     expect(logs.join('\n')).not.toContain(token.slice(-20));
