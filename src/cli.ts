@@ -27,6 +27,7 @@ import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
 import { openAutomation } from './outbox/automation.ts';
 import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
+import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
 import { createConsoleHandler } from './console/console.ts';
 import { startHttpServer, type HttpHandler } from './transports/http.ts';
 import { serveStdio } from './transports/stdio.ts';
@@ -166,6 +167,11 @@ async function serveHttp(
     devToken
       ? `fraudgate: development token (sandbox only, role admin): ${devToken}`
       : 'fraudgate: clients need a configured API key or a JWT from the identity provider (auth.key_hashes / auth.jwt)',
+    ...(devToken
+      ? SANDBOX_PERSONAS.map(
+          (p) => `fraudgate: sandbox ${p.role} ${p.id}: token ${sandboxPersonaToken(devToken, p)}`,
+        )
+      : []),
     `fraudgate: approval console: ${base}/console`,
     // The Inspector needs Node >= 22.19: the pinned Node in node_modules/.bin goes first on PATH.
     `fraudgate: try it: PATH="$PWD/node_modules/.bin:$PATH" mcp-inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,

@@ -3,7 +3,7 @@
  * approval console: given a raw bearer token, who is it? Implementations: configured API keys
  * (stored as hashes), JWTs from the organisation's identity provider, and the sandbox dev token.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config.ts';
 import type { Principal } from '../tool.ts';
@@ -22,6 +22,20 @@ export type Authenticator = (token: string) => Promise<AuthResult>;
 
 /** The principal the sandbox dev token stands for. */
 export const SANDBOX_DEV_PRINCIPAL: Principal = { id: 'sandbox-dev', kind: 'user', role: 'admin' };
+
+/**
+ * Sandbox personas, so a newcomer can watch an analyst's request be approved by a different person:
+ * their tokens are derived from the dev token (stable for a given FRAUDGATE_DEV_TOKEN).
+ */
+export const SANDBOX_PERSONAS: readonly Principal[] = [
+  { id: 'sandbox-analyst@example.com', kind: 'user', role: 'analyst' },
+  { id: 'sandbox-approver@example.com', kind: 'user', role: 'approver' },
+];
+
+/** The token of a sandbox persona, derived from the dev token. */
+export function sandboxPersonaToken(devToken: string, persona: Principal): string {
+  return createHmac('sha256', devToken).update(persona.id).digest('base64url').slice(0, 32);
+}
 
 const ROLE_RANK: readonly Principal['role'][] = ['admin', 'analyst', 'approver', 'viewer'];
 
@@ -54,6 +68,13 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const jwtConfig = options.auth.jwt;
   const jwks = options.jwks ?? (jwtConfig ? createRemoteJWKSet(new URL(jwtConfig.jwks_url)) : undefined);
   const devDigest = options.mode === 'sandbox' && options.devToken ? sha256(options.devToken) : undefined;
+  const personas = new Map(
+    options.mode === 'sandbox' && options.devToken
+      ? SANDBOX_PERSONAS.map(
+          (p) => [sha256(sandboxPersonaToken(options.devToken!, p)).toString('hex'), p] as const,
+        )
+      : [],
+  );
 
   return async (token) => {
     if (!token) return { ok: false, reason: 'missing bearer token' };
@@ -61,6 +82,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     // Constant-time: the dev token is a plain secret, not a hash lookup.
     if (devDigest && timingSafeEqual(digest, devDigest))
       return { ok: true, principal: SANDBOX_DEV_PRINCIPAL };
+    const persona = personas.get(digest.toString('hex'));
+    if (persona) return { ok: true, principal: persona };
     const key = keys.get(digest.toString('hex'));
     if (key) return { ok: true, principal: { id: key.principal, kind: key.kind, role: key.role } };
     if (!jwtConfig || !jwks || token.split('.').length !== 3) return { ok: false, reason: 'invalid token' };
