@@ -284,7 +284,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     callId: string,
   ): Promise<Approval> {
     const tool = byName.get(approval.tool);
-    const claimed = approvals.transition(approval.id, ['approved'], 'executing');
+    // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
+    const claimed = approvals.transition(approval.id, ['approved'], 'executing', {
+      executed_at: now().toISOString(),
+    });
     if (!claimed) return approvals.get(approval.id) ?? approval;
     const requester: Principal = {
       id: approval.requester,
@@ -320,6 +323,33 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           error: { code: error.code, message: error.message },
         }) ?? approval
       );
+    }
+  }
+
+  /**
+   * An approval left `executing` longer than any call can take was interrupted (the process died
+   * mid-call). An idempotent tool is run again — its upstream keys (approval id as Segment messageId,
+   * the same label) make a repeat harmless; any other tool is marked failed, because whether the
+   * first attempt reached the upstream is unknown and a blind retry could duplicate it.
+   */
+  async function recoverInterrupted(): Promise<void> {
+    const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
+    for (const stuck of approvals.list({ states: ['executing'], limit: 50 })) {
+      if (!stuck.executed_at || Date.parse(stuck.executed_at) > staleBefore) continue;
+      const tool = byName.get(stuck.tool);
+      if (tool?.idempotent) {
+        const requeued = approvals.transition(stuck.id, ['executing'], 'approved');
+        if (requeued) await executeApproval(requeued, {}, randomUUID());
+        continue;
+      }
+      approvals.transition(stuck.id, ['executing'], 'failed', {
+        error: {
+          code: ERROR_CODES.INTERNAL,
+          message:
+            'Execution was interrupted (the server stopped mid-call); whether it reached the upstream is unknown. ' +
+            'Check the upstream before requesting it again.',
+        },
+      });
     }
   }
 
@@ -640,6 +670,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
     async processApprovals() {
       await expireOverdue();
+      await recoverInterrupted();
       for (const approved of approvals.list({ states: ['approved'], limit: 50 }).reverse()) {
         await executeApproval(approved, {}, randomUUID());
       }
@@ -648,6 +679,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     decide: (approvalId, decision) => desk.decide(approvalId, decision),
   };
 }
+
+/** An approval `executing` for longer than this was interrupted: every upstream call times out well before. */
+const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
 
 /** The principal of a stdio session without FRAUDGATE_ANALYST: may read, may not write. */
 export const UNIDENTIFIED = 'unidentified';

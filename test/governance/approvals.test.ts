@@ -230,6 +230,32 @@ describe('approvals', () => {
     expect(env.runtime.approvals.get(id)?.state).toBe('executed');
   });
 
+  it('a crash mid-execution: an idempotent action runs again once; a non-idempotent one is marked failed', async () => {
+    env = await setup({ config: { approvals: { tools: { send_sift_event: 'approval' } } } });
+    const label = await env.callTool('apply_label', LABEL);
+    const event = await env.callTool('send_sift_event', {
+      event: { event_type: 'logout', user_id: 'sandbox-high-risk' },
+    });
+    const labelId = String(label.error.approval_id);
+    const eventId = String(event.error.approval_id);
+    const longAgo = new Date(Date.now() - 60 * 60 * 1000).toISOString();
+    for (const id of [labelId, eventId]) {
+      await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+      // What a process killed mid-call leaves behind.
+      env.runtime.approvals.transition(id, ['approved'], 'executing', { executed_at: longAgo });
+    }
+    await env.runtime.pipeline.processApprovals();
+    await env.runtime.pipeline.processApprovals();
+    expect(env.runtime.approvals.get(labelId)?.state).toBe('executed');
+    expect(labelsReceived()).toHaveLength(1);
+    expect(env.runtime.approvals.get(eventId)).toMatchObject({
+      state: 'failed',
+      error: { code: 'INTERNAL' },
+    });
+    expect(env.runtime.approvals.get(eventId)?.error?.message).toContain('interrupted');
+    expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
+  });
+
   it('suppress_user waits for approval and then writes the suppression trait the audience keys on', async () => {
     env = await setup();
     const result = await env.callTool('suppress_user', {
