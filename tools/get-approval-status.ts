@@ -6,7 +6,8 @@ export const getApprovalStatus = defineTool({
   name: 'get_approval_status',
   title: 'Check an approval',
   description:
-    'Check a pending approval returned by a destructive tool (apply_label, suppress_user): its state ' +
+    'Check a pending approval returned by a destructive tool (apply_label, remove_label, apply_decision, ' +
+    'suppress_user) or a write your policy gates: its state ' +
     '(pending, approved, denied, expired, executing, executed, failed), who decided and why, the evidence the ' +
     'approver saw, and once executed the result. Approved actions run automatically; never call the ' +
     'original tool again for the same action.',
