@@ -22,7 +22,7 @@ import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { FraudgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { startSandbox } from './sandbox/sandbox.ts';
+import { resolveUpstreams } from './sandbox/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
 import { openAutomation } from './outbox/automation.ts';
@@ -88,11 +88,8 @@ function configFlags(values: CliValues): ConfigFlags {
 
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
-  let { config, secrets } = loaded;
-  const sandbox = config.mode === 'sandbox' ? await startSandbox(config) : undefined;
+  const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   if (sandbox) {
-    config = { ...config, ...sandbox.config };
-    secrets = { ...secrets, ...sandbox.secrets };
     process.stderr.write(
       `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n`,
     );

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as z from 'zod';
+import { ABUSE_TYPES } from './clients/types.ts';
 import { InvalidInputError, type FieldIssue } from './errors.ts';
 
 const approvalMode = z
@@ -39,14 +40,7 @@ const decisionEffect = z.strictObject({
 });
 
 /** Sift abuse types as config spells them (feedback labels, score sync). */
-const siftAbuseType = z.enum([
-  'payment_abuse',
-  'account_abuse',
-  'content_abuse',
-  'promotion_abuse',
-  'account_takeover',
-  'legacy',
-]);
+const siftAbuseType = z.enum(ABUSE_TYPES);
 
 export const configSchema = z.strictObject({
   /** Where approvals (SQLite), the audit log and keys live. */

@@ -9,7 +9,7 @@ import type { LoadedConfig } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { databasePath, openRuntime } from '../runtime.ts';
-import { startSandbox } from '../sandbox/sandbox.ts';
+import { resolveUpstreams } from '../sandbox/sandbox.ts';
 import { openSqliteSyncStateStore } from '../store/sync-state-store.ts';
 import {
   createAutomationPipeline,
@@ -67,12 +67,7 @@ export async function runSyncCommand(
     throw new InvalidInputError([{ field: 'command', message: `expected scores or feedback (${USAGE})` }]);
   }
   const logger = createLogger();
-  let { config, secrets } = loaded;
-  const sandbox = config.mode === 'sandbox' ? await startSandbox(config) : undefined;
-  if (sandbox) {
-    config = { ...config, ...sandbox.config };
-    secrets = { ...secrets, ...sandbox.secrets };
-  }
+  const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   const runtime = await openRuntime({ config, secrets, tools, logger });
   const state = openSqliteSyncStateStore(databasePath(config));
   const stop = new AbortController();

@@ -54,3 +54,16 @@ export async function startSandbox(
     },
   };
 }
+
+/**
+ * The upstreams a command talks to: in sandbox mode, start the emulators and point config and
+ * secrets at them; in live mode, the configuration as given. Callers close `sandbox` when done.
+ */
+export async function resolveUpstreams(
+  config: Config,
+  secrets: Secrets,
+): Promise<{ config: Config; secrets: Secrets; sandbox?: Sandbox }> {
+  if (config.mode !== 'sandbox') return { config, secrets };
+  const sandbox = await startSandbox(config);
+  return { config: { ...config, ...sandbox.config }, secrets: { ...secrets, ...sandbox.secrets }, sandbox };
+}
