@@ -21,7 +21,7 @@ import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { FraudgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
-import { openRuntime, type Runtime } from './runtime.ts';
+import { openConfiguredStore, openRuntime, replicaIdFor, type Runtime } from './runtime.ts';
 import { resolveUpstreams } from './sandbox/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
@@ -101,11 +101,24 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const runtime = await openRuntime({ config, secrets, tools, logger });
+  // One store per process, shared by the MCP runtime and the automation worker.
+  const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
+    // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
+    await sandbox?.close();
+    throw error;
+  });
+  const runtime = await openRuntime({ config, secrets, tools, logger, store });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const automation = await openAutomation({ config, secrets, tools, logger });
+    const automation = await openAutomation({
+      config,
+      secrets,
+      tools,
+      logger,
+      store,
+      owner: replicaIdFor(config, 'http'),
+    });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,
@@ -121,6 +134,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       async () => {
         await automation.close();
         await runtime.close();
+        await store.close();
         await sandbox?.close();
       },
       [webhook],
@@ -129,6 +143,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   }
   await serveStdio(runtime, async () => {
     await runtime.close();
+    await store.close();
     await sandbox?.close();
     process.exit(0);
   });
@@ -213,7 +228,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'audit':
         return await runAuditCommand(rest, values, loaded);
       case 'identities':
-        return runIdentitiesCommand(rest, values, loaded);
+        return await runIdentitiesCommand(rest, values, loaded);
       case 'outbox':
         return await runOutboxCommand(rest, values, loaded);
       case 'sync':

@@ -1,10 +1,11 @@
 /**
- * The runtime behind every transport: upstream clients, the approval store, the audit log and the
- * governance pipeline, wired from a resolved configuration. `fraudgate serve`, the tests and the
- * benchmarks all build it the same way.
+ * The runtime behind every transport: upstream clients, the store (approvals, identities, …), the
+ * audit log and the governance pipeline, wired from a resolved configuration. `fraudgate serve`, the
+ * tests and the benchmarks all build it the same way.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
@@ -19,16 +20,19 @@ import { createRateLimiter, createRedisRateLimiter } from './governance/rate-lim
 import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
-import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
-import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
+import type { ApprovalStore } from './store/approval-store.ts';
+import type { IdentityStore } from './store/identity-store.ts';
+import { openStore, type Store } from './store/store.ts';
 import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
   config: Config;
   pipeline: Pipeline;
   desk: ApprovalDesk;
+  /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
+  store: Store;
   approvals: ApprovalStore;
-  /** Sift → Segment id mappings and the identity review list (same SQLite file as approvals). */
+  /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
   audit: AuditLog;
   redactor: Redactor;
@@ -40,7 +44,6 @@ export interface Runtime {
 }
 
 export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -56,15 +59,62 @@ export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Sec
   return key;
 }
 
-/** The store, audit log and approval desk only: what the `approvals` and `audit` CLI commands need. */
-export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger) {
+/**
+ * This process's replica id: FRAUDGATE_REPLICA_ID (`replica_id`), else host name + HTTP port, which
+ * stays the same across restarts so a restarted replica takes its own leases back at once. Processes
+ * without a stable port (stdio, port 0, workers) add their pid: two of them on one host must differ.
+ */
+export function replicaIdFor(
+  config: Pick<Config, 'replica_id' | 'http'>,
+  role: 'http' | 'stdio' | 'worker',
+): string {
+  if (config.replica_id) return config.replica_id;
+  if (role === 'http' && config.http.port !== 0) return `${hostname()}:${config.http.port}`;
+  return `${hostname()}:${role}:${process.pid}`;
+}
+
+/**
+ * Open the configured store, logging (not crashing on) connection failures and start-up waits.
+ * One per process: pass it to `openRuntime` and `openAutomation` so they share it.
+ */
+export function openConfiguredStore(config: Config, secrets: Secrets, logger: Logger): Promise<Store> {
+  let lastWarning = 0;
+  return openStore(config, secrets, {
+    onConnectionError(error) {
+      // pg replaces the connection on next use; one warning a minute is enough for the operator.
+      if (Date.now() - lastWarning < 60_000) return;
+      lastWarning = Date.now();
+      logger.warn('store connection lost; reconnecting on next use', { error: error.message });
+    },
+    onWaiting: (message) => logger.warn(message),
+  });
+}
+
+/**
+ * The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need.
+ * `close()` closes what it opened (the store only when it was not given one).
+ */
+export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger, store?: Store) {
   mkdirSync(config.data_dir, { recursive: true });
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const audit = await openAuditLog(auditPath(config), { redactor });
-  const approvals = openSqliteApprovalStore(databasePath(config));
-  const identities = openSqliteIdentityStore(databasePath(config), config.identity);
-  const desk = createApprovalDesk({ approvals, audit, logger });
-  return { redactor, audit, approvals, identities, desk };
+  const ownStore = store ?? (await openConfiguredStore(config, secrets, logger));
+  const audit = await openAuditLog(auditPath(config), { redactor }).catch(async (error: unknown) => {
+    if (!store) await ownStore.close();
+    throw error;
+  });
+  const desk = createApprovalDesk({ approvals: ownStore.approvals, audit, logger });
+  return {
+    redactor,
+    audit,
+    store: ownStore,
+    approvals: ownStore.approvals,
+    identities: ownStore.identities,
+    desk,
+    async close() {
+      await audit.close();
+      if (!store) await ownStore.close();
+    },
+  };
 }
 
 export function createClients(config: Config, secrets: Secrets): UpstreamClients {
@@ -136,9 +186,16 @@ export async function openRuntime(options: {
   logger: Logger;
   /** Inject clients (e.g. already built for the sandbox); default: built from config and secrets. */
   clients?: UpstreamClients;
+  /** The process's store; default: opened here (and closed by `close()`). */
+  store?: Store;
 }): Promise<Runtime> {
   const { config, secrets } = options;
-  const state = await openGovernanceState(config, secrets, options.logger);
+  const { close: closeState, ...state } = await openGovernanceState(
+    config,
+    secrets,
+    options.logger,
+    options.store,
+  );
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
   const clients = options.clients ?? createClients(config, secrets);
@@ -186,9 +243,7 @@ export async function openRuntime(options: {
         clients.salesforce.close(),
         rateLimiter.close(),
       ]);
-      await state.audit.close();
-      state.approvals.close();
-      state.identities.close();
+      await closeState();
     },
   };
 }

@@ -6,8 +6,8 @@
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
-import { databasePath } from '../runtime.ts';
-import { openSqliteIdentityStore } from '../store/identity-store.ts';
+import { createLogger } from '../logger.ts';
+import { openConfiguredStore } from '../runtime.ts';
 
 const USAGE =
   'Usage: fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list [--json] | unmatched [--json]';
@@ -18,16 +18,21 @@ function checkId(field: string, value: string | undefined) {
     : [{ field, message: 'give an id of 1–255 characters without spaces' }];
 }
 
-export function runIdentitiesCommand(args: string[], values: CliValues, loaded: LoadedConfig): number {
+export async function runIdentitiesCommand(
+  args: string[],
+  values: CliValues,
+  loaded: LoadedConfig,
+): Promise<number> {
   const [sub, siftId, segmentId] = args;
   const out = (text: string) => process.stdout.write(text + '\n');
-  const store = openSqliteIdentityStore(databasePath(loaded.config), loaded.config.identity);
+  const store = await openConfiguredStore(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
+  const identities = store.identities;
   try {
     switch (sub) {
       case 'map': {
         const issues = [...checkId('SIFT_ID', siftId), ...checkId('SEGMENT_ID', segmentId)];
         if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
-        store.map({
+        await identities.map({
           sift_user_id: siftId!,
           segment_user_id: segmentId!,
           mapped_by: values.as?.trim() || 'cli',
@@ -39,12 +44,12 @@ export function runIdentitiesCommand(args: string[], values: CliValues, loaded: 
       case 'unmap': {
         const issues = checkId('SIFT_ID', siftId);
         if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
-        const removed = store.unmap(siftId!);
+        const removed = await identities.unmap(siftId!);
         out(removed ? `Removed the stored mapping of ${siftId}.` : `No stored mapping for ${siftId}.`);
         return 0;
       }
       case 'list': {
-        const mappings = store.listMappings();
+        const mappings = await identities.listMappings();
         if (values.json) out(JSON.stringify(mappings, null, 2));
         else if (mappings.length === 0) out('No stored mappings.');
         else
@@ -56,7 +61,7 @@ export function runIdentitiesCommand(args: string[], values: CliValues, loaded: 
         return 0;
       }
       case 'unmatched': {
-        const { items } = store.listUnmatched({ limit: 200 });
+        const { items } = await identities.listUnmatched({ limit: 200 });
         if (values.json) out(JSON.stringify(items, null, 2));
         else if (items.length === 0) out('The identity review list is empty.');
         else
@@ -76,6 +81,6 @@ export function runIdentitiesCommand(args: string[], values: CliValues, loaded: 
         return 2;
     }
   } finally {
-    store.close();
+    await store.close();
   }
 }

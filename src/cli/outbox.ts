@@ -15,9 +15,9 @@ import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
-import { openAutomation, openOutboxStore } from '../outbox/automation.ts';
-import type { OutboxEffect } from '../outbox/outbox-store.ts';
+import { openAutomation } from '../outbox/automation.ts';
 import { openGovernanceState } from '../runtime.ts';
+import type { OutboxEffect } from '../store/outbox-store.ts';
 
 function line(e: OutboxEffect): string {
   return [
@@ -41,7 +41,8 @@ export async function runOutboxCommand(
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
-  const store = await openOutboxStore(loaded.config, loaded.secrets);
+  const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
+  const store = state.store.outbox;
   try {
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
@@ -95,25 +96,15 @@ export async function runOutboxCommand(
           );
           return 1;
         }
-        const state = await openGovernanceState(
-          loaded.config,
-          loaded.secrets,
-          createLogger({ level: 'warn' }),
-        );
-        try {
-          const effect = await store.get(effectId);
-          await state.audit.append({
-            event: sub === 'retry' ? 'requeued' : 'dropped',
-            call_id: randomUUID(),
-            tool: effect?.tool,
-            principal: { id: values.as, kind: 'user', role: 'admin' },
-            target: `outbox_effect:${effectId}`,
-            ...(values.reason ? { outcome: { message: values.reason } } : {}),
-          });
-        } finally {
-          await state.audit.close();
-          state.approvals.close();
-        }
+        const effect = await store.get(effectId);
+        await state.audit.append({
+          event: sub === 'retry' ? 'requeued' : 'dropped',
+          call_id: randomUUID(),
+          tool: effect?.tool,
+          principal: { id: values.as, kind: 'user', role: 'admin' },
+          target: `outbox_effect:${effectId}`,
+          ...(values.reason ? { outcome: { message: values.reason } } : {}),
+        });
         out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
         return 0;
       }
@@ -124,7 +115,7 @@ export async function runOutboxCommand(
         return 2;
     }
   } finally {
-    await store.close();
+    await state.close();
   }
 }
 

@@ -339,7 +339,10 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       throw new ConsoleHttpError(400, 'view must be pending or history.');
     // As the CLI does: overdue approvals become `expired` (with their audit record) before anyone sees them.
     await desk.expireOverdue();
-    const list = approvals.list({ states: view === 'pending' ? ['pending'] : HISTORY_STATES, limit: 200 });
+    const list = await approvals.list({
+      states: view === 'pending' ? ['pending'] : HISTORY_STATES,
+      limit: 200,
+    });
     sendJson(res, 200, {
       view,
       now: now().toISOString(),

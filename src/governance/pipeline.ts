@@ -105,16 +105,16 @@ function toView(a: Approval): ApprovalView {
 
 /** The identity directory of a pipeline without a store: no mappings, an always-empty review list. */
 const transientIdentities: IdentityDirectory = {
-  segmentIdFor: (siftUserId) => ({ segment_user_id: siftUserId, source: 'same' }),
-  recordUnmatched: ({ sift_user_id, tried, at }) => ({
+  segmentIdFor: async (siftUserId) => ({ segment_user_id: siftUserId, source: 'same' }),
+  recordUnmatched: async ({ sift_user_id, tried, at }) => ({
     sift_user_id,
     tried,
     first_seen_at: at.toISOString(),
     last_seen_at: at.toISOString(),
     times_seen: 1,
   }),
-  resolveUnmatched: () => false,
-  listUnmatched: () => ({ items: [] }),
+  resolveUnmatched: async () => false,
+  listUnmatched: async () => ({ items: [] }),
 };
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
@@ -149,8 +149,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     progress: channel.progress ?? (async () => {}),
     now,
     approvals: {
-      get: (id) => {
-        const a = approvals.get(id);
+      get: async (id) => {
+        const a = await approvals.get(id);
         return a ? toView(a) : undefined;
       },
     },
@@ -285,10 +285,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   ): Promise<Approval> {
     const tool = byName.get(approval.tool);
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
-    const claimed = approvals.transition(approval.id, ['approved'], 'executing', {
+    const claimed = await approvals.transition(approval.id, ['approved'], 'executing', {
       executed_at: now().toISOString(),
     });
-    if (!claimed) return approvals.get(approval.id) ?? approval;
+    if (!claimed) return (await approvals.get(approval.id)) ?? approval;
     const requester: Principal = {
       id: approval.requester,
       role: approval.requester_role as Principal['role'],
@@ -296,9 +296,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     };
     if (!tool) {
       return (
-        approvals.transition(approval.id, ['executing'], 'failed', {
+        (await approvals.transition(approval.id, ['executing'], 'failed', {
           error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` },
-        }) ?? approval
+        })) ?? approval
       );
     }
     try {
@@ -310,18 +310,18 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         idempotencyKey: approval.id,
       });
       return (
-        approvals.transition(approval.id, ['executing'], 'executed', {
+        (await approvals.transition(approval.id, ['executing'], 'executed', {
           executed_at: now().toISOString(),
           result: output,
-        }) ?? approval
+        })) ?? approval
       );
     } catch (thrown) {
       const error = toFraudgateError(thrown);
       return (
-        approvals.transition(approval.id, ['executing'], 'failed', {
+        (await approvals.transition(approval.id, ['executing'], 'failed', {
           executed_at: now().toISOString(),
           error: { code: error.code, message: error.message },
-        }) ?? approval
+        })) ?? approval
       );
     }
   }
@@ -334,15 +334,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
    */
   async function recoverInterrupted(): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
-    for (const stuck of approvals.list({ states: ['executing'], limit: 50 })) {
+    for (const stuck of await approvals.list({ states: ['executing'], limit: 50 })) {
       if (!stuck.executed_at || Date.parse(stuck.executed_at) > staleBefore) continue;
       const tool = byName.get(stuck.tool);
       if (tool?.idempotent) {
-        const requeued = approvals.transition(stuck.id, ['executing'], 'approved');
+        const requeued = await approvals.transition(stuck.id, ['executing'], 'approved');
         if (requeued) await executeApproval(requeued, {}, randomUUID());
         continue;
       }
-      approvals.transition(stuck.id, ['executing'], 'failed', {
+      await approvals.transition(stuck.id, ['executing'], 'failed', {
         error: {
           code: ERROR_CODES.INTERNAL,
           message:
@@ -418,7 +418,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
       await sleep(config.approvals.poll_ms, channel.signal);
       await expireOverdue();
-      current = approvals.get(current.id) ?? current;
+      current = (await approvals.get(current.id)) ?? current;
     }
   }
 
@@ -435,9 +435,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const base = auditFields(tool, args, principal, meta);
 
     await expireOverdue();
-    const open = approvals.findOpen({
+    const open = await approvals.findOpen({
       tool: tool.name,
       args_hash: meta.argsHash,
+      target: meta.target,
       requester: principal.id,
       policy_version: policyVersion,
     });
@@ -481,7 +482,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const error = toFraudgateError(thrown);
       evidence = { unavailable: error.message };
     }
-    const created = approvals.create({
+    const { approval: created, created: isNew } = await approvals.create({
       id: `apr_${randomUUID().replaceAll('-', '').slice(0, 20)}`,
       tool: tool.name,
       args,
@@ -496,7 +497,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
-    await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    // Not new: the same call opened it meanwhile (on this replica or another); wait on that one.
+    if (isNew) await record({ ...base, event: 'approval_requested', approval_id: created.id });
     return awaitDecision(created, channel, meta.callId);
   }
 
@@ -671,7 +673,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     async processApprovals() {
       await expireOverdue();
       await recoverInterrupted();
-      for (const approved of approvals.list({ states: ['approved'], limit: 50 }).reverse()) {
+      for (const approved of (await approvals.list({ states: ['approved'], limit: 50 })).reverse()) {
         await executeApproval(approved, {}, randomUUID());
       }
     },

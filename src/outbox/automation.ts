@@ -8,12 +8,11 @@ import type { SiftClient, SiftDecisionDefinition, UpstreamClients } from '../cli
 import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
 import type { Logger } from '../logger.ts';
-import { createClients, databasePath, openRuntime, type Runtime } from '../runtime.ts';
+import { createClients, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
 import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
-import { InvalidInputError } from '../errors.ts';
-import { openSqliteOutboxStore, type OutboxStore } from './outbox-store.ts';
-import { openPostgresOutboxStore } from './pg-outbox-store.ts';
+import type { OutboxStore } from '../store/outbox-store.ts';
+import type { Store } from '../store/store.ts';
 import { automationConfig, createOutboxWorker, type OutboxWorker } from './outbox-worker.ts';
 
 export interface Automation {
@@ -88,21 +87,6 @@ export function createAutomationClients(
   };
 }
 
-/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
-export async function openOutboxStore(
-  config: Config,
-  secrets: Pick<Secrets, 'postgresUrl'>,
-): Promise<OutboxStore> {
-  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
-  if (!secrets.postgresUrl) {
-    throw new InvalidInputError(
-      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
-      'Missing configuration',
-    );
-  }
-  return openPostgresOutboxStore(secrets.postgresUrl);
-}
-
 export async function openAutomation(options: {
   config: Config;
   secrets: Secrets;
@@ -113,6 +97,8 @@ export async function openAutomation(options: {
   owner?: string;
   /** false: one upstream request per record (the benchmark's naive baseline). */
   batching?: boolean;
+  /** The process's store (shared with its MCP runtime); default: opened here and closed by `close()`. */
+  store?: Store;
 }): Promise<Automation> {
   const config = automationConfig(options.config);
   const clients = createAutomationClients(config, options.secrets, options.clients, options.batching ?? true);
@@ -122,8 +108,9 @@ export async function openAutomation(options: {
     tools: options.tools,
     logger: options.logger,
     clients,
+    ...(options.store ? { store: options.store } : {}),
   });
-  const store = await openOutboxStore(config, options.secrets);
+  const store = runtime.store.outbox;
   const worker = createOutboxWorker({
     runtime,
     store,
@@ -139,7 +126,6 @@ export async function openAutomation(options: {
       await worker.stop();
       await clients.batcher.flush();
       await runtime.close();
-      await store.close();
     },
   };
 }

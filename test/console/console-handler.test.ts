@@ -14,7 +14,9 @@ import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import type { ApprovalStore } from '../../src/store/approval-store.ts';
+import { openStore, type Store } from '../../src/store/store.ts';
 import type { Principal } from '../../src/tool.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
@@ -30,6 +32,7 @@ let clock = Date.now();
 let dir: string;
 let audit: AuditLog;
 let approvals: ApprovalStore;
+let store: Store;
 let server: Server;
 let base: string;
 
@@ -64,12 +67,13 @@ async function signIn(token = 'approver-token') {
   return { res, csrf: body.csrf_token, cookie, jar: cookie.split(';')[0] ?? '' };
 }
 
-function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
-  approvals.create({
+async function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
+  await approvals.create({
     id,
     tool: 'apply_label',
     args: { user_id: 'u1' },
-    args_hash: 'h',
+    // One binding per approval: the store keeps at most one open approval per call.
+    args_hash: `h-${id}`,
     target: 'sift_user:u1',
     requester: overrides.requester ?? 'ana.analyst@example.com',
     requester_role: 'analyst',
@@ -86,13 +90,14 @@ beforeEach(async () => {
   clock = Date.now();
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
   audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
-  approvals = openSqliteApprovalStore(':memory:');
+  store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
+  approvals = store.approvals;
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await audit.close();
-  approvals.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -152,7 +157,7 @@ describe('console handler', () => {
       });
 
     expect((await post('/console/api/approvals/apr_missing/approve', '{}')).status).toBe(404);
-    pending('apr_one');
+    await pending('apr_one');
     const deny = await post('/console/api/approvals/apr_one/deny', '{}');
     expect(deny.status).toBe(400);
     expect(((await deny.json()) as { error: { message: string } }).error.message).toContain('reason');
@@ -165,14 +170,14 @@ describe('console handler', () => {
         .status,
     ).toBe(413);
     expect((await post('/console/api/approvals/apr_one/approve', '{')).status).toBe(400);
-    expect(approvals.get('apr_one')?.state).toBe('pending');
+    expect((await approvals.get('apr_one'))?.state).toBe('pending');
 
     const ok = await post(
       '/console/api/approvals/apr_one/approve',
       JSON.stringify({ reason: 'looks right' }),
     );
     expect(ok.status).toBe(200);
-    expect(approvals.get('apr_one')).toMatchObject({
+    expect(await approvals.get('apr_one')).toMatchObject({
       state: 'approved',
       decided_by: APPROVER.id,
       reason: 'looks right',
@@ -185,9 +190,9 @@ describe('console handler', () => {
   it('lists pending newest first and history, expiring overdue approvals first', async () => {
     await serve();
     const { jar } = await signIn();
-    pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
+    await pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
     clock += 10;
-    pending('apr_new');
+    await pending('apr_new');
     const list = async (view: string) =>
       (
         (await (
