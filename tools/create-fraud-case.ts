@@ -22,12 +22,13 @@ interface CaseRow {
 async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const q = soqlQuote(user);
+  const siftId = ctx.config.mapping.salesforce_fields.sift_user_id;
   const [accounts, contacts] = await Promise.all([
-    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE ${siftId} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
     sf.query<{ Id: string; AccountId?: string }>(
-      `SELECT Id, AccountId FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`,
+      `SELECT Id, AccountId FROM Contact WHERE ${siftId} = ${q} LIMIT 1`,
       { signal: ctx.signal },
     ),
   ]);
@@ -76,7 +77,8 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
   const band = highest?.risk_band ?? 'low';
   const siftScore = highest?.sift_score ?? 0;
   const q = soqlQuote(input.user_id);
-  const fraudCases = `FROM Case WHERE Sift_User_Id__c = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
+  const names = ctx.config.mapping.salesforce_fields;
+  const fraudCases = `FROM Case WHERE ${names.sift_user_id} = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
 
   const open = await sf.query<CaseRow>(
     `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
@@ -122,8 +124,8 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
     Origin: settings.case_origin,
     Type: settings.case_type,
     OwnerId: queues[0].Id,
-    Sift_User_Id__c: input.user_id,
-    Sift_Score__c: siftScore,
+    [names.sift_user_id]: input.user_id,
+    [names.score]: siftScore,
     Fraudgate_Key__c: key,
   };
   if (match.account_id) record.AccountId = match.account_id;

@@ -7,11 +7,7 @@ import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.
 import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
 
-type CrmRow = {
-  Id: string;
-  OwnerId?: string;
-  Sift_Decision__c?: string | null;
-};
+type CrmRow = { Id: string; OwnerId?: string; [field: string]: unknown };
 
 /** How many recent feed posts are searched for this sync's marker before posting again. */
 const FEED_LOOKBACK = 20;
@@ -23,12 +19,13 @@ const FEED_LOOKBACK = 20;
 async function matchRecords(user: string, given: { email?: string; phone?: string }, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const q = soqlQuote(user);
-  const fields = 'Id, OwnerId, Sift_Decision__c';
+  const names = ctx.config.mapping.salesforce_fields;
+  const fields = `Id, OwnerId, ${names.decision}`;
   const [accounts, contacts] = await Promise.all([
-    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
-    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
   ]);
@@ -83,7 +80,7 @@ async function prepare(
     decision
       ? `Sift decision for user ${args.user_id}: ${value} (${decision.decision_id}, ${decision.category}, ${decision.abuse_type}, decided ${decision.decided_at}).`
       : `Sift user ${args.user_id} has no current decision: ${value}.`,
-    `Synced to Sift_Decision__c by ${ctx.principal.id} through fraudgate. ${marker}`,
+    `Synced to ${ctx.config.mapping.salesforce_fields.decision} by ${ctx.principal.id} through fraudgate. ${marker}`,
   ].join('\n');
   return { decision, value, marker, body, match: matched.match, records: matched.records };
 }
@@ -93,8 +90,8 @@ export const syncDecisionToSalesforce = defineTool({
   title: "Sync a user's Sift decision to Salesforce",
   description:
     "Copy a user's current Sift decision (read from Sift itself — you cannot supply it) onto the matching Salesforce " +
-    'Account and Contact (field Sift_Decision__c, value from the configured mapping) and post a Chatter note on each ' +
-    "record's feed so its owner sees the change. Records are matched by Sift_User_Id__c, then a Contact by email, " +
+    'Account and Contact (the configured decision field, value from the configured mapping) and post a Chatter note on each ' +
+    "record's feed so its owner sees the change. Records are matched by Sift user id, then a Contact by email, " +
     "then phone (yours, else the user's Segment profile). NOT_FOUND when nothing matches (the user goes on the " +
     'identity review list). Safe to repeat: the same decision is never posted twice.',
   risk: 'write',
@@ -120,9 +117,7 @@ export const syncDecisionToSalesforce = defineTool({
   output: z.object({
     user_id: z.string(),
     decision: currentDecisionSummary.nullable(),
-    salesforce_value: z
-      .string()
-      .describe('The Sift_Decision__c value written (from the configured mapping).'),
+    salesforce_value: z.string().describe('The decision field value written (from the configured mapping).'),
     match: z.enum(['sift_user_id', 'email', 'phone']),
     records: z.array(
       z.object({
@@ -141,20 +136,21 @@ export const syncDecisionToSalesforce = defineTool({
   evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
   async plan(args, ctx) {
     const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });
+    const field = ctx.config.mapping.salesforce_fields.decision;
     const posted = await Promise.all(records.map((r) => alreadyPosted(r.row.Id, marker, ctx)));
     return {
       current: {
         records: records.map((r) => ({
           sobject: r.sobject,
           id: r.row.Id,
-          Sift_Decision__c: r.row.Sift_Decision__c ?? null,
+          [field]: r.row[field] ?? null,
         })),
       },
       changes: {
         update: records.map((r) => ({
           sobject: r.sobject,
           id: r.row.Id,
-          fields: { Sift_Decision__c: value },
+          fields: { [field]: value },
         })),
         chatter_posts: records.flatMap((r, i) => (posted[i] ? [] : [{ ParentId: r.row.Id, Body: body }])),
       },
@@ -163,9 +159,10 @@ export const syncDecisionToSalesforce = defineTool({
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
     const { decision, value, body, marker, match, records } = await prepare(args, ctx, { recordMatch: true });
+    const field = ctx.config.mapping.salesforce_fields.decision;
     const out = [];
     for (const record of records) {
-      await sf.update(record.sobject, { Id: record.row.Id, Sift_Decision__c: value }, { signal: ctx.signal });
+      await sf.update(record.sobject, { Id: record.row.Id, [field]: value }, { signal: ctx.signal });
       const posted = await alreadyPosted(record.row.Id, marker, ctx);
       const post = posted
         ? undefined
@@ -178,7 +175,7 @@ export const syncDecisionToSalesforce = defineTool({
         sobject: record.sobject,
         id: record.row.Id,
         owner_id: record.row.OwnerId ?? null,
-        previous_value: record.row.Sift_Decision__c ?? null,
+        previous_value: typeof record.row[field] === 'string' ? record.row[field] : null,
         chatter_post_id: post?.id ?? null,
       });
     }

@@ -89,7 +89,12 @@ async function prepare(
   ctx: ToolContext,
 ) {
   const segmentUser = await segmentUserIdFor(args.user_id, ctx);
-  const props = properties.parse(await outcome(args.event, args, ctx));
+  const facts = properties.parse(await outcome(args.event, args, ctx));
+  // Column names are the mapping's (mapping.track_properties); the facts are always the same set.
+  const names = ctx.config.mapping.track_properties;
+  const props = Object.fromEntries(
+    (Object.keys(facts) as (keyof Properties)[]).map((key) => [names[key], facts[key]]),
+  );
   const name = ctx.config.mapping.track_events[args.event];
   // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once.
   const messageId = `fg-evt-${createHash('sha256')
@@ -129,7 +134,11 @@ export const trackFraudEvent = defineTool({
       .string()
       .describe('The Segment user the event was sent for (identity mapping applied).'),
     event: z.string().describe('The Segment event name sent.'),
-    properties,
+    properties: z
+      .record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]))
+      .describe(
+        'source, abuse_type, sift_score, risk_band, decision_id, decision_category, is_bad, outcome_at, case_id (names per configuration).',
+      ),
     message_id: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
