@@ -178,7 +178,7 @@ export async function startHttpServer(
   const { config, logger } = runtime;
   const httpConfig = config.http;
   const host = options.host ?? httpConfig.host;
-  const metrics = options.metrics ?? createMetrics();
+  const metrics = options.metrics ?? createMetrics({ toolNames: runtime.tools.map((t) => t.name) });
   const sessions = new Map<string, Session>();
   let initializing = 0;
   let draining = false;
