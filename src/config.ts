@@ -277,10 +277,14 @@ export const configSchema = z.strictObject({
     host: z.string().min(1),
     /** 0 picks a free port. */
     port: z.number().int().min(0).max(65535),
-    /** Open MCP sessions at most; further initializations get 503. */
+    /** Open MCP sessions at most, across all replicas; further initializations get 503. */
     max_sessions: z.number().int().positive(),
+    /** Open MCP sessions per principal at most, so one client cannot take every slot; more get 429. */
+    max_sessions_per_principal: z.number().int().positive(),
     /** A session with no request for this long is closed. */
     idle_timeout_ms: z.number().int().positive(),
+    /** A session that never sent a request after the handshake is closed after this long. */
+    unused_session_timeout_ms: z.number().int().positive(),
     /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
     body_limit_bytes: z.number().int().positive(),
     /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
@@ -491,7 +495,9 @@ export const DEFAULTS: Config = {
     host: '127.0.0.1',
     port: 8787,
     max_sessions: 100,
+    max_sessions_per_principal: 10,
     idle_timeout_ms: 30 * 60 * 1000,
+    unused_session_timeout_ms: 30_000,
     body_limit_bytes: 1024 * 1024,
     allowed_origins: [],
     allowed_hosts: [],
