@@ -137,8 +137,13 @@ export const configSchema = z.strictObject({
     }),
   }),
   approvals: z.strictObject({
-    /** Per-tool approval mode; tools not listed use the default for their risk. */
+    /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
     tools: z.record(z.string(), approvalMode),
+    /**
+     * Destructive tools (and BLOCK decisions) need an approver other than the requester; the tools or
+     * per-call keys listed here opt in to letting the requester approve (or confirm in-band) their own call.
+     */
+    self_approval: z.array(z.string().min(1)),
     default_for_write: approvalMode,
     default_for_destructive: approvalMode,
     /** Whether out-of-band approval (CLI / console) is an available channel. Off + no elicitation = refuse. */
@@ -347,6 +352,11 @@ export interface Secrets {
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
   devToken?: string;
+  /**
+   * FRAUDGATE_APPROVER_TOKEN: the credential (API key or JWT, as the HTTP server accepts) of the human
+   * running a governance CLI command such as `approvals approve`; it names the actor in the audit.
+   */
+  approverToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
   /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
@@ -428,6 +438,7 @@ export const DEFAULTS: Config = {
   },
   approvals: {
     tools: {},
+    self_approval: [],
     default_for_write: 'none',
     default_for_destructive: 'approval',
     out_of_band: true,
@@ -570,6 +581,7 @@ export function readSecrets(env: Env): Secrets {
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
+    approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')

@@ -54,6 +54,9 @@ export const AUDIT_EVENTS = [
   'dropped',
   // Refusals past a principal's refusal budget, counted rather than recorded one by one.
   'refusals_counted',
+  // Governance data changed by an authenticated human (src/cli).
+  'identity_mapped',
+  'identity_unmapped',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
