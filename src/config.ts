@@ -39,6 +39,9 @@ const decisionEffect = z.strictObject({
   salesforce_value: z.string().min(1),
 });
 
+/** A Salesforce field API name; also what keeps configured names safe inside SOQL. */
+const fieldApiName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a Salesforce field API name');
+
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
@@ -155,10 +158,46 @@ export const configSchema = z.strictObject({
       decision_applied: z.string().min(1),
       label_applied: z.string().min(1),
     }),
+    /** Property names of `track_fraud_event`'s events (warehouse column names follow them). */
+    track_properties: z.strictObject({
+      source: z.string().min(1),
+      abuse_type: z.string().min(1),
+      sift_score: z.string().min(1),
+      risk_band: z.string().min(1),
+      decision_id: z.string().min(1),
+      decision_category: z.string().min(1),
+      is_bad: z.string().min(1),
+      outcome_at: z.string().min(1),
+      case_id: z.string().min(1),
+    }),
+    /** Salesforce field API names fraudgate reads and writes (custom fields of your org). */
+    salesforce_fields: z.strictObject({
+      /** On Account, Contact, Lead and Case: the Sift user id that links a record to Sift. */
+      sift_user_id: fieldApiName,
+      /** On Account and Contact: the decision value (`decisions.*.salesforce_value`). */
+      decision: fieldApiName,
+      /** On Account, Contact, Lead and Case: the Sift score 0–100. */
+      score: fieldApiName,
+      /** On Account, Contact and Lead: the risk band. */
+      risk_band: fieldApiName,
+      /** On Lead: when Sift was last asked. */
+      checked_at: fieldApiName,
+      /** On Opportunity: the flag `flag_opportunities` sets (to `opportunity_flag_value`). */
+      opportunity_flag: fieldApiName,
+      /** On Opportunity: the risk summary written with the flag. */
+      opportunity_summary: fieldApiName,
+    }),
+    /** Value the opportunity flag field is set to: true for a checkbox, or a picklist value such as "Elevated". */
+    opportunity_flag_value: z.union([z.literal(true), z.string().min(1)]),
   }),
   approvals: z.strictObject({
-    /** Per-tool approval mode; tools not listed use the default for their risk. */
+    /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
     tools: z.record(z.string(), approvalMode),
+    /**
+     * Destructive tools (and BLOCK decisions) need an approver other than the requester; the tools or
+     * per-call keys listed here opt in to letting the requester approve (or confirm in-band) their own call.
+     */
+    self_approval: z.array(z.string().min(1)),
     default_for_write: approvalMode,
     default_for_destructive: approvalMode,
     /** Whether out-of-band approval (CLI / console) is an available channel. Off + no elicitation = refuse. */
@@ -176,6 +215,11 @@ export const configSchema = z.strictObject({
     write: bucket,
     destructive: bucket,
     tools: z.record(z.string(), bucket),
+    /**
+     * Refused calls (invalid, forbidden, rate limited) per principal, across tools. Within it each
+     * refusal is audited on its own; past it refusals are counted and the caller gets RATE_LIMITED.
+     */
+    refusals: bucket,
   }),
   /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
   identity: z.strictObject({
@@ -290,10 +334,14 @@ export const configSchema = z.strictObject({
     host: z.string().min(1),
     /** 0 picks a free port. */
     port: z.number().int().min(0).max(65535),
-    /** Open MCP sessions at most; further initializations get 503. */
+    /** Open MCP sessions at most, across all replicas; further initializations get 503. */
     max_sessions: z.number().int().positive(),
+    /** Open MCP sessions per principal at most, so one client cannot take every slot; more get 429. */
+    max_sessions_per_principal: z.number().int().positive(),
     /** A session with no request for this long is closed. */
     idle_timeout_ms: z.number().int().positive(),
+    /** A session that never sent a request after the handshake is closed after this long. */
+    unused_session_timeout_ms: z.number().int().positive(),
     /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
     body_limit_bytes: z.number().int().positive(),
     /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
@@ -356,6 +404,11 @@ export interface Secrets {
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
   devToken?: string;
+  /**
+   * FRAUDGATE_APPROVER_TOKEN: the credential (API key or JWT, as the HTTP server accepts) of the human
+   * running a governance CLI command such as `approvals approve`; it names the actor in the audit.
+   */
+  approverToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
   /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `store` is postgres. */
@@ -436,9 +489,31 @@ export const DEFAULTS: Config = {
       decision_applied: 'Sift Decision Applied',
       label_applied: 'Sift Label Applied',
     },
+    track_properties: {
+      source: 'source',
+      abuse_type: 'abuse_type',
+      sift_score: 'sift_score',
+      risk_band: 'risk_band',
+      decision_id: 'decision_id',
+      decision_category: 'decision_category',
+      is_bad: 'is_bad',
+      outcome_at: 'outcome_at',
+      case_id: 'case_id',
+    },
+    salesforce_fields: {
+      sift_user_id: 'Sift_User_Id__c',
+      decision: 'Sift_Decision__c',
+      score: 'Sift_Score__c',
+      risk_band: 'Sift_Risk_Band__c',
+      checked_at: 'Sift_Checked_At__c',
+      opportunity_flag: 'Fraud_Risk_Flag__c',
+      opportunity_summary: 'Fraud_Risk_Summary__c',
+    },
+    opportunity_flag_value: true,
   },
   approvals: {
     tools: {},
+    self_approval: [],
     default_for_write: 'none',
     default_for_destructive: 'approval',
     out_of_band: true,
@@ -452,6 +527,7 @@ export const DEFAULTS: Config = {
     write: { capacity: 20, per_minute: 30 },
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
+    refusals: { capacity: 60, per_minute: 60 },
   },
   identity: { segment_user_id: 'same', mappings: {} },
   feedback: {
@@ -504,7 +580,9 @@ export const DEFAULTS: Config = {
     host: '127.0.0.1',
     port: 8787,
     max_sessions: 100,
+    max_sessions_per_principal: 10,
     idle_timeout_ms: 30 * 60 * 1000,
+    unused_session_timeout_ms: 30_000,
     body_limit_bytes: 1024 * 1024,
     allowed_origins: [],
     allowed_hosts: [],
@@ -537,13 +615,30 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Deep merge where objects merge and everything else (arrays included) replaces. */
-export function mergeConfig<T>(base: T, override: unknown): T {
+/** A schema with its optional/default/nullable wrappers removed. */
+function unwrapSchema(schema: z.ZodType | undefined): z.ZodType | undefined {
+  let node = schema;
+  while (node && ['optional', 'default', 'nullable'].includes(node.def.type)) {
+    node = (node.def as unknown as { innerType: z.ZodType }).innerType;
+  }
+  return node;
+}
+
+/**
+ * Deep merge where objects merge and everything else (arrays included) replaces. With `schema`,
+ * a key whose schema is a record (a trait map, a field map, `identity.mappings`, …) is replaced
+ * whole: a configured map is the map, never the defaults plus additions.
+ */
+export function mergeConfig<T>(base: T, override: unknown, schema?: z.ZodType): T {
   if (!isPlainObject(base) || !isPlainObject(override))
     return (override === undefined ? base : override) as T;
+  const node = unwrapSchema(schema);
+  const shape = node?.def.type === 'object' ? (node as z.ZodObject).shape : undefined;
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(override)) {
-    out[key] = key in out ? mergeConfig(out[key], value) : value;
+    const child = shape && Object.hasOwn(shape, key) ? (shape[key] as z.ZodType) : undefined;
+    out[key] =
+      key in out && unwrapSchema(child)?.def.type !== 'record' ? mergeConfig(out[key], value, child) : value;
   }
   return out as T;
 }
@@ -577,6 +672,7 @@ export function readSecrets(env: Env): Secrets {
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
+    approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')
@@ -688,7 +784,7 @@ export function loadConfig(
             message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file',
           });
         }
-        merged = mergeConfig(merged, fromFile);
+        merged = mergeConfig(merged, fromFile, configSchema);
       } catch (error) {
         // V8's message quotes the text around the error, which may be a secret: keep only the position.
         const where = / at position \d+(?: \(line \d+ column \d+\))?/.exec((error as Error).message)?.[0];
@@ -738,6 +834,8 @@ export function loadConfig(
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
+  const mappingIssues = mappingProblems(config.mapping);
+  if (mappingIssues.length > 0) throw new InvalidInputError(mappingIssues, 'Invalid configuration');
   const bands = config.risk_bands;
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
     throw new InvalidInputError(
@@ -785,6 +883,56 @@ export function loadConfig(
     }
   }
   return { config, secrets, modeReason };
+}
+
+/** Names that must differ within one map, or one write would overwrite another. */
+function duplicates(section: string, names: Record<string, string>): FieldIssue[] {
+  const seen = new Map<string, string>();
+  const issues: FieldIssue[] = [];
+  for (const [key, name] of Object.entries(names)) {
+    const first = seen.get(name);
+    if (first !== undefined) {
+      issues.push({
+        field: `${section}.${key}`,
+        message: `"${name}" is also ${section}.${first}; give each its own name`,
+      });
+    } else seen.set(name, key);
+  }
+  return issues;
+}
+
+/**
+ * Problems the schema cannot see in the central mapping: names that collide (one write would
+ * overwrite another). Every one is listed, so one edit fixes them all.
+ */
+export function mappingProblems(mapping: Config['mapping']): FieldIssue[] {
+  const issues = [
+    ...duplicates('mapping.score_traits', mapping.score_traits),
+    ...duplicates('mapping.track_properties', mapping.track_properties),
+    ...duplicates('mapping.salesforce_fields', mapping.salesforce_fields),
+  ];
+  const scoreTraits = new Set(Object.values(mapping.score_traits));
+  if (scoreTraits.has(mapping.suppression_trait)) {
+    issues.push({
+      field: 'mapping.suppression_trait',
+      message: `"${mapping.suppression_trait}" is also a score trait; a score sync would overwrite the suppression`,
+    });
+  }
+  const decisions = { ...mapping.decisions, no_decision: mapping.no_decision };
+  for (const [category, effect] of Object.entries(decisions)) {
+    const prefix = category === 'no_decision' ? 'mapping.no_decision' : `mapping.decisions.${category}`;
+    for (const trait of Object.keys(effect.segment_traits)) {
+      if (trait.trim() === '')
+        issues.push({ field: `${prefix}.segment_traits`, message: 'a trait name is empty' });
+      if (trait === mapping.suppression_trait) {
+        issues.push({
+          field: `${prefix}.segment_traits.${trait}`,
+          message: 'is the suppression trait; suppression is set only by suppress_user (with its approval)',
+        });
+      }
+    }
+  }
+  return issues;
 }
 
 /** The risk band for a 0–1 score under the configured thresholds. */

@@ -22,11 +22,16 @@ import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import type { ApprovalStore } from './store/approval-store.ts';
 import type { IdentityStore } from './store/identity-store.ts';
-import { openStore, type Store } from './store/store.ts';
+import { databasePath, openStore, type Store } from './store/store.ts';
+import { openPostgresSessionStores } from './store/postgres/session-store.ts';
+import type { SessionStores } from './store/session-store.ts';
+import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
   config: Config;
+  /** Every registered tool (the pipeline decides who sees which). */
+  tools: readonly AnyTool[];
   pipeline: Pipeline;
   desk: ApprovalDesk;
   /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
@@ -35,6 +40,8 @@ export interface Runtime {
   /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
   audit: AuditLog;
+  /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
+  sessions: SessionStores;
   redactor: Redactor;
   clients: UpstreamClients;
   logger: Logger;
@@ -214,12 +221,23 @@ export async function openRuntime(options: {
     rateLimiter,
     logger,
   });
+  // Sessions follow the store setting; with PostgreSQL they are shared by every replica.
+  const sessions =
+    config.store === 'postgres' && secrets.postgresUrl
+      ? await openPostgresSessionStores(secrets.postgresUrl, {
+          schema: config.store_postgres.schema,
+          onError: (error) =>
+            logger.warn('session store connection lost; reconnecting', { error: error.message }),
+        })
+      : openSqliteSessionStores(databasePath(config));
   let sweep: NodeJS.Timeout | undefined;
   let sweeping = false;
   return {
     config,
+    tools: options.tools,
     pipeline,
     ...state,
+    sessions,
     clients,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
@@ -237,12 +255,14 @@ export async function openRuntime(options: {
     },
     async close() {
       if (sweep) clearInterval(sweep);
-      await Promise.allSettled([
-        clients.sift.close(),
-        clients.segment.close(),
-        clients.salesforce.close(),
-        rateLimiter.close(),
-      ]);
+      await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
+      await pipeline
+        .close()
+        .catch((error: unknown) =>
+          logger.error('pending audit records could not be written', { error: String(error) }),
+        );
+      await rateLimiter.close().catch(() => undefined);
+      await sessions.close();
       await closeState();
     },
   };

@@ -28,10 +28,13 @@ import {
   type ToolContext,
 } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
+import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
+import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
-import { isVisibleTo, resolveApprovalDefault } from './policy.ts';
+import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+import { humanTime, whereToApprove } from './approval-text.ts';
 
 /** The answer to an in-band confirmation request. */
 export type ElicitAnswer = 'accept' | 'decline' | 'cancel';
@@ -80,6 +83,13 @@ export interface Pipeline {
   processApprovals(): Promise<void>;
   /** Record a human decision (CLI or console); see approval-desk.ts. */
   decide: ApprovalDesk['decide'];
+  /**
+   * How logs name a tool: its name when registered, else `unknown#<keyed hash>` — a made-up name
+   * can be personal data (`lookup +1 415 555 0191`), so it is never logged or stored raw.
+   */
+  toolLabel(name: string): string;
+  /** Writes what is still pending (refusals counted over budget); call on shutdown, before closing the audit. */
+  close(): Promise<void>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -119,6 +129,7 @@ const transientIdentities: IdentityDirectory = {
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
+  checkPolicyNames(deps.tools, config);
   const now = deps.now ?? (() => new Date());
   const desk = createApprovalDesk({ approvals, audit, logger, now });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
@@ -130,8 +141,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     salesforce: config.salesforce,
   };
 
-  const approvalModeFor = (tool: AnyTool, key?: ApprovalKey): ApprovalMode =>
-    resolveApprovalDefault(tool, config, key);
+  const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
+    resolveApproval(tool, config, key);
+  const where = whereToApprove(config);
+  /** How `fraudgate://policy` shows a tool's approval: the mode and whether the requester may approve it. */
+  const policyView = (p: ApprovalPolicy) => ({ approval: p.mode, self_approval: p.self_approval });
 
   const bucketFor = (tool: AnyTool): BucketConfig =>
     config.rate_limits.tools[tool.name] ?? config.rate_limits[tool.risk];
@@ -159,6 +173,41 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   type AuditInput = Parameters<AuditLog['append']>[0];
   const record = (input: AuditInput): Promise<AuditRecord> => audit.append(input);
+  const refusals = createRefusalBudget({
+    audit,
+    rateLimiter: deps.rateLimiter,
+    bucket: config.rate_limits.refusals,
+    now,
+  });
+  const toolLabel = (name: string): string =>
+    byName.has(name) ? name : `unknown#${redactor.hashPersonal(name)}`;
+
+  /**
+   * Audit a refused call through the principal's refusal budget (refusal-budget.ts), then throw
+   * its error; past the budget the refusal is only counted and the caller gets RATE_LIMITED.
+   */
+  async function refuse(
+    error: FraudgateError,
+    principal: Principal,
+    build: () => Omit<AuditInput, 'principal' | 'outcome'>,
+    /** What the audit says instead of `error.message`, when that echoes something not to be stored. */
+    auditMessage = error.message,
+  ): Promise<never> {
+    const who = principalOf(principal);
+    const event = build().event;
+    const outcome = await refusals.record(who, event, () => ({
+      ...build(),
+      principal: who,
+      outcome: { code: error.code, message: auditMessage, ...(error.retryable ? { retryable: true } : {}) },
+    }));
+    if (outcome.recorded) throw error;
+    throw new FraudgateError(
+      ERROR_CODES.RATE_LIMITED,
+      `Too many refused calls from ${principal.id}; wait ${Math.ceil(outcome.retryAfterMs / 1000)} s. ` +
+        `This one was refused as ${error.code}: ${error.message}`,
+      { retryable: true, data: { retry_after_ms: outcome.retryAfterMs, refused_as: error.code } },
+    );
+  }
 
   /** Audit without letting an audit failure mask the original outcome (used after the fact). */
   const recordQuietly = async (input: AuditInput) => {
@@ -356,8 +405,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   function pendingError(approval: Approval): FraudgateError {
     return new FraudgateError(
       ERROR_CODES.APPROVAL_PENDING,
-      `${approval.tool} on ${approval.target} needs a human's approval (${approval.mode}). Approval ${approval.id} is pending until ` +
-        `${approval.expires_at}. An approver runs: fraudgate approvals approve ${approval.id} --as <name>. ` +
+      `${approval.tool} on ${approval.target} needs a human's approval` +
+        (approval.mode === 'four_eyes' ? ' by an approver other than the requester' : '') +
+        `. Approval ${approval.id} is pending until ${humanTime(approval.expires_at)}. Only a human approver, signed in ` +
+        `with their own credential, can decide it ${where}; tell the user. ` +
         `Check the outcome with get_approval_status {"approval_id":"${approval.id}"}; do not call ${approval.tool} again meanwhile.`,
       {
         retryable: true,
@@ -413,7 +464,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         await channel.progress(
           elapsed,
           total,
-          `Waiting for approval ${current.id} (fraudgate approvals approve ${current.id} --as <name>)`,
+          `Waiting for a human approver to decide ${current.id} ${where}`,
         );
       }
       await sleep(config.approvals.poll_ms, channel.signal);
@@ -433,6 +484,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
+    // `confirm` survives policy resolution only where the requester may approve their own call.
 
     await expireOverdue();
     const open = await approvals.findOpen({
@@ -470,7 +522,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           (mode === 'confirm'
             ? 'this client does not support elicitation, and out-of-band approvals are disabled. '
             : 'out-of-band approvals are disabled. ') +
-          'Enable approvals.out_of_band in the fraudgate configuration so approvers can use `fraudgate approvals`.',
+          'The operator must enable approvals.out_of_band in the fraudgate configuration so human approvers can decide.',
       );
     }
 
@@ -523,47 +575,42 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   async function callInner(toolName: string, rawArgs: unknown, channel: CallChannel, callId: string) {
     const principal = channel.principal;
     const tool = byName.get(toolName);
-    const argsForAudit = typeof rawArgs === 'object' && rawArgs !== null ? rawArgs : { value: rawArgs };
-    if (!tool) {
-      const error = new InvalidInputError(
-        [{ field: 'name', message: `unknown tool '${toolName}'` }],
-        'Unknown tool',
+    // Refused calls keep a bounded summary of their arguments, never the arguments: a refusal
+    // must not be a way to write megabytes (or unvalidated personal data) into the audit.
+    const refusal = (event: 'invalid' | 'forbidden') => () => ({
+      event,
+      call_id: callId,
+      tool: toolLabel(toolName),
+      args_summary: summarizeArguments(rawArgs === undefined ? {} : rawArgs),
+    });
+    // Bounds before any other work: nothing below (zod, the redactor, hashing) sees hostile shapes.
+    const bounds = checkArgumentBounds(rawArgs);
+    if (bounds) {
+      return refuse(
+        new InvalidInputError([{ field: bounds.field, message: bounds.message }], 'Arguments refused'),
+        principal,
+        refusal('invalid'),
       );
-      await recordQuietly({
-        event: 'invalid',
-        call_id: callId,
-        tool: toolName,
-        principal: principalOf(principal),
-        outcome: { code: error.code, message: error.message },
-      });
-      throw error;
+    }
+    if (!tool) {
+      return refuse(
+        // The name is echoed to the caller who sent it; the audit keeps only its keyed hash (toolLabel).
+        new InvalidInputError(
+          [{ field: 'name', message: `unknown tool '${toolName}'; see tools/list` }],
+          'Unknown tool',
+        ),
+        principal,
+        refusal('invalid'),
+        'Unknown tool (its name is recorded only as the keyed hash in `tool`).',
+      );
     }
     const forbidden = authorize(tool, principal);
-    if (forbidden) {
-      await record({
-        event: 'forbidden',
-        call_id: callId,
-        tool: tool.name,
-        principal: principalOf(principal),
-        args_redacted: argsForAudit,
-        outcome: { code: forbidden.code, message: forbidden.message },
-      });
-      throw forbidden;
-    }
+    if (forbidden) return refuse(forbidden, principal, refusal('forbidden'));
     let args: Record<string, unknown>;
     try {
       args = validate(tool, rawArgs);
     } catch (error) {
-      const e = toFraudgateError(error);
-      await record({
-        event: 'invalid',
-        call_id: callId,
-        tool: tool.name,
-        principal: principalOf(principal),
-        args_redacted: argsForAudit,
-        outcome: { code: e.code, message: e.message },
-      });
-      throw e;
+      return refuse(toFraudgateError(error), principal, refusal('invalid'));
     }
     // dry_run is a mode of the call, not an argument of the action: it is never part of an approval.
     const dryRun = args.dry_run === true;
@@ -587,16 +634,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         `Too many ${tool.name} calls for ${principal.id}; try again in ${Math.ceil(limit.retryAfterMs / 1000)} s.`,
         { retryable: true, data: { retry_after_ms: limit.retryAfterMs } },
       );
-      await record({
+      return refuse(error, principal, () => ({
         event: 'rate_limited',
         call_id: callId,
         tool: tool.name,
-        principal: principalOf(principal),
         args_hash: argsHash,
         target,
-        outcome: { code: error.code, message: error.message, retryable: true },
-      });
-      throw error;
+      }));
     }
     const meta = { callId, argsHash, target };
     let approvalKey: ApprovalKey | undefined;
@@ -617,7 +661,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         throw e;
       }
     }
-    const mode = approvalModeFor(tool, approvalKey);
+    const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
     if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
@@ -656,10 +700,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           .map((t) => ({
             name: t.name,
             risk: t.risk,
-            approval: approvalModeFor(t),
+            ...policyView(approvalPolicyFor(t)),
+            ...(t.approvalKeys
+              ? {
+                  per_call: Object.fromEntries(
+                    t.approvalKeys.map((k) => [k.key, policyView(approvalPolicyFor(t, k))]),
+                  ),
+                }
+              : {}),
             rate_limit: bucketFor(t),
           })),
         per_key_approvals: config.approvals.tools,
+        // Destructive tools need an approver other than the requester unless listed here (explicit opt-in).
+        self_approval_opt_in: config.approvals.self_approval,
         approvals: {
           out_of_band: config.approvals.out_of_band,
           ttl_ms: config.approvals.ttl_ms,
@@ -679,6 +732,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     },
 
     decide: (approvalId, decision) => desk.decide(approvalId, decision),
+
+    toolLabel,
+
+    close: () => refusals.flush(),
   };
 }
 

@@ -17,6 +17,8 @@ import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import type { ApprovalStore } from '../../src/store/approval-store.ts';
 import { openStore, type Store } from '../../src/store/store.ts';
+import type { SessionStores } from '../../src/store/session-store.ts';
+import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
@@ -33,6 +35,7 @@ let dir: string;
 let audit: AuditLog;
 let approvals: ApprovalStore;
 let store: Store;
+let sessions: SessionStores;
 let server: Server;
 let base: string;
 
@@ -42,6 +45,7 @@ async function serve(options: Partial<ConsoleDeps> = {}) {
       approvals,
       desk: createApprovalDesk({ approvals, audit, logger: silentLogger, now: () => new Date(clock) }),
       logger: silentLogger,
+      sessions,
     },
     authenticate,
     now: () => new Date(clock),
@@ -92,12 +96,14 @@ beforeEach(async () => {
   audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
   store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
   approvals = store.approvals;
+  sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await audit.close();
   await store.close();
+  await sessions.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
