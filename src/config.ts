@@ -161,6 +161,11 @@ export const configSchema = z.strictObject({
     write: bucket,
     destructive: bucket,
     tools: z.record(z.string(), bucket),
+    /**
+     * Refused calls (invalid, forbidden, rate limited) per principal, across tools. Within it each
+     * refusal is audited on its own; past it refusals are counted and the caller gets RATE_LIMITED.
+     */
+    refusals: bucket,
   }),
   /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
   identity: z.strictObject({
@@ -447,6 +452,7 @@ export const DEFAULTS: Config = {
     write: { capacity: 20, per_minute: 30 },
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
+    refusals: { capacity: 60, per_minute: 60 },
   },
   identity: { segment_user_id: 'same', mappings: {} },
   feedback: {
