@@ -5,7 +5,7 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
+import { UsageError } from './usage.ts';
 import { databasePath } from '../runtime.ts';
 import { openSqliteIdentityStore } from '../store/identity-store.ts';
 
@@ -26,7 +26,7 @@ export function runIdentitiesCommand(args: string[], values: CliValues, loaded: 
     switch (sub) {
       case 'map': {
         const issues = [...checkId('SIFT_ID', siftId), ...checkId('SEGMENT_ID', segmentId)];
-        if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
+        if (issues.length > 0) throw new UsageError(issues, USAGE);
         store.map({
           sift_user_id: siftId!,
           segment_user_id: segmentId!,
@@ -38,7 +38,7 @@ export function runIdentitiesCommand(args: string[], values: CliValues, loaded: 
       }
       case 'unmap': {
         const issues = checkId('SIFT_ID', siftId);
-        if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
+        if (issues.length > 0) throw new UsageError(issues, USAGE);
         const removed = store.unmap(siftId!);
         out(removed ? `Removed the stored mapping of ${siftId}.` : `No stored mapping for ${siftId}.`);
         return 0;

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
+import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation, openOutboxStore } from '../outbox/automation.ts';
 import type { OutboxEffect } from '../outbox/outbox-store.ts';
@@ -46,9 +46,7 @@ export async function runOutboxCommand(
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
       if (id === undefined || !Number.isInteger(id)) {
-        throw new InvalidInputError([
-          { field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' },
-        ]);
+        throw new UsageError([{ field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' }]);
       }
       return id;
     };
@@ -84,9 +82,7 @@ export async function runOutboxCommand(
       case 'drop': {
         const effectId = needId();
         if (!values.as) {
-          throw new InvalidInputError([
-            { field: '--as', message: 'who is doing this (recorded in the audit log)' },
-          ]);
+          throw new UsageError([{ field: '--as', message: 'who is doing this (recorded in the audit log)' }]);
         }
         const ok = sub === 'retry' ? await store.requeue(effectId) : await store.drop(effectId);
         if (!ok) {
