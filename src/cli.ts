@@ -14,6 +14,7 @@ import { runAuditCommand } from './cli/audit.ts';
 import { runDocsCommand } from './cli/docs.ts';
 import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
+import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { resolveUpstreams } from './sandbox/sandbox.ts';
@@ -69,7 +70,7 @@ const OPTION_HELP: Record<OptionName, string> = {
   port: 'PORT  HTTP port (default 8787, 0 = any free port; also FRAUDGATE_HTTP_PORT)',
   json: 'print JSON instead of text',
   all: 'include finished items, not only the ones needing attention',
-  as: 'NAME  who is acting (recorded in the audit log)',
+  as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
   write: 'rewrite the generated section in place',
@@ -91,8 +92,13 @@ interface Command {
   usage: string[];
   /** Options beyond COMMON_OPTIONS. */
   options: OptionName[];
+  /** Paragraphs printed after the options. */
+  notes?: string[];
   run(args: string[], values: CliValues): Promise<number>;
 }
+
+const OPERATOR_CREDENTIAL =
+  "Deciding approvals, mapping identities and retrying or dropping outbox effects need an approver's own credential (an API key or JWT the server accepts): FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal.";
 
 /** The commands, in the order `fraudgate --help` lists them. */
 const COMMANDS: Command[] = [
@@ -113,10 +119,11 @@ const COMMANDS: Command[] = [
     usage: [
       'approvals list [--all] [--json]',
       'approvals show ID [--json]',
-      'approvals approve ID --as NAME [--reason TEXT]',
-      'approvals deny ID --as NAME --reason TEXT',
+      'approvals approve ID [--reason TEXT]',
+      'approvals deny ID --reason TEXT',
     ],
-    options: ['all', 'json', 'as', 'reason'],
+    options: ['all', 'json', 'reason'],
+    notes: [OPERATOR_CREDENTIAL],
     run: (args, values) => runApprovalsCommand(args, values, configure(values)),
   },
   {
@@ -130,12 +137,13 @@ const COMMANDS: Command[] = [
     name: 'identities',
     summary: 'map Sift user ids to Segment user ids; the identity review list',
     usage: [
-      'identities map SIFT_ID SEGMENT_ID [--as NAME]',
+      'identities map SIFT_ID SEGMENT_ID',
       'identities unmap SIFT_ID',
       'identities list [--json]',
       'identities unmatched [--json]',
     ],
-    options: ['as', 'json'],
+    options: ['json'],
+    notes: [OPERATOR_CREDENTIAL],
     run: async (args, values) => runIdentitiesCommand(args, values, configure(values)),
   },
   {
@@ -144,11 +152,12 @@ const COMMANDS: Command[] = [
     usage: [
       'outbox list [--all] [--json]',
       'outbox show ID [--json]',
-      'outbox retry ID --as NAME [--reason TEXT]',
-      'outbox drop ID --as NAME [--reason TEXT]',
+      'outbox retry ID [--reason TEXT]',
+      'outbox drop ID [--reason TEXT]',
       'outbox work [--once]',
     ],
-    options: ['all', 'json', 'as', 'reason', 'once'],
+    options: ['all', 'json', 'reason', 'once'],
+    notes: [OPERATOR_CREDENTIAL],
     run: (args, values) => runOutboxCommand(args, values, configure(values)),
   },
   {
@@ -206,6 +215,7 @@ function commandHelp(command: Command): string {
     '',
     'Options:',
     ...optionLines([...command.options, ...COMMON_OPTIONS]),
+    ...(command.notes ?? []).flatMap((note) => ['', note]),
   ].join('\n');
 }
 
@@ -231,6 +241,8 @@ function configFlags(values: CliValues): ConfigFlags {
 /** The resolved configuration, with its data directory created private (or one line saying why not). */
 function configure(values: CliValues): LoadedConfig {
   const loaded = loadConfig(configFlags(values));
+  // Policy keys name tools, which the config schema does not know: checked before any command runs.
+  checkPolicyNames(tools, loaded.config);
   prepareDataDir(loaded.config.data_dir);
   return loaded;
 }
@@ -374,6 +386,13 @@ export async function main(argv: string[]): Promise<number> {
   if (!command) {
     process.stderr.write(
       `fraudgate: unknown command '${name}'\nRun \`fraudgate --help\` for the commands.\n`,
+    );
+    return 2;
+  }
+  if (values.as !== undefined) {
+    // A name typed on the command line proves nothing; refuse it loudly rather than ignore it.
+    process.stderr.write(
+      'fraudgate: --as is no longer accepted: the actor is whoever FRAUDGATE_APPROVER_TOKEN (or the terminal prompt) authenticates; remove --as and set your own approver token.\n',
     );
     return 2;
   }

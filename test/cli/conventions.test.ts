@@ -66,15 +66,9 @@ describe.concurrent('help and version', () => {
   it('`<command> --help` and `help <command>` print its usage and a line per option', async () => {
     const run = await cli(['approvals', '--help']);
     expect(run.code).toBe(0);
-    expect(run.stdout).toContain('fraudgate approvals approve ID --as NAME [--reason TEXT]');
-    for (const option of [
-      '--all',
-      '--json',
-      '--as NAME',
-      '--reason TEXT',
-      '--config FILE',
-      '--data-dir DIR',
-    ]) {
+    expect(run.stdout).toContain('fraudgate approvals approve ID [--reason TEXT]');
+    expect(run.stdout).toContain('FRAUDGATE_APPROVER_TOKEN');
+    for (const option of ['--all', '--json', '--reason TEXT', '--config FILE', '--data-dir DIR']) {
       expect(run.stdout).toMatch(new RegExp(`^\\s+${option.replace(/[-]/g, '\\-')} +\\S`, 'm'));
     }
     const viaHelp = await cli(['help', 'approvals']);
@@ -92,7 +86,7 @@ describe.concurrent('usage errors exit 2 and point to --help', () => {
     [['bogus'], /unknown command 'bogus'/],
     [['--bogus'], /Unknown option '--bogus'$/m],
     [['approvals', '--port', '1'], /approvals does not take --port/],
-    [['approvals', 'approve', 'apr_x'], /--as: give the approver's name/],
+    [['approvals', 'deny', 'apr_x'], /--reason: a reason is required to deny/],
     [['outbox', 'retry'], /ID: an outbox effect id/],
   ])('%j', async (args, message) => {
     const run = await cli(args);

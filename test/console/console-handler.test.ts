@@ -15,6 +15,8 @@ import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import type { SessionStores } from '../../src/store/session-store.ts';
+import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
@@ -30,6 +32,7 @@ let clock = Date.now();
 let dir: string;
 let audit: AuditLog;
 let approvals: ApprovalStore;
+let sessions: SessionStores;
 let server: Server;
 let base: string;
 
@@ -39,6 +42,7 @@ async function serve(options: Partial<ConsoleDeps> = {}) {
       approvals,
       desk: createApprovalDesk({ approvals, audit, logger: silentLogger, now: () => new Date(clock) }),
       logger: silentLogger,
+      sessions,
     },
     authenticate,
     now: () => new Date(clock),
@@ -87,12 +91,14 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
   audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
   approvals = openSqliteApprovalStore(':memory:');
+  sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await audit.close();
   approvals.close();
+  await sessions.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
