@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VERSION } from '../../src/version.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
+/** Each test starts the CLI once or twice; on a loaded machine a cold start takes seconds. */
+const SLOW = 120_000;
 let dir: string;
 
 interface Run {
@@ -22,7 +24,7 @@ interface Run {
 }
 
 /** Run the CLI; a process still alive after `timeoutMs` is killed and reported as code null (a hang). */
-function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<Run> {
+function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -52,7 +54,7 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe.concurrent('help and version', () => {
+describe('help and version', { timeout: SLOW }, () => {
   it('--help prints every command with a description on stdout and exits 0', async () => {
     const run = await cli(['--help']);
     expect(run.code).toBe(0);
@@ -81,7 +83,7 @@ describe.concurrent('help and version', () => {
   });
 });
 
-describe.concurrent('usage errors exit 2 and point to --help', () => {
+describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
   it.each([
     [['bogus'], /unknown command 'bogus'/],
     [['--bogus'], /Unknown option '--bogus'$/m],
@@ -98,7 +100,7 @@ describe.concurrent('usage errors exit 2 and point to --help', () => {
   });
 });
 
-describe.concurrent('runtime and start-up failures: one line, exit 1, nothing left running', () => {
+describe('runtime and start-up failures: one line, exit 1, nothing left running', { timeout: SLOW }, () => {
   it('a missing file', async () => {
     const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
     expect(run.code).toBe(1);
@@ -164,7 +166,7 @@ describe.concurrent('runtime and start-up failures: one line, exit 1, nothing le
   });
 });
 
-describe.concurrent('the data directory is private', () => {
+describe('the data directory is private', { timeout: SLOW }, () => {
   it('directory 0700; database, WAL, audit log and key 0600, also when it existed with looser modes', async () => {
     const dataDir = join(dir, 'private');
     const stdio = await cli(['approvals', 'list'], { FRAUDGATE_DATA_DIR: dataDir });

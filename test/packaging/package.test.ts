@@ -50,7 +50,7 @@ beforeAll(async () => {
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('the packed tarball, installed', () => {
+describe('the packed tarball, installed', { timeout: 120_000 }, () => {
   it('ships compiled code, not sources, plus LICENSE and README', () => {
     const pkg = join(dir, 'app/node_modules/fraudgate');
     expect(readdirSync(pkg).sort()).toEqual(['LICENSE', 'README.md', 'bin', 'dist', 'package.json']);
