@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
 import { createSiftClient } from './clients/sift-client.ts';
+import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
@@ -102,7 +103,7 @@ export function openConfiguredStore(config: Config, secrets: Secrets, logger: Lo
  * `close()` closes what it opened (the store only when it was not given one).
  */
 export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger, store?: Store) {
-  mkdirSync(config.data_dir, { recursive: true });
+  prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const ownStore = store ?? (await openConfiguredStore(config, secrets, logger));
   const audit = await openAuditLog(auditPath(config), { redactor }).catch(async (error: unknown) => {

@@ -16,6 +16,8 @@
  */
 import { join } from 'node:path';
 import type { Config, Secrets } from '../config.ts';
+import { DATABASE_FILE } from '../data-dir.ts';
+import { StartupError } from '../startup.ts';
 import { FraudgateError, ERROR_CODES } from '../errors.ts';
 import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
@@ -54,7 +56,7 @@ export interface Store extends StateStores {
   close(): Promise<void>;
 }
 
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 export interface OpenStoreOptions {
   /** Told about connection failures outside a query (the connection is replaced on next use). */
@@ -89,18 +91,19 @@ async function waitUntilReachable(
       await db.ping();
       return;
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
+      const e = error as { code?: string; errors?: { code?: string }[]; message?: string };
+      const reason = e.code ?? e.errors?.[0]?.code ?? (e.message || 'no answer');
       if (Date.now() >= deadline) {
         await db.close().catch(() => undefined);
-        throw new FraudgateError(
-          ERROR_CODES.INTERNAL,
-          `PostgreSQL at ${location} is unreachable (${reason}) after ${Math.round(timeoutMs / 1000)} s; ` +
-            'check that the server is up and reachable from this host, and the host, port, database, user and ' +
-            'password in FRAUDGATE_POSTGRES_URL (store_postgres.startup_timeout_ms sets how long to wait).',
-          { detail: reason },
+        throw new StartupError(
+          'FRAUDGATE_POSTGRES_URL',
+          `PostgreSQL at ${location} does not answer (${reason}): retried for ${Math.round(timeoutMs / 1000)} s; ` +
+            'start it or fix FRAUDGATE_POSTGRES_URL (host, port, database, user, password; store is postgres; ' +
+            'store_postgres.startup_timeout_ms sets how long to wait)',
+          { cause: error },
         );
       }
-      onWaiting(`PostgreSQL at ${location} is unreachable (${reason}); retrying (attempt ${attempt})`);
+      onWaiting(`PostgreSQL at ${location} does not answer (${reason}); retrying (attempt ${attempt})`);
       await sleep(Math.min(2_000, 250 * 2 ** Math.min(attempt, 3), Math.max(0, deadline - Date.now())));
     }
   }

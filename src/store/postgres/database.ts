@@ -33,14 +33,11 @@ export function isValidSchemaName(schema: string): boolean {
   return /^[a-z_][a-z0-9_]{0,62}$/.test(schema);
 }
 
-/** The connection string with user and password removed, for messages and logs. */
+/** host:port of a connection string, without user, password or database, for messages and logs. */
 export function describePostgresUrl(url: string): string {
   try {
     const parsed = new URL(url);
-    parsed.username = '';
-    parsed.password = '';
-    parsed.search = '';
-    return parsed.toString();
+    return `${parsed.hostname}:${parsed.port || 5432}`;
   } catch {
     return 'FRAUDGATE_POSTGRES_URL (not a valid URL)';
   }
