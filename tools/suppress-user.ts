@@ -41,15 +41,25 @@ export const suppressUser = defineTool({
   }),
   target: (args) => `segment_user:${args.user_id}`,
   async evidence(args, ctx) {
+    const trait = ctx.config.mapping.suppression_trait;
+    const effect = args.suppressed
+      ? `Stop marketing to ${args.user_id}: set the Segment trait ${trait} to true, which the marketing suppression audience keys on.`
+      : `Resume marketing to ${args.user_id}: set the Segment trait ${trait} to false, taking them out of the marketing suppression audience.`;
     const [sift, profile] = await Promise.all([
-      siftEvidence(args.user_id, ctx).catch((e: Error) => ({ unavailable: e.message })),
+      siftEvidence(args.user_id, ctx, { system: 'segment', effect }).catch((e: Error) => ({
+        effect,
+        system: 'segment',
+        sift_unavailable: e.message,
+      })),
       ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal }),
     ]);
-    const trait = ctx.config.mapping.suppression_trait;
+    const suppressed = profile?.[trait] === true;
     return {
-      sift,
-      currently_suppressed: profile?.[trait] === true,
+      ...sift,
+      currently_suppressed: suppressed,
       segment_profile_exists: profile !== null,
+      // The suppression state is part of what the approver agreed to, like the band and decision.
+      basis: { ...((sift as { basis?: Record<string, unknown> }).basis ?? {}), suppressed },
     };
   },
   async plan(args, ctx) {
