@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { siftEvidence, userId } from './schemas.ts';
+import { segmentUserIdFor, siftEvidence, userId } from './schemas.ts';
 
 /** The traits and event a (un)suppression writes; shared by the dry run and the real run. */
 function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
@@ -33,6 +33,7 @@ export const suppressUser = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
+    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
     suppressed: z.boolean(),
     trait: z.string().describe('The Segment trait the audience keys on.'),
     traits_written: z.record(z.string(), z.union([z.string(), z.boolean(), z.null()])),
@@ -45,43 +46,56 @@ export const suppressUser = defineTool({
     const effect = args.suppressed
       ? `Stop marketing to ${args.user_id}: set the Segment trait ${trait} to true, which the marketing suppression audience keys on.`
       : `Resume marketing to ${args.user_id}: set the Segment trait ${trait} to false, taking them out of the marketing suppression audience.`;
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const [sift, profile] = await Promise.all([
       siftEvidence(args.user_id, ctx, { system: 'segment', effect }).catch((e: Error) => ({
         effect,
         system: 'segment',
         sift_unavailable: e.message,
       })),
-      ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal }),
+      ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal }),
     ]);
     const suppressed = profile?.[trait] === true;
     return {
       ...sift,
+      segment_user_id: segmentUser,
       currently_suppressed: suppressed,
       segment_profile_exists: profile !== null,
-      // The suppression state is part of what the approver agreed to, like the band and decision.
-      basis: { ...((sift as { basis?: Record<string, unknown> }).basis ?? {}), suppressed },
+      // The profile written and its suppression state are part of what the approver agreed to, like
+      // the band and decision: a mapping or suppression change before execution means re-approval.
+      basis: {
+        ...((sift as { basis?: Record<string, unknown> }).basis ?? {}),
+        segment_user_id: segmentUser,
+        suppressed,
+      },
     };
   },
   async plan(args, ctx) {
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const { traits, event } = suppressionWrites(args.suppressed, ctx);
-    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const profile = await ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal });
     const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
-    return { current: { traits: current }, changes: { traits, track: { event } } };
+    return {
+      current: { segment_user_id: segmentUser, traits: current },
+      changes: { traits, track: { event } },
+    };
   },
   async run(args, ctx) {
+    // Resolved when the approved action runs, so a mapping made while it waited is honoured.
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const { trait, traits, event } = suppressionWrites(args.suppressed, ctx);
     // The idempotency key is the approval id: re-running one approved action is deduplicated by Segment.
     const base = createHash('sha256')
-      .update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`)
+      .update(`${ctx.idempotencyKey}\u0000${segmentUser}\u0000${args.suppressed}`)
       .digest('hex');
     const ids = { identify: `fg-sup-id-${base.slice(0, 40)}`, track: `fg-sup-tr-${base.slice(0, 40)}` };
     await ctx.clients.segment.identify(
-      { userId: args.user_id, traits, messageId: ids.identify },
+      { userId: segmentUser, traits, messageId: ids.identify },
       { signal: ctx.signal },
     );
     await ctx.clients.segment.track(
       {
-        userId: args.user_id,
+        userId: segmentUser,
         event,
         properties: { reason: args.reason, suppressed: args.suppressed, requested_by: ctx.principal.id },
         messageId: ids.track,
@@ -90,6 +104,7 @@ export const suppressUser = defineTool({
     );
     return {
       user_id: args.user_id,
+      segment_user_id: segmentUser,
       suppressed: args.suppressed,
       trait,
       traits_written: traits,

@@ -253,14 +253,24 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       ...(deps.secureCookies ? ['Secure'] : []),
     ].join('; ');
 
+  /** A session-store failure (database unreachable) answers a retryable 503, not an internal error. */
+  async function fromStore<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (error) {
+      logger.warn('console session store unavailable', { error: String(error) });
+      throw new ConsoleHttpError(503, 'The session store is unavailable; try again in a few seconds.');
+    }
+  }
+
   async function currentSession(req: IncomingMessage): Promise<Session | undefined> {
     const cookieValue = readCookie(req, COOKIE);
     if (!cookieValue) return undefined;
     const at = now().getTime();
     const idHash = sha256(cookieValue);
-    const stored = await sessions.get(idHash, at, idleTimeoutMs);
+    const stored = await fromStore(sessions.get(idHash, at, idleTimeoutMs));
     if (!stored) return undefined;
-    await sessions.touch(idHash, at);
+    await fromStore(sessions.touch(idHash, at));
     return { idHash, principal: stored.principal, csrf: csrfFor(cookieValue), expiresAt: stored.expires_at };
   }
 
@@ -324,9 +334,11 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     const id = randomBytes(32).toString('base64url');
     const session: Session = { idHash: sha256(id), principal, csrf: csrfFor(id), expiresAt };
     // Past MAX_SESSIONS the oldest sign-ins are dropped rather than a new one refused.
-    await sessions.create(
-      { id_hash: session.idHash, principal, created_at: at, expires_at: expiresAt, last_seen_at: at },
-      MAX_SESSIONS,
+    await fromStore(
+      sessions.create(
+        { id_hash: session.idHash, principal, created_at: at, expires_at: expiresAt, last_seen_at: at },
+        MAX_SESSIONS,
+      ),
     );
     logger.info('console sign-in', { principal: principal.id, role: principal.role });
     sendJson(res, 200, sessionView(session), {
@@ -395,7 +407,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
         const current = await currentSession(req);
         if (current) {
           requireCsrf(req, current);
-          await sessions.delete(current.idHash);
+          await fromStore(sessions.delete(current.idHash));
         }
         return sendJson(res, 200, { signed_out: true }, { 'Set-Cookie': cookie('', 0) });
       }
@@ -436,7 +448,12 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
         return true;
       }
       if (error instanceof ConsoleHttpError) {
-        sendJson(res, error.status, { error: { message: error.message } });
+        sendJson(
+          res,
+          error.status,
+          { error: { message: error.message } },
+          error.status === 503 ? { 'Retry-After': '5' } : {},
+        );
       } else if (error instanceof FraudgateError) {
         const status = STATUS_BY_CODE[error.code] ?? 500;
         if (status === 500)

@@ -414,7 +414,9 @@ describe('sessions', () => {
   it('a session survives a restart of the process: the same client continues, elicitation included', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-http-restart-'));
     cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
-    const config: DeepPartial<Config> = { approvals: { tools: { apply_label: 'confirm' } } };
+    const config: DeepPartial<Config> = {
+      approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] },
+    };
     const first = await start({ dataDir, config });
     const port = Number(new URL(first.http.url).port);
     const transport = new StreamableHTTPClientTransport(new URL(first.http.mcpUrl), {

@@ -62,7 +62,7 @@ const LABEL_ARGS = {
   description: 'chargebacks on three cards',
 };
 const CONFIG: DeepPartial<Config> = {
-  approvals: { wait_ms: 0, poll_ms: 20, tools: { apply_label: 'confirm' } },
+  approvals: { wait_ms: 0, poll_ms: 20, tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] },
   sift: { timeout_ms: 5000 },
   http: { shutdown_grace_ms: 2000 },
   auth: {
@@ -253,7 +253,7 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     expect((await fetch(`${a.http.url}/console/api/session`, { headers: { cookie } })).status).toBe(401);
   });
 
-  it('PostgreSQL unreachable → retryable 503 JSON-RPC errors, no crash, and service resumes when it is back', async () => {
+  it('PostgreSQL unreachable → retryable 503s (MCP and console), no crash, and service resumes when it is back', async () => {
     const gate = await startTcpGate(5432);
     const { stores } = await sessionStores(PG_URL.replace(':5432', `:${gate.port}`));
     const r = await replica(stores);
@@ -261,6 +261,13 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     cleanups.push(() => proxy.close());
     const { client, transport } = await connectClient(proxy, ANALYST_KEY);
     await client.listTools();
+    const signIn = await fetch(`${r.http.url}/console/api/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: APPROVER_KEY }),
+    });
+    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const consoleSession = () => fetch(`${r.http.url}/console/api/session`, { headers: { cookie } });
 
     await gate.cut();
     const ping = () =>
@@ -278,10 +285,14 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     const down = await ping();
     expect(down.status).toBe(503);
     expect(await down.json()).toMatchObject({ error: { data: { retryable: true } } });
+    const consoleDown = await consoleSession();
+    expect(consoleDown.status).toBe(503);
+    expect(consoleDown.headers.get('retry-after')).toBeTruthy();
     expect((await fetch(`${r.http.url}/healthz`)).status).toBe(200);
 
     await gate.restore();
     expect((await ping()).status).toBe(200);
+    expect((await consoleSession()).status).toBe(200);
     await expect(client.listTools()).resolves.toBeDefined();
   });
 });
