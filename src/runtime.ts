@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
 import { createSiftClient } from './clients/sift-client.ts';
+import { DATABASE_FILE, prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
@@ -46,7 +47,7 @@ export interface Runtime {
 }
 
 export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -64,7 +65,7 @@ export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Sec
 
 /** The store, audit log and approval desk only: what the `approvals` and `audit` CLI commands need. */
 export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger) {
-  mkdirSync(config.data_dir, { recursive: true });
+  prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = await openAuditLog(auditPath(config), { redactor });
   const approvals = openSqliteApprovalStore(databasePath(config));

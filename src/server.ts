@@ -32,6 +32,7 @@ import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
 import { VERSION } from './version.ts';
+import { wireJsonSchema } from './wire-schema.ts';
 
 export interface CreateServerOptions {
   pipeline: Pipeline;
@@ -48,30 +49,32 @@ const INSTRUCTIONS =
   'approval: when a call returns APPROVAL_PENDING, tell the user the approval id and check it later with ' +
   'get_approval_status instead of calling the tool again. Errors carry a code and say what to do.';
 
-/** The wire description of a tool: JSON Schemas from its zod schemas, annotations from its risk. */
-export function toWireTool(tool: AnyTool): Tool {
-  return {
-    name: tool.name,
-    title: tool.title,
-    description: tool.description,
-    inputSchema: z.toJSONSchema(inputSchemaOf(tool), { io: 'input' }) as Tool['inputSchema'],
-    outputSchema: outputSchemaOf(tool),
-    annotations: annotationsFor(tool),
-  };
-}
+const wireTools = new WeakMap<AnyTool, Tool>();
 
-function jsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
-  return rest;
+/**
+ * The wire description of a tool: compact JSON Schemas from its zod schemas (src/wire-schema.ts),
+ * annotations from its risk. Built once per tool: `tools/list` is answered from the cache.
+ */
+export function toWireTool(tool: AnyTool): Tool {
+  let wire = wireTools.get(tool);
+  if (!wire) {
+    wire = {
+      name: tool.name,
+      title: tool.title,
+      description: tool.description,
+      inputSchema: wireJsonSchema(inputSchemaOf(tool), 'input') as Tool['inputSchema'],
+      outputSchema: outputSchemaOf(tool),
+      annotations: annotationsFor(tool),
+    };
+    wireTools.set(tool, wire);
+  }
+  return wire;
 }
 
 /** Write tools answer either their result or, for `dry_run: true`, the plan: both are objects. */
 function outputSchemaOf(tool: AnyTool): Tool['outputSchema'] {
-  if (tool.risk === 'read') return z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'];
-  return {
-    type: 'object',
-    anyOf: [jsonSchema(tool.output), jsonSchema(dryRunResultSchema)],
-  } as Tool['outputSchema'];
+  const output = tool.risk === 'read' ? tool.output : z.union([tool.output, dryRunResultSchema]);
+  return { type: 'object', ...wireJsonSchema(output, 'output') } as Tool['outputSchema'];
 }
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
