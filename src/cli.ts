@@ -330,6 +330,7 @@ async function serveHttp(
         runtime,
         authenticate: authenticator,
         secureCookies: runtime.config.http.public_url?.startsWith('https:') ?? false,
+        trustedProxies: runtime.config.http.trusted_proxies,
       }),
     ],
   });
