@@ -70,6 +70,15 @@ export interface NewEffect {
 export interface OutboxStore {
   /** Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before. */
   enqueue(event: DecisionEvent, now?: number): Promise<{ id: number; duplicate: boolean }>;
+  /**
+   * Store an event already routed to `effects`, in one transaction (events whose effects are known
+   * on receipt, e.g. a Segment message); a duplicate stores nothing.
+   */
+  enqueueRouted(
+    event: DecisionEvent,
+    effects: NewEffect[],
+    now?: number,
+  ): Promise<{ id: number; duplicate: boolean }>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
   /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
@@ -232,6 +241,42 @@ export function createOutboxStore(db: SqlExecutor, queue: OutboxQueue): OutboxSt
         [key],
       );
       return { id: Number(existing?.id ?? 0), duplicate: true };
+    },
+
+    async enqueueRouted(event, effects, now = Date.now()) {
+      return db.transaction(async (tx) => {
+        const key = eventKey(event);
+        const [inserted] = await tx.query<{ id: number }>(
+          `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at, routed)
+           VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+          [key, event.entityType, event.entityId, event.decisionId, event.time, now],
+        );
+        if (!inserted) {
+          const [existing] = await tx.query<{ id: number }>(
+            'SELECT id FROM outbox_events WHERE dedupe_key = $1',
+            [key],
+          );
+          return { id: Number(existing?.id ?? 0), duplicate: true };
+        }
+        const id = Number(inserted.id);
+        for (const e of effects) {
+          await tx.execute(
+            `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
+               next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
+            [
+              id,
+              e.effect,
+              e.tool,
+              JSON.stringify(e.args),
+              `${event.entityType}:${event.entityId}`,
+              event.time,
+              now,
+            ],
+          );
+        }
+        return { id, duplicate: false };
+      });
     },
 
     async unrouted(limit) {

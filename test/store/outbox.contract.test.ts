@@ -92,6 +92,19 @@ for (const engine of ENGINES) {
       expect((await store.getEvent(eventId))?.routed).toBe(true);
     });
 
+    it('stores an event with its effects in one step, once', async () => {
+      const [a, b] = await open();
+      const event = user('s1', 'segment:msg-1', 10);
+      const effects = [{ effect: 'sift_event', tool: 'send_sift_event', args: { n: 1 } }];
+      const first = await a!.enqueueRouted(event, effects);
+      expect(first.duplicate).toBe(false);
+      expect(await b!.enqueueRouted(event, effects)).toEqual({ id: first.id, duplicate: true });
+      expect(await b!.unrouted(10)).toEqual([]);
+      expect((await b!.list()).map((e) => [e.eventId, e.tool, e.state])).toEqual([
+        [first.id, 'send_sift_event', 'pending'],
+      ]);
+    });
+
     it("a restarted owner reclaims its own leased effects at once; others' leases stay", async () => {
       const [a, b] = await open();
       for (const u of ['r1', 'r2']) {
