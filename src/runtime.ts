@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
 import { createSiftClient } from './clients/sift-client.ts';
+import { DATABASE_FILE, prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
@@ -27,6 +28,8 @@ import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
   config: Config;
+  /** Every registered tool (the pipeline decides who sees which). */
+  tools: readonly AnyTool[];
   pipeline: Pipeline;
   desk: ApprovalDesk;
   approvals: ApprovalStore;
@@ -44,7 +47,7 @@ export interface Runtime {
 }
 
 export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -62,7 +65,7 @@ export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Sec
 
 /** The store, audit log and approval desk only: what the `approvals` and `audit` CLI commands need. */
 export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger) {
-  mkdirSync(config.data_dir, { recursive: true });
+  prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = await openAuditLog(auditPath(config), { redactor });
   const approvals = openSqliteApprovalStore(databasePath(config));
@@ -166,6 +169,7 @@ export async function openRuntime(options: {
   let sweeping = false;
   return {
     config,
+    tools: options.tools,
     pipeline,
     ...state,
     sessions,
@@ -186,12 +190,13 @@ export async function openRuntime(options: {
     },
     async close() {
       if (sweep) clearInterval(sweep);
-      await Promise.allSettled([
-        clients.sift.close(),
-        clients.segment.close(),
-        clients.salesforce.close(),
-        rateLimiter.close(),
-      ]);
+      await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
+      await pipeline
+        .close()
+        .catch((error: unknown) =>
+          logger.error('pending audit records could not be written', { error: String(error) }),
+        );
+      await rateLimiter.close().catch(() => undefined);
       await state.audit.close();
       await sessions.close();
       state.approvals.close();

@@ -8,8 +8,8 @@
  * list must be filtered per principal.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { Protocol, type RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  CallToolRequestSchema,
   ElicitResultSchema,
   ListPromptsRequestSchema,
   ListResourcesRequestSchema,
@@ -20,6 +20,8 @@ import {
   ErrorCode,
   McpError,
   type CallToolResult,
+  type ServerNotification,
+  type ServerRequest,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
@@ -30,6 +32,7 @@ import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
 import { VERSION } from './version.ts';
+import { wireJsonSchema } from './wire-schema.ts';
 
 export interface CreateServerOptions {
   pipeline: Pipeline;
@@ -46,30 +49,32 @@ const INSTRUCTIONS =
   'approval: when a call returns APPROVAL_PENDING, tell the user the approval id and check it later with ' +
   'get_approval_status instead of calling the tool again. Errors carry a code and say what to do.';
 
-/** The wire description of a tool: JSON Schemas from its zod schemas, annotations from its risk. */
-export function toWireTool(tool: AnyTool): Tool {
-  return {
-    name: tool.name,
-    title: tool.title,
-    description: tool.description,
-    inputSchema: z.toJSONSchema(inputSchemaOf(tool), { io: 'input' }) as Tool['inputSchema'],
-    outputSchema: outputSchemaOf(tool),
-    annotations: annotationsFor(tool),
-  };
-}
+const wireTools = new WeakMap<AnyTool, Tool>();
 
-function jsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
-  return rest;
+/**
+ * The wire description of a tool: compact JSON Schemas from its zod schemas (src/wire-schema.ts),
+ * annotations from its risk. Built once per tool: `tools/list` is answered from the cache.
+ */
+export function toWireTool(tool: AnyTool): Tool {
+  let wire = wireTools.get(tool);
+  if (!wire) {
+    wire = {
+      name: tool.name,
+      title: tool.title,
+      description: tool.description,
+      inputSchema: wireJsonSchema(inputSchemaOf(tool), 'input') as Tool['inputSchema'],
+      outputSchema: outputSchemaOf(tool),
+      annotations: annotationsFor(tool),
+    };
+    wireTools.set(tool, wire);
+  }
+  return wire;
 }
 
 /** Write tools answer either their result or, for `dry_run: true`, the plan: both are objects. */
 function outputSchemaOf(tool: AnyTool): Tool['outputSchema'] {
-  if (tool.risk === 'read') return z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'];
-  return {
-    type: 'object',
-    anyOf: [jsonSchema(tool.output), jsonSchema(dryRunResultSchema)],
-  } as Tool['outputSchema'];
+  const output = tool.risk === 'read' ? tool.output : z.union([tool.output, dryRunResultSchema]);
+  return { type: 'object', ...wireJsonSchema(output, 'output') } as Tool['outputSchema'];
 }
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
@@ -133,6 +138,25 @@ const RESOURCE_TEMPLATES = [
     pattern: /^fraudgate:\/\/cases\/([^/?#]+)$/,
   },
 ];
+
+/**
+ * `tools/call` as a client may really send it: `name` and `arguments` of any JSON type. With the
+ * SDK's schema, `arguments: 42` or a `__proto__` key would be answered (or silently dropped) by
+ * the SDK before the pipeline sees the call; with this one the pipeline refuses them as audited
+ * INVALID_INPUT tool results, like every other bad input. `arguments` is passed on untouched.
+ */
+const WireCallToolRequestSchema = z.object({
+  method: z.literal('tools/call'),
+  params: z
+    .looseObject({
+      name: z.unknown(),
+      arguments: z.unknown(),
+      _meta: z.looseObject({ progressToken: z.unknown() }).optional(),
+    })
+    .optional(),
+});
+type WireCallToolRequest = z.infer<typeof WireCallToolRequestSchema>;
+type CallToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 /** JSON-RPC code for an unknown resource (MCP spec). */
 const RESOURCE_NOT_FOUND = -32002;
@@ -221,8 +245,10 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     tools: pipeline.visibleTools(principal).map(toWireTool),
   }));
 
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
-    const progressToken = request.params._meta?.progressToken;
+  const callTool = async (request: WireCallToolRequest, extra: CallToolExtra): Promise<CallToolResult> => {
+    const name = typeof request.params?.name === 'string' ? request.params.name : '';
+    const token = request.params?._meta?.progressToken;
+    const progressToken = typeof token === 'string' || typeof token === 'number' ? token : undefined;
     let lastProgress = -1;
     const channel: CallChannel = {
       principal,
@@ -264,25 +290,28 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       };
     }
     const started = performance.now();
-    const outcome = await pipeline.call(request.params.name, request.params.arguments ?? {}, channel);
+    const outcome = await pipeline.call(name, request.params?.arguments, channel);
     options.metrics?.({
-      tool: request.params.name,
+      tool: name,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
       durationMs: performance.now() - started,
       ...(outcome.ok ? {} : { error: outcome.error }),
     });
     logger.info('tool call', {
-      tool: request.params.name,
+      tool: pipeline.toolLabel(name),
       call_id: outcome.callId,
       principal: principal.id,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
     });
     if (!outcome.ok) return errorResult(outcome.error);
     return successResult(
-      pipeline.visibleTools(principal).find((t) => t.name === request.params.name),
+      pipeline.visibleTools(principal).find((t) => t.name === name),
       outcome.output,
     );
-  });
+  };
+  // Installed with the protocol-level registration: the SDK Server's own tools/call wrapper would
+  // re-parse the request with its strict schema first (see WireCallToolRequestSchema).
+  Protocol.prototype.setRequestHandler.call(server, WireCallToolRequestSchema, callTool);
 
   return mcp;
 }

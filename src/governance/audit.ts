@@ -24,6 +24,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
 
@@ -51,6 +52,8 @@ export const AUDIT_EVENTS = [
   'dead_lettered',
   'requeued',
   'dropped',
+  // Refusals past a principal's refusal budget, counted rather than recorded one by one.
+  'refusals_counted',
   // Governance data changed by an authenticated human (src/cli).
   'identity_mapped',
   'identity_unmapped',
@@ -94,6 +97,8 @@ export interface AuditRecord {
   tool?: string;
   principal: AuditPrincipal;
   args_redacted?: unknown;
+  /** Refused calls: a bounded summary (hash, size, field names) instead of the arguments. */
+  args_summary?: ArgumentSummary;
   args_hash?: string;
   target?: string;
   approval_id?: string;
@@ -101,6 +106,8 @@ export interface AuditRecord {
   upstream?: AuditUpstream[];
   duration_ms?: number;
   detail?: string;
+  /** `refusals_counted`: refusals over the principal's budget, counted since `since`. */
+  refusals?: { count: number; since: string; by_event: Record<string, number> };
   prev_hash: string;
   hash: string;
 }
@@ -188,26 +195,39 @@ export async function openAuditLog(path: string, options: AuditLogOptions): Prom
     while (pending.length > 0) {
       const batch = pending.slice(0, MAX_GROUP_COMMIT);
       pending = pending.slice(batch.length);
-      let records: AuditRecord[];
+      const written: { pending: Pending; record: AuditRecord }[] = [];
       try {
         const release = await acquireLock(lockPath, lockTimeoutMs, staleLockMs);
         try {
           let head = await readChainHead(path);
-          records = batch.map(({ input }) => {
-            const record = buildRecord(input, head, now(), redactor);
+          const lines: string[] = [];
+          for (const p of batch) {
+            // One record that cannot be built (a value no redactor or JSON can take) fails alone,
+            // never the group it shares with other calls' records.
+            let record: AuditRecord;
+            let line: string;
+            try {
+              record = buildRecord(p.input, head, now(), redactor);
+              line = `${JSON.stringify(record)}\n`;
+            } catch (error) {
+              p.reject(error);
+              continue;
+            }
             head = { seq: record.seq, hash: record.hash };
-            return record;
-          });
-          await appendDurably(path, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+            lines.push(line);
+            written.push({ pending: p, record });
+          }
+          if (lines.length > 0) await appendDurably(path, lines.join(''));
         } finally {
           await release();
         }
       } catch (error) {
+        // Nothing of this group reached the disk (a promise already rejected above ignores this).
         for (const p of batch) p.reject(error);
         continue;
       }
       // Resolved only once the lock is released, so a caller never sees its record while holding it.
-      batch.forEach((p, i) => p.resolve(records[i]!));
+      for (const { pending: p, record } of written) p.resolve(record);
     }
     draining = undefined;
   };
@@ -266,10 +286,12 @@ function buildRecord(
     approval_id: input.approval_id,
     args_hash: input.args_hash,
     args_redacted: input.args_redacted === undefined ? undefined : redactor.redactValue(input.args_redacted),
+    args_summary: input.args_summary === undefined ? undefined : redactor.redactValue(input.args_summary),
     outcome,
     upstream: input.upstream,
     duration_ms: input.duration_ms,
     detail: redactString(input.detail),
+    refusals: input.refusals,
     prev_hash: head.hash,
   };
   // Hash exactly what a reader will parse back, so verification never disagrees with the writer.
