@@ -5,14 +5,14 @@
 import * as z from 'zod';
 import { ABUSE_TYPES, type SiftUserScore } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
-import { riskBandFor, type ToolContext } from '../src/tool.ts';
+import { describedOutput, riskBandFor, type ToolContext } from '../src/tool.ts';
 
 export const userId = z
   .string()
   .min(1)
   .max(255)
   .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
-  .describe('The Sift user id ($user_id), e.g. "sandbox-high-risk". Case-sensitive.');
+  .describe('Sift user id ($user_id), case-sensitive.');
 
 export const abuseType = z.enum(ABUSE_TYPES).describe('Sift abuse type, e.g. payment_abuse.');
 
@@ -50,6 +50,17 @@ export const latestLabel = z.object({
   description: z.string().optional(),
   time: z.number().optional(),
 });
+
+/**
+ * get_sift_score's summary as other tools' results embed it: `tools/list` says where it comes from
+ * instead of repeating its schema (src/wire-schema.ts).
+ */
+export const scoreSummaryFields = {
+  highest: describedOutput(scoreEntry.nullable(), 'As in get_sift_score.'),
+  scores: describedOutput(z.array(scoreEntry), 'As in get_sift_score.'),
+  latest_decisions: describedOutput(z.array(latestDecision), 'As in get_sift_score.'),
+  latest_labels: describedOutput(z.array(latestLabel), 'As in get_sift_score.'),
+};
 
 /** A user's current Sift decision as the sync tools report it. */
 export const currentDecisionSummary = z.object({

@@ -14,10 +14,9 @@ export const suppressUser = defineTool({
   name: 'suppress_user',
   title: 'Suppress a user from marketing',
   description:
-    'Stop (suppressed=true, the default) or resume (suppressed=false) marketing to a user because of fraud, by ' +
-    'writing the Segment profile trait that the marketing suppression audience keys on, plus a track event. ' +
-    "It does not delete data and never uses Segment's GDPR suppression. A human must approve it first (the call " +
-    'waits, then returns APPROVAL_PENDING with an approval id — check it with get_approval_status).',
+    'Stop (suppressed=true, the default) or resume (false) marketing to a user because of fraud: writes ' +
+    'the Segment profile trait the suppression audience keys on, plus a track event. Deletes nothing; not ' +
+    "Segment's GDPR suppression. A human approves first (APPROVAL_PENDING: check get_approval_status).",
   risk: 'destructive',
   toolset: 'segment',
   idempotent: true,

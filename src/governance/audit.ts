@@ -48,6 +48,8 @@ export const AUDIT_EVENTS = [
   'webhook_accepted',
   'webhook_duplicate',
   'webhook_rejected',
+  // A Segment message the mapping does not cover: acknowledged, not stored.
+  'webhook_ignored',
   'superseded',
   'dead_lettered',
   'requeued',
