@@ -38,6 +38,8 @@ export const AUDIT_EVENTS = [
   'executed',
   'failed',
   'approval_requested',
+  // An approved action did not run: its evidence changed before execution; a new approval replaces it.
+  'evidence_changed',
   'approved',
   'denied',
   'expired',
