@@ -21,6 +21,8 @@ if (major < needMajor || (major === needMajor && minor < needMinor)) {
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Says once per run when the vendor-recorded fixtures (../shared/fixtures) are absent.
+    globalSetup: ['test/global-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Two cores: the end-to-end tests spawn servers and browsers; keep parallelism honest.
