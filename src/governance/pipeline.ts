@@ -603,7 +603,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester: principal.id,
       policy_version: policyVersion,
     });
-    if (open) return awaitDecision(open, channel, meta.callId);
+    if (open) {
+      // The same call again: it joins the open approval, and like every call it leaves a record.
+      await record({ ...base, event: 'approval_requested', approval_id: open.id });
+      return awaitDecision(open, channel, meta.callId);
+    }
 
     if (mode === 'confirm' && channel.elicit) {
       const answer = await channel.elicit(
@@ -661,8 +665,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
-    // Not new: the same call opened it meanwhile (on this replica or another); wait on that one.
-    if (isNew) await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    // Not new: the same call opened it meanwhile (on this replica or another); like a repeat above, it
+    // joins that one, and either way the call leaves its record.
+    await record({
+      ...base,
+      event: 'approval_requested',
+      approval_id: created.id,
+      ...(isNew ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
+    });
     return awaitDecision(created, channel, meta.callId);
   }
 
