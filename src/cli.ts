@@ -6,7 +6,7 @@
  *                     [--http [--host 127.0.0.1] [--port N]]
  *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID --as NAME [--reason TEXT]
  *                       | deny ID --as NAME --reason TEXT
- *   fraudgate audit verify [--file PATH]
+ *   fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]
  *   fraudgate docs tools [--write | --check]
  *   fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list | unmatched
  *   fraudgate outbox list [--all] [--json] | show ID | retry ID --as NAME | drop ID --as NAME | work [--once]
@@ -39,7 +39,8 @@ const USAGE = `Usage:
   fraudgate approvals show ID [--json]
   fraudgate approvals approve ID --as NAME [--reason TEXT]
   fraudgate approvals deny ID --as NAME --reason TEXT
-  fraudgate audit verify [--file PATH]
+  fraudgate audit verify [--file PATH] [--public-key FILE]
+  fraudgate audit export [--since ISO-TIME] [--format jsonl]
   fraudgate docs tools [--write | --check]
   fraudgate sync scores [--dry-run]
   fraudgate sync feedback [--once]
@@ -60,6 +61,9 @@ const OPTIONS = {
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
+  'public-key': { type: 'string' },
+  since: { type: 'string' },
+  format: { type: 'string' },
   write: { type: 'boolean' },
   check: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
@@ -101,11 +105,19 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const runtime = await openRuntime({ config, secrets, tools, logger });
+  const replicaId = process.env.FRAUDGATE_REPLICA_ID?.trim();
+  const runtime = await openRuntime({
+    config,
+    secrets,
+    tools,
+    logger,
+    ...(replicaId ? { auditWriter: replicaId } : {}),
+  });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const automation = await openAutomation({ config, secrets, tools, logger });
+    // One ledger writer per process: the automation side appends through the MCP side's.
+    const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,

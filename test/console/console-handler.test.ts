@@ -11,8 +11,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Authenticator } from '../../src/auth/authenticator.ts';
 import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
-import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
-import { createRedactor } from '../../src/governance/redact.ts';
+import type { AuditLog } from '../../src/governance/audit.ts';
+import { openTestLedger } from '../helpers/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
 import type { Principal } from '../../src/tool.ts';
@@ -29,6 +29,7 @@ const authenticate: Authenticator = async (token) => {
 let clock = Date.now();
 let dir: string;
 let audit: AuditLog;
+let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
 let server: Server;
 let base: string;
@@ -85,13 +86,14 @@ function pending(id: string, overrides: { requester?: string; expires_at?: strin
 beforeEach(async () => {
   clock = Date.now();
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
-  audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+  ledger = openTestLedger(dir);
+  audit = ledger.audit;
   approvals = openSqliteApprovalStore(':memory:');
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  await audit.close();
+  await ledger.close();
   approvals.close();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -28,6 +28,7 @@ import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
+import { testSigningKeyPem } from '../helpers/audit.ts';
 
 const DEV_TOKEN = 'dev-token-for-tests-0123456789';
 const VIEWER_KEY = 'viewer-key-0123456789abcdef';
@@ -101,7 +102,7 @@ async function start(
     config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
     const rt = await openRuntime({
       config,
-      secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
+      secrets: { ...sandbox.secrets, auditKey: 'test-audit-key', auditSigningKey: testSigningKeyPem() },
       tools: allTools,
       logger: createLogger({ write: (line) => logs.push(line) }),
     });
