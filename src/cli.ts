@@ -4,12 +4,14 @@
  *
  *   fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets a,b]
  *                     [--http [--host 127.0.0.1] [--port N]]
- *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID --as NAME [--reason TEXT]
- *                       | deny ID --as NAME --reason TEXT
+ *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID [--reason TEXT]
+ *                       | deny ID --reason TEXT
+ *     (deciding, mapping identities and retrying/dropping outbox effects need an approver's credential:
+ *      FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal)
  *   fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]
  *   fraudgate docs tools [--write | --check]
- *   fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list | unmatched
- *   fraudgate outbox list [--all] [--json] | show ID | retry ID --as NAME | drop ID --as NAME | work [--once]
+ *   fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list | unmatched
+ *   fraudgate outbox list [--all] [--json] | show ID | retry ID | drop ID | work [--once]
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -20,6 +22,7 @@ import { runDocsCommand } from './cli/docs.ts';
 import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { FraudgateError } from './errors.ts';
+import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { resolveUpstreams } from './sandbox/sandbox.ts';
@@ -37,15 +40,17 @@ const USAGE = `Usage:
                   [--http [--host 127.0.0.1] [--port 8787]]
   fraudgate approvals list [--all] [--json]
   fraudgate approvals show ID [--json]
-  fraudgate approvals approve ID --as NAME [--reason TEXT]
-  fraudgate approvals deny ID --as NAME --reason TEXT
+  fraudgate approvals approve ID [--reason TEXT]
+  fraudgate approvals deny ID --reason TEXT
   fraudgate audit verify [--file PATH] [--public-key FILE]
   fraudgate audit export [--since ISO-TIME] [--format jsonl]
   fraudgate docs tools [--write | --check]
   fraudgate sync scores [--dry-run]
   fraudgate sync feedback [--once]
-  fraudgate identities map SIFT_ID SEGMENT_ID [--as NAME] | unmap SIFT_ID | list [--json] | unmatched [--json]
-  fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID --as NAME | drop ID --as NAME | work [--once]`;
+  fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list [--json] | unmatched [--json]
+  fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID [--reason TEXT] | drop ID [--reason TEXT] | work [--once]
+Deciding approvals, mapping identities and retrying or dropping outbox effects need an approver's own
+credential (an API key or JWT the server accepts): FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal.`;
 
 const OPTIONS = {
   sandbox: { type: 'boolean' },
@@ -212,10 +217,19 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(USAGE + '\n');
     return 0;
   }
+  if (values.as !== undefined) {
+    // A name typed on the command line proves nothing; refuse it loudly rather than ignore it.
+    process.stderr.write(
+      'fraudgate: --as is no longer accepted: the actor is whoever FRAUDGATE_APPROVER_TOKEN (or the terminal prompt) authenticates; remove --as and set your own approver token.\n',
+    );
+    return 2;
+  }
   const [command = 'serve', ...rest] = positionals;
   try {
     if (command === 'docs') return await runDocsCommand(rest, values, tools);
     const loaded = loadConfig(configFlags(values));
+    // Policy keys name tools, which the config schema does not know: checked here, before any command runs.
+    checkPolicyNames(tools, loaded.config);
     switch (command) {
       case 'serve':
         await serve(loaded, values.http === true);
@@ -225,7 +239,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'audit':
         return await runAuditCommand(rest, values, loaded);
       case 'identities':
-        return runIdentitiesCommand(rest, values, loaded);
+        return await runIdentitiesCommand(rest, values, loaded);
       case 'outbox':
         return await runOutboxCommand(rest, values, loaded);
       case 'sync':

@@ -137,8 +137,13 @@ export const configSchema = z.strictObject({
     }),
   }),
   approvals: z.strictObject({
-    /** Per-tool approval mode; tools not listed use the default for their risk. */
+    /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
     tools: z.record(z.string(), approvalMode),
+    /**
+     * Destructive tools (and BLOCK decisions) need an approver other than the requester; the tools or
+     * per-call keys listed here opt in to letting the requester approve (or confirm in-band) their own call.
+     */
+    self_approval: z.array(z.string().min(1)),
     default_for_write: approvalMode,
     default_for_destructive: approvalMode,
     /** Whether out-of-band approval (CLI / console) is an available channel. Off + no elicitation = refuse. */
@@ -281,10 +286,14 @@ export const configSchema = z.strictObject({
     host: z.string().min(1),
     /** 0 picks a free port. */
     port: z.number().int().min(0).max(65535),
-    /** Open MCP sessions at most; further initializations get 503. */
+    /** Open MCP sessions at most, across all replicas; further initializations get 503. */
     max_sessions: z.number().int().positive(),
+    /** Open MCP sessions per principal at most, so one client cannot take every slot; more get 429. */
+    max_sessions_per_principal: z.number().int().positive(),
     /** A session with no request for this long is closed. */
     idle_timeout_ms: z.number().int().positive(),
+    /** A session that never sent a request after the handshake is closed after this long. */
+    unused_session_timeout_ms: z.number().int().positive(),
     /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
     body_limit_bytes: z.number().int().positive(),
     /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
@@ -351,6 +360,11 @@ export interface Secrets {
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
   devToken?: string;
+  /**
+   * FRAUDGATE_APPROVER_TOKEN: the credential (API key or JWT, as the HTTP server accepts) of the human
+   * running a governance CLI command such as `approvals approve`; it names the actor in the audit.
+   */
+  approverToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
   /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
@@ -432,6 +446,7 @@ export const DEFAULTS: Config = {
   },
   approvals: {
     tools: {},
+    self_approval: [],
     default_for_write: 'none',
     default_for_destructive: 'approval',
     out_of_band: true,
@@ -499,7 +514,9 @@ export const DEFAULTS: Config = {
     host: '127.0.0.1',
     port: 8787,
     max_sessions: 100,
+    max_sessions_per_principal: 10,
     idle_timeout_ms: 30 * 60 * 1000,
+    unused_session_timeout_ms: 30_000,
     body_limit_bytes: 1024 * 1024,
     allowed_origins: [],
     allowed_hosts: [],
@@ -574,6 +591,7 @@ export function readSecrets(env: Env): Secrets {
     auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
+    approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')

@@ -30,6 +30,8 @@ import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
 import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
+import type { SessionStores } from './store/session-store.ts';
+import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
@@ -41,6 +43,8 @@ export interface Runtime {
   identities: IdentityStore;
   /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
+  /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
+  sessions: SessionStores;
   redactor: Redactor;
   clients: UpstreamClients;
   logger: Logger;
@@ -263,12 +267,14 @@ export async function openRuntime(options: {
     rateLimiter,
     logger,
   });
+  const sessions = openSqliteSessionStores(databasePath(config));
   let sweep: NodeJS.Timeout | undefined;
   let sweeping = false;
   return {
     config,
     pipeline,
     ...state,
+    sessions,
     clients,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
@@ -293,6 +299,7 @@ export async function openRuntime(options: {
         rateLimiter.close(),
       ]);
       if (!options.audit) await state.audit.close();
+      await sessions.close();
       state.approvals.close();
       state.identities.close();
     },

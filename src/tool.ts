@@ -136,6 +136,8 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    * upstream (never write) and may throw `InvalidInputError` to refuse the call.
    */
   approvalKey?(args: z.infer<I>, ctx: ToolContext): Promise<ApprovalKey>;
+  /** Every key `approvalKey` can return, so the policy config can be checked and shown (`fraudgate://policy`). */
+  approvalKeys?: readonly ApprovalKey[];
   /**
    * For write tools: what `dry_run: true` reports — the current upstream state and what the call
    * would change. Reads only; never writes, needs no approval. Required for every non-read tool.

@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import type { SiftDecisionDefinition } from '../src/clients/types.ts';
 import { InvalidInputError } from '../src/errors.ts';
-import { defineTool, type ToolContext } from '../src/tool.ts';
+import { defineTool, type ApprovalKey, type ToolContext } from '../src/tool.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
 import { siftEvidence, userId } from './schemas.ts';
 
@@ -30,6 +30,13 @@ async function userDecision(decisionId: string, ctx: ToolContext): Promise<SiftD
   }
   return found;
 }
+
+/** Policy per decision category. BLOCK never runs on the model's word alone, whatever the tool's default. */
+const APPROVAL_KEYS: readonly ApprovalKey[] = [
+  { key: 'apply_decision:block', floor: 'approval' },
+  { key: 'apply_decision:watch' },
+  { key: 'apply_decision:accept' },
+];
 
 export const applyDecision = defineTool({
   name: 'apply_decision',
@@ -71,13 +78,10 @@ export const applyDecision = defineTool({
     applied_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  approvalKeys: APPROVAL_KEYS,
   async approvalKey(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
-    // BLOCK never runs on the model's word alone, whatever the configured default for the tool.
-    return {
-      key: `apply_decision:${decision.category}`,
-      ...(decision.category === 'block' ? { floor: 'approval' } : {}),
-    };
+    return APPROVAL_KEYS.find((k) => k.key === `apply_decision:${decision.category}`)!;
   },
   async evidence(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);

@@ -9,6 +9,7 @@ import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { openGovernanceState } from '../runtime.ts';
 import type { Approval } from '../store/approval-store.ts';
+import { authenticateOperator } from './credential.ts';
 
 function age(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -84,19 +85,20 @@ export async function runApprovalsCommand(
       case 'deny': {
         const issues = [];
         if (!id) issues.push({ field: 'ID', message: 'give the approval id' });
-        if (!values.as?.trim()) issues.push({ field: '--as', message: "give the approver's name" });
         if (sub === 'deny' && !values.reason?.trim())
           issues.push({ field: '--reason', message: 'a reason is required to deny' });
         if (issues.length > 0) throw new InvalidInputError(issues, `Usage: fraudgate approvals ${sub}`);
+        // The approver is whoever the credential proves, never a name typed on the command line.
+        const approver = await authenticateOperator(loaded, `${sub} approvals`);
         const decided = await state.desk.decide(id!, {
           approve: sub === 'approve',
-          approver: { id: values.as!.trim(), kind: 'user', role: 'approver' },
+          approver,
           ...(values.reason ? { reason: values.reason } : {}),
         });
         out(
           sub === 'approve'
-            ? `Approved ${decided.id}. A running fraudgate server executes it once (check: fraudgate approvals show ${decided.id}).`
-            : `Denied ${decided.id}. Nothing will be executed.`,
+            ? `Approved ${decided.id} as ${approver.id}. A running fraudgate server executes it once (check: fraudgate approvals show ${decided.id}).`
+            : `Denied ${decided.id} as ${approver.id}. Nothing will be executed.`,
         );
         return 0;
       }

@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CliValues } from '../cli.ts';
-import { resolveApprovalDefault } from '../governance/policy.ts';
+import { resolveApproval } from '../governance/policy.ts';
 import { DEFAULTS } from '../config.ts';
 import type { AnyTool } from '../tool.ts';
 
@@ -19,7 +19,7 @@ export function renderToolTable(tools: readonly AnyTool[]): string {
       '|',
       '\\|',
     );
-    return `| \`${t.name}\` | ${t.risk} | ${t.toolset} | ${resolveApprovalDefault(t, DEFAULTS)} | ${summary} |`;
+    return `| \`${t.name}\` | ${t.risk} | ${t.toolset} | ${resolveApproval(t, DEFAULTS).mode} | ${summary} |`;
   });
   return [
     '| tool | risk | toolset | approval (default) | what it does |',

@@ -3,11 +3,12 @@
  *
  *   list [--all] [--json]   dead letters and effects waiting for approval (all states with --all)
  *   show ID [--json]        one effect with its event
- *   retry ID --as NAME      a dead (or denied) effect back to pending with a fresh attempt count
- *   drop ID --as NAME       give up on a dead effect for good
+ *   retry ID                a dead (or denied) effect back to pending with a fresh attempt count
+ *   drop ID                 give up on a dead effect for good
  *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: drain what is due and exit)
  *
- * retry and drop leave an audit record under the operator's name.
+ * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
+ * under the identity it proves.
  */
 import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
@@ -18,6 +19,7 @@ import { createLogger } from '../logger.ts';
 import { openAutomation, openOutboxStore } from '../outbox/automation.ts';
 import type { OutboxEffect } from '../outbox/outbox-store.ts';
 import { openGovernanceState } from '../runtime.ts';
+import { authenticateOperator } from './credential.ts';
 
 function line(e: OutboxEffect): string {
   return [
@@ -83,11 +85,7 @@ export async function runOutboxCommand(
       case 'retry':
       case 'drop': {
         const effectId = needId();
-        if (!values.as) {
-          throw new InvalidInputError([
-            { field: '--as', message: 'who is doing this (recorded in the audit log)' },
-          ]);
-        }
+        const actor = await authenticateOperator(loaded, `${sub} outbox effects`);
         const ok = sub === 'retry' ? await store.requeue(effectId) : await store.drop(effectId);
         if (!ok) {
           process.stderr.write(
@@ -106,7 +104,7 @@ export async function runOutboxCommand(
             event: sub === 'retry' ? 'requeued' : 'dropped',
             call_id: randomUUID(),
             tool: effect?.tool,
-            principal: { id: values.as, kind: 'user', role: 'admin' },
+            principal: { id: actor.id, kind: actor.kind, role: actor.role },
             target: `outbox_effect:${effectId}`,
             ...(values.reason ? { outcome: { message: values.reason } } : {}),
           });
@@ -119,7 +117,7 @@ export async function runOutboxCommand(
       }
       default:
         process.stderr.write(
-          'Usage: fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID --as NAME | drop ID --as NAME [--reason TEXT] | work [--once]\n',
+          'Usage: fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID | drop ID [--reason TEXT] | work [--once]\n',
         );
         return 2;
     }

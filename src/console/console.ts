@@ -5,23 +5,28 @@
  * script, so the Content-Security-Policy can be `default-src 'self'`).
  *
  * Sign-in exchanges an approver's bearer token (through the shared `Authenticator`) for a
- * server-side session in an HttpOnly, SameSite=Strict cookie; the token itself is not kept. Every
- * state change needs the session's CSRF token in `X-CSRF-Token` and, when the browser sends one, an
- * Origin that matches Host. Decisions go through the approval desk, exactly like the CLI, so a
+ * server-side session in an HttpOnly, SameSite=Strict cookie; the token itself is not kept. Sessions
+ * live in the store (only a SHA-256 digest of the cookie), so the cookie works on every replica and
+ * survives a restart. Every state change needs the session's CSRF token in `X-CSRF-Token` and, when
+ * the browser sends one, an Origin that matches Host. The CSRF token is derived from the cookie
+ * (a hash the page cannot compute itself, since the cookie is HttpOnly), so it needs no storage. Decisions go through the approval desk, exactly like the CLI, so a
  * waiting agent call (or the background sweep) executes an approved action once.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Approval, ApprovalState } from '../store/approval-store.ts';
+import type { SessionStores } from '../store/session-store.ts';
 import type { Principal } from '../tool.ts';
 
 /** What the console needs: the approval store and desk of a running runtime, and how to check a token. */
 export interface ConsoleDeps {
-  runtime: Pick<Runtime, 'approvals' | 'desk' | 'logger'>;
+  runtime: Pick<Runtime, 'approvals' | 'desk' | 'logger'> & {
+    sessions: Pick<SessionStores, 'consoleSessions'>;
+  };
   authenticate: Authenticator;
   /** Add `Secure` to the session cookie; set it whenever the console is reached over HTTPS. */
   secureCookies?: boolean;
@@ -36,10 +41,11 @@ export interface ConsoleDeps {
 export type ConsoleHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
 interface Session {
+  /** SHA-256 of the cookie: the store key. */
+  idHash: string;
   principal: Principal;
   csrf: string;
   expiresAt: number;
-  lastSeen: number;
 }
 
 /**
@@ -126,6 +132,11 @@ function send(
 function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}) {
   send(res, status, JSON.stringify(value), 'application/json; charset=utf-8', extra);
 }
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+/** The CSRF token of a session: bound to the cookie, unknowable without it. */
+const csrfFor = (cookie: string) =>
+  createHash('sha256').update(`fraudgate-console-csrf\0${cookie}`).digest('base64url');
 
 function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
@@ -217,7 +228,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   const now = deps.now ?? (() => new Date());
   const sessionTtlMs = deps.sessionTtlMs ?? 8 * 60 * 60 * 1000;
   const idleTimeoutMs = deps.idleTimeoutMs ?? 30 * 60 * 1000;
-  const sessions = new Map<string, Session>();
+  const sessions = deps.runtime.sessions.consoleSessions;
   // Tokens are long random secrets, but a pasted-token form still should not be a free guessing oracle.
   const failures = new Map<string, { count: number; since: number }>();
 
@@ -231,27 +242,29 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       ...(deps.secureCookies ? ['Secure'] : []),
     ].join('; ');
 
-  function sweep(at: number) {
-    for (const [id, s] of sessions)
-      if (s.expiresAt <= at || s.lastSeen + idleTimeoutMs <= at) sessions.delete(id);
-  }
-
-  function currentSession(req: IncomingMessage): { id: string; session: Session } | undefined {
-    const id = readCookie(req, COOKIE);
-    if (!id) return undefined;
-    const at = now().getTime();
-    const session = sessions.get(id);
-    if (!session) return undefined;
-    if (session.expiresAt <= at || session.lastSeen + idleTimeoutMs <= at) {
-      sessions.delete(id);
-      return undefined;
+  /** A session-store failure (database unreachable) answers a retryable 503, not an internal error. */
+  async function fromStore<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (error) {
+      logger.warn('console session store unavailable', { error: String(error) });
+      throw new ConsoleHttpError(503, 'The session store is unavailable; try again in a few seconds.');
     }
-    session.lastSeen = at;
-    return { id, session };
   }
 
-  function requireSession(req: IncomingMessage): { id: string; session: Session } {
-    const current = currentSession(req);
+  async function currentSession(req: IncomingMessage): Promise<Session | undefined> {
+    const cookieValue = readCookie(req, COOKIE);
+    if (!cookieValue) return undefined;
+    const at = now().getTime();
+    const idHash = sha256(cookieValue);
+    const stored = await fromStore(sessions.get(idHash, at, idleTimeoutMs));
+    if (!stored) return undefined;
+    await fromStore(sessions.touch(idHash, at));
+    return { idHash, principal: stored.principal, csrf: csrfFor(cookieValue), expiresAt: stored.expires_at };
+  }
+
+  async function requireSession(req: IncomingMessage): Promise<Session> {
+    const current = await currentSession(req);
     if (!current) throw new ConsoleHttpError(401, 'Not signed in, or the session has ended. Sign in again.');
     return current;
   }
@@ -305,22 +318,17 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       );
     }
     const at = now().getTime();
-    sweep(at);
-    if (sessions.size >= MAX_SESSIONS) {
-      // Map iteration is insertion order: drop the oldest sign-in rather than refuse a new one.
-      const oldest = sessions.keys().next().value;
-      if (oldest !== undefined) sessions.delete(oldest);
-    }
     const expiresAt = Math.min(at + sessionTtlMs, result.expiresAt ? result.expiresAt * 1000 : Infinity);
     if (expiresAt <= at) throw new ConsoleHttpError(401, 'Sign-in refused: the token has expired.');
     const id = randomBytes(32).toString('base64url');
-    const session: Session = {
-      principal,
-      csrf: randomBytes(32).toString('base64url'),
-      expiresAt,
-      lastSeen: at,
-    };
-    sessions.set(id, session);
+    const session: Session = { idHash: sha256(id), principal, csrf: csrfFor(id), expiresAt };
+    // Past MAX_SESSIONS the oldest sign-ins are dropped rather than a new one refused.
+    await fromStore(
+      sessions.create(
+        { id_hash: session.idHash, principal, created_at: at, expires_at: expiresAt, last_seen_at: at },
+        MAX_SESSIONS,
+      ),
+    );
     logger.info('console sign-in', { principal: principal.id, role: principal.role });
     sendJson(res, 200, sessionView(session), {
       'Set-Cookie': cookie(id, Math.ceil((expiresAt - at) / 1000)),
@@ -382,13 +390,13 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       return send(res, 200, asset.body, asset.type, { 'Cache-Control': 'no-cache' });
     }
     if (path === '/console/api/session') {
-      if (method === 'GET') return sendJson(res, 200, sessionView(requireSession(req).session));
+      if (method === 'GET') return sendJson(res, 200, sessionView(await requireSession(req)));
       if (method === 'POST') return signIn(req, res);
       if (method === 'DELETE') {
-        const current = currentSession(req);
+        const current = await currentSession(req);
         if (current) {
-          requireCsrf(req, current.session);
-          sessions.delete(current.id);
+          requireCsrf(req, current);
+          await fromStore(sessions.delete(current.idHash));
         }
         return sendJson(res, 200, { signed_out: true }, { 'Set-Cookie': cookie('', 0) });
       }
@@ -396,12 +404,12 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     }
     if (path === '/console/api/approvals') {
       if (method !== 'GET') throw new ConsoleHttpError(405, 'Method not allowed.');
-      return listApprovals(url, res, requireSession(req).session);
+      return listApprovals(url, res, await requireSession(req));
     }
     const match = APPROVAL_PATH.exec(path);
     if (match) {
       if (method !== 'POST') throw new ConsoleHttpError(405, 'Method not allowed.');
-      const { session } = requireSession(req);
+      const session = await requireSession(req);
       return decide(req, res, session, match[1]!, match[2] === 'approve');
     }
     throw new ConsoleHttpError(404, 'Not found.');
@@ -418,7 +426,12 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
         return true;
       }
       if (error instanceof ConsoleHttpError) {
-        sendJson(res, error.status, { error: { message: error.message } });
+        sendJson(
+          res,
+          error.status,
+          { error: { message: error.message } },
+          error.status === 503 ? { 'Retry-After': '5' } : {},
+        );
       } else if (error instanceof FraudgateError) {
         const status = STATUS_BY_CODE[error.code] ?? 500;
         if (status === 500)

@@ -41,6 +41,9 @@ export const AUDIT_EVENTS = [
   'dead_lettered',
   'requeued',
   'dropped',
+  // Governance data changed by an authenticated human (src/cli).
+  'identity_mapped',
+  'identity_unmapped',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 

@@ -30,8 +30,9 @@ import {
 import type { AuditLog, AuditRecord } from './audit.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
-import { isVisibleTo, resolveApprovalDefault } from './policy.ts';
+import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+import { humanTime, whereToApprove } from './approval-text.ts';
 
 /** The answer to an in-band confirmation request. */
 export type ElicitAnswer = 'accept' | 'decline' | 'cancel';
@@ -119,6 +120,7 @@ const transientIdentities: IdentityDirectory = {
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
+  checkPolicyNames(deps.tools, config);
   const now = deps.now ?? (() => new Date());
   const desk = createApprovalDesk({ approvals, audit, logger, now });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
@@ -130,8 +132,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     salesforce: config.salesforce,
   };
 
-  const approvalModeFor = (tool: AnyTool, key?: ApprovalKey): ApprovalMode =>
-    resolveApprovalDefault(tool, config, key);
+  const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
+    resolveApproval(tool, config, key);
+  const where = whereToApprove(config);
+  /** How `fraudgate://policy` shows a tool's approval: the mode and whether the requester may approve it. */
+  const policyView = (p: ApprovalPolicy) => ({ approval: p.mode, self_approval: p.self_approval });
 
   const bucketFor = (tool: AnyTool): BucketConfig =>
     config.rate_limits.tools[tool.name] ?? config.rate_limits[tool.risk];
@@ -376,8 +381,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   function pendingError(approval: Approval): FraudgateError {
     return new FraudgateError(
       ERROR_CODES.APPROVAL_PENDING,
-      `${approval.tool} on ${approval.target} needs a human's approval (${approval.mode}). Approval ${approval.id} is pending until ` +
-        `${approval.expires_at}. An approver runs: fraudgate approvals approve ${approval.id} --as <name>. ` +
+      `${approval.tool} on ${approval.target} needs a human's approval` +
+        (approval.mode === 'four_eyes' ? ' by an approver other than the requester' : '') +
+        `. Approval ${approval.id} is pending until ${humanTime(approval.expires_at)}. Only a human approver, signed in ` +
+        `with their own credential, can decide it ${where}; tell the user. ` +
         `Check the outcome with get_approval_status {"approval_id":"${approval.id}"}; do not call ${approval.tool} again meanwhile.`,
       {
         retryable: true,
@@ -433,7 +440,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         await channel.progress(
           elapsed,
           total,
-          `Waiting for approval ${current.id} (fraudgate approvals approve ${current.id} --as <name>)`,
+          `Waiting for a human approver to decide ${current.id} ${where}`,
         );
       }
       await sleep(config.approvals.poll_ms, channel.signal);
@@ -453,6 +460,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
+    // `confirm` survives policy resolution only where the requester may approve their own call.
 
     await expireOverdue();
     const open = approvals.findOpen({
@@ -489,7 +497,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           (mode === 'confirm'
             ? 'this client does not support elicitation, and out-of-band approvals are disabled. '
             : 'out-of-band approvals are disabled. ') +
-          'Enable approvals.out_of_band in the fraudgate configuration so approvers can use `fraudgate approvals`.',
+          'The operator must enable approvals.out_of_band in the fraudgate configuration so human approvers can decide.',
       );
     }
 
@@ -637,7 +645,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         throw e;
       }
     }
-    const mode = approvalModeFor(tool, approvalKey);
+    const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
     if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
@@ -676,10 +684,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           .map((t) => ({
             name: t.name,
             risk: t.risk,
-            approval: approvalModeFor(t),
+            ...policyView(approvalPolicyFor(t)),
+            ...(t.approvalKeys
+              ? {
+                  per_call: Object.fromEntries(
+                    t.approvalKeys.map((k) => [k.key, policyView(approvalPolicyFor(t, k))]),
+                  ),
+                }
+              : {}),
             rate_limit: bucketFor(t),
           })),
         per_key_approvals: config.approvals.tools,
+        // Destructive tools need an approver other than the requester unless listed here (explicit opt-in).
+        self_approval_opt_in: config.approvals.self_approval,
         approvals: {
           out_of_band: config.approvals.out_of_band,
           ttl_ms: config.approvals.ttl_ms,

@@ -1,8 +1,10 @@
 /**
- * Which tools a principal may see and call. One filter, applied both to `tools/list` and to
- * every call, so a hidden tool is also a refused tool. Read-only mode always wins.
+ * Which tools a principal may see and call, and what approval each call needs. One filter, applied
+ * both to `tools/list` and to every call, so a hidden tool is also a refused tool. Read-only mode
+ * always wins.
  */
 import type { ApprovalMode, Config } from '../config.ts';
+import { InvalidInputError, type FieldIssue } from '../errors.ts';
 import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
 
 /** What each role may use. Approvers decide in the CLI/console; that is not an MCP tool. */
@@ -27,16 +29,26 @@ export function isVisibleTo(
 
 const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };
 
+/** The approval a call needs, and whether its requester may be the one who approves (or confirms) it. */
+export interface ApprovalPolicy {
+  mode: ApprovalMode;
+  self_approval: boolean;
+}
+
 /**
- * The approval mode a tool gets under this configuration: the per-call key's override (see
+ * The approval a tool gets under this configuration: the per-call key's override (see
  * `ToolDefinition.approvalKey`), else the per-tool override, else by risk; never below the key's floor.
+ *
+ * Destructive tools need an approver other than the requester unless `approvals.self_approval`
+ * lists them: their `confirm`/`approval` become `four_eyes`. A per-call key with a floor (a BLOCK)
+ * must be listed itself — opting `apply_decision` in does not let anyone approve their own block.
  */
-export function resolveApprovalDefault(
+export function resolveApproval(
   tool: Pick<AnyTool, 'name' | 'risk'>,
   config: Pick<Config, 'approvals'>,
   key?: ApprovalKey,
-): ApprovalMode {
-  const mode =
+): ApprovalPolicy {
+  const configured =
     (key ? config.approvals.tools[key.key] : undefined) ??
     config.approvals.tools[tool.name] ??
     (tool.risk === 'destructive'
@@ -44,5 +56,38 @@ export function resolveApprovalDefault(
       : tool.risk === 'write'
         ? config.approvals.default_for_write
         : 'none');
-  return key?.floor !== undefined && STRICTNESS[key.floor] > STRICTNESS[mode] ? key.floor : mode;
+  const mode =
+    key?.floor !== undefined && STRICTNESS[key.floor] > STRICTNESS[configured] ? key.floor : configured;
+  const optedIn = config.approvals.self_approval;
+  const selfAllowed =
+    tool.risk !== 'destructive' ||
+    (key !== undefined && optedIn.includes(key.key)) ||
+    (key?.floor === undefined && optedIn.includes(tool.name));
+  if (mode === 'none') return { mode, self_approval: true };
+  if (!selfAllowed && STRICTNESS[mode] < STRICTNESS.four_eyes)
+    return { mode: 'four_eyes', self_approval: false };
+  return { mode, self_approval: mode !== 'four_eyes' };
+}
+
+/**
+ * Policy keys must name real tools: a typo (`apply_lable`) would otherwise leave the real tool on its
+ * default without a word. Throws at start-up listing every unknown name and the known ones.
+ */
+export function checkPolicyNames(
+  tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[],
+  config: Pick<Config, 'approvals' | 'rate_limits'>,
+): void {
+  const toolNames = tools.map((t) => t.name);
+  const approvalKeys = [...toolNames, ...tools.flatMap((t) => (t.approvalKeys ?? []).map((k) => k.key))];
+  const issues: FieldIssue[] = [];
+  const check = (field: string, names: readonly string[], known: readonly string[], what: string) => {
+    for (const name of names) {
+      if (!known.includes(name))
+        issues.push({ field: `${field}.${name}`, message: `unknown ${what}; known: ${known.join(', ')}` });
+    }
+  };
+  check('approvals.tools', Object.keys(config.approvals.tools), approvalKeys, 'tool or approval key');
+  check('approvals.self_approval', config.approvals.self_approval, approvalKeys, 'tool or approval key');
+  check('rate_limits.tools', Object.keys(config.rate_limits.tools), toolNames, 'tool');
+  if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
 }

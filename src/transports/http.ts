@@ -10,27 +10,30 @@
  *   orchestrator probes that address the pod by IP still work; they reveal nothing sensitive.
  * - Bearer token on every `/mcp` request (sessions are not authentication): 401 with
  *   `WWW-Authenticate: Bearer … resource_metadata="…"`; a genuine token without a fraudgate role → 403.
- * - A session is bound to the principal (id, kind, role) that initialized it. Any other principal
- *   presenting its id gets exactly the answer an unknown id gets (404), so ids cannot be probed.
- * - Unknown session id (e.g. after a restart: sessions live in process memory) → 404 with a
- *   JSON-RPC error; per the spec the client must start a new session with `initialize`. We do not
- *   silently re-create sessions: a fresh server would lack the client's capabilities (elicitation).
+ * - Sessions live in the store's registry (./mcp-sessions.ts), so any replica serves any request and
+ *   a session survives a restart. A session is bound to the principal (id, kind, role) that
+ *   initialized it; any other principal presenting its id gets exactly the answer an unknown id gets
+ *   (404), so ids cannot be probed. Caps per principal (429) and in total (503) answer JSON-RPC
+ *   errors naming the limit. The store unreachable → 503 with a retryable JSON-RPC error.
  * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
  * - `/metrics`: open to loopback peers (a local Prometheus or sidecar); anyone else needs an admin token.
  */
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { isInitializeRequest, isJSONRPCRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer } from '../server.ts';
 import type { Principal } from '../tool.ts';
+import {
+  createMcpSessionManager,
+  SessionCapError,
+  SessionStoreUnavailableError,
+  type LiveSession,
+} from './mcp-sessions.ts';
 
 /** A mounted handler (e.g. the console): returns true when it answered the request. */
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
@@ -63,19 +66,12 @@ export interface HttpServerHandle {
   mcpUrl: string;
   authenticator: Authenticator;
   metrics: Metrics;
-  /** Open MCP sessions. */
-  sessionCount(): number;
+  /** Open MCP sessions in the registry (every replica's). */
+  sessionCount(): Promise<number>;
+  /** Run one reaper tick now (tests; the server runs it on a timer). */
+  sweepSessions(): Promise<void>;
   /** Stop accepting, let in-flight requests finish (up to `http.shutdown_grace_ms`), then close sessions. */
   close(): Promise<void>;
-}
-
-interface Session {
-  transport: StreamableHTTPServerTransport;
-  server: McpServer;
-  principal: Principal;
-  lastSeen: number;
-  /** Requests of this session still being answered (a tool call's SSE response, not the GET stream). */
-  active: number;
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
@@ -168,7 +164,68 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-const samePrincipal = (a: Principal, b: Principal) => a.id === b.id && a.kind === b.kind && a.role === b.role;
+/** The Node request as a Web `Request` for the SDK's web-standard transport (the body is passed parsed). */
+function toWebRequest(req: IncomingMessage, res: ServerResponse): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (typeof value === 'string') headers.set(name, value);
+    else if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+  }
+  // A client that goes away aborts the request, as a fetch-based server would see it.
+  const aborted = new AbortController();
+  res.once('close', () => aborted.abort());
+  return new Request(new URL(req.url ?? '/mcp', 'http://fraudgate.internal'), {
+    method: req.method ?? 'GET',
+    headers,
+    signal: aborted.signal,
+  });
+}
+
+/** Streams a Web `Response` (JSON or SSE) to the Node response; resolves when it has ended. */
+async function sendWebResponse(res: ServerResponse, response: Response): Promise<void> {
+  const headers: Record<string, string> = {};
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  res.flushHeaders();
+  const reader = response.body.getReader();
+  // The client went away: cancelling lets the transport drop the stream (its cancel callback).
+  const cancel = () => void reader.cancel().catch(() => {});
+  res.once('close', cancel);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || res.destroyed) break;
+      res.write(value);
+    }
+  } catch {
+    // The stream was cancelled or errored: the response just ends.
+  } finally {
+    res.off('close', cancel);
+    res.end();
+  }
+}
+
+const storeUnavailable = (res: ServerResponse) =>
+  sendJson(
+    res,
+    503,
+    {
+      jsonrpc: '2.0',
+      error: {
+        code: -32000,
+        message: 'The session store is unavailable; retry in a few seconds.',
+        data: { retryable: true },
+      },
+      id: null,
+    },
+    { 'retry-after': '5' },
+  );
 
 /** Start the HTTP server; resolves once it listens. */
 export async function startHttpServer(
@@ -179,8 +236,16 @@ export async function startHttpServer(
   const httpConfig = config.http;
   const host = options.host ?? httpConfig.host;
   const metrics = options.metrics ?? createMetrics();
-  const sessions = new Map<string, Session>();
-  let initializing = 0;
+  const sessions = createMcpSessionManager({
+    stores: runtime.sessions,
+    createServer: (principal) =>
+      createMcpServer({ pipeline: runtime.pipeline, principal, logger, metrics: metrics.onToolCall }),
+    logger,
+    caps: { perPrincipal: httpConfig.max_sessions_per_principal, total: httpConfig.max_sessions },
+    timeouts: { unusedMs: httpConfig.unused_session_timeout_ms, idleMs: httpConfig.idle_timeout_ms },
+  });
+  await sessions.ready;
+  let openSessions = 0;
   let draining = false;
 
   // Filled in once listening: the URLs depend on the bound port.
@@ -196,25 +261,36 @@ export async function startHttpServer(
     'Approvals waiting for a human decision.',
     () => runtime.approvals.list({ states: ['pending'], limit: 100_000 }).length,
   );
-  metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP.', () => sessions.size);
+  // Read at scrape time from the last reaper tick: a scrape must not wait on the store.
+  metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP (all replicas).', () => openSessions);
 
-  const closeSession = async (id: string, why: string) => {
-    const session = sessions.get(id);
-    if (!session) return;
-    sessions.delete(id);
-    logger.info('mcp session closed', { principal: session.principal.id, reason: why });
-    await session.transport.close().catch(() => {});
-    await session.server.close().catch(() => {});
+  const sweep = async () => {
+    await sessions.sweep();
+    openSessions = await sessions.count();
   };
-
+  let sweeping = false;
   const reaper = setInterval(
     () => {
-      const cutoff = Date.now() - httpConfig.idle_timeout_ms;
-      for (const [id, session] of sessions) {
-        if (session.active === 0 && session.lastSeen < cutoff) void closeSession(id, 'idle');
-      }
+      if (sweeping) return;
+      sweeping = true;
+      sweep()
+        .catch((error: unknown) =>
+          logger.warn('session sweep failed; retrying on the next tick', {
+            error: error instanceof Error ? error.message : String(error),
+          }),
+        )
+        .finally(() => {
+          sweeping = false;
+        });
     },
-    Math.max(250, Math.min(60_000, Math.floor(httpConfig.idle_timeout_ms / 4))),
+    // Frequent enough that an unused session is gone within its timeout plus a quarter.
+    Math.max(
+      250,
+      Math.min(
+        10_000,
+        Math.floor(Math.min(httpConfig.unused_session_timeout_ms, httpConfig.idle_timeout_ms) / 4),
+      ),
+    ),
   );
   reaper.unref();
 
@@ -299,61 +375,107 @@ export async function startHttpServer(
       }
     }
 
-    if (sessionId !== undefined) {
-      const session = sessions.get(sessionId);
-      // A session of another principal answers exactly like an unknown one: nothing to probe.
-      if (!session || !samePrincipal(session.principal, principal)) {
-        if (session) logger.warn('session used by another principal', { principal: principal.id });
-        sendJson(res, 404, jsonRpcError(-32001, 'Session not found: start a new session with initialize'));
-        return;
-      }
-      session.lastSeen = Date.now();
-      session.active += method === 'POST' ? 1 : 0;
-      try {
-        await session.transport.handleRequest(req, res, body);
-        if (method === 'POST' && !res.closed) await new Promise((r) => res.once('close', r));
-      } finally {
-        session.active -= method === 'POST' ? 1 : 0;
-        session.lastSeen = Date.now();
-      }
+    try {
+      if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
+      else await openSession(req, res, principal, method, body);
+    } catch (error) {
+      if (!(error instanceof SessionStoreUnavailableError)) throw error;
+      logger.warn('session store unavailable', { error: error.message });
+      storeUnavailable(res);
+    }
+  }
+
+  async function continueSession(
+    req: IncomingMessage,
+    res: ServerResponse,
+    principal: Principal,
+    sessionId: string,
+    method: string,
+    body: unknown,
+  ) {
+    const session = await sessions.resolve(sessionId, principal);
+    // A session of another principal answers exactly like an unknown one: nothing to probe.
+    if (!session) {
+      sendJson(res, 404, jsonRpcError(-32001, 'Session not found: start a new session with initialize'));
       return;
     }
+    if (method === 'DELETE') {
+      await sessions.terminate(sessionId);
+      res.writeHead(200).end();
+      return;
+    }
+    if (method === 'POST' && (await sessions.relayIfElsewhere(sessionId, body))) {
+      res.writeHead(202).end();
+      return;
+    }
+    const messages: unknown[] = Array.isArray(body) ? body : [body];
+    await sessions.touch(session, method === 'POST' && messages.some((m) => isJSONRPCRequest(m)));
+    await serve(session, req, res, method, body);
+  }
 
+  async function serve(
+    session: LiveSession,
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    body: unknown,
+  ) {
+    const counter = method === 'GET' ? 'streams' : 'calls';
+    session[counter] += 1;
+    try {
+      const response = await session.transport.handleRequest(
+        toWebRequest(req, res),
+        body === undefined ? undefined : { parsedBody: body },
+      );
+      await sendWebResponse(res, response);
+    } finally {
+      session[counter] -= 1;
+      session.lastSeen = Date.now();
+    }
+  }
+
+  async function openSession(
+    req: IncomingMessage,
+    res: ServerResponse,
+    principal: Principal,
+    method: string,
+    body: unknown,
+  ) {
     if (method !== 'POST' || !isInitializeRequest(body)) {
       sendJson(res, 400, jsonRpcError(-32000, 'Bad request: no session; send initialize first'));
       return;
     }
-    if (sessions.size + initializing >= httpConfig.max_sessions) {
-      sendJson(res, 503, jsonRpcError(-32000, 'Too many open sessions; try again later'), {
-        'retry-after': '30',
-      });
+    let response: Response;
+    try {
+      response = await sessions.initialize(principal, body, toWebRequest(req, res));
+    } catch (error) {
+      if (!(error instanceof SessionCapError)) throw error;
+      const { limit, open, max } = error.refusal;
+      const waitSeconds = String(Math.ceil(httpConfig.unused_session_timeout_ms / 1000));
+      if (limit === 'per_principal') {
+        sendJson(
+          res,
+          429,
+          jsonRpcError(
+            -32000,
+            `Too many open sessions for ${principal.id}: ${open} of http.max_sessions_per_principal = ${max}. ` +
+              'Close sessions you no longer use (DELETE /mcp with their Mcp-Session-Id) or wait: ' +
+              `sessions never used are closed after ${waitSeconds} s.`,
+          ),
+          { 'retry-after': waitSeconds },
+        );
+      } else {
+        sendJson(
+          res,
+          503,
+          jsonRpcError(-32000, `Too many open sessions (http.max_sessions = ${max}); try again later`),
+          { 'retry-after': '30' },
+        );
+      }
       return;
     }
-    initializing += 1;
-    try {
-      const server = createMcpServer({
-        pipeline: runtime.pipeline,
-        principal,
-        logger,
-        metrics: metrics.onToolCall,
-      });
-      const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-        sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (id) => {
-          sessions.set(id, { transport, server, principal, lastSeen: Date.now(), active: 0 });
-          logger.info('mcp session opened', { principal: principal.id });
-        },
-      });
-      transport.onclose = () => {
-        if (transport.sessionId && sessions.get(transport.sessionId)?.transport === transport) {
-          void closeSession(transport.sessionId, 'closed');
-        }
-      };
-      await server.connect(transport);
-      await transport.handleRequest(req, res, body);
-    } finally {
-      initializing -= 1;
-    }
+    openSessions += response.status === 200 ? 1 : 0;
+    await sendWebResponse(res, response);
   }
 
   async function handleReady(res: ServerResponse) {
@@ -520,7 +642,8 @@ export async function startHttpServer(
     mcpUrl,
     authenticator,
     metrics,
-    sessionCount: () => sessions.size,
+    sessionCount: () => sessions.count(),
+    sweepSessions: sweep,
     close() {
       closing ??= (async () => {
         draining = true;
@@ -528,10 +651,11 @@ export async function startHttpServer(
         const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         httpServer.closeIdleConnections();
         // Wait for in-flight tool calls (their POST responses), not for the long-lived GET streams.
-        const inFlight = () => [...sessions.values()].reduce((n, s) => n + s.active, 0) + initializing;
         const deadline = Date.now() + httpConfig.shutdown_grace_ms;
-        while (inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-        await Promise.all([...sessions.keys()].map((id) => closeSession(id, 'shutdown')));
+        while (sessions.inFlightCalls() > 0 && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 25));
+        // The registry rows stay: clients continue on another replica, or here after a restart.
+        await sessions.closeAll();
         httpServer.closeAllConnections();
         await stopped;
       })();

@@ -15,6 +15,8 @@ import type { AuditLog } from '../../src/governance/audit.ts';
 import { openTestLedger } from '../helpers/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import type { SessionStores } from '../../src/store/session-store.ts';
+import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
@@ -31,6 +33,7 @@ let dir: string;
 let audit: AuditLog;
 let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
+let sessions: SessionStores;
 let server: Server;
 let base: string;
 
@@ -40,6 +43,7 @@ async function serve(options: Partial<ConsoleDeps> = {}) {
       approvals,
       desk: createApprovalDesk({ approvals, audit, logger: silentLogger, now: () => new Date(clock) }),
       logger: silentLogger,
+      sessions,
     },
     authenticate,
     now: () => new Date(clock),
@@ -89,12 +93,14 @@ beforeEach(async () => {
   ledger = openTestLedger(dir);
   audit = ledger.audit;
   approvals = openSqliteApprovalStore(':memory:');
+  sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await ledger.close();
   approvals.close();
+  await sessions.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

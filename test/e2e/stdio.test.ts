@@ -1,12 +1,14 @@
 /**
  * End to end: the real `fraudgate` CLI over stdio in sandbox mode, driven by the SDK client, with
- * a human approving through the `fraudgate approvals` CLI in another process, then the audit chain
- * verified (and tampered with) through `fraudgate audit verify`.
+ * a human approving through the `fraudgate approvals` CLI in another process (with their own API
+ * key), then the audit chain verified (and tampered with) through `fraudgate audit verify`.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -34,9 +36,21 @@ function text(result: CallToolResult): Record<string, unknown> {
   return block && block.type === 'text' ? (JSON.parse(block.text) as Record<string, unknown>) : {};
 }
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** API keys the config knows by hash: a human approver's and an analyst's. */
+const APPROVER_KEY = 'e2e-approver-key-0123456789abcdef';
+const ANALYST_KEY = 'e2e-analyst-key-0123456789abcdef';
+/** The requester's own key with an admin role: authenticated, but the requester of the call. */
+const REQUESTER_ADMIN_KEY = 'e2e-requester-admin-key-0123456789';
+const sha256 = (key: string) => createHash('sha256').update(key).digest('hex');
+
+async function cli(
+  args: string[],
+  extraEnv: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr: err } = await run(process.execPath, [CLI, ...args], { env: env() });
+    const { stdout, stderr: err } = await run(process.execPath, [CLI, ...args], {
+      env: { ...env(), ...extraEnv },
+    });
     return { code: 0, stdout, stderr: err };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
@@ -46,7 +60,34 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-e2e-'));
-  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ approvals: { wait_ms: 500, poll_ms: 50 } }));
+  writeFileSync(
+    join(dataDir, 'config.json'),
+    JSON.stringify({
+      approvals: { wait_ms: 500, poll_ms: 50 },
+      auth: {
+        key_hashes: [
+          {
+            sha256: sha256(APPROVER_KEY),
+            principal: 'olga.approver@example.com',
+            kind: 'user',
+            role: 'approver',
+          },
+          {
+            sha256: sha256(ANALYST_KEY),
+            principal: 'e2e.analyst@example.com',
+            kind: 'user',
+            role: 'analyst',
+          },
+          {
+            sha256: sha256(REQUESTER_ADMIN_KEY),
+            principal: 'e2e.analyst@example.com',
+            kind: 'user',
+            role: 'admin',
+          },
+        ],
+      },
+    }),
+  );
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [CLI, 'serve'],
@@ -82,71 +123,101 @@ describe('fraudgate over stdio', () => {
     });
   });
 
-  it('reads a score, then a label waits for a human who approves it with the CLI; the server executes it once', async () => {
-    const score = (await client.callTool({
-      name: 'get_sift_score',
-      arguments: { user_id: 'sandbox-high-risk' },
-    })) as CallToolResult;
-    expect(score.isError).toBeFalsy();
-    expect(score.structuredContent).toMatchObject({ user_id: 'sandbox-high-risk' });
-
-    const label = (await client.callTool({
-      name: 'apply_label',
-      arguments: {
-        user_id: 'sandbox-high-risk',
-        is_bad: true,
-        abuse_type: 'payment_abuse',
-        description: 'e2e card testing',
-      },
-    })) as CallToolResult;
-    expect(label.isError).toBe(true);
-    const pending = text(label).error as { code: string; approval_id: string };
-    expect(pending.code).toBe('APPROVAL_PENDING');
-
-    const listed = await cli(['approvals', 'list']);
-    expect(listed.code).toBe(0);
-    expect(listed.stdout).toContain(pending.approval_id);
-    expect((await cli(['approvals', 'approve', pending.approval_id])).code).not.toBe(0); // --as is required
-    const approved = await cli([
-      'approvals',
-      'approve',
-      pending.approval_id,
-      '--as',
-      'olga.approver@example.com',
-    ]);
-    expect(approved.code).toBe(0);
-
-    let state = '';
-    for (let i = 0; i < 100 && state !== 'executed'; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      const status = (await client.callTool({
-        name: 'get_approval_status',
-        arguments: { approval_id: pending.approval_id },
+  it(
+    'reads a score, then a label waits for a human who approves it with the CLI and their own key; the server executes it once',
+    { timeout: 90_000 },
+    async () => {
+      const score = (await client.callTool({
+        name: 'get_sift_score',
+        arguments: { user_id: 'sandbox-high-risk' },
       })) as CallToolResult;
-      state = String((status.structuredContent as { state?: string } | undefined)?.state);
-    }
-    expect(state).toBe('executed');
-    const shown = await cli(['approvals', 'show', pending.approval_id, '--json']);
-    expect(JSON.parse(shown.stdout)).toMatchObject({
-      state: 'executed',
-      decided_by: 'olga.approver@example.com',
-    });
-  });
+      expect(score.isError).toBeFalsy();
+      expect(score.structuredContent).toMatchObject({ user_id: 'sandbox-high-risk' });
 
-  it('audit verify passes on the intact chain and names the first bad line after tampering', async () => {
+      const label = (await client.callTool({
+        name: 'apply_label',
+        arguments: {
+          user_id: 'sandbox-high-risk',
+          is_bad: true,
+          abuse_type: 'payment_abuse',
+          description: 'e2e card testing',
+        },
+      })) as CallToolResult;
+      expect(label.isError).toBe(true);
+      const pending = text(label).error as { code: string; approval_id: string };
+      expect(pending.code).toBe('APPROVAL_PENDING');
+
+      const listed = await cli(['approvals', 'list']);
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toContain(pending.approval_id);
+      // No credential, a name on trust, a wrong key, an analyst's key, the requester's own admin key: all refused.
+      const approve = ['approvals', 'approve', pending.approval_id];
+      const [bare, onTrust, wrong, analyst, self] = await Promise.all([
+        cli(approve),
+        cli([...approve, '--as', 'olga.approver@example.com']),
+        cli(approve, { FRAUDGATE_APPROVER_TOKEN: 'not-a-key' }),
+        cli(approve, { FRAUDGATE_APPROVER_TOKEN: ANALYST_KEY }),
+        cli(approve, { FRAUDGATE_APPROVER_TOKEN: REQUESTER_ADMIN_KEY }),
+      ]);
+      for (const refused of [bare, onTrust, wrong, analyst, self]) expect(refused.code).not.toBe(0);
+      expect(bare.stderr).toContain('FRAUDGATE_APPROVER_TOKEN');
+      expect(onTrust.stderr).toContain('--as is no longer accepted');
+      expect(wrong.stderr).toContain('refused');
+      expect(analyst.stderr).toContain("role 'analyst'");
+      expect(self.stderr).toContain('another approver must');
+      expect(
+        JSON.parse((await cli(['approvals', 'show', pending.approval_id, '--json'])).stdout),
+      ).toMatchObject({
+        state: 'pending',
+      });
+
+      const approved = await cli(['approvals', 'approve', pending.approval_id], {
+        FRAUDGATE_APPROVER_TOKEN: APPROVER_KEY,
+      });
+      expect(approved.code).toBe(0);
+
+      let state = '';
+      for (let i = 0; i < 100 && state !== 'executed'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const status = (await client.callTool({
+          name: 'get_approval_status',
+          arguments: { approval_id: pending.approval_id },
+        })) as CallToolResult;
+        state = String((status.structuredContent as { state?: string } | undefined)?.state);
+      }
+      expect(state).toBe('executed');
+      const shown = await cli(['approvals', 'show', pending.approval_id, '--json']);
+      expect(JSON.parse(shown.stdout)).toMatchObject({
+        state: 'executed',
+        decided_by: 'olga.approver@example.com',
+      });
+    },
+  );
+
+  it('audit verify passes on the intact ledger and names the first bad record after tampering', async () => {
     const ok = await cli(['audit', 'verify']);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('intact');
-    const path = join(dataDir, 'audit.jsonl');
-    const lines = readFileSync(path, 'utf8').trim().split('\n');
-    expect(lines.length).toBeGreaterThanOrEqual(4);
-    const edited = JSON.parse(lines[1]!) as Record<string, unknown>;
-    edited.target = 'sift_user:someone-else';
-    lines[1] = JSON.stringify(edited);
-    writeFileSync(path, lines.join('\n') + '\n');
-    const bad = await cli(['audit', 'verify']);
-    expect(bad.code).toBe(1);
-    expect(bad.stdout).toContain('line 2');
+    const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+    try {
+      db.exec('PRAGMA busy_timeout = 5000');
+      const rows = db.prepare('SELECT id, writer, seq FROM audit_records ORDER BY id').all() as {
+        id: number;
+        writer: string;
+        seq: number;
+      }[];
+      expect(rows.length).toBeGreaterThanOrEqual(4);
+      db.prepare(`UPDATE audit_records SET body = replace(body, '"event"', '"event" ') WHERE id = ?`).run(
+        rows[1]!.id,
+      );
+      const bad = await cli(['audit', 'verify']);
+      expect(bad.code).toBe(1);
+      expect(bad.stdout).toContain(
+        `TAMPERED at writer ${rows[1]!.writer} seq ${rows[1]!.seq}: hash mismatch`,
+      );
+    } finally {
+      db.close();
+    }
   });
 
   it('an unknown config key stops start-up with a message naming it', async () => {

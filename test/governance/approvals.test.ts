@@ -27,7 +27,8 @@ describe('approvals', () => {
     expect(result.isError).toBe(true);
     expect(result.error.code).toBe('APPROVAL_PENDING');
     expect(result.error.approval_id).toMatch(/^apr_/);
-    expect(result.error.message).toContain('fraudgate approvals approve');
+    expect(result.error.message).toContain('approval console');
+    expect(result.error.message).not.toMatch(/fraudgate approvals|--as/);
     expect(labelsReceived()).toHaveLength(0);
     const stored = env.runtime.approvals.get(String(result.error.approval_id));
     expect(stored).toMatchObject({
@@ -54,7 +55,7 @@ describe('approvals', () => {
   it('policy confirm + elicitation accept → executed at once', async () => {
     const prompts: string[] = [];
     env = await setup({
-      config: { approvals: { tools: { apply_label: 'confirm' } } },
+      config: { approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] } },
       elicit: (message) => {
         prompts.push(message);
         return { action: 'accept', content: { confirm: true } };
@@ -77,7 +78,7 @@ describe('approvals', () => {
     'policy confirm + elicitation %s → denied, never executed',
     async (action) => {
       env = await setup({
-        config: { approvals: { tools: { apply_label: 'confirm' } } },
+        config: { approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] } },
         elicit: () => ({ action }),
       });
       const result = await env.callTool('apply_label', LABEL);
@@ -88,7 +89,7 @@ describe('approvals', () => {
 
   it('accept with confirm=false counts as a decline', async () => {
     env = await setup({
-      config: { approvals: { tools: { apply_label: 'confirm' } } },
+      config: { approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] } },
       elicit: () => ({ action: 'accept', content: { confirm: false } }),
     });
     expect((await env.callTool('apply_label', LABEL)).error.code).toBe('APPROVAL_DENIED');

@@ -3,6 +3,7 @@
  * dead letters and the operator CLI, and the Salesforce allowance (REQUEST_LIMIT_EXCEEDED and the
  * reserve kept for humans).
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,7 +106,24 @@ describe('outbox worker', () => {
     expect((await env.auditRecords()).some((r) => r.event === 'dead_lettered')).toBe(true);
 
     env.sandbox.segment.faults.clear();
-    const loaded = { config: env.config, secrets: { auditKey: 'test-audit-key' }, modeReason: 'test' };
+    const opsKey = 'ops-approver-key-0123456789';
+    const config = {
+      ...env.config,
+      auth: {
+        ...env.config.auth,
+        key_hashes: [
+          {
+            sha256: createHash('sha256').update(opsKey).digest('hex'),
+            principal: 'ops@example.com',
+            kind: 'user' as const,
+            role: 'approver' as const,
+          },
+        ],
+      },
+    };
+    const secrets = { auditKey: 'test-audit-key' };
+    const loaded = { config, secrets, modeReason: 'test' };
+    const asOps = { ...loaded, secrets: { ...secrets, approverToken: opsKey } };
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     try {
       expect(await runOutboxCommand(['list'], { json: true }, loaded)).toBe(0);
@@ -114,8 +132,12 @@ describe('outbox worker', () => {
     } finally {
       write.mockRestore();
     }
-    await expect(runOutboxCommand(['retry', String(dead?.id)], {}, loaded)).rejects.toThrow(/--as/);
-    expect(await runOutboxCommand(['retry', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(0);
+    // No credential (and no terminal to ask on): refused, nothing requeued.
+    await expect(runOutboxCommand(['retry', String(dead?.id)], {}, loaded)).rejects.toThrow(
+      /FRAUDGATE_APPROVER_TOKEN/,
+    );
+    expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('dead');
+    expect(await runOutboxCommand(['retry', String(dead?.id)], {}, asOps)).toBe(0);
     expect((await env.auditRecords()).find((r) => r.event === 'requeued')?.principal.id).toBe(
       'ops@example.com',
     );
@@ -123,7 +145,7 @@ describe('outbox worker', () => {
     expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_dead')?.fraud_decision).toBe('watch');
     // Only a dead letter can be dropped.
-    expect(await runOutboxCommand(['drop', String(dead?.id)], { as: 'ops@example.com' }, loaded)).toBe(1);
+    expect(await runOutboxCommand(['drop', String(dead?.id)], {}, asOps)).toBe(1);
   });
 
   it('pauses Salesforce effects on REQUEST_LIMIT_EXCEEDED without spending an attempt', async () => {

@@ -38,7 +38,7 @@ describe('dry run', () => {
     expect(result.output).toMatchObject({
       dry_run: true,
       tool: 'apply_label',
-      approval_required: 'approval',
+      approval_required: 'four_eyes',
       current: { label: null },
       changes: { label: { is_bad: true, analyst: 'ana.analyst@example.com' } },
     });

@@ -444,7 +444,8 @@ describe('apply_decision', () => {
     expect(result.error.code).toBe('APPROVAL_PENDING');
     expect(decisionPosts()).toHaveLength(0);
     const stored = env.runtime.approvals.get(String(result.error.approval_id));
-    expect(stored).toMatchObject({ mode: 'approval', target: 'sift_user:sandbox-high-risk' });
+    // The floor is approval, and a BLOCK is never approved by its requester: four-eyes.
+    expect(stored).toMatchObject({ mode: 'four_eyes', target: 'sift_user:sandbox-high-risk' });
     expect(stored?.evidence).toMatchObject({
       decision: { id: 'block_user_payment_abuse', category: 'block' },
       highest_score: { abuse_type: 'payment_abuse' },
@@ -600,7 +601,7 @@ describe('dry runs write nothing', () => {
     });
     expect(decision.output).toMatchObject({
       dry_run: true,
-      approval_required: 'approval',
+      approval_required: 'four_eyes',
       current: { payment_abuse: { decision_id: 'block_user_payment_abuse' } },
       changes: { payment_abuse: { decision_id: 'looks_ok_payment_abuse', category: 'accept' } },
     });

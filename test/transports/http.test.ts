@@ -2,7 +2,8 @@
  * The Streamable HTTP transport over real HTTP on 127.0.0.1 (ephemeral ports) with the real SDK
  * client, the real runtime and the emulators: authentication (API keys, JWTs from a local JWKS,
  * the sandbox dev token), sessions, Host/Origin checks, body limit, role filtering, read-only and
- * toolsets, metrics, health, graceful shutdown and unknown sessions after a restart.
+ * toolsets, metrics, health, graceful shutdown, sessions that survive a restart, session caps and
+ * reaping, and a retryable 503 when the session store is unreachable.
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import {
   createLocalJWKSet,
   exportJWK,
@@ -20,7 +21,7 @@ import {
   type CryptoKey,
   type JWTVerifyGetKey,
 } from 'jose';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -87,34 +88,45 @@ interface Started {
   runtime: Runtime;
   http: HttpServerHandle;
   logs: string[];
+  /** Stop the server and close the runtime (a process exit); safe to call again in cleanup. */
+  stop(): Promise<void>;
 }
 
 async function start(
-  options: { config?: DeepPartial<Config>; mode?: Config['mode']; dataDir?: string; runtime?: Runtime } = {},
+  options: {
+    config?: DeepPartial<Config>;
+    mode?: Config['mode'];
+    dataDir?: string;
+    port?: number;
+  } = {},
 ): Promise<Started> {
   const logs: string[] = [];
-  let runtime = options.runtime;
-  if (!runtime) {
-    const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'fraudgate-http-'));
-    let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_CONFIG), options.config ?? {});
-    config = { ...config, ...sandbox.config, data_dir: dataDir, mode: options.mode ?? 'sandbox' };
-    // The sandbox's client settings carry the default retries; tests want failures to surface at once.
-    config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
-    const rt = await openRuntime({
-      config,
-      secrets: { ...sandbox.secrets, auditKey: 'test-audit-key', auditSigningKey: testSigningKeyPem() },
-      tools: allTools,
-      logger: createLogger({ write: (line) => logs.push(line) }),
-    });
-    runtime = rt;
-    cleanups.push(async () => {
-      await rt.close();
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'fraudgate-http-'));
+  let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_CONFIG), options.config ?? {});
+  config = { ...config, ...sandbox.config, data_dir: dataDir, mode: options.mode ?? 'sandbox' };
+  // The sandbox's client settings carry the default retries; tests want failures to surface at once.
+  config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
+  const runtime = await openRuntime({
+    config,
+    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key', auditSigningKey: testSigningKeyPem() },
+    tools: allTools,
+    logger: createLogger({ write: (line) => logs.push(line) }),
+  });
+  const http = await startHttpServer(runtime, {
+    host: '127.0.0.1',
+    port: options.port ?? 0,
+    devToken: DEV_TOKEN,
+    jwks,
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await http.close();
+      await runtime.close();
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
-    });
-  }
-  const http = await startHttpServer(runtime, { host: '127.0.0.1', port: 0, devToken: DEV_TOKEN, jwks });
-  cleanups.push(() => http.close());
-  return { runtime, http, logs };
+    })());
+  cleanups.push(stop);
+  return { runtime, http, logs, stop };
 }
 
 async function jwt(
@@ -244,7 +256,7 @@ describe('authentication', () => {
     expect(names).toContain('apply_label');
     const viaKey = await connect(http, ANALYST_KEY);
     expect((await viaKey.client.listTools()).tools.length).toBe(names.length);
-    expect(http.sessionCount()).toBe(2);
+    expect(await http.sessionCount()).toBe(2);
     const requests = logs
       .filter((l) => l.includes('"http request"'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -334,19 +346,19 @@ describe('sessions', () => {
     await expect(owner.client.ping()).resolves.toBeDefined();
   });
 
-  it('DELETE ends a session; the cap answers 503 JSON; idle sessions are reaped', async () => {
+  it('DELETE ends a session at once; the total cap answers 503 JSON; idle sessions are reaped', async () => {
     const { http } = await start({ config: { http: { max_sessions: 2, idle_timeout_ms: 400 } } });
     const a = await connect(http, ANALYST_KEY);
-    await connect(http, ANALYST_KEY);
+    const b = await connect(http, ANALYST_KEY);
     const full = await post(http, INIT, { authorization: `Bearer ${ANALYST_KEY}` });
     expect(full.status).toBe(503);
     expect(await full.json()).toMatchObject({
       jsonrpc: '2.0',
-      error: { message: expect.stringContaining('sessions') },
+      error: { message: expect.stringContaining('http.max_sessions = 2') },
     });
     const id = a.transport.sessionId!;
     await a.transport.terminateSession();
-    expect(http.sessionCount()).toBe(1);
+    expect(await http.sessionCount()).toBe(1);
     const after = await post(
       http,
       { jsonrpc: '2.0', id: 2, method: 'ping' },
@@ -357,34 +369,103 @@ describe('sessions', () => {
       },
     );
     expect(after.status).toBe(404);
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(http.sessionCount()).toBe(0);
+    // Idle: used once, then the client goes away without DELETE (what close() does).
+    await b.client.listTools();
+    await b.client.close();
+    await vi.waitFor(async () => expect(await http.sessionCount()).toBe(0), { timeout: 5000, interval: 100 });
   });
 
-  it('an unknown session id after a restart gets 404; the client re-initializes and carries on', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-http-restart-'));
-    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
-    const first = await start({ dataDir });
-    const before = await connect(first.http, ANALYST_KEY);
-    const staleId = before.transport.sessionId!;
-    await first.http.close();
-
-    const second = await start({ runtime: first.runtime });
-    const stale = await connect(second.http, ANALYST_KEY, staleId);
-    await stale.client.connect(stale.transport).catch(() => {});
+  it('a session that initializes and is never used is reaped quickly; a used one stays', async () => {
+    const { http } = await start({ config: { http: { unused_session_timeout_ms: 300 } } });
+    const unused = await connect(http, VIEWER_KEY);
+    const unusedId = unused.transport.sessionId!;
+    await unused.client.close(); // no DELETE: the session lingers until the reaper finds it
+    const used = await connect(http, VIEWER_KEY);
+    await used.client.listTools();
+    await used.client.close();
+    await vi.waitFor(async () => expect(await http.sessionCount()).toBe(1), { timeout: 5000, interval: 100 });
     const res = await post(
-      second.http,
-      { jsonrpc: '2.0', id: 3, method: 'tools/list' },
+      http,
+      { jsonrpc: '2.0', id: 2, method: 'ping' },
       {
-        authorization: `Bearer ${ANALYST_KEY}`,
-        'mcp-session-id': staleId,
+        authorization: `Bearer ${VIEWER_KEY}`,
+        'mcp-session-id': unusedId,
         'mcp-protocol-version': '2025-11-25',
       },
     );
     expect(res.status).toBe(404);
-    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32001 } });
-    const fresh = await connect(second.http, ANALYST_KEY);
-    expect((await fresh.client.listTools()).tools.length).toBeGreaterThan(0);
+  });
+
+  it('one principal cannot take every slot: a per-principal cap answers 429 naming the limit; others still connect', async () => {
+    const { http } = await start({ config: { http: { max_sessions: 3, max_sessions_per_principal: 2 } } });
+    await connect(http, VIEWER_KEY);
+    await connect(http, VIEWER_KEY);
+    const third = await post(http, INIT, { authorization: `Bearer ${VIEWER_KEY}` });
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toBeTruthy();
+    expect(await third.json()).toMatchObject({
+      jsonrpc: '2.0',
+      error: { code: -32000, message: expect.stringContaining('http.max_sessions_per_principal = 2') },
+    });
+    // The admin (and anyone else) still gets in: the viewer could not fill the global cap of 3.
+    const admin = await connect(http, DEV_TOKEN);
+    await expect(admin.client.ping()).resolves.toBeDefined();
+  });
+
+  it('a session survives a restart of the process: the same client continues, elicitation included', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-http-restart-'));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const config: DeepPartial<Config> = { approvals: { tools: { apply_label: 'confirm' } } };
+    const first = await start({ dataDir, config });
+    const port = Number(new URL(first.http.url).port);
+    const transport = new StreamableHTTPClientTransport(new URL(first.http.mcpUrl), {
+      requestInit: { headers: { Authorization: `Bearer ${ANALYST_KEY}` } },
+    });
+    const client = new Client(
+      { name: 'restart-test', version: '0.0.0' },
+      { capabilities: { elicitation: { form: {} } } },
+    );
+    const asked: string[] = [];
+    client.setRequestHandler(ElicitRequestSchema, (request) => {
+      asked.push(request.params.message);
+      return { action: 'accept', content: { confirm: true } };
+    });
+    await client.connect(transport);
+    cleanups.push(() => client.close().catch(() => {}));
+    await client.listTools();
+    const sessionId = transport.sessionId!;
+
+    // A real restart: the server and the runtime stop, a new process-equivalent opens the same data dir.
+    await first.stop();
+    const second = await start({ dataDir, config, port });
+
+    // No re-initialize: the same session id, and the client's elicitation capability came back with it.
+    const result = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+    expect(transport.sessionId).toBe(sessionId);
+    expect(result.isError).toBeFalsy();
+    expect(asked).toHaveLength(1);
+    expect(second.logs.some((l) => l.includes('mcp session restored on this replica'))).toBe(true);
+  });
+
+  it('the session store unreachable → a retryable 503 JSON-RPC error, and the server keeps running', async () => {
+    const { http, runtime } = await start();
+    const { transport } = await connect(http, ANALYST_KEY);
+    await runtime.sessions.close();
+    const res = await post(
+      http,
+      { jsonrpc: '2.0', id: 2, method: 'ping' },
+      {
+        authorization: `Bearer ${ANALYST_KEY}`,
+        'mcp-session-id': transport.sessionId!,
+        'mcp-protocol-version': '2025-11-25',
+      },
+    );
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBeTruthy();
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { data: { retryable: true } } });
+    const init = await post(http, INIT, { authorization: `Bearer ${ANALYST_KEY}` });
+    expect(init.status).toBe(503);
+    expect((await fetch(`${http.url}/healthz`)).status).toBe(200);
   });
 });
 
@@ -468,7 +549,7 @@ describe('health and metrics', () => {
 });
 
 describe('graceful shutdown', () => {
-  it('finishes a call in flight, refuses new work, then closes sessions', async () => {
+  it('finishes a call in flight, refuses new work, then stops', async () => {
     const { http } = await start();
     const { client } = await connect(http, ANALYST_KEY);
     sandbox.sift.faults.inject({ delayMs: 600, path: '/score' });
@@ -486,7 +567,8 @@ describe('graceful shutdown', () => {
     expect(result.isError).toBeFalsy();
     expect(result.structuredContent).toMatchObject({ user_id: 'sandbox-high-risk' });
     await closed;
-    expect(http.sessionCount()).toBe(0);
+    // The session stays in the registry: the client continues on another replica or after a restart.
+    expect(await http.sessionCount()).toBe(1);
     await expect(fetch(`${http.url}/healthz`)).rejects.toThrow();
   });
 });

@@ -1,0 +1,417 @@
+/**
+ * MCP sessions that any replica can serve. The registry in the store (src/store/session-store.ts)
+ * is the truth: who opened the session and what the client negotiated. A replica keeps only a cache
+ * of live SDK objects (one McpServer + transport per session) and rebuilds them on demand.
+ *
+ * How a replica that never saw the `initialize` rebuilds a session: the SDK has no public way to
+ * adopt an existing session id (typescript-sdk#1882 is open; #1668 and #1786 were closed), and
+ * writing the transport's private `_initialized`/`sessionId` fields would break silently on an SDK
+ * update. Instead we replay the client's handshake through the transport's public `handleRequest`:
+ * a fresh transport whose `sessionIdGenerator` returns the stored id receives the stored
+ * `initialize` (protocol version, capabilities, client info) and `notifications/initialized`. The
+ * SDK's own code then sets the session id and the negotiated state exactly as on the first replica
+ * (so elicitation is offered when the client declared it); the replayed answer goes nowhere.
+ *
+ * A client's answer to a server request (an elicitation) can land on another replica than the tool
+ * call that waits for it. Every request the server sends carries an id naming its replica
+ * (`fg.<replica>.<n>`), so whichever replica receives the answer forwards it through the relay
+ * (PostgreSQL NOTIFY; a direct call on SQLite) to the one that is waiting.
+ *
+ * Fairness (issue 13): caps per principal and in total are checked atomically in the store at
+ * `initialize`; a session nobody used after the handshake is reaped after
+ * `http.unused_session_timeout_ms`, any other after `http.idle_timeout_ms`; DELETE removes it at once.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
+import {
+  isJSONRPCErrorResponse,
+  isJSONRPCRequest,
+  isJSONRPCResultResponse,
+  LATEST_PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type InitializeRequest,
+  type JSONRPCMessage,
+  type MessageExtraInfo,
+  type RequestId,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from '../logger.ts';
+import {
+  MAX_RELAYED_BYTES,
+  type McpSessionRecord,
+  type SessionCapRefusal,
+  type SessionStores,
+} from '../store/session-store.ts';
+import type { Principal } from '../tool.ts';
+
+/** A store call failed (database unreachable): the request gets a retryable 503, never a crash. */
+export class SessionStoreUnavailableError extends Error {}
+
+/** `initialize` refused because a cap is reached. */
+export class SessionCapError extends Error {
+  readonly refusal: SessionCapRefusal;
+  constructor(refusal: SessionCapRefusal) {
+    super(`session cap ${refusal.limit} reached`);
+    this.refusal = refusal;
+  }
+}
+
+export interface McpSessionManagerOptions {
+  stores: Pick<SessionStores, 'mcpSessions' | 'relay'>;
+  /** Builds the MCP server for one session (the same factory for new and rebuilt sessions). */
+  createServer(principal: Principal): McpServer;
+  logger: Logger;
+  caps: { perPrincipal: number; total: number };
+  timeouts: { unusedMs: number; idleMs: number };
+}
+
+/** One session's live objects on this replica. */
+export interface LiveSession {
+  id: string;
+  principal: Principal;
+  transport: WebStandardStreamableHTTPServerTransport;
+  server: McpServer;
+  /** POST requests being answered here (tool calls in flight). */
+  calls: number;
+  /** GET streams held open here; the replica heartbeats the registry row while any is open. */
+  streams: number;
+  /** Last request on this replica; a cache entry unused for the idle timeout is dropped. */
+  lastSeen: number;
+  /** Last time this replica wrote `last_used_at` (writes are throttled). */
+  lastTouched: number;
+  used: boolean;
+}
+
+/** How often one replica writes `last_used_at` for a session it serves, at most. */
+const TOUCH_EVERY_MS = 5_000;
+const WIRE_ID = /^fg\.([0-9a-f]{12})\.(.+)$/;
+
+/** Wraps any store failure so the HTTP layer can answer 503 instead of 500. */
+async function stored<T>(op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } catch (error) {
+    throw new SessionStoreUnavailableError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/**
+ * The transport the McpServer talks to: forwards to the SDK's HTTP transport, but gives every
+ * request the server sends an id that names this replica, and maps the client's answer back.
+ */
+class ReplicaTaggedTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void;
+  private readonly pending = new Map<string, RequestId>();
+  private readonly inner: WebStandardStreamableHTTPServerTransport;
+  private readonly replica: string;
+
+  constructor(inner: WebStandardStreamableHTTPServerTransport, replica: string) {
+    this.inner = inner;
+    this.replica = replica;
+    inner.onmessage = (message, extra) => this.receive(message, extra);
+    inner.onclose = () => this.onclose?.();
+    inner.onerror = (error) => this.onerror?.(error);
+  }
+
+  get sessionId() {
+    return this.inner.sessionId;
+  }
+
+  start() {
+    return this.inner.start();
+  }
+
+  close() {
+    return this.inner.close();
+  }
+
+  send(message: JSONRPCMessage, options?: TransportSendOptions) {
+    if (isJSONRPCRequest(message)) {
+      const wireId = `fg.${this.replica}.${String(message.id)}`;
+      this.pending.set(wireId, message.id);
+      return this.inner.send({ ...message, id: wireId }, options);
+    }
+    return this.inner.send(message, options);
+  }
+
+  /** A client message, from this replica's HTTP request or relayed from another replica. */
+  receive(message: JSONRPCMessage, extra?: MessageExtraInfo) {
+    if (
+      (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) &&
+      typeof message.id === 'string'
+    ) {
+      const original = this.pending.get(message.id);
+      if (original !== undefined) {
+        this.pending.delete(message.id);
+        this.onmessage?.({ ...message, id: original }, extra);
+        return;
+      }
+    }
+    this.onmessage?.(message, extra);
+  }
+}
+
+const isResponse = (m: unknown): m is JSONRPCMessage & { id: RequestId } =>
+  isJSONRPCResultResponse(m) || isJSONRPCErrorResponse(m);
+
+/** The replica a client response is addressed to, from the id the server gave its request. */
+function replicaOf(message: JSONRPCMessage & { id: RequestId }): string | undefined {
+  return typeof message.id === 'string' ? WIRE_ID.exec(message.id)?.[1] : undefined;
+}
+
+const INTERNAL_URL = 'http://fraudgate.internal/mcp';
+const REPLAY_HEADERS = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+
+export function createMcpSessionManager(options: McpSessionManagerOptions) {
+  const { stores, logger, caps, timeouts } = options;
+  const registry = stores.mcpSessions;
+  /** This process's tag in server request ids; random, since waiting calls do not survive a restart. */
+  const replica = randomBytes(6).toString('hex');
+  const live = new Map<string, LiveSession>();
+  const wires = new Map<string, ReplicaTaggedTransport>();
+  const restoring = new Map<string, Promise<LiveSession>>();
+  let initializing = 0;
+
+  function build(id: string, principal: Principal): LiveSession {
+    const server = options.createServer(principal);
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: () => id });
+    const wire = new ReplicaTaggedTransport(transport, replica);
+    const session: LiveSession = {
+      id,
+      principal,
+      transport,
+      server,
+      calls: 0,
+      streams: 0,
+      lastSeen: Date.now(),
+      lastTouched: Date.now(),
+      used: false,
+    };
+    wires.set(id, wire);
+    return session;
+  }
+
+  async function connect(session: LiveSession) {
+    const wire = wires.get(session.id)!;
+    await session.server.connect(wire);
+    // Registered after connect (which installs the server's own onclose): the cache forgets closed sessions.
+    const serverOnClose = wire.onclose;
+    wire.onclose = () => {
+      serverOnClose?.();
+      if (live.get(session.id) === session) forget(session.id);
+    };
+  }
+
+  function forget(id: string) {
+    const session = live.get(id);
+    live.delete(id);
+    wires.delete(id);
+    if (!session) return;
+    void session.transport.close().catch(() => {});
+    void session.server.close().catch(() => {});
+  }
+
+  /** Rebuilds a session this replica has not seen, from its registry row (see the header comment). */
+  async function restore(row: McpSessionRecord): Promise<LiveSession> {
+    const session = build(row.id, row.principal);
+    await connect(session);
+    const initialize = await session.transport.handleRequest(
+      new Request(INTERNAL_URL, {
+        method: 'POST',
+        headers: REPLAY_HEADERS,
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 'fraudgate-restore',
+          method: 'initialize',
+          params: {
+            protocolVersion: row.protocol_version,
+            capabilities: row.client_capabilities,
+            clientInfo: row.client_info,
+          },
+        }),
+      }),
+    );
+    // Reading the replayed answer to its end also waits until the server has processed initialize.
+    await initialize.text();
+    if (initialize.status !== 200) throw new Error(`session restore failed with HTTP ${initialize.status}`);
+    const initialized = await session.transport.handleRequest(
+      new Request(INTERNAL_URL, {
+        method: 'POST',
+        headers: {
+          ...REPLAY_HEADERS,
+          'mcp-session-id': row.id,
+          'mcp-protocol-version': row.protocol_version,
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+      }),
+    );
+    await initialized.text();
+    session.used = row.used;
+    live.set(row.id, session);
+    logger.info('mcp session restored on this replica', { principal: row.principal.id });
+    return session;
+  }
+
+  /** Relayed answers addressed to this replica: hand them to the waiting session, if it is still here. */
+  const listening = stores.relay.listen(replica, ({ session_id, message }) => {
+    const wire = wires.get(session_id);
+    if (!wire) {
+      logger.debug('relayed answer for a session not open here', {});
+      return;
+    }
+    wire.receive(message as JSONRPCMessage);
+  });
+
+  return {
+    replica,
+    /** Resolves once the relay listens (a replica must not serve before answers can reach it). */
+    ready: listening,
+
+    /** Open sessions fleet-wide (the registry), for /metrics and tests. */
+    count: () => stored(registry.count()),
+
+    /** Sessions open in this process, and `initialize` requests in progress. */
+    localCount: () => live.size,
+    inFlightCalls: () => [...live.values()].reduce((n, s) => n + s.calls, 0) + initializing,
+
+    /**
+     * Registers a new session (caps checked atomically), then lets the SDK transport answer the
+     * `initialize` request. Throws SessionCapError or SessionStoreUnavailableError.
+     */
+    async initialize(principal: Principal, body: InitializeRequest, request: Request): Promise<Response> {
+      initializing += 1;
+      try {
+        const id = randomUUID();
+        const requested = body.params.protocolVersion;
+        const now = Date.now();
+        const created = await stored(
+          registry.create(
+            {
+              id,
+              principal,
+              // The same rule as the SDK's Server._oninitialize, so a rebuilt session negotiates the same.
+              protocol_version: SUPPORTED_PROTOCOL_VERSIONS.includes(requested)
+                ? requested
+                : LATEST_PROTOCOL_VERSION,
+              client_capabilities: body.params.capabilities as Record<string, unknown>,
+              client_info: body.params.clientInfo as Record<string, unknown>,
+              created_at: now,
+              last_used_at: now,
+              used: false,
+            },
+            caps,
+          ),
+        );
+        if (!created.ok) throw new SessionCapError(created);
+        const session = build(id, principal);
+        await connect(session);
+        live.set(id, session);
+        const response = await session.transport.handleRequest(request, { parsedBody: body });
+        if (response.status !== 200) {
+          // The transport refused the handshake (e.g. a wrong Accept header): nothing to keep.
+          forget(id);
+          await registry.delete(id).catch(() => false);
+        } else {
+          logger.info('mcp session opened', { principal: principal.id });
+        }
+        return response;
+      } finally {
+        initializing -= 1;
+      }
+    },
+
+    /**
+     * The live session for `id` if it belongs to `principal`, rebuilt here when another replica
+     * opened it; undefined answers 404 whether the id is unknown or another principal's.
+     */
+    async resolve(id: string, principal: Principal): Promise<LiveSession | undefined> {
+      const row = await stored(registry.get(id));
+      const cached = live.get(id);
+      if (!row) {
+        if (cached) forget(id); // ended on another replica (DELETE or reaped)
+        return undefined;
+      }
+      if (
+        row.principal.id !== principal.id ||
+        row.principal.kind !== principal.kind ||
+        row.principal.role !== principal.role
+      ) {
+        logger.warn('session used by another principal', { principal: principal.id });
+        return undefined;
+      }
+      if (cached) return cached;
+      let pending = restoring.get(id);
+      if (!pending) {
+        pending = restore(row).finally(() => restoring.delete(id));
+        restoring.set(id, pending);
+      }
+      return pending;
+    },
+
+    /**
+     * Client answers addressed to another replica's waiting call are forwarded there; returns true
+     * when every message was forwarded (the request is answered 202 without touching a transport).
+     */
+    async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
+      const messages = Array.isArray(body) ? body : [body];
+      if (messages.length === 0 || !messages.every(isResponse)) return false;
+      const targets = messages.map((m) => replicaOf(m));
+      if (targets.some((t) => t === undefined || t === replica)) return false;
+      for (const [i, message] of messages.entries()) {
+        if (Buffer.byteLength(JSON.stringify(message)) > MAX_RELAYED_BYTES) {
+          logger.warn('client answer too large to relay; dropped', { bytes: MAX_RELAYED_BYTES });
+          continue;
+        }
+        await stored(stores.relay.publish(targets[i]!, { session_id: sessionId, message }));
+      }
+      return true;
+    },
+
+    /** Records activity: `used` once the client sends a request after the handshake. */
+    async touch(session: LiveSession, used: boolean) {
+      const now = Date.now();
+      session.lastSeen = now;
+      if ((used && !session.used) || now - session.lastTouched >= TOUCH_EVERY_MS) {
+        session.lastTouched = now;
+        session.used ||= used;
+        await stored(registry.touch(session.id, now, used));
+      }
+    },
+
+    /** DELETE /mcp: the row goes at once, so every replica answers 404 from now on. */
+    async terminate(id: string) {
+      await stored(registry.delete(id));
+      forget(id);
+      logger.info('mcp session closed', { reason: 'deleted' });
+    },
+
+    /**
+     * One reaper tick: heartbeat sessions with open streams here, remove unused and idle sessions
+     * fleet-wide, drop cache entries this replica no longer serves.
+     */
+    async sweep(now = Date.now()) {
+      for (const session of live.values()) {
+        if (session.streams + session.calls > 0) {
+          session.lastTouched = now;
+          await registry.touch(session.id, now, false);
+        }
+      }
+      const reaped = await registry.reap(now, timeouts);
+      for (const id of reaped) forget(id);
+      if (reaped.length > 0) logger.info('mcp sessions reaped', { count: reaped.length });
+      for (const [id, session] of live) {
+        if (session.calls + session.streams === 0 && now - session.lastSeen >= timeouts.idleMs) forget(id);
+      }
+    },
+
+    /** Shutdown: close this replica's live objects; the rows stay, so clients continue elsewhere. */
+    async closeAll() {
+      for (const id of [...live.keys()]) forget(id);
+    },
+  };
+}
+
+export type McpSessionManager = ReturnType<typeof createMcpSessionManager>;

@@ -1,0 +1,108 @@
+/**
+ * Changes to governance data (identity mappings) need an authenticated human and leave an audit
+ * record naming them: no credential or a non-approver's changes nothing and records nothing.
+ * (Outbox retry/drop: test/outbox/worker.test.ts; approval decisions: test/e2e/stdio.test.ts.)
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { runIdentitiesCommand } from '../../src/cli/identities.ts';
+import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
+import { databasePath } from '../../src/runtime.ts';
+import { openSqliteIdentityStore } from '../../src/store/identity-store.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
+
+const APPROVER_KEY = 'identity-approver-key-0123456789';
+const ANALYST_KEY = 'identity-analyst-key-0123456789';
+const sha256 = (key: string) => createHash('sha256').update(key).digest('hex');
+
+let dir: string;
+let loaded: LoadedConfig;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fraudgate-actors-'));
+  loaded = {
+    config: {
+      ...DEFAULTS,
+      data_dir: dir,
+      auth: {
+        key_hashes: [
+          {
+            sha256: sha256(APPROVER_KEY),
+            principal: 'ida.approver@example.com',
+            kind: 'user',
+            role: 'approver',
+          },
+          {
+            sha256: sha256(ANALYST_KEY),
+            principal: 'ana.analyst@example.com',
+            kind: 'user',
+            role: 'analyst',
+          },
+        ],
+      },
+    },
+    secrets: { auditKey: 'test-audit-key' },
+    modeReason: 'test',
+  };
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const as = (token?: string): LoadedConfig => ({
+  ...loaded,
+  secrets: { ...loaded.secrets, ...(token ? { approverToken: token } : {}) },
+});
+
+const audit = () => storedAuditRecords(loaded.config);
+
+function mappings() {
+  const store = openSqliteIdentityStore(databasePath(loaded.config), loaded.config.identity);
+  try {
+    return store.listMappings();
+  } finally {
+    store.close();
+  }
+}
+
+async function run(args: string[], config: LoadedConfig) {
+  const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  try {
+    return await runIdentitiesCommand(args, {}, config);
+  } finally {
+    write.mockRestore();
+  }
+}
+
+describe('identity mappings', () => {
+  it('map and unmap without a credential, or with an analyst key, are refused: nothing changes, nothing is recorded', async () => {
+    await expect(run(['map', 'sift-1', 'seg-1'], as())).rejects.toThrow(/FRAUDGATE_APPROVER_TOKEN/);
+    await expect(run(['map', 'sift-1', 'seg-1'], as(ANALYST_KEY))).rejects.toThrow(/role 'analyst'/);
+    await expect(run(['map', 'sift-1', 'seg-1'], as('forged'))).rejects.toThrow(/refused/);
+    expect(mappings()).toEqual([]);
+    expect((await audit()).filter((r) => r.event.startsWith('identity_'))).toEqual([]);
+  });
+
+  it('map, re-map and unmap by an approver are audited with that approver and the values before and after', async () => {
+    expect(await run(['map', 'sift-1', 'seg-1'], as(APPROVER_KEY))).toBe(0);
+    expect(await run(['map', 'sift-1', 'seg-2'], as(APPROVER_KEY))).toBe(0);
+    expect(mappings()).toMatchObject([
+      { sift_user_id: 'sift-1', segment_user_id: 'seg-2', mapped_by: 'ida.approver@example.com' },
+    ]);
+    await expect(run(['unmap', 'sift-1'], as())).rejects.toThrow(/FRAUDGATE_APPROVER_TOKEN/);
+    expect(await run(['unmap', 'sift-1'], as(APPROVER_KEY))).toBe(0);
+    expect(mappings()).toEqual([]);
+
+    const records = (await audit()).filter((r) => r.event.startsWith('identity_'));
+    expect(records.map((r) => [r.event, r.principal.id, r.principal.role, r.target])).toEqual([
+      ['identity_mapped', 'ida.approver@example.com', 'approver', 'sift_user:sift-1'],
+      ['identity_mapped', 'ida.approver@example.com', 'approver', 'sift_user:sift-1'],
+      ['identity_unmapped', 'ida.approver@example.com', 'approver', 'sift_user:sift-1'],
+    ]);
+    expect(records.map((r) => r.args_redacted)).toEqual([
+      { sift_user_id: 'sift-1', segment_user_id: 'seg-1', previous_segment_user_id: null },
+      { sift_user_id: 'sift-1', segment_user_id: 'seg-2', previous_segment_user_id: 'seg-1' },
+      { sift_user_id: 'sift-1', previous_segment_user_id: 'seg-2' },
+    ]);
+  });
+});

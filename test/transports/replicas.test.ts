@@ -1,0 +1,341 @@
+/**
+ * Two replicas (two runtimes with their own data dirs and HTTP servers) sharing the session state in
+ * one PostgreSQL schema, behind a round-robin proxy, with the official SDK client: a session opened
+ * on one replica continues on the other, a client's elicitation answer that lands on the other
+ * replica reaches the waiting call (relayed with NOTIFY), a console cookie works on both, another
+ * principal's token gets 404 everywhere, and losing PostgreSQL answers a retryable 503 until it is
+ * back. Skips without PostgreSQL on 127.0.0.1:5432.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { tools as allTools } from '../../tools/index.ts';
+import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { createConsoleHandler } from '../../src/console/console.ts';
+import { createLogger } from '../../src/logger.ts';
+import { openRuntime, type Runtime } from '../../src/runtime.ts';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import { openPostgresSessionStores } from '../../src/store/postgres/session-store.ts';
+import type { SessionStores } from '../../src/store/session-store.ts';
+import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
+import type { DeepPartial } from '../helpers/setup.ts';
+import {
+  startRoundRobinProxy,
+  type ProxyRequest,
+  type RoundRobinProxy,
+} from '../helpers/round-robin-proxy.ts';
+
+const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const pgListening = await new Promise<boolean>((resolve) => {
+  const socket = connect({ host: '127.0.0.1', port: 5432 });
+  socket.setTimeout(500);
+  socket.once('connect', () => {
+    socket.destroy();
+    resolve(true);
+  });
+  socket.once('error', () => resolve(false));
+  socket.once('timeout', () => {
+    socket.destroy();
+    resolve(false);
+  });
+});
+if (!pgListening) {
+  process.stderr.write('replicas: skipped: these tests need PostgreSQL on 127.0.0.1:5432\n');
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+const ANALYST_KEY = 'replica-analyst-key-0123456789';
+const OTHER_KEY = 'replica-other-key-0123456789';
+const APPROVER_KEY = 'replica-approver-key-0123456789';
+const LABEL_ARGS = {
+  user_id: 'sandbox-high-risk',
+  is_bad: true,
+  abuse_type: 'payment_abuse',
+  description: 'chargebacks on three cards',
+};
+const CONFIG: DeepPartial<Config> = {
+  approvals: { wait_ms: 0, poll_ms: 20, tools: { apply_label: 'confirm' } },
+  sift: { timeout_ms: 5000 },
+  http: { shutdown_grace_ms: 2000 },
+  auth: {
+    key_hashes: [
+      { sha256: sha(ANALYST_KEY), principal: 'ana.analyst@example.com', kind: 'user', role: 'analyst' },
+      { sha256: sha(OTHER_KEY), principal: 'bob.analyst@example.com', kind: 'user', role: 'analyst' },
+      { sha256: sha(APPROVER_KEY), principal: 'ola.approver@example.com', kind: 'user', role: 'approver' },
+    ],
+  },
+};
+
+interface Replica {
+  runtime: Runtime;
+  http: HttpServerHandle;
+  logs: string[];
+}
+
+let sandbox: Sandbox;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  if (pgListening) sandbox = await startSandbox(DEFAULTS);
+});
+afterAll(async () => {
+  await sandbox?.close();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** Session stores in a schema of this test run, dropped afterwards. */
+async function sessionStores(
+  url = PG_URL,
+  schema = `fg_replicas_${process.pid}_${randomBytes(3).toString('hex')}`,
+) {
+  const stores = await openPostgresSessionStores(url, { schema });
+  cleanups.push(async () => {
+    await stores.close();
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await client.end();
+  });
+  return { stores, schema };
+}
+
+async function replica(sessions: SessionStores): Promise<Replica> {
+  const logs: string[] = [];
+  const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-replica-'));
+  const config: Config = {
+    ...mergeConfig(DEFAULTS, CONFIG),
+    ...sandbox.config,
+    data_dir: dataDir,
+    mode: 'sandbox',
+  };
+  const opened = await openRuntime({
+    config,
+    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
+    tools: allTools,
+    logger: createLogger({ write: (line) => logs.push(line) }),
+  });
+  // The replicas share the session state; everything else stays on each one's own data dir.
+  const runtime: Runtime = { ...opened, sessions };
+  const http = await startHttpServer(runtime, {
+    host: '127.0.0.1',
+    port: 0,
+    extraHandlers: ({ authenticator }) => [createConsoleHandler({ runtime, authenticate: authenticator })],
+  });
+  cleanups.push(async () => {
+    await http.close();
+    await opened.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  return { runtime, http, logs };
+}
+
+async function twoReplicas(choose?: (req: ProxyRequest) => number | undefined) {
+  const { stores } = await sessionStores();
+  const a = await replica(stores);
+  const b = await replica(stores);
+  const proxy = await startRoundRobinProxy([a.http.url, b.http.url], choose);
+  cleanups.push(() => proxy.close());
+  return { a, b, proxy };
+}
+
+async function connectClient(proxy: RoundRobinProxy, token: string, elicit?: () => { action: 'accept' }) {
+  const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/mcp`), {
+    requestInit: { headers: { Authorization: `Bearer ${token}` } },
+  });
+  const client = new Client(
+    { name: 'replica-test', version: '0.0.0' },
+    elicit ? { capabilities: { elicitation: { form: {} } } } : {},
+  );
+  if (elicit)
+    client.setRequestHandler(ElicitRequestSchema, () => ({ ...elicit(), content: { confirm: true } }));
+  await client.connect(transport);
+  cleanups.push(() => client.close().catch(() => {}));
+  return { client, transport };
+}
+
+const sessionPosts = (proxy: RoundRobinProxy) =>
+  proxy.routed.filter((r) => r.request.method === 'POST' && r.request.headers['mcp-session-id']);
+
+describe.skipIf(!pgListening)('two replicas, one session store', () => {
+  it('a session initialized on one replica continues on the other through a round-robin proxy', async () => {
+    const { a, b, proxy } = await twoReplicas();
+    const { client, transport } = await connectClient(proxy, ANALYST_KEY);
+    for (let i = 0; i < 4; i++) {
+      const result = (await client.callTool({
+        name: 'get_sift_score',
+        arguments: { user_id: 'sandbox-high-risk' },
+      })) as CallToolResult;
+      expect(result.isError).toBeFalsy();
+    }
+    expect(new Set(sessionPosts(proxy).map((r) => r.replica))).toEqual(new Set([0, 1]));
+    // The replica that did not see initialize rebuilt the session from the registry.
+    const restored = [a, b].filter((r) => r.logs.some((l) => l.includes('mcp session restored')));
+    expect(restored).toHaveLength(1);
+
+    // Another principal's token on that session id: 404 on both replicas, like an unknown id.
+    for (const r of [a, b]) {
+      const res = await fetch(r.http.mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${OTHER_KEY}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': transport.sessionId!,
+          'mcp-protocol-version': '2025-11-25',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      });
+      expect(res.status).toBe(404);
+    }
+    // DELETE through one replica ends the session on both.
+    await transport.terminateSession();
+    expect(await a.http.sessionCount()).toBe(0);
+    await expect(client.ping()).rejects.toThrow();
+  });
+
+  it("a client's elicitation answer that lands on the other replica reaches the waiting call", async () => {
+    // The proxy sends every tools/call to replica 0 and every client answer (a JSON-RPC response) to replica 1.
+    const isAnswer = (body: string) => body.includes('"result"') && !body.includes('"method"');
+    const { a, b, proxy } = await twoReplicas((req) =>
+      req.body.includes('"tools/call"') ? 0 : isAnswer(req.body) ? 1 : undefined,
+    );
+    sandbox.sift.clearJournal();
+    let asked = 0;
+    const { client } = await connectClient(proxy, ANALYST_KEY, () => {
+      asked += 1;
+      return { action: 'accept' };
+    });
+    const result = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+    expect(result.isError).toBeFalsy();
+    expect(result.structuredContent).toMatchObject({ analyst: 'ana.analyst@example.com', is_bad: true });
+    expect(asked).toBe(1);
+    const answers = proxy.routed.filter((r) => isAnswer(r.request.body));
+    expect(answers.map((r) => r.replica)).toEqual([1]);
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+    // The call ran (and was audited) on replica 0 only.
+    expect(a.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(true);
+    expect(b.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(false);
+  });
+
+  it('a console cookie from one replica works on the other', async () => {
+    const { a, b } = await twoReplicas();
+    const signIn = await fetch(`${a.http.url}/console/api/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: APPROVER_KEY }),
+    });
+    expect(signIn.status).toBe(200);
+    const { csrf_token: csrf } = (await signIn.json()) as { csrf_token: string };
+    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const onB = await fetch(`${b.http.url}/console/api/session`, { headers: { cookie } });
+    expect(onB.status).toBe(200);
+    expect(await onB.json()).toMatchObject({
+      principal: { id: 'ola.approver@example.com' },
+      csrf_token: csrf,
+    });
+    expect((await fetch(`${b.http.url}/console/api/approvals`, { headers: { cookie } })).status).toBe(200);
+    // Signing out on B ends it on A too.
+    const out = await fetch(`${b.http.url}/console/api/session`, {
+      method: 'DELETE',
+      headers: { cookie, 'x-csrf-token': csrf },
+    });
+    expect(out.status).toBe(200);
+    expect((await fetch(`${a.http.url}/console/api/session`, { headers: { cookie } })).status).toBe(401);
+  });
+
+  it('PostgreSQL unreachable → retryable 503s (MCP and console), no crash, and service resumes when it is back', async () => {
+    const gate = await startTcpGate(5432);
+    const { stores } = await sessionStores(PG_URL.replace(':5432', `:${gate.port}`));
+    const r = await replica(stores);
+    const proxy = await startRoundRobinProxy([r.http.url]);
+    cleanups.push(() => proxy.close());
+    const { client, transport } = await connectClient(proxy, ANALYST_KEY);
+    await client.listTools();
+    const signIn = await fetch(`${r.http.url}/console/api/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: APPROVER_KEY }),
+    });
+    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const consoleSession = () => fetch(`${r.http.url}/console/api/session`, { headers: { cookie } });
+
+    await gate.cut();
+    const ping = () =>
+      fetch(r.http.mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${ANALYST_KEY}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': transport.sessionId!,
+          'mcp-protocol-version': '2025-11-25',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      });
+    const down = await ping();
+    expect(down.status).toBe(503);
+    expect(await down.json()).toMatchObject({ error: { data: { retryable: true } } });
+    const consoleDown = await consoleSession();
+    expect(consoleDown.status).toBe(503);
+    expect(consoleDown.headers.get('retry-after')).toBeTruthy();
+    expect((await fetch(`${r.http.url}/healthz`)).status).toBe(200);
+
+    await gate.restore();
+    expect((await ping()).status).toBe(200);
+    expect((await consoleSession()).status).toBe(200);
+    await expect(client.listTools()).resolves.toBeDefined();
+  });
+});
+
+/** A TCP forwarder to PostgreSQL that a test can cut (every connection reset, new ones refused) and restore. */
+async function startTcpGate(targetPort: number) {
+  const sockets = new Set<Socket>();
+  let server: Server;
+  let port = 0;
+  const listen = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((inbound) => {
+        const outbound = connect({ host: '127.0.0.1', port: targetPort });
+        for (const s of [inbound, outbound]) {
+          sockets.add(s);
+          s.on('close', () => sockets.delete(s));
+          s.on('error', () => {
+            inbound.destroy();
+            outbound.destroy();
+          });
+        }
+        inbound.pipe(outbound).pipe(inbound);
+      });
+      server.listen(port, '127.0.0.1', () => {
+        port = (server.address() as AddressInfo).port;
+        resolve();
+      });
+    });
+  await listen();
+  const gate = {
+    get port() {
+      return port;
+    },
+    async cut() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+    restore: listen,
+  };
+  cleanups.push(async () => {
+    if (server.listening) await gate.cut();
+  });
+  return gate;
+}
