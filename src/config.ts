@@ -39,6 +39,9 @@ const decisionEffect = z.strictObject({
   salesforce_value: z.string().min(1),
 });
 
+/** A Salesforce field API name; also what keeps configured names safe inside SOQL. */
+const fieldApiName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a Salesforce field API name');
+
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
@@ -135,6 +138,37 @@ export const configSchema = z.strictObject({
       decision_applied: z.string().min(1),
       label_applied: z.string().min(1),
     }),
+    /** Property names of `track_fraud_event`'s events (warehouse column names follow them). */
+    track_properties: z.strictObject({
+      source: z.string().min(1),
+      abuse_type: z.string().min(1),
+      sift_score: z.string().min(1),
+      risk_band: z.string().min(1),
+      decision_id: z.string().min(1),
+      decision_category: z.string().min(1),
+      is_bad: z.string().min(1),
+      outcome_at: z.string().min(1),
+      case_id: z.string().min(1),
+    }),
+    /** Salesforce field API names fraudgate reads and writes (custom fields of your org). */
+    salesforce_fields: z.strictObject({
+      /** On Account, Contact, Lead and Case: the Sift user id that links a record to Sift. */
+      sift_user_id: fieldApiName,
+      /** On Account and Contact: the decision value (`decisions.*.salesforce_value`). */
+      decision: fieldApiName,
+      /** On Account, Contact, Lead and Case: the Sift score 0–100. */
+      score: fieldApiName,
+      /** On Account, Contact and Lead: the risk band. */
+      risk_band: fieldApiName,
+      /** On Lead: when Sift was last asked. */
+      checked_at: fieldApiName,
+      /** On Opportunity: the flag `flag_opportunities` sets (to `opportunity_flag_value`). */
+      opportunity_flag: fieldApiName,
+      /** On Opportunity: the risk summary written with the flag. */
+      opportunity_summary: fieldApiName,
+    }),
+    /** Value the opportunity flag field is set to: true for a checkbox, or a picklist value such as "Elevated". */
+    opportunity_flag_value: z.union([z.literal(true), z.string().min(1)]),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
@@ -170,6 +204,11 @@ export const configSchema = z.strictObject({
     write: bucket,
     destructive: bucket,
     tools: z.record(z.string(), bucket),
+    /**
+     * Refused calls (invalid, forbidden, rate limited) per principal, across tools. Within it each
+     * refusal is audited on its own; past it refusals are counted and the caller gets RATE_LIMITED.
+     */
+    refusals: bucket,
   }),
   /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
   identity: z.strictObject({
@@ -443,6 +482,27 @@ export const DEFAULTS: Config = {
       decision_applied: 'Sift Decision Applied',
       label_applied: 'Sift Label Applied',
     },
+    track_properties: {
+      source: 'source',
+      abuse_type: 'abuse_type',
+      sift_score: 'sift_score',
+      risk_band: 'risk_band',
+      decision_id: 'decision_id',
+      decision_category: 'decision_category',
+      is_bad: 'is_bad',
+      outcome_at: 'outcome_at',
+      case_id: 'case_id',
+    },
+    salesforce_fields: {
+      sift_user_id: 'Sift_User_Id__c',
+      decision: 'Sift_Decision__c',
+      score: 'Sift_Score__c',
+      risk_band: 'Sift_Risk_Band__c',
+      checked_at: 'Sift_Checked_At__c',
+      opportunity_flag: 'Fraud_Risk_Flag__c',
+      opportunity_summary: 'Fraud_Risk_Summary__c',
+    },
+    opportunity_flag_value: true,
   },
   approvals: {
     tools: {},
@@ -461,6 +521,7 @@ export const DEFAULTS: Config = {
     write: { capacity: 20, per_minute: 30 },
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
+    refusals: { capacity: 60, per_minute: 60 },
   },
   identity: { segment_user_id: 'same', mappings: {} },
   feedback: {
@@ -549,13 +610,30 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Deep merge where objects merge and everything else (arrays included) replaces. */
-export function mergeConfig<T>(base: T, override: unknown): T {
+/** A schema with its optional/default/nullable wrappers removed. */
+function unwrapSchema(schema: z.ZodType | undefined): z.ZodType | undefined {
+  let node = schema;
+  while (node && ['optional', 'default', 'nullable'].includes(node.def.type)) {
+    node = (node.def as unknown as { innerType: z.ZodType }).innerType;
+  }
+  return node;
+}
+
+/**
+ * Deep merge where objects merge and everything else (arrays included) replaces. With `schema`,
+ * a key whose schema is a record (a trait map, a field map, `identity.mappings`, …) is replaced
+ * whole: a configured map is the map, never the defaults plus additions.
+ */
+export function mergeConfig<T>(base: T, override: unknown, schema?: z.ZodType): T {
   if (!isPlainObject(base) || !isPlainObject(override))
     return (override === undefined ? base : override) as T;
+  const node = unwrapSchema(schema);
+  const shape = node?.def.type === 'object' ? (node as z.ZodObject).shape : undefined;
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(override)) {
-    out[key] = key in out ? mergeConfig(out[key], value) : value;
+    const child = shape && Object.hasOwn(shape, key) ? (shape[key] as z.ZodType) : undefined;
+    out[key] =
+      key in out && unwrapSchema(child)?.def.type !== 'record' ? mergeConfig(out[key], value, child) : value;
   }
   return out as T;
 }
@@ -694,7 +772,7 @@ export function loadConfig(
             message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file',
           });
         }
-        merged = mergeConfig(merged, fromFile);
+        merged = mergeConfig(merged, fromFile, configSchema);
       } catch (error) {
         // V8's message quotes the text around the error, which may be a secret: keep only the position.
         const where = / at position \d+(?: \(line \d+ column \d+\))?/.exec((error as Error).message)?.[0];
@@ -744,6 +822,8 @@ export function loadConfig(
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
+  const mappingIssues = mappingProblems(config.mapping);
+  if (mappingIssues.length > 0) throw new InvalidInputError(mappingIssues, 'Invalid configuration');
   const bands = config.risk_bands;
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
     throw new InvalidInputError(
@@ -773,6 +853,56 @@ export function loadConfig(
     }
   }
   return { config, secrets, modeReason };
+}
+
+/** Names that must differ within one map, or one write would overwrite another. */
+function duplicates(section: string, names: Record<string, string>): FieldIssue[] {
+  const seen = new Map<string, string>();
+  const issues: FieldIssue[] = [];
+  for (const [key, name] of Object.entries(names)) {
+    const first = seen.get(name);
+    if (first !== undefined) {
+      issues.push({
+        field: `${section}.${key}`,
+        message: `"${name}" is also ${section}.${first}; give each its own name`,
+      });
+    } else seen.set(name, key);
+  }
+  return issues;
+}
+
+/**
+ * Problems the schema cannot see in the central mapping: names that collide (one write would
+ * overwrite another). Every one is listed, so one edit fixes them all.
+ */
+export function mappingProblems(mapping: Config['mapping']): FieldIssue[] {
+  const issues = [
+    ...duplicates('mapping.score_traits', mapping.score_traits),
+    ...duplicates('mapping.track_properties', mapping.track_properties),
+    ...duplicates('mapping.salesforce_fields', mapping.salesforce_fields),
+  ];
+  const scoreTraits = new Set(Object.values(mapping.score_traits));
+  if (scoreTraits.has(mapping.suppression_trait)) {
+    issues.push({
+      field: 'mapping.suppression_trait',
+      message: `"${mapping.suppression_trait}" is also a score trait; a score sync would overwrite the suppression`,
+    });
+  }
+  const decisions = { ...mapping.decisions, no_decision: mapping.no_decision };
+  for (const [category, effect] of Object.entries(decisions)) {
+    const prefix = category === 'no_decision' ? 'mapping.no_decision' : `mapping.decisions.${category}`;
+    for (const trait of Object.keys(effect.segment_traits)) {
+      if (trait.trim() === '')
+        issues.push({ field: `${prefix}.segment_traits`, message: 'a trait name is empty' });
+      if (trait === mapping.suppression_trait) {
+        issues.push({
+          field: `${prefix}.segment_traits.${trait}`,
+          message: 'is the suppression trait; suppression is set only by suppress_user (with its approval)',
+        });
+      }
+    }
+  }
+  return issues;
 }
 
 /** The risk band for a 0–1 score under the configured thresholds. */

@@ -4,8 +4,8 @@
  * exposes does not justify prom-client.
  *
  * Fed by the `onToolCall` hook of src/server.ts (one event per `tools/call`) and by the HTTP
- * transport (requests, sessions). Label values come from a bounded set (tool names are checked
- * and capped) so a client sending random tool names cannot blow up the series count.
+ * transport (requests, sessions). Label values come from a bounded set (the registered tool names,
+ * anything else is `unknown`) so a client sending random tool names cannot blow up the series count.
  */
 import { UpstreamError, type FraudgateError } from './errors.ts';
 
@@ -34,6 +34,14 @@ export interface Metrics {
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const MAX_TOOL_LABELS = 200;
 const TOOL_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export interface MetricsOptions {
+  /**
+   * The registered tool names: the only `tool` label values besides `unknown`, so made-up names
+   * can neither crowd real tools out of the label set nor put their text (personal data) in it.
+   */
+  toolNames?: Iterable<string>;
+}
 const RATE_LIMIT_CODES = new Set(['RATE_LIMITED', 'UPSTREAM_RATE_LIMITED']);
 
 const escapeLabel = (value: string) =>
@@ -52,9 +60,11 @@ class Counter {
   }
 }
 
-export function createMetrics(): Metrics {
+export function createMetrics(options: MetricsOptions = {}): Metrics {
+  const registered = options.toolNames ? new Set(options.toolNames) : undefined;
   const toolLabels = new Set<string>();
   const toolLabel = (name: string) => {
+    if (registered) return registered.has(name) ? name : 'unknown';
     if (!TOOL_NAME.test(name)) return 'invalid';
     if (toolLabels.has(name)) return name;
     if (toolLabels.size >= MAX_TOOL_LABELS) return 'other';

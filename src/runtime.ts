@@ -36,6 +36,8 @@ import type { AnyTool } from './tool.ts';
 
 export interface Runtime {
   config: Config;
+  /** Every registered tool (the pipeline decides who sees which). */
+  tools: readonly AnyTool[];
   pipeline: Pipeline;
   desk: ApprovalDesk;
   approvals: ApprovalStore;
@@ -272,6 +274,7 @@ export async function openRuntime(options: {
   let sweeping = false;
   return {
     config,
+    tools: options.tools,
     pipeline,
     ...state,
     sessions,
@@ -292,12 +295,13 @@ export async function openRuntime(options: {
     },
     async close() {
       if (sweep) clearInterval(sweep);
-      await Promise.allSettled([
-        clients.sift.close(),
-        clients.segment.close(),
-        clients.salesforce.close(),
-        rateLimiter.close(),
-      ]);
+      await Promise.allSettled([clients.sift.close(), clients.segment.close(), clients.salesforce.close()]);
+      await pipeline
+        .close()
+        .catch((error: unknown) =>
+          logger.error('pending audit records could not be written', { error: String(error) }),
+        );
+      await rateLimiter.close().catch(() => undefined);
       if (!options.audit) await state.audit.close();
       await sessions.close();
       state.approvals.close();

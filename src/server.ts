@@ -8,8 +8,8 @@
  * list must be filtered per principal.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { Protocol, type RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  CallToolRequestSchema,
   ElicitResultSchema,
   ListPromptsRequestSchema,
   ListResourcesRequestSchema,
@@ -20,6 +20,8 @@ import {
   ErrorCode,
   McpError,
   type CallToolResult,
+  type ServerNotification,
+  type ServerRequest,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
@@ -134,6 +136,25 @@ const RESOURCE_TEMPLATES = [
   },
 ];
 
+/**
+ * `tools/call` as a client may really send it: `name` and `arguments` of any JSON type. With the
+ * SDK's schema, `arguments: 42` or a `__proto__` key would be answered (or silently dropped) by
+ * the SDK before the pipeline sees the call; with this one the pipeline refuses them as audited
+ * INVALID_INPUT tool results, like every other bad input. `arguments` is passed on untouched.
+ */
+const WireCallToolRequestSchema = z.object({
+  method: z.literal('tools/call'),
+  params: z
+    .looseObject({
+      name: z.unknown(),
+      arguments: z.unknown(),
+      _meta: z.looseObject({ progressToken: z.unknown() }).optional(),
+    })
+    .optional(),
+});
+type WireCallToolRequest = z.infer<typeof WireCallToolRequestSchema>;
+type CallToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
 /** JSON-RPC code for an unknown resource (MCP spec). */
 const RESOURCE_NOT_FOUND = -32002;
 
@@ -221,8 +242,10 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     tools: pipeline.visibleTools(principal).map(toWireTool),
   }));
 
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
-    const progressToken = request.params._meta?.progressToken;
+  const callTool = async (request: WireCallToolRequest, extra: CallToolExtra): Promise<CallToolResult> => {
+    const name = typeof request.params?.name === 'string' ? request.params.name : '';
+    const token = request.params?._meta?.progressToken;
+    const progressToken = typeof token === 'string' || typeof token === 'number' ? token : undefined;
     let lastProgress = -1;
     const channel: CallChannel = {
       principal,
@@ -264,25 +287,28 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       };
     }
     const started = performance.now();
-    const outcome = await pipeline.call(request.params.name, request.params.arguments ?? {}, channel);
+    const outcome = await pipeline.call(name, request.params?.arguments, channel);
     options.metrics?.({
-      tool: request.params.name,
+      tool: name,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
       durationMs: performance.now() - started,
       ...(outcome.ok ? {} : { error: outcome.error }),
     });
     logger.info('tool call', {
-      tool: request.params.name,
+      tool: pipeline.toolLabel(name),
       call_id: outcome.callId,
       principal: principal.id,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
     });
     if (!outcome.ok) return errorResult(outcome.error);
     return successResult(
-      pipeline.visibleTools(principal).find((t) => t.name === request.params.name),
+      pipeline.visibleTools(principal).find((t) => t.name === name),
       outcome.output,
     );
-  });
+  };
+  // Installed with the protocol-level registration: the SDK Server's own tools/call wrapper would
+  // re-parse the request with its strict schema first (see WireCallToolRequestSchema).
+  Protocol.prototype.setRequestHandler.call(server, WireCallToolRequestSchema, callTool);
 
   return mcp;
 }

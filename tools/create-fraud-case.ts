@@ -1,7 +1,8 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { FraudgateError } from '../src/errors.ts';
-import { defineTool, type ToolContext } from '../src/tool.ts';
+import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
+import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
 import { riskBand, summarizeScore, userId } from './schemas.ts';
 
 const priority = z.enum(['High', 'Medium', 'Low']);
@@ -14,41 +15,49 @@ interface CaseRow {
   [key: string]: unknown;
 }
 
-/** Account and Contact for a Sift user: by Sift_User_Id__c first, then by email. */
+/**
+ * Account and Contact for a Sift user: by Sift_User_Id__c first, else a Contact by email or phone
+ * (the caller's email, else the mapped Segment profile's), as lookup_user matches.
+ */
 async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const q = soqlQuote(user);
+  const siftId = ctx.config.mapping.salesforce_fields.sift_user_id;
   const [accounts, contacts] = await Promise.all([
-    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE ${siftId} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
     sf.query<{ Id: string; AccountId?: string }>(
-      `SELECT Id, AccountId FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`,
-      {
-        signal: ctx.signal,
-      },
+      `SELECT Id, AccountId FROM Contact WHERE ${siftId} = ${q} LIMIT 1`,
+      { signal: ctx.signal },
     ),
   ]);
+  const byId: IdentityAttempt = {
+    system: 'salesforce',
+    identifier: 'sift_user_id',
+    value: user,
+    found: true,
+  };
   if (accounts[0] || contacts[0]) {
     return {
       match: 'sift_user_id' as const,
       account_id: accounts[0]?.Id ?? contacts[0]?.AccountId ?? undefined,
       contact_id: contacts[0]?.Id,
+      tried: [byId],
     };
   }
-  if (email) {
-    const byEmail = await sf.query<{ Id: string; AccountId?: string }>(
-      `SELECT Id, AccountId FROM Contact WHERE Email = ${soqlQuote(email)} LIMIT 1`,
-      { signal: ctx.signal },
-    );
-    if (byEmail[0])
-      return {
-        match: 'email' as const,
-        account_id: byEmail[0].AccountId ?? undefined,
-        contact_id: byEmail[0].Id,
-      };
-  }
-  return { match: 'none' as const, account_id: undefined, contact_id: undefined };
+  const fallback = await matchContactByFallback<{ Id: string; AccountId?: string }>(
+    user,
+    { email },
+    'Id, AccountId',
+    ctx,
+  );
+  return {
+    match: fallback.matched_by,
+    account_id: fallback.contact?.AccountId ?? undefined,
+    contact_id: fallback.contact?.Id,
+    tried: [{ ...byId, found: false }, ...fallback.tried],
+  };
 }
 
 type CaseInput = { user_id: string; summary: string; priority?: string; email?: string };
@@ -57,7 +66,7 @@ type CaseInput = { user_id: string; summary: string; priority?: string; email?: 
  * Everything a case creation decides before writing: the Sift context, the open case if any, the
  * CRM match and the record to upsert. Shared by the dry run and the real run.
  */
-async function prepareCase(input: CaseInput, ctx: ToolContext) {
+async function prepareCase(input: CaseInput, ctx: ToolContext, options: { recordMatch: boolean }) {
   const sf = ctx.clients.salesforce;
   const settings = ctx.config.salesforce;
   const summary = summarizeScore(
@@ -68,13 +77,15 @@ async function prepareCase(input: CaseInput, ctx: ToolContext) {
   const band = highest?.risk_band ?? 'low';
   const siftScore = highest?.sift_score ?? 0;
   const q = soqlQuote(input.user_id);
-  const fraudCases = `FROM Case WHERE Sift_User_Id__c = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
+  const names = ctx.config.mapping.salesforce_fields;
+  const fraudCases = `FROM Case WHERE ${names.sift_user_id} = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
 
   const open = await sf.query<CaseRow>(
     `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
     { signal: ctx.signal },
   );
-  const match = await matchRecords(input.user_id, input.email, ctx);
+  const { tried, ...match } = await matchRecords(input.user_id, input.email, ctx);
+  if (options.recordMatch) await recordMatchOutcome(input.user_id, match.match, tried, ctx);
   if (open[0]) return { band, siftScore, match, open: open[0] };
 
   const queues = await sf.query<{ Id: string }>(
@@ -113,8 +124,8 @@ async function prepareCase(input: CaseInput, ctx: ToolContext) {
     Origin: settings.case_origin,
     Type: settings.case_type,
     OwnerId: queues[0].Id,
-    Sift_User_Id__c: input.user_id,
-    Sift_Score__c: siftScore,
+    [names.sift_user_id]: input.user_id,
+    [names.score]: siftScore,
     Fraudgate_Key__c: key,
   };
   if (match.account_id) record.AccountId = match.account_id;
@@ -128,10 +139,11 @@ export const createFraudCase = defineTool({
   title: 'Open a Salesforce fraud case',
   description:
     'Open a fraud case in Salesforce for a Sift user, pre-filled with the Sift score and reasons, assigned to ' +
-    'the fraud review queue and linked to the matching Account/Contact (by Sift user id, then by the email you ' +
-    'give). Priority follows the risk band unless you set it. If the user already has an open fraud case, that ' +
+    'the fraud review queue and linked to the matching Account/Contact (by Sift user id, then email, then phone: ' +
+    "yours, else the user's Segment profile). Priority follows the risk band unless you set it. If the user " +
+    'already has an open fraud case, that ' +
     'case is returned (existing=true) instead of a new one; retrying never creates a duplicate. An unmatched ' +
-    'user still gets a case (match="none").',
+    'user still gets a case (match="none") and goes on the identity review list.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -151,13 +163,13 @@ export const createFraudCase = defineTool({
     priority: z.string(),
     risk_band: riskBand,
     sift_score: z.number().int().min(0).max(100),
-    match: z.enum(['sift_user_id', 'email', 'none']),
+    match: z.enum(['sift_user_id', 'email', 'phone', 'none']),
     account_id: z.string().optional(),
     contact_id: z.string().optional(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
   async plan(args, ctx) {
-    const prepared = await prepareCase(args, ctx);
+    const prepared = await prepareCase(args, ctx, { recordMatch: false });
     const current = { open_case: prepared.open ?? null, match: prepared.match.match };
     return prepared.open
       ? { current, changes: {} }
@@ -165,7 +177,16 @@ export const createFraudCase = defineTool({
   },
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
-    const { band, siftScore, match, open, record, priority: casePriority } = await prepareCase(args, ctx);
+    const {
+      band,
+      siftScore,
+      match,
+      open,
+      record,
+      priority: casePriority,
+    } = await prepareCase(args, ctx, {
+      recordMatch: true,
+    });
     if (open) {
       return {
         case_id: open.Id,

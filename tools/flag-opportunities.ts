@@ -6,12 +6,7 @@ import { defineTool, type ToolContext } from '../src/tool.ts';
 import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
 import { riskBand, siftEvidence, userId } from './schemas.ts';
 
-type OpportunityRow = {
-  Id: string;
-  OwnerId?: string;
-  Fraud_Risk_Flag__c?: boolean | null;
-  Fraud_Risk_Summary__c?: string | null;
-};
+type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown };
 
 /** Ids and failures listed in a result at most; counts are always complete. */
 const MAX_LISTED = 50;
@@ -20,20 +15,22 @@ const USER_ID_PREFIX = '005';
 /** The account and the Sift user it belongs to, from whichever one the caller gave. */
 async function resolveAccount(args: { user_id?: string; account_id?: string }, ctx: ToolContext) {
   const by = exactlyOne(args, ['user_id', 'account_id']);
+  const siftId = ctx.config.mapping.salesforce_fields.sift_user_id;
   const where =
     by === 'user_id'
-      ? `Sift_User_Id__c = ${soqlQuote(args.user_id ?? '')}`
+      ? `${siftId} = ${soqlQuote(args.user_id ?? '')}`
       : `Id = ${soqlQuote(args.account_id ?? '')}`;
-  const rows = await ctx.clients.salesforce.query<{ Id: string; Sift_User_Id__c?: string | null }>(
-    `SELECT Id, Sift_User_Id__c FROM Account WHERE ${where} LIMIT 1`,
+  const rows = await ctx.clients.salesforce.query<{ Id: string; [field: string]: unknown }>(
+    `SELECT Id, ${siftId} FROM Account WHERE ${where} LIMIT 1`,
     { signal: ctx.signal },
   );
   const account = rows[0];
   if (!account) throw new NotFoundError(`No Salesforce Account matches that ${by}.`);
-  const user = args.user_id ?? account.Sift_User_Id__c;
+  const stored = account[siftId];
+  const user = args.user_id ?? (typeof stored === 'string' && stored !== '' ? stored : undefined);
   if (!user) {
     throw new NotFoundError(
-      'The Account has no Sift_User_Id__c, so it has no Sift score; call with user_id instead.',
+      `The Account has no ${siftId}, so it has no Sift score; call with user_id instead.`,
     );
   }
   return { accountId: account.Id, user };
@@ -62,15 +59,18 @@ async function prepare(args: { user_id?: string; account_id?: string }, ctx: Too
   ]
     .filter(Boolean)
     .join(' ');
+  const { opportunity_flag: flag, opportunity_summary: summaryField } = ctx.config.mapping.salesforce_fields;
+  const flagValue = ctx.config.mapping.opportunity_flag_value;
   const opportunities = over
     ? await sf.query<OpportunityRow>(
-        `SELECT Id, OwnerId, Fraud_Risk_Flag__c, Fraud_Risk_Summary__c FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false ORDER BY Id`,
+        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false ORDER BY Id`,
         { signal: ctx.signal },
       )
     : [];
+  const fields = { [flag]: flagValue, [summaryField]: summary };
   const updates = opportunities
-    .filter((o) => o.Fraud_Risk_Flag__c !== true || o.Fraud_Risk_Summary__c !== summary)
-    .map((o) => ({ Id: o.Id, Fraud_Risk_Flag__c: true, Fraud_Risk_Summary__c: summary }));
+    .filter((o) => o[flag] !== flagValue || o[summaryField] !== summary)
+    .map((o) => ({ Id: o.Id, ...fields }));
 
   const owners = new Map<string, string[]>();
   const skippedOwners = new Set<string>();
@@ -106,6 +106,7 @@ async function prepare(args: { user_id?: string; account_id?: string }, ctx: Too
   return {
     accountId,
     user,
+    fields,
     risk,
     threshold,
     over,
@@ -128,10 +129,11 @@ export const flagOpportunities = defineTool({
   name: 'flag_opportunities',
   title: "Flag a risky customer's open Salesforce opportunities",
   description:
-    "When a customer's Sift score is at or above the configured threshold, set Fraud_Risk_Flag__c and a risk summary " +
-    'on every open Opportunity of their Account, and create one review Task per opportunity owner (due in the ' +
-    'configured number of days) on the Account. Give exactly one of user_id (Sift user id, matched on ' +
-    'Account.Sift_User_Id__c) or account_id. Below the threshold nothing is written (over_threshold=false). Safe to ' +
+    "When a customer's Sift score is at or above the configured threshold, set the configured risk flag and a risk " +
+    'summary on every open Opportunity of their Account, and create one review Task per opportunity owner (due in the ' +
+    'configured number of days) on the Account. Give exactly one of user_id (Sift user id, matched on the ' +
+    "Account's Sift user id field) or account_id. Below the threshold nothing is written (over_threshold=false). " +
+    'Safe to ' +
     'repeat: already-flagged opportunities are not rewritten and an owner with an open review Task gets no second one. ' +
     'Lists at most 50 ids; counts are complete.',
   risk: 'write',
@@ -189,7 +191,7 @@ export const flagOpportunities = defineTool({
       changes: {
         update_opportunities: {
           count: p.updates.length,
-          fields: { Fraud_Risk_Flag__c: true, Fraud_Risk_Summary__c: p.summary },
+          fields: p.fields,
           ids: updates.items.map((u) => u.Id),
         },
         create_tasks: { count: p.tasks.length, records: tasks.items },

@@ -3,6 +3,7 @@ import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import type { SalesforceRecord } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError } from '../src/errors.ts';
 import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
+import { phoneVariants } from './salesforce-common.ts';
 import { latestDecision, latestLabel, scoreEntry, summarizeScore, userId } from './schemas.ts';
 
 /** Longest string value returned from Segment or Salesforce; longer ones are cut and flagged. */
@@ -85,12 +86,6 @@ function toCrmRecord(row: SalesforceRecord): CrmRecord {
     fields[key] = boundValue(raw).value;
   }
   return { id: String(row.Id ?? ''), fields };
-}
-
-/** Phone numbers are stored in many formats; try the value as given and as +digits / digits. */
-function phoneVariants(phone: string): string[] {
-  const digits = phone.replace(/\D/g, '');
-  return [...new Set([phone, `+${digits}`, digits])].filter((p) => p.replace(/\D/g, '').length >= 6);
 }
 
 const inList = (values: string[]) => `(${values.map(soqlQuote).join(', ')})`;

@@ -5,7 +5,7 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { FraudgateError, InvalidInputError } from '../src/errors.ts';
-import type { ToolContext } from '../src/tool.ts';
+import type { IdentityAttempt, ToolContext } from '../src/tool.ts';
 import { summarizeScore } from './schemas.ts';
 
 /** A Salesforce record id of one object (15 or 18 characters, checked by key prefix). */
@@ -66,4 +66,88 @@ export async function siftRisk(user: string, ctx: ToolContext) {
 /** Cut a list to `max` items and say whether anything was left out. */
 export function capped<T>(items: readonly T[], max: number): { items: T[]; truncated: boolean } {
   return { items: items.slice(0, max), truncated: items.length > max };
+}
+
+/** The spellings a phone number may be stored under (as typed, +digits, digits); too short → none. */
+export function phoneVariants(phone: string): string[] {
+  const digits = phone.replace(/\D/g, '');
+  return [...new Set([phone, `+${digits}`, digits])].filter((p) => p.replace(/\D/g, '').length >= 6);
+}
+
+const stringTrait = (traits: Record<string, unknown> | null, key: string) => {
+  const value = traits?.[key];
+  return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
+};
+
+/**
+ * A Contact for a Sift user whose id no Salesforce record carries, matched the way lookup_user
+ * matches: by email, then phone — the caller's, else the `email` / `phone` traits of the user's
+ * Segment profile (identity map applied). `tried` lists every identifier attempted, for the
+ * identity review list.
+ */
+export async function matchContactByFallback<T extends { Id: string }>(
+  user: string,
+  given: { email?: string | undefined; phone?: string | undefined },
+  fields: string,
+  ctx: ToolContext,
+): Promise<{ matched_by: 'email' | 'phone' | 'none'; contact?: T; tried: IdentityAttempt[] }> {
+  const tried: IdentityAttempt[] = [];
+  let email = given.email;
+  let phone = given.phone;
+  if (email === undefined || phone === undefined) {
+    const segment = await ctx.identities.segmentIdFor(user);
+    if (segment) {
+      const traits = await ctx.clients.segment.getProfileTraits(segment.segment_user_id, {
+        signal: ctx.signal,
+      });
+      tried.push({
+        system: 'segment',
+        identifier: 'segment_user_id',
+        value: segment.segment_user_id,
+        found: traits !== null,
+      });
+      email ??= stringTrait(traits, 'email');
+      phone ??= stringTrait(traits, 'phone');
+    }
+  }
+  const attempts: { identifier: 'email' | 'phone'; value: string; where: string }[] = [];
+  if (email !== undefined)
+    attempts.push({ identifier: 'email', value: email, where: `Email = ${soqlQuote(email)}` });
+  const variants = phone === undefined ? [] : phoneVariants(phone);
+  if (phone !== undefined && variants.length > 0) {
+    attempts.push({
+      identifier: 'phone',
+      value: phone,
+      where: `Phone IN (${variants.map(soqlQuote).join(', ')})`,
+    });
+  }
+  for (const attempt of attempts) {
+    const rows = await ctx.clients.salesforce.query<T>(
+      `SELECT ${fields} FROM Contact WHERE ${attempt.where} ORDER BY CreatedDate ASC LIMIT 1`,
+      { signal: ctx.signal },
+    );
+    tried.push({
+      system: 'salesforce',
+      identifier: attempt.identifier,
+      value: attempt.value,
+      found: !!rows[0],
+    });
+    if (rows[0]) return { matched_by: attempt.identifier, contact: rows[0], tried };
+  }
+  return { matched_by: 'none', tried };
+}
+
+/**
+ * Keep the identity review list in step with an automated match: a miss is listed (or its count
+ * raised), a match takes the user off the list.
+ */
+export async function recordMatchOutcome(
+  user: string,
+  matchedBy: string,
+  tried: IdentityAttempt[],
+  ctx: ToolContext,
+): Promise<void> {
+  if (matchedBy === 'none')
+    await ctx.identities.recordUnmatched({ sift_user_id: user, tried, at: ctx.now() });
+  else await ctx.identities.resolveUnmatched(user);
 }

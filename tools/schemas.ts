@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import { ABUSE_TYPES, type SiftUserScore } from '../src/clients/types.ts';
+import { NotFoundError } from '../src/errors.ts';
 import { riskBandFor, type ToolContext } from '../src/tool.ts';
 
 export const userId = z
@@ -109,4 +110,20 @@ export async function siftEvidence(user: string, ctx: ToolContext): Promise<Reco
     latest_decisions: summary.latest_decisions,
     latest_labels: summary.latest_labels,
   };
+}
+
+/**
+ * The Segment user id every Segment write for a Sift user goes to: a stored mapping (`fraudgate
+ * identities map`), else `identity.mappings`, else the Sift id itself (`identity.segment_user_id:
+ * same`). Under `mapped_only` an unmapped user has no Segment profile to write to: NOT_FOUND.
+ */
+export async function segmentUserIdFor(siftUserId: string, ctx: ToolContext): Promise<string> {
+  const mapped = await ctx.identities.segmentIdFor(siftUserId);
+  if (!mapped) {
+    throw new NotFoundError(
+      `Sift user ${siftUserId} has no Segment user id: identity.segment_user_id is mapped_only and no ` +
+        'mapping exists. An operator can add one; nothing was written.',
+    );
+  }
+  return mapped.segment_user_id;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { siftEvidence, userId } from './schemas.ts';
+import { segmentUserIdFor, siftEvidence, userId } from './schemas.ts';
 
 /** The traits and event a (un)suppression writes; shared by the dry run and the real run. */
 function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
@@ -33,6 +33,7 @@ export const suppressUser = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
+    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
     suppressed: z.boolean(),
     trait: z.string().describe('The Segment trait the audience keys on.'),
     traits_written: z.record(z.string(), z.union([z.string(), z.boolean(), z.null()])),
@@ -41,37 +42,45 @@ export const suppressUser = defineTool({
   }),
   target: (args) => `segment_user:${args.user_id}`,
   async evidence(args, ctx) {
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const [sift, profile] = await Promise.all([
       siftEvidence(args.user_id, ctx).catch((e: Error) => ({ unavailable: e.message })),
-      ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal }),
+      ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal }),
     ]);
     const trait = ctx.config.mapping.suppression_trait;
     return {
       sift,
+      segment_user_id: segmentUser,
       currently_suppressed: profile?.[trait] === true,
       segment_profile_exists: profile !== null,
     };
   },
   async plan(args, ctx) {
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const { traits, event } = suppressionWrites(args.suppressed, ctx);
-    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const profile = await ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal });
     const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
-    return { current: { traits: current }, changes: { traits, track: { event } } };
+    return {
+      current: { segment_user_id: segmentUser, traits: current },
+      changes: { traits, track: { event } },
+    };
   },
   async run(args, ctx) {
+    // Resolved when the approved action runs, so a mapping made while it waited is honoured.
+    const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const { trait, traits, event } = suppressionWrites(args.suppressed, ctx);
     // The idempotency key is the approval id: re-running one approved action is deduplicated by Segment.
     const base = createHash('sha256')
-      .update(`${ctx.idempotencyKey}\u0000${args.user_id}\u0000${args.suppressed}`)
+      .update(`${ctx.idempotencyKey}\u0000${segmentUser}\u0000${args.suppressed}`)
       .digest('hex');
     const ids = { identify: `fg-sup-id-${base.slice(0, 40)}`, track: `fg-sup-tr-${base.slice(0, 40)}` };
     await ctx.clients.segment.identify(
-      { userId: args.user_id, traits, messageId: ids.identify },
+      { userId: segmentUser, traits, messageId: ids.identify },
       { signal: ctx.signal },
     );
     await ctx.clients.segment.track(
       {
-        userId: args.user_id,
+        userId: segmentUser,
         event,
         properties: { reason: args.reason, suppressed: args.suppressed, requested_by: ctx.principal.id },
         messageId: ids.track,
@@ -80,6 +89,7 @@ export const suppressUser = defineTool({
     );
     return {
       user_id: args.user_id,
+      segment_user_id: segmentUser,
       suppressed: args.suppressed,
       trait,
       traits_written: traits,

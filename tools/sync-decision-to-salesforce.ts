@@ -2,29 +2,30 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { NotFoundError } from '../src/errors.ts';
-import { defineTool, type ToolContext } from '../src/tool.ts';
+import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
+import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
 import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
 
-type CrmRow = {
-  Id: string;
-  OwnerId?: string;
-  Sift_Decision__c?: string | null;
-};
+type CrmRow = { Id: string; OwnerId?: string; [field: string]: unknown };
 
 /** How many recent feed posts are searched for this sync's marker before posting again. */
 const FEED_LOOKBACK = 20;
 
-/** The Account and Contact for a Sift user: by Sift_User_Id__c, then (Contact only) by email. */
-async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
+/**
+ * The Account and Contact for a Sift user: by Sift_User_Id__c, else a Contact by email or phone
+ * (the caller's, else the mapped Segment profile's), as lookup_user matches.
+ */
+async function matchRecords(user: string, given: { email?: string; phone?: string }, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const q = soqlQuote(user);
-  const fields = 'Id, OwnerId, Sift_Decision__c';
+  const names = ctx.config.mapping.salesforce_fields;
+  const fields = `Id, OwnerId, ${names.decision}`;
   const [accounts, contacts] = await Promise.all([
-    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
-    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE Sift_User_Id__c = ${q} LIMIT 1`, {
+    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
       signal: ctx.signal,
     }),
   ]);
@@ -32,27 +33,42 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
     ...accounts.map((r) => ({ sobject: 'Account' as const, row: r })),
     ...contacts.map((r) => ({ sobject: 'Contact' as const, row: r })),
   ];
-  if (records.length > 0) return { match: 'sift_user_id' as const, records };
-  if (email) {
-    const byEmail = await sf.query<CrmRow>(
-      `SELECT ${fields} FROM Contact WHERE Email = ${soqlQuote(email)} ORDER BY CreatedDate ASC LIMIT 1`,
-      { signal: ctx.signal },
-    );
-    if (byEmail[0])
-      return { match: 'email' as const, records: [{ sobject: 'Contact' as const, row: byEmail[0] }] };
+  const byId: IdentityAttempt = {
+    system: 'salesforce',
+    identifier: 'sift_user_id',
+    value: user,
+    found: true,
+  };
+  if (records.length > 0) return { match: 'sift_user_id' as const, records, tried: [byId] };
+  const fallback = await matchContactByFallback<CrmRow>(user, given, fields, ctx);
+  const tried = [{ ...byId, found: false }, ...fallback.tried];
+  if (fallback.contact) {
+    return {
+      match: fallback.matched_by,
+      records: [{ sobject: 'Contact' as const, row: fallback.contact }],
+      tried,
+    };
   }
-  return { match: 'none' as const, records: [] };
+  return { match: 'none' as const, records: [], tried };
 }
 
 /** Everything the sync decides before writing; shared by the dry run and the real run. */
-async function prepare(args: { user_id: string; abuse_type?: string; email?: string }, ctx: ToolContext) {
+async function prepare(
+  args: { user_id: string; abuse_type?: string; email?: string; phone?: string },
+  ctx: ToolContext,
+  options: { recordMatch: boolean },
+) {
   const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const value = effect.salesforce_value;
-  const matched = await matchRecords(args.user_id, args.email, ctx);
+  const matched = await matchRecords(args.user_id, { email: args.email, phone: args.phone }, ctx);
+  if (options.recordMatch) await recordMatchOutcome(args.user_id, matched.match, matched.tried, ctx);
   if (matched.match === 'none') {
     throw new NotFoundError(
-      `No Salesforce Account or Contact has Sift_User_Id__c = ${args.user_id}${args.email ? ' and no Contact has that email' : ''}; nothing to sync.`,
+      `No Salesforce Account or Contact matches Sift user ${args.user_id} (tried ${matched.tried
+        .filter((t) => t.system === 'salesforce')
+        .map((t) => t.identifier)
+        .join(', ')}); it is on the identity review list (list_unmatched_identities). Nothing was synced.`,
     );
   }
   // The marker ties a post to one decision and value, so a retry (or a repeated sync) never posts twice.
@@ -64,9 +80,9 @@ async function prepare(args: { user_id: string; abuse_type?: string; email?: str
     decision
       ? `Sift decision for user ${args.user_id}: ${value} (${decision.decision_id}, ${decision.category}, ${decision.abuse_type}, decided ${decision.decided_at}).`
       : `Sift user ${args.user_id} has no current decision: ${value}.`,
-    `Synced to Sift_Decision__c by ${ctx.principal.id} through fraudgate. ${marker}`,
+    `Synced to ${ctx.config.mapping.salesforce_fields.decision} by ${ctx.principal.id} through fraudgate. ${marker}`,
   ].join('\n');
-  return { decision, value, marker, body, ...matched };
+  return { decision, value, marker, body, match: matched.match, records: matched.records };
 }
 
 export const syncDecisionToSalesforce = defineTool({
@@ -74,9 +90,10 @@ export const syncDecisionToSalesforce = defineTool({
   title: "Sync a user's Sift decision to Salesforce",
   description:
     "Copy a user's current Sift decision (read from Sift itself — you cannot supply it) onto the matching Salesforce " +
-    'Account and Contact (field Sift_Decision__c, value from the configured mapping) and post a Chatter note on each ' +
-    "record's feed so its owner sees the change. Records are matched by Sift_User_Id__c, then a Contact by the email " +
-    'you give. NOT_FOUND when nothing matches. Safe to repeat: the same decision is never posted twice.',
+    'Account and Contact (the configured decision field, value from the configured mapping) and post a Chatter note on each ' +
+    "record's feed so its owner sees the change. Records are matched by Sift user id, then a Contact by email, " +
+    "then phone (yours, else the user's Segment profile). NOT_FOUND when nothing matches (the user goes on the " +
+    'identity review list). Safe to repeat: the same decision is never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -90,14 +107,18 @@ export const syncDecisionToSalesforce = defineTool({
       .max(80)
       .optional()
       .describe('Match a Contact by email when no record has the Sift user id.'),
+    phone: z
+      .string()
+      .min(6)
+      .max(40)
+      .optional()
+      .describe('Match a Contact by phone when neither the Sift user id nor the email matches.'),
   }),
   output: z.object({
     user_id: z.string(),
     decision: currentDecisionSummary.nullable(),
-    salesforce_value: z
-      .string()
-      .describe('The Sift_Decision__c value written (from the configured mapping).'),
-    match: z.enum(['sift_user_id', 'email']),
+    salesforce_value: z.string().describe('The decision field value written (from the configured mapping).'),
+    match: z.enum(['sift_user_id', 'email', 'phone']),
     records: z.array(
       z.object({
         sobject: z.enum(['Account', 'Contact']),
@@ -114,21 +135,22 @@ export const syncDecisionToSalesforce = defineTool({
   target: (args) => `sift_user:${args.user_id}`,
   evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
   async plan(args, ctx) {
-    const { value, body, records, marker } = await prepare(args, ctx);
+    const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });
+    const field = ctx.config.mapping.salesforce_fields.decision;
     const posted = await Promise.all(records.map((r) => alreadyPosted(r.row.Id, marker, ctx)));
     return {
       current: {
         records: records.map((r) => ({
           sobject: r.sobject,
           id: r.row.Id,
-          Sift_Decision__c: r.row.Sift_Decision__c ?? null,
+          [field]: r.row[field] ?? null,
         })),
       },
       changes: {
         update: records.map((r) => ({
           sobject: r.sobject,
           id: r.row.Id,
-          fields: { Sift_Decision__c: value },
+          fields: { [field]: value },
         })),
         chatter_posts: records.flatMap((r, i) => (posted[i] ? [] : [{ ParentId: r.row.Id, Body: body }])),
       },
@@ -136,10 +158,11 @@ export const syncDecisionToSalesforce = defineTool({
   },
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
-    const { decision, value, body, marker, match, records } = await prepare(args, ctx);
+    const { decision, value, body, marker, match, records } = await prepare(args, ctx, { recordMatch: true });
+    const field = ctx.config.mapping.salesforce_fields.decision;
     const out = [];
     for (const record of records) {
-      await sf.update(record.sobject, { Id: record.row.Id, Sift_Decision__c: value }, { signal: ctx.signal });
+      await sf.update(record.sobject, { Id: record.row.Id, [field]: value }, { signal: ctx.signal });
       const posted = await alreadyPosted(record.row.Id, marker, ctx);
       const post = posted
         ? undefined
@@ -152,7 +175,7 @@ export const syncDecisionToSalesforce = defineTool({
         sobject: record.sobject,
         id: record.row.Id,
         owner_id: record.row.OwnerId ?? null,
-        previous_value: record.row.Sift_Decision__c ?? null,
+        previous_value: typeof record.row[field] === 'string' ? record.row[field] : null,
         chatter_post_id: post?.id ?? null,
       });
     }
@@ -160,7 +183,7 @@ export const syncDecisionToSalesforce = defineTool({
       user_id: args.user_id,
       decision: decision ? currentDecisionSummary.parse(decision) : null,
       salesforce_value: value,
-      match: match as 'sift_user_id' | 'email',
+      match: match as 'sift_user_id' | 'email' | 'phone',
       records: out,
     };
   },

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import type { SiftUserDecisionStatus } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, userId, currentDecisionSummary } from './schemas.ts';
+import { abuseType, userId, currentDecisionSummary, segmentUserIdFor } from './schemas.ts';
 
 const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
@@ -34,6 +34,7 @@ export async function currentDecision(user: string, type: string | undefined, ct
 
 /** What a sync writes for the user's current decision; shared by the dry run and the real run. */
 async function plannedWrites(user: string, type: string | undefined, ctx: ToolContext) {
+  const segmentUser = await segmentUserIdFor(user, ctx);
   const decision = await currentDecision(user, type, ctx);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const traits: Record<string, string | number | boolean | null> = {
@@ -49,9 +50,15 @@ async function plannedWrites(user: string, type: string | undefined, ctx: ToolCo
     decided_at: decision?.decided_at ?? null,
     source: 'sift',
   };
-  const key = [user, decision?.decision_id ?? 'none', decision?.abuse_type ?? '', decision?.time ?? 'none'];
+  const key = [
+    user,
+    segmentUser,
+    decision?.decision_id ?? 'none',
+    decision?.abuse_type ?? '',
+    decision?.time ?? 'none',
+  ];
   const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
-  return { decision, effect, traits, properties, ids, event: effect.segment_event };
+  return { segmentUser, decision, effect, traits, properties, ids, event: effect.segment_event };
 }
 
 export const syncDecisionToSegment = defineTool({
@@ -73,6 +80,7 @@ export const syncDecisionToSegment = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
+    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
     decision: currentDecisionSummary.nullable(),
     traits_written: z.record(z.string(), traitValue),
     event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),
@@ -80,27 +88,35 @@ export const syncDecisionToSegment = defineTool({
   }),
   target: (args) => `sift_user:${args.user_id}`,
   async plan(args, ctx) {
-    const { traits, event, properties } = await plannedWrites(args.user_id, args.abuse_type, ctx);
-    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const { segmentUser, traits, event, properties } = await plannedWrites(
+      args.user_id,
+      args.abuse_type,
+      ctx,
+    );
+    const profile = await ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal });
     const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
-    return { current: { traits: current }, changes: { traits, track: { event, properties } } };
+    return {
+      current: { segment_user_id: segmentUser, traits: current },
+      changes: { traits, track: { event, properties } },
+    };
   },
   async run(args, ctx) {
-    const { decision, effect, traits, properties, ids } = await plannedWrites(
+    const { segmentUser, decision, effect, traits, properties, ids } = await plannedWrites(
       args.user_id,
       args.abuse_type,
       ctx,
     );
     await ctx.clients.segment.identify(
-      { userId: args.user_id, traits, messageId: ids.identify },
+      { userId: segmentUser, traits, messageId: ids.identify },
       { signal: ctx.signal },
     );
     await ctx.clients.segment.track(
-      { userId: args.user_id, event: effect.segment_event, properties, messageId: ids.track },
+      { userId: segmentUser, event: effect.segment_event, properties, messageId: ids.track },
       { signal: ctx.signal },
     );
     return {
       user_id: args.user_id,
+      segment_user_id: segmentUser,
       decision: decision ? currentDecisionSummary.parse(decision) : null,
       traits_written: traits,
       event_written: { event: effect.segment_event, properties },

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, riskBand, summarizeScore, userId } from './schemas.ts';
+import { abuseType, riskBand, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 
 const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
 /** The traits a score sync writes; shared by the dry run and the real run. */
 async function prepare(args: { user_id: string; abuse_type?: string }, ctx: ToolContext) {
+  const segmentUser = await segmentUserIdFor(args.user_id, ctx);
   const summary = summarizeScore(
     await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
     ctx.config.risk_bands,
@@ -25,10 +26,10 @@ async function prepare(args: { user_id: string; abuse_type?: string }, ctx: Tool
   };
   // Same user and same traits → same messageId: a retry, or a sync with an unchanged score, is deduplicated.
   const messageId = `fg-score-${createHash('sha256')
-    .update([args.user_id, ...Object.entries(traits).flat().map(String)].join('\u0000'))
+    .update([args.user_id, segmentUser, ...Object.entries(traits).flat().map(String)].join('\u0000'))
     .digest('hex')
     .slice(0, 40)}`;
-  return { entry, band, tier, traits, messageId };
+  return { segmentUser, entry, band, tier, traits, messageId };
 }
 
 export const syncScoreToSegment = defineTool({
@@ -49,6 +50,7 @@ export const syncScoreToSegment = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
+    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
     sift_score: z.number().int().min(0).max(100).nullable(),
     risk_band: riskBand,
     routing_tier: z.string(),
@@ -57,16 +59,17 @@ export const syncScoreToSegment = defineTool({
   }),
   target: (args) => `sift_user:${args.user_id}`,
   async plan(args, ctx) {
-    const { traits } = await prepare(args, ctx);
-    const profile = await ctx.clients.segment.getProfileTraits(args.user_id, { signal: ctx.signal });
+    const { segmentUser, traits } = await prepare(args, ctx);
+    const profile = await ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal });
     const current = Object.fromEntries(Object.keys(traits).map((k) => [k, profile?.[k] ?? null]));
-    return { current: { traits: current }, changes: { traits } };
+    return { current: { segment_user_id: segmentUser, traits: current }, changes: { traits } };
   },
   async run(args, ctx) {
-    const { entry, band, tier, traits, messageId } = await prepare(args, ctx);
-    await ctx.clients.segment.identify({ userId: args.user_id, traits, messageId }, { signal: ctx.signal });
+    const { segmentUser, entry, band, tier, traits, messageId } = await prepare(args, ctx);
+    await ctx.clients.segment.identify({ userId: segmentUser, traits, messageId }, { signal: ctx.signal });
     return {
       user_id: args.user_id,
+      segment_user_id: segmentUser,
       sift_score: entry?.sift_score ?? null,
       risk_band: band,
       routing_tier: tier,

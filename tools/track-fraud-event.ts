@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, summarizeScore, userId } from './schemas.ts';
+import { abuseType, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
 
 const EVENTS = ['score_evaluated', 'decision_applied', 'label_applied'] as const;
@@ -88,14 +88,20 @@ async function prepare(
   args: { user_id: string; event: FraudEvent; abuse_type?: string; case_id?: string },
   ctx: ToolContext,
 ) {
-  const props = properties.parse(await outcome(args.event, args, ctx));
+  const segmentUser = await segmentUserIdFor(args.user_id, ctx);
+  const facts = properties.parse(await outcome(args.event, args, ctx));
+  // Column names are the mapping's (mapping.track_properties); the facts are always the same set.
+  const names = ctx.config.mapping.track_properties;
+  const props = Object.fromEntries(
+    (Object.keys(facts) as (keyof Properties)[]).map((key) => [names[key], facts[key]]),
+  );
   const name = ctx.config.mapping.track_events[args.event];
   // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once.
   const messageId = `fg-evt-${createHash('sha256')
-    .update([args.user_id, name, JSON.stringify(props)].join('\u0000'))
+    .update([args.user_id, segmentUser, name, JSON.stringify(props)].join('\u0000'))
     .digest('hex')
     .slice(0, 40)}`;
-  return { name, props, messageId };
+  return { segmentUser, name, props, messageId };
 }
 
 export const trackFraudEvent = defineTool({
@@ -124,8 +130,15 @@ export const trackFraudEvent = defineTool({
   }),
   output: z.object({
     user_id: z.string(),
+    segment_user_id: z
+      .string()
+      .describe('The Segment user the event was sent for (identity mapping applied).'),
     event: z.string().describe('The Segment event name sent.'),
-    properties,
+    properties: z
+      .record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]))
+      .describe(
+        'source, abuse_type, sift_score, risk_band, decision_id, decision_category, is_bad, outcome_at, case_id (names per configuration).',
+      ),
     message_id: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
@@ -134,11 +147,17 @@ export const trackFraudEvent = defineTool({
     return { current: {}, changes: { track: { event: name, properties: props, message_id: messageId } } };
   },
   async run(args, ctx) {
-    const { name, props, messageId } = await prepare(args, ctx);
+    const { segmentUser, name, props, messageId } = await prepare(args, ctx);
     await ctx.clients.segment.track(
-      { userId: args.user_id, event: name, properties: props, messageId },
+      { userId: segmentUser, event: name, properties: props, messageId },
       { signal: ctx.signal },
     );
-    return { user_id: args.user_id, event: name, properties: props, message_id: messageId };
+    return {
+      user_id: args.user_id,
+      segment_user_id: segmentUser,
+      event: name,
+      properties: props,
+      message_id: messageId,
+    };
   },
 });

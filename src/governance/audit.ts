@@ -14,6 +14,7 @@
 import { hash as digest } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
 
@@ -41,6 +42,8 @@ export const AUDIT_EVENTS = [
   'dead_lettered',
   'requeued',
   'dropped',
+  // Refusals past a principal's refusal budget, counted rather than recorded one by one.
+  'refusals_counted',
   // Governance data changed by an authenticated human (src/cli).
   'identity_mapped',
   'identity_unmapped',
@@ -77,6 +80,8 @@ export interface AuditPayload {
   tool?: string;
   principal: AuditPrincipal;
   args_redacted?: unknown;
+  /** Refused calls: a bounded summary (hash, size, field names) instead of the arguments. */
+  args_summary?: ArgumentSummary;
   args_hash?: string;
   target?: string;
   approval_id?: string;
@@ -84,6 +89,8 @@ export interface AuditPayload {
   upstream?: AuditUpstream[];
   duration_ms?: number;
   detail?: string;
+  /** `refusals_counted`: refusals over the principal's budget, counted since `since`. */
+  refusals?: { count: number; since: string; by_event: Record<string, number> };
 }
 
 /**
@@ -165,6 +172,10 @@ export function buildAuditBody(input: AuditAppendInput, ts: Date, redactor: Reda
     approval_id: input.approval_id,
     args_hash: input.args_hash,
     args_redacted: input.args_redacted === undefined ? undefined : redactor.redactValue(input.args_redacted),
+    args_summary:
+      input.args_summary === undefined
+        ? undefined
+        : (redactor.redactValue(input.args_summary) as ArgumentSummary),
     outcome:
       input.outcome === undefined
         ? undefined
@@ -172,6 +183,7 @@ export function buildAuditBody(input: AuditAppendInput, ts: Date, redactor: Reda
     upstream: input.upstream,
     duration_ms: input.duration_ms,
     detail: redactString(input.detail),
+    refusals: input.refusals,
   };
   return canonicalJson(payload);
 }

@@ -28,7 +28,9 @@ import {
   type ToolContext,
 } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
+import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
+import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
@@ -81,6 +83,13 @@ export interface Pipeline {
   processApprovals(): Promise<void>;
   /** Record a human decision (CLI or console); see approval-desk.ts. */
   decide: ApprovalDesk['decide'];
+  /**
+   * How logs name a tool: its name when registered, else `unknown#<keyed hash>` — a made-up name
+   * can be personal data (`lookup +1 415 555 0191`), so it is never logged or stored raw.
+   */
+  toolLabel(name: string): string;
+  /** Writes what is still pending (refusals counted over budget); call on shutdown, before closing the audit. */
+  close(): Promise<void>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -164,6 +173,41 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   type AuditInput = Parameters<AuditLog['append']>[0];
   const record = (input: AuditInput): Promise<AuditRecord> => audit.append(input);
+  const refusals = createRefusalBudget({
+    audit,
+    rateLimiter: deps.rateLimiter,
+    bucket: config.rate_limits.refusals,
+    now,
+  });
+  const toolLabel = (name: string): string =>
+    byName.has(name) ? name : `unknown#${redactor.hashPersonal(name)}`;
+
+  /**
+   * Audit a refused call through the principal's refusal budget (refusal-budget.ts), then throw
+   * its error; past the budget the refusal is only counted and the caller gets RATE_LIMITED.
+   */
+  async function refuse(
+    error: FraudgateError,
+    principal: Principal,
+    build: () => Omit<AuditInput, 'principal' | 'outcome'>,
+    /** What the audit says instead of `error.message`, when that echoes something not to be stored. */
+    auditMessage = error.message,
+  ): Promise<never> {
+    const who = principalOf(principal);
+    const event = build().event;
+    const outcome = await refusals.record(who, event, () => ({
+      ...build(),
+      principal: who,
+      outcome: { code: error.code, message: auditMessage, ...(error.retryable ? { retryable: true } : {}) },
+    }));
+    if (outcome.recorded) throw error;
+    throw new FraudgateError(
+      ERROR_CODES.RATE_LIMITED,
+      `Too many refused calls from ${principal.id}; wait ${Math.ceil(outcome.retryAfterMs / 1000)} s. ` +
+        `This one was refused as ${error.code}: ${error.message}`,
+      { retryable: true, data: { retry_after_ms: outcome.retryAfterMs, refused_as: error.code } },
+    );
+  }
 
   /**
    * A read's outcome joins the next group commit without the caller waiting (reads change nothing
@@ -551,47 +595,42 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     audit.assertWritable();
     const principal = channel.principal;
     const tool = byName.get(toolName);
-    const argsForAudit = typeof rawArgs === 'object' && rawArgs !== null ? rawArgs : { value: rawArgs };
-    if (!tool) {
-      const error = new InvalidInputError(
-        [{ field: 'name', message: `unknown tool '${toolName}'` }],
-        'Unknown tool',
+    // Refused calls keep a bounded summary of their arguments, never the arguments: a refusal
+    // must not be a way to write megabytes (or unvalidated personal data) into the audit.
+    const refusal = (event: 'invalid' | 'forbidden') => () => ({
+      event,
+      call_id: callId,
+      tool: toolLabel(toolName),
+      args_summary: summarizeArguments(rawArgs === undefined ? {} : rawArgs),
+    });
+    // Bounds before any other work: nothing below (zod, the redactor, hashing) sees hostile shapes.
+    const bounds = checkArgumentBounds(rawArgs);
+    if (bounds) {
+      return refuse(
+        new InvalidInputError([{ field: bounds.field, message: bounds.message }], 'Arguments refused'),
+        principal,
+        refusal('invalid'),
       );
-      await recordQuietly({
-        event: 'invalid',
-        call_id: callId,
-        tool: toolName,
-        principal: principalOf(principal),
-        outcome: { code: error.code, message: error.message },
-      });
-      throw error;
+    }
+    if (!tool) {
+      return refuse(
+        // The name is echoed to the caller who sent it; the audit keeps only its keyed hash (toolLabel).
+        new InvalidInputError(
+          [{ field: 'name', message: `unknown tool '${toolName}'; see tools/list` }],
+          'Unknown tool',
+        ),
+        principal,
+        refusal('invalid'),
+        'Unknown tool (its name is recorded only as the keyed hash in `tool`).',
+      );
     }
     const forbidden = authorize(tool, principal);
-    if (forbidden) {
-      await record({
-        event: 'forbidden',
-        call_id: callId,
-        tool: tool.name,
-        principal: principalOf(principal),
-        args_redacted: argsForAudit,
-        outcome: { code: forbidden.code, message: forbidden.message },
-      });
-      throw forbidden;
-    }
+    if (forbidden) return refuse(forbidden, principal, refusal('forbidden'));
     let args: Record<string, unknown>;
     try {
       args = validate(tool, rawArgs);
     } catch (error) {
-      const e = toFraudgateError(error);
-      await record({
-        event: 'invalid',
-        call_id: callId,
-        tool: tool.name,
-        principal: principalOf(principal),
-        args_redacted: argsForAudit,
-        outcome: { code: e.code, message: e.message },
-      });
-      throw e;
+      return refuse(toFraudgateError(error), principal, refusal('invalid'));
     }
     // dry_run is a mode of the call, not an argument of the action: it is never part of an approval.
     const dryRun = args.dry_run === true;
@@ -615,16 +654,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         `Too many ${tool.name} calls for ${principal.id}; try again in ${Math.ceil(limit.retryAfterMs / 1000)} s.`,
         { retryable: true, data: { retry_after_ms: limit.retryAfterMs } },
       );
-      await record({
+      return refuse(error, principal, () => ({
         event: 'rate_limited',
         call_id: callId,
         tool: tool.name,
-        principal: principalOf(principal),
         args_hash: argsHash,
         target,
-        outcome: { code: error.code, message: error.message, retryable: true },
-      });
-      throw error;
+      }));
     }
     const meta = { callId, argsHash, target };
     let approvalKey: ApprovalKey | undefined;
@@ -716,6 +752,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     },
 
     decide: (approvalId, decision) => desk.decide(approvalId, decision),
+
+    toolLabel,
+
+    close: () => refusals.flush(),
   };
 }
 

@@ -112,6 +112,9 @@ const PERSONAL_SUFFIXES = ['_email', '_phone', '_ip', '_address', '_street', '_f
 
 type KeyClass = 'secret' | 'personal' | 'plain';
 
+/** Nesting kept by `redactValue`; deeper parts become `[too deep]`. */
+const MAX_REDACT_DEPTH = 64;
+
 /** `$user_email`, `SuppliedEmail`, `x-api-key` and `APIKey` all reduce to snake_case without `$`. */
 function normaliseKey(key: string): string {
   return key
@@ -221,7 +224,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
     return `***#${hashPersonal(text)}`;
   };
 
-  const walk = (value: unknown, mode: KeyClass, seen: WeakSet<object>): unknown => {
+  const walk = (value: unknown, mode: KeyClass, seen: WeakSet<object>, depth = 0): unknown => {
     if (value === null || value === undefined) return value;
     if (mode === 'secret') return REDACTED;
     switch (typeof value) {
@@ -245,11 +248,14 @@ export function createRedactor(options: RedactorOptions): Redactor {
       return `[binary ${object.byteLength} bytes]`;
     }
     if (seen.has(object)) return '[Circular]';
+    // Arguments are bounded before they get here (input-bounds.ts), but logs and details are not:
+    // a value this deep is cut rather than allowed to overflow the stack of whoever is redacting.
+    if (depth >= MAX_REDACT_DEPTH) return '[too deep]';
     seen.add(object);
     try {
-      if (Array.isArray(object)) return object.map((item) => walk(item, mode, seen));
+      if (Array.isArray(object)) return object.map((item) => walk(item, mode, seen, depth + 1));
       if (object instanceof Error) {
-        return { name: object.name, message: walk(object.message, mode, seen) };
+        return { name: object.name, message: walk(object.message, mode, seen, depth + 1) };
       }
       const entries = object instanceof Map ? [...object.entries()] : Object.entries(object);
       const copy: Record<string, unknown> = {};
@@ -257,11 +263,14 @@ export function createRedactor(options: RedactorOptions): Redactor {
         const name = String(k);
         // Inside a personal value (an address object, say) every leaf stays personal.
         const childMode = mode === 'personal' ? classifyKeyInPersonal(name) : classifyKey(name);
-        const redacted = walk(v, childMode, seen);
+        const redacted = walk(v, childMode, seen, depth + 1);
         // Keys can be data too (a map keyed by email).
         if (redacted !== undefined) copy[maskText(name)] = redacted;
       }
       return copy;
+    } catch {
+      // A getter or proxy that throws: the value cannot be read, so nothing of it is kept.
+      return '[unreadable]';
     } finally {
       seen.delete(object);
     }

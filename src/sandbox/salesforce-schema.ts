@@ -206,6 +206,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     ro('IsClosed', 'boolean'),
     ro('IsWon', 'boolean'),
     { name: 'Fraud_Risk_Flag__c', type: 'boolean', defaultValue: false },
+    // Orgs that grade risk use a picklist instead of the checkbox (mapping.salesforce_fields.opportunity_flag).
+    picklist('Fraud_Risk_Level__c', ['Elevated', 'High'], { restricted: true }),
     { name: 'Fraud_Risk_Summary__c', type: 'textarea', length: 32000 },
   ],
   Task: [

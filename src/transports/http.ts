@@ -235,7 +235,7 @@ export async function startHttpServer(
   const { config, logger } = runtime;
   const httpConfig = config.http;
   const host = options.host ?? httpConfig.host;
-  const metrics = options.metrics ?? createMetrics();
+  const metrics = options.metrics ?? createMetrics({ toolNames: runtime.tools.map((t) => t.name) });
   const sessions = createMcpSessionManager({
     stores: runtime.sessions,
     createServer: (principal) =>

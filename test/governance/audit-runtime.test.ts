@@ -55,14 +55,22 @@ describe('fraudgate audit', () => {
     expect(intact.out).toMatch(/intact, 2 records from 1 writers/);
 
     const db = new DatabaseSync(databasePath(env.config));
-    const writer = String(
-      (db.prepare('SELECT writer FROM audit_records LIMIT 1').get() as { writer: string }).writer,
+    const second = db
+      .prepare('SELECT id, writer, seq FROM audit_records ORDER BY id LIMIT 1 OFFSET 1')
+      .get() as {
+      id: number;
+      writer: string;
+      seq: number;
+    };
+    db.prepare(`UPDATE audit_records SET body = replace(body, '"event"', '"event" ') WHERE id = ?`).run(
+      second.id,
     );
-    db.prepare("UPDATE audit_records SET body = replace(body, 'audited', 'edited') WHERE seq = 2").run();
     db.close();
     const tampered = await cli(['audit', 'verify', ...dir]);
     expect(tampered.code).toBe(1);
-    expect(tampered.out).toContain(`TAMPERED at writer ${writer} seq 2: hash mismatch (record edited)`);
+    expect(tampered.out).toContain(
+      `TAMPERED at writer ${second.writer} seq ${second.seq}: hash mismatch (record edited)`,
+    );
   });
 
   it('export streams JSON Lines that verify as a file; only the trusted key verifies them', async () => {

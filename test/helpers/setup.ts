@@ -10,7 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { tools as allTools } from '../../tools/index.ts';
-import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { configSchema, DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
 import { silentLogger, type Logger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -78,7 +78,8 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
   const ownsSandbox = !options.sandbox;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'fraudgate-test-'));
   const ownsDataDir = !options.dataDir;
-  let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_DEFAULTS), options.config ?? {});
+  // As loadConfig merges a config file: a map given here (traits, field maps) replaces the default.
+  let config: Config = mergeConfig(mergeConfig(DEFAULTS, TEST_DEFAULTS), options.config ?? {}, configSchema);
   config = { ...config, ...sandbox.config, data_dir: dataDir, mode: 'sandbox' };
   if (options.config?.sift) config.sift = { ...config.sift, ...options.config.sift } as Config['sift'];
   if (options.config?.segment)

@@ -415,7 +415,9 @@ describe('sessions', () => {
   it('a session survives a restart of the process: the same client continues, elicitation included', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-http-restart-'));
     cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
-    const config: DeepPartial<Config> = { approvals: { tools: { apply_label: 'confirm' } } };
+    const config: DeepPartial<Config> = {
+      approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] },
+    };
     const first = await start({ dataDir, config });
     const port = Number(new URL(first.http.url).port);
     const transport = new StreamableHTTPClientTransport(new URL(first.http.mcpUrl), {
@@ -437,6 +439,9 @@ describe('sessions', () => {
 
     // A real restart: the server and the runtime stop, a new process-equivalent opens the same data dir.
     await first.stop();
+    // Let the client notice that the old server closed its idle keep-alive sockets (a real restart
+    // takes far longer), or undici reuses one for the next POST and fails it with "other side closed".
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const second = await start({ dataDir, config, port });
 
     // No re-initialize: the same session id, and the client's elicitation capability came back with it.

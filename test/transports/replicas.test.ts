@@ -62,7 +62,7 @@ const LABEL_ARGS = {
   description: 'chargebacks on three cards',
 };
 const CONFIG: DeepPartial<Config> = {
-  approvals: { wait_ms: 0, poll_ms: 20, tools: { apply_label: 'confirm' } },
+  approvals: { wait_ms: 0, poll_ms: 20, tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] },
   sift: { timeout_ms: 5000 },
   http: { shutdown_grace_ms: 2000 },
   auth: {

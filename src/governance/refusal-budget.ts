@@ -1,0 +1,102 @@
+/**
+ * Refused calls (invalid, forbidden, rate limited) are audited, but a caller must not be able to
+ * turn refusals into a disk-filler: each principal has a refusal budget of its own (a token bucket,
+ * `rate_limits.refusals`, in the same store as the call limits so replicas share it). Within the
+ * budget every refusal gets its own record (with an argument summary, never the arguments); past
+ * it, refusals are only counted and written as one `refusals_counted` record per principal per
+ * minute (and when the process stops), so nothing goes unrecorded and the audit grows by at most
+ * one small record a minute however fast the refusals come.
+ */
+import type { BucketConfig } from '../config.ts';
+import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
+import type { RateLimiter } from './rate-limit.ts';
+
+/** How often, at most, a principal over its budget gets a `refusals_counted` record. */
+export const REFUSAL_COUNT_INTERVAL_MS = 60_000;
+
+export type RefusalOutcome = { recorded: true } | { recorded: false; retryAfterMs: number };
+
+export interface RefusalBudget {
+  /**
+   * Records the refusal (`build()` makes the record, only when it will be written) if the
+   * principal's budget allows, else counts it. Rejects only when a record could not be written.
+   */
+  record(
+    principal: AuditPrincipal,
+    event: AuditAppendInput['event'],
+    build: () => AuditAppendInput,
+  ): Promise<RefusalOutcome>;
+  /** Writes the pending counts (on shutdown). */
+  flush(): Promise<void>;
+}
+
+interface Tally {
+  principal: AuditPrincipal;
+  since: string;
+  sinceMs: number;
+  count: number;
+  events: Record<string, number>;
+}
+
+export function createRefusalBudget(deps: {
+  audit: AuditLog;
+  rateLimiter: RateLimiter;
+  bucket: BucketConfig;
+  now?: () => Date;
+}): RefusalBudget {
+  const now = deps.now ?? (() => new Date());
+  const tallies = new Map<string, Tally>();
+
+  const writeTally = async (tally: Tally) => {
+    await deps.audit.append({
+      event: 'refusals_counted',
+      call_id: `refusals:${tally.since}`,
+      principal: tally.principal,
+      detail: `${tally.count} refused calls over the refusal budget since ${tally.since}`,
+      refusals: { count: tally.count, since: tally.since, by_event: tally.events },
+    });
+  };
+
+  const takeTally = (principalId: string): Tally | undefined => {
+    const tally = tallies.get(principalId);
+    tallies.delete(principalId);
+    return tally;
+  };
+
+  return {
+    async record(principal, event, build) {
+      const key = `refusals\u0000${principal.id}`;
+      // Budget store down: recording the refusal matters more than bounding it.
+      const decision = await deps.rateLimiter
+        .take(key, deps.bucket)
+        .catch(() => ({ allowed: true, retryAfterMs: 0 }));
+      if (decision.allowed) {
+        const pending = takeTally(principal.id);
+        if (pending) await writeTally(pending);
+        await deps.audit.append(build());
+        return { recorded: true };
+      }
+      const at = now();
+      let tally = tallies.get(principal.id);
+      if (!tally) {
+        // Bounded like everything else: a flood of distinct principals cannot grow this map forever.
+        if (tallies.size >= MAX_TALLIES) {
+          const oldest = tallies.keys().next().value;
+          if (oldest !== undefined) await writeTally(takeTally(oldest)!);
+        }
+        tally = { principal, since: at.toISOString(), sinceMs: at.getTime(), count: 0, events: {} };
+        tallies.set(principal.id, tally);
+      }
+      tally.count += 1;
+      tally.events[event] = (tally.events[event] ?? 0) + 1;
+      if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS)
+        await writeTally(takeTally(principal.id)!);
+      return { recorded: false, retryAfterMs: decision.retryAfterMs };
+    },
+    async flush() {
+      for (const id of [...tallies.keys()]) await writeTally(takeTally(id)!);
+    },
+  };
+}
+
+const MAX_TALLIES = 10_000;
