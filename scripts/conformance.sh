@@ -2,14 +2,17 @@
 # Runs the generic server scenarios of the official MCP conformance suite (0.1.16) against
 # `fraudgate serve --http --sandbox`, one scenario per run, through a test proxy that injects the
 # sandbox dev token (the server has no unauthenticated mode). Fails on any failed check.
-# Tool/resource/prompt fixture scenarios are not run: they call fixture names (test_*) and two of
-# them pass falsely against any server (see shared/contracts/mcp.md §3).
+# Tool/resource/prompt fixture scenarios call fixture names (test_*) this server does not have, so
+# they are not run for a pass. Two of them (tools-call-simple-text, tools-call-error) used to pass
+# anyway while an unknown tool came back as an isError result; they are run as a guard and must
+# FAIL (unknown tool → JSON-RPC -32602): one that passes is reported as a false pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE=${NODE:-node_modules/node/bin/node}
 [ -x "$NODE" ] || NODE=node
 SUITE=node_modules/@modelcontextprotocol/conformance/dist/index.js
 SCENARIOS=(server-initialize ping logging-set-level tools-list resources-list prompts-list server-sse-multiple-streams dns-rebinding-protection)
+MUST_NOT_PASS=(tools-call-simple-text tools-call-error)
 WORK=$(mktemp -d)
 TOKEN="conformance-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 pids=()
@@ -55,6 +58,16 @@ for scenario in "${SCENARIOS[@]}"; do
     echo "FAIL $scenario"
     cat "$WORK/$scenario.log"
     failed=1
+  fi
+done
+# The guard: a server without the fixture tools must not pass the scenarios that call them.
+for scenario in "${MUST_NOT_PASS[@]}"; do
+  if "$NODE" "$SUITE" server --url "$PROXY/mcp" --scenario "$scenario" >"$WORK/$scenario.log" 2>&1; then
+    echo "FAIL $scenario (passed without its fixture tool: a false pass)"
+    cat "$WORK/$scenario.log"
+    failed=1
+  else
+    echo "ok   $scenario  refused as it should be (no fixture tool here)"
   fi
 done
 exit $failed

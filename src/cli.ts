@@ -1,17 +1,10 @@
 #!/usr/bin/env node
 /**
- * The `fraudgate` command: composition root and subcommands.
+ * The `fraudgate` command: composition root and subcommands. COMMANDS below is the one table of
+ * commands (name, one-line summary, usage, options, handler): `--help` is generated from it.
  *
- *   fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets a,b]
- *                     [--http [--host 127.0.0.1] [--port N]]
- *   fraudgate approvals list [--all] [--json] | show ID [--json] | approve ID [--reason TEXT]
- *                       | deny ID --reason TEXT
- *     (deciding, mapping identities and retrying/dropping outbox effects need an approver's credential:
- *      FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal)
- *   fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]
- *   fraudgate docs tools [--write | --check]
- *   fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list | unmatched
- *   fraudgate outbox list [--all] [--json] | show ID | retry ID | drop ID | work [--once]
+ * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
+ * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -21,7 +14,6 @@ import { runAuditCommand } from './cli/audit.ts';
 import { runDocsCommand } from './cli/docs.ts';
 import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
-import { FraudgateError } from './errors.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
@@ -34,24 +26,15 @@ import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
 import { createConsoleHandler } from './console/console.ts';
 import { startHttpServer, type HttpHandler } from './transports/http.ts';
 import { serveStdio } from './transports/stdio.ts';
+import { checkServices, describeFailure } from './startup.ts';
+import { prepareDataDir } from './data-dir.ts';
+import { UsageError } from './cli/usage.ts';
+import { VERSION } from './version.ts';
 
-const USAGE = `Usage:
-  fraudgate [serve] [--sandbox] [--config FILE] [--data-dir DIR] [--read-only] [--toolsets sift,segment,...]
-                  [--http [--host 127.0.0.1] [--port 8787]]
-  fraudgate approvals list [--all] [--json]
-  fraudgate approvals show ID [--json]
-  fraudgate approvals approve ID [--reason TEXT]
-  fraudgate approvals deny ID --reason TEXT
-  fraudgate audit verify [--file PATH] [--public-key FILE]
-  fraudgate audit export [--since ISO-TIME] [--format jsonl]
-  fraudgate docs tools [--write | --check]
-  fraudgate sync scores [--dry-run]
-  fraudgate sync feedback [--once]
-  fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list [--json] | unmatched [--json]
-  fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID [--reason TEXT] | drop ID [--reason TEXT] | work [--once]
-Deciding approvals, mapping identities and retrying or dropping outbox effects need an approver's own
-credential (an API key or JWT the server accepts): FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal.`;
-
+/**
+ * Every option any command takes (parseArgs is strict: an unknown option is a usage error), with
+ * the one line `--help` prints for it.
+ */
 const OPTIONS = {
   sandbox: { type: 'boolean' },
   config: { type: 'string' },
@@ -74,7 +57,179 @@ const OPTIONS = {
   'dry-run': { type: 'boolean' },
   once: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
 } as const;
+
+type OptionName = keyof typeof OPTIONS;
+
+const OPTION_HELP: Record<OptionName, string> = {
+  sandbox: 'use the built-in emulators of Sift, Segment and Salesforce even if credentials are set',
+  config: 'FILE  JSON configuration file (also FRAUDGATE_CONFIG)',
+  'data-dir': 'DIR  where the database, audit log and keys live (also FRAUDGATE_DATA_DIR)',
+  'read-only': 'expose read tools only (also FRAUDGATE_READ_ONLY)',
+  toolsets: 'LIST  comma-separated toolsets to expose: sift,segment,salesforce,triage',
+  http: 'serve Streamable HTTP (with the approval console) instead of stdio',
+  host: 'HOST  HTTP listen address (default 127.0.0.1; also FRAUDGATE_HTTP_HOST)',
+  port: 'PORT  HTTP port (default 8787, 0 = any free port; also FRAUDGATE_HTTP_PORT)',
+  json: 'print JSON instead of text',
+  all: 'include finished items, not only the ones needing attention',
+  as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
+  reason: 'TEXT  why (recorded in the audit log)',
+  file: 'PATH  the file to read instead of the default',
+  'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
+  format: 'FORMAT  export format: jsonl (JSON Lines, the default)',
+  write: 'rewrite the generated section in place',
+  check: 'exit 1 when the generated section is out of date',
+  'dry-run': 'show what would change, change nothing',
+  once: 'do the work that is due, then exit',
+  help: 'show help for fraudgate or a command',
+  version: 'print the version',
+};
+
+/** Options every command accepts. */
+const COMMON_OPTIONS: OptionName[] = ['config', 'data-dir', 'sandbox', 'help'];
+
+interface Command {
+  name: string;
+  /** One line for `fraudgate --help`. */
+  summary: string;
+  /** Synopsis lines for `fraudgate <command> --help` (without the leading `fraudgate`). */
+  usage: string[];
+  /** Options beyond COMMON_OPTIONS. */
+  options: OptionName[];
+  /** Paragraphs printed after the options. */
+  notes?: string[];
+  run(args: string[], values: CliValues): Promise<number>;
+}
+
+const OPERATOR_CREDENTIAL =
+  "Deciding approvals, mapping identities and retrying or dropping outbox effects need an approver's own credential (an API key or JWT the server accepts): FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal.";
+
+/** The commands, in the order `fraudgate --help` lists them. */
+const COMMANDS: Command[] = [
+  {
+    name: 'serve',
+    summary:
+      'run the MCP server (stdio; --http for Streamable HTTP with the approval console); the default command',
+    usage: ['serve [--http [--host HOST] [--port PORT]] [--read-only] [--toolsets LIST]'],
+    options: ['http', 'host', 'port', 'read-only', 'toolsets'],
+    async run(_args, values) {
+      await serve(configure(values), values.http === true);
+      return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
+    },
+  },
+  {
+    name: 'approvals',
+    summary: 'list, show, approve or deny approvals of destructive calls',
+    usage: [
+      'approvals list [--all] [--json]',
+      'approvals show ID [--json]',
+      'approvals approve ID [--reason TEXT]',
+      'approvals deny ID --reason TEXT',
+    ],
+    options: ['all', 'json', 'reason'],
+    notes: [OPERATOR_CREDENTIAL],
+    run: (args, values) => runApprovalsCommand(args, values, configure(values)),
+  },
+  {
+    name: 'audit',
+    summary: 'verify or export the audit ledger',
+    usage: [
+      'audit verify [--file PATH] [--public-key FILE]',
+      'audit export [--since ISO-TIME] [--format jsonl]',
+    ],
+    options: ['file', 'public-key', 'since', 'format'],
+    notes: [
+      "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+    ],
+    run: (args, values) => runAuditCommand(args, values, configure(values)),
+  },
+  {
+    name: 'identities',
+    summary: 'map Sift user ids to Segment user ids; the identity review list',
+    usage: [
+      'identities map SIFT_ID SEGMENT_ID',
+      'identities unmap SIFT_ID',
+      'identities list [--json]',
+      'identities unmatched [--json]',
+    ],
+    options: ['json'],
+    notes: [OPERATOR_CREDENTIAL],
+    run: async (args, values) => runIdentitiesCommand(args, values, configure(values)),
+  },
+  {
+    name: 'outbox',
+    summary: 'dead letters and waiting effects of decision webhooks; run the outbox worker',
+    usage: [
+      'outbox list [--all] [--json]',
+      'outbox show ID [--json]',
+      'outbox retry ID [--reason TEXT]',
+      'outbox drop ID [--reason TEXT]',
+      'outbox work [--once]',
+    ],
+    options: ['all', 'json', 'reason', 'once'],
+    notes: [OPERATOR_CREDENTIAL],
+    run: (args, values) => runOutboxCommand(args, values, configure(values)),
+  },
+  {
+    name: 'sync',
+    summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
+    usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
+    options: ['dry-run', 'once'],
+    run: (args, values) => runSyncCommand(args, values, configure(values), tools),
+  },
+  {
+    name: 'docs',
+    summary: "regenerate or check the README's tool table (in a checkout)",
+    usage: ['docs tools [--write | --check]'],
+    options: ['write', 'check'],
+    run: (args, values) => runDocsCommand(args, values, tools),
+  },
+];
+
+function optionLines(names: OptionName[]): string[] {
+  // OPTION_HELP texts of options with a value start with the value's name: "FILE  JSON …".
+  const parts = (name: OptionName) => {
+    const spec = OPTIONS[name] as { short?: string };
+    const match = /^([A-Z]+) {2}(.*)$/.exec(OPTION_HELP[name]);
+    const [arg, text] = match ? [match[1], match[2]] : ['', OPTION_HELP[name]];
+    return { label: `${spec.short ? `-${spec.short}, ` : '    '}--${name}${arg ? ` ${arg}` : ''}`, text };
+  };
+  const width = Math.max(...names.map((n) => parts(n).label.length)) + 2;
+  return names.map((n) => `  ${parts(n).label.padEnd(width)}${parts(n).text}`);
+}
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    `fraudgate ${VERSION}: governed MCP access to Sift, Segment and Salesforce`,
+    '',
+    'Usage: fraudgate [command] [options]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    `  ${'help'.padEnd(width)}show this help, or a command's (fraudgate help COMMAND)`,
+    '',
+    'Options:',
+    ...optionLines([...COMMON_OPTIONS, 'version']),
+    '',
+    'Run `fraudgate COMMAND --help` for its usage and options.',
+  ].join('\n');
+}
+
+function commandHelp(command: Command): string {
+  return [
+    `fraudgate ${command.name}: ${command.summary}`,
+    '',
+    'Usage:',
+    ...command.usage.map((u) => `  fraudgate ${u}`),
+    '',
+    'Options:',
+    ...optionLines([...command.options, ...COMMON_OPTIONS]),
+    ...(command.notes ?? []).flatMap((note) => ['', note]),
+  ].join('\n');
+}
 
 export type CliValues = ReturnType<
   typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>
@@ -95,8 +250,18 @@ function configFlags(values: CliValues): ConfigFlags {
   };
 }
 
+/** The resolved configuration, with its data directory created private (or one line saying why not). */
+function configure(values: CliValues): LoadedConfig {
+  const loaded = loadConfig(configFlags(values));
+  // Policy keys name tools, which the config schema does not know: checked before any command runs.
+  checkPolicyNames(tools, loaded.config);
+  prepareDataDir(loaded.config.data_dir);
+  return loaded;
+}
+
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
+  await checkServices(loaded.config, loaded.secrets);
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   if (sandbox) {
     process.stderr.write(
@@ -172,6 +337,7 @@ async function serveHttp(
         runtime,
         authenticate: authenticator,
         secureCookies: runtime.config.http.public_url?.startsWith('https:') ?? false,
+        trustedProxies: runtime.config.http.trusted_proxies,
       }),
     ],
   });
@@ -204,18 +370,45 @@ async function serveHttp(
   process.once('SIGTERM', stop);
 }
 
+/** Run one command line; resolves to the exit code (-1: a server that keeps the process alive). */
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {
-    process.stderr.write(`fraudgate: ${(error as Error).message}\n${USAGE}\n`);
+    // parseArgs' own wording, minus its advice about `--` (which never applies here).
+    const reason = (error as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    process.stderr.write(`fraudgate: ${reason}\nRun \`fraudgate --help\` for the commands and options.\n`);
     return 2;
   }
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stderr.write(USAGE + '\n');
+  if (values.version) {
+    process.stdout.write(VERSION + '\n');
     return 0;
+  }
+  let [name = 'serve', ...rest] = positionals;
+  let help = values.help === true;
+  if (name === 'help') {
+    help = true;
+    name = rest[0] ?? '';
+    rest = [];
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (help) {
+    if (!command && name !== '') {
+      process.stderr.write(
+        `fraudgate: unknown command '${name}'\nRun \`fraudgate --help\` for the commands.\n`,
+      );
+      return 2;
+    }
+    process.stdout.write((command && positionals.length > 0 ? commandHelp(command) : mainHelp()) + '\n');
+    return 0;
+  }
+  if (!command) {
+    process.stderr.write(
+      `fraudgate: unknown command '${name}'\nRun \`fraudgate --help\` for the commands.\n`,
+    );
+    return 2;
   }
   if (values.as !== undefined) {
     // A name typed on the command line proves nothing; refuse it loudly rather than ignore it.
@@ -224,50 +417,52 @@ export async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
-  const [command = 'serve', ...rest] = positionals;
+  const unexpected = Object.keys(values).filter(
+    (key) => ![...command.options, ...COMMON_OPTIONS].includes(key as OptionName),
+  );
+  if (unexpected.length > 0) {
+    process.stderr.write(
+      `fraudgate: ${command.name} does not take ${unexpected.map((k) => `--${k}`).join(', ')}\n` +
+        `Run \`fraudgate ${command.name} --help\` for its options.\n`,
+    );
+    return 2;
+  }
   try {
-    if (command === 'docs') return await runDocsCommand(rest, values, tools);
-    const loaded = loadConfig(configFlags(values));
-    // Policy keys name tools, which the config schema does not know: checked here, before any command runs.
-    checkPolicyNames(tools, loaded.config);
-    switch (command) {
-      case 'serve':
-        await serve(loaded, values.http === true);
-        return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
-      case 'approvals':
-        return await runApprovalsCommand(rest, values, loaded);
-      case 'audit':
-        return await runAuditCommand(rest, values, loaded);
-      case 'identities':
-        return await runIdentitiesCommand(rest, values, loaded);
-      case 'outbox':
-        return await runOutboxCommand(rest, values, loaded);
-      case 'sync':
-        return await runSyncCommand(rest, values, loaded, tools);
-      default:
-        process.stderr.write(`fraudgate: unknown command '${command}'\n${USAGE}\n`);
-        return 2;
-    }
+    return await command.run(rest, values);
   } catch (error) {
-    if (error instanceof FraudgateError) {
-      process.stderr.write(`fraudgate: ${error.message}\n`);
-      return 1;
+    if (error instanceof UsageError) {
+      process.stderr.write(
+        `fraudgate: ${error.message}\nRun \`fraudgate ${command.name} --help\` for its usage.\n`,
+      );
+      return 2;
     }
-    throw error;
+    const line = describeFailure(error);
+    if (line === undefined) throw error;
+    process.stderr.write(`fraudgate: ${line}\n`);
+    return 1;
   }
 }
 
 /** Run the CLI with this process's arguments and set the exit code. */
 export function runCli(): void {
+  // Everything this process writes (database, WAL, audit log, keys, sandbox state) is private.
+  process.umask(0o077);
   main(process.argv.slice(2)).then(
     (code) => {
-      if (code >= 0) process.exitCode = code;
+      // A failure exits at once: a half-started server (sandbox emulators, sweeps) must not linger.
+      if (code > 0) process.exit(code);
+      if (code === 0) process.exitCode = 0;
     },
     (error: unknown) => {
+      // A bug: one line for the operator; the stack only when asked for (FRAUDGATE_LOG_LEVEL=debug).
+      const debug = process.env.FRAUDGATE_LOG_LEVEL === 'debug';
+      const detail =
+        error instanceof Error ? (debug ? (error.stack ?? error.message) : error.message) : String(error);
       process.stderr.write(
-        `fraudgate: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+        `fraudgate: internal error: ${detail}${debug ? '' : ' (FRAUDGATE_LOG_LEVEL=debug shows where)'}\n`,
       );
-      process.exitCode = 1;
+      // Whatever was started (emulators, sweeps, servers) must not keep a failed process alive.
+      process.exit(1);
     },
   );
 }

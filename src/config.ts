@@ -339,6 +339,11 @@ export const configSchema = z.strictObject({
     allowed_origins: z.array(z.string().min(1)),
     /** Host header names allowed besides localhost/127.0.0.1/[::1] and the public URL's host (DNS-rebinding guard). */
     allowed_hosts: z.array(z.string().min(1)),
+    /**
+     * Addresses of reverse proxies in front of fraudgate: only from these is `X-Forwarded-For`
+     * believed (the console's sign-in throttle keys on the client address it names).
+     */
+    trusted_proxies: z.array(z.ipv4().or(z.ipv6())),
     /** The URL clients use (behind a proxy); the JWT audience and PRM `resource` derive from it. */
     public_url: z.url().optional(),
     /** How long shutdown waits for in-flight calls before closing sessions anyway. */
@@ -579,6 +584,7 @@ export const DEFAULTS: Config = {
     idle_timeout_ms: 30 * 60 * 1000,
     unused_session_timeout_ms: 30_000,
     body_limit_bytes: 1024 * 1024,
+    trusted_proxies: [],
     allowed_origins: [],
     allowed_hosts: [],
     shutdown_grace_ms: 10_000,

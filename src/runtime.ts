@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
 import { createSiftClient } from './clients/sift-client.ts';
+import { DATABASE_FILE, prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
@@ -57,7 +58,7 @@ export interface Runtime {
 
 /** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
 export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'fraudgate.db');
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -160,7 +161,7 @@ export async function openGovernanceState(
   logger: Logger,
   options: { audit?: AuditLog; writer?: string } = {},
 ) {
-  mkdirSync(config.data_dir, { recursive: true });
+  prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
   const approvals = openSqliteApprovalStore(databasePath(config));

@@ -18,7 +18,6 @@ import {
   ReadResourceRequestSchema,
   GetPromptRequestSchema,
   ErrorCode,
-  McpError,
   type CallToolResult,
   type ServerNotification,
   type ServerRequest,
@@ -32,6 +31,7 @@ import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
 import { VERSION } from './version.ts';
+import { wireJsonSchema } from './wire-schema.ts';
 
 export interface CreateServerOptions {
   pipeline: Pipeline;
@@ -48,30 +48,32 @@ const INSTRUCTIONS =
   'approval: when a call returns APPROVAL_PENDING, tell the user the approval id and check it later with ' +
   'get_approval_status instead of calling the tool again. Errors carry a code and say what to do.';
 
-/** The wire description of a tool: JSON Schemas from its zod schemas, annotations from its risk. */
-export function toWireTool(tool: AnyTool): Tool {
-  return {
-    name: tool.name,
-    title: tool.title,
-    description: tool.description,
-    inputSchema: z.toJSONSchema(inputSchemaOf(tool), { io: 'input' }) as Tool['inputSchema'],
-    outputSchema: outputSchemaOf(tool),
-    annotations: annotationsFor(tool),
-  };
-}
+const wireTools = new WeakMap<AnyTool, Tool>();
 
-function jsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
-  return rest;
+/**
+ * The wire description of a tool: compact JSON Schemas from its zod schemas (src/wire-schema.ts),
+ * annotations from its risk. Built once per tool: `tools/list` is answered from the cache.
+ */
+export function toWireTool(tool: AnyTool): Tool {
+  let wire = wireTools.get(tool);
+  if (!wire) {
+    wire = {
+      name: tool.name,
+      title: tool.title,
+      description: tool.description,
+      inputSchema: wireJsonSchema(inputSchemaOf(tool), 'input') as Tool['inputSchema'],
+      outputSchema: outputSchemaOf(tool),
+      annotations: annotationsFor(tool),
+    };
+    wireTools.set(tool, wire);
+  }
+  return wire;
 }
 
 /** Write tools answer either their result or, for `dry_run: true`, the plan: both are objects. */
 function outputSchemaOf(tool: AnyTool): Tool['outputSchema'] {
-  if (tool.risk === 'read') return z.toJSONSchema(tool.output, { io: 'output' }) as Tool['outputSchema'];
-  return {
-    type: 'object',
-    anyOf: [jsonSchema(tool.output), jsonSchema(dryRunResultSchema)],
-  } as Tool['outputSchema'];
+  const output = tool.risk === 'read' ? tool.output : z.union([tool.output, dryRunResultSchema]);
+  return { type: 'object', ...wireJsonSchema(output, 'output') } as Tool['outputSchema'];
 }
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
@@ -158,6 +160,19 @@ type CallToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 /** JSON-RPC code for an unknown resource (MCP spec). */
 const RESOURCE_NOT_FOUND = -32002;
 
+/**
+ * A JSON-RPC error for the SDK to send as is. The SDK's McpError puts "MCP error <code>: " into
+ * its message, and the client's McpError adds it again, so clients would print the prefix twice.
+ */
+class ProtocolError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.code = code;
+  }
+}
+
 export function createMcpServer(options: CreateServerOptions): McpServer {
   const { pipeline, principal, logger } = options;
   const mcp = new McpServer(
@@ -200,7 +215,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       try {
         value = decodeURIComponent(match[1]);
       } catch {
-        throw new McpError(
+        throw new ProtocolError(
           ErrorCode.InvalidParams,
           `The ${template.argument} in ${template.uriTemplate} has broken percent-encoding; encode it with encodeURIComponent.`,
         );
@@ -212,11 +227,11 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       );
       if (!outcome.ok) {
         const code = outcome.error.code === 'NOT_FOUND' ? RESOURCE_NOT_FOUND : ErrorCode.InvalidParams;
-        throw new McpError(code, `${outcome.error.code}: ${outcome.error.message}`);
+        throw new ProtocolError(code, `${outcome.error.code}: ${outcome.error.message}`);
       }
       return json(outcome.output);
     }
-    throw new McpError(
+    throw new ProtocolError(
       RESOURCE_NOT_FOUND,
       `Unknown resource ${uri}; see resources/list and resources/templates/list.`,
     );
@@ -227,11 +242,11 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
   }));
   server.setRequestHandler(GetPromptRequestSchema, (request) => {
     const prompt = prompts.find((p) => p.name === request.params.name);
-    if (!prompt) throw new McpError(ErrorCode.InvalidParams, `Unknown prompt ${request.params.name}`);
+    if (!prompt) throw new ProtocolError(ErrorCode.InvalidParams, `Unknown prompt ${request.params.name}`);
     const args = request.params.arguments ?? {};
     const problems = promptArgumentProblems(prompt, args);
     if (problems.length > 0)
-      throw new McpError(ErrorCode.InvalidParams, `Invalid arguments: ${problems.join('; ')}`);
+      throw new ProtocolError(ErrorCode.InvalidParams, `Invalid arguments: ${problems.join('; ')}`);
     return {
       description: prompt.description,
       messages: [{ role: 'user', content: { type: 'text', text: prompt.render(args) } }],
@@ -300,7 +315,14 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       principal: principal.id,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
     });
-    if (!outcome.ok) return errorResult(outcome.error);
+    if (!outcome.ok) {
+      // A name that is no tool at all is a protocol error (MCP: unknown tool → -32602), not a
+      // tool's failure; the pipeline has already audited the attempt under the name's keyed hash.
+      if (pipeline.toolLabel(name) !== name && outcome.error.code === 'INVALID_INPUT') {
+        throw new ProtocolError(ErrorCode.InvalidParams, `Unknown tool: ${name}; see tools/list`);
+      }
+      return errorResult(outcome.error);
+    }
     return successResult(
       pipeline.visibleTools(principal).find((t) => t.name === name),
       outcome.output,

@@ -157,9 +157,7 @@ export const dryRunResultSchema = z.object({
   dry_run: z.literal(true),
   tool: z.string(),
   target: z.string(),
-  approval_required: z
-    .string()
-    .describe('The approval a real call would need: none, confirm, approval or four_eyes.'),
+  approval_required: z.string(),
   current: z.record(z.string(), z.unknown()),
   changes: z.record(z.string(), z.unknown()),
 });

@@ -2,12 +2,14 @@
  * The MCP surface beyond tools: resources (policy, user profile, case), prompts, the tool
  * catalogue as a public API (snapshot), untrusted-text marking and result bounds.
  */
+import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../tools/index.ts';
 import { MAX_RESULT_BYTES, successResult, toWireTool } from '../src/server.ts';
 import { defineTool } from '../src/tool.ts';
 import * as z from 'zod';
 import { setup, type TestEnv } from './helpers/setup.ts';
+import { storedAuditRecords } from './helpers/audit.ts';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -62,6 +64,43 @@ describe('resources', () => {
       /NOT_FOUND/,
     );
     await expect(e.client.readResource({ uri: 'fraudgate://nothing' })).rejects.toThrow(/Unknown resource/);
+  });
+});
+
+describe('protocol errors', () => {
+  it('an unknown tool is JSON-RPC -32602 (not a tool result), and the attempt is still audited', async () => {
+    const e = (env = await setup());
+    const error = await e.client
+      .callTool({ name: 'no_such_tool', arguments: {} })
+      .catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(McpError);
+    expect((error as McpError).code).toBe(ErrorCode.InvalidParams);
+    expect((error as McpError).message).toBe('MCP error -32602: Unknown tool: no_such_tool; see tools/list');
+    const audit = JSON.stringify(await storedAuditRecords(e.config, e.runtime.audit));
+    expect(audit).toMatch(/"event":"invalid".*"tool":"unknown#[0-9a-f]{8}"/);
+  });
+
+  it('a known tool with bad arguments stays an isError result with INVALID_INPUT', async () => {
+    const e = (env = await setup());
+    const result = await e.callTool('get_sift_score', {});
+    expect(result.error.code).toBe('INVALID_INPUT');
+  });
+
+  it('resource and prompt errors carry the protocol prefix once', async () => {
+    const e = (env = await setup());
+    const failures = await Promise.all([
+      e.client.readResource({ uri: 'fraudgate://users/nobody-at-all' }).catch((err: Error) => err),
+      e.client.readResource({ uri: 'fraudgate://nothing' }).catch((err: Error) => err),
+      e.client.getPrompt({ name: 'no_such_prompt' }).catch((err: Error) => err),
+    ]);
+    expect(
+      failures.map((f) => [(f as McpError).code, (f as Error).message.match(/MCP error/g)?.length]),
+    ).toEqual([
+      [-32002, 1],
+      [-32002, 1],
+      [ErrorCode.InvalidParams, 1],
+    ]);
+    expect((failures[0] as Error).message).toMatch(/^MCP error -32002: NOT_FOUND: /);
   });
 });
 

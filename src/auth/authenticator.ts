@@ -7,6 +7,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config.ts';
 import type { Principal } from '../tool.ts';
+import { normalizeIdentity } from './identity.ts';
 
 export type AuthResult =
   | { ok: true; principal: Principal; /** Epoch seconds; API keys never expire. */ expiresAt?: number }
@@ -52,6 +53,12 @@ export interface AuthenticatorOptions {
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
 
+/**
+ * How far in the future a JWT's `iat` may be: clocks drift a little, but a token "issued" later
+ * than that was minted wrongly or to outlive its real lifetime.
+ */
+export const MAX_CLOCK_SKEW_SECONDS = 60;
+
 /** The strongest fraudgate role named by a claim (a string, a space-separated string or an array). */
 function roleFrom(claim: unknown): Principal['role'] | undefined {
   const names = Array.isArray(claim) ? claim : typeof claim === 'string' ? claim.split(/\s+/) : [];
@@ -76,7 +83,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       : [],
   );
 
-  return async (token) => {
+  // Every principal leaves here with its id normalized: one person, one id (identity.ts).
+  const authenticate: Authenticator = async (token) => {
     if (!token) return { ok: false, reason: 'missing bearer token' };
     const digest = sha256(token);
     // Constant-time: the dev token is a plain secret, not a hash lookup.
@@ -94,6 +102,12 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         requiredClaims: ['exp'],
         ...(jwtConfig.algorithms ? { algorithms: jwtConfig.algorithms } : {}),
       });
+      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + MAX_CLOCK_SKEW_SECONDS) {
+        return {
+          ok: false,
+          reason: "token is issued in the future ('iat'); check the identity provider's clock",
+        };
+      }
       const subject = payload[jwtConfig.subject_claim];
       if (typeof subject !== 'string' || subject === '') {
         return { ok: false, reason: `token has no '${jwtConfig.subject_claim}' claim` };
@@ -117,5 +131,10 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       }
       return { ok: false, reason: 'invalid token' };
     }
+  };
+  return async (token) => {
+    const result = await authenticate(token);
+    if (!result.ok) return result;
+    return { ...result, principal: { ...result.principal, id: normalizeIdentity(result.principal.id) } };
   };
 }

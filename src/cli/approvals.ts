@@ -5,11 +5,11 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { openGovernanceState } from '../runtime.ts';
 import type { Approval } from '../store/approval-store.ts';
 import { authenticateOperator } from './credential.ts';
+import { UsageError } from './usage.ts';
 
 function age(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -72,7 +72,7 @@ export async function runApprovalsCommand(
         return 0;
       }
       case 'show': {
-        if (!id) throw new InvalidInputError([{ field: 'ID', message: 'give the approval id' }], 'Usage');
+        if (!id) throw new UsageError([{ field: 'ID', message: 'give the approval id' }]);
         const approval = state.approvals.get(id);
         if (!approval) {
           process.stderr.write(`fraudgate: no approval ${id}\n`);
@@ -87,7 +87,7 @@ export async function runApprovalsCommand(
         if (!id) issues.push({ field: 'ID', message: 'give the approval id' });
         if (sub === 'deny' && !values.reason?.trim())
           issues.push({ field: '--reason', message: 'a reason is required to deny' });
-        if (issues.length > 0) throw new InvalidInputError(issues, `Usage: fraudgate approvals ${sub}`);
+        if (issues.length > 0) throw new UsageError(issues, `Usage: fraudgate approvals ${sub}`);
         // The approver is whoever the credential proves, never a name typed on the command line.
         const approver = await authenticateOperator(loaded, `${sub} approvals`);
         const decided = await state.desk.decide(id!, {

@@ -5,7 +5,7 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
+import { UsageError } from './usage.ts';
 import {
   exportLedger,
   verifyAuditFile,
@@ -17,7 +17,7 @@ import { createCheckpointVerifier, loadVerifyKey } from '../governance/audit-sig
 import { openLedgerEngine, trustedAuditVerifier } from '../runtime.ts';
 
 const USAGE =
-  'Usage: fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]\n';
+  'fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]';
 
 export async function runAuditCommand(
   args: string[],
@@ -27,8 +27,7 @@ export async function runAuditCommand(
   const [sub] = args;
   if (sub === 'export') return exportCommand(values, loaded);
   if (sub !== 'verify') {
-    process.stderr.write(USAGE);
-    return 2;
+    throw new UsageError([{ field: 'command', message: `expected verify or export (${USAGE})` }]);
   }
   const verifier = values['public-key']
     ? createCheckpointVerifier(loadVerifyKey(values['public-key']))
@@ -79,16 +78,15 @@ function report(source: string, result: FileVerifyResult): number {
 
 async function exportCommand(values: CliValues, loaded: LoadedConfig): Promise<number> {
   if (values.format !== undefined && values.format !== 'jsonl') {
-    throw new InvalidInputError([{ field: '--format', message: 'must be jsonl' }], 'Invalid arguments');
+    throw new UsageError([{ field: '--format', message: 'must be jsonl' }]);
   }
   let since: Date | undefined;
   if (values.since !== undefined) {
     since = new Date(values.since);
     if (Number.isNaN(since.getTime())) {
-      throw new InvalidInputError(
-        [{ field: '--since', message: 'must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z' }],
-        'Invalid arguments',
-      );
+      throw new UsageError([
+        { field: '--since', message: 'must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z' },
+      ]);
     }
   }
   const engine = openLedgerEngine(loaded.config);

@@ -8,10 +8,10 @@
 import { randomUUID } from 'node:crypto';
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { openGovernanceState } from '../runtime.ts';
 import { authenticateOperator } from './credential.ts';
+import { UsageError } from './usage.ts';
 
 const USAGE =
   'Usage: fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list [--json] | unmatched [--json]';
@@ -47,7 +47,7 @@ export async function runIdentitiesCommand(
     switch (sub) {
       case 'map': {
         const issues = [...checkId('SIFT_ID', siftId), ...checkId('SEGMENT_ID', segmentId)];
-        if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
+        if (issues.length > 0) throw new UsageError(issues, USAGE);
         const actor = await authenticateOperator(loaded, 'change identity mappings');
         const previous = store.listMappings().find((m) => m.sift_user_id === siftId);
         await audited('identity_mapped', actor, {
@@ -66,7 +66,7 @@ export async function runIdentitiesCommand(
       }
       case 'unmap': {
         const issues = checkId('SIFT_ID', siftId);
-        if (issues.length > 0) throw new InvalidInputError(issues, USAGE);
+        if (issues.length > 0) throw new UsageError(issues, USAGE);
         const actor = await authenticateOperator(loaded, 'change identity mappings');
         const previous = store.listMappings().find((m) => m.sift_user_id === siftId);
         if (previous) {

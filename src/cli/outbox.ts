@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
+import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation, openOutboxStore } from '../outbox/automation.ts';
 import type { OutboxEffect } from '../outbox/outbox-store.ts';
@@ -48,9 +48,7 @@ export async function runOutboxCommand(
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
       if (id === undefined || !Number.isInteger(id)) {
-        throw new InvalidInputError([
-          { field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' },
-        ]);
+        throw new UsageError([{ field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' }]);
       }
       return id;
     };

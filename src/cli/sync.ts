@@ -6,7 +6,7 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
+import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { databasePath, openRuntime } from '../runtime.ts';
 import { resolveUpstreams } from '../sandbox/sandbox.ts';
@@ -64,7 +64,7 @@ export async function runSyncCommand(
 ): Promise<number> {
   const [what] = args;
   if (what !== 'scores' && what !== 'feedback') {
-    throw new InvalidInputError([{ field: 'command', message: `expected scores or feedback (${USAGE})` }]);
+    throw new UsageError([{ field: 'command', message: `expected scores or feedback (${USAGE})` }]);
   }
   const logger = createLogger();
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);

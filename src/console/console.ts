@@ -16,6 +16,8 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticator } from '../auth/authenticator.ts';
+import { clientAddress } from '../auth/client-address.ts';
+import { sameIdentity } from '../auth/identity.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Approval, ApprovalState } from '../store/approval-store.ts';
@@ -35,6 +37,8 @@ export interface ConsoleDeps {
   sessionTtlMs?: number;
   /** Sessions end after this long without a request (ms); default 30 minutes. */
   idleTimeoutMs?: number;
+  /** Reverse proxies whose `X-Forwarded-For` is believed (`http.trusted_proxies`); see client-address.ts. */
+  trustedProxies?: readonly string[];
 }
 
 /** Handles a request when its path is under `/console`; resolves `false` (untouched) otherwise. */
@@ -65,7 +69,11 @@ const COOKIE = 'fraudgate_console';
 const MAX_SESSIONS = 1000;
 const MAX_BODY = 16 * 1024;
 const MAX_REASON = 1000;
-/** Failed sign-ins allowed per client address per window before answering 429. */
+/**
+ * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, further
+ * failing tokens from that address get 429. A token that verifies is never refused by this count,
+ * so garbage from a shared address (everyone behind one proxy) cannot lock a real approver out.
+ */
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
@@ -216,7 +224,7 @@ function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
   } = a;
   const consoleView: ConsoleApproval = view;
   // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
-  if (a.state === 'pending' && a.mode === 'four_eyes' && a.requester === viewer.id) {
+  if (a.state === 'pending' && a.mode === 'four_eyes' && sameIdentity(a.requester, viewer.id)) {
     consoleView.approve_blocked =
       'Four-eyes policy: you requested this action, so another approver must approve it.';
   }
@@ -230,6 +238,8 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   const idleTimeoutMs = deps.idleTimeoutMs ?? 30 * 60 * 1000;
   const sessions = deps.runtime.sessions.consoleSessions;
   // Tokens are long random secrets, but a pasted-token form still should not be a free guessing oracle.
+  // Keyed only on what can be trusted: the client address (client-address.ts) for tokens that fail,
+  // the verified principal for genuine tokens without a console role.
   const failures = new Map<string, { count: number; since: number }>();
 
   const cookie = (value: string, maxAgeSeconds: number) =>
@@ -278,39 +288,42 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     }
   }
 
-  function checkThrottle(address: string, at: number) {
-    const entry = failures.get(address);
-    if (entry && at - entry.since >= SIGN_IN_WINDOW_MS) failures.delete(address);
-    else if (entry && entry.count >= SIGN_IN_FAILURES) {
-      throw new ConsoleHttpError(
-        429,
-        'Too many failed sign-ins from this address; wait a few minutes and try again.',
-      );
-    }
+  function throttled(key: string, at: number): boolean {
+    const entry = failures.get(key);
+    if (entry && at - entry.since >= SIGN_IN_WINDOW_MS) failures.delete(key);
+    else if (entry && entry.count >= SIGN_IN_FAILURES) return true;
+    return false;
   }
 
-  function recordFailure(address: string, at: number) {
+  function recordFailure(key: string, at: number) {
     if (failures.size > 10_000) failures.clear();
-    const entry = failures.get(address) ?? { count: 0, since: at };
+    const entry = failures.get(key) ?? { count: 0, since: at };
     entry.count += 1;
-    failures.set(address, entry);
+    failures.set(key, entry);
   }
+
+  const tooMany = (what: string) =>
+    new ConsoleHttpError(429, `Too many failed sign-ins ${what}; wait a few minutes and try again.`);
 
   async function signIn(req: IncomingMessage, res: ServerResponse) {
     checkOrigin(req);
-    const address = req.socket.remoteAddress ?? 'unknown';
-    checkThrottle(address, now().getTime());
+    const address = `address:${clientAddress(req, deps.trustedProxies)}`;
     const body = await readJsonBody(req);
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
+    // Verify first: whether this attempt counts, and against what, depends on who it proves to be.
     const result = await deps.authenticate(token);
     if (!result.ok) {
+      if (throttled(address, now().getTime())) throw tooMany('from this address');
       recordFailure(address, now().getTime());
       logger.info('console sign-in refused', { reason: 'invalid token' });
       throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);
     }
     const { principal } = result;
     if (!CONSOLE_ROLES.has(principal.role)) {
+      const who = `principal:${principal.id}`;
+      if (throttled(who, now().getTime())) throw tooMany(`for ${principal.id}`);
+      recordFailure(who, now().getTime());
       logger.info('console sign-in refused', { principal: principal.id, role: principal.role });
       throw new ConsoleHttpError(
         403,

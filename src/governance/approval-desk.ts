@@ -4,6 +4,7 @@
  * nothing: an approved action is run by the pipeline (a waiting call or the background sweep).
  */
 import { randomUUID } from 'node:crypto';
+import { sameIdentity } from '../auth/identity.ts';
 import { ERROR_CODES, FraudgateError, ForbiddenError, InvalidInputError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
@@ -71,7 +72,11 @@ export function createApprovalDesk(deps: {
           `${decision.approver.id} has role '${decision.approver.role}'; only approvers may decide approvals.`,
         );
       }
-      if (decision.approve && approval.mode === 'four_eyes' && decision.approver.id === approval.requester) {
+      if (
+        decision.approve &&
+        approval.mode === 'four_eyes' &&
+        sameIdentity(decision.approver.id, approval.requester)
+      ) {
         throw new ForbiddenError(
           `Four-eyes policy: ${decision.approver.id} requested this action and cannot approve it; another approver must.`,
         );

@@ -41,22 +41,27 @@ export interface RedactorOptions {
   hashKey: string | Buffer;
 }
 
-// Email: a run of local-part characters, not starting mid-token, then a dotted domain.
-const EMAIL = /(?<![\w.%+-])([A-Za-z0-9._%+-]+)@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?![\w-])/g;
+// Email: a run of local-part characters (any script: `josé.garcía@…`), not starting mid-token,
+// then a dotted domain (internationalised too).
+const EMAIL =
+  /(?<![\p{L}\p{M}\p{N}_.%+'-])([\p{L}\p{M}\p{N}_.%+'-]+)@((?:[\p{L}\p{M}\p{N}-]+\.)+\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\p{N}_-])/gu;
 // Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable.
 const IPV6_CANDIDATE = /(?<![\w:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:.])/g;
-const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+// Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
+const OCTET = '0{0,2}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const IPV4 = new RegExp(`(?<![\\w.])${OCTET}(?:\\.${OCTET}){3}(?!\\.?\\w)`, 'g');
 /**
  * Phones, deliberately narrow so ids, timestamps and amounts survive:
- * - international: `+` then 7–15 digits with single separators (`+44 20 7946 0958`, `+1 (415) 555-0100`);
+ * - international: `+` then 7–15 digits with single separators (`+44 20 7946 0958`, `+1 (415) 555-0100`),
+ *   even glued to a word (`call+14155550192`, `tel:+1…`);
  * - parenthesised area code: `(415) 555-0100`;
- * - NANP groups 3-3-4: `415-555-0100`, `415.555.0100`, `415 555 0100`;
- * - national with trunk 0: `020 7946 0958`, `07700 900123`.
+ * - NANP groups 3-3-4, optionally after a country code 1: `415-555-0100`, `415.555.0100`,
+ *   `415 555 0100`, `1-415-555-0191`;
+ * - national with trunk 0: `020 7946 0958`, `07700 900123`, and pairs as in France: `06 12 34 56 78`.
  * Bare digit runs are never phones (epoch times, numeric ids), nor are dates (4-2-2 groups).
  */
 const PHONE =
-  /(?<![\w+.-])(?:\+\d(?:[ ().-]{0,2}\d){6,14}|\(\d{2,5}\) ?\d{3,4}[ .-]?\d{3,4}|\d{3}(?<sep>[-. ])\d{3}\k<sep>\d{4}|0\d{2,4}[ -]\d{3,4}(?:[ -]?\d{3,4})?)(?![\w-]|\.\d)/g;
+  /(?<![\d+.-])\+\d(?:[ ().-]{0,2}\d){6,14}(?![\w-]|\.\d)|(?<![\w+.-])(?:\(\d{2,5}\) ?\d{3,4}[ .-]?\d{3,4}|(?:1[-. ])?\d{3}(?<sep>[-. ])\d{3}\k<sep>\d{4}|0\d(?<psep>[ .-])\d{2}(?:\k<psep>\d{2}){3}|0\d{2,4}[ -]\d{3,4}(?:[ -]?\d{3,4})?)(?![\w-]|\.\d)/g;
 // A signed decimal amount (`+12345.67`) matches the international shape; it is not a phone.
 const SIGNED_AMOUNT = /^\+\d+\.\d{1,2}$/;
 const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi;
@@ -146,8 +151,15 @@ function looksLikeEmail(text: string): boolean {
   return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(text);
 }
 
+/** `203.000.113.077` → `203.0.113.77`; anything else unchanged. */
+function unpadIpv4(text: string): string {
+  if (!/^\d{1,3}(?:\.\d{1,3}){3}$/.test(text)) return text;
+  const octets = text.split('.').map(Number);
+  return octets.every((o) => o <= 255) ? octets.join('.') : text;
+}
+
 function normalisePersonal(value: string): string {
-  const text = value.trim();
+  const text = unpadIpv4(value.trim().normalize('NFC'));
   if (looksLikeEmail(text)) return text.toLowerCase();
   if (looksLikePhone(text)) return (text.startsWith('+') ? '+' : '') + digitsOf(text);
   return text.toLowerCase().replace(/\s+/g, ' ');
@@ -178,10 +190,12 @@ export function createRedactor(options: RedactorOptions): Redactor {
   const hashPersonal = (value: string): string =>
     createHmac('sha256', key).update(normalisePersonal(value)).digest('hex').slice(0, HASH_TAG_LENGTH);
 
+  // The first character whole (`Array.from`), so a non-BMP first letter is not cut in half.
   const maskEmail = (local: string, domain: string): string =>
-    `${local.slice(0, 1)}***@${domain.toLowerCase()}#${hashPersonal(`${local}@${domain}`)}`;
+    `${Array.from(local)[0] ?? ''}***@${domain.toLowerCase()}#${hashPersonal(`${local}@${domain}`)}`;
 
-  const maskIp = (address: string): string => {
+  const maskIp = (raw: string): string => {
+    const address = unpadIpv4(raw);
     const tag = hashPersonal(address);
     if (isIPv6(address)) {
       const hextets = ipv6Hextets(address);
@@ -219,7 +233,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
       const at = text.lastIndexOf('@');
       return maskEmail(text.slice(0, at), text.slice(at + 1));
     }
-    if (isIP(text) !== 0) return maskIp(text);
+    if (isIP(unpadIpv4(text)) !== 0) return maskIp(text);
     if (looksLikePhone(text)) return maskPhone(text);
     return `***#${hashPersonal(text)}`;
   };

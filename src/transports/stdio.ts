@@ -3,6 +3,7 @@
  * (FRAUDGATE_ANALYST). stdout carries only the protocol; everything else goes to stderr.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { normalizeIdentity } from '../auth/identity.ts';
 import { UNIDENTIFIED } from '../governance/pipeline.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer } from '../server.ts';
@@ -10,7 +11,7 @@ import type { Principal } from '../tool.ts';
 
 /** The stdio principal: the configured analyst, or an unidentified one that may only read. */
 export function stdioPrincipal(analyst: string | undefined): Principal {
-  return { id: analyst ?? UNIDENTIFIED, kind: 'user', role: 'analyst' };
+  return { id: analyst ? normalizeIdentity(analyst) : UNIDENTIFIED, kind: 'user', role: 'analyst' };
 }
 
 /** Serve MCP over stdin/stdout until the client closes the stream. */

@@ -1,9 +1,9 @@
 // The Segment client against the loopback emulator, over real HTTP, with the real analytics-node.
-import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createSegmentClient, type SegmentClientConfig } from '../../src/clients/segment-client.ts';
 import { InvalidInputError, UpstreamError } from '../../src/errors.ts';
 import { startSegmentEmulator, type SegmentEmulator } from '../../src/sandbox/segment-emulator.ts';
+import { sharedFixture, sharedFixturesPresent } from '../helpers/shared-fixtures.ts';
 
 let emu: SegmentEmulator;
 let clients: ReturnType<typeof createSegmentClient>[] = [];
@@ -317,10 +317,8 @@ describe('Regulations API', () => {
   });
 });
 
-describe('captured analytics-node requests (shared/fixtures/segment)', () => {
-  const fixtures = '/work/shared/fixtures/segment';
-  const load = (name: string) =>
-    JSON.parse(readFileSync(`${fixtures}/${name}`, 'utf8')) as Record<string, unknown>;
+describe.skipIf(!sharedFixturesPresent)('captured analytics-node requests (shared fixtures)', () => {
+  const load = (name: string) => sharedFixture('segment', name);
 
   /** Replay headers and body as captured; only host and content-length are recomputed for this socket. */
   async function replay(headers: Record<string, string>, body: unknown): Promise<number> {

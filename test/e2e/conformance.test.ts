@@ -26,6 +26,10 @@ describe('MCP conformance (generic server scenarios)', () => {
     for (const scenario of ['server-initialize', 'ping', 'tools-list', 'dns-rebinding-protection']) {
       expect(output).toMatch(new RegExp(`ok +${scenario}`));
     }
+    // The guard against false passes: scenarios calling fixture tools this server lacks must fail.
+    for (const scenario of ['tools-call-simple-text', 'tools-call-error']) {
+      expect(output).toMatch(new RegExp(`ok +${scenario} +refused as it should be`));
+    }
     expect(output).not.toContain('FAIL');
   });
 });

@@ -108,7 +108,7 @@ describe('fraudgate audit', () => {
     expect(wrongKey.out).toContain('not the trusted key');
 
     const badSince = await cli(['audit', 'export', '--since', 'yesterday-ish', ...dir]);
-    expect(badSince.code).toBe(1);
+    expect(badSince.code).toBe(2);
     expect(badSince.err).toContain('--since');
   });
 });

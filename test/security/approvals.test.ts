@@ -108,7 +108,9 @@ describe('the agent-visible surface', () => {
     );
     keep((await e.callTool('get_approval_status', { approval_id: String(label.error.approval_id) })).raw);
     keep((await e.callTool('apply_label', { user_id: 'x' })).raw);
-    keep((await e.callTool('no_such_tool', {})).raw);
+    keep(
+      await e.client.callTool({ name: 'no_such_tool', arguments: {} }).catch((error: Error) => error.message),
+    );
 
     // Denied, then the agent reads the outcome.
     await e.runtime.desk.decide(String(label.error.approval_id), {

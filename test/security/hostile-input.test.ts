@@ -238,8 +238,8 @@ describe('protocol edges', () => {
       'secret-project-x',
     ];
     for (const name of names) {
-      const result = await env.callTool(name, {});
-      expect(result.error.code).toBe('INVALID_INPUT');
+      // Unknown tool: a JSON-RPC -32602 to the caller who sent the name, an audited refusal here.
+      await expect(env.callTool(name, {})).rejects.toMatchObject({ code: -32602 });
     }
     const audit = await auditText(env);
     const records = await auditRecords(env);

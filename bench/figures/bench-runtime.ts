@@ -1,0 +1,51 @@
+/**
+ * What most figures share: the three emulators, a fresh data directory and the real runtime
+ * (clients, store, audit, pipeline) with rate limits raised out of the way — a benchmark measures
+ * the cost of governance, not its refusals.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tools } from '../../tools/index.ts';
+import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { openRuntime, type Runtime } from '../../src/runtime.ts';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+
+const UNLIMITED = { capacity: 1_000_000, per_minute: 1_000_000 };
+
+export interface BenchRuntime {
+  sandbox: Sandbox;
+  runtime: Runtime;
+  config: Config;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export async function openBenchRuntime(): Promise<BenchRuntime> {
+  const sandbox = await startSandbox(DEFAULTS);
+  const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-'));
+  const config: Config = {
+    ...mergeConfig(DEFAULTS, { rate_limits: { read: UNLIMITED, write: UNLIMITED, destructive: UNLIMITED } }),
+    ...sandbox.config,
+    data_dir: dataDir,
+    mode: 'sandbox',
+  };
+  const runtime = await openRuntime({
+    config,
+    secrets: { ...sandbox.secrets, auditKey: 'bench-audit-key' },
+    tools,
+    logger: silentLogger,
+  });
+  return {
+    sandbox,
+    runtime,
+    config,
+    dataDir,
+    async close() {
+      await runtime.close();
+      await sandbox.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * stdio cold start: spawn → the answer to the first `initialize`, for `fraudgate serve` (live mode,
+ * its credentials pointing at the loopback emulators, so start-up does what it does in production)
+ * against a bare SDK stdio server (bench/baselines/bare-stdio-server.ts). Both run on the same
+ * Node binary; fraudgate runs the compiled JavaScript when `npm run build` has made dist/, as
+ * bin/fraudgate.js does, else the TypeScript sources.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { median, type Figure } from '../harness.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import { startSandbox } from '../../src/sandbox/sandbox.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const INITIALIZE =
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '0' } },
+  }) + '\n';
+
+/** Milliseconds from spawn to the first line on stdout (the initialize answer). */
+function timeToInitialize(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (!out.includes('\n')) return;
+      const elapsed = performance.now() - start;
+      if (!out.includes('"result"')) reject(new Error(`unexpected answer: ${out.slice(0, 300)}`));
+      child.kill();
+      resolve(elapsed);
+    });
+    child.on('exit', (code) => {
+      if (!out.includes('\n')) reject(new Error(`exited (${code}) before answering: ${err.slice(0, 500)}`));
+    });
+    child.stdin.write(INITIALIZE);
+  });
+}
+
+export const coldStart: Figure = {
+  id: 'cold_start_ms',
+  title: 'cold start, stdio, to first `initialize`',
+  unit: 'ms',
+  better: 'lower',
+  baseline: 'bare SDK stdio server',
+  target: '≤ 1.3× baseline',
+  met: (r) => r.ratio !== null && r.ratio <= 1.3,
+  async open({ quick }) {
+    const spawns = quick ? 3 : 5;
+    const sandbox = await startSandbox(DEFAULTS);
+    const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-cold-'));
+    const compiled = join(ROOT, 'dist', 'src', 'cli.js');
+    const cli = existsSync(compiled) ? compiled : join(ROOT, 'src', 'cli.ts');
+    const s = sandbox.secrets;
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: dataDir,
+      FRAUDGATE_DATA_DIR: dataDir,
+      FRAUDGATE_ANALYST: 'bench@example.com',
+      FRAUDGATE_AUDIT_KEY: 'bench-audit-key',
+      SIFT_API_KEY: s.siftApiKey,
+      SIFT_ACCOUNT_ID: sandbox.config.sift.account_id,
+      SIFT_BASE_URL: sandbox.config.sift.base_url,
+      SEGMENT_WRITE_KEY: s.segmentWriteKey,
+      SEGMENT_PROFILE_TOKEN: s.segmentProfileToken,
+      SEGMENT_SPACE_ID: sandbox.config.segment.space_id,
+      SEGMENT_HOST: sandbox.config.segment.host,
+      SEGMENT_PROFILE_BASE_URL: sandbox.config.segment.profile_base_url,
+      SALESFORCE_CLIENT_ID: s.salesforceClientId,
+      SALESFORCE_CLIENT_SECRET: s.salesforceClientSecret,
+      SALESFORCE_LOGIN_URL: sandbox.config.salesforce.login_url,
+    };
+    const times = async (args: string[]) => {
+      const ms: number[] = [];
+      for (let i = 0; i < spawns; i += 1) ms.push(await timeToInitialize(args, env));
+      return { value: median(ms), extra: { min_ms: Math.min(...ms) } };
+    };
+    return {
+      fraudgate: () => times([cli, 'serve']),
+      baseline: () => times([join(ROOT, 'bench', 'baselines', 'bare-stdio-server.ts')]),
+      async close() {
+        await sandbox.close();
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  },
+};

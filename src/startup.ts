@@ -1,0 +1,128 @@
+/**
+ * Start-up and command failures as one line for the operator: what went wrong and which setting to
+ * change. Whatever cannot start (a port in use, an unreachable PostgreSQL or Redis, a data
+ * directory this user cannot write) ends here, so the CLI prints one line, exits 1 and leaves no
+ * half-started process behind — never a stack trace.
+ */
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { Config, Secrets } from './config.ts';
+import { FraudgateError } from './errors.ts';
+
+/** A failure to start that names the setting to change (`setting` is the env var or flag). */
+export class StartupError extends Error {
+  readonly setting: string;
+  constructor(setting: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StartupError';
+    this.setting = setting;
+  }
+}
+
+interface SystemError extends Error {
+  code?: string;
+  syscall?: string;
+  path?: string;
+  address?: string;
+  port?: number;
+}
+
+const UNWRITABLE = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EISDIR', 'ENOSPC']);
+
+/** The one line to print for an error that ended a command, or undefined when it is a bug. */
+export function describeFailure(error: unknown): string | undefined {
+  if (error instanceof StartupError || error instanceof FraudgateError) return error.message;
+  if (!(error instanceof Error)) return undefined;
+  const e = error as SystemError;
+  if (e.code === 'EADDRINUSE' && e.syscall === 'listen') {
+    return `port ${e.port} on ${e.address} is already in use: choose another with --port or FRAUDGATE_HTTP_PORT (0 picks a free one), or stop the other process`;
+  }
+  if (e.code === 'EADDRNOTAVAIL' && e.syscall === 'listen') {
+    return `cannot listen on ${e.address}: it is not an address of this machine; fix --host or FRAUDGATE_HTTP_HOST`;
+  }
+  if (e.code && e.path) {
+    if (e.code === 'ENOENT') return `${e.path}: no such file or directory`;
+    if (UNWRITABLE.has(e.code))
+      return `${e.path}: ${e.code} (${e.syscall ?? 'access'} failed; check its permissions)`;
+  }
+  return undefined;
+}
+
+/** host:port of a connection URL, without user, password or database, for messages. */
+function endpoint(url: string, defaultPort: number): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname}:${parsed.port || defaultPort}`;
+  } catch {
+    return 'an invalid URL';
+  }
+}
+
+function reason(error: unknown): string {
+  const e = error as SystemError & { errors?: SystemError[] };
+  return e.code ?? e.errors?.[0]?.code ?? (e.message || 'no answer');
+}
+
+/**
+ * Before a server starts: the shared services the configuration names must answer, or start-up
+ * stops with one line naming the setting. (At run time a lost Redis or PostgreSQL makes calls fail
+ * closed instead; this only catches a deployment that could not work at all.)
+ */
+export async function checkServices(
+  config: Pick<Config, 'rate_limits' | 'automation'>,
+  secrets: Pick<Secrets, 'redisUrl' | 'postgresUrl'>,
+  timeoutMs = 5_000,
+): Promise<void> {
+  const checks: Promise<void>[] = [];
+  if (config.rate_limits.store === 'redis' && secrets.redisUrl) {
+    const url = secrets.redisUrl;
+    checks.push(
+      (async () => {
+        const redis = new Redis(url, {
+          lazyConnect: true,
+          connectTimeout: timeoutMs,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
+        let connectError: unknown; // ioredis reports the socket's error here, and only "closed" below
+        redis.on('error', (error) => (connectError ??= error));
+        try {
+          await redis.connect();
+          await redis.ping();
+        } catch (error) {
+          throw new StartupError(
+            'FRAUDGATE_REDIS_URL',
+            `Redis at ${endpoint(url, 6379)} does not answer (${reason(connectError ?? error)}): start it or fix FRAUDGATE_REDIS_URL (rate_limits.store is redis)`,
+            { cause: error },
+          );
+        } finally {
+          redis.disconnect();
+        }
+      })(),
+    );
+  }
+  if (config.automation.outbox_store === 'postgres' && secrets.postgresUrl) {
+    const url = secrets.postgresUrl;
+    checks.push(
+      (async () => {
+        const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
+        client.on('error', () => undefined);
+        try {
+          await client.connect();
+          await client.query('SELECT 1');
+        } catch (error) {
+          throw new StartupError(
+            'FRAUDGATE_POSTGRES_URL',
+            `PostgreSQL at ${endpoint(url, 5432)} does not answer (${reason(error)}): start it or fix FRAUDGATE_POSTGRES_URL (automation.outbox_store is postgres)`,
+            { cause: error },
+          );
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      })(),
+    );
+  }
+  const results = await Promise.allSettled(checks);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}

@@ -1,0 +1,127 @@
+/**
+ * The JSON Schemas a client sees in `tools/list`, made from the tools' zod schemas without the
+ * bytes that tell a model (or a validator) nothing: every client re-reads the catalogue into its
+ * context, so its size is paid on every conversation.
+ *
+ * What is dropped says nothing the rest of the schema does not already say:
+ * - `pattern` beside a standard `format` (email, ipv4, date-time…): zod writes its own regex for
+ *   the format; the format names the rule, and the server still checks it with zod.
+ * - `propertyNames: {type: "string"}`: JSON object keys are always strings.
+ * - integer bounds of ±(2^53−1): zod's marker for "a safe integer", not a limit anyone sets.
+ * - `$schema`: MCP schemas default to JSON Schema 2020-12.
+ * Parts a schema uses more than once (the same zod value, e.g. a score entry or a user id) become
+ * `$defs` with a local `$ref`, when that is smaller than writing them out each time.
+ *
+ * Validation is unchanged: arguments are validated by the zod schemas in the pipeline, never by
+ * these documents (test/wire-schema.test.ts checks both accept and refuse the same values).
+ */
+import * as z from 'zod';
+
+type Json = Record<string, unknown>;
+
+/** Formats whose zod-generated `pattern` only restates the format. */
+const STANDARD_FORMATS = new Set(['email', 'ipv4', 'ipv6', 'date-time', 'date', 'time', 'uuid', 'uri']);
+const SAFE_INTEGER = Number.MAX_SAFE_INTEGER;
+
+/** The compact wire JSON Schema of a zod schema, as the input (`io: 'input'`) or output side. */
+export function wireJsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
+  const inline = compact(z.toJSONSchema(schema, { io }) as Json, io);
+  const shared = inlineSmallDefs(compact(z.toJSONSchema(schema, { io, reused: 'ref' }) as Json, io));
+  return JSON.stringify(shared).length < JSON.stringify(inline).length ? shared : inline;
+}
+
+function compact(node: Json, io: 'input' | 'output'): Json {
+  const out: Json = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (key === '$schema') continue;
+    if (key === 'type' && typeImpliedByValues(node)) continue;
+    if (key === 'additionalProperties' && isEmptySchema(value)) continue;
+    if (io === 'output' && key === 'additionalProperties' && value === false) continue;
+    if (key === 'pattern' && typeof node.format === 'string' && STANDARD_FORMATS.has(node.format)) continue;
+    if (key === 'propertyNames' && isPlainStringSchema(value)) continue;
+    if (node.type === 'integer' && key === 'minimum' && value === -SAFE_INTEGER) continue;
+    if (node.type === 'integer' && key === 'maximum' && value === SAFE_INTEGER) continue;
+    out[key] = compactValue(value, io);
+  }
+  return out;
+}
+
+function compactValue(value: unknown, io: 'input' | 'output'): unknown {
+  if (Array.isArray(value)) return value.map((item) => compactValue(item, io));
+  if (value !== null && typeof value === 'object') return compact(value as Json, io);
+  return value;
+}
+
+/** `{"type": "string", "enum": ["a", "b"]}` says no more than `{"enum": ["a", "b"]}`; same for `const`. */
+function typeImpliedByValues(node: Json): boolean {
+  const values = Array.isArray(node.enum) ? node.enum : 'const' in node ? [node.const] : undefined;
+  const type = node.type;
+  if (!values || values.length === 0 || typeof type !== 'string') return false;
+  return values.every((v) => (type === 'integer' ? Number.isInteger(v) : typeof v === type));
+}
+
+/** `{}` accepts anything: as `additionalProperties` it is the default. */
+function isEmptySchema(value: unknown): boolean {
+  return (
+    value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0
+  );
+}
+
+function isPlainStringSchema(value: unknown): boolean {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    Object.keys(value).length === 1 &&
+    (value as Json).type === 'string'
+  );
+}
+
+/**
+ * zod turns every reused zod value into a `$defs` entry, even a bare `{"type":"boolean"}`; keep an
+ * entry only where one copy plus its `$ref`s is smaller than writing it out at each use, then
+ * rename the survivors `d0`, `d1`… (zod's `__schema0` says nothing more).
+ */
+function inlineSmallDefs(schema: Json): Json {
+  let current = schema;
+  for (;;) {
+    const defs = (current.$defs ?? {}) as Record<string, Json>;
+    const uses = new Map<string, number>();
+    JSON.stringify(current, (key, value: unknown) => {
+      if (key === '$ref' && typeof value === 'string') uses.set(value, (uses.get(value) ?? 0) + 1);
+      return value;
+    });
+    const inline = Object.entries(defs).find(([name, def]) => {
+      const n = uses.get(`#/$defs/${name}`) ?? 0;
+      const size = JSON.stringify(def).length;
+      const ref = `{"$ref":"#/$defs/${name}"}`.length;
+      return n * size <= n * ref + size + name.length + 3;
+    });
+    if (!inline) break;
+    const [name, def] = inline;
+    const { [name]: _dropped, ...rest } = defs;
+    current = replaceRefs({ ...current, $defs: rest }, `#/$defs/${name}`, def) as Json;
+  }
+  const defs = (current.$defs ?? {}) as Record<string, Json>;
+  const { $defs: _all, ...body } = current;
+  if (Object.keys(defs).length === 0) return body;
+  const names = new Map(Object.keys(defs).map((name, i) => [`#/$defs/${name}`, `#/$defs/d${i}`]));
+  const renamed = JSON.parse(
+    JSON.stringify({
+      ...body,
+      $defs: Object.fromEntries(Object.values(defs).map((def, i) => [`d${i}`, def])),
+    }),
+    (key, value: unknown) =>
+      key === '$ref' && typeof value === 'string' ? (names.get(value) ?? value) : value,
+  ) as Json;
+  return renamed;
+}
+
+/** Every `{"$ref": ref, …siblings}` becomes the definition merged with its siblings (siblings win). */
+function replaceRefs(node: unknown, ref: string, def: Json): unknown {
+  if (Array.isArray(node)) return node.map((item) => replaceRefs(item, ref, def));
+  if (node === null || typeof node !== 'object') return node;
+  const { $ref, ...siblings } = node as Json;
+  const walked = Object.fromEntries(Object.entries(siblings).map(([k, v]) => [k, replaceRefs(v, ref, def)]));
+  if ($ref === ref) return { ...def, ...walked };
+  return $ref === undefined ? walked : { $ref, ...walked };
+}

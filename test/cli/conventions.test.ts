@@ -1,0 +1,188 @@
+/**
+ * CLI conventions and start-up failures, through the real `fraudgate` command in a child process:
+ * help on stdout with a line per command and option (exit 0), --version, usage errors exit 2,
+ * runtime and start-up failures exit 1 with one line and no stack (and no process left running),
+ * and a private data directory (0700, files 0600).
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VERSION } from '../../src/version.ts';
+
+const CLI = join(import.meta.dirname, '../../src/cli.ts');
+/** Each test starts the CLI once or twice; on a loaded machine a cold start takes seconds. */
+const SLOW = 120_000;
+let dir: string;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the CLI; a process still alive after `timeoutMs` is killed and reported as code null (a hang). */
+function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      {
+        timeout: timeoutMs,
+        env: { PATH: process.env.PATH ?? '', HOME: dir, FRAUDGATE_DATA_DIR: join(dir, 'data'), ...env },
+      },
+      (error, stdout, stderr) => {
+        const e = error as (Error & { code?: number; killed?: boolean }) | null;
+        resolve({ code: e ? (e.killed ? null : (e.code ?? 1)) : 0, stdout, stderr });
+      },
+    ).stdin?.end();
+  });
+}
+
+/** One line, no stack trace. */
+function expectOneLine(stderr: string, pattern: RegExp) {
+  const lines = stderr.trim().split('\n');
+  expect(lines.at(-1)).toMatch(pattern);
+  expect(stderr).not.toMatch(/^\s+at /m);
+  expect(stderr).not.toContain('internal error');
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fraudgate-cli-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('help and version', { timeout: SLOW }, () => {
+  it('--help prints every command with a description on stdout and exits 0', async () => {
+    const run = await cli(['--help']);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toBe('');
+    for (const command of ['serve', 'approvals', 'audit', 'identities', 'outbox', 'sync', 'docs', 'help']) {
+      expect(run.stdout).toMatch(new RegExp(`^  ${command} +\\S.{10,}$`, 'm'));
+    }
+    expect(run.stdout).toMatch(/^\s+-v, --version\s+print the version$/m);
+  });
+
+  it('`<command> --help` and `help <command>` print its usage and a line per option', async () => {
+    const run = await cli(['approvals', '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('fraudgate approvals approve ID [--reason TEXT]');
+    expect(run.stdout).toContain('FRAUDGATE_APPROVER_TOKEN');
+    for (const option of ['--all', '--json', '--reason TEXT', '--config FILE', '--data-dir DIR']) {
+      expect(run.stdout).toMatch(new RegExp(`^\\s+${option.replace(/[-]/g, '\\-')} +\\S`, 'm'));
+    }
+    const viaHelp = await cli(['help', 'approvals']);
+    expect(viaHelp).toEqual(run);
+  });
+
+  it('--version prints the package version and exits 0', async () => {
+    const run = await cli(['--version']);
+    expect(run).toEqual({ code: 0, stdout: `${VERSION}\n`, stderr: '' });
+  });
+});
+
+describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
+  it.each([
+    [['bogus'], /unknown command 'bogus'/],
+    [['--bogus'], /Unknown option '--bogus'$/m],
+    [['approvals', '--port', '1'], /approvals does not take --port/],
+    [['approvals', 'deny', 'apr_x'], /--reason: a reason is required to deny/],
+    [['outbox', 'retry'], /ID: an outbox effect id/],
+  ])('%j', async (args, message) => {
+    const run = await cli(args);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr).toMatch(/Run `fraudgate .*--help`/);
+    expect(run.stderr).not.toContain('To specify a positional argument');
+  });
+});
+
+describe('runtime and start-up failures: one line, exit 1, nothing left running', { timeout: SLOW }, () => {
+  it('a missing file', async () => {
+    const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
+    expect(run.code).toBe(1);
+    expectOneLine(run.stderr, /^fraudgate: .*nonexistent\.jsonl: no such file or directory$/);
+  });
+
+  describe('a busy port', () => {
+    let busy: Server;
+    let port: number;
+    beforeAll(async () => {
+      busy = createServer();
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+      port = (busy.address() as { port: number }).port;
+    });
+    afterAll(() => new Promise<void>((resolve) => busy.close(() => resolve())));
+
+    it('names the setting and exits instead of hanging', async () => {
+      const run = await cli(['serve', '--http', '--port', String(port)]);
+      expect(run.code).toBe(1);
+      expectOneLine(
+        run.stderr,
+        new RegExp(
+          `^fraudgate: port ${port} on 127\\.0\\.0\\.1 is already in use: .*--port or FRAUDGATE_HTTP_PORT`,
+        ),
+      );
+    });
+  });
+
+  it('an unreachable Redis names FRAUDGATE_REDIS_URL', async () => {
+    writeFileSync(join(dir, 'redis.json'), JSON.stringify({ rate_limits: { store: 'redis' } }));
+    const run = await cli(['serve', '--config', join(dir, 'redis.json')], {
+      FRAUDGATE_REDIS_URL: 'redis://:hunter2@127.0.0.1:1',
+    });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: Redis at 127\.0\.0\.1:1 does not answer \(ECONNREFUSED\): .*FRAUDGATE_REDIS_URL/,
+    );
+    expect(run.stderr).not.toContain('hunter2');
+  });
+
+  it('an unreachable PostgreSQL names FRAUDGATE_POSTGRES_URL', async () => {
+    writeFileSync(join(dir, 'pg.json'), JSON.stringify({ automation: { outbox_store: 'postgres' } }));
+    const run = await cli(['serve', '--http', '--port', '0', '--config', join(dir, 'pg.json')], {
+      FRAUDGATE_POSTGRES_URL: 'postgres://fraudgate:hunter2@127.0.0.1:1/fraudgate',
+    });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: PostgreSQL at 127\.0\.0\.1:1 does not answer \(ECONNREFUSED\): .*FRAUDGATE_POSTGRES_URL/,
+    );
+    expect(run.stderr).not.toContain('hunter2');
+  });
+
+  it('a data directory that cannot be created names FRAUDGATE_DATA_DIR', async () => {
+    writeFileSync(join(dir, 'a-file'), '');
+    const run = await cli(['approvals', 'list'], { FRAUDGATE_DATA_DIR: join(dir, 'a-file', 'data') });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: cannot use the data directory .*a-file\/data \(ENOTDIR\): set FRAUDGATE_DATA_DIR or --data-dir/,
+    );
+  });
+});
+
+describe('the data directory is private', { timeout: SLOW }, () => {
+  it('directory 0700; database, WAL, audit log and key 0600, also when it existed with looser modes', async () => {
+    const dataDir = join(dir, 'private');
+    const stdio = await cli(['approvals', 'list'], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(stdio.code).toBe(0);
+    // A serve that fails late (busy port) has still opened the database and the audit log.
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    writeFileSync(join(dataDir, 'loose.txt'), 'x', { mode: 0o644 });
+    await cli(['serve', '--http', '--port', String((busy.address() as { port: number }).port)], {
+      FRAUDGATE_DATA_DIR: dataDir,
+    });
+    busy.close();
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+    const files = readdirSync(dataDir);
+    expect(files).toEqual(expect.arrayContaining(['fraudgate.db', 'audit.key', 'loose.txt']));
+    for (const file of files)
+      expect([file, statSync(join(dataDir, file)).mode & 0o777]).toEqual([file, 0o600]);
+  });
+});
