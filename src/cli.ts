@@ -21,6 +21,8 @@ import { resolveUpstreams } from './sandbox/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
 import { openAutomation } from './outbox/automation.ts';
+import { siftUserResolver } from './webhooks/segment-mapping.ts';
+import { createSegmentWebhookHandler } from './webhooks/segment-webhook.ts';
 import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
 import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
 import { createConsoleHandler } from './console/console.ts';
@@ -297,6 +299,17 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       bodyLimitBytes: config.http.body_limit_bytes,
       onEnqueued: () => automation.worker.wake(),
     });
+    // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
+    const segmentWebhook = createSegmentWebhookHandler({
+      store: (event, effects) => automation.store.enqueueRouted(event, effects),
+      secret: secrets.segmentWebhookSecret,
+      mapping: config.mapping,
+      siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
+      audit: runtime.audit,
+      logger,
+      bodyLimitBytes: config.http.body_limit_bytes,
+      onEnqueued: () => automation.worker.wake(),
+    });
     await serveHttp(
       runtime,
       secrets.devToken,
@@ -305,7 +318,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
         await runtime.close();
         await sandbox?.close();
       },
-      [webhook],
+      [webhook, segmentWebhook],
     );
     return;
   }

@@ -42,6 +42,19 @@ const decisionEffect = z.strictObject({
 /** A Salesforce field API name; also what keeps configured names safe inside SOQL. */
 const fieldApiName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a Salesforce field API name');
 
+/** How one Segment message becomes one `send_sift_event` call (src/webhooks/segment-mapping.ts). */
+const segmentRule = z.strictObject({
+  sift_event: z.enum(['create_account', 'update_account', 'login', 'logout', 'transaction']),
+  /** transaction only; default withdrawal (money leaves the wallet). */
+  transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']).optional(),
+  /** transaction only; default success. */
+  transaction_status: z.enum(['success', 'failure', 'pending']).optional(),
+  /** login only; default success. */
+  login_status: z.enum(['success', 'failure']).optional(),
+  /** Ask Sift for the user's fresh score with the event. */
+  return_score: z.boolean().optional(),
+});
+
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
@@ -169,6 +182,10 @@ export const configSchema = z.strictObject({
     }),
     /** Value the opportunity flag field is set to: true for a checkbox, or a picklist value such as "Elevated". */
     opportunity_flag_value: z.union([z.literal(true), z.string().min(1)]),
+    /** Segment track event name (exact, case-sensitive) → the Sift event `POST /webhooks/segment` sends; others are ignored. */
+    segment_events: z.record(z.string().min(1), segmentRule),
+    /** Segment identify messages → this Sift event (profile updates); null ignores them. */
+    segment_identify: segmentRule.nullable(),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
@@ -411,6 +428,8 @@ export interface Secrets {
   approverToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
+  /** SEGMENT_WEBHOOK_SECRET: the shared secret of the Segment Webhooks destination (HMAC-SHA1 signatures). */
+  segmentWebhookSecret?: string;
   /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
   postgresUrl?: string;
 }
@@ -508,6 +527,20 @@ export const DEFAULTS: Config = {
       opportunity_summary: 'Fraud_Risk_Summary__c',
     },
     opportunity_flag_value: true,
+    segment_events: {
+      'Signed Up': { sift_event: 'create_account', return_score: true },
+      'User Signed Up': { sift_event: 'create_account', return_score: true },
+      'Signed In': { sift_event: 'login' },
+      'Signed Out': { sift_event: 'logout' },
+      'Checkout Started': {
+        sift_event: 'transaction',
+        transaction_status: 'pending',
+        return_score: true,
+      },
+      'Payment Info Entered': { sift_event: 'update_account' },
+      'Order Completed': { sift_event: 'transaction', transaction_status: 'success', return_score: true },
+    },
+    segment_identify: { sift_event: 'update_account' },
   },
   approvals: {
     tools: {},
@@ -677,6 +710,7 @@ export function readSecrets(env: Env): Secrets {
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
+    segmentWebhookSecret: nonEmpty(env.SEGMENT_WEBHOOK_SECRET),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')
       .map((k) => k.trim())

@@ -152,22 +152,37 @@ export interface DryRunPlan {
   changes: Record<string, unknown>;
 }
 
+/** Output parts that `tools/list` describes in one line instead of spelling out (src/wire-schema.ts). */
+export const describedOutputs = z.registry<{ description: string }>();
+
+/**
+ * Marks an output part that repeats what the catalogue already says elsewhere (another tool's
+ * result, the dry-run plan): `tools/list` shows only `description`. The server still
+ * checks results against the full schema.
+ */
+export function describedOutput<T extends z.ZodType>(schema: T, description: string): T {
+  const marked = schema.describe(description) as T;
+  describedOutputs.add(marked, { description });
+  return marked;
+}
+
 /** The structured result of a dry run, whatever the tool. */
-export const dryRunResultSchema = z.object({
-  dry_run: z.literal(true),
-  tool: z.string(),
-  target: z.string(),
-  approval_required: z.string(),
-  current: z.record(z.string(), z.unknown()),
-  changes: z.record(z.string(), z.unknown()),
-});
+export const dryRunResultSchema = describedOutput(
+  z.object({
+    dry_run: z.literal(true),
+    tool: z.string(),
+    target: z.string(),
+    approval_required: z.string(),
+    current: z.record(z.string(), z.unknown()),
+    changes: z.record(z.string(), z.unknown()),
+  }),
+  'The dry_run plan: current state, changes, approval_required.',
+);
 
 const dryRunArgument = z
   .boolean()
   .optional()
-  .describe(
-    'true: report the current state and what this call would change, without writing and without approval.',
-  );
+  .describe('true: report the current state and the changes, write nothing, need no approval.');
 
 /** The input schema a client sees: write tools gain `dry_run`. */
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {
@@ -213,6 +228,13 @@ export function annotationsFor(tool: Pick<AnyTool, 'title' | 'risk' | 'idempoten
     // Every tool talks to an external system (Sift, Segment or Salesforce).
     openWorldHint: true,
   };
+}
+
+/** A timestamp as people read it, `2026-11-30 14:05 UTC` (approvals, evidence, console, CLI). */
+export function humanTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 }
 
 /** Risk bands are configuration, but tools compute them: re-exported here so tools need not import config. */

@@ -12,10 +12,17 @@
  * Parts a schema uses more than once (the same zod value, e.g. a score entry or a user id) become
  * `$defs` with a local `$ref`, when that is smaller than writing them out each time.
  *
- * Validation is unchanged: arguments are validated by the zod schemas in the pipeline, never by
- * these documents (test/wire-schema.test.ts checks both accept and refuse the same values).
+ * Output schemas describe rather than repeat: they name each result field with its type and
+ * meaning, without `required` or `additionalProperties: false` (the server checks every result
+ * against the tool's zod schema before answering, so a client learns nothing from them), and a
+ * part marked with `describedOutput()` (src/tool.ts) — another tool's result, a dry run's plan — is
+ * one line saying what it is instead of its schema again.
+ *
+ * Input validation is unchanged: arguments are validated by the zod schemas in the pipeline, never
+ * by these documents (test/wire-schema.test.ts checks both accept and refuse the same values).
  */
 import * as z from 'zod';
+import { describedOutputs } from './tool.ts';
 
 type Json = Record<string, unknown>;
 
@@ -25,9 +32,18 @@ const SAFE_INTEGER = Number.MAX_SAFE_INTEGER;
 
 /** The compact wire JSON Schema of a zod schema, as the input (`io: 'input'`) or output side. */
 export function wireJsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
-  const inline = compact(z.toJSONSchema(schema, { io }) as Json, io);
-  const shared = inlineSmallDefs(compact(z.toJSONSchema(schema, { io, reused: 'ref' }) as Json, io));
+  const params = io === 'output' ? { io, override: describeMarkedParts } : { io };
+  const inline = compact(z.toJSONSchema(schema, params) as Json, io);
+  const shared = inlineSmallDefs(compact(z.toJSONSchema(schema, { ...params, reused: 'ref' }) as Json, io));
   return JSON.stringify(shared).length < JSON.stringify(inline).length ? shared : inline;
+}
+
+/** A part marked with `describedOutput()` becomes its one-line description. */
+function describeMarkedParts(ctx: { zodSchema: unknown; jsonSchema: Json }): void {
+  const marked = describedOutputs.get(ctx.zodSchema as z.ZodType);
+  if (!marked) return;
+  for (const key of Object.keys(ctx.jsonSchema)) delete ctx.jsonSchema[key];
+  ctx.jsonSchema.description = marked.description;
 }
 
 function compact(node: Json, io: 'input' | 'output'): Json {
@@ -37,6 +53,7 @@ function compact(node: Json, io: 'input' | 'output'): Json {
     if (key === 'type' && typeImpliedByValues(node)) continue;
     if (key === 'additionalProperties' && isEmptySchema(value)) continue;
     if (io === 'output' && key === 'additionalProperties' && value === false) continue;
+    if (io === 'output' && key === 'required') continue;
     if (key === 'pattern' && typeof node.format === 'string' && STANDARD_FORMATS.has(node.format)) continue;
     if (key === 'propertyNames' && isPlainStringSchema(value)) continue;
     if (node.type === 'integer' && key === 'minimum' && value === -SAFE_INTEGER) continue;

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import * as z from 'zod';
 import { tools } from '../tools/index.ts';
 import { toWireTool } from '../src/server.ts';
-import { dryRunResultSchema, inputSchemaOf } from '../src/tool.ts';
+import { describedOutput, dryRunResultSchema, inputSchemaOf } from '../src/tool.ts';
 import { wireJsonSchema } from '../src/wire-schema.ts';
 
 type Json = Record<string, unknown>;
@@ -161,6 +161,27 @@ describe('compact tool schemas', () => {
       },
       required: ['email', 'n', 'bag', 'kind'],
       additionalProperties: false,
+    });
+  });
+
+  it('output schemas describe: no required or closed objects, and a marked part is one line', () => {
+    const entry = z.strictObject({ score: z.number().describe('0–1'), reasons: z.array(z.string()) });
+    const schema = wireJsonSchema(
+      z.strictObject({ own: entry, embedded: describedOutput(entry, 'As in get_sift_score.') }),
+      'output',
+    );
+    expect(schema).toEqual({
+      type: 'object',
+      properties: {
+        own: {
+          type: 'object',
+          properties: {
+            score: { type: 'number', description: '0–1' },
+            reasons: { type: 'array', items: { type: 'string' } },
+          },
+        },
+        embedded: { description: 'As in get_sift_score.' },
+      },
     });
   });
 });

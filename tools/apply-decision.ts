@@ -42,13 +42,12 @@ export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
   description:
-    "Apply one of the account's configured Sift user decisions (find the decision_id with list_sift_decisions) to a user, " +
-    'e.g. block, watch or accept them for an abuse type. This changes what happens to the customer. Whether a human must ' +
-    "approve depends on the decision's category in Sift: BLOCK always needs approval (possibly by a second person), " +
-    'WATCH and ACCEPT follow the configured policy. When approval is needed the call returns APPROVAL_PENDING with an ' +
-    'approval id: check it with get_approval_status, do not call again. Give the reason in description. The source ' +
-    '(MANUAL_REVIEW) and analyst (your identity) recorded in Sift are set by fraudgate; you cannot set them. ' +
-    'Ids not in the catalogue, or decisions for orders/sessions/content, are refused.',
+    "Apply one of the account's configured Sift user decisions (decision_id from list_sift_decisions) to " +
+    "a user: block, watch or accept them for an abuse type. Approval depends on the decision's category " +
+    'in Sift: BLOCK always needs a human (possibly a second person); WATCH and ACCEPT follow the ' +
+    'configured policy. APPROVAL_PENDING: check get_approval_status, do not call again. Put the evidence ' +
+    'in description; the source and analyst recorded in Sift are set by fraudgate. Ids not in the ' +
+    'catalogue, and order, session or content decisions, are refused.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
@@ -92,7 +91,12 @@ export const applyDecision = defineTool({
         category: decision.category,
         abuse_type: decision.abuseType,
       },
-      ...(await siftEvidence(args.user_id, ctx)),
+      ...(await siftEvidence(args.user_id, ctx, {
+        abuseType: decision.abuseType,
+        effect:
+          `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${args.user_id} for ` +
+          `${decision.abuseType} in Sift; this changes what happens to the customer.`,
+      })),
     };
   },
   async plan(args, ctx) {

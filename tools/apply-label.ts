@@ -6,11 +6,10 @@ export const applyLabel = defineTool({
   name: 'apply_label',
   title: 'Label a user in Sift',
   description:
-    "Label a Sift user as bad (fraudulent) or not bad for one abuse type; this trains Sift's model and can " +
-    'affect the customer, so a human must approve it first (the call waits, then returns APPROVAL_PENDING ' +
-    'with an approval id if nobody decided yet — check it with get_approval_status, do not call again). ' +
-    'Give the reason in description. The analyst and source recorded in Sift are your identity and ' +
-    "fraudgate's configuration; you cannot set them.",
+    "Label a Sift user bad (fraudulent) or not bad for one abuse type. This trains Sift's model and " +
+    'affects the customer, so a human approves first: if nobody has decided yet the call returns ' +
+    'APPROVAL_PENDING with an approval id — check it with get_approval_status, do not call again. Put the ' +
+    'evidence in description; the analyst and source recorded in Sift are set by fraudgate.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
@@ -36,7 +35,13 @@ export const applyLabel = defineTool({
     labelled_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      abuseType: args.abuse_type,
+      effect:
+        `Label ${args.user_id} as ${args.is_bad ? 'BAD (fraudulent)' : 'NOT BAD (known good)'} for ${args.abuse_type} ` +
+        "in Sift; this trains Sift's model and can change what happens to the customer.",
+    }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     return {

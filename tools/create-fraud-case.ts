@@ -138,12 +138,11 @@ export const createFraudCase = defineTool({
   name: 'create_fraud_case',
   title: 'Open a Salesforce fraud case',
   description:
-    'Open a fraud case in Salesforce for a Sift user, pre-filled with the Sift score and reasons, assigned to ' +
-    'the fraud review queue and linked to the matching Account/Contact (by Sift user id, then email, then phone: ' +
-    "yours, else the user's Segment profile). Priority follows the risk band unless you set it. If the user " +
-    'already has an open fraud case, that ' +
-    'case is returned (existing=true) instead of a new one; retrying never creates a duplicate. An unmatched ' +
-    'user still gets a case (match="none") and goes on the identity review list.',
+    'Open a Salesforce fraud case for a Sift user, pre-filled with the Sift score and reasons, in the ' +
+    'fraud review queue, linked to the matching Account/Contact (by Sift user id, then email, then phone: ' +
+    "yours, else the Segment profile's). Priority follows the risk band unless set. An existing open " +
+    'fraud case is returned instead (existing=true), never a duplicate. An unmatched user still gets a ' +
+    'case (match="none") and joins the identity review list.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

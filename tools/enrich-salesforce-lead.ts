@@ -79,11 +79,11 @@ export const enrichSalesforceLead = defineTool({
   name: 'enrich_salesforce_lead',
   title: 'Enrich a Salesforce Lead with its Sift score',
   description:
-    'Score a Salesforce Lead with Sift and write the result onto the Lead (Sift_Score__c 0–100, Sift_Risk_Band__c, ' +
-    'Sift_Checked_At__c). Give exactly one of lead_id or email (an email matching several unconverted Leads is ' +
-    "refused with the candidate ids). The Sift user id is the Lead's Sift_User_Id__c when set, otherwise the Lead's " +
-    'email. When the score is at or above the configured threshold the Lead is reassigned to the lead review queue ' +
-    '(routed_to_review=true). Safe to repeat. It changes no Sift data and sends no email.',
+    'Score a Salesforce Lead with Sift and write Sift_Score__c (0–100), Sift_Risk_Band__c and ' +
+    'Sift_Checked_At__c onto it. Give exactly one of lead_id or email (an email matching several ' +
+    "unconverted Leads is refused with their ids). The Sift user id is the Lead's Sift_User_Id__c, else " +
+    'its email. At or above the configured threshold the Lead moves to the lead review queue ' +
+    '(routed_to_review=true). Safe to repeat; no Sift writes, no email.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

@@ -129,13 +129,12 @@ export const flagOpportunities = defineTool({
   name: 'flag_opportunities',
   title: "Flag a risky customer's open Salesforce opportunities",
   description:
-    "When a customer's Sift score is at or above the configured threshold, set the configured risk flag and a risk " +
-    'summary on every open Opportunity of their Account, and create one review Task per opportunity owner (due in the ' +
-    'configured number of days) on the Account. Give exactly one of user_id (Sift user id, matched on the ' +
-    "Account's Sift user id field) or account_id. Below the threshold nothing is written (over_threshold=false). " +
-    'Safe to ' +
-    'repeat: already-flagged opportunities are not rewritten and an owner with an open review Task gets no second one. ' +
-    'Lists at most 50 ids; counts are complete.',
+    "When a customer's Sift score is at or above the configured threshold, set the risk flag and a risk " +
+    'summary on every open Opportunity of their Account and create one review Task per opportunity owner ' +
+    "on the Account. Give exactly one of user_id (matched on the Account's Sift user id) or account_id. " +
+    'Below the threshold nothing is written (over_threshold=false). Safe to repeat: flagged opportunities ' +
+    'are not rewritten; an owner with an open review Task gets no second one. Lists at most 50 ids; ' +
+    'counts are complete.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -173,7 +172,10 @@ export const flagOpportunities = defineTool({
   target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
   async evidence(args, ctx) {
     const { user } = await resolveAccount(args, ctx);
-    return siftEvidence(user, ctx);
+    return siftEvidence(user, ctx, {
+      system: 'salesforce',
+      effect: `Flag the open Opportunities of ${user}'s Salesforce Account as a fraud risk and create a review Task for each owner.`,
+    });
   },
   async plan(args, ctx) {
     const p = await prepare(args, ctx);

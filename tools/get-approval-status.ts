@@ -6,11 +6,10 @@ export const getApprovalStatus = defineTool({
   name: 'get_approval_status',
   title: 'Check an approval',
   description:
-    'Check a pending approval returned by a destructive tool (apply_label, remove_label, apply_decision, ' +
-    'suppress_user) or a write your policy gates: its state ' +
-    '(pending, approved, denied, expired, executing, executed, failed), who decided and why, the evidence the ' +
-    'approver saw, and once executed the result. Approved actions run automatically; never call the ' +
-    'original tool again for the same action.',
+    'Check an approval returned with APPROVAL_PENDING (apply_label, remove_label, apply_decision, ' +
+    'suppress_user, or a write your policy gates): its state (pending, approved, denied, expired, ' +
+    'executing, executed, failed), who decided and why, the evidence shown, and once executed the result. ' +
+    'Approved actions run by themselves; never call the original tool again.',
   risk: 'read',
   toolset: 'core',
   idempotent: true,

@@ -6,10 +6,9 @@ export const getSiftScore = defineTool({
   name: 'get_sift_score',
   title: 'Get Sift risk score',
   description:
-    "Look up a user's Sift risk: per abuse type the score (0–1 and the console's 0–100), a risk band " +
-    '(low/medium/high/critical), the reasons Sift gives, and the latest decisions and labels on the user. ' +
-    'Reads only. Set refresh=true to make Sift recompute the score first (slower). ' +
-    'An unknown user is an error (NOT_FOUND), never an empty result.',
+    "A user's Sift risk: per abuse type the score (0–1 and the console's 0–100), risk band, Sift's " +
+    'reasons, and the latest decisions and labels. refresh=true makes Sift rescore first (slower). An ' +
+    'unknown user is NOT_FOUND, never an empty result.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

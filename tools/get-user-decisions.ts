@@ -7,9 +7,9 @@ export const getUserDecisions = defineTool({
   name: 'get_user_decisions',
   title: "Get a user's current Sift decisions",
   description:
-    'Show the decisions currently in force on a Sift user: per abuse type the latest decision, its category ' +
-    '(block / watch / accept, from the Sift catalogue; "unknown" if the decision was since deleted) and when it was made. ' +
-    'An empty list means no decision. Reads only.',
+    'The decisions in force on a Sift user: per abuse type the latest decision, its category (block / ' +
+    'watch / accept; "unknown" if since deleted from the catalogue) and when it was made. An empty list ' +
+    'means no decision.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

@@ -64,9 +64,9 @@ export const listSiftDecisions = defineTool({
   name: 'list_sift_decisions',
   title: 'List the Sift decisions catalogue',
   description:
-    'List the decisions configured in the Sift console (id, name, entity type, abuse type and category: block / watch / ' +
-    'accept), optionally filtered. Use it to find the decision_id before apply_decision; only these ids can be applied. ' +
-    'Reads only; results may be up to 60 s old (cached is true then).',
+    'The decisions configured in the Sift console (id, name, entity type, abuse type, category block / ' +
+    'watch / accept), optionally filtered. Find the decision_id for apply_decision here: only these ids ' +
+    'can be applied. Up to 60 s old (cached=true then).',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

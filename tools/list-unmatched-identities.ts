@@ -5,10 +5,9 @@ export const listUnmatchedIdentities = defineTool({
   name: 'list_unmatched_identities',
   title: 'List users awaiting identity review',
   description:
-    'The identity review list: Sift users that lookup_user could not match to any Salesforce record (by Sift ' +
-    'user id, email or phone), newest first, each with the identifiers tried, when it was first and last seen ' +
-    'and how many times. A user leaves the list when a later lookup_user matches them. Paged: pass next_cursor ' +
-    'back as cursor for the next page. Reads only.',
+    'The identity review list: Sift users lookup_user could not match to any Salesforce record (by Sift ' +
+    'user id, email or phone), newest first, with the identifiers tried, when first and last seen and how ' +
+    'often. A later match removes them. Paged: pass next_cursor back as cursor.',
   risk: 'read',
   toolset: 'triage',
   idempotent: true,

@@ -10,11 +10,10 @@ export const removeLabel = defineTool({
   name: 'remove_label',
   title: "Remove a user's Sift label",
   description:
-    'Remove the label (bad or not bad) a Sift user carries for one abuse type, e.g. when apply_label was a mistake. ' +
-    "This retrains Sift's model and can affect the customer, so it follows the same policy as apply_label: a human " +
-    'must approve it first (the call returns APPROVAL_PENDING with an approval id if nobody decided yet — check it with ' +
-    "get_approval_status, do not call again). Give the reason in reason (kept in fraudgate's audit; Sift's unlabel " +
-    'API records no reason). Safe to repeat: removing an absent label changes nothing. It does not undo decisions.',
+    "Remove a Sift user's label (bad or not bad) for one abuse type, e.g. when apply_label was a mistake. " +
+    'Same approval as apply_label (APPROVAL_PENDING: check get_approval_status, do not call again). The ' +
+    "reason is kept in fraudgate's audit (Sift records none). Removing an absent label changes nothing. " +
+    'It does not undo decisions.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
@@ -35,7 +34,13 @@ export const removeLabel = defineTool({
     requested_by: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      abuseType: args.abuse_type,
+      effect:
+        `Remove the ${args.abuse_type} label from ${args.user_id} in Sift; this retrains Sift's model ` +
+        'and can change what happens to the customer.',
+    }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     const label = score.latestLabels[args.abuse_type];

@@ -73,11 +73,11 @@ export const resolveFraudCase = defineTool({
   name: 'resolve_fraud_case',
   title: 'Close a Salesforce fraud case with a resolution',
   description:
-    'Close a Salesforce fraud case: Status set to the configured closed status, Resolution__c from the resolution ' +
-    "(mapped to the org's picklist) and your notes in Resolution_Notes__c. It does NOT label the user or apply a Sift " +
-    'decision: those go through apply_label / apply_decision and their own approval; suggested_next_calls lists them ' +
-    'for you to propose. Closing an already-closed case with the same resolution changes nothing; a different ' +
-    'resolution is refused (CONFLICT).',
+    'Close a Salesforce fraud case: Status to the configured closed status, Resolution__c from resolution ' +
+    "(mapped to the org's picklist), your notes in Resolution_Notes__c. It does NOT label the user or " +
+    'apply a Sift decision: propose those (suggested_next_calls) through apply_label / apply_decision and ' +
+    'their approval. Closing again with the same resolution changes nothing; a different one is refused ' +
+    '(CONFLICT).',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

@@ -3,7 +3,7 @@ import type { SiftEventResult } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, toFraudgateError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { currencyDecimals, fromMicros, toMicros, toSiftMicros } from './money.ts';
-import { abuseType, latestDecision, latestLabel, scoreEntry, summarizeScore, userId } from './schemas.ts';
+import { abuseType, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Sift's id charset (contract §10) also holds for the other ids we send: transaction, session, transfer. */
 const siftId = (what: string) =>
@@ -18,9 +18,7 @@ const decimalAmount = (what: string) =>
   z
     .string()
     .regex(/^-?\d{1,20}(\.\d{1,20})?$/, 'a decimal string like "12.50" (no exponent, no thousands separator)')
-    .describe(
-      `${what} as a decimal string in the currency's base unit, e.g. "12.50" (USD), "1500" (JPY), "0.015" (BTC).`,
-    );
+    .describe(`${what}, a decimal string in the currency's base unit, e.g. "12.50".`);
 
 const currency = z
   .string()
@@ -29,9 +27,7 @@ const currency = z
     (c) => currencyDecimals(c) !== undefined,
     'unknown currency: use an ISO 4217 code or BTC, ETH, LTC, USDC, USDT…',
   )
-  .describe(
-    'ISO 4217 code (USD, EUR, JPY…) or crypto ticker (BTC, ETH…). Sent upper-cased as $currency_code.',
-  );
+  .describe('ISO 4217 code or crypto ticker, e.g. USD, JPY, BTC ($currency_code).');
 
 const status = z.enum(['success', 'failure', 'pending']);
 
@@ -48,9 +44,7 @@ const customFields = z
     z.union([z.string().max(1000), z.number(), z.boolean()]),
   )
   .refine((r) => Object.keys(r).length <= 30, 'at most 30 custom fields')
-  .describe(
-    'Extra product fields sent as Sift custom fields (snake_case names; string, number or boolean values).',
-  );
+  .describe('Extra product fields, sent as Sift custom fields.');
 
 /** Where the event happened: session, network and device. Personal data: sent to Sift, never echoed back. */
 const context = {
@@ -491,16 +485,16 @@ export const sendSiftEvent = defineTool({
   name: 'send_sift_event',
   title: 'Send a wallet event to Sift',
   description:
-    'Report what happened in the online wallet to Sift so it can score the user: account created or updated (including ' +
-    'account_state, sms_verification_status, credit_verification_status), login, logout, a deposit / withdrawal / transfer ' +
-    '(event_type transaction; send it again with the same transaction_id to report a later status such as pending → success), ' +
-    'or a wallet-to-wallet transfer (event_type wallet_transfer: one call sends send_money for the sender and receive_money ' +
-    'for the recipient). Amounts are decimal strings in the base unit with a currency ("12.50" USD, "1500" JPY, "0.0015" BTC); ' +
-    'they are converted exactly to Sift micros, and more decimals than the currency allows is refused. ' +
-    "Set return_score=true to get the acting user's fresh score in the same call; if only the scoring failed, the event still " +
-    'counts and score_error says so. Returns what was sent (types, ids, micros), never the personal data you passed. ' +
-    'Not retried automatically and not idempotent: Sift has no idempotency key, so calling again records the event twice — ' +
-    'after an error, check before resending. Does not label or decide anything.',
+    'Report a wallet event to Sift so it can score the user: account created or updated (incl. ' +
+    'account_state, sms_verification_status, credit_verification_status), login, logout, a deposit / ' +
+    'withdrawal / transfer (event_type transaction; resend with the same transaction_id to report a later ' +
+    'status, e.g. pending → success), or a wallet-to-wallet transfer (event_type wallet_transfer: ' +
+    'send_money for the sender, receive_money for the recipient). Amounts are decimal strings in the ' +
+    'currency\'s base unit ("12.50" USD, "1500" JPY, "0.0015" BTC), converted exactly to Sift micros; more ' +
+    "decimals than the currency allows is refused. return_score=true also returns the acting user's fresh " +
+    'score (score_error if only the scoring failed; the event still counts). Returns what was sent, never ' +
+    'the personal data you passed. Not idempotent: Sift has no idempotency key, so a repeat records the ' +
+    'event twice — after an error, check before resending.',
   risk: 'write',
   toolset: 'sift',
   idempotent: false,
@@ -517,12 +511,7 @@ export const sendSiftEvent = defineTool({
     user_id: z.string().describe('The acting user (the sender for wallet_transfer).'),
     events_sent: z.array(sentEvent),
     score: z
-      .object({
-        highest: scoreEntry.nullable(),
-        scores: z.array(scoreEntry),
-        latest_decisions: z.array(latestDecision),
-        latest_labels: z.array(latestLabel),
-      })
+      .object(scoreSummaryFields)
       .nullable()
       .describe('With return_score: the score after this event; else null.'),
     score_error: z

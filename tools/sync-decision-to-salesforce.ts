@@ -89,11 +89,11 @@ export const syncDecisionToSalesforce = defineTool({
   name: 'sync_decision_to_salesforce',
   title: "Sync a user's Sift decision to Salesforce",
   description:
-    "Copy a user's current Sift decision (read from Sift itself — you cannot supply it) onto the matching Salesforce " +
-    'Account and Contact (the configured decision field, value from the configured mapping) and post a Chatter note on each ' +
-    "record's feed so its owner sees the change. Records are matched by Sift user id, then a Contact by email, " +
-    "then phone (yours, else the user's Segment profile). NOT_FOUND when nothing matches (the user goes on the " +
-    'identity review list). Safe to repeat: the same decision is never posted twice.',
+    "Copy a user's current Sift decision (read from Sift; you cannot supply it) onto the matching " +
+    'Salesforce Account and Contact (the configured decision field, mapped value), with a Chatter note on ' +
+    "each record's feed for its owner. Matched by Sift user id, then a Contact by email, then phone " +
+    "(yours, else the Segment profile's). NOT_FOUND when nothing matches (the user joins the identity " +
+    'review list). The same decision is never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -133,7 +133,12 @@ export const syncDecisionToSalesforce = defineTool({
     ),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      ...(args.abuse_type ? { abuseType: args.abuse_type } : {}),
+      system: 'salesforce',
+      effect: `Copy ${args.user_id}'s current Sift decision onto their Salesforce Account and Contact and post a Chatter note on each.`,
+    }),
   async plan(args, ctx) {
     const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });
     const field = ctx.config.mapping.salesforce_fields.decision;

@@ -65,10 +65,10 @@ export const syncDecisionToSegment = defineTool({
   name: 'sync_decision_to_segment',
   title: "Sync a user's Sift decision to Segment",
   description:
-    "Copy a user's current Sift decision (block / watch / accept, read from Sift itself — you cannot supply it) " +
-    'to their Segment profile as traits, plus a track event, using the configured mapping, so product and ' +
-    'marketing tools react to it. With no current decision it writes the "no decision" traits. Safe to repeat: ' +
-    'the same decision is never counted twice. Reports exactly what was written.',
+    "Copy a user's current Sift decision (read from Sift; you cannot supply it) to their Segment profile " +
+    'as traits plus a track event, per the configured mapping, so product and marketing tools react. No ' +
+    'current decision writes the "no decision" traits. Safe to repeat: a decision is never counted twice. ' +
+    'Reports what was written.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,

@@ -36,11 +36,11 @@ export const syncScoreToSegment = defineTool({
   name: 'sync_score_to_segment',
   title: "Sync a user's Sift score and routing tier to Segment",
   description:
-    "Write a user's current Sift score (0–100, read from Sift — you cannot supply it), risk band and routing tier " +
-    '(from the configured band → tier mapping, e.g. trusted / standard / step_up / blocked) to their Segment profile ' +
-    'as traits, so product flows route the user to a frictionless or step-up path. Uses the riskiest abuse type ' +
-    'unless abuse_type is given; a user with no score for it gets band low. Safe to repeat: an unchanged score is ' +
-    'not sent twice. It changes nothing in Sift.',
+    "Write a user's current Sift score (0–100, read from Sift; you cannot supply it), risk band and " +
+    'routing tier (the configured band → tier mapping, e.g. trusted / standard / step_up / blocked) to ' +
+    'their Segment profile as traits, so product flows choose a frictionless or step-up path. Uses the ' +
+    'riskiest abuse type unless abuse_type is given; no score means band low. An unchanged score is not ' +
+    'resent. Changes nothing in Sift.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,

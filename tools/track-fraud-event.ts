@@ -108,11 +108,11 @@ export const trackFraudEvent = defineTool({
   name: 'track_fraud_event',
   title: 'Record a Sift outcome as a Segment track event',
   description:
-    'Send a Sift outcome for a user to Segment as a structured track event for warehouse analytics. event: ' +
-    'score_evaluated (the current score and band), decision_applied (the current decision) or label_applied (the ' +
-    'latest label). The facts come from Sift itself — you only choose which outcome to record, optionally for one ' +
-    'abuse_type and linked to a Salesforce case_id. Event names come from configuration. NOT_FOUND when Sift has no ' +
-    'such outcome. The same outcome is counted once however often it is sent.',
+    'Send a Sift outcome for a user to Segment as a track event for warehouse analytics: score_evaluated ' +
+    '(the current score and band), decision_applied (the current decision) or label_applied (the latest ' +
+    'label). The facts come from Sift; you choose the outcome, optionally one abuse_type and a Salesforce ' +
+    'case_id. NOT_FOUND when Sift has no such outcome. Each outcome is counted once however often it is ' +
+    'sent.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,
