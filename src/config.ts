@@ -99,6 +99,8 @@ export const configSchema = z.strictObject({
     lead_review_queue: z.string().min(1),
     /** Sift score (0–1, like risk_bands) at or above which `enrich_salesforce_lead` routes a lead to review. */
     lead_score_threshold: z.number().min(0).max(1),
+    /** Lead Status (a value of your org's LeadStatus) set on a lead routed to review; null leaves Status alone. */
+    lead_review_status: z.string().min(1).nullable(),
     /** Sift score (0–1) at or above which `flag_opportunities` flags a user's open opportunities. */
     opportunity_flag_threshold: z.number().min(0).max(1),
     /** Days until the review Task `flag_opportunities` creates for each opportunity owner is due. */
@@ -186,6 +188,11 @@ export const configSchema = z.strictObject({
     segment_events: z.record(z.string().min(1), segmentRule),
     /** Segment identify messages → this Sift event (profile updates); null ignores them. */
     segment_identify: segmentRule.nullable(),
+    /**
+     * A lead Sift has never seen: `report` it as not_scored; `create_account` also sends it to Sift as
+     * a new account ($create_account with the lead's email and name) and writes the score that returns.
+     */
+    lead_not_scored: z.enum(['report', 'create_account']),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
@@ -459,6 +466,7 @@ export const DEFAULTS: Config = {
     case_closed_status: 'Closed',
     lead_review_queue: 'Fraud_Review',
     lead_score_threshold: 0.8,
+    lead_review_status: null,
     opportunity_flag_threshold: 0.6,
     task_due_days: 2,
   },
@@ -541,6 +549,7 @@ export const DEFAULTS: Config = {
       'Order Completed': { sift_event: 'transaction', transaction_status: 'success', return_score: true },
     },
     segment_identify: { sift_event: 'update_account' },
+    lead_not_scored: 'report',
   },
   approvals: {
     tools: {},

@@ -620,7 +620,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester: principal.id,
       policy_version: policyVersion,
     });
-    if (open) return awaitDecision(open, channel, meta.callId);
+    if (open) {
+      // The same call again: it joins the open approval, and like every call it leaves a record.
+      await record({ ...base, event: 'approval_requested', approval_id: open.id });
+      return awaitDecision(open, channel, meta.callId);
+    }
 
     if (mode === 'confirm' && channel.elicit) {
       const answer = await channel.elicit(
