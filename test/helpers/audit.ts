@@ -5,6 +5,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { recordFromRow, type AuditRecord } from '../../src/governance/audit.ts';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import {
   createAuditLedger,
   verifyLedger,
@@ -16,7 +17,7 @@ import { createRedactor } from '../../src/governance/redact.ts';
 import { openSqliteLedgerStore } from '../../src/store/sqlite/audit-ledger-store.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import type { Config, Secrets } from '../../src/config.ts';
-import { openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
+import { databasePath, openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
 
 /** Every record in the data directory's ledger, in commit order, once `audit` has flushed. */
 export async function storedAuditRecords(config: Config, audit?: AuditLog): Promise<AuditRecord[]> {
@@ -78,4 +79,27 @@ export function openTestLedger(
       await engine.close();
     },
   };
+}
+
+/** How many records the data directory's ledger holds, once `audit` has flushed (cheap: no parsing). */
+export async function countStoredAuditRecords(config: Config, audit?: AuditLog): Promise<number> {
+  await audit?.flush();
+  const db = new DatabaseSync(databasePath(config), { readOnly: true });
+  try {
+    return Number((db.prepare('SELECT count(*) AS n FROM audit_records').get() as { n: number }).n);
+  } finally {
+    db.close();
+  }
+}
+
+/** The ledger's stored record bodies as one text, exactly as stored: for "this never appears" checks. */
+export async function storedAuditText(config: Config, audit?: AuditLog): Promise<string> {
+  await audit?.flush();
+  const db = new DatabaseSync(databasePath(config), { readOnly: true });
+  try {
+    const rows = db.prepare('SELECT body FROM audit_records ORDER BY id').all() as { body: string }[];
+    return rows.map((r) => r.body).join('\n');
+  } finally {
+    db.close();
+  }
 }
