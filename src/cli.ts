@@ -6,7 +6,6 @@
  * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
 import { runApprovalsCommand } from './cli/approvals.ts';
@@ -17,7 +16,8 @@ import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { resolveUpstreams } from './sandbox/sandbox.ts';
+import { resolveUpstreams, sandboxDevToken } from './sandbox/sandbox.ts';
+import { runSandboxCommand } from './cli/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
 import { openAutomation } from './outbox/automation.ts';
@@ -182,6 +182,13 @@ const COMMANDS: Command[] = [
     run: (args, values) => runSyncCommand(args, values, configure(values), tools),
   },
   {
+    name: 'sandbox',
+    summary: 'the built-in emulators: what they hold for a user, or start them over from the demo data',
+    usage: ['sandbox show USER_ID [--json]', 'sandbox reset'],
+    options: ['json'],
+    run: (args, values) => runSandboxCommand(args, values, configure(values)),
+  },
+  {
     name: 'docs',
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
@@ -265,9 +272,12 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
-  if (sandbox) {
+  if (config.mode === 'sandbox') {
     process.stderr.write(
-      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n`,
+      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
+        (sandbox
+          ? `fraudgate: the sandbox keeps its data in the data dir across restarts (fraudgate sandbox reset starts it over)\n`
+          : `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`),
     );
   } else {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
@@ -341,7 +351,8 @@ async function serveHttp(
   mounts: HttpHandler[] = [],
 ): Promise<void> {
   const sandbox = runtime.config.mode === 'sandbox';
-  const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
+  // The sandbox's token is kept in the data dir, so clients configured with it survive a restart.
+  const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
     extraHandlers: ({ authenticator }) => [
