@@ -3,7 +3,7 @@
  * audit log and the governance pipeline, wired from a resolved configuration. `fraudgate serve`, the
  * tests and the benchmarks all build it the same way.
  */
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,15 @@ import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
 import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
-import { openAuditLog, type AuditLog } from './governance/audit.ts';
+import type { AuditLog } from './governance/audit.ts';
+import { createAuditLedger, pruneLedger, type LedgerEngine } from './governance/audit-ledger.ts';
+import {
+  createCheckpointSigner,
+  createCheckpointVerifier,
+  loadSigningKey,
+  type CheckpointVerifier,
+} from './governance/audit-signing.ts';
+import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
 import { Redis } from 'ioredis';
@@ -40,6 +48,7 @@ export interface Runtime {
   approvals: ApprovalStore;
   /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
+  /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
@@ -51,7 +60,8 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
+/** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
+export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -99,28 +109,117 @@ export function openConfiguredStore(config: Config, secrets: Secrets, logger: Lo
 }
 
 /**
- * The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need.
- * `close()` closes what it opened (the store only when it was not given one).
+ * This process's audit writer id. `serve` passes FRAUDGATE_REPLICA_ID when set, so a restarted
+ * replica continues its chain; every other process (CLI commands, tests) gets its own.
  */
-export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger, store?: Store) {
+export function auditWriterId(replicaId?: string): string {
+  return replicaId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}:${process.pid}`;
+}
+
+/** The ledger's storage. */
+export function openLedgerEngine(config: Pick<Config, 'data_dir'>): LedgerEngine {
+  return openSqliteLedgerStore(databasePath(config));
+}
+
+/** The public key that checks checkpoints, from the configured signing key (see audit-signing.ts). */
+export function trustedAuditVerifier(config: Config, secrets: Secrets): CheckpointVerifier {
+  const key = loadSigningKey({
+    pem: secrets.auditSigningKey,
+    file: secrets.auditSigningKeyFile,
+    dataDir: config.data_dir,
+    mode: config.mode,
+  });
+  return createCheckpointVerifier(createPublicKey(key));
+}
+
+/**
+ * Opens this process's ledger writer. Refuses (fail closed) without a signing key in live mode.
+ * Retention (`audit.retention_days`) runs here on a timer; pruning is idempotent, so replicas that
+ * run it at once only repeat each other's deletes.
+ */
+export function openAuditLedger(
+  config: Config,
+  secrets: Secrets,
+  redactor: Redactor,
+  logger: Logger,
+  writer = auditWriterId(),
+): AuditLog & { engine: LedgerEngine } {
+  const signer = createCheckpointSigner(
+    loadSigningKey({
+      pem: secrets.auditSigningKey,
+      file: secrets.auditSigningKeyFile,
+      dataDir: config.data_dir,
+      mode: config.mode,
+    }),
+  );
+  const engine = openLedgerEngine(config);
+  const ledger = createAuditLedger({
+    engine,
+    writer,
+    redactor,
+    signer,
+    checkpointEvery: config.audit.checkpoint_every,
+    checkpointIntervalMs: config.audit.checkpoint_interval_ms,
+    onHealthChange: (health) =>
+      health.ok
+        ? logger.info('audit ledger writable again')
+        : logger.error('audit ledger cannot write: calls are refused until it can', { error: health.reason }),
+  });
+  let retention: NodeJS.Timeout | undefined;
+  if (config.audit.retention_days > 0) {
+    const prune = () =>
+      pruneLedger(engine, new Date(Date.now() - config.audit.retention_days * 86_400_000)).catch(
+        (error: unknown) =>
+          logger.warn('audit retention failed; it runs again within the hour', { error: String(error) }),
+      );
+    void prune();
+    retention = setInterval(prune, 3_600_000);
+    retention.unref();
+  }
+  return {
+    ...ledger,
+    writer: ledger.writer,
+    engine,
+    async close() {
+      if (retention) clearInterval(retention);
+      await ledger.close();
+      await engine.close();
+    },
+  };
+}
+
+/**
+ * The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need.
+ * `close()` closes what it opened: the store only when it was not given one, the ledger writer only
+ * when it was not given one.
+ */
+export async function openGovernanceState(
+  config: Config,
+  secrets: Secrets,
+  logger: Logger,
+  options: { audit?: AuditLog; writer?: string; store?: Store } = {},
+) {
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const ownStore = store ?? (await openConfiguredStore(config, secrets, logger));
-  const audit = await openAuditLog(auditPath(config), { redactor }).catch(async (error: unknown) => {
-    if (!store) await ownStore.close();
+  const store = options.store ?? (await openConfiguredStore(config, secrets, logger));
+  let audit: AuditLog;
+  try {
+    audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
+  } catch (error) {
+    if (!options.store) await store.close();
     throw error;
-  });
-  const desk = createApprovalDesk({ approvals: ownStore.approvals, audit, logger });
+  }
+  const desk = createApprovalDesk({ approvals: store.approvals, audit, logger });
   return {
     redactor,
     audit,
-    store: ownStore,
-    approvals: ownStore.approvals,
-    identities: ownStore.identities,
+    store,
+    approvals: store.approvals,
+    identities: store.identities,
     desk,
     async close() {
-      await audit.close();
-      if (!store) await ownStore.close();
+      if (!options.audit) await audit.close();
+      if (!options.store) await store.close();
     },
   };
 }
@@ -194,16 +293,22 @@ export async function openRuntime(options: {
   logger: Logger;
   /** Inject clients (e.g. already built for the sandbox); default: built from config and secrets. */
   clients?: UpstreamClients;
+  /**
+   * Another runtime's ledger writer, shared so a process has one (the automation side of
+   * `serve --http`); its owner closes it. Default: open this process's own.
+   */
+  audit?: AuditLog;
+  /** The ledger writer id when opening one (`serve` passes FRAUDGATE_REPLICA_ID). */
+  auditWriter?: string;
   /** The process's store; default: opened here (and closed by `close()`). */
   store?: Store;
 }): Promise<Runtime> {
   const { config, secrets } = options;
-  const { close: closeState, ...state } = await openGovernanceState(
-    config,
-    secrets,
-    options.logger,
-    options.store,
-  );
+  const { close: closeState, ...state } = await openGovernanceState(config, secrets, options.logger, {
+    ...(options.audit ? { audit: options.audit } : {}),
+    ...(options.auditWriter ? { writer: options.auditWriter } : {}),
+    ...(options.store ? { store: options.store } : {}),
+  });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
   const clients = options.clients ?? createClients(config, secrets);

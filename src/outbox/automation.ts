@@ -7,6 +7,7 @@
 import type { SiftClient, SiftDecisionDefinition, UpstreamClients } from '../clients/types.ts';
 import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
+import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
 import { createClients, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
@@ -99,6 +100,8 @@ export async function openAutomation(options: {
   batching?: boolean;
   /** The process's store (shared with its MCP runtime); default: opened here and closed by `close()`. */
   store?: Store;
+  /** The process's ledger writer, when another runtime already opened it (one per process). */
+  audit?: AuditLog;
 }): Promise<Automation> {
   const config = automationConfig(options.config);
   const clients = createAutomationClients(config, options.secrets, options.clients, options.batching ?? true);
@@ -109,6 +112,7 @@ export async function openAutomation(options: {
     logger: options.logger,
     clients,
     ...(options.store ? { store: options.store } : {}),
+    ...(options.audit ? { audit: options.audit } : {}),
   });
   const store = runtime.store.outbox;
   const worker = createOutboxWorker({

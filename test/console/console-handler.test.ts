@@ -11,8 +11,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Authenticator } from '../../src/auth/authenticator.ts';
 import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
-import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
-import { createRedactor } from '../../src/governance/redact.ts';
+import type { AuditLog } from '../../src/governance/audit.ts';
+import { openTestLedger } from '../helpers/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import type { ApprovalStore } from '../../src/store/approval-store.ts';
@@ -33,6 +33,7 @@ const authenticate: Authenticator = async (token) => {
 let clock = Date.now();
 let dir: string;
 let audit: AuditLog;
+let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
 let store: Store;
 let sessions: SessionStores;
@@ -93,7 +94,8 @@ async function pending(id: string, overrides: { requester?: string; expires_at?:
 beforeEach(async () => {
   clock = Date.now();
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
-  audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+  ledger = openTestLedger(dir);
+  audit = ledger.audit;
   store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
   approvals = store.approvals;
   sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
@@ -101,7 +103,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  await audit.close();
+  await ledger.close();
   await store.close();
   await sessions.close();
   rmSync(dir, { recursive: true, force: true });

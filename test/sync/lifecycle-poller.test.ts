@@ -5,10 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
-import { readFileSync } from 'node:fs';
-import { auditPath } from '../../src/runtime.ts';
 import { openStore } from '../../src/store/store.ts';
 import type { SyncStateStore } from '../../src/store/sync-state-store.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import {
   createAutomationPipeline,
   createLifecyclePoller,
@@ -156,10 +155,7 @@ describe('lifecycle poller', () => {
     expect((await poller.pollOnce()).events).toEqual([]);
     expect(decisionPosts(env)).toHaveLength(1);
     // Every automated action is audited under the automation principal.
-    const audit = readFileSync(auditPath(env.config), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audit = await storedAuditRecords(env.config, env.runtime.audit);
     expect(
       audit.some(
         (r) => r.event === 'executed' && JSON.stringify(r.principal).includes(LIFECYCLE_PRINCIPAL.id),
