@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runIdentitiesCommand } from '../../src/cli/identities.ts';
 import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
-import type { AuditRecord } from '../../src/governance/audit.ts';
 import { openStore } from '../../src/store/store.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 
