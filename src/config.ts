@@ -99,6 +99,8 @@ export const configSchema = z.strictObject({
     lead_review_queue: z.string().min(1),
     /** Sift score (0–1, like risk_bands) at or above which `enrich_salesforce_lead` routes a lead to review. */
     lead_score_threshold: z.number().min(0).max(1),
+    /** Lead Status (a value of your org's LeadStatus) set on a lead routed to review; null leaves Status alone. */
+    lead_review_status: z.string().min(1).nullable(),
     /** Sift score (0–1) at or above which `flag_opportunities` flags a user's open opportunities. */
     opportunity_flag_threshold: z.number().min(0).max(1),
     /** Days until the review Task `flag_opportunities` creates for each opportunity owner is due. */
@@ -186,6 +188,11 @@ export const configSchema = z.strictObject({
     segment_events: z.record(z.string().min(1), segmentRule),
     /** Segment identify messages → this Sift event (profile updates); null ignores them. */
     segment_identify: segmentRule.nullable(),
+    /**
+     * A lead Sift has never seen: `report` it as not_scored; `create_account` also sends it to Sift as
+     * a new account ($create_account with the lead's email and name) and writes the score that returns.
+     */
+    lead_not_scored: z.enum(['report', 'create_account']),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
@@ -206,6 +213,15 @@ export const configSchema = z.strictObject({
     /** How long a tool call waits (with progress) for a decision before returning APPROVAL_PENDING. */
     wait_ms: z.number().int().min(0),
     poll_ms: z.number().int().positive(),
+  }),
+  /** The audit ledger (README "Audit"): checkpoint cadence and retention. */
+  audit: z.strictObject({
+    /** A writer signs its chain's head after this many records... */
+    checkpoint_every: z.number().int().positive(),
+    /** ...or after this long with unsealed records (and on shutdown). */
+    checkpoint_interval_ms: z.number().int().positive().max(86_400_000),
+    /** Records older than this are pruned (back to a checkpoint, which stays as the anchor); 0 keeps everything. */
+    retention_days: z.number().min(0),
   }),
   rate_limits: z.strictObject({
     /** memory: per process; redis: shared by every replica (FRAUDGATE_REDIS_URL). */
@@ -406,6 +422,10 @@ export interface Secrets {
   salesforcePassword?: string;
   /** Key for the keyed hashes of personal data in the audit log. */
   auditKey?: string;
+  /** FRAUDGATE_AUDIT_SIGNING_KEY: the Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints. */
+  auditSigningKey?: string;
+  /** FRAUDGATE_AUDIT_SIGNING_KEY_FILE: or the file holding it, outside the data directory. */
+  auditSigningKeyFile?: string;
   /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
@@ -448,6 +468,7 @@ export const DEFAULTS: Config = {
     case_closed_status: 'Closed',
     lead_review_queue: 'Fraud_Review',
     lead_score_threshold: 0.8,
+    lead_review_status: null,
     opportunity_flag_threshold: 0.6,
     task_due_days: 2,
   },
@@ -530,6 +551,7 @@ export const DEFAULTS: Config = {
       'Order Completed': { sift_event: 'transaction', transaction_status: 'success', return_score: true },
     },
     segment_identify: { sift_event: 'update_account' },
+    lead_not_scored: 'report',
   },
   approvals: {
     tools: {},
@@ -542,6 +564,7 @@ export const DEFAULTS: Config = {
     wait_ms: 30_000,
     poll_ms: 250,
   },
+  audit: { checkpoint_every: 1000, checkpoint_interval_ms: 10_000, retention_days: 0 },
   rate_limits: {
     store: 'memory',
     read: { capacity: 60, per_minute: 120 },
@@ -693,6 +716,8 @@ export function readSecrets(env: Env): Secrets {
     salesforceUsername: nonEmpty(env.SALESFORCE_USERNAME),
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
+    auditSigningKey: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY),
+    auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
