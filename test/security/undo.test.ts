@@ -3,11 +3,9 @@
  * governed tool with its own approval, restoring the emulator's prior state; the audit links the
  * undo to the action it reverses.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/governance/audit.ts';
 import type { Principal } from '../../src/tool.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv | undefined;
@@ -30,11 +28,7 @@ async function approvedAndRun(e: TestEnv, tool: string, args: Record<string, unk
   return id;
 }
 
-const audit = (e: TestEnv) =>
-  readFileSync(join(e.dataDir, 'audit.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as AuditRecord);
+const audit = (e: TestEnv) => storedAuditRecords(e.config, e.runtime.audit);
 
 describe('undo_action restores the prior state of each destructive tool', () => {
   it('apply_label → the label is removed again (there was none); the undo needed its own approval; audit links both', async () => {
@@ -62,7 +56,7 @@ describe('undo_action restores the prior state of each destructive tool', () => 
     expect(env.runtime.approvals.get(undoId)?.state).toBe('executed');
     expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
 
-    const linked = audit(env).filter((r) => r.tool === 'undo_action' && r.event === 'executed');
+    const linked = (await audit(env)).filter((r) => r.tool === 'undo_action' && r.event === 'executed');
     expect(linked).toHaveLength(1);
     expect(linked[0]).toMatchObject({ target: `approval:${id}`, approval_id: undoId });
   });
