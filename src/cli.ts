@@ -6,7 +6,6 @@
  * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
 import { runApprovalsCommand } from './cli/approvals.ts';
@@ -17,7 +16,8 @@ import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { resolveUpstreams } from './sandbox/sandbox.ts';
+import { resolveUpstreams, sandboxDevToken } from './sandbox/sandbox.ts';
+import { runSandboxCommand } from './cli/sandbox.ts';
 import { runSyncCommand } from './cli/sync.ts';
 import { runOutboxCommand } from './cli/outbox.ts';
 import { openAutomation } from './outbox/automation.ts';
@@ -51,6 +51,9 @@ const OPTIONS = {
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
+  'public-key': { type: 'string' },
+  since: { type: 'string' },
+  format: { type: 'string' },
   write: { type: 'boolean' },
   check: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
@@ -75,6 +78,9 @@ const OPTION_HELP: Record<OptionName, string> = {
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
+  'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
+  format: 'FORMAT  export format: jsonl (JSON Lines, the default)',
   write: 'rewrite the generated section in place',
   check: 'exit 1 when the generated section is out of date',
   'dry-run': 'show what would change, change nothing',
@@ -130,9 +136,15 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'audit',
-    summary: 'verify the hash chain of the audit log',
-    usage: ['audit verify [--file PATH]'],
-    options: ['file'],
+    summary: 'verify or export the audit ledger',
+    usage: [
+      'audit verify [--file PATH] [--public-key FILE]',
+      'audit export [--since ISO-TIME] [--format jsonl]',
+    ],
+    options: ['file', 'public-key', 'since', 'format'],
+    notes: [
+      "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+    ],
     run: (args, values) => runAuditCommand(args, values, configure(values)),
   },
   {
@@ -168,6 +180,13 @@ const COMMANDS: Command[] = [
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
     options: ['dry-run', 'once'],
     run: (args, values) => runSyncCommand(args, values, configure(values), tools),
+  },
+  {
+    name: 'sandbox',
+    summary: 'the built-in emulators: what they hold for a user, or start them over from the demo data',
+    usage: ['sandbox show USER_ID [--json]', 'sandbox reset'],
+    options: ['json'],
+    run: (args, values) => runSandboxCommand(args, values, configure(values)),
   },
   {
     name: 'docs',
@@ -253,9 +272,12 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
-  if (sandbox) {
+  if (config.mode === 'sandbox') {
     process.stderr.write(
-      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n`,
+      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
+        (sandbox
+          ? `fraudgate: the sandbox keeps its data in the data dir across restarts (fraudgate sandbox reset starts it over)\n`
+          : `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`),
     );
   } else {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
@@ -265,11 +287,19 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const runtime = await openRuntime({ config, secrets, tools, logger });
+  const replicaId = process.env.FRAUDGATE_REPLICA_ID?.trim();
+  const runtime = await openRuntime({
+    config,
+    secrets,
+    tools,
+    logger,
+    ...(replicaId ? { auditWriter: replicaId } : {}),
+  });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const automation = await openAutomation({ config, secrets, tools, logger });
+    // One ledger writer per process: the automation side appends through the MCP side's.
+    const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,
@@ -321,7 +351,8 @@ async function serveHttp(
   mounts: HttpHandler[] = [],
 ): Promise<void> {
   const sandbox = runtime.config.mode === 'sandbox';
-  const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
+  // The sandbox's token is kept in the data dir, so clients configured with it survive a restart.
+  const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
     extraHandlers: ({ authenticator }) => [
