@@ -63,6 +63,8 @@ describe('a newer request supersedes an older pending approval', () => {
     expect((await approvals.list({ states: ['superseded'] })).map((a) => a.tool)).toEqual(['suppress_user']);
     const effects = (await o.automation.store.list({ limit: 100 })).filter((e) => e.tool === 'suppress_user');
     expect(effects.map((e) => e.state).sort()).toEqual(['awaiting_approval', 'skipped']);
-    expect(o.auditRecords().some((r) => r.event === 'superseded' && r.tool === 'suppress_user')).toBe(true);
+    expect((await o.auditRecords()).some((r) => r.event === 'superseded' && r.tool === 'suppress_user')).toBe(
+      true,
+    );
   });
 });
