@@ -9,23 +9,11 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
-import { runApprovalsCommand } from './cli/approvals.ts';
-import { runAuditCommand } from './cli/audit.ts';
-import { runDocsCommand } from './cli/docs.ts';
-import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { resolveUpstreams } from './sandbox/sandbox.ts';
-import { runSyncCommand } from './cli/sync.ts';
-import { runOutboxCommand } from './cli/outbox.ts';
-import { openAutomation } from './outbox/automation.ts';
-import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
-import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
-import { createConsoleHandler } from './console/console.ts';
-import { startHttpServer, type HttpHandler } from './transports/http.ts';
-import { serveStdio } from './transports/stdio.ts';
+import type { HttpHandler } from './transports/http.ts';
 import { checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -124,14 +112,16 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runApprovalsCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/approvals.ts')).runApprovalsCommand(args, values, configure(values)),
   },
   {
     name: 'audit',
     summary: 'verify the hash chain of the audit log',
     usage: ['audit verify [--file PATH]'],
     options: ['file'],
-    run: (args, values) => runAuditCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),
   },
   {
     name: 'identities',
@@ -144,7 +134,8 @@ const COMMANDS: Command[] = [
     ],
     options: ['json'],
     notes: [OPERATOR_CREDENTIAL],
-    run: async (args, values) => runIdentitiesCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/identities.ts')).runIdentitiesCommand(args, values, configure(values)),
   },
   {
     name: 'outbox',
@@ -158,21 +149,23 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason', 'once'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runOutboxCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
   },
   {
     name: 'sync',
     summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
     options: ['dry-run', 'once'],
-    run: (args, values) => runSyncCommand(args, values, configure(values), tools),
+    run: async (args, values) =>
+      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
   },
   {
     name: 'docs',
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
     options: ['write', 'check'],
-    run: (args, values) => runDocsCommand(args, values, tools),
+    run: async (args, values) => (await import('./cli/docs.ts')).runDocsCommand(args, values, tools),
   },
 ];
 
@@ -250,6 +243,9 @@ function configure(values: CliValues): LoadedConfig {
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
+  // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
+  // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
+  const { resolveUpstreams } = await import('./sandbox/sandbox.ts');
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   if (sandbox) {
     process.stderr.write(
@@ -267,6 +263,10 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
+    const [{ openAutomation }, { createSiftWebhookHandler }] = await Promise.all([
+      import('./outbox/automation.ts'),
+      import('./webhooks/sift-webhook.ts'),
+    ]);
     const automation = await openAutomation({ config, secrets, tools, logger });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
@@ -289,6 +289,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     );
     return;
   }
+  const { serveStdio } = await import('./transports/stdio.ts');
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
@@ -309,6 +310,12 @@ async function serveHttp(
 ): Promise<void> {
   const sandbox = runtime.config.mode === 'sandbox';
   const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
+  const [{ startHttpServer }, { createConsoleHandler }, { SANDBOX_PERSONAS, sandboxPersonaToken }] =
+    await Promise.all([
+      import('./transports/http.ts'),
+      import('./console/console.ts'),
+      import('./auth/authenticator.ts'),
+    ]);
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
     extraHandlers: ({ authenticator }) => [
