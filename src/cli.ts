@@ -6,7 +6,6 @@
  * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
@@ -161,6 +160,14 @@ const COMMANDS: Command[] = [
       (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
   },
   {
+    name: 'sandbox',
+    summary: 'the built-in emulators: what they hold for a user, or start them over from the demo data',
+    usage: ['sandbox show USER_ID [--json]', 'sandbox reset'],
+    options: ['json'],
+    run: async (args, values) =>
+      (await import('./cli/sandbox.ts')).runSandboxCommand(args, values, configure(values)),
+  },
+  {
     name: 'docs',
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
@@ -247,9 +254,12 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
   const { resolveUpstreams } = await import('./sandbox/sandbox.ts');
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
-  if (sandbox) {
+  if (config.mode === 'sandbox') {
     process.stderr.write(
-      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n`,
+      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
+        (sandbox
+          ? `fraudgate: the sandbox keeps its data in the data dir across restarts (fraudgate sandbox reset starts it over)\n`
+          : `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`),
     );
   } else {
     process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
@@ -263,15 +273,33 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const [{ openAutomation }, { createSiftWebhookHandler }] = await Promise.all([
+    const [
+      { openAutomation },
+      { createSiftWebhookHandler },
+      { createSegmentWebhookHandler },
+      { siftUserResolver },
+    ] = await Promise.all([
       import('./outbox/automation.ts'),
       import('./webhooks/sift-webhook.ts'),
+      import('./webhooks/segment-webhook.ts'),
+      import('./webhooks/segment-mapping.ts'),
     ]);
     const automation = await openAutomation({ config, secrets, tools, logger });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,
       keys: secrets.siftWebhookKeys ?? [],
+      audit: runtime.audit,
+      logger,
+      bodyLimitBytes: config.http.body_limit_bytes,
+      onEnqueued: () => automation.worker.wake(),
+    });
+    // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
+    const segmentWebhook = createSegmentWebhookHandler({
+      store: (event, effects) => automation.store.enqueueRouted(event, effects),
+      secret: secrets.segmentWebhookSecret,
+      mapping: config.mapping,
+      siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
       audit: runtime.audit,
       logger,
       bodyLimitBytes: config.http.body_limit_bytes,
@@ -285,7 +313,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
         await runtime.close();
         await sandbox?.close();
       },
-      [webhook],
+      [webhook, segmentWebhook],
     );
     return;
   }
@@ -308,14 +336,20 @@ async function serveHttp(
   onClose: () => Promise<void>,
   mounts: HttpHandler[] = [],
 ): Promise<void> {
+  const [
+    { startHttpServer },
+    { createConsoleHandler },
+    { SANDBOX_PERSONAS, sandboxPersonaToken },
+    { sandboxDevToken },
+  ] = await Promise.all([
+    import('./transports/http.ts'),
+    import('./console/console.ts'),
+    import('./auth/authenticator.ts'),
+    import('./sandbox/sandbox.ts'),
+  ]);
   const sandbox = runtime.config.mode === 'sandbox';
-  const devToken = sandbox ? (envDevToken ?? randomBytes(24).toString('base64url')) : undefined;
-  const [{ startHttpServer }, { createConsoleHandler }, { SANDBOX_PERSONAS, sandboxPersonaToken }] =
-    await Promise.all([
-      import('./transports/http.ts'),
-      import('./console/console.ts'),
-      import('./auth/authenticator.ts'),
-    ]);
+  // The sandbox's token is kept in the data dir, so clients configured with it survive a restart.
+  const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
     extraHandlers: ({ authenticator }) => [

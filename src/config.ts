@@ -42,6 +42,19 @@ const decisionEffect = z.strictObject({
 /** A Salesforce field API name; also what keeps configured names safe inside SOQL. */
 const fieldApiName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a Salesforce field API name');
 
+/** How one Segment message becomes one `send_sift_event` call (src/webhooks/segment-mapping.ts). */
+const segmentRule = z.strictObject({
+  sift_event: z.enum(['create_account', 'update_account', 'login', 'logout', 'transaction']),
+  /** transaction only; default withdrawal (money leaves the wallet). */
+  transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']).optional(),
+  /** transaction only; default success. */
+  transaction_status: z.enum(['success', 'failure', 'pending']).optional(),
+  /** login only; default success. */
+  login_status: z.enum(['success', 'failure']).optional(),
+  /** Ask Sift for the user's fresh score with the event. */
+  return_score: z.boolean().optional(),
+});
+
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
@@ -86,6 +99,8 @@ export const configSchema = z.strictObject({
     lead_review_queue: z.string().min(1),
     /** Sift score (0–1, like risk_bands) at or above which `enrich_salesforce_lead` routes a lead to review. */
     lead_score_threshold: z.number().min(0).max(1),
+    /** Lead Status (a value of your org's LeadStatus) set on a lead routed to review; null leaves Status alone. */
+    lead_review_status: z.string().min(1).nullable(),
     /** Sift score (0–1) at or above which `flag_opportunities` flags a user's open opportunities. */
     opportunity_flag_threshold: z.number().min(0).max(1),
     /** Days until the review Task `flag_opportunities` creates for each opportunity owner is due. */
@@ -169,6 +184,15 @@ export const configSchema = z.strictObject({
     }),
     /** Value the opportunity flag field is set to: true for a checkbox, or a picklist value such as "Elevated". */
     opportunity_flag_value: z.union([z.literal(true), z.string().min(1)]),
+    /** Segment track event name (exact, case-sensitive) → the Sift event `POST /webhooks/segment` sends; others are ignored. */
+    segment_events: z.record(z.string().min(1), segmentRule),
+    /** Segment identify messages → this Sift event (profile updates); null ignores them. */
+    segment_identify: segmentRule.nullable(),
+    /**
+     * A lead Sift has never seen: `report` it as not_scored; `create_account` also sends it to Sift as
+     * a new account ($create_account with the lead's email and name) and writes the score that returns.
+     */
+    lead_not_scored: z.enum(['report', 'create_account']),
   }),
   approvals: z.strictObject({
     /** Per-tool approval mode; tools not listed use the default for their risk. Unknown names stop start-up. */
@@ -398,6 +422,8 @@ export interface Secrets {
   approverToken?: string;
   /** SIFT_WEBHOOK_KEYS: signature keys for decision webhooks, comma-separated (several during a rotation). */
   siftWebhookKeys?: string[];
+  /** SEGMENT_WEBHOOK_SECRET: the shared secret of the Segment Webhooks destination (HMAC-SHA1 signatures). */
+  segmentWebhookSecret?: string;
   /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
   postgresUrl?: string;
 }
@@ -427,6 +453,7 @@ export const DEFAULTS: Config = {
     case_closed_status: 'Closed',
     lead_review_queue: 'Fraud_Review',
     lead_score_threshold: 0.8,
+    lead_review_status: null,
     opportunity_flag_threshold: 0.6,
     task_due_days: 2,
   },
@@ -495,6 +522,21 @@ export const DEFAULTS: Config = {
       opportunity_summary: 'Fraud_Risk_Summary__c',
     },
     opportunity_flag_value: true,
+    segment_events: {
+      'Signed Up': { sift_event: 'create_account', return_score: true },
+      'User Signed Up': { sift_event: 'create_account', return_score: true },
+      'Signed In': { sift_event: 'login' },
+      'Signed Out': { sift_event: 'logout' },
+      'Checkout Started': {
+        sift_event: 'transaction',
+        transaction_status: 'pending',
+        return_score: true,
+      },
+      'Payment Info Entered': { sift_event: 'update_account' },
+      'Order Completed': { sift_event: 'transaction', transaction_status: 'success', return_score: true },
+    },
+    segment_identify: { sift_event: 'update_account' },
+    lead_not_scored: 'report',
   },
   approvals: {
     tools: {},
@@ -661,6 +703,7 @@ export function readSecrets(env: Env): Secrets {
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),
     postgresUrl: nonEmpty(env.FRAUDGATE_POSTGRES_URL),
+    segmentWebhookSecret: nonEmpty(env.SEGMENT_WEBHOOK_SECRET),
     siftWebhookKeys: nonEmpty(env.SIFT_WEBHOOK_KEYS)
       ?.split(',')
       .map((k) => k.trim())

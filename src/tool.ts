@@ -230,5 +230,12 @@ export function annotationsFor(tool: Pick<AnyTool, 'title' | 'risk' | 'idempoten
   };
 }
 
+/** A timestamp as people read it, `2026-11-30 14:05 UTC` (approvals, evidence, console, CLI). */
+export function humanTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
 /** Risk bands are configuration, but tools compute them: re-exported here so tools need not import config. */
 export { riskBandFor, type RiskBand } from './config.ts';

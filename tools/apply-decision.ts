@@ -91,7 +91,12 @@ export const applyDecision = defineTool({
         category: decision.category,
         abuse_type: decision.abuseType,
       },
-      ...(await siftEvidence(args.user_id, ctx)),
+      ...(await siftEvidence(args.user_id, ctx, {
+        abuseType: decision.abuseType,
+        effect:
+          `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${args.user_id} for ` +
+          `${decision.abuseType} in Sift; this changes what happens to the customer.`,
+      })),
     };
   },
   async plan(args, ctx) {

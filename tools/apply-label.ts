@@ -35,7 +35,13 @@ export const applyLabel = defineTool({
     labelled_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      abuseType: args.abuse_type,
+      effect:
+        `Label ${args.user_id} as ${args.is_bad ? 'BAD (fraudulent)' : 'NOT BAD (known good)'} for ${args.abuse_type} ` +
+        "in Sift; this trains Sift's model and can change what happens to the customer.",
+    }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     return {

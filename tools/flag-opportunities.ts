@@ -172,7 +172,10 @@ export const flagOpportunities = defineTool({
   target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
   async evidence(args, ctx) {
     const { user } = await resolveAccount(args, ctx);
-    return siftEvidence(user, ctx);
+    return siftEvidence(user, ctx, {
+      system: 'salesforce',
+      effect: `Flag the open Opportunities of ${user}'s Salesforce Account as a fraud risk and create a review Task for each owner.`,
+    });
   },
   async plan(args, ctx) {
     const p = await prepare(args, ctx);

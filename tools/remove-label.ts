@@ -34,7 +34,13 @@ export const removeLabel = defineTool({
     requested_by: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      abuseType: args.abuse_type,
+      effect:
+        `Remove the ${args.abuse_type} label from ${args.user_id} in Sift; this retrains Sift's model ` +
+        'and can change what happens to the customer.',
+    }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     const label = score.latestLabels[args.abuse_type];

@@ -3,9 +3,9 @@
  * is written once and every tool names the field the same way.
  */
 import * as z from 'zod';
-import { ABUSE_TYPES, type SiftUserScore } from '../src/clients/types.ts';
+import { ABUSE_TYPES, type AbuseType, type SiftUserScore } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
-import { describedOutput, riskBandFor, type ToolContext } from '../src/tool.ts';
+import { describedOutput, humanTime, riskBandFor, type ToolContext } from '../src/tool.ts';
 
 export const userId = z
   .string()
@@ -105,21 +105,68 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
   return { scores, highest: scores[0] ?? null, latest_decisions, latest_labels };
 }
 
-/** Evidence an approver sees for an action on a Sift user: the score summary and current decisions. */
-export async function siftEvidence(user: string, ctx: ToolContext): Promise<Record<string, unknown>> {
-  const summary = summarizeScore(
-    await ctx.clients.sift.getUserScore(user, { signal: ctx.signal }),
-    ctx.config.risk_bands,
-  );
+/** Sift times are epoch ms (older samples: seconds); shown to people as `2026-11-30 14:05 UTC`. */
+function readableSiftTime(time: number | undefined): string | undefined {
+  if (time === undefined || !Number.isFinite(time) || time <= 0) return undefined;
+  return humanTime(new Date(time < 1e12 ? time * 1000 : time).toISOString());
+}
+
+/** What an approval is about: the abuse type, the system written to and, in one sentence, the effect. */
+export interface EvidenceFocus {
+  /** The abuse type the call acts on; default: the user's riskiest. */
+  abuseType?: AbuseType;
+  system?: 'sift' | 'segment' | 'salesforce';
+  /** One plain-language sentence: what approving will do. */
+  effect?: string;
+}
+
+/**
+ * Evidence an approver sees for an action on a Sift user, for the abuse type the call acts on (not
+ * the riskiest one): its score, band and reasons, the decision and label currently in force, with
+ * readable times, the other abuse types' scores for context, and `basis` — the band, decision and
+ * label the approval rests on, which the pipeline re-reads just before executing (a change means
+ * re-approval).
+ */
+export async function siftEvidence(
+  user: string,
+  ctx: ToolContext,
+  focus: EvidenceFocus = {},
+): Promise<Record<string, unknown>> {
+  const raw = await ctx.clients.sift.getUserScore(user, { signal: ctx.signal });
+  const summary = summarizeScore(raw, ctx.config.risk_bands);
+  const type = (focus.abuseType ?? summary.highest?.abuse_type) as AbuseType | undefined;
+  const entry = summary.scores.find((s) => s.abuse_type === type);
+  const decision = type ? raw.latestDecisions[type] : undefined;
+  const label = type ? raw.latestLabels[type] : undefined;
   return {
-    highest_score: summary.highest,
-    scores: summary.scores.map(({ abuse_type, sift_score, risk_band }) => ({
-      abuse_type,
-      sift_score,
-      risk_band,
-    })),
-    latest_decisions: summary.latest_decisions,
-    latest_labels: summary.latest_labels,
+    ...(focus.effect ? { effect: focus.effect } : {}),
+    system: focus.system ?? 'sift',
+    user_id: user,
+    abuse_type: type ?? null,
+    score: entry
+      ? { sift_score: entry.sift_score, risk_band: entry.risk_band, reasons: entry.reasons }
+      : null,
+    current_decision: decision
+      ? {
+          decision_id: decision.id,
+          category: String(decision.category).toLowerCase(),
+          ...(readableSiftTime(decision.time) ? { decided: readableSiftTime(decision.time) } : {}),
+        }
+      : null,
+    current_label: label
+      ? {
+          is_bad: label.is_bad,
+          ...(readableSiftTime(label.time) ? { labelled: readableSiftTime(label.time) } : {}),
+        }
+      : null,
+    other_scores: summary.scores
+      .filter((s) => s.abuse_type !== type)
+      .map(({ abuse_type, sift_score, risk_band }) => ({ abuse_type, sift_score, risk_band })),
+    basis: {
+      risk_band: entry?.risk_band ?? null,
+      decision_id: decision?.id ?? null,
+      label: label ? (label.is_bad ? 'bad' : 'not_bad') : null,
+    },
   };
 }
 

@@ -41,17 +41,32 @@ export const suppressUser = defineTool({
   }),
   target: (args) => `segment_user:${args.user_id}`,
   async evidence(args, ctx) {
+    const trait = ctx.config.mapping.suppression_trait;
+    const effect = args.suppressed
+      ? `Stop marketing to ${args.user_id}: set the Segment trait ${trait} to true, which the marketing suppression audience keys on.`
+      : `Resume marketing to ${args.user_id}: set the Segment trait ${trait} to false, taking them out of the marketing suppression audience.`;
     const segmentUser = await segmentUserIdFor(args.user_id, ctx);
     const [sift, profile] = await Promise.all([
-      siftEvidence(args.user_id, ctx).catch((e: Error) => ({ unavailable: e.message })),
+      siftEvidence(args.user_id, ctx, { system: 'segment', effect }).catch((e: Error) => ({
+        effect,
+        system: 'segment',
+        sift_unavailable: e.message,
+      })),
       ctx.clients.segment.getProfileTraits(segmentUser, { signal: ctx.signal }),
     ]);
-    const trait = ctx.config.mapping.suppression_trait;
+    const suppressed = profile?.[trait] === true;
     return {
-      sift,
+      ...sift,
       segment_user_id: segmentUser,
-      currently_suppressed: profile?.[trait] === true,
+      currently_suppressed: suppressed,
       segment_profile_exists: profile !== null,
+      // The profile written and its suppression state are part of what the approver agreed to, like
+      // the band and decision: a mapping or suppression change before execution means re-approval.
+      basis: {
+        ...((sift as { basis?: Record<string, unknown> }).basis ?? {}),
+        segment_user_id: segmentUser,
+        suppressed,
+      },
     };
   },
   async plan(args, ctx) {

@@ -133,7 +133,12 @@ export const syncDecisionToSalesforce = defineTool({
     ),
   }),
   target: (args) => `sift_user:${args.user_id}`,
-  evidence: (args, ctx) => siftEvidence(args.user_id, ctx),
+  evidence: (args, ctx) =>
+    siftEvidence(args.user_id, ctx, {
+      ...(args.abuse_type ? { abuseType: args.abuse_type } : {}),
+      system: 'salesforce',
+      effect: `Copy ${args.user_id}'s current Sift decision onto their Salesforce Account and Contact and post a Chatter note on each.`,
+    }),
   async plan(args, ctx) {
     const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });
     const field = ctx.config.mapping.salesforce_fields.decision;

@@ -8,6 +8,7 @@ import type { LoadedConfig } from '../config.ts';
 import { createLogger } from '../logger.ts';
 import { openGovernanceState } from '../runtime.ts';
 import type { Approval } from '../store/approval-store.ts';
+import { humanTime } from '../tool.ts';
 import { authenticateOperator } from './credential.ts';
 import { UsageError } from './usage.ts';
 
@@ -28,17 +29,20 @@ function line(a: Approval): string {
 }
 
 function show(a: Approval): string {
+  const effect = typeof a.evidence.effect === 'string' ? a.evidence.effect : undefined;
   return [
     `${a.id}  ${a.state}`,
-    `  tool:       ${a.tool} (${a.mode})`,
+    ...(effect ? [`  if approved: ${effect}`] : []),
+    `  tool:       ${a.tool} (${a.mode === 'four_eyes' ? 'four_eyes: an approver other than the requester' : a.mode})`,
     `  target:     ${a.target}`,
     `  arguments:  ${JSON.stringify(a.args)}`,
     `  requester:  ${a.requester}`,
-    `  created:    ${a.created_at} (${age(a.created_at)} ago); expires ${a.expires_at}`,
+    `  created:    ${humanTime(a.created_at)} (${age(a.created_at)} ago)` +
+      (a.state === 'pending' ? `; expires ${humanTime(a.expires_at)}` : ''),
     `  evidence:   ${JSON.stringify(a.evidence, null, 2).replaceAll('\n', '\n              ')}`,
     ...(a.decided_by
       ? [
-          `  decided:    ${a.state === 'denied' ? 'denied' : 'approved'} by ${a.decided_by} at ${a.decided_at}${a.reason ? `: ${a.reason}` : ''}`,
+          `  decided:    ${a.state === 'denied' ? 'denied' : 'approved'} by ${a.decided_by} at ${humanTime(a.decided_at ?? '')}${a.reason ? `: ${a.reason}` : ''}`,
         ]
       : []),
     ...(a.result !== undefined ? [`  result:     ${JSON.stringify(a.result)}`] : []),

@@ -62,6 +62,8 @@ export type ConsoleApproval = Omit<
 > & {
   /** Set when the Approve button must be disabled; says why. */
   approve_blocked?: string;
+  /** Who may approve under the policy the approval was made with, in words. */
+  approver_rule: string;
 };
 
 export const CONSOLE_PREFIX = '/console';
@@ -79,6 +81,8 @@ const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
 const HISTORY_STATES: ApprovalState[] = ['approved', 'denied', 'expired', 'executing', 'executed', 'failed'];
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny)$/;
+/** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
+const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;
 
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy':
@@ -222,7 +226,14 @@ function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
     requester_kind: _kind,
     ...view
   } = a;
-  const consoleView: ConsoleApproval = view;
+  const consoleView: ConsoleApproval = {
+    ...view,
+    // Destructive tools get four_eyes unless self-approval is opted in (see governance/policy.ts).
+    approver_rule:
+      a.mode === 'four_eyes'
+        ? 'An approver other than the requester must approve (self-approval not allowed).'
+        : 'Any approver may approve, the requester included (self-approval allowed by policy).',
+  };
   // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
   if (a.state === 'pending' && a.mode === 'four_eyes' && sameIdentity(a.requester, viewer.id)) {
     consoleView.approve_blocked =
@@ -418,6 +429,17 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     if (path === '/console/api/approvals') {
       if (method !== 'GET') throw new ConsoleHttpError(405, 'Method not allowed.');
       return listApprovals(url, res, await requireSession(req));
+    }
+    const one = ONE_APPROVAL_PATH.exec(path);
+    if (one) {
+      if (method !== 'GET') throw new ConsoleHttpError(405, 'Method not allowed.');
+      const session = await requireSession(req);
+      const approval = approvals.get(one[1]!);
+      if (!approval) throw new ConsoleHttpError(404, `No approval ${one[1]!}.`);
+      return sendJson(res, 200, {
+        now: now().toISOString(),
+        approval: toConsoleApproval(approval, session.principal),
+      });
     }
     const match = APPROVAL_PATH.exec(path);
     if (match) {

@@ -4,13 +4,6 @@
  */
 import type { Config } from '../config.ts';
 
-/** A timestamp as people read it: `2026-11-30 14:05 UTC`. */
-export function humanTime(iso: string): string {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso;
-  return `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-
 /** Where a human decides: the console's URL when the server has a public one, else its name. */
 export function whereToApprove(config: Pick<Config, 'http'>): string {
   const base = config.http.public_url?.replace(/\/+$/, '');

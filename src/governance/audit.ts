@@ -38,6 +38,8 @@ export const AUDIT_EVENTS = [
   'executed',
   'failed',
   'approval_requested',
+  // An approved action did not run: its evidence changed before execution; a new approval replaces it.
+  'evidence_changed',
   'approved',
   'denied',
   'expired',
@@ -48,6 +50,8 @@ export const AUDIT_EVENTS = [
   'webhook_accepted',
   'webhook_duplicate',
   'webhook_rejected',
+  // A Segment message the mapping does not cover: acknowledged, not stored.
+  'webhook_ignored',
   'superseded',
   'dead_lettered',
   'requeued',

@@ -19,6 +19,7 @@ import {
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
 import {
+  humanTime,
   inputSchemaOf,
   type AnyTool,
   type ApprovalKey,
@@ -34,7 +35,7 @@ import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
-import { humanTime, whereToApprove } from './approval-text.ts';
+import { whereToApprove } from './approval-text.ts';
 
 /** The answer to an in-band confirmation request. */
 export type ElicitAnswer = 'accept' | 'decline' | 'cancel';
@@ -326,11 +327,113 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
   }
 
-  /** Run an approved approval exactly once: whoever wins the approved → executing compare-and-set runs it. */
+  /** What an approval carries for the approver: the tool's evidence, with a plain-language `effect` always present. */
+  async function evidenceFor(
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    target: string,
+    ctx: ToolContext,
+  ): Promise<Record<string, unknown>> {
+    const evidence = tool.evidence ? await tool.evidence(args, ctx) : {};
+    return { effect: `Run ${tool.name} (${tool.title}) on ${target}.`, ...evidence };
+  }
+
+  /**
+   * Just before an approved action runs, re-read its evidence. If what the approval rests on (the
+   * `basis`: score band, current decision, label, suppression state) changed since the approver saw
+   * it, nothing runs: this approval fails with CONFLICT and a new one with the fresh evidence replaces
+   * it, both audited. Returns the approval to continue with, or undefined to execute.
+   */
+  async function recheckEvidence(
+    tool: AnyTool,
+    approval: Approval,
+    requester: Principal,
+    channel: Partial<CallChannel>,
+  ): Promise<Approval | undefined> {
+    const seen = approval.evidence.basis;
+    if (!tool.evidence || seen === undefined) return undefined;
+    const auditBase = {
+      call_id: randomUUID(),
+      tool: tool.name,
+      principal: principalOf(requester),
+      target: approval.target,
+      args_hash: approval.args_hash,
+    };
+    let fresh: Record<string, unknown>;
+    try {
+      fresh = await evidenceFor(
+        tool,
+        approval.args,
+        approval.target,
+        contextFor(requester, channel, approval.id),
+      );
+    } catch (thrown) {
+      // Fail closed: without a fresh look nothing runs on the strength of an old one.
+      const error = toFraudgateError(thrown);
+      const message =
+        `The evidence could not be re-checked just before running (${error.message}); nothing was done. ` +
+        'Request the action again.';
+      await recordQuietly({
+        ...auditBase,
+        event: 'failed',
+        approval_id: approval.id,
+        outcome: { code: error.code, message },
+      });
+      return approvals.transition(approval.id, ['executing'], 'failed', {
+        executed_at: now().toISOString(),
+        error: { code: error.code, message },
+      });
+    }
+    const changes = describeBasisChange(seen, fresh.basis);
+    if (changes.length === 0) return undefined;
+    const replacement = approvals.create({
+      id: newApprovalId(),
+      // The same binding (call, requester, policy): only the evidence and the clock are new.
+      tool: approval.tool,
+      args: approval.args,
+      args_hash: approval.args_hash,
+      target: approval.target,
+      requester: approval.requester,
+      requester_role: approval.requester_role,
+      requester_kind: approval.requester_kind,
+      mode: approval.mode,
+      policy_version: approval.policy_version,
+      evidence: fresh,
+      created_at: now().toISOString(),
+      expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
+    });
+    const message =
+      `The evidence changed after approval (${changes.join('; ')}); nothing was done. ` +
+      `Approval ${replacement.id}, with the new evidence, replaces it and needs a new decision.`;
+    approvals.transition(approval.id, ['executing'], 'failed', {
+      executed_at: now().toISOString(),
+      error: { code: ERROR_CODES.CONFLICT, message },
+    });
+    await recordQuietly({
+      ...auditBase,
+      event: 'evidence_changed',
+      approval_id: approval.id,
+      outcome: { code: ERROR_CODES.CONFLICT, message },
+    });
+    await recordQuietly({
+      ...auditBase,
+      event: 'approval_requested',
+      approval_id: replacement.id,
+      outcome: { message: `replaces ${approval.id}: the evidence changed` },
+    });
+    return replacement;
+  }
+
+  /**
+   * Run an approved approval exactly once: whoever wins the approved → executing compare-and-set runs
+   * it, after re-checking its evidence (skipped when re-running an interrupted execution, whose first
+   * attempt may itself have changed the evidence).
+   */
   async function executeApproval(
     approval: Approval,
     channel: Partial<CallChannel>,
     callId: string,
+    options: { recheck?: boolean } = {},
   ): Promise<Approval> {
     const tool = byName.get(approval.tool);
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
@@ -349,6 +452,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` },
         }) ?? approval
       );
+    }
+    if (options.recheck !== false) {
+      const instead = await recheckEvidence(tool, approval, requester, channel);
+      if (instead) return instead;
     }
     try {
       const output = await execute(tool, approval.args, requester, channel, {
@@ -388,7 +495,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const tool = byName.get(stuck.tool);
       if (tool?.idempotent) {
         const requeued = approvals.transition(stuck.id, ['executing'], 'approved');
-        if (requeued) await executeApproval(requeued, {}, randomUUID());
+        if (requeued) await executeApproval(requeued, {}, randomUUID(), { recheck: false });
         continue;
       }
       approvals.transition(stuck.id, ['executing'], 'failed', {
@@ -493,7 +600,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester: principal.id,
       policy_version: policyVersion,
     });
-    if (open) return awaitDecision(open, channel, meta.callId);
+    if (open) {
+      // The same call again: it joins the open approval, and like every call it leaves a record.
+      await record({ ...base, event: 'approval_requested', approval_id: open.id });
+      return awaitDecision(open, channel, meta.callId);
+    }
 
     if (mode === 'confirm' && channel.elicit) {
       const answer = await channel.elicit(
@@ -527,14 +638,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
     let evidence: Record<string, unknown>;
     try {
-      evidence = tool.evidence ? await tool.evidence(args, contextFor(principal, channel, meta.callId)) : {};
+      evidence = await evidenceFor(tool, args, meta.target, contextFor(principal, channel, meta.callId));
     } catch (thrown) {
       // Approvers must still see that evidence is missing rather than the request failing.
       const error = toFraudgateError(thrown);
-      evidence = { unavailable: error.message };
+      evidence = {
+        effect: `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
+        unavailable: error.message,
+      };
     }
     const created = approvals.create({
-      id: `apr_${randomUUID().replaceAll('-', '').slice(0, 20)}`,
+      id: newApprovalId(),
       tool: tool.name,
       args,
       args_hash: meta.argsHash,
@@ -735,6 +849,18 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
     close: () => refusals.flush(),
   };
+}
+
+const newApprovalId = () => `apr_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
+
+/** What changed between the basis the approver saw and the fresh one, e.g. `risk_band: high → critical`. */
+function describeBasisChange(seen: unknown, fresh: unknown): string[] {
+  const before = (seen ?? {}) as Record<string, unknown>;
+  const after = (fresh ?? {}) as Record<string, unknown>;
+  const show = (v: unknown) => (v === null || v === undefined ? 'none' : String(v));
+  return [...new Set([...Object.keys(before), ...Object.keys(after)])]
+    .filter((key) => canonicalJson(before[key] ?? null) !== canonicalJson(after[key] ?? null))
+    .map((key) => `${key}: ${show(before[key])} → ${show(after[key])}`);
 }
 
 /** An approval `executing` for longer than this was interrupted: every upstream call times out well before. */

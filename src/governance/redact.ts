@@ -46,10 +46,11 @@ export interface RedactorOptions {
 const EMAIL =
   /(?<![\p{L}\p{M}\p{N}_.%+'-])([\p{L}\p{M}\p{N}_.%+'-]+)@((?:[\p{L}\p{M}\p{N}-]+\.)+\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\p{N}_-])/gu;
 // Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable.
-const IPV6_CANDIDATE = /(?<![\w:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:.])/g;
+const IPV6_CANDIDATE = /(?<![\w:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:])/g;
 // Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
 const OCTET = '0{0,2}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const IPV4 = new RegExp(`(?<![\\w.])${OCTET}(?:\\.${OCTET}){3}(?!\\.?\\w)`, 'g');
+// An address followed by `.word` (a field path such as `203.0.113.7.nested`) is still an address.
+const IPV4 = new RegExp(`(?<![\\w.])${OCTET}(?:\\.${OCTET}){3}(?!\\w|\\.\\d)`, 'g');
 /**
  * Phones, deliberately narrow so ids, timestamps and amounts survive:
  * - international: `+` then 7–15 digits with single separators (`+44 20 7946 0958`, `+1 (415) 555-0100`),
@@ -221,7 +222,12 @@ export function createRedactor(options: RedactorOptions): Redactor {
       .replace(BEARER, (_m, scheme: string) => `${scheme} ${REDACTED}`)
       .replace(SECRET_QUERY, (_m, prefix: string) => `${prefix}${REDACTED}`)
       .replace(EMAIL, (_m, local: string, domain: string) => maskEmail(local, domain))
-      .replace(IPV6_CANDIDATE, (m) => (isIPv6(m) && /[0-9a-f]/i.test(m) ? maskIp(m) : m))
+      .replace(IPV6_CANDIDATE, (m) => {
+        // Punctuation after an address (`2001:db8::1: unrecognized key`) is not part of it.
+        const trail = /[:.]*$/.exec(m)?.[0] ?? '';
+        const address = m.slice(0, m.length - trail.length);
+        return isIPv6(address) && /[0-9a-f]/i.test(address) ? maskIp(address) + trail : m;
+      })
       .replace(IPV4, (m) => maskIp(m))
       .replace(PHONE, (m) => (SIGNED_AMOUNT.test(m) || digitsOf(m).length < 7 ? m : maskPhone(m)));
 

@@ -76,6 +76,15 @@ export interface NewEffect {
 export interface OutboxStore {
   /** Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before. */
   enqueue(event: DecisionEvent, now?: number): Promise<{ id: number; duplicate: boolean }>;
+  /**
+   * Store an event already routed to `effects`, in one transaction (events whose effects are known
+   * on receipt, e.g. a Segment message); a duplicate stores nothing.
+   */
+  enqueueRouted(
+    event: DecisionEvent,
+    effects: NewEffect[],
+    now?: number,
+  ): Promise<{ id: number; duplicate: boolean }>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
   /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
@@ -297,6 +306,41 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
       if (Number(result.changes) > 0) return { id: Number(result.lastInsertRowid), duplicate: false };
       const row = eventByKey.get(key) as { id: number } | undefined;
       return { id: row?.id ?? 0, duplicate: true };
+    },
+
+    async enqueueRouted(event, effects, now = Date.now()) {
+      return tx(() => {
+        const key = eventKey(event);
+        const result = insertEvent.run(
+          key,
+          event.entityType,
+          event.entityId,
+          event.decisionId,
+          event.time,
+          now,
+        );
+        if (Number(result.changes) === 0) {
+          const row = eventByKey.get(key) as { id: number } | undefined;
+          return { id: row?.id ?? 0, duplicate: true };
+        }
+        const id = Number(result.lastInsertRowid);
+        const entityKey = `${event.entityType}:${event.entityId}`;
+        for (const e of effects) {
+          insertEffect.run(
+            id,
+            e.effect,
+            e.tool,
+            JSON.stringify(e.args),
+            entityKey,
+            event.time,
+            now,
+            now,
+            now,
+          );
+        }
+        run('UPDATE outbox_events SET routed = 1 WHERE id = ?', id);
+        return { id, duplicate: false };
+      });
     },
 
     async unrouted(limit) {

@@ -78,7 +78,8 @@ export interface OutboxWorker {
  * effect that needs one is parked), and the automation principal has its own bucket per effect tool.
  */
 export function automationConfig(config: Config): Config {
-  const tools = Object.values(config.automation.effect_tools);
+  // send_sift_event: the effect of every Segment message (POST /webhooks/segment).
+  const tools = [...Object.values(config.automation.effect_tools), 'send_sift_event'];
   return {
     ...config,
     approvals: { ...config.approvals, wait_ms: 0 },

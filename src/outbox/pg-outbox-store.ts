@@ -157,6 +157,42 @@ export async function openPostgresOutboxStore(
       return { id: num(existing[0]?.id ?? 0), duplicate: true };
     },
 
+    async enqueueRouted(event, effects, now = Date.now()) {
+      return tx(async (c) => {
+        const key = eventKey(event);
+        const inserted = (
+          await c.query(
+            `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at, routed)
+             VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+            [key, event.entityType, event.entityId, event.decisionId, event.time, now],
+          )
+        ).rows as Raw[];
+        if (!inserted[0]) {
+          const existing = (await c.query('SELECT id FROM outbox_events WHERE dedupe_key = $1', [key]))
+            .rows as Raw[];
+          return { id: num(existing[0]?.id ?? 0), duplicate: true };
+        }
+        const id = num(inserted[0].id);
+        for (const e of effects) {
+          await c.query(
+            `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
+               next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
+            [
+              id,
+              e.effect,
+              e.tool,
+              JSON.stringify(e.args),
+              `${event.entityType}:${event.entityId}`,
+              event.time,
+              now,
+            ],
+          );
+        }
+        return { id, duplicate: false };
+      });
+    },
+
     async unrouted(limit) {
       return (await q('SELECT * FROM outbox_events WHERE routed = 0 ORDER BY id LIMIT $1', [limit])).map(
         (r) => eventFromRow(eventRow(r)),

@@ -98,7 +98,32 @@ export interface EmulatorServer {
   /** Journal entries for a method and path pattern (same syntax as routes). */
   requests(method: string, pattern: string): JournalEntry[];
   clearJournal(): void;
+  /** Call `listener` after every request that may have changed state (any method but GET/HEAD). */
+  onWrite(listener: () => void): void;
   close(): Promise<void>;
+}
+
+/**
+ * An emulator's data — records, profiles, labels, counters; not its faults, tokens or journal —
+ * as plain containers (Maps, arrays, numbers) that `node:v8` serializes with shared objects
+ * intact. The sandbox persists it in the data directory so a restart remembers.
+ */
+export type EmulatorState = Record<string, unknown>;
+
+export interface StatefulEmulator {
+  exportState(): EmulatorState;
+  importState(state: EmulatorState): void;
+}
+
+/** Replace a live container's contents with a restored one's (the containers are captured by closures). */
+export function replaceContents<K, V>(target: Map<K, V> | V[], source: unknown): void {
+  if (target instanceof Map) {
+    target.clear();
+    if (source instanceof Map) for (const [key, value] of source as Map<K, V>) target.set(key, value);
+  } else {
+    target.length = 0;
+    if (Array.isArray(source)) target.push(...(source as V[]));
+  }
 }
 
 export interface StartEmulatorOptions {
@@ -181,6 +206,7 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
   const queued: ActiveFault[] = [];
   let chaosConfig: { rate: number; specs: FaultSpec[]; random: () => number } | undefined;
   let seq = 0;
+  const writeListeners: (() => void)[] = [];
   const sockets = new Set<Socket>();
 
   const takeFault = (method: string, path: string): FaultSpec | undefined => {
@@ -281,6 +307,7 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
         return;
       }
       sendResponse(res, answer);
+      if (method !== 'GET' && method !== 'HEAD') for (const listener of writeListeners) listener();
       return;
     }
 
@@ -331,6 +358,9 @@ export async function startEmulatorServer(options: StartEmulatorOptions): Promis
     clearJournal() {
       journal.length = 0;
       unmatched.length = 0;
+    },
+    onWrite(listener) {
+      writeListeners.push(listener);
     },
     async close() {
       for (const s of sockets) s.destroy();

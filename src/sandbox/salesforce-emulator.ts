@@ -14,6 +14,9 @@ import {
   type EmulatorResponse,
   type EmulatorServer,
   type Route,
+  replaceContents,
+  type EmulatorState,
+  type StatefulEmulator,
 } from './emulator-http.ts';
 import { seedSalesforceDemoData, type SalesforceDemoIds } from './salesforce-demo-data.ts';
 import {
@@ -45,7 +48,8 @@ export interface SalesforceEmulatorOptions {
 /** One stored record. Records are replaced, never mutated, so collection rollbacks can restore maps. */
 export type SalesforceEmulatorRecord = SoqlRecord;
 
-export interface SalesforceEmulator extends EmulatorServer {
+/** State (exportState): every record, deleted records, the id and case-number counters. */
+export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   readonly orgId: string;
   /** The user every token authenticates as (and the default owner of new records). */
   readonly integrationUserId: string;
@@ -1077,6 +1081,14 @@ export async function startSalesforceEmulator(
     ...server,
     orgId: orgId18,
     integrationUserId,
+    exportState: () => ({ store, deleted, idCounter, caseNumber }),
+    importState(state: EmulatorState) {
+      for (const [name, rows] of store)
+        replaceContents(rows, (state.store as Map<string, unknown>).get(name));
+      replaceContents(deleted, state.deleted);
+      idCounter = Number(state.idCounter);
+      caseNumber = Number(state.caseNumber);
+    },
     demo,
     credentials,
     records(sobject) {

@@ -13,6 +13,9 @@ import {
   type EmulatorResponse,
   type EmulatorServer,
   type Route,
+  replaceContents,
+  type EmulatorState,
+  type StatefulEmulator,
 } from './emulator-http.ts';
 import { SEGMENT_DEMO_PROFILES } from './segment-demo-data.ts';
 
@@ -89,7 +92,8 @@ export interface SegmentEmulatorOptions {
   port?: number;
 }
 
-export interface SegmentEmulator extends EmulatorServer {
+/** State (exportState): accepted events, profiles and their traits. */
+export interface SegmentEmulator extends EmulatorServer, StatefulEmulator {
   readonly writeKey: string;
   readonly profileToken: string;
   readonly spaceId: string;
@@ -439,6 +443,14 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     Object.fromEntries(traitEntries(record).map((t) => [t.name, t.trait.value]));
 
   const extra = {
+    exportState: (): EmulatorState => ({ events, byMessageId, duplicates, profilesByUser, profilesByAnon }),
+    importState(state: EmulatorState) {
+      replaceContents(events, state.events);
+      replaceContents(byMessageId, state.byMessageId);
+      replaceContents(profilesByUser, state.profilesByUser);
+      replaceContents(profilesByAnon, state.profilesByAnon);
+      duplicates = typeof state.duplicates === 'number' ? state.duplicates : 0;
+    },
     writeKey,
     profileToken,
     spaceId,

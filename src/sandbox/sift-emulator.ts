@@ -14,6 +14,9 @@ import {
   type EmulatorResponse,
   type EmulatorServer,
   type Route,
+  replaceContents,
+  type EmulatorState,
+  type StatefulEmulator,
 } from './emulator-http.ts';
 import {
   SIFT_DEMO_DECISIONS,
@@ -107,7 +110,8 @@ export interface ConsoleDecisionInput {
   source?: DecisionSource;
 }
 
-export interface SiftEmulator extends EmulatorServer {
+/** State (exportState): users with scores, labels and decisions; other entities' decisions; events; the catalogue; workflow runs. */
+export interface SiftEmulator extends EmulatorServer, StatefulEmulator {
   apiKey: string;
   accountId: string;
   /** Events accepted by `POST /v205/events`, in arrival order. */
@@ -815,6 +819,14 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
   };
 
   const emulator: SiftEmulator = Object.assign(server, {
+    exportState: () => ({ users, entityDecisions, events, decisionCatalogue, workflowRuns }),
+    importState(state: EmulatorState) {
+      replaceContents(users, state.users);
+      replaceContents(entityDecisions, state.entityDecisions);
+      replaceContents(events, state.events);
+      replaceContents(decisionCatalogue, state.decisionCatalogue);
+      replaceContents(workflowRuns, state.workflowRuns);
+    },
     apiKey,
     accountId,
     events,

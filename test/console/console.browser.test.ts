@@ -196,7 +196,13 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     expect(text).toContain('sift_user:sandbox-high-risk');
     expect(text).toContain(ANALYST.id);
     expect(text).toContain('Current decision');
-    expect(text).toMatch(/Score\s*score \d+/);
+    expect(text).toMatch(/Score\s*score 94 · critical · payment_abuse/);
+    // What approving does, in one sentence, and who may approve.
+    expect(await pending.locator('.effect').textContent()).toBe(
+      "Label sandbox-high-risk as BAD (fraudulent) for payment_abuse in Sift; this trains Sift's model and can change what happens to the customer.",
+    );
+    expect(text).toContain('An approver other than the requester must approve');
+    expect(text).toMatch(/expires in \d/);
     // Untrusted arguments are shown exactly, as text: the <img onerror> never became an element.
     expect(await pending.locator('pre.args').first().textContent()).toBe(JSON.stringify(LABEL_ARGS, null, 2));
     expect(await page.locator('li.card img').count()).toBe(0);
@@ -216,10 +222,24 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     expect(env!.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
 
     await pending.waitFor({ state: 'detached' });
+    // The approver is told what was decided and, followed, what became of it.
+    const confirmation = page.locator('#confirmation');
+    await confirmation.waitFor({ state: 'visible' });
+    expect(await confirmation.textContent()).toContain('Approved apply_label on sift_user:sandbox-high-risk');
+    await page.locator('#confirmation[data-outcome="executed"]').waitFor({ timeout: 10_000 });
+    expect(await confirmation.textContent()).toContain('Done: it ran');
+
     await page.getByRole('button', { name: 'History' }).click();
     const done = page.locator('li.card[data-state="executed"]');
     await done.waitFor({ state: 'visible' });
-    expect(await done.textContent()).toContain(`approved by ${APPROVER.id}`);
+    const history = (await done.textContent()) ?? '';
+    expect(history).toContain(`approved by ${APPROVER.id}`);
+    // A decided item says when it was decided, not when it would have expired.
+    expect(history).toMatch(/decided \d+s ago/);
+    expect(history).not.toContain('expires');
+    expect(await page.locator('#confirmation').isVisible()).toBe(true);
+    await page.getByRole('button', { name: 'Dismiss' }).click();
+    expect(await page.locator('#confirmation').isHidden()).toBe(true);
     expect(pageErrors).toEqual([]);
   });
 
@@ -240,6 +260,10 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     expect(result.error.code).toBe('APPROVAL_DENIED');
     expect(result.error.message).toContain('Known good customer');
     expect(env!.sandbox.sift.requests(...LABELS)).toHaveLength(0);
+    await page.locator('#confirmation[data-outcome="denied"]').waitFor();
+    expect(await page.locator('#confirmation').textContent()).toContain(
+      'Denied apply_label on sift_user:sandbox-high-risk',
+    );
     expect(pageErrors).toEqual([]);
   });
 
@@ -331,6 +355,50 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
 
     expect(env!.runtime.approvals.get(id)?.state).toBe('pending');
     expect(env!.sandbox.sift.requests(...LABELS)).toHaveLength(0);
+  });
+
+  it('a phone (390 px): every card and its full evidence fit the screen; approve shows the confirmation (screenshot kept)', async () => {
+    await start({ approvals: { wait_ms: 0 } });
+    const page = await openPage();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await signIn(page, 'approver-token');
+    await page.locator('body[data-loaded="pending"]').waitFor({ state: 'attached' });
+    const ids = [
+      await pendingApprovalId(),
+      (
+        await env!.callTool('suppress_user', {
+          user_id: 'sandbox-blocked',
+          reason: 'lift after review',
+          suppressed: false,
+        })
+      ).error.approval_id as string,
+      (
+        await env!.callTool('apply_decision', {
+          user_id: 'sandbox-watch',
+          decision_id: 'block_user_payment_abuse',
+          description: 'A very long justification '.repeat(20),
+        })
+      ).error.approval_id as string,
+    ];
+    for (const id of ids) await card(page, id).waitFor({ state: 'visible', timeout: 6_000 });
+    for (const summary of await page.locator('li.card details summary').all()) await summary.click();
+
+    // Nothing scrolls sideways: not the page, not a card (the evidence used to be 622 px wide).
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+    expect(
+      await page.locator('li.card').evaluateAll((cards) => cards.map((c) => c.scrollWidth - c.clientWidth)),
+    ).toEqual([0, 0, 0]);
+    const suppression = (await card(page, ids[1]!).textContent()) ?? '';
+    expect(suppression).toContain('already suppressed');
+    expect(suppression).toContain('Resume marketing to sandbox-blocked');
+
+    await card(page, ids[0]!).getByRole('button', { name: 'Approve' }).click();
+    await page.locator('#confirmation').waitFor({ state: 'visible' });
+    expect(await page.locator('#confirmation').textContent()).toContain(`(${ids[0]!})`);
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+    mkdirSync('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/console-390.png', fullPage: true });
+    expect(pageErrors).toEqual([]);
   });
 
   it('live update: a new pending approval appears without a reload (screenshot kept)', async () => {

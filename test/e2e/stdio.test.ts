@@ -26,7 +26,6 @@ const env = () => ({
   FRAUDGATE_DATA_DIR: dataDir,
   FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
   FRAUDGATE_LOG_LEVEL: 'warn',
-  // A short in-call wait: the agent gets APPROVAL_PENDING quickly and the human approves afterwards.
   FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
 });
 
@@ -62,7 +61,9 @@ beforeAll(async () => {
   writeFileSync(
     join(dataDir, 'config.json'),
     JSON.stringify({
-      approvals: { wait_ms: 500, poll_ms: 50 },
+      // wait_ms 0: the agent gets APPROVAL_PENDING at once, so the human's approval can never land
+      // while the call is still waiting (no race between the two on a slow machine).
+      approvals: { wait_ms: 0, poll_ms: 50 },
       auth: {
         key_hashes: [
           {
@@ -175,8 +176,10 @@ describe('fraudgate over stdio', () => {
       });
       expect(approved.code).toBe(0);
 
+      // The server's sweep executes the approved action; wait for a final state however long that
+      // takes on a loaded machine (the test's timeout is the only clock).
       let state = '';
-      for (let i = 0; i < 100 && state !== 'executed'; i++) {
+      while (state !== 'executed' && state !== 'failed') {
         await new Promise((r) => setTimeout(r, 100));
         const status = (await client.callTool({
           name: 'get_approval_status',

@@ -39,7 +39,8 @@ describe('approvals', () => {
     });
     // Evidence snapshot for the approver: score and reasons.
     expect(stored?.evidence).toMatchObject({
-      highest_score: expect.objectContaining({ abuse_type: 'payment_abuse' }),
+      abuse_type: 'payment_abuse',
+      score: expect.objectContaining({ risk_band: 'critical' }),
     });
   });
 

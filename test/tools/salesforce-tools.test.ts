@@ -74,10 +74,10 @@ describe('enrich_salesforce_lead', () => {
       Email: 'sandbox-watch@example.com',
     });
     const before = record(env, 'Lead', lead.Id)?.OwnerId;
-    // The Sift emulator knows no user with that email as id: NOT_FOUND, nothing written.
+    // The Sift emulator knows no user with that email as id: not_scored (not an error), no score written.
     const missing = await env.callTool('enrich_salesforce_lead', { email: 'sandbox-watch@example.com' });
-    expect(missing.error.code).toBe('NOT_FOUND');
-    expect(sfWrites(env)).toHaveLength(0);
+    expect(missing.output).toMatchObject({ status: 'not_scored', sift_score: null });
+    expect(record(env, 'Lead', lead.Id)?.Sift_Score__c ?? null).toBeNull();
 
     env.sandbox.salesforce.insert('Lead', {
       LastName: 'Hi',

@@ -448,7 +448,8 @@ describe('apply_decision', () => {
     expect(stored).toMatchObject({ mode: 'four_eyes', target: 'sift_user:sandbox-high-risk' });
     expect(stored?.evidence).toMatchObject({
       decision: { id: 'block_user_payment_abuse', category: 'block' },
-      highest_score: { abuse_type: 'payment_abuse' },
+      abuse_type: 'payment_abuse',
+      score: { risk_band: 'critical' },
     });
   });
 

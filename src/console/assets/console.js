@@ -11,6 +11,8 @@ const state = {
   principal: null,
   view: 'pending',
   timer: undefined,
+  /** Follows the outcome of the last decision for the confirmation banner. */
+  followTimer: undefined,
   /** Server clock minus ours, so ages and expiries do not depend on the approver's clock. */
   skewMs: 0,
   /** id → { el, key, refresh(approval) } so a poll never wipes a reason being typed. */
@@ -88,35 +90,61 @@ function renderValue(value, depth = 0) {
 
 const asObject = (v) => (v && typeof v === 'object' && !Array.isArray(v) ? v : undefined);
 
-/** The three things an approver looks at first — score, reasons, current decision — when present. */
+/**
+ * The things an approver looks at first, for the abuse type the call acts on: score and band,
+ * reasons, the decision and label in force, and for suppressions whether marketing is already off.
+ * (`highest_score` / `latest_decisions`: approvals recorded before evidence was per abuse type.)
+ */
 function evidenceSummary(evidence) {
-  const highest = asObject(evidence.highest_score) ?? asObject(evidence.score);
   const items = [];
-  if (highest) {
-    const score = highest.sift_score ?? highest.score;
+  const score = asObject(evidence.score) ?? asObject(evidence.highest_score);
+  const type = evidence.abuse_type ?? score?.abuse_type;
+  if (score) {
+    const value = score.sift_score ?? score.score;
     const parts = [
-      score !== undefined ? `score ${scalar(score)}` : '',
-      scalar(highest.risk_band ?? ''),
-      scalar(highest.abuse_type ?? ''),
+      value !== undefined ? `score ${scalar(value)}` : '',
+      scalar(score.risk_band ?? ''),
+      scalar(type ?? ''),
     ];
     items.push(['Score', parts.filter((p) => p && p !== '—').join(' · ')]);
-    if (Array.isArray(highest.reasons)) {
-      const names = highest.reasons.map((r) =>
+    if (Array.isArray(score.reasons)) {
+      const names = score.reasons.map((r) =>
         asObject(r) ? `${scalar(r.name)}${r.value !== undefined ? ` (${scalar(r.value)})` : ''}` : scalar(r),
       );
       items.push(['Reasons', names.length ? names.join('; ') : 'none given']);
     }
+  } else if ('score' in evidence) {
+    items.push(['Score', `no ${type ? `${scalar(type)} ` : ''}score in Sift`]);
   }
-  const decisions = Array.isArray(evidence.latest_decisions) ? evidence.latest_decisions : undefined;
-  if (decisions) {
-    const current = decisions.map(asObject).filter(Boolean)[0];
+  if ('current_decision' in evidence || Array.isArray(evidence.latest_decisions)) {
+    const current =
+      'current_decision' in evidence
+        ? asObject(evidence.current_decision)
+        : evidence.latest_decisions.map(asObject).filter(Boolean)[0];
     items.push([
       'Current decision',
       current
-        ? [current.decision_id, current.category, current.abuse_type].filter(Boolean).map(scalar).join(' · ')
+        ? [current.category, current.decision_id, current.decided ? `since ${current.decided}` : '']
+            .filter(Boolean)
+            .map(scalar)
+            .join(' · ')
         : 'none',
     ]);
   }
+  if ('current_label' in evidence) {
+    const label = asObject(evidence.current_label);
+    items.push([
+      'Current label',
+      label
+        ? `${label.is_bad ? 'bad' : 'not bad'}${label.labelled ? ` · since ${scalar(label.labelled)}` : ''}`
+        : 'none',
+    ]);
+  }
+  if (typeof evidence.currently_suppressed === 'boolean') {
+    items.push(['Marketing', evidence.currently_suppressed ? 'already suppressed' : 'not suppressed']);
+  }
+  if (typeof evidence.system === 'string') items.push(['System', evidence.system]);
+  if (typeof evidence.unavailable === 'string') items.push(['Unavailable', evidence.unavailable]);
   if (items.length === 0) return undefined;
   const dl = el('dl', { class: 'kv summary' });
   for (const [k, v] of items) dl.append(el('dt', { text: k }), el('dd', { text: v }));
@@ -134,8 +162,12 @@ function field(label, ...content) {
 
 // ---------- cards ----------
 
+/** Pending: when it was asked for and when it expires. Decided: when it was asked for and decided, no expiry. */
 function timesText(a) {
-  return `created ${age(a.created_at)} (${stamp(a.created_at)}) · expires ${expiry(a.expires_at)} (${stamp(a.expires_at)})`;
+  const created = `created ${age(a.created_at)} (${stamp(a.created_at)})`;
+  if (a.state === 'pending') return `${created} · expires ${expiry(a.expires_at)} (${stamp(a.expires_at)})`;
+  if (!a.decided_at) return created;
+  return `${created} · ${a.state === 'expired' ? 'expired' : 'decided'} ${age(a.decided_at)} (${stamp(a.decided_at)})`;
 }
 
 function outcomeText(a) {
@@ -161,8 +193,12 @@ function buildCard(a) {
       el('span', { class: `badge state`, text: a.state }),
       el('span', { class: 'id muted', text: a.id }),
     ),
-    field('Target user', el('span', { text: a.target })),
-    field('Requester', el('span', { text: a.requester })),
+    ...(typeof a.evidence?.effect === 'string'
+      ? [field('If approved', el('p', { class: 'effect', text: a.evidence.effect }))]
+      : []),
+    field('Target', el('span', { text: a.target })),
+    field('Requester', el('span', { class: 'identity', text: a.requester })),
+    field('Who may approve', el('span', { text: a.approver_rule ?? '' })),
     field('Arguments', el('pre', { class: 'args', text: JSON.stringify(a.args, null, 2) })),
     field(
       'Evidence',
@@ -218,7 +254,7 @@ function buildCard(a) {
       deny.disabled = false;
       return;
     }
-    setStatus(`${verb === 'approve' ? 'Approved' : 'Denied'} ${a.tool} on ${a.target}.`);
+    showConfirmation(res.data.approval ?? a, verb);
     await refresh();
   };
   approve.addEventListener('click', () => void decide('approve'));
@@ -265,6 +301,58 @@ function render(list) {
   empty.hidden = list.length > 0;
   empty.textContent =
     state.view === 'pending' ? 'No pending approvals.' : 'No decided or expired approvals yet.';
+}
+
+// ---------- after a decision ----------
+
+const FOLLOW_MS = 1000;
+const FOLLOW_LIMIT = 60;
+const SETTLED = new Set(['executed', 'failed', 'denied', 'expired']);
+
+/** What became of a decided approval, in one sentence. */
+function outcomeSentence(a) {
+  switch (a.state) {
+    case 'approved':
+    case 'executing':
+      return 'fraudgate is running it now…';
+    case 'executed':
+      return `Done: it ran${a.executed_at ? ` at ${stamp(a.executed_at)}` : ''}.`;
+    case 'failed':
+      return `It did not complete: ${a.error ? a.error.message : 'unknown error'}`;
+    case 'denied':
+      return 'Nothing will run; the requester is told the reason.';
+    case 'expired':
+      return 'It expired before it ran; nothing was done.';
+    default:
+      return '';
+  }
+}
+
+/**
+ * A confirmation that stays until dismissed: what was decided, and — followed for a minute — what
+ * happened next (executed, failed, or replaced because the evidence changed).
+ */
+function showConfirmation(approval, verb) {
+  clearTimeout(state.followTimer);
+  const box = $('confirmation');
+  const render = (a) => {
+    const decided = `${verb === 'approve' ? 'Approved' : 'Denied'} ${a.tool} on ${a.target} (${a.id}).`;
+    $('confirmation-text').textContent = `${decided} ${outcomeSentence(a)}`;
+    box.dataset.outcome = a.state;
+    box.dataset.approvalId = a.id;
+  };
+  render(approval);
+  box.hidden = false;
+  let rounds = 0;
+  const follow = async () => {
+    if (SETTLED.has(box.dataset.outcome) || rounds++ >= FOLLOW_LIMIT || box.hidden) return;
+    const res = await api('GET', `/console/api/approvals/${encodeURIComponent(approval.id)}`).catch(
+      () => undefined,
+    );
+    if (res?.ok && box.dataset.approvalId === approval.id) render(res.data.approval);
+    state.followTimer = setTimeout(() => void follow(), FOLLOW_MS);
+  };
+  state.followTimer = setTimeout(() => void follow(), FOLLOW_MS);
 }
 
 // ---------- views and polling ----------
@@ -337,6 +425,10 @@ async function start() {
   $('sign-out').addEventListener('click', async () => {
     await api('DELETE', '/console/api/session');
     showSignIn('Signed out.');
+  });
+  $('confirmation-dismiss').addEventListener('click', () => {
+    clearTimeout(state.followTimer);
+    $('confirmation').hidden = true;
   });
   $('tab-pending').addEventListener('click', () => switchView('pending'));
   $('tab-history').addEventListener('click', () => switchView('history'));

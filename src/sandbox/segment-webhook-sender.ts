@@ -1,0 +1,63 @@
+/**
+ * Segment's side of the Webhooks destination (contract triggers.md §1 and §5), for tests and the
+ * sandbox: POST one spec message per request (Classic) or a JSON array (Actions batch), signed with
+ * `X-Signature` = lowercase hex HMAC-SHA1 of the body under the shared secret (for a batch, of the
+ * first message only — the legacy behaviour Segment keeps), retried on 5xx, 429, timeouts and
+ * connection errors with backoff, never on other 4xx.
+ */
+import { createHmac } from 'node:crypto';
+
+export interface SegmentDelivery {
+  status: number;
+  attempts: number;
+  body: Record<string, unknown>;
+}
+
+export interface SegmentSendOptions {
+  secret: string;
+  /** Attempts in all (Segment retries for up to 4 hours; tests use a handful). */
+  attempts?: number;
+  backoffMs?: number;
+  timeoutMs?: number;
+}
+
+export const segmentSignature = (payload: string, secret: string) =>
+  createHmac('sha1', secret).update(payload).digest('hex');
+
+/** Deliver one message, or a batch when given an array; resolves with the final answer. */
+export async function sendSegmentWebhook(
+  url: string,
+  messages: Record<string, unknown> | Record<string, unknown>[],
+  options: SegmentSendOptions,
+): Promise<SegmentDelivery> {
+  const body = JSON.stringify(messages);
+  const signed = Array.isArray(messages) ? JSON.stringify(messages[0] ?? {}) : body;
+  const headers = {
+    'content-type': 'application/json',
+    'user-agent': 'Segment.io/1.0',
+    'x-signature': segmentSignature(signed, options.secret),
+  };
+  const attempts = options.attempts ?? 1;
+  let last: SegmentDelivery = { status: 0, attempts: 0, body: {} };
+  for (let attempt = 1; attempt <= attempts; attempt += 1) {
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers,
+        body,
+        signal: AbortSignal.timeout(options.timeoutMs ?? 5000),
+      });
+      const text = await res.text();
+      last = {
+        status: res.status,
+        attempts: attempt,
+        body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
+      };
+      if (res.status < 500 && res.status !== 429) return last;
+    } catch {
+      last = { status: 0, attempts: attempt, body: {} };
+    }
+    await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 50) * attempt));
+  }
+  return last;
+}

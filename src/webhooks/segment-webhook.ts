@@ -1,0 +1,280 @@
+/**
+ * `POST /webhooks/segment`: Segment's Webhooks destination (contract triggers.md §1) into the
+ * durable outbox, as `send_sift_event` effects mapped by `mapping.segment_events` /
+ * `mapping.segment_identify` (segment-mapping.ts).
+ *
+ * Order of checks: method → body size → signature → JSON shape → mapping. The signature is
+ * HMAC-SHA1 (lowercase hex) with SEGMENT_WEBHOOK_SECRET in `X-Signature` (or `X-Segment-Signature`),
+ * checked over the raw bytes; as the contract advises, a match over the first message of a batch or
+ * over the re-serialized body is also accepted (Segment's variants sign those). A body with any
+ * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
+ * with their effect in one transaction before the 200; a repeated messageId is acknowledged and not
+ * stored twice. Messages the mapping does not cover (page views, unmapped events, anonymous or
+ * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
+ * record; a rejected body is never stored or logged — only its hash.
+ */
+import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import * as z from 'zod';
+import type { Config } from '../config.ts';
+import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
+import type { Logger } from '../logger.ts';
+import type { DecisionEvent, NewEffect } from '../outbox/outbox-store.ts';
+import type { Principal } from '../tool.ts';
+import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
+
+export const SEGMENT_WEBHOOK_PATH = '/webhooks/segment';
+
+/** The webhook's principal in the audit log (the sender is Segment, authenticated by the signature). */
+export const SEGMENT_WEBHOOK_PRINCIPAL: Principal = {
+  id: 'automation:segment-webhook',
+  kind: 'automation',
+  role: 'analyst',
+};
+
+/** Outbox events of this kind carry one Segment message; the dedupe key is its messageId alone. */
+export const SEGMENT_MESSAGE_ENTITY = 'segment_message';
+
+/** Segment batches up to 4,000 messages (Actions); a larger body is refused by the size limit first. */
+const MAX_MESSAGES = 4000;
+
+const messageSchema = z
+  .object({
+    type: z.enum(['track', 'identify', 'page', 'screen', 'group', 'alias', 'delete']),
+    messageId: z.string().min(1).max(255),
+    userId: z.string().max(255).nullish(),
+    anonymousId: z.string().max(255).nullish(),
+    event: z.string().min(1).max(255).optional(),
+    properties: z.record(z.string(), z.unknown()).optional(),
+    traits: z.record(z.string(), z.unknown()).optional(),
+    context: z.record(z.string(), z.unknown()).optional(),
+    timestamp: z.string().max(64).optional(),
+  })
+  .refine((m) => m.type !== 'track' || m.event !== undefined, {
+    path: ['event'],
+    message: 'a track message needs event',
+  });
+
+export interface SegmentWebhookOptions {
+  /**
+   * Durably store one message with its effect, atomically (the 200 follows the commit); `duplicate`
+   * when the messageId was stored before.
+   */
+  store(event: DecisionEvent, effects: NewEffect[]): Promise<{ id: number; duplicate: boolean }>;
+  /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
+  secret: string | undefined;
+  mapping: Config['mapping'];
+  /** The Sift user id for a Segment user id (identity map), or undefined when there is none. */
+  siftUserFor(segmentUserId: string): Promise<string | undefined>;
+  audit: AuditLog;
+  logger: Logger;
+  bodyLimitBytes: number;
+  /** Called after something was stored (e.g. to wake the worker). */
+  onEnqueued?: () => void;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+function send(res: ServerResponse, status: number, body: Record<string, unknown>): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) return 'too_large';
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return 'too_large';
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts);
+}
+
+const header = (req: IncomingMessage, name: string) => {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+};
+
+/**
+ * Whether `signature` (hex HMAC-SHA1) signs the body under `secret`: over the raw bytes, or —
+ * Segment's variants — over the first message of an array body or the re-serialized body.
+ */
+export function verifySegmentSignature(
+  raw: Buffer,
+  parsed: unknown,
+  signature: string,
+  secret: string,
+): boolean {
+  const hex = signature.trim().toLowerCase();
+  if (!/^[0-9a-f]{40}$/.test(hex)) return false;
+  const given = Buffer.from(hex, 'hex');
+  const candidates: (Buffer | string)[] = [raw];
+  if (parsed !== undefined) {
+    candidates.push(JSON.stringify(parsed));
+    if (Array.isArray(parsed) && parsed.length > 0) candidates.push(JSON.stringify(parsed[0]));
+  }
+  let ok = false;
+  for (const candidate of candidates) {
+    const computed = createHmac('sha1', secret).update(candidate).digest();
+    // No early exit, so timing does not reveal which variant matched.
+    if (timingSafeEqual(computed, given)) ok = true;
+  }
+  return ok;
+}
+
+/** An `extraHandlers` entry for src/transports/http.ts. */
+export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Handler {
+  const { audit, logger } = options;
+  if (!options.secret)
+    logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
+  const principal = { ...SEGMENT_WEBHOOK_PRINCIPAL };
+
+  const auditQuietly = async (input: Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>) => {
+    try {
+      await audit.append({ ...input, call_id: randomUUID(), principal, tool: 'segment_webhook' });
+    } catch (error) {
+      logger.error('audit write failed', { event: input.event, error: String(error) });
+    }
+  };
+  const reject = async (res: ServerResponse, status: number, reason: string, body?: Buffer) => {
+    await auditQuietly({
+      event: 'webhook_rejected',
+      outcome: { code: String(status), message: reason },
+      ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
+    });
+    send(res, status, { error: reason });
+  };
+
+  return async (req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== SEGMENT_WEBHOOK_PATH) return false;
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      send(res, 405, { error: 'method not allowed' });
+      return true;
+    }
+    const body = await readBody(req, options.bodyLimitBytes);
+    if (body === 'too_large') {
+      await reject(res, 413, 'body too large');
+      return true;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8')) as unknown;
+    } catch {
+      parsed = undefined;
+    }
+    const signature = header(req, 'x-signature') ?? header(req, 'x-segment-signature');
+    if (!options.secret) {
+      await reject(res, 401, 'SEGMENT_WEBHOOK_SECRET is not configured on this server', body);
+      return true;
+    }
+    if (!signature) {
+      await reject(res, 401, 'missing signature (X-Signature)', body);
+      return true;
+    }
+    if (!verifySegmentSignature(body, parsed, signature, options.secret)) {
+      await reject(res, 401, 'bad signature', body);
+      return true;
+    }
+    if (parsed === undefined) {
+      await reject(res, 400, 'malformed JSON', body);
+      return true;
+    }
+    const list = Array.isArray(parsed) ? parsed : [parsed];
+    if (list.length === 0 || list.length > MAX_MESSAGES) {
+      await reject(res, 400, `a delivery holds 1 to ${MAX_MESSAGES} messages`, body);
+      return true;
+    }
+
+    // Map every message first: one bad message refuses the delivery with nothing stored.
+    const mapped: { message: SegmentMessage; siftUser: string; args: Record<string, unknown> }[] = [];
+    const ignored: { messageId: string; reason: string }[] = [];
+    for (const [index, item] of list.entries()) {
+      const where = Array.isArray(parsed) ? `[${index}].` : '';
+      const result = messageSchema.safeParse(item);
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        await reject(
+          res,
+          400,
+          `${where}${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`,
+          body,
+        );
+        return true;
+      }
+      const message = result.data as SegmentMessage;
+      const rule = ruleFor(message, options.mapping);
+      if ('ignored' in rule) {
+        ignored.push({ messageId: message.messageId, reason: rule.ignored });
+        continue;
+      }
+      const segmentUser = message.userId ?? undefined;
+      const siftUser = segmentUser ? await options.siftUserFor(segmentUser) : undefined;
+      if (!siftUser) {
+        ignored.push({
+          messageId: message.messageId,
+          reason: segmentUser ? 'no Sift user is mapped to this Segment userId' : 'anonymous (no userId)',
+        });
+        continue;
+      }
+      try {
+        mapped.push({ message, siftUser, args: siftEventArgs(message, rule, siftUser) });
+      } catch (error) {
+        if (!(error instanceof SegmentMessageError)) throw error;
+        await reject(res, 400, `${where}${error.message}`, body);
+        return true;
+      }
+    }
+
+    let accepted = 0;
+    let duplicates = 0;
+    for (const { message, siftUser, args } of mapped) {
+      let stored: { id: number; duplicate: boolean };
+      try {
+        stored = await options.store(
+          {
+            entityType: SEGMENT_MESSAGE_ENTITY,
+            entityId: message.messageId,
+            // Constant, so the dedupe key is the messageId alone (a redelivery is the same message).
+            decisionId: 'segment',
+            time: 0,
+          },
+          [{ effect: 'sift_event', tool: 'send_sift_event', args }],
+        );
+      } catch (error) {
+        // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
+        logger.error('segment webhook enqueue failed', { error: String(error) });
+        send(res, 503, { error: 'could not store the event; retry' });
+        return true;
+      }
+      if (stored.duplicate) duplicates += 1;
+      else accepted += 1;
+      await auditQuietly({
+        event: stored.duplicate ? 'webhook_duplicate' : 'webhook_accepted',
+        target: `sift_user:${siftUser}`,
+        args_redacted: {
+          message_id: message.messageId,
+          type: message.type,
+          event: message.event ?? null,
+          sift_event: (args.event as { event_type: string }).event_type,
+        },
+        outcome: { code: 'OK', message: `outbox event ${stored.id}` },
+      });
+    }
+    for (const entry of ignored) {
+      await auditQuietly({
+        event: 'webhook_ignored',
+        args_redacted: { message_id: entry.messageId },
+        outcome: { code: 'IGNORED', message: entry.reason },
+      });
+    }
+    send(res, 200, { accepted, duplicates, ignored: ignored.length });
+    if (accepted > 0) options.onEnqueued?.();
+    return true;
+  };
+}

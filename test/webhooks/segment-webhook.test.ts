@@ -1,0 +1,178 @@
+/**
+ * Segment → Sift (issue 9 item 1): `POST /webhooks/segment` signed as Segment's Webhooks
+ * destination signs, mapped by the central mapping to `send_sift_event` effects, stored before the
+ * 200, deduplicated by messageId, delivered by the outbox worker exactly once under injected faults;
+ * bad signatures and malformed messages refused with nothing stored.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/logger.ts';
+import { sendSegmentWebhook, segmentSignature } from '../../src/sandbox/segment-webhook-sender.ts';
+import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
+import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
+import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import type { DeepPartial } from '../helpers/setup.ts';
+import type { Config } from '../../src/config.ts';
+
+const SECRET = 'segment-shared-secret';
+
+let env: OutboxEnv | undefined;
+let server: Server | undefined;
+afterEach(async () => {
+  if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
+  server = undefined;
+  await env?.close();
+  env = undefined;
+});
+
+async function start(options: { config?: DeepPartial<Config>; secret?: string | undefined } = {}) {
+  env = await outboxEnv({ config: options.config ?? {} });
+  const automation = env.automation;
+  const runtime = automation.runtime;
+  const handler = createSegmentWebhookHandler({
+    store: (event, effects) => automation.store.enqueueRouted(event, effects),
+    secret: 'secret' in options ? options.secret : SECRET,
+    mapping: env.config.mapping,
+    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), env.config.identity),
+    audit: runtime.audit,
+    logger: silentLogger,
+    bodyLimitBytes: 64 * 1024,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  server = createServer((req, res) => {
+    void handler(req, res).then((handled) => {
+      if (!handled) {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`;
+  return { env, url };
+}
+
+const order = (messageId: string, userId: string, extra: Record<string, unknown> = {}) => ({
+  version: 1,
+  type: 'track',
+  messageId,
+  userId,
+  anonymousId: 'anon-1',
+  event: 'Order Completed',
+  properties: { order_id: `order-${messageId}`, total: '39.95', currency: 'usd', ...extra },
+  context: { ip: '203.0.113.7' },
+  timestamp: '2026-11-30T08:00:00.000Z',
+});
+
+const transactionsOf = (e: OutboxEnv, user: string) =>
+  e.sandbox.sift.events.filter((ev) => ev.type === '$transaction' && ev.userId === user);
+
+describe('POST /webhooks/segment', () => {
+  it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
+    const { env, url } = await start();
+    const first = await sendSegmentWebhook(url, order('m-1', 'sandbox-high-risk'), { secret: SECRET });
+    expect(first).toMatchObject({ status: 200, body: { accepted: 1, duplicates: 0 } });
+    const again = await sendSegmentWebhook(url, order('m-1', 'sandbox-high-risk'), { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 1 } });
+
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const sent = transactionsOf(env, 'sandbox-high-risk');
+    expect(sent).toHaveLength(1);
+    expect(sent[0]?.body).toMatchObject({
+      $transaction_id: 'order-m-1',
+      $amount: 39_950_000,
+      $currency_code: 'USD',
+      $transaction_status: '$success',
+      $ip: '203.0.113.7',
+    });
+    const [effect] = await env.automation.store.list({ limit: 10 });
+    expect(effect).toMatchObject({ tool: 'send_sift_event', state: 'done' });
+    expect((effect?.result as { score: unknown }).score).not.toBeNull();
+    const events = env.auditRecords().map((r) => r.event);
+    expect(events).toContain('webhook_accepted');
+    expect(events).toContain('webhook_duplicate');
+  });
+
+  it('a Segment user mapped to a Sift user is sent as that Sift user; unmapped messages are ignored', async () => {
+    const { env, url } = await start();
+    await env.automation.runtime.identities.map({
+      sift_user_id: 'sandbox-watch',
+      segment_user_id: 'seg-watch-777',
+      mapped_by: 'ops@example.com',
+      mapped_at: new Date().toISOString(),
+    });
+    const batch = [
+      order('m-2', 'seg-watch-777'),
+      { type: 'page', messageId: 'm-3', userId: 'seg-watch-777', properties: { path: '/' } },
+      { ...order('m-4', 'seg-watch-777'), event: 'Product Viewed' },
+    ];
+    const delivered = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(delivered).toMatchObject({ status: 200, body: { accepted: 1, ignored: 2 } });
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    expect(transactionsOf(env, 'sandbox-watch')).toHaveLength(1);
+    expect(env.sandbox.sift.events.filter((e) => e.userId === 'seg-watch-777')).toHaveLength(0);
+  });
+
+  it('bad signatures and malformed messages are refused with nothing stored', async () => {
+    const { env, url } = await start();
+    const body = JSON.stringify(order('m-5', 'sandbox-high-risk'));
+    const post = (payload: string, headers: Record<string, string>) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: payload,
+      });
+
+    expect((await post(body, {})).status).toBe(401);
+    expect((await post(body, { 'x-signature': segmentSignature(body, 'wrong-secret') })).status).toBe(401);
+    expect((await post(body, { 'x-signature': 'not-hex' })).status).toBe(401);
+    const signed = (payload: string) => ({ 'x-signature': segmentSignature(payload, SECRET) });
+    const malformed = [
+      '{"type":"track",',
+      JSON.stringify({ type: 'track', userId: 'u', event: 'Order Completed' }), // no messageId
+      JSON.stringify({ type: 'track', messageId: 'm-6', userId: 'sandbox-high-risk' }), // no event
+      JSON.stringify(order('m-7', 'sandbox-high-risk', { total: 'lots', revenue: undefined })),
+      JSON.stringify([order('m-8', 'sandbox-high-risk'), { type: 'nonsense', messageId: 'm-9' }]),
+    ];
+    for (const payload of malformed) {
+      const res = await post(payload, signed(payload));
+      expect(res.status, payload).toBe(400);
+    }
+    const stats = await env.automation.store.stats();
+    expect(stats.unrouted + stats.pending + stats.done).toBe(0);
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
+    expect(env.auditRecords().filter((r) => r.event === 'webhook_rejected')).toHaveLength(
+      3 + malformed.length,
+    );
+  });
+
+  it('without SEGMENT_WEBHOOK_SECRET every delivery is refused (fail closed)', async () => {
+    const { url } = await start({ secret: undefined });
+    const res = await sendSegmentWebhook(url, order('m-10', 'sandbox-high-risk'), { secret: SECRET });
+    expect(res.status).toBe(401);
+    expect(String(res.body.error)).toContain('SEGMENT_WEBHOOK_SECRET');
+  });
+
+  it('Sift failing (5xx, 429, resets) loses nothing and duplicates nothing', async () => {
+    const { env, url } = await start({ config: { automation: { max_attempts: 20 } } });
+    for (let i = 0; i < 20; i += 1) {
+      const res = await sendSegmentWebhook(url, order(`f-${i}`, `fault-user-${i % 4}`), { secret: SECRET });
+      expect(res.status).toBe(200);
+    }
+    for (const fault of [
+      { status: 500 },
+      { status: 503 },
+      { status: 429, headers: { 'retry-after': '0' } },
+      { reset: true },
+    ])
+      for (let i = 0; i < 3; i += 1) env.sandbox.sift.faults.inject(fault);
+    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    const sent = env.sandbox.sift.events.filter((e) => e.type === '$transaction');
+    expect(sent).toHaveLength(20);
+    expect(new Set(sent.map((e) => e.body.$transaction_id)).size).toBe(20);
+    expect((await env.automation.store.stats()).dead).toBe(0);
+    // The faults were met (and retried), not dodged.
+    expect((await env.automation.store.list({ limit: 100 })).some((e) => e.attempts > 0)).toBe(true);
+  });
+});
