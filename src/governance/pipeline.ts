@@ -683,7 +683,35 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
     await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
+  }
+
+  /**
+   * A newer request for the same tool and target replaces an older pending one (two BLOCK decisions
+   * must not leave two suppressions waiting for a human): the older one becomes `superseded`,
+   * audited, and can no longer be approved.
+   */
+  async function supersedeOlder(tool: AnyTool, newer: Approval, base: ReturnType<typeof auditFields>) {
+    const keyOf = (approval: Approval) => tool.supersedeKey?.(approval.args) ?? approval.target;
+    const key = keyOf(newer);
+    const pending = await approvals.list({ states: ['pending'], limit: 1000 });
+    for (const older of pending) {
+      if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
+      const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
+      const moved = await approvals.transition(older.id, ['pending'], 'superseded', {
+        decided_at: now().toISOString(),
+        reason: message,
+      });
+      if (moved) {
+        await recordQuietly({
+          ...base,
+          event: 'superseded',
+          approval_id: older.id,
+          outcome: { code: 'SUPERSEDED', message },
+        });
+      }
+    }
   }
 
   /** `dry_run: true`: read the current state and report what would change; no write, no approval. */
