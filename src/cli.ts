@@ -8,26 +8,11 @@
  */
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
-import { runApprovalsCommand } from './cli/approvals.ts';
-import { runAuditCommand } from './cli/audit.ts';
-import { runDocsCommand } from './cli/docs.ts';
-import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { resolveUpstreams, sandboxDevToken } from './sandbox/sandbox.ts';
-import { runSandboxCommand } from './cli/sandbox.ts';
-import { runSyncCommand } from './cli/sync.ts';
-import { runOutboxCommand } from './cli/outbox.ts';
-import { openAutomation } from './outbox/automation.ts';
-import { siftUserResolver } from './webhooks/segment-mapping.ts';
-import { createSegmentWebhookHandler } from './webhooks/segment-webhook.ts';
-import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
-import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
-import { createConsoleHandler } from './console/console.ts';
-import { startHttpServer, type HttpHandler } from './transports/http.ts';
-import { serveStdio } from './transports/stdio.ts';
+import type { HttpHandler } from './transports/http.ts';
 import { checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -51,6 +36,9 @@ const OPTIONS = {
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
+  'public-key': { type: 'string' },
+  since: { type: 'string' },
+  format: { type: 'string' },
   write: { type: 'boolean' },
   check: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
@@ -75,6 +63,9 @@ const OPTION_HELP: Record<OptionName, string> = {
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
+  'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
+  format: 'FORMAT  export format: jsonl (JSON Lines, the default)',
   write: 'rewrite the generated section in place',
   check: 'exit 1 when the generated section is out of date',
   'dry-run': 'show what would change, change nothing',
@@ -126,14 +117,22 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runApprovalsCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/approvals.ts')).runApprovalsCommand(args, values, configure(values)),
   },
   {
     name: 'audit',
-    summary: 'verify the hash chain of the audit log',
-    usage: ['audit verify [--file PATH]'],
-    options: ['file'],
-    run: (args, values) => runAuditCommand(args, values, configure(values)),
+    summary: 'verify or export the audit ledger',
+    usage: [
+      'audit verify [--file PATH] [--public-key FILE]',
+      'audit export [--since ISO-TIME] [--format jsonl]',
+    ],
+    options: ['file', 'public-key', 'since', 'format'],
+    notes: [
+      "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+    ],
+    run: async (args, values) =>
+      (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),
   },
   {
     name: 'identities',
@@ -146,7 +145,8 @@ const COMMANDS: Command[] = [
     ],
     options: ['json'],
     notes: [OPERATOR_CREDENTIAL],
-    run: async (args, values) => runIdentitiesCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/identities.ts')).runIdentitiesCommand(args, values, configure(values)),
   },
   {
     name: 'outbox',
@@ -160,28 +160,31 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason', 'once'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runOutboxCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
   },
   {
     name: 'sync',
     summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
     options: ['dry-run', 'once'],
-    run: (args, values) => runSyncCommand(args, values, configure(values), tools),
+    run: async (args, values) =>
+      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
   },
   {
     name: 'sandbox',
     summary: 'the built-in emulators: what they hold for a user, or start them over from the demo data',
     usage: ['sandbox show USER_ID [--json]', 'sandbox reset'],
     options: ['json'],
-    run: (args, values) => runSandboxCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/sandbox.ts')).runSandboxCommand(args, values, configure(values)),
   },
   {
     name: 'docs',
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
     options: ['write', 'check'],
-    run: (args, values) => runDocsCommand(args, values, tools),
+    run: async (args, values) => (await import('./cli/docs.ts')).runDocsCommand(args, values, tools),
   },
 ];
 
@@ -259,6 +262,9 @@ function configure(values: CliValues): LoadedConfig {
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
+  // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
+  // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
+  const { resolveUpstreams } = await import('./sandbox/sandbox.ts');
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   if (config.mode === 'sandbox') {
     process.stderr.write(
@@ -275,11 +281,30 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const runtime = await openRuntime({ config, secrets, tools, logger });
+  const replicaId = process.env.FRAUDGATE_REPLICA_ID?.trim();
+  const runtime = await openRuntime({
+    config,
+    secrets,
+    tools,
+    logger,
+    ...(replicaId ? { auditWriter: replicaId } : {}),
+  });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const automation = await openAutomation({ config, secrets, tools, logger });
+    // One ledger writer per process: the automation side appends through the MCP side's.
+    const [
+      { openAutomation },
+      { createSiftWebhookHandler },
+      { createSegmentWebhookHandler },
+      { siftUserResolver },
+    ] = await Promise.all([
+      import('./outbox/automation.ts'),
+      import('./webhooks/sift-webhook.ts'),
+      import('./webhooks/segment-webhook.ts'),
+      import('./webhooks/segment-mapping.ts'),
+    ]);
+    const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,
@@ -312,6 +337,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     );
     return;
   }
+  const { serveStdio } = await import('./transports/stdio.ts');
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
@@ -330,6 +356,17 @@ async function serveHttp(
   onClose: () => Promise<void>,
   mounts: HttpHandler[] = [],
 ): Promise<void> {
+  const [
+    { startHttpServer },
+    { createConsoleHandler },
+    { SANDBOX_PERSONAS, sandboxPersonaToken },
+    { sandboxDevToken },
+  ] = await Promise.all([
+    import('./transports/http.ts'),
+    import('./console/console.ts'),
+    import('./auth/authenticator.ts'),
+    import('./sandbox/sandbox.ts'),
+  ]);
   const sandbox = runtime.config.mode === 'sandbox';
   // The sandbox's token is kept in the data dir, so clients configured with it survive a restart.
   const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;

@@ -493,8 +493,11 @@ export async function startHttpServer(
       reachable(config.segment.host),
       reachable(config.salesforce.login_url),
     ]);
+    const ledger = runtime.audit.health();
     const checks = {
       store,
+      // Calls are refused while the ledger cannot write (fail closed); say so to the load balancer.
+      audit: ledger.ok ? 'ok' : 'failing',
       sift: sift ? 'ok' : 'unreachable',
       segment: segment ? 'ok' : 'unreachable',
       salesforce: salesforce ? 'ok' : 'unreachable',
