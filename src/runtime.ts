@@ -26,13 +26,11 @@ import {
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
-import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import type { ApprovalStore } from './store/approval-store.ts';
 import type { IdentityStore } from './store/identity-store.ts';
 import { databasePath, openStore, type Store } from './store/store.ts';
-import { openPostgresSessionStores } from './store/postgres/session-store.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
@@ -272,7 +270,9 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
 }
 
 /** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
-function redisLimiter(url: string, logger: Logger) {
+async function redisLimiter(url: string, logger: Logger) {
+  // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
   let lastWarning = 0;
   redis.on('error', (error: Error) => {
@@ -314,7 +314,7 @@ export async function openRuntime(options: {
   const clients = options.clients ?? createClients(config, secrets);
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
-      ? redisLimiter(secrets.redisUrl, logger)
+      ? await redisLimiter(secrets.redisUrl, logger)
       : createRateLimiter();
   const pipeline = createPipeline({
     tools: options.tools,
@@ -330,7 +330,9 @@ export async function openRuntime(options: {
   // Sessions follow the store setting; with PostgreSQL they are shared by every replica.
   const sessions =
     config.store === 'postgres' && secrets.postgresUrl
-      ? await openPostgresSessionStores(secrets.postgresUrl, {
+      ? await (
+          await import('./store/postgres/session-store.ts')
+        ).openPostgresSessionStores(secrets.postgresUrl, {
           schema: config.store_postgres.schema,
           onError: (error) =>
             logger.warn('session store connection lost; reconnecting', { error: error.message }),

@@ -4,7 +4,6 @@
  * directory this user cannot write) ends here, so the CLI prints one line, exits 1 and leaves no
  * half-started process behind — never a stack trace.
  */
-import { Redis } from 'ioredis';
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
 
@@ -78,6 +77,7 @@ export async function checkServices(
     const url = secrets.redisUrl;
     checks.push(
       (async () => {
+        const { Redis } = await import('ioredis');
         const redis = new Redis(url, {
           lazyConnect: true,
           connectTimeout: timeoutMs,

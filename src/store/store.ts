@@ -23,9 +23,7 @@ import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { migrate } from './migrations.ts';
-import { createOutboxStore, type OutboxStore } from './outbox-store.ts';
-import { describePostgresUrl, openPostgresDatabase } from './postgres/database.ts';
-import { postgresOutboxQueue } from './postgres/outbox-queue.ts';
+import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
 import type { SqlDatabase, SqlExecutor, StoreEngine } from './sql.ts';
 import { openSqliteDatabase } from './sqlite/database.ts';
 import { sqliteOutboxQueue } from './sqlite/outbox-queue.ts';
@@ -65,12 +63,12 @@ export interface OpenStoreOptions {
   onWaiting?: (message: string) => void;
 }
 
-function bind(db: SqlExecutor, config: Pick<Config, 'identity'>): StateStores {
+function bind(db: SqlExecutor, config: Pick<Config, 'identity'>, queue: OutboxQueue): StateStores {
   return {
     approvals: createApprovalStore(db),
     identities: createIdentityStore(db, config.identity),
     syncState: createSyncStateStore(db),
-    outbox: createOutboxStore(db, db.engine === 'sqlite' ? sqliteOutboxQueue : postgresOutboxQueue),
+    outbox: createOutboxStore(db, queue),
     leases: createLeaseStore(db),
     sql: db,
   };
@@ -116,6 +114,7 @@ export async function openStore(
 ): Promise<Store> {
   let db: SqlDatabase;
   let location: string;
+  let queue: OutboxQueue = sqliteOutboxQueue;
   if (config.store === 'postgres') {
     if (!secrets.postgresUrl) {
       throw new FraudgateError(
@@ -123,6 +122,12 @@ export async function openStore(
         'FRAUDGATE_POSTGRES_URL is required when store is postgres.',
       );
     }
+    // Loaded only here: a single-host deployment never loads the PostgreSQL driver.
+    const [{ describePostgresUrl, openPostgresDatabase }, { postgresOutboxQueue }] = await Promise.all([
+      import('./postgres/database.ts'),
+      import('./postgres/outbox-queue.ts'),
+    ]);
+    queue = postgresOutboxQueue;
     location = describePostgresUrl(secrets.postgresUrl);
     db = openPostgresDatabase(secrets.postgresUrl, {
       schema: config.store_postgres.schema,
@@ -146,10 +151,10 @@ export async function openStore(
     throw error;
   }
   return {
-    ...bind(db, config),
+    ...bind(db, config, queue),
     engine: db.engine,
     location,
-    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config))),
+    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue))),
     ping: () => db.ping(),
     close: () => db.close(),
   };
