@@ -34,6 +34,8 @@ import { databasePath, openStore, type Store } from './store/store.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
+import type { OutboxStore } from './store/outbox-store.ts';
+import { propagatingSift } from './outbox/propagate.ts';
 
 export interface Runtime {
   config: Config;
@@ -50,7 +52,10 @@ export interface Runtime {
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
+  /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
+  outbox: OutboxStore;
   redactor: Redactor;
+  /** The upstream clients; Sift's `applyUserDecision` also enqueues the decision (src/outbox/propagate.ts). */
   clients: UpstreamClients;
   logger: Logger;
   /** Start the background sweep that executes approved actions and expires overdue approvals. */
@@ -311,7 +316,10 @@ export async function openRuntime(options: {
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
-  const clients = options.clients ?? createClients(config, secrets);
+  const outbox = state.store.outbox;
+  const upstream = options.clients ?? createClients(config, secrets);
+  // Every decision this process applies reaches the outbox like a Sift webhook would.
+  const clients = { ...upstream, sift: propagatingSift(upstream.sift, outbox) };
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
       ? await redisLimiter(secrets.redisUrl, logger)
@@ -346,6 +354,7 @@ export async function openRuntime(options: {
     pipeline,
     ...state,
     sessions,
+    outbox,
     clients,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {

@@ -114,7 +114,8 @@ export async function openAutomation(options: {
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
   });
-  const store = runtime.store.outbox;
+  // The runtime's outbox: where this automation's own applied decisions are enqueued too.
+  const store = runtime.outbox;
   const worker = createOutboxWorker({
     runtime,
     store,
