@@ -31,6 +31,7 @@ import { serveStdio } from './transports/stdio.ts';
 import { checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
+import { startTracing, tracingRequested } from './tracing.ts';
 import { VERSION } from './version.ts';
 
 /**
@@ -259,6 +260,8 @@ function configure(values: CliValues): LoadedConfig {
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
+  // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
+  const tracing = tracingRequested() ? await startTracing() : undefined;
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   if (config.mode === 'sandbox') {
     process.stderr.write(
@@ -307,6 +310,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
         await automation.close();
         await runtime.close();
         await sandbox?.close();
+        await tracing?.shutdown();
       },
       [webhook, segmentWebhook],
     );
@@ -315,6 +319,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
+    await tracing?.shutdown();
     process.exit(0);
   });
 }

@@ -24,6 +24,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
@@ -112,6 +113,8 @@ export interface AuditRecord {
   detail?: string;
   /** `refusals_counted`: refusals over the principal's budget, counted since `since`. */
   refusals?: { count: number; since: string; by_event: Record<string, number> };
+  /** The OpenTelemetry trace of the call (the caller's, when it sent a traceparent), when tracing is on. */
+  trace_id?: string;
   prev_hash: string;
   hash: string;
 }
@@ -244,6 +247,9 @@ export async function openAuditLog(path: string, options: AuditLogOptions): Prom
       if (!(AUDIT_EVENTS as readonly string[]).includes(input.event)) {
         return Promise.reject(auditError('Unknown audit event.', `event ${String(input.event)}`));
       }
+      // Taken here, in the caller's async context: the drain below runs outside it.
+      const traceId = input.trace_id ?? currentTraceId();
+      if (traceId) input = { ...input, trace_id: traceId };
       const result = new Promise<AuditRecord>((resolve, reject) => pending.push({ input, resolve, reject }));
       draining ??= drain();
       return result.catch((error: unknown) => {
@@ -296,6 +302,7 @@ function buildRecord(
     duration_ms: input.duration_ms,
     detail: redactString(input.detail),
     refusals: input.refusals,
+    trace_id: input.trace_id,
     prev_hash: head.hash,
   };
   // Hash exactly what a reader will parse back, so verification never disagrees with the writer.
