@@ -52,6 +52,9 @@ const OPTIONS = {
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
+  'public-key': { type: 'string' },
+  since: { type: 'string' },
+  format: { type: 'string' },
   write: { type: 'boolean' },
   check: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
@@ -76,6 +79,9 @@ const OPTION_HELP: Record<OptionName, string> = {
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
+  'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
+  format: 'FORMAT  export format: jsonl (JSON Lines, the default)',
   write: 'rewrite the generated section in place',
   check: 'exit 1 when the generated section is out of date',
   'dry-run': 'show what would change, change nothing',
@@ -131,9 +137,15 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'audit',
-    summary: 'verify the hash chain of the audit log',
-    usage: ['audit verify [--file PATH]'],
-    options: ['file'],
+    summary: 'verify or export the audit ledger',
+    usage: [
+      'audit verify [--file PATH] [--public-key FILE]',
+      'audit export [--since ISO-TIME] [--format jsonl]',
+    ],
+    options: ['file', 'public-key', 'since', 'format'],
+    notes: [
+      "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+    ],
     run: (args, values) => runAuditCommand(args, values, configure(values)),
   },
   {
@@ -278,11 +290,19 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const runtime = await openRuntime({ config, secrets, tools, logger });
+  const replicaId = process.env.FRAUDGATE_REPLICA_ID?.trim();
+  const runtime = await openRuntime({
+    config,
+    secrets,
+    tools,
+    logger,
+    ...(replicaId ? { auditWriter: replicaId } : {}),
+  });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    const automation = await openAutomation({ config, secrets, tools, logger });
+    // One ledger writer per process: the automation side appends through the MCP side's.
+    const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,

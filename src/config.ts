@@ -212,6 +212,15 @@ export const configSchema = z.strictObject({
     wait_ms: z.number().int().min(0),
     poll_ms: z.number().int().positive(),
   }),
+  /** The audit ledger (README "Audit"): checkpoint cadence and retention. */
+  audit: z.strictObject({
+    /** A writer signs its chain's head after this many records... */
+    checkpoint_every: z.number().int().positive(),
+    /** ...or after this long with unsealed records (and on shutdown). */
+    checkpoint_interval_ms: z.number().int().positive().max(86_400_000),
+    /** Records older than this are pruned (back to a checkpoint, which stays as the anchor); 0 keeps everything. */
+    retention_days: z.number().min(0),
+  }),
   rate_limits: z.strictObject({
     /** memory: per process; redis: shared by every replica (FRAUDGATE_REDIS_URL). */
     store: z.enum(['memory', 'redis']),
@@ -411,6 +420,10 @@ export interface Secrets {
   salesforcePassword?: string;
   /** Key for the keyed hashes of personal data in the audit log. */
   auditKey?: string;
+  /** FRAUDGATE_AUDIT_SIGNING_KEY: the Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints. */
+  auditSigningKey?: string;
+  /** FRAUDGATE_AUDIT_SIGNING_KEY_FILE: or the file holding it, outside the data directory. */
+  auditSigningKeyFile?: string;
   /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
@@ -548,6 +561,7 @@ export const DEFAULTS: Config = {
     wait_ms: 30_000,
     poll_ms: 250,
   },
+  audit: { checkpoint_every: 1000, checkpoint_interval_ms: 10_000, retention_days: 0 },
   rate_limits: {
     store: 'memory',
     read: { capacity: 60, per_minute: 120 },
@@ -699,6 +713,8 @@ export function readSecrets(env: Env): Secrets {
     salesforceUsername: nonEmpty(env.SALESFORCE_USERNAME),
     salesforcePassword: nonEmpty(env.SALESFORCE_PASSWORD),
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
+    auditSigningKey: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY),
+    auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),

@@ -3,8 +3,9 @@
  * governance pipeline, wired from a resolved configuration. `fraudgate serve`, the tests and the
  * benchmarks all build it the same way.
  */
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
@@ -14,7 +15,15 @@ import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
 import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
-import { openAuditLog, type AuditLog } from './governance/audit.ts';
+import type { AuditLog } from './governance/audit.ts';
+import { createAuditLedger, pruneLedger, type LedgerEngine } from './governance/audit-ledger.ts';
+import {
+  createCheckpointSigner,
+  createCheckpointVerifier,
+  loadSigningKey,
+  type CheckpointVerifier,
+} from './governance/audit-signing.ts';
+import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
 import { Redis } from 'ioredis';
@@ -35,6 +44,7 @@ export interface Runtime {
   approvals: ApprovalStore;
   /** Sift → Segment id mappings and the identity review list (same SQLite file as approvals). */
   identities: IdentityStore;
+  /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
@@ -46,7 +56,8 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export const auditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
+/** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
+export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
 export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 /**
@@ -63,11 +74,96 @@ export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Sec
   return key;
 }
 
-/** The store, audit log and approval desk only: what the `approvals` and `audit` CLI commands need. */
-export async function openGovernanceState(config: Config, secrets: Secrets, logger: Logger) {
+/**
+ * This process's audit writer id. `serve` passes FRAUDGATE_REPLICA_ID when set, so a restarted
+ * replica continues its chain; every other process (CLI commands, tests) gets its own.
+ */
+export function auditWriterId(replicaId?: string): string {
+  return replicaId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}:${process.pid}`;
+}
+
+/** The ledger's storage. */
+export function openLedgerEngine(config: Pick<Config, 'data_dir'>): LedgerEngine {
+  return openSqliteLedgerStore(databasePath(config));
+}
+
+/** The public key that checks checkpoints, from the configured signing key (see audit-signing.ts). */
+export function trustedAuditVerifier(config: Config, secrets: Secrets): CheckpointVerifier {
+  const key = loadSigningKey({
+    pem: secrets.auditSigningKey,
+    file: secrets.auditSigningKeyFile,
+    dataDir: config.data_dir,
+    mode: config.mode,
+  });
+  return createCheckpointVerifier(createPublicKey(key));
+}
+
+/**
+ * Opens this process's ledger writer. Refuses (fail closed) without a signing key in live mode.
+ * Retention (`audit.retention_days`) runs here on a timer; pruning is idempotent, so replicas that
+ * run it at once only repeat each other's deletes.
+ */
+export function openAuditLedger(
+  config: Config,
+  secrets: Secrets,
+  redactor: Redactor,
+  logger: Logger,
+  writer = auditWriterId(),
+): AuditLog & { engine: LedgerEngine } {
+  const signer = createCheckpointSigner(
+    loadSigningKey({
+      pem: secrets.auditSigningKey,
+      file: secrets.auditSigningKeyFile,
+      dataDir: config.data_dir,
+      mode: config.mode,
+    }),
+  );
+  const engine = openLedgerEngine(config);
+  const ledger = createAuditLedger({
+    engine,
+    writer,
+    redactor,
+    signer,
+    checkpointEvery: config.audit.checkpoint_every,
+    checkpointIntervalMs: config.audit.checkpoint_interval_ms,
+    onHealthChange: (health) =>
+      health.ok
+        ? logger.info('audit ledger writable again')
+        : logger.error('audit ledger cannot write: calls are refused until it can', { error: health.reason }),
+  });
+  let retention: NodeJS.Timeout | undefined;
+  if (config.audit.retention_days > 0) {
+    const prune = () =>
+      pruneLedger(engine, new Date(Date.now() - config.audit.retention_days * 86_400_000)).catch(
+        (error: unknown) =>
+          logger.warn('audit retention failed; it runs again within the hour', { error: String(error) }),
+      );
+    void prune();
+    retention = setInterval(prune, 3_600_000);
+    retention.unref();
+  }
+  return {
+    ...ledger,
+    writer: ledger.writer,
+    engine,
+    async close() {
+      if (retention) clearInterval(retention);
+      await ledger.close();
+      await engine.close();
+    },
+  };
+}
+
+/** The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need. */
+export async function openGovernanceState(
+  config: Config,
+  secrets: Secrets,
+  logger: Logger,
+  options: { audit?: AuditLog; writer?: string } = {},
+) {
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const audit = await openAuditLog(auditPath(config), { redactor });
+  const audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
   const approvals = openSqliteApprovalStore(databasePath(config));
   const identities = openSqliteIdentityStore(databasePath(config), config.identity);
   const desk = createApprovalDesk({ approvals, audit, logger });
@@ -143,9 +239,19 @@ export async function openRuntime(options: {
   logger: Logger;
   /** Inject clients (e.g. already built for the sandbox); default: built from config and secrets. */
   clients?: UpstreamClients;
+  /**
+   * Another runtime's ledger writer, shared so a process has one (the automation side of
+   * `serve --http`); its owner closes it. Default: open this process's own.
+   */
+  audit?: AuditLog;
+  /** The ledger writer id when opening one (`serve` passes FRAUDGATE_REPLICA_ID). */
+  auditWriter?: string;
 }): Promise<Runtime> {
   const { config, secrets } = options;
-  const state = await openGovernanceState(config, secrets, options.logger);
+  const state = await openGovernanceState(config, secrets, options.logger, {
+    ...(options.audit ? { audit: options.audit } : {}),
+    ...(options.auditWriter ? { writer: options.auditWriter } : {}),
+  });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
   const clients = options.clients ?? createClients(config, secrets);
@@ -197,7 +303,7 @@ export async function openRuntime(options: {
           logger.error('pending audit records could not be written', { error: String(error) }),
         );
       await rateLimiter.close().catch(() => undefined);
-      await state.audit.close();
+      if (!options.audit) await state.audit.close();
       await sessions.close();
       state.approvals.close();
       state.identities.close();

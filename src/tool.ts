@@ -125,6 +125,12 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
   target?(args: z.infer<I>): string;
   /**
+   * What a newer request replaces: a pending approval of this tool with the same key is superseded
+   * by a newer request (default: the target). Narrower where two requests on one target are
+   * independent, e.g. labels for different abuse types.
+   */
+  supersedeKey?(args: z.infer<I>): string;
+  /**
    * What an approver is shown (score, reasons, current decision), captured when approval is requested.
    * Must not write anything.
    */

@@ -2,7 +2,6 @@
  * The MCP surface beyond tools: resources (policy, user profile, case), prompts, the tool
  * catalogue as a public API (snapshot), untrusted-text marking and result bounds.
  */
-import { readFile } from 'node:fs/promises';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../tools/index.ts';
@@ -10,6 +9,7 @@ import { MAX_RESULT_BYTES, successResult, toWireTool } from '../src/server.ts';
 import { defineTool } from '../src/tool.ts';
 import * as z from 'zod';
 import { setup, type TestEnv } from './helpers/setup.ts';
+import { storedAuditRecords } from './helpers/audit.ts';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -76,7 +76,7 @@ describe('protocol errors', () => {
     expect(error).toBeInstanceOf(McpError);
     expect((error as McpError).code).toBe(ErrorCode.InvalidParams);
     expect((error as McpError).message).toBe('MCP error -32602: Unknown tool: no_such_tool; see tools/list');
-    const audit = await readFile(e.runtime.audit.path, 'utf8');
+    const audit = JSON.stringify(await storedAuditRecords(e.config, e.runtime.audit));
     expect(audit).toMatch(/"event":"invalid".*"tool":"unknown#[0-9a-f]{8}"/);
   });
 

@@ -5,11 +5,11 @@
  * and nothing of the kind while tracing is off.
  */
 import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTracing, type Tracing } from '../src/tracing.ts';
 import type { AuditRecord } from '../src/governance/audit.ts';
+import { storedAuditRecords } from './helpers/audit.ts';
 import { setup, type TestEnv } from './helpers/setup.ts';
 
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -27,11 +27,8 @@ afterEach(async () => {
 });
 
 async function audit(e: TestEnv): Promise<AuditRecord[]> {
-  const text = await readFile(e.runtime.audit.path, 'utf8');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => JSON.parse(line) as AuditRecord);
+  await e.runtime.audit.flush(); // reads are recorded write-behind
+  return storedAuditRecords(e.config, e.runtime.audit);
 }
 
 /** Every ancestor of a span, by parent id, within the exported spans. */

@@ -19,7 +19,16 @@ export const getApprovalStatus = defineTool({
   output: z.object({
     approval_id: z.string(),
     tool: z.string(),
-    state: z.enum(['pending', 'approved', 'denied', 'expired', 'executing', 'executed', 'failed']),
+    state: z.enum([
+      'pending',
+      'approved',
+      'denied',
+      'expired',
+      'superseded',
+      'executing',
+      'executed',
+      'failed',
+    ]),
     target: z.string(),
     requester: z.string(),
     mode: z.string(),

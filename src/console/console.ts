@@ -79,7 +79,15 @@ const MAX_REASON = 1000;
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
-const HISTORY_STATES: ApprovalState[] = ['approved', 'denied', 'expired', 'executing', 'executed', 'failed'];
+const HISTORY_STATES: ApprovalState[] = [
+  'approved',
+  'denied',
+  'expired',
+  'superseded',
+  'executing',
+  'executed',
+  'failed',
+];
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny)$/;
 /** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
 const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;

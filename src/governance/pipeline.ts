@@ -212,6 +212,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     );
   }
 
+  /**
+   * A read's outcome joins the next group commit without the caller waiting (reads change nothing
+   * upstream); if that commit fails, the record stays queued and new calls are refused meanwhile.
+   */
+  const recordBehind = (input: AuditInput) => {
+    try {
+      audit.enqueue(input);
+    } catch (error) {
+      logger.error('audit write failed', {
+        event: input.event,
+        call_id: input.call_id,
+        error: String(error),
+      });
+    }
+  };
+
   /** Audit without letting an audit failure mask the original outcome (used after the fact). */
   const recordQuietly = async (input: AuditInput) => {
     try {
@@ -306,19 +322,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       if (!checked.success) {
         throw new Error(`output of ${tool.name} broke its schema: ${checked.error.message}`);
       }
-      await inSpan('fraudgate.outcome', () =>
-        recordQuietly({ ...base, event: 'executed', duration_ms: Date.now() - started }),
-      );
+      const executed = { ...base, event: 'executed' as const, duration_ms: Date.now() - started };
+      if (tool.risk === 'read') inSpan('fraudgate.outcome', () => recordBehind(executed));
+      else await inSpan('fraudgate.outcome', () => recordQuietly(executed));
       return checked.data as Record<string, unknown>;
     } catch (thrown) {
       const error = toFraudgateError(thrown);
-      await recordQuietly({
+      const failed = {
         ...base,
-        event: 'failed',
+        event: 'failed' as const,
         duration_ms: Date.now() - started,
         outcome: { code: error.code, message: error.message, retryable: error.retryable },
         ...(error.detail ? { detail: error.detail } : {}),
-      });
+      };
+      if (tool.risk === 'read') recordBehind(failed);
+      else await recordQuietly(failed);
       if (error.code === ERROR_CODES.INTERNAL)
         logger.error('tool failed', {
           tool: tool.name,
@@ -666,7 +684,35 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
     await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
+  }
+
+  /**
+   * A newer request for the same tool and target replaces an older pending one (two BLOCK decisions
+   * must not leave two suppressions waiting for a human): the older one becomes `superseded`,
+   * audited, and can no longer be approved.
+   */
+  async function supersedeOlder(tool: AnyTool, newer: Approval, base: ReturnType<typeof auditFields>) {
+    const keyOf = (approval: Approval) => tool.supersedeKey?.(approval.args) ?? approval.target;
+    const key = keyOf(newer);
+    const pending = await approvals.list({ states: ['pending'], limit: 1000 });
+    for (const older of pending) {
+      if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
+      const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
+      const moved = await approvals.transition(older.id, ['pending'], 'superseded', {
+        decided_at: now().toISOString(),
+        reason: message,
+      });
+      if (moved) {
+        await recordQuietly({
+          ...base,
+          event: 'superseded',
+          approval_id: older.id,
+          outcome: { code: 'SUPERSEDED', message },
+        });
+      }
+    }
   }
 
   /** `dry_run: true`: read the current state and report what would change; no write, no approval. */
@@ -688,6 +734,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   async function callInner(toolName: string, rawArgs: unknown, channel: CallChannel, callId: string) {
+    // Fail closed: a call that cannot be recorded does not run (not even a read or a refusal).
+    audit.assertWritable();
     const principal = channel.principal;
     const tool = byName.get(toolName);
     // Refused calls keep a bounded summary of their arguments, never the arguments: a refusal

@@ -7,6 +7,7 @@
 import type { SiftClient, SiftDecisionDefinition, UpstreamClients } from '../clients/types.ts';
 import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
+import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
 import { createClients, databasePath, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
@@ -113,6 +114,8 @@ export async function openAutomation(options: {
   owner?: string;
   /** false: one upstream request per record (the benchmark's naive baseline). */
   batching?: boolean;
+  /** The process's ledger writer, when another runtime already opened it (one per process). */
+  audit?: AuditLog;
 }): Promise<Automation> {
   const config = automationConfig(options.config);
   const clients = createAutomationClients(config, options.secrets, options.clients, options.batching ?? true);
@@ -122,6 +125,7 @@ export async function openAutomation(options: {
     tools: options.tools,
     logger: options.logger,
     clients,
+    ...(options.audit ? { audit: options.audit } : {}),
   });
   const store = await openOutboxStore(config, options.secrets);
   const worker = createOutboxWorker({

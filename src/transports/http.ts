@@ -70,7 +70,10 @@ export interface HttpServerHandle {
   sessionCount(): Promise<number>;
   /** Run one reaper tick now (tests; the server runs it on a timer). */
   sweepSessions(): Promise<void>;
-  /** Stop accepting, let in-flight requests finish (up to `http.shutdown_grace_ms`), then close sessions. */
+  /**
+   * Stop accepting, let in-flight calls finish (up to `http.shutdown_grace_ms`), then drop this
+   * process's live session objects; the registry keeps the sessions for other replicas or a restart.
+   */
   close(): Promise<void>;
 }
 
@@ -490,8 +493,11 @@ export async function startHttpServer(
       reachable(config.segment.host),
       reachable(config.salesforce.login_url),
     ]);
+    const ledger = runtime.audit.health();
     const checks = {
       store,
+      // Calls are refused while the ledger cannot write (fail closed); say so to the load balancer.
+      audit: ledger.ok ? 'ok' : 'failing',
       sift: sift ? 'ok' : 'unreachable',
       segment: segment ? 'ok' : 'unreachable',
       salesforce: salesforce ? 'ok' : 'unreachable',

@@ -11,8 +11,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Authenticator } from '../../src/auth/authenticator.ts';
 import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
-import { openAuditLog, type AuditLog } from '../../src/governance/audit.ts';
-import { createRedactor } from '../../src/governance/redact.ts';
+import type { AuditLog } from '../../src/governance/audit.ts';
+import { openTestLedger } from '../helpers/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
 import type { SessionStores } from '../../src/store/session-store.ts';
@@ -31,6 +31,7 @@ const authenticate: Authenticator = async (token) => {
 let clock = Date.now();
 let dir: string;
 let audit: AuditLog;
+let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
 let sessions: SessionStores;
 let server: Server;
@@ -89,14 +90,15 @@ function pending(id: string, overrides: { requester?: string; expires_at?: strin
 beforeEach(async () => {
   clock = Date.now();
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
-  audit = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+  ledger = openTestLedger(dir);
+  audit = ledger.audit;
   approvals = openSqliteApprovalStore(':memory:');
   sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  await audit.close();
+  await ledger.close();
   approvals.close();
   await sessions.close();
   rmSync(dir, { recursive: true, force: true });

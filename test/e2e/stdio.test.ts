@@ -5,9 +5,10 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -196,20 +197,30 @@ describe('fraudgate over stdio', () => {
     },
   );
 
-  it('audit verify passes on the intact chain and names the first bad line after tampering', async () => {
+  it('audit verify passes on the intact ledger and names the first bad record after tampering', async () => {
     const ok = await cli(['audit', 'verify']);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('intact');
-    const path = join(dataDir, 'audit.jsonl');
-    const lines = readFileSync(path, 'utf8').trim().split('\n');
-    expect(lines.length).toBeGreaterThanOrEqual(4);
-    const edited = JSON.parse(lines[1]!) as Record<string, unknown>;
-    edited.target = 'sift_user:someone-else';
-    lines[1] = JSON.stringify(edited);
-    writeFileSync(path, lines.join('\n') + '\n');
-    const bad = await cli(['audit', 'verify']);
-    expect(bad.code).toBe(1);
-    expect(bad.stdout).toContain('line 2');
+    const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+    try {
+      db.exec('PRAGMA busy_timeout = 5000');
+      const rows = db.prepare('SELECT id, writer, seq FROM audit_records ORDER BY id').all() as {
+        id: number;
+        writer: string;
+        seq: number;
+      }[];
+      expect(rows.length).toBeGreaterThanOrEqual(4);
+      db.prepare(`UPDATE audit_records SET body = replace(body, '"event"', '"event" ') WHERE id = ?`).run(
+        rows[1]!.id,
+      );
+      const bad = await cli(['audit', 'verify']);
+      expect(bad.code).toBe(1);
+      expect(bad.stdout).toContain(
+        `TAMPERED at writer ${rows[1]!.writer} seq ${rows[1]!.seq}: hash mismatch`,
+      );
+    } finally {
+      db.close();
+    }
   });
 
   it('an unknown config key stops start-up with a message naming it', async () => {

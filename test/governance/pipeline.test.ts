@@ -3,12 +3,11 @@
  * completeness and "no audit, no write", and upstream faults surfacing as clear, retryable errors
  * without duplicate writes.
  */
-import { chmodSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { verifyAuditFile } from '../../src/governance/audit.ts';
 import { UNIDENTIFIED } from '../../src/governance/pipeline.ts';
-import { auditPath } from '../../src/runtime.ts';
+import { databasePath } from '../../src/runtime.ts';
+import { storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -16,18 +15,7 @@ afterEach(async () => {
   await env?.close();
 });
 
-const auditRecords = (e: TestEnv) =>
-  readFileSync(auditPath(e.config), 'utf8')
-    .trim()
-    .split('\n')
-    .map(
-      (l) =>
-        JSON.parse(l) as Record<string, unknown> & {
-          event: string;
-          tool?: string;
-          principal: { id: string };
-        },
-    );
+const auditRecords = (e: TestEnv) => storedAuditRecords(e.config, e.runtime.audit);
 
 describe('identity and authorization', () => {
   it('write tools refuse without an analyst identity; reads still work', async () => {
@@ -119,7 +107,7 @@ describe('audit', () => {
       description: 'mail jane.doe@example.com',
     });
     await env.callTool('get_sift_score', { user_id: 'nobody-at-all' });
-    const records = auditRecords(env);
+    const records = await auditRecords(env);
     const events = records.map((r) => `${r.tool}:${r.event}`);
     expect(events).toEqual([
       'get_sift_score:executed',
@@ -131,19 +119,16 @@ describe('audit', () => {
     ]);
     expect(records.every((r) => r.principal.id === ANALYST.id)).toBe(true);
     expect(records[2]?.args_hash).toMatch(/^[0-9a-f]{64}$/);
-    const raw = readFileSync(auditPath(env.config), 'utf8');
-    expect(raw).not.toContain('jane.doe@example.com');
-    expect(await verifyAuditFile(auditPath(env.config))).toMatchObject({ ok: true, records: 6 });
+    expect(JSON.stringify(records)).not.toContain('jane.doe@example.com');
+    expect(await verifyStoredAudit(env.config)).toMatchObject({ ok: true, records: 6 });
   });
 
   it('if the audit cannot be written, the write does not happen', async () => {
     env = await setup();
-    // Replace the audit file by a directory: appends now fail.
-    const path = auditPath(env.config);
-    await env.runtime.audit.close();
-    rmSync(path, { force: true });
-    mkdirSync(path);
-    chmodSync(path, 0o500);
+    // Take the ledger's table away behind the server's back: its commits now fail.
+    const db = new DatabaseSync(databasePath(env.config));
+    db.exec('ALTER TABLE audit_records RENAME TO audit_records_gone');
+    db.close();
     const result = await env.callTool('create_fraud_case', {
       user_id: 'sandbox-high-risk',
       summary: 'must not be written',
@@ -153,7 +138,6 @@ describe('audit', () => {
     expect(
       env.sandbox.salesforce.records('Case').filter((c) => c.Sift_User_Id__c === 'sandbox-high-risk'),
     ).toHaveLength(0);
-    rmSync(join(path), { recursive: true, force: true });
   });
 });
 

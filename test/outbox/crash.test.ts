@@ -7,8 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { verifyAuditFile } from '../../src/governance/audit.ts';
-import { auditPath } from '../../src/runtime.ts';
+import { sandboxSigningKeyPath } from '../../src/governance/audit-signing.ts';
+import { verifyStoredAudit } from '../helpers/audit.ts';
 import { decisionBody, mapLimit, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 const USERS = 150;
@@ -38,6 +38,8 @@ function startWorker(e: OutboxEnv, once: boolean): ChildProcess {
     FRAUDGATE_CONFIG: configFile,
     FRAUDGATE_DATA_DIR: e.dataDir,
     FRAUDGATE_AUDIT_KEY: 'test-audit-key',
+    // Live mode needs a signing key: the one this test's (sandbox) runtime generated, so one key verifies all.
+    FRAUDGATE_AUDIT_SIGNING_KEY_FILE: sandboxSigningKeyPath(e.dataDir),
     FRAUDGATE_LOG_LEVEL: 'error',
     SIFT_BASE_URL: sandbox.config.sift.base_url,
     SIFT_ACCOUNT_ID: sandbox.config.sift.account_id ?? '',
@@ -122,7 +124,7 @@ describe('worker crash (SIGKILL) mid-drain', () => {
       .map((f) => `${String(f.ParentId)} ${/\[fraudgate:[0-9a-f]+\]/.exec(String(f.Body))?.[0] ?? ''}`);
     expect(new Set(markers).size).toBe(markers.length);
     // The audit chain survives two writer processes and a kill.
-    expect((await verifyAuditFile(auditPath(e.config))).ok).toBe(true);
+    expect((await verifyStoredAudit(e.config, {}, e.automation.runtime.audit)).ok).toBe(true);
     process.stderr.write(
       `crash: killed at ${JSON.stringify(atKill)}; after restart ${JSON.stringify(stats)}\n`,
     );

@@ -165,7 +165,7 @@ describe('2,000 webhooks under injected faults', () => {
     }
 
     // Audit: every done effect has an intent and an executed record under the automation principal.
-    const audit = env.auditRecords().filter((r) => r.principal.id === 'automation:sift-webhook');
+    const audit = (await env.auditRecords()).filter((r) => r.principal.id === 'automation:sift-webhook');
     const executed = audit.filter((r) => r.event === 'executed');
     const intents = audit.filter((r) => r.event === 'intent');
     expect(executed.length).toBeGreaterThanOrEqual(

@@ -3,7 +3,7 @@
  * (runtime + outbox + worker) and the real webhook handler on a loopback HTTP server.
  */
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
-import { auditPath } from '../../src/runtime.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import type { AnyTool } from '../../src/tool.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
@@ -38,7 +38,7 @@ export interface OutboxEnv {
     body: string,
     headers?: Record<string, string>,
   ): Promise<{ status: number; json: Record<string, unknown> }>;
-  auditRecords(): { event: string; tool?: string; principal: { id: string }; target?: string }[];
+  auditRecords(): Promise<{ event: string; tool?: string; principal: { id: string }; target?: string }[]>;
   close(): Promise<void>;
 }
 
@@ -130,10 +130,7 @@ export async function outboxEnv(
       return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
     },
     auditRecords() {
-      return readFileSync(auditPath(config), 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as { event: string; tool?: string; principal: { id: string } });
+      return storedAuditRecords(config, automation.runtime.audit);
     },
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -92,10 +92,7 @@ describe('outbox worker', () => {
     }
     expect((await env.automation.store.get(parked?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_appr')?.suppressed_for_fraud).toBe(true);
-    const events = env
-      .auditRecords()
-      .filter((r) => r.tool === 'suppress_user')
-      .map((r) => r.event);
+    const events = (await env.auditRecords()).filter((r) => r.tool === 'suppress_user').map((r) => r.event);
     expect(events).toEqual(expect.arrayContaining(['approval_requested', 'approved', 'intent', 'executed']));
   });
 
@@ -106,7 +103,7 @@ describe('outbox worker', () => {
     expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
     const [dead] = await env.automation.store.list({ states: ['dead'] });
     expect(dead).toMatchObject({ tool: 'sync_decision_to_segment', attempts: 2 });
-    expect(env.auditRecords().some((r) => r.event === 'dead_lettered')).toBe(true);
+    expect((await env.auditRecords()).some((r) => r.event === 'dead_lettered')).toBe(true);
 
     env.sandbox.segment.faults.clear();
     const opsKey = 'ops-approver-key-0123456789';
@@ -141,7 +138,9 @@ describe('outbox worker', () => {
     );
     expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('dead');
     expect(await runOutboxCommand(['retry', String(dead?.id)], {}, asOps)).toBe(0);
-    expect(env.auditRecords().find((r) => r.event === 'requeued')?.principal.id).toBe('ops@example.com');
+    expect((await env.auditRecords()).find((r) => r.event === 'requeued')?.principal.id).toBe(
+      'ops@example.com',
+    );
     expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
     expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('done');
     expect(env.sandbox.segment.profile('fg_dead')?.fraud_decision).toBe('watch');

@@ -6,16 +6,15 @@
  * raw personal data reaches the audit or the logs. `FRAUDGATE_FUZZ_RUNS` raises the number of calls
  * (the default is kept small for CI).
  */
-import { readFileSync } from 'node:fs';
 import { CallToolResultSchema, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
-import { readAuditRecords } from '../../src/governance/audit.ts';
 import { createLogger } from '../../src/logger.ts';
 import { inputSchemaOf } from '../../src/tool.ts';
 import * as z from 'zod';
 import { setup, type TestEnv } from '../helpers/setup.ts';
+import { countStoredAuditRecords, storedAuditText } from '../helpers/audit.ts';
 
 const RUNS = Number(process.env.FRAUDGATE_FUZZ_RUNS ?? 150);
 const registered = new Set(tools.map((t) => t.name));
@@ -197,10 +196,8 @@ afterAll(async () => {
   await env?.close();
 });
 
-async function auditCount(): Promise<number> {
-  let n = 0;
-  for await (const _ of readAuditRecords(env.runtime.audit.path)) n += 1;
-  return n;
+function auditCount(): Promise<number> {
+  return countStoredAuditRecords(env.config, env.runtime.audit);
 }
 
 describe(`fuzzing every tool through the protocol (${RUNS} calls)`, () => {
@@ -247,7 +244,7 @@ describe(`fuzzing every tool through the protocol (${RUNS} calls)`, () => {
   it('no planted personal data is readable in the audit or the logs', async () => {
     await env.runtime.pipeline.close();
     const places: [string, string][] = [
-      ['audit', readFileSync(env.runtime.audit.path, 'utf8')],
+      ['audit', await storedAuditText(env.config, env.runtime.audit)],
       ['logs', logs.join('\n')],
     ];
     for (const [where, text] of places) {

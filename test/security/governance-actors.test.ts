@@ -4,15 +4,15 @@
  * (Outbox retry/drop: test/outbox/worker.test.ts; approval decisions: test/e2e/stdio.test.ts.)
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runIdentitiesCommand } from '../../src/cli/identities.ts';
 import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
-import type { AuditRecord } from '../../src/governance/audit.ts';
 import { databasePath } from '../../src/runtime.ts';
 import { openSqliteIdentityStore } from '../../src/store/identity-store.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 
 const APPROVER_KEY = 'identity-approver-key-0123456789';
 const ANALYST_KEY = 'identity-analyst-key-0123456789';
@@ -54,17 +54,7 @@ const as = (token?: string): LoadedConfig => ({
   secrets: { ...loaded.secrets, ...(token ? { approverToken: token } : {}) },
 });
 
-function audit(): AuditRecord[] {
-  try {
-    return readFileSync(join(dir, 'audit.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as AuditRecord);
-  } catch {
-    return [];
-  }
-}
+const audit = () => storedAuditRecords(loaded.config);
 
 function mappings() {
   const store = openSqliteIdentityStore(databasePath(loaded.config), loaded.config.identity);
@@ -90,7 +80,7 @@ describe('identity mappings', () => {
     await expect(run(['map', 'sift-1', 'seg-1'], as(ANALYST_KEY))).rejects.toThrow(/role 'analyst'/);
     await expect(run(['map', 'sift-1', 'seg-1'], as('forged'))).rejects.toThrow(/refused/);
     expect(mappings()).toEqual([]);
-    expect(audit().filter((r) => r.event.startsWith('identity_'))).toEqual([]);
+    expect((await audit()).filter((r) => r.event.startsWith('identity_'))).toEqual([]);
   });
 
   it('map, re-map and unmap by an approver are audited with that approver and the values before and after', async () => {
@@ -103,7 +93,7 @@ describe('identity mappings', () => {
     expect(await run(['unmap', 'sift-1'], as(APPROVER_KEY))).toBe(0);
     expect(mappings()).toEqual([]);
 
-    const records = audit().filter((r) => r.event.startsWith('identity_'));
+    const records = (await audit()).filter((r) => r.event.startsWith('identity_'));
     expect(records.map((r) => [r.event, r.principal.id, r.principal.role, r.target])).toEqual([
       ['identity_mapped', 'ida.approver@example.com', 'approver', 'sift_user:sift-1'],
       ['identity_mapped', 'ida.approver@example.com', 'approver', 'sift_user:sift-1'],

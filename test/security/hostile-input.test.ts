@@ -4,24 +4,20 @@
  * refused calls cannot fill the disk, and protocol edges (non-object arguments, reserved keys,
  * made-up tool names) are answered as audited INVALID_INPUT tool results.
  */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
-import {
-  openAuditLog,
-  readAuditRecords,
-  verifyAuditFile,
-  type AuditRecord,
-} from '../../src/governance/audit.ts';
+import type { AuditRecord } from '../../src/governance/audit.ts';
+import { verifyLedger } from '../../src/governance/audit-ledger.ts';
 import { ARGUMENT_LIMITS } from '../../src/governance/input-bounds.ts';
-import { createRedactor } from '../../src/governance/redact.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics } from '../../src/metrics.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
+import { openTestLedger, storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 
 let sandbox: Sandbox;
 const envs: TestEnv[] = [];
@@ -42,10 +38,13 @@ async function open(options: Parameters<typeof setup>[0] = {}): Promise<TestEnv>
   return env;
 }
 
-async function auditRecords(env: TestEnv): Promise<AuditRecord[]> {
-  const records: AuditRecord[] = [];
-  for await (const r of readAuditRecords(env.runtime.audit.path)) records.push(r);
-  return records;
+function auditRecords(env: TestEnv): Promise<AuditRecord[]> {
+  return storedAuditRecords(env.config, env.runtime.audit);
+}
+
+/** What the ledger holds, as text: nothing refused may leave its arguments there. */
+async function auditText(env: TestEnv): Promise<string> {
+  return JSON.stringify(await auditRecords(env));
 }
 
 /** `{"junk":[[[…]]]}` nested `depth` levels, built without recursion. */
@@ -79,7 +78,7 @@ describe('bounds before work', () => {
     expect(refused!.error.message).toContain('max_depth');
     expect(refused!.error.message).toContain('junk');
     expect(written.filter((w) => w.isError).map((w) => w.error)).toEqual([]);
-    expect(await verifyAuditFile(env.runtime.audit.path)).toMatchObject({ ok: true });
+    expect(await verifyStoredAudit(env.config, {}, env.runtime.audit)).toMatchObject({ ok: true });
   });
 
   it('too many keys, a too-long string and too large arguments are each refused naming their limit', async () => {
@@ -116,7 +115,8 @@ describe('the audit group commit', () => {
 
   it('one record that cannot be built fails alone; the others in its group are written and the chain verifies', async () => {
     dir = await mkdtemp(join(tmpdir(), 'fraudgate-group-'));
-    const log = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+    const ledger = openTestLedger(dir);
+    const log = ledger.audit;
     const principal = { id: 'ana@example.com', kind: 'user', role: 'analyst' } as const;
     const appends = Array.from({ length: 20 }, (_, i) =>
       log.append({
@@ -131,19 +131,21 @@ describe('the audit group commit', () => {
     await log.close();
     expect(settled.filter((s) => s.status === 'rejected')).toHaveLength(1);
     expect(settled[7]!.status).toBe('rejected');
-    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, records: 19 });
+    expect(await verifyLedger(ledger.engine, ledger.verifier)).toMatchObject({ ok: true, records: 19 });
+    await ledger.close();
   });
 
   it('no JSON value makes record building throw: a 100,000-level value is recorded, cut short', async () => {
     dir = await mkdtemp(join(tmpdir(), 'fraudgate-group-'));
-    const log = await openAuditLog(join(dir, 'audit.jsonl'), { redactor: createRedactor({ hashKey: 'k' }) });
+    const ledger = openTestLedger(dir);
+    const log = ledger.audit;
     const record = await log.append({
       event: 'failed',
       call_id: 'deep',
       principal: { id: 'p', kind: 'service' },
       args_redacted: { junk: nested(100_000) },
     });
-    await log.close();
+    await ledger.close();
     expect(JSON.stringify(record)).toContain('[too deep]');
   });
 });
@@ -169,7 +171,7 @@ describe('refused calls cannot fill the disk', () => {
       expect(JSON.stringify(r).length).toBeLessThan(2_000);
     }
     expect(refused[0]!.args_summary!.fields).toEqual(['user_id', 'notes', 'contact']);
-    expect(await readFile(env.runtime.audit.path, 'utf8')).not.toContain('jo.doe@example.com');
+    expect(await auditText(env)).not.toContain('jo.doe@example.com');
   });
 
   it('past the refusal budget refusals are RATE_LIMITED and counted in one record, so the audit stops growing', async () => {
@@ -183,7 +185,7 @@ describe('refused calls cannot fill the disk', () => {
     // Still actionable: the caller learns why the call itself was refused.
     expect(limited[0]!.error.message).toContain('padding');
     expect(limited[0]!.error.retry_after_ms).toBeGreaterThan(0);
-    const sizeAfterFlood = (await stat(env.runtime.audit.path)).size;
+    const sizeAfterFlood = (await auditText(env)).length;
     expect(sizeAfterFlood).toBeLessThan(10_000);
     await env.runtime.pipeline.close();
     const records = await auditRecords(env);
@@ -239,7 +241,7 @@ describe('protocol edges', () => {
       // Unknown tool: a JSON-RPC -32602 to the caller who sent the name, an audited refusal here.
       await expect(env.callTool(name, {})).rejects.toMatchObject({ code: -32602 });
     }
-    const audit = await readFile(env.runtime.audit.path, 'utf8');
+    const audit = await auditText(env);
     const records = await auditRecords(env);
     expect(records.map((r) => r.tool)).toEqual(
       names.map(() => expect.stringMatching(/^unknown#[0-9a-f]{8}$/)),

@@ -5,15 +5,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, loadConfig, mergeConfig, type Config } from '../../src/config.ts';
-import { FraudgateError, InvalidInputError } from '../../src/errors.ts';
+import { InvalidInputError } from '../../src/errors.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
-import type { AuditLog } from '../../src/governance/audit.ts';
 import { createLogger, silentLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -21,6 +21,7 @@ import { openSqliteApprovalStore } from '../../src/store/approval-store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
 import { ANALYST, setup } from '../helpers/setup.ts';
+import { openTestLedger } from '../helpers/audit.ts';
 
 let sandbox: Sandbox;
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -145,15 +146,13 @@ describe('approval decisions', () => {
       approvals.close();
       rmSync(dir, { recursive: true, force: true });
     });
-    const failingAudit: AuditLog = {
-      path: join(dir, 'audit.jsonl'),
-      // What the real log rejects with when the line cannot be made durable.
-      append: () =>
-        Promise.reject(
-          new FraudgateError('INTERNAL', 'The audit log could not be written.', { detail: 'ENOSPC' }),
-        ),
-      close: async () => {},
-    };
+    // A real ledger whose table has gone: every commit fails, as on a full or lost disk.
+    const ledger = openTestLedger(dir);
+    cleanups.push(() => ledger.close());
+    const db = new DatabaseSync(ledger.dbPath);
+    db.exec('DROP TABLE audit_records');
+    db.close();
+    const failingAudit = ledger.audit;
     const desk = createApprovalDesk({ approvals, audit: failingAudit, logger: silentLogger });
     const created = approvals.create({
       id: 'apr_00000000000000000001',

@@ -5,8 +5,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
-import { readFileSync } from 'node:fs';
-import { auditPath, databasePath } from '../../src/runtime.ts';
+import { databasePath } from '../../src/runtime.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { openSqliteSyncStateStore, type SyncStateStore } from '../../src/store/sync-state-store.ts';
 import {
   createAutomationPipeline,
@@ -156,10 +156,7 @@ describe('lifecycle poller', () => {
     expect((await poller.pollOnce()).events).toEqual([]);
     expect(decisionPosts(env)).toHaveLength(1);
     // Every automated action is audited under the automation principal.
-    const audit = readFileSync(auditPath(env.config), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audit = await storedAuditRecords(env.config, env.runtime.audit);
     expect(
       audit.some(
         (r) => r.event === 'executed' && JSON.stringify(r.principal).includes(LIFECYCLE_PRINCIPAL.id),

@@ -15,8 +15,11 @@ import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { openSqliteSyncStateStore, type SyncStateStore } from '../../src/store/sync-state-store.ts';
 import { runScoreSync, SimulatedCrashError, type ScoreSyncOptions } from '../../src/sync/score-sync.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
+import { testSigningKeyPem } from '../helpers/audit.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
+/** The child runs live mode (against the emulators), which needs a checkpoint signing key. */
+const SIGNING_KEY = testSigningKeyPem();
 
 let env: TestEnv | undefined;
 let state: SyncStateStore | undefined;
@@ -212,6 +215,7 @@ describe('fraudgate sync scores (CLI)', () => {
         SIFT_BASE_URL: sandbox.config.sift.base_url,
         SIFT_ACCOUNT_ID: sandbox.config.sift.account_id,
         SIFT_API_KEY: sandbox.secrets.siftApiKey,
+        FRAUDGATE_AUDIT_SIGNING_KEY: SIGNING_KEY,
         SEGMENT_HOST: sandbox.config.segment.host,
         SEGMENT_PROFILE_BASE_URL: sandbox.config.segment.profile_base_url,
         SEGMENT_SPACE_ID: sandbox.config.segment.space_id,

@@ -29,6 +29,7 @@ import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
+import { testSigningKeyPem } from '../helpers/audit.ts';
 
 const DEV_TOKEN = 'dev-token-for-tests-0123456789';
 const VIEWER_KEY = 'viewer-key-0123456789abcdef';
@@ -107,7 +108,7 @@ async function start(
   config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
   const runtime = await openRuntime({
     config,
-    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key' },
+    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key', auditSigningKey: testSigningKeyPem() },
     tools: allTools,
     logger: createLogger({ write: (line) => logs.push(line) }),
   });
@@ -438,6 +439,9 @@ describe('sessions', () => {
 
     // A real restart: the server and the runtime stop, a new process-equivalent opens the same data dir.
     await first.stop();
+    // Let the client notice that the old server closed its idle keep-alive sockets (a real restart
+    // takes far longer), or undici reuses one for the next POST and fails it with "other side closed".
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const second = await start({ dataDir, config, port });
 
     // No re-initialize: the same session id, and the client's elicitation capability came back with it.

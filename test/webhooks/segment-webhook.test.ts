@@ -89,7 +89,7 @@ describe('POST /webhooks/segment', () => {
     const [effect] = await env.automation.store.list({ limit: 10 });
     expect(effect).toMatchObject({ tool: 'send_sift_event', state: 'done' });
     expect((effect?.result as { score: unknown }).score).not.toBeNull();
-    const events = env.auditRecords().map((r) => r.event);
+    const events = (await env.auditRecords()).map((r) => r.event);
     expect(events).toContain('webhook_accepted');
     expect(events).toContain('webhook_duplicate');
   });
@@ -142,7 +142,7 @@ describe('POST /webhooks/segment', () => {
     const stats = await env.automation.store.stats();
     expect(stats.unrouted + stats.pending + stats.done).toBe(0);
     expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
-    expect(env.auditRecords().filter((r) => r.event === 'webhook_rejected')).toHaveLength(
+    expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(
       3 + malformed.length,
     );
   });

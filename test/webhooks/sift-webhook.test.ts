@@ -30,7 +30,7 @@ describe('POST /webhooks/sift', () => {
     const stats = await env.automation.store.stats();
     expect(stats.unrouted).toBe(0);
     expect(await env.automation.store.unrouted(10)).toHaveLength(0);
-    const rejected = env.auditRecords().filter((r) => r.event === 'webhook_rejected');
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected');
     expect(rejected).toHaveLength(6);
     // No payload content in the audit trail for untrusted bodies.
     expect(JSON.stringify(rejected)).not.toContain('user_forged');
@@ -52,7 +52,7 @@ describe('POST /webhooks/sift', () => {
 
     const events = await env.automation.store.unrouted(10);
     expect(events.map((e) => e.entityId)).toEqual(['user_a', 'user_b']);
-    const audit = env.auditRecords();
+    const audit = await env.auditRecords();
     expect(audit.filter((x) => x.event === 'webhook_accepted')).toHaveLength(2);
     expect(audit.filter((x) => x.event === 'webhook_duplicate')).toHaveLength(1);
     expect(audit.every((x) => x.principal.id === 'automation:sift-webhook')).toBe(true);

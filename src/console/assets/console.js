@@ -167,7 +167,8 @@ function timesText(a) {
   const created = `created ${age(a.created_at)} (${stamp(a.created_at)})`;
   if (a.state === 'pending') return `${created} · expires ${expiry(a.expires_at)} (${stamp(a.expires_at)})`;
   if (!a.decided_at) return created;
-  return `${created} · ${a.state === 'expired' ? 'expired' : 'decided'} ${age(a.decided_at)} (${stamp(a.decided_at)})`;
+  const how = a.state === 'expired' || a.state === 'superseded' ? a.state : 'decided';
+  return `${created} · ${how} ${age(a.decided_at)} (${stamp(a.decided_at)})`;
 }
 
 function outcomeText(a) {
@@ -307,7 +308,7 @@ function render(list) {
 
 const FOLLOW_MS = 1000;
 const FOLLOW_LIMIT = 60;
-const SETTLED = new Set(['executed', 'failed', 'denied', 'expired']);
+const SETTLED = new Set(['executed', 'failed', 'denied', 'expired', 'superseded']);
 
 /** What became of a decided approval, in one sentence. */
 function outcomeSentence(a) {
@@ -323,6 +324,8 @@ function outcomeSentence(a) {
       return 'Nothing will run; the requester is told the reason.';
     case 'expired':
       return 'It expired before it ran; nothing was done.';
+    case 'superseded':
+      return 'A newer request for the same action and target replaced it; nothing was done.';
     default:
       return '';
   }

@@ -1,0 +1,617 @@
+/**
+ * The audit ledger: records in the store, one hash chain per writer, group-committed, sealed by
+ * signed checkpoints (shared/docs/architecture.md, "Audit"; the record format is in `audit.ts`).
+ *
+ * Writers. Each process (or replica, with a stable FRAUDGATE_REPLICA_ID) appends to its own chain,
+ * so replicas never wait on each other. The head of a chain is read and advanced inside the commit's
+ * transaction under a per-writer lock, so two processes that share a writer id still never fork it.
+ *
+ * Group commit. Appends that arrive while a commit is in flight go into the next one: one
+ * transaction, one sync, many records. `append` resolves once its record is durable; `enqueue`
+ * (reads) does not wait, and its record is durable within one commit (the next group). If a commit
+ * fails, waiting appends reject, enqueued records stay queued and are retried, and until a commit
+ * succeeds again `assertWritable` refuses new calls (fail closed).
+ *
+ * Checkpoints. A writer's first commit signs a seq-0 checkpoint (its chain exists, under this
+ * key); then every `checkpointEvery` records or `checkpointIntervalMs`, and on close, it signs its
+ * head. `verifyLedger` needs a trusted public key (see `audit-signing.ts`).
+ */
+import {
+  auditError,
+  bodyOfExportLine,
+  buildAuditBody,
+  chainHash,
+  exportRecordLine,
+  GENESIS_HASH,
+  isAuditEvent,
+  readLines,
+  verifyLegacyAuditFile,
+  WRITER_ID_SHAPE,
+  type AuditAppendInput,
+  type AuditLog,
+  type AuditRecord,
+} from './audit.ts';
+import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
+import { recordFromRow } from './audit.ts';
+import type { Redactor } from './redact.ts';
+
+/** One stored record: the chain header and the canonical body that was hashed. */
+export interface LedgerRow {
+  writer: string;
+  seq: number;
+  ts: string;
+  body: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** A writer's chain head as stored: its last record and its last checkpoint. */
+export interface LedgerHead {
+  seq: number;
+  hash: string;
+  sealed_seq: number;
+  sealed_at: string;
+}
+
+/** What one commit writes for one writer, built from the head read inside the transaction. */
+export interface LedgerCommit {
+  rows: LedgerRow[];
+  checkpoints: AuditCheckpoint[];
+  head: LedgerHead;
+}
+
+/**
+ * Storage for the ledger, one per engine (`src/store/sqlite`, `src/store/postgres`). The engines
+ * only store; chaining, signing and verification happen here, identically for both.
+ */
+export interface LedgerEngine {
+  readonly kind: 'sqlite' | 'postgres';
+  /**
+   * In one transaction: lock `writer`'s head (so concurrent commits of the same writer serialise;
+   * other writers are not blocked), read it (undefined for a new writer), write what `build`
+   * returns, store the new head. `build` is synchronous and may run again if the engine retries.
+   */
+  commit(writer: string, build: (head: LedgerHead | undefined) => LedgerCommit): Promise<void>;
+  /** Every record, in insertion order (per writer that is seq order), in batches. */
+  scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
+  checkpoints(): Promise<AuditCheckpoint[]>;
+  /** Deletes `writer`'s records up to `throughSeq` and its checkpoints before it, in one transaction. */
+  prune(writer: string, throughSeq: number): Promise<number>;
+  /** Whether the engine answers (for `/readyz`). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface AuditLedgerOptions {
+  engine: LedgerEngine;
+  writer: string;
+  redactor: Redactor;
+  signer: CheckpointSigner;
+  /** Sign the head after this many records. Default 1,000. */
+  checkpointEvery?: number;
+  /** ...or once this long has passed since the last checkpoint and records are unsealed. Default 10 s. */
+  checkpointIntervalMs?: number;
+  /** How often a failing ledger retries its queued records. Default 1 s. */
+  retryMs?: number;
+  /** Clock for `ts`; tests pin it. */
+  now?: () => Date;
+  /** Told about commit failures and recoveries (the operator needs to know; calls are refused meanwhile). */
+  onHealthChange?: (health: { ok: true } | { ok: false; reason: string }) => void;
+}
+
+/** Most records one commit carries: bounds a transaction's size and the wait of its last record. */
+const MAX_GROUP = 2048;
+
+interface Queued {
+  body: string;
+  ts: string;
+  resolve?: (record: AuditRecord) => void;
+  reject?: (error: unknown) => void;
+}
+
+export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
+  const { engine, writer, redactor, signer } = options;
+  if (!WRITER_ID_SHAPE.test(writer)) {
+    throw auditError(
+      'The audit writer id is invalid.',
+      `writer ${JSON.stringify(writer)} must match ${WRITER_ID_SHAPE.source} (set FRAUDGATE_REPLICA_ID accordingly)`,
+    );
+  }
+  const every = options.checkpointEvery ?? 1000;
+  const intervalMs = options.checkpointIntervalMs ?? 10_000;
+  const retryMs = options.retryMs ?? 1000;
+  const now = options.now ?? (() => new Date());
+
+  let queue: Queued[] = [];
+  let draining: Promise<void> | undefined;
+  let closed = false;
+  let sealRequested = false;
+  let failure: string | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  /** What this process last committed, to know whether a timed checkpoint has anything to seal. */
+  let known = { seq: 0, sealed: 0 };
+
+  const setHealth = (reason: string | undefined) => {
+    if (reason === failure) return;
+    failure = reason;
+    options.onHealthChange?.(reason === undefined ? { ok: true } : { ok: false, reason });
+  };
+
+  const seal = (w: string, seq: number, hash: string, at: Date) =>
+    signer.sign({ writer: w, seq, hash, ts: at.toISOString() });
+
+  const build =
+    (batch: Queued[]) =>
+    (stored: LedgerHead | undefined): LedgerCommit => {
+      const at = now();
+      const checkpoints: AuditCheckpoint[] = [];
+      let head = stored;
+      if (!head) {
+        // A new chain: its seq-0 checkpoint proves it was started by a holder of the key.
+        checkpoints.push(seal(writer, 0, GENESIS_HASH, at));
+        head = { seq: 0, hash: GENESIS_HASH, sealed_seq: 0, sealed_at: at.toISOString() };
+      }
+      let { seq, hash } = head;
+      const rows = batch.map((q) => {
+        const prev = hash;
+        seq += 1;
+        hash = chainHash(writer, seq, prev, q.body);
+        return { writer, seq, ts: q.ts, body: q.body, prev_hash: prev, hash };
+      });
+      let { sealed_seq, sealed_at } = head;
+      const due =
+        seq - sealed_seq >= every || at.getTime() - Date.parse(sealed_at) >= intervalMs || sealRequested;
+      if (due && seq > sealed_seq) {
+        checkpoints.push(seal(writer, seq, hash, at));
+        sealed_seq = seq;
+        sealed_at = at.toISOString();
+      }
+      return { rows, checkpoints, head: { seq, hash, sealed_seq, sealed_at } };
+    };
+
+  const drain = async (): Promise<void> => {
+    while (queue.length > 0 || sealRequested) {
+      const batch = queue.splice(0, MAX_GROUP);
+      let committed: LedgerCommit | undefined;
+      const sealing = sealRequested;
+      try {
+        await engine.commit(writer, (head) => (committed = build(batch)(head)));
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        setHealth(reason);
+        const failed = auditError(
+          'The audit ledger could not be written.',
+          `commit of ${batch.length} records for writer ${writer} failed: ${reason}`,
+          error,
+          true,
+        );
+        // Waiting appends learn at once; write-behind records are kept for the retry.
+        const kept = batch.filter((q) => !q.reject);
+        for (const q of batch) q.reject?.(failed);
+        queue = [...kept, ...queue];
+        if (!closed) {
+          retryTimer ??= setTimeout(() => {
+            retryTimer = undefined;
+            // Even with nothing queued, a commit (of the head alone) probes whether writing works again.
+            sealRequested = true;
+            kick();
+          }, retryMs);
+          retryTimer.unref();
+        }
+        break;
+      }
+      if (sealing) sealRequested = false;
+      setHealth(undefined);
+      const done = committed!;
+      known = { seq: done.head.seq, sealed: done.head.sealed_seq };
+      done.rows.forEach((row, i) => {
+        const q = batch[i]!;
+        q.resolve?.(recordFromRow(row.writer, row.seq, row.prev_hash, row.hash, row.body));
+      });
+    }
+    draining = undefined;
+  };
+
+  /**
+   * Starts a commit on the next turn of the event loop, so every append made in this turn joins
+   * it (the SQLite engine commits synchronously: started at once, it would take one record).
+   */
+  const kick = () => {
+    draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drain);
+  };
+
+  const sealTimer = setInterval(
+    () => {
+      if (known.seq > known.sealed || queue.length > 0) {
+        sealRequested = true;
+        kick();
+      }
+      // Timers take at most 2^31-1 ms; a longer interval would fire at once, every millisecond.
+    },
+    Math.min(intervalMs, 2 ** 31 - 1),
+  );
+  sealTimer.unref();
+
+  const toQueued = (input: AuditAppendInput): Queued => {
+    if (!isAuditEvent(input.event)) {
+      throw auditError('Unknown audit event.', `event ${String(input.event)}`);
+    }
+    const at = now();
+    return { body: buildAuditBody(input, at, redactor), ts: at.toISOString() };
+  };
+
+  return {
+    writer,
+    append(input) {
+      if (closed)
+        return Promise.reject(auditError('The audit log is closed.', `append after close (${writer})`));
+      let queued: Queued;
+      try {
+        queued = toQueued(input);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      const result = new Promise<AuditRecord>((resolve, reject) => {
+        queued.resolve = resolve;
+        queued.reject = reject;
+      });
+      queue.push(queued);
+      kick();
+      return result;
+    },
+    enqueue(input) {
+      if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
+      queue.push(toQueued(input));
+      kick();
+    },
+    assertWritable() {
+      if (failure !== undefined) {
+        throw auditError(
+          'The audit ledger cannot be written, so fraudgate refuses calls until it can. Try again shortly; the operator should check the store (see the server log and /readyz).',
+          `audit ledger failing: ${failure}`,
+          undefined,
+          true,
+        );
+      }
+    },
+    health() {
+      return failure === undefined ? { ok: true } : { ok: false, reason: failure };
+    },
+    async flush() {
+      await draining;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(sealTimer);
+      if (retryTimer) clearTimeout(retryTimer);
+      retryTimer = undefined;
+      await draining;
+      // Seal what this process wrote, so a verifier sees its chain complete.
+      if (known.seq > known.sealed || queue.length > 0) {
+        sealRequested = true;
+        kick();
+        await draining;
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verification
+
+/** Where the first bad record is: writer and seq, plus the line number when reading a file. */
+export interface LedgerFault {
+  writer: string;
+  seq: number;
+  line?: number;
+  reason: string;
+}
+
+export type LedgerVerifyResult =
+  | {
+      ok: true;
+      records: number;
+      writers: number;
+      checkpoints: number;
+      /** Records after their writer's newest checkpoint: intact so far, sealed by the next checkpoint. */
+      unsealed: number;
+    }
+  | ({ ok: false; records: number } & LedgerFault);
+
+interface WriterState {
+  /** Checkpoints by seq, and the earliest one (the anchor the remaining records chain from). */
+  checkpoints: Map<number, AuditCheckpoint>;
+  anchor: AuditCheckpoint;
+  maxSealed: number;
+  seq?: number;
+  hash?: string;
+}
+
+/**
+ * Walks every writer's chain against checkpoints signed by the trusted key. Finds, and names the
+ * first record of: an edit (hash mismatch), a deletion, insertion or reordering (seq or prev_hash
+ * breaks), a chain start with no signed checkpoint (earlier records deleted, or a chain written
+ * without the key), a checkpoint whose record differs (re-chain) or is gone (the newest records cut
+ * back past it), and a checkpoint whose signature fails (forged). Records after a writer's newest
+ * checkpoint cannot be told from forgeries until the next checkpoint seals them: they are counted
+ * as `unsealed`.
+ */
+class ChainChecker {
+  private readonly writers = new Map<string, WriterState>();
+  records = 0;
+  fault: LedgerFault | undefined;
+
+  constructor(verifier: CheckpointVerifier, checkpoints: readonly AuditCheckpoint[]) {
+    for (const cp of checkpoints) {
+      if (!verifier.verify(cp)) {
+        this.fault = {
+          writer: cp.writer,
+          seq: cp.seq,
+          reason:
+            cp.key_id === verifier.keyId
+              ? 'checkpoint signature does not verify (checkpoint forged or altered)'
+              : `checkpoint signed by key ${cp.key_id}, not the trusted key ${verifier.keyId} (re-signed by someone else, or verify with the right --public-key)`,
+        };
+        return;
+      }
+      const state = this.writers.get(cp.writer);
+      if (!state) {
+        this.writers.set(cp.writer, {
+          checkpoints: new Map([[cp.seq, cp]]),
+          anchor: cp,
+          maxSealed: cp.seq,
+        });
+        continue;
+      }
+      state.checkpoints.set(cp.seq, cp);
+      if (cp.seq < state.anchor.seq) state.anchor = cp;
+      if (cp.seq > state.maxSealed) state.maxSealed = cp.seq;
+    }
+  }
+
+  /** Checks one record; false once a fault is found. */
+  check(row: LedgerRow, line?: number): boolean {
+    if (this.fault) return false;
+    const fail = (reason: string) => {
+      this.fault = { writer: row.writer, seq: row.seq, reason, ...(line === undefined ? {} : { line }) };
+      return false;
+    };
+    const state = this.writers.get(row.writer);
+    if (!state) {
+      return fail('this writer has no signed checkpoint (records forged, or its checkpoints deleted)');
+    }
+    if (state.seq === undefined) {
+      const { anchor } = state;
+      if (row.seq !== anchor.seq + 1 || row.prev_hash !== anchor.hash) {
+        return fail(
+          row.seq > anchor.seq + 1
+            ? `records ${anchor.seq + 1}..${row.seq - 1} are missing (deleted)`
+            : `record does not follow the writer's earliest checkpoint (seq ${anchor.seq}): records deleted, inserted or re-chained`,
+        );
+      }
+    } else if (row.seq !== state.seq + 1) {
+      return fail(
+        `seq ${row.seq} where ${state.seq + 1} was expected (record deleted, inserted or reordered)`,
+      );
+    } else if (row.prev_hash !== state.hash) {
+      return fail('prev_hash does not match the previous record (record deleted, inserted or reordered)');
+    }
+    if (chainHash(row.writer, row.seq, row.prev_hash, row.body) !== row.hash) {
+      return fail('hash mismatch (record edited)');
+    }
+    const cp = state.checkpoints.get(row.seq);
+    if (cp && cp.hash !== row.hash) {
+      return fail('differs from the signed checkpoint at this seq (records re-chained without the key)');
+    }
+    state.seq = row.seq;
+    state.hash = row.hash;
+    this.records += 1;
+    return true;
+  }
+
+  finish(): LedgerVerifyResult {
+    if (!this.fault) {
+      for (const [writer, state] of this.writers) {
+        const last = state.seq ?? state.anchor.seq;
+        if (state.maxSealed > last) {
+          this.fault = {
+            writer,
+            seq: last + 1,
+            reason: `missing: a signed checkpoint seals seq ${state.maxSealed} but the chain ends at ${last} (newest records removed)`,
+          };
+          break;
+        }
+      }
+    }
+    if (this.fault) return { ok: false, records: this.records, ...this.fault };
+    let unsealed = 0;
+    let checkpoints = 0;
+    for (const state of this.writers.values()) {
+      unsealed += (state.seq ?? state.anchor.seq) - state.maxSealed;
+      checkpoints += state.checkpoints.size;
+    }
+    return { ok: true, records: this.records, writers: this.writers.size, checkpoints, unsealed };
+  }
+}
+
+/** Verifies the ledger in a store. */
+export async function verifyLedger(
+  engine: LedgerEngine,
+  verifier: CheckpointVerifier,
+): Promise<LedgerVerifyResult> {
+  const checker = new ChainChecker(verifier, await engine.checkpoints());
+  for await (const batch of engine.scan()) {
+    for (const row of batch) if (!checker.check(row)) return checker.finish();
+  }
+  return checker.finish();
+}
+
+const CHECKPOINT_LINE = '{"v":2,"type":"checkpoint",';
+
+/** A checkpoint as one line of an export. */
+export function exportCheckpointLine(cp: AuditCheckpoint): string {
+  return `${CHECKPOINT_LINE}${JSON.stringify(cp).slice(1)}`;
+}
+
+export type FileVerifyResult =
+  | (LedgerVerifyResult & { format: 'ledger' })
+  | ({ format: 'legacy' } & (
+      | { ok: true; records: number; last_hash: string }
+      | { ok: false; records: number; line: number; reason: string }
+    ));
+
+/**
+ * Verifies an exported file (`fraudgate audit export`), or a legacy `audit.jsonl` (whose records
+ * carry no writer and no checkpoints; it is verified as before).
+ */
+export async function verifyAuditFile(path: string, verifier: CheckpointVerifier): Promise<FileVerifyResult> {
+  let first: string | undefined;
+  for await (const { text } of readLines(path)) {
+    first = text;
+    break;
+  }
+  if (first !== undefined && first.startsWith('{"v":1')) {
+    return { format: 'legacy', ...(await verifyLegacyAuditFile(path)) };
+  }
+  // Pass 1: the checkpoints (few), so records can be checked against them in one streaming pass.
+  const checkpoints: AuditCheckpoint[] = [];
+  for await (const { text, number } of readLines(path)) {
+    if (!text.startsWith(CHECKPOINT_LINE)) continue;
+    const cp = parseCheckpoint(text);
+    if (!cp) {
+      return {
+        format: 'ledger',
+        ok: false,
+        records: 0,
+        writer: '?',
+        seq: 0,
+        line: number,
+        reason: 'malformed checkpoint line',
+      };
+    }
+    checkpoints.push(cp);
+  }
+  const checker = new ChainChecker(verifier, checkpoints);
+  for await (const { text, number, terminated } of readLines(path)) {
+    if (text.startsWith(CHECKPOINT_LINE)) continue;
+    const row = terminated ? parseRecordLine(text) : undefined;
+    if (!row) {
+      const finish = checker.finish();
+      if (!finish.ok) return { format: 'ledger', ...finish };
+      return {
+        format: 'ledger',
+        ok: false,
+        records: checker.records,
+        writer: '?',
+        seq: 0,
+        line: number,
+        reason: terminated
+          ? 'not a ledger record (edited or damaged line)'
+          : 'line has no newline (truncated)',
+      };
+    }
+    if (!checker.check(row, number)) break;
+  }
+  return { format: 'ledger', ...checker.finish() };
+}
+
+function parseCheckpoint(text: string): AuditCheckpoint | undefined {
+  try {
+    const c = JSON.parse(text) as Record<string, unknown>;
+    if (
+      typeof c.writer === 'string' &&
+      Number.isSafeInteger(c.seq) &&
+      typeof c.hash === 'string' &&
+      typeof c.ts === 'string' &&
+      typeof c.key_id === 'string' &&
+      typeof c.signature === 'string'
+    ) {
+      return {
+        writer: c.writer,
+        seq: c.seq as number,
+        hash: c.hash,
+        ts: c.ts,
+        key_id: c.key_id,
+        signature: c.signature,
+      };
+    }
+  } catch {
+    // fall through: malformed
+  }
+  return undefined;
+}
+
+function parseRecordLine(text: string): LedgerRow | undefined {
+  let r: Record<string, unknown>;
+  try {
+    r = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  if (
+    r.v !== 2 ||
+    typeof r.writer !== 'string' ||
+    !Number.isSafeInteger(r.seq) ||
+    typeof r.prev_hash !== 'string' ||
+    typeof r.hash !== 'string' ||
+    typeof r.ts !== 'string'
+  ) {
+    return undefined;
+  }
+  const header = { writer: r.writer, seq: r.seq as number, prev_hash: r.prev_hash, hash: r.hash };
+  // The body must be the exact text that was hashed: a re-serialised line no longer verifies.
+  const body = bodyOfExportLine(text, header);
+  return body === undefined ? undefined : { ...header, ts: r.ts, body };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export and retention
+
+/**
+ * Streams the ledger as JSON Lines for a SIEM: the checkpoints first, then every record (flat
+ * objects, the hashed body spliced in verbatim so the file verifies on its own). With `since`,
+ * each writer starts at its newest checkpoint before that time (a few earlier records may be
+ * included) so the export still chains from a signed anchor.
+ */
+export async function* exportLedger(
+  engine: LedgerEngine,
+  options: { since?: Date } = {},
+): AsyncGenerator<string> {
+  const all = await engine.checkpoints();
+  const startAfter = new Map<string, number>();
+  if (options.since) {
+    const since = options.since.getTime();
+    for (const cp of all) {
+      if (Date.parse(cp.ts) >= since) continue;
+      if ((startAfter.get(cp.writer) ?? -1) < cp.seq) startAfter.set(cp.writer, cp.seq);
+    }
+  }
+  const from = (writer: string) => startAfter.get(writer) ?? -1;
+  for (const cp of all) if (cp.seq >= from(cp.writer)) yield `${exportCheckpointLine(cp)}\n`;
+  for await (const batch of engine.scan()) {
+    let chunk = '';
+    for (const row of batch) {
+      if (row.seq <= from(row.writer)) continue;
+      chunk += `${exportRecordLine(row.writer, row.seq, row.prev_hash, row.hash, row.body)}\n`;
+    }
+    if (chunk) yield chunk;
+  }
+}
+
+/**
+ * Retention: per writer, deletes the records sealed by its newest checkpoint older than `before`,
+ * and the checkpoints before that one, which stays as the signed anchor of what remains. Records
+ * after the last checkpoint are kept until one seals them, so the remainder always verifies.
+ */
+export async function pruneLedger(engine: LedgerEngine, before: Date): Promise<{ records: number }> {
+  const cutoff = before.getTime();
+  const anchors = new Map<string, number>();
+  for (const cp of await engine.checkpoints()) {
+    if (Date.parse(cp.ts) >= cutoff) continue;
+    if ((anchors.get(cp.writer) ?? -1) < cp.seq) anchors.set(cp.writer, cp.seq);
+  }
+  let records = 0;
+  for (const [writer, seq] of anchors) records += await engine.prune(writer, seq);
+  return { records };
+}
