@@ -26,7 +26,6 @@ import {
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
-import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
@@ -218,7 +217,9 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
 }
 
 /** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
-function redisLimiter(url: string, logger: Logger) {
+async function redisLimiter(url: string, logger: Logger) {
+  // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
   let lastWarning = 0;
   redis.on('error', (error: Error) => {
@@ -257,7 +258,7 @@ export async function openRuntime(options: {
   const clients = options.clients ?? createClients(config, secrets);
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
-      ? redisLimiter(secrets.redisUrl, logger)
+      ? await redisLimiter(secrets.redisUrl, logger)
       : createRateLimiter();
   const pipeline = createPipeline({
     tools: options.tools,

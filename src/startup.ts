@@ -4,8 +4,6 @@
  * directory this user cannot write) ends here, so the CLI prints one line, exits 1 and leaves no
  * half-started process behind — never a stack trace.
  */
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
 
@@ -74,10 +72,12 @@ export async function checkServices(
   timeoutMs = 5_000,
 ): Promise<void> {
   const checks: Promise<void>[] = [];
+  // The drivers are loaded only when a check needs them: most commands and the sandbox use neither.
   if (config.rate_limits.store === 'redis' && secrets.redisUrl) {
     const url = secrets.redisUrl;
     checks.push(
       (async () => {
+        const { Redis } = await import('ioredis');
         const redis = new Redis(url, {
           lazyConnect: true,
           connectTimeout: timeoutMs,
@@ -105,6 +105,7 @@ export async function checkServices(
     const url = secrets.postgresUrl;
     checks.push(
       (async () => {
+        const { default: pg } = await import('pg');
         const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
         client.on('error', () => undefined);
         try {
