@@ -49,6 +49,8 @@ export interface CallChannel {
   elicit?: (message: string) => Promise<ElicitAnswer>;
   progress(progress: number, total?: number, message?: string): Promise<void>;
   signal: AbortSignal;
+  /** How long a call needing approval waits for the decision; default `approvals.wait_ms` (the console: 0). */
+  waitMs?: number;
 }
 
 export type CallOutcome =
@@ -105,14 +107,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 function toView(a: Approval): ApprovalView {
-  const {
-    args: _args,
-    args_hash: _hash,
-    policy_version: _pv,
-    requester_role: _r,
-    requester_kind: _k,
-    ...view
-  } = a;
+  const { args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
   return view;
 }
 
@@ -142,6 +137,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     risk_bands: config.risk_bands,
     label_source: config.label_source,
     salesforce: config.salesforce,
+    undo_window_ms: config.approvals.undo_window_ms,
   };
 
   const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
@@ -574,8 +570,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     channel: CallChannel,
     callId: string,
   ): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + config.approvals.wait_ms;
-    const total = Math.max(1, Math.ceil(config.approvals.wait_ms / 1000));
+    const waitMs = channel.waitMs ?? config.approvals.wait_ms;
+    const deadline = Date.now() + waitMs;
+    const total = Math.max(1, Math.ceil(waitMs / 1000));
     let lastProgressAt = 0;
     let current: Approval = approval;
     for (;;) {
@@ -585,10 +582,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       if (Date.now() >= deadline || channel.signal.aborted) return settle(current);
       if (Date.now() - lastProgressAt >= 1000) {
         lastProgressAt = Date.now();
-        const elapsed = Math.min(
-          total,
-          Math.floor((Date.now() - (deadline - config.approvals.wait_ms)) / 1000),
-        );
+        const elapsed = Math.min(total, Math.floor((Date.now() - (deadline - waitMs)) / 1000));
         await channel.progress(
           elapsed,
           total,
