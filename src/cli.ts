@@ -264,11 +264,13 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await checkServices(loaded.config, loaded.secrets);
   // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
   // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
-  const { resolveUpstreams } = await import('./sandbox/sandbox.ts');
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
   const { startTracing, tracingRequested } = await import('./tracing.ts');
   const tracing = tracingRequested() ? await startTracing() : undefined;
-  const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
+  const { config, secrets, sandbox } =
+    loaded.config.mode === 'sandbox'
+      ? await (await import('./sandbox/sandbox.ts')).resolveUpstreams(loaded.config, loaded.secrets)
+      : { config: loaded.config, secrets: loaded.secrets, sandbox: undefined };
   if (config.mode === 'sandbox') {
     process.stderr.write(
       `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
