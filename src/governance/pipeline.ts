@@ -351,7 +351,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ctx: ToolContext,
   ): Promise<Record<string, unknown>> {
     const evidence = tool.evidence ? await tool.evidence(args, ctx) : {};
-    return { effect: `Run ${tool.name} (${tool.title}) on ${target}.`, ...evidence };
+    // Stored with the approval and shown to approvers: masked like the audit (the basis compared on
+    // re-check is masked the same way both times, so it still compares).
+    return redactor.redactValue({
+      effect: `Run ${tool.name} (${tool.title}) on ${target}.`,
+      ...evidence,
+    }) as Record<string, unknown>;
   }
 
   /**
@@ -481,18 +486,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approvalId: approval.id,
         idempotencyKey: approval.id,
       });
-      return (
-        approvals.transition(approval.id, ['executing'], 'executed', {
-          executed_at: now().toISOString(),
-          result: output,
-        }) ?? approval
-      );
+      const executed = approvals.transition(approval.id, ['executing'], 'executed', {
+        executed_at: now().toISOString(),
+        // Stored masked (it outlives the call, readable by get_approval_status and the console);
+        // the call that ran it answers with the real output.
+        result: redactor.redactValue(output),
+      });
+      return executed ? { ...executed, result: output } : approval;
     } catch (thrown) {
       const error = toFraudgateError(thrown);
       return (
         approvals.transition(approval.id, ['executing'], 'failed', {
           executed_at: now().toISOString(),
-          error: { code: error.code, message: error.message },
+          error: { code: error.code, message: String(redactor.redactValue(error.message)) },
         }) ?? approval
       );
     }
