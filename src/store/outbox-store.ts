@@ -228,24 +228,62 @@ export function emptyOutboxStats(): Record<EffectState | 'unrouted', number> {
   };
 }
 
-/** The outbox on one executor; `queue` is the engine's claim/supersede. */
-export function createOutboxStore(db: SqlExecutor, queue: OutboxQueue): OutboxStore {
+/**
+ * The outbox on one executor; `queue` is the engine's claim/supersede. With `groupCommit` (the
+ * database-level store, not one bound to a transaction) events enqueued in the same event-loop turn
+ * (webhooks arriving together) share one transaction, so a durable commit costs one sync per group,
+ * not one per webhook; each caller still resolves only after its event is committed, and all of a
+ * group fail together.
+ */
+export function createOutboxStore(
+  db: SqlExecutor,
+  queue: OutboxQueue,
+  options: { groupCommit?: boolean } = {},
+): OutboxStore {
   const changed = async (sql: string, params: (string | number | null)[]) =>
     (await db.execute(sql, params)) > 0;
+
+  const insertEvent = async (tx: SqlExecutor, event: DecisionEvent, now: number) => {
+    const key = eventKey(event);
+    const [inserted] = await tx.query<{ id: number }>(
+      `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+      [key, event.entityType, event.entityId, event.decisionId, event.time, now],
+    );
+    if (inserted) return { id: Number(inserted.id), duplicate: false };
+    const [existing] = await tx.query<{ id: number }>('SELECT id FROM outbox_events WHERE dedupe_key = $1', [
+      key,
+    ]);
+    return { id: Number(existing?.id ?? 0), duplicate: true };
+  };
+
+  type Waiting = {
+    event: DecisionEvent;
+    now: number;
+    resolve: (stored: { id: number; duplicate: boolean }) => void;
+    reject: (error: unknown) => void;
+  };
+  let group: Waiting[] = [];
+  const commitGroup = () => {
+    const batch = group;
+    group = [];
+    db.transaction(async (tx) => {
+      const stored: { id: number; duplicate: boolean }[] = [];
+      for (const e of batch) stored.push(await insertEvent(tx, e.event, e.now));
+      return stored;
+    }).then(
+      (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
+      (error: unknown) => batch.forEach((e) => e.reject(error)),
+    );
+  };
+
   return {
-    async enqueue(event, now = Date.now()) {
-      const key = eventKey(event);
-      const [inserted] = await db.query<{ id: number }>(
-        `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
-        [key, event.entityType, event.entityId, event.decisionId, event.time, now],
-      );
-      if (inserted) return { id: Number(inserted.id), duplicate: false };
-      const [existing] = await db.query<{ id: number }>(
-        'SELECT id FROM outbox_events WHERE dedupe_key = $1',
-        [key],
-      );
-      return { id: Number(existing?.id ?? 0), duplicate: true };
+    enqueue(event, now = Date.now()) {
+      if (!options.groupCommit) return insertEvent(db, event, now);
+      return new Promise((resolve, reject) => {
+        if (group.length === 0) setImmediate(commitGroup);
+        group.push({ event, now, resolve, reject });
+      });
     },
 
     async enqueueRouted(event, effects, now = Date.now()) {

@@ -63,12 +63,18 @@ export interface OpenStoreOptions {
   onWaiting?: (message: string) => void;
 }
 
-function bind(db: SqlExecutor, config: Pick<Config, 'identity'>, queue: OutboxQueue): StateStores {
+function bind(
+  db: SqlExecutor,
+  config: Pick<Config, 'identity'>,
+  queue: OutboxQueue,
+  scope: 'database' | 'transaction',
+): StateStores {
   return {
     approvals: createApprovalStore(db),
     identities: createIdentityStore(db, config.identity),
     syncState: createSyncStateStore(db),
-    outbox: createOutboxStore(db, queue),
+    // Group commit only at the top: inside a transaction the caller's commit is the one that counts.
+    outbox: createOutboxStore(db, queue, { groupCommit: scope === 'database' }),
     leases: createLeaseStore(db),
     sql: db,
   };
@@ -151,10 +157,10 @@ export async function openStore(
     throw error;
   }
   return {
-    ...bind(db, config, queue),
+    ...bind(db, config, queue, 'database'),
     engine: db.engine,
     location,
-    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue))),
+    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction'))),
     ping: () => db.ping(),
     close: () => db.close(),
   };
