@@ -275,8 +275,13 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await checkServices(loaded.config, loaded.secrets);
   // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
   // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
-  const { resolveUpstreams } = await import('./sandbox/sandbox.ts');
-  const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
+  // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
+  const { startTracing, tracingRequested } = await import('./tracing.ts');
+  const tracing = tracingRequested() ? await startTracing() : undefined;
+  const { config, secrets, sandbox } =
+    loaded.config.mode === 'sandbox'
+      ? await (await import('./sandbox/sandbox.ts')).resolveUpstreams(loaded.config, loaded.secrets)
+      : { config: loaded.config, secrets: loaded.secrets, sandbox: undefined };
   if (config.mode === 'sandbox') {
     process.stderr.write(
       `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
@@ -343,6 +348,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
         await automation.close();
         await runtime.close();
         await sandbox?.close();
+        await tracing?.shutdown();
       },
       [webhook, segmentWebhook],
     );
@@ -352,6 +358,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
+    await tracing?.shutdown();
     process.exit(0);
   });
 }

@@ -37,6 +37,9 @@ import { openSqliteIdentityStore, type IdentityStore } from './store/identity-st
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
+import { openSqliteOutboxStore, type OutboxStore } from './outbox/outbox-store.ts';
+import { openPostgresOutboxStore } from './outbox/pg-outbox-store.ts';
+import { propagatingSift } from './outbox/propagate.ts';
 
 export interface Runtime {
   config: Config;
@@ -53,7 +56,10 @@ export interface Runtime {
   sessions: SessionStores;
   /** Blast-radius budgets: admitted effects and pauses (src/governance/budgets.ts). */
   budgets: Budgets;
+  /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
+  outbox: OutboxStore;
   redactor: Redactor;
+  /** The upstream clients; Sift's `applyUserDecision` also enqueues the decision (src/outbox/propagate.ts). */
   clients: UpstreamClients;
   logger: Logger;
   /** Start the background sweep that executes approved actions and expires overdue approvals. */
@@ -258,6 +264,21 @@ async function redisLimiter(url: string, logger: Logger) {
   return createRedisRateLimiter(redis);
 }
 
+/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
+export async function openOutboxStore(
+  config: Config,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+): Promise<OutboxStore> {
+  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
+  if (!secrets.postgresUrl) {
+    throw new InvalidInputError(
+      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
+      'Missing configuration',
+    );
+  }
+  return openPostgresOutboxStore(secrets.postgresUrl);
+}
+
 export async function openRuntime(options: {
   config: Config;
   secrets: Secrets;
@@ -280,7 +301,10 @@ export async function openRuntime(options: {
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
-  const clients = options.clients ?? createClients(config, secrets);
+  const outbox = await openOutboxStore(config, secrets);
+  const upstream = options.clients ?? createClients(config, secrets);
+  // Every decision this process applies reaches the outbox like a Sift webhook would.
+  const clients = { ...upstream, sift: propagatingSift(upstream.sift, outbox) };
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
       ? await redisLimiter(secrets.redisUrl, logger)
@@ -313,6 +337,7 @@ export async function openRuntime(options: {
     ...state,
     sessions,
     budgets,
+    outbox,
     clients,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
@@ -342,6 +367,7 @@ export async function openRuntime(options: {
       await budgets.close();
       state.approvals.close();
       state.identities.close();
+      await outbox.close();
     },
   };
 }
