@@ -143,6 +143,8 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
       closed = true;
       if (!exited) {
         const stopped = new Promise((resolve) => worker.once('exit', resolve));
+        // Kept alive until the thread has closed its connection: its last commit is durable by then.
+        worker.ref();
         worker.postMessage('close');
         await stopped;
       }
