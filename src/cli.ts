@@ -8,26 +8,11 @@
  */
 import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
-import { runApprovalsCommand } from './cli/approvals.ts';
-import { runAuditCommand } from './cli/audit.ts';
-import { runDocsCommand } from './cli/docs.ts';
-import { runIdentitiesCommand } from './cli/identities.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { resolveUpstreams, sandboxDevToken } from './sandbox/sandbox.ts';
-import { runSandboxCommand } from './cli/sandbox.ts';
-import { runSyncCommand } from './cli/sync.ts';
-import { runOutboxCommand } from './cli/outbox.ts';
-import { openAutomation } from './outbox/automation.ts';
-import { siftUserResolver } from './webhooks/segment-mapping.ts';
-import { createSegmentWebhookHandler } from './webhooks/segment-webhook.ts';
-import { createSiftWebhookHandler } from './webhooks/sift-webhook.ts';
-import { SANDBOX_PERSONAS, sandboxPersonaToken } from './auth/authenticator.ts';
-import { createConsoleHandler } from './console/console.ts';
-import { startHttpServer, type HttpHandler } from './transports/http.ts';
-import { serveStdio } from './transports/stdio.ts';
+import type { HttpHandler } from './transports/http.ts';
 import { checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -132,7 +117,8 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runApprovalsCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/approvals.ts')).runApprovalsCommand(args, values, configure(values)),
   },
   {
     name: 'audit',
@@ -145,7 +131,8 @@ const COMMANDS: Command[] = [
     notes: [
       "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
     ],
-    run: (args, values) => runAuditCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),
   },
   {
     name: 'identities',
@@ -158,7 +145,8 @@ const COMMANDS: Command[] = [
     ],
     options: ['json'],
     notes: [OPERATOR_CREDENTIAL],
-    run: async (args, values) => runIdentitiesCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/identities.ts')).runIdentitiesCommand(args, values, configure(values)),
   },
   {
     name: 'outbox',
@@ -172,28 +160,31 @@ const COMMANDS: Command[] = [
     ],
     options: ['all', 'json', 'reason', 'once'],
     notes: [OPERATOR_CREDENTIAL],
-    run: (args, values) => runOutboxCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
   },
   {
     name: 'sync',
     summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
     options: ['dry-run', 'once'],
-    run: (args, values) => runSyncCommand(args, values, configure(values), tools),
+    run: async (args, values) =>
+      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
   },
   {
     name: 'sandbox',
     summary: 'the built-in emulators: what they hold for a user, or start them over from the demo data',
     usage: ['sandbox show USER_ID [--json]', 'sandbox reset'],
     options: ['json'],
-    run: (args, values) => runSandboxCommand(args, values, configure(values)),
+    run: async (args, values) =>
+      (await import('./cli/sandbox.ts')).runSandboxCommand(args, values, configure(values)),
   },
   {
     name: 'docs',
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
     options: ['write', 'check'],
-    run: (args, values) => runDocsCommand(args, values, tools),
+    run: async (args, values) => (await import('./cli/docs.ts')).runDocsCommand(args, values, tools),
   },
 ];
 
@@ -271,7 +262,12 @@ function configure(values: CliValues): LoadedConfig {
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
   await checkServices(loaded.config, loaded.secrets);
-  const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
+  // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
+  // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
+  const { config, secrets, sandbox } =
+    loaded.config.mode === 'sandbox'
+      ? await (await import('./sandbox/sandbox.ts')).resolveUpstreams(loaded.config, loaded.secrets)
+      : { config: loaded.config, secrets: loaded.secrets, sandbox: undefined };
   if (config.mode === 'sandbox') {
     process.stderr.write(
       `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
@@ -299,6 +295,17 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
     // One ledger writer per process: the automation side appends through the MCP side's.
+    const [
+      { openAutomation },
+      { createSiftWebhookHandler },
+      { createSegmentWebhookHandler },
+      { siftUserResolver },
+    ] = await Promise.all([
+      import('./outbox/automation.ts'),
+      import('./webhooks/sift-webhook.ts'),
+      import('./webhooks/segment-webhook.ts'),
+      import('./webhooks/segment-mapping.ts'),
+    ]);
     const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
@@ -332,6 +339,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     );
     return;
   }
+  const { serveStdio } = await import('./transports/stdio.ts');
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
@@ -350,6 +358,17 @@ async function serveHttp(
   onClose: () => Promise<void>,
   mounts: HttpHandler[] = [],
 ): Promise<void> {
+  const [
+    { startHttpServer },
+    { createConsoleHandler },
+    { SANDBOX_PERSONAS, sandboxPersonaToken },
+    { sandboxDevToken },
+  ] = await Promise.all([
+    import('./transports/http.ts'),
+    import('./console/console.ts'),
+    import('./auth/authenticator.ts'),
+    import('./sandbox/sandbox.ts'),
+  ]);
   const sandbox = runtime.config.mode === 'sandbox';
   // The sandbox's token is kept in the data dir, so clients configured with it survive a restart.
   const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;

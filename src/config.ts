@@ -208,6 +208,8 @@ export const configSchema = z.strictObject({
     out_of_band: z.boolean(),
     /** How long a pending approval stays valid. */
     ttl_ms: z.number().int().positive(),
+    /** How long after it ran an executed destructive action can be undone (`undo_action`, the console's Undo). */
+    undo_window_ms: z.number().int().positive(),
     /** How long a tool call waits (with progress) for a decision before returning APPROVAL_PENDING. */
     wait_ms: z.number().int().min(0),
     poll_ms: z.number().int().positive(),
@@ -558,6 +560,7 @@ export const DEFAULTS: Config = {
     default_for_destructive: 'approval',
     out_of_band: true,
     ttl_ms: 4 * 60 * 60 * 1000,
+    undo_window_ms: 24 * 60 * 60 * 1000,
     wait_ms: 30_000,
     poll_ms: 250,
   },

@@ -8,6 +8,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 export interface Logger {
+  /** Whether a line at this level is written; below it a call does nothing, not even redaction. */
+  enabled(level: LogLevel): boolean;
   debug(msg: string, fields?: Record<string, unknown>): void;
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -22,21 +24,33 @@ export function createLogger(
     ORDER[options.level ?? (process.env.FRAUDGATE_LOG_LEVEL as LogLevel | undefined) ?? 'info'] ?? ORDER.info;
   const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
   const base = options.base ?? {};
-  const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
-    if (ORDER[level] < min) return;
-    write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...base, ...fields }));
-  };
+  const enabled = (level: LogLevel) => ORDER[level] >= min;
+  // Levels below the minimum get a no-op, decided once: a filtered call costs a function call only.
+  const at =
+    (level: LogLevel) =>
+    (msg: string, fields?: Record<string, unknown>): void => {
+      write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...base, ...fields }));
+    };
+  const noop = () => {};
   return {
-    debug: (m, f) => log('debug', m, f),
-    info: (m, f) => log('info', m, f),
-    warn: (m, f) => log('warn', m, f),
-    error: (m, f) => log('error', m, f),
+    enabled,
+    debug: enabled('debug') ? at('debug') : noop,
+    info: enabled('info') ? at('info') : noop,
+    warn: enabled('warn') ? at('warn') : noop,
+    error: enabled('error') ? at('error') : noop,
     child: (fields) => createLogger({ ...options, base: { ...base, ...fields } }),
   };
 }
 
-/** A logger that drops everything (tests that assert on other output). */
-export const silentLogger: Logger = createLogger({ write: () => {} });
+/** A logger that drops everything (tests and benchmarks that assert on other output). */
+export const silentLogger: Logger = {
+  enabled: () => false,
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+  child: () => silentLogger,
+};
 
 /**
  * A logger whose fields pass through `redact` first (the audit log's redactor: emails, phones and IPs
@@ -45,11 +59,15 @@ export const silentLogger: Logger = createLogger({ write: () => {} });
 export function redactingLogger(logger: Logger, redact: (value: unknown) => unknown): Logger {
   const clean = (fields?: Record<string, unknown>) =>
     fields === undefined ? undefined : (redact(fields) as Record<string, unknown>);
+  // Redaction walks every field: skip it (and the call) for levels the logger would drop anyway.
+  const at = (level: LogLevel) =>
+    logger.enabled(level) ? (m: string, f?: Record<string, unknown>) => logger[level](m, clean(f)) : () => {};
   return {
-    debug: (m, f) => logger.debug(m, clean(f)),
-    info: (m, f) => logger.info(m, clean(f)),
-    warn: (m, f) => logger.warn(m, clean(f)),
-    error: (m, f) => logger.error(m, clean(f)),
+    enabled: (level) => logger.enabled(level),
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
     child: (fields) => redactingLogger(logger.child(clean(fields) ?? {}), redact),
   };
 }

@@ -26,7 +26,6 @@ import {
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
-import { Redis } from 'ioredis';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
@@ -34,6 +33,9 @@ import { openSqliteIdentityStore, type IdentityStore } from './store/identity-st
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
+import { openSqliteOutboxStore, type OutboxStore } from './outbox/outbox-store.ts';
+import { openPostgresOutboxStore } from './outbox/pg-outbox-store.ts';
+import { propagatingSift } from './outbox/propagate.ts';
 
 export interface Runtime {
   config: Config;
@@ -48,7 +50,10 @@ export interface Runtime {
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
+  /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
+  outbox: OutboxStore;
   redactor: Redactor;
+  /** The upstream clients; Sift's `applyUserDecision` also enqueues the decision (src/outbox/propagate.ts). */
   clients: UpstreamClients;
   logger: Logger;
   /** Start the background sweep that executes approved actions and expires overdue approvals. */
@@ -218,7 +223,9 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
 }
 
 /** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
-function redisLimiter(url: string, logger: Logger) {
+async function redisLimiter(url: string, logger: Logger) {
+  // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
   let lastWarning = 0;
   redis.on('error', (error: Error) => {
@@ -230,6 +237,21 @@ function redisLimiter(url: string, logger: Logger) {
     });
   });
   return createRedisRateLimiter(redis);
+}
+
+/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
+export async function openOutboxStore(
+  config: Config,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+): Promise<OutboxStore> {
+  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
+  if (!secrets.postgresUrl) {
+    throw new InvalidInputError(
+      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
+      'Missing configuration',
+    );
+  }
+  return openPostgresOutboxStore(secrets.postgresUrl);
 }
 
 export async function openRuntime(options: {
@@ -254,10 +276,13 @@ export async function openRuntime(options: {
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
-  const clients = options.clients ?? createClients(config, secrets);
+  const outbox = await openOutboxStore(config, secrets);
+  const upstream = options.clients ?? createClients(config, secrets);
+  // Every decision this process applies reaches the outbox like a Sift webhook would.
+  const clients = { ...upstream, sift: propagatingSift(upstream.sift, outbox) };
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
-      ? redisLimiter(secrets.redisUrl, logger)
+      ? await redisLimiter(secrets.redisUrl, logger)
       : createRateLimiter();
   const pipeline = createPipeline({
     tools: options.tools,
@@ -279,6 +304,7 @@ export async function openRuntime(options: {
     pipeline,
     ...state,
     sessions,
+    outbox,
     clients,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
@@ -307,6 +333,7 @@ export async function openRuntime(options: {
       await sessions.close();
       state.approvals.close();
       state.identities.close();
+      await outbox.close();
     },
   };
 }

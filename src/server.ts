@@ -282,21 +282,31 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     };
     if (server.getClientCapabilities()?.elicitation) {
       channel.elicit = async (message): Promise<ElicitAnswer> => {
-        const answer = await extra.sendRequest(
-          {
-            method: 'elicitation/create',
-            params: {
-              mode: 'form',
-              message,
-              requestedSchema: {
-                type: 'object',
-                properties: { confirm: { type: 'boolean', title: 'Confirm this action', default: false } },
-                required: ['confirm'],
+        let answer;
+        try {
+          answer = await extra.sendRequest(
+            {
+              method: 'elicitation/create',
+              params: {
+                mode: 'form',
+                message,
+                requestedSchema: {
+                  type: 'object',
+                  properties: { confirm: { type: 'boolean', title: 'Confirm this action', default: false } },
+                  required: ['confirm'],
+                },
               },
             },
-          },
-          ElicitResultSchema,
-        );
+            ElicitResultSchema,
+          );
+        } catch (error) {
+          // No usable answer (the client failed or timed out, or its answer could not be relayed from
+          // another replica): nothing was confirmed, so the call ends as declined, and is audited so.
+          logger.warn('elicitation got no usable answer; treated as cancelled', {
+            error: error instanceof Error ? error.message : String(error),
+          });
+          return 'cancel';
+        }
         if (answer.action !== 'accept') return answer.action;
         return answer.content?.confirm === true ? 'accept' : 'decline';
       };

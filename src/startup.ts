@@ -4,8 +4,6 @@
  * directory this user cannot write) ends here, so the CLI prints one line, exits 1 and leaves no
  * half-started process behind — never a stack trace.
  */
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
 
@@ -78,6 +76,7 @@ export async function checkServices(
     const url = secrets.redisUrl;
     checks.push(
       (async () => {
+        const { Redis } = await import('ioredis');
         const redis = new Redis(url, {
           lazyConnect: true,
           connectTimeout: timeoutMs,
@@ -105,6 +104,7 @@ export async function checkServices(
     const url = secrets.postgresUrl;
     checks.push(
       (async () => {
+        const { default: pg } = await import('pg');
         const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
         client.on('error', () => undefined);
         try {

@@ -28,7 +28,10 @@ export interface Principal {
 export interface ToolContext {
   principal: Principal;
   clients: UpstreamClients;
-  config: Pick<Config, 'mapping' | 'risk_bands' | 'label_source' | 'salesforce'>;
+  config: Pick<Config, 'mapping' | 'risk_bands' | 'label_source' | 'salesforce'> & {
+    /** How long after it ran an executed destructive action may be undone (`approvals.undo_window_ms`). */
+    undo_window_ms: number;
+  };
   /**
    * Stable for one logical action: the approval id for approved actions, else derived from the call.
    * Tools build upstream idempotency keys (Segment messageId, Salesforce external ids) from it.
@@ -90,6 +93,8 @@ export interface IdentityDirectory {
 export interface ApprovalView {
   id: string;
   tool: string;
+  /** The frozen arguments (the caller's own, or seen by approvers): what `undo_action` reverses. */
+  args: Record<string, unknown>;
   state: string;
   target: string;
   requester: string;
@@ -113,6 +118,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   description: string;
   risk: Risk;
   toolset: Toolset;
+  /**
+   * Roles that may call this tool beyond what its risk allows them (src/governance/policy.ts), e.g.
+   * approvers may request `undo_action` — which still needs another approver's approval.
+   */
+  extraRoles?: readonly Principal['role'][];
   /** Whether repeating the same call has no further effect (drives `idempotentHint`). */
   idempotent: boolean;
   input: I;
@@ -124,6 +134,12 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   untrustedFields?: readonly string[];
   /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
   target?(args: z.infer<I>): string;
+  /**
+   * What a newer request replaces: a pending approval of this tool with the same key is superseded
+   * by a newer request (default: the target). Narrower where two requests on one target are
+   * independent, e.g. labels for different abuse types.
+   */
+  supersedeKey?(args: z.infer<I>): string;
   /**
    * What an approver is shown (score, reasons, current decision), captured when approval is requested.
    * Must not write anything.

@@ -35,6 +35,8 @@ export const applyLabel = defineTool({
     labelled_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  // Labels for different abuse types are independent: only a newer request for the same one replaces a pending one.
+  supersedeKey: (args) => `sift_user:${args.user_id}:${args.abuse_type}`,
   evidence: (args, ctx) =>
     siftEvidence(args.user_id, ctx, {
       abuseType: args.abuse_type,

@@ -7,7 +7,7 @@ export const getApprovalStatus = defineTool({
   title: 'Check an approval',
   description:
     'Check an approval returned with APPROVAL_PENDING (apply_label, remove_label, apply_decision, ' +
-    'suppress_user, or a write your policy gates): its state (pending, approved, denied, expired, ' +
+    'suppress_user, undo_action, or a write your policy gates): its state (pending, approved, denied, expired, ' +
     'executing, executed, failed), who decided and why, the evidence shown, and once executed the result. ' +
     'Approved actions run by themselves; never call the original tool again.',
   risk: 'read',
@@ -19,7 +19,16 @@ export const getApprovalStatus = defineTool({
   output: z.object({
     approval_id: z.string(),
     tool: z.string(),
-    state: z.enum(['pending', 'approved', 'denied', 'expired', 'executing', 'executed', 'failed']),
+    state: z.enum([
+      'pending',
+      'approved',
+      'denied',
+      'expired',
+      'superseded',
+      'executing',
+      'executed',
+      'failed',
+    ]),
     target: z.string(),
     requester: z.string(),
     mode: z.string(),

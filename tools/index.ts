@@ -24,6 +24,7 @@ import { syncDecisionToSalesforce } from './sync-decision-to-salesforce.ts';
 import { syncDecisionToSegment } from './sync-decision-to-segment.ts';
 import { syncScoreToSegment } from './sync-score-to-segment.ts';
 import { trackFraudEvent } from './track-fraud-event.ts';
+import { undoAction } from './undo-action.ts';
 
 export const tools: readonly AnyTool[] = [
   getSiftScore,
@@ -47,4 +48,5 @@ export const tools: readonly AnyTool[] = [
   listFraudCases,
   getFraudCase,
   resolveFraudCase,
+  undoAction,
 ];

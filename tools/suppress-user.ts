@@ -4,7 +4,7 @@ import { defineTool, type ToolContext } from '../src/tool.ts';
 import { segmentUserIdFor, siftEvidence, userId } from './schemas.ts';
 
 /** The traits and event a (un)suppression writes; shared by the dry run and the real run. */
-function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
+export function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
   const trait = ctx.config.mapping.suppression_trait;
   const traits = { [trait]: suppressed, [`${trait}_at`]: suppressed ? ctx.now().toISOString() : null };
   return { trait, traits, event: suppressed ? 'Fraud Suppression Applied' : 'Fraud Suppression Lifted' };

@@ -12,7 +12,7 @@ import { startBareIngestServer } from '../baselines/bare-ingest-server.ts';
 import { openBenchRuntime } from './bench-runtime.ts';
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { openOutboxStore } from '../../src/outbox/automation.ts';
+import { openOutboxStore } from '../../src/runtime.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 
 const KEY = 'bench-signature-key';

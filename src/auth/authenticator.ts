@@ -4,7 +4,7 @@
  * (stored as hashes), JWTs from the organisation's identity provider, and the sandbox dev token.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import type { JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config.ts';
 import type { Principal } from '../tool.ts';
 import { normalizeIdentity } from './identity.ts';
@@ -73,7 +73,13 @@ function roleFrom(claim: unknown): Principal['role'] | undefined {
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
   const keys = new Map(options.auth.key_hashes.map((k) => [k.sha256, k]));
   const jwtConfig = options.auth.jwt;
-  const jwks = options.jwks ?? (jwtConfig ? createRemoteJWKSet(new URL(jwtConfig.jwks_url)) : undefined);
+  // jose is loaded with the first JWT, not at start-up: stdio and API-key deployments never need it.
+  let jwks = options.jwks;
+  const jose = async () => {
+    const loaded = await import('jose');
+    if (jwtConfig) jwks ??= loaded.createRemoteJWKSet(new URL(jwtConfig.jwks_url));
+    return loaded;
+  };
   const devDigest = options.mode === 'sandbox' && options.devToken ? sha256(options.devToken) : undefined;
   const personas = new Map(
     options.mode === 'sandbox' && options.devToken
@@ -94,7 +100,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (persona) return { ok: true, principal: persona };
     const key = keys.get(digest.toString('hex'));
     if (key) return { ok: true, principal: { id: key.principal, kind: key.kind, role: key.role } };
-    if (!jwtConfig || !jwks || token.split('.').length !== 3) return { ok: false, reason: 'invalid token' };
+    if (!jwtConfig || token.split('.').length !== 3) return { ok: false, reason: 'invalid token' };
+    const { jwtVerify, errors: joseErrors } = await jose();
+    if (!jwks) return { ok: false, reason: 'invalid token' };
     try {
       const { payload } = await jwtVerify(token, jwks, {
         issuer: jwtConfig.issuer,

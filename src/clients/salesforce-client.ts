@@ -20,7 +20,7 @@
  *   text stays in `detail`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Connection } from 'jsforce';
+import type { Connection } from 'jsforce';
 import * as z from 'zod';
 import { FraudgateError, InvalidInputError, NotFoundError, UpstreamError } from '../errors.ts';
 import { isSalesforceId } from './salesforce-ids.ts';
@@ -258,42 +258,52 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       ? { grant_type: 'client_credentials' }
       : { grant_type: 'password', username: auth.username, password: auth.password };
 
-  const conn = new Connection({
-    loginUrl,
-    version: apiVersion,
-    oauth2: { loginUrl, clientId: auth.clientId, clientSecret: auth.clientSecret },
-    ...(config.callOptionsClient ? { callOptions: { client: config.callOptionsClient } } : {}),
-    // Called by jsforce on every 401. Re-running the configured flow works for both flows (client
-    // credentials has no refresh token, §5.1); the guard below is what stops the refresh loop.
-    refreshFn: (c, callback) => {
-      const state = callState.getStore();
-      const now = Date.now();
-      recentRefreshes = recentRefreshes.filter((t) => now - t < 60_000);
-      if ((state && state.refreshes >= 1) || recentRefreshes.length >= maxRefreshesPerMinute) {
-        if (state) state.refreshLoop = true;
-        callback(new Error('refresh limit reached: Salesforce rejected a freshly issued session'));
-        return;
-      }
-      if (state) state.refreshes += 1;
-      recentRefreshes.push(now);
-      c.oauth2.requestToken(tokenParams()).then(
-        (res) => callback(null, res.access_token, res),
-        (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
-      );
-    },
-  });
+  // jsforce is loaded with the first call, not at start-up: it takes most of a second to load, and a
+  // stdio session that never touches Salesforce should not pay for it.
+  let conn: Connection | undefined;
+  const connect = async (): Promise<Connection> => {
+    if (conn) return conn;
+    const { Connection: JsforceConnection } = await import('jsforce');
+    conn ??= new JsforceConnection({
+      loginUrl,
+      version: apiVersion,
+      oauth2: { loginUrl, clientId: auth.clientId, clientSecret: auth.clientSecret },
+      ...(config.callOptionsClient ? { callOptions: { client: config.callOptionsClient } } : {}),
+      // Called by jsforce on every 401. Re-running the configured flow works for both flows (client
+      // credentials has no refresh token, §5.1); the guard below is what stops the refresh loop.
+      refreshFn: (c, callback) => {
+        const state = callState.getStore();
+        const now = Date.now();
+        recentRefreshes = recentRefreshes.filter((t) => now - t < 60_000);
+        if ((state && state.refreshes >= 1) || recentRefreshes.length >= maxRefreshesPerMinute) {
+          if (state) state.refreshLoop = true;
+          callback(new Error('refresh limit reached: Salesforce rejected a freshly issued session'));
+          return;
+        }
+        if (state) state.refreshes += 1;
+        recentRefreshes.push(now);
+        c.oauth2.requestToken(tokenParams()).then(
+          (res) => callback(null, res.access_token, res),
+          (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
+        );
+      },
+    });
+    return conn;
+  };
 
   let loginInFlight: Promise<void> | undefined;
-  const ensureSession = async (): Promise<void> => {
-    if (conn.accessToken) return;
+  const ensureSession = async (): Promise<Connection> => {
+    const connection = await connect();
+    if (connection.accessToken) return connection;
     loginInFlight ??= (async () => {
       try {
-        await conn.authorize(tokenParams());
+        await connection.authorize(tokenParams());
       } finally {
         loginInFlight = undefined;
       }
     })();
     await loginInFlight;
+    return connection;
   };
 
   const mapError = (error: unknown, ctx: OperationContext, state?: CallState): FraudgateError => {
@@ -430,7 +440,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
   const call = async <T>(
     ctx: OperationContext,
     options: RequestOptions | undefined,
-    fn: () => Promise<T>,
+    fn: (conn: Connection) => Promise<T>,
   ): Promise<T> => {
     if (closed) throw new FraudgateError('INTERNAL', 'The Salesforce client is closed.');
     const state: CallState = { refreshes: 0, refreshLoop: false };
@@ -441,10 +451,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         retryable: true,
       });
     }
-    const work = callState.run(state, async () => {
-      await ensureSession();
-      return fn();
-    });
+    const work = callState.run(state, async () => fn(await ensureSession()));
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     const guards = new Promise<never>((_, reject) => {
@@ -485,7 +492,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
   const callIdempotent = async <T>(
     ctx: OperationContext,
     options: RequestOptions | undefined,
-    fn: () => Promise<T>,
+    fn: (conn: Connection) => Promise<T>,
   ): Promise<T> => {
     for (let attempt = 0; ; attempt += 1) {
       try {
@@ -567,7 +574,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     options: RequestOptions | undefined,
     start: { soql: string } | { cursor: string },
   ) => {
-    const raw: unknown = await call(ctx, options, async () =>
+    const raw: unknown = await call(ctx, options, async (conn) =>
       'soql' in start
         ? await conn.query(start.soql, { autoFetch: false })
         : await conn.queryMore(start.cursor),
@@ -629,7 +636,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       checkName('sobject', sobject);
       checkId('id', id);
       try {
-        const raw: unknown = await call({ what: `retrieve ${sobject}`, sobject }, options, () =>
+        const raw: unknown = await call({ what: `retrieve ${sobject}`, sobject }, options, (conn) =>
           conn.sobject(sobject).retrieve(id),
         );
         if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -655,7 +662,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       const ctx = { what: `create ${sobject}`, sobject, nonIdempotent: true };
       // An explicit owner must not be overridden by assignment rules (§6).
       const headers: Record<string, string> = 'OwnerId' in record ? { 'Sforce-Auto-Assign': 'FALSE' } : {};
-      const raw: unknown = await call(ctx, options, () =>
+      const raw: unknown = await call(ctx, options, (conn) =>
         conn.sobject(sobject).create(withoutKeys(record, ['Id', 'attributes']), { headers }),
       );
       const result = parseOrThrow(saveResultSchema, raw, ctx);
@@ -678,7 +685,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       checkId('Id', record.Id);
       const ctx = { what: `update ${sobject}`, sobject };
       try {
-        await callIdempotent(ctx, options, () =>
+        await callIdempotent(ctx, options, (conn) =>
           conn.sobject(sobject).update({ ...withoutKeys(record, ['attributes']), Id: record.Id }),
         );
       } catch (error) {
@@ -703,7 +710,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       // jsforce does not URL-encode the external id (§3.1): `a/b` or `x?y` would hit another URL.
       const url = `/sobjects/${sobject}/${externalIdField}/${encodeURIComponent(String(value))}`;
       const body = JSON.stringify(withoutKeys(record, [externalIdField, 'Id', 'attributes']));
-      const raw: unknown = await callIdempotent(ctx, options, () =>
+      const raw: unknown = await callIdempotent(ctx, options, (conn) =>
         conn.request({ method: 'PATCH', url, body, headers: { 'content-type': 'application/json' } }),
       );
       const result = parseOrThrow(upsertResultSchema, raw, ctx);
@@ -724,7 +731,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           })),
         });
         // An upsert by external id is idempotent, so a lost response may be retried like an update.
-        const raw: unknown = await callIdempotent(ctx, options, () =>
+        const raw: unknown = await callIdempotent(ctx, options, (conn) =>
           conn.request({
             method: 'PATCH',
             url: `/composite/sobjects/${sobject}/${externalIdField}`,
@@ -743,7 +750,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       const ctx = { what: `update ${sobject} records`, sobject };
       const results: SalesforceSaveResult[] = [];
       for (const chunk of chunks(records)) {
-        const raw: unknown = await callIdempotent(ctx, options, () =>
+        const raw: unknown = await callIdempotent(ctx, options, (conn) =>
           conn.sobject(sobject).update(
             chunk.map((r) => ({ ...withoutKeys(r, ['attributes']), Id: r.Id })),
             { allOrNone: false },
@@ -759,7 +766,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       const ctx = { what: `create ${sobject} records`, sobject, nonIdempotent: true };
       const results: SalesforceSaveResult[] = [];
       for (const chunk of chunks(records)) {
-        const raw: unknown = await call(ctx, options, () =>
+        const raw: unknown = await call(ctx, options, (conn) =>
           conn.sobject(sobject).create(
             chunk.map((r) => withoutKeys(r, ['Id', 'attributes'])),
             { allOrNone: false },
@@ -771,11 +778,11 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     },
 
     integrationUserId() {
-      return conn.userInfo?.id;
+      return conn?.userInfo?.id;
     },
 
     apiUsage() {
-      const usage = conn.limitInfo.apiUsage;
+      const usage = conn?.limitInfo.apiUsage;
       return usage ? { used: usage.used, limit: usage.limit } : undefined;
     },
 

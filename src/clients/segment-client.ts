@@ -23,7 +23,7 @@
  *
  * The Regulations API is never called from here: a SUPPRESS regulation would blind fraud analytics.
  */
-import { Analytics } from '@segment/analytics-node';
+import type { Analytics } from '@segment/analytics-node';
 import * as z from 'zod';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
 import type { RequestOptions, SegmentClient, SegmentMessage } from './types.ts';
@@ -206,16 +206,25 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
   };
   // Whole seconds in the library; round up so its own give-up point is never before our deadline.
   const libraryBoundSeconds = Math.max(1, Math.ceil(settings.deliveryTimeoutMs / 1000));
-  const analytics = new Analytics({
-    writeKey: config.writeKey,
-    host: settings.host,
-    flushAt: settings.flushAt,
-    flushInterval: settings.flushInterval,
-    maxRetries: settings.maxRetries,
-    httpRequestTimeout: settings.httpRequestTimeout,
-    maxTotalBackoffDuration: libraryBoundSeconds,
-    maxRateLimitDuration: libraryBoundSeconds,
-  });
+  // The library is loaded with the first message, not at start-up: most sessions never write to
+  // Segment, and a stdio server should not pay its load time before answering `initialize`.
+  let analytics: Analytics | undefined;
+  let loading: Promise<Analytics> | undefined;
+  const library = (): Promise<Analytics> =>
+    (loading ??= import('@segment/analytics-node').then(({ Analytics: SegmentAnalytics }) => {
+      analytics = new SegmentAnalytics({
+        writeKey: config.writeKey,
+        host: settings.host,
+        flushAt: settings.flushAt,
+        flushInterval: settings.flushInterval,
+        maxRetries: settings.maxRetries,
+        httpRequestTimeout: settings.httpRequestTimeout,
+        maxTotalBackoffDuration: libraryBoundSeconds,
+        maxRateLimitDuration: libraryBoundSeconds,
+      });
+      listen(analytics);
+      return analytics;
+    }));
 
   // FIFO per messageId: a re-run of the same tool call may be in flight twice; both settle.
   const waiters = new Map<string, Waiter[]>();
@@ -230,29 +239,31 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
   };
 
   const onDelivered = (ctx: { event: { messageId?: string } }) => takeWaiter(ctx.event.messageId)?.resolve();
-  analytics.on('identify', onDelivered);
-  analytics.on('track', onDelivered);
-  analytics.on('error', (err) => {
-    const event = err.ctx?.event;
-    const waiter = takeWaiter(event?.messageId);
-    waiter?.reject(deliveryError(event?.type ?? 'event', err.reason, waiter));
-  });
-  // Remember each pending message's last failing status so a deadline rejection can say "429" or "503".
-  analytics.on('http_response', (res) => {
-    if (res.status < 400 || waiters.size === 0) return;
-    let parsed: z.infer<typeof BatchBody>;
-    try {
-      parsed = BatchBody.parse(JSON.parse(res.body));
-    } catch {
-      return;
-    }
-    for (const item of parsed.batch) {
-      for (const waiter of (item.messageId && waiters.get(item.messageId)) || []) {
-        waiter.lastStatus = res.status;
-        waiter.retryAfterMs = retryAfterMs(res.headers['retry-after']);
+  const listen = (analytics: Analytics) => {
+    analytics.on('identify', onDelivered);
+    analytics.on('track', onDelivered);
+    analytics.on('error', (err) => {
+      const event = err.ctx?.event;
+      const waiter = takeWaiter(event?.messageId);
+      waiter?.reject(deliveryError(event?.type ?? 'event', err.reason, waiter));
+    });
+    // Remember each pending message's last failing status so a deadline rejection can say "429" or "503".
+    analytics.on('http_response', (res) => {
+      if (res.status < 400 || waiters.size === 0) return;
+      let parsed: z.infer<typeof BatchBody>;
+      try {
+        parsed = BatchBody.parse(JSON.parse(res.body));
+      } catch {
+        return;
       }
-    }
-  });
+      for (const item of parsed.batch) {
+        for (const waiter of (item.messageId && waiters.get(item.messageId)) || []) {
+          waiter.lastStatus = res.status;
+          waiter.retryAfterMs = retryAfterMs(res.headers['retry-after']);
+        }
+      }
+    });
+  };
 
   function deliver(
     kind: 'identify' | 'track',
@@ -467,7 +478,8 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
         ...(message.timestamp ? { timestamp: message.timestamp } : {}),
       };
       checkMessage(message, params, settings.maxEventBytes);
-      return deliver('identify', message, () => analytics.identify(params), options);
+      const segment = await library();
+      return deliver('identify', message, () => segment.identify(params), options);
     },
     async track(message, options) {
       const params = {
@@ -478,14 +490,15 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
         ...(message.timestamp ? { timestamp: message.timestamp } : {}),
       };
       checkMessage(message, params, settings.maxEventBytes);
-      return deliver('track', message, () => analytics.track(params), options);
+      const segment = await library();
+      return deliver('track', message, () => segment.track(params), options);
     },
     getProfileTraits,
     async close() {
       if (closed) return;
       closed = true;
       // On timeout the library aborts in-flight retries and fails their events ('Flush timeout').
-      await analytics.closeAndFlush({ timeout: settings.closeTimeoutMs });
+      await analytics?.closeAndFlush({ timeout: settings.closeTimeoutMs });
       for (const [, list] of waiters) {
         for (const waiter of list.splice(0)) {
           waiter.reject(

@@ -12,7 +12,7 @@
  *   may have been applied, so the error goes back to the caller, who can read the status first.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { Agent, request } from 'undici';
+import type { Agent, request as undiciRequest } from 'undici';
 import * as z from 'zod';
 import { ERROR_CODES, FraudgateError, NotFoundError, UpstreamError } from '../errors.ts';
 import {
@@ -396,7 +396,15 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   const base = config.baseUrl.endsWith('/') ? config.baseUrl : `${config.baseUrl}/`;
   const basic = `Basic ${Buffer.from(`${config.apiKey}:`).toString('base64')}`;
   const acct = `/v3/accounts/${encodeURIComponent(config.accountId)}`;
-  const dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 16 });
+  // undici is loaded with the first request, not at start-up: it takes a few hundred ms to load, and
+  // a stdio server should answer `initialize` without it.
+  let http: Promise<{ dispatcher: Agent; request: typeof undiciRequest }> | undefined;
+  let dispatcher: Agent | undefined;
+  const undici = () =>
+    (http ??= import('undici').then(({ Agent: UndiciAgent, request }) => {
+      dispatcher = new UndiciAgent({ keepAliveTimeout: 10_000, connections: 16 });
+      return { dispatcher, request };
+    }));
   const redact = (text: string) => redactSiftSecrets(text, config.apiKey);
 
   const detailOf = (spec: CallSpec, status: number | string, text: string) =>
@@ -514,6 +522,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   }
 
   async function attempt(spec: CallSpec, url: URL, signal: AbortSignal | undefined): Promise<unknown> {
+    const { dispatcher, request } = await undici();
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(new Error('sift timeout')), timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
@@ -824,7 +833,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
     },
 
     async close() {
-      await dispatcher.close();
+      await dispatcher?.close();
     },
   };
 }

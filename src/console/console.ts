@@ -23,12 +23,13 @@ import type { Runtime } from '../runtime.ts';
 import type { Approval, ApprovalState } from '../store/approval-store.ts';
 import type { SessionStores } from '../store/session-store.ts';
 import type { Principal } from '../tool.ts';
+import { UNDOABLE_TOOLS } from '../../tools/undo-action.ts';
 
 /** What the console needs: the approval store and desk of a running runtime, and how to check a token. */
 export interface ConsoleDeps {
   runtime: Pick<Runtime, 'approvals' | 'desk' | 'logger'> & {
     sessions: Pick<SessionStores, 'consoleSessions'>;
-  };
+  } & Partial<Pick<Runtime, 'pipeline' | 'config'>>;
   authenticate: Authenticator;
   /** Add `Secure` to the session cookie; set it whenever the console is reached over HTTPS. */
   secureCookies?: boolean;
@@ -64,6 +65,8 @@ export type ConsoleApproval = Omit<
   approve_blocked?: string;
   /** Who may approve under the policy the approval was made with, in words. */
   approver_rule: string;
+  /** Until when the page offers Undo (an executed destructive action within `approvals.undo_window_ms`). */
+  undo_until?: string;
 };
 
 export const CONSOLE_PREFIX = '/console';
@@ -79,8 +82,16 @@ const MAX_REASON = 1000;
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
-const HISTORY_STATES: ApprovalState[] = ['approved', 'denied', 'expired', 'executing', 'executed', 'failed'];
-const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny)$/;
+const HISTORY_STATES: ApprovalState[] = [
+  'approved',
+  'denied',
+  'expired',
+  'superseded',
+  'executing',
+  'executed',
+  'failed',
+];
+const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny|undo)$/;
 /** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
 const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;
 
@@ -218,7 +229,12 @@ function checkOrigin(req: IncomingMessage) {
   }
 }
 
-function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
+function toConsoleApproval(
+  a: Approval,
+  viewer: Principal,
+  undoWindowMs?: number,
+  now = new Date(),
+): ConsoleApproval {
   const {
     args_hash: _hash,
     policy_version: _policy,
@@ -234,6 +250,15 @@ function toConsoleApproval(a: Approval, viewer: Principal): ConsoleApproval {
         ? 'An approver other than the requester must approve (self-approval not allowed).'
         : 'Any approver may approve, the requester included (self-approval allowed by policy).',
   };
+  if (
+    undoWindowMs !== undefined &&
+    a.state === 'executed' &&
+    a.executed_at &&
+    UNDOABLE_TOOLS.includes(a.tool)
+  ) {
+    const until = Date.parse(a.executed_at) + undoWindowMs;
+    if (until > now.getTime()) consoleView.undo_until = new Date(until).toISOString();
+  }
   // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
   if (a.state === 'pending' && a.mode === 'four_eyes' && sameIdentity(a.requester, viewer.id)) {
     consoleView.approve_blocked =
@@ -375,7 +400,41 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     sendJson(res, 200, {
       view,
       now: now().toISOString(),
-      approvals: list.map((a) => toConsoleApproval(a, session.principal)),
+      approvals: list.map((a) => forPage(a, session.principal)),
+    });
+  }
+
+  /** Undo is offered only where this console can request it (a full runtime with its pipeline). */
+  const undoWindowMs = deps.runtime.pipeline ? deps.runtime.config?.approvals.undo_window_ms : undefined;
+  const forPage = (a: Approval, viewer: Principal) => toConsoleApproval(a, viewer, undoWindowMs, now());
+
+  /**
+   * Undo requests `undo_action` through the governance pipeline as the signed-in approver, without
+   * waiting: it is a destructive call with its own approval, which another approver must give.
+   */
+  async function requestUndo(req: IncomingMessage, res: ServerResponse, session: Session, id: string) {
+    requireCsrf(req, session);
+    const pipeline = deps.runtime.pipeline;
+    if (!pipeline) throw new ConsoleHttpError(404, 'Undo is not available on this console.');
+    const body = await readJsonBody(req);
+    const reason = optionalString(body, 'reason', MAX_REASON);
+    if (!reason) throw new ConsoleHttpError(400, 'A reason is required to undo.');
+    const outcome = await pipeline.call(
+      'undo_action',
+      { approval_id: id, reason },
+      {
+        principal: session.principal,
+        signal: AbortSignal.timeout(30_000),
+        progress: async () => {},
+        waitMs: 0,
+      },
+    );
+    if (outcome.ok) return sendJson(res, 200, { undo: outcome.output });
+    if (outcome.error.code !== ERROR_CODES.APPROVAL_PENDING) throw outcome.error;
+    logger.info('console undo requested', { approval_id: id, principal: session.principal.id });
+    sendJson(res, 202, {
+      undo_approval_id: outcome.error.data.approval_id,
+      message: `Undo requested as ${String(outcome.error.data.approval_id)}; another approver must approve it.`,
     });
   }
 
@@ -396,7 +455,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       ...(reason ? { reason } : {}),
     });
     logger.info('console decision', { approval_id: id, approve, principal: session.principal.id });
-    sendJson(res, 200, { approval: toConsoleApproval(decided, session.principal) });
+    sendJson(res, 200, { approval: forPage(decided, session.principal) });
   }
 
   async function route(req: IncomingMessage, res: ServerResponse, url: URL) {
@@ -438,13 +497,14 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       if (!approval) throw new ConsoleHttpError(404, `No approval ${one[1]!}.`);
       return sendJson(res, 200, {
         now: now().toISOString(),
-        approval: toConsoleApproval(approval, session.principal),
+        approval: forPage(approval, session.principal),
       });
     }
     const match = APPROVAL_PATH.exec(path);
     if (match) {
       if (method !== 'POST') throw new ConsoleHttpError(405, 'Method not allowed.');
       const session = await requireSession(req);
+      if (match[2] === 'undo') return requestUndo(req, res, session, match[1]!);
       return decide(req, res, session, match[1]!, match[2] === 'approve');
     }
     throw new ConsoleHttpError(404, 'Not found.');

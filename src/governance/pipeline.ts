@@ -47,6 +47,8 @@ export interface CallChannel {
   elicit?: (message: string) => Promise<ElicitAnswer>;
   progress(progress: number, total?: number, message?: string): Promise<void>;
   signal: AbortSignal;
+  /** How long a call needing approval waits for the decision; default `approvals.wait_ms` (the console: 0). */
+  waitMs?: number;
 }
 
 export type CallOutcome =
@@ -103,14 +105,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 function toView(a: Approval): ApprovalView {
-  const {
-    args: _args,
-    args_hash: _hash,
-    policy_version: _pv,
-    requester_role: _r,
-    requester_kind: _k,
-    ...view
-  } = a;
+  const { args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
   return view;
 }
 
@@ -140,6 +135,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     risk_bands: config.risk_bands,
     label_source: config.label_source,
     salesforce: config.salesforce,
+    undo_window_ms: config.approvals.undo_window_ms,
   };
 
   const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
@@ -573,8 +569,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     channel: CallChannel,
     callId: string,
   ): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + config.approvals.wait_ms;
-    const total = Math.max(1, Math.ceil(config.approvals.wait_ms / 1000));
+    const waitMs = channel.waitMs ?? config.approvals.wait_ms;
+    const deadline = Date.now() + waitMs;
+    const total = Math.max(1, Math.ceil(waitMs / 1000));
     let lastProgressAt = 0;
     let current: Approval = approval;
     for (;;) {
@@ -584,10 +581,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       if (Date.now() >= deadline || channel.signal.aborted) return settle(current);
       if (Date.now() - lastProgressAt >= 1000) {
         lastProgressAt = Date.now();
-        const elapsed = Math.min(
-          total,
-          Math.floor((Date.now() - (deadline - config.approvals.wait_ms)) / 1000),
-        );
+        const elapsed = Math.min(total, Math.floor((Date.now() - (deadline - waitMs)) / 1000));
         await channel.progress(
           elapsed,
           total,
@@ -683,7 +677,35 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
     await record({ ...base, event: 'approval_requested', approval_id: created.id });
+    await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
+  }
+
+  /**
+   * A newer request for the same tool and target replaces an older pending one (two BLOCK decisions
+   * must not leave two suppressions waiting for a human): the older one becomes `superseded`,
+   * audited, and can no longer be approved.
+   */
+  async function supersedeOlder(tool: AnyTool, newer: Approval, base: ReturnType<typeof auditFields>) {
+    const keyOf = (approval: Approval) => tool.supersedeKey?.(approval.args) ?? approval.target;
+    const key = keyOf(newer);
+    const pending = await approvals.list({ states: ['pending'], limit: 1000 });
+    for (const older of pending) {
+      if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
+      const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
+      const moved = await approvals.transition(older.id, ['pending'], 'superseded', {
+        decided_at: now().toISOString(),
+        reason: message,
+      });
+      if (moved) {
+        await recordQuietly({
+          ...base,
+          event: 'superseded',
+          approval_id: older.id,
+          outcome: { code: 'SUPERSEDED', message },
+        });
+      }
+    }
   }
 
   /** `dry_run: true`: read the current state and report what would change; no write, no approval. */

@@ -16,7 +16,7 @@ const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
 };
 
 export function isVisibleTo(
-  tool: Pick<AnyTool, 'risk' | 'toolset'>,
+  tool: Pick<AnyTool, 'risk' | 'toolset' | 'extraRoles'>,
   principal: Principal,
   config: Pick<Config, 'read_only' | 'toolsets'>,
 ): boolean {
@@ -24,7 +24,9 @@ export function isVisibleTo(
   // `core` tools (score, approvals status…) stay available whatever toolsets are selected.
   if (config.toolsets.length > 0 && tool.toolset !== 'core' && !config.toolsets.includes(tool.toolset))
     return false;
-  return ROLE_RISKS[principal.role].includes(tool.risk);
+  return (
+    ROLE_RISKS[principal.role].includes(tool.risk) || (tool.extraRoles?.includes(principal.role) ?? false)
+  );
 }
 
 const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };

@@ -9,12 +9,10 @@ import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
 import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import { createClients, databasePath, openRuntime, type Runtime } from '../runtime.ts';
+import { createClients, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
 import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
-import { InvalidInputError } from '../errors.ts';
-import { openSqliteOutboxStore, type OutboxStore } from './outbox-store.ts';
-import { openPostgresOutboxStore } from './pg-outbox-store.ts';
+import type { OutboxStore } from './outbox-store.ts';
 import { automationConfig, createOutboxWorker, type OutboxWorker } from './outbox-worker.ts';
 
 export interface Automation {
@@ -89,21 +87,6 @@ export function createAutomationClients(
   };
 }
 
-/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
-export async function openOutboxStore(
-  config: Config,
-  secrets: Pick<Secrets, 'postgresUrl'>,
-): Promise<OutboxStore> {
-  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
-  if (!secrets.postgresUrl) {
-    throw new InvalidInputError(
-      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
-      'Missing configuration',
-    );
-  }
-  return openPostgresOutboxStore(secrets.postgresUrl);
-}
-
 export async function openAutomation(options: {
   config: Config;
   secrets: Secrets;
@@ -127,7 +110,8 @@ export async function openAutomation(options: {
     clients,
     ...(options.audit ? { audit: options.audit } : {}),
   });
-  const store = await openOutboxStore(config, options.secrets);
+  // The runtime's outbox: where this automation's own applied decisions are enqueued too.
+  const store = runtime.outbox;
   const worker = createOutboxWorker({
     runtime,
     store,
@@ -143,7 +127,6 @@ export async function openAutomation(options: {
       await worker.stop();
       await clients.batcher.flush();
       await runtime.close();
-      await store.close();
     },
   };
 }

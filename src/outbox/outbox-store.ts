@@ -117,7 +117,12 @@ export interface OutboxStore {
   deadLetter(id: number, owner: string, error: string, now?: number): Promise<boolean>;
   awaitApproval(id: number, owner: string, approvalId: string, now?: number): Promise<boolean>;
   /** Settle an effect waiting for a human: done, denied or dead. */
-  settleApproval(id: number, to: 'done' | 'denied' | 'dead', detail: unknown, now?: number): Promise<boolean>;
+  settleApproval(
+    id: number,
+    to: 'done' | 'denied' | 'dead' | 'skipped',
+    detail: unknown,
+    now?: number,
+  ): Promise<boolean>;
   /** Operator: a dead (or denied) effect back to pending with a fresh attempt count. */
   requeue(id: number, now?: number): Promise<boolean>;
   /** Operator: give up on a dead effect for good. */

@@ -214,6 +214,9 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
       else if (approval.state === 'denied' || approval.state === 'expired')
         await store.settleApproval(effect.id, 'denied', { approval: approval.state });
+      // A later decision's effect asked again and replaced this one's approval: nothing to run here.
+      else if (approval.state === 'superseded')
+        await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
       else if (approval.state === 'failed') {
         if (await store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
           await auditQuietly({

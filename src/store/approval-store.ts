@@ -16,8 +16,9 @@ import type { ApprovalMode } from '../config.ts';
  * pending → approved | denied | expired; approved → executing → executed | failed;
  * approved → expired when it was not executed before its expiry.
  */
+/** `superseded`: a newer request for the same tool and target replaced it while it was pending. */
 export type ApprovalState =
-  'pending' | 'approved' | 'denied' | 'expired' | 'executing' | 'executed' | 'failed';
+  'pending' | 'approved' | 'denied' | 'expired' | 'superseded' | 'executing' | 'executed' | 'failed';
 
 export interface Approval {
   id: string;

@@ -361,11 +361,19 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       const targets = messages.map((m) => replicaOf(m));
       if (targets.some((t) => t === undefined || t === replica)) return false;
       for (const [i, message] of messages.entries()) {
+        let relayed: unknown = message;
         if (Buffer.byteLength(JSON.stringify(message)) > MAX_RELAYED_BYTES) {
-          logger.warn('client answer too large to relay; dropped', { bytes: MAX_RELAYED_BYTES });
-          continue;
+          // Too big for a NOTIFY payload: the waiting call gets an error now instead of waiting in vain.
+          logger.warn('client answer too large to relay; the waiting call gets an error', {
+            limit_bytes: MAX_RELAYED_BYTES,
+          });
+          relayed = {
+            jsonrpc: '2.0',
+            id: message.id,
+            error: { code: -32600, message: `The answer exceeds ${MAX_RELAYED_BYTES} bytes.` },
+          };
         }
-        await stored(stores.relay.publish(targets[i]!, { session_id: sessionId, message }));
+        await stored(stores.relay.publish(targets[i]!, { session_id: sessionId, message: relayed }));
       }
       return true;
     },

@@ -401,6 +401,40 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it('undo: an executed label shows Undo in history; Undo requests undo_action, which another approver approves; the label is gone', async () => {
+    await start({ approvals: { wait_ms: 0 } });
+    const id = await pendingApprovalId();
+    await env!.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await env!.runtime.pipeline.processApprovals();
+    expect(env!.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
+
+    const page = await signedIn('approver-token');
+    await page.getByRole('button', { name: 'History' }).click();
+    const done = card(page, id);
+    await done.waitFor({ state: 'visible' });
+    await done.getByRole('button', { name: 'Undo' }).click();
+    expect(await done.locator('.error').textContent()).toBe('Give a reason to undo.');
+    await done.getByLabel(/Undo \(until/).fill('Labelled the wrong account');
+    await done.getByRole('button', { name: 'Undo' }).click();
+    await page.locator('#confirmation[data-outcome="undo_requested"]').waitFor();
+    const text = (await page.locator('#confirmation').textContent()) ?? '';
+    const undoId = /apr_[a-z0-9]{20}/.exec(text)?.[0];
+    expect(text).toContain('another approver must approve it');
+    const undo = env!.runtime.approvals.get(undoId!);
+    expect(undo).toMatchObject({
+      tool: 'undo_action',
+      requester: APPROVER.id,
+      mode: 'four_eyes',
+      state: 'pending',
+    });
+    // Nothing is undone until a second person approves.
+    expect(env!.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
+    await env!.runtime.desk.decide(undoId!, { approve: true, approver: SELF_APPROVER });
+    await env!.runtime.pipeline.processApprovals();
+    expect(env!.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
+    expect(pageErrors).toEqual([]);
+  });
+
   it('live update: a new pending approval appears without a reload (screenshot kept)', async () => {
     await start({ approvals: { wait_ms: 0 } });
     const page = await signedIn('approver-token');

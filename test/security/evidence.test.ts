@@ -7,11 +7,9 @@
  * - if the band, decision, label or suppression state changes between approval and execution,
  *   nothing reaches the upstream and a new approval with the new evidence replaces the old (audited).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/governance/audit.ts';
 import type { Principal } from '../../src/tool.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv | undefined;
@@ -22,11 +20,7 @@ afterEach(async () => {
 
 const APPROVER: Principal = { id: 'ola.approver@example.com', kind: 'user', role: 'approver' };
 const labelPosts = (e: TestEnv) => e.sandbox.sift.requests('POST', '/v205/users/:id/labels');
-const auditOf = (e: TestEnv) =>
-  readFileSync(join(e.dataDir, 'audit.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as AuditRecord);
+const auditOf = (e: TestEnv) => storedAuditRecords(e.config, e.runtime.audit);
 
 async function pendingEvidence(e: TestEnv, tool: string, args: Record<string, unknown>) {
   const result = await e.callTool(tool, args);
@@ -133,7 +127,7 @@ describe('stale evidence means re-approval', () => {
     expect(replacement).toMatchObject({ tool: 'apply_label', args: LABEL, mode: old.mode });
     expect(replacement?.evidence).toMatchObject({ score: { risk_band: 'medium', sift_score: 40 } });
     expect(old.error?.message).toContain(replacement!.id);
-    const events = auditOf(env).map((r) => [r.event, r.approval_id]);
+    const events = (await auditOf(env)).map((r) => [r.event, r.approval_id]);
     expect(events).toContainEqual(['evidence_changed', first.id]);
     expect(events).toContainEqual(['approval_requested', replacement!.id]);
     // The agent calling again gets the replacement, not a third approval.

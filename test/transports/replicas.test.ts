@@ -148,7 +148,10 @@ async function twoReplicas(choose?: (req: ProxyRequest) => number | undefined) {
   return { a, b, proxy };
 }
 
-async function connectClient(proxy: RoundRobinProxy, token: string, elicit?: () => { action: 'accept' }) {
+/** An elicitation answer: accept, confirming the action. */
+type ElicitAnswer = { action: 'accept'; content: Record<string, unknown> };
+
+async function connectClient(proxy: RoundRobinProxy, token: string, elicit?: () => ElicitAnswer) {
   const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/mcp`), {
     requestInit: { headers: { Authorization: `Bearer ${token}` } },
   });
@@ -156,8 +159,7 @@ async function connectClient(proxy: RoundRobinProxy, token: string, elicit?: () 
     { name: 'replica-test', version: '0.0.0' },
     elicit ? { capabilities: { elicitation: { form: {} } } } : {},
   );
-  if (elicit)
-    client.setRequestHandler(ElicitRequestSchema, () => ({ ...elicit(), content: { confirm: true } }));
+  if (elicit) client.setRequestHandler(ElicitRequestSchema, () => elicit());
   await client.connect(transport);
   cleanups.push(() => client.close().catch(() => {}));
   return { client, transport };
@@ -213,7 +215,7 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     let asked = 0;
     const { client } = await connectClient(proxy, ANALYST_KEY, () => {
       asked += 1;
-      return { action: 'accept' };
+      return { action: 'accept', content: { confirm: true } };
     });
     const result = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
     expect(result.isError).toBeFalsy();
@@ -225,6 +227,25 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     // The call ran (and was audited) on replica 0 only.
     expect(a.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(true);
     expect(b.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(false);
+  });
+
+  it('an answer too large to relay fails the waiting call at once instead of leaving it hanging', async () => {
+    const isAnswer = (body: string) => body.includes('"result"') && !body.includes('"method"');
+    const { proxy } = await twoReplicas((req) =>
+      req.body.includes('"tools/call"') ? 0 : isAnswer(req.body) ? 1 : undefined,
+    );
+    sandbox.sift.clearJournal();
+    const { client } = await connectClient(proxy, ANALYST_KEY, () => ({
+      action: 'accept',
+      content: { confirm: true, note: 'x'.repeat(8_000) },
+    }));
+    const result = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+    expect(result.isError).toBe(true);
+    const text = result.content.find((c) => c.type === 'text');
+    expect(JSON.parse(text?.type === 'text' ? text.text : '{}')).toMatchObject({
+      error: { code: 'APPROVAL_DENIED', message: expect.stringContaining('did not confirm') },
+    });
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
   });
 
   it('a console cookie from one replica works on the other', async () => {

@@ -167,7 +167,8 @@ function timesText(a) {
   const created = `created ${age(a.created_at)} (${stamp(a.created_at)})`;
   if (a.state === 'pending') return `${created} · expires ${expiry(a.expires_at)} (${stamp(a.expires_at)})`;
   if (!a.decided_at) return created;
-  return `${created} · ${a.state === 'expired' ? 'expired' : 'decided'} ${age(a.decided_at)} (${stamp(a.decided_at)})`;
+  const how = a.state === 'expired' || a.state === 'superseded' ? a.state : 'decided';
+  return `${created} · ${how} ${age(a.decided_at)} (${stamp(a.decided_at)})`;
 }
 
 function outcomeText(a) {
@@ -213,6 +214,7 @@ function buildCard(a) {
     if (outcome) card.append(field('Outcome', el('span', { class: 'outcome', text: outcome })));
     if (a.result !== undefined)
       card.append(field('Result', el('pre', { class: 'args', text: JSON.stringify(a.result, null, 2) })));
+    if (a.undo_until) card.append(undoActions(a));
     return { el: card, key: `${a.id}:${a.state}`, refresh: (b) => (times.textContent = timesText(b)) };
   }
 
@@ -273,6 +275,55 @@ function buildCard(a) {
   return { el: card, key: `${a.id}:${a.state}`, refresh: (b) => (times.textContent = timesText(b)) };
 }
 
+/**
+ * Undo of an executed destructive action: requests `undo_action`, which is itself approved by
+ * another approver; the confirmation says so.
+ */
+function undoActions(a) {
+  const reasonId = `undo-reason-${a.id}`;
+  const reason = el('textarea', {
+    id: reasonId,
+    rows: '2',
+    maxlength: '1000',
+    placeholder: 'Why undo it (required)',
+  });
+  const button = el('button', { type: 'button', class: 'undo', text: 'Undo' });
+  const message = el('p', { class: 'error', role: 'alert' });
+  button.addEventListener('click', async () => {
+    message.textContent = '';
+    const text = reason.value.trim();
+    if (!text) {
+      message.textContent = 'Give a reason to undo.';
+      reason.focus();
+      return;
+    }
+    button.disabled = true;
+    const res = await api('POST', `/console/api/approvals/${encodeURIComponent(a.id)}/undo`, {
+      reason: text,
+    });
+    button.disabled = false;
+    if (res.status === 401) return showSignIn('Your session ended; sign in again.');
+    if (!res.ok) {
+      message.textContent = res.data?.error?.message ?? `Request failed (${res.status}).`;
+      return;
+    }
+    reason.value = '';
+    clearTimeout(state.followTimer);
+    $('confirmation-text').textContent =
+      res.data.message ?? `Undo of ${a.tool} on ${a.target} done: ${res.data.undo?.compensation ?? ''}`;
+    $('confirmation').dataset.outcome = 'undo_requested';
+    $('confirmation').hidden = false;
+  });
+  return el(
+    'div',
+    { class: 'actions' },
+    el('label', { for: reasonId, text: `Undo (until ${stamp(a.undo_until)})` }),
+    reason,
+    el('div', { class: 'buttons' }, button),
+    message,
+  );
+}
+
 /** Keyed update: keep existing cards (and what is typed in them), add new ones, drop gone ones, keep order. */
 function render(list) {
   const container = $('list');
@@ -307,7 +358,7 @@ function render(list) {
 
 const FOLLOW_MS = 1000;
 const FOLLOW_LIMIT = 60;
-const SETTLED = new Set(['executed', 'failed', 'denied', 'expired']);
+const SETTLED = new Set(['executed', 'failed', 'denied', 'expired', 'superseded']);
 
 /** What became of a decided approval, in one sentence. */
 function outcomeSentence(a) {
@@ -323,6 +374,8 @@ function outcomeSentence(a) {
       return 'Nothing will run; the requester is told the reason.';
     case 'expired':
       return 'It expired before it ran; nothing was done.';
+    case 'superseded':
+      return 'A newer request for the same action and target replaced it; nothing was done.';
     default:
       return '';
   }

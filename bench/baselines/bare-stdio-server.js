@@ -1,6 +1,7 @@
 /**
  * The baseline for stdio cold start: a bare SDK stdio server with one tool. Run as a child
- * process by bench/figures/cold-start.ts, which times spawn → first `initialize` answer.
+ * process by bench/figures/cold-start.ts, which times spawn → first `initialize` answer. Plain
+ * JavaScript, so Node loads it without type stripping, like fraudgate's compiled dist/.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';

@@ -1,0 +1,158 @@
+/**
+ * Undo: every executed destructive action can be reversed within the window by `undo_action`, a
+ * governed tool with its own approval, restoring the emulator's prior state; the audit links the
+ * undo to the action it reverses.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Principal } from '../../src/tool.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
+import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
+
+let env: TestEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+const APPROVER: Principal = { id: 'ola.approver@example.com', kind: 'user', role: 'approver' };
+const REASON = { reason: 'applied to the wrong user' };
+
+/** Request a destructive call, have a second person approve it, and let the server run it. */
+async function approvedAndRun(e: TestEnv, tool: string, args: Record<string, unknown>): Promise<string> {
+  const result = await e.callTool(tool, args);
+  expect(result.error.code).toBe('APPROVAL_PENDING');
+  const id = String(result.error.approval_id);
+  await e.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+  await e.runtime.pipeline.processApprovals();
+  expect(e.runtime.approvals.get(id)?.state).toBe('executed');
+  return id;
+}
+
+const audit = (e: TestEnv) => storedAuditRecords(e.config, e.runtime.audit);
+
+describe('undo_action restores the prior state of each destructive tool', () => {
+  it('apply_label → the label is removed again (there was none); the undo needed its own approval; audit links both', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_label', {
+      user_id: 'sandbox-high-risk',
+      is_bad: true,
+      abuse_type: 'payment_abuse',
+      description: 'card testing',
+    });
+    expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
+
+    const undo = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    expect(undo.error.code).toBe('APPROVAL_PENDING');
+    const undoId = String(undo.error.approval_id);
+    // Nothing happens before a human approves the undo.
+    expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
+    const pending = env.runtime.approvals.get(undoId)!;
+    expect(pending.mode).toBe('four_eyes');
+    expect(pending.evidence.effect).toBe(
+      `Undo apply_label ${id} on sift_user:sandbox-high-risk: remove the payment_abuse label from sandbox-high-risk in Sift (it had none before).`,
+    );
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect(env.runtime.approvals.get(undoId)?.state).toBe('executed');
+    expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
+
+    const linked = (await audit(env)).filter((r) => r.tool === 'undo_action' && r.event === 'executed');
+    expect(linked).toHaveLength(1);
+    expect(linked[0]).toMatchObject({ target: `approval:${id}`, approval_id: undoId });
+  });
+
+  it('remove_label → the removed label is back', async () => {
+    env = await setup();
+    await env.runtime.clients.sift.addLabel('sandbox-watch', {
+      isBad: false,
+      abuseType: 'payment_abuse',
+      description: 'verified customer',
+      source: 'test',
+      analyst: 'someone@example.com',
+    });
+    const id = await approvedAndRun(env, 'remove_label', {
+      user_id: 'sandbox-watch',
+      abuse_type: 'payment_abuse',
+      reason: 'stale label',
+    });
+    expect(env.sandbox.sift.labels('sandbox-watch').payment_abuse).toBeUndefined();
+    await approvedAndRun(env, 'undo_action', { approval_id: id, ...REASON });
+    expect(env.sandbox.sift.labels('sandbox-watch').payment_abuse).toMatchObject({ is_bad: false });
+  });
+
+  it('apply_decision → the earlier decision is in force again', async () => {
+    env = await setup();
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('watch_user_payment_abuse');
+    const id = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('block_user_payment_abuse');
+    await approvedAndRun(env, 'undo_action', { approval_id: id, ...REASON });
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('watch_user_payment_abuse');
+  });
+
+  it('suppress_user → marketing resumes (the user was not suppressed before)', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'suppress_user', {
+      user_id: 'sandbox-watch',
+      reason: 'promo abuse',
+    });
+    expect(env.sandbox.segment.profile('sandbox-watch')).toMatchObject({ suppressed_for_fraud: true });
+    await approvedAndRun(env, 'undo_action', { approval_id: id, ...REASON });
+    expect(env.sandbox.segment.profile('sandbox-watch')).toMatchObject({ suppressed_for_fraud: false });
+  });
+});
+
+describe('undo_action refuses what it cannot undo', () => {
+  it('a pending action, a decision with nothing before it, an action past the window, and others’ approvals', async () => {
+    env = await setup({ config: { approvals: { undo_window_ms: 60_000 } } });
+    const pending = await env.callTool('apply_label', {
+      user_id: 'sandbox-high-risk',
+      is_bad: true,
+      abuse_type: 'account_abuse',
+      description: 'fake accounts',
+    });
+    const notRun = await env.callTool('undo_action', {
+      approval_id: String(pending.error.approval_id),
+      ...REASON,
+    });
+    expect(notRun.error).toMatchObject({ code: 'CONFLICT' });
+    expect(notRun.error.message).toContain('only an executed action can be undone');
+
+    const first = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-high-risk',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const noPrior = await env.callTool('undo_action', { approval_id: first, ...REASON });
+    expect(noPrior.error.code).toBe('CONFLICT');
+    expect(noPrior.error.message).toContain('Sift cannot remove a decision');
+
+    const label = await approvedAndRun(env, 'suppress_user', {
+      user_id: 'sandbox-high-risk',
+      reason: 'promo abuse',
+    });
+    // Executed long ago: as if the window had passed.
+    const long = new Date(Date.now() - 2 * 60_000).toISOString();
+    env.runtime.approvals.transition(label, ['executed'], 'executed', { executed_at: long });
+    const late = await env.callTool('undo_action', { approval_id: label, ...REASON });
+    expect(late.error.code).toBe('CONFLICT');
+    expect(late.error.message).toContain('undo window');
+
+    const stranger = await setup({
+      principal: { id: 'someone.else@example.com', kind: 'user', role: 'analyst' },
+      sandbox: env.sandbox,
+      dataDir: env.dataDir,
+    });
+    try {
+      const theirs = await stranger.callTool('undo_action', { approval_id: first, ...REASON });
+      expect(theirs.error.code).toBe('NOT_FOUND');
+    } finally {
+      await stranger.client.close();
+      await stranger.runtime.close();
+    }
+    expect(ANALYST.role).toBe('analyst');
+  });
+});

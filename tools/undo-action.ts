@@ -1,0 +1,219 @@
+import { createHash } from 'node:crypto';
+import * as z from 'zod';
+import type { AbuseType } from '../src/clients/types.ts';
+import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
+import { defineTool, type ApprovalView, type ToolContext } from '../src/tool.ts';
+import { segmentUserIdFor, siftEvidence } from './schemas.ts';
+import { suppressionWrites } from './suppress-user.ts';
+
+/**
+ * The compensating action of an executed destructive action, derived from what its approval
+ * recorded — the frozen arguments and the evidence, which the pipeline re-checked just before the
+ * action ran, so it is the state the action changed:
+ *
+ *   apply_label     → the label for that abuse type as it was (removed, or the earlier one back)
+ *   remove_label    → the removed label back
+ *   apply_decision  → the decision in force before re-applied (Sift cannot remove a decision)
+ *   suppress_user   → the suppression state as it was
+ */
+type Compensation =
+  | { kind: 'label'; user: string; abuseType: AbuseType; restore: { is_bad: boolean } | null }
+  | { kind: 'decision'; user: string; abuseType: AbuseType; decisionId: string }
+  | { kind: 'suppression'; user: string; suppressed: boolean };
+
+const conflict = (message: string) => new FraudgateError(ERROR_CODES.CONFLICT, message);
+
+/** The destructive tools whose executed actions `undo_action` (and the console's Undo) can reverse. */
+export const UNDOABLE_TOOLS: readonly string[] = [
+  'apply_label',
+  'remove_label',
+  'apply_decision',
+  'suppress_user',
+];
+
+const asRecord = (v: unknown) =>
+  (v && typeof v === 'object' && !Array.isArray(v) ? v : {}) as Record<string, unknown>;
+
+function compensationFor(original: ApprovalView): Compensation {
+  const args = asRecord(original.args);
+  const evidence = original.evidence;
+  const user = String(args.user_id);
+  if (!('basis' in evidence)) {
+    throw conflict(
+      `Approval ${original.id} recorded no prior state (it predates undo), so it cannot be undone automatically.`,
+    );
+  }
+  if (original.tool === 'apply_label' || original.tool === 'remove_label') {
+    const label = evidence.current_label === null ? null : asRecord(evidence.current_label);
+    return {
+      kind: 'label',
+      user,
+      abuseType: args.abuse_type as AbuseType,
+      restore: label ? { is_bad: label.is_bad === true } : null,
+    };
+  }
+  if (original.tool === 'apply_decision') {
+    const before = evidence.current_decision === null ? null : asRecord(evidence.current_decision);
+    if (!before?.decision_id) {
+      throw conflict(
+        `${user} had no ${String(evidence.abuse_type)} decision before ${original.id}, and Sift cannot remove a ` +
+          'decision: apply the decision that should be in force (e.g. an accept decision) with apply_decision.',
+      );
+    }
+    return {
+      kind: 'decision',
+      user,
+      abuseType: evidence.abuse_type as AbuseType,
+      decisionId: String(before.decision_id),
+    };
+  }
+  return { kind: 'suppression', user, suppressed: evidence.currently_suppressed === true };
+}
+
+function describe(c: Compensation): string {
+  switch (c.kind) {
+    case 'label':
+      return c.restore
+        ? `put back the ${c.abuseType} label ${c.restore.is_bad ? 'BAD' : 'NOT BAD'} on ${c.user} in Sift`
+        : `remove the ${c.abuseType} label from ${c.user} in Sift (it had none before)`;
+    case 'decision':
+      return `re-apply the earlier ${c.abuseType} decision ${c.decisionId} to ${c.user} in Sift`;
+    case 'suppression':
+      return `${c.suppressed ? 'suppress marketing to' : 'resume marketing to'} ${c.user} in Segment, as before`;
+  }
+}
+
+/** The executed action an undo refers to, checked: visible to the caller, undoable, within the window. */
+function undoable(
+  approvalId: string,
+  ctx: ToolContext,
+): { original: ApprovalView; compensation: Compensation } {
+  const original = ctx.approvals.get(approvalId);
+  const mayRead =
+    original &&
+    (original.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));
+  if (!original || !mayRead) throw new NotFoundError(`No approval ${approvalId} that you can see.`);
+  if (!UNDOABLE_TOOLS.includes(original.tool)) {
+    throw new InvalidInputError([
+      {
+        field: 'approval_id',
+        message: `${original.tool} has no undo; undo covers ${UNDOABLE_TOOLS.join(', ')}`,
+      },
+    ]);
+  }
+  if (original.state !== 'executed' || !original.executed_at) {
+    throw conflict(`Approval ${approvalId} is ${original.state}: only an executed action can be undone.`);
+  }
+  const deadline = Date.parse(original.executed_at) + ctx.config.undo_window_ms;
+  if (ctx.now().getTime() > deadline) {
+    throw conflict(
+      `Approval ${approvalId} ran more than ${Math.round(ctx.config.undo_window_ms / 3_600_000)} h ago, past the undo ` +
+        'window (approvals.undo_window_ms); make the change with the matching tool instead.',
+    );
+  }
+  return { original, compensation: compensationFor(original) };
+}
+
+export const undoAction = defineTool({
+  name: 'undo_action',
+  title: 'Undo an executed destructive action',
+  description:
+    'Undo a label, label removal, decision or suppression that fraudgate executed (give its approval_id), ' +
+    'within the undo window: restores the state recorded before it ran. It needs its own human approval ' +
+    '(APPROVAL_PENDING: check get_approval_status).',
+  risk: 'destructive',
+  toolset: 'core',
+  idempotent: true,
+  extraRoles: ['approver'],
+  input: z.strictObject({
+    approval_id: z.string().regex(/^apr_[a-z0-9]{20}$/, 'the approval id of the executed action'),
+    reason: z.string().trim().min(3).max(500).describe('Why it is undone (required).'),
+  }),
+  output: z.object({
+    undone_approval_id: z.string(),
+    undone_tool: z.string(),
+    compensation: z.string().describe('What was done to restore the earlier state.'),
+    undone_at: z.string(),
+  }),
+  target: (args) => `approval:${args.approval_id}`,
+  // Runs before an approval is requested: an action that cannot be undone is refused at once.
+  async approvalKey(args, ctx) {
+    undoable(args.approval_id, ctx);
+    return { key: 'undo_action' };
+  },
+  async evidence(args, ctx) {
+    const { original, compensation } = undoable(args.approval_id, ctx);
+    const effect = `Undo ${original.tool} ${original.id} on ${original.target}: ${describe(compensation)}.`;
+    // The current state of what is restored; a change before the undo runs means re-approval.
+    const now =
+      compensation.kind === 'suppression'
+        ? await siftEvidence(compensation.user, ctx, { system: 'segment', effect })
+        : await siftEvidence(compensation.user, ctx, { abuseType: compensation.abuseType, effect });
+    return {
+      ...now,
+      undoes: { approval_id: original.id, tool: original.tool, executed_at: original.executed_at },
+    };
+  },
+  async plan(args, ctx) {
+    const { original, compensation } = undoable(args.approval_id, ctx);
+    return {
+      current: { approval_id: original.id, tool: original.tool },
+      changes: { undo: describe(compensation) },
+    };
+  },
+  async run(args, ctx) {
+    const { original, compensation: c } = undoable(args.approval_id, ctx);
+    const note = `Undo of ${original.id}: ${args.reason}`;
+    const sift = ctx.clients.sift;
+    if (c.kind === 'label' && c.restore) {
+      await sift.addLabel(
+        c.user,
+        {
+          isBad: c.restore.is_bad,
+          abuseType: c.abuseType,
+          description: note,
+          source: ctx.config.label_source,
+          analyst: ctx.principal.id,
+        },
+        { signal: ctx.signal },
+      );
+    } else if (c.kind === 'label') {
+      await sift.removeLabel(c.user, c.abuseType, { signal: ctx.signal });
+    } else if (c.kind === 'decision') {
+      await sift.applyUserDecision(
+        c.user,
+        { decisionId: c.decisionId, source: 'MANUAL_REVIEW', analyst: ctx.principal.id, description: note },
+        { signal: ctx.signal },
+      );
+    } else {
+      const segmentUser = await segmentUserIdFor(c.user, ctx);
+      const { traits, event } = suppressionWrites(c.suppressed, ctx);
+      // Keyed by the undo's own approval: a repeated run is deduplicated by Segment.
+      const key = createHash('sha256').update(`${ctx.idempotencyKey}\u0000undo`).digest('hex').slice(0, 40);
+      await ctx.clients.segment.identify(
+        { userId: segmentUser, traits, messageId: `fg-undo-id-${key}` },
+        { signal: ctx.signal },
+      );
+      await ctx.clients.segment.track(
+        {
+          userId: segmentUser,
+          event,
+          properties: {
+            reason: note,
+            suppressed: c.suppressed,
+            requested_by: ctx.principal.id,
+            undo_of: original.id,
+          },
+          messageId: `fg-undo-tr-${key}`,
+        },
+        { signal: ctx.signal },
+      );
+    }
+    return {
+      undone_approval_id: original.id,
+      undone_tool: original.tool,
+      compensation: describe(c),
+      undone_at: ctx.now().toISOString(),
+    };
+  },
+});
