@@ -342,6 +342,23 @@ export const configSchema = z.strictObject({
     salesforce_limit_pause_ms: z.number().int().positive(),
     /** fraudgate's own bucket for the automation principal (per effect tool), instead of rate_limits. */
     rate_limit: bucket,
+    /**
+     * The score-change trigger: what a fresh score (an event sent with return_score through the outbox,
+     * e.g. from a Segment message) sets off, each effect a governed tool call.
+     */
+    score_trigger: z.strictObject({
+      /** segment_score: sync_score_to_segment; track: track_fraud_event score_evaluated; opportunities:
+       * flag_opportunities at or above salesforce.opportunity_flag_threshold; case: create_fraud_case per case_rules. */
+      effects: z.array(z.enum(['segment_score', 'track', 'opportunities', 'case'])),
+      /** A case for a high-risk event: the first rule whose event type ($login, $transaction, … or *) matches and whose min_score (0–1) is reached. */
+      case_rules: z.array(
+        z.strictObject({
+          event: z.string().min(1),
+          min_score: z.number().min(0).max(1),
+          priority: z.enum(['High', 'Medium', 'Low']),
+        }),
+      ),
+    }),
     /** Where the outbox lives: the SQLite file in data_dir, or PostgreSQL (FRAUDGATE_POSTGRES_URL) for several replicas. */
     outbox_store: z.enum(['sqlite', 'postgres']),
   }),
@@ -619,6 +636,13 @@ export const DEFAULTS: Config = {
     salesforce_reserve: 0.2,
     salesforce_limit_pause_ms: 5 * 60 * 1000,
     rate_limit: { capacity: 2000, per_minute: 60_000 },
+    score_trigger: {
+      effects: ['segment_score', 'track', 'opportunities', 'case'],
+      case_rules: [
+        { event: '$login', min_score: 0.7, priority: 'High' },
+        { event: '*', min_score: 0.85, priority: 'High' },
+      ],
+    },
     outbox_store: 'sqlite',
   },
   http: {

@@ -2,6 +2,7 @@
  * The governance pipeline: every tool call, from every transport, passes through `call()`.
  *
  *   1 principal → 2 authorize → 3 validate → 4 rate limit → 5 approve → 6 intent → 7 execute → 8 outcome
+ *   (each stage is an OpenTelemetry span `fraudgate.<stage>` when tracing is on: src/tracing.ts)
  *
  * Plain TypeScript with no MCP SDK and no HTTP: transports hand in a `CallChannel` (principal,
  * elicitation, progress, abort signal) and get back an outcome to render.
@@ -29,6 +30,7 @@ import {
   type ToolContext,
 } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
+import { inSpan } from '../tracing.ts';
 import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
@@ -297,7 +299,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const base = auditFields(tool, args, principal, meta);
     if (tool.risk !== 'read') {
       try {
-        await record({ ...base, event: 'intent' });
+        await inSpan('fraudgate.intent', () => record({ ...base, event: 'intent' }));
       } catch (error) {
         // No audit, no write: the record of intent must exist before anything changes upstream.
         throw new FraudgateError(
@@ -309,17 +311,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const started = Date.now();
     try {
-      const output = (await tool.run(args, contextFor(principal, channel, meta.idempotencyKey))) as Record<
-        string,
-        unknown
-      >;
+      const output = (await inSpan('fraudgate.execute', () =>
+        tool.run(args, contextFor(principal, channel, meta.idempotencyKey)),
+      )) as Record<string, unknown>;
       const checked = tool.output.safeParse(output);
       if (!checked.success) {
         throw new Error(`output of ${tool.name} broke its schema: ${checked.error.message}`);
       }
       const executed = { ...base, event: 'executed' as const, duration_ms: Date.now() - started };
-      if (tool.risk === 'read') recordBehind(executed);
-      else await recordQuietly(executed);
+      if (tool.risk === 'read') inSpan('fraudgate.outcome', () => recordBehind(executed));
+      else await inSpan('fraudgate.outcome', () => recordQuietly(executed));
       return checked.data as Record<string, unknown>;
     } catch (thrown) {
       const error = toFraudgateError(thrown);
@@ -351,7 +352,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ctx: ToolContext,
   ): Promise<Record<string, unknown>> {
     const evidence = tool.evidence ? await tool.evidence(args, ctx) : {};
-    return { effect: `Run ${tool.name} (${tool.title}) on ${target}.`, ...evidence };
+    // Stored with the approval and shown to approvers: masked like the audit (the basis compared on
+    // re-check is masked the same way both times, so it still compares).
+    return redactor.redactValue({
+      effect: `Run ${tool.name} (${tool.title}) on ${target}.`,
+      ...evidence,
+    }) as Record<string, unknown>;
   }
 
   /**
@@ -481,18 +487,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approvalId: approval.id,
         idempotencyKey: approval.id,
       });
-      return (
-        approvals.transition(approval.id, ['executing'], 'executed', {
-          executed_at: now().toISOString(),
-          result: output,
-        }) ?? approval
-      );
+      const executed = approvals.transition(approval.id, ['executing'], 'executed', {
+        executed_at: now().toISOString(),
+        // Stored masked (it outlives the call, readable by get_approval_status and the console);
+        // the call that ran it answers with the real output.
+        result: redactor.redactValue(output),
+      });
+      return executed ? { ...executed, result: output } : approval;
     } catch (thrown) {
       const error = toFraudgateError(thrown);
       return (
         approvals.transition(approval.id, ['executing'], 'failed', {
           executed_at: now().toISOString(),
-          error: { code: error.code, message: error.message },
+          error: { code: error.code, message: String(redactor.redactValue(error.message)) },
         }) ?? approval
       );
     }
@@ -760,11 +767,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         'Unknown tool (its name is recorded only as the keyed hash in `tool`).',
       );
     }
-    const forbidden = authorize(tool, principal);
+    const forbidden = inSpan('fraudgate.authorize', () => authorize(tool, principal));
     if (forbidden) return refuse(forbidden, principal, refusal('forbidden'));
     let args: Record<string, unknown>;
     try {
-      args = validate(tool, rawArgs);
+      args = inSpan('fraudgate.validate', () => validate(tool, rawArgs));
     } catch (error) {
       return refuse(toFraudgateError(error), principal, refusal('invalid'));
     }
@@ -775,7 +782,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const target = tool.target?.(args) ?? tool.name;
     let limit: RateLimitDecision;
     try {
-      limit = await deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
+      limit = await inSpan('fraudgate.rate_limit', () =>
+        deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool)),
+      );
     } catch (thrown) {
       // Fail closed: without a working limiter nothing runs, and the operator sees why in the log.
       throw new FraudgateError(
@@ -819,7 +828,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
-    if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
+    if (mode !== 'none')
+      return inSpan('fraudgate.approve', () => approve(tool, args, principal, channel, meta, mode), {
+        attributes: { 'fraudgate.approval_mode': mode },
+      });
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
   }
 

@@ -39,7 +39,18 @@ import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from './outbox
 export type EffectName = keyof Config['automation']['effect_tools'];
 
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
-const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case']);
+const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
+
+/** Outbox events of this kind carry a fresh score; their effects are routed when the score arrives. */
+export const SCORE_ENTITY = 'score';
+
+/** The tool behind each score-trigger effect. */
+const SCORE_EFFECT_TOOLS = {
+  segment_score: 'sync_score_to_segment',
+  track: 'track_fraud_event',
+  opportunities: 'flag_opportunities',
+  case: 'create_fraud_case',
+} as const;
 
 export interface OutboxWorkerOptions {
   /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
@@ -78,8 +89,12 @@ export interface OutboxWorker {
  * effect that needs one is parked), and the automation principal has its own bucket per effect tool.
  */
 export function automationConfig(config: Config): Config {
-  // send_sift_event: the effect of every Segment message (POST /webhooks/segment).
-  const tools = [...Object.values(config.automation.effect_tools), 'send_sift_event'];
+  // send_sift_event: the effect of every Segment message (POST /webhooks/segment); the rest: the score trigger.
+  const tools = [
+    ...Object.values(config.automation.effect_tools),
+    'send_sift_event',
+    ...Object.values(SCORE_EFFECT_TOOLS),
+  ];
   return {
     ...config,
     approvals: { ...config.approvals, wait_ms: 0 },
@@ -329,10 +344,66 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
   }
 
+  /**
+   * The score-change trigger: a fresh score returned by an event this effect sent becomes one outbox
+   * event (keyed by this effect, so a re-run stores it once) routed to `score_trigger.effects`.
+   * Stored before the effect completes: a crash in between re-runs the effect, never loses the score.
+   * Entity `score:<user>`: a newer score supersedes the pending effects of an older one.
+   */
+  async function routeScore(effect: OutboxEffect, output: Record<string, unknown>): Promise<void> {
+    if (effect.tool !== 'send_sift_event') return;
+    const sent = output as {
+      user_id?: string;
+      events_sent?: { sift_type?: string }[];
+      score?: { highest?: { score: number; sift_score: number; abuse_type: string } | null } | null;
+    };
+    const highest = sent.score?.highest;
+    if (!sent.user_id || !highest) return;
+    const user = sent.user_id;
+    const eventType = sent.events_sent?.[0]?.sift_type ?? 'unknown';
+    const trigger = auto.score_trigger;
+    const rule = trigger.case_rules.find(
+      (r) => (r.event === '*' || r.event === eventType) && highest.score >= r.min_score,
+    );
+    const effects: NewEffect[] = [];
+    for (const name of trigger.effects) {
+      const tool = SCORE_EFFECT_TOOLS[name];
+      if (!options.toolNames.has(tool)) continue;
+      if (name === 'segment_score') effects.push({ effect: name, tool, args: { user_id: user } });
+      if (name === 'track')
+        effects.push({ effect: name, tool, args: { user_id: user, event: 'score_evaluated' } });
+      if (name === 'opportunities' && highest.score >= config.salesforce.opportunity_flag_threshold)
+        effects.push({ effect: name, tool, args: { user_id: user } });
+      if (name === 'case' && rule) {
+        effects.push({
+          effect: name,
+          tool,
+          args: {
+            user_id: user,
+            priority: rule.priority,
+            summary: `High-risk ${eventType} for ${user}: Sift score ${highest.sift_score}/100 (${highest.abuse_type}), opened by fraudgate's score trigger.`,
+          },
+        });
+      }
+    }
+    if (effects.length === 0) return;
+    await store.enqueueRouted(
+      // createdAt, not now(): the same on a re-run (one dedupe key), and later for a later message.
+      {
+        entityType: SCORE_ENTITY,
+        entityId: user,
+        decisionId: `after-effect:${effect.id}`,
+        time: effect.createdAt,
+      },
+      effects,
+    );
+  }
+
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
     const channel: CallChannel = { principal, progress: async () => {}, signal };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     if (outcome.ok) {
+      await routeScore(effect, outcome.output);
       if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
       return;
     }

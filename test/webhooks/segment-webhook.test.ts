@@ -86,7 +86,7 @@ describe('POST /webhooks/segment', () => {
       $transaction_status: '$success',
       $ip: '203.0.113.7',
     });
-    const [effect] = await env.automation.store.list({ limit: 10 });
+    const effect = (await env.automation.store.list({ limit: 10 })).find((e) => e.tool === 'send_sift_event');
     expect(effect).toMatchObject({ tool: 'send_sift_event', state: 'done' });
     expect((effect?.result as { score: unknown }).score).not.toBeNull();
     const events = (await env.auditRecords()).map((r) => r.event);

@@ -1,0 +1,90 @@
+/**
+ * The score-change trigger (issue 9 item 2), end to end: a Segment event sent to Sift with
+ * return_score comes back with a high score, and that score writes Segment score traits, a Segment
+ * track event, flags the user's open opportunities and opens a fraud case — each effect a governed
+ * tool call through the outbox, exactly once even with the message redelivered and Segment and
+ * Salesforce failing now and then.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/logger.ts';
+import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
+import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
+import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
+import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+
+const SECRET = 'segment-shared-secret';
+let env: OutboxEnv | undefined;
+let server: Server | undefined;
+afterEach(async () => {
+  if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
+  server = undefined;
+  await env?.close();
+  env = undefined;
+});
+
+describe('score-change trigger', () => {
+  it('Segment Order Completed → Sift score → traits, track event, flagged opportunities and one case', async () => {
+    env = await outboxEnv({ config: { automation: { max_attempts: 30 } } });
+    const { automation } = env;
+    const handler = createSegmentWebhookHandler({
+      store: (event, effects) => automation.store.enqueueRouted(event, effects),
+      secret: SECRET,
+      mapping: env.config.mapping,
+      siftUserFor: siftUserResolver(
+        async () => automation.runtime.identities.listMappings(),
+        env.config.identity,
+      ),
+      audit: automation.runtime.audit,
+      logger: silentLogger,
+      bodyLimitBytes: 64 * 1024,
+    });
+    server = createServer((req, res) => void handler(req, res));
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`;
+    const message = {
+      type: 'track',
+      messageId: 'score-1',
+      userId: 'sandbox-high-risk',
+      event: 'Order Completed',
+      properties: { order_id: 'order-score-1', total: 1250, currency: 'USD' },
+      timestamp: '2026-11-30T08:00:00.000Z',
+    };
+    expect((await sendSegmentWebhook(url, message, { secret: SECRET })).status).toBe(200);
+    expect((await sendSegmentWebhook(url, message, { secret: SECRET })).body).toMatchObject({
+      duplicates: 1,
+    });
+
+    env.sandbox.segment.faults.inject({ status: 503 });
+    env.sandbox.salesforce.faults.inject({ status: 503 });
+    expect(await automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    // A second drain (another worker, a restart) finds nothing more to do.
+    expect(await automation.worker.drain({ timeoutMs: 10_000 })).toBe(true);
+
+    const effects = await automation.store.list({ limit: 100 });
+    expect(effects.map((e) => `${e.effect}:${e.state}`).sort()).toEqual([
+      'case:done',
+      'opportunities:done',
+      'segment_score:done',
+      'sift_event:done',
+      'track:done',
+    ]);
+    const user = 'sandbox-high-risk';
+    expect(env.sandbox.segment.profile(user)).toMatchObject({ sift_score: 94, sift_risk_level: 'critical' });
+    const tracks = env.sandbox.segment.eventsFor(user).filter((e) => e.type === 'track');
+    expect(tracks.filter((e) => e.event === 'Sift Score Evaluated')).toHaveLength(1);
+    const account = env.sandbox.salesforce.demo?.accounts[user];
+    const open = env.sandbox.salesforce
+      .records('Opportunity')
+      .filter((o) => o.AccountId === account && o.IsClosed === false);
+    expect(open.length).toBeGreaterThan(0);
+    expect(open.every((o) => o.Fraud_Risk_Flag__c === true)).toBe(true);
+    const cases = env.sandbox.salesforce
+      .records('Case')
+      .filter((c) => c.Sift_User_Id__c === user && c.IsClosed === false);
+    expect(cases).toHaveLength(1);
+    expect(cases[0]).toMatchObject({ Priority: 'High' });
+    expect(env.sandbox.sift.events.filter((e) => e.type === '$transaction')).toHaveLength(1);
+  });
+});
