@@ -208,9 +208,14 @@ const PAYLOAD_KEYS = [
   'refusals',
   'target',
   'tool',
+  'trace_id',
   'ts',
   'upstream',
 ] as const satisfies readonly (keyof AuditPayload)[];
+/** Fails to compile when AuditPayload gains a field that PAYLOAD_KEYS does not list (it would not be stored). */
+const _everyPayloadKeyListed: [Exclude<keyof AuditPayload, (typeof PAYLOAD_KEYS)[number]>] extends [never]
+  ? true
+  : never = true;
 
 /**
  * The stored body: exactly `canonicalJson(payload)` (sorted keys, so the same payload always hashes

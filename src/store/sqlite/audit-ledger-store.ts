@@ -39,36 +39,41 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   const pruneRecords = db.prepare('DELETE FROM audit_records WHERE writer = ? AND seq <= ?');
   const pruneCheckpoints = db.prepare('DELETE FROM audit_checkpoints WHERE writer = ? AND seq < ?');
 
-  // The writer thread, and what this process last committed per writer (the head to chain from).
-  const worker = new Worker(WORKER_URL, { workerData: { path } });
-  // Idle, the thread does not keep the process alive; with a commit in flight it must.
-  worker.unref();
-  let exited = false;
+  // The writer thread (started again if it ever dies), and what this process last committed per
+  // writer (the head to chain from).
   const heads = new Map<string, LedgerHead | null>();
   const waiting = new Map<number, (reply: WorkerReply) => void>();
   let nextId = 0;
   let closed = false;
+  let worker: Worker | undefined;
   const failAll = (error: string) => {
     for (const [id, resolve] of waiting) resolve({ id, ok: false, error });
     waiting.clear();
   };
-  worker.on('message', (reply: WorkerReply) => {
-    waiting.get(reply.id)?.(reply);
-    waiting.delete(reply.id);
-    if (waiting.size === 0) worker.unref();
-  });
-  worker.on('error', (error) => failAll(`ledger writer thread failed: ${error.message}`));
-  worker.on('exit', () => {
-    exited = true;
-    failAll('ledger writer thread stopped');
-  });
+  const startWorker = (): Worker => {
+    const thread = new Worker(WORKER_URL, { workerData: { path } });
+    // Idle, the thread does not keep the process alive; with a commit in flight it must.
+    thread.unref();
+    thread.on('message', (reply: WorkerReply) => {
+      waiting.get(reply.id)?.(reply);
+      waiting.delete(reply.id);
+      if (waiting.size === 0) thread.unref();
+    });
+    thread.on('error', (error) => failAll(`ledger writer thread failed: ${error.message}`));
+    thread.on('exit', () => {
+      if (worker === thread) worker = undefined;
+      failAll('ledger writer thread stopped');
+    });
+    return thread;
+  };
   const send = (commit: Omit<WorkerCommit, 'id'>): Promise<WorkerReply> => {
-    if (closed || exited) return Promise.resolve({ id: -1, ok: false, error: 'the ledger store is closed' });
+    if (closed) return Promise.resolve({ id: -1, ok: false, error: 'the ledger store is closed' });
+    const thread = (worker ??= startWorker());
     const id = ++nextId;
     return new Promise((resolve) => {
-      if (waiting.size === 0) worker.ref();
+      if (waiting.size === 0) thread.ref();
       waiting.set(id, resolve);
-      worker.postMessage({ ...commit, id });
+      thread.postMessage({ ...commit, id });
     });
   };
 
@@ -141,11 +146,12 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
     async close() {
       if (closed) return;
       closed = true;
-      if (!exited) {
-        const stopped = new Promise((resolve) => worker.once('exit', resolve));
+      const thread = worker;
+      if (thread) {
+        const stopped = new Promise((resolve) => thread.once('exit', resolve));
         // Kept alive until the thread has closed its connection: its last commit is durable by then.
-        worker.ref();
-        worker.postMessage('close');
+        thread.ref();
+        thread.postMessage('close');
         await stopped;
       }
       if (db.isOpen) db.close();

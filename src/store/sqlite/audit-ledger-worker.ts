@@ -9,7 +9,7 @@
  * processes sharing a writer id), nothing is written and the stored head is returned so the main
  * thread can chain again from it.
  */
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
@@ -31,22 +31,38 @@ export type WorkerReply =
 
 const db = new DatabaseSync((workerData as { path: string }).path);
 db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-const readHead = db.prepare('SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = ?');
-const writeHead = db.prepare(
-  `INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at) VALUES (?, ?, ?, ?, ?)
-   ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-     sealed_seq = excluded.sealed_seq, sealed_at = excluded.sealed_at`,
-);
-const insertRecord = db.prepare(
-  'INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
-);
-const insertCheckpoint = db.prepare(
-  'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
-);
+/**
+ * Prepared on first use, inside the commit's try: a table missing at start-up (or renamed away
+ * and back) fails that commit, never the thread.
+ */
+let prepared:
+  | {
+      readHead: StatementSync;
+      writeHead: StatementSync;
+      insertRecord: StatementSync;
+      insertCheckpoint: StatementSync;
+    }
+  | undefined;
+const statements = () =>
+  (prepared ??= {
+    readHead: db.prepare('SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = ?'),
+    writeHead: db.prepare(
+      `INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+         sealed_seq = excluded.sealed_seq, sealed_at = excluded.sealed_at`,
+    ),
+    insertRecord: db.prepare(
+      'INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    insertCheckpoint: db.prepare(
+      'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+  });
 
 function commit(m: WorkerCommit): WorkerReply {
-  db.exec('BEGIN IMMEDIATE');
   try {
+    const { readHead, writeHead, insertRecord, insertCheckpoint } = statements();
+    db.exec('BEGIN IMMEDIATE');
     const stored = (readHead.get(m.writer) as LedgerHead | undefined) ?? null;
     if (stored?.seq !== m.expected?.seq || stored?.hash !== m.expected?.hash) {
       db.exec('ROLLBACK');
