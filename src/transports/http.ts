@@ -262,6 +262,11 @@ export async function startHttpServer(
   metrics.gauge('fraudgate_pending_approvals', 'Approvals waiting for a human decision.', () =>
     runtime.approvals.count(['pending']),
   );
+  metrics.gauge(
+    'fraudgate_budget_pauses_active',
+    'Blast-radius budgets paused until a human lifts them.',
+    () => runtime.budgets.activeCount(),
+  );
   // Read at scrape time from the last reaper tick: a scrape must not wait on the store.
   metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP (all replicas).', () => openSessions);
 
