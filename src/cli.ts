@@ -264,6 +264,9 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await checkServices(loaded.config, loaded.secrets);
   // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
   // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
+  // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
+  const { startTracing, tracingRequested } = await import('./tracing.ts');
+  const tracing = tracingRequested() ? await startTracing() : undefined;
   const { config, secrets, sandbox } =
     loaded.config.mode === 'sandbox'
       ? await (await import('./sandbox/sandbox.ts')).resolveUpstreams(loaded.config, loaded.secrets)
@@ -334,6 +337,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
         await automation.close();
         await runtime.close();
         await sandbox?.close();
+        await tracing?.shutdown();
       },
       [webhook, segmentWebhook],
     );
@@ -343,6 +347,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   await serveStdio(runtime, async () => {
     await runtime.close();
     await sandbox?.close();
+    await tracing?.shutdown();
     process.exit(0);
   });
 }

@@ -30,6 +30,7 @@ import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
+import { contextFromMeta, inSpan, SpanKind } from './tracing.ts';
 import { VERSION } from './version.ts';
 import { wireJsonSchema } from './wire-schema.ts';
 
@@ -150,7 +151,7 @@ const WireCallToolRequestSchema = z.object({
     .looseObject({
       name: z.unknown(),
       arguments: z.unknown(),
-      _meta: z.looseObject({ progressToken: z.unknown() }).optional(),
+      _meta: z.looseObject({ progressToken: z.unknown().optional() }).optional(),
     })
     .optional(),
 });
@@ -312,7 +313,17 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       };
     }
     const started = performance.now();
-    const outcome = await pipeline.call(name, request.params?.arguments, channel);
+    // The transport's span: in the caller's trace when `_meta.traceparent` names one. Unknown
+    // names appear only as their keyed hash (toolLabel), as in the audit.
+    const outcome = await inSpan(
+      `tools/call ${pipeline.toolLabel(name)}`,
+      () => pipeline.call(name, request.params?.arguments, channel),
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': pipeline.toolLabel(name) },
+        parent: contextFromMeta(request.params?._meta),
+      },
+    );
     options.metrics?.({
       tool: name,
       outcome: outcome.ok ? 'ok' : outcome.error.code,

@@ -72,6 +72,7 @@ export async function checkServices(
   timeoutMs = 5_000,
 ): Promise<void> {
   const checks: Promise<void>[] = [];
+  // The drivers are loaded only when a check needs them: most commands and the sandbox use neither.
   if (config.rate_limits.store === 'redis' && secrets.redisUrl) {
     const url = secrets.redisUrl;
     checks.push(

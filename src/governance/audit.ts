@@ -14,6 +14,7 @@
 import { hash as digest } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
@@ -95,6 +96,8 @@ export interface AuditPayload {
   detail?: string;
   /** `refusals_counted`: refusals over the principal's budget, counted since `since`. */
   refusals?: { count: number; since: string; by_event: Record<string, number> };
+  /** The OpenTelemetry trace of the call (the caller's, when it sent a traceparent), when tracing is on. */
+  trace_id?: string;
 }
 
 /**
@@ -188,6 +191,8 @@ export function buildAuditBody(input: AuditAppendInput, ts: Date, redactor: Reda
     duration_ms: input.duration_ms,
     detail: redactString(input.detail),
     refusals: input.refusals,
+    // Built synchronously in append/enqueue, so this is the calling span's trace.
+    trace_id: input.trace_id ?? currentTraceId(),
   };
   return canonicalJson(payload);
 }

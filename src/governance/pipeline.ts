@@ -2,6 +2,7 @@
  * The governance pipeline: every tool call, from every transport, passes through `call()`.
  *
  *   1 principal → 2 authorize → 3 validate → 4 rate limit → 5 approve → 6 intent → 7 execute → 8 outcome
+ *   (each stage is an OpenTelemetry span `fraudgate.<stage>` when tracing is on: src/tracing.ts)
  *
  * Plain TypeScript with no MCP SDK and no HTTP: transports hand in a `CallChannel` (principal,
  * elicitation, progress, abort signal) and get back an outcome to render.
@@ -29,6 +30,7 @@ import {
   type ToolContext,
 } from '../tool.ts';
 import type { AuditLog, AuditRecord } from './audit.ts';
+import { inSpan } from '../tracing.ts';
 import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
@@ -297,7 +299,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const base = auditFields(tool, args, principal, meta);
     if (tool.risk !== 'read') {
       try {
-        await record({ ...base, event: 'intent' });
+        await inSpan('fraudgate.intent', () => record({ ...base, event: 'intent' }));
       } catch (error) {
         // No audit, no write: the record of intent must exist before anything changes upstream.
         throw new FraudgateError(
@@ -309,17 +311,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const started = Date.now();
     try {
-      const output = (await tool.run(args, contextFor(principal, channel, meta.idempotencyKey))) as Record<
-        string,
-        unknown
-      >;
+      const output = (await inSpan('fraudgate.execute', () =>
+        tool.run(args, contextFor(principal, channel, meta.idempotencyKey)),
+      )) as Record<string, unknown>;
       const checked = tool.output.safeParse(output);
       if (!checked.success) {
         throw new Error(`output of ${tool.name} broke its schema: ${checked.error.message}`);
       }
       const executed = { ...base, event: 'executed' as const, duration_ms: Date.now() - started };
-      if (tool.risk === 'read') recordBehind(executed);
-      else await recordQuietly(executed);
+      if (tool.risk === 'read') inSpan('fraudgate.outcome', () => recordBehind(executed));
+      else await inSpan('fraudgate.outcome', () => recordQuietly(executed));
       return checked.data as Record<string, unknown>;
     } catch (thrown) {
       const error = toFraudgateError(thrown);
@@ -766,11 +767,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         'Unknown tool (its name is recorded only as the keyed hash in `tool`).',
       );
     }
-    const forbidden = authorize(tool, principal);
+    const forbidden = inSpan('fraudgate.authorize', () => authorize(tool, principal));
     if (forbidden) return refuse(forbidden, principal, refusal('forbidden'));
     let args: Record<string, unknown>;
     try {
-      args = validate(tool, rawArgs);
+      args = inSpan('fraudgate.validate', () => validate(tool, rawArgs));
     } catch (error) {
       return refuse(toFraudgateError(error), principal, refusal('invalid'));
     }
@@ -781,7 +782,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const target = tool.target?.(args) ?? tool.name;
     let limit: RateLimitDecision;
     try {
-      limit = await deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool));
+      limit = await inSpan('fraudgate.rate_limit', () =>
+        deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool)),
+      );
     } catch (thrown) {
       // Fail closed: without a working limiter nothing runs, and the operator sees why in the log.
       throw new FraudgateError(
@@ -825,7 +828,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
-    if (mode !== 'none') return approve(tool, args, principal, channel, meta, mode);
+    if (mode !== 'none')
+      return inSpan('fraudgate.approve', () => approve(tool, args, principal, channel, meta, mode), {
+        attributes: { 'fraudgate.approval_mode': mode },
+      });
     return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
   }
 
