@@ -350,7 +350,13 @@ export const configSchema = z.strictObject({
       /** segment_score: sync_score_to_segment; track: track_fraud_event score_evaluated; opportunities:
        * flag_opportunities at or above salesforce.opportunity_flag_threshold; case: create_fraud_case per case_rules. */
       effects: z.array(z.enum(['segment_score', 'track', 'opportunities', 'case'])),
-      /** A case for a high-risk event: the first rule whose event type ($login, $transaction, … or *) matches and whose min_score (0–1) is reached. */
+      /**
+       * Sift decision ids whose decision webhooks are high-risk events (e.g. an ATO watch a Sift
+       * Workflow applies on $login): besides their decision effects they set off the score trigger,
+       * with the user's current score and the decision id as the event type.
+       */
+      high_risk_decisions: z.array(z.string().min(1)),
+      /** A case for a high-risk event: the first rule whose event type ($login, $transaction, … a decision id, or *) matches and whose min_score (0–1) is reached. */
       case_rules: z.array(
         z.strictObject({
           event: z.string().min(1),
@@ -638,6 +644,7 @@ export const DEFAULTS: Config = {
     rate_limit: { capacity: 2000, per_minute: 60_000 },
     score_trigger: {
       effects: ['segment_score', 'track', 'opportunities', 'case'],
+      high_risk_decisions: [],
       case_rules: [
         { event: '$login', min_score: 0.7, priority: 'High' },
         { event: '*', min_score: 0.85, priority: 'High' },

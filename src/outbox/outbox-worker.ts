@@ -188,6 +188,24 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         }
       }
     }
+    if (auto.score_trigger.high_risk_decisions.includes(event.decisionId)) {
+      // A high-risk event (e.g. an ATO watch on $login): the score trigger too, with the current score.
+      const score = await sift.getUserScore(user).catch((error: unknown) => {
+        if (error instanceof NotFoundError) return undefined;
+        throw error;
+      });
+      const highest = Object.entries(score?.scores ?? {}).reduce<
+        { score: number; sift_score: number; abuse_type: string } | undefined
+      >((best, [type, s]) => {
+        if (!s || (best && best.score >= s.score)) return best;
+        return { score: s.score, sift_score: Math.round(s.score * 100), abuse_type: type };
+      }, undefined);
+      if (highest) {
+        const taken = new Set(out.map((e) => e.effect));
+        // One effect name per event: a decision rule's own case wins over the trigger's.
+        out.push(...scoreEffects(user, event.decisionId, highest).filter((e) => !taken.has(e.effect)));
+      }
+    }
     return out;
   }
 
@@ -344,23 +362,12 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
   }
 
-  /**
-   * The score-change trigger: a fresh score returned by an event this effect sent becomes one outbox
-   * event (keyed by this effect, so a re-run stores it once) routed to `score_trigger.effects`.
-   * Stored before the effect completes: a crash in between re-runs the effect, never loses the score.
-   * Entity `score:<user>`: a newer score supersedes the pending effects of an older one.
-   */
-  async function routeScore(effect: OutboxEffect, output: Record<string, unknown>): Promise<void> {
-    if (effect.tool !== 'send_sift_event') return;
-    const sent = output as {
-      user_id?: string;
-      events_sent?: { sift_type?: string }[];
-      score?: { highest?: { score: number; sift_score: number; abuse_type: string } | null } | null;
-    };
-    const highest = sent.score?.highest;
-    if (!sent.user_id || !highest) return;
-    const user = sent.user_id;
-    const eventType = sent.events_sent?.[0]?.sift_type ?? 'unknown';
+  /** The score trigger's effects for a user's fresh score after an event of `eventType`. */
+  function scoreEffects(
+    user: string,
+    eventType: string,
+    highest: { score: number; sift_score: number; abuse_type: string },
+  ): NewEffect[] {
     const trigger = auto.score_trigger;
     const rule = trigger.case_rules.find(
       (r) => (r.event === '*' || r.event === eventType) && highest.score >= r.min_score,
@@ -386,12 +393,31 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         });
       }
     }
+    return effects;
+  }
+
+  /**
+   * The score-change trigger: a fresh score returned by an event this effect sent becomes one outbox
+   * event (keyed by this effect, so a re-run stores it once) routed to `score_trigger.effects`.
+   * Stored before the effect completes: a crash in between re-runs the effect, never loses the score.
+   * Entity `score:<user>`: a newer score supersedes the pending effects of an older one.
+   */
+  async function routeScore(effect: OutboxEffect, output: Record<string, unknown>): Promise<void> {
+    if (effect.tool !== 'send_sift_event') return;
+    const sent = output as {
+      user_id?: string;
+      events_sent?: { sift_type?: string }[];
+      score?: { highest?: { score: number; sift_score: number; abuse_type: string } | null } | null;
+    };
+    const highest = sent.score?.highest;
+    if (!sent.user_id || !highest) return;
+    const effects = scoreEffects(sent.user_id, sent.events_sent?.[0]?.sift_type ?? 'unknown', highest);
     if (effects.length === 0) return;
     await store.enqueueRouted(
       // createdAt, not now(): the same on a re-run (one dedupe key), and later for a later message.
       {
         entityType: SCORE_ENTITY,
-        entityId: user,
+        entityId: sent.user_id,
         decisionId: `after-effect:${effect.id}`,
         time: effect.createdAt,
       },

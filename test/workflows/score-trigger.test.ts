@@ -12,7 +12,7 @@ import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { decisionBody, outboxEnv, sign, type OutboxEnv } from '../outbox/helpers.ts';
 
 const SECRET = 'segment-shared-secret';
 let env: OutboxEnv | undefined;
@@ -86,5 +86,40 @@ describe('score-change trigger', () => {
     expect(cases).toHaveLength(1);
     expect(cases[0]).toMatchObject({ Priority: 'High' });
     expect(env.sandbox.sift.events.filter((e) => e.type === '$transaction')).toHaveLength(1);
+  });
+
+  it('a decision webhook the mapping marks high-risk (an ATO watch) sets off the score trigger too', async () => {
+    env = await outboxEnv({
+      config: {
+        automation: {
+          score_trigger: {
+            high_risk_decisions: ['watch_user_payment_abuse'],
+            case_rules: [{ event: 'watch_user_payment_abuse', min_score: 0.6, priority: 'Medium' }],
+          },
+        },
+      },
+    });
+    const user = 'sandbox-high-risk';
+    const { time } = await env.sandbox.sift.consoleApplyDecision({
+      decisionId: 'watch_user_payment_abuse',
+      userId: user,
+    });
+    const body = decisionBody(user, 'watch_user_payment_abuse', time);
+    expect((await env.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
+    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    const effects = await env.automation.store.list({ limit: 100 });
+    expect(effects.map((e) => `${e.effect}:${e.state}`).sort()).toEqual([
+      'case:done',
+      'opportunities:done',
+      'salesforce:done',
+      'segment:done',
+      'segment_score:done',
+      'track:done',
+    ]);
+    expect(env.sandbox.segment.profile(user)).toMatchObject({ fraud_decision: 'watch', sift_score: 94 });
+    const cases = env.sandbox.salesforce
+      .records('Case')
+      .filter((c) => c.Sift_User_Id__c === user && c.IsClosed === false);
+    expect(cases).toHaveLength(1);
   });
 });
