@@ -16,10 +16,11 @@ import { catalogue } from './figures/catalogue.ts';
 import { coldStart } from './figures/cold-start.ts';
 import { http } from './figures/http.ts';
 import { ingest } from './figures/ingest.ts';
+import { ledgerFigures } from './figures/ledger.ts';
 import { read } from './figures/read.ts';
 import { salesforceAllowance } from './figures/salesforce-allowance.ts';
 
-const FIGURES: Figure[] = [read, http, ingest, coldStart, salesforceAllowance, catalogue];
+const FIGURES: Figure[] = [read, http, ingest, coldStart, salesforceAllowance, catalogue, ...ledgerFigures];
 
 const quick = ['1', 'true', 'yes'].includes(String(process.env.BENCH_QUICK ?? '').toLowerCase());
 const only = (process.env.BENCH_ONLY ?? '')

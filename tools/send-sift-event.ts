@@ -29,7 +29,8 @@ const currency = z
   )
   .describe('ISO 4217 code or crypto ticker, e.g. USD, JPY, BTC ($currency_code).');
 
-const status = z.enum(['success', 'failure', 'pending']);
+/** Sift's own spelling (`$success`, as in the wallet guide) is accepted too; it is sent once-prefixed. */
+const status = z.enum(['success', 'failure', 'pending', '$success', '$failure', '$pending']);
 
 /** Product-defined status words sent as custom fields (Sift does not interpret them). */
 const customStatus = (what: string) =>
@@ -150,7 +151,7 @@ const login = z
   .strictObject({
     event_type: z.literal('login'),
     user_id: userId,
-    login_status: z.enum(['success', 'failure']),
+    login_status: z.enum(['success', 'failure', '$success', '$failure']),
     failure_reason: z
       .enum(['account_unknown', 'account_suspended', 'account_disabled', 'wrong_password'])
       .optional()
@@ -160,7 +161,7 @@ const login = z
   })
   .superRefine((value, ctx) => {
     checkDevice(value, ctx);
-    if (value.failure_reason !== undefined && value.login_status !== 'failure') {
+    if (value.failure_reason !== undefined && reserved(value.login_status) !== '$failure') {
       ctx.addIssue({
         code: 'custom',
         path: ['failure_reason'],
@@ -234,7 +235,7 @@ const transaction = z
   .superRefine((value, ctx) => {
     checkDevice(value, ctx);
     checkMoney(['amount', 'current_balance', 'new_balance'])(value, ctx);
-    if (value.decline_category !== undefined && value.transaction_status !== 'failure') {
+    if (value.decline_category !== undefined && reserved(value.transaction_status) !== '$failure') {
       ctx.addIssue({
         code: 'custom',
         path: ['decline_category'],
@@ -304,7 +305,9 @@ const sentEvent = z.object({
 type SentEvent = z.infer<typeof sentEvent>;
 
 /** Maps `success` → `$success` and so on: Sift's reserved enum values carry a `$`. */
-const reserved = (value: string) => `$${value}`;
+const reserved = (value: string) => (value.startsWith('$') ? value : `$${value}`);
+/** A status as fraudgate reports it (and as custom events carry it): without Sift's `$`. */
+const plain = (value: string) => value.replace(/^\$/, '');
 
 /** Throws only for amounts the schema already checked, so a failure here is a bug. */
 function micros(amount: string, code: string): number {
@@ -414,7 +417,7 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
             sift_type: '$transaction',
             user_id: e.user_id,
             transaction_id: e.transaction_id,
-            transaction_status: e.transaction_status,
+            transaction_status: plain(e.transaction_status),
             amount: canonical(e.amount, code),
             amount_micros: amountMicros,
             currency_code: code,
@@ -430,13 +433,13 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
         transfer_id: e.transfer_id,
         amount_micros: amountMicros,
         currency_code: code,
-        transfer_status: e.transfer_status,
+        transfer_status: plain(e.transfer_status),
       };
       const sent = (type: string, user: string): SentEvent => ({
         sift_type: type,
         user_id: user,
         transaction_id: e.transfer_id,
-        transaction_status: e.transfer_status,
+        transaction_status: plain(e.transfer_status),
         amount: canonical(e.amount, code),
         amount_micros: amountMicros,
         currency_code: code,

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import type { AuditLog } from '../../src/governance/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -22,7 +23,8 @@ export interface BenchRuntime {
   close(): Promise<void>;
 }
 
-export async function openBenchRuntime(): Promise<BenchRuntime> {
+/** `audit`: another audit sink instead of the runtime's own ledger (the ledger figure's baseline). */
+export async function openBenchRuntime(options: { audit?: AuditLog } = {}): Promise<BenchRuntime> {
   const sandbox = await startSandbox(DEFAULTS);
   const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-'));
   const config: Config = {
@@ -36,6 +38,7 @@ export async function openBenchRuntime(): Promise<BenchRuntime> {
     secrets: { ...sandbox.secrets, auditKey: 'bench-audit-key' },
     tools,
     logger: silentLogger,
+    ...(options.audit ? { audit: options.audit } : {}),
   });
   return {
     sandbox,

@@ -19,8 +19,9 @@
 import {
   auditError,
   bodyOfExportLine,
-  buildAuditBody,
+  buildAuditPayload,
   chainHash,
+  encodeAuditBody,
   exportRecordLine,
   GENESIS_HASH,
   isAuditEvent,
@@ -29,10 +30,10 @@ import {
   WRITER_ID_SHAPE,
   type AuditAppendInput,
   type AuditLog,
+  type AuditPayload,
   type AuditRecord,
 } from './audit.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
-import { recordFromRow } from './audit.ts';
 import type { Redactor } from './redact.ts';
 
 /** One stored record: the chain header and the canonical body that was hashed. */
@@ -103,6 +104,8 @@ export interface AuditLedgerOptions {
 const MAX_GROUP = 2048;
 
 interface Queued {
+  /** The redacted payload (to resolve `append` with, without parsing the body back). */
+  payload: AuditPayload;
   body: string;
   ts: string;
   resolve?: (record: AuditRecord) => void;
@@ -206,7 +209,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       known = { seq: done.head.seq, sealed: done.head.sealed_seq };
       done.rows.forEach((row, i) => {
         const q = batch[i]!;
-        q.resolve?.(recordFromRow(row.writer, row.seq, row.prev_hash, row.hash, row.body));
+        q.resolve?.({ v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...q.payload });
       });
     }
     draining = undefined;
@@ -236,8 +239,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     if (!isAuditEvent(input.event)) {
       throw auditError('Unknown audit event.', `event ${String(input.event)}`);
     }
-    const at = now();
-    return { body: buildAuditBody(input, at, redactor), ts: at.toISOString() };
+    const payload = buildAuditPayload(input, now(), redactor);
+    return { payload, body: encodeAuditBody(payload), ts: payload.ts };
   };
 
   return {

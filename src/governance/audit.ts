@@ -162,14 +162,11 @@ export function isAuditEvent(value: unknown): value is AuditEvent {
   return typeof value === 'string' && (AUDIT_EVENTS as readonly string[]).includes(value);
 }
 
-/**
- * The canonical body of a record: the input with personal data redacted and the time stamped.
- * Canonical (sorted-key) JSON, so the same payload always hashes the same wherever it was written.
- */
-export function buildAuditBody(input: AuditAppendInput, ts: Date, redactor: Redactor): string {
+/** A record's payload: the input with personal data redacted and the time stamped. */
+export function buildAuditPayload(input: AuditAppendInput, ts: Date, redactor: Redactor): AuditPayload {
   const redactString = (text: string | undefined): string | undefined =>
     text === undefined ? undefined : String(redactor.redactValue(text));
-  const payload: AuditPayload = {
+  return {
     ts: ts.toISOString(),
     event: input.event,
     call_id: input.call_id,
@@ -194,7 +191,46 @@ export function buildAuditBody(input: AuditAppendInput, ts: Date, redactor: Reda
     // Built synchronously in append/enqueue, so this is the calling span's trace.
     trace_id: input.trace_id ?? currentTraceId(),
   };
-  return canonicalJson(payload);
+}
+
+/** The payload's fields in sorted order: the body is canonical JSON without sorting on every record. */
+const PAYLOAD_KEYS = [
+  'approval_id',
+  'args_hash',
+  'args_redacted',
+  'args_summary',
+  'call_id',
+  'detail',
+  'duration_ms',
+  'event',
+  'outcome',
+  'principal',
+  'refusals',
+  'target',
+  'tool',
+  'trace_id',
+  'ts',
+  'upstream',
+] as const satisfies readonly (keyof AuditPayload)[];
+/** Fails to compile when AuditPayload gains a field that PAYLOAD_KEYS does not list (it would not be stored). */
+const _everyPayloadKeyListed: [Exclude<keyof AuditPayload, (typeof PAYLOAD_KEYS)[number]>] extends [never]
+  ? true
+  : never = true;
+
+/**
+ * The stored body: exactly `canonicalJson(payload)` (sorted keys, so the same payload always hashes
+ * the same wherever it was written), with the top level encoded in a fixed order because every
+ * append pays for it.
+ */
+export function encodeAuditBody(payload: AuditPayload): string {
+  let out = '';
+  for (const key of PAYLOAD_KEYS) {
+    const value = payload[key];
+    if (value === undefined) continue;
+    const encoded = typeof value === 'string' ? JSON.stringify(value) : canonicalJson(value);
+    out += `${out ? ',' : '{'}"${key}":${encoded}`;
+  }
+  return out ? `${out}}` : '{}';
 }
 
 /** The header of an exported record line; the body's fields follow it in the same object. */

@@ -297,20 +297,41 @@ export function openSqliteOutboxStore(path: string): OutboxStore {
   );
   const effectById = db.prepare('SELECT * FROM outbox_effects WHERE id = ?');
 
+  const insertOne = (event: DecisionEvent, now: number): { id: number; duplicate: boolean } => {
+    const key = eventKey(event);
+    const result = insertEvent.run(key, event.entityType, event.entityId, event.decisionId, event.time, now);
+    if (Number(result.changes) > 0) return { id: Number(result.lastInsertRowid), duplicate: false };
+    const row = eventByKey.get(key) as { id: number } | undefined;
+    return { id: row?.id ?? 0, duplicate: true };
+  };
+  // Group commit: events enqueued in the same event-loop turn (webhooks arriving together) share
+  // one transaction, so synchronous = FULL costs one sync per group, not one per webhook. Each
+  // caller still resolves only after its event is committed, and all of a group fail together.
+  let group: {
+    event: DecisionEvent;
+    now: number;
+    resolve: (stored: { id: number; duplicate: boolean }) => void;
+    reject: (error: unknown) => void;
+  }[] = [];
+  const commitGroup = () => {
+    const batch = group;
+    group = [];
+    let stored: { id: number; duplicate: boolean }[];
+    try {
+      stored = tx(() => batch.map((e) => insertOne(e.event, e.now)));
+    } catch (error) {
+      for (const e of batch) e.reject(error);
+      return;
+    }
+    batch.forEach((e, i) => e.resolve(stored[i]!));
+  };
+
   return {
-    async enqueue(event, now = Date.now()) {
-      const key = eventKey(event);
-      const result = insertEvent.run(
-        key,
-        event.entityType,
-        event.entityId,
-        event.decisionId,
-        event.time,
-        now,
-      );
-      if (Number(result.changes) > 0) return { id: Number(result.lastInsertRowid), duplicate: false };
-      const row = eventByKey.get(key) as { id: number } | undefined;
-      return { id: row?.id ?? 0, duplicate: true };
+    enqueue(event, now = Date.now()) {
+      return new Promise((resolve, reject) => {
+        if (group.length === 0) setImmediate(commitGroup);
+        group.push({ event, now, resolve, reject });
+      });
     },
 
     async enqueueRouted(event, effects, now = Date.now()) {

@@ -146,8 +146,11 @@ describe('failing closed', () => {
 
     db.exec('ALTER TABLE audit_records_away RENAME TO audit_records');
     db.close();
-    const until = Date.now() + 10_000;
-    while (!env.runtime.audit.health().ok && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    // The ledger retries every second; /readyz follows it.
+    const until = Date.now() + 20_000;
+    while ((await ready()).body.checks.audit !== 'ok' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     expect((await ready()).body.checks.audit).toBe('ok');
     expect((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
     const events = (await storedAuditRecords(env.config, env.runtime.audit)).map(

@@ -73,6 +73,23 @@ const user = (id: string, decisionId: string, time: number) => ({
 
 function contract(name: string, open: Open, skip = false) {
   describe.skipIf(skip)(`outbox store contract: ${name}`, () => {
+    it('webhooks arriving together are each stored once, duplicates among them included', async () => {
+      const [a] = await open();
+      const store = a as OutboxStore;
+      // One event-loop turn: the SQLite engine commits these as one group.
+      const results = await Promise.all([
+        ...Array.from({ length: 50 }, (_, i) => store.enqueue(user(`g${i}`, 'watch', 100 + i))),
+        store.enqueue(user('g7', 'watch', 107)),
+      ]);
+      const ids = results.slice(0, 50).map((r) => r.id);
+      expect(new Set(ids).size).toBe(50);
+      expect(results.slice(0, 50).every((r) => !r.duplicate)).toBe(true);
+      expect(results[50]).toEqual({ id: results[7]!.id, duplicate: true });
+      expect((await store.unrouted(100)).map((e) => e.id).sort((x, y) => x - y)).toEqual(
+        [...ids].sort((x, y) => x - y),
+      );
+    });
+
     it('deduplicates deliveries, routes once, supersedes earlier decisions', async () => {
       const [a] = await open();
       const store = a as OutboxStore;

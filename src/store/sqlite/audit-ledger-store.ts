@@ -1,14 +1,25 @@
 /**
  * The audit ledger on SQLite (node:sqlite, WAL, `synchronous = FULL`): one host, the default
- * store. A commit is one `BEGIN IMMEDIATE` transaction, so the head read and the inserts of a
- * group are atomic against every other process on the host (the CLI appends too).
+ * store. Commits run on a writer thread (audit-ledger-worker.ts), one `BEGIN IMMEDIATE`
+ * transaction each, so the head check and the inserts of a group are atomic against every other
+ * process on the host (the CLI appends too) and the fsync never blocks the event loop. Reads
+ * (verify, export) and retention use this thread's own connection.
  */
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, extname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
+import type { WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
+
+/** The worker's module beside this one, whether running from sources (.ts) or a build (.js). */
+const WORKER_URL = new URL(
+  `./audit-ledger-worker${extname(fileURLToPath(import.meta.url))}`,
+  import.meta.url,
+);
 
 export function openSqliteLedgerStore(path: string): LedgerEngine {
   mkdirSync(dirname(path), { recursive: true });
@@ -17,17 +28,6 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   for (const m of LEDGER_MIGRATIONS) db.exec(m.sqlite);
 
   const readHead = db.prepare('SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = ?');
-  const writeHead = db.prepare(
-    `INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-       sealed_seq = excluded.sealed_seq, sealed_at = excluded.sealed_at`,
-  );
-  const insertRecord = db.prepare(
-    'INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
-  );
-  const insertCheckpoint = db.prepare(
-    'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
-  );
   // Arrays, not objects: verification reads millions of rows and object rows cost twice the time.
   const page = db.prepare(
     'SELECT id, writer, seq, ts, body, prev_hash, hash FROM audit_records WHERE id > ? ORDER BY id LIMIT ?',
@@ -38,6 +38,44 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   );
   const pruneRecords = db.prepare('DELETE FROM audit_records WHERE writer = ? AND seq <= ?');
   const pruneCheckpoints = db.prepare('DELETE FROM audit_checkpoints WHERE writer = ? AND seq < ?');
+
+  // The writer thread (started again if it ever dies), and what this process last committed per
+  // writer (the head to chain from).
+  const heads = new Map<string, LedgerHead | null>();
+  const waiting = new Map<number, (reply: WorkerReply) => void>();
+  let nextId = 0;
+  let closed = false;
+  let worker: Worker | undefined;
+  const failAll = (error: string) => {
+    for (const [id, resolve] of waiting) resolve({ id, ok: false, error });
+    waiting.clear();
+  };
+  const startWorker = (): Worker => {
+    const thread = new Worker(WORKER_URL, { workerData: { path } });
+    // Idle, the thread does not keep the process alive; with a commit in flight it must.
+    thread.unref();
+    thread.on('message', (reply: WorkerReply) => {
+      waiting.get(reply.id)?.(reply);
+      waiting.delete(reply.id);
+      if (waiting.size === 0) thread.unref();
+    });
+    thread.on('error', (error) => failAll(`ledger writer thread failed: ${error.message}`));
+    thread.on('exit', () => {
+      if (worker === thread) worker = undefined;
+      failAll('ledger writer thread stopped');
+    });
+    return thread;
+  };
+  const send = (commit: Omit<WorkerCommit, 'id'>): Promise<WorkerReply> => {
+    if (closed) return Promise.resolve({ id: -1, ok: false, error: 'the ledger store is closed' });
+    const thread = (worker ??= startWorker());
+    const id = ++nextId;
+    return new Promise((resolve) => {
+      if (waiting.size === 0) thread.ref();
+      waiting.set(id, resolve);
+      thread.postMessage({ ...commit, id });
+    });
+  };
 
   const inTransaction = <T>(fn: () => T): T => {
     db.exec('BEGIN IMMEDIATE');
@@ -54,14 +92,21 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   return {
     kind: 'sqlite',
     async commit(writer, build) {
-      inTransaction(() => {
-        const head = readHead.get(writer) as LedgerHead | undefined;
-        const { rows, checkpoints, head: next } = build(head);
-        for (const r of rows) insertRecord.run(r.writer, r.seq, r.ts, r.body, r.prev_hash, r.hash);
-        for (const c of checkpoints)
-          insertCheckpoint.run(c.writer, c.seq, c.hash, c.ts, c.key_id, c.signature);
-        writeHead.run(writer, next.seq, next.hash, next.sealed_seq, next.sealed_at);
-      });
+      for (let attempt = 1; ; attempt += 1) {
+        const expected = heads.has(writer)
+          ? heads.get(writer)!
+          : ((readHead.get(writer) as LedgerHead | undefined) ?? null);
+        const { rows, checkpoints, head } = build(expected ?? undefined);
+        const reply = await send({ writer, expected, rows, checkpoints, head });
+        if (reply.ok) {
+          heads.set(writer, head);
+          return;
+        }
+        if ('error' in reply) throw Object.assign(new Error(reply.error), { code: reply.code });
+        // Another process appended under this writer id: chain again from its head.
+        heads.set(writer, reply.conflict);
+        if (attempt >= 5) throw new Error(`writer ${writer} keeps moving under another process`);
+      }
     },
     async *scan(batchSize = 10_000) {
       let after = 0;
@@ -99,6 +144,16 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
       db.prepare('SELECT 1').get();
     },
     async close() {
+      if (closed) return;
+      closed = true;
+      const thread = worker;
+      if (thread) {
+        const stopped = new Promise((resolve) => thread.once('exit', resolve));
+        // Kept alive until the thread has closed its connection: its last commit is durable by then.
+        thread.ref();
+        thread.postMessage('close');
+        await stopped;
+      }
       if (db.isOpen) db.close();
     },
   };
