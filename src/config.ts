@@ -223,6 +223,22 @@ export const configSchema = z.strictObject({
     /** Records older than this are pruned (back to a checkpoint, which stays as the anchor); 0 keeps everything. */
     retention_days: z.number().min(0),
   }),
+  /**
+   * Blast-radius budgets (src/governance/budgets.ts): per principal (an analyst, or the automation
+   * principal) and per tool or per-call key (`apply_decision:block`), at most `max_effects` executed
+   * effects and `max_targets` distinct targets per `window_ms`; past a ceiling further effects wait
+   * until a human lifts the pause (`fraudgate budgets lift`).
+   */
+  budgets: z.strictObject({
+    window_ms: z.number().int().positive(),
+    limits: z.record(
+      z.string(),
+      z.strictObject({
+        max_effects: z.number().int().positive().optional(),
+        max_targets: z.number().int().positive().optional(),
+      }),
+    ),
+  }),
   rate_limits: z.strictObject({
     /** memory: per process; redis: shared by every replica (FRAUDGATE_REDIS_URL). */
     store: z.enum(['memory', 'redis']),
@@ -588,6 +604,13 @@ export const DEFAULTS: Config = {
     poll_ms: 250,
   },
   audit: { checkpoint_every: 1000, checkpoint_interval_ms: 10_000, retention_days: 0 },
+  budgets: {
+    window_ms: 60 * 60 * 1000,
+    limits: {
+      'apply_decision:block': { max_effects: 50 },
+      suppress_user: { max_effects: 200 },
+    },
+  },
   rate_limits: {
     store: 'memory',
     read: { capacity: 60, per_minute: 120 },
