@@ -33,6 +33,12 @@ import { createRateLimiter, createRedisRateLimiter } from './governance/rate-lim
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
+import {
+  createFieldCipher,
+  loadDataKey,
+  maskUnmatchedIdentities,
+  sealApprovalFields,
+} from './store/field-crypto.ts';
 import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
@@ -194,8 +200,14 @@ export async function openGovernanceState(
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
-  const approvals = openSqliteApprovalStore(databasePath(config));
-  const identities = openSqliteIdentityStore(databasePath(config), config.identity);
+  // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
+  // review list masked (src/store/field-crypto.ts).
+  const cipher = createFieldCipher(loadDataKey(config, secrets));
+  const approvals = sealApprovalFields(openSqliteApprovalStore(databasePath(config)), cipher);
+  const identities = maskUnmatchedIdentities(
+    openSqliteIdentityStore(databasePath(config), config.identity),
+    (value) => redactor.redactValue(value),
+  );
   const desk = createApprovalDesk({ approvals, audit, logger });
   return { redactor, audit, approvals, identities, desk };
 }
