@@ -483,6 +483,8 @@ export interface Secrets {
   auditSigningKey?: string;
   /** FRAUDGATE_AUDIT_SIGNING_KEY_FILE: or the file holding it, outside the data directory. */
   auditSigningKeyFile?: string;
+  /** FRAUDGATE_DATA_KEY: the AES-256 key for personal fields at rest (src/store/field-crypto.ts). */
+  dataKey?: string;
   /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
@@ -791,6 +793,7 @@ export function readSecrets(env: Env): Secrets {
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     auditSigningKey: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY),
     auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
+    dataKey: nonEmpty(env.FRAUDGATE_DATA_KEY),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),

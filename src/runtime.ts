@@ -34,6 +34,12 @@ import { redactingLogger, type Logger } from './logger.ts';
 import type { ApprovalStore } from './store/approval-store.ts';
 import type { IdentityStore } from './store/identity-store.ts';
 import { databasePath, openStore, type Store } from './store/store.ts';
+import {
+  createFieldCipher,
+  loadDataKey,
+  maskUnmatchedIdentities,
+  sealApprovalFields,
+} from './store/field-crypto.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
@@ -230,25 +236,32 @@ export async function openGovernanceState(
 ) {
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const store = options.store ?? (await openConfiguredStore(config, secrets, logger));
+  const raw = options.store ?? (await openConfiguredStore(config, secrets, logger));
   let audit: AuditLog;
+  let cipher;
   try {
     audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
+    cipher = createFieldCipher(loadDataKey(config, secrets));
   } catch (error) {
-    if (!options.store) await store.close();
+    if (!options.store) await raw.close();
     throw error;
   }
-  const desk = createApprovalDesk({ approvals: store.approvals, audit, logger });
+  // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
+  // review list masked (src/store/field-crypto.ts). Everyone reads approvals through these wrappers.
+  const approvals = sealApprovalFields(raw.approvals, cipher);
+  const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
+  const store: Store = { ...raw, approvals, identities };
+  const desk = createApprovalDesk({ approvals, audit, logger });
   return {
     redactor,
     audit,
     store,
-    approvals: store.approvals,
-    identities: store.identities,
+    approvals,
+    identities,
     desk,
     async close() {
       if (!options.audit) await audit.close();
-      if (!options.store) await store.close();
+      if (!options.store) await raw.close();
     },
   };
 }
