@@ -422,7 +422,7 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     const text = (await page.locator('#confirmation').textContent()) ?? '';
     const undoId = /apr_[a-z0-9]{20}/.exec(text)?.[0];
     expect(text).toContain('another approver must approve it');
-    const undo = env!.runtime.approvals.get(undoId!);
+    const undo = await env!.runtime.approvals.get(undoId!);
     expect(undo).toMatchObject({
       tool: 'undo_action',
       requester: APPROVER.id,
