@@ -164,6 +164,17 @@ const COMMANDS: Command[] = [
       (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
   },
   {
+    name: 'budgets',
+    summary: 'blast-radius budgets: list paused budgets, lift a pause',
+    usage: ['budgets list [--json]', 'budgets lift PRINCIPAL KEY'],
+    options: ['json'],
+    notes: [
+      "Lifting a pause needs an approver's own credential (FRAUDGATE_APPROVER_TOKEN, or a prompt on a terminal) and is audited under it.",
+    ],
+    run: async (args, values) =>
+      (await import('./cli/budgets.ts')).runBudgetsCommand(args, values, configure(values)),
+  },
+  {
     name: 'sync',
     summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],

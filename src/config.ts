@@ -223,6 +223,22 @@ export const configSchema = z.strictObject({
     /** Records older than this are pruned (back to a checkpoint, which stays as the anchor); 0 keeps everything. */
     retention_days: z.number().min(0),
   }),
+  /**
+   * Blast-radius budgets (src/governance/budgets.ts): per principal (an analyst, or the automation
+   * principal) and per tool or per-call key (`apply_decision:block`), at most `max_effects` executed
+   * effects and `max_targets` distinct targets per `window_ms`; past a ceiling further effects wait
+   * until a human lifts the pause (`fraudgate budgets lift`).
+   */
+  budgets: z.strictObject({
+    window_ms: z.number().int().positive(),
+    limits: z.record(
+      z.string(),
+      z.strictObject({
+        max_effects: z.number().int().positive().optional(),
+        max_targets: z.number().int().positive().optional(),
+      }),
+    ),
+  }),
   rate_limits: z.strictObject({
     /** memory: per process; redis: shared by every replica (FRAUDGATE_REDIS_URL). */
     store: z.enum(['memory', 'redis']),
@@ -449,6 +465,8 @@ export interface Secrets {
   auditSigningKey?: string;
   /** FRAUDGATE_AUDIT_SIGNING_KEY_FILE: or the file holding it, outside the data directory. */
   auditSigningKeyFile?: string;
+  /** FRAUDGATE_DATA_KEY: the AES-256 key for personal fields at rest (src/store/field-crypto.ts). */
+  dataKey?: string;
   /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
@@ -588,6 +606,13 @@ export const DEFAULTS: Config = {
     poll_ms: 250,
   },
   audit: { checkpoint_every: 1000, checkpoint_interval_ms: 10_000, retention_days: 0 },
+  budgets: {
+    window_ms: 60 * 60 * 1000,
+    limits: {
+      'apply_decision:block': { max_effects: 50 },
+      suppress_user: { max_effects: 200 },
+    },
+  },
   rate_limits: {
     store: 'memory',
     read: { capacity: 60, per_minute: 120 },
@@ -749,6 +774,7 @@ export function readSecrets(env: Env): Secrets {
     auditKey: nonEmpty(env.FRAUDGATE_AUDIT_KEY),
     auditSigningKey: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY),
     auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
+    dataKey: nonEmpty(env.FRAUDGATE_DATA_KEY),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),

@@ -25,10 +25,20 @@ import {
 } from './governance/audit-signing.ts';
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
 import { createPipeline, type Pipeline } from './governance/pipeline.ts';
+import { createBudgets, type Budgets } from './governance/budgets.ts';
+import type { BudgetStore } from './store/budget-store.ts';
+import { openSqliteBudgetStore } from './store/sqlite/budget-store.ts';
+import { openPostgresBudgetStore } from './store/postgres/budget-store.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
+import {
+  createFieldCipher,
+  loadDataKey,
+  maskUnmatchedIdentities,
+  sealApprovalFields,
+} from './store/field-crypto.ts';
 import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
@@ -50,6 +60,8 @@ export interface Runtime {
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
+  /** Blast-radius budgets: admitted effects and pauses (src/governance/budgets.ts). */
+  budgets: Budgets;
   /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
   outbox: OutboxStore;
   redactor: Redactor;
@@ -159,6 +171,25 @@ export function openAuditLedger(
   };
 }
 
+/**
+ * Where budgets live: PostgreSQL when the fleet shares one (`automation.outbox_store: postgres` and
+ * FRAUDGATE_POSTGRES_URL), so every replica counts against the same ceilings; else the data
+ * directory's SQLite file.
+ */
+export async function openBudgetStore(
+  config: Config,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+  logger: Logger,
+): Promise<BudgetStore> {
+  if (config.automation.outbox_store === 'postgres' && secrets.postgresUrl) {
+    return openPostgresBudgetStore(secrets.postgresUrl, {
+      onError: (error) =>
+        logger.warn('budget store (PostgreSQL) connection lost; reconnecting', { error: error.message }),
+    });
+  }
+  return openSqliteBudgetStore(databasePath(config));
+}
+
 /** The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need. */
 export async function openGovernanceState(
   config: Config,
@@ -169,8 +200,14 @@ export async function openGovernanceState(
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
-  const approvals = openSqliteApprovalStore(databasePath(config));
-  const identities = openSqliteIdentityStore(databasePath(config), config.identity);
+  // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
+  // review list masked (src/store/field-crypto.ts).
+  const cipher = createFieldCipher(loadDataKey(config, secrets));
+  const approvals = sealApprovalFields(openSqliteApprovalStore(databasePath(config)), cipher);
+  const identities = maskUnmatchedIdentities(
+    openSqliteIdentityStore(databasePath(config), config.identity),
+    (value) => redactor.redactValue(value),
+  );
   const desk = createApprovalDesk({ approvals, audit, logger });
   return { redactor, audit, approvals, identities, desk };
 }
@@ -284,10 +321,17 @@ export async function openRuntime(options: {
     config.rate_limits.store === 'redis' && secrets.redisUrl
       ? await redisLimiter(secrets.redisUrl, logger)
       : createRateLimiter();
+  const budgets = createBudgets({
+    store: await openBudgetStore(config, secrets, logger),
+    config,
+    audit: state.audit,
+    logger,
+  });
   const pipeline = createPipeline({
     tools: options.tools,
     config,
     clients,
+    budgets,
     approvals: state.approvals,
     identities: state.identities,
     audit: state.audit,
@@ -304,6 +348,7 @@ export async function openRuntime(options: {
     pipeline,
     ...state,
     sessions,
+    budgets,
     outbox,
     clients,
     logger,
@@ -331,6 +376,7 @@ export async function openRuntime(options: {
       await rateLimiter.close().catch(() => undefined);
       if (!options.audit) await state.audit.close();
       await sessions.close();
+      await budgets.close();
       state.approvals.close();
       state.identities.close();
       await outbox.close();

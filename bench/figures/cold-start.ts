@@ -7,7 +7,7 @@
  * `compiled` extra says which ran.
  */
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +68,8 @@ export const coldStart: Figure = {
       FRAUDGATE_DATA_DIR: dataDir,
       FRAUDGATE_ANALYST: 'bench@example.com',
       FRAUDGATE_AUDIT_KEY: 'bench-audit-key',
+      // Live mode encrypts personal fields at rest: a throwaway data key per run.
+      FRAUDGATE_DATA_KEY: randomBytes(32).toString('hex'),
       // Live mode signs audit checkpoints; a throwaway key per run.
       FRAUDGATE_AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
         .privateKey.export({ type: 'pkcs8', format: 'pem' })

@@ -52,6 +52,9 @@ export const AUDIT_EVENTS = [
   // Governance data changed by an authenticated human (src/cli).
   'identity_mapped',
   'identity_unmapped',
+  // Blast-radius budgets (src/governance/budgets.ts): a ceiling reached, a human lifting the pause.
+  'budget_paused',
+  'budget_lifted',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 

@@ -37,6 +37,7 @@ import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+import { BudgetPausedError, type Budgets } from './budgets.ts';
 import { whereToApprove } from './approval-text.ts';
 
 /** The answer to an in-band confirmation request. */
@@ -70,6 +71,8 @@ export interface PipelineDeps {
   audit: AuditLog;
   redactor: Redactor;
   rateLimiter: RateLimiter;
+  /** Blast-radius budgets for destructive effects (src/governance/budgets.ts); absent: none. */
+  budgets?: Budgets;
   logger: Logger;
   now?: () => Date;
 }
@@ -294,9 +297,30 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     args: Record<string, unknown>,
     principal: Principal,
     channel: Partial<CallChannel>,
-    meta: { callId: string; argsHash: string; target: string; approvalId?: string; idempotencyKey: string },
+    meta: {
+      callId: string;
+      argsHash: string;
+      target: string;
+      approvalId?: string;
+      idempotencyKey: string;
+      /** Budget keys, most specific first (the per-call key, then the tool). */
+      budgetKeys?: readonly string[];
+    },
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
+    if (tool.risk === 'destructive' && deps.budgets) {
+      try {
+        await deps.budgets.admit(principal, meta.budgetKeys ?? [tool.name], meta.target);
+      } catch (thrown) {
+        const e = toFraudgateError(thrown);
+        await recordQuietly({
+          ...base,
+          event: 'rate_limited',
+          outcome: { code: e.code, message: e.message, retryable: e.retryable },
+        });
+        throw e;
+      }
+    }
     if (tool.risk !== 'read') {
       try {
         await inSpan('fraudgate.intent', () => record({ ...base, event: 'intent' }));
@@ -341,6 +365,24 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           detail: redactor.redactValue(error.detail),
         });
       throw error;
+    }
+  }
+
+  /**
+   * The budget keys of an approved call, most specific first: its per-call key when the tool has one
+   * (re-read, e.g. the decision's category), then the tool. A failed read falls back to the tool.
+   */
+  async function budgetKeysOf(
+    tool: AnyTool,
+    args: Record<string, unknown>,
+    principal: Principal,
+    channel: Partial<CallChannel>,
+  ): Promise<string[]> {
+    if (!tool.approvalKey || !deps.budgets) return [tool.name];
+    try {
+      return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
+    } catch {
+      return [tool.name];
     }
   }
 
@@ -458,16 +500,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     options: { recheck?: boolean } = {},
   ): Promise<Approval> {
     const tool = byName.get(approval.tool);
-    // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
-    const claimed = approvals.transition(approval.id, ['approved'], 'executing', {
-      executed_at: now().toISOString(),
-    });
-    if (!claimed) return approvals.get(approval.id) ?? approval;
     const requester: Principal = {
       id: approval.requester,
       role: approval.requester_role as Principal['role'],
       kind: approval.requester_kind as Principal['kind'],
     };
+    const budgetKeys = tool ? await budgetKeysOf(tool, approval.args, requester, channel) : [];
+    // A paused budget: the approved action waits, still approved, and runs once a human lifts the pause.
+    if (tool?.risk === 'destructive' && (await deps.budgets?.pausedFor(requester.id, budgetKeys))) {
+      return approval;
+    }
+    // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
+    const claimed = approvals.transition(approval.id, ['approved'], 'executing', {
+      executed_at: now().toISOString(),
+    });
+    if (!claimed) return approvals.get(approval.id) ?? approval;
     if (!tool) {
       return (
         approvals.transition(approval.id, ['executing'], 'failed', {
@@ -486,6 +533,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         target: approval.target,
         approvalId: approval.id,
         idempotencyKey: approval.id,
+        budgetKeys,
       });
       const executed = approvals.transition(approval.id, ['executing'], 'executed', {
         executed_at: now().toISOString(),
@@ -495,6 +543,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       });
       return executed ? { ...executed, result: output } : approval;
     } catch (thrown) {
+      if (thrown instanceof BudgetPausedError) {
+        // Paused meanwhile: back to approved (nothing ran), to run after the lift.
+        const clear = null as unknown as string;
+        return (
+          approvals.transition(approval.id, ['executing'], 'approved', { executed_at: clear }) ?? approval
+        );
+      }
       const error = toFraudgateError(thrown);
       return (
         approvals.transition(approval.id, ['executing'], 'failed', {
@@ -533,6 +588,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   function pendingError(approval: Approval): FraudgateError {
+    if (approval.state === 'approved') {
+      return new FraudgateError(
+        ERROR_CODES.APPROVAL_PENDING,
+        `Approval ${approval.id} (${approval.tool} on ${approval.target}) is approved but has not run yet, e.g. ` +
+          'because a blast-radius budget is paused until a human lifts it; it runs by itself. Check it with ' +
+          `get_approval_status {"approval_id":"${approval.id}"}; do not call ${approval.tool} again.`,
+        { retryable: true, data: { approval_id: approval.id, state: approval.state } },
+      );
+    }
     return new FraudgateError(
       ERROR_CODES.APPROVAL_PENDING,
       `${approval.tool} on ${approval.target} needs a human's approval` +
@@ -608,7 +672,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     args: Record<string, unknown>,
     principal: Principal,
     channel: CallChannel,
-    meta: { callId: string; argsHash: string; target: string },
+    meta: { callId: string; argsHash: string; target: string; budgetKeys: readonly string[] },
     mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
@@ -828,11 +892,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
+    const budgetKeys = approvalKey ? [approvalKey.key, tool.name] : [tool.name];
     if (mode !== 'none')
-      return inSpan('fraudgate.approve', () => approve(tool, args, principal, channel, meta, mode), {
-        attributes: { 'fraudgate.approval_mode': mode },
-      });
-    return execute(tool, args, principal, channel, { ...meta, idempotencyKey: `call:${callId}` });
+      return inSpan(
+        'fraudgate.approve',
+        () => approve(tool, args, principal, channel, { ...meta, budgetKeys }, mode),
+        { attributes: { 'fraudgate.approval_mode': mode } },
+      );
+    return execute(tool, args, principal, channel, { ...meta, budgetKeys, idempotencyKey: `call:${callId}` });
   }
 
   return {

@@ -3,7 +3,7 @@
  * both to `tools/list` and to every call, so a hidden tool is also a refused tool. Read-only mode
  * always wins.
  */
-import type { ApprovalMode, Config } from '../config.ts';
+import { DEFAULTS, type ApprovalMode, type Config } from '../config.ts';
 import { InvalidInputError, type FieldIssue } from '../errors.ts';
 import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
 
@@ -77,7 +77,7 @@ export function resolveApproval(
  */
 export function checkPolicyNames(
   tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[],
-  config: Pick<Config, 'approvals' | 'rate_limits'>,
+  config: Pick<Config, 'approvals' | 'rate_limits' | 'budgets'>,
 ): void {
   const toolNames = tools.map((t) => t.name);
   const approvalKeys = [...toolNames, ...tools.flatMap((t) => (t.approvalKeys ?? []).map((k) => k.key))];
@@ -91,5 +91,8 @@ export function checkPolicyNames(
   check('approvals.tools', Object.keys(config.approvals.tools), approvalKeys, 'tool or approval key');
   check('approvals.self_approval', config.approvals.self_approval, approvalKeys, 'tool or approval key');
   check('rate_limits.tools', Object.keys(config.rate_limits.tools), toolNames, 'tool');
+  // The default limits name built-in tools; a server built with fewer tools just never matches them.
+  const budgetKeys = Object.keys(config.budgets.limits).filter((k) => !(k in DEFAULTS.budgets.limits));
+  check('budgets.limits', budgetKeys, approvalKeys, 'tool or approval key');
   if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
 }

@@ -264,6 +264,11 @@ export async function startHttpServer(
     'Approvals waiting for a human decision.',
     () => runtime.approvals.list({ states: ['pending'], limit: 100_000 }).length,
   );
+  metrics.gauge(
+    'fraudgate_budget_pauses_active',
+    'Blast-radius budgets paused until a human lifts them.',
+    () => runtime.budgets.activeCount(),
+  );
   // Read at scrape time from the last reaper tick: a scrape must not wait on the store.
   metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP (all replicas).', () => openSessions);
 

@@ -4,7 +4,7 @@
  * done or superseded), nothing duplicated (Segment messageIds, cases, Chatter markers).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sandboxSigningKeyPath } from '../../src/governance/audit-signing.ts';
@@ -38,6 +38,8 @@ function startWorker(e: OutboxEnv, once: boolean): ChildProcess {
     FRAUDGATE_CONFIG: configFile,
     FRAUDGATE_DATA_DIR: e.dataDir,
     FRAUDGATE_AUDIT_KEY: 'test-audit-key',
+    // Live mode needs the data key: the one this test's (sandbox) runtime generated, so both read the rows.
+    FRAUDGATE_DATA_KEY: readFileSync(join(e.dataDir, 'data.key'), 'utf8').trim(),
     // Live mode needs a signing key: the one this test's (sandbox) runtime generated, so one key verifies all.
     FRAUDGATE_AUDIT_SIGNING_KEY_FILE: sandboxSigningKeyPath(e.dataDir),
     FRAUDGATE_LOG_LEVEL: 'error',

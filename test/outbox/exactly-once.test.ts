@@ -36,6 +36,8 @@ beforeAll(async () => {
     config: {
       // Automation may suppress without a human here; the approval path has its own test.
       approvals: { tools: { suppress_user: 'none' } },
+      // 2,000 decisions would spend the default hourly suppression budget; budgets have their own test.
+      budgets: { limits: { suppress_user: { max_effects: 1_000_000 } } },
       automation: { max_attempts: 40, case_score_threshold: 0.85 },
     },
   });

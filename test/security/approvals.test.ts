@@ -264,6 +264,7 @@ describe('policy configuration is checked', () => {
       { rate_limits: { tools: { send_sift_evnt: { capacity: 1, per_minute: 1 } } } },
       'rate_limits.tools.send_sift_evnt',
     ],
+    [{ budgets: { limits: { suppres_user: { max_effects: 1 } } } }, 'budgets.limits.suppres_user'],
   ])('%j stops start-up naming the key and the known names', async (policy, field) => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-policy-'));
     const file = join(dir, 'fraudgate.json');

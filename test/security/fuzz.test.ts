@@ -3,9 +3,11 @@
  * valid-looking values, personal data, wrong types, deep nesting, extra and reserved keys,
  * non-object arguments, made-up tool names — to every tool. Whatever comes in: no INTERNAL answer,
  * no protocol error (but -32602 for an unknown tool name), every call leaves an audit record, and no
- * raw personal data reaches the audit or the logs. `FRAUDGATE_FUZZ_RUNS` raises the number of calls
+ * raw personal data reaches the audit, the logs or the stored rows. `FRAUDGATE_FUZZ_RUNS` raises the number of calls
  * (the default is kept small for CI).
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CallToolResultSchema, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -241,11 +243,15 @@ describe(`fuzzing every tool through the protocol (${RUNS} calls)`, () => {
     );
   }, 600_000);
 
-  it('no planted personal data is readable in the audit or the logs', async () => {
+  it('no planted personal data is readable in the audit, the logs or the stored rows', async () => {
     await env.runtime.pipeline.close();
     const places: [string, string][] = [
       ['audit', await storedAuditText(env.config, env.runtime.audit)],
       ['logs', logs.join('\n')],
+      // The database files byte for byte: approvals, identities, the ledger, whatever else is stored.
+      ...readdirSync(env.dataDir)
+        .filter((f) => /\.db(-wal)?$/.test(f))
+        .map((f): [string, string] => [f, readFileSync(join(env.dataDir, f)).toString('utf8')]),
     ];
     for (const [where, text] of places) {
       for (const marker of LEAK_MARKERS)

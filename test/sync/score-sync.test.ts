@@ -216,6 +216,7 @@ describe('fraudgate sync scores (CLI)', () => {
         SIFT_ACCOUNT_ID: sandbox.config.sift.account_id,
         SIFT_API_KEY: sandbox.secrets.siftApiKey,
         FRAUDGATE_AUDIT_SIGNING_KEY: SIGNING_KEY,
+        FRAUDGATE_DATA_KEY: 'a'.repeat(64),
         SEGMENT_HOST: sandbox.config.segment.host,
         SEGMENT_PROFILE_BASE_URL: sandbox.config.segment.profile_base_url,
         SEGMENT_SPACE_ID: sandbox.config.segment.space_id,

@@ -108,7 +108,13 @@ async function start(
   config.sift = { ...config.sift, max_retries: 0, ...options.config?.sift } as Config['sift'];
   const runtime = await openRuntime({
     config,
-    secrets: { ...sandbox.secrets, auditKey: 'test-audit-key', auditSigningKey: testSigningKeyPem() },
+    secrets: {
+      ...sandbox.secrets,
+      auditKey: 'test-audit-key',
+      auditSigningKey: testSigningKeyPem(),
+      // Live mode encrypts personal fields at rest and refuses to start without a data key.
+      dataKey: '0'.repeat(64),
+    },
     tools: allTools,
     logger: createLogger({ write: (line) => logs.push(line) }),
   });

@@ -1,0 +1,71 @@
+/**
+ * `fraudgate budgets …`: the blast-radius budgets a human must lift. `list` shows the active
+ * pauses; `lift PRINCIPAL KEY` lifts one (the budget counts afresh from then; approved actions that
+ * waited run on the server's next sweep). Lifting needs an approver's credential and is audited.
+ */
+import type { CliValues } from '../cli.ts';
+import type { LoadedConfig } from '../config.ts';
+import { InvalidInputError } from '../errors.ts';
+import { createBudgets } from '../governance/budgets.ts';
+import { createLogger } from '../logger.ts';
+import { openBudgetStore, openGovernanceState } from '../runtime.ts';
+import { authenticateOperator } from './credential.ts';
+
+export async function runBudgetsCommand(
+  args: string[],
+  values: CliValues,
+  loaded: LoadedConfig,
+): Promise<number> {
+  const [sub, principal, key] = args;
+  const out = (text: string) => process.stdout.write(text + '\n');
+  const logger = createLogger({ level: 'warn' });
+  const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
+  const budgets = createBudgets({
+    store: await openBudgetStore(loaded.config, loaded.secrets, logger),
+    config: loaded.config,
+    audit: state.audit,
+    logger,
+  });
+  try {
+    switch (sub) {
+      case 'list': {
+        const pauses = await budgets.activePauses();
+        if (values.json) out(JSON.stringify(pauses, null, 2));
+        else if (pauses.length === 0) out('No paused budgets.');
+        else
+          out(
+            pauses
+              .map((p) => `${p.principal}  ${p.budget_key}  paused ${p.paused_at}: ${p.reason}`)
+              .join('\n'),
+          );
+        return 0;
+      }
+      case 'lift': {
+        const issues = [];
+        if (!principal)
+          issues.push({ field: 'PRINCIPAL', message: 'whose budget (see fraudgate budgets list)' });
+        if (!key) issues.push({ field: 'KEY', message: 'which budget key, e.g. apply_decision:block' });
+        if (issues.length > 0)
+          throw new InvalidInputError(issues, 'Usage: fraudgate budgets lift PRINCIPAL KEY');
+        const actor = await authenticateOperator(loaded, 'lift budget pauses');
+        const lifted = await budgets.lift(principal!, key!, actor);
+        if (!lifted) {
+          process.stderr.write(
+            `fraudgate: no active pause of ${key} for ${principal} (see fraudgate budgets list)\n`,
+          );
+          return 1;
+        }
+        out(`Lifted the ${key} pause of ${principal} as ${actor.id}; the budget counts afresh from now.`);
+        return 0;
+      }
+      default:
+        process.stderr.write('Usage: fraudgate budgets list [--json] | lift PRINCIPAL KEY\n');
+        return 2;
+    }
+  } finally {
+    await budgets.close();
+    await state.audit.close();
+    state.approvals.close();
+    state.identities.close();
+  }
+}

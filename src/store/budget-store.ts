@@ -1,0 +1,109 @@
+/**
+ * Blast-radius budgets, durable: every admitted destructive effect (who, which budget key, which
+ * target, when) and every pause a spent budget causes, until a human lifts it. One interface, two
+ * engines side by side (src/store/sqlite/budget-store.ts, src/store/postgres/budget-store.ts), one
+ * contract test on both. `admit` is atomic per (principal, key) on both engines, so several replicas
+ * can never together exceed a ceiling.
+ */
+
+/** A ceiling over the budget window: effects, and distinct targets (users). */
+export interface BudgetLimit {
+  max_effects?: number;
+  max_targets?: number;
+}
+
+/** A spent budget: further effects of this key by this principal wait until a human lifts it. */
+export interface BudgetPause {
+  principal: string;
+  budget_key: string;
+  paused_at: string;
+  /** Why, in words: which ceiling was reached. */
+  reason: string;
+  lifted_at?: string;
+  lifted_by?: string;
+}
+
+export type AdmitResult =
+  | { admitted: true }
+  | {
+      admitted: false;
+      pause: BudgetPause;
+      /** true when this call caused the pause. */ newly_paused: boolean;
+    };
+
+export interface BudgetStore {
+  /**
+   * Count this principal's effects of `budget_key` since the window start (or the last lift, if
+   * later); refuse while a pause is active; past a ceiling create the pause and refuse; else record
+   * the effect and admit. Atomic per (principal, key).
+   */
+  admit(input: {
+    principal: string;
+    budget_key: string;
+    target: string;
+    limit: BudgetLimit;
+    window_start: Date;
+    at: Date;
+  }): Promise<AdmitResult>;
+  /** Active (not lifted) pauses, oldest first. */
+  activePauses(): Promise<BudgetPause[]>;
+  /** Lift the active pause; the budget counts afresh from now. Undefined when none was active. */
+  lift(principal: string, budgetKey: string, by: string, at: Date): Promise<BudgetPause | undefined>;
+  close(): Promise<void>;
+}
+
+/** The tables, versions 250–251 of the approval-guardrails range; identical SQL on both engines. */
+export const BUDGET_MIGRATIONS = [
+  {
+    version: 250,
+    name: 'budget effects',
+    sql: `CREATE TABLE IF NOT EXISTS budget_effects (
+  principal TEXT NOT NULL, budget_key TEXT NOT NULL, target TEXT NOT NULL, at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_effects_window ON budget_effects (principal, budget_key, at_ms);`,
+  },
+  {
+    version: 251,
+    name: 'budget pauses',
+    sql: `CREATE TABLE IF NOT EXISTS budget_pauses (
+  principal TEXT NOT NULL, budget_key TEXT NOT NULL, paused_at TEXT NOT NULL, reason TEXT NOT NULL,
+  lifted_at TEXT, lifted_by TEXT, lifted_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS budget_pauses_key ON budget_pauses (principal, budget_key, lifted_at);`,
+  },
+] as const;
+
+export interface PauseRow {
+  principal: string;
+  budget_key: string;
+  paused_at: string;
+  reason: string;
+  lifted_at: string | null;
+  lifted_by: string | null;
+}
+
+export function pauseFromRow(row: PauseRow): BudgetPause {
+  return {
+    principal: row.principal,
+    budget_key: row.budget_key,
+    paused_at: row.paused_at,
+    reason: row.reason,
+    ...(row.lifted_at ? { lifted_at: row.lifted_at } : {}),
+    ...(row.lifted_by ? { lifted_by: row.lifted_by } : {}),
+  };
+}
+
+/**
+ * The decision both engines make once they hold the (principal, key) lock and have read the counts:
+ * which ceiling, if any, this effect would pass.
+ */
+export function ceilingReached(
+  limit: BudgetLimit,
+  counts: { effects: number; targets: number; targetSeen: boolean },
+): string | undefined {
+  if (limit.max_effects !== undefined && counts.effects >= limit.max_effects)
+    return `${counts.effects} effects reached the ceiling of ${limit.max_effects}`;
+  if (limit.max_targets !== undefined && !counts.targetSeen && counts.targets >= limit.max_targets)
+    return `${counts.targets} distinct targets reached the ceiling of ${limit.max_targets}`;
+  return undefined;
+}

@@ -1,0 +1,194 @@
+/**
+ * Encryption of personal fields at rest. The stores keep what execution needs (an approval's
+ * frozen arguments must be replayed exactly), but a copy of the database — a backup, a replica's
+ * disk, a `SELECT` by someone with read access — must not be a list of customers' emails and phone
+ * numbers. Such fields are sealed with AES-256-GCM under a key from the environment
+ * (`FRAUDGATE_DATA_KEY`, 32 bytes as 64 hex characters or base64; the sandbox generates one in its
+ * data directory), and bound to where they are stored (table, column, row id) as additional
+ * authenticated data, so a sealed value copied into another row does not open.
+ *
+ * Sealed text is `enc:v1:<key id>:<base64url(iv ‖ tag ‖ ciphertext)>`; the key id (first 8 hex of
+ * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Text without
+ * the prefix is read as plain JSON: rows written before encryption still load.
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ERROR_CODES, FraudgateError, InvalidInputError } from '../errors.ts';
+import type { IdentityAttempt } from '../tool.ts';
+import type { Approval, ApprovalStore } from './approval-store.ts';
+import type { IdentityStore } from './identity-store.ts';
+
+const PREFIX = 'enc:v1:';
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** Seals and opens JSON values for one key. */
+export interface FieldCipher {
+  /** `value` as JSON, encrypted and bound to `context` (e.g. `approvals.args:apr_123`). */
+  seal(value: unknown, context: string): string;
+  /** The value `seal` was given; plain (legacy, unsealed) JSON is parsed as is. */
+  open(text: string, context: string): unknown;
+  /** Short public id of the key (for messages, never the key). */
+  readonly keyId: string;
+}
+
+export function createFieldCipher(key: Buffer): FieldCipher {
+  if (key.length !== 32) throw new TypeError('createFieldCipher: the key must be 32 bytes (AES-256)');
+  const keyId = createHash('sha256').update(key).digest('hex').slice(0, 8);
+  return {
+    keyId,
+    seal(value, context) {
+      const iv = randomBytes(IV_BYTES);
+      const cipher = createCipheriv('aes-256-gcm', key, iv);
+      cipher.setAAD(Buffer.from(context, 'utf8'));
+      const body = Buffer.concat([cipher.update(JSON.stringify(value) ?? 'null', 'utf8'), cipher.final()]);
+      return `${PREFIX}${keyId}:${Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url')}`;
+    },
+    open(text, context) {
+      if (!text.startsWith(PREFIX)) return JSON.parse(text) as unknown;
+      const [id, payload = ''] = text.slice(PREFIX.length).split(':', 2);
+      if (id !== keyId) {
+        throw new FraudgateError(
+          ERROR_CODES.INTERNAL,
+          'Stored data was encrypted with another data key; set FRAUDGATE_DATA_KEY to the key that wrote it.',
+          { detail: `${context}: sealed under key ${id}, current key ${keyId}` },
+        );
+      }
+      const raw = Buffer.from(payload, 'base64url');
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, IV_BYTES));
+        decipher.setAAD(Buffer.from(context, 'utf8'));
+        decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
+        const plain = Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
+        return JSON.parse(plain.toString('utf8')) as unknown;
+      } catch (error) {
+        throw new FraudgateError(
+          ERROR_CODES.INTERNAL,
+          'Stored data failed its integrity check (edited, or moved from another row); it was not used.',
+          { detail: `${context}: ${error instanceof Error ? error.message : String(error)}`, cause: error },
+        );
+      }
+    },
+  };
+}
+
+/** Parses FRAUDGATE_DATA_KEY: 64 hex characters, or base64/base64url of 32 bytes. */
+export function parseDataKey(text: string): Buffer {
+  const trimmed = text.trim();
+  const key = /^[0-9a-fA-F]{64}$/.test(trimmed)
+    ? Buffer.from(trimmed, 'hex')
+    : Buffer.from(trimmed, 'base64');
+  if (key.length !== 32) {
+    throw new InvalidInputError(
+      [
+        {
+          field: 'FRAUDGATE_DATA_KEY',
+          message: 'must be 32 random bytes as 64 hex characters or base64 (e.g. `openssl rand -hex 32`)',
+        },
+      ],
+      'Invalid data key',
+    );
+  }
+  return key;
+}
+
+/**
+ * The data key: FRAUDGATE_DATA_KEY; in sandbox mode, if unset, a random key created once in the
+ * data directory (mode 0600). Live mode without it refuses to start: a generated key on one
+ * replica's disk would leave the others unable to read, and losing it loses the data.
+ */
+export function loadDataKey(
+  config: { data_dir: string; mode: 'sandbox' | 'live' },
+  secrets: { dataKey?: string },
+): Buffer {
+  if (secrets.dataKey) return parseDataKey(secrets.dataKey);
+  if (config.mode === 'live') {
+    throw new InvalidInputError(
+      [
+        {
+          field: 'FRAUDGATE_DATA_KEY',
+          message:
+            'is required in live mode: personal fields are encrypted at rest with it. Generate one with ' +
+            '`openssl rand -hex 32`, keep it in your secret store, and give every replica the same key.',
+        },
+      ],
+      'Missing data key',
+    );
+  }
+  const path = join(config.data_dir, 'data.key');
+  if (existsSync(path)) return parseDataKey(readFileSync(path, 'utf8'));
+  mkdirSync(config.data_dir, { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(path, key.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  return key;
+}
+
+/**
+ * The approval store with its personal fields sealed: the frozen arguments (execution replays them
+ * exactly, so they are encrypted rather than masked) and the approver's free-text reason. Evidence,
+ * results and error messages arrive already masked (the pipeline's redactor), so they stay readable.
+ */
+export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): ApprovalStore {
+  const argsContext = (id: string) => `approvals.args:${id}`;
+  const reasonContext = (id: string) => `approvals.reason:${id}`;
+  const open = (approval: Approval): Approval => {
+    const opened: Approval = { ...approval };
+    if (typeof approval.args === 'string') {
+      opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
+    }
+    if (approval.reason?.startsWith(PREFIX)) {
+      opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+    }
+    return opened;
+  };
+  const openMaybe = (approval: Approval | undefined) => (approval ? open(approval) : undefined);
+  return {
+    create: (approval) =>
+      open(
+        inner.create({
+          ...approval,
+          // Stored as the sealed text; `open` turns it back into the arguments.
+          args: cipher.seal(approval.args, argsContext(approval.id)) as unknown as Approval['args'],
+        }),
+      ),
+    get: (id) => openMaybe(inner.get(id)),
+    list: (filter) => inner.list(filter).map(open),
+    findOpen: (binding) => openMaybe(inner.findOpen(binding)),
+    transition: (id, from, to, patch) =>
+      openMaybe(
+        inner.transition(
+          id,
+          from,
+          to,
+          patch?.reason === undefined
+            ? patch
+            : { ...patch, reason: cipher.seal(patch.reason, reasonContext(id)) },
+        ),
+      ),
+    listExpired: (now) => inner.listExpired(now).map(open),
+    close: () => inner.close(),
+  };
+}
+
+/**
+ * The identity store with the review list's tried identifiers (emails, phones looked up in the
+ * CRM) masked like the audit: an entry still says what was tried, by keyed tag, not who.
+ */
+export function maskUnmatchedIdentities(
+  inner: IdentityStore,
+  mask: (value: unknown) => unknown,
+): IdentityStore {
+  return {
+    ...inner,
+    segmentIdFor: (siftUserId) => inner.segmentIdFor(siftUserId),
+    recordUnmatched: (entry) =>
+      inner.recordUnmatched({ ...entry, tried: mask(entry.tried) as IdentityAttempt[] }),
+    resolveUnmatched: (siftUserId) => inner.resolveUnmatched(siftUserId),
+    listUnmatched: (page) => inner.listUnmatched(page),
+    map: (mapping) => inner.map(mapping),
+    unmap: (siftUserId) => inner.unmap(siftUserId),
+    listMappings: () => inner.listMappings(),
+    close: () => inner.close(),
+  };
+}
