@@ -5,11 +5,12 @@
  * and a private data directory (0700, files 0600).
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openSqliteOutboxStore } from '../../src/outbox/outbox-store.ts';
 import { VERSION } from '../../src/version.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
@@ -184,5 +185,39 @@ describe('the data directory is private', { timeout: SLOW }, () => {
     expect(files).toEqual(expect.arrayContaining(['fraudgate.db', 'audit.key', 'loose.txt']));
     for (const file of files)
       expect([file, statSync(join(dataDir, file)).mode & 0o777]).toEqual([file, 0o600]);
+  });
+});
+
+describe('outbox show: text by default, JSON with --json', { timeout: SLOW }, () => {
+  it('prints the effect for people (UTC times, not epoch ms) and the same data as JSON on request', async () => {
+    const dataDir = join(dir, 'outbox');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const store = openSqliteOutboxStore(join(dataDir, 'fraudgate.db'));
+    const decided = Date.parse('2026-03-04T05:06:00Z');
+    await store.enqueueRouted(
+      {
+        entityType: 'user',
+        entityId: 'sandbox-watch',
+        decisionId: 'watch_user_payment_abuse',
+        time: decided,
+      },
+      [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'sandbox-watch' } }],
+      decided,
+    );
+    const [effect] = await store.list({ states: [], limit: 1 });
+    await store.close();
+
+    const text = await cli(['outbox', 'show', String(effect!.id)], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^effect ${effect!.id} {2}pending$`, 'm'));
+    expect(text.stdout).toMatch(/^ {2}action: +sync_decision_to_segment \(segment\)$/m);
+    expect(text.stdout).toContain('watch_user_payment_abuse on user sandbox-watch at 2026-03-04 05:06 UTC');
+    expect(text.stdout).not.toContain(String(decided));
+
+    const json = await cli(['outbox', 'show', String(effect!.id), '--json'], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      effect: { id: effect!.id, tool: 'sync_decision_to_segment', state: 'pending' },
+      event: { decisionId: 'watch_user_payment_abuse', time: decided },
+    });
   });
 });
