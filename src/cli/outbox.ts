@@ -17,9 +17,9 @@ import type { LoadedConfig } from '../config.ts';
 import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation } from '../outbox/automation.ts';
-import { openOutboxStore } from '../runtime.ts';
-import type { OutboxEffect } from '../outbox/outbox-store.ts';
+import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
+import type { OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
 import { authenticateOperator } from './credential.ts';
 
 function line(e: OutboxEffect): string {
@@ -35,6 +35,28 @@ function line(e: OutboxEffect): string {
     .trimEnd();
 }
 
+/** Epoch ms as the CLI shows times (UTC, to the minute). */
+const at = (ms: number | undefined) => (ms === undefined ? '—' : humanTime(new Date(ms).toISOString()));
+
+/** `outbox show` for people: what the effect does, for which decision, where it stands. */
+function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
+  return [
+    `effect ${e.id}  ${e.state}`,
+    `  action:     ${e.tool} (${e.effect})`,
+    `  arguments:  ${JSON.stringify(e.args)}`,
+    `  entity:     ${e.entityKey}`,
+    event
+      ? `  decision:   ${event.decisionId} on ${event.entityType} ${event.entityId} at ${at(event.time)} (event ${event.id}, received ${at(event.receivedAt)})`
+      : `  decision:   event ${e.eventId} (no longer stored)`,
+    `  attempts:   ${e.attempts}` + (e.state === 'pending' ? `; next at ${at(e.nextAttemptAt)}` : ''),
+    ...(e.leaseOwner ? [`  leased by:  ${e.leaseOwner} until ${at(e.leaseUntil)}`] : []),
+    ...(e.approvalId ? [`  approval:   ${e.approvalId} (fraudgate approvals show ${e.approvalId})`] : []),
+    ...(e.lastError ? [`  last error: ${e.lastError}`] : []),
+    ...(e.result !== undefined ? [`  result:     ${JSON.stringify(e.result)}`] : []),
+    `  created:    ${at(e.createdAt)}; updated ${at(e.updatedAt)}`,
+  ].join('\n');
+}
+
 export async function runOutboxCommand(
   args: string[],
   values: CliValues,
@@ -44,7 +66,8 @@ export async function runOutboxCommand(
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
-  const store = await openOutboxStore(loaded.config, loaded.secrets);
+  const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
+  const store = state.store.outbox;
   try {
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
@@ -66,7 +89,8 @@ export async function runOutboxCommand(
               ? 'No dead letters or effects waiting for approval.'
               : effects.map(line).join('\n'),
           );
-          out(`totals: ${JSON.stringify(await store.stats())}`);
+          const totals = Object.entries(await store.stats()).filter(([, count]) => count > 0);
+          out(`totals: ${totals.map(([state, count]) => `${state} ${count}`).join(', ') || 'none'}`);
         }
         return 0;
       }
@@ -77,8 +101,7 @@ export async function runOutboxCommand(
           return 1;
         }
         const event = await store.getEvent(effect.eventId);
-        if (values.json) out(JSON.stringify({ effect, event }));
-        else out(JSON.stringify({ effect, event }, null, 2));
+        out(values.json ? JSON.stringify({ effect, event }, null, 2) : showEffect(effect, event));
         return 0;
       }
       case 'retry':
@@ -92,25 +115,15 @@ export async function runOutboxCommand(
           );
           return 1;
         }
-        const state = await openGovernanceState(
-          loaded.config,
-          loaded.secrets,
-          createLogger({ level: 'warn' }),
-        );
-        try {
-          const effect = await store.get(effectId);
-          await state.audit.append({
-            event: sub === 'retry' ? 'requeued' : 'dropped',
-            call_id: randomUUID(),
-            tool: effect?.tool,
-            principal: { id: actor.id, kind: actor.kind, role: actor.role },
-            target: `outbox_effect:${effectId}`,
-            ...(values.reason ? { outcome: { message: values.reason } } : {}),
-          });
-        } finally {
-          await state.audit.close();
-          state.approvals.close();
-        }
+        const effect = await store.get(effectId);
+        await state.audit.append({
+          event: sub === 'retry' ? 'requeued' : 'dropped',
+          call_id: randomUUID(),
+          tool: effect?.tool,
+          principal: { id: actor.id, kind: actor.kind, role: actor.role },
+          target: `outbox_effect:${effectId}`,
+          ...(values.reason ? { outcome: { message: values.reason } } : {}),
+        });
         out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
         return 0;
       }
@@ -121,7 +134,7 @@ export async function runOutboxCommand(
         return 2;
     }
   } finally {
-    await store.close();
+    await state.close();
   }
 }
 

@@ -94,6 +94,12 @@ export interface AuditLedgerOptions {
   checkpointIntervalMs?: number;
   /** How often a failing ledger retries its queued records. Default 1 s. */
   retryMs?: number;
+  /**
+   * How long write-behind records (reads) may wait for company before their own commit: reads
+   * share commits instead of paying an fsync each (an append that waits, `flush` and `close`
+   * commit them at once). Default 50 ms.
+   */
+  writeBehindLingerMs?: number;
   /** Clock for `ts`; tests pin it. */
   now?: () => Date;
   /** Told about commit failures and recoveries (the operator needs to know; calls are refused meanwhile). */
@@ -123,6 +129,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const every = options.checkpointEvery ?? 1000;
   const intervalMs = options.checkpointIntervalMs ?? 10_000;
   const retryMs = options.retryMs ?? 1000;
+  const lingerMs = options.writeBehindLingerMs ?? 50;
+  let lingerTimer: NodeJS.Timeout | undefined;
   const now = options.now ?? (() => new Date());
 
   let queue: Queued[] = [];
@@ -220,7 +228,15 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
    * it (the SQLite engine commits synchronously: started at once, it would take one record).
    */
   const kick = () => {
+    if (lingerTimer) clearTimeout(lingerTimer);
+    lingerTimer = undefined;
     draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drain);
+  };
+  /** For write-behind records: commit within `lingerMs`, sooner if something else commits first. */
+  const kickLater = () => {
+    if (draining || lingerTimer) return;
+    lingerTimer = setTimeout(kick, lingerMs);
+    lingerTimer.unref();
   };
 
   const sealTimer = setInterval(
@@ -265,7 +281,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
       queue.push(toQueued(input));
-      kick();
+      kickLater();
     },
     assertWritable() {
       if (failure !== undefined) {
@@ -281,12 +297,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return failure === undefined ? { ok: true } : { ok: false, reason: failure };
     },
     async flush() {
+      if (queue.length > 0) kick();
       await draining;
     },
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(sealTimer);
+      if (queue.length > 0) kick();
       if (retryTimer) clearTimeout(retryTimer);
       retryTimer = undefined;
       await draining;

@@ -5,11 +5,13 @@
  * and a private data directory (0700, files 0600).
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../src/config.ts';
+import { openStore } from '../../src/store/store.ts';
 import { VERSION } from '../../src/version.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
@@ -143,9 +145,13 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
   });
 
   it('an unreachable PostgreSQL names FRAUDGATE_POSTGRES_URL', async () => {
-    writeFileSync(join(dir, 'pg.json'), JSON.stringify({ automation: { outbox_store: 'postgres' } }));
+    writeFileSync(
+      join(dir, 'pg.json'),
+      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 500 } }),
+    );
     const run = await cli(['serve', '--http', '--port', '0', '--config', join(dir, 'pg.json')], {
       FRAUDGATE_POSTGRES_URL: 'postgres://fraudgate:hunter2@127.0.0.1:1/fraudgate',
+      FRAUDGATE_AUDIT_KEY: 'k',
     });
     expect(run.code).toBe(1);
     expectOneLine(
@@ -184,5 +190,40 @@ describe('the data directory is private', { timeout: SLOW }, () => {
     expect(files).toEqual(expect.arrayContaining(['fraudgate.db', 'audit.key', 'loose.txt']));
     for (const file of files)
       expect([file, statSync(join(dataDir, file)).mode & 0o777]).toEqual([file, 0o600]);
+  });
+});
+
+describe('outbox show: text by default, JSON with --json', { timeout: SLOW }, () => {
+  it('prints the effect for people (UTC times, not epoch ms) and the same data as JSON on request', async () => {
+    const dataDir = join(dir, 'outbox');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const opened = await openStore({ ...DEFAULTS, data_dir: dataDir }, {});
+    const store = opened.outbox;
+    const decided = Date.parse('2026-03-04T05:06:00Z');
+    await store.enqueueRouted(
+      {
+        entityType: 'user',
+        entityId: 'sandbox-watch',
+        decisionId: 'watch_user_payment_abuse',
+        time: decided,
+      },
+      [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'sandbox-watch' } }],
+      decided,
+    );
+    const [effect] = await store.list({ states: [], limit: 1 });
+    await opened.close();
+
+    const text = await cli(['outbox', 'show', String(effect!.id)], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^effect ${effect!.id} {2}pending$`, 'm'));
+    expect(text.stdout).toMatch(/^ {2}action: +sync_decision_to_segment \(segment\)$/m);
+    expect(text.stdout).toContain('watch_user_payment_abuse on user sandbox-watch at 2026-03-04 05:06 UTC');
+    expect(text.stdout).not.toContain(String(decided));
+
+    const json = await cli(['outbox', 'show', String(effect!.id), '--json'], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      effect: { id: effect!.id, tool: 'sync_decision_to_segment', state: 'pending' },
+      event: { decisionId: 'watch_user_payment_abuse', time: decided },
+    });
   });
 });

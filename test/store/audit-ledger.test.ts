@@ -242,6 +242,31 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       expect((await rows(backend)).map((r) => r.seq)).toEqual([1, 2, 3]);
     });
 
+    it('reads share commits: write-behind records wait for company, and flush commits them at once', async () => {
+      const backend = await makeBackend();
+      const real = await backend.open();
+      let commits = 0;
+      const counting: LedgerEngine = {
+        ...real,
+        commit: (w, build) => ((commits += 1), real.commit(w, build)),
+      };
+      const log = ledger(counting, { writeBehindLingerMs: 60_000 });
+      // Sequential reads, each in its own event-loop turn: none of them starts a commit of its own.
+      for (let i = 1; i <= 20; i += 1) {
+        log.enqueue(entry(i));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(commits).toBe(0);
+      await log.flush();
+      expect(commits).toBe(1);
+      expect((await rows(backend)).map((r) => r.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      // A waiting append takes the queued reads along at once.
+      log.enqueue(entry(21));
+      const appended = await log.append(entry(22, { event: 'intent', tool: 'apply_label' }));
+      expect(appended.seq).toBe(22);
+      expect(commits).toBe(2);
+    });
+
     it('redacts arguments, target, detail and outcome message before hashing and storing', async () => {
       const backend = await makeBackend();
       const engine = await backend.open();
