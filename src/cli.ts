@@ -11,7 +11,7 @@ import { tools } from '../tools/index.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger } from './logger.ts';
-import { openRuntime, type Runtime } from './runtime.ts';
+import { openConfiguredStore, openRuntime, replicaIdFor, type Runtime } from './runtime.ts';
 import type { HttpHandler } from './transports/http.ts';
 import { checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
@@ -297,18 +297,25 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
     );
   }
-  const replicaId = process.env.FRAUDGATE_REPLICA_ID?.trim();
+  // One store per process, shared by the MCP runtime and the automation worker.
+  const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
+    // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
+    await sandbox?.close();
+    throw error;
+  });
   const runtime = await openRuntime({
     config,
     secrets,
     tools,
     logger,
-    ...(replicaId ? { auditWriter: replicaId } : {}),
+    store,
+    // An explicit replica id continues this replica's audit chain across restarts.
+    ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
   });
   runtime.startApprovalSweep();
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    // One ledger writer per process: the automation side appends through the MCP side's.
+    // One store and one ledger writer per process: the automation side shares the MCP side's.
     const [
       { openAutomation },
       { createSiftWebhookHandler },
@@ -320,7 +327,15 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       import('./webhooks/segment-webhook.ts'),
       import('./webhooks/segment-mapping.ts'),
     ]);
-    const automation = await openAutomation({ config, secrets, tools, logger, audit: runtime.audit });
+    const automation = await openAutomation({
+      config,
+      secrets,
+      tools,
+      logger,
+      store,
+      audit: runtime.audit,
+      owner: replicaIdFor(config, 'http'),
+    });
     automation.worker.start();
     const webhook = createSiftWebhookHandler({
       outbox: automation.store,
@@ -347,6 +362,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       async () => {
         await automation.close();
         await runtime.close();
+        await store.close();
         await sandbox?.close();
         await tracing?.shutdown();
       },
@@ -357,6 +373,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const { serveStdio } = await import('./transports/stdio.ts');
   await serveStdio(runtime, async () => {
     await runtime.close();
+    await store.close();
     await sandbox?.close();
     await tracing?.shutdown();
     process.exit(0);

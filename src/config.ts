@@ -59,8 +59,28 @@ const segmentRule = z.strictObject({
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
 export const configSchema = z.strictObject({
-  /** Where approvals (SQLite), the audit log and keys live. */
+  /** Where the SQLite store (store: sqlite), the audit log and keys live. */
   data_dir: z.string().min(1),
+  /**
+   * Where every piece of durable state lives (approvals, identities, sync state, the outbox, job
+   * leases, …): `sqlite`, a file in data_dir, for one host; `postgres` (FRAUDGATE_POSTGRES_URL),
+   * shared by several replicas.
+   */
+  store: z.enum(['sqlite', 'postgres']),
+  /** Settings of the PostgreSQL store (used when `store` is postgres). */
+  store_postgres: z.strictObject({
+    /** Schema holding fraudgate's tables (created if needed); one per deployment. */
+    schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lowercase SQL identifier (letters, digits, _)'),
+    /** Connections per replica. */
+    pool_size: z.number().int().min(1).max(100),
+    /** How long start-up keeps retrying an unreachable server before giving up (exit 1). */
+    startup_timeout_ms: z.number().int().min(0),
+  }),
+  /**
+   * This replica's stable id (FRAUDGATE_REPLICA_ID): it owns job leases and outbox leases, so a
+   * restarted replica with the same id takes its own work back at once. Default: host name + port.
+   */
+  replica_id: z.string().min(1).max(200).optional(),
   /** `sandbox` runs the built-in emulators; `live` talks to the real APIs. Decided at start-up. */
   mode: z.enum(['sandbox', 'live']),
   /** The analyst identity for stdio sessions (FRAUDGATE_ANALYST). Write tools refuse without one. */
@@ -339,8 +359,8 @@ export const configSchema = z.strictObject({
     backoff_max_ms: z.number().int().positive(),
     /** Effects leased per worker tick (and run concurrently, so their upstream writes share batches). */
     batch_size: z.number().int().min(1).max(2000),
-    /** How long a lease lasts; a crashed worker's effects are retried after it. */
-    lease_ms: z.number().int().positive(),
+    /** How long an effect's lease lasts (renewed while it runs); a crashed replica's effects are retried after it. */
+    lease_ms: z.number().int().positive().max(30_000),
     poll_ms: z.number().int().positive(),
     /**
      * How long an effect's upstream write waits for company: Salesforce updates/creates share one
@@ -381,8 +401,6 @@ export const configSchema = z.strictObject({
         }),
       ),
     }),
-    /** Where the outbox lives: the SQLite file in data_dir, or PostgreSQL (FRAUDGATE_POSTGRES_URL) for several replicas. */
-    outbox_store: z.enum(['sqlite', 'postgres']),
   }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
@@ -480,13 +498,15 @@ export interface Secrets {
   siftWebhookKeys?: string[];
   /** SEGMENT_WEBHOOK_SECRET: the shared secret of the Segment Webhooks destination (HMAC-SHA1 signatures). */
   segmentWebhookSecret?: string;
-  /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `automation.outbox_store` is postgres. */
+  /** FRAUDGATE_POSTGRES_URL: the PostgreSQL connection string (it carries a password) when `store` is postgres. */
   postgresUrl?: string;
 }
 
 export const DEFAULTS: Config = {
   // Filled in by loadConfig: ~/.fraudgate/<mode>, so sandbox approvals never mix with live ones.
   data_dir: '',
+  store: 'sqlite',
+  store_postgres: { schema: 'fraudgate', pool_size: 8, startup_timeout_ms: 30_000 },
   mode: 'sandbox',
   label_source: 'fraudgate',
   read_only: false,
@@ -659,7 +679,7 @@ export const DEFAULTS: Config = {
     backoff_base_ms: 500,
     backoff_max_ms: 5 * 60 * 1000,
     batch_size: 400,
-    lease_ms: 2 * 60 * 1000,
+    lease_ms: 30_000,
     poll_ms: 250,
     batch_window_ms: 1000,
     segment_batch_size: 100,
@@ -675,7 +695,6 @@ export const DEFAULTS: Config = {
         { event: '*', min_score: 0.85, priority: 'High' },
       ],
     },
-    outbox_store: 'sqlite',
   },
   http: {
     host: '127.0.0.1',
@@ -804,6 +823,8 @@ function envOverrides(env: Env): Record<string, unknown> {
     node[path.at(-1)!] = value;
   };
   if (nonEmpty(env.FRAUDGATE_DATA_DIR)) set(['data_dir'], env.FRAUDGATE_DATA_DIR);
+  if (nonEmpty(env.FRAUDGATE_STORE)) set(['store'], env.FRAUDGATE_STORE);
+  if (nonEmpty(env.FRAUDGATE_REPLICA_ID)) set(['replica_id'], env.FRAUDGATE_REPLICA_ID!.trim());
   if (nonEmpty(env.FRAUDGATE_ANALYST)) set(['analyst'], env.FRAUDGATE_ANALYST!.trim());
   if (nonEmpty(env.FRAUDGATE_READ_ONLY))
     set(['read_only'], env.FRAUDGATE_READ_ONLY === 'true' || env.FRAUDGATE_READ_ONLY === '1');
@@ -873,6 +894,13 @@ export function loadConfig(
           issues.push({
             field: key,
             message: `secrets are read only from the environment; remove it from ${path} and set the matching env var`,
+          });
+        }
+        const automation = isPlainObject(fromFile) ? fromFile.automation : undefined;
+        if (isPlainObject(automation) && 'outbox_store' in automation) {
+          issues.push({
+            field: 'automation.outbox_store',
+            message: `replaced by the top-level "store" setting (every piece of state moves together); remove it from ${path}`,
           });
         }
         if ('mode' in (isPlainObject(fromFile) ? fromFile : {})) {
@@ -950,6 +978,24 @@ export function loadConfig(
       ],
       'Invalid configuration',
     );
+  }
+  if (config.store === 'postgres') {
+    const missing: FieldIssue[] = [];
+    if (!secrets.postgresUrl) {
+      missing.push({
+        field: 'FRAUDGATE_POSTGRES_URL',
+        message: 'required when store is postgres (e.g. postgres://fraudgate:…@db.internal:5432/fraudgate)',
+      });
+    }
+    // Replicas must hash one customer the same way: a key generated per data dir would differ.
+    if (!secrets.auditKey) {
+      missing.push({
+        field: 'FRAUDGATE_AUDIT_KEY',
+        message:
+          'required when store is postgres: every replica must use the same key (e.g. `openssl rand -hex 32`)',
+      });
+    }
+    if (missing.length > 0) throw new InvalidInputError(missing, 'Invalid configuration');
   }
   if (config.mode === 'live') {
     const missing = missingLiveSecrets(config, secrets);

@@ -24,10 +24,10 @@ export type ToolCallObserver = (event: ToolCallEvent) => void;
 export interface Metrics {
   onToolCall: ToolCallObserver;
   onHttpRequest(method: string, status: number): void;
-  /** A gauge read at scrape time (pending approvals, open sessions). */
-  gauge(name: string, help: string, read: () => number): void;
+  /** A gauge read at scrape time (pending approvals from the store, open sessions). */
+  gauge(name: string, help: string, read: () => number | Promise<number>): void;
   /** The exposition text. */
-  render(): string;
+  render(): Promise<string>;
 }
 
 /** Seconds; tool calls span from sub-millisecond refusals to approval waits of tens of seconds. */
@@ -76,7 +76,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const rateLimited = new Counter();
   const httpRequests = new Counter();
   const histogram = new Map<string, { buckets: number[]; sum: number; count: number }>();
-  const gauges: { name: string; help: string; read: () => number }[] = [];
+  const gauges: { name: string; help: string; read: () => number | Promise<number> }[] = [];
 
   return {
     onToolCall(event) {
@@ -103,7 +103,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     gauge(name, help, read) {
       gauges.push({ name, help, read });
     },
-    render() {
+    async render() {
       const out: string[] = [];
       const counter = (name: string, help: string, c: Counter) => {
         out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
@@ -138,8 +138,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       for (const g of gauges) {
         let value: number;
         try {
-          value = g.read();
+          value = await g.read();
         } catch {
+          // A gauge whose source is down (the store) reads NaN; the scrape itself still works.
           value = Number.NaN;
         }
         out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${value}`);

@@ -1,7 +1,7 @@
 /**
- * The runtime behind every transport: upstream clients, the approval store, the audit log and the
- * governance pipeline, wired from a resolved configuration. `fraudgate serve`, the tests and the
- * benchmarks all build it the same way.
+ * The runtime behind every transport: upstream clients, the store (approvals, identities, …), the
+ * audit log and the governance pipeline, wired from a resolved configuration. `fraudgate serve`, the
+ * tests and the benchmarks all build it the same way.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
 import { createSiftClient } from './clients/sift-client.ts';
-import { DATABASE_FILE, prepareDataDir } from './data-dir.ts';
+import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
@@ -28,23 +28,22 @@ import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createBudgets, type Budgets } from './governance/budgets.ts';
 import type { BudgetStore } from './store/budget-store.ts';
 import { openSqliteBudgetStore } from './store/sqlite/budget-store.ts';
-import { openPostgresBudgetStore } from './store/postgres/budget-store.ts';
 import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
-import { openSqliteApprovalStore, type ApprovalStore } from './store/approval-store.ts';
+import type { ApprovalStore } from './store/approval-store.ts';
+import type { IdentityStore } from './store/identity-store.ts';
+import { databasePath, openStore, type Store } from './store/store.ts';
 import {
   createFieldCipher,
   loadDataKey,
   maskUnmatchedIdentities,
   sealApprovalFields,
 } from './store/field-crypto.ts';
-import { openSqliteIdentityStore, type IdentityStore } from './store/identity-store.ts';
 import type { SessionStores } from './store/session-store.ts';
 import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
 import type { AnyTool } from './tool.ts';
-import { openSqliteOutboxStore, type OutboxStore } from './outbox/outbox-store.ts';
-import { openPostgresOutboxStore } from './outbox/pg-outbox-store.ts';
+import type { OutboxStore } from './store/outbox-store.ts';
 import { propagatingSift } from './outbox/propagate.ts';
 
 export interface Runtime {
@@ -53,8 +52,10 @@ export interface Runtime {
   tools: readonly AnyTool[];
   pipeline: Pipeline;
   desk: ApprovalDesk;
+  /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
+  store: Store;
   approvals: ApprovalStore;
-  /** Sift → Segment id mappings and the identity review list (same SQLite file as approvals). */
+  /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
   /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
@@ -75,7 +76,6 @@ export interface Runtime {
 
 /** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
 export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
 
 /**
  * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
@@ -89,6 +89,37 @@ export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Sec
   const key = randomBytes(32).toString('hex');
   writeFileSync(path, key + '\n', { mode: 0o600, flag: 'wx' });
   return key;
+}
+
+/**
+ * This process's replica id: FRAUDGATE_REPLICA_ID (`replica_id`), else host name + HTTP port, which
+ * stays the same across restarts so a restarted replica takes its own leases back at once. Processes
+ * without a stable port (stdio, port 0, workers) add their pid: two of them on one host must differ.
+ */
+export function replicaIdFor(
+  config: Pick<Config, 'replica_id' | 'http'>,
+  role: 'http' | 'stdio' | 'worker',
+): string {
+  if (config.replica_id) return config.replica_id;
+  if (role === 'http' && config.http.port !== 0) return `${hostname()}:${config.http.port}`;
+  return `${hostname()}:${role}:${process.pid}`;
+}
+
+/**
+ * Open the configured store, logging (not crashing on) connection failures and start-up waits.
+ * One per process: pass it to `openRuntime` and `openAutomation` so they share it.
+ */
+export function openConfiguredStore(config: Config, secrets: Secrets, logger: Logger): Promise<Store> {
+  let lastWarning = 0;
+  return openStore(config, secrets, {
+    onConnectionError(error) {
+      // pg replaces the connection on next use; one warning a minute is enough for the operator.
+      if (Date.now() - lastWarning < 60_000) return;
+      lastWarning = Date.now();
+      logger.warn('store connection lost; reconnecting on next use', { error: error.message });
+    },
+    onWaiting: (message) => logger.warn(message),
+  });
 }
 
 /**
@@ -172,17 +203,19 @@ export function openAuditLedger(
 }
 
 /**
- * Where budgets live: PostgreSQL when the fleet shares one (`automation.outbox_store: postgres` and
- * FRAUDGATE_POSTGRES_URL), so every replica counts against the same ceilings; else the data
- * directory's SQLite file.
+ * Where budgets live: PostgreSQL when the fleet shares one (`store: postgres`), so every replica
+ * counts against the same ceilings; else the data directory's SQLite file.
  */
 export async function openBudgetStore(
   config: Config,
   secrets: Pick<Secrets, 'postgresUrl'>,
   logger: Logger,
 ): Promise<BudgetStore> {
-  if (config.automation.outbox_store === 'postgres' && secrets.postgresUrl) {
+  if (config.store === 'postgres' && secrets.postgresUrl) {
+    // Loaded only here: a single-host deployment never loads the PostgreSQL driver.
+    const { openPostgresBudgetStore } = await import('./store/postgres/budget-store.ts');
     return openPostgresBudgetStore(secrets.postgresUrl, {
+      schema: config.store_postgres.schema,
       onError: (error) =>
         logger.warn('budget store (PostgreSQL) connection lost; reconnecting', { error: error.message }),
     });
@@ -190,26 +223,47 @@ export async function openBudgetStore(
   return openSqliteBudgetStore(databasePath(config));
 }
 
-/** The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need. */
+/**
+ * The store, audit log and approval desk only: what the `approvals` and `outbox` CLI commands need.
+ * `close()` closes what it opened: the store only when it was not given one, the ledger writer only
+ * when it was not given one.
+ */
 export async function openGovernanceState(
   config: Config,
   secrets: Secrets,
   logger: Logger,
-  options: { audit?: AuditLog; writer?: string } = {},
+  options: { audit?: AuditLog; writer?: string; store?: Store } = {},
 ) {
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
+  const raw = options.store ?? (await openConfiguredStore(config, secrets, logger));
+  let audit: AuditLog;
+  let cipher;
+  try {
+    audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
+    cipher = createFieldCipher(loadDataKey(config, secrets));
+  } catch (error) {
+    if (!options.store) await raw.close();
+    throw error;
+  }
   // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
-  // review list masked (src/store/field-crypto.ts).
-  const cipher = createFieldCipher(loadDataKey(config, secrets));
-  const approvals = sealApprovalFields(openSqliteApprovalStore(databasePath(config)), cipher);
-  const identities = maskUnmatchedIdentities(
-    openSqliteIdentityStore(databasePath(config), config.identity),
-    (value) => redactor.redactValue(value),
-  );
+  // review list masked (src/store/field-crypto.ts). Everyone reads approvals through these wrappers.
+  const approvals = sealApprovalFields(raw.approvals, cipher);
+  const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
+  const store: Store = { ...raw, approvals, identities };
   const desk = createApprovalDesk({ approvals, audit, logger });
-  return { redactor, audit, approvals, identities, desk };
+  return {
+    redactor,
+    audit,
+    store,
+    approvals,
+    identities,
+    desk,
+    async close() {
+      if (!options.audit) await audit.close();
+      if (!options.store) await raw.close();
+    },
+  };
 }
 
 export function createClients(config: Config, secrets: Secrets): UpstreamClients {
@@ -276,21 +330,6 @@ async function redisLimiter(url: string, logger: Logger) {
   return createRedisRateLimiter(redis);
 }
 
-/** The configured outbox: SQLite in the data directory, or PostgreSQL for several replicas. */
-export async function openOutboxStore(
-  config: Config,
-  secrets: Pick<Secrets, 'postgresUrl'>,
-): Promise<OutboxStore> {
-  if (config.automation.outbox_store === 'sqlite') return openSqliteOutboxStore(databasePath(config));
-  if (!secrets.postgresUrl) {
-    throw new InvalidInputError(
-      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when automation.outbox_store is postgres' }],
-      'Missing configuration',
-    );
-  }
-  return openPostgresOutboxStore(secrets.postgresUrl);
-}
-
 export async function openRuntime(options: {
   config: Config;
   secrets: Secrets;
@@ -305,15 +344,18 @@ export async function openRuntime(options: {
   audit?: AuditLog;
   /** The ledger writer id when opening one (`serve` passes FRAUDGATE_REPLICA_ID). */
   auditWriter?: string;
+  /** The process's store; default: opened here (and closed by `close()`). */
+  store?: Store;
 }): Promise<Runtime> {
   const { config, secrets } = options;
-  const state = await openGovernanceState(config, secrets, options.logger, {
+  const { close: closeState, ...state } = await openGovernanceState(config, secrets, options.logger, {
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.auditWriter ? { writer: options.auditWriter } : {}),
+    ...(options.store ? { store: options.store } : {}),
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
-  const outbox = await openOutboxStore(config, secrets);
+  const outbox = state.store.outbox;
   const upstream = options.clients ?? createClients(config, secrets);
   // Every decision this process applies reaches the outbox like a Sift webhook would.
   const clients = { ...upstream, sift: propagatingSift(upstream.sift, outbox) };
@@ -339,7 +381,17 @@ export async function openRuntime(options: {
     rateLimiter,
     logger,
   });
-  const sessions = openSqliteSessionStores(databasePath(config));
+  // Sessions follow the store setting; with PostgreSQL they are shared by every replica.
+  const sessions =
+    config.store === 'postgres' && secrets.postgresUrl
+      ? await (
+          await import('./store/postgres/session-store.ts')
+        ).openPostgresSessionStores(secrets.postgresUrl, {
+          schema: config.store_postgres.schema,
+          onError: (error) =>
+            logger.warn('session store connection lost; reconnecting', { error: error.message }),
+        })
+      : openSqliteSessionStores(databasePath(config));
   let sweep: NodeJS.Timeout | undefined;
   let sweeping = false;
   return {
@@ -374,12 +426,9 @@ export async function openRuntime(options: {
           logger.error('pending audit records could not be written', { error: String(error) }),
         );
       await rateLimiter.close().catch(() => undefined);
-      if (!options.audit) await state.audit.close();
       await sessions.close();
       await budgets.close();
-      state.approvals.close();
-      state.identities.close();
-      await outbox.close();
+      await closeState();
     },
   };
 }

@@ -64,11 +64,12 @@ function reason(error: unknown): string {
 /**
  * Before a server starts: the shared services the configuration names must answer, or start-up
  * stops with one line naming the setting. (At run time a lost Redis or PostgreSQL makes calls fail
- * closed instead; this only catches a deployment that could not work at all.)
+ * closed instead; this only catches a deployment that could not work at all.) PostgreSQL is checked
+ * by `openStore`, which retries for `store_postgres.startup_timeout_ms` before giving up the same way.
  */
 export async function checkServices(
-  config: Pick<Config, 'rate_limits' | 'automation'>,
-  secrets: Pick<Secrets, 'redisUrl' | 'postgresUrl'>,
+  config: Pick<Config, 'rate_limits'>,
+  secrets: Pick<Secrets, 'redisUrl'>,
   timeoutMs = 5_000,
 ): Promise<void> {
   const checks: Promise<void>[] = [];
@@ -97,28 +98,6 @@ export async function checkServices(
           );
         } finally {
           redis.disconnect();
-        }
-      })(),
-    );
-  }
-  if (config.automation.outbox_store === 'postgres' && secrets.postgresUrl) {
-    const url = secrets.postgresUrl;
-    checks.push(
-      (async () => {
-        const { default: pg } = await import('pg');
-        const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
-        client.on('error', () => undefined);
-        try {
-          await client.connect();
-          await client.query('SELECT 1');
-        } catch (error) {
-          throw new StartupError(
-            'FRAUDGATE_POSTGRES_URL',
-            `PostgreSQL at ${endpoint(url, 5432)} does not answer (${reason(error)}): start it or fix FRAUDGATE_POSTGRES_URL (automation.outbox_store is postgres)`,
-            { cause: error },
-          );
-        } finally {
-          await client.end().catch(() => undefined);
         }
       })(),
     );

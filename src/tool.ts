@@ -42,7 +42,7 @@ export interface ToolContext {
   progress(progress: number, total?: number, message?: string): Promise<void>;
   now(): Date;
   /** Read-only view of approvals, for `get_approval_status`. Tools can never decide an approval. */
-  approvals: { get(id: string): ApprovalView | undefined };
+  approvals: { get(id: string): Promise<ApprovalView | undefined> };
   /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
   identities: IdentityDirectory;
 }
@@ -74,19 +74,23 @@ export interface UnmatchedIdentity {
  */
 export interface IdentityDirectory {
   /** The Segment user id for a Sift user id: stored mapping, else config mapping, else per `identity.segment_user_id`. */
-  segmentIdFor(siftUserId: string): { segment_user_id: string; source: SegmentIdSource } | undefined;
+  segmentIdFor(siftUserId: string): Promise<{ segment_user_id: string; source: SegmentIdSource } | undefined>;
   /** Add or refresh an entry of the review list (times_seen + 1, tried replaced). */
-  recordUnmatched(entry: { sift_user_id: string; tried: IdentityAttempt[]; at: Date }): UnmatchedIdentity;
+  recordUnmatched(entry: {
+    sift_user_id: string;
+    tried: IdentityAttempt[];
+    at: Date;
+  }): Promise<UnmatchedIdentity>;
   /** Drop a user from the review list once a lookup matched them; true if it was listed. */
-  resolveUnmatched(siftUserId: string): boolean;
+  resolveUnmatched(siftUserId: string): Promise<boolean>;
   /**
    * Newest (last seen) first. `cursor` is opaque, from a previous page; an entry seen again while
    * paging moves to the front and is not repeated on later pages.
    */
-  listUnmatched(page: { cursor?: string; limit: number }): {
+  listUnmatched(page: { cursor?: string; limit: number }): Promise<{
     items: UnmatchedIdentity[];
     next_cursor?: string;
-  };
+  }>;
 }
 
 /** What a caller may see of an approval. */

@@ -135,6 +135,9 @@ export async function startTracing(options: { exporter?: SpanExporter } = {}): P
 function traceUpstreamRequests(): () => void {
   const spans = new WeakMap<object, Span>();
   const start = (key: object, method: string, origin: string) => {
+    // Only requests made for a traced call: not the exporter's own requests (which would trace
+    // themselves forever) nor unrelated traffic.
+    if (!trace.getActiveSpan()) return;
     let url: URL;
     try {
       url = new URL(origin);

@@ -41,6 +41,38 @@ const LIVE = {
 };
 
 describe('loadConfig', () => {
+  it('store: postgres needs FRAUDGATE_POSTGRES_URL and one audit key for every replica; the old outbox key is refused', () => {
+    const postgres = file({ store: 'postgres', store_postgres: { schema: 'fraud_ops' } });
+    const message = problems(() => loadConfig({ configFile: postgres }, { HOME: dir }, dir));
+    expect(message).toContain('FRAUDGATE_POSTGRES_URL');
+    expect(message).toContain('FRAUDGATE_AUDIT_KEY');
+    const { config, secrets } = loadConfig(
+      { configFile: postgres },
+      { HOME: dir, FRAUDGATE_POSTGRES_URL: 'postgres://u:p@db:5432/f', FRAUDGATE_AUDIT_KEY: 'k' },
+      dir,
+    );
+    expect(config.store).toBe('postgres');
+    expect(config.store_postgres.schema).toBe('fraud_ops');
+    expect(secrets.postgresUrl).toBe('postgres://u:p@db:5432/f');
+    expect(loadConfig({}, { HOME: dir }, dir).config.store).toBe('sqlite');
+
+    const old = problems(() =>
+      loadConfig({ configFile: file({ automation: { outbox_store: 'postgres' } }) }, { HOME: dir }, dir),
+    );
+    expect(old).toContain('automation.outbox_store');
+    expect(old).toContain('"store" setting');
+    expect(
+      problems(() =>
+        loadConfig({ configFile: file({ store_postgres: { schema: 'Bad-Name' } }) }, { HOME: dir }, dir),
+      ),
+    ).toContain('store_postgres.schema');
+    expect(
+      problems(() =>
+        loadConfig({ configFile: file({ automation: { lease_ms: 120_000 } }) }, { HOME: dir }, dir),
+      ),
+    ).toContain('automation.lease_ms');
+  });
+
   it('no credentials → sandbox mode, with the reason; a per-mode data dir under the home directory', () => {
     const { config, modeReason } = loadConfig({}, { HOME: dir }, dir);
     expect(config.mode).toBe('sandbox');

@@ -111,6 +111,14 @@ describe('traces', () => {
     ]);
   });
 
+  it('HTTP requests outside a traced call (such as the exporter’s own) get no span', async () => {
+    const exporter = new InMemorySpanExporter();
+    tracing = await startTracing({ exporter });
+    env = await setup();
+    await fetch(`${env.sandbox.sift.url}/v205/score/sandbox-low-risk`);
+    expect(exporter.getFinishedSpans()).toEqual([]);
+  });
+
   it('exports over OTLP/HTTP to the configured endpoint', async () => {
     const bodies: string[] = [];
     const receiver = createServer((req, res) => {

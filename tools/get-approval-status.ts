@@ -44,7 +44,7 @@ export const getApprovalStatus = defineTool({
   }),
   target: (args) => `approval:${args.approval_id}`,
   async run(args, ctx) {
-    const approval = ctx.approvals.get(args.approval_id);
+    const approval = await ctx.approvals.get(args.approval_id);
     const mayRead =
       approval &&
       (approval.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));

@@ -275,7 +275,7 @@ export const lookupUser = defineTool({
   target: (args) => `sift_user:${args.user_id}`,
   async run(args, ctx): Promise<Output> {
     const cap = args.max_records;
-    const mapping = ctx.identities.segmentIdFor(args.user_id);
+    const mapping = await ctx.identities.segmentIdFor(args.user_id);
 
     const [sift, segment] = await Promise.all([
       settle(() => ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }), ctx),
@@ -357,10 +357,14 @@ export const lookupUser = defineTool({
       // Only users some system knows go on the review list: a mistyped id is not an identity to review.
       const known = sift.ok || traits !== null;
       if (crm.value.matched_by === 'none' && known) {
-        const entry = ctx.identities.recordUnmatched({ sift_user_id: args.user_id, tried, at: ctx.now() });
+        const entry = await ctx.identities.recordUnmatched({
+          sift_user_id: args.user_id,
+          tried,
+          at: ctx.now(),
+        });
         identityReview = { listed: true, times_seen: entry.times_seen };
       } else if (crm.value.matched_by !== 'none') {
-        ctx.identities.resolveUnmatched(args.user_id);
+        await ctx.identities.resolveUnmatched(args.user_id);
       }
     }
 

@@ -84,11 +84,11 @@ function describe(c: Compensation): string {
 }
 
 /** The executed action an undo refers to, checked: visible to the caller, undoable, within the window. */
-function undoable(
+async function undoable(
   approvalId: string,
   ctx: ToolContext,
-): { original: ApprovalView; compensation: Compensation } {
-  const original = ctx.approvals.get(approvalId);
+): Promise<{ original: ApprovalView; compensation: Compensation }> {
+  const original = await ctx.approvals.get(approvalId);
   const mayRead =
     original &&
     (original.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));
@@ -138,11 +138,11 @@ export const undoAction = defineTool({
   target: (args) => `approval:${args.approval_id}`,
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
-    undoable(args.approval_id, ctx);
+    await undoable(args.approval_id, ctx);
     return { key: 'undo_action' };
   },
   async evidence(args, ctx) {
-    const { original, compensation } = undoable(args.approval_id, ctx);
+    const { original, compensation } = await undoable(args.approval_id, ctx);
     const effect = `Undo ${original.tool} ${original.id} on ${original.target}: ${describe(compensation)}.`;
     // The current state of what is restored; a change before the undo runs means re-approval.
     const now =
@@ -155,14 +155,14 @@ export const undoAction = defineTool({
     };
   },
   async plan(args, ctx) {
-    const { original, compensation } = undoable(args.approval_id, ctx);
+    const { original, compensation } = await undoable(args.approval_id, ctx);
     return {
       current: { approval_id: original.id, tool: original.tool },
       changes: { undo: describe(compensation) },
     };
   },
   async run(args, ctx) {
-    const { original, compensation: c } = undoable(args.approval_id, ctx);
+    const { original, compensation: c } = await undoable(args.approval_id, ctx);
     const note = `Undo of ${original.id}: ${args.reason}`;
     const sift = ctx.clients.sift;
     if (c.kind === 'label' && c.restore) {

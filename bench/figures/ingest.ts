@@ -12,7 +12,6 @@ import { startBareIngestServer } from '../baselines/bare-ingest-server.ts';
 import { openBenchRuntime } from './bench-runtime.ts';
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { openOutboxStore } from '../../src/runtime.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 
 const KEY = 'bench-signature-key';
@@ -29,9 +28,8 @@ export const ingest: Figure = {
   async open({ quick }) {
     const n = quick ? 1000 : 4000;
     const bench = await openBenchRuntime();
-    const store = await openOutboxStore(bench.config, {});
     const handler = createSiftWebhookHandler({
-      outbox: store,
+      outbox: bench.runtime.store.outbox,
       keys: [KEY],
       audit: bench.runtime.audit,
       logger: silentLogger,
@@ -64,7 +62,6 @@ export const ingest: Figure = {
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await bare.close();
-        await store.close();
         await bench.close();
       },
     };

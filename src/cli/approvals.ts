@@ -63,7 +63,9 @@ export async function runApprovalsCommand(
     switch (sub) {
       case 'list': {
         await state.desk.expireOverdue();
-        const list = state.approvals.list(values.all ? { limit: 200 } : { states: ['pending'], limit: 200 });
+        const list = await state.approvals.list(
+          values.all ? { limit: 200 } : { states: ['pending'], limit: 200 },
+        );
         if (values.json) out(JSON.stringify(list, null, 2));
         else
           out(
@@ -77,7 +79,7 @@ export async function runApprovalsCommand(
       }
       case 'show': {
         if (!id) throw new UsageError([{ field: 'ID', message: 'give the approval id' }]);
-        const approval = state.approvals.get(id);
+        const approval = await state.approvals.get(id);
         if (!approval) {
           process.stderr.write(`fraudgate: no approval ${id}\n`);
           return 1;
@@ -111,7 +113,6 @@ export async function runApprovalsCommand(
         return 2;
     }
   } finally {
-    await state.audit.close();
-    state.approvals.close();
+    await state.close();
   }
 }

@@ -64,8 +64,6 @@ export async function runBudgetsCommand(
     }
   } finally {
     await budgets.close();
-    await state.audit.close();
-    state.approvals.close();
-    state.identities.close();
+    await state.close();
   }
 }

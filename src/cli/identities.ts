@@ -49,13 +49,13 @@ export async function runIdentitiesCommand(
         const issues = [...checkId('SIFT_ID', siftId), ...checkId('SEGMENT_ID', segmentId)];
         if (issues.length > 0) throw new UsageError(issues, USAGE);
         const actor = await authenticateOperator(loaded, 'change identity mappings');
-        const previous = store.listMappings().find((m) => m.sift_user_id === siftId);
+        const previous = (await store.listMappings()).find((m) => m.sift_user_id === siftId);
         await audited('identity_mapped', actor, {
           sift_user_id: siftId,
           segment_user_id: segmentId,
           previous_segment_user_id: previous?.segment_user_id ?? null,
         });
-        store.map({
+        await store.map({
           sift_user_id: siftId!,
           segment_user_id: segmentId!,
           mapped_by: actor.id,
@@ -68,19 +68,19 @@ export async function runIdentitiesCommand(
         const issues = checkId('SIFT_ID', siftId);
         if (issues.length > 0) throw new UsageError(issues, USAGE);
         const actor = await authenticateOperator(loaded, 'change identity mappings');
-        const previous = store.listMappings().find((m) => m.sift_user_id === siftId);
+        const previous = (await store.listMappings()).find((m) => m.sift_user_id === siftId);
         if (previous) {
           await audited('identity_unmapped', actor, {
             sift_user_id: siftId,
             previous_segment_user_id: previous.segment_user_id,
           });
         }
-        const removed = previous ? store.unmap(siftId!) : false;
+        const removed = previous ? await store.unmap(siftId!) : false;
         out(removed ? `Removed the stored mapping of ${siftId}.` : `No stored mapping for ${siftId}.`);
         return 0;
       }
       case 'list': {
-        const mappings = store.listMappings();
+        const mappings = await store.listMappings();
         if (values.json) out(JSON.stringify(mappings, null, 2));
         else if (mappings.length === 0) out('No stored mappings.');
         else
@@ -92,7 +92,7 @@ export async function runIdentitiesCommand(
         return 0;
       }
       case 'unmatched': {
-        const { items } = store.listUnmatched({ limit: 200 });
+        const { items } = await store.listUnmatched({ limit: 200 });
         if (values.json) out(JSON.stringify(items, null, 2));
         else if (items.length === 0) out('The identity review list is empty.');
         else
@@ -112,8 +112,6 @@ export async function runIdentitiesCommand(
         return 2;
     }
   } finally {
-    await state.audit.close();
-    state.approvals.close();
-    store.close();
+    await state.close();
   }
 }

@@ -17,10 +17,9 @@ import type { LoadedConfig } from '../config.ts';
 import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation } from '../outbox/automation.ts';
-import { openOutboxStore } from '../runtime.ts';
-import type { OutboxEffect, StoredEvent } from '../outbox/outbox-store.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
+import type { OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
 import { authenticateOperator } from './credential.ts';
 
 function line(e: OutboxEffect): string {
@@ -67,7 +66,8 @@ export async function runOutboxCommand(
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
-  const store = await openOutboxStore(loaded.config, loaded.secrets);
+  const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
+  const store = state.store.outbox;
   try {
     const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
@@ -115,25 +115,15 @@ export async function runOutboxCommand(
           );
           return 1;
         }
-        const state = await openGovernanceState(
-          loaded.config,
-          loaded.secrets,
-          createLogger({ level: 'warn' }),
-        );
-        try {
-          const effect = await store.get(effectId);
-          await state.audit.append({
-            event: sub === 'retry' ? 'requeued' : 'dropped',
-            call_id: randomUUID(),
-            tool: effect?.tool,
-            principal: { id: actor.id, kind: actor.kind, role: actor.role },
-            target: `outbox_effect:${effectId}`,
-            ...(values.reason ? { outcome: { message: values.reason } } : {}),
-          });
-        } finally {
-          await state.audit.close();
-          state.approvals.close();
-        }
+        const effect = await store.get(effectId);
+        await state.audit.append({
+          event: sub === 'retry' ? 'requeued' : 'dropped',
+          call_id: randomUUID(),
+          tool: effect?.tool,
+          principal: { id: actor.id, kind: actor.kind, role: actor.role },
+          target: `outbox_effect:${effectId}`,
+          ...(values.reason ? { outcome: { message: values.reason } } : {}),
+        });
         out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
         return 0;
       }
@@ -144,7 +134,7 @@ export async function runOutboxCommand(
         return 2;
     }
   } finally {
-    await store.close();
+    await state.close();
   }
 }
 

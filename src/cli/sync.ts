@@ -8,9 +8,8 @@ import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
-import { databasePath, openRuntime } from '../runtime.ts';
+import { openRuntime } from '../runtime.ts';
 import { resolveUpstreams } from '../sandbox/sandbox.ts';
-import { openSqliteSyncStateStore } from '../store/sync-state-store.ts';
 import {
   createAutomationPipeline,
   createLifecyclePoller,
@@ -69,7 +68,7 @@ export async function runSyncCommand(
   const logger = createLogger();
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   const runtime = await openRuntime({ config, secrets, tools, logger });
-  const state = openSqliteSyncStateStore(databasePath(config));
+  const state = runtime.store.syncState;
   const stop = new AbortController();
   let interrupts = 0;
   const onSigint = () => {
@@ -128,7 +127,6 @@ export async function runSyncCommand(
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    state.close();
     await runtime.close();
     await sandbox?.close();
   }

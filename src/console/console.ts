@@ -396,7 +396,10 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       throw new ConsoleHttpError(400, 'view must be pending or history.');
     // As the CLI does: overdue approvals become `expired` (with their audit record) before anyone sees them.
     await desk.expireOverdue();
-    const list = approvals.list({ states: view === 'pending' ? ['pending'] : HISTORY_STATES, limit: 200 });
+    const list = await approvals.list({
+      states: view === 'pending' ? ['pending'] : HISTORY_STATES,
+      limit: 200,
+    });
     sendJson(res, 200, {
       view,
       now: now().toISOString(),
@@ -493,7 +496,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     if (one) {
       if (method !== 'GET') throw new ConsoleHttpError(405, 'Method not allowed.');
       const session = await requireSession(req);
-      const approval = approvals.get(one[1]!);
+      const approval = await approvals.get(one[1]!);
       if (!approval) throw new ConsoleHttpError(404, `No approval ${one[1]!}.`);
       return sendJson(res, 200, {
         now: now().toISOString(),

@@ -30,8 +30,8 @@ export function createApprovalDesk(deps: {
   const now = deps.now ?? (() => new Date());
 
   async function expireOverdue(): Promise<void> {
-    for (const overdue of approvals.listExpired(now())) {
-      const expired = approvals.transition(overdue.id, ['pending', 'approved'], 'expired', {
+    for (const overdue of await approvals.listExpired(now())) {
+      const expired = await approvals.transition(overdue.id, ['pending', 'approved'], 'expired', {
         decided_at: now().toISOString(),
       });
       if (!expired) continue;
@@ -59,7 +59,7 @@ export function createApprovalDesk(deps: {
     expireOverdue,
     async decide(approvalId, decision) {
       await expireOverdue();
-      const approval = approvals.get(approvalId);
+      const approval = await approvals.get(approvalId);
       if (!approval) throw new FraudgateError(ERROR_CODES.NOT_FOUND, `No approval ${approvalId}.`);
       if (approval.state !== 'pending') {
         throw new FraudgateError(
@@ -84,7 +84,7 @@ export function createApprovalDesk(deps: {
       if (!decision.approve && !decision.reason?.trim()) {
         throw new InvalidInputError([{ field: 'reason', message: 'a reason is required to deny' }]);
       }
-      const decided = approvals.transition(
+      const decided = await approvals.transition(
         approvalId,
         ['pending'],
         decision.approve ? 'approved' : 'denied',
@@ -116,7 +116,7 @@ export function createApprovalDesk(deps: {
         // claimed it (its intent record still precedes any upstream write).
         if (!decision.approve) throw error;
         const clear = null as unknown as string;
-        const reverted = approvals.transition(approvalId, ['approved'], 'pending', {
+        const reverted = await approvals.transition(approvalId, ['approved'], 'pending', {
           decided_at: clear,
           decided_by: clear,
           reason: clear,

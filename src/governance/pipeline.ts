@@ -116,16 +116,16 @@ function toView(a: Approval): ApprovalView {
 
 /** The identity directory of a pipeline without a store: no mappings, an always-empty review list. */
 const transientIdentities: IdentityDirectory = {
-  segmentIdFor: (siftUserId) => ({ segment_user_id: siftUserId, source: 'same' }),
-  recordUnmatched: ({ sift_user_id, tried, at }) => ({
+  segmentIdFor: async (siftUserId) => ({ segment_user_id: siftUserId, source: 'same' }),
+  recordUnmatched: async ({ sift_user_id, tried, at }) => ({
     sift_user_id,
     tried,
     first_seen_at: at.toISOString(),
     last_seen_at: at.toISOString(),
     times_seen: 1,
   }),
-  resolveUnmatched: () => false,
-  listUnmatched: () => ({ items: [] }),
+  resolveUnmatched: async () => false,
+  listUnmatched: async () => ({ items: [] }),
 };
 
 export function createPipeline(deps: PipelineDeps): Pipeline {
@@ -165,8 +165,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     progress: channel.progress ?? (async () => {}),
     now,
     approvals: {
-      get: (id) => {
-        const a = approvals.get(id);
+      get: async (id) => {
+        const a = await approvals.get(id);
         return a ? toView(a) : undefined;
       },
     },
@@ -443,15 +443,24 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approval_id: approval.id,
         outcome: { code: error.code, message },
       });
-      return approvals.transition(approval.id, ['executing'], 'failed', {
+      return await approvals.transition(approval.id, ['executing'], 'failed', {
         executed_at: now().toISOString(),
         error: { code: error.code, message },
       });
     }
     const changes = describeBasisChange(seen, fresh.basis);
     if (changes.length === 0) return undefined;
-    const replacement = approvals.create({
-      id: newApprovalId(),
+    // The old approval closes first: it is still open (executing), and the binding allows one open approval.
+    const replacementId = newApprovalId();
+    const message =
+      `The evidence changed after approval (${changes.join('; ')}); nothing was done. ` +
+      `Approval ${replacementId}, with the new evidence, replaces it and needs a new decision.`;
+    await approvals.transition(approval.id, ['executing'], 'failed', {
+      executed_at: now().toISOString(),
+      error: { code: ERROR_CODES.CONFLICT, message },
+    });
+    const { approval: replacement } = await approvals.create({
+      id: replacementId,
       // The same binding (call, requester, policy): only the evidence and the clock are new.
       tool: approval.tool,
       args: approval.args,
@@ -465,13 +474,6 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       evidence: fresh,
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
-    });
-    const message =
-      `The evidence changed after approval (${changes.join('; ')}); nothing was done. ` +
-      `Approval ${replacement.id}, with the new evidence, replaces it and needs a new decision.`;
-    approvals.transition(approval.id, ['executing'], 'failed', {
-      executed_at: now().toISOString(),
-      error: { code: ERROR_CODES.CONFLICT, message },
     });
     await recordQuietly({
       ...auditBase,
@@ -511,15 +513,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       return approval;
     }
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
-    const claimed = approvals.transition(approval.id, ['approved'], 'executing', {
+    const claimed = await approvals.transition(approval.id, ['approved'], 'executing', {
       executed_at: now().toISOString(),
     });
-    if (!claimed) return approvals.get(approval.id) ?? approval;
+    if (!claimed) return (await approvals.get(approval.id)) ?? approval;
     if (!tool) {
       return (
-        approvals.transition(approval.id, ['executing'], 'failed', {
+        (await approvals.transition(approval.id, ['executing'], 'failed', {
           error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` },
-        }) ?? approval
+        })) ?? approval
       );
     }
     if (options.recheck !== false) {
@@ -535,7 +537,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         idempotencyKey: approval.id,
         budgetKeys,
       });
-      const executed = approvals.transition(approval.id, ['executing'], 'executed', {
+      const executed = await approvals.transition(approval.id, ['executing'], 'executed', {
         executed_at: now().toISOString(),
         // Stored masked (it outlives the call, readable by get_approval_status and the console);
         // the call that ran it answers with the real output.
@@ -547,15 +549,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         // Paused meanwhile: back to approved (nothing ran), to run after the lift.
         const clear = null as unknown as string;
         return (
-          approvals.transition(approval.id, ['executing'], 'approved', { executed_at: clear }) ?? approval
+          (await approvals.transition(approval.id, ['executing'], 'approved', { executed_at: clear })) ??
+          approval
         );
       }
       const error = toFraudgateError(thrown);
       return (
-        approvals.transition(approval.id, ['executing'], 'failed', {
+        (await approvals.transition(approval.id, ['executing'], 'failed', {
           executed_at: now().toISOString(),
           error: { code: error.code, message: String(redactor.redactValue(error.message)) },
-        }) ?? approval
+        })) ?? approval
       );
     }
   }
@@ -568,15 +571,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
    */
   async function recoverInterrupted(): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
-    for (const stuck of approvals.list({ states: ['executing'], limit: 50 })) {
+    for (const stuck of await approvals.list({ states: ['executing'], limit: 50 })) {
       if (!stuck.executed_at || Date.parse(stuck.executed_at) > staleBefore) continue;
       const tool = byName.get(stuck.tool);
       if (tool?.idempotent) {
-        const requeued = approvals.transition(stuck.id, ['executing'], 'approved');
+        const requeued = await approvals.transition(stuck.id, ['executing'], 'approved');
         if (requeued) await executeApproval(requeued, {}, randomUUID(), { recheck: false });
         continue;
       }
-      approvals.transition(stuck.id, ['executing'], 'failed', {
+      await approvals.transition(stuck.id, ['executing'], 'failed', {
         error: {
           code: ERROR_CODES.INTERNAL,
           message:
@@ -661,7 +664,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
       await sleep(config.approvals.poll_ms, channel.signal);
       await expireOverdue();
-      current = approvals.get(current.id) ?? current;
+      current = (await approvals.get(current.id)) ?? current;
     }
   }
 
@@ -679,9 +682,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // `confirm` survives policy resolution only where the requester may approve their own call.
 
     await expireOverdue();
-    const open = approvals.findOpen({
+    const open = await approvals.findOpen({
       tool: tool.name,
       args_hash: meta.argsHash,
+      target: meta.target,
       requester: principal.id,
       policy_version: policyVersion,
     });
@@ -732,7 +736,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
-    const created = approvals.create({
+    const { approval: created, created: isNew } = await approvals.create({
       id: newApprovalId(),
       tool: tool.name,
       args,
@@ -747,8 +751,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
-    await record({ ...base, event: 'approval_requested', approval_id: created.id });
-    await supersedeOlder(tool, created, base);
+    // Not new: the same call opened it meanwhile (on this replica or another); like a repeat above, it
+    // joins that one, and either way the call leaves its record.
+    await record({
+      ...base,
+      event: 'approval_requested',
+      approval_id: created.id,
+      ...(isNew ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
+    });
+    if (isNew) await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
   }
 
@@ -961,7 +972,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     async processApprovals() {
       await expireOverdue();
       await recoverInterrupted();
-      for (const approved of approvals.list({ states: ['approved'], limit: 50 }).reverse()) {
+      for (const approved of (await approvals.list({ states: ['approved'], limit: 50 })).reverse()) {
         await executeApproval(approved, {}, randomUUID());
       }
     },

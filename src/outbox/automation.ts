@@ -12,7 +12,8 @@ import type { Logger } from '../logger.ts';
 import { createClients, openRuntime, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
 import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
-import type { OutboxStore } from './outbox-store.ts';
+import type { OutboxStore } from '../store/outbox-store.ts';
+import type { Store } from '../store/store.ts';
 import { automationConfig, createOutboxWorker, type OutboxWorker } from './outbox-worker.ts';
 
 export interface Automation {
@@ -97,6 +98,8 @@ export async function openAutomation(options: {
   owner?: string;
   /** false: one upstream request per record (the benchmark's naive baseline). */
   batching?: boolean;
+  /** The process's store (shared with its MCP runtime); default: opened here and closed by `close()`. */
+  store?: Store;
   /** The process's ledger writer, when another runtime already opened it (one per process). */
   audit?: AuditLog;
 }): Promise<Automation> {
@@ -108,6 +111,7 @@ export async function openAutomation(options: {
     tools: options.tools,
     logger: options.logger,
     clients,
+    ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
   });
   // The runtime's outbox: where this automation's own applied decisions are enqueued too.

@@ -34,7 +34,7 @@ import type { CallChannel } from '../governance/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
-import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from './outbox-store.ts';
+import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
@@ -58,7 +58,10 @@ export interface OutboxWorkerOptions {
   store: OutboxStore;
   /** Names of the tools the pipeline has; effects whose tool is missing are not routed. */
   toolNames: ReadonlySet<string>;
-  /** Lease owner id; default random per process. */
+  /**
+   * Lease owner id: the replica id, so a restarted replica takes its own leased effects back at once
+   * (`reclaim` on start); default random per process.
+   */
   owner?: string;
   now?: () => number;
   random?: () => number;
@@ -242,7 +245,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       await pipeline.processApprovals();
     }
     for (const effect of await store.list({ states: ['awaiting_approval'], limit: 1000 })) {
-      const approval = effect.approvalId ? approvals.get(effect.approvalId) : undefined;
+      const approval = effect.approvalId ? await approvals.get(effect.approvalId) : undefined;
       if (!approval) continue;
       if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
       else if (approval.state === 'denied' || approval.state === 'expired')
@@ -557,6 +560,12 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   const loop = async () => {
+    // Effects this owner leased before a restart are nobody's now: make them due instead of waiting out their leases.
+    const reclaimed = await store.reclaim(owner).catch((error: unknown) => {
+      logger.warn('outbox reclaim failed', { error: String(error) });
+      return 0;
+    });
+    if (reclaimed > 0) logger.info('outbox: reclaimed effects leased before a restart', { reclaimed });
     while (!stopped) {
       wakeRequested = false;
       const r: TickResult = { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0 };

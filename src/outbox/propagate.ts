@@ -8,7 +8,7 @@
  * never apply a decision, and a webhook Sift might still send for it deduplicates against this event.
  */
 import type { SiftClient } from '../clients/types.ts';
-import type { DecisionEvent } from './outbox-store.ts';
+import type { DecisionEvent } from '../store/outbox-store.ts';
 
 /** Where decisions go: the outbox (`enqueue`). */
 export interface DecisionSink {

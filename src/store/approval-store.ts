@@ -1,17 +1,15 @@
 /**
- * Persistence for approvals, behind one interface. The default implementation is an embedded
- * SQLite file (Node's built-in `node:sqlite`, WAL mode) in the data directory, so the server and
- * the `fraudgate approvals` CLI — separate processes — see the same state, and an approved action
- * survives a restart.
+ * Approvals, behind one interface on both engines (SQLite in the data directory, or PostgreSQL
+ * shared by every replica), so the server, the CLI and every replica see the same state and an
+ * approved action survives a restart.
  *
  * Every state change is a compare-and-set (`UPDATE … WHERE state IN (…)`), so two processes can
- * never both execute one approval.
+ * never both execute one approval. At most one approval per binding (tool, argument hash, target,
+ * requester, policy version) is open (pending, approved or executing) — a partial unique index, so
+ * a call repeated on any replica, even at the same instant, gets the same approval back.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import type { ApprovalMode } from '../config.ts';
-
+import { placeholders, type SqlExecutor } from './sql.ts';
 /**
  * pending → approved | denied | expired; approved → executing → executed | failed;
  * approved → expired when it was not executed before its expiry.
@@ -53,18 +51,28 @@ export type NewApproval = Omit<
   'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'
 >;
 
+/** The states in which an approval still binds its call (the partial unique index covers them). */
+export const OPEN_APPROVAL_STATES: readonly ApprovalState[] = ['pending', 'approved', 'executing'];
+
+export interface ApprovalBinding {
+  tool: string;
+  args_hash: string;
+  target: string;
+  requester: string;
+  policy_version: string;
+}
+
 export interface ApprovalStore {
-  create(approval: NewApproval): Approval;
-  get(id: string): Approval | undefined;
+  /**
+   * Store a new pending approval unless one is already open for the same binding; then that one is
+   * returned with `created: false` (a repeated call, perhaps on another replica, at the same time).
+   */
+  create(approval: NewApproval): Promise<{ approval: Approval; created: boolean }>;
+  get(id: string): Promise<Approval | undefined>;
   /** Newest first. */
-  list(filter?: { states?: ApprovalState[]; limit?: number }): Approval[];
-  /** A pending or approved (not yet executed) approval for exactly this call by this requester. */
-  findOpen(binding: {
-    tool: string;
-    args_hash: string;
-    requester: string;
-    policy_version: string;
-  }): Approval | undefined;
+  list(filter?: { states?: ApprovalState[]; limit?: number }): Promise<Approval[]>;
+  /** The open (pending, approved or executing) approval for exactly this call, if any. */
+  findOpen(binding: ApprovalBinding): Promise<Approval | undefined>;
   /** Compare-and-set: moves to `to` only from one of `from`; returns the new row, or undefined if the state had moved on. */
   transition(
     id: string,
@@ -73,10 +81,11 @@ export interface ApprovalStore {
     patch?: Partial<
       Pick<Approval, 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'>
     >,
-  ): Approval | undefined;
+  ): Promise<Approval | undefined>;
   /** Pending or approved approvals whose expiry has passed. */
-  listExpired(now: Date): Approval[];
-  close(): void;
+  listExpired(now: Date): Promise<Approval[]>;
+  /** How many approvals are in these states (metrics). */
+  count(states: ApprovalState[]): Promise<number>;
 }
 
 interface Row {
@@ -128,117 +137,94 @@ function fromRow(row: Row): Approval {
   return approval;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS approvals (
-  id TEXT PRIMARY KEY,
-  tool TEXT NOT NULL,
-  args TEXT NOT NULL,
-  args_hash TEXT NOT NULL,
-  target TEXT NOT NULL,
-  requester TEXT NOT NULL,
-  requester_role TEXT NOT NULL,
-  requester_kind TEXT NOT NULL,
-  mode TEXT NOT NULL,
-  policy_version TEXT NOT NULL,
-  evidence TEXT NOT NULL,
-  state TEXT NOT NULL,
-  created_at TEXT NOT NULL,
-  expires_at TEXT NOT NULL,
-  decided_at TEXT,
-  decided_by TEXT,
-  reason TEXT,
-  executed_at TEXT,
-  result TEXT,
-  error TEXT
-);
-CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (tool, args_hash, requester, state);
-CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, expires_at);
-`;
+const PATCHABLE = new Set(['decided_at', 'decided_by', 'reason', 'executed_at', 'result', 'error']);
 
-/** Open (and create if needed) the SQLite approval store at `path`; `:memory:` for a throwaway one. */
-export function openSqliteApprovalStore(path: string): ApprovalStore {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-  const db = new DatabaseSync(path);
-  // WAL lets the CLI read while the server writes; busy_timeout makes concurrent writers wait, not fail.
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-  db.exec(SCHEMA);
-
-  const insert = db.prepare(
-    `INSERT INTO approvals (id, tool, args, args_hash, target, requester, requester_role, requester_kind, mode,
-       policy_version, evidence, state, created_at, expires_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
-  );
-  const byId = db.prepare('SELECT * FROM approvals WHERE id = ?');
-  const open = db.prepare(
-    `SELECT * FROM approvals WHERE tool = ? AND args_hash = ? AND requester = ? AND policy_version = ?
-       AND state IN ('pending', 'approved') AND expires_at > ? ORDER BY created_at DESC LIMIT 1`,
-  );
-  const expired = db.prepare(
-    `SELECT * FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? ORDER BY created_at`,
-  );
+/** The approval store on one executor: the database, or a transaction (`store.transaction`). */
+export function createApprovalStore(db: SqlExecutor): ApprovalStore {
+  const byId = async (id: string) => {
+    const [row] = await db.query<Row>('SELECT * FROM approvals WHERE id = $1', [id]);
+    return row ? fromRow(row) : undefined;
+  };
+  const open = `state IN (${OPEN_APPROVAL_STATES.map((s) => `'${s}'`).join(', ')})`;
+  const findOpen = async (b: ApprovalBinding) => {
+    const [row] = await db.query<Row>(
+      `SELECT * FROM approvals WHERE tool = $1 AND args_hash = $2 AND target = $3 AND requester = $4
+         AND policy_version = $5 AND ${open} ORDER BY created_at DESC LIMIT 1`,
+      [b.tool, b.args_hash, b.target, b.requester, b.policy_version],
+    );
+    return row ? fromRow(row) : undefined;
+  };
 
   return {
-    create(approval) {
-      insert.run(
-        approval.id,
-        approval.tool,
-        JSON.stringify(approval.args),
-        approval.args_hash,
-        approval.target,
-        approval.requester,
-        approval.requester_role,
-        approval.requester_kind,
-        approval.mode,
-        approval.policy_version,
-        JSON.stringify(approval.evidence),
-        approval.created_at,
-        approval.expires_at,
+    async create(approval) {
+      // No conflict target: the partial unique index on the open binding is the one that can fire.
+      const inserted = await db.execute(
+        `INSERT INTO approvals (id, tool, args, args_hash, target, requester, requester_role, requester_kind, mode,
+           policy_version, evidence, state, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13) ON CONFLICT DO NOTHING`,
+        [
+          approval.id,
+          approval.tool,
+          JSON.stringify(approval.args),
+          approval.args_hash,
+          approval.target,
+          approval.requester,
+          approval.requester_role,
+          approval.requester_kind,
+          approval.mode,
+          approval.policy_version,
+          JSON.stringify(approval.evidence),
+          approval.created_at,
+          approval.expires_at,
+        ],
       );
-      return { ...approval, state: 'pending' };
+      if (inserted > 0) return { approval: { ...approval, state: 'pending' }, created: true };
+      const existing = await findOpen(approval);
+      if (existing) return { approval: existing, created: false };
+      // The id itself collided (random ids: practically never) or the open one closed meanwhile.
+      throw new Error(`approval ${approval.id} could not be stored`);
     },
-    get(id) {
-      const row = byId.get(id) as Row | undefined;
-      return row ? fromRow(row) : undefined;
-    },
-    list(filter = {}) {
+    get: byId,
+    async list(filter = {}) {
       const states = filter.states ?? [];
-      const where = states.length > 0 ? `WHERE state IN (${states.map(() => '?').join(', ')})` : '';
-      const rows = db
-        .prepare(`SELECT * FROM approvals ${where} ORDER BY created_at DESC, id DESC LIMIT ?`)
-        .all(...states, filter.limit ?? 100) as unknown as Row[];
+      const where = states.length > 0 ? `WHERE state IN (${placeholders(states.length)})` : '';
+      const rows = await db.query<Row>(
+        `SELECT * FROM approvals ${where} ORDER BY created_at DESC, id DESC LIMIT $${states.length + 1}`,
+        [...states, filter.limit ?? 100],
+      );
       return rows.map(fromRow);
     },
-    findOpen(binding) {
-      const row = open.get(
-        binding.tool,
-        binding.args_hash,
-        binding.requester,
-        binding.policy_version,
-        new Date().toISOString(),
-      ) as Row | undefined;
-      return row ? fromRow(row) : undefined;
-    },
-    transition(id, from, to, patch = {}) {
-      const sets = ['state = ?'];
+    findOpen,
+    async transition(id, from, to, patch = {}) {
+      const sets = ['state = $1'];
       const values: (string | null)[] = [to];
       for (const [key, value] of Object.entries(patch)) {
-        sets.push(`${key} = ?`);
+        if (!PATCHABLE.has(key)) throw new Error(`approval field ${key} cannot be patched`);
         values.push(key === 'result' || key === 'error' ? JSON.stringify(value) : (value as string));
+        sets.push(`${key} = $${values.length}`);
       }
-      const changed = db
-        .prepare(
-          `UPDATE approvals SET ${sets.join(', ')} WHERE id = ? AND state IN (${from.map(() => '?').join(', ')})`,
-        )
-        .run(...values, id, ...from);
-      if (Number(changed.changes) === 0) return undefined;
-      const row = byId.get(id) as Row | undefined;
+      values.push(id);
+      const idAt = values.length;
+      const [row] = await db.query<Row>(
+        `UPDATE approvals SET ${sets.join(', ')} WHERE id = $${idAt} AND state IN (${placeholders(from.length, idAt + 1)})
+         RETURNING *`,
+        [...values, ...from],
+      );
       return row ? fromRow(row) : undefined;
     },
-    listExpired(now) {
-      return (expired.all(now.toISOString()) as unknown as Row[]).map(fromRow);
+    async listExpired(now) {
+      const rows = await db.query<Row>(
+        `SELECT * FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY created_at`,
+        [now.toISOString()],
+      );
+      return rows.map(fromRow);
     },
-    close() {
-      db.close();
+    async count(states) {
+      const [row] = await db.query<{ n: number }>(
+        `SELECT COUNT(*) AS n FROM approvals WHERE state IN (${placeholders(states.length)})`,
+        states,
+      );
+      return Number(row?.n ?? 0);
     },
   };
 }

@@ -144,30 +144,30 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
   };
   const openMaybe = (approval: Approval | undefined) => (approval ? open(approval) : undefined);
   return {
-    create: (approval) =>
-      open(
-        inner.create({
-          ...approval,
-          // Stored as the sealed text; `open` turns it back into the arguments.
-          args: cipher.seal(approval.args, argsContext(approval.id)) as unknown as Approval['args'],
-        }),
-      ),
-    get: (id) => openMaybe(inner.get(id)),
-    list: (filter) => inner.list(filter).map(open),
-    findOpen: (binding) => openMaybe(inner.findOpen(binding)),
-    transition: (id, from, to, patch) =>
+    async create(approval) {
+      const stored = await inner.create({
+        ...approval,
+        // Stored as the sealed text; `open` turns it back into the arguments.
+        args: cipher.seal(approval.args, argsContext(approval.id)) as unknown as Approval['args'],
+      });
+      return { ...stored, approval: open(stored.approval) };
+    },
+    get: async (id) => openMaybe(await inner.get(id)),
+    list: async (filter) => (await inner.list(filter)).map(open),
+    findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
+    transition: async (id, from, to, patch) =>
       openMaybe(
-        inner.transition(
+        await inner.transition(
           id,
           from,
           to,
-          patch?.reason === undefined
+          patch?.reason === undefined || patch.reason === null
             ? patch
             : { ...patch, reason: cipher.seal(patch.reason, reasonContext(id)) },
         ),
       ),
-    listExpired: (now) => inner.listExpired(now).map(open),
-    close: () => inner.close(),
+    listExpired: async (now) => (await inner.listExpired(now)).map(open),
+    count: (states) => inner.count(states),
   };
 }
 
@@ -189,6 +189,5 @@ export function maskUnmatchedIdentities(
     map: (mapping) => inner.map(mapping),
     unmap: (siftUserId) => inner.unmap(siftUserId),
     listMappings: () => inner.listMappings(),
-    close: () => inner.close(),
   };
 }

@@ -1,15 +1,13 @@
 /**
  * Persistence for identities: Sift → Segment user id mappings set by operators, and the identity
- * review list of Sift users `lookup_user` could not match to a Salesforce record. SQLite (WAL) in the
- * same database file as the approval store, so the server and the `fraudgate identities` CLI —
- * separate processes — see the same state, and both survive a restart.
+ * review list of Sift users `lookup_user` could not match to a Salesforce record. In the store (the
+ * SQLite file or PostgreSQL), so the server, every replica and the `fraudgate identities` CLI see the
+ * same state, and both survive a restart.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import type { Config } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 import type { IdentityAttempt, IdentityDirectory, UnmatchedIdentity } from '../tool.ts';
+import type { SqlExecutor } from './sql.ts';
 
 /** A stored mapping, as the CLI lists it. */
 export interface IdentityMapping {
@@ -19,31 +17,13 @@ export interface IdentityMapping {
   mapped_at: string;
 }
 
-/** The tool-facing directory plus the operator-only operations (mapping changes) and `close`. */
+/** The tool-facing directory plus the operator-only operations (mapping changes). */
 export interface IdentityStore extends IdentityDirectory {
-  map(mapping: IdentityMapping): void;
+  map(mapping: IdentityMapping): Promise<void>;
   /** true if a stored mapping was removed (config mappings are unaffected). */
-  unmap(siftUserId: string): boolean;
-  listMappings(): IdentityMapping[];
-  close(): void;
+  unmap(siftUserId: string): Promise<boolean>;
+  listMappings(): Promise<IdentityMapping[]>;
 }
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS identity_mappings (
-  sift_user_id TEXT PRIMARY KEY,
-  segment_user_id TEXT NOT NULL,
-  mapped_by TEXT NOT NULL,
-  mapped_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS unmatched_identities (
-  sift_user_id TEXT PRIMARY KEY,
-  tried TEXT NOT NULL,
-  first_seen_at TEXT NOT NULL,
-  last_seen_at TEXT NOT NULL,
-  times_seen INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS unmatched_recency ON unmatched_identities (last_seen_at DESC, sift_user_id DESC);
-`;
 
 interface UnmatchedRow {
   sift_user_id: string;
@@ -84,43 +64,17 @@ function decodeCursor(cursor: string): Position {
 }
 
 /**
- * Open (and create if needed) the identity store at `path` (`:memory:` for a throwaway one).
- * `identity` is the config section: its mappings apply when no stored mapping exists.
+ * The identity store on one executor. `identity` is the config section: its mappings apply when no
+ * stored mapping exists.
  */
-export function openSqliteIdentityStore(path: string, identity: Config['identity']): IdentityStore {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-  const db = new DatabaseSync(path);
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-  db.exec(SCHEMA);
-
-  const mappingOf = db.prepare('SELECT segment_user_id FROM identity_mappings WHERE sift_user_id = ?');
-  const upsertMapping = db.prepare(
-    `INSERT INTO identity_mappings (sift_user_id, segment_user_id, mapped_by, mapped_at) VALUES (?, ?, ?, ?)
-     ON CONFLICT (sift_user_id) DO UPDATE SET segment_user_id = excluded.segment_user_id,
-       mapped_by = excluded.mapped_by, mapped_at = excluded.mapped_at`,
-  );
-  const deleteMapping = db.prepare('DELETE FROM identity_mappings WHERE sift_user_id = ?');
-  const allMappings = db.prepare('SELECT * FROM identity_mappings ORDER BY sift_user_id');
-  // One statement, so two processes recording the same user concurrently both count.
-  const upsertUnmatched = db.prepare(
-    `INSERT INTO unmatched_identities (sift_user_id, tried, first_seen_at, last_seen_at, times_seen)
-     VALUES (?, ?, ?, ?, 1)
-     ON CONFLICT (sift_user_id) DO UPDATE SET tried = excluded.tried,
-       last_seen_at = MAX(last_seen_at, excluded.last_seen_at), times_seen = times_seen + 1
-     RETURNING *`,
-  );
-  const deleteUnmatched = db.prepare('DELETE FROM unmatched_identities WHERE sift_user_id = ?');
-  const firstPage = db.prepare(
-    'SELECT * FROM unmatched_identities ORDER BY last_seen_at DESC, sift_user_id DESC LIMIT ?',
-  );
-  const nextPage = db.prepare(
-    `SELECT * FROM unmatched_identities WHERE last_seen_at < ? OR (last_seen_at = ? AND sift_user_id < ?)
-     ORDER BY last_seen_at DESC, sift_user_id DESC LIMIT ?`,
-  );
-
+export function createIdentityStore(db: SqlExecutor, identity: Config['identity']): IdentityStore {
+  const greatest = db.engine === 'sqlite' ? 'MAX' : 'GREATEST';
   return {
-    segmentIdFor(siftUserId) {
-      const stored = mappingOf.get(siftUserId) as { segment_user_id: string } | undefined;
+    async segmentIdFor(siftUserId) {
+      const [stored] = await db.query<{ segment_user_id: string }>(
+        'SELECT segment_user_id FROM identity_mappings WHERE sift_user_id = $1',
+        [siftUserId],
+      );
       if (stored) return { segment_user_id: stored.segment_user_id, source: 'stored' };
       // Own-property check: a Sift id like "constructor" must not hit Object.prototype.
       if (Object.hasOwn(identity.mappings, siftUserId)) {
@@ -131,44 +85,61 @@ export function openSqliteIdentityStore(path: string, identity: Config['identity
         ? { segment_user_id: siftUserId, source: 'same' }
         : undefined;
     },
-    recordUnmatched({ sift_user_id, tried, at }) {
+    async recordUnmatched({ sift_user_id, tried, at }) {
       const iso = at.toISOString();
-      const row = upsertUnmatched.get(
-        sift_user_id,
-        JSON.stringify(tried),
-        iso,
-        iso,
-      ) as unknown as UnmatchedRow;
-      return fromRow(row);
+      // One statement, so two processes recording the same user concurrently both count.
+      const [row] = await db.query<UnmatchedRow>(
+        `INSERT INTO unmatched_identities (sift_user_id, tried, first_seen_at, last_seen_at, times_seen)
+         VALUES ($1, $2, $3, $3, 1)
+         ON CONFLICT (sift_user_id) DO UPDATE SET tried = excluded.tried,
+           last_seen_at = ${greatest}(unmatched_identities.last_seen_at, excluded.last_seen_at),
+           times_seen = unmatched_identities.times_seen + 1
+         RETURNING *`,
+        [sift_user_id, JSON.stringify(tried), iso],
+      );
+      return fromRow(row!);
     },
-    resolveUnmatched(siftUserId) {
-      return Number(deleteUnmatched.run(siftUserId).changes) > 0;
+    async resolveUnmatched(siftUserId) {
+      return (await db.execute('DELETE FROM unmatched_identities WHERE sift_user_id = $1', [siftUserId])) > 0;
     },
-    listUnmatched({ cursor, limit }) {
+    async listUnmatched({ cursor, limit }) {
       // One extra row says whether another page exists without a count query.
-      const rows = (cursor === undefined
-        ? firstPage.all(limit + 1)
-        : (() => {
-            const p = decodeCursor(cursor);
-            return nextPage.all(p.at, p.at, p.id, limit + 1);
-          })()) as unknown as UnmatchedRow[];
+      const rows =
+        cursor === undefined
+          ? await db.query<UnmatchedRow>(
+              'SELECT * FROM unmatched_identities ORDER BY last_seen_at DESC, sift_user_id DESC LIMIT $1',
+              [limit + 1],
+            )
+          : await (() => {
+              const p = decodeCursor(cursor);
+              return db.query<UnmatchedRow>(
+                `SELECT * FROM unmatched_identities
+                 WHERE last_seen_at < $1 OR (last_seen_at = $1 AND sift_user_id < $2)
+                 ORDER BY last_seen_at DESC, sift_user_id DESC LIMIT $3`,
+                [p.at, p.id, limit + 1],
+              );
+            })();
       const items = rows.slice(0, limit).map(fromRow);
       const last = items.at(-1);
       return rows.length > limit && last
         ? { items, next_cursor: encodeCursor({ at: last.last_seen_at, id: last.sift_user_id }) }
         : { items };
     },
-    map(mapping) {
-      upsertMapping.run(mapping.sift_user_id, mapping.segment_user_id, mapping.mapped_by, mapping.mapped_at);
+    async map(mapping) {
+      await db.execute(
+        `INSERT INTO identity_mappings (sift_user_id, segment_user_id, mapped_by, mapped_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sift_user_id) DO UPDATE SET segment_user_id = excluded.segment_user_id,
+           mapped_by = excluded.mapped_by, mapped_at = excluded.mapped_at`,
+        [mapping.sift_user_id, mapping.segment_user_id, mapping.mapped_by, mapping.mapped_at],
+      );
     },
-    unmap(siftUserId) {
-      return Number(deleteMapping.run(siftUserId).changes) > 0;
+    async unmap(siftUserId) {
+      return (await db.execute('DELETE FROM identity_mappings WHERE sift_user_id = $1', [siftUserId])) > 0;
     },
-    listMappings() {
-      return allMappings.all() as unknown as IdentityMapping[];
-    },
-    close() {
-      db.close();
+    async listMappings() {
+      return db.query<IdentityMapping>(
+        'SELECT sift_user_id, segment_user_id, mapped_by, mapped_at FROM identity_mappings ORDER BY sift_user_id',
+      );
     },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * Durable state of the two sync jobs, in the same SQLite file as approvals (`databasePath(config)`):
+ * Durable state of the two sync jobs, in the store (the SQLite file or PostgreSQL):
  *
  * - the lifecycle poller's watermark `(SystemModstamp, Id)` and the last status it saw per Account,
  *   so a restart continues exactly where it stopped and a re-read record never fires twice;
@@ -7,10 +7,10 @@
  *   interrupted run resumes without redoing finished batches or creating a Task twice.
  *
  * Every multi-row change is one transaction: the watermark never moves without the status it covers.
+ * The score sync runs under a job lease (one process in the fleet at a time); should two processes
+ * still start a run at the same instant, `createRun` makes them share the one open run and its ledger.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import { placeholders, type SqlExecutor } from './sql.ts';
 
 /** A position in `ORDER BY SystemModstamp, Id`: everything at or before it has been handled. */
 export interface Watermark {
@@ -48,49 +48,28 @@ export interface TaskLedgerEntry {
 }
 
 export interface SyncStateStore {
-  getWatermark(name: string): Watermark | undefined;
+  getWatermark(name: string): Promise<Watermark | undefined>;
   /** Statuses last seen for these accounts (absent: never seen). */
-  seenStatuses(accountIds: string[]): Map<string, string | null>;
+  seenStatuses(accountIds: string[]): Promise<Map<string, string | null>>;
   /** Atomically: record the statuses seen and move the watermark. */
-  advance(name: string, watermark: Watermark, seen: { accountId: string; status: string | null }[]): void;
+  advance(
+    name: string,
+    watermark: Watermark,
+    seen: { accountId: string; status: string | null }[],
+  ): Promise<void>;
 
   /** The unfinished run, if any (there is at most one). */
-  openRun(): ScoreSyncRun | undefined;
-  createRun(id: string, startedAt: string): ScoreSyncRun;
+  openRun(): Promise<ScoreSyncRun | undefined>;
+  /** Start a run, or join the one another process started meanwhile (at most one is open). */
+  createRun(id: string, startedAt: string): Promise<ScoreSyncRun>;
   /** Atomically: move the cursor and store the counters after a batch. */
-  checkpoint(runId: string, cursor: string, counters: ScoreSyncCounters): void;
-  finishRun(runId: string, counters: ScoreSyncCounters): void;
-  tasks(runId: string, accountIds: string[]): Map<string, TaskLedgerEntry>;
-  recordTaskIntents(runId: string, accountIds: string[]): void;
-  recordTaskCreated(runId: string, accountId: string, taskId: string): void;
-  close(): void;
+  checkpoint(runId: string, cursor: string, counters: ScoreSyncCounters): Promise<void>;
+  finishRun(runId: string, counters: ScoreSyncCounters): Promise<void>;
+  tasks(runId: string, accountIds: string[]): Promise<Map<string, TaskLedgerEntry>>;
+  /** Record the intent to create a Task for each account (kept as is where one is already recorded). */
+  recordTaskIntents(runId: string, accountIds: string[]): Promise<void>;
+  recordTaskCreated(runId: string, accountId: string, taskId: string): Promise<void>;
 }
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS sync_watermarks (
-  name TEXT PRIMARY KEY,
-  modstamp TEXT NOT NULL,
-  last_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS lifecycle_seen (
-  account_id TEXT PRIMARY KEY,
-  status TEXT
-);
-CREATE TABLE IF NOT EXISTS score_sync_runs (
-  id TEXT PRIMARY KEY,
-  started_at TEXT NOT NULL,
-  cursor TEXT NOT NULL,
-  state TEXT NOT NULL,
-  counters TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS score_sync_tasks (
-  run_id TEXT NOT NULL,
-  account_id TEXT NOT NULL,
-  state TEXT NOT NULL,
-  task_id TEXT,
-  PRIMARY KEY (run_id, account_id)
-);
-`;
 
 export const EMPTY_COUNTERS: ScoreSyncCounters = {
   accounts: 0,
@@ -119,95 +98,87 @@ const runFromRow = (row: RunRow): ScoreSyncRun => ({
   counters: { ...EMPTY_COUNTERS, ...(JSON.parse(row.counters) as Partial<ScoreSyncCounters>) },
 });
 
-/** Open (and create if needed) the sync state at `path`, usually `databasePath(config)`. */
-export function openSqliteSyncStateStore(path: string): SyncStateStore {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-  const db = new DatabaseSync(path);
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-  db.exec(SCHEMA);
+/** SQLite caps bound parameters; pages are ≤2000 ids, so queries go in chunks well below the limit. */
+const CHUNK = 500;
 
-  const transaction = (fn: () => void) => {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      fn();
-      db.exec('COMMIT');
-    } catch (error) {
-      db.exec('ROLLBACK');
-      throw error;
-    }
-  };
-  const placeholders = (n: number) => Array.from({ length: n }, () => '?').join(', ');
-
-  const upsertWatermark = db.prepare(
-    `INSERT INTO sync_watermarks (name, modstamp, last_id) VALUES (?, ?, ?)
-     ON CONFLICT(name) DO UPDATE SET modstamp = excluded.modstamp, last_id = excluded.last_id`,
-  );
-  const upsertSeen = db.prepare(
-    `INSERT INTO lifecycle_seen (account_id, status) VALUES (?, ?)
-     ON CONFLICT(account_id) DO UPDATE SET status = excluded.status`,
-  );
-
+/** The sync state on one executor (the database, or a transaction). */
+export function createSyncStateStore(db: SqlExecutor): SyncStateStore {
   return {
-    getWatermark(name) {
-      const row = db.prepare('SELECT modstamp, last_id FROM sync_watermarks WHERE name = ?').get(name) as
-        { modstamp: string; last_id: string } | undefined;
+    async getWatermark(name) {
+      const [row] = await db.query<{ modstamp: string; last_id: string }>(
+        'SELECT modstamp, last_id FROM sync_watermarks WHERE name = $1',
+        [name],
+      );
       return row ? { modstamp: row.modstamp, id: row.last_id } : undefined;
     },
-    seenStatuses(accountIds) {
+    async seenStatuses(accountIds) {
       const out = new Map<string, string | null>();
-      // SQLite caps bound parameters; pages are ≤2000 ids, so chunk well below the limit.
-      for (let i = 0; i < accountIds.length; i += 500) {
-        const chunk = accountIds.slice(i, i + 500);
-        const rows = db
-          .prepare(
-            `SELECT account_id, status FROM lifecycle_seen WHERE account_id IN (${placeholders(chunk.length)})`,
-          )
-          .all(...chunk) as unknown as { account_id: string; status: string | null }[];
+      for (let i = 0; i < accountIds.length; i += CHUNK) {
+        const chunk = accountIds.slice(i, i + CHUNK);
+        const rows = await db.query<{ account_id: string; status: string | null }>(
+          `SELECT account_id, status FROM lifecycle_seen WHERE account_id IN (${placeholders(chunk.length)})`,
+          chunk,
+        );
         for (const row of rows) out.set(row.account_id, row.status);
       }
       return out;
     },
-    advance(name, watermark, seen) {
-      transaction(() => {
-        for (const s of seen) upsertSeen.run(s.accountId, s.status);
-        upsertWatermark.run(name, watermark.modstamp, watermark.id);
+    async advance(name, watermark, seen) {
+      await db.transaction(async (tx) => {
+        for (const s of seen) {
+          await tx.execute(
+            `INSERT INTO lifecycle_seen (account_id, status) VALUES ($1, $2)
+             ON CONFLICT (account_id) DO UPDATE SET status = excluded.status`,
+            [s.accountId, s.status],
+          );
+        }
+        await tx.execute(
+          `INSERT INTO sync_watermarks (name, modstamp, last_id) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO UPDATE SET modstamp = excluded.modstamp, last_id = excluded.last_id`,
+          [name, watermark.modstamp, watermark.id],
+        );
       });
     },
 
-    openRun() {
-      const row = db
-        .prepare(`SELECT * FROM score_sync_runs WHERE state = 'running' ORDER BY started_at DESC LIMIT 1`)
-        .get() as RunRow | undefined;
+    async openRun() {
+      const [row] = await db.query<RunRow>(
+        `SELECT * FROM score_sync_runs WHERE state = 'running' ORDER BY started_at DESC, id LIMIT 1`,
+      );
       return row ? runFromRow(row) : undefined;
     },
-    createRun(id, startedAt) {
-      db.prepare(
-        `INSERT INTO score_sync_runs (id, started_at, cursor, state, counters) VALUES (?, ?, '', 'running', ?)`,
-      ).run(id, startedAt, JSON.stringify(EMPTY_COUNTERS));
-      return { id, started_at: startedAt, cursor: '', state: 'running', counters: { ...EMPTY_COUNTERS } };
+    async createRun(id, startedAt) {
+      // The partial unique index (one running run) makes a concurrent second insert a no-op.
+      await db.execute(
+        `INSERT INTO score_sync_runs (id, started_at, cursor, state, counters) VALUES ($1, $2, '', 'running', $3)
+         ON CONFLICT DO NOTHING`,
+        [id, startedAt, JSON.stringify(EMPTY_COUNTERS)],
+      );
+      const [row] = await db.query<RunRow>(`SELECT * FROM score_sync_runs WHERE state = 'running' LIMIT 1`);
+      if (!row) throw new Error('score-sync run could not be started');
+      return runFromRow(row);
     },
-    checkpoint(runId, cursor, counters) {
-      db.prepare('UPDATE score_sync_runs SET cursor = ?, counters = ? WHERE id = ?').run(
+    async checkpoint(runId, cursor, counters) {
+      await db.execute('UPDATE score_sync_runs SET cursor = $1, counters = $2 WHERE id = $3', [
         cursor,
         JSON.stringify(counters),
         runId,
-      );
+      ]);
     },
-    finishRun(runId, counters) {
-      db.prepare(`UPDATE score_sync_runs SET state = 'done', counters = ? WHERE id = ?`).run(
+    async finishRun(runId, counters) {
+      await db.execute(`UPDATE score_sync_runs SET state = 'done', counters = $1 WHERE id = $2`, [
         JSON.stringify(counters),
         runId,
-      );
+      ]);
     },
-    tasks(runId, accountIds) {
+    async tasks(runId, accountIds) {
       const out = new Map<string, TaskLedgerEntry>();
-      for (let i = 0; i < accountIds.length; i += 500) {
-        const chunk = accountIds.slice(i, i + 500);
-        const rows = db
-          .prepare(
-            `SELECT account_id, state, task_id FROM score_sync_tasks WHERE run_id = ? AND account_id IN (${placeholders(chunk.length)})`,
-          )
-          .all(runId, ...chunk) as unknown as { account_id: string; state: string; task_id: string | null }[];
+      for (let i = 0; i < accountIds.length; i += CHUNK) {
+        const chunk = accountIds.slice(i, i + CHUNK);
+        const rows = await db.query<{ account_id: string; state: string; task_id: string | null }>(
+          `SELECT account_id, state, task_id FROM score_sync_tasks
+           WHERE run_id = $1 AND account_id IN (${placeholders(chunk.length, 2)})`,
+          [runId, ...chunk],
+        );
         for (const row of rows) {
           out.set(row.account_id, {
             account_id: row.account_id,
@@ -218,21 +189,21 @@ export function openSqliteSyncStateStore(path: string): SyncStateStore {
       }
       return out;
     },
-    recordTaskIntents(runId, accountIds) {
-      const insert = db.prepare(
-        `INSERT OR IGNORE INTO score_sync_tasks (run_id, account_id, state) VALUES (?, ?, 'intent')`,
-      );
-      transaction(() => {
-        for (const id of accountIds) insert.run(runId, id);
+    async recordTaskIntents(runId, accountIds) {
+      await db.transaction(async (tx) => {
+        for (const id of accountIds) {
+          await tx.execute(
+            `INSERT INTO score_sync_tasks (run_id, account_id, state) VALUES ($1, $2, 'intent') ON CONFLICT DO NOTHING`,
+            [runId, id],
+          );
+        }
       });
     },
-    recordTaskCreated(runId, accountId, taskId) {
-      db.prepare(
-        `UPDATE score_sync_tasks SET state = 'created', task_id = ? WHERE run_id = ? AND account_id = ?`,
-      ).run(taskId, runId, accountId);
-    },
-    close() {
-      if (db.isOpen) db.close();
+    async recordTaskCreated(runId, accountId, taskId) {
+      await db.execute(
+        `UPDATE score_sync_tasks SET state = 'created', task_id = $1 WHERE run_id = $2 AND account_id = $3`,
+        [taskId, runId, accountId],
+      );
     },
   };
 }

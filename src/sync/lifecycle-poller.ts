@@ -176,7 +176,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
   }
 
   async function pollOnce(signal: AbortSignal = new AbortController().signal): Promise<PollResult> {
-    let watermark = state.getWatermark(WATERMARK);
+    let watermark = await state.getWatermark(WATERMARK);
     const baseline = watermark === undefined;
     const events: LifecycleEvent[] = [];
     let scanned = 0;
@@ -192,7 +192,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
           'Lifecycle feedback cannot tell fraudgate’s own Salesforce writes apart: set feedback.integration_user_ids.',
         );
       }
-      const seen = state.seenStatuses(page.map((r) => r.Id));
+      const seen = await state.seenStatuses(page.map((r) => r.Id));
       let pending: { accountId: string; status: string | null }[] = [];
       for (const record of page) {
         const to = (record[field] as string | null | undefined) ?? null;
@@ -218,7 +218,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
           events.push(done);
           if (done.outcome === 'deferred') {
             // Keep everything before this record; the next poll starts again at it.
-            if (watermark && pending.length > 0) state.advance(WATERMARK, watermark, pending);
+            if (watermark && pending.length > 0) await state.advance(WATERMARK, watermark, pending);
             logger.warn('lifecycle feedback deferred', { account_id: record.Id, code: done.error?.code });
             return { scanned, baseline, events, watermark, deferred: true };
           }
@@ -228,7 +228,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
           pending.push({ accountId: record.Id, status: to });
           // Persist right after a call that reached the pipeline so a crash repeats at most this one.
           if (done.tool) {
-            state.advance(WATERMARK, position, pending);
+            await state.advance(WATERMARK, position, pending);
             pending = [];
           }
         } else if (from !== to) {
@@ -236,7 +236,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
         }
         watermark = position;
       }
-      if (watermark) state.advance(WATERMARK, watermark, pending);
+      if (watermark) await state.advance(WATERMARK, watermark, pending);
       if (page.length < feedback.batch_size) break;
     }
     return { scanned, baseline, events, watermark, deferred: false };

@@ -150,7 +150,7 @@ export async function runScoreSync(
   const bucket = createBucket(settings.sift_budget_per_minute, settings.concurrency, sleep);
 
   // A dry run never touches the checkpoint: it reads from the start and writes nothing anywhere.
-  const open = dryRun ? undefined : state.openRun();
+  const open = dryRun ? undefined : await state.openRun();
   const run: ScoreSyncRun =
     open ??
     (dryRun
@@ -161,7 +161,7 @@ export async function runScoreSync(
           state: 'running',
           counters: { ...EMPTY_COUNTERS },
         }
-      : state.createRun(randomUUID(), now().toISOString()));
+      : await state.createRun(randomUUID(), now().toISOString()));
   const counters: ScoreSyncCounters = { ...run.counters };
   let cursor = run.cursor;
   const planned: ScoreChange[] = [];
@@ -240,7 +240,7 @@ export async function runScoreSync(
   /** Tasks for this batch: skip those already created by this run, reconcile crashed intents, create the rest. */
   async function writeTasks(candidates: { account: AccountRow; task: SalesforceRecord }[], batch: number) {
     const ids = candidates.map((c) => c.account.Id);
-    const ledger = state.tasks(run.id, ids);
+    const ledger = await state.tasks(run.id, ids);
     const leftover = [...ledger.values()].filter((e) => e.state === 'intent').map((e) => e.account_id);
     if (leftover.length > 0) {
       const found = await sfCall(() =>
@@ -250,12 +250,12 @@ export async function runScoreSync(
         ),
       );
       for (const task of found) {
-        state.recordTaskCreated(run.id, task.WhatId, task.Id);
+        await state.recordTaskCreated(run.id, task.WhatId, task.Id);
         ledger.set(task.WhatId, { account_id: task.WhatId, state: 'created', task_id: task.Id });
       }
     }
     const todo = candidates.filter((c) => ledger.get(c.account.Id)?.state !== 'created');
-    state.recordTaskIntents(
+    await state.recordTaskIntents(
       run.id,
       todo.map((c) => c.account.Id),
     );
@@ -269,11 +269,11 @@ export async function runScoreSync(
           ),
         Math.ceil(todo.length / 200),
       );
-      results.forEach((result, i) => {
+      for (const [i, result] of results.entries()) {
         const candidate = todo[i];
-        if (!candidate) return;
+        if (!candidate) continue;
         if (result.success) {
-          state.recordTaskCreated(run.id, candidate.account.Id, result.id);
+          await state.recordTaskCreated(run.id, candidate.account.Id, result.id);
           created += 1;
           if (options.crashAfterTasksInBatch !== undefined && batch === options.crashAfterTasksInBatch) {
             throw new SimulatedCrashError(`simulated crash after creating Tasks in batch ${batch}`);
@@ -284,7 +284,7 @@ export async function runScoreSync(
             codes: result.errors.map((e) => e.statusCode),
           });
         }
-      });
+      }
     }
     return created;
   }
@@ -361,7 +361,7 @@ export async function runScoreSync(
     counters.changed += changed;
     counters.tasks += tasks;
     cursor = accounts.at(-1)!.Id;
-    if (!dryRun) state.checkpoint(run.id, cursor, counters);
+    if (!dryRun) await state.checkpoint(run.id, cursor, counters);
     options.onProgress?.({
       run_id: run.id,
       done: counters.accounts,
@@ -373,7 +373,7 @@ export async function runScoreSync(
     if (accounts.length < settings.batch_size) break;
   }
 
-  if (!dryRun && !interrupted) state.finishRun(run.id, counters);
+  if (!dryRun && !interrupted) await state.finishRun(run.id, counters);
   const usageAfter = salesforce.apiUsage()?.used;
   return {
     run_id: run.id,

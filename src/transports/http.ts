@@ -259,10 +259,8 @@ export async function startHttpServer(
   let authenticator: Authenticator = async () => ({ ok: false, reason: 'starting' });
   let extraHandlers: HttpHandler[] = [];
 
-  metrics.gauge(
-    'fraudgate_pending_approvals',
-    'Approvals waiting for a human decision.',
-    () => runtime.approvals.list({ states: ['pending'], limit: 100_000 }).length,
+  metrics.gauge('fraudgate_pending_approvals', 'Approvals waiting for a human decision.', () =>
+    runtime.approvals.count(['pending']),
   );
   metrics.gauge(
     'fraudgate_budget_pauses_active',
@@ -489,7 +487,7 @@ export async function startHttpServer(
   async function handleReady(res: ServerResponse) {
     let store = 'ok';
     try {
-      runtime.approvals.list({ limit: 1 });
+      await runtime.store.ping();
     } catch {
       store = 'unavailable';
     }
@@ -527,7 +525,7 @@ export async function startHttpServer(
       'content-type': 'text/plain; version=0.0.4; charset=utf-8',
       'cache-control': 'no-store',
     });
-    res.end(metrics.render());
+    res.end(await metrics.render());
   }
 
   function protectedResourceMetadata() {

@@ -19,7 +19,7 @@ import * as z from 'zod';
 import type { Config } from '../config.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import type { DecisionEvent, NewEffect } from '../outbox/outbox-store.ts';
+import type { DecisionEvent, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
 

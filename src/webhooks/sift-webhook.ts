@@ -14,7 +14,7 @@ import * as z from 'zod';
 import { verifySiftSignature } from '../clients/sift-client.ts';
 import type { AuditLog, AuditAppendInput } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import type { OutboxStore } from '../outbox/outbox-store.ts';
+import type { OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 
 export const SIFT_WEBHOOK_PATH = '/webhooks/sift';

@@ -10,7 +10,8 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSqliteOutboxStore } from '../../src/outbox/outbox-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import { openStore } from '../../src/store/store.ts';
 import { VERSION } from '../../src/version.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
@@ -144,9 +145,13 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
   });
 
   it('an unreachable PostgreSQL names FRAUDGATE_POSTGRES_URL', async () => {
-    writeFileSync(join(dir, 'pg.json'), JSON.stringify({ automation: { outbox_store: 'postgres' } }));
+    writeFileSync(
+      join(dir, 'pg.json'),
+      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 500 } }),
+    );
     const run = await cli(['serve', '--http', '--port', '0', '--config', join(dir, 'pg.json')], {
       FRAUDGATE_POSTGRES_URL: 'postgres://fraudgate:hunter2@127.0.0.1:1/fraudgate',
+      FRAUDGATE_AUDIT_KEY: 'k',
     });
     expect(run.code).toBe(1);
     expectOneLine(
@@ -192,7 +197,8 @@ describe('outbox show: text by default, JSON with --json', { timeout: SLOW }, ()
   it('prints the effect for people (UTC times, not epoch ms) and the same data as JSON on request', async () => {
     const dataDir = join(dir, 'outbox');
     mkdirSync(dataDir, { mode: 0o700 });
-    const store = openSqliteOutboxStore(join(dataDir, 'fraudgate.db'));
+    const opened = await openStore({ ...DEFAULTS, data_dir: dataDir }, {});
+    const store = opened.outbox;
     const decided = Date.parse('2026-03-04T05:06:00Z');
     await store.enqueueRouted(
       {
@@ -205,7 +211,7 @@ describe('outbox show: text by default, JSON with --json', { timeout: SLOW }, ()
       decided,
     );
     const [effect] = await store.list({ states: [], limit: 1 });
-    await store.close();
+    await opened.close();
 
     const text = await cli(['outbox', 'show', String(effect!.id)], { FRAUDGATE_DATA_DIR: dataDir });
     expect(text.code).toBe(0);

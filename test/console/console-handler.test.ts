@@ -14,7 +14,9 @@ import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import { openTestLedger } from '../helpers/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import type { ApprovalStore } from '../../src/store/approval-store.ts';
+import { openStore, type Store } from '../../src/store/store.ts';
 import type { SessionStores } from '../../src/store/session-store.ts';
 import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
@@ -33,6 +35,7 @@ let dir: string;
 let audit: AuditLog;
 let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
+let store: Store;
 let sessions: SessionStores;
 let server: Server;
 let base: string;
@@ -69,12 +72,13 @@ async function signIn(token = 'approver-token') {
   return { res, csrf: body.csrf_token, cookie, jar: cookie.split(';')[0] ?? '' };
 }
 
-function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
-  approvals.create({
+async function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
+  await approvals.create({
     id,
     tool: 'apply_label',
     args: { user_id: 'u1' },
-    args_hash: 'h',
+    // One binding per approval: the store keeps at most one open approval per call.
+    args_hash: `h-${id}`,
     target: 'sift_user:u1',
     requester: overrides.requester ?? 'ana.analyst@example.com',
     requester_role: 'analyst',
@@ -92,14 +96,15 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-console-'));
   ledger = openTestLedger(dir);
   audit = ledger.audit;
-  approvals = openSqliteApprovalStore(':memory:');
+  store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
+  approvals = store.approvals;
   sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await ledger.close();
-  approvals.close();
+  await store.close();
   await sessions.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -160,7 +165,7 @@ describe('console handler', () => {
       });
 
     expect((await post('/console/api/approvals/apr_missing/approve', '{}')).status).toBe(404);
-    pending('apr_one');
+    await pending('apr_one');
     const deny = await post('/console/api/approvals/apr_one/deny', '{}');
     expect(deny.status).toBe(400);
     expect(((await deny.json()) as { error: { message: string } }).error.message).toContain('reason');
@@ -173,14 +178,14 @@ describe('console handler', () => {
         .status,
     ).toBe(413);
     expect((await post('/console/api/approvals/apr_one/approve', '{')).status).toBe(400);
-    expect(approvals.get('apr_one')?.state).toBe('pending');
+    expect((await approvals.get('apr_one'))?.state).toBe('pending');
 
     const ok = await post(
       '/console/api/approvals/apr_one/approve',
       JSON.stringify({ reason: 'looks right' }),
     );
     expect(ok.status).toBe(200);
-    expect(approvals.get('apr_one')).toMatchObject({
+    expect(await approvals.get('apr_one')).toMatchObject({
       state: 'approved',
       decided_by: APPROVER.id,
       reason: 'looks right',
@@ -193,9 +198,9 @@ describe('console handler', () => {
   it('lists pending newest first and history, expiring overdue approvals first', async () => {
     await serve();
     const { jar } = await signIn();
-    pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
+    await pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
     clock += 10;
-    pending('apr_new');
+    await pending('apr_new');
     const list = async (view: string) =>
       (
         (await (

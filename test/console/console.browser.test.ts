@@ -281,7 +281,7 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     const forced = await postFromPage(page, `/console/api/approvals/${id}/approve`, {}, 'session');
     expect(forced.status).toBe(403);
     expect(forced.body.error?.message).toContain('Four-eyes');
-    expect(env!.runtime.approvals.get(id)?.state).toBe('pending');
+    expect((await env!.runtime.approvals.get(id))?.state).toBe('pending');
 
     // A different approver may approve it; the agent, no longer waiting, sees the decision through
     // get_approval_status and the background sweep runs it once.
@@ -293,7 +293,9 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     const status = await env!.callTool('get_approval_status', { approval_id: id });
     expect(status.output).toMatchObject({ approval_id: id, state: 'approved' });
     env!.runtime.startApprovalSweep(50);
-    await expect.poll(() => env!.runtime.approvals.get(id)?.state, { timeout: 5_000 }).toBe('executed');
+    await expect
+      .poll(async () => (await env!.runtime.approvals.get(id))?.state, { timeout: 5_000 })
+      .toBe('executed');
     expect(env!.sandbox.sift.requests(...LABELS)).toHaveLength(1);
   });
 
@@ -353,7 +355,7 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     });
     expect(anonymous.status).toBe(401);
 
-    expect(env!.runtime.approvals.get(id)?.state).toBe('pending');
+    expect((await env!.runtime.approvals.get(id))?.state).toBe('pending');
     expect(env!.sandbox.sift.requests(...LABELS)).toHaveLength(0);
   });
 

@@ -111,7 +111,7 @@ describe('sandbox demo', () => {
     expect(result.isError).toBeFalsy();
     expect(result.structuredContent).toMatchObject({ analyst: analyst!.id, is_bad: true });
     expect(sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
-    expect(runtime.approvals.get(id!)).toMatchObject({ state: 'executed', decided_by: approver!.id });
+    expect(await runtime.approvals.get(id!)).toMatchObject({ state: 'executed', decided_by: approver!.id });
     await client.close();
   });
 

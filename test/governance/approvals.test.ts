@@ -30,7 +30,7 @@ describe('approvals', () => {
     expect(result.error.message).toContain('approval console');
     expect(result.error.message).not.toMatch(/fraudgate approvals|--as/);
     expect(labelsReceived()).toHaveLength(0);
-    const stored = env.runtime.approvals.get(String(result.error.approval_id));
+    const stored = await env.runtime.approvals.get(String(result.error.approval_id));
     expect(stored).toMatchObject({
       state: 'pending',
       tool: 'apply_label',
@@ -50,7 +50,7 @@ describe('approvals', () => {
     expect(result.error.code).toBe('FORBIDDEN');
     expect(result.error.message).toContain('approvals.out_of_band');
     expect(labelsReceived()).toHaveLength(0);
-    expect(env.runtime.approvals.list()).toHaveLength(0);
+    expect(await env.runtime.approvals.list()).toHaveLength(0);
   });
 
   it('policy confirm + elicitation accept → executed at once', async () => {
@@ -117,7 +117,7 @@ describe('approvals', () => {
     let approvalId: string | undefined;
     for (let i = 0; i < 200 && !approvalId; i++) {
       await new Promise((r) => setTimeout(r, 20));
-      approvalId = env.runtime.approvals.list({ states: ['pending'] })[0]?.id;
+      approvalId = (await env.runtime.approvals.list({ states: ['pending'] }))[0]?.id;
     }
     expect(approvalId).toBeDefined();
     await env.runtime.desk.decide(approvalId!, { approve: true, approver: APPROVER });
@@ -125,7 +125,7 @@ describe('approvals', () => {
     expect(result.isError).toBe(false);
     expect(result.output).toMatchObject({ user_id: 'sandbox-high-risk', analyst: ANALYST.id });
     expect(labelsReceived()).toHaveLength(1);
-    expect(env.runtime.approvals.get(approvalId!)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(approvalId!))?.state).toBe('executed');
     expect(progress.some((m) => m.includes(approvalId!))).toBe(true);
 
     // The background sweep finds nothing more to do: still exactly one label.
@@ -140,7 +140,7 @@ describe('approvals', () => {
     // Calling again with the same arguments does not create a second approval.
     const again = await env.callTool('apply_label', LABEL);
     expect(again.error.approval_id).toBe(id);
-    expect(env.runtime.approvals.list()).toHaveLength(1);
+    expect(await env.runtime.approvals.list()).toHaveLength(1);
 
     await env.runtime.desk.decide(id, {
       approve: true,
@@ -165,7 +165,7 @@ describe('approvals', () => {
     let id: string | undefined;
     for (let i = 0; i < 200 && !id; i++) {
       await new Promise((r) => setTimeout(r, 20));
-      id = env.runtime.approvals.list({ states: ['pending'] })[0]?.id;
+      id = (await env.runtime.approvals.list({ states: ['pending'] }))[0]?.id;
     }
     await expect(env.runtime.desk.decide(id!, { approve: false, approver: APPROVER })).rejects.toThrow(
       /reason/,
@@ -191,7 +191,7 @@ describe('approvals', () => {
       /expired/,
     );
     await env.runtime.pipeline.processApprovals();
-    expect(env.runtime.approvals.get(id)?.state).toBe('expired');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('expired');
     expect(labelsReceived()).toHaveLength(0);
   });
 
@@ -214,7 +214,7 @@ describe('approvals', () => {
     await expect(
       env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } }),
     ).rejects.toThrow(/Four-eyes/);
-    expect(env.runtime.approvals.get(id)?.state).toBe('pending');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
     expect(labelsReceived()).toHaveLength(1);
@@ -229,7 +229,7 @@ describe('approvals', () => {
     await env.runtime.pipeline.processApprovals();
     await env.runtime.pipeline.processApprovals();
     expect(labelsReceived()).toHaveLength(1);
-    expect(env.runtime.approvals.get(id)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('executed');
   });
 
   it('a crash mid-execution: an idempotent action runs again once; a non-idempotent one is marked failed', async () => {
@@ -244,17 +244,17 @@ describe('approvals', () => {
     for (const id of [labelId, eventId]) {
       await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
       // What a process killed mid-call leaves behind.
-      env.runtime.approvals.transition(id, ['approved'], 'executing', { executed_at: longAgo });
+      await env.runtime.approvals.transition(id, ['approved'], 'executing', { executed_at: longAgo });
     }
     await env.runtime.pipeline.processApprovals();
     await env.runtime.pipeline.processApprovals();
-    expect(env.runtime.approvals.get(labelId)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(labelId))?.state).toBe('executed');
     expect(labelsReceived()).toHaveLength(1);
-    expect(env.runtime.approvals.get(eventId)).toMatchObject({
+    expect(await env.runtime.approvals.get(eventId)).toMatchObject({
       state: 'failed',
       error: { code: 'INTERNAL' },
     });
-    expect(env.runtime.approvals.get(eventId)?.error?.message).toContain('interrupted');
+    expect((await env.runtime.approvals.get(eventId))?.error?.message).toContain('interrupted');
     expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
   });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli.ts';
-import { databasePath } from '../../src/runtime.ts';
+import { databasePath } from '../../src/store/store.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';

@@ -17,7 +17,8 @@ import { createRedactor } from '../../src/governance/redact.ts';
 import { openSqliteLedgerStore } from '../../src/store/sqlite/audit-ledger-store.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import type { Config, Secrets } from '../../src/config.ts';
-import { databasePath, openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
+import { openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
+import { databasePath } from '../../src/store/store.ts';
 
 /** Every record in the data directory's ledger, in commit order, once `audit` has flushed. */
 export async function storedAuditRecords(config: Config, audit?: AuditLog): Promise<AuditRecord[]> {

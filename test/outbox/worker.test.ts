@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
-import { openSqliteOutboxStore } from '../../src/outbox/outbox-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import { openStore } from '../../src/store/store.ts';
 import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 let env: OutboxEnv | undefined;
@@ -28,7 +29,8 @@ async function deliver(e: OutboxEnv, user: string, decisionId: string): Promise<
 describe('outbox store ordering', () => {
   it('skips an earlier decision that arrives after a later one, and keeps one write per user in flight', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-store-'));
-    const store = openSqliteOutboxStore(join(dir, 'fraudgate.db'));
+    const opened = await openStore({ ...DEFAULTS, data_dir: dir }, {});
+    const store = opened.outbox;
     try {
       const later = await store.enqueue({
         entityType: 'user',
@@ -63,7 +65,7 @@ describe('outbox store ordering', () => {
       // A stale worker cannot complete what another worker holds.
       expect(await store.complete(claimed?.id ?? 0, 'w1', {})).toBe(false);
     } finally {
-      await store.close();
+      await opened.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -77,7 +79,7 @@ describe('outbox worker', () => {
     expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
     const [parked] = await env.automation.store.list({ states: ['awaiting_approval'] });
     expect(parked?.tool).toBe('suppress_user');
-    const approval = env.automation.runtime.approvals.get(parked?.approvalId ?? '');
+    const approval = await env.automation.runtime.approvals.get(parked?.approvalId ?? '');
     expect(approval).toMatchObject({ state: 'pending', requester: 'automation:sift-webhook' });
 
     await env.automation.runtime.pipeline.decide(approval?.id ?? '', {

@@ -137,11 +137,11 @@ describe('self-approval is refused by default', () => {
     env = await setup({ principal: ADMIN });
     const result = await env.callTool('apply_label', LABEL);
     const id = String(result.error.approval_id);
-    expect(env.runtime.approvals.get(id)?.mode).toBe('four_eyes');
+    expect((await env.runtime.approvals.get(id))?.mode).toBe('four_eyes');
     await expect(env.runtime.desk.decide(id, { approve: true, approver: ADMIN })).rejects.toThrow(
       /another approver must/,
     );
-    expect(env.runtime.approvals.get(id)?.state).toBe('pending');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
     expect(env.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
@@ -176,7 +176,7 @@ describe('self-approval is refused by default', () => {
       body: '{}',
     });
     expect(approve.status).toBe(403);
-    expect(env.runtime.approvals.get(id)?.state).toBe('pending');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
   });
 
   it('elicitation: confirm on a destructive tool does not ask the requester unless the tool opts in', async () => {
@@ -215,13 +215,13 @@ describe('self-approval is refused by default', () => {
     });
     const blockId = String(block.error.approval_id);
     const watchId = String(watch.error.approval_id);
-    expect(env.runtime.approvals.get(blockId)?.mode).toBe('four_eyes');
-    expect(env.runtime.approvals.get(watchId)?.mode).toBe('approval');
+    expect((await env.runtime.approvals.get(blockId))?.mode).toBe('four_eyes');
+    expect((await env.runtime.approvals.get(watchId))?.mode).toBe('approval');
     await expect(env.runtime.desk.decide(blockId, { approve: true, approver: ADMIN })).rejects.toThrow(
       /another approver/,
     );
     await env.runtime.desk.decide(watchId, { approve: true, approver: ADMIN });
-    expect(env.runtime.approvals.get(watchId)?.state).toBe('approved');
+    expect((await env.runtime.approvals.get(watchId))?.state).toBe('approved');
   });
 
   it('the analyst of the default setup is not an approver of their own call through the desk either', async () => {

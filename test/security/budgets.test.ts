@@ -117,15 +117,15 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     await env.runtime.pipeline.processApprovals();
     await env.runtime.pipeline.processApprovals();
     const blocked = (user: string) => env!.sandbox.sift.decisionsOf(user).payment_abuse?.id;
-    expect(env.runtime.approvals.get(ids[0]!)?.state).toBe('executed');
-    expect(env.runtime.approvals.get(ids[1]!)?.state).toBe('approved');
+    expect((await env.runtime.approvals.get(ids[0]!))?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('approved');
     expect(blocked('sandbox-watch')).toBe('watch_user_payment_abuse');
     const status = await env.callTool('get_approval_status', { approval_id: ids[1]! });
     expect(status.output).toMatchObject({ state: 'approved' });
 
     expect(await lift(env, ANALYST.id, 'apply_decision:block', APPROVER_KEY)).toBe(0);
     await env.runtime.pipeline.processApprovals();
-    expect(env.runtime.approvals.get(ids[1]!)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('executed');
     expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
   });
 

@@ -25,7 +25,7 @@ const auditOf = (e: TestEnv) => storedAuditRecords(e.config, e.runtime.audit);
 async function pendingEvidence(e: TestEnv, tool: string, args: Record<string, unknown>) {
   const result = await e.callTool(tool, args);
   expect(result.error.code).toBe('APPROVAL_PENDING');
-  const approval = e.runtime.approvals.get(String(result.error.approval_id))!;
+  const approval = (await e.runtime.approvals.get(String(result.error.approval_id)))!;
   return { id: approval.id, evidence: approval.evidence };
 }
 
@@ -120,10 +120,10 @@ describe('stale evidence means re-approval', () => {
     await env.runtime.pipeline.processApprovals();
 
     expect(labelPosts(env)).toHaveLength(0);
-    const old = env.runtime.approvals.get(first.id)!;
+    const old = (await env.runtime.approvals.get(first.id))!;
     expect(old).toMatchObject({ state: 'failed', error: { code: 'CONFLICT' } });
     expect(old.error?.message).toContain('risk_band: critical → medium');
-    const [replacement] = env.runtime.approvals.list({ states: ['pending'] });
+    const [replacement] = await env.runtime.approvals.list({ states: ['pending'] });
     expect(replacement).toMatchObject({ tool: 'apply_label', args: LABEL, mode: old.mode });
     expect(replacement?.evidence).toMatchObject({ score: { risk_band: 'medium', sift_score: 40 } });
     expect(old.error?.message).toContain(replacement!.id);
@@ -136,7 +136,7 @@ describe('stale evidence means re-approval', () => {
     await env.runtime.desk.decide(replacement!.id, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
     expect(labelPosts(env)).toHaveLength(1);
-    expect(env.runtime.approvals.get(replacement!.id)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(replacement!.id))?.state).toBe('executed');
   });
 
   it('a decision applied meanwhile stops an approved suppression; the waiting call moves on to the replacement', async () => {
@@ -145,7 +145,7 @@ describe('stale evidence means re-approval', () => {
     const call = e.callTool('suppress_user', { user_id: 'sandbox-high-risk', reason: 'promo abuse ring' });
     const pendingId = async (except?: string) => {
       for (let i = 0; i < 500; i++) {
-        const found = e.runtime.approvals.list({ states: ['pending'] }).find((a) => a.id !== except);
+        const found = (await e.runtime.approvals.list({ states: ['pending'] })).find((a) => a.id !== except);
         if (found) return found.id;
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -159,10 +159,10 @@ describe('stale evidence means re-approval', () => {
     await e.runtime.desk.decide(firstId, { approve: true, approver: APPROVER });
     const secondId = await pendingId(firstId);
     expect(e.sandbox.segment.eventsFor('sandbox-high-risk')).toHaveLength(0);
-    expect(e.runtime.approvals.get(firstId)?.error?.message).toMatch(
+    expect((await e.runtime.approvals.get(firstId))?.error?.message).toMatch(
       /decision_id: none → block_user_payment_abuse/,
     );
-    expect(e.runtime.approvals.get(secondId)?.evidence).toMatchObject({
+    expect((await e.runtime.approvals.get(secondId))?.evidence).toMatchObject({
       current_decision: { category: 'block' },
     });
 
@@ -181,7 +181,7 @@ describe('stale evidence means re-approval', () => {
     await env.runtime.pipeline.processApprovals();
     env.sandbox.sift.faults.clear();
     expect(labelPosts(env)).toHaveLength(0);
-    expect(env.runtime.approvals.get(first.id)).toMatchObject({ state: 'failed' });
-    expect(env.runtime.approvals.get(first.id)?.error?.message).toContain('could not be re-checked');
+    expect(await env.runtime.approvals.get(first.id)).toMatchObject({ state: 'failed' });
+    expect((await env.runtime.approvals.get(first.id))?.error?.message).toContain('could not be re-checked');
   });
 });

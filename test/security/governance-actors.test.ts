@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runIdentitiesCommand } from '../../src/cli/identities.ts';
 import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
-import { databasePath } from '../../src/runtime.ts';
-import { openSqliteIdentityStore } from '../../src/store/identity-store.ts';
+import { openStore } from '../../src/store/store.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 
 const APPROVER_KEY = 'identity-approver-key-0123456789';
@@ -56,12 +55,12 @@ const as = (token?: string): LoadedConfig => ({
 
 const audit = () => storedAuditRecords(loaded.config);
 
-function mappings() {
-  const store = openSqliteIdentityStore(databasePath(loaded.config), loaded.config.identity);
+async function mappings() {
+  const store = await openStore(loaded.config, loaded.secrets);
   try {
-    return store.listMappings();
+    return await store.identities.listMappings();
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -79,19 +78,19 @@ describe('identity mappings', () => {
     await expect(run(['map', 'sift-1', 'seg-1'], as())).rejects.toThrow(/FRAUDGATE_APPROVER_TOKEN/);
     await expect(run(['map', 'sift-1', 'seg-1'], as(ANALYST_KEY))).rejects.toThrow(/role 'analyst'/);
     await expect(run(['map', 'sift-1', 'seg-1'], as('forged'))).rejects.toThrow(/refused/);
-    expect(mappings()).toEqual([]);
+    expect(await mappings()).toEqual([]);
     expect((await audit()).filter((r) => r.event.startsWith('identity_'))).toEqual([]);
   });
 
   it('map, re-map and unmap by an approver are audited with that approver and the values before and after', async () => {
     expect(await run(['map', 'sift-1', 'seg-1'], as(APPROVER_KEY))).toBe(0);
     expect(await run(['map', 'sift-1', 'seg-2'], as(APPROVER_KEY))).toBe(0);
-    expect(mappings()).toMatchObject([
+    expect(await mappings()).toMatchObject([
       { sift_user_id: 'sift-1', segment_user_id: 'seg-2', mapped_by: 'ida.approver@example.com' },
     ]);
     await expect(run(['unmap', 'sift-1'], as())).rejects.toThrow(/FRAUDGATE_APPROVER_TOKEN/);
     expect(await run(['unmap', 'sift-1'], as(APPROVER_KEY))).toBe(0);
-    expect(mappings()).toEqual([]);
+    expect(await mappings()).toEqual([]);
 
     const records = (await audit()).filter((r) => r.event.startsWith('identity_'));
     expect(records.map((r) => [r.event, r.principal.id, r.principal.role, r.target])).toEqual([

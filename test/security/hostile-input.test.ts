@@ -253,12 +253,12 @@ describe('protocol edges', () => {
     expect(audit).not.toContain('secret-project');
   });
 
-  it('metrics label only registered tools: made-up names cannot crowd out or leak into the label set', () => {
+  it('metrics label only registered tools: made-up names cannot crowd out or leak into the label set', async () => {
     const metrics = createMetrics({ toolNames: ['get_sift_score'] });
     for (let i = 0; i < 250; i++)
       metrics.onToolCall({ tool: `made_up_${i}`, outcome: 'INVALID_INPUT', durationMs: 1 });
     metrics.onToolCall({ tool: 'get_sift_score', outcome: 'ok', durationMs: 1 });
-    const text = metrics.render();
+    const text = await metrics.render();
     expect(text).toContain('fraudgate_tool_calls_total{tool="get_sift_score",outcome="ok"} 1');
     expect(text).toContain('fraudgate_tool_calls_total{tool="unknown",outcome="INVALID_INPUT"} 250');
     expect(text).not.toContain('made_up_');

@@ -17,7 +17,7 @@ import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import { createLogger, silentLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
-import { openSqliteApprovalStore } from '../../src/store/approval-store.ts';
+import { openStore } from '../../src/store/store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
 import { ANALYST, setup } from '../helpers/setup.ts';
@@ -141,9 +141,10 @@ describe('CLI configuration errors', () => {
 describe('approval decisions', () => {
   it('an approval whose decision could not be audited does not stay approved (nothing runs unrecorded)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-desk-'));
-    const approvals = openSqliteApprovalStore(join(dir, 'approvals.db'));
-    cleanups.push(() => {
-      approvals.close();
+    const store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
+    const approvals = store.approvals;
+    cleanups.push(async () => {
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     });
     // A real ledger whose table has gone: every commit fails, as on a full or lost disk.
@@ -154,7 +155,7 @@ describe('approval decisions', () => {
     db.close();
     const failingAudit = ledger.audit;
     const desk = createApprovalDesk({ approvals, audit: failingAudit, logger: silentLogger });
-    const created = approvals.create({
+    const { approval: created } = await approvals.create({
       id: 'apr_00000000000000000001',
       tool: 'apply_label',
       args: { user_id: 'u1' },
@@ -175,7 +176,7 @@ describe('approval decisions', () => {
         approver: { id: 'apu.approver@example.com', kind: 'user', role: 'approver' },
       }),
     ).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('still pending') });
-    const after = approvals.get(created.id);
+    const after = await approvals.get(created.id);
     expect(after?.state).toBe('pending');
     expect(after?.decided_by).toBeUndefined();
   });

@@ -15,7 +15,9 @@ import { createConsoleHandler } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { openSqliteApprovalStore, type ApprovalStore } from '../../src/store/approval-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import type { ApprovalStore } from '../../src/store/approval-store.ts';
+import { openStore, type Store } from '../../src/store/store.ts';
 import type { SessionStores } from '../../src/store/session-store.ts';
 import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
 import { openTestLedger } from '../helpers/audit.ts';
@@ -32,6 +34,7 @@ let dir: string;
 let audit: AuditLog;
 let ledger: ReturnType<typeof openTestLedger>;
 let approvals: ApprovalStore;
+let store: Store;
 let sessions: SessionStores;
 let server: Server;
 let base: string;
@@ -40,14 +43,15 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'fraudgate-throttle-'));
   ledger = openTestLedger(dir);
   audit = ledger.audit;
-  approvals = openSqliteApprovalStore(':memory:');
+  store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
+  approvals = store.approvals;
   sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
 });
 
 afterEach(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await ledger.close();
-  approvals.close();
+  await store.close();
   await sessions.close();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -24,7 +24,7 @@ async function approvedAndRun(e: TestEnv, tool: string, args: Record<string, unk
   const id = String(result.error.approval_id);
   await e.runtime.desk.decide(id, { approve: true, approver: APPROVER });
   await e.runtime.pipeline.processApprovals();
-  expect(e.runtime.approvals.get(id)?.state).toBe('executed');
+  expect((await e.runtime.approvals.get(id))?.state).toBe('executed');
   return id;
 }
 
@@ -46,14 +46,14 @@ describe('undo_action restores the prior state of each destructive tool', () => 
     const undoId = String(undo.error.approval_id);
     // Nothing happens before a human approves the undo.
     expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
-    const pending = env.runtime.approvals.get(undoId)!;
+    const pending = (await env.runtime.approvals.get(undoId))!;
     expect(pending.mode).toBe('four_eyes');
     expect(pending.evidence.effect).toBe(
       `Undo apply_label ${id} on sift_user:sandbox-high-risk: remove the payment_abuse label from sandbox-high-risk in Sift (it had none before).`,
     );
     await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
-    expect(env.runtime.approvals.get(undoId)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('executed');
     expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
 
     const linked = (await audit(env)).filter((r) => r.tool === 'undo_action' && r.event === 'executed');
@@ -136,7 +136,7 @@ describe('undo_action refuses what it cannot undo', () => {
     });
     // Executed long ago: as if the window had passed.
     const long = new Date(Date.now() - 2 * 60_000).toISOString();
-    env.runtime.approvals.transition(label, ['executed'], 'executed', { executed_at: long });
+    await env.runtime.approvals.transition(label, ['executed'], 'executed', { executed_at: long });
     const late = await env.callTool('undo_action', { approval_id: label, ...REASON });
     expect(late.error.code).toBe('CONFLICT');
     expect(late.error.message).toContain('undo window');

@@ -5,9 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
-import { databasePath } from '../../src/runtime.ts';
+import { openStore } from '../../src/store/store.ts';
+import type { SyncStateStore } from '../../src/store/sync-state-store.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
-import { openSqliteSyncStateStore, type SyncStateStore } from '../../src/store/sync-state-store.ts';
 import {
   createAutomationPipeline,
   createLifecyclePoller,
@@ -23,7 +23,6 @@ let env: TestEnv | undefined;
 let state: SyncStateStore | undefined;
 
 afterEach(async () => {
-  state?.close();
   state = undefined;
   await env?.close();
   env = undefined;
@@ -37,7 +36,7 @@ async function start(config: DeepPartial<Config> = {}) {
       ...config,
     },
   });
-  state = openSqliteSyncStateStore(databasePath(env.config));
+  state = env.runtime.store.syncState;
   return { env, state };
 }
 
@@ -100,13 +99,13 @@ describe('lifecycle poller', () => {
     }
 
     // Restart: a new store handle and poller on the same file continue from the stored watermark.
-    state.close();
-    const reopened = openSqliteSyncStateStore(databasePath(env.config));
+    const reopenedStore = await openStore(env.config, {});
+    const reopened = reopenedStore.syncState;
     const again = await pollerFor(env, reopened).pollOnce();
     expect(again.baseline).toBe(false);
     expect(again.events).toEqual([]);
     expect(decisionPosts(env)).toHaveLength(5);
-    reopened.close();
+    await reopenedStore.close();
   });
 
   it('ignores changes that are not status transitions (another field, same status)', async () => {
@@ -202,7 +201,7 @@ describe('lifecycle poller', () => {
     expect(event).toMatchObject({ outcome: 'pending_approval', tool: 'apply_decision' });
     expect(decisionPosts(env)).toHaveLength(0);
     const approvalId = event?.approval_id ?? '';
-    expect(env.runtime.approvals.get(approvalId)).toMatchObject({
+    expect(await env.runtime.approvals.get(approvalId)).toMatchObject({
       state: 'pending',
       requester: LIFECYCLE_PRINCIPAL.id,
     });

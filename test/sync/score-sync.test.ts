@@ -10,9 +10,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
-import { databasePath } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
-import { openSqliteSyncStateStore, type SyncStateStore } from '../../src/store/sync-state-store.ts';
+import type { SyncStateStore } from '../../src/store/sync-state-store.ts';
 import { runScoreSync, SimulatedCrashError, type ScoreSyncOptions } from '../../src/sync/score-sync.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 import { testSigningKeyPem } from '../helpers/audit.ts';
@@ -25,7 +24,6 @@ let env: TestEnv | undefined;
 let state: SyncStateStore | undefined;
 
 afterEach(async () => {
-  state?.close();
   state = undefined;
   await env?.close();
   env = undefined;
@@ -54,7 +52,7 @@ async function start(n: number) {
   seed(sandbox, n);
   // A generous Sift budget: these tests are about correctness; the budget has its own test.
   env = await setup({ sandbox, config: { score_sync: { sift_budget_per_minute: 120_000, concurrency: 8 } } });
-  state = openSqliteSyncStateStore(databasePath(env.config));
+  state = env.runtime.store.syncState;
   const e = env;
   const originalClose = e.close;
   e.close = async () => {
@@ -144,14 +142,14 @@ describe('score sync', () => {
       env.sandbox.salesforce.journal.filter((r) => r.method !== 'GET' && !r.path.includes('oauth2')),
     ).toEqual([]);
     expect(env.sandbox.salesforce.records('Task')).toHaveLength(0);
-    expect(state.openRun()).toBeUndefined();
+    expect(await state.openRun()).toBeUndefined();
   });
 
   it('resumes after a crash mid-batch without duplicate Tasks, and after a graceful stop', async () => {
     const { env, state } = await start(450);
     // Crash in batch 2 right after Salesforce created its Tasks, before the ledger and the score update.
     await expect(sync(env, state, { crashAfterTasksInBatch: 2 })).rejects.toBeInstanceOf(SimulatedCrashError);
-    expect(state.openRun()?.cursor).not.toBe('');
+    expect((await state.openRun())?.cursor).not.toBe('');
     const tasksAfterCrash = env.sandbox.salesforce.records('Task').length;
     expect(tasksAfterCrash).toBe(66 + 67);
 
@@ -161,7 +159,7 @@ describe('score sync', () => {
     const tasks = env.sandbox.salesforce.records('Task');
     expect(tasks).toHaveLength(150);
     expect(new Set(tasks.map((t) => t.WhatId)).size).toBe(150);
-    expect(state.openRun()).toBeUndefined();
+    expect(await state.openRun()).toBeUndefined();
   });
 
   it('a graceful stop after K batches leaves a checkpoint the next run continues from', async () => {

@@ -42,7 +42,7 @@ describe('dry run', () => {
       current: { label: null },
       changes: { label: { is_bad: true, analyst: 'ana.analyst@example.com' } },
     });
-    expect(env.runtime.approvals.list()).toHaveLength(0);
+    expect(await env.runtime.approvals.list()).toHaveLength(0);
     expect(writes(env)).toHaveLength(0);
   });
 
@@ -75,6 +75,6 @@ describe('dry run', () => {
     });
     expect(existing.output).toMatchObject({ changes: {} });
     expect(writes(env)).toHaveLength(0);
-    expect(env.runtime.approvals.list()).toHaveLength(0);
+    expect(await env.runtime.approvals.list()).toHaveLength(0);
   });
 });

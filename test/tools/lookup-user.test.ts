@@ -171,7 +171,7 @@ describe('lookup_user', () => {
     expect(unmapped.matched_by).toBe('sift_user_id');
 
     await seedProfile('seg-stored-1', { email: 'stored@example.com' });
-    env.runtime.identities.map({
+    await env.runtime.identities.map({
       sift_user_id: 'sandbox-high-risk',
       segment_user_id: 'seg-stored-1',
       mapped_by: 'ops@example.com',

@@ -443,7 +443,7 @@ describe('apply_decision', () => {
     const result = await env.callTool('apply_decision', BLOCK);
     expect(result.error.code).toBe('APPROVAL_PENDING');
     expect(decisionPosts()).toHaveLength(0);
-    const stored = env.runtime.approvals.get(String(result.error.approval_id));
+    const stored = await env.runtime.approvals.get(String(result.error.approval_id));
     // The floor is approval, and a BLOCK is never approved by its requester: four-eyes.
     expect(stored).toMatchObject({ mode: 'four_eyes', target: 'sift_user:sandbox-high-risk' });
     expect(stored?.evidence).toMatchObject({
@@ -494,13 +494,13 @@ describe('apply_decision', () => {
     const result = await env.callTool('apply_decision', BLOCK);
     expect(result.error.code).toBe('APPROVAL_PENDING');
     const id = String(result.error.approval_id);
-    expect(env.runtime.approvals.get(id)?.mode).toBe('four_eyes');
+    expect((await env.runtime.approvals.get(id))?.mode).toBe('four_eyes');
     await expect(
       env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } }),
     ).rejects.toThrow(/[Ff]our-eyes/);
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
     await env.runtime.pipeline.processApprovals();
-    expect(env.runtime.approvals.get(id)?.state).toBe('executed');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('executed');
     expect(decisionPosts()).toHaveLength(1);
     expect(decisionPosts()[0]?.body).toMatchObject({ source: 'MANUAL_REVIEW', analyst: ANALYST.id });
   });
@@ -525,7 +525,7 @@ describe('apply_decision', () => {
     expect(bad.error.code).toBe('INVALID_INPUT');
     for (const f of ['decision_id', 'description', 'analyst']) expect(bad.error.message).toContain(f);
     expect(decisionPosts()).toHaveLength(0);
-    expect(env.runtime.approvals.list({ states: ['pending'] })).toHaveLength(0);
+    expect(await env.runtime.approvals.list({ states: ['pending'] })).toHaveLength(0);
   });
 });
 
@@ -616,7 +616,7 @@ describe('dry runs write nothing', () => {
     expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
     expect(decisionPosts()).toHaveLength(0);
     expect(env.sandbox.sift.requests('DELETE', '/v205/users/:id/labels')).toHaveLength(0);
-    expect(env.runtime.approvals.list({ states: ['pending'] })).toHaveLength(0);
+    expect(await env.runtime.approvals.list({ states: ['pending'] })).toHaveLength(0);
   });
 });
 

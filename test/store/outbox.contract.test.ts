@@ -1,68 +1,9 @@
 /**
- * One contract, two stores: SQLite (always) and PostgreSQL (when a server listens on
- * 127.0.0.1:5432; FRAUDGATE_TEST_PG_URL overrides the URL). Each PostgreSQL run uses its own schema.
+ * The outbox contract, on both engines (see engines.ts): deduplication, routing, superseding,
+ * leases shared by two workers, compare-and-set transitions, and a restarted owner's reclaim.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { openSqliteOutboxStore, type OutboxStore } from '../../src/outbox/outbox-store.ts';
-import { openPostgresOutboxStore } from '../../src/outbox/pg-outbox-store.ts';
-
-const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/postgres';
-
-const pgListening = await new Promise<boolean>((resolve) => {
-  const socket = connect({ host: '127.0.0.1', port: 5432 });
-  socket.setTimeout(500);
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-  socket.once('timeout', () => {
-    socket.destroy();
-    resolve(false);
-  });
-});
-if (!pgListening) {
-  process.stderr.write('store-contract: PostgreSQL tests skipped: nothing listens on 127.0.0.1:5432\n');
-}
-
-const cleanups: (() => Promise<void> | void)[] = [];
-afterAll(async () => {
-  for (const c of cleanups) await c();
-});
-
-type Open = () => Promise<OutboxStore[]>;
-
-const openSqlite: Open = async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fraudgate-contract-'));
-  const stores = [openSqliteOutboxStore(join(dir, 'db')), openSqliteOutboxStore(join(dir, 'db'))];
-  cleanups.push(async () => {
-    for (const s of stores) await s.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return stores;
-};
-
-const openPostgres: Open = async () => {
-  const schema = `fg_test_${randomBytes(4).toString('hex')}`;
-  const stores = [
-    await openPostgresOutboxStore(PG_URL, { schema }),
-    await openPostgresOutboxStore(PG_URL, { schema }),
-  ];
-  cleanups.push(async () => {
-    for (const s of stores) await s.close();
-    const pg = await import('pg');
-    const client = new pg.default.Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA ${schema} CASCADE`);
-    await client.end();
-  });
-  return stores;
-};
+import { describe, expect, it } from 'vitest';
+import { ENGINES } from './engines.ts';
 
 const user = (id: string, decisionId: string, time: number) => ({
   entityType: 'user',
@@ -71,28 +12,28 @@ const user = (id: string, decisionId: string, time: number) => ({
   time,
 });
 
-function contract(name: string, open: Open, skip = false) {
-  describe.skipIf(skip)(`outbox store contract: ${name}`, () => {
+for (const engine of ENGINES) {
+  describe.skipIf(engine.skip)(`outbox store contract: ${engine.name}`, () => {
+    const open = async () => (await engine.open()).map((s) => s.outbox);
     it('webhooks arriving together are each stored once, duplicates among them included', async () => {
-      const [a] = await open();
-      const store = a as OutboxStore;
-      // One event-loop turn: the SQLite engine commits these as one group.
+      const [store] = await open();
+      // One event-loop turn: these commit as one group.
       const results = await Promise.all([
-        ...Array.from({ length: 50 }, (_, i) => store.enqueue(user(`g${i}`, 'watch', 100 + i))),
-        store.enqueue(user('g7', 'watch', 107)),
+        ...Array.from({ length: 50 }, (_, i) => store!.enqueue(user(`g${i}`, 'watch', 100 + i))),
+        store!.enqueue(user('g7', 'watch', 107)),
       ]);
       const ids = results.slice(0, 50).map((r) => r.id);
       expect(new Set(ids).size).toBe(50);
       expect(results.slice(0, 50).every((r) => !r.duplicate)).toBe(true);
       expect(results[50]).toEqual({ id: results[7]!.id, duplicate: true });
-      expect((await store.unrouted(100)).map((e) => e.id).sort((x, y) => x - y)).toEqual(
+      expect((await store!.unrouted(100)).map((e) => e.id).sort((x, y) => x - y)).toEqual(
         [...ids].sort((x, y) => x - y),
       );
     });
 
     it('deduplicates deliveries, routes once, supersedes earlier decisions', async () => {
       const [a] = await open();
-      const store = a as OutboxStore;
+      const store = a!;
       const first = await store.enqueue(user('u1', 'block', 1000));
       expect(first.duplicate).toBe(false);
       expect(await store.enqueue(user('u1', 'block', 1000))).toEqual({ id: first.id, duplicate: true });
@@ -112,8 +53,8 @@ function contract(name: string, open: Open, skip = false) {
 
     it('leases each effect to one claimer; one write per user and effect in flight; expired leases return', async () => {
       const [a, b] = await open();
-      const s1 = a as OutboxStore;
-      const s2 = b as OutboxStore;
+      const s1 = a!;
+      const s2 = b!;
       for (let u = 0; u < 20; u += 1) {
         const { id } = await s1.enqueue(user(`c${u}`, 'watch', 1000 + u));
         await s1.route(id, [{ effect: 'segment', tool: 't', args: { u } }]);
@@ -145,7 +86,7 @@ function contract(name: string, open: Open, skip = false) {
 
     it('retries, dead-letters, requeues and drops with compare-and-set', async () => {
       const [a] = await open();
-      const store = a as OutboxStore;
+      const store = a!;
       const { id: eventId } = await store.enqueue(user('d1', 'watch', 1));
       await store.route(eventId, [{ effect: 'segment', tool: 't', args: {} }]);
       const [effect] = await store.claim('w', 1, 60_000);
@@ -166,8 +107,34 @@ function contract(name: string, open: Open, skip = false) {
       expect((await store.list({ states: ['done'] })).map((e) => e.id)).toEqual([id]);
       expect((await store.getEvent(eventId))?.routed).toBe(true);
     });
+
+    it('stores an event with its effects in one step, once', async () => {
+      const [a, b] = await open();
+      const event = user('s1', 'segment:msg-1', 10);
+      const effects = [{ effect: 'sift_event', tool: 'send_sift_event', args: { n: 1 } }];
+      const first = await a!.enqueueRouted(event, effects);
+      expect(first.duplicate).toBe(false);
+      expect(await b!.enqueueRouted(event, effects)).toEqual({ id: first.id, duplicate: true });
+      expect(await b!.unrouted(10)).toEqual([]);
+      expect((await b!.list()).map((e) => [e.eventId, e.tool, e.state])).toEqual([
+        [first.id, 'send_sift_event', 'pending'],
+      ]);
+    });
+
+    it("a restarted owner reclaims its own leased effects at once; others' leases stay", async () => {
+      const [a, b] = await open();
+      for (const u of ['r1', 'r2']) {
+        const { id } = await a!.enqueue(user(u, 'watch', 1));
+        await a!.route(id, [{ effect: 'segment', tool: 't', args: { u } }]);
+      }
+      const [mine] = await a!.claim('replica-a', 1, 30_000);
+      const [theirs] = await b!.claim('replica-b', 1, 30_000);
+      expect(mine && theirs).toBeTruthy();
+      // replica-a restarts (same id): its effect is due again without waiting 30 s; replica-b's is not.
+      expect(await a!.reclaim('replica-a')).toBe(1);
+      const again = await a!.claim('replica-a', 10, 30_000);
+      expect(again.map((e) => e.id)).toEqual([mine!.id]);
+      expect(await b!.complete(theirs!.id, 'replica-b', {})).toBe(true);
+    });
   });
 }
-
-contract('SQLite', openSqlite);
-contract('PostgreSQL', openPostgres, !pgListening);

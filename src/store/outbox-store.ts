@@ -1,0 +1,461 @@
+/**
+ * The durable outbox behind Sift decision webhooks: received events (deduplicated by a unique key)
+ * and the effects routed from them, each a small state machine driven by the outbox worker.
+ *
+ *   event:  received → routed (its effects inserted in the same transaction)
+ *   effect: pending → leased → done | pending (retry) | awaiting_approval | dead | skipped
+ *           awaiting_approval → done | denied | dead;  dead → pending (retry) | dropped
+ *
+ * One implementation on both engines (SQLite for one host, PostgreSQL shared by every replica);
+ * only `claim` and `supersede` differ per engine (src/store/sqlite/outbox-queue.ts,
+ * src/store/postgres/outbox-queue.ts): how concurrent workers on one file, or on many machines,
+ * stay apart. Every state change is a compare-and-set on (state, lease owner): a worker whose lease
+ * expired cannot overwrite the work of the worker that took over. Lease owners are replica ids, so a
+ * restarted replica takes its own leased effects back at once (`reclaim`) instead of waiting for the
+ * leases to expire. Commits are durable before `enqueue` resolves (SQLite `synchronous = FULL`,
+ * PostgreSQL `synchronous_commit` on): a 2xx to Sift promises the event survives.
+ */
+import { createHash } from 'node:crypto';
+import { placeholders, type SqlExecutor } from './sql.ts';
+
+/** A Sift decision webhook as accepted (§7.1 of the Sift contract); unknown keys are not kept. */
+export interface DecisionEvent {
+  entityType: string;
+  entityId: string;
+  decisionId: string;
+  /** Epoch ms of the decision. */
+  time: number;
+}
+
+/** A stored event. */
+export interface StoredEvent extends DecisionEvent {
+  id: number;
+  receivedAt: number;
+  routed: boolean;
+}
+
+export type EffectState =
+  'pending' | 'leased' | 'awaiting_approval' | 'done' | 'skipped' | 'denied' | 'dead' | 'dropped';
+
+/** One automated action for one event: a governed tool call with frozen arguments. */
+export interface OutboxEffect {
+  id: number;
+  eventId: number;
+  /** Routing name (segment, salesforce, case, suppress). */
+  effect: string;
+  tool: string;
+  args: Record<string, unknown>;
+  /** `type:id` of the Sift entity; ordering and superseding are per entity key and effect. */
+  entityKey: string;
+  decisionTime: number;
+  state: EffectState;
+  /** Failed attempts so far (a deferral for a budget does not count). */
+  attempts: number;
+  nextAttemptAt: number;
+  leaseOwner?: string;
+  leaseUntil?: number;
+  approvalId?: string;
+  lastError?: string;
+  result?: unknown;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NewEffect {
+  effect: string;
+  tool: string;
+  args: Record<string, unknown>;
+}
+
+export interface OutboxStore {
+  /** Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before. */
+  enqueue(event: DecisionEvent, now?: number): Promise<{ id: number; duplicate: boolean }>;
+  /**
+   * Store an event already routed to `effects`, in one transaction (events whose effects are known
+   * on receipt, e.g. a Segment message); a duplicate stores nothing.
+   */
+  enqueueRouted(
+    event: DecisionEvent,
+    effects: NewEffect[],
+    now?: number,
+  ): Promise<{ id: number; duplicate: boolean }>;
+  /** Events not yet routed, oldest first. */
+  unrouted(limit: number): Promise<StoredEvent[]>;
+  /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
+  route(eventId: number, effects: NewEffect[], now?: number): Promise<void>;
+  /**
+   * Mark pending effects of entities that have a later routed event as skipped (a later decision
+   * is never overwritten by an earlier one); returns them so each can be audited.
+   */
+  supersede(now?: number): Promise<OutboxEffect[]>;
+  /**
+   * Lease due effects, oldest decision first, at most one in flight per (entity, effect) so the
+   * writes for one user happen in decision-time order. Expired leases count as due (crash recovery).
+   */
+  claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<OutboxEffect[]>;
+  /**
+   * Extend the leases this owner still holds (a heartbeat while effects run, so a slow effect is not
+   * claimed again by anyone); returns the ids it still owns.
+   */
+  renew(ids: number[], owner: string, leaseUntil: number, now?: number): Promise<number[]>;
+  complete(id: number, owner: string, result: unknown, now?: number): Promise<boolean>;
+  /** Back to pending at `nextAttemptAt`; `countAttempt` false for deferrals (budgets, own rate limit). */
+  retry(
+    id: number,
+    owner: string,
+    nextAttemptAt: number,
+    error: string | undefined,
+    countAttempt: boolean,
+    now?: number,
+  ): Promise<boolean>;
+  deadLetter(id: number, owner: string, error: string, now?: number): Promise<boolean>;
+  awaitApproval(id: number, owner: string, approvalId: string, now?: number): Promise<boolean>;
+  /** Settle an effect waiting for a human: done, denied or dead. */
+  settleApproval(
+    id: number,
+    to: 'done' | 'denied' | 'dead' | 'skipped',
+    detail: unknown,
+    now?: number,
+  ): Promise<boolean>;
+  /** Operator: a dead (or denied) effect back to pending with a fresh attempt count. */
+  requeue(id: number, now?: number): Promise<boolean>;
+  /** Operator: give up on a dead effect for good. */
+  drop(id: number, now?: number): Promise<boolean>;
+  get(id: number): Promise<OutboxEffect | undefined>;
+  getEvent(id: number): Promise<StoredEvent | undefined>;
+  list(filter?: { states?: EffectState[]; limit?: number }): Promise<OutboxEffect[]>;
+  /** Effect counts per state, plus events not yet routed. */
+  stats(): Promise<Record<EffectState | 'unrouted', number>>;
+  /**
+   * A (re)started worker's own leases are left over from before it stopped: make them due now, so
+   * a restarted replica resumes its work at once. Returns how many it reclaimed.
+   */
+  reclaim(owner: string, now?: number): Promise<number>;
+}
+
+/** How concurrent workers stay apart: the engine-specific half of the outbox. */
+export interface OutboxQueue {
+  supersede(db: SqlExecutor, now: number): Promise<OutboxEffect[]>;
+  claim(db: SqlExecutor, owner: string, limit: number, leaseMs: number, now: number): Promise<OutboxEffect[]>;
+}
+
+/** The deduplication key of a delivery: Sift may deliver the same decision more than once (§7.3). */
+export function eventKey(event: DecisionEvent): string {
+  return createHash('sha256')
+    .update([event.entityType, event.entityId, event.decisionId, String(event.time)].join('\u0000'))
+    .digest('hex');
+}
+
+/** A stored effect row as the SQL stores have it (numbers already numbers). */
+export interface EffectRow {
+  id: number;
+  event_id: number;
+  effect: string;
+  tool: string;
+  args: string;
+  entity_key: string;
+  decision_time: number;
+  state: string;
+  attempts: number;
+  next_attempt_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  approval_id: string | null;
+  last_error: string | null;
+  result: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A stored event row. */
+export interface EventRow {
+  id: number;
+  entity_type: string;
+  entity_id: string;
+  decision_id: string;
+  decision_time: number;
+  received_at: number;
+  routed: number;
+}
+
+export function effectFromRow(row: EffectRow): OutboxEffect {
+  const effect: OutboxEffect = {
+    id: Number(row.id),
+    eventId: Number(row.event_id),
+    effect: row.effect,
+    tool: row.tool,
+    args: JSON.parse(row.args) as Record<string, unknown>,
+    entityKey: row.entity_key,
+    decisionTime: Number(row.decision_time),
+    state: row.state as EffectState,
+    attempts: Number(row.attempts),
+    nextAttemptAt: Number(row.next_attempt_at),
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+  };
+  if (row.lease_owner !== null) effect.leaseOwner = row.lease_owner;
+  if (row.lease_until !== null) effect.leaseUntil = Number(row.lease_until);
+  if (row.approval_id !== null) effect.approvalId = row.approval_id;
+  if (row.last_error !== null) effect.lastError = row.last_error;
+  if (row.result !== null) effect.result = JSON.parse(row.result) as unknown;
+  return effect;
+}
+
+export function eventFromRow(row: EventRow): StoredEvent {
+  return {
+    id: Number(row.id),
+    entityType: row.entity_type,
+    entityId: row.entity_id,
+    decisionId: row.decision_id,
+    time: Number(row.decision_time),
+    receivedAt: Number(row.received_at),
+    routed: Number(row.routed) === 1,
+  };
+}
+
+/** Counts per effect state, all zero: the start of every store's `stats()`. */
+export function emptyOutboxStats(): Record<EffectState | 'unrouted', number> {
+  return {
+    pending: 0,
+    leased: 0,
+    awaiting_approval: 0,
+    done: 0,
+    skipped: 0,
+    denied: 0,
+    dead: 0,
+    dropped: 0,
+    unrouted: 0,
+  };
+}
+
+/**
+ * The outbox on one executor; `queue` is the engine's claim/supersede. With `groupCommit` (the
+ * database-level store, not one bound to a transaction) events enqueued in the same event-loop turn
+ * (webhooks arriving together) share one transaction, so a durable commit costs one sync per group,
+ * not one per webhook; each caller still resolves only after its event is committed, and all of a
+ * group fail together.
+ */
+export function createOutboxStore(
+  db: SqlExecutor,
+  queue: OutboxQueue,
+  options: { groupCommit?: boolean } = {},
+): OutboxStore {
+  const changed = async (sql: string, params: (string | number | null)[]) =>
+    (await db.execute(sql, params)) > 0;
+
+  const insertEvent = async (tx: SqlExecutor, event: DecisionEvent, now: number) => {
+    const key = eventKey(event);
+    const [inserted] = await tx.query<{ id: number }>(
+      `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+      [key, event.entityType, event.entityId, event.decisionId, event.time, now],
+    );
+    if (inserted) return { id: Number(inserted.id), duplicate: false };
+    const [existing] = await tx.query<{ id: number }>('SELECT id FROM outbox_events WHERE dedupe_key = $1', [
+      key,
+    ]);
+    return { id: Number(existing?.id ?? 0), duplicate: true };
+  };
+
+  type Waiting = {
+    event: DecisionEvent;
+    now: number;
+    resolve: (stored: { id: number; duplicate: boolean }) => void;
+    reject: (error: unknown) => void;
+  };
+  let group: Waiting[] = [];
+  const commitGroup = () => {
+    const batch = group;
+    group = [];
+    db.transaction(async (tx) => {
+      const stored: { id: number; duplicate: boolean }[] = [];
+      for (const e of batch) stored.push(await insertEvent(tx, e.event, e.now));
+      return stored;
+    }).then(
+      (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
+      (error: unknown) => batch.forEach((e) => e.reject(error)),
+    );
+  };
+
+  return {
+    enqueue(event, now = Date.now()) {
+      if (!options.groupCommit) return insertEvent(db, event, now);
+      return new Promise((resolve, reject) => {
+        if (group.length === 0) setImmediate(commitGroup);
+        group.push({ event, now, resolve, reject });
+      });
+    },
+
+    async enqueueRouted(event, effects, now = Date.now()) {
+      return db.transaction(async (tx) => {
+        const key = eventKey(event);
+        const [inserted] = await tx.query<{ id: number }>(
+          `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at, routed)
+           VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+          [key, event.entityType, event.entityId, event.decisionId, event.time, now],
+        );
+        if (!inserted) {
+          const [existing] = await tx.query<{ id: number }>(
+            'SELECT id FROM outbox_events WHERE dedupe_key = $1',
+            [key],
+          );
+          return { id: Number(existing?.id ?? 0), duplicate: true };
+        }
+        const id = Number(inserted.id);
+        for (const e of effects) {
+          await tx.execute(
+            `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
+               next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
+            [
+              id,
+              e.effect,
+              e.tool,
+              JSON.stringify(e.args),
+              `${event.entityType}:${event.entityId}`,
+              event.time,
+              now,
+            ],
+          );
+        }
+        return { id, duplicate: false };
+      });
+    },
+
+    async unrouted(limit) {
+      return (
+        await db.query<EventRow>('SELECT * FROM outbox_events WHERE routed = 0 ORDER BY id LIMIT $1', [limit])
+      ).map(eventFromRow);
+    },
+
+    async route(eventId, effects, now = Date.now()) {
+      await db.transaction(async (tx) => {
+        // FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock.
+        const lock = tx.engine === 'postgres' ? ' FOR UPDATE' : '';
+        const [row] = await tx.query<EventRow>(`SELECT * FROM outbox_events WHERE id = $1${lock}`, [eventId]);
+        if (!row || Number(row.routed) === 1) return;
+        const entityKey = `${row.entity_type}:${row.entity_id}`;
+        for (const e of effects) {
+          await tx.execute(
+            `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
+               next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
+            [eventId, e.effect, e.tool, JSON.stringify(e.args), entityKey, Number(row.decision_time), now],
+          );
+        }
+        await tx.execute('UPDATE outbox_events SET routed = 1 WHERE id = $1', [eventId]);
+      });
+    },
+
+    supersede: (now = Date.now()) => queue.supersede(db, now),
+
+    claim: (owner, limit, leaseMs, now = Date.now()) => queue.claim(db, owner, limit, leaseMs, now),
+
+    async renew(ids, owner, leaseUntil, now = Date.now()) {
+      if (ids.length === 0) return [];
+      const rows = await db.query<{ id: number }>(
+        `UPDATE outbox_effects SET lease_until = $1, updated_at = $2
+         WHERE id IN (${placeholders(ids.length, 4)}) AND state = 'leased' AND lease_owner = $3 RETURNING id`,
+        [leaseUntil, now, owner, ...ids],
+      );
+      return rows.map((r) => Number(r.id));
+    },
+
+    complete: (id, owner, result, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'done', result = $1, last_error = NULL, lease_until = NULL, updated_at = $2
+         WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
+        [JSON.stringify(result ?? null), now, id, owner],
+      ),
+
+    retry: (id, owner, nextAttemptAt, error, countAttempt, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2,
+           last_error = COALESCE($3, last_error), lease_until = NULL, updated_at = $4
+         WHERE id = $5 AND state = 'leased' AND lease_owner = $6`,
+        [countAttempt ? 1 : 0, nextAttemptAt, error ?? null, now, id, owner],
+      ),
+
+    deadLetter: (id, owner, error, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'dead', attempts = attempts + 1, last_error = $1, lease_until = NULL,
+           updated_at = $2
+         WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
+        [error, now, id, owner],
+      ),
+
+    awaitApproval: (id, owner, approvalId, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'awaiting_approval', approval_id = $1, lease_until = NULL, updated_at = $2
+         WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
+        [approvalId, now, id, owner],
+      ),
+
+    settleApproval: (id, to, detail, now = Date.now()) => {
+      const json = JSON.stringify(detail ?? null);
+      return changed(
+        `UPDATE outbox_effects SET state = CAST($1 AS TEXT),
+           result = CASE WHEN CAST($1 AS TEXT) = 'done' THEN CAST($2 AS TEXT) ELSE result END,
+           last_error = CASE WHEN CAST($1 AS TEXT) = 'done' THEN NULL ELSE CAST($2 AS TEXT) END, updated_at = $3
+         WHERE id = $4 AND state = 'awaiting_approval'`,
+        [to, json, now, id],
+      );
+    },
+
+    requeue: (id, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL,
+           lease_until = NULL, approval_id = NULL, updated_at = $1
+         WHERE id = $2 AND state IN ('dead', 'denied')`,
+        [now, id],
+      ),
+
+    drop: (id, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'dropped', updated_at = $1 WHERE id = $2 AND state IN ('dead', 'denied')`,
+        [now, id],
+      ),
+
+    async get(id) {
+      const [row] = await db.query<EffectRow>('SELECT * FROM outbox_effects WHERE id = $1', [id]);
+      return row ? effectFromRow(row) : undefined;
+    },
+
+    async getEvent(id) {
+      const [row] = await db.query<EventRow>('SELECT * FROM outbox_events WHERE id = $1', [id]);
+      return row ? eventFromRow(row) : undefined;
+    },
+
+    async list(filter = {}) {
+      const states = filter.states ?? [];
+      const where = states.length > 0 ? `WHERE state IN (${placeholders(states.length)})` : '';
+      return (
+        await db.query<EffectRow>(
+          `SELECT * FROM outbox_effects ${where} ORDER BY id DESC LIMIT $${states.length + 1}`,
+          [...states, filter.limit ?? 100],
+        )
+      ).map(effectFromRow);
+    },
+
+    async stats() {
+      const out = emptyOutboxStats();
+      for (const row of await db.query<{ state: EffectState; n: number }>(
+        'SELECT state, COUNT(*) AS n FROM outbox_effects GROUP BY state',
+      )) {
+        out[row.state] = Number(row.n);
+      }
+      const [unrouted] = await db.query<{ n: number }>(
+        'SELECT COUNT(*) AS n FROM outbox_events WHERE routed = 0',
+      );
+      out.unrouted = Number(unrouted?.n ?? 0);
+      return out;
+    },
+
+    async reclaim(owner, now = Date.now()) {
+      return db.execute(
+        `UPDATE outbox_effects SET lease_until = $1, updated_at = $1 WHERE state = 'leased' AND lease_owner = $2`,
+        [now, owner],
+      );
+    },
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * `openStore`: the one place durable state is opened. Behind it, one interface per kind of state
+ * (approvals, identities, sync state, the outbox, job leases; the audit ledger and the session
+ * registries add theirs the same way), on the engine the `store` setting names:
+ *
+ * - `sqlite` (default): `fraudgate.db` in the data directory; one host (the server, the CLI and
+ *   extra `outbox work` processes share the file).
+ * - `postgres`: FRAUDGATE_POSTGRES_URL, tables in `store_postgres.schema`; any number of replicas.
+ *
+ * Migrations (src/store/migrations.ts) are applied before `openStore` resolves. A PostgreSQL server
+ * that is unreachable at start-up is retried for `store_postgres.startup_timeout_ms`; then
+ * `openStore` rejects with a message naming the server (never the credentials) and what to check.
+ *
+ * Open one store per process and pass it around: the runtime, the automation worker, the console
+ * and the CLI commands all take it.
+ */
+import { join } from 'node:path';
+import type { Config, Secrets } from '../config.ts';
+import { DATABASE_FILE } from '../data-dir.ts';
+import { StartupError } from '../startup.ts';
+import { FraudgateError, ERROR_CODES } from '../errors.ts';
+import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
+import { createIdentityStore, type IdentityStore } from './identity-store.ts';
+import { createLeaseStore, type LeaseStore } from './lease-store.ts';
+import { migrate } from './migrations.ts';
+import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
+import type { SqlDatabase, SqlExecutor, StoreEngine } from './sql.ts';
+import { openSqliteDatabase } from './sqlite/database.ts';
+import { sqliteOutboxQueue } from './sqlite/outbox-queue.ts';
+import { createSyncStateStore, type SyncStateStore } from './sync-state-store.ts';
+
+/** Every kind of state, bound to one executor (the database, or one transaction). */
+export interface StateStores {
+  approvals: ApprovalStore;
+  identities: IdentityStore;
+  syncState: SyncStateStore;
+  outbox: OutboxStore;
+  leases: LeaseStore;
+  /** The raw executor, for state modules built on top (e.g. the audit ledger: `createX(tx.sql)`). */
+  sql: SqlExecutor;
+}
+
+export interface Store extends StateStores {
+  readonly engine: StoreEngine;
+  /** Where it lives, for messages: the SQLite path, or the PostgreSQL URL without credentials. */
+  readonly location: string;
+  /**
+   * Run `fn` in one transaction with every state interface bound to it: all of its changes commit
+   * together or not at all (e.g. an approval transition and its audit record).
+   */
+  transaction<T>(fn: (tx: StateStores) => Promise<T>): Promise<T>;
+  /** Resolves when the database answers; rejects with the reason otherwise (readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const databasePath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, DATABASE_FILE);
+
+export interface OpenStoreOptions {
+  /** Told about connection failures outside a query (the connection is replaced on next use). */
+  onConnectionError?: (error: Error) => void;
+  /** Told before each retry while the database is unreachable at start-up. */
+  onWaiting?: (message: string) => void;
+}
+
+function bind(
+  db: SqlExecutor,
+  config: Pick<Config, 'identity'>,
+  queue: OutboxQueue,
+  scope: 'database' | 'transaction',
+): StateStores {
+  return {
+    approvals: createApprovalStore(db),
+    identities: createIdentityStore(db, config.identity),
+    syncState: createSyncStateStore(db),
+    // Group commit only at the top: inside a transaction the caller's commit is the one that counts.
+    outbox: createOutboxStore(db, queue, { groupCommit: scope === 'database' }),
+    leases: createLeaseStore(db),
+    sql: db,
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Ping until it answers or `timeoutMs` has passed; then a message that names the server and what to check. */
+async function waitUntilReachable(
+  db: SqlDatabase,
+  location: string,
+  timeoutMs: number,
+  onWaiting: (message: string) => void,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await db.ping();
+      return;
+    } catch (error) {
+      const e = error as { code?: string; errors?: { code?: string }[]; message?: string };
+      const reason = e.code ?? e.errors?.[0]?.code ?? (e.message || 'no answer');
+      if (Date.now() >= deadline) {
+        await db.close().catch(() => undefined);
+        throw new StartupError(
+          'FRAUDGATE_POSTGRES_URL',
+          `PostgreSQL at ${location} does not answer (${reason}): retried for ${Math.round(timeoutMs / 1000)} s; ` +
+            'start it or fix FRAUDGATE_POSTGRES_URL (host, port, database, user, password; store is postgres; ' +
+            'store_postgres.startup_timeout_ms sets how long to wait)',
+          { cause: error },
+        );
+      }
+      onWaiting(`PostgreSQL at ${location} does not answer (${reason}); retrying (attempt ${attempt})`);
+      await sleep(Math.min(2_000, 250 * 2 ** Math.min(attempt, 3), Math.max(0, deadline - Date.now())));
+    }
+  }
+}
+
+export async function openStore(
+  config: Pick<Config, 'store' | 'store_postgres' | 'data_dir' | 'identity'>,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+  options: OpenStoreOptions = {},
+): Promise<Store> {
+  let db: SqlDatabase;
+  let location: string;
+  let queue: OutboxQueue = sqliteOutboxQueue;
+  if (config.store === 'postgres') {
+    if (!secrets.postgresUrl) {
+      throw new FraudgateError(
+        ERROR_CODES.INVALID_INPUT,
+        'FRAUDGATE_POSTGRES_URL is required when store is postgres.',
+      );
+    }
+    // Loaded only here: a single-host deployment never loads the PostgreSQL driver.
+    const [{ describePostgresUrl, openPostgresDatabase }, { postgresOutboxQueue }] = await Promise.all([
+      import('./postgres/database.ts'),
+      import('./postgres/outbox-queue.ts'),
+    ]);
+    queue = postgresOutboxQueue;
+    location = describePostgresUrl(secrets.postgresUrl);
+    db = openPostgresDatabase(secrets.postgresUrl, {
+      schema: config.store_postgres.schema,
+      poolSize: config.store_postgres.pool_size,
+      ...(options.onConnectionError ? { onConnectionError: options.onConnectionError } : {}),
+    });
+    await waitUntilReachable(
+      db,
+      location,
+      config.store_postgres.startup_timeout_ms,
+      options.onWaiting ?? (() => undefined),
+    );
+  } else {
+    location = databasePath(config);
+    db = openSqliteDatabase(location);
+  }
+  try {
+    await migrate(db, { schema: config.store_postgres.schema });
+  } catch (error) {
+    await db.close().catch(() => undefined);
+    throw error;
+  }
+  return {
+    ...bind(db, config, queue, 'database'),
+    engine: db.engine,
+    location,
+    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction'))),
+    ping: () => db.ping(),
+    close: () => db.close(),
+  };
+}

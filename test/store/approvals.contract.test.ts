@@ -1,0 +1,115 @@
+/**
+ * The approval store contract, on both engines, seen from two stores on one database (two
+ * processes on one file, or two replicas on one PostgreSQL): what one writes the other reads; one
+ * open approval per binding even when both create at the same instant; compare-and-set transitions.
+ */
+import { describe, expect, it } from 'vitest';
+import type { NewApproval } from '../../src/store/approval-store.ts';
+import { ENGINES } from './engines.ts';
+
+let seq = 0;
+function request(overrides: Partial<NewApproval> = {}): NewApproval {
+  seq += 1;
+  const now = Date.now();
+  return {
+    id: `apr_test_${seq}_${Math.random().toString(36).slice(2, 8)}`,
+    tool: 'apply_label',
+    args: { user_id: 'u1', is_bad: true, abuse_type: 'payment_abuse' },
+    args_hash: 'hash-1',
+    target: 'sift_user:u1',
+    requester: 'ana.analyst@example.com',
+    requester_role: 'analyst',
+    requester_kind: 'user',
+    mode: 'approval',
+    policy_version: 'pv1',
+    evidence: { score: 0.94 },
+    created_at: new Date(now).toISOString(),
+    expires_at: new Date(now + 3_600_000).toISOString(),
+    ...overrides,
+  };
+}
+
+for (const engine of ENGINES) {
+  describe.skipIf(engine.skip)(`approval store contract: ${engine.name}`, () => {
+    it('a request stored through one store is read, listed and found open through the other', async () => {
+      const [a, b] = await engine.open();
+      const { approval, created } = await a.approvals.create(request());
+      expect(created).toBe(true);
+      expect(await b.approvals.get(approval.id)).toMatchObject({
+        id: approval.id,
+        state: 'pending',
+        args: { user_id: 'u1', is_bad: true, abuse_type: 'payment_abuse' },
+        evidence: { score: 0.94 },
+      });
+      expect((await b.approvals.list({ states: ['pending'] })).map((x) => x.id)).toEqual([approval.id]);
+      expect((await b.approvals.findOpen(approval))?.id).toBe(approval.id);
+      expect(await b.approvals.count(['pending'])).toBe(1);
+      expect(await b.approvals.get('apr_missing')).toBeUndefined();
+    });
+
+    it('one open approval per binding: a repeat (even concurrent, on the other store) gets the same one', async () => {
+      const [a, b] = await engine.open();
+      const results = await Promise.all([
+        a.approvals.create(request()),
+        b.approvals.create(request()),
+        a.approvals.create(request()),
+        b.approvals.create(request()),
+      ]);
+      const ids = new Set(results.map((r) => r.approval.id));
+      expect(ids.size).toBe(1);
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      expect(await a.approvals.list()).toHaveLength(1);
+
+      // Another target, requester, argument hash or policy version is another binding.
+      for (const other of [
+        { target: 'sift_user:u2', args_hash: 'hash-2' },
+        { requester: 'bo.analyst@example.com' },
+        { policy_version: 'pv2' },
+      ]) {
+        expect((await b.approvals.create(request(other))).created).toBe(true);
+      }
+    });
+
+    it('transitions are compare-and-set: an approval is approved once and executed once', async () => {
+      const [a, b] = await engine.open();
+      const { approval } = await a.approvals.create(request());
+      const decided = await Promise.all([
+        a.approvals.transition(approval.id, ['pending'], 'approved', { decided_by: 'x', decided_at: 't' }),
+        b.approvals.transition(approval.id, ['pending'], 'approved', { decided_by: 'y', decided_at: 't' }),
+      ]);
+      expect(decided.filter(Boolean)).toHaveLength(1);
+      const claims = await Promise.all([
+        a.approvals.transition(approval.id, ['approved'], 'executing'),
+        b.approvals.transition(approval.id, ['approved'], 'executing'),
+      ]);
+      expect(claims.filter(Boolean)).toHaveLength(1);
+      // Still open while executing: a repeated call waits on it rather than opening a second one.
+      expect((await b.approvals.create(request())).approval.id).toBe(approval.id);
+      const done = await b.approvals.transition(approval.id, ['executing'], 'executed', {
+        result: { ok: true },
+      });
+      expect(done).toMatchObject({ state: 'executed', result: { ok: true } });
+      // Closed: the same call may now ask again.
+      expect((await a.approvals.create(request())).created).toBe(true);
+      await expect(
+        a.approvals.transition(approval.id, ['executed'], 'failed', { state: 'x' } as never),
+      ).rejects.toThrow(/cannot be patched/);
+    });
+
+    it('lists overdue approvals, newest first otherwise', async () => {
+      const [a] = await engine.open();
+      const past = new Date(Date.now() - 1000).toISOString();
+      const { approval: overdue } = await a.approvals.create(
+        request({
+          args_hash: 'old',
+          created_at: new Date(Date.now() - 5000).toISOString(),
+          expires_at: past,
+        }),
+      );
+      const { approval: fresh } = await a.approvals.create(request({ args_hash: 'new' }));
+      expect((await a.approvals.listExpired(new Date())).map((x) => x.id)).toEqual([overdue.id]);
+      expect((await a.approvals.list()).map((x) => x.id)).toEqual([fresh.id, overdue.id]);
+      expect((await a.approvals.list({ limit: 1 })).map((x) => x.id)).toEqual([fresh.id]);
+    });
+  });
+}
