@@ -50,6 +50,7 @@ if (!available) {
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 /** The audit ledger's checkpoint signing key (live mode requires one), the same for both replicas. */
+const DATA_KEY = randomBytes(32).toString('hex');
 const SIGNING_KEY = generateKeyPairSync('ed25519')
   .privateKey.export({ type: 'pkcs8', format: 'pem' })
   .toString();
@@ -89,6 +90,8 @@ function replicaEnv(name: string): NodeJS.ProcessEnv {
     FRAUDGATE_REDIS_URL: REDIS_URL,
     FRAUDGATE_AUDIT_KEY: 'e2e-shared-audit-key-0123456789abcdef',
     FRAUDGATE_AUDIT_SIGNING_KEY: SIGNING_KEY,
+    // Personal fields are encrypted at rest; every replica needs the same key.
+    FRAUDGATE_DATA_KEY: DATA_KEY,
     FRAUDGATE_LOG_LEVEL: 'info',
     // Live mode, pointed at the emulators this test started: both replicas reach the same upstreams.
     SIFT_API_KEY: sandbox.secrets.siftApiKey,
