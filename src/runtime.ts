@@ -40,8 +40,7 @@ import {
   maskUnmatchedIdentities,
   sealApprovalFields,
 } from './store/field-crypto.ts';
-import type { SessionStores } from './store/session-store.ts';
-import { openSqliteSessionStores } from './store/sqlite/session-store.ts';
+import { openSessionStores, type SessionStores } from './store/session-store.ts';
 import type { AnyTool } from './tool.ts';
 import type { OutboxStore } from './store/outbox-store.ts';
 import { propagatingSift } from './outbox/propagate.ts';
@@ -381,17 +380,10 @@ export async function openRuntime(options: {
     rateLimiter,
     logger,
   });
-  // Sessions follow the store setting; with PostgreSQL they are shared by every replica.
-  const sessions =
-    config.store === 'postgres' && secrets.postgresUrl
-      ? await (
-          await import('./store/postgres/session-store.ts')
-        ).openPostgresSessionStores(secrets.postgresUrl, {
-          schema: config.store_postgres.schema,
-          onError: (error) =>
-            logger.warn('session store connection lost; reconnecting', { error: error.message }),
-        })
-      : openSqliteSessionStores(databasePath(config));
+  // Sessions live in the store like everything else; with PostgreSQL every replica shares them.
+  const sessions = await openSessionStores(state.store, config, secrets, (error) =>
+    logger.warn('session relay connection lost; reconnecting', { error: error.message }),
+  );
   let sweep: NodeJS.Timeout | undefined;
   let sweeping = false;
   return {

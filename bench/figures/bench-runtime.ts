@@ -28,7 +28,10 @@ export async function openBenchRuntime(options: { audit?: AuditLog } = {}): Prom
   const sandbox = await startSandbox(DEFAULTS);
   const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-'));
   const config: Config = {
-    ...mergeConfig(DEFAULTS, { rate_limits: { read: UNLIMITED, write: UNLIMITED, destructive: UNLIMITED } }),
+    ...mergeConfig(DEFAULTS, {
+      rate_limits: { read: UNLIMITED, write: UNLIMITED, destructive: UNLIMITED },
+      http: { max_sessions_per_principal: 100 },
+    }),
     ...sandbox.config,
     data_dir: dataDir,
     mode: 'sandbox',

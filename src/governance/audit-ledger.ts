@@ -95,9 +95,9 @@ export interface AuditLedgerOptions {
   /** How often a failing ledger retries its queued records. Default 1 s. */
   retryMs?: number;
   /**
-   * How long write-behind records (reads) may wait for company before their own commit. A SQLite
-   * commit syncs on the event loop; one per read would stall every call behind it, so reads share
-   * commits (an append that waits, `flush` and `close` commit them at once). Default 50 ms.
+   * How long write-behind records (reads) may wait for company before their own commit: reads
+   * share commits instead of paying an fsync each (an append that waits, `flush` and `close`
+   * commit them at once). Default 50 ms.
    */
   writeBehindLingerMs?: number;
   /** Clock for `ts`; tests pin it. */

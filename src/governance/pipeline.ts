@@ -803,7 +803,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         detail: 'tool has no plan()',
       });
     }
-    const plan = await tool.plan(args, contextFor(principal, channel, `dry:${meta.callId}`));
+    let plan: Awaited<ReturnType<NonNullable<AnyTool['plan']>>>;
+    try {
+      plan = await tool.plan(args, contextFor(principal, channel, `dry:${meta.callId}`));
+    } catch (thrown) {
+      // A dry run that fails (e.g. no lead_id nor email) is a call like any other: it leaves a record.
+      const e = toFraudgateError(thrown);
+      await recordQuietly({
+        ...auditFields(tool, args, principal, meta),
+        event: e.code === ERROR_CODES.INVALID_INPUT ? 'invalid' : 'failed',
+        outcome: { code: e.code, message: e.message, retryable: e.retryable },
+      });
+      throw e;
+    }
     await recordQuietly({ ...auditFields(tool, args, principal, meta), event: 'dry_run' });
     return { dry_run: true, tool: tool.name, target: meta.target, approval_required: meta.mode, ...plan };
   }

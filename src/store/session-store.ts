@@ -3,16 +3,21 @@
  *
  * - the MCP session registry: who opened each Streamable HTTP session and what the client negotiated
  *   (protocol version, capabilities, client info). A replica that did not see the `initialize` rebuilds
- *   the session from its row (src/transports/http.ts);
+ *   the session from its row (src/transports/mcp-sessions.ts);
  * - approval-console sessions: a cookie (stored only as a SHA-256 digest) → the approver principal;
  * - the relay that carries a client's answer to a server request (an elicitation) to the replica whose
- *   tool call is waiting for it.
+ *   tool call is waiting for it: a direct call within one process on SQLite
+ *   (`sqlite/session-relay.ts`), LISTEN/NOTIFY on PostgreSQL (`postgres/session-relay.ts`).
  *
- * Two engines with the same shape: `sqlite/session-store.ts` (the data dir's database, one host) and
- * `postgres/session-store.ts` (several replicas). `test/store/session-store.test.ts` runs one contract
- * suite against both.
+ * The registries are written once against `SqlExecutor` (src/store/sql.ts) and run on both engines;
+ * `test/store/sessions.contract.test.ts` runs one contract suite against both.
  */
+import type { Config, Secrets } from '../config.ts';
 import type { Principal } from '../tool.ts';
+import type { Migration } from './migrations.ts';
+import type { SqlExecutor } from './sql.ts';
+import { createInProcessRelay } from './sqlite/session-relay.ts';
+import type { Store } from './store.ts';
 
 /** One MCP session as the registry keeps it. Times are epoch milliseconds. */
 export interface McpSessionRecord {
@@ -38,9 +43,8 @@ export type SessionCapRefusal = { limit: 'per_principal' | 'total'; open: number
 
 export interface McpSessionStore {
   /**
-   * Registers a session unless a cap is reached, atomically across replicas (a row lock /
-   * advisory lock on PostgreSQL, a write transaction on SQLite), so concurrent initializations
-   * cannot overshoot either cap.
+   * Registers a session unless a cap is reached, atomically across replicas (an advisory lock on
+   * PostgreSQL, the write transaction on SQLite), so concurrent initializations cannot overshoot.
    */
   create(
     session: McpSessionRecord,
@@ -49,10 +53,10 @@ export interface McpSessionStore {
   get(id: string): Promise<McpSessionRecord | undefined>;
   /** Moves `last_used_at` forward (never back) and sets `used` when `used` is true. */
   touch(id: string, at: number, used: boolean): Promise<void>;
-  /** Removes a session (DELETE /mcp, reaping); true when it existed. */
+  /** Removes a session (DELETE /mcp); true when it existed. */
   delete(id: string): Promise<boolean>;
   /**
-   * Removes sessions nobody uses: never used and older than `unusedMs`, or idle for `idleMs`.
+   * Removes sessions nobody uses: never used and quiet for `unusedMs`, or quiet for `idleMs`.
    * Returns the removed ids so the replica can drop its cached transports.
    */
   reap(now: number, timeouts: { unusedMs: number; idleMs: number }): Promise<string[]>;
@@ -99,56 +103,44 @@ export interface RelayedMessage {
 /** PostgreSQL NOTIFY payloads are limited to 8000 bytes; relayed answers stay well under. */
 export const MAX_RELAYED_BYTES = 7000;
 
-/** Everything session-related one engine provides. */
+/** Everything session-related, on the process's store. */
 export interface SessionStores {
   mcpSessions: McpSessionStore;
   consoleSessions: ConsoleSessionStore;
   relay: SessionRelay;
-  /** Cheap round trip for readiness checks. */
-  ping(): Promise<void>;
+  /** Stops the relay; the store itself belongs to whoever opened it. */
   close(): Promise<void>;
 }
 
-/** Session tables, versions 150–199 (the range reserved for sessions), one SQL text per engine. */
-export const SESSION_MIGRATIONS = [
-  {
-    version: 150,
-    name: 'mcp_sessions',
-    sql: `
+const MCP_SESSIONS = `
 CREATE TABLE IF NOT EXISTS mcp_sessions (
-  id TEXT PRIMARY KEY,
-  principal_id TEXT NOT NULL,
-  principal_kind TEXT NOT NULL,
-  principal_role TEXT NOT NULL,
-  protocol_version TEXT NOT NULL,
-  client_capabilities TEXT NOT NULL,
-  client_info TEXT NOT NULL,
-  created_at BIGINT NOT NULL,
-  last_used_at BIGINT NOT NULL,
-  used INTEGER NOT NULL DEFAULT 0
+  id TEXT PRIMARY KEY, principal_id TEXT NOT NULL, principal_kind TEXT NOT NULL, principal_role TEXT NOT NULL,
+  protocol_version TEXT NOT NULL, client_capabilities TEXT NOT NULL, client_info TEXT NOT NULL,
+  created_at BIGINT NOT NULL, last_used_at BIGINT NOT NULL, used INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS mcp_sessions_principal ON mcp_sessions (principal_id);
-CREATE INDEX IF NOT EXISTS mcp_sessions_last_used ON mcp_sessions (last_used_at);`,
-  },
-  {
-    version: 151,
-    name: 'console_sessions',
-    sql: `
-CREATE TABLE IF NOT EXISTS console_sessions (
-  id_hash TEXT PRIMARY KEY,
-  principal_id TEXT NOT NULL,
-  principal_kind TEXT NOT NULL,
-  principal_role TEXT NOT NULL,
-  created_at BIGINT NOT NULL,
-  expires_at BIGINT NOT NULL,
-  last_seen_at BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS console_sessions_created ON console_sessions (created_at);`,
-  },
-] as const;
+CREATE INDEX IF NOT EXISTS mcp_sessions_last_used ON mcp_sessions (last_used_at);`;
 
-/** Row shape shared by both engines (BIGINT arrives as a string from `pg`, a number from SQLite). */
-export interface McpSessionRow {
+const CONSOLE_SESSIONS = `
+CREATE TABLE IF NOT EXISTS console_sessions (
+  id_hash TEXT PRIMARY KEY, principal_id TEXT NOT NULL, principal_kind TEXT NOT NULL, principal_role TEXT NOT NULL,
+  created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_created ON console_sessions (created_at);`;
+
+/**
+ * Versions 150–199 are the sessions range (see migrations.ts); the SQL is the same on both engines.
+ * `IF NOT EXISTS`: data dirs from before the migration runner already have these tables.
+ */
+export const SESSION_MIGRATIONS: Migration[] = [
+  { version: 150, name: 'MCP session registry', sqlite: MCP_SESSIONS, postgres: MCP_SESSIONS },
+  { version: 151, name: 'approval-console sessions', sqlite: CONSOLE_SESSIONS, postgres: CONSOLE_SESSIONS },
+];
+
+/** Serialises session creation fleet-wide on PostgreSQL, so the caps hold under concurrent initializations. */
+const CREATE_LOCK = 72270150;
+
+interface McpSessionRow {
   id: string;
   principal_id: string;
   principal_kind: string;
@@ -156,48 +148,180 @@ export interface McpSessionRow {
   protocol_version: string;
   client_capabilities: string;
   client_info: string;
-  created_at: number | string;
-  last_used_at: number | string;
-  used: number | string;
+  created_at: number;
+  last_used_at: number;
+  used: number;
 }
 
-export function mcpSessionFromRow(row: McpSessionRow): McpSessionRecord {
+const principalOf = (row: { principal_id: string; principal_kind: string; principal_role: string }) => ({
+  id: row.principal_id,
+  kind: row.principal_kind as Principal['kind'],
+  role: row.principal_role as Principal['role'],
+});
+
+export function createMcpSessionStore(db: SqlExecutor): McpSessionStore {
   return {
-    id: row.id,
-    principal: {
-      id: row.principal_id,
-      kind: row.principal_kind as Principal['kind'],
-      role: row.principal_role as Principal['role'],
+    create(session, caps) {
+      return db.transaction(async (tx) => {
+        if (tx.engine === 'postgres') await tx.query('SELECT pg_advisory_xact_lock($1)', [CREATE_LOCK]);
+        const [counts] = await tx.query<{ mine: number | null; total: number }>(
+          `SELECT sum(CASE WHEN principal_id = $1 THEN 1 ELSE 0 END) AS mine, count(*) AS total FROM mcp_sessions`,
+          [session.principal.id],
+        );
+        const mine = Number(counts?.mine ?? 0);
+        const total = Number(counts?.total ?? 0);
+        if (mine >= caps.perPrincipal)
+          return { ok: false as const, limit: 'per_principal' as const, open: mine, max: caps.perPrincipal };
+        if (total >= caps.total)
+          return { ok: false as const, limit: 'total' as const, open: total, max: caps.total };
+        await tx.execute(
+          `INSERT INTO mcp_sessions (id, principal_id, principal_kind, principal_role, protocol_version,
+             client_capabilities, client_info, created_at, last_used_at, used)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+          [
+            session.id,
+            session.principal.id,
+            session.principal.kind,
+            session.principal.role,
+            session.protocol_version,
+            JSON.stringify(session.client_capabilities),
+            JSON.stringify(session.client_info),
+            session.created_at,
+            session.last_used_at,
+            session.used ? 1 : 0,
+          ],
+        );
+        return { ok: true as const };
+      });
     },
-    protocol_version: row.protocol_version,
-    client_capabilities: JSON.parse(row.client_capabilities) as Record<string, unknown>,
-    client_info: JSON.parse(row.client_info) as Record<string, unknown>,
-    created_at: Number(row.created_at),
-    last_used_at: Number(row.last_used_at),
-    used: Number(row.used) === 1,
+    async get(id) {
+      const [row] = await db.query<McpSessionRow>('SELECT * FROM mcp_sessions WHERE id = $1', [id]);
+      if (!row) return undefined;
+      return {
+        id: row.id,
+        principal: principalOf(row),
+        protocol_version: row.protocol_version,
+        client_capabilities: JSON.parse(row.client_capabilities) as Record<string, unknown>,
+        client_info: JSON.parse(row.client_info) as Record<string, unknown>,
+        created_at: Number(row.created_at),
+        last_used_at: Number(row.last_used_at),
+        used: Number(row.used) === 1,
+      };
+    },
+    async touch(id, at, used) {
+      await db.execute(
+        `UPDATE mcp_sessions SET
+           last_used_at = CASE WHEN last_used_at < $1 THEN $1 ELSE last_used_at END,
+           used = CASE WHEN $2 = 1 THEN 1 ELSE used END
+         WHERE id = $3`,
+        [at, used ? 1 : 0, id],
+      );
+    },
+    async delete(id) {
+      return (await db.execute('DELETE FROM mcp_sessions WHERE id = $1', [id])) > 0;
+    },
+    async reap(now, timeouts) {
+      const removed = await db.query<{ id: string }>(
+        'DELETE FROM mcp_sessions WHERE (used = 0 AND last_used_at < $1) OR last_used_at < $2 RETURNING id',
+        [now - timeouts.unusedMs, now - timeouts.idleMs],
+      );
+      return removed.map((r) => r.id);
+    },
+    async count() {
+      const [row] = await db.query<{ n: number }>('SELECT count(*) AS n FROM mcp_sessions');
+      return Number(row?.n ?? 0);
+    },
   };
 }
 
-export interface ConsoleSessionRow {
+interface ConsoleSessionRow {
   id_hash: string;
   principal_id: string;
   principal_kind: string;
   principal_role: string;
-  created_at: number | string;
-  expires_at: number | string;
-  last_seen_at: number | string;
+  created_at: number;
+  expires_at: number;
+  last_seen_at: number;
 }
 
-export function consoleSessionFromRow(row: ConsoleSessionRow): ConsoleSessionRecord {
+export function createConsoleSessionStore(db: SqlExecutor): ConsoleSessionStore {
   return {
-    id_hash: row.id_hash,
-    principal: {
-      id: row.principal_id,
-      kind: row.principal_kind as Principal['kind'],
-      role: row.principal_role as Principal['role'],
+    create(session, maxSessions) {
+      return db.transaction(async (tx) => {
+        await tx.execute(
+          `INSERT INTO console_sessions (id_hash, principal_id, principal_kind, principal_role, created_at,
+             expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+          [
+            session.id_hash,
+            session.principal.id,
+            session.principal.kind,
+            session.principal.role,
+            session.created_at,
+            session.expires_at,
+            session.last_seen_at,
+          ],
+        );
+        // LIMIT before OFFSET: SQLite needs one; a huge one means "all the rest" on both engines.
+        await tx.execute(
+          `DELETE FROM console_sessions WHERE id_hash IN (
+             SELECT id_hash FROM console_sessions ORDER BY created_at DESC, id_hash DESC LIMIT 1000000000 OFFSET $1)`,
+          [maxSessions],
+        );
+      });
     },
-    created_at: Number(row.created_at),
-    expires_at: Number(row.expires_at),
-    last_seen_at: Number(row.last_seen_at),
+    async get(idHash, now, idleMs) {
+      await db.execute('DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen_at <= $2', [
+        now,
+        now - idleMs,
+      ]);
+      const [row] = await db.query<ConsoleSessionRow>('SELECT * FROM console_sessions WHERE id_hash = $1', [
+        idHash,
+      ]);
+      if (!row) return undefined;
+      return {
+        id_hash: row.id_hash,
+        principal: principalOf(row),
+        created_at: Number(row.created_at),
+        expires_at: Number(row.expires_at),
+        last_seen_at: Number(row.last_seen_at),
+      };
+    },
+    async touch(idHash, at) {
+      await db.execute(
+        'UPDATE console_sessions SET last_seen_at = CASE WHEN last_seen_at < $1 THEN $1 ELSE last_seen_at END WHERE id_hash = $2',
+        [at, idHash],
+      );
+    },
+    async delete(idHash) {
+      await db.execute('DELETE FROM console_sessions WHERE id_hash = $1', [idHash]);
+    },
+  };
+}
+
+/**
+ * The session state of a process, on its store: the registries share the store's database; the
+ * relay is in-process on SQLite (one host) and a LISTEN connection of its own on PostgreSQL.
+ */
+export async function openSessionStores(
+  store: Pick<Store, 'engine' | 'sql'>,
+  config: Pick<Config, 'store_postgres'>,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+  onConnectionError: (error: Error) => void = () => undefined,
+): Promise<SessionStores> {
+  // The PostgreSQL relay (and `pg`) load only when configured, like the PostgreSQL engine itself.
+  const relay =
+    store.engine === 'postgres' && secrets.postgresUrl
+      ? (await import('./postgres/session-relay.ts')).openPostgresSessionRelay(
+          secrets.postgresUrl,
+          config.store_postgres.schema,
+          store.sql,
+          onConnectionError,
+        )
+      : createInProcessRelay();
+  return {
+    mcpSessions: createMcpSessionStore(store.sql),
+    consoleSessions: createConsoleSessionStore(store.sql),
+    relay,
+    close: () => relay.close(),
   };
 }

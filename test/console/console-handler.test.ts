@@ -17,8 +17,7 @@ import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import type { ApprovalStore } from '../../src/store/approval-store.ts';
 import { openStore, type Store } from '../../src/store/store.ts';
-import type { SessionStores } from '../../src/store/session-store.ts';
-import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
+import { openSessionStores, type SessionStores } from '../../src/store/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
@@ -98,7 +97,7 @@ beforeEach(async () => {
   audit = ledger.audit;
   store = await openStore({ ...DEFAULTS, data_dir: dir }, {});
   approvals = store.approvals;
-  sessions = openSqliteSessionStores(join(dir, 'sessions.db'));
+  sessions = await openSessionStores(store, DEFAULTS, {});
 });
 
 afterEach(async () => {

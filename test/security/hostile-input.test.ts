@@ -198,6 +198,14 @@ describe('refused calls cannot fill the disk', () => {
 });
 
 describe('protocol edges', () => {
+  it('a dry run that fails leaves an audit record like any other call', async () => {
+    const env = await open();
+    const result = await env.callTool('enrich_salesforce_lead', { dry_run: true });
+    expect(result.isError).toBe(true);
+    const records = await auditRecords(env);
+    expect(records.filter((r) => r.tool === 'enrich_salesforce_lead')).toHaveLength(1);
+  });
+
   it('non-object arguments get an INVALID_INPUT tool result, and the call is audited', async () => {
     const env = await open();
     for (const value of [42, 'user_id=x', [1, 2], null, true]) {

@@ -23,8 +23,8 @@ import { createConsoleHandler } from '../../src/console/console.ts';
 import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
-import { openPostgresSessionStores } from '../../src/store/postgres/session-store.ts';
-import type { SessionStores } from '../../src/store/session-store.ts';
+import { openSessionStores, type SessionStores } from '../../src/store/session-store.ts';
+import { openStore } from '../../src/store/store.ts';
 import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import {
@@ -93,14 +93,21 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** Session stores in a schema of this test run, dropped afterwards. */
+/** Session state on a PostgreSQL store in a schema of this test run, dropped afterwards. */
 async function sessionStores(
   url = PG_URL,
   schema = `fg_replicas_${process.pid}_${randomBytes(3).toString('hex')}`,
 ) {
-  const stores = await openPostgresSessionStores(url, { schema });
+  const config = {
+    ...DEFAULTS,
+    store: 'postgres' as const,
+    store_postgres: { ...DEFAULTS.store_postgres, schema, startup_timeout_ms: 5_000 },
+  };
+  const store = await openStore(config, { postgresUrl: url });
+  const stores = await openSessionStores(store, config, { postgresUrl: url });
   cleanups.push(async () => {
     await stores.close();
+    await store.close();
     const client = new pg.Client({ connectionString: PG_URL });
     await client.connect();
     await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

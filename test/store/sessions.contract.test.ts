@@ -1,77 +1,46 @@
 /**
- * One contract, two engines, for the session state: the MCP session registry (caps atomic under
- * concurrent initializations, touch, reaping), console sessions (expiry, idle, trimming) and the
- * relay between replicas. Two openers on the same database stand for two replicas. PostgreSQL runs
- * when a server listens on 127.0.0.1:5432 (FRAUDGATE_TEST_PG_URL overrides the URL), in a schema of
- * its own that is dropped afterwards.
+ * The session-state contract, on both engines: the MCP session registry (caps atomic under
+ * concurrent creations on two replicas, touch never moves back, reaping of unused and idle sessions),
+ * console sessions (shared, expiry, idle end, trimming) and the relay that carries a client's answer
+ * to the replica it names. Two stores on one database stand for two replicas.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { openPostgresSessionStores } from '../../src/store/postgres/session-store.ts';
-import type { McpSessionRecord, RelayedMessage, SessionStores } from '../../src/store/session-store.ts';
-import { openSqliteSessionStores } from '../../src/store/sqlite/session-store.ts';
+import {
+  openSessionStores,
+  type McpSessionRecord,
+  type RelayedMessage,
+  type SessionStores,
+} from '../../src/store/session-store.ts';
+import { DEFAULTS } from '../../src/config.ts';
+import type { Store } from '../../src/store/store.ts';
 import type { Principal } from '../../src/tool.ts';
+import { ENGINES, PG_URL, type Engine } from './engines.ts';
 
-const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-
-const pgListening = await new Promise<boolean>((resolve) => {
-  const socket = connect({ host: '127.0.0.1', port: 5432 });
-  socket.setTimeout(500);
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-  socket.once('timeout', () => {
-    socket.destroy();
-    resolve(false);
-  });
+const opened: SessionStores[] = [];
+afterAll(async () => {
+  for (const s of opened.splice(0)) await s.close();
 });
-if (!pgListening) {
-  process.stderr.write('session-store: PostgreSQL tests skipped: nothing listens on 127.0.0.1:5432\n');
+
+/** Two replicas' session state on one fresh database. */
+async function twoReplicas(engine: Engine): Promise<[SessionStores, SessionStores]> {
+  const [a, b] = await engine.open();
+  // The relay needs the URL and schema of the database the replicas share.
+  const secrets = engine.name === 'PostgreSQL' ? { postgresUrl: PG_URL } : {};
+  const config = { store_postgres: { ...DEFAULTS.store_postgres, schema: await schemaOf(a) } };
+  const pair: [SessionStores, SessionStores] = [
+    await openSessionStores(a, config, secrets),
+    await openSessionStores(b, config, secrets),
+  ];
+  opened.push(...pair);
+  return pair;
 }
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-
-/** Two handles on one database: two replicas. */
-type Open = () => Promise<[SessionStores, SessionStores]>;
-
-const openSqlite: Open = async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fraudgate-sessions-'));
-  const a = openSqliteSessionStores(join(dir, 'db'));
-  const b = openSqliteSessionStores(join(dir, 'db'));
-  cleanups.push(async () => {
-    await a.close();
-    await b.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return [a, b];
-};
-
-const openPostgres: Open = async () => {
-  const schema = `fg_sessions_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const [a, b] = await Promise.all([
-    openPostgresSessionStores(PG_URL, { schema }),
-    openPostgresSessionStores(PG_URL, { schema }),
-  ]);
-  cleanups.push(async () => {
-    await a.close();
-    await b.close();
-    const client = new pg.Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
-  });
-  return [a, b];
-};
+/** The schema a PostgreSQL store works in (its search_path); unused on SQLite. */
+async function schemaOf(store: Store): Promise<string> {
+  if (store.engine !== 'postgres') return 'unused';
+  const [row] = await store.sql.query<{ schema: string }>('SELECT current_schema() AS schema');
+  return row!.schema;
+}
 
 const ANA: Principal = { id: 'ana.analyst@example.com', kind: 'user', role: 'analyst' };
 const VERA: Principal = { id: 'vera.viewer@example.com', kind: 'user', role: 'viewer' };
@@ -87,10 +56,10 @@ const session = (id: string, principal: Principal, at = 1_000): McpSessionRecord
   used: false,
 });
 
-function contract(engine: string, open: Open, skip: boolean) {
-  describe.skipIf(skip)(`session stores on ${engine}`, () => {
+for (const engine of ENGINES) {
+  describe.skipIf(engine.skip)(`session state contract: ${engine.name}`, () => {
     it('a session created on one replica is read on the other, with what the client negotiated', async () => {
-      const [a, b] = await open();
+      const [a, b] = await twoReplicas(engine);
       expect(await a.mcpSessions.create(session('s1', ANA), { perPrincipal: 5, total: 10 })).toEqual({
         ok: true,
       });
@@ -105,7 +74,7 @@ function contract(engine: string, open: Open, skip: boolean) {
     });
 
     it('caps hold under concurrent creations on two replicas: per principal, then in total', async () => {
-      const [a, b] = await open();
+      const [a, b] = await twoReplicas(engine);
       const caps = { perPrincipal: 3, total: 5 };
       const results = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
@@ -126,7 +95,7 @@ function contract(engine: string, open: Open, skip: boolean) {
     });
 
     it('reaps unused sessions after the short timeout and used ones after the idle timeout', async () => {
-      const [a, b] = await open();
+      const [a, b] = await twoReplicas(engine);
       const caps = { perPrincipal: 10, total: 10 };
       await a.mcpSessions.create(session('unused', ANA, 1_000), caps);
       await a.mcpSessions.create(session('used', ANA, 1_000), caps);
@@ -140,7 +109,7 @@ function contract(engine: string, open: Open, skip: boolean) {
     });
 
     it('console sessions: shared across replicas, end at expiry or when idle, oldest trimmed past the limit', async () => {
-      const [a, b] = await open();
+      const [a, b] = await twoReplicas(engine);
       const base = { principal: ANA, created_at: 1_000, expires_at: 100_000, last_seen_at: 1_000 };
       await a.consoleSessions.create({ id_hash: 'h1', ...base }, 10);
       expect(await b.consoleSessions.get('h1', 2_000, 60_000)).toEqual({ id_hash: 'h1', ...base });
@@ -158,20 +127,17 @@ function contract(engine: string, open: Open, skip: boolean) {
     });
 
     it('the relay delivers a message to the replica it names, and only to it', async () => {
-      const [a, b] = await open();
+      const [a, b] = await twoReplicas(engine);
       const gotA: RelayedMessage[] = [];
       const gotB: RelayedMessage[] = [];
       await a.relay.listen('aaaaaaaaaaaa', (m) => gotA.push(m));
       await b.relay.listen('bbbbbbbbbbbb', (m) => gotB.push(m));
       const message = { jsonrpc: '2.0', id: 'fg.aaaaaaaaaaaa.0', result: { action: 'accept' } };
-      // Same process on SQLite (one host); on PostgreSQL it crosses connections like it crosses replicas.
-      const sender = engine === 'SQLite' ? a : b;
+      // SQLite serves from one process, so its relay stays in-process; PostgreSQL crosses connections as it crosses replicas.
+      const sender = engine.name === 'SQLite' ? a : b;
       await sender.relay.publish('aaaaaaaaaaaa', { session_id: 's1', message });
       await vi.waitFor(() => expect(gotA).toEqual([{ session_id: 's1', message }]), { timeout: 5000 });
       expect(gotB).toEqual([]);
     });
   });
 }
-
-contract('SQLite', openSqlite, false);
-contract('PostgreSQL', openPostgres, !pgListening);
