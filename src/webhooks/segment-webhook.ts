@@ -13,14 +13,15 @@
  * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
  * record; a rejected body is never stored or logged — only its hash.
  */
-import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { Config } from '../config.ts';
-import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
+import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
 import type { DecisionEvent, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
+import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
 import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
 
 export const SEGMENT_WEBHOOK_PATH = '/webhooks/segment';
@@ -73,27 +74,6 @@ export interface SegmentWebhookOptions {
   onEnqueued?: () => void;
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
-
-function send(res: ServerResponse, status: number, body: Record<string, unknown>): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) return 'too_large';
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) return 'too_large';
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
-}
-
 const header = (req: IncomingMessage, name: string) => {
   const value = req.headers[name];
   return Array.isArray(value) ? value[0] : value;
@@ -127,41 +107,23 @@ export function verifySegmentSignature(
 }
 
 /** An `extraHandlers` entry for src/transports/http.ts. */
-export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Handler {
+export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const principal = { ...SEGMENT_WEBHOOK_PRINCIPAL };
-
-  const auditQuietly = async (input: Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>) => {
-    try {
-      await audit.append({ ...input, call_id: randomUUID(), principal, tool: 'segment_webhook' });
-    } catch (error) {
-      logger.error('audit write failed', { event: input.event, error: String(error) });
-    }
-  };
-  const reject = async (res: ServerResponse, status: number, reason: string, body?: Buffer) => {
-    await auditQuietly({
-      event: 'webhook_rejected',
-      outcome: { code: String(status), message: reason },
-      ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
-    });
-    send(res, status, { error: reason });
-  };
+  const { auditQuietly, reject, receive } = createWebhookIntake({
+    path: SEGMENT_WEBHOOK_PATH,
+    tool: 'segment_webhook',
+    principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
+    bodyLimitBytes: options.bodyLimitBytes,
+    audit,
+    logger,
+  });
 
   return async (req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== SEGMENT_WEBHOOK_PATH) return false;
-    if (req.method !== 'POST') {
-      res.setHeader('allow', 'POST');
-      send(res, 405, { error: 'method not allowed' });
-      return true;
-    }
-    const body = await readBody(req, options.bodyLimitBytes);
-    if (body === 'too_large') {
-      await reject(res, 413, 'body too large');
-      return true;
-    }
+    const body = await receive(req, res);
+    if (body === false) return false;
+    if (body === undefined) return true;
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8')) as unknown;
@@ -249,7 +211,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Han
       } catch (error) {
         // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
         logger.error('segment webhook enqueue failed', { error: String(error) });
-        send(res, 503, { error: 'could not store the event; retry' });
+        sendJson(res, 503, { error: 'could not store the event; retry' });
         return true;
       }
       if (stored.duplicate) duplicates += 1;
@@ -273,7 +235,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Han
         outcome: { code: 'IGNORED', message: entry.reason },
       });
     }
-    send(res, 200, { accepted, duplicates, ignored: ignored.length });
+    sendJson(res, 200, { accepted, duplicates, ignored: ignored.length });
     if (accepted > 0) options.onEnqueued?.();
     return true;
   };

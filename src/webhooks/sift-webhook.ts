@@ -8,14 +8,13 @@
  * twice. Every accepted, duplicate or rejected delivery leaves an audit record; a rejected body is
  * never stored or logged (it is untrusted and may hold personal data) — only its hash.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as z from 'zod';
 import { verifySiftSignature } from '../clients/sift-client.ts';
-import type { AuditLog, AuditAppendInput } from '../governance/audit.ts';
+import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
 import type { OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
+import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
 
 export const SIFT_WEBHOOK_PATH = '/webhooks/sift';
 
@@ -43,69 +42,29 @@ export interface SiftWebhookOptions {
   onEnqueued?: () => void;
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
-
-function send(res: ServerResponse, status: number, body: Record<string, unknown>): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) return 'too_large';
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) return 'too_large';
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
-}
-
 /** An `extraHandlers` entry for src/transports/http.ts. */
-export function createSiftWebhookHandler(options: SiftWebhookOptions): Handler {
+export function createSiftWebhookHandler(options: SiftWebhookOptions): WebhookHandler {
   const { outbox, audit, logger } = options;
   const keys = options.keys.filter(Boolean);
   if (keys.length === 0)
     logger.warn('SIFT_WEBHOOK_KEYS is not set: every Sift webhook will be refused with 401');
-  const principal = {
-    id: SIFT_WEBHOOK_PRINCIPAL.id,
-    kind: SIFT_WEBHOOK_PRINCIPAL.kind,
-    role: SIFT_WEBHOOK_PRINCIPAL.role,
-  };
-
-  const auditQuietly = async (input: Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>) => {
-    try {
-      await audit.append({ ...input, call_id: randomUUID(), principal, tool: 'sift_webhook' });
-    } catch (error) {
-      logger.error('audit write failed', { event: input.event, error: String(error) });
-    }
-  };
-  const reject = async (res: ServerResponse, status: number, reason: string, body?: Buffer) => {
-    // Audited before answering, so whoever sees the answer also finds the record.
-    await auditQuietly({
-      event: 'webhook_rejected',
-      outcome: { code: String(status), message: reason },
-      ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
-    });
-    send(res, status, { error: reason });
-  };
+  const { auditQuietly, reject, receive } = createWebhookIntake({
+    path: SIFT_WEBHOOK_PATH,
+    tool: 'sift_webhook',
+    principal: {
+      id: SIFT_WEBHOOK_PRINCIPAL.id,
+      kind: SIFT_WEBHOOK_PRINCIPAL.kind,
+      role: SIFT_WEBHOOK_PRINCIPAL.role,
+    },
+    bodyLimitBytes: options.bodyLimitBytes,
+    audit,
+    logger,
+  });
 
   return async (req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== SIFT_WEBHOOK_PATH) return false;
-    if (req.method !== 'POST') {
-      res.setHeader('allow', 'POST');
-      send(res, 405, { error: 'method not allowed' });
-      return true;
-    }
-    const body = await readBody(req, options.bodyLimitBytes);
-    if (body === 'too_large') {
-      await reject(res, 413, 'body too large');
-      return true;
-    }
+    const body = await receive(req, res);
+    if (body === false) return false;
+    if (body === undefined) return true;
     const header = req.headers['x-sift-science-signature'];
     const signature = Array.isArray(header) ? header[0] : header;
     if (!signature) {
@@ -139,7 +98,7 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): Handler {
     } catch (error) {
       // Not stored, so not acknowledged: Sift (or its operator) must deliver it again.
       logger.error('webhook enqueue failed', { error: String(error) });
-      send(res, 503, { error: 'could not store the event; retry' });
+      sendJson(res, 503, { error: 'could not store the event; retry' });
       return true;
     }
     await auditQuietly({
@@ -148,7 +107,7 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): Handler {
       args_redacted: { entity_type: parsed.entity.type, decision_id: parsed.decision.id, time: parsed.time },
       outcome: { code: 'OK', message: `outbox event ${stored.id}` },
     });
-    send(res, 200, { status: stored.duplicate ? 'duplicate' : 'accepted' });
+    sendJson(res, 200, { status: stored.duplicate ? 'duplicate' : 'accepted' });
     if (!stored.duplicate) options.onEnqueued?.();
     return true;
   };

@@ -1,0 +1,91 @@
+/**
+ * What every inbound webhook endpoint shares before it looks at the vendor's payload: route and
+ * method, a body read under a size limit, JSON answers, and refusals that are audited before they
+ * are answered (so whoever sees the answer also finds the record). The Sift and Segment handlers
+ * differ only in how they check signatures and what they store.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
+import type { Logger } from '../logger.ts';
+import type { Principal } from '../tool.ts';
+
+/** An `extraHandlers` entry for src/transports/http.ts: answers and returns true, or returns false (not its route). */
+export type WebhookHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+export function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) return 'too_large';
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return 'too_large';
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts);
+}
+
+export interface WebhookIntake {
+  /** Audit a webhook event under the endpoint's principal; a failing audit write is logged, never thrown. */
+  auditQuietly(input: Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>): Promise<void>;
+  /** Audit a refusal (with the body's hash, never the body), then answer it. */
+  reject(res: ServerResponse, status: number, reason: string, body?: Buffer): Promise<void>;
+  /**
+   * The raw body of a POST to `path`; `false` when the request is not for this endpoint, `undefined`
+   * when it was already answered (wrong method, body over the limit).
+   */
+  receive(req: IncomingMessage, res: ServerResponse): Promise<Buffer | false | undefined>;
+}
+
+export function createWebhookIntake(options: {
+  path: string;
+  /** The audit record's `tool`, e.g. `sift_webhook`. */
+  tool: string;
+  principal: Principal;
+  bodyLimitBytes: number;
+  audit: AuditLog;
+  logger: Logger;
+}): WebhookIntake {
+  const { audit, logger, principal, tool } = options;
+  const auditQuietly: WebhookIntake['auditQuietly'] = async (input) => {
+    try {
+      await audit.append({ ...input, call_id: randomUUID(), principal, tool });
+    } catch (error) {
+      logger.error('audit write failed', { event: input.event, error: String(error) });
+    }
+  };
+  const reject: WebhookIntake['reject'] = async (res, status, reason, body) => {
+    await auditQuietly({
+      event: 'webhook_rejected',
+      outcome: { code: String(status), message: reason },
+      ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
+    });
+    sendJson(res, status, { error: reason });
+  };
+  return {
+    auditQuietly,
+    reject,
+    async receive(req, res) {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== options.path) return false;
+      if (req.method !== 'POST') {
+        res.setHeader('allow', 'POST');
+        sendJson(res, 405, { error: 'method not allowed' });
+        return undefined;
+      }
+      const body = await readBody(req, options.bodyLimitBytes);
+      if (body === 'too_large') {
+        await reject(res, 413, 'body too large');
+        return undefined;
+      }
+      return body;
+    },
+  };
+}
