@@ -108,9 +108,11 @@ export function replicaIdFor(
  * Open the configured store, logging (not crashing on) connection failures and start-up waits.
  * One per process: pass it to `openRuntime` and `openAutomation` so they share it.
  */
-export function openConfiguredStore(config: Config, secrets: Secrets, logger: Logger): Promise<Store> {
+export async function openConfiguredStore(config: Config, secrets: Secrets, logger: Logger): Promise<Store> {
   let lastWarning = 0;
   return openStore(config, secrets, {
+    // The outbox's personal fields are sealed under the same data key as approvals'.
+    cipher: createFieldCipher(loadDataKey(config, secrets)),
     onConnectionError(error) {
       // pg replaces the connection on next use; one warning a minute is enough for the operator.
       if (Date.now() - lastWarning < 60_000) return;

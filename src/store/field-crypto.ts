@@ -23,6 +23,9 @@ const PREFIX = 'enc:v1:';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
+/** Whether stored text was sealed by a FieldCipher (else it is legacy plain text). */
+export const isSealed = (text: string) => text.startsWith(PREFIX);
+
 /** Seals and opens JSON values for one key. */
 export interface FieldCipher {
   /** `value` as JSON, encrypted and bound to `context` (e.g. `approvals.args:apr_123`). */

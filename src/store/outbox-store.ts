@@ -14,8 +14,16 @@
  * restarted replica takes its own leased effects back at once (`reclaim`) instead of waiting for the
  * leases to expire. Commits are durable before `enqueue` resolves (SQLite `synchronous = FULL`,
  * PostgreSQL `synchronous_commit` on): a 2xx to Sift promises the event survives.
+ *
+ * Personal fields at rest (issue 13): with a `cipher` (every store opened from configuration has
+ * one, key FRAUDGATE_DATA_KEY), an effect's arguments (replayed exactly, so encrypted, not masked),
+ * its result and its error detail are sealed like approval arguments (src/store/field-crypto.ts),
+ * bound to the row: arguments to (event id, effect), the row's unique key, known before the insert;
+ * result and error to the effect id. Rows written without a cipher still load.
  */
 import { createHash } from 'node:crypto';
+import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { isSealed, type FieldCipher } from './field-crypto.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
 /** A Sift decision webhook as accepted (§7.1 of the Sift contract); unknown keys are not kept. */
@@ -135,9 +143,19 @@ export interface OutboxStore {
 
 /** How concurrent workers stay apart: the engine-specific half of the outbox. */
 export interface OutboxQueue {
-  supersede(db: SqlExecutor, now: number): Promise<OutboxEffect[]>;
-  claim(db: SqlExecutor, owner: string, limit: number, leaseMs: number, now: number): Promise<OutboxEffect[]>;
+  supersede(db: SqlExecutor, now: number, toEffect: EffectFromRow): Promise<OutboxEffect[]>;
+  claim(
+    db: SqlExecutor,
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    now: number,
+    toEffect: EffectFromRow,
+  ): Promise<OutboxEffect[]>;
 }
+
+/** Turns a stored row into an effect, opening its sealed fields (the store's `effectFromRow`). */
+export type EffectFromRow = (row: EffectRow) => OutboxEffect;
 
 /** The deduplication key of a delivery: Sift may deliver the same decision more than once (§7.3). */
 export function eventKey(event: DecisionEvent): string {
@@ -178,13 +196,47 @@ export interface EventRow {
   routed: number;
 }
 
-export function effectFromRow(row: EffectRow): OutboxEffect {
+/** Where each sealed field is bound (additional authenticated data): table, column and row. */
+export const outboxFieldContext = {
+  args: (eventId: number, effect: string) => `outbox_effects.args:${eventId}:${effect}`,
+  result: (id: number) => `outbox_effects.result:${id}`,
+  lastError: (id: number) => `outbox_effects.last_error:${id}`,
+};
+
+/** JSON for a column: sealed with a cipher, plain without one. */
+function sealJson(cipher: FieldCipher | undefined, value: unknown, context: string): string {
+  return cipher ? cipher.seal(value ?? null, context) : JSON.stringify(value ?? null);
+}
+
+/** A stored JSON column: opened when sealed, parsed when plain (rows written before encryption). */
+function openJson(cipher: FieldCipher | undefined, text: string, context: string): unknown {
+  if (!isSealed(text)) return JSON.parse(text) as unknown;
+  if (!cipher) {
+    throw new FraudgateError(
+      ERROR_CODES.INTERNAL,
+      'Stored outbox data is encrypted; open the store with FRAUDGATE_DATA_KEY set to the key that wrote it.',
+      { detail: context },
+    );
+  }
+  return cipher.open(text, context);
+}
+
+/** The error column is free text: sealed as a JSON string with a cipher, plain otherwise. */
+function sealError(cipher: FieldCipher | undefined, error: string, id: number): string {
+  return cipher ? cipher.seal(error, outboxFieldContext.lastError(id)) : error;
+}
+
+export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffect {
+  const id = Number(row.id);
   const effect: OutboxEffect = {
-    id: Number(row.id),
+    id,
     eventId: Number(row.event_id),
     effect: row.effect,
     tool: row.tool,
-    args: JSON.parse(row.args) as Record<string, unknown>,
+    args: openJson(cipher, row.args, outboxFieldContext.args(Number(row.event_id), row.effect)) as Record<
+      string,
+      unknown
+    >,
     entityKey: row.entity_key,
     decisionTime: Number(row.decision_time),
     state: row.state as EffectState,
@@ -196,8 +248,12 @@ export function effectFromRow(row: EffectRow): OutboxEffect {
   if (row.lease_owner !== null) effect.leaseOwner = row.lease_owner;
   if (row.lease_until !== null) effect.leaseUntil = Number(row.lease_until);
   if (row.approval_id !== null) effect.approvalId = row.approval_id;
-  if (row.last_error !== null) effect.lastError = row.last_error;
-  if (row.result !== null) effect.result = JSON.parse(row.result) as unknown;
+  if (row.last_error !== null) {
+    effect.lastError = isSealed(row.last_error)
+      ? String(openJson(cipher, row.last_error, outboxFieldContext.lastError(id)))
+      : row.last_error;
+  }
+  if (row.result !== null) effect.result = openJson(cipher, row.result, outboxFieldContext.result(id));
   return effect;
 }
 
@@ -238,8 +294,12 @@ export function emptyOutboxStats(): Record<EffectState | 'unrouted', number> {
 export function createOutboxStore(
   db: SqlExecutor,
   queue: OutboxQueue,
-  options: { groupCommit?: boolean } = {},
+  options: { groupCommit?: boolean; cipher?: FieldCipher } = {},
 ): OutboxStore {
+  const { cipher } = options;
+  const toEffect: EffectFromRow = (row) => effectFromRow(row, cipher);
+  const sealArgs = (eventId: number, e: NewEffect) =>
+    sealJson(cipher, e.args, outboxFieldContext.args(eventId, e.effect));
   const changed = async (sql: string, params: (string | number | null)[]) =>
     (await db.execute(sql, params)) > 0;
 
@@ -307,15 +367,7 @@ export function createOutboxStore(
             `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
                next_attempt_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
-            [
-              id,
-              e.effect,
-              e.tool,
-              JSON.stringify(e.args),
-              `${event.entityType}:${event.entityId}`,
-              event.time,
-              now,
-            ],
+            [id, e.effect, e.tool, sealArgs(id, e), `${event.entityType}:${event.entityId}`, event.time, now],
           );
         }
         return { id, duplicate: false };
@@ -340,16 +392,16 @@ export function createOutboxStore(
             `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
                next_attempt_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
-            [eventId, e.effect, e.tool, JSON.stringify(e.args), entityKey, Number(row.decision_time), now],
+            [eventId, e.effect, e.tool, sealArgs(eventId, e), entityKey, Number(row.decision_time), now],
           );
         }
         await tx.execute('UPDATE outbox_events SET routed = 1 WHERE id = $1', [eventId]);
       });
     },
 
-    supersede: (now = Date.now()) => queue.supersede(db, now),
+    supersede: (now = Date.now()) => queue.supersede(db, now, toEffect),
 
-    claim: (owner, limit, leaseMs, now = Date.now()) => queue.claim(db, owner, limit, leaseMs, now),
+    claim: (owner, limit, leaseMs, now = Date.now()) => queue.claim(db, owner, limit, leaseMs, now, toEffect),
 
     async renew(ids, owner, leaseUntil, now = Date.now()) {
       if (ids.length === 0) return [];
@@ -365,7 +417,7 @@ export function createOutboxStore(
       changed(
         `UPDATE outbox_effects SET state = 'done', result = $1, last_error = NULL, lease_until = NULL, updated_at = $2
          WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
-        [JSON.stringify(result ?? null), now, id, owner],
+        [sealJson(cipher, result, outboxFieldContext.result(id)), now, id, owner],
       ),
 
     retry: (id, owner, nextAttemptAt, error, countAttempt, now = Date.now()) =>
@@ -373,7 +425,14 @@ export function createOutboxStore(
         `UPDATE outbox_effects SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2,
            last_error = COALESCE($3, last_error), lease_until = NULL, updated_at = $4
          WHERE id = $5 AND state = 'leased' AND lease_owner = $6`,
-        [countAttempt ? 1 : 0, nextAttemptAt, error ?? null, now, id, owner],
+        [
+          countAttempt ? 1 : 0,
+          nextAttemptAt,
+          error === undefined ? null : sealError(cipher, error, id),
+          now,
+          id,
+          owner,
+        ],
       ),
 
     deadLetter: (id, owner, error, now = Date.now()) =>
@@ -381,7 +440,7 @@ export function createOutboxStore(
         `UPDATE outbox_effects SET state = 'dead', attempts = attempts + 1, last_error = $1, lease_until = NULL,
            updated_at = $2
          WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
-        [error, now, id, owner],
+        [sealError(cipher, error, id), now, id, owner],
       ),
 
     awaitApproval: (id, owner, approvalId, now = Date.now()) =>
@@ -392,7 +451,13 @@ export function createOutboxStore(
       ),
 
     settleApproval: (id, to, detail, now = Date.now()) => {
-      const json = JSON.stringify(detail ?? null);
+      // The detail is the result when done, else the error: sealed for the column it lands in.
+      const json =
+        to === 'done'
+          ? sealJson(cipher, detail, outboxFieldContext.result(id))
+          : cipher
+            ? cipher.seal(JSON.stringify(detail ?? null), outboxFieldContext.lastError(id))
+            : JSON.stringify(detail ?? null);
       return changed(
         `UPDATE outbox_effects SET state = CAST($1 AS TEXT),
            result = CASE WHEN CAST($1 AS TEXT) = 'done' THEN CAST($2 AS TEXT) ELSE result END,
@@ -418,7 +483,7 @@ export function createOutboxStore(
 
     async get(id) {
       const [row] = await db.query<EffectRow>('SELECT * FROM outbox_effects WHERE id = $1', [id]);
-      return row ? effectFromRow(row) : undefined;
+      return row ? toEffect(row) : undefined;
     },
 
     async getEvent(id) {
@@ -434,7 +499,7 @@ export function createOutboxStore(
           `SELECT * FROM outbox_effects ${where} ORDER BY id DESC LIMIT $${states.length + 1}`,
           [...states, filter.limit ?? 100],
         )
-      ).map(effectFromRow);
+      ).map(toEffect);
     },
 
     async stats() {

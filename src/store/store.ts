@@ -20,6 +20,7 @@ import { DATABASE_FILE } from '../data-dir.ts';
 import { StartupError } from '../startup.ts';
 import { FraudgateError, ERROR_CODES } from '../errors.ts';
 import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
+import type { FieldCipher } from './field-crypto.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { migrate } from './migrations.ts';
@@ -61,6 +62,11 @@ export interface OpenStoreOptions {
   onConnectionError?: (error: Error) => void;
   /** Told before each retry while the database is unreachable at start-up. */
   onWaiting?: (message: string) => void;
+  /**
+   * Seals the outbox's personal fields (src/store/field-crypto.ts). Every store opened from
+   * configuration has one (`openConfiguredStore`); without it rows are written plain.
+   */
+  cipher?: FieldCipher;
 }
 
 function bind(
@@ -68,13 +74,17 @@ function bind(
   config: Pick<Config, 'identity'>,
   queue: OutboxQueue,
   scope: 'database' | 'transaction',
+  cipher: FieldCipher | undefined,
 ): StateStores {
   return {
     approvals: createApprovalStore(db),
     identities: createIdentityStore(db, config.identity),
     syncState: createSyncStateStore(db),
     // Group commit only at the top: inside a transaction the caller's commit is the one that counts.
-    outbox: createOutboxStore(db, queue, { groupCommit: scope === 'database' }),
+    outbox: createOutboxStore(db, queue, {
+      groupCommit: scope === 'database',
+      ...(cipher ? { cipher } : {}),
+    }),
     leases: createLeaseStore(db),
     sql: db,
   };
@@ -157,10 +167,10 @@ export async function openStore(
     throw error;
   }
   return {
-    ...bind(db, config, queue, 'database'),
+    ...bind(db, config, queue, 'database', options.cipher),
     engine: db.engine,
     location,
-    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction'))),
+    transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction', options.cipher))),
     ping: () => db.ping(),
     close: () => db.close(),
   };

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tools as allTools } from '../../tools/index.ts';
-import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
@@ -48,6 +48,8 @@ export async function outboxEnv(
     dataDir?: string;
     sandbox?: Sandbox;
     tools?: readonly AnyTool[];
+    /** Added to the sandbox's secrets (e.g. `postgresUrl` for `store: postgres`). */
+    secrets?: Partial<Secrets>;
   } = {},
 ): Promise<OutboxEnv> {
   const sandbox = options.sandbox ?? (await startSandbox(DEFAULTS));
@@ -83,7 +85,12 @@ export async function outboxEnv(
     data_dir: dataDir,
     mode: 'sandbox',
   };
-  const secrets = { ...sandbox.secrets, auditKey: 'test-audit-key', siftWebhookKeys: WEBHOOK_KEYS };
+  const secrets = {
+    ...sandbox.secrets,
+    auditKey: 'test-audit-key',
+    siftWebhookKeys: WEBHOOK_KEYS,
+    ...options.secrets,
+  };
   const automation = await openAutomation({
     config,
     secrets,

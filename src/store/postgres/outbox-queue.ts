@@ -8,10 +8,10 @@
  *   and effect at once (per-user ordering holds across replicas).
  * - `supersede` is one `UPDATE … FROM … RETURNING`.
  */
-import { effectFromRow, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
+import { type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
 
 export const postgresOutboxQueue: OutboxQueue = {
-  async supersede(db, now) {
+  async supersede(db, now, toEffect) {
     const rows = await db.query<EffectRow>(
       `UPDATE outbox_effects f SET state = 'skipped', last_error = 'superseded by a later decision', updated_at = $1
        FROM outbox_events e
@@ -22,10 +22,10 @@ export const postgresOutboxQueue: OutboxQueue = {
        RETURNING f.*`,
       [now],
     );
-    return rows.map(effectFromRow);
+    return rows.map(toEffect);
   },
 
-  async claim(db, owner, limit, leaseMs, now) {
+  async claim(db, owner, limit, leaseMs, now, toEffect) {
     return db.transaction(async (tx) => {
       const due = await tx.query<EffectRow>(
         `SELECT * FROM outbox_effects f
@@ -57,7 +57,7 @@ export const postgresOutboxQueue: OutboxQueue = {
            WHERE id = $4 AND state = $5 RETURNING *`,
           [owner, now + leaseMs, now, row.id, row.state],
         );
-        if (updated) taken.push(effectFromRow(updated));
+        if (updated) taken.push(toEffect(updated));
       }
       return taken;
     });

@@ -3,10 +3,10 @@
  * `BEGIN IMMEDIATE` transaction, so two workers (this process and `fraudgate outbox work`) never
  * both read the same due rows.
  */
-import { effectFromRow, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
+import { type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
 
 export const sqliteOutboxQueue: OutboxQueue = {
-  async supersede(db, now) {
+  async supersede(db, now, toEffect) {
     return db.transaction(async (tx) => {
       // A later routed event of the same entity (ties broken by arrival) makes an unstarted effect stale.
       const stale = await tx.query<EffectRow>(
@@ -23,11 +23,11 @@ export const sqliteOutboxQueue: OutboxQueue = {
           [now, row.id],
         );
       }
-      return stale.map((row) => ({ ...effectFromRow(row), state: 'skipped' as const }));
+      return stale.map((row) => ({ ...toEffect(row), state: 'skipped' as const }));
     });
   },
 
-  async claim(db, owner, limit, leaseMs, now) {
+  async claim(db, owner, limit, leaseMs, now, toEffect) {
     return db.transaction(async (tx) => {
       const due = await tx.query<EffectRow>(
         `SELECT f.* FROM outbox_effects f
@@ -53,7 +53,7 @@ export const sqliteOutboxQueue: OutboxQueue = {
         );
         if (ok > 0) {
           taken.push({
-            ...effectFromRow(row),
+            ...toEffect(row),
             state: 'leased',
             leaseOwner: owner,
             leaseUntil: now + leaseMs,

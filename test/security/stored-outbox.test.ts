@@ -1,0 +1,163 @@
+/**
+ * Outbox rows keep nothing readable about customers (issue 13, item 5): a Segment message carrying
+ * an email and a phone number is routed to a `send_sift_event` effect whose frozen arguments and
+ * result are sealed with FRAUDGATE_DATA_KEY (src/store/field-crypto.ts) on both engines, while the
+ * effect still reaches Sift with the real values.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
+import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { DEFAULTS } from '../../src/config.ts';
+import { createFieldCipher } from '../../src/store/field-crypto.ts';
+import { openStore } from '../../src/store/store.ts';
+import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
+
+const EMAIL = 'planted.outbox@example.com';
+const PHONE = '+14155550188';
+const SECRET = 'segment-shared-secret';
+
+let env: OutboxEnv | undefined;
+let server: Server | undefined;
+let schema: string | undefined;
+afterEach(async () => {
+  if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
+  server = undefined;
+  await env?.close();
+  env = undefined;
+  if (schema) await dropSchema(schema);
+  schema = undefined;
+});
+
+/** The automation with the real Segment webhook handler in front of it. */
+async function start(postgres: boolean) {
+  if (postgres) schema = uniqueSchema();
+  env = await outboxEnv({
+    config: postgres ? { store: 'postgres', store_postgres: { schema, startup_timeout_ms: 2_000 } } : {},
+    ...(postgres ? { secrets: { postgresUrl: PG_URL } } : {}),
+  });
+  const { automation, config } = env;
+  const handler = createSegmentWebhookHandler({
+    store: (event, effects) => automation.store.enqueueRouted(event, effects),
+    secret: SECRET,
+    mapping: config.mapping,
+    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    audit: automation.runtime.audit,
+    logger: silentLogger,
+    bodyLimitBytes: 64 * 1024,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  server = createServer((req, res) => {
+    void handler(req, res).then((handled) => {
+      if (!handled) {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+  return { env, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment` };
+}
+
+/** Runs one message with a planted email and phone through the outbox; checks Sift got them. */
+async function runPlanted(postgres: boolean) {
+  const { env, url } = await start(postgres);
+  const message = {
+    version: 1,
+    type: 'track',
+    messageId: 'm-planted-1',
+    userId: 'sandbox-high-risk',
+    event: 'Signed Up',
+    properties: { email: EMAIL, phone: PHONE, first_name: 'Jo', last_name: 'Planted' },
+    timestamp: '2026-11-30T08:00:00.000Z',
+  };
+  expect(await sendSegmentWebhook(url, message, { secret: SECRET })).toMatchObject({ status: 200 });
+  expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+  // Executed correctly: Sift received the real values, exactly once.
+  const sent = env.sandbox.sift.events.filter((e) => e.userId === 'sandbox-high-risk');
+  expect(sent).toHaveLength(1);
+  expect(JSON.stringify(sent[0]?.body)).toContain(EMAIL);
+  expect(JSON.stringify(sent[0]?.body)).toContain(PHONE);
+  // Read back through the store, the effect has its real arguments.
+  const effect = (await env.automation.store.list()).find((e) => e.tool === 'send_sift_event');
+  expect(effect?.state).toBe('done');
+  expect(JSON.stringify(effect?.args)).toContain(EMAIL);
+  return env;
+}
+
+describe('stored outbox rows', () => {
+  it('SQLite: the database file holds no planted email or phone; the effect ran with them', async () => {
+    const e = await runPlanted(false);
+    const raw = ['fraudgate.db', 'fraudgate.db-wal']
+      .map((f) => {
+        try {
+          return readFileSync(join(e.dataDir, f)).toString('latin1');
+        } catch {
+          return '';
+        }
+      })
+      .join('');
+    expect(raw).not.toContain(EMAIL);
+    expect(raw).not.toContain(PHONE);
+    expect(raw).toContain('enc:v1:');
+  });
+
+  it.skipIf(!pgListening)('PostgreSQL: outbox rows hold no planted email or phone', async () => {
+    await runPlanted(true);
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    try {
+      const rows = [
+        ...(await client.query(`SELECT * FROM ${schema}.outbox_effects`)).rows,
+        ...(await client.query(`SELECT * FROM ${schema}.outbox_events`)).rows,
+      ];
+      const raw = JSON.stringify(rows);
+      expect(rows.length).toBeGreaterThan(1);
+      expect(raw).not.toContain(EMAIL);
+      expect(raw).not.toContain(PHONE);
+      expect(raw).toContain('enc:v1:');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('rows written before encryption still load; a sealed value moved to another row does not open', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fraudgate-outbox-legacy-'));
+    try {
+      const config = { ...DEFAULTS, data_dir: dir };
+      const event = (decisionId: string) => ({ entityType: 'user', entityId: 'u-1', decisionId, time: 1 });
+      const effect = { effect: 'sift_event', tool: 'send_sift_event', args: { email: EMAIL } };
+      const plain = await openStore(config, {});
+      const { id: legacy } = await plain.outbox.enqueueRouted(event('d-1'), [effect]);
+      await plain.close();
+      const sealed = await openStore(config, {}, { cipher: createFieldCipher(randomBytes(32)) });
+      try {
+        await sealed.outbox.enqueueRouted(event('d-2'), [effect]);
+        const [newer, older] = await sealed.outbox.list();
+        expect(older?.eventId).toBe(legacy);
+        expect(older?.args).toEqual({ email: EMAIL });
+        expect(newer?.args).toEqual({ email: EMAIL });
+        // Copy the sealed arguments onto the legacy row: bound to their own row, they are refused.
+        await sealed.sql.execute(
+          'UPDATE outbox_effects SET args = (SELECT args FROM outbox_effects WHERE id = $1) WHERE id = $2',
+          [newer!.id, older!.id],
+        );
+        await expect(sealed.outbox.get(older!.id)).rejects.toThrow(/integrity check/);
+      } finally {
+        await sealed.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
