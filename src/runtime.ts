@@ -28,7 +28,7 @@ import { createPipeline, type Pipeline } from './governance/pipeline.ts';
 import { createBudgets, type Budgets } from './governance/budgets.ts';
 import type { BudgetStore } from './store/budget-store.ts';
 import { openSqliteBudgetStore } from './store/sqlite/budget-store.ts';
-import { createRateLimiter, createRedisRateLimiter } from './governance/rate-limit.ts';
+import { createRateLimiter, createRedisRateLimiter, type RateLimiter } from './governance/rate-limit.ts';
 import { createRedactor, type Redactor } from './governance/redact.ts';
 import { redactingLogger, type Logger } from './logger.ts';
 import type { ApprovalStore } from './store/approval-store.ts';
@@ -60,6 +60,8 @@ export interface Runtime {
   audit: AuditLog;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
+  /** Rate-limit buckets: in memory, or in Redis shared by the replicas (`rate_limits.store`). */
+  rateLimiter: RateLimiter;
   /** Blast-radius budgets: admitted effects and pauses (src/governance/budgets.ts). */
   budgets: Budgets;
   /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
@@ -394,6 +396,7 @@ export async function openRuntime(options: {
     pipeline,
     ...state,
     sessions,
+    rateLimiter,
     budgets,
     outbox,
     clients,

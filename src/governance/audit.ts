@@ -25,6 +25,8 @@ export const AUDIT_EVENTS = [
   'invalid',
   'forbidden',
   'rate_limited',
+  // Refused because a dependency the call needs (the shared rate-limit store) was unreachable.
+  'unavailable',
   'intent',
   'executed',
   'failed',

@@ -873,12 +873,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         deps.rateLimiter.take(`${principal.id}\u0000${tool.name}`, bucketFor(tool)),
       );
     } catch (thrown) {
-      // Fail closed: without a working limiter nothing runs, and the operator sees why in the log.
-      throw new FraudgateError(
-        ERROR_CODES.INTERNAL,
+      // Fail closed: without a working limiter nothing runs. Not a bug (INTERNAL) but an outage the
+      // caller can retry through, and like every refusal it is audited.
+      logger.warn('rate-limit store unavailable; call refused', { tool: tool.name, error: String(thrown) });
+      const error = new FraudgateError(
+        ERROR_CODES.UPSTREAM_ERROR,
         'The rate-limit store is unavailable, so nothing was done; try again shortly.',
-        { retryable: true, detail: String(thrown) },
+        { retryable: true },
       );
+      return refuse(error, principal, () => ({
+        event: 'unavailable',
+        call_id: callId,
+        tool: tool.name,
+        args_hash: argsHash,
+        target,
+      }));
     }
     if (!limit.allowed) {
       const error = new FraudgateError(

@@ -17,6 +17,8 @@ export interface RateLimitDecision {
 export interface RateLimiter {
   /** Take one token. Rejects only when the store itself is unreachable (callers fail closed). */
   take(key: string, bucket: BucketConfig): Promise<RateLimitDecision>;
+  /** Whether the store answers now (for /readyz); never rejects. */
+  ping(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,9 @@ export function createRateLimiter(now: () => number = Date.now): RateLimiter {
       buckets.set(key, { tokens, updatedAt: t });
       return decision;
     },
+    async ping() {
+      return true;
+    },
     async close() {},
   };
 }
@@ -52,6 +57,7 @@ export function createRateLimiter(now: () => number = Date.now): RateLimiter {
 /** The minimal Redis surface the limiter needs (ioredis implements it). */
 export interface RedisLike {
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  ping(): Promise<unknown>;
   quit(): Promise<unknown>;
 }
 
@@ -100,6 +106,22 @@ export function createRedisRateLimiter(
         fullAfterMs,
       )) as [number, number, number];
       return { allowed: reply[0] === 1, retryAfterMs: reply[1], remaining: reply[2] };
+    },
+    async ping() {
+      // ioredis queues commands while it reconnects; a probe must answer quickly either way.
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), 1000);
+      });
+      const answer = redis.ping().then(
+        () => true,
+        () => false,
+      );
+      try {
+        return await Promise.race([answer, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
     async close() {
       await redis.quit();

@@ -491,7 +491,8 @@ export async function startHttpServer(
     } catch {
       store = 'unavailable';
     }
-    const [sift, segment, salesforce] = await Promise.all([
+    const [redis, sift, segment, salesforce] = await Promise.all([
+      config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
       reachable(config.sift.base_url),
       reachable(config.segment.host),
       reachable(config.salesforce.login_url),
@@ -501,6 +502,8 @@ export async function startHttpServer(
       store,
       // Calls are refused while the ledger cannot write (fail closed); say so to the load balancer.
       audit: ledger.ok ? 'ok' : 'failing',
+      // Shared rate-limit buckets: while Redis is down every call is refused (retryable, audited).
+      ...(redis === undefined ? {} : { redis: redis ? 'ok' : 'unavailable' }),
       sift: sift ? 'ok' : 'unreachable',
       segment: segment ? 'ok' : 'unreachable',
       salesforce: salesforce ? 'ok' : 'unreachable',

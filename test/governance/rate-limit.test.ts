@@ -7,6 +7,7 @@ import { createConnection } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRateLimiter, createRedisRateLimiter } from '../../src/governance/rate-limit.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { setup } from '../helpers/setup.ts';
 
 const BUCKET = { capacity: 2, per_minute: 60 }; // one token a second
@@ -89,13 +90,20 @@ describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
 });
 
 describe('Redis down', () => {
-  it('fails closed: nothing runs, the error is retryable and says why', async () => {
+  it('fails closed: nothing runs, the error is retryable, says why and is audited; readiness says so', async () => {
     const env = await setup({ config: { rate_limits: { store: 'redis' } }, redisUrl: 'redis://127.0.0.1:1' });
     try {
       const result = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
-      expect(result.error).toMatchObject({ code: 'INTERNAL', retryable: true });
+      // An outage the caller can retry through, not a bug (INTERNAL).
+      expect(result.error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
       expect(result.error.message).toContain('rate-limit store is unavailable');
       expect(env.sandbox.sift.journal).toHaveLength(0);
+      const records = await storedAuditRecords(env.config, env.runtime.audit);
+      expect(records.filter((r) => r.event === 'unavailable')).toMatchObject([
+        { tool: 'get_sift_score', outcome: { code: 'UPSTREAM_ERROR', retryable: true } },
+      ]);
+      // What /readyz reports for Redis.
+      expect(await env.runtime.rateLimiter.ping()).toBe(false);
     } finally {
       await env.close();
     }
