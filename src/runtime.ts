@@ -133,9 +133,27 @@ export function auditWriterId(replicaId?: string): string {
   return replicaId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}:${process.pid}`;
 }
 
-/** The ledger's storage. */
-export function openLedgerEngine(config: Pick<Config, 'data_dir'>): LedgerEngine {
-  return openSqliteLedgerStore(databasePath(config));
+/**
+ * The ledger's storage: the configured store's engine, so with `store: postgres` every replica
+ * appends its own chain to one shared ledger and `audit verify` on any replica checks them all.
+ */
+export async function openLedgerEngine(
+  config: Pick<Config, 'data_dir' | 'store' | 'store_postgres'>,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+  onError?: (error: Error) => void,
+): Promise<LedgerEngine> {
+  if (config.store !== 'postgres') return openSqliteLedgerStore(databasePath(config));
+  if (!secrets.postgresUrl)
+    throw new InvalidInputError(
+      [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when store is postgres' }],
+      'Missing PostgreSQL URL',
+    );
+  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
+  return openPostgresLedgerStore({
+    url: secrets.postgresUrl,
+    schema: config.store_postgres.schema,
+    ...(onError ? { onError } : {}),
+  });
 }
 
 /** The public key that checks checkpoints, from the configured signing key (see audit-signing.ts). */
@@ -154,13 +172,13 @@ export function trustedAuditVerifier(config: Config, secrets: Secrets): Checkpoi
  * Retention (`audit.retention_days`) runs here on a timer; pruning is idempotent, so replicas that
  * run it at once only repeat each other's deletes.
  */
-export function openAuditLedger(
+export async function openAuditLedger(
   config: Config,
   secrets: Secrets,
   redactor: Redactor,
   logger: Logger,
   writer = auditWriterId(),
-): AuditLog & { engine: LedgerEngine } {
+): Promise<AuditLog & { engine: LedgerEngine }> {
   const signer = createCheckpointSigner(
     loadSigningKey({
       pem: secrets.auditSigningKey,
@@ -169,7 +187,11 @@ export function openAuditLedger(
       mode: config.mode,
     }),
   );
-  const engine = openLedgerEngine(config);
+  const engine = await openLedgerEngine(config, secrets, (error) =>
+    logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
+      error: error.message,
+    }),
+  );
   const ledger = createAuditLedger({
     engine,
     writer,
@@ -243,7 +265,7 @@ export async function openGovernanceState(
   let audit: AuditLog;
   let cipher;
   try {
-    audit = options.audit ?? openAuditLedger(config, secrets, redactor, logger, options.writer);
+    audit = options.audit ?? (await openAuditLedger(config, secrets, redactor, logger, options.writer));
     cipher = createFieldCipher(loadDataKey(config, secrets));
   } catch (error) {
     if (!options.store) await raw.close();

@@ -36,7 +36,7 @@ export async function runAuditCommand(
     const result = await verifyAuditFile(values.file, verifier);
     return report(values.file, result);
   }
-  const engine = openLedgerEngine(loaded.config);
+  const engine = await openLedgerEngine(loaded.config, loaded.secrets);
   try {
     return report(`audit ledger (${engine.kind})`, {
       format: 'ledger',
@@ -89,7 +89,7 @@ async function exportCommand(values: CliValues, loaded: LoadedConfig): Promise<n
       ]);
     }
   }
-  const engine = openLedgerEngine(loaded.config);
+  const engine = await openLedgerEngine(loaded.config, loaded.secrets);
   try {
     for await (const chunk of exportLedger(engine, since ? { since } : {})) {
       // Respect back-pressure: a slow SIEM pipe must not make the export buffer the whole ledger.

@@ -21,9 +21,13 @@ import { openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
 import { databasePath } from '../../src/store/store.ts';
 
 /** Every record in the data directory's ledger, in commit order, once `audit` has flushed. */
-export async function storedAuditRecords(config: Config, audit?: AuditLog): Promise<AuditRecord[]> {
+export async function storedAuditRecords(
+  config: Config,
+  audit?: AuditLog,
+  secrets: Secrets = {},
+): Promise<AuditRecord[]> {
   await audit?.flush();
-  const engine = openLedgerEngine(config);
+  const engine = await openLedgerEngine(config, secrets);
   try {
     const records: AuditRecord[] = [];
     for await (const batch of engine.scan()) {
@@ -42,7 +46,7 @@ export async function verifyStoredAudit(
   audit?: AuditLog,
 ): Promise<LedgerVerifyResult> {
   await audit?.flush();
-  const engine = openLedgerEngine(config);
+  const engine = await openLedgerEngine(config, secrets);
   try {
     return await verifyLedger(engine, trustedAuditVerifier(config, secrets));
   } finally {
