@@ -3,23 +3,16 @@
  * message where no Redis listens on 127.0.0.1:6379), and failing closed when Redis is down.
  */
 import { randomUUID } from 'node:crypto';
-import { createConnection } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRateLimiter, createRedisRateLimiter } from '../../src/governance/rate-limit.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
+import { listening } from '../helpers/services.ts';
 import { setup } from '../helpers/setup.ts';
 
 const BUCKET = { capacity: 2, per_minute: 60 }; // one token a second
 
-const redisUp = await new Promise<boolean>((resolve) => {
-  const socket = createConnection({ host: '127.0.0.1', port: 6379 });
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-});
+const redisUp = await listening(6379);
 if (!redisUp) console.warn('rate-limit tests: no Redis on 127.0.0.1:6379, skipping the Redis store tests');
 
 describe('in-memory buckets', () => {

@@ -7,7 +7,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -18,6 +17,7 @@ import { openSqliteBudgetStore } from '../../src/store/sqlite/budget-store.ts';
 import type { Principal } from '../../src/tool.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
+import { listening } from '../helpers/services.ts';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -151,19 +151,7 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
 });
 
 const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/postgres';
-const pgListening = await new Promise<boolean>((resolve) => {
-  const socket = connect({ host: '127.0.0.1', port: 5432 });
-  socket.setTimeout(500);
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-  socket.once('timeout', () => {
-    socket.destroy();
-    resolve(false);
-  });
-});
+const pgListening = await listening(5432);
 if (!pgListening)
   process.stderr.write('budgets: PostgreSQL tests skipped: nothing listens on 127.0.0.1:5432\n');
 

@@ -6,7 +6,6 @@
  */
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -32,22 +31,11 @@ import { createCheckpointSigner, createCheckpointVerifier } from '../../src/gove
 import { createRedactor } from '../../src/governance/redact.ts';
 import { openPostgresLedgerStore } from '../../src/store/postgres/audit-ledger-store.ts';
 import { openSqliteLedgerStore } from '../../src/store/sqlite/audit-ledger-store.ts';
+import { listening } from '../helpers/services.ts';
 
 const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-const pgListening = await new Promise<boolean>((resolve) => {
-  const socket = connect({ host: '127.0.0.1', port: 5432 });
-  socket.setTimeout(500);
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-  socket.once('timeout', () => {
-    socket.destroy();
-    resolve(false);
-  });
-});
+const pgListening = await listening(5432);
 if (!pgListening) {
   process.stderr.write('audit-ledger: PostgreSQL tests skipped: nothing listens on 127.0.0.1:5432\n');
 }

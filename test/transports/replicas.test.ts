@@ -32,21 +32,10 @@ import {
   type ProxyRequest,
   type RoundRobinProxy,
 } from '../helpers/round-robin-proxy.ts';
+import { listening } from '../helpers/services.ts';
 
 const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const pgListening = await new Promise<boolean>((resolve) => {
-  const socket = connect({ host: '127.0.0.1', port: 5432 });
-  socket.setTimeout(500);
-  socket.once('connect', () => {
-    socket.destroy();
-    resolve(true);
-  });
-  socket.once('error', () => resolve(false));
-  socket.once('timeout', () => {
-    socket.destroy();
-    resolve(false);
-  });
-});
+const pgListening = await listening(5432);
 if (!pgListening) {
   process.stderr.write('replicas: skipped: these tests need PostgreSQL on 127.0.0.1:5432\n');
 }
