@@ -31,6 +31,12 @@ export interface Migration {
   postgres: string;
 }
 
+/** For SQL both engines accept as written. */
+const onBothEngines = (sql: string): Pick<Migration, 'sqlite' | 'postgres'> => ({
+  sqlite: sql,
+  postgres: sql,
+});
+
 const CORE: Migration[] = [
   {
     version: 1,
@@ -58,7 +64,7 @@ CREATE INDEX IF NOT EXISTS approvals_created ON approvals (created_at DESC, id D
   {
     version: 2,
     name: 'identity mappings and the unmatched list',
-    sqlite: `
+    ...onBothEngines(`
 CREATE TABLE IF NOT EXISTS identity_mappings (
   sift_user_id TEXT PRIMARY KEY, segment_user_id TEXT NOT NULL, mapped_by TEXT NOT NULL, mapped_at TEXT NOT NULL
 );
@@ -66,21 +72,12 @@ CREATE TABLE IF NOT EXISTS unmatched_identities (
   sift_user_id TEXT PRIMARY KEY, tried TEXT NOT NULL, first_seen_at TEXT NOT NULL, last_seen_at TEXT NOT NULL,
   times_seen INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS unmatched_recency ON unmatched_identities (last_seen_at DESC, sift_user_id DESC);`,
-    postgres: `
-CREATE TABLE IF NOT EXISTS identity_mappings (
-  sift_user_id TEXT PRIMARY KEY, segment_user_id TEXT NOT NULL, mapped_by TEXT NOT NULL, mapped_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS unmatched_identities (
-  sift_user_id TEXT PRIMARY KEY, tried TEXT NOT NULL, first_seen_at TEXT NOT NULL, last_seen_at TEXT NOT NULL,
-  times_seen INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS unmatched_recency ON unmatched_identities (last_seen_at DESC, sift_user_id DESC);`,
+CREATE INDEX IF NOT EXISTS unmatched_recency ON unmatched_identities (last_seen_at DESC, sift_user_id DESC);`),
   },
   {
     version: 3,
     name: 'sync watermarks, score-sync runs and the Task ledger',
-    sqlite: `
+    ...onBothEngines(`
 CREATE TABLE IF NOT EXISTS sync_watermarks (name TEXT PRIMARY KEY, modstamp TEXT NOT NULL, last_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lifecycle_seen (account_id TEXT PRIMARY KEY, status TEXT);
 CREATE TABLE IF NOT EXISTS score_sync_runs (
@@ -88,16 +85,7 @@ CREATE TABLE IF NOT EXISTS score_sync_runs (
 );
 CREATE TABLE IF NOT EXISTS score_sync_tasks (
   run_id TEXT NOT NULL, account_id TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT, PRIMARY KEY (run_id, account_id)
-);`,
-    postgres: `
-CREATE TABLE IF NOT EXISTS sync_watermarks (name TEXT PRIMARY KEY, modstamp TEXT NOT NULL, last_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS lifecycle_seen (account_id TEXT PRIMARY KEY, status TEXT);
-CREATE TABLE IF NOT EXISTS score_sync_runs (
-  id TEXT PRIMARY KEY, started_at TEXT NOT NULL, cursor TEXT NOT NULL, state TEXT NOT NULL, counters TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS score_sync_tasks (
-  run_id TEXT NOT NULL, account_id TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT, PRIMARY KEY (run_id, account_id)
-);`,
+);`),
   },
   {
     version: 4,
@@ -154,7 +142,7 @@ CREATE TABLE job_leases (
     name: 'one open approval per binding',
     // Before the index, a repeated call on another replica could open a second approval for the same
     // call: keep the oldest open one of each binding and expire the rest, then forbid it for good.
-    sqlite: `
+    ...onBothEngines(`
 UPDATE approvals SET state = 'expired', reason = 'duplicate of an earlier open approval for the same call'
 WHERE state IN ('pending', 'approved') AND EXISTS (
   SELECT 1 FROM approvals older WHERE older.tool = approvals.tool AND older.args_hash = approvals.args_hash
@@ -162,22 +150,14 @@ WHERE state IN ('pending', 'approved') AND EXISTS (
     AND older.policy_version = approvals.policy_version AND older.state IN ('pending', 'approved', 'executing')
     AND (older.created_at < approvals.created_at OR (older.created_at = approvals.created_at AND older.id < approvals.id)));
 CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target, requester, policy_version)
-  WHERE state IN ('pending', 'approved', 'executing');`,
-    postgres: `
-UPDATE approvals SET state = 'expired', reason = 'duplicate of an earlier open approval for the same call'
-WHERE state IN ('pending', 'approved') AND EXISTS (
-  SELECT 1 FROM approvals older WHERE older.tool = approvals.tool AND older.args_hash = approvals.args_hash
-    AND older.target = approvals.target AND older.requester = approvals.requester
-    AND older.policy_version = approvals.policy_version AND older.state IN ('pending', 'approved', 'executing')
-    AND (older.created_at < approvals.created_at OR (older.created_at = approvals.created_at AND older.id < approvals.id)));
-CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target, requester, policy_version)
-  WHERE state IN ('pending', 'approved', 'executing');`,
+  WHERE state IN ('pending', 'approved', 'executing');`),
   },
   {
     version: 7,
     name: 'at most one running score-sync run',
-    sqlite: `CREATE UNIQUE INDEX score_sync_one_running ON score_sync_runs (state) WHERE state = 'running';`,
-    postgres: `CREATE UNIQUE INDEX score_sync_one_running ON score_sync_runs (state) WHERE state = 'running';`,
+    ...onBothEngines(
+      `CREATE UNIQUE INDEX score_sync_one_running ON score_sync_runs (state) WHERE state = 'running';`,
+    ),
   },
 ];
 
