@@ -2,55 +2,13 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { NotFoundError } from '../src/errors.ts';
-import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
-import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { matchCrmRecords, recordMatchOutcome } from './salesforce-common.ts';
 import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
 
-type CrmRow = { Id: string; OwnerId?: string; [field: string]: unknown };
-
 /** How many recent feed posts are searched for this sync's marker before posting again. */
 const FEED_LOOKBACK = 20;
-
-/**
- * The Account and Contact for a Sift user: by Sift_User_Id__c, else a Contact by email or phone
- * (the caller's, else the mapped Segment profile's), as lookup_user matches.
- */
-async function matchRecords(user: string, given: { email?: string; phone?: string }, ctx: ToolContext) {
-  const sf = ctx.clients.salesforce;
-  const q = soqlQuote(user);
-  const names = ctx.config.mapping.salesforce_fields;
-  const fields = `Id, OwnerId, ${names.decision}`;
-  const [accounts, contacts] = await Promise.all([
-    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
-      signal: ctx.signal,
-    }),
-    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
-      signal: ctx.signal,
-    }),
-  ]);
-  const records = [
-    ...accounts.map((r) => ({ sobject: 'Account' as const, row: r })),
-    ...contacts.map((r) => ({ sobject: 'Contact' as const, row: r })),
-  ];
-  const byId: IdentityAttempt = {
-    system: 'salesforce',
-    identifier: 'sift_user_id',
-    value: user,
-    found: true,
-  };
-  if (records.length > 0) return { match: 'sift_user_id' as const, records, tried: [byId] };
-  const fallback = await matchContactByFallback<CrmRow>(user, given, fields, ctx);
-  const tried = [{ ...byId, found: false }, ...fallback.tried];
-  if (fallback.contact) {
-    return {
-      match: fallback.matched_by,
-      records: [{ sobject: 'Contact' as const, row: fallback.contact }],
-      tried,
-    };
-  }
-  return { match: 'none' as const, records: [], tried };
-}
 
 /** Everything the sync decides before writing; shared by the dry run and the real run. */
 async function prepare(
@@ -58,10 +16,12 @@ async function prepare(
   ctx: ToolContext,
   options: { recordMatch: boolean },
 ) {
-  const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+  const [decision, matched] = await Promise.all([
+    currentDecision(args.user_id, args.abuse_type, ctx),
+    matchCrmRecords(args.user_id, { email: args.email, phone: args.phone }, ctx),
+  ]);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const value = effect.salesforce_value;
-  const matched = await matchRecords(args.user_id, { email: args.email, phone: args.phone }, ctx);
   if (options.recordMatch) await recordMatchOutcome(args.user_id, matched.match, matched.tried, ctx);
   if (matched.match === 'none') {
     throw new NotFoundError(

@@ -24,7 +24,13 @@ import type { Connection } from 'jsforce';
 import * as z from 'zod';
 import { FraudgateError, InvalidInputError, NotFoundError, UpstreamError } from '../errors.ts';
 import { isSalesforceId } from './salesforce-ids.ts';
-import type { RequestOptions, SalesforceClient, SalesforceRecord, SalesforceSaveResult } from './types.ts';
+import type {
+  RequestOptions,
+  SalesforceClient,
+  SalesforceLookup,
+  SalesforceRecord,
+  SalesforceSaveResult,
+} from './types.ts';
 
 /** How fraudgate authenticates to the org (§2). Both are OAuth flows of a connected app. */
 export type SalesforceAuthConfig =
@@ -69,6 +75,28 @@ export function soqlQuote(value: string): string {
     .replace(/\t/g, '\\t');
   return `'${escaped}'`;
 }
+
+/** Most values in one lookup query: keeps the SOQL well under Salesforce's URL and statement limits. */
+export const LOOKUP_VALUES_PER_QUERY = 200;
+
+/** The SOQL of a lookup for some of its values; names are checked, values quoted. */
+export function lookupSoql(lookup: Omit<SalesforceLookup, 'values'>, values: readonly string[]): string {
+  for (const name of [lookup.sobject, lookup.field, ...lookup.select]) {
+    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(name)) {
+      throw new InvalidInputError([{ field: 'lookup', message: `${name} is not a Salesforce API name` }]);
+    }
+  }
+  const fields = [...new Set(['Id', lookup.field, ...lookup.select])].join(', ');
+  const where = `${lookup.field} IN (${values.map(soqlQuote).join(', ')})`;
+  return (
+    `SELECT ${fields} FROM ${lookup.sobject} WHERE ${where}` +
+    (lookup.where ? ` AND (${lookup.where})` : '') +
+    (lookup.orderBy ? ` ORDER BY ${lookup.orderBy}` : '')
+  );
+}
+
+/** The key a lookup value and a row's field value are matched on: SOQL text equality ignores case. */
+export const lookupKey = (value: unknown): string => String(value ?? '').toLowerCase();
 
 // ---- response shapes (parsed with zod at our boundary) ----------------------------------------
 
@@ -594,7 +622,24 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     return out;
   };
 
-  return {
+  const client: SalesforceClient = {
+    async lookup<T extends SalesforceRecord = SalesforceRecord>(
+      lookup: SalesforceLookup,
+      options?: RequestOptions,
+    ): Promise<T[]> {
+      const values = [...new Set(lookup.values)];
+      const rows: T[] = [];
+      for (let i = 0; i < values.length; i += LOOKUP_VALUES_PER_QUERY) {
+        rows.push(
+          ...(await client.query<T>(
+            lookupSoql(lookup, values.slice(i, i + LOOKUP_VALUES_PER_QUERY)),
+            options,
+          )),
+        );
+      }
+      return rows;
+    },
+
     async query<T extends SalesforceRecord = SalesforceRecord>(
       soql: string,
       options?: RequestOptions,
@@ -790,4 +835,5 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       closed = true;
     },
   };
+  return client;
 }

@@ -163,7 +163,33 @@ export interface SalesforceSaveResult {
   errors: { statusCode: string; message: string; fields?: string[] }[];
 }
 
+/**
+ * Records whose `field` equals one of `values` (SOQL `field IN (...)`, ≤200 values a query).
+ * Shaped so that many callers' lookups of one kind merge into one query: the batching client
+ * (src/outbox/batching-salesforce.ts) answers concurrent lookups of one shape with one `IN` query.
+ */
+export interface SalesforceLookup {
+  sobject: string;
+  /** An API name; the rows returned always carry it. */
+  field: string;
+  values: readonly string[];
+  /** API names of the fields to read (`Id` is always read). */
+  select: readonly string[];
+  /** A fixed condition ANDed to the match, literals already quoted with `soqlQuote`. */
+  where?: string;
+  /** e.g. `CreatedDate DESC`; rows keep this order within each caller's answer. */
+  orderBy?: string;
+}
+
 export interface SalesforceClient {
+  /**
+   * The records matching a lookup, in `orderBy` order. SOQL compares text without regard to case,
+   * and so does the match of a row to its value.
+   */
+  lookup<T extends SalesforceRecord = SalesforceRecord>(
+    lookup: SalesforceLookup,
+    options?: RequestOptions,
+  ): Promise<T[]>;
   /** SOQL, all pages. Callers escape literals with `soqlQuote` from src/clients/salesforce-client.ts. */
   query<T extends SalesforceRecord = SalesforceRecord>(soql: string, options?: RequestOptions): Promise<T[]>;
   /** One page of a query plus the cursor for the next one. */
