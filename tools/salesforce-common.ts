@@ -87,10 +87,19 @@ const stringTrait = (traits: Record<string, unknown> | null, key: string) => {
 /** A CRM record as the effect tools read it: owner, decision field, and a Contact's Account. */
 export type CrmRow = { Id: string; OwnerId?: string; AccountId?: string | null; [field: string]: unknown };
 
+/**
+ * On Account and Contact: the key of the last decision sync applied to the record. The sync writes
+ * it with the decision value in the same request as its Chatter post, so the key on the record
+ * proves the post was made: a retry (after a lost answer or a crash before the outbox commit) reads
+ * it with the record and does not post again.
+ */
+export const DECISION_SYNC_KEY_FIELD = 'Fraudgate_Sync_Key__c';
+
 /** The fields the effect tools read on a matched Account or Contact: one shape, so their lookups merge. */
 function crmFields(sobject: 'Account' | 'Contact', ctx: ToolContext): string[] {
   const names = ctx.config.mapping.salesforce_fields;
-  return sobject === 'Contact' ? ['OwnerId', 'AccountId', names.decision] : ['OwnerId', names.decision];
+  const common = ['OwnerId', names.decision, DECISION_SYNC_KEY_FIELD];
+  return sobject === 'Contact' ? ['AccountId', ...common] : common;
 }
 
 /**

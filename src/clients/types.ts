@@ -181,7 +181,37 @@ export interface SalesforceLookup {
   orderBy?: string;
 }
 
+/** One record write, as `writeTogether` takes them. */
+export type SalesforceWrite =
+  | { op: 'create'; sobject: string; record: SalesforceRecord }
+  | { op: 'update'; sobject: string; record: SalesforceRecord & { Id: string } }
+  | { op: 'upsert'; sobject: string; externalIdField: string; record: SalesforceRecord };
+
+/** Writes of one kind to one object: one sObject Collections subrequest of a composite request. */
+export interface SalesforceCollectionWrite {
+  op: SalesforceWrite['op'];
+  sobject: string;
+  /** For `upsert`. */
+  externalIdField?: string;
+  records: SalesforceRecord[];
+}
+
 export interface SalesforceClient {
+  /**
+   * Writes that reach Salesforce in one request (a composite request of sObject Collections: one API
+   * call), applied in the order given. A write and the idempotency key that vouches for it are never
+   * split between requests, so a lost answer or a crash leaves both applied or neither. Throws for the
+   * first write Salesforce refused (the others' outcomes stand); otherwise one result per write.
+   */
+  writeTogether(writes: SalesforceWrite[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
+  /**
+   * Up to 5 collections of up to 200 records in one composite request (one API call; `/composite`
+   * allows five sObject Collections subrequests); per collection, its records' save results.
+   */
+  writeCollections(
+    collections: SalesforceCollectionWrite[],
+    options?: RequestOptions,
+  ): Promise<SalesforceSaveResult[][]>;
   /**
    * The records matching a lookup, in `orderBy` order. SOQL compares text without regard to case,
    * and so does the match of a row to its value.
