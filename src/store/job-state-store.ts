@@ -44,9 +44,10 @@ export interface JobStateStore {
   ): Promise<void>;
 }
 
+/** Workflows range (200–249, see migrations.ts); jobs use 230–239 so the watchers' 200s stay free. */
 export const JOB_MIGRATIONS: Migration[] = [
   {
-    version: 200,
+    version: 230,
     name: 'job schedules and last runs',
     sqlite: `
 CREATE TABLE job_runs (
