@@ -14,7 +14,11 @@ import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
-import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
+import {
+  createApprovalDesk,
+  type ApprovalDesk,
+  type ApprovalTransaction,
+} from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
 import { createAuditLedger, type LedgerEngine } from './governance/audit-ledger.ts';
 import {
@@ -54,6 +58,8 @@ export interface Runtime {
   /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
   store: Store;
   approvals: ApprovalStore;
+  /** A store transaction with the (sealed) approvals bound to it: a transition and its audit record commit together. */
+  approvalTransaction: ApprovalTransaction;
   /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
   /** This process's audit writer: the one ledger instance every part of the process appends through. */
@@ -271,13 +277,17 @@ export async function openGovernanceState(
   const approvals = sealApprovalFields(raw.approvals, cipher);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
-  const desk = createApprovalDesk({ approvals, audit, logger });
+  // The ledger lives in the store's database, so a transition and its record share one transaction.
+  const approvalTransaction: ApprovalTransaction = (fn) =>
+    raw.transaction((tx) => fn({ approvals: sealApprovalFields(tx.approvals, cipher), sql: tx.sql }));
+  const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
   return {
     redactor,
     audit,
     ledgerEngine,
     store,
     approvals,
+    approvalTransaction,
     identities,
     desk,
     async close() {
@@ -396,6 +406,7 @@ export async function openRuntime(options: {
     clients,
     budgets,
     approvals: state.approvals,
+    approvalTransaction: state.approvalTransaction,
     identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,
