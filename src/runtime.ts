@@ -20,7 +20,7 @@ import {
   type ApprovalTransaction,
 } from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
-import { createAuditLedger, pruneLedger, type LedgerEngine } from './governance/audit-ledger.ts';
+import { createAuditLedger, type LedgerEngine } from './governance/audit-ledger.ts';
 import {
   createCheckpointSigner,
   createCheckpointVerifier,
@@ -64,6 +64,8 @@ export interface Runtime {
   identities: IdentityStore;
   /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
+  /** The ledger's storage when this runtime opened the writer (retention prunes it); else undefined. */
+  ledgerEngine: LedgerEngine | undefined;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
   /** Rate-limit buckets: in memory, or in Redis shared by the replicas (`rate_limits.store`). */
@@ -179,8 +181,7 @@ export function trustedAuditVerifier(config: Config, secrets: Secrets): Checkpoi
 
 /**
  * Opens this process's ledger writer. Refuses (fail closed) without a signing key in live mode.
- * Retention (`audit.retention_days`) runs here on a timer; pruning is idempotent, so replicas that
- * run it at once only repeat each other's deletes.
+ * Retention (`audit.retention_days`) is the `audit_retention` job of `serve` (src/jobs/serve-jobs.ts).
  */
 export async function openAuditLedger(
   config: Config,
@@ -218,23 +219,11 @@ export async function openAuditLedger(
         ? logger.info('audit ledger writable again')
         : logger.error('audit ledger cannot write: calls are refused until it can', { error: health.reason }),
   });
-  let retention: NodeJS.Timeout | undefined;
-  if (config.audit.retention_days > 0) {
-    const prune = () =>
-      pruneLedger(engine, new Date(Date.now() - config.audit.retention_days * 86_400_000)).catch(
-        (error: unknown) =>
-          logger.warn('audit retention failed; it runs again within the hour', { error: String(error) }),
-      );
-    void prune();
-    retention = setInterval(prune, 3_600_000);
-    retention.unref();
-  }
   return {
     ...ledger,
     writer: ledger.writer,
     engine,
     async close() {
-      if (retention) clearInterval(retention);
       await ledger.close();
       await engine.close();
     },
@@ -277,9 +266,15 @@ export async function openGovernanceState(
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const raw = options.store ?? (await openConfiguredStore(config, secrets, logger));
   let audit: AuditLog;
+  let ledgerEngine: LedgerEngine | undefined;
   let cipher;
   try {
-    audit = options.audit ?? (await openAuditLedger(config, secrets, redactor, logger, options.writer, raw));
+    if (options.audit) audit = options.audit;
+    else {
+      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer, raw);
+      audit = opened;
+      ledgerEngine = opened.engine;
+    }
     cipher = createFieldCipher(loadDataKey(config, secrets));
   } catch (error) {
     if (!options.store) await raw.close();
@@ -297,6 +292,7 @@ export async function openGovernanceState(
   return {
     redactor,
     audit,
+    ledgerEngine,
     store,
     approvals,
     approvalTransaction,
