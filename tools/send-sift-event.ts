@@ -230,17 +230,35 @@ const paymentMethod = z
       .optional(),
     card_bin: digits('6,8', 'the first 6–8 digits of the card').optional(),
     card_last4: digits('4', 'the last 4 digits of the card').optional(),
-    avs_result_code: z.string().regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character AVS code').optional(),
-    cvv_result_code: z.string().regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character CVV code').optional(),
+    avs_result_code: z
+      .string()
+      .regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character AVS code')
+      .optional(),
+    cvv_result_code: z
+      .string()
+      .regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character CVV code')
+      .optional(),
     verification_status: status.optional(),
     decline_reason_code: z.string().min(1).max(64).optional(),
-    routing_number: z.string().regex(/^[0-9A-Z]{4,20}$/, 'digits and capital letters').optional(),
+    routing_number: z
+      .string()
+      .regex(/^[0-9A-Z]{4,20}$/, 'digits and capital letters')
+      .optional(),
     account_number_last5: digits('5', 'the last 5 digits of the account number').optional(),
     account_holder_name: text.optional(),
     bank_name: text.optional(),
-    bank_country: z.string().regex(/^[A-Z]{2}$/, 'ISO 3166 alpha-2, e.g. DE').optional(),
-    shortened_iban_first6: z.string().regex(/^[A-Z]{2}[0-9A-Z]{4}$/, 'the first 6 IBAN characters').optional(),
-    shortened_iban_last4: z.string().regex(/^[0-9A-Z]{4}$/, 'the last 4 IBAN characters').optional(),
+    bank_country: z
+      .string()
+      .regex(/^[A-Z]{2}$/, 'ISO 3166 alpha-2, e.g. DE')
+      .optional(),
+    shortened_iban_first6: z
+      .string()
+      .regex(/^[A-Z]{2}[0-9A-Z]{4}$/, 'the first 6 IBAN characters')
+      .optional(),
+    shortened_iban_last4: z
+      .string()
+      .regex(/^[0-9A-Z]{4}$/, 'the last 4 IBAN characters')
+      .optional(),
     sepa_direct_debit_mandate: z.boolean().optional(),
     wallet_address: text.optional(),
   })

@@ -36,7 +36,12 @@ export interface SiftAbuseScore {
   percentiles?: Partial<Record<ScorePercentileWindow, number>>;
 }
 
-export const SCORE_PERCENTILE_WINDOWS = ['last_1_days', 'last_5_days', 'last_7_days', 'last_10_days'] as const;
+export const SCORE_PERCENTILE_WINDOWS = [
+  'last_1_days',
+  'last_5_days',
+  'last_7_days',
+  'last_10_days',
+] as const;
 export type ScorePercentileWindow = (typeof SCORE_PERCENTILE_WINDOWS)[number];
 
 /** One synchronous workflow run on an event (`return_workflow_status`, contract §2.4 and §6). */

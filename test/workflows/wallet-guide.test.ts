@@ -236,8 +236,9 @@ describe('wallet guide: workflows and percentiles', () => {
   it('exposes score percentiles where Sift sends them, and nothing where it sends -1', async () => {
     env = await setup();
     const before = await env.callTool('get_sift_score', { user_id: 'sandbox-high-risk' });
-    const entry = (out: { scores: { abuse_type: string }[] }) =>
-      out.scores.find((s) => s.abuse_type === 'payment_abuse');
+    type ScoreEntry = { abuse_type: string; percentiles?: Record<string, number> };
+    const entry = (out: Record<string, unknown>) =>
+      (out.scores as ScoreEntry[]).find((s) => s.abuse_type === 'payment_abuse');
     expect(entry(before.output)).not.toHaveProperty('percentiles');
     env.sandbox.sift.setPercentiles('sandbox-high-risk', 'payment_abuse', {
       last_7_days: 0.97,
