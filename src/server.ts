@@ -191,7 +191,12 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     },
   );
   const server = mcp.server;
-  const visible = (name: string) => pipeline.visibleTools(principal).some((t) => t.name === name);
+  // What this connection's principal may see depends only on the principal and the configuration,
+  // both fixed for the connection's life: worked out once, not on every call.
+  let visibleByName: Map<string, AnyTool> | undefined;
+  const visibleTool = (name: string) =>
+    (visibleByName ??= new Map(pipeline.visibleTools(principal).map((t) => [t.name, t]))).get(name);
+  const visible = (name: string) => visibleTool(name) !== undefined;
 
   server.setRequestHandler(ListResourcesRequestSchema, () => ({
     resources: [
@@ -335,12 +340,13 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       durationMs: performance.now() - started,
       ...(outcome.ok ? {} : { error: outcome.error }),
     });
-    logger.info('tool call', {
-      tool: pipeline.toolLabel(name),
-      call_id: outcome.callId,
-      principal: principal.id,
-      outcome: outcome.ok ? 'ok' : outcome.error.code,
-    });
+    if (logger.enabled('info'))
+      logger.info('tool call', {
+        tool: pipeline.toolLabel(name),
+        call_id: outcome.callId,
+        principal: principal.id,
+        outcome: outcome.ok ? 'ok' : outcome.error.code,
+      });
     if (!outcome.ok) {
       // A name that is no tool at all is a protocol error (MCP: unknown tool → -32602), not a
       // tool's failure; the pipeline has already audited the attempt under the name's keyed hash.
@@ -349,10 +355,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       }
       return errorResult(outcome.error);
     }
-    return successResult(
-      pipeline.visibleTools(principal).find((t) => t.name === name),
-      outcome.output,
-    );
+    return successResult(visibleTool(name), outcome.output);
   };
   // Installed with the protocol-level registration: the SDK Server's own tools/call wrapper would
   // re-parse the request with its strict schema first (see WireCallToolRequestSchema).

@@ -18,7 +18,7 @@ import {
   toFraudgateError,
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Approval, ApprovalStore } from '../store/approval-store.ts';
+import type { Approval, ApprovalStore, NewApproval } from '../store/approval-store.ts';
 import {
   humanTime,
   inputSchemaOf,
@@ -36,7 +36,7 @@ import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
-import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from './approval-desk.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
 import { whereToApprove } from './approval-text.ts';
 
@@ -63,6 +63,11 @@ export interface PipelineDeps {
   config: Config;
   clients: UpstreamClients;
   approvals: ApprovalStore;
+  /**
+   * The store's transactions, on the ledger's database: an approval's creation, decision, expiry or
+   * supersession commits together with its audit record. Absent: the record follows the change.
+   */
+  approvalTransaction?: ApprovalTransaction;
   /**
    * Identity mappings and the review list, handed to tools as `ctx.identities`. Absent (a pipeline
    * without a store): Segment ids equal Sift ids and nothing is remembered.
@@ -132,7 +137,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
   checkPolicyNames(deps.tools, config);
   const now = deps.now ?? (() => new Date());
-  const desk = createApprovalDesk({ approvals, audit, logger, now });
+  const desk = createApprovalDesk({
+    approvals,
+    audit,
+    logger,
+    now,
+    ...(deps.approvalTransaction ? { transaction: deps.approvalTransaction } : {}),
+  });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
   const policyVersion = sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
   const toolConfig = {
@@ -247,13 +258,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     tool: AnyTool,
     args: Record<string, unknown>,
     principal: Principal,
-    meta: { callId: string; argsHash: string; target: string; approvalId?: string },
+    /** `argsHash` is absent for reads: their records keep the (redacted) arguments, and nothing binds to them. */
+    meta: { callId: string; argsHash?: string; target: string; approvalId?: string },
   ) => ({
     call_id: meta.callId,
     tool: tool.name,
     principal: principalOf(principal),
     args_redacted: args,
-    args_hash: meta.argsHash,
+    ...(meta.argsHash === undefined ? {} : { args_hash: meta.argsHash }),
     target: meta.target,
     ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
   });
@@ -299,7 +311,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     channel: Partial<CallChannel>,
     meta: {
       callId: string;
-      argsHash: string;
+      argsHash?: string;
       target: string;
       approvalId?: string;
       idempotencyKey: string;
@@ -736,7 +748,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
-    const { approval: created, created: isNew } = await approvals.create({
+    const request: NewApproval = {
       id: newApprovalId(),
       tool: tool.name,
       args,
@@ -750,15 +762,25 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       evidence,
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
-    });
+    };
     // Not new: the same call opened it meanwhile (on this replica or another); like a repeat above, it
     // joins that one, and either way the call leaves its record.
-    await record({
+    const requested = ({ approval, created }: { approval: Approval; created: boolean }): AuditInput => ({
       ...base,
       event: 'approval_requested',
-      approval_id: created.id,
-      ...(isNew ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
+      approval_id: approval.id,
+      ...(created ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
     });
+    const { approval: created, created: isNew } = deps.approvalTransaction
+      ? await deps.approvalTransaction(async (tx) => {
+          const result = await tx.approvals.create(request);
+          await audit.appendIn(tx.sql, requested(result));
+          return result;
+        })
+      : await approvals.create(request).then(async (result) => {
+          await record(requested(result));
+          return result;
+        });
     if (isNew) await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
   }
@@ -775,16 +797,29 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     for (const older of pending) {
       if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
       const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
-      const moved = await approvals.transition(older.id, ['pending'], 'superseded', {
-        decided_at: now().toISOString(),
-        reason: message,
-      });
-      if (moved) {
-        await recordQuietly({
-          ...base,
+      const patch = { decided_at: now().toISOString(), reason: message };
+      const superseded: AuditInput = {
+        ...base,
+        event: 'superseded',
+        approval_id: older.id,
+        outcome: { code: 'SUPERSEDED', message },
+      };
+      if (!deps.approvalTransaction) {
+        const moved = await approvals.transition(older.id, ['pending'], 'superseded', patch);
+        if (moved) await recordQuietly(superseded);
+        continue;
+      }
+      try {
+        await deps.approvalTransaction(async (tx) => {
+          const moved = await tx.approvals.transition(older.id, ['pending'], 'superseded', patch);
+          if (moved) await audit.appendIn(tx.sql, superseded);
+        });
+      } catch (error) {
+        // Rolled back with its record: the older approval stays pending (an approver can still deny it).
+        logger.error('audit write failed', {
           event: 'superseded',
           approval_id: older.id,
-          outcome: { code: 'SUPERSEDED', message },
+          error: String(error),
         });
       }
     }
@@ -865,7 +900,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // dry_run is a mode of the call, not an argument of the action: it is never part of an approval.
     const dryRun = args.dry_run === true;
     delete args.dry_run;
-    const argsHash = sha256Hex(canonicalJson(args));
+    // The canonical hash binds approvals and identifies a write's arguments; a read that runs needs
+    // none (its record keeps the redacted arguments), so it is computed only on the paths that use it.
+    let argsHash: string | undefined;
+    const hashArgs = () => (argsHash ??= sha256Hex(canonicalJson(args)));
     const target = tool.target?.(args) ?? tool.name;
     let limit: RateLimitDecision;
     try {
@@ -885,7 +923,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         event: 'unavailable',
         call_id: callId,
         tool: tool.name,
-        args_hash: argsHash,
+        args_hash: hashArgs(),
         target,
       }));
     }
@@ -899,11 +937,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         event: 'rate_limited',
         call_id: callId,
         tool: tool.name,
-        args_hash: argsHash,
+        args_hash: hashArgs(),
         target,
       }));
     }
-    const meta = { callId, argsHash, target };
+    const meta = { callId, target };
     let approvalKey: ApprovalKey | undefined;
     if (tool.approvalKey) {
       try {
@@ -915,7 +953,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           call_id: callId,
           tool: tool.name,
           principal: principalOf(principal),
-          args_hash: argsHash,
+          args_hash: hashArgs(),
           target,
           outcome: { code: e.code, message: e.message, retryable: e.retryable },
         });
@@ -923,15 +961,20 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
-    if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
+    if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), mode });
     const budgetKeys = approvalKey ? [approvalKey.key, tool.name] : [tool.name];
     if (mode !== 'none')
       return inSpan(
         'fraudgate.approve',
-        () => approve(tool, args, principal, channel, { ...meta, budgetKeys }, mode),
+        () => approve(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), budgetKeys }, mode),
         { attributes: { 'fraudgate.approval_mode': mode } },
       );
-    return execute(tool, args, principal, channel, { ...meta, budgetKeys, idempotencyKey: `call:${callId}` });
+    return execute(tool, args, principal, channel, {
+      ...meta,
+      ...(tool.risk === 'read' ? {} : { argsHash: hashArgs() }),
+      budgetKeys,
+      idempotencyKey: `call:${callId}`,
+    });
   }
 
   return {

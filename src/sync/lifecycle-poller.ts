@@ -94,6 +94,7 @@ export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTo
     config: { ...runtime.config, approvals: { ...runtime.config.approvals, wait_ms: 0 } },
     clients: runtime.clients,
     approvals: runtime.approvals,
+    approvalTransaction: runtime.approvalTransaction,
     audit: runtime.audit,
     redactor: runtime.redactor,
     rateLimiter: createRateLimiter(),

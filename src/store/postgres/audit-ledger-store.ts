@@ -9,6 +9,7 @@ import pg from 'pg';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
+import { commitLedgerIn } from '../audit-ledger-sql.ts';
 
 const UNIQUE_VIOLATION = '23505';
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -106,6 +107,7 @@ export async function openPostgresLedgerStore(options: {
         }
       }
     },
+    commitIn: commitLedgerIn,
     async *scan(batchSize = 10_000) {
       let after = '0';
       for (;;) {

@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
+import { commitLedgerIn } from '../audit-ledger-sql.ts';
 import type { WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
 
 /** The worker's module beside this one, whether running from sources (.ts) or a build (.js). */
@@ -131,6 +132,7 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
         if (attempt >= 5) throw new Error(`writer ${writer} keeps moving under another process`);
       }
     },
+    commitIn: commitLedgerIn,
     async *scan(batchSize = 10_000) {
       let after = 0;
       for (;;) {
