@@ -120,7 +120,9 @@ export async function runSyncCommand(
       await runEvery(
         config.leads.poll_interval_ms,
         stop.signal,
-        async () => report(await runLeadWatcherOnce(deps)),
+        async () => {
+          report(await runLeadWatcherOnce(deps));
+        },
         (error) =>
           logger.error('lead watcher poll failed', {
             error: error instanceof Error ? error.message : String(error),

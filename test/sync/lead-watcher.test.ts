@@ -8,6 +8,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
 import type { Config } from '../../src/config.ts';
+import { createJobRunner } from '../../src/jobs/job-runner.ts';
+import { registerServeJobs } from '../../src/jobs/serve-jobs.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openStore } from '../../src/store/store.ts';
 import { runLeadWatcherOnce, LEAD_WATCHER_PRINCIPAL } from '../../src/sync/lead-watcher.ts';
@@ -162,5 +164,36 @@ describe('Lead watcher', () => {
       (j) => j.method === 'PATCH' && j.path.includes(`/sobjects/Lead/${a.Id}`),
     );
     expect(updates).toHaveLength(1);
+  });
+
+  it('runs in serve as the lead_watcher job on its schedule', async () => {
+    const off = { enabled: false };
+    const { env } = await start({
+      jobs: { approval_sweep: off, lifecycle_feedback: off, score_sync: off, audit_retention: off },
+    });
+    let t = Date.parse('2026-11-30T10:00:00Z');
+    const runner = createJobRunner({
+      store: env.runtime.store,
+      replicaId: 'replica-a',
+      logger: silentLogger,
+      now: () => t,
+    });
+    registerServeJobs(runner, env.runtime, tools);
+    try {
+      await runner.tick();
+      t += env.config.leads.poll_interval_ms;
+      expect(await runner.tick()).toEqual(['lead_watcher']); // the baseline
+      const fresh = env.sandbox.salesforce.createAs('Lead', {
+        LastName: 'Job',
+        Company: 'Scheduled Co',
+        Email: 'job.lead@example.com',
+        Sift_User_Id__c: 'sandbox-high-risk',
+      });
+      t += env.config.leads.poll_interval_ms;
+      expect(await runner.tick()).toEqual(['lead_watcher']);
+      expect(lead(env, fresh.Id)).toMatchObject({ OwnerId: env.sandbox.salesforce.demo?.fraudQueueId });
+    } finally {
+      await runner.close();
+    }
   });
 });
