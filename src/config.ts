@@ -1026,7 +1026,9 @@ export function loadConfig(
   if (!(merged as Config).data_dir) {
     merged = mergeConfig(merged, { data_dir: join(homedir(), '.fraudgate', (merged as Config).mode) });
   }
-  const parsed = configSchema.safeParse(merged);
+  // Parsed once per process: zod's compiled fast path (generated code, built on first parse) would
+  // cost start-up more than it could ever save here.
+  const parsed = configSchema.safeParse(merged, { jitless: true });
   if (!parsed.success) issues.push(...issuesFrom(parsed.error, 'configuration'));
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 
