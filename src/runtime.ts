@@ -145,23 +145,27 @@ export function auditWriterId(replicaId?: string): string {
 /**
  * The ledger's storage: the configured store's engine, so with `store: postgres` every replica
  * appends its own chain to one shared ledger and `audit verify` on any replica checks them all.
+ * Given the process's store, the ledger runs on it (its SQLite connection, its PostgreSQL pool)
+ * rather than on a handle of its own; commands that opened no store get one for the ledger alone.
  */
 export async function openLedgerEngine(
   config: Pick<Config, 'data_dir' | 'store' | 'store_postgres'>,
   secrets: Pick<Secrets, 'postgresUrl'>,
-  onError?: (error: Error) => void,
+  options: { store?: Pick<Store, 'engine' | 'sql'>; onError?: (error: Error) => void } = {},
 ): Promise<LedgerEngine> {
+  // SQLite: the process's connections to a file are shared already (src/store/sqlite/database.ts).
   if (config.store !== 'postgres') return openSqliteLedgerStore(databasePath(config));
+  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
+  if (options.store?.engine === 'postgres') return openPostgresLedgerStore({ sql: options.store.sql });
   if (!secrets.postgresUrl)
     throw new InvalidInputError(
       [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when store is postgres' }],
       'Missing PostgreSQL URL',
     );
-  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
   return openPostgresLedgerStore({
     url: secrets.postgresUrl,
     schema: config.store_postgres.schema,
-    ...(onError ? { onError } : {}),
+    ...(options.onError ? { onError: options.onError } : {}),
   });
 }
 
@@ -186,6 +190,8 @@ export async function openAuditLedger(
   redactor: Redactor,
   logger: Logger,
   writer = auditWriterId(),
+  /** The process's store: the ledger runs on it (see `openLedgerEngine`). */
+  store?: Store,
 ): Promise<AuditLog & { engine: LedgerEngine }> {
   const signer = createCheckpointSigner(
     loadSigningKey({
@@ -195,11 +201,13 @@ export async function openAuditLedger(
       mode: config.mode,
     }),
   );
-  const engine = await openLedgerEngine(config, secrets, (error) =>
-    logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
-      error: error.message,
-    }),
-  );
+  const engine = await openLedgerEngine(config, secrets, {
+    ...(store ? { store } : {}),
+    onError: (error) =>
+      logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
+        error: error.message,
+      }),
+  });
   const ledger = createAuditLedger({
     engine,
     writer,
@@ -264,7 +272,7 @@ export async function openGovernanceState(
   try {
     if (options.audit) audit = options.audit;
     else {
-      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer);
+      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer, raw);
       audit = opened;
       ledgerEngine = opened.engine;
     }
