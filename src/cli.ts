@@ -176,8 +176,9 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'sync',
-    summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
-    usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
+    summary:
+      'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift, new Leads enriched',
+    usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
       (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),

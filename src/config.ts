@@ -460,6 +460,8 @@ export const configSchema = z.strictObject({
     approval_sweep: jobSettings,
     /** Salesforce lifecycle → Sift feedback (`sync feedback`). Default every feedback.poll_interval_ms. */
     lifecycle_feedback: jobSettings,
+    /** New Salesforce Leads → enriched (`sync leads`). Default every leads.poll_interval_ms. */
+    lead_watcher: jobSettings,
     /** Sift scores → Salesforce accounts (`sync scores`). Default daily at 02:00 UTC. */
     score_sync: jobSettings,
     /** Prunes audit records older than audit.retention_days (off while that is 0). Default hourly. */
@@ -765,6 +767,7 @@ export const DEFAULTS: Config = {
     lease_ttl_ms: 15_000,
     approval_sweep: { enabled: true },
     lifecycle_feedback: { enabled: true },
+    lead_watcher: { enabled: true },
     score_sync: { enabled: true },
     audit_retention: { enabled: true },
   },

@@ -45,6 +45,7 @@ import {
   sealApprovalFields,
 } from './store/field-crypto.ts';
 import { openSessionStores, type SessionStores } from './store/session-store.ts';
+import { openApprovalSignal, signalTransitions } from './store/approval-signal.ts';
 import type { AnyTool } from './tool.ts';
 import type { OutboxStore } from './store/outbox-store.ts';
 import { propagatingSift } from './outbox/propagate.ts';
@@ -144,23 +145,27 @@ export function auditWriterId(replicaId?: string): string {
 /**
  * The ledger's storage: the configured store's engine, so with `store: postgres` every replica
  * appends its own chain to one shared ledger and `audit verify` on any replica checks them all.
+ * Given the process's store, the ledger runs on it (its SQLite connection, its PostgreSQL pool)
+ * rather than on a handle of its own; commands that opened no store get one for the ledger alone.
  */
 export async function openLedgerEngine(
   config: Pick<Config, 'data_dir' | 'store' | 'store_postgres'>,
   secrets: Pick<Secrets, 'postgresUrl'>,
-  onError?: (error: Error) => void,
+  options: { store?: Pick<Store, 'engine' | 'sql'>; onError?: (error: Error) => void } = {},
 ): Promise<LedgerEngine> {
+  // SQLite: the process's connections to a file are shared already (src/store/sqlite/database.ts).
   if (config.store !== 'postgres') return openSqliteLedgerStore(databasePath(config));
+  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
+  if (options.store?.engine === 'postgres') return openPostgresLedgerStore({ sql: options.store.sql });
   if (!secrets.postgresUrl)
     throw new InvalidInputError(
       [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when store is postgres' }],
       'Missing PostgreSQL URL',
     );
-  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
   return openPostgresLedgerStore({
     url: secrets.postgresUrl,
     schema: config.store_postgres.schema,
-    ...(onError ? { onError } : {}),
+    ...(options.onError ? { onError: options.onError } : {}),
   });
 }
 
@@ -185,6 +190,8 @@ export async function openAuditLedger(
   redactor: Redactor,
   logger: Logger,
   writer = auditWriterId(),
+  /** The process's store: the ledger runs on it (see `openLedgerEngine`). */
+  store?: Store,
 ): Promise<AuditLog & { engine: LedgerEngine }> {
   const signer = createCheckpointSigner(
     loadSigningKey({
@@ -194,11 +201,13 @@ export async function openAuditLedger(
       mode: config.mode,
     }),
   );
-  const engine = await openLedgerEngine(config, secrets, (error) =>
-    logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
-      error: error.message,
-    }),
-  );
+  const engine = await openLedgerEngine(config, secrets, {
+    ...(store ? { store } : {}),
+    onError: (error) =>
+      logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
+        error: error.message,
+      }),
+  });
   const ledger = createAuditLedger({
     engine,
     writer,
@@ -263,7 +272,7 @@ export async function openGovernanceState(
   try {
     if (options.audit) audit = options.audit;
     else {
-      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer);
+      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer, raw);
       audit = opened;
       ledgerEngine = opened.engine;
     }
@@ -274,12 +283,33 @@ export async function openGovernanceState(
   }
   // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
   // review list masked (src/store/field-crypto.ts). Everyone reads approvals through these wrappers.
-  const approvals = sealApprovalFields(raw.approvals, cipher);
+  // Every approval transition wakes the calls waiting on it, on every replica (approval-signal.ts).
+  const approvalSignal = await openApprovalSignal(raw, config, secrets, (error) =>
+    logger.warn('approval wake-up connection lost; waiting calls poll until it is back', {
+      error: error.message,
+    }),
+  );
+  const publish = (id: string) =>
+    void approvalSignal.publish(id).catch((error: unknown) =>
+      logger.warn('approval wake-up not sent; waiting calls see it at their next poll', {
+        error: String(error),
+      }),
+    );
+  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher), publish);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
   // The ledger lives in the store's database, so a transition and its record share one transaction.
-  const approvalTransaction: ApprovalTransaction = (fn) =>
-    raw.transaction((tx) => fn({ approvals: sealApprovalFields(tx.approvals, cipher), sql: tx.sql }));
+  const approvalTransaction: ApprovalTransaction = async (fn) => {
+    const moved: string[] = [];
+    const result = await raw.transaction((tx) =>
+      fn({
+        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher), (id) => moved.push(id)),
+        sql: tx.sql,
+      }),
+    );
+    for (const id of moved) publish(id);
+    return result;
+  };
   const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
   return {
     redactor,
@@ -290,7 +320,9 @@ export async function openGovernanceState(
     approvalTransaction,
     identities,
     desk,
+    approvalSignal,
     async close() {
+      await approvalSignal.close();
       if (!options.audit) await audit.close();
       if (!options.store) await raw.close();
     },
@@ -407,12 +439,15 @@ export async function openRuntime(options: {
     budgets,
     approvals: state.approvals,
     approvalTransaction: state.approvalTransaction,
+    approvalSignal: state.approvalSignal,
     identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,
     rateLimiter,
     logger,
   });
+  // A runtime whose calls wait for decisions hears other replicas' from now on (the automation's never wait).
+  if (config.approvals.wait_ms > 0) await state.approvalSignal.listen();
   // Sessions live in the store like everything else; with PostgreSQL every replica shares them.
   const sessions = await openSessionStores(state.store, config, secrets, (error) =>
     logger.warn('session relay connection lost; reconnecting', { error: error.message }),

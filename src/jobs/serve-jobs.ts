@@ -1,7 +1,7 @@
 /**
  * The jobs `serve` runs (stdio and HTTP alike), their default schedules and their config keys
  * (`jobs.<name>`): the one list `serve` registers and `fraudgate jobs` shows. The one-off commands
- * (`sync scores`, `sync feedback`, `outbox work`) stay for operators who schedule them by hand.
+ * (`sync scores`, `sync feedback`, `sync leads`, `outbox work`) stay for operators who schedule them by hand.
  *
  * Not here: the outbox worker. Every HTTP replica drains the outbox at once (effects are leased row
  * by row, `automation.lease_ms`), so a dead replica's share moves on within that lease instead of
@@ -10,6 +10,7 @@
 import type { Config, JobSettings } from '../config.ts';
 import { pruneLedger } from '../governance/audit-ledger.ts';
 import type { Runtime } from '../runtime.ts';
+import { runLeadWatcherOnce } from '../sync/lead-watcher.ts';
 import { createAutomationPipeline, createLifecyclePoller } from '../sync/lifecycle-poller.ts';
 import { runScoreSync } from '../sync/score-sync.ts';
 import type { AnyTool } from '../tool.ts';
@@ -45,6 +46,7 @@ export function plannedJobs(config: Config): PlannedJob[] {
   return [
     plan('approval_sweep', { every_ms: Math.max(1000, config.approvals.poll_ms * 4) }),
     plan('lifecycle_feedback', { every_ms: config.feedback.poll_interval_ms }),
+    plan('lead_watcher', { every_ms: config.leads.poll_interval_ms }),
     plan('score_sync', { daily_at: DEFAULT_SCORE_SYNC_AT }),
     plan(
       'audit_retention',
@@ -76,6 +78,23 @@ export function registerServeJobs(runner: JobRunner, runtime: Runtime, tools: re
         if (result.deferred) throw new Error('an upstream failure stopped the poll early; it resumes there');
       };
     })(),
+    lead_watcher: (() => {
+      let pipeline: ReturnType<typeof createAutomationPipeline> | undefined;
+      return async ({ signal }) => {
+        pipeline ??= createAutomationPipeline(runtime, tools);
+        const result = await runLeadWatcherOnce({
+          pipeline,
+          salesforce: runtime.clients.salesforce,
+          state: runtime.store.syncState,
+          config,
+          logger,
+          signal,
+        });
+        if (result.leads.length > 0)
+          logger.info('lead watcher poll', { scanned: result.scanned, leads: result.leads.length });
+        if (result.deferred) throw new Error('an upstream failure stopped the poll early; it resumes there');
+      };
+    })(),
     score_sync: async ({ signal }) => {
       const summary = await runScoreSync(
         {
@@ -104,5 +123,4 @@ export function registerServeJobs(runner: JobRunner, runtime: Runtime, tools: re
   for (const job of plannedJobs(config)) {
     if (job.enabled) runner.register({ name: job.name, schedule: job.schedule, run: runs[job.name] });
   }
-  // Lead watcher (src/sync/lead-watcher.ts): register it here, with a `jobs.lead_watcher` config key.
 }

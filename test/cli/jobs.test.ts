@@ -65,6 +65,7 @@ describe('fraudgate jobs', { timeout: 120_000 }, () => {
     expect(Object.keys(byName)).toEqual([
       'approval_sweep',
       'lifecycle_feedback',
+      'lead_watcher',
       'score_sync',
       'audit_retention',
     ]);
