@@ -281,7 +281,8 @@ export const configSchema = z.strictObject({
   }),
   /**
    * Salesforce lifecycle → Sift feedback (`fraudgate sync feedback`): Account status transitions,
-   * found by polling `status_field` and SystemModstamp, become Sift decisions or labels.
+   * read one by one, with their authors, from the field history (AccountHistory rows of
+   * `status_field`, which needs history tracking on), become Sift decisions or labels.
    */
   feedback: z.strictObject({
     /** Pause between polls of `sync feedback` (without --once). */
@@ -291,8 +292,18 @@ export const configSchema = z.strictObject({
     /** Records read per SOQL page (LIMIT), so one poll never holds an unbounded result. */
     batch_size: z.number().int().min(1).max(2000),
     /**
-     * Salesforce user ids whose writes are fraudgate's own (never fed back to Sift). fraudgate's own
-     * session user is always included; list other integration users that write for fraudgate here.
+     * How far behind its watermark each poll re-reads AccountHistory: history is stamped in whole
+     * seconds and a change can commit after a later-stamped one; re-read rows already handled are skipped.
+     */
+    overlap_ms: z
+      .number()
+      .int()
+      .min(1000)
+      .max(24 * 60 * 60 * 1000),
+    /**
+     * Salesforce user ids whose writes are fraudgate's own (never fed back to Sift; Leads they create
+     * are not enriched by the Lead watcher). fraudgate's own session user is always included; list
+     * other integration users that write for fraudgate here.
      */
     integration_user_ids: z.array(z.string().min(15).max(18)),
     /** First matching rule wins; a status with no rule is recorded but sends nothing. */
@@ -312,6 +323,23 @@ export const configSchema = z.strictObject({
         ]),
       }),
     ),
+  }),
+  /**
+   * The Lead watcher (`fraudgate sync leads`, and a job in `serve`): each Lead created since the last
+   * poll by anyone but fraudgate is enriched through `enrich_salesforce_lead` (score, risk band, review
+   * queue and `salesforce.lead_review_status` over `salesforce.lead_score_threshold`).
+   */
+  leads: z.strictObject({
+    /** Pause between polls of `sync leads` (without --once) and of the job in `serve`. */
+    poll_interval_ms: z.number().int().positive(),
+    /** Leads read per SOQL page. */
+    batch_size: z.number().int().min(1).max(2000),
+    /** How far behind its watermark each poll re-reads (CreatedDate is stamped in whole seconds). */
+    overlap_ms: z
+      .number()
+      .int()
+      .min(1000)
+      .max(24 * 60 * 60 * 1000),
   }),
   /** `fraudgate sync scores`: Sift scores → Account risk fields, and Tasks for big moves. */
   score_sync: z.strictObject({
@@ -646,12 +674,14 @@ export const DEFAULTS: Config = {
     poll_interval_ms: 60_000,
     status_field: 'Fraud_Status__c',
     batch_size: 200,
+    overlap_ms: 60_000,
     integration_user_ids: [],
     transitions: [
       { to: 'Closed - Fraud', sift: { decision_id: 'block_user_payment_abuse' } },
       { to: 'Paying Customer', sift: { decision_id: 'looks_ok_payment_abuse' } },
     ],
   },
+  leads: { poll_interval_ms: 60_000, batch_size: 200, overlap_ms: 60_000 },
   score_sync: {
     concurrency: 8,
     sift_budget_per_minute: 6_000,

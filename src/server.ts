@@ -29,7 +29,7 @@ import { promptArgumentProblems, prompts } from './prompts.ts';
 import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
-import { annotationsFor, dryRunResultSchema, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
+import { annotationsFor, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
 import { contextFromMeta, inSpan, SpanKind } from './tracing.ts';
 import { VERSION } from './version.ts';
 import { wireJsonSchema } from './wire-schema.ts';
@@ -47,7 +47,8 @@ const INSTRUCTIONS =
   'fraudgate gives governed access to fraud operations in Sift, Segment and Salesforce. Reads are free. ' +
   'Writes are audited under your identity; destructive ones (labels, suppressions) wait for a human ' +
   'approval: when a call returns APPROVAL_PENDING, tell the user the approval id and check it later with ' +
-  'get_approval_status instead of calling the tool again. Errors carry a code and say what to do.';
+  'get_approval_status instead of calling the tool again. Write tools take dry_run: true to answer ' +
+  'the plan (current state, changes, approval needed) and write nothing. Errors carry a code and say what to do.';
 
 const wireTools = new WeakMap<AnyTool, Tool>();
 
@@ -71,10 +72,14 @@ export function toWireTool(tool: AnyTool): Tool {
   return wire;
 }
 
-/** Write tools answer either their result or, for `dry_run: true`, the plan: both are objects. */
+/**
+ * Write tools answer either their result or, for `dry_run: true`, the plan (the `dry_run` argument
+ * says so). Output schemas close no object and require nothing (src/wire-schema.ts), and no result
+ * uses the plan's field names, so the result's schema accepts the plan as it is
+ * (test/wire-schema.test.ts checks it): a union would repeat the plan in every write tool.
+ */
 function outputSchemaOf(tool: AnyTool): Tool['outputSchema'] {
-  const output = tool.risk === 'read' ? tool.output : z.union([tool.output, dryRunResultSchema]);
-  return { type: 'object', ...wireJsonSchema(output, 'output') } as Tool['outputSchema'];
+  return { type: 'object', ...wireJsonSchema(tool.output, 'output') } as Tool['outputSchema'];
 }
 
 /** Expected failures are `isError` results with an actionable message; never JSON-RPC errors or stack traces. */
@@ -186,7 +191,12 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     },
   );
   const server = mcp.server;
-  const visible = (name: string) => pipeline.visibleTools(principal).some((t) => t.name === name);
+  // What this connection's principal may see depends only on the principal and the configuration,
+  // both fixed for the connection's life: worked out once, not on every call.
+  let visibleByName: Map<string, AnyTool> | undefined;
+  const visibleTool = (name: string) =>
+    (visibleByName ??= new Map(pipeline.visibleTools(principal).map((t) => [t.name, t]))).get(name);
+  const visible = (name: string) => visibleTool(name) !== undefined;
 
   server.setRequestHandler(ListResourcesRequestSchema, () => ({
     resources: [
@@ -330,12 +340,13 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       durationMs: performance.now() - started,
       ...(outcome.ok ? {} : { error: outcome.error }),
     });
-    logger.info('tool call', {
-      tool: pipeline.toolLabel(name),
-      call_id: outcome.callId,
-      principal: principal.id,
-      outcome: outcome.ok ? 'ok' : outcome.error.code,
-    });
+    if (logger.enabled('info'))
+      logger.info('tool call', {
+        tool: pipeline.toolLabel(name),
+        call_id: outcome.callId,
+        principal: principal.id,
+        outcome: outcome.ok ? 'ok' : outcome.error.code,
+      });
     if (!outcome.ok) {
       // A name that is no tool at all is a protocol error (MCP: unknown tool → -32602), not a
       // tool's failure; the pipeline has already audited the attempt under the name's keyed hash.
@@ -344,10 +355,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       }
       return errorResult(outcome.error);
     }
-    return successResult(
-      pipeline.visibleTools(principal).find((t) => t.name === name),
-      outcome.output,
-    );
+    return successResult(visibleTool(name), outcome.output);
   };
   // Installed with the protocol-level registration: the SDK Server's own tools/call wrapper would
   // re-parse the request with its strict schema first (see WireCallToolRequestSchema).

@@ -199,10 +199,7 @@ export const dryRunResultSchema = describedOutput(
   'The dry_run plan: current state, changes, approval_required.',
 );
 
-const dryRunArgument = z
-  .boolean()
-  .optional()
-  .describe('true: report the current state and the changes, write nothing, need no approval.');
+const dryRunArgument = z.boolean().optional().describe('Plan only; write nothing.');
 
 /** The input schema a client sees: write tools gain `dry_run`. */
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {
@@ -228,7 +225,6 @@ export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(
 export type AnyTool = ToolDefinition<any, any>;
 
 export interface ToolAnnotations {
-  title: string;
   readOnlyHint: boolean;
   destructiveHint: boolean;
   idempotentHint: boolean;
@@ -237,11 +233,11 @@ export interface ToolAnnotations {
 
 /**
  * Annotations derived from `risk`, always set explicitly: the spec's defaults read as
- * "destructive, not idempotent", which makes hosts prompt for harmless reads.
+ * "destructive, not idempotent", which makes hosts prompt for harmless reads. The display name is
+ * the tool's own `title` (MCP 2025-06-18 on), not repeated here: every client reads the catalogue.
  */
-export function annotationsFor(tool: Pick<AnyTool, 'title' | 'risk' | 'idempotent'>): ToolAnnotations {
+export function annotationsFor(tool: Pick<AnyTool, 'risk' | 'idempotent'>): ToolAnnotations {
   return {
-    title: tool.title,
     readOnlyHint: tool.risk === 'read',
     destructiveHint: tool.risk === 'destructive',
     idempotentHint: tool.risk === 'read' || tool.idempotent,

@@ -25,6 +25,12 @@ import { VERSION } from './version.ts';
 
 const tracer = () => trace.getTracer('fraudgate', VERSION);
 
+/**
+ * Whether `startTracing` is in force. Without it the API's tracer makes no-op spans, and building
+ * them (span, context, closure) on each of a call's stages is pure cost, so `inSpan` skips it.
+ */
+let tracingActive = false;
+
 function fail(span: Span, error: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.name : 'error' });
 }
@@ -35,6 +41,7 @@ export function inSpan<T>(
   fn: () => T,
   options: { attributes?: Attributes; parent?: Context; kind?: SpanKind } = {},
 ): T {
+  if (!tracingActive) return fn();
   const { attributes, parent, kind } = options;
   return tracer().startActiveSpan(name, { attributes, kind }, parent ?? context.active(), (span) => {
     try {
@@ -115,10 +122,12 @@ export async function startTracing(options: { exporter?: SpanExporter } = {}): P
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new core.W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
+  tracingActive = true;
   const unsubscribe = traceUpstreamRequests();
   return {
     async shutdown() {
       unsubscribe();
+      tracingActive = false;
       await provider.shutdown();
       trace.disable();
       context.disable();

@@ -33,8 +33,10 @@ const SAFE_INTEGER = Number.MAX_SAFE_INTEGER;
 /** The compact wire JSON Schema of a zod schema, as the input (`io: 'input'`) or output side. */
 export function wireJsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
   const params = io === 'output' ? { io, override: describeMarkedParts } : { io };
-  const inline = compact(z.toJSONSchema(schema, params) as Json, io);
-  const shared = inlineSmallDefs(compact(z.toJSONSchema(schema, { ...params, reused: 'ref' }) as Json, io));
+  const inline = hoistEverywhere(compact(z.toJSONSchema(schema, params) as Json, io));
+  const referenced = compact(z.toJSONSchema(schema, { ...params, reused: 'ref' }) as Json, io);
+  // Hoisting needs the union's branches written out, and leaves some definitions used once.
+  const shared = inlineSmallDefs(hoistEverywhere(inlineSmallDefs(referenced)));
   return JSON.stringify(shared).length < JSON.stringify(inline).length ? shared : inline;
 }
 
@@ -60,7 +62,121 @@ function compact(node: Json, io: 'input' | 'output'): Json {
     if (node.type === 'integer' && key === 'maximum' && value === SAFE_INTEGER) continue;
     out[key] = compactValue(value, io);
   }
-  return out;
+  return mergeNullable(out);
+}
+
+/**
+ * A `oneOf` of closed objects (a discriminated union) that share property entries, e.g. the session
+ * and device fields of every event kind: the shared entries move to the union's node, written once,
+ * and `unevaluatedProperties: false` there closes the object instead of each branch's
+ * `additionalProperties: false`. A property passes when the union's node or the one matching branch
+ * declares it, exactly as before; `required` stays in the branches.
+ */
+function hoistEverywhere(node: Json): Json {
+  const walked = Object.fromEntries(
+    Object.entries(node).map(([key, value]) => [
+      key,
+      Array.isArray(value)
+        ? value.map((item: unknown) => (isObject(item) ? hoistEverywhere(item) : item))
+        : isObject(value)
+          ? hoistEverywhere(value)
+          : value,
+    ]),
+  );
+  return hoistCommonProperties(walked);
+}
+
+function isObject(value: unknown): value is Json {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function hoistCommonProperties(node: Json): Json {
+  const branches = node.oneOf;
+  if (!Array.isArray(branches) || branches.length < 2 || 'properties' in node) return node;
+  const closedObjects = branches.every(
+    (b: Json) =>
+      b.type === 'object' &&
+      b.additionalProperties === false &&
+      typeof b.properties === 'object' &&
+      Object.keys(b).every((k) =>
+        ['type', 'properties', 'required', 'additionalProperties', 'description'].includes(k),
+      ),
+  );
+  if (!closedObjects) return node;
+  const [first, ...rest] = branches as { properties: Record<string, unknown> }[];
+  const common = Object.keys(first!.properties).filter((name) => {
+    const entry = JSON.stringify(first!.properties[name]);
+    return rest.every((b) => name in b.properties && JSON.stringify(b.properties[name]) === entry);
+  });
+  if (common.length === 0) return node;
+  const properties = Object.fromEntries(common.map((name) => [name, first!.properties[name]]));
+  // The union's node says `type: object` once for every branch.
+  const opened = (branches as Json[]).map(({ additionalProperties: _closed, type: _object, ...branch }) => ({
+    ...branch,
+    properties: Object.fromEntries(
+      Object.entries(branch.properties as Record<string, unknown>).filter(([name]) => !common.includes(name)),
+    ),
+  }));
+  return { type: 'object', ...node, properties, oneOf: opened, unevaluatedProperties: false };
+}
+
+/** Keywords that constrain only their own JSON type, so adding `"null"` to `type` leaves them as they were. */
+const TYPE_SCOPED = new Set([
+  'type',
+  'description',
+  'title',
+  'default',
+  'format',
+  'pattern',
+  'minLength',
+  'maxLength',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
+  'multipleOf',
+  'items',
+  'minItems',
+  'maxItems',
+  'uniqueItems',
+  'properties',
+  'required',
+  'additionalProperties',
+  'propertyNames',
+  'minProperties',
+  'maxProperties',
+]);
+
+/**
+ * `{"anyOf": [X, {"type": "null"}]}` becomes X with `"null"` added to its `type` (or to its `enum`):
+ * the same values pass, in a third of the bytes. Only where X's keywords apply to its own type alone.
+ */
+function mergeNullable(node: Json): Json {
+  const alternatives = node.anyOf;
+  if (!Array.isArray(alternatives) || alternatives.length !== 2) return node;
+  const nullAt = alternatives.findIndex((a) => isNullSchema(a));
+  if (nullAt === -1) return node;
+  const other = alternatives[1 - nullAt] as Json;
+  if (other === null || typeof other !== 'object' || Array.isArray(other)) return node;
+  const { anyOf: _alternatives, ...siblings } = node;
+  if (Array.isArray(other.enum) && !('type' in other)) {
+    const { enum: values, ...rest } = other;
+    if (!Object.keys(rest).every((k) => TYPE_SCOPED.has(k))) return node;
+    return { ...rest, enum: [...(values as unknown[]), null], ...siblings };
+  }
+  if (!('type' in other) || !Object.keys(other).every((k) => TYPE_SCOPED.has(k))) return node;
+  const types = Array.isArray(other.type) ? other.type : [other.type];
+  if (types.includes('null')) return { ...other, ...siblings };
+  return { ...other, type: [...types, 'null'], ...siblings };
+}
+
+function isNullSchema(value: unknown): boolean {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    Object.keys(value).length === 1 &&
+    (value as Json).type === 'null'
+  );
 }
 
 function compactValue(value: unknown, io: 'input' | 'output'): unknown {

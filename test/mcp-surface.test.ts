@@ -31,8 +31,9 @@ describe('tool catalogue', () => {
       const wire = toWireTool(tool);
       expect(wire.name).toMatch(/^[a-z][a-z0-9_]{2,63}$/);
       expect(Object.keys(wire.annotations ?? {}).sort()).toEqual(
-        ['destructiveHint', 'idempotentHint', 'openWorldHint', 'readOnlyHint', 'title'].sort(),
+        ['destructiveHint', 'idempotentHint', 'openWorldHint', 'readOnlyHint'].sort(),
       );
+      expect(wire.title).toBe(tool.title);
       expect(wire.inputSchema.type).toBe('object');
       expect(wire.outputSchema?.type).toBe('object');
       expect(wire.description?.length).toBeGreaterThan(40);

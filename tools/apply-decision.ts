@@ -42,12 +42,10 @@ export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
   description:
-    "Apply one of the account's configured Sift user decisions (decision_id from list_sift_decisions) to " +
-    "a user: block, watch or accept them for an abuse type. Approval depends on the decision's category " +
-    'in Sift: BLOCK always needs a human (possibly a second person); WATCH and ACCEPT follow the ' +
-    'configured policy. APPROVAL_PENDING: check get_approval_status, do not call again. Put the evidence ' +
-    'in description; the source and analyst recorded in Sift are set by fraudgate. Ids not in the ' +
-    'catalogue, and order, session or content decisions, are refused.',
+    'Apply a configured Sift user decision (decision_id from list_sift_decisions) to a user. Approval ' +
+    'follows its category: BLOCK always needs a human, WATCH and ACCEPT follow policy ' +
+    '(APPROVAL_PENDING: see get_approval_status). fraudgate sets source and analyst. Order, session ' +
+    'and content decisions are refused.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
@@ -58,13 +56,8 @@ export const applyDecision = defineTool({
       .min(1)
       .max(255)
       .regex(/^[A-Za-z0-9_.:-]+$/, 'a decision id from list_sift_decisions, e.g. block_user_payment_abuse')
-      .describe('The decision to apply, from list_sift_decisions (entity type user).'),
-    description: z
-      .string()
-      .trim()
-      .min(3)
-      .max(1000)
-      .describe('Why: the evidence behind the decision (required).'),
+      .describe('From list_sift_decisions.'),
+    description: z.string().trim().min(3).max(1000).describe('The evidence.'),
   }),
   output: z.object({
     user_id: z.string(),

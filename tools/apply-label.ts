@@ -6,25 +6,17 @@ export const applyLabel = defineTool({
   name: 'apply_label',
   title: 'Label a user in Sift',
   description:
-    "Label a Sift user bad (fraudulent) or not bad for one abuse type. This trains Sift's model and " +
-    'affects the customer, so a human approves first: if nobody has decided yet the call returns ' +
-    'APPROVAL_PENDING with an approval id — check it with get_approval_status, do not call again. Put the ' +
-    'evidence in description; the analyst and source recorded in Sift are set by fraudgate.',
+    "Label a Sift user bad (fraud) or not bad for one abuse type; this trains Sift's model. A human " +
+    'approves first: APPROVAL_PENDING gives an approval id for get_approval_status (do not call ' +
+    'again). fraudgate sets the analyst and source.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    is_bad: z
-      .boolean()
-      .describe('true: the user is fraudulent for this abuse type; false: the user is known good.'),
+    is_bad: z.boolean().describe('true: fraud; false: known good.'),
     abuse_type: abuseType,
-    description: z
-      .string()
-      .trim()
-      .min(3)
-      .max(1000)
-      .describe('Why: the evidence behind the label (required).'),
+    description: z.string().trim().min(3).max(1000).describe('The evidence.'),
   }),
   output: z.object({
     user_id: z.string(),

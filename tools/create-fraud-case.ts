@@ -138,27 +138,23 @@ export const createFraudCase = defineTool({
   name: 'create_fraud_case',
   title: 'Open a Salesforce fraud case',
   description:
-    'Open a Salesforce fraud case for a Sift user, pre-filled with the Sift score and reasons, in the ' +
-    'fraud review queue, linked to the matching Account/Contact (by Sift user id, then email, then phone: ' +
-    "yours, else the Segment profile's). Priority follows the risk band unless set. An existing open " +
-    'fraud case is returned instead (existing=true), never a duplicate. An unmatched user still gets a ' +
-    'case (match="none") and joins the identity review list.',
+    'Open a Salesforce fraud case for a Sift user with the score and reasons, in the fraud queue, ' +
+    'linked to the Account/Contact matched by Sift user id, email, then phone. Priority follows the ' +
+    'risk band unless given. An open fraud case is returned instead of a duplicate (existing=true); ' +
+    'an unmatched user still gets one (match=none) and joins the identity review list.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    summary: z.string().trim().min(10).max(2000).describe('What the analyst found and why a case is needed.'),
+    summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
-    email: z
-      .email()
-      .optional()
-      .describe("The customer's email, used to link a Contact when no Sift user id matches."),
+    email: z.email().optional().describe('Contact email to match by.'),
   }),
   output: z.object({
     case_id: z.string(),
     case_number: z.string().optional(),
-    existing: z.boolean().describe('true when an open fraud case already existed and was returned.'),
+    existing: z.boolean().describe('An open fraud case already existed.'),
     priority: z.string(),
     risk_band: riskBand,
     sift_score: z.number().int().min(0).max(100),

@@ -133,11 +133,10 @@ export const enrichSalesforceLead = defineTool({
   name: 'enrich_salesforce_lead',
   title: 'Enrich a Salesforce Lead with its Sift score',
   description:
-    'Score a Salesforce Lead with Sift and write the score (0–100), risk band and checked-at time onto it. ' +
-    'Give exactly one of lead_id or email (an email matching several unconverted Leads is refused with their ' +
-    "ids). The Sift user id is the Lead's Sift user id field, else its email. A lead Sift has never seen is " +
-    'status=not_scored (not an error; the configuration may send it to Sift as a new account). At or above ' +
-    'the configured threshold the Lead moves to the lead review queue (routed_to_review=true). Safe to repeat.',
+    'Score a Salesforce Lead with Sift and write the score (0–100), risk band and check time onto it. ' +
+    'Give lead_id or email (several matching Leads: refused with their ids). The Sift user id is the ' +
+    "Lead's Sift id field, else its email; unknown to Sift is status=not_scored, not an error. At or " +
+    'over the threshold the Lead moves to the review queue. Safe to repeat.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -148,17 +147,15 @@ export const enrichSalesforceLead = defineTool({
   output: z.object({
     lead_id: z.string(),
     sift_user_id: z.string(),
-    sift_user_id_source: z
-      .enum(['lead_field', 'email'])
-      .describe("lead_field: the Lead's Sift_User_Id__c; email: the Lead's email used as the Sift user id."),
+    sift_user_id_source: z.enum(['lead_field', 'email']).describe('Where the Sift user id came from.'),
     status: z
       .enum(['scored', 'not_scored', 'sent_to_sift'])
-      .describe('not_scored: Sift has never seen this user; sent_to_sift: sent as a new account first.'),
+      .describe('sent_to_sift: sent as a new account first.'),
     sift_score: z.number().int().min(0).max(100).nullable(),
     risk_band: riskBand.nullable(),
     abuse_type: z.string().nullable().describe('The abuse type of the riskiest score.'),
-    threshold: z.number().int().min(0).max(100).describe('The review threshold on the same 0–100 scale.'),
-    routed_to_review: z.boolean().describe('true when the Lead is (now) owned by the review queue.'),
+    threshold: z.number().int().min(0).max(100).describe('Review threshold, 0–100.'),
+    routed_to_review: z.boolean().describe('Owned by the review queue.'),
     previous_owner_id: z.string().optional(),
     fields_written: z.record(z.string(), z.union([z.string(), z.number()])),
   }),

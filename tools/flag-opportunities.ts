@@ -129,12 +129,9 @@ export const flagOpportunities = defineTool({
   name: 'flag_opportunities',
   title: "Flag a risky customer's open Salesforce opportunities",
   description:
-    "When a customer's Sift score is at or above the configured threshold, set the risk flag and a risk " +
-    'summary on every open Opportunity of their Account and create one review Task per opportunity owner ' +
-    "on the Account. Give exactly one of user_id (matched on the Account's Sift user id) or account_id. " +
-    'Below the threshold nothing is written (over_threshold=false). Safe to repeat: flagged opportunities ' +
-    'are not rewritten; an owner with an open review Task gets no second one. Lists at most 50 ids; ' +
-    'counts are complete.',
+    "When a customer's Sift score reaches the threshold, flag every open Opportunity of their Account " +
+    'with a risk summary and create one review Task per owner. Give user_id or account_id. Below the ' +
+    'threshold nothing is written. Safe to repeat. Lists up to 50 ids; counts are complete.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -150,24 +147,18 @@ export const flagOpportunities = defineTool({
     threshold: z.number().int().min(0).max(100).describe('The flag threshold on the 0–100 scale.'),
     over_threshold: z.boolean(),
     open_opportunities: z.number().int(),
-    flagged: z
-      .number()
-      .int()
-      .describe('Opportunities written by this call (already-flagged ones are skipped).'),
+    flagged: z.number().int().describe('Written by this call.'),
     already_flagged: z.number().int(),
     tasks_created: z.number().int(),
-    owners_with_open_task: z
-      .number()
-      .int()
-      .describe('Owners skipped because their review Task is still open.'),
-    owners_skipped_not_users: z.number().int().describe('Queue-owned opportunities have no user to task.'),
+    owners_with_open_task: z.number().int().describe('Skipped: review Task still open.'),
+    owners_skipped_not_users: z.number().int().describe('Queue-owned: no user to task.'),
     task_due_date: z.string().nullable(),
     flagged_ids: z.array(z.string()),
     task_ids: z.array(z.string()),
     failures: z.array(
       z.object({ sobject: z.enum(['Opportunity', 'Task']), id: z.string(), codes: z.array(z.string()) }),
     ),
-    truncated: z.boolean().describe('true when a list above was cut to 50 entries.'),
+    truncated: z.boolean().describe('A list was cut to 50.'),
   }),
   target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
   async evidence(args, ctx) {

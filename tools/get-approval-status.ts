@@ -6,10 +6,9 @@ export const getApprovalStatus = defineTool({
   name: 'get_approval_status',
   title: 'Check an approval',
   description:
-    'Check an approval returned with APPROVAL_PENDING (apply_label, remove_label, apply_decision, ' +
-    'suppress_user, undo_action, or a write your policy gates): its state (pending, approved, denied, expired, ' +
-    'executing, executed, failed), who decided and why, the evidence shown, and once executed the result. ' +
-    'Approved actions run by themselves; never call the original tool again.',
+    'An approval from APPROVAL_PENDING: its state (pending, approved, denied, expired, executing, ' +
+    'executed, failed), who decided and why, the evidence, and once executed the result. Approved ' +
+    'actions run by themselves: never call the original tool again.',
   risk: 'read',
   toolset: 'core',
   idempotent: true,

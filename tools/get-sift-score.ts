@@ -6,21 +6,20 @@ export const getSiftScore = defineTool({
   name: 'get_sift_score',
   title: 'Get Sift risk score',
   description:
-    "A user's Sift risk: per abuse type the score (0–1 and the console's 0–100), risk band, Sift's " +
-    'reasons, and the latest decisions and labels. refresh=true makes Sift rescore first (slower). An ' +
-    'unknown user is NOT_FOUND, never an empty result.',
+    "A user's Sift risk per abuse type: score (0–1 and the console's 0–100), risk band, reasons, " +
+    'latest decisions and labels. refresh=true rescores first (slower). An unknown user is NOT_FOUND.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
     abuse_types: z.array(abuseType).min(1).optional().describe('Only these abuse types; default all.'),
-    refresh: z.boolean().default(false).describe('Force Sift to rescore the user before answering.'),
+    refresh: z.boolean().default(false).describe('Rescore first.'),
   }),
   output: z.object({
     user_id: z.string(),
     refreshed: z.boolean(),
-    highest: scoreEntry.nullable().describe('The riskiest abuse type, or null if Sift returned no scores.'),
+    highest: scoreEntry.nullable().describe('The riskiest abuse type; null: no scores.'),
     scores: z.array(scoreEntry),
     latest_decisions: z.array(latestDecision),
     latest_labels: z.array(latestLabel),

@@ -64,9 +64,8 @@ export const listSiftDecisions = defineTool({
   name: 'list_sift_decisions',
   title: 'List the Sift decisions catalogue',
   description:
-    'The decisions configured in the Sift console (id, name, entity type, abuse type, category block / ' +
-    'watch / accept), optionally filtered. Find the decision_id for apply_decision here: only these ids ' +
-    'can be applied. Up to 60 s old (cached=true then).',
+    'The decisions configured in Sift (id, name, entity type, abuse type, category), optionally ' +
+    'filtered: the only decision_ids apply_decision accepts. Up to 60 s old (cached=true).',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,
@@ -74,13 +73,13 @@ export const listSiftDecisions = defineTool({
     entity_type: z
       .enum(['user', 'order', 'session', 'content'])
       .optional()
-      .describe('Only decisions for this entity type; apply_decision takes user decisions.'),
+      .describe('apply_decision takes user decisions.'),
     abuse_types: z.array(abuseType).min(1).optional().describe('Only these abuse types; default all.'),
     category: z.enum(['block', 'watch', 'accept']).optional().describe('Only this category.'),
   }),
   output: z.object({
     decisions: z.array(decisionEntry),
-    cached: z.boolean().describe("true when served from fraudgate's short cache rather than Sift just now."),
+    cached: z.boolean().describe("Served from fraudgate's cache."),
     fetched_at: z.string(),
   }),
   async run(args, ctx) {

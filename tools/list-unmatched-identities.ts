@@ -5,9 +5,8 @@ export const listUnmatchedIdentities = defineTool({
   name: 'list_unmatched_identities',
   title: 'List users awaiting identity review',
   description:
-    'The identity review list: Sift users lookup_user could not match to any Salesforce record (by Sift ' +
-    'user id, email or phone), newest first, with the identifiers tried, when first and last seen and how ' +
-    'often. A later match removes them. Paged: pass next_cursor back as cursor.',
+    'The identity review list: Sift users lookup_user could not match in Salesforce, newest first, ' +
+    'with the identifiers tried and when seen. A later match removes them. Paged by cursor.',
   risk: 'read',
   toolset: 'triage',
   idempotent: true,

@@ -10,22 +10,16 @@ export const removeLabel = defineTool({
   name: 'remove_label',
   title: "Remove a user's Sift label",
   description:
-    "Remove a Sift user's label (bad or not bad) for one abuse type, e.g. when apply_label was a mistake. " +
-    'Same approval as apply_label (APPROVAL_PENDING: check get_approval_status, do not call again). The ' +
-    "reason is kept in fraudgate's audit (Sift records none). Removing an absent label changes nothing. " +
-    'It does not undo decisions.',
+    "Remove a Sift user's label for one abuse type (e.g. a mistaken apply_label); decisions stay. " +
+    "Approval as for apply_label. The reason is kept in fraudgate's audit (Sift keeps none). An " +
+    'absent label: no change.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.describe('The abuse type whose label is removed; other abuse types keep theirs.'),
-    reason: z
-      .string()
-      .trim()
-      .min(3)
-      .max(1000)
-      .describe('Why the label is wrong or no longer applies (required).'),
+    abuse_type: abuseType.describe('Others keep theirs.'),
+    reason: z.string().trim().min(3).max(1000).describe('Why the label no longer applies.'),
   }),
   output: z.object({
     user_id: z.string(),

@@ -73,11 +73,9 @@ export const resolveFraudCase = defineTool({
   name: 'resolve_fraud_case',
   title: 'Close a Salesforce fraud case with a resolution',
   description:
-    'Close a Salesforce fraud case: Status to the configured closed status, Resolution__c from resolution ' +
-    "(mapped to the org's picklist), your notes in Resolution_Notes__c. It does NOT label the user or " +
-    'apply a Sift decision: propose those (suggested_next_calls) through apply_label / apply_decision and ' +
-    'their approval. Closing again with the same resolution changes nothing; a different one is refused ' +
-    '(CONFLICT).',
+    "Close a Salesforce fraud case with a resolution (mapped to the org's picklist) and notes. It " +
+    'neither labels nor decides in Sift: suggested_next_calls proposes apply_label or apply_decision. ' +
+    'The same resolution again changes nothing; a different one is a CONFLICT.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -89,10 +87,8 @@ export const resolveFraudCase = defineTool({
   output: z.object({
     case_id: z.string(),
     status: z.string(),
-    resolution: z.string().describe('The Resolution__c value written (from the configured mapping).'),
-    already_closed: z
-      .boolean()
-      .describe('true when the case was already closed with this resolution: nothing written.'),
+    resolution: z.string().describe('Mapped Resolution__c value.'),
+    already_closed: z.boolean().describe('Already closed so: nothing written.'),
     sift_user_id: z.string().nullable(),
     suggested_next_calls: z.array(suggestion),
   }),

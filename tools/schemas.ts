@@ -12,9 +12,9 @@ export const userId = z
   .min(1)
   .max(255)
   .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
-  .describe('Sift user id ($user_id), case-sensitive.');
+  .describe('Sift user id.');
 
-export const abuseType = z.enum(ABUSE_TYPES).describe('Sift abuse type, e.g. payment_abuse.');
+export const abuseType = z.enum(ABUSE_TYPES);
 
 export const riskBand = z.enum(['low', 'medium', 'high', 'critical']);
 
@@ -26,12 +26,7 @@ export const reason = z.object({
 export const scoreEntry = z.object({
   abuse_type: z.string(),
   score: z.number().min(0).max(1).describe('Sift score 0–1, higher is riskier.'),
-  sift_score: z
-    .number()
-    .int()
-    .min(0)
-    .max(100)
-    .describe('The same score as the Sift console shows it, 0–100.'),
+  sift_score: z.number().int().min(0).max(100).describe('As the Sift console shows it.'),
   risk_band: riskBand,
   reasons: z.array(reason),
 });

@@ -27,7 +27,7 @@ const currency = z
     (c) => currencyDecimals(c) !== undefined,
     'unknown currency: use an ISO 4217 code or BTC, ETH, LTC, USDC, USDT…',
   )
-  .describe('ISO 4217 code or crypto ticker, e.g. USD, JPY, BTC ($currency_code).');
+  .describe('ISO 4217 code or crypto ticker, e.g. USD, BTC.');
 
 /** Sift's own spelling (`$success`, as in the wallet guide) is accepted too; it is sent once-prefixed. */
 const status = z.enum(['success', 'failure', 'pending', '$success', '$failure', '$pending']);
@@ -45,18 +45,13 @@ const customFields = z
     z.union([z.string().max(1000), z.number(), z.boolean()]),
   )
   .refine((r) => Object.keys(r).length <= 30, 'at most 30 custom fields')
-  .describe('Extra product fields, sent as Sift custom fields.');
+  .describe('Sent as Sift custom fields.');
 
 /** Where the event happened: session, network and device. Personal data: sent to Sift, never echoed back. */
 const context = {
-  session_id: siftId('The Sift JS/SDK session id ($session_id).').optional(),
+  session_id: siftId('Sift JS/SDK session id.').optional(),
   ip: z.union([z.ipv4(), z.ipv6()]).optional().describe('Client IP ($ip).'),
-  user_agent: z
-    .string()
-    .min(1)
-    .max(1000)
-    .optional()
-    .describe('Browser user agent ($browser.$user_agent); web only.'),
+  user_agent: z.string().min(1).max(1000).optional().describe('Browser user agent (web).'),
   app: z
     .strictObject({
       os: z.string().max(100).optional(),
@@ -68,11 +63,8 @@ const context = {
       app_version: z.string().max(100).optional(),
     })
     .optional()
-    .describe('Mobile app and device ($app); give this or user_agent, not both.'),
-  occurred_at: z.iso
-    .datetime({ offset: true })
-    .optional()
-    .describe('When it happened (ISO 8601); only for backfill.'),
+    .describe('Mobile app and device; or user_agent.'),
+  occurred_at: z.iso.datetime({ offset: true }).optional().describe('For backfill only.'),
 };
 
 const account = {
@@ -84,7 +76,7 @@ const account = {
     .string()
     .regex(/^\+[1-9]\d{6,14}$/, 'E.164, e.g. +14155550123')
     .optional()
-    .describe('Phone used for one-time codes, E.164.'),
+    .describe('E.164, for one-time codes.'),
   referrer_user_id: userId.optional().describe('Who referred this user.'),
   account_types: z
     .array(z.string().min(1).max(64))
@@ -94,7 +86,7 @@ const account = {
   social_sign_on_type: z
     .enum(['facebook', 'google', 'linkedin', 'twitter', 'yahoo', 'microsoft', 'amazon', 'apple', 'other'])
     .optional(),
-  account_state: customStatus('Wallet account state, e.g. active, frozen, closed (custom field).').optional(),
+  account_state: customStatus('e.g. standard, frozen.').optional(),
   sms_verification_status: customStatus('e.g. pending, verified, failed (custom field).').optional(),
   credit_verification_status: customStatus('e.g. pending, passed, failed (custom field).').optional(),
   custom_fields: customFields.optional(),
@@ -136,7 +128,7 @@ function checkDevice(value: { user_agent?: string | undefined; app?: unknown }, 
 const createAccount = z
   .strictObject({ event_type: z.literal('create_account'), ...account })
   .superRefine(checkDevice)
-  .describe('A new wallet account ($create_account).');
+  .describe('$create_account.');
 
 const updateAccount = z
   .strictObject({
@@ -145,7 +137,7 @@ const updateAccount = z
     changed_password: z.boolean().optional().describe('The update was a password change.'),
   })
   .superRefine(checkDevice)
-  .describe('Changed account details or states ($update_account).');
+  .describe('$update_account.');
 
 const login = z
   .strictObject({
@@ -155,7 +147,7 @@ const login = z
     failure_reason: z
       .enum(['account_unknown', 'account_suspended', 'account_disabled', 'wrong_password'])
       .optional()
-      .describe('Only with login_status failure.'),
+      .describe('Failures only.'),
     username: z.string().min(1).max(255).optional(),
     ...context,
   })
@@ -213,18 +205,14 @@ const transaction = z
     event_type: z.literal('transaction'),
     user_id: userId.describe('The wallet owner ($user_id).'),
     transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']),
-    transaction_status: status.describe(
-      'success | failure | pending. To report a later outcome, send the same transaction again with the same transaction_id and the new status.',
-    ),
-    transaction_id: siftId('Your id for this money movement ($transaction_id); reuse it for status updates.'),
+    transaction_status: status.describe('A later outcome: resend with the same transaction_id.'),
+    transaction_id: siftId('Reuse for status updates.'),
     amount: decimalAmount('Amount moved (positive)'),
     currency,
     current_balance: decimalAmount('Wallet balance before the transaction').optional(),
     new_balance: decimalAmount('Wallet balance after the transaction').optional(),
-    decline_category: z.enum(DECLINE_CATEGORIES).optional().describe('Only with transaction_status failure.'),
-    transfer_recipient_user_id: userId
-      .optional()
-      .describe('Only with transaction_type transfer: the receiving user.'),
+    decline_category: z.enum(DECLINE_CATEGORIES).optional().describe('Failures only.'),
+    transfer_recipient_user_id: userId.optional().describe('transaction_type transfer only.'),
     payment_type: z
       .enum(PAYMENT_TYPES)
       .optional()
@@ -250,16 +238,14 @@ const transaction = z
       });
     }
   })
-  .describe(
-    'A deposit, withdrawal or transfer ($transaction), or a status update of one (same transaction_id).',
-  );
+  .describe('$transaction; resend with a new status to update it.');
 
 const walletTransfer = z
   .strictObject({
     event_type: z.literal('wallet_transfer'),
     sender_user_id: userId.describe('The wallet the money leaves.'),
     recipient_user_id: userId.describe('The wallet the money reaches.'),
-    transfer_id: siftId('Your id for this transfer; both events carry it.'),
+    transfer_id: siftId('Both events carry it.'),
     amount: decimalAmount('Amount moved (positive)'),
     currency,
     transfer_status: status,
@@ -276,9 +262,7 @@ const walletTransfer = z
       });
     }
   })
-  .describe(
-    'A wallet-to-wallet transfer, sent as two custom events: send_money (sender) and receive_money (recipient).',
-  );
+  .describe('Sent as send_money and receive_money.');
 
 const eventInput = z.discriminatedUnion('event_type', [
   createAccount,
@@ -293,12 +277,12 @@ type EventInput = z.infer<typeof eventInput>;
 type ContextInput = { [K in keyof typeof context]?: z.infer<(typeof context)[K]> };
 
 const sentEvent = z.object({
-  sift_type: z.string().describe('$type as Sift received it, e.g. $transaction or send_money.'),
+  sift_type: z.string().describe('$type sent, e.g. send_money.'),
   user_id: z.string(),
   transaction_id: z.string().optional(),
   transaction_status: z.string().optional(),
   amount: z.string().optional().describe('Canonical decimal amount.'),
-  amount_micros: z.number().int().optional().describe('What Sift received as the amount, in micros.'),
+  amount_micros: z.number().int().optional().describe('As Sift received it.'),
   currency_code: z.string().optional(),
 });
 
@@ -502,25 +486,19 @@ export const sendSiftEvent = defineTool({
   toolset: 'sift',
   idempotent: false,
   input: z.strictObject({
-    event: eventInput.describe('The event; event_type selects which fields apply.'),
-    return_score: z
-      .boolean()
-      .default(false)
-      .describe("Also return the acting user's score (sender for wallet_transfer)."),
-    abuse_types: z.array(abuseType).min(1).optional().describe('With return_score: only these abuse types.'),
+    event: eventInput.describe('event_type selects the fields.'),
+    return_score: z.boolean().default(false).describe("Also return the acting user's score."),
+    abuse_types: z.array(abuseType).min(1).optional().describe('With return_score.'),
   }),
   output: z.object({
     event_type: z.string(),
-    user_id: z.string().describe('The acting user (the sender for wallet_transfer).'),
+    user_id: z.string().describe('The acting user.'),
     events_sent: z.array(sentEvent),
-    score: z
-      .object(scoreSummaryFields)
-      .nullable()
-      .describe('With return_score: the score after this event; else null.'),
+    score: z.object(scoreSummaryFields).nullable().describe('With return_score.'),
     score_error: z
       .object({ sift_status: z.number(), message: z.string() })
       .nullable()
-      .describe('With return_score: why no score came back although the event was recorded; else null.'),
+      .describe('Why return_score got no score (the event still counts).'),
   }),
   target: (args) => `sift_user:${actingUser(args.event)}`,
   // Sift events are append-only: there is no current state to read, only what would be sent.

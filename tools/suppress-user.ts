@@ -14,25 +14,20 @@ export const suppressUser = defineTool({
   name: 'suppress_user',
   title: 'Suppress a user from marketing',
   description:
-    'Stop (suppressed=true, the default) or resume (false) marketing to a user because of fraud: writes ' +
-    'the Segment profile trait the suppression audience keys on, plus a track event. Deletes nothing; not ' +
-    "Segment's GDPR suppression. A human approves first (APPROVAL_PENDING: check get_approval_status).",
+    'Stop (suppressed=true, default) or resume marketing to a user for fraud: sets the Segment trait ' +
+    'the suppression audience keys on, plus a track event. Deletes nothing (not GDPR suppression). A ' +
+    'human approves first.',
   risk: 'destructive',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    reason: z
-      .string()
-      .trim()
-      .min(3)
-      .max(500)
-      .describe('Why the user is (un)suppressed; shown to the approver.'),
-    suppressed: z.boolean().default(true).describe('true suppresses marketing; false lifts the suppression.'),
+    reason: z.string().trim().min(3).max(500).describe('Shown to the approver.'),
+    suppressed: z.boolean().default(true).describe('false lifts it.'),
   }),
   output: z.object({
     user_id: z.string(),
-    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
+    segment_user_id: z.string().describe('Mapped Segment user id.'),
     suppressed: z.boolean(),
     trait: z.string().describe('The Segment trait the audience keys on.'),
     traits_written: z.record(z.string(), z.union([z.string(), z.boolean(), z.null()])),

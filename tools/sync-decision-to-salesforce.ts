@@ -89,35 +89,23 @@ export const syncDecisionToSalesforce = defineTool({
   name: 'sync_decision_to_salesforce',
   title: "Sync a user's Sift decision to Salesforce",
   description:
-    "Copy a user's current Sift decision (read from Sift; you cannot supply it) onto the matching " +
-    'Salesforce Account and Contact (the configured decision field, mapped value), with a Chatter note on ' +
-    "each record's feed for its owner. Matched by Sift user id, then a Contact by email, then phone " +
-    "(yours, else the Segment profile's). NOT_FOUND when nothing matches (the user joins the identity " +
-    'review list). The same decision is never posted twice.',
+    "Copy a user's current Sift decision (read from Sift) onto the matched Salesforce Account and " +
+    'Contact (mapped decision field), with a Chatter note for the owner. Matched by Sift user id, ' +
+    'then Contact email, then phone; NOT_FOUND when nothing matches (the user joins the identity ' +
+    'review list). Never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType
-      .optional()
-      .describe("Only this abuse type's decision; default: the most recent decision."),
-    email: z
-      .email()
-      .max(80)
-      .optional()
-      .describe('Match a Contact by email when no record has the Sift user id.'),
-    phone: z
-      .string()
-      .min(6)
-      .max(40)
-      .optional()
-      .describe('Match a Contact by phone when neither the Sift user id nor the email matches.'),
+    abuse_type: abuseType.optional().describe('Default: the latest decision.'),
+    email: z.email().max(80).optional().describe('Contact email to match by.'),
+    phone: z.string().min(6).max(40).optional().describe('Contact phone to match by.'),
   }),
   output: z.object({
     user_id: z.string(),
     decision: currentDecisionSummary.nullable(),
-    salesforce_value: z.string().describe('The decision field value written (from the configured mapping).'),
+    salesforce_value: z.string().describe('Mapped decision field value.'),
     match: z.enum(['sift_user_id', 'email', 'phone']),
     records: z.array(
       z.object({
@@ -125,10 +113,7 @@ export const syncDecisionToSalesforce = defineTool({
         id: z.string(),
         owner_id: z.string().nullable(),
         previous_value: z.string().nullable(),
-        chatter_post_id: z
-          .string()
-          .nullable()
-          .describe('The FeedItem posted; null when this sync was posted before.'),
+        chatter_post_id: z.string().nullable().describe('null: posted before.'),
       }),
     ),
   }),

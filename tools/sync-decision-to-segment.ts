@@ -65,22 +65,18 @@ export const syncDecisionToSegment = defineTool({
   name: 'sync_decision_to_segment',
   title: "Sync a user's Sift decision to Segment",
   description:
-    "Copy a user's current Sift decision (read from Sift; you cannot supply it) to their Segment profile " +
-    'as traits plus a track event, per the configured mapping, so product and marketing tools react. No ' +
-    'current decision writes the "no decision" traits. Safe to repeat: a decision is never counted twice. ' +
-    'Reports what was written.',
+    "Copy a user's current Sift decision (read from Sift) to their Segment profile as mapped traits " +
+    'plus a track event; no decision writes the no-decision traits. Safe to repeat.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType
-      .optional()
-      .describe("Only this abuse type's decision; default: the most recent decision."),
+    abuse_type: abuseType.optional().describe('Default: the latest decision.'),
   }),
   output: z.object({
     user_id: z.string(),
-    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
+    segment_user_id: z.string().describe('Mapped Segment user id.'),
     decision: currentDecisionSummary.nullable(),
     traits_written: z.record(z.string(), traitValue),
     event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),

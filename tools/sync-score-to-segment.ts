@@ -36,21 +36,19 @@ export const syncScoreToSegment = defineTool({
   name: 'sync_score_to_segment',
   title: "Sync a user's Sift score and routing tier to Segment",
   description:
-    "Write a user's current Sift score (0–100, read from Sift; you cannot supply it), risk band and " +
-    'routing tier (the configured band → tier mapping, e.g. trusted / standard / step_up / blocked) to ' +
-    'their Segment profile as traits, so product flows choose a frictionless or step-up path. Uses the ' +
-    'riskiest abuse type unless abuse_type is given; no score means band low. An unchanged score is not ' +
-    'resent. Changes nothing in Sift.',
+    "Write a user's current Sift score (0–100, read from Sift), risk band and routing tier " +
+    '(configured per band, e.g. trusted, step_up) to their Segment profile as traits. Riskiest abuse ' +
+    'type unless abuse_type; no score is band low. An unchanged score is not resent.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe("Use this abuse type's score; default: the riskiest one."),
+    abuse_type: abuseType.optional().describe('Default: the riskiest.'),
   }),
   output: z.object({
     user_id: z.string(),
-    segment_user_id: z.string().describe('The Segment profile written (identity mapping applied).'),
+    segment_user_id: z.string().describe('Mapped Segment user id.'),
     sift_score: z.number().int().min(0).max(100).nullable(),
     risk_band: riskBand,
     routing_tier: z.string(),

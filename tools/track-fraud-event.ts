@@ -108,37 +108,29 @@ export const trackFraudEvent = defineTool({
   name: 'track_fraud_event',
   title: 'Record a Sift outcome as a Segment track event',
   description:
-    'Send a Sift outcome for a user to Segment as a track event for warehouse analytics: score_evaluated ' +
-    '(the current score and band), decision_applied (the current decision) or label_applied (the latest ' +
-    'label). The facts come from Sift; you choose the outcome, optionally one abuse_type and a Salesforce ' +
-    'case_id. NOT_FOUND when Sift has no such outcome. Each outcome is counted once however often it is ' +
-    'sent.',
+    'Send a Sift outcome to Segment as a track event for analytics: score_evaluated, decision_applied ' +
+    'or label_applied, the facts read from Sift; optionally one abuse_type and a Salesforce case_id. ' +
+    'NOT_FOUND without such an outcome. Counted once however often sent.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
     event: z.enum(EVENTS).describe('Which Sift outcome to record.'),
-    abuse_type: abuseType
-      .optional()
-      .describe('Only this abuse type; default: the riskiest score / latest outcome.'),
+    abuse_type: abuseType.optional().describe('Default: riskiest score, latest outcome.'),
     case_id: z
       .string()
       .regex(/^500[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$/, 'a Salesforce Case id (500…)')
       .optional()
-      .describe('The Salesforce fraud case this outcome belongs to, for joins in the warehouse.'),
+      .describe('The Salesforce fraud case, for warehouse joins.'),
   }),
   output: z.object({
     user_id: z.string(),
-    segment_user_id: z
-      .string()
-      .describe('The Segment user the event was sent for (identity mapping applied).'),
+    segment_user_id: z.string().describe('Mapped Segment user id.'),
     event: z.string().describe('The Segment event name sent.'),
     properties: z
       .record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]))
-      .describe(
-        'source, abuse_type, sift_score, risk_band, decision_id, decision_category, is_bad, outcome_at, case_id (names per configuration).',
-      ),
+      .describe('The event properties (names per configuration).'),
     message_id: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,

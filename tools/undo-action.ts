@@ -118,9 +118,8 @@ export const undoAction = defineTool({
   name: 'undo_action',
   title: 'Undo an executed destructive action',
   description:
-    'Undo a label, label removal, decision or suppression that fraudgate executed (give its approval_id), ' +
-    'within the undo window: restores the state recorded before it ran. It needs its own human approval ' +
-    '(APPROVAL_PENDING: check get_approval_status).',
+    'Undo a label, label removal, decision or suppression that fraudgate executed (by approval_id) ' +
+    'within the undo window, restoring the state before it. Needs its own human approval.',
   risk: 'destructive',
   toolset: 'core',
   idempotent: true,
@@ -132,7 +131,7 @@ export const undoAction = defineTool({
   output: z.object({
     undone_approval_id: z.string(),
     undone_tool: z.string(),
-    compensation: z.string().describe('What was done to restore the earlier state.'),
+    compensation: z.string().describe('How the earlier state was restored.'),
     undone_at: z.string(),
   }),
   target: (args) => `approval:${args.approval_id}`,

@@ -10,6 +10,7 @@ const ID_PATTERN = /^[a-zA-Z0-9]{15}(?:[A-Z0-5]{3})?$/;
 /** Key prefixes of the standard objects fraudgate touches. Custom objects have org-specific prefixes. */
 export const SALESFORCE_KEY_PREFIXES = {
   Account: '001',
+  AccountHistory: '017',
   Contact: '003',
   User: '005',
   Opportunity: '006',

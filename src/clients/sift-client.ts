@@ -413,15 +413,16 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   /** Classify an HTTP answer: the parsed JSON on success, else an AttemptError. */
   function classify(spec: CallSpec, res: RawResponse, retryAfterMs: number | undefined): unknown {
     const { status, json, text } = res;
-    const detail = detailOf(spec, status, text);
-    const extra = { detail, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
+    // Built only on a failure path: redacting and slicing the body costs a successful read for nothing.
+    const detail = () => detailOf(spec, status, text);
+    const extra = () => ({ detail: detail(), ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
     if (status === 429) {
       throw new AttemptError(
         new UpstreamError('Sift rate-limited the request (HTTP 429); try again later', {
           service: 'sift',
           status,
           retryable: true,
-          ...extra,
+          ...extra(),
         }),
         true,
       );
@@ -432,7 +433,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           service: 'sift',
           status,
           retryable: true,
-          ...extra,
+          ...extra(),
         }),
         status === 503,
       );
@@ -446,7 +447,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
             service: 'sift',
             status,
             retryable: false,
-            detail,
+            detail: detail(),
           }),
           false,
         );
@@ -455,7 +456,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       if (code === 0 && status >= 200 && status < 300) return json;
       if (code === 54) {
         throw new AttemptError(
-          new NotFoundError(`Sift has no scoreable events for user ${spec.userId ?? ''}`, detail),
+          new NotFoundError(`Sift has no scoreable events for user ${spec.userId ?? ''}`, detail()),
           false,
         );
       }
@@ -466,7 +467,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
             status,
             upstreamCode: 60,
             retryable: true,
-            ...extra,
+            ...extra(),
           }),
           true,
         );
@@ -478,7 +479,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
             status,
             upstreamCode: code,
             retryable: true,
-            ...extra,
+            ...extra(),
           }),
           false,
         );
@@ -489,7 +490,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           status,
           upstreamCode: code,
           retryable: false,
-          detail,
+          detail: detail(),
         }),
         false,
       );
@@ -515,7 +516,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         status,
         ...(upstreamCode === undefined ? {} : { upstreamCode }),
         retryable: false,
-        detail,
+        detail: detail(),
       }),
       false,
     );
@@ -523,9 +524,14 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
 
   async function attempt(spec: CallSpec, url: URL, signal: AbortSignal | undefined): Promise<unknown> {
     const { dispatcher, request } = await undici();
+    // One controller and one timer per attempt; the caller's abort is forwarded by a listener that is
+    // removed afterwards (AbortSignal.any would build a composite signal, with weak references the
+    // GC must sweep, on every attempt).
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(new Error('sift timeout')), timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
+    const forwardAbort = () => timeout.abort(signal?.reason);
+    if (signal?.aborted) forwardAbort();
+    else signal?.addEventListener('abort', forwardAbort, { once: true });
     const headers: Record<string, string> = { 'user-agent': userAgent, accept: 'application/json' };
     let payload: string | undefined;
     if (spec.auth === 'basic') headers.authorization = basic;
@@ -539,7 +545,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         headers,
         body: payload ?? (spec.method === 'POST' ? '' : undefined),
         dispatcher,
-        signal: combined,
+        signal: timeout.signal,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
@@ -580,6 +586,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       );
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', forwardAbort);
     }
   }
 

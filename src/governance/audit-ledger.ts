@@ -108,6 +108,10 @@ export interface AuditLedgerOptions {
 
 /** Most records one commit carries: bounds a transaction's size and the wait of its last record. */
 const MAX_GROUP = 2048;
+/** Commits of this process's writer running at once (see `pump`). */
+const MAX_IN_FLIGHT = 2;
+/** Queues shorter than twice this go in one commit: splitting them would cost more commits than it overlaps. */
+const MIN_SPLIT_GROUP = 32;
 
 interface Queued {
   /** The redacted payload (to resolve `append` with, without parsing the body back). */
@@ -134,7 +138,12 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const now = options.now ?? (() => new Date());
 
   let queue: Queued[] = [];
-  let draining: Promise<void> | undefined;
+  let inFlight = 0;
+  /** A commit is scheduled for the next turn of the event loop. */
+  let scheduled = false;
+  /** After a failed commit, no new ones start until the retry timer (or another commit succeeding). */
+  let paused = false;
+  const idleWaiters: (() => void)[] = [];
   let closed = false;
   let sealRequested = false;
   let failure: string | undefined;
@@ -180,61 +189,91 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return { rows, checkpoints, head: { seq, hash, sealed_seq, sealed_at } };
     };
 
-  const drain = async (): Promise<void> => {
-    while (queue.length > 0 || sealRequested) {
-      const batch = queue.splice(0, MAX_GROUP);
-      let committed: LedgerCommit | undefined;
-      const sealing = sealRequested;
-      try {
-        await engine.commit(writer, (head) => (committed = build(batch)(head)));
-      } catch (error) {
-        const reason = error instanceof Error ? error.message : String(error);
-        setHealth(reason);
-        const failed = auditError(
-          'The audit ledger could not be written.',
-          `commit of ${batch.length} records for writer ${writer} failed: ${reason}`,
-          error,
-          true,
-        );
-        // Waiting appends learn at once; write-behind records are kept for the retry.
-        const kept = batch.filter((q) => !q.reject);
-        for (const q of batch) q.reject?.(failed);
-        queue = [...kept, ...queue];
-        if (!closed) {
-          retryTimer ??= setTimeout(() => {
-            retryTimer = undefined;
-            // Even with nothing queued, a commit (of the head alone) probes whether writing works again.
-            sealRequested = true;
-            kick();
-          }, retryMs);
-          retryTimer.unref();
-        }
-        break;
+  /** Commits the records of `batch` (and a due checkpoint); settles their appends either way. */
+  const commitBatch = async (batch: Queued[]): Promise<void> => {
+    let committed: LedgerCommit | undefined;
+    const sealing = sealRequested;
+    try {
+      await engine.commit(writer, (head) => (committed = build(batch)(head)));
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      setHealth(reason);
+      paused = true;
+      const failed = auditError(
+        'The audit ledger could not be written.',
+        `commit of ${batch.length} records for writer ${writer} failed: ${reason}`,
+        error,
+        true,
+      );
+      // Waiting appends learn at once; write-behind records are kept for the retry.
+      const kept = batch.filter((q) => !q.reject);
+      for (const q of batch) q.reject?.(failed);
+      queue = [...kept, ...queue];
+      if (!closed) {
+        retryTimer ??= setTimeout(() => {
+          retryTimer = undefined;
+          paused = false;
+          // Even with nothing queued, a commit (of the head alone) probes whether writing works again.
+          sealRequested = true;
+          kick();
+        }, retryMs);
+        retryTimer.unref();
       }
-      if (sealing) sealRequested = false;
-      setHealth(undefined);
-      const done = committed!;
-      known = { seq: done.head.seq, sealed: done.head.sealed_seq };
-      done.rows.forEach((row, i) => {
-        const q = batch[i]!;
-        q.resolve?.({ v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...q.payload });
+      return;
+    }
+    if (sealing) sealRequested = false;
+    paused = false;
+    setHealth(undefined);
+    const done = committed!;
+    if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
+    done.rows.forEach((row, i) => {
+      const q = batch[i]!;
+      q.resolve?.({ v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...q.payload });
+    });
+  };
+
+  /**
+   * Starts commits while fewer than {@link MAX_IN_FLIGHT} are running. A large queue with nothing in
+   * flight is split in two, so the second half is chained and sent while the store writes the
+   * first, and from then on each group is built while the previous one commits. The engines keep
+   * a writer's commits in order (the SQLite writer thread takes them one by one; PostgreSQL's head
+   * lock makes the second wait), and a commit chained from a head that then failed is re-chained.
+   */
+  const pump = () => {
+    scheduled = false;
+    if (lingerTimer) clearTimeout(lingerTimer);
+    lingerTimer = undefined;
+    while (inFlight < MAX_IN_FLIGHT && !paused && (queue.length > 0 || sealRequested)) {
+      const size =
+        inFlight === 0 && queue.length >= 2 * MIN_SPLIT_GROUP ? Math.ceil(queue.length / 2) : MAX_GROUP;
+      const batch = queue.splice(0, Math.min(size, MAX_GROUP));
+      inFlight += 1;
+      void commitBatch(batch).finally(() => {
+        inFlight -= 1;
+        pump();
       });
     }
-    draining = undefined;
+    if (inFlight === 0 && !scheduled) for (const resolve of idleWaiters.splice(0)) resolve();
   };
+
+  /** Resolves once nothing is scheduled or in flight (everything queued committed, or the ledger failing). */
+  const idle = () =>
+    inFlight === 0 && !scheduled
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => idleWaiters.push(resolve));
 
   /**
    * Starts a commit on the next turn of the event loop, so every append made in this turn joins
    * it (the SQLite engine commits synchronously: started at once, it would take one record).
    */
   const kick = () => {
-    if (lingerTimer) clearTimeout(lingerTimer);
-    lingerTimer = undefined;
-    draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drain);
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(pump);
   };
   /** For write-behind records: commit within `lingerMs`, sooner if something else commits first. */
   const kickLater = () => {
-    if (draining || lingerTimer) return;
+    if (scheduled || inFlight > 0 || lingerTimer) return;
     lingerTimer = setTimeout(kick, lingerMs);
     lingerTimer.unref();
   };
@@ -298,7 +337,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     },
     async flush() {
       if (queue.length > 0) kick();
-      await draining;
+      await idle();
     },
     async close() {
       if (closed) return;
@@ -307,12 +346,13 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       if (queue.length > 0) kick();
       if (retryTimer) clearTimeout(retryTimer);
       retryTimer = undefined;
-      await draining;
+      await idle();
       // Seal what this process wrote, so a verifier sees its chain complete.
       if (known.seq > known.sealed || queue.length > 0) {
+        paused = false;
         sealRequested = true;
         kick();
-        await draining;
+        await idle();
       }
     },
   };

@@ -247,13 +247,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     tool: AnyTool,
     args: Record<string, unknown>,
     principal: Principal,
-    meta: { callId: string; argsHash: string; target: string; approvalId?: string },
+    /** `argsHash` is absent for reads: their records keep the (redacted) arguments, and nothing binds to them. */
+    meta: { callId: string; argsHash?: string; target: string; approvalId?: string },
   ) => ({
     call_id: meta.callId,
     tool: tool.name,
     principal: principalOf(principal),
     args_redacted: args,
-    args_hash: meta.argsHash,
+    ...(meta.argsHash === undefined ? {} : { args_hash: meta.argsHash }),
     target: meta.target,
     ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
   });
@@ -299,7 +300,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     channel: Partial<CallChannel>,
     meta: {
       callId: string;
-      argsHash: string;
+      argsHash?: string;
       target: string;
       approvalId?: string;
       idempotencyKey: string;
@@ -865,7 +866,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // dry_run is a mode of the call, not an argument of the action: it is never part of an approval.
     const dryRun = args.dry_run === true;
     delete args.dry_run;
-    const argsHash = sha256Hex(canonicalJson(args));
+    // The canonical hash binds approvals and identifies a write's arguments; a read that runs needs
+    // none (its record keeps the redacted arguments), so it is computed only on the paths that use it.
+    let argsHash: string | undefined;
+    const hashArgs = () => (argsHash ??= sha256Hex(canonicalJson(args)));
     const target = tool.target?.(args) ?? tool.name;
     let limit: RateLimitDecision;
     try {
@@ -885,7 +889,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         event: 'unavailable',
         call_id: callId,
         tool: tool.name,
-        args_hash: argsHash,
+        args_hash: hashArgs(),
         target,
       }));
     }
@@ -899,11 +903,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         event: 'rate_limited',
         call_id: callId,
         tool: tool.name,
-        args_hash: argsHash,
+        args_hash: hashArgs(),
         target,
       }));
     }
-    const meta = { callId, argsHash, target };
+    const meta = { callId, target };
     let approvalKey: ApprovalKey | undefined;
     if (tool.approvalKey) {
       try {
@@ -915,7 +919,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           call_id: callId,
           tool: tool.name,
           principal: principalOf(principal),
-          args_hash: argsHash,
+          args_hash: hashArgs(),
           target,
           outcome: { code: e.code, message: e.message, retryable: e.retryable },
         });
@@ -923,15 +927,20 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
-    if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, mode });
+    if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), mode });
     const budgetKeys = approvalKey ? [approvalKey.key, tool.name] : [tool.name];
     if (mode !== 'none')
       return inSpan(
         'fraudgate.approve',
-        () => approve(tool, args, principal, channel, { ...meta, budgetKeys }, mode),
+        () => approve(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), budgetKeys }, mode),
         { attributes: { 'fraudgate.approval_mode': mode } },
       );
-    return execute(tool, args, principal, channel, { ...meta, budgetKeys, idempotencyKey: `call:${callId}` });
+    return execute(tool, args, principal, channel, {
+      ...meta,
+      ...(tool.risk === 'read' ? {} : { argsHash: hashArgs() }),
+      budgetKeys,
+      idempotencyKey: `call:${callId}`,
+    });
   }
 
   return {

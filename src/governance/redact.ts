@@ -66,6 +66,8 @@ const PHONE =
 // A signed decimal amount (`+12345.67`) matches the international shape; it is not a phone.
 const SIGNED_AMOUNT = /^\+\d+\.\d{1,2}$/;
 const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi;
+const WHITESPACE = /\s/;
+const DIGIT = /\d/;
 const SECRET_QUERY = /([?&](?:api_?key|access_token|token|password|secret|signature)=)[^&#\s]+/gi;
 
 // Shapes this module produces; re-redacting them must be a no-op.
@@ -131,8 +133,24 @@ function normaliseKey(key: string): string {
     .toLowerCase();
 }
 
+/**
+ * Keys are mostly a schema's few field names, classified again on every record: remembered, up to
+ * a bound (keys can be data too, a map keyed by ids, and must not grow memory without limit).
+ */
+const keyClasses = new Map<string, KeyClass>();
+const KEY_CLASSES_KEPT = 4096;
+
 function classifyKey(key: string): KeyClass {
-  const k = normaliseKey(key);
+  let known = keyClasses.get(key);
+  if (known === undefined) {
+    known = classifyNormalisedKey(normaliseKey(key));
+    if (keyClasses.size >= KEY_CLASSES_KEPT) keyClasses.clear();
+    keyClasses.set(key, known);
+  }
+  return known;
+}
+
+function classifyNormalisedKey(k: string): KeyClass {
   if (SECRET_KEYS.has(k) || SECRET_SUFFIXES.some((s) => k.endsWith(s))) return 'secret';
   if (k === 'card' || k.startsWith('card_') || k.startsWith('cardholder')) return 'secret';
   if (PERSONAL_KEYS.has(k) || PERSONAL_SUFFIXES.some((s) => k.endsWith(s))) return 'personal';
@@ -217,19 +235,32 @@ export function createRedactor(options: RedactorOptions): Redactor {
     return `${international ? '+' : ''}${digits.slice(0, kept)}${stars}${digits.slice(-2)}#${hashPersonal(phone)}`;
   };
 
-  const maskText = (text: string): string =>
-    text
-      .replace(BEARER, (_m, scheme: string) => `${scheme} ${REDACTED}`)
-      .replace(SECRET_QUERY, (_m, prefix: string) => `${prefix}${REDACTED}`)
-      .replace(EMAIL, (_m, local: string, domain: string) => maskEmail(local, domain))
-      .replace(IPV6_CANDIDATE, (m) => {
+  /**
+   * Each pattern runs only when the text holds a character every match of it needs: most audited
+   * strings (tool names, targets like `sift_user:abc`, ids) hold none, and the Unicode-aware
+   * patterns cost more than the rest of a record. The checks see the text as the previous steps
+   * left it, so the output is exactly that of running every pattern.
+   */
+  const maskText = (input: string): string => {
+    let text = input;
+    if (WHITESPACE.test(text)) text = text.replace(BEARER, (_m, scheme: string) => `${scheme} ${REDACTED}`);
+    if (text.includes('=')) text = text.replace(SECRET_QUERY, (_m, prefix: string) => `${prefix}${REDACTED}`);
+    if (text.includes('@')) {
+      text = text.replace(EMAIL, (_m, local: string, domain: string) => maskEmail(local, domain));
+    }
+    const colon = text.indexOf(':');
+    if (colon !== -1 && text.indexOf(':', colon + 1) !== -1) {
+      text = text.replace(IPV6_CANDIDATE, (m) => {
         // Punctuation after an address (`2001:db8::1: unrecognized key`) is not part of it.
         const trail = /[:.]*$/.exec(m)?.[0] ?? '';
         const address = m.slice(0, m.length - trail.length);
         return isIPv6(address) && /[0-9a-f]/i.test(address) ? maskIp(address) + trail : m;
-      })
-      .replace(IPV4, (m) => maskIp(m))
-      .replace(PHONE, (m) => (SIGNED_AMOUNT.test(m) || digitsOf(m).length < 7 ? m : maskPhone(m)));
+      });
+    }
+    if (!DIGIT.test(text)) return text;
+    if (text.includes('.')) text = text.replace(IPV4, (m) => maskIp(m));
+    return text.replace(PHONE, (m) => (SIGNED_AMOUNT.test(m) || digitsOf(m).length < 7 ? m : maskPhone(m)));
+  };
 
   /** A whole value known to be personal: keep its shape where that helps a reader, hash the rest. */
   const maskPersonalScalar = (raw: string): string => {
@@ -313,10 +344,10 @@ function classifyKeyInPersonal(key: string): KeyClass {
  * bigints, as JSON.stringify does. Used for argument hashes, approval binding and the audit chain.
  */
 export function canonicalJson(value: unknown): string {
-  return encode(value, new Set()) ?? 'null';
+  return encode(value, []) ?? 'null';
 }
 
-function encode(input: unknown, stack: Set<object>): string | undefined {
+function encode(input: unknown, stack: object[]): string | undefined {
   let value = input;
   if (
     value !== null &&
@@ -340,21 +371,25 @@ function encode(input: unknown, stack: Set<object>): string | undefined {
   }
   if (value === null) return 'null';
   const object = value as object;
-  if (stack.has(object)) throw new TypeError('canonicalJson: circular structure');
-  stack.add(object);
+  // The open objects, as deep as the nesting: searching a few entries beats a Set's hashing, and
+  // every audit record pays for this.
+  if (stack.includes(object)) throw new TypeError('canonicalJson: circular structure');
+  stack.push(object);
   try {
     if (Array.isArray(object)) {
       return `[${object.map((item: unknown) => encode(item, stack) ?? 'null').join(',')}]`;
     }
     const record = object as Record<string, unknown>;
-    const parts: string[] = [];
-    for (const key of Object.keys(record).sort()) {
+    const keys = Object.keys(record);
+    if (keys.length > 1) keys.sort();
+    let out = '';
+    for (const key of keys) {
       const encoded = encode(record[key], stack);
-      if (encoded !== undefined) parts.push(`${JSON.stringify(key)}:${encoded}`);
+      if (encoded !== undefined) out += `${out ? ',' : '{'}${JSON.stringify(key)}:${encoded}`;
     }
-    return `{${parts.join(',')}}`;
+    return out ? `${out}}` : '{}';
   } finally {
-    stack.delete(object);
+    stack.pop();
   }
 }
 

@@ -3,7 +3,8 @@
  * shared/contracts/salesforce.md §7 so the real jsforce talks to it unchanged: OAuth token
  * endpoint, bearer check with INVALID_SESSION_ID, sObject CRUD and upsert, sObject Collections,
  * describe, SOQL query/queryAll with locator paging (a strict subset: salesforce-soql.ts),
- * `/limits` with `Sforce-Limit-Info` on every data response, and admin hooks for failure cases
+ * `/limits` with `Sforce-Limit-Info` on every data response, field history of tracked fields
+ * (`AccountHistory`, written by the org on every change with its author), and admin hooks for failure cases
  * (expired sessions, the refresh-loop hazard, REQUEST_LIMIT_EXCEEDED).
  */
 import { randomBytes } from 'node:crypto';
@@ -21,6 +22,7 @@ import {
 import { seedSalesforceDemoData, type SalesforceDemoIds } from './salesforce-demo-data.ts';
 import {
   createSalesforceSchema,
+  HISTORY_TRACKED,
   findField,
   findObject,
   objectForId,
@@ -66,7 +68,8 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   /**
    * Change a record as someone other than the API's integration user would in the Salesforce UI:
    * sets the fields, `LastModifiedById` (default: the first non-integration user) and the timestamps
-   * (`SystemModstamp` may be given, e.g. to make two edits share one timestamp). Field names are checked.
+   * (`SystemModstamp` may be given, e.g. to make two edits share one timestamp), and writes the field
+   * history of tracked fields as that user, at that time (whole seconds). Field names are checked.
    */
   editAs(
     sobject: string,
@@ -373,11 +376,67 @@ export async function startSalesforceEmulator(
     }
   };
 
+  /** An API insert, update or delete of an object only the org writes (a history object). */
+  const refuseReadOnlyObject = (object: SalesforceObjectDef, operation: string): void => {
+    if (!object.readOnly) return;
+    throw new WriteError(400, {
+      errorCode: 'INVALID_TYPE_FOR_OPERATION',
+      message: `entity type ${object.name} does not support ${operation}`,
+    });
+  };
+
+  /**
+   * Field history as the org writes it: one row per tracked field that changed (or one `created`
+   * row), attributed to the user whose transaction made the change, `CreatedDate` in whole seconds.
+   */
+  const recordHistory = (
+    object: SalesforceObjectDef,
+    before: SoqlRecord | undefined,
+    after: SoqlRecord,
+    userId: string,
+    at: string,
+  ): void => {
+    const tracking = HISTORY_TRACKED[object.name];
+    const history = tracking && findObject(schema, tracking.history);
+    if (!tracking || !history) return;
+    const seconds = formatDatetime(
+      Math.floor(Date.parse(at.replace(/([+-]\d{2})(\d{2})$/, '$1:$2')) / 1000) * 1000,
+    );
+    const row = (field: string, dataType: string, oldValue: unknown, newValue: unknown) => {
+      const id = newId(history.keyPrefix);
+      table(history).set(id, {
+        Id: id,
+        IsDeleted: false,
+        CreatedDate: seconds,
+        CreatedById: userId,
+        [tracking.parentField]: after.Id,
+        Field: field,
+        DataType: dataType,
+        OldValue: oldValue ?? null,
+        NewValue: newValue ?? null,
+      });
+    };
+    if (!before) {
+      row('created', 'Text', null, null);
+      return;
+    }
+    for (const name of tracking.fields) {
+      if ((before[name] ?? null) === (after[name] ?? null)) continue;
+      row(
+        name,
+        findField(object, name)?.type === 'picklist' ? 'Picklist' : 'Text',
+        before[name],
+        after[name],
+      );
+    }
+  };
+
   const createRecord = (
     object: SalesforceObjectDef,
     body: Record<string, unknown>,
     seed = false,
   ): SoqlRecord => {
+    if (!seed) refuseReadOnlyObject(object, 'insert');
     const { Id: seedId, ...fields } = body;
     const values = validateFields(object, seed ? fields : body, 'create', seed);
     const now = formatDatetime(Date.now());
@@ -406,6 +465,7 @@ export async function startSalesforceEmulator(
       checkUnique(object, record);
     }
     table(object).set(id, record);
+    if (!seed) recordHistory(object, undefined, record, integrationUserId, now);
     return record;
   };
 
@@ -427,6 +487,7 @@ export async function startSalesforceEmulator(
     existing: SoqlRecord,
     body: Record<string, unknown>,
   ): SoqlRecord => {
+    refuseReadOnlyObject(object, 'update');
     const values = validateFields(object, body, 'update');
     const now = formatDatetime(Date.now());
     const record: SoqlRecord = {
@@ -442,10 +503,12 @@ export async function startSalesforceEmulator(
     checkRequired(object, record);
     checkUnique(object, record);
     table(object).set(record.Id, record);
+    recordHistory(object, existing, record, integrationUserId, now);
     return record;
   };
 
   const deleteRecord = (object: SalesforceObjectDef, rawId: string): void => {
+    refuseReadOnlyObject(object, 'delete');
     const record = getLive(object, rawId);
     table(object).delete(record.Id);
     deleted.set(record.Id, { ...record, IsDeleted: true });
@@ -660,8 +723,8 @@ export async function startSalesforceEmulator(
     label: object.name,
     keyPrefix: object.keyPrefix,
     custom: false,
-    createable: true,
-    updateable: true,
+    createable: !object.readOnly,
+    updateable: !object.readOnly,
     queryable: true,
     fields: [...object.fields.values()].map((f) => ({
       name: f.name,
@@ -1117,6 +1180,7 @@ export async function startSalesforceEmulator(
       };
       derive(object, record);
       table(object).set(record.Id, record);
+      recordHistory(object, existing, record, human, stamp);
       return { ...record };
     },
     rateLimitNext(n) {

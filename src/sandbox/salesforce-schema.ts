@@ -17,7 +17,9 @@ export type SalesforceFieldType =
   | 'double'
   | 'date'
   | 'datetime'
-  | 'reference';
+  | 'reference'
+  /** History rows' OldValue/NewValue: any type, selectable and sortable but never filterable. */
+  | 'anyType';
 
 /** One field as the emulator enforces it; mirrors the interesting parts of a describe result. */
 export interface SalesforceFieldDef {
@@ -39,11 +41,15 @@ export interface SalesforceFieldDef {
   /** For references: the objects the id may point to, and the relationship name used in SOQL. */
   referenceTo?: readonly string[];
   relationshipName?: string;
+  /** false: may not appear in WHERE (history OldValue/NewValue); INVALID_FIELD otherwise. */
+  filterable?: false;
 }
 
 export interface SalesforceObjectDef {
   name: string;
   keyPrefix: string;
+  /** Written by the org itself (history objects): API inserts, updates and deletes are refused. */
+  readOnly?: boolean;
   /** Keyed by the canonical API name. */
   fields: Map<string, SalesforceFieldDef>;
 }
@@ -99,6 +105,21 @@ function common(withOwner: boolean): SalesforceFieldDef[] {
   ];
 }
 
+/**
+ * Fields with history tracking on, per object (Setup → Set History Tracking): a change to one of
+ * them, by the API or a human, writes a `<Object>History` row with the old and new value and who
+ * made it (shared/contracts/triggers.md §3.1). Created records get one `created` row.
+ */
+export const HISTORY_TRACKED: Readonly<
+  Record<string, { history: string; parentField: string; fields: readonly string[] }>
+> = {
+  Account: {
+    history: 'AccountHistory',
+    parentField: 'AccountId',
+    fields: ['Fraud_Status__c', 'Sift_Decision__c', 'Sift_Risk_Band__c', 'Type'],
+  },
+};
+
 const OBJECTS: Record<string, SalesforceFieldDef[]> = {
   Account: [
     ...common(true),
@@ -121,6 +142,18 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
       'Closed - Fraud',
       'Closed - Other',
     ]),
+  ],
+  // The StandardObjectNameHistory model (triggers.md §3.1): read-only, written by the org on each tracked change.
+  AccountHistory: [
+    ro('Id', 'id'),
+    ro('IsDeleted', 'boolean'),
+    ro('CreatedDate', 'datetime'),
+    ref('CreatedById', ['User'], 'CreatedBy', { readOnly: true }),
+    ref('AccountId', ['Account'], 'Account', { readOnly: true }),
+    ro('Field', 'picklist'),
+    ro('DataType', 'picklist'),
+    ro('OldValue', 'anyType', { filterable: false }),
+    ro('NewValue', 'anyType', { filterable: false }),
   ],
   Contact: [
     ...common(true),
@@ -260,7 +293,13 @@ export function createSalesforceSchema(): Map<string, SalesforceObjectDef> {
   const schema = new Map<string, SalesforceObjectDef>();
   for (const [name, fields] of Object.entries(OBJECTS)) {
     const keyPrefix = SALESFORCE_KEY_PREFIXES[name as keyof typeof SALESFORCE_KEY_PREFIXES];
-    schema.set(name, { name, keyPrefix, fields: new Map(fields.map((f) => [f.name, f])) });
+    const readOnly = Object.values(HISTORY_TRACKED).some((t) => t.history === name);
+    schema.set(name, {
+      name,
+      keyPrefix,
+      fields: new Map(fields.map((f) => [f.name, f])),
+      ...(readOnly ? { readOnly } : {}),
+    });
   }
   return schema;
 }

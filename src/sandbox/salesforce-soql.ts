@@ -404,6 +404,9 @@ class Parser {
       throw malformed(`expected a field name but found ${describe(token)}`);
     }
     const path = this.resolvePath(token.v);
+    if (path.field.filterable === false) {
+      throw new SoqlError('INVALID_FIELD', `field '${path.name}' can not be filtered in a query call`);
+    }
     if (this.isKeyword('LIKE')) {
       this.index += 1;
       const value = this.next();

@@ -1,20 +1,48 @@
 /**
  * Durable state of the two sync jobs, in the store (the SQLite file or PostgreSQL):
  *
- * - the lifecycle poller's watermark `(SystemModstamp, Id)` and the last status it saw per Account,
- *   so a restart continues exactly where it stopped and a re-read record never fires twice;
+ * - the watchers' watermarks (the lifecycle poller's AccountHistory, the Lead watcher's Leads), so a
+ *   restart continues exactly where it stopped;
  * - the score sync's run checkpoint (keyset cursor + counters) and its Task ledger, so an
  *   interrupted run resumes without redoing finished batches or creating a Task twice.
  *
- * Every multi-row change is one transaction: the watermark never moves without the status it covers.
+ * - the record watchers' handled sets (the lifecycle poller's history rows, the Lead watcher's
+ *   Leads): a watcher re-reads an overlap window behind its watermark, because Salesforce stamps
+ *   whole seconds and a transaction may commit after a later-stamped one, and skips what it handled.
+ *
+ * Every multi-row change is one transaction: the watermark never moves without the records it covers.
+ * (`lifecycle_seen`, the per-Account status of the value-polling poller before history, is no longer read.)
  * The score sync runs under a job lease (one process in the fleet at a time); should two processes
  * still start a run at the same instant, `createRun` makes them share the one open run and its ledger.
  */
+import type { Migration } from './migrations.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
-/** A position in `ORDER BY SystemModstamp, Id`: everything at or before it has been handled. */
+/** Workflows range (200–249, see migrations.ts). */
+export const SYNC_STATE_MIGRATIONS: Migration[] = [
+  {
+    version: 200,
+    name: 'records handled by the watchers (history rows, Leads)',
+    sqlite: `CREATE TABLE sync_handled (
+  watcher TEXT NOT NULL, record_id TEXT NOT NULL, stamped_at TEXT NOT NULL, PRIMARY KEY (watcher, record_id)
+);
+CREATE INDEX sync_handled_age ON sync_handled (watcher, stamped_at);`,
+    postgres: `CREATE TABLE sync_handled (
+  watcher TEXT NOT NULL, record_id TEXT NOT NULL, stamped_at TEXT NOT NULL, PRIMARY KEY (watcher, record_id)
+);
+CREATE INDEX sync_handled_age ON sync_handled (watcher, stamped_at);`,
+  },
+];
+
+/** One record a watcher handled, with the time Salesforce stamped it (ISO-8601 UTC, `Z`). */
+export interface HandledRecord {
+  id: string;
+  stampedAt: string;
+}
+
+/** A watcher's position in `ORDER BY CreatedDate, Id`: the latest record it handled. */
 export interface Watermark {
-  /** ISO-8601 as Salesforce returns it (`2024-05-01T12:00:00.000+0000`). */
+  /** ISO-8601 UTC (`2024-05-01T12:00:00.000Z`). */
   modstamp: string;
   id: string;
 }
@@ -49,13 +77,18 @@ export interface TaskLedgerEntry {
 
 export interface SyncStateStore {
   getWatermark(name: string): Promise<Watermark | undefined>;
-  /** Statuses last seen for these accounts (absent: never seen). */
-  seenStatuses(accountIds: string[]): Promise<Map<string, string | null>>;
-  /** Atomically: record the statuses seen and move the watermark. */
-  advance(
-    name: string,
+  /** Which of these records the watcher has handled already. */
+  handled(watcher: string, ids: string[]): Promise<Set<string>>;
+  /**
+   * Atomically: remember these records as handled, move the watcher's watermark to `watermark`
+   * (the caller passes the later of the old one and the records'), and forget handled records
+   * stamped before `forgetBefore` (older than the overlap window: never read again).
+   */
+  markHandled(
+    watcher: string,
     watermark: Watermark,
-    seen: { accountId: string; status: string | null }[],
+    records: HandledRecord[],
+    forgetBefore?: string,
   ): Promise<void>;
 
   /** The unfinished run, if any (there is at most one). */
@@ -111,31 +144,36 @@ export function createSyncStateStore(db: SqlExecutor): SyncStateStore {
       );
       return row ? { modstamp: row.modstamp, id: row.last_id } : undefined;
     },
-    async seenStatuses(accountIds) {
-      const out = new Map<string, string | null>();
-      for (let i = 0; i < accountIds.length; i += CHUNK) {
-        const chunk = accountIds.slice(i, i + CHUNK);
-        const rows = await db.query<{ account_id: string; status: string | null }>(
-          `SELECT account_id, status FROM lifecycle_seen WHERE account_id IN (${placeholders(chunk.length)})`,
-          chunk,
+    async handled(watcher, ids) {
+      const out = new Set<string>();
+      for (let i = 0; i < ids.length; i += CHUNK) {
+        const chunk = ids.slice(i, i + CHUNK);
+        const rows = await db.query<{ record_id: string }>(
+          `SELECT record_id FROM sync_handled WHERE watcher = $1 AND record_id IN (${placeholders(chunk.length, 2)})`,
+          [watcher, ...chunk],
         );
-        for (const row of rows) out.set(row.account_id, row.status);
+        for (const row of rows) out.add(row.record_id);
       }
       return out;
     },
-    async advance(name, watermark, seen) {
+    async markHandled(watcher, watermark, records, forgetBefore) {
       await db.transaction(async (tx) => {
-        for (const s of seen) {
+        for (const r of records) {
           await tx.execute(
-            `INSERT INTO lifecycle_seen (account_id, status) VALUES ($1, $2)
-             ON CONFLICT (account_id) DO UPDATE SET status = excluded.status`,
-            [s.accountId, s.status],
+            `INSERT INTO sync_handled (watcher, record_id, stamped_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+            [watcher, r.id, r.stampedAt],
           );
+        }
+        if (forgetBefore !== undefined) {
+          await tx.execute('DELETE FROM sync_handled WHERE watcher = $1 AND stamped_at < $2', [
+            watcher,
+            forgetBefore,
+          ]);
         }
         await tx.execute(
           `INSERT INTO sync_watermarks (name, modstamp, last_id) VALUES ($1, $2, $3)
            ON CONFLICT (name) DO UPDATE SET modstamp = excluded.modstamp, last_id = excluded.last_id`,
-          [name, watermark.modstamp, watermark.id],
+          [watcher, watermark.modstamp, watermark.id],
         );
       });
     },

@@ -1,22 +1,23 @@
 /**
- * Salesforce lifecycle → Sift feedback. Polls Accounts by `(SystemModstamp, Id)` after a stored
- * watermark and turns configured status transitions (`feedback.transitions`) into Sift decisions or
- * labels, through the governance pipeline under an automation principal — so policy still applies
- * (a BLOCK becomes a pending approval) and every action is audited.
+ * Salesforce lifecycle → Sift feedback. Reads every change of the Account status field, one by one
+ * with its author, from the field history (`AccountHistory`, shared/contracts/triggers.md §3), and
+ * turns configured transitions (`feedback.transitions`, matched on the row's OldValue → NewValue) into
+ * Sift decisions or labels, through the governance pipeline under an automation principal — so policy
+ * still applies (a BLOCK becomes a pending approval) and every action is audited.
  *
- * Watermark: `SystemModstamp > t OR (SystemModstamp = t AND Id > id)` ordered by both, so records
- * sharing a timestamp are neither skipped nor repeated across pages and restarts. The last status
- * seen per Account is stored with the watermark (one transaction): a re-read record, or a change to
- * some other field, fires nothing.
+ * Each change counts, not only the value at poll time: a human setting "Closed - Other" and the
+ * integration user setting "Under Review" before the next poll are two rows; the human's is fed back.
+ * Rows are read after a watermark with an overlap window and a handled set (record-watch.ts), so a
+ * row is neither skipped nor repeated across equal timestamps, pages, late commits and restarts.
  *
- * Loop prevention: a change whose `LastModifiedById` is fraudgate's own Salesforce user (its session
- * user, plus `feedback.integration_user_ids`) is recorded as seen and never fed back.
+ * Loop prevention: a row whose `CreatedById` is fraudgate's own Salesforce user (its session user,
+ * plus `feedback.integration_user_ids`) is recorded as `own_write` and never fed back.
  *
- * Delivery is at least once with an idempotent effect: the watermark moves only after the pipeline
- * answered; a retry after a crash sends the same arguments, which Sift applies idempotently and the
- * pipeline folds into the same open approval.
+ * Delivery is at least once with an idempotent effect: a row is remembered only after the pipeline
+ * answered; a retry after a crash sends the same arguments (the description names the history row),
+ * which Sift applies idempotently and the pipeline folds into the same open approval.
  */
-import type { SalesforceClient, SalesforceRecord } from '../clients/types.ts';
+import type { SalesforceClient } from '../clients/types.ts';
 import { soqlQuote } from '../clients/salesforce-client.ts';
 import type { Config } from '../config.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
@@ -26,6 +27,7 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { SyncStateStore, Watermark } from '../store/sync-state-store.ts';
 import type { AnyTool, Principal } from '../tool.ts';
+import { isoUtc, watchOnce, type RowOutcome, type WatchedRow } from './record-watch.ts';
 
 /** The principal every lifecycle feedback action runs (and is audited) under. */
 export const LIFECYCLE_PRINCIPAL: Principal = {
@@ -34,15 +36,20 @@ export const LIFECYCLE_PRINCIPAL: Principal = {
   role: 'analyst',
 };
 
-const WATERMARK = 'sf-lifecycle';
+/** The watcher's name in the sync state (its own: the value-polling watermark before it was `sf-lifecycle`). */
+const WATCHER = 'sf-account-history';
 
-/** What happened to one Account change. */
+/** What happened to one Account status change (one history row). */
 export interface LifecycleEvent {
   account_id: string;
   sift_user_id?: string;
-  from: string | null | undefined;
+  from: string | null;
   to: string | null;
-  modstamp: string;
+  /** When Salesforce recorded the change (the history row's CreatedDate, ISO-8601 UTC). */
+  changed_at: string;
+  /** Who made it (the history row's CreatedById). */
+  changed_by: string;
+  history_id: string;
   outcome: 'applied' | 'pending_approval' | 'failed' | 'deferred' | 'own_write' | 'no_rule' | 'no_sift_user';
   tool?: 'apply_decision' | 'apply_label';
   approval_id?: string;
@@ -50,11 +57,11 @@ export interface LifecycleEvent {
 }
 
 export interface PollResult {
-  /** Records read (all pages). */
+  /** History rows read (all pages, including re-read ones already handled). */
   scanned: number;
-  /** True when no watermark existed: statuses were recorded, nothing was sent. */
+  /** True when no watermark existed: existing history counts as seen, nothing was sent. */
   baseline: boolean;
-  /** Status changes found, including fraudgate's own and those without a rule. */
+  /** Status changes handled, including fraudgate's own and those without a rule. */
   events: LifecycleEvent[];
   watermark: Watermark | undefined;
   /** True when a retryable failure stopped the poll early; the next poll retries from there. */
@@ -66,7 +73,7 @@ export interface LifecyclePollerDeps {
   pipeline: Pipeline;
   salesforce: SalesforceClient;
   state: SyncStateStore;
-  config: Pick<Config, 'feedback'>;
+  config: Pick<Config, 'feedback' | 'mapping'>;
   logger: Logger;
   principal?: Principal;
 }
@@ -94,18 +101,23 @@ export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTo
   });
 }
 
-type AccountRow = SalesforceRecord & {
-  Id: string;
-  SystemModstamp: string;
-  LastModifiedById?: string | null;
-  Sift_User_Id__c?: string | null;
+type HistoryRow = WatchedRow & {
+  AccountId: string;
+  Account?: Record<string, unknown> | null;
+  OldValue?: unknown;
+  NewValue?: unknown;
+  CreatedById: string;
 };
 
-/** `2024-05-01T12:00:00.000+0000` → a SOQL datetime literal (UTC, `Z`). */
-function soqlDatetime(value: string): string {
-  const ms = Date.parse(value.replace(/([+-]\d{2})(\d{2})$/, '$1:$2'));
-  if (Number.isNaN(ms)) throw new Error(`unreadable SystemModstamp ${value}`);
-  return new Date(ms).toISOString();
+const statusValue = (value: unknown): string | null =>
+  value === null || value === undefined ? null : String(value);
+
+/** fraudgate's own Salesforce users, by 15-character id: its session user and the configured ones. */
+export function integrationUsers(salesforce: SalesforceClient, configured: readonly string[]): Set<string> {
+  const ids = new Set(configured.map((id) => id.slice(0, 15)));
+  const session = salesforce.integrationUserId?.();
+  if (session) ids.add(session.slice(0, 15));
+  return ids;
 }
 
 export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePoller {
@@ -114,29 +126,13 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
   const feedback = config.feedback;
   const field = feedback.status_field;
 
-  const pageQuery = (after: Watermark | undefined) => {
-    const where = after
-      ? `WHERE (SystemModstamp > ${soqlDatetime(after.modstamp)} OR ` +
-        `(SystemModstamp = ${soqlDatetime(after.modstamp)} AND Id > ${soqlQuote(after.id)}))`
-      : '';
-    return (
-      `SELECT Id, Sift_User_Id__c, ${field}, SystemModstamp, LastModifiedById FROM Account ${where} ` +
-      `ORDER BY SystemModstamp ASC, Id ASC LIMIT ${feedback.batch_size}`
-    );
-  };
+  const siftUserField = config.mapping.salesforce_fields.sift_user_id;
 
-  const ownUsers = (): Set<string> => {
-    const ids = new Set(feedback.integration_user_ids.map((id) => id.slice(0, 15)));
-    const session = salesforce.integrationUserId?.();
-    if (session) ids.add(session.slice(0, 15));
-    return ids;
-  };
-
-  const ruleFor = (from: string | null | undefined, to: string | null) =>
+  const ruleFor = (from: string | null, to: string | null) =>
     to === null
       ? undefined
       : feedback.transitions.find(
-          (t) => t.to === to && (t.from === undefined || (typeof from === 'string' && t.from.includes(from))),
+          (t) => t.to === to && (t.from === undefined || (from !== null && t.from.includes(from))),
         );
 
   async function feed(event: LifecycleEvent, userId: string, signal: AbortSignal): Promise<LifecycleEvent> {
@@ -145,7 +141,7 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
     // Deterministic text: a retried change has the same arguments, so it joins the same approval.
     const description =
       `Salesforce Account ${event.account_id}: ${field} changed from ${event.from ?? '(none)'} to ${event.to} ` +
-      `at ${event.modstamp} (fraudgate lifecycle feedback)`;
+      `at ${event.changed_at} (history ${event.history_id}; fraudgate lifecycle feedback)`;
     const [tool, args] =
       'decision_id' in rule.sift
         ? (['apply_decision', { user_id: userId, decision_id: rule.sift.decision_id, description }] as const)
@@ -176,70 +172,58 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
   }
 
   async function pollOnce(signal: AbortSignal = new AbortController().signal): Promise<PollResult> {
-    let watermark = await state.getWatermark(WATERMARK);
-    const baseline = watermark === undefined;
     const events: LifecycleEvent[] = [];
-    let scanned = 0;
-    for (;;) {
-      const page = await salesforce.query<AccountRow>(pageQuery(watermark), { signal });
-      if (page.length === 0) break;
-      scanned += page.length;
-      const own = ownUsers();
-      if (own.size === 0 && !baseline) {
+    // Known once the session exists, i.e. after the first query of this poll.
+    let own: Set<string> | undefined;
+    const ownUsers = () => {
+      own ??= integrationUsers(salesforce, feedback.integration_user_ids);
+      if (own.size === 0) {
         // Without knowing our own user we cannot tell our writes from a human's: refuse rather than loop.
         throw new FraudgateError(
           ERROR_CODES.INTERNAL,
           'Lifecycle feedback cannot tell fraudgate’s own Salesforce writes apart: set feedback.integration_user_ids.',
         );
       }
-      const seen = await state.seenStatuses(page.map((r) => r.Id));
-      let pending: { accountId: string; status: string | null }[] = [];
-      for (const record of page) {
-        const to = (record[field] as string | null | undefined) ?? null;
-        const from = seen.has(record.Id) ? seen.get(record.Id) : undefined;
-        const position = { modstamp: record.SystemModstamp, id: record.Id };
-        if (!baseline && from !== to) {
-          const event: LifecycleEvent = {
-            account_id: record.Id,
-            from,
-            to,
-            modstamp: record.SystemModstamp,
-            outcome: 'no_rule',
-          };
-          const userId = record.Sift_User_Id__c ?? undefined;
-          let done: LifecycleEvent;
-          if (record.LastModifiedById && own.has(record.LastModifiedById.slice(0, 15))) {
-            done = { ...event, outcome: 'own_write' };
-          } else if (!userId) {
-            done = { ...event, outcome: 'no_sift_user' };
-          } else {
-            done = await feed({ ...event, sift_user_id: userId }, userId, signal);
-          }
-          events.push(done);
-          if (done.outcome === 'deferred') {
-            // Keep everything before this record; the next poll starts again at it.
-            if (watermark && pending.length > 0) await state.advance(WATERMARK, watermark, pending);
-            logger.warn('lifecycle feedback deferred', { account_id: record.Id, code: done.error?.code });
-            return { scanned, baseline, events, watermark, deferred: true };
-          }
-          if (done.outcome === 'failed') {
-            logger.error('lifecycle feedback failed', { account_id: record.Id, code: done.error?.code });
-          }
-          pending.push({ accountId: record.Id, status: to });
-          // Persist right after a call that reached the pipeline so a crash repeats at most this one.
-          if (done.tool) {
-            await state.advance(WATERMARK, position, pending);
-            pending = [];
-          }
-        } else if (from !== to) {
-          pending.push({ accountId: record.Id, status: to });
-        }
-        watermark = position;
+      return own;
+    };
+    const onRow = async (row: HistoryRow): Promise<RowOutcome> => {
+      const linked = row.Account?.[siftUserField];
+      const event: LifecycleEvent = {
+        account_id: row.AccountId,
+        from: statusValue(row.OldValue),
+        to: statusValue(row.NewValue),
+        changed_at: isoUtc(row.CreatedDate),
+        changed_by: row.CreatedById,
+        history_id: row.Id,
+        outcome: 'no_rule',
+      };
+      let done: LifecycleEvent;
+      if (ownUsers().has(row.CreatedById.slice(0, 15))) done = { ...event, outcome: 'own_write' };
+      else if (typeof linked !== 'string' || linked === '') done = { ...event, outcome: 'no_sift_user' };
+      else done = await feed({ ...event, sift_user_id: linked }, linked, signal);
+      events.push(done);
+      if (done.outcome === 'deferred') {
+        logger.warn('lifecycle feedback deferred', { account_id: row.AccountId, code: done.error?.code });
+        return 'retry_later';
       }
-      if (watermark) await state.advance(WATERMARK, watermark, pending);
-      if (page.length < feedback.batch_size) break;
-    }
-    return { scanned, baseline, events, watermark, deferred: false };
+      if (done.outcome === 'failed') {
+        logger.error('lifecycle feedback failed', { account_id: row.AccountId, code: done.error?.code });
+      }
+      return done.tool ? 'handled_now' : 'handled';
+    };
+    const result = await watchOnce<HistoryRow>(
+      {
+        watcher: WATCHER,
+        fields: `Id, AccountId, Account.${siftUserField}, Field, OldValue, NewValue, CreatedById, CreatedDate`,
+        from: 'AccountHistory',
+        filter: `Field = ${soqlQuote(field)}`,
+        batchSize: feedback.batch_size,
+        overlapMs: feedback.overlap_ms,
+      },
+      { salesforce, state, signal },
+      onRow,
+    );
+    return { ...result, events };
   }
 
   return {

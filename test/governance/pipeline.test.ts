@@ -119,6 +119,9 @@ describe('audit', () => {
     ]);
     expect(records.every((r) => r.principal.id === ANALYST.id)).toBe(true);
     expect(records[2]?.args_hash).toMatch(/^[0-9a-f]{64}$/);
+    // A read that ran is not hashed (nothing binds to it); its record keeps the redacted arguments.
+    expect(records[0]?.args_hash).toBeUndefined();
+    expect(records[0]?.args_redacted).toMatchObject({ user_id: 'sandbox-low-risk' });
     expect(JSON.stringify(records)).not.toContain('jane.doe@example.com');
     expect(await verifyStoredAudit(env.config)).toMatchObject({ ok: true, records: 6 });
   });

@@ -1,5 +1,5 @@
 /**
- * The sync state contract, on both engines: watermarks move atomically with the statuses they
+ * The sync state contract, on both engines: watermarks move atomically with the records they
  * cover; one score-sync run is open at a time even when two processes start one at once; the
  * Task ledger is keyed by (run, account), so a second intent for the same account is a no-op.
  */
@@ -9,25 +9,34 @@ import { ENGINES } from './engines.ts';
 
 for (const engine of ENGINES) {
   describe.skipIf(engine.skip)(`sync state contract: ${engine.name}`, () => {
-    it('watermarks and seen statuses move together and are shared', async () => {
+    it('a watcher’s handled records and watermark move together; old ones are forgotten', async () => {
       const [a, b] = await engine.open();
-      expect(await a.syncState.getWatermark('lifecycle')).toBeUndefined();
-      await a.syncState.advance('lifecycle', { modstamp: '2026-01-01T00:00:00.000+0000', id: '001A' }, [
-        { accountId: '001A', status: 'Active' },
-        { accountId: '001B', status: null },
+      const wm = { modstamp: '2026-01-01T00:01:00.000Z', id: '017B' };
+      await a.syncState.markHandled('w', wm, [
+        { id: '017A', stampedAt: '2026-01-01T00:00:00.000Z' },
+        { id: '017B', stampedAt: '2026-01-01T00:01:00.000Z' },
       ]);
-      expect(await b.syncState.getWatermark('lifecycle')).toEqual({
-        modstamp: '2026-01-01T00:00:00.000+0000',
-        id: '001A',
-      });
-      const seen = await b.syncState.seenStatuses(['001A', '001B', '001C']);
-      expect([...seen.entries()].sort()).toEqual([
-        ['001A', 'Active'],
-        ['001B', null],
+      expect(await b.syncState.getWatermark('w')).toEqual(wm);
+      expect([...(await b.syncState.handled('w', ['017A', '017B', '017C']))].sort()).toEqual([
+        '017A',
+        '017B',
       ]);
-      // 1,200 ids: more than one chunk of bound parameters.
-      const many = Array.from({ length: 1200 }, (_, i) => `acc${i}`);
-      expect((await b.syncState.seenStatuses(many)).size).toBe(0);
+      // Another watcher's set is its own; marking twice is a no-op.
+      expect((await b.syncState.handled('other', ['017A'])).size).toBe(0);
+      await b.syncState.markHandled('w', wm, [{ id: '017B', stampedAt: '2026-01-01T00:01:00.000Z' }]);
+      // Moving on forgets what lies before the overlap window, in the same transaction.
+      const next = { modstamp: '2026-01-01T00:02:00.000Z', id: '017C' };
+      await b.syncState.markHandled(
+        'w',
+        next,
+        [{ id: '017C', stampedAt: next.modstamp }],
+        '2026-01-01T00:00:30.000Z',
+      );
+      expect([...(await a.syncState.handled('w', ['017A', '017B', '017C']))].sort()).toEqual([
+        '017B',
+        '017C',
+      ]);
+      expect(await a.syncState.getWatermark('w')).toEqual(next);
     });
 
     it('two processes starting a run at once share it; the ledger records one intent per account', async () => {

@@ -1,7 +1,9 @@
 /**
- * Lifecycle feedback against the real emulators and a real SQLite file: the watermark (equal
- * timestamps, restart), loop prevention (fraudgate's own writes never bounce back), transitions
- * from config, and policy applying to automation (a BLOCK waits for a human).
+ * Lifecycle feedback against the real emulators and a real SQLite file, read from the emulator's
+ * field history: each change with its author (an intermediate human change is not lost), the
+ * watermark (equal whole-second timestamps, pages, late commits, restart), loop prevention
+ * (fraudgate's own writes never bounce back), transitions from config, and policy applying to
+ * automation (a BLOCK waits for a human).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { tools } from '../../tools/index.ts';
@@ -65,14 +67,82 @@ const decisionPosts = (e: TestEnv) =>
   e.sandbox.sift.requests('POST', '/v3/accounts/:acct/users/:uid/decisions');
 
 describe('lifecycle poller', () => {
-  it('starts with a baseline: existing statuses are recorded, nothing is sent', async () => {
+  it('starts with a baseline: history before the first poll is not replayed, nothing is sent', async () => {
     const { env, state } = await start();
-    account(env, 'lc-base', { Fraud_Status__c: 'Closed - Fraud' });
-    const result = await pollerFor(env, state).pollOnce();
+    const acct = account(env, 'lc-base');
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Closed - Fraud' });
+    const poller = pollerFor(env, state);
+    const result = await poller.pollOnce();
     expect(result.baseline).toBe(true);
     expect(result.events).toEqual([]);
-    expect(result.scanned).toBeGreaterThanOrEqual(4);
+    expect(result.scanned).toBe(1);
+    expect((await poller.pollOnce()).events).toEqual([]);
     expect(decisionPosts(env)).toHaveLength(0);
+  });
+
+  it('an intermediate human change is not lost: the human’s Closed - Other is sent, the integration user’s Under Review is not', async () => {
+    const { env, state } = await start({
+      feedback: {
+        transitions: [
+          { to: 'Closed - Other', sift: { label: { is_bad: true, abuse_type: 'payment_abuse' } } },
+          { to: 'Under Review', sift: { decision_id: 'looks_ok_payment_abuse' } },
+        ],
+      },
+    });
+    const acct = account(env, 'lc-between');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce(); // baseline
+    // Between two polls: a human closes the account, then fraudgate's own session reopens it for review.
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Closed - Other' });
+    await env.runtime.clients.salesforce.update('Account', { Id: acct.Id, Fraud_Status__c: 'Under Review' });
+    const current = env.sandbox.salesforce.records('Account').find((r) => r.Id === acct.Id);
+    expect(current?.Fraud_Status__c).toBe('Under Review');
+
+    const result = await poller.pollOnce();
+    expect(result.events.map((e) => [e.from, e.to, e.outcome])).toEqual([
+      ['Active', 'Closed - Other', 'applied'],
+      ['Closed - Other', 'Under Review', 'own_write'],
+    ]);
+    expect(result.events[1]?.changed_by).toBe(env.sandbox.salesforce.integrationUserId);
+    const labelPosts = env.sandbox.sift.requests('POST', '/v205/users/:uid/labels');
+    expect(labelPosts).toHaveLength(1);
+    expect(labelPosts[0]?.body).toMatchObject({ $is_bad: true, $abuse_type: 'payment_abuse' });
+    expect(env.sandbox.sift.labels('lc-between').payment_abuse).toMatchObject({ is_bad: true });
+    expect(decisionPosts(env)).toHaveLength(0);
+    // Exactly once: the next poll re-reads its overlap window and sends nothing more.
+    const again = await poller.pollOnce();
+    expect(again.scanned).toBeGreaterThanOrEqual(2);
+    expect(again.events).toEqual([]);
+    expect(env.sandbox.sift.requests('POST', '/v205/users/:uid/labels')).toHaveLength(1);
+  });
+
+  it('a change committed late with an earlier timestamp than one already handled is still fed back', async () => {
+    const { env, state } = await start();
+    const [a, b] = [account(env, 'lc-late-a'), account(env, 'lc-late-b')];
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    const now = Date.now();
+    const stamp = (offsetMs: number) => new Date(Math.floor((now + offsetMs) / 1000) * 1000).toISOString();
+    env.sandbox.salesforce.editAs(
+      'Account',
+      a.Id,
+      { Fraud_Status__c: 'Paying Customer' },
+      { systemModstamp: stamp(5000) },
+    );
+    expect((await poller.pollOnce()).events).toEqual([
+      expect.objectContaining({ account_id: a.Id, outcome: 'applied' }),
+    ]);
+    // Stamped 3 s before the change already handled, but visible only now.
+    env.sandbox.salesforce.editAs(
+      'Account',
+      b.Id,
+      { Fraud_Status__c: 'Paying Customer' },
+      { systemModstamp: stamp(2000) },
+    );
+    expect((await poller.pollOnce()).events).toEqual([
+      expect.objectContaining({ account_id: b.Id, outcome: 'applied' }),
+    ]);
+    expect(decisionPosts(env)).toHaveLength(2);
   });
 
   it('feeds a human transition to Sift exactly once, across equal timestamps, pages and a restart', async () => {
@@ -80,8 +150,8 @@ describe('lifecycle poller', () => {
     const ids = ['lc-eq-1', 'lc-eq-2', 'lc-eq-3', 'lc-eq-4', 'lc-eq-5'].map((u) => account(env, u).Id);
     const poller = pollerFor(env, state);
     await poller.pollOnce(); // baseline
-    // Five human edits sharing one SystemModstamp, read two per page: the Id tiebreak must neither skip nor repeat.
-    const stamp = '2099-01-01T00:00:00.000+0000';
+    // Five human edits stamped in one second, read two per page: neither skipped nor repeated.
+    const stamp = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString();
     for (const id of ids)
       env.sandbox.salesforce.editAs(
         'Account',
@@ -93,6 +163,7 @@ describe('lifecycle poller', () => {
     expect(first.events.map((e) => e.account_id).sort()).toEqual([...ids].sort());
     expect(first.events.every((e) => e.outcome === 'applied' && e.from === 'Active')).toBe(true);
     expect(first.watermark?.modstamp).toBe(stamp);
+    expect(first.events.every((e) => e.changed_at === stamp)).toBe(true);
     expect(decisionPosts(env)).toHaveLength(5);
     for (const u of ['lc-eq-1', 'lc-eq-5']) {
       expect(env.sandbox.sift.decisionsOf(u).payment_abuse?.id).toBe('looks_ok_payment_abuse');
@@ -108,14 +179,16 @@ describe('lifecycle poller', () => {
     await reopenedStore.close();
   });
 
-  it('ignores changes that are not status transitions (another field, same status)', async () => {
+  it('ignores changes that are not status transitions (another field, another tracked field, same status)', async () => {
     const { env, state } = await start();
     const acct = account(env, 'lc-other');
     const poller = pollerFor(env, state);
     await poller.pollOnce();
     env.sandbox.salesforce.editAs('Account', acct.Id, { Industry: 'Retail' });
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Type: 'Customer' });
+    env.sandbox.salesforce.editAs('Account', acct.Id, { Fraud_Status__c: 'Active' });
     const result = await poller.pollOnce();
-    expect(result.scanned).toBe(1);
+    expect(result.scanned).toBe(0);
     expect(result.events).toEqual([]);
   });
 

@@ -21,6 +21,25 @@ const WORKER_URL = new URL(
   import.meta.url,
 );
 
+/**
+ * One commit's rows as one string: per row `ts`, `body`, `hash`, each ended by a newline. Seq and
+ * prev_hash follow from the chain (consecutive from `firstSeq`, each row's prev_hash the previous
+ * row's hash). Safe because no field can hold a raw newline: ts is ISO text, hashes are hex and
+ * the body is JSON, whose strings escape control characters.
+ */
+export interface PackedRows {
+  count: number;
+  firstSeq: number;
+  firstPrevHash: string;
+  text: string;
+}
+
+export function packRows(rows: readonly LedgerRow[]): PackedRows {
+  let text = '';
+  for (const r of rows) text += `${r.ts}\n${r.body}\n${r.hash}\n`;
+  return { count: rows.length, firstSeq: rows[0]?.seq ?? 0, firstPrevHash: rows[0]?.prev_hash ?? '', text };
+}
+
 export function openSqliteLedgerStore(path: string): LedgerEngine {
   mkdirSync(dirname(path), { recursive: true });
   const db = new DatabaseSync(path);
@@ -39,8 +58,8 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   const pruneRecords = db.prepare('DELETE FROM audit_records WHERE writer = ? AND seq <= ?');
   const pruneCheckpoints = db.prepare('DELETE FROM audit_checkpoints WHERE writer = ? AND seq < ?');
 
-  // The writer thread (started again if it ever dies), and what this process last committed per
-  // writer (the head to chain from).
+  // The writer thread (started again if it ever dies), and per writer the head the next commit
+  // chains from (what this process last sent).
   const heads = new Map<string, LedgerHead | null>();
   const waiting = new Map<number, (reply: WorkerReply) => void>();
   let nextId = 0;
@@ -97,12 +116,16 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
           ? heads.get(writer)!
           : ((readHead.get(writer) as LedgerHead | undefined) ?? null);
         const { rows, checkpoints, head } = build(expected ?? undefined);
-        const reply = await send({ writer, expected, rows, checkpoints, head });
-        if (reply.ok) {
-          heads.set(writer, head);
-          return;
+        // Optimistically the head: a commit sent while this one is in flight chains from it, and
+        // the writer thread applies them in order. If this one fails, the next finds the stored
+        // head different from what it expected, and is chained again.
+        heads.set(writer, head);
+        const reply = await send({ writer, expected, rows: packRows(rows), checkpoints, head });
+        if (reply.ok) return;
+        if ('error' in reply) {
+          if (heads.get(writer) === head) heads.delete(writer);
+          throw Object.assign(new Error(reply.error), { code: reply.code });
         }
-        if ('error' in reply) throw Object.assign(new Error(reply.error), { code: reply.code });
         // Another process appended under this writer id: chain again from its head.
         heads.set(writer, reply.conflict);
         if (attempt >= 5) throw new Error(`writer ${writer} keeps moving under another process`);

@@ -12,17 +12,25 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
-import type { LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
+import type { LedgerHead } from '../../governance/audit-ledger.ts';
+import type { PackedRows } from './audit-ledger-store.ts';
 
-/** A commit request from the main thread. `expected` is the head it chained from (null: a new writer). */
+/**
+ * A commit request from the main thread. `expected` is the head it chained from (null: a new
+ * writer). The rows travel packed ({@link packRows}): structured-cloning hundreds of row objects per
+ * commit cost the event loop more than building them.
+ */
 export interface WorkerCommit {
   id: number;
   writer: string;
   expected: LedgerHead | null;
-  rows: LedgerRow[];
+  rows: PackedRows;
   checkpoints: AuditCheckpoint[];
   head: LedgerHead;
 }
+
+/** Rows per INSERT statement: fewer statement steps per commit, well under SQLite's bound-variable limit. */
+const ROWS_PER_INSERT = 32;
 
 export type WorkerReply =
   | { id: number; ok: true }
@@ -40,6 +48,7 @@ let prepared:
       readHead: StatementSync;
       writeHead: StatementSync;
       insertRecord: StatementSync;
+      insertRecords: StatementSync;
       insertCheckpoint: StatementSync;
     }
   | undefined;
@@ -54,6 +63,11 @@ const statements = () =>
     insertRecord: db.prepare(
       'INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
     ),
+    insertRecords: db.prepare(
+      `INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash) VALUES ${Array(ROWS_PER_INSERT)
+        .fill('(?, ?, ?, ?, ?, ?)')
+        .join(', ')}`,
+    ),
     insertCheckpoint: db.prepare(
       'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
     ),
@@ -61,14 +75,14 @@ const statements = () =>
 
 function commit(m: WorkerCommit): WorkerReply {
   try {
-    const { readHead, writeHead, insertRecord, insertCheckpoint } = statements();
+    const { readHead, writeHead, insertRecord, insertRecords, insertCheckpoint } = statements();
     db.exec('BEGIN IMMEDIATE');
     const stored = (readHead.get(m.writer) as LedgerHead | undefined) ?? null;
     if (stored?.seq !== m.expected?.seq || stored?.hash !== m.expected?.hash) {
       db.exec('ROLLBACK');
       return { id: m.id, ok: false, conflict: stored && { ...stored } };
     }
-    for (const r of m.rows) insertRecord.run(r.writer, r.seq, r.ts, r.body, r.prev_hash, r.hash);
+    insertPacked(m.writer, m.rows, insertRecord, insertRecords);
     for (const c of m.checkpoints) insertCheckpoint.run(c.writer, c.seq, c.hash, c.ts, c.key_id, c.signature);
     writeHead.run(m.writer, m.head.seq, m.head.hash, m.head.sealed_seq, m.head.sealed_at);
     db.exec('COMMIT');
@@ -78,6 +92,22 @@ function commit(m: WorkerCommit): WorkerReply {
     const e = error as { message?: string; code?: string };
     return { id: m.id, ok: false, error: e.message ?? String(error), ...(e.code ? { code: e.code } : {}) };
   }
+}
+
+function insertPacked(writer: string, packed: PackedRows, one: StatementSync, many: StatementSync) {
+  const fields = packed.text.split('\n');
+  let prev = packed.firstPrevHash;
+  let params: (string | number)[] = [];
+  for (let i = 0; i < packed.count; i += 1) {
+    const hash = fields[3 * i + 2]!;
+    params.push(writer, packed.firstSeq + i, fields[3 * i]!, fields[3 * i + 1]!, prev, hash);
+    prev = hash;
+    if (params.length === 6 * ROWS_PER_INSERT) {
+      many.run(...params);
+      params = [];
+    }
+  }
+  for (let i = 0; i < params.length; i += 6) one.run(...params.slice(i, i + 6));
 }
 
 parentPort!.on('message', (message: WorkerCommit | 'close') => {
