@@ -9,6 +9,7 @@ import pg from 'pg';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
+import { watchConnections } from './database.ts';
 
 const UNIQUE_VIOLATION = '23505';
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -28,7 +29,7 @@ export async function openPostgresLedgerStore(options: {
     options: `-c search_path=${schema}`,
   });
   // A lost connection surfaces as a failed query (and a failing ledger), never as a crash.
-  pool.on('error', (error) => options.onError?.(error));
+  watchConnections(pool, (error) => options.onError?.(error));
   const client = await pool.connect();
   try {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);

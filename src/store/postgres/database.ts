@@ -63,12 +63,24 @@ export function isConnectionFailure(error: unknown): boolean {
 }
 
 /** Runs `fn`; a connection failure becomes a retryable StoreUnavailableError, anything else is rethrown as is. */
-async function guarded<T>(fn: () => Promise<T>): Promise<T> {
+export async function guarded<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
     throw isConnectionFailure(error) ? new StoreUnavailableError(error) : error;
   }
+}
+
+/**
+ * Every connection of `pool` gets an 'error' listener for its whole life. pg-pool listens only on
+ * idle clients, so a checked-out client whose server goes away (a restart, a failover,
+ * `pg_terminate_backend`) would emit an unhandled 'error' and end the process. Nothing more is
+ * needed here: the pool's 'error' (`onError`) reports idle ones, and the query in flight (or the
+ * next one) fails on a checked-out one; the pool drops dead clients when they are released.
+ */
+export function watchConnections(pool: pg.Pool, onError: (error: Error) => void): void {
+  pool.on('error', onError);
+  pool.on('connect', (client) => client.on('error', () => undefined));
 }
 
 export function isValidSchemaName(schema: string): boolean {
@@ -96,7 +108,7 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
     options: `-c search_path=${schema}`,
     types,
   });
-  pool.on('error', onError);
+  watchConnections(pool, onError);
 
   const executorOn = (client: pg.PoolClient, depth: number): SqlExecutor => ({
     engine: 'postgres',
@@ -126,7 +138,6 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
       guarded(async () => (await pool.query(sql, params as SqlValue[])).rowCount ?? 0),
     async transaction(fn) {
       const client = await guarded(() => pool.connect());
-      client.on('error', onError);
       let broken = false;
       try {
         await guarded(() => client.query('BEGIN'));
@@ -139,7 +150,6 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
         });
         throw error;
       } finally {
-        client.removeListener('error', onError);
         // A client whose connection died must not go back into the pool.
         client.release(broken ? true : undefined);
       }
