@@ -50,6 +50,13 @@ beforeAll(async () => {
       approvals: { tools: { suppress_user: 'none' } },
       budgets: { limits: { suppress_user: { max_effects: 1_000_000 } } },
       automation: {
+        // Every effect kind runs (a block: all four), at two effects per user on average, which
+        // keeps the run short on a loaded machine: watch → Segment only, accept → Salesforce only.
+        rules: {
+          block: ['segment', 'salesforce', 'case', 'suppress'],
+          watch: ['segment'],
+          accept: ['salesforce'],
+        },
         // Its own principal, so its rate-limit buckets in the shared Redis are this test's alone.
         principal: `automation:fleet-kill-${randomBytes(4).toString('hex')}`,
         lease_ms: LEASE_MS,
@@ -256,15 +263,19 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     for (let u = 0; u < USERS; u += 1) {
       const user = userId(u);
       const block = decisionOf(u) === 'block_user_payment_abuse';
-      const expected = ['fg-dec-id', 'fg-dec-tr', ...(block ? ['fg-sup-id', 'fg-sup-tr'] : [])];
+      const category = block ? 'block' : decisionOf(u).startsWith('watch') ? 'watch' : 'accept';
+      const expected = [
+        ...(category === 'accept' ? [] : ['fg-dec-id', 'fg-dec-tr']),
+        ...(block ? ['fg-sup-id', 'fg-sup-tr'] : []),
+      ];
       expect((segmentByUser.get(user) ?? []).sort(), user).toEqual(expected.sort());
       expect(cases.get(user) ?? 0, `cases of ${user}`).toBe(block && highScore(u) ? 1 : 0);
       const account = accounts.get(user);
       if (u < WITH_ACCOUNT) {
-        expect(posts.get(account!) ?? 0, `Chatter posts on ${user}'s account`).toBe(1);
         const record = sandbox.salesforce.records('Account').find((r) => r.Id === account);
-        const category = block ? 'block' : decisionOf(u).startsWith('watch') ? 'watch' : 'accept';
-        expect(record?.Sift_Decision__c).toBe(mapping[category].salesforce_value);
+        const synced = category !== 'watch';
+        expect(posts.get(account!) ?? 0, `Chatter posts on ${user}'s account`).toBe(synced ? 1 : 0);
+        if (synced) expect(record?.Sift_Decision__c).toBe(mapping[category].salesforce_value);
       }
     }
     // Decision effects only read Sift: no label, decision or event was written there.
@@ -282,5 +293,5 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     log(
       `${heldByA.length} + ${heldByB.length} effects held by killed replicas; ${counts.count('done')} done`,
     );
-  }, 180_000);
+  }, 300_000);
 });

@@ -30,6 +30,12 @@ export async function fleetServicesAvailable(test: string): Promise<boolean> {
   return available;
 }
 
+/** The end of a process's stderr, from the crash report if there is one (log lines come before it). */
+function lastWords(stderr: string): string {
+  const crash = stderr.lastIndexOf('\nnode:');
+  return crash >= 0 ? stderr.slice(crash, crash + 6000) : stderr.slice(-4000);
+}
+
 export interface ReplicaProcess {
   name: string;
   child: ChildProcess;
@@ -85,6 +91,7 @@ export function createFleet(options: FleetOptions): Fleet {
     }),
   );
   const running = new Set<ReplicaProcess>();
+  const stopping = new Set<ReplicaProcess>();
   const clients: pg.Client[] = [];
 
   const envFor = (name: string): NodeJS.ProcessEnv => ({
@@ -116,6 +123,7 @@ export function createFleet(options: FleetOptions): Fleet {
   });
 
   const stopped = (replica: ReplicaProcess, signal: NodeJS.Signals) => {
+    stopping.add(replica);
     if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill(signal);
     return replica.exited.then(() => undefined);
   };
@@ -150,7 +158,12 @@ export function createFleet(options: FleetOptions): Fleet {
               exited,
             };
             running.add(replica);
-            void exited.then(() => running.delete(replica));
+            void exited.then(({ code, signal }) => {
+              running.delete(replica);
+              // An exit nobody asked for is what the test is about: show why.
+              if (!stopping.has(replica))
+                process.stderr.write(`${name} exited (${code ?? signal}):\n${lastWords(stderr)}\n`);
+            });
             resolve(replica);
           }
         });
