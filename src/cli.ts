@@ -176,11 +176,23 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'sync',
-    summary: 'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift',
-    usage: ['sync scores [--dry-run]', 'sync feedback [--once]'],
+    summary:
+      'scheduled jobs: Sift scores onto Salesforce accounts, Salesforce outcomes back to Sift, new Leads enriched',
+    usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
       (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
+  },
+  {
+    name: 'jobs',
+    summary: 'background jobs of serve across the fleet: schedule, last and next run, last error, holder',
+    usage: ['jobs [--json]'],
+    options: ['json'],
+    notes: [
+      'Jobs run inside `fraudgate serve`, each on one replica at a time under a lease in the store; configure them under `jobs.<name>` (README "Background jobs").',
+    ],
+    run: async (args, values) =>
+      (await import('./cli/jobs.ts')).runJobsCommand(args, values, configure(values)),
   },
   {
     name: 'sandbox',
@@ -312,7 +324,8 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     // An explicit replica id continues this replica's audit chain across restarts.
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
   });
-  runtime.startApprovalSweep();
+  // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
+  const jobs = await startServeJobs(runtime, replicaIdFor(config, http ? 'http' : 'stdio'));
   if (http) {
     // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
     // One store and one ledger writer per process: the automation side shares the MCP side's.
@@ -360,6 +373,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       runtime,
       secrets.devToken,
       async () => {
+        await jobs.close();
         await automation.close();
         await runtime.close();
         await store.close();
@@ -372,12 +386,32 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   }
   const { serveStdio } = await import('./transports/stdio.ts');
   await serveStdio(runtime, async () => {
+    await jobs.close();
     await runtime.close();
     await store.close();
     await sandbox?.close();
     await tracing?.shutdown();
     process.exit(0);
   });
+}
+
+/** The job runner of `serve`, with every configured job registered and ticking. */
+async function startServeJobs(runtime: Runtime, replicaId: string) {
+  const [{ createJobRunner }, { registerServeJobs }] = await Promise.all([
+    import('./jobs/job-runner.ts'),
+    import('./jobs/serve-jobs.ts'),
+  ]);
+  const runner = createJobRunner({
+    store: runtime.store,
+    replicaId,
+    logger: runtime.logger,
+    leaseTtlMs: runtime.config.jobs.lease_ttl_ms,
+    // Stored errors are shown by `fraudgate jobs`: personal data in them is masked like the audit's.
+    redact: (text) => String(runtime.redactor.redactValue(text)),
+  });
+  registerServeJobs(runner, runtime, tools);
+  runner.start();
+  return runner;
 }
 
 /**

@@ -55,6 +55,25 @@ const segmentRule = z.strictObject({
   return_score: z.boolean().optional(),
 });
 
+/**
+ * One background job's schedule (src/jobs/): on or off, and `every_ms` or `daily_at` (HH:MM, UTC) to
+ * replace the job's default schedule (README "Background jobs").
+ */
+const jobSettings = z
+  .strictObject({
+    enabled: z.boolean(),
+    every_ms: z.number().int().min(100).optional(),
+    daily_at: z
+      .string()
+      .regex(/^([01]\d|2[0-3]):([0-5]\d)$/, 'a UTC time of day as HH:MM (24-hour), e.g. 02:00')
+      .optional(),
+  })
+  .refine((job) => job.every_ms === undefined || job.daily_at === undefined, {
+    message: 'set every_ms or daily_at, not both',
+    path: ['daily_at'],
+  });
+export type JobSettings = z.infer<typeof jobSettings>;
+
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
@@ -430,6 +449,24 @@ export const configSchema = z.strictObject({
       ),
     }),
   }),
+  /**
+   * Background jobs inside `serve`, each on one replica of the fleet at a time under a lease in the
+   * store (src/jobs/); `fraudgate jobs` shows them.
+   */
+  jobs: z.strictObject({
+    /** How long a job's lease lasts without a heartbeat (renewed every third of it): how soon another replica takes over from a dead one. */
+    lease_ttl_ms: z.number().int().min(1000).max(30_000),
+    /** Executes approved actions nobody waits for and expires overdue approvals. Default every 4 × approvals.poll_ms (≥ 1 s). */
+    approval_sweep: jobSettings,
+    /** Salesforce lifecycle → Sift feedback (`sync feedback`). Default every feedback.poll_interval_ms. */
+    lifecycle_feedback: jobSettings,
+    /** New Salesforce Leads → enriched (`sync leads`). Default every leads.poll_interval_ms. */
+    lead_watcher: jobSettings,
+    /** Sift scores → Salesforce accounts (`sync scores`). Default daily at 02:00 UTC. */
+    score_sync: jobSettings,
+    /** Prunes audit records older than audit.retention_days (off while that is 0). Default hourly. */
+    audit_retention: jobSettings,
+  }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
   http: z.strictObject({
     /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
@@ -726,6 +763,14 @@ export const DEFAULTS: Config = {
       ],
     },
   },
+  jobs: {
+    lease_ttl_ms: 15_000,
+    approval_sweep: { enabled: true },
+    lifecycle_feedback: { enabled: true },
+    lead_watcher: { enabled: true },
+    score_sync: { enabled: true },
+    audit_retention: { enabled: true },
+  },
   http: {
     host: '127.0.0.1',
     port: 8787,
@@ -984,7 +1029,9 @@ export function loadConfig(
   if (!(merged as Config).data_dir) {
     merged = mergeConfig(merged, { data_dir: join(homedir(), '.fraudgate', (merged as Config).mode) });
   }
-  const parsed = configSchema.safeParse(merged);
+  // Parsed once per process: zod's compiled fast path (generated code, built on first parse) would
+  // cost start-up more than it could ever save here.
+  const parsed = configSchema.safeParse(merged, { jitless: true });
   if (!parsed.success) issues.push(...issuesFrom(parsed.error, 'configuration'));
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 

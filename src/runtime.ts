@@ -14,9 +14,13 @@ import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
 import { InvalidInputError } from './errors.ts';
-import { createApprovalDesk, type ApprovalDesk } from './governance/approval-desk.ts';
+import {
+  createApprovalDesk,
+  type ApprovalDesk,
+  type ApprovalTransaction,
+} from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
-import { createAuditLedger, pruneLedger, type LedgerEngine } from './governance/audit-ledger.ts';
+import { createAuditLedger, type LedgerEngine } from './governance/audit-ledger.ts';
 import {
   createCheckpointSigner,
   createCheckpointVerifier,
@@ -54,10 +58,14 @@ export interface Runtime {
   /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
   store: Store;
   approvals: ApprovalStore;
+  /** A store transaction with the (sealed) approvals bound to it: a transition and its audit record commit together. */
+  approvalTransaction: ApprovalTransaction;
   /** Sift → Segment id mappings and the identity review list. */
   identities: IdentityStore;
   /** This process's audit writer: the one ledger instance every part of the process appends through. */
   audit: AuditLog;
+  /** The ledger's storage when this runtime opened the writer (retention prunes it); else undefined. */
+  ledgerEngine: LedgerEngine | undefined;
   /** MCP session registry, console sessions and the relay for client answers (HTTP only). */
   sessions: SessionStores;
   /** Rate-limit buckets: in memory, or in Redis shared by the replicas (`rate_limits.store`). */
@@ -136,23 +144,27 @@ export function auditWriterId(replicaId?: string): string {
 /**
  * The ledger's storage: the configured store's engine, so with `store: postgres` every replica
  * appends its own chain to one shared ledger and `audit verify` on any replica checks them all.
+ * Given the process's store, the ledger runs on it (its SQLite connection, its PostgreSQL pool)
+ * rather than on a handle of its own; commands that opened no store get one for the ledger alone.
  */
 export async function openLedgerEngine(
   config: Pick<Config, 'data_dir' | 'store' | 'store_postgres'>,
   secrets: Pick<Secrets, 'postgresUrl'>,
-  onError?: (error: Error) => void,
+  options: { store?: Pick<Store, 'engine' | 'sql'>; onError?: (error: Error) => void } = {},
 ): Promise<LedgerEngine> {
+  // SQLite: the process's connections to a file are shared already (src/store/sqlite/database.ts).
   if (config.store !== 'postgres') return openSqliteLedgerStore(databasePath(config));
+  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
+  if (options.store?.engine === 'postgres') return openPostgresLedgerStore({ sql: options.store.sql });
   if (!secrets.postgresUrl)
     throw new InvalidInputError(
       [{ field: 'FRAUDGATE_POSTGRES_URL', message: 'is required when store is postgres' }],
       'Missing PostgreSQL URL',
     );
-  const { openPostgresLedgerStore } = await import('./store/postgres/audit-ledger-store.ts');
   return openPostgresLedgerStore({
     url: secrets.postgresUrl,
     schema: config.store_postgres.schema,
-    ...(onError ? { onError } : {}),
+    ...(options.onError ? { onError: options.onError } : {}),
   });
 }
 
@@ -169,8 +181,7 @@ export function trustedAuditVerifier(config: Config, secrets: Secrets): Checkpoi
 
 /**
  * Opens this process's ledger writer. Refuses (fail closed) without a signing key in live mode.
- * Retention (`audit.retention_days`) runs here on a timer; pruning is idempotent, so replicas that
- * run it at once only repeat each other's deletes.
+ * Retention (`audit.retention_days`) is the `audit_retention` job of `serve` (src/jobs/serve-jobs.ts).
  */
 export async function openAuditLedger(
   config: Config,
@@ -178,6 +189,8 @@ export async function openAuditLedger(
   redactor: Redactor,
   logger: Logger,
   writer = auditWriterId(),
+  /** The process's store: the ledger runs on it (see `openLedgerEngine`). */
+  store?: Store,
 ): Promise<AuditLog & { engine: LedgerEngine }> {
   const signer = createCheckpointSigner(
     loadSigningKey({
@@ -187,11 +200,13 @@ export async function openAuditLedger(
       mode: config.mode,
     }),
   );
-  const engine = await openLedgerEngine(config, secrets, (error) =>
-    logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
-      error: error.message,
-    }),
-  );
+  const engine = await openLedgerEngine(config, secrets, {
+    ...(store ? { store } : {}),
+    onError: (error) =>
+      logger.warn('audit ledger lost its PostgreSQL connection; commits retry on a new one', {
+        error: error.message,
+      }),
+  });
   const ledger = createAuditLedger({
     engine,
     writer,
@@ -204,23 +219,11 @@ export async function openAuditLedger(
         ? logger.info('audit ledger writable again')
         : logger.error('audit ledger cannot write: calls are refused until it can', { error: health.reason }),
   });
-  let retention: NodeJS.Timeout | undefined;
-  if (config.audit.retention_days > 0) {
-    const prune = () =>
-      pruneLedger(engine, new Date(Date.now() - config.audit.retention_days * 86_400_000)).catch(
-        (error: unknown) =>
-          logger.warn('audit retention failed; it runs again within the hour', { error: String(error) }),
-      );
-    void prune();
-    retention = setInterval(prune, 3_600_000);
-    retention.unref();
-  }
   return {
     ...ledger,
     writer: ledger.writer,
     engine,
     async close() {
-      if (retention) clearInterval(retention);
       await ledger.close();
       await engine.close();
     },
@@ -263,9 +266,15 @@ export async function openGovernanceState(
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
   const raw = options.store ?? (await openConfiguredStore(config, secrets, logger));
   let audit: AuditLog;
+  let ledgerEngine: LedgerEngine | undefined;
   let cipher;
   try {
-    audit = options.audit ?? (await openAuditLedger(config, secrets, redactor, logger, options.writer));
+    if (options.audit) audit = options.audit;
+    else {
+      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer, raw);
+      audit = opened;
+      ledgerEngine = opened.engine;
+    }
     cipher = createFieldCipher(loadDataKey(config, secrets));
   } catch (error) {
     if (!options.store) await raw.close();
@@ -276,12 +285,17 @@ export async function openGovernanceState(
   const approvals = sealApprovalFields(raw.approvals, cipher);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
-  const desk = createApprovalDesk({ approvals, audit, logger });
+  // The ledger lives in the store's database, so a transition and its record share one transaction.
+  const approvalTransaction: ApprovalTransaction = (fn) =>
+    raw.transaction((tx) => fn({ approvals: sealApprovalFields(tx.approvals, cipher), sql: tx.sql }));
+  const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
   return {
     redactor,
     audit,
+    ledgerEngine,
     store,
     approvals,
+    approvalTransaction,
     identities,
     desk,
     async close() {
@@ -400,6 +414,7 @@ export async function openRuntime(options: {
     clients,
     budgets,
     approvals: state.approvals,
+    approvalTransaction: state.approvalTransaction,
     identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,

@@ -3,47 +3,46 @@
  * upstream HTTP request, all in the caller's trace when the request's `_meta.traceparent` (W3C)
  * names one; the trace id goes into the call's audit records.
  *
- * Code uses only `@opentelemetry/api`, whose default tracer does nothing: with no exporter
- * configured, a span is a no-op object and nothing else is loaded. `startTracing` (called by
- * `fraudgate serve` when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set,
- * and by tests with an in-memory exporter) loads the SDK and the OTLP/HTTP exporter on demand.
+ * Nothing of OpenTelemetry is loaded until `startTracing` (called by `fraudgate serve` when
+ * OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, and by tests with an
+ * in-memory exporter) loads the API, the SDK and the OTLP/HTTP exporter. Until then `inSpan` just
+ * runs its function: the API's default tracer would only make no-op spans, and loading the API's
+ * fifty-odd modules is a tenth of a stdio server's start-up (npm run bench, cold start).
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-export { SpanKind } from '@opentelemetry/api';
-import {
-  context,
-  propagation,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Attributes,
-  type Context,
-  type Span,
-} from '@opentelemetry/api';
+import type * as OtelApiModule from '@opentelemetry/api';
+import type { Attributes, Context, Span, SpanKind as OtelSpanKind } from '@opentelemetry/api';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import { VERSION } from './version.ts';
 
-const tracer = () => trace.getTracer('fraudgate', VERSION);
+/** `@opentelemetry/api`'s SpanKind values, without loading the API to name them. */
+export const SpanKind = {
+  INTERNAL: 0 as OtelSpanKind.INTERNAL,
+  SERVER: 1 as OtelSpanKind.SERVER,
+  CLIENT: 2 as OtelSpanKind.CLIENT,
+} as const;
 
-/**
- * Whether `startTracing` is in force. Without it the API's tracer makes no-op spans, and building
- * them (span, context, closure) on each of a call's stages is pure cost, so `inSpan` skips it.
- */
-let tracingActive = false;
+type OtelApi = typeof OtelApiModule;
+/** The API while `startTracing` is in force; undefined otherwise (tracing off). */
+let otel: OtelApi | undefined;
+
+const tracerOf = (api: OtelApi) => api.trace.getTracer('fraudgate', VERSION);
 
 function fail(span: Span, error: unknown): void {
-  span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.name : 'error' });
+  // SpanStatusCode.ERROR
+  span.setStatus({ code: 2, message: error instanceof Error ? error.name : 'error' });
 }
 
 /** Run `fn` in a span named `name` (a child of the active one, or of `parent`); the span ends when `fn` settles. */
 export function inSpan<T>(
   name: string,
   fn: () => T,
-  options: { attributes?: Attributes; parent?: Context; kind?: SpanKind } = {},
+  options: { attributes?: Attributes; parent?: Context; kind?: OtelSpanKind } = {},
 ): T {
-  if (!tracingActive) return fn();
+  const api = otel;
+  if (!api) return fn();
   const { attributes, parent, kind } = options;
-  return tracer().startActiveSpan(name, { attributes, kind }, parent ?? context.active(), (span) => {
+  return tracerOf(api).startActiveSpan(name, { attributes, kind }, parent ?? api.context.active(), (span) => {
     try {
       const result = fn();
       if (result instanceof Promise) {
@@ -66,8 +65,14 @@ export function inSpan<T>(
   });
 }
 
-/** The caller's trace from a request's `_meta` (`traceparent`, `tracestate`), else the active context. */
-export function contextFromMeta(meta: unknown): Context {
+/**
+ * The caller's trace from a request's `_meta` (`traceparent`, `tracestate`), else the active
+ * context; undefined while tracing is off.
+ */
+export function contextFromMeta(meta: unknown): Context | undefined {
+  const api = otel;
+  if (!api) return undefined;
+  const { context, propagation } = api;
   if (
     typeof meta !== 'object' ||
     meta === null ||
@@ -85,8 +90,9 @@ export function contextFromMeta(meta: unknown): Context {
 
 /** The trace id of the active span, when tracing is on. */
 export function currentTraceId(): string | undefined {
-  const spanContext = trace.getActiveSpan()?.spanContext();
-  return spanContext && trace.isSpanContextValid(spanContext) ? spanContext.traceId : undefined;
+  const trace = otel?.trace;
+  const spanContext = trace?.getActiveSpan()?.spanContext();
+  return spanContext && trace?.isSpanContextValid(spanContext) ? spanContext.traceId : undefined;
 }
 
 export interface Tracing {
@@ -105,10 +111,12 @@ export function tracingRequested(env: NodeJS.ProcessEnv = process.env): boolean 
  */
 export async function startTracing(options: { exporter?: SpanExporter } = {}): Promise<Tracing> {
   const [
+    api,
     { TracerProvider, BatchSpanProcessor, SimpleSpanProcessor },
     { AsyncLocalStorageContextManager },
     core,
   ] = await Promise.all([
+    import('@opentelemetry/api'),
     import('@opentelemetry/sdk-trace'),
     import('@opentelemetry/context-async-hooks'),
     import('@opentelemetry/core'),
@@ -119,15 +127,16 @@ export async function startTracing(options: { exporter?: SpanExporter } = {}): P
     ? new SimpleSpanProcessor({ exporter })
     : new BatchSpanProcessor({ exporter });
   const provider = new TracerProvider({ spanProcessors: [processor] });
+  const { context, propagation, trace } = api;
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new core.W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
-  tracingActive = true;
-  const unsubscribe = traceUpstreamRequests();
+  otel = api;
+  const unsubscribe = traceUpstreamRequests(api);
   return {
     async shutdown() {
       unsubscribe();
-      tracingActive = false;
+      otel = undefined;
       await provider.shutdown();
       trace.disable();
       context.disable();
@@ -141,7 +150,9 @@ export async function startTracing(options: { exporter?: SpanExporter } = {}): P
  * and Segment, node:http for jsforce), from Node's diagnostics channels. Attributes are the method,
  * host, port and status only: paths and queries can carry user ids and API keys.
  */
-function traceUpstreamRequests(): () => void {
+function traceUpstreamRequests(api: OtelApi): () => void {
+  const { trace } = api;
+  const tracer = () => tracerOf(api);
   const spans = new WeakMap<object, Span>();
   const start = (key: object, method: string, origin: string) => {
     // Only requests made for a traced call: not the exporter's own requests (which would trace

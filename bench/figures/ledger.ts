@@ -299,6 +299,7 @@ const disabledAudit: AuditLog = {
     prev_hash: GENESIS_HASH,
     hash: GENESIS_HASH,
   }),
+  appendIn: (_tx, input) => disabledAudit.append(input),
   enqueue: () => undefined,
   assertWritable: () => undefined,
   health: () => ({ ok: true }),

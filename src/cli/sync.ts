@@ -1,8 +1,9 @@
 /**
- * `fraudgate sync scores [--dry-run]` and `fraudgate sync feedback [--once]`: the scheduled jobs of
- * issue 5, run from cron or a supervisor. Progress goes to stderr (a bar on a terminal, JSON lines
- * otherwise, so a scheduler's log stays parseable); the summary goes to stdout. SIGINT stops after
- * the current batch (scores) or poll (feedback) with everything so far checkpointed.
+ * `fraudgate sync scores [--dry-run]`, `fraudgate sync feedback [--once]` and `fraudgate sync leads
+ * [--once]`: the scheduled jobs of issues 5 and 9, run by hand, from cron or a supervisor. Progress
+ * goes to stderr (a bar on a terminal, JSON lines otherwise, so a scheduler's log stays parseable);
+ * the summary goes to stdout (one JSON line per poll for feedback and leads). SIGINT stops after the
+ * current batch (scores) or poll (feedback, leads) with everything so far checkpointed.
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
@@ -15,10 +16,13 @@ import {
   createLifecyclePoller,
   type PollResult,
 } from '../sync/lifecycle-poller.ts';
+import { runLeadWatcherOnce, type LeadWatchResult } from '../sync/lead-watcher.ts';
+import { runEvery } from '../sync/record-watch.ts';
 import { runScoreSync, type ScoreSyncProgress, type ScoreSyncSummary } from '../sync/score-sync.ts';
 import type { AnyTool } from '../tool.ts';
 
-const USAGE = 'fraudgate sync scores [--dry-run] | fraudgate sync feedback [--once]';
+const USAGE =
+  'fraudgate sync scores [--dry-run] | fraudgate sync feedback [--once] | fraudgate sync leads [--once]';
 
 function progressWriter(tty: boolean) {
   let last = 0;
@@ -62,8 +66,8 @@ export async function runSyncCommand(
   tools: readonly AnyTool[],
 ): Promise<number> {
   const [what] = args;
-  if (what !== 'scores' && what !== 'feedback') {
-    throw new UsageError([{ field: 'command', message: `expected scores or feedback (${USAGE})` }]);
+  if (what !== 'scores' && what !== 'feedback' && what !== 'leads') {
+    throw new UsageError([{ field: 'command', message: `expected scores, feedback or leads (${USAGE})` }]);
   }
   const logger = createLogger();
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
@@ -97,6 +101,34 @@ export async function runSyncCommand(
         (process.stdout.isTTY ? humanSummary(summary) : JSON.stringify({ type: 'summary', ...rest })) + '\n',
       );
       return summary.interrupted ? 130 : summary.counters.failed > 0 ? 1 : 0;
+    }
+    if (what === 'leads') {
+      const deps = {
+        pipeline: createAutomationPipeline(runtime, tools),
+        salesforce: runtime.clients.salesforce,
+        state,
+        config,
+        logger,
+        signal: stop.signal,
+      };
+      const report = (r: LeadWatchResult) =>
+        process.stdout.write(JSON.stringify({ type: 'poll', ...r }) + '\n');
+      if (values.once === true) {
+        report(await runLeadWatcherOnce(deps));
+        return 0;
+      }
+      await runEvery(
+        config.leads.poll_interval_ms,
+        stop.signal,
+        async () => {
+          report(await runLeadWatcherOnce(deps));
+        },
+        (error) =>
+          logger.error('lead watcher poll failed', {
+            error: error instanceof Error ? error.message : String(error),
+          }),
+      );
+      return 0;
     }
     const poller = createLifecyclePoller({
       pipeline: createAutomationPipeline(runtime, tools),

@@ -29,6 +29,33 @@ export interface SiftAbuseScore {
   reasons: SiftReason[];
   /** Epoch seconds of the score computation, when Sift says. */
   time?: number;
+  /**
+   * How this score ranks among the account's users over recent windows, 0–1, where Sift sends them
+   * (`fields=SCORE_PERCENTILES`, a per-account feature); Sift's `-1` (unavailable) is left out.
+   */
+  percentiles?: Partial<Record<ScorePercentileWindow, number>>;
+}
+
+export const SCORE_PERCENTILE_WINDOWS = [
+  'last_1_days',
+  'last_5_days',
+  'last_7_days',
+  'last_10_days',
+] as const;
+export type ScorePercentileWindow = (typeof SCORE_PERCENTILE_WINDOWS)[number];
+
+/** One synchronous workflow run on an event (`return_workflow_status`, contract §2.4 and §6). */
+export interface SiftWorkflowStatus {
+  runId: string;
+  /** `running`, `finished` or `failed`. */
+  state: string;
+  /** The workflow's display name (`config_display_name`). */
+  workflow?: string;
+  abuseTypes: string[];
+  /** Decisions the run's decision steps apply (history `config.decision_id`). */
+  decisionIds: string[];
+  /** The route taken, with `return_route_info`. */
+  route?: string;
 }
 
 export interface SiftLatestDecision {
@@ -97,6 +124,8 @@ export interface SiftEventResult {
   /** Non-zero when the event was accepted but the score part failed (a partial result, not an exception). */
   scoreStatus?: number;
   scoreErrorMessage?: string;
+  /** With `returnWorkflowStatus`: the workflows Sift ran on the event (possibly none). */
+  workflowStatuses?: SiftWorkflowStatus[];
   warnings?: unknown;
 }
 
@@ -127,7 +156,12 @@ export interface SiftClient {
   /** `POST /v205/events`; never retried automatically (Sift has no idempotency key for events). */
   sendEvent(
     event: Record<string, unknown>,
-    options?: RequestOptions & { returnScore?: boolean; abuseTypes?: AbuseType[] },
+    options?: RequestOptions & {
+      returnScore?: boolean;
+      /** Run Sift's synchronous workflows and return their status (scores come back too). */
+      returnWorkflowStatus?: boolean;
+      abuseTypes?: AbuseType[];
+    },
   ): Promise<SiftEventResult>;
   close(): Promise<void>;
 }

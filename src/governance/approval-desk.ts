@@ -2,6 +2,10 @@
  * Human decisions on approvals, shared by the server, the `fraudgate approvals` CLI and the console:
  * expiry, the approver's role, four-eyes and the audit record of each decision. It executes
  * nothing: an approved action is run by the pipeline (a waiting call or the background sweep).
+ *
+ * Given a store transaction (`transaction`), each transition and its audit record commit together
+ * or not at all. Without one (a ledger on another database), the record follows the transition and
+ * a decision whose record fails is reverted.
  */
 import { randomUUID } from 'node:crypto';
 import { sameIdentity } from '../auth/identity.ts';
@@ -9,7 +13,16 @@ import { ERROR_CODES, FraudgateError, ForbiddenError, InvalidInputError } from '
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
 import type { Principal } from '../tool.ts';
-import type { AuditLog } from './audit.ts';
+import type { SqlExecutor } from '../store/sql.ts';
+import type { AuditAppendInput, AuditLog } from './audit.ts';
+
+/**
+ * Runs `fn` in one store transaction, with the approvals bound to it and its executor (for the
+ * audit record): see `Store.transaction`.
+ */
+export type ApprovalTransaction = <T>(
+  fn: (tx: { approvals: ApprovalStore; sql: SqlExecutor }) => Promise<T>,
+) => Promise<T>;
 
 export interface ApprovalDesk {
   /** Move overdue pending/approved approvals to `expired`, with an audit record each. */
@@ -25,30 +38,58 @@ export function createApprovalDesk(deps: {
   audit: AuditLog;
   logger: Logger;
   now?: () => Date;
+  /** The store's transactions, on the ledger's database: transitions and their records commit together. */
+  transaction?: ApprovalTransaction;
 }): ApprovalDesk {
-  const { approvals, audit, logger } = deps;
+  const { approvals, audit, logger, transaction } = deps;
   const now = deps.now ?? (() => new Date());
 
+  /** Transitions in one transaction with its record (`transaction` is set). */
+  const transitionRecorded = (
+    run: ApprovalTransaction,
+    id: string,
+    from: Parameters<ApprovalStore['transition']>[1],
+    to: Parameters<ApprovalStore['transition']>[2],
+    patch: Parameters<ApprovalStore['transition']>[3],
+    recordOf: (moved: Approval) => AuditAppendInput,
+  ) =>
+    run(async (tx) => {
+      const moved = await tx.approvals.transition(id, from, to, patch);
+      if (moved) await audit.appendIn(tx.sql, recordOf(moved));
+      return moved;
+    });
+
   async function expireOverdue(): Promise<void> {
+    const recordOf = (expired: Approval): AuditAppendInput => ({
+      event: 'expired',
+      call_id: randomUUID(),
+      tool: expired.tool,
+      principal: { id: 'fraudgate', kind: 'service' },
+      target: expired.target,
+      args_hash: expired.args_hash,
+      approval_id: expired.id,
+    });
     for (const overdue of await approvals.listExpired(now())) {
-      const expired = await approvals.transition(overdue.id, ['pending', 'approved'], 'expired', {
-        decided_at: now().toISOString(),
-      });
-      if (!expired) continue;
+      const patch = { decided_at: now().toISOString() };
       try {
-        await audit.append({
-          event: 'expired',
-          call_id: randomUUID(),
-          tool: expired.tool,
-          principal: { id: 'fraudgate', kind: 'service' },
-          target: expired.target,
-          args_hash: expired.args_hash,
-          approval_id: expired.id,
-        });
+        if (transaction) {
+          // Unrecorded, it stays as it was (and unexecutable past its expiry): the next sweep retries.
+          await transitionRecorded(
+            transaction,
+            overdue.id,
+            ['pending', 'approved'],
+            'expired',
+            patch,
+            recordOf,
+          );
+          continue;
+        }
+        const expired = await approvals.transition(overdue.id, ['pending', 'approved'], 'expired', patch);
+        if (expired) await audit.append(recordOf(expired));
       } catch (error) {
         logger.error('audit write failed', {
           event: 'expired',
-          approval_id: expired.id,
+          approval_id: overdue.id,
           error: String(error),
         });
       }
@@ -84,32 +125,56 @@ export function createApprovalDesk(deps: {
       if (!decision.approve && !decision.reason?.trim()) {
         throw new InvalidInputError([{ field: 'reason', message: 'a reason is required to deny' }]);
       }
-      const decided = await approvals.transition(
-        approvalId,
-        ['pending'],
-        decision.approve ? 'approved' : 'denied',
-        {
-          decided_at: now().toISOString(),
-          decided_by: decision.approver.id,
-          ...(decision.reason ? { reason: decision.reason } : {}),
-        },
-      );
-      if (!decided)
-        throw new FraudgateError(
+      const patch = {
+        decided_at: now().toISOString(),
+        decided_by: decision.approver.id,
+        ...(decision.reason ? { reason: decision.reason } : {}),
+      };
+      const to = decision.approve ? 'approved' : 'denied';
+      const recordOf = (decided: Approval): AuditAppendInput => ({
+        event: to,
+        call_id: randomUUID(),
+        tool: decided.tool,
+        principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
+        target: decided.target,
+        args_hash: decided.args_hash,
+        approval_id: decided.id,
+        ...(decision.reason ? { outcome: { message: decision.reason } } : {}),
+      });
+      const changedMeanwhile = () =>
+        new FraudgateError(
           ERROR_CODES.CONFLICT,
           `Approval ${approvalId} changed state meanwhile; look again.`,
         );
+      const notRecorded = (error: unknown, applied: string) => {
+        logger.error('approval decision not recorded', { approval_id: approvalId, error: String(error) });
+        return new FraudgateError(
+          ERROR_CODES.INTERNAL,
+          `The ${decision.approve ? 'approval' : 'denial'} of ${approvalId} could not be written to the audit log` +
+            applied +
+            'The operator must fix the audit log (see the server log).',
+          {
+            retryable: true,
+            ...(error instanceof FraudgateError ? { detail: error.detail } : {}),
+            cause: error,
+          },
+        );
+      };
+      if (transaction) {
+        let decided: Approval | undefined;
+        try {
+          decided = await transitionRecorded(transaction, approvalId, ['pending'], to, patch, recordOf);
+        } catch (error) {
+          // The transition rolled back with its record: nothing was decided.
+          throw notRecorded(error, ', so it was not applied; the approval is still pending. ');
+        }
+        if (!decided) throw changedMeanwhile();
+        return decided;
+      }
+      const decided = await approvals.transition(approvalId, ['pending'], to, patch);
+      if (!decided) throw changedMeanwhile();
       try {
-        await audit.append({
-          event: decision.approve ? 'approved' : 'denied',
-          call_id: randomUUID(),
-          tool: decided.tool,
-          principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
-          target: decided.target,
-          args_hash: decided.args_hash,
-          approval_id: decided.id,
-          ...(decision.reason ? { outcome: { message: decision.reason } } : {}),
-        });
+        await audit.append(recordOf(decided));
       } catch (error) {
         // No record, no decision: an approval must never run without its approver on record. A denial
         // may stand (it runs nothing); an approval goes back to pending unless an executor already
@@ -121,23 +186,11 @@ export function createApprovalDesk(deps: {
           decided_by: clear,
           reason: clear,
         });
-        logger.error('approval decision not recorded', {
-          approval_id: approvalId,
-          reverted: reverted !== undefined,
-          error: String(error),
-        });
-        throw new FraudgateError(
-          ERROR_CODES.INTERNAL,
-          `The approval of ${approvalId} could not be written to the audit log` +
-            (reverted
-              ? ', so it was not applied; the approval is still pending. '
-              : '; it was already claimed for execution, which is audited on its own. ') +
-            'The operator must fix the audit log (see the server log).',
-          {
-            retryable: true,
-            ...(error instanceof FraudgateError ? { detail: error.detail } : {}),
-            cause: error,
-          },
+        throw notRecorded(
+          error,
+          reverted
+            ? ', so it was not applied; the approval is still pending. '
+            : '; it was already claimed for execution, which is audited on its own. ',
         );
       }
       return decided;

@@ -35,6 +35,7 @@ import {
 } from './audit.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
 import type { Redactor } from './redact.ts';
+import type { SqlExecutor } from '../store/sql.ts';
 
 /** One stored record: the chain header and the canonical body that was hashed. */
 export interface LedgerRow {
@@ -73,6 +74,15 @@ export interface LedgerEngine {
    * returns, store the new head. `build` is synchronous and may run again if the engine retries.
    */
   commit(writer: string, build: (head: LedgerHead | undefined) => LedgerCommit): Promise<void>;
+  /**
+   * `commit`, inside the caller's open transaction `tx` on this engine's database: what `build`
+   * returns commits or rolls back with the caller's changes (see `src/store/audit-ledger-sql.ts`).
+   */
+  commitIn(
+    tx: SqlExecutor,
+    writer: string,
+    build: (head: LedgerHead | undefined) => LedgerCommit,
+  ): Promise<void>;
   /** Every record, in insertion order (per writer that is seq order), in batches. */
   scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
   checkpoints(): Promise<AuditCheckpoint[]>;
@@ -316,6 +326,24 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       queue.push(queued);
       kick();
       return result;
+    },
+    async appendIn(tx, input) {
+      if (closed) throw auditError('The audit log is closed.', `append after close (${writer})`);
+      if (tx.engine !== engine.kind) {
+        throw auditError(
+          'The audit record cannot join this transaction.',
+          `transaction on ${tx.engine}, ledger on ${engine.kind}`,
+        );
+      }
+      const queued = toQueued(input);
+      let committed: LedgerCommit | undefined;
+      await engine.commitIn(tx, writer, (head) => (committed = build([queued])(head)));
+      const done = committed!;
+      // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
+      // finds nothing new to sign, which costs one head write.
+      if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
+      const row = done.rows[0]!;
+      return { v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...queued.payload };
     },
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);

@@ -18,6 +18,7 @@ import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
+import type { SqlExecutor } from '../store/sql.ts';
 
 /** Every event an audit record can carry; one record per attempt and per state change. */
 export const AUDIT_EVENTS = [
@@ -126,6 +127,12 @@ export type AuditAppendInput = Omit<AuditPayload, 'ts'>;
 export interface AuditLog {
   /** Resolves with the stored record once it is durable; rejects (FraudgateError INTERNAL) if not. */
   append(input: AuditAppendInput): Promise<AuditRecord>;
+  /**
+   * Appends inside the caller's open store transaction (`store.transaction`), on its connection:
+   * the record commits or rolls back with the state change it records (an approval or outbox
+   * transition). Durable once that transaction commits; it does not join a group commit.
+   */
+  appendIn(tx: SqlExecutor, input: AuditAppendInput): Promise<AuditRecord>;
   /**
    * Write-behind for calls that change nothing upstream (reads): the record joins the next group
    * commit without the caller waiting. Kept and retried if that commit fails; while it does,

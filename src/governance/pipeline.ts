@@ -18,7 +18,7 @@ import {
   toFraudgateError,
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Approval, ApprovalStore } from '../store/approval-store.ts';
+import type { Approval, ApprovalStore, NewApproval } from '../store/approval-store.ts';
 import {
   humanTime,
   inputSchemaOf,
@@ -36,7 +36,7 @@ import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
-import { createApprovalDesk, type ApprovalDesk } from './approval-desk.ts';
+import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from './approval-desk.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
 import { whereToApprove } from './approval-text.ts';
 
@@ -69,6 +69,11 @@ export interface PipelineDeps {
   config: Config;
   clients: UpstreamClients;
   approvals: ApprovalStore;
+  /**
+   * The store's transactions, on the ledger's database: an approval's creation, decision, expiry or
+   * supersession commits together with its audit record. Absent: the record follows the change.
+   */
+  approvalTransaction?: ApprovalTransaction;
   /**
    * Identity mappings and the review list, handed to tools as `ctx.identities`. Absent (a pipeline
    * without a store): Segment ids equal Sift ids and nothing is remembered.
@@ -138,7 +143,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
   checkPolicyNames(deps.tools, config);
   const now = deps.now ?? (() => new Date());
-  const desk = createApprovalDesk({ approvals, audit, logger, now });
+  const desk = createApprovalDesk({
+    approvals,
+    audit,
+    logger,
+    now,
+    ...(deps.approvalTransaction ? { transaction: deps.approvalTransaction } : {}),
+  });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
   const policyVersion = sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
   const toolConfig = {
@@ -743,7 +754,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
-    const { approval: created, created: isNew } = await approvals.create({
+    const request: NewApproval = {
       id: newApprovalId(),
       tool: tool.name,
       args,
@@ -757,15 +768,25 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       evidence,
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
-    });
+    };
     // Not new: the same call opened it meanwhile (on this replica or another); like a repeat above, it
     // joins that one, and either way the call leaves its record.
-    await record({
+    const requested = ({ approval, created }: { approval: Approval; created: boolean }): AuditInput => ({
       ...base,
       event: 'approval_requested',
-      approval_id: created.id,
-      ...(isNew ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
+      approval_id: approval.id,
+      ...(created ? {} : { outcome: { message: 'joined the open approval for the same call' } }),
     });
+    const { approval: created, created: isNew } = deps.approvalTransaction
+      ? await deps.approvalTransaction(async (tx) => {
+          const result = await tx.approvals.create(request);
+          await audit.appendIn(tx.sql, requested(result));
+          return result;
+        })
+      : await approvals.create(request).then(async (result) => {
+          await record(requested(result));
+          return result;
+        });
     if (isNew) await supersedeOlder(tool, created, base);
     return awaitDecision(created, channel, meta.callId);
   }
@@ -782,16 +803,29 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     for (const older of pending) {
       if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
       const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
-      const moved = await approvals.transition(older.id, ['pending'], 'superseded', {
-        decided_at: now().toISOString(),
-        reason: message,
-      });
-      if (moved) {
-        await recordQuietly({
-          ...base,
+      const patch = { decided_at: now().toISOString(), reason: message };
+      const superseded: AuditInput = {
+        ...base,
+        event: 'superseded',
+        approval_id: older.id,
+        outcome: { code: 'SUPERSEDED', message },
+      };
+      if (!deps.approvalTransaction) {
+        const moved = await approvals.transition(older.id, ['pending'], 'superseded', patch);
+        if (moved) await recordQuietly(superseded);
+        continue;
+      }
+      try {
+        await deps.approvalTransaction(async (tx) => {
+          const moved = await tx.approvals.transition(older.id, ['pending'], 'superseded', patch);
+          if (moved) await audit.appendIn(tx.sql, superseded);
+        });
+      } catch (error) {
+        // Rolled back with its record: the older approval stays pending (an approver can still deny it).
+        logger.error('audit write failed', {
           event: 'superseded',
           approval_id: older.id,
-          outcome: { code: 'SUPERSEDED', message },
+          error: String(error),
         });
       }
     }

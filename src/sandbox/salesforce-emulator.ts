@@ -77,6 +77,16 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
     fields: Record<string, unknown>,
     options?: { userId?: string; systemModstamp?: string },
   ): SalesforceEmulatorRecord;
+  /**
+   * Create a record as someone other than the API's integration user would (the UI, web-to-lead):
+   * validated like an API create, but `CreatedById`, `LastModifiedById`, `OwnerId` and the `created`
+   * history row name that user (default: the first non-integration user).
+   */
+  createAs(
+    sobject: string,
+    fields: Record<string, unknown>,
+    options?: { userId?: string },
+  ): SalesforceEmulatorRecord;
   /** The next `n` authenticated data requests answer 403 REQUEST_LIMIT_EXCEEDED. */
   rateLimitNext(n: number): void;
   /** Invalidate every access token issued so far (sessions expire); new tokens work. */
@@ -435,6 +445,7 @@ export async function startSalesforceEmulator(
     object: SalesforceObjectDef,
     body: Record<string, unknown>,
     seed = false,
+    author = integrationUserId,
   ): SoqlRecord => {
     if (!seed) refuseReadOnlyObject(object, 'insert');
     const { Id: seedId, ...fields } = body;
@@ -450,9 +461,9 @@ export async function startSalesforceEmulator(
       CreatedDate: now,
       LastModifiedDate: now,
       SystemModstamp: now,
-      CreatedById: integrationUserId,
-      LastModifiedById: integrationUserId,
-      ...(object.fields.has('OwnerId') ? { OwnerId: integrationUserId } : {}),
+      CreatedById: author,
+      LastModifiedById: author,
+      ...(object.fields.has('OwnerId') ? { OwnerId: author } : {}),
       ...(object.name === 'Case' ? { CaseNumber: String((caseNumber += 1)).padStart(8, '0') } : {}),
       ...(object.name === 'Lead' ? { IsConverted: false } : {}),
     });
@@ -465,7 +476,7 @@ export async function startSalesforceEmulator(
       checkUnique(object, record);
     }
     table(object).set(id, record);
-    if (!seed) recordHistory(object, undefined, record, integrationUserId, now);
+    if (!seed) recordHistory(object, undefined, record, author, now);
     return record;
   };
 
@@ -1139,6 +1150,13 @@ export async function startSalesforceEmulator(
     Alias: 'fgint',
   });
   const demo = options.seed === false ? undefined : seedSalesforceDemoData(seedInsert);
+  /** The user a UI change is attributed to: the given one, else the first that is not the integration user. */
+  const someoneElse = (userId: string | undefined): string => {
+    const human =
+      userId ?? [...table(findObject(schema, 'User')!).values()].find((u) => u.Id !== integrationUserId)?.Id;
+    if (!human) throw new Error('a change in the UI needs a user other than the integration user');
+    return human;
+  };
 
   return {
     ...server,
@@ -1160,15 +1178,17 @@ export async function startSalesforceEmulator(
       return [...table(object).values()].map((r) => ({ ...r }));
     },
     insert: seedInsert,
+    createAs(sobject, fields, createOptions = {}) {
+      const object = findObject(schema, sobject);
+      if (!object) throw new Error(`Unknown sObject ${sobject}`);
+      return { ...createRecord(object, fields, false, someoneElse(createOptions.userId)) };
+    },
     editAs(sobject, id, fields, editOptions = {}) {
       const object = findObject(schema, sobject);
       if (!object) throw new Error(`Unknown sObject ${sobject}`);
       const existing = getLive(object, id);
       const values = validateFields(object, fields, 'update');
-      const human =
-        editOptions.userId ??
-        [...table(findObject(schema, 'User')!).values()].find((u) => u.Id !== integrationUserId)?.Id;
-      if (!human) throw new Error('editAs needs a user other than the integration user');
+      const human = someoneElse(editOptions.userId);
       const stamp = editOptions.systemModstamp ?? formatDatetime(Date.now());
       const record: SoqlRecord = {
         ...existing,

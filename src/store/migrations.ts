@@ -20,6 +20,7 @@
  * The core migrations use `IF NOT EXISTS`: a data directory created before migrations existed
  * already has these tables, and adopts them unchanged.
  */
+import { JOB_MIGRATIONS } from './job-state-store.ts';
 import { SESSION_MIGRATIONS } from './session-store.ts';
 import { SYNC_STATE_MIGRATIONS } from './sync-state-store.ts';
 import type { SqlDatabase, SqlExecutor } from './sql.ts';
@@ -163,7 +164,12 @@ CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */
-export const MIGRATIONS: readonly Migration[] = [...CORE, ...SESSION_MIGRATIONS, ...SYNC_STATE_MIGRATIONS];
+export const MIGRATIONS: readonly Migration[] = [
+  ...CORE,
+  ...SESSION_MIGRATIONS,
+  ...SYNC_STATE_MIGRATIONS,
+  ...JOB_MIGRATIONS,
+];
 
 const TRACKING_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
   version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL

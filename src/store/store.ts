@@ -1,6 +1,6 @@
 /**
  * `openStore`: the one place durable state is opened. Behind it, one interface per kind of state
- * (approvals, identities, sync state, the outbox, job leases; the audit ledger and the session
+ * (approvals, identities, sync state, the outbox, job leases and job runs; the audit ledger and the session
  * registries add theirs the same way), on the engine the `store` setting names:
  *
  * - `sqlite` (default): `fraudgate.db` in the data directory; one host (the server, the CLI and
@@ -22,6 +22,7 @@ import { FraudgateError, ERROR_CODES } from '../errors.ts';
 import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
 import type { FieldCipher } from './field-crypto.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
+import { createJobStateStore, type JobStateStore } from './job-state-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { migrate } from './migrations.ts';
 import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
@@ -37,6 +38,8 @@ export interface StateStores {
   syncState: SyncStateStore;
   outbox: OutboxStore;
   leases: LeaseStore;
+  /** Background jobs' schedules and last runs, the fleet view (src/jobs/). */
+  jobs: JobStateStore;
   /** The raw executor, for state modules built on top (e.g. the audit ledger: `createX(tx.sql)`). */
   sql: SqlExecutor;
 }
@@ -86,6 +89,7 @@ function bind(
       ...(cipher ? { cipher } : {}),
     }),
     leases: createLeaseStore(db),
+    jobs: createJobStateStore(db),
     sql: db,
   };
 }

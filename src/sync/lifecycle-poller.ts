@@ -27,7 +27,7 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { SyncStateStore, Watermark } from '../store/sync-state-store.ts';
 import type { AnyTool, Principal } from '../tool.ts';
-import { isoUtc, watchOnce, type RowOutcome, type WatchedRow } from './record-watch.ts';
+import { isoUtc, runEvery, watchOnce, type RowOutcome, type WatchedRow } from './record-watch.ts';
 
 /** The principal every lifecycle feedback action runs (and is audited) under. */
 export const LIFECYCLE_PRINCIPAL: Principal = {
@@ -94,6 +94,7 @@ export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTo
     config: { ...runtime.config, approvals: { ...runtime.config.approvals, wait_ms: 0 } },
     clients: runtime.clients,
     approvals: runtime.approvals,
+    approvalTransaction: runtime.approvalTransaction,
     audit: runtime.audit,
     redactor: runtime.redactor,
     rateLimiter: createRateLimiter(),
@@ -228,24 +229,15 @@ export function createLifecyclePoller(deps: LifecyclePollerDeps): LifecyclePolle
 
   return {
     pollOnce,
-    async run(signal, onPoll) {
-      while (!signal.aborted) {
-        try {
-          onPoll?.(await pollOnce(signal));
-        } catch (error) {
-          if (signal.aborted) break;
+    run: (signal, onPoll) =>
+      runEvery(
+        feedback.poll_interval_ms,
+        signal,
+        async () => onPoll?.(await pollOnce(signal)),
+        (error) =>
           logger.error('lifecycle poll failed', {
             error: error instanceof Error ? error.message : String(error),
-          });
-        }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, feedback.poll_interval_ms);
-          signal.addEventListener('abort', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
-    },
+          }),
+      ),
   };
 }

@@ -148,3 +148,27 @@ export async function watchOnce<R extends WatchedRow>(
   }
   return { scanned, baseline, deferred: false, watermark };
 }
+
+/** Call `poll` every `intervalMs` until the signal aborts; a failed poll is reported and the next one comes on time. */
+export async function runEvery(
+  intervalMs: number,
+  signal: AbortSignal,
+  poll: () => Promise<void>,
+  onError: (error: unknown) => void,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      await poll();
+    } catch (error) {
+      if (signal.aborted) break;
+      onError(error);
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, intervalMs);
+      signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

@@ -88,7 +88,8 @@ afterAll(async () => {
   rmSync(home, { recursive: true, force: true });
 });
 
-describe('MCP Inspector CLI', () => {
+// Each case spawns the Inspector CLI and a server: allow for a loaded machine (the CLI's own limit is 60 s).
+describe('MCP Inspector CLI', { timeout: 120_000 }, () => {
   it('stdio: lists tools and calls a read tool', async () => {
     const listed = await inspector(['node', CLI, 'serve', '--method', 'tools/list']);
     expect(listed.code).toBe(0);

@@ -48,7 +48,8 @@ beforeAll(async () => {
   bin = join(app, 'node_modules/.bin/fraudgate');
 }, 300_000);
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// Removing an installed node_modules can take a while on a loaded machine.
+afterAll(() => rmSync(dir, { recursive: true, force: true }), 120_000);
 
 describe('the packed tarball, installed', { timeout: 120_000 }, () => {
   it('ships compiled code, not sources, plus LICENSE and README', () => {

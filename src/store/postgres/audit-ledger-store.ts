@@ -1,169 +1,210 @@
 /**
- * The audit ledger on PostgreSQL, for several replicas. Each commit locks only its writer's head
- * row (`SELECT … FOR UPDATE`), so replicas, each with its own writer, never wait on each other; a
- * group's records go in with one multi-row INSERT and one durable COMMIT (`synchronous_commit` on).
- * Two processes starting the same new writer at once collide on `(writer, seq)`; the loser retries
- * on the winner's head.
+ * The audit ledger on PostgreSQL, for several replicas: each replica appends its own writer's
+ * chain, so replicas never wait on each other.
+ *
+ * A group commit is one statement, one round trip, one durable commit (`synchronous_commit` on):
+ * a compare-and-set moves the writer's head from the one the group was chained on (or starts the
+ * writer), and the group's records and checkpoints go in only if it won. A writer's commits are
+ * sent in order, and the next group is chained (from the head this one will leave) while this one
+ * is on the wire. Losing the compare-and-set (another process under the same writer id, a record
+ * appended inside a caller's transaction, or an earlier commit that failed) re-reads the head and
+ * chains again.
+ *
+ * Runs on the process's store (`sql`: its pool, so a replica holds one) or, for a command that
+ * opened no store, on a small pool of its own.
  */
-import pg from 'pg';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
-import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
+import type { LedgerCommit, LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
-import { watchConnections } from './database.ts';
+import { commitLedgerIn } from '../audit-ledger-sql.ts';
+import type { SqlExecutor } from '../sql.ts';
+import { isValidSchemaName, openPostgresDatabase } from './database.ts';
 
-const UNIQUE_VIOLATION = '23505';
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+/** How often a commit re-chains after losing the compare-and-set before it gives up (and the ledger retries later). */
+const MAX_ATTEMPTS = 5;
 
-export async function openPostgresLedgerStore(options: {
-  url: string;
-  /** Schema holding the tables (created if absent). Default `public`. */
-  schema?: string;
-  onError?: (error: Error) => void;
-}): Promise<LedgerEngine> {
-  const schema = options.schema ?? 'public';
-  if (!SCHEMA_NAME.test(schema)) throw new Error(`invalid PostgreSQL schema name: ${schema}`);
-  const pool = new pg.Pool({
-    connectionString: options.url,
-    max: 4,
-    // Every connection works in the ledger's schema.
-    options: `-c search_path=${schema}`,
-  });
-  // A lost connection surfaces as a failed query (and a failing ledger), never as a crash.
-  watchConnections(pool, (error) => options.onError?.(error));
-  const client = await pool.connect();
-  try {
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-    // One migrator at a time: concurrent CREATE IF NOT EXISTS can still collide in the catalogue.
-    await client.query('SELECT pg_advisory_lock(hashtext($1))', [`fraudgate-ledger-migrate:${schema}`]);
+const COMMIT = `
+WITH moved AS (
+  UPDATE audit_writers SET seq = $2, hash = $3, sealed_seq = $4, sealed_at = $5
+   WHERE writer = $1 AND seq = $6 AND hash = $7
+  RETURNING writer
+), started AS (
+  INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at)
+  SELECT $1, $2, $3, $4, $5 WHERE $6::bigint IS NULL
+  ON CONFLICT (writer) DO NOTHING
+  RETURNING writer
+), won AS (
+  SELECT writer FROM moved UNION ALL SELECT writer FROM started
+), records AS (
+  INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash)
+  SELECT won.writer, r.seq, r.ts, r.body, r.prev_hash, r.hash
+    FROM won, json_to_recordset($8::json) AS r(seq bigint, ts text, body text, prev_hash text, hash text)
+   ORDER BY r.seq
+), checkpoints AS (
+  INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature)
+  SELECT won.writer, c.seq, c.hash, c.ts, c.key_id, c.signature
+    FROM won, json_to_recordset($9::json) AS c(seq bigint, hash text, ts text, key_id text, signature text)
+)
+SELECT count(*)::int AS won FROM won`;
+
+export async function openPostgresLedgerStore(
+  options:
+    | { sql: SqlExecutor }
+    | {
+        url: string;
+        /** Schema holding the tables (created if absent). Default `public`. */
+        schema?: string;
+        onError?: (error: Error) => void;
+      },
+): Promise<LedgerEngine> {
+  let sql: SqlExecutor;
+  let close = async () => undefined as void;
+  if ('sql' in options) {
+    sql = options.sql;
+  } else {
+    const schema = options.schema ?? 'public';
+    if (!isValidSchemaName(schema)) throw new Error(`invalid PostgreSQL schema name: ${schema}`);
+    const own = openPostgresDatabase(options.url, {
+      schema,
+      poolSize: 4,
+      ...(options.onError ? { onConnectionError: options.onError } : {}),
+    });
+    sql = own;
+    close = () => own.close();
     try {
-      for (const m of LEDGER_MIGRATIONS) await client.query(m.postgres);
-    } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`fraudgate-ledger-migrate:${schema}`]);
+      await own.execute(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } catch (error) {
+      await own.close();
+      throw error;
     }
-  } finally {
-    client.release();
+  }
+  try {
+    // One migrator at a time: concurrent CREATE IF NOT EXISTS can still collide in the catalogue.
+    await sql.transaction(async (tx) => {
+      await tx.query(
+        "SELECT pg_advisory_xact_lock(hashtext('fraudgate-ledger-migrate:' || current_schema()))",
+      );
+      for (const m of LEDGER_MIGRATIONS) await tx.execute(m.postgres);
+    });
+  } catch (error) {
+    await close();
+    throw error;
   }
 
-  const commitOnce = async (writer: string, build: Parameters<LedgerEngine['commit']>[1]) => {
-    const c = await pool.connect();
-    try {
-      await c.query('BEGIN');
-      const found = await c.query<{ seq: string; hash: string; sealed_seq: string; sealed_at: string }>(
-        'SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = $1 FOR UPDATE',
+  const readHead = async (writer: string) =>
+    (
+      await sql.query<LedgerHead>(
+        'SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = $1',
         [writer],
-      );
-      const row = found.rows[0];
-      const head: LedgerHead | undefined = row && {
-        seq: Number(row.seq),
-        hash: row.hash,
-        sealed_seq: Number(row.sealed_seq),
-        sealed_at: row.sealed_at,
-      };
-      const { rows, checkpoints, head: next } = build(head);
-      if (rows.length > 0) {
-        await c.query(
-          `INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash)
-           SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])`,
-          [
-            writer,
-            rows.map((r) => r.seq),
-            rows.map((r) => r.ts),
-            rows.map((r) => r.body),
-            rows.map((r) => r.prev_hash),
-            rows.map((r) => r.hash),
-          ],
-        );
-      }
-      for (const cp of checkpoints) {
-        await c.query(
-          'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6)',
-          [cp.writer, cp.seq, cp.hash, cp.ts, cp.key_id, cp.signature],
-        );
-      }
-      await c.query(
-        `INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-           sealed_seq = excluded.sealed_seq, sealed_at = excluded.sealed_at`,
-        [writer, next.seq, next.hash, next.sealed_seq, next.sealed_at],
-      );
-      await c.query('COMMIT');
-    } catch (error) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      c.release();
-    }
+      )
+    )[0] ?? null;
+  /** Per writer: the head the next commit chains from, and the last commit sent (the next waits for it). */
+  const heads = new Map<string, LedgerHead | null>();
+  const tails = new Map<string, Promise<unknown>>();
+  /** Per writer, one commit at a time picks its head and is sent (the wire part overlaps the next). */
+  const sections = new Map<string, Promise<unknown>>();
+  const exclusive = <T>(writer: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (sections.get(writer) ?? Promise.resolve()).then(fn, fn);
+    sections.set(
+      writer,
+      run.catch(() => undefined),
+    );
+    return run;
+  };
+
+  const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit) => {
+    const { rows, checkpoints, head } = built;
+    const previous = tails.get(writer);
+    const sent = (async () => {
+      await previous?.catch(() => undefined);
+      const [result] = await sql.query<{ won: number }>(COMMIT, [
+        writer,
+        head.seq,
+        head.hash,
+        head.sealed_seq,
+        head.sealed_at,
+        expected?.seq ?? null,
+        expected?.hash ?? null,
+        JSON.stringify(rows),
+        JSON.stringify(checkpoints),
+      ]);
+      return (result?.won ?? 0) > 0;
+    })();
+    tails.set(writer, sent);
+    return sent;
   };
 
   return {
     kind: 'postgres',
     async commit(writer, build) {
       for (let attempt = 1; ; attempt += 1) {
+        const { built, won } = await exclusive(writer, async () => {
+          let expected = heads.get(writer);
+          if (expected === undefined) {
+            // Unknown (first use, or a commit lost): the head everything sent so far leaves behind.
+            await tails.get(writer)?.catch(() => undefined);
+            expected = await readHead(writer);
+          }
+          const chained = build(expected ?? undefined);
+          // Optimistically the head: a commit started while this one is on the wire chains from it.
+          heads.set(writer, chained.head);
+          return { built: chained, won: send(writer, expected, chained) };
+        });
+        let committed: boolean;
         try {
-          return await commitOnce(writer, build);
+          committed = await won;
         } catch (error) {
-          const code = (error as { code?: unknown }).code;
-          if (code !== UNIQUE_VIOLATION || attempt >= 3) throw error;
+          if (heads.get(writer) === built.head) heads.delete(writer);
+          throw error;
         }
+        if (committed) return;
+        // The head moved (another process, a transactional append, a failed predecessor). Commits
+        // chained on this one's head lose too; the next to start reads the head afresh.
+        heads.delete(writer);
+        if (attempt >= MAX_ATTEMPTS) throw new Error(`writer ${writer} keeps moving under another process`);
       }
     },
+    commitIn: commitLedgerIn,
     async *scan(batchSize = 10_000) {
-      let after = '0';
+      let after = 0;
       for (;;) {
-        const { rows } = await pool.query<{
-          id: string;
-          writer: string;
-          seq: string;
-          ts: string;
-          body: string;
-          prev_hash: string;
-          hash: string;
-        }>({
-          text: 'SELECT id, writer, seq, ts, body, prev_hash, hash FROM audit_records WHERE id > $1 ORDER BY id LIMIT $2',
-          values: [after, batchSize],
-        });
+        const rows = await sql.query<LedgerRow & { id: number }>(
+          'SELECT id, writer, seq, ts, body, prev_hash, hash FROM audit_records WHERE id > $1 ORDER BY id LIMIT $2',
+          [after, batchSize],
+        );
         if (rows.length === 0) return;
-        const batch: LedgerRow[] = rows.map((r) => ({
-          writer: r.writer,
-          seq: Number(r.seq),
-          ts: r.ts,
-          body: r.body,
-          prev_hash: r.prev_hash,
-          hash: r.hash,
-        }));
         after = rows[rows.length - 1]!.id;
-        yield batch;
+        yield rows.map(({ writer, seq, ts, body, prev_hash, hash }) => ({
+          writer,
+          seq: Number(seq),
+          ts,
+          body,
+          prev_hash,
+          hash,
+        }));
       }
     },
     async checkpoints() {
-      const { rows } = await pool.query<AuditCheckpoint & { seq: string }>(
+      const rows = await sql.query<AuditCheckpoint>(
         'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
       );
       return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
     },
-    async prune(writer, throughSeq) {
-      const c = await pool.connect();
-      try {
-        await c.query('BEGIN');
-        const deleted = await c.query('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
+    prune: (writer, throughSeq) =>
+      sql.transaction(async (tx) => {
+        const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
           writer,
           throughSeq,
         ]);
-        await c.query('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [writer, throughSeq]);
-        await c.query('COMMIT');
-        return deleted.rowCount ?? 0;
-      } catch (error) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        throw error;
-      } finally {
-        c.release();
-      }
-    },
+        await tx.execute('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [
+          writer,
+          throughSeq,
+        ]);
+        return deleted;
+      }),
     async ping() {
-      await pool.query('SELECT 1');
+      await sql.query('SELECT 1');
     },
-    async close() {
-      await pool.end();
-    },
+    close: () => close(),
   };
 }

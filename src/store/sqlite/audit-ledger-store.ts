@@ -2,17 +2,21 @@
  * The audit ledger on SQLite (node:sqlite, WAL, `synchronous = FULL`): one host, the default
  * store. Commits run on a writer thread (audit-ledger-worker.ts), one `BEGIN IMMEDIATE`
  * transaction each, so the head check and the inserts of a group are atomic against every other
- * process on the host (the CLI appends too) and the fsync never blocks the event loop. Reads
- * (verify, export) and retention use this thread's own connection.
+ * process on the host (the CLI appends too) and the fsync never blocks the event loop (a
+ * connection cannot cross threads, so the writer thread has its own; its transactions are short,
+ * and it waits for the file lock off the event loop). Everything else on this thread (heads,
+ * checkpoints, retention, and appends inside a caller's transaction) goes through the process's
+ * one connection to the file, the store's; scans read through a read-only connection.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname, extname } from 'node:path';
+import { extname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
+import { commitLedgerIn } from '../audit-ledger-sql.ts';
+import { openSqliteDatabase } from './database.ts';
 import type { WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
 
 /** The worker's module beside this one, whether running from sources (.ts) or a build (.js). */
@@ -41,22 +45,18 @@ export function packRows(rows: readonly LedgerRow[]): PackedRows {
 }
 
 export function openSqliteLedgerStore(path: string): LedgerEngine {
-  mkdirSync(dirname(path), { recursive: true });
-  const db = new DatabaseSync(path);
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-  for (const m of LEDGER_MIGRATIONS) db.exec(m.sqlite);
-
-  const readHead = db.prepare('SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = ?');
-  // Arrays, not objects: verification reads millions of rows and object rows cost twice the time.
-  const page = db.prepare(
-    'SELECT id, writer, seq, ts, body, prev_hash, hash FROM audit_records WHERE id > ? ORDER BY id LIMIT ?',
-  );
-  page.setReturnArrays(true);
-  const allCheckpoints = db.prepare(
-    'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
-  );
-  const pruneRecords = db.prepare('DELETE FROM audit_records WHERE writer = ? AND seq <= ?');
-  const pruneCheckpoints = db.prepare('DELETE FROM audit_checkpoints WHERE writer = ? AND seq < ?');
+  // The process's one connection to this file (the store's, when it is open): a second handle on
+  // the main thread would busy-wait for the file lock on the very event loop its holder needs.
+  const sql = openSqliteDatabase(path);
+  // The tables, before this returns: a short-lived handle, since the shared one runs scripts
+  // asynchronously (after any open transaction). At start-up nothing else holds the lock for long.
+  const migrator = new DatabaseSync(path);
+  try {
+    migrator.exec('PRAGMA busy_timeout = 10000;');
+    for (const m of LEDGER_MIGRATIONS) migrator.exec(m.sqlite);
+  } finally {
+    migrator.close();
+  }
 
   // The writer thread (started again if it ever dies), and per writer the head the next commit
   // chains from (what this process last sent).
@@ -96,25 +96,18 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
     });
   };
 
-  const inTransaction = <T>(fn: () => T): T => {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = fn();
-      db.exec('COMMIT');
-      return result;
-    } catch (error) {
-      if (db.isTransaction) db.exec('ROLLBACK');
-      throw error;
-    }
-  };
-
   return {
     kind: 'sqlite',
     async commit(writer, build) {
       for (let attempt = 1; ; attempt += 1) {
         const expected = heads.has(writer)
           ? heads.get(writer)!
-          : ((readHead.get(writer) as LedgerHead | undefined) ?? null);
+          : ((
+              await sql.query<LedgerHead>(
+                'SELECT seq, hash, sealed_seq, sealed_at FROM audit_writers WHERE writer = $1',
+                [writer],
+              )
+            )[0] ?? null);
         const { rows, checkpoints, head } = build(expected ?? undefined);
         // Optimistically the head: a commit sent while this one is in flight chains from it, and
         // the writer thread applies them in order. If this one fails, the next finds the stored
@@ -131,40 +124,60 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
         if (attempt >= 5) throw new Error(`writer ${writer} keeps moving under another process`);
       }
     },
+    commitIn: commitLedgerIn,
     async *scan(batchSize = 10_000) {
-      let after = 0;
-      for (;;) {
-        const rows = page.all(after, batchSize) as unknown as [
-          number,
-          string,
-          number,
-          string,
-          string,
-          string,
-          string,
-        ][];
-        if (rows.length === 0) return;
-        const batch: LedgerRow[] = new Array(rows.length);
-        for (let i = 0; i < rows.length; i += 1) {
-          const [, writer, seq, ts, body, prev_hash, hash] = rows[i]!;
-          batch[i] = { writer, seq, ts, body, prev_hash, hash };
+      // A read-only connection of its own: it can take no write lock, so it never waits on a
+      // writer (WAL), and it returns rows as arrays (verification reads millions; objects cost twice).
+      const reader = new DatabaseSync(path, { readOnly: true });
+      try {
+        const page = reader.prepare(
+          'SELECT id, writer, seq, ts, body, prev_hash, hash FROM audit_records WHERE id > ? ORDER BY id LIMIT ?',
+        );
+        page.setReturnArrays(true);
+        let after = 0;
+        for (;;) {
+          const rows = page.all(after, batchSize) as unknown as [
+            number,
+            string,
+            number,
+            string,
+            string,
+            string,
+            string,
+          ][];
+          if (rows.length === 0) return;
+          const batch: LedgerRow[] = new Array(rows.length);
+          for (let i = 0; i < rows.length; i += 1) {
+            const [, writer, seq, ts, body, prev_hash, hash] = rows[i]!;
+            batch[i] = { writer, seq, ts, body, prev_hash, hash };
+          }
+          after = rows[rows.length - 1]![0];
+          yield batch;
         }
-        after = rows[rows.length - 1]![0];
-        yield batch;
+      } finally {
+        reader.close();
       }
     },
     async checkpoints() {
-      return allCheckpoints.all() as unknown as AuditCheckpoint[];
+      return sql.query<AuditCheckpoint>(
+        'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
+      );
     },
     async prune(writer, throughSeq) {
-      return inTransaction(() => {
-        const { changes } = pruneRecords.run(writer, throughSeq);
-        pruneCheckpoints.run(writer, throughSeq);
-        return Number(changes);
+      return sql.transaction(async (tx) => {
+        const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
+          writer,
+          throughSeq,
+        ]);
+        await tx.execute('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [
+          writer,
+          throughSeq,
+        ]);
+        return deleted;
       });
     },
     async ping() {
-      db.prepare('SELECT 1').get();
+      await sql.ping();
     },
     async close() {
       if (closed) return;
@@ -177,7 +190,7 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
         thread.postMessage('close');
         await stopped;
       }
-      if (db.isOpen) db.close();
+      await sql.close();
     },
   };
 }
