@@ -466,7 +466,13 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
-    const channel: CallChannel = { principal, progress: async () => {}, signal };
+    // One idempotency key per effect: a re-run after a crash (its completion lost) is deduplicated upstream.
+    const channel: CallChannel = {
+      principal,
+      progress: async () => {},
+      signal,
+      idempotencyKey: `outbox-effect:${effect.id}`,
+    };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     if (outcome.ok) {
       await routeScore(effect, outcome.output);
