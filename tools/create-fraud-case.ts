@@ -102,10 +102,10 @@ export const createFraudCase = defineTool({
   name: 'create_fraud_case',
   title: 'Open a Salesforce fraud case',
   description:
-    'Open a Salesforce fraud case for a Sift user with the score and reasons, in the fraud queue, ' +
-    'linked to the Account/Contact matched by Sift user id, email, then phone. Priority follows the ' +
-    'risk band unless given. An open fraud case is returned instead of a duplicate (existing=true); ' +
-    'an unmatched user still gets one (match=none) and joins the identity review list.',
+    'Open a Salesforce fraud case for a Sift user with score and reasons, in the fraud queue, linked ' +
+    'to the Account/Contact matched by Sift user id, email, then phone; priority from the risk band ' +
+    'unless given. An open fraud case is returned instead of a duplicate (existing=true); an ' +
+    'unmatched user joins the identity review list.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

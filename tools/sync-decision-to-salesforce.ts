@@ -53,8 +53,7 @@ export const syncDecisionToSalesforce = defineTool({
   description:
     "Copy a user's current Sift decision (read from Sift) onto the matched Salesforce Account and " +
     'Contact (mapped decision field), with a Chatter note for the owner. Matched by Sift user id, ' +
-    'then Contact email, then phone; NOT_FOUND when nothing matches (the user joins the identity ' +
-    'review list). Never posted twice.',
+    'email, then phone; no match is NOT_FOUND and joins the identity review list. Never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
