@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
-import { FraudgateError } from '../src/errors.ts';
+import { FraudgateError, InvalidInputError } from '../src/errors.ts';
 import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
 import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
 import { riskBand, summarizeScore, userId } from './schemas.ts';
@@ -60,7 +60,7 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
   };
 }
 
-type CaseInput = { user_id: string; summary: string; priority?: string; email?: string };
+type CaseInput = { user_id: string; summary: string; priority?: string; email?: string; queue?: string };
 
 /**
  * Everything a case creation decides before writing: the Sift context, the open case if any, the
@@ -88,11 +88,16 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
   if (options.recordMatch) await recordMatchOutcome(input.user_id, match.match, tried, ctx);
   if (open[0]) return { band, siftScore, match, open: open[0] };
 
+  const queueName = input.queue ?? settings.fraud_queue;
   const queues = await sf.query<{ Id: string }>(
-    `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(settings.fraud_queue)} LIMIT 1`,
+    `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(queueName)} LIMIT 1`,
     { signal: ctx.signal },
   );
   if (!queues[0]) {
+    if (input.queue)
+      throw new InvalidInputError([
+        { field: 'queue', message: `Salesforce has no queue named ${input.queue}` },
+      ]);
     throw new FraudgateError(
       'UPSTREAM_ERROR',
       `Salesforce has no queue named ${settings.fraud_queue}; set salesforce.fraud_queue to the fraud review queue's DeveloperName.`,
@@ -150,6 +155,12 @@ export const createFraudCase = defineTool({
     summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
     email: z.email().optional().describe('Contact email to match by.'),
+    queue: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a queue DeveloperName (letters, digits, _)')
+      .max(80)
+      .optional()
+      .describe('DeveloperName of the Case queue to own it. Default: the configured fraud queue.'),
   }),
   output: z.object({
     case_id: z.string(),
