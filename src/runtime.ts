@@ -45,6 +45,7 @@ import {
   sealApprovalFields,
 } from './store/field-crypto.ts';
 import { openSessionStores, type SessionStores } from './store/session-store.ts';
+import { openApprovalSignal, signalTransitions } from './store/approval-signal.ts';
 import type { AnyTool } from './tool.ts';
 import type { OutboxStore } from './store/outbox-store.ts';
 import { propagatingSift, scoreObservingSift } from './outbox/propagate.ts';
@@ -282,12 +283,33 @@ export async function openGovernanceState(
   }
   // Personal fields at rest: approval arguments and reasons sealed (FRAUDGATE_DATA_KEY), the identity
   // review list masked (src/store/field-crypto.ts). Everyone reads approvals through these wrappers.
-  const approvals = sealApprovalFields(raw.approvals, cipher);
+  // Every approval transition wakes the calls waiting on it, on every replica (approval-signal.ts).
+  const approvalSignal = await openApprovalSignal(raw, config, secrets, (error) =>
+    logger.warn('approval wake-up connection lost; waiting calls poll until it is back', {
+      error: error.message,
+    }),
+  );
+  const publish = (id: string) =>
+    void approvalSignal.publish(id).catch((error: unknown) =>
+      logger.warn('approval wake-up not sent; waiting calls see it at their next poll', {
+        error: String(error),
+      }),
+    );
+  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher), publish);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
   // The ledger lives in the store's database, so a transition and its record share one transaction.
-  const approvalTransaction: ApprovalTransaction = (fn) =>
-    raw.transaction((tx) => fn({ approvals: sealApprovalFields(tx.approvals, cipher), sql: tx.sql }));
+  const approvalTransaction: ApprovalTransaction = async (fn) => {
+    const moved: string[] = [];
+    const result = await raw.transaction((tx) =>
+      fn({
+        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher), (id) => moved.push(id)),
+        sql: tx.sql,
+      }),
+    );
+    for (const id of moved) publish(id);
+    return result;
+  };
   const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
   return {
     redactor,
@@ -298,7 +320,9 @@ export async function openGovernanceState(
     approvalTransaction,
     identities,
     desk,
+    approvalSignal,
     async close() {
+      await approvalSignal.close();
       if (!options.audit) await audit.close();
       if (!options.store) await raw.close();
     },
@@ -423,12 +447,15 @@ export async function openRuntime(options: {
     budgets,
     approvals: state.approvals,
     approvalTransaction: state.approvalTransaction,
+    approvalSignal: state.approvalSignal,
     identities: state.identities,
     audit: state.audit,
     redactor: state.redactor,
     rateLimiter,
     logger,
   });
+  // A runtime whose calls wait for decisions hears other replicas' from now on (the automation's never wait).
+  if (config.approvals.wait_ms > 0) await state.approvalSignal.listen();
   // Sessions live in the store like everything else; with PostgreSQL every replica shares them.
   const sessions = await openSessionStores(state.store, config, secrets, (error) =>
     logger.warn('session relay connection lost; reconnecting', { error: error.message }),

@@ -12,9 +12,10 @@
  * Parts a schema uses more than once (the same zod value, e.g. a score entry or a user id) become
  * `$defs` with a local `$ref`, when that is smaller than writing them out each time.
  *
- * Output schemas describe rather than repeat: they name each result field with its type and
- * meaning, without `required` or `additionalProperties: false` (the server checks every result
- * against the tool's zod schema before answering, so a client learns nothing from them), and a
+ * Output schemas describe rather than repeat: they name each result field and give the meaning,
+ * enum or shape where there is one, without bare types, `required` or `additionalProperties: false`
+ * (the server checks every result against the tool's zod schema before answering, so a client
+ * learns nothing from them), and a
  * part marked with `describedOutput()` (src/tool.ts) — another tool's result, a dry run's plan — is
  * one line saying what it is instead of its schema again.
  *
@@ -33,7 +34,7 @@ const SAFE_INTEGER = Number.MAX_SAFE_INTEGER;
 /** The compact wire JSON Schema of a zod schema, as the input (`io: 'input'`) or output side. */
 export function wireJsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
   const params = io === 'output' ? { io, override: describeMarkedParts } : { io };
-  const inline = hoistEverywhere(compact(z.toJSONSchema(schema, params) as Json, io));
+  const inline = inlineSmallDefs(hoistEverywhere(compact(z.toJSONSchema(schema, params) as Json, io)));
   const referenced = compact(z.toJSONSchema(schema, { ...params, reused: 'ref' }) as Json, io);
   // Hoisting needs the union's branches written out, and leaves some definitions used once.
   const shared = inlineSmallDefs(hoistEverywhere(inlineSmallDefs(referenced)));
@@ -56,41 +57,57 @@ function compact(node: Json, io: 'input' | 'output'): Json {
     if (key === 'additionalProperties' && isEmptySchema(value)) continue;
     if (io === 'output' && key === 'additionalProperties' && value === false) continue;
     if (io === 'output' && key === 'required') continue;
+    if (io === 'output' && key === 'type' && impliedByShape(node)) continue;
     if (key === 'pattern' && typeof node.format === 'string' && STANDARD_FORMATS.has(node.format)) continue;
     if (key === 'propertyNames' && isPlainStringSchema(value)) continue;
+    if (key === 'minLength' && value === 1 && patternRefusesEmpty(node.pattern)) continue;
     if (node.type === 'integer' && key === 'minimum' && value === -SAFE_INTEGER) continue;
     if (node.type === 'integer' && key === 'maximum' && value === SAFE_INTEGER) continue;
     out[key] = compactValue(value, io);
+    if (io === 'output' && key === 'properties' && isObject(out[key])) out[key] = namedOnly(out[key]);
   }
   return mergeNullable(out);
 }
 
-/**
- * A `oneOf` of closed objects (a discriminated union) that share property entries, e.g. the session
- * and device fields of every event kind: the shared entries move to the union's node, written once,
- * and `unevaluatedProperties: false` there closes the object instead of each branch's
- * `additionalProperties: false`. A property passes when the union's node or the one matching branch
- * declares it, exactly as before; `required` stays in the branches.
- */
-function hoistEverywhere(node: Json): Json {
-  const walked = Object.fromEntries(
-    Object.entries(node).map(([key, value]) => [
-      key,
-      Array.isArray(value)
-        ? value.map((item: unknown) => (isObject(item) ? hoistEverywhere(item) : item))
-        : isObject(value)
-          ? hoistEverywhere(value)
-          : value,
-    ]),
-  );
-  return hoistCommonProperties(walked);
+function hoistEverywhere(root: Json): Json {
+  const groups: Json[] = [];
+  const walk = (node: Json): Json => {
+    const walked = Object.fromEntries(
+      Object.entries(node).map(([key, value]) => [
+        key,
+        Array.isArray(value)
+          ? value.map((item: unknown) => (isObject(item) ? walk(item) : item))
+          : isObject(value) && key !== '$defs'
+            ? walk(value)
+            : value,
+      ]),
+    );
+    return hoistUnionProperties(walked, groups);
+  };
+  const hoisted = walk(root);
+  if (groups.length === 0) return hoisted;
+  const defs = { ...((hoisted.$defs ?? {}) as Json) };
+  groups.forEach((group, i) => (defs[`${GROUP_PREFIX}${i}`] = group));
+  return { ...hoisted, $defs: defs };
 }
+
+const GROUP_PREFIX = 'shared_fields_';
 
 function isObject(value: unknown): value is Json {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-function hoistCommonProperties(node: Json): Json {
+/**
+ * A `oneOf` of closed objects (a discriminated union) whose branches share property entries, e.g.
+ * the session and device fields of every event kind, or the account fields of two of them:
+ * - entries in every branch move to the union's node, written once;
+ * - entries shared by some branches move to a `$defs` entry those branches include (`allOf`/`$ref`);
+ * - `unevaluatedProperties: false` on the union's node closes the object instead of each branch's
+ *   `additionalProperties: false`.
+ * A property passes when the union's node, the one matching branch or what that branch includes
+ * declares it, exactly as before; `required` stays in the branches.
+ */
+function hoistUnionProperties(node: Json, groups: Json[]): Json {
   const branches = node.oneOf;
   if (!Array.isArray(branches) || branches.length < 2 || 'properties' in node) return node;
   const closedObjects = branches.every(
@@ -103,21 +120,54 @@ function hoistCommonProperties(node: Json): Json {
       ),
   );
   if (!closedObjects) return node;
-  const [first, ...rest] = branches as { properties: Record<string, unknown> }[];
-  const common = Object.keys(first!.properties).filter((name) => {
-    const entry = JSON.stringify(first!.properties[name]);
-    return rest.every((b) => name in b.properties && JSON.stringify(b.properties[name]) === entry);
+  const props = (branches as Json[]).map((b) => b.properties as Record<string, unknown>);
+  // Which branches hold each identical entry (same name, same schema).
+  const holders = new Map<string, { name: string; schema: unknown; branches: number[] }>();
+  props.forEach((properties, i) => {
+    for (const [name, schema] of Object.entries(properties)) {
+      const key = `${name}\u0000${JSON.stringify(schema)}`;
+      const entry = holders.get(key) ?? { name, schema, branches: [] };
+      entry.branches.push(i);
+      holders.set(key, entry);
+    }
   });
-  if (common.length === 0) return node;
-  const properties = Object.fromEntries(common.map((name) => [name, first!.properties[name]]));
+  const everywhere: Record<string, unknown> = {};
+  const bySet = new Map<string, { branches: number[]; properties: Record<string, unknown> }>();
+  for (const { name, schema, branches: holding } of holders.values()) {
+    if (holding.length === branches.length) everywhere[name] = schema;
+    else if (holding.length > 1) {
+      const set = bySet.get(holding.join()) ?? { branches: holding, properties: {} };
+      set.properties[name] = schema;
+      bySet.set(holding.join(), set);
+    }
+  }
+  // A group pays for itself when its entries, written once more per extra branch, outweigh a `$ref`.
+  const included = new Map<number, string[]>();
+  const moved = new Set<string>();
+  for (const { branches: holding, properties } of bySet.values()) {
+    const size = JSON.stringify(properties).length;
+    if (size * (holding.length - 1) <= 60 * holding.length) continue;
+    const ref = `#/$defs/${GROUP_PREFIX}${groups.length}`;
+    groups.push({ properties });
+    for (const i of holding) {
+      included.set(i, [...(included.get(i) ?? []), ref]);
+      for (const name of Object.keys(properties)) moved.add(`${i}\u0000${name}`);
+    }
+  }
+  if (Object.keys(everywhere).length === 0 && included.size === 0) return node;
   // The union's node says `type: object` once for every branch.
-  const opened = (branches as Json[]).map(({ additionalProperties: _closed, type: _object, ...branch }) => ({
-    ...branch,
-    properties: Object.fromEntries(
-      Object.entries(branch.properties as Record<string, unknown>).filter(([name]) => !common.includes(name)),
-    ),
-  }));
-  return { type: 'object', ...node, properties, oneOf: opened, unevaluatedProperties: false };
+  const opened = (branches as Json[]).map(
+    ({ additionalProperties: _closed, type: _object, properties, ...branch }, i) => ({
+      ...(included.has(i) ? { allOf: included.get(i)!.map(($ref) => ({ $ref })) } : {}),
+      ...branch,
+      properties: Object.fromEntries(
+        Object.entries(properties as Record<string, unknown>).filter(
+          ([name]) => !(name in everywhere) && !moved.has(`${i}\u0000${name}`),
+        ),
+      ),
+    }),
+  );
+  return { type: 'object', ...node, properties: everywhere, oneOf: opened, unevaluatedProperties: false };
 }
 
 /** Keywords that constrain only their own JSON type, so adding `"null"` to `type` leaves them as they were. */
@@ -183,6 +233,38 @@ function compactValue(value: unknown, io: 'input' | 'output'): unknown {
   if (Array.isArray(value)) return value.map((item) => compactValue(item, io));
   if (value !== null && typeof value === 'object') return compact(value as Json, io);
   return value;
+}
+
+/** `minLength: 1` beside a pattern the empty string does not match (e.g. `^[a-z]+$`) adds nothing. */
+function patternRefusesEmpty(pattern: unknown): boolean {
+  if (typeof pattern !== 'string') return false;
+  try {
+    return !new RegExp(pattern, 'u').test('');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A result field whose schema is a bare type (`{"type": "string"}`, no meaning, no constraint) is
+ * listed by name alone: the name says what it holds, and the server checks the value (zod) before
+ * answering. Fields with a description, an enum or a shape keep their schema.
+ */
+function namedOnly(properties: Json): Json {
+  return Object.fromEntries(
+    Object.entries(properties).map(([name, schema]) => [
+      name,
+      isObject(schema) && Object.keys(schema).length === 1 && 'type' in schema ? {} : schema,
+    ]),
+  );
+}
+
+/**
+ * In an output schema, `properties` already says "an object" and `items` "an array": the type is
+ * only restated (the result's top level keeps its `type: object`, which MCP requires).
+ */
+function impliedByShape(node: Json): boolean {
+  return (node.type === 'object' && 'properties' in node) || (node.type === 'array' && 'items' in node);
 }
 
 /** `{"type": "string", "enum": ["a", "b"]}` says no more than `{"enum": ["a", "b"]}`; same for `const`. */

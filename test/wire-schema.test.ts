@@ -170,18 +170,56 @@ describe('compact tool schemas', () => {
       z.strictObject({ own: entry, embedded: describedOutput(entry, 'As in get_sift_score.') }),
       'output',
     );
+    // `properties` says "object" and `items` says "array": output schemas do not restate the type
+    // (the server puts `type: object` back on the result's top level, as MCP requires).
     expect(schema).toEqual({
-      type: 'object',
       properties: {
         own: {
-          type: 'object',
           properties: {
             score: { type: 'number', description: '0–1' },
-            reasons: { type: 'array', items: { type: 'string' } },
+            reasons: { items: { type: 'string' } },
           },
         },
         embedded: { description: 'As in get_sift_score.' },
       },
     });
+  });
+
+  it('a nullable value is one schema with "null" in its type or enum', () => {
+    const schema = wireJsonSchema(
+      z.strictObject({ n: z.number().int().min(0).nullable(), band: z.enum(['low', 'high']).nullable() }),
+      'input',
+    );
+    expect(schema.properties).toEqual({
+      n: { type: ['integer', 'null'], minimum: 0 },
+      band: { enum: ['low', 'high', null] },
+    });
+  });
+
+  it('a discriminated union writes shared fields once and still refuses fields of another branch', () => {
+    const context = { ip: z.ipv4().optional(), note: z.string().max(20).optional() };
+    const account = {
+      email: z.email().optional().describe('The account email, as the customer gave it.'),
+      name: z.string().max(50).optional().describe('The account holder name, as given.'),
+    };
+    const union = z.discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('a'), ...context, ...account }),
+      z.strictObject({ kind: z.literal('b'), ...context, ...account, extra: z.boolean().optional() }),
+      z.strictObject({ kind: z.literal('c'), ...context, amount: z.number() }),
+    ]);
+    const schema = wireJsonSchema(z.strictObject({ event: union }), 'input');
+    const event = (schema.properties as Record<string, Json>).event!;
+    expect(Object.keys(event.properties as Json)).toEqual(['ip', 'note']);
+    expect(event.unevaluatedProperties).toBe(false);
+    // In every branch: on the union's node; in two of three: one shared definition.
+    expect(JSON.stringify(schema).match(/"email":/g)).toHaveLength(1);
+    const check = validator().compile(schema);
+    expect(check({ event: { kind: 'a', ip: '10.0.0.1', email: 'a@example.com' } })).toBe(true);
+    expect(check({ event: { kind: 'b', name: 'x', extra: true } })).toBe(true);
+    expect(check({ event: { kind: 'c', amount: 1, note: 'n' } })).toBe(true);
+    expect(check({ event: { kind: 'c', amount: 1, email: 'a@example.com' } })).toBe(false);
+    expect(check({ event: { kind: 'a', extra: true } })).toBe(false);
+    expect(check({ event: { kind: 'a', unknown: 1 } })).toBe(false);
+    expect(check({ event: { kind: 'c' } })).toBe(false);
   });
 });

@@ -3,7 +3,12 @@
  * is written once and every tool names the field the same way.
  */
 import * as z from 'zod';
-import { ABUSE_TYPES, type AbuseType, type SiftUserScore } from '../src/clients/types.ts';
+import {
+  ABUSE_TYPES,
+  SCORE_PERCENTILE_WINDOWS,
+  type AbuseType,
+  type SiftUserScore,
+} from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { describedOutput, humanTime, riskBandFor, type ToolContext } from '../src/tool.ts';
 
@@ -11,8 +16,7 @@ export const userId = z
   .string()
   .min(1)
   .max(255)
-  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
-  .describe('Sift user id.');
+  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $');
 
 export const abuseType = z.enum(ABUSE_TYPES);
 
@@ -29,6 +33,10 @@ export const scoreEntry = z.object({
   sift_score: z.number().int().min(0).max(100).describe('As the Sift console shows it.'),
   risk_band: riskBand,
   reasons: z.array(reason),
+  percentiles: z
+    .partialRecord(z.enum(SCORE_PERCENTILE_WINDOWS), z.number().min(0).max(1))
+    .optional()
+    .describe('Where Sift sends them: rank 0–1 per window.'),
 });
 
 export const latestDecision = z.object({
@@ -79,6 +87,7 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
       reasons: s.reasons.map((r) =>
         r.value === undefined ? { name: r.name } : { name: r.name, value: r.value },
       ),
+      ...(s.percentiles ? { percentiles: s.percentiles } : {}),
     }))
     .sort((a, b) => b.score - a.score);
   const latest_decisions = Object.entries(score.latestDecisions).flatMap(([type, d]) =>

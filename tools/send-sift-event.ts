@@ -6,19 +6,20 @@ import { currencyDecimals, fromMicros, toMicros, toSiftMicros } from './money.ts
 import { abuseType, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Sift's id charset (contract §10) also holds for the other ids we send: transaction, session, transfer. */
-const siftId = (what: string) =>
-  z
-    .string()
-    .min(1)
-    .max(255)
-    .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
-    .describe(what);
+const siftIdSchema = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $');
+const siftId = (what: string) => siftIdSchema.describe(what);
 
-const decimalAmount = (what: string) =>
-  z
-    .string()
-    .regex(/^-?\d{1,20}(\.\d{1,20})?$/, 'a decimal string like "12.50" (no exponent, no thousands separator)')
-    .describe(`${what}, a decimal string in the currency's base unit, e.g. "12.50".`);
+/** One schema for every amount, so `tools/list` writes its rule once (src/wire-schema.ts `$defs`). */
+const decimal = z
+  .string()
+  .regex(/^-?\d{1,20}(\.\d{1,20})?$/, 'a decimal string like "12.50" (no exponent, no thousands separator)')
+  .describe('Decimal string, e.g. "12.50"; sent in micros.');
+
+const decimalAmount = (what: string) => decimal.describe(what);
 
 const currency = z
   .string()
@@ -87,8 +88,8 @@ const account = {
     .enum(['facebook', 'google', 'linkedin', 'twitter', 'yahoo', 'microsoft', 'amazon', 'apple', 'other'])
     .optional(),
   account_state: customStatus('e.g. standard, frozen.').optional(),
-  sms_verification_status: customStatus('e.g. pending, verified, failed (custom field).').optional(),
-  credit_verification_status: customStatus('e.g. pending, passed, failed (custom field).').optional(),
+  sms_verification_status: customStatus('e.g. pending, verified.').optional(),
+  credit_verification_status: customStatus('e.g. pending, passed.').optional(),
   custom_fields: customFields.optional(),
   ...context,
 };
@@ -134,7 +135,7 @@ const updateAccount = z
   .strictObject({
     event_type: z.literal('update_account'),
     ...account,
-    changed_password: z.boolean().optional().describe('The update was a password change.'),
+    changed_password: z.boolean().optional().describe('A password change.'),
   })
   .superRefine(checkDevice)
   .describe('$update_account.');
@@ -161,12 +162,12 @@ const login = z
       });
     }
   })
-  .describe('A login attempt ($login).');
+  .describe('$login.');
 
 const logout = z
   .strictObject({ event_type: z.literal('logout'), user_id: userId, ...context })
   .superRefine(checkDevice)
-  .describe('A logout ($logout).');
+  .describe('$logout.');
 
 const DECLINE_CATEGORIES = [
   'fraud',
@@ -200,23 +201,129 @@ const PAYMENT_TYPES = [
   'store_credit',
 ] as const;
 
+const CARD_TYPES: readonly string[] = ['credit_card', 'debit_card', 'prepaid_card'];
+// prettier-ignore
+const BANK_TYPES: readonly string[] = [
+  'ach_credit', 'ach_debit', 'wire_credit', 'wire_debit', 'sepa_credit', 'sepa_instant_credit',
+  'sepa_direct_debit', 'electronic_fund_transfer',
+];
+const CARD_FIELDS = ['card_bin', 'card_last4', 'avs_result_code', 'cvv_result_code'] as const;
+// prettier-ignore
+const BANK_FIELDS = [
+  'routing_number', 'account_number_last5', 'account_holder_name', 'bank_name', 'bank_country',
+  'shortened_iban_first6', 'shortened_iban_last4', 'sepa_direct_debit_mandate',
+] as const;
+
+const digits = (n: string, what: string) => z.string().regex(new RegExp(`^\\d{${n}}$`), what);
+const text = z.string().min(1).max(200);
+
+/**
+ * Sift's PaymentMethod (contract §2.2) with the card and bank fields its schema defines, named
+ * without Sift's `$`. Only partial numbers exist as fields: never a full card or account number.
+ */
+const paymentMethod = z
+  .strictObject({
+    type: z.enum(PAYMENT_TYPES),
+    gateway: z
+      .string()
+      .regex(/^[a-z0-9_]{1,64}$/, 'lower-case letters, digits and _, e.g. stripe')
+      .optional(),
+    card_bin: digits('6,8', 'the first 6–8 digits of the card').optional(),
+    card_last4: digits('4', 'the last 4 digits of the card').optional(),
+    avs_result_code: z
+      .string()
+      .regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character AVS code')
+      .optional(),
+    cvv_result_code: z
+      .string()
+      .regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character CVV code')
+      .optional(),
+    verification_status: status.optional(),
+    decline_reason_code: z.string().min(1).max(64).optional(),
+    routing_number: z
+      .string()
+      .regex(/^[0-9A-Z]{4,20}$/, 'digits and capital letters')
+      .optional(),
+    account_number_last5: digits('5', 'the last 5 digits of the account number').optional(),
+    account_holder_name: text.optional(),
+    bank_name: text.optional(),
+    bank_country: z
+      .string()
+      .regex(/^[A-Z]{2}$/, 'ISO 3166 alpha-2, e.g. DE')
+      .optional(),
+    shortened_iban_first6: z
+      .string()
+      .regex(/^[A-Z]{2}[0-9A-Z]{4}$/, 'the first 6 IBAN characters')
+      .optional(),
+    shortened_iban_last4: z
+      .string()
+      .regex(/^[0-9A-Z]{4}$/, 'the last 4 IBAN characters')
+      .optional(),
+    sepa_direct_debit_mandate: z.boolean().optional(),
+    wallet_address: text.optional(),
+  })
+  .superRefine((value, ctx) => {
+    const refuse = (fields: readonly string[], kinds: readonly string[], what: string) => {
+      if (kinds.includes(value.type)) return;
+      for (const field of fields) {
+        if (value[field as keyof typeof value] === undefined) continue;
+        ctx.addIssue({ code: 'custom', path: [field], message: `only for ${what} payment types` });
+      }
+    };
+    refuse(CARD_FIELDS, CARD_TYPES, 'card');
+    refuse(BANK_FIELDS, BANK_TYPES, 'bank');
+  })
+  .describe('Card fields for card types, bank fields for bank types.');
+
+type PaymentMethodInput = z.infer<typeof paymentMethod>;
+
+/**
+ * A wallet's balance after the event, as Sift's wallet guide names it: `account_balance_amount`
+ * in `account_balance_currency_code`, and for a wallet holding both, `btc_balance_amount` (BTC)
+ * and `cash_balance_amount`; all sent in micros.
+ */
+const walletBalance = z
+  .strictObject({
+    currency,
+    amount: decimalAmount('account_balance_amount').optional(),
+    btc: decimalAmount('btc_balance_amount, in BTC').optional(),
+    cash: decimalAmount('cash_balance_amount').optional(),
+  })
+  .superRefine((value, ctx) => {
+    if (value.amount === undefined && value.btc === undefined && value.cash === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['amount'], message: 'give amount, btc or cash' });
+    }
+    if (currencyDecimals(value.currency) === undefined) return;
+    for (const [field, code] of [
+      ['amount', value.currency],
+      ['btc', 'BTC'],
+      ['cash', value.currency],
+    ] as const) {
+      const raw = value[field];
+      if (raw === undefined) continue;
+      const micros = toSiftMicros(raw, code);
+      if (!micros.ok) ctx.addIssue({ code: 'custom', path: [field], message: micros.reason });
+    }
+  })
+  .describe('The wallet after this event.');
+
+type WalletBalanceInput = z.infer<typeof walletBalance>;
+
 const transaction = z
   .strictObject({
     event_type: z.literal('transaction'),
-    user_id: userId.describe('The wallet owner ($user_id).'),
+    user_id: userId,
     transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']),
-    transaction_status: status.describe('A later outcome: resend with the same transaction_id.'),
+    transaction_status: status.describe('Later outcome: resend.'),
     transaction_id: siftId('Reuse for status updates.'),
-    amount: decimalAmount('Amount moved (positive)'),
+    amount: decimalAmount('Positive.'),
     currency,
-    current_balance: decimalAmount('Wallet balance before the transaction').optional(),
-    new_balance: decimalAmount('Wallet balance after the transaction').optional(),
+    current_balance: decimalAmount('$current_balance').optional(),
+    new_balance: decimalAmount('$new_balance').optional(),
     decline_category: z.enum(DECLINE_CATEGORIES).optional().describe('Failures only.'),
     transfer_recipient_user_id: userId.optional().describe('transaction_type transfer only.'),
-    payment_type: z
-      .enum(PAYMENT_TYPES)
-      .optional()
-      .describe('How the money moved ($payment_method.$payment_type).'),
+    payment_method: paymentMethod.optional(),
+    balance: walletBalance.optional(),
     custom_fields: customFields.optional(),
     ...context,
   })
@@ -238,7 +345,7 @@ const transaction = z
       });
     }
   })
-  .describe('$transaction; resend with a new status to update it.');
+  .describe('$transaction.');
 
 const walletTransfer = z
   .strictObject({
@@ -246,9 +353,11 @@ const walletTransfer = z
     sender_user_id: userId.describe('The wallet the money leaves.'),
     recipient_user_id: userId.describe('The wallet the money reaches.'),
     transfer_id: siftId('Both events carry it.'),
-    amount: decimalAmount('Amount moved (positive)'),
+    amount: decimalAmount('Positive.'),
     currency,
     transfer_status: status,
+    sender_balance: walletBalance.optional(),
+    recipient_balance: walletBalance.optional(),
     ...context,
   })
   .superRefine((value, ctx) => {
@@ -329,6 +438,29 @@ function pick(source: Record<string, unknown>, names: Record<string, string>): R
   return out;
 }
 
+/** Sift's `$payment_method`: every given field `$`-prefixed, enum values too. */
+function siftPaymentMethod(method: PaymentMethodInput): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [field, value] of Object.entries(method)) {
+    if (value === undefined) continue;
+    const key = field === 'type' ? '$payment_type' : field === 'gateway' ? '$payment_gateway' : `$${field}`;
+    const enumerated = field === 'type' || field === 'gateway' || field === 'verification_status';
+    out[key] = enumerated && typeof value === 'string' ? reserved(value) : value;
+  }
+  return out;
+}
+
+/** The wallet guide's balance fields, in micros (custom fields: no `$`). */
+function balanceFields(balance: WalletBalanceInput): Record<string, unknown> {
+  const code = balance.currency.toUpperCase();
+  return {
+    account_balance_currency_code: code,
+    ...(balance.amount === undefined ? {} : { account_balance_amount: micros(balance.amount, code) }),
+    ...(balance.btc === undefined ? {} : { btc_balance_amount: micros(balance.btc, 'BTC') }),
+    ...(balance.cash === undefined ? {} : { cash_balance_amount: micros(balance.cash, code) }),
+  };
+}
+
 /** The Sift event bodies for one input (two for a wallet transfer), without `$api_key` (the client adds it). */
 export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; sent: SentEvent }[] {
   switch (e.event_type) {
@@ -390,9 +522,10 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
         ...(e.new_balance === undefined ? {} : { $new_balance: micros(e.new_balance, code) }),
         ...(e.decline_category ? { $decline_category: reserved(e.decline_category) } : {}),
         ...pick(e, { transfer_recipient_user_id: '$transfer_recipient_user_id' }),
-        ...(e.payment_type ? { $payment_method: { $payment_type: reserved(e.payment_type) } } : {}),
+        ...(e.payment_method ? { $payment_method: siftPaymentMethod(e.payment_method) } : {}),
         ...contextFields(e),
         ...e.custom_fields,
+        ...(e.balance ? balanceFields(e.balance) : {}),
       };
       return [
         {
@@ -412,10 +545,10 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
     case 'wallet_transfer': {
       const code = e.currency.toUpperCase();
       const amountMicros = micros(e.amount, code);
-      // Custom events: no `$` fields beyond the ones Sift allows on them; money in micros like $amount.
+      // Custom events named as in Sift's wallet guide: send_amount / receive_amount in micros, the
+      // other party, and each wallet's balance after the transfer (account_balance_amount …).
       const shared = {
         transfer_id: e.transfer_id,
-        amount_micros: amountMicros,
         currency_code: code,
         transfer_status: plain(e.transfer_status),
       };
@@ -434,8 +567,10 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
           body: {
             $type: 'send_money',
             $user_id: e.sender_user_id,
+            send_amount: amountMicros,
             recipient_user_id: e.recipient_user_id,
             ...shared,
+            ...(e.sender_balance ? balanceFields(e.sender_balance) : {}),
             ...contextFields(e),
           },
           sent: sent('send_money', e.sender_user_id),
@@ -444,8 +579,10 @@ export function toSiftEvents(e: EventInput): { body: Record<string, unknown>; se
           body: {
             $type: 'receive_money',
             $user_id: e.recipient_user_id,
+            receive_amount: amountMicros,
             sender_user_id: e.sender_user_id,
             ...shared,
+            ...(e.recipient_balance ? balanceFields(e.recipient_balance) : {}),
             ...(e.occurred_at === undefined ? {} : { $time: Date.parse(e.occurred_at) }),
           },
           sent: sent('receive_money', e.recipient_user_id),
@@ -472,22 +609,22 @@ export const sendSiftEvent = defineTool({
   name: 'send_sift_event',
   title: 'Send a wallet event to Sift',
   description:
-    'Report a wallet event to Sift so it can score the user: account created or updated (incl. ' +
-    'account_state, sms_verification_status, credit_verification_status), login, logout, a deposit / ' +
-    'withdrawal / transfer (event_type transaction; resend with the same transaction_id to report a later ' +
-    'status, e.g. pending → success), or a wallet-to-wallet transfer (event_type wallet_transfer: ' +
-    'send_money for the sender, receive_money for the recipient). Amounts are decimal strings in the ' +
-    'currency\'s base unit ("12.50" USD, "1500" JPY, "0.0015" BTC), converted exactly to Sift micros; more ' +
-    "decimals than the currency allows is refused. return_score=true also returns the acting user's fresh " +
-    'score (score_error if only the scoring failed; the event still counts). Returns what was sent, never ' +
-    'the personal data you passed. Not idempotent: Sift has no idempotency key, so a repeat records the ' +
-    'event twice — after an error, check before resending.',
+    'Report a wallet event to Sift so it scores the user: create_account, update_account, login, ' +
+    'logout, transaction (deposit, withdrawal or transfer, with payment_method and balance; resend ' +
+    'the same transaction_id with a new status), or wallet_transfer (send_money and receive_money ' +
+    "with send_amount, receive_amount and each balance, as Sift's wallet guide names them). Amounts " +
+    'are converted exactly to micros; more decimals than the currency has are refused. Not ' +
+    'idempotent: a repeat records the event twice.',
   risk: 'write',
   toolset: 'sift',
   idempotent: false,
   input: z.strictObject({
     event: eventInput.describe('event_type selects the fields.'),
     return_score: z.boolean().default(false).describe("Also return the acting user's score."),
+    return_workflow_status: z
+      .boolean()
+      .default(false)
+      .describe('Also run Sift workflows and return their results.'),
     abuse_types: z.array(abuseType).min(1).optional().describe('With return_score.'),
   }),
   output: z.object({
@@ -495,10 +632,23 @@ export const sendSiftEvent = defineTool({
     user_id: z.string().describe('The acting user.'),
     events_sent: z.array(sentEvent),
     score: z.object(scoreSummaryFields).nullable().describe('With return_score.'),
+    workflow_statuses: z
+      .array(
+        z.object({
+          run_id: z.string(),
+          state: z.string(),
+          workflow: z.string().optional(),
+          abuse_types: z.array(z.string()),
+          decision_ids: z.array(z.string()).describe('Decisions the run applies.'),
+          route: z.string().optional(),
+        }),
+      )
+      .optional()
+      .describe('With return_workflow_status.'),
     score_error: z
       .object({ sift_status: z.number(), message: z.string() })
       .nullable()
-      .describe('Why return_score got no score (the event still counts).'),
+      .describe('Why no score came back.'),
   }),
   target: (args) => `sift_user:${actingUser(args.event)}`,
   // Sift events are append-only: there is no current state to read, only what would be sent.
@@ -512,7 +662,13 @@ export const sendSiftEvent = defineTool({
         const result = await ctx.clients.sift.sendEvent(body, {
           signal: ctx.signal,
           // Only the first (acting user's) event asks for a score.
-          ...(index === 0 && args.return_score ? { returnScore: true, abuseTypes: args.abuse_types } : {}),
+          ...(index === 0 && (args.return_score || args.return_workflow_status)
+            ? {
+                returnScore: args.return_score,
+                returnWorkflowStatus: args.return_workflow_status,
+                abuseTypes: args.abuse_types,
+              }
+            : {}),
         });
         first ??= result;
         sent.push(summary);
@@ -532,12 +688,26 @@ export const sendSiftEvent = defineTool({
         );
       }
     }
-    const scored = args.return_score && first ? scoreOf(first, ctx) : { score: null, score_error: null };
+    const scoring = args.return_score || args.return_workflow_status;
+    const scored = scoring && first ? scoreOf(first, ctx) : { score: null, score_error: null };
+    const workflows = args.return_workflow_status ? (first?.workflowStatuses ?? []) : undefined;
     return {
       event_type: args.event.event_type,
       user_id: actingUser(args.event),
       events_sent: sent,
       ...scored,
+      ...(workflows
+        ? {
+            workflow_statuses: workflows.map((w) => ({
+              run_id: w.runId,
+              state: w.state,
+              ...(w.workflow ? { workflow: w.workflow } : {}),
+              abuse_types: w.abuseTypes,
+              decision_ids: w.decisionIds,
+              ...(w.route ? { route: w.route } : {}),
+            })),
+          }
+        : {}),
     };
   },
 });

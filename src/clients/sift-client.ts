@@ -17,6 +17,7 @@ import * as z from 'zod';
 import { ERROR_CODES, FraudgateError, NotFoundError, UpstreamError } from '../errors.ts';
 import {
   ABUSE_TYPES,
+  SCORE_PERCENTILE_WINDOWS,
   type AbuseType,
   type DecisionCategory,
   type RequestOptions,
@@ -31,6 +32,7 @@ import {
   type SiftReason,
   type SiftUserDecisionStatus,
   type SiftUserScore,
+  type SiftWorkflowStatus,
 } from './types.ts';
 
 export interface SiftClientConfig {
@@ -109,6 +111,23 @@ const scoreResponseSchema = v20xEnvelopeSchema.extend({
   latest_labels: z.record(z.string(), labelSchema).optional(),
   latest_decisions: z.record(z.string(), latestDecisionSchema).optional(),
   workflow_statuses: z.array(z.unknown()).optional(),
+});
+
+/** One entry of `score_response.workflow_statuses` (fixture events-response-return-workflow-status). */
+const workflowStatusSchema = z.looseObject({
+  id: z.string(),
+  state: z.string(),
+  config_display_name: z.string().optional(),
+  abuse_types: z.array(z.string()).optional(),
+  history: z
+    .array(
+      z.looseObject({
+        app: z.string().optional(),
+        config: z.looseObject({ decision_id: z.string().optional() }).nullish(),
+      }),
+    )
+    .optional(),
+  route: z.looseObject({ name: z.string().optional() }).nullish(),
 });
 
 /** `GET|POST /v205/users/{id}/score` (§3.2). */
@@ -229,10 +248,12 @@ function toUserScore(userId: string, parsed: z.infer<typeof userScoreResponseSch
   for (const [key, s] of Object.entries(parsed.scores ?? {})) {
     const type = normaliseAbuseType(key);
     if (!type) continue;
+    const percentiles = availablePercentiles(s.percentiles);
     scores[type] = {
       score: s.score,
       reasons: (s.reasons ?? []).map(toReason),
       ...(s.time === undefined ? {} : { time: s.time }),
+      ...(percentiles ? { percentiles } : {}),
     };
   }
   const latestDecisions: Partial<Record<AbuseType, SiftLatestDecision>> = {};
@@ -258,6 +279,38 @@ function toUserScore(userId: string, parsed: z.infer<typeof userScoreResponseSch
     };
   }
   return { userId: parsed.entity_id ?? parsed.user_id ?? userId, scores, latestDecisions, latestLabels };
+}
+
+/** Sift's percentiles without the `-1` it sends for "not available"; undefined when none are left. */
+function availablePercentiles(
+  raw: Record<string, number> | undefined,
+): SiftAbuseScore['percentiles'] | undefined {
+  if (!raw) return undefined;
+  const out: NonNullable<SiftAbuseScore['percentiles']> = {};
+  for (const window of SCORE_PERCENTILE_WINDOWS) {
+    const value = raw[window];
+    if (value !== undefined && value >= 0 && value <= 1) out[window] = value;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** Workflow statuses as tools report them; entries Sift sends in another shape are skipped. */
+function toWorkflowStatuses(raw: unknown[] | undefined): SiftWorkflowStatus[] {
+  const out: SiftWorkflowStatus[] = [];
+  for (const entry of raw ?? []) {
+    const parsed = workflowStatusSchema.safeParse(entry);
+    if (!parsed.success) continue;
+    const w = parsed.data;
+    out.push({
+      runId: w.id,
+      state: w.state,
+      ...(w.config_display_name ? { workflow: w.config_display_name } : {}),
+      abuseTypes: w.abuse_types ?? [],
+      decisionIds: (w.history ?? []).flatMap((h) => (h.config?.decision_id ? [h.config.decision_id] : [])),
+      ...(w.route?.name ? { route: w.route.name } : {}),
+    });
+  }
+  return out;
 }
 
 // --- redaction and signatures ---
@@ -633,7 +686,8 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           name: options.refresh ? 'rescore' : 'get_user_score',
           method: options.refresh ? 'POST' : 'GET',
           path: `/v205/users/${enc(userId)}/score`,
-          query: { abuse_types: abuseTypesQuery(options.abuseTypes) },
+          // Percentiles are a per-account feature: an account without it gets -1s, dropped on parsing.
+          query: { abuse_types: abuseTypesQuery(options.abuseTypes), fields: 'SCORE_PERCENTILES' },
           auth: 'basic',
           family: 'v20x',
           retry: 'always',
@@ -795,7 +849,9 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           path: '/v205/events',
           query: {
             return_score: options.returnScore ? 'true' : undefined,
+            return_workflow_status: options.returnWorkflowStatus ? 'true' : undefined,
             abuse_types: abuseTypesQuery(options.abuseTypes),
+            fields: options.returnScore || options.returnWorkflowStatus ? 'SCORE_PERCENTILES' : undefined,
           },
           body: event,
           auth: 'body',
@@ -813,6 +869,10 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         // A non-zero score_response.status is a partial result: the event itself was accepted.
         result.scoreStatus = sr.status ?? 0;
         if (sr.error_message !== undefined) result.scoreErrorMessage = sr.error_message;
+        if (options.returnWorkflowStatus) {
+          const statuses = (sr as { workflow_statuses?: unknown }).workflow_statuses;
+          result.workflowStatuses = toWorkflowStatuses(Array.isArray(statuses) ? statuses : undefined);
+        }
         if (result.scoreStatus === 0) {
           const score = userScoreResponseSchema.safeParse(sr);
           if (score.success) {

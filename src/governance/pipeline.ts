@@ -37,6 +37,7 @@ import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from './approval-desk.ts';
+import type { ApprovalSignal } from '../store/approval-signal.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
 import { whereToApprove } from './approval-text.ts';
 
@@ -68,6 +69,8 @@ export interface PipelineDeps {
    * supersession commits together with its audit record. Absent: the record follows the change.
    */
   approvalTransaction?: ApprovalTransaction;
+  /** Wakes a call waiting for a decision as soon as it is made, on any replica; without it, calls poll. */
+  approvalSignal?: Pick<ApprovalSignal, 'version' | 'wait'>;
   /**
    * Identity mappings and the review list, handed to tools as `ctx.identities`. Absent (a pipeline
    * without a store): Segment ids equal Sift ids and nothing is remembered.
@@ -660,6 +663,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const total = Math.max(1, Math.ceil(waitMs / 1000));
     let lastProgressAt = 0;
     let current: Approval = approval;
+    let seen = deps.approvalSignal?.version(approval.id) ?? 0;
     for (;;) {
       if (current.state === 'approved') current = await executeApproval(current, channel, callId);
       if (current.state !== 'pending' && current.state !== 'approved' && current.state !== 'executing')
@@ -674,7 +678,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           `Waiting for a human approver to decide ${current.id} ${where}`,
         );
       }
-      await sleep(config.approvals.poll_ms, channel.signal);
+      // Woken by the decision (approval-signal.ts) or, failing that, at the next poll.
+      const pollMs = Math.min(config.approvals.poll_ms, Math.max(0, deadline - Date.now()));
+      if (deps.approvalSignal) await deps.approvalSignal.wait(current.id, pollMs, seen, channel.signal);
+      else await sleep(pollMs, channel.signal);
+      seen = deps.approvalSignal?.version(current.id) ?? 0;
       await expireOverdue();
       current = (await approvals.get(current.id)) ?? current;
     }

@@ -91,7 +91,8 @@ const SECRET_KEYS = new Set([
   'cvc',
   'iban',
 ]);
-const SECRET_SUFFIXES = ['_password', '_secret', '_token', '_api_key', '_last4'];
+// Partial card and bank numbers (Sift's `$card_last4`, `$account_number_last5`, `$shortened_iban_first6`).
+const SECRET_SUFFIXES = ['_password', '_secret', '_token', '_api_key', '_last4', '_last5', '_first6'];
 const PERSONAL_KEYS = new Set([
   'email',
   'phone',
@@ -107,6 +108,7 @@ const PERSONAL_KEYS = new Set([
   'shipping_name',
   'supplied_name',
   'display_name',
+  'account_holder_name',
   'username',
   'user_name',
   'address',

@@ -120,6 +120,7 @@ export async function openAutomation(options: {
   const worker = createOutboxWorker({
     runtime,
     store,
+    transaction: (fn) => runtime.store.transaction((tx) => fn({ outbox: tx.outbox, sql: tx.sql })),
     toolNames: new Set(options.tools.map((t) => t.name)),
     ...(options.owner ? { owner: options.owner } : {}),
   });

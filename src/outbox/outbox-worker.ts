@@ -35,6 +35,7 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
+import type { SqlExecutor } from '../store/sql.ts';
 import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
@@ -56,6 +57,11 @@ export interface OutboxWorkerOptions {
   /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
   runtime: Pick<Runtime, 'config' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
   store: OutboxStore;
+  /**
+   * The store's transactions, on the ledger's database: a dead letter commits with its audit record.
+   * Absent: the record follows the transition.
+   */
+  transaction?: <T>(fn: (tx: { outbox: OutboxStore; sql: SqlExecutor }) => Promise<T>) => Promise<T>;
   /** Names of the tools the pipeline has; effects whose tool is missing are not routed. */
   toolNames: ReadonlySet<string>;
   /**
@@ -314,15 +320,33 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
-    if (!(await store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`))) return;
-    logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
-    await auditQuietly({
+    const reason = `${error.code}: ${error.message}`;
+    const record = {
       event: 'dead_lettered',
       tool: effect.tool,
       target: `outbox_effect:${effect.id}`,
       args_redacted: effect.args,
       outcome: { code: error.code, message: error.message },
-    });
+    } as const;
+    if (options.transaction) {
+      // The transition and its record together; unrecorded, the effect stays leased and its lease
+      // runs out, so it is tried (and dead-lettered) again rather than dead without a trace.
+      try {
+        const moved = await options.transaction(async (tx) => {
+          if (!(await tx.outbox.deadLetter(effect.id, owner, reason))) return false;
+          await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+          return true;
+        });
+        if (moved)
+          logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+      } catch (thrown) {
+        logger.error('audit write failed', { event: 'dead_lettered', error: String(thrown) });
+      }
+      return;
+    }
+    if (!(await store.deadLetter(effect.id, owner, reason))) return;
+    logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+    await auditQuietly(record);
   }
 
   /** Effects this worker is running, by id, with the switch that aborts one whose lease was lost. */

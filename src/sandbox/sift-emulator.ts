@@ -83,6 +83,26 @@ export interface StoredDecision {
   webhook_succeeded: boolean;
 }
 
+/**
+ * A Workflow as the emulator runs it: on a matching event, when the user's score for `abuseType`
+ * is at least `minScore`, it applies `decisionId` (source AUTOMATED_RULE) and sends the signed
+ * webhook, like a console decision; either way the run is recorded and returned by
+ * `return_workflow_status`.
+ */
+export interface SiftWorkflowConfig {
+  /** `config.id` of its runs. */
+  id: string;
+  /** `config_display_name`. */
+  name: string;
+  /** Event `$type`s that start it; default every event. */
+  eventTypes?: string[];
+  abuseType: AbuseType;
+  minScore: number;
+  decisionId: string;
+  /** The route name reported with `return_route_info` when it decides. */
+  route?: string;
+}
+
 /** One accepted event, as parsed (still carrying `$api_key`: tests may assert on it; never log it). */
 export interface ReceivedSiftEvent {
   type: string;
@@ -134,6 +154,13 @@ export interface SiftEmulator extends EmulatorServer, StatefulEmulator {
   rateLimit(count: number, options?: { httpStatus?: number; retryAfterSeconds?: number }): void;
   /** The next `count` events keep top-level status 0 but get `score_response.status = -1` (§2.4). */
   failNextScore(count?: number): void;
+  /**
+   * Turn on the account's score-percentiles feature for one score: `fields=SCORE_PERCENTILES` then
+   * answers these values (any window left out is Sift's `-1`, "not available"); without it, all `-1`.
+   */
+  setPercentiles(userId: string, abuseType: AbuseType, values: Record<string, number>): void;
+  /** Configure a Workflow (§6, §11.2): runs on every later event it matches, as Sift's do. */
+  addWorkflow(workflow: SiftWorkflowConfig): void;
   addWorkflowRun(run: { id: string } & Record<string, unknown>): void;
   /** Apply a decision as a console reviewer would: stores it and sends the signed webhook (§7). */
   consoleApplyDecision(input: ConsoleDecisionInput): Promise<{ time: number; webhook?: WebhookDelivery }>;
@@ -164,6 +191,24 @@ const RESERVED_FIELDS = new Set([
   '$security_notification', '$notification_type', '$notified_value', '$notification_status',
   '$account_holder_name',
 ]);
+
+// PaymentMethod (§2.2, the sift-java model): the common card, bank and wallet fields; processor
+// fields (`$paypal_*`, `$stripe_*`) are allowed by prefix.
+// prettier-ignore
+const PAYMENT_METHOD_FIELDS = new Set([
+  '$payment_type', '$payment_gateway', '$card_bin', '$card_last4', '$avs_result_code', '$cvv_result_code',
+  '$verification_status', '$decline_reason_code', '$routing_number', '$account_number_last5',
+  '$account_holder_name', '$bank_name', '$bank_country', '$shortened_iban_first6', '$shortened_iban_last4',
+  '$sepa_direct_debit_mandate', '$wallet_address', '$wallet_type', '$card_bin_metadata',
+]);
+// Only partial numbers exist as fields (§10): a value of another shape is refused (status 53).
+const PAYMENT_METHOD_FORMATS: Record<string, RegExp> = {
+  $card_bin: /^\d{6,8}$/,
+  $card_last4: /^\d{4}$/,
+  $account_number_last5: /^\d{5}$/,
+  $shortened_iban_first6: /^[A-Z]{2}[0-9A-Z]{4}$/,
+  $shortened_iban_last4: /^[0-9A-Z]{4}$/,
+};
 
 // prettier-ignore
 const RESERVED_EVENTS = new Set([
@@ -249,6 +294,8 @@ function v3Error(
 
 interface UserState {
   seeded: Map<AbuseType, { score: number; reasons: SiftReason[] }>;
+  /** Set by `setPercentiles` (the account feature, per score); absent in state saved before it existed. */
+  percentiles?: Map<AbuseType, Record<string, number>>;
   eventCount: number;
   failedTransactions: number;
   scoreTime: number;
@@ -275,6 +322,8 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
   const events: ReceivedSiftEvent[] = [];
   const decisionCatalogue: SiftDecisionRecord[] = [];
   const workflowRuns = new Map<string, Record<string, unknown>>();
+  const workflows: SiftWorkflowConfig[] = [];
+  let workflowRunCount = 0;
   const webhookDeliveries: WebhookDelivery[] = [];
   let decisionsPageSize: number | undefined;
   let failScoreCount = 0;
@@ -285,6 +334,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
     if (!state) {
       state = {
         seeded: new Map(),
+        percentiles: new Map(),
         eventCount: 0,
         failedTransactions: 0,
         scoreTime: nowSeconds(),
@@ -395,6 +445,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
   };
 
   const scoresJson = (
+    userId: string,
     scores: Map<AbuseType, StoredScore>,
     filter: AbuseType[] | undefined,
     entityForm: boolean,
@@ -407,13 +458,21 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
         ...(entityForm ? { status: 0, error_message: 'OK', time: s.time } : {}),
         score: s.score,
         reasons: s.reasons,
-        ...(percentiles
-          ? { percentiles: { last_1_days: -1.0, last_5_days: -1.0, last_7_days: -1.0, last_10_days: -1.0 } }
-          : {}),
+        ...(percentiles ? { percentiles: percentilesJson(userId, type) } : {}),
       };
     }
     return out;
   };
+
+  // -1.0 is Sift's "not available" (§9): an account without the feature gets only that.
+  const percentilesJson = (userId: string, type: AbuseType) => ({
+    last_1_days: -1.0,
+    last_5_days: -1.0,
+    last_7_days: -1.0,
+    last_10_days: -1.0,
+    // State saved before percentiles existed has none.
+    ...users.get(userId)?.percentiles?.get(type),
+  });
 
   const wantsField = (query: URLSearchParams, field: string) =>
     (query.get('fields') ?? '').split(',').some((f) => f.trim().toUpperCase() === field);
@@ -435,6 +494,53 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
   const authorised = (req: EmulatorRequest) => presentedKeys(req).includes(apiKey);
 
   // --- v20x handlers -------------------------------------------------------------------------
+
+  /** Runs the configured workflows an event matches; returns their statuses (with `route`). */
+  const runWorkflows = (type: string, userId: string): Record<string, unknown>[] => {
+    const statuses: Record<string, unknown>[] = [];
+    for (const workflow of workflows) {
+      if (workflow.eventTypes && !workflow.eventTypes.includes(type)) continue;
+      const score = scoresOf(userId)?.get(workflow.abuseType)?.score ?? 0;
+      const record = decisionCatalogue.find((d) => d.id === workflow.decisionId);
+      const decides = record !== undefined && score >= workflow.minScore;
+      workflowRunCount += 1;
+      const run = {
+        id: `wfrun${String(workflowRunCount).padStart(8, '0')}`,
+        state: 'finished',
+        config: { id: workflow.id, version: String(Date.now()) },
+        config_display_name: workflow.name,
+        abuse_types: [workflow.abuseType],
+        entity: { type: 'user', id: userId },
+        // Newest first, as Sift lists history (§6.1).
+        history: [
+          ...(decides
+            ? [{ app: 'decision', name: record.name, state: 'finished', config: { decision_id: record.id } }]
+            : []),
+          { app: 'user_scorer', name: 'Entity', state: 'finished' },
+          { app: 'event_processor', name: 'Event', state: 'finished' },
+        ],
+      };
+      workflowRuns.set(run.id, run);
+      statuses.push({ ...run, route: { name: decides ? (workflow.route ?? workflow.name) : 'default' } });
+      if (!decides) continue;
+      const time = Date.now();
+      const stored = storeDecision(record, userId, undefined, {
+        source: 'AUTOMATED_RULE',
+        time,
+        webhook_succeeded: false,
+      });
+      // Sift delivers the webhook on its own schedule, not inside the event's response.
+      const payload = JSON.stringify({
+        entity: { type: 'user', id: userId },
+        decision: { id: record.id },
+        time,
+      });
+      void sendWebhook(payload).then((delivery) => {
+        stored.webhook_succeeded = delivery?.succeeded ?? false;
+      });
+    }
+    return statuses;
+  };
 
   const postEvent = (req: EmulatorRequest): EmulatorResponse => {
     const raw = req.rawBody.toString('utf8');
@@ -478,6 +584,28 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
     for (const field of MONEY_FIELDS) {
       if (body[field] !== undefined && !Number.isSafeInteger(body[field])) bad.push(field);
     }
+    const methods: [string, unknown][] = [];
+    if (body.$payment_method !== undefined) methods.push(['$payment_method', body.$payment_method]);
+    if (Array.isArray(body.$payment_methods)) {
+      body.$payment_methods.forEach((m, i) => methods.push([`$payment_methods[${i}]`, m]));
+    } else if (body.$payment_methods !== undefined) bad.push('$payment_methods');
+    for (const [path, method] of methods) {
+      if (!isObject(method)) {
+        bad.push(path);
+        continue;
+      }
+      for (const [key, value] of Object.entries(method)) {
+        // Custom fields may not go inside complex reserved objects (§2.2).
+        if (!key.startsWith('$')) bad.push(`${path}.${key}`);
+        else if (!PAYMENT_METHOD_FIELDS.has(key) && !/^\$(paypal|stripe)_/.test(key)) {
+          if (strictFields) return v20xError(105, { request: raw });
+        } else if (
+          PAYMENT_METHOD_FORMATS[key] &&
+          !(typeof value === 'string' && PAYMENT_METHOD_FORMATS[key].test(value))
+        )
+          bad.push(`${path}.${key}`);
+      }
+    }
     if (body.$decline_category !== undefined && body.$transaction_status !== '$failure')
       bad.push('$decline_category');
     if (body.$transfer_recipient_user_id !== undefined && body.$transaction_type !== '$transfer') {
@@ -492,11 +620,13 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
       time: nowSeconds(),
       request: raw,
     };
+    let runs: Record<string, unknown>[] = [];
     if (typeof userId === 'string') {
       const state = user(userId);
       state.eventCount += 1;
       state.scoreTime = nowSeconds();
       if (type === '$transaction' && body.$transaction_status === '$failure') state.failedTransactions += 1;
+      runs = runWorkflows(type, userId);
     }
     if (wantsField(req.query, 'WARNINGS')) response.warnings = { count: 0, items: [] };
     const wantsScore =
@@ -513,13 +643,19 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
           error_message: 'OK',
           user_id: userId,
           scores: scoresJson(
+            userId,
             scoresOf(userId) ?? new Map(),
             parseAbuseTypesQuery(req.query),
             false,
             wantsField(req.query, 'SCORE_PERCENTILES'),
           ),
           latest_labels: labelsJson(userId),
-          workflow_statuses: [],
+          workflow_statuses:
+            req.query.get('return_workflow_status') === 'true'
+              ? runs.map(({ route, ...run }) =>
+                  req.query.get('return_route_info') === 'true' ? { ...run, route } : run,
+                )
+              : [],
         };
       }
     }
@@ -576,6 +712,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
         error_message: 'OK',
         user_id: userId,
         scores: scoresJson(
+          userId,
           scores,
           parseAbuseTypesQuery(req.query),
           false,
@@ -602,6 +739,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
           entity_type: 'user',
           entity_id: userId,
           scores: scoresJson(
+            userId,
             scores,
             parseAbuseTypesQuery(req.query),
             true,
@@ -862,6 +1000,14 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
         httpStatus: opts.httpStatus ?? 429,
         ...(opts.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: opts.retryAfterSeconds }),
       });
+    },
+    setPercentiles(userId: string, abuseType: AbuseType, values: Record<string, number>) {
+      const state = user(userId);
+      // State saved before percentiles existed (importState) has none.
+      (state.percentiles ??= new Map()).set(abuseType, { ...values });
+    },
+    addWorkflow(workflow: SiftWorkflowConfig) {
+      workflows.push({ ...workflow });
     },
     failNextScore(count = 1) {
       failScoreCount += count;

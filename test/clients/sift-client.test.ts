@@ -69,7 +69,8 @@ describe('scores', () => {
     expect(entry?.headers.authorization).toBe(
       `Basic ${Buffer.from(`${emulator.apiKey}:`).toString('base64')}`,
     );
-    expect(entry?.query).toEqual({});
+    // No key in the URL; percentiles are asked for (an account without the feature gets -1s).
+    expect(entry?.query).toEqual({ fields: 'SCORE_PERCENTILES' });
   });
 
   it('sends abuse_types comma-joined and gets only those', async () => {
@@ -291,7 +292,11 @@ describe('events', () => {
     expect(result.scoreStatus).toBe(0);
     expect(Object.keys(result.score?.scores ?? {})).toEqual(['payment_abuse']);
     const [entry] = emulator.requests('POST', '/v205/events');
-    expect(entry?.query).toEqual({ return_score: 'true', abuse_types: 'payment_abuse' });
+    expect(entry?.query).toEqual({
+      return_score: 'true',
+      abuse_types: 'payment_abuse',
+      fields: 'SCORE_PERCENTILES',
+    });
     expect((entry?.body as Record<string, unknown>).$api_key).toBe(emulator.apiKey);
     expect(entry?.headers.authorization).toBeUndefined();
     // Deterministic: the stored score equals the one returned with the event.

@@ -10,7 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { tools as allTools } from '../../tools/index.ts';
-import { configSchema, DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
+import { configSchema, DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/config.ts';
 import { silentLogger, type Logger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -32,6 +32,8 @@ export interface SetupOptions {
   sandbox?: Sandbox;
   dataDir?: string;
   redisUrl?: string;
+  /** More secrets, e.g. `postgresUrl` and a shared `dataKey` for replicas on `store: postgres`. */
+  secrets?: Partial<Secrets>;
   /** Where the runtime logs (default: nowhere). */
   logger?: Logger;
 }
@@ -93,6 +95,7 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
       auditKey: 'test-audit-key',
       // Used only by tests that select rate_limits.store = redis.
       redisUrl: options.redisUrl ?? 'redis://127.0.0.1:6379',
+      ...options.secrets,
     },
     tools: options.tools ?? allTools,
     logger: options.logger ?? silentLogger,

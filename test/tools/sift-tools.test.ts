@@ -44,7 +44,7 @@ describe('send_sift_event', () => {
         currency: 'usd',
         current_balance: '0.5',
         new_balance: '1.00',
-        payment_type: 'ach_debit',
+        payment_method: { type: 'ach_debit' },
         session_id: 'sess-123',
         ip: '128.148.1.135',
       },
@@ -157,7 +157,7 @@ describe('send_sift_event', () => {
       $user_id: 'alice-wallet',
       recipient_user_id: 'bob-wallet',
       transfer_id: 'tr-42',
-      amount_micros: 25_100_000,
+      send_amount: 25_100_000,
       currency_code: 'GBP',
       transfer_status: 'success',
       $ip: '10.1.2.3',
@@ -167,7 +167,7 @@ describe('send_sift_event', () => {
       $user_id: 'bob-wallet',
       sender_user_id: 'alice-wallet',
       transfer_id: 'tr-42',
-      amount_micros: 25_100_000,
+      receive_amount: 25_100_000,
     });
     expect(bodies[1]).not.toHaveProperty('$ip');
     expect((result.output.events_sent as { sift_type: string }[]).map((e) => e.sift_type)).toEqual([

@@ -101,6 +101,16 @@ export async function openPostgresLedgerStore(
   /** Per writer: the head the next commit chains from, and the last commit sent (the next waits for it). */
   const heads = new Map<string, LedgerHead | null>();
   const tails = new Map<string, Promise<unknown>>();
+  /** Per writer, one commit at a time picks its head and is sent (the wire part overlaps the next). */
+  const sections = new Map<string, Promise<unknown>>();
+  const exclusive = <T>(writer: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (sections.get(writer) ?? Promise.resolve()).then(fn, fn);
+    sections.set(
+      writer,
+      run.catch(() => undefined),
+    );
+    return run;
+  };
 
   const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit) => {
     const { rows, checkpoints, head } = built;
@@ -128,20 +138,29 @@ export async function openPostgresLedgerStore(
     kind: 'postgres',
     async commit(writer, build) {
       for (let attempt = 1; ; attempt += 1) {
-        const expected = heads.has(writer) ? heads.get(writer)! : await readHead(writer);
-        const built = build(expected ?? undefined);
-        // Optimistically the head: a commit started while this one is on the wire chains from it.
-        heads.set(writer, built.head);
-        let won: boolean;
+        const { built, won } = await exclusive(writer, async () => {
+          let expected = heads.get(writer);
+          if (expected === undefined) {
+            // Unknown (first use, or a commit lost): the head everything sent so far leaves behind.
+            await tails.get(writer)?.catch(() => undefined);
+            expected = await readHead(writer);
+          }
+          const chained = build(expected ?? undefined);
+          // Optimistically the head: a commit started while this one is on the wire chains from it.
+          heads.set(writer, chained.head);
+          return { built: chained, won: send(writer, expected, chained) };
+        });
+        let committed: boolean;
         try {
-          won = await send(writer, expected, built);
+          committed = await won;
         } catch (error) {
           if (heads.get(writer) === built.head) heads.delete(writer);
           throw error;
         }
-        if (won) return;
-        // The head moved (another process, a transactional append, a failed predecessor): re-read it.
-        if (heads.get(writer) === built.head) heads.delete(writer);
+        if (committed) return;
+        // The head moved (another process, a transactional append, a failed predecessor). Commits
+        // chained on this one's head lose too; the next to start reads the head afresh.
+        heads.delete(writer);
         if (attempt >= MAX_ATTEMPTS) throw new Error(`writer ${writer} keeps moving under another process`);
       }
     },

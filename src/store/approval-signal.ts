@@ -1,0 +1,118 @@
+/**
+ * Wake-ups for calls waiting on a human decision: when an approval is decided (or finishes
+ * executing), the call waiting for it wakes at once instead of at its next poll. With PostgreSQL the
+ * signal crosses replicas (NOTIFY on `<schema>_approvals`, one LISTEN connection per replica), so a
+ * call waiting on replica A wakes when an approver decides on B. With SQLite it is in-process: the
+ * console and the waiting call share the `serve` process; a decision made by another process (the
+ * `approvals` CLI) is seen at the next poll (`approvals.poll_ms`).
+ *
+ * Polling stays as the fallback (a signal lost while the LISTEN connection reconnects costs one
+ * poll interval, never a decision). Signals carry only the approval id; waiters re-read the store.
+ *
+ * No lost wake-ups: a waiter reads `version(id)` before it reads the approval, and `wait` returns at
+ * once when a signal for `id` arrived since that version.
+ */
+import type { Config, Secrets } from '../config.ts';
+import type { ApprovalStore } from './approval-store.ts';
+import type { Store } from './store.ts';
+
+export interface ApprovalSignal {
+  /** Tell every waiter (every replica on PostgreSQL; this process on SQLite) that `approvalId` changed. */
+  publish(approvalId: string): Promise<void>;
+  /** How many signals for `approvalId` this process has seen (read it before reading the approval). */
+  version(approvalId: string): number;
+  /**
+   * Resolves after `ms`, or sooner once a signal for `approvalId` newer than `seenVersion` arrives or
+   * `abort` aborts.
+   */
+  wait(approvalId: string, ms: number, seenVersion: number, abort?: AbortSignal): Promise<void>;
+  /** Start receiving other replicas' signals now (serving processes; a CLI that only publishes skips it). */
+  listen(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Signals remembered per process, so a version outlives a waiter's read; oldest dropped beyond this. */
+const REMEMBERED = 10_000;
+
+/** The waiters and versions of one process; `deliver` is what a received signal calls. */
+export function createSignalBoard() {
+  const versions = new Map<string, number>();
+  const waiters = new Map<string, Set<() => void>>();
+  return {
+    version: (id: string) => versions.get(id) ?? 0,
+    deliver(id: string) {
+      const next = (versions.get(id) ?? 0) + 1;
+      versions.delete(id);
+      versions.set(id, next);
+      if (versions.size > REMEMBERED) versions.delete(versions.keys().next().value!);
+      for (const wake of waiters.get(id) ?? []) wake();
+    },
+    wait(id: string, ms: number, seen: number, abort?: AbortSignal): Promise<void> {
+      if ((versions.get(id) ?? 0) > seen || abort?.aborted) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const set = waiters.get(id) ?? new Set();
+        waiters.set(id, set);
+        const done = () => {
+          clearTimeout(timer);
+          set.delete(done);
+          if (set.size === 0) waiters.delete(id);
+          abort?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.max(0, ms));
+        set.add(done);
+        abort?.addEventListener('abort', done, { once: true });
+      });
+    },
+  };
+}
+
+/** One board per SQLite database in this process: every runtime on the file shares its signals. */
+const inProcessBoards = new Map<string, ReturnType<typeof createSignalBoard>>();
+
+export function createInProcessApprovalSignal(location: string): ApprovalSignal {
+  let board = inProcessBoards.get(location);
+  if (!board) inProcessBoards.set(location, (board = createSignalBoard()));
+  const b = board;
+  return {
+    publish: async (id) => b.deliver(id),
+    version: (id) => b.version(id),
+    wait: (id, ms, seen, abort) => b.wait(id, ms, seen, abort),
+    listen: async () => {},
+    close: async () => {},
+  };
+}
+
+/** The signal for the store's engine (PostgreSQL's loads `pg` only when configured). */
+export async function openApprovalSignal(
+  store: Pick<Store, 'engine' | 'sql' | 'location'>,
+  config: Pick<Config, 'store_postgres'>,
+  secrets: Pick<Secrets, 'postgresUrl'>,
+  onConnectionError: (error: Error) => void = () => undefined,
+): Promise<ApprovalSignal> {
+  if (store.engine !== 'postgres' || !secrets.postgresUrl)
+    return createInProcessApprovalSignal(store.location);
+  const { openPostgresApprovalSignal } = await import('./postgres/approval-signal.ts');
+  return openPostgresApprovalSignal(
+    secrets.postgresUrl,
+    config.store_postgres.schema,
+    store.sql,
+    onConnectionError,
+  );
+}
+
+/**
+ * `approvals` whose every successful transition (approved, denied, expired, executing, executed,
+ * failed, …) calls `onMoved(id)`: outside a transaction, publish at once; inside one, collect the
+ * ids and publish after the commit (a waiter woken before it would read the old state).
+ */
+export function signalTransitions(approvals: ApprovalStore, onMoved: (id: string) => void): ApprovalStore {
+  return {
+    ...approvals,
+    async transition(id, from, to, patch) {
+      const moved = await approvals.transition(id, from, to, patch);
+      if (moved) onMoved(id);
+      return moved;
+    },
+  };
+}
