@@ -260,18 +260,31 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       else if (approval.state === 'superseded')
         await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
       else if (approval.state === 'failed') {
-        if (await store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
-          await auditQuietly({
-            event: 'dead_lettered',
-            tool: effect.tool,
-            target: `outbox_effect:${effect.id}`,
-            approval_id: approval.id,
-            outcome: {
-              code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
-              message: 'approved action failed',
-            },
-          });
+        const record = {
+          event: 'dead_lettered',
+          tool: effect.tool,
+          target: `outbox_effect:${effect.id}`,
+          approval_id: approval.id,
+          outcome: {
+            code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
+            message: 'approved action failed',
+          },
+        } as const;
+        const settle = (outbox: OutboxStore) =>
+          outbox.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' });
+        if (!options.transaction) {
+          if (await settle(store)) await auditQuietly(record);
+          continue;
         }
+        // Unrecorded, it stays parked, and the next pass settles it again.
+        await options
+          .transaction(async (tx) => {
+            if (await settle(tx.outbox))
+              await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+          })
+          .catch((error: unknown) =>
+            logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
+          );
       }
     }
   }
