@@ -27,7 +27,7 @@ async function matchRecords(user: string, email: string | undefined, ctx: ToolCo
   };
 }
 
-type CaseInput = { user_id: string; summary: string; priority?: string; email?: string };
+type CaseInput = { user_id: string; summary: string; priority?: string; email?: string; queue?: string };
 
 /**
  * Everything a case creation decides before writing: the Sift context, the open case if any, the
@@ -64,7 +64,10 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
     return { band, siftScore, match, open: row };
   }
 
-  const owner = await queueId(settings.fraud_queue, 'salesforce.fraud_queue', ctx);
+  // A rule's own queue (automation.score_trigger.case_rules[].queue) or the configured fraud queue.
+  const owner = input.queue
+    ? await queueId(input.queue, 'the queue argument', ctx)
+    : await queueId(settings.fraud_queue, 'salesforce.fraud_queue', ctx);
   // One key per "open case generation": a retry after a lost response upserts the same Case,
   // while a new case after the previous one was closed gets a new key.
   const key = `fraudgate:${input.user_id}:${cases.length + 1}`;
@@ -114,6 +117,12 @@ export const createFraudCase = defineTool({
     summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
     email: z.email().optional().describe('Contact email to match by.'),
+    queue: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a queue DeveloperName (letters, digits, _)')
+      .max(80)
+      .optional()
+      .describe('DeveloperName of the Case queue to own it. Default: the configured fraud queue.'),
   }),
   output: z.object({
     case_id: z.string(),

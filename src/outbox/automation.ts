@@ -111,6 +111,7 @@ export async function openAutomation(options: {
     tools: options.tools,
     logger: options.logger,
     clients,
+    observeScores: false,
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
   });

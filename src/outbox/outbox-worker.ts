@@ -36,14 +36,14 @@ import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
 import type { SqlExecutor } from '../store/sql.ts';
+import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
-/** Outbox events of this kind carry a fresh score; their effects are routed when the score arrives. */
-export const SCORE_ENTITY = 'score';
+export { SCORE_ENTITY } from './propagate.ts';
 
 /** The tool behind each score-trigger effect. */
 const SCORE_EFFECT_TOOLS = {
@@ -152,7 +152,26 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
   };
 
+  /** The user's riskiest current score, or undefined for a user Sift has never scored. */
+  async function currentHighest(user: string) {
+    const score = await sift.getUserScore(user).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    return Object.entries(score?.scores ?? {}).reduce<
+      { score: number; sift_score: number; abuse_type: string } | undefined
+    >((best, [type, s]) => {
+      if (!s || (best && best.score >= s.score)) return best;
+      return { score: s.score, sift_score: Math.round(s.score * 100), abuse_type: type };
+    }, undefined);
+  }
+
   async function effectsFor(event: StoredEvent): Promise<NewEffect[]> {
+    if (event.entityType === SCORE_ENTITY) {
+      // A score fraudgate read (propagate.ts): the trigger's effects, with the score as it is now.
+      const highest = await currentHighest(event.entityId);
+      return highest ? scoreEffects(event.entityId, SCORE_READ_EVENT, highest) : [];
+    }
     // Only user decisions have a user to act on; the contract does not say order/session webhooks carry one.
     if (event.entityType !== 'user') return [];
     const category = await categoryOf(event.decisionId);
@@ -199,16 +218,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
     if (auto.score_trigger.high_risk_decisions.includes(event.decisionId)) {
       // A high-risk event (e.g. an ATO watch on $login): the score trigger too, with the current score.
-      const score = await sift.getUserScore(user).catch((error: unknown) => {
-        if (error instanceof NotFoundError) return undefined;
-        throw error;
-      });
-      const highest = Object.entries(score?.scores ?? {}).reduce<
-        { score: number; sift_score: number; abuse_type: string } | undefined
-      >((best, [type, s]) => {
-        if (!s || (best && best.score >= s.score)) return best;
-        return { score: s.score, sift_score: Math.round(s.score * 100), abuse_type: type };
-      }, undefined);
+      const highest = await currentHighest(user);
       if (highest) {
         const taken = new Set(out.map((e) => e.effect));
         // One effect name per event: a decision rule's own case wins over the trigger's.
@@ -427,7 +437,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
           tool,
           args: {
             user_id: user,
-            priority: rule.priority,
+            priority: rule.priority ?? trigger.severity_priority[rule.severity ?? 'high'],
+            ...(rule.queue ? { queue: rule.queue } : {}),
             summary: `High-risk ${eventType} for ${user}: Sift score ${highest.sift_score}/100 (${highest.abuse_type}), opened by fraudgate's score trigger.`,
           },
         });
