@@ -123,7 +123,9 @@ export async function openAutomation(options: {
     transaction: (fn) => runtime.store.transaction((tx) => fn({ outbox: tx.outbox, sql: tx.sql })),
     toolNames: new Set(options.tools.map((t) => t.name)),
     ...(options.owner ? { owner: options.owner } : {}),
-  });
+  }); // Effects running together share one write request: it goes once each of them has queued its writes.
+  if (options.batching !== false) clients.batcher.coordinate(() => worker.salesforceWriters());
+
   return {
     runtime,
     store,

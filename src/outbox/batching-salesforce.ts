@@ -49,6 +49,12 @@ export interface BatchingSalesforceClient extends SalesforceClient {
   stats: BatchingStats;
   /** Send whatever is queued now and wait for every call in flight. */
   flush(): Promise<void>;
+  /**
+   * Let the worker say how many running callers may still write. A request then goes out as soon as
+   * each of them is waiting in it (nothing more will come), and past the window it keeps waiting
+   * while some may still join — up to ten windows — so slow effects still share one request.
+   */
+  coordinate(expected: () => number): void;
 }
 
 /** One caller's group of writes waiting to go out, with the promise to settle. */
@@ -95,10 +101,20 @@ export function createBatchingSalesforceClient(
   let packer = new CompositePacker<{ group: PendingGroup; index: number }>();
   let groups: PendingGroup[] = [];
   let timer: NodeJS.Timeout | undefined;
+  let openedAt: number | undefined;
+  let expected: (() => number) | undefined;
+
+  function due(): void {
+    timer = undefined;
+    const waited = Date.now() - (openedAt ?? Date.now());
+    if (!expected || groups.length >= expected() || waited >= options.windowMs * 10) send();
+    else timer = setTimeout(due, Math.max(5, Math.floor(options.windowMs / 10)));
+  }
 
   function send(): void {
     if (timer) clearTimeout(timer);
     timer = undefined;
+    openedAt = undefined;
     const sending = packer;
     const waiting = groups;
     packer = new CompositePacker();
@@ -155,7 +171,9 @@ export function createBatchingSalesforceClient(
         }
       }
       groups.push(group);
-      timer ??= setTimeout(send, options.windowMs);
+      openedAt ??= Date.now();
+      if (expected && groups.length >= expected()) send();
+      else timer ??= setTimeout(due, options.windowMs);
     });
   }
 
@@ -284,6 +302,9 @@ export function createBatchingSalesforceClient(
       return { id: result?.id ?? '', created: result?.created === true };
     },
     /** Send whatever is queued now and wait for every call in flight. */
+    coordinate(count) {
+      expected = count;
+    },
     async flush() {
       for (const key of [...lookupBatches.keys()]) flushLookups(key);
       send();

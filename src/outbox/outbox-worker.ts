@@ -91,6 +91,8 @@ export interface OutboxWorker {
   start(): void;
   wake(): void;
   stop(): Promise<void>;
+  /** Running effects that may still write to Salesforce (the batching client waits for them). */
+  salesforceWriters(): number;
 }
 
 /**
@@ -401,14 +403,19 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     heartbeat.unref();
   };
 
+  let salesforceWriters = 0;
+
   async function runEffect(effect: OutboxEffect, result: TickResult): Promise<void> {
     const controller = new AbortController();
+    const writes = SALESFORCE_EFFECTS.has(effect.effect);
     active.set(effect.id, controller);
+    if (writes) salesforceWriters += 1;
     ensureHeartbeat();
     try {
       await runGoverned(effect, result, controller.signal);
     } finally {
       active.delete(effect.id);
+      if (writes) salesforceWriters -= 1;
     }
   }
 
@@ -651,6 +658,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       }
       return false;
     },
+    salesforceWriters: () => salesforceWriters,
     start() {
       if (!stopped) return;
       stopped = false;
