@@ -303,6 +303,62 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     return Math.max(1, Math.floor(auto.batch_size * share));
   }
 
+  /**
+   * The whole queue pauses while a dependency is down — an upstream that refuses connections, times
+   * out or answers 502/503/504, Redis (rate limits) or the audit ledger/store that cannot write: every
+   * effect would fail the same way, so none spends an attempt or becomes a dead letter for it. After
+   * the pause one effect probes; its success resumes the queue, its failure doubles the pause (from
+   * `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). The pause starts after a few such failures
+   * in a row (below); a plain 500 is always the effect's own failure.
+   */
+  const queuePause = { until: 0, ms: 0, probe: false };
+  /**
+   * Dependency failures in a row with no other answer between: an outage, not one unlucky effect.
+   * Below the threshold a failure counts as an attempt as usual, so a flaky upstream (a 503 now and
+   * then) neither stalls the queue nor lets one effect retry forever.
+   */
+  let downInARow = 0;
+  const PAUSE_AFTER_FAILURES_IN_A_ROW = 3;
+  function dependencyDown(error: FraudgateError): boolean {
+    // INTERNAL is retryable only when the audit ledger cannot write (fail closed, not a bug).
+    if (error.code === ERROR_CODES.INTERNAL) return error.retryable;
+    if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
+    const status = (error.data as { status?: unknown } | undefined)?.status;
+    return status === undefined || status === 502 || status === 503 || status === 504;
+  }
+  function pauseQueue(error: FraudgateError): number {
+    const first = queuePause.ms === 0;
+    // Effects already in flight when the pause began fail alike: they wait for the same probe.
+    if (!first && !queuePause.probe && now() < queuePause.until) return queuePause.until;
+    queuePause.ms = Math.min(
+      first ? auto.backoff_base_ms : queuePause.ms * 2,
+      Math.min(auto.backoff_max_ms, 30_000),
+    );
+    queuePause.until = now() + queuePause.ms;
+    queuePause.probe = false;
+    if (first) {
+      logger.warn('outbox paused: a dependency is unavailable; effects wait without spending attempts', {
+        service: (error.data as { service?: unknown } | undefined)?.service ?? 'store',
+        code: error.code,
+      });
+    }
+    return queuePause.until;
+  }
+  function resumeQueue(): void {
+    if (queuePause.ms === 0) return;
+    queuePause.ms = 0;
+    queuePause.until = 0;
+    queuePause.probe = false;
+    logger.info('outbox resumed: the dependency answers again');
+  }
+  /** How many effects the queue may claim now: none while paused or probing, one to probe. */
+  function pausedRoom(room: number): number {
+    if (queuePause.ms === 0) return room;
+    if (now() < queuePause.until || queuePause.probe) return 0;
+    queuePause.probe = true;
+    return Math.min(1, room);
+  }
+
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
     if (!(await store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`))) return;
     logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
@@ -362,6 +418,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       await runGoverned(effect, result, controller.signal);
     } finally {
       active.delete(effect.id);
+      // A probe that neither resumed nor re-paused the queue (e.g. it crashed): the next pump probes again.
+      queuePause.probe = false;
     }
   }
 
@@ -431,6 +489,16 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
     const channel: CallChannel = { principal, progress: async () => {}, signal };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
+    const down = !outcome.ok && dependencyDown(outcome.error);
+    downInARow = down ? downInARow + 1 : 0;
+    if (!outcome.ok && down && (queuePause.ms > 0 || downInARow >= PAUSE_AFTER_FAILURES_IN_A_ROW)) {
+      const until = pauseQueue(outcome.error);
+      await store.retry(effect.id, owner, until, `${outcome.error.code}: ${outcome.error.message}`, false);
+      result.deferred += 1;
+      return;
+    }
+    // Any other answer means the dependencies answered: a paused queue resumes.
+    if (!down) resumeQueue();
     if (outcome.ok) {
       await routeScore(effect, outcome.output);
       if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
@@ -516,9 +584,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       });
     }
     await settleApprovals();
-    const room = auto.batch_size - inflight.size;
+    const room = pausedRoom(auto.batch_size - inflight.size);
     if (room <= 0) return [];
     const claimed = await store.claim(owner, room, auto.lease_ms);
+    if (claimed.length === 0) queuePause.probe = false;
     result.claimed += claimed.length;
     let allowance = salesforceAllowance();
     const launched: Promise<void>[] = [];
