@@ -308,7 +308,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    * out or answers 502/503/504, Redis (rate limits) or the audit ledger/store that cannot write: every
    * effect would fail the same way, so none spends an attempt or becomes a dead letter for it. After
    * the pause one effect probes; its success resumes the queue, its failure doubles the pause (from
-   * `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). The pause starts after a few such failures
+   * `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). The pause starts after ten such failures
    * in a row (below); a plain 500 is always the effect's own failure.
    */
   const queuePause = { until: 0, ms: 0, probe: false };
@@ -318,7 +318,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    * then) neither stalls the queue nor lets one effect retry forever.
    */
   let downInARow = 0;
-  const PAUSE_AFTER_FAILURES_IN_A_ROW = 3;
+  const PAUSE_AFTER_FAILURES_IN_A_ROW = 10;
   function dependencyDown(error: FraudgateError): boolean {
     // INTERNAL is retryable only when the audit ledger cannot write (fail closed, not a bug).
     if (error.code === ERROR_CODES.INTERNAL) return error.retryable;
