@@ -38,6 +38,18 @@ import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
+/** Network errors that mean nothing answered at all: the dependency is down, not failing. */
+const CANNOT_CONNECT: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
@@ -304,27 +316,27 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   /**
-   * The whole queue pauses while a dependency is down — an upstream that refuses connections, times
-   * out or answers 502/503/504, Redis (rate limits) or the audit ledger/store that cannot write: every
-   * effect would fail the same way, so none spends an attempt or becomes a dead letter for it. After
-   * the pause one effect probes; its success resumes the queue, its failure doubles the pause (from
-   * `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). The pause starts after ten such failures
-   * in a row (below); a plain 500 is always the effect's own failure.
+   * The whole queue pauses while a dependency is down — an upstream that cannot be reached at all
+   * (connection refused, no route, DNS, connect timeout), Redis (rate limits) or the audit ledger that
+   * cannot write: every effect would fail the same way, so none spends an attempt or becomes a dead
+   * letter for it. After the pause one effect probes; any answer resumes the queue, another such
+   * failure doubles the pause (from `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). An upstream
+   * that answers 5xx, resets or times out a read is up but failing: that counts as an attempt (one
+   * batched request failing must not stall the queue).
    */
   const queuePause = { until: 0, ms: 0, probe: false };
-  /**
-   * Dependency failures in a row with no other answer between: an outage, not one unlucky effect.
-   * Below the threshold a failure counts as an attempt as usual, so a flaky upstream (a 503 now and
-   * then) neither stalls the queue nor lets one effect retry forever.
-   */
-  let downInARow = 0;
-  const PAUSE_AFTER_FAILURES_IN_A_ROW = 10;
   function dependencyDown(error: FraudgateError): boolean {
     // INTERNAL is retryable only when the audit ledger cannot write (fail closed, not a bug).
     if (error.code === ERROR_CODES.INTERNAL) return error.retryable;
     if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
-    const status = (error.data as { status?: unknown } | undefined)?.status;
-    return status === undefined || status === 502 || status === 503 || status === 504;
+    // No upstream named: the pipeline's own dependency (the rate-limit store) refused the call.
+    if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
+    for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'string' && CANNOT_CONNECT.has(code)) return true;
+      e = (e as { cause?: unknown }).cause;
+    }
+    return false;
   }
   function pauseQueue(error: FraudgateError): number {
     const first = queuePause.ms === 0;
@@ -490,8 +502,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const channel: CallChannel = { principal, progress: async () => {}, signal };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     const down = !outcome.ok && dependencyDown(outcome.error);
-    downInARow = down ? downInARow + 1 : 0;
-    if (!outcome.ok && down && (queuePause.ms > 0 || downInARow >= PAUSE_AFTER_FAILURES_IN_A_ROW)) {
+    if (!outcome.ok && down) {
       const until = pauseQueue(outcome.error);
       await store.retry(effect.id, owner, until, `${outcome.error.code}: ${outcome.error.message}`, false);
       result.deferred += 1;
