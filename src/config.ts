@@ -439,14 +439,42 @@ export const configSchema = z.strictObject({
        * with the user's current score and the decision id as the event type.
        */
       high_risk_decisions: z.array(z.string().min(1)),
-      /** A case for a high-risk event: the first rule whose event type ($login, $transaction, … a decision id, or *) matches and whose min_score (0–1) is reached. */
+      /**
+       * A case for a high-risk event: the first rule whose event type ($login, $transaction, … a
+       * decision id, `score_read` for scores fraudgate reads, or *) matches and whose min_score (0–1)
+       * is reached. The case goes to the rule's `queue` (a Case queue's DeveloperName; default
+       * salesforce.fraud_queue) with the rule's `priority`, else its severity's (`severity_priority`).
+       */
       case_rules: z.array(
-        z.strictObject({
-          event: z.string().min(1),
-          min_score: z.number().min(0).max(1),
-          priority: z.enum(['High', 'Medium', 'Low']),
-        }),
+        z
+          .strictObject({
+            event: z.string().min(1),
+            min_score: z.number().min(0).max(1),
+            severity: z.enum(['critical', 'high', 'medium', 'low']).optional(),
+            priority: z.enum(['High', 'Medium', 'Low']).optional(),
+            queue: z
+              .string()
+              .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a queue DeveloperName (letters, digits, _)')
+              .max(80)
+              .optional(),
+          })
+          .refine((rule) => rule.severity !== undefined || rule.priority !== undefined, {
+            message: 'give the rule a severity or a priority',
+          }),
       ),
+      /** Case priority per severity of a case rule. */
+      severity_priority: z.strictObject({
+        critical: z.enum(['High', 'Medium', 'Low']),
+        high: z.enum(['High', 'Medium', 'Low']),
+        medium: z.enum(['High', 'Medium', 'Low']),
+        low: z.enum(['High', 'Medium', 'Low']),
+      }),
+      /**
+       * Scores fraudgate reads (get_sift_score and every other tool that reads a score, the score
+       * sync, the Lead watcher) feed the trigger too, as event type `score_read`: once per user and
+       * distinct score. false: only events sent with return_score and high-risk decisions do.
+       */
+      from_reads: z.boolean(),
     }),
   }),
   /**
@@ -758,9 +786,11 @@ export const DEFAULTS: Config = {
       effects: ['segment_score', 'track', 'opportunities', 'case'],
       high_risk_decisions: [],
       case_rules: [
-        { event: '$login', min_score: 0.7, priority: 'High' },
-        { event: '*', min_score: 0.85, priority: 'High' },
+        { event: '$login', min_score: 0.7, severity: 'high' },
+        { event: '*', min_score: 0.85, severity: 'critical' },
       ],
+      severity_priority: { critical: 'High', high: 'High', medium: 'Medium', low: 'Low' },
+      from_reads: true,
     },
   },
   jobs: {

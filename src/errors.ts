@@ -137,6 +137,28 @@ export class NotFoundError extends FraudgateError {
   }
 }
 
+/**
+ * fraudgate's own store (PostgreSQL) could not be reached or dropped the connection (a restart, a
+ * failover, `pg_terminate_backend`, a pool with no free connection in time): nothing was done, and
+ * the same call later may succeed. Retryable, so the outbox retries the effect instead of
+ * dead-lettering it and an agent is told to try again, never an INTERNAL.
+ */
+export class StoreUnavailableError extends FraudgateError {
+  constructor(cause: unknown) {
+    super(
+      ERROR_CODES.UPSTREAM_ERROR,
+      "fraudgate's store is unavailable, so nothing was done; try again shortly.",
+      {
+        retryable: true,
+        detail: cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause),
+        data: { dependency: 'store' },
+        cause,
+      },
+    );
+    this.name = 'StoreUnavailableError';
+  }
+}
+
 /** Refused by policy, role or missing identity. The message says what to configure. */
 export class ForbiddenError extends FraudgateError {
   constructor(message: string, detail?: string) {

@@ -48,7 +48,7 @@ import { openSessionStores, type SessionStores } from './store/session-store.ts'
 import { openApprovalSignal, signalTransitions } from './store/approval-signal.ts';
 import type { AnyTool } from './tool.ts';
 import type { OutboxStore } from './store/outbox-store.ts';
-import { propagatingSift } from './outbox/propagate.ts';
+import { propagatingSift, scoreObservingSift } from './outbox/propagate.ts';
 
 export interface Runtime {
   config: Config;
@@ -409,6 +409,11 @@ export async function openRuntime(options: {
   auditWriter?: string;
   /** The process's store; default: opened here (and closed by `close()`). */
   store?: Store;
+  /**
+   * Feed the scores this runtime reads to the score-change trigger (`automation.score_trigger.from_reads`).
+   * The automation runtime, which runs the trigger's effects, passes false: its reads must not set it off again.
+   */
+  observeScores?: boolean;
 }): Promise<Runtime> {
   const { config, secrets } = options;
   const { close: closeState, ...state } = await openGovernanceState(config, secrets, options.logger, {
@@ -421,7 +426,10 @@ export async function openRuntime(options: {
   const outbox = state.store.outbox;
   const upstream = options.clients ?? createClients(config, secrets);
   // Every decision this process applies reaches the outbox like a Sift webhook would.
-  const clients = { ...upstream, sift: propagatingSift(upstream.sift, outbox) };
+  const propagating = propagatingSift(upstream.sift, outbox);
+  const observe = (options.observeScores ?? true) && config.automation.score_trigger.from_reads;
+  // …and every score it reads reaches the score-change trigger (tools, the score sync, the watchers).
+  const clients = { ...upstream, sift: observe ? scoreObservingSift(propagating, outbox) : propagating };
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
       ? await redisLimiter(secrets.redisUrl, logger)

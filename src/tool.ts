@@ -199,7 +199,8 @@ export const dryRunResultSchema = describedOutput(
   'The dry_run plan: current state, changes, approval_required.',
 );
 
-const dryRunArgument = z.boolean().optional().describe('Plan only; write nothing.');
+// Explained once in the server's instructions (src/server.ts), not in every write tool's schema.
+const dryRunArgument = z.boolean().optional();
 
 /** The input schema a client sees: write tools gain `dry_run`. */
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {

@@ -12,9 +12,10 @@
  * Parts a schema uses more than once (the same zod value, e.g. a score entry or a user id) become
  * `$defs` with a local `$ref`, when that is smaller than writing them out each time.
  *
- * Output schemas describe rather than repeat: they name each result field with its type and
- * meaning, without `required` or `additionalProperties: false` (the server checks every result
- * against the tool's zod schema before answering, so a client learns nothing from them), and a
+ * Output schemas describe rather than repeat: they name each result field and give the meaning,
+ * enum or shape where there is one, without bare types, `required` or `additionalProperties: false`
+ * (the server checks every result against the tool's zod schema before answering, so a client
+ * learns nothing from them), and a
  * part marked with `describedOutput()` (src/tool.ts) — another tool's result, a dry run's plan — is
  * one line saying what it is instead of its schema again.
  *
@@ -59,9 +60,11 @@ function compact(node: Json, io: 'input' | 'output'): Json {
     if (io === 'output' && key === 'type' && impliedByShape(node)) continue;
     if (key === 'pattern' && typeof node.format === 'string' && STANDARD_FORMATS.has(node.format)) continue;
     if (key === 'propertyNames' && isPlainStringSchema(value)) continue;
+    if (key === 'minLength' && value === 1 && patternRefusesEmpty(node.pattern)) continue;
     if (node.type === 'integer' && key === 'minimum' && value === -SAFE_INTEGER) continue;
     if (node.type === 'integer' && key === 'maximum' && value === SAFE_INTEGER) continue;
     out[key] = compactValue(value, io);
+    if (io === 'output' && key === 'properties' && isObject(out[key])) out[key] = namedOnly(out[key]);
   }
   return mergeNullable(out);
 }
@@ -230,6 +233,30 @@ function compactValue(value: unknown, io: 'input' | 'output'): unknown {
   if (Array.isArray(value)) return value.map((item) => compactValue(item, io));
   if (value !== null && typeof value === 'object') return compact(value as Json, io);
   return value;
+}
+
+/** `minLength: 1` beside a pattern the empty string does not match (e.g. `^[a-z]+$`) adds nothing. */
+function patternRefusesEmpty(pattern: unknown): boolean {
+  if (typeof pattern !== 'string') return false;
+  try {
+    return !new RegExp(pattern, 'u').test('');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A result field whose schema is a bare type (`{"type": "string"}`, no meaning, no constraint) is
+ * listed by name alone: the name says what it holds, and the server checks the value (zod) before
+ * answering. Fields with a description, an enum or a shape keep their schema.
+ */
+function namedOnly(properties: Json): Json {
+  return Object.fromEntries(
+    Object.entries(properties).map(([name, schema]) => [
+      name,
+      isObject(schema) && Object.keys(schema).length === 1 && 'type' in schema ? {} : schema,
+    ]),
+  );
 }
 
 /**

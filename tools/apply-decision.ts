@@ -42,10 +42,9 @@ export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
   description:
-    'Apply a configured Sift user decision (decision_id from list_sift_decisions) to a user. Approval ' +
-    'follows its category: BLOCK always needs a human, WATCH and ACCEPT follow policy ' +
-    '(APPROVAL_PENDING: see get_approval_status). fraudgate sets source and analyst. Order, session ' +
-    'and content decisions are refused.',
+    'Apply a configured Sift user decision (from list_sift_decisions) to a user. BLOCK always needs ' +
+    'human approval, WATCH and ACCEPT per policy (APPROVAL_PENDING: see get_approval_status). Order, ' +
+    'session and content decisions are refused.',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,

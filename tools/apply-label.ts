@@ -6,9 +6,8 @@ export const applyLabel = defineTool({
   name: 'apply_label',
   title: 'Label a user in Sift',
   description:
-    "Label a Sift user bad (fraud) or not bad for one abuse type; this trains Sift's model. A human " +
-    'approves first: APPROVAL_PENDING gives an approval id for get_approval_status (do not call ' +
-    'again). fraudgate sets the analyst and source.',
+    "Label a Sift user bad (fraud) or not bad for one abuse type; this trains Sift's model. Needs " +
+    'human approval: APPROVAL_PENDING gives an id for get_approval_status (do not call again).',
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,

@@ -1,8 +1,7 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
-import { FraudgateError } from '../src/errors.ts';
-import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
-import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import { matchCrmRecords, queueId, recordMatchOutcome } from './salesforce-common.ts';
 import { riskBand, summarizeScore, userId } from './schemas.ts';
 
 const priority = z.enum(['High', 'Medium', 'Low']);
@@ -15,52 +14,20 @@ interface CaseRow {
   [key: string]: unknown;
 }
 
-/**
- * Account and Contact for a Sift user: by Sift_User_Id__c first, else a Contact by email or phone
- * (the caller's email, else the mapped Segment profile's), as lookup_user matches.
- */
+/** The CRM match as a case links it: the Account (or the Contact's Account) and the Contact. */
 async function matchRecords(user: string, email: string | undefined, ctx: ToolContext) {
-  const sf = ctx.clients.salesforce;
-  const q = soqlQuote(user);
-  const siftId = ctx.config.mapping.salesforce_fields.sift_user_id;
-  const [accounts, contacts] = await Promise.all([
-    sf.query<{ Id: string }>(`SELECT Id FROM Account WHERE ${siftId} = ${q} LIMIT 1`, {
-      signal: ctx.signal,
-    }),
-    sf.query<{ Id: string; AccountId?: string }>(
-      `SELECT Id, AccountId FROM Contact WHERE ${siftId} = ${q} LIMIT 1`,
-      { signal: ctx.signal },
-    ),
-  ]);
-  const byId: IdentityAttempt = {
-    system: 'salesforce',
-    identifier: 'sift_user_id',
-    value: user,
-    found: true,
-  };
-  if (accounts[0] || contacts[0]) {
-    return {
-      match: 'sift_user_id' as const,
-      account_id: accounts[0]?.Id ?? contacts[0]?.AccountId ?? undefined,
-      contact_id: contacts[0]?.Id,
-      tried: [byId],
-    };
-  }
-  const fallback = await matchContactByFallback<{ Id: string; AccountId?: string }>(
-    user,
-    { email },
-    'Id, AccountId',
-    ctx,
-  );
+  const { match, records, tried } = await matchCrmRecords(user, { email }, ctx);
+  const account = records.find((r) => r.sobject === 'Account')?.row;
+  const contact = records.find((r) => r.sobject === 'Contact')?.row;
   return {
-    match: fallback.matched_by,
-    account_id: fallback.contact?.AccountId ?? undefined,
-    contact_id: fallback.contact?.Id,
-    tried: [{ ...byId, found: false }, ...fallback.tried],
+    match,
+    account_id: account?.Id ?? contact?.AccountId ?? undefined,
+    contact_id: contact?.Id,
+    tried,
   };
 }
 
-type CaseInput = { user_id: string; summary: string; priority?: string; email?: string };
+type CaseInput = { user_id: string; summary: string; priority?: string; email?: string; queue?: string };
 
 /**
  * Everything a case creation decides before writing: the Sift context, the open case if any, the
@@ -69,41 +36,41 @@ type CaseInput = { user_id: string; summary: string; priority?: string; email?: 
 async function prepareCase(input: CaseInput, ctx: ToolContext, options: { recordMatch: boolean }) {
   const sf = ctx.clients.salesforce;
   const settings = ctx.config.salesforce;
-  const summary = summarizeScore(
-    await ctx.clients.sift.getUserScore(input.user_id, { signal: ctx.signal }),
-    ctx.config.risk_bands,
-  );
+  const names = ctx.config.mapping.salesforce_fields;
+  // The user's fraud cases, open and closed, in one lookup (merged across a batch of effects).
+  const [score, cases, { tried, ...match }] = await Promise.all([
+    ctx.clients.sift.getUserScore(input.user_id, { signal: ctx.signal }),
+    sf.lookup<CaseRow>(
+      {
+        sobject: 'Case',
+        field: names.sift_user_id,
+        values: [input.user_id],
+        select: ['CaseNumber', 'Priority', 'AccountId', 'ContactId', 'IsClosed'],
+        where: `Type = ${soqlQuote(settings.case_type)}`,
+        orderBy: 'CreatedDate DESC',
+      },
+      { signal: ctx.signal },
+    ),
+    matchRecords(input.user_id, input.email, ctx),
+  ]);
+  const summary = summarizeScore(score, ctx.config.risk_bands);
   const highest = summary.highest;
   const band = highest?.risk_band ?? 'low';
   const siftScore = highest?.sift_score ?? 0;
-  const q = soqlQuote(input.user_id);
-  const names = ctx.config.mapping.salesforce_fields;
-  const fraudCases = `FROM Case WHERE ${names.sift_user_id} = ${q} AND Type = ${soqlQuote(settings.case_type)}`;
-
-  const open = await sf.query<CaseRow>(
-    `SELECT Id, CaseNumber, Priority, AccountId, ContactId ${fraudCases} AND IsClosed = false ORDER BY CreatedDate DESC LIMIT 1`,
-    { signal: ctx.signal },
-  );
-  const { tried, ...match } = await matchRecords(input.user_id, input.email, ctx);
   if (options.recordMatch) await recordMatchOutcome(input.user_id, match.match, tried, ctx);
-  if (open[0]) return { band, siftScore, match, open: open[0] };
-
-  const queues = await sf.query<{ Id: string }>(
-    `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(settings.fraud_queue)} LIMIT 1`,
-    { signal: ctx.signal },
-  );
-  if (!queues[0]) {
-    throw new FraudgateError(
-      'UPSTREAM_ERROR',
-      `Salesforce has no queue named ${settings.fraud_queue}; set salesforce.fraud_queue to the fraud review queue's DeveloperName.`,
-    );
+  const open = cases.find((c) => c.IsClosed !== true);
+  if (open) {
+    const { IsClosed: _closed, ...row } = open;
+    return { band, siftScore, match, open: row };
   }
+
+  // A rule's own queue (automation.score_trigger.case_rules[].queue) or the configured fraud queue.
+  const owner = input.queue
+    ? await queueId(input.queue, 'the queue argument', ctx)
+    : await queueId(settings.fraud_queue, 'salesforce.fraud_queue', ctx);
   // One key per "open case generation": a retry after a lost response upserts the same Case,
   // while a new case after the previous one was closed gets a new key.
-  const closed = await sf.query<CaseRow>(`SELECT Id ${fraudCases} AND IsClosed = true`, {
-    signal: ctx.signal,
-  });
-  const key = `fraudgate:${input.user_id}:${closed.length + 1}`;
+  const key = `fraudgate:${input.user_id}:${cases.length + 1}`;
   const casePriority = input.priority ?? ctx.config.mapping.band_priority[band];
   const reasons = (highest?.reasons ?? []).map(
     (r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`,
@@ -123,7 +90,7 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
     Status: 'New',
     Origin: settings.case_origin,
     Type: settings.case_type,
-    OwnerId: queues[0].Id,
+    OwnerId: owner,
     [names.sift_user_id]: input.user_id,
     [names.score]: siftScore,
     Fraudgate_Key__c: key,
@@ -138,10 +105,10 @@ export const createFraudCase = defineTool({
   name: 'create_fraud_case',
   title: 'Open a Salesforce fraud case',
   description:
-    'Open a Salesforce fraud case for a Sift user with the score and reasons, in the fraud queue, ' +
-    'linked to the Account/Contact matched by Sift user id, email, then phone. Priority follows the ' +
-    'risk band unless given. An open fraud case is returned instead of a duplicate (existing=true); ' +
-    'an unmatched user still gets one (match=none) and joins the identity review list.',
+    'Open a Salesforce fraud case for a Sift user with score and reasons, in the fraud queue, linked ' +
+    'to the Account/Contact matched by Sift user id, email, then phone; priority from the risk band ' +
+    'unless given. An open fraud case is returned instead of a duplicate (existing=true); an ' +
+    'unmatched user joins the identity review list.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -150,6 +117,12 @@ export const createFraudCase = defineTool({
     summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
     email: z.email().optional().describe('Contact email to match by.'),
+    queue: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a queue DeveloperName (letters, digits, _)')
+      .max(80)
+      .optional()
+      .describe('DeveloperName of the Case queue to own it. Default: the configured fraud queue.'),
   }),
   output: z.object({
     case_id: z.string(),
@@ -194,7 +167,11 @@ export const createFraudCase = defineTool({
       };
     }
     const saved = await sf.upsert('Case', 'Fraudgate_Key__c', record, { signal: ctx.signal });
-    const created = await sf.retrieve<CaseRow>('Case', saved.id, { signal: ctx.signal });
+    // Read back for the number Salesforce assigned; a lookup, so a batch of new cases is one query.
+    const [created] = await sf.lookup<CaseRow>(
+      { sobject: 'Case', field: 'Id', values: [saved.id], select: ['CaseNumber'] },
+      { signal: ctx.signal },
+    );
     return {
       case_id: saved.id,
       case_number: created?.CaseNumber,

@@ -133,10 +133,10 @@ export const enrichSalesforceLead = defineTool({
   name: 'enrich_salesforce_lead',
   title: 'Enrich a Salesforce Lead with its Sift score',
   description:
-    'Score a Salesforce Lead with Sift and write the score (0–100), risk band and check time onto it. ' +
-    'Give lead_id or email (several matching Leads: refused with their ids). The Sift user id is the ' +
-    "Lead's Sift id field, else its email; unknown to Sift is status=not_scored, not an error. At or " +
-    'over the threshold the Lead moves to the review queue. Safe to repeat.',
+    'Score a Salesforce Lead with Sift and write score (0–100), risk band and check time onto it. ' +
+    "Give lead_id or email. The Sift user id is the Lead's Sift id field, else its email; unknown to " +
+    'Sift is status=not_scored, not an error. At or over the threshold the Lead moves to the review ' +
+    'queue. Safe to repeat.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

@@ -131,7 +131,7 @@ export const flagOpportunities = defineTool({
   description:
     "When a customer's Sift score reaches the threshold, flag every open Opportunity of their Account " +
     'with a risk summary and create one review Task per owner. Give user_id or account_id. Below the ' +
-    'threshold nothing is written. Safe to repeat. Lists up to 50 ids; counts are complete.',
+    'threshold nothing is written. Safe to repeat.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

@@ -6,9 +6,8 @@ export const getApprovalStatus = defineTool({
   name: 'get_approval_status',
   title: 'Check an approval',
   description:
-    'An approval from APPROVAL_PENDING: its state (pending, approved, denied, expired, executing, ' +
-    'executed, failed), who decided and why, the evidence, and once executed the result. Approved ' +
-    'actions run by themselves: never call the original tool again.',
+    'An approval from APPROVAL_PENDING: its state, who decided and why, the evidence, and once ' +
+    'executed the result. Approved actions run by themselves: never call the original tool again.',
   risk: 'read',
   toolset: 'core',
   idempotent: true,

@@ -7,7 +7,7 @@ export const getSiftScore = defineTool({
   title: 'Get Sift risk score',
   description:
     "A user's Sift risk per abuse type: score (0–1 and the console's 0–100), risk band, reasons, " +
-    'latest decisions and labels. refresh=true rescores first (slower). An unknown user is NOT_FOUND.',
+    'latest decisions and labels. refresh=true rescores first. Unknown user: NOT_FOUND.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

@@ -7,8 +7,8 @@ export const getUserDecisions = defineTool({
   name: 'get_user_decisions',
   title: "Get a user's current Sift decisions",
   description:
-    'The decisions in force on a Sift user: per abuse type the latest decision, its category (block, ' +
-    'watch, accept; unknown if since deleted) and when. Empty: no decision.',
+    'The decisions in force on a Sift user: per abuse type the latest decision, its category (unknown ' +
+    'if since deleted) and when. Empty: none.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

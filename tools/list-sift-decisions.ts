@@ -64,8 +64,8 @@ export const listSiftDecisions = defineTool({
   name: 'list_sift_decisions',
   title: 'List the Sift decisions catalogue',
   description:
-    'The decisions configured in Sift (id, name, entity type, abuse type, category), optionally ' +
-    'filtered: the only decision_ids apply_decision accepts. Up to 60 s old (cached=true).',
+    'The decisions configured in Sift (id, name, entity type, abuse type, category): the only ' +
+    'decision_ids apply_decision accepts. Up to 60 s old.',
   risk: 'read',
   toolset: 'sift',
   idempotent: true,

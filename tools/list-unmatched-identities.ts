@@ -6,7 +6,7 @@ export const listUnmatchedIdentities = defineTool({
   title: 'List users awaiting identity review',
   description:
     'The identity review list: Sift users lookup_user could not match in Salesforce, newest first, ' +
-    'with the identifiers tried and when seen. A later match removes them. Paged by cursor.',
+    'with the identifiers tried. A later match removes them.',
   risk: 'read',
   toolset: 'triage',
   idempotent: true,

@@ -11,8 +11,7 @@ export const removeLabel = defineTool({
   title: "Remove a user's Sift label",
   description:
     "Remove a Sift user's label for one abuse type (e.g. a mistaken apply_label); decisions stay. " +
-    "Approval as for apply_label. The reason is kept in fraudgate's audit (Sift keeps none). An " +
-    'absent label: no change.',
+    "Approval as for apply_label. The reason is kept in fraudgate's audit.",
   risk: 'destructive',
   toolset: 'sift',
   idempotent: true,

@@ -73,9 +73,9 @@ export const resolveFraudCase = defineTool({
   name: 'resolve_fraud_case',
   title: 'Close a Salesforce fraud case with a resolution',
   description:
-    "Close a Salesforce fraud case with a resolution (mapped to the org's picklist) and notes. It " +
-    'neither labels nor decides in Sift: suggested_next_calls proposes apply_label or apply_decision. ' +
-    'The same resolution again changes nothing; a different one is a CONFLICT.',
+    'Close a Salesforce fraud case with a resolution and notes. It neither labels nor decides in ' +
+    'Sift: suggested_next_calls proposes apply_label or apply_decision. The same resolution again ' +
+    'changes nothing; another is a CONFLICT.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,

@@ -3,7 +3,6 @@
  * score as these tools record it. Kept apart from schemas.ts because only Salesforce tools use them.
  */
 import * as z from 'zod';
-import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { FraudgateError, InvalidInputError } from '../src/errors.ts';
 import type { IdentityAttempt, ToolContext } from '../src/tool.ts';
 import { summarizeScore } from './schemas.ts';
@@ -33,8 +32,14 @@ export function exactlyOne(args: Record<string, unknown>, fields: string[]): str
 
 /** The Id of a queue by DeveloperName; an UPSTREAM_ERROR naming the config key when it does not exist. */
 export async function queueId(developerName: string, configKey: string, ctx: ToolContext): Promise<string> {
-  const rows = await ctx.clients.salesforce.query<{ Id: string }>(
-    `SELECT Id FROM Group WHERE Type = 'Queue' AND DeveloperName = ${soqlQuote(developerName)} LIMIT 1`,
+  const rows = await ctx.clients.salesforce.lookup<{ Id: string }>(
+    {
+      sobject: 'Group',
+      field: 'DeveloperName',
+      values: [developerName],
+      select: [],
+      where: "Type = 'Queue'",
+    },
     { signal: ctx.signal },
   );
   if (!rows[0]) {
@@ -79,6 +84,42 @@ const stringTrait = (traits: Record<string, unknown> | null, key: string) => {
   return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
 };
 
+/** A CRM record as the effect tools read it: owner, decision field, and a Contact's Account. */
+export type CrmRow = { Id: string; OwnerId?: string; AccountId?: string | null; [field: string]: unknown };
+
+/**
+ * On Account and Contact: the key of the last decision sync applied to the record. The sync writes
+ * it with the decision value in the same request as its Chatter post, so the key on the record
+ * proves the post was made: a retry (after a lost answer or a crash before the outbox commit) reads
+ * it with the record and does not post again.
+ */
+export const DECISION_SYNC_KEY_FIELD = 'Fraudgate_Sync_Key__c';
+
+/** The fields the effect tools read on a matched Account or Contact: one shape, so their lookups merge. */
+function crmFields(sobject: 'Account' | 'Contact', ctx: ToolContext): string[] {
+  const names = ctx.config.mapping.salesforce_fields;
+  const common = ['OwnerId', names.decision, DECISION_SYNC_KEY_FIELD];
+  return sobject === 'Contact' ? ['AccountId', ...common] : common;
+}
+
+/**
+ * The Accounts and Contacts carrying a Sift user id. Every effect tool asks in the same shape, so
+ * under the automation's batching client the lookups of a whole batch of effects (across tools)
+ * are one `IN (...)` query per object.
+ */
+export async function recordsBySiftUserId(user: string, ctx: ToolContext) {
+  const sf = ctx.clients.salesforce;
+  const field = ctx.config.mapping.salesforce_fields.sift_user_id;
+  const find = (sobject: 'Account' | 'Contact') =>
+    sf.lookup<CrmRow>(
+      { sobject, field, values: [user], select: crmFields(sobject, ctx) },
+      { signal: ctx.signal },
+    );
+  const [accounts, contacts] = await Promise.all([find('Account'), find('Contact')]);
+  // The Sift user id is unique per object; the first is the record, as LIMIT 1 would give.
+  return { accounts: accounts.slice(0, 1), contacts: contacts.slice(0, 1) };
+}
+
 /**
  * A Contact for a Sift user whose id no Salesforce record carries, matched the way lookup_user
  * matches: by email, then phone — the caller's, else the `email` / `phone` traits of the user's
@@ -88,7 +129,7 @@ const stringTrait = (traits: Record<string, unknown> | null, key: string) => {
 export async function matchContactByFallback<T extends { Id: string }>(
   user: string,
   given: { email?: string | undefined; phone?: string | undefined },
-  fields: string,
+  fields: readonly string[],
   ctx: ToolContext,
 ): Promise<{ matched_by: 'email' | 'phone' | 'none'; contact?: T; tried: IdentityAttempt[] }> {
   const tried: IdentityAttempt[] = [];
@@ -110,20 +151,22 @@ export async function matchContactByFallback<T extends { Id: string }>(
       phone ??= stringTrait(traits, 'phone');
     }
   }
-  const attempts: { identifier: 'email' | 'phone'; value: string; where: string }[] = [];
+  const attempts: { identifier: 'email' | 'phone'; value: string; field: string; values: string[] }[] = [];
   if (email !== undefined)
-    attempts.push({ identifier: 'email', value: email, where: `Email = ${soqlQuote(email)}` });
+    attempts.push({ identifier: 'email', value: email, field: 'Email', values: [email] });
   const variants = phone === undefined ? [] : phoneVariants(phone);
-  if (phone !== undefined && variants.length > 0) {
-    attempts.push({
-      identifier: 'phone',
-      value: phone,
-      where: `Phone IN (${variants.map(soqlQuote).join(', ')})`,
-    });
-  }
+  if (phone !== undefined && variants.length > 0)
+    attempts.push({ identifier: 'phone', value: phone, field: 'Phone', values: variants });
   for (const attempt of attempts) {
-    const rows = await ctx.clients.salesforce.query<T>(
-      `SELECT ${fields} FROM Contact WHERE ${attempt.where} ORDER BY CreatedDate ASC LIMIT 1`,
+    // The oldest Contact wins, as before; batched callers share one query per identifier.
+    const rows = await ctx.clients.salesforce.lookup<T>(
+      {
+        sobject: 'Contact',
+        field: attempt.field,
+        values: attempt.values,
+        select: fields,
+        orderBy: 'CreatedDate ASC',
+      },
       { signal: ctx.signal },
     );
     tried.push({
@@ -135,6 +178,40 @@ export async function matchContactByFallback<T extends { Id: string }>(
     if (rows[0]) return { matched_by: attempt.identifier, contact: rows[0], tried };
   }
   return { matched_by: 'none', tried };
+}
+
+/**
+ * The Account and Contact for a Sift user, as lookup_user matches: by Sift user id, else a Contact
+ * by email, then phone (the caller's, else the mapped Segment profile's). `tried` lists every
+ * identifier attempted, for the identity review list.
+ */
+export async function matchCrmRecords(
+  user: string,
+  given: { email?: string | undefined; phone?: string | undefined },
+  ctx: ToolContext,
+) {
+  const { accounts, contacts } = await recordsBySiftUserId(user, ctx);
+  const records = [
+    ...accounts.map((row) => ({ sobject: 'Account' as const, row })),
+    ...contacts.map((row) => ({ sobject: 'Contact' as const, row })),
+  ];
+  const byId: IdentityAttempt = {
+    system: 'salesforce',
+    identifier: 'sift_user_id',
+    value: user,
+    found: true,
+  };
+  if (records.length > 0) return { match: 'sift_user_id' as const, records, tried: [byId] };
+  const fallback = await matchContactByFallback<CrmRow>(user, given, crmFields('Contact', ctx), ctx);
+  const tried = [{ ...byId, found: false }, ...fallback.tried];
+  if (fallback.contact) {
+    return {
+      match: fallback.matched_by,
+      records: [{ sobject: 'Contact' as const, row: fallback.contact }],
+      tried,
+    };
+  }
+  return { match: 'none' as const, records: [], tried };
 }
 
 /**

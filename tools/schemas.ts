@@ -16,8 +16,7 @@ export const userId = z
   .string()
   .min(1)
   .max(255)
-  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $')
-  .describe('Sift user id.');
+  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $');
 
 export const abuseType = z.enum(ABUSE_TYPES);
 
@@ -37,7 +36,7 @@ export const scoreEntry = z.object({
   percentiles: z
     .partialRecord(z.enum(SCORE_PERCENTILE_WINDOWS), z.number().min(0).max(1))
     .optional()
-    .describe("Where Sift sends them: the score's rank, 0–1, over last_1_days … last_10_days."),
+    .describe('Where Sift sends them: rank 0–1 per window.'),
 });
 
 export const latestDecision = z.object({

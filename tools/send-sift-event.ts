@@ -17,7 +17,7 @@ const siftId = (what: string) => siftIdSchema.describe(what);
 const decimal = z
   .string()
   .regex(/^-?\d{1,20}(\.\d{1,20})?$/, 'a decimal string like "12.50" (no exponent, no thousands separator)')
-  .describe('Decimal string in the base unit, e.g. "12.50", "0.0015" BTC; sent to Sift in micros.');
+  .describe('Decimal string, e.g. "12.50"; sent in micros.');
 
 const decimalAmount = (what: string) => decimal.describe(what);
 
@@ -135,7 +135,7 @@ const updateAccount = z
   .strictObject({
     event_type: z.literal('update_account'),
     ...account,
-    changed_password: z.boolean().optional().describe('The update was a password change.'),
+    changed_password: z.boolean().optional().describe('A password change.'),
   })
   .superRefine(checkDevice)
   .describe('$update_account.');
@@ -273,7 +273,7 @@ const paymentMethod = z
     refuse(CARD_FIELDS, CARD_TYPES, 'card');
     refuse(BANK_FIELDS, BANK_TYPES, 'bank');
   })
-  .describe('$payment_method: card fields for card types, bank fields for bank types.');
+  .describe('Card fields for card types, bank fields for bank types.');
 
 type PaymentMethodInput = z.infer<typeof paymentMethod>;
 
@@ -305,7 +305,7 @@ const walletBalance = z
       if (!micros.ok) ctx.addIssue({ code: 'custom', path: [field], message: micros.reason });
     }
   })
-  .describe('The wallet after this event; currency is what it stores.');
+  .describe('The wallet after this event.');
 
 type WalletBalanceInput = z.infer<typeof walletBalance>;
 
@@ -314,12 +314,12 @@ const transaction = z
     event_type: z.literal('transaction'),
     user_id: userId,
     transaction_type: z.enum(['deposit', 'withdrawal', 'transfer']),
-    transaction_status: status.describe('A later outcome: resend with the same transaction_id.'),
+    transaction_status: status.describe('Later outcome: resend.'),
     transaction_id: siftId('Reuse for status updates.'),
-    amount: decimalAmount('Amount moved (positive)'),
+    amount: decimalAmount('Positive.'),
     currency,
-    current_balance: decimalAmount('Wallet balance before the transaction').optional(),
-    new_balance: decimalAmount('Wallet balance after the transaction').optional(),
+    current_balance: decimalAmount('$current_balance').optional(),
+    new_balance: decimalAmount('$new_balance').optional(),
     decline_category: z.enum(DECLINE_CATEGORIES).optional().describe('Failures only.'),
     transfer_recipient_user_id: userId.optional().describe('transaction_type transfer only.'),
     payment_method: paymentMethod.optional(),
@@ -345,7 +345,7 @@ const transaction = z
       });
     }
   })
-  .describe('$transaction; resend with a new status to update it.');
+  .describe('$transaction.');
 
 const walletTransfer = z
   .strictObject({
@@ -353,7 +353,7 @@ const walletTransfer = z
     sender_user_id: userId.describe('The wallet the money leaves.'),
     recipient_user_id: userId.describe('The wallet the money reaches.'),
     transfer_id: siftId('Both events carry it.'),
-    amount: decimalAmount('Amount moved (positive)'),
+    amount: decimalAmount('Positive.'),
     currency,
     transfer_status: status,
     sender_balance: walletBalance.optional(),
@@ -612,10 +612,9 @@ export const sendSiftEvent = defineTool({
     'Report a wallet event to Sift so it scores the user: create_account, update_account, login, ' +
     'logout, transaction (deposit, withdrawal or transfer, with payment_method and balance; resend ' +
     'the same transaction_id with a new status), or wallet_transfer (send_money and receive_money ' +
-    "with send_amount, receive_amount and each wallet's balance, as Sift's wallet guide names them). " +
-    'Amounts are converted exactly to micros; more decimals than the currency has are refused. ' +
-    "return_score and return_workflow_status add the acting user's score and Sift's workflow results. " +
-    'Not idempotent: a repeat records the event twice.',
+    "with send_amount, receive_amount and each balance, as Sift's wallet guide names them). Amounts " +
+    'are converted exactly to micros; more decimals than the currency has are refused. Not ' +
+    'idempotent: a repeat records the event twice.',
   risk: 'write',
   toolset: 'sift',
   idempotent: false,
@@ -649,7 +648,7 @@ export const sendSiftEvent = defineTool({
     score_error: z
       .object({ sift_status: z.number(), message: z.string() })
       .nullable()
-      .describe('Why return_score got no score (the event still counts).'),
+      .describe('Why no score came back.'),
   }),
   target: (args) => `sift_user:${actingUser(args.event)}`,
   // Sift events are append-only: there is no current state to read, only what would be sent.

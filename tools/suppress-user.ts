@@ -14,9 +14,9 @@ export const suppressUser = defineTool({
   name: 'suppress_user',
   title: 'Suppress a user from marketing',
   description:
-    'Stop (suppressed=true, default) or resume marketing to a user for fraud: sets the Segment trait ' +
-    'the suppression audience keys on, plus a track event. Deletes nothing (not GDPR suppression). A ' +
-    'human approves first.',
+    'Stop (default) or resume marketing to a user for fraud: sets the Segment trait the suppression ' +
+    'audience keys on, plus a track event. Deletes nothing (not GDPR suppression). Needs human ' +
+    'approval.',
   risk: 'destructive',
   toolset: 'segment',
   idempotent: true,

@@ -1,56 +1,16 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
-import { soqlQuote } from '../src/clients/salesforce-client.ts';
+import type { SalesforceWrite } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
-import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
-import { matchContactByFallback, recordMatchOutcome } from './salesforce-common.ts';
+import { defineTool, type ToolContext } from '../src/tool.ts';
+import {
+  DECISION_SYNC_KEY_FIELD,
+  matchCrmRecords,
+  recordMatchOutcome,
+  type CrmRow,
+} from './salesforce-common.ts';
 import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
 import { currentDecision } from './sync-decision-to-segment.ts';
-
-type CrmRow = { Id: string; OwnerId?: string; [field: string]: unknown };
-
-/** How many recent feed posts are searched for this sync's marker before posting again. */
-const FEED_LOOKBACK = 20;
-
-/**
- * The Account and Contact for a Sift user: by Sift_User_Id__c, else a Contact by email or phone
- * (the caller's, else the mapped Segment profile's), as lookup_user matches.
- */
-async function matchRecords(user: string, given: { email?: string; phone?: string }, ctx: ToolContext) {
-  const sf = ctx.clients.salesforce;
-  const q = soqlQuote(user);
-  const names = ctx.config.mapping.salesforce_fields;
-  const fields = `Id, OwnerId, ${names.decision}`;
-  const [accounts, contacts] = await Promise.all([
-    sf.query<CrmRow>(`SELECT ${fields} FROM Account WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
-      signal: ctx.signal,
-    }),
-    sf.query<CrmRow>(`SELECT ${fields} FROM Contact WHERE ${names.sift_user_id} = ${q} LIMIT 1`, {
-      signal: ctx.signal,
-    }),
-  ]);
-  const records = [
-    ...accounts.map((r) => ({ sobject: 'Account' as const, row: r })),
-    ...contacts.map((r) => ({ sobject: 'Contact' as const, row: r })),
-  ];
-  const byId: IdentityAttempt = {
-    system: 'salesforce',
-    identifier: 'sift_user_id',
-    value: user,
-    found: true,
-  };
-  if (records.length > 0) return { match: 'sift_user_id' as const, records, tried: [byId] };
-  const fallback = await matchContactByFallback<CrmRow>(user, given, fields, ctx);
-  const tried = [{ ...byId, found: false }, ...fallback.tried];
-  if (fallback.contact) {
-    return {
-      match: fallback.matched_by,
-      records: [{ sobject: 'Contact' as const, row: fallback.contact }],
-      tried,
-    };
-  }
-  return { match: 'none' as const, records: [], tried };
-}
 
 /** Everything the sync decides before writing; shared by the dry run and the real run. */
 async function prepare(
@@ -58,10 +18,12 @@ async function prepare(
   ctx: ToolContext,
   options: { recordMatch: boolean },
 ) {
-  const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+  const [decision, matched] = await Promise.all([
+    currentDecision(args.user_id, args.abuse_type, ctx),
+    matchCrmRecords(args.user_id, { email: args.email, phone: args.phone }, ctx),
+  ]);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const value = effect.salesforce_value;
-  const matched = await matchRecords(args.user_id, { email: args.email, phone: args.phone }, ctx);
   if (options.recordMatch) await recordMatchOutcome(args.user_id, matched.match, matched.tried, ctx);
   if (matched.match === 'none') {
     throw new NotFoundError(
@@ -91,8 +53,7 @@ export const syncDecisionToSalesforce = defineTool({
   description:
     "Copy a user's current Sift decision (read from Sift) onto the matched Salesforce Account and " +
     'Contact (mapped decision field), with a Chatter note for the owner. Matched by Sift user id, ' +
-    'then Contact email, then phone; NOT_FOUND when nothing matches (the user joins the identity ' +
-    'review list). Never posted twice.',
+    'email, then phone; no match is NOT_FOUND and joins the identity review list. Never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
@@ -127,7 +88,6 @@ export const syncDecisionToSalesforce = defineTool({
   async plan(args, ctx) {
     const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });
     const field = ctx.config.mapping.salesforce_fields.decision;
-    const posted = await Promise.all(records.map((r) => alreadyPosted(r.row.Id, marker, ctx)));
     return {
       current: {
         records: records.map((r) => ({
@@ -140,35 +100,48 @@ export const syncDecisionToSalesforce = defineTool({
         update: records.map((r) => ({
           sobject: r.sobject,
           id: r.row.Id,
-          fields: { [field]: value },
+          fields: { [field]: value, [DECISION_SYNC_KEY_FIELD]: marker },
         })),
-        chatter_posts: records.flatMap((r, i) => (posted[i] ? [] : [{ ParentId: r.row.Id, Body: body }])),
+        chatter_posts: records.flatMap((r) =>
+          synced(r.row, marker) ? [] : [{ ParentId: r.row.Id, Body: body }],
+        ),
       },
     };
   },
   async run(args, ctx) {
-    const sf = ctx.clients.salesforce;
     const { decision, value, body, marker, match, records } = await prepare(args, ctx, { recordMatch: true });
     const field = ctx.config.mapping.salesforce_fields.decision;
-    const out = [];
-    for (const record of records) {
-      await sf.update(record.sobject, { Id: record.row.Id, [field]: value }, { signal: ctx.signal });
-      const posted = await alreadyPosted(record.row.Id, marker, ctx);
-      const post = posted
-        ? undefined
-        : await sf.create(
-            'FeedItem',
-            { ParentId: record.row.Id, Body: body, Type: 'TextPost' },
-            { signal: ctx.signal },
-          );
-      out.push({
+    // Each record's update carries the sync key and travels in one request with its post: both
+    // land or neither, and a record already carrying the key already has its post.
+    const writes: SalesforceWrite[] = records.flatMap((record) => [
+      {
+        op: 'update' as const,
         sobject: record.sobject,
-        id: record.row.Id,
-        owner_id: record.row.OwnerId ?? null,
-        previous_value: typeof record.row[field] === 'string' ? record.row[field] : null,
-        chatter_post_id: post?.id ?? null,
-      });
-    }
+        record: { Id: record.row.Id, [field]: value, [DECISION_SYNC_KEY_FIELD]: marker },
+      },
+      ...(synced(record.row, marker)
+        ? []
+        : [
+            {
+              op: 'create' as const,
+              sobject: 'FeedItem',
+              record: { ParentId: record.row.Id, Body: body, Type: 'TextPost' },
+            },
+          ]),
+    ]);
+    const results = await ctx.clients.salesforce.writeTogether(writes, { signal: ctx.signal });
+    const postIds = new Map(
+      writes.flatMap((w, i) =>
+        w.op === 'create' ? [[String(w.record.ParentId), results[i]?.id ?? null]] : [],
+      ),
+    );
+    const out = records.map((record) => ({
+      sobject: record.sobject,
+      id: record.row.Id,
+      owner_id: record.row.OwnerId ?? null,
+      previous_value: typeof record.row[field] === 'string' ? record.row[field] : null,
+      chatter_post_id: postIds.get(record.row.Id) ?? null,
+    }));
     return {
       user_id: args.user_id,
       decision: decision ? currentDecisionSummary.parse(decision) : null,
@@ -179,14 +152,7 @@ export const syncDecisionToSalesforce = defineTool({
   },
 });
 
-/**
- * Whether a recent post on the record carries the marker. Chatter bodies cannot be filtered in SOQL
- * (long text), so the newest few are read and searched here.
- */
-async function alreadyPosted(parentId: string, marker: string, ctx: ToolContext): Promise<boolean> {
-  const posts = await ctx.clients.salesforce.query<{ Id: string; Body?: string | null }>(
-    `SELECT Id, Body FROM FeedItem WHERE ParentId = ${soqlQuote(parentId)} ORDER BY CreatedDate DESC LIMIT ${FEED_LOOKBACK}`,
-    { signal: ctx.signal },
-  );
-  return posts.some((p) => typeof p.Body === 'string' && p.Body.includes(marker));
+/** Whether this sync was applied to the record already (its key is on it, so its post exists). */
+function synced(row: CrmRow, marker: string): boolean {
+  return row[DECISION_SYNC_KEY_FIELD] === marker;
 }

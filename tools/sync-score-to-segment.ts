@@ -37,8 +37,8 @@ export const syncScoreToSegment = defineTool({
   title: "Sync a user's Sift score and routing tier to Segment",
   description:
     "Write a user's current Sift score (0–100, read from Sift), risk band and routing tier " +
-    '(configured per band, e.g. trusted, step_up) to their Segment profile as traits. Riskiest abuse ' +
-    'type unless abuse_type; no score is band low. An unchanged score is not resent.',
+    '(configured per band) to their Segment profile as traits. Riskiest abuse type unless abuse_type; ' +
+    'no score is band low. Unchanged scores are not resent.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,

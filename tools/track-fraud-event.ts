@@ -108,9 +108,9 @@ export const trackFraudEvent = defineTool({
   name: 'track_fraud_event',
   title: 'Record a Sift outcome as a Segment track event',
   description:
-    'Send a Sift outcome to Segment as a track event for analytics: score_evaluated, decision_applied ' +
-    'or label_applied, the facts read from Sift; optionally one abuse_type and a Salesforce case_id. ' +
-    'NOT_FOUND without such an outcome. Counted once however often sent.',
+    'Send a Sift outcome (score_evaluated, decision_applied or label_applied, facts read from Sift) ' +
+    'to Segment as a track event for analytics. NOT_FOUND without such an outcome. Counted once ' +
+    'however often sent.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,

@@ -118,8 +118,8 @@ export const undoAction = defineTool({
   name: 'undo_action',
   title: 'Undo an executed destructive action',
   description:
-    'Undo a label, label removal, decision or suppression that fraudgate executed (by approval_id) ' +
-    'within the undo window, restoring the state before it. Needs its own human approval.',
+    'Undo a label, label removal, decision or suppression fraudgate executed (by approval_id) within ' +
+    'the undo window, restoring the state before it. Needs human approval.',
   risk: 'destructive',
   toolset: 'core',
   idempotent: true,

@@ -108,22 +108,28 @@ export async function runOutboxCommand(
       case 'drop': {
         const effectId = needId();
         const actor = await authenticateOperator(loaded, `${sub} outbox effects`);
-        const ok = sub === 'retry' ? await store.requeue(effectId) : await store.drop(effectId);
+        // The change and its audit record in one transaction: an unrecorded retry or drop never stands.
+        const ok = await state.store.transaction(async (tx) => {
+          const changed =
+            sub === 'retry' ? await tx.outbox.requeue(effectId) : await tx.outbox.drop(effectId);
+          if (!changed) return false;
+          const effect = await tx.outbox.get(effectId);
+          await state.audit.appendIn(tx.sql, {
+            event: sub === 'retry' ? 'requeued' : 'dropped',
+            call_id: randomUUID(),
+            tool: effect?.tool,
+            principal: { id: actor.id, kind: actor.kind, role: actor.role },
+            target: `outbox_effect:${effectId}`,
+            ...(values.reason ? { outcome: { message: values.reason } } : {}),
+          });
+          return true;
+        });
         if (!ok) {
           process.stderr.write(
             `fraudgate: effect ${effectId} is not a dead letter (see fraudgate outbox show ${effectId})\n`,
           );
           return 1;
         }
-        const effect = await store.get(effectId);
-        await state.audit.append({
-          event: sub === 'retry' ? 'requeued' : 'dropped',
-          call_id: randomUUID(),
-          tool: effect?.tool,
-          principal: { id: actor.id, kind: actor.kind, role: actor.role },
-          target: `outbox_effect:${effectId}`,
-          ...(values.reason ? { outcome: { message: values.reason } } : {}),
-        });
         out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
         return 0;
       }

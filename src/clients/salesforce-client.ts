@@ -24,7 +24,15 @@ import type { Connection } from 'jsforce';
 import * as z from 'zod';
 import { FraudgateError, InvalidInputError, NotFoundError, UpstreamError } from '../errors.ts';
 import { isSalesforceId } from './salesforce-ids.ts';
-import type { RequestOptions, SalesforceClient, SalesforceRecord, SalesforceSaveResult } from './types.ts';
+import type {
+  RequestOptions,
+  SalesforceClient,
+  SalesforceLookup,
+  SalesforceRecord,
+  SalesforceSaveResult,
+  SalesforceWrite,
+} from './types.ts';
+import { COMPOSITE_COLLECTIONS, CompositePacker } from './salesforce-composite.ts';
 
 /** How fraudgate authenticates to the org (§2). Both are OAuth flows of a connected app. */
 export type SalesforceAuthConfig =
@@ -70,6 +78,46 @@ export function soqlQuote(value: string): string {
   return `'${escaped}'`;
 }
 
+/** Most values in one lookup query: keeps the SOQL well under Salesforce's URL and statement limits. */
+export const LOOKUP_VALUES_PER_QUERY = 200;
+
+/** The SOQL of a lookup for some of its values; names are checked, values quoted. */
+export function lookupSoql(lookup: Omit<SalesforceLookup, 'values'>, values: readonly string[]): string {
+  for (const name of [lookup.sobject, lookup.field, ...lookup.select]) {
+    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(name)) {
+      throw new InvalidInputError([{ field: 'lookup', message: `${name} is not a Salesforce API name` }]);
+    }
+  }
+  const fields = [...new Set(['Id', lookup.field, ...lookup.select])].join(', ');
+  const where = `${lookup.field} IN (${values.map(soqlQuote).join(', ')})`;
+  return (
+    `SELECT ${fields} FROM ${lookup.sobject} WHERE ${where}` +
+    (lookup.where ? ` AND (${lookup.where})` : '') +
+    (lookup.orderBy ? ` ORDER BY ${lookup.orderBy}` : '')
+  );
+}
+
+/**
+ * The error for a write Salesforce refused in a collection: NOT_FOUND when the record is gone, else
+ * an UPSTREAM_ERROR with Salesforce's code (not retryable: the same write would be refused again).
+ */
+export function saveError(
+  write: Pick<SalesforceWrite, 'op' | 'sobject'>,
+  result: SalesforceSaveResult,
+): FraudgateError {
+  const first = result.errors[0];
+  if (first?.statusCode === 'ENTITY_IS_DELETED' || first?.statusCode === 'NOT_FOUND') {
+    return new NotFoundError(`Salesforce has no such ${write.sobject} (it may have been deleted).`);
+  }
+  return new UpstreamError(
+    `Salesforce refused the ${write.sobject} ${write.op}: ${first?.message ?? 'unknown error'}`,
+    { service: SERVICE, status: 400, ...(first ? { upstreamCode: first.statusCode } : {}), retryable: false },
+  );
+}
+
+/** The key a lookup value and a row's field value are matched on: SOQL text equality ignores case. */
+export const lookupKey = (value: unknown): string => String(value ?? '').toLowerCase();
+
 // ---- response shapes (parsed with zod at our boundary) ----------------------------------------
 
 const saveErrorSchema = z.object({
@@ -85,6 +133,12 @@ const saveResultSchema = z.object({
 });
 const saveResultsSchema = z.array(saveResultSchema);
 const upsertResultSchema = z.object({ id: z.string(), success: z.boolean(), created: z.boolean() });
+const compositeResultSchema = z.object({
+  compositeResponse: z.array(
+    z.object({ body: z.unknown(), httpStatusCode: z.number(), referenceId: z.string().optional() }),
+  ),
+});
+const subrequestErrorsSchema = z.array(z.object({ errorCode: z.string(), message: z.string().optional() }));
 const queryResultSchema = z.object({
   totalSize: z.number(),
   done: z.boolean().optional(),
@@ -594,7 +648,24 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     return out;
   };
 
-  return {
+  const client: SalesforceClient = {
+    async lookup<T extends SalesforceRecord = SalesforceRecord>(
+      lookup: SalesforceLookup,
+      options?: RequestOptions,
+    ): Promise<T[]> {
+      const values = [...new Set(lookup.values)];
+      const rows: T[] = [];
+      for (let i = 0; i < values.length; i += LOOKUP_VALUES_PER_QUERY) {
+        rows.push(
+          ...(await client.query<T>(
+            lookupSoql(lookup, values.slice(i, i + LOOKUP_VALUES_PER_QUERY)),
+            options,
+          )),
+        );
+      }
+      return rows;
+    },
+
     async query<T extends SalesforceRecord = SalesforceRecord>(
       soql: string,
       options?: RequestOptions,
@@ -777,6 +848,95 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return results;
     },
 
+    async writeCollections(collections, options) {
+      if (collections.length === 0) return [];
+      if (
+        collections.length > COMPOSITE_COLLECTIONS ||
+        collections.some((c) => c.records.length === 0 || c.records.length > COLLECTION_LIMIT)
+      ) {
+        throw new InvalidInputError([
+          {
+            field: 'collections',
+            message: `at most ${COMPOSITE_COLLECTIONS} collections of 1 to ${COLLECTION_LIMIT} records`,
+          },
+        ]);
+      }
+      const base = `/services/data/v${apiVersion}/composite/sobjects`;
+      const compositeRequest = collections.map((c, i) => {
+        checkName('sobject', c.sobject);
+        if (c.op === 'upsert') checkName('externalIdField', c.externalIdField ?? '');
+        const records = c.records.map((r, j) => {
+          const fields = withoutKeys(r, ['Id', 'attributes']);
+          if (c.op !== 'update') return { attributes: { type: c.sobject }, ...fields };
+          checkId(`collections[${i}].records[${j}].Id`, r.Id ?? '');
+          return { attributes: { type: c.sobject }, id: r.Id, ...fields };
+        });
+        return {
+          method: c.op === 'create' ? 'POST' : 'PATCH',
+          url: c.op === 'upsert' ? `${base}/${c.sobject}/${c.externalIdField}` : base,
+          referenceId: `c${i}`,
+          body: { allOrNone: false, records },
+          // An explicit owner must not be overridden by assignment rules (§6).
+          ...(c.records.some((r) => 'OwnerId' in r)
+            ? { httpHeaders: { 'Sforce-Auto-Assign': 'FALSE' } }
+            : {}),
+        };
+      });
+      const ctx = {
+        what: `write ${collections.map((c) => `${c.op} ${c.sobject}`).join(', ')}`,
+        // A create in the request makes a blind repeat unsafe; callers carry idempotency keys instead.
+        nonIdempotent: collections.some((c) => c.op === 'create'),
+      };
+      const body = JSON.stringify({ allOrNone: false, compositeRequest });
+      const send = (conn: Connection) =>
+        conn.request({
+          method: 'POST',
+          url: '/composite',
+          body,
+          headers: { 'content-type': 'application/json' },
+        });
+      const raw: unknown = await (ctx.nonIdempotent
+        ? call(ctx, options, send)
+        : callIdempotent(ctx, options, send));
+      const answers = parseOrThrow(compositeResultSchema, raw, ctx).compositeResponse;
+      return collections.map((c, i) => {
+        const answer = answers[i];
+        if (answer && answer.httpStatusCode < 300) return toSaveResults(answer.body, ctx);
+        // The whole subrequest was refused: every record of it carries that error.
+        const errors = subrequestErrorsSchema.safeParse(answer?.body);
+        const first = errors.success ? errors.data[0] : undefined;
+        const statusCode = first?.errorCode ?? 'UNKNOWN_EXCEPTION';
+        return c.records.map(() => ({
+          id: '',
+          success: false,
+          errors: [{ statusCode, message: describeCode(statusCode, []), fields: [] }],
+        }));
+      });
+    },
+
+    async writeTogether(writes, options) {
+      const packer = new CompositePacker<number>();
+      if (!packer.tryAdd(writes.map((write, i) => ({ write, item: i })))) {
+        throw new InvalidInputError([
+          {
+            field: 'writes',
+            message: `must fit one composite request (${COMPOSITE_COLLECTIONS} collections)`,
+          },
+        ]);
+      }
+      const answers = await client.writeCollections(packer.requests(), options);
+      const results: SalesforceSaveResult[] = [];
+      packer.collections.forEach((collection, c) =>
+        collection.items.forEach(({ item }, r) => {
+          results[item] = answers[c]?.[r] ?? { id: '', success: false, errors: [] };
+        }),
+      );
+      const failed = results.findIndex((r) => !r.success);
+      if (failed >= 0)
+        throw saveError(writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult);
+      return results;
+    },
+
     integrationUserId() {
       return conn?.userInfo?.id;
     },
@@ -790,4 +950,5 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       closed = true;
     },
   };
+  return client;
 }

@@ -197,7 +197,63 @@ export interface SalesforceSaveResult {
   errors: { statusCode: string; message: string; fields?: string[] }[];
 }
 
+/**
+ * Records whose `field` equals one of `values` (SOQL `field IN (...)`, ≤200 values a query).
+ * Shaped so that many callers' lookups of one kind merge into one query: the batching client
+ * (src/outbox/batching-salesforce.ts) answers concurrent lookups of one shape with one `IN` query.
+ */
+export interface SalesforceLookup {
+  sobject: string;
+  /** An API name; the rows returned always carry it. */
+  field: string;
+  values: readonly string[];
+  /** API names of the fields to read (`Id` is always read). */
+  select: readonly string[];
+  /** A fixed condition ANDed to the match, literals already quoted with `soqlQuote`. */
+  where?: string;
+  /** e.g. `CreatedDate DESC`; rows keep this order within each caller's answer. */
+  orderBy?: string;
+}
+
+/** One record write, as `writeTogether` takes them. */
+export type SalesforceWrite =
+  | { op: 'create'; sobject: string; record: SalesforceRecord }
+  | { op: 'update'; sobject: string; record: SalesforceRecord & { Id: string } }
+  | { op: 'upsert'; sobject: string; externalIdField: string; record: SalesforceRecord };
+
+/** Writes of one kind to one object: one sObject Collections subrequest of a composite request. */
+export interface SalesforceCollectionWrite {
+  op: SalesforceWrite['op'];
+  sobject: string;
+  /** For `upsert`. */
+  externalIdField?: string;
+  records: SalesforceRecord[];
+}
+
 export interface SalesforceClient {
+  /**
+   * Writes that reach Salesforce in one request (a composite request of sObject Collections: one API
+   * call), applied in the order given. A write and the idempotency key that vouches for it are never
+   * split between requests, so a lost answer or a crash leaves both applied or neither. Throws for the
+   * first write Salesforce refused (the others' outcomes stand); otherwise one result per write.
+   */
+  writeTogether(writes: SalesforceWrite[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
+  /**
+   * Up to 5 collections of up to 200 records in one composite request (one API call; `/composite`
+   * allows five sObject Collections subrequests); per collection, its records' save results.
+   */
+  writeCollections(
+    collections: SalesforceCollectionWrite[],
+    options?: RequestOptions,
+  ): Promise<SalesforceSaveResult[][]>;
+  /**
+   * The records matching a lookup, in `orderBy` order. SOQL compares text without regard to case,
+   * and so does the match of a row to its value.
+   */
+  lookup<T extends SalesforceRecord = SalesforceRecord>(
+    lookup: SalesforceLookup,
+    options?: RequestOptions,
+  ): Promise<T[]>;
   /** SOQL, all pages. Callers escape literals with `soqlQuote` from src/clients/salesforce-client.ts. */
   query<T extends SalesforceRecord = SalesforceRecord>(soql: string, options?: RequestOptions): Promise<T[]>;
   /** One page of a query plus the cursor for the next one. */

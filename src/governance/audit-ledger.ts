@@ -337,7 +337,16 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       }
       const queued = toQueued(input);
       let committed: LedgerCommit | undefined;
-      await engine.commitIn(tx, writer, (head) => (committed = build([queued])(head)));
+      try {
+        await engine.commitIn(tx, writer, (head) => (committed = build([queued])(head)));
+      } catch (error) {
+        throw auditError(
+          'The audit ledger could not be written.',
+          `append in a transaction for writer ${writer} failed: ${error instanceof Error ? error.message : String(error)}`,
+          error,
+          true,
+        );
+      }
       const done = committed!;
       // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
       // finds nothing new to sign, which costs one head write.

@@ -166,8 +166,16 @@ export function chainHash(writer: string, seq: number, prevHash: string, body: s
   return digest('sha256', `${writer}\n${seq}\n${prevHash}\n${body}`, 'hex');
 }
 
+/**
+ * A ledger failure. A retryable one (the store behind the ledger cannot be written for now) is a
+ * dependency's failure, UPSTREAM_ERROR like an unavailable rate-limit store, not a bug (INTERNAL).
+ */
 export function auditError(message: string, detail: string, cause?: unknown, retryable = false) {
-  return new FraudgateError(ERROR_CODES.INTERNAL, message, { detail, cause, retryable });
+  return new FraudgateError(retryable ? ERROR_CODES.UPSTREAM_ERROR : ERROR_CODES.INTERNAL, message, {
+    detail,
+    cause,
+    retryable,
+  });
 }
 
 export function isAuditEvent(value: unknown): value is AuditEvent {

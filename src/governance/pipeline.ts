@@ -53,6 +53,12 @@ export interface CallChannel {
   signal: AbortSignal;
   /** How long a call needing approval waits for the decision; default `approvals.wait_ms` (the console: 0). */
   waitMs?: number;
+  /**
+   * The same for every attempt of one logical call (the outbox passes its effect id), so a call run
+   * again after a crash writes with the same idempotency key and the upstream deduplicates it (e.g.
+   * suppress_user's Segment messageIds). Default: a fresh key per call.
+   */
+  idempotencyKey?: string;
 }
 
 export type CallOutcome =
@@ -981,7 +987,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       ...meta,
       ...(tool.risk === 'read' ? {} : { argsHash: hashArgs() }),
       budgetKeys,
-      idempotencyKey: `call:${callId}`,
+      idempotencyKey: channel.idempotencyKey ?? `call:${callId}`,
     });
   }
 

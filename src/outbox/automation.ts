@@ -111,6 +111,7 @@ export async function openAutomation(options: {
     tools: options.tools,
     logger: options.logger,
     clients,
+    observeScores: false,
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
   });
@@ -119,6 +120,7 @@ export async function openAutomation(options: {
   const worker = createOutboxWorker({
     runtime,
     store,
+    transaction: (fn) => runtime.store.transaction((tx) => fn({ outbox: tx.outbox, sql: tx.sql })),
     toolNames: new Set(options.tools.map((t) => t.name)),
     ...(options.owner ? { owner: options.owner } : {}),
   });

@@ -35,6 +35,8 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
+import type { SqlExecutor } from '../store/sql.ts';
+import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
@@ -53,8 +55,7 @@ const CANNOT_CONNECT: ReadonlySet<string> = new Set([
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
-/** Outbox events of this kind carry a fresh score; their effects are routed when the score arrives. */
-export const SCORE_ENTITY = 'score';
+export { SCORE_ENTITY } from './propagate.ts';
 
 /** The tool behind each score-trigger effect. */
 const SCORE_EFFECT_TOOLS = {
@@ -68,6 +69,11 @@ export interface OutboxWorkerOptions {
   /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
   runtime: Pick<Runtime, 'config' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
   store: OutboxStore;
+  /**
+   * The store's transactions, on the ledger's database: a dead letter commits with its audit record.
+   * Absent: the record follows the transition.
+   */
+  transaction?: <T>(fn: (tx: { outbox: OutboxStore; sql: SqlExecutor }) => Promise<T>) => Promise<T>;
   /** Names of the tools the pipeline has; effects whose tool is missing are not routed. */
   toolNames: ReadonlySet<string>;
   /**
@@ -158,7 +164,26 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
   };
 
+  /** The user's riskiest current score, or undefined for a user Sift has never scored. */
+  async function currentHighest(user: string) {
+    const score = await sift.getUserScore(user).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    return Object.entries(score?.scores ?? {}).reduce<
+      { score: number; sift_score: number; abuse_type: string } | undefined
+    >((best, [type, s]) => {
+      if (!s || (best && best.score >= s.score)) return best;
+      return { score: s.score, sift_score: Math.round(s.score * 100), abuse_type: type };
+    }, undefined);
+  }
+
   async function effectsFor(event: StoredEvent): Promise<NewEffect[]> {
+    if (event.entityType === SCORE_ENTITY) {
+      // A score fraudgate read (propagate.ts): the trigger's effects, with the score as it is now.
+      const highest = await currentHighest(event.entityId);
+      return highest ? scoreEffects(event.entityId, SCORE_READ_EVENT, highest) : [];
+    }
     // Only user decisions have a user to act on; the contract does not say order/session webhooks carry one.
     if (event.entityType !== 'user') return [];
     const category = await categoryOf(event.decisionId);
@@ -205,16 +230,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }
     if (auto.score_trigger.high_risk_decisions.includes(event.decisionId)) {
       // A high-risk event (e.g. an ATO watch on $login): the score trigger too, with the current score.
-      const score = await sift.getUserScore(user).catch((error: unknown) => {
-        if (error instanceof NotFoundError) return undefined;
-        throw error;
-      });
-      const highest = Object.entries(score?.scores ?? {}).reduce<
-        { score: number; sift_score: number; abuse_type: string } | undefined
-      >((best, [type, s]) => {
-        if (!s || (best && best.score >= s.score)) return best;
-        return { score: s.score, sift_score: Math.round(s.score * 100), abuse_type: type };
-      }, undefined);
+      const highest = await currentHighest(user);
       if (highest) {
         const taken = new Set(out.map((e) => e.effect));
         // One effect name per event: a decision rule's own case wins over the trigger's.
@@ -266,18 +282,31 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       else if (approval.state === 'superseded')
         await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
       else if (approval.state === 'failed') {
-        if (await store.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' })) {
-          await auditQuietly({
-            event: 'dead_lettered',
-            tool: effect.tool,
-            target: `outbox_effect:${effect.id}`,
-            approval_id: approval.id,
-            outcome: {
-              code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
-              message: 'approved action failed',
-            },
-          });
+        const record = {
+          event: 'dead_lettered',
+          tool: effect.tool,
+          target: `outbox_effect:${effect.id}`,
+          approval_id: approval.id,
+          outcome: {
+            code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
+            message: 'approved action failed',
+          },
+        } as const;
+        const settle = (outbox: OutboxStore) =>
+          outbox.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' });
+        if (!options.transaction) {
+          if (await settle(store)) await auditQuietly(record);
+          continue;
         }
+        // Unrecorded, it stays parked, and the next pass settles it again.
+        await options
+          .transaction(async (tx) => {
+            if (await settle(tx.outbox))
+              await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+          })
+          .catch((error: unknown) =>
+            logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
+          );
       }
     }
   }
@@ -372,15 +401,33 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
-    if (!(await store.deadLetter(effect.id, owner, `${error.code}: ${error.message}`))) return;
-    logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
-    await auditQuietly({
+    const reason = `${error.code}: ${error.message}`;
+    const record = {
       event: 'dead_lettered',
       tool: effect.tool,
       target: `outbox_effect:${effect.id}`,
       args_redacted: effect.args,
       outcome: { code: error.code, message: error.message },
-    });
+    } as const;
+    if (options.transaction) {
+      // The transition and its record together; unrecorded, the effect stays leased and its lease
+      // runs out, so it is tried (and dead-lettered) again rather than dead without a trace.
+      try {
+        const moved = await options.transaction(async (tx) => {
+          if (!(await tx.outbox.deadLetter(effect.id, owner, reason))) return false;
+          await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+          return true;
+        });
+        if (moved)
+          logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+      } catch (thrown) {
+        logger.error('audit write failed', { event: 'dead_lettered', error: String(thrown) });
+      }
+      return;
+    }
+    if (!(await store.deadLetter(effect.id, owner, reason))) return;
+    logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+    await auditQuietly(record);
   }
 
   /** Effects this worker is running, by id, with the switch that aborts one whose lease was lost. */
@@ -460,7 +507,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
           tool,
           args: {
             user_id: user,
-            priority: rule.priority,
+            priority: rule.priority ?? trigger.severity_priority[rule.severity ?? 'high'],
+            ...(rule.queue ? { queue: rule.queue } : {}),
             summary: `High-risk ${eventType} for ${user}: Sift score ${highest.sift_score}/100 (${highest.abuse_type}), opened by fraudgate's score trigger.`,
           },
         });
@@ -499,7 +547,13 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
-    const channel: CallChannel = { principal, progress: async () => {}, signal };
+    // One idempotency key per effect: a re-run after a crash (its completion lost) is deduplicated upstream.
+    const channel: CallChannel = {
+      principal,
+      progress: async () => {},
+      signal,
+      idempotencyKey: `outbox-effect:${effect.id}`,
+    };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     const down = !outcome.ok && dependencyDown(outcome.error);
     if (!outcome.ok && down) {

@@ -7,8 +7,14 @@
  * same routed effects. Nothing is echoed back: the routed effects write Segment and Salesforce and
  * never apply a decision, and a webhook Sift might still send for it deduplicates against this event.
  */
-import type { SiftClient } from '../clients/types.ts';
+import type { SiftClient, SiftUserScore } from '../clients/types.ts';
 import type { DecisionEvent } from '../store/outbox-store.ts';
+
+/** Outbox events of this entity type carry a fresh score for the score-change trigger (entity id: the user). */
+export const SCORE_ENTITY = 'score';
+
+/** The event type (for `case_rules`) of scores fraudgate reads, as opposed to events it sends. */
+export const SCORE_READ_EVENT = 'score_read';
 
 /** Where decisions go: the outbox (`enqueue`). */
 export interface DecisionSink {
@@ -32,6 +38,62 @@ export function propagatingSift<T extends SiftClient>(sift: T, sink: DecisionSin
         time: applied.time,
       });
       return applied;
+    },
+  };
+}
+
+/**
+ * The outbox event for a score fraudgate read: one per user and distinct score (the riskiest abuse
+ * type, its value and Sift's computation time), so reading an unchanged score again stores nothing,
+ * and a changed one sets off the score-change trigger once. Undefined for a user without scores.
+ */
+export function scoreReadEvent(score: SiftUserScore): DecisionEvent | undefined {
+  let highest: { type: string; score: number; time?: number } | undefined;
+  for (const [type, s] of Object.entries(score.scores)) {
+    if (s && (!highest || s.score > highest.score))
+      highest = { type, score: s.score, ...(s.time ? { time: s.time } : {}) };
+  }
+  if (!highest) return undefined;
+  return {
+    entityType: SCORE_ENTITY,
+    entityId: score.userId,
+    decisionId: `${SCORE_READ_EVENT}:${highest.type}:${Math.round(highest.score * 100)}`,
+    // Sift's epoch seconds → ms; also orders a user's scores, so a newer one supersedes an older one's effects.
+    time: (highest.time ?? 0) * 1000,
+  };
+}
+
+/**
+ * The Sift client with every score it reads — `getUserScore`, and the score returned with an event
+ * (`return_score`) — fed to the score-change trigger (issue 9 item 2). Only for the runtime agents and
+ * jobs use: the automation runtime that runs the trigger's effects reads scores unobserved, so an
+ * effect never sets the trigger off again. An enqueue failure fails the call, as for decisions.
+ */
+export function scoreObservingSift<T extends SiftClient>(sift: T, sink: DecisionSink): T {
+  // The last score stored per user: re-reading an unchanged score (the common case) writes nothing.
+  // The outbox's dedupe key stays the authority (other processes, restarts); this only saves the write.
+  const stored = new Map<string, string>();
+  const observe = async (score: SiftUserScore | undefined) => {
+    const event = score && scoreReadEvent(score);
+    if (!event) return;
+    const key = `${event.decisionId}@${event.time}`;
+    if (stored.get(event.entityId) === key) return;
+    await sink.enqueue(event);
+    stored.delete(event.entityId);
+    stored.set(event.entityId, key);
+    if (stored.size > 10_000) stored.delete(stored.keys().next().value as string);
+  };
+  return {
+    ...sift,
+    async getUserScore(userId, options) {
+      const score = await sift.getUserScore(userId, options);
+      await observe(score);
+      return score;
+    },
+    async sendEvent(event, options) {
+      const result = await sift.sendEvent(event, options);
+      await observe(result.score);
+      return result;
     },
   };
 }

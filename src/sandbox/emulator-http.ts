@@ -169,6 +169,11 @@ function matchRoute(
   return params;
 }
 
+/** Path parameters when `path` matches a route pattern (same syntax as routes), else undefined. */
+export function matchPattern(pattern: string, path: string): Record<string, string> | undefined {
+  return matchRoute(compilePattern(pattern), path);
+}
+
 function faultMatches(fault: FaultSpec, method: string, path: string): boolean {
   if (fault.method && fault.method.toUpperCase() !== method) return false;
   if (fault.path instanceof RegExp) return fault.path.test(path);

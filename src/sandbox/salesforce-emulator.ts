@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { salesforceIdChecksum, toSalesforceId18 } from '../clients/salesforce-ids.ts';
 import {
+  matchPattern,
   startEmulatorServer,
   type EmulatorRequest,
   type EmulatorResponse,
@@ -574,12 +575,34 @@ export async function startSalesforceEmulator(
 
   const versionNumber = (version: string) => Number(version.slice(1));
 
+  /** A handler's answer, its Salesforce errors (write, SOQL) turned into error responses. */
+  const answerOf = async (
+    run: () => EmulatorResponse | Promise<EmulatorResponse>,
+  ): Promise<EmulatorResponse> => {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof WriteError) return { status: error.status, body: [error.error] };
+      if (error instanceof SoqlError) return errorResponse(400, error.errorCode, error.message);
+      throw error;
+    }
+  };
+
+  /** Requests made up by a composite request for its subrequests. */
+  const subrequests = new WeakSet<EmulatorRequest>();
+
   /** Wrap a data-API handler: version check, bearer check, usage count, limits, JSON errors. */
   const data =
     (handler: (req: EmulatorRequest, version: string) => EmulatorResponse | Promise<EmulatorResponse>) =>
     async (req: EmulatorRequest): Promise<EmulatorResponse> => {
       const version = req.params.version ?? '';
       const answer = await (async (): Promise<EmulatorResponse> => {
+        // A composite subrequest was authenticated and counted with its composite request.
+        if (subrequests.has(req)) {
+          return req.jsonError
+            ? errorResponse(400, 'JSON_PARSER_ERROR', 'Unexpected character in JSON body')
+            : await answerOf(() => handler(req, version));
+        }
         const auth = req.headers.authorization ?? '';
         const bearer = /^Bearer (.+)$/i.exec(auth)?.[1];
         if (rejectAll || !bearer || !validTokens.has(bearer)) {
@@ -594,13 +617,7 @@ export async function startSalesforceEmulator(
         }
         if (req.jsonError)
           return errorResponse(400, 'JSON_PARSER_ERROR', 'Unexpected character in JSON body');
-        try {
-          return await handler(req, version);
-        } catch (error) {
-          if (error instanceof WriteError) return { status: error.status, body: [error.error] };
-          if (error instanceof SoqlError) return errorResponse(400, error.errorCode, error.message);
-          throw error;
-        }
+        return await answerOf(() => handler(req, version));
       })();
       return { ...answer, headers: { ...limitHeader(), ...(answer.headers ?? {}) } };
     };
@@ -625,6 +642,17 @@ export async function startSalesforceEmulator(
     fields: e.fields ?? [],
   });
 
+  /** The records as they are now, and the function that puts them back (all-or-none rollbacks). */
+  const snapshotRecords = () => {
+    const snapshot = new Map([...store].map(([k, v]) => [k, new Map(v)]));
+    const snapshotDeleted = new Map(deleted);
+    return () => {
+      for (const [k, v] of snapshot) store.set(k, v);
+      deleted.clear();
+      for (const [k, v] of snapshotDeleted) deleted.set(k, v);
+    };
+  };
+
   /** Run a collection operation per record, rolling everything back for allOrNone when one fails. */
   const collection = <T extends { id?: string; created?: boolean }>(
     items: unknown[],
@@ -638,8 +666,7 @@ export async function startSalesforceEmulator(
         'record limit reached. cannot submit more than 200 records into this call',
       );
     }
-    const snapshot = new Map([...store].map(([k, v]) => [k, new Map(v)]));
-    const snapshotDeleted = new Map(deleted);
+    const restore = snapshotRecords();
     const results = items.map((item) => {
       try {
         if (!item || typeof item !== 'object' || Array.isArray(item)) {
@@ -660,9 +687,7 @@ export async function startSalesforceEmulator(
       }
     });
     if (allOrNone && results.some((r) => !r.success)) {
-      for (const [k, v] of snapshot) store.set(k, v);
-      deleted.clear();
-      for (const [k, v] of snapshotDeleted) deleted.set(k, v);
+      restore();
       return {
         status: 200,
         body: results.map((r) =>
@@ -953,6 +978,7 @@ export async function startSalesforceEmulator(
     },
     { method: 'GET', pattern: `${d}/query/:locator`, handler: data(queryMore) },
     { method: 'GET', pattern: `${d}/queryAll/:locator`, handler: data(queryMore) },
+    { method: 'POST', pattern: `${d}/composite`, handler: data((req) => composite(req)) },
     {
       method: 'POST',
       pattern: `${d}/composite/sobjects`,
@@ -1061,6 +1087,135 @@ export async function startSalesforceEmulator(
       }),
     },
   ];
+
+  /**
+   * `POST /composite`: up to 25 subrequests run in order as one API call, at most 5 of them sObject
+   * Collections or queries; `@{referenceId.field}` in a url or body reads an earlier answer. With
+   * `allOrNone`, a failed subrequest rolls back the others (PROCESSING_HALTED). The error codes for a
+   * malformed composite body are not documented (UNVERIFIED): the emulator answers INVALID_API_INPUT.
+   */
+  async function composite(req: EmulatorRequest): Promise<EmulatorResponse> {
+    const body = bodyObject(req);
+    const list = body.compositeRequest;
+    const invalid = (message: string) => new WriteError(400, { errorCode: 'INVALID_API_INPUT', message });
+    if (!Array.isArray(list) || list.length === 0)
+      throw invalid('compositeRequest must be a non-empty array');
+    if (list.length > 25) throw invalid('A composite request may contain at most 25 subrequests');
+    const seen = new Set<string>();
+    const parsed = list.map((raw: unknown) => {
+      const sub = (raw && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
+      const { method, url, referenceId } = sub;
+      if (typeof method !== 'string' || typeof url !== 'string' || !url.startsWith('/services/data/v'))
+        throw invalid('Each subrequest needs a method and a url under /services/data/');
+      if (
+        typeof referenceId !== 'string' ||
+        !/^[A-Za-z0-9][A-Za-z0-9_]*$/.test(referenceId) ||
+        seen.has(referenceId)
+      )
+        throw invalid('Each subrequest needs a unique referenceId of letters, digits and _');
+      seen.add(referenceId);
+      return { method: method.toUpperCase(), url, referenceId, body: sub.body, headers: sub.httpHeaders };
+    });
+    const heavy = parsed.filter((s) => /\/(composite\/sobjects|query|queryAll)(\/|\?|$)/.test(s.url));
+    if (heavy.length > 5)
+      throw invalid('A composite request may contain at most 5 sObject Collections or query subrequests');
+
+    const allOrNone = body.allOrNone === true;
+    const restore = snapshotRecords();
+    const answers = new Map<string, unknown>();
+    const out: {
+      body: unknown;
+      httpHeaders: Record<string, string>;
+      httpStatusCode: number;
+      referenceId: string;
+    }[] = [];
+    const dereference = (text: string) =>
+      text.replace(
+        /@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])+)\}/g,
+        (whole, ref: string, path: string) => {
+          let value: unknown = answers.get(ref);
+          for (const part of path.match(/\.[A-Za-z0-9_]+|\[\d+\]/g) ?? []) {
+            const key = part.startsWith('.') ? part.slice(1) : Number(part.slice(1, -1));
+            value =
+              value && typeof value === 'object'
+                ? (value as Record<string | number, unknown>)[key]
+                : undefined;
+          }
+          if (value === undefined)
+            throw new WriteError(400, {
+              errorCode: 'INVALID_REFERENCE',
+              message: `${whole} does not resolve`,
+            });
+          return String(value);
+        },
+      );
+    for (const sub of parsed) {
+      const answer = await answerOf(async () => {
+        const url = new URL(dereference(sub.url), 'http://composite.invalid');
+        const text = sub.body === undefined ? '' : dereference(JSON.stringify(sub.body));
+        const route = routes.find(
+          (r) =>
+            r.method === sub.method &&
+            r.pattern !== `${d}/composite` &&
+            matchPattern(r.pattern, url.pathname),
+        );
+        const params = route ? matchPattern(route.pattern, url.pathname) : undefined;
+        if (!route || !params)
+          return errorResponse(404, 'NOT_FOUND', 'The requested resource does not exist');
+        const extra =
+          sub.headers && typeof sub.headers === 'object' ? (sub.headers as Record<string, string>) : {};
+        const request: EmulatorRequest = {
+          method: sub.method,
+          path: url.pathname,
+          params,
+          query: url.searchParams,
+          headers: {
+            ...req.headers,
+            ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [k.toLowerCase(), String(v)])),
+          },
+          rawBody: Buffer.from(text),
+          json: undefined,
+          jsonError: false,
+        };
+        try {
+          request.json = text === '' ? undefined : (JSON.parse(text) as unknown);
+        } catch {
+          request.jsonError = true;
+        }
+        subrequests.add(request);
+        return await route.handler(request);
+      });
+      answers.set(sub.referenceId, answer.body);
+      out.push({
+        body: answer.body ?? null,
+        httpHeaders: {},
+        httpStatusCode: answer.status,
+        referenceId: sub.referenceId,
+      });
+      if (allOrNone && answer.status >= 400) break;
+    }
+    if (allOrNone && out.some((o) => o.httpStatusCode >= 400)) {
+      restore();
+      const halted = [
+        {
+          errorCode: 'PROCESSING_HALTED',
+          message: 'The transaction was rolled back since another operation in the same transaction failed.',
+        },
+      ];
+      return {
+        status: 200,
+        body: {
+          compositeResponse: parsed.map((sub, i) => {
+            const done = out[i];
+            return done && done.httpStatusCode >= 400
+              ? done
+              : { body: halted, httpHeaders: {}, httpStatusCode: 400, referenceId: sub.referenceId };
+          }),
+        },
+      };
+    }
+    return { status: 200, body: { compositeResponse: out } };
+  }
 
   function tokenEndpoint(req: EmulatorRequest): EmulatorResponse {
     const form = new URLSearchParams(req.rawBody.toString('utf8'));

@@ -132,6 +132,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     siftUserId(),
     // Lowercase values are the demo org's legacy ones; the others are config mapping.decisions' defaults.
     picklist('Sift_Decision__c', ['accept', 'watch', 'block', 'Trusted', 'Under Review', 'Blocked', 'None']),
+    // The key of the last decision sync fraudgate applied (with its Chatter post, in one request).
+    str('Fraudgate_Sync_Key__c', 40),
     siftScore(),
     siftRiskBand(),
     // The lifecycle status humans set; fraudgate's feedback poller maps its transitions to Sift (issue 5).
@@ -167,6 +169,8 @@ const OBJECTS: Record<string, SalesforceFieldDef[]> = {
     siftUserId(),
     // Lowercase values are the demo org's legacy ones; the others are config mapping.decisions' defaults.
     picklist('Sift_Decision__c', ['accept', 'watch', 'block', 'Trusted', 'Under Review', 'Blocked', 'None']),
+    // The key of the last decision sync fraudgate applied (with its Chatter post, in one request).
+    str('Fraudgate_Sync_Key__c', 40),
     siftScore(),
     siftRiskBand(),
   ],

@@ -15,7 +15,7 @@
 import type { Config, Secrets } from '../config.ts';
 import type { Principal } from '../tool.ts';
 import type { Migration } from './migrations.ts';
-import type { SqlExecutor } from './sql.ts';
+import { placeholders, type SqlExecutor } from './sql.ts';
 import { createInProcessRelay } from './sqlite/session-relay.ts';
 import type { Store } from './store.ts';
 
@@ -53,6 +53,8 @@ export interface McpSessionStore {
   get(id: string): Promise<McpSessionRecord | undefined>;
   /** Moves `last_used_at` forward (never back) and sets `used` when `used` is true. */
   touch(id: string, at: number, used: boolean): Promise<void>;
+  /** `touch(id, at, false)` for many sessions in one statement (one commit, so one sync). */
+  touchMany(ids: readonly string[], at: number): Promise<void>;
   /** Removes a session (DELETE /mcp); true when it existed. */
   delete(id: string): Promise<boolean>;
   /**
@@ -215,6 +217,14 @@ export function createMcpSessionStore(db: SqlExecutor): McpSessionStore {
            used = CASE WHEN $2 = 1 THEN 1 ELSE used END
          WHERE id = $3`,
         [at, used ? 1 : 0, id],
+      );
+    },
+    async touchMany(ids, at) {
+      if (ids.length === 0) return;
+      await db.execute(
+        `UPDATE mcp_sessions SET last_used_at = CASE WHEN last_used_at < $1 THEN $1 ELSE last_used_at END
+         WHERE id IN (${placeholders(ids.length, 2)})`,
+        [at, ...ids],
       );
     },
     async delete(id) {

@@ -78,13 +78,11 @@ export interface LiveSession {
   streams: number;
   /** Last request on this replica; a cache entry unused for the idle timeout is dropped. */
   lastSeen: number;
-  /** Last time this replica wrote `last_used_at` (writes are throttled). */
+  /** The activity time this replica last wrote to `last_used_at` (written by the reaper tick). */
   lastTouched: number;
   used: boolean;
 }
 
-/** How often one replica writes `last_used_at` for a session it serves, at most. */
-const TOUCH_EVERY_MS = 5_000;
 const WIRE_ID = /^fg\.([0-9a-f]{12})\.(.+)$/;
 
 /** Wraps any store failure so the HTTP layer can answer 503 instead of 500. */
@@ -378,14 +376,19 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       return true;
     },
 
-    /** Records activity: `used` once the client sends a request after the handshake. */
+    /**
+     * Records activity. Only the session's first request after the handshake writes at once (`used`:
+     * an unused session is reaped sooner, by any replica). Later activity is written by the next
+     * reaper tick, for every session in one statement: a write per request, or per session every
+     * few seconds, is a synchronous commit on SQLite that stalls every request in flight.
+     */
     async touch(session: LiveSession, used: boolean) {
       const now = Date.now();
       session.lastSeen = now;
-      if ((used && !session.used) || now - session.lastTouched >= TOUCH_EVERY_MS) {
+      if (used && !session.used) {
         session.lastTouched = now;
-        session.used ||= used;
-        await stored(registry.touch(session.id, now, used));
+        session.used = true;
+        await stored(registry.touch(session.id, now, true));
       }
     },
 
@@ -401,11 +404,18 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      * fleet-wide, drop cache entries this replica no longer serves.
      */
     async sweep(now = Date.now()) {
-      for (const session of live.values()) {
-        if (session.streams + session.calls > 0) {
-          session.lastTouched = now;
-          await registry.touch(session.id, now, false);
-        }
+      // Sessions with a call or stream open here, or a request since the last tick, are written as
+      // used now, in one statement: `last_used_at` runs ahead of the last request by at most one
+      // tick (a quarter of the shortest timeout), so a session is never reaped early.
+      const active = [...live.values()].filter(
+        (session) => session.streams + session.calls > 0 || session.lastSeen > session.lastTouched,
+      );
+      if (active.length > 0) {
+        await registry.touchMany(
+          active.map((session) => session.id),
+          now,
+        );
+        for (const session of active) session.lastTouched = now;
       }
       const reaped = await registry.reap(now, timeouts);
       for (const id of reaped) forget(id);

@@ -601,6 +601,128 @@ describe('collections', () => {
   });
 });
 
+describe('composite writes', () => {
+  it('sends up to five collections as one composite request, one API call, results per collection', async () => {
+    const sf = client();
+    const [lead] = await sf.createMany('Lead', [{ LastName: 'Comp', Company: 'CompCo' }]);
+    const usedBefore = emu.apiUsage().used;
+    emu.clearJournal();
+    const answers = await sf.writeCollections([
+      { op: 'update', sobject: 'Lead', records: [{ Id: lead?.id ?? '', Sift_Risk_Band__c: 'high' }] },
+      {
+        op: 'create',
+        sobject: 'Lead',
+        records: [{ LastName: 'Comp2', Company: 'CompCo' }, { Company: 'CompCo' }],
+      },
+      {
+        op: 'upsert',
+        sobject: 'Case',
+        externalIdField: 'Fraudgate_Key__c',
+        records: [{ Fraudgate_Key__c: 'comp:1', Subject: 'Composite case' }],
+      },
+    ]);
+    expect(answers.map((a) => a.map((r) => r.success))).toEqual([[true], [true, false], [true]]);
+    expect(answers[1]?.[1]?.errors[0]).toMatchObject({ statusCode: 'REQUIRED_FIELD_MISSING' });
+    expect(answers[2]?.[0]?.created).toBe(true);
+    expect(dataRequests().map((r) => `${r.method} ${r.route}`)).toEqual([
+      'POST /services/data/:version/composite',
+    ]);
+    expect(emu.apiUsage().used).toBe(usedBefore + 1);
+    expect(emu.records('Lead').find((r) => r.Id === lead?.id)?.Sift_Risk_Band__c).toBe('high');
+  });
+
+  it('writeTogether answers per write and throws the first refusal, the other writes standing', async () => {
+    const sf = client();
+    const [lead] = await sf.createMany('Lead', [{ LastName: 'Together', Company: 'TogetherCo' }]);
+    const ok = await sf.writeTogether([
+      { op: 'update', sobject: 'Lead', record: { Id: lead?.id ?? '', Sift_Risk_Band__c: 'low' } },
+      { op: 'create', sobject: 'FeedItem', record: { ParentId: lead?.id, Body: 'together' } },
+    ]);
+    expect(ok.map((r) => r.success)).toEqual([true, true]);
+    const error = await rejection(
+      sf.writeTogether([
+        { op: 'create', sobject: 'FeedItem', record: { ParentId: lead?.id, Body: 'stands' } },
+        { op: 'create', sobject: 'Lead', record: { Company: 'TogetherCo' } },
+      ]),
+    );
+    expect(error.upstreamCode).toBe('REQUIRED_FIELD_MISSING');
+    expect(emu.records('FeedItem').filter((f) => f.Body === 'stands')).toHaveLength(1);
+  });
+
+  it('the emulator enforces the composite limits, resolves references and honours allOrNone', async () => {
+    const { accessToken } = emu.issueTokens();
+    const post = async (body: unknown) => {
+      const res = await fetch(`${emu.url}/services/data/v62.0/composite`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, json: (await res.json()) as unknown };
+    };
+    const collection = (i: number) => ({
+      method: 'POST',
+      url: '/services/data/v62.0/composite/sobjects',
+      referenceId: `c${i}`,
+      body: { records: [{ attributes: { type: 'Lead' }, LastName: `L${i}`, Company: 'Limits' }] },
+    });
+    const six = await post({ compositeRequest: [0, 1, 2, 3, 4, 5].map(collection) });
+    expect(six.status).toBe(400);
+    expect(six.json).toEqual([expect.objectContaining({ errorCode: 'INVALID_API_INPUT' })]);
+    expect(emu.records('Lead').filter((r) => r.Company === 'Limits')).toHaveLength(0);
+
+    const linked = await post({
+      compositeRequest: [
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/Lead',
+          referenceId: 'lead',
+          body: { LastName: 'Ref', Company: 'Refs' },
+        },
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/FeedItem',
+          referenceId: 'post',
+          body: { ParentId: '@{lead.id}', Body: 'linked' },
+        },
+      ],
+    });
+    const responses = (
+      linked.json as { compositeResponse: { httpStatusCode: number; body: { id: string } }[] }
+    ).compositeResponse;
+    expect(responses.map((r) => r.httpStatusCode)).toEqual([201, 201]);
+    expect(emu.records('FeedItem').find((f) => f.Body === 'linked')?.ParentId).toBe(responses[0]?.body.id);
+
+    const rolled = await post({
+      allOrNone: true,
+      compositeRequest: [
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/Lead',
+          referenceId: 'good',
+          body: { LastName: 'Gone', Company: 'Rolled' },
+        },
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/Lead',
+          referenceId: 'bad',
+          body: { Company: 'Rolled' },
+        },
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/Lead',
+          referenceId: 'later',
+          body: { LastName: 'Never', Company: 'Rolled' },
+        },
+      ],
+    });
+    const codes = (
+      rolled.json as { compositeResponse: { body: { errorCode: string }[] }[] }
+    ).compositeResponse.map((r) => r.body[0]?.errorCode);
+    expect(codes).toEqual(['PROCESSING_HALTED', 'REQUIRED_FIELD_MISSING', 'PROCESSING_HALTED']);
+    expect(emu.records('Lead').filter((r) => r.Company === 'Rolled')).toHaveLength(0);
+  });
+});
+
 describe('emulator', () => {
   it.skipIf(!sharedFixturesPresent)(
     'the 18-character id checksum matches the recorded examples (shared fixtures)',

@@ -7,39 +7,19 @@
  * replica that is NOT running the call; both calls complete with the executed result, Sift received
  * exactly one label, and `fraudgate audit verify` passes. Skips without PostgreSQL and Redis.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { createHash, randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import { createFleet, fleetServicesAvailable, type Fleet, type ReplicaProcess } from '../helpers/replicas.ts';
 import { startRoundRobinProxy, type RoundRobinProxy } from '../helpers/round-robin-proxy.ts';
-import { listening } from '../helpers/services.ts';
 
-const CLI = join(import.meta.dirname, '../../src/cli.ts');
-const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const REDIS_URL = process.env.FRAUDGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-const available = (await listening(5432)) && (await listening(6379));
-if (!available) {
-  process.stderr.write(
-    'two-replicas: skipped: needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379\n',
-  );
-}
+const available = await fleetServicesAvailable('two-replicas');
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
-/** The audit ledger's checkpoint signing key (live mode requires one), the same for both replicas. */
-const DATA_KEY = randomBytes(32).toString('hex');
-const SIGNING_KEY = generateKeyPairSync('ed25519')
-  .privateKey.export({ type: 'pkcs8', format: 'pem' })
-  .toString();
 const ANALYST_KEY = `e2e-analyst-${randomBytes(8).toString('hex')}`;
 const APPROVER_KEY = `e2e-approver-${randomBytes(8).toString('hex')}`;
 const ANALYST = 'ana.analyst@example.com';
@@ -51,85 +31,19 @@ const LABEL_ARGS = {
   description: 'chargebacks on three cards',
 };
 
-interface ReplicaProcess {
-  child: ChildProcess;
-  url: string;
-  env: NodeJS.ProcessEnv;
-  stderr: () => string;
-}
-
 let sandbox: Sandbox;
-let schema: string;
-let root: string;
+let fleet: Fleet;
 let replicas: ReplicaProcess[] = [];
 let proxy: RoundRobinProxy;
-
-function replicaEnv(name: string): NodeJS.ProcessEnv {
-  const dataDir = join(root, name);
-  return {
-    PATH: process.env.PATH ?? '',
-    HOME: root,
-    FRAUDGATE_CONFIG: join(root, 'fraudgate.json'),
-    FRAUDGATE_DATA_DIR: dataDir,
-    FRAUDGATE_REPLICA_ID: name,
-    FRAUDGATE_POSTGRES_URL: PG_URL,
-    FRAUDGATE_REDIS_URL: REDIS_URL,
-    FRAUDGATE_AUDIT_KEY: 'e2e-shared-audit-key-0123456789abcdef',
-    FRAUDGATE_AUDIT_SIGNING_KEY: SIGNING_KEY,
-    // Personal fields are encrypted at rest; every replica needs the same key.
-    FRAUDGATE_DATA_KEY: DATA_KEY,
-    FRAUDGATE_LOG_LEVEL: 'info',
-    // Live mode, pointed at the emulators this test started: both replicas reach the same upstreams.
-    SIFT_API_KEY: sandbox.secrets.siftApiKey,
-    SIFT_ACCOUNT_ID: sandbox.config.sift.account_id,
-    SIFT_BASE_URL: sandbox.config.sift.base_url,
-    SEGMENT_WRITE_KEY: sandbox.secrets.segmentWriteKey,
-    SEGMENT_PROFILE_TOKEN: sandbox.secrets.segmentProfileToken,
-    SEGMENT_SPACE_ID: sandbox.config.segment.space_id,
-    SEGMENT_HOST: sandbox.config.segment.host,
-    SEGMENT_PROFILE_BASE_URL: sandbox.config.segment.profile_base_url,
-    SALESFORCE_CLIENT_ID: sandbox.secrets.salesforceClientId,
-    SALESFORCE_CLIENT_SECRET: sandbox.secrets.salesforceClientSecret,
-    SALESFORCE_LOGIN_URL: sandbox.config.salesforce.login_url,
-  };
-}
-
-/** Spawn `fraudgate serve --http --port 0` and wait for the line that names its MCP endpoint. */
-function startReplica(name: string): Promise<ReplicaProcess> {
-  const env = replicaEnv(name);
-  const child = spawn(process.execPath, [CLI, 'serve', '--http', '--port', '0'], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${stderr}`)), 60_000);
-    child.stderr!.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      const match = /MCP endpoint \(Streamable HTTP\): (http:\/\/\S+)\/mcp/.exec(stderr);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, url: match[1]!, env, stderr: () => stderr });
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code}:\n${stderr}`));
-    });
-  });
-}
 
 beforeAll(async () => {
   if (!available) return;
   sandbox = await startSandbox(DEFAULTS);
-  schema = `fg_e2e_${process.pid}_${randomBytes(3).toString('hex')}`;
-  root = mkdtempSync(join(tmpdir(), 'fraudgate-replicas-'));
-  writeFileSync(
-    join(root, 'fraudgate.json'),
-    JSON.stringify({
-      store: 'postgres',
-      store_postgres: { schema },
-      rate_limits: { store: 'redis' },
+  fleet = createFleet({
+    sandbox,
+    prefix: 'fg_e2e',
+    env: { FRAUDGATE_LOG_LEVEL: 'info' },
+    config: {
       approvals: { wait_ms: 60_000, poll_ms: 100 },
       auth: {
         key_hashes: [
@@ -137,33 +51,17 @@ beforeAll(async () => {
           { sha256: sha(APPROVER_KEY), principal: APPROVER, kind: 'user', role: 'approver' },
         ],
       },
-    }),
-  );
+    },
+  });
   // One after the other: the second also finds the migrations applied (both orders are safe).
-  replicas = [await startReplica('replica-a'), await startReplica('replica-b')];
+  replicas = [await fleet.start('replica-a'), await fleet.start('replica-b')];
   proxy = await startRoundRobinProxy(replicas.map((r) => r.url));
 }, 120_000);
 
 afterAll(async () => {
   await proxy?.close();
-  await Promise.all(
-    replicas.map(
-      (r) =>
-        new Promise<void>((resolve) => {
-          if (r.child.exitCode !== null) return resolve();
-          r.child.once('exit', () => resolve());
-          r.child.kill('SIGTERM');
-        }),
-    ),
-  );
+  await fleet?.close();
   await sandbox?.close();
-  if (schema) {
-    const client = new pg.Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
-  }
-  if (root) rmSync(root, { recursive: true, force: true });
 });
 
 async function mcpClient(url: string) {
@@ -261,12 +159,7 @@ describe.skipIf(!available)(
       // `fraudgate audit verify` passes with each replica's configuration, on the one shared ledger
       // in PostgreSQL that holds both replicas' chains (each writer is its replica id).
       for (const r of replicas) {
-        const verified = await promisify(execFile)(process.execPath, [CLI, 'audit', 'verify'], {
-          env: r.env,
-        }).then(
-          (out) => ({ code: 0, ...out }),
-          (error: { code: number; stdout: string; stderr: string }) => error,
-        );
+        const verified = await fleet.cli(r, ['audit', 'verify']);
         expect(verified.code, verified.stderr).toBe(0);
         expect(verified.stdout).toMatch(/^audit ledger \(postgres\): intact, \d+ records from 2 writers/);
       }

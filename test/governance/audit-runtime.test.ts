@@ -137,7 +137,7 @@ describe('failing closed', () => {
 
     const read = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
     expect(read.isError).toBe(true);
-    expect(read.error).toMatchObject({ code: 'INTERNAL', retryable: true });
+    expect(read.error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
     expect(read.error.message).toMatch(/audit ledger cannot be written/);
     expect(env.sandbox.sift.requests('GET', '/v205/users/:id/score')).toHaveLength(0);
     const notReady = await ready();

@@ -22,6 +22,7 @@ export interface RoundRobinProxy {
 }
 
 export async function startRoundRobinProxy(
+  /** Replica base URLs, read at each request: replace an entry when a replica restarts on a new port. */
   targets: string[],
   /** Pick a replica index; undefined falls back to round robin. */
   choose?: (req: ProxyRequest) => number | undefined,

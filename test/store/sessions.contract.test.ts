@@ -68,6 +68,14 @@ for (const engine of ENGINES) {
       await b.mcpSessions.touch('s1', 5_000, true);
       await a.mcpSessions.touch('s1', 4_000, false); // never moves back, never un-uses
       expect(await a.mcpSessions.get('s1')).toMatchObject({ last_used_at: 5_000, used: true });
+      // The reaper's batched write: every listed session forward in one statement, never back.
+      await a.mcpSessions.create(session('s2', ANA, 1_000), { perPrincipal: 5, total: 10 });
+      await a.mcpSessions.create(session('s3', ANA, 1_000), { perPrincipal: 5, total: 10 });
+      await b.mcpSessions.touchMany(['s1', 's2'], 4_500);
+      expect(await a.mcpSessions.get('s1')).toMatchObject({ last_used_at: 5_000, used: true });
+      expect(await a.mcpSessions.get('s2')).toMatchObject({ last_used_at: 4_500, used: false });
+      expect(await a.mcpSessions.get('s3')).toMatchObject({ last_used_at: 1_000 });
+      await b.mcpSessions.touchMany([], 9_000);
       expect(await b.mcpSessions.delete('s1')).toBe(true);
       expect(await a.mcpSessions.get('s1')).toBeUndefined();
       expect(await a.mcpSessions.delete('s1')).toBe(false);

@@ -381,6 +381,29 @@ describe('sessions', () => {
     await vi.waitFor(async () => expect(await http.sessionCount()).toBe(0), { timeout: 5000, interval: 100 });
   });
 
+  it('a session in steady use outlives the idle timeout: the reaper records its activity', async () => {
+    // Tick every 500 ms. Plain POSTs, no event stream held open: between calls nothing is in flight,
+    // so only the recorded activity keeps the session alive.
+    const { http } = await start({ config: { http: { idle_timeout_ms: 2000 } } });
+    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
+    const init = await post(http, INIT, auth);
+    await init.text();
+    const session = {
+      ...auth,
+      'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
+      'mcp-protocol-version': '2025-11-25',
+    };
+    await (await post(http, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const until = Date.now() + 6000;
+    for (let id = 2; Date.now() < until; id += 1) {
+      const res = await post(http, { jsonrpc: '2.0', id, method: 'ping' }, session);
+      await res.text();
+      expect(res.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await http.sessionCount()).toBe(1);
+  });
+
   it('a session that initializes and is never used is reaped quickly; a used one stays', async () => {
     const { http } = await start({ config: { http: { unused_session_timeout_ms: 300 } } });
     const unused = await connect(http, VIEWER_KEY);

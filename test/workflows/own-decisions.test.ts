@@ -33,7 +33,9 @@ describe('a decision applied through fraudgate', () => {
     await env.runtime.pipeline.processApprovals();
     // A second sweep (another replica, a restart) must not enqueue it again.
     await env.runtime.pipeline.processApprovals();
-    expect((await env.runtime.outbox.stats()).unrouted).toBe(1);
+    // One decision event (the score the approval's evidence read is a score-trigger event of its own).
+    const decisions = (await env.runtime.outbox.unrouted(10)).filter((e) => e.entityType === 'user');
+    expect(decisions).toHaveLength(1);
 
     // The worker of `serve --http` (here: an automation on the same data dir and emulators).
     automation = await outboxEnv({

@@ -13,11 +13,15 @@ import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts'
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { decisionBody, outboxEnv, sign, type OutboxEnv } from '../outbox/helpers.ts';
+import { setup, type TestEnv } from '../helpers/setup.ts';
 
 const SECRET = 'segment-shared-secret';
 let env: OutboxEnv | undefined;
 let server: Server | undefined;
+let mcp: TestEnv | undefined;
 afterEach(async () => {
+  await mcp?.close();
+  mcp = undefined;
   if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
   server = undefined;
   await env?.close();
@@ -121,5 +125,68 @@ describe('score-change trigger', () => {
       .records('Case')
       .filter((c) => c.Sift_User_Id__c === user && c.IsClosed === false);
     expect(cases).toHaveLength(1);
+  });
+
+  it('a score an agent reads sets off the trigger once: case in the rule’s queue with the severity’s priority, exactly once under faults', async () => {
+    mcp = await setup();
+    const user = 'sandbox-high-risk';
+    const tier2 = mcp.sandbox.salesforce.insert('Group', {
+      Name: 'Fraud Tier 2',
+      DeveloperName: 'Fraud_Tier_2',
+      Type: 'Queue',
+    });
+    // The same score read twice (and once more inside the case tool later): one trigger event.
+    expect((await mcp.callTool('get_sift_score', { user_id: user })).error).toBeUndefined();
+    expect((await mcp.callTool('get_sift_score', { user_id: user })).error).toBeUndefined();
+    const events = (await mcp.runtime.outbox.unrouted(10)).filter((e) => e.entityType === 'score');
+    expect(events).toEqual([
+      expect.objectContaining({ entityId: user, decisionId: expect.stringMatching(/^score_read:/) }),
+    ]);
+
+    env = await outboxEnv({
+      dataDir: mcp.dataDir,
+      sandbox: mcp.sandbox,
+      config: {
+        automation: {
+          max_attempts: 30,
+          score_trigger: {
+            case_rules: [{ event: 'score_read', min_score: 0.8, severity: 'medium', queue: 'Fraud_Tier_2' }],
+          },
+        },
+      },
+    });
+    mcp.sandbox.segment.faults.inject({ status: 503 });
+    mcp.sandbox.salesforce.faults.inject({ status: 503 });
+    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    expect(await env.automation.worker.drain({ timeoutMs: 10_000 })).toBe(true);
+
+    const effects = (await env.automation.store.list({ limit: 100 })).filter(
+      (e) => e.entityKey === `score:${user}`,
+    );
+    expect(effects.map((e) => `${e.effect}:${e.state}`).sort()).toEqual([
+      'case:done',
+      'opportunities:done',
+      'segment_score:done',
+      'track:done',
+    ]);
+    expect(new Set(effects.map((e) => e.eventId)).size).toBe(1);
+    const cases = mcp.sandbox.salesforce
+      .records('Case')
+      .filter((c) => c.Sift_User_Id__c === user && c.IsClosed === false);
+    expect(cases).toHaveLength(1);
+    expect(cases[0]).toMatchObject({ Priority: 'Medium', OwnerId: tier2.Id });
+    const tracks = mcp.sandbox.segment
+      .eventsFor(user)
+      .filter((e) => e.type === 'track' && e.event === 'Sift Score Evaluated');
+    expect(tracks).toHaveLength(1);
+    expect(mcp.sandbox.segment.profile(user)).toMatchObject({ sift_score: 94 });
+    // The effects read the score too, unobserved: nothing new for the trigger (no loop).
+    expect(await env.automation.store.unrouted(10)).toHaveLength(0);
+  });
+
+  it('from_reads: false — reading a score stores nothing for the trigger', async () => {
+    mcp = await setup({ config: { automation: { score_trigger: { from_reads: false } } } });
+    expect((await mcp.callTool('get_sift_score', { user_id: 'sandbox-high-risk' })).error).toBeUndefined();
+    expect(await mcp.runtime.outbox.unrouted(10)).toHaveLength(0);
   });
 });

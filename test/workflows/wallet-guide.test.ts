@@ -6,6 +6,7 @@
  * reaches Sift.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -83,8 +84,11 @@ describe('wallet guide: payment methods', () => {
       $shortened_iban_last4: '3000',
       $sepa_direct_debit_mandate: true,
     });
-    // Card and bank numbers are partial by construction, and never stored in the audit in clear.
-    expect(JSON.stringify(card.output)).not.toContain('542486');
+    // Partial card and bank numbers and the holder's name reach Sift, never the result or the audit.
+    expect(JSON.stringify([card.output, bank.output])).not.toMatch(/542486|Ana Example|DE8937/);
+    const audit = JSON.stringify(await storedAuditRecords(env.config, env.runtime.audit));
+    expect(audit).toContain('payment_method');
+    expect(audit).not.toMatch(/542486|"4444"|Ana Example|DE8937|"3000"/);
   });
 
   it('refuses bad card or bank fields, naming them, and sends nothing', async () => {

@@ -26,7 +26,7 @@ const MAX_ATTEMPTS = 5;
 const COMMIT = `
 WITH moved AS (
   UPDATE audit_writers SET seq = $2, hash = $3, sealed_seq = $4, sealed_at = $5
-   WHERE writer = $1 AND seq = $6 AND hash = $7
+   WHERE writer = $1 AND seq = $6 AND hash = $7 AND sealed_seq = $10
   RETURNING writer
 ), started AS (
   INSERT INTO audit_writers (writer, seq, hash, sealed_seq, sealed_at)
@@ -127,6 +127,7 @@ export async function openPostgresLedgerStore(
         expected?.hash ?? null,
         JSON.stringify(rows),
         JSON.stringify(checkpoints),
+        expected?.sealed_seq ?? null,
       ]);
       return (result?.won ?? 0) > 0;
     })();

@@ -4,6 +4,7 @@
  * at a time for the same budget.
  */
 import pg from 'pg';
+import { StoreUnavailableError } from '../../errors.ts';
 import {
   BUDGET_MIGRATIONS,
   ceilingReached,
@@ -11,6 +12,7 @@ import {
   type BudgetStore,
   type PauseRow,
 } from '../budget-store.ts';
+import { isConnectionFailure, watchConnections } from './database.ts';
 
 /** Serialises the table set-up when several replicas start at once. */
 const SETUP_LOCK = 72270250;
@@ -27,7 +29,7 @@ export async function openPostgresBudgetStore(
     options: `-c search_path=${schema}`,
   });
   // A lost connection must not crash the process: the pool replaces it on next use.
-  pool.on('error', (error) => options.onError?.(error));
+  watchConnections(pool, (error) => options.onError?.(error));
   const setup = await pool.connect();
   try {
     await setup.query('SELECT pg_advisory_lock($1)', [SETUP_LOCK]);
@@ -91,7 +93,8 @@ export async function openPostgresBudgetStore(
         return { admitted: true };
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
-        throw error;
+        // The database went away (not a budget decision): the caller may simply try again.
+        throw isConnectionFailure(error) ? new StoreUnavailableError(error) : error;
       } finally {
         client.release();
       }

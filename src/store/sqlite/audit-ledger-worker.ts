@@ -78,7 +78,13 @@ function commit(m: WorkerCommit): WorkerReply {
     const { readHead, writeHead, insertRecord, insertRecords, insertCheckpoint } = statements();
     db.exec('BEGIN IMMEDIATE');
     const stored = (readHead.get(m.writer) as LedgerHead | undefined) ?? null;
-    if (stored?.seq !== m.expected?.seq || stored?.hash !== m.expected?.hash) {
+    // The seal too: a head sealed meanwhile (by another instance under this writer id) must not be
+    // sealed again at the same seq.
+    if (
+      stored?.seq !== m.expected?.seq ||
+      stored?.hash !== m.expected?.hash ||
+      stored?.sealed_seq !== m.expected?.sealed_seq
+    ) {
       db.exec('ROLLBACK');
       return { id: m.id, ok: false, conflict: stored && { ...stored } };
     }

@@ -1,0 +1,73 @@
+/**
+ * An operator's retry or drop of a dead letter and its audit record share one store transaction:
+ * with the record's insert failing (injected after the effect was changed), the effect stays a
+ * dead letter and no record is kept; once the ledger writes again, both happen.
+ */
+import { createHash } from 'node:crypto';
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runOutboxCommand } from '../../src/cli/outbox.ts';
+import { databasePath } from '../../src/store/store.ts';
+import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+
+let env: OutboxEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+describe('outbox transitions and their audit records', () => {
+  it('a drop whose record fails is not applied; the next one is, with its record', async () => {
+    env = await outboxEnv({ config: { automation: { max_attempts: 1, rules: { watch: ['segment'] } } } });
+    env.sandbox.segment.faults.chaos(1, [{ status: 500, path: '/v1/' }]);
+    const { time } = await env.sandbox.sift.consoleApplyDecision({
+      decisionId: 'watch_user_payment_abuse',
+      userId: 'fg_drop',
+    });
+    const body = decisionBody('fg_drop', 'watch_user_payment_abuse', time);
+    expect((await env.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
+    expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+    const [dead] = await env.automation.store.list({ states: ['dead'] });
+    expect(dead).toBeDefined();
+    const id = String(dead?.id);
+
+    const opsKey = 'ops-approver-key-0123456789';
+    const config = {
+      ...env.config,
+      auth: {
+        ...env.config.auth,
+        key_hashes: [
+          {
+            sha256: createHash('sha256').update(opsKey).digest('hex'),
+            principal: 'ops@example.com',
+            kind: 'user' as const,
+            role: 'approver' as const,
+          },
+        ],
+      },
+    };
+    const asOps = {
+      config,
+      secrets: { auditKey: 'test-audit-key', approverToken: opsKey },
+      modeReason: 'test',
+    };
+
+    // A full disk, say: every `dropped` record fails to insert.
+    const db = new DatabaseSync(databasePath(env.config));
+    db.exec(`CREATE TRIGGER fail_dropped BEFORE INSERT ON audit_records WHEN NEW.body LIKE '%"event":"dropped"%'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    await expect(runOutboxCommand(['drop', id], { reason: 'duplicate' }, asOps)).rejects.toMatchObject({
+      code: 'INTERNAL',
+    });
+    expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('dead');
+    expect((await env.auditRecords()).filter((r) => r.event === 'dropped')).toEqual([]);
+
+    db.exec('DROP TRIGGER fail_dropped');
+    db.close();
+    expect(await runOutboxCommand(['drop', id], { reason: 'duplicate' }, asOps)).toBe(0);
+    expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('dropped');
+    expect(
+      (await env.auditRecords()).filter((r) => r.event === 'dropped').map((r) => r.principal.id),
+    ).toEqual(['ops@example.com']);
+  });
+});

@@ -1,0 +1,119 @@
+/**
+ * The automation's Salesforce client against the emulator, through the real jsforce client: many
+ * concurrent lookups become one `IN (...)` query per shape (≤200 values), each caller getting its
+ * own rows.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+
+vi.hoisted(() => {
+  for (const name of ['https_proxy', 'http_proxy', 'HTTPS_PROXY', 'HTTP_PROXY']) delete process.env[name];
+});
+
+import { createSalesforceClient } from '../../src/clients/salesforce-client.ts';
+import { UpstreamError } from '../../src/errors.ts';
+import { createBatchingSalesforceClient } from '../../src/outbox/batching-salesforce.ts';
+import { startSalesforceEmulator, type SalesforceEmulator } from '../../src/sandbox/salesforce-emulator.ts';
+
+let emu: SalesforceEmulator;
+
+beforeAll(async () => {
+  emu = await startSalesforceEmulator({ seed: false });
+  for (let i = 0; i < 300; i += 1) emu.insert('Account', { Name: `Lookup ${i}`, Sift_User_Id__c: `lk_${i}` });
+});
+afterAll(async () => {
+  await emu.close();
+});
+beforeEach(() => {
+  emu.faults.clear();
+  emu.clearJournal();
+});
+
+function batching(windowMs = 5_000) {
+  const inner = createSalesforceClient({
+    loginUrl: emu.url,
+    auth: { flow: 'password', ...emu.credentials },
+    retryBaseDelayMs: 5,
+    maxRetries: 0,
+  });
+  return createBatchingSalesforceClient(inner, { windowMs, lookupQuietMs: 20 });
+}
+
+const queries = () => emu.journal.filter((e) => e.path.endsWith('/query'));
+const accountsBy = (sf: ReturnType<typeof batching>, user: string) =>
+  sf.lookup<{ Id: string; Name: string; Sift_User_Id__c: string }>({
+    sobject: 'Account',
+    field: 'Sift_User_Id__c',
+    values: [user],
+    select: ['Name'],
+  });
+
+describe('batching Salesforce lookups', () => {
+  it('answers 250 concurrent lookups with two IN queries, each caller its own rows', async () => {
+    const sf = batching();
+    const users = Array.from({ length: 250 }, (_, i) => `lk_${i}`);
+    // The same user asked twice (in another case: SOQL matches text without case) and one unknown user.
+    const answers = await Promise.all([
+      ...users.map((u) => accountsBy(sf, u)),
+      accountsBy(sf, 'LK_7'),
+      accountsBy(sf, 'nobody'),
+    ]);
+    users.forEach((u, i) => {
+      expect(answers[i]?.map((r) => r.Sift_User_Id__c)).toEqual([u]);
+      expect(answers[i]?.[0]?.Name).toBe(`Lookup ${i}`);
+    });
+    expect(answers[250]?.map((r) => r.Name)).toEqual(['Lookup 7']);
+    expect(answers[251]).toEqual([]);
+    const sent = queries();
+    expect(sent).toHaveLength(2);
+    for (const q of sent)
+      expect(q.query.q).toMatch(/^SELECT Id, Sift_User_Id__c, Name FROM Account WHERE Sift_User_Id__c IN \(/);
+    expect(sf.stats).toMatchObject({ lookupQueries: 2, lookups: 252 });
+    await sf.close();
+  });
+
+  it('keeps different shapes apart and keeps the requested order per caller', async () => {
+    const sf = batching();
+    emu.insert('Contact', {
+      LastName: 'Old',
+      Email: 'shared@example.com',
+      CreatedDate: '2020-01-01T00:00:00.000+0000',
+    });
+    emu.insert('Contact', {
+      LastName: 'New',
+      Email: 'shared@example.com',
+      CreatedDate: '2024-01-01T00:00:00.000+0000',
+    });
+    const [contacts, accounts] = await Promise.all([
+      sf.lookup<{ LastName: string }>({
+        sobject: 'Contact',
+        field: 'Email',
+        values: ['shared@example.com'],
+        select: ['LastName'],
+        orderBy: 'CreatedDate ASC',
+      }),
+      accountsBy(sf, 'lk_3'),
+    ]);
+    expect(contacts.map((c) => c.LastName)).toEqual(['Old', 'New']);
+    expect(accounts).toHaveLength(1);
+    expect(queries()).toHaveLength(2);
+    await sf.close();
+  });
+
+  it('fails every caller of a failed query, and a bad name before it joins anyone', async () => {
+    const sf = batching();
+    // jsforce retries a GET on 5xx itself; a 400 reaches the callers at once.
+    emu.faults.inject({
+      status: 400,
+      path: '/query',
+      body: [{ errorCode: 'QUERY_TIMEOUT', message: 'Your query request was running for too long.' }],
+    });
+    const results = await Promise.allSettled([accountsBy(sf, 'lk_1'), accountsBy(sf, 'lk_2')]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect((results[0] as PromiseRejectedResult).reason).toBeInstanceOf(UpstreamError);
+    await expect(
+      sf.lookup({ sobject: 'Account', field: 'Name) OR (Id', values: ['x'], select: [] }),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(await accountsBy(sf, 'lk_1')).toHaveLength(1);
+    await sf.close();
+  });
+});

@@ -1,0 +1,61 @@
+/**
+ * The decision sync's idempotency key: the Account/Contact update carries it in the same composite
+ * request as the Chatter post, so a worker that dies after Salesforce applied the writes but before
+ * the outbox recorded the effect runs it again without posting twice.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+
+let env: OutboxEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+describe('decision sync retried after a crash between the Salesforce write and the outbox commit', () => {
+  it('posts to each feed once, thanks to the key the update carries', async () => {
+    env = await outboxEnv({ config: { automation: { lease_ms: 300 } } });
+    const e = env;
+    const { sift, salesforce } = e.sandbox;
+    const user = 'fg_sync_key';
+    const account = salesforce.insert('Account', { Name: 'Sync Key', Sift_User_Id__c: user });
+    const { time } = await sift.consoleApplyDecision({
+      decisionId: 'watch_user_payment_abuse',
+      userId: user,
+    });
+
+    // The first run dies where a crash would hurt most: Salesforce has the writes, the outbox does not.
+    const store = e.automation.store;
+    const complete = store.complete.bind(store);
+    let crashed = 0;
+    store.complete = async (id, owner, result, now) => {
+      const tool = (await store.list({ limit: 1000 })).find((x) => x.id === id)?.tool;
+      if (tool === 'sync_decision_to_salesforce' && crashed === 0) {
+        crashed += 1;
+        throw new Error('simulated crash before the outbox commit');
+      }
+      return complete(id, owner, result, now);
+    };
+
+    const body = decisionBody(user, 'watch_user_payment_abuse', time);
+    expect((await e.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
+    // The crashed effect stays leased; once its lease lapses it is claimed and run again.
+    expect(await e.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+    expect(crashed).toBe(1);
+
+    const effects = await store.list({ limit: 100 });
+    const sync = effects.filter((x) => x.tool === 'sync_decision_to_salesforce');
+    expect(sync.map((x) => x.state)).toEqual(['done']);
+    // The retry wrote the value again but found its key on the record: no second post.
+    expect((sync[0]?.result as { records: { chatter_post_id: string | null }[] }).records).toEqual([
+      expect.objectContaining({ id: account.Id, chatter_post_id: null }),
+    ]);
+    const posts = salesforce.records('FeedItem').filter((p) => p.ParentId === account.Id);
+    expect(posts).toHaveLength(1);
+    const stored = salesforce.records('Account').find((a) => a.Id === account.Id);
+    expect(stored?.Sift_Decision__c).toBe('Under Review');
+    expect(String(posts[0]?.Body)).toContain(String(stored?.Fraudgate_Sync_Key__c));
+    // Both runs' writes went out as composite requests (one API call each), the post beside its update.
+    expect(salesforce.requests('POST', '/services/data/:version/composite')).toHaveLength(2);
+  }, 60_000);
+});
