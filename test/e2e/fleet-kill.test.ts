@@ -8,13 +8,20 @@
  * dead-lettered, and `fraudgate audit verify` passes on the one shared ledger. Skips without
  * PostgreSQL and Redis.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { mapLimit } from '../outbox/helpers.ts';
-import { createFleet, fleetServicesAvailable, type Fleet, type ReplicaProcess } from '../helpers/replicas.ts';
+import {
+  createFleet,
+  deliverSiftWebhook,
+  fleetServicesAvailable,
+  waitFor,
+  type Fleet,
+  type ReplicaProcess,
+} from '../helpers/replicas.ts';
 import { startRoundRobinProxy, type RoundRobinProxy } from '../helpers/round-robin-proxy.ts';
 
 const available = await fleetServicesAvailable('fleet-kill');
@@ -96,23 +103,6 @@ afterAll(async () => {
   await sandbox?.close();
 });
 
-/** Deliver like Sift: signed, and delivered again until it is acknowledged (a dead replica answers 502). */
-async function deliver(body: string): Promise<string> {
-  const signature = `sha256=${createHmac('sha256', WEBHOOK_KEY).update(body).digest('hex')}`;
-  let last = '';
-  for (let attempt = 0; attempt < 50; attempt += 1) {
-    const res = await fetch(`${proxy.url}/webhooks/sift`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-sift-science-signature': signature },
-      body,
-    }).catch(() => undefined);
-    if (res?.status === 200) return ((await res.json()) as { status: string }).status;
-    last = res ? `${res.status} ${await res.text()}` : 'no answer';
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`webhook never acknowledged (last answer: ${last}): ${body}`);
-}
-
 async function outboxCounts() {
   const { rows } = await sql.query<{ state: string; owner: string | null; n: string }>(
     `SELECT state, lease_owner AS owner, COUNT(*) AS n FROM outbox_effects GROUP BY state, lease_owner`,
@@ -129,21 +119,15 @@ async function outboxCounts() {
   return { count, events: Number(events?.total ?? 0), unrouted: Number(events?.unrouted ?? 0) };
 }
 
-/** Poll `check` until it holds or `timeoutMs` passes (a bounded wait for a state, not a timing assertion). */
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, pauseMs = 100): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, pauseMs));
-  }
-  return check();
-}
-
 describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SIGKILLed mid-drain', () => {
   it('runs every effect exactly once, and nothing waits on the dead replica’s lease', async () => {
     const started = Date.now();
     const log = (what: string) => process.stderr.write(`fleet-kill: ${Date.now() - started} ms: ${what}\n`);
-    const sending = mapLimit(deliveries, 16, deliver);
+    const sending = mapLimit(
+      deliveries,
+      16,
+      async (body) => (await deliverSiftWebhook(proxy.url, WEBHOOK_KEY, body)).status,
+    );
 
     const [a, b] = replicas as [ReplicaProcess, ReplicaProcess];
     /** SIGKILL `replica` once it holds leases on running effects; returns those effects' leases. */

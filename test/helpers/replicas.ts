@@ -6,7 +6,7 @@
  * and data dir, as an orchestrator restarts a crashed pod.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,49 @@ export async function fleetServicesAvailable(test: string): Promise<boolean> {
 function lastWords(stderr: string): string {
   const crash = stderr.lastIndexOf('\nnode:');
   return crash >= 0 ? stderr.slice(crash, crash + 6000) : stderr.slice(-4000);
+}
+
+/**
+ * Poll `check` until it holds or `timeoutMs` passes: a bounded wait for a state, not a timing
+ * assertion. A check that throws (a replica refusing while the database is away) counts as not yet.
+ */
+export async function waitFor(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  pauseMs = 100,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return true;
+    await new Promise((r) => setTimeout(r, pauseMs));
+  }
+  return check();
+}
+
+/**
+ * Deliver a Sift decision webhook like Sift: signed (sha256) with `key`, and delivered again until
+ * acknowledged (a dead replica behind the proxy answers 502, one without its database 503).
+ * Returns every status seen and the acknowledgement's `status` (accepted | duplicate).
+ */
+export async function deliverSiftWebhook(
+  baseUrl: string,
+  key: string,
+  body: string,
+): Promise<{ statuses: number[]; status: string }> {
+  const signature = `sha256=${createHmac('sha256', key).update(body).digest('hex')}`;
+  const statuses: number[] = [];
+  for (let attempt = 0; attempt < 100; attempt += 1) {
+    const res = await fetch(`${baseUrl}/webhooks/sift`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-sift-science-signature': signature },
+      body,
+    }).catch(() => undefined);
+    statuses.push(res?.status ?? 0);
+    const text = (await res?.text()) ?? '';
+    if (res?.status === 200) return { statuses, status: (JSON.parse(text) as { status: string }).status };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`webhook never acknowledged (answers ${statuses.join(' ')}): ${body}`);
 }
 
 export interface ReplicaProcess {
