@@ -7,8 +7,9 @@
  * case and a suppression. Upstream answers are delayed by BENCH_UPSTREAM_LATENCY_MS (default 40):
  * real SaaS APIs answer in tens of milliseconds, and without it a batch window is all cost.
  *
- * BENCH_DECISIONS (default 400, quick 100) sets the number of decisions; BENCH_WINDOW_MS the
- * batch window (default: the shipped 1 s).
+ * BENCH_DECISIONS (default 1,000, the figure's unit: fewer leave per-batch costs unamortised) sets
+ * the number of decisions; BENCH_WINDOW_MS the batch window (default: the shipped 1 s). Writes are
+ * the non-GET calls (composite requests); the rest are reads (lookup queries).
  */
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -48,6 +49,8 @@ export async function runOutbox(
     const config: Config = {
       ...mergeConfig(DEFAULTS, {
         approvals: { tools: { suppress_user: 'none' } },
+        // A third of the decisions are blocks: more suppressions than the default hourly budget allows.
+        budgets: { limits: { suppress_user: { max_effects: 1_000_000 } } },
         automation: { poll_ms: 20, batch_window_ms: Number(process.env.BENCH_WINDOW_MS ?? 1000) },
       }),
       ...sandbox.config,
@@ -149,8 +152,8 @@ export const salesforceAllowance: Figure = {
   met: (r) => r.fraudgate.median <= 30 && (r.fraudgate.extra.salesforce_writes ?? Infinity) <= 6,
   rounds: () => 1,
   warmup: false,
-  async open({ quick }) {
-    const n = Math.min(5000, Math.max(10, Number(process.env.BENCH_DECISIONS ?? (quick ? 100 : 400))));
+  async open() {
+    const n = Math.min(5000, Math.max(10, Number(process.env.BENCH_DECISIONS ?? 1000)));
     const latency = Math.max(0, Number(process.env.BENCH_UPSTREAM_LATENCY_MS ?? 40));
     // A short unmeasured run first, so JIT warm-up and first-time file creation count against neither mode.
     await runOutbox('batched', 30, latency);

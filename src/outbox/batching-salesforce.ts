@@ -27,6 +27,9 @@ import type {
   SalesforceWrite,
 } from '../clients/types.ts';
 
+/** How long an answer about configuration records (queues) is reused. */
+const CONFIGURATION_TTL_MS = 5 * 60_000;
+
 /** Repeats of a failed shared lookup before its callers see the error. */
 const LOOKUP_RETRIES = 3;
 
@@ -39,6 +42,13 @@ export interface BatchingStats {
   /** Lookup queries sent, and the callers' lookups they answered. */
   lookupQueries: number;
   lookups: number;
+}
+
+/** The batching client. */
+export interface BatchingSalesforceClient extends SalesforceClient {
+  stats: BatchingStats;
+  /** Send whatever is queued now and wait for every call in flight. */
+  flush(): Promise<void>;
 }
 
 /** One caller's group of writes waiting to go out, with the promise to settle. */
@@ -71,7 +81,7 @@ export function createBatchingSalesforceClient(
      */
     lookupQuietMs?: number;
   },
-): SalesforceClient & { stats: BatchingStats; flush(): Promise<void> } {
+): BatchingSalesforceClient {
   const stats: BatchingStats = {
     writeCalls: 0,
     collectionCalls: 0,
@@ -203,6 +213,25 @@ export function createBatchingSalesforceClient(
     batch.timer = setTimeout(() => flushLookups(key), Math.max(0, Math.min(lookupQuietMs, left)));
   }
 
+  /**
+   * Queues (Group) are configuration that admins change, not data the effects change: an answer
+   * that found the record is kept for CONFIGURATION_TTL_MS instead of being asked for every batch.
+   */
+  const configuration = new Map<string, { at: number; rows: Promise<SalesforceRecord[]> }>();
+  async function configurationLookup<T extends SalesforceRecord>(request: SalesforceLookup): Promise<T[]> {
+    const key = JSON.stringify(request);
+    const hit = configuration.get(key);
+    if (hit && Date.now() - hit.at < CONFIGURATION_TTL_MS) return (await hit.rows) as T[];
+    const rows = lookup<T>(request);
+    configuration.set(key, { at: Date.now(), rows });
+    // A failed or empty answer is not kept: the next effect asks again (e.g. after the admin adds the queue).
+    const dropIfUseless = () => {
+      if (configuration.get(key)?.rows === rows) configuration.delete(key);
+    };
+    rows.then((r) => r.length === 0 && dropIfUseless(), dropIfUseless);
+    return rows;
+  }
+
   async function lookup<T extends SalesforceRecord>(request: SalesforceLookup): Promise<T[]> {
     const { values, ...shape } = request;
     // Checked here, before it can spoil a query shared with others.
@@ -232,7 +261,7 @@ export function createBatchingSalesforceClient(
 
   return {
     ...inner,
-    lookup: (request) => lookup(request),
+    lookup: (request) => (request.sobject === 'Group' ? configurationLookup(request) : lookup(request)),
     query: (soql, o) => inner.query(soql, o),
     queryPage: (c, o) => inner.queryPage(c, o),
     retrieve: (s, id, o) => inner.retrieve(s, id, o),

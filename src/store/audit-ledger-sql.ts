@@ -1,5 +1,6 @@
 /**
- * A ledger commit inside a caller's transaction, written once for both engines: the audit record
+ * The ledger statements both engines share, written once against `SqlExecutor`. Above all a
+ * ledger commit inside a caller's transaction: the audit record
  * of a state change (an approval decided, say) goes in on the same connection and in the same
  * transaction as the change, so both commit or neither does.
  *
@@ -7,6 +8,7 @@
  * SQLite the caller's `BEGIN IMMEDIATE` already excludes every other writer), so a group commit of
  * the same writer that was chained from the older head finds it moved and is chained again.
  */
+import type { AuditCheckpoint } from '../governance/audit-signing.ts';
 import type { LedgerCommit, LedgerHead } from '../governance/audit-ledger.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
@@ -44,4 +46,24 @@ export async function commitLedgerIn(
        sealed_seq = excluded.sealed_seq, sealed_at = excluded.sealed_at`,
     [writer, head.seq, head.hash, head.sealed_seq, head.sealed_at],
   );
+}
+
+/** Every writer's checkpoints, in (writer, seq) order. */
+export async function readCheckpoints(sql: SqlExecutor): Promise<AuditCheckpoint[]> {
+  const rows = await sql.query<AuditCheckpoint>(
+    'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
+  );
+  return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+}
+
+/** Retention: `writer`'s records through `throughSeq` and its checkpoints before it, in one transaction. */
+export function pruneWriter(sql: SqlExecutor, writer: string, throughSeq: number): Promise<number> {
+  return sql.transaction(async (tx) => {
+    const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
+      writer,
+      throughSeq,
+    ]);
+    await tx.execute('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [writer, throughSeq]);
+    return deleted;
+  });
 }

@@ -3,12 +3,11 @@
  * with the record's insert failing (injected after the effect was changed), the effect stays a
  * dead letter and no record is kept; once the ledger writes again, both happen.
  */
-import { createHash } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { databasePath } from '../../src/store/store.ts';
-import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+import { decisionBody, operatorConfigs, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 let env: OutboxEnv | undefined;
 afterEach(async () => {
@@ -31,33 +30,15 @@ describe('outbox transitions and their audit records', () => {
     expect(dead).toBeDefined();
     const id = String(dead?.id);
 
-    const opsKey = 'ops-approver-key-0123456789';
-    const config = {
-      ...env.config,
-      auth: {
-        ...env.config.auth,
-        key_hashes: [
-          {
-            sha256: createHash('sha256').update(opsKey).digest('hex'),
-            principal: 'ops@example.com',
-            kind: 'user' as const,
-            role: 'approver' as const,
-          },
-        ],
-      },
-    };
-    const asOps = {
-      config,
-      secrets: { auditKey: 'test-audit-key', approverToken: opsKey },
-      modeReason: 'test',
-    };
+    const { asOps } = operatorConfigs(env);
 
     // A full disk, say: every `dropped` record fails to insert.
     const db = new DatabaseSync(databasePath(env.config));
     db.exec(`CREATE TRIGGER fail_dropped BEFORE INSERT ON audit_records WHEN NEW.body LIKE '%"event":"dropped"%'
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
     await expect(runOutboxCommand(['drop', id], { reason: 'duplicate' }, asOps)).rejects.toMatchObject({
-      code: 'INTERNAL',
+      retryable: true,
+      message: expect.stringContaining('audit ledger could not be written'),
     });
     expect((await env.automation.store.get(dead?.id ?? 0))?.state).toBe('dead');
     expect((await env.auditRecords()).filter((r) => r.event === 'dropped')).toEqual([]);

@@ -99,6 +99,25 @@ describe('batching Salesforce lookups', () => {
     await sf.close();
   });
 
+  it('keeps a queue it found for minutes, and asks again for one it did not find', async () => {
+    const sf = batching();
+    emu.insert('Group', { Name: 'Cached Queue', DeveloperName: 'Cached_Queue', Type: 'Queue' });
+    const queue = (name: string) =>
+      sf.lookup({
+        sobject: 'Group',
+        field: 'DeveloperName',
+        values: [name],
+        select: [],
+        where: "Type = 'Queue'",
+      });
+    expect(await queue('Cached_Queue')).toHaveLength(1);
+    expect(await queue('Cached_Queue')).toHaveLength(1);
+    expect(await queue('Missing_Queue')).toHaveLength(0);
+    expect(await queue('Missing_Queue')).toHaveLength(0);
+    expect(queries()).toHaveLength(3);
+    await sf.close();
+  });
+
   it('fails every caller of a failed query, and a bad name before it joins anyone', async () => {
     const sf = batching();
     // jsforce retries a GET on 5xx itself; a 400 reaches the callers at once.

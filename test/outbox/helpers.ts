@@ -2,7 +2,7 @@
  * Shared set-up for the outbox tests and the benchmark: emulators, a temp data dir, the automation
  * (runtime + outbox + worker) and the real webhook handler on a loopback HTTP server.
  */
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -149,6 +149,31 @@ export async function outboxEnv(
 }
 
 /** A decision webhook body as Sift sends it (§7.1). */
+/**
+ * The loaded configuration `fraudgate outbox` commands run with: as `env` has it (`loaded`), and
+ * with an approver's token (`asOps`, principal ops@example.com) for retry and drop.
+ */
+export function operatorConfigs(env: OutboxEnv) {
+  const opsKey = 'ops-approver-key-0123456789';
+  const config = {
+    ...env.config,
+    auth: {
+      ...env.config.auth,
+      key_hashes: [
+        {
+          sha256: createHash('sha256').update(opsKey).digest('hex'),
+          principal: 'ops@example.com',
+          kind: 'user' as const,
+          role: 'approver' as const,
+        },
+      ],
+    },
+  };
+  const secrets = { auditKey: 'test-audit-key' };
+  const loaded = { config, secrets, modeReason: 'test' };
+  return { loaded, asOps: { ...loaded, secrets: { ...secrets, approverToken: opsKey } } };
+}
+
 export function decisionBody(userId: string, decisionId: string, time: number): string {
   return JSON.stringify({ entity: { type: 'user', id: userId }, decision: { id: decisionId }, time });
 }

@@ -3,7 +3,6 @@
  * dead letters and the operator CLI, and the Salesforce allowance (REQUEST_LIMIT_EXCEEDED and the
  * reserve kept for humans).
  */
-import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +10,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
-import { decisionBody, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+import { decisionBody, operatorConfigs, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 let env: OutboxEnv | undefined;
 afterEach(async () => {
@@ -108,24 +107,7 @@ describe('outbox worker', () => {
     expect((await env.auditRecords()).some((r) => r.event === 'dead_lettered')).toBe(true);
 
     env.sandbox.segment.faults.clear();
-    const opsKey = 'ops-approver-key-0123456789';
-    const config = {
-      ...env.config,
-      auth: {
-        ...env.config.auth,
-        key_hashes: [
-          {
-            sha256: createHash('sha256').update(opsKey).digest('hex'),
-            principal: 'ops@example.com',
-            kind: 'user' as const,
-            role: 'approver' as const,
-          },
-        ],
-      },
-    };
-    const secrets = { auditKey: 'test-audit-key' };
-    const loaded = { config, secrets, modeReason: 'test' };
-    const asOps = { ...loaded, secrets: { ...secrets, approverToken: opsKey } };
+    const { loaded, asOps } = operatorConfigs(env);
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     try {
       expect(await runOutboxCommand(['list'], { json: true }, loaded)).toBe(0);

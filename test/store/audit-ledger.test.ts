@@ -522,7 +522,7 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       const log = ledger(engine, { retryMs: 20 });
       await log.append(entry(1));
       await backend.sql('ALTER TABLE audit_records RENAME TO audit_records_away');
-      await expect(log.append(entry(2))).rejects.toMatchObject({ code: 'INTERNAL', retryable: true });
+      await expect(log.append(entry(2))).rejects.toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
       expect(() => log.assertWritable()).toThrow(/refuses calls/);
       expect(log.health()).toMatchObject({ ok: false });
       log.enqueue(entry(3));

@@ -13,10 +13,9 @@
  * Runs on the process's store (`sql`: its pool, so a replica holds one) or, for a command that
  * opened no store, on a small pool of its own.
  */
-import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerCommit, LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
-import { commitLedgerIn } from '../audit-ledger-sql.ts';
+import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import type { SqlExecutor } from '../sql.ts';
 import { isValidSchemaName, openPostgresDatabase } from './database.ts';
 
@@ -185,24 +184,8 @@ export async function openPostgresLedgerStore(
         }));
       }
     },
-    async checkpoints() {
-      const rows = await sql.query<AuditCheckpoint>(
-        'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
-      );
-      return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
-    },
-    prune: (writer, throughSeq) =>
-      sql.transaction(async (tx) => {
-        const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
-          writer,
-          throughSeq,
-        ]);
-        await tx.execute('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [
-          writer,
-          throughSeq,
-        ]);
-        return deleted;
-      }),
+    checkpoints: () => readCheckpoints(sql),
+    prune: (writer, throughSeq) => pruneWriter(sql, writer, throughSeq),
     async ping() {
       await sql.query('SELECT 1');
     },

@@ -12,10 +12,9 @@ import { extname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
-import { commitLedgerIn } from '../audit-ledger-sql.ts';
+import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import { openSqliteDatabase } from './database.ts';
 import type { WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
 
@@ -158,24 +157,8 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
         reader.close();
       }
     },
-    async checkpoints() {
-      return sql.query<AuditCheckpoint>(
-        'SELECT writer, seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY writer, seq',
-      );
-    },
-    async prune(writer, throughSeq) {
-      return sql.transaction(async (tx) => {
-        const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
-          writer,
-          throughSeq,
-        ]);
-        await tx.execute('DELETE FROM audit_checkpoints WHERE writer = $1 AND seq < $2', [
-          writer,
-          throughSeq,
-        ]);
-        return deleted;
-      });
-    },
+    checkpoints: () => readCheckpoints(sql),
+    prune: (writer, throughSeq) => pruneWriter(sql, writer, throughSeq),
     async ping() {
       await sql.ping();
     },

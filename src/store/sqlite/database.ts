@@ -103,15 +103,23 @@ export function openSqliteDatabase(path: string): SqlDatabase {
   };
 
   let closed = false;
+  // The connection is shared (refcounted), so closing this handle may leave it open for others: a
+  // closed handle must still refuse, as a closed database would, instead of quietly answering.
+  const ensureOpen = () => {
+    if (closed) throw new Error('the SQLite store handle is closed');
+  };
   const database: SqlDatabase = {
     engine: 'sqlite',
     async query(sql, params) {
+      ensureOpen();
       return c.inTransaction ? afterTransactions(() => querySync(sql, params)) : querySync(sql, params);
     },
     async execute(sql, params) {
+      ensureOpen();
       return c.inTransaction ? afterTransactions(() => executeSync(sql, params)) : executeSync(sql, params);
     },
     transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+      if (closed) return Promise.reject(new Error('the SQLite store handle is closed'));
       const run = c.queue.then(async () => {
         // IMMEDIATE takes the write lock up front, so two processes never both read the same due rows.
         db.exec('BEGIN IMMEDIATE');
@@ -131,6 +139,7 @@ export function openSqliteDatabase(path: string): SqlDatabase {
       return run;
     },
     async executeScript(sql) {
+      ensureOpen();
       await afterTransactions(() => db.exec(sql));
     },
     async ping() {
