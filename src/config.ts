@@ -77,6 +77,13 @@ export type JobSettings = z.infer<typeof jobSettings>;
 /** Sift abuse types as config spells them (feedback labels, score sync). */
 const siftAbuseType = z.enum(ABUSE_TYPES);
 
+/** How far a Salesforce watcher re-reads behind its watermark (src/sync/record-watch.ts): 1 s to 1 day. */
+const watchOverlapMs = z
+  .number()
+  .int()
+  .min(1000)
+  .max(24 * 60 * 60 * 1000);
+
 export const configSchema = z.strictObject({
   /** Where the SQLite store (store: sqlite), the audit log and keys live. */
   data_dir: z.string().min(1),
@@ -314,11 +321,7 @@ export const configSchema = z.strictObject({
      * How far behind its watermark each poll re-reads AccountHistory: history is stamped in whole
      * seconds and a change can commit after a later-stamped one; re-read rows already handled are skipped.
      */
-    overlap_ms: z
-      .number()
-      .int()
-      .min(1000)
-      .max(24 * 60 * 60 * 1000),
+    overlap_ms: watchOverlapMs,
     /**
      * Salesforce user ids whose writes are fraudgate's own (never fed back to Sift; Leads they create
      * are not enriched by the Lead watcher). fraudgate's own session user is always included; list
@@ -354,11 +357,7 @@ export const configSchema = z.strictObject({
     /** Leads read per SOQL page. */
     batch_size: z.number().int().min(1).max(2000),
     /** How far behind its watermark each poll re-reads (CreatedDate is stamped in whole seconds). */
-    overlap_ms: z
-      .number()
-      .int()
-      .min(1000)
-      .max(24 * 60 * 60 * 1000),
+    overlap_ms: watchOverlapMs,
   }),
   /** `fraudgate sync scores`: Sift scores → Account risk fields, and Tasks for big moves. */
   score_sync: z.strictObject({

@@ -40,6 +40,18 @@ import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
+/** Network errors that mean nothing answered at all: the dependency is down, not failing. */
+const CANNOT_CONNECT: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
@@ -334,6 +346,62 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     return Math.max(1, Math.floor(auto.batch_size * share));
   }
 
+  /**
+   * The whole queue pauses while a dependency is down — an upstream that cannot be reached at all
+   * (connection refused, no route, DNS, connect timeout), Redis (rate limits) or the audit ledger that
+   * cannot write: every effect would fail the same way, so none spends an attempt or becomes a dead
+   * letter for it. After the pause one effect probes; any answer resumes the queue, another such
+   * failure doubles the pause (from `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). An upstream
+   * that answers 5xx, resets or times out a read is up but failing: that counts as an attempt (one
+   * batched request failing must not stall the queue).
+   */
+  const queuePause = { until: 0, ms: 0, probe: false };
+  function dependencyDown(error: FraudgateError): boolean {
+    // INTERNAL is retryable only when the audit ledger cannot write (fail closed, not a bug).
+    if (error.code === ERROR_CODES.INTERNAL) return error.retryable;
+    if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
+    // No upstream named: the pipeline's own dependency (the rate-limit store) refused the call.
+    if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
+    for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'string' && CANNOT_CONNECT.has(code)) return true;
+      e = (e as { cause?: unknown }).cause;
+    }
+    return false;
+  }
+  function pauseQueue(error: FraudgateError): number {
+    const first = queuePause.ms === 0;
+    // Effects already in flight when the pause began fail alike: they wait for the same probe.
+    if (!first && !queuePause.probe && now() < queuePause.until) return queuePause.until;
+    queuePause.ms = Math.min(
+      first ? auto.backoff_base_ms : queuePause.ms * 2,
+      Math.min(auto.backoff_max_ms, 30_000),
+    );
+    queuePause.until = now() + queuePause.ms;
+    queuePause.probe = false;
+    if (first) {
+      logger.warn('outbox paused: a dependency is unavailable; effects wait without spending attempts', {
+        service: (error.data as { service?: unknown } | undefined)?.service ?? 'store',
+        code: error.code,
+      });
+    }
+    return queuePause.until;
+  }
+  function resumeQueue(): void {
+    if (queuePause.ms === 0) return;
+    queuePause.ms = 0;
+    queuePause.until = 0;
+    queuePause.probe = false;
+    logger.info('outbox resumed: the dependency answers again');
+  }
+  /** How many effects the queue may claim now: none while paused or probing, one to probe. */
+  function pausedRoom(room: number): number {
+    if (queuePause.ms === 0) return room;
+    if (now() < queuePause.until || queuePause.probe) return 0;
+    queuePause.probe = true;
+    return Math.min(1, room);
+  }
+
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
     const reason = `${error.code}: ${error.message}`;
     const record = {
@@ -416,6 +484,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     } finally {
       active.delete(effect.id);
       if (writes) salesforceWriters -= 1;
+      // A probe that neither resumed nor re-paused the queue (e.g. it crashed): the next pump probes again.
+      queuePause.probe = false;
     }
   }
 
@@ -492,6 +562,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       idempotencyKey: `outbox-effect:${effect.id}`,
     };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
+    const down = !outcome.ok && dependencyDown(outcome.error);
+    if (!outcome.ok && down) {
+      const until = pauseQueue(outcome.error);
+      await store.retry(effect.id, owner, until, `${outcome.error.code}: ${outcome.error.message}`, false);
+      result.deferred += 1;
+      return;
+    }
+    // Any other answer means the dependencies answered: a paused queue resumes.
+    if (!down) resumeQueue();
     if (outcome.ok) {
       await routeScore(effect, outcome.output);
       if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
@@ -577,9 +656,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       });
     }
     await settleApprovals();
-    const room = auto.batch_size - inflight.size;
+    const room = pausedRoom(auto.batch_size - inflight.size);
     if (room <= 0) return [];
     const claimed = await store.claim(owner, room, auto.lease_ms);
+    if (claimed.length === 0) queuePause.probe = false;
     result.claimed += claimed.length;
     let allowance = salesforceAllowance();
     const launched: Promise<void>[] = [];

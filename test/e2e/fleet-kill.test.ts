@@ -109,7 +109,9 @@ async function outboxCounts() {
   );
   const [events] = (
     await sql.query<{ total: string; unrouted: string }>(
-      `SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE routed = 0) AS unrouted FROM outbox_events`,
+      // Decision webhooks only: jobs inside `serve` may add events of their own (scores, records).
+      `SELECT COUNT(*) FILTER (WHERE entity_type = 'user') AS total, COUNT(*) FILTER (WHERE routed = 0) AS unrouted
+         FROM outbox_events`,
     )
   ).rows;
   const count = (state: string, owner?: string) =>
@@ -223,7 +225,8 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     // block one suppression identify and track (the emulator keeps one message per messageId).
     const segmentByUser = new Map<string, string[]>();
     for (const m of sandbox.segment.events) {
-      if (!m.userId?.startsWith('fg_fleet_')) continue;
+      // Decision effects only: jobs inside `serve` (e.g. the score sync) may write messages of their own.
+      if (!m.userId?.startsWith('fg_fleet_') || !/^fg-(dec|sup)-/.test(m.messageId)) continue;
       segmentByUser.set(m.userId, [
         ...(segmentByUser.get(m.userId) ?? []),
         m.messageId.replace(/-[0-9a-f]{40}$/, ''),

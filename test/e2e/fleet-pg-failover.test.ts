@@ -158,7 +158,10 @@ async function read(agent: Client, u: number): Promise<Outcome> {
  */
 const retryableFailure = (o: Outcome) =>
   (o.kind === 'tool_error' && o.retryable && o.code !== 'INTERNAL') ||
-  (o.kind === 'refused' && /"retryable":true/.test(o.message));
+  (o.kind === 'refused' && /"retryable":true/.test(o.message)) ||
+  // The proxy's own 502 (empty body) when a replica drops the request's connection: what a load
+  // balancer answers, and retryable. Seen rarely mid-blip; the replica stays up (asserted above).
+  (o.kind === 'refused' && /Error POSTing to endpoint: $/.test(o.message));
 
 async function terminateFleetBackends(): Promise<number> {
   const { rows } = await sql.query<{ terminated: boolean }>(
@@ -179,7 +182,9 @@ async function outbox() {
   );
   const [events] = (
     await sql.query<{ total: string; unrouted: string }>(
-      'SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE routed = 0) AS unrouted FROM outbox_events',
+      // Decision webhooks only: jobs inside `serve` may add events of their own (scores, records).
+      `SELECT COUNT(*) FILTER (WHERE entity_type = 'user') AS total, COUNT(*) FILTER (WHERE routed = 0) AS unrouted
+         FROM outbox_events`,
     )
   ).rows;
   const count = (state: string) => Number(rows.find((r) => r.state === state)?.n ?? 0);
@@ -205,7 +210,8 @@ const drained = () =>
 function expectEffectsOnce(users: number) {
   const segment = new Map<string, string[]>();
   for (const m of sandbox.segment.events) {
-    if (!m.userId?.startsWith('fg_failover_')) continue;
+    // Decision syncs only: jobs inside `serve` (e.g. the score sync) may write messages of their own.
+    if (!m.userId?.startsWith('fg_failover_') || !m.messageId.startsWith('fg-dec-')) continue;
     segment.set(m.userId, [...(segment.get(m.userId) ?? []), m.messageId.replace(/-[0-9a-f]{40}$/, '')]);
   }
   const posts = new Map<string, number>();

@@ -14,6 +14,7 @@ import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { decisionBody, outboxEnv, sign, type OutboxEnv } from '../outbox/helpers.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
+import { runScoreSync } from '../../src/sync/score-sync.ts';
 
 const SECRET = 'segment-shared-secret';
 let env: OutboxEnv | undefined;
@@ -182,6 +183,30 @@ describe('score-change trigger', () => {
     expect(mcp.sandbox.segment.profile(user)).toMatchObject({ sift_score: 94 });
     // The effects read the score too, unobserved: nothing new for the trigger (no loop).
     expect(await env.automation.store.unrouted(10)).toHaveLength(0);
+  });
+
+  it('the scores the score sync reads feed the trigger too, once per user and score', async () => {
+    mcp = await setup();
+    const e = mcp;
+    const sync = () =>
+      runScoreSync(
+        {
+          sift: e.runtime.clients.sift,
+          salesforce: e.runtime.clients.salesforce,
+          state: e.runtime.store.syncState,
+          config: e.config,
+          logger: silentLogger,
+        },
+        {},
+      );
+    await sync();
+    const scored = (await e.runtime.outbox.unrouted(100)).filter((ev) => ev.entityType === 'score');
+    expect(scored.map((ev) => ev.entityId)).toContain('sandbox-high-risk');
+    expect(new Set(scored.map((ev) => ev.entityId)).size).toBe(scored.length);
+    await sync(); // unchanged scores: nothing new
+    expect((await e.runtime.outbox.unrouted(100)).filter((ev) => ev.entityType === 'score')).toHaveLength(
+      scored.length,
+    );
   });
 
   it('from_reads: false — reading a score stores nothing for the trigger', async () => {

@@ -1,0 +1,117 @@
+/**
+ * The jobs `serve` registers: their schedules from `jobs.<name>` (defaults, overrides, bad keys
+ * refused naming the field), and the wiring through a real runtime — the approval sweep job
+ * executes an approved action nobody waits for, on the replica that holds its lease.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULTS, loadConfig, mergeConfig, type Config } from '../../src/config.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import { createJobRunner } from '../../src/jobs/job-runner.ts';
+import { plannedJobs, registerServeJobs } from '../../src/jobs/serve-jobs.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { tools } from '../../tools/index.ts';
+import { setup, type TestEnv } from '../helpers/setup.ts';
+
+let env: TestEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+function configFrom(file: unknown): Config {
+  const dir = mkdtempSync(join(tmpdir(), 'fraudgate-jobs-config-'));
+  try {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(file));
+    return loadConfig({ configFile: join(dir, 'config.json') }, { HOME: dir }, dir).config;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function issuesOf(file: unknown): string[] {
+  try {
+    configFrom(file);
+  } catch (error) {
+    if (error instanceof InvalidInputError) return error.issues.map((i) => `${i.field}: ${i.message}`);
+    throw error;
+  }
+  return [];
+}
+
+describe('serve jobs: schedules', () => {
+  it('defaults, overrides and off switches', () => {
+    const byName = (config: Config) => Object.fromEntries(plannedJobs(config).map((j) => [j.name, j]));
+    const defaults = byName(DEFAULTS);
+    expect(defaults.approval_sweep).toMatchObject({ enabled: true, schedule: { every_ms: 1000 } });
+    expect(defaults.lifecycle_feedback).toMatchObject({ enabled: true, schedule: { every_ms: 60_000 } });
+    expect(defaults.score_sync).toMatchObject({ enabled: true, schedule: { daily_at: '02:00' } });
+    expect(defaults.audit_retention).toMatchObject({ enabled: false, schedule: { every_ms: 3_600_000 } });
+
+    const tuned = byName(
+      configFrom({
+        audit: { retention_days: 30 },
+        jobs: { score_sync: { every_ms: 21_600_000 }, lifecycle_feedback: { enabled: false } },
+      }),
+    );
+    expect(tuned.score_sync).toMatchObject({ enabled: true, schedule: { every_ms: 21_600_000 } });
+    expect(tuned.lifecycle_feedback?.enabled).toBe(false);
+    expect(tuned.audit_retention).toMatchObject({ enabled: true, schedule: { every_ms: 3_600_000 } });
+  });
+
+  it('refuses both schedules at once, a bad time of day and an unknown job, naming the field', () => {
+    expect(issuesOf({ jobs: { score_sync: { every_ms: 1000, daily_at: '02:00' } } })).toEqual([
+      expect.stringMatching(/^jobs\.score_sync\.daily_at: set every_ms or daily_at, not both/),
+    ]);
+    expect(issuesOf({ jobs: { score_sync: { daily_at: '2am' } } })).toEqual([
+      expect.stringMatching(/^jobs\.score_sync\.daily_at: a UTC time of day as HH:MM/),
+    ]);
+    expect(issuesOf({ jobs: { lead_wacher: { enabled: true } } })).toEqual([
+      expect.stringMatching(/^jobs: .*lead_wacher/),
+    ]);
+    expect(issuesOf({ jobs: { lease_ttl_ms: 60_000 } })).toEqual([
+      expect.stringMatching(/^jobs\.lease_ttl_ms: /),
+    ]);
+  });
+});
+
+describe('serve jobs: through a runtime', () => {
+  it('the approval sweep job executes an approved action nobody waits for', async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', {
+      user_id: 'sandbox-high-risk',
+      is_bad: true,
+      abuse_type: 'payment_abuse',
+      description: 'chargebacks on three cards',
+    });
+    const approvalId = String(result.error.approval_id);
+    await env.runtime.desk.decide(approvalId, {
+      approve: true,
+      approver: { id: 'ola.approver@example.com', kind: 'user', role: 'approver' },
+    });
+    const config: Config = mergeConfig(env.runtime.config, {
+      jobs: { lifecycle_feedback: { enabled: false }, score_sync: { enabled: false } },
+    });
+    let t = Date.now();
+    const runner = createJobRunner({
+      store: env.runtime.store,
+      replicaId: 'replica-a',
+      logger: silentLogger,
+      now: () => t,
+    });
+    registerServeJobs(runner, { ...env.runtime, config }, tools);
+    expect(await runner.tick()).toEqual([]);
+    expect((await env.runtime.approvals.get(approvalId))?.state).toBe('approved');
+    t += 1000;
+    expect(await runner.tick()).toEqual(['approval_sweep']);
+    expect((await env.runtime.approvals.get(approvalId))?.state).toBe('executed');
+    expect(env.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+    expect(await env.runtime.store.jobs.get('approval_sweep')).toMatchObject({
+      last_holder: 'replica-a',
+      last_status: 'ok',
+    });
+    await runner.close();
+  });
+});

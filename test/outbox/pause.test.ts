@@ -1,0 +1,69 @@
+/**
+ * The outbox pauses while a dependency is down, without spending attempts (issue 8 item 6): with the
+ * Sift emulator stopped (connections refused), effects fail more often than `max_attempts` allows,
+ * yet none spends an attempt or becomes a dead letter; once Sift listens again on the same port the
+ * running worker resumes by itself and every effect runs. A 500 or a reset still counts (worker.test.ts, exactly-once.test.ts).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { startSiftEmulator, type SiftEmulator } from '../../src/sandbox/sift-emulator.ts';
+import { outboxEnv, type OutboxEnv } from './helpers.ts';
+
+const USERS = ['sandbox-watch', 'sandbox-high-risk', 'fg_pause_3'];
+const MAX_ATTEMPTS = 4;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let env: OutboxEnv | undefined;
+let restarted: SiftEmulator | undefined;
+afterEach(async () => {
+  await env?.automation.worker.stop();
+  await env?.close();
+  await restarted?.close();
+  env = undefined;
+  restarted = undefined;
+});
+
+describe('outbox pause', { timeout: 60_000 }, () => {
+  it('a stopped upstream pauses the queue without spending attempts; it resumes by itself when back', async () => {
+    // backoff 20 ms … 400 ms (helpers.ts): the pause doubles per failed probe, up to 400 ms here.
+    env = await outboxEnv({ config: { automation: { max_attempts: MAX_ATTEMPTS } } });
+    const { store, worker } = env.automation;
+    const port = env.sandbox.sift.port;
+    await env.sandbox.sift.close();
+    for (const user of USERS) {
+      await store.enqueueRouted(
+        { entityType: 'user', entityId: user, decisionId: 'watch_user_payment_abuse', time: Date.now() },
+        [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: user } }],
+      );
+    }
+
+    // Sift refuses connections for several pauses: more failures than max_attempts would allow.
+    for (let i = 0; i < 14; i += 1) {
+      await worker.tick();
+      await sleep(450);
+    }
+    const failures = (await env.auditRecords()).filter(
+      (r) => r.tool === 'sync_decision_to_segment' && r.event === 'failed',
+    );
+    // Enough failures to dead-letter every effect without the pause.
+    expect(failures.length).toBeGreaterThanOrEqual(USERS.length * MAX_ATTEMPTS);
+    const waiting = await store.list({ limit: 100 });
+    expect(waiting).toHaveLength(USERS.length);
+    for (const effect of waiting) expect(effect).toMatchObject({ state: 'pending', attempts: 0 });
+    expect(waiting.some((e) => e.lastError?.startsWith('UPSTREAM_ERROR'))).toBe(true);
+    expect((await store.stats()).dead).toBe(0);
+
+    // Sift is back on the same address: the background worker resumes on its own.
+    restarted = await startSiftEmulator({ port });
+    worker.start();
+    const busy = async () => {
+      const s = await store.stats();
+      return s.pending + s.leased > 0;
+    };
+    for (let i = 0; i < 400 && (await busy()); i += 1) await sleep(50);
+    const settled = await store.list({ limit: 100 });
+    expect(settled.map((e) => e.state)).toEqual(USERS.map(() => 'done'));
+    expect(settled.every((e) => e.attempts === 0)).toBe(true);
+    expect(restarted.journal.length).toBeGreaterThanOrEqual(USERS.length);
+    expect(env.sandbox.segment.profile('sandbox-watch')?.fraud_decision).toBe('watch');
+  });
+});
