@@ -26,6 +26,13 @@ describe('tool catalogue', () => {
     );
   });
 
+  it('the whole catalogue, as tools/list sends it, stays within 40 KB (every client pastes it into its context)', () => {
+    // Issue 11's budget; `npm run bench` (tools_list_kb) reports bytes and tokens. Shrink descriptions
+    // or share definitions (src/wire-schema.ts) rather than dropping validation to get back under it.
+    const bytes = Buffer.byteLength(JSON.stringify({ tools: tools.map(toWireTool) }));
+    expect(bytes).toBeLessThanOrEqual(40_000);
+  });
+
   it('every tool sets every annotation explicitly, names are snake_case, schemas are objects', () => {
     for (const tool of tools) {
       const wire = toWireTool(tool);
