@@ -666,6 +666,72 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return rows;
     },
 
+    async lookupTogether(lookups, options) {
+      if (lookups.length === 0) return [];
+      if (
+        lookups.length > COMPOSITE_COLLECTIONS ||
+        lookups.some((l) => new Set(l.values).size > LOOKUP_VALUES_PER_QUERY)
+      ) {
+        throw new InvalidInputError([
+          {
+            field: 'lookups',
+            message: `at most ${COMPOSITE_COLLECTIONS} lookups of at most ${LOOKUP_VALUES_PER_QUERY} values`,
+          },
+        ]);
+      }
+      const compositeRequest = lookups.map((l, i) => ({
+        method: 'GET',
+        url: `/services/data/v${apiVersion}/query?q=${encodeURIComponent(lookupSoql(l, [...new Set(l.values)]))}`,
+        referenceId: `q${i}`,
+      }));
+      const ctx = { what: `lookup ${lookups.map((l) => l.sobject).join(', ')}` };
+      const body = JSON.stringify({ allOrNone: false, compositeRequest });
+      const raw: unknown = await call(ctx, options, (conn) =>
+        conn.request({
+          method: 'POST',
+          url: '/composite',
+          body,
+          headers: { 'content-type': 'application/json' },
+        }),
+      );
+      const answers = parseOrThrow(compositeResultSchema, raw, ctx).compositeResponse;
+      return Promise.all(
+        lookups.map(async (l, i) => {
+          const answer = answers[i];
+          if (!answer || answer.httpStatusCode >= 300) {
+            const errors = subrequestErrorsSchema.safeParse(answer?.body);
+            const code = (errors.success ? errors.data[0]?.errorCode : undefined) ?? 'UNKNOWN_EXCEPTION';
+            // Salesforce's text can echo the looked-up values: only the code is kept.
+            return new UpstreamError(`Salesforce refused the ${l.sobject} lookup (${code}).`, {
+              service: SERVICE,
+              status: answer?.httpStatusCode ?? 500,
+              upstreamCode: code,
+              retryable: (answer?.httpStatusCode ?? 500) >= 500,
+            });
+          }
+          const first = parseOrThrow(queryResultSchema, answer.body, ctx);
+          const rows = first.records.map((r) => stripAttributes<SalesforceRecord>(r));
+          // More rows than one page: the rest come page by page, as `query` reads them.
+          let cursor = first.done === false ? first.nextRecordsUrl?.split('/').pop() : undefined;
+          while (cursor) {
+            if (rows.length > maxQueryRecords) {
+              return new UpstreamError(
+                `The ${l.sobject} lookup matched more than ${maxQueryRecords} records.`,
+                {
+                  service: SERVICE,
+                  retryable: false,
+                },
+              );
+            }
+            const page = await fetchPage(ctx, options, { cursor });
+            rows.push(...page.records.map((r) => stripAttributes<SalesforceRecord>(r)));
+            cursor = page.nextCursor;
+          }
+          return rows;
+        }),
+      );
+    },
+
     async query<T extends SalesforceRecord = SalesforceRecord>(
       soql: string,
       options?: RequestOptions,

@@ -3,6 +3,7 @@
  * tools import these types only. Every method throws `UpstreamError` (src/errors.ts) on upstream
  * failure and `NotFoundError` where the entity does not exist.
  */
+import type { FraudgateError } from '../errors.ts';
 
 /** Sift abuse types, normalised: `promo_abuse` (decision maps) is reported as `promotion_abuse`. */
 export const ABUSE_TYPES = [
@@ -254,6 +255,15 @@ export interface SalesforceClient {
     lookup: SalesforceLookup,
     options?: RequestOptions,
   ): Promise<T[]>;
+  /**
+   * Up to 5 lookups of up to 200 values each in one composite request of query subrequests (one API
+   * call). Per lookup, its rows — or the error Salesforce answered that query with, so one refused
+   * query does not fail the others.
+   */
+  lookupTogether(
+    lookups: SalesforceLookup[],
+    options?: RequestOptions,
+  ): Promise<(SalesforceRecord[] | FraudgateError)[]>;
   /** SOQL, all pages. Callers escape literals with `soqlQuote` from src/clients/salesforce-client.ts. */
   query<T extends SalesforceRecord = SalesforceRecord>(soql: string, options?: RequestOptions): Promise<T[]>;
   /** One page of a query plus the cursor for the next one. */

@@ -17,7 +17,7 @@
  * harmless.
  */
 import { LOOKUP_VALUES_PER_QUERY, lookupKey, lookupSoql, saveError } from '../clients/salesforce-client.ts';
-import { CompositePacker } from '../clients/salesforce-composite.ts';
+import { COMPOSITE_COLLECTIONS, CompositePacker } from '../clients/salesforce-composite.ts';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
 import type {
   SalesforceClient,
@@ -39,8 +39,9 @@ export interface BatchingStats {
   writeCalls: number;
   collectionCalls: number;
   recordsWritten: number;
-  /** Lookup queries sent, and the callers' lookups they answered. */
+  /** Lookup queries sent, the API calls that carried them, and the callers' lookups they answered. */
   lookupQueries: number;
+  lookupCalls: number;
   lookups: number;
 }
 
@@ -72,7 +73,6 @@ interface LookupBatch {
   values: Map<string, string>;
   waiters: { keys: Set<string>; resolve(rows: SalesforceRecord[]): void; reject(error: unknown): void }[];
   firstAt: number;
-  timer?: NodeJS.Timeout;
 }
 
 export function createBatchingSalesforceClient(
@@ -93,6 +93,7 @@ export function createBatchingSalesforceClient(
     collectionCalls: 0,
     recordsWritten: 0,
     lookupQueries: 0,
+    lookupCalls: 0,
     lookups: 0,
   };
   const lookupQuietMs = options.lookupQuietMs ?? Math.max(1, Math.floor(options.windowMs / 20));
@@ -179,26 +180,52 @@ export function createBatchingSalesforceClient(
 
   const lookupBatches = new Map<string, LookupBatch>();
 
-  function flushLookups(key: string): void {
-    const batch = lookupBatches.get(key);
-    if (!batch) return;
-    if (batch.timer) clearTimeout(batch.timer);
-    lookupBatches.delete(key);
-    stats.lookupQueries += 1;
-    const field = batch.shape.field.toLowerCase();
-    const done = lookupWithRetries({ ...batch.shape, values: [...batch.values.values()] }).then(
-      (rows) => {
-        for (const waiter of batch.waiters) {
-          waiter.resolve(
-            rows.filter((row) => {
-              const name = Object.keys(row).find((k) => k.toLowerCase() === field);
-              return name !== undefined && waiter.keys.has(lookupKey(row[name]));
-            }),
-          );
-        }
-      },
+  /** One quiet-period timer for every open lookup batch: lookups that arrive together go together. */
+  let lookupTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Send every open lookup batch: one alone as a plain query, several (an effect's Account, Contact
+   * and Case lookups, which arrive together) as query subrequests of composite requests, up to five
+   * queries per request — one API call instead of one per object.
+   */
+  function flushLookups(): void {
+    if (lookupTimer) clearTimeout(lookupTimer);
+    lookupTimer = undefined;
+    const batches = [...lookupBatches.values()];
+    lookupBatches.clear();
+    for (let i = 0; i < batches.length; i += COMPOSITE_COLLECTIONS)
+      sendLookups(batches.slice(i, i + COMPOSITE_COLLECTIONS));
+  }
+
+  function sendLookups(batches: LookupBatch[]): void {
+    stats.lookupQueries += batches.length;
+    stats.lookupCalls += 1;
+    const requests = batches.map((b) => ({ ...b.shape, values: [...b.values.values()] }));
+    const done = lookupWithRetries(requests).then(
+      (answers) =>
+        batches.forEach((batch, i) => {
+          const answer =
+            answers[i] ??
+            new UpstreamError('Salesforce answered too few lookups.', {
+              service: 'salesforce',
+              retryable: true,
+            });
+          if (answer instanceof Error) {
+            for (const waiter of batch.waiters) waiter.reject(answer);
+            return;
+          }
+          const field = batch.shape.field.toLowerCase();
+          for (const waiter of batch.waiters) {
+            waiter.resolve(
+              answer.filter((row) => {
+                const name = Object.keys(row).find((k) => k.toLowerCase() === field);
+                return name !== undefined && waiter.keys.has(lookupKey(row[name]));
+              }),
+            );
+          }
+        }),
       (error: unknown) => {
-        for (const waiter of batch.waiters) waiter.reject(error);
+        for (const batch of batches) for (const waiter of batch.waiters) waiter.reject(error);
       },
     );
     inFlight.add(done);
@@ -209,10 +236,12 @@ export function createBatchingSalesforceClient(
    * A shared lookup is retried here (reads are safe to repeat) rather than failing every caller:
    * one failed query would otherwise send a whole batch of effects back through the outbox.
    */
-  async function lookupWithRetries(request: SalesforceLookup): Promise<SalesforceRecord[]> {
+  async function lookupWithRetries(requests: SalesforceLookup[]): Promise<(SalesforceRecord[] | Error)[]> {
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return await inner.lookup(request);
+        const [only] = requests;
+        if (requests.length === 1 && only) return [await inner.lookup(only)];
+        return await inner.lookupTogether(requests);
       } catch (error) {
         const again =
           attempt < LOOKUP_RETRIES &&
@@ -225,10 +254,12 @@ export function createBatchingSalesforceClient(
     }
   }
 
-  function scheduleLookups(key: string, batch: LookupBatch): void {
-    if (batch.timer) clearTimeout(batch.timer);
-    const left = options.windowMs - (Date.now() - batch.firstAt);
-    batch.timer = setTimeout(() => flushLookups(key), Math.max(0, Math.min(lookupQuietMs, left)));
+  /** The open batches go once no lookup has joined any of them for the quiet period, or the window after the oldest opened. */
+  function scheduleLookups(): void {
+    if (lookupTimer) clearTimeout(lookupTimer);
+    const oldest = Math.min(...[...lookupBatches.values()].map((b) => b.firstAt));
+    const left = options.windowMs - (Date.now() - oldest);
+    lookupTimer = setTimeout(flushLookups, Math.max(0, Math.min(lookupQuietMs, left)));
   }
 
   /**
@@ -262,7 +293,7 @@ export function createBatchingSalesforceClient(
       let batch = lookupBatches.get(key);
       const fresh = [...keys].filter((k) => !batch?.values.has(k)).length;
       if (batch && batch.values.size + fresh > LOOKUP_VALUES_PER_QUERY) {
-        flushLookups(key);
+        flushLookups();
         batch = undefined;
       }
       if (!batch) {
@@ -272,8 +303,8 @@ export function createBatchingSalesforceClient(
       for (const value of values)
         if (!batch.values.has(lookupKey(value))) batch.values.set(lookupKey(value), value);
       batch.waiters.push({ keys, resolve: (rows) => resolve(rows as T[]), reject });
-      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) flushLookups(key);
-      else scheduleLookups(key, batch);
+      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) flushLookups();
+      else scheduleLookups();
     });
   }
 
@@ -306,7 +337,7 @@ export function createBatchingSalesforceClient(
       expected = count;
     },
     async flush() {
-      for (const key of [...lookupBatches.keys()]) flushLookups(key);
+      flushLookups();
       send();
       await Promise.allSettled([...inFlight]);
     },

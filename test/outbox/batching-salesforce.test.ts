@@ -39,6 +39,12 @@ function batching(windowMs = 5_000) {
 }
 
 const queries = () => emu.journal.filter((e) => e.path.endsWith('/query'));
+const composites = () => emu.journal.filter((e) => e.path.endsWith('/composite'));
+/** The SOQL of a composite request's query subrequests. */
+const subqueries = (entry: { body: unknown } | undefined) =>
+  ((entry?.body as { compositeRequest?: { url: string }[] })?.compositeRequest ?? []).map((sub) =>
+    decodeURIComponent(new URL(sub.url, 'http://x').searchParams.get('q') ?? ''),
+  );
 const accountsBy = (sf: ReturnType<typeof batching>, user: string) =>
   sf.lookup<{ Id: string; Name: string; Sift_User_Id__c: string }>({
     sobject: 'Account',
@@ -95,7 +101,58 @@ describe('batching Salesforce lookups', () => {
     ]);
     expect(contacts.map((c) => c.LastName)).toEqual(['Old', 'New']);
     expect(accounts).toHaveLength(1);
-    expect(queries()).toHaveLength(2);
+    // Two shapes, two queries — carried together in one composite request (one API call).
+    const [sent, ...more] = composites();
+    expect(more).toEqual([]);
+    expect(subqueries(sent)).toEqual([
+      expect.stringMatching(/FROM Contact WHERE Email IN \('shared@example.com'\) ORDER BY CreatedDate ASC$/),
+      expect.stringMatching(/FROM Account WHERE Sift_User_Id__c IN \('lk_3'\)$/),
+    ]);
+    expect(sf.stats).toMatchObject({ lookupQueries: 2, lookupCalls: 1 });
+    await sf.close();
+  });
+
+  it('sends the Account, Contact and Case lookups that arrive together as one API call', async () => {
+    const sf = batching();
+    emu.insert('Contact', { LastName: 'Three', Email: 'three@example.com', Sift_User_Id__c: 'lk_5' });
+    emu.insert('Case', { Subject: 'Fraud', Fraudgate_Key__c: 'case-lk_5' });
+    const usedBefore = emu.apiUsage().used;
+    const [accounts, contacts, cases, none] = await Promise.all([
+      accountsBy(sf, 'lk_5'),
+      sf.lookup<{ LastName: string }>({
+        sobject: 'Contact',
+        field: 'Sift_User_Id__c',
+        values: ['lk_5'],
+        select: ['LastName'],
+      }),
+      sf.lookup<{ Subject: string }>({
+        sobject: 'Case',
+        field: 'Fraudgate_Key__c',
+        values: ['case-lk_5', 'case-nobody'],
+        select: ['Subject'],
+      }),
+      sf.lookup({ sobject: 'Case', field: 'Subject', values: ['no such subject'], select: [] }),
+    ]);
+    expect(accounts.map((a) => a.Name)).toEqual(['Lookup 5']);
+    expect(contacts.map((c) => c.LastName)).toEqual(['Three']);
+    expect(cases.map((c) => c.Subject)).toEqual(['Fraud']);
+    expect(none).toEqual([]);
+    expect(emu.apiUsage().used - usedBefore).toBe(1);
+    expect(queries()).toEqual([]);
+    expect(subqueries(composites()[0])).toHaveLength(4);
+    await sf.close();
+  });
+
+  it('fails only the callers of a query Salesforce refuses, not the others sharing its request', async () => {
+    const sf = batching();
+    const [accounts, refused] = await Promise.allSettled([
+      accountsBy(sf, 'lk_6'),
+      // A field the emulator's schema does not have: that query alone is refused.
+      sf.lookup({ sobject: 'Account', field: 'No_Such_Field__c', values: ['x'], select: [] }),
+    ]);
+    expect(accounts).toMatchObject({ status: 'fulfilled', value: [{ Name: 'Lookup 6' }] });
+    expect(refused).toMatchObject({ status: 'rejected', reason: expect.any(UpstreamError) });
+    expect(composites()).toHaveLength(1);
     await sf.close();
   });
 
