@@ -34,8 +34,15 @@ const isWrite = (service: Service, e: JournalEntry) =>
   service === 'segment'
     ? e.path.startsWith('/v1/')
     : service === 'salesforce'
-      ? e.method !== 'GET' && !e.path.includes('/oauth2/')
+      ? e.method !== 'GET' && !e.path.includes('/oauth2/') && !onlyReads(e)
       : e.method !== 'GET';
+
+/** A composite request whose subrequests are all GETs (lookups sent together) writes nothing. */
+const onlyReads = (e: JournalEntry) =>
+  e.path.endsWith('/composite') &&
+  ((e.body as { compositeRequest?: { method?: string }[] } | undefined)?.compositeRequest ?? []).every(
+    (sub) => sub.method === 'GET',
+  );
 
 /** One full run: N webhooks ingested by 32 senders, then the outbox drained; calls per 1,000 decisions. */
 export async function runOutbox(
