@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool } from '../src/tool.ts';
+import { APPROVAL_STATES } from '../src/store/approval-store.ts';
 
 export const getApprovalStatus = defineTool({
   name: 'get_approval_status',
@@ -17,16 +18,7 @@ export const getApprovalStatus = defineTool({
   output: z.object({
     approval_id: z.string(),
     tool: z.string(),
-    state: z.enum([
-      'pending',
-      'approved',
-      'denied',
-      'expired',
-      'superseded',
-      'executing',
-      'executed',
-      'failed',
-    ]),
+    state: z.enum(APPROVAL_STATES),
     target: z.string(),
     requester: z.string(),
     mode: z.string(),

@@ -11,7 +11,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { listening } from '../../test/helpers/services.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -73,22 +73,6 @@ function precomputedRows(writer: string, total: number): LedgerRow[] {
     const row = { writer, seq: i + 1, ts: new Date().toISOString(), body, prev_hash: prev, hash };
     prev = hash;
     return row;
-  });
-}
-
-async function pgListening(): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port: 5432 });
-    socket.setTimeout(500);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-    socket.once('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
   });
 }
 
@@ -360,7 +344,7 @@ const readWithLedger: Figure = {
 /** The ledger figures for bench/run.ts; the PostgreSQL one only where 127.0.0.1:5432 answers. */
 export const ledgerFigures: Figure[] = [
   appendsSqlite,
-  ...((await pgListening()) ? [appendsPostgres] : []),
+  ...((await listening(5432)) ? [appendsPostgres] : []),
   verifyMillion,
   readWithLedger,
 ];

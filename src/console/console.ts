@@ -20,7 +20,7 @@ import { clientAddress } from '../auth/client-address.ts';
 import { sameIdentity } from '../auth/identity.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
-import type { Approval, ApprovalState } from '../store/approval-store.ts';
+import { APPROVAL_STATES, type Approval, type ApprovalState } from '../store/approval-store.ts';
 import type { SessionStores } from '../store/session-store.ts';
 import type { Principal } from '../tool.ts';
 import { UNDOABLE_TOOLS } from '../../tools/undo-action.ts';
@@ -82,15 +82,7 @@ const MAX_REASON = 1000;
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
-const HISTORY_STATES: ApprovalState[] = [
-  'approved',
-  'denied',
-  'expired',
-  'superseded',
-  'executing',
-  'executed',
-  'failed',
-];
+const HISTORY_STATES: ApprovalState[] = APPROVAL_STATES.filter((state) => state !== 'pending');
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny|undo)$/;
 /** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
 const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;

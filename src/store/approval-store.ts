@@ -15,8 +15,17 @@ import { placeholders, type SqlExecutor } from './sql.ts';
  * approved → expired when it was not executed before its expiry.
  */
 /** `superseded`: a newer request for the same tool and target replaced it while it was pending. */
-export type ApprovalState =
-  'pending' | 'approved' | 'denied' | 'expired' | 'superseded' | 'executing' | 'executed' | 'failed';
+export const APPROVAL_STATES = [
+  'pending',
+  'approved',
+  'denied',
+  'expired',
+  'superseded',
+  'executing',
+  'executed',
+  'failed',
+] as const;
+export type ApprovalState = (typeof APPROVAL_STATES)[number];
 
 export interface Approval {
   id: string;
