@@ -18,8 +18,9 @@ import { DatabaseSync } from 'node:sqlite';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import pg from 'pg';
-import { quantile, type Figure, type Measurement } from '../harness.ts';
+import type { Figure, Measurement } from '../harness.ts';
 import { openBenchRuntime } from './bench-runtime.ts';
+import { timeCalls } from './read.ts';
 import { chainHash, GENESIS_HASH, type AuditAppendInput, type AuditLog } from '../../src/governance/audit.ts';
 import {
   createAuditLedger,
@@ -291,20 +292,6 @@ const disabledAudit: AuditLog = {
   close: async () => undefined,
 };
 
-async function readLatency(client: Client, calls: number): Promise<Measurement> {
-  const latencies: number[] = [];
-  for (let i = 0; i < calls; i += 1) {
-    const t = performance.now();
-    const result = await client.callTool({
-      name: 'get_sift_score',
-      arguments: { user_id: 'sandbox-high-risk' },
-    });
-    latencies.push(performance.now() - t);
-    if (result.isError) throw new Error(`get_sift_score failed: ${JSON.stringify(result.content)}`);
-  }
-  return { value: quantile(latencies, 0.5), extra: { p99_ms: quantile(latencies, 0.99) } };
-}
-
 const readWithLedger: Figure = {
   id: 'read_ledger_p50_ms',
   title: 'governed read `get_sift_score` with the audit ledger, p50',
@@ -329,8 +316,8 @@ const readWithLedger: Figure = {
     const ledgerClient = await connectTo(withLedger);
     const bareClient = await connectTo(without);
     return {
-      fraudgate: () => readLatency(ledgerClient, calls),
-      baseline: () => readLatency(bareClient, calls),
+      fraudgate: () => timeCalls(ledgerClient, calls),
+      baseline: () => timeCalls(bareClient, calls),
       async close() {
         await ledgerClient.close();
         await bareClient.close();
