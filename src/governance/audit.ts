@@ -134,6 +134,11 @@ export interface AuditLog {
    */
   appendIn(tx: SqlExecutor, input: AuditAppendInput): Promise<AuditRecord>;
   /**
+   * {@link appendIn} for several records at once (one head update): the records of a group of
+   * state changes committed together, e.g. webhooks arriving together. Resolves in input order.
+   */
+  appendManyIn(tx: SqlExecutor, inputs: readonly AuditAppendInput[]): Promise<AuditRecord[]>;
+  /**
    * Write-behind for calls that change nothing upstream (reads): the record joins the next group
    * commit without the caller waiting. Kept and retried if that commit fails; while it does,
    * {@link assertWritable} refuses new calls.
