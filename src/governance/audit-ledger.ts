@@ -336,6 +336,44 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
   };
 
+  const appendManyIn = async (
+    tx: SqlExecutor,
+    inputs: readonly AuditAppendInput[],
+  ): Promise<AuditRecord[]> => {
+    if (closed) throw auditError('The audit log is closed.', `append after close (${writer})`);
+    if (tx.engine !== engine.kind) {
+      throw auditError(
+        'The audit record cannot join this transaction.',
+        `transaction on ${tx.engine}, ledger on ${engine.kind}`,
+      );
+    }
+    if (inputs.length === 0) return [];
+    const batch = inputs.map(toQueued);
+    let committed: LedgerCommit | undefined;
+    try {
+      await engine.commitIn(tx, writer, (head) => (committed = build(batch)(head)));
+    } catch (error) {
+      throw auditError(
+        'The audit ledger could not be written.',
+        `append in a transaction for writer ${writer} failed: ${error instanceof Error ? error.message : String(error)}`,
+        error,
+        true,
+      );
+    }
+    const done = committed!;
+    // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
+    // finds nothing new to sign, which costs one head write.
+    if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
+    return done.rows.map((row, i) => ({
+      v: 2,
+      writer,
+      seq: row.seq,
+      prev_hash: row.prev_hash,
+      hash: row.hash,
+      ...batch[i]!.payload,
+    }));
+  };
+
   return {
     writer,
     append(input) {
@@ -357,32 +395,10 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return result;
     },
     async appendIn(tx, input) {
-      if (closed) throw auditError('The audit log is closed.', `append after close (${writer})`);
-      if (tx.engine !== engine.kind) {
-        throw auditError(
-          'The audit record cannot join this transaction.',
-          `transaction on ${tx.engine}, ledger on ${engine.kind}`,
-        );
-      }
-      const queued = toQueued(input);
-      let committed: LedgerCommit | undefined;
-      try {
-        await engine.commitIn(tx, writer, (head) => (committed = build([queued])(head)));
-      } catch (error) {
-        throw auditError(
-          'The audit ledger could not be written.',
-          `append in a transaction for writer ${writer} failed: ${error instanceof Error ? error.message : String(error)}`,
-          error,
-          true,
-        );
-      }
-      const done = committed!;
-      // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
-      // finds nothing new to sign, which costs one head write.
-      if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
-      const row = done.rows[0]!;
-      return { v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...queued.payload };
+      const [record] = await appendManyIn(tx, [input]);
+      return record!;
     },
+    appendManyIn: (tx, inputs) => appendManyIn(tx, inputs),
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
       queue.push(toQueued(input));
