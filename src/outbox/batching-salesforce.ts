@@ -5,8 +5,11 @@
  * five sObject Collections subrequests of up to 200 records, one request and one API call for up to
  * 1,000 records. A request goes out as soon as it is full — while a backlog keeps effects coming, by
  * size — and otherwise `windowMs` after its first write, so a shallow queue waits at most the window.
- * A `writeTogether` group always travels in one request. Concurrent `lookup`s of one shape become
- * one `IN (...)` query (≤200 values), each caller getting its own rows; other reads pass through.
+ * A `writeTogether` group always travels in one request, and `upsertAndRead`'s read of the saved
+ * record travels in it too, as a query after the writes (when the request has a free slot of its
+ * five). Concurrent `lookup`s of one shape become one `IN (...)` query (≤200 values), each caller
+ * getting its own rows; queries that go together (a full one waits for the others) share composite
+ * requests, five to a call. Other reads pass through.
  *
  * This is how batching and per-effect governance coexist: the outbox worker runs each effect as
  * its own governed tool call (authorize, policy, intent audit, outcome audit), many at once; the
@@ -17,7 +20,7 @@
  * harmless.
  */
 import { LOOKUP_VALUES_PER_QUERY, lookupKey, lookupSoql, saveError } from '../clients/salesforce-client.ts';
-import { COMPOSITE_COLLECTIONS, CompositePacker } from '../clients/salesforce-composite.ts';
+import { COMPOSITE_COLLECTIONS, CompositePacker, fieldValue } from '../clients/salesforce-composite.ts';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
 import type {
   SalesforceClient,
@@ -39,6 +42,8 @@ export interface BatchingStats {
   writeCalls: number;
   collectionCalls: number;
   recordsWritten: number;
+  /** Records read back in the write request that wrote them (no API call of their own). */
+  readBacksCarried: number;
   /** Lookup queries sent, the API calls that carried them, and the callers' lookups they answered. */
   lookupQueries: number;
   lookupCalls: number;
@@ -58,11 +63,20 @@ export interface BatchingSalesforceClient extends SalesforceClient {
   coordinate(expected: () => number): void;
 }
 
+/** Fields to read from an upserted record once it is written, found by the key the upsert carries. */
+interface ReadBack {
+  shape: Omit<SalesforceLookup, 'values'>;
+  value: string;
+}
+
 /** One caller's group of writes waiting to go out, with the promise to settle. */
 interface PendingGroup {
   writes: SalesforceWrite[];
   results: (SalesforceSaveResult | undefined)[];
-  resolve(results: SalesforceSaveResult[]): void;
+  readBack?: ReadBack;
+  /** The read-back's rows, when they came with the write. */
+  rows?: SalesforceRecord[];
+  resolve(answer: { results: SalesforceSaveResult[]; row?: SalesforceRecord }): void;
   reject(error: unknown): void;
 }
 
@@ -92,6 +106,7 @@ export function createBatchingSalesforceClient(
     writeCalls: 0,
     collectionCalls: 0,
     recordsWritten: 0,
+    readBacksCarried: 0,
     lookupQueries: 0,
     lookupCalls: 0,
     lookups: 0,
@@ -123,41 +138,86 @@ export function createBatchingSalesforceClient(
     if (sending.size === 0) return;
     stats.writeCalls += 1;
     stats.collectionCalls += sending.collections.length;
-    const done = inner.writeCollections(sending.requests()).then(
-      (answers) => {
-        sending.collections.forEach((collection, c) =>
-          collection.items.forEach(({ item }, r) => {
-            const result = answers[c]?.[r];
-            if (result?.success) stats.recordsWritten += 1;
-            const { group, index } = item;
-            group.results[index] = result ?? {
-              id: '',
-              success: false,
-              errors: [{ statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' }],
-            };
-          }),
-        );
-        for (const group of waiting) {
-          const results = group.results as SalesforceSaveResult[];
-          const failed = results.findIndex((r) => !r.success);
-          if (failed >= 0)
-            group.reject(
-              saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
-            );
-          else group.resolve(results);
-        }
-      },
-      (error: unknown) => {
-        for (const group of waiting) group.reject(error);
-      },
-    );
+    // Read-backs travel in the request's free subrequest slots (five collections and queries in all),
+    // as queries after the writes; any that do not fit are looked up once their writes are done.
+    const readBacks: { lookup: SalesforceLookup & { values: string[] }; groups: PendingGroup[] }[] = [];
+    const open = new Map<string, (typeof readBacks)[number]>();
+    for (const group of waiting) {
+      if (!group.readBack) continue;
+      const { shape, value } = group.readBack;
+      const key = JSON.stringify(shape);
+      let entry = open.get(key);
+      if (!entry || entry.lookup.values.length >= LOOKUP_VALUES_PER_QUERY) {
+        entry = { lookup: { ...shape, values: [] }, groups: [] };
+        open.set(key, entry);
+        readBacks.push(entry);
+      }
+      entry.lookup.values.push(value);
+      entry.groups.push(group);
+    }
+    const carried = readBacks.slice(0, COMPOSITE_COLLECTIONS - sending.collections.length);
+    stats.readBacksCarried += carried.reduce((n, r) => n + r.groups.length, 0);
+    const done = inner
+      .writeThenLookup(
+        sending.requests(),
+        carried.map((r) => r.lookup),
+      )
+      .then(
+        ({ saved: answers, found }) => {
+          carried.forEach((readBack, i) => {
+            const rows = found[i];
+            if (rows instanceof Error || rows === undefined) return;
+            const field = readBack.lookup.field;
+            for (const group of readBack.groups) {
+              const key = lookupKey(group.readBack?.value);
+              group.rows = rows.filter((row) => lookupKey(fieldValue(row, field)) === key);
+            }
+          });
+          sending.collections.forEach((collection, c) =>
+            collection.items.forEach(({ item }, r) => {
+              const result = answers[c]?.[r];
+              if (result?.success) stats.recordsWritten += 1;
+              const { group, index } = item;
+              group.results[index] = result ?? {
+                id: '',
+                success: false,
+                errors: [
+                  { statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' },
+                ],
+              };
+            }),
+          );
+          for (const group of waiting) {
+            const results = group.results as SalesforceSaveResult[];
+            const failed = results.findIndex((r) => !r.success);
+            if (failed >= 0)
+              group.reject(
+                saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
+              );
+            else if (group.readBack && !group.rows) {
+              // Not carried (no free slot) or its query was refused: a lookup of its own, batched with others.
+              const { shape, value } = group.readBack;
+              lookup({ ...shape, values: [value] }).then(
+                (rows) => group.resolve({ results, ...(rows[0] ? { row: rows[0] } : {}) }),
+                (error: unknown) => group.reject(error),
+              );
+            } else group.resolve({ results, ...(group.rows?.[0] ? { row: group.rows[0] } : {}) });
+          }
+        },
+        (error: unknown) => {
+          for (const group of waiting) group.reject(error);
+        },
+      );
     inFlight.add(done);
     void done.finally(() => inFlight.delete(done));
   }
 
-  function writeGroup(writes: SalesforceWrite[]): Promise<SalesforceSaveResult[]> {
+  function writeGroup(
+    writes: SalesforceWrite[],
+    readBack?: ReadBack,
+  ): Promise<{ results: SalesforceSaveResult[]; row?: SalesforceRecord }> {
     return new Promise((resolve, reject) => {
-      const group: PendingGroup = { writes, results: [], resolve, reject };
+      const group: PendingGroup = { writes, results: [], resolve, reject, ...(readBack ? { readBack } : {}) };
       const entries = writes.map((write, index) => ({ write, item: { group, index } }));
       if (!packer.tryAdd(entries)) {
         // Full: this request goes now (by size), the group opens the next one.
@@ -179,6 +239,11 @@ export function createBatchingSalesforceClient(
   }
 
   const lookupBatches = new Map<string, LookupBatch>();
+  /**
+   * Batches that reached 200 values: closed to newcomers but not sent alone — they wait for the
+   * others (same quiet period and window) and go with them, five queries to a composite request.
+   */
+  let fullBatches: LookupBatch[] = [];
 
   /** One quiet-period timer for every open lookup batch: lookups that arrive together go together. */
   let lookupTimer: NodeJS.Timeout | undefined;
@@ -191,7 +256,8 @@ export function createBatchingSalesforceClient(
   function flushLookups(): void {
     if (lookupTimer) clearTimeout(lookupTimer);
     lookupTimer = undefined;
-    const batches = [...lookupBatches.values()];
+    const batches = [...fullBatches, ...lookupBatches.values()];
+    fullBatches = [];
     lookupBatches.clear();
     for (let i = 0; i < batches.length; i += COMPOSITE_COLLECTIONS)
       sendLookups(batches.slice(i, i + COMPOSITE_COLLECTIONS));
@@ -254,10 +320,17 @@ export function createBatchingSalesforceClient(
     }
   }
 
+  function closeLookupBatch(key: string, batch: LookupBatch): void {
+    lookupBatches.delete(key);
+    fullBatches.push(batch);
+  }
+
   /** The open batches go once no lookup has joined any of them for the quiet period, or the window after the oldest opened. */
   function scheduleLookups(): void {
     if (lookupTimer) clearTimeout(lookupTimer);
-    const oldest = Math.min(...[...lookupBatches.values()].map((b) => b.firstAt));
+    lookupTimer = undefined;
+    if (fullBatches.length === 0 && lookupBatches.size === 0) return;
+    const oldest = Math.min(...[...fullBatches, ...lookupBatches.values()].map((b) => b.firstAt));
     const left = options.windowMs - (Date.now() - oldest);
     lookupTimer = setTimeout(flushLookups, Math.max(0, Math.min(lookupQuietMs, left)));
   }
@@ -293,7 +366,7 @@ export function createBatchingSalesforceClient(
       let batch = lookupBatches.get(key);
       const fresh = [...keys].filter((k) => !batch?.values.has(k)).length;
       if (batch && batch.values.size + fresh > LOOKUP_VALUES_PER_QUERY) {
-        flushLookups();
+        closeLookupBatch(key, batch);
         batch = undefined;
       }
       if (!batch) {
@@ -303,8 +376,11 @@ export function createBatchingSalesforceClient(
       for (const value of values)
         if (!batch.values.has(lookupKey(value))) batch.values.set(lookupKey(value), value);
       batch.waiters.push({ keys, resolve: (rows) => resolve(rows as T[]), reject });
-      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) flushLookups();
-      else scheduleLookups();
+      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) closeLookupBatch(key, batch);
+      // A composite request's worth of full queries goes at once; anything less waits for company.
+      if (fullBatches.length >= COMPOSITE_COLLECTIONS)
+        sendLookups(fullBatches.splice(0, COMPOSITE_COLLECTIONS));
+      scheduleLookups();
     });
   }
 
@@ -320,17 +396,45 @@ export function createBatchingSalesforceClient(
     close: () => inner.close(),
     stats,
     writeCollections: (c, o) => inner.writeCollections(c, o),
-    writeTogether: (writes) => writeGroup(writes),
+    writeThenLookup: (c, l, o) => inner.writeThenLookup(c, l, o),
+    writeTogether: async (writes) => (await writeGroup(writes)).results,
     async update(sobject: string, record: SalesforceRecord & { Id: string }) {
       await writeGroup([{ op: 'update', sobject, record }]);
     },
     async create(sobject: string, record: SalesforceRecord) {
-      const [result] = await writeGroup([{ op: 'create', sobject, record }]);
+      const {
+        results: [result],
+      } = await writeGroup([{ op: 'create', sobject, record }]);
       return { id: result?.id ?? '' };
     },
     async upsert(sobject: string, externalIdField: string, record: SalesforceRecord) {
-      const [result] = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }]);
+      const {
+        results: [result],
+      } = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }]);
       return { id: result?.id ?? '', created: result?.created === true };
+    },
+    async upsertAndRead<T extends SalesforceRecord = SalesforceRecord>(
+      sobject: string,
+      externalIdField: string,
+      record: SalesforceRecord,
+      select: readonly string[],
+    ): Promise<{ id: string; created: boolean; row: T | undefined }> {
+      const value = fieldValue(record, externalIdField);
+      if (typeof value !== 'string' && typeof value !== 'number')
+        throw new InvalidInputError([
+          { field: externalIdField, message: 'the record must carry the external id value' },
+        ]);
+      const shape = { sobject, field: externalIdField, select };
+      // Checked here, before it can spoil the write request shared with others.
+      lookupSoql(shape, []);
+      const {
+        results: [result],
+        row,
+      } = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }], {
+        shape,
+        value: String(value),
+      });
+      return { id: result?.id ?? '', created: result?.created === true, row: row as T | undefined };
     },
     /** Send whatever is queued now and wait for every call in flight. */
     coordinate(count) {
