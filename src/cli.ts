@@ -360,7 +360,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     });
     // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
     const segmentWebhook = createSegmentWebhookHandler({
-      store: (event, effects) => automation.store.enqueueRouted(event, effects),
+      store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
       secret: secrets.segmentWebhookSecret,
       mapping: config.mapping,
       siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),

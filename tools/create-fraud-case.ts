@@ -166,15 +166,14 @@ export const createFraudCase = defineTool({
         ...match,
       };
     }
-    const saved = await sf.upsert('Case', 'Fraudgate_Key__c', record, { signal: ctx.signal });
-    // Read back for the number Salesforce assigned; a lookup, so a batch of new cases is one query.
-    const [created] = await sf.lookup<CaseRow>(
-      { sobject: 'Case', field: 'Id', values: [saved.id], select: ['CaseNumber'] },
-      { signal: ctx.signal },
-    );
+    // With the number Salesforce assigned, read back with the write (in the automation's batched
+    // write request, a query after the upserts: no call of its own).
+    const saved = await sf.upsertAndRead<CaseRow>('Case', 'Fraudgate_Key__c', record, ['CaseNumber'], {
+      signal: ctx.signal,
+    });
     return {
       case_id: saved.id,
-      case_number: created?.CaseNumber,
+      case_number: saved.row?.CaseNumber,
       existing: !saved.created,
       priority: casePriority,
       risk_band: band,

@@ -285,6 +285,7 @@ const disabledAudit: AuditLog = {
     hash: GENESIS_HASH,
   }),
   appendIn: (_tx, input) => disabledAudit.append(input),
+  appendManyIn: (_tx, inputs) => Promise.all(inputs.map((input) => disabledAudit.append(input))),
   enqueue: () => undefined,
   assertWritable: () => undefined,
   health: () => ({ ok: true }),

@@ -648,6 +648,42 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     return out;
   };
 
+  /** One lookup's answer inside a composite response: its rows (every page), or the error Salesforce answered. */
+  const lookupAnswer = async (
+    l: SalesforceLookup,
+    answer: z.infer<typeof compositeResultSchema>['compositeResponse'][number] | undefined,
+    ctx: { what: string },
+    options?: RequestOptions,
+  ): Promise<SalesforceRecord[] | FraudgateError> => {
+    if (!answer || answer.httpStatusCode >= 300) {
+      const errors = subrequestErrorsSchema.safeParse(answer?.body);
+      const code = (errors.success ? errors.data[0]?.errorCode : undefined) ?? 'UNKNOWN_EXCEPTION';
+      // Salesforce's text can echo the looked-up values: only the code is kept.
+      return new UpstreamError(`Salesforce refused the ${l.sobject} lookup (${code}).`, {
+        service: SERVICE,
+        status: answer?.httpStatusCode ?? 500,
+        upstreamCode: code,
+        retryable: (answer?.httpStatusCode ?? 500) >= 500,
+      });
+    }
+    const first = parseOrThrow(queryResultSchema, answer.body, ctx);
+    const rows = first.records.map((r) => stripAttributes<SalesforceRecord>(r));
+    // More rows than one page: the rest come page by page, as `query` reads them.
+    let cursor = first.done === false ? first.nextRecordsUrl?.split('/').pop() : undefined;
+    while (cursor) {
+      if (rows.length > maxQueryRecords) {
+        return new UpstreamError(`The ${l.sobject} lookup matched more than ${maxQueryRecords} records.`, {
+          service: SERVICE,
+          retryable: false,
+        });
+      }
+      const page = await fetchPage(ctx, options, { cursor });
+      rows.push(...page.records.map((r) => stripAttributes<SalesforceRecord>(r)));
+      cursor = page.nextCursor;
+    }
+    return rows;
+  };
+
   const client: SalesforceClient = {
     async lookup<T extends SalesforceRecord = SalesforceRecord>(
       lookup: SalesforceLookup,
@@ -695,41 +731,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         }),
       );
       const answers = parseOrThrow(compositeResultSchema, raw, ctx).compositeResponse;
-      return Promise.all(
-        lookups.map(async (l, i) => {
-          const answer = answers[i];
-          if (!answer || answer.httpStatusCode >= 300) {
-            const errors = subrequestErrorsSchema.safeParse(answer?.body);
-            const code = (errors.success ? errors.data[0]?.errorCode : undefined) ?? 'UNKNOWN_EXCEPTION';
-            // Salesforce's text can echo the looked-up values: only the code is kept.
-            return new UpstreamError(`Salesforce refused the ${l.sobject} lookup (${code}).`, {
-              service: SERVICE,
-              status: answer?.httpStatusCode ?? 500,
-              upstreamCode: code,
-              retryable: (answer?.httpStatusCode ?? 500) >= 500,
-            });
-          }
-          const first = parseOrThrow(queryResultSchema, answer.body, ctx);
-          const rows = first.records.map((r) => stripAttributes<SalesforceRecord>(r));
-          // More rows than one page: the rest come page by page, as `query` reads them.
-          let cursor = first.done === false ? first.nextRecordsUrl?.split('/').pop() : undefined;
-          while (cursor) {
-            if (rows.length > maxQueryRecords) {
-              return new UpstreamError(
-                `The ${l.sobject} lookup matched more than ${maxQueryRecords} records.`,
-                {
-                  service: SERVICE,
-                  retryable: false,
-                },
-              );
-            }
-            const page = await fetchPage(ctx, options, { cursor });
-            rows.push(...page.records.map((r) => stripAttributes<SalesforceRecord>(r)));
-            cursor = page.nextCursor;
-          }
-          return rows;
-        }),
-      );
+      return Promise.all(lookups.map((l, i) => lookupAnswer(l, answers[i], ctx, options)));
     },
 
     async query<T extends SalesforceRecord = SalesforceRecord>(
@@ -915,16 +917,25 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     },
 
     async writeCollections(collections, options) {
-      if (collections.length === 0) return [];
+      return (await client.writeThenLookup(collections, [], options)).saved;
+    },
+
+    async writeThenLookup(collections, lookups, options) {
+      if (collections.length === 0 && lookups.length === 0) return { saved: [], found: [] };
       if (
-        collections.length > COMPOSITE_COLLECTIONS ||
+        collections.length + lookups.length > COMPOSITE_COLLECTIONS ||
         collections.some((c) => c.records.length === 0 || c.records.length > COLLECTION_LIMIT)
       ) {
         throw new InvalidInputError([
           {
             field: 'collections',
-            message: `at most ${COMPOSITE_COLLECTIONS} collections of 1 to ${COLLECTION_LIMIT} records`,
+            message: `at most ${COMPOSITE_COLLECTIONS} collections of 1 to ${COLLECTION_LIMIT} records and lookups in all`,
           },
+        ]);
+      }
+      if (lookups.some((l) => new Set(l.values).size > LOOKUP_VALUES_PER_QUERY)) {
+        throw new InvalidInputError([
+          { field: 'lookups', message: `at most ${LOOKUP_VALUES_PER_QUERY} values a lookup` },
         ]);
       }
       const base = `/services/data/v${apiVersion}/composite/sobjects`;
@@ -948,12 +959,18 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
             : {}),
         };
       });
+      // Subrequests run in order: these queries see what the collections before them wrote.
+      const queries = lookups.map((l, i) => ({
+        method: 'GET',
+        url: `/services/data/v${apiVersion}/query?q=${encodeURIComponent(lookupSoql(l, [...new Set(l.values)]))}`,
+        referenceId: `q${i}`,
+      }));
       const ctx = {
         what: `write ${collections.map((c) => `${c.op} ${c.sobject}`).join(', ')}`,
         // A create in the request makes a blind repeat unsafe; callers carry idempotency keys instead.
         nonIdempotent: collections.some((c) => c.op === 'create'),
       };
-      const body = JSON.stringify({ allOrNone: false, compositeRequest });
+      const body = JSON.stringify({ allOrNone: false, compositeRequest: [...compositeRequest, ...queries] });
       const send = (conn: Connection) =>
         conn.request({
           method: 'POST',
@@ -965,7 +982,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         ? call(ctx, options, send)
         : callIdempotent(ctx, options, send));
       const answers = parseOrThrow(compositeResultSchema, raw, ctx).compositeResponse;
-      return collections.map((c, i) => {
+      const saved = collections.map((c, i) => {
         const answer = answers[i];
         if (answer && answer.httpStatusCode < 300) return toSaveResults(answer.body, ctx);
         // The whole subrequest was refused: every record of it carries that error.
@@ -978,6 +995,22 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           errors: [{ statusCode, message: describeCode(statusCode, []), fields: [] }],
         }));
       });
+      const found = await Promise.all(
+        lookups.map((l, i) => lookupAnswer(l, answers[collections.length + i], ctx, options)),
+      );
+      return { saved, found };
+    },
+
+    async upsertAndRead<T extends SalesforceRecord = SalesforceRecord>(
+      sobject: string,
+      externalIdField: string,
+      record: SalesforceRecord,
+      select: readonly string[],
+      options?: RequestOptions,
+    ): Promise<{ id: string; created: boolean; row: T | undefined }> {
+      const saved = await client.upsert(sobject, externalIdField, record, options);
+      const rows = await client.lookup<T>({ sobject, field: 'Id', values: [saved.id], select }, options);
+      return { ...saved, row: rows[0] };
     },
 
     async writeTogether(writes, options) {

@@ -248,6 +248,17 @@ export interface SalesforceClient {
     options?: RequestOptions,
   ): Promise<SalesforceSaveResult[][]>;
   /**
+   * Collections, then lookups, in one composite request (one API call; at most 5 collections and
+   * lookups in all): the lookups run after the writes and see them, e.g. the number Salesforce gave
+   * a new Case, read by the key the upsert carried. Per collection its save results; per lookup its
+   * rows, or the error Salesforce answered that query with.
+   */
+  writeThenLookup(
+    collections: SalesforceCollectionWrite[],
+    lookups: SalesforceLookup[],
+    options?: RequestOptions,
+  ): Promise<{ saved: SalesforceSaveResult[][]; found: (SalesforceRecord[] | FraudgateError)[] }>;
+  /**
    * The records matching a lookup, in `orderBy` order. SOQL compares text without regard to case,
    * and so does the match of a row to its value.
    */
@@ -285,6 +296,17 @@ export interface SalesforceClient {
     record: SalesforceRecord,
     options?: RequestOptions,
   ): Promise<{ id: string; created: boolean }>;
+  /**
+   * `upsert`, then `select` read from the saved record (fields Salesforce fills in, such as an
+   * auto-number). The automation's batching client sends the read with the write, in its request.
+   */
+  upsertAndRead<T extends SalesforceRecord = SalesforceRecord>(
+    sobject: string,
+    externalIdField: string,
+    record: SalesforceRecord,
+    select: readonly string[],
+    options?: RequestOptions,
+  ): Promise<{ id: string; created: boolean; row: T | undefined }>;
   /** sObject Collections, ≤200 records a request (chunks larger inputs). */
   updateMany(
     sobject: string,

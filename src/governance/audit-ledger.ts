@@ -144,7 +144,13 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const intervalMs = options.checkpointIntervalMs ?? 10_000;
   const retryMs = options.retryMs ?? 1000;
   const lingerMs = options.writeBehindLingerMs ?? 50;
+  /** Pending while write-behind records wait for company; once it fires they commit (`lingerDue`). */
   let lingerTimer: NodeJS.Timeout | undefined;
+  let lingerDue = false;
+  /** Queued records whose `append` waits: they commit at once (the next turn), not after the linger. */
+  let waitingInQueue = 0;
+  /** `flush` or `close` asked for everything queued to commit now. */
+  let hurry = false;
   const now = options.now ?? (() => new Date());
 
   let queue: Queued[] = [];
@@ -217,6 +223,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       );
       // Waiting appends learn at once; write-behind records are kept for the retry.
       const kept = batch.filter((q) => !q.reject);
+      // (waitingInQueue is unchanged: only write-behind records go back.)
       for (const q of batch) q.reject?.(failed);
       queue = [...kept, ...queue];
       if (!closed) {
@@ -248,20 +255,32 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
    * first, and from then on each group is built while the previous one commits. The engines keep
    * a writer's commits in order (the SQLite writer thread takes them one by one; PostgreSQL's head
    * lock makes the second wait), and a commit chained from a head that then failed is re-chained.
+   *
+   * A queue of write-behind records alone waits for its linger deadline (or for an append, a seal,
+   * `flush` or `close`), also when a commit has just finished: starting one at once would commit
+   * reads a few at a time, paying a commit (and an fsync) per handful of records while reads arrive.
    */
   const pump = () => {
     scheduled = false;
-    if (lingerTimer) clearTimeout(lingerTimer);
-    lingerTimer = undefined;
     while (inFlight < MAX_IN_FLIGHT && !paused && (queue.length > 0 || sealRequested)) {
+      if (!sealRequested && !hurry && !lingerDue && waitingInQueue === 0) break;
       const size =
         inFlight === 0 && queue.length >= 2 * MIN_SPLIT_GROUP ? Math.ceil(queue.length / 2) : MAX_GROUP;
       const batch = queue.splice(0, Math.min(size, MAX_GROUP));
+      for (const q of batch) if (q.resolve) waitingInQueue -= 1;
       inFlight += 1;
       void commitBatch(batch).finally(() => {
         inFlight -= 1;
         pump();
       });
+    }
+    if (queue.length === 0) {
+      hurry = false;
+      lingerDue = false;
+      if (lingerTimer) clearTimeout(lingerTimer);
+      lingerTimer = undefined;
+    } else if (!paused) {
+      armLinger();
     }
     if (inFlight === 0 && !scheduled) for (const resolve of idleWaiters.splice(0)) resolve();
   };
@@ -273,19 +292,28 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       : new Promise<void>((resolve) => idleWaiters.push(resolve));
 
   /**
-   * Starts a commit on the next turn of the event loop, so every append made in this turn joins
-   * it (the SQLite engine commits synchronously: started at once, it would take one record).
+   * Runs {@link pump} on the next turn of the event loop, so every append made in this turn joins
+   * its commit (the SQLite engine commits synchronously: started at once, it would take one record).
    */
   const kick = () => {
     if (scheduled) return;
     scheduled = true;
     setImmediate(pump);
   };
-  /** For write-behind records: commit within `lingerMs`, sooner if something else commits first. */
-  const kickLater = () => {
-    if (scheduled || inFlight > 0 || lingerTimer) return;
-    lingerTimer = setTimeout(kick, lingerMs);
+  /** Lets write-behind records wait at most `lingerMs` for company (a no-op while a deadline is set). */
+  const armLinger = () => {
+    if (lingerTimer || lingerDue) return;
+    lingerTimer = setTimeout(() => {
+      lingerTimer = undefined;
+      lingerDue = true;
+      kick();
+    }, lingerMs);
     lingerTimer.unref();
+  };
+  /** Commits everything queued now, write-behind records included (`flush`, `close`). */
+  const kickNow = () => {
+    hurry = true;
+    kick();
   };
 
   const sealTimer = setInterval(
@@ -308,6 +336,44 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
   };
 
+  const appendManyIn = async (
+    tx: SqlExecutor,
+    inputs: readonly AuditAppendInput[],
+  ): Promise<AuditRecord[]> => {
+    if (closed) throw auditError('The audit log is closed.', `append after close (${writer})`);
+    if (tx.engine !== engine.kind) {
+      throw auditError(
+        'The audit record cannot join this transaction.',
+        `transaction on ${tx.engine}, ledger on ${engine.kind}`,
+      );
+    }
+    if (inputs.length === 0) return [];
+    const batch = inputs.map(toQueued);
+    let committed: LedgerCommit | undefined;
+    try {
+      await engine.commitIn(tx, writer, (head) => (committed = build(batch)(head)));
+    } catch (error) {
+      throw auditError(
+        'The audit ledger could not be written.',
+        `append in a transaction for writer ${writer} failed: ${error instanceof Error ? error.message : String(error)}`,
+        error,
+        true,
+      );
+    }
+    const done = committed!;
+    // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
+    // finds nothing new to sign, which costs one head write.
+    if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
+    return done.rows.map((row, i) => ({
+      v: 2,
+      writer,
+      seq: row.seq,
+      prev_hash: row.prev_hash,
+      hash: row.hash,
+      ...batch[i]!.payload,
+    }));
+  };
+
   return {
     writer,
     append(input) {
@@ -324,40 +390,20 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
         queued.reject = reject;
       });
       queue.push(queued);
+      waitingInQueue += 1;
       kick();
       return result;
     },
     async appendIn(tx, input) {
-      if (closed) throw auditError('The audit log is closed.', `append after close (${writer})`);
-      if (tx.engine !== engine.kind) {
-        throw auditError(
-          'The audit record cannot join this transaction.',
-          `transaction on ${tx.engine}, ledger on ${engine.kind}`,
-        );
-      }
-      const queued = toQueued(input);
-      let committed: LedgerCommit | undefined;
-      try {
-        await engine.commitIn(tx, writer, (head) => (committed = build([queued])(head)));
-      } catch (error) {
-        throw auditError(
-          'The audit ledger could not be written.',
-          `append in a transaction for writer ${writer} failed: ${error instanceof Error ? error.message : String(error)}`,
-          error,
-          true,
-        );
-      }
-      const done = committed!;
-      // Whether the caller's transaction commits is not known here; if it rolls back, a later seal
-      // finds nothing new to sign, which costs one head write.
-      if (done.head.seq >= known.seq) known = { seq: done.head.seq, sealed: done.head.sealed_seq };
-      const row = done.rows[0]!;
-      return { v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...queued.payload };
+      const [record] = await appendManyIn(tx, [input]);
+      return record!;
     },
+    appendManyIn: (tx, inputs) => appendManyIn(tx, inputs),
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
       queue.push(toQueued(input));
-      kickLater();
+      // Committed by the deadline, or sooner with an append's commit; a pump on its way arms it.
+      if (!scheduled) armLinger();
     },
     assertWritable() {
       if (failure !== undefined) {
@@ -373,14 +419,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return failure === undefined ? { ok: true } : { ok: false, reason: failure };
     },
     async flush() {
-      if (queue.length > 0) kick();
+      if (queue.length > 0) kickNow();
       await idle();
     },
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(sealTimer);
-      if (queue.length > 0) kick();
+      if (queue.length > 0) kickNow();
       if (retryTimer) clearTimeout(retryTimer);
       retryTimer = undefined;
       await idle();

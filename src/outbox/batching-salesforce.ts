@@ -17,7 +17,7 @@
  * harmless.
  */
 import { LOOKUP_VALUES_PER_QUERY, lookupKey, lookupSoql, saveError } from '../clients/salesforce-client.ts';
-import { COMPOSITE_COLLECTIONS, CompositePacker } from '../clients/salesforce-composite.ts';
+import { COMPOSITE_COLLECTIONS, CompositePacker, fieldValue } from '../clients/salesforce-composite.ts';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
 import type {
   SalesforceClient,
@@ -39,6 +39,8 @@ export interface BatchingStats {
   writeCalls: number;
   collectionCalls: number;
   recordsWritten: number;
+  /** Records read back in the write request that wrote them (no API call of their own). */
+  readBacksCarried: number;
   /** Lookup queries sent, the API calls that carried them, and the callers' lookups they answered. */
   lookupQueries: number;
   lookupCalls: number;
@@ -58,11 +60,20 @@ export interface BatchingSalesforceClient extends SalesforceClient {
   coordinate(expected: () => number): void;
 }
 
+/** Fields to read from an upserted record once it is written, found by the key the upsert carries. */
+interface ReadBack {
+  shape: Omit<SalesforceLookup, 'values'>;
+  value: string;
+}
+
 /** One caller's group of writes waiting to go out, with the promise to settle. */
 interface PendingGroup {
   writes: SalesforceWrite[];
   results: (SalesforceSaveResult | undefined)[];
-  resolve(results: SalesforceSaveResult[]): void;
+  readBack?: ReadBack;
+  /** The read-back's rows, when they came with the write. */
+  rows?: SalesforceRecord[];
+  resolve(answer: { results: SalesforceSaveResult[]; row?: SalesforceRecord }): void;
   reject(error: unknown): void;
 }
 
@@ -92,6 +103,7 @@ export function createBatchingSalesforceClient(
     writeCalls: 0,
     collectionCalls: 0,
     recordsWritten: 0,
+    readBacksCarried: 0,
     lookupQueries: 0,
     lookupCalls: 0,
     lookups: 0,
@@ -123,41 +135,86 @@ export function createBatchingSalesforceClient(
     if (sending.size === 0) return;
     stats.writeCalls += 1;
     stats.collectionCalls += sending.collections.length;
-    const done = inner.writeCollections(sending.requests()).then(
-      (answers) => {
-        sending.collections.forEach((collection, c) =>
-          collection.items.forEach(({ item }, r) => {
-            const result = answers[c]?.[r];
-            if (result?.success) stats.recordsWritten += 1;
-            const { group, index } = item;
-            group.results[index] = result ?? {
-              id: '',
-              success: false,
-              errors: [{ statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' }],
-            };
-          }),
-        );
-        for (const group of waiting) {
-          const results = group.results as SalesforceSaveResult[];
-          const failed = results.findIndex((r) => !r.success);
-          if (failed >= 0)
-            group.reject(
-              saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
-            );
-          else group.resolve(results);
-        }
-      },
-      (error: unknown) => {
-        for (const group of waiting) group.reject(error);
-      },
-    );
+    // Read-backs travel in the request's free subrequest slots (five collections and queries in all),
+    // as queries after the writes; any that do not fit are looked up once their writes are done.
+    const readBacks: { lookup: SalesforceLookup & { values: string[] }; groups: PendingGroup[] }[] = [];
+    const open = new Map<string, (typeof readBacks)[number]>();
+    for (const group of waiting) {
+      if (!group.readBack) continue;
+      const { shape, value } = group.readBack;
+      const key = JSON.stringify(shape);
+      let entry = open.get(key);
+      if (!entry || entry.lookup.values.length >= LOOKUP_VALUES_PER_QUERY) {
+        entry = { lookup: { ...shape, values: [] }, groups: [] };
+        open.set(key, entry);
+        readBacks.push(entry);
+      }
+      entry.lookup.values.push(value);
+      entry.groups.push(group);
+    }
+    const carried = readBacks.slice(0, COMPOSITE_COLLECTIONS - sending.collections.length);
+    stats.readBacksCarried += carried.reduce((n, r) => n + r.groups.length, 0);
+    const done = inner
+      .writeThenLookup(
+        sending.requests(),
+        carried.map((r) => r.lookup),
+      )
+      .then(
+        ({ saved: answers, found }) => {
+          carried.forEach((readBack, i) => {
+            const rows = found[i];
+            if (rows instanceof Error || rows === undefined) return;
+            const field = readBack.lookup.field;
+            for (const group of readBack.groups) {
+              const key = lookupKey(group.readBack?.value);
+              group.rows = rows.filter((row) => lookupKey(fieldValue(row, field)) === key);
+            }
+          });
+          sending.collections.forEach((collection, c) =>
+            collection.items.forEach(({ item }, r) => {
+              const result = answers[c]?.[r];
+              if (result?.success) stats.recordsWritten += 1;
+              const { group, index } = item;
+              group.results[index] = result ?? {
+                id: '',
+                success: false,
+                errors: [
+                  { statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' },
+                ],
+              };
+            }),
+          );
+          for (const group of waiting) {
+            const results = group.results as SalesforceSaveResult[];
+            const failed = results.findIndex((r) => !r.success);
+            if (failed >= 0)
+              group.reject(
+                saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
+              );
+            else if (group.readBack && !group.rows) {
+              // Not carried (no free slot) or its query was refused: a lookup of its own, batched with others.
+              const { shape, value } = group.readBack;
+              lookup({ ...shape, values: [value] }).then(
+                (rows) => group.resolve({ results, ...(rows[0] ? { row: rows[0] } : {}) }),
+                (error: unknown) => group.reject(error),
+              );
+            } else group.resolve({ results, ...(group.rows?.[0] ? { row: group.rows[0] } : {}) });
+          }
+        },
+        (error: unknown) => {
+          for (const group of waiting) group.reject(error);
+        },
+      );
     inFlight.add(done);
     void done.finally(() => inFlight.delete(done));
   }
 
-  function writeGroup(writes: SalesforceWrite[]): Promise<SalesforceSaveResult[]> {
+  function writeGroup(
+    writes: SalesforceWrite[],
+    readBack?: ReadBack,
+  ): Promise<{ results: SalesforceSaveResult[]; row?: SalesforceRecord }> {
     return new Promise((resolve, reject) => {
-      const group: PendingGroup = { writes, results: [], resolve, reject };
+      const group: PendingGroup = { writes, results: [], resolve, reject, ...(readBack ? { readBack } : {}) };
       const entries = writes.map((write, index) => ({ write, item: { group, index } }));
       if (!packer.tryAdd(entries)) {
         // Full: this request goes now (by size), the group opens the next one.
@@ -320,17 +377,45 @@ export function createBatchingSalesforceClient(
     close: () => inner.close(),
     stats,
     writeCollections: (c, o) => inner.writeCollections(c, o),
-    writeTogether: (writes) => writeGroup(writes),
+    writeThenLookup: (c, l, o) => inner.writeThenLookup(c, l, o),
+    writeTogether: async (writes) => (await writeGroup(writes)).results,
     async update(sobject: string, record: SalesforceRecord & { Id: string }) {
       await writeGroup([{ op: 'update', sobject, record }]);
     },
     async create(sobject: string, record: SalesforceRecord) {
-      const [result] = await writeGroup([{ op: 'create', sobject, record }]);
+      const {
+        results: [result],
+      } = await writeGroup([{ op: 'create', sobject, record }]);
       return { id: result?.id ?? '' };
     },
     async upsert(sobject: string, externalIdField: string, record: SalesforceRecord) {
-      const [result] = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }]);
+      const {
+        results: [result],
+      } = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }]);
       return { id: result?.id ?? '', created: result?.created === true };
+    },
+    async upsertAndRead<T extends SalesforceRecord = SalesforceRecord>(
+      sobject: string,
+      externalIdField: string,
+      record: SalesforceRecord,
+      select: readonly string[],
+    ): Promise<{ id: string; created: boolean; row: T | undefined }> {
+      const value = fieldValue(record, externalIdField);
+      if (typeof value !== 'string' && typeof value !== 'number')
+        throw new InvalidInputError([
+          { field: externalIdField, message: 'the record must carry the external id value' },
+        ]);
+      const shape = { sobject, field: externalIdField, select };
+      // Checked here, before it can spoil the write request shared with others.
+      lookupSoql(shape, []);
+      const {
+        results: [result],
+        row,
+      } = await writeGroup([{ op: 'upsert', sobject, externalIdField, record }], {
+        shape,
+        value: String(value),
+      });
+      return { id: result?.id ?? '', created: result?.created === true, row: row as T | undefined };
     },
     /** Send whatever is queued now and wait for every call in flight. */
     coordinate(count) {

@@ -623,6 +623,47 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     result.retried += 1;
   }
 
+  /**
+   * Skip the pending effects that later decisions of their users made stale, with one record per
+   * pass listing them all (a burst can supersede thousands, each an fsync otherwise). With the
+   * store's transactions the skip and its record commit together or not at all; false when they
+   * did not (the ledger cannot write), so the effects stay pending until a pass records them.
+   */
+  async function supersede(): Promise<boolean> {
+    const recordOf = (skipped: OutboxEffect[]) =>
+      ({
+        event: 'superseded',
+        target: 'outbox',
+        args_redacted: { effect_ids: skipped.map((e) => e.id) },
+        outcome: {
+          code: 'SKIPPED',
+          message: `${skipped.length} effects superseded by later decisions of their users`,
+        },
+      }) as const;
+    if (!options.transaction) {
+      const skipped = await store.supersede();
+      if (skipped.length > 0) await auditQuietly(recordOf(skipped));
+      return true;
+    }
+    try {
+      await options.transaction(async (tx) => {
+        const skipped = await tx.outbox.supersede();
+        if (skipped.length > 0)
+          await audit.appendIn(tx.sql, {
+            ...recordOf(skipped),
+            call_id: randomUUID(),
+            principal: { ...principal },
+          });
+      });
+      return true;
+    } catch (error) {
+      logger.error('superseded effects not skipped: the skip and its audit record did not commit', {
+        error: String(error),
+      });
+      return false;
+    }
+  }
+
   const inflight = new Set<Promise<void>>();
   let timer: NodeJS.Timeout | undefined;
   let sleeper: (() => void) | undefined;
@@ -642,19 +683,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    */
   async function pump(result: TickResult): Promise<Promise<void>[]> {
     result.routed += await routeNew();
-    const skipped = await store.supersede();
-    if (skipped.length > 0) {
-      // One record per pass, listing every effect: a burst can supersede thousands, each an fsync otherwise.
-      await auditQuietly({
-        event: 'superseded',
-        target: 'outbox',
-        args_redacted: { effect_ids: skipped.map((e) => e.id) },
-        outcome: {
-          code: 'SKIPPED',
-          message: `${skipped.length} effects superseded by later decisions of their users`,
-        },
-      });
-    }
+    // Stale effects left pending (their supersede unrecorded) must not be claimed and run now.
+    if (!(await supersede())) return [];
     await settleApprovals();
     const room = pausedRoom(auto.batch_size - inflight.size);
     if (room <= 0) return [];

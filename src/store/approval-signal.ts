@@ -3,8 +3,9 @@
  * executing), the call waiting for it wakes at once instead of at its next poll. With PostgreSQL the
  * signal crosses replicas (NOTIFY on `<schema>_approvals`, one LISTEN connection per replica), so a
  * call waiting on replica A wakes when an approver decides on B. With SQLite it is in-process: the
- * console and the waiting call share the `serve` process; a decision made by another process (the
- * `approvals` CLI) is seen at the next poll (`approvals.poll_ms`).
+ * console and the waiting call share the `serve` process, and a decision made by another process on
+ * the same file (the `approvals` CLI) is noticed within 100 ms by a cheap check that runs only while
+ * calls wait (sqlite/approval-watch.ts).
  *
  * Polling stays as the fallback (a signal lost while the LISTEN connection reconnects costs one
  * poll interval, never a decision). Signals carry only the approval id; waiters re-read the store.
@@ -14,6 +15,9 @@
  */
 import type { Config, Secrets } from '../config.ts';
 import type { ApprovalStore } from './approval-store.ts';
+import { createCrossProcessWatch, type CrossProcessWatch } from './sqlite/approval-watch.ts';
+import { openSqliteDatabase, sqliteDataVersion } from './sqlite/database.ts';
+import type { SqlDatabase } from './sql.ts';
 import type { Store } from './store.ts';
 
 export interface ApprovalSignal {
@@ -34,12 +38,17 @@ export interface ApprovalSignal {
 /** Signals remembered per process, so a version outlives a waiter's read; oldest dropped beyond this. */
 const REMEMBERED = 10_000;
 
-/** The waiters and versions of one process; `deliver` is what a received signal calls. */
-export function createSignalBoard() {
+/**
+ * The waiters and versions of one process; `deliver` is what a received signal calls. `onWait` is
+ * told each time a call starts waiting (the SQLite cross-process watch starts its timer).
+ */
+export function createSignalBoard(onWait?: () => void) {
   const versions = new Map<string, number>();
   const waiters = new Map<string, Set<() => void>>();
   return {
     version: (id: string) => versions.get(id) ?? 0,
+    /** The ids some call is waiting on now. */
+    waiting: (): string[] => [...waiters.keys()],
     deliver(id: string) {
       const next = (versions.get(id) ?? 0) + 1;
       versions.delete(id);
@@ -62,24 +71,73 @@ export function createSignalBoard() {
         const timer = setTimeout(done, Math.max(0, ms));
         set.add(done);
         abort?.addEventListener('abort', done, { once: true });
+        onWait?.();
       });
     },
   };
 }
 
-/** One board per SQLite database in this process: every runtime on the file shares its signals. */
-const inProcessBoards = new Map<string, ReturnType<typeof createSignalBoard>>();
+/**
+ * One board per SQLite database in this process: every runtime on the file shares its signals, and
+ * one cross-process watch (on its own handle of the file's shared connection, so it outlives any one
+ * runtime's) feeds it other processes' decisions. Kept while a signal on the file is open.
+ */
+interface FileBoard {
+  board: ReturnType<typeof createSignalBoard>;
+  watch?: { watch: CrossProcessWatch; db: SqlDatabase };
+  refs: number;
+}
+const inProcessBoards = new Map<string, FileBoard>();
 
-export function createInProcessApprovalSignal(location: string): ApprovalSignal {
-  let board = inProcessBoards.get(location);
-  if (!board) inProcessBoards.set(location, (board = createSignalBoard()));
-  const b = board;
+/**
+ * Signals within this process. With `watchFile`, `location` is the SQLite file, and decisions that
+ * other processes commit to it wake this process's waiters too.
+ */
+export function createInProcessApprovalSignal(
+  location: string,
+  options: { watchFile?: boolean; onError?: (error: Error) => void } = {},
+): ApprovalSignal {
+  let entry = inProcessBoards.get(location);
+  if (!entry) {
+    let watch: CrossProcessWatch | undefined;
+    const board = createSignalBoard(() => watch?.kick());
+    entry = { board, refs: 0 };
+    if (options.watchFile && location !== ':memory:') {
+      const db = openSqliteDatabase(location);
+      const onError = options.onError ?? (() => undefined);
+      watch = createCrossProcessWatch({
+        waiting: board.waiting,
+        deliver: board.deliver,
+        dataVersion: () => sqliteDataVersion(location),
+        sql: db,
+        onError: (error) => onError(error instanceof Error ? error : new Error(String(error))),
+      });
+      entry.watch = { watch, db };
+    }
+    inProcessBoards.set(location, entry);
+  }
+  const e = entry;
+  e.refs += 1;
+  let closed = false;
   return {
-    publish: async (id) => b.deliver(id),
-    version: (id) => b.version(id),
-    wait: (id, ms, seen, abort) => b.wait(id, ms, seen, abort),
+    publish: async (id) => e.board.deliver(id),
+    version(id) {
+      e.watch?.watch.observe(id);
+      return e.board.version(id);
+    },
+    wait: (id, ms, seen, abort) => e.board.wait(id, ms, seen, abort),
     listen: async () => {},
-    close: async () => {},
+    async close() {
+      if (closed) return;
+      closed = true;
+      e.refs -= 1;
+      if (e.refs > 0) return;
+      if (inProcessBoards.get(location) === e) inProcessBoards.delete(location);
+      if (e.watch) {
+        e.watch.watch.stop();
+        await e.watch.db.close();
+      }
+    },
   };
 }
 
@@ -90,8 +148,12 @@ export async function openApprovalSignal(
   secrets: Pick<Secrets, 'postgresUrl'>,
   onConnectionError: (error: Error) => void = () => undefined,
 ): Promise<ApprovalSignal> {
-  if (store.engine !== 'postgres' || !secrets.postgresUrl)
-    return createInProcessApprovalSignal(store.location);
+  if (store.engine !== 'postgres' || !secrets.postgresUrl) {
+    return createInProcessApprovalSignal(store.location, {
+      watchFile: store.engine === 'sqlite',
+      onError: onConnectionError,
+    });
+  }
   const { openPostgresApprovalSignal } = await import('./postgres/approval-signal.ts');
   return openPostgresApprovalSignal(
     secrets.postgresUrl,

@@ -23,6 +23,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
 import { isSealed, type FieldCipher } from './field-crypto.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
@@ -75,18 +76,54 @@ export interface NewEffect {
   args: Record<string, unknown>;
 }
 
+/** Where an event went: its row, and whether it was there already (a repeated delivery). */
+export interface EnqueuedEvent {
+  id: number;
+  duplicate: boolean;
+}
+
+/**
+ * The audit record of an event's receipt, less what only the store knows: whether the event was
+ * new (`webhook_accepted`) or a repeated delivery (`webhook_duplicate`), and which stored event it
+ * is (the outcome names it). Plain data, so it can travel to a writer thread.
+ */
+export type IntakeReceipt = Omit<AuditAppendInput, 'event' | 'outcome'>;
+
+/** The complete record of a receipt, once the store knows where the event went. */
+export function receiptRecord(receipt: IntakeReceipt, stored: EnqueuedEvent): AuditAppendInput {
+  return {
+    ...receipt,
+    event: stored.duplicate ? 'webhook_duplicate' : 'webhook_accepted',
+    outcome: { code: 'OK', message: `outbox event ${stored.id}` },
+  };
+}
+
+/**
+ * An event's receipt record and the ledger it goes to: appended in the transaction that stores the
+ * event, so both commit or neither does.
+ */
+export interface IntakeRecord {
+  audit: AuditLog;
+  receipt: IntakeReceipt;
+}
+
 export interface OutboxStore {
-  /** Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before. */
-  enqueue(event: DecisionEvent, now?: number): Promise<{ id: number; duplicate: boolean }>;
+  /**
+   * Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before.
+   * With `intake`, its audit record commits in the same transaction; if the record cannot be
+   * written, nothing is stored and the call rejects.
+   */
+  enqueue(event: DecisionEvent, now?: number, intake?: IntakeRecord): Promise<EnqueuedEvent>;
   /**
    * Store an event already routed to `effects`, in one transaction (events whose effects are known
-   * on receipt, e.g. a Segment message); a duplicate stores nothing.
+   * on receipt, e.g. a Segment message); a duplicate stores nothing. `intake` as for `enqueue`.
    */
   enqueueRouted(
     event: DecisionEvent,
     effects: NewEffect[],
     now?: number,
-  ): Promise<{ id: number; duplicate: boolean }>;
+    intake?: IntakeRecord,
+  ): Promise<EnqueuedEvent>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
   /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
@@ -284,6 +321,11 @@ export function emptyOutboxStats(): Record<EffectState | 'unrouted', number> {
   };
 }
 
+/** Events per INSERT statement: well under both engines' bound-parameter limits (6 per event). */
+const EVENTS_PER_INSERT = 500;
+/** Most events one group commit carries; the rest go in the next. */
+const MAX_GROUP = 2000;
+
 /**
  * The outbox on one executor; `queue` is the engine's claim/supersede. With `groupCommit` (the
  * database-level store, not one bound to a transaction) events enqueued in the same event-loop turn
@@ -303,33 +345,121 @@ export function createOutboxStore(
   const changed = async (sql: string, params: (string | number | null)[]) =>
     (await db.execute(sql, params)) > 0;
 
-  const insertEvent = async (tx: SqlExecutor, event: DecisionEvent, now: number) => {
+  /** An event with its effects, unless its key is stored already (then a duplicate, nothing stored). */
+  const insertRouted = async (
+    tx: SqlExecutor,
+    event: DecisionEvent,
+    effects: readonly NewEffect[],
+    now: number,
+  ): Promise<EnqueuedEvent> => {
     const key = eventKey(event);
     const [inserted] = await tx.query<{ id: number }>(
-      `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+      `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at, routed)
+       VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
       [key, event.entityType, event.entityId, event.decisionId, event.time, now],
     );
-    if (inserted) return { id: Number(inserted.id), duplicate: false };
-    const [existing] = await tx.query<{ id: number }>('SELECT id FROM outbox_events WHERE dedupe_key = $1', [
-      key,
-    ]);
-    return { id: Number(existing?.id ?? 0), duplicate: true };
+    if (!inserted) {
+      const [existing] = await tx.query<{ id: number }>(
+        'SELECT id FROM outbox_events WHERE dedupe_key = $1',
+        [key],
+      );
+      return { id: Number(existing?.id ?? 0), duplicate: true };
+    }
+    const id = Number(inserted.id);
+    for (const e of effects) {
+      await tx.execute(
+        `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
+           next_attempt_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
+        [id, e.effect, e.tool, sealArgs(id, e), `${event.entityType}:${event.entityId}`, event.time, now],
+      );
+    }
+    return { id, duplicate: false };
+  };
+
+  /**
+   * Inserts `events` (a multi-row statement per chunk) and finds the rows of those already stored;
+   * a key repeated within `events` is stored once, its later deliveries are duplicates of it.
+   */
+  const insertEvents = async (
+    tx: SqlExecutor,
+    events: readonly { event: DecisionEvent; now: number }[],
+  ): Promise<EnqueuedEvent[]> => {
+    const keys = events.map((e) => eventKey(e.event));
+    const inserted = new Map<string, number>();
+    for (let from = 0; from < events.length; from += EVENTS_PER_INSERT) {
+      const chunk = events.slice(from, from + EVENTS_PER_INSERT);
+      const rows = await tx.query<{ id: number; dedupe_key: string }>(
+        `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
+         VALUES ${chunk.map((_, i) => `(${placeholders(6, 6 * i + 1)})`).join(', ')}
+         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key`,
+        chunk.flatMap(({ event, now }, i) => [
+          keys[from + i]!,
+          event.entityType,
+          event.entityId,
+          event.decisionId,
+          event.time,
+          now,
+        ]),
+      );
+      for (const row of rows) inserted.set(row.dedupe_key, Number(row.id));
+    }
+    const missing = [...new Set(keys.filter((k) => !inserted.has(k)))];
+    const existing = new Map<string, number>();
+    for (let from = 0; from < missing.length; from += EVENTS_PER_INSERT) {
+      const chunk = missing.slice(from, from + EVENTS_PER_INSERT);
+      const rows = await tx.query<{ id: number; dedupe_key: string }>(
+        `SELECT id, dedupe_key FROM outbox_events WHERE dedupe_key IN (${placeholders(chunk.length)})`,
+        chunk,
+      );
+      for (const row of rows) existing.set(row.dedupe_key, Number(row.id));
+    }
+    return keys.map((key) => {
+      const id = inserted.get(key);
+      if (id !== undefined) {
+        // The first delivery of a key in this group is the one stored.
+        inserted.delete(key);
+        existing.set(key, id);
+        return { id, duplicate: false };
+      }
+      return { id: existing.get(key) ?? 0, duplicate: true };
+    });
+  };
+
+  /** Appends the intake records of `stored` events in `tx`, one ledger call per audit log. */
+  const appendIntakeRecords = async (
+    tx: SqlExecutor,
+    intakes: readonly (IntakeRecord | undefined)[],
+    stored: readonly EnqueuedEvent[],
+  ) => {
+    const perLog = new Map<AuditLog, AuditAppendInput[]>();
+    intakes.forEach((intake, i) => {
+      if (!intake) return;
+      const inputs = perLog.get(intake.audit) ?? [];
+      inputs.push(receiptRecord(intake.receipt, stored[i]!));
+      perLog.set(intake.audit, inputs);
+    });
+    for (const [audit, inputs] of perLog) await audit.appendManyIn(tx, inputs);
   };
 
   type Waiting = {
     event: DecisionEvent;
     now: number;
-    resolve: (stored: { id: number; duplicate: boolean }) => void;
+    intake: IntakeRecord | undefined;
+    resolve: (stored: EnqueuedEvent) => void;
     reject: (error: unknown) => void;
   };
-  let group: Waiting[] = [];
+  const group: Waiting[] = [];
   const commitGroup = () => {
-    const batch = group;
-    group = [];
+    const batch = group.splice(0, MAX_GROUP);
+    if (group.length > 0) setImmediate(commitGroup);
     db.transaction(async (tx) => {
-      const stored: { id: number; duplicate: boolean }[] = [];
-      for (const e of batch) stored.push(await insertEvent(tx, e.event, e.now));
+      const stored = await insertEvents(tx, batch);
+      await appendIntakeRecords(
+        tx,
+        batch.map((e) => e.intake),
+        stored,
+      );
       return stored;
     }).then(
       (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
@@ -338,39 +468,25 @@ export function createOutboxStore(
   };
 
   return {
-    enqueue(event, now = Date.now()) {
-      if (!options.groupCommit) return insertEvent(db, event, now);
+    enqueue(event, now = Date.now(), intake) {
+      if (!options.groupCommit) {
+        return (async () => {
+          const stored = await insertEvents(db, [{ event, now }]);
+          await appendIntakeRecords(db, [intake], stored);
+          return stored[0]!;
+        })();
+      }
       return new Promise((resolve, reject) => {
         if (group.length === 0) setImmediate(commitGroup);
-        group.push({ event, now, resolve, reject });
+        group.push({ event, now, intake, resolve, reject });
       });
     },
 
-    async enqueueRouted(event, effects, now = Date.now()) {
+    async enqueueRouted(event, effects, now = Date.now(), intake) {
       return db.transaction(async (tx) => {
-        const key = eventKey(event);
-        const [inserted] = await tx.query<{ id: number }>(
-          `INSERT INTO outbox_events (dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at, routed)
-           VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
-          [key, event.entityType, event.entityId, event.decisionId, event.time, now],
-        );
-        if (!inserted) {
-          const [existing] = await tx.query<{ id: number }>(
-            'SELECT id FROM outbox_events WHERE dedupe_key = $1',
-            [key],
-          );
-          return { id: Number(existing?.id ?? 0), duplicate: true };
-        }
-        const id = Number(inserted.id);
-        for (const e of effects) {
-          await tx.execute(
-            `INSERT INTO outbox_effects (event_id, effect, tool, args, entity_key, decision_time, state,
-               next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (event_id, effect) DO NOTHING`,
-            [id, e.effect, e.tool, sealArgs(id, e), `${event.entityType}:${event.entityId}`, event.time, now],
-          );
-        }
-        return { id, duplicate: false };
+        const stored = await insertRouted(tx, event, effects, now);
+        await appendIntakeRecords(tx, [intake], [stored]);
+        return stored;
       });
     },
 

@@ -32,9 +32,17 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | '
   return Buffer.concat(parts);
 }
 
+/** A webhook audit record as its handler describes it: the endpoint adds call id, principal and tool. */
+export type WebhookRecord = Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>;
+
+/** The endpoint's part of every record it writes. */
+type EndpointFields = Pick<AuditAppendInput, 'call_id' | 'principal' | 'tool'>;
+
 export interface WebhookIntake {
+  /** `input` completed under the endpoint's principal (e.g. a receipt for the outbox's `enqueue`). */
+  recordOf<T extends object>(input: T): T & EndpointFields;
   /** Audit a webhook event under the endpoint's principal; a failing audit write is logged, never thrown. */
-  auditQuietly(input: Omit<AuditAppendInput, 'call_id' | 'principal' | 'tool'>): Promise<void>;
+  auditQuietly(input: WebhookRecord): Promise<void>;
   /** Audit a refusal (with the body's hash, never the body), then answer it. */
   reject(res: ServerResponse, status: number, reason: string, body?: Buffer): Promise<void>;
   /**
@@ -54,9 +62,15 @@ export function createWebhookIntake(options: {
   logger: Logger;
 }): WebhookIntake {
   const { audit, logger, principal, tool } = options;
+  const recordOf: WebhookIntake['recordOf'] = (input) => ({
+    ...input,
+    call_id: randomUUID(),
+    principal,
+    tool,
+  });
   const auditQuietly: WebhookIntake['auditQuietly'] = async (input) => {
     try {
-      await audit.append({ ...input, call_id: randomUUID(), principal, tool });
+      await audit.append(recordOf(input));
     } catch (error) {
       logger.error('audit write failed', { event: input.event, error: String(error) });
     }
@@ -70,6 +84,7 @@ export function createWebhookIntake(options: {
     sendJson(res, status, { error: reason });
   };
   return {
+    recordOf,
     auditQuietly,
     reject,
     async receive(req, res) {

@@ -8,8 +8,9 @@
  * checked over the raw bytes; as the contract advises, a match over the first message of a batch or
  * over the re-serialized body is also accepted (Segment's variants sign those). A body with any
  * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
- * with their effect in one transaction before the 200; a repeated messageId is acknowledged and not
- * stored twice. Messages the mapping does not cover (page views, unmapped events, anonymous or
+ * with their effect and their audit record in one transaction before the 200 (a record that cannot
+ * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
+ * acknowledged and not stored twice. Messages the mapping does not cover (page views, unmapped events, anonymous or
  * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
  * record; a rejected body is never stored or logged — only its hash.
  */
@@ -19,7 +20,7 @@ import * as z from 'zod';
 import type { Config } from '../config.ts';
 import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import type { DecisionEvent, NewEffect } from '../store/outbox-store.ts';
+import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
 import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
@@ -58,10 +59,11 @@ const messageSchema = z
 
 export interface SegmentWebhookOptions {
   /**
-   * Durably store one message with its effect, atomically (the 200 follows the commit); `duplicate`
-   * when the messageId was stored before.
+   * Durably store one message with its effect and its receipt's audit record (`intake`), atomically
+   * (the 200 follows the commit); `duplicate` when the messageId was stored before. The outbox's
+   * `enqueueRouted`.
    */
-  store(event: DecisionEvent, effects: NewEffect[]): Promise<{ id: number; duplicate: boolean }>;
+  store(event: DecisionEvent, effects: NewEffect[], intake: IntakeRecord): Promise<EnqueuedEvent>;
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
   secret: string | undefined;
   mapping: Config['mapping'];
@@ -111,7 +113,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const { auditQuietly, reject, receive } = createWebhookIntake({
+  const { auditQuietly, recordOf, reject, receive } = createWebhookIntake({
     path: SEGMENT_WEBHOOK_PATH,
     tool: 'segment_webhook',
     principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
@@ -196,8 +198,9 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     let accepted = 0;
     let duplicates = 0;
     for (const { message, siftUser, args } of mapped) {
-      let stored: { id: number; duplicate: boolean };
+      let stored: EnqueuedEvent;
       try {
+        // The receipt's audit record commits with the message and its effect.
         stored = await options.store(
           {
             entityType: SEGMENT_MESSAGE_ENTITY,
@@ -207,6 +210,18 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
             time: 0,
           },
           [{ effect: 'sift_event', tool: 'send_sift_event', args }],
+          {
+            audit,
+            receipt: recordOf({
+              target: `sift_user:${siftUser}`,
+              args_redacted: {
+                message_id: message.messageId,
+                type: message.type,
+                event: message.event ?? null,
+                sift_event: (args.event as { event_type: string }).event_type,
+              },
+            }),
+          },
         );
       } catch (error) {
         // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
@@ -216,17 +231,6 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       }
       if (stored.duplicate) duplicates += 1;
       else accepted += 1;
-      await auditQuietly({
-        event: stored.duplicate ? 'webhook_duplicate' : 'webhook_accepted',
-        target: `sift_user:${siftUser}`,
-        args_redacted: {
-          message_id: message.messageId,
-          type: message.type,
-          event: message.event ?? null,
-          sift_event: (args.event as { event_type: string }).event_type,
-        },
-        outcome: { code: 'OK', message: `outbox event ${stored.id}` },
-      });
     }
     for (const entry of ignored) {
       await auditQuietly({

@@ -3,16 +3,20 @@
  *
  * Order of checks: method → body size → `X-Sift-Science-Signature` over the raw bytes (any of the
  * configured keys, for rotation) → JSON shape. Only a verified, well-formed event is stored, and
- * the 2xx is sent only after the SQLite commit (synchronous = FULL): an acknowledged decision is
+ * the 2xx is sent only after the commit (SQLite synchronous = FULL): an acknowledged decision is
  * never lost. A repeated delivery (same entity, decision and time) is acknowledged and not stored
- * twice. Every accepted, duplicate or rejected delivery leaves an audit record; a rejected body is
- * never stored or logged (it is untrusted and may hold personal data) — only its hash.
+ * twice. Every accepted, duplicate or rejected delivery leaves an audit record; an accepted or
+ * duplicate delivery's record commits in the same transaction as the event (deliveries arriving
+ * together share one, src/store/outbox-store.ts), so no acknowledged delivery lacks its record and
+ * a record that cannot be written leaves the delivery unacknowledged (503, Sift retries). A
+ * rejected body is never stored or logged (it is untrusted and may hold personal data) — only its
+ * hash.
  */
 import * as z from 'zod';
 import { verifySiftSignature } from '../clients/sift-client.ts';
 import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import type { OutboxStore } from '../store/outbox-store.ts';
+import type { EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
 
@@ -48,7 +52,7 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): WebhookHa
   const keys = options.keys.filter(Boolean);
   if (keys.length === 0)
     logger.warn('SIFT_WEBHOOK_KEYS is not set: every Sift webhook will be refused with 401');
-  const { auditQuietly, reject, receive } = createWebhookIntake({
+  const { recordOf, reject, receive } = createWebhookIntake({
     path: SIFT_WEBHOOK_PATH,
     tool: 'sift_webhook',
     principal: {
@@ -87,26 +91,36 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): WebhookHa
       await reject(res, 400, 'malformed JSON', body);
       return true;
     }
-    let stored: { id: number; duplicate: boolean };
+    let stored: EnqueuedEvent;
     try {
-      stored = await outbox.enqueue({
-        entityType: parsed.entity.type,
-        entityId: parsed.entity.id,
-        decisionId: parsed.decision.id,
-        time: parsed.time,
-      });
+      // The receipt's audit record commits with the event, in the group commit of the webhooks
+      // arriving together: acknowledged means stored and audited.
+      stored = await outbox.enqueue(
+        {
+          entityType: parsed.entity.type,
+          entityId: parsed.entity.id,
+          decisionId: parsed.decision.id,
+          time: parsed.time,
+        },
+        undefined,
+        {
+          audit,
+          receipt: recordOf({
+            target: `sift_${parsed.entity.type}:${parsed.entity.id}`,
+            args_redacted: {
+              entity_type: parsed.entity.type,
+              decision_id: parsed.decision.id,
+              time: parsed.time,
+            },
+          }),
+        },
+      );
     } catch (error) {
       // Not stored, so not acknowledged: Sift (or its operator) must deliver it again.
       logger.error('webhook enqueue failed', { error: String(error) });
       sendJson(res, 503, { error: 'could not store the event; retry' });
       return true;
     }
-    await auditQuietly({
-      event: stored.duplicate ? 'webhook_duplicate' : 'webhook_accepted',
-      target: `sift_${parsed.entity.type}:${parsed.entity.id}`,
-      args_redacted: { entity_type: parsed.entity.type, decision_id: parsed.decision.id, time: parsed.time },
-      outcome: { code: 'OK', message: `outbox event ${stored.id}` },
-    });
     sendJson(res, 200, { status: stored.duplicate ? 'duplicate' : 'accepted' });
     if (!stored.duplicate) options.onEnqueued?.();
     return true;

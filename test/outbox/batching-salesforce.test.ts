@@ -193,3 +193,78 @@ describe('batching Salesforce lookups', () => {
     await sf.close();
   });
 });
+
+describe('batching Salesforce read-backs', () => {
+  const caseRecord = (key: string) => ({
+    Subject: `Fraud review ${key}`,
+    Status: 'New',
+    Fraudgate_Key__c: key,
+  });
+  const upsertCase = (sf: ReturnType<typeof batching>, key: string) =>
+    sf.upsertAndRead<{ CaseNumber?: string }>('Case', 'Fraudgate_Key__c', caseRecord(key), ['CaseNumber']);
+
+  it('reads the numbers of new cases in the write request that creates them: one API call', async () => {
+    const sf = batching(50);
+    const usedBefore = emu.apiUsage().used;
+    const saved = await Promise.all([
+      upsertCase(sf, 'rb-1'),
+      upsertCase(sf, 'rb-2'),
+      upsertCase(sf, 'rb-3'),
+      sf.update('Account', { Id: emu.records('Account')[0]?.Id as string, Description: 'read-back test' }),
+    ]);
+    // Each caller gets its own case's number, as Salesforce assigned it.
+    for (const [i, key] of ['rb-1', 'rb-2', 'rb-3'].entries()) {
+      const stored = emu.records('Case').find((c) => c.Fraudgate_Key__c === key);
+      expect(saved[i]).toMatchObject({ id: stored?.Id, created: true });
+      expect((saved[i] as { row?: { CaseNumber?: string } }).row?.CaseNumber).toBe(stored?.CaseNumber);
+      expect(stored?.CaseNumber).toMatch(/^\d{8}$/);
+    }
+    expect(emu.apiUsage().used - usedBefore).toBe(1);
+    expect(queries()).toEqual([]);
+    const [request] = composites();
+    const subs = (request?.body as { compositeRequest: { method: string; url: string }[] }).compositeRequest;
+    // The query runs after the writes, so it sees the cases they made.
+    expect(subs.map((s) => s.method)).toEqual(['PATCH', 'PATCH', 'GET']);
+    expect(subqueries(request).at(-1)).toMatch(
+      /^SELECT Id, Fraudgate_Key__c, CaseNumber FROM Case WHERE Fraudgate_Key__c IN \('rb-1', 'rb-2', 'rb-3'\)$/,
+    );
+    expect(sf.stats.readBacksCarried).toBe(3);
+    // A repeat (a retry after a lost answer) upserts the same case and reads the same number.
+    const again = await upsertCase(sf, 'rb-2');
+    expect(again).toMatchObject({ id: saved[1] && (saved[1] as { id: string }).id, created: false });
+    expect(again.row?.CaseNumber).toBe((saved[1] as { row?: { CaseNumber?: string } }).row?.CaseNumber);
+    await sf.close();
+  });
+
+  it('looks a number up on its own when the write request has no free subrequest', async () => {
+    const sf = batching(50);
+    const accounts = emu.records('Account').slice(0, 4);
+    // Four other collections (update, create, and two upserts by other keys) plus the cases: five in all.
+    const saved = await Promise.all([
+      upsertCase(sf, 'rb-full'),
+      sf.update('Account', { Id: accounts[0]?.Id as string, Description: 'full' }),
+      sf.create('Task', { Subject: 'full request' }),
+      sf.upsert('Lead', 'Sift_User_Id__c', { LastName: 'Full', Company: 'Full', Sift_User_Id__c: 'rb-lead' }),
+      sf.upsert('Contact', 'Sift_User_Id__c', { LastName: 'Full', Sift_User_Id__c: 'rb-contact' }),
+    ]);
+    const stored = emu.records('Case').find((c) => c.Fraudgate_Key__c === 'rb-full');
+    expect(saved[0]).toMatchObject({ id: stored?.Id, row: { CaseNumber: stored?.CaseNumber } });
+    expect(composites()).toHaveLength(1);
+    expect(subqueries(composites()[0]).filter(Boolean)).toEqual([]);
+    expect(queries()).toHaveLength(1);
+    expect(sf.stats.readBacksCarried).toBe(0);
+    await sf.close();
+  });
+
+  it('refuses an upsert without its key before it joins anyone', async () => {
+    const sf = batching(50);
+    await expect(
+      sf.upsertAndRead('Case', 'Fraudgate_Key__c', { Subject: 'no key' }, ['CaseNumber']),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(
+      sf.upsertAndRead('Case', 'Fraudgate_Key__c', caseRecord('rb-bad'), ['Case Number']),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(emu.journal.filter((e) => !e.path.includes('/oauth2/'))).toEqual([]);
+    await sf.close();
+  });
+});

@@ -255,6 +255,37 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       expect(commits).toBe(2);
     });
 
+    it('reads that arrive during a commit wait for company too, not for that commit to finish', async () => {
+      const backend = await makeBackend();
+      const real = await backend.open();
+      let commits = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const gated: LedgerEngine = {
+        ...real,
+        commit: async (w, build) => {
+          commits += 1;
+          await gate;
+          return real.commit(w, build);
+        },
+      };
+      const log = ledger(gated, { writeBehindLingerMs: 60_000 });
+      const appended = log.append(entry(1, { event: 'intent', tool: 'apply_label' }));
+      for (let i = 2; i <= 10; i += 1) {
+        await new Promise((resolve) => setImmediate(resolve));
+        log.enqueue(entry(i));
+      }
+      expect(commits).toBe(1);
+      release();
+      expect((await appended).seq).toBe(1);
+      for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+      // Committing them now would cost a commit (an fsync) per handful of reads while reads arrive.
+      expect(commits).toBe(1);
+      await log.flush();
+      expect(commits).toBe(2);
+      expect((await rows(backend)).map((r) => r.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    });
+
     it('redacts arguments, target, detail and outcome message before hashing and storing', async () => {
       const backend = await makeBackend();
       const engine = await backend.open();

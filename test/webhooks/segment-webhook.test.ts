@@ -31,7 +31,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
   const automation = env.automation;
   const runtime = automation.runtime;
   const handler = createSegmentWebhookHandler({
-    store: (event, effects) => automation.store.enqueueRouted(event, effects),
+    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
     siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), env.config.identity),

@@ -1,4 +1,7 @@
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
+import { databasePath } from '../../src/store/store.ts';
+import { storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 import { startSiftEmulator } from '../../src/sandbox/sift-emulator.ts';
 import { decisionBody, outboxEnv, sign, WEBHOOK_KEYS, type OutboxEnv } from '../outbox/helpers.ts';
 
@@ -72,6 +75,54 @@ describe('POST /webhooks/sift', () => {
     } finally {
       await sift.close();
     }
+  });
+
+  it('commits deliveries arriving together in one group: each stored once, each with its record, ids matching', async () => {
+    env = await outboxEnv();
+    const bodies = Array.from({ length: 40 }, (_, i) =>
+      decisionBody(`user_group_${i % 30}`, 'block_user_payment_abuse', 1_700_000_100_000 + (i % 30)),
+    );
+    const answers = await Promise.all(
+      bodies.map((body) => env!.post(body, { 'x-sift-science-signature': sign(body) })),
+    );
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    expect(answers.filter((a) => a.json.status === 'accepted')).toHaveLength(30);
+    expect(answers.filter((a) => a.json.status === 'duplicate')).toHaveLength(10);
+
+    const events = await env.automation.store.unrouted(100);
+    expect(events).toHaveLength(30);
+    const audit = await storedAuditRecords(env.config, env.automation.runtime.audit);
+    const accepted = audit.filter((r) => r.event === 'webhook_accepted');
+    const duplicates = audit.filter((r) => r.event === 'webhook_duplicate');
+    expect(accepted).toHaveLength(30);
+    expect(duplicates).toHaveLength(10);
+    // Each record names the stored event it is about (a duplicate: the one stored first).
+    const idOf = (r: { outcome?: { message?: string } }) =>
+      Number(/outbox event (\d+)/.exec(r.outcome?.message ?? '')?.[1]);
+    expect(new Set(accepted.map(idOf))).toEqual(new Set(events.map((e) => e.id)));
+    expect(duplicates.every((r) => events.some((e) => e.id === idOf(r)))).toBe(true);
+    expect(await verifyStoredAudit(env.config, {}, env.automation.runtime.audit)).toMatchObject({ ok: true });
+  });
+
+  it('does not acknowledge a delivery whose record cannot be written: nothing stored, 503; redelivered, stored once with its record', async () => {
+    env = await outboxEnv();
+    const body = decisionBody('user_unaudited', 'block_user_payment_abuse', 1_700_000_200_000);
+    // A full disk, say: the receipt's record fails to insert (after the event row went in).
+    const db = new DatabaseSync(databasePath(env.config));
+    db.exec(`CREATE TRIGGER fail_accepted BEFORE INSERT ON audit_records WHEN NEW.body LIKE '%"event":"webhook_accepted"%'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    expect((await env.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(503);
+    expect(await env.automation.store.unrouted(10)).toEqual([]);
+    expect((await env.auditRecords()).filter((r) => r.event === 'webhook_accepted')).toEqual([]);
+
+    db.exec('DROP TRIGGER fail_accepted');
+    db.close();
+    const again = await env.post(body, { 'x-sift-science-signature': sign(body) });
+    expect([again.status, again.json.status]).toEqual([200, 'accepted']);
+    expect((await env.automation.store.unrouted(10)).map((e) => e.entityId)).toEqual(['user_unaudited']);
+    expect(
+      (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted').map((r) => r.target),
+    ).toHaveLength(1);
   });
 
   it('answers 405 to other methods and 413 to oversized bodies', async () => {

@@ -60,6 +60,26 @@ function connect(path: string): Connection {
   return connection;
 }
 
+/**
+ * `PRAGMA data_version` of this process's connection to the file at `path` (undefined while none is
+ * open). It changes when another connection (another process, or the ledger's worker thread)
+ * commits to the file, never for this connection's own commits: a cheap way to notice other
+ * processes' writes (approval-watch.ts). Synchronous and outside the transaction queue: it reads no
+ * table, so an open transaction does not matter.
+ */
+export function sqliteDataVersion(path: string): number | undefined {
+  if (path === ':memory:') return undefined;
+  const c = connections.get(resolve(path));
+  if (!c || !c.db.isOpen) return undefined;
+  let statement = c.statements.get(DATA_VERSION);
+  if (!statement) {
+    statement = c.db.prepare(DATA_VERSION);
+    c.statements.set(DATA_VERSION, statement);
+  }
+  return Number((statement.get() as { data_version: number | bigint }).data_version);
+}
+const DATA_VERSION = 'PRAGMA data_version';
+
 export function openSqliteDatabase(path: string): SqlDatabase {
   const c = connect(path);
   const { db } = c;
