@@ -29,7 +29,7 @@ import {
   type Principal,
   type ToolContext,
 } from '../tool.ts';
-import type { AuditLog, AuditRecord } from './audit.ts';
+import { unrecordedError, type AuditLog, type AuditRecord } from './audit.ts';
 import { inSpan } from '../tracing.ts';
 import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
@@ -351,10 +351,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         await inSpan('fraudgate.intent', () => record({ ...base, event: 'intent' }));
       } catch (error) {
         // No audit, no write: the record of intent must exist before anything changes upstream.
-        throw new FraudgateError(
-          ERROR_CODES.INTERNAL,
-          'The audit log could not be written, so nothing was changed. The operator must fix the audit log (see the server log).',
-          { detail: String(error), retryable: true },
+        throw unrecordedError(
+          'The audit log could not be written, so nothing was changed; try again shortly. The operator must fix the audit log (see the server log and /readyz).',
+          error,
         );
       }
     }
