@@ -14,6 +14,8 @@ import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 
 const UNLIMITED = { capacity: 1_000_000, per_minute: 1_000_000 };
+/** The runtime's audit key (what the redactor hashes identifiers with). */
+export const BENCH_AUDIT_KEY = 'bench-audit-key';
 
 export interface BenchRuntime {
   sandbox: Sandbox;
@@ -38,7 +40,7 @@ export async function openBenchRuntime(options: { audit?: AuditLog } = {}): Prom
   };
   const runtime = await openRuntime({
     config,
-    secrets: { ...sandbox.secrets, auditKey: 'bench-audit-key' },
+    secrets: { ...sandbox.secrets, auditKey: BENCH_AUDIT_KEY },
     tools,
     logger: silentLogger,
     ...(options.audit ? { audit: options.audit } : {}),

@@ -1,17 +1,19 @@
 /**
  * Durable webhook ingest, 32 senders: signed Sift decision webhooks through fraudgate's handler
- * (signature, shape, outbox commit, audit record, then 200) against a bare group-commit
- * HTTP + SQLite server (bench/baselines/bare-ingest-server.ts). Both on SQLite with
- * synchronous = FULL in a fresh data directory; the outbox worker is not running.
+ * (signature, shape, the event and its audit record in one transaction on the intake's writer
+ * thread, then 200) against a bare group-commit HTTP + SQLite server
+ * (bench/baselines/bare-ingest-server.ts). Both on SQLite with synchronous = FULL in a fresh data
+ * directory; the outbox worker is not running.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Figure } from '../harness.ts';
 import { startBareIngestServer } from '../baselines/bare-ingest-server.ts';
-import { openBenchRuntime } from './bench-runtime.ts';
+import { BENCH_AUDIT_KEY, openBenchRuntime } from './bench-runtime.ts';
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
+import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 
 const KEY = 'bench-signature-key';
@@ -28,8 +30,15 @@ export const ingest: Figure = {
   async open({ quick }) {
     const n = quick ? 1000 : 4000;
     const bench = await openBenchRuntime();
-    const handler = createSiftWebhookHandler({
+    // As `serve --http` has it: the intake's writer thread on SQLite.
+    const intake = openWebhookIntakeStore({
+      config: bench.config,
+      secrets: { auditKey: BENCH_AUDIT_KEY },
       outbox: bench.runtime.store.outbox,
+      audit: bench.runtime.audit,
+    });
+    const handler = createSiftWebhookHandler({
+      outbox: intake,
       keys: [KEY],
       audit: bench.runtime.audit,
       logger: silentLogger,
@@ -62,6 +71,7 @@ export const ingest: Figure = {
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await bare.close();
+        await intake.close();
         await bench.close();
       },
     };
