@@ -40,7 +40,11 @@ export interface SiftClientConfig {
   baseUrl: string;
   apiKey: string;
   accountId: string;
-  /** Per attempt, default 5000. */
+  /**
+   * Per attempt, default 5000: connecting, the answer's headers and each pause in its body must
+   * each come within it (from 1000 up, checked on undici's coarse timer, so up to about a second
+   * late); under 1000, the whole attempt must, on a timer of its own.
+   */
   timeoutMs?: number;
   /** Retries after the first attempt, default 3. */
   maxRetries?: number;
@@ -221,6 +225,89 @@ export const siftSchemas = {
 } as const;
 
 export type SiftWorkflowRun = z.infer<typeof workflowRunSchema>;
+
+// --- the common answers, checked without zod ---
+//
+// A score read is the hot path of every agent, and zod copies each object it checks. These checks
+// accept only answers already in their final shape (numbers as numbers, no transform to apply),
+// which the schemas above accept and return unchanged; anything else (a numeric string, a missing
+// field) goes to the schema, which stays the definition and writes the error.
+// test/clients/sift-client.test.ts holds both to agreeing.
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const optional = (v: unknown, type: 'string' | 'number' | 'boolean') => v === undefined || typeof v === type;
+const nullishString = (v: unknown) => v === undefined || v === null || typeof v === 'string';
+const everyValue = (v: unknown, check: (entry: unknown) => boolean) => {
+  if (!isObject(v)) return false;
+  for (const key in v) if (Object.hasOwn(v, key) && !check(v[key])) return false;
+  return true;
+};
+const optionalRecord = (v: unknown, check: (entry: unknown) => boolean) =>
+  v === undefined || everyValue(v, check);
+
+/** What `v20xEnvelopeSchema` accepts, without transforming: its `status`, or undefined when it rejects. */
+export function envelopeStatus(json: unknown): number | undefined {
+  if (!isObject(json) || typeof json.status !== 'number') return undefined;
+  const time = json.time;
+  const timeOk =
+    time === undefined ||
+    typeof time === 'number' ||
+    (typeof time === 'string' && /^-?\d+(\.\d+)?$/.test(time));
+  return timeOk && optional(json.error_message, 'string') && optional(json.request, 'string')
+    ? json.status
+    : undefined;
+}
+
+const isReason = (r: unknown) =>
+  isObject(r) &&
+  typeof r.name === 'string' &&
+  (r.value === undefined ||
+    r.value === null ||
+    typeof r.value === 'string' ||
+    typeof r.value === 'number' ||
+    typeof r.value === 'boolean') &&
+  (r.details === undefined || isObject(r.details));
+
+const isAbuseScore = (s: unknown) =>
+  isObject(s) &&
+  typeof s.score === 'number' &&
+  (s.reasons === undefined ||
+    s.reasons === null ||
+    (Array.isArray(s.reasons) && s.reasons.every(isReason))) &&
+  optional(s.time, 'number') &&
+  optional(s.status, 'number') &&
+  optional(s.error_message, 'string') &&
+  optionalRecord(s.percentiles, (p) => typeof p === 'number');
+
+const isLabel = (l: unknown) =>
+  isObject(l) && typeof l.is_bad === 'boolean' && optional(l.time, 'number') && nullishString(l.description);
+
+const isLatestDecision = (d: unknown) =>
+  isObject(d) &&
+  typeof d.id === 'string' &&
+  optional(d.category, 'string') &&
+  optional(d.source, 'string') &&
+  optional(d.time, 'number') &&
+  nullishString(d.description);
+
+/** A score answer `userScoreResponseSchema` would return unchanged; false: let the schema decide. */
+export function isPlainUserScoreResponse(json: unknown): json is z.infer<typeof userScoreResponseSchema> {
+  return (
+    isObject(json) &&
+    typeof json.status === 'number' &&
+    optional(json.error_message, 'string') &&
+    optional(json.time, 'number') &&
+    optional(json.request, 'string') &&
+    optional(json.user_id, 'string') &&
+    optional(json.entity_type, 'string') &&
+    optional(json.entity_id, 'string') &&
+    optionalRecord(json.scores, isAbuseScore) &&
+    optionalRecord(json.latest_labels, isLabel) &&
+    optionalRecord(json.latest_decisions, isLatestDecision) &&
+    (json.workflow_statuses === undefined || Array.isArray(json.workflow_statuses))
+  );
+}
 
 // --- normalisation ---
 
@@ -442,6 +529,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 /** Create the Sift client. One keep-alive undici Agent is shared by all calls; `close()` ends it. */
 export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient {
   const timeoutMs = config.timeoutMs ?? 5000;
+  const exactTimeout = timeoutMs < 1000;
   const maxRetries = config.maxRetries ?? 3;
   const baseDelay = config.retryBaseDelayMs ?? 200;
   const maxDelay = config.retryMaxDelayMs ?? 10_000;
@@ -451,12 +539,20 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   const acct = `/v3/accounts/${encodeURIComponent(config.accountId)}`;
   // undici is loaded with the first request, not at start-up: it takes a few hundred ms to load, and
   // a stdio server should answer `initialize` without it.
-  let http: Promise<{ dispatcher: Agent; request: typeof undiciRequest }> | undefined;
+  // Once loaded it is used directly: awaiting the settled import on every attempt costs a turn.
+  type Http = { dispatcher: Agent; request: typeof undiciRequest };
+  let loading: Promise<Http> | undefined;
+  let http: Http | undefined;
   let dispatcher: Agent | undefined;
   const undici = () =>
-    (http ??= import('undici').then(({ Agent: UndiciAgent, request }) => {
-      dispatcher = new UndiciAgent({ keepAliveTimeout: 10_000, connections: 16 });
-      return { dispatcher, request };
+    (loading ??= import('undici').then(({ Agent: UndiciAgent, request }) => {
+      // Connecting is bounded like the other phases of an attempt (undici's default is 10 s).
+      dispatcher = new UndiciAgent({
+        keepAliveTimeout: 10_000,
+        connections: 16,
+        connect: { timeout: timeoutMs },
+      });
+      return (http = { dispatcher, request });
     }));
   const redact = (text: string) => redactSiftSecrets(text, config.apiKey);
 
@@ -493,8 +589,8 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
     }
     if (spec.family === 'v20x') {
       if (status === 204 && text === '') return undefined;
-      const envelope = v20xEnvelopeSchema.safeParse(json);
-      if (!envelope.success) {
+      const code = envelopeStatus(json);
+      if (code === undefined) {
         throw new AttemptError(
           new UpstreamError(`Sift answered HTTP ${status} with an unexpected body`, {
             service: 'sift',
@@ -505,7 +601,6 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           false,
         );
       }
-      const code = envelope.data.status;
       if (code === 0 && status >= 200 && status < 300) return json;
       if (code === 54) {
         throw new AttemptError(
@@ -576,15 +671,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   }
 
   async function attempt(spec: CallSpec, url: URL, signal: AbortSignal | undefined): Promise<unknown> {
-    const { dispatcher, request } = await undici();
-    // One controller and one timer per attempt; the caller's abort is forwarded by a listener that is
-    // removed afterwards (AbortSignal.any would build a composite signal, with weak references the
-    // GC must sweep, on every attempt).
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(new Error('sift timeout')), timeoutMs);
-    const forwardAbort = () => timeout.abort(signal?.reason);
-    if (signal?.aborted) forwardAbort();
-    else signal?.addEventListener('abort', forwardAbort, { once: true });
+    const { dispatcher, request } = http ?? (await undici());
     const headers: Record<string, string> = { 'user-agent': userAgent, accept: 'application/json' };
     let payload: string | undefined;
     if (spec.auth === 'basic') headers.authorization = basic;
@@ -592,13 +679,19 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       payload = JSON.stringify(spec.auth === 'body' ? { ...spec.body, $api_key: config.apiKey } : spec.body);
       headers['content-type'] = 'application/json';
     }
+    // A deadline of seconds is left to undici's own per-phase deadlines (connecting, the headers,
+    // every pause in the body: `timeoutMs` each), which share one coarse timer firing at most about
+    // a second late, and the caller's signal goes to undici as it is. An AbortController, a timer and
+    // a forwarding listener per attempt cost a read more than the rest of the client together.
+    // Only a sub-second deadline, which that timer would overshoot several times, gets its own.
+    const exact = exactTimeout ? exactDeadline(signal) : undefined;
     try {
       const res = await request(url, {
         method: spec.method,
         headers,
         body: payload ?? (spec.method === 'POST' ? '' : undefined),
         dispatcher,
-        signal: timeout.signal,
+        ...(exact ? { signal: exact.signal } : signal ? { signal } : {}),
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
@@ -621,12 +714,15 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       if (signal?.aborted) throw signal.reason;
       const code = errorCodeOf(error);
       const timedOut =
-        timeout.signal.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+        exact?.signal.aborted === true ||
+        code === 'UND_ERR_HEADERS_TIMEOUT' ||
+        code === 'UND_ERR_BODY_TIMEOUT';
       const detail = detailOf(
         spec,
         code ?? 'network',
         error instanceof Error ? error.message : String(error),
       );
+      // A connect timeout is "unsent" (nothing reached Sift), not "did not answer".
       const unsent = !timedOut && code !== undefined && UNSENT_NETWORK_CODES.has(code);
       const message = timedOut
         ? `Sift did not answer within ${timeoutMs}ms`
@@ -638,14 +734,36 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         unsent,
       );
     } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', forwardAbort);
+      exact?.done();
     }
   }
 
+  /** The whole attempt within `timeoutMs` on a timer of its own, the caller's abort forwarded. */
+  function exactDeadline(signal: AbortSignal | undefined) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error('sift timeout')), timeoutMs);
+    const forwardAbort = () => controller.abort(signal?.reason);
+    if (signal?.aborted) forwardAbort();
+    else signal?.addEventListener('abort', forwardAbort, { once: true });
+    return {
+      signal: controller.signal,
+      done() {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', forwardAbort);
+      },
+    };
+  }
+
   async function call(spec: CallSpec, signal?: AbortSignal): Promise<unknown> {
-    const url = new URL(spec.path.replace(/^\/+/, ''), base);
-    for (const [k, v] of Object.entries(spec.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    const path = spec.path.replace(/^\/+/, '');
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(spec.query ?? {})) if (v !== undefined) query.set(k, v);
+    // One parse of the whole URL; setting parameters on a URL re-parses it each time. A path with
+    // a query of its own (a next_ref) keeps it, and the parameters set here replace the same names.
+    const url = path.includes('?')
+      ? new URL(path, base)
+      : new URL(query.size > 0 ? `${path}?${query}` : path, base);
+    if (path.includes('?')) for (const [k, v] of query) url.searchParams.set(k, v);
     for (let n = 0; ; n++) {
       try {
         return await attempt(spec, url, signal);
@@ -695,7 +813,10 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         },
         options.signal,
       );
-      return toUserScore(userId, parse(userScoreResponseSchema, json, 'get_user_score'));
+      return toUserScore(
+        userId,
+        isPlainUserScoreResponse(json) ? json : parse(userScoreResponseSchema, json, 'get_user_score'),
+      );
     },
 
     async addLabel(userId, label: SiftLabelInput, options = {}) {

@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
-import { canonicalJson, sha256Hex } from './redact.ts';
+import { canonicalJson, isInCanonicalOrder, sha256Hex } from './redact.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 
@@ -180,6 +180,23 @@ export function auditError(message: string, detail: string, cause?: unknown, ret
     detail,
     cause,
     retryable,
+    ...(retryable ? { data: { dependency: 'ledger' } } : {}),
+  });
+}
+
+/**
+ * What a caller throws when the record its action needs could not be written (`error`, from the
+ * ledger), with its own `message` saying what was (not) done: a ledger that cannot write for now
+ * stays a dependency's outage (retryable UPSTREAM_ERROR, `data.dependency` 'ledger'; the outbox
+ * pauses for it without spending attempts); anything else (a bug) is INTERNAL.
+ */
+export function unrecordedError(message: string, error: unknown): FraudgateError {
+  const retryable = error instanceof FraudgateError && error.retryable;
+  return new FraudgateError(retryable ? ERROR_CODES.UPSTREAM_ERROR : ERROR_CODES.INTERNAL, message, {
+    detail: error instanceof FraudgateError ? (error.detail ?? error.message) : String(error),
+    cause: error,
+    retryable,
+    ...(retryable ? { data: { dependency: 'ledger' } } : {}),
   });
 }
 
@@ -187,17 +204,14 @@ export function isAuditEvent(value: unknown): value is AuditEvent {
   return typeof value === 'string' && (AUDIT_EVENTS as readonly string[]).includes(value);
 }
 
-/** A record's payload: the input with personal data redacted and the time stamped. */
+/**
+ * A record's payload: the input with personal data redacted and the time stamped. Its keys are
+ * written in sorted order, so {@link encodeAuditBody} can usually serialise it natively.
+ */
 export function buildAuditPayload(input: AuditAppendInput, ts: Date, redactor: Redactor): AuditPayload {
   const redactString = (text: string | undefined): string | undefined =>
     text === undefined ? undefined : String(redactor.redactValue(text));
   return {
-    ts: ts.toISOString(),
-    event: input.event,
-    call_id: input.call_id,
-    tool: input.tool,
-    principal: input.principal,
-    target: redactString(input.target),
     approval_id: input.approval_id,
     args_hash: input.args_hash,
     args_redacted: input.args_redacted === undefined ? undefined : redactor.redactValue(input.args_redacted),
@@ -205,16 +219,22 @@ export function buildAuditPayload(input: AuditAppendInput, ts: Date, redactor: R
       input.args_summary === undefined
         ? undefined
         : (redactor.redactValue(input.args_summary) as ArgumentSummary),
+    call_id: input.call_id,
+    detail: redactString(input.detail),
+    duration_ms: input.duration_ms,
+    event: input.event,
     outcome:
       input.outcome === undefined
         ? undefined
         : { ...input.outcome, message: redactString(input.outcome.message) },
-    upstream: input.upstream,
-    duration_ms: input.duration_ms,
-    detail: redactString(input.detail),
+    principal: input.principal,
     refusals: input.refusals,
+    target: redactString(input.target),
+    tool: input.tool,
     // Built synchronously in append/enqueue, so this is the calling span's trace.
     trace_id: input.trace_id ?? currentTraceId(),
+    ts: ts.toISOString(),
+    upstream: input.upstream,
   };
 }
 
@@ -244,10 +264,13 @@ const _everyPayloadKeyListed: [Exclude<keyof AuditPayload, (typeof PAYLOAD_KEYS)
 
 /**
  * The stored body: exactly `canonicalJson(payload)` (sorted keys, so the same payload always hashes
- * the same wherever it was written), with the top level encoded in a fixed order because every
- * append pays for it.
+ * the same wherever it was written). Every append pays for it: a payload from
+ * {@link buildAuditPayload} whose nested objects list their keys in order too (the common case)
+ * is serialised natively in one go; otherwise the top level goes in its fixed order and each
+ * value through `canonicalJson`.
  */
 export function encodeAuditBody(payload: AuditPayload): string {
+  if (hasOnlyPayloadKeys(payload) && isInCanonicalOrder(payload)) return JSON.stringify(payload);
   let out = '';
   for (const key of PAYLOAD_KEYS) {
     const value = payload[key];
@@ -256,6 +279,14 @@ export function encodeAuditBody(payload: AuditPayload): string {
     out += `${out ? ',' : '{'}"${key}":${encoded}`;
   }
   return out ? `${out}}` : '{}';
+}
+
+const PAYLOAD_KEY_SET: ReadonlySet<string> = new Set(PAYLOAD_KEYS);
+
+/** Whether every key of `payload` is a payload field (a stray key would be stored by the native path only). */
+function hasOnlyPayloadKeys(payload: AuditPayload): boolean {
+  for (const key in payload) if (!PAYLOAD_KEY_SET.has(key)) return false;
+  return true;
 }
 
 /** The header of an exported record line; the body's fields follow it in the same object. */

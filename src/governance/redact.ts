@@ -346,7 +346,48 @@ function classifyKeyInPersonal(key: string): KeyClass {
  * bigints, as JSON.stringify does. Used for argument hashes, approval binding and the audit chain.
  */
 export function canonicalJson(value: unknown): string {
+  // Most values already list their keys in order (the redactor's copies, schema-shaped arguments):
+  // then the native serialiser writes the same text several times faster than `encode`.
+  if (isInCanonicalOrder(value)) return JSON.stringify(value) ?? 'null';
   return encode(value, []) ?? 'null';
+}
+
+/** Nesting the order check follows before leaving a value to `encode` (which also detects cycles). */
+const MAX_ORDER_CHECK_DEPTH = 32;
+
+/**
+ * Whether `JSON.stringify(value)` is exactly `canonicalJson(value)`: every object plain (no `toJSON`, no
+ * class instance or boxed primitive, which `encode` walks differently) with its keys already
+ * sorted (JSON.stringify writes them in `Object.keys` order), every array without holes, and no
+ * bigint (whose error `encode` words itself). Anything else, and anything deeper than
+ * {@link MAX_ORDER_CHECK_DEPTH}, goes the slow way.
+ */
+export function isInCanonicalOrder(value: unknown): boolean {
+  return inCanonicalOrder(value, 0);
+}
+
+function inCanonicalOrder(value: unknown, depth: number): boolean {
+  if (typeof value !== 'object' || value === null) return typeof value !== 'bigint';
+  if (depth >= MAX_ORDER_CHECK_DEPTH) return false;
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype) return false;
+    for (let i = 0; i < value.length; i += 1) {
+      if (!(i in value) || !inCanonicalOrder(value[i], depth + 1)) return false;
+    }
+    return true;
+  }
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return false;
+  const record = value as Record<string, unknown>;
+  let previous: string | undefined;
+  for (const key in record) {
+    if (!Object.hasOwn(record, key)) return false;
+    if (previous !== undefined && !(previous < key)) return false;
+    previous = key;
+    if (!inCanonicalOrder(record[key], depth + 1)) return false;
+  }
+  return true;
 }
 
 function encode(input: unknown, stack: object[]): string | undefined {

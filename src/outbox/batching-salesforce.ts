@@ -5,8 +5,11 @@
  * five sObject Collections subrequests of up to 200 records, one request and one API call for up to
  * 1,000 records. A request goes out as soon as it is full — while a backlog keeps effects coming, by
  * size — and otherwise `windowMs` after its first write, so a shallow queue waits at most the window.
- * A `writeTogether` group always travels in one request. Concurrent `lookup`s of one shape become
- * one `IN (...)` query (≤200 values), each caller getting its own rows; other reads pass through.
+ * A `writeTogether` group always travels in one request, and `upsertAndRead`'s read of the saved
+ * record travels in it too, as a query after the writes (when the request has a free slot of its
+ * five). Concurrent `lookup`s of one shape become one `IN (...)` query (≤200 values), each caller
+ * getting its own rows; queries that go together (a full one waits for the others) share composite
+ * requests, five to a call. Other reads pass through.
  *
  * This is how batching and per-effect governance coexist: the outbox worker runs each effect as
  * its own governed tool call (authorize, policy, intent audit, outcome audit), many at once; the
@@ -236,6 +239,11 @@ export function createBatchingSalesforceClient(
   }
 
   const lookupBatches = new Map<string, LookupBatch>();
+  /**
+   * Batches that reached 200 values: closed to newcomers but not sent alone — they wait for the
+   * others (same quiet period and window) and go with them, five queries to a composite request.
+   */
+  let fullBatches: LookupBatch[] = [];
 
   /** One quiet-period timer for every open lookup batch: lookups that arrive together go together. */
   let lookupTimer: NodeJS.Timeout | undefined;
@@ -248,7 +256,8 @@ export function createBatchingSalesforceClient(
   function flushLookups(): void {
     if (lookupTimer) clearTimeout(lookupTimer);
     lookupTimer = undefined;
-    const batches = [...lookupBatches.values()];
+    const batches = [...fullBatches, ...lookupBatches.values()];
+    fullBatches = [];
     lookupBatches.clear();
     for (let i = 0; i < batches.length; i += COMPOSITE_COLLECTIONS)
       sendLookups(batches.slice(i, i + COMPOSITE_COLLECTIONS));
@@ -311,10 +320,17 @@ export function createBatchingSalesforceClient(
     }
   }
 
+  function closeLookupBatch(key: string, batch: LookupBatch): void {
+    lookupBatches.delete(key);
+    fullBatches.push(batch);
+  }
+
   /** The open batches go once no lookup has joined any of them for the quiet period, or the window after the oldest opened. */
   function scheduleLookups(): void {
     if (lookupTimer) clearTimeout(lookupTimer);
-    const oldest = Math.min(...[...lookupBatches.values()].map((b) => b.firstAt));
+    lookupTimer = undefined;
+    if (fullBatches.length === 0 && lookupBatches.size === 0) return;
+    const oldest = Math.min(...[...fullBatches, ...lookupBatches.values()].map((b) => b.firstAt));
     const left = options.windowMs - (Date.now() - oldest);
     lookupTimer = setTimeout(flushLookups, Math.max(0, Math.min(lookupQuietMs, left)));
   }
@@ -350,7 +366,7 @@ export function createBatchingSalesforceClient(
       let batch = lookupBatches.get(key);
       const fresh = [...keys].filter((k) => !batch?.values.has(k)).length;
       if (batch && batch.values.size + fresh > LOOKUP_VALUES_PER_QUERY) {
-        flushLookups();
+        closeLookupBatch(key, batch);
         batch = undefined;
       }
       if (!batch) {
@@ -360,8 +376,11 @@ export function createBatchingSalesforceClient(
       for (const value of values)
         if (!batch.values.has(lookupKey(value))) batch.values.set(lookupKey(value), value);
       batch.waiters.push({ keys, resolve: (rows) => resolve(rows as T[]), reject });
-      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) flushLookups();
-      else scheduleLookups();
+      if (batch.values.size >= LOOKUP_VALUES_PER_QUERY) closeLookupBatch(key, batch);
+      // A composite request's worth of full queries goes at once; anything less waits for company.
+      if (fullBatches.length >= COMPOSITE_COLLECTIONS)
+        sendLookups(fullBatches.splice(0, COMPOSITE_COLLECTIONS));
+      scheduleLookups();
     });
   }
 

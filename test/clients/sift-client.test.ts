@@ -1,6 +1,9 @@
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   createSiftClient,
+  envelopeStatus,
+  isPlainUserScoreResponse,
   parseRetryAfter,
   redactSiftSecrets,
   siftSchemas,
@@ -409,6 +412,13 @@ describe('retries and failures', () => {
     expect(emulator.journal).toHaveLength(2);
   });
 
+  it('a deadline of seconds is kept by the phase timeouts: a slow answer still times out', async () => {
+    emulator.faults.inject({ path: '/score', delayMs: 3000 });
+    const error = await failure(client({ timeoutMs: 1000, maxRetries: 0 }).getUserScore('sandbox-low-risk'));
+    expect(error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
+    expect(error.message).toBe('Sift did not answer within 1000ms');
+  });
+
   it('apply decision is not retried after a lost response (it may have been applied)', async () => {
     emulator.faults.inject({ method: 'POST', path: '/decisions', dropResponse: true });
     const error = await failure(
@@ -534,6 +544,89 @@ describe.skipIf(!sharedFixturesPresent)(
     });
   },
 );
+
+describe('the checks without zod agree with the schemas', () => {
+  const score = {
+    status: 0,
+    error_message: 'OK',
+    time: 1796045439,
+    entity_type: 'user',
+    entity_id: 'u1',
+    scores: {
+      payment_abuse: {
+        status: 0,
+        error_message: 'OK',
+        time: 1796045439,
+        score: 0.94,
+        reasons: [
+          { name: 'UsersPerDevice', value: 4, details: { users: 'a,b' } },
+          { name: 'x', value: null },
+        ],
+        percentiles: { last_1_days: -1, last_7_days: 0.9 },
+      },
+      account_abuse: { score: 0.1, reasons: null },
+    },
+    latest_decisions: { payment_abuse: { id: 'block', category: 'BLOCK', source: 'MANUAL_REVIEW', time: 1 } },
+    latest_labels: { payment_abuse: { is_bad: true, time: 1, description: null } },
+    workflow_statuses: [],
+    extra_field: { kept: true },
+  };
+  type Body = Record<string, unknown>;
+  const at = (body: Body, path: string[], value: unknown): Body => {
+    const copy = structuredClone(body);
+    let node = copy;
+    for (const key of path.slice(0, -1)) node = node[key] as Body;
+    node[path.at(-1) as string] = value;
+    return copy;
+  };
+  const variants: [string, unknown][] = [
+    ['the full answer', score],
+    ['no optional parts', { status: 0 }],
+    ['a numeric-string time (the schema converts it)', at(score, ['time'], '1796045439')],
+    ['a numeric-string score time', at(score, ['scores', 'payment_abuse', 'time'], '17')],
+    ['a score as a string', at(score, ['scores', 'payment_abuse', 'score'], '0.9')],
+    ['a reason without a name', at(score, ['scores', 'payment_abuse', 'reasons'], [{ value: 1 }])],
+    [
+      'a reason value as an object',
+      at(score, ['scores', 'payment_abuse', 'reasons'], [{ name: 'n', value: {} }]),
+    ],
+    ['reasons as an object', at(score, ['scores', 'account_abuse', 'reasons'], {})],
+    ['a percentile as a string', at(score, ['scores', 'payment_abuse', 'percentiles'], { last_1_days: '1' })],
+    ['scores as an array', at(score, ['scores'], [])],
+    ['a label without is_bad', at(score, ['latest_labels', 'payment_abuse'], { time: 1 })],
+    ['a decision without id', at(score, ['latest_decisions', 'payment_abuse'], { category: 'block' })],
+    ['a description as a number', at(score, ['latest_decisions', 'payment_abuse', 'description'], 5)],
+    ['workflow_statuses as an object', at(score, ['workflow_statuses'], {})],
+    ['status missing', at(score, ['status'], undefined)],
+    ['error_message as a number', at(score, ['error_message'], 5)],
+    ['request as a number', at(score, ['request'], 5)],
+    ['a malformed time string', at(score, ['time'], '12abc')],
+    ['an array', []],
+    ['null', null],
+  ];
+
+  it.each(variants)('score answer: %s', (_name, body) => {
+    const parsed = siftSchemas.userScoreResponse.safeParse(body);
+    if (isPlainUserScoreResponse(body)) {
+      // Accepted without zod only when zod accepts it and returns it unchanged.
+      expect(parsed.success).toBe(true);
+      expect(parsed.data).toEqual(body);
+    }
+    // Everything zod would change or reject is left to zod.
+    if (!parsed.success || !isDeepStrictEqual(parsed.data, body))
+      expect(isPlainUserScoreResponse(body)).toBe(false);
+  });
+
+  it.each(variants)('v20x envelope: %s', (_name, body) => {
+    const parsed = siftSchemas.v20xEnvelope.safeParse(body);
+    expect(envelopeStatus(body)).toBe(parsed.success ? parsed.data.status : undefined);
+  });
+
+  it('the plain answer is taken as it is, and a numeric-string time still reads as a number', () => {
+    expect(isPlainUserScoreResponse(score)).toBe(true);
+    expect(isPlainUserScoreResponse(variants[2]?.[1])).toBe(false);
+  });
+});
 
 describe('verifySiftSignature', () => {
   // The body of Sift's own webhook test (sift.md): 2-space indent, no trailing newline.

@@ -214,6 +214,67 @@ describe('canonicalJson', () => {
     expect(() => canonicalJson({ n: 1n })).toThrow(/bigint/);
   });
 
+  it('writes the same text whether keys arrive sorted (native fast path) or not, at any depth', () => {
+    // An independent reference: sorted keys, JSON.stringify's rules for everything else.
+    const reference = (input: unknown): string | undefined => {
+      let value = input;
+      if (value !== null && typeof (value as { toJSON?: unknown })?.toJSON === 'function') {
+        value = (value as { toJSON: () => unknown }).toJSON();
+      }
+      if (value === null) return 'null';
+      if (typeof value === 'number') return Number.isFinite(value) ? JSON.stringify(value) : 'null';
+      if (typeof value === 'string' || typeof value === 'boolean') return JSON.stringify(value);
+      if (typeof value !== 'object') return undefined;
+      if (Array.isArray(value)) return `[${value.map((item) => reference(item) ?? 'null').join(',')}]`;
+      const parts = Object.keys(value)
+        .sort()
+        .flatMap((key) => {
+          const encoded = reference((value as Record<string, unknown>)[key]);
+          return encoded === undefined ? [] : [`${JSON.stringify(key)}:${encoded}`];
+        });
+      return `{${parts.join(',')}}`;
+    };
+    const reversed = (value: unknown): unknown => {
+      if (value === null || typeof value !== 'object' || 'toJSON' in value) return value;
+      if (Array.isArray(value)) return value.map(reversed);
+      return Object.fromEntries(
+        Object.entries(value)
+          .reverse()
+          .map(([k, v]) => [k, reversed(v)]),
+      );
+    };
+    class Point {
+      x = 1;
+      y = 2;
+    }
+    const withToJson = Object.assign([1, 2], { toJSON: () => ({ b: 1, a: 2 }) });
+    const values: unknown[] = [
+      {
+        a: 1,
+        b: [1, 'two', null, true, { c: undefined, d: Number.NaN, e: -0 }],
+        f: { g: { h: 'é\u2028"' } },
+      },
+      { args: { user_id: 'u1', amount: 12.5, tags: ['x', 'y'] }, principal: { id: 'a', kind: 'user' } },
+      { '10': 'ten', '9': 'nine', a: 'letter' },
+      { when: new Date(0), nested: { also: new Date(1) } },
+      {
+        point: new Point(),
+        boxed: Object(new String('s')),
+        bare: Object.assign(Object.create(null), { z: 1, a: 2 }),
+      },
+      { list: withToJson, fn: () => 1, sym: Symbol('s') },
+      [undefined, () => 1, { b: 2, a: 1 }],
+      'text',
+      42,
+      null,
+      { deep: JSON.parse(`${'{"a":'.repeat(40)}1${'}'.repeat(40)}`) as unknown },
+    ];
+    for (const value of values) {
+      expect(canonicalJson(value)).toBe(reference(value) ?? 'null');
+      expect(canonicalJson(reversed(value))).toBe(canonicalJson(value));
+    }
+  });
+
   it('sha256Hex hashes UTF-8 text to lower-case hex', () => {
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });

@@ -1,7 +1,8 @@
 /**
  * The automation's Salesforce client against the emulator, through the real jsforce client: many
  * concurrent lookups become one `IN (...)` query per shape (≤200 values), each caller getting its
- * own rows.
+ * own rows, and the queries that go together travel in one composite request; a new case's number
+ * is read in the write request that creates it.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -69,11 +70,14 @@ describe('batching Salesforce lookups', () => {
     });
     expect(answers[250]?.map((r) => r.Name)).toEqual(['Lookup 7']);
     expect(answers[251]).toEqual([]);
-    const sent = queries();
+    // Two queries (200 values at most each), sent together: one API call.
+    expect(queries()).toEqual([]);
+    const sent = subqueries(composites()[0]);
+    expect(composites()).toHaveLength(1);
     expect(sent).toHaveLength(2);
     for (const q of sent)
-      expect(q.query.q).toMatch(/^SELECT Id, Sift_User_Id__c, Name FROM Account WHERE Sift_User_Id__c IN \(/);
-    expect(sf.stats).toMatchObject({ lookupQueries: 2, lookups: 252 });
+      expect(q).toMatch(/^SELECT Id, Sift_User_Id__c, Name FROM Account WHERE Sift_User_Id__c IN \(/);
+    expect(sf.stats).toMatchObject({ lookupQueries: 2, lookupCalls: 1, lookups: 252 });
     await sf.close();
   });
 
@@ -140,6 +144,34 @@ describe('batching Salesforce lookups', () => {
     expect(emu.apiUsage().used - usedBefore).toBe(1);
     expect(queries()).toEqual([]);
     expect(subqueries(composites()[0])).toHaveLength(4);
+    await sf.close();
+  });
+
+  it('holds a query that reached 200 values for the others: 500 lookups of three objects, one API call', async () => {
+    const sf = batching();
+    for (let i = 0; i < 250; i += 1)
+      emu.insert('Contact', { LastName: `Full ${i}`, Sift_User_Id__c: `lkc_${i}` });
+    const usedBefore = emu.apiUsage().used;
+    const users = Array.from({ length: 250 }, (_, i) => `lk_${i}`);
+    const contactsBy = (user: string) =>
+      sf.lookup<{ LastName: string }>({
+        sobject: 'Contact',
+        field: 'Sift_User_Id__c',
+        values: [user],
+        select: ['LastName'],
+      });
+    const [accounts, contacts, cases] = await Promise.all([
+      Promise.all(users.map((u) => accountsBy(sf, u))),
+      Promise.all(users.map((u) => contactsBy(u.replace('lk_', 'lkc_')))),
+      sf.lookup({ sobject: 'Case', field: 'Fraudgate_Key__c', values: ['case-nobody'], select: [] }),
+    ]);
+    expect(accounts.map((rows) => rows[0]?.Name)).toEqual(users.map((_, i) => `Lookup ${i}`));
+    expect(contacts.map((rows) => rows[0]?.LastName)).toEqual(users.map((_, i) => `Full ${i}`));
+    expect(cases).toEqual([]);
+    // Two Account queries, two Contact queries and the Case query: five, one composite request.
+    expect(emu.apiUsage().used - usedBefore).toBe(1);
+    expect(subqueries(composites()[0])).toHaveLength(5);
+    expect(queries()).toEqual([]);
     await sf.close();
   });
 
