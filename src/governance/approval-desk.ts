@@ -14,7 +14,7 @@ import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
 import type { Principal } from '../tool.ts';
 import type { SqlExecutor } from '../store/sql.ts';
-import type { AuditAppendInput, AuditLog } from './audit.ts';
+import { unrecordedError, type AuditAppendInput, type AuditLog } from './audit.ts';
 
 /**
  * Runs `fn` in one store transaction, with the approvals bound to it and its executor (for the
@@ -148,16 +148,11 @@ export function createApprovalDesk(deps: {
         );
       const notRecorded = (error: unknown, applied: string) => {
         logger.error('approval decision not recorded', { approval_id: approvalId, error: String(error) });
-        return new FraudgateError(
-          ERROR_CODES.INTERNAL,
+        return unrecordedError(
           `The ${decision.approve ? 'approval' : 'denial'} of ${approvalId} could not be written to the audit log` +
             applied +
             'The operator must fix the audit log (see the server log).',
-          {
-            retryable: true,
-            ...(error instanceof FraudgateError ? { detail: error.detail } : {}),
-            cause: error,
-          },
+          error,
         );
       };
       if (transaction) {

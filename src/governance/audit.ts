@@ -180,6 +180,23 @@ export function auditError(message: string, detail: string, cause?: unknown, ret
     detail,
     cause,
     retryable,
+    ...(retryable ? { data: { dependency: 'ledger' } } : {}),
+  });
+}
+
+/**
+ * What a caller throws when the record its action needs could not be written (`error`, from the
+ * ledger), with its own `message` saying what was (not) done: a ledger that cannot write for now
+ * stays a dependency's outage (retryable UPSTREAM_ERROR, `data.dependency` 'ledger'; the outbox
+ * pauses for it without spending attempts); anything else (a bug) is INTERNAL.
+ */
+export function unrecordedError(message: string, error: unknown): FraudgateError {
+  const retryable = error instanceof FraudgateError && error.retryable;
+  return new FraudgateError(retryable ? ERROR_CODES.UPSTREAM_ERROR : ERROR_CODES.INTERNAL, message, {
+    detail: error instanceof FraudgateError ? (error.detail ?? error.message) : String(error),
+    cause: error,
+    retryable,
+    ...(retryable ? { data: { dependency: 'ledger' } } : {}),
   });
 }
 

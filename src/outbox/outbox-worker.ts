@@ -357,10 +357,9 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    */
   const queuePause = { until: 0, ms: 0, probe: false };
   function dependencyDown(error: FraudgateError): boolean {
-    // INTERNAL is retryable only when the audit ledger cannot write (fail closed, not a bug).
-    if (error.code === ERROR_CODES.INTERNAL) return error.retryable;
     if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
-    // No upstream named: the pipeline's own dependency (the rate-limit store) refused the call.
+    // No upstream named: fraudgate's own dependency refused the call (the store, the audit ledger
+    // that cannot write, the rate-limit store), retryable when it is an outage rather than a bug.
     if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
     for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
       const code = (e as { code?: unknown }).code;
@@ -381,7 +380,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     queuePause.probe = false;
     if (first) {
       logger.warn('outbox paused: a dependency is unavailable; effects wait without spending attempts', {
-        service: (error.data as { service?: unknown } | undefined)?.service ?? 'store',
+        service:
+          (error.data as { service?: unknown; dependency?: unknown } | undefined)?.service ??
+          (error.data as { dependency?: unknown } | undefined)?.dependency ??
+          'a fraudgate dependency',
         code: error.code,
       });
     }

@@ -73,26 +73,30 @@ export function scoreObservingSift<T extends SiftClient>(sift: T, sink: Decision
   // The last score stored per user: re-reading an unchanged score (the common case) writes nothing.
   // The outbox's dedupe key stays the authority (other processes, restarts); this only saves the write.
   const stored = new Map<string, string>();
-  const observe = async (score: SiftUserScore | undefined) => {
+  // Undefined when there is nothing to store, so the read does not wait a turn for nothing.
+  const observe = (score: SiftUserScore | undefined): Promise<void> | undefined => {
     const event = score && scoreReadEvent(score);
-    if (!event) return;
+    if (!event) return undefined;
     const key = `${event.decisionId}@${event.time}`;
-    if (stored.get(event.entityId) === key) return;
-    await sink.enqueue(event);
-    stored.delete(event.entityId);
-    stored.set(event.entityId, key);
-    if (stored.size > 10_000) stored.delete(stored.keys().next().value as string);
+    if (stored.get(event.entityId) === key) return undefined;
+    return sink.enqueue(event).then(() => {
+      stored.delete(event.entityId);
+      stored.set(event.entityId, key);
+      if (stored.size > 10_000) stored.delete(stored.keys().next().value as string);
+    });
   };
   return {
     ...sift,
     async getUserScore(userId, options) {
       const score = await sift.getUserScore(userId, options);
-      await observe(score);
+      const storing = observe(score);
+      if (storing) await storing;
       return score;
     },
     async sendEvent(event, options) {
       const result = await sift.sendEvent(event, options);
-      await observe(result.score);
+      const storing = observe(result.score);
+      if (storing) await storing;
       return result;
     },
   };

@@ -1,7 +1,9 @@
 /**
  * Streamable HTTP transport on plain node:http: MCP at `/mcp` (stateful sessions with SSE, so
- * elicitation, progress and logging work), `/healthz`, `/readyz`, `/metrics`, the RFC 9728
- * protected-resource metadata, and mount points (`extraHandlers`) for the approval console.
+ * elicitation, progress and logging work; a request whose answer is the first thing the server
+ * writes for it is answered as plain JSON instead, see `sendWebResponse`), `/healthz`, `/readyz`,
+ * `/metrics`, the RFC 9728 protected-resource metadata, and mount points (`extraHandlers`) for the
+ * approval console.
  *
  * Security decisions, in request order:
  * - Host allow-list (DNS rebinding): localhost, 127.0.0.1, [::1], the public URL's host and
@@ -21,7 +23,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { isInitializeRequest, isJSONRPCRequest } from '@modelcontextprotocol/sdk/types.js';
+import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
@@ -30,6 +32,7 @@ import { createMcpServer } from '../server.ts';
 import type { Principal } from '../tool.ts';
 import {
   createMcpSessionManager,
+  isRequestShaped,
   SessionCapError,
   SessionStoreUnavailableError,
   type LiveSession,
@@ -77,6 +80,13 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
+/** What a request's handlers learn that its access-log line reports. */
+interface RequestContext {
+  principal?: string;
+  /** The request path, once routing has parsed it. */
+  path?: string | undefined;
+}
+
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
 
@@ -99,8 +109,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 const isLoopbackAddress = (address: string | undefined) =>
   !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
 
+const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
+
 /** The request path, or undefined when the request target is not a URL (e.g. `GET http://[bad`). */
 function pathOf(req: IncomingMessage): string | undefined {
+  // The common target (`/mcp`): nothing a URL parser would change (no dots, escapes, query).
+  if (req.url !== undefined && PLAIN_PATH.test(req.url)) return req.url;
   try {
     return new URL(req.url ?? '/', 'http://placeholder').pathname;
   } catch {
@@ -167,40 +181,95 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-/** The Node request as a Web `Request` for the SDK's web-standard transport (the body is passed parsed). */
-function toWebRequest(req: IncomingMessage, res: ServerResponse): Request {
+/**
+ * The Node request as a Web `Request` for the SDK's web-standard transport (the body is passed
+ * parsed). No abort signal: the transport never reads one, and a client that goes away is seen by
+ * `sendWebResponse`, which cancels the response stream.
+ */
+function toWebRequest(req: IncomingMessage): Request {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (typeof value === 'string') headers.set(name, value);
     else if (Array.isArray(value)) for (const v of value) headers.append(name, v);
   }
-  // A client that goes away aborts the request, as a fetch-based server would see it.
-  const aborted = new AbortController();
-  res.once('close', () => aborted.abort());
-  return new Request(new URL(req.url ?? '/mcp', 'http://fraudgate.internal'), {
+  return new Request(`http://fraudgate.internal${req.url ?? '/mcp'}`, {
     method: req.method ?? 'GET',
     headers,
-    signal: aborted.signal,
   });
 }
 
-/** Streams a Web `Response` (JSON or SSE) to the Node response; resolves when it has ended. */
-async function sendWebResponse(res: ServerResponse, response: Response): Promise<void> {
+/** How the SDK frames a message on an SSE stream without an event store (no `id:` line). */
+const SSE_MESSAGE_PREFIX = Buffer.from('event: message\ndata: ');
+const SSE_EVENT_END = Buffer.from('\n\n');
+
+/** The JSON of one SSE message event as the SDK writes it, or undefined when the chunk is framed otherwise. */
+function sseMessageData(chunk: Uint8Array): Uint8Array | undefined {
+  const prefix = SSE_MESSAGE_PREFIX.length;
+  const end = chunk.length - SSE_EVENT_END.length;
+  if (end <= prefix) return undefined;
+  if (Buffer.compare(SSE_MESSAGE_PREFIX, chunk.subarray(0, prefix)) !== 0) return undefined;
+  if (Buffer.compare(SSE_EVENT_END, chunk.subarray(end)) !== 0) return undefined;
+  const data = chunk.subarray(prefix, end);
+  // One event, one line of JSON: a newline inside would mean more than one event in the chunk.
+  return data.includes(0x0a) ? undefined : data;
+}
+
+/**
+ * Streams a Web `Response` (JSON or SSE) to the Node response; resolves when it has ended.
+ *
+ * `answeredFirst`: for a POST carrying one request, tells whether the first message the server
+ * wrote on that request's stream was its answer. Then the stream holds nothing else (the SDK ends
+ * it after the answer), and the answer goes out as a plain `application/json` body, which the
+ * Streamable HTTP spec lets the server choose per request: one write, a Content-Length, and no
+ * SSE framing for the client to parse. Anything written before the answer (progress, an
+ * elicitation) keeps the stream SSE from its first byte, as before.
+ */
+async function sendWebResponse(
+  res: ServerResponse,
+  response: Response,
+  answeredFirst?: () => boolean,
+): Promise<void> {
   const headers: Record<string, string> = {};
   response.headers.forEach((value, name) => {
     headers[name] = value;
   });
-  res.writeHead(response.status, headers);
   if (!response.body) {
+    res.writeHead(response.status, headers);
     res.end();
     return;
   }
-  res.flushHeaders();
   const reader = response.body.getReader();
   // The client went away: cancelling lets the transport drop the stream (its cancel callback).
   const cancel = () => void reader.cancel().catch(() => {});
   res.once('close', cancel);
   try {
+    const sse = headers['content-type']?.startsWith('text/event-stream') === true;
+    if (answeredFirst && sse) {
+      // Headers wait for the first event: until then the body could still become plain JSON.
+      const first = await reader.read();
+      if (first.done || res.destroyed) {
+        if (!res.headersSent) res.writeHead(response.status, headers);
+        return;
+      }
+      const data = answeredFirst() ? sseMessageData(first.value) : undefined;
+      if (data) {
+        delete headers['content-type'];
+        res.writeHead(response.status, {
+          ...headers,
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+          'content-length': String(data.length),
+        });
+        res.end(data);
+        return;
+      }
+      res.writeHead(response.status, headers);
+      res.write(first.value);
+    } else {
+      res.writeHead(response.status, headers);
+      // A stream (GET) may stay quiet for long: the client learns it is open from the headers.
+      res.flushHeaders();
+    }
     for (;;) {
       const { done, value } = await reader.read();
       if (done || res.destroyed) break;
@@ -212,6 +281,11 @@ async function sendWebResponse(res: ServerResponse, response: Response): Promise
     res.off('close', cancel);
     res.end();
   }
+}
+
+/** The id of the one JSON-RPC request a POST body carries; undefined for batches and other bodies. */
+function soleRequestId(body: unknown): RequestId | undefined {
+  return isRequestShaped(body) ? body.id : undefined;
 }
 
 const storeUnavailable = (res: ServerResponse) =>
@@ -327,7 +401,7 @@ export async function startHttpServer(
     );
   };
 
-  const authenticate = async (req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) => {
+  const authenticate = async (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => {
     const token = bearerToken(req);
     if (!token) {
       unauthorized(res, undefined);
@@ -342,7 +416,7 @@ export async function startHttpServer(
     return result.principal;
   };
 
-  async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+  async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
     const principal = await authenticate(req, res, ctx);
     if (!principal) return;
     const sessionHeader = req.headers['mcp-session-id'];
@@ -415,7 +489,7 @@ export async function startHttpServer(
       return;
     }
     const messages: unknown[] = Array.isArray(body) ? body : [body];
-    await sessions.touch(session, method === 'POST' && messages.some((m) => isJSONRPCRequest(m)));
+    await sessions.touch(session, method === 'POST' && messages.some(isRequestShaped));
     await serve(session, req, res, method, body);
   }
 
@@ -428,13 +502,19 @@ export async function startHttpServer(
   ) {
     const counter = method === 'GET' ? 'streams' : 'calls';
     session[counter] += 1;
+    const requestId = soleRequestId(body);
     try {
       const response = await session.transport.handleRequest(
-        toWebRequest(req, res),
+        toWebRequest(req),
         body === undefined ? undefined : { parsedBody: body },
       );
-      await sendWebResponse(res, response);
+      await sendWebResponse(
+        res,
+        response,
+        requestId === undefined ? undefined : () => session.wire.answeredFirst(requestId),
+      );
     } finally {
+      if (requestId !== undefined) session.wire.answeredFirst(requestId);
       session[counter] -= 1;
       session.lastSeen = Date.now();
     }
@@ -453,7 +533,7 @@ export async function startHttpServer(
     }
     let response: Response;
     try {
-      response = await sessions.initialize(principal, body, toWebRequest(req, res));
+      response = await sessions.initialize(principal, body, toWebRequest(req));
     } catch (error) {
       if (!(error instanceof SessionCapError)) throw error;
       const { limit, open, max } = error.refusal;
@@ -512,7 +592,7 @@ export async function startHttpServer(
     sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : draining ? 'draining' : 'not_ready', checks });
   }
 
-  async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+  async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
     if (!isLoopbackAddress(req.socket.remoteAddress)) {
       const principal = await authenticate(req, res, ctx);
       if (!principal) return;
@@ -541,22 +621,35 @@ export async function startHttpServer(
     };
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
-    const path = pathOf(req);
-    if (path === undefined) {
-      sendJson(res, 400, jsonRpcError(-32600, 'Bad request: the request target is not a valid URL'));
-      return;
-    }
-    const probe = path === '/healthz' || path === '/readyz';
-    if (!probe) {
-      const hostHeader = req.headers.host ?? '';
+  // Host header → allowed: clients send the same few values, and parsing one is a URL parse.
+  const hostVerdicts = new Map<string, boolean>();
+  function hostAllowed(hostHeader: string): boolean {
+    let verdict = hostVerdicts.get(hostHeader);
+    if (verdict === undefined) {
       let hostname: string;
       try {
         hostname = new URL(`http://${hostHeader}`).hostname.toLowerCase();
       } catch {
         hostname = '';
       }
-      if (!allowedHosts.has(hostname)) {
+      verdict = allowedHosts.has(hostname);
+      // Anyone can send any Host: the memo stays small.
+      if (hostVerdicts.size >= 64) hostVerdicts.clear();
+      hostVerdicts.set(hostHeader, verdict);
+    }
+    return verdict;
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
+    const path = pathOf(req);
+    ctx.path = path;
+    if (path === undefined) {
+      sendJson(res, 400, jsonRpcError(-32600, 'Bad request: the request target is not a valid URL'));
+      return;
+    }
+    const probe = path === '/healthz' || path === '/readyz';
+    if (!probe) {
+      if (!hostAllowed(req.headers.host ?? '')) {
         sendJson(res, 403, jsonRpcError(-32000, 'Forbidden: Host header not allowed'));
         return;
       }
@@ -583,14 +676,17 @@ export async function startHttpServer(
     sendJson(res, 404, { error: 'not_found' });
   }
 
+  // One line per request at info; below that level the line is not even assembled.
+  const logRequests = logger.enabled('info');
   const httpServer: Server = createServer((req, res) => {
     const started = performance.now();
-    const ctx: { principal?: string } = {};
+    const ctx: RequestContext = {};
     res.once('close', () => {
       // A listener that threw here would be an uncaught exception: the whole server would stop.
-      const path = pathOf(req) ?? '(invalid request target)';
       const status = res.statusCode;
       metrics.onHttpRequest(req.method ?? 'OTHER', status);
+      if (!logRequests) return;
+      const path = ctx.path ?? pathOf(req) ?? '(invalid request target)';
       // Path only: query strings can carry tokens or personal data. Never headers.
       logger.info('http request', {
         method: req.method,
@@ -633,6 +729,8 @@ export async function startHttpServer(
     allowedHosts.add(pub.hostname.toLowerCase());
     allowedOrigins.add(pub.origin.toLowerCase());
   }
+  // Verdicts reached while the lists were still empty (none: nothing runs in between) would be stale.
+  hostVerdicts.clear();
   authenticator =
     options.authenticator ??
     createAuthenticator({

@@ -27,7 +27,6 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   isJSONRPCErrorResponse,
-  isJSONRPCRequest,
   isJSONRPCResultResponse,
   LATEST_PROTOCOL_VERSION,
   SUPPORTED_PROTOCOL_VERSIONS,
@@ -71,6 +70,8 @@ export interface LiveSession {
   id: string;
   principal: Principal;
   transport: WebStandardStreamableHTTPServerTransport;
+  /** What the McpServer writes through (replica-tagged ids; which answers went out first). */
+  wire: ReplicaTaggedTransport;
   server: McpServer;
   /** POST requests being answered here (tool calls in flight). */
   calls: number;
@@ -94,15 +95,35 @@ async function stored<T>(op: Promise<T>): Promise<T> {
   }
 }
 
+/** A valid JSON-RPC response (result or error): the full check, for messages from the network. */
+const isResponse = (m: unknown): m is JSONRPCMessage & { id: RequestId } =>
+  isJSONRPCResultResponse(m) || isJSONRPCErrorResponse(m);
+
+/**
+ * Shape-only tests for routing: cheap on every request, where the SDK's validators (zod) cost
+ * more than the rest of the routing, and a failed parse most of all. The SDK transport still
+ * validates every message it accepts; anything forwarded to another replica is checked in full.
+ */
+const hasKey = (m: unknown, key: string): m is Record<string, unknown> =>
+  typeof m === 'object' && m !== null && !Array.isArray(m) && key in m;
+/** Shaped like a request: a method and an id. */
+export const isRequestShaped = (m: unknown): m is { id: RequestId; method: string } =>
+  hasKey(m, 'method') && (typeof m.id === 'string' || typeof m.id === 'number');
+/** Shaped like a response: an id and no method. */
+const isResponseShaped = (m: unknown): m is { id: RequestId } =>
+  hasKey(m, 'id') && !('method' in m) && ('result' in m || 'error' in m);
+
 /**
  * The transport the McpServer talks to: forwards to the SDK's HTTP transport, but gives every
  * request the server sends an id that names this replica, and maps the client's answer back.
  */
-class ReplicaTaggedTransport implements Transport {
+export class ReplicaTaggedTransport implements Transport {
   onclose?: () => void;
   onerror?: (error: Error) => void;
   onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void;
   private readonly pending = new Map<string, RequestId>();
+  /** Per client request being answered: what this server wrote first on its response stream. */
+  private readonly firstOnStream = new Map<RequestId, 'answer' | 'other'>();
   private readonly inner: WebStandardStreamableHTTPServerTransport;
   private readonly replica: string;
 
@@ -127,7 +148,13 @@ class ReplicaTaggedTransport implements Transport {
   }
 
   send(message: JSONRPCMessage, options?: TransportSendOptions) {
-    if (isJSONRPCRequest(message)) {
+    if (isResponseShaped(message)) {
+      // The first message on this request's stream is its answer, unless something went before it.
+      if (!this.firstOnStream.has(message.id)) this.firstOnStream.set(message.id, 'answer');
+    } else if (options?.relatedRequestId !== undefined && !this.firstOnStream.has(options.relatedRequestId)) {
+      this.firstOnStream.set(options.relatedRequestId, 'other');
+    }
+    if (isRequestShaped(message)) {
       const wireId = `fg.${this.replica}.${String(message.id)}`;
       this.pending.set(wireId, message.id);
       return this.inner.send({ ...message, id: wireId }, options);
@@ -135,12 +162,20 @@ class ReplicaTaggedTransport implements Transport {
     return this.inner.send(message, options);
   }
 
+  /**
+   * Whether the first message written on the response stream of the client's request `id` was its
+   * answer (nothing before it: no progress, no elicitation), and forgets the request. The HTTP layer
+   * calls it once per request it answers, after the stream's first chunk (and again when done).
+   */
+  answeredFirst(id: RequestId): boolean {
+    const first = this.firstOnStream.get(id);
+    this.firstOnStream.delete(id);
+    return first === 'answer';
+  }
+
   /** A client message, from this replica's HTTP request or relayed from another replica. */
   receive(message: JSONRPCMessage, extra?: MessageExtraInfo) {
-    if (
-      (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) &&
-      typeof message.id === 'string'
-    ) {
+    if (isResponseShaped(message) && typeof message.id === 'string') {
       const original = this.pending.get(message.id);
       if (original !== undefined) {
         this.pending.delete(message.id);
@@ -151,9 +186,6 @@ class ReplicaTaggedTransport implements Transport {
     this.onmessage?.(message, extra);
   }
 }
-
-const isResponse = (m: unknown): m is JSONRPCMessage & { id: RequestId } =>
-  isJSONRPCResultResponse(m) || isJSONRPCErrorResponse(m);
 
 /** The replica a client response is addressed to, from the id the server gave its request. */
 function replicaOf(message: JSONRPCMessage & { id: RequestId }): string | undefined {
@@ -181,6 +213,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       id,
       principal,
       transport,
+      wire,
       server,
       calls: 0,
       streams: 0,
@@ -355,7 +388,9 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      */
     async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
       const messages = Array.isArray(body) ? body : [body];
-      if (messages.length === 0 || !messages.every(isResponse)) return false;
+      // Requests and notifications (nearly every POST) never relay: decided on shape alone.
+      if (messages.length === 0 || !messages.every(isResponseShaped) || !messages.every(isResponse))
+        return false;
       const targets = messages.map((m) => replicaOf(m));
       if (targets.some((t) => t === undefined || t === replica)) return false;
       for (const [i, message] of messages.entries()) {

@@ -111,7 +111,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         await sql(failRecordsOf[engine]('denied'));
         await expect(
           state.desk.decide(approval.id, { approve: false, approver, reason: 'not fraud' }),
-        ).rejects.toMatchObject({ code: 'INTERNAL', retryable: true });
+        ).rejects.toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true, data: { dependency: 'ledger' } });
         // The denial was written first, then its record failed: the transaction took both back.
         expect((await state.approvals.get(approval.id))?.state).toBe('pending');
         expect(await recordsFor(approval.id)).toEqual([]);

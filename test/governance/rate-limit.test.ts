@@ -28,6 +28,18 @@ describe('in-memory buckets', () => {
     expect((await limiter.take('k', BUCKET)).allowed).toBe(true);
     expect((await limiter.take('other', BUCKET)).allowed).toBe(true);
   });
+
+  it('answer at once (takeNow, which the pipeline uses) from the same buckets as take', async () => {
+    let t = 1_000_000;
+    const limiter = createRateLimiter(() => t);
+    const first = limiter.takeNow?.('k', BUCKET);
+    expect(first).not.toBeInstanceOf(Promise);
+    expect(first).toMatchObject({ allowed: true, remaining: 1 });
+    expect((await limiter.take('k', BUCKET)).allowed).toBe(true);
+    expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
+    t += 1000;
+    expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: true, remaining: 0 });
+  });
 });
 
 describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {

@@ -3,8 +3,12 @@
  * Sift emulator stopped (connections refused), effects fail more often than `max_attempts` allows,
  * yet none spends an attempt or becomes a dead letter; once Sift listens again on the same port the
  * running worker resumes by itself and every effect runs. A 500 or a reset still counts (worker.test.ts, exactly-once.test.ts).
+ * The same for the audit ledger that cannot write (intent records failing, injected): a retryable
+ * UPSTREAM_ERROR naming the ledger, never an attempt spent.
  */
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
+import { databasePath } from '../../src/store/store.ts';
 import { startSiftEmulator, type SiftEmulator } from '../../src/sandbox/sift-emulator.ts';
 import { outboxEnv, type OutboxEnv } from './helpers.ts';
 
@@ -65,5 +69,47 @@ describe('outbox pause', { timeout: 60_000 }, () => {
     expect(settled.every((e) => e.attempts === 0)).toBe(true);
     expect(restarted.journal.length).toBeGreaterThanOrEqual(USERS.length);
     expect(env.sandbox.segment.profile('sandbox-watch')?.fraud_decision).toBe('watch');
+  });
+
+  it('an audit ledger that cannot write pauses the queue without spending attempts; it resumes when the ledger writes', async () => {
+    env = await outboxEnv({ config: { automation: { max_attempts: MAX_ATTEMPTS } } });
+    const { store, worker } = env.automation;
+    // A full disk, say: every intent record fails to insert, so no effect may run.
+    const db = new DatabaseSync(databasePath(env.config));
+    db.exec(`CREATE TRIGGER fail_intent BEFORE INSERT ON audit_records WHEN NEW.body LIKE '%"event":"intent"%'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    for (const user of USERS) {
+      await store.enqueueRouted(
+        { entityType: 'user', entityId: user, decisionId: 'watch_user_payment_abuse', time: Date.now() },
+        [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: user } }],
+      );
+    }
+    for (let i = 0; i < 10; i += 1) {
+      await worker.tick();
+      await sleep(450);
+    }
+    const waiting = await store.list({ limit: 100 });
+    expect(waiting).toHaveLength(USERS.length);
+    for (const effect of waiting) expect(effect).toMatchObject({ state: 'pending', attempts: 0 });
+    // Refused by the ledger (its intent record failed, or it refuses calls until a commit succeeds).
+    expect(waiting.some((e) => /^UPSTREAM_ERROR: The audit (log|ledger)/.test(e.lastError ?? ''))).toBe(true);
+    expect((await store.stats()).dead).toBe(0);
+    expect(env.sandbox.segment.profile('sandbox-watch')?.fraud_decision).toBeUndefined();
+
+    db.exec('DROP TRIGGER fail_intent');
+    db.close();
+    worker.start();
+    const busy = async () => {
+      const s = await store.stats();
+      return s.pending + s.leased > 0;
+    };
+    for (let i = 0; i < 400 && (await busy()); i += 1) await sleep(50);
+    const settled = await store.list({ limit: 100 });
+    expect(settled.map((e) => e.state)).toEqual(USERS.map(() => 'done'));
+    expect(settled.every((e) => e.attempts === 0)).toBe(true);
+    const intents = (await env.auditRecords()).filter(
+      (r) => r.tool === 'sync_decision_to_segment' && r.event === 'intent',
+    );
+    expect(intents).toHaveLength(USERS.length);
   });
 });

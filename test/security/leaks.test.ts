@@ -175,7 +175,13 @@ describe('approval decisions', () => {
         approve: true,
         approver: { id: 'apu.approver@example.com', kind: 'user', role: 'approver' },
       }),
-    ).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringContaining('still pending') });
+    ).rejects.toMatchObject({
+      // The ledger cannot write for now: a dependency's outage the approver can retry through.
+      code: 'UPSTREAM_ERROR',
+      retryable: true,
+      data: { dependency: 'ledger' },
+      message: expect.stringContaining('still pending'),
+    });
     const after = await approvals.get(created.id);
     expect(after?.state).toBe('pending');
     expect(after?.decided_by).toBeUndefined();

@@ -503,6 +503,52 @@ describe('sessions', () => {
   });
 });
 
+describe('responses', () => {
+  it('a call answered at once comes back as one JSON body; a call that asks the client first streams SSE', async () => {
+    const { http } = await start({
+      config: { approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] } },
+    });
+    // What the server answered each POST with, by the JSON-RPC method the POST carried.
+    const answered: { method: string; type: string }[] = [];
+    const recordingFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as { method?: string }) : {};
+      if (init?.method === 'POST' && body.method)
+        answered.push({ method: body.method, type: response.headers.get('content-type') ?? '' });
+      return response;
+    };
+    const transport = new StreamableHTTPClientTransport(new URL(http.mcpUrl), {
+      requestInit: { headers: { Authorization: `Bearer ${ANALYST_KEY}` } },
+      fetch: recordingFetch,
+    });
+    const client = new Client(
+      { name: 'http-test', version: '0.0.0' },
+      { capabilities: { elicitation: { form: {} } } },
+    );
+    let asked = 0;
+    client.setRequestHandler(ElicitRequestSchema, () => {
+      asked += 1;
+      return { action: 'accept', content: { confirm: true } };
+    });
+    await client.connect(transport);
+    cleanups.push(() => client.close().catch(() => {}));
+
+    const read = (await client.callTool({
+      name: 'get_sift_score',
+      arguments: { user_id: 'sandbox-high-risk' },
+    })) as CallToolResult;
+    expect(read.isError).toBeFalsy();
+    expect(answered.at(-1)).toEqual({ method: 'tools/call', type: 'application/json' });
+
+    // The confirmation (an elicitation) goes out on the call's stream before its answer: SSE.
+    const write = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+    expect(write.isError).toBeFalsy();
+    expect(asked).toBe(1);
+    const call = answered.filter((a) => a.method === 'tools/call').at(-1);
+    expect(call?.type).toContain('text/event-stream');
+  });
+});
+
 describe('HTTP hardening', () => {
   it('refuses a foreign Origin or Host with 403 and accepts its own', async () => {
     const { http } = await start();
