@@ -10,10 +10,10 @@ import { parseArgs } from 'node:util';
 import { tools } from '../tools/index.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
-import { createLogger } from './logger.ts';
-import { openConfiguredStore, openRuntime, replicaIdFor, type Runtime } from './runtime.ts';
+import { createLogger, type Logger } from './logger.ts';
+import type { Runtime } from './runtime.ts';
 import type { HttpHandler } from './transports/http.ts';
-import { checkServices, describeFailure } from './startup.ts';
+import { checkServeKeys, checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -284,9 +284,108 @@ function configure(values: CliValues): LoadedConfig {
 
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
+  // Keys a live deployment must be given are refused here, before any client is answered.
+  checkServeKeys(loaded.config, loaded.secrets);
+  const { config: known } = loaded;
+  process.stderr.write(
+    known.mode === 'sandbox'
+      ? `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${known.data_dir}\n`
+      : `fraudgate: live mode (${loaded.modeReason}); data dir ${known.data_dir}\n`,
+  );
+  if (!known.analyst && !http) {
+    process.stderr.write(
+      'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
+    );
+  }
+  if (!http) {
+    // stdio answers the handshake while the runtime opens; calls wait for it (src/transports/stdio.ts).
+    const { serveStdio } = await import('./transports/stdio.ts');
+    await serveStdio({
+      analyst: loaded.config.analyst,
+      logger,
+      open: async () => {
+        const opened = await openServe(loaded, logger, 'stdio');
+        return {
+          runtime: opened.runtime,
+          async close() {
+            await opened.jobs.close();
+            await opened.runtime.close();
+            await opened.store.close();
+            await opened.sandbox?.close();
+            await opened.tracing?.shutdown();
+          },
+        };
+      },
+      onClosed: () => process.exit(0),
+    });
+    return;
+  }
+  const { config, secrets, runtime, store, jobs, sandbox, tracing } = await openServe(loaded, logger, 'http');
+  const { replicaIdFor } = await import('./runtime.ts');
+  // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
+  // One store and one ledger writer per process: the automation side shares the MCP side's.
+  const [
+    { openAutomation },
+    { createSiftWebhookHandler },
+    { createSegmentWebhookHandler },
+    { siftUserResolver },
+  ] = await Promise.all([
+    import('./outbox/automation.ts'),
+    import('./webhooks/sift-webhook.ts'),
+    import('./webhooks/segment-webhook.ts'),
+    import('./webhooks/segment-mapping.ts'),
+  ]);
+  const automation = await openAutomation({
+    config,
+    secrets,
+    tools,
+    logger,
+    store,
+    audit: runtime.audit,
+    owner: replicaIdFor(config, 'http'),
+  });
+  automation.worker.start();
+  const webhook = createSiftWebhookHandler({
+    outbox: automation.store,
+    keys: secrets.siftWebhookKeys ?? [],
+    audit: runtime.audit,
+    logger,
+    bodyLimitBytes: config.http.body_limit_bytes,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
+  const segmentWebhook = createSegmentWebhookHandler({
+    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    secret: secrets.segmentWebhookSecret,
+    mapping: config.mapping,
+    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
+    audit: runtime.audit,
+    logger,
+    bodyLimitBytes: config.http.body_limit_bytes,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  await serveHttp(
+    runtime,
+    secrets.devToken,
+    async () => {
+      await jobs.close();
+      await automation.close();
+      await runtime.close();
+      await store.close();
+      await sandbox?.close();
+      await tracing?.shutdown();
+    },
+    [webhook, segmentWebhook],
+  );
+}
+
+/**
+ * What `serve` runs on either transport: the service checks, tracing, the sandbox's emulators (in
+ * sandbox mode), the store, the runtime and the background jobs. Everything here is imported when
+ * needed, not at start-up: a stdio session answers `initialize` before any of it (npm run bench).
+ */
+async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 'stdio') {
   await checkServices(loaded.config, loaded.secrets);
-  // Everything below is imported when needed, not at start-up: a stdio session answers `initialize`
-  // sooner without the emulators, the HTTP stack, the console and the outbox (npm run bench).
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
   const { startTracing, tracingRequested } = await import('./tracing.ts');
   const tracing = tracingRequested() ? await startTracing() : undefined;
@@ -294,21 +393,16 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     loaded.config.mode === 'sandbox'
       ? await (await import('./sandbox/sandbox.ts')).resolveUpstreams(loaded.config, loaded.secrets)
       : { config: loaded.config, secrets: loaded.secrets, sandbox: undefined };
-  if (config.mode === 'sandbox') {
+  if (sandbox) {
     process.stderr.write(
-      `fraudgate: sandbox mode: Sift, Segment and Salesforce are built-in emulators with demo data (${loaded.modeReason}); data dir ${config.data_dir}\n` +
-        (sandbox
-          ? `fraudgate: the sandbox keeps its data in the data dir across restarts (fraudgate sandbox reset starts it over)\n`
-          : `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`),
+      `fraudgate: the sandbox keeps its data in the data dir across restarts (fraudgate sandbox reset starts it over)\n`,
     );
-  } else {
-    process.stderr.write(`fraudgate: live mode (${loaded.modeReason}); data dir ${config.data_dir}\n`);
-  }
-  if (!config.analyst && !http) {
+  } else if (config.mode === 'sandbox') {
     process.stderr.write(
-      'fraudgate: FRAUDGATE_ANALYST is not set: read tools work, write tools will refuse.\n',
+      `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`,
     );
   }
+  const { openConfiguredStore, openRuntime, replicaIdFor } = await import('./runtime.ts');
   // One store per process, shared by the MCP runtime and the automation worker.
   const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
@@ -325,74 +419,8 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
   });
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
-  const jobs = await startServeJobs(runtime, replicaIdFor(config, http ? 'http' : 'stdio'));
-  if (http) {
-    // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-    // One store and one ledger writer per process: the automation side shares the MCP side's.
-    const [
-      { openAutomation },
-      { createSiftWebhookHandler },
-      { createSegmentWebhookHandler },
-      { siftUserResolver },
-    ] = await Promise.all([
-      import('./outbox/automation.ts'),
-      import('./webhooks/sift-webhook.ts'),
-      import('./webhooks/segment-webhook.ts'),
-      import('./webhooks/segment-mapping.ts'),
-    ]);
-    const automation = await openAutomation({
-      config,
-      secrets,
-      tools,
-      logger,
-      store,
-      audit: runtime.audit,
-      owner: replicaIdFor(config, 'http'),
-    });
-    automation.worker.start();
-    const webhook = createSiftWebhookHandler({
-      outbox: automation.store,
-      keys: secrets.siftWebhookKeys ?? [],
-      audit: runtime.audit,
-      logger,
-      bodyLimitBytes: config.http.body_limit_bytes,
-      onEnqueued: () => automation.worker.wake(),
-    });
-    // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
-    const segmentWebhook = createSegmentWebhookHandler({
-      store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
-      secret: secrets.segmentWebhookSecret,
-      mapping: config.mapping,
-      siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
-      audit: runtime.audit,
-      logger,
-      bodyLimitBytes: config.http.body_limit_bytes,
-      onEnqueued: () => automation.worker.wake(),
-    });
-    await serveHttp(
-      runtime,
-      secrets.devToken,
-      async () => {
-        await jobs.close();
-        await automation.close();
-        await runtime.close();
-        await store.close();
-        await sandbox?.close();
-        await tracing?.shutdown();
-      },
-      [webhook, segmentWebhook],
-    );
-    return;
-  }
-  const { serveStdio } = await import('./transports/stdio.ts');
-  await serveStdio(runtime, async () => {
-    await jobs.close();
-    await runtime.close();
-    await store.close();
-    await sandbox?.close();
-    await tracing?.shutdown();
-    process.exit(0);
-  });
+  const jobs = await startServeJobs(runtime, replicaIdFor(config, role));
+  return { config, secrets, runtime, store, jobs, sandbox, tracing };
 }
 
 /** The job runner of `serve`, with every configured job registered and ticking. */

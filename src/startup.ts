@@ -6,6 +6,8 @@
  */
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
+import { loadSigningKey } from './governance/audit-signing.ts';
+import { loadDataKey } from './store/field-crypto.ts';
 
 /** A failure to start that names the setting to change (`setting` is the env var or flag). */
 export class StartupError extends Error {
@@ -105,4 +107,24 @@ export async function checkServices(
   const results = await Promise.allSettled(checks);
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+/**
+ * Before `serve` answers any client: the keys the runtime will need are present and well formed —
+ * FRAUDGATE_DATA_KEY (personal fields at rest) and the audit signing key, both required in live
+ * mode. The runtime opens after stdio's handshake (src/transports/stdio.ts), so a deployment
+ * missing one is refused here, with one line, rather than after `initialize` was answered. (In
+ * sandbox mode both are created in the data directory, as the runtime would.)
+ */
+export function checkServeKeys(
+  config: Pick<Config, 'data_dir' | 'mode'>,
+  secrets: Pick<Secrets, 'dataKey' | 'auditSigningKey' | 'auditSigningKeyFile'>,
+): void {
+  loadDataKey(config, secrets);
+  loadSigningKey({
+    pem: secrets.auditSigningKey,
+    file: secrets.auditSigningKeyFile,
+    dataDir: config.data_dir,
+    mode: config.mode,
+  });
 }

@@ -6,6 +6,9 @@
  * audit all compare and record one form.
  */
 
+/** The principal of a stdio session without FRAUDGATE_ANALYST: may read, may not write. */
+export const UNIDENTIFIED = 'unidentified';
+
 /**
  * Trimmed, Unicode NFC (so `é` typed as one code point or as `e` + combining accent is one
  * string) and, for email addresses, lower-cased whole: mail systems treat the domain as

@@ -18,6 +18,7 @@ import {
   toFraudgateError,
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { UNIDENTIFIED } from '../auth/identity.ts';
 import type { Approval, ApprovalStore, NewApproval } from '../store/approval-store.ts';
 import {
   humanTime,
@@ -1089,4 +1090,4 @@ function describeBasisChange(seen: unknown, fresh: unknown): string[] {
 const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
 
 /** The principal of a stdio session without FRAUDGATE_ANALYST: may read, may not write. */
-export const UNIDENTIFIED = 'unidentified';
+export { UNIDENTIFIED };

@@ -1,10 +1,20 @@
 /**
  * stdio transport: one MCP session per process, the principal is the configured analyst
  * (FRAUDGATE_ANALYST). stdout carries only the protocol; everything else goes to stderr.
+ *
+ * Start-up order: the caller has already refused a bad configuration (nothing is answered then).
+ * The transport connects next and answers `initialize` (and `ping`) at once, while the runtime
+ * opens — store, audit ledger writer, rate limiter, jobs. Every other message waits, in arrival
+ * order, until the runtime is open, so no call can reach a half-opened runtime. Should opening
+ * fail (PostgreSQL or Redis unreachable), the process prints one line and exits 1 without
+ * answering anything but the handshake: the client sees the connection close.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { normalizeIdentity } from '../auth/identity.ts';
-import { UNIDENTIFIED } from '../governance/pipeline.ts';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage, MessageExtraInfo } from '@modelcontextprotocol/sdk/types.js';
+import { normalizeIdentity, UNIDENTIFIED } from '../auth/identity.ts';
+import type { Pipeline } from '../governance/pipeline.ts';
+import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer } from '../server.ts';
 import type { Principal } from '../tool.ts';
@@ -14,22 +24,134 @@ export function stdioPrincipal(analyst: string | undefined): Principal {
   return { id: analyst ? normalizeIdentity(analyst) : UNIDENTIFIED, kind: 'user', role: 'analyst' };
 }
 
-/** Serve MCP over stdin/stdout until the client closes the stream. */
-export async function serveStdio(runtime: Runtime, onClose: () => Promise<void>): Promise<void> {
-  const server = createMcpServer({
-    pipeline: runtime.pipeline,
-    principal: stdioPrincipal(runtime.config.analyst),
-    logger: runtime.logger,
+/** What the MCP handshake may be answered with before the runtime is open: it touches no state. */
+const ANSWERED_WHILE_OPENING = new Set(['initialize', 'ping', 'notifications/initialized']);
+
+/**
+ * The stdio transport with a gate: handshake messages pass at once, every other message is held
+ * (in order) until `open()`. `handshakeAnswered` settles when the answer to `initialize` is written.
+ */
+export class OpeningGate implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void;
+  readonly handshakeAnswered: Promise<void>;
+  private readonly inner: Transport;
+  private held: [JSONRPCMessage, MessageExtraInfo | undefined][] | undefined = [];
+  private initializeId: string | number | undefined;
+  private answered!: () => void;
+
+  constructor(inner: Transport) {
+    this.inner = inner;
+    this.handshakeAnswered = new Promise((resolve) => (this.answered = resolve));
+  }
+
+  async start(): Promise<void> {
+    this.inner.onmessage = (message, extra) => this.receive(message, extra);
+    this.inner.onclose = () => this.onclose?.();
+    this.inner.onerror = (error) => this.onerror?.(error);
+    await this.inner.start();
+  }
+
+  async send(message: JSONRPCMessage, options?: Parameters<Transport['send']>[1]): Promise<void> {
+    await this.inner.send(message, options);
+    if (this.initializeId !== undefined && 'id' in message && message.id === this.initializeId)
+      this.answered();
+  }
+
+  async close(): Promise<void> {
+    await this.inner.close();
+  }
+
+  /** The runtime is open: deliver what was held, in order, and everything after it directly. */
+  open(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const [message, extra] of held) this.onmessage?.(message, extra);
+  }
+
+  private receive(message: JSONRPCMessage, extra?: MessageExtraInfo): void {
+    const method = 'method' in message ? message.method : undefined;
+    if (this.held && !(method !== undefined && ANSWERED_WHILE_OPENING.has(method))) {
+      this.held.push([message, extra]);
+      return;
+    }
+    if (method === 'initialize' && 'id' in message) this.initializeId ??= message.id;
+    this.onmessage?.(message, extra);
+  }
+}
+
+/** A stand-in bound to the real object once the runtime is open; used only behind the gate. */
+function boundLater<T extends object>(what: string, current: () => T | undefined): T {
+  return new Proxy({} as T, {
+    get(_target, key) {
+      const target = current();
+      if (!target) throw new Error(`${what} used before the runtime opened`);
+      const value: unknown = Reflect.get(target, key);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
   });
-  const transport = new StdioServerTransport();
+}
+
+export interface StdioServeOptions {
+  /** FRAUDGATE_ANALYST: who this session acts as. */
+  analyst: string | undefined;
+  /** Logs before the runtime is open; afterwards the runtime's (redacting) logger is used. */
+  logger: Logger;
+  /**
+   * Opens the runtime and what runs beside it; called once the handshake is answered. Its `close`
+   * runs when the client closes the stream.
+   */
+  open(): Promise<{ runtime: Runtime; close(): Promise<void> }>;
+  /** Called after everything is closed (the CLI exits the process here). */
+  onClosed(): void;
+}
+
+/**
+ * Serve MCP over stdin/stdout until the client closes the stream. Resolves once the runtime is
+ * open; rejects when it cannot open (the caller reports it and exits).
+ */
+export async function serveStdio(options: StdioServeOptions): Promise<void> {
+  // Set while the runtime opens, then once it is open.
+  const state: { opening?: ReturnType<StdioServeOptions['open']>; runtime?: Runtime } = {};
+  const server = createMcpServer({
+    pipeline: boundLater<Pipeline>('the pipeline', () => state.runtime?.pipeline),
+    principal: stdioPrincipal(options.analyst),
+    logger: boundLater<Logger>('the logger', () => state.runtime?.logger ?? options.logger),
+  });
+  const gate = new OpeningGate(new StdioServerTransport());
   let closing = false;
+  let closed!: () => void;
+  const streamClosed = new Promise<void>((resolve) => (closed = resolve));
+  let started!: () => void;
+  const openingStarted = new Promise<void>((resolve) => (started = resolve));
   const close = async () => {
     if (closing) return;
     closing = true;
+    closed();
     await server.close().catch(() => {});
-    await onClose();
+    // The runtime opens even when the stream closed first (as before any client), so a start-up
+    // failure still ends the process with its one line and exit 1 (reported by the caller); what
+    // opened is closed again.
+    const opened = await openingStarted.then(() => state.opening?.catch(() => undefined));
+    if (!opened) return;
+    await opened.close();
+    options.onClosed();
   };
-  transport.onclose = () => void close();
+  gate.onclose = () => void close();
   process.stdin.on('end', () => void close());
-  await server.connect(transport);
+  await server.connect(gate);
+  // The client sent `initialize` with (or right after) spawning us: it is answered in this turn of
+  // the event loop, before the runtime's synchronous work (SQLite, module loading) would delay it.
+  // A client that waits longer before its handshake does not hold the runtime back.
+  await Promise.race([
+    gate.handshakeAnswered,
+    streamClosed,
+    new Promise((resolve) => setTimeout(resolve, 50)),
+  ]);
+  state.opening = options.open();
+  started();
+  state.runtime = (await state.opening).runtime;
+  if (closing) return;
+  gate.open();
 }

@@ -1,0 +1,155 @@
+/**
+ * stdio start-up order (src/transports/stdio.ts): `initialize` is answered while the runtime
+ * opens, every other message waits for it, a configuration error is refused before anything is
+ * answered, and a runtime that cannot open ends the process with one line and exit 1 without
+ * answering any call.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OpeningGate } from '../../src/transports/stdio.ts';
+
+const CLI = join(import.meta.dirname, '../../src/cli.ts');
+let dir: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fraudgate-stdio-start-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** `fraudgate serve` over stdio as a client transport that also reports the exit code and stderr. */
+function spawnServe(env: Record<string, string>) {
+  const child: ChildProcessByStdio<Writable, Readable, Readable> = spawn(process.execPath, [CLI, 'serve'], {
+    env: { PATH: process.env.PATH ?? '', HOME: dir, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    child.on('exit', (code) => setImmediate(() => resolve({ code, stderr }))),
+  );
+  const buffer = new ReadBuffer();
+  const transport: Transport = {
+    async start() {
+      child.stdout.on('data', (chunk: Buffer) => {
+        buffer.append(chunk);
+        for (let message = buffer.readMessage(); message; message = buffer.readMessage())
+          transport.onmessage?.(message);
+      });
+      child.on('exit', () => transport.onclose?.());
+    },
+    async send(message: JSONRPCMessage) {
+      child.stdin.write(serializeMessage(message));
+    },
+    async close() {
+      child.stdin.end();
+    },
+  };
+  return { transport, exited, kill: () => child.kill() };
+}
+
+describe('fraudgate serve over stdio, start-up', { timeout: 90_000 }, () => {
+  it('answers initialize while the store opens; when it cannot, no call is answered and it exits 1 with one line', async () => {
+    writeFileSync(
+      join(dir, 'pg.json'),
+      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 3_000 } }),
+    );
+    const serve = spawnServe({
+      FRAUDGATE_DATA_DIR: join(dir, 'pg-data'),
+      FRAUDGATE_CONFIG: join(dir, 'pg.json'),
+      FRAUDGATE_POSTGRES_URL: 'postgres://fraudgate:hunter2@127.0.0.1:1/fraudgate',
+      FRAUDGATE_AUDIT_KEY: 'k',
+    });
+    const client = new Client({ name: 'stdio-start', version: '0' });
+    try {
+      // The handshake does not wait for the store, which retries for 3 s before giving up.
+      await client.connect(serve.transport);
+      expect(client.getServerVersion()?.name).toBe('fraudgate');
+      await expect(client.listTools()).rejects.toThrow(/closed/i);
+      const { code, stderr } = await serve.exited;
+      expect(code).toBe(1);
+      expect(stderr.trim().split('\n').at(-1)).toMatch(
+        /^fraudgate: PostgreSQL at 127\.0\.0\.1:1 does not answer \(ECONNREFUSED\): .*FRAUDGATE_POSTGRES_URL/,
+      );
+      expect(stderr).not.toContain('hunter2');
+      expect(stderr).not.toMatch(/^\s+at /m);
+    } finally {
+      serve.kill();
+    }
+  });
+
+  it('refuses a configuration error before answering initialize: live mode without FRAUDGATE_DATA_KEY', async () => {
+    const serve = spawnServe({
+      FRAUDGATE_DATA_DIR: join(dir, 'live-data'),
+      SIFT_API_KEY: 'sift-key',
+      SIFT_ACCOUNT_ID: 'acct',
+      SEGMENT_WRITE_KEY: 'write-key',
+      SEGMENT_PROFILE_TOKEN: 'profile-token',
+      SEGMENT_SPACE_ID: 'space',
+      SALESFORCE_CLIENT_ID: 'client-id',
+      SALESFORCE_CLIENT_SECRET: 'client-secret',
+      FRAUDGATE_AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString(),
+    });
+    const client = new Client({ name: 'stdio-start', version: '0' });
+    try {
+      await expect(client.connect(serve.transport)).rejects.toThrow(/closed/i);
+      const { code, stderr } = await serve.exited;
+      expect(code).toBe(1);
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(/^fraudgate: .*FRAUDGATE_DATA_KEY/);
+    } finally {
+      serve.kill();
+    }
+  });
+});
+
+describe('the opening gate', () => {
+  it('passes the handshake and ping at once, holds everything else in order until open()', async () => {
+    const server = new McpServer({ name: 'gated', version: '0' });
+    const order: string[] = [];
+    server.registerTool('first', { description: 'first' }, () => {
+      order.push('first');
+      return { content: [{ type: 'text', text: 'first' }] };
+    });
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    const gate = new OpeningGate(serverSide);
+    await server.connect(gate);
+    const client = new Client({ name: 'gate-test', version: '0' });
+    await client.connect(clientSide);
+    await gate.handshakeAnswered;
+    await client.ping();
+
+    let answered = 0;
+    const call = client.callTool({ name: 'first', arguments: {} }).then((result) => {
+      answered += 1;
+      return result;
+    });
+    const list = client.listTools().then((r) => {
+      order.push('list');
+      answered += 1;
+      return r;
+    });
+    // Several turns of the event loop: the ping above went through them; these are held.
+    for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+    await client.ping();
+    expect(answered).toBe(0);
+
+    gate.open();
+    expect((await list).tools.map((t) => t.name)).toEqual(['first']);
+    expect((await call).isError).toBeFalsy();
+    expect(order).toEqual(['first', 'list']);
+    await client.close();
+  });
+});
