@@ -51,6 +51,11 @@ export interface AuthenticatorOptions {
   jwks?: JWTVerifyGetKey;
 }
 
+/** How long a verified token is accepted without verifying it again (never past its own expiry). */
+export const VERIFIED_TOKEN_TTL_MS = 60_000;
+/** Tokens remembered at most (the oldest goes first): one per active client is the expected load. */
+const VERIFIED_TOKENS_KEPT = 1_000;
+
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
 
 /**
@@ -140,9 +145,24 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       return { ok: false, reason: 'invalid token' };
     }
   };
+  // Every MCP request carries its token: a verified one is remembered (never past its expiry), so a
+  // session's calls do not pay a digest, a JWT signature check and normalization each. Refusals are
+  // not remembered: a bad token costs its sender a verification every time.
+  const verified = new Map<string, { result: AuthResult & { ok: true }; until: number }>();
   return async (token) => {
+    const now = Date.now();
+    const hit = verified.get(token);
+    if (hit && hit.until > now) return hit.result;
+    if (hit) verified.delete(token);
     const result = await authenticate(token);
     if (!result.ok) return result;
-    return { ...result, principal: { ...result.principal, id: normalizeIdentity(result.principal.id) } };
+    const principal = Object.freeze({ ...result.principal, id: normalizeIdentity(result.principal.id) });
+    const accepted = Object.freeze({ ...result, principal });
+    const until = Math.min(now + VERIFIED_TOKEN_TTL_MS, (result.expiresAt ?? Infinity) * 1000);
+    if (until > now) {
+      if (verified.size >= VERIFIED_TOKENS_KEPT) verified.delete(verified.keys().next().value!);
+      verified.set(token, { result: accepted, until });
+    }
+    return accepted;
   };
 }

@@ -80,6 +80,13 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
+/** What a request's handlers learn that its access-log line reports. */
+interface RequestContext {
+  principal?: string;
+  /** The request path, once routing has parsed it. */
+  path?: string | undefined;
+}
+
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
 
@@ -102,8 +109,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 const isLoopbackAddress = (address: string | undefined) =>
   !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
 
+const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
+
 /** The request path, or undefined when the request target is not a URL (e.g. `GET http://[bad`). */
 function pathOf(req: IncomingMessage): string | undefined {
+  // The common target (`/mcp`): nothing a URL parser would change (no dots, escapes, query).
+  if (req.url !== undefined && PLAIN_PATH.test(req.url)) return req.url;
   try {
     return new URL(req.url ?? '/', 'http://placeholder').pathname;
   } catch {
@@ -390,7 +401,7 @@ export async function startHttpServer(
     );
   };
 
-  const authenticate = async (req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) => {
+  const authenticate = async (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => {
     const token = bearerToken(req);
     if (!token) {
       unauthorized(res, undefined);
@@ -405,7 +416,7 @@ export async function startHttpServer(
     return result.principal;
   };
 
-  async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+  async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
     const principal = await authenticate(req, res, ctx);
     if (!principal) return;
     const sessionHeader = req.headers['mcp-session-id'];
@@ -581,7 +592,7 @@ export async function startHttpServer(
     sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : draining ? 'draining' : 'not_ready', checks });
   }
 
-  async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
+  async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
     if (!isLoopbackAddress(req.socket.remoteAddress)) {
       const principal = await authenticate(req, res, ctx);
       if (!principal) return;
@@ -610,22 +621,35 @@ export async function startHttpServer(
     };
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse, ctx: { principal?: string }) {
-    const path = pathOf(req);
-    if (path === undefined) {
-      sendJson(res, 400, jsonRpcError(-32600, 'Bad request: the request target is not a valid URL'));
-      return;
-    }
-    const probe = path === '/healthz' || path === '/readyz';
-    if (!probe) {
-      const hostHeader = req.headers.host ?? '';
+  // Host header → allowed: clients send the same few values, and parsing one is a URL parse.
+  const hostVerdicts = new Map<string, boolean>();
+  function hostAllowed(hostHeader: string): boolean {
+    let verdict = hostVerdicts.get(hostHeader);
+    if (verdict === undefined) {
       let hostname: string;
       try {
         hostname = new URL(`http://${hostHeader}`).hostname.toLowerCase();
       } catch {
         hostname = '';
       }
-      if (!allowedHosts.has(hostname)) {
+      verdict = allowedHosts.has(hostname);
+      // Anyone can send any Host: the memo stays small.
+      if (hostVerdicts.size >= 64) hostVerdicts.clear();
+      hostVerdicts.set(hostHeader, verdict);
+    }
+    return verdict;
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
+    const path = pathOf(req);
+    ctx.path = path;
+    if (path === undefined) {
+      sendJson(res, 400, jsonRpcError(-32600, 'Bad request: the request target is not a valid URL'));
+      return;
+    }
+    const probe = path === '/healthz' || path === '/readyz';
+    if (!probe) {
+      if (!hostAllowed(req.headers.host ?? '')) {
         sendJson(res, 403, jsonRpcError(-32000, 'Forbidden: Host header not allowed'));
         return;
       }
@@ -652,14 +676,17 @@ export async function startHttpServer(
     sendJson(res, 404, { error: 'not_found' });
   }
 
+  // One line per request at info; below that level the line is not even assembled.
+  const logRequests = logger.enabled('info');
   const httpServer: Server = createServer((req, res) => {
     const started = performance.now();
-    const ctx: { principal?: string } = {};
+    const ctx: RequestContext = {};
     res.once('close', () => {
       // A listener that threw here would be an uncaught exception: the whole server would stop.
-      const path = pathOf(req) ?? '(invalid request target)';
       const status = res.statusCode;
       metrics.onHttpRequest(req.method ?? 'OTHER', status);
+      if (!logRequests) return;
+      const path = ctx.path ?? pathOf(req) ?? '(invalid request target)';
       // Path only: query strings can carry tokens or personal data. Never headers.
       logger.info('http request', {
         method: req.method,
@@ -702,6 +729,8 @@ export async function startHttpServer(
     allowedHosts.add(pub.hostname.toLowerCase());
     allowedOrigins.add(pub.origin.toLowerCase());
   }
+  // Verdicts reached while the lists were still empty (none: nothing runs in between) would be stale.
+  hostVerdicts.clear();
   authenticator =
     options.authenticator ??
     createAuthenticator({
