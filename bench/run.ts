@@ -15,12 +15,20 @@ import { runFigure, type Figure, type FigureResult } from './harness.ts';
 import { catalogue } from './figures/catalogue.ts';
 import { coldStart } from './figures/cold-start.ts';
 import { http } from './figures/http.ts';
-import { ingest } from './figures/ingest.ts';
+import { ingestFigures } from './figures/ingest.ts';
 import { ledgerFigures } from './figures/ledger.ts';
 import { read } from './figures/read.ts';
 import { salesforceAllowance } from './figures/salesforce-allowance.ts';
 
-const FIGURES: Figure[] = [read, http, ingest, coldStart, salesforceAllowance, catalogue, ...ledgerFigures];
+const FIGURES: Figure[] = [
+  read,
+  http,
+  ...ingestFigures,
+  coldStart,
+  salesforceAllowance,
+  catalogue,
+  ...ledgerFigures,
+];
 
 const quick = ['1', 'true', 'yes'].includes(String(process.env.BENCH_QUICK ?? '').toLowerCase());
 const only = (process.env.BENCH_ONLY ?? '')

@@ -329,11 +329,13 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     { createSiftWebhookHandler },
     { createSegmentWebhookHandler },
     { siftUserResolver },
+    { openWebhookIntakeStore },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
+    import('./webhooks/intake-writer.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -345,8 +347,10 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     owner: replicaIdFor(config, 'http'),
   });
   automation.worker.start();
+  // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
+  const intake = openWebhookIntakeStore({ config, secrets, outbox: automation.store, audit: runtime.audit });
   const webhook = createSiftWebhookHandler({
-    outbox: automation.store,
+    outbox: intake,
     keys: secrets.siftWebhookKeys ?? [],
     audit: runtime.audit,
     logger,
@@ -369,6 +373,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     secrets.devToken,
     async () => {
       await jobs.close();
+      await intake.close();
       await automation.close();
       await runtime.close();
       await store.close();

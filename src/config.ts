@@ -97,7 +97,10 @@ export const configSchema = z.strictObject({
   store_postgres: z.strictObject({
     /** Schema holding fraudgate's tables (created if needed); one per deployment. */
     schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lowercase SQL identifier (letters, digits, _)'),
-    /** Connections per replica. */
+    /**
+     * Connections per replica (the store's pool). Work beyond them queues in arrival order instead
+     * of failing (src/store/postgres/database.ts), so a wide outbox batch waits its turn.
+     */
     pool_size: z.number().int().min(1).max(100),
     /** How long start-up keeps retrying an unreachable server before giving up (exit 1). */
     startup_timeout_ms: z.number().int().min(0),

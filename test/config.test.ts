@@ -66,6 +66,20 @@ describe('loadConfig', () => {
         loadConfig({ configFile: file({ store_postgres: { schema: 'Bad-Name' } }) }, { HOME: dir }, dir),
       ),
     ).toContain('store_postgres.schema');
+    // The pool: connections per replica, bounded; a misspelt key is refused, not ignored.
+    expect(
+      loadConfig({ configFile: file({ store_postgres: { pool_size: 32 } }) }, { HOME: dir }, dir).config
+        .store_postgres.pool_size,
+    ).toBe(32);
+    for (const bad of [0, 101, 2.5, '8'])
+      expect(
+        problems(() =>
+          loadConfig({ configFile: file({ store_postgres: { pool_size: bad } }) }, { HOME: dir }, dir),
+        ),
+      ).toContain('store_postgres.pool_size');
+    expect(
+      problems(() => loadConfig({ configFile: file({ store_postgres: { pool: 32 } }) }, { HOME: dir }, dir)),
+    ).toContain('store_postgres: Unrecognized key: "pool"');
     expect(
       problems(() =>
         loadConfig({ configFile: file({ automation: { lease_ms: 120_000 } }) }, { HOME: dir }, dir),

@@ -14,6 +14,8 @@ import { openRuntime, type Runtime } from '../../src/runtime.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 
 const UNLIMITED = { capacity: 1_000_000, per_minute: 1_000_000 };
+/** The runtime's audit key (what the redactor hashes identifiers with). */
+export const BENCH_AUDIT_KEY = 'bench-audit-key';
 
 export interface BenchRuntime {
   sandbox: Sandbox;
@@ -23,8 +25,13 @@ export interface BenchRuntime {
   close(): Promise<void>;
 }
 
-/** `audit`: another audit sink instead of the runtime's own ledger (the ledger figure's baseline). */
-export async function openBenchRuntime(options: { audit?: AuditLog } = {}): Promise<BenchRuntime> {
+/**
+ * `audit`: another audit sink instead of the runtime's own ledger (the ledger figure's baseline).
+ * `postgres`: the store (and so the ledger) on PostgreSQL, in `schema`, instead of SQLite.
+ */
+export async function openBenchRuntime(
+  options: { audit?: AuditLog; postgres?: { url: string; schema: string } } = {},
+): Promise<BenchRuntime> {
   const sandbox = await startSandbox(DEFAULTS);
   const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-'));
   const config: Config = {
@@ -35,10 +42,20 @@ export async function openBenchRuntime(options: { audit?: AuditLog } = {}): Prom
     ...sandbox.config,
     data_dir: dataDir,
     mode: 'sandbox',
+    ...(options.postgres
+      ? {
+          store: 'postgres' as const,
+          store_postgres: { ...DEFAULTS.store_postgres, schema: options.postgres.schema },
+        }
+      : {}),
   };
   const runtime = await openRuntime({
     config,
-    secrets: { ...sandbox.secrets, auditKey: 'bench-audit-key' },
+    secrets: {
+      ...sandbox.secrets,
+      auditKey: BENCH_AUDIT_KEY,
+      ...(options.postgres ? { postgresUrl: options.postgres.url } : {}),
+    },
     tools,
     logger: silentLogger,
     ...(options.audit ? { audit: options.audit } : {}),

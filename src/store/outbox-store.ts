@@ -331,7 +331,9 @@ const MAX_GROUP = 2000;
  * database-level store, not one bound to a transaction) events enqueued in the same event-loop turn
  * (webhooks arriving together) share one transaction, so a durable commit costs one sync per group,
  * not one per webhook; each caller still resolves only after its event is committed, and all of a
- * group fail together.
+ * group fail together. One group commits at a time (the next forms meanwhile): their receipt
+ * records serialise on the ledger writer's head anyway, and a brand-new writer's first records
+ * must not be chained twice from no head.
  */
 export function createOutboxStore(
   db: SqlExecutor,
@@ -450,9 +452,12 @@ export function createOutboxStore(
     reject: (error: unknown) => void;
   };
   const group: Waiting[] = [];
+  /** A group is committing: the next one forms meanwhile and starts when it ends. */
+  let committing = false;
   const commitGroup = () => {
+    if (committing || group.length === 0) return;
+    committing = true;
     const batch = group.splice(0, MAX_GROUP);
-    if (group.length > 0) setImmediate(commitGroup);
     db.transaction(async (tx) => {
       const stored = await insertEvents(tx, batch);
       await appendIntakeRecords(
@@ -461,10 +466,15 @@ export function createOutboxStore(
         stored,
       );
       return stored;
-    }).then(
-      (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
-      (error: unknown) => batch.forEach((e) => e.reject(error)),
-    );
+    })
+      .then(
+        (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
+        (error: unknown) => batch.forEach((e) => e.reject(error)),
+      )
+      .finally(() => {
+        committing = false;
+        if (group.length > 0) setImmediate(commitGroup);
+      });
   };
 
   return {
@@ -477,7 +487,7 @@ export function createOutboxStore(
         })();
       }
       return new Promise((resolve, reject) => {
-        if (group.length === 0) setImmediate(commitGroup);
+        if (group.length === 0 && !committing) setImmediate(commitGroup);
         group.push({ event, now, intake, resolve, reject });
       });
     },

@@ -36,7 +36,8 @@ const payloadSchema = z.object({
 });
 
 export interface SiftWebhookOptions {
-  outbox: OutboxStore;
+  /** Where accepted events go with their receipt records (the outbox, or src/webhooks/intake-writer.ts). */
+  outbox: Pick<OutboxStore, 'enqueue'>;
   /** SIFT_WEBHOOK_KEYS; empty means every delivery is refused (fail closed). */
   keys: readonly string[];
   audit: AuditLog;

@@ -15,6 +15,7 @@ import { openAutomation, type Automation } from '../../src/outbox/automation.ts'
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import type { AnyTool } from '../../src/tool.ts';
+import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 
@@ -97,8 +98,15 @@ export async function outboxEnv(
     tools: options.tools ?? allTools,
     logger: silentLogger,
   });
-  const handler = createSiftWebhookHandler({
+  // As `serve --http` has it: on SQLite, the intake's writer thread.
+  const intake = openWebhookIntakeStore({
+    config,
+    secrets,
     outbox: automation.store,
+    audit: automation.runtime.audit,
+  });
+  const handler = createSiftWebhookHandler({
+    outbox: intake,
     keys: WEBHOOK_KEYS,
     audit: automation.runtime.audit,
     logger: silentLogger,
@@ -141,6 +149,7 @@ export async function outboxEnv(
     },
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await intake.close();
       await automation.close();
       if (!options.sandbox) await sandbox.close();
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });

@@ -19,8 +19,13 @@ import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sq
 import type { SqlExecutor } from '../sql.ts';
 import { isValidSchemaName, openPostgresDatabase } from './database.ts';
 
-/** How often a commit re-chains after losing the compare-and-set before it gives up (and the ledger retries later). */
-const MAX_ATTEMPTS = 5;
+/**
+ * How long a commit keeps re-chaining after losing the compare-and-set. Each loss means another
+ * appender of the writer made progress (another process, or this one's transactional appends,
+ * such as webhook receipts at full ingest), so a busy co-writer may delay a commit by a few round
+ * trips; only one that wins for this long fails it (and the ledger retries later).
+ */
+const CONFLICT_RETRY_MS = 10_000;
 
 const COMMIT = `
 WITH moved AS (
@@ -137,7 +142,8 @@ export async function openPostgresLedgerStore(
   return {
     kind: 'postgres',
     async commit(writer, build) {
-      for (let attempt = 1; ; attempt += 1) {
+      const started = Date.now();
+      for (;;) {
         const { built, won } = await exclusive(writer, async () => {
           let expected = heads.get(writer);
           if (expected === undefined) {
@@ -161,7 +167,9 @@ export async function openPostgresLedgerStore(
         // The head moved (another process, a transactional append, a failed predecessor). Commits
         // chained on this one's head lose too; the next to start reads the head afresh.
         heads.delete(writer);
-        if (attempt >= MAX_ATTEMPTS) throw new Error(`writer ${writer} keeps moving under another process`);
+        if (Date.now() - started >= CONFLICT_RETRY_MS) {
+          throw new Error(`writer ${writer} keeps moving under another process`);
+        }
       }
     },
     commitIn: commitLedgerIn,

@@ -20,6 +20,65 @@ export interface PostgresOptions {
   onConnectionError?: (error: Error) => void;
   /** A connection attempt gives up after this long (default 5 s). */
   connectTimeoutMs?: number;
+  /**
+   * How long work may wait for one of the pool's connections to come free before it is refused as
+   * retryable (default 60 s). Only a pool held by work that itself waits for the pool would wait this
+   * long; a busy pool serves its queue in arrival order well within it.
+   */
+  queueTimeoutMs?: number;
+}
+
+/**
+ * At most `size` holders of a pooled connection at once; the others queue in arrival order. pg-pool
+ * queues too, but counts the time in its queue against `connectionTimeoutMillis`, so a burst wider
+ * than the pool (an outbox batch of `automation.batch_size` effects, several statements each) failed
+ * with "timeout exceeded when trying to connect" although PostgreSQL was fine. With this gate in
+ * front, pg-pool's timeout measures only connecting, and a burst waits its turn instead. `fail` ends
+ * every wait at once: while connecting fails, queued work is refused now, not after a connect
+ * timeout per pool slot.
+ */
+function createGate(size: number, queueTimeoutMs: number) {
+  let free = size;
+  const queue: { grant: () => void; refuse: (error: Error) => void }[] = [];
+  return {
+    acquire(): Promise<void> {
+      if (free > 0 && queue.length === 0) {
+        free -= 1;
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve, reject) => {
+        const entry = {
+          grant: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          refuse: (error: Error) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        };
+        const timer = setTimeout(() => {
+          const at = queue.indexOf(entry);
+          if (at >= 0) queue.splice(at, 1);
+          reject(
+            new StoreUnavailableError(
+              new Error(`no PostgreSQL connection of the pool came free in ${queueTimeoutMs} ms`),
+            ),
+          );
+        }, queueTimeoutMs);
+        timer.unref();
+        queue.push(entry);
+      });
+    },
+    release(): void {
+      const next = queue.shift();
+      if (next) next.grant();
+      else free += 1;
+    },
+    fail(error: Error): void {
+      for (const entry of queue.splice(0)) entry.refuse(error);
+    },
+  };
 }
 
 const INT8_OID = 20;
@@ -101,14 +160,51 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
   const { schema } = options;
   if (!isValidSchemaName(schema)) throw new Error(`invalid schema name ${schema}`);
   const onError = options.onConnectionError ?? (() => undefined);
+  const poolSize = options.poolSize ?? 8;
   const pool = new pg.Pool({
     connectionString,
-    max: options.poolSize ?? 8,
+    max: poolSize,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
     options: `-c search_path=${schema}`,
     types,
   });
   watchConnections(pool, onError);
+  const gate = createGate(poolSize, options.queueTimeoutMs ?? 60_000);
+
+  /**
+   * A connection of the pool for `fn`, through the gate. A failure to connect refuses the queue too
+   * (the server is unreachable now) and is a StoreUnavailableError unless `rawConnectErrors` (the
+   * start-up ping reports the driver's code); a failure on one connection (a terminated backend)
+   * refuses only its own work, and that connection is dropped, not returned to the pool.
+   */
+  async function withClient<T>(
+    fn: (client: pg.PoolClient, markBroken: () => void) => Promise<T>,
+    rawConnectErrors = false,
+  ): Promise<T> {
+    await gate.acquire();
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (error) {
+      gate.release();
+      if (!isConnectionFailure(error)) throw error;
+      const unavailable = new StoreUnavailableError(error);
+      gate.fail(unavailable);
+      throw rawConnectErrors ? error : unavailable;
+    }
+    let broken = false;
+    try {
+      return await fn(client, () => {
+        broken = true;
+      });
+    } catch (error) {
+      if (error instanceof StoreUnavailableError || isConnectionFailure(error)) broken = true;
+      throw error;
+    } finally {
+      client.release(broken ? true : undefined);
+      gate.release();
+    }
+  }
 
   const executorOn = (client: pg.PoolClient, depth: number): SqlExecutor => ({
     engine: 'postgres',
@@ -132,33 +228,32 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
 
   return {
     engine: 'postgres',
-    query: async <T>(sql: string, params: readonly SqlValue[] = []) =>
-      guarded(async () => (await pool.query(sql, params as SqlValue[])).rows as T[]),
+    query: <T>(sql: string, params: readonly SqlValue[] = []) =>
+      withClient((client) =>
+        guarded(async () => (await client.query(sql, params as SqlValue[])).rows as T[]),
+      ),
     execute: (sql, params = []) =>
-      guarded(async () => (await pool.query(sql, params as SqlValue[])).rowCount ?? 0),
-    async transaction(fn) {
-      const client = await guarded(() => pool.connect());
-      let broken = false;
-      try {
-        await guarded(() => client.query('BEGIN'));
-        const out = await fn(executorOn(client, 0));
-        await guarded(() => client.query('COMMIT'));
-        return out;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {
-          broken = true;
-        });
-        throw error;
-      } finally {
-        // A client whose connection died must not go back into the pool.
-        client.release(broken ? true : undefined);
-      }
-    },
+      withClient((client) =>
+        guarded(async () => (await client.query(sql, params as SqlValue[])).rowCount ?? 0),
+      ),
+    transaction: (fn) =>
+      withClient(async (client, markBroken) => {
+        try {
+          await guarded(() => client.query('BEGIN'));
+          const out = await fn(executorOn(client, 0));
+          await guarded(() => client.query('COMMIT'));
+          return out;
+        } catch (error) {
+          // A ROLLBACK that fails means the connection is gone.
+          await client.query('ROLLBACK').catch(markBroken);
+          throw error;
+        }
+      }),
     async executeScript(sql) {
-      await pool.query(sql);
+      await withClient((client) => client.query(sql), true);
     },
     async ping() {
-      await pool.query('SELECT 1');
+      await withClient((client) => client.query('SELECT 1'), true);
     },
     async close() {
       await pool.end();

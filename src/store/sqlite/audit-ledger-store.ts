@@ -43,6 +43,13 @@ export function packRows(rows: readonly LedgerRow[]): PackedRows {
   return { count: rows.length, firstSeq: rows[0]?.seq ?? 0, firstPrevHash: rows[0]?.prev_hash ?? '', text };
 }
 
+/**
+ * How long a commit keeps re-chaining after finding the head moved. Each loss means another
+ * appender of the writer made progress, so a busy co-writer may delay a commit by a few round
+ * trips; only one that moves the head for this long fails it (and the ledger retries later).
+ */
+const CONFLICT_RETRY_MS = 10_000;
+
 export function openSqliteLedgerStore(path: string): LedgerEngine {
   // The process's one connection to this file (the store's, when it is open): a second handle on
   // the main thread would busy-wait for the file lock on the very event loop its holder needs.
@@ -98,7 +105,8 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
   return {
     kind: 'sqlite',
     async commit(writer, build) {
-      for (let attempt = 1; ; attempt += 1) {
+      const started = Date.now();
+      for (;;) {
         const expected = heads.has(writer)
           ? heads.get(writer)!
           : ((
@@ -118,9 +126,12 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
           if (heads.get(writer) === head) heads.delete(writer);
           throw Object.assign(new Error(reply.error), { code: reply.code });
         }
-        // Another process appended under this writer id: chain again from its head.
+        // Another appender of this writer (another process, or this one's transactional appends,
+        // such as webhook receipts at full ingest) moved the head: chain again from it.
         heads.set(writer, reply.conflict);
-        if (attempt >= 5) throw new Error(`writer ${writer} keeps moving under another process`);
+        if (Date.now() - started >= CONFLICT_RETRY_MS) {
+          throw new Error(`writer ${writer} keeps moving under another process`);
+        }
       }
     },
     commitIn: commitLedgerIn,

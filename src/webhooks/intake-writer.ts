@@ -1,0 +1,140 @@
+/**
+ * Where the webhook endpoints store what they accept: an event and its receipt record, in one
+ * transaction with the deliveries that arrived together, durable before the 2xx.
+ *
+ * On SQLite the transaction runs on a writer thread (intake-thread.ts) with a connection of its
+ * own, so its statements and its fsync never stall the event loop: the main thread sends each
+ * turn's deliveries as one message, and the thread commits the messages that reach it together as
+ * one group. On PostgreSQL the outbox's own group commit already waits off the event loop (on the
+ * wire), so the store is used as it is.
+ */
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Config, Secrets } from '../config.ts';
+import { loadSigningKey } from '../governance/audit-signing.ts';
+import type { AuditLog } from '../governance/audit.ts';
+import { loadAuditKey } from '../runtime.ts';
+import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
+import { databasePath } from '../store/store.ts';
+import type { IntakeBatch, IntakeReply, IntakeThreadData } from './intake-thread.ts';
+
+/** What a webhook endpoint stores through (`OutboxStore.enqueue`, given a receipt), and its lifetime. */
+export interface WebhookIntakeStore {
+  enqueue: OutboxStore['enqueue'];
+  close(): Promise<void>;
+}
+
+/** The thread's module beside this one, whether running from sources (.ts) or a build (.js). */
+const THREAD_URL = new URL(`./intake-thread${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
+
+/**
+ * The intake store for this process: the SQLite writer thread, or the outbox itself on PostgreSQL.
+ * `audit` is the process's ledger: on SQLite the thread appends receipts under its writer id.
+ */
+export function openWebhookIntakeStore(options: {
+  config: Config;
+  secrets: Secrets;
+  outbox: OutboxStore;
+  audit: AuditLog;
+}): WebhookIntakeStore {
+  const { config, secrets, outbox, audit } = options;
+  if (config.store === 'postgres') return { enqueue: outbox.enqueue, close: async () => undefined };
+  return openSqliteIntakeWriter({
+    path: databasePath(config),
+    writer: audit.writer,
+    auditKey: loadAuditKey(config, secrets),
+    signingKeyPem: loadSigningKey({
+      pem: secrets.auditSigningKey,
+      file: secrets.auditSigningKeyFile,
+      dataDir: config.data_dir,
+      mode: config.mode,
+    })
+      .export({ type: 'pkcs8', format: 'pem' })
+      .toString(),
+    checkpointEvery: config.audit.checkpoint_every,
+    checkpointIntervalMs: config.audit.checkpoint_interval_ms,
+  });
+}
+
+export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
+  type Waiting = { resolve: (stored: EnqueuedEvent) => void; reject: (error: unknown) => void };
+  const waiting = new Map<number, Waiting[]>();
+  let pending: { item: IntakeBatch['items'][number]; waiter: Waiting }[] = [];
+  let nextId = 0;
+  let closed = false;
+  let thread: Worker | undefined;
+
+  const failAll = (reason: string) => {
+    const error = new Error(reason);
+    for (const waiters of waiting.values()) for (const w of waiters) w.reject(error);
+    waiting.clear();
+  };
+  const start = (): Worker => {
+    const worker = new Worker(THREAD_URL, { workerData: data });
+    // Idle, the thread does not keep the process alive; with a commit in flight it must.
+    worker.unref();
+    worker.on('message', (reply: IntakeReply) => {
+      const waiters = waiting.get(reply.id) ?? [];
+      waiting.delete(reply.id);
+      if (waiting.size === 0) worker.unref();
+      if (reply.ok) waiters.forEach((w, i) => w.resolve(reply.stored[i]!));
+      else {
+        const error = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
+        for (const w of waiters) w.reject(error);
+      }
+    });
+    worker.on('error', (error) => failAll(`webhook intake thread failed: ${error.message}`));
+    worker.on('exit', () => {
+      if (thread === worker) thread = undefined;
+      failAll('webhook intake thread stopped');
+    });
+    return worker;
+  };
+  /** Sends this turn's deliveries as one batch. */
+  const send = () => {
+    const batch = pending;
+    pending = [];
+    if (batch.length === 0) return;
+    const worker = (thread ??= start());
+    const id = ++nextId;
+    if (waiting.size === 0) worker.ref();
+    waiting.set(
+      id,
+      batch.map((p) => p.waiter),
+    );
+    worker.postMessage({ id, items: batch.map((p) => p.item) } satisfies IntakeBatch);
+  };
+
+  return {
+    enqueue(event: DecisionEvent, now = Date.now(), intake) {
+      if (closed) return Promise.reject(new Error('the webhook intake is closed'));
+      if (!intake) {
+        return Promise.reject(new Error('the webhook intake stores events with their receipt record only'));
+      }
+      if (intake.audit.writer !== data.writer) {
+        return Promise.reject(
+          new Error(
+            `receipt for ledger writer ${intake.audit.writer}; this intake appends as ${data.writer}`,
+          ),
+        );
+      }
+      return new Promise<EnqueuedEvent>((resolve, reject) => {
+        if (pending.length === 0) setImmediate(send);
+        pending.push({ item: { event, now, receipt: intake.receipt }, waiter: { resolve, reject } });
+      });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      send();
+      const worker = thread;
+      if (!worker) return;
+      // Kept alive until the thread has sealed its records and closed its connection.
+      worker.ref();
+      const stopped = new Promise((resolve) => worker.once('exit', resolve));
+      worker.postMessage('close');
+      await stopped;
+    },
+  };
+}
