@@ -17,7 +17,7 @@ import type { AuditLog } from '../governance/audit.ts';
 import { loadAuditKey } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import { databasePath } from '../store/store.ts';
-import type { IntakeBatch, IntakeReply, IntakeThreadData } from './intake-thread.ts';
+import type { IntakeBatch, IntakeItem, IntakeReply, IntakeThreadData } from './intake-thread.ts';
 
 /** What a webhook endpoint stores through (`OutboxStore.enqueue`, given a receipt), and its lifetime. */
 export interface WebhookIntakeStore {
@@ -60,7 +60,7 @@ export function openWebhookIntakeStore(options: {
 export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
   type Waiting = { resolve: (stored: EnqueuedEvent) => void; reject: (error: unknown) => void };
   const waiting = new Map<number, Waiting[]>();
-  let pending: { item: IntakeBatch['items'][number]; waiter: Waiting }[] = [];
+  let pending: { item: IntakeItem; waiter: Waiting }[] = [];
   let nextId = 0;
   let closed = false;
   let thread: Worker | undefined;
@@ -78,8 +78,12 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
       const waiters = waiting.get(reply.id) ?? [];
       waiting.delete(reply.id);
       if (waiting.size === 0) worker.unref();
-      if (reply.ok) waiters.forEach((w, i) => w.resolve(reply.stored[i]!));
-      else {
+      if (reply.ok) {
+        waiters.forEach((w, i) => {
+          const id = reply.stored[i]!;
+          w.resolve({ id: Math.abs(id), duplicate: id < 0 });
+        });
+      } else {
         const error = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
         for (const w of waiters) w.reject(error);
       }
@@ -103,7 +107,7 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
       id,
       batch.map((p) => p.waiter),
     );
-    worker.postMessage({ id, items: batch.map((p) => p.item) } satisfies IntakeBatch);
+    worker.postMessage({ id, items: JSON.stringify(batch.map((p) => p.item)) } satisfies IntakeBatch);
   };
 
   return {
