@@ -62,6 +62,8 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
   const waiting = new Map<number, Waiting[]>();
   let pending: { item: IntakeItem; waiter: Waiting }[] = [];
   let nextId = 0;
+  /** A send is due on the next turn (deliveries of this turn join it). */
+  let scheduled = false;
   let closed = false;
   let thread: Worker | undefined;
 
@@ -87,19 +89,33 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
         const error = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
         for (const w of waiters) w.reject(error);
       }
+      // What arrived while this batch committed goes as the next one.
+      send();
     });
     worker.on('error', (error) => failAll(`webhook intake thread failed: ${error.message}`));
     worker.on('exit', () => {
       if (thread === worker) thread = undefined;
       failAll('webhook intake thread stopped');
+      send();
     });
     return worker;
   };
-  /** Sends this turn's deliveries as one batch. */
+  const idleWaiters: (() => void)[] = [];
+  /**
+   * Sends the deliveries waiting as one batch, unless one is committing: the thread commits one
+   * group at a time anyway, so what arrives meanwhile (over several turns) goes as one message
+   * when it ends. One message per commit, not one per turn of the event loop, keeps the main
+   * thread's share of the hand-over small.
+   */
   const send = () => {
+    scheduled = false;
+    if (waiting.size > 0) return;
     const batch = pending;
     pending = [];
-    if (batch.length === 0) return;
+    if (batch.length === 0) {
+      for (const resolve of idleWaiters.splice(0)) resolve();
+      return;
+    }
     const worker = (thread ??= start());
     const id = ++nextId;
     if (waiting.size === 0) worker.ref();
@@ -124,14 +140,21 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
         );
       }
       return new Promise<EnqueuedEvent>((resolve, reject) => {
-        if (pending.length === 0) setImmediate(send);
         pending.push({ item: { event, now, receipt: intake.receipt }, waiter: { resolve, reject } });
+        if (!scheduled && waiting.size === 0) {
+          scheduled = true;
+          setImmediate(send);
+        }
       });
     },
     async close() {
       if (closed) return;
       closed = true;
-      send();
+      if (waiting.size > 0 || pending.length > 0) {
+        const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
+        send();
+        await idle;
+      }
       const worker = thread;
       if (!worker) return;
       // Kept alive until the thread has sealed its records and closed its connection.
