@@ -425,6 +425,9 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
   });
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
   const jobs = await startServeJobs(runtime, replicaIdFor(config, role));
+  // Everything is loaded now: the code V8 compiled is kept for the next start (bin/fraudgate.js
+  // enables the cache) even if this process is killed rather than closed.
+  (await import('node:module')).flushCompileCache();
   return { config, secrets, runtime, store, jobs, sandbox, tracing };
 }
 

@@ -8,8 +8,12 @@
  * real SaaS APIs answer in tens of milliseconds, and without it a batch window is all cost.
  *
  * BENCH_DECISIONS (default 1,000, the figure's unit: fewer leave per-batch costs unamortised) sets
- * the number of decisions; BENCH_WINDOW_MS the batch window (default: the shipped 1 s). Writes are
- * the non-GET calls (composite requests); the rest are reads (lookup queries).
+ * the number of decisions; BENCH_WINDOW_MS the batch window (default: the shipped 1 s);
+ * BENCH_BATCH_SIZE the effects a worker tick runs together (default: the shipped
+ * `automation.batch_size`). The outbox is drained tick by tick, and each tick that runs Salesforce
+ * effects sends at least one write request: writes ≥ ticks = effects / batch size. Writes are the
+ * non-GET calls (composite requests, a read-back query riding in one included); the rest are reads
+ * (lookup queries).
  */
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -58,7 +62,11 @@ export async function runOutbox(
         approvals: { tools: { suppress_user: 'none' } },
         // A third of the decisions are blocks: more suppressions than the default hourly budget allows.
         budgets: { limits: { suppress_user: { max_effects: 1_000_000 } } },
-        automation: { poll_ms: 20, batch_window_ms: Number(process.env.BENCH_WINDOW_MS ?? 1000) },
+        automation: {
+          poll_ms: 20,
+          batch_window_ms: Number(process.env.BENCH_WINDOW_MS ?? 1000),
+          ...(process.env.BENCH_BATCH_SIZE ? { batch_size: Number(process.env.BENCH_BATCH_SIZE) } : {}),
+        },
       }),
       ...sandbox.config,
       data_dir: dataDir,

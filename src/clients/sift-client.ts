@@ -12,7 +12,7 @@
  *   may have been applied, so the error goes back to the caller, who can read the status first.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { Agent, request as undiciRequest } from 'undici';
+import type { Agent } from 'undici';
 import * as z from 'zod';
 import { ERROR_CODES, FraudgateError, NotFoundError, UpstreamError } from '../errors.ts';
 import {
@@ -312,7 +312,11 @@ export function isPlainUserScoreResponse(json: unknown): json is z.infer<typeof 
 // --- normalisation ---
 
 /** Canonical abuse type for any spelling Sift uses (`promo_abuse`, any case); undefined when unknown. */
+const CANONICAL_ABUSE_TYPES: ReadonlySet<string> = new Set(ABUSE_TYPES);
+
 export function normaliseAbuseType(value: string): AbuseType | undefined {
+  // Sift's own spelling, as it nearly always comes, without trimming and lower-casing a copy.
+  if (CANONICAL_ABUSE_TYPES.has(value)) return value as AbuseType;
   const lower = value.trim().toLowerCase();
   const canonical = lower === 'promo_abuse' ? 'promotion_abuse' : lower;
   return (ABUSE_TYPES as readonly string[]).includes(canonical) ? (canonical as AbuseType) : undefined;
@@ -323,11 +327,10 @@ function normaliseCategory(value: string | undefined): DecisionCategory | string
 }
 
 function toReason(r: z.infer<typeof reasonSchema>): SiftReason {
-  return {
-    name: r.name,
-    ...(r.value === undefined || r.value === null ? {} : { value: r.value }),
-    ...(r.details === undefined ? {} : { details: r.details }),
-  };
+  const reason: SiftReason = { name: r.name };
+  if (r.value !== undefined && r.value !== null) reason.value = r.value;
+  if (r.details !== undefined) reason.details = r.details;
+  return reason;
 }
 
 function toUserScore(userId: string, parsed: z.infer<typeof userScoreResponseSchema>): SiftUserScore {
@@ -461,6 +464,38 @@ interface CallSpec {
   userId?: string;
 }
 
+/** An origin and the path (with its query) on it. */
+interface Target {
+  origin: string;
+  path: string;
+}
+
+/** A query or fragment, a scheme (an absolute URL), a dot segment, or a character a URL would encode. */
+const NEEDS_URL_PARSE = /[^\x21-\x7e]|[?#\\"<>`{}^|]|^[a-z][a-z0-9+.-]*:|(^|\/)\.{1,2}(\/|$)|%2e/i;
+
+/**
+ * Where a call goes, as undici's dispatcher takes it: `new URL(path, base)` with the query's
+ * parameters set on it. The paths this client builds (ids encoded with encodeURIComponent, which
+ * leaves nothing a URL would encode or resolve) are joined as text, without parsing a URL on every
+ * call; a path with a query of its own (a next_ref), an absolute one, one with dot segments or with
+ * a character a URL would encode goes through URL.
+ */
+export function requestTarget(
+  base: { href: string; origin: string; pathname: string },
+  rawPath: string,
+  query: Record<string, string | undefined> = {},
+): Target {
+  const path = rawPath.replace(/^\/+/, '');
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, v);
+  if (!NEEDS_URL_PARSE.test(path)) {
+    return { origin: base.origin, path: `${base.pathname}${path}${params.size > 0 ? `?${params}` : ''}` };
+  }
+  const url = new URL(path, base.href);
+  for (const [k, v] of params) url.searchParams.set(k, v);
+  return { origin: url.origin, path: `${url.pathname}${url.search}` };
+}
+
 interface RawResponse {
   status: number;
   json: unknown;
@@ -540,20 +575,20 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   // undici is loaded with the first request, not at start-up: it takes a few hundred ms to load, and
   // a stdio server should answer `initialize` without it.
   // Once loaded it is used directly: awaiting the settled import on every attempt costs a turn.
-  type Http = { dispatcher: Agent; request: typeof undiciRequest };
-  let loading: Promise<Http> | undefined;
-  let http: Http | undefined;
+  let loading: Promise<Agent> | undefined;
   let dispatcher: Agent | undefined;
   const undici = () =>
-    (loading ??= import('undici').then(({ Agent: UndiciAgent, request }) => {
+    (loading ??= import('undici').then(({ Agent: UndiciAgent }) => {
       // Connecting is bounded like the other phases of an attempt (undici's default is 10 s).
       dispatcher = new UndiciAgent({
         keepAliveTimeout: 10_000,
         connections: 16,
         connect: { timeout: timeoutMs },
       });
-      return (http = { dispatcher, request });
+      return dispatcher;
     }));
+  const { href, origin, pathname } = new URL(base);
+  const baseParts = { href, origin, pathname };
   const redact = (text: string) => redactSiftSecrets(text, config.apiKey);
 
   const detailOf = (spec: CallSpec, status: number | string, text: string) =>
@@ -670,8 +705,8 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
     );
   }
 
-  async function attempt(spec: CallSpec, url: URL, signal: AbortSignal | undefined): Promise<unknown> {
-    const { dispatcher, request } = http ?? (await undici());
+  async function attempt(spec: CallSpec, to: Target, signal: AbortSignal | undefined): Promise<unknown> {
+    const agent = dispatcher ?? (await undici());
     const headers: Record<string, string> = { 'user-agent': userAgent, accept: 'application/json' };
     let payload: string | undefined;
     if (spec.auth === 'basic') headers.authorization = basic;
@@ -686,11 +721,12 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
     // Only a sub-second deadline, which that timer would overshoot several times, gets its own.
     const exact = exactTimeout ? exactDeadline(signal) : undefined;
     try {
-      const res = await request(url, {
+      const res = await agent.request({
+        origin: to.origin,
+        path: to.path,
         method: spec.method,
         headers,
         body: payload ?? (spec.method === 'POST' ? '' : undefined),
-        dispatcher,
         ...(exact ? { signal: exact.signal } : signal ? { signal } : {}),
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
@@ -755,18 +791,10 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
   }
 
   async function call(spec: CallSpec, signal?: AbortSignal): Promise<unknown> {
-    const path = spec.path.replace(/^\/+/, '');
-    const query = new URLSearchParams();
-    for (const [k, v] of Object.entries(spec.query ?? {})) if (v !== undefined) query.set(k, v);
-    // One parse of the whole URL; setting parameters on a URL re-parses it each time. A path with
-    // a query of its own (a next_ref) keeps it, and the parameters set here replace the same names.
-    const url = path.includes('?')
-      ? new URL(path, base)
-      : new URL(query.size > 0 ? `${path}?${query}` : path, base);
-    if (path.includes('?')) for (const [k, v] of query) url.searchParams.set(k, v);
+    const to = requestTarget(baseParts, spec.path, spec.query);
     for (let n = 0; ; n++) {
       try {
-        return await attempt(spec, url, signal);
+        return await attempt(spec, to, signal);
       } catch (error) {
         if (!(error instanceof AttemptError)) throw error;
         const { error: failure, unsent } = error;

@@ -277,7 +277,12 @@ export function createRedactor(options: RedactorOptions): Redactor {
     return `***#${hashPersonal(text)}`;
   };
 
-  const walk = (value: unknown, mode: KeyClass, seen: WeakSet<object>, depth = 0): unknown => {
+  /**
+   * `open` holds the objects being copied, outermost first (a value met again among them is a
+   * cycle): an array as deep as the nesting, searched and popped, which costs far less per record
+   * than a WeakSet allocated for every call (and traced specially by the garbage collector).
+   */
+  const walk = (value: unknown, mode: KeyClass, open: object[], depth = 0): unknown => {
     if (value === null || value === undefined) return value;
     if (mode === 'secret') return REDACTED;
     switch (typeof value) {
@@ -295,20 +300,20 @@ export function createRedactor(options: RedactorOptions): Redactor {
     }
     const object = value as object;
     if (object instanceof Date) {
-      return Number.isNaN(object.getTime()) ? null : walk(object.toISOString(), mode, seen);
+      return Number.isNaN(object.getTime()) ? null : walk(object.toISOString(), mode, open);
     }
     if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer) {
       return `[binary ${object.byteLength} bytes]`;
     }
-    if (seen.has(object)) return '[Circular]';
+    if (open.includes(object)) return '[Circular]';
     // Arguments are bounded before they get here (input-bounds.ts), but logs and details are not:
     // a value this deep is cut rather than allowed to overflow the stack of whoever is redacting.
     if (depth >= MAX_REDACT_DEPTH) return '[too deep]';
-    seen.add(object);
+    open.push(object);
     try {
-      if (Array.isArray(object)) return object.map((item) => walk(item, mode, seen, depth + 1));
+      if (Array.isArray(object)) return object.map((item) => walk(item, mode, open, depth + 1));
       if (object instanceof Error) {
-        return { name: object.name, message: walk(object.message, mode, seen, depth + 1) };
+        return { name: object.name, message: walk(object.message, mode, open, depth + 1) };
       }
       const entries = object instanceof Map ? [...object.entries()] : Object.entries(object);
       const copy: Record<string, unknown> = {};
@@ -316,7 +321,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
         const name = String(k);
         // Inside a personal value (an address object, say) every leaf stays personal.
         const childMode = mode === 'personal' ? classifyKeyInPersonal(name) : classifyKey(name);
-        const redacted = walk(v, childMode, seen, depth + 1);
+        const redacted = walk(v, childMode, open, depth + 1);
         // Keys can be data too (a map keyed by email).
         if (redacted !== undefined) copy[maskText(name)] = redacted;
       }
@@ -325,12 +330,12 @@ export function createRedactor(options: RedactorOptions): Redactor {
       // A getter or proxy that throws: the value cannot be read, so nothing of it is kept.
       return '[unreadable]';
     } finally {
-      seen.delete(object);
+      open.pop();
     }
   };
 
   return {
-    redactValue: (value) => walk(value, 'plain', new WeakSet()),
+    redactValue: (value) => walk(value, 'plain', []),
     hashPersonal,
   };
 }

@@ -6,6 +6,7 @@ import {
   isPlainUserScoreResponse,
   parseRetryAfter,
   redactSiftSecrets,
+  requestTarget,
   siftSchemas,
   verifySiftSignature,
   type SiftClientConfig,
@@ -544,6 +545,50 @@ describe.skipIf(!sharedFixturesPresent)(
     });
   },
 );
+
+describe('requestTarget', () => {
+  // What the client sent before it joined paths as text: the URL resolved against the base.
+  const viaUrl = (base: string, path: string, query: Record<string, string | undefined>) => {
+    const url = new URL(path.replace(/^\/+/, ''), base);
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
+    return { origin: url.origin, path: `${url.pathname}${url.search}` };
+  };
+  const ids = [
+    'sandbox-high-risk',
+    'a/b+c@d.com',
+    'ü ñ',
+    '..',
+    '.',
+    'x/../y',
+    '%2e%2e',
+    'a?b#c',
+    "it's (me)!*~",
+  ];
+  const bases = ['http://127.0.0.1:8080/', 'https://api.sift.com/', 'https://proxy.example/sift/'];
+  const queries = [
+    {},
+    { fields: 'SCORE_PERCENTILES', abuse_types: undefined },
+    { abuse_types: 'a,b', fields: 'x y' },
+  ];
+  for (const base of bases)
+    it(`goes where new URL(path, ${base}) goes, for every id and query`, () => {
+      const { href, origin, pathname } = new URL(base);
+      for (const id of ids)
+        for (const query of queries)
+          for (const path of [
+            `/v205/users/${encodeURIComponent(id)}/score`,
+            `v3/accounts/1/users/${id}/decisions`,
+          ])
+            expect(requestTarget({ href, origin, pathname }, path, query)).toEqual(viaUrl(base, path, query));
+      // A next_ref: its own query kept, the same names replaced; an absolute one keeps its origin.
+      const ref = 'v3/accounts/1/decisions?from=1&limit=100';
+      expect(requestTarget({ href, origin, pathname }, ref, { limit: '5' })).toEqual(
+        viaUrl(base, ref, { limit: '5' }),
+      );
+      const absolute = 'https://api.sift.com/v3/accounts/1/decisions?from=2';
+      expect(requestTarget({ href, origin, pathname }, absolute)).toEqual(viaUrl(base, absolute, {}));
+    });
+});
 
 describe('the checks without zod agree with the schemas', () => {
   const score = {

@@ -18,6 +18,12 @@ export interface RoundRobinProxy {
   url: string;
   /** Which replica served each request, in arrival order. */
   routed: { request: ProxyRequest; replica: number }[];
+  /**
+   * Requests the proxy answered 502 itself (the replica's connection failed before any answer):
+   * the socket error, and whether the request went out on a kept-alive connection reused from an
+   * earlier request.
+   */
+  failed: { replica: number; code: string; message: string; reusedSocket: boolean }[];
   close(): Promise<void>;
 }
 
@@ -29,6 +35,7 @@ export async function startRoundRobinProxy(
 ): Promise<RoundRobinProxy> {
   let next = 0;
   const routed: RoundRobinProxy['routed'] = [];
+  const failed: RoundRobinProxy['failed'] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -51,7 +58,13 @@ export async function startRoundRobinProxy(
           answer.pipe(res);
         },
       );
-      upstream.on('error', () => {
+      upstream.on('error', (error: Error & { code?: string }) => {
+        failed.push({
+          replica,
+          code: error.code ?? '',
+          message: error.message,
+          reusedSocket: upstream.reusedSocket,
+        });
         if (!res.headersSent) res.writeHead(502).end();
         else res.destroy();
       });
@@ -64,6 +77,7 @@ export async function startRoundRobinProxy(
   return {
     url,
     routed,
+    failed,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
