@@ -406,7 +406,10 @@ export const configSchema = z.strictObject({
     max_attempts: z.number().int().min(1).max(100),
     backoff_base_ms: z.number().int().positive(),
     backoff_max_ms: z.number().int().positive(),
-    /** Effects leased per worker tick (and run concurrently, so their upstream writes share batches). */
+    /**
+     * Effects leased per worker tick (and run concurrently, so their upstream writes share batches).
+     * A composite write request carries 1,000 Salesforce records; fewer effects in flight cannot fill one.
+     */
     batch_size: z.number().int().min(1).max(2000),
     /** How long an effect's lease lasts (renewed while it runs); a crashed replica's effects are retried after it. */
     lease_ms: z.number().int().positive().max(30_000),
@@ -775,7 +778,7 @@ export const DEFAULTS: Config = {
     max_attempts: 10,
     backoff_base_ms: 500,
     backoff_max_ms: 5 * 60 * 1000,
-    batch_size: 400,
+    batch_size: 1000,
     lease_ms: 30_000,
     poll_ms: 250,
     batch_window_ms: 1000,
