@@ -62,9 +62,19 @@ export interface LedgerCommit {
   head: LedgerHead;
 }
 
+/** A group chained by the engine itself ({@link LedgerEngine.chain}). */
+export interface ChainedGroup {
+  firstSeq: number;
+  firstPrevHash: string;
+  /** The records' hashes, 64 hex characters each, concatenated in order. */
+  hashes: string;
+  head: LedgerHead;
+}
+
 /**
- * Storage for the ledger, one per engine (`src/store/sqlite`, `src/store/postgres`). The engines
- * only store; chaining, signing and verification happen here, identically for both.
+ * Storage for the ledger, one per engine (`src/store/sqlite`, `src/store/postgres`). Signing and
+ * verification happen here, identically for both; so does chaining, except on an engine that
+ * offers `chain` (SQLite hashes on its writer thread, with the same {@link chainHash}).
  */
 export interface LedgerEngine {
   readonly kind: 'sqlite' | 'postgres';
@@ -83,6 +93,20 @@ export interface LedgerEngine {
     writer: string,
     build: (head: LedgerHead | undefined) => LedgerCommit,
   ): Promise<void>;
+  /**
+   * Optional (SQLite, whose writer thread has the head at hand): chains `records` itself, from the
+   * head it reads inside the transaction, and writes them with `checkpoints` (heads it returned
+   * earlier, signed by the ledger) and, when `writer` has no chain yet, `genesis` (its seq-0
+   * checkpoint). An engine without it is given rows chained by the ledger (`commit`).
+   */
+  chain?(
+    writer: string,
+    group: {
+      records: readonly { ts: string; body: string }[];
+      checkpoints: readonly AuditCheckpoint[];
+      genesis: AuditCheckpoint | undefined;
+    },
+  ): Promise<ChainedGroup>;
   /** Every record, in insertion order (per writer that is seq order), in batches. */
   scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
   checkpoints(): Promise<AuditCheckpoint[]>;
@@ -205,37 +229,42 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return { rows, checkpoints, head: { seq, hash, sealed_seq, sealed_at } };
     };
 
+  /** A failed commit: waiting appends reject at once, write-behind records wait for the retry. */
+  const commitFailed = (batch: Queued[], error: unknown) => {
+    const reason = error instanceof Error ? error.message : String(error);
+    setHealth(reason);
+    paused = true;
+    const failed = auditError(
+      'The audit ledger could not be written.',
+      `commit of ${batch.length} records for writer ${writer} failed: ${reason}`,
+      error,
+      true,
+    );
+    const kept = batch.filter((q) => !q.reject);
+    // (waitingInQueue is unchanged: only write-behind records go back.)
+    for (const q of batch) q.reject?.(failed);
+    queue = [...kept, ...queue];
+    if (!closed) {
+      retryTimer ??= setTimeout(() => {
+        retryTimer = undefined;
+        paused = false;
+        // Even with nothing queued, a commit (of the head alone) probes whether writing works again.
+        sealRequested = true;
+        kick();
+      }, retryMs);
+      retryTimer.unref();
+    }
+  };
+
   /** Commits the records of `batch` (and a due checkpoint); settles their appends either way. */
   const commitBatch = async (batch: Queued[]): Promise<void> => {
+    if (engine.chain) return commitChained(batch);
     let committed: LedgerCommit | undefined;
     const sealing = sealRequested;
     try {
       await engine.commit(writer, (head) => (committed = build(batch)(head)));
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      setHealth(reason);
-      paused = true;
-      const failed = auditError(
-        'The audit ledger could not be written.',
-        `commit of ${batch.length} records for writer ${writer} failed: ${reason}`,
-        error,
-        true,
-      );
-      // Waiting appends learn at once; write-behind records are kept for the retry.
-      const kept = batch.filter((q) => !q.reject);
-      // (waitingInQueue is unchanged: only write-behind records go back.)
-      for (const q of batch) q.reject?.(failed);
-      queue = [...kept, ...queue];
-      if (!closed) {
-        retryTimer ??= setTimeout(() => {
-          retryTimer = undefined;
-          paused = false;
-          // Even with nothing queued, a commit (of the head alone) probes whether writing works again.
-          sealRequested = true;
-          kick();
-        }, retryMs);
-        retryTimer.unref();
-      }
+      commitFailed(batch, error);
       return;
     }
     if (sealing) sealRequested = false;
@@ -247,6 +276,63 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       const q = batch[i]!;
       q.resolve?.({ v: 2, writer, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash, ...q.payload });
     });
+  };
+
+  /**
+   * Checkpoints signed for heads the engine returned, written with the next commit. Engines that
+   * chain records themselves ({@link LedgerEngine.chain}) tell the head only after the commit, so
+   * the checkpoint sealing it follows one commit later (records after a writer's newest checkpoint
+   * are reported as unsealed until then, as ever).
+   */
+  let pendingSeals: AuditCheckpoint[] = [];
+  /** The newest head this process signed, so commits in flight meanwhile do not sign it again. */
+  let signed = { seq: 0, at: 0 };
+  /** Whether this writer's chain exists (a chained commit succeeded): until then commits carry its seq-0 checkpoint. */
+  let chainStarted = false;
+
+  /** {@link commitBatch} on an engine that chains the records itself (SQLite: on its writer thread, off the event loop). */
+  const commitChained = async (batch: Queued[]): Promise<void> => {
+    const sealing = sealRequested;
+    const checkpoints = pendingSeals;
+    pendingSeals = [];
+    let group: ChainedGroup;
+    try {
+      group = await engine.chain!(writer, {
+        records: batch,
+        checkpoints,
+        // A new chain: its seq-0 checkpoint proves it was started by a holder of the key.
+        genesis: chainStarted ? undefined : seal(writer, 0, GENESIS_HASH, now()),
+      });
+    } catch (error) {
+      pendingSeals = [...checkpoints, ...pendingSeals];
+      commitFailed(batch, error);
+      return;
+    }
+    chainStarted = true;
+    if (sealing) sealRequested = false;
+    paused = false;
+    setHealth(undefined);
+    const { head, hashes, firstSeq, firstPrevHash } = group;
+    if (head.seq >= known.seq) known = { seq: head.seq, sealed: head.sealed_seq };
+    batch.forEach((q, i) => {
+      q.resolve?.({
+        v: 2,
+        writer,
+        seq: firstSeq + i,
+        prev_hash: i === 0 ? firstPrevHash : hashes.slice(64 * (i - 1), 64 * i),
+        hash: hashes.slice(64 * i, 64 * (i + 1)),
+        ...q.payload,
+      });
+    });
+    const at = now();
+    const sealedSeq = Math.max(head.sealed_seq, signed.seq);
+    const sealedAt = Math.max(Date.parse(head.sealed_at), signed.at);
+    const due = head.seq - sealedSeq >= every || at.getTime() - sealedAt >= intervalMs || sealing;
+    if (due && head.seq > sealedSeq) {
+      pendingSeals.push(seal(writer, head.seq, head.hash, at));
+      signed = { seq: head.seq, at: at.getTime() };
+      kick();
+    }
   };
 
   /**
@@ -262,8 +348,12 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
    */
   const pump = () => {
     scheduled = false;
-    while (inFlight < MAX_IN_FLIGHT && !paused && (queue.length > 0 || sealRequested)) {
-      if (!sealRequested && !hurry && !lingerDue && waitingInQueue === 0) break;
+    while (
+      inFlight < MAX_IN_FLIGHT &&
+      !paused &&
+      (queue.length > 0 || sealRequested || pendingSeals.length > 0)
+    ) {
+      if (!sealRequested && !hurry && !lingerDue && waitingInQueue === 0 && pendingSeals.length === 0) break;
       const size =
         inFlight === 0 && queue.length >= 2 * MIN_SPLIT_GROUP ? Math.ceil(queue.length / 2) : MAX_GROUP;
       const batch = queue.splice(0, Math.min(size, MAX_GROUP));

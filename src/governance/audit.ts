@@ -11,9 +11,9 @@
  * Files written by earlier versions (`audit.jsonl`, one v1 record a line, a single chain) are still
  * verified by {@link verifyLegacyAuditFile}.
  */
-import { hash as digest } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
 import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, isInCanonicalOrder, sha256Hex } from './redact.ts';
@@ -156,20 +156,7 @@ export interface AuditLog {
   readonly writer: string;
 }
 
-/** `prev_hash` of each writer's first record, and the hash a writer's seq-0 checkpoint seals. */
-export const GENESIS_HASH = '0'.repeat(64);
-
-/** Writer ids go into the hashed header, one per line: no separators, bounded. */
-export const WRITER_ID_SHAPE = /^[A-Za-z0-9._:@/-]{1,128}$/;
-
-/**
- * The hash chaining one record to its predecessor. The header is hashed as text lines so the body
- * is never parsed; `writer` cannot contain a newline ({@link WRITER_ID_SHAPE}), so no two headers
- * collide.
- */
-export function chainHash(writer: string, seq: number, prevHash: string, body: string): string {
-  return digest('sha256', `${writer}\n${seq}\n${prevHash}\n${body}`, 'hex');
-}
+export { chainHash, GENESIS_HASH, WRITER_ID_SHAPE };
 
 /**
  * A ledger failure. A retryable one (the store behind the ledger cannot be written for now) is a

@@ -154,14 +154,30 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
         writer,
       ]) as Promise<{ seq: number; body: string; prev_hash: string; hash: string }[]>;
 
+    /** `real` with every commit counted (`chain` too, where the engine chains records itself), held back by `gate`. */
+    const counted = (real: LedgerEngine, count: () => void, gate?: Promise<void>): LedgerEngine => ({
+      ...real,
+      commit: async (w, build) => {
+        count();
+        await gate;
+        return real.commit(w, build);
+      },
+      ...(real.chain
+        ? {
+            chain: async (w: string, group: Parameters<NonNullable<LedgerEngine['chain']>>[1]) => {
+              count();
+              await gate;
+              return real.chain!(w, group);
+            },
+          }
+        : {}),
+    });
+
     it('chains each record to its writer, group-commits concurrent appends, and verifies', async () => {
       const backend = await makeBackend();
       const real = await backend.open();
       let commits = 0;
-      const counting: LedgerEngine = {
-        ...real,
-        commit: (w, build) => ((commits += 1), real.commit(w, build)),
-      };
+      const counting = counted(real, () => (commits += 1));
       const log = ledger(counting);
       const records = await Promise.all(Array.from({ length: 300 }, (_, i) => log.append(entry(i + 1))));
       expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
@@ -177,6 +193,30 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
         writers: 1,
         unsealed: 0,
       });
+    });
+
+    it('seals heads while commits overlap: every checkpoint once, on a record of the chain, nothing unsealed after close', async () => {
+      const backend = await makeBackend();
+      const engine = await backend.open();
+      const log = ledger(engine, { checkpointEvery: 50 });
+      let next = 1;
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          for (let i = next++; i <= 1500; i = next++) await log.append(entry(i));
+        }),
+      );
+      await log.close();
+      const cps = (await backend.sql('SELECT seq, hash FROM audit_checkpoints ORDER BY seq')) as {
+        seq: number;
+        hash: string;
+      }[];
+      const seqs = cps.map((c) => Number(c.seq));
+      expect(new Set(seqs).size).toBe(seqs.length);
+      expect(seqs[0]).toBe(0);
+      expect(seqs.at(-1)).toBe(1500);
+      // No run of 50 records without a seal, give or take the group in flight when one was due.
+      for (let i = 1; i < seqs.length; i += 1) expect(seqs[i]! - seqs[i - 1]!).toBeLessThan(50 + 64 * 2);
+      expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 1500, unsealed: 0 });
     });
 
     it('keeps one chain per writer: two writers append at once without waiting on each other, both verify', async () => {
@@ -234,10 +274,7 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       const backend = await makeBackend();
       const real = await backend.open();
       let commits = 0;
-      const counting: LedgerEngine = {
-        ...real,
-        commit: (w, build) => ((commits += 1), real.commit(w, build)),
-      };
+      const counting = counted(real, () => (commits += 1));
       const log = ledger(counting, { writeBehindLingerMs: 60_000 });
       // Sequential reads, each in its own event-loop turn: none of them starts a commit of its own.
       for (let i = 1; i <= 20; i += 1) {
@@ -261,14 +298,7 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       let commits = 0;
       let release!: () => void;
       const gate = new Promise<void>((resolve) => (release = resolve));
-      const gated: LedgerEngine = {
-        ...real,
-        commit: async (w, build) => {
-          commits += 1;
-          await gate;
-          return real.commit(w, build);
-        },
-      };
+      const gated = counted(real, () => (commits += 1), gate);
       const log = ledger(gated, { writeBehindLingerMs: 60_000 });
       const appended = log.append(entry(1, { event: 'intent', tool: 'apply_label' }));
       for (let i = 2; i <= 10; i += 1) {

@@ -1,10 +1,11 @@
 /**
  * The audit ledger on SQLite (node:sqlite, WAL, `synchronous = FULL`): one host, the default
- * store. Commits run on a writer thread (audit-ledger-worker.ts), one `BEGIN IMMEDIATE`
- * transaction each, so the head check and the inserts of a group are atomic against every other
- * process on the host (the CLI appends too) and the fsync never blocks the event loop (a
- * connection cannot cross threads, so the writer thread has its own; its transactions are short,
- * and it waits for the file lock off the event loop). Everything else on this thread (heads,
+ * store. Commits run on a writer thread (audit-ledger-worker.ts), which also chains the ledger's
+ * groups (`chain`), one `BEGIN IMMEDIATE` transaction each, so reading the head and inserting a
+ * group are atomic against every other process on the host (the CLI appends too), and neither
+ * the hashing nor the fsync blocks the event loop (a connection cannot cross threads, so the
+ * writer thread has its own; its transactions are short, and it waits for the file lock off the
+ * event loop). Everything else on this thread (heads,
  * checkpoints, retention, and appends inside a caller's transaction) goes through the process's
  * one connection to the file, the store's; scans read through a read-only connection.
  */
@@ -16,7 +17,7 @@ import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
 import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import { openSqliteDatabase } from './database.ts';
-import type { WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
+import type { WorkerChain, WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
 
 /** The worker's module beside this one, whether running from sources (.ts) or a build (.js). */
 const WORKER_URL = new URL(
@@ -91,7 +92,7 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
     });
     return thread;
   };
-  const send = (commit: Omit<WorkerCommit, 'id'>): Promise<WorkerReply> => {
+  const send = (commit: Omit<WorkerCommit, 'id'> | Omit<WorkerChain, 'id'>): Promise<WorkerReply> => {
     if (closed) return Promise.resolve({ id: -1, ok: false, error: 'the ledger store is closed' });
     const thread = (worker ??= startWorker());
     const id = ++nextId;
@@ -133,6 +134,27 @@ export function openSqliteLedgerStore(path: string): LedgerEngine {
           throw new Error(`writer ${writer} keeps moving under another process`);
         }
       }
+    },
+    async chain(writer, { records, checkpoints, genesis }) {
+      let text = '';
+      for (const r of records) text += `${r.ts}\n${r.body}\n`;
+      const reply = await send({
+        kind: 'chain',
+        writer,
+        count: records.length,
+        text,
+        checkpoints: [...checkpoints],
+        ...(genesis ? { genesis } : {}),
+      });
+      // The head moved here: a `commit` of this writer must read it again.
+      heads.delete(writer);
+      if (reply.ok && 'hashes' in reply) return reply;
+      throw Object.assign(
+        new Error('error' in reply ? reply.error : 'unexpected reply from the ledger writer thread'),
+        {
+          code: 'code' in reply ? reply.code : undefined,
+        },
+      );
     },
     commitIn: commitLedgerIn,
     async *scan(batchSize = 10_000) {

@@ -4,13 +4,16 @@
  * written behind, but its answer would still wait for the fsync). Here they run beside the event
  * loop, which keeps building the next group meanwhile.
  *
- * One message per commit: the rows the main thread chained from the head it last saw. Inside
- * `BEGIN IMMEDIATE` the stored head is compared with that one; if another process moved it (two
- * processes sharing a writer id), nothing is written and the stored head is returned so the main
- * thread can chain again from it.
+ * The ledger's groups arrive as {@link WorkerChain}: this thread reads the writer's head inside
+ * `BEGIN IMMEDIATE`, chains the records from it (SHA-256, off the event loop), writes them with the
+ * checkpoints the main thread signed, and replies with the hashes. A {@link WorkerCommit} carries
+ * rows chained by the caller instead (`commit`, used to load a ledger in one go): its head is
+ * compared with the stored one, and if another process moved it, nothing is written and the
+ * stored head is returned so the caller can chain again from it.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
+import { chainHash, GENESIS_HASH } from '../../governance/audit-chain.ts';
 import type { AuditCheckpoint } from '../../governance/audit-signing.ts';
 import type { LedgerHead } from '../../governance/audit-ledger.ts';
 import type { PackedRows } from './audit-ledger-store.ts';
@@ -29,11 +32,38 @@ export interface WorkerCommit {
   head: LedgerHead;
 }
 
+/**
+ * A group of records to chain here ({@link chainRecords}): per record `ts` and `body`, each ended by
+ * a newline (as in {@link PackedRows}). The chain starts from the stored head, read inside the
+ * transaction; `genesis` (the seq-0 checkpoint, signed on the main thread) starts a new writer.
+ * `checkpoints` seal heads this thread returned earlier.
+ */
+export interface WorkerChain {
+  id: number;
+  kind: 'chain';
+  writer: string;
+  count: number;
+  text: string;
+  checkpoints: AuditCheckpoint[];
+  genesis?: AuditCheckpoint;
+}
+
+/** What a chained group became: its first seq and prev_hash, its hashes (64 hex characters each, concatenated), the new head. */
+export interface ChainedReply {
+  id: number;
+  ok: true;
+  firstSeq: number;
+  firstPrevHash: string;
+  hashes: string;
+  head: LedgerHead;
+}
+
 /** Rows per INSERT statement: fewer statement steps per commit, well under SQLite's bound-variable limit. */
 const ROWS_PER_INSERT = 32;
 
 export type WorkerReply =
   | { id: number; ok: true }
+  | ChainedReply
   | { id: number; ok: false; conflict: LedgerHead | null }
   | { id: number; ok: false; error: string; code?: string };
 
@@ -50,6 +80,7 @@ let prepared:
       insertRecord: StatementSync;
       insertRecords: StatementSync;
       insertCheckpoint: StatementSync;
+      insertSeal: StatementSync;
     }
   | undefined;
 const statements = () =>
@@ -70,6 +101,10 @@ const statements = () =>
     ),
     insertCheckpoint: db.prepare(
       'INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    // A head can be sealed twice at one seq (two processes under one writer id): one checkpoint is kept.
+    insertSeal: db.prepare(
+      'INSERT OR IGNORE INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
     ),
   });
 
@@ -100,6 +135,74 @@ function commit(m: WorkerCommit): WorkerReply {
   }
 }
 
+/**
+ * Chains and writes a group in one `BEGIN IMMEDIATE` transaction: the head is read here, under the
+ * file's write lock, so every process on the host appending under this writer id (and a record
+ * appended inside a caller's transaction) is chained after, never beside: the chain cannot fork,
+ * and nothing needs chaining again. Hashing here keeps SHA-256 off the event loop.
+ */
+function chainRecords(m: WorkerChain): WorkerReply {
+  try {
+    const { readHead, writeHead, insertRecord, insertRecords, insertCheckpoint, insertSeal } = statements();
+    db.exec('BEGIN IMMEDIATE');
+    let head = (readHead.get(m.writer) as LedgerHead | undefined) ?? null;
+    if (!head) {
+      if (!m.genesis || m.genesis.seq !== 0 || m.genesis.hash !== GENESIS_HASH) {
+        throw new Error(`writer ${m.writer} has no chain yet and the commit carries no seq-0 checkpoint`);
+      }
+      const g = m.genesis;
+      insertCheckpoint.run(g.writer, g.seq, g.hash, g.ts, g.key_id, g.signature);
+      head = { seq: 0, hash: GENESIS_HASH, sealed_seq: 0, sealed_at: g.ts };
+    }
+    const fields = m.count > 0 ? m.text.split('\n') : [];
+    const firstSeq = head.seq + 1;
+    const firstPrevHash = head.hash;
+    let { seq, hash } = head;
+    let hashes = '';
+    let params: (string | number)[] = [];
+    for (let i = 0; i < m.count; i += 1) {
+      const body = fields[2 * i + 1]!;
+      const prev = hash;
+      seq += 1;
+      hash = chainHash(m.writer, seq, prev, body);
+      hashes += hash;
+      params.push(m.writer, seq, fields[2 * i]!, body, prev, hash);
+      if (params.length === 6 * ROWS_PER_INSERT) {
+        insertRecords.run(...params);
+        params = [];
+      }
+    }
+    for (let i = 0; i < params.length; i += 6) insertRecord.run(...params.slice(i, i + 6));
+    let { sealed_seq, sealed_at } = head;
+    for (const c of m.checkpoints) {
+      if (c.writer !== m.writer || c.seq > seq) {
+        throw new Error(
+          `checkpoint ${c.writer}@${c.seq} does not seal writer ${m.writer}'s chain (head ${seq})`,
+        );
+      }
+      insertSeal.run(c.writer, c.seq, c.hash, c.ts, c.key_id, c.signature);
+      if (c.seq > sealed_seq) {
+        sealed_seq = c.seq;
+        sealed_at = c.ts;
+      }
+    }
+    writeHead.run(m.writer, seq, hash, sealed_seq, sealed_at);
+    db.exec('COMMIT');
+    return {
+      id: m.id,
+      ok: true,
+      firstSeq,
+      firstPrevHash,
+      hashes,
+      head: { seq, hash, sealed_seq, sealed_at },
+    };
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    const e = error as { message?: string; code?: string };
+    return { id: m.id, ok: false, error: e.message ?? String(error), ...(e.code ? { code: e.code } : {}) };
+  }
+}
+
 function insertPacked(writer: string, packed: PackedRows, one: StatementSync, many: StatementSync) {
   const fields = packed.text.split('\n');
   let prev = packed.firstPrevHash;
@@ -116,11 +219,11 @@ function insertPacked(writer: string, packed: PackedRows, one: StatementSync, ma
   for (let i = 0; i < params.length; i += 6) one.run(...params.slice(i, i + 6));
 }
 
-parentPort!.on('message', (message: WorkerCommit | 'close') => {
+parentPort!.on('message', (message: WorkerCommit | WorkerChain | 'close') => {
   if (message === 'close') {
     db.close();
     parentPort!.close();
     return;
   }
-  parentPort!.postMessage(commit(message));
+  parentPort!.postMessage('kind' in message ? chainRecords(message) : commit(message));
 });
