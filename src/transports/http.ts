@@ -181,10 +181,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
+/** What the SDK's web-standard transport reads of a request whose body it is given parsed. */
+type ParsedBodyRequest = Pick<Request, 'method' | 'url' | 'headers'>;
+
 /**
- * The Node request as a Web `Request` for the SDK's web-standard transport (the body is passed
- * parsed). No abort signal: the transport never reads one, and a client that goes away is seen by
- * `sendWebResponse`, which cancels the response stream.
+ * The Node request as the SDK's web-standard transport sees it; every caller passes the body
+ * parsed. Method, URL and real `Headers` only, not a full `Request` (URL parsing, an AbortSignal
+ * and webidl checks on every call, more than the routing costs): the transport of SDK 1.32.2 (pinned)
+ * reads nothing else when it gets `parsedBody` (its GET and DELETE paths read only headers). A client
+ * that goes away is seen by `sendWebResponse`, which cancels the response stream.
  */
 function toWebRequest(req: IncomingMessage): Request {
   const headers = new Headers();
@@ -192,10 +197,12 @@ function toWebRequest(req: IncomingMessage): Request {
     if (typeof value === 'string') headers.set(name, value);
     else if (Array.isArray(value)) for (const v of value) headers.append(name, v);
   }
-  return new Request(`http://fraudgate.internal${req.url ?? '/mcp'}`, {
+  const request: ParsedBodyRequest = {
     method: req.method ?? 'GET',
+    url: `http://fraudgate.internal${req.url ?? '/mcp'}`,
     headers,
-  });
+  };
+  return request as Request;
 }
 
 /** How the SDK frames a message on an SSE stream without an event store (no `id:` line). */
