@@ -17,12 +17,7 @@ import { createAuditLedger, type LedgerEngine } from '../governance/audit-ledger
 import { createCheckpointSigner } from '../governance/audit-signing.ts';
 import { createRedactor } from '../governance/redact.ts';
 import { commitLedgerIn, readCheckpoints } from '../store/audit-ledger-sql.ts';
-import {
-  createOutboxStore,
-  type DecisionEvent,
-  type EnqueuedEvent,
-  type IntakeReceipt,
-} from '../store/outbox-store.ts';
+import { createOutboxStore, type DecisionEvent, type IntakeReceipt } from '../store/outbox-store.ts';
 import { openSqliteDatabase } from '../store/sqlite/database.ts';
 import { sqliteOutboxQueue } from '../store/sqlite/outbox-queue.ts';
 
@@ -39,14 +34,29 @@ export interface IntakeThreadData {
   checkpointIntervalMs: number;
 }
 
-/** Deliveries the main thread received in one turn of its event loop. */
-export interface IntakeBatch {
-  id: number;
-  items: { event: DecisionEvent; now: number; receipt: IntakeReceipt }[];
+/** One delivery to store: its event, when it arrived, and its receipt record. */
+export interface IntakeItem {
+  event: DecisionEvent;
+  now: number;
+  receipt: IntakeReceipt;
 }
 
+/**
+ * The deliveries the main thread received in one turn of its event loop, as the JSON of their
+ * {@link IntakeItem}s: one string crosses threads far cheaper than structured-cloning every
+ * nested receipt object.
+ */
+export interface IntakeBatch {
+  id: number;
+  items: string;
+}
+
+/**
+ * Where each delivery went, in order: the stored event's id, negated for a duplicate (ids are
+ * positive), as one array of numbers.
+ */
 export type IntakeReply =
-  { id: number; ok: true; stored: EnqueuedEvent[] } | { id: number; ok: false; error: string; code?: string };
+  { id: number; ok: true; stored: number[] } | { id: number; ok: false; error: string; code?: string };
 
 const data = workerData as IntakeThreadData;
 const db = openSqliteDatabase(data.path);
@@ -91,10 +101,16 @@ port.on('message', (message: IntakeBatch | 'close') => {
     })();
     return;
   }
+  const items = JSON.parse(message.items) as IntakeItem[];
   const done = Promise.all(
-    message.items.map((i) => outbox.enqueue(i.event, i.now, { audit, receipt: i.receipt })),
+    items.map((i) => outbox.enqueue(i.event, i.now, { audit, receipt: i.receipt })),
   ).then(
-    (stored) => port.postMessage({ id: message.id, ok: true, stored } satisfies IntakeReply),
+    (stored) =>
+      port.postMessage({
+        id: message.id,
+        ok: true,
+        stored: stored.map((e) => (e.duplicate ? -e.id : e.id)),
+      } satisfies IntakeReply),
     (error: unknown) => {
       const e = error as { message?: string; code?: string };
       port.postMessage({

@@ -17,7 +17,7 @@ import type { AuditLog } from '../governance/audit.ts';
 import { loadAuditKey } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import { databasePath } from '../store/store.ts';
-import type { IntakeBatch, IntakeReply, IntakeThreadData } from './intake-thread.ts';
+import type { IntakeBatch, IntakeItem, IntakeReply, IntakeThreadData } from './intake-thread.ts';
 
 /** What a webhook endpoint stores through (`OutboxStore.enqueue`, given a receipt), and its lifetime. */
 export interface WebhookIntakeStore {
@@ -60,8 +60,10 @@ export function openWebhookIntakeStore(options: {
 export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
   type Waiting = { resolve: (stored: EnqueuedEvent) => void; reject: (error: unknown) => void };
   const waiting = new Map<number, Waiting[]>();
-  let pending: { item: IntakeBatch['items'][number]; waiter: Waiting }[] = [];
+  let pending: { item: IntakeItem; waiter: Waiting }[] = [];
   let nextId = 0;
+  /** A send is due on the next turn (deliveries of this turn join it). */
+  let scheduled = false;
   let closed = false;
   let thread: Worker | undefined;
 
@@ -78,24 +80,42 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
       const waiters = waiting.get(reply.id) ?? [];
       waiting.delete(reply.id);
       if (waiting.size === 0) worker.unref();
-      if (reply.ok) waiters.forEach((w, i) => w.resolve(reply.stored[i]!));
-      else {
+      if (reply.ok) {
+        waiters.forEach((w, i) => {
+          const id = reply.stored[i]!;
+          w.resolve({ id: Math.abs(id), duplicate: id < 0 });
+        });
+      } else {
         const error = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
         for (const w of waiters) w.reject(error);
       }
+      // What arrived while this batch committed goes as the next one.
+      send();
     });
     worker.on('error', (error) => failAll(`webhook intake thread failed: ${error.message}`));
     worker.on('exit', () => {
       if (thread === worker) thread = undefined;
       failAll('webhook intake thread stopped');
+      send();
     });
     return worker;
   };
-  /** Sends this turn's deliveries as one batch. */
+  const idleWaiters: (() => void)[] = [];
+  /**
+   * Sends the deliveries waiting as one batch, unless one is committing: the thread commits one
+   * group at a time anyway, so what arrives meanwhile (over several turns) goes as one message
+   * when it ends. One message per commit, not one per turn of the event loop, keeps the main
+   * thread's share of the hand-over small.
+   */
   const send = () => {
+    scheduled = false;
+    if (waiting.size > 0) return;
     const batch = pending;
     pending = [];
-    if (batch.length === 0) return;
+    if (batch.length === 0) {
+      for (const resolve of idleWaiters.splice(0)) resolve();
+      return;
+    }
     const worker = (thread ??= start());
     const id = ++nextId;
     if (waiting.size === 0) worker.ref();
@@ -103,7 +123,7 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
       id,
       batch.map((p) => p.waiter),
     );
-    worker.postMessage({ id, items: batch.map((p) => p.item) } satisfies IntakeBatch);
+    worker.postMessage({ id, items: JSON.stringify(batch.map((p) => p.item)) } satisfies IntakeBatch);
   };
 
   return {
@@ -120,14 +140,21 @@ export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeSto
         );
       }
       return new Promise<EnqueuedEvent>((resolve, reject) => {
-        if (pending.length === 0) setImmediate(send);
         pending.push({ item: { event, now, receipt: intake.receipt }, waiter: { resolve, reject } });
+        if (!scheduled && waiting.size === 0) {
+          scheduled = true;
+          setImmediate(send);
+        }
       });
     },
     async close() {
       if (closed) return;
       closed = true;
-      send();
+      if (waiting.size > 0 || pending.length > 0) {
+        const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
+        send();
+        await idle;
+      }
       const worker = thread;
       if (!worker) return;
       // Kept alive until the thread has sealed its records and closed its connection.
