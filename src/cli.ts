@@ -7,7 +7,7 @@
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
 import { parseArgs } from 'node:util';
-import { tools } from '../tools/index.ts';
+import { POLICY_NAMES } from '../tools/policy-names.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -17,6 +17,9 @@ import { checkServeKeys, checkServices, describeFailure } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
+
+/** The tools, loaded by the commands that use them (not before `serve` answers a client). */
+const loadTools = async () => (await import('../tools/index.ts')).tools;
 
 /**
  * Every option any command takes (parseArgs is strict: an unknown option is a usage error), with
@@ -181,7 +184,7 @@ const COMMANDS: Command[] = [
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
-      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), tools),
+      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), await loadTools()),
   },
   {
     name: 'jobs',
@@ -207,7 +210,8 @@ const COMMANDS: Command[] = [
     summary: "regenerate or check the README's tool table (in a checkout)",
     usage: ['docs tools [--write | --check]'],
     options: ['write', 'check'],
-    run: async (args, values) => (await import('./cli/docs.ts')).runDocsCommand(args, values, tools),
+    run: async (args, values) =>
+      (await import('./cli/docs.ts')).runDocsCommand(args, values, await loadTools()),
   },
 ];
 
@@ -276,8 +280,9 @@ function configFlags(values: CliValues): ConfigFlags {
 /** The resolved configuration, with its data directory created private (or one line saying why not). */
 function configure(values: CliValues): LoadedConfig {
   const loaded = loadConfig(configFlags(values));
-  // Policy keys name tools, which the config schema does not know: checked before any command runs.
-  checkPolicyNames(tools, loaded.config);
+  // Policy keys name tools, which the config schema does not know: checked before any command runs
+  // (by their names alone: the tools themselves load only where a command uses them).
+  checkPolicyNames(POLICY_NAMES, loaded.config);
   prepareDataDir(loaded.config.data_dir);
   return loaded;
 }
@@ -321,6 +326,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     return;
   }
   const { config, secrets, runtime, store, jobs, sandbox, tracing } = await openServe(loaded, logger, 'http');
+  const { tools } = runtime;
   const { replicaIdFor } = await import('./runtime.ts');
   // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
   // One store and one ledger writer per process: the automation side shares the MCP side's.
@@ -407,7 +413,10 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
       `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`,
     );
   }
-  const { openConfiguredStore, openRuntime, replicaIdFor } = await import('./runtime.ts');
+  const [{ openConfiguredStore, openRuntime, replicaIdFor }, tools] = await Promise.all([
+    import('./runtime.ts'),
+    loadTools(),
+  ]);
   // One store per process, shared by the MCP runtime and the automation worker.
   const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
@@ -445,7 +454,7 @@ async function startServeJobs(runtime: Runtime, replicaId: string) {
     // Stored errors are shown by `fraudgate jobs`: personal data in them is masked like the audit's.
     redact: (text) => String(runtime.redactor.redactValue(text)),
   });
-  registerServeJobs(runner, runtime, tools);
+  registerServeJobs(runner, runtime, runtime.tools);
   runner.start();
   return runner;
 }
