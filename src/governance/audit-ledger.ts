@@ -287,8 +287,11 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   let pendingSeals: AuditCheckpoint[] = [];
   /** The newest head this process signed, so commits in flight meanwhile do not sign it again. */
   let signed = { seq: 0, at: 0 };
-  /** Whether this writer's chain exists (a chained commit succeeded): until then commits carry its seq-0 checkpoint. */
-  let chainStarted = false;
+  /**
+   * The seq-0 checkpoint a new chain starts with, signed once and carried by every chained commit:
+   * the engine uses it only when it finds no chain (the first commit, or a store emptied meanwhile).
+   */
+  let genesis: AuditCheckpoint | undefined;
 
   /** {@link commitBatch} on an engine that chains the records itself (SQLite: on its writer thread, off the event loop). */
   const commitChained = async (batch: Queued[]): Promise<void> => {
@@ -301,14 +304,13 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
         records: batch,
         checkpoints,
         // A new chain: its seq-0 checkpoint proves it was started by a holder of the key.
-        genesis: chainStarted ? undefined : seal(writer, 0, GENESIS_HASH, now()),
+        genesis: (genesis ??= seal(writer, 0, GENESIS_HASH, now())),
       });
     } catch (error) {
       pendingSeals = [...checkpoints, ...pendingSeals];
       commitFailed(batch, error);
       return;
     }
-    chainStarted = true;
     if (sealing) sealRequested = false;
     paused = false;
     setHealth(undefined);
@@ -325,6 +327,9 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       });
     });
     const at = now();
+    // A head behind the one signed means the chain started afresh (an emptied store): that
+    // signature seals nothing there any more.
+    if (signed.seq > head.seq) signed = { seq: 0, at: 0 };
     const sealedSeq = Math.max(head.sealed_seq, signed.seq);
     const sealedAt = Math.max(Date.parse(head.sealed_at), signed.at);
     const due = head.seq - sealedSeq >= every || at.getTime() - sealedAt >= intervalMs || sealing;

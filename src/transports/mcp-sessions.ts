@@ -79,8 +79,10 @@ export interface LiveSession {
   streams: number;
   /** Last request on this replica; a cache entry unused for the idle timeout is dropped. */
   lastSeen: number;
-  /** The activity time this replica last wrote to `last_used_at` (written by the reaper tick). */
+  /** The activity time last written to `last_used_at` (by the reaper tick, or the registry row's). */
   lastTouched: number;
+  /** `lastSeen` at the previous reaper tick: unchanged means no request since. */
+  seenAtSweep: number;
   used: boolean;
 }
 
@@ -205,7 +207,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
   const restoring = new Map<string, Promise<LiveSession>>();
   let initializing = 0;
 
-  function build(id: string, principal: Principal): LiveSession {
+  function build(id: string, principal: Principal, recordedAt = Date.now()): LiveSession {
     const server = options.createServer(principal);
     const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: () => id });
     const wire = new ReplicaTaggedTransport(transport, replica);
@@ -218,7 +220,8 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       calls: 0,
       streams: 0,
       lastSeen: Date.now(),
-      lastTouched: Date.now(),
+      lastTouched: recordedAt,
+      seenAtSweep: 0,
       used: false,
     };
     wires.set(id, wire);
@@ -247,7 +250,8 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
 
   /** Rebuilds a session this replica has not seen, from its registry row (see the header comment). */
   async function restore(row: McpSessionRecord): Promise<LiveSession> {
-    const session = build(row.id, row.principal);
+    // Its activity as the registry last recorded it (by any replica), not the time of the rebuild.
+    const session = build(row.id, row.principal, row.last_used_at);
     await connect(session);
     const initialize = await session.transport.handleRequest(
       new Request(INTERNAL_URL, {
@@ -337,7 +341,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
           ),
         );
         if (!created.ok) throw new SessionCapError(created);
-        const session = build(id, principal);
+        const session = build(id, principal, now);
         await connect(session);
         live.set(id, session);
         const response = await session.transport.handleRequest(request, { parsedBody: body });
@@ -439,12 +443,24 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      * fleet-wide, drop cache entries this replica no longer serves.
      */
     async sweep(now = Date.now()) {
-      // Sessions with a call or stream open here, or a request since the last tick, are written as
-      // used now, in one statement: `last_used_at` runs ahead of the last request by at most one
-      // tick (a quarter of the shortest timeout), so a session is never reaped early.
-      const active = [...live.values()].filter(
-        (session) => session.streams + session.calls > 0 || session.lastSeen > session.lastTouched,
-      );
+      // Sessions with a call or stream open here, or requests not yet recorded, are written as used
+      // now, in one statement, when their record is a quarter of their timeout old or they went
+      // quiet: `last_used_at` never lags the activity by more than half the timeout, and a quiet
+      // session's last request is recorded within two ticks, so a session is never reaped early.
+      const active: LiveSession[] = [];
+      for (const session of live.values()) {
+        const open = session.streams + session.calls > 0;
+        const unrecorded = session.lastSeen > session.lastTouched;
+        // No request since the previous tick: record the last one now, so the timeout counts from it.
+        const wentQuiet = unrecorded && !open && session.lastSeen === session.seenAtSweep;
+        session.seenAtSweep = session.lastSeen;
+        if (!open && !unrecorded) continue;
+        // A session in steady use is written once per quarter of its timeout, not every tick: each
+        // write is a commit (a sync on SQLite, on the event loop), and the row still never looks
+        // older than half the timeout (a quarter plus a tick of at most a quarter) while in use.
+        const refreshMs = (session.used ? timeouts.idleMs : timeouts.unusedMs) / 4;
+        if (wentQuiet || now - session.lastTouched >= refreshMs) active.push(session);
+      }
       if (active.length > 0) {
         await registry.touchMany(
           active.map((session) => session.id),

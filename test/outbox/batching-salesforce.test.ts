@@ -288,6 +288,42 @@ describe('batching Salesforce read-backs', () => {
     await sf.close();
   });
 
+  it('writeThenLookup: the queries see the writes before them; a refused query fails only itself', async () => {
+    const sf = batching(50);
+    const account = emu.records('Account')[1];
+    const usedBefore = emu.apiUsage().used;
+    const { saved, found } = await sf.writeThenLookup(
+      [
+        {
+          op: 'update',
+          sobject: 'Account',
+          records: [{ Id: account?.Id as string, Description: 'seen after' }],
+        },
+      ],
+      [
+        { sobject: 'Account', field: 'Id', values: [account?.Id as string], select: ['Description'] },
+        { sobject: 'Account', field: 'No_Such_Field__c', values: ['x'], select: [] },
+      ],
+    );
+    expect(saved).toEqual([[expect.objectContaining({ id: account?.Id, success: true })]]);
+    expect(found[0]).toEqual([expect.objectContaining({ Id: account?.Id, Description: 'seen after' })]);
+    expect(found[1]).toBeInstanceOf(UpstreamError);
+    expect(emu.apiUsage().used - usedBefore).toBe(1);
+    // Five collections and queries in all, as /composite allows.
+    const collection = {
+      op: 'update' as const,
+      sobject: 'Account',
+      records: [{ Id: account?.Id as string, Description: 'x' }],
+    };
+    await expect(
+      sf.writeThenLookup(
+        Array.from({ length: 5 }, () => collection),
+        [{ sobject: 'Account', field: 'Id', values: ['x'], select: [] }],
+      ),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await sf.close();
+  });
+
   it('refuses an upsert without its key before it joins anyone', async () => {
     const sf = batching(50);
     await expect(

@@ -219,6 +219,20 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 1500, unsealed: 0 });
     });
 
+    it('starts the chain afresh, signed, when the store was emptied under a running writer', async () => {
+      const backend = await makeBackend();
+      const engine = await backend.open();
+      const log = ledger(engine, { checkpointEvery: 2 });
+      for (let i = 1; i <= 3; i += 1) await log.append(entry(i));
+      await log.flush();
+      for (const table of ['audit_records', 'audit_checkpoints', 'audit_writers']) {
+        await backend.sql(`DELETE FROM ${table}`);
+      }
+      expect((await log.append(entry(4))).seq).toBe(1);
+      await log.close();
+      expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 1, unsealed: 0 });
+    });
+
     it('keeps one chain per writer: two writers append at once without waiting on each other, both verify', async () => {
       const backend = await makeBackend();
       const a = ledger(await backend.open(), { writer: 'replica-a' });

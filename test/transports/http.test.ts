@@ -404,6 +404,36 @@ describe('sessions', () => {
     expect(await http.sessionCount()).toBe(1);
   });
 
+  it('a session in steady use is recorded once per quarter of its timeout, not every tick; its last request when it goes quiet', async () => {
+    // Ticks every 250 ms (a quarter of the unused timeout); a used session's quarter is 1 s.
+    const { http, runtime } = await start({
+      config: { http: { idle_timeout_ms: 4000, unused_session_timeout_ms: 1000 } },
+    });
+    const writes: number[] = [];
+    const registry = runtime.sessions.mcpSessions;
+    const touchMany = registry.touchMany.bind(registry);
+    registry.touchMany = (ids, at) => {
+      writes.push(ids.length);
+      return touchMany(ids, at);
+    };
+    const { client, transport } = await connect(http, ANALYST_KEY);
+    const until = Date.now() + 2600;
+    while (Date.now() < until) {
+      await client.ping();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // ~10 ticks of steady use: 2 or 3 writes (every tick would be 10; a slow machine may add one).
+    expect(writes.length).toBeGreaterThanOrEqual(1);
+    expect(writes.length).toBeLessThanOrEqual(5);
+    const lastRequest = Date.now();
+    await vi.waitFor(
+      async () =>
+        expect((await registry.get(transport.sessionId!))?.last_used_at).toBeGreaterThanOrEqual(lastRequest),
+      { timeout: 2000, interval: 50 },
+    );
+    expect(await http.sessionCount()).toBe(1);
+  });
+
   it('a session that initializes and is never used is reaped quickly; a used one stays', async () => {
     const { http } = await start({ config: { http: { unused_session_timeout_ms: 300 } } });
     const unused = await connect(http, VIEWER_KEY);
