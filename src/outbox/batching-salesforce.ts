@@ -194,8 +194,9 @@ export function createBatchingSalesforceClient(
               group.reject(
                 saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
               );
-            else if (group.readBack && !group.rows) {
-              // Not carried (no free slot) or its query was refused: a lookup of its own, batched with others.
+            else if (group.readBack && !group.rows?.length) {
+              // Not carried (no free slot), its query refused or the row not seen: a lookup of its
+              // own, batched with others.
               const { shape, value } = group.readBack;
               lookup({ ...shape, values: [value] }).then(
                 (rows) => group.resolve({ results, ...(rows[0] ? { row: rows[0] } : {}) }),
