@@ -144,7 +144,7 @@ export interface AuditLog {
    * {@link assertWritable} refuses new calls.
    */
   enqueue(input: AuditAppendInput): void;
-  /** Throws a retryable INTERNAL FraudgateError while the ledger cannot write: calls fail closed. */
+  /** Throws a retryable UPSTREAM_ERROR (data.dependency 'ledger') while the ledger cannot write: calls fail closed. */
   assertWritable(): void;
   /** For `/readyz`: whether the last commit succeeded, and why not. */
   health(): { ok: true } | { ok: false; reason: string };

@@ -252,12 +252,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
   };
 
-  /** Audit without letting an audit failure mask the original outcome (used after the fact). */
+  /**
+   * Audit after the fact without letting an audit failure mask the original outcome. A record whose
+   * commit failed is not dropped: it goes back to the ledger's write-behind queue, which keeps it and
+   * retries (refusing new calls meanwhile), so the upstream change it reports still gets its record.
+   */
   const recordQuietly = async (input: AuditInput) => {
     try {
       await record(input);
     } catch (error) {
-      logger.error('audit write failed', {
+      let queued = true;
+      try {
+        audit.enqueue(input);
+      } catch {
+        queued = false;
+      }
+      logger.error(queued ? 'audit write failed; the record is queued for retry' : 'audit write failed', {
         event: input.event,
         call_id: input.call_id,
         error: String(error),
