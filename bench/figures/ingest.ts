@@ -12,12 +12,12 @@ import type { Figure } from '../harness.ts';
 import { startBareIngestServer, startBarePostgresIngestServer } from '../baselines/bare-ingest-server.ts';
 import pg from 'pg';
 import { listening } from '../../test/helpers/services.ts';
-import { BENCH_AUDIT_KEY, openBenchRuntime, type BenchRuntime } from './bench-runtime.ts';
+import { BENCH_AUDIT_KEY, openBenchRuntime } from './bench-runtime.ts';
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
-import { openWebhookIntakeStore, type WebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
-import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
+import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
+import { createSiftWebhookHandler, type SiftWebhookOptions } from '../../src/webhooks/sift-webhook.ts';
 
 const KEY = 'bench-signature-key';
 const SENDERS = 32;
@@ -37,12 +37,19 @@ function freshBodies(n: number) {
   };
 }
 
-/** fraudgate's Sift webhook endpoint on a loopback server, storing through `intake`. */
-async function startWebhookServer(bench: BenchRuntime, intake: WebhookIntakeStore) {
+/**
+ * fraudgate's Sift webhook endpoint on a loopback server, storing through `outbox` and recording in
+ * `audit` (also the Salesforce allowance figure's intake).
+ */
+export async function startSiftWebhookServer(
+  outbox: SiftWebhookOptions['outbox'],
+  audit: SiftWebhookOptions['audit'],
+  key = KEY,
+): Promise<{ url: string; close(): Promise<void> }> {
   const handler = createSiftWebhookHandler({
-    outbox: intake,
-    keys: [KEY],
-    audit: bench.runtime.audit,
+    outbox,
+    keys: [key],
+    audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
   });
@@ -79,7 +86,7 @@ export const ingest: Figure = {
       outbox: bench.runtime.store.outbox,
       audit: bench.runtime.audit,
     });
-    const server = await startWebhookServer(bench, intake);
+    const server = await startSiftWebhookServer(intake, bench.runtime.audit);
     const bare = await startBareIngestServer(join(bench.dataDir, 'bare.db'), KEY);
     return {
       fraudgate: async () => ({ value: await postWebhooks(server.url, KEY, bodies(), SENDERS) }),
@@ -119,7 +126,7 @@ const ingestPostgres: Figure = {
       outbox: bench.runtime.store.outbox,
       audit: bench.runtime.audit,
     });
-    const server = await startWebhookServer(bench, intake);
+    const server = await startSiftWebhookServer(intake, bench.runtime.audit);
     const bare = await startBarePostgresIngestServer(
       PG_URL,
       `${schema}_bare`,

@@ -15,20 +15,18 @@
  * non-GET calls (composite requests, a read-back query riding in one included); the rest are reads
  * (lookup queries).
  */
-import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Figure, Measurement } from '../harness.ts';
+import { startSiftWebhookServer } from './ingest.ts';
+import { postWebhooks } from './load.ts';
 import { tools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation } from '../../src/outbox/automation.ts';
 import type { JournalEntry } from '../../src/sandbox/emulator-http.ts';
 import { startSandbox } from '../../src/sandbox/sandbox.ts';
-import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 
 const KEY = 'bench-signature-key';
 const DECISIONS = ['block_user_payment_abuse', 'watch_user_payment_abuse', 'looks_ok_payment_abuse'] as const;
@@ -79,20 +77,7 @@ export async function runOutbox(
       logger: silentLogger,
       batching: mode === 'batched',
     });
-    const handler = createSiftWebhookHandler({
-      outbox: automation.store,
-      keys: [KEY],
-      audit: automation.runtime.audit,
-      logger: silentLogger,
-      bodyLimitBytes: 64 * 1024,
-    });
-    const server = createServer((req, res) => {
-      void handler(req, res).then((handled) => {
-        if (!handled) res.writeHead(404).end();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/sift`;
+    const server = await startSiftWebhookServer(automation.store, automation.runtime.audit, KEY);
 
     const bodies: string[] = [];
     for (let u = 0; u < n; u += 1) {
@@ -108,24 +93,7 @@ export async function runOutbox(
       if (latencyMs > 0) s.faults.chaos(1, [{ delayMs: latencyMs }]);
     }
 
-    let next = 0;
-    const ingestStart = performance.now();
-    await Promise.all(
-      Array.from({ length: 32 }, async () => {
-        for (let i = next++; i < bodies.length; i = next++) {
-          const body = bodies[i] ?? '';
-          const signature = `sha256=${createHmac('sha256', KEY).update(body).digest('hex')}`;
-          const res = await fetch(url, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', 'x-sift-science-signature': signature },
-            body,
-          });
-          if (res.status !== 200) throw new Error(`webhook answered ${res.status}`);
-          await res.arrayBuffer();
-        }
-      }),
-    );
-    const ingestS = (performance.now() - ingestStart) / 1000;
+    const ingestPerS = await postWebhooks(server.url, KEY, bodies, 32);
     const drainStart = performance.now();
     const drained = await automation.worker.drain({ timeoutMs: 10 * 60 * 1000 });
     const drainS = (performance.now() - drainStart) / 1000;
@@ -138,7 +106,7 @@ export async function runOutbox(
       sandbox[service].journal.filter(
         (e) => !e.path.includes('/oauth2/') && (writes === undefined || isWrite(service, e) === writes),
       ).length;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await server.close();
     await automation.close();
     return {
       value: per1000(count('salesforce')),
@@ -148,7 +116,7 @@ export async function runOutbox(
         segment_writes: per1000(count('segment', true)),
         effects: stats.done,
         drain_effects_per_s: stats.done / drainS,
-        ingest_per_s: n / ingestS,
+        ingest_per_s: ingestPerS,
       },
     };
   } finally {
