@@ -1,7 +1,9 @@
 /**
- * Statements prepared by name on PostgreSQL (src/store/sql.ts `prepareAs`): the ledger's group
- * commit is parsed and planned once per connection instead of once per group, and still commits
- * (and loses its compare-and-set) as before once prepared.
+ * The ledger's group commits on PostgreSQL (bench ledger_appends_postgres). Statements prepared by
+ * name (src/store/sql.ts `prepareAs`): the group commit is parsed and planned once per connection
+ * instead of once per group, and still commits (and loses its compare-and-set) as before once
+ * prepared. And a queue is not split in two there (src/governance/audit-ledger.ts `splitPays`): a
+ * writer's commits go one after another, so a split only paid a second commit for the same records.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,7 +15,7 @@ import { openPostgresDatabase } from '../../src/store/postgres/database.ts';
 import type { SqlDatabase } from '../../src/store/sql.ts';
 import { PG_URL, pgListening } from './engines.ts';
 
-const schema = 'fg_pgledger_prepared';
+const schema = 'fg_pgledger_commit';
 const denied = (n: number) => ({
   event: 'denied' as const,
   call_id: `c${n}`,
@@ -80,5 +82,31 @@ describe.skipIf(!pgListening)('PostgreSQL prepared statements', () => {
       ok: true,
       records: 5,
     });
+  });
+
+  it('appends made together go in one commit, not split in two', async () => {
+    const db = await openOneConnection();
+    const engine = await openPostgresLedgerStore({ sql: db });
+    const groups: number[] = [];
+    const counting: LedgerEngine = {
+      ...engine,
+      commit: (writer, build) =>
+        engine.commit(writer, (head) => {
+          const built = build(head);
+          groups.push(built.rows.length);
+          return built;
+        }),
+    };
+    const keys = generateKeyPairSync('ed25519');
+    const log = createAuditLedger({
+      engine: counting,
+      writer: 'grouped',
+      redactor: createRedactor({ hashKey: 'k' }),
+      signer: createCheckpointSigner(keys.privateKey),
+    });
+    const records = await Promise.all(Array.from({ length: 256 }, (_, i) => log.append(denied(i))));
+    await log.close();
+    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 256 }, (_, i) => i + 1));
+    expect(groups[0]).toBe(256);
   });
 });
