@@ -22,10 +22,19 @@ export type SqlRow = Record<string, unknown>;
 
 export type StoreEngine = 'sqlite' | 'postgres';
 
+export interface QueryOptions {
+  /**
+   * PostgreSQL: prepare the statement under this name on each connection the first time it runs
+   * there, so later runs skip parsing and planning (a hot statement's server CPU; the audit
+   * ledger's group commit). One name, one text. SQLite ignores it (its executor caches anyway).
+   */
+  prepareAs?: string;
+}
+
 export interface SqlExecutor {
   readonly engine: StoreEngine;
   /** The rows a statement returns (SELECT, or anything with RETURNING). */
-  query<T = SqlRow>(sql: string, params?: readonly SqlValue[]): Promise<T[]>;
+  query<T = SqlRow>(sql: string, params?: readonly SqlValue[], options?: QueryOptions): Promise<T[]>;
   /** Run a statement; resolves to the number of rows it changed. */
   execute(sql: string, params?: readonly SqlValue[]): Promise<number>;
   /** Run `fn` in a transaction (a savepoint when already inside one); see the module comment. */

@@ -11,7 +11,7 @@
  */
 import pg from 'pg';
 import { StoreUnavailableError } from '../../errors.ts';
-import type { SqlDatabase, SqlExecutor, SqlValue } from '../sql.ts';
+import type { QueryOptions, SqlDatabase, SqlExecutor, SqlValue } from '../sql.ts';
 
 export interface PostgresOptions {
   schema: string;
@@ -156,6 +156,16 @@ export function describePostgresUrl(url: string): string {
   }
 }
 
+/** pg's query config: named (prepared once per connection, by pg) when `options.prepareAs` asks. */
+function statement(
+  sql: string,
+  params: readonly SqlValue[],
+  options: QueryOptions | undefined,
+): pg.QueryConfig {
+  const values = params as SqlValue[];
+  return options?.prepareAs ? { name: options.prepareAs, text: sql, values } : { text: sql, values };
+}
+
 export function openPostgresDatabase(connectionString: string, options: PostgresOptions): SqlDatabase {
   const { schema } = options;
   if (!isValidSchemaName(schema)) throw new Error(`invalid schema name ${schema}`);
@@ -208,8 +218,8 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
 
   const executorOn = (client: pg.PoolClient, depth: number): SqlExecutor => ({
     engine: 'postgres',
-    query: async <T>(sql: string, params: readonly SqlValue[] = []) =>
-      guarded(async () => (await client.query(sql, params as SqlValue[])).rows as T[]),
+    query: async <T>(sql: string, params: readonly SqlValue[] = [], options?: QueryOptions) =>
+      guarded(async () => (await client.query(statement(sql, params, options))).rows as T[]),
     execute: (sql, params = []) =>
       guarded(async () => (await client.query(sql, params as SqlValue[])).rowCount ?? 0),
     async transaction(fn) {
@@ -228,9 +238,9 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
 
   return {
     engine: 'postgres',
-    query: <T>(sql: string, params: readonly SqlValue[] = []) =>
+    query: <T>(sql: string, params: readonly SqlValue[] = [], options?: QueryOptions) =>
       withClient((client) =>
-        guarded(async () => (await client.query(sql, params as SqlValue[])).rows as T[]),
+        guarded(async () => (await client.query(statement(sql, params, options))).rows as T[]),
       ),
     execute: (sql, params = []) =>
       withClient((client) =>
