@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { databasePath } from '../../src/store/store.ts';
@@ -123,6 +124,82 @@ describe('POST /webhooks/sift', () => {
     expect(
       (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted').map((r) => r.target),
     ).toHaveLength(1);
+  });
+
+  it('checks every stored field at its bounds: entity.type 1–64, the ids 1–255, time a non-negative integer', async () => {
+    env = await outboxEnv();
+    const payload = (entity: unknown, decision: unknown, time: unknown) =>
+      JSON.stringify({ entity, decision, time, extra: { ignored: true } });
+    const refused = [
+      payload({ type: '', id: 'u' }, { id: 'd' }, 1),
+      payload({ type: 't'.repeat(65), id: 'u' }, { id: 'd' }, 1),
+      payload({ type: 'user', id: '' }, { id: 'd' }, 1),
+      payload({ type: 'user', id: 'u'.repeat(256) }, { id: 'd' }, 1),
+      payload({ type: 'user', id: 'u' }, { id: 'd'.repeat(256) }, 1),
+      payload({ type: 'user', id: 'u' }, { id: 7 }, 1),
+      payload({ type: 'user', id: 'u' }, 'd', 1),
+      payload(['user', 'u'], { id: 'd' }, 1),
+      payload({ type: 'user', id: 'u' }, { id: 'd' }, -1),
+      payload({ type: 'user', id: 'u' }, { id: 'd' }, 1.5),
+      payload({ type: 'user', id: 'u' }, { id: 'd' }, '1700000000000'),
+      payload({ type: 'user', id: 'u' }, { id: 'd' }, 2 ** 53),
+      'null',
+      '[]',
+    ];
+    for (const body of refused) {
+      const res = await env.post(body, { 'x-sift-science-signature': sign(body) });
+      expect([body, res.status, res.json.error]).toEqual([
+        body,
+        400,
+        'not a decision webhook (entity.type, entity.id, decision.id, time)',
+      ]);
+    }
+    const longest = payload({ type: 't'.repeat(64), id: 'u'.repeat(255) }, { id: 'd'.repeat(255) }, 0);
+    const res = await env.post(longest, { 'x-sift-science-signature': sign(longest) });
+    expect([res.status, res.json.status]).toEqual([200, 'accepted']);
+    const stored = await env.automation.store.unrouted(10);
+    expect(stored.map((e) => [e.entityType, e.entityId.length, e.decisionId.length, e.time])).toEqual([
+      ['t'.repeat(64), 255, 255, 0],
+    ]);
+  });
+
+  it('reads a body that arrives in several chunks, and refuses one that outgrows the limit mid-stream with 413', async () => {
+    env = await outboxEnv();
+    const url = new URL(env.webhookUrl);
+    /** Sends `chunks` with chunked encoding (no content-length), a pause between them. */
+    const sendChunked = (chunks: string[], signature: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-sift-science-signature': signature },
+        });
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        void (async () => {
+          for (const chunk of chunks) {
+            req.write(chunk);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          req.end();
+        })();
+      });
+
+    const body = decisionBody('user_chunked', 'block_user_payment_abuse', 1_700_000_000_100);
+    const cut = [body.slice(0, 10), body.slice(10, 30), body.slice(30)];
+    expect(await sendChunked(cut, sign(body))).toBe(200);
+    expect((await env.automation.store.unrouted(10)).map((e) => e.entityId)).toEqual(['user_chunked']);
+
+    // 2 × 40 KiB with no content-length: only the second chunk crosses the 64 KiB limit.
+    const big = [`{"pad":"${'x'.repeat(40 * 1024)}`, `${'x'.repeat(40 * 1024)}"}`];
+    expect(await sendChunked(big, sign(big.join('')))).toBe(413);
+    // Refusals are audited before they are answered.
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected');
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ outcome: { code: '413', message: 'body too large' } });
+    expect((await env.automation.store.unrouted(10)).map((e) => e.entityId)).toEqual(['user_chunked']);
   });
 
   it('answers 405 to other methods and 413 to oversized bodies', async () => {
