@@ -16,6 +16,16 @@ const USERS = ['sandbox-watch', 'sandbox-high-risk', 'fg_pause_3'];
 const MAX_ATTEMPTS = 4;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** One Segment sync per user of a Sift "watch" decision. */
+async function enqueueWatchSyncs(store: OutboxEnv['automation']['store']) {
+  for (const user of USERS) {
+    await store.enqueueRouted(
+      { entityType: 'user', entityId: user, decisionId: 'watch_user_payment_abuse', time: Date.now() },
+      [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: user } }],
+    );
+  }
+}
+
 let env: OutboxEnv | undefined;
 let restarted: SiftEmulator | undefined;
 afterEach(async () => {
@@ -33,12 +43,7 @@ describe('outbox pause', { timeout: 60_000 }, () => {
     const { store, worker } = env.automation;
     const port = env.sandbox.sift.port;
     await env.sandbox.sift.close();
-    for (const user of USERS) {
-      await store.enqueueRouted(
-        { entityType: 'user', entityId: user, decisionId: 'watch_user_payment_abuse', time: Date.now() },
-        [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: user } }],
-      );
-    }
+    await enqueueWatchSyncs(store);
 
     // Sift refuses connections for several pauses: more failures than max_attempts would allow.
     for (let i = 0; i < 14; i += 1) {
@@ -78,12 +83,7 @@ describe('outbox pause', { timeout: 60_000 }, () => {
     const db = new DatabaseSync(databasePath(env.config));
     db.exec(`CREATE TRIGGER fail_intent BEFORE INSERT ON audit_records WHEN NEW.body LIKE '%"event":"intent"%'
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
-    for (const user of USERS) {
-      await store.enqueueRouted(
-        { entityType: 'user', entityId: user, decisionId: 'watch_user_payment_abuse', time: Date.now() },
-        [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: user } }],
-      );
-    }
+    await enqueueWatchSyncs(store);
     for (let i = 0; i < 10; i += 1) {
       await worker.tick();
       await sleep(450);
