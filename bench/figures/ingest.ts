@@ -12,7 +12,7 @@ import type { Figure } from '../harness.ts';
 import { startBareIngestServer, startBarePostgresIngestServer } from '../baselines/bare-ingest-server.ts';
 import pg from 'pg';
 import { listening } from '../../test/helpers/services.ts';
-import { BENCH_AUDIT_KEY, openBenchRuntime } from './bench-runtime.ts';
+import { BENCH_AUDIT_KEY, openBenchRuntime, type BenchRuntime } from './bench-runtime.ts';
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
@@ -68,6 +68,35 @@ export async function startSiftWebhookServer(
   };
 }
 
+/**
+ * Both sides of an ingest figure: fraudgate's webhook endpoint on `bench`'s store (through the
+ * intake as `serve --http` opens it: the writer thread on SQLite, the outbox's group commit on
+ * PostgreSQL) and the `bare` server, each sent the same fresh bodies by 32 senders.
+ */
+async function senders(
+  bench: BenchRuntime,
+  bodies: () => string[],
+  bare: { url: string; close(): Promise<void> },
+) {
+  const intake = openWebhookIntakeStore({
+    config: bench.config,
+    secrets: { auditKey: BENCH_AUDIT_KEY },
+    outbox: bench.runtime.store.outbox,
+    audit: bench.runtime.audit,
+  });
+  const server = await startSiftWebhookServer(intake, bench.runtime.audit);
+  return {
+    fraudgate: async () => ({ value: await postWebhooks(server.url, KEY, bodies(), SENDERS) }),
+    baseline: async () => ({ value: await postWebhooks(bare.url, KEY, bodies(), SENDERS) }),
+    async close() {
+      await server.close();
+      await bare.close();
+      await intake.close();
+      await bench.close();
+    },
+  };
+}
+
 export const ingest: Figure = {
   id: 'ingest_per_s',
   title: 'webhook durable ingest, SQLite, 32 senders',
@@ -79,25 +108,7 @@ export const ingest: Figure = {
   async open({ quick }) {
     const bodies = freshBodies(quick ? 1000 : 4000);
     const bench = await openBenchRuntime();
-    // As `serve --http` has it: the intake's writer thread on SQLite.
-    const intake = openWebhookIntakeStore({
-      config: bench.config,
-      secrets: { auditKey: BENCH_AUDIT_KEY },
-      outbox: bench.runtime.store.outbox,
-      audit: bench.runtime.audit,
-    });
-    const server = await startSiftWebhookServer(intake, bench.runtime.audit);
-    const bare = await startBareIngestServer(join(bench.dataDir, 'bare.db'), KEY);
-    return {
-      fraudgate: async () => ({ value: await postWebhooks(server.url, KEY, bodies(), SENDERS) }),
-      baseline: async () => ({ value: await postWebhooks(bare.url, KEY, bodies(), SENDERS) }),
-      async close() {
-        await server.close();
-        await bare.close();
-        await intake.close();
-        await bench.close();
-      },
-    };
+    return senders(bench, bodies, await startBareIngestServer(join(bench.dataDir, 'bare.db'), KEY));
   },
 };
 
@@ -119,28 +130,17 @@ const ingestPostgres: Figure = {
     await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await admin.query(`DROP SCHEMA IF EXISTS ${schema}_bare CASCADE`);
     const bench = await openBenchRuntime({ postgres: { url: PG_URL, schema } });
-    // On PostgreSQL the outbox's own group commit (events and receipts in one transaction on the pool).
-    const intake = openWebhookIntakeStore({
-      config: bench.config,
-      secrets: { auditKey: BENCH_AUDIT_KEY },
-      outbox: bench.runtime.store.outbox,
-      audit: bench.runtime.audit,
-    });
-    const server = await startSiftWebhookServer(intake, bench.runtime.audit);
     const bare = await startBarePostgresIngestServer(
       PG_URL,
       `${schema}_bare`,
       KEY,
       DEFAULTS.store_postgres.pool_size,
     );
+    const run = await senders(bench, bodies, bare);
     return {
-      fraudgate: async () => ({ value: await postWebhooks(server.url, KEY, bodies(), SENDERS) }),
-      baseline: async () => ({ value: await postWebhooks(bare.url, KEY, bodies(), SENDERS) }),
+      ...run,
       async close() {
-        await server.close();
-        await bare.close();
-        await intake.close();
-        await bench.close();
+        await run.close();
         await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
         await admin.query(`DROP SCHEMA IF EXISTS ${schema}_bare CASCADE`);
         await admin.end();

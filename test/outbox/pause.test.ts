@@ -16,6 +16,16 @@ const USERS = ['sandbox-watch', 'sandbox-high-risk', 'fg_pause_3'];
 const MAX_ATTEMPTS = 4;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The effects once nothing is pending or leased (or after 20 s). */
+async function settledEffects(store: OutboxEnv['automation']['store']) {
+  const busy = async () => {
+    const s = await store.stats();
+    return s.pending + s.leased > 0;
+  };
+  for (let i = 0; i < 400 && (await busy()); i += 1) await sleep(50);
+  return store.list({ limit: 100 });
+}
+
 /** One Segment sync per user of a Sift "watch" decision. */
 async function enqueueWatchSyncs(store: OutboxEnv['automation']['store']) {
   for (const user of USERS) {
@@ -64,12 +74,7 @@ describe('outbox pause', { timeout: 60_000 }, () => {
     // Sift is back on the same address: the background worker resumes on its own.
     restarted = await startSiftEmulator({ port });
     worker.start();
-    const busy = async () => {
-      const s = await store.stats();
-      return s.pending + s.leased > 0;
-    };
-    for (let i = 0; i < 400 && (await busy()); i += 1) await sleep(50);
-    const settled = await store.list({ limit: 100 });
+    const settled = await settledEffects(store);
     expect(settled.map((e) => e.state)).toEqual(USERS.map(() => 'done'));
     expect(settled.every((e) => e.attempts === 0)).toBe(true);
     expect(restarted.journal.length).toBeGreaterThanOrEqual(USERS.length);
@@ -99,12 +104,7 @@ describe('outbox pause', { timeout: 60_000 }, () => {
     db.exec('DROP TRIGGER fail_intent');
     db.close();
     worker.start();
-    const busy = async () => {
-      const s = await store.stats();
-      return s.pending + s.leased > 0;
-    };
-    for (let i = 0; i < 400 && (await busy()); i += 1) await sleep(50);
-    const settled = await store.list({ limit: 100 });
+    const settled = await settledEffects(store);
     expect(settled.map((e) => e.state)).toEqual(USERS.map(() => 'done'));
     expect(settled.every((e) => e.attempts === 0)).toBe(true);
     const intents = (await env.auditRecords()).filter(
