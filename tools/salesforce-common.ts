@@ -107,7 +107,7 @@ function crmFields(sobject: 'Account' | 'Contact', ctx: ToolContext): string[] {
  * under the automation's batching client the lookups of a whole batch of effects (across tools)
  * are one `IN (...)` query per object.
  */
-export async function recordsBySiftUserId(user: string, ctx: ToolContext) {
+async function recordsBySiftUserId(user: string, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const field = ctx.config.mapping.salesforce_fields.sift_user_id;
   const find = (sobject: 'Account' | 'Contact') =>

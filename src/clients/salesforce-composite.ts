@@ -7,7 +7,7 @@
 import type { SalesforceCollectionWrite, SalesforceRecord, SalesforceWrite } from './types.ts';
 
 export const COMPOSITE_COLLECTIONS = 5;
-export const COLLECTION_RECORDS = 200;
+const COLLECTION_RECORDS = 200;
 
 /** The field of `record` named `field` regardless of case, as Salesforce matches API names. */
 export function fieldValue(record: SalesforceRecord, field: string): unknown {

@@ -1098,6 +1098,3 @@ function describeBasisChange(seen: unknown, fresh: unknown): string[] {
 
 /** An approval `executing` for longer than this was interrupted: every upstream call times out well before. */
 const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
-
-/** The principal of a stdio session without FRAUDGATE_ANALYST: may read, may not write. */
-export { UNIDENTIFIED };

@@ -55,8 +55,6 @@ const CANNOT_CONNECT: ReadonlySet<string> = new Set([
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
-export { SCORE_ENTITY } from './propagate.ts';
-
 /** The tool behind each score-trigger effect. */
 const SCORE_EFFECT_TOOLS = {
   segment_score: 'sync_score_to_segment',

@@ -93,7 +93,7 @@ const inProcessBoards = new Map<string, FileBoard>();
  * Signals within this process. With `watchFile`, `location` is the SQLite file, and decisions that
  * other processes commit to it wake this process's waiters too.
  */
-export function createInProcessApprovalSignal(
+function createInProcessApprovalSignal(
   location: string,
   options: { watchFile?: boolean; onError?: (error: Error) => void } = {},
 ): ApprovalSignal {

@@ -67,3 +67,12 @@ export function pruneWriter(sql: SqlExecutor, writer: string, throughSeq: number
     return deleted;
   });
 }
+
+/**
+ * How long a ledger commit keeps re-chaining after finding its writer's head moved (both engines).
+ * Each loss means another appender of the writer made progress (another process, or this one's
+ * transactional appends, such as webhook receipts at full ingest), so a busy co-writer may delay a
+ * commit by a few round trips; only one that moves the head for this long fails it (and the ledger
+ * retries later).
+ */
+export const CONFLICT_RETRY_MS = 10_000;

@@ -90,7 +90,7 @@ export interface EnqueuedEvent {
 export type IntakeReceipt = Omit<AuditAppendInput, 'event' | 'outcome'>;
 
 /** The complete record of a receipt, once the store knows where the event went. */
-export function receiptRecord(receipt: IntakeReceipt, stored: EnqueuedEvent): AuditAppendInput {
+function receiptRecord(receipt: IntakeReceipt, stored: EnqueuedEvent): AuditAppendInput {
   return {
     ...receipt,
     event: stored.duplicate ? 'webhook_duplicate' : 'webhook_accepted',

@@ -521,7 +521,10 @@ export async function startHttpServer(
         requestId === undefined ? undefined : () => session.wire.answeredFirst(requestId),
       );
     } finally {
+      // Forget what the transport noted per request (a batch's too: only a sole request is answered as JSON).
       if (requestId !== undefined) session.wire.answeredFirst(requestId);
+      else if (Array.isArray(body))
+        for (const m of body as unknown[]) if (isRequestShaped(m)) session.wire.answeredFirst(m.id);
       session[counter] -= 1;
       session.lastSeen = Date.now();
     }
@@ -736,8 +739,6 @@ export async function startHttpServer(
     allowedHosts.add(pub.hostname.toLowerCase());
     allowedOrigins.add(pub.origin.toLowerCase());
   }
-  // Verdicts reached while the lists were still empty (none: nothing runs in between) would be stale.
-  hostVerdicts.clear();
   authenticator =
     options.authenticator ??
     createAuthenticator({

@@ -57,7 +57,7 @@ export function openWebhookIntakeStore(options: {
   });
 }
 
-export function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
+function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
   type Waiting = { resolve: (stored: EnqueuedEvent) => void; reject: (error: unknown) => void };
   const waiting = new Map<number, Waiting[]>();
   let pending: { item: IntakeItem; waiter: Waiting }[] = [];

@@ -5,7 +5,7 @@
  */
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { UNIDENTIFIED } from '../../src/governance/pipeline.ts';
+import { UNIDENTIFIED } from '../../src/auth/identity.ts';
 import { databasePath } from '../../src/store/store.ts';
 import { storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';

@@ -15,17 +15,9 @@
  */
 import type { LedgerCommit, LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
-import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
+import { commitLedgerIn, CONFLICT_RETRY_MS, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import type { SqlExecutor } from '../sql.ts';
 import { isValidSchemaName, openPostgresDatabase } from './database.ts';
-
-/**
- * How long a commit keeps re-chaining after losing the compare-and-set. Each loss means another
- * appender of the writer made progress (another process, or this one's transactional appends,
- * such as webhook receipts at full ingest), so a busy co-writer may delay a commit by a few round
- * trips; only one that wins for this long fails it (and the ledger retries later).
- */
-const CONFLICT_RETRY_MS = 10_000;
 
 const COMMIT = `
 WITH moved AS (

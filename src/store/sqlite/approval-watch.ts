@@ -17,7 +17,7 @@
 import type { SqlExecutor } from '../sql.ts';
 
 /** How often waiting calls check for other processes' commits (one pragma; one query after a commit). */
-export const CROSS_PROCESS_CHECK_MS = 100;
+const CROSS_PROCESS_CHECK_MS = 100;
 
 /** Approvals with notes kept between checks; beyond it the notes are dropped (spurious wake-ups, never lost ones). */
 const MAX_NOTED = 10_000;

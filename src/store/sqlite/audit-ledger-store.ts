@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
-import { commitLedgerIn, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
+import { commitLedgerIn, CONFLICT_RETRY_MS, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import { openSqliteDatabase } from './database.ts';
 import type { WorkerChain, WorkerCommit, WorkerReply } from './audit-ledger-worker.ts';
 
@@ -43,13 +43,6 @@ export function packRows(rows: readonly LedgerRow[]): PackedRows {
   for (const r of rows) text += `${r.ts}\n${r.body}\n${r.hash}\n`;
   return { count: rows.length, firstSeq: rows[0]?.seq ?? 0, firstPrevHash: rows[0]?.prev_hash ?? '', text };
 }
-
-/**
- * How long a commit keeps re-chaining after finding the head moved. Each loss means another
- * appender of the writer made progress, so a busy co-writer may delay a commit by a few round
- * trips; only one that moves the head for this long fails it (and the ledger retries later).
- */
-const CONFLICT_RETRY_MS = 10_000;
 
 export function openSqliteLedgerStore(path: string): LedgerEngine {
   // The process's one connection to this file (the store's, when it is open): a second handle on
