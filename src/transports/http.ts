@@ -37,6 +37,7 @@ import {
   SessionStoreUnavailableError,
   type LiveSession,
 } from './mcp-sessions.ts';
+import { readRequestBody } from './request-body.ts';
 
 /** A mounted handler (e.g. the console): returns true when it answered the request. */
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
@@ -147,37 +148,6 @@ function reachable(url: string, timeoutMs = 1000): Promise<boolean> {
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
-  });
-}
-
-class BodyTooLargeError extends Error {}
-
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > limit) {
-      reject(new BodyTooLargeError());
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(new BodyTooLargeError());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks).toString('utf8'));
-    });
-    req.on('error', (error) => {
-      if (!failed) reject(error);
-    });
   });
 }
 
@@ -436,24 +406,20 @@ export async function startHttpServer(
 
     let body: unknown;
     if (method === 'POST') {
-      let text: string;
-      try {
-        text = await readBody(req, httpConfig.body_limit_bytes);
-      } catch (error) {
-        if (error instanceof BodyTooLargeError) {
-          sendJson(
-            res,
-            413,
-            jsonRpcError(-32600, `Request body exceeds ${httpConfig.body_limit_bytes} bytes`),
-            {
-              connection: 'close',
-            },
-          );
-          res.once('finish', () => req.destroy());
-          return;
-        }
-        throw error;
+      const read = await readRequestBody(req, httpConfig.body_limit_bytes);
+      if (read === 'too_large') {
+        sendJson(
+          res,
+          413,
+          jsonRpcError(-32600, `Request body exceeds ${httpConfig.body_limit_bytes} bytes`),
+          {
+            connection: 'close',
+          },
+        );
+        res.once('finish', () => req.destroy());
+        return;
       }
+      const text = read.toString('utf8');
       try {
         body = JSON.parse(text);
       } catch {

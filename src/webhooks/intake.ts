@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
 import type { Principal } from '../tool.ts';
+import { readRequestBody } from '../transports/request-body.ts';
 
 /** An `extraHandlers` entry for src/transports/http.ts: answers and returns true, or returns false (not its route). */
 export type WebhookHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
@@ -17,59 +18,6 @@ export function sendJson(res: ServerResponse, status: number, body: Record<strin
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-/**
- * The body, read with 'data'/'end' listeners rather than `for await`: the async iterator costs a
- * promise and an iterator result per chunk, and on the webhook path (one small chunk a request,
- * thousands a second) that was a visible share of the event loop. Over the limit nothing more
- * is read (the 413 still goes out).
- */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) return Promise.resolve('too_large');
-  return new Promise((resolve, reject) => {
-    let first: Buffer | undefined;
-    let parts: Buffer[] | undefined;
-    let size = 0;
-    let settled = false;
-    const settle = () => {
-      settled = true;
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
-    };
-    function onData(chunk: Buffer) {
-      size += chunk.length;
-      if (size > limit) {
-        settle();
-        // Read no further; the 413 still goes out, then the connection closes (the body is unfinished).
-        req.pause();
-        resolve('too_large');
-        return;
-      }
-      // Most bodies arrive in one chunk: no array and no copy for them.
-      if (first === undefined) first = chunk;
-      else (parts ??= [first]).push(chunk);
-    }
-    function onEnd() {
-      settle();
-      resolve(parts ? Buffer.concat(parts, size) : (first ?? Buffer.alloc(0)));
-    }
-    function onError(error: Error) {
-      settle();
-      reject(error);
-    }
-    function onClose() {
-      // Closed before 'end' (the sender went away): nothing complete to store.
-      if (!settled) onError(new Error('the request was aborted before its body was complete'));
-    }
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
-  });
 }
 
 /** A webhook audit record as its handler describes it: the endpoint adds call id, principal and tool. */
@@ -135,7 +83,7 @@ export function createWebhookIntake(options: {
         sendJson(res, 405, { error: 'method not allowed' });
         return undefined;
       }
-      const body = await readBody(req, options.bodyLimitBytes);
+      const body = await readRequestBody(req, options.bodyLimitBytes);
       if (body === 'too_large') {
         await reject(res, 413, 'body too large');
         return undefined;
