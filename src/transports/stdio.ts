@@ -81,14 +81,29 @@ export class OpeningGate implements Transport {
   }
 }
 
-/** A stand-in bound to the real object once the runtime is open; used only behind the gate. */
+/**
+ * A stand-in bound to the real object once the runtime is open; used only behind the gate. Methods
+ * are bound once per target (every call goes through here; a fresh `bind` each time is waste).
+ */
 function boundLater<T extends object>(what: string, current: () => T | undefined): T {
+  let boundFor: T | undefined;
+  const bound = new Map<PropertyKey, unknown>();
   return new Proxy({} as T, {
     get(_target, key) {
       const target = current();
       if (!target) throw new Error(`${what} used before the runtime opened`);
+      if (target !== boundFor) {
+        boundFor = target;
+        bound.clear();
+      }
       const value: unknown = Reflect.get(target, key);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      if (typeof value !== 'function') return value;
+      let method = bound.get(key);
+      if (method === undefined) {
+        method = (value as (...args: unknown[]) => unknown).bind(target);
+        bound.set(key, method);
+      }
+      return method;
     },
   });
 }
