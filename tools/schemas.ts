@@ -75,37 +75,49 @@ export const currentDecisionSummary = z.object({
 
 export type ScoreEntry = z.infer<typeof scoreEntry>;
 
-/** A Sift score response as tools report it: one entry per abuse type, riskiest first. */
+/**
+ * A Sift score response as tools report it: one entry per abuse type, riskiest first (equal scores
+ * keep Sift's order). Every read of a score passes here, so it is written as plain loops.
+ */
 export function summarizeScore(score: SiftUserScore, bands: ToolContext['config']['risk_bands']) {
-  const scores: ScoreEntry[] = Object.entries(score.scores)
-    .filter((entry): entry is [string, NonNullable<(typeof entry)[1]>] => entry[1] !== undefined)
-    .map(([type, s]) => ({
+  const scores: ScoreEntry[] = [];
+  for (const type in score.scores) {
+    const s = score.scores[type as AbuseType];
+    if (s === undefined) continue;
+    const reasons: ScoreEntry['reasons'] = [];
+    for (const r of s.reasons)
+      reasons.push(r.value === undefined ? { name: r.name } : { name: r.name, value: r.value });
+    const entry: ScoreEntry = {
       abuse_type: type,
       score: s.score,
       sift_score: Math.round(s.score * 100),
       risk_band: riskBandFor(s.score, bands),
-      reasons: s.reasons.map((r) =>
-        r.value === undefined ? { name: r.name } : { name: r.name, value: r.value },
-      ),
-      ...(s.percentiles ? { percentiles: s.percentiles } : {}),
-    }))
-    .sort((a, b) => b.score - a.score);
-  const latest_decisions = Object.entries(score.latestDecisions).flatMap(([type, d]) =>
-    d
-      ? [
-          {
-            abuse_type: type,
-            decision_id: d.id,
-            category: String(d.category).toLowerCase(),
-            source: d.source,
-            time: d.time,
-          },
-        ]
-      : [],
-  );
-  const latest_labels = Object.entries(score.latestLabels).flatMap(([type, l]) =>
-    l ? [{ abuse_type: type, is_bad: l.is_bad, description: l.description, time: l.time }] : [],
-  );
+      reasons,
+    };
+    if (s.percentiles) entry.percentiles = s.percentiles;
+    // Insertion in order (a handful of abuse types): after every entry at least as risky.
+    let at = scores.length;
+    while (at > 0 && scores[at - 1]!.score < entry.score) at -= 1;
+    scores.splice(at, 0, entry);
+  }
+  const latest_decisions: z.infer<typeof latestDecision>[] = [];
+  for (const type in score.latestDecisions) {
+    const d = score.latestDecisions[type as AbuseType];
+    if (d)
+      latest_decisions.push({
+        abuse_type: type,
+        decision_id: d.id,
+        category: String(d.category).toLowerCase(),
+        source: d.source,
+        time: d.time,
+      });
+  }
+  const latest_labels: z.infer<typeof latestLabel>[] = [];
+  for (const type in score.latestLabels) {
+    const l = score.latestLabels[type as AbuseType];
+    if (l)
+      latest_labels.push({ abuse_type: type, is_bad: l.is_bad, description: l.description, time: l.time });
+  }
   return { scores, highest: scores[0] ?? null, latest_decisions, latest_labels };
 }
 
