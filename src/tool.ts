@@ -132,6 +132,12 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   input: I;
   output: O;
   /**
+   * A hand-written parse of a hot tool's arguments: exactly what `input.safeParse(raw).data` would be
+   * (defaults applied), or undefined to let zod parse them (and word any refusal). The pipeline then
+   * skips zod for the common call. A test must hold it to the schema.
+   */
+  exactArguments?(raw: unknown): z.infer<I> | undefined;
+  /**
    * A hand-written check for a hot tool's results: true only when `output.safeParse(value)` would
    * succeed and give back an equal value (no key it would strip). The pipeline then answers the
    * result as it is instead of copying it through zod; on false it parses with zod as usual (which
@@ -210,9 +216,15 @@ export const dryRunResultSchema = describedOutput(
 const dryRunArgument = z.boolean().optional();
 
 /** The input schema a client sees: write tools gain `dry_run`. */
+const withDryRun = new WeakMap<AnyTool, z.ZodObject>();
+
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {
   const input = tool.input as z.ZodObject;
-  return tool.risk === 'read' ? input : input.extend({ dry_run: dryRunArgument });
+  if (tool.risk === 'read') return input;
+  // Built once per tool: every call of a write tool validates against it.
+  let schema = withDryRun.get(tool);
+  if (!schema) withDryRun.set(tool, (schema = input.extend({ dry_run: dryRunArgument })));
+  return schema;
 }
 
 /** What `approvalKey` returns: the config key to look up and the least strict mode allowed. */

@@ -3,6 +3,7 @@ import { defineTool } from '../src/tool.ts';
 import {
   abuseType,
   hasScoreSummary,
+  isUserId,
   latestDecision,
   latestLabel,
   scoreEntry,
@@ -41,6 +42,15 @@ export const getSiftScore = defineTool({
     latest_decisions: z.array(latestDecision),
     latest_labels: z.array(latestLabel),
   }),
+  // The common call, `{ user_id }` with maybe `refresh`, without zod (abuse_types and refusals go to zod).
+  exactArguments(raw) {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+    const args = raw as Record<string, unknown>;
+    for (const key in args) if (key !== 'user_id' && key !== 'refresh') return undefined;
+    const { user_id, refresh = false } = args;
+    if (!isUserId(user_id) || typeof refresh !== 'boolean') return undefined;
+    return { user_id, refresh };
+  },
   isExactOutput: (value) =>
     typeof value === 'object' &&
     value !== null &&

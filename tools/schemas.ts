@@ -12,11 +12,18 @@ import {
 import { NotFoundError } from '../src/errors.ts';
 import { describedOutput, humanTime, riskBandFor, type ToolContext } from '../src/tool.ts';
 
+/** The characters Sift allows in a user id. */
+export const USER_ID_CHARS = /^[A-Za-z0-9=.\-_+@:&^%!$]+$/;
+
 export const userId = z
   .string()
   .min(1)
   .max(255)
-  .regex(/^[A-Za-z0-9=.\-_+@:&^%!$]+$/, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $');
+  .regex(USER_ID_CHARS, 'Sift user ids may only contain a-z A-Z 0-9 = . - _ + @ : & ^ % ! $');
+
+/** Whether `value` is a user id {@link userId} accepts as it is (for hand-written argument parses). */
+export const isUserId = (value: unknown): value is string =>
+  typeof value === 'string' && value.length >= 1 && value.length <= 255 && USER_ID_CHARS.test(value);
 
 export const abuseType = z.enum(ABUSE_TYPES);
 

@@ -316,6 +316,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   function validate(tool: AnyTool, rawArgs: unknown): Record<string, unknown> {
+    // A hot tool's common call is parsed by hand; anything else (and every refusal) by zod.
+    const exact = tool.exactArguments?.(rawArgs ?? {});
+    if (exact) return exact;
     const parsed = inputSchemaOf(tool).safeParse(rawArgs ?? {});
     if (parsed.success) return parsed.data;
     throw new InvalidInputError(

@@ -1,14 +1,15 @@
 /**
- * get_sift_score's results are checked by hand (`isExactOutput`, tools/schemas.ts) instead of being
- * copied through zod on every read. The hand check may only accept what the zod schema accepts and
- * gives back unchanged; anything zod would strip or refuse must go to zod. And real reads take the
- * hand-checked path (otherwise it would be dead code).
+ * get_sift_score's common arguments are parsed by hand (`exactArguments`) and its results checked by
+ * hand (`isExactOutput`, tools/schemas.ts) instead of going through zod on every read. Each may only
+ * accept what the zod schema accepts, giving exactly what zod gives; anything zod would change or
+ * refuse must go to zod. And real reads take the hand-checked paths (otherwise they would be dead code).
  */
 import { isDeepStrictEqual } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { getSiftScore } from '../../tools/get-sift-score.ts';
 import { summarizeScore } from '../../tools/schemas.ts';
 import { DEFAULTS } from '../../src/config.ts';
+import { inputSchemaOf } from '../../src/tool.ts';
 import { SIFT_DEMO_USERS } from '../../src/sandbox/sift-demo-data.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
@@ -113,6 +114,51 @@ describe('get_sift_score output check', () => {
   });
 });
 
+const argumentVariants: [string, unknown][] = [
+  ['a user id', { user_id: 'sandbox-high-risk' }],
+  ['every allowed character', { user_id: 'Az09=.-_+@:&^%!$' }],
+  ['refresh true', { user_id: 'u1', refresh: true }],
+  ['refresh false', { user_id: 'u1', refresh: false }],
+  ['abuse types (left to zod)', { user_id: 'u1', abuse_types: ['payment_abuse'] }],
+  ['an empty abuse type list', { user_id: 'u1', abuse_types: [] }],
+  ['a 255-character id', { user_id: 'a'.repeat(255) }],
+  ['a 256-character id', { user_id: 'a'.repeat(256) }],
+  ['an empty id', { user_id: '' }],
+  ['a space in the id', { user_id: 'a b' }],
+  ['a slash in the id', { user_id: 'a/b' }],
+  ['a non-ASCII id', { user_id: 'ü' }],
+  ['a numeric id', { user_id: 42 }],
+  ['no id', {}],
+  ['refresh as text', { user_id: 'u1', refresh: 'true' }],
+  ['refresh null', { user_id: 'u1', refresh: null }],
+  ['an unknown key', { user_id: 'u1', verbose: true }],
+  ['dry_run on a read', { user_id: 'u1', dry_run: true }],
+  ['a __proto__ key', JSON.parse('{"user_id":"u1","__proto__":{"refresh":true}}')],
+  ['an array', [{ user_id: 'u1' }]],
+  ['null', null],
+  ['a string', 'u1'],
+];
+
+describe('get_sift_score argument parse', () => {
+  it.each(argumentVariants)('%s', (_name, raw) => {
+    const parsed = inputSchemaOf(getSiftScore).safeParse(raw);
+    const exact = getSiftScore.exactArguments!(raw);
+    if (exact !== undefined) {
+      expect(parsed.success).toBe(true);
+      expect(exact).toStrictEqual(parsed.data);
+    }
+    if (!parsed.success) expect(exact).toBeUndefined();
+  });
+
+  it('parses the common calls itself', () => {
+    expect(getSiftScore.exactArguments!({ user_id: 'u1' })).toStrictEqual({ user_id: 'u1', refresh: false });
+    expect(getSiftScore.exactArguments!({ user_id: 'u1', refresh: true })).toStrictEqual({
+      user_id: 'u1',
+      refresh: true,
+    });
+  });
+});
+
 describe('get_sift_score through an MCP client', () => {
   let env: TestEnv | undefined;
   afterEach(async () => {
@@ -121,9 +167,10 @@ describe('get_sift_score through an MCP client', () => {
     env = undefined;
   });
 
-  it('answers every demo user without copying the result through zod, and the client accepts it', async () => {
+  it('answers every demo user without zod for its arguments or result, and the client accepts it', async () => {
     env = await setup();
     const parse = vi.spyOn(getSiftScore.output, 'safeParse');
+    const parseArguments = vi.spyOn(getSiftScore.input, 'safeParse');
     for (const user of SIFT_DEMO_USERS) {
       const result = await env.callTool('get_sift_score', { user_id: user.userId });
       expect(result.isError).toBe(false);
@@ -131,7 +178,13 @@ describe('get_sift_score through an MCP client', () => {
       // The same result zod would give (the client has validated it against the output schema too).
       expect(getSiftScore.output.parse(result.output)).toEqual(result.output);
     }
-    // The pipeline never needed zod's copy for these results.
+    // The pipeline never needed zod for these arguments and results.
     expect(parse).not.toHaveBeenCalled();
+    expect(parseArguments).not.toHaveBeenCalled();
+    // Arguments it does not parse itself still get zod's refusal, naming the field.
+    const refused = await env.callTool('get_sift_score', { user_id: 'a b' });
+    expect(refused.isError).toBe(true);
+    expect(JSON.stringify(refused)).toContain('user_id');
+    expect(parseArguments).toHaveBeenCalledTimes(1);
   });
 });
