@@ -98,7 +98,7 @@ export interface LiveSession {
 }
 
 /** How long a registry answer that a session exists is trusted, when no announcement said otherwise. */
-export const CONFIRMED_FOR_MS = 1_000;
+const CONFIRMED_FOR_MS = 1_000;
 
 const WIRE_ID = /^fg\.([0-9a-f]{12})\.(.+)$/;
 
