@@ -30,7 +30,7 @@ import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
-import { contextFromMeta, inSpan, SpanKind } from './tracing.ts';
+import { contextFromMeta, inSpan, SpanKind, tracingOn } from './tracing.ts';
 import { VERSION } from './version.ts';
 import { wireJsonSchema } from './wire-schema.ts';
 
@@ -100,7 +100,8 @@ const UNTRUSTED_NOTICE =
 /** Structured output plus its text mirror; attacker-controlled fields are named and flagged. */
 export function successResult(tool: AnyTool | undefined, output: Record<string, unknown>): CallToolResult {
   const text = JSON.stringify(output);
-  if (Buffer.byteLength(text) > MAX_RESULT_BYTES) {
+  // A UTF-16 unit is at most 3 bytes of UTF-8: most results need no count of their bytes at all.
+  if (text.length > MAX_RESULT_BYTES / 3 && Buffer.byteLength(text) > MAX_RESULT_BYTES) {
     return errorResult(
       new FraudgateErrorClass(
         'INVALID_INPUT',
@@ -325,15 +326,14 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     const started = performance.now();
     // The transport's span: in the caller's trace when `_meta.traceparent` names one. Unknown
     // names appear only as their keyed hash (toolLabel), as in the audit.
-    const outcome = await inSpan(
-      `tools/call ${pipeline.toolLabel(name)}`,
-      () => pipeline.call(name, request.params?.arguments, channel),
-      {
-        kind: SpanKind.SERVER,
-        attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': pipeline.toolLabel(name) },
-        parent: contextFromMeta(request.params?._meta),
-      },
-    );
+    const run = () => pipeline.call(name, request.params?.arguments, channel);
+    const outcome = tracingOn()
+      ? await inSpan(`tools/call ${pipeline.toolLabel(name)}`, run, {
+          kind: SpanKind.SERVER,
+          attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': pipeline.toolLabel(name) },
+          parent: contextFromMeta(request.params?._meta),
+        })
+      : await run();
     options.metrics?.({
       tool: name,
       outcome: outcome.ok ? 'ok' : outcome.error.code,

@@ -132,6 +132,13 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   input: I;
   output: O;
   /**
+   * A hand-written check for a hot tool's results: true only when `output.safeParse(value)` would
+   * succeed and give back an equal value (no key it would strip). The pipeline then answers the
+   * result as it is instead of copying it through zod; on false it parses with zod as usual (which
+   * strips, or refuses with the full message). A test must hold it to the schema.
+   */
+  isExactOutput?(value: unknown): boolean;
+  /**
    * Output fields (dotted paths, `[]` for array items) that carry text attackers can write: names,
    * notes, descriptions, event fields. Results name them so clients and models treat them as data.
    */

@@ -33,6 +33,9 @@ function fail(span: Span, error: unknown): void {
   span.setStatus({ code: 2, message: error instanceof Error ? error.name : 'error' });
 }
 
+/** Whether spans are being made (`startTracing` in force): callers skip building span attributes otherwise. */
+export const tracingOn = (): boolean => otel !== undefined;
+
 /** Run `fn` in a span named `name` (a child of the active one, or of `parent`); the span ends when `fn` settles. */
 export function inSpan<T>(
   name: string,

@@ -152,4 +152,12 @@ describe('results', () => {
     expect(result.isError).toBe(true);
     expect((result.content[0] as { text: string }).text).toContain('narrow the request');
   });
+
+  it('counts the bound in UTF-8 bytes, not characters', () => {
+    // 100,000 characters of 3 bytes each: under the bound in characters, over it in bytes.
+    const wide = successResult(noisy, { notes: ['€'.repeat(100_000)] });
+    expect(wide.isError).toBe(true);
+    const narrow = successResult(noisy, { notes: ['€'.repeat(80_000)] });
+    expect(narrow.isError).toBeUndefined();
+  });
 });

@@ -1,6 +1,23 @@
 import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
-import { abuseType, latestDecision, latestLabel, scoreEntry, summarizeScore, userId } from './schemas.ts';
+import {
+  abuseType,
+  hasScoreSummary,
+  latestDecision,
+  latestLabel,
+  scoreEntry,
+  summarizeScore,
+  userId,
+} from './schemas.ts';
+
+const OUTPUT_KEYS = new Set([
+  'user_id',
+  'refreshed',
+  'highest',
+  'scores',
+  'latest_decisions',
+  'latest_labels',
+]);
 
 export const getSiftScore = defineTool({
   name: 'get_sift_score',
@@ -24,6 +41,13 @@ export const getSiftScore = defineTool({
     latest_decisions: z.array(latestDecision),
     latest_labels: z.array(latestLabel),
   }),
+  isExactOutput: (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    Object.keys(value).every((key) => OUTPUT_KEYS.has(key)) &&
+    typeof (value as Record<string, unknown>).user_id === 'string' &&
+    typeof (value as Record<string, unknown>).refreshed === 'boolean' &&
+    hasScoreSummary(value as Record<string, unknown>),
   target: (args) => `sift_user:${args.user_id}`,
   async run(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, {

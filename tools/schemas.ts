@@ -75,38 +75,132 @@ export const currentDecisionSummary = z.object({
 
 export type ScoreEntry = z.infer<typeof scoreEntry>;
 
-/** A Sift score response as tools report it: one entry per abuse type, riskiest first. */
+/**
+ * A Sift score response as tools report it: one entry per abuse type, riskiest first (equal scores
+ * keep Sift's order). Every read of a score passes here, so it is written as plain loops.
+ */
 export function summarizeScore(score: SiftUserScore, bands: ToolContext['config']['risk_bands']) {
-  const scores: ScoreEntry[] = Object.entries(score.scores)
-    .filter((entry): entry is [string, NonNullable<(typeof entry)[1]>] => entry[1] !== undefined)
-    .map(([type, s]) => ({
+  const scores: ScoreEntry[] = [];
+  for (const type in score.scores) {
+    const s = score.scores[type as AbuseType];
+    if (s === undefined) continue;
+    const reasons: ScoreEntry['reasons'] = [];
+    for (const r of s.reasons)
+      reasons.push(r.value === undefined ? { name: r.name } : { name: r.name, value: r.value });
+    const entry: ScoreEntry = {
       abuse_type: type,
       score: s.score,
       sift_score: Math.round(s.score * 100),
       risk_band: riskBandFor(s.score, bands),
-      reasons: s.reasons.map((r) =>
-        r.value === undefined ? { name: r.name } : { name: r.name, value: r.value },
-      ),
-      ...(s.percentiles ? { percentiles: s.percentiles } : {}),
-    }))
-    .sort((a, b) => b.score - a.score);
-  const latest_decisions = Object.entries(score.latestDecisions).flatMap(([type, d]) =>
-    d
-      ? [
-          {
-            abuse_type: type,
-            decision_id: d.id,
-            category: String(d.category).toLowerCase(),
-            source: d.source,
-            time: d.time,
-          },
-        ]
-      : [],
-  );
-  const latest_labels = Object.entries(score.latestLabels).flatMap(([type, l]) =>
-    l ? [{ abuse_type: type, is_bad: l.is_bad, description: l.description, time: l.time }] : [],
-  );
+      reasons,
+    };
+    if (s.percentiles) entry.percentiles = s.percentiles;
+    // Insertion in order (a handful of abuse types): after every entry at least as risky.
+    let at = scores.length;
+    while (at > 0 && scores[at - 1]!.score < entry.score) at -= 1;
+    scores.splice(at, 0, entry);
+  }
+  const latest_decisions: z.infer<typeof latestDecision>[] = [];
+  for (const type in score.latestDecisions) {
+    const d = score.latestDecisions[type as AbuseType];
+    if (d)
+      latest_decisions.push({
+        abuse_type: type,
+        decision_id: d.id,
+        category: String(d.category).toLowerCase(),
+        source: d.source,
+        time: d.time,
+      });
+  }
+  const latest_labels: z.infer<typeof latestLabel>[] = [];
+  for (const type in score.latestLabels) {
+    const l = score.latestLabels[type as AbuseType];
+    if (l)
+      latest_labels.push({ abuse_type: type, is_bad: l.is_bad, description: l.description, time: l.time });
+  }
   return { scores, highest: scores[0] ?? null, latest_decisions, latest_labels };
+}
+
+// Hand checks of summarizeScore's results, for get_sift_score's `isExactOutput` (src/tool.ts): every
+// read of a score passes here, and zod's parse would copy the whole result to check it. Each is true
+// only for a value the schema above accepts as it is (no key it would strip);
+// test/tools/score-output-check.test.ts holds them to the schemas.
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isFiniteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isUnit = (v: unknown) => isFiniteNumber(v) && v >= 0 && v <= 1;
+const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v);
+const isString = (v: unknown) => typeof v === 'string';
+/** Whether every key of `value` is one of `keys` (zod would strip any other). */
+function onlyKeys(value: Record<string, unknown>, keys: ReadonlySet<string>): boolean {
+  for (const key in value) if (!keys.has(key)) return false;
+  return true;
+}
+const everyItem = (v: unknown, check: (item: unknown) => boolean) => Array.isArray(v) && v.every(check);
+
+const REASON_KEYS = new Set(['name', 'value']);
+const isReasonOutput = (r: unknown) =>
+  isObject(r) &&
+  onlyKeys(r, REASON_KEYS) &&
+  isString(r.name) &&
+  (r.value === undefined || isString(r.value) || isFiniteNumber(r.value) || typeof r.value === 'boolean');
+
+const PERCENTILE_WINDOWS: ReadonlySet<string> = new Set(SCORE_PERCENTILE_WINDOWS);
+const isPercentilesOutput = (p: unknown) => {
+  if (!isObject(p)) return false;
+  for (const key in p) if (!PERCENTILE_WINDOWS.has(key) || !optional(p[key], isUnit)) return false;
+  return true;
+};
+
+const RISK_BANDS: ReadonlySet<unknown> = new Set(riskBand.options);
+const SCORE_ENTRY_KEYS = new Set([
+  'abuse_type',
+  'score',
+  'sift_score',
+  'risk_band',
+  'reasons',
+  'percentiles',
+]);
+const isScoreEntryOutput = (e: unknown) =>
+  isObject(e) &&
+  onlyKeys(e, SCORE_ENTRY_KEYS) &&
+  isString(e.abuse_type) &&
+  isUnit(e.score) &&
+  Number.isSafeInteger(e.sift_score) &&
+  (e.sift_score as number) >= 0 &&
+  (e.sift_score as number) <= 100 &&
+  RISK_BANDS.has(e.risk_band) &&
+  everyItem(e.reasons, isReasonOutput) &&
+  optional(e.percentiles, isPercentilesOutput);
+
+const DECISION_KEYS = new Set(['abuse_type', 'decision_id', 'category', 'source', 'time']);
+const isLatestDecisionOutput = (d: unknown) =>
+  isObject(d) &&
+  onlyKeys(d, DECISION_KEYS) &&
+  isString(d.abuse_type) &&
+  isString(d.decision_id) &&
+  isString(d.category) &&
+  optional(d.source, isString) &&
+  optional(d.time, isFiniteNumber);
+
+const LABEL_KEYS = new Set(['abuse_type', 'is_bad', 'description', 'time']);
+const isLatestLabelOutput = (l: unknown) =>
+  isObject(l) &&
+  onlyKeys(l, LABEL_KEYS) &&
+  isString(l.abuse_type) &&
+  typeof l.is_bad === 'boolean' &&
+  optional(l.description, isString) &&
+  optional(l.time, isFiniteNumber);
+
+/** The summary's four fields in `value` (other keys are the caller's to check). */
+export function hasScoreSummary(value: Record<string, unknown>): boolean {
+  return (
+    (value.highest === null || isScoreEntryOutput(value.highest)) &&
+    everyItem(value.scores, isScoreEntryOutput) &&
+    everyItem(value.latest_decisions, isLatestDecisionOutput) &&
+    everyItem(value.latest_labels, isLatestLabelOutput)
+  );
 }
 
 /** Sift times are epoch ms (older samples: seconds); shown to people as `2026-11-30 14:05 UTC`. */

@@ -486,6 +486,10 @@ export function requestTarget(
   query: Record<string, string | undefined> = {},
 ): Target {
   const path = rawPath.replace(/^\/+/, '');
+  if (!NEEDS_URL_PARSE.test(path)) {
+    const search = plainSearch(query);
+    if (search !== undefined) return { origin: base.origin, path: `${base.pathname}${path}${search}` };
+  }
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, v);
   if (!NEEDS_URL_PARSE.test(path)) {
@@ -494,6 +498,25 @@ export function requestTarget(
   const url = new URL(path, base.href);
   for (const [k, v] of params) url.searchParams.set(k, v);
   return { origin: url.origin, path: `${url.pathname}${url.search}` };
+}
+
+/** Characters URLSearchParams writes as they are (application/x-www-form-urlencoded). */
+const PLAIN_QUERY_TEXT = /^[A-Za-z0-9*._-]*$/;
+
+/**
+ * `?k=v&…` for a query of names and values URLSearchParams would not encode (e.g.
+ * `fields=SCORE_PERCENTILES`), exactly as it would write them, or '' for none; undefined when one
+ * needs encoding (URLSearchParams then writes it). Saves building a URLSearchParams per call.
+ */
+function plainSearch(query: Record<string, string | undefined>): string | undefined {
+  let search = '';
+  for (const key in query) {
+    const value = query[key];
+    if (value === undefined) continue;
+    if (!PLAIN_QUERY_TEXT.test(key) || !PLAIN_QUERY_TEXT.test(value)) return undefined;
+    search += `${search ? '&' : '?'}${key}=${value}`;
+  }
+  return search;
 }
 
 interface RawResponse {

@@ -34,6 +34,7 @@ import {
   type AuditRecord,
 } from './audit.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
+import { currentTraceId } from '../tracing.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 
@@ -156,6 +157,17 @@ interface Queued {
   reject?: (error: unknown) => void;
 }
 
+/**
+ * A write-behind record as enqueued: what the call supplied, its time and its trace, built into a
+ * {@link Queued} record (redaction, canonical body) when its group commits. A read's answer then
+ * waits for none of that work, which happens once per group, off the call's path.
+ */
+interface Deferred {
+  input: AuditAppendInput;
+  at: number;
+  traceId: string | null;
+}
+
 export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const { engine, writer, redactor, signer } = options;
   if (!WRITER_ID_SHAPE.test(writer)) {
@@ -177,7 +189,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   let hurry = false;
   const now = options.now ?? (() => new Date());
 
-  let queue: Queued[] = [];
+  let queue: (Queued | Deferred)[] = [];
   let inFlight = 0;
   /** A commit is scheduled for the next turn of the event loop. */
   let scheduled = false;
@@ -372,7 +384,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
         splitPays && inFlight === 0 && queue.length >= 2 * MIN_SPLIT_GROUP
           ? Math.ceil(queue.length / 2)
           : MAX_GROUP;
-      const batch = queue.splice(0, Math.min(size, MAX_GROUP));
+      const batch = queue.splice(0, Math.min(size, MAX_GROUP)).map(built);
       for (const q of batch) if (q.resolve) waitingInQueue -= 1;
       inFlight += 1;
       void commitBatch(batch).finally(() => {
@@ -434,12 +446,35 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   );
   sealTimer.unref();
 
-  const toQueued = (input: AuditAppendInput): Queued => {
+  const checkEvent = (input: AuditAppendInput) => {
     if (!isAuditEvent(input.event)) {
       throw auditError('Unknown audit event.', `event ${String(input.event)}`);
     }
-    const payload = buildAuditPayload(input, now(), redactor);
+  };
+
+  /** The calling span's trace, taken when the call records (a deferred record is built in another). */
+  const traceOf = (input: AuditAppendInput) => input.trace_id ?? currentTraceId() ?? null;
+
+  const toQueued = (input: AuditAppendInput, at = now(), traceId = traceOf(input)): Queued => {
+    checkEvent(input);
+    const payload = buildAuditPayload(input, at, redactor, traceId);
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
+  };
+
+  /** A queued record ready to commit: a write-behind one is built now, at its enqueue time and trace. */
+  const built = (q: Queued | Deferred): Queued => {
+    if (!('input' in q)) return q;
+    try {
+      return toQueued(q.input, new Date(q.at), q.traceId);
+    } catch (error) {
+      // A bug (the input's event was checked when enqueued): the call keeps a record that says so.
+      const { event, call_id, tool, principal } = q.input;
+      return toQueued(
+        { event, call_id, tool, principal, detail: `the audit record could not be built: ${String(error)}` },
+        new Date(q.at),
+        q.traceId,
+      );
+    }
   };
 
   const appendManyIn = async (
@@ -454,7 +489,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       );
     }
     if (inputs.length === 0) return [];
-    const batch = inputs.map(toQueued);
+    const batch = inputs.map((input) => toQueued(input));
     let committed: LedgerCommit | undefined;
     try {
       await engine.commitIn(tx, writer, (head) => (committed = build(batch)(head)));
@@ -507,7 +542,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     appendManyIn: (tx, inputs) => appendManyIn(tx, inputs),
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
-      queue.push(toQueued(input));
+      checkEvent(input);
+      queue.push({ input, at: now().getTime(), traceId: traceOf(input) });
       // Committed by the deadline, or sooner with an append's commit; a pump on its way arms it.
       if (!scheduled) armLinger();
     },

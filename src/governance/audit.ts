@@ -195,7 +195,16 @@ export function isAuditEvent(value: unknown): value is AuditEvent {
  * A record's payload: the input with personal data redacted and the time stamped. Its keys are
  * written in sorted order, so {@link encodeAuditBody} can usually serialise it natively.
  */
-export function buildAuditPayload(input: AuditAppendInput, ts: Date, redactor: Redactor): AuditPayload {
+export function buildAuditPayload(
+  input: AuditAppendInput,
+  ts: Date,
+  redactor: Redactor,
+  /**
+   * The calling span's trace (`input.trace_id`, else the active span's): passed in, `null` for none,
+   * when the payload is built later than the call (write-behind), in another span.
+   */
+  traceId: string | null = input.trace_id ?? currentTraceId() ?? null,
+): AuditPayload {
   const redactString = (text: string | undefined): string | undefined =>
     text === undefined ? undefined : String(redactor.redactValue(text));
   return {
@@ -218,8 +227,7 @@ export function buildAuditPayload(input: AuditAppendInput, ts: Date, redactor: R
     refusals: input.refusals,
     target: redactString(input.target),
     tool: input.tool,
-    // Built synchronously in append/enqueue, so this is the calling span's trace.
-    trace_id: input.trace_id ?? currentTraceId(),
+    trace_id: traceId ?? undefined,
     ts: ts.toISOString(),
     upstream: input.upstream,
   };

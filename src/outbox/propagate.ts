@@ -48,20 +48,33 @@ export function propagatingSift<T extends SiftClient>(sift: T, sink: DecisionSin
  * and a changed one sets off the score-change trigger once. Undefined for a user without scores.
  */
 export function scoreReadEvent(score: SiftUserScore): DecisionEvent | undefined {
-  let highest: { type: string; score: number; time?: number } | undefined;
-  for (const [type, s] of Object.entries(score.scores)) {
-    if (s && (!highest || s.score > highest.score))
-      highest = { type, score: s.score, ...(s.time ? { time: s.time } : {}) };
-  }
+  const highest = riskiestOf(score);
   if (!highest) return undefined;
   return {
     entityType: SCORE_ENTITY,
     entityId: score.userId,
-    decisionId: `${SCORE_READ_EVENT}:${highest.type}:${Math.round(highest.score * 100)}`,
+    decisionId: scoreReadId(highest),
     // Sift's epoch seconds → ms; also orders a user's scores, so a newer one supersedes an older one's effects.
-    time: (highest.time ?? 0) * 1000,
+    time: (highest.time || 0) * 1000,
   };
 }
+
+/** The riskiest abuse type's entry (the first of equals), or undefined for a user without scores. */
+function riskiestOf(score: SiftUserScore) {
+  let type: string | undefined;
+  let highest: { score: number; time?: number } | undefined;
+  for (const key in score.scores) {
+    const s = score.scores[key as keyof SiftUserScore['scores']];
+    if (s && (!highest || s.score > highest.score)) {
+      type = key;
+      highest = s;
+    }
+  }
+  return type === undefined || !highest ? undefined : { type, score: highest.score, time: highest.time };
+}
+
+const scoreReadId = (highest: { type: string; score: number }) =>
+  `${SCORE_READ_EVENT}:${highest.type}:${Math.round(highest.score * 100)}`;
 
 /**
  * The Sift client with every score it reads — `getUserScore`, and the score returned with an event
@@ -75,10 +88,12 @@ export function scoreObservingSift<T extends SiftClient>(sift: T, sink: Decision
   const stored = new Map<string, string>();
   // Undefined when there is nothing to store, so the read does not wait a turn for nothing.
   const observe = (score: SiftUserScore | undefined): Promise<void> | undefined => {
-    const event = score && scoreReadEvent(score);
-    if (!event) return undefined;
-    const key = `${event.decisionId}@${event.time}`;
-    if (stored.get(event.entityId) === key) return undefined;
+    // Every read passes here: the unchanged score is told by its key alone, without building the event.
+    const highest = score && riskiestOf(score);
+    if (!highest) return undefined;
+    const key = `${scoreReadId(highest)}@${(highest.time || 0) * 1000}`;
+    if (stored.get(score.userId) === key) return undefined;
+    const event = scoreReadEvent(score)!;
     return sink.enqueue(event).then(() => {
       stored.delete(event.entityId);
       stored.set(event.entityId, key);

@@ -569,6 +569,10 @@ describe('requestTarget', () => {
     {},
     { fields: 'SCORE_PERCENTILES', abuse_types: undefined },
     { abuse_types: 'a,b', fields: 'x y' },
+    // Written as text when URLSearchParams would not encode them, else by URLSearchParams.
+    { 'a*b': 'c.d-e_f', from: '0', q: '' },
+    { '': 'x', limit: '~5' },
+    { abuse_types: 'payment_abuse', fields: 'SCORE_PERCENTILES', next: "it's" },
   ];
   for (const base of bases)
     it(`goes where new URL(path, ${base}) goes, for every id and query`, () => {

@@ -284,6 +284,58 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       expect((await rows(backend)).map((r) => r.seq)).toEqual([1, 2, 3]);
     });
 
+    it("builds a write-behind record when its group commits, off the call's path, with the call's time", async () => {
+      const backend = await makeBackend();
+      const engine = await backend.open();
+      let redactions = 0;
+      const counting = {
+        ...redactor,
+        redactValue: (value: unknown) => ((redactions += 1), redactor.redactValue(value)),
+      };
+      let clock = Date.parse('2026-11-30T10:00:00.000Z');
+      const log = ledger(engine, {
+        redactor: counting,
+        now: () => new Date(clock),
+        writeBehindLingerMs: 60_000,
+      });
+      log.enqueue(entry(1, { args_redacted: { email: 'pat@example.com' }, target: 'sift_user:pat' }));
+      // The call answers without redacting or serialising anything.
+      expect(redactions).toBe(0);
+      clock += 5_000;
+      await log.flush();
+      expect(redactions).toBeGreaterThan(0);
+      const [stored] = await rows(backend);
+      const body = JSON.parse(stored!.body) as Record<string, unknown>;
+      // Stamped when the call recorded, not when the group committed; redacted like any record.
+      expect(body.ts).toBe('2026-11-30T10:00:00.000Z');
+      expect(JSON.stringify(body)).not.toContain('pat@example.com');
+      expect(body.call_id).toBe('call-1');
+    });
+
+    it('a write-behind record that cannot be built is still recorded, saying so', async () => {
+      const backend = await makeBackend();
+      const engine = await backend.open();
+      // A redactor with a bug that throws on some arguments: the call must not lose its record.
+      const faulty = {
+        ...redactor,
+        redactValue: (value: unknown) => {
+          if (typeof value === 'object' && value !== null && 'explode' in value)
+            throw new Error('redactor bug');
+          return redactor.redactValue(value);
+        },
+      };
+      const log = ledger(engine, { redactor: faulty, writeBehindLingerMs: 60_000 });
+      log.enqueue(entry(1, { args_redacted: { explode: true } }));
+      log.enqueue(entry(2));
+      await log.flush();
+      const stored = (await rows(backend)).map((r) => JSON.parse(r.body) as Record<string, unknown>);
+      expect(stored.map((b) => b.call_id)).toEqual(['call-1', 'call-2']);
+      expect(stored[0]).toMatchObject({ event: 'executed', tool: 'get_sift_score', principal: analyst });
+      expect(String(stored[0]!.detail)).toMatch(/^the audit record could not be built/);
+      expect(stored[0]!.args_redacted).toBeUndefined();
+      expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 2 });
+    });
+
     it('reads share commits: write-behind records wait for company, and flush commits them at once', async () => {
       const backend = await makeBackend();
       const real = await backend.open();
