@@ -86,13 +86,24 @@ export interface ConsoleSessionStore {
 
 /**
  * Carries a JSON-RPC message (a client's response to a server request) to the replica named by
- * `replica`: PostgreSQL NOTIFY across replicas, a direct call within one process on SQLite.
+ * `replica`, and news of ended sessions to every replica: PostgreSQL NOTIFY across replicas, a
+ * direct call within one process on SQLite.
  */
 export interface SessionRelay {
   /** Delivered at most once to the named replica if it is listening; dropped otherwise. */
   publish(replica: string, message: RelayedMessage): Promise<void>;
   /** Starts delivering messages addressed to `replica`. One listener per replica tag. */
   listen(replica: string, onMessage: (message: RelayedMessage) => void): Promise<void>;
+  /** Tells every listening replica (this process's too) that these sessions ended: DELETE or reaped. */
+  announceEnded(sessionIds: readonly string[]): Promise<void>;
+  /** Calls `onEnded` for every announcement from any replica, once `listen` was called; returns the unsubscribe. */
+  onEnded(onEnded: (sessionIds: readonly string[]) => void): () => void;
+  /**
+   * Since when (epoch ms) this process has been receiving every announcement without a gap;
+   * undefined while it is not (the PostgreSQL LISTEN connection lost, the store or relay closed).
+   * A session confirmed in the registry after that time and not announced as ended still exists.
+   */
+  listeningSince(): number | undefined;
   close(): Promise<void>;
 }
 
@@ -313,7 +324,7 @@ export function createConsoleSessionStore(db: SqlExecutor): ConsoleSessionStore 
  * relay is in-process on SQLite (one host) and a LISTEN connection of its own on PostgreSQL.
  */
 export async function openSessionStores(
-  store: Pick<Store, 'engine' | 'sql'>,
+  store: Pick<Store, 'engine' | 'sql' | 'isOpen'>,
   config: Pick<Config, 'store_postgres'>,
   secrets: Pick<Secrets, 'postgresUrl'>,
   onConnectionError: (error: Error) => void = () => undefined,
@@ -331,7 +342,8 @@ export async function openSessionStores(
   return {
     mcpSessions: createMcpSessionStore(store.sql),
     consoleSessions: createConsoleSessionStore(store.sql),
-    relay,
+    // A closed store answers nothing: nothing cached on the strength of the relay may be served either.
+    relay: { ...relay, listeningSince: () => (store.isOpen() ? relay.listeningSince() : undefined) },
     close: () => relay.close(),
   };
 }

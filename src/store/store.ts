@@ -55,6 +55,8 @@ export interface Store extends StateStores {
   transaction<T>(fn: (tx: StateStores) => Promise<T>): Promise<T>;
   /** Resolves when the database answers; rejects with the reason otherwise (readiness). */
   ping(): Promise<void>;
+  /** False once `close` was called: a synchronous check for caches that skip the database. */
+  isOpen(): boolean;
   close(): Promise<void>;
 }
 
@@ -170,12 +172,17 @@ export async function openStore(
     await db.close().catch(() => undefined);
     throw error;
   }
+  let open = true;
   return {
     ...bind(db, config, queue, 'database', options.cipher),
     engine: db.engine,
     location,
     transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction', options.cipher))),
     ping: () => db.ping(),
-    close: () => db.close(),
+    isOpen: () => open,
+    close: () => {
+      open = false;
+      return db.close();
+    },
   };
 }

@@ -20,6 +20,15 @@
  * Fairness (issue 13): caps per principal and in total are checked atomically in the store at
  * `initialize`; a session nobody used after the handshake is reaped after
  * `http.unused_session_timeout_ms`, any other after `http.idle_timeout_ms`; DELETE removes it at once.
+ *
+ * A request on a session this replica serves does not read the registry every time (a synchronous
+ * SQLite read on the event loop, or a PostgreSQL round trip, per request): the registry's answer is
+ * kept for CONFIRMED_FOR_MS, and only while the relay has been listening since before that answer
+ * was read. Whoever ends a session (DELETE, the reaper of any replica) announces it through the relay,
+ * so every replica forgets it at once; if the relay stopped listening meanwhile (connection lost,
+ * store closed) nothing is taken from the cache and the registry is read again (unreachable → 503).
+ * What remains is the delivery time of one announcement (milliseconds on PostgreSQL, none on SQLite)
+ * and, should one be lost unnoticed, at most CONFIRMED_FOR_MS.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -84,7 +93,12 @@ export interface LiveSession {
   /** `lastSeen` at the previous reaper tick: unchanged means no request since. */
   seenAtSweep: number;
   used: boolean;
+  /** When the registry read that last found this session began (0: read it again before serving). */
+  confirmedAt: number;
 }
+
+/** How long a registry answer that a session exists is trusted, when no announcement said otherwise. */
+const CONFIRMED_FOR_MS = 1_000;
 
 const WIRE_ID = /^fg\.([0-9a-f]{12})\.(.+)$/;
 
@@ -223,6 +237,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       lastTouched: recordedAt,
       seenAtSweep: 0,
       used: false,
+      confirmedAt: 0,
     };
     wires.set(id, wire);
     return session;
@@ -246,6 +261,18 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
     if (!session) return;
     void session.transport.close().catch(() => {});
     void session.server.close().catch(() => {});
+  }
+
+  /**
+   * The row is gone already; other replicas drop their objects now. Should the announcement fail,
+   * they still read the registry again within CONFIRMED_FOR_MS.
+   */
+  async function announceEnded(ids: readonly string[]) {
+    await stores.relay.announceEnded(ids).catch((error: unknown) =>
+      logger.warn('could not announce ended sessions to the other replicas', {
+        error: error instanceof Error ? error.message : String(error),
+      }),
+    );
   }
 
   /** Rebuilds a session this replica has not seen, from its registry row (see the header comment). */
@@ -289,6 +316,16 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
     logger.info('mcp session restored on this replica', { principal: row.principal.id });
     return session;
   }
+
+  /** Announcements that ended sessions; a registry read in flight meanwhile must not be trusted later. */
+  let endings = 0;
+  const stopHearingEnded = stores.relay.onEnded((ids) => {
+    endings += 1;
+    for (const id of ids) forget(id);
+  });
+
+  const samePrincipal = (a: Principal, b: Principal) =>
+    a.id === b.id && a.kind === b.kind && a.role === b.role;
 
   /** Relayed answers addressed to this replica: hand them to the waiting session, if it is still here. */
   const listening = stores.relay.listen(replica, ({ session_id, message }) => {
@@ -363,27 +400,44 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      * opened it; undefined answers 404 whether the id is unknown or another principal's.
      */
     async resolve(id: string, principal: Principal): Promise<LiveSession | undefined> {
+      const readAt = Date.now();
+      const known = live.get(id);
+      const since = stores.relay.listeningSince();
+      if (
+        known &&
+        since !== undefined &&
+        since <= known.confirmedAt &&
+        readAt - known.confirmedAt < CONFIRMED_FOR_MS
+      ) {
+        if (samePrincipal(known.principal, principal)) return known;
+        logger.warn('session used by another principal', { principal: principal.id });
+        return undefined;
+      }
+      const endingsBefore = endings;
       const row = await stored(registry.get(id));
+      // An announcement since the read began may have ended the session after the row was read.
+      const confirmedAt = () => (endings === endingsBefore ? readAt : 0);
       const cached = live.get(id);
       if (!row) {
         if (cached) forget(id); // ended on another replica (DELETE or reaped)
         return undefined;
       }
-      if (
-        row.principal.id !== principal.id ||
-        row.principal.kind !== principal.kind ||
-        row.principal.role !== principal.role
-      ) {
+      if (!samePrincipal(row.principal, principal)) {
         logger.warn('session used by another principal', { principal: principal.id });
         return undefined;
       }
-      if (cached) return cached;
+      if (cached) {
+        cached.confirmedAt = confirmedAt();
+        return cached;
+      }
       let pending = restoring.get(id);
       if (!pending) {
         pending = restore(row).finally(() => restoring.delete(id));
         restoring.set(id, pending);
       }
-      return pending;
+      const restored = await pending;
+      restored.confirmedAt = confirmedAt();
+      return restored;
     },
 
     /**
@@ -435,6 +489,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
     async terminate(id: string) {
       await stored(registry.delete(id));
       forget(id);
+      await announceEnded([id]);
       logger.info('mcp session closed', { reason: 'deleted' });
     },
 
@@ -470,7 +525,10 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       }
       const reaped = await registry.reap(now, timeouts);
       for (const id of reaped) forget(id);
-      if (reaped.length > 0) logger.info('mcp sessions reaped', { count: reaped.length });
+      if (reaped.length > 0) {
+        await announceEnded(reaped);
+        logger.info('mcp sessions reaped', { count: reaped.length });
+      }
       for (const [id, session] of live) {
         if (session.calls + session.streams === 0 && now - session.lastSeen >= timeouts.idleMs) forget(id);
       }
@@ -478,6 +536,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
 
     /** Shutdown: close this replica's live objects; the rows stay, so clients continue elsewhere. */
     async closeAll() {
+      stopHearingEnded();
       for (const id of [...live.keys()]) forget(id);
     },
   };

@@ -513,7 +513,8 @@ describe('sessions', () => {
 
   it('the session store unreachable → a retryable 503 JSON-RPC error, and the server keeps running', async () => {
     const { http, runtime } = await start();
-    const { transport } = await connect(http, ANALYST_KEY);
+    const { client, transport } = await connect(http, ANALYST_KEY);
+    await client.ping(); // the session in use: its registry row was read a moment ago
     await runtime.store.close(); // the database goes away under the running server
     const res = await post(
       http,
@@ -530,6 +531,47 @@ describe('sessions', () => {
     const init = await post(http, INIT, { authorization: `Bearer ${ANALYST_KEY}` });
     expect(init.status).toBe(503);
     expect((await fetch(`${http.url}/healthz`)).status).toBe(200);
+  });
+
+  it('requests in a row on a session read its registry row once, not once each', async () => {
+    const { http, runtime } = await start();
+    const registry = runtime.sessions.mcpSessions;
+    const get = registry.get.bind(registry);
+    let reads = 0;
+    registry.get = (id) => {
+      reads += 1;
+      return get(id);
+    };
+    const { client } = await connect(http, ANALYST_KEY);
+    reads = 0;
+    for (let i = 0; i < 10; i++) await client.ping();
+    // One read confirms the session; the next ones come within CONFIRMED_FOR_MS (1 s) of it.
+    expect(reads).toBeLessThanOrEqual(2);
+  });
+
+  it('a session ended through one server is refused at once by another that served it a moment ago', async () => {
+    // Two servers on one runtime: two replicas of one process on SQLite, one registry, one relay.
+    const { http, runtime } = await start();
+    const other = await startHttpServer(runtime, { host: '127.0.0.1', port: 0, devToken: DEV_TOKEN, jwks });
+    cleanups.push(() => other.close());
+    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
+    const init = await post(http, INIT, auth);
+    await init.text();
+    const session = {
+      ...auth,
+      'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
+      'mcp-protocol-version': '2025-11-25',
+    };
+    await (await post(http, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const ping = async (server: HttpServerHandle, id: number) => {
+      const res = await post(server, { jsonrpc: '2.0', id, method: 'ping' }, session);
+      await res.text();
+      return res.status;
+    };
+    expect(await ping(other, 2)).toBe(200); // restored there, its registry row just read
+    const deleted = await fetch(http.mcpUrl, { method: 'DELETE', headers: session });
+    expect(deleted.status).toBe(200);
+    expect(await ping(other, 3)).toBe(404);
   });
 });
 

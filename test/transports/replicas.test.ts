@@ -105,11 +105,11 @@ async function sessionStores(
   return { stores, schema };
 }
 
-async function replica(sessions: SessionStores): Promise<Replica> {
+async function replica(sessions: SessionStores, overrides: DeepPartial<Config> = {}): Promise<Replica> {
   const logs: string[] = [];
   const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-replica-'));
   const config: Config = {
-    ...mergeConfig(DEFAULTS, CONFIG),
+    ...mergeConfig(mergeConfig(DEFAULTS, CONFIG), overrides),
     ...sandbox.config,
     data_dir: dataDir,
     mode: 'sandbox',
@@ -199,6 +199,73 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     await transport.terminateSession();
     expect(await a.http.sessionCount()).toBe(0);
     await expect(client.ping()).rejects.toThrow();
+  });
+
+  it('a session ended on one replica (DELETE, reaped) is refused at once by the other, which served it a moment ago', async () => {
+    // Each replica on its own connections and LISTEN, one schema. Only `a` reaps: sessions never
+    // used are its to remove after 300 ms; `b` would wait the default 30 s.
+    const { stores: storesA, schema } = await sessionStores();
+    const { stores: storesB } = await sessionStores(PG_URL, schema);
+    const a = await replica(storesA, { http: { unused_session_timeout_ms: 300 } });
+    const b = await replica(storesB);
+    /** Resolves once `b` has heard that `id` ended (its replica's listener was registered first). */
+    const heardOnB = (id: string) =>
+      new Promise<void>((resolve) => {
+        const stop = storesB.relay.onEnded((ids) => {
+          if (!ids.includes(id)) return;
+          stop();
+          resolve();
+        });
+      });
+    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
+    const post = async (r: Replica, body: unknown, headers: Record<string, string>) => {
+      const res = await fetch(r.http.mcpUrl, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          ...headers,
+        },
+        body: JSON.stringify(body),
+      });
+      await res.text();
+      return res;
+    };
+    const open = async () => {
+      const init = await post(
+        a,
+        {
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: {
+            protocolVersion: '2025-11-25',
+            capabilities: {},
+            clientInfo: { name: 'raw', version: '0' },
+          },
+        },
+        auth,
+      );
+      const id = init.headers.get('mcp-session-id') ?? '';
+      return { ...auth, 'mcp-session-id': id, 'mcp-protocol-version': '2025-11-25' };
+    };
+    const ping = (r: Replica, session: Record<string, string>) =>
+      post(r, { jsonrpc: '2.0', id: 2, method: 'ping' }, session).then((res) => res.status);
+
+    // DELETE on a.
+    const deleted = await open();
+    expect(await ping(b, deleted)).toBe(200); // restored on b, its registry row just read
+    const heard = heardOnB(deleted['mcp-session-id']);
+    expect((await fetch(a.http.mcpUrl, { method: 'DELETE', headers: deleted })).status).toBe(200);
+    await heard;
+    expect(await ping(b, deleted)).toBe(404);
+
+    // Reaped by a: a notification leaves the session unused; b rebuilds it and reads its row.
+    const unused = await open();
+    const initialized = await post(b, { jsonrpc: '2.0', method: 'notifications/initialized' }, unused);
+    expect(initialized.status).toBe(202);
+    await heardOnB(unused['mcp-session-id']);
+    expect(await ping(b, unused)).toBe(404);
   });
 
   it("a client's elicitation answer that lands on the other replica reaches the waiting call", async () => {

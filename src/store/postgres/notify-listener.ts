@@ -9,6 +9,8 @@ import pg from 'pg';
 export interface NotifyListener {
   /** Connect and LISTEN unless already listening; rejects if the first connection fails (it retries). */
   start(): Promise<void>;
+  /** When (epoch ms) the current connection's LISTEN took effect; undefined while not listening. */
+  listeningSince(): number | undefined;
   close(): Promise<void>;
 }
 
@@ -20,6 +22,7 @@ export function createNotifyListener(options: {
 }): NotifyListener {
   const { connectionString, channel, onPayload, onError } = options;
   let client: pg.Client | undefined;
+  let since: number | undefined;
   let connecting: Promise<void> | undefined;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
@@ -42,12 +45,17 @@ export function createNotifyListener(options: {
       throw error;
     }
     if (closed) await c.end().catch(() => undefined);
-    else client = c;
+    else {
+      client = c;
+      // Taken after LISTEN answered: every notification sent from now on reaches this connection.
+      since = Date.now();
+    }
   }
 
   function lost(c: pg.Client) {
     if (client !== c) return;
     client = undefined;
+    since = undefined;
     void c.end().catch(() => undefined);
     scheduleReconnect();
   }
@@ -77,8 +85,10 @@ export function createNotifyListener(options: {
         throw error;
       }
     },
+    listeningSince: () => since,
     async close() {
       closed = true;
+      since = undefined;
       if (retry) clearTimeout(retry);
       await client?.end().catch(() => undefined);
       client = undefined;

@@ -2,7 +2,7 @@
  * The relay on PostgreSQL: LISTEN/NOTIFY on one channel per schema. Each replica LISTENs on a
  * dedicated connection (notify-listener.ts: reconnecting by itself after a restart, a failover or
  * pg_terminate_backend) and keeps the messages addressed to its own tag; publishing is a
- * `pg_notify` through the store.
+ * `pg_notify` through the store. The news that sessions ended goes to every replica on the same channel.
  */
 import type { RelayedMessage, SessionRelay } from '../session-store.ts';
 import type { SqlExecutor } from '../sql.ts';
@@ -12,6 +12,14 @@ interface RelayEnvelope extends RelayedMessage {
   to: string;
 }
 
+/** Sessions that ended (DELETE or reaped), for every replica. */
+interface EndedEnvelope {
+  ended: string[];
+}
+
+/** Session ids per NOTIFY: 36-character UUIDs, well under the 8000-byte payload limit. */
+const ENDED_PER_NOTIFY = 100;
+
 export function openPostgresSessionRelay(
   connectionString: string,
   schema: string,
@@ -20,15 +28,20 @@ export function openPostgresSessionRelay(
 ): SessionRelay {
   const channel = `${schema}_mcp_relay`;
   const listeners = new Map<string, (message: RelayedMessage) => void>();
+  const endedListeners = new Set<(sessionIds: readonly string[]) => void>();
   const listener = createNotifyListener({
     connectionString,
     channel,
     onError,
     onPayload(payload) {
-      let envelope: RelayEnvelope;
+      let envelope: RelayEnvelope | EndedEnvelope;
       try {
-        envelope = JSON.parse(payload) as RelayEnvelope;
+        envelope = JSON.parse(payload) as RelayEnvelope | EndedEnvelope;
       } catch {
+        return;
+      }
+      if ('ended' in envelope) {
+        if (Array.isArray(envelope.ended)) for (const onEnded of endedListeners) onEnded(envelope.ended);
         return;
       }
       listeners.get(envelope.to)?.({ session_id: envelope.session_id, message: envelope.message });
@@ -44,8 +57,22 @@ export function openPostgresSessionRelay(
       listeners.set(replica, onMessage);
       await listener.start();
     },
+    async announceEnded(sessionIds) {
+      for (let i = 0; i < sessionIds.length; i += ENDED_PER_NOTIFY) {
+        const payload = JSON.stringify({
+          ended: sessionIds.slice(i, i + ENDED_PER_NOTIFY),
+        } satisfies EndedEnvelope);
+        await db.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      }
+    },
+    onEnded(onEnded) {
+      endedListeners.add(onEnded);
+      return () => endedListeners.delete(onEnded);
+    },
+    listeningSince: () => listener.listeningSince(),
     async close() {
       listeners.clear();
+      endedListeners.clear();
       await listener.close();
     },
   };
