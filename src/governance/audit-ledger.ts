@@ -467,13 +467,19 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     try {
       return toQueued(q.input, new Date(q.at), q.traceId);
     } catch (error) {
-      // A bug (the input's event was checked when enqueued): the call keeps a record that says so.
+      // A bug (the redactor threw; the event was checked when enqueued): the call keeps a record
+      // that says so, built without the redactor, so building it cannot fail too (and lose the group).
       const { event, call_id, tool, principal } = q.input;
-      return toQueued(
-        { event, call_id, tool, principal, detail: `the audit record could not be built: ${String(error)}` },
-        new Date(q.at),
-        q.traceId,
-      );
+      const payload: AuditPayload = {
+        call_id,
+        detail: `the audit record could not be built (${error instanceof Error ? error.name : 'error'})`,
+        event,
+        principal,
+        tool,
+        trace_id: q.traceId ?? undefined,
+        ts: new Date(q.at).toISOString(),
+      };
+      return { payload, body: encodeAuditBody(payload), ts: payload.ts };
     }
   };
 
