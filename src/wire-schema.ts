@@ -24,6 +24,7 @@
  */
 import * as z from 'zod';
 import { describedOutputs } from './tool.ts';
+import { isObject } from './is-object.ts';
 
 type Json = Record<string, unknown>;
 
@@ -92,10 +93,6 @@ function hoistEverywhere(root: Json): Json {
 }
 
 const GROUP_PREFIX = 'shared_fields_';
-
-function isObject(value: unknown): value is Json {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
-}
 
 /**
  * A `oneOf` of closed objects (a discriminated union) whose branches share property entries, e.g.

@@ -11,6 +11,7 @@ import {
 } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { describedOutput, humanTime, riskBandFor, type ToolContext } from '../src/tool.ts';
+import { isObject } from '../src/is-object.ts';
 
 /** The characters Sift allows in a user id. */
 export const USER_ID_CHARS = /^[A-Za-z0-9=.\-_+@:&^%!$]+$/;
@@ -133,8 +134,6 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
 // only for a value the schema above accepts as it is (no key it would strip);
 // test/tools/score-output-check.test.ts holds them to the schemas.
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 const isFiniteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const isUnit = (v: unknown) => isFiniteNumber(v) && v >= 0 && v <= 1;
 const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v);

@@ -34,6 +34,7 @@ import {
   type SiftUserScore,
   type SiftWorkflowStatus,
 } from './types.ts';
+import { isObject } from '../is-object.ts';
 
 export interface SiftClientConfig {
   /** e.g. `https://api.sift.com`, or an emulator URL. v205 and v3 share it. */
@@ -234,8 +235,6 @@ export type SiftWorkflowRun = z.infer<typeof workflowRunSchema>;
 // field) goes to the schema, which stays the definition and writes the error.
 // test/clients/sift-client.test.ts holds both to agreeing.
 
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const optional = (v: unknown, type: 'string' | 'number' | 'boolean') => v === undefined || typeof v === type;
 const nullishString = (v: unknown) => v === undefined || v === null || typeof v === 'string';
 const everyValue = (v: unknown, check: (entry: unknown) => boolean) => {

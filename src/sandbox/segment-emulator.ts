@@ -18,6 +18,7 @@ import {
   type StatefulEmulator,
 } from './emulator-http.ts';
 import { SEGMENT_DEMO_PROFILES } from './segment-demo-data.ts';
+import { isObject } from '../is-object.ts';
 
 /** Segment's documented limits (contract §1.4). */
 export const SEGMENT_LIMITS = {
@@ -126,9 +127,6 @@ const PROFILE_PATH = /^\/v1\/spaces\/[^/]+\/collections\//;
 const SOURCE_ID = 'sandbox-source';
 const ENGAGE_SOURCE_ID = 'sandbox-engage';
 
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 function basicUsername(header: string | undefined): string | undefined {
   if (!header?.startsWith('Basic ')) return undefined;
   const decoded = Buffer.from(header.slice('Basic '.length).trim(), 'base64').toString('utf8');
@@ -210,7 +208,7 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
 
   /** Validate one message; store it (first time its messageId is seen) or record why it was dropped. */
   function accept(message: unknown, index: number, receivedAt: string): void {
-    if (!isRecord(message)) {
+    if (!isObject(message)) {
       rejected.push({ reason: 'not_an_object', index });
       return;
     }
@@ -243,13 +241,13 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
       ...(userId === undefined ? {} : { userId }),
       ...(anonymousId === undefined ? {} : { anonymousId }),
       ...(typeof message['event'] === 'string' ? { event: message['event'] } : {}),
-      ...(isRecord(message['traits']) ? { traits: message['traits'] } : {}),
-      ...(isRecord(message['properties']) ? { properties: message['properties'] } : {}),
+      ...(isObject(message['traits']) ? { traits: message['traits'] } : {}),
+      ...(isObject(message['properties']) ? { properties: message['properties'] } : {}),
       raw: { ...raw, messageId, receivedAt },
     };
     byMessageId.set(messageId, stored);
     events.push(stored);
-    if (type === 'identify' && isRecord(message['traits'])) {
+    if (type === 'identify' && isObject(message['traits'])) {
       mergeTraits(profileFor(userId, anonymousId), message['traits'], receivedAt);
     }
   }
@@ -273,7 +271,7 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
 
   function batchHandler(req: EmulatorRequest): EmulatorResponse {
     if (req.rawBody.length > SEGMENT_LIMITS.maxBatchBytes) return tooLarge();
-    if (req.jsonError || !isRecord(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
+    if (req.jsonError || !isObject(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
     const body = req.json;
     const denied = authorizeTracking(req, body);
     if (denied) return denied;
@@ -281,28 +279,28 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     if (!Array.isArray(batch)) return trackingError(400, 'invalid_request', 'batch must be an array');
     // One oversized event fails the whole request, innocent events included (contract §2.4).
     if (batch.some((e) => eventBytes(e) > SEGMENT_LIMITS.maxEventBytes)) return tooLarge();
-    const batchContext = isRecord(body['context']) ? body['context'] : undefined;
-    const batchIntegrations = isRecord(body['integrations']) ? body['integrations'] : undefined;
+    const batchContext = isObject(body['context']) ? body['context'] : undefined;
+    const batchIntegrations = isObject(body['integrations']) ? body['integrations'] : undefined;
     const receivedAt = new Date().toISOString();
     batch.forEach((item, index) => {
       if (index >= SEGMENT_LIMITS.maxBatchEvents) {
         rejected.push({
           reason: 'batch_limit',
           index,
-          ...(isRecord(item) && typeof item['messageId'] === 'string'
+          ...(isObject(item) && typeof item['messageId'] === 'string'
             ? { messageId: item['messageId'] }
             : {}),
         });
         return;
       }
       const merged =
-        isRecord(item) && (batchContext || batchIntegrations)
+        isObject(item) && (batchContext || batchIntegrations)
           ? {
               ...item,
-              context: { ...batchContext, ...(isRecord(item['context']) ? item['context'] : {}) },
+              context: { ...batchContext, ...(isObject(item['context']) ? item['context'] : {}) },
               integrations: {
                 ...batchIntegrations,
-                ...(isRecord(item['integrations']) ? item['integrations'] : {}),
+                ...(isObject(item['integrations']) ? item['integrations'] : {}),
               },
             }
           : item;
@@ -314,7 +312,7 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
   function singleHandler(type: (typeof SINGLE_EVENT_TYPES)[number]) {
     return (req: EmulatorRequest): EmulatorResponse => {
       if (req.rawBody.length > SEGMENT_LIMITS.maxEventBytes) return tooLarge();
-      if (req.jsonError || !isRecord(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
+      if (req.jsonError || !isObject(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
       const denied = authorizeTracking(req, req.json);
       if (denied) return denied;
       accept({ ...req.json, type }, 0, new Date().toISOString());

@@ -24,6 +24,7 @@ import {
   SIFT_DEMO_WORKFLOW_RUN,
   type SiftDecisionRecord,
 } from './sift-demo-data.ts';
+import { isObject } from '../is-object.ts';
 
 export const DEFAULT_SIFT_API_KEY = 'sandbox-sift-api-key';
 export const DEFAULT_SIFT_ACCOUNT_ID = 'sandbox-account';
@@ -273,8 +274,6 @@ function hashScore(userId: string, abuseType: AbuseType): number {
 }
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function v20xError(status: number, extra: Record<string, unknown> = {}, httpStatus = 400): EmulatorResponse {
   return {

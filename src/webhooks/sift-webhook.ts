@@ -18,6 +18,7 @@ import type { Logger } from '../logger.ts';
 import type { EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
+import { isObject } from '../is-object.ts';
 
 export const SIFT_WEBHOOK_PATH = '/webhooks/sift';
 
@@ -35,8 +36,6 @@ interface SiftDecisionPayload {
   time: number;
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 const isText = (value: unknown, max: number): value is string =>
   typeof value === 'string' && value.length >= 1 && value.length <= max;
 
