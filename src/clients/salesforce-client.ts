@@ -33,6 +33,7 @@ import type {
   SalesforceWrite,
 } from './types.ts';
 import { COMPOSITE_COLLECTIONS, CompositePacker } from './salesforce-composite.ts';
+import { NETWORK_FAILURE } from '../network-errors.ts';
 
 /** How fraudgate authenticates to the org (§2). Both are OAuth flows of a connected app. */
 export type SalesforceAuthConfig =
@@ -160,20 +161,6 @@ interface CallState {
   refreshLoop: boolean;
 }
 
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'ENETDOWN',
-  'ENETUNREACH',
-  'EHOSTDOWN',
-  'EHOSTUNREACH',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EAI_AGAIN',
-]);
 const RETRYABLE_CODES = new Set([
   'SERVER_UNAVAILABLE',
   'UNABLE_TO_LOCK_ROW',
@@ -214,7 +201,7 @@ function isNetworkError(error: unknown): boolean {
   let current: unknown = error;
   for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth += 1) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
+    if (typeof code === 'string' && NETWORK_FAILURE.has(code)) return true;
     current = (current as { cause?: unknown }).cause;
   }
   return error instanceof TypeError && error.message === 'fetch failed';

@@ -35,6 +35,7 @@ import {
   type SiftWorkflowStatus,
 } from './types.ts';
 import { isObject } from '../is-object.ts';
+import { NEVER_SENT } from '../network-errors.ts';
 
 export interface SiftClientConfig {
   /** e.g. `https://api.sift.com`, or an emulator URL. v205 and v3 share it. */
@@ -535,8 +536,6 @@ class AttemptError extends Error {
   }
 }
 
-const UNSENT_NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
-
 const V20X_PUBLIC: Record<number, string> = {
   51: 'Sift rejected the API key (status 51): check SIFT_API_KEY',
   52: 'Sift rejected a field name (status 52: invalid characters in field name)',
@@ -781,7 +780,7 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
         error instanceof Error ? error.message : String(error),
       );
       // A connect timeout is "unsent" (nothing reached Sift), not "did not answer".
-      const unsent = !timedOut && code !== undefined && UNSENT_NETWORK_CODES.has(code);
+      const unsent = !timedOut && code !== undefined && NEVER_SENT.has(code);
       const message = timedOut
         ? `Sift did not answer within ${timeoutMs}ms`
         : unsent

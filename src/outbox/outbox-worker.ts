@@ -37,20 +37,9 @@ import type { Principal } from '../tool.ts';
 import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
+import { UNREACHABLE } from '../network-errors.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
-
-/** Network errors that mean nothing answered at all: the dependency is down, not failing. */
-const CANNOT_CONNECT: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'EHOSTDOWN',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
 
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
@@ -361,7 +350,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
     for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
       const code = (e as { code?: unknown }).code;
-      if (typeof code === 'string' && CANNOT_CONNECT.has(code)) return true;
+      if (typeof code === 'string' && UNREACHABLE.has(code)) return true;
       e = (e as { cause?: unknown }).cause;
     }
     return false;

@@ -12,6 +12,7 @@
 import pg from 'pg';
 import { StoreUnavailableError } from '../../errors.ts';
 import type { QueryOptions, SqlDatabase, SqlExecutor, SqlValue } from '../sql.ts';
+import { NETWORK_FAILURE } from '../../network-errors.ts';
 
 export interface PostgresOptions {
   schema: string;
@@ -91,17 +92,6 @@ const types = {
       : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-/** Connection-level errno codes: the server is not there, or the connection broke. */
-const CONNECTION_ERRNOS = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EPIPE',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-]);
 /**
  * SQLSTATEs that say the server or the session went away, not that the statement was wrong: class
  * 08 (connection exception), 57P01–57P03 (admin/crash shutdown — what `pg_terminate_backend` and a
@@ -117,7 +107,7 @@ export function isConnectionFailure(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const { code, errors } = error as { code?: unknown; errors?: { code?: unknown }[] };
   const codes = [code, ...(errors ?? []).map((e) => e.code)].filter((c) => typeof c === 'string');
-  if (codes.some((c) => CONNECTION_ERRNOS.has(c) || CONNECTION_SQLSTATE.test(c))) return true;
+  if (codes.some((c) => NETWORK_FAILURE.has(c) || CONNECTION_SQLSTATE.test(c))) return true;
   return CONNECTION_MESSAGE.test(error.message);
 }
 
