@@ -10,6 +10,9 @@
  * appended inside a caller's transaction, or an earlier commit that failed) re-reads the head and
  * chains again.
  *
+ * `commitIn` given a rider (ledger-rider.ts) instead of a transaction makes the same commit carry the
+ * rider's write: the webhook intake's events go in with their receipts, in one statement.
+ *
  * Runs on the process's store (`sql`: its pool, so a replica holds one) or, for a command that
  * opened no store, on a small pool of its own.
  */
@@ -18,8 +21,10 @@ import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
 import { commitLedgerIn, CONFLICT_RETRY_MS, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import type { SqlExecutor } from '../sql.ts';
 import { isValidSchemaName, openPostgresDatabase } from './database.ts';
+import { isLedgerRider, type LedgerRider, type LedgerRiderSql } from './ledger-rider.ts';
 
-const COMMIT = `
+/** The group commit; with a rider (ledger-rider.ts), its CTEs run when the commit wins. */
+const commitStatement = (rider?: Pick<LedgerRiderSql, 'then'>) => `
 WITH moved AS (
   UPDATE audit_writers SET seq = $2, hash = $3, sealed_seq = $4, sealed_at = $5
    WHERE writer = $1 AND seq = $6 AND hash = $7 AND sealed_seq = $10
@@ -40,8 +45,10 @@ WITH moved AS (
   INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature)
   SELECT won.writer, c.seq, c.hash, c.ts, c.key_id, c.signature
     FROM won, json_to_recordset($9::json) AS c(seq bigint, hash text, ts text, key_id text, signature text)
-)
+)${rider ? `, ${rider.then}` : ''}
 SELECT count(*)::int AS won FROM won`;
+
+const COMMIT = commitStatement();
 
 export async function openPostgresLedgerStore(
   options:
@@ -108,13 +115,20 @@ export async function openPostgresLedgerStore(
     return run;
   };
 
-  const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit) => {
+  /** The combined statement per rider name (one name, one text). */
+  const riderStatements = new Map<string, string>();
+  const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit, rider?: LedgerRiderSql) => {
     const { rows, checkpoints, head } = built;
     const previous = tails.get(writer);
     const sent = (async () => {
       await previous?.catch(() => undefined);
+      let text = COMMIT;
+      if (rider) {
+        text = riderStatements.get(rider.name) ?? commitStatement(rider);
+        riderStatements.set(rider.name, text);
+      }
       const [result] = await sql.query<{ won: number }>(
-        COMMIT,
+        text,
         [
           writer,
           head.seq,
@@ -126,10 +140,11 @@ export async function openPostgresLedgerStore(
           JSON.stringify(rows),
           JSON.stringify(checkpoints),
           expected?.sealed_seq ?? null,
+          ...(rider?.params ?? []),
         ],
         // Parsed and planned once per connection, not per group: a sixth of the server's CPU per
         // append at 256 concurrent appenders (bench ledger_appends_postgres).
-        { prepareAs: 'fraudgate_ledger_commit' },
+        { prepareAs: rider?.name ?? 'fraudgate_ledger_commit' },
       );
       return (result?.won ?? 0) > 0;
     })();
@@ -137,40 +152,69 @@ export async function openPostgresLedgerStore(
     return sent;
   };
 
+  /**
+   * One attempt: chains `build` from the head this process knows (read when unknown) and sends it
+   * after the writer's earlier commits. A commit that did not win forgets that head.
+   */
+  const attempt = async (
+    writer: string,
+    build: (head: LedgerHead | undefined) => LedgerCommit,
+    rider?: LedgerRiderSql,
+  ) => {
+    const { built, sent } = await exclusive(writer, async () => {
+      let expected = heads.get(writer);
+      if (expected === undefined) {
+        // Unknown (first use, or a commit lost): the head everything sent so far leaves behind.
+        await tails.get(writer)?.catch(() => undefined);
+        expected = await readHead(writer);
+      }
+      const chained = build(expected ?? undefined);
+      // Optimistically the head: a commit started while this one is on the wire chains from it.
+      heads.set(writer, chained.head);
+      return { built: chained, sent: send(writer, expected, chained, rider) };
+    });
+    try {
+      const won = await sent;
+      // The head moved (another process, a transactional append, a failed predecessor): commits
+      // chained on this one's head lose too; the next to start reads the head afresh.
+      if (!won) heads.delete(writer);
+      return won;
+    } catch (error) {
+      if (heads.get(writer) === built.head) heads.delete(writer);
+      throw error;
+    }
+  };
+
+  /** `commitIn` for a rider: the ledger's commit statement carries the rider's write (ledger-rider.ts). */
+  const commitRider = async (
+    tx: LedgerRider,
+    writer: string,
+    build: (head: LedgerHead | undefined) => LedgerCommit,
+  ) => {
+    if (tx.db !== sql) throw new Error('the rider is on another database than the ledger');
+    let won: boolean;
+    try {
+      won = await attempt(writer, build, tx.rider);
+    } catch (error) {
+      tx.outcome = 'failed';
+      throw error;
+    }
+    tx.outcome = won ? 'committed' : 'lost';
+    if (!won) throw new Error(`writer ${writer} moved under the ledger commit carrying a rider`);
+  };
+
   return {
     kind: 'postgres',
     async commit(writer, build) {
       const started = Date.now();
-      for (;;) {
-        const { built, won } = await exclusive(writer, async () => {
-          let expected = heads.get(writer);
-          if (expected === undefined) {
-            // Unknown (first use, or a commit lost): the head everything sent so far leaves behind.
-            await tails.get(writer)?.catch(() => undefined);
-            expected = await readHead(writer);
-          }
-          const chained = build(expected ?? undefined);
-          // Optimistically the head: a commit started while this one is on the wire chains from it.
-          heads.set(writer, chained.head);
-          return { built: chained, won: send(writer, expected, chained) };
-        });
-        let committed: boolean;
-        try {
-          committed = await won;
-        } catch (error) {
-          if (heads.get(writer) === built.head) heads.delete(writer);
-          throw error;
-        }
-        if (committed) return;
-        // The head moved (another process, a transactional append, a failed predecessor). Commits
-        // chained on this one's head lose too; the next to start reads the head afresh.
-        heads.delete(writer);
+      while (!(await attempt(writer, build))) {
         if (Date.now() - started >= CONFLICT_RETRY_MS) {
           throw new Error(`writer ${writer} keeps moving under another process`);
         }
       }
     },
-    commitIn: commitLedgerIn,
+    commitIn: (tx, writer, build) =>
+      isLedgerRider(tx) ? commitRider(tx, writer, build) : commitLedgerIn(tx, writer, build),
     async *scan(batchSize = 10_000) {
       let after = 0;
       for (;;) {
