@@ -11,6 +11,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { callScores } from './load.ts';
 
 export type GeneratorRequest =
   | { type: 'connect'; side: string; url: string; token?: string; sessions: number }
@@ -40,19 +41,7 @@ async function connect(url: string, token: string | undefined, sessions: number)
 async function run(clients: Client[], callsPerSession: number) {
   const latencies: number[] = [];
   const start = performance.now();
-  await Promise.all(
-    clients.map(async (client) => {
-      for (let i = 0; i < callsPerSession; i += 1) {
-        const t = performance.now();
-        const r = await client.callTool({
-          name: 'get_sift_score',
-          arguments: { user_id: 'sandbox-high-risk' },
-        });
-        latencies.push(performance.now() - t);
-        if (r.isError) throw new Error(`get_sift_score failed: ${JSON.stringify(r.content)}`);
-      }
-    }),
-  );
+  await Promise.all(clients.map((client) => callScores(client, callsPerSession, latencies)));
   return { latencies, seconds: (performance.now() - start) / 1000 };
 }
 

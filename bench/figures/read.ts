@@ -11,6 +11,7 @@ import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { quantile, type Figure, type Measurement } from '../harness.ts';
 import { createBareReadServer } from '../baselines/bare-read-server.ts';
 import { openBenchRuntime } from './bench-runtime.ts';
+import { callScores } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { createMcpServer } from '../../src/server.ts';
 
@@ -27,15 +28,7 @@ async function connect(server: McpServer): Promise<Client> {
 export async function timeCalls(client: Client, calls: number): Promise<Measurement> {
   const latencies: number[] = [];
   const start = performance.now();
-  for (let i = 0; i < calls; i += 1) {
-    const t = performance.now();
-    const result = await client.callTool({
-      name: 'get_sift_score',
-      arguments: { user_id: 'sandbox-high-risk' },
-    });
-    latencies.push(performance.now() - t);
-    if (result.isError) throw new Error(`get_sift_score failed: ${JSON.stringify(result.content)}`);
-  }
+  await callScores(client, calls, latencies);
   const seconds = (performance.now() - start) / 1000;
   return {
     value: quantile(latencies, 0.5),

@@ -179,6 +179,23 @@ function post(http: HttpServerHandle, body: unknown, headers: Record<string, str
   });
 }
 
+/**
+ * A session opened with raw requests (initialize, then notifications/initialized) as `key`'s
+ * principal: the headers that continue it.
+ */
+async function openSession(http: HttpServerHandle, key: string) {
+  const auth = { authorization: `Bearer ${key}` };
+  const init = await post(http, INIT, auth);
+  await init.text();
+  const session = {
+    ...auth,
+    'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
+    'mcp-protocol-version': '2025-11-25',
+  };
+  await (await post(http, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+  return session;
+}
+
 /** node:http, because fetch does not let a test set Host. */
 function rawPost(http: HttpServerHandle, headers: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -385,15 +402,7 @@ describe('sessions', () => {
     // Tick every 500 ms. Plain POSTs, no event stream held open: between calls nothing is in flight,
     // so only the recorded activity keeps the session alive.
     const { http } = await start({ config: { http: { idle_timeout_ms: 2000 } } });
-    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
-    const init = await post(http, INIT, auth);
-    await init.text();
-    const session = {
-      ...auth,
-      'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
-      'mcp-protocol-version': '2025-11-25',
-    };
-    await (await post(http, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const session = await openSession(http, ANALYST_KEY);
     const until = Date.now() + 6000;
     for (let id = 2; Date.now() < until; id += 1) {
       const res = await post(http, { jsonrpc: '2.0', id, method: 'ping' }, session);
@@ -554,15 +563,7 @@ describe('sessions', () => {
     const { http, runtime } = await start();
     const other = await startHttpServer(runtime, { host: '127.0.0.1', port: 0, devToken: DEV_TOKEN, jwks });
     cleanups.push(() => other.close());
-    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
-    const init = await post(http, INIT, auth);
-    await init.text();
-    const session = {
-      ...auth,
-      'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
-      'mcp-protocol-version': '2025-11-25',
-    };
-    await (await post(http, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const session = await openSession(http, ANALYST_KEY);
     const ping = async (server: HttpServerHandle, id: number) => {
       const res = await post(server, { jsonrpc: '2.0', id, method: 'ping' }, session);
       await res.text();
