@@ -5,10 +5,12 @@
  * driver: what node-postgres sends. A group with a key stored already, or one whose writer's head
  * another process moved, commits nothing that way and takes the transaction, which records the
  * repeat as a duplicate and re-reads the head; the chain verifies and every receipt names its event.
+ * An audit log that does not append through its ledger's commit still gets its events stored.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { AuditLog } from '../../src/governance/audit.ts';
 import { createAuditLedger, verifyLedger } from '../../src/governance/audit-ledger.ts';
 import { createCheckpointSigner, createCheckpointVerifier } from '../../src/governance/audit-signing.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
@@ -138,5 +140,19 @@ describe.skipIf(!pgListening)('webhook receipts on PostgreSQL: one statement per
     expect(
       await verifyLedger(ledger, createCheckpointVerifier(createPublicKey(createPrivateKey(pem)))),
     ).toMatchObject({ ok: true, records: 78, writers: 1 });
+  });
+
+  it('stores the events the transaction way when the audit log appends elsewhere (a sink that drops records)', async () => {
+    const { config, secrets } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
+    const store = await openStore(config, secrets);
+    closers.push(() => store.close());
+    const sink = { appendManyIn: async () => [] } as unknown as AuditLog;
+    const stored = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        store.outbox.enqueue(event(i), undefined, { audit: sink, receipt: receipt(i) }),
+      ),
+    );
+    expect(stored.every((s) => !s.duplicate)).toBe(true);
+    expect((await store.outbox.unrouted(10)).map((e) => e.id)).toEqual(stored.map((s) => s.id));
   });
 });

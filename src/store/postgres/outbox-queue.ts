@@ -103,10 +103,9 @@ export function createPostgresOutboxQueue(): OutboxQueue {
       if (rider.outcome === 'failed' && sqlState(error) === UNIQUE_VIOLATION) return undefined;
       throw error;
     }
-    if (rider.outcome !== 'committed') {
-      throw new Error(`the receipts were appended without their events (${rider.outcome})`);
-    }
-    return stored;
+    // An audit log that appended elsewhere, not through its ledger's commit (a sink that drops
+    // records): the events still have to be stored.
+    return rider.outcome === 'committed' ? stored : undefined;
   }
 
   return { ...queue, commitGroup };
