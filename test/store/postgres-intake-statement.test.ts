@@ -5,7 +5,8 @@
  * driver: what node-postgres sends. A group with a key stored already, or one whose writer's head
  * another process moved, commits nothing that way and takes the transaction, which records the
  * repeat as a duplicate and re-reads the head; the chain verifies and every receipt names its event.
- * An audit log that does not append through its ledger's commit still gets its events stored.
+ * An audit log that does not append through its ledger's commit still gets its events stored. The
+ * next block of event ids is reserved before the last one runs out.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import pg from 'pg';
@@ -154,5 +155,32 @@ describe.skipIf(!pgListening)('webhook receipts on PostgreSQL: one statement per
     );
     expect(stored.every((s) => !s.duplicate)).toBe(true);
     expect((await store.outbox.unrouted(10)).map((e) => e.id)).toEqual(stored.map((s) => s.id));
+  });
+
+  it('reserves the next block of event ids before the last one runs out, so no group waits for it', async () => {
+    const { config, secrets } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
+    const store = await openStore(config, secrets);
+    closers.push(() => store.close());
+    const audit = await openAuditLedger(
+      config,
+      { ...secrets, auditKey: 'k', auditSigningKey: testSigningKeyPem() },
+      createRedactor({ hashKey: 'k' }),
+      silentLogger,
+      'replica-b',
+      store,
+    );
+    closers.push(() => audit.close());
+    const group = (from: number, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          store.outbox.enqueue(event(from + i), undefined, { audit, receipt: receipt(from + i) }),
+        ),
+      );
+    await group(0, 20);
+    // 620 of the first block of 1,000 used: the next is reserved alongside this group's commit...
+    expect(await statementsDuring(() => group(20, 600))).toContain('WITH moved AS');
+    // ...so the group that needs it (400 ids, 380 left) finds it there.
+    expect(await statementsDuring(() => group(620, 400))).toEqual(['WITH moved AS']);
+    expect(await store.outbox.unrouted(2000)).toHaveLength(1020);
   });
 });

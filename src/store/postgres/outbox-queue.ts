@@ -11,7 +11,7 @@
  *   the ledger's group commit (ledger-rider.ts), instead of a transaction of six round trips (BEGIN,
  *   the events, the writer's head, the records, the head again, COMMIT). The receipts name their
  *   events' ids, so the ids come from a block reserved ahead from the table's sequence (one round
- *   trip per block): a process's events keep ascending ids, though not in step with other
+ *   trip per block, started before the last one runs out): a process's events keep ascending ids, though not in step with other
  *   replicas' or with groups that take the transaction way. The statement stores nothing when an
  *   event's key is stored already (a repeated delivery: its receipt must say duplicate) or the
  *   writer's head moved; that group then goes the transaction way, which handles both.
@@ -53,15 +53,25 @@ const UNIQUE_VIOLATION = '23505';
 /** The queue of one store (it keeps that store's reserved event ids). */
 export function createPostgresOutboxQueue(): OutboxQueue {
   const reserved: number[] = [];
+  /** A block being reserved: started when half the last one is used, so a group seldom waits for it. */
+  let refill: Promise<void> | undefined;
+  const startRefill = (db: SqlExecutor, atLeast: number) =>
+    (refill ??= (async () => {
+      try {
+        const rows = await db.query<{ id: number }>(
+          "SELECT nextval(pg_get_serial_sequence('outbox_events', 'id')) AS id FROM generate_series(1, $1)",
+          [Math.max(atLeast, ID_BLOCK)],
+        );
+        reserved.push(...rows.map((r) => Number(r.id)));
+      } finally {
+        refill = undefined;
+      }
+    })());
   const reserveIds = async (db: SqlExecutor, n: number) => {
-    if (reserved.length < n) {
-      const rows = await db.query<{ id: number }>(
-        "SELECT nextval(pg_get_serial_sequence('outbox_events', 'id')) AS id FROM generate_series(1, $1)",
-        [Math.max(n - reserved.length, ID_BLOCK)],
-      );
-      reserved.push(...rows.map((r) => Number(r.id)));
-    }
-    return reserved.splice(0, n);
+    while (reserved.length < n) await startRefill(db, n - reserved.length);
+    const ids = reserved.splice(0, n);
+    if (reserved.length < ID_BLOCK / 2) startRefill(db, ID_BLOCK).catch(() => undefined);
+    return ids;
   };
 
   async function commitGroup(
