@@ -23,7 +23,14 @@ import type { SqlExecutor } from '../sql.ts';
 import { isValidSchemaName, openPostgresDatabase } from './database.ts';
 import { isLedgerRider, type LedgerRider, type LedgerRiderSql } from './ledger-rider.ts';
 
-/** The group commit; with a rider (ledger-rider.ts), its CTEs run when the commit wins. */
+/**
+ * The group commit; with a rider (ledger-rider.ts), its CTEs run when the commit wins. The records
+ * travel as one text per column ($8 bodies, one per line; $11–$14 seqs, times, previous hashes and
+ * hashes, comma-separated) rather than as JSON: nothing to escape on either side, where the bodies
+ * (JSON themselves) made `JSON.stringify` escape every quote and PostgreSQL parse it all back
+ * (bench ledger_appends_postgres: the records of a group of 256 in 0.6 ms of the server's time
+ * instead of 1.2–1.6 ms). Lists of unequal length leave NULLs, which the table refuses.
+ */
 const commitStatement = (rider?: Pick<LedgerRiderSql, 'then'>) => `
 WITH moved AS (
   UPDATE audit_writers SET seq = $2, hash = $3, sealed_seq = $4, sealed_at = $5
@@ -38,9 +45,10 @@ WITH moved AS (
   SELECT writer FROM moved UNION ALL SELECT writer FROM started
 ), records AS (
   INSERT INTO audit_records (writer, seq, ts, body, prev_hash, hash)
-  SELECT won.writer, r.seq, r.ts, r.body, r.prev_hash, r.hash
-    FROM won, json_to_recordset($8::json) AS r(seq bigint, ts text, body text, prev_hash text, hash text)
-   ORDER BY r.seq
+  SELECT won.writer, r.seq::bigint, r.ts, r.body, r.prev_hash, r.hash
+    FROM won, unnest(string_to_array($11, ','), string_to_array($12, ','), string_to_array($8, chr(10)),
+                     string_to_array($13, ','), string_to_array($14, ',')) AS r(seq, ts, body, prev_hash, hash)
+   ORDER BY r.seq::bigint
 ), checkpoints AS (
   INSERT INTO audit_checkpoints (writer, seq, hash, ts, key_id, signature)
   SELECT won.writer, c.seq, c.hash, c.ts, c.key_id, c.signature
@@ -49,6 +57,31 @@ WITH moved AS (
 SELECT count(*)::int AS won FROM won`;
 
 const COMMIT = commitStatement();
+
+/**
+ * A group's records as the commit statement takes them, one text per column. A body is one line of
+ * JSON and the other columns are numbers, ISO times and hex, so none holds its separator; one that
+ * did would shift the columns, so it is refused here rather than stored wrong.
+ */
+function recordColumns(rows: readonly LedgerRow[]) {
+  let bodies = '';
+  let seqs = '';
+  let times = '';
+  let prevHashes = '';
+  let hashes = '';
+  rows.forEach((r, i) => {
+    if (r.body.includes('\n') || r.ts.includes(',') || r.prev_hash.includes(',') || r.hash.includes(',')) {
+      throw new Error(`audit record ${r.writer}/${r.seq} holds a separator of the commit statement`);
+    }
+    const sep = i === 0 ? '' : ',';
+    bodies += i === 0 ? r.body : `\n${r.body}`;
+    seqs += `${sep}${r.seq}`;
+    times += `${sep}${r.ts}`;
+    prevHashes += `${sep}${r.prev_hash}`;
+    hashes += `${sep}${r.hash}`;
+  });
+  return { bodies, seqs, times, prevHashes, hashes };
+}
 
 export async function openPostgresLedgerStore(
   options:
@@ -119,6 +152,7 @@ export async function openPostgresLedgerStore(
   const riderStatements = new Map<string, string>();
   const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit, rider?: LedgerRiderSql) => {
     const { rows, checkpoints, head } = built;
+    const columns = recordColumns(rows);
     const previous = tails.get(writer);
     const sent = (async () => {
       await previous?.catch(() => undefined);
@@ -137,9 +171,13 @@ export async function openPostgresLedgerStore(
           head.sealed_at,
           expected?.seq ?? null,
           expected?.hash ?? null,
-          JSON.stringify(rows),
+          columns.bodies,
           JSON.stringify(checkpoints),
           expected?.sealed_seq ?? null,
+          columns.seqs,
+          columns.times,
+          columns.prevHashes,
+          columns.hashes,
           ...(rider?.params ?? []),
         ],
         // Parsed and planned once per connection, not per group: a sixth of the server's CPU per

@@ -18,10 +18,10 @@ export interface LedgerRiderSql {
   name: string;
   /**
    * Further CTEs (`name AS (…)`, comma-separated), run for each row of `won` (one when the commit
-   * won). Their parameters are numbered from $11. An error in them fails the whole statement.
+   * won). Their parameters are numbered from $15. An error in them fails the whole statement.
    */
   then: string;
-  /** $11, $12, … */
+  /** $15, $16, … */
   params: SqlValue[];
 }
 

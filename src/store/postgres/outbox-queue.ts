@@ -32,7 +32,7 @@ import { createLedgerRider } from './ledger-rider.ts';
 const ID_BLOCK = 1_000;
 
 /**
- * The events go in (as JSON, $11) when the ledger's commit wins. No `ON CONFLICT`: a key stored
+ * The events go in (as JSON, $15) when the ledger's commit wins. No `ON CONFLICT`: a key stored
  * already (a repeated delivery, whose receipt must say so) fails the statement on the unique index,
  * and nothing of it commits. (A guard that looked the keys up first was planned, prepared on a young
  * table, as a sequential scan, and kept that plan as the table grew.)
@@ -42,7 +42,7 @@ const EVENTS_RIDER = {
   then: `events AS (
   INSERT INTO outbox_events (id, dedupe_key, entity_type, entity_id, decision_id, decision_time, received_at)
   SELECT e.id, e.dedupe_key, e.entity_type, e.entity_id, e.decision_id, e.decision_time, e.received_at
-    FROM won, json_to_recordset($11::json) AS e(id bigint, dedupe_key text, entity_type text, entity_id text,
+    FROM won, json_to_recordset($15::json) AS e(id bigint, dedupe_key text, entity_type text, entity_id text,
       decision_id text, decision_time bigint, received_at bigint)
 )`,
 };
