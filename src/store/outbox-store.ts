@@ -178,8 +178,27 @@ export interface OutboxStore {
   reclaim(owner: string, now?: number): Promise<number>;
 }
 
-/** How concurrent workers stay apart: the engine-specific half of the outbox. */
+/** An event waiting in a group commit. */
+export interface GroupedEvent {
+  event: DecisionEvent;
+  now: number;
+  intake: IntakeRecord | undefined;
+}
+
+/** Appends the receipt records of a group's `stored` events in `tx` (the store's own way). */
+export type AppendReceipts = (tx: SqlExecutor, stored: readonly EnqueuedEvent[]) => Promise<void>;
+
+/** How concurrent workers stay apart, and how a group commits: the engine-specific half of the outbox. */
 export interface OutboxQueue {
+  /**
+   * Optional: a group commit in fewer round trips than the shared transaction (PostgreSQL). Resolves
+   * what was stored, or undefined when it stored nothing and the group must take the transaction way.
+   */
+  commitGroup?(
+    db: SqlExecutor,
+    group: readonly GroupedEvent[],
+    appendReceipts: AppendReceipts,
+  ): Promise<EnqueuedEvent[] | undefined>;
   supersede(db: SqlExecutor, now: number, toEffect: EffectFromRow): Promise<OutboxEffect[]>;
   claim(
     db: SqlExecutor,
@@ -333,7 +352,8 @@ const MAX_GROUP = 2000;
  * not one per webhook; each caller still resolves only after its event is committed, and all of a
  * group fail together. One group commits at a time (the next forms meanwhile): their receipt
  * records serialise on the ledger writer's head anyway, and a brand-new writer's first records
- * must not be chained twice from no head.
+ * must not be chained twice from no head. An engine's `commitGroup` (PostgreSQL: one statement)
+ * commits a group when it can; the shared transaction commits the rest.
  */
 export function createOutboxStore(
   db: SqlExecutor,
@@ -444,10 +464,7 @@ export function createOutboxStore(
     for (const [audit, inputs] of perLog) await audit.appendManyIn(tx, inputs);
   };
 
-  type Waiting = {
-    event: DecisionEvent;
-    now: number;
-    intake: IntakeRecord | undefined;
+  type Waiting = GroupedEvent & {
     resolve: (stored: EnqueuedEvent) => void;
     reject: (error: unknown) => void;
   };
@@ -458,15 +475,15 @@ export function createOutboxStore(
     if (committing || group.length === 0) return;
     committing = true;
     const batch = group.splice(0, MAX_GROUP);
-    db.transaction(async (tx) => {
-      const stored = await insertEvents(tx, batch);
-      await appendIntakeRecords(
-        tx,
-        batch.map((e) => e.intake),
-        stored,
-      );
-      return stored;
-    })
+    const intakes = batch.map((e) => e.intake);
+    const appendReceipts: AppendReceipts = (tx, stored) => appendIntakeRecords(tx, intakes, stored);
+    (async () =>
+      (await queue.commitGroup?.(db, batch, appendReceipts)) ??
+      db.transaction(async (tx) => {
+        const stored = await insertEvents(tx, batch);
+        await appendReceipts(tx, stored);
+        return stored;
+      }))()
       .then(
         (stored) => batch.forEach((e, i) => e.resolve(stored[i]!)),
         (error: unknown) => batch.forEach((e) => e.reject(error)),

@@ -145,11 +145,11 @@ export async function openStore(
       );
     }
     // Loaded only here: a single-host deployment never loads the PostgreSQL driver.
-    const [{ describePostgresUrl, openPostgresDatabase }, { postgresOutboxQueue }] = await Promise.all([
+    const [{ describePostgresUrl, openPostgresDatabase }, { createPostgresOutboxQueue }] = await Promise.all([
       import('./postgres/database.ts'),
       import('./postgres/outbox-queue.ts'),
     ]);
-    queue = postgresOutboxQueue;
+    queue = createPostgresOutboxQueue();
     location = describePostgresUrl(secrets.postgresUrl);
     db = openPostgresDatabase(secrets.postgresUrl, {
       schema: config.store_postgres.schema,

@@ -6,7 +6,7 @@
  * own, so its statements and its fsync never stall the event loop: the main thread sends each
  * turn's deliveries as one message, and the thread commits the messages that reach it together as
  * one group. On PostgreSQL the outbox's own group commit already waits off the event loop (on the
- * wire), so the store is used as it is.
+ * wire), so the store is used as it is: one statement per group (src/store/postgres/outbox-queue.ts).
  */
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -4,6 +4,7 @@
  * instead of once per group, and still commits (and loses its compare-and-set) as before once
  * prepared. And a queue is not split in two there (src/governance/audit-ledger.ts `splitPays`): a
  * writer's commits go one after another, so a split only paid a second commit for the same records.
+ * A record is sent as columns of text: one that holds a separator is refused, not stored shifted.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -108,5 +109,19 @@ describe.skipIf(!pgListening)('PostgreSQL prepared statements', () => {
     await log.close();
     expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 256 }, (_, i) => i + 1));
     expect(groups[0]).toBe(256);
+  });
+
+  it('refuses a record holding a separator of its columns (a body over two lines) and stores nothing', async () => {
+    const db = await openOneConnection();
+    const engine = await openPostgresLedgerStore({ sql: db });
+    const row = { writer: 'split', seq: 1, ts: new Date(0).toISOString(), prev_hash: 'p', hash: 'h' };
+    await expect(
+      engine.commit('split', () => ({
+        rows: [{ ...row, body: '{"a":\n1}' }],
+        checkpoints: [],
+        head: { seq: 1, hash: 'h', sealed_seq: 0, sealed_at: row.ts },
+      })),
+    ).rejects.toThrow('holds a separator');
+    expect(await db.query("SELECT seq FROM audit_writers WHERE writer = 'split'")).toEqual([]);
   });
 });
