@@ -59,28 +59,37 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close();
 });
 
+/**
+ * A fresh PostgreSQL store and its ledger under `writer`, and `group(from, n)`: n new webhook events
+ * (numbered from `from`) enqueued together with their receipts, as the intake sends them.
+ */
+async function intake(writer: string) {
+  const { config, secrets: base } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
+  const secrets = { ...base, auditKey: 'intake-statement-key', auditSigningKey: testSigningKeyPem() };
+  const store = await openStore(config, secrets);
+  closers.push(() => store.close());
+  const audit = await openAuditLedger(
+    config,
+    secrets,
+    createRedactor({ hashKey: 'intake-statement-key' }),
+    silentLogger,
+    writer,
+    store,
+  );
+  closers.push(() => audit.close());
+  const group = (from: number, n: number) =>
+    Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        store.outbox.enqueue(event(from + i), undefined, { audit, receipt: receipt(from + i) }),
+      ),
+    );
+  return { config, secrets, store, audit, group };
+}
+
 describe.skipIf(!pgListening)('webhook receipts on PostgreSQL: one statement per group', () => {
   it('commits a group of new events with their receipts in one statement; repeats and a moved head take the transaction', async () => {
-    const { config, secrets: base } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
-    const pem = testSigningKeyPem();
-    const secrets = { ...base, auditKey: 'intake-statement-key', auditSigningKey: pem };
-    const store = await openStore(config, secrets);
-    closers.push(() => store.close());
-    const audit = await openAuditLedger(
-      config,
-      secrets,
-      createRedactor({ hashKey: 'intake-statement-key' }),
-      silentLogger,
-      'replica-s',
-      store,
-    );
-    closers.push(() => audit.close());
-    const group = (from: number, n: number) =>
-      Promise.all(
-        Array.from({ length: n }, (_, i) =>
-          store.outbox.enqueue(event(from + i), undefined, { audit, receipt: receipt(from + i) }),
-        ),
-      );
+    const { config, secrets, store, audit, group } = await intake('replica-s');
+    const pem = secrets.auditSigningKey;
 
     // The first group also reads the writer's (absent) head and reserves a block of event ids.
     await group(0, 20);
@@ -158,24 +167,7 @@ describe.skipIf(!pgListening)('webhook receipts on PostgreSQL: one statement per
   });
 
   it('reserves the next block of event ids before the last one runs out, so no group waits for it', async () => {
-    const { config, secrets } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
-    const store = await openStore(config, secrets);
-    closers.push(() => store.close());
-    const audit = await openAuditLedger(
-      config,
-      { ...secrets, auditKey: 'k', auditSigningKey: testSigningKeyPem() },
-      createRedactor({ hashKey: 'k' }),
-      silentLogger,
-      'replica-b',
-      store,
-    );
-    closers.push(() => audit.close());
-    const group = (from: number, n: number) =>
-      Promise.all(
-        Array.from({ length: n }, (_, i) =>
-          store.outbox.enqueue(event(from + i), undefined, { audit, receipt: receipt(from + i) }),
-        ),
-      );
+    const { store, group } = await intake('replica-b');
     await group(0, 20);
     // 620 of the first block of 1,000 used: the next is reserved alongside this group's commit...
     expect(await statementsDuring(() => group(20, 600))).toContain('WITH moved AS');
