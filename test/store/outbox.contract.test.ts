@@ -51,6 +51,19 @@ for (const engine of ENGINES) {
       expect((await store.stats()).skipped).toBe(2);
     });
 
+    it('of two decisions with the same time, the later arrival wins, whatever their ids', async () => {
+      const [a] = await open();
+      const store = a!;
+      // On PostgreSQL ids come from per-process blocks, so a later arrival can hold a lower id.
+      const arrivedLast = await store.enqueue(user('u2', 'block', 3000), 2_000);
+      const arrivedFirst = await store.enqueue(user('u2', 'accept', 3000), 1_000);
+      expect(arrivedLast.id).toBeLessThan(arrivedFirst.id);
+      await store.route(arrivedLast.id, [{ effect: 'segment', tool: 't', args: { d: 'block' } }]);
+      await store.route(arrivedFirst.id, [{ effect: 'segment', tool: 't', args: { d: 'accept' } }]);
+      const skipped = await store.supersede();
+      expect(skipped.map((e) => e.args)).toEqual([{ d: 'accept' }]);
+    });
+
     it('leases each effect to one claimer; one write per user and effect in flight; expired leases return', async () => {
       const [a, b] = await open();
       const s1 = a!;

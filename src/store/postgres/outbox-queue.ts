@@ -6,13 +6,16 @@
  *   each other's rows, and takes a transaction-scoped advisory lock per (entity, effect) before
  *   re-checking that no lease is live for it: two replicas can never lease two writes for one user
  *   and effect at once (per-user ordering holds across replicas).
- * - `supersede` is one `UPDATE … FROM … RETURNING`.
+ * - `supersede` is one `UPDATE … FROM … RETURNING`. Of two decisions with the same time, the later
+ *   arrival (`received_at`, then the id) wins: ids do not follow arrival (below).
  * - `commitGroup` stores a group of webhooks and their receipt records in ONE statement, riding on
  *   the ledger's group commit (ledger-rider.ts), instead of a transaction of six round trips (BEGIN,
  *   the events, the writer's head, the records, the head again, COMMIT). The receipts name their
  *   events' ids, so the ids come from a block reserved ahead from the table's sequence (one round
- *   trip per block, started before the last one runs out): a process's events keep ascending ids, though not in step with other
- *   replicas' or with groups that take the transaction way. The statement stores nothing when an
+ *   trip per block, started before the last one runs out). Ids therefore do not follow arrival: not
+ *   across replicas (each holds its own block), nor within one (a group that takes the transaction
+ *   way gets ids above the block). Nothing takes an id for a time: superseding orders by decision
+ *   time and arrival, routing by the `routed` flag. The statement stores nothing when an
  *   event's key is stored already (a repeated delivery: its receipt must say duplicate) or the
  *   writer's head moved; that group then goes the transaction way, which handles both.
  */
@@ -138,7 +141,7 @@ const queue: Pick<OutboxQueue, 'supersede' | 'claim'> = {
        WHERE e.id = f.event_id AND f.state = 'pending' AND EXISTS (
          SELECT 1 FROM outbox_events later
          WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-           AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND later.id > e.id)))
+           AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND (later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id)))))
        RETURNING f.*`,
       [now],
     );

@@ -8,13 +8,14 @@ import { type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-s
 export const sqliteOutboxQueue: OutboxQueue = {
   async supersede(db, now, toEffect) {
     return db.transaction(async (tx) => {
-      // A later routed event of the same entity (ties broken by arrival) makes an unstarted effect stale.
+      // A later routed event of the same entity (equal decision times: the later arrival, then the
+      // higher id) makes an unstarted effect stale.
       const stale = await tx.query<EffectRow>(
         `SELECT f.* FROM outbox_effects f JOIN outbox_events e ON e.id = f.event_id
          WHERE f.state = 'pending' AND EXISTS (
            SELECT 1 FROM outbox_events later
            WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-             AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND later.id > e.id)))`,
+             AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND (later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id)))))`,
       );
       for (const row of stale) {
         await tx.execute(
