@@ -123,5 +123,18 @@ describe.skipIf(!pgListening)('PostgreSQL prepared statements', () => {
       })),
     ).rejects.toThrow('holds a separator');
     expect(await db.query("SELECT seq FROM audit_writers WHERE writer = 'split'")).toEqual([]);
+    // The refused group's head was never taken for the writer's: the next group chains from nothing
+    // at once (from the refused head it would lose a round trip first, and be built again).
+    const chainedFrom: unknown[] = [];
+    await engine.commit('split', (head) => {
+      chainedFrom.push(head);
+      return {
+        rows: [{ ...row, body: '{"a":1}' }],
+        checkpoints: [],
+        head: { seq: 1, hash: 'h', sealed_seq: 0, sealed_at: row.ts },
+      };
+    });
+    expect(chainedFrom).toEqual([undefined]);
+    expect(await db.query("SELECT seq FROM audit_writers WHERE writer = 'split'")).toEqual([{ seq: 1 }]);
   });
 });

@@ -150,9 +150,14 @@ export async function openPostgresLedgerStore(
 
   /** The combined statement per rider name (one name, one text). */
   const riderStatements = new Map<string, string>();
-  const send = (writer: string, expected: LedgerHead | null, built: LedgerCommit, rider?: LedgerRiderSql) => {
-    const { rows, checkpoints, head } = built;
-    const columns = recordColumns(rows);
+  const send = (
+    writer: string,
+    expected: LedgerHead | null,
+    built: LedgerCommit,
+    columns: ReturnType<typeof recordColumns>,
+    rider?: LedgerRiderSql,
+  ) => {
+    const { checkpoints, head } = built;
     const previous = tails.get(writer);
     const sent = (async () => {
       await previous?.catch(() => undefined);
@@ -207,9 +212,11 @@ export async function openPostgresLedgerStore(
         expected = await readHead(writer);
       }
       const chained = build(expected ?? undefined);
+      // A refused group is refused before its head is taken for this writer's.
+      const columns = recordColumns(chained.rows);
       // Optimistically the head: a commit started while this one is on the wire chains from it.
       heads.set(writer, chained.head);
-      return { built: chained, sent: send(writer, expected, chained, rider) };
+      return { built: chained, sent: send(writer, expected, chained, columns, rider) };
     });
     try {
       const won = await sent;
