@@ -132,7 +132,7 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
 // Hand checks of summarizeScore's results, for get_sift_score's `isExactOutput` (src/tool.ts): every
 // read of a score passes here, and zod's parse would copy the whole result to check it. Each is true
 // only for a value the schema above accepts as it is (no key it would strip);
-// test/tools/score-output-check.test.ts holds them to the schemas.
+// test/tools/get-sift-score-hand-checks.test.ts holds them to the schemas.
 
 const isFiniteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const isUnit = (v: unknown) => isFiniteNumber(v) && v >= 0 && v <= 1;
@@ -155,7 +155,8 @@ const isReasonOutput = (r: unknown) =>
 const PERCENTILE_WINDOWS: ReadonlySet<string> = new Set(SCORE_PERCENTILE_WINDOWS);
 const isPercentilesOutput = (p: unknown) => {
   if (!isObject(p)) return false;
-  for (const key in p) if (!PERCENTILE_WINDOWS.has(key) || !optional(p[key], isUnit)) return false;
+  // zod's partialRecord refuses a window present with no value, so this does too.
+  for (const key in p) if (!PERCENTILE_WINDOWS.has(key) || !isUnit(p[key])) return false;
   return true;
 };
 

@@ -68,6 +68,7 @@ const variants: [string, unknown][] = [
   ['an extra key in a label', with_((o) => (o.latest_labels[0].by = 'x'))],
   ['an unknown percentile window', with_((o) => (o.scores[0].percentiles.last_99_days = 0.5))],
   ['a percentile of -1', with_((o) => (o.scores[0].percentiles.last_7_days = -1))],
+  ['a percentile window with no value', with_((o) => (o.scores[0].percentiles.last_5_days = undefined))],
   ['a percentile above 1', with_((o) => (o.scores[0].percentiles.last_7_days = 1.5))],
   ['percentiles not an object', with_((o) => (o.scores[0].percentiles = [0.5]))],
   ['score above 1', with_((o) => (o.scores[0].score = 1.2))],
