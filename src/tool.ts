@@ -132,9 +132,10 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   input: I;
   output: O;
   /**
-   * A hand-written parse of a hot tool's arguments: exactly what `input.safeParse(raw).data` would be
-   * (defaults applied), or undefined to let zod parse them (and word any refusal). The pipeline then
-   * skips zod for the common call. A test must hold it to the schema.
+   * A hand-written parse of a hot tool's arguments: exactly what the schema clients see
+   * (`inputSchemaOf`: `input`, plus `dry_run` for write tools) would give for `raw`, defaults applied,
+   * or undefined to let zod parse them (and word any refusal). The pipeline then skips zod for the
+   * common call. A test must hold it to that schema.
    */
   exactArguments?(raw: unknown): z.infer<I> | undefined;
   /**
@@ -215,9 +216,9 @@ export const dryRunResultSchema = describedOutput(
 // Explained once in the server's instructions (src/server.ts), not in every write tool's schema.
 const dryRunArgument = z.boolean().optional();
 
-/** The input schema a client sees: write tools gain `dry_run`. */
 const withDryRun = new WeakMap<AnyTool, z.ZodObject>();
 
+/** The input schema a client sees: write tools gain `dry_run`. */
 export function inputSchemaOf(tool: AnyTool): z.ZodObject {
   const input = tool.input as z.ZodObject;
   if (tool.risk === 'read') return input;
