@@ -2,16 +2,10 @@
  * The authenticator remembers tokens it verified (every MCP request carries one), never past the
  * token's expiry nor longer than VERIFIED_TOKEN_TTL_MS, and never remembers a refusal.
  */
-import {
-  createLocalJWKSet,
-  exportJWK,
-  generateKeyPair,
-  SignJWT,
-  type CryptoKey,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { SignJWT, type CryptoKey, type JWTVerifyGetKey } from 'jose';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuthenticator, VERIFIED_TOKEN_TTL_MS } from '../../src/auth/authenticator.ts';
+import { testIdentityProvider } from '../helpers/identity-provider.ts';
 
 const ISSUER = 'https://idp.example.com/';
 const AUDIENCE = 'http://127.0.0.1:8787/mcp';
@@ -19,9 +13,7 @@ const AUDIENCE = 'http://127.0.0.1:8787/mcp';
 let privateKey: CryptoKey;
 let keys: JWTVerifyGetKey;
 beforeAll(async () => {
-  const pair = await generateKeyPair('ES256');
-  privateKey = pair.privateKey;
-  keys = createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }] });
+  ({ privateKey, jwks: keys } = await testIdentityProvider());
 });
 afterEach(() => {
   vi.useRealTimers();

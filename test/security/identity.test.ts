@@ -4,19 +4,13 @@
  * `ana.analyst@example.com` as the same person; a JWT issued in the future is refused.
  */
 import { createHash } from 'node:crypto';
-import {
-  exportJWK,
-  createLocalJWKSet,
-  generateKeyPair,
-  SignJWT,
-  type CryptoKey,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { SignJWT, type CryptoKey, type JWTVerifyGetKey } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator, MAX_CLOCK_SKEW_SECONDS } from '../../src/auth/authenticator.ts';
 import { normalizeIdentity } from '../../src/auth/identity.ts';
 import { stdioPrincipal } from '../../src/transports/stdio.ts';
 import { setup } from '../helpers/setup.ts';
+import { testIdentityProvider } from '../helpers/identity-provider.ts';
 
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 const ISSUER = 'https://idp.example.com/';
@@ -25,9 +19,7 @@ const AUDIENCE = 'http://127.0.0.1:8787/mcp';
 let privateKey: CryptoKey;
 let jwks: JWTVerifyGetKey;
 beforeAll(async () => {
-  const pair = await generateKeyPair('ES256');
-  privateKey = pair.privateKey;
-  jwks = createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }] });
+  ({ privateKey, jwks } = await testIdentityProvider());
 });
 
 const authenticator = () =>

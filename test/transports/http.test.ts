@@ -13,14 +13,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import {
-  createLocalJWKSet,
-  exportJWK,
-  generateKeyPair,
-  SignJWT,
-  type CryptoKey,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { SignJWT, type CryptoKey, type JWTVerifyGetKey } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config } from '../../src/config.ts';
@@ -30,6 +23,7 @@ import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { startHttpServer, type HttpServerHandle } from '../../src/transports/http.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import { testSigningKeyPem } from '../helpers/audit.ts';
+import { testIdentityProvider } from '../helpers/identity-provider.ts';
 
 const DEV_TOKEN = 'dev-token-for-tests-0123456789';
 const VIEWER_KEY = 'viewer-key-0123456789abcdef';
@@ -72,9 +66,7 @@ const cleanups: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
   sandbox = await startSandbox(DEFAULTS);
-  const pair = await generateKeyPair('ES256');
-  privateKey = pair.privateKey;
-  jwks = createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }] });
+  ({ privateKey, jwks } = await testIdentityProvider());
 });
 afterAll(async () => {
   await sandbox.close();
