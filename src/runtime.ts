@@ -24,7 +24,7 @@ import { createAuditLedger, type LedgerEngine } from './governance/audit-ledger.
 import {
   createCheckpointSigner,
   createCheckpointVerifier,
-  loadSigningKey,
+  loadConfiguredSigningKey,
   type CheckpointVerifier,
 } from './governance/audit-signing.ts';
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
@@ -171,12 +171,7 @@ export async function openLedgerEngine(
 
 /** The public key that checks checkpoints, from the configured signing key (see audit-signing.ts). */
 export function trustedAuditVerifier(config: Config, secrets: Secrets): CheckpointVerifier {
-  const key = loadSigningKey({
-    pem: secrets.auditSigningKey,
-    file: secrets.auditSigningKeyFile,
-    dataDir: config.data_dir,
-    mode: config.mode,
-  });
+  const key = loadConfiguredSigningKey(config, secrets);
   return createCheckpointVerifier(createPublicKey(key));
 }
 
@@ -193,14 +188,7 @@ export async function openAuditLedger(
   /** The process's store: the ledger runs on it (see `openLedgerEngine`). */
   store?: Store,
 ): Promise<AuditLog & { engine: LedgerEngine }> {
-  const signer = createCheckpointSigner(
-    loadSigningKey({
-      pem: secrets.auditSigningKey,
-      file: secrets.auditSigningKeyFile,
-      dataDir: config.data_dir,
-      mode: config.mode,
-    }),
-  );
+  const signer = createCheckpointSigner(loadConfiguredSigningKey(config, secrets));
   const engine = await openLedgerEngine(config, secrets, {
     ...(store ? { store } : {}),
     onError: (error) =>

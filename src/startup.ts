@@ -6,7 +6,7 @@
  */
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
-import { loadSigningKey } from './governance/audit-signing.ts';
+import { loadConfiguredSigningKey } from './governance/audit-signing.ts';
 import { loadDataKey } from './store/field-crypto.ts';
 
 /** A failure to start that names the setting to change (`setting` is the env var or flag). */
@@ -121,10 +121,5 @@ export function checkServeKeys(
   secrets: Pick<Secrets, 'dataKey' | 'auditSigningKey' | 'auditSigningKeyFile'>,
 ): void {
   loadDataKey(config, secrets);
-  loadSigningKey({
-    pem: secrets.auditSigningKey,
-    file: secrets.auditSigningKeyFile,
-    dataDir: config.data_dir,
-    mode: config.mode,
-  });
+  loadConfiguredSigningKey(config, secrets);
 }

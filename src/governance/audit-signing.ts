@@ -21,6 +21,7 @@ import {
 } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, relative, resolve, isAbsolute } from 'node:path';
+import type { Config, Secrets } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 
 /** What a checkpoint asserts: writer `writer`'s record `seq` has hash `hash`, as of `ts`. */
@@ -133,6 +134,19 @@ function isInside(dir: string, path: string): boolean {
 
 /** Where sandbox mode keeps a generated key: beside the data directory, never in it. */
 export const sandboxSigningKeyPath = (dataDir: string) => `${resolve(dataDir)}.audit-signing-key.pem`;
+
+/** {@link loadSigningKey} as the configuration and secrets name it (every caller's way in). */
+export function loadConfiguredSigningKey(
+  config: Pick<Config, 'data_dir' | 'mode'>,
+  secrets: Pick<Secrets, 'auditSigningKey' | 'auditSigningKeyFile'>,
+): KeyObject {
+  return loadSigningKey({
+    pem: secrets.auditSigningKey,
+    file: secrets.auditSigningKeyFile,
+    dataDir: config.data_dir,
+    mode: config.mode,
+  });
+}
 
 /**
  * The private key that signs checkpoints. Live mode refuses to start without one (fail closed:

@@ -12,7 +12,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Config, Secrets } from '../config.ts';
-import { loadSigningKey } from '../governance/audit-signing.ts';
+import { loadConfiguredSigningKey } from '../governance/audit-signing.ts';
 import type { AuditLog } from '../governance/audit.ts';
 import { loadAuditKey } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
@@ -44,12 +44,7 @@ export function openWebhookIntakeStore(options: {
     path: databasePath(config),
     writer: audit.writer,
     auditKey: loadAuditKey(config, secrets),
-    signingKeyPem: loadSigningKey({
-      pem: secrets.auditSigningKey,
-      file: secrets.auditSigningKeyFile,
-      dataDir: config.data_dir,
-      mode: config.mode,
-    })
+    signingKeyPem: loadConfiguredSigningKey(config, secrets)
       .export({ type: 'pkcs8', format: 'pem' })
       .toString(),
     checkpointEvery: config.audit.checkpoint_every,
