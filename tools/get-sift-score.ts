@@ -4,13 +4,16 @@ import {
   abuseType,
   hasScoreSummary,
   isUserId,
+  onlyKeys,
   latestDecision,
   latestLabel,
   scoreEntry,
   summarizeScore,
   userId,
 } from './schemas.ts';
+import { isObject } from '../src/is-object.ts';
 
+const COMMON_ARGUMENT_KEYS = new Set(['user_id', 'refresh']);
 const OUTPUT_KEYS = new Set([
   'user_id',
   'refreshed',
@@ -44,20 +47,17 @@ export const getSiftScore = defineTool({
   }),
   // The common call, `{ user_id }` with maybe `refresh`, without zod (abuse_types and refusals go to zod).
   exactArguments(raw) {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
-    const args = raw as Record<string, unknown>;
-    for (const key in args) if (key !== 'user_id' && key !== 'refresh') return undefined;
-    const { user_id, refresh = false } = args;
+    if (!isObject(raw) || !onlyKeys(raw, COMMON_ARGUMENT_KEYS)) return undefined;
+    const { user_id, refresh = false } = raw;
     if (!isUserId(user_id) || typeof refresh !== 'boolean') return undefined;
     return { user_id, refresh };
   },
   isExactOutput: (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    Object.keys(value).every((key) => OUTPUT_KEYS.has(key)) &&
-    typeof (value as Record<string, unknown>).user_id === 'string' &&
-    typeof (value as Record<string, unknown>).refreshed === 'boolean' &&
-    hasScoreSummary(value as Record<string, unknown>),
+    isObject(value) &&
+    onlyKeys(value, OUTPUT_KEYS) &&
+    typeof value.user_id === 'string' &&
+    typeof value.refreshed === 'boolean' &&
+    hasScoreSummary(value),
   target: (args) => `sift_user:${args.user_id}`,
   async run(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, {

@@ -139,7 +139,7 @@ const isUnit = (v: unknown) => isFiniteNumber(v) && v >= 0 && v <= 1;
 const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v);
 const isString = (v: unknown) => typeof v === 'string';
 /** Whether every key of `value` is one of `keys` (zod would strip any other). */
-function onlyKeys(value: Record<string, unknown>, keys: ReadonlySet<string>): boolean {
+export function onlyKeys(value: Record<string, unknown>, keys: ReadonlySet<string>): boolean {
   for (const key in value) if (!keys.has(key)) return false;
   return true;
 }

@@ -52,6 +52,7 @@ import {
   type SessionStores,
 } from '../store/session-store.ts';
 import type { Principal } from '../tool.ts';
+import { isObject } from '../is-object.ts';
 
 /** A store call failed (database unreachable): the request gets a retryable 503, never a crash. */
 export class SessionStoreUnavailableError extends Error {}
@@ -120,8 +121,7 @@ const isResponse = (m: unknown): m is JSONRPCMessage & { id: RequestId } =>
  * more than the rest of the routing, and a failed parse most of all. The SDK transport still
  * validates every message it accepts; anything forwarded to another replica is checked in full.
  */
-const hasKey = (m: unknown, key: string): m is Record<string, unknown> =>
-  typeof m === 'object' && m !== null && !Array.isArray(m) && key in m;
+const hasKey = (m: unknown, key: string): m is Record<string, unknown> => isObject(m) && key in m;
 /** Shaped like a request: a method and an id. */
 export const isRequestShaped = (m: unknown): m is { id: RequestId; method: string } =>
   hasKey(m, 'method') && (typeof m.id === 'string' || typeof m.id === 'number');
