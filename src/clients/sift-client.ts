@@ -486,13 +486,12 @@ export function requestTarget(
   query: Record<string, string | undefined> = {},
 ): Target {
   const path = rawPath.replace(/^\/+/, '');
-  if (!NEEDS_URL_PARSE.test(path)) {
-    const search = plainSearch(query);
-    if (search !== undefined) return { origin: base.origin, path: `${base.pathname}${path}${search}` };
-  }
+  const joinable = !NEEDS_URL_PARSE.test(path);
+  const plain = joinable ? plainSearch(query) : undefined;
+  if (plain !== undefined) return { origin: base.origin, path: `${base.pathname}${path}${plain}` };
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, v);
-  if (!NEEDS_URL_PARSE.test(path)) {
+  if (joinable) {
     return { origin: base.origin, path: `${base.pathname}${path}${params.size > 0 ? `?${params}` : ''}` };
   }
   const url = new URL(path, base.href);
