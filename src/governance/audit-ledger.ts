@@ -20,6 +20,7 @@ import {
   auditError,
   bodyOfExportLine,
   buildAuditPayload,
+  callTraceId,
   chainHash,
   encodeAuditBody,
   exportRecordLine,
@@ -34,7 +35,6 @@ import {
   type AuditRecord,
 } from './audit.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
-import { currentTraceId } from '../tracing.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 
@@ -452,10 +452,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     }
   };
 
-  /** The calling span's trace, taken when the call records (a deferred record is built in another). */
-  const traceOf = (input: AuditAppendInput) => input.trace_id ?? currentTraceId() ?? null;
-
-  const toQueued = (input: AuditAppendInput, at = now(), traceId = traceOf(input)): Queued => {
+  const toQueued = (input: AuditAppendInput, at = now(), traceId = callTraceId(input)): Queued => {
     checkEvent(input);
     const payload = buildAuditPayload(input, at, redactor, traceId);
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
@@ -549,7 +546,12 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     enqueue(input) {
       if (closed) throw auditError('The audit log is closed.', `enqueue after close (${writer})`);
       checkEvent(input);
-      queue.push({ input, at: now().getTime(), traceId: traceOf(input) });
+      queue.push({
+        input,
+        at: now().getTime(),
+        // The calling span's trace, taken now: the record is built later, in another span.
+        traceId: callTraceId(input),
+      });
       // Committed by the deadline, or sooner with an append's commit; a pump on its way arms it.
       if (!scheduled) armLinger();
     },

@@ -191,6 +191,10 @@ export function isAuditEvent(value: unknown): value is AuditEvent {
   return typeof value === 'string' && (AUDIT_EVENTS as readonly string[]).includes(value);
 }
 
+/** The trace a call's record carries: its own `trace_id`, else the active span's, else none (null). */
+export const callTraceId = (input: AuditAppendInput): string | null =>
+  input.trace_id ?? currentTraceId() ?? null;
+
 /**
  * A record's payload: the input with personal data redacted and the time stamped. Its keys are
  * written in sorted order, so {@link encodeAuditBody} can usually serialise it natively.
@@ -203,7 +207,7 @@ export function buildAuditPayload(
    * The calling span's trace (`input.trace_id`, else the active span's): passed in, `null` for none,
    * when the payload is built later than the call (write-behind), in another span.
    */
-  traceId: string | null = input.trace_id ?? currentTraceId() ?? null,
+  traceId: string | null = callTraceId(input),
 ): AuditPayload {
   const redactString = (text: string | undefined): string | undefined =>
     text === undefined ? undefined : String(redactor.redactValue(text));
