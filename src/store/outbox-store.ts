@@ -189,6 +189,15 @@ export interface GroupedEvent {
 export type AppendReceipts = (tx: SqlExecutor, stored: readonly EnqueuedEvent[]) => Promise<void>;
 
 /** How concurrent workers stay apart, and how a group commits: the engine-specific half of the outbox. */
+/**
+ * SQL (aliases `later` and `e`, two events of one entity): `later` supersedes `e`. The later decision
+ * time wins; of equal times the later arrival, then the higher id (PostgreSQL ids come from
+ * per-process blocks, so they alone do not say which arrived later).
+ */
+export const LATER_EVENT_WINS =
+  '(later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND ' +
+  '(later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id))))';
+
 export interface OutboxQueue {
   /**
    * Optional: a group commit in fewer round trips than the shared transaction (PostgreSQL). Resolves

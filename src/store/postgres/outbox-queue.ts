@@ -21,6 +21,7 @@
  */
 import {
   eventKey,
+  LATER_EVENT_WINS,
   type AppendReceipts,
   type EffectRow,
   type EnqueuedEvent,
@@ -141,7 +142,7 @@ const queue: Pick<OutboxQueue, 'supersede' | 'claim'> = {
        WHERE e.id = f.event_id AND f.state = 'pending' AND EXISTS (
          SELECT 1 FROM outbox_events later
          WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-           AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND (later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id)))))
+           AND ${LATER_EVENT_WINS})
        RETURNING f.*`,
       [now],
     );

@@ -3,7 +3,7 @@
  * `BEGIN IMMEDIATE` transaction, so two workers (this process and `fraudgate outbox work`) never
  * both read the same due rows.
  */
-import { type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
+import { LATER_EVENT_WINS, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
 
 export const sqliteOutboxQueue: OutboxQueue = {
   async supersede(db, now, toEffect) {
@@ -15,7 +15,7 @@ export const sqliteOutboxQueue: OutboxQueue = {
          WHERE f.state = 'pending' AND EXISTS (
            SELECT 1 FROM outbox_events later
            WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-             AND (later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND (later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id)))))`,
+             AND ${LATER_EVENT_WINS})`,
       );
       for (const row of stale) {
         await tx.execute(
