@@ -54,7 +54,8 @@ export function openWebhookIntakeStore(options: {
 
 function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
   type Waiting = { resolve: (stored: EnqueuedEvent) => void; reject: (error: unknown) => void };
-  const waiting = new Map<number, Waiting[]>();
+  /** The deliveries of the batch the thread is committing (one at a time; see `send`). */
+  let inFlight: Waiting[] | undefined;
   let pending: { item: IntakeItem; waiter: Waiting }[] = [];
   let nextId = 0;
   /** A send is due on the next turn (deliveries of this turn join it). */
@@ -64,17 +65,18 @@ function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
 
   const failAll = (reason: string) => {
     const error = new Error(reason);
-    for (const waiters of waiting.values()) for (const w of waiters) w.reject(error);
-    waiting.clear();
+    const waiters = inFlight ?? [];
+    inFlight = undefined;
+    for (const w of waiters) w.reject(error);
   };
   const start = (): Worker => {
     const worker = new Worker(THREAD_URL, { workerData: data });
     // Idle, the thread does not keep the process alive; with a commit in flight it must.
     worker.unref();
     worker.on('message', (reply: IntakeReply) => {
-      const waiters = waiting.get(reply.id) ?? [];
-      waiting.delete(reply.id);
-      if (waiting.size === 0) worker.unref();
+      const waiters = inFlight ?? [];
+      inFlight = undefined;
+      worker.unref();
       if (reply.ok) {
         waiters.forEach((w, i) => {
           const id = reply.stored[i]!;
@@ -104,7 +106,7 @@ function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
    */
   const send = () => {
     scheduled = false;
-    if (waiting.size > 0) return;
+    if (inFlight) return;
     const batch = pending;
     pending = [];
     if (batch.length === 0) {
@@ -113,11 +115,8 @@ function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
     }
     const worker = (thread ??= start());
     const id = ++nextId;
-    if (waiting.size === 0) worker.ref();
-    waiting.set(
-      id,
-      batch.map((p) => p.waiter),
-    );
+    worker.ref();
+    inFlight = batch.map((p) => p.waiter);
     worker.postMessage({ id, items: JSON.stringify(batch.map((p) => p.item)) } satisfies IntakeBatch);
   };
 
@@ -136,7 +135,7 @@ function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
       }
       return new Promise<EnqueuedEvent>((resolve, reject) => {
         pending.push({ item: { event, now, receipt: intake.receipt }, waiter: { resolve, reject } });
-        if (!scheduled && waiting.size === 0) {
+        if (!scheduled && !inFlight) {
           scheduled = true;
           setImmediate(send);
         }
@@ -145,7 +144,7 @@ function openSqliteIntakeWriter(data: IntakeThreadData): WebhookIntakeStore {
     async close() {
       if (closed) return;
       closed = true;
-      if (waiting.size > 0 || pending.length > 0) {
+      if (inFlight || pending.length > 0) {
         const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
         send();
         await idle;
