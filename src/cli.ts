@@ -11,9 +11,9 @@ import { POLICY_NAMES } from '../tools/policy-names.ts';
 import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger, type Logger } from './logger.ts';
-import type { Runtime } from './runtime.ts';
+import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { HttpHandler } from './transports/http.ts';
-import { checkServeKeys, checkServices, describeFailure } from './startup.ts';
+import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -289,8 +289,9 @@ function configure(values: CliValues): LoadedConfig {
 
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
-  // Keys a live deployment must be given are refused here, before any client is answered.
-  checkServeKeys(loaded.config, loaded.secrets);
+  // Keys a live deployment must be given are refused here, before any client is answered; what
+  // opens afterwards uses these instead of loading them again.
+  const keys = loadServeKeys(loaded.config, loaded.secrets);
   const { config: known } = loaded;
   process.stderr.write(
     known.mode === 'sandbox'
@@ -309,7 +310,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       analyst: loaded.config.analyst,
       logger,
       open: async () => {
-        const opened = await openServe(loaded, logger, 'stdio');
+        const opened = await openServe(loaded, keys, logger, 'stdio');
         return {
           runtime: opened.runtime,
           async close() {
@@ -325,7 +326,12 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     });
     return;
   }
-  const { config, secrets, runtime, store, jobs, sandbox, tracing } = await openServe(loaded, logger, 'http');
+  const { config, secrets, runtime, store, jobs, sandbox, tracing } = await openServe(
+    loaded,
+    keys,
+    logger,
+    'http',
+  );
   const { tools } = runtime;
   const { replicaIdFor } = await import('./runtime.ts');
   // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
@@ -350,11 +356,18 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     logger,
     store,
     audit: runtime.audit,
+    keys,
     owner: replicaIdFor(config, 'http'),
   });
   automation.worker.start();
   // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
-  const intake = openWebhookIntakeStore({ config, secrets, outbox: automation.store, audit: runtime.audit });
+  const intake = openWebhookIntakeStore({
+    config,
+    secrets,
+    outbox: automation.store,
+    audit: runtime.audit,
+    keys,
+  });
   const webhook = createSiftWebhookHandler({
     outbox: intake,
     keys: secrets.siftWebhookKeys ?? [],
@@ -395,7 +408,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
  * sandbox mode), the store, the runtime and the background jobs. Everything here is imported when
  * needed, not at start-up: a stdio session answers `initialize` before any of it (npm run bench).
  */
-async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 'stdio') {
+async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger, role: 'http' | 'stdio') {
   await checkServices(loaded.config, loaded.secrets);
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
   const { startTracing, tracingRequested } = await import('./tracing.ts');
@@ -418,7 +431,7 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
     loadTools(),
   ]);
   // One store per process, shared by the MCP runtime and the automation worker.
-  const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
+  const store = await openConfiguredStore(config, secrets, logger, keys).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
     await sandbox?.close();
     throw error;
@@ -429,6 +442,7 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
     tools,
     logger,
     store,
+    keys,
     // An explicit replica id continues this replica's audit chain across restarts.
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
   });
