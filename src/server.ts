@@ -34,11 +34,16 @@ import { contextFromMeta, inSpan, SpanKind, tracingOn } from './tracing.ts';
 import { VERSION } from './version.ts';
 import { wireJsonSchema } from './wire-schema.ts';
 
+/** The part of the pipeline a server calls (stdio stands in for it until the runtime is open). */
+export type ServerPipeline = Pick<Pipeline, 'call' | 'visibleTools' | 'describePolicy' | 'toolLabel'>;
+/** The part of the logger a server calls (stdio stands in for it until the runtime is open). */
+export type ServerLogger = Pick<Logger, 'enabled' | 'info' | 'warn'>;
+
 export interface CreateServerOptions {
-  pipeline: Pipeline;
+  pipeline: ServerPipeline;
   /** Who this connection acts as (stdio: the configured analyst; HTTP: the token's subject). */
   principal: Principal;
-  logger: Logger;
+  logger: ServerLogger;
   /** Told about every finished tools/call (tool, outcome, latency); feeds /metrics. */
   metrics?: ToolCallObserver;
 }
