@@ -30,15 +30,20 @@ import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
-import { contextFromMeta, inSpan, SpanKind, tracingOn } from './tracing.ts';
+import { contextFromMeta, inSpan, SpanKind } from './tracing.ts';
 import { VERSION } from './version.ts';
 import { wireJsonSchema } from './wire-schema.ts';
 
+/** The part of the pipeline a server calls (stdio stands in for it until the runtime is open). */
+export type ServerPipeline = Pick<Pipeline, 'call' | 'visibleTools' | 'describePolicy' | 'toolLabel'>;
+/** The part of the logger a server calls (stdio stands in for it until the runtime is open). */
+export type ServerLogger = Pick<Logger, 'enabled' | 'info' | 'warn'>;
+
 export interface CreateServerOptions {
-  pipeline: Pipeline;
+  pipeline: ServerPipeline;
   /** Who this connection acts as (stdio: the configured analyst; HTTP: the token's subject). */
   principal: Principal;
-  logger: Logger;
+  logger: ServerLogger;
   /** Told about every finished tools/call (tool, outcome, latency); feeds /metrics. */
   metrics?: ToolCallObserver;
 }
@@ -326,14 +331,13 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     const started = performance.now();
     // The transport's span: in the caller's trace when `_meta.traceparent` names one. Unknown
     // names appear only as their keyed hash (toolLabel), as in the audit.
+    const label = pipeline.toolLabel(name);
     const run = () => pipeline.call(name, request.params?.arguments, channel);
-    const outcome = tracingOn()
-      ? await inSpan(`tools/call ${pipeline.toolLabel(name)}`, run, {
-          kind: SpanKind.SERVER,
-          attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': pipeline.toolLabel(name) },
-          parent: contextFromMeta(request.params?._meta),
-        })
-      : await run();
+    const outcome = await inSpan(`tools/call ${label}`, run, () => ({
+      kind: SpanKind.SERVER,
+      attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': label },
+      parent: contextFromMeta(request.params?._meta),
+    }));
     options.metrics?.({
       tool: name,
       outcome: outcome.ok ? 'ok' : outcome.error.code,
@@ -342,7 +346,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     });
     if (logger.enabled('info'))
       logger.info('tool call', {
-        tool: pipeline.toolLabel(name),
+        tool: label,
         call_id: outcome.callId,
         principal: principal.id,
         outcome: outcome.ok ? 'ok' : outcome.error.code,
@@ -350,7 +354,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     if (!outcome.ok) {
       // A name that is no tool at all is a protocol error (MCP: unknown tool → -32602), not a
       // tool's failure; the pipeline has already audited the attempt under the name's keyed hash.
-      if (pipeline.toolLabel(name) !== name && outcome.error.code === 'INVALID_INPUT') {
+      if (label !== name && outcome.error.code === 'INVALID_INPUT') {
         throw new ProtocolError(ErrorCode.InvalidParams, `Unknown tool: ${name}; see tools/list`);
       }
       return errorResult(outcome.error);

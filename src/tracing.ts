@@ -33,18 +33,21 @@ function fail(span: Span, error: unknown): void {
   span.setStatus({ code: 2, message: error instanceof Error ? error.name : 'error' });
 }
 
-/** Whether spans are being made (`startTracing` in force): callers skip building span attributes otherwise. */
-export const tracingOn = (): boolean => otel !== undefined;
+export interface SpanOptions {
+  attributes?: Attributes;
+  /** The span's parent; the active span when not given. */
+  parent?: Context;
+  kind?: OtelSpanKind;
+}
 
-/** Run `fn` in a span named `name` (a child of the active one, or of `parent`); the span ends when `fn` settles. */
-export function inSpan<T>(
-  name: string,
-  fn: () => T,
-  options: { attributes?: Attributes; parent?: Context; kind?: OtelSpanKind } = {},
-): T {
+/**
+ * Run `fn` in a span named `name` (a child of the active one, or of `parent`); the span ends when `fn` settles.
+ * `options` is called only when a span is made, so nothing is built for it while tracing is off.
+ */
+export function inSpan<T>(name: string, fn: () => T, options?: () => SpanOptions): T {
   const api = otel;
   if (!api) return fn();
-  const { attributes, parent, kind } = options;
+  const { attributes, parent, kind } = options?.() ?? {};
   return tracerOf(api).startActiveSpan(name, { attributes, kind }, parent ?? api.context.active(), (span) => {
     try {
       const result = fn();

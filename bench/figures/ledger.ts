@@ -21,7 +21,8 @@ import pg from 'pg';
 import type { Figure, Measurement } from '../harness.ts';
 import { openBenchRuntime } from './bench-runtime.ts';
 import { timeCalls } from './read.ts';
-import { chainHash, GENESIS_HASH, type AuditAppendInput, type AuditLog } from '../../src/governance/audit.ts';
+import type { AuditAppendInput, AuditLog } from '../../src/governance/audit.ts';
+import { chainHash, GENESIS_HASH } from '../../src/governance/audit-chain.ts';
 import {
   createAuditLedger,
   verifyLedger,

@@ -21,19 +21,17 @@ import {
   bodyOfExportLine,
   buildAuditPayload,
   callTraceId,
-  chainHash,
   encodeAuditBody,
   exportRecordLine,
-  GENESIS_HASH,
   isAuditEvent,
   readLines,
   verifyLegacyAuditFile,
-  WRITER_ID_SHAPE,
   type AuditAppendInput,
   type AuditLog,
   type AuditPayload,
   type AuditRecord,
 } from './audit.ts';
+import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';

@@ -13,7 +13,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
-import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
+import { GENESIS_HASH } from './audit-chain.ts';
 import { currentTraceId } from '../tracing.ts';
 import type { ArgumentSummary } from './input-bounds.ts';
 import { canonicalJson, isInCanonicalOrder, sha256Hex } from './redact.ts';
@@ -108,7 +108,7 @@ export interface AuditPayload {
 
 /**
  * One ledger record. `seq` counts from 1 per writer with no gaps; the first record's `prev_hash` is
- * {@link GENESIS_HASH}; `hash` is {@link chainHash} of the header and the canonical body.
+ * {@link GENESIS_HASH}; `hash` is `chainHash` (audit-chain.ts) of the header and the canonical body.
  * `args_redacted`, `target`, `detail` and `outcome.message` have been through the redactor;
  * `args_hash` is whatever the pipeline computed over the raw arguments (it binds approvals).
  */
@@ -155,8 +155,6 @@ export interface AuditLog {
   /** This process's chain in the ledger. */
   readonly writer: string;
 }
-
-export { chainHash, GENESIS_HASH, WRITER_ID_SHAPE };
 
 /**
  * A ledger failure. A retryable one (the store behind the ledger cannot be written for now) is a

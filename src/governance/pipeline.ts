@@ -1008,7 +1008,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       return inSpan(
         'fraudgate.approve',
         () => approve(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), budgetKeys }, mode),
-        { attributes: { 'fraudgate.approval_mode': mode } },
+        () => ({ attributes: { 'fraudgate.approval_mode': mode } }),
       );
     // Awaited rather than returned: an async function resolving to another promise takes two more
     // microtask turns than one awaiting it.

@@ -488,9 +488,9 @@ export async function startHttpServer(
       );
     } finally {
       // Forget what the transport noted per request (a batch's too: only a sole request is answered as JSON).
-      if (requestId !== undefined) session.wire.answeredFirst(requestId);
+      if (requestId !== undefined) session.wire.forget(requestId);
       else if (Array.isArray(body))
-        for (const m of body as unknown[]) if (isRequestShaped(m)) session.wire.answeredFirst(m.id);
+        for (const m of body as unknown[]) if (isRequestShaped(m)) session.wire.forget(m.id);
       session[counter] -= 1;
       session.lastSeen = Date.now();
     }

@@ -180,13 +180,16 @@ export class ReplicaTaggedTransport implements Transport {
 
   /**
    * Whether the first message written on the response stream of the client's request `id` was its
-   * answer (nothing before it: no progress, no elicitation), and forgets the request. The HTTP layer
-   * calls it once per request it answers, after the stream's first chunk (and again when done).
+   * answer (nothing before it: no progress, no elicitation). The HTTP layer asks after the stream's
+   * first chunk, and calls `forget` once the request is done.
    */
   answeredFirst(id: RequestId): boolean {
-    const first = this.firstOnStream.get(id);
+    return this.firstOnStream.get(id) === 'answer';
+  }
+
+  /** Drops what was noted for the client's request `id`; the HTTP layer calls it when its POST ends. */
+  forget(id: RequestId): void {
     this.firstOnStream.delete(id);
-    return first === 'answer';
   }
 
   /** A client message, from this replica's HTTP request or relayed from another replica. */

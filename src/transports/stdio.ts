@@ -16,7 +16,7 @@ import { normalizeIdentity, UNIDENTIFIED } from '../auth/identity.ts';
 import type { Pipeline } from '../governance/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
-import { createMcpServer } from '../server.ts';
+import { createMcpServer, type ServerLogger, type ServerPipeline } from '../server.ts';
 import type { Principal } from '../tool.ts';
 
 /** The stdio principal: the configured analyst, or an unidentified one that may only read. */
@@ -81,31 +81,34 @@ export class OpeningGate implements Transport {
   }
 }
 
-/**
- * A stand-in bound to the real object once the runtime is open; used only behind the gate. Methods
- * are bound once per target (every call goes through here; a fresh `bind` each time is waste).
- */
-function boundLater<T extends object>(what: string, current: () => T | undefined): T {
-  let boundFor: T | undefined;
-  const bound = new Map<PropertyKey, unknown>();
-  return new Proxy({} as T, {
-    get(_target, key) {
-      const target = current();
-      if (!target) throw new Error(`${what} used before the runtime opened`);
-      if (target !== boundFor) {
-        boundFor = target;
-        bound.clear();
-      }
-      const value: unknown = Reflect.get(target, key);
-      if (typeof value !== 'function') return value;
-      let method = bound.get(key);
-      if (method === undefined) {
-        method = (value as (...args: unknown[]) => unknown).bind(target);
-        bound.set(key, method);
-      }
-      return method;
-    },
-  });
+/** The object `current` returns; throws when the runtime is not open yet (used only behind the gate). */
+function whenOpen<T>(what: string, current: () => T | undefined): () => T {
+  return () => {
+    const target = current();
+    if (!target) throw new Error(`${what} used before the runtime opened`);
+    return target;
+  };
+}
+
+/** Stands in for the runtime's pipeline: each call goes to it once it is open. */
+function pipelineWhenOpen(current: () => Pipeline | undefined): ServerPipeline {
+  const pipeline = whenOpen('the pipeline', current);
+  return {
+    call: (toolName, rawArgs, channel) => pipeline().call(toolName, rawArgs, channel),
+    visibleTools: (principal) => pipeline().visibleTools(principal),
+    describePolicy: (principal) => pipeline().describePolicy(principal),
+    toolLabel: (name) => pipeline().toolLabel(name),
+  };
+}
+
+/** Stands in for the runtime's logger once it is open, and for the start-up logger before. */
+function loggerWhenOpen(current: () => Logger | undefined): ServerLogger {
+  const logger = whenOpen('the logger', current);
+  return {
+    enabled: (level) => logger().enabled(level),
+    info: (msg, fields) => logger().info(msg, fields),
+    warn: (msg, fields) => logger().warn(msg, fields),
+  };
 }
 
 export interface StdioServeOptions {
@@ -130,9 +133,9 @@ export async function serveStdio(options: StdioServeOptions): Promise<void> {
   // Set while the runtime opens, then once it is open.
   const state: { opening?: ReturnType<StdioServeOptions['open']>; runtime?: Runtime } = {};
   const server = createMcpServer({
-    pipeline: boundLater<Pipeline>('the pipeline', () => state.runtime?.pipeline),
+    pipeline: pipelineWhenOpen(() => state.runtime?.pipeline),
     principal: stdioPrincipal(options.analyst),
-    logger: boundLater<Logger>('the logger', () => state.runtime?.logger ?? options.logger),
+    logger: loggerWhenOpen(() => state.runtime?.logger ?? options.logger),
   });
   const gate = new OpeningGate(new StdioServerTransport());
   let closing = false;

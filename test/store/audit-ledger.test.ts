@@ -11,13 +11,8 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import {
-  chainHash,
-  hashLegacyAuditRecord,
-  GENESIS_HASH,
-  type AuditAppendInput,
-  type AuditLog,
-} from '../../src/governance/audit.ts';
+import { hashLegacyAuditRecord, type AuditAppendInput, type AuditLog } from '../../src/governance/audit.ts';
+import { chainHash, GENESIS_HASH } from '../../src/governance/audit-chain.ts';
 import {
   createAuditLedger,
   exportLedger,

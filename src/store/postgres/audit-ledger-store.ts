@@ -163,8 +163,16 @@ export async function openPostgresLedgerStore(
     return run;
   };
 
-  /** The combined statement per rider name (one name, one text). */
+  /** The combined statement per rider name (one name, one text), built the first time the rider is sent. */
   const riderStatements = new Map<string, string>();
+  const riderStatement = (rider: LedgerRiderSql) => {
+    let text = riderStatements.get(rider.name);
+    if (text === undefined) {
+      text = commitStatement(rider);
+      riderStatements.set(rider.name, text);
+    }
+    return text;
+  };
   const send = (
     writer: string,
     expected: LedgerHead | null,
@@ -176,13 +184,8 @@ export async function openPostgresLedgerStore(
     const previous = tails.get(writer);
     const sent = (async () => {
       await previous?.catch(() => undefined);
-      let text = COMMIT;
-      if (rider) {
-        text = riderStatements.get(rider.name) ?? commitStatement(rider);
-        riderStatements.set(rider.name, text);
-      }
       const [result] = await sql.query<{ won: number }>(
-        text,
+        rider ? riderStatement(rider) : COMMIT,
         [
           writer,
           head.seq,
