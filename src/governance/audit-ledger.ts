@@ -61,6 +61,21 @@ export interface LedgerCommit {
   head: LedgerHead;
 }
 
+/**
+ * Thrown by an engine's `commit` or `commitIn`, before anything is sent, for a group holding records
+ * it cannot store (PostgreSQL: a separator of its commit statement's columns, which only a bug puts
+ * in a canonical body). `refused` are their positions in the group. The ledger replaces each with a
+ * record saying so and commits the group again, so one bad record never stalls a writer.
+ */
+export class LedgerRecordRefusedError extends Error {
+  override readonly name = 'LedgerRecordRefusedError';
+  readonly refused: readonly number[];
+  constructor(message: string, refused: readonly number[]) {
+    super(message);
+    this.refused = refused;
+  }
+}
+
 /** A group chained by the engine itself ({@link LedgerEngine.chain}). */
 export interface ChainedGroup {
   firstSeq: number;
@@ -272,7 +287,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     let committed: LedgerCommit | undefined;
     const sealing = sealRequested;
     try {
-      await engine.commit(writer, (head) => (committed = build(batch)(head)));
+      await commitStandingIn(batch, () => engine.commit(writer, (head) => (committed = build(batch)(head))));
     } catch (error) {
       commitFailed(batch, error);
       return;
@@ -456,25 +471,60 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
   };
 
+  /**
+   * A record standing in for one that could not be built (a bug: the redactor threw) or that the
+   * store refused: the call keeps a record that says so, naming the error's class, built without
+   * the redactor from fields that need none, so it cannot fail too (and lose the group).
+   */
+  const standIn = (
+    of: Pick<AuditPayload, 'event' | 'call_id' | 'tool' | 'principal' | 'trace_id' | 'ts'>,
+    failed: 'built' | 'stored',
+    error: unknown,
+  ): Queued => {
+    const payload: AuditPayload = {
+      call_id: of.call_id,
+      detail: `the audit record could not be ${failed} (${error instanceof Error ? error.name : 'error'})`,
+      event: of.event,
+      principal: of.principal,
+      tool: of.tool,
+      trace_id: of.trace_id,
+      ts: of.ts,
+    };
+    return { payload, body: encodeAuditBody(payload), ts: payload.ts };
+  };
+
   /** A queued record ready to commit: a write-behind one is built now, at its enqueue time and trace. */
   const built = (q: Queued | Deferred): Queued => {
     if (!('input' in q)) return q;
     try {
       return toQueued(q.input, new Date(q.at), q.traceId);
     } catch (error) {
-      // A bug (the redactor threw; the event was checked when enqueued): the call keeps a record
-      // that says so, built without the redactor, so building it cannot fail too (and lose the group).
+      // A bug (the redactor threw; the event was checked when enqueued).
       const { event, call_id, tool, principal } = q.input;
-      const payload: AuditPayload = {
-        call_id,
-        detail: `the audit record could not be built (${error instanceof Error ? error.name : 'error'})`,
-        event,
-        principal,
-        tool,
-        trace_id: q.traceId ?? undefined,
-        ts: new Date(q.at).toISOString(),
-      };
-      return { payload, body: encodeAuditBody(payload), ts: payload.ts };
+      const ts = new Date(q.at).toISOString();
+      return standIn(
+        { event, call_id, tool, principal, trace_id: q.traceId ?? undefined, ts },
+        'built',
+        error,
+      );
+    }
+  };
+
+  /**
+   * Runs `commit` (which builds from `batch` as it stands); when the engine refuses records of it,
+   * replaces them in `batch` by stand-ins (an append waiting for one gets the stand-in) and runs it
+   * once more. Nothing was sent the first time.
+   */
+  const commitStandingIn = async (batch: Queued[], commit: () => Promise<void>) => {
+    try {
+      await commit();
+    } catch (error) {
+      if (!(error instanceof LedgerRecordRefusedError)) throw error;
+      for (const i of error.refused) {
+        const q = batch[i];
+        if (q) batch[i] = { ...standIn(q.payload, 'stored', error), resolve: q.resolve, reject: q.reject };
+      }
+      await commit();
     }
   };
 
@@ -493,7 +543,9 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     const batch = inputs.map((input) => toQueued(input));
     let committed: LedgerCommit | undefined;
     try {
-      await engine.commitIn(tx, writer, (head) => (committed = build(batch)(head)));
+      await commitStandingIn(batch, () =>
+        engine.commitIn(tx, writer, (head) => (committed = build(batch)(head))),
+      );
     } catch (error) {
       throw auditError(
         'The audit ledger could not be written.',

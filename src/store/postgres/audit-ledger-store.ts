@@ -16,7 +16,13 @@
  * Runs on the process's store (`sql`: its pool, so a replica holds one) or, for a command that
  * opened no store, on a small pool of its own.
  */
-import type { LedgerCommit, LedgerEngine, LedgerHead, LedgerRow } from '../../governance/audit-ledger.ts';
+import {
+  LedgerRecordRefusedError,
+  type LedgerCommit,
+  type LedgerEngine,
+  type LedgerHead,
+  type LedgerRow,
+} from '../../governance/audit-ledger.ts';
 import { LEDGER_MIGRATIONS } from '../audit-ledger-migrations.ts';
 import { commitLedgerIn, CONFLICT_RETRY_MS, pruneWriter, readCheckpoints } from '../audit-ledger-sql.ts';
 import type { SqlExecutor } from '../sql.ts';
@@ -61,7 +67,8 @@ const COMMIT = commitStatement();
 /**
  * A group's records as the commit statement takes them, one text per column. A body is one line of
  * JSON and the other columns are numbers, ISO times and hex, so none holds its separator; one that
- * did would shift the columns, so it is refused here rather than stored wrong.
+ * did would shift the columns, so it is refused here rather than stored wrong (the ledger then
+ * stores a record saying so in its place).
  */
 function recordColumns(rows: readonly LedgerRow[]) {
   let bodies = '';
@@ -69,9 +76,10 @@ function recordColumns(rows: readonly LedgerRow[]) {
   let times = '';
   let prevHashes = '';
   let hashes = '';
+  const refused: number[] = [];
   rows.forEach((r, i) => {
     if (r.body.includes('\n') || r.ts.includes(',') || r.prev_hash.includes(',') || r.hash.includes(',')) {
-      throw new Error(`audit record ${r.writer}/${r.seq} holds a separator of the commit statement`);
+      refused.push(i);
     }
     const sep = i === 0 ? '' : ',';
     bodies += i === 0 ? r.body : `\n${r.body}`;
@@ -80,6 +88,13 @@ function recordColumns(rows: readonly LedgerRow[]) {
     prevHashes += `${sep}${r.prev_hash}`;
     hashes += `${sep}${r.hash}`;
   });
+  if (refused.length > 0) {
+    const first = rows[refused[0]!]!;
+    throw new LedgerRecordRefusedError(
+      `audit record ${first.writer}/${first.seq} holds a separator of the commit statement (${refused.length} such in the group)`,
+      refused,
+    );
+  }
   return { bodies, seqs, times, prevHashes, hashes };
 }
 
@@ -244,7 +259,8 @@ export async function openPostgresLedgerStore(
     try {
       won = await attempt(writer, build, tx.rider);
     } catch (error) {
-      tx.outcome = 'failed';
+      // Refused records are refused before anything is sent: the ledger replaces them and sends again.
+      if (!(error instanceof LedgerRecordRefusedError)) tx.outcome = 'failed';
       throw error;
     }
     tx.outcome = won ? 'committed' : 'lost';

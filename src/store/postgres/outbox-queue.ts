@@ -38,8 +38,12 @@ const ID_BLOCK = 1_000;
 /**
  * The events go in (as JSON, $15) when the ledger's commit wins. No `ON CONFLICT`: a key stored
  * already (a repeated delivery, whose receipt must say so) fails the statement on the unique index,
- * and nothing of it commits. (A guard that looked the keys up first was planned, prepared on a young
- * table, as a sequential scan, and kept that plan as the table grew.)
+ * and nothing of it commits. With `ON CONFLICT DO NOTHING` the other events, the head and every
+ * receipt (hashed as `webhook_accepted` before sending) would commit; a short count could only undo
+ * them by raising an error, which PostgreSQL logs like this one. (A guard that looked the keys up
+ * first was planned, prepared on a young table, as a sequential scan, and kept that plan as the
+ * table grew; as index probes it still costs about as much server time as inserting the events, on
+ * every group, to spare the rare redelivery.)
  */
 const EVENTS_RIDER = {
   name: 'fraudgate_ledger_commit_outbox_events',
