@@ -336,12 +336,14 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     { createSegmentWebhookHandler },
     { siftUserResolver },
     { openWebhookIntakeStore },
+    { createRefusalBudget },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
     import('./webhooks/intake-writer.ts'),
+    import('./governance/refusal-budget.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -355,12 +357,21 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   automation.worker.start();
   // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
   const intake = openWebhookIntakeStore({ config, secrets, outbox: automation.store, audit: runtime.audit });
+  // Rejected webhooks are audited within a refusal budget per client address, in the MCP calls' limiter
+  // (shared by the replicas with rate_limits.store: redis), so no sender can grow the ledger at will.
+  const webhookRefusals = createRefusalBudget({
+    audit: runtime.audit,
+    rateLimiter: runtime.rateLimiter,
+    bucket: config.rate_limits.refusals,
+  });
   const webhook = createSiftWebhookHandler({
     outbox: intake,
     keys: secrets.siftWebhookKeys ?? [],
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
+    refusals: webhookRefusals,
+    trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
   });
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
@@ -372,6 +383,8 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
+    refusals: webhookRefusals,
+    trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
   });
   await serveHttp(
@@ -380,6 +393,12 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     async () => {
       await jobs.close();
       await intake.close();
+      // The counts past the budget are written before the ledger closes.
+      await webhookRefusals
+        .flush()
+        .catch((error: unknown) =>
+          logger.error('audit write failed', { event: 'refusals_counted', error: String(error) }),
+        );
       await automation.close();
       await runtime.close();
       await store.close();

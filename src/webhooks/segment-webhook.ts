@@ -19,6 +19,7 @@ import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { Config } from '../config.ts';
 import type { AuditLog } from '../governance/audit.ts';
+import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
@@ -72,6 +73,10 @@ export interface SegmentWebhookOptions {
   audit: AuditLog;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
+  refusals: RefusalBudget;
+  /** `http.trusted_proxies` (src/auth/client-address.ts). */
+  trustedProxies?: readonly string[];
   /** Called after something was stored (e.g. to wake the worker). */
   onEnqueued?: () => void;
 }
@@ -120,6 +125,8 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     bodyLimitBytes: options.bodyLimitBytes,
     audit,
     logger,
+    refusals: options.refusals,
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
   return async (req, res) => {

@@ -14,6 +14,7 @@
  */
 import { verifySiftSignature } from '../clients/sift-client.ts';
 import type { AuditLog } from '../governance/audit.ts';
+import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
@@ -61,6 +62,10 @@ export interface SiftWebhookOptions {
   audit: AuditLog;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
+  refusals: RefusalBudget;
+  /** `http.trusted_proxies` (src/auth/client-address.ts). */
+  trustedProxies?: readonly string[];
   /** Called after an event is stored (e.g. to wake the worker). */
   onEnqueued?: () => void;
 }
@@ -82,6 +87,8 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): WebhookHa
     bodyLimitBytes: options.bodyLimitBytes,
     audit,
     logger,
+    refusals: options.refusals,
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
   return async (req, res) => {

@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook, segmentSignature } from '../../src/sandbox/segment-webhook-sender.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
 
@@ -38,6 +38,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     audit: runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   server = createServer((req, res) => {
