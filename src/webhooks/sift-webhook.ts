@@ -5,7 +5,8 @@
  * configured keys, for rotation) → JSON shape. Only a verified, well-formed event is stored, and
  * the 2xx is sent only after the commit (SQLite synchronous = FULL): an acknowledged decision is
  * never lost. A repeated delivery (same entity, decision and time) is acknowledged and not stored
- * twice. Every accepted, duplicate or rejected delivery leaves an audit record; an accepted or
+ * twice. Every accepted, duplicate or rejected delivery leaves an audit record (a rejected one
+ * within its client address's refusal budget, past it a count: intake.ts); an accepted or
  * duplicate delivery's record commits in the same transaction as the event (deliveries arriving
  * together share one, src/store/outbox-store.ts), so no acknowledged delivery lacks its record and
  * a record that cannot be written leaves the delivery unacknowledged (503, Sift retries). A
