@@ -1125,6 +1125,20 @@ export function loadConfig(
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
   const mappingIssues = mappingProblems(config.mapping);
   if (mappingIssues.length > 0) throw new InvalidInputError(mappingIssues, 'Invalid configuration');
+  if (config.approvals.default_for_destructive === 'none') {
+    // No deployment needs it: the sandbox's own exceptions are per tool (approvals.tools), see policy.ts.
+    throw new InvalidInputError(
+      [
+        {
+          field: 'approvals.default_for_destructive',
+          message:
+            "'none' would run labels, decisions and suppressions with no human; destructive writes always " +
+            'wait for one. Set approval (the default: a second person), four_eyes or confirm',
+        },
+      ],
+      'Invalid configuration',
+    );
+  }
   const bands = config.risk_bands;
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
     throw new InvalidInputError(
