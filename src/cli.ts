@@ -8,12 +8,13 @@
  */
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
-import { loadConfig, type ConfigFlags, type LoadedConfig } from './config.ts';
+import { loadConfig, type Config, type ConfigFlags, type LoadedConfig, type Secrets } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger, type Logger } from './logger.ts';
-import type { Runtime } from './runtime.ts';
+import type { LoadedKeys, Runtime } from './runtime.ts';
+import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
-import { checkServeKeys, checkServices, describeFailure } from './startup.ts';
+import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -289,8 +290,9 @@ function configure(values: CliValues): LoadedConfig {
 
 async function serve(loaded: LoadedConfig, http = false): Promise<void> {
   const logger = createLogger();
-  // Keys a live deployment must be given are refused here, before any client is answered.
-  checkServeKeys(loaded.config, loaded.secrets);
+  // Keys a live deployment must be given are refused here, before any client is answered; what
+  // opens afterwards uses these instead of loading them again.
+  const keys = loadServeKeys(loaded.config, loaded.secrets);
   const { config: known } = loaded;
   process.stderr.write(
     known.mode === 'sandbox'
@@ -308,94 +310,22 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
     await serveStdio({
       analyst: loaded.config.analyst,
       logger,
-      open: async () => {
-        const opened = await openServe(loaded, logger, 'stdio');
-        return {
-          runtime: opened.runtime,
-          async close() {
-            await opened.jobs.close();
-            await opened.runtime.close();
-            await opened.store.close();
-            await opened.sandbox?.close();
-            await opened.tracing?.shutdown();
-          },
-        };
-      },
+      open: () => openServe(loaded, keys, logger, 'stdio'),
       onClosed: () => process.exit(0),
     });
     return;
   }
-  const { config, secrets, runtime, store, jobs, sandbox, tracing } = await openServe(loaded, logger, 'http');
-  const { tools } = runtime;
-  const { replicaIdFor } = await import('./runtime.ts');
-  // Decision webhooks land in the outbox; this process also runs the worker (more can run with `outbox work`).
-  // One store and one ledger writer per process: the automation side shares the MCP side's.
-  const [
-    { openAutomation },
-    { createSiftWebhookHandler },
-    { createSegmentWebhookHandler },
-    { siftUserResolver },
-    { openWebhookIntakeStore },
-  ] = await Promise.all([
-    import('./outbox/automation.ts'),
-    import('./webhooks/sift-webhook.ts'),
-    import('./webhooks/segment-webhook.ts'),
-    import('./webhooks/segment-mapping.ts'),
-    import('./webhooks/intake-writer.ts'),
-  ]);
-  const automation = await openAutomation({
-    config,
-    secrets,
-    tools,
-    logger,
-    store,
-    audit: runtime.audit,
-    owner: replicaIdFor(config, 'http'),
-  });
-  automation.worker.start();
-  // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
-  const intake = openWebhookIntakeStore({ config, secrets, outbox: automation.store, audit: runtime.audit });
-  const webhook = createSiftWebhookHandler({
-    outbox: intake,
-    keys: secrets.siftWebhookKeys ?? [],
-    audit: runtime.audit,
-    logger,
-    bodyLimitBytes: config.http.body_limit_bytes,
-    onEnqueued: () => automation.worker.wake(),
-  });
-  // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
-  const segmentWebhook = createSegmentWebhookHandler({
-    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
-    secret: secrets.segmentWebhookSecret,
-    mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
-    audit: runtime.audit,
-    logger,
-    bodyLimitBytes: config.http.body_limit_bytes,
-    onEnqueued: () => automation.worker.wake(),
-  });
-  await serveHttp(
-    runtime,
-    secrets.devToken,
-    async () => {
-      await jobs.close();
-      await intake.close();
-      await automation.close();
-      await runtime.close();
-      await store.close();
-      await sandbox?.close();
-      await tracing?.shutdown();
-    },
-    [webhook, segmentWebhook],
-  );
+  const { runtime, secrets, mounts, close } = await openServe(loaded, keys, logger, 'http');
+  await serveHttp(runtime, secrets.devToken, close, mounts);
 }
 
 /**
  * What `serve` runs on either transport: the service checks, tracing, the sandbox's emulators (in
- * sandbox mode), the store, the runtime and the background jobs. Everything here is imported when
- * needed, not at start-up: a stdio session answers `initialize` before any of it (npm run bench).
+ * sandbox mode), the store, the runtime and the background jobs; over HTTP also the webhook
+ * endpoints and the outbox worker. Everything here is imported when needed, not at start-up: a
+ * stdio session answers `initialize` before any of it (npm run bench). `close()` stops it all.
  */
-async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 'stdio') {
+async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger, role: 'http' | 'stdio') {
   await checkServices(loaded.config, loaded.secrets);
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
   const { startTracing, tracingRequested } = await import('./tracing.ts');
@@ -418,7 +348,7 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
     loadTools(),
   ]);
   // One store per process, shared by the MCP runtime and the automation worker.
-  const store = await openConfiguredStore(config, secrets, logger).catch(async (error: unknown) => {
+  const store = await openConfiguredStore(config, secrets, logger, keys).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
     await sandbox?.close();
     throw error;
@@ -429,15 +359,114 @@ async function openServe(loaded: LoadedConfig, logger: Logger, role: 'http' | 's
     tools,
     logger,
     store,
+    keys,
     // An explicit replica id continues this replica's audit chain across restarts.
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
   });
+  const replicaId = replicaIdFor(config, role);
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
-  const jobs = await startServeJobs(runtime, replicaIdFor(config, role));
+  const jobs = await startServeJobs(runtime, replicaId);
   // Everything is loaded now: the code V8 compiled is kept for the next start (bin/fraudgate.js
   // enables the cache) even if this process is killed rather than closed.
   (await import('node:module')).flushCompileCache();
-  return { config, secrets, runtime, store, jobs, sandbox, tracing };
+  const webhooks =
+    role === 'http'
+      ? await openWebhooks({ config, secrets, runtime, store, keys, logger, owner: replicaId })
+      : undefined;
+  return {
+    secrets,
+    runtime,
+    /** The webhook endpoints to mount beside MCP (HTTP only). */
+    mounts: webhooks?.mounts ?? [],
+    /**
+     * The jobs stop first (no new work), then the webhook intake drains and the outbox worker
+     * stops, while the runtime and the store they write through are still open; the store closes
+     * after every user of it, and the emulators and tracing last.
+     */
+    async close() {
+      await jobs.close();
+      await webhooks?.close();
+      await runtime.close();
+      await store.close();
+      await sandbox?.close();
+      await tracing?.shutdown();
+    },
+  };
+}
+
+/**
+ * The webhook side of `serve --http`: decision webhooks land in the outbox, and this process also
+ * runs the worker (more can run with `outbox work`). One store and one ledger writer per process:
+ * the automation side shares the MCP side's. `close()` drains the intake, then stops the worker.
+ */
+async function openWebhooks(options: {
+  config: Config;
+  secrets: Secrets;
+  runtime: Runtime;
+  store: Store;
+  keys: LoadedKeys;
+  logger: Logger;
+  owner: string;
+}): Promise<{ mounts: HttpHandler[]; close(): Promise<void> }> {
+  const { config, secrets, runtime, store, keys, logger, owner } = options;
+  const [
+    { openAutomation },
+    { createSiftWebhookHandler },
+    { createSegmentWebhookHandler },
+    { siftUserResolver },
+    { openWebhookIntakeStore },
+  ] = await Promise.all([
+    import('./outbox/automation.ts'),
+    import('./webhooks/sift-webhook.ts'),
+    import('./webhooks/segment-webhook.ts'),
+    import('./webhooks/segment-mapping.ts'),
+    import('./webhooks/intake-writer.ts'),
+  ]);
+  const automation = await openAutomation({
+    config,
+    secrets,
+    tools: runtime.tools,
+    logger,
+    store,
+    audit: runtime.audit,
+    keys,
+    owner,
+  });
+  automation.worker.start();
+  // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
+  const intake = openWebhookIntakeStore({
+    config,
+    secrets,
+    outbox: automation.store,
+    audit: runtime.audit,
+    keys,
+  });
+  const webhook = createSiftWebhookHandler({
+    outbox: intake,
+    keys: secrets.siftWebhookKeys ?? [],
+    audit: runtime.audit,
+    logger,
+    bodyLimitBytes: config.http.body_limit_bytes,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
+  const segmentWebhook = createSegmentWebhookHandler({
+    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    secret: secrets.segmentWebhookSecret,
+    mapping: config.mapping,
+    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
+    audit: runtime.audit,
+    logger,
+    bodyLimitBytes: config.http.body_limit_bytes,
+    onEnqueued: () => automation.worker.wake(),
+  });
+  return {
+    mounts: [webhook, segmentWebhook],
+    async close() {
+      await intake.close();
+      await automation.close();
+    },
+  };
 }
 
 /** The job runner of `serve`, with every configured job registered and ticking. */

@@ -3,7 +3,7 @@
  * audit log and the governance pipeline, wired from a resolved configuration. `fraudgate serve`, the
  * tests and the benchmarks all build it the same way.
  */
-import { createPublicKey, randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +84,18 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/**
+ * The keys `serve` loads once, before anything opens (src/startup.ts `loadServeKeys`), and hands to
+ * everything it opens so none loads them again. Whoever is not given them loads each where it is
+ * first needed, with the same refusals (the CLI commands, the tests).
+ */
+export interface LoadedKeys {
+  /** Seals personal fields at rest (FRAUDGATE_DATA_KEY; src/store/field-crypto.ts). */
+  dataKey: Buffer;
+  /** Signs audit checkpoints (src/governance/audit-signing.ts). */
+  signingKey: KeyObject;
+}
+
 /** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
 export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
 
@@ -119,11 +131,16 @@ export function replicaIdFor(
  * Open the configured store, logging (not crashing on) connection failures and start-up waits.
  * One per process: pass it to `openRuntime` and `openAutomation` so they share it.
  */
-export async function openConfiguredStore(config: Config, secrets: Secrets, logger: Logger): Promise<Store> {
+export async function openConfiguredStore(
+  config: Config,
+  secrets: Secrets,
+  logger: Logger,
+  keys?: LoadedKeys,
+): Promise<Store> {
   let lastWarning = 0;
   return openStore(config, secrets, {
     // The outbox's personal fields are sealed under the same data key as approvals'.
-    cipher: createFieldCipher(loadDataKey(config, secrets)),
+    cipher: createFieldCipher(keys?.dataKey ?? loadDataKey(config, secrets)),
     onConnectionError(error) {
       // pg replaces the connection on next use; one warning a minute is enough for the operator.
       if (Date.now() - lastWarning < 60_000) return;
@@ -187,8 +204,10 @@ export async function openAuditLedger(
   writer = auditWriterId(),
   /** The process's store: the ledger runs on it (see `openLedgerEngine`). */
   store?: Store,
+  /** Already loaded (`LoadedKeys`); default: loaded here. */
+  signingKey?: KeyObject,
 ): Promise<AuditLog & { engine: LedgerEngine }> {
-  const signer = createCheckpointSigner(loadConfiguredSigningKey(config, secrets));
+  const signer = createCheckpointSigner(signingKey ?? loadConfiguredSigningKey(config, secrets));
   const engine = await openLedgerEngine(config, secrets, {
     ...(store ? { store } : {}),
     onError: (error) =>
@@ -249,22 +268,30 @@ export async function openGovernanceState(
   config: Config,
   secrets: Secrets,
   logger: Logger,
-  options: { audit?: AuditLog; writer?: string; store?: Store } = {},
+  options: { audit?: AuditLog; writer?: string; store?: Store; keys?: LoadedKeys } = {},
 ) {
   prepareDataDir(config.data_dir);
   const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
-  const raw = options.store ?? (await openConfiguredStore(config, secrets, logger));
+  const raw = options.store ?? (await openConfiguredStore(config, secrets, logger, options.keys));
   let audit: AuditLog;
   let ledgerEngine: LedgerEngine | undefined;
   let cipher;
   try {
     if (options.audit) audit = options.audit;
     else {
-      const opened = await openAuditLedger(config, secrets, redactor, logger, options.writer, raw);
+      const opened = await openAuditLedger(
+        config,
+        secrets,
+        redactor,
+        logger,
+        options.writer,
+        raw,
+        options.keys?.signingKey,
+      );
       audit = opened;
       ledgerEngine = opened.engine;
     }
-    cipher = createFieldCipher(loadDataKey(config, secrets));
+    cipher = createFieldCipher(options.keys?.dataKey ?? loadDataKey(config, secrets));
   } catch (error) {
     if (!options.store) await raw.close();
     throw error;
@@ -397,6 +424,8 @@ export async function openRuntime(options: {
   auditWriter?: string;
   /** The process's store; default: opened here (and closed by `close()`). */
   store?: Store;
+  /** The keys the process loaded at start-up; default: loaded here. */
+  keys?: LoadedKeys;
   /**
    * Feed the scores this runtime reads to the score-change trigger (`automation.score_trigger.from_reads`).
    * The automation runtime, which runs the trigger's effects, passes false: its reads must not set it off again.
@@ -408,6 +437,7 @@ export async function openRuntime(options: {
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.auditWriter ? { writer: options.auditWriter } : {}),
     ...(options.store ? { store: options.store } : {}),
+    ...(options.keys ? { keys: options.keys } : {}),
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));

@@ -9,7 +9,7 @@ import { createSegmentClient } from '../clients/segment-client.ts';
 import type { Config, Secrets } from '../config.ts';
 import type { AuditLog } from '../governance/audit.ts';
 import type { Logger } from '../logger.ts';
-import { createClients, openRuntime, type Runtime } from '../runtime.ts';
+import { createClients, openRuntime, type LoadedKeys, type Runtime } from '../runtime.ts';
 import type { AnyTool } from '../tool.ts';
 import { createBatchingSalesforceClient, type BatchingStats } from './batching-salesforce.ts';
 import type { OutboxStore } from '../store/outbox-store.ts';
@@ -102,6 +102,8 @@ export async function openAutomation(options: {
   store?: Store;
   /** The process's ledger writer, when another runtime already opened it (one per process). */
   audit?: AuditLog;
+  /** The keys the process loaded at start-up; default: loaded by the runtime. */
+  keys?: LoadedKeys;
 }): Promise<Automation> {
   const config = automationConfig(options.config);
   const clients = createAutomationClients(config, options.secrets, options.clients, options.batching ?? true);
@@ -114,6 +116,7 @@ export async function openAutomation(options: {
     observeScores: false,
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
+    ...(options.keys ? { keys: options.keys } : {}),
   });
   // The runtime's outbox: where this automation's own applied decisions are enqueued too.
   const store = runtime.outbox;

@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 import type { Config, Secrets } from '../config.ts';
 import { loadConfiguredSigningKey } from '../governance/audit-signing.ts';
 import type { AuditLog } from '../governance/audit.ts';
-import { loadAuditKey } from '../runtime.ts';
+import { loadAuditKey, type LoadedKeys } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import { databasePath } from '../store/store.ts';
 import type { IntakeBatch, IntakeItem, IntakeReply, IntakeThreadData } from './intake-thread.ts';
@@ -30,21 +30,23 @@ const THREAD_URL = new URL(`./intake-thread${extname(fileURLToPath(import.meta.u
 
 /**
  * The intake store for this process: the SQLite writer thread, or the outbox itself on PostgreSQL.
- * `audit` is the process's ledger: on SQLite the thread appends receipts under its writer id.
+ * `audit` is the process's ledger: on SQLite the thread appends receipts under its writer id, and
+ * signs its checkpoints with the signing key of `keys` (default: loaded here).
  */
 export function openWebhookIntakeStore(options: {
   config: Config;
   secrets: Secrets;
   outbox: OutboxStore;
   audit: AuditLog;
+  keys?: LoadedKeys;
 }): WebhookIntakeStore {
-  const { config, secrets, outbox, audit } = options;
+  const { config, secrets, outbox, audit, keys } = options;
   if (config.store === 'postgres') return { enqueue: outbox.enqueue, close: async () => undefined };
   return openSqliteIntakeWriter({
     path: databasePath(config),
     writer: audit.writer,
     auditKey: loadAuditKey(config, secrets),
-    signingKeyPem: loadConfiguredSigningKey(config, secrets)
+    signingKeyPem: (keys?.signingKey ?? loadConfiguredSigningKey(config, secrets))
       .export({ type: 'pkcs8', format: 'pem' })
       .toString(),
     checkpointEvery: config.audit.checkpoint_every,
