@@ -129,6 +129,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   extraRoles?: readonly Principal['role'][];
   /** Whether repeating the same call has no further effect (drives `idempotentHint`). */
   idempotent: boolean;
+  /**
+   * Whether the tool reaches an external system (Sift, Segment, Salesforce); drives `openWorldHint`.
+   * Default true; false for tools that only read fraudgate's own store.
+   */
+  openWorld?: boolean;
   input: I;
   output: O;
   /**
@@ -257,13 +262,14 @@ export interface ToolAnnotations {
  * "destructive, not idempotent", which makes hosts prompt for harmless reads. The display name is
  * the tool's own `title` (MCP 2025-06-18 on), not repeated here: every client reads the catalogue.
  */
-export function annotationsFor(tool: Pick<AnyTool, 'risk' | 'idempotent'>): ToolAnnotations {
+export function annotationsFor(
+  tool: Pick<AnyTool, 'risk' | 'idempotent' | 'openWorld'>,
+): ToolAnnotations {
   return {
     readOnlyHint: tool.risk === 'read',
     destructiveHint: tool.risk === 'destructive',
     idempotentHint: tool.risk === 'read' || tool.idempotent,
-    // Every tool talks to an external system (Sift, Segment or Salesforce).
-    openWorldHint: true,
+    openWorldHint: tool.openWorld ?? true,
   };
 }
 

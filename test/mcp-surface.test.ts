@@ -46,6 +46,13 @@ describe('tool catalogue', () => {
       expect(wire.description?.length).toBeGreaterThan(40);
     }
   });
+
+  it('openWorldHint is false only for tools that read nothing but the local store', async () => {
+    const e = (env = await setup());
+    const { tools: listed } = await e.client.listTools();
+    const closedWorld = listed.filter((t) => t.annotations?.openWorldHint === false).map((t) => t.name);
+    expect(closedWorld.sort()).toEqual(['get_approval_status', 'list_unmatched_identities']);
+  });
 });
 
 describe('resources', () => {
