@@ -262,9 +262,7 @@ export interface ToolAnnotations {
  * "destructive, not idempotent", which makes hosts prompt for harmless reads. The display name is
  * the tool's own `title` (MCP 2025-06-18 on), not repeated here: every client reads the catalogue.
  */
-export function annotationsFor(
-  tool: Pick<AnyTool, 'risk' | 'idempotent' | 'openWorld'>,
-): ToolAnnotations {
+export function annotationsFor(tool: Pick<AnyTool, 'risk' | 'idempotent' | 'openWorld'>): ToolAnnotations {
   return {
     readOnlyHint: tool.risk === 'read',
     destructiveHint: tool.risk === 'destructive',
