@@ -45,6 +45,19 @@ export interface ToolContext {
   approvals: { get(id: string): Promise<ApprovalView | undefined> };
   /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
   identities: IdentityDirectory;
+  /**
+   * Paging cursors a client cannot forge or edit (src/governance/cursor-seal.ts): a tool seals what
+   * it needs to resume and refuses a cursor that does not open.
+   */
+  cursors: CursorSeal;
+}
+
+/** Seals and opens paging cursors (`ctx.cursors`); made by src/governance/cursor-seal.ts. */
+export interface CursorSeal {
+  /** The payload and its MAC, as one URL-safe token. */
+  seal(payload: string): string;
+  /** The payload of a token `seal` made with the same key; undefined for anything else. */
+  open(token: string): string | undefined;
 }
 
 /** Where a Segment user id came from: a stored mapping, the config's `identity.mappings`, or the Sift id itself. */

@@ -345,6 +345,50 @@ describe('list_fraud_cases', () => {
     expect((closed.output.cases as unknown[]).length).toBe(1);
   });
 
+  it('refuses a cursor it did not issue, naming cursor, before Salesforce sees its filters', async () => {
+    env = await setup();
+    env.sandbox.salesforce.insert('Case', { Subject: 'second', Type: 'Fraud', Status: 'New' });
+    const page = await callRead(env, 'list_fraud_cases', { page_size: 1 });
+    const issued = page.output.next_cursor as string;
+    expect(issued).toBeTruthy();
+    const crafted = Buffer.from(JSON.stringify({ v: 1, f: { status: [] }, o: 0 })).toString('base64url');
+    const [payload = '', mac = ''] = issued.split('.');
+    const edited = `${Buffer.from(
+      Buffer.from(payload, 'base64url').toString('utf8').replace('"o":1', '"o":0'),
+    ).toString('base64url')}.${mac}`;
+    env.sandbox.salesforce.clearJournal();
+    for (const cursor of [crafted, edited, `${payload}.`, `${crafted}.${mac}`]) {
+      const result = await callRead(env, 'list_fraud_cases', { cursor });
+      expect(result.raw.isError).toBe(true);
+      expect(result.output).toEqual({});
+      const error = JSON.parse((result.raw.content.at(-1) as { text: string }).text) as {
+        error: { code: string; message: string };
+      };
+      expect(error.error.code).toBe('INVALID_INPUT');
+      expect(error.error.message).toContain('cursor');
+      expect(error.error.message).toContain('call again without cursor');
+    }
+    expect(env.sandbox.salesforce.requests('GET', '/services/data/:v/query')).toHaveLength(0);
+  });
+
+  it('an expired Salesforce query locator asks to start over, naming cursor', async () => {
+    env = await setup();
+    env.sandbox.salesforce.setQueryPageSize(2);
+    for (let i = 0; i < 4; i++) {
+      env.sandbox.salesforce.insert('Case', { Subject: `case ${i}`, Type: 'Fraud', Status: 'New' });
+    }
+    // A page_size of the Salesforce page: the next cursor resumes from a query locator.
+    const first = await callRead(env, 'list_fraud_cases', { page_size: 2 });
+    const cursor = first.output.next_cursor as string;
+    expect(cursor).toBeTruthy();
+    env.sandbox.salesforce.expireQueryLocators();
+    const stale = await env.callTool('list_fraud_cases', { cursor });
+    expect(stale.error.code).toBe('INVALID_INPUT');
+    expect(stale.error.message).toContain('cursor');
+    expect(stale.error.message).toContain('call again without cursor');
+    expect(env.sandbox.salesforce.requests('GET', '/services/data/:v/query/:locator')).toHaveLength(1);
+  });
+
   it('refuses a forged cursor, filters beside a cursor and an oversized page', async () => {
     env = await setup();
     const forged = await callRead(env, 'list_fraud_cases', { cursor: 'bm90IGEgY3Vyc29y' });
