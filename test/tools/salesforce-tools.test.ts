@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { MAX_FLAGS_PER_CALL } from '../../tools/flag-opportunities.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -264,6 +265,59 @@ describe('flag_opportunities', () => {
     const again = await env.callTool('flag_opportunities', { account_id: account });
     expect(again.output).toMatchObject({ flagged: 0, already_flagged: 450, tasks_created: 0 });
     expect(sfWrites(env)).toHaveLength(0);
+  });
+
+  it('reports progress per batch of writes to a client that asked for it', async () => {
+    env = await setup();
+    const account = demo(env).accounts['sandbox-high-risk'];
+    for (let i = 0; i < 399; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    const progress: { progress: number; total?: number; message?: string }[] = [];
+    const result = await env.callTool(
+      'flag_opportunities',
+      { user_id: 'sandbox-high-risk' },
+      { onprogress: (p) => progress.push(p) },
+    );
+    expect(result.output).toMatchObject({ flagged: 401, tasks_created: 1 });
+    // 401 updates in batches of 200, then the one review Task for the demo owner.
+    expect(progress.map((p) => [p.progress, p.total])).toEqual([
+      [200, 402],
+      [400, 402],
+      [401, 402],
+      [402, 402],
+    ]);
+    expect(progress[0]?.message).toBe('Flagged 200 of 401 opportunities');
+  });
+
+  it('refuses more opportunities than one call may flag before writing, and closing_by splits them', async () => {
+    env = await setup();
+    const account = demo(env).accounts['sandbox-high-risk'];
+    // With the demo org's two (closing 2026-09-30 and 2026-12-15): 1001 open.
+    for (let i = 0; i < 999; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: i < 600 ? '2026-06-30' : '2027-03-31',
+        AccountId: account,
+      });
+    }
+    env.sandbox.salesforce.clearJournal();
+    const refused = await env.callTool('flag_opportunities', { account_id: account });
+    expect(refused.error.code).toBe('INVALID_INPUT');
+    expect(refused.error.message).toContain(`at most ${MAX_FLAGS_PER_CALL}`);
+    expect(refused.error.message).toContain('closing_by');
+    expect(sfWrites(env)).toHaveLength(0);
+
+    const first = await env.callTool('flag_opportunities', { account_id: account, closing_by: '2026-09-30' });
+    expect(first.output).toMatchObject({ open_opportunities: 601, flagged: 601 });
+    const rest = await env.callTool('flag_opportunities', { account_id: account });
+    expect(rest.output).toMatchObject({ open_opportunities: 1001, flagged: 400, already_flagged: 601 });
   });
 
   it('below the configured threshold nothing is written; dry run writes nothing', async () => {
