@@ -925,39 +925,84 @@ function findSecretKeys(value: unknown, path: string[] = []): string[] {
   );
 }
 
-function envOverrides(env: Env): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const set = (path: string[], value: unknown) => {
-    let node = out;
-    for (const key of path.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
-    node[path.at(-1)!] = value;
-  };
-  if (nonEmpty(env.FRAUDGATE_DATA_DIR)) set(['data_dir'], env.FRAUDGATE_DATA_DIR);
-  if (nonEmpty(env.FRAUDGATE_STORE)) set(['store'], env.FRAUDGATE_STORE);
-  if (nonEmpty(env.FRAUDGATE_REPLICA_ID)) set(['replica_id'], env.FRAUDGATE_REPLICA_ID!.trim());
-  if (nonEmpty(env.FRAUDGATE_ANALYST)) set(['analyst'], env.FRAUDGATE_ANALYST!.trim());
-  if (nonEmpty(env.FRAUDGATE_READ_ONLY))
-    set(['read_only'], env.FRAUDGATE_READ_ONLY === 'true' || env.FRAUDGATE_READ_ONLY === '1');
-  if (nonEmpty(env.SIFT_BASE_URL)) set(['sift', 'base_url'], env.SIFT_BASE_URL);
-  if (nonEmpty(env.SIFT_ACCOUNT_ID)) set(['sift', 'account_id'], env.SIFT_ACCOUNT_ID);
-  if (nonEmpty(env.SEGMENT_HOST)) set(['segment', 'host'], env.SEGMENT_HOST);
-  if (nonEmpty(env.SEGMENT_PROFILE_BASE_URL))
-    set(['segment', 'profile_base_url'], env.SEGMENT_PROFILE_BASE_URL);
-  if (nonEmpty(env.SEGMENT_SPACE_ID)) set(['segment', 'space_id'], env.SEGMENT_SPACE_ID);
-  if (nonEmpty(env.SALESFORCE_LOGIN_URL)) set(['salesforce', 'login_url'], env.SALESFORCE_LOGIN_URL);
-  if (nonEmpty(env.SALESFORCE_API_VERSION)) set(['salesforce', 'api_version'], env.SALESFORCE_API_VERSION);
-  if (nonEmpty(env.SALESFORCE_AUTH_FLOW)) set(['salesforce', 'auth_flow'], env.SALESFORCE_AUTH_FLOW);
-  if (nonEmpty(env.FRAUDGATE_HTTP_HOST)) set(['http', 'host'], env.FRAUDGATE_HTTP_HOST);
-  if (nonEmpty(env.FRAUDGATE_HTTP_PORT)) set(['http', 'port'], Number(env.FRAUDGATE_HTTP_PORT));
-  if (nonEmpty(env.FRAUDGATE_PUBLIC_URL)) set(['http', 'public_url'], env.FRAUDGATE_PUBLIC_URL);
-  return out;
+/** Values a boolean environment variable may take (any case, surrounding spaces ignored). */
+const ENV_TRUE = ['true', '1', 'yes', 'on'];
+const ENV_FALSE = ['false', '0', 'no', 'off'];
+
+/**
+ * A boolean from the environment, or undefined when it is anything else: a typo (`ture`, `enabled`)
+ * must stop start-up, never quietly read as false and switch a safeguard off.
+ */
+function envBoolean(value: string): boolean | undefined {
+  const normalized = value.trim().toLowerCase();
+  if (ENV_TRUE.includes(normalized)) return true;
+  if (ENV_FALSE.includes(normalized)) return false;
+  return undefined;
 }
 
-function issuesFrom(error: z.ZodError, source: string): FieldIssue[] {
-  return error.issues.map((issue) => ({
-    field: issue.path.join('.'),
-    message: `${issue.message} (from ${source})`,
-  }));
+/** Settings the environment gives, which variable gave each (by dotted key), and the values it refused. */
+interface EnvOverrides {
+  values: Record<string, unknown>;
+  sources: Map<string, string>;
+  issues: FieldIssue[];
+}
+
+function envOverrides(env: Env): EnvOverrides {
+  const values: Record<string, unknown> = {};
+  const sources = new Map<string, string>();
+  const issues: FieldIssue[] = [];
+  const set = (path: string[], name: string, value: unknown) => {
+    let node = values;
+    for (const key of path.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+    node[path.at(-1)!] = value;
+    sources.set(path.join('.'), name);
+  };
+  const text = (path: string[], name: string, transform: (value: string) => unknown = (v) => v) => {
+    const value = nonEmpty(env[name]);
+    if (value !== undefined) set(path, name, transform(value));
+  };
+  const flag = (path: string[], name: string) => {
+    const value = nonEmpty(env[name]);
+    if (value === undefined) return;
+    const parsed = envBoolean(value);
+    if (parsed === undefined) {
+      issues.push({
+        field: name,
+        message: `is not a boolean; set it to one of ${ENV_TRUE.join(', ')} (on) or ${ENV_FALSE.join(', ')} (off), in any case`,
+      });
+    } else set(path, name, parsed);
+  };
+  text(['data_dir'], 'FRAUDGATE_DATA_DIR');
+  text(['store'], 'FRAUDGATE_STORE');
+  text(['replica_id'], 'FRAUDGATE_REPLICA_ID', (v) => v.trim());
+  text(['analyst'], 'FRAUDGATE_ANALYST', (v) => v.trim());
+  flag(['read_only'], 'FRAUDGATE_READ_ONLY');
+  text(['sift', 'base_url'], 'SIFT_BASE_URL');
+  text(['sift', 'account_id'], 'SIFT_ACCOUNT_ID');
+  text(['segment', 'host'], 'SEGMENT_HOST');
+  text(['segment', 'profile_base_url'], 'SEGMENT_PROFILE_BASE_URL');
+  text(['segment', 'space_id'], 'SEGMENT_SPACE_ID');
+  text(['salesforce', 'login_url'], 'SALESFORCE_LOGIN_URL');
+  text(['salesforce', 'api_version'], 'SALESFORCE_API_VERSION');
+  text(['salesforce', 'auth_flow'], 'SALESFORCE_AUTH_FLOW');
+  text(['http', 'host'], 'FRAUDGATE_HTTP_HOST');
+  text(['http', 'port'], 'FRAUDGATE_HTTP_PORT', Number);
+  text(['http', 'public_url'], 'FRAUDGATE_PUBLIC_URL');
+  return { values, sources, issues };
+}
+
+/**
+ * Schema issues as the operator can act on them: a value that came from an environment variable is
+ * reported under that variable (they set FRAUDGATE_HTTP_PORT, not `http.port`).
+ */
+function issuesFrom(error: z.ZodError, envSources: ReadonlyMap<string, string>): FieldIssue[] {
+  return error.issues.map((issue) => {
+    const field = issue.path.join('.');
+    const variable = envSources.get(field);
+    return variable === undefined
+      ? { field, message: `${issue.message} (from configuration)` }
+      : { field: variable, message: `${issue.message} (from the environment; it sets ${field})` };
+  });
 }
 
 /** What live mode needs, per service; listed so the refusal says exactly what is missing. */
@@ -1031,7 +1076,11 @@ export function loadConfig(
     }
   }
 
-  merged = mergeConfig(merged, envOverrides(env));
+  const fromEnv = envOverrides(env);
+  issues.push(...fromEnv.issues);
+  merged = mergeConfig(merged, fromEnv.values);
+  // A flag replaces the environment's value, so a problem with that key is no longer the variable's.
+  const envSources = new Map(fromEnv.sources);
   const flagOverrides: Record<string, unknown> = {};
   if (flags.dataDir) flagOverrides.data_dir = flags.dataDir;
   if (flags.readOnly) flagOverrides.read_only = true;
@@ -1042,6 +1091,9 @@ export function loadConfig(
       ...(flags.httpPort === undefined ? {} : { port: flags.httpPort }),
     };
   }
+  for (const key of Object.keys(flagOverrides)) envSources.delete(key);
+  if (flags.httpHost !== undefined) envSources.delete('http.host');
+  if (flags.httpPort !== undefined) envSources.delete('http.port');
   merged = mergeConfig(merged, flagOverrides);
 
   const secrets = readSecrets(env);
@@ -1067,12 +1119,26 @@ export function loadConfig(
   // Parsed once per process: zod's compiled fast path (generated code, built on first parse) would
   // cost start-up more than it could ever save here.
   const parsed = configSchema.safeParse(merged, { jitless: true });
-  if (!parsed.success) issues.push(...issuesFrom(parsed.error, 'configuration'));
+  if (!parsed.success) issues.push(...issuesFrom(parsed.error, envSources));
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
   const mappingIssues = mappingProblems(config.mapping);
   if (mappingIssues.length > 0) throw new InvalidInputError(mappingIssues, 'Invalid configuration');
+  if (config.approvals.default_for_destructive === 'none') {
+    // No deployment needs it: the sandbox's own exceptions are per tool (approvals.tools), see policy.ts.
+    throw new InvalidInputError(
+      [
+        {
+          field: 'approvals.default_for_destructive',
+          message:
+            "'none' would run labels, decisions and suppressions with no human; destructive writes always " +
+            'wait for one. Set approval (the default: a second person), four_eyes or confirm',
+        },
+      ],
+      'Invalid configuration',
+    );
+  }
   const bands = config.risk_bands;
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
     throw new InvalidInputError(

@@ -24,8 +24,16 @@ export type ToolCallObserver = (event: ToolCallEvent) => void;
 export interface Metrics {
   onToolCall: ToolCallObserver;
   onHttpRequest(method: string, status: number): void;
-  /** A gauge read at scrape time (pending approvals from the store, open sessions). */
-  gauge(name: string, help: string, read: () => number | Promise<number>): void;
+  /**
+   * A gauge read at scrape time (pending approvals from the store, open sessions). Gauges of one
+   * name with different `labels` are one family (e.g. `service` for each upstream).
+   */
+  gauge(
+    name: string,
+    help: string,
+    read: () => number | Promise<number>,
+    labels?: Record<string, string>,
+  ): void;
   /** The exposition text. */
   render(): Promise<string>;
 }
@@ -76,7 +84,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const rateLimited = new Counter();
   const httpRequests = new Counter();
   const histogram = new Map<string, { buckets: number[]; sum: number; count: number }>();
-  const gauges: { name: string; help: string; read: () => number | Promise<number> }[] = [];
+  const gauges = new Map<
+    string,
+    { help: string; series: { labels: string; read: () => number | Promise<number> }[] }
+  >();
 
   return {
     onToolCall(event) {
@@ -100,8 +111,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       const m = ['GET', 'POST', 'DELETE', 'HEAD', 'OPTIONS'].includes(method) ? method : 'OTHER';
       httpRequests.inc(labels({ method: m, status: String(status) }));
     },
-    gauge(name, help, read) {
-      gauges.push({ name, help, read });
+    gauge(name, help, read, labelPairs = {}) {
+      const family = gauges.get(name) ?? { help, series: [] };
+      family.series.push({ labels: labels(labelPairs), read });
+      gauges.set(name, family);
     },
     async render() {
       const out: string[] = [];
@@ -135,15 +148,18 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
         rateLimited,
       );
       counter('fraudgate_http_requests_total', 'HTTP requests by method and status.', httpRequests);
-      for (const g of gauges) {
-        let value: number;
-        try {
-          value = await g.read();
-        } catch {
-          // A gauge whose source is down (the store) reads NaN; the scrape itself still works.
-          value = Number.NaN;
+      for (const [name, family] of gauges) {
+        out.push(`# HELP ${name} ${family.help}`, `# TYPE ${name} gauge`);
+        for (const series of family.series) {
+          let value: number;
+          try {
+            value = await series.read();
+          } catch {
+            // A gauge whose source is down (the store) reads NaN; the scrape itself still works.
+            value = Number.NaN;
+          }
+          out.push(`${name}${series.labels} ${value}`);
         }
-        out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${value}`);
       }
       return out.join('\n') + '\n';
     },

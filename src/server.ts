@@ -6,6 +6,11 @@
  * Tool handlers are installed at the protocol level rather than with `registerTool`: the SDK's
  * own argument validation would answer bad input before the pipeline could audit it, and the
  * list must be filtered per principal.
+ *
+ * Around it: `serve` in src/cli.ts wires one process together — the runtime (src/runtime.ts), the
+ * stdio transport (src/transports/stdio.ts) or the HTTP one (src/transports/http.ts: `/mcp`,
+ * health, metrics, the approval console), the Sift and Segment webhooks (src/webhooks) and the outbox
+ * worker that runs their effects (src/outbox, opened by src/outbox/automation.ts).
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { Protocol, type RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';

@@ -157,6 +157,33 @@ describe('loadConfig', () => {
     expect(message).toContain('risk_bands');
   });
 
+  it('FRAUDGATE_READ_ONLY reads true/1/yes/on and false/0/no/off in any case; anything else is refused, naming it', () => {
+    for (const value of ['true', 'TRUE', 'True', '1', 'yes', 'YES', 'on', ' On ']) {
+      expect(loadConfig({}, { FRAUDGATE_READ_ONLY: value }, dir).config.read_only).toBe(true);
+    }
+    for (const value of ['false', 'FALSE', '0', 'no', 'No', 'off', 'OFF']) {
+      expect(loadConfig({}, { FRAUDGATE_READ_ONLY: value }, dir).config.read_only).toBe(false);
+    }
+    for (const value of ['ture', 'enabled', 'y', '2', 'read-only']) {
+      const message = problems(() => loadConfig({}, { FRAUDGATE_READ_ONLY: value }, dir));
+      expect(message).toContain('FRAUDGATE_READ_ONLY');
+      expect(message).toContain('true, 1, yes, on');
+      expect(message).toContain('false, 0, no, off');
+    }
+  });
+
+  it('a bad value from an environment variable is reported under the variable, not as configuration', () => {
+    const port = problems(() => loadConfig({}, { FRAUDGATE_HTTP_PORT: 'abc' }, dir));
+    expect(port).toContain('FRAUDGATE_HTTP_PORT');
+    expect(port).not.toContain('(from configuration)');
+    const store = problems(() => loadConfig({}, { FRAUDGATE_STORE: 'mysql' }, dir));
+    expect(store).toContain('FRAUDGATE_STORE');
+    // The same key from the file is still the file's.
+    const fromFile = problems(() => loadConfig({ configFile: file({ http: { port: -1 } }) }, {}, dir));
+    expect(fromFile).toContain('http.port');
+    expect(fromFile).not.toContain('FRAUDGATE_HTTP_PORT');
+  });
+
   it('a missing config file and invalid JSON are named', () => {
     expect(problems(() => loadConfig({ configFile: join(dir, 'nope.json') }, {}, dir))).toContain(
       'does not exist',

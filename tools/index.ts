@@ -1,6 +1,8 @@
 /**
  * Every tool fraudgate exposes, in the order `tools/list` shows them. Adding a tool is one new
- * module in this folder and one line here; src/server.ts exposes each through the governance pipeline.
+ * module in this folder, one line here and one in ./policy-names.ts (what the configuration's policy
+ * keys may name, checked at start-up without loading the tools; test/tools/policy-names.test.ts fails
+ * until it is there). src/server.ts exposes each through the governance pipeline.
  */
 import type { AnyTool } from '../src/tool.ts';
 import { applyDecision } from './apply-decision.ts';

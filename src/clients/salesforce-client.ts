@@ -101,19 +101,30 @@ export function lookupSoql(lookup: Omit<SalesforceLookup, 'values'>, values: rea
 /**
  * The error for a write Salesforce refused in a collection: NOT_FOUND when the record is gone, else
  * an UPSTREAM_ERROR with Salesforce's code (not retryable: the same write would be refused again).
+ * The public message is built from the code and field names alone, whatever `message` the result
+ * carries; Salesforce's own text (which echoes values and org-written validation text) goes only to
+ * `detail`.
  */
 export function saveError(
   write: Pick<SalesforceWrite, 'op' | 'sobject'>,
   result: SalesforceSaveResult,
 ): FraudgateError {
   const first = result.errors[0];
+  const said = first?.detail ?? first?.message;
+  const detail = first
+    ? `${write.sobject} ${write.op}: ${first.statusCode}${said ? `: ${said}` : ''}`.slice(0, 2000)
+    : undefined;
   if (first?.statusCode === 'ENTITY_IS_DELETED' || first?.statusCode === 'NOT_FOUND') {
-    return new NotFoundError(`Salesforce has no such ${write.sobject} (it may have been deleted).`);
+    return new NotFoundError(`Salesforce has no such ${write.sobject} (it may have been deleted).`, detail);
   }
-  return new UpstreamError(
-    `Salesforce refused the ${write.sobject} ${write.op}: ${first?.message ?? 'unknown error'}`,
-    { service: SERVICE, status: 400, ...(first ? { upstreamCode: first.statusCode } : {}), retryable: false },
-  );
+  const described = first ? describeCode(first.statusCode, first.fields ?? []) : 'unknown error';
+  return new UpstreamError(`Salesforce refused the ${write.sobject} ${write.op}: ${described}.`, {
+    service: SERVICE,
+    status: 400,
+    ...(first ? { upstreamCode: first.statusCode } : {}),
+    retryable: false,
+    ...(detail ? { detail } : {}),
+  });
 }
 
 /** The key a lookup value and a row's field value are matched on: SOQL text equality ignores case. */
@@ -252,7 +263,7 @@ function describeCode(code: string, fields: string[]): string {
     case 'JSON_PARSER_ERROR':
       return named ? `value of the wrong type for ${named}` : 'the request body was not accepted';
     case 'FIELD_CUSTOM_VALIDATION_EXCEPTION':
-      return 'a validation rule in the org rejected the record';
+      return `a validation rule in the org rejected the record${named ? ` (on ${named})` : ''}`;
     case 'ENTITY_IS_DELETED':
       return 'the record is deleted';
     case 'ALL_OR_NONE_OPERATION_ROLLED_BACK':
@@ -605,8 +616,14 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       ...(r.created === undefined ? {} : { created: r.created }),
       errors: (r.errors ?? []).map((err) => {
         const fields = err.fields ?? fieldsOf(err, err.message ?? '');
-        // Salesforce's own text can echo values; keep only the code and field names.
-        return { statusCode: err.statusCode, message: describeCode(err.statusCode, fields), fields };
+        // Salesforce's own text can echo values: the public message keeps only the code and field
+        // names; the text itself travels as the private detail.
+        return {
+          statusCode: err.statusCode,
+          message: describeCode(err.statusCode, fields),
+          fields,
+          ...(err.message ? { detail: err.message } : {}),
+        };
       }),
     }));
 
@@ -976,10 +993,18 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         const errors = subrequestErrorsSchema.safeParse(answer?.body);
         const first = errors.success ? errors.data[0] : undefined;
         const statusCode = first?.errorCode ?? 'UNKNOWN_EXCEPTION';
+        const said = first?.message;
         return c.records.map(() => ({
           id: '',
           success: false,
-          errors: [{ statusCode, message: describeCode(statusCode, []), fields: [] }],
+          errors: [
+            {
+              statusCode,
+              message: describeCode(statusCode, []),
+              fields: [],
+              ...(said ? { detail: said } : {}),
+            },
+          ],
         }));
       });
       const found = await Promise.all(

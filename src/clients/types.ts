@@ -195,7 +195,17 @@ export interface SalesforceSaveResult {
   id: string;
   success: boolean;
   created?: boolean;
-  errors: { statusCode: string; message: string; fields?: string[] }[];
+  errors: {
+    statusCode: string;
+    /** A value-free description built from the code and field names: safe to show. */
+    message: string;
+    fields?: string[];
+    /**
+     * Salesforce's own text, which can echo the refused values and org-written validation text:
+     * private, for an error's `detail` (logs, redacted audit); never in a message or a tool result.
+     */
+    detail?: string;
+  }[];
 }
 
 /**

@@ -124,6 +124,15 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     });
   });
 
+/** The reason a superseded approval carries; {@link supersedingApprovalId} reads the id back. */
+const supersededReason = (newerId: string) =>
+  `superseded by ${newerId}, a newer request for the same tool and target`;
+
+/** The approval that superseded this one, from the reason `supersedeOlder` stored. */
+function supersedingApprovalId(reason: string | undefined): string | undefined {
+  return /^superseded by (apr_[a-z0-9]+),/.exec(reason ?? '')?.[1];
+}
+
 function toView(a: Approval): ApprovalView {
   const { args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
   return view;
@@ -667,6 +676,24 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         { data: { approval_id: approval.id } },
       );
     }
+    if (approval.state === 'superseded') {
+      const newer = supersedingApprovalId(approval.reason);
+      // Final for this call: calling again would open yet another request and supersede the newer one.
+      throw new FraudgateError(
+        ERROR_CODES.CONFLICT,
+        `Approval ${approval.id} (${approval.tool} on ${approval.target}) was superseded by ` +
+          `${newer ?? 'a newer request'}, a newer request for the same tool and target; it will never run, ` +
+          `and this call did nothing. The newer request stands in its place: do not call ${approval.tool} again for this.`,
+        {
+          retryable: false,
+          data: {
+            approval_id: approval.id,
+            state: approval.state,
+            ...(newer === undefined ? {} : { superseded_by: newer }),
+          },
+        },
+      );
+    }
     if (approval.state === 'denied' || approval.state === 'expired') {
       throw new FraudgateError(
         ERROR_CODES.APPROVAL_DENIED,
@@ -832,13 +859,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const pending = await approvals.list({ states: ['pending'], limit: 1000 });
     for (const older of pending) {
       if (older.id === newer.id || older.tool !== newer.tool || keyOf(older) !== key) continue;
-      const message = `superseded by ${newer.id}, a newer request for the same tool and target`;
-      const patch = { decided_at: now().toISOString(), reason: message };
+      const reason = supersededReason(newer.id);
+      const patch = { decided_at: now().toISOString(), reason };
+      // One pending approval per tool and target, whoever asked: the ledger says when the newer
+      // request was someone else's (the approval's own reason, shown to its requester, does not).
+      const byWhom =
+        newer.requester === older.requester
+          ? ''
+          : `; the newer request is ${newer.requester}'s, the superseded one was ${older.requester}'s`;
       const superseded: AuditInput = {
         ...base,
         event: 'superseded',
         approval_id: older.id,
-        outcome: { code: 'SUPERSEDED', message },
+        outcome: { code: 'SUPERSEDED', message: reason + byWhom },
       };
       if (!deps.approvalTransaction) {
         const moved = await approvals.transition(older.id, ['pending'], 'superseded', patch);

@@ -73,11 +73,13 @@ export function resolveApproval(
 
 /**
  * Policy keys must name real tools: a typo (`apply_lable`) would otherwise leave the real tool on its
- * default without a word. Throws at start-up listing every unknown name and the known ones.
+ * default without a word. And a destructive tool (or one of its call keys) set to `none` is refused
+ * outside the sandbox: destructive writes always wait for a human. Throws at start-up listing every
+ * problem (unknown names with the known ones).
  */
 export function checkPolicyNames(
-  tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[],
-  config: Pick<Config, 'approvals' | 'rate_limits' | 'budgets'>,
+  tools: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>[],
+  config: Pick<Config, 'approvals' | 'rate_limits' | 'budgets' | 'mode'>,
 ): void {
   const toolNames = tools.map((t) => t.name);
   const approvalKeys = [...toolNames, ...tools.flatMap((t) => (t.approvalKeys ?? []).map((k) => k.key))];
@@ -94,5 +96,32 @@ export function checkPolicyNames(
   // The default limits name built-in tools; a server built with fewer tools just never matches them.
   const budgetKeys = Object.keys(config.budgets.limits).filter((k) => !(k in DEFAULTS.budgets.limits));
   check('budgets.limits', budgetKeys, approvalKeys, 'tool or approval key');
+  issues.push(...destructiveWithoutHuman(tools, config));
   if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
+}
+
+/**
+ * `approvals.tools` entries that would let a destructive tool run with no human. The sandbox keeps
+ * them (tests and benchmarks drive the outbox's suppressions through emulators without an approver);
+ * anywhere else they stop start-up.
+ */
+function destructiveWithoutHuman(
+  tools: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>[],
+  config: Pick<Config, 'approvals' | 'mode'>,
+): FieldIssue[] {
+  if (config.mode === 'sandbox') return [];
+  const destructive = new Set(
+    tools
+      .filter((t) => t.risk === 'destructive')
+      .flatMap((t) => [t.name, ...(t.approvalKeys ?? []).map((k) => k.key)]),
+  );
+  return Object.entries(config.approvals.tools)
+    .filter(([name, mode]) => mode === 'none' && destructive.has(name))
+    .map(([name]) => ({
+      field: `approvals.tools.${name}`,
+      message:
+        `${name} is destructive and always waits for a human outside the sandbox; remove the entry ` +
+        '(the default is a second person) or set approval, four_eyes or confirm ' +
+        '(to let the requester decide their own calls, also list it in approvals.self_approval)',
+    }));
 }

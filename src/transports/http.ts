@@ -58,6 +58,8 @@ export interface HttpServerOptions {
   authenticator?: Authenticator;
   /** JWT verification keys instead of fetching `auth.jwt.jwks_url` (tests, air-gapped deployments). */
   jwks?: JWTVerifyGetKey;
+  /** How long an upstream probe's answer is reused (default 5 s; 0 probes on every request). */
+  upstreamProbeTtlMs?: number;
   metrics?: Metrics;
   /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
   extraHandlers?: HttpHandler[] | ((context: HttpHandlerContext) => HttpHandler[]);
@@ -128,6 +130,16 @@ function bearerToken(req: IncomingMessage): string | undefined {
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return match?.[1];
 }
+
+/**
+ * How long one round of upstream probes answers `/readyz` and `/metrics`. `/readyz` needs no token,
+ * so a flood of it must not become a flood of connects to the vendors: at most one round (three
+ * connects) per this period.
+ */
+const UPSTREAM_PROBE_TTL_MS = 5_000;
+
+const UPSTREAMS = ['sift', 'segment', 'salesforce'] as const;
+type UpstreamReachability = Record<(typeof UPSTREAMS)[number], 'ok' | 'unreachable'>;
 
 /** TCP reachability only: no request reaches the upstream (or the emulators' journals), no secret is sent. */
 function reachable(url: string, timeoutMs = 1000): Promise<boolean> {
@@ -320,6 +332,36 @@ export async function startHttpServer(
   );
   // Read at scrape time from the last reaper tick: a scrape must not wait on the store.
   metrics.gauge('fraudgate_mcp_sessions', 'Open MCP sessions over HTTP (all replicas).', () => openSessions);
+
+  const probeTtlMs = options.upstreamProbeTtlMs ?? UPSTREAM_PROBE_TTL_MS;
+  let upstreamProbe: { at: number; answer: Promise<UpstreamReachability> } | undefined;
+  /** The last round of upstream probes, or a new one when it is older than the TTL; callers share a round in flight. */
+  function upstreams(): Promise<UpstreamReachability> {
+    const now = performance.now();
+    if (!upstreamProbe || now - upstreamProbe.at >= probeTtlMs) {
+      const urls = {
+        sift: config.sift.base_url,
+        segment: config.segment.host,
+        salesforce: config.salesforce.login_url,
+      };
+      const answer = Promise.all(UPSTREAMS.map((service) => reachable(urls[service]))).then(
+        (up) =>
+          Object.fromEntries(
+            UPSTREAMS.map((service, i) => [service, up[i] ? 'ok' : 'unreachable']),
+          ) as UpstreamReachability,
+      );
+      upstreamProbe = { at: now, answer };
+    }
+    return upstreamProbe.answer;
+  }
+  for (const service of UPSTREAMS) {
+    metrics.gauge(
+      'fraudgate_upstream_reachable',
+      `Whether the upstream answered a TCP connect (1) or not (0); probed at most every ${probeTtlMs / 1000} s.`,
+      async () => ((await upstreams())[service] === 'ok' ? 1 : 0),
+      { service },
+    );
+  }
 
   const sweep = async () => {
     await sessions.sweep();
@@ -547,11 +589,9 @@ export async function startHttpServer(
     } catch {
       store = 'unavailable';
     }
-    const [redis, sift, segment, salesforce] = await Promise.all([
+    const [redis, upstream] = await Promise.all([
       config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
-      reachable(config.sift.base_url),
-      reachable(config.segment.host),
-      reachable(config.salesforce.login_url),
+      upstreams(),
     ]);
     const ledger = runtime.audit.health();
     const checks = {
@@ -560,12 +600,16 @@ export async function startHttpServer(
       audit: ledger.ok ? 'ok' : 'failing',
       // Shared rate-limit buckets: while Redis is down every call is refused (retryable, audited).
       ...(redis === undefined ? {} : { redis: redis ? 'ok' : 'unavailable' }),
-      sift: sift ? 'ok' : 'unreachable',
-      segment: segment ? 'ok' : 'unreachable',
-      salesforce: salesforce ? 'ok' : 'unreachable',
     };
+    // Readiness is what this replica needs to serve. A vendor outage is every replica's: failing
+    // readiness on it would take them all (console and approvals too) out of the load balancer, so
+    // upstreams are reported, not checked.
     const ok = Object.values(checks).every((v) => v === 'ok') && !draining;
-    sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : draining ? 'draining' : 'not_ready', checks });
+    sendJson(res, ok ? 200 : 503, {
+      status: ok ? 'ready' : draining ? 'draining' : 'not_ready',
+      checks,
+      upstreams: upstream,
+    });
   }
 
   async function handleMetrics(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {

@@ -10,6 +10,7 @@ import { Connection } from 'jsforce';
 import { FraudgateError, UpstreamError } from '../../src/errors.ts';
 import {
   createSalesforceClient,
+  saveError,
   soqlQuote,
   type SalesforceClientConfig,
 } from '../../src/clients/salesforce-client.ts';
@@ -647,6 +648,40 @@ describe('composite writes', () => {
     );
     expect(error.upstreamCode).toBe('REQUIRED_FIELD_MISSING');
     expect(emu.records('FeedItem').filter((f) => f.Body === 'stands')).toHaveLength(1);
+  });
+
+  it('a refusal whose Salesforce text echoes the value names the code and field; the value stays in detail', async () => {
+    const error = await rejection(
+      client().writeTogether([
+        { op: 'create', sobject: 'Case', record: { Subject: 'x', Priority: 'alice@example.com' } },
+      ]),
+    );
+    expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
+    expect(error.message).toContain('Priority');
+    expect(error.message).not.toContain('alice@example.com');
+    expect(error.detail).toContain('alice@example.com');
+  });
+
+  it('saveError builds its public message from the code and fields, never the result message', () => {
+    // A save result from any SalesforceClient, its message still Salesforce's own text.
+    const error = saveError(
+      { op: 'update', sobject: 'Contact' },
+      {
+        id: '',
+        success: false,
+        errors: [
+          {
+            statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+            message: 'bob@example.com is on legal hold',
+            fields: ['Sift_Decision__c'],
+          },
+        ],
+      },
+    ) as UpstreamError;
+    expect(error.upstreamCode).toBe('FIELD_CUSTOM_VALIDATION_EXCEPTION');
+    expect(error.message).toContain('Sift_Decision__c');
+    expect(error.message).not.toContain('bob@example.com');
+    expect(error.detail).toContain('bob@example.com');
   });
 
   it('the emulator enforces the composite limits, resolves references and honours allOrNone', async () => {

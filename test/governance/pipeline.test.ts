@@ -6,6 +6,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UNIDENTIFIED } from '../../src/auth/identity.ts';
+import { loadConfig } from '../../src/config.ts';
 import { databasePath } from '../../src/store/store.ts';
 import { storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
@@ -55,6 +56,14 @@ describe('identity and authorization', () => {
     });
     expect(result.error.code).toBe('FORBIDDEN');
     expect(result.error.message).toContain('read-only');
+  });
+
+  it('FRAUDGATE_READ_ONLY=YES hides write tools from a client, as true does', async () => {
+    const { read_only } = loadConfig({ sandbox: true }, { FRAUDGATE_READ_ONLY: 'YES' }).config;
+    env = await setup({ config: { read_only } });
+    const listed = (await env.client.listTools()).tools;
+    expect(listed.map((t) => t.name)).not.toContain('suppress_user');
+    expect(listed.every((t) => t.annotations?.readOnlyHint === true)).toBe(true);
   });
 
   it('a viewer sees only read tools and is refused writes', async () => {

@@ -324,6 +324,23 @@ describe('batching Salesforce read-backs', () => {
     await sf.close();
   });
 
+  it("a refused write fails only its caller, naming the code and field; Salesforce's text only in detail", async () => {
+    const sf = batching(50);
+    const [saved, refused] = await Promise.allSettled([
+      upsertCase(sf, 'rb-standing'),
+      sf.upsert('Case', 'Fraudgate_Key__c', { ...caseRecord('rb-refused'), Priority: 'carol@example.com' }),
+    ]);
+    expect(saved.status).toBe('fulfilled');
+    expect(composites()).toHaveLength(1);
+    const error = (refused as PromiseRejectedResult).reason as UpstreamError;
+    expect(error).toBeInstanceOf(UpstreamError);
+    expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
+    expect(error.message).toContain('Priority');
+    expect(error.message).not.toContain('carol@example.com');
+    expect(error.detail).toContain('carol@example.com');
+    await sf.close();
+  });
+
   it('refuses an upsert without its key before it joins anyone', async () => {
     const sf = batching(50);
     await expect(

@@ -1,7 +1,8 @@
 /**
  * Crash test: the worker runs as its own process (`fraudgate outbox work`), is killed with SIGKILL
  * mid-drain, and a fresh one (`outbox work --once`) finishes the job: nothing lost (every effect
- * done or superseded), nothing duplicated (Segment messageIds, cases, Chatter markers).
+ * done, superseded or — a suppression, in live mode — waiting for a human), nothing duplicated
+ * (Segment messageIds, cases, Chatter markers).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -25,7 +26,6 @@ function startWorker(e: OutboxEnv, once: boolean): ChildProcess {
   writeFileSync(
     configFile,
     JSON.stringify({
-      approvals: { tools: { suppress_user: 'none' } },
       sift: { max_retries: 2, timeout_ms: 1500 },
       salesforce: { timeout_ms: 1500 },
       // A short lease so the second worker takes over the killed one's effects quickly.

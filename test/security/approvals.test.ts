@@ -284,3 +284,68 @@ describe('policy configuration is checked', () => {
     }
   });
 });
+
+describe('destructive tools always wait for a human outside the sandbox', () => {
+  const LIVE_ENV = {
+    SIFT_API_KEY: 'k',
+    SIFT_ACCOUNT_ID: 'acct',
+    SEGMENT_WRITE_KEY: 'w',
+    SEGMENT_PROFILE_TOKEN: 't',
+    SEGMENT_SPACE_ID: 'spa',
+    SALESFORCE_CLIENT_ID: 'id',
+    SALESFORCE_CLIENT_SECRET: 's',
+  };
+  /** `fraudgate approvals list` with this policy file: its exit code and what it wrote to stderr. */
+  async function start(policy: unknown, live: boolean): Promise<{ code: number; written: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'fraudgate-policy-'));
+    const file = join(dir, 'fraudgate.json');
+    writeFileSync(file, JSON.stringify(policy));
+    if (live) for (const [name, value] of Object.entries(LIVE_ENV)) vi.stubEnv(name, value);
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      const code = await main([
+        'approvals',
+        'list',
+        ...(live ? [] : ['--sandbox']),
+        '--config',
+        file,
+        '--data-dir',
+        dir,
+      ]);
+      return { code, written: stderr.mock.calls.map((c) => String(c[0])).join('') };
+    } finally {
+      stderr.mockRestore();
+      stdout.mockRestore();
+      vi.unstubAllEnvs();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it.each(['suppress_user', 'apply_label', 'undo_action', 'apply_decision:watch'])(
+    'approvals.tools.%s = none stops a live start-up, naming the key',
+    async (name) => {
+      const { code, written } = await start({ approvals: { tools: { [name]: 'none' } } }, true);
+      expect(code).toBe(1);
+      expect(written).toContain('Invalid configuration');
+      expect(written).toContain(`approvals.tools.${name}`);
+      expect(written).toContain('always waits for a human');
+    },
+  );
+
+  it('a write tool set to none, and a destructive one in the sandbox, still start', async () => {
+    expect(
+      (await start({ approvals: { tools: { create_fraud_case: 'none' } } }, true)).written,
+    ).not.toContain('Invalid configuration');
+    const sandbox = await start({ approvals: { tools: { suppress_user: 'none' } } }, false);
+    expect(sandbox.written).not.toContain('Invalid configuration');
+    expect(sandbox.code).toBe(0);
+  });
+
+  it.each([true, false])('approvals.default_for_destructive = none is refused (live: %s)', async (live) => {
+    const { code, written } = await start({ approvals: { default_for_destructive: 'none' } }, live);
+    expect(code).toBe(1);
+    expect(written).toContain('approvals.default_for_destructive');
+    expect(written).toContain('no human');
+  });
+});

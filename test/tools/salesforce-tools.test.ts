@@ -162,6 +162,41 @@ describe('sync_decision_to_salesforce', () => {
     expect(record(env, 'Contact', demo(env).contacts['sandbox-blocked'])?.Sift_Decision__c).toBe('block');
   });
 
+  it("a write the org refuses names the code and field to the model, never Salesforce's text", async () => {
+    env = await setup();
+    // An org validation rule whose text echoes the contact's email, answered for every record.
+    const refused = {
+      success: false,
+      errors: [
+        {
+          statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+          message: 'watch.user@example.com is on legal hold: Sift_Decision__c is locked',
+          fields: ['Sift_Decision__c'],
+        },
+      ],
+    };
+    env.sandbox.salesforce.faults.inject({
+      method: 'POST',
+      path: '/composite',
+      status: 200,
+      body: {
+        compositeResponse: Array.from({ length: 5 }, (_, i) => ({
+          body: [refused, refused],
+          httpHeaders: {},
+          httpStatusCode: 200,
+          referenceId: `c${i}`,
+        })),
+      },
+    });
+    const result = await callRead(env, 'sync_decision_to_salesforce', { user_id: 'sandbox-watch' });
+    expect(result.raw.isError).toBe(true);
+    const text = JSON.stringify(result.raw);
+    expect(text).not.toContain('watch.user@example.com');
+    expect(text).not.toContain('legal hold');
+    expect(result.error).toMatchObject({ upstream_code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION' });
+    expect(result.error?.message).toContain('Sift_Decision__c');
+  });
+
   it('unmatched users are NOT_FOUND; dry run writes nothing', async () => {
     env = await setup();
     const none = await env.callTool('sync_decision_to_salesforce', { user_id: 'sandbox-unmatched' });

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -90,6 +91,7 @@ async function start(
     mode?: Config['mode'];
     dataDir?: string;
     port?: number;
+    upstreamProbeTtlMs?: number;
   } = {},
 ): Promise<Started> {
   const logs: string[] = [];
@@ -115,6 +117,7 @@ async function start(
     port: options.port ?? 0,
     devToken: DEV_TOKEN,
     jwks,
+    ...(options.upstreamProbeTtlMs === undefined ? {} : { upstreamProbeTtlMs: options.upstreamProbeTtlMs }),
   });
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -648,19 +651,61 @@ describe('HTTP hardening', () => {
 });
 
 describe('health and metrics', () => {
-  it('/healthz needs no auth; /readyz checks the store and upstream reachability', async () => {
+  it('/healthz needs no auth; /readyz checks what the replica needs and reports upstream reachability', async () => {
     const { http } = await start();
     expect(await (await fetch(`${http.url}/healthz`)).json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${http.url}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({
-      checks: { store: 'ok', sift: 'ok', segment: 'ok', salesforce: 'ok' },
+      status: 'ready',
+      checks: { store: 'ok', audit: 'ok' },
+      upstreams: { sift: 'ok', segment: 'ok', salesforce: 'ok' },
     });
 
-    const broken = await start({ config: { sift: { base_url: 'http://127.0.0.1:1' } } });
-    const notReady = await fetch(`${broken.http.url}/readyz`);
-    expect(notReady.status).toBe(503);
-    expect(await notReady.json()).toMatchObject({ checks: { sift: 'unreachable', store: 'ok' } });
+    // A vendor outage is every replica's: it must not take them all out of the load balancer.
+    const siftDown = await start({ config: { sift: { base_url: 'http://127.0.0.1:1' } } });
+    const stillReady = await fetch(`${siftDown.http.url}/readyz`);
+    expect(stillReady.status).toBe(200);
+    const body = (await stillReady.json()) as { status: string; checks: Record<string, string> };
+    expect(body).toMatchObject({
+      status: 'ready',
+      checks: { store: 'ok', audit: 'ok' },
+      upstreams: { sift: 'unreachable', segment: 'ok', salesforce: 'ok' },
+    });
+    expect(body.checks).not.toHaveProperty('sift');
+    const text = await (await fetch(`${siftDown.http.url}/metrics`)).text();
+    expect(text).toContain('fraudgate_upstream_reachable{service="sift"} 0');
+    expect(text).toContain('fraudgate_upstream_reachable{service="salesforce"} 1');
+    expect(text.match(/# TYPE fraudgate_upstream_reachable gauge/g)).toHaveLength(1);
+  });
+
+  it('a flood of /readyz reuses one round of upstream probes', async () => {
+    let connects = 0;
+    const counter = createNetServer((socket) => {
+      connects += 1;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => counter.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => counter.close(() => resolve())));
+    const siftUrl = `http://127.0.0.1:${(counter.address() as AddressInfo).port}`;
+    const readyz = async (url: string) => {
+      const res = await fetch(`${url}/readyz`);
+      return (await res.json()) as { upstreams: Record<string, string> };
+    };
+
+    // A period longer than the test: every request after the first reuses its answer.
+    const cached = await start({ config: { sift: { base_url: siftUrl } }, upstreamProbeTtlMs: 3_600_000 });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => readyz(cached.http.url)));
+    for (let i = 0; i < 20; i += 1) answers.push(await readyz(cached.http.url));
+    await fetch(`${cached.http.url}/metrics`);
+    expect(answers.every((a) => a.upstreams.sift === 'ok')).toBe(true);
+    expect(connects).toBe(1);
+
+    // Without the reuse, each request is its own connect.
+    connects = 0;
+    const uncached = await start({ config: { sift: { base_url: siftUrl } }, upstreamProbeTtlMs: 0 });
+    for (let i = 0; i < 5; i += 1) await readyz(uncached.http.url);
+    expect(connects).toBe(5);
   });
 
   it('/metrics shows calls by tool and outcome, latency, pending approvals, upstream errors and rate limits', async () => {
