@@ -12,6 +12,8 @@ import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
+import { createRefusalBudget, type RefusalBudget } from '../../src/governance/refusal-budget.ts';
+import type { Runtime } from '../../src/runtime.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import type { AnyTool } from '../../src/tool.ts';
@@ -29,6 +31,15 @@ export function sign(
   algorithm: 'sha1' | 'sha256' = 'sha256',
 ): string {
   return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
+}
+
+/** The webhook endpoints' refusal budget as `serve --http` builds it, on `runtime`'s limiter and bucket. */
+export function webhookRefusals(runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config'>): RefusalBudget {
+  return createRefusalBudget({
+    audit: runtime.audit,
+    rateLimiter: runtime.rateLimiter,
+    bucket: runtime.config.rate_limits.refusals,
+  });
 }
 
 export interface OutboxEnv {
@@ -113,6 +124,7 @@ export async function outboxEnv(
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   const server: Server = createServer((req, res) => {

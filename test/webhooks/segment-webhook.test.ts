@@ -12,7 +12,7 @@ import { sendSegmentWebhook, segmentSignature } from '../../src/sandbox/segment-
 import { isOutcomeUnknown } from '../../src/store/outbox-store.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
 
@@ -39,6 +39,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     audit: runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   server = createServer((req, res) => {
@@ -146,6 +147,65 @@ describe('POST /webhooks/segment', () => {
     expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(
       3 + malformed.length,
     );
+  });
+
+  it('a batch signed over its first event alone is refused: one signed message cannot carry forged ones', async () => {
+    const { env, url } = await start();
+    const post = (body: string, headers: Record<string, string>) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    // The attacker holds one genuinely signed message (Classic signs the body, Actions the event)…
+    const genuine = order('m-genuine', 'sandbox-low-risk');
+    const signatureOfGenuine = segmentSignature(JSON.stringify(genuine), SECRET);
+    expect((await post(JSON.stringify(genuine), { 'x-signature': signatureOfGenuine })).status).toBe(200);
+    // …and puts forged messages after it, under its signature.
+    const forged = [genuine, order('m-forged-1', 'sandbox-high-risk'), order('m-forged-2', 'sandbox-watch')];
+    const attack = await post(JSON.stringify(forged), { 'x-signature': signatureOfGenuine });
+    expect(attack.status).toBe(401);
+    const { error } = (await attack.json()) as { error: string };
+    expect(error).toContain('only the first event');
+    expect(error).toContain('X-Segment-Signature');
+    expect(error).toContain('useSegmentSignatureHeader');
+    // The same signature sent as the whole-body header is no better.
+    expect((await post(JSON.stringify(forged), { 'x-segment-signature': signatureOfGenuine })).status).toBe(
+      401,
+    );
+    // Segment's own legacy batched signing is refused the same way, saying what to change in Segment.
+    const legacy = await sendSegmentWebhook(url, forged.slice(1), { secret: SECRET, signing: 'first_event' });
+    expect(legacy.status).toBe(401);
+    expect(String(legacy.body.error)).toContain('only the first event');
+
+    const stored = (await env.automation.store.list({ limit: 10 })).map((e) => e.args);
+    expect(JSON.stringify(stored)).not.toContain('m-forged');
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected') as {
+      outcome?: { message?: string };
+    }[];
+    expect(rejected.filter((r) => r.outcome?.message?.includes('only the first event'))).toHaveLength(2);
+  });
+
+  it('batches signed whole (X-Segment-Signature), and a batch of one signed over its event, are accepted', async () => {
+    const { url } = await start();
+    const batch = [order('m-w1', 'sandbox-high-risk'), order('m-w2', 'sandbox-low-risk')];
+    expect(await sendSegmentWebhook(url, batch, { secret: SECRET })).toMatchObject({
+      status: 200,
+      body: { accepted: 2 },
+    });
+    const one = [order('m-one', 'sandbox-high-risk')];
+    expect(await sendSegmentWebhook(url, one, { secret: SECRET, signing: 'first_event' })).toMatchObject({
+      status: 200,
+      body: { accepted: 1 },
+    });
+    // The whole-body header decides when both are sent: a wrong one is not rescued by X-Signature.
+    const body = JSON.stringify([order('m-both', 'sandbox-high-risk')]);
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-signature': segmentSignature(body, SECRET),
+        'x-segment-signature': segmentSignature(body, 'wrong-secret'),
+      },
+      body,
+    });
+    expect(res.status).toBe(401);
   });
 
   it('without SEGMENT_WEBHOOK_SECRET every delivery is refused (fail closed)', async () => {
