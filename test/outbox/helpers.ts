@@ -188,6 +188,7 @@ export async function startSegmentIntake(
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   const server = createServer((req, res) => {
