@@ -361,6 +361,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
     await sandbox?.close();
     throw error;
   });
+  const replicaId = replicaIdFor(config, role);
   const runtime = await openRuntime({
     config,
     secrets,
@@ -370,8 +371,8 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
     keys,
     // An explicit replica id continues this replica's audit chain across restarts.
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
+    replicaId,
   });
-  const replicaId = replicaIdFor(config, role);
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
   const jobs = await startServeJobs(runtime, replicaId);
   // Everything is loaded now: the code V8 compiled is kept for the next start (bin/fraudgate.js

@@ -424,6 +424,11 @@ export async function openRuntime(options: {
   audit?: AuditLog;
   /** The ledger writer id when opening one (`serve` passes FRAUDGATE_REPLICA_ID). */
   auditWriter?: string;
+  /**
+   * This replica's id (`replicaIdFor`), passed by `serve` only: approvals this runtime executes carry
+   * it, so the replica restarted under the same id resumes those it died running (PipelineDeps).
+   */
+  replicaId?: string;
   /** The process's store; default: opened here (and closed by `close()`). */
   store?: Store;
   /** The keys the process loaded at start-up; default: loaded here. */
@@ -474,6 +479,7 @@ export async function openRuntime(options: {
     redactor: state.redactor,
     rateLimiter,
     logger,
+    ...(options.replicaId ? { replicaId: options.replicaId } : {}),
   });
   // A runtime whose calls wait for decisions hears other replicas' from now on (the automation's never wait).
   if (config.approvals.wait_ms > 0) await state.approvalSignal.listen();

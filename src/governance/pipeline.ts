@@ -95,6 +95,12 @@ export interface PipelineDeps {
   rateLimiter: RateLimiter;
   /** Blast-radius budgets for destructive effects (src/governance/budgets.ts); absent: none. */
   budgets?: Budgets;
+  /**
+   * This replica's stable id, given by `serve` only (the one process that holds it): approvals it
+   * claims for execution carry it, so the replica restarted under the same id re-runs (or fails) those
+   * its previous process was running when it died at once, instead of after INTERRUPTED_AFTER_MS.
+   */
+  replicaId?: string;
   logger: Logger;
   now?: () => Date;
 }
@@ -580,9 +586,32 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ) {
       return approval;
     }
+    // Counted before the claim and uncounted after the outcome is stored, so an `executing` approval
+    // under this replica id that is not counted here is never one this process is running.
+    executingHere.set(approval.id, (executingHere.get(approval.id) ?? 0) + 1);
+    try {
+      return await claimAndRun(approval, tool, requester, budgetKeys, channel, callId, options.recheck);
+    } finally {
+      const attempts = (executingHere.get(approval.id) ?? 1) - 1;
+      if (attempts > 0) executingHere.set(approval.id, attempts);
+      else executingHere.delete(approval.id);
+    }
+  }
+
+  async function claimAndRun(
+    approval: Approval,
+    tool: AnyTool | undefined,
+    requester: Principal,
+    budgetKeys: string[],
+    channel: Partial<CallChannel>,
+    callId: string,
+    recheck: boolean | undefined,
+  ): Promise<Approval> {
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
+    // Always written: a claim by a process without a replica id must not keep an earlier claimer's.
     const claimed = await approvals.transition(approval.id, ['approved'], 'executing', {
       executed_at: now().toISOString(),
+      executed_by: deps.replicaId ?? (null as unknown as string),
     });
     if (!claimed) return (await approvals.get(approval.id)) ?? approval;
     if (!tool) {
@@ -592,7 +621,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         })) ?? approval
       );
     }
-    if (options.recheck !== false) {
+    if (recheck !== false) {
       const instead = await recheckEvidence(tool, approval, requester, channel);
       if (instead) return instead;
     }
@@ -617,8 +646,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         // Paused meanwhile: back to approved (nothing ran), to run after the lift.
         const clear = null as unknown as string;
         return (
-          (await approvals.transition(approval.id, ['executing'], 'approved', { executed_at: clear })) ??
-          approval
+          (await approvals.transition(approval.id, ['executing'], 'approved', {
+            executed_at: clear,
+            executed_by: clear,
+          })) ?? approval
         );
       }
       const error = toFraudgateError(thrown);
@@ -633,14 +664,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   /**
    * An approval left `executing` longer than any call can take was interrupted (the process died
-   * mid-call). An idempotent tool is run again — its upstream keys (approval id as Segment messageId,
-   * the same label) make a repeat harmless; any other tool is marked failed, because whether the
-   * first attempt reached the upstream is unknown and a blind retry could duplicate it.
+   * mid-call); so was one claimed under this replica's id that this process is not running (the
+   * replica was restarted: only one process holds a replica id, as with outbox leases). An idempotent
+   * tool is run again — its upstream keys (approval id as Segment messageId, the same label) make a
+   * repeat harmless; any other tool is marked failed, because whether the first attempt reached the
+   * upstream is unknown and a blind retry could duplicate it.
    */
   async function recoverInterrupted(): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
     for (const stuck of await approvals.list({ states: ['executing'], limit: 50 })) {
-      if (!stuck.executed_at || Date.parse(stuck.executed_at) > staleBefore) continue;
+      if (!stuck.executed_at) continue;
+      const orphaned =
+        deps.replicaId !== undefined && stuck.executed_by === deps.replicaId && !executingHere.has(stuck.id);
+      if (!orphaned && Date.parse(stuck.executed_at) > staleBefore) continue;
       const tool = byName.get(stuck.tool);
       if (tool?.idempotent) {
         const requeued = await approvals.transition(stuck.id, ['executing'], 'approved');
@@ -1171,6 +1207,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     close: () => refusals.flush(),
   };
 }
+
+/**
+ * Approvals some pipeline of this process may be executing, with how many attempts (a waiting call
+ * and a sweep can try the same one; one claims it). Process-wide, not per pipeline: `serve` runs two
+ * (MCP and automation) under one replica id, and neither may take the other's for orphans.
+ */
+const executingHere = new Map<string, number>();
 
 const newApprovalId = () => `apr_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
 

@@ -95,6 +95,7 @@ export async function openAutomation(options: {
   logger: Logger;
   /** Prebuilt base clients (tests); default from config and secrets. */
   clients?: UpstreamClients;
+  /** The replica id (`serve`): the worker's lease owner, and the executor its approvals carry. */
   owner?: string;
   /** false: one upstream request per record (the benchmark's naive baseline). */
   batching?: boolean;
@@ -114,6 +115,8 @@ export async function openAutomation(options: {
     logger: options.logger,
     clients,
     observeScores: false,
+    // The outbox owner is the replica id (`serve`): its approvals resume after a restart like its leases.
+    ...(options.owner ? { replicaId: options.owner } : {}),
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.keys ? { keys: options.keys } : {}),

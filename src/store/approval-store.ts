@@ -49,6 +49,11 @@ export interface Approval {
   decided_by?: string;
   reason?: string;
   executed_at?: string;
+  /**
+   * The replica id (FRAUDGATE_REPLICA_ID) of the `serve` that claimed it for execution, so that
+   * replica, restarted, knows an `executing` one of its own was interrupted; absent for other processes.
+   */
+  executed_by?: string;
   /** Tool output once executed. */
   result?: unknown;
   /** Public error once failed. */
@@ -57,7 +62,7 @@ export interface Approval {
 
 export type NewApproval = Omit<
   Approval,
-  'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'
+  'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
 >;
 
 /** The states in which an approval still binds its call (the partial unique index covers them). */
@@ -96,7 +101,10 @@ export interface ApprovalStore {
     from: ApprovalState[],
     to: ApprovalState,
     patch?: Partial<
-      Pick<Approval, 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'result' | 'error'>
+      Pick<
+        Approval,
+        'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
+      >
     >,
   ): Promise<Approval | undefined>;
   /** Pending or approved approvals whose expiry has passed. */
@@ -124,6 +132,7 @@ interface Row {
   decided_by: string | null;
   reason: string | null;
   executed_at: string | null;
+  executed_by: string | null;
   result: string | null;
   error: string | null;
 }
@@ -149,12 +158,21 @@ function fromRow(row: Row): Approval {
   if (row.decided_by !== null) approval.decided_by = row.decided_by;
   if (row.reason !== null) approval.reason = row.reason;
   if (row.executed_at !== null) approval.executed_at = row.executed_at;
+  if (row.executed_by !== null) approval.executed_by = row.executed_by;
   if (row.result !== null) approval.result = JSON.parse(row.result) as unknown;
   if (row.error !== null) approval.error = JSON.parse(row.error) as Approval['error'];
   return approval;
 }
 
-const PATCHABLE = new Set(['decided_at', 'decided_by', 'reason', 'executed_at', 'result', 'error']);
+const PATCHABLE = new Set([
+  'decided_at',
+  'decided_by',
+  'reason',
+  'executed_at',
+  'executed_by',
+  'result',
+  'error',
+]);
 
 /** The approval store on one executor: the database, or a transaction (`store.transaction`). */
 export function createApprovalStore(db: SqlExecutor): ApprovalStore {

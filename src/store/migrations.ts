@@ -167,6 +167,11 @@ CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target
     sqlite: 'ALTER TABLE outbox_effects ADD COLUMN attempted_at INTEGER;',
     postgres: 'ALTER TABLE outbox_effects ADD COLUMN attempted_at BIGINT;',
   },
+  {
+    version: 9,
+    name: 'approvals: which replica is executing one',
+    ...onBothEngines('ALTER TABLE approvals ADD COLUMN executed_by TEXT;'),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

@@ -258,6 +258,47 @@ describe('approvals', () => {
     expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
   });
 
+  it('a replica restarted under its id settles at once what it died running, and only that', async () => {
+    env = await setup({ config: { approvals: { tools: { send_sift_event: 'approval' } } } });
+    const label = await env.callTool('apply_label', LABEL);
+    const event = await env.callTool('send_sift_event', {
+      event: { event_type: 'logout', user_id: 'sandbox-high-risk' },
+    });
+    const otherLabel = await env.callTool('apply_label', { ...LABEL, abuse_type: 'account_abuse' });
+    const [labelId, eventId, otherId] = [label, event, otherLabel].map((r) => String(r.error.approval_id));
+    const justNow = new Date().toISOString();
+    for (const [id, replica] of [
+      [labelId, 'replica-a'],
+      [eventId, 'replica-a'],
+      [otherId, 'replica-b'],
+    ] as const) {
+      await env.runtime.desk.decide(id!, { approve: true, approver: APPROVER });
+      // What a replica killed mid-call moments ago leaves behind.
+      await env.runtime.approvals.transition(id!, ['approved'], 'executing', {
+        executed_at: justNow,
+        executed_by: replica,
+      });
+    }
+    const states = async () =>
+      Promise.all(
+        [labelId, eventId, otherId].map(async (id) => (await env.runtime.approvals.get(id!))?.state),
+      );
+    // A process without that replica id (a CLI) cannot tell a dead claim from a running one: it waits.
+    await env.runtime.pipeline.processApprovals();
+    expect(await states()).toEqual(['executing', 'executing', 'executing']);
+
+    env = await env.restart({ replicaId: 'replica-a' });
+    await env.runtime.pipeline.processApprovals();
+    await env.runtime.pipeline.processApprovals();
+    // Its own: the idempotent label runs again once, the event is failed as interrupted; replica-b's
+    // may still be running there, so it is left alone.
+    expect(await states()).toEqual(['executed', 'failed', 'executing']);
+    expect(labelsReceived()).toHaveLength(1);
+    expect((await env.runtime.approvals.get(labelId!))?.executed_by).toBe('replica-a');
+    expect((await env.runtime.approvals.get(eventId!))?.error?.message).toContain('interrupted');
+    expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
+  });
+
   it('suppress_user waits for approval and then writes the suppression trait the audience keys on', async () => {
     env = await setup();
     const result = await env.callTool('suppress_user', {

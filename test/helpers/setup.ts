@@ -36,6 +36,8 @@ export interface SetupOptions {
   secrets?: Partial<Secrets>;
   /** Where the runtime logs (default: nowhere). */
   logger?: Logger;
+  /** The replica id `serve` would pass (approvals it executes carry it); default none, as the CLI. */
+  replicaId?: string;
 }
 
 export interface CallResult {
@@ -99,6 +101,7 @@ export async function setup(options: SetupOptions = {}): Promise<TestEnv> {
     },
     tools: options.tools ?? allTools,
     logger: options.logger ?? silentLogger,
+    ...(options.replicaId ? { replicaId: options.replicaId } : {}),
   });
   const server = createMcpServer({
     pipeline: runtime.pipeline,
