@@ -6,10 +6,15 @@
  * replica B is SIGKILLed for good: A runs B's effects once their leases lapse. Every effect reaches
  * the emulators exactly once (counted per user in Segment, Salesforce and Sift), every block's
  * suppression waits for a human on exactly one approval (live mode: destructive writes always do),
- * nothing is dead-lettered, and `fraudgate audit verify` passes on the one shared ledger. Skips
- * without PostgreSQL and Redis.
+ * nothing is dead-lettered, and `fraudgate audit verify` passes on the one shared ledger.
+ *
+ * Then B comes back, an approver approves every suppression in B's console, and A is SIGKILLed
+ * while its approval sweep is running one and started again under the same id: it runs what it died
+ * running again at once; every approval is executed, each blocked user's suppression reaches
+ * Segment exactly once (one identify and one track, keyed by the approval), and the ledger still
+ * verifies. Skips without PostgreSQL and Redis.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
@@ -32,12 +37,18 @@ const RESENT = 140; // 1,000 deliveries
 /** Long enough that the restarted replica is back before its leases lapse, so its reclaim is what frees them. */
 const LEASE_MS = 20_000;
 const WEBHOOK_KEY = `fleet-webhook-key-${randomBytes(6).toString('hex')}`;
+const APPROVER_KEY = `fleet-approver-${randomBytes(8).toString('hex')}`;
+const APPROVER = 'ola.approver@example.com';
 const DECISIONS = ['block_user_payment_abuse', 'watch_user_payment_abuse', 'looks_ok_payment_abuse'] as const;
 const userId = (u: number) => `fg_fleet_${u}`;
 /** Block decisions of users with a high score also open a Case; users from WITH_ACCOUNT on have no Account. */
 const WITH_ACCOUNT = 600;
 const highScore = (u: number) => u % 2 === 0;
 const decisionOf = (u: number) => DECISIONS[u % DECISIONS.length]!;
+const BLOCKED = Array.from({ length: USERS }, (_, u) => u).filter(
+  (u) => decisionOf(u) === 'block_user_payment_abuse',
+);
+const AUTOMATION = `automation:fleet-kill-${randomBytes(4).toString('hex')}`;
 
 let sandbox: Sandbox;
 let fleet: Fleet;
@@ -45,6 +56,8 @@ let proxy: RoundRobinProxy & { targets: string[] };
 let sql: pg.Client;
 const replicas: ReplicaProcess[] = [];
 const deliveries: string[] = [];
+/** Set once the first phase has drained the outbox: the second phase starts from that state. */
+let drained = false;
 
 beforeAll(async () => {
   if (!available) return;
@@ -54,6 +67,20 @@ beforeAll(async () => {
     prefix: 'fg_kill',
     env: { SIFT_WEBHOOK_KEYS: WEBHOOK_KEY },
     config: {
+      auth: {
+        key_hashes: [
+          {
+            sha256: createHash('sha256').update(APPROVER_KEY).digest('hex'),
+            principal: APPROVER,
+            kind: 'user',
+            role: 'approver',
+          },
+        ],
+      },
+      // The default suppress_user budget (200 an hour per principal) would pause the automation's
+      // ~290 approved suppressions part-way, waiting on a human lift: raised so the phase after
+      // approval tests exactly-once execution across a kill, not the budget (tested on its own).
+      budgets: { limits: { suppress_user: { max_effects: 1_000_000 } } },
       automation: {
         // Every effect kind is made (a block: all four; its suppression then waits for a human), at
         // two effects per user on average, which keeps the run short on a loaded machine: watch →
@@ -64,7 +91,7 @@ beforeAll(async () => {
           accept: ['salesforce'],
         },
         // Its own principal, so its rate-limit buckets in the shared Redis are this test's alone.
-        principal: `automation:fleet-kill-${randomBytes(4).toString('hex')}`,
+        principal: AUTOMATION,
         lease_ms: LEASE_MS,
         poll_ms: 50,
         batch_size: 100,
@@ -210,9 +237,7 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     expect(counts.events).toBe(USERS);
     for (const state of ['dead', 'denied']) expect(counts.count(state), state).toBe(0);
     // Each block's suppression waits for a human, on one approval per user, however often it was run.
-    const blocks = Array.from({ length: USERS }, (_, u) => u).filter(
-      (u) => decisionOf(u) === 'block_user_payment_abuse',
-    ).length;
+    const blocks = BLOCKED.length;
     expect(counts.count('awaiting_approval')).toBe(blocks);
     const { rows: suppressions } = await sql.query<{ state: string; n: string; targets: string }>(
       `SELECT state, COUNT(*) AS n, COUNT(DISTINCT target) AS targets FROM approvals WHERE tool = 'suppress_user' GROUP BY state`,
@@ -285,6 +310,199 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     }
     log(
       `${heldByA.length} + ${heldByB.length} effects held by killed replicas; ${counts.count('done')} done`,
+    );
+    drained = true;
+  }, 300_000);
+
+  it('runs every approved suppression exactly once, though a replica running them is SIGKILLed', async () => {
+    expect(drained, 'the first phase drained the outbox').toBe(true);
+    const started = Date.now();
+    const log = (what: string) => process.stderr.write(`fleet-kill: ${Date.now() - started} ms: ${what}\n`);
+    const suppressionStates = async () =>
+      Object.fromEntries(
+        (
+          await sql.query<{ state: string; n: string }>(
+            `SELECT state, COUNT(*) AS n FROM approvals WHERE tool = 'suppress_user' GROUP BY state`,
+          )
+        ).rows.map((r) => [r.state, Number(r.n)]),
+      ) as Record<string, number | undefined>;
+    const duplicatesBefore = sandbox.segment.duplicates;
+    /** The suppression effects by state (jobs inside `serve` may meanwhile make effects of their own). */
+    const suppressionEffects = async () =>
+      Object.fromEntries(
+        (
+          await sql.query<{ state: string; n: string }>(
+            `SELECT state, COUNT(*) AS n FROM outbox_effects WHERE effect = 'suppress' GROUP BY state`,
+          )
+        ).rows.map((r) => [r.state, Number(r.n)]),
+      ) as Record<string, number | undefined>;
+    /** The ledger's suppress_user records, counted per approval and event. */
+    const suppressionRecords = async () => {
+      const { rows } = await sql.query<{ approval_id: string; event: string; n: string }>(
+        `SELECT body::json->>'approval_id' AS approval_id, body::json->>'event' AS event, COUNT(*) AS n
+           FROM audit_records WHERE body::json->>'tool' = 'suppress_user' AND body::json->>'approval_id' IS NOT NULL
+           GROUP BY 1, 2`,
+      );
+      return (id: string, event: string) =>
+        Number(rows.find((r) => r.approval_id === id && r.event === event)?.n ?? 0);
+    };
+
+    // B comes back under its id, so two replicas run approved actions; this time A is killed.
+    const b = await fleet.start('replica-b');
+    replicas[1] = b;
+    proxy.targets[1] = b.url;
+    const a = replicas[0]!;
+
+    // 1. The approver signs in to B's console and approves every suppression there, as a human would.
+    const signIn = await fetch(`${b.url}/console/api/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: APPROVER_KEY }),
+    });
+    expect(signIn.status).toBe(200);
+    const { csrf_token: csrf } = (await signIn.json()) as { csrf_token: string };
+    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const pendingSuppressions = async () => {
+      const res = await fetch(`${b.url}/console/api/approvals?view=pending`, { headers: { cookie } });
+      expect(res.status).toBe(200);
+      const { approvals } = (await res.json()) as {
+        approvals: { id: string; tool: string; requester: string; mode: string; approve_blocked?: string }[];
+      };
+      return approvals.filter((x) => x.tool === 'suppress_user');
+    };
+    const approving = (async () => {
+      let approved = 0;
+      // The console lists at most 200 at a time: approve a page, then look again.
+      for (let page = await pendingSuppressions(); page.length > 0; page = await pendingSuppressions()) {
+        for (const approval of page) {
+          // Requested by the automation principal, so this approver is not the requester: four-eyes
+          // (the default for destructive tools) lets them approve.
+          expect(approval).toMatchObject({ requester: AUTOMATION, mode: 'four_eyes' });
+          expect(approval.approve_blocked).toBeUndefined();
+        }
+        const statuses = await mapLimit(page, 8, async (approval) => {
+          const res = await fetch(`${b.url}/console/api/approvals/${approval.id}/approve`, {
+            method: 'POST',
+            headers: { cookie, 'content-type': 'application/json', 'x-csrf-token': csrf },
+            body: JSON.stringify({ reason: 'payment abuse confirmed' }),
+          });
+          return `${res.status} ${res.status === 200 ? '' : await res.text()}`;
+        });
+        expect(statuses.filter((s) => !s.startsWith('200 '))).toEqual([]);
+        approved += page.length;
+      }
+      return approved;
+    })();
+
+    /** Suppressions `replica` has claimed and is running. */
+    const runningOn = async (replica: string) =>
+      (
+        await sql.query<{ id: string }>(
+          `SELECT id FROM approvals WHERE tool = 'suppress_user' AND state = 'executing' AND executed_by = $1`,
+          [replica],
+        )
+      ).rows.map((r) => r.id);
+
+    // 2. Nobody waits on these calls: the replicas' approval sweeps run them. Kill A while it is
+    // running one and some, not all, have run; start it again under the same id.
+    expect(
+      await waitFor(
+        async () =>
+          ((await suppressionStates()).executed ?? 0) >= BLOCKED.length / 4 &&
+          (await runningOn('replica-a')).length > 0,
+        60_000,
+        20,
+      ),
+    ).toBe(true);
+    log('killing replica-a');
+    await fleet.kill(a);
+    // Read once A is dead: what it died running, and what its chain holds of those runs so far.
+    const atKill = await suppressionStates();
+    const interrupted = await runningOn('replica-a');
+    const recordsAtKill = await suppressionRecords();
+    log(`replica-a killed running ${interrupted.join(', ')}: ${JSON.stringify(atKill)}`);
+    expect(interrupted.length).toBeGreaterThan(0);
+    expect(atKill.executed ?? 0).toBeLessThan(BLOCKED.length);
+    const restarted = await fleet.start('replica-a');
+    replicas[0] = restarted;
+    proxy.targets[0] = restarted.url;
+    log('replica-a restarted');
+    expect(await approving).toBe(BLOCKED.length);
+
+    // 3. Every one settles: executed (or failed), and its parked effect with it. What A was running
+    // when it died is run again by A at once after its restart (not 10 minutes later, when any
+    // replica would take an `executing` approval for interrupted).
+    const settled = await waitFor(
+      async () => {
+        const s = await suppressionStates();
+        return (
+          (s.executed ?? 0) + (s.failed ?? 0) === BLOCKED.length &&
+          (await suppressionEffects()).awaiting_approval === undefined
+        );
+      },
+      120_000,
+      200,
+    );
+    log(`settled: ${JSON.stringify(await suppressionStates())}`);
+    expect(settled).toBe(true);
+    expect(await suppressionStates()).toEqual({ executed: BLOCKED.length });
+    const effects = await suppressionEffects();
+    expect(effects.done).toBe(BLOCKED.length);
+    for (const state of ['dead', 'denied', 'awaiting_approval', 'pending', 'leased'])
+      expect(effects[state], state).toBeUndefined();
+
+    // Each approval: decided once by the approver, executed once, one per blocked user.
+    const { rows: approvals } = await sql.query<{
+      id: string;
+      target: string;
+      decided_by: string;
+      result: string;
+    }>(`SELECT id, target, decided_by, result FROM approvals WHERE tool = 'suppress_user'`);
+    expect(new Set(approvals.map((x) => x.target))).toEqual(
+      new Set(BLOCKED.map((u) => `segment_user:${userId(u)}`)),
+    );
+    expect(approvals.every((x) => x.decided_by === APPROVER)).toBe(true);
+    const records = await suppressionRecords();
+    for (const approval of approvals) {
+      expect(records(approval.id, 'approved'), `${approval.id} approved`).toBe(1);
+      expect(records(approval.id, 'failed'), `${approval.id} failed`).toBe(0);
+      // What A died running ran once more, after its restart, with the same Segment messageIds; what
+      // the first run had recorded when A died (its intent, its outcome if A died just before storing
+      // the approval's state) stays on record beside the second run's.
+      const again = interrupted.includes(approval.id) ? 1 : 0;
+      for (const event of ['intent', 'executed'])
+        expect(records(approval.id, event), `${approval.id} ${event}`).toBe(
+          recordsAtKill(approval.id, event) * again + 1,
+        );
+    }
+
+    // Segment: each blocked user has exactly the suppression identify and track its approval wrote
+    // (their messageIds derive from the approval id, so a re-run is deduplicated), and nobody else any.
+    const suppressionIds = new Map<string, string[]>();
+    for (const m of sandbox.segment.events) {
+      if (!m.userId?.startsWith('fg_fleet_') || !m.messageId.startsWith('fg-sup-')) continue;
+      suppressionIds.set(m.userId, [...(suppressionIds.get(m.userId) ?? []), m.messageId]);
+    }
+    expect(suppressionIds.size).toBe(BLOCKED.length);
+    for (const approval of approvals) {
+      const user = approval.target.replace(/^segment_user:/, '');
+      const { message_ids: ids } = JSON.parse(approval.result) as {
+        message_ids: { identify: string; track: string };
+      };
+      expect(ids.identify).toMatch(/^fg-sup-id-/);
+      expect(ids.track).toMatch(/^fg-sup-tr-/);
+      expect((suppressionIds.get(user) ?? []).sort(), user).toEqual([ids.identify, ids.track].sort());
+      expect(sandbox.segment.profile(user), user).toMatchObject({ suppressed_for_fraud: true });
+    }
+
+    for (const r of [restarted, b]) {
+      const verified = await fleet.cli(r, ['audit', 'verify']);
+      expect(verified.code, verified.stderr).toBe(0);
+      expect(verified.stdout).toMatch(/^audit ledger \(postgres\): intact, \d+ records from 2 writers/);
+    }
+    log(
+      `${BLOCKED.length} suppressions executed; ${atKill.executed ?? 0} before the kill; ` +
+        `${sandbox.segment.duplicates - duplicatesBefore} Segment messages deduplicated`,
     );
   }, 300_000);
 });
