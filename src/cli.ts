@@ -163,7 +163,10 @@ const COMMANDS: Command[] = [
       'outbox work [--once]',
     ],
     options: ['all', 'json', 'reason', 'once'],
-    notes: [OPERATOR_CREDENTIAL],
+    notes: [
+      OPERATOR_CREDENTIAL,
+      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
+    ],
     run: async (args, values) =>
       (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
   },

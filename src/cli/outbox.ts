@@ -5,7 +5,7 @@
  *   show ID [--json]        one effect with its event
  *   retry ID                a dead (or denied) effect back to pending with a fresh attempt count
  *   drop ID                 give up on a dead effect for good
- *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: drain what is due and exit)
+ *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: what is due now, a summary, exit)
  *
  * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
  * under the identity it proves.
@@ -16,7 +16,7 @@ import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
-import { openAutomation } from '../outbox/automation.ts';
+import { openAutomation, type Automation } from '../outbox/automation.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
 import type { OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
@@ -155,9 +155,11 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
   }
   const automation = await openAutomation({ config: loaded.config, secrets: loaded.secrets, tools, logger });
   if (once) {
-    const drained = await automation.worker.drain({ timeoutMs: 10 * 60 * 1000 });
-    await automation.close();
-    return drained ? 0 : 1;
+    try {
+      return await workOnce(automation);
+    } finally {
+      await automation.close();
+    }
   }
   automation.worker.start();
   logger.info('outbox worker started', { stats: await automation.store.stats() });
@@ -167,4 +169,36 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
   });
   await automation.close();
   return 0;
+}
+
+/**
+ * `outbox work --once`: passes until one claims nothing that is due, so an effect waiting out a
+ * backoff or a deferral ends the run instead of holding it (a scheduler runs it again later). One
+ * line on stderr says what happened; exit 1 only when an effect failed for good (a dead letter).
+ */
+async function workOnce(automation: Automation): Promise<number> {
+  const totals = { done: 0, dead: 0 };
+  for (;;) {
+    const pass = await automation.worker.tick();
+    totals.done += pass.done;
+    totals.dead += pass.dead;
+    if (pass.claimed === 0 && pass.routed === 0) break;
+  }
+  const stats = await automation.store.stats();
+  const nextAt = stats.pending > 0 ? await automation.store.nextPendingAt() : undefined;
+  const deferred =
+    `deferred ${stats.pending}` +
+    (nextAt === undefined ? '' : ` until ${new Date(nextAt).toISOString().slice(0, 19).replace('T', ' ')} UTC`);
+  const waiting = [
+    ...(stats.awaiting_approval > 0 ? [`${stats.awaiting_approval} waiting for approval`] : []),
+    ...(stats.leased > 0 ? [`${stats.leased} running in another worker`] : []),
+    ...(stats.unrouted > 0 ? [`${stats.unrouted} events not yet routed (see the log)`] : []),
+  ];
+  process.stderr.write(
+    `fraudgate: outbox work --once: done ${totals.done}, ${deferred}, failed ${totals.dead}` +
+      (totals.dead > 0 ? ' (fraudgate outbox list)' : '') +
+      (waiting.length > 0 ? `; ${waiting.join(', ')}` : '') +
+      '\n',
+  );
+  return totals.dead > 0 ? 1 : 0;
 }
