@@ -37,6 +37,7 @@ const OPTIONS = {
   port: { type: 'string' },
   json: { type: 'boolean' },
   all: { type: 'boolean' },
+  limit: { type: 'string' },
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
@@ -64,6 +65,7 @@ const OPTION_HELP: Record<OptionName, string> = {
   port: 'PORT  HTTP port (default 8787, 0 = any free port; also FRAUDGATE_HTTP_PORT)',
   json: 'print JSON instead of text',
   all: 'include finished items, not only the ones needing attention',
+  limit: 'N  list at most N (default 500), newest first',
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
@@ -156,13 +158,13 @@ const COMMANDS: Command[] = [
     name: 'outbox',
     summary: 'dead letters and waiting effects of decision webhooks; run the outbox worker',
     usage: [
-      'outbox list [--all] [--json]',
+      'outbox list [--all] [--limit N] [--json]',
       'outbox show ID [--json]',
       'outbox retry ID [--reason TEXT]',
       'outbox drop ID [--reason TEXT]',
       'outbox work [--once]',
     ],
-    options: ['all', 'json', 'reason', 'once'],
+    options: ['all', 'limit', 'json', 'reason', 'once'],
     notes: [
       OPERATOR_CREDENTIAL,
       'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
@@ -220,10 +222,10 @@ const COMMANDS: Command[] = [
 ];
 
 function optionLines(names: OptionName[]): string[] {
-  // OPTION_HELP texts of options with a value start with the value's name: "FILE  JSON …".
+  // OPTION_HELP texts of options with a value start with the value's name: "FILE  JSON …", "ISO-TIME  …".
   const parts = (name: OptionName) => {
     const spec = OPTIONS[name] as { short?: string };
-    const match = /^([A-Z]+) {2}(.*)$/.exec(OPTION_HELP[name]);
+    const match = /^([A-Z][A-Z-]*) {2}(.*)$/.exec(OPTION_HELP[name]);
     const [arg, text] = match ? [match[1], match[2]] : ['', OPTION_HELP[name]];
     return { label: `${spec.short ? `-${spec.short}, ` : '    '}--${name}${arg ? ` ${arg}` : ''}`, text };
   };
@@ -277,8 +279,22 @@ function configFlags(values: CliValues): ConfigFlags {
       .map((s) => s.trim())
       .filter(Boolean),
     httpHost: values.host,
-    httpPort: values.port === undefined ? undefined : Number(values.port),
+    httpPort: values.port === undefined ? undefined : portOf(values.port),
   };
+}
+
+/** `--port`: a whole number 1–65535, or 0 for any free port (as its help says). */
+function portOf(text: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new UsageError([
+      {
+        field: '--port',
+        message: `'${text}' is not a port: give a whole number from 1 to 65535, or 0 for any free port`,
+      },
+    ]);
+  }
+  return port;
 }
 
 /** The resolved configuration, with its data directory created private (or one line saying why not). */
@@ -557,6 +573,13 @@ async function serveHttp(
   process.once('SIGTERM', stop);
 }
 
+/** The command a command line names, found leniently (for pointing a malformed one at its help). */
+function commandNamed(argv: string[]): Command | undefined {
+  const { positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false });
+  const name = positionals[0] === 'help' ? positionals[1] : positionals[0];
+  return COMMANDS.find((c) => c.name === name);
+}
+
 /** Run one command line; resolves to the exit code (-1: a server that keeps the process alive). */
 export async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -565,7 +588,12 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // parseArgs' own wording, minus its advice about `--` (which never applies here).
     const reason = (error as Error).message.replace(/\. To specify a positional argument.*$/s, '');
-    process.stderr.write(`fraudgate: ${reason}\nRun \`fraudgate --help\` for the commands and options.\n`);
+    const command = commandNamed(argv);
+    process.stderr.write(
+      command
+        ? `fraudgate: ${reason}\nRun \`fraudgate ${command.name} --help\` for its options.\n`
+        : `fraudgate: ${reason}\nRun \`fraudgate --help\` for the commands and options.\n`,
+    );
     return 2;
   }
   const { values, positionals } = parsed;

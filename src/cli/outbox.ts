@@ -1,7 +1,9 @@
 /**
  * `fraudgate outbox …`: the operator's view of automated effects, and the worker process.
  *
- *   list [--all] [--json]   dead letters and effects waiting for approval (all states with --all)
+ *   list [--all] [--limit N] [--json]
+ *                           dead letters and effects waiting for approval (all states with --all),
+ *                           newest first, 500 unless --limit says otherwise
  *   show ID [--json]        one effect with its event
  *   retry ID                a dead (or denied) effect back to pending with a fresh attempt count
  *   drop ID                 give up on a dead effect for good
@@ -14,12 +16,12 @@ import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation, type Automation } from '../outbox/automation.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
-import type { OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
+import type { EffectState, OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
 import { authenticateOperator } from './credential.ts';
 
 function line(e: OutboxEffect): string {
@@ -33,6 +35,16 @@ function line(e: OutboxEffect): string {
   ]
     .join('  ')
     .trimEnd();
+}
+
+/** `--limit` of `outbox list`: how many effects to show (default 500). */
+function limitOf(text: string | undefined): number {
+  if (text === undefined) return 500;
+  const limit = /^[1-9]\d*$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(limit)) {
+    throw new UsageError([{ field: '--limit', message: `'${text}' is not a positive whole number` }]);
+  }
+  return limit;
 }
 
 /** Epoch ms as the CLI shows times (UTC, to the minute). */
@@ -62,35 +74,59 @@ export async function runOutboxCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, rawId] = args;
+  const sub = subcommand('outbox', args[0], ['list', 'show', 'retry', 'drop', 'work']);
+  const rawId = args[1];
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
   const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
   const store = state.store.outbox;
   try {
-    const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
-      if (id === undefined || !Number.isInteger(id)) {
+      if (rawId === undefined) {
         throw new UsageError([{ field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' }]);
+      }
+      // Number('') is 0 and Number(' 7') is 7: only plain digits name an effect.
+      const id = /^[1-9]\d*$/.test(rawId) ? Number(rawId) : NaN;
+      if (!Number.isSafeInteger(id)) {
+        throw new UsageError([
+          {
+            field: 'ID',
+            message: `'${rawId}' is not an outbox effect id: a positive whole number (see fraudgate outbox list)`,
+          },
+        ]);
       }
       return id;
     };
     switch (sub) {
       case 'list': {
-        const effects = await store.list({
-          states: values.all ? [] : ['dead', 'awaiting_approval', 'denied'],
-          limit: 500,
-        });
-        if (values.json) out(JSON.stringify({ effects, stats: await store.stats() }));
+        const limit = limitOf(values.limit);
+        const states: EffectState[] = values.all ? [] : ['dead', 'awaiting_approval', 'denied'];
+        // One more than shown: whether there are more to say so.
+        const listed = await store.list({ states, limit: limit + 1 });
+        const effects = listed.slice(0, limit);
+        const stats = await store.stats();
+        if (values.json) out(JSON.stringify({ effects, stats }));
         else {
           out(
             effects.length === 0
               ? 'No dead letters or effects waiting for approval.'
               : effects.map(line).join('\n'),
           );
-          const totals = Object.entries(await store.stats()).filter(([, count]) => count > 0);
+          const totals = Object.entries(stats).filter(([, count]) => count > 0);
           out(`totals: ${totals.map(([state, count]) => `${state} ${count}`).join(', ') || 'none'}`);
+        }
+        if (listed.length > limit) {
+          const matching = Object.entries(stats)
+            .filter(
+              ([state]) =>
+                state !== 'unrouted' && (states.length === 0 || states.includes(state as EffectState)),
+            )
+            .reduce((sum, [, count]) => sum + count, 0);
+          process.stderr.write(
+            `fraudgate: listed the newest ${limit} of ${matching} ${values.all ? 'effects' : 'effects needing attention (dead, denied, awaiting approval)'}; ` +
+              `--limit N lists more, fraudgate outbox show ID shows one\n`,
+          );
         }
         return 0;
       }
@@ -133,11 +169,6 @@ export async function runOutboxCommand(
         out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
         return 0;
       }
-      default:
-        process.stderr.write(
-          'Usage: fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID | drop ID [--reason TEXT] | work [--once]\n',
-        );
-        return 2;
     }
   } finally {
     await state.close();
@@ -188,7 +219,9 @@ async function workOnce(automation: Automation): Promise<number> {
   const nextAt = stats.pending > 0 ? await automation.store.nextPendingAt() : undefined;
   const deferred =
     `deferred ${stats.pending}` +
-    (nextAt === undefined ? '' : ` until ${new Date(nextAt).toISOString().slice(0, 19).replace('T', ' ')} UTC`);
+    (nextAt === undefined
+      ? ''
+      : ` until ${new Date(nextAt).toISOString().slice(0, 19).replace('T', ' ')} UTC`);
   const waiting = [
     ...(stats.awaiting_approval > 0 ? [`${stats.awaiting_approval} waiting for approval`] : []),
     ...(stats.leased > 0 ? [`${stats.leased} running in another worker`] : []),
