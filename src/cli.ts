@@ -434,12 +434,14 @@ async function openWebhooks(options: {
     { createSegmentWebhookHandler },
     { siftUserResolver },
     { openWebhookIntakeStore },
+    { createRefusalBudget },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
     import('./webhooks/intake-writer.ts'),
+    import('./governance/refusal-budget.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -460,12 +462,21 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     keys,
   });
+  // Rejected webhooks are audited within a refusal budget per client address, in the MCP calls' limiter
+  // (shared by the replicas with rate_limits.store: redis), so no sender can grow the ledger at will.
+  const webhookRefusals = createRefusalBudget({
+    audit: runtime.audit,
+    rateLimiter: runtime.rateLimiter,
+    bucket: config.rate_limits.refusals,
+  });
   const webhook = createSiftWebhookHandler({
     outbox: intake,
     keys: secrets.siftWebhookKeys ?? [],
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
+    refusals: webhookRefusals,
+    trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
   });
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
@@ -477,12 +488,20 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
+    refusals: webhookRefusals,
+    trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
   });
   return {
     mounts: [webhook, segmentWebhook],
     async close() {
       await intake.close();
+      // The counts past the budget are written while the ledger is still open.
+      await webhookRefusals
+        .flush()
+        .catch((error: unknown) =>
+          logger.error('audit write failed', { event: 'refusals_counted', error: String(error) }),
+        );
       await automation.close();
     },
   };

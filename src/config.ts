@@ -298,6 +298,7 @@ export const configSchema = z.strictObject({
     /**
      * Refused calls (invalid, forbidden, rate limited) per principal, across tools. Within it each
      * refusal is audited on its own; past it refusals are counted and the caller gets RATE_LIMITED.
+     * Rejected webhooks have the same budget per client address and endpoint (answered as before).
      */
     refusals: bucket,
   }),
@@ -522,7 +523,8 @@ export const configSchema = z.strictObject({
     allowed_hosts: z.array(z.string().min(1)),
     /**
      * Addresses of reverse proxies in front of fraudgate: only from these is `X-Forwarded-For`
-     * believed (the console's sign-in throttle keys on the client address it names).
+     * believed (the console's sign-in throttle and the webhook endpoints' refusal budget key on the
+     * client address it names).
      */
     trusted_proxies: z.array(z.ipv4().or(z.ipv6())),
     /** The URL clients use (behind a proxy); the JWT audience and PRM `resource` derive from it. */

@@ -467,6 +467,7 @@ export async function openRuntime(options: {
     approvalTransaction: state.approvalTransaction,
     approvalSignal: state.approvalSignal,
     identities: state.identities,
+    cursorKey: loadAuditKey(config, secrets),
     audit: state.audit,
     redactor: state.redactor,
     rateLimiter,

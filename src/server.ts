@@ -178,6 +178,17 @@ type CallToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 const RESOURCE_NOT_FOUND = -32002;
 
 /**
+ * A failed resource read as JSON-RPC: only a bad URI argument is the caller's invalid params; a
+ * refusal, rate limit or upstream failure is an error reading a valid resource (the message,
+ * prefixed with fraudgate's code, says what to do).
+ */
+function resourceErrorCode(code: string): number {
+  if (code === 'NOT_FOUND') return RESOURCE_NOT_FOUND;
+  if (code === 'INVALID_INPUT') return ErrorCode.InvalidParams;
+  return ErrorCode.InternalError;
+}
+
+/**
  * A JSON-RPC error for the SDK to send as is. The SDK's McpError puts "MCP error <code>: " into
  * its message, and the client's McpError adds it again, so clients would print the prefix twice.
  */
@@ -248,8 +259,10 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
         { principal, signal: extra.signal, progress: async () => {} },
       );
       if (!outcome.ok) {
-        const code = outcome.error.code === 'NOT_FOUND' ? RESOURCE_NOT_FOUND : ErrorCode.InvalidParams;
-        throw new ProtocolError(code, `${outcome.error.code}: ${outcome.error.message}`);
+        throw new ProtocolError(
+          resourceErrorCode(outcome.error.code),
+          `${outcome.error.code}: ${outcome.error.message}`,
+        );
       }
       return json(outcome.output);
     }

@@ -45,6 +45,19 @@ export interface ToolContext {
   approvals: { get(id: string): Promise<ApprovalView | undefined> };
   /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
   identities: IdentityDirectory;
+  /**
+   * Paging cursors a client cannot forge or edit (src/governance/cursor-seal.ts): a tool seals what
+   * it needs to resume and refuses a cursor that does not open.
+   */
+  cursors: CursorSeal;
+}
+
+/** Seals and opens paging cursors (`ctx.cursors`); made by src/governance/cursor-seal.ts. */
+export interface CursorSeal {
+  /** The payload and its MAC, as one URL-safe token. */
+  seal(payload: string): string;
+  /** The payload of a token `seal` made with the same key; undefined for anything else. */
+  open(token: string): string | undefined;
 }
 
 /** Where a Segment user id came from: a stored mapping, the config's `identity.mappings`, or the Sift id itself. */
@@ -129,6 +142,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   extraRoles?: readonly Principal['role'][];
   /** Whether repeating the same call has no further effect (drives `idempotentHint`). */
   idempotent: boolean;
+  /**
+   * Whether the tool reaches an external system (Sift, Segment, Salesforce); drives `openWorldHint`.
+   * Default true; false for tools that only read fraudgate's own store.
+   */
+  openWorld?: boolean;
   input: I;
   output: O;
   /**
@@ -257,13 +275,12 @@ export interface ToolAnnotations {
  * "destructive, not idempotent", which makes hosts prompt for harmless reads. The display name is
  * the tool's own `title` (MCP 2025-06-18 on), not repeated here: every client reads the catalogue.
  */
-export function annotationsFor(tool: Pick<AnyTool, 'risk' | 'idempotent'>): ToolAnnotations {
+export function annotationsFor(tool: Pick<AnyTool, 'risk' | 'idempotent' | 'openWorld'>): ToolAnnotations {
   return {
     readOnlyHint: tool.risk === 'read',
     destructiveHint: tool.risk === 'destructive',
     idempotentHint: tool.risk === 'read' || tool.idempotent,
-    // Every tool talks to an external system (Sift, Segment or Salesforce).
-    openWorldHint: true,
+    openWorldHint: tool.openWorld ?? true,
   };
 }
 

@@ -46,6 +46,13 @@ describe('tool catalogue', () => {
       expect(wire.description?.length).toBeGreaterThan(40);
     }
   });
+
+  it('openWorldHint is false only for tools that read nothing but the local store', async () => {
+    const e = (env = await setup());
+    const { tools: listed } = await e.client.listTools();
+    const closedWorld = listed.filter((t) => t.annotations?.openWorldHint === false).map((t) => t.name);
+    expect(closedWorld.sort()).toEqual(['get_approval_status', 'list_unmatched_identities']);
+  });
 });
 
 describe('resources', () => {
@@ -92,6 +99,24 @@ describe('protocol errors', () => {
     const e = (env = await setup());
     const result = await e.callTool('get_sift_score', {});
     expect(result.error.code).toBe('INVALID_INPUT');
+  });
+
+  it('a resource read is invalid params only for a bad argument; a rate limit is an internal error', async () => {
+    const e = (env = await setup({
+      config: { rate_limits: { tools: { get_sift_score: { capacity: 1, per_minute: 1 } } } },
+    }));
+    const bad = await e.client
+      .readResource({ uri: `fraudgate://users/${encodeURIComponent('no/slash')}` })
+      .catch((err: unknown) => err);
+    expect((bad as McpError).code).toBe(ErrorCode.InvalidParams);
+    expect((bad as McpError).message).toContain('INVALID_INPUT');
+    await e.client.readResource({ uri: 'fraudgate://users/sandbox-high-risk' });
+    const limited = await e.client
+      .readResource({ uri: 'fraudgate://users/sandbox-high-risk' })
+      .catch((err: unknown) => err);
+    expect((limited as McpError).code).toBe(ErrorCode.InternalError);
+    expect((limited as McpError).message).toContain('RATE_LIMITED');
+    expect((limited as McpError).message).not.toMatch(/at .*\.ts:\d+/);
   });
 
   it('resource and prompt errors carry the protocol prefix once', async () => {

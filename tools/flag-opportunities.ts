@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import type { SalesforceSaveResult } from '../src/clients/types.ts';
-import { NotFoundError } from '../src/errors.ts';
+import { InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
 import { riskBand, siftEvidence, userId } from './schemas.ts';
@@ -10,6 +10,13 @@ type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown }
 
 /** Ids and failures listed in a result at most; counts are always complete. */
 const MAX_LISTED = 50;
+/**
+ * Opportunities one call may write: 5 collection requests, well inside a client's usual 60 s
+ * timeout even when Salesforce triggers slow each batch. More are refused before any write.
+ */
+export const MAX_FLAGS_PER_CALL = 1000;
+/** Records per sObject Collections request, Salesforce's limit; progress is reported per batch. */
+const BATCH = 200;
 const USER_ID_PREFIX = '005';
 
 /** The account and the Sift user it belongs to, from whichever one the caller gave. */
@@ -44,8 +51,10 @@ function dueDate(ctx: ToolContext): string {
   return due.toISOString().slice(0, 10);
 }
 
+type FlagArgs = { user_id?: string; account_id?: string; closing_by?: string };
+
 /** Everything a flagging decides before writing; shared by the dry run and the real run. */
-async function prepare(args: { user_id?: string; account_id?: string }, ctx: ToolContext) {
+async function prepare(args: FlagArgs, ctx: ToolContext) {
   const sf = ctx.clients.salesforce;
   const { accountId, user } = await resolveAccount(args, ctx);
   const risk = await siftRisk(user, ctx);
@@ -63,7 +72,7 @@ async function prepare(args: { user_id?: string; account_id?: string }, ctx: Too
   const flagValue = ctx.config.mapping.opportunity_flag_value;
   const opportunities = over
     ? await sf.query<OpportunityRow>(
-        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false ORDER BY Id`,
+        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false${args.closing_by ? ` AND CloseDate <= ${args.closing_by}` : ''} ORDER BY Id`,
         { signal: ctx.signal },
       )
     : [];
@@ -71,6 +80,20 @@ async function prepare(args: { user_id?: string; account_id?: string }, ctx: Too
   const updates = opportunities
     .filter((o) => o[flag] !== flagValue || o[summaryField] !== summary)
     .map((o) => ({ Id: o.Id, ...fields }));
+  if (updates.length > MAX_FLAGS_PER_CALL) {
+    throw new InvalidInputError(
+      [
+        {
+          field: 'closing_by',
+          message:
+            `${updates.length} open Opportunities${args.closing_by ? ` closing by ${args.closing_by}` : ''} need flagging; ` +
+            `one call flags at most ${MAX_FLAGS_PER_CALL}. Pass an earlier closing_by (YYYY-MM-DD) to flag ` +
+            'those closing first, then call again with a later date or none: flagged ones are skipped',
+        },
+      ],
+      'Too many opportunities for one call',
+    );
+  }
 
   const owners = new Map<string, string[]>();
   const skippedOwners = new Set<string>();
@@ -131,13 +154,17 @@ export const flagOpportunities = defineTool({
   description:
     "When a customer's Sift score reaches the threshold, flag every open Opportunity of their Account " +
     'with a risk summary and create one review Task per owner. Give user_id or account_id. Below the ' +
-    'threshold nothing is written. Safe to repeat.',
+    `threshold nothing is written. At most ${MAX_FLAGS_PER_CALL} a call. Safe to repeat.`,
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
   input: z.strictObject({
     user_id: userId.optional(),
     account_id: salesforceId('Account', '001').optional(),
+    closing_by: z.iso
+      .date()
+      .optional()
+      .describe('Only opportunities closing by this date (YYYY-MM-DD): splits a big account over calls.'),
   }),
   output: z.object({
     account_id: z.string(),
@@ -195,10 +222,23 @@ export const flagOpportunities = defineTool({
   async run(args, ctx) {
     const sf = ctx.clients.salesforce;
     const p = await prepare(args, ctx);
-    const updateResults =
-      p.updates.length > 0 ? await sf.updateMany('Opportunity', p.updates, { signal: ctx.signal }) : [];
-    const taskResults =
-      p.tasks.length > 0 ? await sf.createMany('Task', p.tasks, { signal: ctx.signal }) : [];
+    // Batch by batch, so a long call reports progress (and a client resetting its timeout on it waits).
+    const total = p.updates.length + p.tasks.length;
+    let done = 0;
+    const updateResults: SalesforceSaveResult[] = [];
+    for (let i = 0; i < p.updates.length; i += BATCH) {
+      const batch = p.updates.slice(i, i + BATCH);
+      updateResults.push(...(await sf.updateMany('Opportunity', batch, { signal: ctx.signal })));
+      done += batch.length;
+      await ctx.progress(done, total, `Flagged ${i + batch.length} of ${p.updates.length} opportunities`);
+    }
+    const taskResults: SalesforceSaveResult[] = [];
+    for (let i = 0; i < p.tasks.length; i += BATCH) {
+      const batch = p.tasks.slice(i, i + BATCH);
+      taskResults.push(...(await sf.createMany('Task', batch, { signal: ctx.signal })));
+      done += batch.length;
+      await ctx.progress(done, total, `Created ${i + batch.length} of ${p.tasks.length} review tasks`);
+    }
     const flaggedIds = p.updates.filter((_, i) => updateResults[i]?.success).map((u) => u.Id);
     const taskIds = taskResults.filter((r) => r.success).map((r) => r.id);
     const failed = [

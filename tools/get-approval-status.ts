@@ -12,6 +12,7 @@ export const getApprovalStatus = defineTool({
   risk: 'read',
   toolset: 'core',
   idempotent: true,
+  openWorld: false,
   input: z.strictObject({
     approval_id: z.string().regex(/^apr_[a-z0-9]{20}$/, 'an approval id like apr_0123456789abcdef0123'),
   }),

@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
 import {
-  abuseType,
+  abuseTypes,
   hasScoreSummary,
   isUserId,
   onlyKeys,
@@ -34,7 +34,7 @@ export const getSiftScore = defineTool({
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_types: z.array(abuseType).min(1).optional().describe('Only these abuse types; default all.'),
+    abuse_types: abuseTypes.optional().describe('Only these abuse types; default all.'),
     refresh: z.boolean().default(false).describe('Rescore first.'),
   }),
   output: z.object({

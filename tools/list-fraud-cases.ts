@@ -1,15 +1,20 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
-import { InvalidInputError } from '../src/errors.ts';
+import { InvalidInputError, UpstreamError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 
 const DAY_MS = 86_400_000;
 const MAX_PAGE = 50;
 
-/** Filters as the cursor carries them: resolved once (age → instants), so every page sees the same set. */
+const picklistValues = z.array(z.string().trim().min(1).max(40)).min(1).max(10);
+
+/**
+ * Filters as the cursor carries them: resolved once (age → instants), so every page sees the same
+ * set. Held to the argument bounds: what the cursor carries reaches SOQL like an argument.
+ */
 const filtersSchema = z.strictObject({
-  status: z.array(z.string()).optional(),
-  priority: z.array(z.string()).optional(),
+  status: picklistValues.optional(),
+  priority: picklistValues.optional(),
   created_before: z.iso.datetime().optional(),
   created_after: z.iso.datetime().optional(),
 });
@@ -31,15 +36,22 @@ const cursorSchema = z.strictObject({
 });
 type Cursor = z.infer<typeof cursorSchema>;
 
-const encodeCursor = (cursor: Cursor) => Buffer.from(JSON.stringify(cursor)).toString('base64url');
+/** Sealed (`ctx.cursors`): a client can hand a cursor back, not write its filters or locator. */
+const encodeCursor = (cursor: Cursor, ctx: ToolContext) => ctx.cursors.seal(JSON.stringify(cursor));
 
-function decodeCursor(text: string): Cursor {
+// Salesforce query locators expire (about 15 minutes idle), so a stale cursor is the usual cause.
+const staleCursor = () =>
+  new InvalidInputError([
+    { field: 'cursor', message: 'is expired or invalid; call again without cursor to start over' },
+  ]);
+
+function decodeCursor(text: string, ctx: ToolContext): Cursor {
+  const payload = ctx.cursors.open(text);
+  if (payload === undefined) throw staleCursor();
   try {
-    return cursorSchema.parse(JSON.parse(Buffer.from(text, 'base64url').toString('utf8')));
+    return cursorSchema.parse(JSON.parse(payload));
   } catch {
-    throw new InvalidInputError([
-      { field: 'cursor', message: 'is not a cursor returned by list_fraud_cases' },
-    ]);
+    throw staleCursor();
   }
 }
 
@@ -69,8 +81,6 @@ function soqlFor(filters: Filters, ctx: ToolContext): string {
     `FROM Case WHERE ${where.join(' AND ')} ORDER BY CreatedDate ASC, Id ASC`
   );
 }
-
-const picklistValues = z.array(z.string().trim().min(1).max(40)).min(1).max(10);
 
 export const listFraudCases = defineTool({
   name: 'list_fraud_cases',
@@ -136,7 +146,7 @@ export const listFraudCases = defineTool({
           })),
         );
       }
-      cursor = decodeCursor(args.cursor);
+      cursor = decodeCursor(args.cursor, ctx);
     } else {
       const now = ctx.now().getTime();
       const filters: Filters = {};
@@ -149,12 +159,15 @@ export const listFraudCases = defineTool({
       cursor = { v: 1, f: filters, o: 0 };
     }
     const sf = ctx.clients.salesforce;
-    const page = await sf.queryPage<CaseRow>(
-      cursor.l ? { cursor: cursor.l } : { soql: soqlFor(cursor.f, ctx) },
-      {
+    const page = await sf
+      .queryPage<CaseRow>(cursor.l ? { cursor: cursor.l } : { soql: soqlFor(cursor.f, ctx) }, {
         signal: ctx.signal,
-      },
-    );
+      })
+      .catch((error: unknown) => {
+        if (error instanceof UpstreamError && error.upstreamCode === 'INVALID_QUERY_LOCATOR')
+          throw staleCursor();
+        throw error;
+      });
     const rows = page.records.slice(cursor.o, cursor.o + pageSize);
     const end = cursor.o + rows.length;
     let next: Cursor | undefined;
@@ -180,7 +193,7 @@ export const listFraudCases = defineTool({
         };
       }),
       total: page.totalSize,
-      ...(next ? { next_cursor: encodeCursor(next) } : {}),
+      ...(next ? { next_cursor: encodeCursor(next, ctx) } : {}),
     };
   },
 });

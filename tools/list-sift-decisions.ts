@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import type { AbuseType, SiftClient, SiftDecisionDefinition } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType } from './schemas.ts';
+import { abuseTypes } from './schemas.ts';
 
 /** The catalogue changes only when someone edits decisions in the Sift console. */
 export const DECISIONS_TTL_MS = 60_000;
@@ -10,6 +10,9 @@ interface CacheEntry {
   fetchedAt: number;
   decisions: SiftDecisionDefinition[];
 }
+
+/** Filters cached per client at most; the least recently fetched is dropped first. */
+export const DECISIONS_CACHE_ENTRIES = 64;
 
 // Keyed by client instance, so two runtimes in one process (tests, restarts) never share entries.
 const caches = new WeakMap<SiftClient, Map<string, CacheEntry>>();
@@ -34,7 +37,7 @@ export async function decisionCatalogue(
     cache = new Map();
     caches.set(client, cache);
   }
-  const key = JSON.stringify([filter.entityType ?? '*', [...(filter.abuseTypes ?? [])].sort()]);
+  const key = JSON.stringify([filter.entityType ?? '*', [...new Set(filter.abuseTypes ?? [])].sort()]);
   const now = ctx.now().getTime();
   const hit = cache.get(key);
   if (!options.fresh && hit && now - hit.fetchedAt < DECISIONS_TTL_MS && now >= hit.fetchedAt) {
@@ -47,7 +50,13 @@ export async function decisionCatalogue(
     },
     { signal: ctx.signal },
   );
+  // Re-inserted so Map order is fetch order, and the first key is the one to evict.
+  cache.delete(key);
   cache.set(key, { fetchedAt: now, decisions });
+  for (const oldest of cache.keys()) {
+    if (cache.size <= DECISIONS_CACHE_ENTRIES) break;
+    cache.delete(oldest);
+  }
   return { decisions, cached: false, fetchedAt: now };
 }
 
@@ -74,7 +83,7 @@ export const listSiftDecisions = defineTool({
       .enum(['user', 'order', 'session', 'content'])
       .optional()
       .describe('apply_decision takes user decisions.'),
-    abuse_types: z.array(abuseType).min(1).optional().describe('Only these abuse types; default all.'),
+    abuse_types: abuseTypes.optional().describe('Only these abuse types; default all.'),
     category: z.enum(['block', 'watch', 'accept']).optional().describe('Only this category.'),
   }),
   output: z.object({

@@ -10,6 +10,7 @@ export const listUnmatchedIdentities = defineTool({
   risk: 'read',
   toolset: 'triage',
   idempotent: true,
+  openWorld: false,
   input: z.strictObject({
     cursor: z.string().min(1).max(512).optional().describe('next_cursor from the previous page.'),
     limit: z.number().int().min(1).max(100).default(20).describe('Entries per page.'),

@@ -28,6 +28,13 @@ export const isUserId = (value: unknown): value is string =>
 
 export const abuseType = z.enum(ABUSE_TYPES);
 
+/** A choice of abuse types: each at most once, so the list is bounded by the types Sift has. */
+export const abuseTypes = z
+  .array(abuseType)
+  .min(1)
+  .max(ABUSE_TYPES.length)
+  .refine((types) => new Set(types).size === types.length, 'lists an abuse type more than once');
+
 export const riskBand = z.enum(['low', 'medium', 'high', 'critical']);
 
 export const reason = z.object({

@@ -3,7 +3,7 @@ import type { SiftEventResult } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, toFraudgateError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { currencyDecimals, fromMicros, toMicros, toSiftMicros } from './money.ts';
-import { abuseType, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
+import { abuseTypes, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Sift's id charset (contract §10) also holds for the other ids we send: transaction, session, transfer. */
 const siftIdSchema = z
@@ -70,7 +70,7 @@ const context = {
 
 const account = {
   user_id: userId,
-  email: z.email().optional().describe('$user_email.'),
+  email: z.email().max(254).optional().describe('$user_email.'),
   name: z.string().min(1).max(200).optional(),
   phone: z.string().min(3).max(40).optional(),
   verification_phone_number: z
@@ -625,7 +625,7 @@ export const sendSiftEvent = defineTool({
       .boolean()
       .default(false)
       .describe('Also run Sift workflows and return their results.'),
-    abuse_types: z.array(abuseType).min(1).optional().describe('With return_score.'),
+    abuse_types: abuseTypes.optional().describe('With return_score.'),
   }),
   output: z.object({
     event_type: z.string(),

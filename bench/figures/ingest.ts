@@ -16,6 +16,8 @@ import { BENCH_AUDIT_KEY, openBenchRuntime, type BenchRuntime } from './bench-ru
 import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
+import { createRateLimiter } from '../../src/governance/rate-limit.ts';
+import { createRefusalBudget } from '../../src/governance/refusal-budget.ts';
 import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
 import { createSiftWebhookHandler, type SiftWebhookOptions } from '../../src/webhooks/sift-webhook.ts';
 
@@ -52,6 +54,11 @@ export async function startSiftWebhookServer(
     audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: createRefusalBudget({
+      audit,
+      rateLimiter: createRateLimiter(),
+      bucket: DEFAULTS.rate_limits.refusals,
+    }),
   });
   const server = createServer((req, res) => {
     void handler(req, res).then((handled) => {

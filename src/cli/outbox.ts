@@ -9,6 +9,9 @@
  *   drop ID                 give up on a dead effect for good
  *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: what is due now, a summary, exit)
  *
+ * A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a non-idempotent call that may have
+ * reached the upstream) is shown as such; retrying it sends it again, so its record says so.
+ *
  * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
  * under the identity it proves.
  */
@@ -21,13 +24,19 @@ import { createLogger } from '../logger.ts';
 import { openAutomation, type Automation } from '../outbox/automation.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
-import type { EffectState, OutboxEffect, StoredEvent } from '../store/outbox-store.ts';
+import {
+  isOutcomeUnknown,
+  OUTCOME_UNKNOWN,
+  type EffectState,
+  type OutboxEffect,
+  type StoredEvent,
+} from '../store/outbox-store.ts';
 import { authenticateOperator } from './credential.ts';
 
 function line(e: OutboxEffect): string {
   return [
     String(e.id).padStart(6),
-    e.state.padEnd(17),
+    (isOutcomeUnknown(e) ? 'outcome unknown' : e.state).padEnd(17),
     e.tool.padEnd(28),
     e.entityKey.padEnd(32),
     `attempts ${e.attempts}`,
@@ -55,6 +64,12 @@ function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
   return [
     `effect ${e.id}  ${e.state}`,
     `  action:     ${e.tool} (${e.effect})`,
+    ...(isOutcomeUnknown(e)
+      ? [
+          `  outcome:    unknown: the call began at ${at(e.attemptedAt)} and may have reached the upstream. ` +
+            `Check there first; fraudgate outbox retry ${e.id} sends it again, fraudgate outbox drop ${e.id} gives it up.`,
+        ]
+      : []),
     `  arguments:  ${JSON.stringify(e.args)}`,
     `  entity:     ${e.entityKey}`,
     event
@@ -145,28 +160,40 @@ export async function runOutboxCommand(
         const effectId = needId();
         const actor = await authenticateOperator(loaded, `${sub} outbox effects`);
         // The change and its audit record in one transaction: an unrecorded retry or drop never stands.
-        const ok = await state.store.transaction(async (tx) => {
+        const done = await state.store.transaction(async (tx) => {
+          const before = await tx.outbox.get(effectId);
           const changed =
             sub === 'retry' ? await tx.outbox.requeue(effectId) : await tx.outbox.drop(effectId);
-          if (!changed) return false;
-          const effect = await tx.outbox.get(effectId);
+          if (!changed) return undefined;
+          // The record says when the operator acted on an unknown outcome (a retry sends it again).
+          const unknown = before !== undefined && isOutcomeUnknown(before);
+          const outcome = {
+            ...(unknown ? { code: OUTCOME_UNKNOWN } : {}),
+            ...(values.reason ? { message: values.reason } : {}),
+          };
           await state.audit.appendIn(tx.sql, {
             event: sub === 'retry' ? 'requeued' : 'dropped',
             call_id: randomUUID(),
-            tool: effect?.tool,
+            tool: before?.tool,
             principal: { id: actor.id, kind: actor.kind, role: actor.role },
             target: `outbox_effect:${effectId}`,
-            ...(values.reason ? { outcome: { message: values.reason } } : {}),
+            ...(Object.keys(outcome).length > 0 ? { outcome } : {}),
           });
-          return true;
+          return { unknown };
         });
-        if (!ok) {
+        if (!done) {
           process.stderr.write(
             `fraudgate: effect ${effectId} is not a dead letter (see fraudgate outbox show ${effectId})\n`,
           );
           return 1;
         }
-        out(sub === 'retry' ? `effect ${effectId} queued again` : `effect ${effectId} dropped`);
+        out(
+          sub === 'drop'
+            ? `effect ${effectId} dropped`
+            : done.unknown
+              ? `effect ${effectId} queued again: it will be sent again, although its first attempt may have reached the upstream`
+              : `effect ${effectId} queued again`,
+        );
         return 0;
       }
     }

@@ -41,6 +41,7 @@ import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from 
 import type { ApprovalSignal } from '../store/approval-signal.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
 import { whereToApprove } from './approval-text.ts';
+import { createCursorSeal } from './cursor-seal.ts';
 
 /** The answer to an in-band confirmation request. */
 export type ElicitAnswer = 'accept' | 'decline' | 'cancel';
@@ -83,6 +84,11 @@ export interface PipelineDeps {
    * without a store): Segment ids equal Sift ids and nothing is remembered.
    */
   identities?: IdentityDirectory;
+  /**
+   * The secret behind tools' paging cursors (`ctx.cursors`), the same on every replica. Absent: a
+   * random one, so cursors only open in this process.
+   */
+  cursorKey?: string | Buffer;
   audit: AuditLog;
   redactor: Redactor;
   rateLimiter: RateLimiter;
@@ -190,6 +196,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     },
   };
   const identities = deps.identities ?? transientIdentities;
+  const cursors = createCursorSeal(deps.cursorKey);
   const noProgress = async () => {};
   const contextFor = (
     principal: Principal,
@@ -205,6 +212,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     now,
     approvals: approvalsView,
     identities,
+    cursors,
   });
 
   type AuditInput = Parameters<AuditLog['append']>[0];

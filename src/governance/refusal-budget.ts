@@ -6,6 +6,10 @@
  * it, refusals are only counted and written as one `refusals_counted` record per principal per
  * minute (and when the process stops), so nothing goes unrecorded and the audit grows by at most
  * one small record a minute however fast the refusals come.
+ *
+ * A budget can also be kept for something other than a principal (a `RefusalScope`): the webhook
+ * endpoints, whose senders are unauthenticated until their signature checks, keep one per client
+ * address, so one address flooding them cannot grow the ledger nor use up another's records.
  */
 import type { BucketConfig } from '../config.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
@@ -14,17 +18,28 @@ import type { RateLimiter } from './rate-limit.ts';
 /** How often, at most, a principal over its budget gets a `refusals_counted` record. */
 export const REFUSAL_COUNT_INTERVAL_MS = 60_000;
 
+/** A budget kept for something other than the principal itself, e.g. one client address at one endpoint. */
+export interface RefusalScope {
+  /** The budget's key, unique to what it is kept for (kept apart from principal ids). */
+  key: string;
+  /** Written on its `refusals_counted` record, saying whose refusals were counted. */
+  target: string;
+  tool?: string;
+}
+
 export type RefusalOutcome = { recorded: true } | { recorded: false; retryAfterMs: number };
 
 export interface RefusalBudget {
   /**
    * Records the refusal (`build()` makes the record, only when it will be written) if the
-   * principal's budget allows, else counts it. Rejects only when a record could not be written.
+   * principal's budget (or the scope's, when given) allows, else counts it. Rejects only when a
+   * record could not be written.
    */
   record(
     principal: AuditPrincipal,
     event: AuditAppendInput['event'],
     build: () => AuditAppendInput,
+    scope?: RefusalScope,
   ): Promise<RefusalOutcome>;
   /** Writes the pending counts (on shutdown). */
   flush(): Promise<void>;
@@ -32,6 +47,7 @@ export interface RefusalBudget {
 
 interface Tally {
   principal: AuditPrincipal;
+  scope: RefusalScope | undefined;
   since: string;
   sinceMs: number;
   count: number;
@@ -52,45 +68,47 @@ export function createRefusalBudget(deps: {
       event: 'refusals_counted',
       call_id: `refusals:${tally.since}`,
       principal: tally.principal,
-      detail: `${tally.count} refused calls over the refusal budget since ${tally.since}`,
+      detail: `${tally.count} refused ${tally.scope ? 'requests' : 'calls'} over the refusal budget since ${tally.since}`,
       refusals: { count: tally.count, since: tally.since, by_event: tally.events },
+      ...(tally.scope ? { target: tally.scope.target } : {}),
+      ...(tally.scope?.tool ? { tool: tally.scope.tool } : {}),
     });
   };
 
-  const takeTally = (principalId: string): Tally | undefined => {
-    const tally = tallies.get(principalId);
-    tallies.delete(principalId);
+  const takeTally = (key: string): Tally | undefined => {
+    const tally = tallies.get(key);
+    tallies.delete(key);
     return tally;
   };
 
   return {
-    async record(principal, event, build) {
-      const key = `refusals\u0000${principal.id}`;
+    async record(principal, event, build, scope) {
+      const id = scope ? `scope\u0000${scope.key}` : principal.id;
+      const key = `refusals\u0000${id}`;
       // Budget store down: recording the refusal matters more than bounding it.
       const decision = await deps.rateLimiter
         .take(key, deps.bucket)
         .catch(() => ({ allowed: true, retryAfterMs: 0 }));
       if (decision.allowed) {
-        const pending = takeTally(principal.id);
+        const pending = takeTally(id);
         if (pending) await writeTally(pending);
         await deps.audit.append(build());
         return { recorded: true };
       }
       const at = now();
-      let tally = tallies.get(principal.id);
+      let tally = tallies.get(id);
       if (!tally) {
         // Bounded like everything else: a flood of distinct principals cannot grow this map forever.
         if (tallies.size >= MAX_TALLIES) {
           const oldest = tallies.keys().next().value;
           if (oldest !== undefined) await writeTally(takeTally(oldest)!);
         }
-        tally = { principal, since: at.toISOString(), sinceMs: at.getTime(), count: 0, events: {} };
-        tallies.set(principal.id, tally);
+        tally = { principal, scope, since: at.toISOString(), sinceMs: at.getTime(), count: 0, events: {} };
+        tallies.set(id, tally);
       }
       tally.count += 1;
       tally.events[event] = (tally.events[event] ?? 0) + 1;
-      if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS)
-        await writeTally(takeTally(principal.id)!);
+      if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS) await writeTally(takeTally(id)!);
       return { recorded: false, retryAfterMs: decision.retryAfterMs };
     },
     async flush() {

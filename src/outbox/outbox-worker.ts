@@ -24,6 +24,14 @@
  * `salesforce_slowdown_at` scales Salesforce effects down linearly to zero at 1 − `salesforce_reserve`
  * (the reserve is left for humans). After `max_attempts` failures, or at once for a permanent
  * error, an effect becomes a dead letter (audited; `fraudgate outbox retry|drop`).
+ *
+ * Effects whose tool is not idempotent (`send_sift_event`: Sift events have no idempotency key) run
+ * at most once by themselves: their call is marked attempted in the store before it starts, a
+ * failure is retried only when it proves nothing reached the upstream (never connected, rate
+ * limited, refused by fraudgate before the call), and any other failure — a lost answer, a timeout,
+ * a reset, a 5xx — or a lease that finds the mark of an attempt that never finished (a crash, a
+ * lost lease, a completion that could not be stored) makes it a dead letter whose outcome is
+ * unknown (`OUTCOME_UNKNOWN`), for an operator to check upstream and replay or drop.
  */
 import { randomUUID } from 'node:crypto';
 import type { DecisionCategory, SiftClient } from '../clients/types.ts';
@@ -34,10 +42,16 @@ import type { CallChannel } from '../governance/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
-import type { NewEffect, OutboxEffect, OutboxStore, StoredEvent } from '../store/outbox-store.ts';
+import {
+  OUTCOME_UNKNOWN,
+  type NewEffect,
+  type OutboxEffect,
+  type OutboxStore,
+  type StoredEvent,
+} from '../store/outbox-store.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
-import { UNREACHABLE } from '../network-errors.ts';
+import { NEVER_SENT, UNREACHABLE } from '../network-errors.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
@@ -54,7 +68,7 @@ const SCORE_EFFECT_TOOLS = {
 
 export interface OutboxWorkerOptions {
   /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
-  runtime: Pick<Runtime, 'config' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
+  runtime: Pick<Runtime, 'config' | 'tools' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
   store: OutboxStore;
   /**
    * The store's transactions, on the ledger's database: a dead letter commits with its audit record.
@@ -134,6 +148,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   const sift: SiftClient = runtime.clients.sift;
   let salesforcePausedUntil = 0;
   const warnedMissing = new Set<string>();
+  /** Tools a repeated call of which has no further effect; an unknown tool counts as not. */
+  const idempotentTools: ReadonlySet<string> = new Set(
+    runtime.tools.filter((t) => t.idempotent).map((t) => t.name),
+  );
 
   let catalogue: { at: number; byId: Map<string, DecisionCategory> } | undefined;
   async function categoryOf(decisionId: string): Promise<DecisionCategory> {
@@ -301,10 +319,11 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   /**
-   * Whether trying the effect again may help. Effect tools are idempotent by construction (stable
-   * Segment messageIds, external-id upserts, Chatter markers, case keys), so an upstream failure
-   * without a definite answer — network error, timeout, 429, 5xx — is retried even where the client
-   * itself would not repeat a non-idempotent request. A 4xx or a policy refusal is final.
+   * Whether trying the effect again may help. The decision and score effect tools are idempotent by
+   * construction (stable Segment messageIds, external-id upserts, Chatter markers, case keys), so an
+   * upstream failure without a definite answer — network error, timeout, 429, 5xx — is retried even
+   * where the client itself would not repeat the request. A 4xx or a policy refusal is final. A
+   * tool that is not idempotent must also pass {@link provablyUnsent}.
    */
   function retryable(error: FraudgateError): boolean {
     if (error.retryable) return true;
@@ -312,6 +331,32 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       return false;
     const status = (error.data as { status?: unknown } | undefined)?.status;
     return typeof status !== 'number' || status === 429 || status >= 500;
+  }
+
+  /** Whether a network code in the error's cause chain is one of `codes`. */
+  function causedBy(error: FraudgateError, codes: ReadonlySet<string>): boolean {
+    for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'string' && codes.has(code)) return true;
+      e = (e as { cause?: unknown }).cause;
+    }
+    return false;
+  }
+
+  /**
+   * Whether the failed call provably changed nothing upstream, so a tool that is not idempotent may
+   * run again: the connection never opened (NEVER_SENT), the upstream throttled it (HTTP 429, Sift
+   * status 60: rejected before processing, shared/contracts/sift.md §8.3), or fraudgate refused it
+   * before the tool ran (no upstream named: its store, rate-limit store or audit ledger, all
+   * consulted before the call; the outcome record never fails a call). Not a 503: the Sift contract
+   * does not say a 503 was not processed.
+   */
+  function provablyUnsent(error: FraudgateError): boolean {
+    if (error.code === ERROR_CODES.UPSTREAM_RATE_LIMITED) return true;
+    if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
+    const data = (error.data ?? {}) as { service?: unknown; status?: unknown };
+    if (data.service === undefined) return error.retryable;
+    return data.status === 429 || (data.status === undefined && causedBy(error, NEVER_SENT));
   }
 
   function backoff(attempts: number, retryAfterMs: number | undefined): number {
@@ -340,20 +385,17 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    * letter for it. After the pause one effect probes; any answer resumes the queue, another such
    * failure doubles the pause (from `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). An upstream
    * that answers 5xx, resets or times out a read is up but failing: that counts as an attempt (one
-   * batched request failing must not stall the queue).
+   * batched request failing must not stall the queue). For a tool that is not idempotent only a
+   * connection that never opened counts as down: the other unreachable codes can also break a request
+   * already sent, whose outcome is then unknown.
    */
   const queuePause = { until: 0, ms: 0, probe: false };
-  function dependencyDown(error: FraudgateError): boolean {
+  function dependencyDown(error: FraudgateError, idempotent: boolean): boolean {
     if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
     // No upstream named: fraudgate's own dependency refused the call (the store, the audit ledger
     // that cannot write, the rate-limit store), retryable when it is an outage rather than a bug.
     if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
-    for (let e: unknown = error.cause, depth = 0; e && depth < 5; depth++) {
-      const code = (e as { code?: unknown }).code;
-      if (typeof code === 'string' && UNREACHABLE.has(code)) return true;
-      e = (e as { cause?: unknown }).cause;
-    }
-    return false;
+    return causedBy(error, idempotent ? UNREACHABLE : NEVER_SENT);
   }
   function pauseQueue(error: FraudgateError): number {
     const first = queuePause.ms === 0;
@@ -389,6 +431,19 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (now() < queuePause.until || queuePause.probe) return 0;
     queuePause.probe = true;
     return Math.min(1, room);
+  }
+
+  /**
+   * A non-idempotent effect whose call may have reached the upstream: a dead letter, never resent by
+   * itself. `why` says what left the outcome unknown (kept free of arguments: it is stored and logged).
+   */
+  async function outcomeUnknown(effect: OutboxEffect, why: string): Promise<void> {
+    await deadLetter(effect, {
+      code: OUTCOME_UNKNOWN,
+      message:
+        `${effect.tool} may have reached the upstream (${why}); it is not idempotent, so it is not sent ` +
+        `again by itself. Check the upstream, then replay it (fraudgate outbox retry ${effect.id}) or drop it.`,
+    });
   }
 
   async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
@@ -543,6 +598,20 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
+    const idempotent = idempotentTools.has(effect.tool);
+    if (!idempotent) {
+      if (effect.attemptedAt !== undefined) {
+        await outcomeUnknown(
+          effect,
+          `an attempt begun at ${new Date(effect.attemptedAt).toISOString()} never finished: ` +
+            'the worker stopped, lost its lease, or could not store the result',
+        );
+        result.dead += 1;
+        return;
+      }
+      // Committed before the call, so whoever takes this effect over knows the call may have run.
+      if (!(await store.markAttempted(effect.id, owner, now()))) return;
+    }
     // One idempotency key per effect: a re-run after a crash (its completion lost) is deduplicated upstream.
     const channel: CallChannel = {
       principal,
@@ -551,7 +620,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       idempotencyKey: `outbox-effect:${effect.id}`,
     };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
-    const down = !outcome.ok && dependencyDown(outcome.error);
+    const down = !outcome.ok && dependencyDown(outcome.error, idempotent);
     if (!outcome.ok && down) {
       const until = pauseQueue(outcome.error);
       await store.retry(effect.id, owner, until, `${outcome.error.code}: ${outcome.error.message}`, false);
@@ -597,6 +666,11 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       return;
     }
     const attempts = effect.attempts + 1;
+    if (!idempotent && retryable(error) && !provablyUnsent(error)) {
+      await outcomeUnknown(effect, `${error.code}: ${error.message}`);
+      result.dead += 1;
+      return;
+    }
     if (!retryable(error) || attempts >= auto.max_attempts) {
       await deadLetter(effect, error);
       result.dead += 1;

@@ -95,6 +95,8 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   /** Reject every bearer token, even fresh ones: reproduces jsforce's refresh-loop hazard (§5.1). */
   alwaysUnauthorized(on: boolean): void;
   setQueryPageSize(n: number): void;
+  /** Forget every query locator issued so far, as Salesforce does after ~15 idle minutes. */
+  expireQueryLocators(): void;
   /** Issue a session directly (access + refresh token), e.g. to build a Connection with a refresh token. */
   issueTokens(): { accessToken: string; refreshToken: string };
   apiUsage(): { used: number; limit: number };
@@ -1369,6 +1371,9 @@ export async function startSalesforceEmulator(
     },
     setQueryPageSize(n) {
       queryPageSize = n;
+    },
+    expireQueryLocators() {
+      cursors.clear();
     },
     issueTokens,
     apiUsage: () => ({ used: apiUsed, limit: dailyApiLimit }),

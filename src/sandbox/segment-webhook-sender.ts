@@ -1,8 +1,10 @@
 /**
  * Segment's side of the Webhooks destination (contract triggers.md §1 and §5), for tests and the
  * sandbox: POST one spec message per request (Classic) or a JSON array (Actions batch), signed with
- * `X-Signature` = lowercase hex HMAC-SHA1 of the body under the shared secret (for a batch, of the
- * first message only — the legacy behaviour Segment keeps), retried on 5xx, 429, timeouts and
+ * lowercase hex HMAC-SHA1 under the shared secret: one message in `X-Signature` over the body; a
+ * batch in `X-Segment-Signature` over the whole body (Actions with `useSegmentSignatureHeader`), or,
+ * with `signing: 'first_event'`, in `X-Signature` over its first message only (the legacy behaviour
+ * Segment keeps, which fraudgate accepts only for a batch of one). Retried on 5xx, 429, timeouts and
  * connection errors with backoff, never on other 4xx.
  */
 import { createHmac } from 'node:crypto';
@@ -19,6 +21,8 @@ export interface SegmentSendOptions {
   attempts?: number;
   backoffMs?: number;
   timeoutMs?: number;
+  /** How a batch is signed (default `whole_body`); a single message is always signed whole. */
+  signing?: 'whole_body' | 'first_event';
 }
 
 export const segmentSignature = (payload: string, secret: string) =>
@@ -31,12 +35,13 @@ export async function sendSegmentWebhook(
   options: SegmentSendOptions,
 ): Promise<SegmentDelivery> {
   const body = JSON.stringify(messages);
-  const signed = Array.isArray(messages) ? JSON.stringify(messages[0] ?? {}) : body;
-  const headers = {
-    'content-type': 'application/json',
-    'user-agent': 'Segment.io/1.0',
-    'x-signature': segmentSignature(signed, options.secret),
-  };
+  const firstEventOnly = Array.isArray(messages) && options.signing === 'first_event';
+  const signature = firstEventOnly
+    ? { 'x-signature': segmentSignature(JSON.stringify(messages[0] ?? {}), options.secret) }
+    : Array.isArray(messages)
+      ? { 'x-segment-signature': segmentSignature(body, options.secret) }
+      : { 'x-signature': segmentSignature(body, options.secret) };
+  const headers = { 'content-type': 'application/json', 'user-agent': 'Segment.io/1.0', ...signature };
   const attempts = options.attempts ?? 1;
   let last: SegmentDelivery = { status: 0, attempts: 0, body: {} };
   for (let attempt = 1; attempt <= attempts; attempt += 1) {

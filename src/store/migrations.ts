@@ -161,6 +161,12 @@ CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target
       `CREATE UNIQUE INDEX score_sync_one_running ON score_sync_runs (state) WHERE state = 'running';`,
     ),
   },
+  {
+    version: 8,
+    name: 'outbox: when a non-idempotent effect began its upstream call',
+    sqlite: 'ALTER TABLE outbox_effects ADD COLUMN attempted_at INTEGER;',
+    postgres: 'ALTER TABLE outbox_effects ADD COLUMN attempted_at BIGINT;',
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

@@ -6,6 +6,10 @@
  *   effect: pending → leased → done | pending (retry) | awaiting_approval | dead | skipped
  *           awaiting_approval → done | denied | dead;  dead → pending (retry) | dropped
  *
+ * An effect whose tool is not idempotent is marked attempted (`markAttempted`, committed) before
+ * its call: a lease that finds the mark was taken over from a call that never finished, whose
+ * outcome upstream is unknown (a dead letter with reason {@link OUTCOME_UNKNOWN}, never a resend).
+ *
  * One implementation on both engines (SQLite for one host, PostgreSQL shared by every replica);
  * only `claim` and `supersede` differ per engine (src/store/sqlite/outbox-queue.ts,
  * src/store/postgres/outbox-queue.ts): how concurrent workers on one file, or on many machines,
@@ -66,8 +70,26 @@ export interface OutboxEffect {
   approvalId?: string;
   lastError?: string;
   result?: unknown;
+  /**
+   * When the call of a non-idempotent effect began (`markAttempted`); cleared when it goes back to
+   * pending, where it is known not to have reached the upstream. Set on a leased effect: an earlier
+   * attempt may have reached the upstream and never finished.
+   */
+  attemptedAt?: number;
   createdAt: number;
   updatedAt: number;
+}
+
+/**
+ * The reason code of a dead letter whose call may or may not have reached the upstream (a lost
+ * answer, a timeout, a 5xx, an attempt that never finished) for a tool that is not idempotent:
+ * the operator checks the upstream, then replays it (`fraudgate outbox retry`) or drops it.
+ */
+export const OUTCOME_UNKNOWN = 'OUTCOME_UNKNOWN';
+
+/** Whether the effect is a dead letter whose outcome upstream is unknown (see {@link OUTCOME_UNKNOWN}). */
+export function isOutcomeUnknown(effect: Pick<OutboxEffect, 'state' | 'lastError'>): boolean {
+  return effect.state === 'dead' && effect.lastError?.startsWith(`${OUTCOME_UNKNOWN}:`) === true;
 }
 
 export interface NewEffect {
@@ -143,8 +165,16 @@ export interface OutboxStore {
    * claimed again by anyone); returns the ids it still owns.
    */
   renew(ids: number[], owner: string, leaseUntil: number, now?: number): Promise<number[]>;
+  /**
+   * Record, durably, that the leased effect's call begins (before a call that must not run twice);
+   * false when the lease is no longer this owner's, and then nothing may run.
+   */
+  markAttempted(id: number, owner: string, now?: number): Promise<boolean>;
   complete(id: number, owner: string, result: unknown, now?: number): Promise<boolean>;
-  /** Back to pending at `nextAttemptAt`; `countAttempt` false for deferrals (budgets, own rate limit). */
+  /**
+   * Back to pending at `nextAttemptAt`, the attempt mark cleared (the caller knows the call did not
+   * reach the upstream); `countAttempt` false for deferrals (budgets, own rate limit).
+   */
   retry(
     id: number,
     owner: string,
@@ -162,7 +192,10 @@ export interface OutboxStore {
     detail: unknown,
     now?: number,
   ): Promise<boolean>;
-  /** Operator: a dead (or denied) effect back to pending with a fresh attempt count. */
+  /**
+   * Operator: a dead (or denied) effect back to pending with a fresh attempt count and no attempt
+   * mark (for an outcome-unknown effect, a deliberate replay).
+   */
   requeue(id: number, now?: number): Promise<boolean>;
   /** Operator: give up on a dead effect for good. */
   drop(id: number, now?: number): Promise<boolean>;
@@ -248,6 +281,7 @@ export interface EffectRow {
   approval_id: string | null;
   last_error: string | null;
   result: string | null;
+  attempted_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -315,6 +349,7 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
   if (row.lease_owner !== null) effect.leaseOwner = row.lease_owner;
   if (row.lease_until !== null) effect.leaseUntil = Number(row.lease_until);
   if (row.approval_id !== null) effect.approvalId = row.approval_id;
+  if (row.attempted_at !== null) effect.attemptedAt = Number(row.attempted_at);
   if (row.last_error !== null) {
     effect.lastError = isSealed(row.last_error)
       ? String(openJson(cipher, row.last_error, outboxFieldContext.lastError(id)))
@@ -567,6 +602,13 @@ export function createOutboxStore(
       return rows.map((r) => Number(r.id));
     },
 
+    markAttempted: (id, owner, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET attempted_at = $1, updated_at = $1
+         WHERE id = $2 AND state = 'leased' AND lease_owner = $3`,
+        [now, id, owner],
+      ),
+
     complete: (id, owner, result, now = Date.now()) =>
       changed(
         `UPDATE outbox_effects SET state = 'done', result = $1, last_error = NULL, lease_until = NULL, updated_at = $2
@@ -577,7 +619,7 @@ export function createOutboxStore(
     retry: (id, owner, nextAttemptAt, error, countAttempt, now = Date.now()) =>
       changed(
         `UPDATE outbox_effects SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2,
-           last_error = COALESCE($3, last_error), lease_until = NULL, updated_at = $4
+           last_error = COALESCE($3, last_error), lease_until = NULL, attempted_at = NULL, updated_at = $4
          WHERE id = $5 AND state = 'leased' AND lease_owner = $6`,
         [
           countAttempt ? 1 : 0,
@@ -599,7 +641,8 @@ export function createOutboxStore(
 
     awaitApproval: (id, owner, approvalId, now = Date.now()) =>
       changed(
-        `UPDATE outbox_effects SET state = 'awaiting_approval', approval_id = $1, lease_until = NULL, updated_at = $2
+        `UPDATE outbox_effects SET state = 'awaiting_approval', approval_id = $1, lease_until = NULL,
+           attempted_at = NULL, updated_at = $2
          WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
         [approvalId, now, id, owner],
       ),
@@ -624,7 +667,7 @@ export function createOutboxStore(
     requeue: (id, now = Date.now()) =>
       changed(
         `UPDATE outbox_effects SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL,
-           lease_until = NULL, approval_id = NULL, updated_at = $1
+           lease_until = NULL, approval_id = NULL, attempted_at = NULL, updated_at = $1
          WHERE id = $2 AND state IN ('dead', 'denied')`,
         [now, id],
       ),

@@ -1,12 +1,17 @@
 /**
  * What every inbound webhook endpoint shares before it looks at the vendor's payload: route and
  * method, a body read under a size limit, JSON answers, and refusals that are audited before they
- * are answered (so whoever sees the answer also finds the record). The Sift and Segment handlers
- * differ only in how they check signatures and what they store.
+ * are answered (so whoever sees the answer also finds the record). The endpoints are reachable by
+ * anyone, so refusals go through a refusal budget per client address (refusal-budget.ts): past it
+ * they are counted into one `refusals_counted` record a minute instead of one record each, and
+ * answered as before. The Sift and Segment handlers differ only in how they check signatures and
+ * what they store.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { clientAddress } from '../auth/client-address.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
+import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { Principal } from '../tool.ts';
 import { readRequestBody } from '../transports/request-body.ts';
@@ -31,7 +36,10 @@ export interface WebhookIntake {
   recordOf<T extends object>(input: T): T & EndpointFields;
   /** Audit a webhook event under the endpoint's principal; a failing audit write is logged, never thrown. */
   auditQuietly(input: WebhookRecord): Promise<void>;
-  /** Audit a refusal (with the body's hash, never the body), then answer it. */
+  /**
+   * Audit a refusal (with the body's hash, never the body) within the client address's refusal
+   * budget, or count it past the budget; then answer it.
+   */
   reject(res: ServerResponse, status: number, reason: string, body?: Buffer): Promise<void>;
   /**
    * The raw body of a POST to `path`; `false` when the request is not for this endpoint, `undefined`
@@ -48,6 +56,10 @@ export function createWebhookIntake(options: {
   bodyLimitBytes: number;
   audit: AuditLog;
   logger: Logger;
+  /** Bounds the refusal records per client address; shared by the endpoints, flushed on shutdown. */
+  refusals: RefusalBudget;
+  /** `http.trusted_proxies`: whose `X-Forwarded-For` names the client (client-address.ts). */
+  trustedProxies?: readonly string[];
 }): WebhookIntake {
   const { audit, logger, principal, tool } = options;
   const recordOf: WebhookIntake['recordOf'] = (input) => ({
@@ -64,11 +76,24 @@ export function createWebhookIntake(options: {
     }
   };
   const reject: WebhookIntake['reject'] = async (res, status, reason, body) => {
-    await auditQuietly({
-      event: 'webhook_rejected',
-      outcome: { code: String(status), message: reason },
-      ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
-    });
+    // The sender is unauthenticated: its address (masked in the ledger like every IP) is what the budget keys on.
+    const target = `client:${clientAddress(res.req, options.trustedProxies)}`;
+    try {
+      await options.refusals.record(
+        principal,
+        'webhook_rejected',
+        () =>
+          recordOf({
+            event: 'webhook_rejected',
+            target,
+            outcome: { code: String(status), message: reason },
+            ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
+          }),
+        { key: `${tool}\u0000${target}`, target, tool },
+      );
+    } catch (error) {
+      logger.error('audit write failed', { event: 'webhook_rejected', error: String(error) });
+    }
     sendJson(res, status, { error: reason });
   };
   return {

@@ -4,21 +4,24 @@
  * `mapping.segment_identify` (segment-mapping.ts).
  *
  * Order of checks: method → body size → signature → JSON shape → mapping. The signature is
- * HMAC-SHA1 (lowercase hex) with SEGMENT_WEBHOOK_SECRET in `X-Signature` (or `X-Segment-Signature`),
- * checked over the raw bytes; as the contract advises, a match over the first message of a batch or
- * over the re-serialized body is also accepted (Segment's variants sign those). A body with any
+ * HMAC-SHA1 (lowercase hex) with SEGMENT_WEBHOOK_SECRET, over the whole body (the raw bytes, or the
+ * re-serialized body) in `X-Segment-Signature` or `X-Signature`. Segment's legacy batched Actions
+ * signing covers only a batch's first event (`X-Signature`): that authenticates a batch of one
+ * event, and refuses (401) a longer batch, whose other events nobody signed. A body with any
  * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
  * acknowledged and not stored twice. Messages the mapping does not cover (page views, unmapped events, anonymous or
  * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
- * record; a rejected body is never stored or logged — only its hash.
+ * record (a rejected one within its client address's refusal budget, past it a count: intake.ts);
+ * a rejected body is never stored or logged — only its hash.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { Config } from '../config.ts';
 import type { AuditLog } from '../governance/audit.ts';
+import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
@@ -72,6 +75,10 @@ export interface SegmentWebhookOptions {
   audit: AuditLog;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
+  refusals: RefusalBudget;
+  /** `http.trusted_proxies` (src/auth/client-address.ts). */
+  trustedProxies?: readonly string[];
   /** Called after something was stored (e.g. to wake the worker). */
   onEnqueued?: () => void;
 }
@@ -82,31 +89,49 @@ const header = (req: IncomingMessage, name: string) => {
 };
 
 /**
- * Whether `signature` (hex HMAC-SHA1) signs the body under `secret`: over the raw bytes, or —
- * Segment's variants — over the first message of an array body or the re-serialized body.
+ * What a Segment signature authenticates. `first_event_only`: an `X-Signature` that matches only the
+ * first event of a batch of several — the legacy batched Actions signing (contract triggers.md
+ * §1.3) — which says nothing about the other events, so the delivery is refused: whoever holds one
+ * signed event could otherwise append any events to it.
+ */
+export type SegmentSignatureCheck = 'valid' | 'invalid' | 'first_event_only';
+
+/** The signature headers Segment sends: `X-Segment-Signature` always covers the whole body. */
+export type SegmentSignatureHeader = 'x-signature' | 'x-segment-signature';
+
+/**
+ * Whether `signature` (hex HMAC-SHA1 under `secret`) signs the whole body: the raw bytes or the
+ * re-serialized body (Classic signs `JSON.stringify(body)`). Under `X-Signature` a match over the
+ * first event of an array body also authenticates a batch of that one event (Actions' legacy batched
+ * signing); for a longer batch it is `first_event_only`, never valid.
  */
 export function verifySegmentSignature(
   raw: Buffer,
   parsed: unknown,
   signature: string,
   secret: string,
-): boolean {
+  header: SegmentSignatureHeader = 'x-signature',
+): SegmentSignatureCheck {
   const hex = signature.trim().toLowerCase();
-  if (!/^[0-9a-f]{40}$/.test(hex)) return false;
+  if (!/^[0-9a-f]{40}$/.test(hex)) return 'invalid';
   const given = Buffer.from(hex, 'hex');
-  const candidates: (Buffer | string)[] = [raw];
-  if (parsed !== undefined) {
-    candidates.push(JSON.stringify(parsed));
-    if (Array.isArray(parsed) && parsed.length > 0) candidates.push(JSON.stringify(parsed[0]));
-  }
-  let ok = false;
-  for (const candidate of candidates) {
-    const computed = createHmac('sha1', secret).update(candidate).digest();
-    // No early exit, so timing does not reveal which variant matched.
-    if (timingSafeEqual(computed, given)) ok = true;
-  }
-  return ok;
+  const matches = (signed: Buffer | string) =>
+    timingSafeEqual(createHmac('sha1', secret).update(signed).digest(), given);
+  // Every variant is computed (no early exit), so timing does not reveal which one matched.
+  const overRaw = matches(raw);
+  const overReserialized = parsed !== undefined && matches(JSON.stringify(parsed));
+  const batch = Array.isArray(parsed) && parsed.length > 0 ? parsed : undefined;
+  const overFirstEvent = batch !== undefined && matches(JSON.stringify(batch[0]));
+  if (overRaw || overReserialized) return 'valid';
+  if (header === 'x-signature' && overFirstEvent) return batch.length === 1 ? 'valid' : 'first_event_only';
+  return 'invalid';
 }
+
+/** The refusal of a batch whose signature covers only its first event, with what to change in Segment. */
+export const FIRST_EVENT_ONLY_REASON =
+  'the signature (X-Signature) covers only the first event of this batch, so the others are not ' +
+  'authenticated; in the Segment Webhooks (Actions) destination turn on the whole-body signature ' +
+  'header (X-Segment-Signature, setting useSegmentSignatureHeader) or turn batching off';
 
 /** An `extraHandlers` entry for src/transports/http.ts. */
 export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
@@ -120,6 +145,8 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     bodyLimitBytes: options.bodyLimitBytes,
     audit,
     logger,
+    refusals: options.refusals,
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
   return async (req, res) => {
@@ -132,16 +159,24 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     } catch {
       parsed = undefined;
     }
-    const signature = header(req, 'x-signature') ?? header(req, 'x-segment-signature');
+    // The whole-body header decides when it is sent: an X-Signature beside it may cover only the first event.
+    const wholeBody = header(req, 'x-segment-signature');
+    const signatureHeader: SegmentSignatureHeader = wholeBody ? 'x-segment-signature' : 'x-signature';
+    const signature = signatureHeader === 'x-segment-signature' ? wholeBody : header(req, 'x-signature');
     if (!options.secret) {
       await reject(res, 401, 'SEGMENT_WEBHOOK_SECRET is not configured on this server', body);
       return true;
     }
     if (!signature) {
-      await reject(res, 401, 'missing signature (X-Signature)', body);
+      await reject(res, 401, 'missing signature (X-Signature or X-Segment-Signature)', body);
       return true;
     }
-    if (!verifySegmentSignature(body, parsed, signature, options.secret)) {
+    const check = verifySegmentSignature(body, parsed, signature, options.secret, signatureHeader);
+    if (check === 'first_event_only') {
+      await reject(res, 401, FIRST_EVENT_ONLY_REASON, body);
+      return true;
+    }
+    if (check === 'invalid') {
       await reject(res, 401, 'bad signature', body);
       return true;
     }

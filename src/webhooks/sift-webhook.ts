@@ -5,7 +5,8 @@
  * configured keys, for rotation) → JSON shape. Only a verified, well-formed event is stored, and
  * the 2xx is sent only after the commit (SQLite synchronous = FULL): an acknowledged decision is
  * never lost. A repeated delivery (same entity, decision and time) is acknowledged and not stored
- * twice. Every accepted, duplicate or rejected delivery leaves an audit record; an accepted or
+ * twice. Every accepted, duplicate or rejected delivery leaves an audit record (a rejected one
+ * within its client address's refusal budget, past it a count: intake.ts); an accepted or
  * duplicate delivery's record commits in the same transaction as the event (deliveries arriving
  * together share one, src/store/outbox-store.ts), so no acknowledged delivery lacks its record and
  * a record that cannot be written leaves the delivery unacknowledged (503, Sift retries). A
@@ -14,6 +15,7 @@
  */
 import { verifySiftSignature } from '../clients/sift-client.ts';
 import type { AuditLog } from '../governance/audit.ts';
+import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
@@ -61,6 +63,10 @@ export interface SiftWebhookOptions {
   audit: AuditLog;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
+  refusals: RefusalBudget;
+  /** `http.trusted_proxies` (src/auth/client-address.ts). */
+  trustedProxies?: readonly string[];
   /** Called after an event is stored (e.g. to wake the worker). */
   onEnqueued?: () => void;
 }
@@ -82,6 +88,8 @@ export function createSiftWebhookHandler(options: SiftWebhookOptions): WebhookHa
     bodyLimitBytes: options.bodyLimitBytes,
     audit,
     logger,
+    refusals: options.refusals,
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
   return async (req, res) => {

@@ -13,10 +13,14 @@ import { DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/conf
 import { sandboxSigningKeyPath } from '../../src/governance/audit-signing.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
+import { createRefusalBudget, type RefusalBudget } from '../../src/governance/refusal-budget.ts';
+import type { Runtime } from '../../src/runtime.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import type { AnyTool } from '../../src/tool.ts';
 import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
+import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
+import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 
@@ -28,6 +32,15 @@ export function sign(
   algorithm: 'sha1' | 'sha256' = 'sha256',
 ): string {
   return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
+}
+
+/** The webhook endpoints' refusal budget as `serve --http` builds it, on `runtime`'s limiter and bucket. */
+export function webhookRefusals(runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config'>): RefusalBudget {
+  return createRefusalBudget({
+    audit: runtime.audit,
+    rateLimiter: runtime.rateLimiter,
+    bucket: runtime.config.rate_limits.refusals,
+  });
 }
 
 export interface OutboxEnv {
@@ -112,6 +125,7 @@ export async function outboxEnv(
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   const server: Server = createServer((req, res) => {
@@ -146,7 +160,7 @@ export async function outboxEnv(
       return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
     },
     auditRecords() {
-      return storedAuditRecords(config, automation.runtime.audit);
+      return storedAuditRecords(config, automation.runtime.audit, secrets);
     },
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -155,6 +169,41 @@ export async function outboxEnv(
       if (!options.sandbox) await sandbox.close();
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * The real Segment webhook handler (`POST /webhooks/segment`, signed with `secret`) in front of
+ * `env`'s outbox, on a loopback server of its own: each mapped message becomes a `send_sift_event` effect.
+ */
+export async function startSegmentIntake(
+  env: OutboxEnv,
+  secret: string,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const { automation, config } = env;
+  const handler = createSegmentWebhookHandler({
+    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    secret,
+    mapping: config.mapping,
+    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    audit: automation.runtime.audit,
+    logger: silentLogger,
+    bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
+    onEnqueued: () => automation.worker.wake(),
+  });
+  const server = createServer((req, res) => {
+    void handler(req, res).then((handled) => {
+      if (!handled) {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
 

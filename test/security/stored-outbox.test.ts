@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { openStore } from '../../src/store/store.ts';
-import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const EMAIL = 'planted.outbox@example.com';
@@ -55,6 +55,7 @@ async function start(postgres: boolean) {
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   server = createServer((req, res) => {

@@ -134,6 +134,34 @@ for (const engine of ENGINES) {
       ]);
     });
 
+    it('an attempt mark is durable, seen by whoever leases the effect next, and cleared back to pending', async () => {
+      const [a, b] = await open();
+      const event = user('m1', 'segment', 0);
+      const { id: eventId } = await a!.enqueueRouted(event, [
+        { effect: 'sift_event', tool: 'send_sift_event', args: {} },
+      ]);
+      const [effect] = await a!.claim('w1', 1, 60_000);
+      const id = effect?.id ?? 0;
+      expect(effect?.attemptedAt).toBeUndefined();
+      expect(await b!.markAttempted(id, 'w2', 5_000)).toBe(false); // not the lease owner
+      expect(await a!.markAttempted(id, 'w1', 5_000)).toBe(true);
+      // w1 stops mid-call: the other store leases it after the lease runs out and sees the mark.
+      const [taken] = await b!.claim('w2', 1, 60_000, Date.now() + 120_000);
+      expect(taken).toMatchObject({ id, eventId, attemptedAt: 5_000 });
+      expect(await a!.markAttempted(id, 'w1')).toBe(false); // w1's lease is gone
+      // Back to pending (known not to have reached the upstream): no mark.
+      expect(await b!.retry(id, 'w2', 0, 'UPSTREAM_RATE_LIMITED: 429', true)).toBe(true);
+      expect((await a!.get(id))?.attemptedAt).toBeUndefined();
+      // Dead with its mark (outcome unknown); an operator's requeue is a deliberate replay, unmarked.
+      await a!.claim('w1', 1, 60_000);
+      expect(await a!.markAttempted(id, 'w1', 6_000)).toBe(true);
+      expect(await a!.deadLetter(id, 'w1', 'OUTCOME_UNKNOWN: lost answer')).toBe(true);
+      expect(await b!.get(id)).toMatchObject({ state: 'dead', attemptedAt: 6_000 });
+      expect(await b!.requeue(id)).toBe(true);
+      expect(await b!.get(id)).toMatchObject({ state: 'pending', attempts: 0 });
+      expect((await b!.get(id))?.attemptedAt).toBeUndefined();
+    });
+
     it("a restarted owner reclaims its own leased effects at once; others' leases stay", async () => {
       const [a, b] = await open();
       for (const u of ['r1', 'r2']) {

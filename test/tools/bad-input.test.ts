@@ -52,3 +52,48 @@ describe.each(tools.map((t) => [t.name]))('%s', (name) => {
     expect(upstreamTraffic()).toHaveLength(before);
   });
 });
+
+describe('bounds the upstream sets', () => {
+  it('emails longer than the field they land in are refused before any upstream call', async () => {
+    const before = upstreamTraffic().length;
+    // 81 characters: Salesforce's SuppliedEmail holds 80.
+    const caseEmail = `${'a'.repeat(69)}@example.com`;
+    const fraudCase = await env.callTool('create_fraud_case', {
+      user_id: 'sandbox-high-risk',
+      summary: 'Card testing pattern on three cards in an hour',
+      email: caseEmail,
+    });
+    expect(fraudCase.error.code).toBe('INVALID_INPUT');
+    expect(fraudCase.error.message).toContain('email');
+    // 255 characters: past the 254 an address may have.
+    const siftEmail = `${'a'.repeat(60)}@${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.${'e'.repeat(7)}.com`;
+    expect(siftEmail).toHaveLength(255);
+    const event = await env.callTool('send_sift_event', {
+      event: { event_type: 'create_account', user_id: 'wallet-user-1', email: siftEmail },
+    });
+    expect(event.error.code).toBe('INVALID_INPUT');
+    expect(event.error.message).toContain('email');
+    expect(upstreamTraffic()).toHaveLength(before);
+  });
+
+  it.each([
+    ['get_sift_score', { user_id: 'sandbox-high-risk' }],
+    ['list_sift_decisions', {}],
+    [
+      'send_sift_event',
+      {
+        event: { event_type: 'login', user_id: 'wallet-user-1', login_status: 'success' },
+        return_score: true,
+      },
+    ],
+  ])('%s refuses abuse_types with a repeat or more entries than Sift has types', async (name, args) => {
+    const before = upstreamTraffic().length;
+    const repeated = await env.callTool(name, { ...args, abuse_types: ['payment_abuse', 'payment_abuse'] });
+    expect(repeated.error.code).toBe('INVALID_INPUT');
+    expect(repeated.error.message).toContain('abuse_types');
+    const many = await env.callTool(name, { ...args, abuse_types: Array(7).fill('legacy') });
+    expect(many.error.code).toBe('INVALID_INPUT');
+    expect(many.error.message).toContain('abuse_types');
+    expect(upstreamTraffic()).toHaveLength(before);
+  });
+});

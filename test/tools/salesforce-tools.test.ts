@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { MAX_FLAGS_PER_CALL } from '../../tools/flag-opportunities.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -266,6 +267,59 @@ describe('flag_opportunities', () => {
     expect(sfWrites(env)).toHaveLength(0);
   });
 
+  it('reports progress per batch of writes to a client that asked for it', async () => {
+    env = await setup();
+    const account = demo(env).accounts['sandbox-high-risk'];
+    for (let i = 0; i < 399; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    const progress: { progress: number; total?: number; message?: string }[] = [];
+    const result = await env.callTool(
+      'flag_opportunities',
+      { user_id: 'sandbox-high-risk' },
+      { onprogress: (p) => progress.push(p) },
+    );
+    expect(result.output).toMatchObject({ flagged: 401, tasks_created: 1 });
+    // 401 updates in batches of 200, then the one review Task for the demo owner.
+    expect(progress.map((p) => [p.progress, p.total])).toEqual([
+      [200, 402],
+      [400, 402],
+      [401, 402],
+      [402, 402],
+    ]);
+    expect(progress[0]?.message).toBe('Flagged 200 of 401 opportunities');
+  });
+
+  it('refuses more opportunities than one call may flag before writing, and closing_by splits them', async () => {
+    env = await setup();
+    const account = demo(env).accounts['sandbox-high-risk'];
+    // With the demo org's two (closing 2026-09-30 and 2026-12-15): 1001 open.
+    for (let i = 0; i < 999; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: i < 600 ? '2026-06-30' : '2027-03-31',
+        AccountId: account,
+      });
+    }
+    env.sandbox.salesforce.clearJournal();
+    const refused = await env.callTool('flag_opportunities', { account_id: account });
+    expect(refused.error.code).toBe('INVALID_INPUT');
+    expect(refused.error.message).toContain(`at most ${MAX_FLAGS_PER_CALL}`);
+    expect(refused.error.message).toContain('closing_by');
+    expect(sfWrites(env)).toHaveLength(0);
+
+    const first = await env.callTool('flag_opportunities', { account_id: account, closing_by: '2026-09-30' });
+    expect(first.output).toMatchObject({ open_opportunities: 601, flagged: 601 });
+    const rest = await env.callTool('flag_opportunities', { account_id: account });
+    expect(rest.output).toMatchObject({ open_opportunities: 1001, flagged: 400, already_flagged: 601 });
+  });
+
   it('below the configured threshold nothing is written; dry run writes nothing', async () => {
     env = await setup({ config: { salesforce: { opportunity_flag_threshold: 0.95 } } });
     const below = await env.callTool('flag_opportunities', { user_id: 'sandbox-high-risk' });
@@ -343,6 +397,50 @@ describe('list_fraud_cases', () => {
     expect(result.raw._meta?.['io.fraudgate/untrusted']).toEqual(['cases[].subject']);
     const closed = await callRead(env, 'list_fraud_cases', { status: ['Closed'] });
     expect((closed.output.cases as unknown[]).length).toBe(1);
+  });
+
+  it('refuses a cursor it did not issue, naming cursor, before Salesforce sees its filters', async () => {
+    env = await setup();
+    env.sandbox.salesforce.insert('Case', { Subject: 'second', Type: 'Fraud', Status: 'New' });
+    const page = await callRead(env, 'list_fraud_cases', { page_size: 1 });
+    const issued = page.output.next_cursor as string;
+    expect(issued).toBeTruthy();
+    const crafted = Buffer.from(JSON.stringify({ v: 1, f: { status: [] }, o: 0 })).toString('base64url');
+    const [payload = '', mac = ''] = issued.split('.');
+    const edited = `${Buffer.from(
+      Buffer.from(payload, 'base64url').toString('utf8').replace('"o":1', '"o":0'),
+    ).toString('base64url')}.${mac}`;
+    env.sandbox.salesforce.clearJournal();
+    for (const cursor of [crafted, edited, `${payload}.`, `${crafted}.${mac}`]) {
+      const result = await callRead(env, 'list_fraud_cases', { cursor });
+      expect(result.raw.isError).toBe(true);
+      expect(result.output).toEqual({});
+      const error = JSON.parse((result.raw.content.at(-1) as { text: string }).text) as {
+        error: { code: string; message: string };
+      };
+      expect(error.error.code).toBe('INVALID_INPUT');
+      expect(error.error.message).toContain('cursor');
+      expect(error.error.message).toContain('call again without cursor');
+    }
+    expect(env.sandbox.salesforce.requests('GET', '/services/data/:v/query')).toHaveLength(0);
+  });
+
+  it('an expired Salesforce query locator asks to start over, naming cursor', async () => {
+    env = await setup();
+    env.sandbox.salesforce.setQueryPageSize(2);
+    for (let i = 0; i < 4; i++) {
+      env.sandbox.salesforce.insert('Case', { Subject: `case ${i}`, Type: 'Fraud', Status: 'New' });
+    }
+    // A page_size of the Salesforce page: the next cursor resumes from a query locator.
+    const first = await callRead(env, 'list_fraud_cases', { page_size: 2 });
+    const cursor = first.output.next_cursor as string;
+    expect(cursor).toBeTruthy();
+    env.sandbox.salesforce.expireQueryLocators();
+    const stale = await env.callTool('list_fraud_cases', { cursor });
+    expect(stale.error.code).toBe('INVALID_INPUT');
+    expect(stale.error.message).toContain('cursor');
+    expect(stale.error.message).toContain('call again without cursor');
+    expect(env.sandbox.salesforce.requests('GET', '/services/data/:v/query/:locator')).toHaveLength(1);
   });
 
   it('refuses a forged cursor, filters beside a cursor and an oversized page', async () => {

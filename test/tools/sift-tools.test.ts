@@ -404,6 +404,31 @@ describe('list_sift_decisions and get_user_decisions', () => {
     expect(list()).toHaveLength(3);
   });
 
+  it('keeps a bounded number of filters cached, dropping the least recently fetched', async () => {
+    env = await setup({ config: { rate_limits: { read: { capacity: 1000, per_minute: 1000 } } } });
+    // A still clock: every entry stays within its TTL, so only the bound can drop one.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-03-01T10:00:00Z'));
+    const list = () => env.sandbox.sift.requests('GET', '/v3/accounts/:acct/decisions');
+    const types = ['payment_abuse', 'account_abuse', 'content_abuse', 'promotion_abuse', 'account_takeover'];
+    // Distinct filters: every entity type with every non-empty subset of five abuse types (5 × 31).
+    const filters = ['user', 'order', 'session', 'content', undefined].flatMap((entity_type) =>
+      Array.from({ length: 31 }, (_, mask) => ({
+        ...(entity_type ? { entity_type } : {}),
+        abuse_types: types.filter((_, bit) => ((mask + 1) >> bit) & 1),
+      })),
+    );
+    for (const filter of filters) {
+      const result = await env.callTool('list_sift_decisions', filter);
+      expect(result.output.cached).toBe(false);
+    }
+    expect(list()).toHaveLength(filters.length);
+    const newest = await env.callTool('list_sift_decisions', filters.at(-1)!);
+    expect(newest.output.cached).toBe(true);
+    const oldest = await env.callTool('list_sift_decisions', filters[0]!);
+    expect(oldest.output.cached).toBe(false);
+  });
+
   it('get_user_decisions shows the current decision with its catalogue category', async () => {
     env = await setup();
     const result = await env.callTool('get_user_decisions', { user_id: 'sandbox-blocked' });

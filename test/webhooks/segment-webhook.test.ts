@@ -1,7 +1,7 @@
 /**
  * Segment → Sift (issue 9 item 1): `POST /webhooks/segment` signed as Segment's Webhooks
  * destination signs, mapped by the central mapping to `send_sift_event` effects, stored before the
- * 200, deduplicated by messageId, delivered by the outbox worker exactly once under injected faults;
+ * 200, deduplicated by messageId, delivered by the outbox worker at most once under injected faults;
  * bad signatures and malformed messages refused with nothing stored.
  */
 import { createServer, type Server } from 'node:http';
@@ -9,9 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook, segmentSignature } from '../../src/sandbox/segment-webhook-sender.ts';
+import { isOutcomeUnknown } from '../../src/store/outbox-store.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
 
@@ -38,6 +39,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     audit: runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
+    refusals: webhookRefusals(automation.runtime),
     onEnqueued: () => automation.worker.wake(),
   });
   server = createServer((req, res) => {
@@ -147,6 +149,65 @@ describe('POST /webhooks/segment', () => {
     );
   });
 
+  it('a batch signed over its first event alone is refused: one signed message cannot carry forged ones', async () => {
+    const { env, url } = await start();
+    const post = (body: string, headers: Record<string, string>) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    // The attacker holds one genuinely signed message (Classic signs the body, Actions the event)…
+    const genuine = order('m-genuine', 'sandbox-low-risk');
+    const signatureOfGenuine = segmentSignature(JSON.stringify(genuine), SECRET);
+    expect((await post(JSON.stringify(genuine), { 'x-signature': signatureOfGenuine })).status).toBe(200);
+    // …and puts forged messages after it, under its signature.
+    const forged = [genuine, order('m-forged-1', 'sandbox-high-risk'), order('m-forged-2', 'sandbox-watch')];
+    const attack = await post(JSON.stringify(forged), { 'x-signature': signatureOfGenuine });
+    expect(attack.status).toBe(401);
+    const { error } = (await attack.json()) as { error: string };
+    expect(error).toContain('only the first event');
+    expect(error).toContain('X-Segment-Signature');
+    expect(error).toContain('useSegmentSignatureHeader');
+    // The same signature sent as the whole-body header is no better.
+    expect((await post(JSON.stringify(forged), { 'x-segment-signature': signatureOfGenuine })).status).toBe(
+      401,
+    );
+    // Segment's own legacy batched signing is refused the same way, saying what to change in Segment.
+    const legacy = await sendSegmentWebhook(url, forged.slice(1), { secret: SECRET, signing: 'first_event' });
+    expect(legacy.status).toBe(401);
+    expect(String(legacy.body.error)).toContain('only the first event');
+
+    const stored = (await env.automation.store.list({ limit: 10 })).map((e) => e.args);
+    expect(JSON.stringify(stored)).not.toContain('m-forged');
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected') as {
+      outcome?: { message?: string };
+    }[];
+    expect(rejected.filter((r) => r.outcome?.message?.includes('only the first event'))).toHaveLength(2);
+  });
+
+  it('batches signed whole (X-Segment-Signature), and a batch of one signed over its event, are accepted', async () => {
+    const { url } = await start();
+    const batch = [order('m-w1', 'sandbox-high-risk'), order('m-w2', 'sandbox-low-risk')];
+    expect(await sendSegmentWebhook(url, batch, { secret: SECRET })).toMatchObject({
+      status: 200,
+      body: { accepted: 2 },
+    });
+    const one = [order('m-one', 'sandbox-high-risk')];
+    expect(await sendSegmentWebhook(url, one, { secret: SECRET, signing: 'first_event' })).toMatchObject({
+      status: 200,
+      body: { accepted: 1 },
+    });
+    // The whole-body header decides when both are sent: a wrong one is not rescued by X-Signature.
+    const body = JSON.stringify([order('m-both', 'sandbox-high-risk')]);
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-signature': segmentSignature(body, SECRET),
+        'x-segment-signature': segmentSignature(body, 'wrong-secret'),
+      },
+      body,
+    });
+    expect(res.status).toBe(401);
+  });
+
   it('without SEGMENT_WEBHOOK_SECRET every delivery is refused (fail closed)', async () => {
     const { url } = await start({ secret: undefined });
     const res = await sendSegmentWebhook(url, order('m-10', 'sandbox-high-risk'), { secret: SECRET });
@@ -154,7 +215,7 @@ describe('POST /webhooks/segment', () => {
     expect(String(res.body.error)).toContain('SEGMENT_WEBHOOK_SECRET');
   });
 
-  it('Sift failing (5xx, 429, resets) loses nothing and duplicates nothing', async () => {
+  it('Sift failing (5xx, 429, resets) sends no message twice: 429s are retried, the rest left to an operator', async () => {
     const { env, url } = await start({ config: { automation: { max_attempts: 20 } } });
     for (let i = 0; i < 20; i += 1) {
       const res = await sendSegmentWebhook(url, order(`f-${i}`, `fault-user-${i % 4}`), { secret: SECRET });
@@ -166,13 +227,21 @@ describe('POST /webhooks/segment', () => {
       { status: 429, headers: { 'retry-after': '0' } },
       { reset: true },
     ])
-      for (let i = 0; i < 3; i += 1) env.sandbox.sift.faults.inject(fault);
+      for (let i = 0; i < 3; i += 1)
+        env.sandbox.sift.faults.inject({ method: 'POST', path: '/events', ...fault });
     expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
     const sent = env.sandbox.sift.events.filter((e) => e.type === '$transaction');
-    expect(sent).toHaveLength(20);
-    expect(new Set(sent.map((e) => e.body.$transaction_id)).size).toBe(20);
-    expect((await env.automation.store.stats()).dead).toBe(0);
-    // The faults were met (and retried), not dodged.
-    expect((await env.automation.store.list({ limit: 100 })).some((e) => e.attempts > 0)).toBe(true);
+    expect(new Set(sent.map((e) => e.body.$transaction_id)).size).toBe(sent.length);
+    const effects = (await env.automation.store.list({ limit: 100 })).filter(
+      (e) => e.tool === 'send_sift_event',
+    );
+    expect(effects).toHaveLength(20);
+    // A 5xx or a reset may come after Sift recorded the event: never resent by itself.
+    expect(effects.filter(isOutcomeUnknown)).toHaveLength(9);
+    // A 429 means Sift processed nothing: the 3 were retried and delivered, once each.
+    const done = effects.filter((e) => e.state === 'done');
+    expect(done).toHaveLength(11);
+    expect(done.reduce((n, e) => n + e.attempts, 0)).toBe(3);
+    expect(sent).toHaveLength(11);
   });
 });

@@ -12,7 +12,7 @@ import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { decisionBody, outboxEnv, sign, type OutboxEnv } from '../outbox/helpers.ts';
+import { decisionBody, outboxEnv, sign, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 import { runScoreSync } from '../../src/sync/score-sync.ts';
 
@@ -44,6 +44,7 @@ describe('score-change trigger', () => {
       audit: automation.runtime.audit,
       logger: silentLogger,
       bodyLimitBytes: 64 * 1024,
+      refusals: webhookRefusals(automation.runtime),
     });
     server = createServer((req, res) => void handler(req, res));
     await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
