@@ -8,7 +8,14 @@
  */
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
-import { loadConfig, type Config, type ConfigFlags, type LoadedConfig, type Secrets } from './config.ts';
+import {
+  loadConfig,
+  startupWarnings,
+  type Config,
+  type ConfigFlags,
+  type LoadedConfig,
+  type Secrets,
+} from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
 import { createLogger, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
@@ -346,6 +353,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
  */
 async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger, role: 'http' | 'stdio') {
   await checkServices(loaded.config, loaded.secrets);
+  for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
   const { startTracing, tracingRequested } = await import('./tracing.ts');
   const tracing = tracingRequested() ? await startTracing() : undefined;

@@ -1035,6 +1035,7 @@ export function loadConfig(
 ): LoadedConfig {
   const issues: FieldIssue[] = [];
   let merged: unknown = DEFAULTS;
+  let rateLimitStoreGiven = false;
 
   const configFile = flags.configFile ?? nonEmpty(env.FRAUDGATE_CONFIG);
   if (configFile) {
@@ -1066,6 +1067,8 @@ export function loadConfig(
             message: 'mode is decided at start-up (--sandbox or credentials); remove it from the file',
           });
         }
+        const rateLimits = isPlainObject(fromFile) ? fromFile.rate_limits : undefined;
+        if (isPlainObject(rateLimits) && rateLimits.store !== undefined) rateLimitStoreGiven = true;
         merged = mergeConfig(merged, fromFile, configSchema);
       } catch (error) {
         // V8's message quotes the text around the error, which may be a secret: keep only the position.
@@ -1115,6 +1118,11 @@ export function loadConfig(
     modeReason = 'upstream credentials are configured';
   }
 
+  // Replicas behind a load balancer must share their buckets, or each principal gets N× its limit:
+  // on PostgreSQL the rate limits default to Redis; memory stays possible, but only when asked for.
+  if ((merged as Config).store === 'postgres' && !rateLimitStoreGiven) {
+    merged = mergeConfig(merged, { rate_limits: { store: 'redis' } });
+  }
   if (!(merged as Config).data_dir) {
     merged = mergeConfig(merged, { data_dir: join(homedir(), '.fraudgate', (merged as Config).mode) });
   }
@@ -1148,35 +1156,34 @@ export function loadConfig(
       'Invalid configuration',
     );
   }
+  // Every missing service secret at once, so one restart fixes them all.
+  const missingServices: FieldIssue[] = [];
   if (config.rate_limits.store === 'redis' && !secrets.redisUrl) {
-    throw new InvalidInputError(
-      [
-        {
-          field: 'FRAUDGATE_REDIS_URL',
-          message: 'required when rate_limits.store is redis (e.g. redis://127.0.0.1:6379)',
-        },
-      ],
-      'Invalid configuration',
-    );
+    missingServices.push({
+      field: 'FRAUDGATE_REDIS_URL',
+      message: rateLimitStoreGiven
+        ? 'required when rate_limits.store is redis (e.g. redis://127.0.0.1:6379)'
+        : 'required when store is postgres: every replica shares its rate limits through Redis ' +
+          '(e.g. redis://127.0.0.1:6379); or set rate_limits.store to memory for limits per replica',
+    });
   }
   if (config.store === 'postgres') {
-    const missing: FieldIssue[] = [];
     if (!secrets.postgresUrl) {
-      missing.push({
+      missingServices.push({
         field: 'FRAUDGATE_POSTGRES_URL',
         message: 'required when store is postgres (e.g. postgres://fraudgate:…@db.internal:5432/fraudgate)',
       });
     }
     // Replicas must hash one customer the same way: a key generated per data dir would differ.
     if (!secrets.auditKey) {
-      missing.push({
+      missingServices.push({
         field: 'FRAUDGATE_AUDIT_KEY',
         message:
           'required when store is postgres: every replica must use the same key (e.g. `openssl rand -hex 32`)',
       });
     }
-    if (missing.length > 0) throw new InvalidInputError(missing, 'Invalid configuration');
   }
+  if (missingServices.length > 0) throw new InvalidInputError(missingServices, 'Invalid configuration');
   if (config.mode === 'live') {
     const missing = missingLiveSecrets(config, secrets);
     if (missing.length > 0) {
@@ -1188,6 +1195,22 @@ export function loadConfig(
     }
   }
   return { config, secrets, modeReason };
+}
+
+/**
+ * What a valid but risky configuration should say at start-up, one line each: PostgreSQL (a fleet)
+ * with rate limits in memory gives each principal its limit once per replica.
+ */
+export function startupWarnings(config: Pick<Config, 'store' | 'rate_limits'>): string[] {
+  const warnings: string[] = [];
+  if (config.store === 'postgres' && config.rate_limits.store === 'memory') {
+    warnings.push(
+      'rate_limits.store is memory with store postgres: rate limits (and the refusal budget) are per ' +
+        'replica, so behind a load balancer each principal gets its limit once per replica; ' +
+        'set FRAUDGATE_REDIS_URL and rate_limits.store to redis to share them',
+    );
+  }
+  return warnings;
 }
 
 /** Names that must differ within one map, or one write would overwrite another. */

@@ -45,7 +45,7 @@ import {
   sealApprovalFields,
 } from './store/field-crypto.ts';
 import { openSessionStores, type SessionStores } from './store/session-store.ts';
-import { openApprovalSignal, signalTransitions } from './store/approval-signal.ts';
+import { openApprovalSignal, signalTransitions, type ApprovalSignal } from './store/approval-signal.ts';
 import type { AnyTool } from './tool.ts';
 import type { OutboxStore } from './store/outbox-store.ts';
 import { propagatingSift, scoreObservingSift } from './outbox/propagate.ts';
@@ -59,6 +59,8 @@ export interface Runtime {
   /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
   store: Store;
   approvals: ApprovalStore;
+  /** Tells of approval transitions (every replica's once listening; src/store/approval-signal.ts). */
+  approvalSignal: Pick<ApprovalSignal, 'subscribe'>;
   /** A store transaction with the (sealed) approvals bound to it: a transition and its audit record commit together. */
   approvalTransaction: ApprovalTransaction;
   /** Sift → Segment id mappings and the identity review list. */

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig, startupWarnings } from '../src/config.ts';
 import { InvalidInputError } from '../src/errors.ts';
 
 let dir: string;
@@ -41,6 +41,39 @@ const LIVE = {
 };
 
 describe('loadConfig', () => {
+  it('rate limits follow the store: Redis on PostgreSQL unless memory is asked for, with a warning', () => {
+    const fleet = { HOME: dir, FRAUDGATE_POSTGRES_URL: 'postgres://u:p@db:5432/f', FRAUDGATE_AUDIT_KEY: 'k' };
+    const postgres = file({ store: 'postgres' });
+    const refused = problems(() => loadConfig({ configFile: postgres }, fleet, dir));
+    expect(refused).toContain('FRAUDGATE_REDIS_URL');
+    expect(refused).toContain('rate_limits.store to memory');
+    const shared = loadConfig(
+      { configFile: postgres },
+      { ...fleet, FRAUDGATE_REDIS_URL: 'redis://cache:6379' },
+      dir,
+    ).config;
+    expect(shared.rate_limits.store).toBe('redis');
+    expect(startupWarnings(shared)).toEqual([]);
+
+    const perReplica = loadConfig(
+      { configFile: file({ store: 'postgres', rate_limits: { store: 'memory' } }) },
+      fleet,
+      dir,
+    ).config;
+    expect(perReplica.rate_limits.store).toBe('memory');
+    expect(startupWarnings(perReplica)).toEqual([expect.stringContaining('per replica')]);
+
+    // One host: memory stays the default, and nothing to warn about.
+    const single = loadConfig({}, { HOME: dir }, dir).config;
+    expect(single.rate_limits.store).toBe('memory');
+    expect(startupWarnings(single)).toEqual([]);
+    // FRAUDGATE_STORE counts like the file's setting.
+    expect(
+      loadConfig({}, { ...fleet, FRAUDGATE_STORE: 'postgres', FRAUDGATE_REDIS_URL: 'redis://c:6379' }, dir)
+        .config.rate_limits.store,
+    ).toBe('redis');
+  });
+
   it('store: postgres needs FRAUDGATE_POSTGRES_URL and one audit key for every replica; the old outbox key is refused', () => {
     const postgres = file({ store: 'postgres', store_postgres: { schema: 'fraud_ops' } });
     const message = problems(() => loadConfig({ configFile: postgres }, { HOME: dir }, dir));
@@ -48,7 +81,12 @@ describe('loadConfig', () => {
     expect(message).toContain('FRAUDGATE_AUDIT_KEY');
     const { config, secrets } = loadConfig(
       { configFile: postgres },
-      { HOME: dir, FRAUDGATE_POSTGRES_URL: 'postgres://u:p@db:5432/f', FRAUDGATE_AUDIT_KEY: 'k' },
+      {
+        HOME: dir,
+        FRAUDGATE_POSTGRES_URL: 'postgres://u:p@db:5432/f',
+        FRAUDGATE_AUDIT_KEY: 'k',
+        FRAUDGATE_REDIS_URL: 'redis://cache:6379',
+      },
       dir,
     );
     expect(config.store).toBe('postgres');

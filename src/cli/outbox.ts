@@ -18,7 +18,7 @@
 import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
 import type { CliValues } from '../cli.ts';
-import type { LoadedConfig } from '../config.ts';
+import { startupWarnings, type LoadedConfig } from '../config.ts';
 import { subcommand, UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openAutomation, type Automation } from '../outbox/automation.ts';
@@ -211,6 +211,7 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
     );
     return 2;
   }
+  for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   const automation = await openAutomation({ config: loaded.config, secrets: loaded.secrets, tools, logger });
   if (once) {
     try {

@@ -21,8 +21,15 @@ export interface Budgets {
    * says a human must lift the pause. Keys without a configured limit are always admitted.
    */
   admit(principal: Principal, keys: readonly string[], target: string): Promise<void>;
-  /** The active pause on the first configured key of `keys` for this principal, if any. */
-  pausedFor(principalId: string, keys: readonly string[]): Promise<BudgetPause | undefined>;
+  /**
+   * The active pause on the first configured key of `keys` for this principal, if any; looked up in
+   * `pauses` when given (one read of the store for a whole sweep), else read from the store.
+   */
+  pausedFor(
+    principalId: string,
+    keys: readonly string[],
+    pauses?: readonly BudgetPause[],
+  ): Promise<BudgetPause | undefined>;
   /** Active pauses, as last read (for the metric, which must not wait on the store). */
   activeCount(): number;
   activePauses(): Promise<BudgetPause[]>;
@@ -95,10 +102,12 @@ export function createBudgets(deps: {
       }
       throw new BudgetPausedError(result.pause);
     },
-    async pausedFor(principalId, keys) {
+    async pausedFor(principalId, keys, pauses) {
       const key = keys.find((k) => deps.config.budgets.limits[k] !== undefined);
       if (!key) return undefined;
-      return (await store.activePauses()).find((p) => p.principal === principalId && p.budget_key === key);
+      return (pauses ?? (await store.activePauses())).find(
+        (p) => p.principal === principalId && p.budget_key === key,
+      );
     },
     activeCount: () => active,
     close: () => store.close(),

@@ -40,6 +40,7 @@ import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } f
 import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from './approval-desk.ts';
 import type { ApprovalSignal } from '../store/approval-signal.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
+import type { BudgetPause } from '../store/budget-store.ts';
 import { whereToApprove } from './approval-text.ts';
 import { createCursorSeal } from './cursor-seal.ts';
 
@@ -559,7 +560,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     approval: Approval,
     channel: Partial<CallChannel>,
     callId: string,
-    options: { recheck?: boolean } = {},
+    options: {
+      recheck?: boolean;
+      /** The active budget pauses as read once for a sweep; absent: read for this approval. */
+      pauses?: readonly BudgetPause[];
+    } = {},
   ): Promise<Approval> {
     const tool = byName.get(approval.tool);
     const requester: Principal = {
@@ -569,7 +574,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     };
     const budgetKeys = tool ? await budgetKeysOf(tool, approval.args, requester, channel) : [];
     // A paused budget: the approved action waits, still approved, and runs once a human lifts the pause.
-    if (tool?.risk === 'destructive' && (await deps.budgets?.pausedFor(requester.id, budgetKeys))) {
+    if (
+      tool?.risk === 'destructive' &&
+      (await deps.budgets?.pausedFor(requester.id, budgetKeys, options.pauses))
+    ) {
       return approval;
     }
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
@@ -647,6 +655,39 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
             'Check the upstream before requesting it again.',
         },
       });
+    }
+  }
+
+  /** Where the last sweep of approved approvals stopped: the next one continues after it. */
+  let approvedCursor: Pick<Approval, 'created_at' | 'id'> | undefined;
+
+  /**
+   * Run approved approvals nobody is waiting for, oldest first. Those whose budget is paused stay
+   * approved and are stepped over (they would otherwise fill every page and starve the rest), so
+   * the sweep pages on, from where the previous one stopped, until it has run a page's worth or
+   * read a bounded number of pages; at the end of the backlog it starts again from the oldest.
+   */
+  async function runApproved(): Promise<void> {
+    // One read of the pauses per sweep, not one per approval; the execution itself still admits.
+    const pauses = deps.budgets ? await deps.budgets.activePauses() : [];
+    let ran = 0;
+    for (let page = 0; page < APPROVED_PAGES_PER_SWEEP && ran < APPROVED_PAGE; page++) {
+      const batch = await approvals.list({
+        states: ['approved'],
+        limit: APPROVED_PAGE,
+        oldestFirst: true,
+        ...(approvedCursor ? { after: approvedCursor } : {}),
+      });
+      for (const approved of batch) {
+        approvedCursor = { created_at: approved.created_at, id: approved.id };
+        const after = await executeApproval(approved, {}, randomUUID(), { pauses });
+        if (after.state !== 'approved') ran += 1;
+        if (ran >= APPROVED_PAGE) break;
+      }
+      if (batch.length < APPROVED_PAGE) {
+        approvedCursor = undefined;
+        break;
+      }
     }
   }
 
@@ -1120,9 +1161,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     async processApprovals() {
       await expireOverdue();
       await recoverInterrupted();
-      for (const approved of (await approvals.list({ states: ['approved'], limit: 50 })).reverse()) {
-        await executeApproval(approved, {}, randomUUID());
-      }
+      await runApproved();
     },
 
     decide: (approvalId, decision) => desk.decide(approvalId, decision),
@@ -1144,6 +1183,11 @@ function describeBasisChange(seen: unknown, fresh: unknown): string[] {
     .filter((key) => canonicalJson(before[key] ?? null) !== canonicalJson(after[key] ?? null))
     .map((key) => `${key}: ${show(before[key])} → ${show(after[key])}`);
 }
+
+/** How many approved approvals one sweep runs at most, and reads per page. */
+const APPROVED_PAGE = 50;
+/** How many pages of approved approvals one sweep reads at most (past paused ones); the next continues. */
+const APPROVED_PAGES_PER_SWEEP = 20;
 
 /** An approval `executing` for longer than this was interrupted: every upstream call times out well before. */
 const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;

@@ -47,6 +47,7 @@ import {
   type NewEffect,
   type OutboxEffect,
   type OutboxStore,
+  type ParkedEffect,
   type StoredEvent,
 } from '../store/outbox-store.ts';
 import type { SqlExecutor } from '../store/sql.ts';
@@ -58,6 +59,10 @@ export type EffectName = keyof Config['automation']['effect_tools'];
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
 
+/** Effects settled per page, and pages per settling pass (the next pass continues where it stopped). */
+const SETTLE_PAGE = 100;
+const SETTLE_PAGES_PER_PASS = 5;
+
 /** The tool behind each score-trigger effect. */
 const SCORE_EFFECT_TOOLS = {
   segment_score: 'sync_score_to_segment',
@@ -68,7 +73,10 @@ const SCORE_EFFECT_TOOLS = {
 
 export interface OutboxWorkerOptions {
   /** The automation runtime (see `automationConfig`): its pipeline, approvals, audit and batching clients. */
-  runtime: Pick<Runtime, 'config' | 'tools' | 'pipeline' | 'approvals' | 'audit' | 'clients' | 'logger'>;
+  runtime: Pick<
+    Runtime,
+    'config' | 'tools' | 'pipeline' | 'approvals' | 'approvalSignal' | 'audit' | 'clients' | 'logger'
+  >;
   store: OutboxStore;
   /**
    * The store's transactions, on the ledger's database: a dead letter commits with its audit record.
@@ -269,52 +277,82 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   let approvalsSweptAt = 0;
+  let settledAt = Number.NEGATIVE_INFINITY;
+  // An approval moved (in this process, or on any replica once listening): settle at the next tick.
+  let approvalMoved = true;
+  const listenForApprovals = () =>
+    runtime.approvalSignal.subscribe(() => {
+      approvalMoved = true;
+    });
+  let unsubscribe: (() => void) | undefined = listenForApprovals();
+  /** Where the last settling pass stopped: the next continues after it, so none starves. */
+  let settleCursor: ParkedEffect | undefined;
 
+  /**
+   * Settle effects whose approval closed. Effects can wait hours for a human, so this runs when an
+   * approval moved or at most once a second, not every tick; one joined query per page finds the
+   * closed ones, oldest first, and only those are read and written.
+   */
   async function settleApprovals(): Promise<void> {
-    const parked = await store.list({ states: ['awaiting_approval'], limit: 1000 });
-    if (parked.length === 0) return;
+    const sweepEvery = Math.max(1000, auto.poll_ms * 4);
+    if (!approvalMoved && now() - settledAt < sweepEvery) return;
+    approvalMoved = false;
+    settledAt = now();
     // A worker running without `serve` must still execute what humans approved (exactly once: the
     // pipeline's compare-and-set on the approval decides who runs it); at most once a second.
-    if (now() - approvalsSweptAt >= Math.max(1000, auto.poll_ms * 4)) {
+    if (now() - approvalsSweptAt >= sweepEvery) {
       approvalsSweptAt = now();
-      await pipeline.processApprovals();
+      const parked = await store.list({ states: ['awaiting_approval'], limit: 1 });
+      if (parked.length > 0) await pipeline.processApprovals();
     }
-    for (const effect of await store.list({ states: ['awaiting_approval'], limit: 1000 })) {
-      const approval = effect.approvalId ? await approvals.get(effect.approvalId) : undefined;
-      if (!approval) continue;
-      if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
-      else if (approval.state === 'denied' || approval.state === 'expired')
-        await store.settleApproval(effect.id, 'denied', { approval: approval.state });
-      // A later decision's effect asked again and replaced this one's approval: nothing to run here.
-      else if (approval.state === 'superseded')
-        await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
-      else if (approval.state === 'failed') {
-        const record = {
-          event: 'dead_lettered',
-          tool: effect.tool,
-          target: `outbox_effect:${effect.id}`,
-          approval_id: approval.id,
-          outcome: {
-            code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
-            message: 'approved action failed',
-          },
-        } as const;
-        const settle = (outbox: OutboxStore) =>
-          outbox.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' });
-        if (!options.transaction) {
-          if (await settle(store)) await auditQuietly(record);
-          continue;
-        }
-        // Unrecorded, it stays parked, and the next pass settles it again.
-        await options
-          .transaction(async (tx) => {
-            if (await settle(tx.outbox))
-              await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
-          })
-          .catch((error: unknown) =>
-            logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
-          );
+    for (let page = 0; page < SETTLE_PAGES_PER_PASS; page++) {
+      const batch = await store.parkedOnClosedApprovals(SETTLE_PAGE, settleCursor);
+      for (const effect of batch) {
+        settleCursor = effect;
+        await settleOne(effect);
       }
+      if (batch.length < SETTLE_PAGE) {
+        settleCursor = undefined;
+        return;
+      }
+    }
+  }
+
+  async function settleOne(effect: ParkedEffect): Promise<void> {
+    const approval = await approvals.get(effect.approvalId);
+    if (!approval) return;
+    if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
+    else if (approval.state === 'denied' || approval.state === 'expired')
+      await store.settleApproval(effect.id, 'denied', { approval: approval.state });
+    // A later decision's effect asked again and replaced this one's approval: nothing to run here.
+    else if (approval.state === 'superseded')
+      await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
+    else if (approval.state === 'failed') {
+      const record = {
+        event: 'dead_lettered',
+        tool: effect.tool,
+        target: `outbox_effect:${effect.id}`,
+        approval_id: approval.id,
+        outcome: {
+          code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
+          message: 'approved action failed',
+        },
+      } as const;
+      const settle = (outbox: OutboxStore) =>
+        outbox.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' });
+      if (!options.transaction) {
+        if (await settle(store)) await auditQuietly(record);
+        return;
+      }
+      // Unrecorded, it stays parked, and the next pass settles it again.
+      await options
+        .transaction(async (tx) => {
+          if (await settle(tx.outbox))
+            await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+        })
+        .catch((error: unknown) =>
+          logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
+        );
     }
   }
 
@@ -835,11 +873,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     start() {
       if (!stopped) return;
       stopped = false;
+      unsubscribe ??= listenForApprovals();
       running = loop();
     },
     wake,
     async stop() {
       stopped = true;
+      unsubscribe?.();
+      unsubscribe = undefined;
       wake();
       await running;
       await Promise.allSettled([...inflight]);

@@ -30,6 +30,11 @@ export interface ApprovalSignal {
    * `abort` aborts.
    */
   wait(approvalId: string, ms: number, seenVersion: number, abort?: AbortSignal): Promise<void>;
+  /**
+   * Call `listener` on every signal this process sees, for any approval (e.g. the outbox worker
+   * settling what waited on it); returns the unsubscribe. Other replicas' only after `listen()`.
+   */
+  subscribe(listener: (approvalId: string) => void): () => void;
   /** Start receiving other replicas' signals now (serving processes; a CLI that only publishes skips it). */
   listen(): Promise<void>;
   close(): Promise<void>;
@@ -45,7 +50,12 @@ const REMEMBERED = 10_000;
 export function createSignalBoard(onWait?: () => void) {
   const versions = new Map<string, number>();
   const waiters = new Map<string, Set<() => void>>();
+  const subscribers = new Set<(id: string) => void>();
   return {
+    subscribe(listener: (id: string) => void): () => void {
+      subscribers.add(listener);
+      return () => subscribers.delete(listener);
+    },
     version: (id: string) => versions.get(id) ?? 0,
     /** The ids some call is waiting on now. */
     waiting: (): string[] => [...waiters.keys()],
@@ -55,6 +65,7 @@ export function createSignalBoard(onWait?: () => void) {
       versions.set(id, next);
       if (versions.size > REMEMBERED) versions.delete(versions.keys().next().value!);
       for (const wake of waiters.get(id) ?? []) wake();
+      for (const listener of subscribers) listener(id);
     },
     wait(id: string, ms: number, seen: number, abort?: AbortSignal): Promise<void> {
       if ((versions.get(id) ?? 0) > seen || abort?.aborted) return Promise.resolve();
@@ -126,6 +137,7 @@ function createInProcessApprovalSignal(
       return e.board.version(id);
     },
     wait: (id, ms, seen, abort) => e.board.wait(id, ms, seen, abort),
+    subscribe: (listener) => e.board.subscribe(listener),
     listen: async () => {},
     async close() {
       if (closed) return;

@@ -71,6 +71,14 @@ export interface ApprovalBinding {
   policy_version: string;
 }
 
+export interface ApprovalListFilter {
+  states?: ApprovalState[];
+  limit?: number;
+  oldestFirst?: boolean;
+  /** With `oldestFirst`: only approvals after this one in that order (the last one of the previous page). */
+  after?: Pick<Approval, 'created_at' | 'id'>;
+}
+
 export interface ApprovalStore {
   /**
    * Store a new pending approval unless one is already open for the same binding; then that one is
@@ -78,8 +86,8 @@ export interface ApprovalStore {
    */
   create(approval: NewApproval): Promise<{ approval: Approval; created: boolean }>;
   get(id: string): Promise<Approval | undefined>;
-  /** Newest first. */
-  list(filter?: { states?: ApprovalState[]; limit?: number }): Promise<Approval[]>;
+  /** Newest first, or oldest first from just past `after` (a cursor for paging through a backlog). */
+  list(filter?: ApprovalListFilter): Promise<Approval[]>;
   /** The open (pending, approved or executing) approval for exactly this call, if any. */
   findOpen(binding: ApprovalBinding): Promise<Approval | undefined>;
   /** Compare-and-set: moves to `to` only from one of `from`; returns the new row, or undefined if the state had moved on. */
@@ -196,10 +204,18 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
     get: byId,
     async list(filter = {}) {
       const states = filter.states ?? [];
-      const where = states.length > 0 ? `WHERE state IN (${placeholders(states.length)})` : '';
+      const values: (string | number)[] = [...states];
+      const conditions = states.length > 0 ? [`state IN (${placeholders(states.length)})`] : [];
+      if (filter.oldestFirst && filter.after) {
+        values.push(filter.after.created_at, filter.after.id);
+        conditions.push(`(created_at, id) > ($${values.length - 1}, $${values.length})`);
+      }
+      const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+      const order = filter.oldestFirst ? 'created_at, id' : 'created_at DESC, id DESC';
+      values.push(filter.limit ?? 100);
       const rows = await db.query<Row>(
-        `SELECT * FROM approvals ${where} ORDER BY created_at DESC, id DESC LIMIT $${states.length + 1}`,
-        [...states, filter.limit ?? 100],
+        `SELECT * FROM approvals ${where} ORDER BY ${order} LIMIT $${values.length}`,
+        values,
       );
       return rows.map(fromRow);
     },

@@ -28,6 +28,7 @@
 import { createHash } from 'node:crypto';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
+import { OPEN_APPROVAL_STATES } from './approval-store.ts';
 import { isSealed, type FieldCipher } from './field-crypto.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
@@ -78,6 +79,14 @@ export interface OutboxEffect {
   attemptedAt?: number;
   createdAt: number;
   updatedAt: number;
+}
+
+/** An effect parked for an approval, as the worker settles it. */
+export interface ParkedEffect {
+  id: number;
+  tool: string;
+  approvalId: string;
+  createdAt: number;
 }
 
 /**
@@ -202,6 +211,12 @@ export interface OutboxStore {
   get(id: number): Promise<OutboxEffect | undefined>;
   getEvent(id: number): Promise<StoredEvent | undefined>;
   list(filter?: { states?: EffectState[]; limit?: number }): Promise<OutboxEffect[]>;
+  /**
+   * Effects parked for an approval that is no longer open (decided, expired, superseded, run or
+   * failed), oldest first from just past `after`: one query joining each effect to its approval,
+   * so effects still waiting for a human cost nothing to look past.
+   */
+  parkedOnClosedApprovals(limit: number, after?: ParkedEffect): Promise<ParkedEffect[]>;
   /** Effect counts per state, plus events not yet routed. */
   stats(): Promise<Record<EffectState | 'unrouted', number>>;
   /**
@@ -697,6 +712,30 @@ export function createOutboxStore(
           [...states, filter.limit ?? 100],
         )
       ).map(toEffect);
+    },
+
+    async parkedOnClosedApprovals(limit, after) {
+      const values: (string | number)[] = [];
+      let past = '';
+      if (after) {
+        values.push(after.createdAt, after.id);
+        past = 'AND (e.created_at, e.id) > ($1, $2)';
+      }
+      values.push(limit);
+      const rows = await db.query<{ id: number; tool: string; approval_id: string; created_at: number }>(
+        `SELECT e.id, e.tool, e.approval_id, e.created_at FROM outbox_effects e
+           JOIN approvals a ON a.id = e.approval_id
+         WHERE e.state = 'awaiting_approval' AND a.state NOT IN (${OPEN_APPROVAL_STATES.map((st) => `'${st}'`).join(', ')})
+           ${past}
+         ORDER BY e.created_at, e.id LIMIT $${values.length}`,
+        values,
+      );
+      return rows.map((row) => ({
+        id: Number(row.id),
+        tool: row.tool,
+        approvalId: row.approval_id,
+        createdAt: Number(row.created_at),
+      }));
     },
 
     async stats() {

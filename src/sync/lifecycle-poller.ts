@@ -22,7 +22,6 @@ import { soqlQuote } from '../clients/salesforce-client.ts';
 import type { Config } from '../config.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import { createPipeline, type CallChannel, type Pipeline } from '../governance/pipeline.ts';
-import { createRateLimiter } from '../governance/rate-limit.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { SyncStateStore, Watermark } from '../store/sync-state-store.ts';
@@ -86,7 +85,9 @@ export interface LifecyclePoller {
 
 /**
  * The runtime's pipeline, but answering APPROVAL_PENDING at once instead of waiting: a poller must
- * not stall on a human. Approved actions are executed later by any process's approval sweep.
+ * not stall on a human. Approved actions are executed later by any process's approval sweep. It
+ * shares the runtime's blast-radius budgets and rate limiter (Redis across replicas when configured),
+ * so Salesforce-driven automation is held to the same ceilings as every other caller.
  */
 export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTool[]): Pipeline {
   return createPipeline({
@@ -97,7 +98,8 @@ export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTo
     approvalTransaction: runtime.approvalTransaction,
     audit: runtime.audit,
     redactor: runtime.redactor,
-    rateLimiter: createRateLimiter(),
+    rateLimiter: runtime.rateLimiter,
+    budgets: runtime.budgets,
     logger: runtime.logger,
   });
 }

@@ -181,7 +181,11 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
   it('an unreachable PostgreSQL names FRAUDGATE_POSTGRES_URL', async () => {
     writeFileSync(
       join(dir, 'pg.json'),
-      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 500 } }),
+      JSON.stringify({
+        store: 'postgres',
+        store_postgres: { startup_timeout_ms: 500 },
+        rate_limits: { store: 'memory' },
+      }),
     );
     const run = await cli(['serve', '--http', '--port', '0', '--config', join(dir, 'pg.json')], {
       FRAUDGATE_POSTGRES_URL: 'postgres://fraudgate:hunter2@127.0.0.1:1/fraudgate',
@@ -193,6 +197,8 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
       /^fraudgate: PostgreSQL at 127\.0\.0\.1:1 does not answer \(ECONNREFUSED\): .*FRAUDGATE_POSTGRES_URL/,
     );
     expect(run.stderr).not.toContain('hunter2');
+    // Rate limits in memory on PostgreSQL are accepted when asked for, and said to be per replica.
+    expect(run.stderr).toContain('rate limits (and the refusal budget) are per replica');
   });
 
   it('a data directory that cannot be created names FRAUDGATE_DATA_DIR', async () => {

@@ -97,6 +97,62 @@ describe('outbox worker', () => {
     expect(events).toEqual(expect.arrayContaining(['approval_requested', 'approved', 'intent', 'executed']));
   });
 
+  it('settles parked effects with a bounded number of queries, the oldest past a thousand undecided ones too', async () => {
+    env = await outboxEnv();
+    const { store, runtime, worker } = env.automation;
+    const request = async (id: string) =>
+      (
+        await runtime.approvals.create({
+          id,
+          tool: 'suppress_user',
+          args: { user_id: 'fg_parked', suppressed: true, reason: 'ring' },
+          args_hash: id,
+          target: 'segment_user:fg_parked',
+          requester: 'automation:sift-webhook',
+          requester_role: 'analyst',
+          requester_kind: 'automation',
+          mode: 'approval',
+          policy_version: 'test',
+          evidence: {},
+          created_at: new Date().toISOString(),
+          expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+        })
+      ).approval;
+    const waiting = await request('apr_parked_waiting');
+    const denied = await request('apr_parked_denied');
+    const effects = Array.from({ length: 1100 }, (_, i) => ({
+      effect: `suppress_${i}`,
+      tool: 'suppress_user',
+      args: { user_id: 'fg_parked', suppressed: true, reason: 'ring' },
+    }));
+    await store.enqueueRouted(
+      { entityType: 'user', entityId: 'fg_parked', decisionId: 'block_user_payment_abuse', time: Date.now() },
+      effects,
+    );
+    const claimed = await store.claim('test-owner', 2000, 60_000);
+    expect(claimed).toHaveLength(1100);
+    const oldest = Math.min(...claimed.map((e) => e.id));
+    // Parked as the worker parks them: the oldest on the approval a human denies, the rest still waiting.
+    await runtime.store.sql.execute(
+      `UPDATE outbox_effects SET state = 'awaiting_approval', approval_id = $1, lease_until = NULL
+       WHERE lease_owner = 'test-owner'`,
+      [waiting.id],
+    );
+    await runtime.store.sql.execute('UPDATE outbox_effects SET approval_id = $1 WHERE id = $2', [
+      denied.id,
+      oldest,
+    ]);
+    await runtime.approvals.transition(denied.id, ['pending'], 'denied');
+
+    const query = vi.spyOn(runtime.store.sql, 'query');
+    const execute = vi.spyOn(runtime.store.sql, 'execute');
+    await worker.tick();
+    expect((await store.get(oldest))?.state).toBe('denied');
+    // Not one read per parked effect: a handful of statements for the whole tick.
+    expect(query.mock.calls.length + execute.mock.calls.length).toBeLessThan(40);
+    expect((await store.stats()).awaiting_approval).toBe(1099);
+  });
+
   it('dead-letters after max_attempts; the CLI lists, retries (audited) and the retry succeeds', async () => {
     env = await outboxEnv({ config: { automation: { max_attempts: 2, rules: { watch: ['segment'] } } } });
     env.sandbox.segment.faults.chaos(1, [{ status: 500, path: '/v1/' }]);

@@ -129,6 +129,51 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
   });
 
+  it('an older approved action runs even when more than a page of newer ones wait on a paused budget', async () => {
+    env = await setup({ config: { budgets: { limits: { suppress_user: { max_effects: 1 } } } } });
+    const requested = await env.callTool('apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const blockId = String(requested.error.approval_id);
+    await env.runtime.desk.decide(blockId, { approve: true, approver: APPROVER });
+
+    // The automation spent its suppression budget; 60 newer approved suppressions wait on the pause.
+    const automation: Principal = { id: 'automation:suppressions', kind: 'automation', role: 'analyst' };
+    await env.runtime.budgets.admit(automation, ['suppress_user'], 'sift_user:first');
+    await expect(
+      env.runtime.budgets.admit(automation, ['suppress_user'], 'sift_user:second'),
+    ).rejects.toThrow(/budget/);
+    const later = Date.now() + 60_000;
+    for (let i = 0; i < 60; i++) {
+      const { approval } = await env.runtime.approvals.create({
+        id: `apr_paused_${String(i).padStart(3, '0')}`,
+        tool: 'suppress_user',
+        args: { user_id: `ring-${i}`, reason: 'promo abuse ring' },
+        args_hash: `hash-${i}`,
+        target: `segment_user:ring-${i}`,
+        requester: automation.id,
+        requester_role: automation.role,
+        requester_kind: automation.kind,
+        mode: 'approval',
+        policy_version: 'test',
+        evidence: {},
+        created_at: new Date(later + i * 1000).toISOString(),
+        expires_at: new Date(later + 3_600_000).toISOString(),
+      });
+      await env.runtime.approvals.transition(approval.id, ['pending'], 'approved');
+    }
+
+    const activePauses = vi.spyOn(env.runtime.budgets, 'activePauses');
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(blockId))?.state).toBe('executed');
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('block_user_payment_abuse');
+    // Still waiting for the lift, and the pauses were read once for the sweep, not once per approval.
+    expect(await env.runtime.approvals.count(['approved'])).toBe(60);
+    expect(activePauses).toHaveBeenCalledTimes(1);
+  });
+
   it('max_targets: a second distinct user past a ceiling of one is refused, the same user is not', async () => {
     env = await setup({
       config: {

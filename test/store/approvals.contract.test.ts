@@ -111,5 +111,24 @@ for (const engine of ENGINES) {
       expect((await a.approvals.list()).map((x) => x.id)).toEqual([fresh.id, overdue.id]);
       expect((await a.approvals.list({ limit: 1 })).map((x) => x.id)).toEqual([fresh.id]);
     });
+
+    it('pages oldest first from a cursor, ties on the creation time broken by id', async () => {
+      const [a] = await engine.open();
+      const at = new Date(Date.now() - 10_000).toISOString();
+      const ids: string[] = [];
+      for (const [i, suffix] of ['b', 'a', 'c'].entries()) {
+        const { approval } = await a.approvals.create(
+          request({ id: `apr_page_${seq}_${suffix}`, args_hash: `page-${i}`, created_at: at }),
+        );
+        ids.push(approval.id);
+      }
+      const { approval: newest } = await a.approvals.create(request({ args_hash: 'page-newest' }));
+      const inOrder = [...ids].sort();
+      const first = await a.approvals.list({ oldestFirst: true, limit: 2 });
+      expect(first.map((x) => x.id)).toEqual(inOrder.slice(0, 2));
+      const rest = await a.approvals.list({ oldestFirst: true, limit: 2, after: first[1]! });
+      expect(rest.map((x) => x.id)).toEqual([inOrder[2], newest.id]);
+      expect(await a.approvals.list({ oldestFirst: true, after: newest })).toEqual([]);
+    });
   });
 }

@@ -193,5 +193,46 @@ for (const engine of ENGINES) {
       await store.retry(second!.id, 'w', later - 40_000, undefined, false);
       expect(await store.nextPendingAt()).toBe(later - 40_000);
     });
+
+    it('finds the effects parked on closed approvals in one joined read, oldest first, page by page', async () => {
+      const [a] = await engine.open();
+      const { outbox: store, approvals } = a!;
+      const approval = async (id: string) =>
+        (
+          await approvals.create({
+            id,
+            tool: 't',
+            args: {},
+            args_hash: id,
+            target: 'x',
+            requester: 'automation',
+            requester_role: 'analyst',
+            requester_kind: 'automation',
+            mode: 'approval',
+            policy_version: 'pv',
+            evidence: {},
+            created_at: new Date().toISOString(),
+            expires_at: new Date(Date.now() + 60_000).toISOString(),
+          })
+        ).approval;
+      const open = await approval(`apr_open_${Date.now()}`);
+      const closed = await approval(`apr_closed_${Date.now()}`);
+      await approvals.transition(closed.id, ['pending'], 'denied');
+      const stored = await store.enqueueRouted(
+        user('u_parked', 'block', 5000),
+        ['a', 'b', 'c', 'd'].map((effect) => ({ effect, tool: 't', args: {} })),
+      );
+      const claimed = (await store.claim('owner', 10, 60_000)).filter((e) => e.eventId === stored.id);
+      const byAge = claimed.sort((x, y) => x.createdAt - y.createdAt || x.id - y.id);
+      for (const [i, effect] of byAge.entries()) {
+        await store.awaitApproval(effect.id, 'owner', i === 1 ? open.id : closed.id);
+      }
+      const closedIds = byAge.filter((_, i) => i !== 1).map((e) => e.id);
+      const first = await store.parkedOnClosedApprovals(2);
+      expect(first.map((e) => e.id)).toEqual(closedIds.slice(0, 2));
+      expect(first[0]).toMatchObject({ tool: 't', approvalId: closed.id });
+      const rest = await store.parkedOnClosedApprovals(2, first[1]);
+      expect(rest.map((e) => e.id)).toEqual(closedIds.slice(2));
+    });
   });
 }

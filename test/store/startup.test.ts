@@ -22,7 +22,11 @@ describe('store start-up', () => {
     const config = join(dir, 'fraudgate.json');
     writeFileSync(
       config,
-      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 1500 } }),
+      JSON.stringify({
+        store: 'postgres',
+        store_postgres: { startup_timeout_ms: 1500 },
+        rate_limits: { store: 'memory' },
+      }),
     );
     // Port 9 (discard) on loopback: nothing listens, so every connection attempt is refused.
     const child = spawn(process.execPath, [CLI, 'serve', '--http', '--port', '0', '--config', config], {

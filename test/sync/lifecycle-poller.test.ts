@@ -5,7 +5,7 @@
  * (fraudgate's own writes never bounce back), transitions from config, and policy applying to
  * automation (a BLOCK waits for a human).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { tools } from '../../tools/index.ts';
 import { openStore } from '../../src/store/store.ts';
 import type { SyncStateStore } from '../../src/store/sync-state-store.ts';
@@ -284,6 +284,33 @@ describe('lifecycle poller', () => {
     await env.runtime.pipeline.processApprovals();
     expect(env.sandbox.sift.decisionsOf('lc-block').payment_abuse?.id).toBe('block_user_payment_abuse');
     expect(decisionPosts(env)).toHaveLength(1);
+  });
+
+  it('lifecycle-driven effects spend the runtime’s blast-radius budget and take its shared rate limiter', async () => {
+    const { env, state } = await start({
+      feedback: {
+        transitions: [{ to: 'Paying Customer', sift: { decision_id: 'looks_ok_payment_abuse' } }],
+      },
+      budgets: { limits: { 'apply_decision:accept': { max_effects: 1 } } },
+    });
+    const first = account(env, 'lc-budget-a');
+    const second = account(env, 'lc-budget-b');
+    const poller = pollerFor(env, state);
+    await poller.pollOnce();
+    const take = vi.spyOn(env.runtime.rateLimiter, 'take');
+    const takeNow = env.runtime.rateLimiter.takeNow
+      ? vi.spyOn(env.runtime.rateLimiter, 'takeNow')
+      : undefined;
+    env.sandbox.salesforce.editAs('Account', first.Id, { Fraud_Status__c: 'Paying Customer' });
+    env.sandbox.salesforce.editAs('Account', second.Id, { Fraud_Status__c: 'Paying Customer' });
+    await poller.pollOnce();
+
+    // One accept reached Sift; the second found the budget spent and paused for the lifecycle principal.
+    expect(decisionPosts(env)).toHaveLength(1);
+    expect(await env.runtime.budgets.activePauses()).toEqual([
+      expect.objectContaining({ principal: LIFECYCLE_PRINCIPAL.id, budget_key: 'apply_decision:accept' }),
+    ]);
+    expect(take.mock.calls.length + (takeNow?.mock.calls.length ?? 0)).toBeGreaterThan(0);
   });
 
   it('defers on a retryable failure and retries from the same record next time', async () => {

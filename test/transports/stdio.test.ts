@@ -62,7 +62,11 @@ describe('fraudgate serve over stdio, start-up', { timeout: 90_000 }, () => {
   it('answers initialize while the store opens; when it cannot, no call is answered and it exits 1 with one line', async () => {
     writeFileSync(
       join(dir, 'pg.json'),
-      JSON.stringify({ store: 'postgres', store_postgres: { startup_timeout_ms: 3_000 } }),
+      JSON.stringify({
+        store: 'postgres',
+        store_postgres: { startup_timeout_ms: 3_000 },
+        rate_limits: { store: 'memory' },
+      }),
     );
     const serve = spawnServe({
       FRAUDGATE_DATA_DIR: join(dir, 'pg-data'),

@@ -23,6 +23,7 @@ export function openPostgresApprovalSignal(
     },
     version: board.version,
     wait: board.wait,
+    subscribe: board.subscribe,
     // A failed first connection is retried in the background; meanwhile waiters poll.
     listen: () => listener.start().catch(onError),
     close: () => listener.close(),
