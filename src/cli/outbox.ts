@@ -235,13 +235,24 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
  * backoff or a deferral ends the run instead of holding it (a scheduler runs it again later). One
  * line on stderr says what happened; exit 1 only when an effect failed for good (a dead letter).
  */
+/** How long `outbox work --once` may keep passing over a queue that keeps coming due. */
+const ONCE_DEADLINE_MS = 10 * 60 * 1000;
+
 async function workOnce(automation: Automation): Promise<number> {
   const totals = { done: 0, dead: 0 };
+  // Passes end when one claims and routes nothing; the deadline only bounds a pathological queue
+  // whose effects come due again at once on every pass (a retry-after of 0), as `drain` did before.
+  const deadline = Date.now() + ONCE_DEADLINE_MS;
+  let overran = false;
   for (;;) {
     const pass = await automation.worker.tick();
     totals.done += pass.done;
     totals.dead += pass.dead;
     if (pass.claimed === 0 && pass.routed === 0) break;
+    if (Date.now() > deadline) {
+      overran = true;
+      break;
+    }
   }
   const stats = await automation.store.stats();
   const nextAt = stats.pending > 0 ? await automation.store.nextPendingAt() : undefined;
@@ -259,6 +270,7 @@ async function workOnce(automation: Automation): Promise<number> {
     `fraudgate: outbox work --once: done ${totals.done}, ${deferred}, failed ${totals.dead}` +
       (totals.dead > 0 ? ' (fraudgate outbox list)' : '') +
       (waiting.length > 0 ? `; ${waiting.join(', ')}` : '') +
+      (overran ? `; stopped after ${ONCE_DEADLINE_MS / 60_000} min with work still coming due` : '') +
       '\n',
   );
   return totals.dead > 0 ? 1 : 0;
