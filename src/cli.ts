@@ -115,7 +115,7 @@ const COMMANDS: Command[] = [
     usage: ['serve [--http [--host HOST] [--port PORT]] [--read-only] [--toolsets LIST]'],
     options: ['http', 'host', 'port', 'read-only', 'toolsets'],
     async run(_args, values) {
-      await serve(configure(values), values.http === true);
+      await serve(configure(values, true), values.http === true);
       return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
     },
   },
@@ -177,7 +177,11 @@ const COMMANDS: Command[] = [
       'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
     ],
     run: async (args, values) =>
-      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
+      (await import('./cli/outbox.ts')).runOutboxCommand(
+        args,
+        values,
+        configure(values, args[0] === 'work'),
+      ),
   },
   {
     name: 'budgets',
@@ -197,7 +201,12 @@ const COMMANDS: Command[] = [
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
-      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), await loadTools()),
+      (await import('./cli/sync.ts')).runSyncCommand(
+        args,
+        values,
+        configure(values, true),
+        await loadTools(),
+      ),
   },
   {
     name: 'jobs',
@@ -304,9 +313,12 @@ function portOf(text: string): number {
   return port;
 }
 
-/** The resolved configuration, with its data directory created private (or one line saying why not). */
-function configure(values: CliValues): LoadedConfig {
-  const loaded = loadConfig(configFlags(values));
+/**
+ * The resolved configuration, with its data directory created private (or one line saying why not).
+ * `servesCalls`: the command takes tool calls, so its rate-limit store must be reachable as configured.
+ */
+function configure(values: CliValues, servesCalls = false): LoadedConfig {
+  const loaded = loadConfig({ ...configFlags(values), servesCalls });
   // Policy keys name tools, which the config schema does not know: checked before any command runs
   // (by their names alone: the tools themselves load only where a command uses them).
   checkPolicyNames(POLICY_NAMES, loaded.config);

@@ -833,6 +833,12 @@ export interface ConfigFlags {
   toolsets?: string[];
   httpHost?: string;
   httpPort?: number;
+  /**
+   * The command takes tool calls (serve, outbox work, sync): its rate limits need their store, so a
+   * Redis store without FRAUDGATE_REDIS_URL is refused. Commands that only read or administer the
+   * store (audit, approvals, budgets, outbox list…) never rate-limit and load without it.
+   */
+  servesCalls?: boolean;
 }
 
 export interface LoadedConfig {
@@ -1158,7 +1164,7 @@ export function loadConfig(
   }
   // Every missing service secret at once, so one restart fixes them all.
   const missingServices: FieldIssue[] = [];
-  if (config.rate_limits.store === 'redis' && !secrets.redisUrl) {
+  if (flags.servesCalls && config.rate_limits.store === 'redis' && !secrets.redisUrl) {
     missingServices.push({
       field: 'FRAUDGATE_REDIS_URL',
       message: rateLimitStoreGiven
