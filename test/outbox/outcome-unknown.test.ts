@@ -152,6 +152,7 @@ describe('an effect refused before it ran', () => {
         return {
           ok: false,
           error: new FraudgateError(ERROR_CODES.APPROVAL_PENDING, 'waiting', { retryable: true }),
+          callId: 'held',
         };
       }
       return call(tool, args, channel);
