@@ -177,11 +177,7 @@ const COMMANDS: Command[] = [
       'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
     ],
     run: async (args, values) =>
-      (await import('./cli/outbox.ts')).runOutboxCommand(
-        args,
-        values,
-        configure(values, args[0] === 'work'),
-      ),
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values, args[0] === 'work')),
   },
   {
     name: 'budgets',
