@@ -9,7 +9,8 @@
  *
  * A budget can also be kept for something other than a principal (a `RefusalScope`): the webhook
  * endpoints, whose senders are unauthenticated until their signature checks, keep one per client
- * address, so one address flooding them cannot grow the ledger nor use up another's records.
+ * network, so one sender flooding them cannot use up another's records, and a `ceiling` shared by
+ * all of them, so no number of senders can grow the ledger at will (src/webhooks/webhook-refusals.ts).
  */
 import type { BucketConfig } from '../config.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';

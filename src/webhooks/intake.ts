@@ -2,10 +2,10 @@
  * What every inbound webhook endpoint shares before it looks at the vendor's payload: route and
  * method, a body read under a size limit, JSON answers, and refusals that are audited before they
  * are answered (so whoever sees the answer also finds the record). The endpoints are reachable by
- * anyone, so refusals go through a refusal budget per client network and endpoint
- * (webhook-refusals.ts): past it they are counted into one `refusals_counted` record a minute
- * instead of one record each, and answered as before. The Sift and Segment handlers differ only in how they check signatures and
- * what they store.
+ * anyone, so refusals go through refusal budgets per client network and endpoint
+ * (webhook-refusals.ts): past them they are counted into one `refusals_counted` record a minute
+ * instead of one record each, and answered as before. The Sift and Segment handlers differ only
+ * in how they check signatures and what they store.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
