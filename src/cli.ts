@@ -21,6 +21,7 @@ import { createLogger, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
+import type { WebhookEndpointOptions } from './webhooks/intake.ts';
 import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -450,14 +451,14 @@ async function openWebhooks(options: {
     { createSegmentWebhookHandler },
     { siftUserResolver },
     { openWebhookIntakeStore },
-    { createRefusalBudget },
+    { createWebhookRefusals },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
     import('./webhooks/intake-writer.ts'),
-    import('./governance/refusal-budget.ts'),
+    import('./webhooks/webhook-refusals.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -478,35 +479,36 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     keys,
   });
-  // Rejected webhooks are audited within a refusal budget per client address, in the MCP calls' limiter
-  // (shared by the replicas with rate_limits.store: redis), so no sender can grow the ledger at will.
-  const webhookRefusals = createRefusalBudget({
+  // Rejected webhooks are audited within refusal budgets per client network and per endpoint, in the
+  // MCP calls' limiter (shared by the replicas with rate_limits.store: redis), so no set of senders
+  // can grow the ledger at will.
+  const webhookRefusals = createWebhookRefusals({
     audit: runtime.audit,
     rateLimiter: runtime.rateLimiter,
     bucket: config.rate_limits.refusals,
+    redactor: runtime.redactor,
   });
-  const webhook = createSiftWebhookHandler({
-    outbox: intake,
-    keys: secrets.siftWebhookKeys ?? [],
+  // What both endpoints share; each adds where it stores and how it checks signatures.
+  const endpoint: WebhookEndpointOptions = {
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
     refusals: webhookRefusals,
     trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
+  };
+  const webhook = createSiftWebhookHandler({
+    ...endpoint,
+    outbox: intake,
+    keys: secrets.siftWebhookKeys ?? [],
   });
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
+    ...endpoint,
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
-    audit: runtime.audit,
-    logger,
-    bodyLimitBytes: config.http.body_limit_bytes,
-    refusals: webhookRefusals,
-    trustedProxies: config.http.trusted_proxies,
-    onEnqueued: () => automation.worker.wake(),
   });
   return {
     mounts: [webhook, segmentWebhook],
