@@ -21,6 +21,7 @@ import { createLogger, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
+import type { WebhookEndpointOptions } from './webhooks/intake.ts';
 import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -44,6 +45,7 @@ const OPTIONS = {
   port: { type: 'string' },
   json: { type: 'boolean' },
   all: { type: 'boolean' },
+  limit: { type: 'string' },
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
@@ -71,6 +73,7 @@ const OPTION_HELP: Record<OptionName, string> = {
   port: 'PORT  HTTP port (default 8787, 0 = any free port; also FRAUDGATE_HTTP_PORT)',
   json: 'print JSON instead of text',
   all: 'include finished items, not only the ones needing attention',
+  limit: 'N  list at most N (default 500), newest first',
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
@@ -113,7 +116,7 @@ const COMMANDS: Command[] = [
     usage: ['serve [--http [--host HOST] [--port PORT]] [--read-only] [--toolsets LIST]'],
     options: ['http', 'host', 'port', 'read-only', 'toolsets'],
     async run(_args, values) {
-      await serve(configure(values), values.http === true);
+      await serve(configure(values, true), values.http === true);
       return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
     },
   },
@@ -163,16 +166,19 @@ const COMMANDS: Command[] = [
     name: 'outbox',
     summary: 'dead letters and waiting effects of decision webhooks; run the outbox worker',
     usage: [
-      'outbox list [--all] [--json]',
+      'outbox list [--all] [--limit N] [--json]',
       'outbox show ID [--json]',
       'outbox retry ID [--reason TEXT]',
       'outbox drop ID [--reason TEXT]',
       'outbox work [--once]',
     ],
-    options: ['all', 'json', 'reason', 'once'],
-    notes: [OPERATOR_CREDENTIAL],
+    options: ['all', 'limit', 'json', 'reason', 'once'],
+    notes: [
+      OPERATOR_CREDENTIAL,
+      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
+    ],
     run: async (args, values) =>
-      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values, args[0] === 'work')),
   },
   {
     name: 'budgets',
@@ -192,7 +198,12 @@ const COMMANDS: Command[] = [
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
-      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), await loadTools()),
+      (await import('./cli/sync.ts')).runSyncCommand(
+        args,
+        values,
+        configure(values, true),
+        await loadTools(),
+      ),
   },
   {
     name: 'jobs',
@@ -224,10 +235,10 @@ const COMMANDS: Command[] = [
 ];
 
 function optionLines(names: OptionName[]): string[] {
-  // OPTION_HELP texts of options with a value start with the value's name: "FILE  JSON …".
+  // OPTION_HELP texts of options with a value start with the value's name: "FILE  JSON …", "ISO-TIME  …".
   const parts = (name: OptionName) => {
     const spec = OPTIONS[name] as { short?: string };
-    const match = /^([A-Z]+) {2}(.*)$/.exec(OPTION_HELP[name]);
+    const match = /^([A-Z][A-Z-]*) {2}(.*)$/.exec(OPTION_HELP[name]);
     const [arg, text] = match ? [match[1], match[2]] : ['', OPTION_HELP[name]];
     return { label: `${spec.short ? `-${spec.short}, ` : '    '}--${name}${arg ? ` ${arg}` : ''}`, text };
   };
@@ -281,13 +292,30 @@ function configFlags(values: CliValues): ConfigFlags {
       .map((s) => s.trim())
       .filter(Boolean),
     httpHost: values.host,
-    httpPort: values.port === undefined ? undefined : Number(values.port),
+    httpPort: values.port === undefined ? undefined : portOf(values.port),
   };
 }
 
-/** The resolved configuration, with its data directory created private (or one line saying why not). */
-function configure(values: CliValues): LoadedConfig {
-  const loaded = loadConfig(configFlags(values));
+/** `--port`: a whole number 1–65535, or 0 for any free port (as its help says). */
+function portOf(text: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new UsageError([
+      {
+        field: '--port',
+        message: `'${text}' is not a port: give a whole number from 1 to 65535, or 0 for any free port`,
+      },
+    ]);
+  }
+  return port;
+}
+
+/**
+ * The resolved configuration, with its data directory created private (or one line saying why not).
+ * `servesCalls`: the command takes tool calls, so its rate-limit store must be reachable as configured.
+ */
+function configure(values: CliValues, servesCalls = false): LoadedConfig {
+  const loaded = loadConfig({ ...configFlags(values), servesCalls });
   // Policy keys name tools, which the config schema does not know: checked before any command runs
   // (by their names alone: the tools themselves load only where a command uses them).
   checkPolicyNames(POLICY_NAMES, loaded.config);
@@ -424,14 +452,14 @@ async function openWebhooks(options: {
     { createSegmentWebhookHandler },
     { siftUserResolver },
     { openWebhookIntakeStore },
-    { createRefusalBudget },
+    { createWebhookRefusals },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
     import('./webhooks/intake-writer.ts'),
-    import('./governance/refusal-budget.ts'),
+    import('./webhooks/webhook-refusals.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -452,35 +480,36 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     keys,
   });
-  // Rejected webhooks are audited within a refusal budget per client address, in the MCP calls' limiter
-  // (shared by the replicas with rate_limits.store: redis), so no sender can grow the ledger at will.
-  const webhookRefusals = createRefusalBudget({
+  // Rejected webhooks are audited within refusal budgets per client network and per endpoint, in the
+  // MCP calls' limiter (shared by the replicas with rate_limits.store: redis), so no set of senders
+  // can grow the ledger at will.
+  const webhookRefusals = createWebhookRefusals({
     audit: runtime.audit,
     rateLimiter: runtime.rateLimiter,
     bucket: config.rate_limits.refusals,
+    redactor: runtime.redactor,
   });
-  const webhook = createSiftWebhookHandler({
-    outbox: intake,
-    keys: secrets.siftWebhookKeys ?? [],
+  // What both endpoints share; each adds where it stores and how it checks signatures.
+  const endpoint: WebhookEndpointOptions = {
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
     refusals: webhookRefusals,
     trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
+  };
+  const webhook = createSiftWebhookHandler({
+    ...endpoint,
+    outbox: intake,
+    keys: secrets.siftWebhookKeys ?? [],
   });
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
+    ...endpoint,
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
-    audit: runtime.audit,
-    logger,
-    bodyLimitBytes: config.http.body_limit_bytes,
-    refusals: webhookRefusals,
-    trustedProxies: config.http.trusted_proxies,
-    onEnqueued: () => automation.worker.wake(),
   });
   return {
     mounts: [webhook, segmentWebhook],
@@ -582,6 +611,13 @@ async function serveHttp(
   process.once('SIGTERM', stop);
 }
 
+/** The command a command line names, found leniently (for pointing a malformed one at its help). */
+function commandNamed(argv: string[]): Command | undefined {
+  const { positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false });
+  const name = positionals[0] === 'help' ? positionals[1] : positionals[0];
+  return COMMANDS.find((c) => c.name === name);
+}
+
 /** Run one command line; resolves to the exit code (-1: a server that keeps the process alive). */
 export async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -590,7 +626,12 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // parseArgs' own wording, minus its advice about `--` (which never applies here).
     const reason = (error as Error).message.replace(/\. To specify a positional argument.*$/s, '');
-    process.stderr.write(`fraudgate: ${reason}\nRun \`fraudgate --help\` for the commands and options.\n`);
+    const command = commandNamed(argv);
+    process.stderr.write(
+      command
+        ? `fraudgate: ${reason}\nRun \`fraudgate ${command.name} --help\` for its options.\n`
+        : `fraudgate: ${reason}\nRun \`fraudgate --help\` for the commands and options.\n`,
+    );
     return 2;
   }
   const { values, positionals } = parsed;

@@ -10,7 +10,7 @@ import { openGovernanceState } from '../runtime.ts';
 import type { Approval } from '../store/approval-store.ts';
 import { humanTime } from '../tool.ts';
 import { authenticateOperator } from './credential.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 
 function age(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -55,7 +55,8 @@ export async function runApprovalsCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, id] = args;
+  const sub = subcommand('approvals', args[0], ['list', 'show', 'approve', 'deny']);
+  const id = args[1];
   const logger = createLogger({ level: 'warn' });
   const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
   const out = (text: string) => process.stdout.write(text + '\n');
@@ -108,9 +109,6 @@ export async function runApprovalsCommand(
         );
         return 0;
       }
-      default:
-        process.stderr.write('Usage: fraudgate approvals list|show|approve|deny …\n');
-        return 2;
     }
   } finally {
     await state.close();

@@ -1,11 +1,12 @@
 /**
  * `fraudgate audit verify [--file PATH] [--public-key FILE]`: check the ledger in the store (or an
- * exported file, or a legacy audit.jsonl); exit 1 naming the first bad record.
+ * exported file, or a legacy audit.jsonl); exit 1 naming the first bad record. On a terminal,
+ * stderr shows a running count meanwhile.
  * `fraudgate audit export [--since ISO-TIME] [--format jsonl]`: stream the ledger as JSON Lines.
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 import {
   exportLedger,
   verifyAuditFile,
@@ -16,35 +17,51 @@ import {
 import { createCheckpointVerifier, loadVerifyKey } from '../governance/audit-signing.ts';
 import { openLedgerEngine, trustedAuditVerifier } from '../runtime.ts';
 
-const USAGE =
-  'fraudgate audit verify [--file PATH] [--public-key FILE] | export [--since ISO-TIME] [--format jsonl]';
-
 export async function runAuditCommand(
   args: string[],
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub] = args;
-  if (sub === 'export') return exportCommand(values, loaded);
-  if (sub !== 'verify') {
-    throw new UsageError([{ field: 'command', message: `expected verify or export (${USAGE})` }]);
-  }
+  if (subcommand('audit', args[0], ['verify', 'export']) === 'export') return exportCommand(values, loaded);
   const verifier = values['public-key']
     ? createCheckpointVerifier(loadVerifyKey(values['public-key']))
     : trustedAuditVerifier(loaded.config, loaded.secrets);
+  const progress = verifyProgress(process.stderr);
+  const options = progress ? { onProgress: progress.update } : {};
   if (values.file) {
-    const result = await verifyAuditFile(values.file, verifier);
+    const result = await verifyAuditFile(values.file, verifier, options).finally(() => progress?.clear());
     return report(values.file, result);
   }
   const engine = await openLedgerEngine(loaded.config, loaded.secrets);
   try {
-    return report(`audit ledger (${engine.kind})`, {
-      format: 'ledger',
-      ...(await verifyLedger(engine, verifier)),
-    });
+    const result = await verifyLedger(engine, verifier, options).finally(() => progress?.clear());
+    return report(`audit ledger (${engine.kind})`, { format: 'ledger', ...result });
   } finally {
     await engine.close();
   }
+}
+
+/**
+ * A running count of verified records on a terminal, redrawn in place at most ten times a second
+ * and erased before the result; undefined when `stream` is not a terminal, so a pipe or a log
+ * stays clean.
+ */
+export function verifyProgress(
+  stream: { isTTY?: boolean; write(text: string): unknown },
+  now: () => number = Date.now,
+): { update(verified: number): void; clear(): void } | undefined {
+  if (stream.isTTY !== true) return undefined;
+  let drawnAt: number | undefined;
+  return {
+    update(verified) {
+      if (drawnAt !== undefined && now() - drawnAt < 100) return;
+      drawnAt = now();
+      stream.write(`\rverifying: ${verified.toLocaleString('en-US')} records`);
+    },
+    clear() {
+      if (drawnAt !== undefined) stream.write('\r\x1b[K');
+    },
+  };
 }
 
 function report(source: string, result: FileVerifyResult): number {

@@ -10,13 +10,15 @@ import { createBudgets } from '../governance/budgets.ts';
 import { createLogger } from '../logger.ts';
 import { openBudgetStore, openGovernanceState } from '../runtime.ts';
 import { authenticateOperator } from './credential.ts';
+import { subcommand } from './usage.ts';
 
 export async function runBudgetsCommand(
   args: string[],
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, principal, key] = args;
+  const sub = subcommand('budgets', args[0], ['list', 'lift']);
+  const [, principal, key] = args;
   const out = (text: string) => process.stdout.write(text + '\n');
   const logger = createLogger({ level: 'warn' });
   const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
@@ -58,9 +60,6 @@ export async function runBudgetsCommand(
         out(`Lifted the ${key} pause of ${principal} as ${actor.id}; the budget counts afresh from now.`);
         return 0;
       }
-      default:
-        process.stderr.write('Usage: fraudgate budgets list [--json] | lift PRINCIPAL KEY\n');
-        return 2;
     }
   } finally {
     await budgets.close();

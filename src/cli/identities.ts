@@ -11,7 +11,7 @@ import type { LoadedConfig } from '../config.ts';
 import { createLogger } from '../logger.ts';
 import { openGovernanceState } from '../runtime.ts';
 import { authenticateOperator } from './credential.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 
 const USAGE =
   'Usage: fraudgate identities map SIFT_ID SEGMENT_ID | unmap SIFT_ID | list [--json] | unmatched [--json]';
@@ -27,7 +27,8 @@ export async function runIdentitiesCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, siftId, segmentId] = args;
+  const sub = subcommand('identities', args[0], ['map', 'unmap', 'list', 'unmatched']);
+  const [, siftId, segmentId] = args;
   const out = (text: string) => process.stdout.write(text + '\n');
   const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
   const store = state.identities;
@@ -107,9 +108,6 @@ export async function runIdentitiesCommand(
           );
         return 0;
       }
-      default:
-        process.stderr.write(USAGE + '\n');
-        return 2;
     }
   } finally {
     await state.close();

@@ -40,7 +40,8 @@ export async function runJobsCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  if (args.length > 0) throw new UsageError([{ field: 'command', message: 'jobs takes no arguments' }]);
+  if (args.length > 0)
+    throw new UsageError([{ field: 'command', message: `unexpected '${args[0]}': jobs takes no arguments` }]);
   const logger = createLogger({ level: 'warn' });
   // No field cipher: job rows and leases hold no personal fields, so no data key is needed to read them.
   const store = await openStore(loaded.config, loaded.secrets, {

@@ -1,30 +1,32 @@
 /**
  * `fraudgate outbox …`: the operator's view of automated effects, and the worker process.
  *
- *   list [--all] [--json]   dead letters and effects waiting for approval (all states with --all)
+ *   list [--all] [--limit N] [--json]
+ *                           dead letters and effects waiting for approval (all states with --all),
+ *                           newest first, 500 unless --limit says otherwise
  *   show ID [--json]        one effect with its event
  *   retry ID                a dead (or denied) effect back to pending with a fresh attempt count
  *   drop ID                 give up on a dead effect for good
- *
- * A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a non-idempotent call that may have
- * reached the upstream) is shown as such; retrying it sends it again, so its record says so.
- *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: drain what is due and exit)
+ *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: what is due now, a summary, exit)
  *
  * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
- * under the identity it proves.
+ * under the identity it proves. A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a
+ * non-idempotent call that may have reached the upstream) is shown as such; retrying it sends it
+ * again, so its record says so.
  */
 import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
 import type { CliValues } from '../cli.ts';
 import { startupWarnings, type LoadedConfig } from '../config.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 import { createLogger } from '../logger.ts';
-import { openAutomation } from '../outbox/automation.ts';
+import { openAutomation, type Automation } from '../outbox/automation.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
 import {
   isOutcomeUnknown,
   OUTCOME_UNKNOWN,
+  type EffectState,
   type OutboxEffect,
   type StoredEvent,
 } from '../store/outbox-store.ts';
@@ -41,6 +43,16 @@ function line(e: OutboxEffect): string {
   ]
     .join('  ')
     .trimEnd();
+}
+
+/** `--limit` of `outbox list`: how many effects to show (default 500). */
+function limitOf(text: string | undefined): number {
+  if (text === undefined) return 500;
+  const limit = /^[1-9]\d*$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(limit)) {
+    throw new UsageError([{ field: '--limit', message: `'${text}' is not a positive whole number` }]);
+  }
+  return limit;
 }
 
 /** Epoch ms as the CLI shows times (UTC, to the minute). */
@@ -76,35 +88,59 @@ export async function runOutboxCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, rawId] = args;
+  const sub = subcommand('outbox', args[0], ['list', 'show', 'retry', 'drop', 'work']);
+  const rawId = args[1];
   const out = (text: string) => process.stdout.write(text + '\n');
   if (sub === 'work') return runWorker(loaded, values.once === true);
 
   const state = await openGovernanceState(loaded.config, loaded.secrets, createLogger({ level: 'warn' }));
   const store = state.store.outbox;
   try {
-    const id = rawId === undefined ? undefined : Number(rawId);
     const needId = () => {
-      if (id === undefined || !Number.isInteger(id)) {
+      if (rawId === undefined) {
         throw new UsageError([{ field: 'ID', message: 'an outbox effect id (see fraudgate outbox list)' }]);
+      }
+      // Number('') is 0 and Number(' 7') is 7: only plain digits name an effect.
+      const id = /^[1-9]\d*$/.test(rawId) ? Number(rawId) : NaN;
+      if (!Number.isSafeInteger(id)) {
+        throw new UsageError([
+          {
+            field: 'ID',
+            message: `'${rawId}' is not an outbox effect id: a positive whole number (see fraudgate outbox list)`,
+          },
+        ]);
       }
       return id;
     };
     switch (sub) {
       case 'list': {
-        const effects = await store.list({
-          states: values.all ? [] : ['dead', 'awaiting_approval', 'denied'],
-          limit: 500,
-        });
-        if (values.json) out(JSON.stringify({ effects, stats: await store.stats() }));
+        const limit = limitOf(values.limit);
+        const states: EffectState[] = values.all ? [] : ['dead', 'awaiting_approval', 'denied'];
+        // One more than shown: whether there are more to say so.
+        const listed = await store.list({ states, limit: limit + 1 });
+        const effects = listed.slice(0, limit);
+        const stats = await store.stats();
+        if (values.json) out(JSON.stringify({ effects, stats }));
         else {
           out(
             effects.length === 0
               ? 'No dead letters or effects waiting for approval.'
               : effects.map(line).join('\n'),
           );
-          const totals = Object.entries(await store.stats()).filter(([, count]) => count > 0);
+          const totals = Object.entries(stats).filter(([, count]) => count > 0);
           out(`totals: ${totals.map(([state, count]) => `${state} ${count}`).join(', ') || 'none'}`);
+        }
+        if (listed.length > limit) {
+          const matching = Object.entries(stats)
+            .filter(
+              ([state]) =>
+                state !== 'unrouted' && (states.length === 0 || states.includes(state as EffectState)),
+            )
+            .reduce((sum, [, count]) => sum + count, 0);
+          process.stderr.write(
+            `fraudgate: listed the newest ${limit} of ${matching} ${values.all ? 'effects' : 'effects needing attention (dead, denied, awaiting approval)'}; ` +
+              `--limit N lists more, fraudgate outbox show ID shows one\n`,
+          );
         }
         return 0;
       }
@@ -159,11 +195,6 @@ export async function runOutboxCommand(
         );
         return 0;
       }
-      default:
-        process.stderr.write(
-          'Usage: fraudgate outbox list [--all] [--json] | show ID [--json] | retry ID | drop ID [--reason TEXT] | work [--once]\n',
-        );
-        return 2;
     }
   } finally {
     await state.close();
@@ -182,9 +213,11 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
   for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   const automation = await openAutomation({ config: loaded.config, secrets: loaded.secrets, tools, logger });
   if (once) {
-    const drained = await automation.worker.drain({ timeoutMs: 10 * 60 * 1000 });
-    await automation.close();
-    return drained ? 0 : 1;
+    try {
+      return await workOnce(automation);
+    } finally {
+      await automation.close();
+    }
   }
   automation.worker.start();
   logger.info('outbox worker started', { stats: await automation.store.stats() });
@@ -194,4 +227,50 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
   });
   await automation.close();
   return 0;
+}
+
+/**
+ * `outbox work --once`: passes until one claims nothing that is due, so an effect waiting out a
+ * backoff or a deferral ends the run instead of holding it (a scheduler runs it again later). One
+ * line on stderr says what happened; exit 1 only when an effect failed for good (a dead letter).
+ */
+/** How long `outbox work --once` may keep passing over a queue that keeps coming due. */
+const ONCE_DEADLINE_MS = 10 * 60 * 1000;
+
+async function workOnce(automation: Automation): Promise<number> {
+  const totals = { done: 0, dead: 0 };
+  // Passes end when one claims and routes nothing; the deadline only bounds a pathological queue
+  // whose effects come due again at once on every pass (a retry-after of 0), as `drain` did before.
+  const deadline = Date.now() + ONCE_DEADLINE_MS;
+  let overran = false;
+  for (;;) {
+    const pass = await automation.worker.tick();
+    totals.done += pass.done;
+    totals.dead += pass.dead;
+    if (pass.claimed === 0 && pass.routed === 0) break;
+    if (Date.now() > deadline) {
+      overran = true;
+      break;
+    }
+  }
+  const stats = await automation.store.stats();
+  const nextAt = stats.pending > 0 ? await automation.store.nextPendingAt() : undefined;
+  const deferred =
+    `deferred ${stats.pending}` +
+    (nextAt === undefined
+      ? ''
+      : ` until ${new Date(nextAt).toISOString().slice(0, 19).replace('T', ' ')} UTC`);
+  const waiting = [
+    ...(stats.awaiting_approval > 0 ? [`${stats.awaiting_approval} waiting for approval`] : []),
+    ...(stats.leased > 0 ? [`${stats.leased} running in another worker`] : []),
+    ...(stats.unrouted > 0 ? [`${stats.unrouted} events not yet routed (see the log)`] : []),
+  ];
+  process.stderr.write(
+    `fraudgate: outbox work --once: done ${totals.done}, ${deferred}, failed ${totals.dead}` +
+      (totals.dead > 0 ? ' (fraudgate outbox list)' : '') +
+      (waiting.length > 0 ? `; ${waiting.join(', ')}` : '') +
+      (overran ? `; stopped after ${ONCE_DEADLINE_MS / 60_000} min with work still coming due` : '') +
+      '\n',
+  );
+  return totals.dead > 0 ? 1 : 0;
 }

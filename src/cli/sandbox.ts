@@ -12,14 +12,15 @@ import type { LoadedConfig } from '../config.ts';
 import { NotFoundError } from '../errors.ts';
 import { createClients } from '../runtime.ts';
 import { resetSandbox, resolveUpstreams } from '../sandbox/sandbox.ts';
-import { UsageError } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 
 export async function runSandboxCommand(
   args: string[],
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  const [sub, userId] = args;
+  const sub = subcommand('sandbox', args[0], ['show', 'reset']);
+  const userId = args[1];
   const out = (text: string) => process.stdout.write(text + '\n');
   if (loaded.config.mode !== 'sandbox') {
     process.stderr.write(
@@ -43,8 +44,6 @@ export async function runSandboxCommand(
       out(values.json ? JSON.stringify(view, null, 2) : render(userId, view));
       return 0;
     }
-    default:
-      throw new UsageError([{ field: 'command', message: 'expected show or reset' }]);
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { UsageError } from './usage.ts';
+import { subcommand } from './usage.ts';
 import { createLogger } from '../logger.ts';
 import { openRuntime } from '../runtime.ts';
 import { resolveUpstreams } from '../sandbox/sandbox.ts';
@@ -20,9 +20,6 @@ import { runLeadWatcherOnce, type LeadWatchResult } from '../sync/lead-watcher.t
 import { runEvery } from '../sync/record-watch.ts';
 import { runScoreSync, type ScoreSyncProgress, type ScoreSyncSummary } from '../sync/score-sync.ts';
 import type { AnyTool } from '../tool.ts';
-
-const USAGE =
-  'fraudgate sync scores [--dry-run] | fraudgate sync feedback [--once] | fraudgate sync leads [--once]';
 
 function progressWriter(tty: boolean) {
   let last = 0;
@@ -65,10 +62,7 @@ export async function runSyncCommand(
   loaded: LoadedConfig,
   tools: readonly AnyTool[],
 ): Promise<number> {
-  const [what] = args;
-  if (what !== 'scores' && what !== 'feedback' && what !== 'leads') {
-    throw new UsageError([{ field: 'command', message: `expected scores, feedback or leads (${USAGE})` }]);
-  }
+  const what = subcommand('sync', args[0], ['scores', 'feedback', 'leads']);
   const logger = createLogger();
   const { config, secrets, sandbox } = await resolveUpstreams(loaded.config, loaded.secrets);
   const runtime = await openRuntime({ config, secrets, tools, logger });

@@ -488,9 +488,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       principal: of.principal,
       tool: of.tool,
       trace_id: of.trace_id,
-      ts: of.ts,
+      // Re-formatted (now, when unreadable): the refused record's own ts may be what was refused.
+      ts: wellFormedTime(of.ts),
     };
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
+  };
+  const wellFormedTime = (ts: string): string => {
+    const ms = Date.parse(ts);
+    return Number.isNaN(ms) ? now().toISOString() : new Date(ms).toISOString();
   };
 
   /** A queued record ready to commit: a write-behind one is built now, at its enqueue time and trace. */
@@ -779,17 +784,27 @@ class ChainChecker {
   }
 }
 
-/** Verifies the ledger in a store. */
+/** How far a verification has got, for a progress display: the records verified so far. */
+export interface VerifyOptions {
+  onProgress?: (verified: number) => void;
+}
+
+/** Verifies the ledger in a store; `onProgress` hears after every batch read. */
 export async function verifyLedger(
   engine: LedgerEngine,
   verifier: CheckpointVerifier,
+  options: VerifyOptions = {},
 ): Promise<LedgerVerifyResult> {
   const checker = new ChainChecker(verifier, await engine.checkpoints());
   for await (const batch of engine.scan()) {
     for (const row of batch) if (!checker.check(row)) return checker.finish();
+    options.onProgress?.(checker.records);
   }
   return checker.finish();
 }
+
+/** Records between two progress reports while verifying a file. */
+const FILE_PROGRESS_EVERY = 1000;
 
 const CHECKPOINT_LINE = '{"v":2,"type":"checkpoint",';
 
@@ -807,9 +822,14 @@ export type FileVerifyResult =
 
 /**
  * Verifies an exported file (`fraudgate audit export`), or a legacy `audit.jsonl` (whose records
- * carry no writer and no checkpoints; it is verified as before).
+ * carry no writer and no checkpoints; it is verified as before). `onProgress` hears every
+ * thousand records of an export and once at its end.
  */
-export async function verifyAuditFile(path: string, verifier: CheckpointVerifier): Promise<FileVerifyResult> {
+export async function verifyAuditFile(
+  path: string,
+  verifier: CheckpointVerifier,
+  options: VerifyOptions = {},
+): Promise<FileVerifyResult> {
   let first: string | undefined;
   for await (const { text } of readLines(path)) {
     first = text;
@@ -856,7 +876,9 @@ export async function verifyAuditFile(path: string, verifier: CheckpointVerifier
       };
     }
     if (!checker.check(row, number)) break;
+    if (checker.records % FILE_PROGRESS_EVERY === 0) options.onProgress?.(checker.records);
   }
+  options.onProgress?.(checker.records);
   return { format: 'ledger', ...checker.finish() };
 }
 

@@ -224,6 +224,8 @@ export interface OutboxStore {
    * a restarted replica resumes its work at once. Returns how many it reclaimed.
    */
   reclaim(owner: string, now?: number): Promise<number>;
+  /** When the earliest pending effect is next due (epoch ms), or undefined when none is pending. */
+  nextPendingAt(): Promise<number | undefined>;
 }
 
 /** An event waiting in a group commit. */
@@ -755,6 +757,13 @@ export function createOutboxStore(
         `UPDATE outbox_effects SET lease_until = $1, updated_at = $1 WHERE state = 'leased' AND lease_owner = $2`,
         [now, owner],
       );
+    },
+
+    async nextPendingAt() {
+      const [row] = await db.query<{ at: number | null }>(
+        `SELECT MIN(next_attempt_at) AS at FROM outbox_effects WHERE state = 'pending'`,
+      );
+      return row?.at == null ? undefined : Number(row.at);
     },
   };
 }

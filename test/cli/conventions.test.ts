@@ -79,6 +79,14 @@ describe('help and version', { timeout: SLOW }, () => {
     expect(viaHelp).toEqual(run);
   });
 
+  it('a value name with a hyphen (ISO-TIME) stands beside its option, the text aligned with the rest', async () => {
+    const run = await cli(['audit', '--help']);
+    expect(run.code).toBe(0);
+    const since = /^( +--since ISO-TIME +)export from this time/m.exec(run.stdout);
+    const file = /^( +--file PATH +)the file to read/m.exec(run.stdout);
+    expect(since?.[1]?.length).toBe(file?.[1]?.length);
+  });
+
   it('--version prints the package version and exits 0', async () => {
     const run = await cli(['--version']);
     expect(run).toEqual({ code: 0, stdout: `${VERSION}\n`, stderr: '' });
@@ -99,6 +107,32 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
     expect(run.stderr).toMatch(message);
     expect(run.stderr).toMatch(/Run `fraudgate .*--help`/);
     expect(run.stderr).not.toContain('To specify a positional argument');
+  });
+
+  it.each<[string[], string, RegExp]>([
+    [['serve', '--http', '--port', 'abc'], 'serve', /^fraudgate: .*--port: 'abc' is not a port/m],
+    [['serve', '--http', '--port', ''], 'serve', /^fraudgate: .*--port: '' is not a port/m],
+    [['--port', '65536'], 'serve', /^fraudgate: .*--port: '65536' is not a port/m],
+    [['audit', 'export', '--since'], 'audit', /^fraudgate: Option '--since <value>' argument missing$/m],
+    [['outbox', 'show', ''], 'outbox', /^fraudgate: .*ID: '' is not an outbox effect id/m],
+    [['outbox', 'show', '0'], 'outbox', /^fraudgate: .*ID: '0' is not an outbox effect id/m],
+    [['outbox', 'list', '--limit', '0'], 'outbox', /^fraudgate: .*--limit: '0' is not a positive/m],
+    [['jobs', 'bogus'], 'jobs', /^fraudgate: .*unexpected 'bogus': jobs takes no arguments/m],
+    ...['approvals', 'identities', 'outbox', 'budgets', 'docs', 'sync', 'audit', 'sandbox'].map(
+      (command) =>
+        [
+          [command, 'bogus'],
+          command,
+          new RegExp(`^fraudgate: .*unknown ${command} command 'bogus' \\(expected `, 'm'),
+        ] as [string[], string, RegExp],
+    ),
+    [['approvals'], 'approvals', /^fraudgate: .*approvals needs a command: list, show, approve or deny$/m],
+  ])('%j names what is wrong and points to `fraudgate %s --help`', async (args, command, message) => {
+    const run = await cli(args);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`^Run \`fraudgate ${command} --help\``));
   });
 });
 
@@ -231,5 +265,38 @@ describe('outbox show: text by default, JSON with --json', { timeout: SLOW }, ()
       effect: { id: effect!.id, tool: 'sync_decision_to_segment', state: 'pending' },
       event: { decisionId: 'watch_user_payment_abuse', time: decided },
     });
+  });
+});
+
+describe('outbox list: says when there are more than it shows', { timeout: SLOW }, () => {
+  it('the newest 500 by default, a line on stderr naming how many there are and --limit', async () => {
+    const dataDir = join(dir, 'outbox-many');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const opened = await openStore({ ...DEFAULTS, data_dir: dataDir }, {});
+    const store = opened.outbox;
+    for (let u = 0; u < 501; u += 1) {
+      await store.enqueueRouted(
+        { entityType: 'user', entityId: `fg_many_${u}`, decisionId: 'block_user_payment_abuse', time: u },
+        [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: `fg_many_${u}` } }],
+      );
+    }
+    for (const effect of await store.claim('test', 1000, 60_000)) {
+      await store.deadLetter(effect.id, 'test', 'UPSTREAM_ERROR: 400');
+    }
+    await opened.close();
+    const effectLines = (stdout: string) =>
+      stdout.split('\n').filter((l) => /^ *\d+ {2}dead /.test(l)).length;
+
+    const capped = await cli(['outbox', 'list'], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(capped.code).toBe(0);
+    expect(effectLines(capped.stdout)).toBe(500);
+    expect(capped.stderr).toBe(
+      'fraudgate: listed the newest 500 of 501 effects needing attention (dead, denied, awaiting approval); --limit N lists more, fraudgate outbox show ID shows one\n',
+    );
+
+    const all = await cli(['outbox', 'list', '--limit', '501'], { FRAUDGATE_DATA_DIR: dataDir });
+    expect(all.code).toBe(0);
+    expect(effectLines(all.stdout)).toBe(501);
+    expect(all.stderr).toBe('');
   });
 });

@@ -3,16 +3,17 @@
  * (runtime + outbox + worker) and the real webhook handler on a loopback HTTP server.
  */
 import { createHash, createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tools as allTools } from '../../tools/index.ts';
 import { DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/config.ts';
+import { sandboxSigningKeyPath } from '../../src/governance/audit-signing.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
-import { createRefusalBudget, type RefusalBudget } from '../../src/governance/refusal-budget.ts';
+import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import type { Runtime } from '../../src/runtime.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -33,12 +34,15 @@ export function sign(
   return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
 }
 
-/** The webhook endpoints' refusal budget as `serve --http` builds it, on `runtime`'s limiter and bucket. */
-export function webhookRefusals(runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config'>): RefusalBudget {
-  return createRefusalBudget({
+/** The webhook endpoints' refusal budgets as `serve --http` builds them, on `runtime`'s limiter, bucket and redactor. */
+export function webhookRefusals(
+  runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config' | 'redactor'>,
+): WebhookRefusals {
+  return createWebhookRefusals({
     audit: runtime.audit,
     rateLimiter: runtime.rateLimiter,
     bucket: runtime.config.rate_limits.refusals,
+    redactor: runtime.redactor,
   });
 }
 
@@ -254,4 +258,33 @@ export async function mapLimit<T, R>(
     }),
   );
   return out;
+}
+
+/**
+ * The environment of a `fraudgate outbox work` process in live mode against `e`'s emulators and data
+ * dir, with the data key and audit signing key `e`'s (sandbox) runtime generated, so both read the
+ * same rows and one key verifies the whole ledger.
+ */
+export function liveWorkerEnv(e: OutboxEnv, configFile: string): Record<string, string> {
+  const { sandbox } = e;
+  return {
+    PATH: process.env.PATH ?? '',
+    FRAUDGATE_CONFIG: configFile,
+    FRAUDGATE_DATA_DIR: e.dataDir,
+    FRAUDGATE_AUDIT_KEY: 'test-audit-key',
+    FRAUDGATE_DATA_KEY: readFileSync(join(e.dataDir, 'data.key'), 'utf8').trim(),
+    FRAUDGATE_AUDIT_SIGNING_KEY_FILE: sandboxSigningKeyPath(e.dataDir),
+    FRAUDGATE_LOG_LEVEL: 'error',
+    SIFT_BASE_URL: sandbox.config.sift.base_url,
+    SIFT_ACCOUNT_ID: sandbox.config.sift.account_id ?? '',
+    SIFT_API_KEY: sandbox.secrets.siftApiKey ?? '',
+    SEGMENT_HOST: sandbox.config.segment.host,
+    SEGMENT_PROFILE_BASE_URL: sandbox.config.segment.profile_base_url,
+    SEGMENT_SPACE_ID: sandbox.config.segment.space_id ?? '',
+    SEGMENT_WRITE_KEY: sandbox.secrets.segmentWriteKey ?? '',
+    SEGMENT_PROFILE_TOKEN: sandbox.secrets.segmentProfileToken ?? '',
+    SALESFORCE_LOGIN_URL: sandbox.config.salesforce.login_url,
+    SALESFORCE_CLIENT_ID: sandbox.secrets.salesforceClientId ?? '',
+    SALESFORCE_CLIENT_SECRET: sandbox.secrets.salesforceClientSecret ?? '',
+  };
 }

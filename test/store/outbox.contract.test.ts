@@ -178,6 +178,22 @@ for (const engine of ENGINES) {
       expect(await b!.complete(theirs!.id, 'replica-b', {})).toBe(true);
     });
 
+    it('tells when the earliest pending effect is next due (none pending: undefined)', async () => {
+      const [a] = await open();
+      const store = a!;
+      expect(await store.nextPendingAt()).toBeUndefined();
+      for (const u of ['n1', 'n2']) {
+        const { id } = await store.enqueue(user(u, 'watch', 1));
+        await store.route(id, [{ effect: 'segment', tool: 't', args: { u } }]);
+      }
+      const [first, second] = await store.claim('w', 10, 30_000);
+      const later = Date.now() + 90_000;
+      await store.retry(first!.id, 'w', later, 'UPSTREAM_ERROR: 503', true);
+      expect(await store.nextPendingAt()).toBe(later);
+      await store.retry(second!.id, 'w', later - 40_000, undefined, false);
+      expect(await store.nextPendingAt()).toBe(later - 40_000);
+    });
+
     it('finds the effects parked on closed approvals in one joined read, oldest first, page by page', async () => {
       const [a] = await engine.open();
       const { outbox: store, approvals } = a!;
