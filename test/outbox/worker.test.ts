@@ -7,9 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as z from 'zod';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
+import { defineTool, type AnyTool } from '../../src/tool.ts';
+import { tools } from '../../tools/index.ts';
 import { decisionBody, operatorConfigs, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 let env: OutboxEnv | undefined;
@@ -71,6 +74,50 @@ describe('outbox store ordering', () => {
 });
 
 describe('outbox worker', () => {
+  it('runs an effect again, not as an attempt, while its tool says work remains and made headway; never for a destructive tool', async () => {
+    const calls = { write: 0, destructive: 0 };
+    // Headway twice, then a call whose every write failed: remaining stays at 5.
+    const inShares = (risk: 'write' | 'destructive') =>
+      defineTool({
+        name: `${risk}_in_shares`,
+        title: 'In shares',
+        description: 'A test tool that does bounded work per call and says how much remains.',
+        risk,
+        toolset: 'core',
+        idempotent: true,
+        input: z.strictObject({ user_id: z.string() }),
+        output: z.object({ flagged: z.number(), remaining: z.number() }),
+        target: (args) => `user:${args.user_id}`,
+        run: async () => {
+          calls[risk] += 1;
+          return { flagged: calls[risk] <= 2 ? 10 : 0, remaining: 5 };
+        },
+      }) as unknown as AnyTool;
+    env = await outboxEnv({
+      tools: [...tools, inShares('write'), inShares('destructive')],
+      config: { approvals: { tools: { destructive_in_shares: 'none' } } },
+    });
+    for (const risk of ['write', 'destructive'])
+      await env.automation.store.enqueueRouted(
+        {
+          entityType: 'user',
+          entityId: `fg_${risk}`,
+          decisionId: 'watch_user_payment_abuse',
+          time: Date.now(),
+        },
+        [{ effect: 'segment', tool: `${risk}_in_shares`, args: { user_id: `fg_${risk}` } }],
+      );
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const effects = await env.automation.store.list({ limit: 10 });
+    expect(effects.map((e) => [e.tool, e.state, e.attempts])).toEqual(
+      expect.arrayContaining([
+        ['write_in_shares', 'done', 0],
+        ['destructive_in_shares', 'done', 0],
+      ]),
+    );
+    expect(calls).toEqual({ write: 3, destructive: 1 });
+  });
+
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
     env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
     env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);
