@@ -325,7 +325,7 @@ describe('flag_opportunities', () => {
     expect((first.output as { next_step: string }).next_step).toContain('call flag_opportunities again');
     expect(env.sandbox.salesforce.requests('PATCH', '/services/data/:v/composite/sobjects')).toHaveLength(5);
     const byId = () => new Map(env.sandbox.salesforce.records('Opportunity').map((o) => [o.Id, o]));
-    expect(byId().get(latest?.Id)?.Fraud_Risk_Flag__c).not.toBe(true);
+    expect(byId().get(latest?.Id ?? '')?.Fraud_Risk_Flag__c).not.toBe(true);
 
     const second = await env.callTool('flag_opportunities', { account_id: account });
     expect(second.output).toMatchObject({
@@ -335,7 +335,7 @@ describe('flag_opportunities', () => {
       next_step: null,
       tasks_created: 0,
     });
-    expect(byId().get(latest?.Id)?.Fraud_Risk_Flag__c).toBe(true);
+    expect(byId().get(latest?.Id ?? '')?.Fraud_Risk_Flag__c).toBe(true);
 
     // closing_by still narrows a call to those closing by then.
     const narrowed = await env.callTool('flag_opportunities', {
