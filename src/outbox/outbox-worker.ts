@@ -27,7 +27,8 @@
  *
  * Continuations: a tool that does bounded work per call (flag_opportunities: 1000 opportunities)
  * and says `remaining` > 0 puts its effect back due now, not as an attempt, and the next claim does
- * the next share, until none remain. It stays one effect (one outbox row, one result). Only tools
+ * the next share, until none remain; when policy asks a human, each share is approved on its own
+ * (an approval covers the call it showed). It stays one effect (one outbox row, one result). Only tools
  * that are idempotent and not destructive continue: the blast-radius budgets count every call of a
  * destructive tool as an effect, so a share of one would spend the budget of a whole effect.
  *
@@ -333,8 +334,13 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   async function settleOne(effect: ParkedEffect): Promise<void> {
     const approval = await approvals.get(effect.approvalId);
     if (!approval) return;
-    if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
-    else if (approval.state === 'denied' || approval.state === 'expired')
+    if (approval.state === 'executed') {
+      const output = (approval.result ?? {}) as Record<string, unknown>;
+      // The approved call did one share: the next asks for its own approval, with its own plan.
+      if (continuable.has(effect.tool) && leftForNextCall(output))
+        await store.continueAfterApproval(effect.id);
+      else await store.settleApproval(effect.id, 'done', approval.result);
+    } else if (approval.state === 'denied' || approval.state === 'expired')
       await store.settleApproval(effect.id, 'denied', { approval: approval.state });
     // A later decision's effect asked again and replaced this one's approval: nothing to run here.
     else if (approval.state === 'superseded')

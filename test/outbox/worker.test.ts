@@ -144,6 +144,60 @@ describe('outbox worker', () => {
     expect(events).toEqual(expect.arrayContaining(['approval_requested', 'approved', 'intent', 'executed']));
   });
 
+  it('an approved share of a big account goes back to run the next share, which asks for its own approval', async () => {
+    env = await outboxEnv({ config: { approvals: { tools: { flag_opportunities: 'approval' } } } });
+    const user = 'sandbox-high-risk';
+    const account = env.sandbox.salesforce.demo?.accounts[user];
+    for (let i = 0; i < 1000; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    const { store, runtime, worker } = env.automation;
+    await store.enqueueRouted(
+      { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
+      [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
+    );
+    // Tick until the effect waits on an approval other than `previous`, then approve that one.
+    const approveParked = async (previous?: string) => {
+      const until = Date.now() + 10_000;
+      const waiting = async () =>
+        (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
+      let parked = await waiting();
+      while (!parked && Date.now() < until) {
+        await worker.tick();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        parked = await waiting();
+      }
+      const id = parked?.approvalId ?? '';
+      await runtime.pipeline.decide(id, {
+        approve: true,
+        approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
+      });
+      return id;
+    };
+    const first = await approveParked();
+    expect(first).not.toBe('');
+    // The first approved call flagged 1000 of the 1002; the rest is a new call with its own approval.
+    expect(await approveParked(first)).not.toBe('');
+    // The worker itself executes the approved share (no `serve` sweep here) and settles the effect.
+    const until = Date.now() + 10_000;
+    while ((await store.list({ states: ['done'] })).length === 0 && Date.now() < until) {
+      await worker.tick();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const [effect] = await store.list({ limit: 10 });
+    expect(effect).toMatchObject({ state: 'done', attempts: 0 });
+    expect(effect?.result).toMatchObject({ flagged: 2, remaining: 0 });
+    const open = env.sandbox.salesforce
+      .records('Opportunity')
+      .filter((o) => o.AccountId === account && o.IsClosed === false);
+    expect(open.every((o) => o.Fraud_Risk_Flag__c === true)).toBe(true);
+  });
+
   it('settles parked effects with a bounded number of queries, the oldest past a thousand undecided ones too', async () => {
     env = await outboxEnv();
     const { store, runtime, worker } = env.automation;
