@@ -21,6 +21,7 @@ import { createLogger, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
+import type { WebhookEndpointOptions } from './webhooks/intake.ts';
 import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
@@ -115,7 +116,7 @@ const COMMANDS: Command[] = [
     usage: ['serve [--http [--host HOST] [--port PORT]] [--read-only] [--toolsets LIST]'],
     options: ['http', 'host', 'port', 'read-only', 'toolsets'],
     async run(_args, values) {
-      await serve(configure(values), values.http === true);
+      await serve(configure(values, true), values.http === true);
       return -1; // keep running until stdin closes (stdio) or a signal (HTTP)
     },
   },
@@ -177,7 +178,7 @@ const COMMANDS: Command[] = [
       'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
     ],
     run: async (args, values) =>
-      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values)),
+      (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values, args[0] === 'work')),
   },
   {
     name: 'budgets',
@@ -197,7 +198,12 @@ const COMMANDS: Command[] = [
     usage: ['sync scores [--dry-run]', 'sync feedback [--once]', 'sync leads [--once]'],
     options: ['dry-run', 'once'],
     run: async (args, values) =>
-      (await import('./cli/sync.ts')).runSyncCommand(args, values, configure(values), await loadTools()),
+      (await import('./cli/sync.ts')).runSyncCommand(
+        args,
+        values,
+        configure(values, true),
+        await loadTools(),
+      ),
   },
   {
     name: 'jobs',
@@ -304,9 +310,12 @@ function portOf(text: string): number {
   return port;
 }
 
-/** The resolved configuration, with its data directory created private (or one line saying why not). */
-function configure(values: CliValues): LoadedConfig {
-  const loaded = loadConfig(configFlags(values));
+/**
+ * The resolved configuration, with its data directory created private (or one line saying why not).
+ * `servesCalls`: the command takes tool calls, so its rate-limit store must be reachable as configured.
+ */
+function configure(values: CliValues, servesCalls = false): LoadedConfig {
+  const loaded = loadConfig({ ...configFlags(values), servesCalls });
   // Policy keys name tools, which the config schema does not know: checked before any command runs
   // (by their names alone: the tools themselves load only where a command uses them).
   checkPolicyNames(POLICY_NAMES, loaded.config);
@@ -442,14 +451,14 @@ async function openWebhooks(options: {
     { createSegmentWebhookHandler },
     { siftUserResolver },
     { openWebhookIntakeStore },
-    { createRefusalBudget },
+    { createWebhookRefusals },
   ] = await Promise.all([
     import('./outbox/automation.ts'),
     import('./webhooks/sift-webhook.ts'),
     import('./webhooks/segment-webhook.ts'),
     import('./webhooks/segment-mapping.ts'),
     import('./webhooks/intake-writer.ts'),
-    import('./governance/refusal-budget.ts'),
+    import('./webhooks/webhook-refusals.ts'),
   ]);
   const automation = await openAutomation({
     config,
@@ -470,35 +479,36 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     keys,
   });
-  // Rejected webhooks are audited within a refusal budget per client address, in the MCP calls' limiter
-  // (shared by the replicas with rate_limits.store: redis), so no sender can grow the ledger at will.
-  const webhookRefusals = createRefusalBudget({
+  // Rejected webhooks are audited within refusal budgets per client network and per endpoint, in the
+  // MCP calls' limiter (shared by the replicas with rate_limits.store: redis), so no set of senders
+  // can grow the ledger at will.
+  const webhookRefusals = createWebhookRefusals({
     audit: runtime.audit,
     rateLimiter: runtime.rateLimiter,
     bucket: config.rate_limits.refusals,
+    redactor: runtime.redactor,
   });
-  const webhook = createSiftWebhookHandler({
-    outbox: intake,
-    keys: secrets.siftWebhookKeys ?? [],
+  // What both endpoints share; each adds where it stores and how it checks signatures.
+  const endpoint: WebhookEndpointOptions = {
     audit: runtime.audit,
     logger,
     bodyLimitBytes: config.http.body_limit_bytes,
     refusals: webhookRefusals,
     trustedProxies: config.http.trusted_proxies,
     onEnqueued: () => automation.worker.wake(),
+  };
+  const webhook = createSiftWebhookHandler({
+    ...endpoint,
+    outbox: intake,
+    keys: secrets.siftWebhookKeys ?? [],
   });
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
+    ...endpoint,
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
-    audit: runtime.audit,
-    logger,
-    bodyLimitBytes: config.http.body_limit_bytes,
-    refusals: webhookRefusals,
-    trustedProxies: config.http.trusted_proxies,
-    onEnqueued: () => automation.worker.wake(),
   });
   return {
     mounts: [webhook, segmentWebhook],

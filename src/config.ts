@@ -298,7 +298,8 @@ export const configSchema = z.strictObject({
     /**
      * Refused calls (invalid, forbidden, rate limited) per principal, across tools. Within it each
      * refusal is audited on its own; past it refusals are counted and the caller gets RATE_LIMITED.
-     * Rejected webhooks have the same budget per client address and endpoint (answered as before).
+     * Rejected webhooks have the same budget per client network (IPv4 address, IPv6 /64) and
+     * endpoint, under an endpoint ceiling of ten times it (answered as before; webhook-refusals.ts).
      */
     refusals: bucket,
   }),
@@ -523,7 +524,7 @@ export const configSchema = z.strictObject({
     allowed_hosts: z.array(z.string().min(1)),
     /**
      * Addresses of reverse proxies in front of fraudgate: only from these is `X-Forwarded-For`
-     * believed (the console's sign-in throttle and the webhook endpoints' refusal budget key on the
+     * believed (the console's sign-in throttle and the webhook endpoints' refusal budgets key on the
      * client address it names).
      */
     trusted_proxies: z.array(z.ipv4().or(z.ipv6())),
@@ -833,6 +834,12 @@ export interface ConfigFlags {
   toolsets?: string[];
   httpHost?: string;
   httpPort?: number;
+  /**
+   * The command takes tool calls (serve, outbox work, sync): its rate limits need their store, so a
+   * Redis store without FRAUDGATE_REDIS_URL is refused. Commands that only read or administer the
+   * store (audit, approvals, budgets, outbox list…) never rate-limit and load without it.
+   */
+  servesCalls?: boolean;
 }
 
 export interface LoadedConfig {
@@ -1158,7 +1165,7 @@ export function loadConfig(
   }
   // Every missing service secret at once, so one restart fixes them all.
   const missingServices: FieldIssue[] = [];
-  if (config.rate_limits.store === 'redis' && !secrets.redisUrl) {
+  if (flags.servesCalls && config.rate_limits.store === 'redis' && !secrets.redisUrl) {
     missingServices.push({
       field: 'FRAUDGATE_REDIS_URL',
       message: rateLimitStoreGiven

@@ -3,8 +3,7 @@
  * audit log and the governance pipeline, wired from a resolved configuration. `fraudgate serve`, the
  * tests and the benchmarks all build it the same way.
  */
-import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
@@ -20,6 +19,7 @@ import {
   type ApprovalTransaction,
 } from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
+import { loadAuditKey } from './governance/audit-key.ts';
 import { createAuditLedger, type LedgerEngine } from './governance/audit-ledger.ts';
 import {
   createCheckpointSigner,
@@ -96,24 +96,12 @@ export interface LoadedKeys {
   dataKey: Buffer;
   /** Signs audit checkpoints (src/governance/audit-signing.ts). */
   signingKey: KeyObject;
+  /** Keys the audit log's hashes of personal data and seals list cursors (src/governance/audit-key.ts). */
+  auditKey: string;
 }
 
 /** Where versions before the ledger kept the audit log; `fraudgate audit verify --file` still checks it. */
 export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config.data_dir, 'audit.jsonl');
-
-/**
- * The key for keyed hashes of personal data in the audit log: FRAUDGATE_AUDIT_KEY, or a random key
- * created once in the data directory (mode 0600) so hashes stay comparable across restarts.
- */
-export function loadAuditKey(config: Pick<Config, 'data_dir'>, secrets: Pick<Secrets, 'auditKey'>): string {
-  if (secrets.auditKey) return secrets.auditKey;
-  const path = join(config.data_dir, 'audit.key');
-  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
-  mkdirSync(config.data_dir, { recursive: true });
-  const key = randomBytes(32).toString('hex');
-  writeFileSync(path, key + '\n', { mode: 0o600, flag: 'wx' });
-  return key;
-}
 
 /**
  * This process's replica id: FRAUDGATE_REPLICA_ID (`replica_id`), else host name + HTTP port, which
@@ -273,7 +261,8 @@ export async function openGovernanceState(
   options: { audit?: AuditLog; writer?: string; store?: Store; keys?: LoadedKeys } = {},
 ) {
   prepareDataDir(config.data_dir);
-  const redactor = createRedactor({ hashKey: loadAuditKey(config, secrets) });
+  const auditKey = options.keys?.auditKey ?? loadAuditKey(config, secrets);
+  const redactor = createRedactor({ hashKey: auditKey });
   const raw = options.store ?? (await openConfiguredStore(config, secrets, logger, options.keys));
   let audit: AuditLog;
   let ledgerEngine: LedgerEngine | undefined;
@@ -329,6 +318,7 @@ export async function openGovernanceState(
   };
   const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
   return {
+    auditKey,
     redactor,
     audit,
     ledgerEngine,
@@ -469,7 +459,7 @@ export async function openRuntime(options: {
     approvalTransaction: state.approvalTransaction,
     approvalSignal: state.approvalSignal,
     identities: state.identities,
-    cursorKey: loadAuditKey(config, secrets),
+    cursorKey: state.auditKey,
     audit: state.audit,
     redactor: state.redactor,
     rateLimiter,

@@ -6,6 +6,7 @@
  */
 import type { Config, Secrets } from './config.ts';
 import { FraudgateError } from './errors.ts';
+import { loadAuditKey } from './governance/audit-key.ts';
 import { loadConfiguredSigningKey } from './governance/audit-signing.ts';
 import type { LoadedKeys } from './runtime.ts';
 import { loadDataKey } from './store/field-crypto.ts';
@@ -115,12 +116,17 @@ export async function checkServices(
  * FRAUDGATE_DATA_KEY (personal fields at rest) and the audit signing key, both required in live
  * mode. The runtime opens after stdio's handshake (src/transports/stdio.ts), so a deployment
  * missing one is refused here, with one line, rather than after `initialize` was answered. (In
- * sandbox mode both are created in the data directory, as the runtime would.) The keys loaded
- * here are the ones everything `serve` opens uses: each is read once per start.
+ * sandbox mode both are created in the data directory, as the runtime would; so is the audit key,
+ * in any mode without FRAUDGATE_AUDIT_KEY: a local file, nothing the handshake waits on.) The keys
+ * loaded here are the ones everything `serve` opens uses: each is read once per start.
  */
 export function loadServeKeys(
   config: Pick<Config, 'data_dir' | 'mode'>,
-  secrets: Pick<Secrets, 'dataKey' | 'auditSigningKey' | 'auditSigningKeyFile'>,
+  secrets: Pick<Secrets, 'dataKey' | 'auditSigningKey' | 'auditSigningKeyFile' | 'auditKey'>,
 ): LoadedKeys {
-  return { dataKey: loadDataKey(config, secrets), signingKey: loadConfiguredSigningKey(config, secrets) };
+  return {
+    dataKey: loadDataKey(config, secrets),
+    signingKey: loadConfiguredSigningKey(config, secrets),
+    auditKey: loadAuditKey(config, secrets),
+  };
 }

@@ -44,9 +44,11 @@ describe('loadConfig', () => {
   it('rate limits follow the store: Redis on PostgreSQL unless memory is asked for, with a warning', () => {
     const fleet = { HOME: dir, FRAUDGATE_POSTGRES_URL: 'postgres://u:p@db:5432/f', FRAUDGATE_AUDIT_KEY: 'k' };
     const postgres = file({ store: 'postgres' });
-    const refused = problems(() => loadConfig({ configFile: postgres }, fleet, dir));
+    const refused = problems(() => loadConfig({ configFile: postgres, servesCalls: true }, fleet, dir));
     expect(refused).toContain('FRAUDGATE_REDIS_URL');
     expect(refused).toContain('rate_limits.store to memory');
+    // A command that takes no calls (audit verify, approvals…) never rate-limits: it loads without Redis.
+    expect(loadConfig({ configFile: postgres }, fleet, dir).config.rate_limits.store).toBe('redis');
     const shared = loadConfig(
       { configFile: postgres },
       { ...fleet, FRAUDGATE_REDIS_URL: 'redis://cache:6379' },

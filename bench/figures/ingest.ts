@@ -17,7 +17,8 @@ import { postWebhooks } from './load.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import { createRateLimiter } from '../../src/governance/rate-limit.ts';
-import { createRefusalBudget } from '../../src/governance/refusal-budget.ts';
+import { createRedactor } from '../../src/governance/redact.ts';
+import { createWebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
 import { createSiftWebhookHandler, type SiftWebhookOptions } from '../../src/webhooks/sift-webhook.ts';
 
@@ -54,10 +55,11 @@ export async function startSiftWebhookServer(
     audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
-    refusals: createRefusalBudget({
+    refusals: createWebhookRefusals({
       audit,
       rateLimiter: createRateLimiter(),
       bucket: DEFAULTS.rate_limits.refusals,
+      redactor: createRedactor({ hashKey: 'bench-redaction-key' }),
     }),
   });
   const server = createServer((req, res) => {

@@ -9,11 +9,10 @@
  *   drop ID                 give up on a dead effect for good
  *   work [--once]           run the worker (until SIGINT/SIGTERM; --once: what is due now, a summary, exit)
  *
- * A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a non-idempotent call that may have
- * reached the upstream) is shown as such; retrying it sends it again, so its record says so.
- *
  * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
- * under the identity it proves.
+ * under the identity it proves. A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a
+ * non-idempotent call that may have reached the upstream) is shown as such; retrying it sends it
+ * again, so its record says so.
  */
 import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';

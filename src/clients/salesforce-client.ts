@@ -16,8 +16,8 @@
  *   NEVER retried: a lost response would otherwise make a duplicate record. Use `upsert` with an
  *   external id when a write must be safe to repeat.
  * - Errors mapped to `UpstreamError` with the Salesforce errorCode and a public message that names
- *   fields (safe) but never values or Salesforce's own text (which can echo personal data); that
- *   text stays in `detail`.
+ *   fields (safe) but never values or Salesforce's own text (which can echo personal data). A
+ *   refusal's `detail` (which reaches the audit ledger) keeps only the code and field names too.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Connection } from 'jsforce';
@@ -99,20 +99,27 @@ export function lookupSoql(lookup: Omit<SalesforceLookup, 'values'>, values: rea
 }
 
 /**
+ * The private detail of a Salesforce refusal: its code and field names, never its text. That text
+ * echoes the refused values (a duplicate-value or validation-rule message can name a person), and
+ * the detail reaches the audit ledger, whose redactor masks emails and phones but not names.
+ */
+function refusalDetail(code: string, fields: readonly string[]): string {
+  return (fields.length > 0 ? `${code} (${fields.join(', ')})` : code).slice(0, 2000);
+}
+
+/**
  * The error for a write Salesforce refused in a collection: NOT_FOUND when the record is gone, else
  * an UPSTREAM_ERROR with Salesforce's code (not retryable: the same write would be refused again).
- * The public message is built from the code and field names alone, whatever `message` the result
- * carries; Salesforce's own text (which echoes values and org-written validation text) goes only to
- * `detail`.
+ * Its message and detail are built from the code and field names alone, whatever `message` the
+ * result carries (from any SalesforceClient, it may still be Salesforce's own text).
  */
 export function saveError(
   write: Pick<SalesforceWrite, 'op' | 'sobject'>,
   result: SalesforceSaveResult,
 ): FraudgateError {
   const first = result.errors[0];
-  const said = first?.detail ?? first?.message;
   const detail = first
-    ? `${write.sobject} ${write.op}: ${first.statusCode}${said ? `: ${said}` : ''}`.slice(0, 2000)
+    ? `${write.sobject} ${write.op}: ${refusalDetail(first.statusCode, first.fields ?? [])}`
     : undefined;
   if (first?.statusCode === 'ENTITY_IS_DELETED' || first?.statusCode === 'NOT_FOUND') {
     return new NotFoundError(`Salesforce has no such ${write.sobject} (it may have been deleted).`, detail);
@@ -216,6 +223,13 @@ function isNetworkError(error: unknown): boolean {
     current = (current as { cause?: unknown }).cause;
   }
   return error instanceof TypeError && error.message === 'fetch failed';
+}
+
+/** The `message` of one item of a Salesforce error list, or ''. */
+function messageOf(item: unknown): string {
+  const message =
+    typeof item === 'object' && item !== null ? (item as { message?: unknown }).message : undefined;
+  return typeof message === 'string' ? message : '';
 }
 
 /** Field names named by a Salesforce error: from `fields`, else from the known message shapes. */
@@ -423,10 +437,16 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     }
     const status = statusOf(code);
     const on = ctx.sobject ? ` on ${ctx.sobject}` : '';
+    const refused =
+      code === 'MULTIPLE_API_ERRORS' && Array.isArray(e.data)
+        ? e.data.map((item: unknown) =>
+            refusalDetail(errorCodeOf(item) ?? 'ERROR', fieldsOf(item, messageOf(item))),
+          )
+        : [refusalDetail(code, fieldsOf(e.data, rawMessage))];
     const base = {
       service: SERVICE,
       upstreamCode: code,
-      detail,
+      detail: `${ctx.what}: ${refused.join('; ')}`.slice(0, 2000),
       cause: error,
       ...(status ? { status } : {}),
     };
@@ -463,14 +483,9 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       );
     }
     if (code === 'MULTIPLE_API_ERRORS' && Array.isArray(e.data)) {
-      const parts = e.data.map((item: unknown) => {
-        const c = errorCodeOf(item) ?? 'ERROR';
-        const m =
-          typeof (item as { message?: unknown }).message === 'string'
-            ? (item as { message: string }).message
-            : '';
-        return describeCode(c, fieldsOf(item, m));
-      });
+      const parts = e.data.map((item: unknown) =>
+        describeCode(errorCodeOf(item) ?? 'ERROR', fieldsOf(item, messageOf(item))),
+      );
       return new UpstreamError(`Salesforce rejected ${ctx.what}: ${parts.join('; ')}.`, {
         ...base,
         retryable: false,
@@ -616,14 +631,8 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       ...(r.created === undefined ? {} : { created: r.created }),
       errors: (r.errors ?? []).map((err) => {
         const fields = err.fields ?? fieldsOf(err, err.message ?? '');
-        // Salesforce's own text can echo values: the public message keeps only the code and field
-        // names; the text itself travels as the private detail.
-        return {
-          statusCode: err.statusCode,
-          message: describeCode(err.statusCode, fields),
-          fields,
-          ...(err.message ? { detail: err.message } : {}),
-        };
+        // Salesforce's own text can echo values: only the code and field names are kept.
+        return { statusCode: err.statusCode, message: describeCode(err.statusCode, fields), fields };
       }),
     }));
 
@@ -993,18 +1002,10 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         const errors = subrequestErrorsSchema.safeParse(answer?.body);
         const first = errors.success ? errors.data[0] : undefined;
         const statusCode = first?.errorCode ?? 'UNKNOWN_EXCEPTION';
-        const said = first?.message;
         return c.records.map(() => ({
           id: '',
           success: false,
-          errors: [
-            {
-              statusCode,
-              message: describeCode(statusCode, []),
-              fields: [],
-              ...(said ? { detail: said } : {}),
-            },
-          ],
+          errors: [{ statusCode, message: describeCode(statusCode, []), fields: [] }],
         }));
       });
       const found = await Promise.all(

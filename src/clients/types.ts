@@ -199,12 +199,8 @@ export interface SalesforceSaveResult {
     statusCode: string;
     /** A value-free description built from the code and field names: safe to show. */
     message: string;
+    /** Field names only: Salesforce's own text (which echoes the refused values) is not kept. */
     fields?: string[];
-    /**
-     * Salesforce's own text, which can echo the refused values and org-written validation text:
-     * private, for an error's `detail` (logs, redacted audit); never in a message or a tool result.
-     */
-    detail?: string;
   }[];
 }
 

@@ -488,9 +488,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       principal: of.principal,
       tool: of.tool,
       trace_id: of.trace_id,
-      ts: of.ts,
+      // Re-formatted (now, when unreadable): the refused record's own ts may be what was refused.
+      ts: wellFormedTime(of.ts),
     };
     return { payload, body: encodeAuditBody(payload), ts: payload.ts };
+  };
+  const wellFormedTime = (ts: string): string => {
+    const ms = Date.parse(ts);
+    return Number.isNaN(ms) ? now().toISOString() : new Date(ms).toISOString();
   };
 
   /** A queued record ready to commit: a write-behind one is built now, at its enqueue time and trace. */

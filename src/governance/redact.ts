@@ -34,6 +34,12 @@ export interface Redactor {
    * {@link HASH_TAG_LENGTH}. Lets an operator search the log for one customer's records.
    */
   hashPersonal(value: string): string;
+  /**
+   * What `redactValue` writes in place of the IP address `address` (`203.0.113.x#tag`,
+   * `2001:db8:85a3::x#tag`), for text built around an address that must read like the rest of
+   * the ledger. `address` must be an IP address (net.isIP).
+   */
+  maskIp(address: string): string;
 }
 
 export interface RedactorOptions {
@@ -45,8 +51,13 @@ export interface RedactorOptions {
 // then a dotted domain (internationalised too).
 const EMAIL =
   /(?<![\p{L}\p{M}\p{N}_.%+'-])([\p{L}\p{M}\p{N}_.%+'-]+)@((?:[\p{L}\p{M}\p{N}-]+\.)+\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\p{N}_-])/gu;
-// Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable.
-const IPV6_CANDIDATE = /(?<![\w:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:])/g;
+// Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable and
+// never start mid-token (`1:2:3:4:5:6:7:8:9` holds no address), except right after a `word:` label
+// (`client:2001:db8::7`, `peer:::1`), where the colon is the label's, not the address's.
+const IPV6_CANDIDATE =
+  /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z_][\w-]*:))[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:])/g;
+// A label made only of hex digits (`dead:`, `cafe:`) is read into the candidate; the rest may still be an address.
+const HEX_LABEL = /^[A-Fa-f][0-9A-Fa-f]*:/;
 // Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
 const OCTET = '0{0,2}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 // An address followed by `.word` (a field path such as `203.0.113.7.nested`) is still an address.
@@ -187,7 +198,7 @@ function normalisePersonal(value: string): string {
 }
 
 /** Full hextets of an IPv6 address (with any embedded IPv4 folded in); assumes `isIPv6`. */
-function ipv6Hextets(address: string): string[] {
+export function ipv6Hextets(address: string): string[] {
   let text = address.toLowerCase();
   const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (v4) {
@@ -256,7 +267,10 @@ export function createRedactor(options: RedactorOptions): Redactor {
         // Punctuation after an address (`2001:db8::1: unrecognized key`) is not part of it.
         const trail = /[:.]*$/.exec(m)?.[0] ?? '';
         const address = m.slice(0, m.length - trail.length);
-        return isIPv6(address) && /[0-9a-f]/i.test(address) ? maskIp(address) + trail : m;
+        if (isIPv6(address)) return /[0-9a-f]/i.test(address) ? maskIp(address) + trail : m;
+        const label = HEX_LABEL.exec(address)?.[0] ?? '';
+        const rest = address.slice(label.length);
+        return label && isIPv6(rest) && /[0-9a-f]/i.test(rest) ? label + maskIp(rest) + trail : m;
       });
     }
     if (!DIGIT.test(text)) return text;
@@ -337,6 +351,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
   return {
     redactValue: (value) => walk(value, 'plain', []),
     hashPersonal,
+    maskIp,
   };
 }
 

@@ -9,7 +9,8 @@
  *
  * A budget can also be kept for something other than a principal (a `RefusalScope`): the webhook
  * endpoints, whose senders are unauthenticated until their signature checks, keep one per client
- * address, so one address flooding them cannot grow the ledger nor use up another's records.
+ * network, so one sender flooding them cannot use up another's records, and a `ceiling` shared by
+ * all of them, so no number of senders can grow the ledger at will (src/webhooks/webhook-refusals.ts).
  */
 import type { BucketConfig } from '../config.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
@@ -25,6 +26,13 @@ export interface RefusalScope {
   /** Written on its `refusals_counted` record, saying whose refusals were counted. */
   target: string;
   tool?: string;
+  /**
+   * A budget shared by every scope naming the same key (all the addresses at one endpoint), so no
+   * number of scopes writes more than it allows: a refusal's own record needs a token from it as
+   * well as from the scope's budget, and so does a scope's first `refusals_counted` count of a
+   * minute (a record too). Without one, the refusal is counted into the ceiling's own summary.
+   */
+  ceiling?: { key: string; target: string; bucket: BucketConfig };
 }
 
 export type RefusalOutcome = { recorded: true } | { recorded: false; retryAfterMs: number };
@@ -81,34 +89,56 @@ export function createRefusalBudget(deps: {
     return tally;
   };
 
+  const take = (key: string, bucket: BucketConfig) =>
+    // Budget store down: recording the refusal matters more than bounding it.
+    deps.rateLimiter.take(`refusals\u0000${key}`, bucket).catch(() => ({ allowed: true, retryAfterMs: 0 }));
+
+  const count = async (
+    id: string,
+    principal: AuditPrincipal,
+    scope: RefusalScope | undefined,
+    event: string,
+  ): Promise<void> => {
+    const at = now();
+    let tally = tallies.get(id);
+    if (!tally) {
+      // Bounded like everything else: a flood of distinct principals cannot grow this map forever.
+      if (tallies.size >= MAX_TALLIES) {
+        const oldest = tallies.keys().next().value;
+        if (oldest !== undefined) await writeTally(takeTally(oldest)!);
+      }
+      tally = { principal, scope, since: at.toISOString(), sinceMs: at.getTime(), count: 0, events: {} };
+      tallies.set(id, tally);
+    }
+    tally.count += 1;
+    tally.events[event] = (tally.events[event] ?? 0) + 1;
+    if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS) await writeTally(takeTally(id)!);
+  };
+
   return {
     async record(principal, event, build, scope) {
       const id = scope ? `scope\u0000${scope.key}` : principal.id;
-      const key = `refusals\u0000${id}`;
-      // Budget store down: recording the refusal matters more than bounding it.
-      const decision = await deps.rateLimiter
-        .take(key, deps.bucket)
-        .catch(() => ({ allowed: true, retryAfterMs: 0 }));
+      const decision = await take(id, deps.bucket);
+      const ceiling = scope?.ceiling;
+      if (ceiling && (decision.allowed || !tallies.has(id))) {
+        const shared = await take(`ceiling\u0000${ceiling.key}`, ceiling.bucket);
+        if (!shared.allowed) {
+          const over = {
+            key: ceiling.key,
+            target: ceiling.target,
+            ...(scope.tool ? { tool: scope.tool } : {}),
+          };
+          await count(`ceiling\u0000${ceiling.key}`, principal, over, event);
+          return { recorded: false, retryAfterMs: Math.max(decision.retryAfterMs, shared.retryAfterMs) };
+        }
+      }
       if (decision.allowed) {
         const pending = takeTally(id);
         if (pending) await writeTally(pending);
         await deps.audit.append(build());
         return { recorded: true };
       }
-      const at = now();
-      let tally = tallies.get(id);
-      if (!tally) {
-        // Bounded like everything else: a flood of distinct principals cannot grow this map forever.
-        if (tallies.size >= MAX_TALLIES) {
-          const oldest = tallies.keys().next().value;
-          if (oldest !== undefined) await writeTally(takeTally(oldest)!);
-        }
-        tally = { principal, scope, since: at.toISOString(), sinceMs: at.getTime(), count: 0, events: {} };
-        tallies.set(id, tally);
-      }
-      tally.count += 1;
-      tally.events[event] = (tally.events[event] ?? 0) + 1;
-      if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS) await writeTally(takeTally(id)!);
+      await count(id, principal, scope, event);
       return { recorded: false, retryAfterMs: decision.retryAfterMs };
     },
     async flush() {

@@ -717,7 +717,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     };
     switch (error.code) {
       case ERROR_CODES.APPROVAL_PENDING:
-        if (data.approval_id) await store.awaitApproval(effect.id, owner, data.approval_id);
+        if (data.approval_id) {
+          await store.awaitApproval(effect.id, owner, data.approval_id);
+          return;
+        }
+        // Nothing to wait on, and nothing was sent: released with its attempt mark cleared, or the
+        // expired lease would make a never-sent Sift event an outcome-unknown dead letter.
+        await store.retry(effect.id, owner, now() + auto.poll_ms, `${error.code}: ${error.message}`, false);
+        result.deferred += 1;
         return;
       case ERROR_CODES.NOT_FOUND:
         // Nothing to act on (e.g. no CRM record for the user): a final, audited outcome, not a failure.

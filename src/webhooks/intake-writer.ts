@@ -14,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import type { Config, Secrets } from '../config.ts';
 import { loadConfiguredSigningKey } from '../governance/audit-signing.ts';
 import type { AuditLog } from '../governance/audit.ts';
-import { loadAuditKey, type LoadedKeys } from '../runtime.ts';
+import { loadAuditKey } from '../governance/audit-key.ts';
+import type { LoadedKeys } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import { databasePath } from '../store/store.ts';
 import type { IntakeBatch, IntakeItem, IntakeReply, IntakeThreadData } from './intake-thread.ts';
@@ -45,7 +46,7 @@ export function openWebhookIntakeStore(options: {
   return openSqliteIntakeWriter({
     path: databasePath(config),
     writer: audit.writer,
-    auditKey: loadAuditKey(config, secrets),
+    auditKey: keys?.auditKey ?? loadAuditKey(config, secrets),
     signingKeyPem: (keys?.signingKey ?? loadConfiguredSigningKey(config, secrets))
       .export({ type: 'pkcs8', format: 'pem' })
       .toString(),

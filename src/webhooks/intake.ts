@@ -2,19 +2,19 @@
  * What every inbound webhook endpoint shares before it looks at the vendor's payload: route and
  * method, a body read under a size limit, JSON answers, and refusals that are audited before they
  * are answered (so whoever sees the answer also finds the record). The endpoints are reachable by
- * anyone, so refusals go through a refusal budget per client address (refusal-budget.ts): past it
- * they are counted into one `refusals_counted` record a minute instead of one record each, and
- * answered as before. The Sift and Segment handlers differ only in how they check signatures and
- * what they store.
+ * anyone, so refusals go through refusal budgets per client network and endpoint
+ * (webhook-refusals.ts): past them they are counted into one `refusals_counted` record a minute
+ * instead of one record each, and answered as before. The Sift and Segment handlers differ only
+ * in how they check signatures and what they store.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { clientAddress } from '../auth/client-address.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
-import type { RefusalBudget } from '../governance/refusal-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { Principal } from '../tool.ts';
 import { readRequestBody } from '../transports/request-body.ts';
+import type { WebhookRefusals } from './webhook-refusals.ts';
 
 /** An `extraHandlers` entry for src/transports/http.ts: answers and returns true, or returns false (not its route). */
 export type WebhookHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
@@ -37,8 +37,8 @@ export interface WebhookIntake {
   /** Audit a webhook event under the endpoint's principal; a failing audit write is logged, never thrown. */
   auditQuietly(input: WebhookRecord): Promise<void>;
   /**
-   * Audit a refusal (with the body's hash, never the body) within the client address's refusal
-   * budget, or count it past the budget; then answer it.
+   * Audit a refusal (with the body's hash, never the body, and the client address masked) within
+   * the refusal budgets, or count it past them; then answer it.
    */
   reject(res: ServerResponse, status: number, reason: string, body?: Buffer): Promise<void>;
   /**
@@ -48,19 +48,27 @@ export interface WebhookIntake {
   receive(req: IncomingMessage, res: ServerResponse): Promise<Buffer | false | undefined>;
 }
 
-export function createWebhookIntake(options: {
-  path: string;
-  /** The audit record's `tool`, e.g. `sift_webhook`. */
-  tool: string;
-  principal: Principal;
-  bodyLimitBytes: number;
+/** What every webhook endpoint is built with, whatever its vendor: `serve --http` gives each the same. */
+export interface WebhookEndpointOptions {
   audit: AuditLog;
   logger: Logger;
-  /** Bounds the refusal records per client address; shared by the endpoints, flushed on shutdown. */
-  refusals: RefusalBudget;
-  /** `http.trusted_proxies`: whose `X-Forwarded-For` names the client (client-address.ts). */
+  bodyLimitBytes: number;
+  /** Bounds the rejection records per client network and endpoint (webhook-refusals.ts); flushed on shutdown. */
+  refusals: WebhookRefusals;
+  /** `http.trusted_proxies`: whose `X-Forwarded-For` names the client (src/auth/client-address.ts). */
   trustedProxies?: readonly string[];
-}): WebhookIntake {
+  /** Called after something was stored (e.g. to wake the worker). */
+  onEnqueued?: () => void;
+}
+
+export function createWebhookIntake(
+  options: Omit<WebhookEndpointOptions, 'onEnqueued'> & {
+    path: string;
+    /** The audit record's `tool`, e.g. `sift_webhook`. */
+    tool: string;
+    principal: Principal;
+  },
+): WebhookIntake {
   const { audit, logger, principal, tool } = options;
   const recordOf: WebhookIntake['recordOf'] = (input) => ({
     ...input,
@@ -76,20 +84,19 @@ export function createWebhookIntake(options: {
     }
   };
   const reject: WebhookIntake['reject'] = async (res, status, reason, body) => {
-    // The sender is unauthenticated: its address (masked in the ledger like every IP) is what the budget keys on.
-    const target = `client:${clientAddress(res.req, options.trustedProxies)}`;
+    // The sender is unauthenticated: its address is what the budgets key on.
     try {
       await options.refusals.record(
         principal,
-        'webhook_rejected',
-        () =>
+        tool,
+        clientAddress(res.req, options.trustedProxies),
+        (target) =>
           recordOf({
             event: 'webhook_rejected',
             target,
             outcome: { code: String(status), message: reason },
             ...(body ? { args_hash: createHash('sha256').update(body).digest('hex') } : {}),
           }),
-        { key: `${tool}\u0000${target}`, target, tool },
       );
     } catch (error) {
       logger.error('audit write failed', { event: 'webhook_rejected', error: String(error) });

@@ -20,12 +20,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { Config } from '../config.ts';
-import type { AuditLog } from '../governance/audit.ts';
-import type { RefusalBudget } from '../governance/refusal-budget.ts';
-import type { Logger } from '../logger.ts';
 import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
-import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
+import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
 import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
 
 export const SEGMENT_WEBHOOK_PATH = '/webhooks/segment';
@@ -60,7 +57,7 @@ const messageSchema = z
     message: 'a track message needs event',
   });
 
-export interface SegmentWebhookOptions {
+export interface SegmentWebhookOptions extends WebhookEndpointOptions {
   /**
    * Durably store one message with its effect and its receipt's audit record (`intake`), atomically
    * (the 200 follows the commit); `duplicate` when the messageId was stored before. The outbox's
@@ -72,15 +69,6 @@ export interface SegmentWebhookOptions {
   mapping: Config['mapping'];
   /** The Sift user id for a Segment user id (identity map), or undefined when there is none. */
   siftUserFor(segmentUserId: string): Promise<string | undefined>;
-  audit: AuditLog;
-  logger: Logger;
-  bodyLimitBytes: number;
-  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
-  refusals: RefusalBudget;
-  /** `http.trusted_proxies` (src/auth/client-address.ts). */
-  trustedProxies?: readonly string[];
-  /** Called after something was stored (e.g. to wake the worker). */
-  onEnqueued?: () => void;
 }
 
 const header = (req: IncomingMessage, name: string) => {

@@ -14,12 +14,9 @@
  * hash.
  */
 import { verifySiftSignature } from '../clients/sift-client.ts';
-import type { AuditLog } from '../governance/audit.ts';
-import type { RefusalBudget } from '../governance/refusal-budget.ts';
-import type { Logger } from '../logger.ts';
 import type { EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
-import { createWebhookIntake, sendJson, type WebhookHandler } from './intake.ts';
+import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
 import { isObject } from '../is-object.ts';
 
 export const SIFT_WEBHOOK_PATH = '/webhooks/sift';
@@ -55,20 +52,11 @@ function decisionPayload(value: unknown): SiftDecisionPayload | undefined {
   return { entity: { type: entity.type, id: entity.id }, decision: { id: decision.id }, time };
 }
 
-export interface SiftWebhookOptions {
+export interface SiftWebhookOptions extends WebhookEndpointOptions {
   /** Where accepted events go with their receipt records (the outbox, or src/webhooks/intake-writer.ts). */
   outbox: Pick<OutboxStore, 'enqueue'>;
   /** SIFT_WEBHOOK_KEYS; empty means every delivery is refused (fail closed). */
   keys: readonly string[];
-  audit: AuditLog;
-  logger: Logger;
-  bodyLimitBytes: number;
-  /** Bounds the rejection records per client address (src/webhooks/intake.ts). */
-  refusals: RefusalBudget;
-  /** `http.trusted_proxies` (src/auth/client-address.ts). */
-  trustedProxies?: readonly string[];
-  /** Called after an event is stored (e.g. to wake the worker). */
-  onEnqueued?: () => void;
 }
 
 /** An `extraHandlers` entry for src/transports/http.ts. */

@@ -283,7 +283,8 @@ describe('CRUD', () => {
     expect(picklist.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
     expect(picklist.message).toContain('Priority');
     expect(picklist.message).not.toContain('secret-value');
-    expect(picklist.detail).toContain('secret-value');
+    expect(picklist.detail).toContain('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Priority)');
+    expect(picklist.detail).not.toContain('secret-value');
   });
 
   it('update of a missing record is NOT_FOUND', async () => {
@@ -650,7 +651,7 @@ describe('composite writes', () => {
     expect(emu.records('FeedItem').filter((f) => f.Body === 'stands')).toHaveLength(1);
   });
 
-  it('a refusal whose Salesforce text echoes the value names the code and field; the value stays in detail', async () => {
+  it('a refusal whose Salesforce text echoes the value names the code and field, in message and detail alike', async () => {
     const error = await rejection(
       client().writeTogether([
         { op: 'create', sobject: 'Case', record: { Subject: 'x', Priority: 'alice@example.com' } },
@@ -659,10 +660,32 @@ describe('composite writes', () => {
     expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
     expect(error.message).toContain('Priority');
     expect(error.message).not.toContain('alice@example.com');
-    expect(error.detail).toContain('alice@example.com');
+    expect(error.detail).toContain('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Priority)');
+    expect(error.detail).not.toContain('alice@example.com');
   });
 
-  it('saveError builds its public message from the code and fields, never the result message', () => {
+  it("a single-record refusal keeps only the code and field in detail, never Salesforce's text", async () => {
+    // A duplicate rule's text naming the person already on file, as one REST create answers it.
+    emu.faults.inject({
+      method: 'POST',
+      path: '/sobjects/Lead',
+      status: 400,
+      body: [
+        {
+          errorCode: 'DUPLICATE_VALUE',
+          message: 'duplicate value found: Email duplicates Lead of Margaret Quixotic-Hamilton',
+          fields: ['Email'],
+        },
+      ],
+    });
+    const error = await rejection(client().create('Lead', { Company: 'Acme', LastName: 'X' }));
+    expect(error.upstreamCode).toBe('DUPLICATE_VALUE');
+    expect(error.detail).toContain('DUPLICATE_VALUE (Email)');
+    expect(error.detail).not.toContain('Quixotic');
+    expect(error.message).not.toContain('Quixotic');
+  });
+
+  it('saveError builds its message and detail from the code and fields, never the result message', () => {
     // A save result from any SalesforceClient, its message still Salesforce's own text.
     const error = saveError(
       { op: 'update', sobject: 'Contact' },
@@ -681,7 +704,7 @@ describe('composite writes', () => {
     expect(error.upstreamCode).toBe('FIELD_CUSTOM_VALIDATION_EXCEPTION');
     expect(error.message).toContain('Sift_Decision__c');
     expect(error.message).not.toContain('bob@example.com');
-    expect(error.detail).toContain('bob@example.com');
+    expect(error.detail).toBe('Contact update: FIELD_CUSTOM_VALIDATION_EXCEPTION (Sift_Decision__c)');
   });
 
   it('the emulator enforces the composite limits, resolves references and honours allOrNone', async () => {

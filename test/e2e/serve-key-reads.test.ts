@@ -1,8 +1,9 @@
 /**
- * `serve` loads the data key and the audit signing key once per start: the start-up check loads
- * them, and the store, the runtimes (MCP and automation) and the webhook intake writer get them
- * from it instead of reading them again. Counted on the real binary, with a preload that counts
- * reads of the two key files (test/helpers/count-file-reads.ts).
+ * `serve` loads the data key, the audit signing key and the audit key once per start: the start-up
+ * check loads them, and the store, the runtimes (MCP and automation, whose cursor seal uses the
+ * audit key too) and the webhook intake writer get them from it instead of reading them again.
+ * Counted on the real binary, with a preload that counts reads of the three key files
+ * (test/helpers/count-file-reads.ts).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -25,9 +26,12 @@ afterAll(() => rmSync(home, { recursive: true, force: true }));
 async function keyReadsOfServe(name: string, extraArgs: string[]) {
   const dataDir = join(home, name);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  // Both keys in files, so each load is a read: the sandbox's data key and a signing key outside the data dir.
+  // Every key in a file, so each load is a read: the sandbox's data and audit keys, and a signing
+  // key outside the data dir.
   const dataKeyFile = join(dataDir, 'data.key');
   writeFileSync(dataKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+  const auditKeyFile = join(dataDir, 'audit.key');
+  writeFileSync(auditKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   const signingKeyFile = join(home, `${name}-audit-signing.pem`);
   const { privateKey } = generateKeyPairSync('ed25519');
   writeFileSync(signingKeyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
@@ -41,7 +45,7 @@ async function keyReadsOfServe(name: string, extraArgs: string[]) {
         HOME: home,
         FRAUDGATE_LOG_LEVEL: 'warn',
         FRAUDGATE_AUDIT_SIGNING_KEY_FILE: signingKeyFile,
-        FRAUDGATE_TEST_COUNT_READS: [dataKeyFile, signingKeyFile].join(','),
+        FRAUDGATE_TEST_COUNT_READS: [dataKeyFile, signingKeyFile, auditKeyFile].join(','),
       },
       stdio: ['pipe', 'ignore', 'pipe'],
     },
@@ -70,15 +74,19 @@ async function keyReadsOfServe(name: string, extraArgs: string[]) {
   const counts = /file reads: (.*)/.exec(log)?.[1];
   if (!counts) throw new Error(`no read counts reported: ${log}`);
   const reads = JSON.parse(counts) as Record<string, number>;
-  return { dataKey: reads[dataKeyFile], signingKey: reads[signingKeyFile] };
+  return { dataKey: reads[dataKeyFile], signingKey: reads[signingKeyFile], auditKey: reads[auditKeyFile] };
 }
 
 describe('serve reads each key once', () => {
   it('over HTTP (MCP runtime, automation runtime and webhook intake)', async () => {
-    expect(await keyReadsOfServe('http', ['--http', '--port', '0'])).toEqual({ dataKey: 1, signingKey: 1 });
+    expect(await keyReadsOfServe('http', ['--http', '--port', '0'])).toEqual({
+      dataKey: 1,
+      signingKey: 1,
+      auditKey: 1,
+    });
   }, 60_000);
 
   it('over stdio', async () => {
-    expect(await keyReadsOfServe('stdio', [])).toEqual({ dataKey: 1, signingKey: 1 });
+    expect(await keyReadsOfServe('stdio', [])).toEqual({ dataKey: 1, signingKey: 1, auditKey: 1 });
   }, 60_000);
 });

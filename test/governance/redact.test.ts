@@ -20,6 +20,23 @@ describe('createRedactor: free text', () => {
     );
   });
 
+  it('masks an IPv6 address right after a `word:` label (client:, peer:) as it does after a space', () => {
+    for (const address of ['2001:db8:1:2::7', '::1', 'fe80::1', '2001:db8:1:2:3:4:5:6']) {
+      const masked = `${redactor.redactValue(`via ${address}`)}`.slice('via '.length);
+      expect(redactor.maskIp(address)).toBe(masked);
+      for (const label of ['client', 'peer']) {
+        expect(redactor.redactValue(`${label}:${address}`)).toBe(`${label}:${masked}`);
+        expect(redactor.redactValue(`${label}:${masked}`)).toBe(`${label}:${masked}`);
+      }
+    }
+    // A label of hex digits before a full address (with fewer groups the whole would be one address).
+    const full = '2001:db8:1:2:3:4:5:6';
+    expect(redactor.redactValue(`dead:${full}`)).toBe(`dead:${redactor.maskIp(full)}`);
+    // Still never from the middle of a token.
+    expect(redactor.redactValue('1:2:3:4:5:6:7:8:9')).toBe('1:2:3:4:5:6:7:8:9');
+    expect(redactor.redactValue('2024-05-01T12:34:56+01:00')).toBe('2024-05-01T12:34:56+01:00');
+  });
+
   it.each([
     ['+44 20 7946 0958', '+44********58'],
     ['+447700900123', '+44********23'],

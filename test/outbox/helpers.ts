@@ -13,7 +13,7 @@ import { DEFAULTS, mergeConfig, type Config, type Secrets } from '../../src/conf
 import { sandboxSigningKeyPath } from '../../src/governance/audit-signing.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { openAutomation, type Automation } from '../../src/outbox/automation.ts';
-import { createRefusalBudget, type RefusalBudget } from '../../src/governance/refusal-budget.ts';
+import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import type { Runtime } from '../../src/runtime.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -34,12 +34,15 @@ export function sign(
   return `${algorithm}=${createHmac(algorithm, key).update(body).digest('hex')}`;
 }
 
-/** The webhook endpoints' refusal budget as `serve --http` builds it, on `runtime`'s limiter and bucket. */
-export function webhookRefusals(runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config'>): RefusalBudget {
-  return createRefusalBudget({
+/** The webhook endpoints' refusal budgets as `serve --http` builds them, on `runtime`'s limiter, bucket and redactor. */
+export function webhookRefusals(
+  runtime: Pick<Runtime, 'audit' | 'rateLimiter' | 'config' | 'redactor'>,
+): WebhookRefusals {
+  return createWebhookRefusals({
     audit: runtime.audit,
     rateLimiter: runtime.rateLimiter,
     bucket: runtime.config.rate_limits.refusals,
+    redactor: runtime.redactor,
   });
 }
 

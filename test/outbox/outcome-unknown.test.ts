@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
-import { StoreUnavailableError } from '../../src/errors.ts';
+import { ERROR_CODES, FraudgateError, StoreUnavailableError } from '../../src/errors.ts';
 import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
 import { isOutcomeUnknown, OUTCOME_UNKNOWN } from '../../src/store/outbox-store.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
@@ -138,6 +138,35 @@ for (const engine of ENGINES) {
     });
   });
 }
+
+describe('an effect refused before it ran', () => {
+  it('APPROVAL_PENDING without an approval to wait on releases a Sift event unsent, and it is delivered once', async () => {
+    // A short lease: an effect left leased with its attempt mark would soon be taken for a lost send.
+    const { env, url } = await start(false, { automation: { lease_ms: 300 } });
+    const pipeline = env.automation.runtime.pipeline;
+    const call = pipeline.call;
+    let refused = 0;
+    pipeline.call = async (tool, args, channel) => {
+      if (tool === 'send_sift_event' && refused === 0) {
+        refused += 1;
+        return {
+          ok: false,
+          error: new FraudgateError(ERROR_CODES.APPROVAL_PENDING, 'waiting', { retryable: true }),
+          callId: 'held',
+        };
+      }
+      return call(tool, args, channel);
+    };
+    expect((await sendSegmentWebhook(url, order('held-1', 'u-held'), { secret: SECRET })).status).toBe(200);
+    expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+
+    expect(refused).toBe(1);
+    expect(transactions(env, 'held-1')).toHaveLength(1);
+    const effect = await siftEffect(env);
+    expect(effect?.state).toBe('done');
+    expect(effect && isOutcomeUnknown(effect)).toBe(false);
+  });
+});
 
 describe('idempotent effects and the operator', () => {
   it('an idempotent effect whose answer was lost is retried as before and applied once', async () => {

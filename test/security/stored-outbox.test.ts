@@ -9,18 +9,13 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
-import { silentLogger } from '../../src/logger.ts';
-import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
-import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { openStore } from '../../src/store/store.ts';
-import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
+import { outboxEnv, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const EMAIL = 'planted.outbox@example.com';
@@ -28,11 +23,11 @@ const PHONE = '+14155550188';
 const SECRET = 'segment-shared-secret';
 
 let env: OutboxEnv | undefined;
-let server: Server | undefined;
+let intake: Awaited<ReturnType<typeof startSegmentIntake>> | undefined;
 let schema: string | undefined;
 afterEach(async () => {
-  if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
-  server = undefined;
+  await intake?.close();
+  intake = undefined;
   await env?.close();
   env = undefined;
   if (schema) await dropSchema(schema);
@@ -46,28 +41,8 @@ async function start(postgres: boolean) {
     config: postgres ? { store: 'postgres', store_postgres: { schema, startup_timeout_ms: 2_000 } } : {},
     ...(postgres ? { secrets: { postgresUrl: PG_URL } } : {}),
   });
-  const { automation, config } = env;
-  const handler = createSegmentWebhookHandler({
-    store: (event, effects) => automation.store.enqueueRouted(event, effects),
-    secret: SECRET,
-    mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
-    audit: automation.runtime.audit,
-    logger: silentLogger,
-    bodyLimitBytes: 64 * 1024,
-    refusals: webhookRefusals(automation.runtime),
-    onEnqueued: () => automation.worker.wake(),
-  });
-  server = createServer((req, res) => {
-    void handler(req, res).then((handled) => {
-      if (!handled) {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
-  return { env, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment` };
+  intake = await startSegmentIntake(env, SECRET);
+  return { env, url: intake.url };
 }
 
 /** Runs one message with a planted email and phone through the outbox; checks Sift got them. */

@@ -1,9 +1,9 @@
 /**
  * A record the PostgreSQL ledger refuses (a body over two lines would shift the columns of its
- * commit statement; only a bug in the encoder, mocked here for one target, can make one) is
- * replaced by a record saying so, and its group commits: a write-behind read's record is not
- * retried for ever with calls refused meanwhile, an append gets the stand-in, and a webhook's
- * receipt still rides on the one intake statement with its event.
+ * commit statement, as would a comma in its time; only a bug, mocked here for one target each, can
+ * make one) is replaced by a record saying so, with a time of its own, and its group commits: a
+ * write-behind read's record is not retried for ever with calls refused meanwhile, an append gets
+ * the stand-in, and a webhook's receipt still rides on the one intake statement with its event.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -23,6 +23,13 @@ vi.mock('../../src/governance/audit.ts', async (importOriginal) => {
   const actual = await importOriginal<typeof AuditModule>();
   return {
     ...actual,
+    buildAuditPayload: (...args: Parameters<typeof actual.buildAuditPayload>) => {
+      const payload = actual.buildAuditPayload(...args);
+      // A separator of the commit statement in the time itself (as a bug in its formatting would put).
+      return payload.target === 'sift_user:comma-time'
+        ? { ...payload, ts: payload.ts.replace('.', ',') }
+        : payload;
+    },
     encodeAuditBody: (payload: AuditPayload) => {
       const body = actual.encodeAuditBody(payload);
       return payload.target === 'sift_user:poison' ? body.replace('{', '{\n') : body;
@@ -90,6 +97,21 @@ describe.skipIf(!pgListening)('a record the PostgreSQL ledger refuses', () => {
     });
     expect(stored[0]!.target).toBeUndefined();
     expect(stored[1]!.target).toBe('sift_user:fine');
+    expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 2 });
+  });
+
+  it('whose time holds a separator is replaced by a stand-in with a well-formed time, which commits', async () => {
+    const { engine, log, health, bodies } = await ledgerOnPostgres();
+    const [refused, fine] = await Promise.all([
+      log.append(read('call-1', 'sift_user:comma-time')),
+      log.append(read('call-2', 'sift_user:fine')),
+    ]);
+    expect(refused).toMatchObject({ seq: 1, call_id: 'call-1', detail: expect.stringMatching(/stored/) });
+    expect(fine).toMatchObject({ seq: 2, target: 'sift_user:fine' });
+    expect(health).toEqual([]);
+    const stored = await bodies();
+    expect(stored.map((b) => b.call_id)).toEqual(['call-1', 'call-2']);
+    expect(stored[0]!.ts).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 2 });
   });
 

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { MAX_FLAGS_PER_CALL } from '../../tools/flag-opportunities.ts';
+import { storedAuditText } from '../helpers/audit.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -196,6 +197,40 @@ describe('sync_decision_to_salesforce', () => {
     expect(text).not.toContain('legal hold');
     expect(result.error).toMatchObject({ upstream_code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION' });
     expect(result.error?.message).toContain('Sift_Decision__c');
+  });
+
+  it('a refusal whose Salesforce text names a person leaves no trace of it in the audit ledger', async () => {
+    env = await setup();
+    // A validation rule's text naming the person the record is about (the redactor masks emails, not names).
+    const refused = {
+      success: false,
+      errors: [
+        {
+          statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+          message: 'Margaret Quixotic-Hamilton is under review; Sift_Decision__c is locked',
+          fields: ['Sift_Decision__c'],
+        },
+      ],
+    };
+    env.sandbox.salesforce.faults.inject({
+      method: 'POST',
+      path: '/composite',
+      status: 200,
+      body: {
+        compositeResponse: Array.from({ length: 5 }, (_, i) => ({
+          body: [refused, refused],
+          httpHeaders: {},
+          httpStatusCode: 200,
+          referenceId: `c${i}`,
+        })),
+      },
+    });
+    const result = await callRead(env, 'sync_decision_to_salesforce', { user_id: 'sandbox-watch' });
+    expect(result.error).toMatchObject({ upstream_code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION' });
+    const ledger = await storedAuditText(env.config, env.runtime.audit);
+    expect(ledger).toContain('FIELD_CUSTOM_VALIDATION_EXCEPTION (Sift_Decision__c)');
+    expect(ledger).not.toContain('Quixotic');
+    expect(ledger).not.toContain('under review');
   });
 
   it('unmatched users are NOT_FOUND; dry run writes nothing', async () => {

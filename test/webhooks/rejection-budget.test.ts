@@ -1,21 +1,23 @@
 /**
  * Rejected webhooks cannot grow the audit ledger at will: the endpoints are reachable by anyone, so
- * each client address (as src/auth/client-address.ts names it, here through a trusted proxy's
- * X-Forwarded-For) has a refusal budget. Within it every rejection gets its own `webhook_rejected`
- * record; past it rejections are answered as before but only counted, into one `refusals_counted`
- * record. Another address keeps its own budget, and a valid delivery is never held back. On both
- * store engines (the ledger is the store's).
+ * each client network (an IPv4 address or an IPv6 /64, as src/auth/client-address.ts names the
+ * client, here through a trusted proxy's X-Forwarded-For) has a refusal budget, and each endpoint a
+ * ceiling over all of them. Within them every rejection gets its own `webhook_rejected` record;
+ * past them rejections are answered as before but only counted, into one `refusals_counted`
+ * record. Another address keeps its own budget, a valid delivery is never held back, and the
+ * ledger holds the address only masked, IPv6 too. On both store engines (the ledger is the store's).
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { BucketConfig } from '../../src/config.ts';
 import type { AuditRecord } from '../../src/governance/audit.ts';
 import { createRateLimiter } from '../../src/governance/rate-limit.ts';
-import { createRefusalBudget, type RefusalBudget } from '../../src/governance/refusal-budget.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { segmentSignature } from '../../src/sandbox/segment-webhook-sender.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
+import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
@@ -37,7 +39,15 @@ afterEach(async () => {
   schema = undefined;
 });
 
-async function start(postgres: boolean) {
+/**
+ * `listen` 127.0.0.1: the requests come as from a reverse proxy naming the client in
+ * X-Forwarded-For; `::1`: no proxy, the client is the socket's own (IPv6 loopback) address.
+ */
+async function start(
+  postgres: boolean,
+  options: { ceiling?: BucketConfig; listen?: '127.0.0.1' | '::1' } = {},
+) {
+  const listen = options.listen ?? '127.0.0.1';
   if (postgres) schema = uniqueSchema();
   const secrets = postgres ? { postgresUrl: PG_URL } : {};
   env = await outboxEnv({
@@ -46,10 +56,12 @@ async function start(postgres: boolean) {
   });
   const { automation, config } = env;
   // A clock that stands still: no token comes back during the test, whatever its speed.
-  const refusals: RefusalBudget = createRefusalBudget({
+  const refusals: WebhookRefusals = createWebhookRefusals({
     audit: automation.runtime.audit,
     rateLimiter: createRateLimiter(() => 0),
     bucket: { capacity: BUDGET, per_minute: 1 },
+    ...(options.ceiling ? { ceiling: options.ceiling } : {}),
+    redactor: automation.runtime.redactor,
     now: () => new Date(0),
   });
   const handler = createSegmentWebhookHandler({
@@ -61,16 +73,16 @@ async function start(postgres: boolean) {
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
     refusals,
-    // The test's requests come from loopback: as from a reverse proxy naming the client.
-    trustedProxies: ['127.0.0.1'],
+    ...(listen === '127.0.0.1' ? { trustedProxies: ['127.0.0.1'] } : {}),
   });
   server = createServer((req, res) => {
     void handler(req, res).then((handled) => {
       if (!handled) res.writeHead(404).end();
     });
   });
-  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`;
+  await new Promise<void>((resolve) => server?.listen(0, listen, resolve));
+  const host = listen === '::1' ? '[::1]' : listen;
+  const url = `http://${host}:${(server.address() as AddressInfo).port}/webhooks/segment`;
   const post = async (from: string, body: string, signature: string) =>
     (
       await fetch(url, {
@@ -80,7 +92,7 @@ async function start(postgres: boolean) {
       })
     ).status;
   const records = () => storedAuditRecords(config, automation.runtime.audit, secrets);
-  return { env, refusals, post, records };
+  return { env, refusals, post, records, maskIp: automation.runtime.redactor.maskIp };
 }
 
 const message = (messageId: string) =>
@@ -128,6 +140,70 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
         tool: 'segment_webhook',
         principal: { id: 'automation:segment-webhook' },
         refusals: { count: 10 - BUDGET, by_event: { webhook_rejected: 10 - BUDGET } },
+      });
+    });
+
+    it('IPv6 clients are masked in the ledger as the redactor masks every IP, also from ::1 itself', async () => {
+      const { post, records, maskIp } = await start(engine === 'PostgreSQL', { listen: '::1' });
+      const forged = message('forged-v6');
+      const bad = segmentSignature(forged, 'not-the-secret');
+      // No trusted proxy: the forwarded header is the client's own claim, and ignored.
+      expect(await post('2001:db8:1:2::7', forged, bad)).toBe(401);
+      const stored = await records();
+      expect(rejectedBy(stored, `client:${maskIp('::1')}`)).toHaveLength(1);
+      expect(JSON.stringify(stored)).not.toContain('client:::1');
+    });
+
+    it('IPv6 clients named by a trusted proxy are masked, and each /64 is one budget', async () => {
+      const { refusals, post, records, maskIp } = await start(engine === 'PostgreSQL');
+      const forged = message('forged-64');
+      const bad = segmentSignature(forged, 'not-the-secret');
+      const sameNetwork = [1, 2, 3, 4, 5, 6].map((n) => `2001:db8:1:2::${n}`);
+      for (const address of sameNetwork) expect(await post(address, forged, bad)).toBe(401);
+      expect(await post('2001:db8:1:3::7', forged, bad)).toBe(401);
+      expect(await post('fe80::1', forged, bad)).toBe(401);
+
+      const before = await records();
+      const text = JSON.stringify(before);
+      for (const raw of [...sameNetwork, '2001:db8:1:3::7', 'fe80::1'])
+        expect(text).not.toContain(`client:${raw}`);
+      for (const address of sameNetwork.slice(0, BUDGET))
+        expect(rejectedBy(before, `client:${maskIp(address)}`)).toHaveLength(1);
+      expect(rejectedBy(before, `client:${maskIp('2001:db8:1:3::7')}`)).toHaveLength(1);
+      expect(rejectedBy(before, `client:${maskIp('fe80::1')}`)).toHaveLength(1);
+      expect(before.filter((r) => r.event === 'webhook_rejected')).toHaveLength(BUDGET + 2);
+
+      await refusals.flush();
+      const counted = (await records()).filter((r) => r.event === 'refusals_counted');
+      expect(counted).toHaveLength(1);
+      expect(counted[0]).toMatchObject({
+        target: `client:${maskIp('2001:db8:1:2::')}/64`,
+        refusals: { count: sameNetwork.length - BUDGET },
+      });
+    });
+
+    it('past the endpoint ceiling no set of addresses gets records of its own: they are counted for the endpoint', async () => {
+      const CEILING = 5;
+      const { refusals, post, records } = await start(engine === 'PostgreSQL', {
+        ceiling: { capacity: CEILING, per_minute: 1 },
+      });
+      const forged = message('forged-many');
+      const bad = segmentSignature(forged, 'not-the-secret');
+      const senders = ['198.51.100.21', '198.51.100.22', '198.51.100.23', '198.51.100.24'];
+      // Each within its own budget; the last one also past it (its summary would be a record too).
+      for (const address of senders)
+        for (let i = 0; i < BUDGET; i += 1) expect(await post(address, forged, bad)).toBe(401);
+      expect(await post(senders[3]!, forged, bad)).toBe(401);
+      const total = senders.length * BUDGET + 1;
+
+      expect((await records()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(CEILING);
+      await refusals.flush();
+      const counted = (await records()).filter((r) => r.event === 'refusals_counted');
+      expect(counted).toHaveLength(1);
+      expect(counted[0]).toMatchObject({
+        target: 'endpoint:segment_webhook',
+        tool: 'segment_webhook',
+        refusals: { count: total - CEILING, by_event: { webhook_rejected: total - CEILING } },
       });
     });
   });
