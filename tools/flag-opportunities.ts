@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import type { SalesforceSaveResult } from '../src/clients/types.ts';
-import { InvalidInputError, NotFoundError } from '../src/errors.ts';
+import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
 import { riskBand, siftEvidence, userId } from './schemas.ts';
@@ -12,7 +12,8 @@ type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown }
 const MAX_LISTED = 50;
 /**
  * Opportunities one call may write: 5 collection requests, well inside a client's usual 60 s
- * timeout even when Salesforce triggers slow each batch. More are refused before any write.
+ * timeout even when Salesforce triggers slow each batch. The earliest closing go first; the output's
+ * `remaining` says how many wait for the next call, which skips those already flagged.
  */
 export const MAX_FLAGS_PER_CALL = 1000;
 /** Records per sObject Collections request, Salesforce's limit; progress is reported per batch. */
@@ -72,28 +73,13 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
   const flagValue = ctx.config.mapping.opportunity_flag_value;
   const opportunities = over
     ? await sf.query<OpportunityRow>(
-        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false${args.closing_by ? ` AND CloseDate <= ${args.closing_by}` : ''} ORDER BY Id`,
+        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false${args.closing_by ? ` AND CloseDate <= ${args.closing_by}` : ''} ORDER BY CloseDate, Id`,
         { signal: ctx.signal },
       )
     : [];
   const fields = { [flag]: flagValue, [summaryField]: summary };
-  const updates = opportunities
-    .filter((o) => o[flag] !== flagValue || o[summaryField] !== summary)
-    .map((o) => ({ Id: o.Id, ...fields }));
-  if (updates.length > MAX_FLAGS_PER_CALL) {
-    throw new InvalidInputError(
-      [
-        {
-          field: 'closing_by',
-          message:
-            `${updates.length} open Opportunities${args.closing_by ? ` closing by ${args.closing_by}` : ''} need flagging; ` +
-            `one call flags at most ${MAX_FLAGS_PER_CALL}. Pass an earlier closing_by (YYYY-MM-DD) to flag ` +
-            'those closing first, then call again with a later date or none: flagged ones are skipped',
-        },
-      ],
-      'Too many opportunities for one call',
-    );
-  }
+  const unflagged = opportunities.filter((o) => o[flag] !== flagValue || o[summaryField] !== summary);
+  const updates = unflagged.slice(0, MAX_FLAGS_PER_CALL).map((o) => ({ Id: o.Id, ...fields }));
 
   const owners = new Map<string, string[]>();
   const skippedOwners = new Set<string>();
@@ -135,11 +121,22 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
     over,
     summary,
     opportunities,
+    unflagged: unflagged.length,
     updates,
+    remaining: unflagged.length - updates.length,
     tasks,
     skippedOwners,
     openTasks,
   };
+}
+
+/** What the caller does about the opportunities a call left for the next one. */
+function nextStep(remaining: number): string | null {
+  if (remaining === 0) return null;
+  return (
+    `${remaining} more open Opportunities need flagging: call flag_opportunities again with the same ` +
+    'arguments (flagged ones are skipped) until remaining is 0.'
+  );
 }
 
 function failures(results: SalesforceSaveResult[], ids: string[]) {
@@ -154,17 +151,15 @@ export const flagOpportunities = defineTool({
   description:
     "When a customer's Sift score reaches the threshold, flag every open Opportunity of their Account " +
     'with a risk summary and create one review Task per owner. Give user_id or account_id. Below the ' +
-    `threshold nothing is written. At most ${MAX_FLAGS_PER_CALL} a call. Safe to repeat.`,
+    `threshold nothing is written. At most ${MAX_FLAGS_PER_CALL} a call, earliest closing first; ` +
+    'call again while remaining > 0. Safe to repeat.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
   input: z.strictObject({
     user_id: userId.optional(),
     account_id: salesforceId('Account', '001').optional(),
-    closing_by: z.iso
-      .date()
-      .optional()
-      .describe('Only opportunities closing by this date (YYYY-MM-DD): splits a big account over calls.'),
+    closing_by: z.iso.date().optional().describe('Only opportunities closing by this date (YYYY-MM-DD).'),
   }),
   output: z.object({
     account_id: z.string(),
@@ -176,6 +171,8 @@ export const flagOpportunities = defineTool({
     open_opportunities: z.number().int(),
     flagged: z.number().int().describe('Written by this call.'),
     already_flagged: z.number().int(),
+    remaining: z.number().int().describe('Still to flag: call again, flagged ones are skipped.'),
+    next_step: z.string().nullable(),
     tasks_created: z.number().int(),
     owners_with_open_task: z.number().int().describe('Skipped: review Task still open.'),
     owners_skipped_not_users: z.number().int().describe('Queue-owned: no user to task.'),
@@ -205,7 +202,7 @@ export const flagOpportunities = defineTool({
         sift_score: p.risk.sift_score,
         over_threshold: p.over,
         open_opportunities: p.opportunities.length,
-        already_flagged: p.opportunities.length - p.updates.length,
+        already_flagged: p.opportunities.length - p.unflagged,
         open_review_tasks: p.openTasks.length,
       },
       changes: {
@@ -213,6 +210,10 @@ export const flagOpportunities = defineTool({
           count: p.updates.length,
           fields: p.fields,
           ids: updates.items.map((u) => u.Id),
+          // The whole job, for whoever approves or plans it: this call's share is `count`.
+          total: p.unflagged,
+          remaining: p.remaining,
+          calls: Math.ceil(p.unflagged / MAX_FLAGS_PER_CALL),
         },
         create_tasks: { count: p.tasks.length, records: tasks.items },
         truncated: updates.truncated || tasks.truncated,
@@ -265,7 +266,9 @@ export const flagOpportunities = defineTool({
       over_threshold: p.over,
       open_opportunities: p.opportunities.length,
       flagged: flaggedIds.length,
-      already_flagged: p.opportunities.length - p.updates.length,
+      already_flagged: p.opportunities.length - p.unflagged,
+      remaining: p.remaining,
+      next_step: nextStep(p.remaining),
       tasks_created: taskIds.length,
       owners_with_open_task: new Set(p.openTasks.map((t) => t.OwnerId)).size,
       owners_skipped_not_users: p.skippedOwners.size,

@@ -25,6 +25,13 @@
  * (the reserve is left for humans). After `max_attempts` failures, or at once for a permanent
  * error, an effect becomes a dead letter (audited; `fraudgate outbox retry|drop`).
  *
+ * Continuations: a tool that does bounded work per call (flag_opportunities: 1000 opportunities)
+ * and says `remaining` > 0 puts its effect back due now, not as an attempt, and the next claim does
+ * the next share, until none remain; when policy asks a human, each share is approved on its own
+ * (an approval covers the call it showed). It stays one effect (one outbox row, one result). Only tools
+ * that are idempotent and not destructive continue: the blast-radius budgets count every call of a
+ * destructive tool as an effect, so a share of one would spend the budget of a whole effect.
+ *
  * Effects whose tool is not idempotent (`send_sift_event`: Sift events have no idempotency key) run
  * at most once by themselves: their call is marked attempted in the store before it starts, a
  * failure is retried only when it proves nothing reached the upstream (never connected, rate
@@ -101,6 +108,8 @@ export interface TickResult {
   retried: number;
   dead: number;
   deferred: number;
+  /** Effects that did part of their work and were put back, due now, to do the rest (not an attempt). */
+  continued: number;
 }
 
 export interface OutboxWorker {
@@ -159,6 +168,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   /** Tools a repeated call of which has no further effect; an unknown tool counts as not. */
   const idempotentTools: ReadonlySet<string> = new Set(
     runtime.tools.filter((t) => t.idempotent).map((t) => t.name),
+  );
+  /** Tools whose effect may run again to finish what one call left (see Continuations above). */
+  const continuable: ReadonlySet<string> = new Set(
+    runtime.tools.filter((t) => t.idempotent && t.risk !== 'destructive').map((t) => t.name),
   );
 
   let catalogue: { at: number; byId: Map<string, DecisionCategory> } | undefined;
@@ -321,8 +334,13 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   async function settleOne(effect: ParkedEffect): Promise<void> {
     const approval = await approvals.get(effect.approvalId);
     if (!approval) return;
-    if (approval.state === 'executed') await store.settleApproval(effect.id, 'done', approval.result);
-    else if (approval.state === 'denied' || approval.state === 'expired')
+    if (approval.state === 'executed') {
+      const output = (approval.result ?? {}) as Record<string, unknown>;
+      // The approved call did one share: the next asks for its own approval, with its own plan.
+      if (continuable.has(effect.tool) && leftForNextCall(output))
+        await store.continueAfterApproval(effect.id);
+      else await store.settleApproval(effect.id, 'done', approval.result);
+    } else if (approval.state === 'denied' || approval.state === 'expired')
       await store.settleApproval(effect.id, 'denied', { approval: approval.state });
     // A later decision's effect asked again and replaced this one's approval: nothing to run here.
     else if (approval.state === 'superseded')
@@ -395,6 +413,16 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const data = (error.data ?? {}) as { service?: unknown; status?: unknown };
     if (data.service === undefined) return error.retryable;
     return data.status === 429 || (data.status === undefined && causedBy(error, NEVER_SENT));
+  }
+
+  /**
+   * Whether a tool that does bounded work per call says more remains (`remaining` > 0) and this call
+   * made headway (`flagged` > 0): a call whose every write failed would fail alike again, so that one
+   * completes with its failures listed instead of running forever.
+   */
+  function leftForNextCall(output: Record<string, unknown>): boolean {
+    const { remaining, flagged } = output;
+    return typeof remaining === 'number' && remaining > 0 && typeof flagged === 'number' && flagged > 0;
   }
 
   function backoff(attempts: number, retryAfterMs: number | undefined): number {
@@ -668,6 +696,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     // Any other answer means the dependencies answered: a paused queue resumes.
     if (!down) resumeQueue();
     if (outcome.ok) {
+      if (continuable.has(effect.tool) && leftForNextCall(outcome.output)) {
+        // Bounded work per call (flag_opportunities: 1000 a call): the same effect again, due now and
+        // not an attempt, until nothing remains. Each call skips what the last one wrote, so a re-run
+        // after a crash writes nothing twice; each is its own governed, audited call and claim, so
+        // the Salesforce allowance and pauses apply between them.
+        await store.retry(effect.id, owner, now(), undefined, false);
+        result.continued += 1;
+        return;
+      }
       await routeScore(effect, outcome.output);
       if (await store.complete(effect.id, owner, outcome.output)) result.done += 1;
       return;
@@ -833,7 +870,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function tick(): Promise<TickResult> {
-    const result: TickResult = { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0 };
+    const result: TickResult = {
+      routed: 0,
+      claimed: 0,
+      done: 0,
+      retried: 0,
+      dead: 0,
+      deferred: 0,
+      continued: 0,
+    };
     await Promise.all(await pump(result));
     return result;
   }
@@ -847,7 +892,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (reclaimed > 0) logger.info('outbox: reclaimed effects leased before a restart', { reclaimed });
     while (!stopped) {
       wakeRequested = false;
-      const r: TickResult = { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0 };
+      const r: TickResult = {
+        routed: 0,
+        claimed: 0,
+        done: 0,
+        retried: 0,
+        dead: 0,
+        deferred: 0,
+        continued: 0,
+      };
       try {
         await pump(r);
       } catch (error) {

@@ -202,6 +202,11 @@ export interface OutboxStore {
     now?: number,
   ): Promise<boolean>;
   /**
+   * An effect whose approved call left work for another call (its tool's `remaining`): back to
+   * pending, due at `now`, its approval let go (the next call asks for its own); not an attempt.
+   */
+  continueAfterApproval(id: number, now?: number): Promise<boolean>;
+  /**
    * Operator: a dead (or denied) effect back to pending with a fresh attempt count and no attempt
    * mark (for an outcome-unknown effect, a deliberate replay).
    */
@@ -678,6 +683,13 @@ export function createOutboxStore(
         [to, json, now, id],
       );
     },
+
+    continueAfterApproval: (id, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'pending', next_attempt_at = $1, approval_id = NULL, updated_at = $1
+         WHERE id = $2 AND state = 'awaiting_approval'`,
+        [now, id],
+      ),
 
     requeue: (id, now = Date.now()) =>
       changed(

@@ -7,9 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as z from 'zod';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
+import { defineTool, type AnyTool } from '../../src/tool.ts';
+import { tools } from '../../tools/index.ts';
 import { decisionBody, operatorConfigs, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
 
 let env: OutboxEnv | undefined;
@@ -71,6 +74,50 @@ describe('outbox store ordering', () => {
 });
 
 describe('outbox worker', () => {
+  it('runs an effect again, not as an attempt, while its tool says work remains and made headway; never for a destructive tool', async () => {
+    const calls = { write: 0, destructive: 0 };
+    // Headway twice, then a call whose every write failed: remaining stays at 5.
+    const inShares = (risk: 'write' | 'destructive') =>
+      defineTool({
+        name: `${risk}_in_shares`,
+        title: 'In shares',
+        description: 'A test tool that does bounded work per call and says how much remains.',
+        risk,
+        toolset: 'core',
+        idempotent: true,
+        input: z.strictObject({ user_id: z.string() }),
+        output: z.object({ flagged: z.number(), remaining: z.number() }),
+        target: (args) => `user:${args.user_id}`,
+        run: async () => {
+          calls[risk] += 1;
+          return { flagged: calls[risk] <= 2 ? 10 : 0, remaining: 5 };
+        },
+      }) as unknown as AnyTool;
+    env = await outboxEnv({
+      tools: [...tools, inShares('write'), inShares('destructive')],
+      config: { approvals: { tools: { destructive_in_shares: 'none' } } },
+    });
+    for (const risk of ['write', 'destructive'])
+      await env.automation.store.enqueueRouted(
+        {
+          entityType: 'user',
+          entityId: `fg_${risk}`,
+          decisionId: 'watch_user_payment_abuse',
+          time: Date.now(),
+        },
+        [{ effect: 'segment', tool: `${risk}_in_shares`, args: { user_id: `fg_${risk}` } }],
+      );
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const effects = await env.automation.store.list({ limit: 10 });
+    expect(effects.map((e) => [e.tool, e.state, e.attempts])).toEqual(
+      expect.arrayContaining([
+        ['write_in_shares', 'done', 0],
+        ['destructive_in_shares', 'done', 0],
+      ]),
+    );
+    expect(calls).toEqual({ write: 3, destructive: 1 });
+  });
+
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
     env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
     env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);
@@ -95,6 +142,60 @@ describe('outbox worker', () => {
     expect(env.sandbox.segment.profile('fg_appr')?.suppressed_for_fraud).toBe(true);
     const events = (await env.auditRecords()).filter((r) => r.tool === 'suppress_user').map((r) => r.event);
     expect(events).toEqual(expect.arrayContaining(['approval_requested', 'approved', 'intent', 'executed']));
+  });
+
+  it('an approved share of a big account goes back to run the next share, which asks for its own approval', async () => {
+    env = await outboxEnv({ config: { approvals: { tools: { flag_opportunities: 'approval' } } } });
+    const user = 'sandbox-high-risk';
+    const account = env.sandbox.salesforce.demo?.accounts[user];
+    for (let i = 0; i < 1000; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    const { store, runtime, worker } = env.automation;
+    await store.enqueueRouted(
+      { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
+      [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
+    );
+    // Tick until the effect waits on an approval other than `previous`, then approve that one.
+    const approveParked = async (previous?: string) => {
+      const until = Date.now() + 10_000;
+      const waiting = async () =>
+        (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
+      let parked = await waiting();
+      while (!parked && Date.now() < until) {
+        await worker.tick();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        parked = await waiting();
+      }
+      const id = parked?.approvalId ?? '';
+      await runtime.pipeline.decide(id, {
+        approve: true,
+        approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
+      });
+      return id;
+    };
+    const first = await approveParked();
+    expect(first).not.toBe('');
+    // The first approved call flagged 1000 of the 1002; the rest is a new call with its own approval.
+    expect(await approveParked(first)).not.toBe('');
+    // The worker itself executes the approved share (no `serve` sweep here) and settles the effect.
+    const until = Date.now() + 10_000;
+    while ((await store.list({ states: ['done'] })).length === 0 && Date.now() < until) {
+      await worker.tick();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const [effect] = await store.list({ limit: 10 });
+    expect(effect).toMatchObject({ state: 'done', attempts: 0 });
+    expect(effect?.result).toMatchObject({ flagged: 2, remaining: 0 });
+    const open = env.sandbox.salesforce
+      .records('Opportunity')
+      .filter((o) => o.AccountId === account && o.IsClosed === false);
+    expect(open.every((o) => o.Fraud_Risk_Flag__c === true)).toBe(true);
   });
 
   it('settles parked effects with a bounded number of queries, the oldest past a thousand undecided ones too', async () => {

@@ -121,6 +121,21 @@ for (const engine of ENGINES) {
       expect((await store.getEvent(eventId))?.routed).toBe(true);
     });
 
+    it('continues an effect whose approved call left work: pending and due, its approval let go, no attempt', async () => {
+      const [a] = await open();
+      const store = a!;
+      const { id: eventId } = await store.enqueue(user('c1', 'watch', 1));
+      await store.route(eventId, [{ effect: 'opportunities', tool: 't', args: {} }]);
+      const [effect] = await store.claim('w', 1, 60_000);
+      const id = effect?.id ?? 0;
+      expect(await store.continueAfterApproval(id)).toBe(false); // only from awaiting_approval
+      expect(await store.awaitApproval(id, 'w', 'apr_share_1')).toBe(true);
+      expect(await store.continueAfterApproval(id)).toBe(true);
+      expect(await store.get(id)).toMatchObject({ state: 'pending', attempts: 0 });
+      expect((await store.get(id))?.approvalId).toBeUndefined();
+      expect((await store.claim('w', 1, 60_000)).map((e) => e.id)).toEqual([id]);
+    });
+
     it('stores an event with its effects in one step, once', async () => {
       const [a, b] = await open();
       const event = user('s1', 'segment:msg-1', 10);

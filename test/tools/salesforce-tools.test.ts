@@ -330,29 +330,54 @@ describe('flag_opportunities', () => {
     expect(progress[0]?.message).toBe('Flagged 200 of 401 opportunities');
   });
 
-  it('refuses more opportunities than one call may flag before writing, and closing_by splits them', async () => {
+  it('flags at most MAX_FLAGS_PER_CALL a call, earliest closing first, and says how many remain for the next', async () => {
     env = await setup();
     const account = demo(env).accounts['sandbox-high-risk'];
-    // With the demo org's two (closing 2026-09-30 and 2026-12-15): 1001 open.
+    // With the demo org's two (closing 2026-09-30 and 2026-12-15): 1001 open, the last closing 2027-03-31.
     for (let i = 0; i < 999; i++) {
       env.sandbox.salesforce.insert('Opportunity', {
         Name: `Deal ${i}`,
         StageName: 'Prospecting',
-        CloseDate: i < 600 ? '2026-06-30' : '2027-03-31',
+        CloseDate: i === 0 ? '2027-03-31' : '2026-06-30',
         AccountId: account,
       });
     }
+    const latest = env.sandbox.salesforce.records('Opportunity').find((o) => o.CloseDate === '2027-03-31');
     env.sandbox.salesforce.clearJournal();
-    const refused = await env.callTool('flag_opportunities', { account_id: account });
-    expect(refused.error.code).toBe('INVALID_INPUT');
-    expect(refused.error.message).toContain(`at most ${MAX_FLAGS_PER_CALL}`);
-    expect(refused.error.message).toContain('closing_by');
-    expect(sfWrites(env)).toHaveLength(0);
 
-    const first = await env.callTool('flag_opportunities', { account_id: account, closing_by: '2026-09-30' });
-    expect(first.output).toMatchObject({ open_opportunities: 601, flagged: 601 });
-    const rest = await env.callTool('flag_opportunities', { account_id: account });
-    expect(rest.output).toMatchObject({ open_opportunities: 1001, flagged: 400, already_flagged: 601 });
+    const dry = await env.callTool('flag_opportunities', { account_id: account, dry_run: true });
+    expect(dry.output).toMatchObject({
+      changes: { update_opportunities: { count: MAX_FLAGS_PER_CALL, total: 1001, remaining: 1, calls: 2 } },
+    });
+
+    const first = await env.callTool('flag_opportunities', { account_id: account });
+    expect(first.error).toBeUndefined();
+    expect(first.output).toMatchObject({
+      open_opportunities: 1001,
+      flagged: MAX_FLAGS_PER_CALL,
+      remaining: 1,
+    });
+    expect((first.output as { next_step: string }).next_step).toContain('call flag_opportunities again');
+    expect(env.sandbox.salesforce.requests('PATCH', '/services/data/:v/composite/sobjects')).toHaveLength(5);
+    const byId = () => new Map(env.sandbox.salesforce.records('Opportunity').map((o) => [o.Id, o]));
+    expect(byId().get(latest?.Id ?? '')?.Fraud_Risk_Flag__c).not.toBe(true);
+
+    const second = await env.callTool('flag_opportunities', { account_id: account });
+    expect(second.output).toMatchObject({
+      flagged: 1,
+      already_flagged: MAX_FLAGS_PER_CALL,
+      remaining: 0,
+      next_step: null,
+      tasks_created: 0,
+    });
+    expect(byId().get(latest?.Id ?? '')?.Fraud_Risk_Flag__c).toBe(true);
+
+    // closing_by still narrows a call to those closing by then.
+    const narrowed = await env.callTool('flag_opportunities', {
+      account_id: account,
+      closing_by: '2026-09-30',
+    });
+    expect(narrowed.output).toMatchObject({ open_opportunities: 999, flagged: 0, remaining: 0 });
   });
 
   it('below the configured threshold nothing is written; dry run writes nothing', async () => {

@@ -15,6 +15,7 @@ import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.
 import { decisionBody, outboxEnv, sign, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 import { runScoreSync } from '../../src/sync/score-sync.ts';
+import { SCORE_ENTITY, SCORE_READ_EVENT } from '../../src/outbox/propagate.ts';
 
 const SECRET = 'segment-shared-secret';
 let env: OutboxEnv | undefined;
@@ -208,6 +209,48 @@ describe('score-change trigger', () => {
     expect((await e.runtime.outbox.unrouted(100)).filter((ev) => ev.entityType === 'score')).toHaveLength(
       scored.length,
     );
+  });
+
+  it('flags every open opportunity of a big account in one effect, a share per claim, each written once', async () => {
+    env = await outboxEnv({ config: { automation: { score_trigger: { effects: ['opportunities'] } } } });
+    const user = 'sandbox-high-risk';
+    const account = env.sandbox.salesforce.demo?.accounts[user];
+    // With the demo org's two: 1102 open, more than one call of flag_opportunities flags.
+    for (let i = 0; i < 1100; i++) {
+      env.sandbox.salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    env.sandbox.salesforce.clearJournal();
+    await env.automation.store.enqueue({
+      entityType: SCORE_ENTITY,
+      entityId: user,
+      decisionId: SCORE_READ_EVENT,
+      time: Date.now(),
+    });
+    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+
+    const [effect, ...others] = await env.automation.store.list({ limit: 100 });
+    expect(others).toHaveLength(0);
+    expect(effect).toMatchObject({ effect: 'opportunities', state: 'done', attempts: 0 });
+    expect(effect?.result).toMatchObject({ flagged: 102, already_flagged: 1000, remaining: 0 });
+    const open = env.sandbox.salesforce
+      .records('Opportunity')
+      .filter((o) => o.AccountId === account && o.IsClosed === false);
+    expect(open).toHaveLength(1102);
+    expect(open.every((o) => o.Fraud_Risk_Flag__c === true)).toBe(true);
+    // 1000 then 102, in collections of ≤200: 6 updates, each opportunity in exactly one; one review Task.
+    const patches = env.sandbox.salesforce.requests('PATCH', '/services/data/:v/composite/sobjects');
+    expect(patches).toHaveLength(6);
+    const written = patches.flatMap((p) =>
+      (p.body as { records: { id: string }[] }).records.map((r) => r.id),
+    );
+    expect(new Set(written).size).toBe(written.length);
+    expect(written).toHaveLength(1102);
+    expect(env.sandbox.salesforce.requests('POST', '/services/data/:v/composite/sobjects')).toHaveLength(1);
   });
 
   it('from_reads: false — reading a score stores nothing for the trigger', async () => {
