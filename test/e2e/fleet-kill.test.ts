@@ -147,6 +147,19 @@ async function outboxCounts() {
   return { count, events: Number(events?.total ?? 0), unrouted: Number(events?.unrouted ?? 0) };
 }
 
+/**
+ * Freeze `replica` (SIGSTOP) and ask `holds` whether it holds what it is to be killed holding: frozen,
+ * it cannot finish that between the look and the SIGKILL. Thawed (SIGCONT) again when it does not.
+ */
+async function frozenHolding(replica: ReplicaProcess, holds: () => Promise<boolean>): Promise<boolean> {
+  replica.child.kill('SIGSTOP');
+  // A write it sent just before it stopped may still be on its way into the database.
+  await new Promise((r) => setTimeout(r, 50));
+  if (await holds().catch(() => false)) return true;
+  replica.child.kill('SIGCONT');
+  return false;
+}
+
 describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SIGKILLed mid-drain', () => {
   it('runs every effect exactly once, and nothing waits on the dead replica’s lease', async () => {
     const started = Date.now();
@@ -164,7 +177,11 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
         await waitFor(
           async () => {
             const c = await outboxCounts();
-            return c.count('done') >= minDone && c.count('leased', replica.name) >= 5;
+            return (
+              c.count('done') >= minDone &&
+              c.count('leased', replica.name) >= 5 &&
+              frozenHolding(replica, async () => (await outboxCounts()).count('leased', replica.name) > 0)
+            );
           },
           90_000,
           20,
@@ -409,7 +426,8 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
       await waitFor(
         async () =>
           ((await suppressionStates()).executed ?? 0) >= BLOCKED.length / 4 &&
-          (await runningOn('replica-a')).length > 0,
+          (await runningOn('replica-a')).length > 0 &&
+          frozenHolding(a, async () => (await runningOn('replica-a')).length > 0),
         60_000,
         20,
       ),
