@@ -31,6 +31,11 @@
  * (an approval covers the call it showed). It stays one effect (one outbox row, one result). Only tools
  * that are idempotent and not destructive continue: the blast-radius budgets count every call of a
  * destructive tool as an effect, so a share of one would spend the budget of a whole effect.
+ * A continuation must end: `remaining` has to shrink strictly from share to share, and the shares
+ * are capped at ceil(total / first share) + 2 calls; past either — an org whose trigger rewrites the
+ * written fields, so the same records never read back as done — the effect becomes a dead letter
+ * with reason {@link CONTINUATION_STALLED} (audited). The progress between shares is kept in the
+ * effect's result column, which holds nothing else until the effect completes.
  *
  * Effects whose tool is not idempotent (`send_sift_event`: Sift events have no idempotency key) run
  * at most once by themselves: their call is marked attempted in the store before it starts, a
@@ -62,6 +67,27 @@ import { SCORE_ENTITY, SCORE_READ_EVENT } from './propagate.ts';
 import { NEVER_SENT, UNREACHABLE } from '../network-errors.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
+
+/**
+ * The reason code of a dead letter whose continuation stopped: its shares stopped shrinking the work
+ * left, or reached their cap (see Continuations above). `fraudgate outbox retry` starts it afresh.
+ */
+export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
+
+/** What a continuing effect keeps between its shares, in its result column until it completes. */
+interface ContinuationProgress {
+  continuation: { shares: number; remaining: number; max_shares: number };
+}
+
+function continuationOf(stored: unknown): ContinuationProgress['continuation'] | undefined {
+  const c = (stored as Partial<ContinuationProgress> | undefined)?.continuation;
+  return c &&
+    typeof c.shares === 'number' &&
+    typeof c.remaining === 'number' &&
+    typeof c.max_shares === 'number'
+    ? c
+    : undefined;
+}
 
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
@@ -336,42 +362,57 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (!approval) return;
     if (approval.state === 'executed') {
       const output = (approval.result ?? {}) as Record<string, unknown>;
-      // The approved call did one share: the next asks for its own approval, with its own plan.
-      if (continuable.has(effect.tool) && leftForNextCall(output))
-        await store.continueAfterApproval(effect.id);
-      else await store.settleApproval(effect.id, 'done', approval.result);
+      if (continuable.has(effect.tool) && leftForNextCall(output)) {
+        const next = nextShare((await store.get(effect.id))?.result, output);
+        // The approved call did one share: the next asks for its own approval, with its own plan.
+        if ('progress' in next) await store.continueAfterApproval(effect.id, next.progress);
+        else {
+          const stalled = { code: CONTINUATION_STALLED, message: next.stalled };
+          await settleDead(effect, approval.id, stalled, stalled);
+        }
+      } else await store.settleApproval(effect.id, 'done', approval.result);
     } else if (approval.state === 'denied' || approval.state === 'expired')
       await store.settleApproval(effect.id, 'denied', { approval: approval.state });
     // A later decision's effect asked again and replaced this one's approval: nothing to run here.
     else if (approval.state === 'superseded')
       await store.settleApproval(effect.id, 'skipped', { approval: 'superseded', reason: approval.reason });
-    else if (approval.state === 'failed') {
-      const record = {
-        event: 'dead_lettered',
-        tool: effect.tool,
-        target: `outbox_effect:${effect.id}`,
-        approval_id: approval.id,
-        outcome: {
-          code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR,
-          message: 'approved action failed',
-        },
-      } as const;
-      const settle = (outbox: OutboxStore) =>
-        outbox.settleApproval(effect.id, 'dead', approval.error ?? { approval: 'failed' });
-      if (!options.transaction) {
-        if (await settle(store)) await auditQuietly(record);
-        return;
-      }
-      // Unrecorded, it stays parked, and the next pass settles it again.
-      await options
-        .transaction(async (tx) => {
-          if (await settle(tx.outbox))
-            await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
-        })
-        .catch((error: unknown) =>
-          logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
-        );
+    else if (approval.state === 'failed')
+      await settleDead(
+        effect,
+        approval.id,
+        { code: approval.error?.code ?? ERROR_CODES.UPSTREAM_ERROR, message: 'approved action failed' },
+        approval.error ?? { approval: 'failed' },
+      );
+  }
+
+  /** A parked effect made a dead letter, with its audit record (together, given transactions). */
+  async function settleDead(
+    effect: ParkedEffect,
+    approvalId: string,
+    outcome: { code: string; message: string },
+    detail: unknown,
+  ): Promise<void> {
+    const record = {
+      event: 'dead_lettered',
+      tool: effect.tool,
+      target: `outbox_effect:${effect.id}`,
+      approval_id: approvalId,
+      outcome,
+    } as const;
+    const settle = (outbox: OutboxStore) => outbox.settleApproval(effect.id, 'dead', detail);
+    if (!options.transaction) {
+      if (await settle(store)) await auditQuietly(record);
+      return;
     }
+    // Unrecorded, it stays parked, and the next pass settles it again.
+    await options
+      .transaction(async (tx) => {
+        if (await settle(tx.outbox))
+          await audit.appendIn(tx.sql, { ...record, call_id: randomUUID(), principal: { ...principal } });
+      })
+      .catch((error: unknown) =>
+        logger.error('audit write failed', { event: 'dead_lettered', error: String(error) }),
+      );
   }
 
   /**
@@ -423,6 +464,39 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   function leftForNextCall(output: Record<string, unknown>): boolean {
     const { remaining, flagged } = output;
     return typeof remaining === 'number' && remaining > 0 && typeof flagged === 'number' && flagged > 0;
+  }
+
+  /**
+   * After a share that left work ({@link leftForNextCall}): the progress to keep for the next share,
+   * or why there is none — the work did not shrink since the previous share (`previous`, the
+   * effect's stored progress), or the shares reached their cap. Counts only: it is stored and audited.
+   */
+  function nextShare(
+    previous: unknown,
+    output: Record<string, unknown>,
+  ): { progress: ContinuationProgress } | { stalled: string } {
+    const remaining = output.remaining as number;
+    const flagged = output.flagged as number;
+    const before = continuationOf(previous);
+    if (!before) {
+      const maxShares = Math.ceil((flagged + remaining) / flagged) + 2;
+      return { progress: { continuation: { shares: 1, remaining, max_shares: maxShares } } };
+    }
+    const shares = before.shares + 1;
+    if (remaining >= before.remaining)
+      return {
+        stalled:
+          `share ${shares} left ${remaining} still to do, ${before.remaining} before it: the work is not ` +
+          'shrinking (something upstream may rewrite what each share writes); stopped so it does not ' +
+          'repeat forever. Check the upstream, then replay it or drop it.',
+      };
+    if (shares >= before.max_shares)
+      return {
+        stalled:
+          `${shares} shares, the most this effect may take (${before.max_shares}), and ${remaining} ` +
+          'still to do; stopped so it does not repeat forever. Check the upstream, then replay it or drop it.',
+      };
+    return { progress: { continuation: { shares, remaining, max_shares: before.max_shares } } };
   }
 
   function backoff(attempts: number, retryAfterMs: number | undefined): number {
@@ -701,8 +775,13 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         // not an attempt, until nothing remains. Each call skips what the last one wrote, so a re-run
         // after a crash writes nothing twice; each is its own governed, audited call and claim, so
         // the Salesforce allowance and pauses apply between them.
-        await store.retry(effect.id, owner, now(), undefined, false);
-        result.continued += 1;
+        const next = nextShare(effect.result, outcome.output);
+        if ('stalled' in next) {
+          await deadLetter(effect, { code: CONTINUATION_STALLED, message: next.stalled });
+          result.dead += 1;
+          return;
+        }
+        if (await store.continueLater(effect.id, owner, next.progress, now())) result.continued += 1;
         return;
       }
       await routeScore(effect, outcome.output);

@@ -202,13 +202,20 @@ export interface OutboxStore {
     now?: number,
   ): Promise<boolean>;
   /**
+   * A leased effect whose call did a share of its work and left the rest for another call: back to
+   * pending, due at `now`, not an attempt; `progress` is kept in its result column (the effect has
+   * no result until it completes) so the next share can tell whether the work shrank.
+   */
+  continueLater(id: number, owner: string, progress: unknown, now?: number): Promise<boolean>;
+  /**
    * An effect whose approved call left work for another call (its tool's `remaining`): back to
    * pending, due at `now`, its approval let go (the next call asks for its own); not an attempt.
+   * `progress` as for `continueLater` (kept as it was when undefined).
    */
-  continueAfterApproval(id: number, now?: number): Promise<boolean>;
+  continueAfterApproval(id: number, progress?: unknown, now?: number): Promise<boolean>;
   /**
-   * Operator: a dead (or denied) effect back to pending with a fresh attempt count and no attempt
-   * mark (for an outcome-unknown effect, a deliberate replay).
+   * Operator: a dead (or denied) effect back to pending with a fresh attempt count, no attempt
+   * mark (for an outcome-unknown effect, a deliberate replay) and no continuation progress.
    */
   requeue(id: number, now?: number): Promise<boolean>;
   /** Operator: give up on a dead effect for good. */
@@ -684,17 +691,26 @@ export function createOutboxStore(
       );
     },
 
-    continueAfterApproval: (id, now = Date.now()) =>
+    continueLater: (id, owner, progress, now = Date.now()) =>
       changed(
-        `UPDATE outbox_effects SET state = 'pending', next_attempt_at = $1, approval_id = NULL, updated_at = $1
-         WHERE id = $2 AND state = 'awaiting_approval'`,
-        [now, id],
+        `UPDATE outbox_effects SET state = 'pending', next_attempt_at = $1, result = $2, lease_until = NULL,
+           attempted_at = NULL, updated_at = $1
+         WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
+        [now, sealJson(cipher, progress, outboxFieldContext.result(id)), id, owner],
+      ),
+
+    continueAfterApproval: (id, progress, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'pending', next_attempt_at = $1, approval_id = NULL,
+           result = COALESCE(CAST($2 AS TEXT), result), updated_at = $1
+         WHERE id = $3 AND state = 'awaiting_approval'`,
+        [now, progress === undefined ? null : sealJson(cipher, progress, outboxFieldContext.result(id)), id],
       ),
 
     requeue: (id, now = Date.now()) =>
       changed(
         `UPDATE outbox_effects SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL,
-           lease_until = NULL, approval_id = NULL, attempted_at = NULL, updated_at = $1
+           lease_until = NULL, approval_id = NULL, attempted_at = NULL, result = NULL, updated_at = $1
          WHERE id = $2 AND state IN ('dead', 'denied')`,
         [now, id],
       ),

@@ -76,7 +76,7 @@ describe('outbox store ordering', () => {
 describe('outbox worker', () => {
   it('runs an effect again, not as an attempt, while its tool says work remains and made headway; never for a destructive tool', async () => {
     const calls = { write: 0, destructive: 0 };
-    // Headway twice, then a call whose every write failed: remaining stays at 5.
+    // Headway twice (10 left, then 5: the work shrinks), then a call whose every write failed: 5 stay.
     const inShares = (risk: 'write' | 'destructive') =>
       defineTool({
         name: `${risk}_in_shares`,
@@ -90,7 +90,7 @@ describe('outbox worker', () => {
         target: (args) => `user:${args.user_id}`,
         run: async () => {
           calls[risk] += 1;
-          return { flagged: calls[risk] <= 2 ? 10 : 0, remaining: 5 };
+          return { flagged: calls[risk] <= 2 ? 10 : 0, remaining: calls[risk] === 1 ? 10 : 5 };
         },
       }) as unknown as AnyTool;
     env = await outboxEnv({
@@ -116,6 +116,42 @@ describe('outbox worker', () => {
       ]),
     );
     expect(calls).toEqual({ write: 3, destructive: 1 });
+  });
+
+  it('stops a continuation at ceil(total / first share) + 2 shares even while the work still shrinks, as an audited dead letter', async () => {
+    let calls = 0;
+    // 10 written a call, yet the work left shrinks by one only (something upstream keeps adding to it).
+    const creeping = defineTool({
+      name: 'creeping_in_shares',
+      title: 'In shares',
+      description: 'A test tool whose work left shrinks far slower than it writes.',
+      risk: 'write',
+      toolset: 'core',
+      idempotent: true,
+      input: z.strictObject({ user_id: z.string() }),
+      output: z.object({ flagged: z.number(), remaining: z.number() }),
+      target: (args) => `user:${args.user_id}`,
+      run: async () => {
+        calls += 1;
+        return { flagged: 10, remaining: 31 - calls };
+      },
+    }) as unknown as AnyTool;
+    env = await outboxEnv({ tools: [...tools, creeping] });
+    await env.automation.store.enqueueRouted(
+      { entityType: 'user', entityId: 'fg_creep', decisionId: 'watch_user_payment_abuse', time: Date.now() },
+      [{ effect: 'segment', tool: 'creeping_in_shares', args: { user_id: 'fg_creep' } }],
+    );
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    // First share: 10 written, 30 left, so 40 in all: ceil(40 / 10) + 2 = 6 shares at most.
+    expect(calls).toBe(6);
+    const [effect] = await env.automation.store.list({ limit: 10 });
+    expect(effect).toMatchObject({ state: 'dead' });
+    expect(effect?.lastError).toMatch(
+      /^CONTINUATION_STALLED: 6 shares, the most this effect may take \(6\), and 25 still to do/,
+    );
+    const dead = (await env.auditRecords()).filter((r) => r.event === 'dead_lettered');
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({ tool: 'creeping_in_shares', outcome: { code: 'CONTINUATION_STALLED' } });
   });
 
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
@@ -196,6 +232,68 @@ describe('outbox worker', () => {
       .records('Opportunity')
       .filter((o) => o.AccountId === account && o.IsClosed === false);
     expect(open.every((o) => o.Fraud_Risk_Flag__c === true)).toBe(true);
+  });
+
+  it('approved shares that never shrink the work end as an audited dead letter, not a new approval forever', async () => {
+    env = await outboxEnv({ config: { approvals: { tools: { flag_opportunities: 'approval' } } } });
+    const { salesforce } = env.sandbox;
+    const user = 'sandbox-high-risk';
+    const account = salesforce.demo?.accounts[user];
+    for (let i = 0; i < 1000; i++) {
+      salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    // The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged.
+    salesforce.onWrite(() => {
+      for (const o of salesforce.records('Opportunity')) {
+        const summary = o.Fraud_Risk_Summary__c;
+        if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
+          salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
+      }
+    });
+    const { store, runtime, worker } = env.automation;
+    await store.enqueueRouted(
+      { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
+      [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
+    );
+    const approveParked = async (previous?: string) => {
+      const until = Date.now() + 10_000;
+      const waiting = async () =>
+        (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
+      let parked = await waiting();
+      while (!parked && Date.now() < until) {
+        await worker.tick();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        parked = await waiting();
+      }
+      const id = parked?.approvalId ?? '';
+      await runtime.pipeline.decide(id, {
+        approve: true,
+        approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
+      });
+      return id;
+    };
+    const first = await approveParked();
+    expect(first).not.toBe('');
+    const second = await approveParked(first);
+    expect(second).not.toBe('');
+    const until = Date.now() + 10_000;
+    while ((await store.list({ states: ['dead'] })).length === 0 && Date.now() < until) {
+      await worker.tick();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const [effect, ...others] = await store.list({ limit: 10 });
+    expect(others).toHaveLength(0);
+    expect(effect).toMatchObject({ state: 'dead' });
+    expect(effect?.lastError).toContain('CONTINUATION_STALLED');
+    expect(effect?.lastError).toContain('share 2 left 2 still to do, 2 before it');
+    const dead = (await env.auditRecords()).filter((r) => r.event === 'dead_lettered');
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({ approval_id: second, outcome: { code: 'CONTINUATION_STALLED' } });
   });
 
   it('settles parked effects with a bounded number of queries, the oldest past a thousand undecided ones too', async () => {

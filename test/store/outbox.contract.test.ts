@@ -136,6 +136,33 @@ for (const engine of ENGINES) {
       expect((await store.claim('w', 1, 60_000)).map((e) => e.id)).toEqual([id]);
     });
 
+    it('continues a leased effect with its progress kept, no attempt; approval continuations keep it too; requeue clears it', async () => {
+      const [a] = await open();
+      const store = a!;
+      const { id: eventId } = await store.enqueue(user('c2', 'watch', 1));
+      await store.route(eventId, [{ effect: 'opportunities', tool: 't', args: {} }]);
+      const [effect] = await store.claim('w', 1, 60_000);
+      const id = effect?.id ?? 0;
+      const progress = { continuation: { shares: 1, remaining: 102, max_shares: 4 } };
+      expect(await store.continueLater(id, 'other', progress)).toBe(false); // not its lease
+      expect(await store.continueLater(id, 'w', progress)).toBe(true);
+      expect(await store.get(id)).toMatchObject({ state: 'pending', attempts: 0, result: progress });
+      const [again] = await store.claim('w', 1, 60_000);
+      expect(again?.result).toEqual(progress);
+      expect(await store.awaitApproval(id, 'w', 'apr_share_2')).toBe(true);
+      const later = { continuation: { shares: 2, remaining: 2, max_shares: 4 } };
+      expect(await store.continueAfterApproval(id, later)).toBe(true);
+      expect((await store.get(id))?.result).toEqual(later);
+      await store.claim('w', 1, 60_000);
+      expect(await store.awaitApproval(id, 'w', 'apr_share_3')).toBe(true);
+      expect(await store.continueAfterApproval(id)).toBe(true); // no progress given: kept
+      expect((await store.get(id))?.result).toEqual(later);
+      await store.claim('w', 1, 60_000);
+      expect(await store.deadLetter(id, 'w', 'CONTINUATION_STALLED: stopped')).toBe(true);
+      expect(await store.requeue(id)).toBe(true);
+      expect((await store.get(id))?.result).toBeUndefined();
+    });
+
     it('stores an event with its effects in one step, once', async () => {
       const [a, b] = await open();
       const event = user('s1', 'segment:msg-1', 10);

@@ -253,6 +253,51 @@ describe('score-change trigger', () => {
     expect(env.sandbox.salesforce.requests('POST', '/services/data/:v/composite/sobjects')).toHaveLength(1);
   });
 
+  it('an org that rewrites the flagged summary ends the big-account effect as a dead letter after a bounded number of shares', async () => {
+    env = await outboxEnv({ config: { automation: { score_trigger: { effects: ['opportunities'] } } } });
+    const { salesforce } = env.sandbox;
+    const user = 'sandbox-high-risk';
+    const account = env.sandbox.salesforce.demo?.accounts[user];
+    for (let i = 0; i < 1100; i++) {
+      salesforce.insert('Opportunity', {
+        Name: `Deal ${i}`,
+        StageName: 'Prospecting',
+        CloseDate: '2026-12-31',
+        AccountId: account,
+      });
+    }
+    // The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged.
+    salesforce.onWrite(() => {
+      for (const o of salesforce.records('Opportunity')) {
+        const summary = o.Fraud_Risk_Summary__c;
+        if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
+          salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
+      }
+    });
+    salesforce.clearJournal();
+    await env.automation.store.enqueue({
+      entityType: SCORE_ENTITY,
+      entityId: user,
+      decisionId: SCORE_READ_EVENT,
+      time: Date.now(),
+    });
+    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+
+    const [effect, ...others] = await env.automation.store.list({ limit: 100 });
+    expect(others).toHaveLength(0);
+    expect(effect).toMatchObject({ effect: 'opportunities', state: 'dead' });
+    expect(effect?.lastError).toMatch(/^CONTINUATION_STALLED: share 2 left 102 still to do, 102 before it/);
+    // Two shares of 1000, in collections of ≤200, and no more.
+    expect(salesforce.requests('PATCH', '/services/data/:v/composite/sobjects')).toHaveLength(10);
+    const dead = (await env.auditRecords()).filter((r) => r.event === 'dead_lettered');
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({
+      tool: 'flag_opportunities',
+      target: `outbox_effect:${effect?.id}`,
+      outcome: { code: 'CONTINUATION_STALLED' },
+    });
+  });
+
   it('from_reads: false — reading a score stores nothing for the trigger', async () => {
     mcp = await setup({ config: { automation: { score_trigger: { from_reads: false } } } });
     expect((await mcp.callTool('get_sift_score', { user_id: 'sandbox-high-risk' })).error).toBeUndefined();
