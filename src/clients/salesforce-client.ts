@@ -225,6 +225,25 @@ function isNetworkError(error: unknown): boolean {
   return error instanceof TypeError && error.message === 'fetch failed';
 }
 
+/** The first of Node's own network error codes (ECONNRESET, …) along the cause chain. */
+function networkCodeOf(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth += 1) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_FAILURE.has(code)) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * An error's class name when it looks like one (`TypeError`, `INVALID_FIELD`), else `Error`: jsforce
+ * copies fields of a vendor's answer into `name`, so anything else may be free text.
+ */
+function errorClassOf(name: unknown): string {
+  return typeof name === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(name) ? name : 'Error';
+}
+
 /** The `message` of one item of a Salesforce error list, or ''. */
 function messageOf(item: unknown): string {
   const message =
@@ -376,7 +395,9 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     if (error instanceof FraudgateError) return error;
     const e = (typeof error === 'object' && error !== null ? error : {}) as JsforceError;
     const rawMessage = typeof e.message === 'string' ? e.message : String(error);
-    const detail = `${ctx.what}: ${e.name ?? 'Error'}: ${rawMessage}`.slice(0, 2000);
+    // The details below are a code or class, a status and fixed words: `detail` reaches the audit
+    // ledger, and Salesforce's or Node's text (an OAuth error_description, say) may name a person.
+    const detail = (what: string) => `${ctx.what}: ${what}`;
 
     if (state?.refreshLoop) {
       return new UpstreamError(
@@ -387,7 +408,9 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           status: 401,
           upstreamCode: 'INVALID_SESSION_ID',
           retryable: false,
-          detail,
+          detail: detail(
+            'INVALID_SESSION_ID (HTTP 401): refresh limit reached, a fresh session was rejected',
+          ),
           cause: error,
         },
       );
@@ -397,7 +420,12 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         ctx.nonIdempotent
           ? `Salesforce could not be reached during ${ctx.what}; the record may or may not exist, check before trying again.`
           : `Salesforce could not be reached during ${ctx.what}; try again shortly.`,
-        { service: SERVICE, retryable: !ctx.nonIdempotent, detail, cause: error },
+        {
+          service: SERVICE,
+          retryable: !ctx.nonIdempotent,
+          detail: detail(`network error ${networkCodeOf(error) ?? '(no code)'}`),
+          cause: error,
+        },
       );
     }
     // OAuth errors from the token endpoint: name = error, message = error_description.
@@ -410,7 +438,14 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return new UpstreamError(
         `Salesforce refused fraudgate's login (${oauthName}). Check the connected app credentials, the login URL ` +
           '(client credentials needs the My Domain URL) and that the flow is enabled.',
-        { service: SERVICE, status: 400, upstreamCode: oauthName, retryable: false, detail, cause: error },
+        {
+          service: SERVICE,
+          status: 400,
+          upstreamCode: oauthName,
+          retryable: false,
+          detail: detail(`OAuth ${oauthName} (HTTP 400): login refused`),
+          cause: error,
+        },
       );
     }
     if (rawMessage.startsWith('Unable to refresh session due to:')) {
@@ -421,7 +456,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           status: 401,
           upstreamCode: 'INVALID_SESSION_ID',
           retryable: false,
-          detail,
+          detail: detail('INVALID_SESSION_ID (HTTP 401): session refresh failed, login again refused'),
           cause: error,
         },
       );
@@ -431,7 +466,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       return new UpstreamError(`Salesforce call failed unexpectedly during ${ctx.what}.`, {
         service: SERVICE,
         retryable: false,
-        detail,
+        detail: detail(`${errorClassOf(e.name)}: unexpected error without a Salesforce error code`),
         cause: error,
       });
     }

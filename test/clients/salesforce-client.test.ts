@@ -129,6 +129,49 @@ describe('auth', () => {
     expect(error.message).not.toContain('wrong-secret');
   });
 
+  it("a refused login keeps the OAuth code and status in detail, never Salesforce's error_description", async () => {
+    emu.faults.inject({
+      path: '/services/oauth2/token',
+      status: 400,
+      body: {
+        error: 'invalid_grant',
+        error_description: 'user Jane Quixote <jane.quixote@example.com> is locked',
+      },
+    });
+    const error = await rejection(client().query('SELECT Id FROM Group'));
+    expect(error.upstreamCode).toBe('invalid_grant');
+    expect(error.detail).toBe('query: OAuth invalid_grant (HTTP 400): login refused');
+    expect(`${error.message} ${error.detail}`).not.toMatch(/Quixote|jane\.quixote/i);
+  });
+
+  it('a session refresh refused by the token endpoint keeps no vendor text in detail', async () => {
+    const sf = client();
+    await sf.query('SELECT Id FROM Group');
+    emu.expireTokens();
+    emu.faults.inject({
+      path: '/services/oauth2/token',
+      status: 400,
+      body: {
+        error: 'invalid_grant',
+        error_description: 'user Jane Quixote <jane.quixote@example.com> is locked',
+      },
+    });
+    const error = await rejection(sf.query('SELECT Id FROM Group'));
+    expect(error.retryable).toBe(false);
+    expect(error.detail).toBe(
+      'query: INVALID_SESSION_ID (HTTP 401): session refresh failed, login again refused',
+    );
+    expect(error.detail).not.toMatch(/Quixote|jane\.quixote/i);
+  });
+
+  it("a network error keeps Node's error code in detail, not its message", async () => {
+    const sf = client({ maxRetries: 0 });
+    await sf.query('SELECT Id FROM Group');
+    emu.faults.inject({ path: '/query', reset: true, count: 5 });
+    const error = await rejection(sf.query('SELECT Id FROM Group'));
+    expect(error.detail).toBe('query: network error UND_ERR_SOCKET');
+  });
+
   it('sends the API version explicitly in every data path', async () => {
     const sf = client();
     await sf.query('SELECT Id FROM Group');

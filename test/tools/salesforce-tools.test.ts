@@ -233,6 +233,26 @@ describe('sync_decision_to_salesforce', () => {
     expect(ledger).not.toContain('under review');
   });
 
+  it("a refused Salesforce login leaves the OAuth code in the ledger, never the error_description's name or email", async () => {
+    env = await setup();
+    // Whether the server has a session yet or must refresh one, every login it tries is refused.
+    env.sandbox.salesforce.expireTokens();
+    env.sandbox.salesforce.faults.inject({
+      path: '/services/oauth2/token',
+      status: 400,
+      count: 10,
+      body: {
+        error: 'invalid_grant',
+        error_description: 'user Jane Quixote <jane.quixote@corp.example> is locked out',
+      },
+    });
+    const result = await callRead(env, 'sync_decision_to_salesforce', { user_id: 'sandbox-watch' });
+    expect(result.error).toBeDefined();
+    const ledger = await storedAuditText(env.config, env.runtime.audit);
+    expect(ledger).toMatch(/invalid_grant|INVALID_SESSION_ID/);
+    expect(ledger).not.toMatch(/Quixote|jane\.quixote|corp\.example|locked out/i);
+  });
+
   it('unmatched users are NOT_FOUND; dry run writes nothing', async () => {
     env = await setup();
     const none = await env.callTool('sync_decision_to_salesforce', { user_id: 'sandbox-unmatched' });
