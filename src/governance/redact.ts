@@ -58,8 +58,6 @@ const EMAIL =
 // (`client:2001:db8::7`, `peer:::1`), where the colon is the label's, not the address's.
 const IPV6_RUN = /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z_][\w-]*:))[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*/g;
 const WORD_CHAR = /\w/;
-const LABEL_CHAR = /[\w-]/;
-const LABEL_START = /[A-Za-z_]/;
 // A label made only of hex digits (`dead:`, `cafe:`) is read into the candidate; the rest may still be an address.
 const HEX_LABEL = /^[A-Fa-f][0-9A-Fa-f]*:/;
 // Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
@@ -238,18 +236,6 @@ function ipv6Candidate(run: string, followedByWord: boolean): number {
   return dot > second ? dot : -1;
 }
 
-/**
- * Whether the colon at `colon` in `text` ends a `word:` label: a run of word characters and hyphens
- * starting with a letter or `_`, not itself after a `.` or `:` (IPV6_RUN's label lookbehind, in code).
- */
-function isLabelBefore(text: string, colon: number): boolean {
-  let start = colon;
-  while (start > 0 && LABEL_CHAR.test(text.charAt(start - 1))) start -= 1;
-  if (start === colon || !LABEL_START.test(text.charAt(start))) return false;
-  const before = text.charAt(start - 1);
-  return before !== '.' && before !== ':';
-}
-
 export function createRedactor(options: RedactorOptions): Redactor {
   if (options.hashKey.length === 0) {
     // An empty key makes every tag a plain hash that anyone can confirm by guessing.
@@ -317,15 +303,9 @@ export function createRedactor(options: RedactorOptions): Redactor {
       text = text.replace(IPV6_RUN, (run: string, offset: number, whole: string) => {
         const followedByWord = WORD_CHAR.test(whole.charAt(offset + run.length));
         const end = ipv6Candidate(run, followedByWord);
-        if (end !== -1) return maskIpv6(run.slice(0, end)) + run.slice(end);
-        // No address from the run's start: one may still start after its first colon, if what precedes
-        // that colon is a `word:` label (`client:2001:db8::7g` holds none, `x:::1` does).
-        const colon = run.indexOf(':');
-        if (!isLabelBefore(whole, offset + colon)) return run;
-        const rest = run.slice(colon + 1);
-        const restEnd = ipv6Candidate(rest, followedByWord);
-        if (restEnd === -1) return run;
-        return run.slice(0, colon + 1) + maskIpv6(rest.slice(0, restEnd)) + rest.slice(restEnd);
+        // No candidate from the run's start means none from a later one (after a `word:` label) either:
+        // it would need two colons, and a dot after them, further on still.
+        return end === -1 ? run : maskIpv6(run.slice(0, end)) + run.slice(end);
       });
     }
     if (!DIGIT.test(text)) return text;
