@@ -407,7 +407,13 @@ function toWorkflowStatuses(raw: unknown[] | undefined): SiftWorkflowStatus[] {
 
 /** Remove `$api_key` values (also inside the echoed, JSON-escaped `request` string) and any known key. */
 export function redactSiftSecrets(text: string, apiKey?: string): string {
-  let out = text.replace(/(\\*"\$api_key\\*"\s*:\s*\\*")((?:[^"\\]|\\[^"])*)(\\*")/g, '$1[REDACTED]$3');
+  // The value is read atomically (a lookahead, then `\2`) and a match starts only at the first of a
+  // run of backslashes: with plain backtracking, an unclosed value full of backslashes cost quadratic
+  // time in the length of the upstream text.
+  let out = text.replace(
+    /((?<!\\)\\*"\$api_key\\*"\s*:\s*\\*")(?=((?:[^"\\]|\\[^"])*))\2(\\*")/g,
+    '$1[REDACTED]$3',
+  );
   out = out.replace(/([?&]api_key=)[^&\s"]*/g, '$1[REDACTED]');
   if (apiKey) out = out.split(apiKey).join('[REDACTED]');
   return out;

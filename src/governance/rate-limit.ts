@@ -42,15 +42,33 @@ function refill(tokens: number, updatedAt: number, now: number, config: BucketCo
   };
 }
 
-export function createRateLimiter(now: () => number = Date.now): RateLimiter {
+/**
+ * Buckets in this process. With `maxKeys`, at most that many buckets are kept, the least recently
+ * used forgotten first (its key starts full again): for keys that callers do not choose from a
+ * bounded set, such as client networks.
+ */
+export function createRateLimiter(
+  now: () => number = Date.now,
+  options: { maxKeys?: number } = {},
+): RateLimiter {
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
+  const maxKeys = options.maxKeys ?? Infinity;
   const takeNow = (key: string, config: BucketConfig): RateLimitDecision => {
     const t = now();
     const state = buckets.get(key);
     if (!state) {
+      if (buckets.size >= maxKeys) {
+        const oldest = buckets.keys().next().value;
+        if (oldest !== undefined) buckets.delete(oldest);
+      }
       const { tokens, decision } = refill(config.capacity, t, t, config);
       buckets.set(key, { tokens, updatedAt: t });
       return decision;
+    }
+    if (maxKeys !== Infinity) {
+      // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
+      buckets.delete(key);
+      buckets.set(key, state);
     }
     const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
     state.tokens = tokens;

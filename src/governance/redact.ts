@@ -51,11 +51,13 @@ export interface RedactorOptions {
 // then a dotted domain (internationalised too).
 const EMAIL =
   /(?<![\p{L}\p{M}\p{N}_.%+'-])([\p{L}\p{M}\p{N}_.%+'-]+)@((?:[\p{L}\p{M}\p{N}-]+\.)+\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\p{N}_-])/gu;
-// Candidate IPv6 tokens; net.isIPv6 decides. The guards keep masks like `2001:db8:1::x` stable and
-// never start mid-token (`1:2:3:4:5:6:7:8:9` holds no address), except right after a `word:` label
+// Runs of IPv6 text (hex digits, dots, at least one colon), each taken whole: which part of a run is
+// an address is decided in code (ipv6Candidate), never by backtracking, so matching stays linear on
+// hostile text (nested `[0-9A-Fa-f:.]*` groups took minutes on 16 KiB of colons). A run never starts
+// mid-token (`1:2:3:4:5:6:7:8:9` holds no address), except right after a `word:` label
 // (`client:2001:db8::7`, `peer:::1`), where the colon is the label's, not the address's.
-const IPV6_CANDIDATE =
-  /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z_][\w-]*:))[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![\w:])/g;
+const IPV6_RUN = /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z_][\w-]*:))[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*/g;
+const WORD_CHAR = /\w/;
 // A label made only of hex digits (`dead:`, `cafe:`) is read into the candidate; the rest may still be an address.
 const HEX_LABEL = /^[A-Fa-f][0-9A-Fa-f]*:/;
 // Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
@@ -138,12 +140,15 @@ const MAX_REDACT_DEPTH = 64;
 
 /** `$user_email`, `SuppliedEmail`, `x-api-key` and `APIKey` all reduce to snake_case without `$`. */
 function normaliseKey(key: string): string {
-  return key
-    .replace(/^\$+/, '')
-    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
-    .replace(/([a-z\d])([A-Z])/g, '$1_$2')
-    .replace(/[-\s.]+/g, '_')
-    .toLowerCase();
+  return (
+    key
+      .replace(/^\$+/, '')
+      // `APIKey` → `API_Key`; a lookahead, as `([A-Z]+)([A-Z][a-z])` is quadratic on a long capital run.
+      .replace(/([A-Z])(?=[A-Z][a-z])/g, '$1_')
+      .replace(/([a-z\d])([A-Z])/g, '$1_$2')
+      .replace(/[-\s.]+/g, '_')
+      .toLowerCase()
+  );
 }
 
 /**
@@ -179,8 +184,12 @@ function looksLikePhone(text: string): boolean {
   return /^\+?[\d\s().-]+$/.test(text) && digits >= 7 && digits <= 15 && !SIGNED_AMOUNT.test(text);
 }
 
+// `local@domain` with a dot inside the domain, checked in code: `^[^\s@]+@[^\s@]+\.[^\s@]+$` backtracks
+// quadratically on a long run of dots.
 function looksLikeEmail(text: string): boolean {
-  return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(text);
+  if (!/^[^\s@]+@[^\s@]+$/.test(text)) return false;
+  const dot = text.indexOf('.', text.indexOf('@') + 2);
+  return dot !== -1 && dot < text.length - 1;
 }
 
 /** `203.000.113.077` → `203.0.113.77`; anything else unchanged. */
@@ -210,6 +219,21 @@ export function ipv6Hextets(address: string): string[] {
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
   const fill = tail === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
   return [...left, ...fill, ...right].map((h) => h.replace(/^0+(?=.)/, ''));
+}
+
+/**
+ * Where the IPv6 candidate in `run` (an {@link IPV6_RUN} match, or its part after a label) ends: the
+ * longest prefix holding two colons that is not followed by a word character or a colon, that is, the
+ * whole run unless a word character follows it (`2001:db8::1x`), else up to a dot inside it. -1 when
+ * there is none. Linear, where the equivalent regex (`[…]*:[…]*:[…]*(?![\w:])`) backtracks cubically.
+ */
+function ipv6Candidate(run: string, followedByWord: boolean): number {
+  const first = run.indexOf(':');
+  const second = first === -1 ? -1 : run.indexOf(':', first + 1);
+  if (second === -1) return -1;
+  if (!followedByWord) return run.length;
+  const dot = run.lastIndexOf('.');
+  return dot > second ? dot : -1;
 }
 
 export function createRedactor(options: RedactorOptions): Redactor {
@@ -248,6 +272,19 @@ export function createRedactor(options: RedactorOptions): Redactor {
     return `${international ? '+' : ''}${digits.slice(0, kept)}${stars}${digits.slice(-2)}#${hashPersonal(phone)}`;
   };
 
+  /** A candidate IPv6 token (ipv6Candidate) masked where it holds an address, else unchanged. */
+  const maskIpv6 = (candidate: string): string => {
+    // Punctuation after an address (`2001:db8::1: unrecognized key`) is not part of it.
+    let cut = candidate.length;
+    while (cut > 0 && (candidate[cut - 1] === ':' || candidate[cut - 1] === '.')) cut -= 1;
+    const address = candidate.slice(0, cut);
+    const trail = candidate.slice(cut);
+    if (isIPv6(address)) return /[0-9a-f]/i.test(address) ? maskIp(address) + trail : candidate;
+    const label = HEX_LABEL.exec(address)?.[0] ?? '';
+    const rest = address.slice(label.length);
+    return label && isIPv6(rest) && /[0-9a-f]/i.test(rest) ? label + maskIp(rest) + trail : candidate;
+  };
+
   /**
    * Each pattern runs only when the text holds a character every match of it needs: most audited
    * strings (tool names, targets like `sift_user:abc`, ids) hold none, and the Unicode-aware
@@ -263,14 +300,12 @@ export function createRedactor(options: RedactorOptions): Redactor {
     }
     const colon = text.indexOf(':');
     if (colon !== -1 && text.indexOf(':', colon + 1) !== -1) {
-      text = text.replace(IPV6_CANDIDATE, (m) => {
-        // Punctuation after an address (`2001:db8::1: unrecognized key`) is not part of it.
-        const trail = /[:.]*$/.exec(m)?.[0] ?? '';
-        const address = m.slice(0, m.length - trail.length);
-        if (isIPv6(address)) return /[0-9a-f]/i.test(address) ? maskIp(address) + trail : m;
-        const label = HEX_LABEL.exec(address)?.[0] ?? '';
-        const rest = address.slice(label.length);
-        return label && isIPv6(rest) && /[0-9a-f]/i.test(rest) ? label + maskIp(rest) + trail : m;
+      text = text.replace(IPV6_RUN, (run: string, offset: number, whole: string) => {
+        const followedByWord = WORD_CHAR.test(whole.charAt(offset + run.length));
+        const end = ipv6Candidate(run, followedByWord);
+        // No candidate from the run's start means none from a later one (after a `word:` label) either:
+        // it would need two colons, and a dot after them, further on still.
+        return end === -1 ? run : maskIpv6(run.slice(0, end)) + run.slice(end);
       });
     }
     if (!DIGIT.test(text)) return text;

@@ -1,11 +1,12 @@
 /**
  * Refused calls (invalid, forbidden, rate limited) are audited, but a caller must not be able to
  * turn refusals into a disk-filler: each principal has a refusal budget of its own (a token bucket,
- * `rate_limits.refusals`, in the same store as the call limits so replicas share it). Within the
- * budget every refusal gets its own record (with an argument summary, never the arguments); past
- * it, refusals are only counted and written as one `refusals_counted` record per principal per
- * minute (and when the process stops), so nothing goes unrecorded and the audit grows by at most
- * one small record a minute however fast the refusals come.
+ * `rate_limits.refusals`, in the same store as the call limits so replicas share it; while that store
+ * fails, in this process, so the budget never fails open). Within the budget every refusal gets its
+ * own record (with an argument summary, never the arguments); past it, refusals are only counted and
+ * written as one `refusals_counted` record per principal per minute (and when the process stops), so
+ * nothing goes unrecorded and the audit grows by at most one small record a minute however fast the
+ * refusals come.
  *
  * A budget can also be kept for something other than a principal (a `RefusalScope`): the webhook
  * endpoints, whose senders are unauthenticated until their signature checks, keep one per client
@@ -14,7 +15,7 @@
  */
 import type { BucketConfig } from '../config.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
-import type { RateLimiter } from './rate-limit.ts';
+import { createRateLimiter, type RateLimiter } from './rate-limit.ts';
 
 /** How often, at most, a principal over its budget gets a `refusals_counted` record. */
 export const REFUSAL_COUNT_INTERVAL_MS = 60_000;
@@ -89,9 +90,14 @@ export function createRefusalBudget(deps: {
     return tally;
   };
 
-  const take = (key: string, bucket: BucketConfig) =>
-    // Budget store down: recording the refusal matters more than bounding it.
-    deps.rateLimiter.take(`refusals\u0000${key}`, bucket).catch(() => ({ allowed: true, retryAfterMs: 0 }));
+  // While the shared store (Redis) fails, buckets of the same size in this process: each replica then
+  // allows a budget of its own rather than a share of the fleet's, but stays bounded, where failing
+  // open let an unauthenticated flood write a record per request.
+  const local = createRateLimiter(() => now().getTime(), { maxKeys: MAX_TALLIES });
+  const take = (key: string, bucket: BucketConfig) => {
+    const id = `refusals\u0000${key}`;
+    return deps.rateLimiter.take(id, bucket).catch(() => local.take(id, bucket));
+  };
 
   const count = async (
     id: string,

@@ -501,6 +501,14 @@ describe('helpers', () => {
     expect(redactSiftSecrets('/v205/score/u?api_key=abc&x=1')).toBe('/v205/score/u?api_key=[REDACTED]&x=1');
   });
 
+  it('redacts in linear time: an unclosed key value full of backslashes is left as it is', () => {
+    // Backtracking made this quadratic: about a minute for these 200,000 backslashes, far beyond the
+    // test timeout (no timing assertion needed).
+    const unclosed = `${'\\'.repeat(1000)}"$api_key":"${'\\'.repeat(200_000)}`;
+    expect(redactSiftSecrets(unclosed)).toBe(unclosed);
+    expect(redactSiftSecrets(`${unclosed}"`)).toBe(`${'\\'.repeat(1000)}"$api_key":"[REDACTED]"`);
+  });
+
   it('reads Retry-After as seconds or an HTTP date', () => {
     const now = Date.parse('2026-01-01T00:00:00Z');
     expect(parseRetryAfter('2', now)).toBe(2000);

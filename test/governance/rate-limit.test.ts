@@ -40,6 +40,18 @@ describe('in-memory buckets', () => {
     t += 1000;
     expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: true, remaining: 0 });
   });
+
+  it('keep at most maxKeys buckets, forgetting the least recently used first', async () => {
+    const one = { capacity: 1, per_minute: 1 };
+    const limiter = createRateLimiter(() => 0, { maxKeys: 2 });
+    expect((await limiter.take('a', one)).allowed).toBe(true);
+    expect((await limiter.take('b', one)).allowed).toBe(true);
+    // `a` used again, so `b` is now the least recently used: a third key evicts it.
+    expect((await limiter.take('a', one)).allowed).toBe(false);
+    expect((await limiter.take('c', one)).allowed).toBe(true);
+    expect((await limiter.take('a', one)).allowed).toBe(false);
+    expect((await limiter.take('b', one)).allowed).toBe(true);
+  });
 });
 
 describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {

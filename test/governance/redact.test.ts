@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ARGUMENT_LIMITS } from '../../src/governance/input-bounds.ts';
 import { REDACTED, canonicalJson, createRedactor, sha256Hex } from '../../src/governance/redact.ts';
 
 const redactor = createRedactor({ hashKey: 'test-key-1' });
@@ -80,6 +81,50 @@ describe('createRedactor: free text', () => {
     expect(redactor.redactValue('GET /v205/users?api_key=sk_live_123&abuse_types=legacy')).toBe(
       `GET /v205/users?api_key=${REDACTED}&abuse_types=legacy`,
     );
+  });
+});
+
+describe('createRedactor: hostile text', () => {
+  // Strings up to ARGUMENT_LIMITS.max_string_length reach the redactor from tool arguments, webhook
+  // fields, upstream text and log lines. With backtracking patterns each of these took from seconds
+  // to minutes (far beyond the test timeout); in linear time they finish at once. No timing assertion:
+  // the timeout is the bound.
+  const length = ARGUMENT_LIMITS.max_string_length;
+  const fill = (prefix: string, unit: string, suffix = ''): string =>
+    prefix + unit.repeat(Math.floor((length - prefix.length - suffix.length) / unit.length)) + suffix;
+  const address = '2001:db8:1::7';
+  const masked = redactor.maskIp(address);
+
+  it.each([
+    ['colons after a label, then a word character', fill('x:', ':', 'g')],
+    ['a label then thousands of groups', fill('a:', '1:')],
+    ['hex groups ending in a word', fill('cert:', 'ab:', 'zz')],
+    ['colons ending in a digit', fill('x:', ':', '1')],
+    ['hex groups after a hex label, ending in a word', fill('dead:', 'f:', 'x')],
+    ['groups and dots', fill('', '1:1.')],
+  ])('leaves %s unmasked, and still masks an address after it', (_name, text) => {
+    expect(text.length).toBeGreaterThan(length - 4);
+    expect(redactor.redactValue(text)).toBe(text);
+    expect(redactor.redactValue(`${text} via ${address}`)).toBe(`${text} via ${masked}`);
+    expect(redactor.redactValue(`${address} ${text}`)).toBe(`${masked} ${text}`);
+  });
+
+  it('masks an address inside a long run of colons after a label only where one starts', () => {
+    const text = fill('client:', ':', '1');
+    // `client:` is a label, and `:::…:1` is not an address: nothing to mask.
+    expect(redactor.redactValue(text)).toBe(text);
+    expect(redactor.redactValue(`client:${address}`)).toBe(`client:${masked}`);
+  });
+
+  it('classifies a long key of capitals and checks a long personal value without backtracking', () => {
+    const key = fill('', 'A');
+    const email = fill('a@', '.', ' x');
+    const out = redactor.redactValue({ [key]: 'kept', email, [`${key}Email`]: 'jane@example.com' });
+    expect(out).toEqual({
+      [key]: 'kept',
+      email: `***${tag(email)}`,
+      [`${key}Email`]: `j***@example.com${tag('jane@example.com')}`,
+    });
   });
 });
 
