@@ -390,6 +390,8 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
     throw error;
   });
   const replicaId = replicaIdFor(config, role);
+  // Before any claim this process makes: claims under replicaId from earlier are its predecessor's.
+  const replicaStartedAt = new Date();
   const runtime = await openRuntime({
     config,
     secrets,
@@ -400,7 +402,15 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
     // An explicit replica id continues this replica's audit chain across restarts.
     ...(config.replica_id ? { auditWriter: config.replica_id } : {}),
     replicaId,
+    replicaStartedAt,
   });
+  // What the previous process under this replica id died executing is settled now, not on the first
+  // approval sweep this replica happens to run (it may not hold that job's lease for a long time).
+  const recovery = runtime.pipeline
+    .recoverInterrupted()
+    .catch((error: unknown) =>
+      logger.error('recovering interrupted approvals failed', { error: String(error) }),
+    );
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
   const jobs = await startServeJobs(runtime, replicaId);
   // Everything is loaded now: the code V8 compiled is kept for the next start (bin/fraudgate.js
@@ -408,7 +418,16 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   (await import('node:module')).flushCompileCache();
   const webhooks =
     role === 'http'
-      ? await openWebhooks({ config, secrets, runtime, store, keys, logger, owner: replicaId })
+      ? await openWebhooks({
+          config,
+          secrets,
+          runtime,
+          store,
+          keys,
+          logger,
+          owner: replicaId,
+          replicaStartedAt,
+        })
       : undefined;
   return {
     secrets,
@@ -422,6 +441,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
      */
     async close() {
       await jobs.close();
+      await recovery;
       await webhooks?.close();
       await runtime.close();
       await store.close();
@@ -444,8 +464,9 @@ async function openWebhooks(options: {
   keys: LoadedKeys;
   logger: Logger;
   owner: string;
+  replicaStartedAt: Date;
 }): Promise<{ mounts: HttpHandler[]; close(): Promise<void> }> {
-  const { config, secrets, runtime, store, keys, logger, owner } = options;
+  const { config, secrets, runtime, store, keys, logger, owner, replicaStartedAt } = options;
   const [
     { openAutomation },
     { createSiftWebhookHandler },
@@ -470,6 +491,7 @@ async function openWebhooks(options: {
     audit: runtime.audit,
     keys,
     owner,
+    replicaStartedAt,
   });
   automation.worker.start();
   // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).

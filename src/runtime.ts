@@ -419,6 +419,8 @@ export async function openRuntime(options: {
    * it, so the replica restarted under the same id resumes those it died running (PipelineDeps).
    */
   replicaId?: string;
+  /** When this process took `replicaId` (PipelineDeps.startedAt); default: when the runtime opens. */
+  replicaStartedAt?: Date;
   /** The process's store; default: opened here (and closed by `close()`). */
   store?: Store;
   /** The keys the process loaded at start-up; default: loaded here. */
@@ -470,6 +472,7 @@ export async function openRuntime(options: {
     rateLimiter,
     logger,
     ...(options.replicaId ? { replicaId: options.replicaId } : {}),
+    ...(options.replicaStartedAt ? { startedAt: options.replicaStartedAt } : {}),
   });
   // A runtime whose calls wait for decisions hears other replicas' from now on (the automation's never wait).
   if (config.approvals.wait_ms > 0) await state.approvalSignal.listen();

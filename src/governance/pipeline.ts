@@ -19,7 +19,7 @@ import {
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { UNIDENTIFIED } from '../auth/identity.ts';
-import type { Approval, ApprovalStore, NewApproval } from '../store/approval-store.ts';
+import type { Approval, ApprovalStore, ExecutionClaim, NewApproval } from '../store/approval-store.ts';
 import {
   humanTime,
   inputSchemaOf,
@@ -101,6 +101,12 @@ export interface PipelineDeps {
    * its previous process was running when it died at once, instead of after INTERRUPTED_AFTER_MS.
    */
   replicaId?: string;
+  /**
+   * When this process took `replicaId` (`serve` passes one time to both its pipelines); default: when
+   * the pipeline is created. Only a claim under the id from before it can be a dead predecessor's:
+   * a later one is this process's own or a live process's sharing the id, and is never taken.
+   */
+  startedAt?: Date;
   logger: Logger;
   now?: () => Date;
 }
@@ -117,6 +123,11 @@ export interface Pipeline {
    * or the server restarted) and expire overdue ones. Safe to run from several processes.
    */
   processApprovals(): Promise<void>;
+  /**
+   * The part of processApprovals that settles interrupted executions, among them those this replica's
+   * previous process died running: `serve` runs it once at start-up, not waiting for a sweep.
+   */
+  recoverInterrupted(): Promise<void>;
   /** Record a human decision (CLI or console); see approval-desk.ts. */
   decide: ApprovalDesk['decide'];
   /**
@@ -169,6 +180,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const { config, approvals, audit, redactor, logger } = deps;
   checkPolicyNames(deps.tools, config);
   const now = deps.now ?? (() => new Date());
+  const startedAt = (deps.startedAt ?? now()).getTime();
   const desk = createApprovalDesk({
     approvals,
     audit,
@@ -664,34 +676,84 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   /**
    * An approval left `executing` longer than any call can take was interrupted (the process died
-   * mid-call); so was one claimed under this replica's id that this process is not running (the
-   * replica was restarted: only one process holds a replica id, as with outbox leases). An idempotent
+   * mid-call); so was one claimed under this replica's id before this process started that it is
+   * not running (the replica was restarted: its previous process made that claim). An idempotent
    * tool is run again — its upstream keys (approval id as Segment messageId, the same label) make a
    * repeat harmless; any other tool is marked failed, because whether the first attempt reached the
    * upstream is unknown and a blind retry could duplicate it.
+   *
+   * Each recovery can be a full upstream call, so the rows listed up front go stale: meanwhile a
+   * claim may have been given up (a budget pause) and made again by another replica. Every
+   * transition here is therefore guarded by the very claim that was listed.
    */
   async function recoverInterrupted(): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
     for (const stuck of await approvals.list({ states: ['executing'], limit: 50 })) {
       if (!stuck.executed_at) continue;
-      const orphaned =
-        deps.replicaId !== undefined && stuck.executed_by === deps.replicaId && !executingHere.has(stuck.id);
-      if (!orphaned && Date.parse(stuck.executed_at) > staleBefore) continue;
+      const claimedAt = Date.parse(stuck.executed_at);
+      const underOurId = deps.replicaId !== undefined && stuck.executed_by === deps.replicaId;
+      const orphaned = underOurId && claimedAt < startedAt && !executingHere.has(stuck.id);
+      if (underOurId && claimedAt >= startedAt) await noticeTwin(stuck);
+      if (!orphaned && claimedAt > staleBefore) continue;
+      const claim: ExecutionClaim = { executed_at: stuck.executed_at, executed_by: stuck.executed_by };
       const tool = byName.get(stuck.tool);
       if (tool?.idempotent) {
-        const requeued = await approvals.transition(stuck.id, ['executing'], 'approved');
+        const clear = null as unknown as string;
+        const requeued = await approvals.transition(
+          stuck.id,
+          ['executing'],
+          'approved',
+          // Cleared, so no later claim (say, by a replica of an older version) carries this one's id.
+          { executed_at: clear, executed_by: clear },
+          claim,
+        );
         if (requeued) await executeApproval(requeued, {}, randomUUID(), { recheck: false });
         continue;
       }
-      await approvals.transition(stuck.id, ['executing'], 'failed', {
-        error: {
-          code: ERROR_CODES.INTERNAL,
-          message:
-            'Execution was interrupted (the server stopped mid-call); whether it reached the upstream is unknown. ' +
-            'Check the upstream before requesting it again.',
+      await approvals.transition(
+        stuck.id,
+        ['executing'],
+        'failed',
+        {
+          error: {
+            code: ERROR_CODES.INTERNAL,
+            message:
+              'Execution was interrupted (the server stopped mid-call); whether it reached the upstream is unknown. ' +
+              'Check the upstream before requesting it again.',
+          },
         },
-      });
+        claim,
+      );
     }
+  }
+
+  let twinWarned = false;
+
+  /**
+   * A claim under this replica id made since this process started, that this process is not running
+   * and still holds, was made by another live process using the same id (e.g. a `replica_id` in a
+   * config file shared by several stdio processes): say so once. executingHere has an entry from
+   * before its claim's executed_at is taken until after its outcome is stored, so a claim older than
+   * the look at executingHere and still in place after it cannot be this process's.
+   */
+  async function noticeTwin(listed: Approval): Promise<void> {
+    if (twinWarned || executingHere.has(listed.id)) return;
+    const lookedAt = now().getTime();
+    if (Date.parse(listed.executed_at ?? '') >= lookedAt) return;
+    const current = await approvals.get(listed.id);
+    if (
+      current?.state !== 'executing' ||
+      current.executed_at !== listed.executed_at ||
+      current.executed_by !== listed.executed_by
+    ) {
+      return;
+    }
+    twinWarned = true;
+    logger.warn(
+      'another running process uses this replica id; give each process its own (FRAUDGATE_REPLICA_ID), ' +
+        'or each may take over the leases of the other',
+      { replica_id: deps.replicaId, approval_id: listed.id },
+    );
   }
 
   /** Where the last sweep of approved approvals stopped: the next one continues after it. */
@@ -1199,6 +1261,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       await recoverInterrupted();
       await runApproved();
     },
+
+    recoverInterrupted,
 
     decide: (approvalId, decision) => desk.decide(approvalId, decision),
 

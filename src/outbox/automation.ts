@@ -97,6 +97,8 @@ export async function openAutomation(options: {
   clients?: UpstreamClients;
   /** The replica id (`serve`): the worker's lease owner, and the executor its approvals carry. */
   owner?: string;
+  /** When this process took `owner` as its replica id (`serve`: the MCP runtime's too). */
+  replicaStartedAt?: Date;
   /** false: one upstream request per record (the benchmark's naive baseline). */
   batching?: boolean;
   /** The process's store (shared with its MCP runtime); default: opened here and closed by `close()`. */
@@ -117,6 +119,7 @@ export async function openAutomation(options: {
     observeScores: false,
     // The outbox owner is the replica id (`serve`): its approvals resume after a restart like its leases.
     ...(options.owner ? { replicaId: options.owner } : {}),
+    ...(options.replicaStartedAt ? { replicaStartedAt: options.replicaStartedAt } : {}),
     ...(options.store ? { store: options.store } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.keys ? { keys: options.keys } : {}),

@@ -60,6 +60,12 @@ export interface Approval {
   error?: { code: string; message: string };
 }
 
+/**
+ * Who claimed an approval for execution and when, as a reader saw it: a transition guarded by it
+ * fails once the claim was given up and made again (by another replica, or later by the same one).
+ */
+export type ExecutionClaim = Pick<Approval, 'executed_at' | 'executed_by'>;
+
 export type NewApproval = Omit<
   Approval,
   'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
@@ -95,7 +101,11 @@ export interface ApprovalStore {
   list(filter?: ApprovalListFilter): Promise<Approval[]>;
   /** The open (pending, approved or executing) approval for exactly this call, if any. */
   findOpen(binding: ApprovalBinding): Promise<Approval | undefined>;
-  /** Compare-and-set: moves to `to` only from one of `from`; returns the new row, or undefined if the state had moved on. */
+  /**
+   * Compare-and-set: moves to `to` only from one of `from` and, when `claim` is given, only while the
+   * row still carries exactly that execution claim (an absent field must be NULL); returns the new
+   * row, or undefined if it had moved on.
+   */
   transition(
     id: string,
     from: ApprovalState[],
@@ -106,6 +116,7 @@ export interface ApprovalStore {
         'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
       >
     >,
+    claim?: ExecutionClaim,
   ): Promise<Approval | undefined>;
   /** Pending or approved approvals whose expiry has passed. */
   listExpired(now: Date): Promise<Approval[]>;
@@ -238,7 +249,7 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
       return rows.map(fromRow);
     },
     findOpen,
-    async transition(id, from, to, patch = {}) {
+    async transition(id, from, to, patch = {}, claim) {
       const sets = ['state = $1'];
       const values: (string | null)[] = [to];
       for (const [key, value] of Object.entries(patch)) {
@@ -247,10 +258,22 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
         sets.push(`${key} = $${values.length}`);
       }
       values.push(id);
-      const idAt = values.length;
+      const conditions = [`id = $${values.length}`];
+      if (claim) {
+        // IS NULL spelled out rather than IS NOT DISTINCT FROM, which SQLite lacks.
+        for (const column of ['executed_at', 'executed_by'] as const) {
+          const expected = claim[column];
+          if (expected === undefined) {
+            conditions.push(`${column} IS NULL`);
+          } else {
+            values.push(expected);
+            conditions.push(`${column} = $${values.length}`);
+          }
+        }
+      }
+      conditions.push(`state IN (${placeholders(from.length, values.length + 1)})`);
       const [row] = await db.query<Row>(
-        `UPDATE approvals SET ${sets.join(', ')} WHERE id = $${idAt} AND state IN (${placeholders(from.length, idAt + 1)})
-         RETURNING *`,
+        `UPDATE approvals SET ${sets.join(', ')} WHERE ${conditions.join(' AND ')} RETURNING *`,
         [...values, ...from],
       );
       return row ? fromRow(row) : undefined;

@@ -158,7 +158,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
     get: async (id) => openMaybe(await inner.get(id)),
     list: async (filter) => (await inner.list(filter)).map(open),
     findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
-    transition: async (id, from, to, patch) =>
+    transition: async (id, from, to, patch, claim) =>
       openMaybe(
         await inner.transition(
           id,
@@ -167,6 +167,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
           patch?.reason === undefined || patch.reason === null
             ? patch
             : { ...patch, reason: cipher.seal(patch.reason, reasonContext(id)) },
+          claim,
         ),
       ),
     listExpired: async (now) => (await inner.listExpired(now)).map(open),

@@ -3,7 +3,9 @@
  * executed once, deny/expiry → never executed, changed arguments → new approval, four-eyes,
  * restart between approve and execute.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { silentLogger, type Logger } from '../../src/logger.ts';
+import type { Approval } from '../../src/store/approval-store.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -297,6 +299,104 @@ describe('approvals', () => {
     expect((await env.runtime.approvals.get(labelId!))?.executed_by).toBe('replica-a');
     expect((await env.runtime.approvals.get(eventId!))?.error?.message).toContain('interrupted');
     expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
+  });
+
+  it('recovery leaves an approval whose claim was given up and made by another replica after it was listed', async () => {
+    env = await setup({ config: { approvals: { tools: { send_sift_event: 'approval' } } } });
+    const label = await env.callTool('apply_label', LABEL);
+    const event = await env.callTool('send_sift_event', {
+      event: { event_type: 'logout', user_id: 'sandbox-high-risk' },
+    });
+    const ids = [label, event].map((r) => String(r.error.approval_id));
+    const beforeRestart = new Date().toISOString();
+    for (const id of ids) {
+      await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+      await env.runtime.approvals.transition(id, ['approved'], 'executing', {
+        executed_at: beforeRestart,
+        executed_by: 'replica-a',
+      });
+    }
+    env = await env.restart({ replicaId: 'replica-a' });
+    const store = env.runtime.approvals;
+    const list = store.list.bind(store);
+    const clear = null as unknown as string;
+    // The listed rows go stale while recovery works through them (each can be a full upstream call):
+    // meanwhile every claim is given up (a budget pause) and made again by replica-b, still running.
+    vi.spyOn(store, 'list').mockImplementation(async (filter) => {
+      const listed = await list(filter);
+      for (const approval of listed.filter((a) => a.state === 'executing')) {
+        await store.transition(approval.id, ['executing'], 'approved', {
+          executed_at: clear,
+          executed_by: clear,
+        });
+        await store.transition(approval.id, ['approved'], 'executing', {
+          executed_at: new Date().toISOString(),
+          executed_by: 'replica-b',
+        });
+      }
+      return listed;
+    });
+    await env.runtime.pipeline.recoverInterrupted();
+    for (const id of ids) {
+      expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
+    }
+    expect(labelsReceived()).toHaveLength(0);
+    expect(env.sandbox.sift.requests('POST', '/v205/events')).toHaveLength(0);
+  });
+
+  it('a claim under its replica id made after the process started belongs to a live process: left alone, with a warning', async () => {
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      enabled: () => true,
+      warn: (msg) => warnings.push(msg),
+      child: () => logger,
+    };
+    env = await setup({ replicaId: 'replica-a', logger });
+    const label = await env.callTool('apply_label', LABEL);
+    const id = String(label.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // Another process configured with the same replica id (a shared config file) claimed it a
+    // millisecond ago (so before this process's next look, which alone tells it is not its own).
+    await env.runtime.approvals.transition(id, ['approved'], 'executing', {
+      executed_at: new Date(Date.now() - 1).toISOString(),
+      executed_by: 'replica-a',
+    });
+    await env.runtime.pipeline.processApprovals();
+    expect(await env.runtime.approvals.get(id)).toMatchObject({
+      state: 'executing',
+      executed_by: 'replica-a',
+    });
+    expect(labelsReceived()).toHaveLength(0);
+    expect(warnings.filter((w) => w.includes('uses this replica id'))).toHaveLength(1);
+  });
+
+  it('recovery puts an interrupted approval back to approved without its claim, so no later claim looks like it', async () => {
+    env = await setup();
+    const label = await env.callTool('apply_label', LABEL);
+    const id = String(label.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await env.runtime.approvals.transition(id, ['approved'], 'executing', {
+      executed_at: new Date().toISOString(),
+      executed_by: 'replica-a',
+    });
+    env = await env.restart({ replicaId: 'replica-a' });
+    const store = env.runtime.approvals;
+    const transition = store.transition.bind(store);
+    const requeued: Approval[] = [];
+    // Between the requeue and its re-claim, another replica (maybe of a version without executed_by)
+    // can claim it: what the requeue stored is what that claim starts from.
+    vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
+      const moved = await transition(...args);
+      if (moved?.state === 'approved') requeued.push(moved);
+      return moved;
+    });
+    await env.runtime.pipeline.recoverInterrupted();
+    expect(requeued).toHaveLength(1);
+    expect(requeued[0]?.executed_by).toBeUndefined();
+    expect(requeued[0]?.executed_at).toBeUndefined();
+    expect(await store.get(id)).toMatchObject({ state: 'executed', executed_by: 'replica-a' });
+    expect(labelsReceived()).toHaveLength(1);
   });
 
   it('suppress_user waits for approval and then writes the suppression trait the audience keys on', async () => {

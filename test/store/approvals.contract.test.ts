@@ -96,6 +96,56 @@ for (const engine of ENGINES) {
       ).rejects.toThrow(/cannot be patched/);
     });
 
+    it('a transition guarded by an execution claim moves only while the row carries exactly that claim', async () => {
+      const [a, b] = await engine.open();
+      const { approval } = await a.approvals.create(request({ args_hash: 'hash-claim' }));
+      await a.approvals.transition(approval.id, ['pending'], 'approved');
+      await a.approvals.transition(approval.id, ['approved'], 'executing', { executed_at: 't1' });
+      // An unset executed_by is a NULL claim: it matches only an absent one.
+      expect(
+        await b.approvals.transition(
+          approval.id,
+          ['executing'],
+          'executing',
+          {},
+          {
+            executed_at: 't1',
+            executed_by: 'replica-a',
+          },
+        ),
+      ).toBeUndefined();
+      expect(
+        await b.approvals.transition(
+          approval.id,
+          ['executing'],
+          'executing',
+          { executed_by: 'replica-a' },
+          {
+            executed_at: 't1',
+          },
+        ),
+      ).toMatchObject({ executed_by: 'replica-a' });
+      for (const stale of [
+        { executed_at: 't0', executed_by: 'replica-a' },
+        { executed_at: 't1', executed_by: 'replica-b' },
+        { executed_at: 't1' },
+      ]) {
+        expect(await b.approvals.transition(approval.id, ['executing'], 'failed', {}, stale)).toBeUndefined();
+      }
+      expect(
+        await b.approvals.transition(
+          approval.id,
+          ['executing'],
+          'failed',
+          {},
+          {
+            executed_at: 't1',
+            executed_by: 'replica-a',
+          },
+        ),
+      ).toMatchObject({ state: 'failed' });
+    });
+
     it('lists overdue approvals, newest first otherwise', async () => {
       const [a] = await engine.open();
       const past = new Date(Date.now() - 1000).toISOString();
