@@ -138,6 +138,10 @@ export interface TickResult {
   continued: number;
 }
 
+function emptyTickResult(): TickResult {
+  return { routed: 0, claimed: 0, done: 0, retried: 0, dead: 0, deferred: 0, continued: 0 };
+}
+
 export interface OutboxWorker {
   /** One pass: route, supersede, settle approvals, claim and run a batch. */
   tick(): Promise<TickResult>;
@@ -949,15 +953,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function tick(): Promise<TickResult> {
-    const result: TickResult = {
-      routed: 0,
-      claimed: 0,
-      done: 0,
-      retried: 0,
-      dead: 0,
-      deferred: 0,
-      continued: 0,
-    };
+    const result = emptyTickResult();
     await Promise.all(await pump(result));
     return result;
   }
@@ -971,15 +967,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (reclaimed > 0) logger.info('outbox: reclaimed effects leased before a restart', { reclaimed });
     while (!stopped) {
       wakeRequested = false;
-      const r: TickResult = {
-        routed: 0,
-        claimed: 0,
-        done: 0,
-        retried: 0,
-        dead: 0,
-        deferred: 0,
-        continued: 0,
-      };
+      const r = emptyTickResult();
       try {
         await pump(r);
       } catch (error) {
