@@ -240,6 +240,29 @@ export function decisionBody(userId: string, decisionId: string, time: number): 
   return JSON.stringify({ entity: { type: 'user', id: userId }, decision: { id: decisionId }, time });
 }
 
+/** `count` open opportunities (`Deal 0`, `Deal 1`, …) on `account`, beside whatever it already has. */
+export function insertOpenOpportunities(salesforce: Sandbox['salesforce'], account: string | undefined, count: number) {
+  for (let i = 0; i < count; i++) {
+    salesforce.insert('Opportunity', {
+      Name: `Deal ${i}`,
+      StageName: 'Prospecting',
+      CloseDate: '2026-12-31',
+      AccountId: account,
+    });
+  }
+}
+
+/** The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged. */
+export function normaliseWrittenSummaries(salesforce: Sandbox['salesforce']) {
+  salesforce.onWrite(() => {
+    for (const o of salesforce.records('Opportunity')) {
+      const summary = o.Fraud_Risk_Summary__c;
+      if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
+        salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
+    }
+  });
+}
+
 /** Run `fn` over `items` with at most `limit` in flight. */
 export async function mapLimit<T, R>(
   items: readonly T[],

@@ -13,7 +13,15 @@ import { DEFAULTS } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { tools } from '../../tools/index.ts';
-import { decisionBody, operatorConfigs, outboxEnv, sign, type OutboxEnv } from './helpers.ts';
+import {
+  decisionBody,
+  insertOpenOpportunities,
+  normaliseWrittenSummaries,
+  operatorConfigs,
+  outboxEnv,
+  sign,
+  type OutboxEnv,
+} from './helpers.ts';
 
 let env: OutboxEnv | undefined;
 afterEach(async () => {
@@ -26,6 +34,28 @@ async function deliver(e: OutboxEnv, user: string, decisionId: string): Promise<
   const body = decisionBody(user, decisionId, time);
   expect((await e.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
   return time;
+}
+
+/** Tick until an effect waits on an approval other than `previous`, then approve that one; its id. */
+async function approveParkedShare(
+  { store, runtime, worker }: OutboxEnv['automation'],
+  previous?: string,
+): Promise<string> {
+  const until = Date.now() + 10_000;
+  const waiting = async () =>
+    (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
+  let parked = await waiting();
+  while (!parked && Date.now() < until) {
+    await worker.tick();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    parked = await waiting();
+  }
+  const id = parked?.approvalId ?? '';
+  await runtime.pipeline.decide(id, {
+    approve: true,
+    approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
+  });
+  return id;
 }
 
 describe('outbox store ordering', () => {
@@ -184,41 +214,16 @@ describe('outbox worker', () => {
     env = await outboxEnv({ config: { approvals: { tools: { flag_opportunities: 'approval' } } } });
     const user = 'sandbox-high-risk';
     const account = env.sandbox.salesforce.demo?.accounts[user];
-    for (let i = 0; i < 1000; i++) {
-      env.sandbox.salesforce.insert('Opportunity', {
-        Name: `Deal ${i}`,
-        StageName: 'Prospecting',
-        CloseDate: '2026-12-31',
-        AccountId: account,
-      });
-    }
-    const { store, runtime, worker } = env.automation;
+    insertOpenOpportunities(env.sandbox.salesforce, account, 1000);
+    const { store, worker } = env.automation;
     await store.enqueueRouted(
       { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
       [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
     );
-    // Tick until the effect waits on an approval other than `previous`, then approve that one.
-    const approveParked = async (previous?: string) => {
-      const until = Date.now() + 10_000;
-      const waiting = async () =>
-        (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
-      let parked = await waiting();
-      while (!parked && Date.now() < until) {
-        await worker.tick();
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        parked = await waiting();
-      }
-      const id = parked?.approvalId ?? '';
-      await runtime.pipeline.decide(id, {
-        approve: true,
-        approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
-      });
-      return id;
-    };
-    const first = await approveParked();
+    const first = await approveParkedShare(env.automation);
     expect(first).not.toBe('');
     // The first approved call flagged 1000 of the 1002; the rest is a new call with its own approval.
-    expect(await approveParked(first)).not.toBe('');
+    expect(await approveParkedShare(env.automation, first)).not.toBe('');
     // The worker itself executes the approved share (no `serve` sweep here) and settles the effect.
     const until = Date.now() + 10_000;
     while ((await store.list({ states: ['done'] })).length === 0 && Date.now() < until) {
@@ -239,47 +244,16 @@ describe('outbox worker', () => {
     const { salesforce } = env.sandbox;
     const user = 'sandbox-high-risk';
     const account = salesforce.demo?.accounts[user];
-    for (let i = 0; i < 1000; i++) {
-      salesforce.insert('Opportunity', {
-        Name: `Deal ${i}`,
-        StageName: 'Prospecting',
-        CloseDate: '2026-12-31',
-        AccountId: account,
-      });
-    }
-    // The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged.
-    salesforce.onWrite(() => {
-      for (const o of salesforce.records('Opportunity')) {
-        const summary = o.Fraud_Risk_Summary__c;
-        if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
-          salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
-      }
-    });
-    const { store, runtime, worker } = env.automation;
+    insertOpenOpportunities(salesforce, account, 1000);
+    normaliseWrittenSummaries(salesforce);
+    const { store, worker } = env.automation;
     await store.enqueueRouted(
       { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
       [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
     );
-    const approveParked = async (previous?: string) => {
-      const until = Date.now() + 10_000;
-      const waiting = async () =>
-        (await store.list({ states: ['awaiting_approval'] })).find((e) => e.approvalId !== previous);
-      let parked = await waiting();
-      while (!parked && Date.now() < until) {
-        await worker.tick();
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        parked = await waiting();
-      }
-      const id = parked?.approvalId ?? '';
-      await runtime.pipeline.decide(id, {
-        approve: true,
-        approver: { id: 'alice@example.com', kind: 'user', role: 'approver' },
-      });
-      return id;
-    };
-    const first = await approveParked();
+    const first = await approveParkedShare(env.automation);
     expect(first).not.toBe('');
-    const second = await approveParked(first);
+    const second = await approveParkedShare(env.automation, first);
     expect(second).not.toBe('');
     const until = Date.now() + 10_000;
     while ((await store.list({ states: ['dead'] })).length === 0 && Date.now() < until) {

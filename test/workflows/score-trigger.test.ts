@@ -12,7 +12,15 @@ import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
-import { decisionBody, outboxEnv, sign, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
+import {
+  decisionBody,
+  insertOpenOpportunities,
+  normaliseWrittenSummaries,
+  outboxEnv,
+  sign,
+  webhookRefusals,
+  type OutboxEnv,
+} from '../outbox/helpers.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 import { runScoreSync } from '../../src/sync/score-sync.ts';
 import { SCORE_ENTITY, SCORE_READ_EVENT } from '../../src/outbox/propagate.ts';
@@ -29,6 +37,17 @@ afterEach(async () => {
   await env?.close();
   env = undefined;
 });
+
+/** A score read of `user` enqueued as the score sync enqueues it, and the worker drained. */
+async function readScoreAndDrain(e: OutboxEnv, user: string): Promise<void> {
+  await e.automation.store.enqueue({
+    entityType: SCORE_ENTITY,
+    entityId: user,
+    decisionId: SCORE_READ_EVENT,
+    time: Date.now(),
+  });
+  expect(await e.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+}
 
 describe('score-change trigger', () => {
   it('Segment Order Completed → Sift score → traits, track event, flagged opportunities and one case', async () => {
@@ -216,22 +235,9 @@ describe('score-change trigger', () => {
     const user = 'sandbox-high-risk';
     const account = env.sandbox.salesforce.demo?.accounts[user];
     // With the demo org's two: 1102 open, more than one call of flag_opportunities flags.
-    for (let i = 0; i < 1100; i++) {
-      env.sandbox.salesforce.insert('Opportunity', {
-        Name: `Deal ${i}`,
-        StageName: 'Prospecting',
-        CloseDate: '2026-12-31',
-        AccountId: account,
-      });
-    }
+    insertOpenOpportunities(env.sandbox.salesforce, account, 1100);
     env.sandbox.salesforce.clearJournal();
-    await env.automation.store.enqueue({
-      entityType: SCORE_ENTITY,
-      entityId: user,
-      decisionId: SCORE_READ_EVENT,
-      time: Date.now(),
-    });
-    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    await readScoreAndDrain(env, user);
 
     const [effect, ...others] = await env.automation.store.list({ limit: 100 });
     expect(others).toHaveLength(0);
@@ -258,30 +264,10 @@ describe('score-change trigger', () => {
     const { salesforce } = env.sandbox;
     const user = 'sandbox-high-risk';
     const account = env.sandbox.salesforce.demo?.accounts[user];
-    for (let i = 0; i < 1100; i++) {
-      salesforce.insert('Opportunity', {
-        Name: `Deal ${i}`,
-        StageName: 'Prospecting',
-        CloseDate: '2026-12-31',
-        AccountId: account,
-      });
-    }
-    // The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged.
-    salesforce.onWrite(() => {
-      for (const o of salesforce.records('Opportunity')) {
-        const summary = o.Fraud_Risk_Summary__c;
-        if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
-          salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
-      }
-    });
+    insertOpenOpportunities(salesforce, account, 1100);
+    normaliseWrittenSummaries(salesforce);
     salesforce.clearJournal();
-    await env.automation.store.enqueue({
-      entityType: SCORE_ENTITY,
-      entityId: user,
-      decisionId: SCORE_READ_EVENT,
-      time: Date.now(),
-    });
-    expect(await env.automation.worker.drain({ timeoutMs: 60_000 })).toBe(true);
+    await readScoreAndDrain(env, user);
 
     const [effect, ...others] = await env.automation.store.list({ limit: 100 });
     expect(others).toHaveLength(0);
