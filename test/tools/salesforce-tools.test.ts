@@ -36,6 +36,28 @@ async function callRead(e: TestEnv, name: string, args: Record<string, unknown>)
     raw,
   };
 }
+
+/** An org validation rule on Sift_Decision__c refusing every record of every composite request, in `message`'s words. */
+function refuseDecisionWrites(e: TestEnv, message: string): void {
+  const refused = {
+    success: false,
+    errors: [{ statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', message, fields: ['Sift_Decision__c'] }],
+  };
+  e.sandbox.salesforce.faults.inject({
+    method: 'POST',
+    path: '/composite',
+    status: 200,
+    body: {
+      compositeResponse: Array.from({ length: 5 }, (_, i) => ({
+        body: [refused, refused],
+        httpHeaders: {},
+        httpStatusCode: 200,
+        referenceId: `c${i}`,
+      })),
+    },
+  });
+}
+
 const record = (e: TestEnv, sobject: string, id: string) =>
   e.sandbox.salesforce.records(sobject).find((r) => r.Id === id);
 
@@ -167,29 +189,7 @@ describe('sync_decision_to_salesforce', () => {
   it("a write the org refuses names the code and field to the model, never Salesforce's text", async () => {
     env = await setup();
     // An org validation rule whose text echoes the contact's email, answered for every record.
-    const refused = {
-      success: false,
-      errors: [
-        {
-          statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
-          message: 'watch.user@example.com is on legal hold: Sift_Decision__c is locked',
-          fields: ['Sift_Decision__c'],
-        },
-      ],
-    };
-    env.sandbox.salesforce.faults.inject({
-      method: 'POST',
-      path: '/composite',
-      status: 200,
-      body: {
-        compositeResponse: Array.from({ length: 5 }, (_, i) => ({
-          body: [refused, refused],
-          httpHeaders: {},
-          httpStatusCode: 200,
-          referenceId: `c${i}`,
-        })),
-      },
-    });
+    refuseDecisionWrites(env, 'watch.user@example.com is on legal hold: Sift_Decision__c is locked');
     const result = await callRead(env, 'sync_decision_to_salesforce', { user_id: 'sandbox-watch' });
     expect(result.raw.isError).toBe(true);
     const text = JSON.stringify(result.raw);
@@ -202,29 +202,7 @@ describe('sync_decision_to_salesforce', () => {
   it('a refusal whose Salesforce text names a person leaves no trace of it in the audit ledger', async () => {
     env = await setup();
     // A validation rule's text naming the person the record is about (the redactor masks emails, not names).
-    const refused = {
-      success: false,
-      errors: [
-        {
-          statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
-          message: 'Margaret Quixotic-Hamilton is under review; Sift_Decision__c is locked',
-          fields: ['Sift_Decision__c'],
-        },
-      ],
-    };
-    env.sandbox.salesforce.faults.inject({
-      method: 'POST',
-      path: '/composite',
-      status: 200,
-      body: {
-        compositeResponse: Array.from({ length: 5 }, (_, i) => ({
-          body: [refused, refused],
-          httpHeaders: {},
-          httpStatusCode: 200,
-          referenceId: `c${i}`,
-        })),
-      },
-    });
+    refuseDecisionWrites(env, 'Margaret Quixotic-Hamilton is under review; Sift_Decision__c is locked');
     const result = await callRead(env, 'sync_decision_to_salesforce', { user_id: 'sandbox-watch' });
     expect(result.error).toMatchObject({ upstream_code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION' });
     const ledger = await storedAuditText(env.config, env.runtime.audit);
