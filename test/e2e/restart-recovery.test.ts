@@ -8,37 +8,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliEnv, connectServe } from '../helpers/cli.ts';
 
-const CLI = join(import.meta.dirname, '../../src/cli.ts');
 const REPLICA = 'replica-restart-e2e';
 
 let dataDir: string;
-const env = () => ({
-  PATH: process.env.PATH ?? '',
-  HOME: dataDir,
-  FRAUDGATE_DATA_DIR: dataDir,
-  FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
-  FRAUDGATE_LOG_LEVEL: 'warn',
-  FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
-  FRAUDGATE_REPLICA_ID: REPLICA,
-});
-
-async function startServe(): Promise<Client> {
-  const client = new Client({ name: 'restart-recovery-test', version: '0.0.0' });
-  await client.connect(
-    new StdioClientTransport({
-      command: process.execPath,
-      args: [CLI, 'serve'],
-      env: env(),
-      stderr: 'ignore',
+const startServe = () =>
+  connectServe(
+    'restart-recovery-test',
+    cliEnv(dataDir, {
+      FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
+      FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
+      FRAUDGATE_REPLICA_ID: REPLICA,
     }),
   );
-  return client;
-}
 
 async function requestLabel(client: Client, abuseType: string): Promise<string> {
   const result = (await client.callTool({

@@ -9,22 +9,15 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { createSiftClient } from '../../src/clients/sift-client.ts';
 import { resetSandbox, sandboxDevToken, startPersistentSandbox } from '../../src/sandbox/sandbox.ts';
+import { CLI, cliEnv, connectServe } from '../helpers/cli.ts';
 
-const CLI = join(import.meta.dirname, '../../src/cli.ts');
 let dataDir: string;
-const env = () => ({
-  PATH: process.env.PATH ?? '',
-  HOME: dataDir,
-  FRAUDGATE_DATA_DIR: dataDir,
-  FRAUDGATE_ANALYST: 'ana.analyst@example.com',
-  FRAUDGATE_LOG_LEVEL: 'warn',
-});
+const env = () => cliEnv(dataDir, { FRAUDGATE_ANALYST: 'ana.analyst@example.com' });
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -34,18 +27,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-async function startServer(): Promise<Client> {
-  const client = new Client({ name: 'persistence-test', version: '0.0.0' });
-  await client.connect(
-    new StdioClientTransport({
-      command: process.execPath,
-      args: [CLI, 'serve'],
-      env: env(),
-      stderr: 'ignore',
-    }),
-  );
-  return client;
-}
+const startServer = () => connectServe('persistence-test', env());
 
 const call = async (client: Client, name: string, args: Record<string, unknown>) =>
   JSON.stringify((await client.callTool({ name, arguments: args })).structuredContent ?? {});

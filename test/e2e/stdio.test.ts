@@ -14,6 +14,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliEnv } from '../helpers/cli.ts';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
@@ -21,14 +22,11 @@ const CLI = join(import.meta.dirname, '../../src/cli.ts');
 let dataDir: string;
 let client: Client;
 let stderr = '';
-const env = () => ({
-  PATH: process.env.PATH ?? '',
-  HOME: dataDir,
-  FRAUDGATE_DATA_DIR: dataDir,
-  FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
-  FRAUDGATE_LOG_LEVEL: 'warn',
-  FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
-});
+const env = () =>
+  cliEnv(dataDir, {
+    FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
+    FRAUDGATE_CONFIG: join(dataDir, 'config.json'),
+  });
 
 function text(result: CallToolResult): Record<string, unknown> {
   const block = result.content[0];
