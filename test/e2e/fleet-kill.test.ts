@@ -28,6 +28,7 @@ import {
   type Fleet,
   type ReplicaProcess,
 } from '../helpers/replicas.ts';
+import { consoleSignIn } from '../helpers/console.ts';
 import { startRoundRobinProxy, type RoundRobinProxy } from '../helpers/round-robin-proxy.ts';
 
 const available = await fleetServicesAvailable('fleet-kill');
@@ -371,14 +372,7 @@ describe.skipIf(!available)('1,000 decision webhooks across two replicas, one SI
     const a = replicas[0]!;
 
     // 1. The approver signs in to B's console and approves every suppression there, as a human would.
-    const signIn = await fetch(`${b.url}/console/api/session`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: APPROVER_KEY }),
-    });
-    expect(signIn.status).toBe(200);
-    const { csrf_token: csrf } = (await signIn.json()) as { csrf_token: string };
-    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const { cookie, csrf } = await consoleSignIn(b.url, APPROVER_KEY);
     const pendingSuppressions = async () => {
       const res = await fetch(`${b.url}/console/api/approvals?view=pending`, { headers: { cookie } });
       expect(res.status).toBe(200);

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import { createFleet, fleetServicesAvailable, type Fleet, type ReplicaProcess } from '../helpers/replicas.ts';
+import { consoleSignIn } from '../helpers/console.ts';
 import { startRoundRobinProxy, type RoundRobinProxy } from '../helpers/round-robin-proxy.ts';
 
 const available = await fleetServicesAvailable('two-replicas');
@@ -105,14 +106,7 @@ describe.skipIf(!available)(
       const other = replicas[1 - caller!]!;
 
       // The approver signs in to the OTHER replica's console.
-      const signIn = await fetch(`${other.url}/console/api/session`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ token: APPROVER_KEY }),
-      });
-      expect(signIn.status).toBe(200);
-      const { csrf_token: csrf } = (await signIn.json()) as { csrf_token: string };
-      const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+      const { cookie, csrf } = await consoleSignIn(other.url, APPROVER_KEY);
       const pending = async () => {
         const res = await fetch(`${other.url}/console/api/approvals?view=pending`, { headers: { cookie } });
         return ((await res.json()) as { approvals: { id: string; requester: string }[] }).approvals.filter(

@@ -32,6 +32,7 @@ import {
   type ProxyRequest,
   type RoundRobinProxy,
 } from '../helpers/round-robin-proxy.ts';
+import { consoleSignIn } from '../helpers/console.ts';
 import { listening } from '../helpers/services.ts';
 
 const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -313,14 +314,7 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
 
   it('a console cookie from one replica works on the other', async () => {
     const { a, b } = await twoReplicas();
-    const signIn = await fetch(`${a.http.url}/console/api/session`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: APPROVER_KEY }),
-    });
-    expect(signIn.status).toBe(200);
-    const { csrf_token: csrf } = (await signIn.json()) as { csrf_token: string };
-    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const { cookie, csrf } = await consoleSignIn(a.http.url, APPROVER_KEY);
     const onB = await fetch(`${b.http.url}/console/api/session`, { headers: { cookie } });
     expect(onB.status).toBe(200);
     expect(await onB.json()).toMatchObject({
