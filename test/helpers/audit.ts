@@ -17,8 +17,9 @@ import { createRedactor } from '../../src/governance/redact.ts';
 import { openSqliteLedgerStore } from '../../src/store/sqlite/audit-ledger-store.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import type { Config, Secrets } from '../../src/config.ts';
-import { openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
-import { databasePath } from '../../src/store/store.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { openAuditLedger, openLedgerEngine, trustedAuditVerifier } from '../../src/runtime.ts';
+import { databasePath, openStore } from '../../src/store/store.ts';
 
 /** Every record in the data directory's ledger, in commit order, once `audit` has flushed. */
 export async function storedAuditRecords(
@@ -57,6 +58,30 @@ export async function verifyStoredAudit(
 /** A fresh Ed25519 signing key (PKCS#8 PEM), for tests that run live mode, where one is required. */
 export function testSigningKeyPem(): string {
   return generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+}
+
+/**
+ * A store and the audit ledger running on it, as a process writing as `writer` opens them (the
+ * redactor keyed by the audit key); both go on `closers`, which the caller closes in reverse.
+ */
+export async function openStoreWithLedger(
+  config: Config,
+  secrets: Secrets & { auditKey: string },
+  writer: string,
+  closers: (() => Promise<void>)[],
+) {
+  const store = await openStore(config, secrets);
+  closers.push(() => store.close());
+  const audit = await openAuditLedger(
+    config,
+    secrets,
+    createRedactor({ hashKey: secrets.auditKey }),
+    silentLogger,
+    writer,
+    store,
+  );
+  closers.push(() => audit.close());
+  return { store, audit };
 }
 
 /** A real ledger on SQLite in `dir`, signed by a fresh key, and the verifier that trusts that key. */

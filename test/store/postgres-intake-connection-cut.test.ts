@@ -16,12 +16,9 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifyLedger } from '../../src/governance/audit-ledger.ts';
 import { createCheckpointVerifier } from '../../src/governance/audit-signing.ts';
-import { createRedactor } from '../../src/governance/redact.ts';
-import { silentLogger } from '../../src/logger.ts';
-import { openAuditLedger, openLedgerEngine } from '../../src/runtime.ts';
+import { openLedgerEngine } from '../../src/runtime.ts';
 import type { EnqueuedEvent } from '../../src/store/outbox-store.ts';
-import { openStore } from '../../src/store/store.ts';
-import { storedAuditRecords, testSigningKeyPem } from '../helpers/audit.ts';
+import { openStoreWithLedger, storedAuditRecords, testSigningKeyPem } from '../helpers/audit.ts';
 import { startTcpForwarder, type TcpForwarder } from '../helpers/tcp-forwarder.ts';
 import { ENGINES, PG_URL, pgListening } from './engines.ts';
 
@@ -86,17 +83,7 @@ async function intakeThroughForwarder(writer: string) {
     auditKey: 'intake-cut-key',
     auditSigningKey: testSigningKeyPem(),
   };
-  const store = await openStore(config, secrets);
-  closers.push(() => store.close());
-  const audit = await openAuditLedger(
-    config,
-    secrets,
-    createRedactor({ hashKey: 'intake-cut-key' }),
-    silentLogger,
-    writer,
-    store,
-  );
-  closers.push(() => audit.close());
+  const { store, audit } = await openStoreWithLedger(config, secrets, writer, closers);
   /** Deliveries of events `from`..`from+n-1`, enqueued together (one group), each settled. */
   const deliver = (from: number, n: number, callPrefix: string) =>
     Promise.allSettled(

@@ -15,11 +15,10 @@ import type { AuditLog } from '../../src/governance/audit.ts';
 import { createAuditLedger, verifyLedger } from '../../src/governance/audit-ledger.ts';
 import { createCheckpointSigner, createCheckpointVerifier } from '../../src/governance/audit-signing.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
-import { silentLogger } from '../../src/logger.ts';
-import { openAuditLedger, openLedgerEngine } from '../../src/runtime.ts';
+import { openLedgerEngine } from '../../src/runtime.ts';
 import { openPostgresLedgerStore } from '../../src/store/postgres/audit-ledger-store.ts';
 import { openStore } from '../../src/store/store.ts';
-import { storedAuditRecords, testSigningKeyPem } from '../helpers/audit.ts';
+import { openStoreWithLedger, storedAuditRecords, testSigningKeyPem } from '../helpers/audit.ts';
 import { ENGINES, pgListening } from './engines.ts';
 
 const principal = { id: 'automation:sift-webhook', kind: 'automation' as const, role: 'analyst' };
@@ -66,17 +65,7 @@ afterEach(async () => {
 async function intake(writer: string) {
   const { config, secrets: base } = ENGINES.find((e) => e.name === 'PostgreSQL')!.fresh();
   const secrets = { ...base, auditKey: 'intake-statement-key', auditSigningKey: testSigningKeyPem() };
-  const store = await openStore(config, secrets);
-  closers.push(() => store.close());
-  const audit = await openAuditLedger(
-    config,
-    secrets,
-    createRedactor({ hashKey: 'intake-statement-key' }),
-    silentLogger,
-    writer,
-    store,
-  );
-  closers.push(() => audit.close());
+  const { store, audit } = await openStoreWithLedger(config, secrets, writer, closers);
   const group = (from: number, n: number) =>
     Promise.all(
       Array.from({ length: n }, (_, i) =>
