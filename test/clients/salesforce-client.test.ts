@@ -69,6 +69,15 @@ async function rejection(promise: Promise<unknown>): Promise<UpstreamError> {
 const dataRequests = () => emu.journal.filter((e) => e.path.startsWith('/services/data/'));
 const tokenRequests = () => emu.journal.filter((e) => e.path === '/services/oauth2/token');
 
+/** The emulator's refusal of a Priority outside its picklist: code and field in message and detail, never `value`. */
+function expectPriorityRefused(error: UpstreamError, value: string): void {
+  expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
+  expect(error.message).toContain('Priority');
+  expect(error.message).not.toContain(value);
+  expect(error.detail).toContain('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Priority)');
+  expect(error.detail).not.toContain(value);
+}
+
 describe('auth', () => {
   it('client credentials: a form-encoded token request, then Bearer data requests', async () => {
     const sf = client();
@@ -323,11 +332,7 @@ describe('CRUD', () => {
     expect(unknown.upstreamCode).toBe('INVALID_FIELD');
     expect(unknown.message).toContain('Bogus__c');
     const picklist = await rejection(sf.create('Case', { Subject: 'x', Priority: 'secret-value' }));
-    expect(picklist.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
-    expect(picklist.message).toContain('Priority');
-    expect(picklist.message).not.toContain('secret-value');
-    expect(picklist.detail).toContain('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Priority)');
-    expect(picklist.detail).not.toContain('secret-value');
+    expectPriorityRefused(picklist, 'secret-value');
   });
 
   it('update of a missing record is NOT_FOUND', async () => {
@@ -700,11 +705,7 @@ describe('composite writes', () => {
         { op: 'create', sobject: 'Case', record: { Subject: 'x', Priority: 'alice@example.com' } },
       ]),
     );
-    expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
-    expect(error.message).toContain('Priority');
-    expect(error.message).not.toContain('alice@example.com');
-    expect(error.detail).toContain('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Priority)');
-    expect(error.detail).not.toContain('alice@example.com');
+    expectPriorityRefused(error, 'alice@example.com');
   });
 
   it("a single-record refusal keeps only the code and field in detail, never Salesforce's text", async () => {
