@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, startupWarnings } from '../src/config.ts';
 import { InvalidInputError } from '../src/errors.ts';
+import { LIVE_ENV } from './helpers/live-env.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -28,16 +29,6 @@ const problems = (fn: () => unknown): string => {
     return (error as Error).message;
   }
   throw new Error('expected the configuration to be refused');
-};
-
-const LIVE = {
-  SIFT_API_KEY: 'k',
-  SIFT_ACCOUNT_ID: 'acct',
-  SEGMENT_WRITE_KEY: 'w',
-  SEGMENT_PROFILE_TOKEN: 't',
-  SEGMENT_SPACE_ID: 'spa',
-  SALESFORCE_CLIENT_ID: 'id',
-  SALESFORCE_CLIENT_SECRET: 's',
 };
 
 describe('loadConfig', () => {
@@ -135,7 +126,7 @@ describe('loadConfig', () => {
   });
 
   it('all credentials → live; some but not all → refused, listing what is missing (never a silent sandbox)', () => {
-    expect(loadConfig({}, LIVE, dir).config.mode).toBe('live');
+    expect(loadConfig({}, LIVE_ENV, dir).config.mode).toBe('live');
     const message = problems(() => loadConfig({}, { SIFT_API_KEY: 'k', SALESFORCE_CLIENT_ID: 'id' }, dir));
     expect(message).toContain('Live mode is missing credentials');
     for (const name of ['SIFT_ACCOUNT_ID', 'SEGMENT_WRITE_KEY', 'SALESFORCE_CLIENT_SECRET'])
@@ -151,7 +142,7 @@ describe('loadConfig', () => {
   });
 
   it('--sandbox wins over credentials', () => {
-    expect(loadConfig({ sandbox: true }, LIVE, dir).config.mode).toBe('sandbox');
+    expect(loadConfig({ sandbox: true }, LIVE_ENV, dir).config.mode).toBe('sandbox');
   });
 
   it('an unknown key is refused, naming it', () => {

@@ -16,6 +16,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli.ts';
 import { createConsoleHandler } from '../../src/console/console.ts';
 import type { Principal } from '../../src/tool.ts';
+import { LIVE_ENV } from '../helpers/live-env.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv | undefined;
@@ -286,15 +287,6 @@ describe('policy configuration is checked', () => {
 });
 
 describe('destructive tools always wait for a human outside the sandbox', () => {
-  const LIVE_ENV = {
-    SIFT_API_KEY: 'k',
-    SIFT_ACCOUNT_ID: 'acct',
-    SEGMENT_WRITE_KEY: 'w',
-    SEGMENT_PROFILE_TOKEN: 't',
-    SEGMENT_SPACE_ID: 'spa',
-    SALESFORCE_CLIENT_ID: 'id',
-    SALESFORCE_CLIENT_SECRET: 's',
-  };
   /** `fraudgate approvals list` with this policy file: its exit code and what it wrote to stderr. */
   async function start(policy: unknown, live: boolean): Promise<{ code: number; written: string }> {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-policy-'));
