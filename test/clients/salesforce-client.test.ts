@@ -69,6 +69,17 @@ async function rejection(promise: Promise<unknown>): Promise<UpstreamError> {
 const dataRequests = () => emu.journal.filter((e) => e.path.startsWith('/services/data/'));
 const tokenRequests = () => emu.journal.filter((e) => e.path === '/services/oauth2/token');
 
+/** The token endpoint refuses the next login, its error_description naming a person and their email. */
+const refuseLoginNamingPerson = () =>
+  emu.faults.inject({
+    path: '/services/oauth2/token',
+    status: 400,
+    body: {
+      error: 'invalid_grant',
+      error_description: 'user Jane Quixote <jane.quixote@example.com> is locked',
+    },
+  });
+
 /** The emulator's refusal of a Priority outside its picklist: code and field in message and detail, never `value`. */
 function expectPriorityRefused(error: UpstreamError, value: string): void {
   expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
@@ -139,14 +150,7 @@ describe('auth', () => {
   });
 
   it("a refused login keeps the OAuth code and status in detail, never Salesforce's error_description", async () => {
-    emu.faults.inject({
-      path: '/services/oauth2/token',
-      status: 400,
-      body: {
-        error: 'invalid_grant',
-        error_description: 'user Jane Quixote <jane.quixote@example.com> is locked',
-      },
-    });
+    refuseLoginNamingPerson();
     const error = await rejection(client().query('SELECT Id FROM Group'));
     expect(error.upstreamCode).toBe('invalid_grant');
     expect(error.detail).toBe('query: OAuth invalid_grant (HTTP 400): login refused');
@@ -157,14 +161,7 @@ describe('auth', () => {
     const sf = client();
     await sf.query('SELECT Id FROM Group');
     emu.expireTokens();
-    emu.faults.inject({
-      path: '/services/oauth2/token',
-      status: 400,
-      body: {
-        error: 'invalid_grant',
-        error_description: 'user Jane Quixote <jane.quixote@example.com> is locked',
-      },
-    });
+    refuseLoginNamingPerson();
     const error = await rejection(sf.query('SELECT Id FROM Group'));
     expect(error.retryable).toBe(false);
     expect(error.detail).toBe(

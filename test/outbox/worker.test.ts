@@ -58,6 +58,17 @@ async function approveParkedShare(
   return id;
 }
 
+/** A routed flag_opportunities effect for `user`'s account, and its first share approved; that approval's id (not empty). */
+async function flagOpportunitiesApprovingFirstShare(automation: OutboxEnv['automation'], user: string) {
+  await automation.store.enqueueRouted(
+    { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
+    [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
+  );
+  const first = await approveParkedShare(automation);
+  expect(first).not.toBe('');
+  return first;
+}
+
 describe('outbox store ordering', () => {
   it('skips an earlier decision that arrives after a later one, and keeps one write per user in flight', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-store-'));
@@ -216,12 +227,7 @@ describe('outbox worker', () => {
     const account = env.sandbox.salesforce.demo?.accounts[user];
     insertOpenOpportunities(env.sandbox.salesforce, account, 1000);
     const { store, worker } = env.automation;
-    await store.enqueueRouted(
-      { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
-      [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
-    );
-    const first = await approveParkedShare(env.automation);
-    expect(first).not.toBe('');
+    const first = await flagOpportunitiesApprovingFirstShare(env.automation, user);
     // The first approved call flagged 1000 of the 1002; the rest is a new call with its own approval.
     expect(await approveParkedShare(env.automation, first)).not.toBe('');
     // The worker itself executes the approved share (no `serve` sweep here) and settles the effect.
@@ -247,12 +253,7 @@ describe('outbox worker', () => {
     insertOpenOpportunities(salesforce, account, 1000);
     normaliseWrittenSummaries(salesforce);
     const { store, worker } = env.automation;
-    await store.enqueueRouted(
-      { entityType: 'score', entityId: user, decisionId: 'score_read', time: Date.now() },
-      [{ effect: 'opportunities', tool: 'flag_opportunities', args: { user_id: user } }],
-    );
-    const first = await approveParkedShare(env.automation);
-    expect(first).not.toBe('');
+    const first = await flagOpportunitiesApprovingFirstShare(env.automation, user);
     const second = await approveParkedShare(env.automation, first);
     expect(second).not.toBe('');
     const until = Date.now() + 10_000;
