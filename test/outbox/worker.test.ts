@@ -36,6 +36,27 @@ async function deliver(e: OutboxEnv, user: string, decisionId: string): Promise<
   return time;
 }
 
+/** A test tool (for a user) that does part of its work each call: what `share` says it flagged and has left. */
+function toolInShares(
+  name: string,
+  risk: 'write' | 'destructive',
+  description: string,
+  share: () => { flagged: number; remaining: number },
+): AnyTool {
+  return defineTool({
+    name,
+    title: 'In shares',
+    description,
+    risk,
+    toolset: 'core',
+    idempotent: true,
+    input: z.strictObject({ user_id: z.string() }),
+    output: z.object({ flagged: z.number(), remaining: z.number() }),
+    target: (args) => `user:${args.user_id}`,
+    run: async () => share(),
+  }) as unknown as AnyTool;
+}
+
 /** Tick until an effect waits on an approval other than `previous`, then approve that one; its id. */
 async function approveParkedShare(
   { store, runtime, worker }: OutboxEnv['automation'],
@@ -119,21 +140,15 @@ describe('outbox worker', () => {
     const calls = { write: 0, destructive: 0 };
     // Headway twice (10 left, then 5: the work shrinks), then a call whose every write failed: 5 stay.
     const inShares = (risk: 'write' | 'destructive') =>
-      defineTool({
-        name: `${risk}_in_shares`,
-        title: 'In shares',
-        description: 'A test tool that does bounded work per call and says how much remains.',
+      toolInShares(
+        `${risk}_in_shares`,
         risk,
-        toolset: 'core',
-        idempotent: true,
-        input: z.strictObject({ user_id: z.string() }),
-        output: z.object({ flagged: z.number(), remaining: z.number() }),
-        target: (args) => `user:${args.user_id}`,
-        run: async () => {
+        'A test tool that does bounded work per call and says how much remains.',
+        () => {
           calls[risk] += 1;
           return { flagged: calls[risk] <= 2 ? 10 : 0, remaining: calls[risk] === 1 ? 10 : 5 };
         },
-      }) as unknown as AnyTool;
+      );
     env = await outboxEnv({
       tools: [...tools, inShares('write'), inShares('destructive')],
       config: { approvals: { tools: { destructive_in_shares: 'none' } } },
@@ -162,21 +177,15 @@ describe('outbox worker', () => {
   it('stops a continuation at ceil(total / first share) + 2 shares even while the work still shrinks, as an audited dead letter', async () => {
     let calls = 0;
     // 10 written a call, yet the work left shrinks by one only (something upstream keeps adding to it).
-    const creeping = defineTool({
-      name: 'creeping_in_shares',
-      title: 'In shares',
-      description: 'A test tool whose work left shrinks far slower than it writes.',
-      risk: 'write',
-      toolset: 'core',
-      idempotent: true,
-      input: z.strictObject({ user_id: z.string() }),
-      output: z.object({ flagged: z.number(), remaining: z.number() }),
-      target: (args) => `user:${args.user_id}`,
-      run: async () => {
+    const creeping = toolInShares(
+      'creeping_in_shares',
+      'write',
+      'A test tool whose work left shrinks far slower than it writes.',
+      () => {
         calls += 1;
         return { flagged: 10, remaining: 31 - calls };
       },
-    }) as unknown as AnyTool;
+    );
     env = await outboxEnv({ tools: [...tools, creeping] });
     await env.automation.store.enqueueRouted(
       { entityType: 'user', entityId: 'fg_creep', decisionId: 'watch_user_payment_abuse', time: Date.now() },
