@@ -5,7 +5,10 @@ import { expect } from 'vitest';
  * Signs in to the console at `baseUrl` with an API key (the sign-in must succeed): the session
  * cookie to send back and the CSRF token its changes must carry.
  */
-export async function consoleSignIn(baseUrl: string, token: string): Promise<{ cookie: string; csrf: string }> {
+export async function consoleSignIn(
+  baseUrl: string,
+  token: string,
+): Promise<{ cookie: string; csrf: string }> {
   const signIn = await fetch(`${baseUrl}/console/api/session`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

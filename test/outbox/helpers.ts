@@ -241,7 +241,11 @@ export function decisionBody(userId: string, decisionId: string, time: number): 
 }
 
 /** `count` open opportunities (`Deal 0`, `Deal 1`, …) on `account`, beside whatever it already has. */
-export function insertOpenOpportunities(salesforce: Sandbox['salesforce'], account: string | undefined, count: number) {
+export function insertOpenOpportunities(
+  salesforce: Sandbox['salesforce'],
+  account: string | undefined,
+  count: number,
+) {
   for (let i = 0; i < count; i++) {
     salesforce.insert('Opportunity', {
       Name: `Deal ${i}`,
