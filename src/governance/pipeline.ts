@@ -492,6 +492,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     approval: Approval,
     requester: Principal,
     channel: Partial<CallChannel>,
+    claim: ExecutionClaim,
   ): Promise<Approval | undefined> {
     const seen = approval.evidence.basis;
     if (!tool.evidence || seen === undefined) return undefined;
@@ -522,10 +523,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approval_id: approval.id,
         outcome: { code: error.code, message },
       });
-      return await approvals.transition(approval.id, ['executing'], 'failed', {
-        executed_at: now().toISOString(),
-        error: { code: error.code, message },
-      });
+      return await approvals.transition(
+        approval.id,
+        ['executing'],
+        'failed',
+        { executed_at: now().toISOString(), error: { code: error.code, message } },
+        claim,
+      );
     }
     const changes = describeBasisChange(seen, fresh.basis);
     if (changes.length === 0) return undefined;
@@ -534,10 +538,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const message =
       `The evidence changed after approval (${changes.join('; ')}); nothing was done. ` +
       `Approval ${replacementId}, with the new evidence, replaces it and needs a new decision.`;
-    await approvals.transition(approval.id, ['executing'], 'failed', {
-      executed_at: now().toISOString(),
-      error: { code: ERROR_CODES.CONFLICT, message },
-    });
+    const closed = await approvals.transition(
+      approval.id,
+      ['executing'],
+      'failed',
+      { executed_at: now().toISOString(), error: { code: ERROR_CODES.CONFLICT, message } },
+      claim,
+    );
+    // Another process took this execution over meanwhile (the 10-minute rule): it decides, not us.
+    if (!closed) return (await approvals.get(approval.id)) ?? approval;
     const { approval: replacement } = await approvals.create({
       id: replacementId,
       // The same binding (call, requester, policy): only the evidence and the clock are new.
@@ -626,15 +635,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       executed_by: deps.replicaId ?? (null as unknown as string),
     });
     if (!claimed) return (await approvals.get(approval.id)) ?? approval;
+    // Every transition out of `executing` below is guarded by this claim: if the 10-minute rule
+    // handed a slow execution to another process meanwhile, this late outcome must not overwrite its.
+    const ours: ExecutionClaim = { executed_at: claimed.executed_at, executed_by: claimed.executed_by };
     if (!tool) {
       return (
-        (await approvals.transition(approval.id, ['executing'], 'failed', {
-          error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` },
-        })) ?? approval
+        (await approvals.transition(
+          approval.id,
+          ['executing'],
+          'failed',
+          { error: { code: ERROR_CODES.INTERNAL, message: `Tool ${approval.tool} no longer exists.` } },
+          ours,
+        )) ?? approval
       );
     }
     if (recheck !== false) {
-      const instead = await recheckEvidence(tool, approval, requester, channel);
+      const instead = await recheckEvidence(tool, approval, requester, channel, ours);
       if (instead) return instead;
     }
     try {
@@ -646,30 +662,45 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         idempotencyKey: approval.id,
         budgetKeys,
       });
-      const executed = await approvals.transition(approval.id, ['executing'], 'executed', {
-        executed_at: now().toISOString(),
-        // Stored masked (it outlives the call, readable by get_approval_status and the console);
-        // the call that ran it answers with the real output.
-        result: redactor.redactValue(output),
-      });
+      const executed = await approvals.transition(
+        approval.id,
+        ['executing'],
+        'executed',
+        {
+          executed_at: now().toISOString(),
+          // Stored masked (it outlives the call, readable by get_approval_status and the console);
+          // the call that ran it answers with the real output.
+          result: redactor.redactValue(output),
+        },
+        ours,
+      );
       return executed ? { ...executed, result: output } : approval;
     } catch (thrown) {
       if (thrown instanceof BudgetPausedError) {
         // Paused meanwhile: back to approved (nothing ran), to run after the lift.
         const clear = null as unknown as string;
         return (
-          (await approvals.transition(approval.id, ['executing'], 'approved', {
-            executed_at: clear,
-            executed_by: clear,
-          })) ?? approval
+          (await approvals.transition(
+            approval.id,
+            ['executing'],
+            'approved',
+            { executed_at: clear, executed_by: clear },
+            ours,
+          )) ?? approval
         );
       }
       const error = toFraudgateError(thrown);
       return (
-        (await approvals.transition(approval.id, ['executing'], 'failed', {
-          executed_at: now().toISOString(),
-          error: { code: error.code, message: String(redactor.redactValue(error.message)) },
-        })) ?? approval
+        (await approvals.transition(
+          approval.id,
+          ['executing'],
+          'failed',
+          {
+            executed_at: now().toISOString(),
+            error: { code: error.code, message: String(redactor.redactValue(error.message)) },
+          },
+          ours,
+        )) ?? approval
       );
     }
   }

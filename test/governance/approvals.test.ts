@@ -371,6 +371,33 @@ describe('approvals', () => {
     expect(warnings.filter((w) => w.includes('uses this replica id'))).toHaveLength(1);
   });
 
+  it("an execution taken over by another process while it ran (the 10-minute rule) does not overwrite the new claim's outcome", async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    const store = env.runtime.approvals;
+    const transition = store.transition.bind(store);
+    const clear = null as unknown as string;
+    // Right after this process claims it, the claim is taken over (as by another process's recovery of
+    // an execution it took for dead) and made again by replica-b, which is still running it.
+    vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
+      const moved = await transition(...args);
+      if (args[0] === id && args[2] === 'executing' && moved?.executed_by !== 'replica-b') {
+        await transition(id, ['executing'], 'approved', { executed_at: clear, executed_by: clear });
+        await transition(id, ['approved'], 'executing', {
+          executed_at: new Date(Date.now() + 1).toISOString(),
+          executed_by: 'replica-b',
+        });
+      }
+      return moved;
+    });
+    await env.runtime.pipeline.processApprovals();
+    // This process's call did run (its outcome came late), but the row is replica-b's to settle.
+    expect(labelsReceived()).toHaveLength(1);
+    expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
+  });
+
   it('recovery puts an interrupted approval back to approved without its claim, so no later claim looks like it', async () => {
     env = await setup();
     const label = await env.callTool('apply_label', LABEL);
