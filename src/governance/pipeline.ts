@@ -523,12 +523,17 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         approval_id: approval.id,
         outcome: { code: error.code, message },
       });
-      return await approvals.transition(
-        approval.id,
-        ['executing'],
-        'failed',
-        { executed_at: now().toISOString(), error: { code: error.code, message } },
-        claim,
+      // Not moved (another process holds the execution now): still nothing runs here.
+      return (
+        (await approvals.transition(
+          approval.id,
+          ['executing'],
+          'failed',
+          { executed_at: now().toISOString(), error: { code: error.code, message } },
+          claim,
+        )) ??
+        (await approvals.get(approval.id)) ??
+        approval
       );
     }
     const changes = describeBasisChange(seen, fresh.basis);
@@ -638,6 +643,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // Every transition out of `executing` below is guarded by this claim: if the 10-minute rule
     // handed a slow execution to another process meanwhile, this late outcome must not overwrite its.
     const ours: ExecutionClaim = { executed_at: claimed.executed_at, executed_by: claimed.executed_by };
+    // This process's outcome arrived after the execution was taken over: the row is the other's to settle.
+    const takenOver = async (outcome: string): Promise<Approval> => {
+      logger.warn('approval outcome discarded: its execution was taken over by another process', {
+        approval_id: approval.id,
+        outcome,
+      });
+      return (await approvals.get(approval.id)) ?? approval;
+    };
     if (!tool) {
       return (
         (await approvals.transition(
@@ -674,7 +687,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         },
         ours,
       );
-      return executed ? { ...executed, result: output } : approval;
+      return executed ? { ...executed, result: output } : await takenOver('executed');
     } catch (thrown) {
       if (thrown instanceof BudgetPausedError) {
         // Paused meanwhile: back to approved (nothing ran), to run after the lift.
@@ -686,7 +699,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
             'approved',
             { executed_at: clear, executed_by: clear },
             ours,
-          )) ?? approval
+          )) ?? (await takenOver('budget paused'))
         );
       }
       const error = toFraudgateError(thrown);
@@ -700,7 +713,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
             error: { code: error.code, message: String(redactor.redactValue(error.message)) },
           },
           ours,
-        )) ?? approval
+        )) ?? (await takenOver('failed'))
       );
     }
   }
@@ -717,9 +730,28 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
    * claim may have been given up (a budget pause) and made again by another replica. Every
    * transition here is therefore guarded by the very claim that was listed.
    */
+  /** Every `executing` approval, oldest first, in pages (a start-up must not miss old orphans behind new ones). */
+  async function everyExecuting(): Promise<Approval[]> {
+    const all: Approval[] = [];
+    let after: Pick<Approval, 'created_at' | 'id'> | undefined;
+    for (let page = 0; page < MAX_RECOVERY_PAGES; page += 1) {
+      const batch = await approvals.list({
+        states: ['executing'],
+        limit: RECOVERY_PAGE,
+        oldestFirst: true,
+        ...(after ? { after } : {}),
+      });
+      all.push(...batch);
+      const last = batch.at(-1);
+      if (batch.length < RECOVERY_PAGE || !last) break;
+      after = { created_at: last.created_at, id: last.id };
+    }
+    return all;
+  }
+
   async function recoverInterrupted(): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
-    for (const stuck of await approvals.list({ states: ['executing'], limit: 50 })) {
+    for (const stuck of await everyExecuting()) {
       if (!stuck.executed_at) continue;
       const claimedAt = Date.parse(stuck.executed_at);
       const underOurId = deps.replicaId !== undefined && stuck.executed_by === deps.replicaId;
@@ -1329,3 +1361,6 @@ const APPROVED_PAGES_PER_SWEEP = 20;
 
 /** An approval `executing` for longer than this was interrupted: every upstream call times out well before. */
 const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
+/** Recovery reads `executing` approvals this many at a time, at most this many pages per pass. */
+const RECOVERY_PAGE = 50;
+const MAX_RECOVERY_PAGES = 40;

@@ -398,6 +398,32 @@ describe('approvals', () => {
     expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
   });
 
+  it('an evidence re-check that fails after the execution was taken over runs nothing (fail closed)', async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', LABEL);
+    const id = String(result.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // The fresh look at the evidence fails, and meanwhile the claim is taken over by replica-b.
+    env.sandbox.sift.faults.inject({ count: 10, method: 'GET', path: /\/score/, status: 400 });
+    const store = env.runtime.approvals;
+    const transition = store.transition.bind(store);
+    const clear = null as unknown as string;
+    vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
+      const moved = await transition(...args);
+      if (args[0] === id && args[2] === 'executing' && moved?.executed_by !== 'replica-b') {
+        await transition(id, ['executing'], 'approved', { executed_at: clear, executed_by: clear });
+        await transition(id, ['approved'], 'executing', {
+          executed_at: new Date(Date.now() + 1).toISOString(),
+          executed_by: 'replica-b',
+        });
+      }
+      return moved;
+    });
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(0);
+    expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
+  });
+
   it('recovery puts an interrupted approval back to approved without its claim, so no later claim looks like it', async () => {
     env = await setup();
     const label = await env.callTool('apply_label', LABEL);
