@@ -55,11 +55,14 @@ const EMAIL =
 // an address is decided in code (ipv6Candidate), never by backtracking, so matching stays linear on
 // hostile text (nested `[0-9A-Fa-f:.]*` groups took minutes on 16 KiB of colons). A run never starts
 // mid-token (`1:2:3:4:5:6:7:8:9` holds no address), except right after a `word:` label
-// (`client:2001:db8::7`, `peer:::1`), where the colon is the label's, not the address's.
-const IPV6_RUN = /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z_][\w-]*:))[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*/g;
+// (`client:2001:db8::7`, `peer:::1`, a host name `db.example.com:2001:db8::7`, `9x:…`), where the
+// colon is the label's, not the address's.
+const IPV6_RUN = /(?:(?<![\w:.])|(?<=(?<![\w.:-])[A-Za-z0-9_][\w.-]*:))[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*/g;
 const WORD_CHAR = /\w/;
-// A label made only of hex digits (`dead:`, `cafe:`) is read into the candidate; the rest may still be an address.
-const HEX_LABEL = /^[A-Fa-f][0-9A-Fa-f]*:/;
+// A label made only of hex digits (`dead:`, `cafe:`), or dotted (an IPv4 address or host before the
+// colon: `203.0.113.7:2001:db8::1`), is read into the candidate; the rest may still be an address.
+// (An IPv6 group holds no dot, so a dotted first part is never the address's own.)
+const HEX_LABEL = /^(?:[A-Fa-f][0-9A-Fa-f]*|[0-9A-Fa-f]*\.[0-9A-Fa-f.]*):/;
 // Zero-padded octets (`203.000.113.077`) too: many tools print them, and they are the same address.
 const OCTET = '0{0,2}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 // An address followed by `.word` (a field path such as `203.0.113.7.nested`) is still an address.

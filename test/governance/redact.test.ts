@@ -38,6 +38,21 @@ describe('createRedactor: free text', () => {
     expect(redactor.redactValue('2024-05-01T12:34:56+01:00')).toBe('2024-05-01T12:34:56+01:00');
   });
 
+  it('masks an IPv6 address after a host name, an IPv4 address or a digit-first label too', () => {
+    const address = '2001:db8::1';
+    const masked = redactor.maskIp(address);
+    for (const label of ['host.example.com', 'remote.addr', '9x', 'db-1.internal']) {
+      expect(redactor.redactValue(`${label}:${address}`)).toBe(`${label}:${masked}`);
+    }
+    expect(redactor.redactValue(`203.0.113.7:${address}`)).toBe(
+      `${redactor.maskIp('203.0.113.7')}:${masked}`,
+    );
+    // Not an address after the label: unchanged.
+    for (const text of ['host.example.com:8443', 'remote.addr:dead:beef', 'v1.2:abc', '12:30:45.123']) {
+      expect(redactor.redactValue(text)).toBe(text);
+    }
+  });
+
   it.each([
     ['+44 20 7946 0958', '+44********58'],
     ['+447700900123', '+44********23'],
