@@ -22,6 +22,28 @@ const LABEL = {
 const APPROVER = { id: 'ola.approver@example.com', kind: 'user' as const, role: 'approver' as const };
 const labelsReceived = () => env.sandbox.sift.requests('POST', '/v205/users/:id/labels');
 
+/**
+ * Right after this process claims approval `id`, the claim is taken over (as by another process's
+ * recovery of an execution it took for dead) and made again by replica-b, which is still running it.
+ */
+function takeOverWhenClaimed(id: string) {
+  const store = env.runtime.approvals;
+  const transition = store.transition.bind(store);
+  const clear = null as unknown as string;
+  vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
+    const moved = await transition(...args);
+    if (args[0] === id && args[2] === 'executing' && moved?.executed_by !== 'replica-b') {
+      await transition(id, ['executing'], 'approved', { executed_at: clear, executed_by: clear });
+      await transition(id, ['approved'], 'executing', {
+        executed_at: new Date(Date.now() + 1).toISOString(),
+        executed_by: 'replica-b',
+      });
+    }
+    return moved;
+  });
+  return store;
+}
+
 describe('approvals', () => {
   it('without elicitation, apply_label returns APPROVAL_PENDING and nothing reaches Sift', async () => {
     env = await setup();
@@ -376,22 +398,7 @@ describe('approvals', () => {
     const result = await env.callTool('apply_label', LABEL);
     const id = String(result.error.approval_id);
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
-    const store = env.runtime.approvals;
-    const transition = store.transition.bind(store);
-    const clear = null as unknown as string;
-    // Right after this process claims it, the claim is taken over (as by another process's recovery of
-    // an execution it took for dead) and made again by replica-b, which is still running it.
-    vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
-      const moved = await transition(...args);
-      if (args[0] === id && args[2] === 'executing' && moved?.executed_by !== 'replica-b') {
-        await transition(id, ['executing'], 'approved', { executed_at: clear, executed_by: clear });
-        await transition(id, ['approved'], 'executing', {
-          executed_at: new Date(Date.now() + 1).toISOString(),
-          executed_by: 'replica-b',
-        });
-      }
-      return moved;
-    });
+    const store = takeOverWhenClaimed(id);
     await env.runtime.pipeline.processApprovals();
     // This process's call did run (its outcome came late), but the row is replica-b's to settle.
     expect(labelsReceived()).toHaveLength(1);
@@ -405,20 +412,7 @@ describe('approvals', () => {
     await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
     // The fresh look at the evidence fails, and meanwhile the claim is taken over by replica-b.
     env.sandbox.sift.faults.inject({ count: 10, method: 'GET', path: /\/score/, status: 400 });
-    const store = env.runtime.approvals;
-    const transition = store.transition.bind(store);
-    const clear = null as unknown as string;
-    vi.spyOn(store, 'transition').mockImplementation(async (...args) => {
-      const moved = await transition(...args);
-      if (args[0] === id && args[2] === 'executing' && moved?.executed_by !== 'replica-b') {
-        await transition(id, ['executing'], 'approved', { executed_at: clear, executed_by: clear });
-        await transition(id, ['approved'], 'executing', {
-          executed_at: new Date(Date.now() + 1).toISOString(),
-          executed_by: 'replica-b',
-        });
-      }
-      return moved;
-    });
+    const store = takeOverWhenClaimed(id);
     await env.runtime.pipeline.processApprovals();
     expect(labelsReceived()).toHaveLength(0);
     expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
