@@ -4,8 +4,36 @@
  *
  * Two stores behind one interface: in-memory (one process) and Redis (several replicas share the
  * buckets; the take is one atomic Lua script, so replicas never over-admit).
+ *
+ * Neither store holds the key a caller names (a principal id, a client's IP address or IPv6 /64):
+ * buckets are kept under its keyed hash ({@link bucketKeyHasher}), so Redis, its dumps and its
+ * replicas never hold a raw address. Replicas given the same secret (the audit key) hash alike.
  */
+import { createHmac, randomBytes } from 'node:crypto';
 import type { BucketConfig } from '../config.ts';
+
+/**
+ * At most this many buckets in one process unless a caller says otherwise; past it the least
+ * recently used is forgotten (it starts full again, as it would have once refilled). Enough for
+ * thousands of principals × every tool; a flood of distinct client networks cannot grow it further.
+ */
+export const MAX_LOCAL_BUCKETS = 100_000;
+
+// 128 bits: collisions (two keys sharing a bucket) are out of reach at any number of keys.
+const KEY_HASH_BYTES = 16;
+
+/**
+ * The name a bucket is kept under: HMAC-SHA-256 of the caller's key, truncated, base64url. `secret`:
+ * the runtime's audit key, which every replica shares; absent, a random one (this process only).
+ */
+export function bucketKeyHasher(secret?: string | Buffer): (key: string) => string {
+  // A key of its own, so a bucket's name never equals the audit log's hash of the same text.
+  const bucketKey = createHmac('sha256', secret ?? randomBytes(32))
+    .update('fraudgate rate-limit bucket v1')
+    .digest();
+  return (key) =>
+    createHmac('sha256', bucketKey).update(key).digest().subarray(0, KEY_HASH_BYTES).toString('base64url');
+}
 
 export interface RateLimitDecision {
   allowed: boolean;
@@ -42,19 +70,28 @@ function refill(tokens: number, updatedAt: number, now: number, config: BucketCo
   };
 }
 
+/** The in-process store, which can say how many buckets it holds. */
+export interface LocalRateLimiter extends RateLimiter {
+  takeNow(key: string, bucket: BucketConfig): RateLimitDecision;
+  /** How many buckets are held now (never more than `maxKeys`). */
+  size(): number;
+}
+
 /**
- * Buckets in this process. With `maxKeys`, at most that many buckets are kept, the least recently
- * used forgotten first (its key starts full again): for keys that callers do not choose from a
- * bounded set, such as client networks.
+ * Buckets in this process: at most `maxKeys` ({@link MAX_LOCAL_BUCKETS} by default), the least
+ * recently used forgotten first (its key starts full again), since callers do not choose every key
+ * from a bounded set (client networks). `keySecret`: see {@link bucketKeyHasher}.
  */
 export function createRateLimiter(
   now: () => number = Date.now,
-  options: { maxKeys?: number } = {},
-): RateLimiter {
+  options: { maxKeys?: number; keySecret?: string | Buffer } = {},
+): LocalRateLimiter {
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
-  const maxKeys = options.maxKeys ?? Infinity;
-  const takeNow = (key: string, config: BucketConfig): RateLimitDecision => {
+  const maxKeys = options.maxKeys ?? MAX_LOCAL_BUCKETS;
+  const hashKey = bucketKeyHasher(options.keySecret);
+  const takeNow = (rawKey: string, config: BucketConfig): RateLimitDecision => {
     const t = now();
+    const key = hashKey(rawKey);
     const state = buckets.get(key);
     if (!state) {
       if (buckets.size >= maxKeys) {
@@ -65,11 +102,9 @@ export function createRateLimiter(
       buckets.set(key, { tokens, updatedAt: t });
       return decision;
     }
-    if (maxKeys !== Infinity) {
-      // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
-      buckets.delete(key);
-      buckets.set(key, state);
-    }
+    // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
+    buckets.delete(key);
+    buckets.set(key, state);
     const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
     state.tokens = tokens;
     state.updatedAt = t;
@@ -84,6 +119,7 @@ export function createRateLimiter(
       return true;
     },
     async close() {},
+    size: () => buckets.size,
   };
 }
 
@@ -118,16 +154,19 @@ return {allowed, retry, math.floor(tokens)}
 
 /**
  * Buckets in Redis. Time comes from this process (replicas are assumed NTP-synchronised; a skew
- * only shifts refill by that much). Keys expire once a bucket would be full again.
+ * only shifts refill by that much). Keys expire once a bucket would be full again. `keySecret`:
+ * the same on every replica, or they would keep a bucket each ({@link bucketKeyHasher}).
  */
 export function createRedisRateLimiter(
   redis: RedisLike,
-  options: { prefix?: string; now?: () => number } = {},
+  options: { prefix?: string; now?: () => number; keySecret: string | Buffer },
 ): RateLimiter {
   const prefix = options.prefix ?? 'fraudgate:ratelimit:';
   const now = options.now ?? Date.now;
+  const hashKey = bucketKeyHasher(options.keySecret);
   return {
-    async take(key, config) {
+    async take(rawKey, config) {
+      const key = hashKey(rawKey);
       const fullAfterMs = Math.ceil((config.capacity / config.per_minute) * 60_000) + 1000;
       const reply = (await redis.eval(
         TAKE_SCRIPT,
