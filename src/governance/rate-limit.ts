@@ -9,7 +9,7 @@
  * buckets are kept under its keyed hash ({@link bucketKeyHasher}), so Redis, its dumps and its
  * replicas never hold a raw address. Replicas given the same secret (the audit key) hash alike.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, hash, randomBytes } from 'node:crypto';
 import type { BucketConfig } from '../config.ts';
 
 /**
@@ -19,20 +19,46 @@ import type { BucketConfig } from '../config.ts';
  */
 export const MAX_LOCAL_BUCKETS = 100_000;
 
-// 128 bits: collisions (two keys sharing a bucket) are out of reach at any number of keys.
-const KEY_HASH_BYTES = 16;
+// 128 bits (22 base64url characters): no two keys share a bucket at any number of keys.
+const KEY_HASH_CHARS = 22;
+// SHA-256's block: the HMAC pads are this long.
+const BLOCK = 64;
+// Keys up to this many UTF-8 bytes are hashed without allocating (principal × tool, client network).
+const SCRATCH = 1024;
 
 /**
- * The name a bucket is kept under: HMAC-SHA-256 of the caller's key, truncated, base64url. `secret`:
- * the runtime's audit key, which every replica shares; absent, a random one (this process only).
+ * The name a bucket is kept under: HMAC-SHA-256 of the caller's key, truncated to 128 bits,
+ * base64url. `secret`: the runtime's audit key, which every replica shares; absent, a random one
+ * (this process only).
+ *
+ * HMAC written out (RFC 2104) over the one-shot `crypto.hash`, with the pads computed once: every
+ * call takes a token, and `createHmac` sets its key up again on each use (~3 µs with a KeyObject,
+ * ~15 µs with a Buffer, against ~1 µs here). Tests hold it equal to `createHmac`.
  */
 export function bucketKeyHasher(secret?: string | Buffer): (key: string) => string {
   // A key of its own, so a bucket's name never equals the audit log's hash of the same text.
   const bucketKey = createHmac('sha256', secret ?? randomBytes(32))
     .update('fraudgate rate-limit bucket v1')
     .digest();
-  return (key) =>
-    createHmac('sha256', bucketKey).update(key).digest().subarray(0, KEY_HASH_BYTES).toString('base64url');
+  const innerPad = Buffer.alloc(BLOCK, 0x36);
+  // The outer pad, then the inner digest (32 bytes) written after it on each call.
+  const outer = Buffer.alloc(BLOCK + 32, 0x5c);
+  for (let i = 0; i < bucketKey.length; i += 1) {
+    innerPad[i] = bucketKey[i]! ^ 0x36;
+    outer[i] = bucketKey[i]! ^ 0x5c;
+  }
+  const scratch = Buffer.alloc(BLOCK + SCRATCH);
+  innerPad.copy(scratch);
+  return (key) => {
+    // `write` stops short of a character that does not fit: well under the end, the key is whole.
+    const written = scratch.write(key, BLOCK, 'utf8');
+    const inner =
+      written < SCRATCH - 4
+        ? scratch.subarray(0, BLOCK + written)
+        : Buffer.concat([innerPad, Buffer.from(key, 'utf8')]);
+    outer.write(hash('sha256', inner, 'hex'), BLOCK, 'hex');
+    return hash('sha256', outer, 'base64url').slice(0, KEY_HASH_CHARS);
+  };
 }
 
 export interface RateLimitDecision {

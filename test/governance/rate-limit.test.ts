@@ -2,10 +2,12 @@
  * Rate-limit buckets: the in-memory store, the Redis store shared by replicas (skipped with a
  * message where no Redis listens on 127.0.0.1:6379), and failing closed when Redis is down.
  */
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
+  bucketKeyHasher,
   createRateLimiter,
   createRedisRateLimiter,
   MAX_LOCAL_BUCKETS,
@@ -76,6 +78,34 @@ describe('in-memory buckets', () => {
     expect(limiter.size()).toBe(MAX_LOCAL_BUCKETS);
     // Still limited: its bucket was never the least recently used, so never forgotten.
     expect(limiter.takeNow('active', one)).toMatchObject({ allowed: false, retryAfterMs: 60_000 });
+  });
+});
+
+describe('bucket names', () => {
+  it('are HMAC-SHA-256 under a key derived from the secret, truncated to 128 bits (base64url)', () => {
+    const bucketKey = createHmac('sha256', 'the-audit-key').update('fraudgate rate-limit bucket v1').digest();
+    const hmac = (key: string) =>
+      createHmac('sha256', bucketKey).update(key).digest('base64url').slice(0, 22);
+    const hashed = bucketKeyHasher('the-audit-key');
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: 'grapheme', maxLength: 300 }), fc.string({ maxLength: 3000 })),
+        (key) => {
+          expect(hashed(key)).toBe(hmac(key));
+        },
+      ),
+      { numRuns: 500 },
+    );
+    // Past the scratch buffer, and a multi-byte character across its end.
+    for (const key of ['x'.repeat(1019), 'x'.repeat(1020), `${'x'.repeat(1018)}é€😀`, 'ü'.repeat(5000), ''])
+      expect(hashed(key)).toBe(hmac(key));
+  });
+
+  it('are the same for the same secret (replicas), other for another, and never the key', () => {
+    const key = 'refusals\u0000scope\u0000segment_webhook\u0000203.0.113.7';
+    expect(bucketKeyHasher('shared')(key)).toBe(bucketKeyHasher('shared')(key));
+    expect(bucketKeyHasher('other')(key)).not.toBe(bucketKeyHasher('shared')(key));
+    expect(bucketKeyHasher('shared')(key)).toMatch(/^[A-Za-z0-9_-]{22}$/);
   });
 });
 
