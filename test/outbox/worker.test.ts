@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import * as z from 'zod';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { DEFAULTS } from '../../src/config.ts';
+import { ERROR_CODES, FraudgateError } from '../../src/errors.ts';
 import { openStore } from '../../src/store/store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { tools } from '../../tools/index.ts';
@@ -202,6 +203,38 @@ describe('outbox worker', () => {
     const dead = (await env.auditRecords()).filter((r) => r.event === 'dead_lettered');
     expect(dead).toHaveLength(1);
     expect(dead[0]).toMatchObject({ tool: 'creeping_in_shares', outcome: { code: 'CONTINUATION_STALLED' } });
+  });
+
+  it('counts no dead letter for an effect whose lease another worker took before it failed for good', async () => {
+    let takenBy: string | undefined;
+    const refusedAfterTakeOver = defineTool({
+      name: 'refused_after_take_over',
+      title: 'Refused after take-over',
+      description: 'A test tool that loses its lease to another worker, then fails for good.',
+      risk: 'write',
+      toolset: 'core',
+      idempotent: true,
+      input: z.strictObject({ user_id: z.string() }),
+      output: z.object({}),
+      target: (args) => `user:${args.user_id}`,
+      run: async () => {
+        // Another worker leases the effect as if this worker's lease had run out.
+        const [taken] = await env!.automation.store.claim('replica-b', 10, 60_000, Date.now() + 3_600_000);
+        takenBy = taken?.leaseOwner;
+        throw new FraudgateError(ERROR_CODES.INVALID_INPUT, 'user_id: refused for the test');
+      },
+    }) as unknown as AnyTool;
+    env = await outboxEnv({ tools: [...tools, refusedAfterTakeOver] });
+    await env.automation.store.enqueueRouted(
+      { entityType: 'user', entityId: 'fg_taken', decisionId: 'watch_user_payment_abuse', time: Date.now() },
+      [{ effect: 'segment', tool: 'refused_after_take_over', args: { user_id: 'fg_taken' } }],
+    );
+    const tick = await env.automation.worker.tick();
+    expect(takenBy).toBe('replica-b');
+    expect(tick).toMatchObject({ claimed: 1, dead: 0 });
+    const [effect] = await env.automation.store.list({ limit: 10 });
+    expect(effect).toMatchObject({ state: 'leased', leaseOwner: 'replica-b' });
+    expect((await env.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(0);
   });
 
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
