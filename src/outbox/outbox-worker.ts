@@ -35,7 +35,9 @@
  * are capped at ceil(total / first share) + 2 calls; past either — an org whose trigger rewrites the
  * written fields, so the same records never read back as done — the effect becomes a dead letter
  * with reason {@link CONTINUATION_STALLED} (audited). The progress between shares is kept in the
- * effect's result column, which holds nothing else until the effect completes.
+ * effect's result column, which holds nothing else until the effect completes, and is read back as
+ * the effect's `progress` (its `result` only once done), so `outbox show` and `list --json` never
+ * present the counts as the effect's result.
  *
  * Effects whose tool is not idempotent (`send_sift_event`: Sift events have no idempotency key) run
  * at most once by themselves: their call is marked attempted in the store before it starts, a
@@ -57,6 +59,7 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import {
+  CONTINUATION_STALLED,
   OUTCOME_UNKNOWN,
   type NewEffect,
   type OutboxEffect,
@@ -70,13 +73,7 @@ import { NEVER_SENT, UNREACHABLE } from '../network-errors.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
-/**
- * The reason code of a dead letter whose continuation stopped: its shares stopped shrinking the work
- * left, or reached their cap (see Continuations above). `fraudgate outbox retry` starts it afresh.
- */
-export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
-
-/** What a continuing effect keeps between its shares, in its result column until it completes. */
+/** What a continuing effect keeps between its shares: its `progress` (the result column until it completes). */
 interface ContinuationProgress {
   continuation: { shares: number; remaining: number; max_shares: number };
 }
@@ -381,7 +378,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (approval.state === 'executed') {
       const output = (approval.result ?? {}) as Record<string, unknown>;
       if (continuable.has(effect.tool) && leftForNextCall(output)) {
-        const next = nextShare((await store.get(effect.id))?.result, output);
+        const next = nextShare((await store.get(effect.id))?.progress, output);
         // The approved call did one share: the next asks for its own approval, with its own plan.
         if ('progress' in next) await store.continueAfterApproval(effect.id, next.progress);
         else {
@@ -823,7 +820,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         // not an attempt, until nothing remains. Each call skips what the last one wrote, so a re-run
         // after a crash writes nothing twice; each is its own governed, audited call and claim, so
         // the Salesforce allowance and pauses apply between them.
-        const next = nextShare(effect.result, outcome.output);
+        const next = nextShare(effect.progress, outcome.output);
         if ('stalled' in next) {
           if (await deadLetter(effect, { code: CONTINUATION_STALLED, message: next.stalled }))
             result.dead += 1;

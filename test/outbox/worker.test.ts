@@ -3,7 +3,8 @@
  * dead letters and the operator CLI, and the Salesforce allowance (REQUEST_LIMIT_EXCEEDED and the
  * reserve kept for humans).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -14,9 +15,11 @@ import { ERROR_CODES, FraudgateError } from '../../src/errors.ts';
 import { openStore } from '../../src/store/store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { tools } from '../../tools/index.ts';
+import { CLI } from '../helpers/cli.ts';
 import {
   decisionBody,
   insertOpenOpportunities,
+  liveWorkerEnv,
   normaliseWrittenSummaries,
   operatorConfigs,
   outboxEnv,
@@ -203,6 +206,55 @@ describe('outbox worker', () => {
     const dead = (await env.auditRecords()).filter((r) => r.event === 'dead_lettered');
     expect(dead).toHaveLength(1);
     expect(dead[0]).toMatchObject({ tool: 'creeping_in_shares', outcome: { code: 'CONTINUATION_STALLED' } });
+  });
+
+  it('the CLI labels a stalled continuation, says what to check before retrying it, and shows its counts as progress, not a result', async () => {
+    // Ten written a call, yet 30 always left: the second share finds the work has not shrunk.
+    const stuck = toolInShares(
+      'stuck_in_shares',
+      'write',
+      'A test tool whose work left never shrinks.',
+      () => ({
+        flagged: 10,
+        remaining: 30,
+      }),
+    );
+    env = await outboxEnv({ tools: [...tools, stuck] });
+    await env.automation.store.enqueueRouted(
+      { entityType: 'user', entityId: 'fg_stuck', decisionId: 'watch_user_payment_abuse', time: Date.now() },
+      [{ effect: 'segment', tool: 'stuck_in_shares', args: { user_id: 'fg_stuck' } }],
+    );
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const [effect] = await env.automation.store.list({ limit: 10 });
+    expect(effect?.state).toBe('dead');
+    const id = String(effect?.id);
+
+    const configFile = join(env.dataDir, 'cli-config.json');
+    writeFileSync(configFile, '{}');
+    const cli = (...args: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          [CLI, 'outbox', ...args],
+          { timeout: 60_000, env: liveWorkerEnv(env!, configFile) },
+          (error, stdout, stderr) =>
+            error ? reject(new Error(`${String(error)}\n${stderr}`)) : resolve(stdout),
+        ).stdin?.end();
+      });
+
+    expect(await cli('list')).toMatch(
+      new RegExp(`^\\s*${id}\\s+continuation stalled\\s+stuck_in_shares`, 'm'),
+    );
+    const shown = await cli('show', id);
+    expect(shown).toMatch(
+      /^ {2}stalled: {4}.*Check the org for a flow or trigger that rewrites what it writes/m,
+    );
+    expect(shown).toContain(`fraudgate outbox retry ${id} starts it afresh`);
+    expect(shown).toMatch(/^ {2}progress: {3}1 share done, 30 still to do \(at most 6 shares\)$/m);
+    expect(shown).not.toMatch(/^ {2}result:/m);
+    const json = JSON.parse(await cli('show', id, '--json')) as { effect: Record<string, unknown> };
+    expect(json.effect.progress).toEqual({ continuation: { shares: 1, remaining: 30, max_shares: 6 } });
+    expect(json.effect).not.toHaveProperty('result');
   });
 
   it('counts no dead letter for an effect whose lease another worker took before it failed for good', async () => {
