@@ -852,8 +852,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         return;
       case ERROR_CODES.NOT_FOUND:
         // Nothing to act on (e.g. no CRM record for the user): a final, audited outcome, not a failure.
-        await store.complete(effect.id, owner, { not_found: error.message });
-        result.done += 1;
+        if (await store.complete(effect.id, owner, { not_found: error.message })) result.done += 1;
         return;
       case ERROR_CODES.RATE_LIMITED:
         await store.retry(effect.id, owner, now() + (data.retry_after_ms ?? auto.poll_ms), undefined, false);

@@ -257,37 +257,48 @@ describe('outbox worker', () => {
     expect(json.effect).not.toHaveProperty('result');
   });
 
-  it('counts no dead letter for an effect whose lease another worker took before it failed for good', async () => {
-    let takenBy: string | undefined;
-    const refusedAfterTakeOver = defineTool({
-      name: 'refused_after_take_over',
-      title: 'Refused after take-over',
-      description: 'A test tool that loses its lease to another worker, then fails for good.',
-      risk: 'write',
-      toolset: 'core',
-      idempotent: true,
-      input: z.strictObject({ user_id: z.string() }),
-      output: z.object({}),
-      target: (args) => `user:${args.user_id}`,
-      run: async () => {
-        // Another worker leases the effect as if this worker's lease had run out.
-        const [taken] = await env!.automation.store.claim('replica-b', 10, 60_000, Date.now() + 3_600_000);
-        takenBy = taken?.leaseOwner;
-        throw new FraudgateError(ERROR_CODES.INVALID_INPUT, 'user_id: refused for the test');
-      },
-    }) as unknown as AnyTool;
-    env = await outboxEnv({ tools: [...tools, refusedAfterTakeOver] });
-    await env.automation.store.enqueueRouted(
-      { entityType: 'user', entityId: 'fg_taken', decisionId: 'watch_user_payment_abuse', time: Date.now() },
-      [{ effect: 'segment', tool: 'refused_after_take_over', args: { user_id: 'fg_taken' } }],
-    );
-    const tick = await env.automation.worker.tick();
-    expect(takenBy).toBe('replica-b');
-    expect(tick).toMatchObject({ claimed: 1, dead: 0 });
-    const [effect] = await env.automation.store.list({ limit: 10 });
-    expect(effect).toMatchObject({ state: 'leased', leaseOwner: 'replica-b' });
-    expect((await env.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(0);
-  });
+  for (const { ends, code, counted } of [
+    { ends: 'failed for good', code: ERROR_CODES.INVALID_INPUT, counted: 'dead' },
+    { ends: 'found nothing to act on', code: ERROR_CODES.NOT_FOUND, counted: 'done' },
+  ] as const) {
+    it(`counts nothing for an effect whose lease another worker took before it ${ends}`, async () => {
+      let takenBy: string | undefined;
+      const takenOver = defineTool({
+        name: 'taken_over_then_ends',
+        title: 'Taken over, then ends',
+        description: 'A test tool that loses its lease to another worker, then ends with an error.',
+        risk: 'write',
+        toolset: 'core',
+        idempotent: true,
+        input: z.strictObject({ user_id: z.string() }),
+        output: z.object({}),
+        target: (args) => `user:${args.user_id}`,
+        run: async () => {
+          // Another worker leases the effect as if this worker's lease had run out.
+          const [taken] = await env!.automation.store.claim('replica-b', 10, 60_000, Date.now() + 3_600_000);
+          takenBy = taken?.leaseOwner;
+          throw new FraudgateError(code, `user_id: ${ends} (the test)`);
+        },
+      }) as unknown as AnyTool;
+      env = await outboxEnv({ tools: [...tools, takenOver] });
+      await env.automation.store.enqueueRouted(
+        {
+          entityType: 'user',
+          entityId: 'fg_taken',
+          decisionId: 'watch_user_payment_abuse',
+          time: Date.now(),
+        },
+        [{ effect: 'segment', tool: 'taken_over_then_ends', args: { user_id: 'fg_taken' } }],
+      );
+      const tick = await env.automation.worker.tick();
+      expect(takenBy).toBe('replica-b');
+      // `outbox work --once` sums these: its summary and exit code must not count another worker's effect.
+      expect(tick).toMatchObject({ claimed: 1, [counted]: 0 });
+      const [effect] = await env.automation.store.list({ limit: 10 });
+      expect(effect).toMatchObject({ state: 'leased', leaseOwner: 'replica-b' });
+      expect((await env.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(0);
+    });
+  }
 
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
     env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
