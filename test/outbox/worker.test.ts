@@ -16,7 +16,7 @@ import { tools } from '../../tools/index.ts';
 import {
   decisionBody,
   insertOpenOpportunities,
-  normaliseWrittenSummaries,
+  clearWrittenFlags,
   operatorConfigs,
   outboxEnv,
   sign,
@@ -260,7 +260,7 @@ describe('outbox worker', () => {
     const user = 'sandbox-high-risk';
     const account = salesforce.demo?.accounts[user];
     insertOpenOpportunities(salesforce, account, 1000);
-    normaliseWrittenSummaries(salesforce);
+    clearWrittenFlags(salesforce);
     const { store, worker } = env.automation;
     const first = await flagOpportunitiesApprovingFirstShare(env.automation, user);
     const second = await approveParkedShare(env.automation, first);
