@@ -325,7 +325,11 @@ describe('lifecycle poller', () => {
     env.sandbox.sift.setScore('lc-mapped', 'payment_abuse', 0.4);
     env.sandbox.sift.setScore('lc-stored', 'payment_abuse', 0.4);
     const pipeline = createAutomationPipeline(env.runtime, tools);
-    const channel = { principal: LIFECYCLE_PRINCIPAL, progress: async () => {} };
+    const channel = {
+      principal: LIFECYCLE_PRINCIPAL,
+      progress: async () => {},
+      signal: new AbortController().signal,
+    };
     for (const user of ['lc-mapped', 'lc-stored']) {
       const synced = await pipeline.call('sync_score_to_segment', { user_id: user }, channel);
       expect(synced.ok, JSON.stringify(synced)).toBe(true);
