@@ -94,8 +94,8 @@ function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
     ...(isContinuationStalled(e)
       ? [
           '  stalled:    the effect ran in shares and stopped: the work left did not shrink, or it took the most shares ' +
-            'it may. Check the org for a flow or trigger that rewrites what it writes (the flag or summary of the ' +
-            `opportunities); once fixed, fraudgate outbox retry ${e.id} starts it afresh (every share runs again), ` +
+            'it may. Check the org for a flow or trigger that clears or rewrites what it writes (the fraud flag of ' +
+            `the opportunities); once fixed, fraudgate outbox retry ${e.id} starts it afresh (every share runs again), ` +
             `fraudgate outbox drop ${e.id} gives it up.`,
         ]
       : []),

@@ -17,10 +17,10 @@ import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { tools } from '../../tools/index.ts';
 import { CLI } from '../helpers/cli.ts';
 import {
+  clearWrittenFlags,
   decisionBody,
   insertOpenOpportunities,
   liveWorkerEnv,
-  normaliseWrittenSummaries,
   operatorConfigs,
   outboxEnv,
   sign,
@@ -247,7 +247,7 @@ describe('outbox worker', () => {
     );
     const shown = await cli('show', id);
     expect(shown).toMatch(
-      /^ {2}stalled: {4}.*Check the org for a flow or trigger that rewrites what it writes/m,
+      /^ {2}stalled: {4}.*Check the org for a flow or trigger that clears or rewrites what it writes/m,
     );
     expect(shown).toContain(`fraudgate outbox retry ${id} starts it afresh`);
     expect(shown).toMatch(/^ {2}progress: {3}1 share done, 30 still to do \(at most 6 shares\)$/m);
@@ -356,7 +356,7 @@ describe('outbox worker', () => {
     const user = 'sandbox-high-risk';
     const account = salesforce.demo?.accounts[user];
     insertOpenOpportunities(salesforce, account, 1000);
-    normaliseWrittenSummaries(salesforce);
+    clearWrittenFlags(salesforce);
     const { store, worker } = env.automation;
     const first = await flagOpportunitiesApprovingFirstShare(env.automation, user);
     const second = await approveParkedShare(env.automation, first);
