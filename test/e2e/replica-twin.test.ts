@@ -3,7 +3,8 @@
  * the id of a running one (one SQLite data dir) refuses, exits 1 and says which setting to change,
  * while the first keeps serving. A replica SIGKILLed mid-execution and started again at once under
  * its id still starts (within the heartbeat expiry) and settles what it died executing; one stopped
- * cleanly lets its id go.
+ * cleanly lets its id go. One paused (SIGSTOP) past the expiry while another took its id over exits
+ * as soon as it runs again.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -152,6 +153,33 @@ describe('serve under a replica id another process holds', () => {
       restarted.child.kill('SIGTERM');
       expect(await restarted.exited).toBe(0);
       expect(beatsOf()).toBeUndefined();
+    },
+  );
+
+  it(
+    'a replica stopped past the expiry whose id was taken over exits at its next heartbeat',
+    { timeout: 120_000 },
+    async () => {
+      const paused = start();
+      expect(await paused.mcpUrl, paused.stderr()).toBeDefined();
+      paused.child.kill('SIGSTOP');
+      // It beats no more: the next start under its id takes it over, as after a SIGKILL.
+      const next = start();
+      try {
+        expect(await next.mcpUrl, next.stderr()).toBeDefined();
+        paused.child.kill('SIGCONT');
+        expect(await paused.exited).toBe(1);
+        expect(paused.stderr()).toContain(
+          `replica id ${REPLICA} was taken over by another process (this one stopped beating for over 1500 ms`,
+        );
+        // The new holder serves on and keeps the id.
+        const beats = beatsOf()!;
+        await sleep(1_000);
+        expect(beatsOf()!).toBeGreaterThan(beats);
+      } finally {
+        next.child.kill('SIGTERM');
+        await next.exited;
+      }
     },
   );
 });
