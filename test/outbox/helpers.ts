@@ -256,13 +256,12 @@ export function insertOpenOpportunities(
   }
 }
 
-/** The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged. */
-export function normaliseWrittenSummaries(salesforce: Sandbox['salesforce']) {
+/** The org's own flow clears every flag the API writes, so no flagged one reads back as flagged. */
+export function clearWrittenFlags(salesforce: Sandbox['salesforce']) {
   salesforce.onWrite(() => {
     for (const o of salesforce.records('Opportunity')) {
-      const summary = o.Fraud_Risk_Summary__c;
-      if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
-        salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
+      if (o.Fraud_Risk_Flag__c === true)
+        salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Flag__c: false });
     }
   });
 }

@@ -378,6 +378,69 @@ describe('flag_opportunities', () => {
     expect(narrowed.output).toMatchObject({ open_opportunities: 999, flagged: 0, remaining: 0 });
   });
 
+  it('reads only the share it writes and tasks only the owners of that share, each owner once across shares', async () => {
+    env = await setup();
+    const { salesforce } = env.sandbox;
+    const account = demo(env).accounts['sandbox-high-risk'];
+    const user = (name: string) =>
+      salesforce.insert('User', { Username: `${name}@example.com`, LastName: name }).Id;
+    const [early, late] = [user('Early'), user('Late')];
+    const open = (closing: string, owner: string) =>
+      salesforce.insert('Opportunity', {
+        Name: `Deal ${closing}`,
+        StageName: 'Prospecting',
+        CloseDate: closing,
+        AccountId: account,
+        OwnerId: owner,
+      });
+    // The first share: the 1000 closing first, all Early's. Then the demo org's two, 500 of Late's and
+    // one more of Early's: 1503 open, 503 of them for the second share.
+    for (let i = 0; i < MAX_FLAGS_PER_CALL; i++) open('2026-06-30', early);
+    for (let i = 0; i < 500; i++) open('2027-03-31', late);
+    open('2027-06-30', early);
+    const tasksOf = (owner: string) => salesforce.records('Task').filter((t) => t.OwnerId === owner);
+
+    let before = salesforce.recordsServed('Opportunity');
+    const first = await env.callTool('flag_opportunities', { account_id: account });
+    expect(first.error).toBeUndefined();
+    expect(first.output).toMatchObject({
+      open_opportunities: 1503,
+      flagged: MAX_FLAGS_PER_CALL,
+      already_flagged: 0,
+      remaining: 503,
+      tasks_created: 1,
+    });
+    // The share and one more to know that more remain; the totals are counts, not reads.
+    expect(salesforce.recordsServed('Opportunity') - before).toBeLessThanOrEqual(MAX_FLAGS_PER_CALL + 1);
+    expect(tasksOf(early)).toHaveLength(1);
+    expect(tasksOf(late)).toHaveLength(0);
+
+    before = salesforce.recordsServed('Opportunity');
+    const second = await env.callTool('flag_opportunities', { account_id: account });
+    expect(second.output).toMatchObject({
+      flagged: 503,
+      already_flagged: MAX_FLAGS_PER_CALL,
+      remaining: 0,
+      owners_with_open_task: 1,
+    });
+    expect(salesforce.recordsServed('Opportunity') - before).toBeLessThanOrEqual(503);
+    expect(tasksOf(early)).toHaveLength(1);
+    expect(tasksOf(late)).toHaveLength(1);
+    expect(String(tasksOf(late)[0]?.Description)).toContain('(500)');
+    const owners = salesforce.records('Task').map((t) => t.OwnerId);
+    expect(new Set(owners).size).toBe(owners.length);
+
+    // Nothing left: the next call reads no opportunity at all.
+    before = salesforce.recordsServed('Opportunity');
+    expect((await env.callTool('flag_opportunities', { account_id: account })).output).toMatchObject({
+      open_opportunities: 1503,
+      flagged: 0,
+      already_flagged: 1503,
+      tasks_created: 0,
+    });
+    expect(salesforce.recordsServed('Opportunity') - before).toBe(0);
+  });
+
   it('below the configured threshold nothing is written; dry run writes nothing', async () => {
     env = await setup({ config: { salesforce: { opportunity_flag_threshold: 0.95 } } });
     const below = await env.callTool('flag_opportunities', { user_id: 'sandbox-high-risk' });
