@@ -114,8 +114,19 @@ export function siftEventArgs(
           'properties.total (or revenue, or value) is required for a transaction',
         );
       }
-      const id = text(props.order_id) ?? text(props.checkout_id) ?? message.messageId;
-      if (!SIFT_ID.test(id)) throw new SegmentMessageError('properties.order_id has characters Sift refuses');
+      const orderId = text(props.order_id);
+      const checkoutId = text(props.checkout_id);
+      const [id, idField] = orderId
+        ? [orderId, 'properties.order_id']
+        : checkoutId
+          ? [checkoutId, 'properties.checkout_id']
+          : [message.messageId, 'messageId'];
+      if (!SIFT_ID.test(id)) {
+        throw new SegmentMessageError(
+          `${idField} is the Sift transaction id and has characters Sift refuses; ` +
+            'send up to 255 letters, digits or = . - _ + @ : & ^ % ! $',
+        );
+      }
       event = {
         event_type: 'transaction',
         user_id: siftUserId,

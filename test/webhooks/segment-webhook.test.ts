@@ -149,6 +149,26 @@ describe('POST /webhooks/segment', () => {
     );
   });
 
+  it('a transaction id Sift refuses is refused naming the field it came from', async () => {
+    const { env, url } = await start();
+    const refusal = async (message: Record<string, unknown>) => {
+      const res = await sendSegmentWebhook(url, message, { secret: SECRET });
+      expect(res.status).toBe(400);
+      return (res.body as { error: string }).error;
+    };
+    const fromOrder = await refusal(order('m-10', 'sandbox-high-risk', { order_id: 'order #10' }));
+    expect(fromOrder).toMatch(/^properties\.order_id /);
+    const fromCheckout = await refusal(
+      order('m-11', 'sandbox-high-risk', { order_id: undefined, checkout_id: 'checkout #11' }),
+    );
+    expect(fromCheckout).toMatch(/^properties\.checkout_id /);
+    expect(fromCheckout).not.toContain('order_id');
+    const fromMessageId = await refusal(order('m 12', 'sandbox-high-risk', { order_id: undefined }));
+    expect(fromMessageId).toMatch(/^messageId /);
+    expect(fromMessageId).not.toContain('order_id');
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
+  });
+
   it('a batch signed over its first event alone is refused: one signed message cannot carry forged ones', async () => {
     const { env, url } = await start();
     const post = (body: string, headers: Record<string, string>) =>
