@@ -172,6 +172,14 @@ CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target
     name: 'approvals: which replica is executing one',
     ...onBothEngines('ALTER TABLE approvals ADD COLUMN executed_by TEXT;'),
   },
+  {
+    version: 14,
+    name: 'identity mappings by Segment user id',
+    // A Segment delivery resolves its users by Segment id; without the index each lookup reads the whole map.
+    ...onBothEngines(
+      'CREATE INDEX IF NOT EXISTS identity_mappings_segment ON identity_mappings (segment_user_id);',
+    ),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */
