@@ -547,7 +547,7 @@ async function openWebhooks(options: {
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),
   });
   return {
     mounts: [webhook, segmentWebhook],

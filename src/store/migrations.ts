@@ -186,6 +186,14 @@ CREATE TABLE replica_instances (
   beats BIGINT NOT NULL
 );`,
   },
+  {
+    version: 14,
+    name: 'identity mappings by Segment user id',
+    // A Segment delivery resolves its users by Segment id; without the index each lookup reads the whole map.
+    ...onBothEngines(
+      'CREATE INDEX IF NOT EXISTS identity_mappings_segment ON identity_mappings (segment_user_id);',
+    ),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */
