@@ -1,7 +1,9 @@
 /**
  * The jobs `serve` registers: their schedules from `jobs.<name>` (defaults, overrides, bad keys
  * refused naming the field), and the wiring through a real runtime — the approval sweep job
- * executes an approved action nobody waits for, on the replica that holds its lease.
+ * executes an approved action nobody waits for, on the replica that holds its lease; the score sync
+ * job with an account Salesforce refuses to update creates its Task once and waits for its next
+ * scheduled run instead of re-reading every account every few minutes.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +11,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULTS, loadConfig, mergeConfig, type Config } from '../../src/config.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import { createJobRunner } from '../../src/jobs/job-runner.ts';
+import { createJobRunner, nextDailyRun } from '../../src/jobs/job-runner.ts';
 import { plannedJobs, registerServeJobs } from '../../src/jobs/serve-jobs.ts';
 import { silentLogger } from '../../src/logger.ts';
+import { startSandbox } from '../../src/sandbox/sandbox.ts';
 import { tools } from '../../tools/index.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
@@ -113,5 +116,79 @@ describe('serve jobs: through a runtime', () => {
       last_status: 'ok',
     });
     await runner.close();
+  });
+
+  it('score sync: an account Salesforce refuses gets one Task, and the job waits for its next day', async () => {
+    const sandbox = await startSandbox(DEFAULTS, { seed: false });
+    const accounts = Array.from({ length: 6 }, (_, i) => {
+      sandbox.sift.setScore(`sync-${i}`, 'payment_abuse', 0.8);
+      // Stored 10 (low): each moves to 80, over the Task threshold.
+      return sandbox.salesforce.insert('Account', {
+        Name: `Sync ${i}`,
+        Sift_User_Id__c: `sync-${i}`,
+        Sift_Score__c: 10,
+        Sift_Risk_Band__c: 'low',
+      });
+    });
+    const locked = accounts[2]!.Id;
+    // An org's validation rule: this account's score may not change.
+    sandbox.salesforce.addValidationRule('Account', (record) =>
+      record.Id === locked && record.Sift_Score__c !== 10
+        ? 'Sift score is locked for this account'
+        : undefined,
+    );
+    try {
+      env = await setup({ sandbox });
+      const config: Config = mergeConfig(env.runtime.config, {
+        jobs: {
+          approval_sweep: { enabled: false },
+          lifecycle_feedback: { enabled: false },
+          lead_watcher: { enabled: false },
+        },
+      });
+      let t = Date.parse('2026-11-30T12:00:00.000Z');
+      const runner = createJobRunner({
+        store: env.runtime.store,
+        replicaId: 'replica-a',
+        logger: silentLogger,
+        now: () => t,
+      });
+      registerServeJobs(runner, { ...env.runtime, config }, tools);
+      expect(await runner.tick()).toEqual([]);
+      const scoreReads = () => sandbox.sift.requests('GET', '/v205/users/:id/score').length;
+      const tasksOf = (id: string) => sandbox.salesforce.records('Task').filter((task) => task.WhatId === id);
+
+      for (let day = 1; day <= 3; day++) {
+        t = nextDailyRun('02:00', t);
+        const readsBefore = scoreReads();
+        expect(await runner.tick()).toEqual(['score_sync']);
+        expect(scoreReads() - readsBefore).toBe(accounts.length);
+        expect(await env.runtime.store.jobs.get('score_sync')).toMatchObject({
+          last_status: 'ok',
+          runs: day,
+        });
+        // Minutes later: not due again, so no account is read again.
+        for (let minutes = 5; minutes <= 15; minutes += 5) {
+          t += 5 * 60_000;
+          expect(await runner.tick()).toEqual([]);
+        }
+        expect(scoreReads() - readsBefore).toBe(accounts.length);
+      }
+      expect(tasksOf(locked)).toHaveLength(1);
+      expect(String(tasksOf(locked)[0]!.Subject)).toMatch(
+        /^Sift score moved 10 → 80: Sync 2 \[fraudgate:score 10->80\]$/,
+      );
+      const byId = new Map(sandbox.salesforce.records('Account').map((a) => [a.Id, a]));
+      expect(byId.get(locked)?.Sift_Score__c).toBe(10);
+      for (const account of accounts.filter((a) => a.Id !== locked)) {
+        expect(byId.get(account.Id)?.Sift_Score__c).toBe(80);
+        expect(tasksOf(account.Id)).toHaveLength(1);
+      }
+      await runner.close();
+    } finally {
+      await env?.close();
+      env = undefined;
+      await sandbox.close();
+    }
   });
 });
