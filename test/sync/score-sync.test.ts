@@ -178,6 +178,31 @@ describe('score sync', () => {
     expect(env.sandbox.salesforce.records('Task')).toHaveLength(150);
   });
 
+  it('a stop that comes while the Tasks are written keeps the score update from being written', async () => {
+    const { env, state } = await start(30);
+    const stop = new AbortController();
+    // The signal aborts (the job lease was lost) right as Salesforce takes the batch's Task create.
+    env.sandbox.salesforce.onWrite(() => {
+      if (compositeCreates(env).length > 0) stop.abort(new Error('job lease lost'));
+    });
+    env.sandbox.salesforce.clearJournal();
+    const first = await sync(env, state, { signal: stop.signal });
+    expect(first).toMatchObject({ interrupted: true, counters: { accounts: 0 } });
+    expect(compositeCreates(env)).toHaveLength(1);
+    expect(compositeUpdates(env)).toHaveLength(0);
+    expect(env.sandbox.salesforce.records('Task')).toHaveLength(10);
+
+    // The next run redoes the batch: the scores land, the Tasks are not created again.
+    const second = await sync(env, state);
+    expect(second).toMatchObject({
+      resumed: true,
+      interrupted: false,
+      counters: { accounts: 30, changed: 20 },
+    });
+    expect(compositeUpdates(env)).toHaveLength(1);
+    expect(env.sandbox.salesforce.records('Task')).toHaveLength(10);
+  });
+
   it('respects the Sift budget and rides out 429s without failing', async () => {
     const { env, state } = await start(60);
     env.sandbox.sift.rateLimit(25, { httpStatus: 429 });
