@@ -35,7 +35,10 @@ import type { LeaseStore } from '../store/lease-store.ts';
 export type JobSchedule = { every_ms: number } | { daily_at: string };
 
 export interface JobContext {
-  /** Aborted when the runner closes or the lease was lost: stop at the next safe point. */
+  /**
+   * Aborted when the runner closes, the lease was lost, or it could not be renewed in time: stop at
+   * the next safe point, and write nothing after it.
+   */
   signal: AbortSignal;
   /** The replica running it (the lease holder). */
   replicaId: string;

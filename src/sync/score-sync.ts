@@ -117,7 +117,7 @@ type AccountRow = SalesforceRecord & {
 
 const MAX_SCORE_ATTEMPTS = 8;
 /** The longest Sift pause a run waits out; a longer Retry-After ends the run (it resumes next time). */
-export const MAX_SIFT_PAUSE_MS = 60_000;
+const MAX_SIFT_PAUSE_MS = 60_000;
 
 const abortableSleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -195,12 +195,10 @@ export async function runScoreSync(
   const sleep = deps.sleep ?? abortableSleep;
   const dryRun = options.dryRun === true;
   const started = Date.now();
-  // Aborted by the caller's signal, or by the run itself (a Sift pause too long to wait out).
-  const halt = new AbortController();
-  const stopWith = () => halt.abort(options.signal?.reason);
-  if (options.signal?.aborted) stopWith();
-  else options.signal?.addEventListener('abort', stopWith, { once: true });
-  const bucket = createBucket(settings.sift_budget_per_minute, settings.concurrency, sleep, halt.signal);
+  // The run stops on the caller's signal, or on its own (a Sift pause too long to wait out).
+  const giveUp = new AbortController();
+  const halt = options.signal ? AbortSignal.any([options.signal, giveUp.signal]) : giveUp.signal;
+  const bucket = createBucket(settings.sift_budget_per_minute, settings.concurrency, sleep, halt);
 
   // A dry run never touches the checkpoint: it reads from the start and writes nothing anywhere.
   const open = dryRun ? undefined : await state.openRun();
@@ -236,10 +234,10 @@ export async function runScoreSync(
       if (!(await bucket.take())) return 'halted';
       counters.sift_calls += 1;
       try {
-        const score = await sift.getUserScore(account.Sift_User_Id__c, { signal: halt.signal });
+        const score = await sift.getUserScore(account.Sift_User_Id__c, { signal: halt });
         return pickScore(score.scores, settings.abuse_type) ?? 'skip';
       } catch (error) {
-        if (halt.signal.aborted) return 'halted';
+        if (halt.aborted) return 'halted';
         if (error instanceof FraudgateError && error.code === ERROR_CODES.NOT_FOUND) return 'skip';
         const retryable = error instanceof FraudgateError && error.retryable;
         if (!retryable || attempt >= MAX_SCORE_ATTEMPTS) {
@@ -257,7 +255,7 @@ export async function runScoreSync(
               retry_after_s: Math.ceil(retryAfter / 1000),
             },
           );
-          halt.abort(new Error('Sift asked for a pause longer than the score sync waits'));
+          giveUp.abort(new Error('Sift asked for a pause longer than the score sync waits'));
           return 'halted';
         }
         // Slow everyone down, not just this worker: the budget is per Sift account.
@@ -270,7 +268,7 @@ export async function runScoreSync(
     const out = new Map<string, ScoreResult>();
     let next = 0;
     const worker = async () => {
-      while (next < accounts.length && !halt.signal.aborted) {
+      while (next < accounts.length && !halt.aborted) {
         const account = accounts[next++]!;
         out.set(account.Id, await fetchScore(account));
       }
@@ -386,7 +384,7 @@ export async function runScoreSync(
     batch += 1;
 
     const scores = await scoresFor(accounts);
-    if (halt.signal.aborted) {
+    if (halt.aborted) {
       // Nothing of this batch is written or checkpointed: the next run reads it again.
       interrupted = true;
       break;
@@ -438,13 +436,13 @@ export async function runScoreSync(
     let tasks = taskCandidates.length;
     if (!dryRun) {
       // Checked right before each write: a run that lost its job lease must not write on.
-      if (halt.signal.aborted) {
+      if (halt.aborted) {
         interrupted = true;
         break;
       }
       tasks = taskCandidates.length > 0 ? await writeTasks(taskCandidates, batch) : 0;
       if (updates.length > 0) {
-        if (halt.signal.aborted) {
+        if (halt.aborted) {
           // The Tasks are in the ledger: the next run redoes this batch without a second one.
           interrupted = true;
           break;
@@ -486,7 +484,6 @@ export async function runScoreSync(
     if (accounts.length < settings.batch_size) break;
   }
 
-  options.signal?.removeEventListener('abort', stopWith);
   if (!dryRun && !interrupted) await state.finishRun(run.id, counters);
   const usageAfter = salesforce.apiUsage()?.used;
   return {
