@@ -9,11 +9,13 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
 import { createAuthenticator, type Authenticator } from '../../src/auth/authenticator.ts';
 import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import { openTestLedger } from '../helpers/audit.ts';
+import { testIdentityProvider } from '../helpers/identity-provider.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import type { ApprovalStore } from '../../src/store/approval-store.ts';
@@ -228,7 +230,7 @@ describe('console handler', () => {
   });
 });
 
-describe('console with configured API keys', () => {
+describe('console credentials: people only, and only while their key is configured', () => {
   const digest = (token: string) => createHash('sha256').update(token).digest('hex');
   const key = (token: string, principal: string, kind: 'user' | 'service', role: 'approver' | 'admin') => ({
     sha256: digest(token),
@@ -279,5 +281,37 @@ describe('console with configured API keys', () => {
     expect(
       await fetch(`${base}/console/api/approvals`, { headers: { Cookie: again.jar } }).then((r) => r.status),
     ).toBe(401);
+  });
+
+  it('a client-credentials JWT (gty, or client_id = sub) is a service: refused; a person’s JWT signs in', async () => {
+    const { privateKey, jwks } = await testIdentityProvider();
+    const audience = 'http://127.0.0.1/mcp';
+    const issuer = 'https://idp.example.com/';
+    await serve({
+      authenticate: createAuthenticator({
+        mode: 'live',
+        audience,
+        jwks,
+        auth: {
+          key_hashes: [],
+          jwt: { issuer, jwks_url: 'https://idp.example.com/jwks', role_claim: 'role', subject_claim: 'sub' },
+        },
+      }),
+    });
+    const token = (subject: string, claims: Record<string, unknown>) =>
+      new SignJWT({ role: 'approver', ...claims })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setIssuer(issuer)
+        .setAudience(audience)
+        .setSubject(subject)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(privateKey);
+    const machine = await signIn(await token('ci-pipeline@clients', { gty: 'client-credentials' }));
+    expect(machine.res.status).toBe(403);
+    expect(machine.body.error?.message).toMatch(/service credential/);
+    expect((await signIn(await token('svc-123', { client_id: 'svc-123' }))).res.status).toBe(403);
+    const person = await signIn(await token(APPROVER.id, { client_id: 'console-app' }));
+    expect(person.res.status).toBe(200);
   });
 });
