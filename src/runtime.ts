@@ -29,7 +29,7 @@ import {
   type CheckpointVerifier,
 } from './governance/audit-signing.ts';
 import { openSqliteLedgerStore } from './store/sqlite/audit-ledger-store.ts';
-import { createPipeline, type Pipeline } from './governance/pipeline.ts';
+import { createPipeline, type Pipeline, type PipelineDeps } from './governance/pipeline.ts';
 import { createBudgets, type Budgets } from './governance/budgets.ts';
 import type { BudgetStore } from './store/budget-store.ts';
 import { openSqliteBudgetStore } from './store/sqlite/budget-store.ts';
@@ -56,6 +56,12 @@ export interface Runtime {
   /** Every registered tool (the pipeline decides who sees which). */
   tools: readonly AnyTool[];
   pipeline: Pipeline;
+  /**
+   * A pipeline for callers that must not stall on a human (the lifecycle poller, the Lead watcher):
+   * the runtime's own — identities, approvals and their signal, cursor key, budgets, rate limiter,
+   * audit, replica — but answering APPROVAL_PENDING at once instead of waiting.
+   */
+  unattendedPipeline(tools: readonly AnyTool[]): Pipeline;
   desk: ApprovalDesk;
   /** Every piece of durable state (SQLite or PostgreSQL); `approvals` and `identities` are in it. */
   store: Store;
@@ -472,7 +478,7 @@ export async function openRuntime(options: {
     audit: state.audit,
     logger,
   });
-  const pipeline = createPipeline({
+  const pipelineDeps: PipelineDeps = {
     tools: options.tools,
     config,
     clients,
@@ -488,7 +494,8 @@ export async function openRuntime(options: {
     logger,
     ...(options.replicaId ? { replicaId: options.replicaId } : {}),
     ...(options.replicaStartedAt ? { startedAt: options.replicaStartedAt } : {}),
-  });
+  };
+  const pipeline = createPipeline(pipelineDeps);
   // A runtime whose calls wait for decisions hears other replicas' from now on (the automation's never wait).
   if (config.approvals.wait_ms > 0) await state.approvalSignal.listen();
   // Sessions live in the store like everything else; with PostgreSQL every replica shares them.
@@ -501,6 +508,12 @@ export async function openRuntime(options: {
     config,
     tools: options.tools,
     pipeline,
+    unattendedPipeline: (tools) =>
+      createPipeline({
+        ...pipelineDeps,
+        tools,
+        config: { ...config, approvals: { ...config.approvals, wait_ms: 0 } },
+      }),
     ...state,
     sessions,
     rateLimiter,

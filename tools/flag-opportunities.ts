@@ -13,7 +13,8 @@ const MAX_LISTED = 50;
 /**
  * Opportunities one call may write: 5 collection requests, well inside a client's usual 60 s
  * timeout even when Salesforce triggers slow each batch. The earliest closing go first; the output's
- * `remaining` says how many wait for the next call, which skips those already flagged.
+ * `remaining` says how many wait for the next call, which skips those already flagged. A call reads
+ * no more opportunities than this (+1), and creates at most one review Task per owner of its share.
  */
 export const MAX_FLAGS_PER_CALL = 1000;
 /** Records per sObject Collections request, Salesforce's limit; progress is reported per batch. */
@@ -52,6 +53,15 @@ function dueDate(ctx: ToolContext): string {
   return due.toISOString().slice(0, 10);
 }
 
+/** How many opportunities `from` (a `FROM Opportunity WHERE …` clause) matches: a count, no records read. */
+async function countOf(from: string, ctx: ToolContext): Promise<number> {
+  const page = await ctx.clients.salesforce.queryPage(
+    { soql: `SELECT COUNT() ${from}` },
+    { signal: ctx.signal },
+  );
+  return page.totalSize;
+}
+
 type FlagArgs = { user_id?: string; account_id?: string; closing_by?: string };
 
 /** Everything a flagging decides before writing; shared by the dry run and the real run. */
@@ -61,7 +71,7 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
   const risk = await siftRisk(user, ctx);
   const threshold = ctx.config.salesforce.opportunity_flag_threshold;
   const over = risk.score >= threshold;
-  // No timestamp in the summary: an unchanged score rewrites nothing on a retry or a repeat.
+  // No timestamp in the summary: the same score writes the same text, however often it runs.
   const summary = [
     `Sift score ${risk.sift_score}/100 (${risk.risk_band}${risk.abuse_type ? `, ${risk.abuse_type}` : ''}) for Sift user ${user}.`,
     risk.reasons.length > 0 ? `Top reasons: ${risk.reasons.slice(0, 5).join(', ')}.` : '',
@@ -71,19 +81,31 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
     .join(' ');
   const { opportunity_flag: flag, opportunity_summary: summaryField } = ctx.config.mapping.salesforce_fields;
   const flagValue = ctx.config.mapping.opportunity_flag_value;
-  const opportunities = over
-    ? await sf.query<OpportunityRow>(
-        `SELECT Id, OwnerId, ${flag}, ${summaryField} FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false${args.closing_by ? ` AND CloseDate <= ${args.closing_by}` : ''} ORDER BY CloseDate, Id`,
-        { signal: ctx.signal },
-      )
-    : [];
   const fields = { [flag]: flagValue, [summaryField]: summary };
-  const unflagged = opportunities.filter((o) => o[flag] !== flagValue || o[summaryField] !== summary);
-  const updates = unflagged.slice(0, MAX_FLAGS_PER_CALL).map((o) => ({ Id: o.Id, ...fields }));
+  const open = `FROM Opportunity WHERE AccountId = ${soqlQuote(accountId)} AND IsClosed = false${args.closing_by ? ` AND CloseDate <= ${args.closing_by}` : ''}`;
+  // SOQL's != also matches an empty flag. Filtering on the flag alone: the summary is a long text
+  // area, which SOQL cannot filter, so a flagged opportunity is never re-read to compare it.
+  const unflaggedWhere = `${open} AND ${flag} != ${flagValue === true ? 'true' : soqlQuote(flagValue)}`;
+  // Reads bounded by the writes: this call's share, earliest closing first, plus one to know whether
+  // more remain; the totals are counts, so a big account costs this call no more than its share.
+  const [openCount, share] = over
+    ? await Promise.all([
+        countOf(open, ctx),
+        sf.query<OpportunityRow>(
+          `SELECT Id, OwnerId ${unflaggedWhere} ORDER BY CloseDate, Id LIMIT ${MAX_FLAGS_PER_CALL + 1}`,
+          { signal: ctx.signal },
+        ),
+      ])
+    : [0, []];
+  const unflagged = share.length > MAX_FLAGS_PER_CALL ? await countOf(unflaggedWhere, ctx) : share.length;
+  const flagging = share.slice(0, MAX_FLAGS_PER_CALL);
+  const updates = flagging.map((o) => ({ Id: o.Id, ...fields }));
 
+  // Review Tasks for the owners of this share only: an owner of a later share is tasked by the call
+  // that flags it, and one already tasked (by an earlier share or call) has an open Task and is skipped.
   const owners = new Map<string, string[]>();
   const skippedOwners = new Set<string>();
-  for (const o of opportunities) {
+  for (const o of flagging) {
     if (!o.OwnerId) continue;
     // Tasks are owned by users; an opportunity owned by a queue has no one to assign the review to.
     if (!o.OwnerId.startsWith(USER_ID_PREFIX)) skippedOwners.add(o.OwnerId);
@@ -92,12 +114,19 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
   const subject = taskSubject(user);
   const openTasks =
     owners.size > 0
-      ? await sf.query<{ Id: string; OwnerId?: string }>(
-          `SELECT Id, OwnerId FROM Task WHERE WhatId = ${soqlQuote(accountId)} AND Subject = ${soqlQuote(subject)} AND IsClosed = false`,
+      ? await sf.lookup<{ Id: string; OwnerId?: string }>(
+          {
+            sobject: 'Task',
+            field: 'OwnerId',
+            values: [...owners.keys()],
+            select: ['OwnerId'],
+            where: `WhatId = ${soqlQuote(accountId)} AND Subject = ${soqlQuote(subject)} AND IsClosed = false`,
+          },
           { signal: ctx.signal },
         )
       : [];
   const hasTask = new Set(openTasks.map((t) => t.OwnerId));
+  const remaining = Math.max(0, unflagged - updates.length);
   const tasks = [...owners.entries()]
     .filter(([owner]) => !hasTask.has(owner))
     .map(([owner, ids]) => ({
@@ -109,7 +138,7 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
       Status: 'Not Started',
       Description: [
         summary,
-        `Your open opportunities on this account (${ids.length}): ${capped(ids, MAX_LISTED).items.join(', ')}${ids.length > MAX_LISTED ? ', …' : ''}`,
+        `Your open opportunities flagged on this account (${ids.length}${remaining > 0 ? ' so far' : ''}): ${capped(ids, MAX_LISTED).items.join(', ')}${ids.length > MAX_LISTED ? ', …' : ''}`,
       ].join('\n'),
     }));
   return {
@@ -120,10 +149,10 @@ async function prepare(args: FlagArgs, ctx: ToolContext) {
     threshold,
     over,
     summary,
-    opportunities,
-    unflagged: unflagged.length,
+    openCount,
+    unflagged,
     updates,
-    remaining: unflagged.length - updates.length,
+    remaining,
     tasks,
     skippedOwners,
     openTasks,
@@ -201,8 +230,8 @@ export const flagOpportunities = defineTool({
         account_id: p.accountId,
         sift_score: p.risk.sift_score,
         over_threshold: p.over,
-        open_opportunities: p.opportunities.length,
-        already_flagged: p.opportunities.length - p.unflagged,
+        open_opportunities: p.openCount,
+        already_flagged: Math.max(0, p.openCount - p.unflagged),
         open_review_tasks: p.openTasks.length,
       },
       changes: {
@@ -264,9 +293,9 @@ export const flagOpportunities = defineTool({
       risk_band: p.risk.risk_band,
       threshold: Math.round(p.threshold * 100),
       over_threshold: p.over,
-      open_opportunities: p.opportunities.length,
+      open_opportunities: p.openCount,
       flagged: flaggedIds.length,
-      already_flagged: p.opportunities.length - p.unflagged,
+      already_flagged: Math.max(0, p.openCount - p.unflagged),
       remaining: p.remaining,
       next_step: nextStep(p.remaining),
       tasks_created: taskIds.length,

@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { InvalidInputError } from '../src/errors.ts';
 import { defineTool } from '../src/tool.ts';
 
 export const listUnmatchedIdentities = defineTool({
@@ -12,7 +13,8 @@ export const listUnmatchedIdentities = defineTool({
   idempotent: true,
   openWorld: false,
   input: z.strictObject({
-    cursor: z.string().min(1).max(512).optional().describe('next_cursor from the previous page.'),
+    // Sealed (`ctx.cursors`): a position at a 255-character id seals to about 540 characters.
+    cursor: z.string().min(1).max(1024).optional().describe('next_cursor from the previous page.'),
     limit: z.number().int().min(1).max(100).default(20).describe('Entries per page.'),
   }),
   output: z.object({
@@ -35,9 +37,23 @@ export const listUnmatchedIdentities = defineTool({
     next_cursor: z.string().optional().describe('Absent on the last page.'),
   }),
   async run(args, ctx) {
-    return ctx.identities.listUnmatched({
+    // A client hands the cursor back, never writes it: an edited or made-up position does not open.
+    const position = args.cursor === undefined ? undefined : ctx.cursors.open(args.cursor);
+    if (args.cursor !== undefined && position === undefined) {
+      throw new InvalidInputError([
+        {
+          field: 'cursor',
+          message:
+            'is not a next_cursor this server returned; pass one back unchanged, or omit it to start over',
+        },
+      ]);
+    }
+    const page = await ctx.identities.listUnmatched({
       limit: args.limit,
-      ...(args.cursor ? { cursor: args.cursor } : {}),
+      ...(position !== undefined ? { cursor: position } : {}),
     });
+    return page.next_cursor === undefined
+      ? page
+      : { ...page, next_cursor: ctx.cursors.seal(page.next_cursor) };
   },
 });

@@ -12,7 +12,8 @@
  * retry and drop need an approver's credential (src/cli/credential.ts) and leave an audit record
  * under the identity it proves. A dead letter whose outcome is unknown (`OUTCOME_UNKNOWN`: a
  * non-idempotent call that may have reached the upstream) is shown as such; retrying it sends it
- * again, so its record says so.
+ * again, so its record says so. One whose continuation stalled (`CONTINUATION_STALLED`) is shown as
+ * such too, with what to check before retrying it; a continuing effect's counts show as progress.
  */
 import { randomUUID } from 'node:crypto';
 import { tools } from '../../tools/index.ts';
@@ -24,6 +25,7 @@ import { openAutomation, type Automation } from '../outbox/automation.ts';
 import { humanTime } from '../tool.ts';
 import { openGovernanceState } from '../runtime.ts';
 import {
+  isContinuationStalled,
   isOutcomeUnknown,
   OUTCOME_UNKNOWN,
   type EffectState,
@@ -32,10 +34,17 @@ import {
 } from '../store/outbox-store.ts';
 import { authenticateOperator } from './credential.ts';
 
+/** The state `outbox list` shows: a dead letter that needs more than a retry says which kind it is. */
+function stateLabel(e: OutboxEffect): string {
+  if (isOutcomeUnknown(e)) return 'outcome unknown';
+  if (isContinuationStalled(e)) return 'continuation stalled';
+  return e.state;
+}
+
 function line(e: OutboxEffect): string {
   return [
     String(e.id).padStart(6),
-    (isOutcomeUnknown(e) ? 'outcome unknown' : e.state).padEnd(17),
+    stateLabel(e).padEnd(20),
     e.tool.padEnd(28),
     e.entityKey.padEnd(32),
     `attempts ${e.attempts}`,
@@ -58,6 +67,19 @@ function limitOf(text: string | undefined): number {
 /** Epoch ms as the CLI shows times (UTC, to the minute). */
 const at = (ms: number | undefined) => (ms === undefined ? '—' : humanTime(new Date(ms).toISOString()));
 
+/** A continuing effect's progress as `outbox show` words it (the worker's counts; anything else as stored). */
+function progressOf(progress: unknown): string {
+  const c = (progress as { continuation?: Record<string, unknown> } | null)?.continuation;
+  if (
+    c &&
+    typeof c.shares === 'number' &&
+    typeof c.remaining === 'number' &&
+    typeof c.max_shares === 'number'
+  )
+    return `${c.shares} ${c.shares === 1 ? 'share' : 'shares'} done, ${c.remaining} still to do (at most ${c.max_shares} shares)`;
+  return JSON.stringify(progress);
+}
+
 /** `outbox show` for people: what the effect does, for which decision, where it stands. */
 function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
   return [
@@ -69,6 +91,14 @@ function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
             `Check there first; fraudgate outbox retry ${e.id} sends it again, fraudgate outbox drop ${e.id} gives it up.`,
         ]
       : []),
+    ...(isContinuationStalled(e)
+      ? [
+          '  stalled:    the effect ran in shares and stopped: the work left did not shrink, or it took the most shares ' +
+            'it may. Check the org for a flow or trigger that clears or rewrites what it writes (the fraud flag of ' +
+            `the opportunities); once fixed, fraudgate outbox retry ${e.id} starts it afresh (every share runs again), ` +
+            `fraudgate outbox drop ${e.id} gives it up.`,
+        ]
+      : []),
     `  arguments:  ${JSON.stringify(e.args)}`,
     `  entity:     ${e.entityKey}`,
     event
@@ -78,6 +108,7 @@ function showEffect(e: OutboxEffect, event: StoredEvent | undefined): string {
     ...(e.leaseOwner ? [`  leased by:  ${e.leaseOwner} until ${at(e.leaseUntil)}`] : []),
     ...(e.approvalId ? [`  approval:   ${e.approvalId} (fraudgate approvals show ${e.approvalId})`] : []),
     ...(e.lastError ? [`  last error: ${e.lastError}`] : []),
+    ...(e.progress !== undefined ? [`  progress:   ${progressOf(e.progress)}`] : []),
     ...(e.result !== undefined ? [`  result:     ${JSON.stringify(e.result)}`] : []),
     `  created:    ${at(e.createdAt)}; updated ${at(e.updatedAt)}`,
   ].join('\n');

@@ -7,9 +7,11 @@
  *   label DELETE retry on network errors, timeouts, 5xx, 429 and statuses 60 / -1..-4. A label
  *   POST sets the same label again, so repeating it has the same effect as sending it once.
  * - event POST never retries: Sift has no idempotency key, so a retry can duplicate the event.
- * - decision POST retries only when the request provably did not take effect: connection refused
- *   (never sent), 429 or 503 (rejected before processing). After a timeout or reset the decision
- *   may have been applied, so the error goes back to the caller, who can read the status first.
+ * - decision POST retries when the request provably did not take effect — connection refused
+ *   (never sent), 429 — and after a 503, which the contract does NOT promise was unprocessed: a
+ *   resend is allowed there only because applying the same decision again is harmless (see
+ *   `applyUserDecision`). After a timeout or reset the error goes back to the caller, who can read
+ *   the status first.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Agent } from 'undici';
@@ -448,10 +450,12 @@ export function verifySiftSignature(rawBody: Buffer, header: string | undefined,
 /**
  * When a failed attempt may be repeated:
  * - `always`: idempotent (reads, rescore, labels).
- * - `unsent`: only when the request provably had no effect (connection refused, 429, 503).
+ * - `unsent-or-503`: when the request provably had no effect (connection refused, 429, status 60),
+ *   or Sift answered 503 — not proof of anything (shared/contracts/sift.md §8: any 5xx is a server
+ *   error, whatever its body), so only for a call whose repeat is harmless (the decision POST).
  * - `never`: events.
  */
-type RetryPolicy = 'always' | 'unsent' | 'never';
+type RetryPolicy = 'always' | 'unsent-or-503' | 'never';
 
 interface CallSpec {
   name: string;
@@ -532,7 +536,7 @@ interface RawResponse {
 
 class AttemptError extends Error {
   readonly error: FraudgateError;
-  /** The request provably had no effect upstream. */
+  /** The request provably had no effect upstream (never connected, 429, status 60); never for a 5xx. */
   readonly unsent: boolean;
   constructor(error: FraudgateError, unsent: boolean) {
     super(error.message);
@@ -645,7 +649,8 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           retryable: true,
           ...extra(),
         }),
-        status === 503,
+        // Sift may have processed it: the contract promises nothing about a 5xx (a 503 included).
+        false,
       );
     }
     if (spec.family === 'v20x') {
@@ -824,7 +829,9 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       } catch (error) {
         if (!(error instanceof AttemptError)) throw error;
         const { error: failure, unsent } = error;
-        const allowed = spec.retry === 'always' || (spec.retry === 'unsent' && unsent);
+        const status = failure instanceof UpstreamError ? failure.status : undefined;
+        const allowed =
+          spec.retry === 'always' || (spec.retry === 'unsent-or-503' && (unsent || status === 503));
         if (!failure.retryable || !allowed || n >= maxRetries) throw failure;
         const retryAfter = failure instanceof UpstreamError ? failure.retryAfterMs : undefined;
         // Waiting less than Sift asked is pointless and waiting longer than the cap stalls the agent.
@@ -1002,7 +1009,13 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
           },
           auth: 'basic',
           family: 'v3',
-          retry: 'unsent',
+          // A 503 is resent although Sift may have applied the decision (the contract does not say a
+          // 5xx went unprocessed): applying a decision sets the entity's latest decision for its abuse
+          // type (shared/contracts/sift.md §5.2, §5.3) and an API-applied decision sends no webhook
+          // (§5), so the same decision applied twice leaves Sift as once, the reason apply_decision is
+          // declared idempotent and the outbox retries it like any idempotent effect. Only the
+          // decision's time moves to the resend's; the caller enqueues the one answer it gets.
+          retry: 'unsent-or-503',
           onV3NotFound: () =>
             new FraudgateError(
               ERROR_CODES.INVALID_INPUT,

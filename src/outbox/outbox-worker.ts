@@ -35,13 +35,17 @@
  * are capped at ceil(total / first share) + 2 calls; past either — an org whose trigger rewrites the
  * written fields, so the same records never read back as done — the effect becomes a dead letter
  * with reason {@link CONTINUATION_STALLED} (audited). The progress between shares is kept in the
- * effect's result column, which holds nothing else until the effect completes.
+ * effect's result column, which holds nothing else until the effect completes, and is read back as
+ * the effect's `progress` (its `result` only once done), so `outbox show` and `list --json` never
+ * present the counts as the effect's result.
  *
  * Effects whose tool is not idempotent (`send_sift_event`: Sift events have no idempotency key) run
  * at most once by themselves: their call is marked attempted in the store before it starts, a
  * failure is retried only when it proves nothing reached the upstream (never connected, rate
- * limited, refused by fraudgate before the call), and any other failure — a lost answer, a timeout,
- * a reset, a 5xx — or a lease that finds the mark of an attempt that never finished (a crash, a
+ * limited, refused by fraudgate before the call), it is an ordinary dead letter only when it proves
+ * nothing changed there (also: the upstream answered that it refused the request, a 4xx), and any
+ * other failure — a lost answer, a timeout, a reset, a 5xx, an answer that then fails a check of
+ * ours, final or not — or a lease that finds the mark of an attempt that never finished (a crash, a
  * lost lease, a completion that could not be stored) makes it a dead letter whose outcome is
  * unknown (`OUTCOME_UNKNOWN`), for an operator to check upstream and replay or drop.
  */
@@ -55,6 +59,7 @@ import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import {
+  CONTINUATION_STALLED,
   OUTCOME_UNKNOWN,
   type NewEffect,
   type OutboxEffect,
@@ -68,13 +73,7 @@ import { NEVER_SENT, UNREACHABLE } from '../network-errors.ts';
 
 export type EffectName = keyof Config['automation']['effect_tools'];
 
-/**
- * The reason code of a dead letter whose continuation stopped: its shares stopped shrinking the work
- * left, or reached their cap (see Continuations above). `fraudgate outbox retry` starts it afresh.
- */
-export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
-
-/** What a continuing effect keeps between its shares, in its result column until it completes. */
+/** What a continuing effect keeps between its shares: its `progress` (the result column until it completes). */
 interface ContinuationProgress {
   continuation: { shares: number; remaining: number; max_shares: number };
 }
@@ -88,6 +87,18 @@ function continuationOf(stored: unknown): ContinuationProgress['continuation'] |
     ? c
     : undefined;
 }
+
+/**
+ * Refusals by fraudgate before a tool runs (its arguments, the principal's role, a denied or already
+ * used approval): nothing reached the upstream. INVALID_INPUT is also an upstream's answer that it
+ * refused the request (Sift: an unknown decision id), which changed nothing there either.
+ */
+const REFUSED_BEFORE_THE_CALL: ReadonlySet<string> = new Set([
+  ERROR_CODES.INVALID_INPUT,
+  ERROR_CODES.FORBIDDEN,
+  ERROR_CODES.APPROVAL_DENIED,
+  ERROR_CODES.CONFLICT,
+]);
 
 /** Effects whose writes go to Salesforce (the daily allowance applies to them). */
 const SALESFORCE_EFFECTS: ReadonlySet<string> = new Set(['salesforce', 'case', 'opportunities']);
@@ -367,7 +378,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (approval.state === 'executed') {
       const output = (approval.result ?? {}) as Record<string, unknown>;
       if (continuable.has(effect.tool) && leftForNextCall(output)) {
-        const next = nextShare((await store.get(effect.id))?.result, output);
+        const next = nextShare((await store.get(effect.id))?.progress, output);
         // The approved call did one share: the next asks for its own approval, with its own plan.
         if ('progress' in next) await store.continueAfterApproval(effect.id, next.progress);
         else {
@@ -424,7 +435,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    * construction (stable Segment messageIds, external-id upserts, Chatter markers, case keys), so an
    * upstream failure without a definite answer — network error, timeout, 429, 5xx — is retried even
    * where the client itself would not repeat the request. A 4xx or a policy refusal is final. A
-   * tool that is not idempotent must also pass {@link provablyUnsent}.
+   * tool that is not idempotent must also pass {@link provablyUnapplied}.
    */
   function retryable(error: FraudgateError): boolean {
     if (error.retryable) return true;
@@ -458,6 +469,27 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const data = (error.data ?? {}) as { service?: unknown; status?: unknown };
     if (data.service === undefined) return error.retryable;
     return data.status === 429 || (data.status === undefined && causedBy(error, NEVER_SENT));
+  }
+
+  /**
+   * Whether the failed call provably left the upstream unchanged, so a tool that is not idempotent
+   * may fail as usual (retried when {@link retryable}, else an ordinary dead letter): it was
+   * {@link provablyUnsent}, fraudgate refused it before the tool ran (its arguments, the principal's
+   * role, a denied approval, a used approval), or the upstream answered that it refused it (an HTTP
+   * 4xx, a positive Sift status: 51 bad key, 55 missing field, …). Anything else — no answer, a 5xx,
+   * a Sift status below 0, a 2xx whose body failed our checks, an error of ours after the call, a
+   * multi-event send that stopped half-way — may have been applied.
+   */
+  function provablyUnapplied(error: FraudgateError): boolean {
+    if (provablyUnsent(error)) return true;
+    if (REFUSED_BEFORE_THE_CALL.has(error.code)) return true;
+    if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
+    const data = (error.data ?? {}) as { service?: unknown; status?: unknown; upstream_code?: unknown };
+    if (data.service === undefined) return false;
+    const status = typeof data.status === 'number' ? data.status : undefined;
+    const siftStatus = typeof data.upstream_code === 'number' ? data.upstream_code : undefined;
+    if (status !== undefined && status >= 400 && status < 500) return true;
+    return siftStatus !== undefined && siftStatus > 0 && status !== undefined && status < 500;
   }
 
   /**
@@ -581,8 +613,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
    * A non-idempotent effect whose call may have reached the upstream: a dead letter, never resent by
    * itself. `why` says what left the outcome unknown (kept free of arguments: it is stored and logged).
    */
-  async function outcomeUnknown(effect: OutboxEffect, why: string): Promise<void> {
-    await deadLetter(effect, {
+  async function outcomeUnknown(effect: OutboxEffect, why: string): Promise<boolean> {
+    return deadLetter(effect, {
       code: OUTCOME_UNKNOWN,
       message:
         `${effect.tool} may have reached the upstream (${why}); it is not idempotent, so it is not sent ` +
@@ -590,7 +622,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     });
   }
 
-  async function deadLetter(effect: OutboxEffect, error: FraudgateError | { code: string; message: string }) {
+  /**
+   * The leased effect made a dead letter, with its audit record; false when it did not move (the
+   * lease is someone else's now, or the record could not be written), so nothing counts it.
+   */
+  async function deadLetter(
+    effect: OutboxEffect,
+    error: FraudgateError | { code: string; message: string },
+  ): Promise<boolean> {
     const reason = `${error.code}: ${error.message}`;
     const record = {
       event: 'dead_lettered',
@@ -610,14 +649,16 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         });
         if (moved)
           logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
+        return moved;
       } catch (thrown) {
         logger.error('audit write failed', { event: 'dead_lettered', error: String(thrown) });
+        return false;
       }
-      return;
     }
-    if (!(await store.deadLetter(effect.id, owner, reason))) return;
+    if (!(await store.deadLetter(effect.id, owner, reason))) return false;
     logger.warn('effect dead-lettered', { effect_id: effect.id, tool: effect.tool, code: error.code });
     await auditQuietly(record);
+    return true;
   }
 
   /** Effects this worker is running, by id, with the switch that aborts one whose lease was lost. */
@@ -745,12 +786,12 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const idempotent = idempotentTools.has(effect.tool);
     if (!idempotent) {
       if (effect.attemptedAt !== undefined) {
-        await outcomeUnknown(
+        const moved = await outcomeUnknown(
           effect,
           `an attempt begun at ${new Date(effect.attemptedAt).toISOString()} never finished: ` +
             'the worker stopped, lost its lease, or could not store the result',
         );
-        result.dead += 1;
+        if (moved) result.dead += 1;
         return;
       }
       // Committed before the call, so whoever takes this effect over knows the call may have run.
@@ -779,10 +820,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         // not an attempt, until nothing remains. Each call skips what the last one wrote, so a re-run
         // after a crash writes nothing twice; each is its own governed, audited call and claim, so
         // the Salesforce allowance and pauses apply between them.
-        const next = nextShare(effect.result, outcome.output);
+        const next = nextShare(effect.progress, outcome.output);
         if ('stalled' in next) {
-          await deadLetter(effect, { code: CONTINUATION_STALLED, message: next.stalled });
-          result.dead += 1;
+          if (await deadLetter(effect, { code: CONTINUATION_STALLED, message: next.stalled }))
+            result.dead += 1;
           return;
         }
         if (await store.continueLater(effect.id, owner, next.progress, now())) result.continued += 1;
@@ -811,8 +852,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         return;
       case ERROR_CODES.NOT_FOUND:
         // Nothing to act on (e.g. no CRM record for the user): a final, audited outcome, not a failure.
-        await store.complete(effect.id, owner, { not_found: error.message });
-        result.done += 1;
+        if (await store.complete(effect.id, owner, { not_found: error.message })) result.done += 1;
         return;
       case ERROR_CODES.RATE_LIMITED:
         await store.retry(effect.id, owner, now() + (data.retry_after_ms ?? auto.poll_ms), undefined, false);
@@ -831,14 +871,15 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       return;
     }
     const attempts = effect.attempts + 1;
-    if (!idempotent && retryable(error) && !provablyUnsent(error)) {
-      await outcomeUnknown(effect, `${error.code}: ${error.message}`);
-      result.dead += 1;
+    // Marked attempted, so the call may have reached the upstream: unless the failure proves it
+    // changed nothing there, an operator's retry could send it twice, so it is no ordinary failure
+    // even when it is final (an answer that then failed a check of ours, a bug after the call).
+    if (!idempotent && !provablyUnapplied(error)) {
+      if (await outcomeUnknown(effect, `${error.code}: ${error.message}`)) result.dead += 1;
       return;
     }
     if (!retryable(error) || attempts >= auto.max_attempts) {
-      await deadLetter(effect, error);
-      result.dead += 1;
+      if (await deadLetter(effect, error)) result.dead += 1;
       return;
     }
     await store.retry(

@@ -100,6 +100,11 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   /** Issue a session directly (access + refresh token), e.g. to build a Connection with a refresh token. */
   issueTokens(): { accessToken: string; refreshToken: string };
   apiUsage(): { used: number; limit: number };
+  /**
+   * Records of `sobject` the query endpoints have answered with, over every page, since start-up:
+   * what a caller read (a `COUNT()` query answers with none). Tests diff it around a call.
+   */
+  recordsServed(sobject: string): number;
 }
 
 interface SfError {
@@ -179,8 +184,9 @@ export async function startSalesforceEmulator(
   let apiUsed = 0;
   const cursors = new Map<
     string,
-    { records: Record<string, unknown>[]; totalSize: number; pageSize: number }
+    { sobject: string; records: Record<string, unknown>[]; totalSize: number; pageSize: number }
   >();
+  const served = new Map<string, number>();
   let cursorCounter = 0;
 
   const token = (kind: string) => `${orgId}!${kind}${randomBytes(18).toString('base64url')}`;
@@ -798,11 +804,12 @@ export async function startSalesforceEmulator(
     const result = runSoql(query, rows, findById, version);
     const batch = /batchSize=(\d+)/.exec(String(req.headers['sforce-query-options'] ?? ''))?.[1];
     const pageSize = batch ? Math.min(Math.max(Number(batch), 200), 2000) : queryPageSize;
-    return page(version, result.records, result.totalSize, 0, pageSize);
+    return page(version, query.object.name, result.records, result.totalSize, 0, pageSize);
   };
 
   const page = (
     version: string,
+    sobject: string,
     records: Record<string, unknown>[],
     totalSize: number,
     offset: number,
@@ -810,13 +817,14 @@ export async function startSalesforceEmulator(
   ): EmulatorResponse => {
     const slice = records.slice(offset, offset + pageSize);
     const nextOffset = offset + slice.length;
+    served.set(sobject, (served.get(sobject) ?? 0) + slice.length);
     if (nextOffset >= records.length) return { status: 200, body: { totalSize, done: true, records: slice } };
     let cursor = [...cursors.entries()].find(([, v]) => v.records === records)?.[0];
     if (!cursor) {
       cursorCounter += 1;
       const id15 = `0r85g0000${base62(cursorCounter, 6)}`;
       cursor = id15 + salesforceIdChecksum(id15);
-      cursors.set(cursor, { records, totalSize, pageSize });
+      cursors.set(cursor, { sobject, records, totalSize, pageSize });
       // Bounded memory for long-running sandboxes: drop the oldest cursor.
       if (cursors.size > 200) cursors.delete(cursors.keys().next().value as string);
     }
@@ -835,7 +843,7 @@ export async function startSalesforceEmulator(
     const m = /^(.+)-(\d+)$/.exec(req.params.locator ?? '');
     const entry = m ? cursors.get(m[1] ?? '') : undefined;
     if (!m || !entry) return errorResponse(400, 'INVALID_QUERY_LOCATOR', 'invalid query locator');
-    return page(version, entry.records, entry.totalSize, Number(m[2]), entry.pageSize);
+    return page(version, entry.sobject, entry.records, entry.totalSize, Number(m[2]), entry.pageSize);
   };
 
   // ---- routes --------------------------------------------------------------------------------
@@ -1377,5 +1385,6 @@ export async function startSalesforceEmulator(
     },
     issueTokens,
     apiUsage: () => ({ used: apiUsed, limit: dailyApiLimit }),
+    recordsServed: (sobject) => served.get(findObject(schema, sobject)?.name ?? sobject) ?? 0,
   };
 }

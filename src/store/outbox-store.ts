@@ -70,7 +70,14 @@ export interface OutboxEffect {
   leaseUntil?: number;
   approvalId?: string;
   lastError?: string;
+  /** What the call returned: set once the effect is `done` (its tool's output, or `not_found`). */
   result?: unknown;
+  /**
+   * What a continuing effect has done so far, between its shares (the worker's `continuation`
+   * counts); never set on a `done` effect. Stored in the result column, which holds nothing else
+   * until the effect completes, so that no reader takes it for the effect's result.
+   */
+  progress?: unknown;
   /**
    * When the call of a non-idempotent effect began (`markAttempted`); cleared when it goes back to
    * pending, where it is known not to have reached the upstream. Set on a leased effect: an earlier
@@ -99,6 +106,18 @@ export const OUTCOME_UNKNOWN = 'OUTCOME_UNKNOWN';
 /** Whether the effect is a dead letter whose outcome upstream is unknown (see {@link OUTCOME_UNKNOWN}). */
 export function isOutcomeUnknown(effect: Pick<OutboxEffect, 'state' | 'lastError'>): boolean {
   return effect.state === 'dead' && effect.lastError?.startsWith(`${OUTCOME_UNKNOWN}:`) === true;
+}
+
+/**
+ * The reason code of a dead letter whose continuation stopped (src/outbox/outbox-worker.ts,
+ * Continuations): its shares stopped shrinking the work left, or reached their cap — typically an
+ * org flow or trigger rewriting what each share writes. `fraudgate outbox retry` starts it afresh.
+ */
+export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
+
+/** Whether the effect is a dead letter whose continuation stopped (see {@link CONTINUATION_STALLED}). */
+export function isContinuationStalled(effect: Pick<OutboxEffect, 'state' | 'lastError'>): boolean {
+  return effect.state === 'dead' && effect.lastError?.startsWith(`${CONTINUATION_STALLED}:`) === true;
 }
 
 export interface NewEffect {
@@ -204,7 +223,8 @@ export interface OutboxStore {
   /**
    * A leased effect whose call did a share of its work and left the rest for another call: back to
    * pending, due at `now`, not an attempt; `progress` is kept in its result column (the effect has
-   * no result until it completes) so the next share can tell whether the work shrank.
+   * no result until it completes) and read back as the effect's `progress`, so the next share can
+   * tell whether the work shrank.
    */
   continueLater(id: number, owner: string, progress: unknown, now?: number): Promise<boolean>;
   /**
@@ -382,7 +402,12 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
       ? String(openJson(cipher, row.last_error, outboxFieldContext.lastError(id)))
       : row.last_error;
   }
-  if (row.result !== null) effect.result = openJson(cipher, row.result, outboxFieldContext.result(id));
+  if (row.result !== null) {
+    const stored = openJson(cipher, row.result, outboxFieldContext.result(id));
+    // Only a completed effect's column holds its result; before that, a continuation's progress.
+    if (effect.state === 'done') effect.result = stored;
+    else effect.progress = stored;
+  }
   return effect;
 }
 

@@ -21,7 +21,7 @@ import type { SalesforceClient } from '../clients/types.ts';
 import { soqlQuote } from '../clients/salesforce-client.ts';
 import type { Config } from '../config.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
-import { createPipeline, type CallChannel, type Pipeline } from '../governance/pipeline.ts';
+import type { CallChannel, Pipeline } from '../governance/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import type { SyncStateStore, Watermark } from '../store/sync-state-store.ts';
@@ -85,23 +85,13 @@ export interface LifecyclePoller {
 
 /**
  * The runtime's pipeline, but answering APPROVAL_PENDING at once instead of waiting: a poller must
- * not stall on a human. Approved actions are executed later by any process's approval sweep. It
- * shares the runtime's blast-radius budgets and rate limiter (Redis across replicas when configured),
- * so Salesforce-driven automation is held to the same ceilings as every other caller.
+ * not stall on a human. Approved actions are executed later by any process's approval sweep. Built
+ * from the runtime's own parts (`Runtime.unattendedPipeline`), so automation behaves as an MCP call
+ * would: the same identity mappings, cursor key, budgets and rate limiter (Redis across replicas when
+ * configured), held to the same ceilings as every other caller.
  */
 export function createAutomationPipeline(runtime: Runtime, tools: readonly AnyTool[]): Pipeline {
-  return createPipeline({
-    tools,
-    config: { ...runtime.config, approvals: { ...runtime.config.approvals, wait_ms: 0 } },
-    clients: runtime.clients,
-    approvals: runtime.approvals,
-    approvalTransaction: runtime.approvalTransaction,
-    audit: runtime.audit,
-    redactor: runtime.redactor,
-    rateLimiter: runtime.rateLimiter,
-    budgets: runtime.budgets,
-    logger: runtime.logger,
-  });
+  return runtime.unattendedPipeline(tools);
 }
 
 type HistoryRow = WatchedRow & {

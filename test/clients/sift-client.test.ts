@@ -433,7 +433,7 @@ describe('retries and failures', () => {
     expect(emulator.decisionsOf('sandbox-unmatched').payment_abuse?.id).toBe('watch_user_payment_abuse');
   });
 
-  it('apply decision is retried after a 503 (rejected before processing)', async () => {
+  it('apply decision is resent after a 503 (not proof it was unprocessed, but applying it again is harmless)', async () => {
     emulator.faults.inject({ method: 'POST', path: '/decisions', status: 503 });
     const applied = await client().applyUserDecision('sandbox-unmatched', {
       decisionId: 'looks_ok_payment_abuse',

@@ -188,7 +188,10 @@ export async function startSegmentIntake(
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver(
+      (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
+      config.identity,
+    ),
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
@@ -256,13 +259,12 @@ export function insertOpenOpportunities(
   }
 }
 
-/** The org's own flow normalises every summary the API writes, so no flagged one reads back as flagged. */
-export function normaliseWrittenSummaries(salesforce: Sandbox['salesforce']) {
+/** The org's own flow clears every flag the API writes, so no flagged one reads back as flagged. */
+export function clearWrittenFlags(salesforce: Sandbox['salesforce']) {
   salesforce.onWrite(() => {
     for (const o of salesforce.records('Opportunity')) {
-      const summary = o.Fraud_Risk_Summary__c;
-      if (typeof summary === 'string' && !summary.endsWith(' [normalised]'))
-        salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Summary__c: `${summary} [normalised]` });
+      if (o.Fraud_Risk_Flag__c === true)
+        salesforce.editAs('Opportunity', o.Id, { Fraud_Risk_Flag__c: false });
     }
   });
 }

@@ -139,6 +139,47 @@ for (const engine of ENGINES) {
   });
 }
 
+describe('a Sift event whose answer fails our checks', () => {
+  it('a 2xx Sift answered with a body we cannot read is an unknown outcome, not an ordinary dead letter', async () => {
+    const { env, url } = await start(false);
+    // Sift took the request and answered 200, but not with the envelope we check for.
+    env.sandbox.sift.faults.inject({
+      method: 'POST',
+      path: '/events',
+      status: 200,
+      body: '<html>accepted</html>',
+    });
+    expect((await sendSegmentWebhook(url, order('odd-1', 'u-odd'), { secret: SECRET })).status).toBe(200);
+    expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+
+    const effect = await siftEffect(env);
+    expect(effect).toMatchObject({ state: 'dead', attempts: 1 });
+    expect(effect?.lastError).toMatch(/^OUTCOME_UNKNOWN: send_sift_event may have reached the upstream/);
+    const dead = (await env.auditRecords()).find((r) => r.event === 'dead_lettered') as
+      { outcome?: { code?: string } } | undefined;
+    expect(dead?.outcome?.code).toBe(OUTCOME_UNKNOWN);
+  });
+
+  it('a refusal Sift answered (status 55, HTTP 400) proves nothing was recorded: an ordinary dead letter', async () => {
+    const { env, url } = await start(false);
+    env.sandbox.sift.faults.inject({
+      method: 'POST',
+      path: '/events',
+      status: 400,
+      body: { status: 55, error_message: 'Missing required field', time: 1_796_000_000 },
+    });
+    expect((await sendSegmentWebhook(url, order('refused-1', 'u-refused'), { secret: SECRET })).status).toBe(
+      200,
+    );
+    expect(await env.automation.worker.drain({ timeoutMs: 30_000 })).toBe(true);
+
+    const effect = await siftEffect(env);
+    expect(effect).toMatchObject({ state: 'dead', attempts: 1 });
+    expect(effect && isOutcomeUnknown(effect)).toBe(false);
+    expect(effect?.lastError).toMatch(/^UPSTREAM_ERROR: /);
+  });
+});
+
 describe('an effect refused before it ran', () => {
   it('APPROVAL_PENDING without an approval to wait on releases a Sift event unsent, and it is delivered once', async () => {
     // A short lease: an effect left leased with its attempt mark would soon be taken for a lost send.

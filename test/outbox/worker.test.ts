@@ -3,20 +3,24 @@
  * dead letters and the operator CLI, and the Salesforce allowance (REQUEST_LIMIT_EXCEEDED and the
  * reserve kept for humans).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import * as z from 'zod';
 import { runOutboxCommand } from '../../src/cli/outbox.ts';
 import { DEFAULTS } from '../../src/config.ts';
+import { ERROR_CODES, FraudgateError } from '../../src/errors.ts';
 import { openStore } from '../../src/store/store.ts';
 import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { tools } from '../../tools/index.ts';
+import { CLI } from '../helpers/cli.ts';
 import {
+  clearWrittenFlags,
   decisionBody,
   insertOpenOpportunities,
-  normaliseWrittenSummaries,
+  liveWorkerEnv,
   operatorConfigs,
   outboxEnv,
   sign,
@@ -204,6 +208,98 @@ describe('outbox worker', () => {
     expect(dead[0]).toMatchObject({ tool: 'creeping_in_shares', outcome: { code: 'CONTINUATION_STALLED' } });
   });
 
+  it('the CLI labels a stalled continuation, says what to check before retrying it, and shows its counts as progress, not a result', async () => {
+    // Ten written a call, yet 30 always left: the second share finds the work has not shrunk.
+    const stuck = toolInShares(
+      'stuck_in_shares',
+      'write',
+      'A test tool whose work left never shrinks.',
+      () => ({
+        flagged: 10,
+        remaining: 30,
+      }),
+    );
+    env = await outboxEnv({ tools: [...tools, stuck] });
+    await env.automation.store.enqueueRouted(
+      { entityType: 'user', entityId: 'fg_stuck', decisionId: 'watch_user_payment_abuse', time: Date.now() },
+      [{ effect: 'segment', tool: 'stuck_in_shares', args: { user_id: 'fg_stuck' } }],
+    );
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const [effect] = await env.automation.store.list({ limit: 10 });
+    expect(effect?.state).toBe('dead');
+    const id = String(effect?.id);
+
+    const configFile = join(env.dataDir, 'cli-config.json');
+    writeFileSync(configFile, '{}');
+    const cli = (...args: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          [CLI, 'outbox', ...args],
+          { timeout: 60_000, env: liveWorkerEnv(env!, configFile) },
+          (error, stdout, stderr) =>
+            error ? reject(new Error(`${String(error)}\n${stderr}`)) : resolve(stdout),
+        ).stdin?.end();
+      });
+
+    expect(await cli('list')).toMatch(
+      new RegExp(`^\\s*${id}\\s+continuation stalled\\s+stuck_in_shares`, 'm'),
+    );
+    const shown = await cli('show', id);
+    expect(shown).toMatch(
+      /^ {2}stalled: {4}.*Check the org for a flow or trigger that clears or rewrites what it writes/m,
+    );
+    expect(shown).toContain(`fraudgate outbox retry ${id} starts it afresh`);
+    expect(shown).toMatch(/^ {2}progress: {3}1 share done, 30 still to do \(at most 6 shares\)$/m);
+    expect(shown).not.toMatch(/^ {2}result:/m);
+    const json = JSON.parse(await cli('show', id, '--json')) as { effect: Record<string, unknown> };
+    expect(json.effect.progress).toEqual({ continuation: { shares: 1, remaining: 30, max_shares: 6 } });
+    expect(json.effect).not.toHaveProperty('result');
+  });
+
+  for (const { ends, code, counted } of [
+    { ends: 'failed for good', code: ERROR_CODES.INVALID_INPUT, counted: 'dead' },
+    { ends: 'found nothing to act on', code: ERROR_CODES.NOT_FOUND, counted: 'done' },
+  ] as const) {
+    it(`counts nothing for an effect whose lease another worker took before it ${ends}`, async () => {
+      let takenBy: string | undefined;
+      const takenOver = defineTool({
+        name: 'taken_over_then_ends',
+        title: 'Taken over, then ends',
+        description: 'A test tool that loses its lease to another worker, then ends with an error.',
+        risk: 'write',
+        toolset: 'core',
+        idempotent: true,
+        input: z.strictObject({ user_id: z.string() }),
+        output: z.object({}),
+        target: (args) => `user:${args.user_id}`,
+        run: async () => {
+          // Another worker leases the effect as if this worker's lease had run out.
+          const [taken] = await env!.automation.store.claim('replica-b', 10, 60_000, Date.now() + 3_600_000);
+          takenBy = taken?.leaseOwner;
+          throw new FraudgateError(code, `user_id: ${ends} (the test)`);
+        },
+      }) as unknown as AnyTool;
+      env = await outboxEnv({ tools: [...tools, takenOver] });
+      await env.automation.store.enqueueRouted(
+        {
+          entityType: 'user',
+          entityId: 'fg_taken',
+          decisionId: 'watch_user_payment_abuse',
+          time: Date.now(),
+        },
+        [{ effect: 'segment', tool: 'taken_over_then_ends', args: { user_id: 'fg_taken' } }],
+      );
+      const tick = await env.automation.worker.tick();
+      expect(takenBy).toBe('replica-b');
+      // `outbox work --once` sums these: its summary and exit code must not count another worker's effect.
+      expect(tick).toMatchObject({ claimed: 1, [counted]: 0 });
+      const [effect] = await env.automation.store.list({ limit: 10 });
+      expect(effect).toMatchObject({ state: 'leased', leaseOwner: 'replica-b' });
+      expect((await env.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(0);
+    });
+  }
+
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
     env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
     env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);
@@ -260,7 +356,7 @@ describe('outbox worker', () => {
     const user = 'sandbox-high-risk';
     const account = salesforce.demo?.accounts[user];
     insertOpenOpportunities(salesforce, account, 1000);
-    normaliseWrittenSummaries(salesforce);
+    clearWrittenFlags(salesforce);
     const { store, worker } = env.automation;
     const first = await flagOpportunitiesApprovingFirstShare(env.automation, user);
     const second = await approveParkedShare(env.automation, first);

@@ -146,21 +146,24 @@ for (const engine of ENGINES) {
       const progress = { continuation: { shares: 1, remaining: 102, max_shares: 4 } };
       expect(await store.continueLater(id, 'other', progress)).toBe(false); // not its lease
       expect(await store.continueLater(id, 'w', progress)).toBe(true);
-      expect(await store.get(id)).toMatchObject({ state: 'pending', attempts: 0, result: progress });
+      expect(await store.get(id)).toMatchObject({ state: 'pending', attempts: 0, progress });
       const [again] = await store.claim('w', 1, 60_000);
-      expect(again?.result).toEqual(progress);
+      expect(again?.progress).toEqual(progress);
       expect(await store.awaitApproval(id, 'w', 'apr_share_2')).toBe(true);
       const later = { continuation: { shares: 2, remaining: 2, max_shares: 4 } };
       expect(await store.continueAfterApproval(id, later)).toBe(true);
-      expect((await store.get(id))?.result).toEqual(later);
+      expect((await store.get(id))?.progress).toEqual(later);
       await store.claim('w', 1, 60_000);
       expect(await store.awaitApproval(id, 'w', 'apr_share_3')).toBe(true);
       expect(await store.continueAfterApproval(id)).toBe(true); // no progress given: kept
-      expect((await store.get(id))?.result).toEqual(later);
+      expect((await store.get(id))?.progress).toEqual(later);
       await store.claim('w', 1, 60_000);
       expect(await store.deadLetter(id, 'w', 'CONTINUATION_STALLED: stopped')).toBe(true);
-      expect(await store.requeue(id)).toBe(true);
+      // A dead letter has no result: the counts it stopped at are its progress.
+      expect(await store.get(id)).toMatchObject({ state: 'dead', progress: later });
       expect((await store.get(id))?.result).toBeUndefined();
+      expect(await store.requeue(id)).toBe(true);
+      expect((await store.get(id))?.progress).toBeUndefined();
     });
 
     it('stores an event with its effects in one step, once', async () => {

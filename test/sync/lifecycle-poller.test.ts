@@ -313,6 +313,42 @@ describe('lifecycle poller', () => {
     expect(take.mock.calls.length + (takeNow?.mock.calls.length ?? 0)).toBeGreaterThan(0);
   });
 
+  it('the automation pipeline is the runtime’s: identity mappings are honoured and MCP paging cursors open in it', async () => {
+    const { env } = await start({ identity: { mappings: { 'lc-mapped': 'seg-lc-mapped' } } });
+    // A stored mapping too (`fraudgate identities map`): a directory without the store never sees it.
+    await env.runtime.identities.map({
+      sift_user_id: 'lc-stored',
+      segment_user_id: 'seg-lc-stored',
+      mapped_by: 'ops@example.com',
+      mapped_at: new Date().toISOString(),
+    });
+    env.sandbox.sift.setScore('lc-mapped', 'payment_abuse', 0.4);
+    env.sandbox.sift.setScore('lc-stored', 'payment_abuse', 0.4);
+    const pipeline = createAutomationPipeline(env.runtime, tools);
+    const channel = {
+      principal: LIFECYCLE_PRINCIPAL,
+      progress: async () => {},
+      signal: new AbortController().signal,
+    };
+    for (const user of ['lc-mapped', 'lc-stored']) {
+      const synced = await pipeline.call('sync_score_to_segment', { user_id: user }, channel);
+      expect(synced.ok, JSON.stringify(synced)).toBe(true);
+    }
+    expect(env.sandbox.segment.profile('seg-lc-mapped')).toBeDefined();
+    expect(env.sandbox.segment.profile('seg-lc-stored')).toBeDefined();
+    expect(env.sandbox.segment.profile('lc-mapped')).toBeUndefined();
+    expect(env.sandbox.segment.profile('lc-stored')).toBeUndefined();
+
+    // A cursor the MCP side sealed opens in the automation pipeline: one key, the runtime's.
+    for (const id of ['lc-review-a', 'lc-review-b'])
+      await env.runtime.identities.recordUnmatched({ sift_user_id: id, tried: [], at: new Date() });
+    const page = await env.callTool('list_unmatched_identities', { limit: 1 });
+    const cursor = (page.output as { next_cursor?: string }).next_cursor;
+    expect(cursor).toBeDefined();
+    const next = await pipeline.call('list_unmatched_identities', { cursor, limit: 1 }, channel);
+    expect(next.ok, JSON.stringify(next)).toBe(true);
+  });
+
   it('defers on a retryable failure and retries from the same record next time', async () => {
     const { env, state } = await start({ sift: { max_retries: 0 } });
     const acct = account(env, 'lc-retry');

@@ -142,6 +142,35 @@ describe('lookup_user', () => {
     expect(after.items).toEqual([]);
   });
 
+  it('list_unmatched_identities seals its cursor: an edited or made-up one is refused naming cursor', async () => {
+    env = await setup();
+    for (const [id, at] of [
+      ['review-older', '2026-01-01T00:00:00.000Z'],
+      ['review-newer', '2026-01-02T00:00:00.000Z'],
+    ] as const) {
+      await env.runtime.identities.recordUnmatched({ sift_user_id: id, tried: [], at: new Date(at) });
+    }
+    const list = async (args: Record<string, unknown>) => env.callTool('list_unmatched_identities', args);
+    const first = (await list({ limit: 1 })).output as unknown as Unmatched;
+    expect(first.items.map((i) => i.sift_user_id)).toEqual(['review-newer']);
+    const cursor = first.next_cursor ?? '';
+    expect(cursor).not.toBe('');
+
+    // The unedited cursor opens the next page.
+    const second = (await list({ cursor, limit: 1 })).output as unknown as Unmatched;
+    expect(second.items.map((i) => i.sift_user_id)).toEqual(['review-older']);
+
+    // A position the client wrote itself (the store's own encoding), and the real one with an edit.
+    const forged = Buffer.from(JSON.stringify(['9999-12-31T00:00:00.000Z', 'zzz'])).toString('base64url');
+    const edited = `${cursor.slice(0, 4)}${cursor[4] === 'A' ? 'B' : 'A'}${cursor.slice(5)}`;
+    for (const bad of [forged, edited]) {
+      const refused = await list({ cursor: bad, limit: 1 });
+      expect(refused.isError).toBe(true);
+      expect(refused.error.code).toBe('INVALID_INPUT');
+      expect(refused.error.message).toContain('cursor');
+    }
+  });
+
   it('does not list ids no system knows', async () => {
     env = await setup();
     const out = await lookup({ user_id: 'nobody-at-all' });

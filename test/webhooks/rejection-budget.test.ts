@@ -68,7 +68,10 @@ async function start(
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: SECRET,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver(
+      (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
+      config.identity,
+    ),
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,

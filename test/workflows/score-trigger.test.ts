@@ -15,7 +15,7 @@ import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.
 import {
   decisionBody,
   insertOpenOpportunities,
-  normaliseWrittenSummaries,
+  clearWrittenFlags,
   outboxEnv,
   sign,
   webhookRefusals,
@@ -57,8 +57,8 @@ describe('score-change trigger', () => {
       store: (event, effects) => automation.store.enqueueRouted(event, effects),
       secret: SECRET,
       mapping: env.config.mapping,
-      siftUserFor: siftUserResolver(
-        async () => automation.runtime.identities.listMappings(),
+      siftUsersFor: siftUserResolver(
+        (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
         env.config.identity,
       ),
       audit: automation.runtime.audit,
@@ -259,13 +259,13 @@ describe('score-change trigger', () => {
     expect(env.sandbox.salesforce.requests('POST', '/services/data/:v/composite/sobjects')).toHaveLength(1);
   });
 
-  it('an org that rewrites the flagged summary ends the big-account effect as a dead letter after a bounded number of shares', async () => {
+  it('an org that clears the flag fraudgate writes ends the big-account effect as a dead letter after a bounded number of shares', async () => {
     env = await outboxEnv({ config: { automation: { score_trigger: { effects: ['opportunities'] } } } });
     const { salesforce } = env.sandbox;
     const user = 'sandbox-high-risk';
     const account = env.sandbox.salesforce.demo?.accounts[user];
     insertOpenOpportunities(salesforce, account, 1100);
-    normaliseWrittenSummaries(salesforce);
+    clearWrittenFlags(salesforce);
     salesforce.clearJournal();
     await readScoreAndDrain(env, user);
 
