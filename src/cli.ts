@@ -525,6 +525,7 @@ async function openWebhooks(options: {
     rateLimiter: runtime.rateLimiter,
     bucket: config.rate_limits.refusals,
     redactor: runtime.redactor,
+    logger: runtime.logger,
   });
   // What both endpoints share; each adds where it stores and how it checks signatures.
   const endpoint: WebhookEndpointOptions = {

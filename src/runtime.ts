@@ -404,7 +404,7 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
 }
 
 /** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
-async function redisLimiter(url: string, logger: Logger) {
+async function redisLimiter(url: string, logger: Logger, keySecret: string) {
   // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
   const { Redis } = await import('ioredis');
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
@@ -417,7 +417,7 @@ async function redisLimiter(url: string, logger: Logger) {
       error: error.message,
     });
   });
-  return createRedisRateLimiter(redis);
+  return createRedisRateLimiter(redis, { keySecret });
 }
 
 export async function openRuntime(options: {
@@ -468,10 +468,12 @@ export async function openRuntime(options: {
   const observe = (options.observeScores ?? true) && config.automation.score_trigger.from_reads;
   // …and every score it reads reaches the score-change trigger (tools, the score sync, the watchers).
   const clients = { ...upstream, sift: observe ? scoreObservingSift(propagating, outbox) : propagating };
+  // Buckets are kept under keyed hashes of principal ids and client addresses, keyed by the audit
+  // key, which every replica shares, so replicas name a bucket alike.
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
-      ? await redisLimiter(secrets.redisUrl, logger)
-      : createRateLimiter();
+      ? await redisLimiter(secrets.redisUrl, logger, state.auditKey)
+      : createRateLimiter(Date.now, { keySecret: state.auditKey });
   const budgets = createBudgets({
     store: await openBudgetStore(config, secrets, logger),
     config,

@@ -249,6 +249,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     rateLimiter: deps.rateLimiter,
     bucket: config.rate_limits.refusals,
     now,
+    logger,
   });
   const toolLabel = (name: string): string =>
     byName.has(name) ? name : `unknown#${redactor.hashPersonal(name)}`;
