@@ -468,12 +468,12 @@ export async function openRuntime(options: {
   const observe = (options.observeScores ?? true) && config.automation.score_trigger.from_reads;
   // …and every score it reads reaches the score-change trigger (tools, the score sync, the watchers).
   const clients = { ...upstream, sift: observe ? scoreObservingSift(propagating, outbox) : propagating };
-  // Buckets are kept under keyed hashes of principal ids and client addresses, keyed by the audit
+  // Redis keeps buckets under keyed hashes of principal ids and client addresses, keyed by the audit
   // key, which every replica shares, so replicas name a bucket alike.
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
       ? await redisLimiter(secrets.redisUrl, logger, state.auditKey)
-      : createRateLimiter(Date.now, { keySecret: state.auditKey });
+      : createRateLimiter(Date.now);
   const budgets = createBudgets({
     store: await openBudgetStore(config, secrets, logger),
     config,
