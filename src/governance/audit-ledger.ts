@@ -121,7 +121,10 @@ export interface LedgerEngine {
       genesis: AuditCheckpoint | undefined;
     },
   ): Promise<ChainedGroup>;
-  /** Every record, in insertion order (per writer that is seq order), in batches. */
+  /**
+   * Every record, in insertion order (per writer that is seq order), in batches, as of one moment:
+   * a writer's records are a prefix of its chain, never one with a gap a later commit fills.
+   */
   scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
   checkpoints(): Promise<AuditCheckpoint[]>;
   /** Deletes `writer`'s records up to `throughSeq` and its checkpoints before it, in one transaction. */
