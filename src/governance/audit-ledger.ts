@@ -10,7 +10,8 @@
  * transaction, one sync, many records. `append` resolves once its record is durable; `enqueue`
  * (reads) does not wait, and its record is durable within one commit (the next group). If a commit
  * fails, waiting appends reject, enqueued records stay queued and are retried, and until a commit
- * succeeds again `assertWritable` refuses new calls (fail closed).
+ * succeeds again `assertWritable` refuses new calls (fail closed); so it does while a commit has been
+ * in flight longer than `commitStallMs` (a store that hangs instead of failing).
  *
  * Checkpoints. A writer's first commit signs a seq-0 checkpoint (its chain exists, under this
  * key); then every `checkpointEvery` records or `checkpointIntervalMs`, and on close, it signs its
@@ -153,6 +154,12 @@ export interface AuditLedgerOptions {
   writeBehindLingerMs?: number;
   /** Clock for `ts`; tests pin it. */
   now?: () => Date;
+  /**
+   * A commit still in flight after this long makes the ledger unhealthy (calls refused, `/readyz`
+   * not ready) until one succeeds: a store that hangs rather than fails (a held lock, a stalled
+   * server) must not leave calls queueing behind it while the replica looks ready. Default 15 s.
+   */
+  commitStallMs?: number;
   /** Told about commit failures and recoveries (the operator needs to know; calls are refused meanwhile). */
   onHealthChange?: (health: { ok: true } | { ok: false; reason: string }) => void;
 }
@@ -196,6 +203,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const intervalMs = options.checkpointIntervalMs ?? 10_000;
   const retryMs = options.retryMs ?? 1000;
   const lingerMs = options.writeBehindLingerMs ?? 50;
+  const stallMs = options.commitStallMs ?? 15_000;
   /** Pending while write-behind records wait for company; once it fires they commit (`lingerDue`). */
   let lingerTimer: NodeJS.Timeout | undefined;
   let lingerDue = false;
@@ -223,6 +231,19 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     if (reason === failure) return;
     failure = reason;
     options.onHealthChange?.(reason === undefined ? { ok: true } : { ok: false, reason });
+  };
+
+  /** Marks the ledger unhealthy if the commit started now is still in flight after `stallMs`; call the result when it ends. */
+  const watchForStall = () => {
+    const timer = setTimeout(
+      () =>
+        setHealth(
+          `an audit commit has been in flight for more than ${stallMs} ms (the store is stalled or a lock is held)`,
+        ),
+      stallMs,
+    );
+    timer.unref();
+    return () => clearTimeout(timer);
   };
 
   const seal = (w: string, seq: number, hash: string, at: Date) =>
@@ -289,11 +310,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     if (engine.chain) return commitChained(batch);
     let committed: LedgerCommit | undefined;
     const sealing = sealRequested;
+    const ended = watchForStall();
     try {
       await commitStandingIn(batch, () => engine.commit(writer, (head) => (committed = build(batch)(head))));
     } catch (error) {
       commitFailed(batch, error);
       return;
+    } finally {
+      ended();
     }
     if (sealing) sealRequested = false;
     paused = false;
@@ -327,6 +351,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     const checkpoints = pendingSeals;
     pendingSeals = [];
     let group: ChainedGroup;
+    const ended = watchForStall();
     try {
       group = await engine.chain!(writer, {
         records: batch,
@@ -338,6 +363,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       pendingSeals = [...checkpoints, ...pendingSeals];
       commitFailed(batch, error);
       return;
+    } finally {
+      ended();
     }
     if (sealing) sealRequested = false;
     paused = false;

@@ -132,6 +132,9 @@ export async function openPostgresLedgerStore(
   try {
     // One migrator at a time: concurrent CREATE IF NOT EXISTS can still collide in the catalogue.
     await sql.transaction(async (tx) => {
+      // As the store's migrations (src/store/migrations.ts): not bounded by the calls' timeouts.
+      await tx.execute('SET LOCAL statement_timeout = 0');
+      await tx.execute('SET LOCAL lock_timeout = 0');
       await tx.query(
         "SELECT pg_advisory_xact_lock(hashtext('fraudgate-ledger-migrate:' || current_schema()))",
       );
