@@ -34,6 +34,7 @@ import {
 } from './audit.ts';
 import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
+import type { AuditWitness, WitnessEntry } from './audit-witness.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 
@@ -715,13 +716,21 @@ interface WriterState {
  * back past it), and a checkpoint whose signature fails (forged). Records after a writer's newest
  * checkpoint cannot be told from forgeries until the next checkpoint seals them: they are counted
  * as `unsealed`.
+ *
+ * With a witness (audit-witness.ts, taken earlier and kept off the box), also what the store alone
+ * cannot show: a witnessed writer that is gone, whose records end before the witnessed seq, or
+ * whose record there has another hash (cut back to an earlier checkpoint, or re-chained).
  */
 class ChainChecker {
   private readonly writers = new Map<string, WriterState>();
+  private readonly witnessed = new Map<string, WitnessEntry>();
+  private readonly witnessTakenAt: string | undefined;
   records = 0;
   fault: LedgerFault | undefined;
 
-  constructor(verifier: CheckpointVerifier, checkpoints: readonly AuditCheckpoint[]) {
+  constructor(verifier: CheckpointVerifier, checkpoints: readonly AuditCheckpoint[], witness?: AuditWitness) {
+    this.witnessTakenAt = witness?.taken_at;
+    for (const entry of witness?.writers ?? []) this.witnessed.set(entry.writer, entry);
     for (const cp of checkpoints) {
       if (!verifier.verify(cp)) {
         this.fault = {
@@ -783,10 +792,49 @@ class ChainChecker {
     if (cp && cp.hash !== row.hash) {
       return fail('differs from the signed checkpoint at this seq (records re-chained without the key)');
     }
+    const witnessed = this.witnessed.get(row.writer);
+    if (witnessed?.seq === row.seq && witnessed.hash !== row.hash) {
+      return fail(
+        `differs from the record the witness of ${this.witnessTakenAt} saw at this seq (records re-chained)`,
+      );
+    }
     state.seq = row.seq;
     state.hash = row.hash;
     this.records += 1;
     return true;
+  }
+
+  /** The first witnessed writer the ledger no longer reaches (after every record was checked). */
+  private witnessFault(): LedgerFault | undefined {
+    const taken = `the witness of ${this.witnessTakenAt}`;
+    for (const w of this.witnessed.values()) {
+      const state = this.writers.get(w.writer);
+      if (!state) {
+        return {
+          writer: w.writer,
+          seq: w.seq,
+          reason: `writer missing: ${taken} saw its chain at seq ${w.seq} (writer erased)`,
+        };
+      }
+      const last = state.seq ?? state.anchor.seq;
+      if (last < w.seq) {
+        return {
+          writer: w.writer,
+          seq: last + 1,
+          reason: `missing: ${taken} saw seq ${w.seq} but the chain ends at ${last} (newest records and checkpoints cut)`,
+        };
+      }
+      // Retention may have pruned the witnessed record: then the signed anchor after it stands
+      // for it, and at the anchor's own seq the anchor's hash must be the witnessed one.
+      if (state.anchor.seq === w.seq && state.anchor.hash !== w.hash) {
+        return {
+          writer: w.writer,
+          seq: w.seq,
+          reason: `the checkpoint at this seq differs from the one ${taken} saw (records re-chained)`,
+        };
+      }
+    }
+    return undefined;
   }
 
   finish(): LedgerVerifyResult {
@@ -803,6 +851,7 @@ class ChainChecker {
         }
       }
     }
+    if (!this.fault) this.fault = this.witnessFault();
     if (this.fault) return { ok: false, records: this.records, ...this.fault };
     let unsealed = 0;
     let checkpoints = 0;
@@ -817,6 +866,8 @@ class ChainChecker {
 /** How far a verification has got, for a progress display: the records verified so far. */
 export interface VerifyOptions {
   onProgress?: (verified: number) => void;
+  /** A witness read with `readWitness` (its signatures checked): the ledger must still reach it. */
+  witness?: AuditWitness;
 }
 
 /** Verifies the ledger in a store; `onProgress` hears after every batch read. */
@@ -825,7 +876,7 @@ export async function verifyLedger(
   verifier: CheckpointVerifier,
   options: VerifyOptions = {},
 ): Promise<LedgerVerifyResult> {
-  const checker = new ChainChecker(verifier, await engine.checkpoints());
+  const checker = new ChainChecker(verifier, await engine.checkpoints(), options.witness);
   for await (const batch of engine.scan()) {
     for (const row of batch) if (!checker.check(row)) return checker.finish();
     options.onProgress?.(checker.records);
@@ -886,7 +937,7 @@ export async function verifyAuditFile(
     }
     checkpoints.push(cp);
   }
-  const checker = new ChainChecker(verifier, checkpoints);
+  const checker = new ChainChecker(verifier, checkpoints, options.witness);
   for await (const { text, number, terminated } of readLines(path)) {
     if (text.startsWith(CHECKPOINT_LINE)) continue;
     const row = terminated ? parseRecordLine(text) : undefined;
