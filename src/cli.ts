@@ -385,10 +385,8 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
       `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`,
     );
   }
-  const [{ openConfiguredStore, openRuntime, replicaIdFor }, tools] = await Promise.all([
-    import('./runtime.ts'),
-    loadTools(),
-  ]);
+  const [{ openConfiguredStore, openRuntime, replicaIdFor }, { registerReplica, replicaHeartbeat }, tools] =
+    await Promise.all([import('./runtime.ts'), import('./replica-registration.ts'), loadTools()]);
   // One store per process, shared by the MCP runtime and the automation worker.
   const store = await openConfiguredStore(config, secrets, logger, keys).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
@@ -396,8 +394,24 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
     throw error;
   });
   const replicaId = replicaIdFor(config, role);
-  // Before any claim this process makes: claims under replicaId from earlier are its predecessor's.
-  const replicaStartedAt = new Date();
+  // Before any lease or claim under the id: refuses while another live process holds it.
+  const registration = await registerReplica({
+    store,
+    replicaId,
+    heartbeat: replicaHeartbeat(config),
+    logger,
+    onLost(message) {
+      // At once, not through close(): closing would release job leases that are the new holder's now.
+      logger.error(message, { replica_id: replicaId });
+      process.exit(1);
+    },
+  }).catch(async (error: unknown) => {
+    await store.close();
+    await sandbox?.close();
+    throw error;
+  });
+  // Claims under replicaId from before the registration are its predecessor's.
+  const replicaStartedAt = registration.startedAt;
   const runtime = await openRuntime({
     config,
     secrets,
@@ -450,6 +464,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
       await recovery;
       await webhooks?.close();
       await runtime.close();
+      await registration.close();
       await store.close();
       await sandbox?.close();
       await tracing?.shutdown();
@@ -516,6 +531,7 @@ async function openWebhooks(options: {
     rateLimiter: runtime.rateLimiter,
     bucket: config.rate_limits.refusals,
     redactor: runtime.redactor,
+    logger: runtime.logger,
   });
   // What both endpoints share; each adds where it stores and how it checks signatures.
   const endpoint: WebhookEndpointOptions = {
@@ -537,7 +553,7 @@ async function openWebhooks(options: {
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),
   });
   return {
     mounts: [webhook, segmentWebhook],

@@ -17,6 +17,7 @@ import {
   createApprovalDesk,
   type ApprovalDesk,
   type ApprovalTransaction,
+  type DeskTool,
 } from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
 import { loadAuditKey } from './governance/audit-key.ts';
@@ -264,7 +265,14 @@ export async function openGovernanceState(
   config: Config,
   secrets: Secrets,
   logger: Logger,
-  options: { audit?: AuditLog; writer?: string; store?: Store; keys?: LoadedKeys } = {},
+  options: {
+    audit?: AuditLog;
+    writer?: string;
+    store?: Store;
+    keys?: LoadedKeys;
+    /** The tools, so decisions apply the current policy (read-only mode, toolsets, a tightened mode). */
+    tools?: readonly DeskTool[];
+  } = {},
 ) {
   prepareDataDir(config.data_dir);
   const auditKey = options.keys?.auditKey ?? loadAuditKey(config, secrets);
@@ -322,7 +330,13 @@ export async function openGovernanceState(
     for (const id of moved) publish(id);
     return result;
   };
-  const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
+  const desk = createApprovalDesk({
+    approvals,
+    audit,
+    logger,
+    transaction: approvalTransaction,
+    ...(options.tools ? { policy: { tools: options.tools, config } } : {}),
+  });
   return {
     auditKey,
     redactor,
@@ -390,7 +404,7 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
 }
 
 /** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
-async function redisLimiter(url: string, logger: Logger) {
+async function redisLimiter(url: string, logger: Logger, keySecret: string) {
   // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
   const { Redis } = await import('ioredis');
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
@@ -403,7 +417,7 @@ async function redisLimiter(url: string, logger: Logger) {
       error: error.message,
     });
   });
-  return createRedisRateLimiter(redis);
+  return createRedisRateLimiter(redis, { keySecret });
 }
 
 export async function openRuntime(options: {
@@ -443,6 +457,7 @@ export async function openRuntime(options: {
     ...(options.auditWriter ? { writer: options.auditWriter } : {}),
     ...(options.store ? { store: options.store } : {}),
     ...(options.keys ? { keys: options.keys } : {}),
+    tools: options.tools,
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));
@@ -453,10 +468,12 @@ export async function openRuntime(options: {
   const observe = (options.observeScores ?? true) && config.automation.score_trigger.from_reads;
   // …and every score it reads reaches the score-change trigger (tools, the score sync, the watchers).
   const clients = { ...upstream, sift: observe ? scoreObservingSift(propagating, outbox) : propagating };
+  // Redis keeps buckets under keyed hashes of principal ids and client addresses, keyed by the audit
+  // key, which every replica shares, so replicas name a bucket alike.
   const rateLimiter =
     config.rate_limits.store === 'redis' && secrets.redisUrl
-      ? await redisLimiter(secrets.redisUrl, logger)
-      : createRateLimiter();
+      ? await redisLimiter(secrets.redisUrl, logger, state.auditKey)
+      : createRateLimiter(Date.now);
   const budgets = createBudgets({
     store: await openBudgetStore(config, secrets, logger),
     config,

@@ -20,38 +20,37 @@ const filtersSchema = z.strictObject({
 });
 type Filters = z.infer<typeof filtersSchema>;
 
+/** A Salesforce record Id, 15 or 18 characters. */
+const recordId = z.string().regex(/^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$/);
+
 /**
- * The opaque cursor: the filters, the Salesforce query locator of the page being read (none for the
- * first) and the offset within it. Salesforce pages hold up to 2000 records, far more than a model
- * should get at once, so one Salesforce page is served as several tool pages.
+ * The opaque cursor: the filters and the last case served, by the sort key (CreatedDate, Id). The
+ * next page starts strictly after that case, so cases closed (or opened) meanwhile never shift the
+ * pages still to come, as an offset into a re-run query would.
  */
 const cursorSchema = z.strictObject({
-  v: z.literal(1),
+  v: z.literal(2),
   f: filtersSchema,
-  l: z
-    .string()
-    .regex(/^[A-Za-z0-9]+-\d+$/)
-    .optional(),
-  o: z.number().int().min(0),
+  after: z.strictObject({ created: z.iso.datetime(), id: recordId }),
 });
 type Cursor = z.infer<typeof cursorSchema>;
 
-/** Sealed (`ctx.cursors`): a client can hand a cursor back, not write its filters or locator. */
+/** Sealed (`ctx.cursors`): a client can hand a cursor back, not write its filters or position. */
 const encodeCursor = (cursor: Cursor, ctx: ToolContext) => ctx.cursors.seal(JSON.stringify(cursor));
 
-// Salesforce query locators expire (about 15 minutes idle), so a stale cursor is the usual cause.
-const staleCursor = () =>
+// A cursor from before the keyset (v1) is refused like a forged one: starting over is all it takes.
+const badCursor = () =>
   new InvalidInputError([
-    { field: 'cursor', message: 'is expired or invalid; call again without cursor to start over' },
+    { field: 'cursor', message: 'is not a cursor this tool issued; call again without cursor to start over' },
   ]);
 
 function decodeCursor(text: string, ctx: ToolContext): Cursor {
   const payload = ctx.cursors.open(text);
-  if (payload === undefined) throw staleCursor();
+  if (payload === undefined) throw badCursor();
   try {
     return cursorSchema.parse(JSON.parse(payload));
   } catch {
-    throw staleCursor();
+    throw badCursor();
   }
 }
 
@@ -69,18 +68,35 @@ type CaseRow = {
 
 const soqlDatetime = (iso: string) => iso.replace(/\.\d{3}Z$/, 'Z');
 
-function soqlFor(filters: Filters, ctx: ToolContext): string {
+/**
+ * The exact instant as a SOQL literal: whole seconds without a fraction (Salesforce's CreatedDate is
+ * whole seconds), milliseconds kept otherwise, so "after this case" never skips a case created in
+ * the same second.
+ */
+const soqlInstant = (iso: string) => iso.replace(/\.000Z$/, 'Z');
+
+/** `WHERE …` of the matching cases: the filters, and with `after` only the cases sorted after it. */
+function whereFor(filters: Filters, ctx: ToolContext, after?: Cursor['after']): string {
   const where = [`Type = ${soqlQuote(ctx.config.salesforce.case_type)}`];
   if (filters.status) where.push(`Status IN (${filters.status.map(soqlQuote).join(', ')})`);
   else where.push('IsClosed = false');
   if (filters.priority) where.push(`Priority IN (${filters.priority.map(soqlQuote).join(', ')})`);
   if (filters.created_before) where.push(`CreatedDate <= ${soqlDatetime(filters.created_before)}`);
   if (filters.created_after) where.push(`CreatedDate >= ${soqlDatetime(filters.created_after)}`);
-  return (
-    'SELECT Id, CaseNumber, Subject, Status, Priority, CreatedDate, OwnerId, Sift_User_Id__c, Sift_Score__c ' +
-    `FROM Case WHERE ${where.join(' AND ')} ORDER BY CreatedDate ASC, Id ASC`
-  );
+  if (after) {
+    // The keyset of ORDER BY CreatedDate ASC, Id ASC: Id breaks ties between cases created together.
+    const at = soqlInstant(after.created);
+    where.push(`(CreatedDate > ${at} OR (CreatedDate = ${at} AND Id > ${soqlQuote(after.id)}))`);
+  }
+  return `WHERE ${where.join(' AND ')}`;
 }
+
+const SELECT =
+  'SELECT Id, CaseNumber, Subject, Status, Priority, CreatedDate, OwnerId, Sift_User_Id__c, Sift_Score__c FROM Case';
+
+/** A Salesforce datetime (`…+0000`) as milliseconds; NaN when absent or unreadable. */
+const instantOf = (value: string | undefined) =>
+  value ? Date.parse(value.replace(/([+-]\d{2})(\d{2})$/, '$1:$2')) : NaN;
 
 export const listFraudCases = defineTool({
   name: 'list_fraud_cases',
@@ -133,7 +149,7 @@ export const listFraudCases = defineTool({
   target: () => 'salesforce_cases',
   async run(args, ctx) {
     const pageSize = args.page_size ?? 20;
-    let cursor: Cursor;
+    let cursor: { f: Filters; after?: Cursor['after'] };
     if (args.cursor) {
       const extra = (['status', 'priority', 'min_age_days', 'max_age_days'] as const).filter(
         (k) => args[k] !== undefined,
@@ -156,29 +172,37 @@ export const listFraudCases = defineTool({
         filters.created_before = new Date(now - args.min_age_days * DAY_MS).toISOString();
       if (args.max_age_days !== undefined)
         filters.created_after = new Date(now - args.max_age_days * DAY_MS).toISOString();
-      cursor = { v: 1, f: filters, o: 0 };
+      cursor = { f: filters };
     }
     const sf = ctx.clients.salesforce;
-    const page = await sf
-      .queryPage<CaseRow>(cursor.l ? { cursor: cursor.l } : { soql: soqlFor(cursor.f, ctx) }, {
-        signal: ctx.signal,
-      })
-      .catch((error: unknown) => {
-        if (error instanceof UpstreamError && error.upstreamCode === 'INVALID_QUERY_LOCATOR')
-          throw staleCursor();
-        throw error;
-      });
-    const rows = page.records.slice(cursor.o, cursor.o + pageSize);
-    const end = cursor.o + rows.length;
+    // This page and one case more (is there a next page?), read from where the last page ended; the
+    // total is a count, so a long queue costs a call no more than its page.
+    const [total, read] = await Promise.all([
+      sf
+        .queryPage({ soql: `SELECT COUNT() FROM Case ${whereFor(cursor.f, ctx)}` }, { signal: ctx.signal })
+        .then((page) => page.totalSize),
+      sf.query<CaseRow>(
+        `${SELECT} ${whereFor(cursor.f, ctx, cursor.after)} ORDER BY CreatedDate ASC, Id ASC LIMIT ${pageSize + 1}`,
+        { signal: ctx.signal },
+      ),
+    ]);
+    const rows = read.slice(0, pageSize);
+    const last = rows.at(-1);
     let next: Cursor | undefined;
-    if (end < page.records.length) next = { ...cursor, o: end };
-    else if (page.nextCursor) next = { v: 1, f: cursor.f, l: page.nextCursor, o: 0 };
+    if (read.length > pageSize && last) {
+      const created = instantOf(last.CreatedDate);
+      if (Number.isNaN(created)) {
+        throw new UpstreamError('Salesforce returned a case without a readable CreatedDate.', {
+          service: 'salesforce',
+          retryable: false,
+        });
+      }
+      next = { v: 2, f: cursor.f, after: { created: new Date(created).toISOString(), id: last.Id } };
+    }
     const now = ctx.now().getTime();
     return {
       cases: rows.map((r) => {
-        const created = r.CreatedDate
-          ? Date.parse(r.CreatedDate.replace(/([+-]\d{2})(\d{2})$/, '$1:$2'))
-          : NaN;
+        const created = instantOf(r.CreatedDate);
         return {
           case_id: r.Id,
           case_number: r.CaseNumber ?? null,
@@ -192,7 +216,7 @@ export const listFraudCases = defineTool({
           subject: r.Subject ? r.Subject.slice(0, 255) : null,
         };
       }),
-      total: page.totalSize,
+      total,
       ...(next ? { next_cursor: encodeCursor(next, ctx) } : {}),
     };
   },

@@ -24,6 +24,7 @@ import type { Connection } from 'jsforce';
 import * as z from 'zod';
 import { FraudgateError, InvalidInputError, NotFoundError, UpstreamError } from '../errors.ts';
 import { isSalesforceId } from './salesforce-ids.ts';
+import { describeShapeIssues } from './shape-issues.ts';
 import type {
   RequestOptions,
   SalesforceClient,
@@ -653,7 +654,8 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       throw new UpstreamError(`Salesforce answered ${ctx.what} in an unexpected shape.`, {
         service: SERVICE,
         retryable: false,
-        detail: `${ctx.what}: ${parsed.error.message}`.slice(0, 2000),
+        // Codes and paths only: zod's messages can echo what Salesforce sent, and detail reaches the ledger.
+        detail: `${ctx.what}: ${describeShapeIssues(schema, parsed.error)}`,
       });
     }
     return parsed.data;

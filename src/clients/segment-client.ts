@@ -26,6 +26,7 @@
 import type { Analytics } from '@segment/analytics-node';
 import * as z from 'zod';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
+import { describeShapeIssues } from './shape-issues.ts';
 import type { RequestOptions, SegmentClient, SegmentMessage } from './types.ts';
 
 export interface SegmentClientConfig {
@@ -434,7 +435,8 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
         throw new UpstreamError('The Segment Profile API returned an unexpected response.', {
           ...common,
           retryable: false,
-          detail: `${where}: ${z.prettifyError(parsed.error)}`,
+          // Codes and paths only: zod's messages and a map key's path can carry what Segment sent.
+          detail: `${where}: ${describeShapeIssues(TraitsResponse, parsed.error)}`,
         });
       }
       return parsed.data;

@@ -37,6 +37,7 @@ import {
   type SiftWorkflowStatus,
 } from './types.ts';
 import { isObject } from '../is-object.ts';
+import { describeShapeIssues } from './shape-issues.ts';
 import { NEVER_SENT } from '../network-errors.ts';
 
 export interface SiftClientConfig {
@@ -848,7 +849,8 @@ export function createSiftClient(config: SiftClientConfig): FraudgateSiftClient 
       throw new UpstreamError('Sift answered with an unexpected response shape', {
         service: 'sift',
         retryable: false,
-        detail: `sift ${name}: ${redact(z.prettifyError(result.error)).slice(0, 1000)}`,
+        // Codes and paths only: zod's messages and a map key's path can carry what Sift sent.
+        detail: `sift ${name}: ${describeShapeIssues(schema, result.error)}`,
       });
     }
     return result.data;

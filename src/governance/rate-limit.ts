@@ -4,8 +4,65 @@
  *
  * Two stores behind one interface: in-memory (one process) and Redis (several replicas share the
  * buckets; the take is one atomic Lua script, so replicas never over-admit).
+ *
+ * Redis never holds the key a caller names (a principal id, a client's IP address or IPv6 /64):
+ * its buckets are kept under the key's keyed hash ({@link bucketKeyHasher}), so Redis, its dumps and
+ * its replicas never hold a raw address. Replicas given the same secret (the audit key) hash alike.
+ * The in-process store keeps keys as given: they never leave the process (which holds the request
+ * they came from anyway), and every call takes a token, so hashing there would cost each call ~1 µs
+ * for nothing.
  */
+import { createHmac, hash, randomBytes } from 'node:crypto';
 import type { BucketConfig } from '../config.ts';
+
+/**
+ * At most this many buckets in one process unless a caller says otherwise; past it the least
+ * recently used is forgotten (it starts full again, as it would have once refilled). Enough for
+ * thousands of principals × every tool; a flood of distinct client networks cannot grow it further.
+ */
+export const MAX_LOCAL_BUCKETS = 100_000;
+
+// 128 bits (22 base64url characters): no two keys share a bucket at any number of keys.
+const KEY_HASH_CHARS = 22;
+// SHA-256's block: the HMAC pads are this long.
+const BLOCK = 64;
+// Keys up to this many UTF-8 bytes are hashed without allocating (principal × tool, client network).
+const SCRATCH = 1024;
+
+/**
+ * The name a bucket is kept under: HMAC-SHA-256 of the caller's key, truncated to 128 bits,
+ * base64url. `secret`: the runtime's audit key, which every replica shares; absent, a random one
+ * (this process only).
+ *
+ * HMAC written out (RFC 2104) over the one-shot `crypto.hash`, with the pads computed once: every
+ * call takes a token, and `createHmac` sets its key up again on each use (~3 µs with a KeyObject,
+ * ~15 µs with a Buffer, against ~1 µs here). Tests hold it equal to `createHmac`.
+ */
+export function bucketKeyHasher(secret?: string | Buffer): (key: string) => string {
+  // A key of its own, so a bucket's name never equals the audit log's hash of the same text.
+  const bucketKey = createHmac('sha256', secret ?? randomBytes(32))
+    .update('fraudgate rate-limit bucket v1')
+    .digest();
+  const innerPad = Buffer.alloc(BLOCK, 0x36);
+  // The outer pad, then the inner digest (32 bytes) written after it on each call.
+  const outer = Buffer.alloc(BLOCK + 32, 0x5c);
+  for (let i = 0; i < bucketKey.length; i += 1) {
+    innerPad[i] = bucketKey[i]! ^ 0x36;
+    outer[i] = bucketKey[i]! ^ 0x5c;
+  }
+  const scratch = Buffer.alloc(BLOCK + SCRATCH);
+  innerPad.copy(scratch);
+  return (key) => {
+    // `write` stops short of a character that does not fit: well under the end, the key is whole.
+    const written = scratch.write(key, BLOCK, 'utf8');
+    const inner =
+      written < SCRATCH - 4
+        ? scratch.subarray(0, BLOCK + written)
+        : Buffer.concat([innerPad, Buffer.from(key, 'utf8')]);
+    outer.write(hash('sha256', inner, 'hex'), BLOCK, 'hex');
+    return hash('sha256', outer, 'base64url').slice(0, KEY_HASH_CHARS);
+  };
+}
 
 export interface RateLimitDecision {
   allowed: boolean;
@@ -42,17 +99,24 @@ function refill(tokens: number, updatedAt: number, now: number, config: BucketCo
   };
 }
 
+/** The in-process store, which can say how many buckets it holds. */
+export interface LocalRateLimiter extends RateLimiter {
+  takeNow(key: string, bucket: BucketConfig): RateLimitDecision;
+  /** How many buckets are held now (never more than `maxKeys`). */
+  size(): number;
+}
+
 /**
- * Buckets in this process. With `maxKeys`, at most that many buckets are kept, the least recently
- * used forgotten first (its key starts full again): for keys that callers do not choose from a
- * bounded set, such as client networks.
+ * Buckets in this process: at most `maxKeys` ({@link MAX_LOCAL_BUCKETS} by default), the least
+ * recently used forgotten first (its key starts full again), since callers do not choose every key
+ * from a bounded set (client networks). Keys are kept as given (see the top of this file).
  */
 export function createRateLimiter(
   now: () => number = Date.now,
   options: { maxKeys?: number } = {},
-): RateLimiter {
+): LocalRateLimiter {
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
-  const maxKeys = options.maxKeys ?? Infinity;
+  const maxKeys = options.maxKeys ?? MAX_LOCAL_BUCKETS;
   const takeNow = (key: string, config: BucketConfig): RateLimitDecision => {
     const t = now();
     const state = buckets.get(key);
@@ -65,11 +129,9 @@ export function createRateLimiter(
       buckets.set(key, { tokens, updatedAt: t });
       return decision;
     }
-    if (maxKeys !== Infinity) {
-      // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
-      buckets.delete(key);
-      buckets.set(key, state);
-    }
+    // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
+    buckets.delete(key);
+    buckets.set(key, state);
     const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
     state.tokens = tokens;
     state.updatedAt = t;
@@ -84,6 +146,7 @@ export function createRateLimiter(
       return true;
     },
     async close() {},
+    size: () => buckets.size,
   };
 }
 
@@ -118,16 +181,19 @@ return {allowed, retry, math.floor(tokens)}
 
 /**
  * Buckets in Redis. Time comes from this process (replicas are assumed NTP-synchronised; a skew
- * only shifts refill by that much). Keys expire once a bucket would be full again.
+ * only shifts refill by that much). Keys expire once a bucket would be full again. `keySecret`:
+ * the same on every replica, or they would keep a bucket each ({@link bucketKeyHasher}).
  */
 export function createRedisRateLimiter(
   redis: RedisLike,
-  options: { prefix?: string; now?: () => number } = {},
+  options: { prefix?: string; now?: () => number; keySecret: string | Buffer },
 ): RateLimiter {
   const prefix = options.prefix ?? 'fraudgate:ratelimit:';
   const now = options.now ?? Date.now;
+  const hashKey = bucketKeyHasher(options.keySecret);
   return {
-    async take(key, config) {
+    async take(rawKey, config) {
+      const key = hashKey(rawKey);
       const fullAfterMs = Math.ceil((config.capacity / config.per_minute) * 60_000) + 1000;
       const reply = (await redis.eval(
         TAKE_SCRIPT,

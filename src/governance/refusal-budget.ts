@@ -14,6 +14,7 @@
  * all of them, so no number of senders can grow the ledger at will (src/webhooks/webhook-refusals.ts).
  */
 import type { BucketConfig } from '../config.ts';
+import { silentLogger, type Logger } from '../logger.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
 import { createRateLimiter, type RateLimiter } from './rate-limit.ts';
 
@@ -68,8 +69,11 @@ export function createRefusalBudget(deps: {
   rateLimiter: RateLimiter;
   bucket: BucketConfig;
   now?: () => Date;
+  /** Told once when the budgets fall back to this process, and once when the store answers again. */
+  logger?: Logger;
 }): RefusalBudget {
   const now = deps.now ?? (() => new Date());
+  const logger = deps.logger ?? silentLogger;
   const tallies = new Map<string, Tally>();
 
   const writeTally = async (tally: Tally) => {
@@ -94,9 +98,28 @@ export function createRefusalBudget(deps: {
   // allows a budget of its own rather than a share of the fleet's, but stays bounded, where failing
   // open let an unauthenticated flood write a record per request.
   const local = createRateLimiter(() => now().getTime(), { maxKeys: MAX_TALLIES });
-  const take = (key: string, bucket: BucketConfig) => {
+  // The operator hears of the switch both ways, once each, not once per refusal: a flood is when
+  // refusals come fastest.
+  let fallenBack = false;
+  const take = async (key: string, bucket: BucketConfig) => {
     const id = `refusals\u0000${key}`;
-    return deps.rateLimiter.take(id, bucket).catch(() => local.take(id, bucket));
+    try {
+      const decision = await deps.rateLimiter.take(id, bucket);
+      if (fallenBack) {
+        fallenBack = false;
+        logger.info('refusal budgets are shared again: the rate-limit store answers');
+      }
+      return decision;
+    } catch (error) {
+      if (!fallenBack) {
+        fallenBack = true;
+        logger.warn(
+          'rate-limit store unavailable; refusal budgets are kept in this process (one budget per replica) until it answers',
+          { error: String(error) },
+        );
+      }
+      return local.take(id, bucket);
+    }
   };
 
   const count = async (

@@ -7,7 +7,7 @@
 import type { Config } from '../config.ts';
 import { InvalidInputError } from '../errors.ts';
 import type { IdentityAttempt, IdentityDirectory, UnmatchedIdentity } from '../tool.ts';
-import type { SqlExecutor } from './sql.ts';
+import { placeholders, type SqlExecutor } from './sql.ts';
 
 /** A stored mapping, as the CLI lists it. */
 export interface IdentityMapping {
@@ -23,7 +23,15 @@ export interface IdentityStore extends IdentityDirectory {
   /** true if a stored mapping was removed (config mappings are unaffected). */
   unmap(siftUserId: string): Promise<boolean>;
   listMappings(): Promise<IdentityMapping[]>;
+  /**
+   * The stored mappings to any of these Segment user ids, by sift_user_id: indexed lookups, one per
+   * SEGMENT_IDS_PER_QUERY distinct ids, so the cost follows the ids asked for, not the map's size.
+   */
+  mappingsForSegmentUsers(segmentUserIds: readonly string[]): Promise<IdentityMapping[]>;
 }
+
+/** Most Segment ids in one lookup: well under SQLite's and PostgreSQL's bound-parameter limits. */
+export const SEGMENT_IDS_PER_QUERY = 500;
 
 interface UnmatchedRow {
   sift_user_id: string;
@@ -140,6 +148,21 @@ export function createIdentityStore(db: SqlExecutor, identity: Config['identity'
       return db.query<IdentityMapping>(
         'SELECT sift_user_id, segment_user_id, mapped_by, mapped_at FROM identity_mappings ORDER BY sift_user_id',
       );
+    },
+    async mappingsForSegmentUsers(segmentUserIds) {
+      const ids = [...new Set(segmentUserIds)];
+      const rows: IdentityMapping[] = [];
+      for (let i = 0; i < ids.length; i += SEGMENT_IDS_PER_QUERY) {
+        const chunk = ids.slice(i, i + SEGMENT_IDS_PER_QUERY);
+        rows.push(
+          ...(await db.query<IdentityMapping>(
+            `SELECT sift_user_id, segment_user_id, mapped_by, mapped_at FROM identity_mappings
+             WHERE segment_user_id IN (${placeholders(chunk.length)}) ORDER BY sift_user_id`,
+            chunk,
+          )),
+        );
+      }
+      return rows;
     },
   };
 }

@@ -8,7 +8,7 @@
  * edited: change the schema with a new version.
  *
  * Version ranges are RESERVED per area, so work landing in parallel never collides:
- *     1–99    store core (approvals, identities, sync state, outbox, job leases)
+ *     1–99    store core (approvals, identities, sync state, outbox, job leases, replica instances)
  *   100–149   audit ledger
  *   150–199   MCP sessions and console sessions
  *   200–249   workflows (schedules, watchers)
@@ -171,6 +171,28 @@ CREATE UNIQUE INDEX approvals_open_binding ON approvals (tool, args_hash, target
     version: 9,
     name: 'approvals: which replica is executing one',
     ...onBothEngines('ALTER TABLE approvals ADD COLUMN executed_by TEXT;'),
+  },
+  {
+    version: 10,
+    name: 'replica instances: which process holds each replica id',
+    sqlite: `
+CREATE TABLE replica_instances (
+  replica_id TEXT PRIMARY KEY, nonce TEXT NOT NULL, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL,
+  beats INTEGER NOT NULL
+);`,
+    postgres: `
+CREATE TABLE replica_instances (
+  replica_id TEXT PRIMARY KEY, nonce TEXT NOT NULL, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL,
+  beats BIGINT NOT NULL
+);`,
+  },
+  {
+    version: 14,
+    name: 'identity mappings by Segment user id',
+    // A Segment delivery resolves its users by Segment id; without the index each lookup reads the whole map.
+    ...onBothEngines(
+      'CREATE INDEX IF NOT EXISTS identity_mappings_segment ON identity_mappings (segment_user_id);',
+    ),
   },
 ];
 

@@ -27,6 +27,7 @@ import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { migrate } from './migrations.ts';
 import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
 import type { SqlDatabase, SqlExecutor, StoreEngine } from './sql.ts';
+import { createReplicaInstanceStore, type ReplicaInstanceStore } from './replica-instance-store.ts';
 import { openSqliteDatabase } from './sqlite/database.ts';
 import { sqliteOutboxQueue } from './sqlite/outbox-queue.ts';
 import { createSyncStateStore, type SyncStateStore } from './sync-state-store.ts';
@@ -40,6 +41,8 @@ export interface StateStores {
   leases: LeaseStore;
   /** Background jobs' schedules and last runs, the fleet view (src/jobs/). */
   jobs: JobStateStore;
+  /** Which process holds each replica id (src/replica-registration.ts). */
+  replicas: ReplicaInstanceStore;
   /** The raw executor, for state modules built on top (e.g. the audit ledger: `createX(tx.sql)`). */
   sql: SqlExecutor;
 }
@@ -92,6 +95,7 @@ function bind(
     }),
     leases: createLeaseStore(db),
     jobs: createJobStateStore(db),
+    replicas: createReplicaInstanceStore(db),
     sql: db,
   };
 }

@@ -114,8 +114,19 @@ export function siftEventArgs(
           'properties.total (or revenue, or value) is required for a transaction',
         );
       }
-      const id = text(props.order_id) ?? text(props.checkout_id) ?? message.messageId;
-      if (!SIFT_ID.test(id)) throw new SegmentMessageError('properties.order_id has characters Sift refuses');
+      const orderId = text(props.order_id);
+      const checkoutId = text(props.checkout_id);
+      const [id, idField] = orderId
+        ? [orderId, 'properties.order_id']
+        : checkoutId
+          ? [checkoutId, 'properties.checkout_id']
+          : [message.messageId, 'messageId'];
+      if (!SIFT_ID.test(id)) {
+        throw new SegmentMessageError(
+          `${idField} is the Sift transaction id and has characters Sift refuses; ` +
+            'send up to 255 letters, digits or = . - _ + @ : & ^ % ! $',
+        );
+      }
       event = {
         event_type: 'transaction',
         user_id: siftUserId,
@@ -133,21 +144,40 @@ export function siftEventArgs(
 }
 
 /**
- * The Sift user id for a Segment user id, as the identity map reads backwards: a stored mapping
- * (`fraudgate identities map`), else `identity.mappings`, else — under `identity.segment_user_id:
- * same` — the Segment id itself. Undefined when none applies or the id is not a valid Sift id.
+ * The Sift user ids for a delivery's Segment user ids, as the identity map reads backwards: a stored
+ * mapping (`fraudgate identities map`; of several, the first by Sift id), else `identity.mappings`,
+ * else — under `identity.segment_user_id: same` — the Segment id itself. One lookup of the stored
+ * mappings per call, for the distinct ids only (`storedMappings`: the identity store's
+ * `mappingsForSegmentUsers`). A Segment id with none that applies, or whose Sift id is not valid,
+ * is absent from the map.
  */
 export function siftUserResolver(
-  storedMappings: () => Promise<{ sift_user_id: string; segment_user_id: string }[]>,
+  storedMappings: (
+    segmentUserIds: readonly string[],
+  ) => Promise<{ sift_user_id: string; segment_user_id: string }[]>,
   identity: Config['identity'],
-): (segmentUserId: string) => Promise<string | undefined> {
-  return async (segmentUserId) => {
-    const stored = (await storedMappings()).find((m) => m.segment_user_id === segmentUserId);
-    const configured = Object.entries(identity.mappings).find(([, segment]) => segment === segmentUserId);
-    const sift =
-      stored?.sift_user_id ??
-      configured?.[0] ??
-      (identity.segment_user_id === 'same' ? segmentUserId : undefined);
-    return sift !== undefined && SIFT_ID.test(sift) ? sift : undefined;
+): (segmentUserIds: readonly string[]) => Promise<Map<string, string>> {
+  // The config's first Sift id for each Segment id, as a search through it in order would find.
+  const configured = new Map<string, string>();
+  for (const [sift, segment] of Object.entries(identity.mappings)) {
+    if (!configured.has(segment)) configured.set(segment, sift);
+  }
+  return async (segmentUserIds) => {
+    const ids = [...new Set(segmentUserIds)];
+    const stored = new Map<string, string>();
+    if (ids.length > 0) {
+      for (const m of await storedMappings(ids)) {
+        if (!stored.has(m.segment_user_id)) stored.set(m.segment_user_id, m.sift_user_id);
+      }
+    }
+    const resolved = new Map<string, string>();
+    for (const segmentUserId of ids) {
+      const sift =
+        stored.get(segmentUserId) ??
+        configured.get(segmentUserId) ??
+        (identity.segment_user_id === 'same' ? segmentUserId : undefined);
+      if (sift !== undefined && SIFT_ID.test(sift)) resolved.set(segmentUserId, sift);
+    }
+    return resolved;
   };
 }

@@ -23,7 +23,13 @@ import type { Config } from '../config.ts';
 import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
-import { ruleFor, SegmentMessageError, siftEventArgs, type SegmentMessage } from './segment-mapping.ts';
+import {
+  ruleFor,
+  SegmentMessageError,
+  siftEventArgs,
+  type SegmentMessage,
+  type SegmentRule,
+} from './segment-mapping.ts';
 
 export const SEGMENT_WEBHOOK_PATH = '/webhooks/segment';
 
@@ -67,8 +73,11 @@ export interface SegmentWebhookOptions extends WebhookEndpointOptions {
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
   secret: string | undefined;
   mapping: Config['mapping'];
-  /** The Sift user id for a Segment user id (identity map), or undefined when there is none. */
-  siftUserFor(segmentUserId: string): Promise<string | undefined>;
+  /**
+   * The Sift user ids for a delivery's Segment user ids (identity map; `siftUserResolver`), called
+   * once per delivery: a Segment id without one is absent.
+   */
+  siftUsersFor(segmentUserIds: readonly string[]): Promise<ReadonlyMap<string, string>>;
 }
 
 const header = (req: IncomingMessage, name: string) => {
@@ -178,8 +187,8 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       return true;
     }
 
-    // Map every message first: one bad message refuses the delivery with nothing stored.
-    const mapped: { message: SegmentMessage; siftUser: string; args: Record<string, unknown> }[] = [];
+    // Check every message's shape first: one bad message refuses the delivery with nothing stored.
+    const ruled: { message: SegmentMessage; rule: SegmentRule; where: string }[] = [];
     const ignored: { messageId: string; reason: string }[] = [];
     for (const [index, item] of list.entries()) {
       const where = Array.isArray(parsed) ? `[${index}].` : '';
@@ -196,12 +205,17 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       }
       const message = result.data as SegmentMessage;
       const rule = ruleFor(message, options.mapping);
-      if ('ignored' in rule) {
-        ignored.push({ messageId: message.messageId, reason: rule.ignored });
-        continue;
-      }
+      if ('ignored' in rule) ignored.push({ messageId: message.messageId, reason: rule.ignored });
+      else ruled.push({ message, rule, where });
+    }
+
+    // One identity lookup for the whole delivery: a batch repeats a few users many times.
+    const segmentUsers = ruled.flatMap(({ message }) => (message.userId ? [message.userId] : []));
+    const siftUsers = segmentUsers.length > 0 ? await options.siftUsersFor(segmentUsers) : new Map();
+    const mapped: { message: SegmentMessage; siftUser: string; args: Record<string, unknown> }[] = [];
+    for (const { message, rule, where } of ruled) {
       const segmentUser = message.userId ?? undefined;
-      const siftUser = segmentUser ? await options.siftUserFor(segmentUser) : undefined;
+      const siftUser = segmentUser ? siftUsers.get(segmentUser) : undefined;
       if (!siftUser) {
         ignored.push({
           messageId: message.messageId,

@@ -13,6 +13,7 @@
 import { isIP } from 'node:net';
 import type { BucketConfig } from '../config.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from '../governance/audit.ts';
+import type { Logger } from '../logger.ts';
 import type { RateLimiter } from '../governance/rate-limit.ts';
 import { ipv6Hextets, type Redactor } from '../governance/redact.ts';
 import { createRefusalBudget, type RefusalOutcome } from '../governance/refusal-budget.ts';
@@ -45,6 +46,8 @@ export function createWebhookRefusals(deps: {
   ceiling?: BucketConfig;
   redactor: Pick<Redactor, 'maskIp'>;
   now?: () => Date;
+  /** Where the budget says it falls back to this process while its store is down (and back). */
+  logger?: Logger;
 }): WebhookRefusals {
   const budget = createRefusalBudget(deps);
   const ceiling = deps.ceiling ?? {

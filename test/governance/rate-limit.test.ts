@@ -2,10 +2,16 @@
  * Rate-limit buckets: the in-memory store, the Redis store shared by replicas (skipped with a
  * message where no Redis listens on 127.0.0.1:6379), and failing closed when Redis is down.
  */
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createRateLimiter, createRedisRateLimiter } from '../../src/governance/rate-limit.ts';
+import {
+  bucketKeyHasher,
+  createRateLimiter,
+  createRedisRateLimiter,
+  MAX_LOCAL_BUCKETS,
+} from '../../src/governance/rate-limit.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { listening } from '../helpers/services.ts';
 import { setup } from '../helpers/setup.ts';
@@ -52,6 +58,55 @@ describe('in-memory buckets', () => {
     expect((await limiter.take('a', one)).allowed).toBe(false);
     expect((await limiter.take('b', one)).allowed).toBe(true);
   });
+
+  it('hold a bounded number of buckets by default, however many distinct keys come; an active key keeps its own', () => {
+    const t = 1_000_000;
+    const limiter = createRateLimiter(() => t);
+    const one = { capacity: 1, per_minute: 1 };
+    expect(limiter.takeNow('active', one).allowed).toBe(true);
+    expect(limiter.takeNow('active', one).allowed).toBe(false);
+    // A flood of distinct client networks (IPv6 /64s), the active key calling on all the while.
+    const flood = MAX_LOCAL_BUCKETS + 5_000;
+    for (let i = 0; i < flood; i += 1) {
+      limiter.takeNow(
+        `segment_webhook\u00002001:db8:${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}::`,
+        one,
+      );
+      if (i % 10_000 === 0) expect(limiter.takeNow('active', one).allowed).toBe(false);
+      if (i % 1_000 === 0) expect(limiter.size()).toBeLessThanOrEqual(MAX_LOCAL_BUCKETS);
+    }
+    expect(limiter.size()).toBe(MAX_LOCAL_BUCKETS);
+    // Still limited: its bucket was never the least recently used, so never forgotten.
+    expect(limiter.takeNow('active', one)).toMatchObject({ allowed: false, retryAfterMs: 60_000 });
+  });
+});
+
+describe('bucket names', () => {
+  it('are HMAC-SHA-256 under a key derived from the secret, truncated to 128 bits (base64url)', () => {
+    const bucketKey = createHmac('sha256', 'the-audit-key').update('fraudgate rate-limit bucket v1').digest();
+    const hmac = (key: string) =>
+      createHmac('sha256', bucketKey).update(key).digest('base64url').slice(0, 22);
+    const hashed = bucketKeyHasher('the-audit-key');
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: 'grapheme', maxLength: 300 }), fc.string({ maxLength: 3000 })),
+        (key) => {
+          expect(hashed(key)).toBe(hmac(key));
+        },
+      ),
+      { numRuns: 500 },
+    );
+    // Past the scratch buffer, and a multi-byte character across its end.
+    for (const key of ['x'.repeat(1019), 'x'.repeat(1020), `${'x'.repeat(1018)}é€😀`, 'ü'.repeat(5000), ''])
+      expect(hashed(key)).toBe(hmac(key));
+  });
+
+  it('are the same for the same secret (replicas), other for another, and never the key', () => {
+    const key = 'refusals\u0000scope\u0000segment_webhook\u0000203.0.113.7';
+    expect(bucketKeyHasher('shared')(key)).toBe(bucketKeyHasher('shared')(key));
+    expect(bucketKeyHasher('other')(key)).not.toBe(bucketKeyHasher('shared')(key));
+    expect(bucketKeyHasher('shared')(key)).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
 });
 
 describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
@@ -68,8 +123,9 @@ describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
   it('two replicas share one bucket and never over-admit, even concurrently', async () => {
     let t = 5_000_000;
     const prefix = `fraudgate-test:${randomUUID()}:`;
-    const a = createRedisRateLimiter(redis(), { prefix, now: () => t });
-    const b = createRedisRateLimiter(redis(), { prefix, now: () => t });
+    // Two replicas: their own connections, the same secret (the audit key every replica shares).
+    const a = createRedisRateLimiter(redis(), { prefix, now: () => t, keySecret: 'shared-audit-key' });
+    const b = createRedisRateLimiter(redis(), { prefix, now: () => t, keySecret: 'shared-audit-key' });
     const bucket = { capacity: 5, per_minute: 60 };
     const results = await Promise.all(
       Array.from({ length: 12 }, (_, i) => (i % 2 ? a : b).take('analyst\u0000tool', bucket)),

@@ -4,6 +4,10 @@
  * the same size in this process, for a principal's refused calls and for webhook senders alike.
  */
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.ts';
+import { listening } from '../helpers/services.ts';
+import { setup } from '../helpers/setup.ts';
+import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal, AuditRecord } from '../../src/governance/audit.ts';
 import type { RateLimiter } from '../../src/governance/rate-limit.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
@@ -32,6 +36,7 @@ function memoryAudit() {
 // A clock that stands still: no token comes back and no minute passes during the test.
 const now = () => new Date(0);
 const BUDGET = 3;
+const redisUp = await listening(6379);
 
 describe('refusal budget with its rate-limit store down', () => {
   it('records a principal’s refused calls within a local budget and counts the rest', async () => {
@@ -100,4 +105,50 @@ describe('refusal budget with its rate-limit store down', () => {
     expect(rejected.length + countedTotal()).toBe(total);
     expect(appended.length).toBeLessThanOrEqual(CEILING + 2);
   });
+});
+
+describe.skipIf(!redisUp)('refusal budget falling back while Redis is down, through the protocol', () => {
+  it('logs one warning when it falls back and one info when Redis answers again, not one per refusal', async () => {
+    // Redis reached through a forwarder the test can take down, as if Redis stopped, without touching it.
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    const lines: Record<string, unknown>[] = [];
+    const env = await setup({
+      config: { rate_limits: { store: 'redis' } },
+      redisUrl: `redis://127.0.0.1:${forwarder.port}`,
+      logger: createLogger({ write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>) }),
+    });
+    const fellBack = () =>
+      lines.filter((l) => String(l.msg).includes('refusal budgets are kept in this process'));
+    const sharedAgain = () => lines.filter((l) => String(l.msg).includes('refusal budgets are shared again'));
+    try {
+      expect((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+      forwarder.down();
+      // Invalid calls: refused before the call limiter, so each asks Redis once, for the refusal budget.
+      for (let i = 0; i < 3; i += 1) {
+        const invalid = await env.callTool('get_sift_score', { user_id: 42 });
+        expect(invalid.error.code).toBe('INVALID_INPUT');
+      }
+      expect(fellBack()).toHaveLength(1);
+      expect(fellBack()[0]).toMatchObject({ level: 'warn', error: expect.any(String) });
+      expect(sharedAgain()).toHaveLength(0);
+
+      forwarder.restore();
+      const until = Date.now() + 15_000;
+      while ((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError) {
+        expect(Date.now()).toBeLessThan(until);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      // The budget hears Redis again at its next refusal: three invalid calls, one line.
+      for (let i = 0; i < 3; i += 1) {
+        const invalid = await env.callTool('get_sift_score', { user_id: 42 });
+        expect(invalid.error.code).toBe('INVALID_INPUT');
+      }
+      expect(sharedAgain()).toHaveLength(1);
+      expect(sharedAgain()[0]).toMatchObject({ level: 'info' });
+      expect(fellBack()).toHaveLength(1);
+    } finally {
+      await env.close();
+      await forwarder.close();
+    }
+  }, 60_000);
 });

@@ -10,6 +10,12 @@ export interface TcpForwarder {
   port: number;
   /** Drop every connection and refuse new ones until `restore()`. */
   cut(): void;
+  /**
+   * Drop every connection and stop listening until `restore()`: connecting is refused, as to a
+   * stopped service. (After `cut()` a connect still succeeds and is then dropped, which a client
+   * such as ioredis counts as a fresh connection each time, so it never gives up a queued command.)
+   */
+  down(): void;
   restore(): void;
   close(): Promise<void>;
 }
@@ -34,14 +40,21 @@ export async function startTcpForwarder(target: { host: string; port: number }):
     }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     cut() {
       cut = true;
       for (const socket of open) socket.destroy();
     },
+    down() {
+      cut = true;
+      for (const socket of open) socket.destroy();
+      server.close();
+    },
     restore() {
       cut = false;
+      if (!server.listening) server.listen(port, '127.0.0.1');
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -188,7 +188,10 @@ export async function startSegmentIntake(
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver(
+      (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
+      config.identity,
+    ),
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,

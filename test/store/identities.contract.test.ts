@@ -4,8 +4,10 @@
  * stores and pages by keyset.
  */
 import { describe, expect, it } from 'vitest';
+import { SEGMENT_IDS_PER_QUERY } from '../../src/store/identity-store.ts';
+import type { SqlExecutor } from '../../src/store/sql.ts';
 import { openStore } from '../../src/store/store.ts';
-import { ENGINES } from './engines.ts';
+import { dropSchema, ENGINES, uniqueSchema } from './engines.ts';
 
 const attempt = [
   { system: 'salesforce' as const, identifier: 'sift_user_id' as const, value: 'x', found: false },
@@ -87,6 +89,69 @@ for (const engine of ENGINES) {
       });
       expect(await b.identities.resolveUnmatched('x')).toBe(true);
       expect(await a.identities.resolveUnmatched('x')).toBe(false);
+    });
+
+    it('mappings are looked up by Segment user id through an index, in one query per chunk of ids', async () => {
+      const { config, secrets } = engine.fresh();
+      const schema = `cases_${uniqueSchema()}`;
+      const store = await openStore(
+        { ...config, store_postgres: { ...config.store_postgres, schema } },
+        secrets,
+      );
+      try {
+        for (let k = 0; k < 20; k++) {
+          await store.identities.map({
+            sift_user_id: `sift-${k}`,
+            segment_user_id: `seg-${k * 50}`,
+            mapped_by: 'ops',
+            mapped_at: 't',
+          });
+        }
+        await store.identities.map({
+          sift_user_id: 'other',
+          segment_user_id: 'seg-0',
+          mapped_by: 'ops',
+          mapped_at: 't',
+        });
+        const wanted = Array.from({ length: 2 * SEGMENT_IDS_PER_QUERY + 1 }, (_, i) => `seg-${i}`);
+        const sql = store.sql;
+        const query = sql.query.bind(sql);
+        let queries = 0;
+        sql.query = ((text: string, ...rest: unknown[]) => {
+          if (text.includes('identity_mappings')) queries += 1;
+          return (query as (...args: unknown[]) => unknown)(text, ...rest);
+        }) as SqlExecutor['query'];
+        const found = await store.identities.mappingsForSegmentUsers([...wanted, ...wanted]);
+        sql.query = query;
+        expect(queries).toBe(3);
+        const expected = [
+          ...Array.from({ length: 20 }, (_, k) => [`sift-${k}`, `seg-${k * 50}`]),
+          ['other', 'seg-0'],
+        ].sort();
+        expect(found.map((m) => [m.sift_user_id, m.segment_user_id]).sort()).toEqual(expected);
+        expect(await store.identities.mappingsForSegmentUsers([])).toEqual([]);
+
+        // The lookup reads the index, not the whole map.
+        const plan =
+          engine.name === 'SQLite'
+            ? (
+                await sql.query<{ detail: string }>(
+                  "EXPLAIN QUERY PLAN SELECT sift_user_id FROM identity_mappings WHERE segment_user_id IN ('a', 'b')",
+                )
+              ).map((r) => r.detail)
+            : await sql.transaction(async (tx) => {
+                await tx.execute('SET LOCAL enable_seqscan = off');
+                return (
+                  await tx.query<{ 'QUERY PLAN': string }>(
+                    "EXPLAIN SELECT sift_user_id FROM identity_mappings WHERE segment_user_id IN ('a', 'b')",
+                  )
+                ).map((r) => r['QUERY PLAN']);
+              });
+        expect(plan.join('\n')).toContain('identity_mappings_segment');
+      } finally {
+        await store.close();
+        if (engine.name === 'PostgreSQL') await dropSchema(schema);
+      }
     });
   });
 }

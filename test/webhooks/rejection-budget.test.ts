@@ -9,6 +9,8 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { randomInt } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BucketConfig } from '../../src/config.ts';
 import type { AuditRecord } from '../../src/governance/audit.ts';
@@ -20,12 +22,15 @@ import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.
 import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { outboxEnv, type OutboxEnv } from '../outbox/helpers.ts';
+import { listening } from '../helpers/services.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const SECRET = 'segment-shared-secret';
 const FLOODER = '198.51.100.7';
 const OTHER = '198.51.100.8';
 const BUDGET = 3;
+const REDIS_URL = 'redis://127.0.0.1:6379';
+const redisUp = await listening(6379);
 
 let env: OutboxEnv | undefined;
 let server: Server | undefined;
@@ -45,20 +50,29 @@ afterEach(async () => {
  */
 async function start(
   postgres: boolean,
-  options: { ceiling?: BucketConfig; listen?: '127.0.0.1' | '::1' } = {},
+  options: { ceiling?: BucketConfig; listen?: '127.0.0.1' | '::1'; redis?: boolean } = {},
 ) {
   const listen = options.listen ?? '127.0.0.1';
   if (postgres) schema = uniqueSchema();
-  const secrets = postgres ? { postgresUrl: PG_URL } : {};
+  const secrets = {
+    ...(postgres ? { postgresUrl: PG_URL } : {}),
+    ...(options.redis ? { redisUrl: REDIS_URL } : {}),
+  };
   env = await outboxEnv({
-    config: postgres ? { store: 'postgres', store_postgres: { schema, startup_timeout_ms: 2_000 } } : {},
+    config: {
+      ...(postgres
+        ? { store: 'postgres' as const, store_postgres: { schema, startup_timeout_ms: 2_000 } }
+        : {}),
+      ...(options.redis ? { rate_limits: { store: 'redis' as const } } : {}),
+    },
     secrets,
   });
   const { automation, config } = env;
-  // A clock that stands still: no token comes back during the test, whatever its speed.
+  // A clock that stands still: no token comes back during the test, whatever its speed. With
+  // `redis`, the runtime's own limiter, as `serve --http` wires it (refilling one token a minute).
   const refusals: WebhookRefusals = createWebhookRefusals({
     audit: automation.runtime.audit,
-    rateLimiter: createRateLimiter(() => 0),
+    rateLimiter: options.redis ? automation.runtime.rateLimiter : createRateLimiter(() => 0),
     bucket: { capacity: BUDGET, per_minute: 1 },
     ...(options.ceiling ? { ceiling: options.ceiling } : {}),
     redactor: automation.runtime.redactor,
@@ -68,7 +82,10 @@ async function start(
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: SECRET,
     mapping: config.mapping,
-    siftUserFor: siftUserResolver(async () => automation.runtime.identities.listMappings(), config.identity),
+    siftUsersFor: siftUserResolver(
+      (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
+      config.identity,
+    ),
     audit: automation.runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
@@ -208,3 +225,35 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
     });
   });
 }
+
+describe.skipIf(!redisUp)('webhook rejections in the shared rate-limit store (Redis)', () => {
+  it('Redis holds no client address: the buckets are named by keyed hashes, and still limit', async () => {
+    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    try {
+      // Addresses no other test run uses (198.18.0.0/15 is for benchmarks; 2001:db8::/32 for docs).
+      const v4 = `198.18.${randomInt(256)}.${randomInt(1, 255)}`;
+      const v6Network = `2001:db8:${randomInt(0x10000).toString(16)}:${randomInt(0x10000).toString(16)}`;
+      const keysBefore = new Set(await redis.keys('fraudgate:ratelimit:*'));
+      const { post, records } = await start(false, { redis: true });
+      const forged = message('forged-redis');
+      const bad = segmentSignature(forged, 'not-the-secret');
+      for (let i = 0; i < BUDGET + 3; i += 1) {
+        expect(await post(v4, forged, bad)).toBe(401);
+        expect(await post(`${v6Network}::${i + 1}`, forged, bad)).toBe(401);
+      }
+      // Each network's budget still holds, kept under hashed names.
+      expect((await records()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(2 * BUDGET);
+
+      const added = (await redis.keys('fraudgate:ratelimit:*')).filter((k) => !keysBefore.has(k));
+      expect(added.length).toBeGreaterThanOrEqual(2);
+      for (const key of added) {
+        expect(key).not.toContain(v4);
+        expect(key).not.toContain(v6Network);
+        expect(key).not.toContain('segment_webhook');
+        expect(key).toMatch(/^fraudgate:ratelimit:[A-Za-z0-9_-]{22}$/);
+      }
+    } finally {
+      redis.disconnect();
+    }
+  });
+});

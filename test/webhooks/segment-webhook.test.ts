@@ -35,7 +35,10 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
-    siftUserFor: siftUserResolver(async () => runtime.identities.listMappings(), env.config.identity),
+    siftUsersFor: siftUserResolver(
+      (ids) => runtime.identities.mappingsForSegmentUsers(ids),
+      env.config.identity,
+    ),
     audit: runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
@@ -116,6 +119,67 @@ describe('POST /webhooks/segment', () => {
     expect(env.sandbox.sift.events.filter((e) => e.userId === 'seg-watch-777')).toHaveLength(0);
   });
 
+  it('a delivery of 100 messages looks its users up in the identity map once, with the same results', async () => {
+    const { env, url } = await start({
+      config: {
+        identity: {
+          mappings: {
+            'sift-config': 'seg-config',
+            'sift-config-2': 'seg-config',
+            'sift-config-3': 'seg-both',
+          },
+        },
+      },
+    });
+    const identities = env.automation.runtime.identities;
+    const mapped = (sift: string, segment: string) =>
+      identities.map({ sift_user_id: sift, segment_user_id: segment, mapped_by: 'ops', mapped_at: 't' });
+    for (let k = 0; k < 8; k++) await mapped(`sift-${k}`, `seg-${k}`);
+    // Two Sift users on one Segment user: the first by Sift id, as before.
+    await mapped('sift-dup-b', 'seg-dup');
+    await mapped('sift-dup-a', 'seg-dup');
+    // A stored mapping wins over the config's for the same Segment user.
+    await mapped('sift-stored', 'seg-both');
+    await mapped('unrelated', 'seg-elsewhere');
+    const users = [
+      ...Array.from({ length: 8 }, (_, k) => [`seg-${k}`, `sift-${k}`]),
+      ['seg-dup', 'sift-dup-a'],
+      ['seg-config', 'sift-config'],
+      ['seg-both', 'sift-stored'],
+      ['sandbox-high-risk', 'sandbox-high-risk'], // identity.segment_user_id: same
+      ['not a sift id', undefined], // same, but Sift refuses the id: ignored
+    ] as const;
+    const batch = Array.from({ length: 100 }, (_, i) => order(`bulk-${i}`, users[i % users.length]![0]));
+
+    const sql = env.automation.runtime.store.sql;
+    const query = sql.query.bind(sql);
+    let mappingQueries = 0;
+    sql.query = ((text: string, ...rest: unknown[]) => {
+      if (text.includes('identity_mappings')) mappingQueries += 1;
+      return (query as (...args: unknown[]) => unknown)(text, ...rest);
+    }) as typeof sql.query;
+    const delivered = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    sql.query = query;
+
+    const unmapped = batch.filter((m) => m.userId === 'not a sift id').length;
+    expect(delivered).toMatchObject({
+      status: 200,
+      body: { accepted: 100 - unmapped, duplicates: 0, ignored: unmapped },
+    });
+    expect(mappingQueries).toBe(1);
+    const sentAs = new Map(
+      (await env.automation.store.list({ limit: 200 })).map((e) => [
+        e.entityKey,
+        (e.args.event as { user_id: string }).user_id,
+      ]),
+    );
+    for (const [i, message] of batch.entries()) {
+      const expected = users[i % users.length]![1];
+      if (expected) expect(sentAs.get(`segment_message:${message.messageId}`), message.userId).toBe(expected);
+    }
+    expect(sentAs.size).toBe(100 - unmapped);
+  });
+
   it('bad signatures and malformed messages are refused with nothing stored', async () => {
     const { env, url } = await start();
     const body = JSON.stringify(order('m-5', 'sandbox-high-risk'));
@@ -147,6 +211,26 @@ describe('POST /webhooks/segment', () => {
     expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(
       3 + malformed.length,
     );
+  });
+
+  it('a transaction id Sift refuses is refused naming the field it came from', async () => {
+    const { env, url } = await start();
+    const refusal = async (message: Record<string, unknown>) => {
+      const res = await sendSegmentWebhook(url, message, { secret: SECRET });
+      expect(res.status).toBe(400);
+      return (res.body as { error: string }).error;
+    };
+    const fromOrder = await refusal(order('m-10', 'sandbox-high-risk', { order_id: 'order #10' }));
+    expect(fromOrder).toMatch(/^properties\.order_id /);
+    const fromCheckout = await refusal(
+      order('m-11', 'sandbox-high-risk', { order_id: undefined, checkout_id: 'checkout #11' }),
+    );
+    expect(fromCheckout).toMatch(/^properties\.checkout_id /);
+    expect(fromCheckout).not.toContain('order_id');
+    const fromMessageId = await refusal(order('m 12', 'sandbox-high-risk', { order_id: undefined }));
+    expect(fromMessageId).toMatch(/^messageId /);
+    expect(fromMessageId).not.toContain('order_id');
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
   });
 
   it('a batch signed over its first event alone is refused: one signed message cannot carry forged ones', async () => {

@@ -57,8 +57,8 @@ describe('score-change trigger', () => {
       store: (event, effects) => automation.store.enqueueRouted(event, effects),
       secret: SECRET,
       mapping: env.config.mapping,
-      siftUserFor: siftUserResolver(
-        async () => automation.runtime.identities.listMappings(),
+      siftUsersFor: siftUserResolver(
+        (ids) => automation.runtime.identities.mappingsForSegmentUsers(ids),
         env.config.identity,
       ),
       audit: automation.runtime.audit,

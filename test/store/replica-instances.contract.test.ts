@@ -1,0 +1,134 @@
+/**
+ * One live process per replica id, on both engines: the replica-instance row's SQL (register,
+ * heartbeat, compare-and-swap takeover, release by the holder only, old rows forgotten), and the
+ * registration built on it: a live twin is refused with a message naming the setting, a holder that
+ * stopped beating (SIGKILL) is taken over within the expiry, a clean shutdown lets the next start go
+ * at once, and a process whose id was taken over learns it at its next beat.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.ts';
+import {
+  registerReplica,
+  replicaHeartbeat,
+  type ReplicaRegistration,
+} from '../../src/replica-registration.ts';
+import { StartupError } from '../../src/startup.ts';
+import type { Store } from '../../src/store/store.ts';
+import { ENGINES } from './engines.ts';
+
+const HEARTBEAT = { periodMs: 100, expiryMs: 300 };
+const logger = createLogger({ level: 'error' });
+
+const register = (store: Store, replicaId: string, onLost: (message: string) => void = () => undefined) =>
+  registerReplica({ store, replicaId, heartbeat: HEARTBEAT, logger, onLost });
+
+it('the heartbeat is a third of the job lease, at most 500 ms; the expiry three beats', () => {
+  expect(replicaHeartbeat({ jobs: { lease_ttl_ms: 15_000 } } as never)).toEqual({
+    periodMs: 500,
+    expiryMs: 1_500,
+  });
+  expect(replicaHeartbeat({ jobs: { lease_ttl_ms: 1_200 } } as never)).toEqual({
+    periodMs: 400,
+    expiryMs: 1_200,
+  });
+});
+
+for (const engine of ENGINES) {
+  describe.skipIf(engine.skip)(`replica instances: ${engine.name}`, () => {
+    it('insert once; beat and release by the holder only; takeover only from the instance seen', async () => {
+      const [a, b] = await engine.open();
+      const t0 = 1_000_000;
+      expect(await a.replicas.insert('r1', 'n1', t0)).toBe(true);
+      expect(await b.replicas.insert('r1', 'n2', t0)).toBe(false);
+      expect(await b.replicas.beat('r1', 'n1', t0 + 100)).toBe(true);
+      expect(await b.replicas.beat('r1', 'n2', t0 + 100)).toBe(false);
+      const seen = (await a.replicas.get('r1'))!;
+      expect(seen).toEqual({
+        replica_id: 'r1',
+        nonce: 'n1',
+        started_at: t0,
+        heartbeat_at: t0 + 100,
+        beats: 1,
+      });
+      // It beat again after n2 looked: n2's takeover loses, n3's (which saw the new beat) wins.
+      expect(await a.replicas.beat('r1', 'n1', t0 + 200)).toBe(true);
+      expect(await b.replicas.takeOver('r1', 'n2', seen, t0 + 500)).toBe(false);
+      expect(await b.replicas.takeOver('r1', 'n3', (await b.replicas.get('r1'))!, t0 + 600)).toBe(true);
+      expect(await a.replicas.beat('r1', 'n1', t0 + 700)).toBe(false);
+      expect(await a.replicas.release('r1', 'n1')).toBe(false);
+      expect(await a.replicas.get('r1')).toMatchObject({ nonce: 'n3', started_at: t0 + 600, beats: 0 });
+      expect(await a.replicas.release('r1', 'n3')).toBe(true);
+      expect(await a.replicas.get('r1')).toBeUndefined();
+      // Rows not beaten since a time are forgotten, others kept.
+      await a.replicas.insert('old', 'n4', t0);
+      await a.replicas.insert('new', 'n5', t0 + 10_000);
+      expect(await a.replicas.forget(t0 + 5_000)).toBe(1);
+      expect(await a.replicas.get('new')).toBeDefined();
+    });
+
+    it('a live twin is refused; a killed holder is taken over within the expiry', async () => {
+      const [a, b] = await engine.open();
+      const first = await register(a, 'twin-r');
+      try {
+        const refusal = await register(b, 'twin-r').then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        expect(refusal).toBeInstanceOf(StartupError);
+        expect((refusal as StartupError).message).toBe(
+          'another live process uses replica id twin-r; give each replica its own id ' +
+            '(FRAUDGATE_REPLICA_ID, or replica_id in the config file), or stop the other process first',
+        );
+        // The refused start changed nothing: the first still holds the id.
+        expect((await a.replicas.get('twin-r'))?.started_at).toBe(first.startedAt.getTime());
+      } finally {
+        await first.close();
+      }
+
+      // A holder that beat a moment ago and then died (SIGKILL: no release, no more beats).
+      const killedAt = Date.now();
+      await a.replicas.insert('killed-r', 'dead-process', killedAt);
+      const began = Date.now();
+      const next = await register(b, 'killed-r');
+      const waited = Date.now() - began;
+      try {
+        expect(waited).toBeLessThan(HEARTBEAT.expiryMs + 400);
+        expect(next.startedAt.getTime()).toBeGreaterThanOrEqual(killedAt + HEARTBEAT.expiryMs);
+        expect((await a.replicas.get('killed-r'))?.nonce).not.toBe('dead-process');
+      } finally {
+        await next.close();
+      }
+    });
+
+    it('a clean shutdown lets the next start go at once; a taken-over process learns it at its next beat', async () => {
+      const [a, b] = await engine.open();
+      const first = await register(a, 'clean-r');
+      await first.close();
+      const began = Date.now();
+      const second = await register(b, 'clean-r');
+      expect(Date.now() - began).toBeLessThan(HEARTBEAT.periodMs);
+      await second.close();
+
+      const lost: string[] = [];
+      let paused: ReplicaRegistration | undefined = await register(a, 'paused-r', (m) => lost.push(m));
+      try {
+        // What a start sees after this process was paused past the expiry: it takes the id over.
+        const row = (await b.replicas.get('paused-r'))!;
+        expect(await b.replicas.takeOver('paused-r', 'newcomer', row, Date.now())).toBe(true);
+        for (let i = 0; i < 20 && lost.length === 0; i++) await sleep(50);
+        expect(lost).toEqual([
+          'replica id paused-r was taken over by another process (this one stopped beating for over 300 ms, ' +
+            'e.g. paused): stopping so the two do not run as twins; give each replica its own id ' +
+            '(FRAUDGATE_REPLICA_ID, or replica_id in the config file)',
+        ]);
+        await paused.close();
+        paused = undefined;
+        // Its close does not release the newcomer's row.
+        expect((await b.replicas.get('paused-r'))?.nonce).toBe('newcomer');
+      } finally {
+        await paused?.close();
+      }
+    });
+  });
+}
