@@ -129,6 +129,45 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
   });
 
+  it('an approved BLOCK whose decision category cannot be re-read waits, still approved, under its paused budget', async () => {
+    env = await setup({ config: { budgets: { limits: { 'apply_decision:block': { max_effects: 1 } } } } });
+    const ids: string[] = [];
+    for (const user of ['sandbox-high-risk', 'sandbox-watch']) {
+      const result = await env.callTool('apply_decision', {
+        user_id: user,
+        decision_id: 'block_user_payment_abuse',
+        description: 'card testing ring',
+      });
+      ids.push(String(result.error.approval_id));
+    }
+    for (const id of ids) await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // The first runs and spends the budget; the second pauses it.
+    await env.runtime.pipeline.processApprovals();
+    await env.runtime.pipeline.processApprovals();
+    expect(env.runtime.budgets.activeCount()).toBe(1);
+
+    // Sift's decision catalogue fails for one read (every retry of it): the category is unknown.
+    const catalogue = /^\/v3\/accounts\/[^/]+\/decisions$/;
+    const attempts = env.config.sift.max_retries + 1;
+    env.sandbox.sift.faults.inject({ count: attempts, method: 'GET', path: catalogue, status: 503 });
+    await env.runtime.pipeline.processApprovals();
+    const blocked = (user: string) => env!.sandbox.sift.decisionsOf(user).payment_abuse?.id;
+    const statuses = env.sandbox.sift.requests('GET', '/v3/accounts/:acct/decisions').map((r) => r.status);
+    expect(statuses.filter((s) => s === 503)).toHaveLength(attempts);
+    expect((await env.callTool('get_approval_status', { approval_id: ids[1]! })).output).toMatchObject({
+      state: 'approved',
+    });
+    expect(blocked('sandbox-watch')).toBe('watch_user_payment_abuse');
+
+    // Readable again, still paused: it still waits. Lifted: it runs.
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('approved');
+    expect(await lift(env, ANALYST.id, 'apply_decision:block', APPROVER_KEY)).toBe(0);
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('executed');
+    expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
+  });
+
   it('an older approved action runs even when more than a page of newer ones wait on a paused budget', async () => {
     env = await setup({ config: { budgets: { limits: { suppress_user: { max_effects: 1 } } } } });
     const requested = await env.callTool('apply_decision', {
