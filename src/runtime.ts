@@ -17,6 +17,7 @@ import {
   createApprovalDesk,
   type ApprovalDesk,
   type ApprovalTransaction,
+  type DeskTool,
 } from './governance/approval-desk.ts';
 import type { AuditLog } from './governance/audit.ts';
 import { loadAuditKey } from './governance/audit-key.ts';
@@ -264,7 +265,14 @@ export async function openGovernanceState(
   config: Config,
   secrets: Secrets,
   logger: Logger,
-  options: { audit?: AuditLog; writer?: string; store?: Store; keys?: LoadedKeys } = {},
+  options: {
+    audit?: AuditLog;
+    writer?: string;
+    store?: Store;
+    keys?: LoadedKeys;
+    /** The tools, so decisions apply the current policy (read-only mode, toolsets, a tightened mode). */
+    tools?: readonly DeskTool[];
+  } = {},
 ) {
   prepareDataDir(config.data_dir);
   const auditKey = options.keys?.auditKey ?? loadAuditKey(config, secrets);
@@ -322,7 +330,13 @@ export async function openGovernanceState(
     for (const id of moved) publish(id);
     return result;
   };
-  const desk = createApprovalDesk({ approvals, audit, logger, transaction: approvalTransaction });
+  const desk = createApprovalDesk({
+    approvals,
+    audit,
+    logger,
+    transaction: approvalTransaction,
+    ...(options.tools ? { policy: { tools: options.tools, config } } : {}),
+  });
   return {
     auditKey,
     redactor,
@@ -443,6 +457,7 @@ export async function openRuntime(options: {
     ...(options.auditWriter ? { writer: options.auditWriter } : {}),
     ...(options.store ? { store: options.store } : {}),
     ...(options.keys ? { keys: options.keys } : {}),
+    tools: options.tools,
   });
   // Everything the runtime (and whoever uses runtime.logger) logs passes the audit redactor.
   const logger = redactingLogger(options.logger, (value) => state.redactor.redactValue(value));

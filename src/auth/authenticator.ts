@@ -10,7 +10,17 @@ import type { Principal } from '../tool.ts';
 import { normalizeIdentity } from './identity.ts';
 
 export type AuthResult =
-  | { ok: true; principal: Principal; /** Epoch seconds; API keys never expire. */ expiresAt?: number }
+  | {
+      ok: true;
+      principal: Principal;
+      /** Epoch seconds; API keys never expire. */
+      expiresAt?: number;
+      /**
+       * Which configured credential proved it (an API key or a sandbox token), as an opaque id that
+       * reveals nothing of the key; absent for JWTs, which carry their own expiry. See `stillHolds`.
+       */
+      credential?: string;
+    }
   | {
       ok: false;
       /** Why, safe to show (no token material). */
@@ -19,7 +29,18 @@ export type AuthResult =
       forbidden?: boolean;
     };
 
-export type Authenticator = (token: string) => Promise<AuthResult>;
+export type Authenticator = ((token: string) => Promise<AuthResult>) & {
+  /**
+   * Whether the credential `credential` (from an earlier AuthResult) is still configured and still
+   * stands for this principal (same id, kind and role): something that outlives a sign-in (a
+   * console session) asks this on every use, so removing or changing a key ends it.
+   */
+  stillHolds?: (credential: string, principal: Principal) => boolean;
+};
+
+/** The opaque id of a configured credential, from the SHA-256 hex digest of its token. */
+const credentialId = (digestHex: string) =>
+  'c' + createHash('sha256').update(`fraudgate credential:${digestHex}`).digest('hex').slice(0, 32);
 
 /** The principal the sandbox dev token stands for. */
 export const SANDBOX_DEV_PRINCIPAL: Principal = { id: 'sandbox-dev', kind: 'user', role: 'admin' };
@@ -36,6 +57,16 @@ export const SANDBOX_PERSONAS: readonly Principal[] = [
 /** The token of a sandbox persona, derived from the dev token. */
 export function sandboxPersonaToken(devToken: string, persona: Principal): string {
   return createHmac('sha256', devToken).update(persona.id).digest('base64url').slice(0, 32);
+}
+
+/**
+ * A token an application got for itself (OAuth client-credentials grant), not one a person signed in
+ * for: RFC 9068 access tokens carry the client id as `sub` then, and Auth0 marks them
+ * `gty: client-credentials`. Such a principal is a service: it may call tools, never decide approvals.
+ */
+export function isMachineToken(payload: Record<string, unknown>): boolean {
+  if (payload.gty === 'client-credentials') return true;
+  return typeof payload.client_id === 'string' && payload.client_id === payload.sub;
 }
 
 const ROLE_RANK: readonly Principal['role'][] = ['admin', 'analyst', 'approver', 'viewer'];
@@ -99,12 +130,18 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (!token) return { ok: false, reason: 'missing bearer token' };
     const digest = sha256(token);
     // Constant-time: the dev token is a plain secret, not a hash lookup.
+    const hex = digest.toString('hex');
     if (devDigest && timingSafeEqual(digest, devDigest))
-      return { ok: true, principal: SANDBOX_DEV_PRINCIPAL };
-    const persona = personas.get(digest.toString('hex'));
-    if (persona) return { ok: true, principal: persona };
-    const key = keys.get(digest.toString('hex'));
-    if (key) return { ok: true, principal: { id: key.principal, kind: key.kind, role: key.role } };
+      return { ok: true, principal: SANDBOX_DEV_PRINCIPAL, credential: credentialId(hex) };
+    const persona = personas.get(hex);
+    if (persona) return { ok: true, principal: persona, credential: credentialId(hex) };
+    const key = keys.get(hex);
+    if (key)
+      return {
+        ok: true,
+        principal: { id: key.principal, kind: key.kind, role: key.role },
+        credential: credentialId(hex),
+      };
     if (!jwtConfig || token.split('.').length !== 3) return { ok: false, reason: 'invalid token' };
     const { jwtVerify, errors: joseErrors } = await jose();
     if (!jwks) return { ok: false, reason: 'invalid token' };
@@ -133,7 +170,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           reason: `token grants no fraudgate role (claim '${jwtConfig.role_claim}' must name viewer, analyst, approver or admin)`,
         };
       }
-      return { ok: true, principal: { id: subject, kind: 'user', role }, expiresAt: payload.exp };
+      const kind = isMachineToken(payload) ? 'service' : 'user';
+      return { ok: true, principal: { id: subject, kind, role }, expiresAt: payload.exp };
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) return { ok: false, reason: 'token expired' };
       if (error instanceof joseErrors.JWTClaimValidationFailed) {
@@ -149,7 +187,24 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   // session's calls do not pay a digest, a JWT signature check and normalization each. Refusals are
   // not remembered: a bad token costs its sender a verification every time.
   const verified = new Map<string, { result: AuthResult & { ok: true }; until: number }>();
-  return async (token) => {
+  // Every configured credential's id → the principal it stands for now.
+  const configured = new Map<string, Principal>([
+    ...(devDigest ? [[credentialId(devDigest.toString('hex')), SANDBOX_DEV_PRINCIPAL] as const] : []),
+    ...[...personas].map(([hex, p]) => [credentialId(hex), p] as const),
+    ...[...keys.values()].map(
+      (k) => [credentialId(k.sha256), { id: k.principal, kind: k.kind, role: k.role }] as const,
+    ),
+  ]);
+  const stillHolds = (credential: string, principal: Principal): boolean => {
+    const now = configured.get(credential);
+    return (
+      now !== undefined &&
+      normalizeIdentity(now.id) === normalizeIdentity(principal.id) &&
+      now.kind === principal.kind &&
+      now.role === principal.role
+    );
+  };
+  const cached = async (token: string): Promise<AuthResult> => {
     const now = Date.now();
     const hit = verified.get(token);
     if (hit && hit.until > now) return hit.result;
@@ -165,4 +220,5 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     }
     return accepted;
   };
+  return Object.assign(cached, { stillHolds });
 }

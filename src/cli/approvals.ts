@@ -58,7 +58,10 @@ export async function runApprovalsCommand(
   const sub = subcommand('approvals', args[0], ['list', 'show', 'approve', 'deny']);
   const id = args[1];
   const logger = createLogger({ level: 'warn' });
-  const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
+  // A decision applies the current policy to the tool (read-only mode, toolsets, a tightened mode).
+  const deciding = sub === 'approve' || sub === 'deny';
+  const tools = deciding ? (await import('../../tools/index.ts')).tools : undefined;
+  const state = await openGovernanceState(loaded.config, loaded.secrets, logger, tools ? { tools } : {});
   const out = (text: string) => process.stdout.write(text + '\n');
   try {
     switch (sub) {

@@ -79,5 +79,12 @@ export async function authenticateOperator(loaded: LoadedConfig, action: string)
       `${result.principal.id} has role '${result.principal.role}'; only an approver or admin may ${action}.`,
     );
   }
+  if (result.principal.kind !== 'user') {
+    throw new ForbiddenError(
+      `${result.principal.id} is a ${result.principal.kind} credential; only a person may ${action}. ` +
+        "Set FRAUDGATE_APPROVER_TOKEN to your own API key (an auth.key_hashes entry with kind 'user') or " +
+        'identity-provider token; nothing was changed.',
+    );
+  }
   return result.principal;
 }

@@ -297,6 +297,16 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     const idHash = sha256(cookieValue);
     const stored = await fromStore(sessions.get(idHash, at, idleTimeoutMs));
     if (!stored) return undefined;
+    // Signed in with an API key (or sandbox token): the session lasts only while that key is still
+    // configured for the same principal and role. JWT sessions end at the token's expiry instead.
+    const credential = cookieValue.split('.')[1];
+    if (credential !== undefined && !deps.authenticate.stillHolds?.(credential, stored.principal)) {
+      await fromStore(sessions.delete(idHash));
+      logger.info('console session ended: its credential is no longer configured', {
+        principal: stored.principal.id,
+      });
+      return undefined;
+    }
     await fromStore(sessions.touch(idHash, at));
     return { idHash, principal: stored.principal, csrf: csrfFor(cookieValue), expiresAt: stored.expires_at };
   }
@@ -358,10 +368,21 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
         `${principal.id} has role '${principal.role}'; the approval console needs role approver or admin.`,
       );
     }
+    if (principal.kind !== 'user') {
+      logger.info('console sign-in refused', { principal: principal.id, kind: principal.kind });
+      throw new ConsoleHttpError(
+        403,
+        `${principal.id} is a ${principal.kind} credential; approvals are decided by people. ` +
+          "Sign in with your own API key (an auth.key_hashes entry with kind 'user') or identity-provider token.",
+      );
+    }
     const at = now().getTime();
     const expiresAt = Math.min(at + sessionTtlMs, result.expiresAt ? result.expiresAt * 1000 : Infinity);
     if (expiresAt <= at) throw new ConsoleHttpError(401, 'Sign-in refused: the token has expired.');
-    const id = randomBytes(32).toString('base64url');
+    // The credential's id rides in the cookie, bound to the session by its digest (the store key):
+    // changing it finds no session. Each request checks it is still configured (currentSession).
+    const random = randomBytes(32).toString('base64url');
+    const id = result.credential ? `${random}.${result.credential}` : random;
     const session: Session = { idHash: sha256(id), principal, csrf: csrfFor(id), expiresAt };
     // Past MAX_SESSIONS the oldest sign-ins are dropped rather than a new one refused.
     await fromStore(

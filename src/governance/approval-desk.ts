@@ -12,9 +12,23 @@ import { sameIdentity } from '../auth/identity.ts';
 import { ERROR_CODES, FraudgateError, ForbiddenError, InvalidInputError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Approval, ApprovalStore } from '../store/approval-store.ts';
-import type { Principal } from '../tool.ts';
+import type { Config } from '../config.ts';
+import type { AnyTool, Principal } from '../tool.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 import { unrecordedError, type AuditAppendInput, type AuditLog } from './audit.ts';
+import { modeNow, whyNotAllowed } from './policy.ts';
+
+/** What the desk needs of a tool to apply the current policy to a decision. */
+export type DeskTool = Pick<AnyTool, 'name' | 'risk' | 'toolset' | 'extraRoles' | 'approvalKeys'>;
+
+/**
+ * The policy in force now (the tools and the configuration): an approval is decided under it, not
+ * only under the one it was requested with — see `decide`.
+ */
+export interface DeskPolicy {
+  tools: readonly DeskTool[];
+  config: Pick<Config, 'read_only' | 'toolsets' | 'approvals'>;
+}
 
 /**
  * Runs `fn` in one store transaction, with the approvals bound to it and its executor (for the
@@ -40,8 +54,11 @@ export function createApprovalDesk(deps: {
   now?: () => Date;
   /** The store's transactions, on the ledger's database: transitions and their records commit together. */
   transaction?: ApprovalTransaction;
+  /** The current policy; absent, only the approval's own stored mode applies. */
+  policy?: DeskPolicy;
 }): ApprovalDesk {
-  const { approvals, audit, logger, transaction } = deps;
+  const { approvals, audit, logger, transaction, policy } = deps;
+  const toolsByName = new Map(policy?.tools.map((t) => [t.name, t]));
   const now = deps.now ?? (() => new Date());
 
   /** Transitions in one transaction with its record (`transaction` is set). */
@@ -113,11 +130,40 @@ export function createApprovalDesk(deps: {
           `${decision.approver.id} has role '${decision.approver.role}'; only approvers may decide approvals.`,
         );
       }
+      // A decision is a human's: an API key of kind service or automation (or a machine JWT) may hold
+      // the approver role for other purposes, but an agent holding one must not approve its own work.
+      if (decision.approver.kind !== 'user') {
+        throw new ForbiddenError(
+          `${decision.approver.id} is a ${decision.approver.kind} credential, which cannot decide approvals; ` +
+            "sign in with a person's own API key (auth.key_hashes entry with kind 'user') or identity-provider token.",
+        );
+      }
+      const tool = toolsByName.get(approval.tool);
+      const requester = {
+        id: approval.requester,
+        role: approval.requester_role as Principal['role'],
+        kind: approval.requester_kind as Principal['kind'],
+      };
+      const forbidden = decision.approve && policy && tool && whyNotAllowed(tool, requester, policy.config);
+      if (forbidden) {
+        throw new ForbiddenError(
+          `Policy now forbids this action (${forbidden}); it cannot be approved. ` +
+            'Deny it with a reason, or leave it to expire.',
+        );
+      }
+      // A policy tightened since the request applies (say, self-approval withdrawn): the stricter mode wins.
+      const mode = policy && tool ? modeNow(approval, tool, policy.config) : approval.mode;
       if (
         decision.approve &&
-        approval.mode === 'four_eyes' &&
+        mode === 'four_eyes' &&
         sameIdentity(decision.approver.id, approval.requester)
       ) {
+        if (approval.mode !== 'four_eyes') {
+          throw new ForbiddenError(
+            `Four-eyes policy: the approval policy changed since this was requested and now needs an approver ` +
+              `other than the requester; ${decision.approver.id} requested it, so another approver must approve it.`,
+          );
+        }
         throw new ForbiddenError(
           `Four-eyes policy: ${decision.approver.id} requested this action and cannot approve it; another approver must.`,
         );

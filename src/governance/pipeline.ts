@@ -36,7 +36,14 @@ import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
-import { checkPolicyNames, isVisibleTo, resolveApproval, type ApprovalPolicy } from './policy.ts';
+import {
+  approvalPolicyVersion,
+  checkPolicyNames,
+  isVisibleTo,
+  resolveApproval,
+  whyNotAllowed,
+  type ApprovalPolicy,
+} from './policy.ts';
 import { createApprovalDesk, type ApprovalDesk, type ApprovalTransaction } from './approval-desk.ts';
 import type { ApprovalSignal } from '../store/approval-signal.ts';
 import { BudgetPausedError, type Budgets } from './budgets.ts';
@@ -187,9 +194,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     logger,
     now,
     ...(deps.approvalTransaction ? { transaction: deps.approvalTransaction } : {}),
+    policy: { tools: deps.tools, config },
   });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
-  const policyVersion = sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
+  const policyVersion = approvalPolicyVersion(config);
   const toolConfig = {
     mapping: config.mapping,
     risk_bands: config.risk_bands,
@@ -332,17 +340,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   });
 
   function authorize(tool: AnyTool, principal: Principal): FraudgateError | undefined {
-    if (!byName.has(tool.name) || !isVisibleTo(tool, principal, config)) {
-      if (config.read_only && tool.risk !== 'read') {
-        return new ForbiddenError(`${tool.name} is a write tool and fraudgate runs in read-only mode.`);
-      }
-      if (config.toolsets.length > 0 && !config.toolsets.includes(tool.toolset)) {
-        return new ForbiddenError(
-          `${tool.name} belongs to the '${tool.toolset}' toolset, which is not enabled.`,
-        );
-      }
-      return new ForbiddenError(`Role '${principal.role}' may not use ${tool.name}.`);
-    }
+    const notAllowed =
+      whyNotAllowed(tool, principal, config) ??
+      (byName.has(tool.name) ? undefined : `Role '${principal.role}' may not use ${tool.name}.`);
+    if (notAllowed) return new ForbiddenError(notAllowed);
     if (tool.risk !== 'read' && principal.kind === 'user' && principal.id === UNIDENTIFIED) {
       return new ForbiddenError(
         `${tool.name} changes data, so it needs an analyst identity: set FRAUDGATE_ANALYST to the analyst's ` +
@@ -582,6 +583,37 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   /**
+   * An approved action the current policy forbids: it fails (FORBIDDEN) before anything is claimed
+   * or sent upstream, with its audit record. Another process that moved it meanwhile decides instead.
+   */
+  async function refuseApproved(
+    approval: Approval,
+    tool: AnyTool,
+    requester: Principal,
+    forbidden: FraudgateError,
+  ): Promise<Approval> {
+    const message =
+      `Policy now forbids this action (${forbidden.message}); nothing was done. ` +
+      'Request it again once the policy allows it.';
+    const failed = await approvals.transition(approval.id, ['approved'], 'failed', {
+      executed_at: now().toISOString(),
+      error: { code: ERROR_CODES.FORBIDDEN, message },
+    });
+    if (!failed) return (await approvals.get(approval.id)) ?? approval;
+    await recordQuietly({
+      call_id: randomUUID(),
+      tool: tool.name,
+      principal: principalOf(requester),
+      target: approval.target,
+      args_hash: approval.args_hash,
+      approval_id: approval.id,
+      event: 'failed',
+      outcome: { code: ERROR_CODES.FORBIDDEN, message },
+    });
+    return failed;
+  }
+
+  /**
    * Run an approved approval exactly once: whoever wins the approved → executing compare-and-set runs
    * it, after re-checking its evidence (skipped when re-running an interrupted execution, whose first
    * attempt may itself have changed the evidence).
@@ -602,6 +634,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       role: approval.requester_role as Principal['role'],
       kind: approval.requester_kind as Principal['kind'],
     };
+    // The policy may have changed since the request (read-only mode, a toolset switched off, the
+    // requester's role): an approval never runs what its requester could not call now.
+    const forbidden = tool ? authorize(tool, requester) : undefined;
+    if (tool && forbidden) return refuseApproved(approval, tool, requester, forbidden);
     let budgetKeys: string[] = [];
     try {
       if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel);
@@ -646,10 +682,20 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   ): Promise<Approval> {
     // executed_at marks when execution started until it finishes; a crash leaves it behind (see below).
     // Always written: a claim by a process without a replica id must not keep an earlier claimer's.
-    const claimed = await approvals.transition(approval.id, ['approved'], 'executing', {
-      executed_at: now().toISOString(),
-      executed_by: deps.replicaId ?? (null as unknown as string),
-    });
+    const claimedAt = now();
+    // Never past its expiry, even if the sweep that marks it expired has not run or failed. A re-run
+    // of an interrupted execution (no re-check) was claimed in time once; it is finished, not dropped.
+    const claimed = await approvals.transition(
+      approval.id,
+      ['approved'],
+      'executing',
+      {
+        executed_at: claimedAt.toISOString(),
+        executed_by: deps.replicaId ?? (null as unknown as string),
+      },
+      undefined,
+      recheck === false ? undefined : claimedAt,
+    );
     if (!claimed) return (await approvals.get(approval.id)) ?? approval;
     // Every transition out of `executing` below is guarded by this claim: if the 10-minute rule
     // handed a slow execution to another process meanwhile, this late outcome must not overwrite its.

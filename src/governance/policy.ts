@@ -6,6 +6,7 @@
 import { DEFAULTS, type ApprovalMode, type Config } from '../config.ts';
 import { InvalidInputError, type FieldIssue } from '../errors.ts';
 import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
+import { canonicalJson, sha256Hex } from './redact.ts';
 
 /** What each role may use. Approvers decide in the CLI/console; that is not an MCP tool. */
 const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
@@ -27,6 +28,30 @@ export function isVisibleTo(
   return (
     ROLE_RISKS[principal.role].includes(tool.risk) || (tool.extraRoles?.includes(principal.role) ?? false)
   );
+}
+
+/**
+ * Why this principal may not use this tool under this configuration (read-only mode, a disabled
+ * toolset, the role), in words; undefined when it may. The same rule as {@link isVisibleTo}.
+ */
+export function whyNotAllowed(
+  tool: Pick<AnyTool, 'name' | 'risk' | 'toolset' | 'extraRoles'>,
+  principal: Principal,
+  config: Pick<Config, 'read_only' | 'toolsets'>,
+): string | undefined {
+  if (isVisibleTo(tool, principal, config)) return undefined;
+  if (config.read_only && tool.risk !== 'read') {
+    return `${tool.name} is a write tool and fraudgate runs in read-only mode.`;
+  }
+  if (config.toolsets.length > 0 && !config.toolsets.includes(tool.toolset)) {
+    return `${tool.name} belongs to the '${tool.toolset}' toolset, which is not enabled.`;
+  }
+  return `Role '${principal.role}' may not use ${tool.name}.`;
+}
+
+/** Identifies the approval policy in force; an approval stores the one it was requested under. */
+export function approvalPolicyVersion(config: Pick<Config, 'approvals'>): string {
+  return sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
 }
 
 const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };
@@ -69,6 +94,29 @@ export function resolveApproval(
   if (!selfAllowed && STRICTNESS[mode] < STRICTNESS.four_eyes)
     return { mode: 'four_eyes', self_approval: false };
   return { mode, self_approval: mode !== 'four_eyes' };
+}
+
+/** The stricter of two approval modes. */
+export function stricterMode(a: ApprovalMode, b: ApprovalMode): ApprovalMode {
+  return STRICTNESS[b] > STRICTNESS[a] ? b : a;
+}
+
+/**
+ * The mode an approval requested earlier needs now: its stored mode, or the current policy's when
+ * that is stricter (a tightened policy applies to approvals still waiting). Which per-call key
+ * (e.g. a decision's category) applied is not stored, so for a tool with keys the strictest of
+ * them counts — only when the policy changed since the request.
+ */
+export function modeNow(
+  approval: { mode: ApprovalMode; policy_version: string },
+  tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>,
+  config: Pick<Config, 'approvals'>,
+): ApprovalMode {
+  if (approval.policy_version === approvalPolicyVersion(config)) return approval.mode;
+  const candidates = [undefined, ...(tool.approvalKeys ?? [])].map(
+    (key) => resolveApproval(tool, config, key).mode,
+  );
+  return candidates.reduce(stricterMode, approval.mode);
 }
 
 /** The names a policy entry can use for these tools: each tool's, then its per-call keys. */

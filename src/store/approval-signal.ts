@@ -183,8 +183,8 @@ export async function openApprovalSignal(
 export function signalTransitions(approvals: ApprovalStore, onMoved: (id: string) => void): ApprovalStore {
   return {
     ...approvals,
-    async transition(id, from, to, patch, claim) {
-      const moved = await approvals.transition(id, from, to, patch, claim);
+    async transition(id, from, to, patch, claim, unexpiredAt) {
+      const moved = await approvals.transition(id, from, to, patch, claim, unexpiredAt);
       if (moved) onMoved(id);
       return moved;
     },

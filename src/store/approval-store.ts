@@ -104,7 +104,9 @@ export interface ApprovalStore {
   /**
    * Compare-and-set: moves to `to` only from one of `from` and, when `claim` is given, only while the
    * row still carries exactly that execution claim (an absent field must be NULL); returns the new
-   * row, or undefined if it had moved on.
+   * row, or undefined if it had moved on. With `unexpiredAt`, also only while the approval's expiry is
+   * after that instant: claiming an approved action must never run one past its expiry, even when
+   * the sweep that marks it expired has not run (or failed).
    */
   transition(
     id: string,
@@ -117,6 +119,7 @@ export interface ApprovalStore {
       >
     >,
     claim?: ExecutionClaim,
+    unexpiredAt?: Date,
   ): Promise<Approval | undefined>;
   /** Pending or approved approvals whose expiry has passed. */
   listExpired(now: Date): Promise<Approval[]>;
@@ -249,7 +252,7 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
       return rows.map(fromRow);
     },
     findOpen,
-    async transition(id, from, to, patch = {}, claim) {
+    async transition(id, from, to, patch = {}, claim, unexpiredAt) {
       const sets = ['state = $1'];
       const values: (string | null)[] = [to];
       for (const [key, value] of Object.entries(patch)) {
@@ -270,6 +273,11 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
             conditions.push(`${column} = $${values.length}`);
           }
         }
+      }
+      if (unexpiredAt) {
+        // ISO-8601 UTC strings, written by toISOString() everywhere: they compare in time order.
+        values.push(unexpiredAt.toISOString());
+        conditions.push(`expires_at > $${values.length}`);
       }
       conditions.push(`state IN (${placeholders(from.length, values.length + 1)})`);
       const [row] = await db.query<Row>(

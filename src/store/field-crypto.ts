@@ -158,7 +158,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
     get: async (id) => openMaybe(await inner.get(id)),
     list: async (filter) => (await inner.list(filter)).map(open),
     findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
-    transition: async (id, from, to, patch, claim) =>
+    transition: async (id, from, to, patch, claim, unexpiredAt) =>
       openMaybe(
         await inner.transition(
           id,
@@ -168,6 +168,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
             ? patch
             : { ...patch, reason: cipher.seal(patch.reason, reasonContext(id)) },
           claim,
+          unexpiredAt,
         ),
       ),
     listExpired: async (now) => (await inner.listExpired(now)).map(open),

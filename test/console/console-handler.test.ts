@@ -2,17 +2,20 @@
  * The console handler over raw HTTP, no browser: mounting contract, headers, session lifetime,
  * cookie flags, body rules, sign-in throttling and error mapping. The browser tests cover the page.
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Authenticator } from '../../src/auth/authenticator.ts';
+import { SignJWT } from 'jose';
+import { createAuthenticator, type Authenticator } from '../../src/auth/authenticator.ts';
 import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import { createApprovalDesk } from '../../src/governance/approval-desk.ts';
 import type { AuditLog } from '../../src/governance/audit.ts';
 import { openTestLedger } from '../helpers/audit.ts';
+import { testIdentityProvider } from '../helpers/identity-provider.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { DEFAULTS } from '../../src/config.ts';
 import type { ApprovalStore } from '../../src/store/approval-store.ts';
@@ -66,9 +69,9 @@ async function signIn(token = 'approver-token') {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ token }),
   });
-  const body = (await res.json()) as { csrf_token: string };
+  const body = (await res.json()) as { csrf_token: string; error?: { message: string } };
   const cookie = res.headers.get('set-cookie') ?? '';
-  return { res, csrf: body.csrf_token, cookie, jar: cookie.split(';')[0] ?? '' };
+  return { res, body, csrf: body.csrf_token, cookie, jar: cookie.split(';')[0] ?? '' };
 }
 
 async function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
@@ -224,5 +227,91 @@ describe('console handler', () => {
     expect((await signIn('approver-token')).res.status).toBe(200);
     clock += 5 * 60_000;
     expect((await signIn('wrong')).res.status).toBe(401);
+  });
+});
+
+describe('console credentials: people only, and only while their key is configured', () => {
+  const digest = (token: string) => createHash('sha256').update(token).digest('hex');
+  const key = (token: string, principal: string, kind: 'user' | 'service', role: 'approver' | 'admin') => ({
+    sha256: digest(token),
+    principal,
+    kind,
+    role,
+  });
+  const keyAuth = (keys: ReturnType<typeof key>[]) =>
+    createAuthenticator({ mode: 'live', audience: 'http://127.0.0.1/mcp', auth: { key_hashes: keys } });
+  const HUMAN = key('alice-key', APPROVER.id, 'user', 'approver');
+  const BOT = key('bot-key', 'ops-bot', 'service', 'admin');
+
+  it('a service credential, even an admin, cannot sign in (403, says to use a person’s credential)', async () => {
+    await serve({ authenticate: keyAuth([HUMAN, BOT]) });
+    const bot = await signIn('bot-key');
+    expect(bot.res.status).toBe(403);
+    expect(bot.body.error?.message).toMatch(/service credential.*own API key/);
+    expect(bot.cookie).toBe('');
+    expect((await signIn('alice-key')).res.status).toBe(200);
+  });
+
+  it('a session ends once its API key is removed from the configuration, or changes role', async () => {
+    await serve({ authenticate: keyAuth([HUMAN]) });
+    const alice = await signIn('alice-key');
+    await pending('apr_revoked');
+    const list = () =>
+      fetch(`${base}/console/api/approvals`, { headers: { Cookie: alice.jar } }).then((r) => r.status);
+    expect(await list()).toBe(200);
+
+    // The same store (sessions survive restarts): the key is gone from the new configuration.
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await serve({ authenticate: keyAuth([]) });
+    expect(await list()).toBe(401);
+    const approve = await fetch(`${base}/console/api/approvals/apr_revoked/approve`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Cookie: alice.jar, 'X-CSRF-Token': alice.csrf },
+      body: '{}',
+    });
+    expect(approve.status).toBe(401);
+    expect((await approvals.get('apr_revoked'))?.state).toBe('pending');
+
+    // Put back, but with another role: the old session does not come back either.
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await serve({ authenticate: keyAuth([HUMAN]) });
+    const again = await signIn('alice-key');
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await serve({ authenticate: keyAuth([{ ...HUMAN, role: 'admin' }]) });
+    expect(
+      await fetch(`${base}/console/api/approvals`, { headers: { Cookie: again.jar } }).then((r) => r.status),
+    ).toBe(401);
+  });
+
+  it('a client-credentials JWT (gty, or client_id = sub) is a service: refused; a person’s JWT signs in', async () => {
+    const { privateKey, jwks } = await testIdentityProvider();
+    const audience = 'http://127.0.0.1/mcp';
+    const issuer = 'https://idp.example.com/';
+    await serve({
+      authenticate: createAuthenticator({
+        mode: 'live',
+        audience,
+        jwks,
+        auth: {
+          key_hashes: [],
+          jwt: { issuer, jwks_url: 'https://idp.example.com/jwks', role_claim: 'role', subject_claim: 'sub' },
+        },
+      }),
+    });
+    const token = (subject: string, claims: Record<string, unknown>) =>
+      new SignJWT({ role: 'approver', ...claims })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setIssuer(issuer)
+        .setAudience(audience)
+        .setSubject(subject)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(privateKey);
+    const machine = await signIn(await token('ci-pipeline@clients', { gty: 'client-credentials' }));
+    expect(machine.res.status).toBe(403);
+    expect(machine.body.error?.message).toMatch(/service credential/);
+    expect((await signIn(await token('svc-123', { client_id: 'svc-123' }))).res.status).toBe(403);
+    const person = await signIn(await token(APPROVER.id, { client_id: 'console-app' }));
+    expect(person.res.status).toBe(200);
   });
 });

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { runApprovalsCommand } from '../../src/cli/approvals.ts';
 import { runIdentitiesCommand } from '../../src/cli/identities.ts';
 import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
@@ -15,6 +16,7 @@ import { storedAuditRecords } from '../helpers/audit.ts';
 
 const APPROVER_KEY = 'identity-approver-key-0123456789';
 const ANALYST_KEY = 'identity-analyst-key-0123456789';
+const BOT_KEY = 'identity-bot-admin-key-0123456789';
 const sha256 = (key: string) => createHash('sha256').update(key).digest('hex');
 
 let dir: string;
@@ -39,6 +41,8 @@ beforeEach(() => {
             kind: 'user',
             role: 'analyst',
           },
+          // An agent's key with the admin role: the default kind of an API key is 'service'.
+          { sha256: sha256(BOT_KEY), principal: 'ops-bot', kind: 'service', role: 'admin' },
         ],
       },
     },
@@ -103,5 +107,52 @@ describe('identity mappings', () => {
       { sift_user_id: 'sift-1', segment_user_id: 'seg-2', previous_segment_user_id: 'seg-1' },
       { sift_user_id: 'sift-1', previous_segment_user_id: 'seg-2' },
     ]);
+  });
+});
+
+describe('approval decisions from the CLI', () => {
+  it('a service credential, even an admin, cannot approve or deny: refused, still pending, nothing recorded', async () => {
+    const store = await openStore(loaded.config, loaded.secrets);
+    const at = Date.now();
+    try {
+      await store.approvals.create({
+        id: 'apr_clibot0000000000000',
+        tool: 'apply_label',
+        args: { user_id: 'u1' },
+        args_hash: 'h1',
+        target: 'sift_user:u1',
+        requester: 'ana.analyst@example.com',
+        requester_role: 'analyst',
+        requester_kind: 'user',
+        mode: 'approval',
+        policy_version: 'p',
+        evidence: {},
+        created_at: new Date(at).toISOString(),
+        expires_at: new Date(at + 3_600_000).toISOString(),
+      });
+    } finally {
+      await store.close();
+    }
+    const decide = async (args: string[], values: { reason?: string } = {}) => {
+      const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+      try {
+        return await runApprovalsCommand(args, values, as(BOT_KEY));
+      } finally {
+        write.mockRestore();
+      }
+    };
+    await expect(decide(['approve', 'apr_clibot0000000000000'])).rejects.toThrow(
+      /ops-bot is a service credential; only a person may approve approvals.*your own API key/,
+    );
+    await expect(decide(['deny', 'apr_clibot0000000000000'], { reason: 'bot' })).rejects.toThrow(
+      /service credential/,
+    );
+    const after = await openStore(loaded.config, loaded.secrets);
+    try {
+      expect((await after.approvals.get('apr_clibot0000000000000'))?.state).toBe('pending');
+    } finally {
+      await after.close();
+    }
+    expect((await audit()).filter((r) => r.approval_id === 'apr_clibot0000000000000')).toEqual([]);
   });
 });

@@ -146,6 +146,30 @@ for (const engine of ENGINES) {
       ).toMatchObject({ state: 'failed' });
     });
 
+    it('a transition guarded by an instant moves only an approval whose expiry is after it', async () => {
+      const [a, b] = await engine.open();
+      const at = Date.now();
+      const { approval: live } = await a.approvals.create(
+        request({ args_hash: 'live', expires_at: new Date(at + 60_000).toISOString() }),
+      );
+      const { approval: overdue } = await a.approvals.create(
+        request({ args_hash: 'overdue', expires_at: new Date(at - 1).toISOString() }),
+      );
+      for (const { id } of [live, overdue]) await a.approvals.transition(id, ['pending'], 'approved');
+      const claim = (id: string) =>
+        b.approvals.transition(
+          id,
+          ['approved'],
+          'executing',
+          { executed_at: new Date(at).toISOString() },
+          undefined,
+          new Date(at),
+        );
+      expect((await claim(overdue.id))?.state).toBeUndefined();
+      expect((await a.approvals.get(overdue.id))?.state).toBe('approved');
+      expect((await claim(live.id))?.state).toBe('executing');
+    });
+
     it('lists overdue approvals, newest first otherwise', async () => {
       const [a] = await engine.open();
       const past = new Date(Date.now() - 1000).toISOString();

@@ -1,0 +1,149 @@
+/**
+ * An approval is decided and run under the policy in force now, not only the one it was requested
+ * under: read-only mode, a switched-off toolset or a tightened approval mode stop it, and so does
+ * its expiry even when the sweep that marks it expired did not run. Only people decide approvals.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { storedAuditRecords } from '../helpers/audit.ts';
+import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
+
+let env: TestEnv;
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await env?.close();
+});
+
+const APPROVER = { id: 'ola.approver@example.com', kind: 'user' as const, role: 'approver' as const };
+const SUPPRESS = { user_id: 'sandbox-high-risk', reason: 'promo abuse ring' };
+const LABEL = {
+  user_id: 'sandbox-high-risk',
+  is_bad: true,
+  abuse_type: 'payment_abuse',
+  description: 'card testing from one device',
+};
+const segmentWrites = () => env.sandbox.segment.eventsFor('sandbox-high-risk');
+const labelsReceived = () => env.sandbox.sift.requests('POST', '/v205/users/:id/labels');
+
+describe('approvals under the policy in force now', () => {
+  it('approved, then the server restarts read-only: the sweep runs nothing and fails it FORBIDDEN, audited', async () => {
+    env = await setup();
+    const requested = await env.callTool('suppress_user', SUPPRESS);
+    const id = String(requested.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+
+    env = await env.restart({ config: { read_only: true } });
+    await env.runtime.pipeline.processApprovals();
+
+    const approval = await env.runtime.approvals.get(id);
+    expect(approval?.state).toBe('failed');
+    expect(approval?.error?.code).toBe('FORBIDDEN');
+    expect(approval?.error?.message).toMatch(/Policy now forbids.*read-only mode/);
+    expect(segmentWrites()).toHaveLength(0);
+    expect(env.sandbox.segment.profile('sandbox-high-risk')).not.toMatchObject({
+      suppressed_for_fraud: true,
+    });
+    const records = await storedAuditRecords(env.config, env.runtime.audit);
+    const failed = records.find((r) => r.approval_id === id && r.event === 'failed');
+    expect(failed?.outcome).toMatchObject({ code: 'FORBIDDEN' });
+    expect(records.some((r) => r.approval_id === id && r.event === 'intent')).toBe(false);
+
+    // The agent asking after it sees why.
+    const status = await env.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({ state: 'failed', error: { code: 'FORBIDDEN' } });
+  });
+
+  it('pending, then the server restarts read-only: approving it is refused and it stays pending', async () => {
+    env = await setup();
+    const requested = await env.callTool('suppress_user', SUPPRESS);
+    const id = String(requested.error.approval_id);
+    env = await env.restart({ config: { read_only: true } });
+    await expect(env.runtime.desk.decide(id, { approve: true, approver: APPROVER })).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      message: expect.stringMatching(/Policy now forbids.*read-only mode.*Deny it/),
+    });
+    expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
+    // Denying stays possible: it runs nothing.
+    await env.runtime.desk.decide(id, { approve: false, approver: APPROVER, reason: 'emergency stop' });
+    expect((await env.runtime.approvals.get(id))?.state).toBe('denied');
+  });
+
+  it("the requester's toolset switched off after approval: nothing runs", async () => {
+    env = await setup();
+    const requested = await env.callTool('suppress_user', SUPPRESS);
+    const id = String(requested.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    env = await env.restart({ config: { toolsets: ['sift'] } });
+    await env.runtime.pipeline.processApprovals();
+    expect(await env.runtime.approvals.get(id)).toMatchObject({
+      state: 'failed',
+      error: { code: 'FORBIDDEN', message: expect.stringMatching(/toolset/) },
+    });
+    expect(segmentWrites()).toHaveLength(0);
+  });
+
+  it('self-approval withdrawn after the request: the requester can no longer approve it; another approver can', async () => {
+    env = await setup({ config: { approvals: { self_approval: ['apply_label'] } } });
+    const requested = await env.callTool('apply_label', LABEL);
+    const id = String(requested.error.approval_id);
+    expect((await env.runtime.approvals.get(id))?.mode).toBe('approval');
+
+    env = await env.restart({ config: { approvals: { self_approval: [] } } });
+    const requester = { ...ANALYST, role: 'approver' as const };
+    await expect(env.runtime.desk.decide(id, { approve: true, approver: requester })).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      message: expect.stringMatching(/policy changed since this was requested/),
+    });
+    expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
+
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(1);
+  });
+
+  it('under an unchanged policy, self-approval allowed at request time still is', async () => {
+    env = await setup({ config: { approvals: { self_approval: ['apply_label'] } } });
+    const requested = await env.callTool('apply_label', LABEL);
+    const id = String(requested.error.approval_id);
+    env = await env.restart();
+    const decided = await env.runtime.desk.decide(id, {
+      approve: true,
+      approver: { ...ANALYST, role: 'approver' },
+    });
+    expect(decided.state).toBe('approved');
+  });
+
+  it('an approved approval past its expiry is never claimed, even when the expiry sweep missed it', async () => {
+    env = await setup({ config: { approvals: { ttl_ms: 300 } } });
+    const requested = await env.callTool('apply_label', LABEL);
+    const id = String(requested.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await new Promise((r) => setTimeout(r, 400));
+    // The sweep that would mark it expired finds nothing (say, it failed on an earlier tick).
+    vi.spyOn(env.runtime.approvals, 'listExpired').mockResolvedValue([]);
+    await env.runtime.pipeline.processApprovals();
+    expect(labelsReceived()).toHaveLength(0);
+    expect((await env.runtime.approvals.get(id))?.state).toBe('approved');
+  });
+});
+
+describe('only people decide approvals', () => {
+  for (const kind of ['service', 'automation'] as const) {
+    it(`an admin of kind ${kind} cannot approve or deny (FORBIDDEN, says to use a person's credential)`, async () => {
+      env = await setup();
+      const requested = await env.callTool('apply_label', LABEL);
+      const id = String(requested.error.approval_id);
+      const bot = { id: 'ops-bot', kind, role: 'admin' as const };
+      for (const approve of [true, false]) {
+        await expect(
+          env.runtime.desk.decide(id, { approve, approver: bot, reason: 'bot says so' }),
+        ).rejects.toMatchObject({
+          code: 'FORBIDDEN',
+          message: expect.stringMatching(new RegExp(`${kind} credential.*own API key`)),
+        });
+      }
+      expect((await env.runtime.approvals.get(id))?.state).toBe('pending');
+      await env.runtime.pipeline.processApprovals();
+      expect(labelsReceived()).toHaveLength(0);
+    });
+  }
+});
