@@ -223,9 +223,9 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     // An approver who also runs suppressions (and spends their own budget).
     const approverCaller = { ...APPROVER, id: 'Ola.Approver@Example.com', role: 'admin' as const };
     await env.runtime.budgets.admit(approverCaller, ['suppress_user'], 'segment_user:a');
-    await expect(env.runtime.budgets.admit(approverCaller, ['suppress_user'], 'segment_user:b')).rejects.toThrow(
-      /budget/,
-    );
+    await expect(
+      env.runtime.budgets.admit(approverCaller, ['suppress_user'], 'segment_user:b'),
+    ).rejects.toThrow(/budget/);
     // The same person, however the id is spelt, must not lift it.
     await expect(lift(env, approverCaller.id, 'suppress_user', APPROVER_KEY)).rejects.toThrow(
       /own pause.*another approver must lift it/,
