@@ -2,8 +2,9 @@
  * `fraudgate sync scores [--dry-run]`, `fraudgate sync feedback [--once]` and `fraudgate sync leads
  * [--once]`: the scheduled jobs of issues 5 and 9, run by hand, from cron or a supervisor. Progress
  * goes to stderr (a bar on a terminal, JSON lines otherwise, so a scheduler's log stays parseable);
- * the summary goes to stdout (one JSON line per poll for feedback and leads). SIGINT stops after the
- * current batch (scores) or poll (feedback, leads) with everything so far checkpointed.
+ * the summary goes to stdout (one JSON line per poll for feedback and leads). SIGINT stops at the
+ * next safe point with everything so far checkpointed: scores before the current batch's writes (the
+ * next run reads that batch again, without a second Task), feedback and leads after the current poll.
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
@@ -71,9 +72,9 @@ export async function runSyncCommand(
   let interrupts = 0;
   const onSigint = () => {
     interrupts += 1;
-    // First Ctrl-C: finish the batch and checkpoint. Second: leave now (the checkpoint still holds).
+    // First Ctrl-C: stop at the next safe point (the checkpoint holds). Second: leave now (it still holds).
     if (interrupts > 1) process.exit(130);
-    process.stderr.write('\nfraudgate: stopping after the current batch (Ctrl-C again to quit now)\n');
+    process.stderr.write('\nfraudgate: stopping at the next safe point (Ctrl-C again to quit now)\n');
     stop.abort();
   };
   process.on('SIGINT', onSigint);

@@ -15,6 +15,10 @@
  *   already, so it takes it back at once.
  * - A heartbeat that finds the lease taken by someone else aborts the run's signal: a job must stop
  *   at its next safe point when `ctx.signal` aborts (the next run resumes: jobs are idempotent).
+ * - So does a lease this replica cannot renew (the store unreachable, renewals failing or hanging):
+ *   once it went unrenewed for two thirds of the ttl, the run is aborted, a third of the ttl before
+ *   another replica could take the lease, so two replicas never run one job at once. A single
+ *   failed renewal is retried at the next beat (every sixth of the ttl) and does not stop the run.
  * - A store that fails (connection lost, database restarting) never crashes the process: the tick
  *   logs (once a minute per job) and tries again at the next tick.
  *
@@ -31,7 +35,10 @@ import type { LeaseStore } from '../store/lease-store.ts';
 export type JobSchedule = { every_ms: number } | { daily_at: string };
 
 export interface JobContext {
-  /** Aborted when the runner closes or the lease was lost: stop at the next safe point. */
+  /**
+   * Aborted when the runner closes, the lease was lost, or it could not be renewed in time: stop at
+   * the next safe point, and write nothing after it.
+   */
   signal: AbortSignal;
   /** The replica running it (the lease holder). */
   replicaId: string;
@@ -154,23 +161,51 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     return text.length > ERROR_TEXT_LIMIT ? text.slice(0, ERROR_TEXT_LIMIT) + '…' : text;
   }
 
-  /** Runs the job under its lease; the lease is ours when called. */
-  async function runLeased(entry: Entry, controller: AbortController): Promise<void> {
+  /** Runs the job under its lease, ours since `leasedAt` (the time the acquire was sent with). */
+  async function runLeased(entry: Entry, controller: AbortController, leasedAt: number): Promise<void> {
     const { job } = entry;
+    /** Set when the lease may be someone else's: the run stops and records nothing. */
     let lost = false;
+    const stop = (message: string, reason: string) => {
+      if (lost) return;
+      lost = true;
+      logger.warn(message, { job: job.name });
+      controller.abort(new Error(reason));
+    };
+    // A renewal sent at T keeps the lease until T + ttl: confirmed is the latest such T.
+    let confirmedAt = leasedAt;
+    let sentAt = leasedAt;
+    let renewing = false;
+    const renewEvery = ttl / 3;
+    const stopAfter = ttl - ttl / 3;
     const heartbeat = setInterval(
       () => {
-        store.leases.acquire(job.name, replicaId, ttl, now()).then(
+        if (lost) return;
+        const at = now();
+        if (at - confirmedAt >= stopAfter) {
+          stop(
+            'job lease not renewed in time (store unavailable?); stopping the run before another replica may take it over',
+            'job lease could not be renewed',
+          );
+          return;
+        }
+        if (renewing || at - sentAt < renewEvery) return;
+        renewing = true;
+        sentAt = at;
+        store.leases.acquire(job.name, replicaId, ttl, at).then(
           (held) => {
-            if (held || lost) return;
-            lost = true;
-            logger.warn('job lease taken over by another replica; stopping the run', { job: job.name });
-            controller.abort(new Error('job lease lost'));
+            renewing = false;
+            if (held) confirmedAt = Math.max(confirmedAt, at);
+            else stop('job lease taken over by another replica; stopping the run', 'job lease lost');
           },
-          (error: unknown) => warn(job.name, 'job lease renewal failed; retrying', error),
+          (error: unknown) => {
+            renewing = false;
+            sentAt = -Infinity; // try again at the next beat
+            warn(job.name, 'job lease renewal failed; retrying', error);
+          },
         );
       },
-      Math.max(10, Math.floor(ttl / 3)),
+      Math.max(10, Math.floor(ttl / 6)),
     );
     heartbeat.unref();
     const startedAt = now();
@@ -219,6 +254,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   async function consider(entry: Entry): Promise<{ done: Promise<void> } | undefined> {
     const { job } = entry;
     if (entry.running || closed || now() < entry.dueAt) return undefined;
+    let leasedAt: number;
     try {
       if (!entry.registered) {
         const first =
@@ -235,7 +271,8 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         entry.dueAt = state.next_run_at;
         return undefined;
       }
-      if (!(await store.leases.acquire(job.name, replicaId, ttl, now()))) {
+      leasedAt = now();
+      if (!(await store.leases.acquire(job.name, replicaId, ttl, leasedAt))) {
         // Another replica is running it: look again after a tick (it will have moved next_run_at).
         entry.dueAt = now() + tickMs;
         return undefined;
@@ -253,7 +290,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return undefined;
     }
     const controller = new AbortController();
-    const done = runLeased(entry, controller).finally(() => {
+    const done = runLeased(entry, controller, leasedAt).finally(() => {
       entry.running = undefined;
     });
     entry.running = { controller, done };

@@ -90,6 +90,15 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   ): SalesforceEmulatorRecord;
   /** The next `n` authenticated data requests answer 403 REQUEST_LIMIT_EXCEEDED. */
   rateLimitNext(n: number): void;
+  /**
+   * A validation rule on `sobject`: every API create or update whose resulting record `check` answers
+   * a message for is refused with FIELD_CUSTOM_VALIDATION_EXCEPTION and that message, as an org's
+   * rule would. Returns the function that removes the rule.
+   */
+  addValidationRule(
+    sobject: string,
+    check: (record: SalesforceEmulatorRecord) => string | undefined,
+  ): () => void;
   /** Invalidate every access token issued so far (sessions expire); new tokens work. */
   expireTokens(): void;
   /** Reject every bearer token, even fresh ones: reproduces jsforce's refresh-loop hazard (§5.1). */
@@ -181,6 +190,7 @@ export async function startSalesforceEmulator(
   const refreshTokens = new Set<string>();
   let rejectAll = false;
   let rateLimited = 0;
+  const validationRules: { object: string; check: (record: SoqlRecord) => string | undefined }[] = [];
   let apiUsed = 0;
   const cursors = new Map<
     string,
@@ -351,6 +361,16 @@ export async function startSalesforceEmulator(
     }
   };
 
+  const checkValidationRules = (object: SalesforceObjectDef, record: SoqlRecord): void => {
+    for (const rule of validationRules) {
+      if (rule.object !== object.name) continue;
+      const message = rule.check({ ...record });
+      if (message !== undefined) {
+        throw new WriteError(400, { errorCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', message, fields: [] });
+      }
+    }
+  };
+
   const checkUnique = (object: SalesforceObjectDef, record: SoqlRecord): void => {
     for (const field of object.fields.values()) {
       if (!field.unique) continue;
@@ -483,6 +503,7 @@ export async function startSalesforceEmulator(
     if (!seed) {
       checkRequired(object, record);
       checkUnique(object, record);
+      checkValidationRules(object, record);
     }
     table(object).set(id, record);
     if (!seed) recordHistory(object, undefined, record, author, now);
@@ -522,6 +543,7 @@ export async function startSalesforceEmulator(
     derive(object, record);
     checkRequired(object, record);
     checkUnique(object, record);
+    checkValidationRules(object, record);
     table(object).set(record.Id, record);
     recordHistory(object, existing, record, integrationUserId, now);
     return record;
@@ -1370,6 +1392,16 @@ export async function startSalesforceEmulator(
     },
     rateLimitNext(n) {
       rateLimited = n;
+    },
+    addValidationRule(sobject, check) {
+      const object = findObject(schema, sobject);
+      if (!object) throw new Error(`Unknown sObject ${sobject}`);
+      const rule = { object: object.name, check };
+      validationRules.push(rule);
+      return () => {
+        const at = validationRules.indexOf(rule);
+        if (at >= 0) validationRules.splice(at, 1);
+      };
     },
     expireTokens() {
       validTokens.clear();

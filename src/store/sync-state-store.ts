@@ -4,7 +4,8 @@
  * - the watchers' watermarks (the lifecycle poller's AccountHistory, the Lead watcher's Leads), so a
  *   restart continues exactly where it stopped;
  * - the score sync's run checkpoint (keyset cursor + counters) and its Task ledger, so an
- *   interrupted run resumes without redoing finished batches or creating a Task twice.
+ *   interrupted run resumes without redoing finished batches, and no run (a resumed one, a retry,
+ *   tomorrow's) creates a second Task for the same score movement of an account.
  *
  * - the record watchers' handled sets (the lifecycle poller's history rows, the Lead watcher's
  *   Leads): a watcher re-reads an overlap window behind its watermark, because Salesforce stamps
@@ -18,8 +19,20 @@
 import type { Migration } from './migrations.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
-/** Workflows range (200–249, see migrations.ts). */
+/** Workflows range (200–249, see migrations.ts); 13 is the core range's (it replaces core table 3's ledger). */
 export const SYNC_STATE_MIGRATIONS: Migration[] = [
+  {
+    version: 13,
+    name: 'score-sync Task ledger keyed by account and score movement',
+    // score_sync_tasks (run, account) is left in place, no longer written: a replica of the previous
+    // version may still run during a rolling upgrade.
+    sqlite: `CREATE TABLE score_sync_task_ledger (
+  account_id TEXT PRIMARY KEY, movement TEXT NOT NULL, run_id TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT
+);`,
+    postgres: `CREATE TABLE score_sync_task_ledger (
+  account_id TEXT PRIMARY KEY, movement TEXT NOT NULL, run_id TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT
+);`,
+  },
   {
     version: 200,
     name: 'records handled by the watchers (history rows, Leads)',
@@ -68,9 +81,17 @@ export interface ScoreSyncRun {
   counters: ScoreSyncCounters;
 }
 
-/** One owner Task of a run: `intent` is written before the create call, `created` after it. */
+/**
+ * The owner Task for an account's pending score movement (`10->80`: Salesforce's score → Sift's):
+ * `intent` is written before the create call, `created` after it. One entry per account; it lasts
+ * until the account's new score is in Salesforce, so a movement whose update keeps failing gets one
+ * Task however many runs retry it.
+ */
 export interface TaskLedgerEntry {
   account_id: string;
+  movement: string;
+  /** The run that recorded the intent (a later run's dedupe is not a Task of its own). */
+  run_id: string;
   state: 'intent' | 'created';
   task_id?: string;
 }
@@ -98,10 +119,16 @@ export interface SyncStateStore {
   /** Atomically: move the cursor and store the counters after a batch. */
   checkpoint(runId: string, cursor: string, counters: ScoreSyncCounters): Promise<void>;
   finishRun(runId: string, counters: ScoreSyncCounters): Promise<void>;
-  tasks(runId: string, accountIds: string[]): Promise<Map<string, TaskLedgerEntry>>;
-  /** Record the intent to create a Task for each account (kept as is where one is already recorded). */
-  recordTaskIntents(runId: string, accountIds: string[]): Promise<void>;
-  recordTaskCreated(runId: string, accountId: string, taskId: string): Promise<void>;
+  /** The Task ledger entries of these accounts (whatever movement they are for). */
+  tasks(accountIds: string[]): Promise<Map<string, TaskLedgerEntry>>;
+  /**
+   * Record the intent to create a Task for each account's movement: an entry for another movement
+   * is replaced; one for the same movement is kept if created, else taken over by `runId`.
+   */
+  recordTaskIntents(runId: string, intents: { accountId: string; movement: string }[]): Promise<void>;
+  recordTaskCreated(accountId: string, movement: string, taskId: string): Promise<void>;
+  /** Drop the entries of accounts whose score Salesforce now holds: their movement is done. */
+  forgetTasks(accountIds: string[]): Promise<void>;
 }
 
 export const EMPTY_COUNTERS: ScoreSyncCounters = {
@@ -208,18 +235,26 @@ export function createSyncStateStore(db: SqlExecutor): SyncStateStore {
         runId,
       ]);
     },
-    async tasks(runId, accountIds) {
+    async tasks(accountIds) {
       const out = new Map<string, TaskLedgerEntry>();
       for (let i = 0; i < accountIds.length; i += CHUNK) {
         const chunk = accountIds.slice(i, i + CHUNK);
-        const rows = await db.query<{ account_id: string; state: string; task_id: string | null }>(
-          `SELECT account_id, state, task_id FROM score_sync_tasks
-           WHERE run_id = $1 AND account_id IN (${placeholders(chunk.length, 2)})`,
-          [runId, ...chunk],
+        const rows = await db.query<{
+          account_id: string;
+          movement: string;
+          run_id: string;
+          state: string;
+          task_id: string | null;
+        }>(
+          `SELECT account_id, movement, run_id, state, task_id FROM score_sync_task_ledger
+           WHERE account_id IN (${placeholders(chunk.length, 1)})`,
+          chunk,
         );
         for (const row of rows) {
           out.set(row.account_id, {
             account_id: row.account_id,
+            movement: row.movement,
+            run_id: row.run_id,
             state: row.state === 'created' ? 'created' : 'intent',
             ...(row.task_id ? { task_id: row.task_id } : {}),
           });
@@ -227,21 +262,33 @@ export function createSyncStateStore(db: SqlExecutor): SyncStateStore {
       }
       return out;
     },
-    async recordTaskIntents(runId, accountIds) {
+    async recordTaskIntents(runId, intents) {
       await db.transaction(async (tx) => {
-        for (const id of accountIds) {
+        for (const { accountId, movement } of intents) {
           await tx.execute(
-            `INSERT INTO score_sync_tasks (run_id, account_id, state) VALUES ($1, $2, 'intent') ON CONFLICT DO NOTHING`,
-            [runId, id],
+            `INSERT INTO score_sync_task_ledger (account_id, movement, run_id, state) VALUES ($1, $2, $3, 'intent')
+             ON CONFLICT (account_id) DO UPDATE SET movement = excluded.movement, run_id = excluded.run_id,
+               state = 'intent', task_id = NULL
+             WHERE score_sync_task_ledger.movement <> excluded.movement OR score_sync_task_ledger.state = 'intent'`,
+            [accountId, movement, runId],
           );
         }
       });
     },
-    async recordTaskCreated(runId, accountId, taskId) {
+    async recordTaskCreated(accountId, movement, taskId) {
       await db.execute(
-        `UPDATE score_sync_tasks SET state = 'created', task_id = $1 WHERE run_id = $2 AND account_id = $3`,
-        [taskId, runId, accountId],
+        `UPDATE score_sync_task_ledger SET state = 'created', task_id = $1 WHERE account_id = $2 AND movement = $3`,
+        [taskId, accountId, movement],
       );
+    },
+    async forgetTasks(accountIds) {
+      for (let i = 0; i < accountIds.length; i += CHUNK) {
+        const chunk = accountIds.slice(i, i + CHUNK);
+        await db.execute(
+          `DELETE FROM score_sync_task_ledger WHERE account_id IN (${placeholders(chunk.length, 1)})`,
+          chunk,
+        );
+      }
     },
   };
 }

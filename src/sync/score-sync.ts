@@ -8,12 +8,22 @@
  * cursor and counters are checkpointed in SQLite. An interrupted run (SIGINT, crash) leaves the run
  * open; the next invocation continues it. Tasks are the one non-idempotent write, so each is
  * recorded as an intent before the create call and as created after it; an intent left by a crash
- * is reconciled by looking for the run's marker in the Task subject before creating anything.
+ * is reconciled by looking for the movement's marker in the Task subject before creating anything.
  * Within a batch, Tasks are written before the score update so a crash between the two cannot lose
  * the movement that justified the Task.
  *
+ * A Task is keyed by its account and score movement (`10->80`), not by run: an account whose update
+ * Salesforce keeps rejecting (a validation rule) shows the same movement to every later run, and
+ * gets no second Task. The ledger entry goes once the account's score is in Salesforce, so a later
+ * movement, even the same one again, gets its own. A per-account failure is counted and logged and
+ * the run goes on: the next scheduled run tries that account again.
+ *
  * Sift calls run `concurrency` at a time behind a token bucket of `sift_budget_per_minute`; a
- * rate-limit answer pauses the whole bucket (Retry-After when given) and the account is retried.
+ * rate-limit answer pauses the whole bucket (Retry-After when given) and the account is retried. A
+ * Retry-After over `MAX_SIFT_PAUSE_MS` ends the run as interrupted instead (its next run resumes at
+ * the checkpoint): a run must not sit on its job lease for an hour. The signal cuts every wait short,
+ * and is checked again right before the batch's Task creates and its score update, so a run that
+ * lost its job lease writes nothing more.
  */
 import { randomUUID } from 'node:crypto';
 import type { SalesforceClient, SalesforceRecord, SiftClient } from '../clients/types.ts';
@@ -68,12 +78,16 @@ export interface ScoreSyncDeps {
   config: Pick<Config, 'score_sync' | 'risk_bands'>;
   logger: Logger;
   now?: () => Date;
-  sleep?: (ms: number) => Promise<void>;
+  /** Resolves after `ms`, or at once when `signal` aborts. */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
 export interface ScoreSyncOptions {
   dryRun?: boolean;
-  /** Graceful stop: the current batch finishes and is checkpointed, then the run returns interrupted. */
+  /**
+   * Stop: the current batch ends before its writes (its reads are redone by the next run), the
+   * checkpoint stays at the last finished batch, and the run returns interrupted.
+   */
   signal?: AbortSignal;
   onProgress?: (progress: ScoreSyncProgress) => void;
   /** Test seam: throw after this many Task creations in a batch's write phase (simulated crash). */
@@ -85,6 +99,13 @@ export interface ScoreSyncOptions {
 /** Thrown by the `crashAfterTasksInBatch` seam: stands for a process dying mid-batch. */
 export class SimulatedCrashError extends Error {}
 
+interface TaskCandidate {
+  account: AccountRow;
+  /** `old->new` (Salesforce's score → Sift's): with the account, the Task's dedupe key. */
+  movement: string;
+  task: SalesforceRecord;
+}
+
 type AccountRow = SalesforceRecord & {
   Id: string;
   Name?: string | null;
@@ -95,26 +116,47 @@ type AccountRow = SalesforceRecord & {
 };
 
 const MAX_SCORE_ATTEMPTS = 8;
+/** The longest Sift pause a run waits out; a longer Retry-After ends the run (it resumes next time). */
+const MAX_SIFT_PAUSE_MS = 60_000;
+
+const abortableSleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 
 /** An async token bucket shared by all workers; `pause` stops every taker (a 429 is account-wide). */
-function createBucket(perMinute: number, capacity: number, sleep: (ms: number) => Promise<void>) {
+function createBucket(
+  perMinute: number,
+  capacity: number,
+  sleep: (ms: number, signal: AbortSignal) => Promise<void>,
+  signal: AbortSignal,
+) {
   const perMs = perMinute / 60_000;
   let tokens = capacity;
   let updated = Date.now();
   let pausedUntil = 0;
   return {
-    async take(): Promise<void> {
+    /** A token, or false once `signal` aborted (the run is stopping). */
+    async take(): Promise<boolean> {
       for (;;) {
+        if (signal.aborted) return false;
         const now = Date.now();
         tokens = Math.min(capacity, tokens + (now - updated) * perMs);
         updated = now;
         if (now < pausedUntil) {
-          await sleep(pausedUntil - now);
+          await sleep(pausedUntil - now, signal);
         } else if (tokens >= 1) {
           tokens -= 1;
-          return;
+          return true;
         } else {
-          await sleep(Math.ceil((1 - tokens) / perMs));
+          await sleep(Math.ceil((1 - tokens) / perMs), signal);
         }
       }
     },
@@ -135,7 +177,13 @@ function pickScore(
   return values.length > 0 ? Math.max(...values) : undefined;
 }
 
-const taskMarker = (runId: string) => `[fraudgate:${runId}]`;
+/** In the Task subject, so a crash between the create call and the ledger can be reconciled. */
+const taskMarker = (movement: string) => `[fraudgate:score ${movement}]`;
+const TASK_MARKER_PREFIX = '[fraudgate:score ';
+const SUBJECT_MAX = 255;
+
+/** A score result that stops the run: the signal aborted, or Sift asked for a pause too long to wait. */
+type ScoreResult = number | 'skip' | 'fail' | 'halted';
 
 export async function runScoreSync(
   deps: ScoreSyncDeps,
@@ -144,10 +192,13 @@ export async function runScoreSync(
   const { sift, salesforce, state, logger } = deps;
   const settings = deps.config.score_sync;
   const now = deps.now ?? (() => new Date());
-  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = deps.sleep ?? abortableSleep;
   const dryRun = options.dryRun === true;
   const started = Date.now();
-  const bucket = createBucket(settings.sift_budget_per_minute, settings.concurrency, sleep);
+  // The run stops on the caller's signal, or on its own (a Sift pause too long to wait out).
+  const giveUp = new AbortController();
+  const halt = options.signal ? AbortSignal.any([options.signal, giveUp.signal]) : giveUp.signal;
+  const bucket = createBucket(settings.sift_budget_per_minute, settings.concurrency, sleep, halt);
 
   // A dry run never touches the checkpoint: it reads from the start and writes nothing anywhere.
   const open = dryRun ? undefined : await state.openRun();
@@ -178,14 +229,15 @@ export async function runScoreSync(
   const total = countPage.totalSize;
   const usageBefore = salesforce.apiUsage()?.used;
 
-  async function fetchScore(account: AccountRow): Promise<number | 'skip' | 'fail'> {
+  async function fetchScore(account: AccountRow): Promise<ScoreResult> {
     for (let attempt = 1; ; attempt += 1) {
-      await bucket.take();
+      if (!(await bucket.take())) return 'halted';
       counters.sift_calls += 1;
       try {
-        const score = await sift.getUserScore(account.Sift_User_Id__c);
+        const score = await sift.getUserScore(account.Sift_User_Id__c, { signal: halt });
         return pickScore(score.scores, settings.abuse_type) ?? 'skip';
       } catch (error) {
+        if (halt.aborted) return 'halted';
         if (error instanceof FraudgateError && error.code === ERROR_CODES.NOT_FOUND) return 'skip';
         const retryable = error instanceof FraudgateError && error.retryable;
         if (!retryable || attempt >= MAX_SCORE_ATTEMPTS) {
@@ -196,17 +248,27 @@ export async function runScoreSync(
           return 'fail';
         }
         const retryAfter = error instanceof UpstreamError ? error.retryAfterMs : undefined;
+        if (retryAfter !== undefined && retryAfter > MAX_SIFT_PAUSE_MS) {
+          logger.warn(
+            'score sync: Sift asked for a long pause; the run stops here and resumes at its next run',
+            {
+              retry_after_s: Math.ceil(retryAfter / 1000),
+            },
+          );
+          giveUp.abort(new Error('Sift asked for a pause longer than the score sync waits'));
+          return 'halted';
+        }
         // Slow everyone down, not just this worker: the budget is per Sift account.
         bucket.pause(retryAfter ?? Math.min(10_000, 250 * 2 ** attempt));
       }
     }
   }
 
-  async function scoresFor(accounts: AccountRow[]): Promise<Map<string, number | 'skip' | 'fail'>> {
-    const out = new Map<string, number | 'skip' | 'fail'>();
+  async function scoresFor(accounts: AccountRow[]): Promise<Map<string, ScoreResult>> {
+    const out = new Map<string, ScoreResult>();
     let next = 0;
     const worker = async () => {
-      while (next < accounts.length) {
+      while (next < accounts.length && !halt.aborted) {
         const account = accounts[next++]!;
         out.set(account.Id, await fetchScore(account));
       }
@@ -215,15 +277,15 @@ export async function runScoreSync(
     return out;
   }
 
-  function taskFor(account: AccountRow, change: ScoreChange, newScore: number): SalesforceRecord {
+  function taskFor(account: AccountRow, change: ScoreChange, newScore: number, movement: string) {
     const due = new Date(now().getTime() + settings.task_due_days * 86_400_000).toISOString().slice(0, 10);
     const previous = change.previous.score ?? 0;
+    const head = `Sift score moved ${previous} → ${newScore}: `;
+    const marker = ` ${taskMarker(movement)}`;
+    // The name gives way, never the marker: a cut marker would make a crashed create look undone.
+    const name = (account.Name ?? account.Id).slice(0, SUBJECT_MAX - head.length - marker.length);
     return {
-      Subject:
-        `Sift score moved ${previous} → ${newScore}: ${account.Name ?? account.Id} ${taskMarker(run.id)}`.slice(
-          0,
-          255,
-        ),
+      Subject: `${head}${name}${marker}`,
       WhatId: account.Id,
       // A queue cannot own a Task (§6), so a queue-owned account's Task stays with the integration user.
       ...(account.OwnerId?.startsWith('005') ? { OwnerId: account.OwnerId } : {}),
@@ -237,29 +299,44 @@ export async function runScoreSync(
     };
   }
 
-  /** Tasks for this batch: skip those already created by this run, reconcile crashed intents, create the rest. */
-  async function writeTasks(candidates: { account: AccountRow; task: SalesforceRecord }[], batch: number) {
-    const ids = candidates.map((c) => c.account.Id);
-    const ledger = await state.tasks(run.id, ids);
-    const leftover = [...ledger.values()].filter((e) => e.state === 'intent').map((e) => e.account_id);
+  /**
+   * Tasks for this batch: skip the movements that have theirs already (this run's or an earlier
+   * run's), reconcile intents a crash left, create the rest. Counts the Tasks of this run.
+   */
+  async function writeTasks(candidates: TaskCandidate[], batch: number) {
+    const ledger = await state.tasks(candidates.map((c) => c.account.Id));
+    const entryOf = (c: TaskCandidate) => {
+      const entry = ledger.get(c.account.Id);
+      return entry?.movement === c.movement ? entry : undefined;
+    };
+    const leftover = candidates.filter((c) => entryOf(c)?.state === 'intent');
     if (leftover.length > 0) {
       const found = await sfCall(() =>
-        salesforce.query<{ Id: string; WhatId: string }>(
-          `SELECT Id, WhatId FROM Task WHERE WhatId IN (${leftover.map(soqlQuote).join(', ')}) ` +
-            `AND Subject LIKE ${soqlQuote(`%${taskMarker(run.id)}%`)}`,
+        salesforce.query<{ Id: string; WhatId: string; Subject: string | null }>(
+          `SELECT Id, WhatId, Subject FROM Task WHERE WhatId IN (${leftover.map((c) => soqlQuote(c.account.Id)).join(', ')}) ` +
+            `AND Subject LIKE ${soqlQuote(`%${TASK_MARKER_PREFIX}%`)}`,
         ),
       );
       for (const task of found) {
-        await state.recordTaskCreated(run.id, task.WhatId, task.Id);
-        ledger.set(task.WhatId, { account_id: task.WhatId, state: 'created', task_id: task.Id });
+        const candidate = leftover.find(
+          (c) => c.account.Id === task.WhatId && task.Subject?.includes(taskMarker(c.movement)),
+        );
+        const entry = candidate && entryOf(candidate);
+        if (!candidate || !entry) continue;
+        await state.recordTaskCreated(candidate.account.Id, candidate.movement, task.Id);
+        ledger.set(candidate.account.Id, { ...entry, state: 'created', task_id: task.Id });
       }
     }
-    const todo = candidates.filter((c) => ledger.get(c.account.Id)?.state !== 'created');
+    const todo = candidates.filter((c) => entryOf(c)?.state !== 'created');
     await state.recordTaskIntents(
       run.id,
-      todo.map((c) => c.account.Id),
+      todo.map((c) => ({ accountId: c.account.Id, movement: c.movement })),
     );
-    let created = candidates.length - todo.length;
+    // A Task an earlier run created for the same movement is not this run's.
+    let created = candidates.filter((c) => {
+      const entry = entryOf(c);
+      return entry?.state === 'created' && entry.run_id === run.id;
+    }).length;
     if (todo.length > 0) {
       const results = await sfCall(
         () =>
@@ -273,7 +350,7 @@ export async function runScoreSync(
         const candidate = todo[i];
         if (!candidate) continue;
         if (result.success) {
-          await state.recordTaskCreated(run.id, candidate.account.Id, result.id);
+          await state.recordTaskCreated(candidate.account.Id, candidate.movement, result.id);
           created += 1;
           if (options.crashAfterTasksInBatch !== undefined && batch === options.crashAfterTasksInBatch) {
             throw new SimulatedCrashError(`simulated crash after creating Tasks in batch ${batch}`);
@@ -307,8 +384,15 @@ export async function runScoreSync(
     batch += 1;
 
     const scores = await scoresFor(accounts);
+    if (halt.aborted) {
+      // Nothing of this batch is written or checkpointed: the next run reads it again.
+      interrupted = true;
+      break;
+    }
     const updates: (SalesforceRecord & { Id: string })[] = [];
-    const taskCandidates: { account: AccountRow; task: SalesforceRecord }[] = [];
+    const taskCandidates: TaskCandidate[] = [];
+    /** Accounts whose score Salesforce holds already: no movement of theirs is pending. */
+    const landed: string[] = [];
     let changed = 0;
     for (const account of accounts) {
       const result = scores.get(account.Id);
@@ -316,7 +400,8 @@ export async function runScoreSync(
         counters.skipped += 1;
         continue;
       }
-      if (result === 'fail') {
+      // ('halted' only with the signal aborted, which ended the batch above.)
+      if (result === 'fail' || result === 'halted') {
         counters.failed += 1;
         continue;
       }
@@ -328,6 +413,7 @@ export async function runScoreSync(
       if ((account.Sift_Risk_Band__c ?? null) !== band) fields.Sift_Risk_Band__c = band;
       if (Object.keys(fields).length === 0) {
         counters.unchanged += 1;
+        landed.push(account.Id);
         continue;
       }
       const task = oldScore !== null && Math.abs(newScore - oldScore) > settings.task_threshold_delta;
@@ -341,21 +427,46 @@ export async function runScoreSync(
       changed += 1;
       if (dryRun) planned.push(change);
       updates.push({ Id: account.Id, ...fields });
-      if (task) taskCandidates.push({ account, task: taskFor(account, change, newScore) });
+      if (task) {
+        const movement = `${oldScore}->${newScore}`;
+        taskCandidates.push({ account, movement, task: taskFor(account, change, newScore, movement) });
+      }
     }
 
     let tasks = taskCandidates.length;
     if (!dryRun) {
+      // Checked right before each write: a run that lost its job lease must not write on.
+      if (halt.aborted) {
+        interrupted = true;
+        break;
+      }
       tasks = taskCandidates.length > 0 ? await writeTasks(taskCandidates, batch) : 0;
       if (updates.length > 0) {
+        if (halt.aborted) {
+          // The Tasks are in the ledger: the next run redoes this batch without a second one.
+          interrupted = true;
+          break;
+        }
         const results = await sfCall(
           () => salesforce.updateMany('Account', updates),
           Math.ceil(updates.length / 200),
         );
-        const failures = results.filter((r) => !r.success).length;
-        changed -= failures;
-        counters.failed += failures;
+        for (const [i, result] of results.entries()) {
+          const update = updates[i];
+          if (!update) continue;
+          if (result.success) {
+            landed.push(update.Id);
+            continue;
+          }
+          changed -= 1;
+          counters.failed += 1;
+          logger.warn('score sync: account not updated; the next run tries again', {
+            account_id: update.Id,
+            codes: result.errors.map((e) => e.statusCode),
+          });
+        }
       }
+      if (landed.length > 0) await state.forgetTasks(landed);
     }
     counters.accounts += accounts.length;
     counters.changed += changed;

@@ -1,11 +1,12 @@
 /**
  * The job runner on both store engines: two runners (two replicas) contending for one job run it
  * once per due time; a holder that stops heartbeating (killed) is taken over after the lease's ttl;
- * a restarted replica with the same id takes its job back at once; the fleet view records who ran
- * what; a failing job or a failing store is logged and retried, never thrown. The clock is injected:
- * every "later" below is a clock move, not a wait.
+ * a restarted replica with the same id takes its job back at once; a holder that cannot renew its
+ * lease (store unreachable) stops its run before another replica may take over; the fleet view
+ * records who ran what; a failing job or a failing store is logged and retried, never thrown. The
+ * clock is injected: every "later" below is a clock move, not a wait (the heartbeat's timer is real).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createJobRunner, nextDailyRun, type Job, type JobRunner } from '../../src/jobs/job-runner.ts';
 import { silentLogger } from '../../src/logger.ts';
 import type { Store } from '../../src/store/store.ts';
@@ -51,6 +52,20 @@ function frozenAfterFirst(leases: LeaseStore): LeaseStore {
       return leases.acquire(...args);
     },
     release: async () => false,
+  };
+}
+
+/** A lease store that fails every call after the first acquire: the holder lost its store connection. */
+function unreachableAfterFirst(leases: LeaseStore): LeaseStore & { calls: () => number } {
+  let calls = 0;
+  const down = async (): Promise<never> => {
+    throw new Error('connection terminated');
+  };
+  return {
+    ...leases,
+    acquire: async (...args) => (++calls === 1 ? leases.acquire(...args) : down()),
+    release: down,
+    calls: () => calls,
   };
 }
 
@@ -134,6 +149,61 @@ for (const engine of ENGINES) {
       for (const g of gates) g.release();
       await Promise.all([aRun, bRun, b2Run]);
       await Promise.all([ra.close(), rb.close(), rb2.close()]);
+    });
+
+    it('a holder that cannot renew its lease stops the run before the lease expires; the next holder never overlaps it', async () => {
+      const [a, b] = await engine.open();
+      const c = clock();
+      const ttl = 600; // a beat every 100 ms of real time; the ttl itself is on the injected clock
+      let running = 0;
+      let overlapped = false;
+      let aSignal: AbortSignal | undefined;
+      const job: Job = {
+        name: 'score_sync',
+        schedule: { every_ms: EVERY },
+        run: async ({ signal, replicaId }) => {
+          running += 1;
+          if (running > 1) overlapped = true;
+          try {
+            if (replicaId !== 'replica-a') return;
+            aSignal = signal;
+            // A job that stops only when told to (at its next safe point).
+            await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+          } finally {
+            running -= 1;
+          }
+        },
+      };
+      const aLeases = unreachableAfterFirst(a.leases);
+      const runner = (store: Pick<Store, 'leases' | 'jobs'>, replicaId: string) => {
+        const r = createJobRunner({ store, replicaId, logger: silentLogger, leaseTtlMs: ttl, now: c.now });
+        r.register(job);
+        return r;
+      };
+      const ra = runner({ ...a, leases: aLeases }, 'replica-a');
+      const rb = runner(b, 'replica-b');
+      expect([...(await ra.tick()), ...(await rb.tick())]).toEqual([]);
+      c.advance(EVERY);
+      const aRun = ra.tick();
+      await vi.waitFor(() => expect(aSignal).toBeDefined());
+
+      // A third of the ttl on, renewals fail: retried every beat, the run goes on.
+      c.advance(ttl / 3);
+      await vi.waitFor(() => expect(aLeases.calls()).toBeGreaterThanOrEqual(3));
+      expect(aSignal!.aborted).toBe(false);
+
+      // Two thirds unrenewed: the run is stopped, a third of the ttl before the lease could expire.
+      c.advance(ttl / 3);
+      await vi.waitFor(() => expect(aSignal!.aborted).toBe(true), { timeout: 2_000 });
+      expect((aSignal!.reason as Error).message).toBe('job lease could not be renewed');
+      expect(await aRun).toEqual(['score_sync']);
+      expect(await rb.tick()).toEqual([]); // the lease is live until its ttl
+      c.advance(ttl / 3 + 1000);
+      // Past the ttl: B takes the lease, and the job, which A did not record as run, is still due.
+      expect(await rb.tick()).toEqual(['score_sync']);
+      expect(overlapped).toBe(false);
+      expect(await b.jobs.get('score_sync')).toMatchObject({ last_holder: 'replica-b', runs: 1 });
+      await Promise.all([ra.close(), rb.close()]);
     });
 
     it('a failing job records its error and retries within minutes; a failing store is logged, not thrown', async () => {

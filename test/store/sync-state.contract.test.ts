@@ -1,7 +1,8 @@
 /**
  * The sync state contract, on both engines: watermarks move atomically with the records they
  * cover; one score-sync run is open at a time even when two processes start one at once; the
- * Task ledger is keyed by (run, account), so a second intent for the same account is a no-op.
+ * Task ledger is keyed by account and score movement, across runs: a second intent for the same
+ * movement is a no-op, one for another movement replaces it, and a landed score forgets it.
  */
 import { describe, expect, it } from 'vitest';
 import { EMPTY_COUNTERS } from '../../src/store/sync-state-store.ts';
@@ -47,19 +48,27 @@ for (const engine of ENGINES) {
       ]);
       expect(r1.id).toBe(r2.id);
       const run = r1.id;
+      const intent = (accountId: string, movement = '10->80') => ({ accountId, movement });
       await Promise.all([
-        a.syncState.recordTaskIntents(run, ['acc1', 'acc2']),
-        b.syncState.recordTaskIntents(run, ['acc2', 'acc3']),
+        a.syncState.recordTaskIntents(run, [intent('acc1'), intent('acc2')]),
+        b.syncState.recordTaskIntents(run, [intent('acc2'), intent('acc3')]),
       ]);
-      await b.syncState.recordTaskCreated(run, 'acc2', 'task-2');
-      await a.syncState.recordTaskIntents(run, ['acc2']); // already created: stays created
-      const ledger = await a.syncState.tasks(run, ['acc1', 'acc2', 'acc3', 'acc4']);
-      expect(Object.fromEntries([...ledger].map(([k, v]) => [k, v.state]))).toEqual({
-        acc1: 'intent',
-        acc2: 'created',
-        acc3: 'intent',
+      await b.syncState.recordTaskCreated('acc2', '10->80', 'task-2');
+      // Another run, the same movement: already created, stays created (and the creator's).
+      await a.syncState.recordTaskIntents('run-later', [intent('acc2')]);
+      // Another movement of acc3 replaces its entry.
+      await a.syncState.recordTaskIntents('run-later', [intent('acc3', '10->90')]);
+      const ledger = await a.syncState.tasks(['acc1', 'acc2', 'acc3', 'acc4']);
+      expect(
+        Object.fromEntries([...ledger].map(([k, v]) => [k, `${v.movement} ${v.state} ${v.run_id}`])),
+      ).toEqual({
+        acc1: `10->80 intent ${run}`,
+        acc2: `10->80 created ${run}`,
+        acc3: '10->90 intent run-later',
       });
       expect(ledger.get('acc2')?.task_id).toBe('task-2');
+      await b.syncState.forgetTasks(['acc1', 'acc2', 'acc4']);
+      expect([...(await a.syncState.tasks(['acc1', 'acc2', 'acc3']))].map(([k]) => k)).toEqual(['acc3']);
 
       const counters = { ...EMPTY_COUNTERS, accounts: 10 };
       await a.syncState.checkpoint(run, 'acc3', counters);

@@ -1,13 +1,14 @@
 /**
  * `fraudgate sync scores` against the real emulators and a real SQLite checkpoint: only changed
  * fields written, ~N/200 composite calls, Tasks only above the delta, dry run, Sift budget and
- * 429s, resume after a crash (in-process seam and a SIGKILLed CLI), JSON progress lines.
+ * 429s (a long Retry-After ends the run, a stop cuts a pause short), resume after a crash
+ * (in-process seam and a SIGKILLed CLI), no writes after a stop, JSON progress lines.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULTS } from '../../src/config.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
@@ -176,6 +177,62 @@ describe('score sync', () => {
     // Only the remaining 250 were scored again.
     expect(env.sandbox.sift.journal.filter((r) => r.path.includes('/score'))).toHaveLength(250);
     expect(env.sandbox.salesforce.records('Task')).toHaveLength(150);
+  });
+
+  it('a stop that comes while the Tasks are written keeps the score update from being written', async () => {
+    const { env, state } = await start(30);
+    const stop = new AbortController();
+    // The signal aborts (the job lease was lost) right as Salesforce takes the batch's Task create.
+    env.sandbox.salesforce.onWrite(() => {
+      if (compositeCreates(env).length > 0) stop.abort(new Error('job lease lost'));
+    });
+    env.sandbox.salesforce.clearJournal();
+    const first = await sync(env, state, { signal: stop.signal });
+    expect(first).toMatchObject({ interrupted: true, counters: { accounts: 0 } });
+    expect(compositeCreates(env)).toHaveLength(1);
+    expect(compositeUpdates(env)).toHaveLength(0);
+    expect(env.sandbox.salesforce.records('Task')).toHaveLength(10);
+
+    // The next run redoes the batch: the scores land, the Tasks are not created again.
+    const second = await sync(env, state);
+    expect(second).toMatchObject({
+      resumed: true,
+      interrupted: false,
+      counters: { accounts: 30, changed: 20 },
+    });
+    expect(compositeUpdates(env)).toHaveLength(1);
+    expect(env.sandbox.salesforce.records('Task')).toHaveLength(10);
+  });
+
+  it('a Sift Retry-After too long to wait out ends the run interrupted; the next run resumes', async () => {
+    const { env, state } = await start(30);
+    env.sandbox.sift.rateLimit(1, { httpStatus: 429, retryAfterSeconds: 3600 });
+    env.sandbox.salesforce.clearJournal();
+    const first = await sync(env, state);
+    expect(first).toMatchObject({ interrupted: true, counters: { accounts: 0, failed: 0 } });
+    expect([...compositeCreates(env), ...compositeUpdates(env)]).toEqual([]);
+    expect(await state.openRun()).toMatchObject({ id: first.run_id, cursor: '' });
+
+    const second = await sync(env, state);
+    expect(second).toMatchObject({
+      run_id: first.run_id,
+      resumed: true,
+      interrupted: false,
+      counters: { accounts: 30, changed: 20, tasks: 10, failed: 0 },
+    });
+  });
+
+  it('a stop cuts a Sift pause short', async () => {
+    const { env, state } = await start(30);
+    // Under the cap: waited out, unless the run is told to stop (longer than the test's timeout).
+    env.sandbox.sift.rateLimit(1, { httpStatus: 429, retryAfterSeconds: 50 });
+    env.sandbox.sift.clearJournal();
+    const stop = new AbortController();
+    const run = sync(env, state, { signal: stop.signal });
+    await vi.waitFor(() => expect(env.sandbox.sift.journal.some((r) => r.status === 429)).toBe(true));
+    stop.abort(new Error('fraudgate is shutting down'));
+    expect(await run).toMatchObject({ interrupted: true, counters: { accounts: 0 } });
+    expect(compositeUpdates(env)).toEqual([]);
   });
 
   it('respects the Sift budget and rides out 429s without failing', async () => {
