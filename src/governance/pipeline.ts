@@ -452,7 +452,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   /**
    * The budget keys of an approved call, most specific first: its per-call key when the tool has one
-   * (re-read, e.g. the decision's category), then the tool. A failed read falls back to the tool.
+   * (re-read, e.g. the decision's category), then the tool. A failed read throws: run under the
+   * tool's key alone, a BLOCK would escape the `apply_decision:block` budget, even a paused one.
    */
   async function budgetKeysOf(
     tool: AnyTool,
@@ -460,12 +461,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     principal: Principal,
     channel: Partial<CallChannel>,
   ): Promise<string[]> {
-    if (!tool.approvalKey || !deps.budgets) return [tool.name];
-    try {
-      return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
-    } catch {
-      return [tool.name];
-    }
+    if (tool.risk !== 'destructive' || !tool.approvalKey || !deps.budgets) return [tool.name];
+    return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
   }
 
   /** What an approval carries for the approver: the tool's evidence, with a plain-language `effect` always present. */
@@ -645,7 +642,20 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // requester's role): an approval never runs what its requester could not call now.
     const forbidden = tool ? authorize(tool, requester) : undefined;
     if (tool && forbidden) return refuseApproved(approval, tool, requester, forbidden);
-    const budgetKeys = tool ? await budgetKeysOf(tool, approval.args, requester, channel) : [];
+    let budgetKeys: string[] = [];
+    try {
+      if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel);
+    } catch (thrown) {
+      // Fail closed: without its budget key nothing runs; it stays approved and the next sweep retries.
+      const error = toFraudgateError(thrown);
+      logger.warn('approved action waits: its budget key could not be read', {
+        approval_id: approval.id,
+        tool: approval.tool,
+        code: error.code,
+        error: redactor.redactValue(error.message),
+      });
+      return approval;
+    }
     // A paused budget: the approved action waits, still approved, and runs once a human lifts the pause.
     if (
       tool?.risk === 'destructive' &&
