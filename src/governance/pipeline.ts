@@ -29,6 +29,7 @@ import {
   type IdentityDirectory,
   type Principal,
   type ToolContext,
+  SELF_DECLARED_REQUESTER,
 } from '../tool.ts';
 import { unrecordedError, type AuditLog, type AuditRecord } from './audit.ts';
 import { inSpan } from '../tracing.ts';
@@ -563,7 +564,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester_kind: approval.requester_kind,
       mode: approval.mode,
       policy_version: approval.policy_version,
-      evidence: fresh,
+      evidence:
+        approval.evidence.requester_identity === undefined
+          ? fresh
+          : { ...fresh, requester_identity: approval.evidence.requester_identity },
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
@@ -1078,6 +1082,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
+    // The approver sees that the requester's name is only a claim (four-eyes still compares it).
+    if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
     const request: NewApproval = {
       id: newApprovalId(),
       tool: tool.name,
