@@ -1,7 +1,8 @@
 /**
  * `fraudgate budgets …`: the blast-radius budgets a human must lift. `list` shows the active
  * pauses; `lift PRINCIPAL KEY` lifts one (the budget counts afresh from then; approved actions that
- * waited run on the server's next sweep). Lifting needs an approver's credential and is audited.
+ * waited run on the server's next sweep). Lifting needs an approver's credential, other than the
+ * paused principal's (four eyes), and is audited.
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';

@@ -3,13 +3,15 @@
  * customer base. Before a destructive effect runs, its principal's budget for the tool (or per-call
  * key, e.g. `apply_decision:block`) must admit it: at most `max_effects` effects and `max_targets`
  * distinct targets per window (`budgets` in the config). Past a ceiling the budget pauses: nothing
- * more of that key runs for that principal until a human approver lifts the pause (`fraudgate budgets
- * lift`, audited), and approved actions wait, still approved, to run after the lift. Each pause is
- * audited (`budget_paused`) and counted in `fraudgate_budget_pauses_active`.
+ * more of that key runs for that principal until a human approver other than that principal lifts
+ * the pause (`fraudgate budgets lift`, audited), and approved actions wait, still approved, to run
+ * after the lift. Each pause is audited (`budget_paused`) and counted in
+ * `fraudgate_budget_pauses_active`.
  */
 import { randomUUID } from 'node:crypto';
+import { sameIdentity } from '../auth/identity.ts';
 import type { Config } from '../config.ts';
-import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { ERROR_CODES, ForbiddenError, FraudgateError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { BudgetPause, BudgetStore } from '../store/budget-store.ts';
 import type { Principal } from '../tool.ts';
@@ -33,6 +35,7 @@ export interface Budgets {
   /** Active pauses, as last read (for the metric, which must not wait on the store). */
   activeCount(): number;
   activePauses(): Promise<BudgetPause[]>;
+  /** Lift a pause, audited under `by`; refused (FORBIDDEN) when `by` is the paused principal. */
   lift(principal: string, budgetKey: string, by: Principal): Promise<BudgetPause | undefined>;
   close(): Promise<void>;
 }
@@ -117,6 +120,12 @@ export function createBudgets(deps: {
       return pauses;
     },
     async lift(principal, budgetKey, by) {
+      // Four eyes: whoever spent the budget must not be the one to let themselves go on.
+      if (sameIdentity(by.id, principal)) {
+        throw new ForbiddenError(
+          `${by.id} cannot lift their own pause of ${budgetKey}: another approver must lift it.`,
+        );
+      }
       const pause = (await store.activePauses()).find(
         (p) => p.principal === principal && p.budget_key === budgetKey,
       );

@@ -29,6 +29,7 @@ import {
   type IdentityDirectory,
   type Principal,
   type ToolContext,
+  SELF_DECLARED_REQUESTER,
 } from '../tool.ts';
 import { unrecordedError, type AuditLog, type AuditRecord } from './audit.ts';
 import { inSpan } from '../tracing.ts';
@@ -481,7 +482,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   /**
    * The budget keys of an approved call, most specific first: its per-call key when the tool has one
-   * (re-read, e.g. the decision's category), then the tool. A failed read falls back to the tool.
+   * (re-read, e.g. the decision's category), then the tool. A failed read throws: run under the
+   * tool's key alone, a BLOCK would escape the `apply_decision:block` budget, even a paused one.
    */
   async function budgetKeysOf(
     tool: AnyTool,
@@ -489,12 +491,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     principal: Principal,
     channel: Partial<CallChannel>,
   ): Promise<string[]> {
-    if (!tool.approvalKey || !deps.budgets) return [tool.name];
-    try {
-      return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
-    } catch {
-      return [tool.name];
-    }
+    if (tool.risk !== 'destructive' || !tool.approvalKey || !deps.budgets) return [tool.name];
+    return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
   }
 
   /** What an approval carries for the approver: the tool's evidence, with a plain-language `effect` always present. */
@@ -596,7 +594,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester_kind: approval.requester_kind,
       mode: approval.mode,
       policy_version: approval.policy_version,
-      evidence: fresh,
+      evidence:
+        approval.evidence.requester_identity === undefined
+          ? fresh
+          : { ...fresh, requester_identity: approval.evidence.requester_identity },
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
@@ -671,7 +672,20 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // requester's role): an approval never runs what its requester could not call now.
     const forbidden = tool ? authorize(tool, requester) : undefined;
     if (tool && forbidden) return refuseApproved(approval, tool, requester, forbidden);
-    const budgetKeys = tool ? await budgetKeysOf(tool, approval.args, requester, channel) : [];
+    let budgetKeys: string[] = [];
+    try {
+      if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel);
+    } catch (thrown) {
+      // Fail closed: without its budget key nothing runs; it stays approved and the next sweep retries.
+      const error = toFraudgateError(thrown);
+      logger.warn('approved action waits: its budget key could not be read', {
+        approval_id: approval.id,
+        tool: approval.tool,
+        code: error.code,
+        error: redactor.redactValue(error.message),
+      });
+      return approval;
+    }
     // A paused budget: the approved action waits, still approved, and runs once a human lifts the pause.
     if (
       tool?.risk === 'destructive' &&
@@ -1101,6 +1115,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
+    // The approver sees that the requester's name is only a claim (four-eyes still compares it).
+    if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
     const request: NewApproval = {
       id: newApprovalId(),
       tool: tool.name,

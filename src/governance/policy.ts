@@ -119,6 +119,10 @@ export function modeNow(
   return candidates.reduce(stricterMode, approval.mode);
 }
 
+/** The names a policy entry can use for these tools: each tool's, then its per-call keys. */
+const keysOf = (tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[]): string[] =>
+  tools.flatMap((t) => [t.name, ...(t.approvalKeys ?? []).map((k) => k.key)]);
+
 /**
  * Policy keys must name real tools: a typo (`apply_lable`) would otherwise leave the real tool on its
  * default without a word. And a destructive tool (or one of its call keys) set to `none` is refused
@@ -130,7 +134,7 @@ export function checkPolicyNames(
   config: Pick<Config, 'approvals' | 'rate_limits' | 'budgets' | 'mode'>,
 ): void {
   const toolNames = tools.map((t) => t.name);
-  const approvalKeys = [...toolNames, ...tools.flatMap((t) => (t.approvalKeys ?? []).map((k) => k.key))];
+  const approvalKeys = keysOf(tools);
   const issues: FieldIssue[] = [];
   const check = (field: string, names: readonly string[], known: readonly string[], what: string) => {
     for (const name of names) {
@@ -143,7 +147,19 @@ export function checkPolicyNames(
   check('rate_limits.tools', Object.keys(config.rate_limits.tools), toolNames, 'tool');
   // The default limits name built-in tools; a server built with fewer tools just never matches them.
   const budgetKeys = Object.keys(config.budgets.limits).filter((k) => !(k in DEFAULTS.budgets.limits));
-  check('budgets.limits', budgetKeys, approvalKeys, 'tool or approval key');
+  // Only destructive effects are admitted against a budget: one on any other tool would load and never bind.
+  const destructiveKeys = keysOf(tools.filter((t) => t.risk === 'destructive'));
+  for (const name of budgetKeys) {
+    if (destructiveKeys.includes(name)) continue;
+    issues.push({
+      field: `budgets.limits.${name}`,
+      message:
+        (approvalKeys.includes(name)
+          ? `${name} is not destructive, so a budget on it would never apply; remove it: `
+          : 'unknown tool or approval key; ') +
+        `budgets apply to destructive tools and their keys, known: ${destructiveKeys.join(', ')}`,
+    });
+  }
   issues.push(...destructiveWithoutHuman(tools, config));
   if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
 }

@@ -286,6 +286,30 @@ describe('policy configuration is checked', () => {
   });
 });
 
+describe('budgets bind destructive effects only', () => {
+  it.each(['create_fraud_case', 'get_sift_score'])(
+    'a budget on %s (not destructive, so never enforced) stops start-up naming the key and the destructive tools',
+    async (name) => {
+      const dir = mkdtempSync(join(tmpdir(), 'fraudgate-policy-'));
+      const file = join(dir, 'fraudgate.json');
+      writeFileSync(file, JSON.stringify({ budgets: { limits: { [name]: { max_effects: 5 } } } }));
+      const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+      try {
+        const code = await main(['approvals', 'list', '--sandbox', '--config', file, '--data-dir', dir]);
+        const written = stderr.mock.calls.map((c) => String(c[0])).join('');
+        expect(code).toBe(1);
+        expect(written).toContain(`budgets.limits.${name}`);
+        expect(written).toContain('budgets apply to destructive tools');
+        expect(written).toMatch(/apply_decision:block.*suppress_user|suppress_user.*apply_decision:block/);
+        expect(written).not.toMatch(/destructive tools[^\n]*create_fraud_case/);
+      } finally {
+        stderr.mockRestore();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
 describe('destructive tools always wait for a human outside the sandbox', () => {
   /** `fraudgate approvals list` with this policy file: its exit code and what it wrote to stderr. */
   async function start(policy: unknown, live: boolean): Promise<{ code: number; written: string }> {

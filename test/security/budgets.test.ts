@@ -29,7 +29,7 @@ const APPROVER: Principal = { id: 'ola.approver@example.com', kind: 'user', role
 const APPROVER_KEY = 'budget-approver-key-0123456789';
 
 /** `fraudgate budgets lift` in-process, with an approver's API key configured for the CLI. */
-async function lift(e: TestEnv, principal: string, key: string, token?: string) {
+async function lift(e: TestEnv, principal: string, key: string, token?: string, as: Principal = APPROVER) {
   const config = {
     ...e.config,
     auth: {
@@ -37,7 +37,7 @@ async function lift(e: TestEnv, principal: string, key: string, token?: string) 
       key_hashes: [
         {
           sha256: createHash('sha256').update(APPROVER_KEY).digest('hex'),
-          principal: APPROVER.id,
+          principal: as.id,
           kind: 'user' as const,
           role: 'approver' as const,
         },
@@ -129,6 +129,45 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
   });
 
+  it('an approved BLOCK whose decision category cannot be re-read waits, still approved, under its paused budget', async () => {
+    env = await setup({ config: { budgets: { limits: { 'apply_decision:block': { max_effects: 1 } } } } });
+    const ids: string[] = [];
+    for (const user of ['sandbox-high-risk', 'sandbox-watch']) {
+      const result = await env.callTool('apply_decision', {
+        user_id: user,
+        decision_id: 'block_user_payment_abuse',
+        description: 'card testing ring',
+      });
+      ids.push(String(result.error.approval_id));
+    }
+    for (const id of ids) await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // The first runs and spends the budget; the second pauses it.
+    await env.runtime.pipeline.processApprovals();
+    await env.runtime.pipeline.processApprovals();
+    expect(env.runtime.budgets.activeCount()).toBe(1);
+
+    // Sift's decision catalogue fails for one read (every retry of it): the category is unknown.
+    const catalogue = /^\/v3\/accounts\/[^/]+\/decisions$/;
+    const attempts = env.config.sift.max_retries + 1;
+    env.sandbox.sift.faults.inject({ count: attempts, method: 'GET', path: catalogue, status: 503 });
+    await env.runtime.pipeline.processApprovals();
+    const blocked = (user: string) => env!.sandbox.sift.decisionsOf(user).payment_abuse?.id;
+    const statuses = env.sandbox.sift.requests('GET', '/v3/accounts/:acct/decisions').map((r) => r.status);
+    expect(statuses.filter((s) => s === 503)).toHaveLength(attempts);
+    expect((await env.callTool('get_approval_status', { approval_id: ids[1]! })).output).toMatchObject({
+      state: 'approved',
+    });
+    expect(blocked('sandbox-watch')).toBe('watch_user_payment_abuse');
+
+    // Readable again, still paused: it still waits. Lifted: it runs.
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('approved');
+    expect(await lift(env, ANALYST.id, 'apply_decision:block', APPROVER_KEY)).toBe(0);
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(ids[1]!))?.state).toBe('executed');
+    expect(blocked('sandbox-watch')).toBe('block_user_payment_abuse');
+  });
+
   it('an older approved action runs even when more than a page of newer ones wait on a paused budget', async () => {
     env = await setup({ config: { budgets: { limits: { suppress_user: { max_effects: 1 } } } } });
     const requested = await env.callTool('apply_decision', {
@@ -172,6 +211,32 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
     // Still waiting for the lift, and the pauses were read once for the sweep, not once per approval.
     expect(await env.runtime.approvals.count(['approved'])).toBe(60);
     expect(activePauses).toHaveBeenCalledTimes(1);
+  });
+
+  it('four eyes: the paused principal cannot lift their own pause, another approver can', async () => {
+    env = await setup({
+      config: {
+        approvals: { tools: { suppress_user: 'none' } },
+        budgets: { limits: { suppress_user: { max_effects: 1 } } },
+      },
+    });
+    // An approver who also runs suppressions (and spends their own budget).
+    const approverCaller = { ...APPROVER, id: 'Ola.Approver@Example.com', role: 'admin' as const };
+    await env.runtime.budgets.admit(approverCaller, ['suppress_user'], 'segment_user:a');
+    await expect(
+      env.runtime.budgets.admit(approverCaller, ['suppress_user'], 'segment_user:b'),
+    ).rejects.toThrow(/budget/);
+    // The same person, however the id is spelt, must not lift it.
+    await expect(lift(env, approverCaller.id, 'suppress_user', APPROVER_KEY)).rejects.toThrow(
+      /own pause.*another approver must lift it/,
+    );
+    expect(await env.runtime.budgets.activePauses()).toHaveLength(1);
+    const records = await storedAuditRecords(env.config, env.runtime.audit);
+    expect(records.filter((r) => r.event === 'budget_lifted')).toHaveLength(0);
+    // Another approver can.
+    const other: Principal = { id: 'pia.approver@example.com', kind: 'user', role: 'approver' };
+    expect(await lift(env, approverCaller.id, 'suppress_user', APPROVER_KEY, other)).toBe(0);
+    expect(await env.runtime.budgets.activePauses()).toHaveLength(0);
   });
 
   it('max_targets: a second distinct user past a ceiling of one is refused, the same user is not', async () => {
