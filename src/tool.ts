@@ -105,6 +105,8 @@ export interface IdentityDirectory {
   }): Promise<UnmatchedIdentity>;
   /** Drop a user from the review list once a lookup matched them; true if it was listed. */
   resolveUnmatched(siftUserId: string): Promise<boolean>;
+  /** The user's entry on the review list, if listed; changes nothing. */
+  findUnmatched(siftUserId: string): Promise<UnmatchedIdentity | undefined>;
   /**
    * Newest (last seen) first. `cursor` is opaque, from a previous page; an entry seen again while
    * paging moves to the front and is not repeated on later pages.

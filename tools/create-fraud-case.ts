@@ -116,7 +116,7 @@ export const createFraudCase = defineTool({
     user_id: userId,
     summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
     priority: priority.optional().describe('Default: derived from the Sift risk band.'),
-    email: z.email().max(80).optional().describe('Contact email to match by.'),
+    email: z.email().max(80).optional().describe("Must be the user's Segment email."),
     queue: z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'a queue DeveloperName (letters, digits, _)')

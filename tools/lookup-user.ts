@@ -3,7 +3,7 @@ import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import type { SalesforceRecord } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError } from '../src/errors.ts';
 import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
-import { phoneVariants } from './salesforce-common.ts';
+import { phoneVariants, sameEmail, samePhone } from './salesforce-common.ts';
 import { scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Longest string value returned from Segment or Salesforce; longer ones are cut and flagged. */
@@ -257,8 +257,15 @@ export const lookupUser = defineTool({
         : Promise.resolve(undefined),
     ]);
     const traits = segment?.ok ? segment.value : null;
-    const email = args.email ?? stringTrait(traits, 'email');
-    const phone = args.phone ?? stringTrait(traits, 'phone');
+    const heldEmail = stringTrait(traits, 'email');
+    const heldPhone = stringTrait(traits, 'phone');
+    const email = args.email ?? heldEmail;
+    const phone = args.phone ?? heldPhone;
+    // A caller's email or phone that the user's profile does not hold may be used to look, but a
+    // match through it says nothing about the user's own identity: it never takes them off the list.
+    const callerSteered =
+      (args.email !== undefined && !sameEmail(args.email, heldEmail)) ||
+      (args.phone !== undefined && !samePhone(args.phone, heldPhone));
     const crm = await settle(() => matchSalesforce(args.user_id, email, phone, cap, ctx), ctx);
 
     const down = [sift, segment, crm].filter((o) => o?.ok === false && o.status === 'unavailable');
@@ -326,7 +333,10 @@ export const lookupUser = defineTool({
       ];
       // Only users some system knows go on the review list: a mistyped id is not an identity to review.
       const known = sift.ok || traits !== null;
-      if (crm.value.matched_by === 'none' && known) {
+      if (callerSteered && (crm.value.matched_by === 'email' || crm.value.matched_by === 'phone')) {
+        const entry = await ctx.identities.findUnmatched(args.user_id);
+        identityReview = entry ? { listed: true, times_seen: entry.times_seen } : { listed: false };
+      } else if (crm.value.matched_by === 'none' && known) {
         const entry = await ctx.identities.recordUnmatched({
           sift_user_id: args.user_id,
           tried,

@@ -3,7 +3,7 @@
  * score as these tools record it. Kept apart from schemas.ts because only Salesforce tools use them.
  */
 import * as z from 'zod';
-import { FraudgateError, InvalidInputError } from '../src/errors.ts';
+import { FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import type { IdentityAttempt, ToolContext } from '../src/tool.ts';
 import { summarizeScore } from './schemas.ts';
 
@@ -120,10 +120,50 @@ async function recordsBySiftUserId(user: string, ctx: ToolContext) {
   return { accounts: accounts.slice(0, 1), contacts: contacts.slice(0, 1) };
 }
 
+/** The same email, as mail systems compare them (case and surrounding space aside). */
+export function sameEmail(a: string, b: string | undefined): boolean {
+  return b !== undefined && a.trim().toLowerCase() === b.trim().toLowerCase();
+}
+
+/** The same phone number, however it is punctuated (digits compared). */
+export function samePhone(a: string, b: string | undefined): boolean {
+  const digits = (p: string) => p.replace(/\D/g, '');
+  return b !== undefined && digits(a).length >= 6 && digits(a) === digits(b);
+}
+
+/** The email and phone the user's mapped Segment profile holds, with the attempt that read them. */
+async function heldIdentifiers(user: string, ctx: ToolContext) {
+  const segment = await ctx.identities.segmentIdFor(user);
+  if (!segment) return { tried: [] as IdentityAttempt[] };
+  const traits = await ctx.clients.segment.getProfileTraits(segment.segment_user_id, { signal: ctx.signal });
+  const attempt: IdentityAttempt = {
+    system: 'segment',
+    identifier: 'segment_user_id',
+    value: segment.segment_user_id,
+    found: traits !== null,
+  };
+  return { email: stringTrait(traits, 'email'), phone: stringTrait(traits, 'phone'), tried: [attempt] };
+}
+
+/**
+ * A write refused because the caller's email or phone is not one the user's own records hold: a
+ * caller-supplied identifier must never choose which customer's Contact is written.
+ */
+function notHeldError(user: string, field: 'email' | 'phone'): NotFoundError {
+  return new NotFoundError(
+    `${field}: the given ${field} is not the ${field} Segment holds for Sift user ${user} (its mapped ` +
+      `profile's ${field} trait), so it cannot choose the Salesforce Contact to write; nothing was ` +
+      `changed. Leave ${field} out to match by the user's own identifiers, see ` +
+      'list_unmatched_identities, or ask an operator to map the user (fraudgate identities map).',
+  );
+}
+
 /**
  * A Contact for a Sift user whose id no Salesforce record carries, matched the way lookup_user
- * matches: by email, then phone — the caller's, else the `email` / `phone` traits of the user's
- * Segment profile (identity map applied). `tried` lists every identifier attempted, for the
+ * matches: by email, then phone — those of the user's Segment profile (identity map applied). A
+ * write must not be pointed at another customer's Contact, so a caller's email or phone is accepted
+ * only when it equals the profile's (Sift's API gives no email or phone of a user to compare with);
+ * any other is NOT_FOUND, naming the field. `tried` lists every identifier attempted, for the
  * identity review list.
  */
 export async function matchContactByFallback<T extends { Id: string }>(
@@ -132,25 +172,9 @@ export async function matchContactByFallback<T extends { Id: string }>(
   fields: readonly string[],
   ctx: ToolContext,
 ): Promise<{ matched_by: 'email' | 'phone' | 'none'; contact?: T; tried: IdentityAttempt[] }> {
-  const tried: IdentityAttempt[] = [];
-  let email = given.email;
-  let phone = given.phone;
-  if (email === undefined || phone === undefined) {
-    const segment = await ctx.identities.segmentIdFor(user);
-    if (segment) {
-      const traits = await ctx.clients.segment.getProfileTraits(segment.segment_user_id, {
-        signal: ctx.signal,
-      });
-      tried.push({
-        system: 'segment',
-        identifier: 'segment_user_id',
-        value: segment.segment_user_id,
-        found: traits !== null,
-      });
-      email ??= stringTrait(traits, 'email');
-      phone ??= stringTrait(traits, 'phone');
-    }
-  }
+  const { email, phone, tried } = await heldIdentifiers(user, ctx);
+  if (given.email !== undefined && !sameEmail(given.email, email)) throw notHeldError(user, 'email');
+  if (given.phone !== undefined && !samePhone(given.phone, phone)) throw notHeldError(user, 'phone');
   const attempts: { identifier: 'email' | 'phone'; value: string; field: string; values: string[] }[] = [];
   if (email !== undefined)
     attempts.push({ identifier: 'email', value: email, field: 'Email', values: [email] });
@@ -182,8 +206,8 @@ export async function matchContactByFallback<T extends { Id: string }>(
 
 /**
  * The Account and Contact for a Sift user, as lookup_user matches: by Sift user id, else a Contact
- * by email, then phone (the caller's, else the mapped Segment profile's). `tried` lists every
- * identifier attempted, for the identity review list.
+ * by the mapped Segment profile's email, then phone (a caller's only when it is the profile's: see
+ * matchContactByFallback). `tried` lists every identifier attempted, for the identity review list.
  */
 export async function matchCrmRecords(
   user: string,

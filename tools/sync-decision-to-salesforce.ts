@@ -65,9 +65,9 @@ export const syncDecisionToSalesforce = defineTool({
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe("Also report this abuse type's decision."),
-    email: z.email().max(80).optional().describe('Contact email to match by.'),
-    phone: z.string().min(6).max(40).optional().describe('Contact phone to match by.'),
+    abuse_type: abuseType.optional().describe('Also report its decision.'),
+    email: z.email().max(80).optional().describe("Must be the user's Segment email."),
+    phone: z.string().min(6).max(40).optional().describe("Must be the user's Segment phone."),
   }),
   output: z.object({
     user_id: z.string(),

@@ -58,7 +58,7 @@ export const syncDecisionToSegment = defineTool({
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe("Also report this abuse type's decision."),
+    abuse_type: abuseType.optional().describe('Also report its decision.'),
   }),
   output: z.object({
     user_id: z.string(),

@@ -187,6 +187,7 @@ const transientIdentities: IdentityDirectory = {
     times_seen: 1,
   }),
   resolveUnmatched: async () => false,
+  findUnmatched: async () => undefined,
   listUnmatched: async () => ({ items: [] }),
 };
 

@@ -190,6 +190,7 @@ export function maskUnmatchedIdentities(
     recordUnmatched: (entry) =>
       inner.recordUnmatched({ ...entry, tried: mask(entry.tried) as IdentityAttempt[] }),
     resolveUnmatched: (siftUserId) => inner.resolveUnmatched(siftUserId),
+    findUnmatched: (siftUserId) => inner.findUnmatched(siftUserId),
     listUnmatched: (page) => inner.listUnmatched(page),
     map: (mapping) => inner.map(mapping),
     unmap: (siftUserId) => inner.unmap(siftUserId),

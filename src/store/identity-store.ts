@@ -110,6 +110,13 @@ export function createIdentityStore(db: SqlExecutor, identity: Config['identity'
     async resolveUnmatched(siftUserId) {
       return (await db.execute('DELETE FROM unmatched_identities WHERE sift_user_id = $1', [siftUserId])) > 0;
     },
+    async findUnmatched(siftUserId) {
+      const [row] = await db.query<UnmatchedRow>(
+        'SELECT * FROM unmatched_identities WHERE sift_user_id = $1',
+        [siftUserId],
+      );
+      return row ? fromRow(row) : undefined;
+    },
     async listUnmatched({ cursor, limit }) {
       // One extra row says whether another page exists without a count query.
       const rows =

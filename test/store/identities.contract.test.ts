@@ -87,8 +87,13 @@ for (const engine of ENGINES) {
       await expect(a.identities.listUnmatched({ limit: 2, cursor: 'nonsense' })).rejects.toMatchObject({
         code: 'INVALID_INPUT',
       });
+      // Looking an entry up (lookup_user steered by a caller's identifier) changes nothing.
+      expect(await a.identities.findUnmatched('x')).toMatchObject({ sift_user_id: 'x', times_seen: 4 });
+      expect(await a.identities.findUnmatched('x')).toMatchObject({ times_seen: 4 });
+      expect(await a.identities.findUnmatched('nobody')).toBeUndefined();
       expect(await b.identities.resolveUnmatched('x')).toBe(true);
       expect(await a.identities.resolveUnmatched('x')).toBe(false);
+      expect(await b.identities.findUnmatched('x')).toBeUndefined();
     });
 
     it('mappings are looked up by Segment user id through an index, in one query per chunk of ids', async () => {
