@@ -50,6 +50,8 @@ const OPTIONS = {
   reason: { type: 'string' },
   file: { type: 'string' },
   'public-key': { type: 'string' },
+  witness: { type: 'string' },
+  out: { type: 'string' },
   since: { type: 'string' },
   format: { type: 'string' },
   write: { type: 'boolean' },
@@ -78,6 +80,8 @@ const OPTION_HELP: Record<OptionName, string> = {
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
   'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  witness: 'FILE  a witness taken by `audit witness`: fail if the ledger no longer reaches it',
+  out: 'FILE  write to this file (whole, via a rename) instead of stdout',
   since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
   format: 'FORMAT  export format: jsonl (JSON Lines, the default)',
   write: 'rewrite the generated section in place',
@@ -136,14 +140,16 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'audit',
-    summary: 'verify or export the audit ledger',
+    summary: 'verify, export or witness the audit ledger',
     usage: [
-      'audit verify [--file PATH] [--public-key FILE]',
+      'audit verify [--file PATH] [--public-key FILE] [--witness FILE]',
       'audit export [--since ISO-TIME] [--format jsonl]',
+      'audit witness [--out FILE] [--public-key FILE]',
     ],
-    options: ['file', 'public-key', 'since', 'format'],
+    options: ['file', 'public-key', 'witness', 'out', 'since', 'format'],
     notes: [
       "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+      'witness prints the newest signed checkpoint of every writer as JSON: schedule it and ship the file off this host. verify --witness FILE then fails when a witnessed writer is gone, ends before the witnessed seq, or holds another record there (the store cut back or erased, which the store alone cannot show).',
     ],
     run: async (args, values) =>
       (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),

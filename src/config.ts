@@ -104,6 +104,14 @@ export const configSchema = z.strictObject({
     pool_size: z.number().int().min(1).max(100),
     /** How long start-up keeps retrying an unreachable server before giving up (exit 1). */
     startup_timeout_ms: z.number().int().min(0),
+    /**
+     * Bounds on every session (0 turns one off; src/store/postgres/database.ts): a statement runs
+     * at most this long, waits for a lock at most this long, and a transaction left idle this long is
+     * ended. A held lock or a stuck server then refuses calls (retryable) instead of hanging them.
+     */
+    statement_timeout_ms: z.number().int().min(0),
+    lock_timeout_ms: z.number().int().min(0),
+    idle_in_transaction_timeout_ms: z.number().int().min(0),
   }),
   /**
    * This replica's stable id (FRAUDGATE_REPLICA_ID): it owns job leases and outbox leases, so a
@@ -607,7 +615,14 @@ export const DEFAULTS: Config = {
   // Filled in by loadConfig: ~/.fraudgate/<mode>, so sandbox approvals never mix with live ones.
   data_dir: '',
   store: 'sqlite',
-  store_postgres: { schema: 'fraudgate', pool_size: 8, startup_timeout_ms: 30_000 },
+  store_postgres: {
+    schema: 'fraudgate',
+    pool_size: 8,
+    startup_timeout_ms: 30_000,
+    statement_timeout_ms: 30_000,
+    lock_timeout_ms: 10_000,
+    idle_in_transaction_timeout_ms: 60_000,
+  },
   mode: 'sandbox',
   label_source: 'fraudgate',
   read_only: false,

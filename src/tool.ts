@@ -22,7 +22,16 @@ export interface Principal {
   id: string;
   kind: 'user' | 'automation' | 'service';
   role: 'viewer' | 'analyst' | 'approver' | 'admin';
+  /**
+   * The id is the caller's own claim, proven by nothing: a stdio session's FRAUDGATE_ANALYST. Its
+   * approvals tell the approver so (`SELF_DECLARED_REQUESTER`).
+   */
+  declared?: boolean;
 }
+
+/** What an approval requested by a self-declared principal tells its approver (evidence `requester_identity`). */
+export const SELF_DECLARED_REQUESTER =
+  'self-declared: requested over stdio, where the name is FRAUDGATE_ANALYST as configured, not proven by a credential';
 
 /** What a tool receives besides its arguments. */
 export interface ToolContext {

@@ -36,7 +36,8 @@ function show(a: Approval): string {
     `  tool:       ${a.tool} (${a.mode === 'four_eyes' ? 'four_eyes: an approver other than the requester' : a.mode})`,
     `  target:     ${a.target}`,
     `  arguments:  ${JSON.stringify(a.args)}`,
-    `  requester:  ${a.requester}`,
+    `  requester:  ${a.requester}` +
+      (typeof a.evidence.requester_identity === 'string' ? ` (${a.evidence.requester_identity})` : ''),
     `  created:    ${humanTime(a.created_at)} (${age(a.created_at)} ago)` +
       (a.state === 'pending' ? `; expires ${humanTime(a.expires_at)}` : ''),
     `  evidence:   ${JSON.stringify(a.evidence, null, 2).replaceAll('\n', '\n              ')}`,

@@ -1,9 +1,13 @@
 /**
- * `fraudgate audit verify [--file PATH] [--public-key FILE]`: check the ledger in the store (or an
- * exported file, or a legacy audit.jsonl); exit 1 naming the first bad record. On a terminal,
- * stderr shows a running count meanwhile.
+ * `fraudgate audit verify [--file PATH] [--public-key FILE] [--witness FILE]`: check the ledger in
+ * the store (or an exported file, or a legacy audit.jsonl), and with a witness that it still
+ * reaches every witnessed writer's head; exit 1 naming the first bad record. On a terminal, stderr
+ * shows a running count meanwhile.
  * `fraudgate audit export [--since ISO-TIME] [--format jsonl]`: stream the ledger as JSON Lines.
+ * `fraudgate audit witness [--out FILE]`: the newest signed checkpoint per writer, as JSON, for the
+ * operator to keep off the box (see audit-witness.ts).
  */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { subcommand, UsageError } from './usage.ts';
@@ -14,7 +18,12 @@ import {
   type FileVerifyResult,
   type LedgerVerifyResult,
 } from '../governance/audit-ledger.ts';
-import { createCheckpointVerifier, loadVerifyKey } from '../governance/audit-signing.ts';
+import {
+  createCheckpointVerifier,
+  loadVerifyKey,
+  type CheckpointVerifier,
+} from '../governance/audit-signing.ts';
+import { readWitness, takeWitness, type AuditWitness } from '../governance/audit-witness.ts';
 import { openLedgerEngine, trustedAuditVerifier } from '../runtime.ts';
 
 export async function runAuditCommand(
@@ -22,12 +31,18 @@ export async function runAuditCommand(
   values: CliValues,
   loaded: LoadedConfig,
 ): Promise<number> {
-  if (subcommand('audit', args[0], ['verify', 'export']) === 'export') return exportCommand(values, loaded);
+  const command = subcommand('audit', args[0], ['verify', 'export', 'witness']);
+  if (command === 'export') return exportCommand(values, loaded);
   const verifier = values['public-key']
     ? createCheckpointVerifier(loadVerifyKey(values['public-key']))
     : trustedAuditVerifier(loaded.config, loaded.secrets);
+  if (command === 'witness') return witnessCommand(values, loaded, verifier);
+  const witness = values.witness === undefined ? undefined : loadWitness(values.witness, verifier);
   const progress = verifyProgress(process.stderr);
-  const options = progress ? { onProgress: progress.update } : {};
+  const options = {
+    ...(progress ? { onProgress: progress.update } : {}),
+    ...(witness ? { witness } : {}),
+  };
   if (values.file) {
     const result = await verifyAuditFile(values.file, verifier, options).finally(() => progress?.clear());
     return report(values.file, result);
@@ -62,6 +77,57 @@ export function verifyProgress(
       if (drawnAt !== undefined) stream.write('\r\x1b[K');
     },
   };
+}
+
+/** A witness file, its signatures checked with the trusted key; a usage error naming what is wrong. */
+function loadWitness(path: string, verifier: CheckpointVerifier): AuditWitness {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new UsageError([{ field: '--witness', message: `cannot read ${path}` }]);
+  }
+  try {
+    return readWitness(text, verifier);
+  } catch (error) {
+    throw new UsageError([{ field: '--witness', message: `${path} ${(error as Error).message}` }]);
+  }
+}
+
+/**
+ * Writes the witness to stdout, or to `--out` (whole or not at all: written beside it, then renamed,
+ * so a scheduled copy never ships half a file).
+ */
+async function witnessCommand(
+  values: CliValues,
+  loaded: LoadedConfig,
+  verifier: CheckpointVerifier,
+): Promise<number> {
+  const engine = await openLedgerEngine(loaded.config, loaded.secrets);
+  let taken: ReturnType<typeof takeWitness>;
+  try {
+    taken = takeWitness(await engine.checkpoints(), verifier, new Date());
+  } finally {
+    await engine.close();
+  }
+  const text = `${JSON.stringify(taken.witness, null, 2)}\n`;
+  if (values.out === undefined) {
+    process.stdout.write(text);
+  } else {
+    const partial = `${values.out}.partial`;
+    writeFileSync(partial, text);
+    renameSync(partial, values.out);
+    process.stderr.write(
+      `witness of ${taken.witness.writers.length} writers written to ${values.out}; keep it off this host\n`,
+    );
+  }
+  if (taken.skipped > 0) {
+    process.stderr.write(
+      `${taken.skipped} checkpoints do not verify with the trusted key and were left out: run \`fraudgate audit verify\`\n`,
+    );
+    return 1;
+  }
+  return 0;
 }
 
 function report(source: string, result: FileVerifyResult): number {

@@ -10,7 +10,8 @@
  * transaction, one sync, many records. `append` resolves once its record is durable; `enqueue`
  * (reads) does not wait, and its record is durable within one commit (the next group). If a commit
  * fails, waiting appends reject, enqueued records stay queued and are retried, and until a commit
- * succeeds again `assertWritable` refuses new calls (fail closed).
+ * succeeds again `assertWritable` refuses new calls (fail closed); so it does while a commit has been
+ * in flight longer than `commitStallMs` (a store that hangs instead of failing).
  *
  * Checkpoints. A writer's first commit signs a seq-0 checkpoint (its chain exists, under this
  * key); then every `checkpointEvery` records or `checkpointIntervalMs`, and on close, it signs its
@@ -33,6 +34,7 @@ import {
 } from './audit.ts';
 import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
 import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
+import type { AuditWitness, WitnessEntry } from './audit-witness.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 
@@ -121,7 +123,10 @@ export interface LedgerEngine {
       genesis: AuditCheckpoint | undefined;
     },
   ): Promise<ChainedGroup>;
-  /** Every record, in insertion order (per writer that is seq order), in batches. */
+  /**
+   * Every record, in insertion order (per writer that is seq order), in batches, as of one moment:
+   * a writer's records are a prefix of its chain, never one with a gap a later commit fills.
+   */
   scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
   checkpoints(): Promise<AuditCheckpoint[]>;
   /** Deletes `writer`'s records up to `throughSeq` and its checkpoints before it, in one transaction. */
@@ -150,6 +155,12 @@ export interface AuditLedgerOptions {
   writeBehindLingerMs?: number;
   /** Clock for `ts`; tests pin it. */
   now?: () => Date;
+  /**
+   * A commit still in flight after this long makes the ledger unhealthy (calls refused, `/readyz`
+   * not ready) until one succeeds: a store that hangs rather than fails (a held lock, a stalled
+   * server) must not leave calls queueing behind it while the replica looks ready. Default 15 s.
+   */
+  commitStallMs?: number;
   /** Told about commit failures and recoveries (the operator needs to know; calls are refused meanwhile). */
   onHealthChange?: (health: { ok: true } | { ok: false; reason: string }) => void;
 }
@@ -193,6 +204,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   const intervalMs = options.checkpointIntervalMs ?? 10_000;
   const retryMs = options.retryMs ?? 1000;
   const lingerMs = options.writeBehindLingerMs ?? 50;
+  const stallMs = options.commitStallMs ?? 15_000;
   /** Pending while write-behind records wait for company; once it fires they commit (`lingerDue`). */
   let lingerTimer: NodeJS.Timeout | undefined;
   let lingerDue = false;
@@ -220,6 +232,19 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     if (reason === failure) return;
     failure = reason;
     options.onHealthChange?.(reason === undefined ? { ok: true } : { ok: false, reason });
+  };
+
+  /** Marks the ledger unhealthy if the commit started now is still in flight after `stallMs`; call the result when it ends. */
+  const watchForStall = () => {
+    const timer = setTimeout(
+      () =>
+        setHealth(
+          `an audit commit has been in flight for more than ${stallMs} ms (the store is stalled or a lock is held)`,
+        ),
+      stallMs,
+    );
+    timer.unref();
+    return () => clearTimeout(timer);
   };
 
   const seal = (w: string, seq: number, hash: string, at: Date) =>
@@ -286,11 +311,14 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     if (engine.chain) return commitChained(batch);
     let committed: LedgerCommit | undefined;
     const sealing = sealRequested;
+    const ended = watchForStall();
     try {
       await commitStandingIn(batch, () => engine.commit(writer, (head) => (committed = build(batch)(head))));
     } catch (error) {
       commitFailed(batch, error);
       return;
+    } finally {
+      ended();
     }
     if (sealing) sealRequested = false;
     paused = false;
@@ -324,6 +352,7 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     const checkpoints = pendingSeals;
     pendingSeals = [];
     let group: ChainedGroup;
+    const ended = watchForStall();
     try {
       group = await engine.chain!(writer, {
         records: batch,
@@ -335,6 +364,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       pendingSeals = [...checkpoints, ...pendingSeals];
       commitFailed(batch, error);
       return;
+    } finally {
+      ended();
     }
     if (sealing) sealRequested = false;
     paused = false;
@@ -685,13 +716,21 @@ interface WriterState {
  * back past it), and a checkpoint whose signature fails (forged). Records after a writer's newest
  * checkpoint cannot be told from forgeries until the next checkpoint seals them: they are counted
  * as `unsealed`.
+ *
+ * With a witness (audit-witness.ts, taken earlier and kept off the box), also what the store alone
+ * cannot show: a witnessed writer that is gone, whose records end before the witnessed seq, or
+ * whose record there has another hash (cut back to an earlier checkpoint, or re-chained).
  */
 class ChainChecker {
   private readonly writers = new Map<string, WriterState>();
+  private readonly witnessed = new Map<string, WitnessEntry>();
+  private readonly witnessTakenAt: string | undefined;
   records = 0;
   fault: LedgerFault | undefined;
 
-  constructor(verifier: CheckpointVerifier, checkpoints: readonly AuditCheckpoint[]) {
+  constructor(verifier: CheckpointVerifier, checkpoints: readonly AuditCheckpoint[], witness?: AuditWitness) {
+    this.witnessTakenAt = witness?.taken_at;
+    for (const entry of witness?.writers ?? []) this.witnessed.set(entry.writer, entry);
     for (const cp of checkpoints) {
       if (!verifier.verify(cp)) {
         this.fault = {
@@ -753,10 +792,49 @@ class ChainChecker {
     if (cp && cp.hash !== row.hash) {
       return fail('differs from the signed checkpoint at this seq (records re-chained without the key)');
     }
+    const witnessed = this.witnessed.get(row.writer);
+    if (witnessed?.seq === row.seq && witnessed.hash !== row.hash) {
+      return fail(
+        `differs from the record the witness of ${this.witnessTakenAt} saw at this seq (records re-chained)`,
+      );
+    }
     state.seq = row.seq;
     state.hash = row.hash;
     this.records += 1;
     return true;
+  }
+
+  /** The first witnessed writer the ledger no longer reaches (after every record was checked). */
+  private witnessFault(): LedgerFault | undefined {
+    const taken = `the witness of ${this.witnessTakenAt}`;
+    for (const w of this.witnessed.values()) {
+      const state = this.writers.get(w.writer);
+      if (!state) {
+        return {
+          writer: w.writer,
+          seq: w.seq,
+          reason: `writer missing: ${taken} saw its chain at seq ${w.seq} (writer erased)`,
+        };
+      }
+      const last = state.seq ?? state.anchor.seq;
+      if (last < w.seq) {
+        return {
+          writer: w.writer,
+          seq: last + 1,
+          reason: `missing: ${taken} saw seq ${w.seq} but the chain ends at ${last} (newest records and checkpoints cut)`,
+        };
+      }
+      // Retention may have pruned the witnessed record: then the signed anchor after it stands
+      // for it, and at the anchor's own seq the anchor's hash must be the witnessed one.
+      if (state.anchor.seq === w.seq && state.anchor.hash !== w.hash) {
+        return {
+          writer: w.writer,
+          seq: w.seq,
+          reason: `the checkpoint at this seq differs from the one ${taken} saw (records re-chained)`,
+        };
+      }
+    }
+    return undefined;
   }
 
   finish(): LedgerVerifyResult {
@@ -773,6 +851,7 @@ class ChainChecker {
         }
       }
     }
+    if (!this.fault) this.fault = this.witnessFault();
     if (this.fault) return { ok: false, records: this.records, ...this.fault };
     let unsealed = 0;
     let checkpoints = 0;
@@ -787,6 +866,8 @@ class ChainChecker {
 /** How far a verification has got, for a progress display: the records verified so far. */
 export interface VerifyOptions {
   onProgress?: (verified: number) => void;
+  /** A witness read with `readWitness` (its signatures checked): the ledger must still reach it. */
+  witness?: AuditWitness;
 }
 
 /** Verifies the ledger in a store; `onProgress` hears after every batch read. */
@@ -795,7 +876,7 @@ export async function verifyLedger(
   verifier: CheckpointVerifier,
   options: VerifyOptions = {},
 ): Promise<LedgerVerifyResult> {
-  const checker = new ChainChecker(verifier, await engine.checkpoints());
+  const checker = new ChainChecker(verifier, await engine.checkpoints(), options.witness);
   for await (const batch of engine.scan()) {
     for (const row of batch) if (!checker.check(row)) return checker.finish();
     options.onProgress?.(checker.records);
@@ -856,7 +937,7 @@ export async function verifyAuditFile(
     }
     checkpoints.push(cp);
   }
-  const checker = new ChainChecker(verifier, checkpoints);
+  const checker = new ChainChecker(verifier, checkpoints, options.witness);
   for await (const { text, number, terminated } of readLines(path)) {
     if (text.startsWith(CHECKPOINT_LINE)) continue;
     const row = terminated ? parseRecordLine(text) : undefined;

@@ -29,6 +29,7 @@ import {
   type IdentityDirectory,
   type Principal,
   type ToolContext,
+  SELF_DECLARED_REQUESTER,
 } from '../tool.ts';
 import { unrecordedError, type AuditLog, type AuditRecord } from './audit.ts';
 import { inSpan } from '../tracing.ts';
@@ -60,7 +61,13 @@ export interface CallChannel {
   /** Present only when the client declared the elicitation capability. */
   elicit?: (message: string) => Promise<ElicitAnswer>;
   progress(progress: number, total?: number, message?: string): Promise<void>;
+  /** The caller's: cancels a call whose write has not started (no intent yet); never one that has. */
   signal: AbortSignal;
+  /**
+   * Server-owned, optional: stops even a write that has started (the outbox's lost lease, so two
+   * workers never run one effect at once). Never a client's cancel.
+   */
+  stopSignal?: AbortSignal;
   /** How long a call needing approval waits for the decision; default `approvals.wait_ms` (the console: 0). */
   waitMs?: number;
   /**
@@ -372,6 +379,24 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     );
   }
 
+  /**
+   * The channel a tool runs on. A read runs on the caller's: cancelling it stops the reads. A write,
+   * once its intent is recorded, runs on a server-owned signal (the channel's `stopSignal`, else only
+   * the upstream clients' own timeouts end it): a cancel or disconnect mid-run would otherwise stop
+   * it between two upstream writes (a Segment identify sent, its track not) and record the half-done
+   * change as failed. Progress to a caller who went away is dropped rather than failing the write.
+   */
+  function runChannel(tool: AnyTool, channel: Partial<CallChannel>): Partial<CallChannel> {
+    if (tool.risk === 'read') return channel;
+    const progress = channel.progress;
+    return {
+      ...(channel.stopSignal ? { signal: channel.stopSignal } : {}),
+      ...(progress
+        ? { progress: (done, total, message) => progress(done, total, message).catch(() => {}) }
+        : {}),
+    };
+  }
+
   /** Stages 6–8 for one execution: intent record, run, outcome record. */
   async function execute(
     tool: AnyTool,
@@ -402,6 +427,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         throw e;
       }
     }
+    if (tool.risk !== 'read' && channel.signal?.aborted) {
+      // The caller cancelled (or went away) before anything started: refuse cleanly, nothing written.
+      const message = 'The call was cancelled before it started; nothing was done.';
+      await recordQuietly({ ...base, event: 'cancelled', outcome: { code: 'CANCELLED', message } });
+      throw new FraudgateError(ERROR_CODES.CONFLICT, message, { retryable: true });
+    }
     if (tool.risk !== 'read') {
       try {
         await inSpan('fraudgate.intent', () => record({ ...base, event: 'intent' }));
@@ -416,7 +447,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const started = Date.now();
     try {
       const output = (await inSpan('fraudgate.execute', () =>
-        tool.run(args, contextFor(principal, channel, meta.idempotencyKey)),
+        tool.run(args, contextFor(principal, runChannel(tool, channel), meta.idempotencyKey)),
       )) as Record<string, unknown>;
       let result = output;
       // Checked by hand where the tool has such a check (hot reads): no copy of the result through zod.
@@ -567,7 +598,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester_kind: approval.requester_kind,
       mode: approval.mode,
       policy_version: approval.policy_version,
-      evidence: fresh,
+      evidence:
+        approval.evidence.requester_identity === undefined
+          ? fresh
+          : { ...fresh, requester_identity: approval.evidence.requester_identity },
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),
     });
@@ -994,7 +1028,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     let current: Approval = approval;
     let seen = deps.approvalSignal?.version(approval.id) ?? 0;
     for (;;) {
-      if (current.state === 'approved') current = await executeApproval(current, channel, callId);
+      // The approved action runs on the server's behalf, never on the requester's channel: the
+      // requester cancelling or going away mid-run must not stop it half-done (see runChannel).
+      if (current.state === 'approved')
+        current = await executeApproval(current, { progress: channel.progress }, callId);
       if (current.state !== 'pending' && current.state !== 'approved' && current.state !== 'executing')
         return settle(current);
       if (Date.now() >= deadline || channel.signal.aborted) return settle(current);
@@ -1085,6 +1122,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         unavailable: error.message,
       };
     }
+    // The approver sees that the requester's name is only a claim (four-eyes still compares it).
+    if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
     const request: NewApproval = {
       id: newApprovalId(),
       tool: tool.name,

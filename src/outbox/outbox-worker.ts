@@ -803,6 +803,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       principal,
       progress: async () => {},
       signal,
+      // A lost lease stops the effect even mid-write: its new owner re-runs it with the same key.
+      stopSignal: signal,
       idempotencyKey: `outbox-effect:${effect.id}`,
     };
     const outcome = await pipeline.call(effect.tool, effect.args, channel);

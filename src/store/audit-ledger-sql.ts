@@ -59,6 +59,8 @@ export async function readCheckpoints(sql: SqlExecutor): Promise<AuditCheckpoint
 /** Retention: `writer`'s records through `throughSeq` and its checkpoints before it, in one transaction. */
 export function pruneWriter(sql: SqlExecutor, writer: string, throughSeq: number): Promise<number> {
   return sql.transaction(async (tx) => {
+    // Retention deletes months of records at once: longer than a call's statement timeout may allow.
+    if (tx.engine === 'postgres') await tx.execute('SET LOCAL statement_timeout = 0');
     const deleted = await tx.execute('DELETE FROM audit_records WHERE writer = $1 AND seq <= $2', [
       writer,
       throughSeq,

@@ -259,6 +259,10 @@ export async function migrate(
   // Replicas starting together: the first takes the lock and migrates, the others wait, then find
   // nothing to do. The lock is per schema, so test runs in their own schemas do not wait on each other.
   return db.transaction(async (tx) => {
+    // A migration may rewrite a large table, and the replicas behind the first wait for its lock
+    // as long as it takes: the pool's statement and lock timeouts are for calls, not for this.
+    await tx.execute('SET LOCAL statement_timeout = 0');
+    await tx.execute('SET LOCAL lock_timeout = 0');
     await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
       `fraudgate-migrations:${schema}`,
     ]);

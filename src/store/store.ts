@@ -158,6 +158,9 @@ export async function openStore(
     db = openPostgresDatabase(secrets.postgresUrl, {
       schema: config.store_postgres.schema,
       poolSize: config.store_postgres.pool_size,
+      statementTimeoutMs: config.store_postgres.statement_timeout_ms,
+      lockTimeoutMs: config.store_postgres.lock_timeout_ms,
+      idleInTransactionTimeoutMs: config.store_postgres.idle_in_transaction_timeout_ms,
       ...(options.onConnectionError ? { onConnectionError: options.onConnectionError } : {}),
     });
     await waitUntilReachable(

@@ -21,7 +21,13 @@ import type { Principal } from '../tool.ts';
 
 /** The stdio principal: the configured analyst, or an unidentified one that may only read. */
 export function stdioPrincipal(analyst: string | undefined): Principal {
-  return { id: analyst ? normalizeIdentity(analyst) : UNIDENTIFIED, kind: 'user', role: 'analyst' };
+  // No credential on stdio: whoever starts the process names the analyst, so the name is only a claim.
+  return {
+    id: analyst ? normalizeIdentity(analyst) : UNIDENTIFIED,
+    kind: 'user',
+    role: 'analyst',
+    declared: true,
+  };
 }
 
 /** What the MCP handshake may be answered with before the runtime is open: it touches no state. */

@@ -4,6 +4,7 @@
  * its expiry even when the sweep that marks it expired did not run. Only people decide approvals.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { stdioPrincipal } from '../../src/transports/stdio.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
@@ -146,4 +147,26 @@ describe('only people decide approvals', () => {
       expect(labelsReceived()).toHaveLength(0);
     });
   }
+});
+
+describe('a stdio requester is self-declared', () => {
+  it('its approvals tell the approver the name is only a claim; four-eyes still compares it', async () => {
+    const principal = stdioPrincipal(ANALYST.id);
+    expect(principal).toMatchObject({ id: ANALYST.id, declared: true });
+    env = await setup({ principal });
+    const requested = await env.callTool('apply_label', LABEL);
+    const id = String(requested.error.approval_id);
+    const approval = await env.runtime.approvals.get(id);
+    expect(approval?.evidence.requester_identity).toMatch(/self-declared.*stdio.*FRAUDGATE_ANALYST/);
+    await expect(
+      env.runtime.desk.decide(id, { approve: true, approver: { ...ANALYST, role: 'approver' } }),
+    ).rejects.toThrow(/Four-eyes/);
+  });
+
+  it('a requester proven by a credential (HTTP) carries no such note', async () => {
+    env = await setup();
+    const requested = await env.callTool('apply_label', LABEL);
+    const approval = await env.runtime.approvals.get(String(requested.error.approval_id));
+    expect(approval?.evidence).not.toHaveProperty('requester_identity');
+  });
 });

@@ -24,6 +24,7 @@ import {
 } from '../../src/governance/audit-ledger.ts';
 import { createCheckpointSigner, createCheckpointVerifier } from '../../src/governance/audit-signing.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
+import { takeWitness } from '../../src/governance/audit-witness.ts';
 import { openPostgresLedgerStore } from '../../src/store/postgres/audit-ledger-store.ts';
 import { openSqliteLedgerStore } from '../../src/store/sqlite/audit-ledger-store.ts';
 import { listening } from '../helpers/services.ts';
@@ -490,6 +491,41 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
         });
       });
 
+      it('cut back to an earlier checkpoint (records, checkpoints and head): only a witness taken before shows it', async () => {
+        const { backend, engine } = await written(12);
+        const { witness } = takeWitness(await engine.checkpoints(), verifier, new Date());
+        expect(witness.writers).toMatchObject([{ writer: 'replica-a', seq: 12 }]);
+        expect(await verifyLedger(engine, verifier, { witness })).toMatchObject({ ok: true, records: 12 });
+        await backend.sql('DELETE FROM audit_records WHERE writer = ? AND seq > 5', ['replica-a']);
+        await backend.sql('DELETE FROM audit_checkpoints WHERE writer = ? AND seq > 5', ['replica-a']);
+        await backend.sql(
+          'UPDATE audit_writers SET seq = 5, sealed_seq = 5, hash = (SELECT hash FROM audit_records WHERE writer = ? AND seq = 5) WHERE writer = ?',
+          ['replica-a', 'replica-a'],
+        );
+        expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 5 });
+        expect(await verifyLedger(engine, verifier, { witness })).toMatchObject({
+          ok: false,
+          writer: 'replica-a',
+          seq: 6,
+          reason: expect.stringContaining('saw seq 12 but the chain ends at 5'),
+        });
+      });
+
+      it('a writer erased whole: only a witness shows it', async () => {
+        const { backend, engine } = await written(7);
+        const { witness } = takeWitness(await engine.checkpoints(), verifier, new Date());
+        for (const table of ['audit_records', 'audit_checkpoints', 'audit_writers']) {
+          await backend.sql(`DELETE FROM ${table} WHERE writer = ?`, ['replica-a']);
+        }
+        expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 0 });
+        expect(await verifyLedger(engine, verifier, { witness })).toMatchObject({
+          ok: false,
+          writer: 'replica-a',
+          seq: 7,
+          reason: expect.stringContaining('writer missing'),
+        });
+      });
+
       it('a full re-chain by someone without the key: rewritten hashes, forged or deleted checkpoints', async () => {
         const { backend, engine } = await written(12);
         // Edit record 3 and recompute every hash after it: the chain alone now looks perfect.
@@ -633,6 +669,22 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       expect(pruned.records).toBe(10);
       expect((await rows(backend)).map((r) => r.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 11));
       expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: true, records: 10 });
+      // A witness taken before retention pruned its seq: the signed anchor after it stands for it.
+      const early = {
+        format: 'fraudgate-audit-witness/1' as const,
+        taken_at: new Date(start).toISOString(),
+        writers: [
+          {
+            writer: 'replica-a',
+            seq: 5,
+            hash: 'pruned'.padEnd(64, '0'),
+            signed_at: '',
+            key_id: '',
+            signature: '',
+          },
+        ],
+      };
+      expect(await verifyLedger(engine, verifier, { witness: early })).toMatchObject({ ok: true });
       // The anchor still catches a deletion at the new start.
       await backend.sql('DELETE FROM audit_records WHERE writer = ? AND seq = 11', ['replica-a']);
       expect(await verifyLedger(engine, verifier)).toMatchObject({ ok: false, seq: 12 });

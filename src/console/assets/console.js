@@ -145,6 +145,8 @@ function evidenceSummary(evidence) {
   }
   if (typeof evidence.system === 'string') items.push(['System', evidence.system]);
   if (typeof evidence.unavailable === 'string') items.push(['Unavailable', evidence.unavailable]);
+  if (typeof evidence.requester_identity === 'string')
+    items.push(['Requester identity', evidence.requester_identity]);
   if (items.length === 0) return undefined;
   const dl = el('dl', { class: 'kv summary' });
   for (const [k, v] of items) dl.append(el('dt', { text: k }), el('dd', { text: v }));

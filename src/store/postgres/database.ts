@@ -7,7 +7,9 @@
  * get a listener that logs; the failed query rejects as usual, and the pool replaces the connection
  * on the next checkout, so work resumes by itself when the server is back. Such failures reach callers
  * as a retryable `StoreUnavailableError` (not the driver's error, which would surface as INTERNAL):
- * the call may simply be made again once the server answers.
+ * the call may simply be made again once the server answers. So do statements the server gives up
+ * on: every session has a statement, lock and idle-in-transaction timeout (`store_postgres.*`), so
+ * a held lock or a stuck server refuses calls (retryable) instead of hanging them.
  */
 import pg from 'pg';
 import { StoreUnavailableError } from '../../errors.ts';
@@ -27,7 +29,24 @@ export interface PostgresOptions {
    * long; a busy pool serves its queue in arrival order well within it.
    */
   queueTimeoutMs?: number;
+  /**
+   * Server-side bounds on every session of the pool (0 turns one off), so a stuck statement is
+   * refused as retryable instead of hanging the call that waits on it: a statement runs at most
+   * `statementTimeoutMs` (default 30 s), waits for a lock at most `lockTimeoutMs` (default 10 s),
+   * and a transaction left idle (its holder stalled or gone) is ended after
+   * `idleInTransactionTimeoutMs` (default 60 s), releasing its locks. Work that is long on
+   * purpose (migrations, retention, the audit scan) lifts them for its own transaction.
+   */
+  statementTimeoutMs?: number;
+  lockTimeoutMs?: number;
+  idleInTransactionTimeoutMs?: number;
 }
+
+export const POSTGRES_TIMEOUT_DEFAULTS = {
+  statementTimeoutMs: 30_000,
+  lockTimeoutMs: 10_000,
+  idleInTransactionTimeoutMs: 60_000,
+} as const;
 
 /**
  * At most `size` holders of a pooled connection at once; the others queue in arrival order. pg-pool
@@ -102,6 +121,19 @@ const CONNECTION_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/;
 const CONNECTION_MESSAGE =
   /timeout exceeded when trying to connect|Connection terminated|is not queryable|connection error|Connection closed/i;
 
+/**
+ * SQLSTATEs of a statement the server gave up on, the session intact: 57014 (query_canceled: the
+ * statement timeout, or a cancel) and 55P03 (lock_not_available: the lock timeout). The statement
+ * (and its transaction) did nothing; the same work may succeed once the holder lets go.
+ */
+const GAVE_UP_SQLSTATE = new Set(['57014', '55P03']);
+
+/** Whether `error` is the server refusing a statement that ran or waited too long (see {@link GAVE_UP_SQLSTATE}). */
+export function isTimeoutRefusal(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return error instanceof Error && typeof code === 'string' && GAVE_UP_SQLSTATE.has(code);
+}
+
 /** Whether `error` means "PostgreSQL is unreachable or dropped us" (try again later) rather than a bad query. */
 export function isConnectionFailure(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
@@ -111,12 +143,15 @@ export function isConnectionFailure(error: unknown): boolean {
   return CONNECTION_MESSAGE.test(error.message);
 }
 
-/** Runs `fn`; a connection failure becomes a retryable StoreUnavailableError, anything else is rethrown as is. */
+/**
+ * Runs `fn`; a connection failure or a statement the server gave up on (a timeout) becomes a
+ * retryable StoreUnavailableError, anything else is rethrown as is.
+ */
 export async function guarded<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    throw isConnectionFailure(error) ? new StoreUnavailableError(error) : error;
+    throw isConnectionFailure(error) || isTimeoutRefusal(error) ? new StoreUnavailableError(error) : error;
   }
 }
 
@@ -167,6 +202,13 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
     options: `-c search_path=${schema}`,
     types,
+    statement_timeout: options.statementTimeoutMs ?? POSTGRES_TIMEOUT_DEFAULTS.statementTimeoutMs,
+    lock_timeout: options.lockTimeoutMs ?? POSTGRES_TIMEOUT_DEFAULTS.lockTimeoutMs,
+    idle_in_transaction_session_timeout:
+      options.idleInTransactionTimeoutMs ?? POSTGRES_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs,
+    // A server that vanished without a FIN (a failover, a dropped route) is noticed by TCP instead
+    // of leaving a query waiting on a dead socket.
+    keepAlive: true,
   });
   watchConnections(pool, onError);
   const gate = createGate(poolSize, options.queueTimeoutMs ?? 60_000);
@@ -198,7 +240,14 @@ export function openPostgresDatabase(connectionString: string, options: Postgres
         broken = true;
       });
     } catch (error) {
-      if (error instanceof StoreUnavailableError || isConnectionFailure(error)) broken = true;
+      // A statement the server timed out leaves its session usable; a lost connection does not.
+      const cause = error instanceof StoreUnavailableError ? error.cause : error;
+      if (
+        !isTimeoutRefusal(cause) &&
+        (error instanceof StoreUnavailableError || isConnectionFailure(error))
+      ) {
+        broken = true;
+      }
       throw error;
     } finally {
       client.release(broken ? true : undefined);
