@@ -159,6 +159,30 @@ describe('an undo counts against the budget of what it re-applies', () => {
   });
 });
 
+describe('an undo counts against undo_action too', () => {
+  it('with both budgets set, a re-suppressing undo counts in each: a spent undo_action budget makes it wait', async () => {
+    env = await setup({
+      config: {
+        budgets: { limits: { suppress_user: { max_effects: 10 }, undo_action: { max_effects: 1 } } },
+      },
+    });
+    const resumedOf = async (user: string) => {
+      await approvedAndRun(env!, 'suppress_user', { user_id: user, reason: 'promo abuse' });
+      return approvedAndRun(env!, 'suppress_user', { user_id: user, reason: 'cleared', suppressed: false });
+    };
+    const first = await resumedOf('sandbox-watch');
+    const second = await resumedOf('sandbox-high-risk');
+    await approvedAndRun(env, 'undo_action', { approval_id: first, ...REASON });
+    const undo = await env.callTool('undo_action', { approval_id: second, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('approved');
+    expect((await env.runtime.budgets.activePauses()).map((p) => p.budget_key)).toEqual(['undo_action']);
+    expect(env.sandbox.segment.profile('sandbox-high-risk')).toMatchObject({ suppressed_for_fraud: false });
+  });
+});
+
 describe('an action is undone once', () => {
   it('the undone action shows as undone, and a second undo of it is refused naming it', async () => {
     env = await setup();
