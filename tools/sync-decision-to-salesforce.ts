@@ -10,7 +10,7 @@ import {
   type CrmRow,
 } from './salesforce-common.ts';
 import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
-import { currentDecision } from './sync-decision-to-segment.ts';
+import { currentDecisions, governingDecision, latestDecision } from './decision-state.ts';
 
 /** Everything the sync decides before writing; shared by the dry run and the real run. */
 async function prepare(
@@ -18,10 +18,15 @@ async function prepare(
   ctx: ToolContext,
   options: { recordMatch: boolean },
 ) {
-  const [decision, matched] = await Promise.all([
-    currentDecision(args.user_id, args.abuse_type, ctx),
+  const [decisions, matched] = await Promise.all([
+    currentDecisions(args.user_id, ctx),
     matchCrmRecords(args.user_id, { email: args.email, phone: args.phone }, ctx),
   ]);
+  // The user-level field carries the most severe current decision: a later ACCEPT for one abuse
+  // type must not clear a BLOCK standing for another. abuse_type only picks what is reported back.
+  const decision = governingDecision(decisions);
+  const reported =
+    args.abuse_type === undefined ? undefined : (latestDecision(decisions, args.abuse_type) ?? null);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const value = effect.salesforce_value;
   if (options.recordMatch) await recordMatchOutcome(args.user_id, matched.match, matched.tried, ctx);
@@ -44,28 +49,30 @@ async function prepare(
       : `Sift user ${args.user_id} has no current decision: ${value}.`,
     `Synced to ${ctx.config.mapping.salesforce_fields.decision} by ${ctx.principal.id} through fraudgate. ${marker}`,
   ].join('\n');
-  return { decision, value, marker, body, match: matched.match, records: matched.records };
+  return { decision, reported, value, marker, body, match: matched.match, records: matched.records };
 }
 
 export const syncDecisionToSalesforce = defineTool({
   name: 'sync_decision_to_salesforce',
   title: "Sync a user's Sift decision to Salesforce",
   description:
-    "Copy a user's current Sift decision (read from Sift) onto the matched Salesforce Account and " +
-    'Contact (mapped decision field), with a Chatter note for the owner. Matched by Sift user id, ' +
-    'email, then phone; no match is NOT_FOUND and joins the identity review list. Never posted twice.',
+    "Copy a user's Sift decision (read from Sift; the most severe across abuse types) onto the " +
+    'matched Salesforce Account and Contact (mapped decision field), with a Chatter note for the ' +
+    'owner. Matched by Sift user id, email, then phone; no match is NOT_FOUND and joins the identity ' +
+    'review list. Never posted twice.',
   risk: 'write',
   toolset: 'salesforce',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe('Default: the latest decision.'),
+    abuse_type: abuseType.optional().describe("Also report this abuse type's decision."),
     email: z.email().max(80).optional().describe('Contact email to match by.'),
     phone: z.string().min(6).max(40).optional().describe('Contact phone to match by.'),
   }),
   output: z.object({
     user_id: z.string(),
-    decision: currentDecisionSummary.nullable(),
+    decision: currentDecisionSummary.nullable().describe('The most severe current one.'),
+    abuse_type_decision: currentDecisionSummary.nullable().optional().describe('With abuse_type.'),
     salesforce_value: z.string().describe('Mapped decision field value.'),
     match: z.enum(['sift_user_id', 'email', 'phone']),
     records: z.array(
@@ -109,7 +116,9 @@ export const syncDecisionToSalesforce = defineTool({
     };
   },
   async run(args, ctx) {
-    const { decision, value, body, marker, match, records } = await prepare(args, ctx, { recordMatch: true });
+    const { decision, reported, value, body, marker, match, records } = await prepare(args, ctx, {
+      recordMatch: true,
+    });
     const field = ctx.config.mapping.salesforce_fields.decision;
     // Each record's update carries the sync key and travels in one request with its post: both
     // land or neither, and a record already carrying the key already has its post.
@@ -145,6 +154,9 @@ export const syncDecisionToSalesforce = defineTool({
     return {
       user_id: args.user_id,
       decision: decision ? currentDecisionSummary.parse(decision) : null,
+      ...(reported === undefined
+        ? {}
+        : { abuse_type_decision: reported ? currentDecisionSummary.parse(reported) : null }),
       salesforce_value: value,
       match: match as 'sift_user_id' | 'email' | 'phone',
       records: out,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
-import type { SiftUserDecisionStatus } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
+import { currentDecisions, governingDecision, latestDecision } from './decision-state.ts';
 import { abuseType, userId, currentDecisionSummary, segmentUserIdFor } from './schemas.ts';
 
 const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
@@ -11,31 +11,16 @@ function messageId(kind: string, parts: (string | number)[]): string {
   return `fg-${kind}-${createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 40)}`;
 }
 
-/** The user's current decision (for one abuse type, or the most recent across all) with its category. */
-export async function currentDecision(user: string, type: string | undefined, ctx: ToolContext) {
-  const statuses = await ctx.clients.sift.getUserDecisions(user, { signal: ctx.signal });
-  const candidates = statuses.filter((s) => type === undefined || s.abuseType === type);
-  const latest = candidates.reduce<SiftUserDecisionStatus | undefined>(
-    (a, b) => (a && a.time >= b.time ? a : b),
-    undefined,
-  );
-  if (!latest) return undefined;
-  const catalogue = await ctx.clients.sift.listDecisions({ entityType: 'user' }, { signal: ctx.signal });
-  const definition = catalogue.find((d) => d.id === latest.decisionId);
-  return {
-    decision_id: latest.decisionId,
-    abuse_type: latest.abuseType,
-    // A decision missing from the catalogue was deleted in the Sift console; treat it as a watch, the safe middle.
-    category: definition?.category ?? ('watch' as const),
-    decided_at: new Date(latest.time).toISOString(),
-    time: latest.time,
-  };
-}
-
-/** What a sync writes for the user's current decision; shared by the dry run and the real run. */
+/**
+ * What a sync writes: the user-level state of the most severe current decision across abuse types
+ * (a later ACCEPT for one abuse type must not clear a BLOCK for another). `type` only picks the
+ * abuse type's own decision to report back. Shared by the dry run and the real run.
+ */
 async function plannedWrites(user: string, type: string | undefined, ctx: ToolContext) {
   const segmentUser = await segmentUserIdFor(user, ctx);
-  const decision = await currentDecision(user, type, ctx);
+  const decisions = await currentDecisions(user, ctx);
+  const decision = governingDecision(decisions);
+  const reported = type === undefined ? undefined : (latestDecision(decisions, type) ?? null);
   const effect = decision ? ctx.config.mapping.decisions[decision.category] : ctx.config.mapping.no_decision;
   const traits: Record<string, string | number | boolean | null> = {
     ...effect.segment_traits,
@@ -58,26 +43,28 @@ async function plannedWrites(user: string, type: string | undefined, ctx: ToolCo
     decision?.time ?? 'none',
   ];
   const ids = { identify: messageId('dec-id', key), track: messageId('dec-tr', key) };
-  return { segmentUser, decision, effect, traits, properties, ids, event: effect.segment_event };
+  return { segmentUser, decision, reported, effect, traits, properties, ids, event: effect.segment_event };
 }
 
 export const syncDecisionToSegment = defineTool({
   name: 'sync_decision_to_segment',
   title: "Sync a user's Sift decision to Segment",
   description:
-    "Copy a user's current Sift decision (read from Sift) to their Segment profile as mapped traits " +
-    'plus a track event; no decision writes the no-decision traits. Safe to repeat.',
+    "Copy a user's Sift decision (read from Sift; the most severe across abuse types) to their " +
+    'Segment profile as mapped traits plus a track event; no decision writes the no-decision traits. ' +
+    'Safe to repeat.',
   risk: 'write',
   toolset: 'segment',
   idempotent: true,
   input: z.strictObject({
     user_id: userId,
-    abuse_type: abuseType.optional().describe('Default: the latest decision.'),
+    abuse_type: abuseType.optional().describe("Also report this abuse type's decision."),
   }),
   output: z.object({
     user_id: z.string(),
     segment_user_id: z.string().describe('Mapped Segment user id.'),
-    decision: currentDecisionSummary.nullable(),
+    decision: currentDecisionSummary.nullable().describe('The most severe current one.'),
+    abuse_type_decision: currentDecisionSummary.nullable().optional().describe('With abuse_type.'),
     traits_written: z.record(z.string(), traitValue),
     event_written: z.object({ event: z.string(), properties: z.record(z.string(), traitValue) }),
     message_ids: z.object({ identify: z.string(), track: z.string() }),
@@ -97,7 +84,7 @@ export const syncDecisionToSegment = defineTool({
     };
   },
   async run(args, ctx) {
-    const { segmentUser, decision, effect, traits, properties, ids } = await plannedWrites(
+    const { segmentUser, decision, reported, effect, traits, properties, ids } = await plannedWrites(
       args.user_id,
       args.abuse_type,
       ctx,
@@ -114,6 +101,9 @@ export const syncDecisionToSegment = defineTool({
       user_id: args.user_id,
       segment_user_id: segmentUser,
       decision: decision ? currentDecisionSummary.parse(decision) : null,
+      ...(reported === undefined
+        ? {}
+        : { abuse_type_decision: reported ? currentDecisionSummary.parse(reported) : null }),
       traits_written: traits,
       event_written: { event: effect.segment_event, properties },
       message_ids: ids,

@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { abuseType, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
-import { currentDecision } from './sync-decision-to-segment.ts';
+import { currentDecisions, latestDecision } from './decision-state.ts';
 
 const EVENTS = ['score_evaluated', 'decision_applied', 'label_applied'] as const;
 type FraudEvent = (typeof EVENTS)[number];
@@ -46,7 +46,8 @@ async function outcome(
 ): Promise<Properties> {
   const base = { ...EMPTY, case_id: args.case_id ?? null };
   if (event === 'decision_applied') {
-    const decision = await currentDecision(args.user_id, args.abuse_type, ctx);
+    // An event reports the decision applied last (of the abuse type, if given), not the user's state.
+    const decision = latestDecision(await currentDecisions(args.user_id, ctx), args.abuse_type);
     if (!decision) throw new NotFoundError(`Sift user ${args.user_id} has no current decision to report.`);
     return {
       ...base,

@@ -31,6 +31,8 @@ export const AUDIT_EVENTS = [
   'intent',
   'executed',
   'failed',
+  // A write whose caller cancelled it before its intent was recorded: nothing was done.
+  'cancelled',
   'approval_requested',
   // An approved action did not run: its evidence changed before execution; a new approval replaces it.
   'evidence_changed',
