@@ -426,11 +426,10 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   });
   // What the previous process under this replica id died executing is settled now, not on the first
   // approval sweep this replica happens to run (it may not hold that job's lease for a long time).
-  const recovery = runtime.pipeline
-    .recoverInterrupted()
-    .catch((error: unknown) =>
-      logger.error('recovering interrupted approvals failed', { error: String(error) }),
-    );
+  const recovery = runtime.pipeline.recoverInterrupted().catch((error: unknown) =>
+    // An approval's error may quote its arguments: the redacting logger.
+    runtime.logger.error('recovering interrupted approvals failed', { error: String(error) }),
+  );
   // Background jobs (approval sweep, lifecycle feedback, score sync, retention), each on one replica of the fleet at a time.
   const jobs = await startServeJobs(runtime, replicaId);
   // Everything is loaded now: the code V8 compiled is kept for the next start (bin/fraudgate.js
@@ -444,7 +443,6 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
           runtime,
           store,
           keys,
-          logger,
           owner: replicaId,
           replicaStartedAt,
         })
@@ -483,11 +481,14 @@ async function openWebhooks(options: {
   runtime: Runtime;
   store: Store;
   keys: LoadedKeys;
-  logger: Logger;
   owner: string;
   replicaStartedAt: Date;
 }): Promise<{ mounts: HttpHandler[]; close(): Promise<void> }> {
-  const { config, secrets, runtime, store, keys, logger, owner, replicaStartedAt } = options;
+  const { config, secrets, runtime, store, keys, owner, replicaStartedAt } = options;
+  // The runtime's logger, not the process's raw one: the webhook handlers and the outbox worker log
+  // error texts (a failed enqueue, a routing or vendor error) that may carry an email or an IP, and
+  // the runtime's passes every field through the audit redactor first.
+  const logger = runtime.logger;
   const [
     { openAutomation },
     { createSiftWebhookHandler },

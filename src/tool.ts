@@ -50,8 +50,17 @@ export interface ToolContext {
   /** Report progress to the client when it asked for it; a no-op otherwise. */
   progress(progress: number, total?: number, message?: string): Promise<void>;
   now(): Date;
-  /** Read-only view of approvals, for `get_approval_status`. Tools can never decide an approval. */
-  approvals: { get(id: string): Promise<ApprovalView | undefined> };
+  /**
+   * Approvals, for `get_approval_status` and `undo_action`. Tools can never decide an approval; an
+   * undo marks what it reverses, so that action cannot be undone twice.
+   */
+  approvals: {
+    get(id: string): Promise<ApprovalView | undefined>;
+    /** executed → undone, compare-and-set: true for the one caller that marked it. */
+    markUndone(id: string): Promise<boolean>;
+    /** undone → executed again, after an undo that failed before changing anything. */
+    unmarkUndone(id: string): Promise<void>;
+  };
   /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
   identities: IdentityDirectory;
   /**
@@ -261,6 +270,12 @@ export function inputSchemaOf(tool: AnyTool): z.ZodObject {
 export interface ApprovalKey {
   key: string;
   floor?: ApprovalMode;
+  /**
+   * The blast-radius budgets the call counts against: each a list of keys, most specific first (the
+   * first with a configured limit decides), and every list admits the effect. Default `[[key, tool]]`;
+   * an undo counts against `undo_action` and against what it re-applies (e.g. `apply_decision:block`).
+   */
+  budgetKeys?: readonly (readonly string[])[];
 }
 
 /** Define a tool; the identity function exists so TypeScript infers the argument and result types. */

@@ -4,6 +4,7 @@ import type { AbuseType } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ApprovalView, type ToolContext } from '../src/tool.ts';
 import { segmentUserIdFor, siftEvidence } from './schemas.ts';
+import { decisionCatalogue } from './list-sift-decisions.ts';
 import { suppressionWrites } from './suppress-user.ts';
 
 /**
@@ -70,6 +71,28 @@ function compensationFor(original: ApprovalView): Compensation {
   return { kind: 'suppression', user, suppressed: evidence.currently_suppressed === true };
 }
 
+/** The budget keys of what a compensation re-applies, most specific first, as its own tool's call would have. */
+async function budgetKeysOf(c: Compensation, ctx: ToolContext): Promise<string[]> {
+  switch (c.kind) {
+    case 'label':
+      return [c.restore ? 'apply_label' : 'remove_label'];
+    case 'suppression':
+      return ['suppress_user'];
+    case 'decision': {
+      // Sift's category, read fresh like apply_decision's: the budget of a re-applied BLOCK is the BLOCK's.
+      const { decisions } = await decisionCatalogue({}, ctx, { fresh: true });
+      const decision = decisions.find((d) => d.id === c.decisionId);
+      if (!decision) {
+        throw conflict(
+          `The earlier decision ${c.decisionId} is no longer in Sift's decision catalogue, so it cannot be ` +
+            're-applied: apply the decision that should be in force with apply_decision.',
+        );
+      }
+      return [`apply_decision:${decision.category}`, 'apply_decision'];
+    }
+  }
+}
+
 function describe(c: Compensation): string {
   switch (c.kind) {
     case 'label':
@@ -100,6 +123,12 @@ async function undoable(
         message: `${original.tool} has no undo; undo covers ${UNDOABLE_TOOLS.join(', ')}`,
       },
     ]);
+  }
+  if (original.state === 'undone') {
+    throw conflict(
+      `Approval ${approvalId} was already undone; an action is undone once. To change the state again, ` +
+        'use the matching tool.',
+    );
   }
   if (original.state !== 'executed' || !original.executed_at) {
     throw conflict(`Approval ${approvalId} is ${original.state}: only an executed action can be undone.`);
@@ -137,8 +166,10 @@ export const undoAction = defineTool({
   target: (args) => `approval:${args.approval_id}`,
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
-    await undoable(args.approval_id, ctx);
-    return { key: 'undo_action' };
+    const { compensation } = await undoable(args.approval_id, ctx);
+    // What it re-applies counts against that budget too: a paused `apply_decision:block` or
+    // `suppress_user` budget is not sidestepped by undoing the action that lifted a block or suppression.
+    return { key: 'undo_action', budgetKeys: [await budgetKeysOf(compensation, ctx), ['undo_action']] };
   },
   async evidence(args, ctx) {
     const { original, compensation } = await undoable(args.approval_id, ctx);
@@ -162,57 +193,77 @@ export const undoAction = defineTool({
   },
   async run(args, ctx) {
     const { original, compensation: c } = await undoable(args.approval_id, ctx);
-    const note = `Undo of ${original.id}: ${args.reason}`;
-    const sift = ctx.clients.sift;
-    if (c.kind === 'label' && c.restore) {
-      await sift.addLabel(
-        c.user,
-        {
-          isBad: c.restore.is_bad,
-          abuseType: c.abuseType,
-          description: note,
-          source: ctx.config.label_source,
-          analyst: ctx.principal.id,
-        },
-        { signal: ctx.signal },
-      );
-    } else if (c.kind === 'label') {
-      await sift.removeLabel(c.user, c.abuseType, { signal: ctx.signal });
-    } else if (c.kind === 'decision') {
-      await sift.applyUserDecision(
-        c.user,
-        { decisionId: c.decisionId, source: 'MANUAL_REVIEW', analyst: ctx.principal.id, description: note },
-        { signal: ctx.signal },
-      );
-    } else {
-      const segmentUser = await segmentUserIdFor(c.user, ctx);
-      const { traits, event } = suppressionWrites(c.suppressed, ctx);
-      // Keyed by the undo's own approval: a repeated run is deduplicated by Segment.
-      const key = createHash('sha256').update(`${ctx.idempotencyKey}\u0000undo`).digest('hex').slice(0, 40);
-      await ctx.clients.segment.identify(
-        { userId: segmentUser, traits, messageId: `fg-undo-id-${key}` },
-        { signal: ctx.signal },
-      );
-      await ctx.clients.segment.track(
-        {
-          userId: segmentUser,
-          event,
-          properties: {
-            reason: note,
-            suppressed: c.suppressed,
-            requested_by: ctx.principal.id,
-            undo_of: original.id,
-          },
-          messageId: `fg-undo-tr-${key}`,
-        },
-        { signal: ctx.signal },
-      );
+    // Marked first, compare-and-set: of two undos of one action, one runs.
+    if (!(await ctx.approvals.markUndone(original.id))) {
+      throw conflict(`Approval ${original.id} was already undone by another undo; nothing was done.`);
     }
-    return {
-      undone_approval_id: original.id,
-      undone_tool: original.tool,
-      compensation: describe(c),
-      undone_at: ctx.now().toISOString(),
-    };
+    try {
+      return await compensate(original, c, args.reason, ctx);
+    } catch (error) {
+      // Not (or not all) restored: unmarked, so it can still be undone.
+      await ctx.approvals.unmarkUndone(original.id);
+      throw error;
+    }
   },
 });
+
+/** Apply the compensation: the state before `original` back in Sift or Segment. */
+async function compensate(
+  original: ApprovalView,
+  c: Compensation,
+  reason: string,
+  ctx: ToolContext,
+): Promise<{ undone_approval_id: string; undone_tool: string; compensation: string; undone_at: string }> {
+  const note = `Undo of ${original.id}: ${reason}`;
+  const sift = ctx.clients.sift;
+  if (c.kind === 'label' && c.restore) {
+    await sift.addLabel(
+      c.user,
+      {
+        isBad: c.restore.is_bad,
+        abuseType: c.abuseType,
+        description: note,
+        source: ctx.config.label_source,
+        analyst: ctx.principal.id,
+      },
+      { signal: ctx.signal },
+    );
+  } else if (c.kind === 'label') {
+    await sift.removeLabel(c.user, c.abuseType, { signal: ctx.signal });
+  } else if (c.kind === 'decision') {
+    await sift.applyUserDecision(
+      c.user,
+      { decisionId: c.decisionId, source: 'MANUAL_REVIEW', analyst: ctx.principal.id, description: note },
+      { signal: ctx.signal },
+    );
+  } else {
+    const segmentUser = await segmentUserIdFor(c.user, ctx);
+    const { traits, event } = suppressionWrites(c.suppressed, ctx);
+    // Keyed by the undo's own approval: a repeated run is deduplicated by Segment.
+    const key = createHash('sha256').update(`${ctx.idempotencyKey}\u0000undo`).digest('hex').slice(0, 40);
+    await ctx.clients.segment.identify(
+      { userId: segmentUser, traits, messageId: `fg-undo-id-${key}` },
+      { signal: ctx.signal },
+    );
+    await ctx.clients.segment.track(
+      {
+        userId: segmentUser,
+        event,
+        properties: {
+          reason: note,
+          suppressed: c.suppressed,
+          requested_by: ctx.principal.id,
+          undo_of: original.id,
+        },
+        messageId: `fg-undo-tr-${key}`,
+      },
+      { signal: ctx.signal },
+    );
+  }
+  return {
+    undone_approval_id: original.id,
+    undone_tool: original.tool,
+    compensation: describe(c),
+    undone_at: ctx.now().toISOString(),
+  };
+}

@@ -129,6 +129,11 @@ export interface LedgerEngine {
    */
   scan(batchSize?: number): AsyncIterable<LedgerRow[]>;
   checkpoints(): Promise<AuditCheckpoint[]>;
+  /**
+   * Optional (an engine whose commit can fail after the server committed it: PostgreSQL, when the
+   * connection drops before the answer): whether `writer`'s record `seq` with this hash is stored.
+   */
+  isStored?(writer: string, seq: number, hash: string): Promise<boolean>;
   /** Deletes `writer`'s records up to `throughSeq` and its checkpoints before it, in one transaction. */
   prune(writer: string, throughSeq: number): Promise<number>;
   /** Whether the engine answers (for `/readyz`). */
@@ -279,6 +284,33 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
       return { rows, checkpoints, head: { seq, hash, sealed_seq, sealed_at } };
     };
 
+  /**
+   * Write-behind records of failed commits that may have landed all the same (the connection lost
+   * after the server committed, before it answered), with the last record each sent: before they
+   * go again, the store is asked whether that record is there. A group commits whole or not at
+   * all, so if it is, the group's records are stored and are dropped, not committed a second time.
+   */
+  let inDoubt: { seq: number; hash: string; records: Set<Queued> }[] = [];
+
+  /** `batch` without the records of in-doubt groups the store already holds; throws when it cannot tell. */
+  const withoutLanded = async (batch: Queued[]): Promise<Queued[]> => {
+    if (inDoubt.length === 0 || !engine.isStored) return batch;
+    const groups = inDoubt;
+    inDoubt = [];
+    const landed = new Set<Queued>();
+    try {
+      for (const group of groups) {
+        if (await engine.isStored(writer, group.seq, group.hash)) {
+          for (const q of group.records) landed.add(q);
+        }
+      }
+    } catch (error) {
+      inDoubt = [...groups, ...inDoubt];
+      throw error;
+    }
+    return landed.size === 0 ? batch : batch.filter((q) => !landed.has(q));
+  };
+
   /** A failed commit: waiting appends reject at once, write-behind records wait for the retry. */
   const commitFailed = (batch: Queued[], error: unknown) => {
     const reason = error instanceof Error ? error.message : String(error);
@@ -307,14 +339,21 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
   };
 
   /** Commits the records of `batch` (and a due checkpoint); settles their appends either way. */
-  const commitBatch = async (batch: Queued[]): Promise<void> => {
-    if (engine.chain) return commitChained(batch);
+  const commitBatch = async (taken: Queued[]): Promise<void> => {
+    if (engine.chain) return commitChained(taken);
     let committed: LedgerCommit | undefined;
     const sealing = sealRequested;
     const ended = watchForStall();
+    let batch = taken;
     try {
+      batch = await withoutLanded(taken);
       await commitStandingIn(batch, () => engine.commit(writer, (head) => (committed = build(batch)(head))));
     } catch (error) {
+      const last = committed?.rows.at(-1);
+      const writeBehind = batch.filter((q) => !q.reject);
+      if (last && writeBehind.length > 0 && engine.isStored) {
+        inDoubt.push({ seq: last.seq, hash: last.hash, records: new Set(writeBehind) });
+      }
       commitFailed(batch, error);
       return;
     } finally {

@@ -229,6 +229,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const a = await approvals.get(id);
       return a ? toView(a) : undefined;
     },
+    markUndone: async (id) => (await approvals.transition(id, ['executed'], 'undone')) !== undefined,
+    unmarkUndone: async (id) => {
+      await approvals.transition(id, ['undone'], 'executed');
+    },
   };
   const identities = deps.identities ?? transientIdentities;
   const cursors = createCursorSeal(deps.cursorKey);
@@ -406,14 +410,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       target: string;
       approvalId?: string;
       idempotencyKey: string;
-      /** Budget keys, most specific first (the per-call key, then the tool). */
-      budgetKeys?: readonly string[];
+      /** The budgets to admit against (see `ApprovalKey.budgetKeys`); absent: the tool's. */
+      budgetKeys?: BudgetKeys;
     },
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
     if (tool.risk === 'destructive' && deps.budgets) {
       try {
-        await deps.budgets.admit(principal, meta.budgetKeys ?? [tool.name], meta.target);
+        await admitAll(deps.budgets, principal, meta.budgetKeys ?? [[tool.name]], meta.target);
       } catch (thrown) {
         const e = toFraudgateError(thrown);
         await recordQuietly({
@@ -482,18 +486,18 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   }
 
   /**
-   * The budget keys of an approved call, most specific first: its per-call key when the tool has one
-   * (re-read, e.g. the decision's category), then the tool. A failed read throws: run under the
-   * tool's key alone, a BLOCK would escape the `apply_decision:block` budget, even a paused one.
+   * The budgets of an approved call (see `ApprovalKey.budgetKeys`): its per-call key when the tool
+   * has one (re-read, e.g. the decision's category), then the tool. A failed read throws: run under
+   * the tool's key alone, a BLOCK would escape the `apply_decision:block` budget, even a paused one.
    */
   async function budgetKeysOf(
     tool: AnyTool,
     args: Record<string, unknown>,
     principal: Principal,
     channel: Partial<CallChannel>,
-  ): Promise<string[]> {
-    if (tool.risk !== 'destructive' || !tool.approvalKey || !deps.budgets) return [tool.name];
-    return [(await tool.approvalKey(args, contextFor(principal, channel, randomUUID()))).key, tool.name];
+  ): Promise<BudgetKeys> {
+    if (tool.risk !== 'destructive' || !tool.approvalKey || !deps.budgets) return [[tool.name]];
+    return budgetKeysFor(tool, await tool.approvalKey(args, contextFor(principal, channel, randomUUID())));
   }
 
   /** What an approval carries for the approver: the tool's evidence, with a plain-language `effect` always present. */
@@ -673,7 +677,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // requester's role): an approval never runs what its requester could not call now.
     const forbidden = tool ? authorize(tool, requester) : undefined;
     if (tool && forbidden) return refuseApproved(approval, tool, requester, forbidden);
-    let budgetKeys: string[] = [];
+    let budgetKeys: BudgetKeys = [];
     try {
       if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel);
     } catch (thrown) {
@@ -690,7 +694,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // A paused budget: the approved action waits, still approved, and runs once a human lifts the pause.
     if (
       tool?.risk === 'destructive' &&
-      (await deps.budgets?.pausedFor(requester.id, budgetKeys, options.pauses))
+      deps.budgets &&
+      (await pausedForAny(deps.budgets, requester.id, budgetKeys, options.pauses))
     ) {
       return approval;
     }
@@ -710,7 +715,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     approval: Approval,
     tool: AnyTool | undefined,
     requester: Principal,
-    budgetKeys: string[],
+    budgetKeys: BudgetKeys,
     channel: Partial<CallChannel>,
     callId: string,
     recheck: boolean | undefined,
@@ -970,7 +975,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
   /** Turn a settled approval into the call's result. */
   function settle(approval: Approval): Record<string, unknown> {
-    if (approval.state === 'executed') return approval.result as Record<string, unknown>;
+    // Undone later: it ran, and this is what it did.
+    if (approval.state === 'executed' || approval.state === 'undone')
+      return approval.result as Record<string, unknown>;
     if (approval.state === 'failed') {
       throw new FraudgateError(
         (approval.error?.code as FraudgateError['code'] | undefined) ?? ERROR_CODES.UPSTREAM_ERROR,
@@ -1055,7 +1062,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     args: Record<string, unknown>,
     principal: Principal,
     channel: CallChannel,
-    meta: { callId: string; argsHash: string; target: string; budgetKeys: readonly string[] },
+    meta: { callId: string; argsHash: string; target: string; budgetKeys: BudgetKeys },
     mode: ApprovalMode,
   ): Promise<Record<string, unknown>> {
     const base = auditFields(tool, args, principal, meta);
@@ -1343,7 +1350,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const { mode } = approvalPolicyFor(tool, approvalKey);
     if (dryRun) return planOnly(tool, args, principal, channel, { ...meta, argsHash: hashArgs(), mode });
-    const budgetKeys = approvalKey ? [approvalKey.key, tool.name] : [tool.name];
+    const budgetKeys = approvalKey ? budgetKeysFor(tool, approvalKey) : [[tool.name]];
     if (mode !== 'none')
       return inSpan(
         'fraudgate.approve',
@@ -1449,6 +1456,45 @@ function describeBasisChange(seen: unknown, fresh: unknown): string[] {
   return [...new Set([...Object.keys(before), ...Object.keys(after)])]
     .filter((key) => canonicalJson(before[key] ?? null) !== canonicalJson(after[key] ?? null))
     .map((key) => `${key}: ${show(before[key])} → ${show(after[key])}`);
+}
+
+/** The budgets a call counts against: lists of keys, most specific first (see `ApprovalKey.budgetKeys`). */
+type BudgetKeys = readonly (readonly string[])[];
+
+const budgetKeysFor = (tool: Pick<AnyTool, 'name'>, key: ApprovalKey): BudgetKeys =>
+  key.budgetKeys ?? [[key.key, tool.name]];
+
+/** The first active pause among these budgets for this principal, if any. */
+async function pausedForAny(
+  budgets: Budgets,
+  principalId: string,
+  keys: BudgetKeys,
+  pauses?: readonly BudgetPause[],
+): Promise<BudgetPause | undefined> {
+  // One read of the pauses for all the lists, not one each.
+  const active = keys.length > 1 ? (pauses ?? (await budgets.activePauses())) : pauses;
+  for (const list of keys) {
+    const pause = await budgets.pausedFor(principalId, list, active);
+    if (pause) return pause;
+  }
+  return undefined;
+}
+
+/**
+ * Admit one effect against every budget it counts against, or throw as `Budgets.admit` does. With
+ * several, a paused one is looked for first, so the others do not count an effect that never runs.
+ */
+async function admitAll(
+  budgets: Budgets,
+  principal: Principal,
+  keys: BudgetKeys,
+  target: string,
+): Promise<void> {
+  if (keys.length > 1) {
+    const pause = await pausedForAny(budgets, principal.id, keys);
+    if (pause) throw new BudgetPausedError(pause);
+  }
+  for (const list of keys) await budgets.admit(principal, list, target);
 }
 
 /** How many approved approvals one sweep runs at most, and reads per page. */

@@ -375,7 +375,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   async function settleOne(effect: ParkedEffect): Promise<void> {
     const approval = await approvals.get(effect.approvalId);
     if (!approval) return;
-    if (approval.state === 'executed') {
+    // Undone since: it ran all the same, and the undo is its own action.
+    if (approval.state === 'executed' || approval.state === 'undone') {
       const output = (approval.result ?? {}) as Record<string, unknown>;
       if (continuable.has(effect.tool) && leftForNextCall(output)) {
         const next = nextShare((await store.get(effect.id))?.progress, output);

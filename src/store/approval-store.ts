@@ -12,7 +12,8 @@ import type { ApprovalMode } from '../config.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 /**
  * pending → approved | denied | expired; approved → executing → executed | failed;
- * approved → expired when it was not executed before its expiry.
+ * approved → expired when it was not executed before its expiry; executed → undone when
+ * `undo_action` reversed it (so it is reversed once).
  */
 /** `superseded`: a newer request for the same tool and target replaced it while it was pending. */
 export const APPROVAL_STATES = [
@@ -24,6 +25,7 @@ export const APPROVAL_STATES = [
   'executing',
   'executed',
   'failed',
+  'undone',
 ] as const;
 export type ApprovalState = (typeof APPROVAL_STATES)[number];
 

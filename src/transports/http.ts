@@ -60,6 +60,8 @@ export interface HttpServerOptions {
   jwks?: JWTVerifyGetKey;
   /** How long an upstream probe's answer is reused (default 5 s; 0 probes on every request). */
   upstreamProbeTtlMs?: number;
+  /** How long one store (and Redis) ping answers `/readyz` (default 1 s; see READINESS_PROBE_TTL_MS). */
+  readinessProbeTtlMs?: number;
   metrics?: Metrics;
   /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
   extraHandlers?: HttpHandler[] | ((context: HttpHandlerContext) => HttpHandler[]);
@@ -137,6 +139,13 @@ function bearerToken(req: IncomingMessage): string | undefined {
  * connects) per this period.
  */
 const UPSTREAM_PROBE_TTL_MS = 5_000;
+
+/**
+ * How long one ping of the store (and Redis) answers `/readyz`. It needs no token, and each ping
+ * takes one of the pool's connections: uncached, a flood of it would queue the calls' own
+ * statements behind pings. Requests in the same period (or while a ping is out) share one.
+ */
+const READINESS_PROBE_TTL_MS = 1_000;
 
 const UPSTREAMS = ['sift', 'segment', 'salesforce'] as const;
 type UpstreamReachability = Record<(typeof UPSTREAMS)[number], 'ok' | 'unreachable'>;
@@ -582,17 +591,27 @@ export async function startHttpServer(
     await sendWebResponse(res, response);
   }
 
-  async function handleReady(res: ServerResponse) {
-    let store = 'ok';
-    try {
-      await runtime.store.ping();
-    } catch {
-      store = 'unavailable';
+  const readinessTtlMs = options.readinessProbeTtlMs ?? READINESS_PROBE_TTL_MS;
+  let readinessProbe:
+    { at: number; answer: Promise<{ store: 'ok' | 'unavailable'; redis: boolean | undefined }> } | undefined;
+  /** The last ping of the store and Redis, or a new one when it is older than the TTL; callers share one in flight. */
+  function dependencies() {
+    const now = performance.now();
+    if (!readinessProbe || now - readinessProbe.at >= readinessTtlMs) {
+      const answer = Promise.all([
+        runtime.store.ping().then(
+          () => 'ok' as const,
+          () => 'unavailable' as const,
+        ),
+        config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
+      ]).then(([store, redis]) => ({ store, redis }));
+      readinessProbe = { at: now, answer };
     }
-    const [redis, upstream] = await Promise.all([
-      config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
-      upstreams(),
-    ]);
+    return readinessProbe.answer;
+  }
+
+  async function handleReady(res: ServerResponse) {
+    const [{ store, redis }, upstream] = await Promise.all([dependencies(), upstreams()]);
     const ledger = runtime.audit.health();
     const checks = {
       store,

@@ -105,6 +105,130 @@ describe('undo_action restores the prior state of each destructive tool', () => 
   });
 });
 
+describe('an undo counts against the budget of what it re-applies', () => {
+  it('undoing the lift of a BLOCK re-applies a BLOCK: under a spent apply_decision:block budget it waits, still approved', async () => {
+    env = await setup({ config: { budgets: { limits: { 'apply_decision:block': { max_effects: 1 } } } } });
+    const decision = () => env!.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id;
+    await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const lifted = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'looks_ok_payment_abuse',
+      description: 'verified customer',
+    });
+    expect(decision()).toBe('looks_ok_payment_abuse');
+
+    const undo = await env.callTool('undo_action', { approval_id: lifted, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.callTool('get_approval_status', { approval_id: undoId })).output).toMatchObject({
+      state: 'approved',
+    });
+    expect(decision()).toBe('looks_ok_payment_abuse');
+    expect((await env.runtime.budgets.activePauses()).map((p) => p.budget_key)).toEqual([
+      'apply_decision:block',
+    ]);
+
+    await env.runtime.budgets.lift(ANALYST.id, 'apply_decision:block', APPROVER);
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('executed');
+    expect(decision()).toBe('block_user_payment_abuse');
+  });
+
+  it('undoing the lift of a suppression re-suppresses: under a spent suppress_user budget it waits', async () => {
+    env = await setup({ config: { budgets: { limits: { suppress_user: { max_effects: 2 } } } } });
+    await approvedAndRun(env, 'suppress_user', { user_id: 'sandbox-watch', reason: 'promo abuse' });
+    const resumed = await approvedAndRun(env, 'suppress_user', {
+      user_id: 'sandbox-watch',
+      reason: 'cleared by review',
+      suppressed: false,
+    });
+    expect(env.sandbox.segment.profile('sandbox-watch')).toMatchObject({ suppressed_for_fraud: false });
+
+    const undo = await env.callTool('undo_action', { approval_id: resumed, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('approved');
+    expect(env.sandbox.segment.profile('sandbox-watch')).toMatchObject({ suppressed_for_fraud: false });
+    expect((await env.runtime.budgets.activePauses()).map((p) => p.budget_key)).toEqual(['suppress_user']);
+  });
+});
+
+describe('an undo counts against undo_action too', () => {
+  it('with both budgets set, a re-suppressing undo counts in each: a spent undo_action budget makes it wait', async () => {
+    env = await setup({
+      config: {
+        budgets: { limits: { suppress_user: { max_effects: 10 }, undo_action: { max_effects: 1 } } },
+      },
+    });
+    const resumedOf = async (user: string) => {
+      await approvedAndRun(env!, 'suppress_user', { user_id: user, reason: 'promo abuse' });
+      return approvedAndRun(env!, 'suppress_user', { user_id: user, reason: 'cleared', suppressed: false });
+    };
+    const first = await resumedOf('sandbox-watch');
+    const second = await resumedOf('sandbox-high-risk');
+    await approvedAndRun(env, 'undo_action', { approval_id: first, ...REASON });
+    const undo = await env.callTool('undo_action', { approval_id: second, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('approved');
+    expect((await env.runtime.budgets.activePauses()).map((p) => p.budget_key)).toEqual(['undo_action']);
+    expect(env.sandbox.segment.profile('sandbox-high-risk')).toMatchObject({ suppressed_for_fraud: false });
+  });
+});
+
+describe('an action is undone once', () => {
+  it('the undone action shows as undone, and a second undo of it is refused naming it', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    await approvedAndRun(env, 'undo_action', { approval_id: id, ...REASON });
+    expect((await env.callTool('get_approval_status', { approval_id: id })).output).toMatchObject({
+      state: 'undone',
+    });
+    const again = await env.callTool('undo_action', {
+      approval_id: id,
+      reason: 'undo it once more',
+    });
+    expect(again.error.code).toBe('CONFLICT');
+    expect(again.error.message).toContain(`Approval ${id} was already undone`);
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('watch_user_payment_abuse');
+  });
+
+  it('an undo that fails upstream leaves the action executed, to be undone later', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const undo = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    env.sandbox.sift.faults.inject({
+      count: 10,
+      method: 'POST',
+      path: /\/users\/[^/]+\/decisions$/,
+      status: 400,
+    });
+    await env.runtime.pipeline.processApprovals();
+    env.sandbox.sift.faults.clear();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('failed');
+    expect((await env.runtime.approvals.get(id))?.state).toBe('executed');
+    await approvedAndRun(env, 'undo_action', { approval_id: id, reason: 'second try after the outage' });
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('watch_user_payment_abuse');
+  });
+});
+
 describe('undo_action refuses what it cannot undo', () => {
   it('a pending action, a decision with nothing before it, an action past the window, and others’ approvals', async () => {
     env = await setup({ config: { approvals: { undo_window_ms: 60_000 } } });

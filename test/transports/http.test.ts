@@ -708,6 +708,30 @@ describe('health and metrics', () => {
     expect(connects).toBe(5);
   });
 
+  it('a flood of /readyz pings the store at most once a second', async () => {
+    const { runtime, http } = await start();
+    let pings = 0;
+    const store = runtime.store as { ping: () => Promise<void> };
+    const ping = store.ping.bind(store);
+    store.ping = () => {
+      pings += 1;
+      return ping();
+    };
+    const readyz = async () => (await fetch(`${http.url}/readyz`)).status;
+    const started = performance.now();
+    const statuses = await Promise.all(Array.from({ length: 30 }, readyz));
+    for (let i = 0; i < 10; i += 1) statuses.push(await readyz());
+    const seconds = (performance.now() - started) / 1000;
+    expect(statuses.every((status) => status === 200)).toBe(true);
+    expect(pings).toBeGreaterThanOrEqual(1);
+    expect(pings).toBeLessThanOrEqual(Math.ceil(seconds));
+    // After the period, the next request pings afresh (a store that went away shows within it).
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    const before = pings;
+    await readyz();
+    expect(pings).toBe(before + 1);
+  });
+
   it('/metrics shows calls by tool and outcome, latency, pending approvals, upstream errors and rate limits', async () => {
     const { http } = await start({
       config: { rate_limits: { tools: { get_sift_score: { capacity: 2, per_minute: 1 } } } },

@@ -283,6 +283,13 @@ export async function openPostgresLedgerStore(
     commitIn: (tx, writer, build) =>
       isLedgerRider(tx) ? commitRider(tx, writer, build) : commitLedgerIn(tx, writer, build),
     scan: (batchSize = 10_000) => scanInOneSnapshot(sql, batchSize),
+    async isStored(writer, seq, hash) {
+      const rows = await sql.query(
+        'SELECT 1 AS stored FROM audit_records WHERE writer = $1 AND seq = $2 AND hash = $3',
+        [writer, seq, hash],
+      );
+      return rows.length > 0;
+    },
     checkpoints: () => readCheckpoints(sql),
     prune: (writer, throughSeq) => pruneWriter(sql, writer, throughSeq),
     async ping() {
