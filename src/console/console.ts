@@ -370,9 +370,10 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     }
     if (principal.kind !== 'user') {
       logger.info('console sign-in refused', { principal: principal.id, kind: principal.kind });
+      const because = result.serviceBecause ? ` (${result.serviceBecause})` : '';
       throw new ConsoleHttpError(
         403,
-        `${principal.id} is a ${principal.kind} credential; approvals are decided by people. ` +
+        `${principal.id} is a ${principal.kind} credential${because}; approvals are decided by people. ` +
           "Sign in with your own API key (an auth.key_hashes entry with kind 'user') or identity-provider token.",
       );
     }
