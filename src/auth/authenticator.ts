@@ -72,7 +72,8 @@ const CLIENT_ID_CLAIMS = ['client_id', 'cid', 'azp', 'appid'] as const;
  * one a person signed in for, or undefined when it carries no such marker. Auth0 marks those tokens
  * `gty: client-credentials`; RFC 9068 and Okta give them the client id as `sub` (`client_id`, `cid`);
  * Entra app-only tokens carry `idtyp: app`; Keycloak's service-account user is named
- * `service-account-<client>`. The text names claims, never their values.
+ * `service-account-<client>` and its tokens carry `clientHost` / `clientAddress`. The text names
+ * claims, never their values.
  */
 export function machineMarker(payload: Record<string, unknown>): string | undefined {
   if (payload.gty === 'client-credentials') return "its 'gty' is client-credentials";
@@ -85,6 +86,9 @@ export function machineMarker(payload: Record<string, unknown>): string | undefi
   const username = payload.preferred_username;
   if (typeof username === 'string' && username.toLowerCase().startsWith('service-account-'))
     return "its 'preferred_username' names a service account";
+  // Keycloak's service-account client scope maps these session notes only for client-credentials grants.
+  for (const claim of ['clientHost', 'clientAddress'])
+    if (payload[claim] !== undefined) return `it carries '${claim}' (a service account's)`;
   return undefined;
 }
 

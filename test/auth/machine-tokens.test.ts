@@ -53,6 +53,11 @@ const MACHINE_TOKENS: [provider: string, claims: Record<string, unknown>, named:
     'preferred_username',
   ],
   [
+    'Keycloak service account, username mapped away',
+    { sub: '0d3c1f2e-5a6b-4c7d-8e9f-a0b1c2d3e4f5', azp: 'ledger-bot', clientHost: '10.0.0.7' },
+    'clientHost',
+  ],
+  [
     'Entra app-only',
     {
       sub: '9d2b-service-principal',
@@ -180,7 +185,7 @@ describe('machine JWTs are services: no console, no decisions', () => {
       expect(refused.message).toMatch(/is a service credential/);
       expect(refused.message).toContain(`'${named}'`);
       // Claim names only: no per-token value (the subject aside, which is the principal) is echoed.
-      for (const name of ['azp', 'appid', 'client_id', 'cid', 'oid', 'preferred_username']) {
+      for (const name of ['azp', 'appid', 'client_id', 'cid', 'oid', 'preferred_username', 'clientHost']) {
         const value = claims[name];
         if (typeof value === 'string' && value !== claims.sub) expect(refused.message).not.toContain(value);
       }
