@@ -569,6 +569,22 @@ export const configSchema = z.strictObject({
         role_claim: z.string().min(1),
         /** Claim holding the principal id. */
         subject_claim: z.string().min(1),
+        /**
+         * What a person's token carries that an application's does not (e.g. Okta `uid`, Entra
+         * `idtyp: user`, Keycloak `email_verified: true`). When set, a token without it is a service.
+         * Tokens with a known machine marker (authenticator.ts) are services whether or not it is set.
+         */
+        human_claim: z
+          .strictObject({
+            /** The claim's name. */
+            name: z.string().min(1),
+            /** Values that mark a person (any one; an array claim needs one element among them). Absent: present and not empty. */
+            values: z
+              .array(z.union([z.string(), z.number(), z.boolean()]))
+              .min(1)
+              .optional(),
+          })
+          .optional(),
         algorithms: z.array(z.string().min(1)).optional(),
       })
       .optional(),
@@ -1223,8 +1239,18 @@ export function loadConfig(
  * What a valid but risky configuration should say at start-up, one line each: PostgreSQL (a fleet)
  * with rate limits in memory gives each principal its limit once per replica.
  */
-export function startupWarnings(config: Pick<Config, 'store' | 'rate_limits'>): string[] {
+export function startupWarnings(
+  config: Pick<Config, 'store' | 'rate_limits'> & Partial<Pick<Config, 'auth'>>,
+): string[] {
   const warnings: string[] = [];
+  // Machine markers catch the providers we know; a person's claim catches the rest (fail closed).
+  if (config.auth?.jwt && !config.auth.jwt.human_claim) {
+    warnings.push(
+      'auth.jwt.human_claim is unset: a JWT without a known machine marker counts as a person, who may ' +
+        "sign in to the console and decide approvals; set it to a claim only people's tokens carry " +
+        '(e.g. {"name": "uid"} for Okta, {"name": "idtyp", "values": ["user"]} for Entra)',
+    );
+  }
   if (config.store === 'postgres' && config.rate_limits.store === 'memory') {
     warnings.push(
       'rate_limits.store is memory with store postgres: rate limits (and the refusal budget) are per ' +

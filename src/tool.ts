@@ -56,10 +56,13 @@ export interface ToolContext {
    */
   approvals: {
     get(id: string): Promise<ApprovalView | undefined>;
-    /** executed → undone, compare-and-set: true for the one caller that marked it. */
-    markUndone(id: string): Promise<boolean>;
-    /** undone → executed again, after an undo that failed before changing anything. */
-    unmarkUndone(id: string): Promise<void>;
+    /**
+     * executed → undone by `undoneBy` (the undo's idempotency key: its approval id), compare-and-set:
+     * true for the one undo that marked it, and again for that same undo re-run after an interruption.
+     */
+    markUndone(id: string, undoneBy: string): Promise<boolean>;
+    /** undone → executed again, after the undo `undoneBy` failed before changing anything. */
+    unmarkUndone(id: string, undoneBy: string): Promise<void>;
   };
   /** Sift ↔ Segment id mappings and the identity review list (src/store/identity-store.ts). */
   identities: IdentityDirectory;
@@ -142,6 +145,8 @@ export interface ApprovalView {
   decided_by?: string;
   reason?: string;
   executed_at?: string;
+  /** On an undone one: the undo that marked it (its approval id). */
+  undone_by?: string;
   evidence: Record<string, unknown>;
   result?: unknown;
   error?: { code: string; message: string };

@@ -145,6 +145,29 @@ describe('loadConfig', () => {
     expect(loadConfig({ sandbox: true }, LIVE_ENV, dir).config.mode).toBe('sandbox');
   });
 
+  it('auth.jwt.human_claim: a claim name and optional values; an empty list or a misspelt key is refused, naming it', () => {
+    const jwt = {
+      issuer: 'https://idp.example.com/',
+      jwks_url: 'https://idp.example.com/jwks',
+      role_claim: 'role',
+      subject_claim: 'sub',
+    };
+    const load = (human_claim: unknown) =>
+      loadConfig({ configFile: file({ auth: { key_hashes: [], jwt: { ...jwt, human_claim } } }) }, {}, dir);
+    expect(load({ name: 'email_verified', values: [true] }).config.auth.jwt?.human_claim).toEqual({
+      name: 'email_verified',
+      values: [true],
+    });
+    const withClaim = load({ name: 'uid' }).config;
+    expect(withClaim.auth.jwt?.human_claim).toEqual({ name: 'uid' });
+    expect(startupWarnings(withClaim)).toEqual([]);
+    // Unset, start-up says a JWT without a machine marker counts as a person's, and what to set.
+    const withoutClaim = loadConfig({ configFile: file({ auth: { key_hashes: [], jwt } }) }, {}, dir).config;
+    expect(startupWarnings(withoutClaim)).toEqual([expect.stringContaining('auth.jwt.human_claim is unset')]);
+    expect(problems(() => load({ name: 'idtyp', values: [] }))).toContain('auth.jwt.human_claim.values');
+    expect(problems(() => load({ claim: 'idtyp' }))).toContain('auth.jwt.human_claim');
+  });
+
   it('an unknown key is refused, naming it', () => {
     const message = problems(() =>
       loadConfig({ configFile: file({ approvals: { out_of_bnd: true } }) }, {}, dir),

@@ -124,6 +124,10 @@ async function undoable(
       },
     ]);
   }
+  // This very undo marked it and was interrupted before it finished: re-running it completes the
+  // same compensation (idempotent), so neither the mark nor the window that passed meanwhile refuses it.
+  const ownMark = original.state === 'undone' && original.undone_by === ctx.idempotencyKey;
+  if (ownMark) return { original, compensation: compensationFor(original) };
   if (original.state === 'undone') {
     throw conflict(
       `Approval ${approvalId} was already undone; an action is undone once. To change the state again, ` +
@@ -194,14 +198,14 @@ export const undoAction = defineTool({
   async run(args, ctx) {
     const { original, compensation: c } = await undoable(args.approval_id, ctx);
     // Marked first, compare-and-set: of two undos of one action, one runs.
-    if (!(await ctx.approvals.markUndone(original.id))) {
+    if (!(await ctx.approvals.markUndone(original.id, ctx.idempotencyKey))) {
       throw conflict(`Approval ${original.id} was already undone by another undo; nothing was done.`);
     }
     try {
       return await compensate(original, c, args.reason, ctx);
     } catch (error) {
       // Not (or not all) restored: unmarked, so it can still be undone.
-      await ctx.approvals.unmarkUndone(original.id);
+      await ctx.approvals.unmarkUndone(original.id, ctx.idempotencyKey);
       throw error;
     }
   },

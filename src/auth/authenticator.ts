@@ -20,6 +20,8 @@ export type AuthResult =
        * reveals nothing of the key; absent for JWTs, which carry their own expiry. See `stillHolds`.
        */
       credential?: string;
+      /** For a JWT that stands for an application, not a person: why (claim names only, no values). */
+      serviceBecause?: string;
     }
   | {
       ok: false;
@@ -60,13 +62,64 @@ export function sandboxPersonaToken(devToken: string, persona: Principal): strin
 }
 
 /**
- * A token an application got for itself (OAuth client-credentials grant), not one a person signed in
- * for: RFC 9068 access tokens carry the client id as `sub` then, and Auth0 marks them
- * `gty: client-credentials`. Such a principal is a service: it may call tools, never decide approvals.
+ * Claims that name the OAuth client; when one equals `sub`, the token's subject is the client itself.
+ * RFC 9068 `client_id`, Okta `cid`, OIDC `azp`, Entra v1 `appid`.
  */
-export function isMachineToken(payload: Record<string, unknown>): boolean {
-  if (payload.gty === 'client-credentials') return true;
-  return typeof payload.client_id === 'string' && payload.client_id === payload.sub;
+const CLIENT_ID_CLAIMS = ['client_id', 'cid', 'azp', 'appid'] as const;
+
+/**
+ * Why a token is an application's own (an OAuth client-credentials grant or a service account), not
+ * one a person signed in for, or undefined when it carries no such marker. Auth0 marks those tokens
+ * `gty: client-credentials`; RFC 9068 and Okta give them the client id as `sub` (`client_id`, `cid`);
+ * Entra app-only tokens carry `idtyp: app`; Keycloak's service-account user is named
+ * `service-account-<client>` and its tokens carry `clientHost` / `clientAddress`. The text names
+ * claims, never their values.
+ */
+export function machineMarker(payload: Record<string, unknown>): string | undefined {
+  if (payload.gty === 'client-credentials') return "its 'gty' is client-credentials";
+  for (const claim of CLIENT_ID_CLAIMS) {
+    const value = payload[claim];
+    if (typeof value === 'string' && value !== '' && value === payload.sub)
+      return `its '${claim}' equals its 'sub'`;
+  }
+  if (payload.idtyp === 'app') return "its 'idtyp' is app";
+  const username = payload.preferred_username;
+  if (typeof username === 'string' && username.toLowerCase().startsWith('service-account-'))
+    return "its 'preferred_username' names a service account";
+  // Keycloak's service-account client scope maps these session notes only for client-credentials grants.
+  for (const claim of ['clientHost', 'clientAddress'])
+    if (payload[claim] !== undefined) return `it carries '${claim}' (a service account's)`;
+  return undefined;
+}
+
+type HumanClaim = NonNullable<NonNullable<Config['auth']['jwt']>['human_claim']>;
+
+/** Whether the token carries what `auth.jwt.human_claim` requires of a person. */
+function carriesHumanClaim(payload: Record<string, unknown>, rule: HumanClaim): boolean {
+  const value = payload[rule.name];
+  const found = Array.isArray(value) ? value : [value];
+  if (!rule.values) return found.some((v) => v !== undefined && v !== null && v !== '' && v !== false);
+  return found.some((v) => rule.values!.includes(v as string | number | boolean));
+}
+
+/**
+ * Why a verified JWT's principal is a service rather than a person, or undefined for a person's.
+ * Fails closed: a machine marker makes it a service whatever else it carries, and with
+ * `auth.jwt.human_claim` set, so does lacking that claim. A service may call tools; it never signs
+ * in to the console or decides approvals.
+ */
+export function whyServiceToken(
+  payload: Record<string, unknown>,
+  humanClaim: HumanClaim | undefined,
+): string | undefined {
+  const marker = machineMarker(payload);
+  if (marker) return marker;
+  if (humanClaim && !carriesHumanClaim(payload, humanClaim)) {
+    return humanClaim.values
+      ? `its '${humanClaim.name}' is not one of the values auth.jwt.human_claim requires of a person`
+      : `it lacks the '${humanClaim.name}' claim auth.jwt.human_claim requires of a person`;
+  }
+  return undefined;
 }
 
 const ROLE_RANK: readonly Principal['role'][] = ['admin', 'analyst', 'approver', 'viewer'];
@@ -170,8 +223,13 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           reason: `token grants no fraudgate role (claim '${jwtConfig.role_claim}' must name viewer, analyst, approver or admin)`,
         };
       }
-      const kind = isMachineToken(payload) ? 'service' : 'user';
-      return { ok: true, principal: { id: subject, kind, role }, expiresAt: payload.exp };
+      const serviceBecause = whyServiceToken(payload, jwtConfig.human_claim);
+      return {
+        ok: true,
+        principal: { id: subject, kind: serviceBecause ? 'service' : 'user', role },
+        expiresAt: payload.exp,
+        ...(serviceBecause ? { serviceBecause } : {}),
+      };
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) return { ok: false, reason: 'token expired' };
       if (error instanceof joseErrors.JWTClaimValidationFailed) {

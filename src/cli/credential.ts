@@ -81,7 +81,9 @@ export async function authenticateOperator(loaded: LoadedConfig, action: string)
   }
   if (result.principal.kind !== 'user') {
     throw new ForbiddenError(
-      `${result.principal.id} is a ${result.principal.kind} credential; only a person may ${action}. ` +
+      `${result.principal.id} is a ${result.principal.kind} credential` +
+        (result.serviceBecause ? ` (${result.serviceBecause})` : '') +
+        `; only a person may ${action}. ` +
         "Set FRAUDGATE_APPROVER_TOKEN to your own API key (an auth.key_hashes entry with kind 'user') or " +
         'identity-provider token; nothing was changed.',
     );

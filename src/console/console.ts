@@ -81,6 +81,11 @@ const MAX_REASON = 1000;
  */
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
+/**
+ * The cookie's binding for a session signed in with a token that carries its own expiry (a JWT)
+ * rather than a configured credential's id (which starts with `c`).
+ */
+const TOKEN_EXPIRY_BINDING = 'exp';
 const CONSOLE_ROLES: ReadonlySet<Principal['role']> = new Set(['approver', 'admin']);
 const HISTORY_STATES: ApprovalState[] = APPROVAL_STATES.filter((state) => state !== 'pending');
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny|undo)$/;
@@ -299,12 +304,18 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     if (!stored) return undefined;
     // Signed in with an API key (or sandbox token): the session lasts only while that key is still
     // configured for the same principal and role. JWT sessions end at the token's expiry instead.
-    const credential = cookieValue.split('.')[1];
-    if (credential !== undefined && !deps.authenticate.stillHolds?.(credential, stored.principal)) {
+    // A cookie without a binding predates it: whether its key still holds cannot be checked, so it
+    // has ended (sign in again) rather than lasting out its ttl after its key was removed.
+    const binding = cookieValue.split('.')[1];
+    const ended =
+      binding === undefined
+        ? 'it predates credential binding'
+        : binding !== TOKEN_EXPIRY_BINDING && !deps.authenticate.stillHolds?.(binding, stored.principal)
+          ? 'its credential is no longer configured'
+          : undefined;
+    if (ended) {
       await fromStore(sessions.delete(idHash));
-      logger.info('console session ended: its credential is no longer configured', {
-        principal: stored.principal.id,
-      });
+      logger.info(`console session ended: ${ended}`, { principal: stored.principal.id });
       return undefined;
     }
     await fromStore(sessions.touch(idHash, at));
@@ -370,9 +381,10 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     }
     if (principal.kind !== 'user') {
       logger.info('console sign-in refused', { principal: principal.id, kind: principal.kind });
+      const because = result.serviceBecause ? ` (${result.serviceBecause})` : '';
       throw new ConsoleHttpError(
         403,
-        `${principal.id} is a ${principal.kind} credential; approvals are decided by people. ` +
+        `${principal.id} is a ${principal.kind} credential${because}; approvals are decided by people. ` +
           "Sign in with your own API key (an auth.key_hashes entry with kind 'user') or identity-provider token.",
       );
     }
@@ -381,8 +393,9 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     if (expiresAt <= at) throw new ConsoleHttpError(401, 'Sign-in refused: the token has expired.');
     // The credential's id rides in the cookie, bound to the session by its digest (the store key):
     // changing it finds no session. Each request checks it is still configured (currentSession).
+    // A token without one (a JWT) is marked as such: its session ends at the token's own expiry.
     const random = randomBytes(32).toString('base64url');
-    const id = result.credential ? `${random}.${result.credential}` : random;
+    const id = `${random}.${result.credential ?? TOKEN_EXPIRY_BINDING}`;
     const session: Session = { idHash: sha256(id), principal, csrf: csrfFor(id), expiresAt };
     // Past MAX_SESSIONS the oldest sign-ins are dropped rather than a new one refused.
     await fromStore(

@@ -24,6 +24,12 @@ export interface Budgets {
    */
   admit(principal: Principal, keys: readonly string[], target: string): Promise<void>;
   /**
+   * One effect that counts against several budgets (each a list of keys, most specific first, as
+   * `admit` takes): admitted in all of them or in none, so a refusal by one never leaves the effect
+   * counted in another (it would be counted again when the action runs after the lift).
+   */
+  admitAll(principal: Principal, lists: readonly (readonly string[])[], target: string): Promise<void>;
+  /**
    * The active pause on the first configured key of `keys` for this principal, if any; looked up in
    * `pauses` when given (one read of the store for a whole sweep), else read from the store.
    */
@@ -68,43 +74,50 @@ export function createBudgets(deps: {
   };
   void refresh().catch(() => undefined);
 
-  return {
-    async admit(principal, keys, target) {
-      // The most specific configured key decides (`apply_decision:block` before `apply_decision`).
-      const key = keys.find((k) => deps.config.budgets.limits[k] !== undefined);
-      if (!key) return;
-      const at = now();
-      const result = await store.admit({
+  async function admitAll(principal: Principal, lists: readonly (readonly string[])[], target: string) {
+    // In each list the most specific configured key decides (`apply_decision:block` before `apply_decision`).
+    const keys = new Set<string>();
+    for (const list of lists) {
+      const key = list.find((k) => deps.config.budgets.limits[k] !== undefined);
+      if (key) keys.add(key);
+    }
+    if (keys.size === 0) return;
+    const at = now();
+    const result = await store.admit({
+      principal: principal.id,
+      budgets: [...keys].map((key) => ({ budget_key: key, limit: deps.config.budgets.limits[key]! })),
+      target,
+      window_start: new Date(at.getTime() - deps.config.budgets.window_ms),
+      at,
+    });
+    if (result.admitted) return;
+    const key = result.pause.budget_key;
+    if (result.newly_paused) {
+      active += 1;
+      logger.warn('blast-radius budget spent: paused until a human lifts it', {
         principal: principal.id,
         budget_key: key,
-        target,
-        limit: deps.config.budgets.limits[key]!,
-        window_start: new Date(at.getTime() - deps.config.budgets.window_ms),
-        at,
+        reason: result.pause.reason,
       });
-      if (result.admitted) return;
-      if (result.newly_paused) {
-        active += 1;
-        logger.warn('blast-radius budget spent: paused until a human lifts it', {
-          principal: principal.id,
-          budget_key: key,
-          reason: result.pause.reason,
-        });
-        // No record, still no effect: the pause stands either way.
-        await audit
-          .append({
-            event: 'budget_paused',
-            call_id: randomUUID(),
-            principal: { id: principal.id, kind: principal.kind, role: principal.role },
-            target: `budget:${key}`,
-            outcome: { code: ERROR_CODES.RATE_LIMITED, message: result.pause.reason },
-          })
-          .catch((error: unknown) =>
-            logger.error('audit write failed', { event: 'budget_paused', error: String(error) }),
-          );
-      }
-      throw new BudgetPausedError(result.pause);
-    },
+      // No record, still no effect: the pause stands either way.
+      await audit
+        .append({
+          event: 'budget_paused',
+          call_id: randomUUID(),
+          principal: { id: principal.id, kind: principal.kind, role: principal.role },
+          target: `budget:${key}`,
+          outcome: { code: ERROR_CODES.RATE_LIMITED, message: result.pause.reason },
+        })
+        .catch((error: unknown) =>
+          logger.error('audit write failed', { event: 'budget_paused', error: String(error) }),
+        );
+    }
+    throw new BudgetPausedError(result.pause);
+  }
+
+  return {
+    admit: (principal, keys, target) => admitAll(principal, [keys], target),
+    admitAll,
     async pausedFor(principalId, keys, pauses) {
       const key = keys.find((k) => deps.config.budgets.limits[k] !== undefined);
       if (!key) return undefined;

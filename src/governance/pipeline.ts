@@ -229,9 +229,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const a = await approvals.get(id);
       return a ? toView(a) : undefined;
     },
-    markUndone: async (id) => (await approvals.transition(id, ['executed'], 'undone')) !== undefined,
-    unmarkUndone: async (id) => {
-      await approvals.transition(id, ['undone'], 'executed');
+    markUndone: async (id, undoneBy) => {
+      if (await approvals.transition(id, ['executed'], 'undone', { undone_by: undoneBy })) return true;
+      const current = await approvals.get(id);
+      return current?.state === 'undone' && current.undone_by === undoneBy;
+    },
+    unmarkUndone: async (id, undoneBy) => {
+      // Only while it is still this undo's mark: another undo's is never taken away.
+      const current = await approvals.get(id);
+      if (current?.state !== 'undone' || current.undone_by !== undoneBy) return;
+      await approvals.transition(id, ['undone'], 'executed', { undone_by: null as unknown as string });
     },
   };
   const identities = deps.identities ?? transientIdentities;
@@ -417,7 +424,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const base = auditFields(tool, args, principal, meta);
     if (tool.risk === 'destructive' && deps.budgets) {
       try {
-        await admitAll(deps.budgets, principal, meta.budgetKeys ?? [[tool.name]], meta.target);
+        // All checked, then counted in one store transaction: a paused or spent budget leaves no count
+        // in the others (the action, run again after the lift, would otherwise be counted twice there).
+        await deps.budgets.admitAll(principal, meta.budgetKeys ?? [[tool.name]], meta.target);
       } catch (thrown) {
         const e = toFraudgateError(thrown);
         await recordQuietly({
@@ -495,9 +504,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     args: Record<string, unknown>,
     principal: Principal,
     channel: Partial<CallChannel>,
+    /** The approval's id: the key its run uses, so the tool recognises its own earlier attempt. */
+    idempotencyKey: string,
   ): Promise<BudgetKeys> {
     if (tool.risk !== 'destructive' || !tool.approvalKey || !deps.budgets) return [[tool.name]];
-    return budgetKeysFor(tool, await tool.approvalKey(args, contextFor(principal, channel, randomUUID())));
+    return budgetKeysFor(tool, await tool.approvalKey(args, contextFor(principal, channel, idempotencyKey)));
   }
 
   /** What an approval carries for the approver: the tool's evidence, with a plain-language `effect` always present. */
@@ -630,13 +641,40 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     tool: AnyTool,
     requester: Principal,
     forbidden: FraudgateError,
+    interrupted: boolean,
   ): Promise<Approval> {
-    const message =
-      `Policy now forbids this action (${forbidden.message}); nothing was done. ` +
-      'Request it again once the policy allows it.';
+    if (interrupted) {
+      // Its first attempt was cut off mid-call: it may have changed the upstream, so "nothing was
+      // done" would be untrue. Worded and coded like the recovery of a non-idempotent execution.
+      return failApproved(approval, tool, requester, {
+        code: ERROR_CODES.INTERNAL,
+        message:
+          `Execution was interrupted (the server stopped mid-call) and may have reached ${upstreamOf(tool)}; ` +
+          `policy now forbids running it again (${forbidden.message}), so it was not re-run. ` +
+          'Check the upstream before requesting it again.',
+      });
+    }
+    return failApproved(approval, tool, requester, {
+      code: ERROR_CODES.FORBIDDEN,
+      message:
+        `Policy now forbids this action (${forbidden.message}); nothing was done. ` +
+        'Request it again once the policy allows it.',
+    });
+  }
+
+  /**
+   * An approved (unclaimed) action that will never run: failed with this error and audited.
+   * Another process that moved it meanwhile decides instead.
+   */
+  async function failApproved(
+    approval: Approval,
+    tool: AnyTool,
+    requester: Principal,
+    error: { code: FraudgateError['code']; message: string },
+  ): Promise<Approval> {
     const failed = await approvals.transition(approval.id, ['approved'], 'failed', {
       executed_at: now().toISOString(),
-      error: { code: ERROR_CODES.FORBIDDEN, message },
+      error,
     });
     if (!failed) return (await approvals.get(approval.id)) ?? approval;
     await recordQuietly({
@@ -647,7 +685,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       args_hash: approval.args_hash,
       approval_id: approval.id,
       event: 'failed',
-      outcome: { code: ERROR_CODES.FORBIDDEN, message },
+      outcome: error,
     });
     return failed;
   }
@@ -676,13 +714,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // The policy may have changed since the request (read-only mode, a toolset switched off, the
     // requester's role): an approval never runs what its requester could not call now.
     const forbidden = tool ? authorize(tool, requester) : undefined;
-    if (tool && forbidden) return refuseApproved(approval, tool, requester, forbidden);
+    if (tool && forbidden)
+      return refuseApproved(approval, tool, requester, forbidden, options.recheck === false);
     let budgetKeys: BudgetKeys = [];
     try {
-      if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel);
+      if (tool) budgetKeys = await budgetKeysOf(tool, approval.args, requester, channel, approval.id);
     } catch (thrown) {
-      // Fail closed: without its budget key nothing runs; it stays approved and the next sweep retries.
       const error = toFraudgateError(thrown);
+      // A refusal that no retry changes (undo_action of an action another undo reversed; a decision
+      // gone from Sift's catalogue): it fails now, naming why, instead of waiting out its expiry.
+      if (tool && FINAL_REFUSALS.has(error.code)) {
+        const message =
+          `The approved action can no longer run (${String(redactor.redactValue(error.message))}); ` +
+          'nothing was done.';
+        return failApproved(approval, tool, requester, { code: error.code, message });
+      }
+      // Fail closed: without its budget key nothing runs; it stays approved and the next sweep retries.
       logger.warn('approved action waits: its budget key could not be read', {
         approval_id: approval.id,
         tool: approval.tool,
@@ -1480,21 +1527,18 @@ async function pausedForAny(
   return undefined;
 }
 
-/**
- * Admit one effect against every budget it counts against, or throw as `Budgets.admit` does. With
- * several, a paused one is looked for first, so the others do not count an effect that never runs.
- */
-async function admitAll(
-  budgets: Budgets,
-  principal: Principal,
-  keys: BudgetKeys,
-  target: string,
-): Promise<void> {
-  if (keys.length > 1) {
-    const pause = await pausedForAny(budgets, principal.id, keys);
-    if (pause) throw new BudgetPausedError(pause);
-  }
-  for (const list of keys) await budgets.admit(principal, list, target);
+/** Errors of a tool's approval key that no later attempt changes: the approved action fails with them. */
+const FINAL_REFUSALS: ReadonlySet<string> = new Set([
+  ERROR_CODES.CONFLICT,
+  ERROR_CODES.NOT_FOUND,
+  ERROR_CODES.INVALID_INPUT,
+]);
+
+/** The upstream a tool writes to, in words, for an outcome that may have reached it. */
+function upstreamOf(tool: AnyTool): string {
+  const byToolset: Record<string, string> = { sift: 'Sift', segment: 'Segment', salesforce: 'Salesforce' };
+  // A core tool (undo_action) writes to whichever system the action it reverses did.
+  return byToolset[tool.toolset] ?? 'the upstream (Sift or Segment)';
 }
 
 /** How many approved approvals one sweep runs at most, and reads per page. */

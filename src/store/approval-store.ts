@@ -56,6 +56,11 @@ export interface Approval {
    * replica, restarted, knows an `executing` one of its own was interrupted; absent for other processes.
    */
   executed_by?: string;
+  /**
+   * On an `undone` approval: the undo that marked it (its approval id), so that undo, re-run after
+   * an interruption, finishes its own compensation instead of being refused as a second undo.
+   */
+  undone_by?: string;
   /** Tool output once executed. */
   result?: unknown;
   /** Public error once failed. */
@@ -70,7 +75,15 @@ export type ExecutionClaim = Pick<Approval, 'executed_at' | 'executed_by'>;
 
 export type NewApproval = Omit<
   Approval,
-  'state' | 'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
+  | 'state'
+  | 'decided_at'
+  | 'decided_by'
+  | 'reason'
+  | 'executed_at'
+  | 'executed_by'
+  | 'undone_by'
+  | 'result'
+  | 'error'
 >;
 
 /** The states in which an approval still binds its call (the partial unique index covers them). */
@@ -117,7 +130,14 @@ export interface ApprovalStore {
     patch?: Partial<
       Pick<
         Approval,
-        'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'result' | 'error'
+        | 'decided_at'
+        | 'decided_by'
+        | 'reason'
+        | 'executed_at'
+        | 'executed_by'
+        | 'undone_by'
+        | 'result'
+        | 'error'
       >
     >,
     claim?: ExecutionClaim,
@@ -149,6 +169,8 @@ interface Row {
   reason: string | null;
   executed_at: string | null;
   executed_by: string | null;
+  /** Absent on a row read before migration 16. */
+  undone_by?: string | null;
   result: string | null;
   error: string | null;
 }
@@ -175,6 +197,7 @@ function fromRow(row: Row): Approval {
   if (row.reason !== null) approval.reason = row.reason;
   if (row.executed_at !== null) approval.executed_at = row.executed_at;
   if (row.executed_by !== null) approval.executed_by = row.executed_by;
+  if (row.undone_by != null) approval.undone_by = row.undone_by;
   if (row.result !== null) approval.result = JSON.parse(row.result) as unknown;
   if (row.error !== null) approval.error = JSON.parse(row.error) as Approval['error'];
   return approval;
@@ -186,6 +209,7 @@ const PATCHABLE = new Set([
   'reason',
   'executed_at',
   'executed_by',
+  'undone_by',
   'result',
   'error',
 ]);

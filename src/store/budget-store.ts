@@ -31,17 +31,24 @@ export type AdmitResult =
       /** true when this call caused the pause. */ newly_paused: boolean;
     };
 
+/** One budget an effect counts against, with its ceiling. */
+export interface BudgetEntry {
+  budget_key: string;
+  limit: BudgetLimit;
+}
+
 export interface BudgetStore {
   /**
-   * Count this principal's effects of `budget_key` since the window start (or the last lift, if
-   * later); refuse while a pause is active; past a ceiling create the pause and refuse; else record
-   * the effect and admit. Atomic per (principal, key).
+   * One effect against every budget in `budgets` (an undo counts in undo_action's and in that of
+   * what it re-applies), all or nothing: for each, count this principal's effects since the window
+   * start (or its last lift, if later); refuse while any is paused; when one would pass a ceiling,
+   * create its pause and refuse; else record the effect in every one and admit. Atomic per
+   * (principal, key) for all the keys at once, so a refusal in one never leaves a count in another.
    */
   admit(input: {
     principal: string;
-    budget_key: string;
+    budgets: readonly BudgetEntry[];
     target: string;
-    limit: BudgetLimit;
     window_start: Date;
     at: Date;
   }): Promise<AdmitResult>;

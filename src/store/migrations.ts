@@ -194,6 +194,12 @@ CREATE TABLE replica_instances (
       'CREATE INDEX IF NOT EXISTS identity_mappings_segment ON identity_mappings (segment_user_id);',
     ),
   },
+  {
+    version: 16,
+    name: 'approvals: which undo marked one undone',
+    // Nullable, read only by undo_action: replicas of the previous version neither read nor write it.
+    ...onBothEngines('ALTER TABLE approvals ADD COLUMN undone_by TEXT;'),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

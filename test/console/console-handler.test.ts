@@ -252,6 +252,42 @@ describe('console credentials: people only, and only while their key is configur
     expect((await signIn('alice-key')).res.status).toBe(200);
   });
 
+  it('a session from before credential binding (a cookie without it) has ended: 401, sign in again', async () => {
+    await serve({ authenticate: keyAuth([HUMAN]) });
+    const alice = await signIn('alice-key');
+    expect(alice.jar).toMatch(/^fraudgate_console=[\w-]+\.c[0-9a-f]{32}$/);
+    // As an older version stored it: the cookie is the random part alone, its digest the store key.
+    const legacy = 'legacy-session-cookie-0123456789abcdefghijklmnop';
+    const at = Date.now();
+    const legacyHash = createHash('sha256').update(legacy).digest('hex');
+    await sessions.consoleSessions.create(
+      {
+        id_hash: legacyHash,
+        principal: APPROVER,
+        created_at: at,
+        expires_at: at + 3_600_000,
+        last_seen_at: at,
+      },
+      1000,
+    );
+    const legacyCookie = `fraudgate_console=${legacy}`;
+    const res = await fetch(`${base}/console/api/approvals`, { headers: { Cookie: legacyCookie } });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/Sign in again/);
+    expect(await sessions.consoleSessions.get(legacyHash, Date.now(), 60_000)).toBeUndefined();
+    // Sessions signed in now carry their binding and go on working, a JWT's as much as an API key's.
+    expect(
+      await fetch(`${base}/console/api/session`, { headers: { Cookie: alice.jar } }).then((r) => r.status),
+    ).toBe(200);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await serve();
+    const jwtLike = await signIn('approver-token');
+    expect(jwtLike.jar).toMatch(/\.exp$/);
+    expect(
+      await fetch(`${base}/console/api/session`, { headers: { Cookie: jwtLike.jar } }).then((r) => r.status),
+    ).toBe(200);
+  });
+
   it('a session ends once its API key is removed from the configuration, or changes role', async () => {
     await serve({ authenticate: keyAuth([HUMAN]) });
     const alice = await signIn('alice-key');

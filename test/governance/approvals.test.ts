@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger, type Logger } from '../../src/logger.ts';
 import type { Approval } from '../../src/store/approval-store.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -416,6 +417,29 @@ describe('approvals', () => {
     await env.runtime.pipeline.processApprovals();
     expect(labelsReceived()).toHaveLength(0);
     expect(await store.get(id)).toMatchObject({ state: 'executing', executed_by: 'replica-b' });
+  });
+
+  it('an interrupted execution the policy now forbids fails as possibly done, not as "nothing was done"', async () => {
+    env = await setup();
+    const label = await env.callTool('apply_label', LABEL);
+    const id = String(label.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // The replica died mid apply_label; the operator restarts it read-only.
+    await env.runtime.approvals.transition(id, ['approved'], 'executing', {
+      executed_at: new Date().toISOString(),
+      executed_by: 'replica-a',
+    });
+    env = await env.restart({ replicaId: 'replica-a', config: { read_only: true } });
+    await env.runtime.pipeline.recoverInterrupted();
+    const failed = await env.runtime.approvals.get(id);
+    expect(failed?.state).toBe('failed');
+    expect(failed?.error?.message).toContain('interrupted');
+    expect(failed?.error?.message).toContain('may have reached Sift');
+    expect(failed?.error?.message).not.toContain('nothing was done');
+    const records = await storedAuditRecords(env.config, env.runtime.audit);
+    const outcome = records.find((r) => r.approval_id === id && r.event === 'failed');
+    expect(outcome?.outcome?.message).toBe(failed?.error?.message);
+    expect(labelsReceived()).toHaveLength(0);
   });
 
   it('recovery puts an interrupted approval back to approved without its claim, so no later claim looks like it', async () => {

@@ -318,9 +318,8 @@ describe.each(engines)('budget store contract: %s', (_name, available, open) => 
       const at = new Date();
       const input = (target: string, when = at) => ({
         principal: 'automation:decisions',
-        budget_key: 'apply_decision:block',
+        budgets: [{ budget_key: 'apply_decision:block', limit: { max_effects: 5 } }],
         target,
-        limit: { max_effects: 5 },
         window_start: new Date(when.getTime() - 3_600_000),
         at: when,
       });
@@ -347,6 +346,40 @@ describe.each(engines)('budget store contract: %s', (_name, available, open) => 
       ).toBeUndefined();
       expect(await a.activePauses()).toEqual([]);
       expect((await b.admit(input('user-after', new Date(later.getTime() + 1)))).admitted).toBe(true);
+    },
+  );
+
+  it.skipIf(!available)(
+    'an effect counted against several budgets is admitted in all or none: a spent one leaves no count in the others',
+    async () => {
+      const [a, b] = await open();
+      const at = new Date();
+      const input = (target: string, budgets: { budget_key: string; limit: { max_effects: number } }[]) => ({
+        principal: 'ana@example.com',
+        budgets,
+        target,
+        window_start: new Date(at.getTime() - 3_600_000),
+        at,
+      });
+      const block = { budget_key: 'apply_decision:block', limit: { max_effects: 5 } };
+      const undo = { budget_key: 'undo_action', limit: { max_effects: 1 } };
+      expect((await a.admit(input('user-1', [block, undo]))).admitted).toBe(true);
+      // undo_action is spent: refused, and apply_decision:block does not count it.
+      expect(await b.admit(input('user-2', [block, undo]))).toMatchObject({
+        admitted: false,
+        newly_paused: true,
+        pause: { budget_key: 'undo_action' },
+      });
+      expect(await a.admit(input('user-3', [block, undo]))).toMatchObject({
+        admitted: false,
+        newly_paused: false,
+        pause: { budget_key: 'undo_action' },
+      });
+      // Four more BLOCKs fit in its ceiling of five: only the first undo was counted in it.
+      for (const user of ['user-4', 'user-5', 'user-6', 'user-7']) {
+        expect((await b.admit(input(user, [block]))).admitted).toBe(true);
+      }
+      expect((await a.admit(input('user-8', [block]))).admitted).toBe(false);
     },
   );
 });

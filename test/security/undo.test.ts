@@ -229,6 +229,108 @@ describe('an action is undone once', () => {
   });
 });
 
+describe('an undo interrupted mid-compensation, and two undos of one action', () => {
+  const BLOCK = {
+    user_id: 'sandbox-watch',
+    decision_id: 'block_user_payment_abuse',
+    description: 'card testing ring',
+  };
+  const decision = () => env!.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id;
+
+  it('the undo that marked the action undone, re-run after its replica died, finishes the compensation', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_decision', BLOCK);
+    const undo = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    // The replica claimed the undo, marked the action undone, and died before Sift answered.
+    await env.runtime.approvals.transition(undoId, ['approved'], 'executing', {
+      executed_at: new Date().toISOString(),
+      executed_by: 'replica-a',
+    });
+    await env.runtime.approvals.transition(id, ['executed'], 'undone', { undone_by: undoId });
+    expect(decision()).toBe('block_user_payment_abuse');
+
+    env = await env.restart({ replicaId: 'replica-a' });
+    await env.runtime.pipeline.recoverInterrupted();
+    expect(await env.runtime.approvals.get(undoId)).toMatchObject({ state: 'executed' });
+    expect(await env.runtime.approvals.get(id)).toMatchObject({ state: 'undone', undone_by: undoId });
+    expect(decision()).toBe('watch_user_payment_abuse');
+    expect((await env.callTool('get_approval_status', { approval_id: undoId })).output).toMatchObject({
+      state: 'executed',
+      result: { undone_approval_id: id },
+    });
+  });
+
+  it('a second approved undo of an action another undo reversed fails with CONFLICT, audited, not left approved', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_decision', BLOCK);
+    const first = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    const firstId = String(first.error.approval_id);
+    await env.runtime.desk.decide(firstId, { approve: true, approver: APPROVER });
+    // Requested while the first was approved but had not run: both are approved.
+    const second = await env.callTool('undo_action', { approval_id: id, reason: 'wrong user, undo it' });
+    const secondId = String(second.error.approval_id);
+    await env.runtime.desk.decide(secondId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+
+    expect(await env.runtime.approvals.get(firstId)).toMatchObject({ state: 'executed' });
+    expect(await env.runtime.approvals.get(id)).toMatchObject({ state: 'undone', undone_by: firstId });
+    const failed = await env.runtime.approvals.get(secondId);
+    expect(failed).toMatchObject({ state: 'failed', error: { code: 'CONFLICT' } });
+    expect(failed?.error?.message).toContain(`Approval ${id} was already undone`);
+    const status = await env.callTool('undo_action', { approval_id: id, reason: 'wrong user, undo it' });
+    expect(status.error.code).toBe('CONFLICT');
+    const records = await audit(env);
+    expect(records.find((r) => r.approval_id === secondId && r.event === 'failed')?.outcome).toMatchObject({
+      code: 'CONFLICT',
+    });
+    expect(decision()).toBe('watch_user_payment_abuse');
+  });
+});
+
+describe('a budget that refuses an undo leaves no count in its other budget', () => {
+  it('undo_action spent: the refused undo is not counted against apply_decision:block, so after the lift it runs', async () => {
+    env = await setup({
+      config: {
+        budgets: { limits: { 'apply_decision:block': { max_effects: 4 }, undo_action: { max_effects: 1 } } },
+      },
+    });
+    // Two BLOCKs, each lifted: two BLOCK effects counted.
+    const liftedFor = async (user: string) => {
+      await approvedAndRun(env!, 'apply_decision', {
+        user_id: user,
+        decision_id: 'block_user_payment_abuse',
+        description: 'card testing ring',
+      });
+      return approvedAndRun(env!, 'apply_decision', {
+        user_id: user,
+        decision_id: 'looks_ok_payment_abuse',
+        description: 'verified customer',
+      });
+    };
+    const first = await liftedFor('sandbox-watch');
+    const second = await liftedFor('sandbox-high-risk');
+    // Undoing a lift re-applies a BLOCK: the first undo is the third BLOCK effect and the one undo.
+    await approvedAndRun(env, 'undo_action', { approval_id: first, ...REASON });
+    const undo = await env.callTool('undo_action', { approval_id: second, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('approved');
+    expect((await env.runtime.budgets.activePauses()).map((p) => p.budget_key)).toEqual(['undo_action']);
+
+    await env.runtime.budgets.lift(ANALYST.id, 'undo_action', APPROVER);
+    await env.runtime.pipeline.processApprovals();
+    // The fourth BLOCK fits the ceiling of four: the refused attempt was not counted.
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('executed');
+    expect(await env.runtime.budgets.activePauses()).toEqual([]);
+    expect(env.sandbox.sift.decisionsOf('sandbox-high-risk').payment_abuse?.id).toBe(
+      'block_user_payment_abuse',
+    );
+  });
+});
+
 describe('undo_action refuses what it cannot undo', () => {
   it('a pending action, a decision with nothing before it, an action past the window, and others’ approvals', async () => {
     env = await setup({ config: { approvals: { undo_window_ms: 60_000 } } });

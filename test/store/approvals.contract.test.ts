@@ -96,6 +96,20 @@ for (const engine of ENGINES) {
       ).rejects.toThrow(/cannot be patched/);
     });
 
+    it('an undone approval carries the undo that marked it, read through the other store, cleared on unmark', async () => {
+      const [a, b] = await engine.open();
+      const { approval } = await a.approvals.create(request());
+      await a.approvals.transition(approval.id, ['pending'], 'approved');
+      await a.approvals.transition(approval.id, ['approved'], 'executing');
+      await a.approvals.transition(approval.id, ['executing'], 'executed', { result: { ok: true } });
+      await a.approvals.transition(approval.id, ['executed'], 'undone', { undone_by: 'apr_undo_1' });
+      expect(await b.approvals.get(approval.id)).toMatchObject({ state: 'undone', undone_by: 'apr_undo_1' });
+      await b.approvals.transition(approval.id, ['undone'], 'executed', {
+        undone_by: null as unknown as string,
+      });
+      expect((await a.approvals.get(approval.id))?.undone_by).toBeUndefined();
+    });
+
     it('a transition guarded by an execution claim moves only while the row carries exactly that claim', async () => {
       const [a, b] = await engine.open();
       const { approval } = await a.approvals.create(request({ args_hash: 'hash-claim' }));

@@ -41,54 +41,63 @@ export async function openPostgresBudgetStore(
   }
 
   return {
-    async admit({ principal, budget_key, target, limit, window_start, at }) {
+    async admit({ principal, budgets, target, window_start, at }) {
       const client = await pool.connect();
       try {
         await client.query('BEGIN');
-        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
-          `budget\n${principal}\n${budget_key}`,
-        ]);
+        // Locked in one order (sorted keys), so two admissions over overlapping keys cannot deadlock.
+        const keys = [...new Set(budgets.map((b) => b.budget_key))].sort();
+        for (const budget_key of keys) {
+          await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+            `budget\n${principal}\n${budget_key}`,
+          ]);
+        }
         const paused = await client.query<PauseRow>(
-          'SELECT * FROM budget_pauses WHERE principal = $1 AND budget_key = $2 AND lifted_at IS NULL LIMIT 1',
-          [principal, budget_key],
+          `SELECT * FROM budget_pauses WHERE principal = $1 AND budget_key = ANY($2::text[]) AND lifted_at IS NULL
+             ORDER BY paused_at LIMIT 1`,
+          [principal, keys],
         );
         if (paused.rows[0]) {
           await client.query('COMMIT');
           return { admitted: false, pause: pauseFromRow(paused.rows[0]), newly_paused: false };
         }
-        const lifted = await client.query<{ at: string | null }>(
-          'SELECT max(lifted_at_ms) AS at FROM budget_pauses WHERE principal = $1 AND budget_key = $2',
-          [principal, budget_key],
-        );
-        const since = Math.max(window_start.getTime(), Number(lifted.rows[0]?.at ?? 0));
-        const counted = await client.query<{ effects: string; targets: string; seen: string | null }>(
-          `SELECT count(*) AS effects, count(DISTINCT target) AS targets,
-                  sum(CASE WHEN target = $1 THEN 1 ELSE 0 END) AS seen
-             FROM budget_effects WHERE principal = $2 AND budget_key = $3 AND at_ms >= $4`,
-          [target, principal, budget_key, since],
-        );
-        const row = counted.rows[0]!;
-        const reached = ceilingReached(limit, {
-          effects: Number(row.effects),
-          targets: Number(row.targets),
-          targetSeen: Number(row.seen ?? 0) > 0,
-        });
-        if (reached) {
-          await client.query(
-            'INSERT INTO budget_pauses (principal, budget_key, paused_at, reason) VALUES ($1, $2, $3, $4)',
-            [principal, budget_key, at.toISOString(), reached],
+        for (const { budget_key, limit } of budgets) {
+          const lifted = await client.query<{ at: string | null }>(
+            'SELECT max(lifted_at_ms) AS at FROM budget_pauses WHERE principal = $1 AND budget_key = $2',
+            [principal, budget_key],
           );
-          await client.query('COMMIT');
-          return {
-            admitted: false,
-            pause: { principal, budget_key, paused_at: at.toISOString(), reason: reached },
-            newly_paused: true,
-          };
+          const since = Math.max(window_start.getTime(), Number(lifted.rows[0]?.at ?? 0));
+          const counted = await client.query<{ effects: string; targets: string; seen: string | null }>(
+            `SELECT count(*) AS effects, count(DISTINCT target) AS targets,
+                    sum(CASE WHEN target = $1 THEN 1 ELSE 0 END) AS seen
+               FROM budget_effects WHERE principal = $2 AND budget_key = $3 AND at_ms >= $4`,
+            [target, principal, budget_key, since],
+          );
+          const row = counted.rows[0]!;
+          const reached = ceilingReached(limit, {
+            effects: Number(row.effects),
+            targets: Number(row.targets),
+            targetSeen: Number(row.seen ?? 0) > 0,
+          });
+          if (reached) {
+            await client.query(
+              'INSERT INTO budget_pauses (principal, budget_key, paused_at, reason) VALUES ($1, $2, $3, $4)',
+              [principal, budget_key, at.toISOString(), reached],
+            );
+            await client.query('COMMIT');
+            return {
+              admitted: false,
+              pause: { principal, budget_key, paused_at: at.toISOString(), reason: reached },
+              newly_paused: true,
+            };
+          }
         }
-        await client.query(
-          'INSERT INTO budget_effects (principal, budget_key, target, at_ms) VALUES ($1, $2, $3, $4)',
-          [principal, budget_key, target, at.getTime()],
-        );
+        for (const { budget_key } of budgets) {
+          await client.query(
+            'INSERT INTO budget_effects (principal, budget_key, target, at_ms) VALUES ($1, $2, $3, $4)',
+            [principal, budget_key, target, at.getTime()],
+          );
+        }
         await client.query('COMMIT');
         return { admitted: true };
       } catch (error) {

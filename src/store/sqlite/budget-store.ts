@@ -39,37 +39,41 @@ export function openSqliteBudgetStore(path: string): BudgetStore {
   );
 
   return {
-    async admit({ principal, budget_key, target, limit, window_start, at }) {
+    async admit({ principal, budgets, target, window_start, at }) {
       // BEGIN IMMEDIATE takes the write lock first: two processes cannot both count then insert.
       db.exec('BEGIN IMMEDIATE');
       try {
-        const paused = activePause.get(principal, budget_key) as PauseRow | undefined;
-        if (paused) {
-          db.exec('COMMIT');
-          return { admitted: false, pause: pauseFromRow(paused), newly_paused: false };
+        for (const { budget_key } of budgets) {
+          const paused = activePause.get(principal, budget_key) as PauseRow | undefined;
+          if (paused) {
+            db.exec('COMMIT');
+            return { admitted: false, pause: pauseFromRow(paused), newly_paused: false };
+          }
         }
-        const lifted = (lastLift.get(principal, budget_key) as { at: number | null }).at ?? 0;
-        const since = Math.max(window_start.getTime(), lifted);
-        const row = counts.get(target, principal, budget_key, since) as {
-          effects: number;
-          targets: number;
-          seen: number | null;
-        };
-        const reached = ceilingReached(limit, {
-          effects: Number(row.effects),
-          targets: Number(row.targets),
-          targetSeen: Number(row.seen ?? 0) > 0,
-        });
-        if (reached) {
-          insertPause.run(principal, budget_key, at.toISOString(), reached);
-          db.exec('COMMIT');
-          return {
-            admitted: false,
-            pause: { principal, budget_key, paused_at: at.toISOString(), reason: reached },
-            newly_paused: true,
+        for (const { budget_key, limit } of budgets) {
+          const lifted = (lastLift.get(principal, budget_key) as { at: number | null }).at ?? 0;
+          const since = Math.max(window_start.getTime(), lifted);
+          const row = counts.get(target, principal, budget_key, since) as {
+            effects: number;
+            targets: number;
+            seen: number | null;
           };
+          const reached = ceilingReached(limit, {
+            effects: Number(row.effects),
+            targets: Number(row.targets),
+            targetSeen: Number(row.seen ?? 0) > 0,
+          });
+          if (reached) {
+            insertPause.run(principal, budget_key, at.toISOString(), reached);
+            db.exec('COMMIT');
+            return {
+              admitted: false,
+              pause: { principal, budget_key, paused_at: at.toISOString(), reason: reached },
+              newly_paused: true,
+            };
+          }
         }
-        insertEffect.run(principal, budget_key, target, at.getTime());
+        for (const { budget_key } of budgets) insertEffect.run(principal, budget_key, target, at.getTime());
         db.exec('COMMIT');
         return { admitted: true };
       } catch (error) {
