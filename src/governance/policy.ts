@@ -49,9 +49,17 @@ export function whyNotAllowed(
   return `Role '${principal.role}' may not use ${tool.name}.`;
 }
 
-/** Identifies the approval policy in force; an approval stores the one it was requested under. */
+/**
+ * Identifies the approval policy in force; an approval stores the one it was requested under. Only
+ * what decides a call's mode and who may approve it counts: replicas tuned differently (wait_ms,
+ * poll_ms, ttl_ms, undo_window_ms, as during a rolling deploy) must agree on it, or the same call
+ * retried on another replica would not join its open approval and approving both would run it twice.
+ */
 export function approvalPolicyVersion(config: Pick<Config, 'approvals'>): string {
-  return sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
+  const { tools, self_approval, default_for_write, default_for_destructive, out_of_band } = config.approvals;
+  return sha256Hex(
+    canonicalJson({ tools, self_approval, default_for_write, default_for_destructive, out_of_band }),
+  ).slice(0, 16);
 }
 
 const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };

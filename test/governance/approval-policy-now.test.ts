@@ -127,6 +127,27 @@ describe('approvals under the policy in force now', () => {
   });
 });
 
+describe('replicas tuned differently share one approval policy', () => {
+  it('the same call on two replicas differing only in approvals timing joins one pending approval', async () => {
+    env = await setup({ config: { approvals: { poll_ms: 20, wait_ms: 0 } } });
+    const other = await setup({
+      sandbox: env.sandbox,
+      dataDir: env.dataDir,
+      config: { approvals: { poll_ms: 250, ttl_ms: 7_200_000, undo_window_ms: 60_000 } },
+    });
+    try {
+      const first = await env.callTool('suppress_user', SUPPRESS);
+      const retried = await other.callTool('suppress_user', SUPPRESS);
+      expect(first.error.code).toBe('APPROVAL_PENDING');
+      expect(retried.error.approval_id).toBe(first.error.approval_id);
+      expect(await env.runtime.approvals.count(['pending'])).toBe(1);
+    } finally {
+      await other.runtime.close();
+      await other.client.close();
+    }
+  });
+});
+
 describe('only people decide approvals', () => {
   for (const kind of ['service', 'automation'] as const) {
     it(`an admin of kind ${kind} cannot approve or deny (FORBIDDEN, says to use a person's credential)`, async () => {
