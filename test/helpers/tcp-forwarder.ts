@@ -16,28 +16,48 @@ export interface TcpForwarder {
    * such as ioredis counts as a fresh connection each time, so it never gives up a queued command.)
    */
   down(): void;
+  /**
+   * Forward nothing, in either direction, and close nothing, until `restore()`: a partition that
+   * sends no FIN or RST. Open connections go silent; new ones are accepted and then hang. On
+   * `restore()` what was held back flows again, as TCP retransmits once the route is back.
+   */
+  stall(): void;
   restore(): void;
   close(): Promise<void>;
 }
 
 export async function startTcpForwarder(target: { host: string; port: number }): Promise<TcpForwarder> {
   const open = new Set<Socket>();
+  /** Every direction of every forwarded connection, to stop and restart on stall/restore. */
+  const directions = new Set<readonly [Socket, Socket]>();
+  /** Connections accepted while stalled, forwarded on restore. */
+  const held = new Set<Socket>();
   let cut = false;
-  const server: Server = createServer((client) => {
-    if (cut) return void client.destroy();
+  let stalled = false;
+  const forward = (client: Socket) => {
     const upstream = connect(target);
-    for (const [a, b] of [
+    for (const direction of [
       [client, upstream],
       [upstream, client],
     ] as const) {
+      const [a, b] = direction;
       open.add(a);
+      directions.add(direction);
       a.on('error', () => b.destroy());
       a.on('close', () => {
         open.delete(a);
+        directions.delete(direction);
         b.destroy();
       });
       a.pipe(b);
     }
+  };
+  const server: Server = createServer((client) => {
+    if (cut) return void client.destroy();
+    if (!stalled) return forward(client);
+    held.add(client);
+    client.on('error', () => client.destroy());
+    client.on('close', () => held.delete(client));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -52,13 +72,26 @@ export async function startTcpForwarder(target: { host: string; port: number }):
       for (const socket of open) socket.destroy();
       server.close();
     },
+    stall() {
+      stalled = true;
+      for (const [a, b] of directions) {
+        a.unpipe(b);
+        a.pause();
+      }
+    },
     restore() {
       cut = false;
+      if (stalled) {
+        stalled = false;
+        for (const [a, b] of directions) a.pipe(b);
+        for (const client of held) forward(client);
+        held.clear();
+      }
       if (!server.listening) server.listen(port, '127.0.0.1');
     },
     close: () =>
       new Promise<void>((resolve) => {
-        for (const socket of open) socket.destroy();
+        for (const socket of [...open, ...held]) socket.destroy();
         server.close(() => resolve());
       }),
   };
