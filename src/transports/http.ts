@@ -480,6 +480,10 @@ export async function startHttpServer(
       }
     }
 
+    if (draining && !(sessionId !== undefined && sessions.answersOwnRequests(body))) {
+      shuttingDown(res);
+      return;
+    }
     try {
       if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
       else await openSession(req, res, principal, method, body);
@@ -622,6 +626,22 @@ export async function startHttpServer(
     return answer;
   }
 
+  const shuttingDown = (res: ServerResponse) =>
+    sendJson(
+      res,
+      503,
+      {
+        jsonrpc: '2.0',
+        error: {
+          code: -32000,
+          message: 'Server is shutting down; retry in a moment.',
+          data: { retryable: true },
+        },
+        id: null,
+      },
+      { connection: 'close', 'retry-after': '1' },
+    );
+
   async function handleReady(res: ServerResponse) {
     const [{ store, redis }, upstream] = await Promise.all([dependencies(), upstreams()]);
     const ledger = runtime.audit.health();
@@ -711,8 +731,11 @@ export async function startHttpServer(
       }
     }
     if (draining) {
-      sendJson(res, 503, jsonRpcError(-32000, 'Server is shutting down'), { connection: 'close' });
-      return;
+      // The load balancer must see the drain; a call in flight here may wait for its client's answer.
+      if (path === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) return handleReady(res);
+      if (path === '/mcp' && req.method === 'POST' && req.headers['mcp-session-id'] !== undefined)
+        return handleMcp(req, res, ctx); // refused there unless it answers this replica's own request
+      return shuttingDown(res);
     }
     if (path === '/mcp') return handleMcp(req, res, ctx);
     if (req.method === 'GET' || req.method === 'HEAD') {
@@ -804,12 +827,15 @@ export async function startHttpServer(
       closing ??= (async () => {
         draining = true;
         clearInterval(reaper);
-        const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        // Idle keep-alive clients reconnect (elsewhere, through the load balancer). The listener
+        // stays open while calls are in flight: /readyz reports the drain, and a waiting call's
+        // own client answer (an elicitation) must still reach it; everything else gets 503.
         httpServer.closeIdleConnections();
         // Wait for in-flight tool calls (their POST responses), not for the long-lived GET streams.
         const deadline = Date.now() + httpConfig.shutdown_grace_ms;
         while (sessions.inFlightCalls() > 0 && Date.now() < deadline)
           await new Promise((r) => setTimeout(r, 25));
+        const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         // The registry rows stay: clients continue on another replica, or here after a restart.
         await sessions.closeAll();
         httpServer.closeAllConnections();

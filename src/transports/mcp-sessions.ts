@@ -447,6 +447,20 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      * Client answers addressed to another replica's waiting call are forwarded there; returns true
      * when every message was forwarded (the request is answered 202 without touching a transport).
      */
+    /**
+     * Whether `body` only answers requests this replica sent (responses with `fg.<this replica>.*`
+     * ids): a draining replica still takes these, since a call here is waiting for them.
+     */
+    answersOwnRequests(body: unknown): boolean {
+      const messages = Array.isArray(body) ? body : [body];
+      return (
+        messages.length > 0 &&
+        messages.every(isResponseShaped) &&
+        messages.every(isResponse) &&
+        messages.every((m) => replicaOf(m) === replica)
+      );
+    },
+
     async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
       const messages = Array.isArray(body) ? body : [body];
       // Requests and notifications (nearly every POST) never relay: decided on shape alone.

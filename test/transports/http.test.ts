@@ -816,4 +816,51 @@ describe('graceful shutdown', () => {
     expect(await http.sessionCount()).toBe(1);
     await expect(fetch(`${http.url}/healthz`)).rejects.toThrow();
   });
+
+  it("while draining: /readyz says draining, and a waiting call's own elicitation answer gets through", async () => {
+    const { http } = await start({
+      config: { approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] } },
+    });
+    const transport = new StreamableHTTPClientTransport(new URL(http.mcpUrl), {
+      requestInit: { headers: { Authorization: `Bearer ${ANALYST_KEY}` } },
+    });
+    const client = new Client(
+      { name: 'http-test', version: '0.0.0' },
+      { capabilities: { elicitation: { form: {} } } },
+    );
+    let closed: Promise<void> | undefined;
+    const duringDrain: { ready?: { status: number; body: unknown }; newWork?: number } = {};
+    client.setRequestHandler(ElicitRequestSchema, async () => {
+      // SIGTERM arrives while the call waits for this answer.
+      closed = http.close();
+      await new Promise((r) => setTimeout(r, 50));
+      const ready = await fetch(`${http.url}/readyz`);
+      duringDrain.ready = { status: ready.status, body: await ready.json() };
+      const other = await fetch(http.mcpUrl, {
+        method: 'POST',
+        // New work on the same session: only answers to this replica's own requests get through.
+        headers: {
+          authorization: `Bearer ${ANALYST_KEY}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': transport.sessionId!,
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      });
+      duringDrain.newWork = other.status;
+      return { action: 'accept', content: { confirm: true } };
+    });
+    await client.connect(transport);
+    cleanups.push(() => client.close().catch(() => {}));
+    const labelsBefore = sandbox.sift.requests('POST', '/v205/users/:id/labels').length;
+
+    const write = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+
+    expect(duringDrain.ready).toMatchObject({ status: 503, body: { status: 'draining' } });
+    expect(duringDrain.newWork).toBe(503);
+    expect(write.isError).toBeFalsy();
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels').length).toBe(labelsBefore + 1);
+    await closed;
+    await expect(fetch(`${http.url}/healthz`)).rejects.toThrow();
+  });
 });
