@@ -7,19 +7,24 @@
  * replica-instance-store.ts) tells the two cases apart by its heartbeat:
  *
  * - no row: register and go;
- * - a row that has not beaten for the expiry: its process is gone (SIGKILL, crash); take it over;
- * - a row beating recently: watch it until it would have expired. If it beats meanwhile, a live
- *   twin holds the id: refuse to start (fail closed). If not, it died moments ago: take over.
+ * - a row of another process, however old its last beat looks: watch its beat counter for the whole
+ *   watch window. If it beats meanwhile, a live twin holds the id: refuse to start (fail closed). If
+ *   not, its process is gone (SIGKILL, crash): take over.
  *
- * The heartbeat is a third of the job lease, at most 500 ms, and the expiry three beats: a replica
- * killed and restarted at once waits at most 1.5 s (less the time it took to start), and a twin
- * beating on time is seen beating twice in that. A short expiry costs no safety: it is only read when
- * a process starts under an id whose row is still there. A process whose row was taken over (it was
- * paused or stalled past the expiry, say) learns it at its next beat and stops (`onLost`) instead of
- * running as a twin.
+ * Liveness is never judged by comparing the row's `heartbeat_at` with this process's clock: written
+ * on another host, it is off by that host's clock skew, and a starting process whose clock ran ahead
+ * would take a live holder's id at once (the holder would stop, and the newcomer would re-run its
+ * in-flight executions). Only the counter moving, seen on this process's own monotonic clock, counts.
+ * The cost: a start after a SIGKILL always waits the window (a clean stop deletes the row, so the next
+ * start waits for nothing).
  *
- * Ages are measured on the callers' clocks like leases' (keep clocks in sync); whether a twin beat
- * is a counter, not a clock.
+ * The heartbeat is a third of the job lease, at most 500 ms, and the window ten beats (5 s): a
+ * holder's beat must not pause that long. On PostgreSQL the beat has its own connection
+ * (src/store/store.ts), so a pool saturated by the calls' statements (which may queue for a minute)
+ * does not hold it back; what remains is this process's event loop and the server's answer. A short
+ * window costs no safety: it is only watched when a process starts under an id whose row is there.
+ * A process whose row was taken over (it was paused or stalled past the window, say) learns it at
+ * its next beat and stops (`onLost`) instead of running as a twin.
  */
 import { randomUUID } from 'node:crypto';
 import type { Config } from './config.ts';
@@ -29,14 +34,17 @@ import type { ReplicaInstance, ReplicaInstanceStore } from './store/replica-inst
 
 export interface ReplicaHeartbeat {
   periodMs: number;
-  /** No beat for this long: the holder is gone. */
+  /** Watched this long without a beat (on the watcher's own clock): the holder is gone. */
   expiryMs: number;
 }
+
+/** Beats a starting process watches for before it takes an id over (see the module comment). */
+const BEATS_PER_WINDOW = 10;
 
 export function replicaHeartbeat(config: Pick<Config, 'jobs'>): ReplicaHeartbeat {
   // Several beats per job lease: a process that lost its id stops before its leases could run twice.
   const periodMs = Math.min(500, Math.floor(config.jobs.lease_ttl_ms / 3));
-  return { periodMs, expiryMs: 3 * periodMs };
+  return { periodMs, expiryMs: BEATS_PER_WINDOW * periodMs };
 }
 
 /** Rows not beaten for a day are processes killed long ago (stdio ids carry a pid): deleted. */
@@ -76,35 +84,31 @@ export async function registerReplica(options: {
 
   const take = async (): Promise<number> => {
     for (;;) {
-      const at = now();
       const row = await replicas.get(replicaId);
       if (!row) {
+        const at = now();
         if (await replicas.insert(replicaId, nonce, at)) return at;
         continue;
       }
-      const age = at - row.heartbeat_at;
-      if (age >= expiryMs) {
-        if (await replicas.takeOver(replicaId, nonce, row, at)) return at;
-        continue;
-      }
-      // Beat recently: live, or killed moments ago. Watch it until it would have expired.
-      const watchMs = Math.min(expiryMs, expiryMs - age);
-      logger.info('replica id was in use moments ago; watching its heartbeat before taking it over', {
+      // Live, or killed some time ago: only its beat counter can tell, never its age on our clock.
+      logger.info('replica id is held by another process, or was until it died; watching its heartbeat', {
         replica_id: replicaId,
-        wait_ms: watchMs,
+        wait_ms: expiryMs,
       });
-      const moved = await watch(row, at + watchMs);
+      const moved = await watch(row);
       if (moved === 'beat') throw new StartupError('FRAUDGATE_REPLICA_ID', twinMessage(replicaId));
-      const after = now();
-      if (moved === 'quiet' && (await replicas.takeOver(replicaId, nonce, row, after))) return after;
+      const at = now();
+      if (moved === 'quiet' && (await replicas.takeOver(replicaId, nonce, row, at))) return at;
       // Gone (a clean shutdown) or taken by another starting process: look again.
     }
   };
 
-  const watch = async (seen: ReplicaInstance, until: number): Promise<'beat' | 'quiet' | 'changed'> => {
+  /** Watches `seen` for a whole expiry on this process's monotonic clock (wall clocks may step). */
+  const watch = async (seen: ReplicaInstance): Promise<'beat' | 'quiet' | 'changed'> => {
     const pollMs = Math.max(25, Math.floor(periodMs / 4));
-    while (now() < until) {
-      await sleep(Math.min(pollMs, Math.max(1, until - now())));
+    const until = performance.now() + expiryMs;
+    while (performance.now() < until) {
+      await sleep(Math.min(pollMs, Math.max(1, until - performance.now())));
       const row = await replicas.get(replicaId);
       if (!row || row.nonce !== seen.nonce) return 'changed';
       if (row.beats !== seen.beats) return 'beat';

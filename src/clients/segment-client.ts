@@ -3,6 +3,7 @@
  * through a small fetch client for the Profile API. Contract: shared/contracts/segment.md.
  *
  * Delivery semantics. `identify`/`track` resolve only once the batch carrying the message got a 2xx.
+ * A 2xx is not storage: Segment answers 200 to a wrong write key and drops the events (contract §1.5).
  * The library's per-call callback fires no earlier than ~300 ms after the call (a legacy delay in
  * analytics-core, contract §2.4), so completion is taken from the emitter instead: the library emits
  * `identify`/`track` (delivered) or `error` (`delivery_failure`) with the same Context right after
@@ -148,6 +149,8 @@ function deliveryError(kind: string, reason: unknown, waiter: Waiter | undefined
   if (status === 400) {
     message = `Segment rejected the ${kind} batch as malformed or too large (HTTP 400); it was not stored. Do not retry it unchanged.`;
   } else if (status === 401 || status === 403) {
+    // Segment answers a wrong write key 200 and drops the events (contract §1.5); the contract lists
+    // 401 only as an injected fault. Kept for whatever answers one anyway (e.g. a proxy in front).
     message = `Segment refused the write key (HTTP ${status}); the operator must check the Segment write key configuration.`;
   } else if (status === 429) {
     message = `Segment is rate limiting fraudgate (HTTP 429); retry the call later (it is deduplicated by messageId).`;

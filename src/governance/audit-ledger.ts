@@ -289,26 +289,33 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
    * after the server committed, before it answered), with the last record each sent: before they
    * go again, the store is asked whether that record is there. A group commits whole or not at
    * all, so if it is, the group's records are stored and are dropped, not committed a second time.
+   *
+   * While any group is in doubt, commits run one at a time (`pump`) and the one that settles them
+   * drops landed records from the whole queue, not just from its own batch: a failed commit's
+   * records go back to the front of the queue, so a group's records may have been split across
+   * the next batches, and a second commit taken meanwhile would send its part unchecked.
    */
   let inDoubt: { seq: number; hash: string; records: Set<Queued> }[] = [];
 
-  /** `batch` without the records of in-doubt groups the store already holds; throws when it cannot tell. */
+  /**
+   * Settles the in-doubt groups: drops the records of those the store already holds from `batch`
+   * and from the queue, and returns `batch` without them. Throws (keeping them in doubt) when the
+   * store cannot tell. Runs with no other commit in flight (see `pump`), so no landed record is
+   * anywhere but in `batch` or the queue.
+   */
   const withoutLanded = async (batch: Queued[]): Promise<Queued[]> => {
     if (inDoubt.length === 0 || !engine.isStored) return batch;
     const groups = inDoubt;
-    inDoubt = [];
-    const landed = new Set<Queued>();
-    try {
-      for (const group of groups) {
-        if (await engine.isStored(writer, group.seq, group.hash)) {
-          for (const q of group.records) landed.add(q);
-        }
+    const landed = new Set<Queued | Deferred>();
+    for (const group of groups) {
+      if (await engine.isStored(writer, group.seq, group.hash)) {
+        for (const q of group.records) landed.add(q);
       }
-    } catch (error) {
-      inDoubt = [...groups, ...inDoubt];
-      throw error;
     }
-    return landed.size === 0 ? batch : batch.filter((q) => !landed.has(q));
+    inDoubt = inDoubt.filter((group) => !groups.includes(group));
+    if (landed.size === 0) return batch;
+    queue = queue.filter((q) => !landed.has(q));
+    return batch.filter((q) => !landed.has(q));
   };
 
   /** A failed commit: waiting appends reject at once, write-behind records wait for the retry. */
@@ -459,6 +466,8 @@ export function createAuditLedger(options: AuditLedgerOptions): AuditLog {
     scheduled = false;
     while (
       inFlight < MAX_IN_FLIGHT &&
+      // In-doubt groups are settled by a commit running alone (see `inDoubt`).
+      (inDoubt.length === 0 || inFlight === 0) &&
       !paused &&
       (queue.length > 0 || sealRequested || pendingSeals.length > 0)
     ) {

@@ -644,21 +644,46 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     interrupted: boolean,
   ): Promise<Approval> {
     if (interrupted) {
-      // Its first attempt was cut off mid-call: it may have changed the upstream, so "nothing was
-      // done" would be untrue. Worded and coded like the recovery of a non-idempotent execution.
-      return failApproved(approval, tool, requester, {
-        code: ERROR_CODES.INTERNAL,
-        message:
-          `Execution was interrupted (the server stopped mid-call) and may have reached ${upstreamOf(tool)}; ` +
-          `policy now forbids running it again (${forbidden.message}), so it was not re-run. ` +
-          'Check the upstream before requesting it again.',
-      });
+      return failInterrupted(
+        approval,
+        tool,
+        requester,
+        `policy now forbids running it again (${forbidden.message})`,
+      );
     }
     return failApproved(approval, tool, requester, {
       code: ERROR_CODES.FORBIDDEN,
       message:
         `Policy now forbids this action (${forbidden.message}); nothing was done. ` +
         'Request it again once the policy allows it.',
+    });
+  }
+
+  /**
+   * An interrupted execution (re-run after a crash) that will not be re-run, for `why`: its first
+   * attempt was cut off mid-call and may have changed the upstream, so "nothing was done" would be
+   * untrue. Worded and coded like the recovery of a non-idempotent execution.
+   */
+  async function failInterrupted(
+    approval: Approval,
+    tool: AnyTool,
+    requester: Principal,
+    why: string,
+  ): Promise<Approval> {
+    // An undo marks the action it reverses before restoring it; cut off after that, the mark is not
+    // taken back here (the restore may have happened), and the message says so.
+    const undone = typeof approval.args.approval_id === 'string' ? approval.args.approval_id : undefined;
+    const marked =
+      tool.name === 'undo_action' &&
+      undone !== undefined &&
+      (await approvals.get(undone))?.state === 'undone';
+    return failApproved(approval, tool, requester, {
+      code: ERROR_CODES.INTERNAL,
+      message:
+        `Execution was interrupted (the server stopped mid-call) and may have reached ${upstreamOf(tool)}; ` +
+        `${why}, so it was not re-run. ` +
+        (marked ? `Approval ${undone} stays marked undone. ` : '') +
+        'Check the upstream before requesting it again.',
     });
   }
 
@@ -724,9 +749,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       // A refusal that no retry changes (undo_action of an action another undo reversed; a decision
       // gone from Sift's catalogue): it fails now, naming why, instead of waiting out its expiry.
       if (tool && FINAL_REFUSALS.has(error.code)) {
-        const message =
-          `The approved action can no longer run (${String(redactor.redactValue(error.message))}); ` +
-          'nothing was done.';
+        const why = String(redactor.redactValue(error.message));
+        // A re-run after a crash: the first attempt may have reached the upstream.
+        if (options.recheck === false) {
+          return failInterrupted(approval, tool, requester, `it can no longer run (${why})`);
+        }
+        const message = `The approved action can no longer run (${why}); nothing was done.`;
         return failApproved(approval, tool, requester, { code: error.code, message });
       }
       // Fail closed: without its budget key nothing runs; it stays approved and the next sweep retries.

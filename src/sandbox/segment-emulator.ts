@@ -54,7 +54,9 @@ export type SegmentRejectReason =
   | 'missing_group_id'
   | 'missing_previous_id'
   | 'invalid_message_id'
-  | 'batch_limit';
+  | 'batch_limit'
+  /** Missing, unknown, or body and Basic keys that disagree: Segment answers 200 and drops the events. */
+  | 'invalid_write_key';
 
 export interface RejectedSegmentEvent {
   reason: SegmentRejectReason;
@@ -79,7 +81,11 @@ export const FRAUD_SUPPRESSED_AUDIENCE: SegmentAudienceRule = {
 };
 
 export interface SegmentEmulatorOptions {
-  /** Accepted write key (body `writeKey` and/or Basic username). Default `sandbox-write-key`. */
+  /**
+   * Accepted write key (body `writeKey` and/or Basic username). Default `sandbox-write-key`. Any other
+   * key gets 200 and its events are dropped (`rejected`, `invalid_write_key`), as Segment does
+   * (contract §1.5); a 401 is only an injected fault (§4.6).
+   */
   writeKey?: string;
   /** Profile API token (Basic username). Default `sandbox-profile-token`. */
   profileToken?: string;
@@ -109,6 +115,11 @@ export interface SegmentEmulator extends EmulatorServer, StatefulEmulator {
   readonly rejected: readonly RejectedSegmentEvent[];
   /** Answer the next `n` requests of one API with 429 + `Retry-After: retryAfterSeconds`. */
   rateLimit(n: number, retryAfterSeconds?: number, api?: 'tracking' | 'profile'): void;
+  /**
+   * Answer the next `n` Tracking API requests with 401. Real Segment answers a wrong key 200 (see
+   * `writeKey`); this is the contract's injected permanent failure (§4.6).
+   */
+  refuseWriteKey(n?: number): void;
 }
 
 interface TraitValue {
@@ -140,7 +151,7 @@ function identity(v: unknown): string | undefined {
   return undefined;
 }
 
-// The real 400/401 bodies are UNVERIFIED (contract §1.5); analytics-node never reads them.
+// The real 400 body is UNVERIFIED (contract §1.5); analytics-node never reads it.
 const trackingError = (status: number, code: string, message: string): EmulatorResponse => ({
   status,
   body: { code, message },
@@ -252,18 +263,25 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     }
   }
 
-  function authorizeTracking(
-    req: EmulatorRequest,
-    body: Record<string, unknown>,
-  ): EmulatorResponse | undefined {
+  function hasValidWriteKey(req: EmulatorRequest, body: Record<string, unknown>): boolean {
     // 3.0.0 sends only the body key, 3.1.0 both; a Bearer (OAuth) header still carries the body key.
     const keys = [body['writeKey'], basicUsername(req.headers.authorization)].filter(
       (k): k is string => typeof k === 'string',
     );
-    if (keys.length === 0 || keys.some((k) => k !== writeKey)) {
-      return trackingError(401, 'invalid_write_key', 'Invalid or missing write key.');
-    }
-    return undefined;
+    return keys.length > 0 && keys.every((k) => k === writeKey);
+  }
+
+  /** The Tracking API answers a bad write key 200 and drops every item (contract §1.5). */
+  function dropForWriteKey(items: readonly unknown[]): EmulatorResponse {
+    items.forEach((item, index) => {
+      const messageId = isObject(item) ? identity(item['messageId']) : undefined;
+      rejected.push({
+        reason: 'invalid_write_key',
+        index,
+        ...(messageId === undefined ? {} : { messageId }),
+      });
+    });
+    return { status: 200, body: { success: true } };
   }
 
   const tooLarge = () => trackingError(400, 'invalid_request', 'Exceed payload limit');
@@ -273,12 +291,11 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     if (req.rawBody.length > SEGMENT_LIMITS.maxBatchBytes) return tooLarge();
     if (req.jsonError || !isObject(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
     const body = req.json;
-    const denied = authorizeTracking(req, body);
-    if (denied) return denied;
     const batch = body['batch'];
     if (!Array.isArray(batch)) return trackingError(400, 'invalid_request', 'batch must be an array');
     // One oversized event fails the whole request, innocent events included (contract §2.4).
     if (batch.some((e) => eventBytes(e) > SEGMENT_LIMITS.maxEventBytes)) return tooLarge();
+    if (!hasValidWriteKey(req, body)) return dropForWriteKey(batch);
     const batchContext = isObject(body['context']) ? body['context'] : undefined;
     const batchIntegrations = isObject(body['integrations']) ? body['integrations'] : undefined;
     const receivedAt = new Date().toISOString();
@@ -313,8 +330,7 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
     return (req: EmulatorRequest): EmulatorResponse => {
       if (req.rawBody.length > SEGMENT_LIMITS.maxEventBytes) return tooLarge();
       if (req.jsonError || !isObject(req.json)) return trackingError(400, 'invalid_request', 'Invalid JSON');
-      const denied = authorizeTracking(req, req.json);
-      if (denied) return denied;
+      if (!hasValidWriteKey(req, req.json)) return dropForWriteKey([req.json]);
       accept({ ...req.json, type }, 0, new Date().toISOString());
       return { status: 200, body: { success: true } };
     };
@@ -481,6 +497,14 @@ export async function startSegmentEmulator(options: SegmentEmulatorOptions = {})
           api === 'tracking'
             ? { code: 'rate_limited', message: 'Too many requests' }
             : { error: { code: 'rate_limit_error', message: 'Too many requests' } },
+      });
+    },
+    refuseWriteKey(n = 1) {
+      server.faults.inject({
+        count: n,
+        path: TRACKING_PATH,
+        status: 401,
+        body: { code: 'invalid_write_key', message: 'Invalid or missing write key.' },
       });
     },
   };

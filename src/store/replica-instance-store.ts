@@ -7,7 +7,8 @@
  * statement per step, atomic on both engines.
  *
  * `beats` counts heartbeats, so "it advanced" never depends on two hosts' clocks agreeing;
- * `heartbeat_at` (epoch ms, the writer's clock) only says how long ago it last beat.
+ * `heartbeat_at` (epoch ms, the writer's clock) is never used to judge whether the holder lives (a
+ * skewed clock would); it only finds rows forgotten for a day, and tells a reader of the table.
  */
 import type { SqlExecutor } from './sql.ts';
 

@@ -139,6 +139,8 @@ export async function openStore(
   options: OpenStoreOptions = {},
 ): Promise<Store> {
   let db: SqlDatabase;
+  /** Where the replica heartbeat runs, when not on `db` (see below). */
+  let heartbeatDb: SqlDatabase | undefined;
   let location: string;
   let queue: OutboxQueue = sqliteOutboxQueue;
   if (config.store === 'postgres') {
@@ -155,20 +157,25 @@ export async function openStore(
     ]);
     queue = createPostgresOutboxQueue();
     location = describePostgresUrl(secrets.postgresUrl);
-    db = openPostgresDatabase(secrets.postgresUrl, {
+    const postgresOptions = {
       schema: config.store_postgres.schema,
       poolSize: config.store_postgres.pool_size,
       statementTimeoutMs: config.store_postgres.statement_timeout_ms,
       lockTimeoutMs: config.store_postgres.lock_timeout_ms,
       idleInTransactionTimeoutMs: config.store_postgres.idle_in_transaction_timeout_ms,
       ...(options.onConnectionError ? { onConnectionError: options.onConnectionError } : {}),
-    });
+    };
+    db = openPostgresDatabase(secrets.postgresUrl, postgresOptions);
     await waitUntilReachable(
       db,
       location,
       config.store_postgres.startup_timeout_ms,
       options.onWaiting ?? (() => undefined),
     );
+    // The replica registration's own connection (src/replica-registration.ts), made on first use
+    // (by `serve` only). Behind the pool's queue, a pool saturated by calls would hold a live
+    // replica's heartbeat back for up to a minute, and a twin starting meanwhile would take its id.
+    heartbeatDb = openPostgresDatabase(secrets.postgresUrl, { ...postgresOptions, poolSize: 1 });
   } else {
     location = databasePath(config);
     db = openSqliteDatabase(location);
@@ -176,20 +183,21 @@ export async function openStore(
   try {
     await migrate(db, { schema: config.store_postgres.schema });
   } catch (error) {
-    await db.close().catch(() => undefined);
+    await Promise.all([db.close(), heartbeatDb?.close()]).catch(() => undefined);
     throw error;
   }
   let open = true;
   return {
     ...bind(db, config, queue, 'database', options.cipher),
+    replicas: createReplicaInstanceStore(heartbeatDb ?? db),
     engine: db.engine,
     location,
     transaction: (fn) => db.transaction((tx) => fn(bind(tx, config, queue, 'transaction', options.cipher))),
     ping: () => db.ping(),
     isOpen: () => open,
-    close: () => {
+    close: async () => {
       open = false;
-      return db.close();
+      await Promise.all([db.close(), heartbeatDb?.close()]);
     },
   };
 }

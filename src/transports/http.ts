@@ -143,7 +143,8 @@ const UPSTREAM_PROBE_TTL_MS = 5_000;
 /**
  * How long one ping of the store (and Redis) answers `/readyz`. It needs no token, and each ping
  * takes one of the pool's connections: uncached, a flood of it would queue the calls' own
- * statements behind pings. Requests in the same period (or while a ping is out) share one.
+ * statements behind pings. Requests while a ping is out, or within this long after it answered,
+ * share it.
  */
 const READINESS_PROBE_TTL_MS = 1_000;
 
@@ -592,22 +593,33 @@ export async function startHttpServer(
   }
 
   const readinessTtlMs = options.readinessProbeTtlMs ?? READINESS_PROBE_TTL_MS;
-  let readinessProbe:
-    { at: number; answer: Promise<{ store: 'ok' | 'unavailable'; redis: boolean | undefined }> } | undefined;
-  /** The last ping of the store and Redis, or a new one when it is older than the TTL; callers share one in flight. */
-  function dependencies() {
-    const now = performance.now();
-    if (!readinessProbe || now - readinessProbe.at >= readinessTtlMs) {
-      const answer = Promise.all([
-        runtime.store.ping().then(
-          () => 'ok' as const,
-          () => 'unavailable' as const,
-        ),
-        config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
-      ]).then(([store, redis]) => ({ store, redis }));
-      readinessProbe = { at: now, answer };
-    }
-    return readinessProbe.answer;
+  type Dependencies = { store: 'ok' | 'unavailable'; redis: boolean | undefined };
+  /** The ping in flight, or the last one with when it settled (the TTL runs from then). */
+  let readinessProbe: { answer: Promise<Dependencies>; settledAt?: number } | undefined;
+  /**
+   * The last ping of the store and Redis while it is younger than the TTL, else a new one. A ping
+   * still in flight is joined however long it takes: a slow store (a saturated pool) must not be
+   * sent one more ping per TTL, each taking a connection the calls need.
+   */
+  function dependencies(): Promise<Dependencies> {
+    const probe = readinessProbe;
+    const fresh =
+      probe && (probe.settledAt === undefined || performance.now() - probe.settledAt < readinessTtlMs);
+    if (fresh) return probe.answer;
+    const answer = Promise.all([
+      runtime.store.ping().then(
+        () => 'ok' as const,
+        () => 'unavailable' as const,
+      ),
+      config.rate_limits.store === 'redis' ? runtime.rateLimiter.ping() : Promise.resolve(undefined),
+    ]).then(([store, redis]) => ({ store, redis }));
+    const next: { answer: Promise<Dependencies>; settledAt?: number } = { answer };
+    readinessProbe = next;
+    const settled = () => {
+      next.settledAt = performance.now();
+    };
+    answer.then(settled, settled);
+    return answer;
   }
 
   async function handleReady(res: ServerResponse) {

@@ -240,10 +240,20 @@ describe('delivery failures', () => {
     expect(emu.events).toHaveLength(0);
   });
 
-  it('bad write key: 401, non-retryable, and the key is not in the public message', async () => {
+  it('wrong write key: Segment answers 200 and drops the events, so the call resolves', async () => {
     const segment = client({ writeKey: 'wk-not-valid-123', maxRetries: 3 });
+    await segment.identify({ userId: 'u', messageId: 'fg:wrong-key', traits: { plan: 'pro' } });
+    expect(batches().map((r) => r.status)).toEqual([200]);
+    expect(emu.events).toEqual([]);
+    expect(emu.rejected).toEqual([{ reason: 'invalid_write_key', index: 0, messageId: 'fg:wrong-key' }]);
+  });
+
+  it('write key refused with 401 (injected): non-retryable, and the key is not in the public message', async () => {
+    const segment = client({ writeKey: 'wk-not-valid-123', maxRetries: 3 });
+    emu.refuseWriteKey(5);
     const error = await rejection(segment.identify({ userId: 'u', messageId: 'fg:401', traits: {} }));
     expect(error).toMatchObject({ name: 'UpstreamError', retryable: false, status: 401 });
+    expect((error as Error).message).toContain('refused the write key');
     expect((error as Error).message).not.toContain('wk-not-valid-123');
     expect(batches()).toHaveLength(1);
   });

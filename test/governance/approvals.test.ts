@@ -442,6 +442,40 @@ describe('approvals', () => {
     expect(labelsReceived()).toHaveLength(0);
   });
 
+  it('an interrupted execution its tool now refuses for good fails as possibly done, not as "nothing was done"', async () => {
+    env = await setup();
+    const requested = await env.callTool('apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const id = String(requested.error.approval_id);
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // The replica died mid apply_decision, long enough ago for its claim to be stale.
+    await env.runtime.approvals.transition(id, ['approved'], 'executing', {
+      executed_at: new Date(Date.now() - 11 * 60_000).toISOString(),
+      executed_by: 'replica-a',
+    });
+    // Meanwhile the decision was removed from Sift's catalogue: the re-run's budget key is refused.
+    const catalogue = env.sandbox.sift.decisionCatalogue;
+    catalogue.splice(
+      catalogue.findIndex((d) => d.id === 'block_user_payment_abuse'),
+      1,
+    );
+    await env.runtime.pipeline.recoverInterrupted();
+    const status = await env.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({ state: 'failed' });
+    const failed = await env.runtime.approvals.get(id);
+    expect(failed?.error?.code).toBe('INTERNAL');
+    expect(failed?.error?.message).toContain('interrupted');
+    expect(failed?.error?.message).toContain('may have reached Sift');
+    expect(failed?.error?.message).not.toContain('nothing was done');
+    const records = await storedAuditRecords(env.config, env.runtime.audit);
+    const outcome = records.find((r) => r.approval_id === id && r.event === 'failed');
+    expect(outcome?.outcome).toMatchObject({ code: 'INTERNAL', message: failed?.error?.message });
+    expect(env.sandbox.sift.decisionsOf('sandbox-watch').payment_abuse?.id).toBe('watch_user_payment_abuse');
+  });
+
   it('recovery puts an interrupted approval back to approved without its claim, so no later claim looks like it', async () => {
     env = await setup();
     const label = await env.callTool('apply_label', LABEL);

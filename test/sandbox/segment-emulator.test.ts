@@ -54,23 +54,48 @@ const event = (i: number, extra: Record<string, unknown> = {}) => ({
 });
 
 describe('Tracking API', () => {
-  it('accepts the write key from the body or from Basic auth, and answers 401 for an unknown key', async () => {
+  it('accepts the write key from the body or from Basic auth', async () => {
     expect((await post('/v1/batch', { batch: [event(1)], writeKey: emu.writeKey })).status).toBe(200);
     expect(
       (await post('/v1/batch', { batch: [event(2)] }, { authorization: basic(emu.writeKey) })).status,
     ).toBe(200);
-    expect((await post('/v1/batch', { batch: [event(3)], writeKey: 'nope' })).status).toBe(401);
-    expect((await post('/v1/batch', { batch: [event(4)] })).status).toBe(401);
-    expect(
-      (
-        await post(
-          '/v1/batch',
-          { batch: [event(5)], writeKey: emu.writeKey },
-          { authorization: basic('other') },
-        )
-      ).status,
-    ).toBe(401);
     expect(emu.events.map((e) => e.messageId)).toEqual(['m-1', 'm-2']);
+    expect(emu.rejected).toEqual([]);
+  });
+
+  it('answers 200 to a wrong, missing or disagreeing write key and drops the events as invalid_write_key', async () => {
+    const ok = { status: 200, body: { success: true } };
+    expect(await post('/v1/batch', { batch: [event(3), event(4)], writeKey: 'nope' })).toEqual(ok);
+    expect(await post('/v1/batch', { batch: [event(5)] })).toEqual(ok);
+    expect(
+      await post(
+        '/v1/batch',
+        { batch: [event(6)], writeKey: emu.writeKey },
+        { authorization: basic('other') },
+      ),
+    ).toEqual(ok);
+    expect(await post('/v1/track', { ...event(7), writeKey: 'nope' })).toEqual(ok);
+    expect(emu.events).toEqual([]);
+    expect(emu.profile('u')).toBeUndefined();
+    expect(emu.rejected).toEqual([
+      { reason: 'invalid_write_key', index: 0, messageId: 'm-3' },
+      { reason: 'invalid_write_key', index: 1, messageId: 'm-4' },
+      { reason: 'invalid_write_key', index: 0, messageId: 'm-5' },
+      { reason: 'invalid_write_key', index: 0, messageId: 'm-6' },
+      { reason: 'invalid_write_key', index: 0, messageId: 'm-7' },
+    ]);
+    // Oversized payloads and invalid JSON are still 400 whatever the key (contract §1.5).
+    expect((await post('/v1/batch', '{"batch": [', { authorization: basic('nope') })).status).toBe(400);
+  });
+
+  it('answers 401 only as an injected fault (refuseWriteKey), with the right key too', async () => {
+    emu.refuseWriteKey(1);
+    expect(await post('/v1/batch', { batch: [event(1)], writeKey: emu.writeKey })).toEqual({
+      status: 401,
+      body: { code: 'invalid_write_key', message: 'Invalid or missing write key.' },
+    });
+    expect((await post('/v1/batch', { batch: [event(1)], writeKey: emu.writeKey })).status).toBe(200);
+    expect(emu.events.map((e) => e.messageId)).toEqual(['m-1']);
   });
 
   it('answers 400 for invalid JSON, an event over 32 KB and a batch over 500 KB', async () => {

@@ -262,6 +262,38 @@ describe('an undo interrupted mid-compensation, and two undos of one action', ()
     });
   });
 
+  it('an interrupted undo that can no longer run fails as possibly done, and the action stays marked undone', async () => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_decision', BLOCK);
+    const undo = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    await env.runtime.desk.decide(undoId, { approve: true, approver: APPROVER });
+    // The replica claimed the undo, marked the action undone, and died before Sift answered.
+    await env.runtime.approvals.transition(undoId, ['approved'], 'executing', {
+      executed_at: new Date().toISOString(),
+      executed_by: 'replica-a',
+    });
+    await env.runtime.approvals.transition(id, ['executed'], 'undone', { undone_by: undoId });
+    // The decision it re-applies is gone from Sift's catalogue meanwhile: the re-run is refused.
+    const catalogue = env.sandbox.sift.decisionCatalogue;
+    catalogue.splice(
+      catalogue.findIndex((d) => d.id === 'watch_user_payment_abuse'),
+      1,
+    );
+
+    env = await env.restart({ replicaId: 'replica-a' });
+    await env.runtime.pipeline.recoverInterrupted();
+    const failed = await env.runtime.approvals.get(undoId);
+    expect(failed).toMatchObject({ state: 'failed', error: { code: 'INTERNAL' } });
+    expect(failed?.error?.message).toContain('may have reached');
+    expect(failed?.error?.message).toContain(`Approval ${id} stays marked undone`);
+    expect(failed?.error?.message).not.toContain('nothing was done');
+    expect(await env.runtime.approvals.get(id)).toMatchObject({ state: 'undone', undone_by: undoId });
+    expect((await env.callTool('get_approval_status', { approval_id: undoId })).output).toMatchObject({
+      state: 'failed',
+    });
+  });
+
   it('a second approved undo of an action another undo reversed fails with CONFLICT, audited, not left approved', async () => {
     env = await setup();
     const id = await approvedAndRun(env, 'apply_decision', BLOCK);

@@ -1,9 +1,11 @@
 /**
  * One live process per replica id, on both engines: the replica-instance row's SQL (register,
  * heartbeat, compare-and-swap takeover, release by the holder only, old rows forgotten), and the
- * registration built on it: a live twin is refused with a message naming the setting, a holder that
- * stopped beating (SIGKILL) is taken over within the expiry, a clean shutdown lets the next start go
- * at once, and a process whose id was taken over learns it at its next beat.
+ * registration built on it: a live twin is refused with a message naming the setting (also when the
+ * starting process's clock runs ahead, and on PostgreSQL while the holder's pool is saturated), a
+ * holder that stopped beating (SIGKILL) is taken over after a whole watch window however old its
+ * last beat looks, a clean shutdown lets the next start go at once, and a process whose id was taken
+ * over learns it at its next beat.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
@@ -20,17 +22,34 @@ import { ENGINES } from './engines.ts';
 const HEARTBEAT = { periodMs: 100, expiryMs: 300 };
 const logger = createLogger({ level: 'error' });
 
-const register = (store: Store, replicaId: string, onLost: (message: string) => void = () => undefined) =>
-  registerReplica({ store, replicaId, heartbeat: HEARTBEAT, logger, onLost });
+const register = (
+  store: Store,
+  replicaId: string,
+  onLost: (message: string) => void = () => undefined,
+  now?: () => number,
+) => registerReplica({ store, replicaId, heartbeat: HEARTBEAT, logger, onLost, ...(now ? { now } : {}) });
 
-it('the heartbeat is a third of the job lease, at most 500 ms; the expiry three beats', () => {
+const refusalOf = (registering: Promise<ReplicaRegistration>) =>
+  registering.then(
+    async (registration) => {
+      await registration.close();
+      return undefined;
+    },
+    (error: unknown) => error,
+  );
+
+const TWIN_REFUSAL = (replicaId: string) =>
+  `another live process uses replica id ${replicaId}; give each replica its own id ` +
+  '(FRAUDGATE_REPLICA_ID, or replica_id in the config file), or stop the other process first';
+
+it('the heartbeat is a third of the job lease, at most 500 ms; the watch window ten beats', () => {
   expect(replicaHeartbeat({ jobs: { lease_ttl_ms: 15_000 } } as never)).toEqual({
     periodMs: 500,
-    expiryMs: 1_500,
+    expiryMs: 5_000,
   });
   expect(replicaHeartbeat({ jobs: { lease_ttl_ms: 1_200 } } as never)).toEqual({
     periodMs: 400,
-    expiryMs: 1_200,
+    expiryMs: 4_000,
   });
 });
 
@@ -67,39 +86,80 @@ for (const engine of ENGINES) {
       expect(await a.replicas.get('new')).toBeDefined();
     });
 
-    it('a live twin is refused; a killed holder is taken over within the expiry', async () => {
+    it('a live twin is refused; a killed holder is taken over after a whole window, however old its beat looks', async () => {
       const [a, b] = await engine.open();
       const first = await register(a, 'twin-r');
       try {
-        const refusal = await register(b, 'twin-r').then(
-          () => undefined,
-          (error: unknown) => error,
-        );
+        const refusal = await refusalOf(register(b, 'twin-r'));
         expect(refusal).toBeInstanceOf(StartupError);
-        expect((refusal as StartupError).message).toBe(
-          'another live process uses replica id twin-r; give each replica its own id ' +
-            '(FRAUDGATE_REPLICA_ID, or replica_id in the config file), or stop the other process first',
-        );
+        expect((refusal as StartupError).message).toBe(TWIN_REFUSAL('twin-r'));
         // The refused start changed nothing: the first still holds the id.
         expect((await a.replicas.get('twin-r'))?.started_at).toBe(first.startedAt.getTime());
       } finally {
         await first.close();
       }
 
-      // A holder that beat a moment ago and then died (SIGKILL: no release, no more beats).
-      const killedAt = Date.now();
-      await a.replicas.insert('killed-r', 'dead-process', killedAt);
-      const began = Date.now();
-      const next = await register(b, 'killed-r');
-      const waited = Date.now() - began;
-      try {
-        expect(waited).toBeLessThan(HEARTBEAT.expiryMs + 400);
-        expect(next.startedAt.getTime()).toBeGreaterThanOrEqual(killedAt + HEARTBEAT.expiryMs);
-        expect((await a.replicas.get('killed-r'))?.nonce).not.toBe('dead-process');
-      } finally {
-        await next.close();
+      // Holders that died (SIGKILL: no release, no more beats) a moment ago, and long ago as far as
+      // the row's clock says: both are watched for the whole window before they are taken over.
+      for (const [replicaId, lastBeat] of [
+        ['killed-r', Date.now()],
+        ['killed-long-ago-r', Date.now() - 60_000],
+      ] as const) {
+        await a.replicas.insert(replicaId, 'dead-process', lastBeat);
+        const began = performance.now();
+        const next = await register(b, replicaId);
+        const waited = performance.now() - began;
+        try {
+          expect(waited).toBeGreaterThanOrEqual(HEARTBEAT.expiryMs);
+          expect(waited).toBeLessThan(HEARTBEAT.expiryMs + 400);
+          expect((await a.replicas.get(replicaId))?.nonce).not.toBe('dead-process');
+        } finally {
+          await next.close();
+        }
       }
     });
+
+    it('a start whose clock runs ahead of the live holder is refused, and the holder keeps its id', async () => {
+      const [a, b] = await engine.open();
+      const lost: string[] = [];
+      const holder = await register(a, 'skew-r', (m) => lost.push(m));
+      try {
+        await sleep(2 * HEARTBEAT.periodMs);
+        // Two seconds ahead: by its clock the holder last beat long past the window.
+        const refusal = await refusalOf(register(b, 'skew-r', undefined, () => Date.now() + 2_000));
+        expect(refusal).toBeInstanceOf(StartupError);
+        expect((refusal as StartupError).message).toBe(TWIN_REFUSAL('skew-r'));
+        await sleep(2 * HEARTBEAT.periodMs);
+        expect(lost).toEqual([]);
+        expect((await a.replicas.get('skew-r'))?.started_at).toBe(holder.startedAt.getTime());
+      } finally {
+        await holder.close();
+      }
+    });
+
+    it.skipIf(engine.name !== 'PostgreSQL')(
+      'the heartbeat does not queue behind a saturated pool: a twin started meanwhile is refused',
+      async () => {
+        const [a, b] = await engine.open();
+        const lost: string[] = [];
+        const holder = await register(a, 'busy-r', (m) => lost.push(m));
+        // Twice the pool (4) in statements of half a second, for longer than the twin watches.
+        let saturating = true;
+        const load = Array.from({ length: 8 }, async () => {
+          while (saturating) await a.sql.query('SELECT pg_sleep(0.5)');
+        });
+        try {
+          await sleep(HEARTBEAT.periodMs);
+          const refusal = await refusalOf(register(b, 'busy-r'));
+          expect((refusal as StartupError | undefined)?.message).toBe(TWIN_REFUSAL('busy-r'));
+          expect(lost).toEqual([]);
+        } finally {
+          saturating = false;
+          await Promise.all(load);
+          await holder.close();
+        }
+      },
+    );
 
     it('a clean shutdown lets the next start go at once; a taken-over process learns it at its next beat', async () => {
       const [a, b] = await engine.open();

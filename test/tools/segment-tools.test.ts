@@ -148,3 +148,27 @@ describe('track_fraud_event', () => {
     expect(segmentPosts(env)).toHaveLength(0);
   });
 });
+
+describe('Segment write key', () => {
+  it('a wrong key is not visible on the write path: the sync succeeds and Segment drops the events', async () => {
+    env = await setup({ secrets: { segmentWriteKey: 'wk-wrong-source-1' } });
+    const before = env.sandbox.segment.profile('sandbox-high-risk');
+    const result = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-high-risk' });
+    expect(result.error).toBeUndefined();
+    expect(env.sandbox.segment.events).toEqual([]);
+    expect(env.sandbox.segment.profile('sandbox-high-risk')).toEqual(before);
+    expect(env.sandbox.segment.rejected).toEqual([
+      { reason: 'invalid_write_key', index: 0, messageId: result.output.message_id },
+    ]);
+  });
+
+  it('a 401 from the Tracking API is a non-retryable error that asks to check the key, without it', async () => {
+    env = await setup({ secrets: { segmentWriteKey: 'wk-wrong-source-1' } });
+    env.sandbox.segment.refuseWriteKey(5);
+    const result = await env.callTool('sync_score_to_segment', { user_id: 'sandbox-high-risk' });
+    expect(result.error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: false });
+    expect(result.error.message).toContain('refused the write key');
+    expect(JSON.stringify(result.raw)).not.toContain('wk-wrong-source-1');
+    expect(env.sandbox.segment.events).toEqual([]);
+  });
+});

@@ -92,6 +92,7 @@ async function start(
     dataDir?: string;
     port?: number;
     upstreamProbeTtlMs?: number;
+    readinessProbeTtlMs?: number;
   } = {},
 ): Promise<Started> {
   const logs: string[] = [];
@@ -118,6 +119,9 @@ async function start(
     devToken: DEV_TOKEN,
     jwks,
     ...(options.upstreamProbeTtlMs === undefined ? {} : { upstreamProbeTtlMs: options.upstreamProbeTtlMs }),
+    ...(options.readinessProbeTtlMs === undefined
+      ? {}
+      : { readinessProbeTtlMs: options.readinessProbeTtlMs }),
   });
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -730,6 +734,33 @@ describe('health and metrics', () => {
     const before = pings;
     await readyz();
     expect(pings).toBe(before + 1);
+  });
+
+  it('/readyz joins a store ping still in flight, however slow; the period runs from its answer', async () => {
+    // Scaled down: a ping of 3 s against a 1 s period, asked at 0, 1.2 and 2.4 s.
+    const PING_MS = 900;
+    const TTL_MS = 300;
+    const { runtime, http } = await start({ readinessProbeTtlMs: TTL_MS });
+    let pings = 0;
+    const store = runtime.store as { ping: () => Promise<void> };
+    const ping = store.ping.bind(store);
+    store.ping = async () => {
+      pings += 1;
+      await new Promise((resolve) => setTimeout(resolve, PING_MS));
+      return ping();
+    };
+    const readyz = async () => (await fetch(`${http.url}/readyz`)).status;
+    const asked: Promise<number>[] = [];
+    for (const at of [0, 1.2, 2.4]) {
+      await new Promise((resolve) => setTimeout(resolve, at === 0 ? 0 : 1.2 * TTL_MS));
+      asked.push(readyz());
+    }
+    expect(await Promise.all(asked)).toEqual([200, 200, 200]);
+    expect(pings).toBe(1);
+    // A period after it answered, the next request pings afresh.
+    await new Promise((resolve) => setTimeout(resolve, TTL_MS + 50));
+    expect(await readyz()).toBe(200);
+    expect(pings).toBe(2);
   });
 
   it('/metrics shows calls by tool and outcome, latency, pending approvals, upstream errors and rate limits', async () => {
