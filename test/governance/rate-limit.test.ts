@@ -5,7 +5,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   bucketKeyHasher,
   createRateLimiter,
@@ -45,6 +45,19 @@ describe('in-memory buckets', () => {
     expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
     t += 1000;
     expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: true, remaining: 0 });
+  });
+
+  it('credit a clock stepped back and forward again only once', async () => {
+    let t = 1_000_000;
+    const limiter = createRateLimiter(() => t);
+    const bucket = { capacity: 5, per_minute: 60 };
+    let allowed = 0;
+    // 100 calls over 10 s, the clock stepping 2 s back and forward on every call: honest is 5 + 10.
+    for (let i = 0; i < 100; i += 1) {
+      t = 1_000_000 + i * 100 + (i % 2 ? 0 : 2000);
+      if ((await limiter.take('k', bucket)).allowed) allowed += 1;
+    }
+    expect(allowed).toBeLessThanOrEqual(5 + 10 + 2);
   });
 
   it('keep at most maxKeys buckets, forgetting the least recently used first', async () => {
@@ -136,6 +149,36 @@ describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
     expect((await a.take('analyst\u0000tool', bucket)).allowed).toBe(true);
     expect((await b.take('analyst\u0000tool', bucket)).allowed).toBe(true);
     expect((await a.take('analyst\u0000tool', bucket)).allowed).toBe(false);
+  });
+
+  it('replicas whose clocks differ by 2 s, taking in turn, are not credited the difference', async () => {
+    const prefix = `fraudgate-test:redis2:${randomUUID()}:`;
+    const bucket = { capacity: 5, per_minute: 60 };
+    let real = 5_000_000;
+    const ahead = createRedisRateLimiter(redis(), { prefix, now: () => real + 2000, keySecret: 'shared' });
+    const behind = createRedisRateLimiter(redis(), { prefix, now: () => real, keySecret: 'shared' });
+    let allowed = 0;
+    // 100 calls over 10 s alternating replicas: honest is the burst (5) plus 10 s of refill (10).
+    for (let i = 0; i < 100; i += 1) {
+      real = 5_000_000 + i * 100;
+      if ((await (i % 2 ? behind : ahead).take('analyst\u0000tool', bucket)).allowed) allowed += 1;
+    }
+    expect(allowed).toBeLessThanOrEqual(5 + 10 + 2);
+  });
+
+  it("time is Redis's: this process's clock jumping an hour refills nothing", async () => {
+    const prefix = `fraudgate-test:redis2:${randomUUID()}:`;
+    const bucket = { capacity: 2, per_minute: 1 };
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+    try {
+      const limiter = createRedisRateLimiter(redis(), { prefix, keySecret: 'shared' });
+      expect((await limiter.take('k', bucket)).allowed).toBe(true);
+      expect((await limiter.take('k', bucket)).allowed).toBe(true);
+      vi.setSystemTime(Date.now() + 3_600_000);
+      expect(await limiter.take('k', bucket)).toMatchObject({ allowed: false });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('through the protocol: a second replica sees the first one spend the bucket', async () => {
