@@ -13,7 +13,10 @@ import {
   MAX_LOCAL_BUCKETS,
 } from '../../src/governance/rate-limit.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
+import { createLogger } from '../../src/logger.ts';
+import { checkServices } from '../../src/startup.ts';
 import { listening } from '../helpers/services.ts';
+import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 import { setup } from '../helpers/setup.ts';
 
 const BUCKET = { capacity: 2, per_minute: 60 }; // one token a second
@@ -224,4 +227,63 @@ describe('Redis down', () => {
       await env.close();
     }
   });
+});
+
+describe.skipIf(!redisUp)('Redis hung (connections open, nothing answers)', () => {
+  it('calls are refused retryable and audited instead of hanging, and pass again once it answers', async () => {
+    // Redis reached through a forwarder that can stop forwarding without closing a connection.
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    const lines: Record<string, unknown>[] = [];
+    const env = await setup({
+      config: { rate_limits: { store: 'redis' } },
+      redisUrl: `redis://127.0.0.1:${forwarder.port}`,
+      logger: createLogger({ write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>) }),
+    });
+    try {
+      expect((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+      const upstreamCalls = env.sandbox.sift.journal.length;
+      forwarder.stall();
+      for (let i = 0; i < 2; i += 1) {
+        const result = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
+        expect(result.error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
+        expect(result.error.message).toContain('rate-limit store is unavailable');
+      }
+      expect(env.sandbox.sift.journal).toHaveLength(upstreamCalls);
+      const records = await storedAuditRecords(env.config, env.runtime.audit);
+      expect(records.filter((r) => r.event === 'unavailable')).toMatchObject([
+        { tool: 'get_sift_score', outcome: { code: 'UPSTREAM_ERROR', retryable: true } },
+        { tool: 'get_sift_score', outcome: { code: 'UPSTREAM_ERROR', retryable: true } },
+      ]);
+      // The refusals' own budget, in the same Redis, fell back to this process rather than hang.
+      expect(
+        lines.filter((l) => String(l.msg).includes('refusal budgets are kept in this process')),
+      ).toHaveLength(1);
+
+      forwarder.restore();
+      const until = Date.now() + 15_000;
+      while ((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError) {
+        expect(Date.now()).toBeLessThan(until);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      await env.close();
+      await forwarder.close();
+    }
+  }, 40_000);
+
+  it('start-up names FRAUDGATE_REDIS_URL instead of waiting forever', async () => {
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    forwarder.stall();
+    try {
+      await expect(
+        checkServices(
+          { rate_limits: { store: 'redis' } } as Parameters<typeof checkServices>[0],
+          { redisUrl: `redis://127.0.0.1:${forwarder.port}` },
+          1_000,
+        ),
+      ).rejects.toThrow(/does not answer.*FRAUDGATE_REDIS_URL/);
+    } finally {
+      await forwarder.close();
+    }
+  }, 20_000);
 });

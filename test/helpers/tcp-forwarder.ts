@@ -16,6 +16,12 @@ export interface TcpForwarder {
    * such as ioredis counts as a fresh connection each time, so it never gives up a queued command.)
    */
   down(): void;
+  /**
+   * Stop forwarding without closing anything: connections (open and new) stay up and bytes are held,
+   * as when the service hangs or a network path black-holes packets. `restore()` forwards what was
+   * held and goes on.
+   */
+  stall(): void;
   restore(): void;
   close(): Promise<void>;
 }
@@ -23,6 +29,7 @@ export interface TcpForwarder {
 export async function startTcpForwarder(target: { host: string; port: number }): Promise<TcpForwarder> {
   const open = new Set<Socket>();
   let cut = false;
+  let stalled = false;
   const server: Server = createServer((client) => {
     if (cut) return void client.destroy();
     const upstream = connect(target);
@@ -37,6 +44,8 @@ export async function startTcpForwarder(target: { host: string; port: number }):
         b.destroy();
       });
       a.pipe(b);
+      // After pipe(), which resumes its source.
+      if (stalled) a.pause();
     }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -52,8 +61,16 @@ export async function startTcpForwarder(target: { host: string; port: number }):
       for (const socket of open) socket.destroy();
       server.close();
     },
+    stall() {
+      stalled = true;
+      for (const socket of open) socket.pause();
+    },
     restore() {
       cut = false;
+      if (stalled) {
+        stalled = false;
+        for (const socket of open) socket.resume();
+      }
       if (!server.listening) server.listen(port, '127.0.0.1');
     },
     close: () =>
