@@ -108,17 +108,42 @@ function refusalDetail(code: string, fields: readonly string[]): string {
   return (fields.length > 0 ? `${code} (${fields.join(', ')})` : code).slice(0, 2000);
 }
 
+/** Per-record codes of a write that was not refused but rolled back for another record's failure. */
+export const ROLLED_BACK_CODES: ReadonlySet<string> = new Set([
+  'ALL_OR_NONE_OPERATION_ROLLED_BACK',
+  'PROCESSING_HALTED',
+]);
+
+/**
+ * Per-record codes of a temporary failure: the same write may succeed when sent again (another
+ * transaction held the row; the org was briefly unavailable).
+ */
+const TEMPORARY_CODES: ReadonlySet<string> = new Set(['UNABLE_TO_LOCK_ROW', 'SERVER_UNAVAILABLE']);
+
+/**
+ * The result that says why an all-or-none write failed: the first record Salesforce refused for its
+ * own sake, not one rolled back because of another (undefined when every failure is a rollback).
+ */
+export function refusedRecord(results: readonly SalesforceSaveResult[]): number {
+  return results.findIndex((r) => !r.success && !ROLLED_BACK_CODES.has(r.errors[0]?.statusCode ?? ''));
+}
+
 /**
  * The error for a write Salesforce refused in a collection: NOT_FOUND when the record is gone, else
- * an UPSTREAM_ERROR with Salesforce's code (not retryable: the same write would be refused again).
- * Its message and detail are built from the code and field names alone, whatever `message` the
- * result carries (from any SalesforceClient, it may still be Salesforce's own text).
+ * an UPSTREAM_ERROR with Salesforce's code, not retryable (the same write would be refused again)
+ * unless the code is a temporary one (UNABLE_TO_LOCK_ROW, SERVER_UNAVAILABLE). A write that
+ * `rolledBack` (an all-or-none request: nothing of it committed) carries HTTP 400, so it provably
+ * changed nothing; a temporary failure outside one carries no status, as other writes of the request
+ * may have committed. Its message and detail are built from the code and field names alone, whatever
+ * `message` the result carries (from any SalesforceClient, it may still be Salesforce's own text).
  */
 export function saveError(
   write: Pick<SalesforceWrite, 'op' | 'sobject'>,
   result: SalesforceSaveResult,
+  options: { rolledBack?: boolean } = {},
 ): FraudgateError {
   const first = result.errors[0];
+  const temporary = TEMPORARY_CODES.has(first?.statusCode ?? '');
   const detail = first
     ? `${write.sobject} ${write.op}: ${refusalDetail(first.statusCode, first.fields ?? [])}`
     : undefined;
@@ -128,9 +153,9 @@ export function saveError(
   const described = first ? describeCode(first.statusCode, first.fields ?? []) : 'unknown error';
   return new UpstreamError(`Salesforce refused the ${write.sobject} ${write.op}: ${described}.`, {
     service: SERVICE,
-    status: 400,
+    ...(temporary && !options.rolledBack ? {} : { status: 400 }),
     ...(first ? { upstreamCode: first.statusCode } : {}),
-    retryable: false,
+    retryable: temporary,
     ...(detail ? { detail } : {}),
   });
 }
@@ -261,6 +286,7 @@ function fieldsOf(data: unknown, message: string): string[] {
   if (fields.length > 0) return fields;
   const patterns = [
     /No such column '([A-Za-z0-9_.]+)'/,
+    /field '([A-Za-z0-9_.]+)' can not be (?:filtered|sorted)/,
     /Required fields are missing: \[([A-Za-z0-9_, ]+)\]/,
     /duplicate value found: ([A-Za-z0-9_]+) duplicates/,
     /^([A-Za-z0-9_]+): bad value for restricted picklist/,
@@ -530,7 +556,13 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
     const retryable =
       (status !== undefined && (status >= 500 || status === 429)) || RETRYABLE_CODES.has(code);
     const fields = fieldsOf(e.data, rawMessage);
-    const described = /^ERROR_HTTP_\d{3}$/.test(code) ? `HTTP ${status}` : describeCode(code, fields);
+    // A long text area (Description, a Chatter body) may be selected, never filtered or sorted on.
+    const unqueryable = /can not be (filtered|sorted) in a query call/.exec(rawMessage)?.[1];
+    const described = /^ERROR_HTTP_\d{3}$/.test(code)
+      ? `HTTP ${status}`
+      : unqueryable && fields.length > 0
+        ? `field ${fields.join(', ')} can not be ${unqueryable} in a query (a long text area: select it instead)`
+        : describeCode(code, fields);
     return new UpstreamError(
       retryable && ctx.nonIdempotent
         ? `Salesforce failed during ${ctx.what}${on} (${described}); the record may or may not exist, check before trying again.`
@@ -1002,7 +1034,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           method: c.op === 'create' ? 'POST' : 'PATCH',
           url: c.op === 'upsert' ? `${base}/${c.sobject}/${c.externalIdField}` : base,
           referenceId: `c${i}`,
-          body: { allOrNone: false, records },
+          body: { allOrNone: true, records },
           // An explicit owner must not be overridden by assignment rules (§6).
           ...(c.records.some((r) => 'OwnerId' in r)
             ? { httpHeaders: { 'Sforce-Auto-Assign': 'FALSE' } }
@@ -1020,7 +1052,9 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
         // A create in the request makes a blind repeat unsafe; callers carry idempotency keys instead.
         nonIdempotent: collections.some((c) => c.op === 'create'),
       };
-      const body = JSON.stringify({ allOrNone: false, compositeRequest: [...compositeRequest, ...queries] });
+      // All or none: the request commits every write or none of them, so a group of writes (an
+      // update and its Chatter post) can never land half, and a refused request changed nothing.
+      const body = JSON.stringify({ allOrNone: true, compositeRequest: [...compositeRequest, ...queries] });
       const send = (conn: Connection) =>
         conn.request({
           method: 'POST',
@@ -1034,7 +1068,10 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       const answers = parseOrThrow(compositeResultSchema, raw, ctx).compositeResponse;
       const saved = collections.map((c, i) => {
         const answer = answers[i];
-        if (answer && answer.httpStatusCode < 300) return toSaveResults(answer.body, ctx);
+        // Per-record results, whatever the status: in an all-or-none request the collection that
+        // failed carries its records' errors (the status Salesforce gives it there is undocumented).
+        if (answer && (answer.httpStatusCode < 300 || saveResultsSchema.safeParse(answer.body).success))
+          return toSaveResults(answer.body, ctx);
         // The whole subrequest was refused: every record of it carries that error.
         const errors = subrequestErrorsSchema.safeParse(answer?.body);
         const first = errors.success ? errors.data[0] : undefined;
@@ -1080,10 +1117,13 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
           results[item] = answers[c]?.[r] ?? { id: '', success: false, errors: [] };
         }),
       );
-      const failed = results.findIndex((r) => !r.success);
-      if (failed >= 0)
-        throw saveError(writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult);
-      return results;
+      if (results.every((r) => r.success)) return results;
+      // Atomic: nothing was written. The error is the record refused for its own sake.
+      const refused = refusedRecord(results);
+      const failed = refused >= 0 ? refused : results.findIndex((r) => !r.success);
+      throw saveError(writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult, {
+        rolledBack: true,
+      });
     },
 
     integrationUserId() {

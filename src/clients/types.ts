@@ -240,21 +240,23 @@ export interface SalesforceCollectionWrite {
 export interface SalesforceClient {
   /**
    * Writes that reach Salesforce in one request (a composite request of sObject Collections: one API
-   * call), applied in the order given. A write and the idempotency key that vouches for it are never
-   * split between requests, so a lost answer or a crash leaves both applied or neither. Throws for the
-   * first write Salesforce refused (the others' outcomes stand); otherwise one result per write.
+   * call), applied in the order given, all or none: a write and the idempotency key that vouches for
+   * it land together or not at all, even when Salesforce refuses one of them. Throws for the write
+   * Salesforce refused (none of the others was applied); otherwise one result per write.
    */
   writeTogether(writes: SalesforceWrite[], options?: RequestOptions): Promise<SalesforceSaveResult[]>;
   /**
-   * Up to 5 collections of up to 200 records in one composite request (one API call; `/composite`
-   * allows five sObject Collections subrequests); per collection, its records' save results.
+   * Up to 5 collections of up to 200 records in one all-or-none composite request (one API call;
+   * `/composite` allows five sObject Collections subrequests); per collection, its records' save
+   * results. When any record fails nothing is applied: the records refused for their own sake carry
+   * their errors, the others ALL_OR_NONE_OPERATION_ROLLED_BACK or PROCESSING_HALTED.
    */
   writeCollections(
     collections: SalesforceCollectionWrite[],
     options?: RequestOptions,
   ): Promise<SalesforceSaveResult[][]>;
   /**
-   * Collections, then lookups, in one composite request (one API call; at most 5 collections and
+   * Collections, then lookups, in one all-or-none composite request (as `writeCollections`; one API call; at most 5 collections and
    * lookups in all): the lookups run after the writes and see them, e.g. the number Salesforce gave
    * a new Case, read by the key the upsert carried. Per collection its save results; per lookup its
    * rows, or the error Salesforce answered that query with.

@@ -14,12 +14,26 @@
  * This is how batching and per-effect governance coexist: the outbox worker runs each effect as
  * its own governed tool call (authorize, policy, intent audit, outcome audit), many at once; the
  * tools' writes wait here and go out together. Each caller still gets its own records' results or
- * error, so the pipeline audits each effect's real outcome. A whole-request failure (timeout, 5xx,
- * REQUEST_LIMIT_EXCEEDED) fails every write in it; the outbox retries them, and the idempotency keys
- * the writes carry (external-id upserts, the decision sync key) make a repeat of an applied write
- * harmless.
+ * error, so the pipeline audits each effect's real outcome.
+ *
+ * Every request is all or none (one `/composite` with allOrNone, its collections too): a group's
+ * writes — a decision sync's update carrying its key and its Chatter post — land together or not at
+ * all. When Salesforce refuses a record it rolls the whole request back and names the record: the
+ * groups owning refused records fail with those refusals (provably unapplied), and the others go
+ * again together (at most MAX_ROUNDS requests in all, then each group alone), so one bad record costs
+ * one extra call, not the batch. A whole-request failure (timeout, 5xx, REQUEST_LIMIT_EXCEEDED) fails
+ * every write in it with each group unchanged or wholly applied; the outbox retries them, and the
+ * idempotency keys the writes carry (external-id upserts, the decision sync key) make a repeat of an
+ * applied write harmless.
  */
-import { LOOKUP_VALUES_PER_QUERY, lookupKey, lookupSoql, saveError } from '../clients/salesforce-client.ts';
+import {
+  LOOKUP_VALUES_PER_QUERY,
+  lookupKey,
+  lookupSoql,
+  refusedRecord,
+  ROLLED_BACK_CODES,
+  saveError,
+} from '../clients/salesforce-client.ts';
 import { COMPOSITE_COLLECTIONS, CompositePacker, fieldValue } from '../clients/salesforce-composite.ts';
 import { InvalidInputError, UpstreamError } from '../errors.ts';
 import type {
@@ -33,6 +47,9 @@ import type {
 /** How long an answer about configuration records (queues) is reused. */
 const CONFIGURATION_TTL_MS = 5 * 60_000;
 
+/** Requests a batch of write groups goes out in together before the groups Salesforce keeps rolling back go alone. */
+const MAX_ROUNDS = 3;
+
 /** Repeats of a failed shared lookup before its callers see the error. */
 const LOOKUP_RETRIES = 3;
 
@@ -42,6 +59,8 @@ export interface BatchingStats {
   writeCalls: number;
   collectionCalls: number;
   recordsWritten: number;
+  /** Groups sent again because a request they were in was rolled back for another group's refusal. */
+  rolledBackGroupsResent: number;
   /** Records read back in the write request that wrote them (no API call of their own). */
   readBacksCarried: number;
   /** Lookup queries sent, the API calls that carried them, and the callers' lookups they answered. */
@@ -106,6 +125,7 @@ export function createBatchingSalesforceClient(
     writeCalls: 0,
     collectionCalls: 0,
     recordsWritten: 0,
+    rolledBackGroupsResent: 0,
     readBacksCarried: 0,
     lookupQueries: 0,
     lookupCalls: 0,
@@ -136,6 +156,22 @@ export function createBatchingSalesforceClient(
     packer = new CompositePacker();
     groups = [];
     if (sending.size === 0) return;
+    const done = dispatch(sending, waiting, 1);
+    inFlight.add(done);
+    void done.finally(() => inFlight.delete(done));
+  }
+
+  /**
+   * Send one packed request (all or none) and settle its groups. When Salesforce rolls it back, the
+   * groups owning the records it refused fail with those refusals (nothing of theirs was applied);
+   * the others go again together, for up to MAX_ROUNDS requests, then each alone (`round` 'alone').
+   */
+  function dispatch(
+    sending: CompositePacker<{ group: PendingGroup; index: number }>,
+    waiting: PendingGroup[],
+    round: number | 'alone',
+    carry = true,
+  ): Promise<void> {
     stats.writeCalls += 1;
     stats.collectionCalls += sending.collections.length;
     // Read-backs travel in the request's free subrequest slots (five collections and queries in all),
@@ -155,15 +191,39 @@ export function createBatchingSalesforceClient(
       entry.lookup.values.push(value);
       entry.groups.push(group);
     }
-    const carried = readBacks.slice(0, COMPOSITE_COLLECTIONS - sending.collections.length);
-    stats.readBacksCarried += carried.reduce((n, r) => n + r.groups.length, 0);
-    const done = inner
+    const carried = carry ? readBacks.slice(0, COMPOSITE_COLLECTIONS - sending.collections.length) : [];
+    return inner
       .writeThenLookup(
         sending.requests(),
         carried.map((r) => r.lookup),
       )
       .then(
-        ({ saved: answers, found }) => {
+        async ({ saved: answers, found }) => {
+          for (const group of waiting) group.results = [];
+          sending.collections.forEach((collection, c) =>
+            collection.items.forEach(({ item }, r) => {
+              const { group, index } = item;
+              group.results[index] = answers[c]?.[r] ?? {
+                id: '',
+                success: false,
+                errors: [
+                  { statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' },
+                ],
+              };
+            }),
+          );
+          if (!waiting.every((g) => g.results.every((r) => r?.success))) {
+            // A refused read-back query rolls the writes back too (all or none): the same request
+            // again without its read-backs, which are then looked up on their own.
+            const queryRefused = found.some(
+              (rows) => rows instanceof UpstreamError && !ROLLED_BACK_CODES.has(String(rows.upstreamCode)),
+            );
+            if (queryRefused && waiting.every((g) => refusedRecord(g.results as SalesforceSaveResult[]) < 0))
+              return dispatch(sending, waiting, round, false);
+            return afterRollback(waiting, round);
+          }
+          stats.recordsWritten += sending.size;
+          stats.readBacksCarried += carried.reduce((n, r) => n + r.groups.length, 0);
           carried.forEach((readBack, i) => {
             const rows = found[i];
             if (rows instanceof Error || rows === undefined) return;
@@ -173,28 +233,9 @@ export function createBatchingSalesforceClient(
               group.rows = rows.filter((row) => lookupKey(fieldValue(row, field)) === key);
             }
           });
-          sending.collections.forEach((collection, c) =>
-            collection.items.forEach(({ item }, r) => {
-              const result = answers[c]?.[r];
-              if (result?.success) stats.recordsWritten += 1;
-              const { group, index } = item;
-              group.results[index] = result ?? {
-                id: '',
-                success: false,
-                errors: [
-                  { statusCode: 'UNKNOWN_EXCEPTION', message: 'Salesforce returned too few results.' },
-                ],
-              };
-            }),
-          );
           for (const group of waiting) {
             const results = group.results as SalesforceSaveResult[];
-            const failed = results.findIndex((r) => !r.success);
-            if (failed >= 0)
-              group.reject(
-                saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
-              );
-            else if (group.readBack && !group.rows?.length) {
+            if (group.readBack && !group.rows?.length) {
               // Not carried (no free slot), its query refused or the row not seen: a lookup of its
               // own, batched with others.
               const { shape, value } = group.readBack;
@@ -206,11 +247,58 @@ export function createBatchingSalesforceClient(
           }
         },
         (error: unknown) => {
+          // No answer, or one refusing the whole request: all or none, so each group is unchanged or
+          // wholly applied, and its idempotency keys make the outbox's retry harmless.
           for (const group of waiting) group.reject(error);
         },
       );
-    inFlight.add(done);
-    void done.finally(() => inFlight.delete(done));
+  }
+
+  /** After a rolled-back request: fail the groups Salesforce refused, send the others again. */
+  async function afterRollback(waiting: PendingGroup[], round: number | 'alone'): Promise<void> {
+    const rest: PendingGroup[] = [];
+    for (const group of waiting) {
+      const results = group.results as SalesforceSaveResult[];
+      const refused = refusedRecord(results);
+      // Alone, a group whose failure names no record of its own still failed.
+      const failed = refused >= 0 ? refused : round === 'alone' ? results.findIndex((r) => !r.success) : -1;
+      if (failed >= 0)
+        group.reject(
+          saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult, {
+            rolledBack: true,
+          }),
+        );
+      else rest.push(group);
+    }
+    if (rest.length === 0) return;
+    stats.rolledBackGroupsResent += rest.length;
+    // Together again while each round names a refused group; else (or past the rounds) alone, so
+    // one group Salesforce keeps refusing cannot hold the others back.
+    const together = round !== 'alone' && round < MAX_ROUNDS && rest.length < waiting.length;
+    const batches = together ? pack(rest) : rest.map((group) => pack([group])[0]);
+    await Promise.all(
+      batches.map((batch) =>
+        batch ? dispatch(batch.packer, batch.groups, together ? (round as number) + 1 : 'alone') : undefined,
+      ),
+    );
+  }
+
+  /** Groups packed into as few requests as they fit. */
+  function pack(
+    list: PendingGroup[],
+  ): { packer: CompositePacker<{ group: PendingGroup; index: number }>; groups: PendingGroup[] }[] {
+    const out: ReturnType<typeof pack> = [];
+    let current: ReturnType<typeof pack>[number] | undefined;
+    for (const group of list) {
+      const entries = group.writes.map((write, index) => ({ write, item: { group, index } }));
+      if (!current || !current.packer.tryAdd(entries)) {
+        current = { packer: new CompositePacker(), groups: [] };
+        out.push(current);
+        current.packer.tryAdd(entries);
+      }
+      current.groups.push(group);
+    }
+    return out;
   }
 
   function writeGroup(

@@ -25,6 +25,8 @@ import {
   createSalesforceSchema,
   HISTORY_TRACKED,
   findField,
+  isFilterable,
+  isSortable,
   findObject,
   objectForId,
   type SalesforceFieldDef,
@@ -99,6 +101,12 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
     sobject: string,
     check: (record: SalesforceEmulatorRecord) => string | undefined,
   ): () => void;
+  /**
+   * Another transaction holds the rows `check` picks: every API create or update whose resulting
+   * record it picks fails with UNABLE_TO_LOCK_ROW (a temporary failure: the same write succeeds
+   * once the lock is gone), per record in a collection. Returns the function that releases them.
+   */
+  lockRows(sobject: string, check: (record: SalesforceEmulatorRecord) => boolean): () => void;
   /** Invalidate every access token issued so far (sessions expire); new tokens work. */
   expireTokens(): void;
   /** Reject every bearer token, even fresh ones: reproduces jsforce's refresh-loop hazard (§5.1). */
@@ -191,6 +199,7 @@ export async function startSalesforceEmulator(
   let rejectAll = false;
   let rateLimited = 0;
   const validationRules: { object: string; check: (record: SoqlRecord) => string | undefined }[] = [];
+  const lockedRows: { object: string; check: (record: SoqlRecord) => boolean }[] = [];
   let apiUsed = 0;
   const cursors = new Map<
     string,
@@ -362,6 +371,14 @@ export async function startSalesforceEmulator(
   };
 
   const checkValidationRules = (object: SalesforceObjectDef, record: SoqlRecord): void => {
+    for (const lock of lockedRows) {
+      if (lock.object === object.name && lock.check({ ...record }))
+        throw new WriteError(400, {
+          errorCode: 'UNABLE_TO_LOCK_ROW',
+          message: 'unable to obtain exclusive access to this record or 1 records',
+          fields: [],
+        });
+    }
     for (const rule of validationRules) {
       if (rule.object !== object.name) continue;
       const message = rule.check({ ...record });
@@ -574,7 +591,7 @@ export async function startSalesforceEmulator(
     const rest = { ...body };
     for (const key of Object.keys(rest)) {
       if (key.toLowerCase() === field.name.toLowerCase()) {
-        if (rest[key] !== value) {
+        if (String(rest[key]) !== value) {
           throw new WriteError(400, {
             errorCode: 'INVALID_FIELD',
             message: `The external ID field ${field.name} in the body does not match the value in the URL`,
@@ -586,14 +603,18 @@ export async function startSalesforceEmulator(
     }
     if (field.name === 'Id')
       return { status: 'updated', record: updateRecord(object, getLive(object, value), rest) };
-    const matches = [...table(object).values()].filter(
-      (r) =>
-        typeof r[field.name] === 'string' && (r[field.name] as string).toLowerCase() === value.toLowerCase(),
-    );
+    const matches = [...table(object).values()].filter((r) => {
+      const stored = r[field.name];
+      return (
+        (typeof stored === 'string' || typeof stored === 'number') &&
+        String(stored).toLowerCase() === value.toLowerCase()
+      );
+    });
     if (matches.length > 1) return { status: 'multiple', ids: matches.map((r) => r.Id) };
     const match = matches[0];
     if (match) return { status: 'updated', record: updateRecord(object, match, rest) };
-    return { status: 'created', record: createRecord(object, { ...rest, [field.name]: value }) };
+    const key = field.type === 'double' ? Number(value) : value;
+    return { status: 'created', record: createRecord(object, { ...rest, [field.name]: key }) };
   };
 
   // ---- HTTP plumbing -------------------------------------------------------------------------
@@ -805,6 +826,8 @@ export async function startSalesforceEmulator(
       externalId: f.externalId === true,
       unique: f.unique === true,
       restrictedPicklist: f.restricted === true,
+      filterable: isFilterable(f),
+      sortable: isSortable(f),
       picklistValues: (f.picklist ?? []).map((value) => ({
         value,
         label: value,
@@ -1050,7 +1073,9 @@ export async function startSalesforceEmulator(
         return collection(records, allOrNone, (item) => {
           const { attributes: _attributes, ...fields } = item;
           const key = Object.keys(fields).find((k) => k.toLowerCase() === fieldName.toLowerCase());
-          const value = key === undefined ? undefined : fields[key];
+          const raw = key === undefined ? undefined : fields[key];
+          // A Number external-id field takes a JSON number, as Salesforce accepts it.
+          const value = typeof raw === 'number' && Number.isFinite(raw) ? String(raw) : raw;
           if (typeof value !== 'string' || value === '') {
             throw new WriteError(400, {
               errorCode: 'MISSING_ARGUMENT',
@@ -1127,6 +1152,15 @@ export async function startSalesforceEmulator(
    * malformed composite body are not documented (UNVERIFIED): the emulator answers INVALID_API_INPUT.
    */
   async function composite(req: EmulatorRequest): Promise<EmulatorResponse> {
+    // A collection answers 200 even when its records failed (each result says so): in an
+    // all-or-none composite such a collection fails the whole request all the same. UNVERIFIED: the
+    // HTTP status a real org reports for that collection subrequest; its body keeps the record errors.
+    const failed = (answer: { status?: number; httpStatusCode?: number; body?: unknown }) =>
+      (answer.status ?? answer.httpStatusCode ?? 0) >= 400 ||
+      (Array.isArray(answer.body) &&
+        answer.body.some(
+          (r) => r !== null && typeof r === 'object' && (r as { success?: unknown }).success === false,
+        ));
     const body = bodyObject(req);
     const list = body.compositeRequest;
     const invalid = (message: string) => new WriteError(400, { errorCode: 'INVALID_API_INPUT', message });
@@ -1184,7 +1218,17 @@ export async function startSalesforceEmulator(
     for (const sub of parsed) {
       const answer = await answerOf(async () => {
         const url = new URL(dereference(sub.url), 'http://composite.invalid');
-        const text = sub.body === undefined ? '' : dereference(JSON.stringify(sub.body));
+        // An all-or-none composite makes each of its collections all-or-none too, whatever the
+        // collection says (Salesforce REST guide, "allOrNone Parameters in Composite and Collections").
+        const subBody =
+          allOrNone && sub.body && typeof sub.body === 'object' && !Array.isArray(sub.body)
+            ? 'records' in sub.body
+              ? { ...sub.body, allOrNone: true }
+              : sub.body
+            : sub.body;
+        if (allOrNone && sub.method === 'DELETE' && url.pathname.endsWith('/composite/sobjects'))
+          url.searchParams.set('allOrNone', 'true');
+        const text = subBody === undefined ? '' : dereference(JSON.stringify(subBody));
         const route = routes.find(
           (r) =>
             r.method === sub.method &&
@@ -1224,9 +1268,9 @@ export async function startSalesforceEmulator(
         httpStatusCode: answer.status,
         referenceId: sub.referenceId,
       });
-      if (allOrNone && answer.status >= 400) break;
+      if (allOrNone && failed(answer)) break;
     }
-    if (allOrNone && out.some((o) => o.httpStatusCode >= 400)) {
+    if (allOrNone && out.some(failed)) {
       restore();
       const halted = [
         {
@@ -1239,7 +1283,7 @@ export async function startSalesforceEmulator(
         body: {
           compositeResponse: parsed.map((sub, i) => {
             const done = out[i];
-            return done && done.httpStatusCode >= 400
+            return done && failed(done)
               ? done
               : { body: halted, httpHeaders: {}, httpStatusCode: 400, referenceId: sub.referenceId };
           }),
@@ -1401,6 +1445,16 @@ export async function startSalesforceEmulator(
       return () => {
         const at = validationRules.indexOf(rule);
         if (at >= 0) validationRules.splice(at, 1);
+      };
+    },
+    lockRows(sobject, check) {
+      const object = findObject(schema, sobject);
+      if (!object) throw new Error(`Unknown sObject ${sobject}`);
+      const lock = { object: object.name, check };
+      lockedRows.push(lock);
+      return () => {
+        const at = lockedRows.indexOf(lock);
+        if (at >= 0) lockedRows.splice(at, 1);
       };
     },
     expireTokens() {

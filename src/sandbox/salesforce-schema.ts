@@ -45,6 +45,14 @@ export interface SalesforceFieldDef {
   filterable?: false;
 }
 
+/**
+ * A long text area (a textarea longer than 255 characters: Description, Chatter bodies) is neither
+ * filterable nor sortable in SOQL, as in a real org; other fields are unless flagged.
+ */
+const isLongText = (field: SalesforceFieldDef) => field.type === 'textarea' && (field.length ?? 0) > 255;
+export const isFilterable = (field: SalesforceFieldDef) => field.filterable !== false && !isLongText(field);
+export const isSortable = (field: SalesforceFieldDef) => !isLongText(field);
+
 export interface SalesforceObjectDef {
   name: string;
   keyPrefix: string;

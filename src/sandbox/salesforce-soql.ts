@@ -12,6 +12,8 @@
 import { toSalesforceId18 } from '../clients/salesforce-ids.ts';
 import {
   findField,
+  isFilterable,
+  isSortable,
   findObject,
   type SalesforceFieldDef,
   type SalesforceObjectDef,
@@ -298,6 +300,9 @@ class Parser {
         const token = this.next();
         if (token.t !== 'ident') throw malformed(`expected a field in ORDER BY but found ${describe(token)}`);
         const path = this.resolvePath(token.v);
+        if (!isSortable(path.field)) {
+          throw new SoqlError('INVALID_FIELD', `field '${path.name}' can not be sorted in a query call`);
+        }
         let desc = false;
         if (this.isKeyword('ASC')) this.index += 1;
         else if (this.isKeyword('DESC')) {
@@ -404,7 +409,7 @@ class Parser {
       throw malformed(`expected a field name but found ${describe(token)}`);
     }
     const path = this.resolvePath(token.v);
-    if (path.field.filterable === false) {
+    if (!isFilterable(path.field)) {
       throw new SoqlError('INVALID_FIELD', `field '${path.name}' can not be filtered in a query call`);
     }
     if (this.isKeyword('LIKE')) {

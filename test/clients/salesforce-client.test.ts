@@ -15,7 +15,11 @@ import {
   type SalesforceClientConfig,
 } from '../../src/clients/salesforce-client.ts';
 import { isSalesforceId, salesforceIdChecksum, toSalesforceId18 } from '../../src/clients/salesforce-ids.ts';
-import type { SalesforceClient } from '../../src/clients/types.ts';
+import type {
+  SalesforceClient,
+  SalesforceCollectionWrite,
+  SalesforceSaveResult,
+} from '../../src/clients/types.ts';
 import { startSalesforceEmulator, type SalesforceEmulator } from '../../src/sandbox/salesforce-emulator.ts';
 import { sharedFixture, sharedFixturesPresent } from '../helpers/shared-fixtures.ts';
 
@@ -462,11 +466,21 @@ describe('query', () => {
       ["SELECT Id FROM Case WHERE IsClosed = 'false'", 'INVALID_QUERY_FILTER_OPERATOR'],
       ['SELECT Id FROM Case WHERE CreatedDate > 2024-01-01', 'INVALID_QUERY_FILTER_OPERATOR'],
       ['SELECT Id, Id FROM Case', 'MALFORMED_QUERY'],
+      // Long text areas can be selected but neither filtered nor sorted.
+      ["SELECT Id FROM Case WHERE Description LIKE '%fraud%'", 'INVALID_FIELD'],
+      ["SELECT Id FROM Case WHERE Resolution_Notes__c = 'x'", 'INVALID_FIELD'],
+      ['SELECT Id FROM Case ORDER BY Description', 'INVALID_FIELD'],
+      ["SELECT Id FROM FeedItem WHERE Body LIKE '%KEY%'", 'INVALID_FIELD'],
     ];
     for (const [soql, code] of cases) {
       const error = await rejection(sf.query(soql));
       expect([soql, error.upstreamCode]).toEqual([soql, code]);
     }
+    const filtered = await rejection(sf.query("SELECT Id FROM Case WHERE Description LIKE '%fraud%'"));
+    expect(filtered.message).toContain('field Description can not be filtered');
+    expect(
+      await sf.query("SELECT Id, Description FROM Case WHERE Subject = 'none' ORDER BY Subject"),
+    ).toEqual([]);
   });
 
   it('string escapes, literal LIKE wildcards and NULLS LAST behave as in SOQL', async () => {
@@ -649,36 +663,51 @@ describe('collections', () => {
 });
 
 describe('composite writes', () => {
-  it('sends up to five collections as one composite request, one API call, results per collection', async () => {
+  it('sends up to five collections as one all-or-none composite request, one API call, results per collection', async () => {
     const sf = client();
     const [lead] = await sf.createMany('Lead', [{ LastName: 'Comp', Company: 'CompCo' }]);
-    const usedBefore = emu.apiUsage().used;
-    emu.clearJournal();
-    const answers = await sf.writeCollections([
+    const collections = (second: Record<string, unknown>): SalesforceCollectionWrite[] => [
       { op: 'update', sobject: 'Lead', records: [{ Id: lead?.id ?? '', Sift_Risk_Band__c: 'high' }] },
-      {
-        op: 'create',
-        sobject: 'Lead',
-        records: [{ LastName: 'Comp2', Company: 'CompCo' }, { Company: 'CompCo' }],
-      },
+      { op: 'create', sobject: 'Lead', records: [{ LastName: 'Comp2', Company: 'CompCo' }, second] },
       {
         op: 'upsert',
         sobject: 'Case',
         externalIdField: 'Fraudgate_Key__c',
         records: [{ Fraudgate_Key__c: 'comp:1', Subject: 'Composite case' }],
       },
+    ];
+    const usedBefore = emu.apiUsage().used;
+    emu.clearJournal();
+    // One record refused: nothing is written, and only that record carries its own error.
+    const refused = await sf.writeCollections(collections({ Company: 'CompCo' }));
+    expect(refused.map((a) => a.map((r) => r.errors[0]?.statusCode))).toEqual([
+      ['PROCESSING_HALTED'],
+      ['ALL_OR_NONE_OPERATION_ROLLED_BACK', 'REQUIRED_FIELD_MISSING'],
+      ['PROCESSING_HALTED'],
     ]);
-    expect(answers.map((a) => a.map((r) => r.success))).toEqual([[true], [true, false], [true]]);
-    expect(answers[1]?.[1]?.errors[0]).toMatchObject({ statusCode: 'REQUIRED_FIELD_MISSING' });
+    expect(emu.records('Lead').find((r) => r.Id === lead?.id)?.Sift_Risk_Band__c ?? null).toBeNull();
+    expect(emu.records('Lead').filter((r) => r.Company === 'CompCo')).toHaveLength(1);
+    expect(emu.records('Case').filter((r) => r.Fraudgate_Key__c === 'comp:1')).toHaveLength(0);
+    const [request] = dataRequests();
+    const body = request?.body as {
+      allOrNone: boolean;
+      compositeRequest: { body: { allOrNone: boolean } }[];
+    };
+    expect(body.allOrNone).toBe(true);
+    expect(body.compositeRequest.map((sub) => sub.body.allOrNone)).toEqual([true, true, true]);
+
+    const answers = await sf.writeCollections(collections({ LastName: 'Comp3', Company: 'CompCo' }));
+    expect(answers.map((a) => a.map((r) => r.success))).toEqual([[true], [true, true], [true]]);
     expect(answers[2]?.[0]?.created).toBe(true);
     expect(dataRequests().map((r) => `${r.method} ${r.route}`)).toEqual([
       'POST /services/data/:version/composite',
+      'POST /services/data/:version/composite',
     ]);
-    expect(emu.apiUsage().used).toBe(usedBefore + 1);
+    expect(emu.apiUsage().used).toBe(usedBefore + 2);
     expect(emu.records('Lead').find((r) => r.Id === lead?.id)?.Sift_Risk_Band__c).toBe('high');
   });
 
-  it('writeTogether answers per write and throws the first refusal, the other writes standing', async () => {
+  it('writeTogether answers per write, or throws the refusal with none of the writes applied', async () => {
     const sf = client();
     const [lead] = await sf.createMany('Lead', [{ LastName: 'Together', Company: 'TogetherCo' }]);
     const ok = await sf.writeTogether([
@@ -688,12 +717,88 @@ describe('composite writes', () => {
     expect(ok.map((r) => r.success)).toEqual([true, true]);
     const error = await rejection(
       sf.writeTogether([
-        { op: 'create', sobject: 'FeedItem', record: { ParentId: lead?.id, Body: 'stands' } },
+        { op: 'create', sobject: 'FeedItem', record: { ParentId: lead?.id, Body: 'not applied' } },
         { op: 'create', sobject: 'Lead', record: { Company: 'TogetherCo' } },
       ]),
     );
     expect(error.upstreamCode).toBe('REQUIRED_FIELD_MISSING');
-    expect(emu.records('FeedItem').filter((f) => f.Body === 'stands')).toHaveLength(1);
+    // Nothing was applied: a 4xx, final, and provably leaving the org unchanged.
+    expect(error.data).toMatchObject({ status: 400 });
+    expect(error.retryable).toBe(false);
+    expect(emu.records('FeedItem').filter((f) => f.Body === 'not applied')).toHaveLength(0);
+  });
+
+  it('a locked row is a temporary refusal: retryable, and provably unapplied only when rolled back', async () => {
+    const sf = client();
+    const [lead] = await sf.createMany('Lead', [{ LastName: 'Locked', Company: 'LockCo' }]);
+    const release = emu.lockRows('Lead', (row) => row.Id === lead?.id);
+    const writes = [
+      { op: 'update' as const, sobject: 'Lead', record: { Id: lead?.id ?? '', Sift_Risk_Band__c: 'high' } },
+      { op: 'create' as const, sobject: 'FeedItem', record: { ParentId: lead?.id, Body: 'beside a lock' } },
+    ];
+    const error = await rejection(sf.writeTogether(writes));
+    expect(error.upstreamCode).toBe('UNABLE_TO_LOCK_ROW');
+    expect(error.retryable).toBe(true);
+    expect(error.data).toMatchObject({ status: 400 });
+    expect(emu.records('FeedItem').filter((f) => f.Body === 'beside a lock')).toHaveLength(0);
+    // Outside an all-or-none request the other records may have been written: no status vouches.
+    const [alone] = await sf.updateMany('Lead', [{ Id: lead?.id ?? '', Sift_Risk_Band__c: 'high' }]);
+    const partial = saveError(
+      { op: 'update', sobject: 'Lead' },
+      alone as SalesforceSaveResult,
+    ) as UpstreamError;
+    expect(partial.retryable).toBe(true);
+    expect((partial.data as { status?: number }).status).toBeUndefined();
+    release();
+    expect((await sf.writeTogether(writes)).map((r) => r.success)).toEqual([true, true]);
+    expect(emu.records('FeedItem').filter((f) => f.Body === 'beside a lock')).toHaveLength(1);
+  });
+
+  it("a failed collection's record errors are read whatever status the rolled-back request gives it", async () => {
+    // The status of the failed collection inside an all-or-none composite is undocumented: a 400 here.
+    emu.faults.inject({
+      method: 'POST',
+      path: /\/composite$/,
+      status: 200,
+      body: {
+        compositeResponse: [
+          {
+            httpStatusCode: 400,
+            referenceId: 'c0',
+            body: [
+              { success: false, errors: [{ statusCode: 'ALL_OR_NONE_OPERATION_ROLLED_BACK', fields: [] }] },
+              { success: false, errors: [{ statusCode: 'DUPLICATE_VALUE', fields: ['Email'] }] },
+            ],
+          },
+        ],
+      },
+    });
+    const error = await rejection(
+      client().writeTogether([
+        { op: 'create', sobject: 'Lead', record: { LastName: 'A', Company: 'Status' } },
+        { op: 'create', sobject: 'Lead', record: { LastName: 'B', Company: 'Status' } },
+      ]),
+    );
+    expect(error.upstreamCode).toBe('DUPLICATE_VALUE');
+    expect(error.message).toContain('Email');
+  });
+
+  it('an upsert collection takes a numeric external id, as Salesforce does', async () => {
+    const sf = client();
+    const [first] = await sf.upsertMany!('Case', 'Fraudgate_Key__c', [
+      { Fraudgate_Key__c: 4242, Subject: 'Numeric key' },
+    ]);
+    expect(first).toMatchObject({ success: true, created: true });
+    const [again] = await sf.upsertMany!('Case', 'Fraudgate_Key__c', [
+      { Fraudgate_Key__c: 4242, Subject: 'Numeric key again' },
+    ]);
+    expect(again).toMatchObject({ success: true, created: false, id: first?.id });
+    expect(
+      emu
+        .records('Case')
+        .filter((c) => c.Fraudgate_Key__c === '4242')
+        .map((c) => c.Subject),
+    ).toEqual(['Numeric key again']);
   });
 
   it('a refusal whose Salesforce text echoes the value names the code and field, in message and detail alike', async () => {
@@ -819,6 +924,39 @@ describe('composite writes', () => {
     ).compositeResponse.map((r) => r.body[0]?.errorCode);
     expect(codes).toEqual(['PROCESSING_HALTED', 'REQUIRED_FIELD_MISSING', 'PROCESSING_HALTED']);
     expect(emu.records('Lead').filter((r) => r.Company === 'Rolled')).toHaveLength(0);
+
+    // The composite's allOrNone overrides a collection's: one refused record rolls back everything.
+    const overridden = await post({
+      allOrNone: true,
+      compositeRequest: [
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/sobjects/Lead',
+          referenceId: 'before',
+          body: { LastName: 'Before', Company: 'Overridden' },
+        },
+        {
+          method: 'POST',
+          url: '/services/data/v62.0/composite/sobjects',
+          referenceId: 'partial',
+          body: {
+            allOrNone: false,
+            records: [
+              { attributes: { type: 'Lead' }, LastName: 'Valid', Company: 'Overridden' },
+              { attributes: { type: 'Lead' }, Company: 'Overridden' },
+            ],
+          },
+        },
+      ],
+    });
+    const [before, partial] = (
+      overridden.json as { compositeResponse: { httpStatusCode: number; body: unknown }[] }
+    ).compositeResponse;
+    expect(before?.body).toEqual([expect.objectContaining({ errorCode: 'PROCESSING_HALTED' })]);
+    expect(
+      (partial?.body as { errors: { statusCode: string }[] }[]).map((r) => r.errors[0]?.statusCode),
+    ).toEqual(['ALL_OR_NONE_OPERATION_ROLLED_BACK', 'REQUIRED_FIELD_MISSING']);
+    expect(emu.records('Lead').filter((r) => r.Company === 'Overridden')).toHaveLength(0);
   });
 });
 

@@ -288,27 +288,35 @@ describe('batching Salesforce read-backs', () => {
     await sf.close();
   });
 
-  it('writeThenLookup: the queries see the writes before them; a refused query fails only itself', async () => {
+  it('writeThenLookup: the queries see the writes before them; a refused query rolls the writes back', async () => {
     const sf = batching(50);
     const account = emu.records('Account')[1];
     const usedBefore = emu.apiUsage().used;
-    const { saved, found } = await sf.writeThenLookup(
-      [
-        {
-          op: 'update',
-          sobject: 'Account',
-          records: [{ Id: account?.Id as string, Description: 'seen after' }],
-        },
-      ],
-      [
-        { sobject: 'Account', field: 'Id', values: [account?.Id as string], select: ['Description'] },
-        { sobject: 'Account', field: 'No_Such_Field__c', values: ['x'], select: [] },
-      ],
-    );
+    const update = [
+      {
+        op: 'update' as const,
+        sobject: 'Account',
+        records: [{ Id: account?.Id as string, Description: 'seen after' }],
+      },
+    ];
+    const readBack = {
+      sobject: 'Account',
+      field: 'Id',
+      values: [account?.Id as string],
+      select: ['Description'],
+    };
+    const { saved, found } = await sf.writeThenLookup(update, [readBack]);
     expect(saved).toEqual([[expect.objectContaining({ id: account?.Id, success: true })]]);
     expect(found[0]).toEqual([expect.objectContaining({ Id: account?.Id, Description: 'seen after' })]);
-    expect(found[1]).toBeInstanceOf(UpstreamError);
     expect(emu.apiUsage().used - usedBefore).toBe(1);
+    // All or none: a refused query halts the request, its writes included.
+    const refused = await sf.writeThenLookup(
+      [{ ...update[0]!, records: [{ Id: account?.Id as string, Description: 'rolled back' }] }],
+      [readBack, { sobject: 'Account', field: 'No_Such_Field__c', values: ['x'], select: [] }],
+    );
+    expect(refused.saved).toEqual([[expect.objectContaining({ success: false })]]);
+    expect(refused.found[1]).toMatchObject({ upstreamCode: 'INVALID_FIELD' });
+    expect(emu.records('Account').find((a) => a.Id === account?.Id)?.Description).toBe('seen after');
     // Five collections and queries in all, as /composite allows.
     const collection = {
       op: 'update' as const,
@@ -331,13 +339,115 @@ describe('batching Salesforce read-backs', () => {
       sf.upsert('Case', 'Fraudgate_Key__c', { ...caseRecord('rb-refused'), Priority: 'carol@example.com' }),
     ]);
     expect(saved.status).toBe('fulfilled');
-    expect(composites()).toHaveLength(1);
+    // The first request was rolled back for the refused record; the other group went again alone.
+    expect(composites()).toHaveLength(2);
+    expect(emu.records('Case').filter((c) => c.Fraudgate_Key__c === 'rb-standing')).toHaveLength(1);
+    expect(emu.records('Case').filter((c) => c.Fraudgate_Key__c === 'rb-refused')).toHaveLength(0);
     const error = (refused as PromiseRejectedResult).reason as UpstreamError;
     expect(error).toBeInstanceOf(UpstreamError);
+    // Rolled back, so provably unapplied: a 4xx.
+    expect(error.data).toMatchObject({ status: 400 });
     expect(error.upstreamCode).toBe('INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST');
     expect(error.message).toContain('Priority');
     expect(error.message).not.toContain('carol@example.com');
     expect(error.detail).not.toContain('carol@example.com');
+    await sf.close();
+  });
+
+  it('a decision sync group whose post is refused lands nothing; every other group lands, in two requests', async () => {
+    const sf = batching(50);
+    const accounts = ['at-1', 'at-2', 'at-3'].map((user) =>
+      emu.insert('Account', { Name: `Atomic ${user}`, Sift_User_Id__c: user }),
+    );
+    const refused = accounts[1]!;
+    const removeRule = emu.addValidationRule('FeedItem', (post) =>
+      post.ParentId === refused.Id ? 'feed tracking is not enabled for Account' : undefined,
+    );
+    const sync = (account: { Id: string }, key: string) =>
+      sf.writeTogether([
+        { op: 'update', sobject: 'Account', record: { Id: account.Id, Fraudgate_Sync_Key__c: key } },
+        { op: 'create', sobject: 'FeedItem', record: { ParentId: account.Id, Body: key, Type: 'TextPost' } },
+      ]);
+    const outcomes = await Promise.allSettled([
+      ...accounts.map((a, i) => sync(a, `atomic-key-${i}`)),
+      upsertCase(sf, 'at-case'),
+      sf.create('Task', { Subject: 'atomic task' }),
+      sf.upsert('Lead', 'Sift_User_Id__c', {
+        LastName: 'Atomic',
+        Company: 'Atomic',
+        Sift_User_Id__c: 'at-lead',
+      }),
+    ]);
+    removeRule();
+    expect(outcomes.map((o) => o.status)).toEqual([
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    expect((outcomes[1] as PromiseRejectedResult).reason).toMatchObject({
+      upstreamCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+      data: { status: 400 },
+    });
+    const key = (id: string) =>
+      emu.records('Account').find((a) => a.Id === id)?.Fraudgate_Sync_Key__c ?? null;
+    const posts = (id: string) => emu.records('FeedItem').filter((f) => f.ParentId === id);
+    expect(accounts.map((a) => key(a.Id))).toEqual(['atomic-key-0', null, 'atomic-key-2']);
+    expect(accounts.map((a) => posts(a.Id).length)).toEqual([1, 0, 1]);
+    expect(emu.records('Case').filter((c) => c.Fraudgate_Key__c === 'at-case')).toHaveLength(1);
+    expect(emu.records('Task').filter((t) => t.Subject === 'atomic task')).toHaveLength(1);
+    expect(emu.records('Lead').filter((l) => l.Sift_User_Id__c === 'at-lead')).toHaveLength(1);
+    expect(composites()).toHaveLength(2);
+    expect(sf.stats.rolledBackGroupsResent).toBe(5);
+    await sf.close();
+  });
+
+  it('refusals the rolled-back requests do not name yet take at most three rounds, then each group goes alone', async () => {
+    const sf = batching(50);
+    const account = emu.insert('Account', { Name: 'Rounds', Sift_User_Id__c: 'rounds' });
+    const rules = [
+      emu.addValidationRule('Account', (a) => (a.Description === 'refuse' ? 'refused account' : undefined)),
+      emu.addValidationRule('Task', (t) => (t.Subject === 'refuse' ? 'refused task' : undefined)),
+    ];
+    // Four refusals in four collections: a halted request names only the first collection's.
+    const outcomes = await Promise.allSettled([
+      sf.upsert('Case', 'Fraudgate_Key__c', { ...caseRecord('rounds-case'), Priority: 'Nope' }),
+      sf.upsert('Lead', 'Sift_User_Id__c', { Company: 'No Last Name', Sift_User_Id__c: 'rounds-lead' }),
+      sf.create('Task', { Subject: 'refuse' }),
+      sf.update('Account', { Id: account.Id, Description: 'refuse' }),
+      sf.upsert('Contact', 'Sift_User_Id__c', { LastName: 'Lands', Sift_User_Id__c: 'rounds-contact' }),
+    ]);
+    for (const remove of rules) remove();
+    expect(
+      outcomes.map((o) => (o.status === 'rejected' ? (o.reason as UpstreamError).upstreamCode : 'ok')),
+    ).toEqual([
+      'INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST',
+      'REQUIRED_FIELD_MISSING',
+      'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+      'FIELD_CUSTOM_VALIDATION_EXCEPTION',
+      'ok',
+    ]);
+    // Three rounds together, then the Account update and the Contact upsert alone.
+    expect(composites()).toHaveLength(5);
+    expect(emu.records('Contact').filter((c) => c.Sift_User_Id__c === 'rounds-contact')).toHaveLength(1);
+    expect(emu.records('Lead').filter((l) => l.Sift_User_Id__c === 'rounds-lead')).toHaveLength(0);
+    await sf.close();
+  });
+
+  it('a refused read-back query does not refuse the writes: they go again without it', async () => {
+    const sf = batching(50);
+    const outcomes = await Promise.allSettled([
+      sf.upsertAndRead('Case', 'Fraudgate_Key__c', caseRecord('rb-query-refused'), ['No_Such_Field__c']),
+      upsertCase(sf, 'rb-query-neighbour'),
+    ]);
+    expect(outcomes[0]).toMatchObject({ status: 'rejected', reason: { upstreamCode: 'INVALID_FIELD' } });
+    expect(outcomes[1]).toMatchObject({ status: 'fulfilled' });
+    for (const key of ['rb-query-refused', 'rb-query-neighbour'])
+      expect(emu.records('Case').filter((c) => c.Fraudgate_Key__c === key)).toHaveLength(1);
+    // Two write requests (the second without read-backs), then the read-backs looked up on their own.
+    expect(sf.stats.writeCalls).toBe(2);
     await sf.close();
   });
 
