@@ -403,11 +403,34 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
   };
 }
 
-/** Shared buckets in Redis; commands fail fast while it is down, so calls fail closed instead of hanging. */
+/**
+ * How long a call waits for Redis (a bucket take) before it is refused as unavailable (retryable,
+ * audited). A take answers in well under a millisecond; this only bounds a Redis that stopped
+ * answering without closing the connection (hung, or a path that drops packets), which would
+ * otherwise hold every call forever.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 1_500;
+
+/**
+ * Shared buckets in Redis. Every command is bounded, whether Redis is down (connection refused or
+ * closed: fails at once) or hung (open connection, no answer: fails after
+ * {@link REDIS_COMMAND_TIMEOUT_MS}), so calls fail closed instead of hanging.
+ */
 async function redisLimiter(url: string, logger: Logger, keySecret: string) {
   // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
   const { Redis } = await import('ioredis');
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    // A connection that sent a command and hears nothing for this long is dropped and opened again:
+    // a late reply on it could otherwise answer a later command, and a new one finds Redis once it is back.
+    socketTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    // A take the caller was already refused for must not run later, on the next connection.
+    autoResendUnfulfilledCommands: false,
+    // Idle connections are probed after 5 s, so one whose peer vanished is noticed between calls.
+    keepAlive: 5_000,
+  });
   let lastWarning = 0;
   redis.on('error', (error: Error) => {
     // ioredis reconnects on its own; one warning a minute is enough for the operator.

@@ -86,6 +86,10 @@ export async function checkServices(
         const redis = new Redis(url, {
           lazyConnect: true,
           connectTimeout: timeoutMs,
+          // connectTimeout ends at the TCP handshake: a Redis that accepts and never answers (hung)
+          // is bounded by these, or start-up would wait forever.
+          commandTimeout: timeoutMs,
+          socketTimeout: timeoutMs,
           maxRetriesPerRequest: 0,
           retryStrategy: () => null,
         });

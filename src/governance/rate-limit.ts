@@ -134,7 +134,8 @@ export function createRateLimiter(
     buckets.set(key, state);
     const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
     state.tokens = tokens;
-    state.updatedAt = t;
+    // Never backwards (a clock stepped back): the step would be credited again as refill.
+    state.updatedAt = Math.max(state.updatedAt, t);
     return decision;
   };
   return {
@@ -157,11 +158,19 @@ export interface RedisLike {
   quit(): Promise<unknown>;
 }
 
-// KEYS[1] bucket; ARGV: capacity, per_minute, now_ms, ttl_ms. Returns {allowed, retry_after_ms, remaining}.
+// KEYS[1] bucket; ARGV: capacity, per_minute, now_ms ('' = Redis's own clock), ttl_ms.
+// Returns {allowed, retry_after_ms, remaining}.
+// Time is Redis's (TIME; a script calling it may still write: effects replication, Redis >= 5), so
+// replicas whose clocks differ read one clock. updated_at never moves backwards, even so: a
+// failover to a Redis whose clock lags, or a caller's clock, must not credit the difference twice.
 const TAKE_SCRIPT = `
 local capacity = tonumber(ARGV[1])
 local per_ms = tonumber(ARGV[2]) / 60000
 local now = tonumber(ARGV[3])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_at')
 local tokens = tonumber(state[1]) or capacity
 local updated = tonumber(state[2]) or now
@@ -174,22 +183,24 @@ if tokens >= 1 then
 else
   retry = math.ceil((1 - tokens) / per_ms)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_at', tostring(now))
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_at', tostring(math.max(now, updated)))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {allowed, retry, math.floor(tokens)}
 `;
 
 /**
- * Buckets in Redis. Time comes from this process (replicas are assumed NTP-synchronised; a skew
- * only shifts refill by that much). Keys expire once a bucket would be full again. `keySecret`:
- * the same on every replica, or they would keep a bucket each ({@link bucketKeyHasher}).
+ * Buckets in Redis. Time is Redis's own clock, read inside the script, so replicas whose clocks
+ * differ cannot be credited the difference as refill by taking in turn. `now` (tests only) sends
+ * this process's time instead; even then a bucket's time never moves backwards. Keys expire once a
+ * bucket would be full again. `keySecret`: the same on every replica, or they would keep a bucket
+ * each ({@link bucketKeyHasher}).
  */
 export function createRedisRateLimiter(
   redis: RedisLike,
   options: { prefix?: string; now?: () => number; keySecret: string | Buffer },
 ): RateLimiter {
   const prefix = options.prefix ?? 'fraudgate:ratelimit:';
-  const now = options.now ?? Date.now;
+  const now = options.now;
   const hashKey = bucketKeyHasher(options.keySecret);
   return {
     async take(rawKey, config) {
@@ -201,7 +212,7 @@ export function createRedisRateLimiter(
         prefix + key,
         config.capacity,
         config.per_minute,
-        now(),
+        now ? now() : '',
         fullAfterMs,
       )) as [number, number, number];
       return { allowed: reply[0] === 1, retryAfterMs: reply[1], remaining: reply[2] };

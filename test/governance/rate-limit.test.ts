@@ -5,7 +5,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   bucketKeyHasher,
   createRateLimiter,
@@ -13,7 +13,10 @@ import {
   MAX_LOCAL_BUCKETS,
 } from '../../src/governance/rate-limit.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
+import { createLogger } from '../../src/logger.ts';
+import { checkServices } from '../../src/startup.ts';
 import { listening } from '../helpers/services.ts';
+import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 import { setup } from '../helpers/setup.ts';
 
 const BUCKET = { capacity: 2, per_minute: 60 }; // one token a second
@@ -45,6 +48,19 @@ describe('in-memory buckets', () => {
     expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
     t += 1000;
     expect(limiter.takeNow?.('k', BUCKET)).toMatchObject({ allowed: true, remaining: 0 });
+  });
+
+  it('credit a clock stepped back and forward again only once', async () => {
+    let t = 1_000_000;
+    const limiter = createRateLimiter(() => t);
+    const bucket = { capacity: 5, per_minute: 60 };
+    let allowed = 0;
+    // 100 calls over 10 s, the clock stepping 2 s back and forward on every call: honest is 5 + 10.
+    for (let i = 0; i < 100; i += 1) {
+      t = 1_000_000 + i * 100 + (i % 2 ? 0 : 2000);
+      if ((await limiter.take('k', bucket)).allowed) allowed += 1;
+    }
+    expect(allowed).toBeLessThanOrEqual(5 + 10 + 2);
   });
 
   it('keep at most maxKeys buckets, forgetting the least recently used first', async () => {
@@ -138,6 +154,36 @@ describe.skipIf(!redisUp)('Redis buckets (shared by replicas)', () => {
     expect((await a.take('analyst\u0000tool', bucket)).allowed).toBe(false);
   });
 
+  it('replicas whose clocks differ by 2 s, taking in turn, are not credited the difference', async () => {
+    const prefix = `fraudgate-test:redis2:${randomUUID()}:`;
+    const bucket = { capacity: 5, per_minute: 60 };
+    let real = 5_000_000;
+    const ahead = createRedisRateLimiter(redis(), { prefix, now: () => real + 2000, keySecret: 'shared' });
+    const behind = createRedisRateLimiter(redis(), { prefix, now: () => real, keySecret: 'shared' });
+    let allowed = 0;
+    // 100 calls over 10 s alternating replicas: honest is the burst (5) plus 10 s of refill (10).
+    for (let i = 0; i < 100; i += 1) {
+      real = 5_000_000 + i * 100;
+      if ((await (i % 2 ? behind : ahead).take('analyst\u0000tool', bucket)).allowed) allowed += 1;
+    }
+    expect(allowed).toBeLessThanOrEqual(5 + 10 + 2);
+  });
+
+  it("time is Redis's: this process's clock jumping an hour refills nothing", async () => {
+    const prefix = `fraudgate-test:redis2:${randomUUID()}:`;
+    const bucket = { capacity: 2, per_minute: 1 };
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+    try {
+      const limiter = createRedisRateLimiter(redis(), { prefix, keySecret: 'shared' });
+      expect((await limiter.take('k', bucket)).allowed).toBe(true);
+      expect((await limiter.take('k', bucket)).allowed).toBe(true);
+      vi.setSystemTime(Date.now() + 3_600_000);
+      expect(await limiter.take('k', bucket)).toMatchObject({ allowed: false });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('through the protocol: a second replica sees the first one spend the bucket', async () => {
     const principal = {
       id: `rl-${randomUUID()}@example.com`,
@@ -181,4 +227,63 @@ describe('Redis down', () => {
       await env.close();
     }
   });
+});
+
+describe.skipIf(!redisUp)('Redis hung (connections open, nothing answers)', () => {
+  it('calls are refused retryable and audited instead of hanging, and pass again once it answers', async () => {
+    // Redis reached through a forwarder that can stop forwarding without closing a connection.
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    const lines: Record<string, unknown>[] = [];
+    const env = await setup({
+      config: { rate_limits: { store: 'redis' } },
+      redisUrl: `redis://127.0.0.1:${forwarder.port}`,
+      logger: createLogger({ write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>) }),
+    });
+    try {
+      expect((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError).toBe(false);
+      const upstreamCalls = env.sandbox.sift.journal.length;
+      forwarder.stall();
+      for (let i = 0; i < 2; i += 1) {
+        const result = await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
+        expect(result.error).toMatchObject({ code: 'UPSTREAM_ERROR', retryable: true });
+        expect(result.error.message).toContain('rate-limit store is unavailable');
+      }
+      expect(env.sandbox.sift.journal).toHaveLength(upstreamCalls);
+      const records = await storedAuditRecords(env.config, env.runtime.audit);
+      expect(records.filter((r) => r.event === 'unavailable')).toMatchObject([
+        { tool: 'get_sift_score', outcome: { code: 'UPSTREAM_ERROR', retryable: true } },
+        { tool: 'get_sift_score', outcome: { code: 'UPSTREAM_ERROR', retryable: true } },
+      ]);
+      // The refusals' own budget, in the same Redis, fell back to this process rather than hang.
+      expect(
+        lines.filter((l) => String(l.msg).includes('refusal budgets are kept in this process')),
+      ).toHaveLength(1);
+
+      forwarder.restore();
+      const until = Date.now() + 15_000;
+      while ((await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' })).isError) {
+        expect(Date.now()).toBeLessThan(until);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      await env.close();
+      await forwarder.close();
+    }
+  }, 40_000);
+
+  it('start-up names FRAUDGATE_REDIS_URL instead of waiting forever', async () => {
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    forwarder.stall();
+    try {
+      await expect(
+        checkServices(
+          { rate_limits: { store: 'redis' } } as Parameters<typeof checkServices>[0],
+          { redisUrl: `redis://127.0.0.1:${forwarder.port}` },
+          1_000,
+        ),
+      ).rejects.toThrow(/does not answer.*FRAUDGATE_REDIS_URL/);
+    } finally {
+      await forwarder.close();
+    }
+  }, 20_000);
 });

@@ -17,9 +17,9 @@ export interface TcpForwarder {
    */
   down(): void;
   /**
-   * Forward nothing, in either direction, and close nothing, until `restore()`: a partition that
-   * sends no FIN or RST. Open connections go silent; new ones are accepted and then hang. On
-   * `restore()` what was held back flows again, as TCP retransmits once the route is back.
+   * Stop forwarding without closing anything: connections (open and new) stay up and bytes are held,
+   * as when the service hangs or a network path black-holes packets. `restore()` forwards what was
+   * held and goes on.
    */
   stall(): void;
   restore(): void;
@@ -28,36 +28,25 @@ export interface TcpForwarder {
 
 export async function startTcpForwarder(target: { host: string; port: number }): Promise<TcpForwarder> {
   const open = new Set<Socket>();
-  /** Every direction of every forwarded connection, to stop and restart on stall/restore. */
-  const directions = new Set<readonly [Socket, Socket]>();
-  /** Connections accepted while stalled, forwarded on restore. */
-  const held = new Set<Socket>();
   let cut = false;
   let stalled = false;
-  const forward = (client: Socket) => {
+  const server: Server = createServer((client) => {
+    if (cut) return void client.destroy();
     const upstream = connect(target);
-    for (const direction of [
+    for (const [a, b] of [
       [client, upstream],
       [upstream, client],
     ] as const) {
-      const [a, b] = direction;
       open.add(a);
-      directions.add(direction);
       a.on('error', () => b.destroy());
       a.on('close', () => {
         open.delete(a);
-        directions.delete(direction);
         b.destroy();
       });
       a.pipe(b);
+      // After pipe(), which resumes its source.
+      if (stalled) a.pause();
     }
-  };
-  const server: Server = createServer((client) => {
-    if (cut) return void client.destroy();
-    if (!stalled) return forward(client);
-    held.add(client);
-    client.on('error', () => client.destroy());
-    client.on('close', () => held.delete(client));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -74,24 +63,19 @@ export async function startTcpForwarder(target: { host: string; port: number }):
     },
     stall() {
       stalled = true;
-      for (const [a, b] of directions) {
-        a.unpipe(b);
-        a.pause();
-      }
+      for (const socket of open) socket.pause();
     },
     restore() {
       cut = false;
       if (stalled) {
         stalled = false;
-        for (const [a, b] of directions) a.pipe(b);
-        for (const client of held) forward(client);
-        held.clear();
+        for (const socket of open) socket.resume();
       }
       if (!server.listening) server.listen(port, '127.0.0.1');
     },
     close: () =>
       new Promise<void>((resolve) => {
-        for (const socket of [...open, ...held]) socket.destroy();
+        for (const socket of open) socket.destroy();
         server.close(() => resolve());
       }),
   };
