@@ -38,7 +38,7 @@ import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import {
-  approvalPolicyVersion,
+  approvalPolicyVersions,
   checkPolicyNames,
   isVisibleTo,
   resolveApproval,
@@ -205,7 +205,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     policy: { tools: deps.tools, config },
   });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
-  const policyVersion = approvalPolicyVersion(config);
+  // New approvals get the first; an open one under either is this policy's (see legacyApprovalPolicyVersion).
+  const policyVersions = approvalPolicyVersions(config);
+  const [policyVersion] = policyVersions;
   const toolConfig = {
     mapping: config.mapping,
     risk_bands: config.risk_bands,
@@ -1149,7 +1151,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       args_hash: meta.argsHash,
       target: meta.target,
       requester: principal.id,
-      policy_version: policyVersion,
+      policy_version: policyVersions,
     });
     if (open) {
       // The same call again: it joins the open approval, and like every call it leaves a record.

@@ -62,6 +62,23 @@ export function approvalPolicyVersion(config: Pick<Config, 'approvals'>): string
   ).slice(0, 16);
 }
 
+/**
+ * The version this policy had before {@link approvalPolicyVersion} left the timing settings out (a
+ * hash of all of `approvals`). Approvals opened under it before the upgrade are still open: a retry
+ * of such a call must join its approval, not open a second one beside it (the open-binding index
+ * includes the version, so it would not stop that), or approving both would run the call twice.
+ * Drop it, and {@link approvalPolicyVersions}' second entry, once no approval requested before this
+ * release can still be open: every replica runs it and `approvals.ttl_ms` has passed since.
+ */
+export function legacyApprovalPolicyVersion(config: Pick<Config, 'approvals'>): string {
+  return sha256Hex(canonicalJson(config.approvals)).slice(0, 16);
+}
+
+/** The versions under which an open approval counts as requested under the policy in force: current first. */
+export function approvalPolicyVersions(config: Pick<Config, 'approvals'>): [string, string] {
+  return [approvalPolicyVersion(config), legacyApprovalPolicyVersion(config)];
+}
+
 const STRICTNESS: Record<ApprovalMode, number> = { none: 0, confirm: 1, approval: 2, four_eyes: 3 };
 
 /** The approval a call needs, and whether its requester may be the one who approves (or confirms) it. */
@@ -120,7 +137,7 @@ export function modeNow(
   tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>,
   config: Pick<Config, 'approvals'>,
 ): ApprovalMode {
-  if (approval.policy_version === approvalPolicyVersion(config)) return approval.mode;
+  if (approvalPolicyVersions(config).includes(approval.policy_version)) return approval.mode;
   const candidates = [undefined, ...(tool.approvalKeys ?? [])].map(
     (key) => resolveApproval(tool, config, key).mode,
   );

@@ -94,7 +94,8 @@ export interface ApprovalBinding {
   args_hash: string;
   target: string;
   requester: string;
-  policy_version: string;
+  /** The version it was requested under; several when more than one means the policy in force (an upgrade). */
+  policy_version: string | readonly string[];
 }
 
 export interface ApprovalListFilter {
@@ -222,10 +223,12 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
   };
   const open = `state IN (${OPEN_APPROVAL_STATES.map((s) => `'${s}'`).join(', ')})`;
   const findOpen = async (b: ApprovalBinding) => {
+    const versions = typeof b.policy_version === 'string' ? [b.policy_version] : [...b.policy_version];
     const [row] = await db.query<Row>(
       `SELECT * FROM approvals WHERE tool = $1 AND args_hash = $2 AND target = $3 AND requester = $4
-         AND policy_version = $5 AND ${open} ORDER BY created_at DESC LIMIT 1`,
-      [b.tool, b.args_hash, b.target, b.requester, b.policy_version],
+         AND policy_version IN (${placeholders(versions.length, 5)}) AND ${open}
+         ORDER BY created_at DESC LIMIT 1`,
+      [b.tool, b.args_hash, b.target, b.requester, ...versions],
     );
     return row ? fromRow(row) : undefined;
   };

@@ -4,9 +4,12 @@
  * its expiry even when the sweep that marks it expired did not run. Only people decide approvals.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DEFAULTS } from '../../src/config.ts';
+import { approvalPolicyVersion, legacyApprovalPolicyVersion, modeNow } from '../../src/governance/policy.ts';
 import { stdioPrincipal } from '../../src/transports/stdio.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
-import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
+import { ANALYST, setup, type SetupOptions, type TestEnv } from '../helpers/setup.ts';
+import { dropSchema, pgListening, PG_URL } from '../store/engines.ts';
 
 let env: TestEnv;
 afterEach(async () => {
@@ -145,6 +148,78 @@ describe('replicas tuned differently share one approval policy', () => {
       await other.runtime.close();
       await other.client.close();
     }
+  });
+});
+
+describe('approvals opened before the policy version left out timing (an upgrade)', () => {
+  const engines: {
+    name: string;
+    skip: boolean;
+    options: () => SetupOptions;
+    cleanup?: () => Promise<void>;
+  }[] = [{ name: 'SQLite', skip: false, options: () => ({}) }];
+  const schema = `fg_pv_${process.pid}_${Date.now().toString(36)}`;
+  engines.push({
+    name: 'PostgreSQL',
+    skip: !pgListening,
+    options: () => ({
+      config: { store: 'postgres', store_postgres: { schema, startup_timeout_ms: 5_000 } },
+      secrets: { postgresUrl: PG_URL, dataKey: 'ab'.repeat(32) },
+    }),
+    cleanup: () => dropSchema(schema),
+  });
+
+  for (const engine of engines) {
+    it.skipIf(engine.skip)(
+      `${engine.name}: the same call again joins the approval opened under the legacy version, not a second one`,
+      async () => {
+        try {
+          env = await setup(engine.options());
+          // The call's binding (arguments hash, target), as the pipeline computes it; then that
+          // approval is closed and an open one like it stored as a replica before the upgrade did.
+          const first = await env.callTool('suppress_user', SUPPRESS);
+          const opened = (await env.runtime.approvals.get(String(first.error.approval_id)))!;
+          await env.runtime.desk.decide(opened.id, { approve: false, approver: APPROVER, reason: 'setup' });
+          const { approval: legacy } = await env.runtime.approvals.create({
+            ...opened,
+            id: 'apr_0123456789abcdef0123',
+            policy_version: legacyApprovalPolicyVersion(env.config),
+          });
+          expect(legacy.policy_version).not.toBe(opened.policy_version);
+
+          const retried = await env.callTool('suppress_user', SUPPRESS);
+          expect(retried.error).toMatchObject({ code: 'APPROVAL_PENDING', approval_id: legacy.id });
+          expect(await env.runtime.approvals.count(['pending'])).toBe(1);
+          // Decided and run under the policy in force: the legacy version is that policy, not a changed one.
+          await env.runtime.desk.decide(legacy.id, { approve: true, approver: APPROVER });
+          await env.runtime.pipeline.processApprovals();
+          expect(await env.runtime.approvals.get(legacy.id)).toMatchObject({ state: 'executed' });
+          expect(env.sandbox.segment.profile('sandbox-high-risk')).toMatchObject({
+            suppressed_for_fraud: true,
+          });
+        } finally {
+          await env?.close();
+          env = undefined as unknown as TestEnv;
+          await engine.cleanup?.();
+        }
+      },
+      30_000,
+    );
+  }
+});
+
+describe('the mode an approval opened under the legacy version needs', () => {
+  it('is its own under the unchanged policy, not the strictest of the per-call keys as after a change', () => {
+    const config = { approvals: { ...DEFAULTS.approvals, self_approval: ['decide'] } };
+    const tool = {
+      name: 'decide',
+      risk: 'destructive' as const,
+      approvalKeys: [{ key: 'decide:block', floor: 'four_eyes' as const }],
+    };
+    const legacy = { mode: 'approval' as const, policy_version: legacyApprovalPolicyVersion(config) };
+    expect(legacy.policy_version).not.toBe(approvalPolicyVersion(config));
+    expect(modeNow(legacy, tool, config)).toBe('approval');
+    expect(modeNow({ ...legacy, policy_version: 'changed' }, tool, config)).toBe('four_eyes');
   });
 });
 
