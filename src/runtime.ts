@@ -416,7 +416,7 @@ export const REDIS_COMMAND_TIMEOUT_MS = 1_500;
  * closed: fails at once) or hung (open connection, no answer: fails after
  * {@link REDIS_COMMAND_TIMEOUT_MS}), so calls fail closed instead of hanging.
  */
-async function redisLimiter(url: string, logger: Logger, keySecret: string) {
+export async function redisLimiter(url: string, logger: Logger, keySecret: string) {
   // Loaded only when configured: the default in-memory limiter should not pay ioredis's load time.
   const { Redis } = await import('ioredis');
   const redis = new Redis(url, {

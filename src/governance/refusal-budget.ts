@@ -2,8 +2,9 @@
  * Refused calls (invalid, forbidden, rate limited) are audited, but a caller must not be able to
  * turn refusals into a disk-filler: each principal has a refusal budget of its own (a token bucket,
  * `rate_limits.refusals`, in the same store as the call limits so replicas share it; while that store
- * fails, in this process, so the budget never fails open). Within the budget every refusal gets its
- * own record (with an argument summary, never the arguments); past it, refusals are only counted and
+ * fails, in this process, so the budget never fails open, and that store is asked again only
+ * {@link SHARED_STORE_RETRY_MS} after it last failed). Within the budget every refusal gets its own
+ * record (with an argument summary, never the arguments); past it, refusals are only counted and
  * written as one `refusals_counted` record per principal per minute (and when the process stops), so
  * nothing goes unrecorded and the audit grows by at most one small record a minute however fast the
  * refusals come.
@@ -17,6 +18,9 @@ import type { BucketConfig } from '../config.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal } from './audit.ts';
 import { createRateLimiter, type RateLimiter } from './rate-limit.ts';
+
+/** How long the budgets stay in this process after the shared store failed a take, before asking it again. */
+export const SHARED_STORE_RETRY_MS = 5_000;
 
 /** How often, at most, a principal over its budget gets a `refusals_counted` record. */
 export const REFUSAL_COUNT_INTERVAL_MS = 60_000;
@@ -101,8 +105,14 @@ export function createRefusalBudget(deps: {
   // The operator hears of the switch both ways, once each, not once per refusal: a flood is when
   // refusals come fastest.
   let fallenBack = false;
+  // After a failed take the local buckets answer alone for a while: a hung Redis fails a take only
+  // after its command timeout, and a call refused because its own take timed out would otherwise
+  // wait that long a second time for its refusal's record, on every call. The first refusal after
+  // the pause asks Redis again.
+  let localUntil = 0;
   const take = async (key: string, bucket: BucketConfig) => {
     const id = `refusals\u0000${key}`;
+    if (now().getTime() < localUntil) return local.take(id, bucket);
     try {
       const decision = await deps.rateLimiter.take(id, bucket);
       if (fallenBack) {
@@ -111,6 +121,7 @@ export function createRefusalBudget(deps: {
       }
       return decision;
     } catch (error) {
+      localUntil = now().getTime() + SHARED_STORE_RETRY_MS;
       if (!fallenBack) {
         fallenBack = true;
         logger.warn(

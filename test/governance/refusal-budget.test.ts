@@ -11,7 +11,8 @@ import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal, AuditRecord } from '../../src/governance/audit.ts';
 import type { RateLimiter } from '../../src/governance/rate-limit.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
-import { createRefusalBudget } from '../../src/governance/refusal-budget.ts';
+import { createRefusalBudget, SHARED_STORE_RETRY_MS } from '../../src/governance/refusal-budget.ts';
+import { redisLimiter } from '../../src/runtime.ts';
 import { createWebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 
 const storeDown: RateLimiter = {
@@ -138,7 +139,9 @@ describe.skipIf(!redisUp)('refusal budget falling back while Redis is down, thro
         expect(Date.now()).toBeLessThan(until);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      // The budget hears Redis again at its next refusal: three invalid calls, one line.
+      // The budget asks Redis again at its first refusal past the pause after its last failure, and
+      // hears it: three invalid calls, one line.
+      await new Promise((resolve) => setTimeout(resolve, SHARED_STORE_RETRY_MS));
       for (let i = 0; i < 3; i += 1) {
         const invalid = await env.callTool('get_sift_score', { user_id: 42 });
         expect(invalid.error.code).toBe('INVALID_INPUT');
@@ -151,4 +154,65 @@ describe.skipIf(!redisUp)('refusal budget falling back while Redis is down, thro
       await forwarder.close();
     }
   }, 60_000);
+});
+
+describe.skipIf(!redisUp)('refusal budget while Redis hangs', () => {
+  it('asks Redis once per pause, not on every refusal: later refusals do not wait out a second timeout', async () => {
+    const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({ write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    // The limiter the runtime builds (the same timeouts), counting the takes the budget attempts.
+    const redis = await redisLimiter(`redis://127.0.0.1:${forwarder.port}`, logger, 'refusal-test-key');
+    let takes = 0;
+    const counted: RateLimiter = { ...redis, take: (key, bucket) => ((takes += 1), redis.take(key, bucket)) };
+    let clock = 0;
+    const { audit, appended } = memoryAudit();
+    const budget = createRefusalBudget({
+      audit,
+      rateLimiter: counted,
+      bucket: { capacity: 100, per_minute: 100 },
+      now: () => new Date(clock),
+      logger,
+    });
+    const principal: AuditPrincipal = { id: `analyst-${process.pid}-${Date.now()}`, kind: 'user' };
+    const refuse = (i: number) =>
+      budget.record(principal, 'unavailable', () => ({ event: 'unavailable', call_id: `c-${i}`, principal }));
+    const fellBack = () =>
+      lines.filter((l) => String(l.msg).includes('refusal budgets are kept in this process'));
+    const sharedAgain = () => lines.filter((l) => String(l.msg).includes('refusal budgets are shared again'));
+    try {
+      expect(await refuse(0)).toEqual({ recorded: true });
+      expect(takes).toBe(1);
+
+      forwarder.stall();
+      // The first refusal waits out Redis's command timeout; the next ones, within the pause, do not ask it.
+      for (let i = 1; i <= 5; i += 1) expect(await refuse(i)).toEqual({ recorded: true });
+      expect(takes).toBe(2);
+      expect(fellBack()).toHaveLength(1);
+
+      // Past the pause the next refusal asks again (and, still hung, falls back again without a second warning).
+      clock += SHARED_STORE_RETRY_MS;
+      expect(await refuse(6)).toEqual({ recorded: true });
+      expect(await refuse(7)).toEqual({ recorded: true });
+      expect(takes).toBe(3);
+      expect(fellBack()).toHaveLength(1);
+
+      forwarder.restore();
+      clock += SHARED_STORE_RETRY_MS;
+      const until = Date.now() + 15_000;
+      while (sharedAgain().length === 0) {
+        expect(Date.now()).toBeLessThan(until);
+        await refuse(8);
+        clock += SHARED_STORE_RETRY_MS;
+      }
+      expect(sharedAgain()).toHaveLength(1);
+      const asked = takes;
+      await refuse(9);
+      expect(takes).toBe(asked + 1);
+      expect(appended.filter((r) => r.event === 'unavailable').length).toBeGreaterThanOrEqual(10);
+    } finally {
+      await redis.close();
+      await forwarder.close();
+    }
+  }, 30_000);
 });
