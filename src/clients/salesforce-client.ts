@@ -121,26 +121,24 @@ export const ROLLED_BACK_CODES: ReadonlySet<string> = new Set([
 const TEMPORARY_CODES: ReadonlySet<string> = new Set(['UNABLE_TO_LOCK_ROW', 'SERVER_UNAVAILABLE']);
 
 /**
- * The result that says why an all-or-none write failed: the first record Salesforce refused for its
- * own sake, not one rolled back because of another (undefined when every failure is a rollback).
+ * The result that says why an all-or-none write failed: the index of the first record Salesforce
+ * refused for its own sake, not one rolled back because of another (-1 when every failure is a rollback).
  */
 export function refusedRecord(results: readonly SalesforceSaveResult[]): number {
   return results.findIndex((r) => !r.success && !ROLLED_BACK_CODES.has(r.errors[0]?.statusCode ?? ''));
 }
 
 /**
- * The error for a write Salesforce refused in a collection: NOT_FOUND when the record is gone, else
- * an UPSTREAM_ERROR with Salesforce's code, not retryable (the same write would be refused again)
- * unless the code is a temporary one (UNABLE_TO_LOCK_ROW, SERVER_UNAVAILABLE). A write that
- * `rolledBack` (an all-or-none request: nothing of it committed) carries HTTP 400, so it provably
- * changed nothing; a temporary failure outside one carries no status, as other writes of the request
- * may have committed. Its message and detail are built from the code and field names alone, whatever
- * `message` the result carries (from any SalesforceClient, it may still be Salesforce's own text).
+ * The error for a write Salesforce refused in an all-or-none request (nothing of it committed):
+ * NOT_FOUND when the record is gone, else an UPSTREAM_ERROR with Salesforce's code and HTTP 400, so
+ * it provably changed nothing; not retryable (the same write would be refused again) unless the code
+ * is a temporary one (UNABLE_TO_LOCK_ROW, SERVER_UNAVAILABLE). Its message and detail are built from
+ * the code and field names alone, whatever `message` the result carries (from any SalesforceClient,
+ * it may still be Salesforce's own text).
  */
 export function saveError(
   write: Pick<SalesforceWrite, 'op' | 'sobject'>,
   result: SalesforceSaveResult,
-  options: { rolledBack?: boolean } = {},
 ): FraudgateError {
   const first = result.errors[0];
   const temporary = TEMPORARY_CODES.has(first?.statusCode ?? '');
@@ -153,7 +151,7 @@ export function saveError(
   const described = first ? describeCode(first.statusCode, first.fields ?? []) : 'unknown error';
   return new UpstreamError(`Salesforce refused the ${write.sobject} ${write.op}: ${described}.`, {
     service: SERVICE,
-    ...(temporary && !options.rolledBack ? {} : { status: 400 }),
+    status: 400,
     ...(first ? { upstreamCode: first.statusCode } : {}),
     retryable: temporary,
     ...(detail ? { detail } : {}),
@@ -1121,9 +1119,7 @@ export function createSalesforceClient(config: SalesforceClientConfig): Salesfor
       // Atomic: nothing was written. The error is the record refused for its own sake.
       const refused = refusedRecord(results);
       const failed = refused >= 0 ? refused : results.findIndex((r) => !r.success);
-      throw saveError(writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult, {
-        rolledBack: true,
-      });
+      throw saveError(writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult);
     },
 
     integrationUserId() {

@@ -264,9 +264,7 @@ export function createBatchingSalesforceClient(
       const failed = refused >= 0 ? refused : round === 'alone' ? results.findIndex((r) => !r.success) : -1;
       if (failed >= 0)
         group.reject(
-          saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult, {
-            rolledBack: true,
-          }),
+          saveError(group.writes[failed] as SalesforceWrite, results[failed] as SalesforceSaveResult),
         );
       else rest.push(group);
     }

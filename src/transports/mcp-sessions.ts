@@ -444,10 +444,6 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
     },
 
     /**
-     * Client answers addressed to another replica's waiting call are forwarded there; returns true
-     * when every message was forwarded (the request is answered 202 without touching a transport).
-     */
-    /**
      * Whether `body` only answers requests this replica sent (responses with `fg.<this replica>.*`
      * ids): a draining replica still takes these, since a call here is waiting for them.
      */
@@ -461,6 +457,10 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       );
     },
 
+    /**
+     * Client answers addressed to another replica's waiting call are forwarded there; returns true
+     * when every message was forwarded (the request is answered 202 without touching a transport).
+     */
     async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
       const messages = Array.isArray(body) ? body : [body];
       // Requests and notifications (nearly every POST) never relay: decided on shape alone.
