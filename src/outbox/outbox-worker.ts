@@ -556,17 +556,40 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   /**
-   * The whole queue pauses while a dependency is down — an upstream that cannot be reached at all
-   * (connection refused, no route, DNS, connect timeout), Redis (rate limits) or the audit ledger that
-   * cannot write: every effect would fail the same way, so none spends an attempt or becomes a dead
-   * letter for it. After the pause one effect probes; any answer resumes the queue, another such
-   * failure doubles the pause (from `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)). An upstream
-   * that answers 5xx, resets or times out a read is up but failing: that counts as an attempt (one
-   * batched request failing must not stall the queue). For a tool that is not idempotent only a
-   * connection that never opened counts as down: the other unreachable codes can also break a request
-   * already sent, whose outcome is then unknown.
+   * A dependency that is down pauses the effects that need it — an upstream that cannot be reached
+   * at all (connection refused, no route, DNS, connect timeout) pauses the effects of the tools that
+   * call it; Redis (rate limits) or the audit ledger that cannot write pause every effect: they
+   * would all fail the same way, so none spends an attempt or becomes a dead letter for it. Effects
+   * of the other upstreams keep flowing: a Salesforce outage must not hold back Sift events.
+   * After the pause one effect of that service probes; an answer from it resumes that service only,
+   * another such failure doubles its pause (from `backoff_base_ms` up to min(`backoff_max_ms`, 30 s)),
+   * and the service's other effects wait, unrun and unaudited, until the next probe may go: one
+   * failed call per service per pause, however many effects wait. Which upstreams a tool calls is
+   * learnt from its failures (Salesforce effects start out known). An upstream that answers 5xx,
+   * resets or times out a read is up but failing: that counts as an attempt (one batched request
+   * failing must not stall the queue). For a tool that is not idempotent only a connection that
+   * never opened counts as down: the other unreachable codes can also break a request already sent,
+   * whose outcome is then unknown.
    */
-  const queuePause = { until: 0, ms: 0, probe: false };
+  interface Pause {
+    until: number;
+    ms: number;
+    /** The effect probing the service now, if one is. */
+    probe?: number;
+  }
+  /** Paused dependencies: an upstream's name, or {@link OWN_DEPENDENCY} (pauses every effect). */
+  const pauses = new Map<string, Pause>();
+  const OWN_DEPENDENCY = 'fraudgate';
+  const servicesOfTool = new Map<string, Set<string>>();
+  function servicesOf(effect: OutboxEffect): string[] {
+    const learnt = [...(servicesOfTool.get(effect.tool) ?? [])];
+    if (SALESFORCE_EFFECTS.has(effect.effect) && !learnt.includes('salesforce')) learnt.push('salesforce');
+    return learnt;
+  }
+  function serviceOf(error: FraudgateError): string | undefined {
+    const service = (error.data as { service?: unknown } | undefined)?.service;
+    return typeof service === 'string' ? service : undefined;
+  }
   function dependencyDown(error: FraudgateError, idempotent: boolean): boolean {
     if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
     // No upstream named: fraudgate's own dependency refused the call (the store, the audit ledger
@@ -574,40 +597,49 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
     return causedBy(error, idempotent ? UNREACHABLE : NEVER_SENT);
   }
-  function pauseQueue(error: FraudgateError): number {
-    const first = queuePause.ms === 0;
+  /** Pause what `error` says is down; the time the failed effect is due again. */
+  function pauseDependency(effect: OutboxEffect, error: FraudgateError): number {
+    const service = serviceOf(error);
+    const key = service ?? OWN_DEPENDENCY;
+    if (service) {
+      const known = servicesOfTool.get(effect.tool) ?? new Set<string>();
+      known.add(service);
+      servicesOfTool.set(effect.tool, known);
+    }
+    const pause = pauses.get(key);
     // Effects already in flight when the pause began fail alike: they wait for the same probe.
-    if (!first && !queuePause.probe && now() < queuePause.until) return queuePause.until;
-    queuePause.ms = Math.min(
-      first ? auto.backoff_base_ms : queuePause.ms * 2,
-      Math.min(auto.backoff_max_ms, 30_000),
-    );
-    queuePause.until = now() + queuePause.ms;
-    queuePause.probe = false;
-    if (first) {
-      logger.warn('outbox paused: a dependency is unavailable; effects wait without spending attempts', {
-        service:
-          (error.data as { service?: unknown; dependency?: unknown } | undefined)?.service ??
-          (error.data as { dependency?: unknown } | undefined)?.dependency ??
-          'a fraudgate dependency',
+    if (pause && pause.probe !== effect.id && (now() < pause.until || pause.probe !== undefined))
+      return Math.max(pause.until, now() + pause.ms);
+    const ms = Math.min(pause ? pause.ms * 2 : auto.backoff_base_ms, Math.min(auto.backoff_max_ms, 30_000));
+    pauses.set(key, { until: now() + ms, ms });
+    if (!pause) {
+      logger.warn('outbox paused: a dependency is unavailable; its effects wait without spending attempts', {
+        service: service ?? (error.data as { dependency?: unknown } | undefined)?.dependency ?? key,
         code: error.code,
       });
     }
-    return queuePause.until;
+    return now() + ms;
   }
-  function resumeQueue(): void {
-    if (queuePause.ms === 0) return;
-    queuePause.ms = 0;
-    queuePause.until = 0;
-    queuePause.probe = false;
-    logger.info('outbox resumed: the dependency answers again');
+  function resume(key: string): void {
+    if (!pauses.delete(key)) return;
+    logger.info('outbox resumed: the dependency answers again', { service: key });
   }
-  /** How many effects the queue may claim now: none while paused or probing, one to probe. */
-  function pausedRoom(room: number): number {
-    if (queuePause.ms === 0) return room;
-    if (now() < queuePause.until || queuePause.probe) return 0;
-    queuePause.probe = true;
-    return Math.min(1, room);
+  /**
+   * Whether a claimed effect may run now: undefined when it may (as the probe of any of its paused
+   * services whose pause is over), else when it is due again.
+   */
+  function heldUntil(effect: OutboxEffect): number | undefined {
+    const relevant = [OWN_DEPENDENCY, ...servicesOf(effect)]
+      .map((key) => pauses.get(key))
+      .filter((p): p is Pause => p !== undefined);
+    let held: number | undefined;
+    for (const pause of relevant) {
+      if (now() < pause.until) held = Math.max(held ?? 0, pause.until);
+      else if (pause.probe !== undefined) held = Math.max(held ?? 0, now() + pause.ms);
+    }
+    if (held !== undefined) return held;
+    for (const pause of relevant) pause.probe = effect.id;
+    return undefined;
   }
 
   /**
@@ -714,8 +746,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     } finally {
       active.delete(effect.id);
       if (writes) salesforceWriters -= 1;
-      // A probe that neither resumed nor re-paused the queue (e.g. it crashed): the next pump probes again.
-      queuePause.probe = false;
+      // A probe that neither resumed nor re-paused its service (e.g. it crashed): the next pump probes again.
+      for (const pause of pauses.values()) if (pause.probe === effect.id) pause.probe = undefined;
     }
   }
 
@@ -810,13 +842,18 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const outcome = await pipeline.call(effect.tool, effect.args, channel);
     const down = !outcome.ok && dependencyDown(outcome.error, idempotent);
     if (!outcome.ok && down) {
-      const until = pauseQueue(outcome.error);
+      const until = pauseDependency(effect, outcome.error);
       await store.retry(effect.id, owner, until, `${outcome.error.code}: ${outcome.error.message}`, false);
       result.deferred += 1;
       return;
     }
-    // Any other answer means the dependencies answered: a paused queue resumes.
-    if (!down) resumeQueue();
+    // Any other answer means fraudgate's own dependencies answered, and so did the upstream that
+    // answered (all the tool's upstreams, when it succeeded): they resume.
+    if (!down) {
+      resume(OWN_DEPENDENCY);
+      if (outcome.ok) for (const service of servicesOf(effect)) resume(service);
+      else if (serviceOf(outcome.error)) resume(serviceOf(outcome.error) ?? '');
+    }
     if (outcome.ok) {
       if (continuable.has(effect.tool) && leftForNextCall(outcome.output)) {
         // Bounded work per call (flag_opportunities: 1000 a call): the same effect again, due now and
@@ -958,16 +995,29 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     // Stale effects left pending (their supersede unrecorded) must not be claimed and run now.
     if (!(await supersede())) return [];
     await settleApprovals();
-    const room = pausedRoom(auto.batch_size - inflight.size);
+    const room = auto.batch_size - inflight.size;
     if (room <= 0) return [];
+    const own = pauses.get(OWN_DEPENDENCY);
+    // Every effect needs fraudgate's own dependencies: none is claimed until one may probe them.
+    if (own && (now() < own.until || own.probe !== undefined)) return [];
     const claimed = await store.claim(owner, room, auto.lease_ms);
-    if (claimed.length === 0) queuePause.probe = false;
     result.claimed += claimed.length;
     let allowance = salesforceAllowance();
     const launched: Promise<void>[] = [];
     for (const effect of claimed) {
+      // Re-leased while still running here (its lease had lapsed): the running copy finishes it.
+      if (active.has(effect.id)) continue;
+      const held = heldUntil(effect);
+      if (held !== undefined) {
+        // A service it needs is paused: back until its next probe, unrun, so neither an attempt nor
+        // an audit record; the next claim takes the effects behind it.
+        await store.retry(effect.id, owner, held, undefined, false);
+        result.deferred += 1;
+        continue;
+      }
       if (SALESFORCE_EFFECTS.has(effect.effect)) {
         if (allowance <= 0) {
+          for (const pause of pauses.values()) if (pause.probe === effect.id) pause.probe = undefined;
           await store.retry(
             effect.id,
             owner,
@@ -980,8 +1030,6 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         }
         allowance -= 1;
       }
-      // Re-leased while still running here (its lease had lapsed): the running copy finishes it.
-      if (active.has(effect.id)) continue;
       const task: Promise<void> = runEffect(effect, result)
         .catch((error: unknown) =>
           logger.error('effect crashed', { effect_id: effect.id, error: String(error) }),

@@ -5,12 +5,16 @@
  * running worker resumes by itself and every effect runs. A 500 or a reset still counts (worker.test.ts, exactly-once.test.ts).
  * The same for the audit ledger that cannot write (intent records failing, injected): a retryable
  * UPSTREAM_ERROR naming the ledger, never an attempt spent.
+ * The pause is per upstream: Salesforce refusing connections holds back Salesforce effects only
+ * (one probe per doubling pause), while Segment and Sift effects keep flowing, even with a stream
+ * of Segment messages answered by Sift.
  */
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { databasePath } from '../../src/store/store.ts';
 import { startSiftEmulator, type SiftEmulator } from '../../src/sandbox/sift-emulator.ts';
-import { outboxEnv, type OutboxEnv } from './helpers.ts';
+import { sendSegmentWebhook } from '../../src/sandbox/segment-webhook-sender.ts';
+import { outboxEnv, startSegmentIntake, type OutboxEnv } from './helpers.ts';
 
 const USERS = ['sandbox-watch', 'sandbox-high-risk', 'fg_pause_3'];
 const MAX_ATTEMPTS = 4;
@@ -38,7 +42,10 @@ async function enqueueWatchSyncs(store: OutboxEnv['automation']['store']) {
 
 let env: OutboxEnv | undefined;
 let restarted: SiftEmulator | undefined;
+let intake: { url: string; close(): Promise<void> } | undefined;
 afterEach(async () => {
+  await intake?.close();
+  intake = undefined;
   await env?.automation.worker.stop();
   await env?.close();
   await restarted?.close();
@@ -111,5 +118,78 @@ describe('outbox pause', { timeout: 60_000 }, () => {
       (r) => r.tool === 'sync_decision_to_segment' && r.event === 'intent',
     );
     expect(intents).toHaveLength(USERS.length);
+  });
+
+  it('Salesforce refusing connections pauses only Salesforce effects; newer Segment and Sift effects run meanwhile', async () => {
+    // backoff 20 ms … 30 s: the Salesforce pause doubles per failed probe, so over a few seconds it
+    // probes about log2(elapsed / 20 ms) times, however often other services' effects succeed.
+    env = await outboxEnv({
+      config: { automation: { max_attempts: MAX_ATTEMPTS, backoff_max_ms: 30_000 } },
+    });
+    const { store, worker } = env.automation;
+    await env.sandbox.salesforce.close();
+    intake = await startSegmentIntake(env, 'segment-secret');
+    const salesforceUsers = Array.from({ length: 20 }, (_, i) => `fg_pause_sf_${i}`);
+    for (const user of salesforceUsers) {
+      await store.enqueueRouted(
+        {
+          entityType: 'user',
+          entityId: user,
+          decisionId: 'block_user_payment_abuse',
+          time: Date.now() - 60_000,
+        },
+        [{ effect: 'salesforce', tool: 'sync_decision_to_salesforce', args: { user_id: user } }],
+      );
+    }
+    const salesforceFailures = async () =>
+      (await env!.auditRecords()).filter(
+        (r) => r.tool === 'sync_decision_to_salesforce' && r.event === 'failed',
+      ).length;
+    const started = Date.now();
+    worker.start();
+    for (let i = 0; i < 100 && (await salesforceFailures()) === 0; i += 1) await sleep(50);
+
+    // Salesforce is paused now; a newer decision synced to Segment runs regardless.
+    await store.enqueueRouted(
+      {
+        entityType: 'user',
+        entityId: 'sandbox-watch',
+        decisionId: 'watch_user_payment_abuse',
+        time: Date.now(),
+      },
+      [{ effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'sandbox-watch' } }],
+    );
+    const segmentState = async () =>
+      (await store.list({ limit: 100 })).find((e) => e.effect === 'segment')?.state;
+    for (let i = 0; i < 30 && (await segmentState()) !== 'done'; i += 1) await sleep(50);
+    expect(await segmentState()).toBe('done');
+
+    // A stream of Segment messages, each a send_sift_event effect that Sift answers: their success
+    // says nothing about Salesforce, so the Salesforce effects stay paused.
+    let sent = 0;
+    while (Date.now() - started < 4_000) {
+      const delivery = await sendSegmentWebhook(
+        intake.url,
+        { type: 'track', messageId: `pause-stream-${sent}`, userId: 'sandbox-watch', event: 'Signed In' },
+        { secret: 'segment-secret' },
+      );
+      expect(delivery.status).toBe(200);
+      sent += 1;
+      await sleep(100);
+    }
+    const elapsed = Date.now() - started;
+    await worker.stop();
+
+    const effects = await store.list({ limit: 1000 });
+    const siftEvents = effects.filter((e) => e.effect === 'sift_event');
+    // The stream's Sift events ran while Salesforce was down (the last few may still be queued).
+    expect(siftEvents.filter((e) => e.state === 'done').length).toBeGreaterThanOrEqual(sent - 3);
+    const salesforce = effects.filter((e) => e.effect === 'salesforce');
+    expect(salesforce).toHaveLength(salesforceUsers.length);
+    for (const effect of salesforce) expect(effect).toMatchObject({ state: 'pending', attempts: 0 });
+    // Each effect fails once before the pause is known, then one probe per doubling pause.
+    expect(await salesforceFailures()).toBeLessThanOrEqual(
+      salesforceUsers.length + Math.ceil(Math.log2(elapsed / 20)) + 3,
+    );
   });
 });
