@@ -37,8 +37,13 @@ export interface DecisionEvent {
   entityType: string;
   entityId: string;
   decisionId: string;
-  /** Epoch ms of the decision. */
+  /** Epoch ms of the decision (of the receipt, for a Segment message): effects are claimed oldest first. */
   time: number;
+  /**
+   * The time the deduplication key uses when it is not `time`: a Segment message is ordered by its
+   * receipt, yet its redelivery, received later, is the same message.
+   */
+  dedupeTime?: number;
 }
 
 /** A stored event. */
@@ -307,7 +312,11 @@ export type EffectFromRow = (row: EffectRow) => OutboxEffect;
 /** The deduplication key of a delivery: Sift may deliver the same decision more than once (§7.3). */
 export function eventKey(event: DecisionEvent): string {
   return createHash('sha256')
-    .update([event.entityType, event.entityId, event.decisionId, String(event.time)].join('\u0000'))
+    .update(
+      [event.entityType, event.entityId, event.decisionId, String(event.dedupeTime ?? event.time)].join(
+        '\u0000',
+      ),
+    )
     .digest('hex');
 }
 

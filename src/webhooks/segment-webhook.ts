@@ -234,6 +234,9 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
 
     let accepted = 0;
     let duplicates = 0;
+    // The effects sort by receipt among the outbox's others: stored at 0 they would always be
+    // claimed first, ahead of older decisions' effects.
+    const receivedAt = Date.now();
     for (const { message, siftUser, args } of mapped) {
       let stored: EnqueuedEvent;
       try {
@@ -244,7 +247,8 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
             entityId: message.messageId,
             // Constant, so the dedupe key is the messageId alone (a redelivery is the same message).
             decisionId: 'segment',
-            time: 0,
+            time: receivedAt,
+            dedupeTime: 0,
           },
           [{ effect: 'sift_event', tool: 'send_sift_event', args }],
           {

@@ -76,8 +76,12 @@ const transactionsOf = (e: OutboxEnv, user: string) =>
 describe('POST /webhooks/segment', () => {
   it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
     const { env, url } = await start();
+    const receivedFrom = Date.now();
     const first = await sendSegmentWebhook(url, order('m-1', 'sandbox-high-risk'), { secret: SECRET });
     expect(first).toMatchObject({ status: 200, body: { accepted: 1, duplicates: 0 } });
+    const receivedBy = Date.now();
+    // A redelivery received later is still the same message.
+    await new Promise((resolve) => setTimeout(resolve, 5));
     const again = await sendSegmentWebhook(url, order('m-1', 'sandbox-high-risk'), { secret: SECRET });
     expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 1 } });
 
@@ -93,6 +97,9 @@ describe('POST /webhooks/segment', () => {
     });
     const effect = (await env.automation.store.list({ limit: 10 })).find((e) => e.tool === 'send_sift_event');
     expect(effect).toMatchObject({ tool: 'send_sift_event', state: 'done' });
+    // Ordered by its receipt among the outbox's effects (at 0 it would jump every older decision's).
+    expect(effect?.decisionTime).toBeGreaterThanOrEqual(receivedFrom);
+    expect(effect?.decisionTime).toBeLessThanOrEqual(receivedBy);
     expect((effect?.result as { score: unknown }).score).not.toBeNull();
     const events = (await env.auditRecords()).map((r) => r.event);
     expect(events).toContain('webhook_accepted');
