@@ -118,6 +118,8 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
     [['outbox', 'show', '0'], 'outbox', /^fraudgate: .*ID: '0' is not an outbox effect id/m],
     [['outbox', 'list', '--limit', '0'], 'outbox', /^fraudgate: .*--limit: '0' is not a positive/m],
     [['jobs', 'bogus'], 'jobs', /^fraudgate: .*unexpected 'bogus': jobs takes no arguments/m],
+    [['budgets', 'lift', 'a'], 'budgets', /^fraudgate: .*KEY: which budget key/m],
+    [['budgets', 'lift'], 'budgets', /^fraudgate: .*PRINCIPAL: whose budget.*KEY: which budget key/m],
     ...['approvals', 'identities', 'outbox', 'budgets', 'docs', 'sync', 'audit', 'sandbox'].map(
       (command) =>
         [
@@ -137,6 +139,17 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
 });
 
 describe('runtime and start-up failures: one line, exit 1, nothing left running', { timeout: SLOW }, () => {
+  it('outbox work in sandbox mode: refused as a runtime failure (exit 1), as its help says', async () => {
+    const run = await cli(['outbox', 'work', '--once']);
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: outbox work needs the upstream APIs .*in sandbox mode run serve --http/,
+    );
+    const help = await cli(['outbox', '--help']);
+    expect(help.stdout).toMatch(/work needs the upstream APIs: in sandbox mode it is refused \(exit 1\)/);
+  });
+
   it('a missing file', async () => {
     const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
     expect(run.code).toBe(1);
