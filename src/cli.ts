@@ -181,7 +181,7 @@ const COMMANDS: Command[] = [
     options: ['all', 'limit', 'json', 'reason', 'once'],
     notes: [
       OPERATOR_CREDENTIAL,
-      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
+      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter). work needs the upstream APIs: in sandbox mode it is refused (exit 1), since serve --http runs the worker itself.',
     ],
     run: async (args, values) =>
       (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values, args[0] === 'work')),
