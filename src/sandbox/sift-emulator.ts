@@ -979,7 +979,9 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
       if (!type) throw new Error(`unknown abuse type ${abuseType}`);
       const state = user(userId);
       state.seeded.set(type, { score, reasons });
-      state.scoreTime = nowSeconds();
+      // A new score is computed after the one it replaces, as Sift's are, even when a test sets
+      // scores faster than Sift's one-second time resolution (consumers key changes on this time).
+      state.scoreTime = Math.max(nowSeconds(), state.scoreTime + 1);
     },
     labels(userId: string) {
       return Object.fromEntries(users.get(userId)?.labels ?? []) as Partial<Record<AbuseType, StoredLabel>>;
