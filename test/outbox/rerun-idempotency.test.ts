@@ -50,12 +50,16 @@ describe('an effect run again after its completion was lost', () => {
     expect(segment.eventsFor(user).map((m) => m.messageId)).toEqual(first);
   });
 
-  it('a score sync and score event run again keep their messageIds (keyed by the score, not the call)', async () => {
+  it.each([
+    ['the time Sift computed the score', true],
+    ["the effect's idempotency key, when Sift gives no score time", false],
+  ])('a score sync and score event run again keep their messageIds (keyed by %s)', async (_, times) => {
     await env?.close();
     env = await outboxEnv({
       config: { automation: { score_trigger: { effects: ['segment_score', 'track'] } } },
     });
     const { segment } = env.sandbox;
+    env.sandbox.sift.setScoreTimes(times);
     const user = 'sandbox-high-risk';
     await env.automation.store.enqueue({
       entityType: SCORE_ENTITY,

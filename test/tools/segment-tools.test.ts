@@ -78,6 +78,24 @@ describe('sync_score_to_segment', () => {
     });
   });
 
+  it('without score times from Sift, each call is its own sync: 94 → 20 → 94 still reaches the profile', async () => {
+    env = await setup();
+    env.sandbox.sift.setScoreTimes(false);
+    const user = 'sandbox-high-risk';
+    const sync = () => env.callTool('sync_score_to_segment', { user_id: user, abuse_type: 'payment_abuse' });
+    await sync();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.2);
+    await sync();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.94);
+    const back = await sync();
+    expect(back.output).toMatchObject({ sift_score: 94 });
+    expect(env.sandbox.segment.duplicates).toBe(0);
+    expect(env.sandbox.segment.profile(user)).toMatchObject({
+      sift_score: 94,
+      fraud_routing_tier: 'blocked',
+    });
+  });
+
   it('tiers and trait names follow the configured mapping without code changes', async () => {
     env = await setup({
       config: {
