@@ -33,6 +33,16 @@ async function findLead(args: { lead_id?: string; email?: string }, ctx: ToolCon
     { signal: ctx.signal },
   );
   if (!rows[0]) throw new NotFoundError(`No ${by === 'email' ? 'unconverted ' : ''}Lead matches that ${by}.`);
+  // Salesforce refuses every update of a converted Lead (CANNOT_UPDATE_CONVERTED_LEAD): refuse it
+  // here, before a $create_account reaches Sift and before a dry run plans an update that cannot happen.
+  if (rows[0].IsConverted === true) {
+    throw new InvalidInputError([
+      {
+        field: 'lead_id',
+        message: 'the Lead is converted; enrich its Contact/Account instead',
+      },
+    ]);
+  }
   if (rows.length > 1) {
     throw new FraudgateError(
       'CONFLICT',

@@ -1,7 +1,7 @@
 import * as z from 'zod';
-import { FraudgateError, NotFoundError } from '../src/errors.ts';
+import { FraudgateError } from '../src/errors.ts';
 import { defineTool } from '../src/tool.ts';
-import { salesforceId } from './salesforce-common.ts';
+import { retrieveFraudCase, salesforceId } from './salesforce-common.ts';
 import { riskBand, scoreSummaryFields, summarizeScore } from './schemas.ts';
 
 const MAX_DESCRIPTION = 4000;
@@ -20,9 +20,8 @@ type CaseRow = {
   OwnerId?: string;
   AccountId?: string | null;
   ContactId?: string | null;
-  Sift_User_Id__c?: string | null;
-  Sift_Score__c?: number | null;
   Resolution__c?: string | null;
+  [field: string]: unknown;
 };
 
 export const getFraudCase = defineTool({
@@ -78,8 +77,11 @@ export const getFraudCase = defineTool({
   untrustedFields: ['case.subject', 'case.description', 'sift.latest_labels[].description'],
   target: (args) => `salesforce_case:${args.case_id}`,
   async run(args, ctx) {
-    const row = await ctx.clients.salesforce.retrieve<CaseRow>('Case', args.case_id, { signal: ctx.signal });
-    if (!row) throw new NotFoundError(`No Salesforce Case has id ${args.case_id}.`);
+    const row = await retrieveFraudCase<CaseRow>(args.case_id, ctx);
+    const names = ctx.config.mapping.salesforce_fields;
+    const siftUserId = row[names.sift_user_id];
+    const siftScore = row[names.score];
+    const user = typeof siftUserId === 'string' && siftUserId !== '' ? siftUserId : null;
     const description = row.Description ?? null;
     const out = {
       case: {
@@ -95,15 +97,14 @@ export const getFraudCase = defineTool({
         owner_id: row.OwnerId ?? null,
         account_id: row.AccountId ?? null,
         contact_id: row.ContactId ?? null,
-        sift_user_id: row.Sift_User_Id__c ?? null,
-        sift_score_at_open: row.Sift_Score__c ?? null,
+        sift_user_id: user,
+        sift_score_at_open: typeof siftScore === 'number' ? siftScore : null,
         subject: row.Subject ? row.Subject.slice(0, 255) : null,
         description: description ? description.slice(0, MAX_DESCRIPTION) : null,
         description_truncated: (description?.length ?? 0) > MAX_DESCRIPTION,
       },
     };
-    const user = row.Sift_User_Id__c;
-    if (!user) return { ...out, sift: null, sift_note: 'The case has no Sift_User_Id__c.' };
+    if (!user) return { ...out, sift: null, sift_note: `The case has no ${names.sift_user_id}.` };
     try {
       const summary = summarizeScore(
         await ctx.clients.sift.getUserScore(user, { signal: ctx.signal }),

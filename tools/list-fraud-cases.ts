@@ -62,8 +62,7 @@ type CaseRow = {
   Priority?: string | null;
   CreatedDate?: string;
   OwnerId?: string;
-  Sift_User_Id__c?: string | null;
-  Sift_Score__c?: number | null;
+  [field: string]: unknown;
 };
 
 const soqlDatetime = (iso: string) => iso.replace(/\.\d{3}Z$/, 'Z');
@@ -91,8 +90,11 @@ function whereFor(filters: Filters, ctx: ToolContext, after?: Cursor['after']): 
   return `WHERE ${where.join(' AND ')}`;
 }
 
-const SELECT =
-  'SELECT Id, CaseNumber, Subject, Status, Priority, CreatedDate, OwnerId, Sift_User_Id__c, Sift_Score__c FROM Case';
+/** The case fields read, with the Sift field API names from the mapping. */
+const selectFor = (ctx: ToolContext) => {
+  const f = ctx.config.mapping.salesforce_fields;
+  return `SELECT Id, CaseNumber, Subject, Status, Priority, CreatedDate, OwnerId, ${f.sift_user_id}, ${f.score} FROM Case`;
+};
 
 /** A Salesforce datetime (`…+0000`) as milliseconds; NaN when absent or unreadable. */
 const instantOf = (value: string | undefined) =>
@@ -182,7 +184,7 @@ export const listFraudCases = defineTool({
         .queryPage({ soql: `SELECT COUNT() FROM Case ${whereFor(cursor.f, ctx)}` }, { signal: ctx.signal })
         .then((page) => page.totalSize),
       sf.query<CaseRow>(
-        `${SELECT} ${whereFor(cursor.f, ctx, cursor.after)} ORDER BY CreatedDate ASC, Id ASC LIMIT ${pageSize + 1}`,
+        `${selectFor(ctx)} ${whereFor(cursor.f, ctx, cursor.after)} ORDER BY CreatedDate ASC, Id ASC LIMIT ${pageSize + 1}`,
         { signal: ctx.signal },
       ),
     ]);
@@ -200,9 +202,12 @@ export const listFraudCases = defineTool({
       next = { v: 2, f: cursor.f, after: { created: new Date(created).toISOString(), id: last.Id } };
     }
     const now = ctx.now().getTime();
+    const names = ctx.config.mapping.salesforce_fields;
     return {
       cases: rows.map((r) => {
         const created = instantOf(r.CreatedDate);
+        const siftUserId = r[names.sift_user_id];
+        const siftScore = r[names.score];
         return {
           case_id: r.Id,
           case_number: r.CaseNumber ?? null,
@@ -210,8 +215,8 @@ export const listFraudCases = defineTool({
           priority: r.Priority ?? null,
           created_at: Number.isNaN(created) ? null : new Date(created).toISOString(),
           age_days: Number.isNaN(created) ? null : Math.floor((now - created) / DAY_MS),
-          sift_user_id: r.Sift_User_Id__c ?? null,
-          sift_score: r.Sift_Score__c ?? null,
+          sift_user_id: typeof siftUserId === 'string' && siftUserId !== '' ? siftUserId : null,
+          sift_score: typeof siftScore === 'number' ? siftScore : null,
           owner_id: r.OwnerId ?? null,
           subject: r.Subject ? r.Subject.slice(0, 255) : null,
         };

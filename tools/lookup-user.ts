@@ -33,12 +33,16 @@ const attempt = z.object({
 const SECTIONS = ['contacts', 'leads', 'accounts', 'open_cases'] as const;
 type Section = (typeof SECTIONS)[number];
 
-const FIELDS: Record<Section, string> = {
-  contacts: 'Id, Name, Email, Phone, AccountId, Sift_User_Id__c, Sift_Decision__c, Sift_Risk_Band__c',
-  leads: 'Id, Name, Company, Email, Phone, Status, Sift_User_Id__c, Sift_Score__c, Sift_Risk_Band__c',
-  accounts: 'Id, Name, Type, Sift_User_Id__c, Sift_Decision__c, Sift_Score__c, Sift_Risk_Band__c',
-  open_cases: 'Id, CaseNumber, Subject, Status, Priority, CreatedDate, AccountId, ContactId, Sift_User_Id__c',
-};
+/** The fields read per section, with the Sift field API names from the mapping. */
+function fieldsFor(ctx: ToolContext): Record<Section, string> {
+  const f = ctx.config.mapping.salesforce_fields;
+  return {
+    contacts: `Id, Name, Email, Phone, AccountId, ${f.sift_user_id}, ${f.decision}, ${f.risk_band}`,
+    leads: `Id, Name, Company, Email, Phone, Status, ${f.sift_user_id}, ${f.score}, ${f.risk_band}`,
+    accounts: `Id, Name, Type, ${f.sift_user_id}, ${f.decision}, ${f.score}, ${f.risk_band}`,
+    open_cases: `Id, CaseNumber, Subject, Status, Priority, CreatedDate, AccountId, ContactId, ${f.sift_user_id}`,
+  };
+}
 
 type Outcome<T> =
   | { ok: true; value: T }
@@ -96,7 +100,7 @@ interface CrmMatch {
 }
 
 /**
- * Salesforce records for a user: by `Sift_User_Id__c`, else by email, else by phone (the first
+ * Salesforce records for a user: by its Sift user id field, else by email, else by phone (the first
  * identifier that finds a Contact, Lead or Account wins). Each query asks for one row more than
  * `cap` so the caller can say a section was truncated.
  */
@@ -112,12 +116,14 @@ async function matchSalesforce(
   const limit = `LIMIT ${cap + 1}`;
   const tried: IdentityAttempt[] = [];
   const q = soqlQuote(user);
+  const select = fieldsFor(ctx);
+  const siftUserIdField = ctx.config.mapping.salesforce_fields.sift_user_id;
 
   let matched: CrmMatch['matched_by'] = 'none';
   let [contacts, leads, accounts] = await Promise.all([
-    sf.query(`SELECT ${FIELDS.contacts} FROM Contact WHERE Sift_User_Id__c = ${q} ${limit}`, opts),
-    sf.query(`SELECT ${FIELDS.leads} FROM Lead WHERE Sift_User_Id__c = ${q} ${limit}`, opts),
-    sf.query(`SELECT ${FIELDS.accounts} FROM Account WHERE Sift_User_Id__c = ${q} ${limit}`, opts),
+    sf.query(`SELECT ${select.contacts} FROM Contact WHERE ${siftUserIdField} = ${q} ${limit}`, opts),
+    sf.query(`SELECT ${select.leads} FROM Lead WHERE ${siftUserIdField} = ${q} ${limit}`, opts),
+    sf.query(`SELECT ${select.accounts} FROM Account WHERE ${siftUserIdField} = ${q} ${limit}`, opts),
   ]);
   const foundById = contacts.length + leads.length + accounts.length > 0;
   tried.push({ system: 'salesforce', identifier: 'sift_user_id', value: user, found: foundById });
@@ -135,8 +141,8 @@ async function matchSalesforce(
     if (matched !== 'none' || fallback.value === undefined) continue;
     if (fallback.identifier === 'phone' && phoneVariants(fallback.value).length === 0) continue;
     [contacts, leads] = await Promise.all([
-      sf.query(`SELECT ${FIELDS.contacts} FROM Contact WHERE ${fallback.where} ${limit}`, opts),
-      sf.query(`SELECT ${FIELDS.leads} FROM Lead WHERE ${fallback.where} ${limit}`, opts),
+      sf.query(`SELECT ${select.contacts} FROM Contact WHERE ${fallback.where} ${limit}`, opts),
+      sf.query(`SELECT ${select.leads} FROM Lead WHERE ${fallback.where} ${limit}`, opts),
     ]);
     const found = contacts.length + leads.length > 0;
     tried.push({ system: 'salesforce', identifier: fallback.identifier, value: fallback.value, found });
@@ -152,19 +158,19 @@ async function matchSalesforce(
     accounts = [
       ...accounts,
       ...(await sf.query(
-        `SELECT ${FIELDS.accounts} FROM Account WHERE Id IN ${inList(viaContacts)} ${limit}`,
+        `SELECT ${select.accounts} FROM Account WHERE Id IN ${inList(viaContacts)} ${limit}`,
         opts,
       )),
     ];
   }
 
   const caseOwners = [
-    `Sift_User_Id__c = ${q}`,
+    `${siftUserIdField} = ${q}`,
     ...(contacts.length > 0 ? [`ContactId IN ${inList(contacts.map((c) => String(c.Id)))}`] : []),
     ...(accounts.length > 0 ? [`AccountId IN ${inList(accounts.map((a) => String(a.Id)))}`] : []),
   ];
   const openCases = await sf.query(
-    `SELECT ${FIELDS.open_cases} FROM Case WHERE IsClosed = false AND Type = ${soqlQuote(ctx.config.salesforce.case_type)} ` +
+    `SELECT ${select.open_cases} FROM Case WHERE IsClosed = false AND Type = ${soqlQuote(ctx.config.salesforce.case_type)} ` +
       `AND (${caseOwners.join(' OR ')}) ORDER BY CreatedDate DESC ${limit}`,
     opts,
   );

@@ -1,7 +1,7 @@
 import * as z from 'zod';
-import { FraudgateError, NotFoundError } from '../src/errors.ts';
+import { FraudgateError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { salesforceId } from './salesforce-common.ts';
+import { retrieveFraudCase, salesforceId } from './salesforce-common.ts';
 
 const RESOLUTIONS = ['confirmed_fraud', 'false_positive', 'inconclusive', 'duplicate'] as const;
 type Resolution = (typeof RESOLUTIONS)[number];
@@ -11,12 +11,13 @@ type CaseRow = {
   Status?: string;
   IsClosed?: boolean;
   Resolution__c?: string | null;
-  Sift_User_Id__c?: string | null;
+  [field: string]: unknown;
 };
 
 async function prepare(args: { case_id: string; resolution: Resolution; notes: string }, ctx: ToolContext) {
-  const row = await ctx.clients.salesforce.retrieve<CaseRow>('Case', args.case_id, { signal: ctx.signal });
-  if (!row) throw new NotFoundError(`No Salesforce Case has id ${args.case_id}.`);
+  const row = await retrieveFraudCase<CaseRow>(args.case_id, ctx);
+  const stored = row[ctx.config.mapping.salesforce_fields.sift_user_id];
+  const siftUserId = typeof stored === 'string' && stored !== '' ? stored : null;
   const value = ctx.config.mapping.case_resolutions[args.resolution];
   const alreadyClosed = row.IsClosed === true;
   if (alreadyClosed && row.Resolution__c && row.Resolution__c !== value) {
@@ -31,7 +32,7 @@ async function prepare(args: { case_id: string; resolution: Resolution; notes: s
     Resolution__c: value,
     Resolution_Notes__c: `${args.notes}\n\nResolved by ${ctx.principal.id} through fraudgate.`,
   };
-  return { row, value, alreadyClosed: alreadyClosed && row.Resolution__c === value, update };
+  return { row, value, siftUserId, alreadyClosed: alreadyClosed && row.Resolution__c === value, update };
 }
 
 const suggestion = z.object({
@@ -106,15 +107,15 @@ export const resolveFraudCase = defineTool({
     };
   },
   async run(args, ctx) {
-    const { row, value, alreadyClosed, update } = await prepare(args, ctx);
+    const { row, value, siftUserId, alreadyClosed, update } = await prepare(args, ctx);
     if (!alreadyClosed) await ctx.clients.salesforce.update('Case', update, { signal: ctx.signal });
     return {
       case_id: row.Id,
       status: alreadyClosed ? (row.Status ?? update.Status) : update.Status,
       resolution: value,
       already_closed: alreadyClosed,
-      sift_user_id: row.Sift_User_Id__c ?? null,
-      suggested_next_calls: suggestions(args.resolution, row.Sift_User_Id__c),
+      sift_user_id: siftUserId,
+      suggested_next_calls: suggestions(args.resolution, siftUserId),
     };
   },
 });

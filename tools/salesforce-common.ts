@@ -252,3 +252,24 @@ export async function recordMatchOutcome(
     await ctx.identities.recordUnmatched({ sift_user_id: user, tried, at: ctx.now() });
   else await ctx.identities.resolveUnmatched(user);
 }
+
+/**
+ * A Case the fraud tools may read or close: one of the configured fraud type
+ * (`salesforce.case_type`, the filter create_fraud_case and list_fraud_cases use). Any other Case
+ * (billing, support) is not found to them: its description is customer data outside fraud review,
+ * and closing it as fraud would bypass whoever owns it.
+ */
+export async function retrieveFraudCase<T extends { Id: string; Type?: string | null }>(
+  caseId: string,
+  ctx: ToolContext,
+): Promise<T> {
+  const row = await ctx.clients.salesforce.retrieve<T>('Case', caseId, { signal: ctx.signal });
+  if (!row) throw new NotFoundError(`No Salesforce Case has id ${caseId} (case_id).`);
+  if (row.Type !== ctx.config.salesforce.case_type) {
+    throw new NotFoundError(
+      `Case ${caseId} (case_id) is not a fraud case (its Type is not "${ctx.config.salesforce.case_type}"); ` +
+        'list_fraud_cases lists the fraud cases.',
+    );
+  }
+  return row;
+}

@@ -93,6 +93,11 @@ export interface SalesforceEmulator extends EmulatorServer, StatefulEmulator {
   /** The next `n` authenticated data requests answer 403 REQUEST_LIMIT_EXCEEDED. */
   rateLimitNext(n: number): void;
   /**
+   * A custom field an admin added in Setup (e.g. an org naming its Sift fields its own way, for
+   * config mapping.salesforce_fields): writable, queryable and described from then on.
+   */
+  addCustomField(sobject: string, field: SalesforceFieldDef): void;
+  /**
    * A validation rule on `sobject`: every API create or update whose resulting record `check` answers
    * a message for is refused with FIELD_CUSTOM_VALIDATION_EXCEPTION and that message, as an org's
    * rule would. Returns the function that removes the rule.
@@ -546,6 +551,15 @@ export async function startSalesforceEmulator(
     body: Record<string, unknown>,
   ): SoqlRecord => {
     refuseReadOnlyObject(object, 'update');
+    // Real Salesforce's answer to any update of a converted Lead. The code is not in the contract's
+    // error table (shared/contracts/salesforce.md §4): status and wording as orgs report it.
+    if (object.name === 'Lead' && existing.IsConverted === true) {
+      throw new WriteError(400, {
+        errorCode: 'CANNOT_UPDATE_CONVERTED_LEAD',
+        message: 'cannot reference converted lead',
+        fields: [],
+      });
+    }
     const values = validateFields(object, body, 'update');
     const now = formatDatetime(Date.now());
     const record: SoqlRecord = {
@@ -1436,6 +1450,13 @@ export async function startSalesforceEmulator(
     },
     rateLimitNext(n) {
       rateLimited = n;
+    },
+    addCustomField(sobject, field) {
+      const object = findObject(schema, sobject);
+      if (!object) throw new Error(`Unknown sObject ${sobject}`);
+      if (!field.name.endsWith('__c')) throw new Error(`Custom field names end in __c: ${field.name}`);
+      if (findField(object, field.name)) throw new Error(`${object.name}.${field.name} exists`);
+      object.fields.set(field.name, field);
     },
     addValidationRule(sobject, check) {
       const object = findObject(schema, sobject);
