@@ -11,13 +11,14 @@ import { POLICY_NAMES } from '../tools/policy-names.ts';
 import {
   loadConfig,
   startupWarnings,
+  TOOLSETS,
   type Config,
   type ConfigFlags,
   type LoadedConfig,
   type Secrets,
 } from './config.ts';
 import { checkPolicyNames } from './governance/policy.ts';
-import { createLogger, type Logger } from './logger.ts';
+import { createLogger, logLevelOf, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
@@ -69,7 +70,8 @@ const OPTION_HELP: Record<OptionName, string> = {
   config: 'FILE  JSON configuration file (also FRAUDGATE_CONFIG)',
   'data-dir': 'DIR  where the database, audit log and keys live (also FRAUDGATE_DATA_DIR)',
   'read-only': 'expose read tools only (also FRAUDGATE_READ_ONLY)',
-  toolsets: 'LIST  comma-separated toolsets to expose: sift,segment,salesforce,triage',
+  toolsets:
+    'LIST  comma-separated toolsets to expose: sift,segment,salesforce,triage (core, the approval and undo tools, is always exposed)',
   http: 'serve Streamable HTTP (with the approval console) instead of stdio',
   host: 'HOST  HTTP listen address (default 127.0.0.1; also FRAUDGATE_HTTP_HOST)',
   port: 'PORT  HTTP port (default 8787, 0 = any free port; also FRAUDGATE_HTTP_PORT)',
@@ -181,7 +183,7 @@ const COMMANDS: Command[] = [
     options: ['all', 'limit', 'json', 'reason', 'once'],
     notes: [
       OPERATOR_CREDENTIAL,
-      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter).',
+      'work --once runs the effects that are due now and exits, leaving those waiting out a backoff to a later run; it prints one line on stderr (done, deferred until when, failed) and exits 1 only when an effect failed for good (a dead letter). work needs the upstream APIs: in sandbox mode it is refused (exit 1), since serve --http runs the worker itself.',
     ],
     run: async (args, values) =>
       (await import('./cli/outbox.ts')).runOutboxCommand(args, values, configure(values, args[0] === 'work')),
@@ -293,13 +295,28 @@ function configFlags(values: CliValues): ConfigFlags {
     sandbox: values.sandbox,
     dataDir: values['data-dir'],
     readOnly: values['read-only'],
-    toolsets: values.toolsets
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+    toolsets: values.toolsets === undefined ? undefined : toolsetsOf(values.toolsets),
     httpHost: values.host,
     httpPort: values.port === undefined ? undefined : portOf(values.port),
   };
+}
+
+/** `--toolsets`: names from TOOLSETS, comma-separated. */
+function toolsetsOf(text: string): string[] {
+  const names = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = names.filter((name) => !(TOOLSETS as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    throw new UsageError([
+      {
+        field: '--toolsets',
+        message: `${unknown.map((n) => `'${n}'`).join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not one of ${TOOLSETS.join(', ')}: give a comma-separated list of them`,
+      },
+    ]);
+  }
+  return names;
 }
 
 /** `--port`: a whole number 1–65535, or 0 for any free port (as its help says). */
@@ -753,7 +770,7 @@ export function runCli(): void {
     },
     (error: unknown) => {
       // A bug: one line for the operator; the stack only when asked for (FRAUDGATE_LOG_LEVEL=debug).
-      const debug = process.env.FRAUDGATE_LOG_LEVEL === 'debug';
+      const debug = logLevelOf(process.env.FRAUDGATE_LOG_LEVEL) === 'debug';
       const detail =
         error instanceof Error ? (debug ? (error.stack ?? error.message) : error.message) : String(error);
       process.stderr.write(

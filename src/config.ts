@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import * as z from 'zod';
 import { ABUSE_TYPES } from './clients/types.ts';
 import { InvalidInputError, type FieldIssue } from './errors.ts';
+import { LOG_LEVELS, logLevelOf } from './logger.ts';
 
 const approvalMode = z
   .enum(['none', 'confirm', 'approval', 'four_eyes'])
@@ -84,6 +85,9 @@ const watchOverlapMs = z
   .min(1000)
   .max(24 * 60 * 60 * 1000);
 
+/** The toolsets `toolsets` (and --toolsets) may name; `core` (approvals, undo) is exposed whatever is chosen. */
+export const TOOLSETS = ['core', 'sift', 'segment', 'salesforce', 'triage'] as const;
+
 export const configSchema = z.strictObject({
   /** Where the SQLite store (store: sqlite), the audit log and keys live. */
   data_dir: z.string().min(1),
@@ -126,7 +130,7 @@ export const configSchema = z.strictObject({
   label_source: z.string().min(1),
   read_only: z.boolean(),
   /** Toolsets exposed; empty means all. */
-  toolsets: z.array(z.enum(['core', 'sift', 'segment', 'salesforce', 'triage'])),
+  toolsets: z.array(z.enum(TOOLSETS)),
   sift: z.strictObject({
     base_url: z.url(),
     account_id: z.string().min(1).optional(),
@@ -1012,6 +1016,13 @@ function envOverrides(env: Env): EnvOverrides {
       });
     } else set(path, name, parsed);
   };
+  if (logLevelOf(env.FRAUDGATE_LOG_LEVEL) === null) {
+    // Read by the logger itself, not a setting; checked here so a typo stops start-up like any other.
+    issues.push({
+      field: 'FRAUDGATE_LOG_LEVEL',
+      message: `is not a log level; set it to one of ${LOG_LEVELS.join(', ')}, in any case`,
+    });
+  }
   text(['data_dir'], 'FRAUDGATE_DATA_DIR');
   text(['store'], 'FRAUDGATE_STORE');
   text(['replica_id'], 'FRAUDGATE_REPLICA_ID', (v) => v.trim());
@@ -1035,10 +1046,21 @@ function envOverrides(env: Env): EnvOverrides {
  * Schema issues as the operator can act on them: a value that came from an environment variable is
  * reported under that variable (they set FRAUDGATE_HTTP_PORT, not `http.port`).
  */
-function issuesFrom(error: z.ZodError, envSources: ReadonlyMap<string, string>): FieldIssue[] {
+function issuesFrom(
+  error: z.ZodError,
+  envSources: ReadonlyMap<string, string>,
+  flagSources: ReadonlyMap<string, string>,
+): FieldIssue[] {
   return error.issues.map((issue) => {
     const field = issue.path.join('.');
-    const variable = envSources.get(field);
+    // A list's item (`toolsets.0`) came from whatever gave the list.
+    const sourceOf = (sources: ReadonlyMap<string, string>) =>
+      issue.path
+        .map((_, end) => sources.get(issue.path.slice(0, issue.path.length - end).join('.')))
+        .find((source) => source !== undefined);
+    const flag = sourceOf(flagSources);
+    if (flag !== undefined) return { field: flag, message: `${issue.message} (it sets ${field})` };
+    const variable = sourceOf(envSources);
     return variable === undefined
       ? { field, message: `${issue.message} (from configuration)` }
       : { field: variable, message: `${issue.message} (from the environment; it sets ${field})` };
@@ -1134,9 +1156,12 @@ export function loadConfig(
       ...(flags.httpPort === undefined ? {} : { port: flags.httpPort }),
     };
   }
-  for (const key of Object.keys(flagOverrides)) envSources.delete(key);
-  if (flags.httpHost !== undefined) envSources.delete('http.host');
-  if (flags.httpPort !== undefined) envSources.delete('http.port');
+  const flagSources = new Map<string, string>();
+  if (flags.dataDir) flagSources.set('data_dir', '--data-dir');
+  if (flags.toolsets) flagSources.set('toolsets', '--toolsets');
+  if (flags.httpHost !== undefined) flagSources.set('http.host', '--host');
+  if (flags.httpPort !== undefined) flagSources.set('http.port', '--port');
+  for (const key of flagSources.keys()) envSources.delete(key);
   merged = mergeConfig(merged, flagOverrides);
 
   const secrets = readSecrets(env);
@@ -1167,7 +1192,7 @@ export function loadConfig(
   // Parsed once per process: zod's compiled fast path (generated code, built on first parse) would
   // cost start-up more than it could ever save here.
   const parsed = configSchema.safeParse(merged, { jitless: true });
-  if (!parsed.success) issues.push(...issuesFrom(parsed.error, envSources));
+  if (!parsed.success) issues.push(...issuesFrom(parsed.error, envSources, flagSources));
   if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
 
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };

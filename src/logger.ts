@@ -17,11 +17,24 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
+/** The levels FRAUDGATE_LOG_LEVEL may name (any case), least severe first. */
+export const LOG_LEVELS = Object.keys(ORDER) as LogLevel[];
+
+/**
+ * FRAUDGATE_LOG_LEVEL as a level: unset (or blank) is undefined, a known level in any case is that
+ * level, anything else is null. The configuration refuses null before any command runs (a typo such
+ * as `warning` must not quietly log at info).
+ */
+export function logLevelOf(value: string | undefined): LogLevel | null | undefined {
+  const normalized = value?.trim().toLowerCase();
+  if (!normalized) return undefined;
+  return (LOG_LEVELS as string[]).includes(normalized) ? (normalized as LogLevel) : null;
+}
+
 export function createLogger(
   options: { level?: LogLevel; write?: (line: string) => void; base?: Record<string, unknown> } = {},
 ): Logger {
-  const min =
-    ORDER[options.level ?? (process.env.FRAUDGATE_LOG_LEVEL as LogLevel | undefined) ?? 'info'] ?? ORDER.info;
+  const min = ORDER[options.level ?? logLevelOf(process.env.FRAUDGATE_LOG_LEVEL) ?? 'info'];
   const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
   const base = options.base ?? {};
   const enabled = (level: LogLevel) => ORDER[level] >= min;

@@ -226,6 +226,25 @@ describe('loadConfig', () => {
     }
   });
 
+  it('FRAUDGATE_LOG_LEVEL takes debug, info, warn or error in any case; anything else is refused, naming it', () => {
+    for (const value of ['debug', 'INFO', 'Warn', ' error ']) {
+      expect(() => loadConfig({}, { FRAUDGATE_LOG_LEVEL: value }, dir)).not.toThrow();
+    }
+    for (const value of ['warning', 'verbose', 'WARNING', 'trace']) {
+      const message = problems(() => loadConfig({}, { FRAUDGATE_LOG_LEVEL: value }, dir));
+      expect(message).toContain('FRAUDGATE_LOG_LEVEL');
+      expect(message).toContain('debug, info, warn, error');
+    }
+  });
+
+  it('a bad value from a flag is reported under the flag, not as configuration', () => {
+    const message = problems(() =>
+      loadConfig({ toolsets: ['sift', 'foo'] }, { FRAUDGATE_HTTP_HOST: '127.0.0.1' }, dir),
+    );
+    expect(message).toContain('--toolsets');
+    expect(message).not.toContain('(from configuration)');
+  });
+
   it('a bad value from an environment variable is reported under the variable, not as configuration', () => {
     const port = problems(() => loadConfig({}, { FRAUDGATE_HTTP_PORT: 'abc' }, dir));
     expect(port).toContain('FRAUDGATE_HTTP_PORT');

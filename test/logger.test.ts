@@ -6,6 +6,19 @@ import { describe, expect, it } from 'vitest';
 import { createLogger, redactingLogger } from '../src/logger.ts';
 
 describe('logger levels', () => {
+  it('FRAUDGATE_LOG_LEVEL is read in any case', () => {
+    const before = process.env.FRAUDGATE_LOG_LEVEL;
+    process.env.FRAUDGATE_LOG_LEVEL = 'WARN';
+    try {
+      const logger = createLogger({ write: () => {} });
+      expect(logger.enabled('info')).toBe(false);
+      expect(logger.enabled('warn')).toBe(true);
+    } finally {
+      if (before === undefined) delete process.env.FRAUDGATE_LOG_LEVEL;
+      else process.env.FRAUDGATE_LOG_LEVEL = before;
+    }
+  });
+
   it('writes at and above the level, and nothing below it', () => {
     const lines: string[] = [];
     const logger = createLogger({ level: 'warn', write: (line) => lines.push(line) });

@@ -6,12 +6,11 @@
  */
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
-import { InvalidInputError } from '../errors.ts';
 import { createBudgets } from '../governance/budgets.ts';
 import { createLogger } from '../logger.ts';
 import { openBudgetStore, openGovernanceState } from '../runtime.ts';
 import { authenticateOperator } from './credential.ts';
-import { subcommand } from './usage.ts';
+import { subcommand, UsageError } from './usage.ts';
 
 export async function runBudgetsCommand(
   args: string[],
@@ -20,6 +19,13 @@ export async function runBudgetsCommand(
 ): Promise<number> {
   const sub = subcommand('budgets', args[0], ['list', 'lift']);
   const [, principal, key] = args;
+  if (sub === 'lift') {
+    // Before anything opens: a usage error needs no store.
+    const issues = [];
+    if (!principal) issues.push({ field: 'PRINCIPAL', message: 'whose budget (see fraudgate budgets list)' });
+    if (!key) issues.push({ field: 'KEY', message: 'which budget key, e.g. apply_decision:block' });
+    if (issues.length > 0) throw new UsageError(issues, 'Usage: fraudgate budgets lift PRINCIPAL KEY');
+  }
   const out = (text: string) => process.stdout.write(text + '\n');
   const logger = createLogger({ level: 'warn' });
   const state = await openGovernanceState(loaded.config, loaded.secrets, logger);
@@ -44,12 +50,6 @@ export async function runBudgetsCommand(
         return 0;
       }
       case 'lift': {
-        const issues = [];
-        if (!principal)
-          issues.push({ field: 'PRINCIPAL', message: 'whose budget (see fraudgate budgets list)' });
-        if (!key) issues.push({ field: 'KEY', message: 'which budget key, e.g. apply_decision:block' });
-        if (issues.length > 0)
-          throw new InvalidInputError(issues, 'Usage: fraudgate budgets lift PRINCIPAL KEY');
         const actor = await authenticateOperator(loaded, 'lift budget pauses');
         const lifted = await budgets.lift(principal!, key!, actor);
         if (!lifted) {

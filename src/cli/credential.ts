@@ -21,6 +21,18 @@ function mcpUrlOf(config: LoadedConfig['config']): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}/mcp`;
 }
 
+/**
+ * The development token the persona tokens derive from, as `serve --http` uses it: FRAUDGATE_DEV_TOKEN,
+ * else the one kept in the data dir (sandbox only). Reading that file proves no more than holding the
+ * token would: it is the token. Live mode has no development token.
+ */
+async function sandboxDevTokenOf(loaded: LoadedConfig): Promise<string | undefined> {
+  if (loaded.config.mode !== 'sandbox') return undefined;
+  if (loaded.secrets.devToken) return loaded.secrets.devToken;
+  const { storedSandboxDevToken } = await import('../sandbox/sandbox.ts');
+  return storedSandboxDevToken(loaded.config.data_dir);
+}
+
 /** Read a line from the terminal without echoing it. */
 async function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
@@ -65,11 +77,12 @@ export async function authenticateOperator(loaded: LoadedConfig, action: string)
         'or JWT (the one you sign in to the console with), or run the command in a terminal to be asked for it.',
     );
   }
+  const devToken = await sandboxDevTokenOf(loaded);
   const authenticate = createAuthenticator({
     mode: loaded.config.mode,
     auth: loaded.config.auth,
     audience: mcpUrlOf(loaded.config),
-    ...(loaded.secrets.devToken ? { devToken: loaded.secrets.devToken } : {}),
+    ...(devToken ? { devToken } : {}),
   });
   const result = await authenticate(token);
   if (!result.ok)

@@ -239,7 +239,8 @@ async function runWorker(loaded: LoadedConfig, once: boolean): Promise<number> {
     process.stderr.write(
       'fraudgate: outbox work needs the upstream APIs (credentials in the environment); in sandbox mode run serve --http, which runs the worker itself\n',
     );
-    return 2;
+    // A refusal of this deployment, not of the command line: 2 is for usage errors only.
+    return 1;
   }
   for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   const automation = await openAutomation({ config: loaded.config, secrets: loaded.secrets, tools, logger });

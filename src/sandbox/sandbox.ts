@@ -196,11 +196,18 @@ export async function resetSandbox(dataDir: string): Promise<void> {
 /** The sandbox's development token: FRAUDGATE_DEV_TOKEN, else one created once in the data dir. */
 export function sandboxDevToken(dataDir: string, fromEnv: string | undefined): string {
   if (fromEnv) return fromEnv;
-  const path = join(dataDir, DEV_TOKEN_FILE);
-  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const stored = storedSandboxDevToken(dataDir);
+  if (stored) return stored;
   const token = randomBytes(24).toString('base64url');
-  writePrivate(path, token + '\n');
+  writePrivate(join(dataDir, DEV_TOKEN_FILE), token + '\n');
   return token;
+}
+
+/** The development token `serve --http` keeps in the data dir, if one has been created there. */
+export function storedSandboxDevToken(dataDir: string): string | undefined {
+  const path = join(dataDir, DEV_TOKEN_FILE);
+  if (!existsSync(path)) return undefined;
+  return readFileSync(path, 'utf8').trim() || undefined;
 }
 
 /**

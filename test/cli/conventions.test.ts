@@ -87,6 +87,13 @@ describe('help and version', { timeout: SLOW }, () => {
     expect(since?.[1]?.length).toBe(file?.[1]?.length);
   });
 
+  it('serve --help names every toolset --toolsets accepts, core included', async () => {
+    const run = await cli(['serve', '--help']);
+    expect(run.stdout).toMatch(
+      /--toolsets LIST +comma-separated toolsets to expose: sift,segment,salesforce,triage \(core,/,
+    );
+  });
+
   it('--version prints the package version and exits 0', async () => {
     const run = await cli(['--version']);
     expect(run).toEqual({ code: 0, stdout: `${VERSION}\n`, stderr: '' });
@@ -118,6 +125,13 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
     [['outbox', 'show', '0'], 'outbox', /^fraudgate: .*ID: '0' is not an outbox effect id/m],
     [['outbox', 'list', '--limit', '0'], 'outbox', /^fraudgate: .*--limit: '0' is not a positive/m],
     [['jobs', 'bogus'], 'jobs', /^fraudgate: .*unexpected 'bogus': jobs takes no arguments/m],
+    [
+      ['serve', '--toolsets', 'sift,foo'],
+      'serve',
+      /^fraudgate: .*--toolsets: 'foo' is not one of core, sift, segment, salesforce, triage/m,
+    ],
+    [['budgets', 'lift', 'a'], 'budgets', /^fraudgate: .*KEY: which budget key/m],
+    [['budgets', 'lift'], 'budgets', /^fraudgate: .*PRINCIPAL: whose budget.*KEY: which budget key/m],
     ...['approvals', 'identities', 'outbox', 'budgets', 'docs', 'sync', 'audit', 'sandbox'].map(
       (command) =>
         [
@@ -137,6 +151,26 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
 });
 
 describe('runtime and start-up failures: one line, exit 1, nothing left running', { timeout: SLOW }, () => {
+  it('outbox work in sandbox mode: refused as a runtime failure (exit 1), as its help says', async () => {
+    const run = await cli(['outbox', 'work', '--once']);
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: outbox work needs the upstream APIs .*in sandbox mode run serve --http/,
+    );
+    const help = await cli(['outbox', '--help']);
+    expect(help.stdout).toMatch(/work needs the upstream APIs: in sandbox mode it is refused \(exit 1\)/);
+  });
+
+  it('an unknown FRAUDGATE_LOG_LEVEL names the variable', async () => {
+    const run = await cli(['approvals', 'list'], { FRAUDGATE_LOG_LEVEL: 'warning' });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /FRAUDGATE_LOG_LEVEL: is not a log level; set it to one of debug, info, warn, error/,
+    );
+  });
+
   it('a missing file', async () => {
     const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
     expect(run.code).toBe(1);
