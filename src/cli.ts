@@ -572,6 +572,7 @@ async function openWebhooks(options: {
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),
+    origin: runtime.segmentOrigin,
   });
   return {
     mounts: [webhook, segmentWebhook],

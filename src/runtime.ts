@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createSalesforceClient } from './clients/salesforce-client.ts';
 import { createSegmentClient } from './clients/segment-client.ts';
+import { createSegmentOrigin, originMarkingSegment, type SegmentOrigin } from './clients/segment-origin.ts';
 import { createSiftClient } from './clients/sift-client.ts';
 import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
@@ -85,8 +86,13 @@ export interface Runtime {
   /** The durable outbox: decision webhooks, Segment messages and fraudgate's own applied decisions. */
   outbox: OutboxStore;
   redactor: Redactor;
-  /** The upstream clients; Sift's `applyUserDecision` also enqueues the decision (src/outbox/propagate.ts). */
+  /**
+   * The upstream clients; Sift's `applyUserDecision` also enqueues the decision (src/outbox/propagate.ts),
+   * and every Segment message carries fraudgate's mark (`segmentOrigin`).
+   */
   clients: UpstreamClients;
+  /** Marks fraudgate's own Segment messages, and knows them when Segment delivers them back (segment-origin.ts). */
+  segmentOrigin: SegmentOrigin;
   logger: Logger;
   /** Start the background sweep that executes approved actions and expires overdue approvals. */
   startApprovalSweep(intervalMs?: number): void;
@@ -490,7 +496,14 @@ export async function openRuntime(options: {
   const propagating = propagatingSift(upstream.sift, outbox);
   const observe = (options.observeScores ?? true) && config.automation.score_trigger.from_reads;
   // …and every score it reads reaches the score-change trigger (tools, the score sync, the watchers).
-  const clients = { ...upstream, sift: observe ? scoreObservingSift(propagating, outbox) : propagating };
+  // …and every Segment message it writes is marked as its own, so the Segment webhook does not send
+  // it back to Sift when Segment's Webhooks destination delivers it (keyed by the shared audit key).
+  const segmentOrigin = createSegmentOrigin(state.auditKey);
+  const clients = {
+    ...upstream,
+    sift: observe ? scoreObservingSift(propagating, outbox) : propagating,
+    segment: originMarkingSegment(upstream.segment, segmentOrigin),
+  };
   // Redis keeps buckets under keyed hashes of principal ids and client addresses, keyed by the audit
   // key, which every replica shares, so replicas name a bucket alike.
   const rateLimiter =
@@ -545,6 +558,7 @@ export async function openRuntime(options: {
     budgets,
     outbox,
     clients,
+    segmentOrigin,
     logger,
     startApprovalSweep(intervalMs = Math.max(500, config.approvals.poll_ms * 4)) {
       sweep ??= setInterval(() => {

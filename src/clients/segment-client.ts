@@ -481,6 +481,7 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
         messageId: message.messageId,
         traits: message.traits,
         ...(message.timestamp ? { timestamp: message.timestamp } : {}),
+        ...(message.context ? { context: message.context } : {}),
       };
       checkMessage(message, params, settings.maxEventBytes);
       const segment = await library();
@@ -493,6 +494,7 @@ export function createSegmentClient(config: SegmentClientConfig): SegmentClient 
         event: message.event,
         properties: message.properties,
         ...(message.timestamp ? { timestamp: message.timestamp } : {}),
+        ...(message.context ? { context: message.context } : {}),
       };
       checkMessage(message, params, settings.maxEventBytes);
       const segment = await library();

@@ -172,6 +172,11 @@ export interface SegmentMessage {
   /** Deterministic id (< 100 chars) so a retried call is deduplicated by Segment. */
   messageId: string;
   timestamp?: Date;
+  /**
+   * Extra `context` keys (not user traits). fraudgate's origin tag travels here (segment-origin.ts):
+   * Segment passes `context` on to Webhooks destinations unchanged.
+   */
+  context?: Record<string, unknown>;
 }
 
 export interface SegmentClient {

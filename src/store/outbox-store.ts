@@ -179,8 +179,9 @@ export interface OutboxStore {
   /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
   route(eventId: number, effects: NewEffect[], now?: number): Promise<void>;
   /**
-   * Mark pending effects of entities that have a later routed event as skipped (a later decision
-   * is never overwritten by an earlier one); returns them so each can be audited.
+   * Mark as skipped each pending effect whose entity has a later event that routed the same effect
+   * (a later decision is never overwritten by an earlier one; see SUPERSEDED_EFFECTS); returns them
+   * so each can be audited.
    */
   supersede(now?: number): Promise<OutboxEffect[]>;
   /**
@@ -279,6 +280,22 @@ export type AppendReceipts = (tx: SqlExecutor, stored: readonly EnqueuedEvent[])
 export const LATER_EVENT_WINS =
   '(later.decision_time > e.decision_time OR (later.decision_time = e.decision_time AND ' +
   '(later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id))))';
+
+/**
+ * SQL condition (alias `f`, a pending effect): a later event of the same entity routed the same
+ * effect, so `f` is stale. Per effect, not per entity: the decision syncs (`segment`, `salesforce`)
+ * write the user's current state, the most severe across abuse types, whichever decision routed
+ * them, so a later sync covers an earlier one; but a `case` or `suppress` is routed only by a BLOCK,
+ * and a later decision on another abuse type (an ACCEPT of payment_abuse after a BLOCK of
+ * account_abuse) routes neither — it must not cancel the BLOCK's case and suppression, which only a
+ * later event routing a case (or a suppression) of its own replaces. Rows `lf`/`later` are found by
+ * the `outbox_effects_entity` index (entity_key, effect) and the events' primary key.
+ */
+export const SUPERSEDED_EFFECT =
+  'EXISTS (SELECT 1 FROM outbox_effects lf JOIN outbox_events later ON later.id = lf.event_id ' +
+  'WHERE lf.entity_key = f.entity_key AND lf.effect = f.effect AND ' +
+  'later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1 AND ' +
+  `${LATER_EVENT_WINS})`;
 
 export interface OutboxQueue {
   /**

@@ -11,7 +11,10 @@
  * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
- * acknowledged and not stored twice. Messages the mapping does not cover (page views, unmapped events, anonymous or
+ * acknowledged and not stored twice. fraudgate's own messages, which Segment delivers back like
+ * any other (marked `context.fraudgate`, segment-origin.ts), are acknowledged and counted in one
+ * audit record per delivery, never stored: sent to Sift again, a decision's sync could set off the
+ * decision again through a Sift Workflow. Messages the mapping does not cover (page views, unmapped events, anonymous or
  * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
  * record (a rejected one within its client address's refusal budget, past it a count: intake.ts);
  * a rejected body is never stored or logged — only its hash.
@@ -19,6 +22,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
+import type { SegmentOrigin } from '../clients/segment-origin.ts';
 import type { Config } from '../config.ts';
 import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
@@ -78,6 +82,11 @@ export interface SegmentWebhookOptions extends WebhookEndpointOptions {
    * once per delivery: a Segment id without one is absent.
    */
   siftUsersFor(segmentUserIds: readonly string[]): Promise<ReadonlyMap<string, string>>;
+  /**
+   * Knows fraudgate's own messages (`context.fraudgate`; the runtime's `segmentOrigin`): Segment
+   * delivers them back like any other, and sending them to Sift again could loop through a Sift Workflow.
+   */
+  origin: Pick<SegmentOrigin, 'isOwn'>;
 }
 
 const header = (req: IncomingMessage, name: string) => {
@@ -129,6 +138,13 @@ export const FIRST_EVENT_ONLY_REASON =
   'the signature (X-Signature) covers only the first event of this batch, so the others are not ' +
   'authenticated; in the Segment Webhooks (Actions) destination turn on the whole-body signature ' +
   'header (X-Segment-Signature, setting useSegmentSignatureHeader) or turn batching off';
+
+/** Why fraudgate's own messages are acknowledged and not stored. */
+export const OWN_MESSAGES_REASON =
+  "fraudgate's own Segment writes (marked in context.fraudgate), delivered back by Segment: not sent to Sift again";
+
+/** The record of a delivery's own messages names this many of their ids, and counts them all. */
+const OWN_IDS_RECORDED = 20;
 
 /** An `extraHandlers` entry for src/transports/http.ts. */
 export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
@@ -190,6 +206,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     // Check every message's shape first: one bad message refuses the delivery with nothing stored.
     const ruled: { message: SegmentMessage; rule: SegmentRule; where: string }[] = [];
     const ignored: { messageId: string; reason: string }[] = [];
+    const own: string[] = [];
     for (const [index, item] of list.entries()) {
       const where = Array.isArray(parsed) ? `[${index}].` : '';
       const result = messageSchema.safeParse(item);
@@ -204,6 +221,10 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
         return true;
       }
       const message = result.data as SegmentMessage;
+      if (options.origin.isOwn(message, message.context)) {
+        own.push(message.messageId);
+        continue;
+      }
       const rule = ruleFor(message, options.mapping);
       if ('ignored' in rule) ignored.push({ messageId: message.messageId, reason: rule.ignored });
       else ruled.push({ message, rule, where });
@@ -276,7 +297,15 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
         outcome: { code: 'IGNORED', message: entry.reason },
       });
     }
-    sendJson(res, 200, { accepted, duplicates, ignored: ignored.length });
+    if (own.length > 0) {
+      // One record per delivery however many it holds: every decision sync comes back this way.
+      await auditQuietly({
+        event: 'webhook_ignored',
+        args_redacted: { own_messages: own.length, message_ids: own.slice(0, OWN_IDS_RECORDED) },
+        outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
+      });
+    }
+    sendJson(res, 200, { accepted, duplicates, ignored: ignored.length + own.length, own: own.length });
     if (accepted > 0) options.onEnqueued?.();
     return true;
   };

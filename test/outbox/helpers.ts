@@ -196,6 +196,7 @@ export async function startSegmentIntake(
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
     refusals: webhookRefusals(automation.runtime),
+    origin: automation.runtime.segmentOrigin,
     onEnqueued: () => automation.worker.wake(),
   });
   const server = createServer((req, res) => {

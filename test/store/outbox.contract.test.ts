@@ -47,8 +47,55 @@ for (const engine of ENGINES) {
       await store.route(first.id, [{ effect: 'segment', tool: 't', args: { d: 'again' } }]); // already routed
       expect(await store.unrouted(10)).toEqual([]);
       const skipped = await store.supersede();
-      expect(skipped.map((e) => e.effect).sort()).toEqual(['case', 'segment']);
-      expect((await store.stats()).skipped).toBe(2);
+      // The later decision routed a segment write only: the earlier one's case still runs.
+      expect(skipped.map((e) => e.args)).toEqual([{ d: 'block' }]);
+      expect((await store.stats()).skipped).toBe(1);
+    });
+
+    it("a later decision on another abuse type skips only the effects it routes too: the BLOCK's case and suppression run", async () => {
+      const [a] = await open();
+      const store = a!;
+      const block = await store.enqueue(user('u3', 'block_account_abuse', 1000));
+      const accept = await store.enqueue(user('u3', 'accept_payment_abuse', 2000));
+      await store.route(block.id, [
+        { effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'u3' } },
+        { effect: 'salesforce', tool: 'sync_decision_to_salesforce', args: { user_id: 'u3' } },
+        { effect: 'case', tool: 'create_fraud_case', args: { user_id: 'u3' } },
+        { effect: 'suppress', tool: 'suppress_user', args: { user_id: 'u3', suppressed: true } },
+      ]);
+      await store.route(accept.id, [
+        { effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'u3' } },
+        { effect: 'salesforce', tool: 'sync_decision_to_salesforce', args: { user_id: 'u3' } },
+      ]);
+      const skipped = await store.supersede();
+      expect(skipped.map((e) => [e.eventId, e.effect]).sort()).toEqual([
+        [block.id, 'salesforce'],
+        [block.id, 'segment'],
+      ]);
+      const due = await store.claim('w1', 10, 60_000);
+      expect(due.map((e) => [e.eventId, e.effect]).sort()).toEqual(
+        [
+          [block.id, 'case'],
+          [block.id, 'suppress'],
+          [accept.id, 'salesforce'],
+          [accept.id, 'segment'],
+        ].sort(),
+      );
+      // A later event that routes a case of its own does replace the earlier pending case.
+      const first = await store.enqueue(user('u4', 'block_account_abuse', 1000));
+      const second = await store.enqueue(user('u4', 'block_payment_abuse', 2000));
+      await store.route(first.id, [
+        { effect: 'segment', tool: 't', args: { n: 1 } },
+        { effect: 'case', tool: 'c', args: { n: 1 } },
+      ]);
+      await store.route(second.id, [
+        { effect: 'segment', tool: 't', args: { n: 2 } },
+        { effect: 'case', tool: 'c', args: { n: 2 } },
+      ]);
+      expect((await store.supersede()).map((e) => [e.effect, e.args]).sort()).toEqual([
+        ['case', { n: 1 }],
+        ['segment', { n: 1 }],
+      ]);
     });
 
     it('of two decisions with the same time, the later arrival wins, whatever their ids', async () => {

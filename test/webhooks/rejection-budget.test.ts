@@ -90,6 +90,7 @@ async function start(
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
     refusals,
+    origin: automation.runtime.segmentOrigin,
     ...(listen === '127.0.0.1' ? { trustedProxies: ['127.0.0.1'] } : {}),
   });
   server = createServer((req, res) => {

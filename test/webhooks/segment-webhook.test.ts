@@ -43,6 +43,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     logger: silentLogger,
     bodyLimitBytes: 64 * 1024,
     refusals: webhookRefusals(automation.runtime),
+    origin: runtime.segmentOrigin,
     onEnqueued: () => automation.worker.wake(),
   });
   server = createServer((req, res) => {

@@ -65,6 +65,7 @@ describe('score-change trigger', () => {
       logger: silentLogger,
       bodyLimitBytes: 64 * 1024,
       refusals: webhookRefusals(automation.runtime),
+      origin: automation.runtime.segmentOrigin,
     });
     server = createServer((req, res) => void handler(req, res));
     await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));

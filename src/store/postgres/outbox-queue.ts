@@ -6,7 +6,8 @@
  *   each other's rows, and takes a transaction-scoped advisory lock per (entity, effect) before
  *   re-checking that no lease is live for it: two replicas can never lease two writes for one user
  *   and effect at once (per-user ordering holds across replicas).
- * - `supersede` is one `UPDATE … FROM … RETURNING`. Of two decisions with the same time, the later
+ * - `supersede` is one `UPDATE … FROM … RETURNING`: an effect is stale when a later event of its
+ *   entity routed the same effect (SUPERSEDED_EFFECT). Of two decisions with the same time, the later
  *   arrival (`received_at`, then the id) wins: ids do not follow arrival (below).
  * - `commitGroup` stores a group of webhooks and their receipt records in ONE statement, riding on
  *   the ledger's group commit (ledger-rider.ts), instead of a transaction of six round trips (BEGIN,
@@ -21,7 +22,7 @@
  */
 import {
   eventKey,
-  LATER_EVENT_WINS,
+  SUPERSEDED_EFFECT,
   type AppendReceipts,
   type EffectRow,
   type EnqueuedEvent,
@@ -143,10 +144,7 @@ const queue: Pick<OutboxQueue, 'supersede' | 'claim'> = {
     const rows = await db.query<EffectRow>(
       `UPDATE outbox_effects f SET state = 'skipped', last_error = 'superseded by a later decision', updated_at = $1
        FROM outbox_events e
-       WHERE e.id = f.event_id AND f.state = 'pending' AND EXISTS (
-         SELECT 1 FROM outbox_events later
-         WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-           AND ${LATER_EVENT_WINS})
+       WHERE e.id = f.event_id AND f.state = 'pending' AND ${SUPERSEDED_EFFECT}
        RETURNING f.*`,
       [now],
     );

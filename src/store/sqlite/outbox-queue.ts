@@ -3,19 +3,16 @@
  * `BEGIN IMMEDIATE` transaction, so two workers (this process and `fraudgate outbox work`) never
  * both read the same due rows.
  */
-import { LATER_EVENT_WINS, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
+import { SUPERSEDED_EFFECT, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
 
 export const sqliteOutboxQueue: OutboxQueue = {
   async supersede(db, now, toEffect) {
     return db.transaction(async (tx) => {
       // A later routed event of the same entity (equal decision times: the later arrival, then the
-      // higher id) makes an unstarted effect stale.
+      // higher id) that routed the same effect makes an unstarted effect stale.
       const stale = await tx.query<EffectRow>(
         `SELECT f.* FROM outbox_effects f JOIN outbox_events e ON e.id = f.event_id
-         WHERE f.state = 'pending' AND EXISTS (
-           SELECT 1 FROM outbox_events later
-           WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1
-             AND ${LATER_EVENT_WINS})`,
+         WHERE f.state = 'pending' AND ${SUPERSEDED_EFFECT}`,
       );
       for (const row of stale) {
         await tx.execute(
