@@ -55,8 +55,10 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
   ]);
   const summary = summarizeScore(score, ctx.config.risk_bands);
   const highest = summary.highest;
-  const band = highest?.risk_band ?? 'low';
-  const siftScore = highest?.sift_score ?? 0;
+  // No score is not a zero score: an unscored user's case says so, writes no score field and takes
+  // the caller's (a rule's) priority, else a medium band's, never a low one from a made-up 0.
+  const band = highest?.risk_band ?? null;
+  const siftScore = highest?.sift_score ?? null;
   if (options.recordMatch) await recordMatchOutcome(input.user_id, match.match, tried, ctx);
   const open = cases.find((c) => c.IsClosed !== true);
   if (open) {
@@ -71,20 +73,25 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
   // One key per "open case generation": a retry after a lost response upserts the same Case,
   // while a new case after the previous one was closed gets a new key.
   const key = `fraudgate:${input.user_id}:${cases.length + 1}`;
-  const casePriority = input.priority ?? ctx.config.mapping.band_priority[band];
+  const casePriority = input.priority ?? ctx.config.mapping.band_priority[band ?? 'medium'];
+  const risk = highest ? `${siftScore}/100 (${band}) for ${highest.abuse_type}` : 'not scored';
   const reasons = (highest?.reasons ?? []).map(
     (r) => `- ${r.name}${r.value === undefined ? '' : `: ${String(r.value)}`}`,
   );
   const description = [
     input.summary,
     '',
-    `Sift score: ${siftScore}/100 (${band}) for ${highest?.abuse_type ?? 'no abuse type'}`,
+    `Sift score: ${risk}`,
     ...(reasons.length > 0 ? ['Reasons:', ...reasons] : []),
     '',
     `Opened by ${ctx.principal.id} through fraudgate.`,
   ].join('\n');
   const record: Record<string, unknown> = {
-    Subject: `Fraud review: ${input.user_id} (Sift ${siftScore}, ${band})`.slice(0, 255),
+    Subject:
+      `Fraud review: ${input.user_id} (${highest ? `Sift ${siftScore}, ${band}` : 'not scored by Sift'})`.slice(
+        0,
+        255,
+      ),
     Description: description,
     Priority: casePriority,
     Status: 'New',
@@ -92,9 +99,9 @@ async function prepareCase(input: CaseInput, ctx: ToolContext, options: { record
     Type: settings.case_type,
     OwnerId: owner,
     [names.sift_user_id]: input.user_id,
-    [names.score]: siftScore,
     Fraudgate_Key__c: key,
   };
+  if (siftScore !== null) record[names.score] = siftScore;
   if (match.account_id) record.AccountId = match.account_id;
   if (match.contact_id) record.ContactId = match.contact_id;
   if (input.email && match.match === 'none') record.SuppliedEmail = input.email;
@@ -115,7 +122,7 @@ export const createFraudCase = defineTool({
   input: z.strictObject({
     user_id: userId,
     summary: z.string().trim().min(10).max(2000).describe('Findings and why a case is needed.'),
-    priority: priority.optional().describe('Default: derived from the Sift risk band.'),
+    priority: priority.optional().describe('Default: from the Sift risk band (unscored: as medium).'),
     email: z.email().max(80).optional().describe("Must be the user's Segment email."),
     queue: z
       .string()
@@ -129,8 +136,8 @@ export const createFraudCase = defineTool({
     case_number: z.string().optional(),
     existing: z.boolean().describe('An open fraud case already existed.'),
     priority: z.string(),
-    risk_band: riskBand,
-    sift_score: z.number().int().min(0).max(100),
+    risk_band: riskBand.nullable(),
+    sift_score: z.number().int().min(0).max(100).nullable(),
     match: z.enum(['sift_user_id', 'email', 'phone', 'none']),
     account_id: z.string().optional(),
     contact_id: z.string().optional(),

@@ -59,14 +59,19 @@ async function findLead(args: { lead_id?: string; email?: string }, ctx: ToolCon
  * The Sift user id for a lead: its `Sift_User_Id__c` when the sign-up flow stored one, else its
  * email — the id sign-up integrations send to Sift before an account (and an app user id) exists.
  */
-function siftUserIdOf(lead: LeadRow, ctx: ToolContext): { id: string; source: 'lead_field' | 'email' } {
+function siftUserIdOf(
+  lead: LeadRow,
+  foundBy: 'lead_id' | 'email',
+  ctx: ToolContext,
+): { id: string; source: 'lead_field' | 'email' } {
   const field = ctx.config.mapping.salesforce_fields.sift_user_id;
   const stored = lead[field];
   if (typeof stored === 'string' && stored !== '') return { id: stored, source: 'lead_field' };
   const parsed = userId.safeParse(lead.Email ?? '');
   if (parsed.success) return { id: parsed.data, source: 'email' };
   throw new InvalidInputError([
-    { field: 'lead_id', message: `the Lead has neither ${field} nor a usable Email to score` },
+    // The argument the caller gave: the one that found this Lead.
+    { field: foundBy, message: `the Lead has neither ${field} nor a usable Email to score` },
   ]);
 }
 
@@ -117,7 +122,7 @@ async function prepare(
   options: { write: boolean },
 ) {
   const lead = await findLead(args, ctx);
-  const sift = siftUserIdOf(lead, ctx);
+  const sift = siftUserIdOf(lead, args.lead_id === undefined ? 'email' : 'lead_id', ctx);
   const { status, risk } = await leadRisk(lead, sift.id, ctx, options);
   const settings = ctx.config.salesforce;
   const threshold = settings.lead_score_threshold;

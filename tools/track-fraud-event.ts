@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { NotFoundError } from '../src/errors.ts';
+import type { AbuseType } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { abuseType, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 import { currentDecisions, latestDecision } from './decision-state.ts';
@@ -38,51 +39,55 @@ const isoFromSiftTime = (t: number | undefined) =>
   // Sift mixes seconds and milliseconds across APIs; anything before 2001 in ms is taken as seconds.
   t === undefined ? null : new Date(t < 1e12 ? t * 1000 : t).toISOString();
 
-/** The outcome read from Sift for one event kind; the model names the kind, Sift supplies the facts. */
+/**
+ * The outcome read from Sift for one event kind; the model names the kind, Sift supplies the facts.
+ * `at`: when Sift says the outcome happened (a score's computation time), where it says.
+ */
 async function outcome(
   event: FraudEvent,
   args: { user_id: string; abuse_type?: string; case_id?: string },
   ctx: ToolContext,
-): Promise<Properties> {
+): Promise<{ facts: Properties; at: string | number | null }> {
   const base = { ...EMPTY, case_id: args.case_id ?? null };
   if (event === 'decision_applied') {
     // An event reports the decision applied last (of the abuse type, if given), not the user's state.
     const decision = latestDecision(await currentDecisions(args.user_id, ctx), args.abuse_type);
     if (!decision) throw new NotFoundError(`Sift user ${args.user_id} has no current decision to report.`);
-    return {
+    const facts = {
       ...base,
       abuse_type: decision.abuse_type,
       decision_id: decision.decision_id,
       decision_category: decision.category,
       outcome_at: decision.decided_at,
     };
+    return { facts, at: facts.outcome_at };
   }
-  const summary = summarizeScore(
-    await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal }),
-    ctx.config.risk_bands,
-  );
+  const raw = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
+  const summary = summarizeScore(raw, ctx.config.risk_bands);
   if (event === 'score_evaluated') {
     const entry = args.abuse_type
       ? summary.scores.find((s) => s.abuse_type === args.abuse_type)
       : summary.highest;
     if (!entry)
       throw new NotFoundError(`Sift has no ${args.abuse_type ?? ''} score for user ${args.user_id}.`);
-    return {
+    const facts = {
       ...base,
       abuse_type: entry.abuse_type,
       sift_score: entry.sift_score,
       risk_band: entry.risk_band,
     };
+    return { facts, at: raw.scores[entry.abuse_type as AbuseType]?.time ?? null };
   }
   const labels = summary.latest_labels.filter((l) => !args.abuse_type || l.abuse_type === args.abuse_type);
   const label = labels.sort((a, b) => (b.time ?? 0) - (a.time ?? 0))[0];
   if (!label) throw new NotFoundError(`Sift user ${args.user_id} has no label to report.`);
-  return {
+  const facts = {
     ...base,
     abuse_type: label.abuse_type,
     is_bad: label.is_bad,
     outcome_at: isoFromSiftTime(label.time),
   };
+  return { facts, at: facts.outcome_at };
 }
 
 async function prepare(
@@ -90,16 +95,21 @@ async function prepare(
   ctx: ToolContext,
 ) {
   const segmentUser = await segmentUserIdFor(args.user_id, ctx);
-  const facts = properties.parse(await outcome(args.event, args, ctx));
+  const { facts: read, at } = await outcome(args.event, args, ctx);
+  const facts = properties.parse(read);
   // Column names are the mapping's (mapping.track_properties); the facts are always the same set.
   const names = ctx.config.mapping.track_properties;
   const props = Object.fromEntries(
     (Object.keys(facts) as (keyof Properties)[]).map((key) => [names[key], facts[key]]),
   );
   const name = ctx.config.mapping.track_events[args.event];
-  // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once.
+  // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once
+  // (Segment drops a messageId it has seen, ~24 h). The outcome's own time from Sift tells a new
+  // outcome with the same facts (a score back at an earlier value) from a repeat. Without a time
+  // the call's idempotency key stands in: the same for an outbox re-run or an approved call.
+  const occurrence = at === null ? `key:${ctx.idempotencyKey}` : `at:${at}`;
   const messageId = `fg-evt-${createHash('sha256')
-    .update([args.user_id, segmentUser, name, JSON.stringify(props)].join('\u0000'))
+    .update([args.user_id, segmentUser, name, JSON.stringify(props), occurrence].join('\u0000'))
     .digest('hex')
     .slice(0, 40)}`;
   return { segmentUser, name, props, messageId };

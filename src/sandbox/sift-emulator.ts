@@ -156,6 +156,11 @@ export interface SiftEmulator extends EmulatorServer, StatefulEmulator {
   /** The next `count` events keep top-level status 0 but get `score_response.status = -1` (§2.4). */
   failNextScore(count?: number): void;
   /**
+   * Whether `/v205/users/{id}/score` gives each score its computation `time` (default true, as the
+   * contract's §3.2 sample does; Sift's clients read it as optional, and so does fraudgate's).
+   */
+  setScoreTimes(include: boolean): void;
+  /**
    * Turn on the account's score-percentiles feature for one score: `fields=SCORE_PERCENTILES` then
    * answers these values (any window left out is Sift's `-1`, "not available"); without it, all `-1`.
    */
@@ -326,6 +331,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
   const webhookDeliveries: WebhookDelivery[] = [];
   let decisionsPageSize: number | undefined;
   let failScoreCount = 0;
+  let scoreTimes = true;
   const rateLimits: { remaining: number; httpStatus: number; retryAfterSeconds?: number }[] = [];
 
   const user = (userId: string): UserState => {
@@ -454,7 +460,7 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
     for (const [type, s] of scores) {
       if (filter && !filter.includes(type)) continue;
       out[type] = {
-        ...(entityForm ? { status: 0, error_message: 'OK', time: s.time } : {}),
+        ...(entityForm ? { status: 0, error_message: 'OK', ...(scoreTimes ? { time: s.time } : {}) } : {}),
         score: s.score,
         reasons: s.reasons,
         ...(percentiles ? { percentiles: percentilesJson(userId, type) } : {}),
@@ -979,7 +985,9 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
       if (!type) throw new Error(`unknown abuse type ${abuseType}`);
       const state = user(userId);
       state.seeded.set(type, { score, reasons });
-      state.scoreTime = nowSeconds();
+      // A new score is computed after the one it replaces, as Sift's are, even when a test sets
+      // scores faster than Sift's one-second time resolution (consumers key changes on this time).
+      state.scoreTime = Math.max(nowSeconds(), state.scoreTime + 1);
     },
     labels(userId: string) {
       return Object.fromEntries(users.get(userId)?.labels ?? []) as Partial<Record<AbuseType, StoredLabel>>;
@@ -1007,6 +1015,9 @@ export async function startSiftEmulator(options: SiftEmulatorOptions = {}): Prom
     },
     addWorkflow(workflow: SiftWorkflowConfig) {
       workflows.push({ ...workflow });
+    },
+    setScoreTimes(include: boolean) {
+      scoreTimes = include;
     },
     failNextScore(count = 1) {
       failScoreCount += count;

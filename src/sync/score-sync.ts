@@ -1,6 +1,7 @@
 /**
- * `fraudgate sync scores`: for every Account with a `Sift_User_Id__c`, read the current Sift score
- * and write back only the risk fields that changed (`Sift_Score__c` 0–100, `Sift_Risk_Band__c`),
+ * `fraudgate sync scores`: for every Account with a Sift user id, read the current Sift score and
+ * write back only the risk fields that changed (score 0–100, risk band; the field names are
+ * `mapping.salesforce_fields`: `Sift_User_Id__c`, `Sift_Score__c`, `Sift_Risk_Band__c` by default),
  * ≤200 records per sObject Collections call; a Task goes to the owner when the score moved by more
  * than `score_sync.task_threshold_delta`.
  *
@@ -42,8 +43,8 @@ import {
 export interface ScoreChange {
   account_id: string;
   sift_user_id: string;
-  /** Only the fields that differ. */
-  fields: { Sift_Score__c?: number; Sift_Risk_Band__c?: RiskBand };
+  /** Only the fields that differ, by their API names (`mapping.salesforce_fields` score and risk band). */
+  fields: Record<string, number | RiskBand>;
   previous: { score: number | null; band: string | null };
   task: boolean;
 }
@@ -75,7 +76,7 @@ export interface ScoreSyncDeps {
   sift: SiftClient;
   salesforce: SalesforceClient;
   state: SyncStateStore;
-  config: Pick<Config, 'score_sync' | 'risk_bands'>;
+  config: Pick<Config, 'score_sync' | 'risk_bands' | 'mapping'>;
   logger: Logger;
   now?: () => Date;
   /** Resolves after `ms`, or at once when `signal` aborts. */
@@ -106,13 +107,11 @@ interface TaskCandidate {
   task: SalesforceRecord;
 }
 
+/** The Sift fields are read under their mapped names, so the row only types the standard ones. */
 type AccountRow = SalesforceRecord & {
   Id: string;
   Name?: string | null;
   OwnerId?: string | null;
-  Sift_User_Id__c: string;
-  Sift_Score__c?: number | null;
-  Sift_Risk_Band__c?: string | null;
 };
 
 const MAX_SCORE_ATTEMPTS = 8;
@@ -222,7 +221,9 @@ export async function runScoreSync(
     return fn();
   };
 
-  const filter = 'Sift_User_Id__c != null';
+  const names = deps.config.mapping.salesforce_fields;
+  const siftUserIdOf = (account: AccountRow) => String(account[names.sift_user_id]);
+  const filter = `${names.sift_user_id} != null`;
   const countPage = await sfCall(() =>
     salesforce.queryPage({ soql: `SELECT count() FROM Account WHERE ${filter}` }),
   );
@@ -234,7 +235,7 @@ export async function runScoreSync(
       if (!(await bucket.take())) return 'halted';
       counters.sift_calls += 1;
       try {
-        const score = await sift.getUserScore(account.Sift_User_Id__c, { signal: halt });
+        const score = await sift.getUserScore(siftUserIdOf(account), { signal: halt });
         return pickScore(score.scores, settings.abuse_type) ?? 'skip';
       } catch (error) {
         if (halt.aborted) return 'halted';
@@ -293,8 +294,8 @@ export async function runScoreSync(
       Priority: newScore > previous ? 'High' : 'Normal',
       Status: 'Not Started',
       Description:
-        `Sift user ${account.Sift_User_Id__c}: score ${previous} → ${newScore} ` +
-        `(band ${change.previous.band ?? 'none'} → ${change.fields.Sift_Risk_Band__c ?? change.previous.band ?? 'none'}). ` +
+        `Sift user ${siftUserIdOf(account)}: score ${previous} → ${newScore} ` +
+        `(band ${change.previous.band ?? 'none'} → ${change.fields[names.risk_band] ?? change.previous.band ?? 'none'}). ` +
         'Created by fraudgate sync scores.',
     };
   }
@@ -377,7 +378,7 @@ export async function runScoreSync(
       break;
     }
     const soql =
-      'SELECT Id, Name, OwnerId, Sift_User_Id__c, Sift_Score__c, Sift_Risk_Band__c FROM Account ' +
+      `SELECT Id, Name, OwnerId, ${names.sift_user_id}, ${names.score}, ${names.risk_band} FROM Account ` +
       `WHERE ${filter}${cursor ? ` AND Id > ${soqlQuote(cursor)}` : ''} ORDER BY Id ASC LIMIT ${settings.batch_size}`;
     const accounts = await sfCall(() => salesforce.query<AccountRow>(soql));
     if (accounts.length === 0) break;
@@ -407,10 +408,13 @@ export async function runScoreSync(
       }
       const newScore = Math.round(result * 100);
       const band = riskBandFor(result, deps.config.risk_bands);
-      const oldScore = typeof account.Sift_Score__c === 'number' ? account.Sift_Score__c : null;
+      const stored = account[names.score];
+      const oldScore = typeof stored === 'number' ? stored : null;
+      const storedBand = account[names.risk_band];
+      const oldBand = typeof storedBand === 'string' ? storedBand : null;
       const fields: ScoreChange['fields'] = {};
-      if (oldScore !== newScore) fields.Sift_Score__c = newScore;
-      if ((account.Sift_Risk_Band__c ?? null) !== band) fields.Sift_Risk_Band__c = band;
+      if (oldScore !== newScore) fields[names.score] = newScore;
+      if (oldBand !== band) fields[names.risk_band] = band;
       if (Object.keys(fields).length === 0) {
         counters.unchanged += 1;
         landed.push(account.Id);
@@ -419,9 +423,9 @@ export async function runScoreSync(
       const task = oldScore !== null && Math.abs(newScore - oldScore) > settings.task_threshold_delta;
       const change: ScoreChange = {
         account_id: account.Id,
-        sift_user_id: account.Sift_User_Id__c,
+        sift_user_id: siftUserIdOf(account),
         fields,
-        previous: { score: oldScore, band: account.Sift_Risk_Band__c ?? null },
+        previous: { score: oldScore, band: oldBand },
         task,
       };
       changed += 1;

@@ -131,6 +131,58 @@ describe('score sync', () => {
     expect(env.sandbox.salesforce.records('Task')).toHaveLength(150);
   });
 
+  it('reads and writes the Sift fields under the names mapping.salesforce_fields gives them', async () => {
+    const fields = { sift_user_id: 'Sift_Id__c', score: 'Sift_Risk_Score__c', risk_band: 'Sift_Band__c' };
+    const sandbox = await startSandbox(DEFAULTS, { seed: false });
+    for (const name of Object.values(fields)) {
+      sandbox.salesforce.addCustomField('Account', {
+        name,
+        type: name === fields.score ? 'double' : 'string',
+        length: 255,
+      });
+    }
+    sandbox.sift.setScore('remapped-1', 'payment_abuse', 0.9);
+    sandbox.sift.setScore('remapped-2', 'payment_abuse', 0.5);
+    const moved = sandbox.salesforce.insert('Account', {
+      Name: 'Moved',
+      Sift_Id__c: 'remapped-1',
+      Sift_Risk_Score__c: 10,
+      Sift_Band__c: 'low',
+    });
+    const same = sandbox.salesforce.insert('Account', {
+      Name: 'Same',
+      Sift_Id__c: 'remapped-2',
+      Sift_Risk_Score__c: 50,
+      Sift_Band__c: 'medium',
+    });
+    env = await setup({ sandbox, config: { mapping: { salesforce_fields: fields } } });
+    const e = env;
+    const originalClose = e.close;
+    e.close = async () => {
+      await originalClose();
+      await sandbox.close();
+    };
+    const dry = await sync(e, e.runtime.store.syncState, { dryRun: true });
+    expect(dry.planned).toEqual([
+      expect.objectContaining({
+        account_id: moved.Id,
+        sift_user_id: 'remapped-1',
+        fields: { Sift_Risk_Score__c: 90, Sift_Band__c: 'critical' },
+        previous: { score: 10, band: 'low' },
+        task: true,
+      }),
+    ]);
+    const summary = await sync(e, e.runtime.store.syncState);
+    expect(summary.counters).toMatchObject({ accounts: 2, changed: 1, unchanged: 1, tasks: 1, failed: 0 });
+    const accounts = e.sandbox.salesforce.records('Account');
+    expect(accounts.find((a) => a.Id === moved.Id)).toMatchObject({
+      Sift_Risk_Score__c: 90,
+      Sift_Band__c: 'critical',
+    });
+    expect(accounts.find((a) => a.Id === same.Id)).toMatchObject({ Sift_Risk_Score__c: 50 });
+    expect(String(e.sandbox.salesforce.records('Task')[0]?.Description)).toContain('Sift user remapped-1');
+  });
+
   it('dry run reads everything and writes nothing, not even the checkpoint', async () => {
     const { env, state } = await start(60);
     env.sandbox.salesforce.clearJournal();

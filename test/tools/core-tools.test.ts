@@ -3,6 +3,9 @@
  * what reached the upstream, and bad input per tool never reaching it.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../src/config.ts';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
+import { startSiftEmulator } from '../../src/sandbox/sift-emulator.ts';
 import { setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -254,5 +257,54 @@ describe('create_fraud_case', () => {
     expect(
       env.sandbox.salesforce.journal.filter((e) => e.method !== 'POST' || !e.path.includes('oauth2')),
     ).toHaveLength(0);
+  });
+});
+
+describe('create_fraud_case for a user Sift knows but has not scored', () => {
+  let own: Sandbox | undefined;
+  // env (closed by the file's afterEach) does not own a sandbox it was given.
+  afterEach(async () => {
+    await own?.close();
+    own = undefined;
+  });
+
+  /** A sandbox whose Sift account scores no abuse type: a user who sent events has no score at all. */
+  async function unscoredSandbox(user: string): Promise<Sandbox> {
+    const base = await startSandbox(DEFAULTS);
+    await base.sift.close();
+    const sift = await startSiftEmulator({ abuseTypes: [] });
+    const sent = await fetch(`${sift.url}/v205/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ $api_key: sift.apiKey, $type: '$login', $user_id: user }),
+    });
+    expect(sent.status).toBe(200);
+    return {
+      ...base,
+      sift,
+      config: { ...base.config, sift: { ...base.config.sift, base_url: sift.url } },
+      secrets: { ...base.secrets, siftApiKey: sift.apiKey },
+      async close() {
+        await Promise.all([sift.close(), base.segment.close(), base.salesforce.close()]);
+      },
+    };
+  }
+
+  it('says not scored, writes no score field and takes a medium priority, not a zero score', async () => {
+    const user = 'fg_scoretools_unscored';
+    own = await unscoredSandbox(user);
+    env = await setup({ sandbox: own });
+    const result = await env.callTool('create_fraud_case', {
+      user_id: user,
+      summary: 'Reported by support before Sift scored anything',
+    });
+    expect(result.error).toBeUndefined();
+    expect(result.output).toMatchObject({ sift_score: null, risk_band: null, priority: 'Medium' });
+    const created = env.sandbox.salesforce.records('Case').find((c) => c.Id === result.output.case_id);
+    expect(created).toBeDefined();
+    expect(created?.Sift_Score__c ?? null).toBeNull();
+    expect(created?.Priority).toBe('Medium');
+    expect(String(created?.Description)).toContain('Sift score: not scored');
+    expect(String(created?.Subject)).not.toContain('Sift 0');
   });
 });

@@ -136,6 +136,21 @@ describe('enrich_salesforce_lead', () => {
     expect(sfWrites(env)).toHaveLength(0);
   });
 
+  it('a Lead with no usable Sift id names the argument that found it', async () => {
+    env = await setup();
+    // A valid email, but an apostrophe is no Sift user id character; no Sift id field either.
+    const email = "o'brien@example.com";
+    const lead = env.sandbox.salesforce.insert('Lead', { LastName: "O'Brien", Company: 'OB', Email: email });
+    const byEmail = await env.callTool('enrich_salesforce_lead', { email });
+    expect(byEmail.error.code).toBe('INVALID_INPUT');
+    expect(byEmail.error.message).toContain('email');
+    expect(byEmail.error.message).not.toContain('lead_id');
+    const byId = await env.callTool('enrich_salesforce_lead', { lead_id: lead.Id });
+    expect(byId.error.code).toBe('INVALID_INPUT');
+    expect(byId.error.message).toContain('lead_id');
+    expect(sfWrites(env)).toHaveLength(0);
+  });
+
   it('dry run shows the change and writes nothing', async () => {
     env = await setup();
     const lead = env.sandbox.salesforce.insert('Lead', {

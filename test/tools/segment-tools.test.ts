@@ -39,6 +39,63 @@ describe('sync_score_to_segment', () => {
     expect(env.sandbox.segment.duplicates).toBe(1);
   });
 
+  it('an abuse type Sift has not scored writes nothing: a blocked user stays blocked', async () => {
+    env = await setup();
+    const user = 'sandbox-high-risk';
+    await env.callTool('sync_score_to_segment', { user_id: user });
+    const posts = segmentPosts(env).length;
+    const result = await env.callTool('sync_score_to_segment', {
+      user_id: user,
+      abuse_type: 'content_abuse',
+    });
+    expect(result.error.code).toBe('NOT_FOUND');
+    expect(result.error.message).toContain('abuse_type');
+    expect(result.error.message).toContain('payment_abuse');
+    expect(segmentPosts(env)).toHaveLength(posts);
+    expect(env.sandbox.segment.profile(user)).toMatchObject({
+      sift_score: 94,
+      sift_risk_level: 'critical',
+      fraud_routing_tier: 'blocked',
+    });
+  });
+
+  it('a score back at an earlier value (94 → 20 → 94) reaches the profile, not deduplicated', async () => {
+    env = await setup();
+    const user = 'sandbox-high-risk';
+    const sync = () => env.callTool('sync_score_to_segment', { user_id: user, abuse_type: 'payment_abuse' });
+    const first = await sync();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.2);
+    const lower = await sync();
+    expect(lower.output).toMatchObject({ sift_score: 20, routing_tier: 'trusted' });
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.94);
+    const back = await sync();
+    expect(back.output).toMatchObject({ sift_score: 94, routing_tier: 'blocked' });
+    expect(back.output.message_id).not.toBe(first.output.message_id);
+    expect(env.sandbox.segment.duplicates).toBe(0);
+    expect(env.sandbox.segment.profile(user)).toMatchObject({
+      sift_score: 94,
+      fraud_routing_tier: 'blocked',
+    });
+  });
+
+  it('without score times from Sift, each call is its own sync: 94 → 20 → 94 still reaches the profile', async () => {
+    env = await setup();
+    env.sandbox.sift.setScoreTimes(false);
+    const user = 'sandbox-high-risk';
+    const sync = () => env.callTool('sync_score_to_segment', { user_id: user, abuse_type: 'payment_abuse' });
+    await sync();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.2);
+    await sync();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.94);
+    const back = await sync();
+    expect(back.output).toMatchObject({ sift_score: 94 });
+    expect(env.sandbox.segment.duplicates).toBe(0);
+    expect(env.sandbox.segment.profile(user)).toMatchObject({
+      sift_score: 94,
+      fraud_routing_tier: 'blocked',
+    });
+  });
+
   it('tiers and trait names follow the configured mapping without code changes', async () => {
     env = await setup({
       config: {
@@ -118,6 +175,32 @@ describe('track_fraud_event', () => {
       },
     });
     expect(env.sandbox.segment.eventsFor('sandbox-watch').at(-1)?.event).toBe('fraud_score_evaluated');
+  });
+
+  it('a score evaluated again at an earlier value is a new event; a repeat is counted once', async () => {
+    env = await setup();
+    const user = 'sandbox-high-risk';
+    const evaluate = () =>
+      env.callTool('track_fraud_event', {
+        user_id: user,
+        event: 'score_evaluated',
+        abuse_type: 'payment_abuse',
+      });
+    const first = await evaluate();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.2);
+    await evaluate();
+    env.sandbox.sift.setScore(user, 'payment_abuse', 0.94);
+    const back = await evaluate();
+    expect(back.output.message_id).not.toBe(first.output.message_id);
+    expect(env.sandbox.segment.duplicates).toBe(0);
+    const repeat = await evaluate();
+    expect(repeat.output.message_id).toBe(back.output.message_id);
+    expect(env.sandbox.segment.duplicates).toBe(1);
+    const scores = env.sandbox.segment
+      .eventsFor(user)
+      .filter((e) => e.type === 'track')
+      .map((e) => e.properties?.sift_score);
+    expect(scores).toEqual([94, 20, 94]);
   });
 
   it('no such outcome is NOT_FOUND; unknown events and dry runs send nothing', async () => {
