@@ -215,14 +215,19 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     runtime.tools.filter((t) => t.idempotent && t.risk !== 'destructive').map((t) => t.name),
   );
 
-  let catalogue: { at: number; byId: Map<string, DecisionCategory> } | undefined;
-  async function categoryOf(decisionId: string): Promise<DecisionCategory> {
+  let catalogue:
+    { at: number; byId: Map<string, { category: DecisionCategory; abuseType: string }> } | undefined;
+  async function decisionOf(decisionId: string): Promise<{ category: DecisionCategory; abuseType?: string }> {
     if (!catalogue || now() - catalogue.at > 60_000 || !catalogue.byId.has(decisionId)) {
       const list = await sift.listDecisions({ entityType: 'user' });
-      catalogue = { at: now(), byId: new Map(list.map((d) => [d.id, d.category])) };
+      catalogue = {
+        at: now(),
+        byId: new Map(list.map((d) => [d.id, { category: d.category, abuseType: d.abuseType }])),
+      };
     }
-    // A decision missing from the catalogue was deleted in the console: watch, the safe middle (as the tools do).
-    return catalogue.byId.get(decisionId) ?? 'watch';
+    // A decision missing from the catalogue was deleted in the console: watch, the safe middle (as the
+    // tools do), with no abuse type (it supersedes nothing beyond the effects it routes).
+    return catalogue.byId.get(decisionId) ?? { category: 'watch' };
   }
 
   const auditQuietly = async (input: Omit<AuditAppendInput, 'principal' | 'call_id'>) => {
@@ -247,15 +252,16 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     }, undefined);
   }
 
-  async function effectsFor(event: StoredEvent): Promise<NewEffect[]> {
+  /** The event's effects, and the abuse type of its decision (a later decision on it supersedes them all). */
+  async function effectsFor(event: StoredEvent): Promise<{ effects: NewEffect[]; abuseType?: string }> {
     if (event.entityType === SCORE_ENTITY) {
       // A score fraudgate read (propagate.ts): the trigger's effects, with the score as it is now.
       const highest = await currentHighest(event.entityId);
-      return highest ? scoreEffects(event.entityId, SCORE_READ_EVENT, highest) : [];
+      return { effects: highest ? scoreEffects(event.entityId, SCORE_READ_EVENT, highest) : [] };
     }
     // Only user decisions have a user to act on; the contract does not say order/session webhooks carry one.
-    if (event.entityType !== 'user') return [];
-    const category = await categoryOf(event.decisionId);
+    if (event.entityType !== 'user') return { effects: [] };
+    const { category, abuseType } = await decisionOf(event.decisionId);
     const user = event.entityId;
     const when = new Date(event.time).toISOString();
     const out: NewEffect[] = [];
@@ -306,7 +312,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
         out.push(...scoreEffects(user, event.decisionId, highest).filter((e) => !taken.has(e.effect)));
       }
     }
-    return out;
+    return { effects: out, ...(abuseType === undefined ? {} : { abuseType }) };
   }
 
   async function routeNew(): Promise<number> {
@@ -318,7 +324,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       for (let i = next++; i < events.length; i = next++) {
         const event = events[i] as StoredEvent;
         try {
-          await store.route(event.id, await effectsFor(event));
+          const { effects, abuseType } = await effectsFor(event);
+          await store.route(event.id, effects, undefined, abuseType);
           routed += 1;
         } catch (error) {
           // Left unrouted: the next tick tries again (the catalogue or score read failed upstream).

@@ -200,6 +200,13 @@ CREATE TABLE replica_instances (
     // Nullable, read only by undo_action: replicas of the previous version neither read nor write it.
     ...onBothEngines('ALTER TABLE approvals ADD COLUMN undone_by TEXT;'),
   },
+  {
+    version: 19,
+    name: 'outbox events: the abuse type of the decision that routed one',
+    // Nullable: replicas of the previous version leave it NULL, and a NULL abuse type matches no other
+    // event, so their events supersede per effect only, as before.
+    ...onBothEngines('ALTER TABLE outbox_events ADD COLUMN abuse_type TEXT;'),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

@@ -181,11 +181,16 @@ export interface OutboxStore {
   ): Promise<EnqueuedEvent>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
-  /** Insert the event's effects and mark it routed, atomically; repeating it is harmless. */
-  route(eventId: number, effects: NewEffect[], now?: number): Promise<void>;
+  /**
+   * Insert the event's effects and mark it routed, atomically; repeating it is harmless. `abuseType`
+   * is the routing decision's (from the catalogue): a later decision on it supersedes all of this
+   * event's effects (SUPERSEDED_EFFECT).
+   */
+  route(eventId: number, effects: NewEffect[], now?: number, abuseType?: string): Promise<void>;
   /**
    * Mark as skipped each pending effect whose entity has a later event that routed the same effect
-   * (a later decision is never overwritten by an earlier one; see SUPERSEDED_EFFECTS); returns them
+   * (a later decision is never overwritten by an earlier one), or a later decision on the same abuse type
+   * (see SUPERSEDED_EFFECT); returns them
    * so each can be audited.
    */
   supersede(now?: number): Promise<OutboxEffect[]>;
@@ -287,20 +292,27 @@ export const LATER_EVENT_WINS =
   '(later.received_at > e.received_at OR (later.received_at = e.received_at AND later.id > e.id))))';
 
 /**
- * SQL condition (alias `f`, a pending effect): a later event of the same entity routed the same
- * effect, so `f` is stale. Per effect, not per entity: the decision syncs (`segment`, `salesforce`)
- * write the user's current state, the most severe across abuse types, whichever decision routed
- * them, so a later sync covers an earlier one; but a `case` or `suppress` is routed only by a BLOCK,
- * and a later decision on another abuse type (an ACCEPT of payment_abuse after a BLOCK of
- * account_abuse) routes neither — it must not cancel the BLOCK's case and suppression, which only a
- * later event routing a case (or a suppression) of its own replaces. Rows `lf`/`later` are found by
- * the `outbox_effects_entity` index (entity_key, effect) and the events' primary key.
+ * SQL condition (alias `f`, a pending effect of event `e`): a later routed event of the same entity
+ * makes `f` stale when it routed the same effect, or when it is a decision on the same abuse type.
+ * Per effect: the decision syncs (`segment`, `salesforce`) write the user's current state, the most
+ * severe across abuse types, whichever decision routed them, so a later sync covers an earlier one;
+ * but a `case` or `suppress` is routed only by a BLOCK, and a later decision on another abuse type
+ * (an ACCEPT of payment_abuse after a BLOCK of account_abuse) routes neither — it must not cancel the
+ * BLOCK's case and suppression, which only a later event routing a case (or a suppression) of its own
+ * replaces. Per abuse type: a later decision on the SAME abuse type (an ACCEPT of account_abuse after
+ * its BLOCK) reverses the BLOCK, so all of the BLOCK's pending effects go, routed again or not. An
+ * event without an abuse type (a score read, a Segment message, one routed by a previous release)
+ * matches none. Rows `lf`/`later` are found by the `outbox_effects_entity` index (entity_key, effect)
+ * and the events' primary key.
  */
 export const SUPERSEDED_EFFECT =
-  'EXISTS (SELECT 1 FROM outbox_effects lf JOIN outbox_events later ON later.id = lf.event_id ' +
+  '(EXISTS (SELECT 1 FROM outbox_effects lf JOIN outbox_events later ON later.id = lf.event_id ' +
   'WHERE lf.entity_key = f.entity_key AND lf.effect = f.effect AND ' +
   'later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1 AND ' +
-  `${LATER_EVENT_WINS})`;
+  `${LATER_EVENT_WINS}) OR ` +
+  '(e.abuse_type IS NOT NULL AND EXISTS (SELECT 1 FROM outbox_events later ' +
+  'WHERE later.entity_type = e.entity_type AND later.entity_id = e.entity_id AND later.routed = 1 AND ' +
+  `later.abuse_type = e.abuse_type AND ${LATER_EVENT_WINS})))`;
 
 export interface OutboxQueue {
   /**
@@ -647,7 +659,7 @@ export function createOutboxStore(
       ).map(eventFromRow);
     },
 
-    async route(eventId, effects, now = Date.now()) {
+    async route(eventId, effects, now = Date.now(), abuseType) {
       await db.transaction(async (tx) => {
         // FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock.
         const lock = tx.engine === 'postgres' ? ' FOR UPDATE' : '';
@@ -662,7 +674,10 @@ export function createOutboxStore(
             [eventId, e.effect, e.tool, sealArgs(eventId, e), entityKey, Number(row.decision_time), now],
           );
         }
-        await tx.execute('UPDATE outbox_events SET routed = 1 WHERE id = $1', [eventId]);
+        await tx.execute('UPDATE outbox_events SET routed = 1, abuse_type = $2 WHERE id = $1', [
+          eventId,
+          abuseType ?? null,
+        ]);
       });
     },
 

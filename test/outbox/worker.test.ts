@@ -300,6 +300,24 @@ describe('outbox worker', () => {
     });
   }
 
+  it('a later ACCEPT on the same abuse type reverses a BLOCK: neither its case nor its suppression runs', async () => {
+    env = await outboxEnv();
+    env.sandbox.sift.setScore('fg_rev', 'account_abuse', 0.95);
+    await deliver(env, 'fg_rev', 'block_user_account_abuse');
+    await deliver(env, 'fg_rev', 'looks_ok_account_abuse');
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const effects = await env.automation.store.list({ limit: 20 });
+    const skipped = effects.filter((e) => e.state === 'skipped').map((e) => e.effect);
+    expect(skipped.sort()).toEqual(['case', 'salesforce', 'segment', 'suppress']);
+    expect(
+      effects
+        .filter((e) => e.state === 'done')
+        .map((e) => e.effect)
+        .sort(),
+    ).toEqual(['salesforce', 'segment']);
+    expect(env.sandbox.segment.profile('fg_rev')?.suppressed_for_fraud).not.toBe(true);
+  });
+
   it('parks an effect that policy sends to a human, and completes it once approved', async () => {
     env = await outboxEnv({ config: { approvals: { tools: { suppress_user: 'approval' } } } });
     env.sandbox.sift.setScore('fg_appr', 'payment_abuse', 0.2);

@@ -98,6 +98,48 @@ for (const engine of ENGINES) {
       ]);
     });
 
+    it("a later decision on the same abuse type reverses a BLOCK: all of the BLOCK's pending effects are skipped", async () => {
+      const [a] = await open();
+      const store = a!;
+      const block = await store.enqueue(user('u5', 'block_account_abuse', 1000));
+      const accept = await store.enqueue(user('u5', 'accept_account_abuse', 2000));
+      const other = await store.enqueue(user('u5', 'accept_payment_abuse', 3000));
+      await store.route(
+        block.id,
+        [
+          { effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'u5' } },
+          { effect: 'salesforce', tool: 'sync_decision_to_salesforce', args: { user_id: 'u5' } },
+          { effect: 'case', tool: 'create_fraud_case', args: { user_id: 'u5' } },
+          { effect: 'suppress', tool: 'suppress_user', args: { user_id: 'u5', suppressed: true } },
+        ],
+        undefined,
+        'account_abuse',
+      );
+      // A decision on another abuse type alone leaves the BLOCK's case and suppression pending.
+      await store.route(other.id, [], undefined, 'payment_abuse');
+      expect((await store.supersede()).map((e) => e.effect)).toEqual([]);
+      await store.route(
+        accept.id,
+        [
+          { effect: 'segment', tool: 'sync_decision_to_segment', args: { user_id: 'u5' } },
+          { effect: 'salesforce', tool: 'sync_decision_to_salesforce', args: { user_id: 'u5' } },
+        ],
+        undefined,
+        'account_abuse',
+      );
+      const skipped = await store.supersede();
+      expect(skipped.map((e) => [e.eventId, e.effect]).sort()).toEqual([
+        [block.id, 'case'],
+        [block.id, 'salesforce'],
+        [block.id, 'segment'],
+        [block.id, 'suppress'],
+      ]);
+      expect((await store.claim('w1', 10, 60_000)).map((e) => [e.eventId, e.effect]).sort()).toEqual([
+        [accept.id, 'salesforce'],
+        [accept.id, 'segment'],
+      ]);
+    });
+
     it('of two decisions with the same time, the later arrival wins, whatever their ids', async () => {
       const [a] = await open();
       const store = a!;

@@ -7,7 +7,7 @@
  *   re-checking that no lease is live for it: two replicas can never lease two writes for one user
  *   and effect at once (per-user ordering holds across replicas).
  * - `supersede` is one `UPDATE … FROM … RETURNING`: an effect is stale when a later event of its
- *   entity routed the same effect (SUPERSEDED_EFFECT). Of two decisions with the same time, the later
+ *   entity routed the same effect or decided the same abuse type (SUPERSEDED_EFFECT). Of two decisions with the same time, the later
  *   arrival (`received_at`, then the id) wins: ids do not follow arrival (below).
  * - `commitGroup` stores a group of webhooks and their receipt records in ONE statement, riding on
  *   the ledger's group commit (ledger-rider.ts), instead of a transaction of six round trips (BEGIN,
