@@ -105,9 +105,12 @@ async function prepare(
   const name = ctx.config.mapping.track_events[args.event];
   // One outcome → one messageId: a retry, or a second report of the same outcome, is counted once
   // (Segment drops a messageId it has seen, ~24 h). The outcome's own time from Sift tells a new
-  // outcome with the same facts (a score back at an earlier value) from a repeat. Without a time
-  // the call's idempotency key stands in: the same for an outbox re-run or an approved call.
-  const occurrence = at === null ? `key:${ctx.idempotencyKey}` : `at:${at}`;
+  // outcome with the same facts (a score back at an earlier value) from a repeat. Without a time the
+  // key is the outcome alone, not the call's idempotency key (fresh for each direct call, so an agent's
+  // retry would be counted twice): a score back at an earlier value within Segment's ~24 h window is
+  // then deduplicated too, the lesser error for a counted event. (sync_score_to_segment, whose repeat
+  // only rewrites the same traits, keeps the call's key.)
+  const occurrence = at === null ? 'at:unknown' : `at:${at}`;
   const messageId = `fg-evt-${createHash('sha256')
     .update([args.user_id, segmentUser, name, JSON.stringify(props), occurrence].join('\u0000'))
     .digest('hex')

@@ -203,6 +203,22 @@ describe('track_fraud_event', () => {
     expect(scores).toEqual([94, 20, 94]);
   });
 
+  it('without score times from Sift, an agent repeating the call is still counted once', async () => {
+    env = await setup();
+    env.sandbox.sift.setScoreTimes(false);
+    const user = 'sandbox-high-risk';
+    const evaluate = () =>
+      env.callTool('track_fraud_event', {
+        user_id: user,
+        event: 'score_evaluated',
+        abuse_type: 'payment_abuse',
+      });
+    const first = await evaluate();
+    const repeat = await evaluate();
+    expect(repeat.output.message_id).toBe(first.output.message_id);
+    expect(env.sandbox.segment.eventsFor(user).filter((e) => e.type === 'track')).toHaveLength(1);
+  });
+
   it('no such outcome is NOT_FOUND; unknown events and dry runs send nothing', async () => {
     env = await setup();
     const none = await env.callTool('track_fraud_event', {
