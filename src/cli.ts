@@ -307,6 +307,15 @@ function toolsetsOf(text: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+  // No names is not "no filter": an empty list would replace a config's toolsets and expose them all.
+  if (names.length === 0) {
+    throw new UsageError([
+      {
+        field: '--toolsets',
+        message: `no toolset given: name at least one of ${TOOLSETS.join(', ')}, comma-separated, or leave the flag out to use the config's`,
+      },
+    ]);
+  }
   const unknown = names.filter((name) => !(TOOLSETS as readonly string[]).includes(name));
   if (unknown.length > 0) {
     throw new UsageError([

@@ -130,6 +130,14 @@ describe('usage errors exit 2 and point to --help', { timeout: SLOW }, () => {
       'serve',
       /^fraudgate: .*--toolsets: 'foo' is not one of core, sift, segment, salesforce, triage/m,
     ],
+    ...['', ',', ' , '].map(
+      (list) =>
+        [
+          ['serve', '--toolsets', list],
+          'serve',
+          /^fraudgate: .*--toolsets: no toolset given: name at least one of core, sift/m,
+        ] as [string[], string, RegExp],
+    ),
     [['budgets', 'lift', 'a'], 'budgets', /^fraudgate: .*KEY: which budget key/m],
     [['budgets', 'lift'], 'budgets', /^fraudgate: .*PRINCIPAL: whose budget.*KEY: which budget key/m],
     ...['approvals', 'identities', 'outbox', 'budgets', 'docs', 'sync', 'audit', 'sandbox'].map(
