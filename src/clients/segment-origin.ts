@@ -5,8 +5,14 @@
  * `identify` comes back as a Sift `$update_account`, which a Sift Workflow can answer with another
  * decision, whose sync comes back again: a loop through three systems.
  *
- * The mark is `context.fraudgate`: an HMAC of the message's type, user and messageId under a key
- * derived from the audit key (which every replica shares, so any replica knows another's writes).
+ * The mark is `context.fraudgate`: an HMAC of the message's type, user, messageId, event name and
+ * payload (canonical JSON of its traits or properties) under a key derived from the audit key (which
+ * every replica shares, so any replica knows another's writes). The payload is covered because the
+ * mark is readable wherever the message goes (a destination, a warehouse): over the id alone, anyone
+ * who read it could replay a different track for the same user under our id and mark once Segment's
+ * dedupe window passed, and keep it from Sift. (v1 marks covered the id only and are no longer
+ * accepted: during a rolling upgrade a message a previous-release replica wrote comes back as not
+ * ours and reaches Sift once, as an `$update_account` or track with facts Sift already has.)
  * A messageId prefix would not do: browser and mobile clients choose their own messageIds, so
  * anyone could make their events look like ours and keep them from Sift. `context`, because Segment
  * hands it to Webhooks destinations as sent (triggers.md §1.1: "every call also carries the context
@@ -15,6 +21,7 @@
  * mark is not in it.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { canonicalJson } from '../governance/redact.ts';
 import type { SegmentClient } from './types.ts';
 
 /** The `context` key of the mark. */
@@ -22,13 +29,19 @@ export const SEGMENT_ORIGIN_FIELD = 'fraudgate';
 
 // 128 bits: forging one means guessing it, one signed webhook delivery per try.
 const MAC_BYTES = 16;
-const VERSION = 'v1.';
+const VERSION = 'v2.';
 
-/** What the mark covers: the same message under another type, user or id is not ours. */
+/** What the mark covers: the same message under another type, user, id, event or payload is not ours. */
 export interface SegmentOriginSubject {
   type: string;
   userId?: string | null | undefined;
   messageId: string;
+  /** A track's event name. */
+  event?: string | null | undefined;
+  /** An identify's traits. */
+  traits?: Record<string, unknown> | null | undefined;
+  /** A track's properties. */
+  properties?: Record<string, unknown> | null | undefined;
 }
 
 export interface SegmentOrigin {
@@ -44,7 +57,16 @@ export function createSegmentOrigin(key: string | Buffer): SegmentOrigin {
   const originKey = createHmac('sha256', key).update('fraudgate segment origin v1').digest();
   const macOf = (m: SegmentOriginSubject) =>
     createHmac('sha256', originKey)
-      .update(JSON.stringify([m.type, m.userId ?? null, m.messageId]))
+      .update(
+        canonicalJson([
+          m.type,
+          m.userId ?? null,
+          m.messageId,
+          m.event ?? null,
+          m.traits ?? null,
+          m.properties ?? null,
+        ]),
+      )
       .digest()
       .subarray(0, MAC_BYTES);
   return {
@@ -62,10 +84,17 @@ export function createSegmentOrigin(key: string | Buffer): SegmentOrigin {
 export function originMarkingSegment(client: SegmentClient, origin: SegmentOrigin): SegmentClient {
   const context = (
     type: string,
-    message: { userId: string; messageId: string; context?: Record<string, unknown> },
+    message: Omit<SegmentOriginSubject, 'type'> & { userId: string; context?: Record<string, unknown> },
   ) => ({
     ...message.context,
-    [SEGMENT_ORIGIN_FIELD]: origin.tag({ type, userId: message.userId, messageId: message.messageId }),
+    [SEGMENT_ORIGIN_FIELD]: origin.tag({
+      type,
+      userId: message.userId,
+      messageId: message.messageId,
+      event: message.event,
+      traits: message.traits,
+      properties: message.properties,
+    }),
   });
   return {
     ...client,

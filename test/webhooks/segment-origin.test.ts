@@ -43,7 +43,7 @@ describe("fraudgate's own Segment messages delivered back by Segment", () => {
     const written = e.sandbox.segment.eventsFor(USER).map((m) => m.raw);
     expect(written.map((m) => m.type).sort()).toEqual(['identify', 'track']);
     const identify = written.find((m) => m.type === 'identify')!;
-    expect((identify.context as Record<string, unknown>)[SEGMENT_ORIGIN_FIELD]).toMatch(/^v1\.[\w-]{22}$/);
+    expect((identify.context as Record<string, unknown>)[SEGMENT_ORIGIN_FIELD]).toMatch(/^v2\.[\w-]{22}$/);
 
     // Segment's Webhooks destination delivers both back, as accepted (context and all).
     const echoed = await sendSegmentWebhook(intake.url, written, { secret: SECRET });
@@ -64,7 +64,7 @@ describe("fraudgate's own Segment messages delivered back by Segment", () => {
     const mark = (identify.context as Record<string, unknown>)[SEGMENT_ORIGIN_FIELD] as string;
     const forged = [
       { ...identify, messageId: 'browser-1' },
-      { ...identify, messageId: 'browser-2', context: { [SEGMENT_ORIGIN_FIELD]: `v1.${'A'.repeat(22)}` } },
+      { ...identify, messageId: 'browser-2', context: { [SEGMENT_ORIGIN_FIELD]: `v2.${'A'.repeat(22)}` } },
       { ...identify, messageId: `fg-${String(identify.messageId)}-x`, context: {} },
       { ...identify, messageId: 'browser-3', context: { [SEGMENT_ORIGIN_FIELD]: mark.slice(0, -1) } },
     ];
@@ -77,5 +77,18 @@ describe("fraudgate's own Segment messages delivered back by Segment", () => {
       'update_account',
       'update_account',
     ]);
+
+    // Whoever can read the mark (a destination, a warehouse) cannot replay another payload under our
+    // id and mark once Segment's dedupe window has passed: it covers the traits, event and properties.
+    const track = written.find((m) => m.type === 'track')!;
+    const replayed = [
+      { ...identify, traits: { ...(identify.traits as Record<string, unknown>), sift_score: 1 } },
+      { ...track, properties: { ...(track.properties as Record<string, unknown>), forged: true } },
+      { ...track, event: 'Another Event' },
+    ];
+    const replay = await sendSegmentWebhook(intake.url, replayed, { secret: SECRET });
+    // None is taken for ours: the identify goes to Sift, the tracks meet the mapping (no rule for them).
+    expect(replay).toMatchObject({ status: 200, body: { accepted: 1, ignored: 2, own: 0 } });
+    expect(await siftEffects(e)).toHaveLength(5);
   });
 });
