@@ -205,9 +205,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     policy: { tools: deps.tools, config },
   });
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
-  // New approvals get the first; an open one under either is this policy's (see legacyApprovalPolicyVersion).
+  // An open approval under either is this policy's (see legacyApprovalPolicyVersion). New ones are
+  // stored under the legacy one too, for this release (approval-store.ts): a replica of the previous
+  // release, still running during a rolling deploy, finds open approvals under that version only, so
+  // the same call retried there joins one opened here instead of opening a second (approving both would
+  // run it twice). Stop passing it in the release that drops the legacy version.
   const policyVersions = approvalPolicyVersions(config);
-  const [policyVersion] = policyVersions;
+  const [policyVersion, legacyPolicyVersion] = policyVersions;
   const toolConfig = {
     mapping: config.mapping,
     risk_bands: config.risk_bands,
@@ -612,6 +616,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester_kind: approval.requester_kind,
       mode: approval.mode,
       policy_version: approval.policy_version,
+      // Findable by a previous-release replica too, as a new approval is (see policyVersions).
+      ...(approval.policy_version === policyVersion
+        ? { previous_release_policy_version: legacyPolicyVersion }
+        : {}),
       evidence:
         approval.evidence.requester_identity === undefined
           ? fresh
@@ -1213,6 +1221,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       requester_kind: principal.kind,
       mode,
       policy_version: policyVersion,
+      previous_release_policy_version: legacyPolicyVersion,
       evidence,
       created_at: now().toISOString(),
       expires_at: new Date(now().getTime() + config.approvals.ttl_ms).toISOString(),

@@ -67,8 +67,12 @@ export function approvalPolicyVersion(config: Pick<Config, 'approvals'>): string
  * hash of all of `approvals`). Approvals opened under it before the upgrade are still open: a retry
  * of such a call must join its approval, not open a second one beside it (the open-binding index
  * includes the version, so it would not stop that), or approving both would run the call twice.
- * Drop it, and {@link approvalPolicyVersions}' second entry, once no approval requested before this
- * release can still be open: every replica runs it and `approvals.ttl_ms` has passed since.
+ * This release also stores new approvals under it (pipeline.ts; the current version goes to the
+ * `policy_current` column, approval-store.ts), so that a replica of the previous release, which matches
+ * this version only, joins them during a rolling deploy. Retire it in two steps: first stop storing
+ * new approvals under it (every replica by then matches both), then,
+ * once no approval opened under this one can still be open (`approvals.ttl_ms` after every replica
+ * runs that release), drop it and {@link approvalPolicyVersions}' second entry.
  */
 export function legacyApprovalPolicyVersion(config: Pick<Config, 'approvals'>): string {
   return sha256Hex(canonicalJson(config.approvals)).slice(0, 16);

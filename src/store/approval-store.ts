@@ -84,7 +84,15 @@ export type NewApproval = Omit<
   | 'undone_by'
   | 'result'
   | 'error'
->;
+> & {
+  /**
+   * The version replicas of the previous release look for (legacyApprovalPolicyVersion), stored in the
+   * `policy_version` column their queries read, so a call retried on one of them during a rolling
+   * deploy joins this approval; `policy_version` then goes to `policy_current` (migration 19), which
+   * this release matches and reads back as the approval's version.
+   */
+  previous_release_policy_version?: string;
+};
 
 /** The states in which an approval still binds its call (the partial unique index covers them). */
 export const OPEN_APPROVAL_STATES: readonly ApprovalState[] = ['pending', 'approved', 'executing'];
@@ -172,6 +180,8 @@ interface Row {
   executed_by: string | null;
   /** Absent on a row read before migration 16. */
   undone_by?: string | null;
+  /** The version this release opened it under, when the column holds the previous release's (migration 19). */
+  policy_current?: string | null;
   result: string | null;
   error: string | null;
 }
@@ -187,7 +197,7 @@ function fromRow(row: Row): Approval {
     requester_role: row.requester_role,
     requester_kind: row.requester_kind,
     mode: row.mode as ApprovalMode,
-    policy_version: row.policy_version,
+    policy_version: row.policy_current ?? row.policy_version,
     evidence: JSON.parse(row.evidence) as Record<string, unknown>,
     state: row.state as ApprovalState,
     created_at: row.created_at,
@@ -224,9 +234,10 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
   const open = `state IN (${OPEN_APPROVAL_STATES.map((s) => `'${s}'`).join(', ')})`;
   const findOpen = async (b: ApprovalBinding) => {
     const versions = typeof b.policy_version === 'string' ? [b.policy_version] : [...b.policy_version];
+    const inVersions = `IN (${placeholders(versions.length, 5)})`;
     const [row] = await db.query<Row>(
       `SELECT * FROM approvals WHERE tool = $1 AND args_hash = $2 AND target = $3 AND requester = $4
-         AND policy_version IN (${placeholders(versions.length, 5)}) AND ${open}
+         AND (policy_version ${inVersions} OR policy_current ${inVersions}) AND ${open}
          ORDER BY created_at DESC LIMIT 1`,
       [b.tool, b.args_hash, b.target, b.requester, ...versions],
     );
@@ -238,8 +249,8 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
       // No conflict target: the partial unique index on the open binding is the one that can fire.
       const inserted = await db.execute(
         `INSERT INTO approvals (id, tool, args, args_hash, target, requester, requester_role, requester_kind, mode,
-           policy_version, evidence, state, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13) ON CONFLICT DO NOTHING`,
+           policy_version, evidence, state, created_at, expires_at, policy_current)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14) ON CONFLICT DO NOTHING`,
         [
           approval.id,
           approval.tool,
@@ -250,13 +261,15 @@ export function createApprovalStore(db: SqlExecutor): ApprovalStore {
           approval.requester_role,
           approval.requester_kind,
           approval.mode,
-          approval.policy_version,
+          approval.previous_release_policy_version ?? approval.policy_version,
           JSON.stringify(approval.evidence),
           approval.created_at,
           approval.expires_at,
+          approval.previous_release_policy_version === undefined ? null : approval.policy_version,
         ],
       );
-      if (inserted > 0) return { approval: { ...approval, state: 'pending' }, created: true };
+      const { previous_release_policy_version: _previous, ...stored } = approval;
+      if (inserted > 0) return { approval: { ...stored, state: 'pending' }, created: true };
       const existing = await findOpen(approval);
       if (existing) return { approval: existing, created: false };
       // The id itself collided (random ids: practically never) or the open one closed meanwhile.

@@ -202,10 +202,17 @@ CREATE TABLE replica_instances (
   },
   {
     version: 19,
-    name: 'outbox events: the abuse type of the decision that routed one',
-    // Nullable: replicas of the previous version leave it NULL, and a NULL abuse type matches no other
-    // event, so their events supersede per effect only, as before.
-    ...onBothEngines('ALTER TABLE outbox_events ADD COLUMN abuse_type TEXT;'),
+    name: "outbox events' abuse type; approvals' current policy version",
+    // Nullable, both: replicas of the previous version leave them NULL. A NULL abuse type matches no
+    // other event, so their events supersede per effect only, as before. `policy_current` holds the
+    // version this release opened an approval under while `policy_version` holds the one the previous
+    // release looks for (approval-store.ts); its index keeps one open approval per binding among
+    // replicas of this release tuned differently (whose legacy versions differ).
+    ...onBothEngines(`
+ALTER TABLE outbox_events ADD COLUMN abuse_type TEXT;
+ALTER TABLE approvals ADD COLUMN policy_current TEXT;
+CREATE UNIQUE INDEX approvals_open_binding_current ON approvals (tool, args_hash, target, requester, policy_current)
+  WHERE state IN ('pending', 'approved', 'executing') AND policy_current IS NOT NULL;`),
   },
 ];
 

@@ -171,6 +171,46 @@ describe('approvals opened before the policy version left out timing (an upgrade
 
   for (const engine of engines) {
     it.skipIf(engine.skip)(
+      `${engine.name}: a new approval is opened under the legacy version, which a previous-release replica finds and joins`,
+      async () => {
+        try {
+          env = await setup(engine.options());
+          const first = await env.callTool('suppress_user', SUPPRESS);
+          expect(first.error).toMatchObject({ code: 'APPROVAL_PENDING' });
+          const opened = (await env.runtime.approvals.get(String(first.error.approval_id)))!;
+          expect(opened.policy_version).toBe(approvalPolicyVersion(env.config));
+          // A replica of the previous release looks for the open approval under the legacy version only,
+          // and opening one under it (as it would after not finding one) joins ours too.
+          const found = await env.runtime.approvals.findOpen({
+            tool: opened.tool,
+            args_hash: opened.args_hash,
+            target: opened.target,
+            requester: opened.requester,
+            policy_version: legacyApprovalPolicyVersion(env.config),
+          });
+          expect(found?.id).toBe(opened.id);
+          const joined = await env.runtime.approvals.create({
+            ...opened,
+            id: 'apr_0123456789abcdef0123',
+            policy_version: legacyApprovalPolicyVersion(env.config),
+          });
+          expect(joined).toMatchObject({ created: false, approval: { id: opened.id } });
+          // Under the unchanged policy its mode is its own.
+          const retried = await env.callTool('suppress_user', SUPPRESS);
+          expect(retried.error).toMatchObject({ code: 'APPROVAL_PENDING', approval_id: opened.id });
+          await env.runtime.desk.decide(opened.id, { approve: true, approver: APPROVER });
+          await env.runtime.pipeline.processApprovals();
+          expect(await env.runtime.approvals.get(opened.id)).toMatchObject({ state: 'executed' });
+        } finally {
+          await env?.close();
+          env = undefined as unknown as TestEnv;
+          await engine.cleanup?.();
+        }
+      },
+      30_000,
+    );
+
+    it.skipIf(engine.skip)(
       `${engine.name}: the same call again joins the approval opened under the legacy version, not a second one`,
       async () => {
         try {
@@ -209,6 +249,15 @@ describe('approvals opened before the policy version left out timing (an upgrade
 });
 
 describe('the mode an approval opened under the legacy version needs', () => {
+  it('a real policy change changes the legacy version too, so the approval is then under a changed policy', () => {
+    const config = { approvals: { ...DEFAULTS.approvals, self_approval: ['decide'] } };
+    const changed = { approvals: { ...config.approvals, tools: { decide: 'four_eyes' as const } } };
+    expect(legacyApprovalPolicyVersion(changed)).not.toBe(legacyApprovalPolicyVersion(config));
+    const tool = { name: 'decide', risk: 'destructive' as const };
+    const legacy = { mode: 'approval' as const, policy_version: legacyApprovalPolicyVersion(config) };
+    expect(modeNow(legacy, tool, changed)).toBe('four_eyes');
+  });
+
   it('is its own under the unchanged policy, not the strictest of the per-call keys as after a change', () => {
     const config = { approvals: { ...DEFAULTS.approvals, self_approval: ['decide'] } };
     const tool = {
