@@ -577,7 +577,7 @@ async function openWebhooks(options: {
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
     ...endpoint,
-    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),

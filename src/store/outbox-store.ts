@@ -162,6 +162,13 @@ export interface IntakeRecord {
   receipt: IntakeReceipt;
 }
 
+/** An event already routed to its effects, with its receipt's audit record. */
+export interface RoutedIntake {
+  event: DecisionEvent;
+  effects: NewEffect[];
+  intake?: IntakeRecord;
+}
+
 export interface OutboxStore {
   /**
    * Durably store an event; `duplicate` when the same (type, id, decision, time) was stored before.
@@ -179,6 +186,11 @@ export interface OutboxStore {
     now?: number,
     intake?: IntakeRecord,
   ): Promise<EnqueuedEvent>;
+  /**
+   * `enqueueRouted` for many events in one transaction (a Segment delivery's messages): all are
+   * stored, with their intake records, or none; per event, `duplicate` as for `enqueueRouted`.
+   */
+  enqueueRoutedMany(events: readonly RoutedIntake[], now?: number): Promise<EnqueuedEvent[]>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
   /**
@@ -649,6 +661,19 @@ export function createOutboxStore(
       return db.transaction(async (tx) => {
         const stored = await insertRouted(tx, event, effects, now);
         await appendIntakeRecords(tx, [intake], [stored]);
+        return stored;
+      });
+    },
+
+    async enqueueRoutedMany(events, now = Date.now()) {
+      return db.transaction(async (tx) => {
+        const stored: EnqueuedEvent[] = [];
+        for (const { event, effects } of events) stored.push(await insertRouted(tx, event, effects, now));
+        await appendIntakeRecords(
+          tx,
+          events.map((e) => e.intake),
+          stored,
+        );
         return stored;
       });
     },

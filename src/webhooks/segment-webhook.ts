@@ -24,7 +24,7 @@ import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { SegmentOrigin } from '../clients/segment-origin.ts';
 import type { Config } from '../config.ts';
-import type { DecisionEvent, EnqueuedEvent, IntakeRecord, NewEffect } from '../store/outbox-store.ts';
+import type { EnqueuedEvent, RoutedIntake } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
 import {
@@ -69,11 +69,11 @@ const messageSchema = z
 
 export interface SegmentWebhookOptions extends WebhookEndpointOptions {
   /**
-   * Durably store one message with its effect and its receipt's audit record (`intake`), atomically
-   * (the 200 follows the commit); `duplicate` when the messageId was stored before. The outbox's
-   * `enqueueRouted`.
+   * Durably store a delivery's messages, each with its effect and its receipt's audit record
+   * (`intake`), in one transaction (the 200 follows the commit); per message, `duplicate` when its
+   * messageId was stored before. The outbox's `enqueueRoutedMany`.
    */
-  store(event: DecisionEvent, effects: NewEffect[], intake: IntakeRecord): Promise<EnqueuedEvent>;
+  store(deliveries: RoutedIntake[]): Promise<EnqueuedEvent[]>;
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
   secret: string | undefined;
   mapping: Config['mapping'];
@@ -258,12 +258,13 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     // The effects sort by receipt among the outbox's others: stored at 0 they would always be
     // claimed first, ahead of older decisions' effects.
     const receivedAt = Date.now();
-    for (const { message, siftUser, args } of mapped) {
-      let stored: EnqueuedEvent;
-      try {
-        // The receipt's audit record commits with the message and its effect.
-        stored = await options.store(
-          {
+    let stored: EnqueuedEvent[];
+    try {
+      // One transaction for the whole delivery: each message with its effect and its receipt's
+      // audit record, committed together (one commit, not one per message, on the event loop).
+      stored = await options.store(
+        mapped.map(({ message, siftUser, args }) => ({
+          event: {
             entityType: SEGMENT_MESSAGE_ENTITY,
             entityId: message.messageId,
             // Constant, so the dedupe key is the messageId alone (a redelivery is the same message).
@@ -271,8 +272,8 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
             time: receivedAt,
             dedupeTime: 0,
           },
-          [{ effect: 'sift_event', tool: 'send_sift_event', args }],
-          {
+          effects: [{ effect: 'sift_event', tool: 'send_sift_event', args }],
+          intake: {
             audit,
             receipt: recordOf({
               target: `sift_user:${siftUser}`,
@@ -284,14 +285,16 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
               },
             }),
           },
-        );
-      } catch (error) {
-        // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
-        logger.error('segment webhook enqueue failed', { error: String(error) });
-        sendJson(res, 503, { error: 'could not store the event; retry' });
-        return true;
-      }
-      if (stored.duplicate) duplicates += 1;
+        })),
+      );
+    } catch (error) {
+      // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
+      logger.error('segment webhook enqueue failed', { error: String(error) });
+      sendJson(res, 503, { error: 'could not store the event; retry' });
+      return true;
+    }
+    for (const entry of stored) {
+      if (entry.duplicate) duplicates += 1;
       else accepted += 1;
     }
     for (const entry of ignored) {

@@ -185,7 +185,7 @@ export async function startSegmentIntake(
 ): Promise<{ url: string; close(): Promise<void> }> {
   const { automation, config } = env;
   const handler = createSegmentWebhookHandler({
-    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
     secret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver(

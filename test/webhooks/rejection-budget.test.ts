@@ -79,7 +79,7 @@ async function start(
     now: () => new Date(0),
   });
   const handler = createSegmentWebhookHandler({
-    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
     secret: SECRET,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver(

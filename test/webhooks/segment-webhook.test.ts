@@ -9,7 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.ts';
 import { sendSegmentWebhook, segmentSignature } from '../../src/sandbox/segment-webhook-sender.ts';
-import { isOutcomeUnknown } from '../../src/store/outbox-store.ts';
+import { createOutboxStore, isOutcomeUnknown, type OutboxStore } from '../../src/store/outbox-store.ts';
+import { sqliteOutboxQueue } from '../../src/store/sqlite/outbox-queue.ts';
+import type { SqlExecutor } from '../../src/store/sql.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
@@ -27,12 +29,21 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function start(options: { config?: DeepPartial<Config>; secret?: string | undefined } = {}) {
+async function start(
+  options: {
+    config?: DeepPartial<Config>;
+    secret?: string | undefined;
+    bodyLimitBytes?: number;
+    /** The outbox the handler stores through (default: the automation's). */
+    outbox?: (env: OutboxEnv) => OutboxStore;
+  } = {},
+) {
   env = await outboxEnv({ config: options.config ?? {} });
   const automation = env.automation;
   const runtime = automation.runtime;
+  const outbox = options.outbox?.(env) ?? automation.store;
   const handler = createSegmentWebhookHandler({
-    store: (event, effects, intake) => automation.store.enqueueRouted(event, effects, undefined, intake),
+    store: (deliveries) => outbox.enqueueRoutedMany(deliveries),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
     siftUsersFor: siftUserResolver(
@@ -41,7 +52,7 @@ async function start(options: { config?: DeepPartial<Config>; secret?: string | 
     ),
     audit: runtime.audit,
     logger: silentLogger,
-    bodyLimitBytes: 64 * 1024,
+    bodyLimitBytes: options.bodyLimitBytes ?? 64 * 1024,
     refusals: webhookRefusals(automation.runtime),
     origin: runtime.segmentOrigin,
     onEnqueued: () => automation.worker.wake(),
@@ -75,6 +86,42 @@ const transactionsOf = (e: OutboxEnv, user: string) =>
   e.sandbox.sift.events.filter((ev) => ev.type === '$transaction' && ev.userId === user);
 
 describe('POST /webhooks/segment', () => {
+  it('a 3,000-message delivery commits in one transaction: every message, effect and receipt', async () => {
+    let transactions = 0;
+    const { env, url } = await start({
+      bodyLimitBytes: 1024 * 1024,
+      // The automation's outbox on its own database, counting the transactions begun on it.
+      outbox: (e) => {
+        const sql = e.automation.runtime.store.sql;
+        const counting = new Proxy(sql, {
+          get(target, key, receiver) {
+            if (key === 'transaction')
+              return <T>(fn: (tx: SqlExecutor) => Promise<T>) => {
+                transactions += 1;
+                return target.transaction(fn);
+              };
+            const value: unknown = Reflect.get(target, key, receiver);
+            return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+        return createOutboxStore(counting, sqliteOutboxQueue);
+      },
+    });
+    await env.automation.worker.stop();
+    const batch = Array.from({ length: 3000 }, (_, i) => ({
+      type: 'track',
+      messageId: `bulk-${i}`,
+      userId: 'sandbox-high-risk',
+      event: 'Signed In',
+    }));
+    const delivery = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(delivery).toMatchObject({ status: 200, body: { accepted: 3000, duplicates: 0 } });
+    expect(transactions).toBe(1);
+    expect((await env.automation.store.stats()).pending).toBe(3000);
+    const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
+    expect(receipts).toHaveLength(3000);
+  });
+
   it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
     const { env, url } = await start();
     const receivedFrom = Date.now();

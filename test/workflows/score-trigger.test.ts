@@ -54,7 +54,8 @@ describe('score-change trigger', () => {
     env = await outboxEnv({ config: { automation: { max_attempts: 30 } } });
     const { automation } = env;
     const handler = createSegmentWebhookHandler({
-      store: (event, effects) => automation.store.enqueueRouted(event, effects),
+      store: (deliveries) =>
+        automation.store.enqueueRoutedMany(deliveries.map(({ event, effects }) => ({ event, effects }))),
       secret: SECRET,
       mapping: env.config.mapping,
       siftUsersFor: siftUserResolver(
