@@ -73,18 +73,11 @@ export interface Approval {
  */
 export type ExecutionClaim = Pick<Approval, 'executed_at' | 'executed_by'>;
 
-export type NewApproval = Omit<
-  Approval,
-  | 'state'
-  | 'decided_at'
-  | 'decided_by'
-  | 'reason'
-  | 'executed_at'
-  | 'executed_by'
-  | 'undone_by'
-  | 'result'
-  | 'error'
-> & {
+/** What deciding and running an approval fill in later: absent from a new one, set by `transition`. */
+type OutcomeField =
+  'decided_at' | 'decided_by' | 'reason' | 'executed_at' | 'executed_by' | 'undone_by' | 'result' | 'error';
+
+export type NewApproval = Omit<Approval, 'state' | OutcomeField> & {
   /**
    * The version replicas of the previous release look for (legacyApprovalPolicyVersion), stored in the
    * `policy_version` column their queries read, so a call retried on one of them during a rolling
@@ -136,19 +129,7 @@ export interface ApprovalStore {
     id: string,
     from: ApprovalState[],
     to: ApprovalState,
-    patch?: Partial<
-      Pick<
-        Approval,
-        | 'decided_at'
-        | 'decided_by'
-        | 'reason'
-        | 'executed_at'
-        | 'executed_by'
-        | 'undone_by'
-        | 'result'
-        | 'error'
-      >
-    >,
+    patch?: Partial<Pick<Approval, OutcomeField>>,
     claim?: ExecutionClaim,
     unexpiredAt?: Date,
   ): Promise<Approval | undefined>;

@@ -287,21 +287,22 @@ function soleRequestId(body: unknown): RequestId | undefined {
   return isRequestShaped(body) ? body.id : undefined;
 }
 
-const storeUnavailable = (res: ServerResponse) =>
+/** A JSON-RPC error answered with 503 that tells the client to retry (after `retryAfterSeconds`). */
+const retryLater = (
+  res: ServerResponse,
+  message: string,
+  retryAfterSeconds: number,
+  headers: Record<string, string> = {},
+) =>
   sendJson(
     res,
     503,
-    {
-      jsonrpc: '2.0',
-      error: {
-        code: -32000,
-        message: 'The session store is unavailable; retry in a few seconds.',
-        data: { retryable: true },
-      },
-      id: null,
-    },
-    { 'retry-after': '5' },
+    { jsonrpc: '2.0', error: { code: -32000, message, data: { retryable: true } }, id: null },
+    { ...headers, 'retry-after': String(retryAfterSeconds) },
   );
+
+const storeUnavailable = (res: ServerResponse) =>
+  retryLater(res, 'The session store is unavailable; retry in a few seconds.', 5);
 
 /** Start the HTTP server; resolves once it listens. */
 export async function startHttpServer(
@@ -626,21 +627,9 @@ export async function startHttpServer(
     return answer;
   }
 
+  // Connection: close, so a keep-alive client reconnects, through the load balancer, to another replica.
   const shuttingDown = (res: ServerResponse) =>
-    sendJson(
-      res,
-      503,
-      {
-        jsonrpc: '2.0',
-        error: {
-          code: -32000,
-          message: 'Server is shutting down; retry in a moment.',
-          data: { retryable: true },
-        },
-        id: null,
-      },
-      { connection: 'close', 'retry-after': '1' },
-    );
+    retryLater(res, 'Server is shutting down; retry in a moment.', 1, { connection: 'close' });
 
   async function handleReady(res: ServerResponse) {
     const [{ store, redis }, upstream] = await Promise.all([dependencies(), upstreams()]);
