@@ -6,7 +6,7 @@
 import { DEFAULTS, type ApprovalMode, type Config } from '../config.ts';
 import { InvalidInputError, type FieldIssue } from '../errors.ts';
 import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
-import { canonicalJson, sha256Hex } from './redact.ts';
+import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
 /** What each role may use. Approvers decide in the CLI/console; that is not an MCP tool. */
 const ROLE_RISKS: Record<Principal['role'], readonly Risk[]> = {
