@@ -22,6 +22,7 @@ import { openSessionStores, type SessionStores } from '../../src/store/session-s
 import { openStore, type Store } from '../../src/store/store.ts';
 import { openTestLedger } from '../helpers/audit.ts';
 import { testIdentityProvider } from '../helpers/identity-provider.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 const ISSUER = 'https://idp.example.com/';
 const AUDIENCE = 'http://127.0.0.1/mcp';
@@ -131,22 +132,7 @@ const authenticatorWith = (jwt: Partial<JwtConfig> = {}): Authenticator =>
 let approvalCount = 0;
 async function pendingApproval(): Promise<string> {
   const id = `apr_machine${String(++approvalCount).padStart(12, '0')}`;
-  const at = Date.now();
-  await store.approvals.create({
-    id,
-    tool: 'apply_label',
-    args: { user_id: 'u1' },
-    args_hash: `h-${id}`,
-    target: 'sift_user:u1',
-    requester: 'ana.analyst@example.com',
-    requester_role: 'analyst',
-    requester_kind: 'user',
-    mode: 'approval',
-    policy_version: 'p',
-    evidence: {},
-    created_at: new Date(at).toISOString(),
-    expires_at: new Date(at + 3_600_000).toISOString(),
-  });
+  await store.approvals.create(labelRequest(id));
   return id;
 }
 

@@ -22,6 +22,7 @@ import type { ApprovalStore } from '../../src/store/approval-store.ts';
 import { openStore, type Store } from '../../src/store/store.ts';
 import { openSessionStores, type SessionStores } from '../../src/store/session-store.ts';
 import type { Principal } from '../../src/tool.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 const APPROVER: Principal = { id: 'alice.approver@example.com', kind: 'user', role: 'approver' };
 const authenticate: Authenticator = async (token) => {
@@ -75,22 +76,7 @@ async function signIn(token = 'approver-token') {
 }
 
 async function pending(id: string, overrides: { requester?: string; expires_at?: string } = {}) {
-  await approvals.create({
-    id,
-    tool: 'apply_label',
-    args: { user_id: 'u1' },
-    // One binding per approval: the store keeps at most one open approval per call.
-    args_hash: `h-${id}`,
-    target: 'sift_user:u1',
-    requester: overrides.requester ?? 'ana.analyst@example.com',
-    requester_role: 'analyst',
-    requester_kind: 'user',
-    mode: 'approval',
-    policy_version: 'p',
-    evidence: {},
-    created_at: new Date(clock).toISOString(),
-    expires_at: overrides.expires_at ?? new Date(clock + 3_600_000).toISOString(),
-  });
+  await approvals.create(labelRequest(id, overrides, clock));
 }
 
 beforeEach(async () => {

@@ -16,6 +16,7 @@ import { openGovernanceState } from '../../src/runtime.ts';
 import type { NewApproval } from '../../src/store/approval-store.ts';
 import { storedAuditRecords, verifyStoredAudit } from '../helpers/audit.ts';
 import { listening } from '../helpers/services.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 const PG_URL = process.env.FRAUDGATE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const pgListening = await listening(5432);
@@ -33,21 +34,12 @@ afterAll(async () => {
 const approver = { id: 'alex.approver@example.com', kind: 'user', role: 'approver' } as const;
 
 function request(n: number, expiresInMs = 60_000): NewApproval {
-  return {
-    id: `apr_${String(n).padStart(20, '0')}`,
-    tool: 'apply_label',
+  return labelRequest(`apr_${String(n).padStart(20, '0')}`, {
     args: { user_id: `u${n}` },
     args_hash: `hash-${n}`,
     target: `sift_user:u${n}`,
-    requester: 'ana.analyst@example.com',
-    requester_role: 'analyst',
-    requester_kind: 'user',
-    mode: 'approval',
-    policy_version: 'p',
-    evidence: {},
-    created_at: new Date().toISOString(),
     expires_at: new Date(Date.now() + expiresInMs).toISOString(),
-  };
+  });
 }
 
 /** SQL that makes every insert of an audit record with this event fail, as a full disk would. */

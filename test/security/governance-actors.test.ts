@@ -13,6 +13,7 @@ import { runIdentitiesCommand } from '../../src/cli/identities.ts';
 import { DEFAULTS, type LoadedConfig } from '../../src/config.ts';
 import { openStore } from '../../src/store/store.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 const APPROVER_KEY = 'identity-approver-key-0123456789';
 const ANALYST_KEY = 'identity-analyst-key-0123456789';
@@ -113,23 +114,8 @@ describe('identity mappings', () => {
 describe('approval decisions from the CLI', () => {
   it('a service credential, even an admin, cannot approve or deny: refused, still pending, nothing recorded', async () => {
     const store = await openStore(loaded.config, loaded.secrets);
-    const at = Date.now();
     try {
-      await store.approvals.create({
-        id: 'apr_clibot0000000000000',
-        tool: 'apply_label',
-        args: { user_id: 'u1' },
-        args_hash: 'h1',
-        target: 'sift_user:u1',
-        requester: 'ana.analyst@example.com',
-        requester_role: 'analyst',
-        requester_kind: 'user',
-        mode: 'approval',
-        policy_version: 'p',
-        evidence: {},
-        created_at: new Date(at).toISOString(),
-        expires_at: new Date(at + 3_600_000).toISOString(),
-      });
+      await store.approvals.create(labelRequest('apr_clibot0000000000000', { args_hash: 'h1' }));
     } finally {
       await store.close();
     }

@@ -22,6 +22,7 @@ import { defineTool, type AnyTool } from '../../src/tool.ts';
 import { startHttpServer } from '../../src/transports/http.ts';
 import { ANALYST, setup } from '../helpers/setup.ts';
 import { openTestLedger } from '../helpers/audit.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 let sandbox: Sandbox;
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -155,21 +156,12 @@ describe('approval decisions', () => {
     db.close();
     const failingAudit = ledger.audit;
     const desk = createApprovalDesk({ approvals, audit: failingAudit, logger: silentLogger });
-    const { approval: created } = await approvals.create({
-      id: 'apr_00000000000000000001',
-      tool: 'apply_label',
-      args: { user_id: 'u1' },
-      args_hash: 'h',
-      target: 'sift_user:u1',
-      requester: 'ana.analyst@example.com',
-      requester_role: 'analyst',
-      requester_kind: 'user',
-      mode: 'approval',
-      policy_version: 'p',
-      evidence: {},
-      created_at: new Date().toISOString(),
-      expires_at: new Date(Date.now() + 60_000).toISOString(),
-    });
+    const { approval: created } = await approvals.create(
+      labelRequest('apr_00000000000000000001', {
+        args_hash: 'h',
+        expires_at: new Date(Date.now() + 60_000).toISOString(),
+      }),
+    );
     await expect(
       desk.decide(created.id, {
         approve: true,
