@@ -21,8 +21,9 @@
  * mark is not in it.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { canonicalJson } from '../governance/redact.ts';
+import { canonicalJson } from '../governance/canonical-json.ts';
 import type { SegmentClient } from './types.ts';
+import { purposeKey } from '../governance/audit-key.ts';
 
 /** The `context` key of the mark. */
 export const SEGMENT_ORIGIN_FIELD = 'fraudgate';
@@ -53,8 +54,7 @@ export interface SegmentOrigin {
 
 /** `key`: the runtime's audit key. */
 export function createSegmentOrigin(key: string | Buffer): SegmentOrigin {
-  // A key of its own, so a mark never equals an audit hash or a cursor seal of the same text.
-  const originKey = createHmac('sha256', key).update('fraudgate segment origin v1').digest();
+  const originKey = purposeKey(key, 'fraudgate segment origin v1');
   const macOf = (m: SegmentOriginSubject) =>
     createHmac('sha256', originKey)
       .update(

@@ -3,18 +3,16 @@
  * the clear (base64url) with a truncated HMAC-SHA256 beside it. The key is derived from the
  * runtime's audit key, which every replica shares, so any replica opens another's cursor.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { CursorSeal } from '../tool.ts';
+import { purposeKey } from './audit-key.ts';
 
 // 128 bits: forging one means guessing it, and every try is a rate-limited tool call.
 const MAC_BYTES = 16;
 
 /** `key`: the runtime's secret; absent, a random one (cursors then only open in this process). */
 export function createCursorSeal(key?: string | Buffer): CursorSeal {
-  // A key of its own, so a cursor MAC never equals an audit hash of the same text.
-  const cursorKey = createHmac('sha256', key ?? randomBytes(32))
-    .update('fraudgate cursor seal v1')
-    .digest();
+  const cursorKey = purposeKey(key, 'fraudgate cursor seal v1');
   const macOf = (body: string) =>
     createHmac('sha256', cursorKey).update(body).digest().subarray(0, MAC_BYTES);
   return {

@@ -12,8 +12,9 @@
  * they came from anyway), and every call takes a token, so hashing there would cost each call ~1 µs
  * for nothing.
  */
-import { createHmac, hash, randomBytes } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { BucketConfig } from '../config.ts';
+import { purposeKey } from './audit-key.ts';
 
 /**
  * At most this many buckets in one process unless a caller says otherwise; past it the least
@@ -39,10 +40,7 @@ const SCRATCH = 1024;
  * ~15 µs with a Buffer, against ~1 µs here). Tests hold it equal to `createHmac`.
  */
 export function bucketKeyHasher(secret?: string | Buffer): (key: string) => string {
-  // A key of its own, so a bucket's name never equals the audit log's hash of the same text.
-  const bucketKey = createHmac('sha256', secret ?? randomBytes(32))
-    .update('fraudgate rate-limit bucket v1')
-    .digest();
+  const bucketKey = purposeKey(secret, 'fraudgate rate-limit bucket v1');
   const innerPad = Buffer.alloc(BLOCK, 0x36);
   // The outer pad, then the inner digest (32 bytes) written after it on each call.
   const outer = Buffer.alloc(BLOCK + 32, 0x5c);
