@@ -577,7 +577,7 @@ async function openWebhooks(options: {
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
     ...endpoint,
-    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => automation.store.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),

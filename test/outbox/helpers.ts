@@ -185,7 +185,7 @@ export async function startSegmentIntake(
 ): Promise<{ url: string; close(): Promise<void> }> {
   const { automation, config } = env;
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => automation.store.enqueueRoutedMany(deliveries, Date.now(), also),
     secret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver(

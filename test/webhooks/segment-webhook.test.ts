@@ -43,7 +43,7 @@ async function start(
   const runtime = automation.runtime;
   const outbox = options.outbox?.(env) ?? automation.store;
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => outbox.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => outbox.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
     siftUsersFor: siftUserResolver(
@@ -120,6 +120,43 @@ describe('POST /webhooks/segment', () => {
     expect((await env.automation.store.stats()).pending).toBe(3000);
     const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
     expect(receipts).toHaveLength(3000);
+  });
+
+  it('a delivery of 1,000 skipped messages writes one record; a redelivery one more', async () => {
+    const { env, url } = await start({ bodyLimitBytes: 1024 * 1024 });
+    const batch = [
+      ...Array.from({ length: 998 }, (_, i) => ({
+        type: 'page',
+        messageId: `page-${i}`,
+        userId: 'sandbox-high-risk',
+        properties: { path: '/x' },
+      })),
+      { ...order('skip-unmapped', 'not a sift id') },
+      { ...order('skip-anonymous', 'x'), userId: null },
+    ];
+    const ignoredRecords = async () =>
+      ((await env.auditRecords()) as unknown as { event: string; args_redacted: Record<string, unknown> }[])
+        .filter((r) => r.event === 'webhook_ignored')
+        .map((r) => r.args_redacted);
+    const before = (await env.auditRecords()).length;
+    const first = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(first).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 0, ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(1);
+    expect(await ignoredRecords()).toEqual([
+      {
+        ignored_messages: 1000,
+        message_ids: batch.slice(0, 20).map((m) => m.messageId),
+        reasons: {
+          'page messages are not mapped': 998,
+          'no Sift user is mapped to this Segment userId': 1,
+          'anonymous (no userId)': 1,
+        },
+      },
+    ]);
+    const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(2);
+    expect(await env.automation.store.stats()).toMatchObject({ pending: 0, unrouted: 0 });
   });
 
   it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
