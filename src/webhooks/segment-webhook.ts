@@ -75,7 +75,7 @@ export interface SegmentWebhookOptions extends WebhookEndpointOptions {
    * Durably store a delivery's messages, each with its effect and its receipt's audit record
    * (`intake`), and the records of what it acknowledged without storing (`also`), in one
    * transaction (the 200 follows the commit); per message, `duplicate` when its messageId was
-   * stored before. The outbox's `enqueueRoutedMany`.
+   * stored before. The webhook intake's `enqueueRoutedMany` (intake-writer.ts: off the event loop).
    */
   store(deliveries: RoutedIntake[], also: DeliveryRecords): Promise<EnqueuedEvent[]>;
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
@@ -304,7 +304,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     let stored: EnqueuedEvent[];
     try {
       // One transaction for the whole delivery: each message with its effect and its receipt's
-      // audit record, and the records above, committed together (one commit, not one per message).
+      // audit record, and the records above, committed together (one commit, off the event loop).
       stored = await options.store(
         mapped.map(({ message, siftUser, args }) => ({
           event: {
