@@ -57,13 +57,14 @@ async function start(
     origin: runtime.segmentOrigin,
     onEnqueued: () => automation.worker.wake(),
   });
+  // As src/transports/http.ts mounts it: a handler that throws is answered 500.
   server = createServer((req, res) => {
-    void handler(req, res).then((handled) => {
-      if (!handled) {
-        res.writeHead(404);
-        res.end();
-      }
-    });
+    handler(req, res).then(
+      (handled) => {
+        if (!handled) res.writeHead(404).end();
+      },
+      () => res.writeHead(500).end(),
+    );
   });
   await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`;
@@ -345,6 +346,43 @@ describe('POST /webhooks/segment', () => {
       body,
     });
     expect(res.status).toBe(401);
+  });
+
+  it('an unsigned deeply nested body is refused 401 and audited', async () => {
+    const { env, url } = await start({ bodyLimitBytes: 1024 * 1024 });
+    // Parses, but nested too deep to re-serialize for the lenient signature variants.
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-signature': segmentSignature(deep, 'wrong-secret') },
+      body: deep,
+    });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ error: 'bad signature' });
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected');
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ outcome: { code: '401', message: 'bad signature' } });
+  });
+
+  it('X-Segment-Signature is checked over the raw bytes alone; X-Signature keeps its lenient variants', async () => {
+    const { env, url } = await start();
+    // A body that is not its own re-serialization, signed over the re-serialization.
+    const message = order('m-pretty', 'sandbox-high-risk');
+    const pretty = JSON.stringify(message, null, 2);
+    const overReserialized = segmentSignature(JSON.stringify(message), SECRET);
+    const post = (headers: Record<string, string>) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: pretty,
+      });
+    // Actions signs exactly the body it sends under the whole-body header: nothing else matches.
+    const whole = await post({ 'x-segment-signature': overReserialized });
+    expect(whole.status).toBe(401);
+    expect(await whole.json()).toEqual({ error: 'bad signature' });
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
+    // Classic signs JSON.stringify(body): under X-Signature the same signature is accepted.
+    expect((await post({ 'x-signature': overReserialized })).status).toBe(200);
   });
 
   it('without SEGMENT_WEBHOOK_SECRET every delivery is refused (fail closed)', async () => {
