@@ -8,7 +8,8 @@
  * `X-Segment-Signature` or `X-Signature`. Only when that fails, and only under `X-Signature`, the
  * body is parsed for the lenient variants: the re-serialized body (Classic), or a batch's first event
  * (Segment's legacy batched Actions signing), which authenticates a batch of one event and refuses
- * (401) a longer batch, whose other events nobody signed. A body with any
+ * (401) a longer batch, whose other events nobody signed; a client network past its refusal budget
+ * gets a 429 instead, without the parse. A body with any
  * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
@@ -158,6 +159,11 @@ const parseJson = (body: Buffer): unknown => {
   }
 };
 
+/** The refusal of a network past its refusal budget whose signature does not sign the raw bytes. */
+const SPENT_REASON =
+  'too many refused deliveries from this network: a signature that does not sign the raw body ' +
+  'is not checked further for now; retry later, or sign the raw body (X-Segment-Signature)';
+
 /** The refusal of a batch whose signature covers only its first event, with what to change in Segment. */
 export const FIRST_EVENT_ONLY_REASON =
   'the signature (X-Signature) covers only the first event of this batch, so the others are not ' +
@@ -176,7 +182,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const { auditQuietly, recordOf, reject, receive } = createWebhookIntake({
+  const { auditQuietly, recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
     path: SEGMENT_WEBHOOK_PATH,
     tool: 'segment_webhook',
     principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
@@ -210,6 +216,12 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     else {
       if (signatureHeader === 'x-segment-signature') {
         await reject(res, 401, 'bad signature', body);
+        return true;
+      }
+      // A network already past its refusal budget gets no parse: a flood of forged bodies costs an HMAC each.
+      const retryAfterMs = spent(req);
+      if (retryAfterMs !== undefined) {
+        await rejectSpent(res, retryAfterMs, SPENT_REASON, body);
         return true;
       }
       parsed = parseJson(body);
