@@ -3,7 +3,7 @@ import * as z from 'zod';
 import type { AbuseType } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ApprovalView, type ToolContext } from '../src/tool.ts';
-import { segmentUserIdFor, siftEvidence } from './schemas.ts';
+import { segmentUserIdFor, siftEvidence, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
 import { suppressionWrites } from './suppress-user.ts';
 
@@ -168,6 +168,7 @@ export const undoAction = defineTool({
     undone_at: z.string(),
   }),
   target: (args) => `approval:${args.approval_id}`,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
     const { compensation } = await undoable(args.approval_id, ctx);
