@@ -6,6 +6,7 @@
 import * as z from 'zod';
 import type { UpstreamClients } from './clients/types.ts';
 import type { ApprovalMode, Config } from './config.ts';
+import type { FieldClasses } from './governance/redact.ts';
 
 /**
  * `read` never changes upstream state; `write` changes it reversibly (a trait, a case);
@@ -193,6 +194,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    * notes, descriptions, event fields. Results name them so clients and models treat them as data.
    */
   untrustedFields?: readonly string[];
+  /**
+   * Where the key-name redactor misreads this tool's copies kept by fraudgate: the audit's `args`,
+   * the approver's `evidence`, the approval's stored `result` (src/governance/redact.ts FieldClasses).
+   */
+  redaction?: { args?: FieldClasses; evidence?: FieldClasses; result?: FieldClasses };
   /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
   target?(args: z.infer<I>): string;
   /**

@@ -3,7 +3,7 @@ import type { SiftDecisionDefinition } from '../src/clients/types.ts';
 import { InvalidInputError } from '../src/errors.ts';
 import { defineTool, type ApprovalKey, type ToolContext } from '../src/tool.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
-import { siftEvidence, userId } from './schemas.ts';
+import { SIFT_EVIDENCE_NAMES, siftEvidence, userId } from './schemas.ts';
 
 /**
  * The catalogue entry for a decision id, read fresh from Sift: the category that selects the
@@ -69,6 +69,11 @@ export const applyDecision = defineTool({
     applied_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  // Sift's decision names (`Block payment abuse`) are not personal: the approver and the stored result keep them.
+  redaction: {
+    evidence: { notPersonal: [...SIFT_EVIDENCE_NAMES.notPersonal, 'decision.name'] },
+    result: { notPersonal: ['name'] },
+  },
   approvalKeys: APPROVAL_KEYS,
   async approvalKey(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);

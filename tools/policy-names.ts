@@ -39,5 +39,5 @@ export const POLICY_NAMES: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKey
   { name: 'list_fraud_cases', risk: 'read' },
   { name: 'get_fraud_case', risk: 'read' },
   { name: 'resolve_fraud_case', risk: 'write' },
-  { name: 'undo_action', risk: 'destructive' },
+  { name: 'undo_action', risk: 'destructive', approvalKeys: [{ key: 'undo_action:block' }] },
 ];

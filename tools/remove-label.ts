@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
-import { abuseType, siftEvidence, userId } from './schemas.ts';
+import { abuseType, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
 /**
  * The inverse of apply_label, as its own tool rather than an `action` argument: a model picks
@@ -27,6 +27,7 @@ export const removeLabel = defineTool({
     requested_by: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   // Labels for different abuse types are independent: only a newer request for the same one replaces a pending one.
   supersedeKey: (args) => `sift_user:${args.user_id}:${args.abuse_type}`,
   evidence: (args, ctx) =>

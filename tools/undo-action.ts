@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import type { AbuseType } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
-import { defineTool, type ApprovalView, type ToolContext } from '../src/tool.ts';
-import { segmentUserIdFor, siftEvidence } from './schemas.ts';
+import { defineTool, type ApprovalKey, type ApprovalView, type ToolContext } from '../src/tool.ts';
+import { segmentUserIdFor, siftEvidence, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
 import { suppressionWrites } from './suppress-user.ts';
 
@@ -71,15 +71,27 @@ function compensationFor(original: ApprovalView): Compensation {
   return { kind: 'suppression', user, suppressed: evidence.currently_suppressed === true };
 }
 
-/** The budget keys of what a compensation re-applies, most specific first, as its own tool's call would have. */
-async function budgetKeysOf(c: Compensation, ctx: ToolContext): Promise<string[]> {
+/**
+ * An undo's per-call keys: one that re-applies a BLOCK carries `apply_decision:block`'s floor (and,
+ * like it, must be opted in to self-approval by its own key), or undoing the lift of a block would
+ * re-apply it on the model's word alone under `undo_action: none` or a self-confirmed undo.
+ */
+const APPROVAL_KEYS: readonly ApprovalKey[] = [{ key: 'undo_action:block', floor: 'approval' }];
+
+/**
+ * What a compensation re-applies, as its own tool's call would see it: the budget keys, most
+ * specific first, and the category of a re-applied decision (Sift's, read fresh like apply_decision's).
+ */
+async function reapplied(
+  c: Compensation,
+  ctx: ToolContext,
+): Promise<{ budgetKeys: string[]; category?: string }> {
   switch (c.kind) {
     case 'label':
-      return [c.restore ? 'apply_label' : 'remove_label'];
+      return { budgetKeys: [c.restore ? 'apply_label' : 'remove_label'] };
     case 'suppression':
-      return ['suppress_user'];
+      return { budgetKeys: ['suppress_user'] };
     case 'decision': {
-      // Sift's category, read fresh like apply_decision's: the budget of a re-applied BLOCK is the BLOCK's.
       const { decisions } = await decisionCatalogue({}, ctx, { fresh: true });
       const decision = decisions.find((d) => d.id === c.decisionId);
       if (!decision) {
@@ -88,7 +100,10 @@ async function budgetKeysOf(c: Compensation, ctx: ToolContext): Promise<string[]
             're-applied: apply the decision that should be in force with apply_decision.',
         );
       }
-      return [`apply_decision:${decision.category}`, 'apply_decision'];
+      return {
+        budgetKeys: [`apply_decision:${decision.category}`, 'apply_decision'],
+        category: decision.category,
+      };
     }
   }
 }
@@ -168,12 +183,17 @@ export const undoAction = defineTool({
     undone_at: z.string(),
   }),
   target: (args) => `approval:${args.approval_id}`,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
+  approvalKeys: APPROVAL_KEYS,
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
     const { compensation } = await undoable(args.approval_id, ctx);
     // What it re-applies counts against that budget too: a paused `apply_decision:block` or
     // `suppress_user` budget is not sidestepped by undoing the action that lifted a block or suppression.
-    return { key: 'undo_action', budgetKeys: [await budgetKeysOf(compensation, ctx), ['undo_action']] };
+    // A re-applied BLOCK also carries the BLOCK's approval floor (labels and suppressions have none).
+    const { budgetKeys, category } = await reapplied(compensation, ctx);
+    const key = category === 'block' ? APPROVAL_KEYS[0]! : { key: 'undo_action' };
+    return { ...key, budgetKeys: [budgetKeys, ['undo_action']] };
   },
   async evidence(args, ctx) {
     const { original, compensation } = await undoable(args.approval_id, ctx);

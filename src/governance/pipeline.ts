@@ -358,7 +358,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     call_id: meta.callId,
     tool: tool.name,
     principal: principalOf(principal),
-    args_redacted: args,
+    // Masked once more by the audit; a tool's own field classes first (free-form maps: `custom_fields`).
+    args_redacted: tool.redaction?.args ? redactor.redactValue(args, tool.redaction.args) : args,
     ...(meta.argsHash === undefined ? {} : { args_hash: meta.argsHash }),
     target: meta.target,
     ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
@@ -527,10 +528,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const evidence = tool.evidence ? await tool.evidence(args, ctx) : {};
     // Stored with the approval and shown to approvers: masked like the audit (the basis compared on
     // re-check is masked the same way both times, so it still compares).
-    return redactor.redactValue({
-      effect: `Run ${tool.name} (${tool.title}) on ${target}.`,
-      ...evidence,
-    }) as Record<string, unknown>;
+    return redactor.redactValue(
+      { effect: `Run ${tool.name} (${tool.title}) on ${target}.`, ...evidence },
+      tool.redaction?.evidence,
+    ) as Record<string, unknown>;
   }
 
   /**
@@ -865,7 +866,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           executed_at: now().toISOString(),
           // Stored masked (it outlives the call, readable by get_approval_status and the console);
           // the call that ran it answers with the real output.
-          result: redactor.redactValue(output),
+          result: redactor.redactValue(output, tool.redaction?.result),
         },
         ours,
       );

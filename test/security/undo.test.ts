@@ -159,6 +159,71 @@ describe('an undo counts against the budget of what it re-applies', () => {
   });
 });
 
+describe("an undo that re-applies a BLOCK carries the BLOCK's approval floor", () => {
+  /** sandbox-blocked's BLOCK lifted by an approved ACCEPT: undoing that ACCEPT re-applies the BLOCK. */
+  async function liftedBlock(e: TestEnv): Promise<string> {
+    expect(e.sandbox.sift.decisionsOf('sandbox-blocked').payment_abuse?.id).toBe('block_user_payment_abuse');
+    return approvedAndRun(e, 'apply_decision', {
+      user_id: 'sandbox-blocked',
+      decision_id: 'looks_ok_payment_abuse',
+      description: 'false positive, lifting the block',
+    });
+  }
+  const decision = (e: TestEnv) => e.sandbox.sift.decisionsOf('sandbox-blocked').payment_abuse?.id;
+
+  it('undo that re-applies a BLOCK needs approval even when undo_action is none; fraudgate://policy shows it', async () => {
+    env = await setup({ config: { approvals: { tools: { undo_action: 'none' } } } });
+    const lifted = await liftedBlock(env);
+
+    const undo = await env.callTool('undo_action', { approval_id: lifted, ...REASON });
+    expect(undo.error?.code).toBe('APPROVAL_PENDING');
+    expect((await env.runtime.approvals.get(String(undo.error.approval_id)))?.mode).toBe('four_eyes');
+    expect(decision(env)).toBe('looks_ok_payment_abuse');
+
+    const read = await env.client.readResource({ uri: 'fraudgate://policy' });
+    const policy = JSON.parse(String((read.contents[0] as { text: string }).text)) as {
+      tools: { name: string; approval: string; per_call?: Record<string, unknown> }[];
+    };
+    expect(policy.tools.find((t) => t.name === 'undo_action')).toMatchObject({
+      approval: 'none',
+      per_call: { 'undo_action:block': { approval: 'four_eyes', self_approval: false } },
+    });
+  });
+
+  it('opting undo_action in to self-confirmation does not let the requester re-apply a BLOCK; a label undo still confirms', async () => {
+    const asked: string[] = [];
+    env = await setup({
+      config: { approvals: { tools: { undo_action: 'confirm' }, self_approval: ['undo_action'] } },
+      elicit: (message) => {
+        asked.push(message);
+        return { action: 'accept', content: { confirm: true } };
+      },
+    });
+    const lifted = await liftedBlock(env);
+    const undo = await env.callTool('undo_action', { approval_id: lifted, ...REASON });
+    expect(undo.error?.code).toBe('APPROVAL_PENDING');
+    expect(asked).toHaveLength(0);
+    expect(decision(env)).toBe('looks_ok_payment_abuse');
+    await expect(
+      env.runtime.desk.decide(String(undo.error.approval_id), {
+        approve: true,
+        approver: { ...ANALYST, role: 'approver' },
+      }),
+    ).rejects.toThrow(/another approver/);
+
+    const labelled = await approvedAndRun(env, 'apply_label', {
+      user_id: 'sandbox-high-risk',
+      is_bad: true,
+      abuse_type: 'payment_abuse',
+      description: 'card testing',
+    });
+    const labelUndo = await env.callTool('undo_action', { approval_id: labelled, ...REASON });
+    expect(labelUndo.isError).toBe(false);
+    expect(asked).toHaveLength(1);
+    expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
+  });
+});
+
 describe('an undo counts against undo_action too', () => {
   it('with both budgets set, a re-suppressing undo counts in each: a spent undo_action budget makes it wait', async () => {
     env = await setup({
