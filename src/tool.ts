@@ -222,6 +222,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   /** Every key `approvalKey` can return, so the policy config can be checked and shown (`fraudgate://policy`). */
   approvalKeys?: readonly ApprovalKey[];
   /**
+   * The tools whose effects `approvalKey` may name in `ApprovalKey.reapplies` (an undo): a waiting
+   * approval's mode under a changed policy counts theirs too (`modeNow`).
+   */
+  reapplies?: readonly string[];
+  /**
    * For write tools: what `dry_run: true` reports — the current upstream state and what the call
    * would change. Reads only; never writes, needs no approval. Required for every non-read tool.
    */
@@ -287,6 +292,12 @@ export interface ApprovalKey {
    * an undo counts against `undo_action` and against what it re-applies (e.g. `apply_decision:block`).
    */
   budgetKeys?: readonly (readonly string[])[];
+  /**
+   * The effect the call re-applies, keyed as that tool's own call would be (an undo re-suppressing:
+   * `suppress_user`): the call's approval is never weaker than that call's would be (the stricter
+   * mode; the requester may approve only where both allow it).
+   */
+  reapplies?: { tool: string; key?: ApprovalKey };
 }
 
 /** Define a tool; the identity function exists so TypeScript infers the argument and result types. */

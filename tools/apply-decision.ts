@@ -38,6 +38,10 @@ const APPROVAL_KEYS: readonly ApprovalKey[] = [
   { key: 'apply_decision:accept' },
 ];
 
+/** The approval key of a decision in this category: also an undo's that re-applies one (undo-action.ts). */
+export const decisionApprovalKey = (category: string): ApprovalKey =>
+  APPROVAL_KEYS.find((k) => k.key === `apply_decision:${category}`) ?? { key: 'apply_decision' };
+
 export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
@@ -77,7 +81,7 @@ export const applyDecision = defineTool({
   approvalKeys: APPROVAL_KEYS,
   async approvalKey(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
-    return APPROVAL_KEYS.find((k) => k.key === `apply_decision:${decision.category}`)!;
+    return decisionApprovalKey(decision.category);
   },
   async evidence(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);

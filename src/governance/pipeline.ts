@@ -41,7 +41,7 @@ import {
   approvalPolicyVersions,
   checkPolicyNames,
   isVisibleTo,
-  resolveApproval,
+  resolveCallApproval,
   whyNotAllowed,
   type ApprovalPolicy,
 } from './policy.ts';
@@ -220,8 +220,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     undo_window_ms: config.approvals.undo_window_ms,
   };
 
+  // An undo's call: never weaker than the call it re-applies would be (ApprovalKey.reapplies).
   const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
-    resolveApproval(tool, config, key);
+    resolveCallApproval(tool, config, key, (name) => byName.get(name));
   const where = whereToApprove(config);
   /** How `fraudgate://policy` shows a tool's approval: the mode and whether the requester may approve it. */
   const policyView = (p: ApprovalPolicy) => ({ approval: p.mode, self_approval: p.self_approval });
@@ -1493,6 +1494,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
                   per_call: Object.fromEntries(
                     t.approvalKeys.map((k) => [k.key, policyView(approvalPolicyFor(t, k))]),
                   ),
+                }
+              : {}),
+            ...(t.reapplies
+              ? {
+                  approval_rule:
+                    `each call: the stricter of this and what the call it re-applies needs ` +
+                    `(${t.reapplies.join(', ')}, with its call key); self-approval only if both allow it`,
                 }
               : {}),
             rate_limit: bucketFor(t),
