@@ -9,8 +9,12 @@
  * body is parsed for the lenient variants: the re-serialized body (Classic), or a batch's first event
  * (Segment's legacy batched Actions signing), which authenticates a batch of one event and refuses
  * (401) a longer batch, whose other events nobody signed; a client network past its refusal budget
- * gets a 429 instead, without the parse. A body with any
- * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
+ * gets a 429 instead, without the parse. A malformed message in a batch (an array) is refused on
+ * its own: the others are processed as usual, and the refusals are counted in one audit record
+ * committed with them (field paths and what is wrong, never the values). Segment fails a whole batch
+ * on a 4xx, for good, so one bad message must not cost the others. A delivery whose every message is
+ * malformed (a Classic delivery's one message, or a mapping that sends nothing usable) is refused
+ * (400) with the reasons, so it shows as failed in Segment. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
  * acknowledged and not stored twice. fraudgate's own messages, which Segment delivers back like
@@ -188,6 +192,54 @@ const IDS_RECORDED = 20;
 export const IGNORED_MESSAGES_REASON =
   'not covered by the mapping (page views, unmapped events, anonymous or unmapped users): not sent to Sift';
 
+/** Why a batch's malformed messages are acknowledged with it and not stored. */
+export const REFUSED_MESSAGES_REASON =
+  'malformed (the reasons name the field): not stored, and not sent again by Segment since the rest of ' +
+  'the batch was accepted; fix the event at its source or the destination mapping in Segment';
+
+/**
+ * Count per reason, for a record of many messages: every reason among the first IDS_RECORDED
+ * distinct ones, so a delivery of unrelated failures cannot grow the record without bound.
+ */
+function countPerReason(items: readonly { reason: string }[]): Record<string, number> {
+  const reasons = new Map<string, number>();
+  for (const { reason } of items) {
+    if (reasons.has(reason) || reasons.size < IDS_RECORDED)
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+  }
+  return Object.fromEntries(reasons);
+}
+
+/**
+ * A message refused on its own: where it is in the delivery (`[3].`, or nothing for a Classic
+ * delivery's one message), the id a record names it by (its messageId, or its position when it has
+ * no usable one) and why, as a field path and what is wrong with it — never the value.
+ */
+interface Refused {
+  index: number;
+  where: string;
+  id: string;
+  reason: string;
+}
+
+/** A zod issue as a reason: the field path and the schema's message, which names no input value. */
+function reasonOf(issue: z.core.$ZodIssue | undefined): string {
+  const path = issue?.path.join('.') ?? '';
+  return `${path === '' ? 'message' : path}: ${issue?.message ?? 'invalid'}`;
+}
+
+/** The 400 of a delivery with no usable message: one refusal as before, several summarized per reason. */
+function refusalOf(refused: readonly Refused[]): string {
+  const [first] = refused;
+  if (refused.length === 1 && first) return `${first.where}${first.reason}`;
+  const perReason = Object.entries(countPerReason(refused)).slice(0, 5);
+  const firstAt = (reason: string) => refused.find((r) => r.reason === reason)?.where.slice(0, -1) ?? '';
+  return (
+    `all ${refused.length} messages are malformed, so none was stored: ` +
+    perReason.map(([reason, n]) => `${reason} (${n}, first ${firstAt(reason)})`).join('; ')
+  );
+}
+
 /** An `extraHandlers` entry for src/transports/http.ts. */
 export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
   const { audit, logger } = options;
@@ -256,22 +308,26 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       return true;
     }
 
-    // Check every message's shape first: one bad message refuses the delivery with nothing stored.
-    const ruled: { message: SegmentMessage; rule: SegmentRule; where: string }[] = [];
+    // A malformed message is refused on its own (Segment fails a whole batch on a 4xx, for good);
+    // only a delivery with nothing else in it is refused, below.
+    const refused: Refused[] = [];
+    const ruled: { message: SegmentMessage; rule: SegmentRule; where: string; index: number }[] = [];
     const ignored: { messageId: string; reason: string }[] = [];
     const own: string[] = [];
     for (const [index, item] of list.entries()) {
       const where = Array.isArray(parsed) ? `[${index}].` : '';
       const result = messageSchema.safeParse(item);
       if (!result.success) {
-        const issue = result.error.issues[0];
-        await reject(
-          res,
-          400,
-          `${where}${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`,
-          body,
-        );
-        return true;
+        // Without an issue of its own, the messageId is one the schema accepts.
+        const id = (item as { messageId?: unknown } | null)?.messageId;
+        const idOk = typeof id === 'string' && !result.error.issues.some((i) => i.path[0] === 'messageId');
+        refused.push({
+          index,
+          where,
+          id: idOk ? id : `[${index}]`,
+          reason: reasonOf(result.error.issues[0]),
+        });
+        continue;
       }
       const message = result.data as SegmentMessage;
       if (options.origin.isOwn(message, message.context)) {
@@ -280,14 +336,14 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       }
       const rule = ruleFor(message, options.mapping);
       if ('ignored' in rule) ignored.push({ messageId: message.messageId, reason: rule.ignored });
-      else ruled.push({ message, rule, where });
+      else ruled.push({ message, rule, where, index });
     }
 
     // One identity lookup for the whole delivery: a batch repeats a few users many times.
     const segmentUsers = ruled.flatMap(({ message }) => (message.userId ? [message.userId] : []));
     const siftUsers = segmentUsers.length > 0 ? await options.siftUsersFor(segmentUsers) : new Map();
     const mapped: { message: SegmentMessage; siftUser: string; args: Record<string, unknown> }[] = [];
-    for (const { message, rule, where } of ruled) {
+    for (const { message, rule, where, index } of ruled) {
       const segmentUser = message.userId ?? undefined;
       const siftUser = segmentUser ? siftUsers.get(segmentUser) : undefined;
       if (!siftUser) {
@@ -301,29 +357,43 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
         mapped.push({ message, siftUser, args: siftEventArgs(message, rule, siftUser) });
       } catch (error) {
         if (!(error instanceof SegmentMessageError)) throw error;
-        await reject(res, 400, `${where}${error.message}`, body);
-        return true;
+        refused.push({ index, where, id: message.messageId, reason: error.message });
       }
+    }
+    // In the delivery's order: the mapping's refusals come after the shape's.
+    refused.sort((a, b) => a.index - b.index);
+    if (refused.length === list.length) {
+      // Nothing usable: a misconfigured mapping should show as failures in Segment's dashboard.
+      await reject(res, 400, refusalOf(refused), body);
+      return true;
     }
 
     // One record per delivery for what it acknowledges without storing, however many messages:
     // one per message would cost a commit each, and every redelivery as many again.
     const also: AuditAppendInput[] = [];
     if (ignored.length > 0) {
-      const reasons = new Map<string, number>();
-      for (const { reason } of ignored) {
-        if (reasons.has(reason) || reasons.size < IDS_RECORDED)
-          reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-      }
       also.push(
         recordOf({
           event: 'webhook_ignored',
           args_redacted: {
             ignored_messages: ignored.length,
             message_ids: ignored.slice(0, IDS_RECORDED).map((i) => i.messageId),
-            reasons: Object.fromEntries(reasons),
+            reasons: countPerReason(ignored),
           },
           outcome: { code: 'IGNORED', message: IGNORED_MESSAGES_REASON },
+        }),
+      );
+    }
+    if (refused.length > 0) {
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: {
+            refused_messages: refused.length,
+            message_ids: refused.slice(0, IDS_RECORDED).map((r) => r.id),
+            reasons: countPerReason(refused),
+          },
+          outcome: { code: 'REFUSED', message: REFUSED_MESSAGES_REASON },
         }),
       );
     }
@@ -383,7 +453,13 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       if (entry.duplicate) duplicates += 1;
       else accepted += 1;
     }
-    sendJson(res, 200, { accepted, duplicates, ignored: ignored.length + own.length, own: own.length });
+    sendJson(res, 200, {
+      accepted,
+      duplicates,
+      ignored: ignored.length + own.length,
+      own: own.length,
+      refused: refused.length,
+    });
     if (accepted > 0) options.onEnqueued?.();
     return true;
   };
