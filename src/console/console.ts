@@ -8,7 +8,8 @@
  * server-side session in an HttpOnly, SameSite=Strict cookie; the token itself is not kept. Sessions
  * live in the store (only a SHA-256 digest of the cookie), so the cookie works on every replica and
  * survives a restart. Every state change needs the session's CSRF token in `X-CSRF-Token` and, when
- * the browser sends one, an Origin that matches Host. The CSRF token is derived from the cookie
+ * the browser sends one, an Origin that matches Host or is one the HTTP layer allows (a proxy that
+ * rewrites Host). The CSRF token is derived from the cookie
  * (a hash the page cannot compute itself, since the cookie is HttpOnly), so it needs no storage. Decisions go through the approval desk, exactly like the CLI, so a
  * waiting agent call (or the background sweep) executes an approved action once.
  */
@@ -40,6 +41,11 @@ export interface ConsoleDeps {
   idleTimeoutMs?: number;
   /** Reverse proxies whose `X-Forwarded-For` is believed (`http.trusted_proxies`); see client-address.ts. */
   trustedProxies?: readonly string[];
+  /**
+   * Browser origins accepted besides the one naming Host (the HTTP layer's: `public_url`'s and
+   * `http.allowed_origins`, lower-case): behind a proxy that rewrites Host, the page's origin is one.
+   */
+  allowedOrigins?: ReadonlySet<string>;
 }
 
 /** Handles a request when its path is under `/console`; resolves `false` (untouched) otherwise. */
@@ -75,9 +81,10 @@ const MAX_SESSIONS = 1000;
 const MAX_BODY = 16 * 1024;
 const MAX_REASON = 1000;
 /**
- * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, further
- * failing tokens from that address get 429. A token that verifies is never refused by this count,
- * so garbage from a shared address (everyone behind one proxy) cannot lock a real approver out.
+ * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, every
+ * sign-in from that address gets 429 until the window ends, before its token is checked: a 429 must
+ * not tell a guesser whether the token was right. (Behind a proxy, set `http.trusted_proxies` so the
+ * key is each client's address rather than the proxy's.)
  */
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
@@ -210,11 +217,12 @@ function optionalString(body: Record<string, unknown>, field: string, max: numbe
  * A state change must come from our own page: a browser sends Origin on every POST, and it must name
  * the host the request was sent to. Non-browser clients send none; the CSRF token still binds them.
  */
-function checkOrigin(req: IncomingMessage) {
+function checkOrigin(req: IncomingMessage, allowed: ReadonlySet<string> | undefined) {
   const origin = req.headers.origin;
   if (req.headers['sec-fetch-site'] === 'cross-site')
     throw new ConsoleHttpError(403, 'Cross-site request refused.');
   if (origin === undefined) return;
+  if (origin !== 'null' && allowed?.has(origin.toLowerCase().replace(/\/+$/, ''))) return;
   let host: string;
   try {
     host = new URL(origin).host;
@@ -222,7 +230,10 @@ function checkOrigin(req: IncomingMessage) {
     throw new ConsoleHttpError(403, 'Origin header is not a URL; request refused.');
   }
   if (origin === 'null' || !req.headers.host || host !== req.headers.host.toLowerCase()) {
-    throw new ConsoleHttpError(403, 'Origin does not match Host; cross-origin request refused.');
+    throw new ConsoleHttpError(
+      403,
+      'Origin does not match Host; cross-origin request refused. Behind a proxy, keep Host (proxy_set_header Host $host) or set http.public_url.',
+    );
   }
 }
 
@@ -329,7 +340,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   }
 
   function requireCsrf(req: IncomingMessage, session: Session) {
-    checkOrigin(req);
+    checkOrigin(req, deps.allowedOrigins);
     const header = req.headers['x-csrf-token'];
     const token = Array.isArray(header) ? header[0] : header;
     if (!token || !sameSecret(token, session.csrf)) {
@@ -355,15 +366,16 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     new ConsoleHttpError(429, `Too many failed sign-ins ${what}; wait a few minutes and try again.`);
 
   async function signIn(req: IncomingMessage, res: ServerResponse) {
-    checkOrigin(req);
+    checkOrigin(req, deps.allowedOrigins);
     const address = `address:${clientAddress(req, deps.trustedProxies)}`;
+    // Before the token is looked at: once throttled, the answer is the same whatever was sent.
+    if (throttled(address, now().getTime())) throw tooMany('from this address');
     const body = await readJsonBody(req);
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
-    // Verify first: whether this attempt counts, and against what, depends on who it proves to be.
+    // Whether this attempt counts, and against what, depends on who the token proves to be.
     const result = await deps.authenticate(token);
     if (!result.ok) {
-      if (throttled(address, now().getTime())) throw tooMany('from this address');
       recordFailure(address, now().getTime());
       logger.info('console sign-in refused', { reason: 'invalid token' });
       throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);
