@@ -98,6 +98,13 @@ const HISTORY_STATES: ApprovalState[] = APPROVAL_STATES.filter((state) => state 
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny|undo)$/;
 /** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
 const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;
+/** Approvals per page: pending in pages oldest first (a cursor), history the newest ones only. */
+const PAGE_SIZE = 200;
+/**
+ * Background requests of the open page (its poll, following a decision) carry this header: they do
+ * not count as activity, so the idle timeout ends the session of a tab nobody is using.
+ */
+const POLL_HEADER = 'x-console-poll';
 
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy':
@@ -237,6 +244,24 @@ function checkOrigin(req: IncomingMessage, allowed: ReadonlySet<string> | undefi
   }
 }
 
+/** A pending page's cursor: the last approval's place in oldest-first order, opaque to the page. */
+const writeCursor = (a: Pick<Approval, 'created_at' | 'id'>) =>
+  Buffer.from(`${a.created_at} ${a.id}`).toString('base64url');
+
+function readCursor(value: string | null): Pick<Approval, 'created_at' | 'id'> | undefined {
+  if (value === null || value === '') return undefined;
+  const [createdAt, id, extra] = Buffer.from(value, 'base64url').toString('utf8').split(' ');
+  if (
+    extra !== undefined ||
+    !createdAt ||
+    !id ||
+    Number.isNaN(Date.parse(createdAt)) ||
+    !/^[\w-]{1,128}$/.test(id)
+  )
+    throw new ConsoleHttpError(400, 'after must be the next cursor of a previous page; reload the list.');
+  return { created_at: createdAt, id };
+}
+
 function toConsoleApproval(
   a: Approval,
   viewer: Principal,
@@ -307,6 +332,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   }
 
   async function currentSession(req: IncomingMessage): Promise<Session | undefined> {
+    const poll = req.headers[POLL_HEADER] === '1';
     const cookieValue = readCookie(req, COOKIE);
     if (!cookieValue) return undefined;
     const at = now().getTime();
@@ -329,7 +355,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       logger.info(`console session ended: ${ended}`, { principal: stored.principal.id });
       return undefined;
     }
-    await fromStore(sessions.touch(idHash, at));
+    if (!poll) await fromStore(sessions.touch(idHash, at));
     return { idHash, principal: stored.principal, csrf: csrfFor(cookieValue), expiresAt: stored.expires_at };
   }
 
@@ -434,14 +460,27 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       throw new ConsoleHttpError(400, 'view must be pending or history.');
     // As the CLI does: overdue approvals become `expired` (with their audit record) before anyone sees them.
     await desk.expireOverdue();
-    const list = await approvals.list({
-      states: view === 'pending' ? ['pending'] : HISTORY_STATES,
-      limit: 200,
-    });
+    const after = view === 'pending' ? readCursor(url.searchParams.get('after')) : undefined;
+    const states = view === 'pending' ? (['pending'] as ApprovalState[]) : HISTORY_STATES;
+    // Pending oldest first (closest to expiry), in pages: a flood of new requests cannot hide them.
+    // History newest first, the newest page only; `total` says how many there are in all.
+    const [list, total] = await Promise.all([
+      approvals.list({
+        states,
+        limit: PAGE_SIZE + 1,
+        ...(view === 'pending' ? { oldestFirst: true } : {}),
+        ...(after ? { after } : {}),
+      }),
+      approvals.count(states),
+    ]);
+    const page = list.slice(0, PAGE_SIZE);
+    const last = page.at(-1);
     sendJson(res, 200, {
       view,
       now: now().toISOString(),
-      approvals: list.map((a) => forPage(a, session.principal)),
+      total,
+      approvals: page.map((a) => forPage(a, session.principal)),
+      ...(view === 'pending' && list.length > PAGE_SIZE && last ? { next: writeCursor(last) } : {}),
     });
   }
 
