@@ -6,6 +6,7 @@
 import * as z from 'zod';
 import type { UpstreamClients } from './clients/types.ts';
 import type { ApprovalMode, Config } from './config.ts';
+import type { FieldClasses } from './governance/redact.ts';
 
 /**
  * `read` never changes upstream state; `write` changes it reversibly (a trait, a case);
@@ -193,6 +194,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    * notes, descriptions, event fields. Results name them so clients and models treat them as data.
    */
   untrustedFields?: readonly string[];
+  /**
+   * Where the key-name redactor misreads this tool's copies kept by fraudgate: the audit's `args`,
+   * the approver's `evidence`, the approval's stored `result` (src/governance/redact.ts FieldClasses).
+   */
+  redaction?: { args?: FieldClasses; evidence?: FieldClasses; result?: FieldClasses };
   /** The entity the call acts on (e.g. `sift_user:abc`), for approvals and audit. */
   target?(args: z.infer<I>): string;
   /**
@@ -220,6 +226,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   approvalKey?(args: z.infer<I>, ctx: ToolContext): Promise<ApprovalKey>;
   /** Every key `approvalKey` can return, so the policy config can be checked and shown (`fraudgate://policy`). */
   approvalKeys?: readonly ApprovalKey[];
+  /**
+   * The tools whose effects `approvalKey` may name in `ApprovalKey.reapplies` (an undo): a waiting
+   * approval's mode under a changed policy counts theirs too (`modeNow`).
+   */
+  reapplies?: readonly string[];
   /**
    * For write tools: what `dry_run: true` reports — the current upstream state and what the call
    * would change. Reads only; never writes, needs no approval. Required for every non-read tool.
@@ -286,6 +297,12 @@ export interface ApprovalKey {
    * an undo counts against `undo_action` and against what it re-applies (e.g. `apply_decision:block`).
    */
   budgetKeys?: readonly (readonly string[])[];
+  /**
+   * The effect the call re-applies, keyed as that tool's own call would be (an undo re-suppressing:
+   * `suppress_user`): the call's approval is never weaker than that call's would be (the stricter
+   * mode; the requester may approve only where both allow it).
+   */
+  reapplies?: { tool: string; key?: ApprovalKey };
 }
 
 /** Define a tool; the identity function exists so TypeScript infers the argument and result types. */

@@ -3,7 +3,7 @@ import type { SiftDecisionDefinition } from '../src/clients/types.ts';
 import { InvalidInputError } from '../src/errors.ts';
 import { defineTool, type ApprovalKey, type ToolContext } from '../src/tool.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
-import { siftEvidence, userId } from './schemas.ts';
+import { SIFT_EVIDENCE_NAMES, siftEvidence, userId } from './schemas.ts';
 
 /**
  * The catalogue entry for a decision id, read fresh from Sift: the category that selects the
@@ -37,6 +37,10 @@ const APPROVAL_KEYS: readonly ApprovalKey[] = [
   { key: 'apply_decision:watch' },
   { key: 'apply_decision:accept' },
 ];
+
+/** The approval key of a decision in this category: also an undo's that re-applies one (undo-action.ts). */
+export const decisionApprovalKey = (category: string): ApprovalKey =>
+  APPROVAL_KEYS.find((k) => k.key === `apply_decision:${category}`) ?? { key: 'apply_decision' };
 
 /** What approving does, in one sentence (the approval's evidence, or on its own without it). */
 const effect = (decision: SiftDecisionDefinition, user: string) =>
@@ -74,10 +78,15 @@ export const applyDecision = defineTool({
     applied_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  // Sift's decision names (`Block payment abuse`) are not personal: the approver and the stored result keep them.
+  redaction: {
+    evidence: { notPersonal: [...SIFT_EVIDENCE_NAMES.notPersonal, 'decision.name'] },
+    result: { notPersonal: ['name'] },
+  },
   approvalKeys: APPROVAL_KEYS,
   async approvalKey(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
-    return APPROVAL_KEYS.find((k) => k.key === `apply_decision:${decision.category}`)!;
+    return decisionApprovalKey(decision.category);
   },
   effect: async (args, ctx) => effect(await userDecision(args.decision_id, ctx), args.user_id),
   async evidence(args, ctx) {

@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
-import { abuseType, siftEvidence, userId } from './schemas.ts';
+import { abuseType, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
 /** What approving does, in one sentence (the approval's evidence, or on its own without it). */
 const effect = (args: { user_id: string; is_bad: boolean; abuse_type: string }) =>
@@ -31,6 +31,7 @@ export const applyLabel = defineTool({
     labelled_at: z.string(),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   // Labels for different abuse types are independent: only a newer request for the same one replaces a pending one.
   supersedeKey: (args) => `sift_user:${args.user_id}:${args.abuse_type}`,
   effect,

@@ -4,7 +4,7 @@ import type { SalesforceSaveResult } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
-import { riskBand, siftEvidence, userId } from './schemas.ts';
+import { riskBand, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
 type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown };
 
@@ -219,6 +219,7 @@ export const flagOpportunities = defineTool({
   }),
   target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
   effect: async (args, ctx) => effect((await resolveAccount(args, ctx)).user),
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   async evidence(args, ctx) {
     const { user } = await resolveAccount(args, ctx);
     return siftEvidence(user, ctx, { system: 'salesforce', effect: effect(user) });

@@ -233,6 +233,12 @@ export interface EvidenceFocus {
 }
 
 /**
+ * What the key-name redactor would hash in {@link siftEvidence} but is not personal: Sift's reason
+ * names (`UsersPerDevice`), which approvers read. A tool using it declares `redaction: { evidence: … }`.
+ */
+export const SIFT_EVIDENCE_NAMES = { notPersonal: ['score.reasons[].name'] } as const;
+
+/**
  * Evidence an approver sees for an action on a Sift user, for the abuse type the call acts on (not
  * the riskiest one): its score, band and reasons, the decision and label currently in force, with
  * readable times, the other abuse types' scores for context, and `basis` — the band, decision and

@@ -651,6 +651,9 @@ export const sendSiftEvent = defineTool({
       .describe('Why no score came back.'),
   }),
   target: (args) => `sift_user:${actingUser(args.event)}`,
+  // Custom-field names are the model's choice (national_id, spouse), so no key name tells which
+  // are personal: the audit keeps the names and hashes every value, and the device id.
+  redaction: { args: { personal: ['event.custom_fields', 'event.app.device_unique_id'] } },
   // Sift events are append-only: there is no current state to read, only what would be sent.
   plan: async (args) => ({ current: {}, changes: { events: toSiftEvents(args.event).map((e) => e.sent) } }),
   async run(args, ctx) {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { segmentUserIdFor, siftEvidence, userId } from './schemas.ts';
+import { segmentUserIdFor, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
 /** The traits and event a (un)suppression writes; shared by the dry run and the real run. */
 export function suppressionWrites(suppressed: boolean, ctx: ToolContext) {
@@ -35,6 +35,7 @@ export const suppressUser = defineTool({
     message_ids: z.object({ identify: z.string(), track: z.string() }),
   }),
   target: (args) => `segment_user:${args.user_id}`,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   async evidence(args, ctx) {
     const trait = ctx.config.mapping.suppression_trait;
     const effect = args.suppressed

@@ -9,7 +9,7 @@ import {
   recordMatchOutcome,
   type CrmRow,
 } from './salesforce-common.ts';
-import { siftEvidence, abuseType, userId, currentDecisionSummary } from './schemas.ts';
+import { siftEvidence, abuseType, userId, currentDecisionSummary, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 import { currentDecisions, governingDecision, latestDecision } from './decision-state.ts';
 
 /** Everything the sync decides before writing; shared by the dry run and the real run. */
@@ -91,6 +91,7 @@ export const syncDecisionToSalesforce = defineTool({
   }),
   target: (args) => `sift_user:${args.user_id}`,
   effect,
+  redaction: { evidence: SIFT_EVIDENCE_NAMES },
   evidence: (args, ctx) =>
     siftEvidence(args.user_id, ctx, {
       ...(args.abuse_type ? { abuseType: args.abuse_type } : {}),

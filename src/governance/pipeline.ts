@@ -41,7 +41,7 @@ import {
   approvalPolicyVersions,
   checkPolicyNames,
   isVisibleTo,
-  resolveApproval,
+  resolveCallApproval,
   whyNotAllowed,
   type ApprovalPolicy,
 } from './policy.ts';
@@ -220,8 +220,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     undo_window_ms: config.approvals.undo_window_ms,
   };
 
+  // An undo's call: never weaker than the call it re-applies would be (ApprovalKey.reapplies).
   const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
-    resolveApproval(tool, config, key);
+    resolveCallApproval(tool, config, key, (name) => byName.get(name));
   const where = whereToApprove(config);
   /** How `fraudgate://policy` shows a tool's approval: the mode and whether the requester may approve it. */
   const policyView = (p: ApprovalPolicy) => ({ approval: p.mode, self_approval: p.self_approval });
@@ -358,7 +359,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     call_id: meta.callId,
     tool: tool.name,
     principal: principalOf(principal),
-    args_redacted: args,
+    // Masked once more by the audit; a tool's own field classes first (free-form maps: `custom_fields`).
+    args_redacted: tool.redaction?.args ? redactor.redactValue(args, tool.redaction.args) : args,
     ...(meta.argsHash === undefined ? {} : { args_hash: meta.argsHash }),
     target: meta.target,
     ...(meta.approvalId ? { approval_id: meta.approvalId } : {}),
@@ -527,10 +529,10 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const evidence = tool.evidence ? await tool.evidence(args, ctx) : {};
     // Stored with the approval and shown to approvers: masked like the audit (the basis compared on
     // re-check is masked the same way both times, so it still compares).
-    return redactor.redactValue({
-      effect: `Run ${tool.name} (${tool.title}) on ${target}.`,
-      ...evidence,
-    }) as Record<string, unknown>;
+    return redactor.redactValue(
+      { effect: `Run ${tool.name} (${tool.title}) on ${target}.`, ...evidence },
+      tool.redaction?.evidence,
+    ) as Record<string, unknown>;
   }
 
   /**
@@ -865,7 +867,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           executed_at: now().toISOString(),
           // Stored masked (it outlives the call, readable by get_approval_status and the console);
           // the call that ran it answers with the real output.
-          result: redactor.redactValue(output),
+          result: redactor.redactValue(output, tool.redaction?.result),
         },
         ours,
       );
@@ -1206,10 +1208,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       // what approving does in the tool's own words when it can say so without the evidence.
       const error = toFraudgateError(thrown);
       const effect = await (async () => tool.effect?.(args, toolContext))().catch(() => undefined);
-      evidence = redactor.redactValue({
-        effect: effect ?? `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
-        unavailable: error.message,
-      }) as Record<string, unknown>;
+      evidence = redactor.redactValue(
+        {
+          effect: effect ?? `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
+          unavailable: error.message,
+        },
+        tool.redaction?.evidence,
+      ) as Record<string, unknown>;
     }
     // The approver sees that the requester's name is only a claim (four-eyes still compares it).
     if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
@@ -1495,6 +1500,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
                   per_call: Object.fromEntries(
                     t.approvalKeys.map((k) => [k.key, policyView(approvalPolicyFor(t, k))]),
                   ),
+                }
+              : {}),
+            ...(t.reapplies
+              ? {
+                  approval_rule:
+                    `each call: the stricter of this and what the call it re-applies needs ` +
+                    `(${t.reapplies.join(', ')}, with its call key); self-approval only if both allow it`,
                 }
               : {}),
             rate_limit: bucketFor(t),

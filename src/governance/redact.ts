@@ -26,8 +26,9 @@ export interface Redactor {
    * every other string has emails, phone numbers and IPs masked in place. Numbers, booleans,
    * ids, timestamps and amounts outside those keys are kept. The result is plain JSON data:
    * Dates become ISO strings, bigints strings, binary a size note, cycles `[Circular]`.
+   * `fields` corrects the key-name reading where a caller knows better ({@link FieldClasses}).
    */
-  redactValue(value: unknown): unknown;
+  redactValue(value: unknown, fields?: FieldClasses): unknown;
   /**
    * The keyed hash behind every tag: HMAC-SHA256 of the normalised value (emails lower-cased,
    * phones reduced to digits, other text trimmed, lower-cased, single-spaced), hex, truncated to
@@ -40,6 +41,17 @@ export interface Redactor {
    * the ledger. `address` must be an IP address (net.isIP).
    */
   maskIp(address: string): string;
+}
+
+/**
+ * Paths (dotted, `[]` for array items: `score.reasons[].name`) whose class the key name gets wrong.
+ * `personal`: hashed whatever the key (a map whose keys the model picks: `custom_fields`); inside, keys
+ * are kept and every leaf hashed. `notPersonal`: a key read as personal that is not (a Sift reason's
+ * `name`): masked like any other text (emails, phones, IPs inside it still are). Secret keys stay secret.
+ */
+export interface FieldClasses {
+  personal?: readonly string[];
+  notPersonal?: readonly string[];
 }
 
 export interface RedactorOptions {
@@ -137,6 +149,40 @@ const PERSONAL_KEYS = new Set([
 const PERSONAL_SUFFIXES = ['_email', '_phone', '_ip', '_address', '_street', '_fax'];
 
 type KeyClass = 'secret' | 'personal' | 'plain';
+
+/** {@link FieldClasses} as a tree walked alongside the value. */
+interface FieldNode {
+  children: Map<string, FieldNode>;
+  override?: 'personal' | 'notPersonal';
+}
+
+const compiledFields = new WeakMap<FieldClasses, FieldNode>();
+
+function fieldTree(fields: FieldClasses): FieldNode {
+  let root = compiledFields.get(fields);
+  if (root) return root;
+  root = { children: new Map() };
+  const add = (path: string, override: 'personal' | 'notPersonal') => {
+    let node = root!;
+    for (const part of path.replace(/\[\]/g, '.[]').split('.')) {
+      if (part === '') continue;
+      let child = node.children.get(part);
+      if (!child) node.children.set(part, (child = { children: new Map() }));
+      node = child;
+    }
+    node.override = override;
+  };
+  for (const path of fields.personal ?? []) add(path, 'personal');
+  for (const path of fields.notPersonal ?? []) add(path, 'notPersonal');
+  compiledFields.set(fields, root);
+  return root;
+}
+
+/** A key's class under a {@link FieldNode} override: secrets stay secret. */
+function overridden(keyClass: KeyClass, node: FieldNode | undefined): KeyClass {
+  if (node?.override === undefined || keyClass === 'secret') return keyClass;
+  return node.override === 'personal' ? 'personal' : 'plain';
+}
 
 /** Nesting kept by `redactValue`; deeper parts become `[too deep]`. */
 const MAX_REDACT_DEPTH = 64;
@@ -334,7 +380,14 @@ export function createRedactor(options: RedactorOptions): Redactor {
    * cycle): an array as deep as the nesting, searched and popped, which costs far less per record
    * than a WeakSet allocated for every call (and traced specially by the garbage collector).
    */
-  const walk = (value: unknown, mode: KeyClass, open: object[], depth = 0): unknown => {
+  const walk = (
+    value: unknown,
+    mode: KeyClass,
+    open: object[],
+    depth = 0,
+    /** Where `value` sits in the caller's {@link FieldClasses}, if anywhere. */
+    fields?: FieldNode,
+  ): unknown => {
     if (value === null || value === undefined) return value;
     if (mode === 'secret') return REDACTED;
     switch (typeof value) {
@@ -363,7 +416,10 @@ export function createRedactor(options: RedactorOptions): Redactor {
     if (depth >= MAX_REDACT_DEPTH) return '[too deep]';
     open.push(object);
     try {
-      if (Array.isArray(object)) return object.map((item) => walk(item, mode, open, depth + 1));
+      if (Array.isArray(object)) {
+        const items = fields?.children.get('[]');
+        return object.map((item) => walk(item, mode, open, depth + 1, items));
+      }
       if (object instanceof Error) {
         return { name: object.name, message: walk(object.message, mode, open, depth + 1) };
       }
@@ -372,8 +428,10 @@ export function createRedactor(options: RedactorOptions): Redactor {
       for (const [k, v] of entries) {
         const name = String(k);
         // Inside a personal value (an address object, say) every leaf stays personal.
-        const childMode = mode === 'personal' ? classifyKeyInPersonal(name) : classifyKey(name);
-        const redacted = walk(v, childMode, open, depth + 1);
+        const field = fields?.children.get(name);
+        const childMode =
+          mode === 'personal' ? classifyKeyInPersonal(name) : overridden(classifyKey(name), field);
+        const redacted = walk(v, childMode, open, depth + 1, field);
         // Keys can be data too (a map keyed by email).
         if (redacted !== undefined) copy[maskText(name)] = redacted;
       }
@@ -387,7 +445,8 @@ export function createRedactor(options: RedactorOptions): Redactor {
   };
 
   return {
-    redactValue: (value) => walk(value, 'plain', []),
+    redactValue: (value, fields) =>
+      walk(value, 'plain', [], 0, fields === undefined ? undefined : fieldTree(fields)),
     hashPersonal,
     maskIp,
   };

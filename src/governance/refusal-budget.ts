@@ -55,6 +55,12 @@ export interface RefusalBudget {
     build: () => AuditAppendInput,
     scope?: RefusalScope,
   ): Promise<RefusalOutcome>;
+  /**
+   * Milliseconds until the scope keyed `key` has a token again, when this process has counted a
+   * refusal of it since its budget last allowed one (a spent budget only refills); undefined when
+   * not known to be spent. Asks no store: an endpoint calls it before costly checks.
+   */
+  spent(key: string): number | undefined;
   /** Writes the pending counts (on shutdown). */
   flush(): Promise<void>;
 }
@@ -66,6 +72,8 @@ interface Tally {
   sinceMs: number;
   count: number;
   events: Record<string, number>;
+  /** A scope's: when its budget has a token again, as its last refused take said. */
+  spentUntilMs?: number;
 }
 
 export function createRefusalBudget(deps: {
@@ -179,7 +187,14 @@ export function createRefusalBudget(deps: {
         return { recorded: true };
       }
       await count(id, principal, scope, event);
+      const tally = tallies.get(id);
+      if (scope && tally) tally.spentUntilMs = now().getTime() + decision.retryAfterMs;
       return { recorded: false, retryAfterMs: decision.retryAfterMs };
+    },
+    spent(key) {
+      const until = tallies.get(`scope\u0000${key}`)?.spentUntilMs;
+      const left = until === undefined ? 0 : until - now().getTime();
+      return left > 0 ? left : undefined;
     },
     async flush() {
       for (const id of [...tallies.keys()]) await writeTally(takeTally(id)!);

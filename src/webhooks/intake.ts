@@ -4,8 +4,9 @@
  * are answered (so whoever sees the answer also finds the record). The endpoints are reachable by
  * anyone, so refusals go through refusal budgets per client network and endpoint
  * (webhook-refusals.ts): past them they are counted into one `refusals_counted` record a minute
- * instead of one record each, and answered as before. The Sift and Segment handlers differ only
- * in how they check signatures and what they store.
+ * instead of one record each, and answered as before (or, where checking would cost more than an
+ * HMAC, with a 429 before the check: `spent`). The Sift and Segment handlers differ only in how
+ * they check signatures and what they store.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -41,6 +42,14 @@ export interface WebhookIntake {
    * the refusal budgets, or count it past them; then answer it.
    */
   reject(res: ServerResponse, status: number, reason: string, body?: Buffer): Promise<void>;
+  /**
+   * Milliseconds until the client network of `req` has refusals to spare again, when its refusal
+   * budget at this endpoint is known spent (webhook-refusals.ts); undefined otherwise. Cheap: for
+   * skipping costly checks of a flooding sender's requests.
+   */
+  spent(req: IncomingMessage): number | undefined;
+  /** Refuse (429, with Retry-After) a request from a network whose refusal budget is spent; counted like any refusal. */
+  rejectSpent(res: ServerResponse, retryAfterMs: number, reason: string, body?: Buffer): Promise<void>;
   /**
    * The raw body of a POST to `path`; `false` when the request is not for this endpoint, `undefined`
    * when it was already answered (wrong method, body over the limit).
@@ -107,6 +116,11 @@ export function createWebhookIntake(
     recordOf,
     auditQuietly,
     reject,
+    spent: (req) => options.refusals.spent(tool, clientAddress(req, options.trustedProxies)),
+    rejectSpent(res, retryAfterMs, reason, body) {
+      res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
+      return reject(res, 429, reason, body);
+    },
     async receive(req, res) {
       const path = (req.url ?? '').split('?')[0];
       if (path !== options.path) return false;

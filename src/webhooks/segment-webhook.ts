@@ -4,10 +4,12 @@
  * `mapping.segment_identify` (segment-mapping.ts).
  *
  * Order of checks: method → body size → signature → JSON shape → mapping. The signature is
- * HMAC-SHA1 (lowercase hex) with SEGMENT_WEBHOOK_SECRET, over the whole body (the raw bytes, or the
- * re-serialized body) in `X-Segment-Signature` or `X-Signature`. Segment's legacy batched Actions
- * signing covers only a batch's first event (`X-Signature`): that authenticates a batch of one
- * event, and refuses (401) a longer batch, whose other events nobody signed. A body with any
+ * HMAC-SHA1 (lowercase hex) with SEGMENT_WEBHOOK_SECRET over the raw bytes, in
+ * `X-Segment-Signature` or `X-Signature`. Only when that fails, and only under `X-Signature`, the
+ * body is parsed for the lenient variants: the re-serialized body (Classic), or a batch's first event
+ * (Segment's legacy batched Actions signing), which authenticates a batch of one event and refuses
+ * (401) a longer batch, whose other events nobody signed; a client network past its refusal budget
+ * gets a 429 instead, without the parse. A body with any
  * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
@@ -105,33 +107,62 @@ export type SegmentSignatureCheck = 'valid' | 'invalid' | 'first_event_only';
 /** The signature headers Segment sends: `X-Segment-Signature` always covers the whole body. */
 export type SegmentSignatureHeader = 'x-signature' | 'x-segment-signature';
 
+/** The HMAC-SHA1 a signature header names (40 hex digits), or undefined when it is not one. */
+function digestOf(signature: string): Buffer | undefined {
+  const hex = signature.trim().toLowerCase();
+  return /^[0-9a-f]{40}$/.test(hex) ? Buffer.from(hex, 'hex') : undefined;
+}
+
+const signs = (given: Buffer, signed: Buffer | string, secret: string) =>
+  timingSafeEqual(createHmac('sha1', secret).update(signed).digest(), given);
+
 /**
- * Whether `signature` (hex HMAC-SHA1 under `secret`) signs the whole body: the raw bytes or the
- * re-serialized body (Classic signs `JSON.stringify(body)`). Under `X-Signature` a match over the
- * first event of an array body also authenticates a batch of that one event (Actions' legacy batched
- * signing); for a longer batch it is `first_event_only`, never valid.
+ * Whether `signature` (hex HMAC-SHA1 under `secret`) signs the raw bytes: one HMAC, the whole check
+ * under `X-Segment-Signature` (Actions signs exactly the body it sends) and the first under
+ * `X-Signature`.
  */
-export function verifySegmentSignature(
-  raw: Buffer,
+export function signsRawBody(raw: Buffer, signature: string, secret: string): boolean {
+  const given = digestOf(signature);
+  return given !== undefined && signs(given, raw, secret);
+}
+
+/**
+ * `X-Signature`'s lenient variants (contract triggers.md §1.3), for a body whose raw bytes it does
+ * not sign: the re-serialized body (Classic signs `JSON.stringify(body)`), or the first event of an
+ * array body (Actions' legacy batched signing), which authenticates a batch of that one event and
+ * is `first_event_only` for a longer one. Anything that throws (a body nested too deep to
+ * re-serialize) is `invalid`.
+ */
+export function lenientSignatureCheck(
   parsed: unknown,
   signature: string,
   secret: string,
-  header: SegmentSignatureHeader = 'x-signature',
 ): SegmentSignatureCheck {
-  const hex = signature.trim().toLowerCase();
-  if (!/^[0-9a-f]{40}$/.test(hex)) return 'invalid';
-  const given = Buffer.from(hex, 'hex');
-  const matches = (signed: Buffer | string) =>
-    timingSafeEqual(createHmac('sha1', secret).update(signed).digest(), given);
-  // Every variant is computed (no early exit), so timing does not reveal which one matched.
-  const overRaw = matches(raw);
-  const overReserialized = parsed !== undefined && matches(JSON.stringify(parsed));
-  const batch = Array.isArray(parsed) && parsed.length > 0 ? parsed : undefined;
-  const overFirstEvent = batch !== undefined && matches(JSON.stringify(batch[0]));
-  if (overRaw || overReserialized) return 'valid';
-  if (header === 'x-signature' && overFirstEvent) return batch.length === 1 ? 'valid' : 'first_event_only';
-  return 'invalid';
+  const given = digestOf(signature);
+  if (given === undefined || parsed === undefined) return 'invalid';
+  try {
+    if (signs(given, JSON.stringify(parsed), secret)) return 'valid';
+    if (!Array.isArray(parsed) || parsed.length === 0) return 'invalid';
+    const first = JSON.stringify(parsed[0]);
+    if (first === undefined || !signs(given, first, secret)) return 'invalid';
+    return parsed.length === 1 ? 'valid' : 'first_event_only';
+  } catch {
+    return 'invalid';
+  }
 }
+
+const parseJson = (body: Buffer): unknown => {
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+};
+
+/** The refusal of a network past its refusal budget whose signature does not sign the raw bytes. */
+const SPENT_REASON =
+  'too many refused deliveries from this network: a signature that does not sign the raw body ' +
+  'is not checked further for now; retry later, or sign the raw body (X-Segment-Signature)';
 
 /** The refusal of a batch whose signature covers only its first event, with what to change in Segment. */
 export const FIRST_EVENT_ONLY_REASON =
@@ -151,7 +182,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const { auditQuietly, recordOf, reject, receive } = createWebhookIntake({
+  const { auditQuietly, recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
     path: SEGMENT_WEBHOOK_PATH,
     tool: 'segment_webhook',
     principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
@@ -166,12 +197,6 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     const body = await receive(req, res);
     if (body === false) return false;
     if (body === undefined) return true;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString('utf8')) as unknown;
-    } catch {
-      parsed = undefined;
-    }
     // The whole-body header decides when it is sent: an X-Signature beside it may cover only the first event.
     const wholeBody = header(req, 'x-segment-signature');
     const signatureHeader: SegmentSignatureHeader = wholeBody ? 'x-segment-signature' : 'x-signature';
@@ -184,14 +209,31 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       await reject(res, 401, 'missing signature (X-Signature or X-Segment-Signature)', body);
       return true;
     }
-    const check = verifySegmentSignature(body, parsed, signature, options.secret, signatureHeader);
-    if (check === 'first_event_only') {
-      await reject(res, 401, FIRST_EVENT_ONLY_REASON, body);
-      return true;
-    }
-    if (check === 'invalid') {
-      await reject(res, 401, 'bad signature', body);
-      return true;
+    // One HMAC over the raw bytes first: what Segment signs whole passes here, and a forgery costs
+    // no more unless its header allows the lenient variants, which parse and re-serialize the body.
+    let parsed: unknown;
+    if (signsRawBody(body, signature, options.secret)) parsed = parseJson(body);
+    else {
+      if (signatureHeader === 'x-segment-signature') {
+        await reject(res, 401, 'bad signature', body);
+        return true;
+      }
+      // A network already past its refusal budget gets no parse: a flood of forged bodies costs an HMAC each.
+      const retryAfterMs = spent(req);
+      if (retryAfterMs !== undefined) {
+        await rejectSpent(res, retryAfterMs, SPENT_REASON, body);
+        return true;
+      }
+      parsed = parseJson(body);
+      const check = lenientSignatureCheck(parsed, signature, options.secret);
+      if (check === 'first_event_only') {
+        await reject(res, 401, FIRST_EVENT_ONLY_REASON, body);
+        return true;
+      }
+      if (check === 'invalid') {
+        await reject(res, 401, 'bad signature', body);
+        return true;
+      }
     }
     if (parsed === undefined) {
       await reject(res, 400, 'malformed JSON', body);

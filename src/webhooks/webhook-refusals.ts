@@ -33,6 +33,12 @@ export interface WebhookRefusals {
     address: string,
     build: (target: string) => AuditAppendInput,
   ): Promise<RefusalOutcome>;
+  /**
+   * Milliseconds until `address`'s network has refusals to spare again at `tool`, when this
+   * process knows its budget spent (it counted one of its refusals since the budget last allowed
+   * one); undefined otherwise. Answered here, without the store: a handler asks before costly work.
+   */
+  spent(tool: string, address: string): number | undefined;
   /** Writes the pending counts (on shutdown). */
   flush(): Promise<void>;
 }
@@ -60,16 +66,19 @@ export function createWebhookRefusals(deps: {
       const target = `client:${masked(address)}`;
       const network = clientNetwork(address);
       return budget.record(principal, 'webhook_rejected', () => build(target), {
-        key: `${tool}\u0000${network}`,
+        key: scopeKey(tool, network),
         // The count covers the whole /64: it is named by the network's mask, not one address's.
         target: isIP(address) === 6 ? `client:${masked(network)}/64` : target,
         tool,
         ceiling: { key: tool, target: `endpoint:${tool}`, bucket: ceiling },
       });
     },
+    spent: (tool, address) => budget.spent(scopeKey(tool, clientNetwork(address))),
     flush: () => budget.flush(),
   };
 }
+
+const scopeKey = (tool: string, network: string) => `${tool}\u0000${network}`;
 
 /** What one budget covers: an IPv4 address itself, an IPv6 address's /64 (as `2001:db8:1:2::`). */
 export function clientNetwork(address: string): string {

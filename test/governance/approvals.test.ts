@@ -78,6 +78,41 @@ describe('approvals', () => {
     expect(stored?.evidence.effect).toMatch(/^Label \S+ as BAD \(fraudulent\) for payment_abuse in Sift/);
   });
 
+  it("the approver sees Sift's reason and decision names, and get_approval_status the decision's; people stay masked", async () => {
+    env = await setup();
+    const requested = await env.callTool('apply_decision', {
+      user_id: 'sandbox-high-risk',
+      decision_id: 'block_user_payment_abuse',
+      description: 'chargebacks',
+    });
+    expect(requested.error.code).toBe('APPROVAL_PENDING');
+    const id = String(requested.error.approval_id);
+    const stored = await env.runtime.approvals.get(id);
+    // Names of Sift rules and decisions, not of people: what the score rests on, readable.
+    expect(stored?.evidence).toMatchObject({
+      decision: { id: 'block_user_payment_abuse', name: 'Block user' },
+      score: {
+        reasons: [
+          { name: 'UsersPerDevice', value: 4 },
+          { name: 'Card velocity (1h)', value: 9 },
+          { name: 'Billing/shipping country mismatch', value: 'true' },
+        ],
+      },
+    });
+
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER, reason: 'chargebacks confirmed' });
+    await env.runtime.pipeline.processApprovals();
+    const status = await env.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({ state: 'executed' });
+    // The analyst recorded in Sift is a person: still masked in the stored result.
+    expect(status.output.result).toMatchObject({
+      decision_id: 'block_user_payment_abuse',
+      name: 'Block user',
+      analyst: expect.stringMatching(/^\w\*\*\*@.*#[0-9a-f]{8}$/),
+    });
+    expect(JSON.stringify(status.output.result)).not.toContain(ANALYST.id);
+  });
+
   it('no approval channel at all → refused (fail closed), nothing reaches Sift', async () => {
     env = await setup({ config: { approvals: { out_of_band: false } } });
     const result = await env.callTool('apply_label', LABEL);

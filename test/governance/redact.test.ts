@@ -215,6 +215,64 @@ describe('createRedactor: by key name', () => {
   });
 });
 
+describe('createRedactor: field classes a caller knows better', () => {
+  const fields = {
+    notPersonal: ['score.reasons[].name', 'decision.name'],
+    personal: ['event.custom_fields', 'event.app.device_unique_id'],
+  };
+
+  it('keeps the names at the paths said not to be personal, and hashes a name anywhere else', () => {
+    const out = redactor.redactValue(
+      {
+        score: { reasons: [{ name: 'UsersPerDevice', value: 4 }, { name: 'Refund from jane@example.com' }] },
+        decision: { name: 'Block user', password: 'hunter2' },
+        name: 'Jane Public',
+        customer: { name: 'Jane Public' },
+        reasons: [{ name: 'Jane Public' }],
+      },
+      fields,
+    );
+    expect(out).toEqual({
+      score: {
+        reasons: [
+          { name: 'UsersPerDevice', value: 4 },
+          { name: `Refund from j***@example.com${tag('jane@example.com')}` },
+        ],
+      },
+      decision: { name: 'Block user', password: REDACTED },
+      name: `***${tag('Jane Public')}`,
+      customer: { name: `***${tag('Jane Public')}` },
+      reasons: [{ name: `***${tag('Jane Public')}` }],
+    });
+  });
+
+  it('hashes every value under a path said to be personal, keeping its keys, whatever they are named', () => {
+    const out = redactor.redactValue(
+      {
+        event: {
+          custom_fields: { spouse: 'Marge Simpson', national_id: 'AB123456C', vip: true },
+          app: { device_unique_id: 'A1B2-C3D4', device_model: 'iPhone' },
+          user_id: 'u1',
+        },
+      },
+      fields,
+    );
+    expect(out).toEqual({
+      event: {
+        custom_fields: {
+          spouse: `***${tag('Marge Simpson')}`,
+          national_id: `***${tag('AB123456C')}`,
+          vip: true,
+        },
+        app: { device_unique_id: `***${tag('A1B2-C3D4')}`, device_model: 'iPhone' },
+        user_id: 'u1',
+      },
+    });
+    // And stays as it is when redacted again without them (the audit masks once more).
+    expect(redactor.redactValue(out)).toEqual(out);
+  });
+});
+
 describe('createRedactor: contract', () => {
   it('is a deep copy: the input is not modified', () => {
     const input = { email: 'jane@example.com', nested: { text: 'ip 203.0.113.7' } };

@@ -13,6 +13,7 @@ import {
   toMicros,
   toSiftMicros,
 } from '../../tools/money.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv;
@@ -100,6 +101,34 @@ describe('send_sift_event', () => {
     expect(text).not.toContain(env.sandbox.sift.apiKey);
     expect(text).not.toContain('128.148.1.135');
     expect(text).not.toContain('sess-123');
+  });
+
+  it('the audit keeps custom-field names but not their values, nor the device id; Sift gets them all', async () => {
+    env = await setup();
+    const custom = { home_town: 'Springfield', national_id: 'AB123456C', spouse: 'Marge Simpson' };
+    const result = await env.callTool('send_sift_event', {
+      event: {
+        event_type: 'create_account',
+        user_id: 'wallet-user-3',
+        app: { device_unique_id: 'A1B2-C3D4-E5F6', device_model: 'iPhone' },
+        custom_fields: custom,
+      },
+    });
+    expect(result.isError).toBe(false);
+    expect(eventBodies()[0]).toMatchObject({ ...custom, $app: { $device_unique_id: 'A1B2-C3D4-E5F6' } });
+
+    const records = (await storedAuditRecords(env.config, env.runtime.audit)).filter(
+      (r) => r.tool === 'send_sift_event',
+    );
+    expect(records.map((r) => r.event)).toEqual(['intent', 'executed']);
+    for (const record of records) {
+      const args = record.args_redacted as { event: Record<string, Record<string, unknown>> };
+      // An auditor sees what was sent, not the values.
+      expect(Object.keys(args.event.custom_fields!).sort()).toEqual(['home_town', 'national_id', 'spouse']);
+      expect(args.event.app).toMatchObject({ device_model: 'iPhone' });
+      const text = JSON.stringify(args);
+      for (const value of [...Object.values(custom), 'A1B2-C3D4-E5F6']) expect(text).not.toContain(value);
+    }
   });
 
   it('withdrawal, JPY and BTC amounts convert exactly; failure carries the decline category', async () => {

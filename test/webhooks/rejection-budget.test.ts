@@ -4,7 +4,8 @@
  * client, here through a trusted proxy's X-Forwarded-For) has a refusal budget, and each endpoint a
  * ceiling over all of them. Within them every rejection gets its own `webhook_rejected` record;
  * past them rejections are answered as before but only counted, into one `refusals_counted`
- * record. Another address keeps its own budget, a valid delivery is never held back, and the
+ * record; once a network is known past its budget, a signature that does not sign the raw body is
+ * refused 429 without the Segment endpoint's costlier lenient checks. Another address keeps its own budget, a valid delivery is never held back, and the
  * ledger holds the address only masked, IPv6 too. On both store engines (the ledger is the store's).
  */
 import { createServer, type Server } from 'node:http';
@@ -123,6 +124,12 @@ const message = (messageId: string) =>
     timestamp: '2026-11-30T08:00:00.000Z',
   });
 
+/**
+ * How the `n`th (from 0) forged delivery of a network is answered: checked in full (401) within its
+ * budget and for the first refusal past it, which tells the process the budget is spent; then 429.
+ */
+const refusedAs = (n: number) => (n <= BUDGET ? 401 : 429);
+
 const rejectedBy = (records: AuditRecord[], target: string | undefined) =>
   records.filter((r) => r.event === 'webhook_rejected' && r.target === target);
 
@@ -132,7 +139,7 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
       const { refusals, post, records } = await start(engine === 'PostgreSQL');
       const forged = message('forged');
       const bad = segmentSignature(forged, 'not-the-secret');
-      for (let i = 0; i < 10; i += 1) expect(await post(FLOODER, forged, bad)).toBe(401);
+      for (let i = 0; i < 10; i += 1) expect(await post(FLOODER, forged, bad)).toBe(refusedAs(i));
       for (let i = 0; i < 2; i += 1) expect(await post(OTHER, forged, bad)).toBe(401);
       const genuine = message('genuine');
       expect(await post(FLOODER, genuine, segmentSignature(genuine, SECRET))).toBe(200);
@@ -177,7 +184,8 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
       const forged = message('forged-64');
       const bad = segmentSignature(forged, 'not-the-secret');
       const sameNetwork = [1, 2, 3, 4, 5, 6].map((n) => `2001:db8:1:2::${n}`);
-      for (const address of sameNetwork) expect(await post(address, forged, bad)).toBe(401);
+      for (const [i, address] of sameNetwork.entries())
+        expect(await post(address, forged, bad)).toBe(refusedAs(i));
       expect(await post('2001:db8:1:3::7', forged, bad)).toBe(401);
       expect(await post('fe80::1', forged, bad)).toBe(401);
 
@@ -239,8 +247,8 @@ describe.skipIf(!redisUp)('webhook rejections in the shared rate-limit store (Re
       const forged = message('forged-redis');
       const bad = segmentSignature(forged, 'not-the-secret');
       for (let i = 0; i < BUDGET + 3; i += 1) {
-        expect(await post(v4, forged, bad)).toBe(401);
-        expect(await post(`${v6Network}::${i + 1}`, forged, bad)).toBe(401);
+        expect(await post(v4, forged, bad)).toBe(refusedAs(i));
+        expect(await post(`${v6Network}::${i + 1}`, forged, bad)).toBe(refusedAs(i));
       }
       // Each network's budget still holds, kept under hashed names.
       expect((await records()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(2 * BUDGET);

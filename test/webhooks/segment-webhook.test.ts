@@ -15,6 +15,8 @@ import type { SqlExecutor } from '../../src/store/sql.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { outboxEnv, webhookRefusals, type OutboxEnv } from '../outbox/helpers.ts';
+import { createRateLimiter } from '../../src/governance/rate-limit.ts';
+import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
 
@@ -36,6 +38,8 @@ async function start(
     bodyLimitBytes?: number;
     /** The outbox the handler stores through (default: the automation's). */
     outbox?: (env: OutboxEnv) => OutboxStore;
+    /** The refusal budgets (default: the runtime's `rate_limits.refusals`). */
+    refusals?: (env: OutboxEnv) => WebhookRefusals;
   } = {},
 ) {
   env = await outboxEnv({ config: options.config ?? {} });
@@ -53,17 +57,18 @@ async function start(
     audit: runtime.audit,
     logger: silentLogger,
     bodyLimitBytes: options.bodyLimitBytes ?? 64 * 1024,
-    refusals: webhookRefusals(automation.runtime),
+    refusals: options.refusals?.(env) ?? webhookRefusals(automation.runtime),
     origin: runtime.segmentOrigin,
     onEnqueued: () => automation.worker.wake(),
   });
+  // As src/transports/http.ts mounts it: a handler that throws is answered 500.
   server = createServer((req, res) => {
-    void handler(req, res).then((handled) => {
-      if (!handled) {
-        res.writeHead(404);
-        res.end();
-      }
-    });
+    handler(req, res).then(
+      (handled) => {
+        if (!handled) res.writeHead(404).end();
+      },
+      () => res.writeHead(500).end(),
+    );
   });
   await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/segment`;
@@ -345,6 +350,85 @@ describe('POST /webhooks/segment', () => {
       body,
     });
     expect(res.status).toBe(401);
+  });
+
+  it('an unsigned deeply nested body is refused 401 and audited', async () => {
+    const { env, url } = await start({ bodyLimitBytes: 1024 * 1024 });
+    // Parses, but nested too deep to re-serialize for the lenient signature variants.
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-signature': segmentSignature(deep, 'wrong-secret') },
+      body: deep,
+    });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ error: 'bad signature' });
+    const rejected = (await env.auditRecords()).filter((r) => r.event === 'webhook_rejected');
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ outcome: { code: '401', message: 'bad signature' } });
+  });
+
+  it('X-Segment-Signature is checked over the raw bytes alone; X-Signature keeps its lenient variants', async () => {
+    const { env, url } = await start();
+    // A body that is not its own re-serialization, signed over the re-serialization.
+    const message = order('m-pretty', 'sandbox-high-risk');
+    const pretty = JSON.stringify(message, null, 2);
+    const overReserialized = segmentSignature(JSON.stringify(message), SECRET);
+    const post = (headers: Record<string, string>) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: pretty,
+      });
+    // Actions signs exactly the body it sends under the whole-body header: nothing else matches.
+    const whole = await post({ 'x-segment-signature': overReserialized });
+    expect(whole.status).toBe(401);
+    expect(await whole.json()).toEqual({ error: 'bad signature' });
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
+    // Classic signs JSON.stringify(body): under X-Signature the same signature is accepted.
+    expect((await post({ 'x-signature': overReserialized })).status).toBe(200);
+  });
+
+  it('a network past its refusal budget is refused 429 before its body is parsed; a raw-signed delivery still passes', async () => {
+    const BUDGET = 2;
+    // A clock that stands still: no token comes back during the test.
+    const { env, url } = await start({
+      bodyLimitBytes: 1024 * 1024,
+      refusals: (e) =>
+        createWebhookRefusals({
+          audit: e.automation.runtime.audit,
+          rateLimiter: createRateLimiter(() => 0),
+          bucket: { capacity: BUDGET, per_minute: 1 },
+          redactor: e.automation.runtime.redactor,
+          now: () => new Date(0),
+        }),
+    });
+    const post = (body: string, headers: Record<string, string>) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    const forged = JSON.stringify(order('m-forged', 'sandbox-high-risk'));
+    const bad = { 'x-signature': segmentSignature(forged, 'wrong-secret') };
+    // Within the budget, and the first refusal past it (counted), are checked in full.
+    for (let i = 0; i <= BUDGET; i += 1) expect((await post(forged, bad)).status).toBe(401);
+
+    // Now known spent: a deeply nested body gets the budget's refusal, not a parse…
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    const spent = await post(deep, { 'x-signature': segmentSignature(deep, 'wrong-secret') });
+    expect(spent.status).toBe(429);
+    expect(Number(spent.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(String(((await spent.json()) as { error: string }).error)).toContain('X-Segment-Signature');
+    // …and so does a batch of one signed over its event, which the parse would have accepted.
+    const one = [order('m-first-event', 'sandbox-high-risk')];
+    const firstEvent = await post(JSON.stringify(one), {
+      'x-signature': segmentSignature(JSON.stringify(one[0]), SECRET),
+    });
+    expect(firstEvent.status).toBe(429);
+    // A delivery signed over its raw bytes is never held back.
+    const genuine = JSON.stringify(order('m-genuine-raw', 'sandbox-high-risk'));
+    expect((await post(genuine, { 'x-signature': segmentSignature(genuine, SECRET) })).status).toBe(200);
+
+    const stored = (await env.automation.store.list({ limit: 10 })).map((e) => JSON.stringify(e.args));
+    expect(stored.join()).not.toContain('m-first-event');
+    expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(BUDGET);
   });
 
   it('without SEGMENT_WEBHOOK_SECRET every delivery is refused (fail closed)', async () => {
