@@ -17,7 +17,9 @@
  * any other (marked `context.fraudgate`, segment-origin.ts), are acknowledged and counted in one
  * audit record per delivery, never stored: sent to Sift again, a decision's sync could set off the
  * decision again through a Sift Workflow. Messages the mapping does not cover (page views, unmapped events, anonymous or
- * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
+ * unmapped users) are acknowledged, counted in one audit record per delivery, never stored. Both
+ * records commit with the delivery's messages, so a delivery is acknowledged only once they are
+ * written (a redelivery adds one record, not one per message). Every delivery leaves an audit
  * record (a rejected one within its client address's refusal budget, past it a count: intake.ts);
  * a rejected body is never stored or logged — only its hash.
  */
@@ -26,7 +28,8 @@ import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { SegmentOrigin } from '../clients/segment-origin.ts';
 import type { Config } from '../config.ts';
-import type { EnqueuedEvent, RoutedIntake } from '../store/outbox-store.ts';
+import type { AuditAppendInput } from '../governance/audit.ts';
+import type { DeliveryRecords, EnqueuedEvent, RoutedIntake } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
 import {
@@ -72,10 +75,11 @@ const messageSchema = z
 export interface SegmentWebhookOptions extends WebhookEndpointOptions {
   /**
    * Durably store a delivery's messages, each with its effect and its receipt's audit record
-   * (`intake`), in one transaction (the 200 follows the commit); per message, `duplicate` when its
-   * messageId was stored before. The outbox's `enqueueRoutedMany`.
+   * (`intake`), and the records of what it acknowledged without storing (`also`), in one
+   * transaction (the 200 follows the commit); per message, `duplicate` when its messageId was
+   * stored before. The webhook intake's `enqueueRoutedMany` (intake-writer.ts: off the event loop).
    */
-  store(deliveries: RoutedIntake[]): Promise<EnqueuedEvent[]>;
+  store(deliveries: RoutedIntake[], also: DeliveryRecords): Promise<EnqueuedEvent[]>;
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
   secret: string | undefined;
   mapping: Config['mapping'];
@@ -174,15 +178,22 @@ export const FIRST_EVENT_ONLY_REASON =
 export const OWN_MESSAGES_REASON =
   "fraudgate's own Segment writes (marked in context.fraudgate), delivered back by Segment: not sent to Sift again";
 
-/** The record of a delivery's own messages names this many of their ids, and counts them all. */
-const OWN_IDS_RECORDED = 20;
+/**
+ * The record of a delivery's own messages, or of those the mapping does not cover, names this many
+ * of their ids (and of the reasons), and counts them all.
+ */
+const IDS_RECORDED = 20;
+
+/** Why messages the mapping does not cover are acknowledged and not stored. */
+export const IGNORED_MESSAGES_REASON =
+  'not covered by the mapping (page views, unmapped events, anonymous or unmapped users): not sent to Sift';
 
 /** An `extraHandlers` entry for src/transports/http.ts. */
 export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const { auditQuietly, recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
+  const { recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
     path: SEGMENT_WEBHOOK_PATH,
     tool: 'segment_webhook',
     principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
@@ -295,6 +306,38 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       }
     }
 
+    // One record per delivery for what it acknowledges without storing, however many messages:
+    // one per message would cost a commit each, and every redelivery as many again.
+    const also: AuditAppendInput[] = [];
+    if (ignored.length > 0) {
+      const reasons = new Map<string, number>();
+      for (const { reason } of ignored) {
+        if (reasons.has(reason) || reasons.size < IDS_RECORDED)
+          reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+      }
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: {
+            ignored_messages: ignored.length,
+            message_ids: ignored.slice(0, IDS_RECORDED).map((i) => i.messageId),
+            reasons: Object.fromEntries(reasons),
+          },
+          outcome: { code: 'IGNORED', message: IGNORED_MESSAGES_REASON },
+        }),
+      );
+    }
+    if (own.length > 0) {
+      // Every decision sync comes back this way.
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: { own_messages: own.length, message_ids: own.slice(0, IDS_RECORDED) },
+          outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
+        }),
+      );
+    }
+
     let accepted = 0;
     let duplicates = 0;
     // The effects sort by receipt among the outbox's others: stored at 0 they would always be
@@ -303,7 +346,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     let stored: EnqueuedEvent[];
     try {
       // One transaction for the whole delivery: each message with its effect and its receipt's
-      // audit record, committed together (one commit, not one per message, on the event loop).
+      // audit record, and the records above, committed together (one commit, off the event loop).
       stored = await options.store(
         mapped.map(({ message, siftUser, args }) => ({
           event: {
@@ -328,6 +371,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
             }),
           },
         })),
+        { audit, records: also },
       );
     } catch (error) {
       // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
@@ -338,21 +382,6 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     for (const entry of stored) {
       if (entry.duplicate) duplicates += 1;
       else accepted += 1;
-    }
-    for (const entry of ignored) {
-      await auditQuietly({
-        event: 'webhook_ignored',
-        args_redacted: { message_id: entry.messageId },
-        outcome: { code: 'IGNORED', message: entry.reason },
-      });
-    }
-    if (own.length > 0) {
-      // One record per delivery however many it holds: every decision sync comes back this way.
-      await auditQuietly({
-        event: 'webhook_ignored',
-        args_redacted: { own_messages: own.length, message_ids: own.slice(0, OWN_IDS_RECORDED) },
-        outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
-      });
     }
     sendJson(res, 200, { accepted, duplicates, ignored: ignored.length + own.length, own: own.length });
     if (accepted > 0) options.onEnqueued?.();

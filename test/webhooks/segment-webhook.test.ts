@@ -36,8 +36,8 @@ async function start(
     config?: DeepPartial<Config>;
     secret?: string | undefined;
     bodyLimitBytes?: number;
-    /** The outbox the handler stores through (default: the automation's). */
-    outbox?: (env: OutboxEnv) => OutboxStore;
+    /** The outbox the handler stores through (default: the webhook intake, as `serve --http` has it). */
+    outbox?: (env: OutboxEnv) => Pick<OutboxStore, 'enqueueRoutedMany'>;
     /** The refusal budgets (default: the runtime's `rate_limits.refusals`). */
     refusals?: (env: OutboxEnv) => WebhookRefusals;
   } = {},
@@ -45,9 +45,9 @@ async function start(
   env = await outboxEnv({ config: options.config ?? {} });
   const automation = env.automation;
   const runtime = automation.runtime;
-  const outbox = options.outbox?.(env) ?? automation.store;
+  const outbox = options.outbox?.(env) ?? env.intake;
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => outbox.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => outbox.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
     siftUsersFor: siftUserResolver(
@@ -125,6 +125,82 @@ describe('POST /webhooks/segment', () => {
     expect((await env.automation.store.stats()).pending).toBe(3000);
     const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
     expect(receipts).toHaveLength(3000);
+  });
+
+  it('a 4,000-message delivery commits on the intake thread: the event loop turns before it is stored', async () => {
+    // What happens on the main thread while the delivery commits, in order.
+    const turns: string[] = [];
+    const { env, url } = await start({
+      bodyLimitBytes: 1024 * 1024,
+      // The webhook intake as `serve --http` has it; a timer set as the commit begins.
+      outbox: (e) => ({
+        enqueueRoutedMany(deliveries, now, also) {
+          const committed = e.intake.enqueueRoutedMany(deliveries, now, also);
+          setImmediate(() => turns.push('timer'));
+          return committed.then((stored) => {
+            turns.push('committed');
+            return stored;
+          });
+        },
+      }),
+    });
+    await env.automation.worker.stop();
+    const batch = Array.from({ length: 4000 }, (_, i) => ({
+      type: 'track',
+      messageId: `loop-${i}`,
+      userId: 'sandbox-high-risk',
+      event: 'Signed In',
+    }));
+    const delivery = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(delivery).toMatchObject({ status: 200, body: { accepted: 4000, duplicates: 0 } });
+    // A commit on the main thread (node:sqlite is synchronous) would hold the timer until it ended.
+    expect(turns).toEqual(['timer', 'committed']);
+    expect((await env.automation.store.stats()).pending).toBe(4000);
+    const [effect] = await env.automation.store.list({ limit: 1 });
+    expect((effect?.args.event as { user_id: string }).user_id).toBe('sandbox-high-risk');
+    const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
+    expect(receipts).toHaveLength(4000);
+    // A redelivery stores nothing again: each message a duplicate, with its receipt.
+    const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 4000 } });
+    expect((await env.automation.store.stats()).pending).toBe(4000);
+  });
+
+  it('a delivery of 1,000 skipped messages writes one record; a redelivery one more', async () => {
+    const { env, url } = await start({ bodyLimitBytes: 1024 * 1024 });
+    const batch = [
+      ...Array.from({ length: 998 }, (_, i) => ({
+        type: 'page',
+        messageId: `page-${i}`,
+        userId: 'sandbox-high-risk',
+        properties: { path: '/x' },
+      })),
+      { ...order('skip-unmapped', 'not a sift id') },
+      { ...order('skip-anonymous', 'x'), userId: null },
+    ];
+    const ignoredRecords = async () =>
+      ((await env.auditRecords()) as unknown as { event: string; args_redacted: Record<string, unknown> }[])
+        .filter((r) => r.event === 'webhook_ignored')
+        .map((r) => r.args_redacted);
+    const before = (await env.auditRecords()).length;
+    const first = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(first).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 0, ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(1);
+    expect(await ignoredRecords()).toEqual([
+      {
+        ignored_messages: 1000,
+        message_ids: batch.slice(0, 20).map((m) => m.messageId),
+        reasons: {
+          'page messages are not mapped': 998,
+          'no Sift user is mapped to this Segment userId': 1,
+          'anonymous (no userId)': 1,
+        },
+      },
+    ]);
+    const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(2);
+    expect(await env.automation.store.stats()).toMatchObject({ pending: 0, unrouted: 0 });
   });
 
   it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
