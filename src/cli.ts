@@ -645,11 +645,12 @@ async function serveHttp(
   const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
-    extraHandlers: ({ authenticator }) => [
+    extraHandlers: ({ authenticator, allowedOrigins }) => [
       ...mounts,
       createConsoleHandler({
         runtime,
         authenticate: authenticator,
+        allowedOrigins,
         secureCookies: runtime.config.http.public_url?.startsWith('https:') ?? false,
         trustedProxies: runtime.config.http.trusted_proxies,
       }),

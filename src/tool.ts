@@ -213,6 +213,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    */
   evidence?(args: z.infer<I>, ctx: ToolContext): Promise<Record<string, unknown>>;
   /**
+   * What approving will do, in one sentence (the evidence's `effect`): shown on its own when the
+   * evidence cannot be read (e.g. a user Sift has not scored). Must not write anything.
+   */
+  effect?(args: z.infer<I>, ctx: ToolContext): string | Promise<string>;
+  /**
    * Per-call approval policy, for tools whose stakes depend on the call (e.g. `apply_decision:block`).
    * The pipeline uses `approvals.tools[key]`, else `approvals.tools[name]`, else the default for the
    * risk, and never less than `floor`. Runs after validation and before approval; it may read

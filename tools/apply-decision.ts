@@ -42,6 +42,11 @@ const APPROVAL_KEYS: readonly ApprovalKey[] = [
 export const decisionApprovalKey = (category: string): ApprovalKey =>
   APPROVAL_KEYS.find((k) => k.key === `apply_decision:${category}`) ?? { key: 'apply_decision' };
 
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (decision: SiftDecisionDefinition, user: string) =>
+  `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${user} for ` +
+  `${decision.abuseType} in Sift; this changes what happens to the customer.`;
+
 export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
@@ -83,6 +88,7 @@ export const applyDecision = defineTool({
     const decision = await userDecision(args.decision_id, ctx);
     return decisionApprovalKey(decision.category);
   },
+  effect: async (args, ctx) => effect(await userDecision(args.decision_id, ctx), args.user_id),
   async evidence(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
     return {
@@ -94,9 +100,7 @@ export const applyDecision = defineTool({
       },
       ...(await siftEvidence(args.user_id, ctx, {
         abuseType: decision.abuseType,
-        effect:
-          `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${args.user_id} for ` +
-          `${decision.abuseType} in Sift; this changes what happens to the customer.`,
+        effect: effect(decision, args.user_id),
       })),
     };
   },

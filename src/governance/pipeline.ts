@@ -1200,15 +1200,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
 
     let evidence: Record<string, unknown>;
+    const toolContext = contextFor(principal, channel, meta.callId);
     try {
-      evidence = await evidenceFor(tool, args, meta.target, contextFor(principal, channel, meta.callId));
+      evidence = await evidenceFor(tool, args, meta.target, toolContext);
     } catch (thrown) {
-      // Approvers must still see that evidence is missing rather than the request failing.
+      // Approvers must still see that evidence is missing rather than the request failing, and
+      // what approving does in the tool's own words when it can say so without the evidence.
       const error = toFraudgateError(thrown);
-      evidence = {
-        effect: `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
-        unavailable: error.message,
-      };
+      const effect = await (async () => tool.effect?.(args, toolContext))().catch(() => undefined);
+      evidence = redactor.redactValue(
+        {
+          effect: effect ?? `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
+          unavailable: error.message,
+        },
+        tool.redaction?.evidence,
+      ) as Record<string, unknown>;
     }
     // The approver sees that the requester's name is only a claim (four-eyes still compares it).
     if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
