@@ -143,3 +143,37 @@ describe('Salesforce ids are checked in full before any upstream call', () => {
     expect(result.isError).toBe(false);
   });
 });
+
+describe('send_sift_event refuses text Sift would store as it is', () => {
+  const siftPosts = () => env.sandbox.sift.journal.filter((j) => j.method === 'POST');
+
+  it.each([
+    ['event.phone', { phone: '\u0000\u202E123' }],
+    ['event.phone', { phone: 'call me maybe' }],
+    ['event.name', { name: 'Ann\u202Egnirts' }],
+    ['event.name', { name: 'Ann\u0000' }],
+    ['event.account_types.0', { account_types: ['wallet\u009b'] }],
+    ['event.custom_fields.note', { custom_fields: { note: 'line\nbreak' } }],
+  ])('naming %s, with nothing posted to Sift', async (field, extra) => {
+    const before = siftPosts().length;
+    const result = await env.callTool('send_sift_event', {
+      event: { event_type: 'create_account', user_id: 'wallet-user-1', ...extra },
+    });
+    expect(result.isError).toBe(true);
+    expect(result.error.code).toBe('INVALID_INPUT');
+    expect((result.error.issues as { field: string }[]).map((i) => i.field)).toContain(field);
+    expect(siftPosts()).toHaveLength(before);
+  });
+
+  it('still sends a phone number as people write it and names in any script', async () => {
+    const result = await env.callTool('send_sift_event', {
+      event: {
+        event_type: 'create_account',
+        user_id: 'wallet-user-1',
+        phone: '+1 (415) 555-0100',
+        name: 'Zoë Šťastná محمد',
+      },
+    });
+    expect(result.isError).toBe(false);
+  });
+});
