@@ -149,7 +149,11 @@ describe('wrongly typed params are -32602 naming the field', () => {
   };
 
   it.each([
-    ['prompts/get', { name: 'triage_user', arguments: { user_id: 42 } }, /arguments\.user_id must be a string/],
+    [
+      'prompts/get',
+      { name: 'triage_user', arguments: { user_id: 42 } },
+      /arguments\.user_id must be a string/,
+    ],
     ['prompts/get', { name: 'triage_user', arguments: null }, /params\.arguments must be an object/],
     ['prompts/get', { name: 42 }, /params\.name must be a string/],
     ['resources/read', { uri: 42 }, /params\.uri must be a string/],

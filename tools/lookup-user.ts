@@ -232,8 +232,7 @@ export const lookupUser = defineTool({
   input: z.strictObject({
     user_id: userId,
     email: z.email().max(254).optional().describe('Default: the Segment trait email.'),
-    phone: phoneNumber.optional()
-      .describe('Default: the Segment trait phone.'),
+    phone: phoneNumber.optional().describe('Default: the Segment trait phone.'),
     max_records: z.number().int().min(1).max(50).default(10).describe('Most records per Salesforce section.'),
   }),
   output,

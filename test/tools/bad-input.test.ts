@@ -124,18 +124,21 @@ describe('Salesforce ids are checked in full before any upstream call', () => {
       () => env.sandbox.salesforce.demo!.openFraudCaseId,
       { user_id: 'sandbox-high-risk', event: 'score_evaluated' },
     ],
-  ] as const)('%s refuses an 18-character %s with a bad checksum, naming it', async (name, field, id, rest) => {
-    const good = id();
-    expect(good).toHaveLength(18);
-    const before = upstreamTraffic().length;
-    const result = await env.callTool(name, { ...rest, [field]: badChecksum(good) });
-    expect(result.isError).toBe(true);
-    expect(result.error.code).toBe('INVALID_INPUT');
-    const issues = result.error.issues as { field: string; message: string }[];
-    expect(issues[0]!.field).toBe(field);
-    expect(issues[0]!.message).toMatch(/checksum/);
-    expect(upstreamTraffic()).toHaveLength(before);
-  });
+  ] as const)(
+    '%s refuses an 18-character %s with a bad checksum, naming it',
+    async (name, field, id, rest) => {
+      const good = id();
+      expect(good).toHaveLength(18);
+      const before = upstreamTraffic().length;
+      const result = await env.callTool(name, { ...rest, [field]: badChecksum(good) });
+      expect(result.isError).toBe(true);
+      expect(result.error.code).toBe('INVALID_INPUT');
+      const issues = result.error.issues as { field: string; message: string }[];
+      expect(issues[0]!.field).toBe(field);
+      expect(issues[0]!.message).toMatch(/checksum/);
+      expect(upstreamTraffic()).toHaveLength(before);
+    },
+  );
 
   it('a 15-character id (no checksum) is still accepted', async () => {
     const id15 = env.sandbox.salesforce.demo!.openFraudCaseId.slice(0, 15);
