@@ -23,7 +23,7 @@ import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
 import type { WebhookEndpointOptions } from './webhooks/intake.ts';
-import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
+import { checkServices, describeFailure, loadServeKeys, probeHttpPort } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -393,6 +393,8 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
  * stdio session answers `initialize` before any of it (npm run bench). `close()` stops it all.
  */
 async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger, role: 'http' | 'stdio') {
+  // A busy port is said as such before the replica id (by default host:port) is registered.
+  if (role === 'http') await probeHttpPort(loaded.config.http);
   await checkServices(loaded.config, loaded.secrets);
   for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
