@@ -17,7 +17,7 @@ import {
   type LoadedConfig,
   type Secrets,
 } from './config.ts';
-import { checkPolicyNames } from './governance/policy.ts';
+import { policyNameProblems } from './governance/policy.ts';
 import { createLogger, logLevelOf, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
@@ -347,10 +347,14 @@ function portOf(text: string): number {
  * `servesCalls`: the command takes tool calls, so its rate-limit store must be reachable as configured.
  */
 function configure(values: CliValues, servesCalls = false): LoadedConfig {
-  const loaded = loadConfig({ ...configFlags(values), servesCalls });
   // Policy keys name tools, which the config schema does not know: checked before any command runs
-  // (by their names alone: the tools themselves load only where a command uses them).
-  checkPolicyNames(POLICY_NAMES, loaded.config);
+  // (by their names alone: the tools themselves load only where a command uses them), and listed
+  // with the schema's problems when there are some.
+  const loaded = loadConfig({
+    ...configFlags(values),
+    servesCalls,
+    problems: (config) => policyNameProblems(POLICY_NAMES, config),
+  });
   prepareDataDir(loaded.config.data_dir);
   return loaded;
 }

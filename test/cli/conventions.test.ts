@@ -179,6 +179,36 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
     );
   });
 
+  it('a config file with schema errors and a misspelt policy key: every problem in one run', async () => {
+    const file = join(dir, 'two-pass.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        aproval: 1,
+        risk_bands: { medium: 'x' },
+        approvals: { tools: { apply_lable: 'none' } },
+      }),
+    );
+    const run = await cli(['jobs', '--config', file]);
+    expect(run.code).toBe(1);
+    expectOneLine(run.stderr, /^fraudgate: Invalid configuration: /);
+    expect(run.stderr).toContain('risk_bands.medium');
+    expect(run.stderr).toContain('"aproval"');
+    expect(run.stderr).toMatch(
+      /approvals\.tools\.apply_lable: unknown tool or approval key; known: .*apply_label/,
+    );
+  });
+
+  it('a FRAUDGATE_HTTP_PORT that is not a number names the variable and the valid range, as --port does', async () => {
+    const run = await cli(['serve', '--http'], { FRAUDGATE_HTTP_PORT: 'abc' });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: Invalid configuration: FRAUDGATE_HTTP_PORT: 'abc' is not a port: .*from 1 to 65535, or 0 for any free port$/,
+    );
+    expect(run.stderr).not.toContain('NaN');
+  });
+
   it('a missing file', async () => {
     const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
     expect(run.code).toBe(1);
