@@ -1,7 +1,8 @@
 /**
  * The sandbox's printed tokens work in the CLI too: `serve --http` prints a persona token per role,
  * derived from the development token it keeps in the data dir; `approvals approve` with the
- * approver's printed token (and no FRAUDGATE_DEV_TOKEN anywhere) decides the approval.
+ * approver's printed token (and no FRAUDGATE_DEV_TOKEN anywhere) decides the approval; with it,
+ * `outbox retry`/`drop` of an effect that does not exist says so.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -104,6 +105,17 @@ describe('the printed sandbox approver token in the CLI', () => {
       await waiting;
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('outbox retry and drop of an effect that does not exist', () => {
+  it('say there is no such effect, not that it is not a dead letter', { timeout: 120_000 }, async () => {
+    for (const sub of ['retry', 'drop']) {
+      const run = await cli(['outbox', sub, '999'], { FRAUDGATE_APPROVER_TOKEN: tokens.approver! });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^fraudgate: no outbox effect 999 \(/);
+      expect(run.stderr).not.toContain('dead letter');
     }
   });
 });
