@@ -6,6 +6,9 @@
  * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
 import {
@@ -672,8 +675,7 @@ async function serveHttp(
         )
       : []),
     `fraudgate: approval console: ${base}/console`,
-    // The Inspector needs Node >= 22.19: the pinned Node in node_modules/.bin goes first on PATH.
-    `fraudgate: try it: PATH="$PWD/node_modules/.bin:$PATH" mcp-inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,
+    `fraudgate: try it: ${inspectorCommand(handle.mcpUrl, devToken ?? '<token>', inspectorBinDir())}`,
   ];
   process.stderr.write(lines.join('\n') + '\n');
   let stopping = false;
@@ -687,6 +689,27 @@ async function serveHttp(
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+/**
+ * Where a checkout's MCP Inspector is (`node_modules/.bin` of the package root `root`, which holds
+ * it as a devDependency), or undefined outside a checkout (`npm install -g fraudgate` installs no
+ * devDependencies). `root` defaults to this package's: src/cli.ts in a checkout, dist/src/cli.js built.
+ */
+export function inspectorBinDir(
+  root = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '..' : '../..', import.meta.url)),
+): string | undefined {
+  const bin = join(root, 'node_modules', '.bin');
+  return existsSync(join(bin, 'mcp-inspector')) ? bin : undefined;
+}
+
+/** The MCP Inspector command line that lists the tools: a checkout's own Inspector, else npx's. */
+export function inspectorCommand(mcpUrl: string, token: string, binDir: string | undefined): string {
+  const args = `--cli ${mcpUrl} --transport http --header "Authorization: Bearer ${token}" --method tools/list`;
+  // The Inspector needs Node >= 22.19: a checkout's pinned Node in node_modules/.bin goes first on PATH.
+  return binDir
+    ? `PATH="${binDir}:$PATH" mcp-inspector ${args}`
+    : `npx @modelcontextprotocol/inspector ${args}`;
 }
 
 /** The command a command line names, found leniently (for pointing a malformed one at its help). */

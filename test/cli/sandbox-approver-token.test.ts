@@ -18,6 +18,7 @@ let dataDir: string;
 let server: ChildProcess;
 /** What serve printed: its MCP URL and each persona's token, by role. */
 let mcpUrl: string;
+let printed = '';
 const tokens: Record<string, string> = {};
 
 function cli(
@@ -41,7 +42,6 @@ beforeAll(async () => {
     env: cliEnv(dataDir),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let printed = '';
   await new Promise<void>((resolve, reject) => {
     server.once('exit', (code) => reject(new Error(`serve exited ${code}: ${printed}`)));
     server.stderr!.on('data', (chunk: Buffer) => {
@@ -116,6 +116,33 @@ describe('outbox retry and drop of an effect that does not exist', () => {
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/^fraudgate: no outbox effect 999 \(/);
       expect(run.stderr).not.toContain('dead letter');
+    }
+  });
+});
+
+describe('the printed MCP Inspector line', () => {
+  const root = join(import.meta.dirname, '../..');
+
+  it("in a checkout: the checkout's own Inspector, by its absolute path (not $PWD's)", () => {
+    const line = /fraudgate: try it: (.*)/.exec(printed)![1]!;
+    expect(line).toBe(
+      `PATH="${join(root, 'node_modules', '.bin')}:$PATH" mcp-inspector --cli ${mcpUrl} --transport http ` +
+        `--header "Authorization: Bearer ${/development token \(sandbox only, role admin\): (\S+)/.exec(printed)![1]}" --method tools/list`,
+    );
+  });
+
+  it('outside a checkout (no devDependencies, as after npm install -g): npx', async () => {
+    const { inspectorBinDir, inspectorCommand } = await import('../../src/cli.ts');
+    const installed = mkdtempSync(join(tmpdir(), 'fraudgate-cliux-installed-'));
+    try {
+      expect(inspectorBinDir(installed)).toBeUndefined();
+      expect(inspectorBinDir(root)).toBe(join(root, 'node_modules', '.bin'));
+      expect(inspectorCommand('http://127.0.0.1:8787/mcp', 'T', undefined)).toBe(
+        'npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8787/mcp --transport http ' +
+          '--header "Authorization: Bearer T" --method tools/list',
+      );
+    } finally {
+      rmSync(installed, { recursive: true, force: true });
     }
   });
 });
