@@ -7,6 +7,7 @@
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
 import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -420,8 +421,11 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
       `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`,
     );
   }
-  const [{ openConfiguredStore, openRuntime, replicaIdFor }, { registerReplica, replicaHeartbeat }, tools] =
-    await Promise.all([import('./runtime.ts'), import('./replica-registration.ts'), loadTools()]);
+  const [
+    { openConfiguredStore, openRuntime, replicaIdFor },
+    { isPidReplicaIdOf, registerReplica, replicaHeartbeat, takeOverDeadSiblings },
+    tools,
+  ] = await Promise.all([import('./runtime.ts'), import('./replica-registration.ts'), loadTools()]);
   // One store per process, shared by the MCP runtime and the automation worker.
   const store = await openConfiguredStore(config, secrets, logger, keys).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
@@ -461,7 +465,26 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   });
   // What the previous process under this replica id died executing is settled now, not on the first
   // approval sweep this replica happens to run (it may not hold that job's lease for a long time).
-  const recovery = runtime.pipeline.recoverInterrupted().catch((error: unknown) =>
+  const recovery = (async () => {
+    await runtime.pipeline.recoverInterrupted();
+    // Without FRAUDGATE_REPLICA_ID a stdio (or --port 0) server's id carries its pid, so no restart
+    // comes back under it: what this host's dead ones left executing is settled here instead, once a
+    // heartbeat window shows they are dead (live ones sharing the data dir are left alone).
+    if (config.replica_id) return;
+    const host = hostname();
+    const dead = await takeOverDeadSiblings({
+      store,
+      siblings: (id) => id !== replicaId && isPidReplicaIdOf(host, id),
+      heartbeat: replicaHeartbeat(config),
+      logger,
+    });
+    if (dead.replicaIds.length === 0) return;
+    try {
+      await runtime.pipeline.recoverInterrupted(dead.replicaIds);
+    } finally {
+      await dead.release();
+    }
+  })().catch((error: unknown) =>
     // An approval's error may quote its arguments: the redacting logger.
     runtime.logger.error('recovering interrupted approvals failed', { error: String(error) }),
   );
