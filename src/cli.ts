@@ -465,6 +465,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   });
   // What the previous process under this replica id died executing is settled now, not on the first
   // approval sweep this replica happens to run (it may not hold that job's lease for a long time).
+  const closing = new AbortController();
   const recovery = (async () => {
     await runtime.pipeline.recoverInterrupted();
     // Without FRAUDGATE_REPLICA_ID a stdio (or --port 0) server's id carries its pid, so no restart
@@ -477,6 +478,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
       siblings: (id) => id !== replicaId && isPidReplicaIdOf(host, id),
       heartbeat: replicaHeartbeat(config),
       logger,
+      signal: closing.signal,
     });
     if (dead.replicaIds.length === 0) return;
     try {
@@ -517,6 +519,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
      */
     async close() {
       await jobs.close();
+      closing.abort(); // a watch of dead siblings' rows does not hold the shutdown up
       await recovery;
       await webhooks?.close();
       await runtime.close();

@@ -72,11 +72,13 @@ async function watchRow(
   replicas: ReplicaInstanceStore,
   seen: ReplicaInstance,
   { periodMs, expiryMs }: ReplicaHeartbeat,
-): Promise<'beat' | 'quiet' | 'changed'> {
+  signal?: AbortSignal,
+): Promise<'beat' | 'quiet' | 'changed' | 'aborted'> {
   const pollMs = Math.max(25, Math.floor(periodMs / 4));
   const until = performance.now() + expiryMs;
   while (performance.now() < until) {
     await sleep(Math.min(pollMs, Math.max(1, until - performance.now())));
+    if (signal?.aborted) return 'aborted';
     const row = await replicas.get(seen.replica_id);
     if (!row || row.nonce !== seen.nonce) return 'changed';
     if (row.beats !== seen.beats) return 'beat';
@@ -101,13 +103,15 @@ export function isPidReplicaIdOf(host: string, replicaId: string): boolean {
  * is taken over (a compare-and-set on its nonce and count, so of several starting processes one
  * wins, and a stalled holder that wakes up learns at its next beat that it lost the id and stops);
  * a row that beats is a live sibling's and is left alone. Returns the ids taken over, whose claims
- * the caller settles (pipeline.recoverInterrupted), then `release()` deletes their rows.
+ * the caller settles (pipeline.recoverInterrupted), then `release()` deletes their rows. `signal`
+ * (the server closing) ends the watch at once, taking nothing over.
  */
 export async function takeOverDeadSiblings(options: {
   store: { replicas: ReplicaInstanceStore };
   siblings: (replicaId: string) => boolean;
   heartbeat: ReplicaHeartbeat;
   logger: Logger;
+  signal?: AbortSignal;
   now?: () => number;
 }): Promise<{ replicaIds: string[]; release(): Promise<void> }> {
   const { replicas } = options.store;
@@ -117,7 +121,7 @@ export async function takeOverDeadSiblings(options: {
   const taken: string[] = [];
   await Promise.all(
     rows.map(async (row) => {
-      if ((await watchRow(replicas, row, options.heartbeat)) !== 'quiet') return;
+      if ((await watchRow(replicas, row, options.heartbeat, options.signal)) !== 'quiet') return;
       if (await replicas.takeOver(row.replica_id, nonce, row, now())) taken.push(row.replica_id);
     }),
   );

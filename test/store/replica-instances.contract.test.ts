@@ -107,6 +107,16 @@ for (const engine of ENGINES) {
         heartbeat_at: t0,
         beats: 0,
       });
+      // A server closing meanwhile stops the watch and takes nothing over.
+      const aborted = await takeOverDeadSiblings({
+        store: b,
+        siblings: (id) => isPidReplicaIdOf('h', id),
+        heartbeat: HEARTBEAT,
+        logger,
+        signal: AbortSignal.abort(),
+      });
+      expect(aborted.replicaIds).toEqual([]);
+      expect(await a.replicas.get('h:stdio:1')).toMatchObject({ nonce: 'n-h:stdio:1' });
       // h:stdio:2 is alive: it beats while the others are watched.
       const beating = setInterval(() => void a.replicas.beat('h:stdio:2', 'n-h:stdio:2', Date.now()), 25);
       try {
