@@ -577,7 +577,7 @@ async function openWebhooks(options: {
     replicaStartedAt,
   });
   automation.worker.start();
-  // Sift webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
+  // Webhooks and their receipt records commit off the event loop (a writer thread on SQLite).
   const intake = openWebhookIntakeStore({
     config,
     secrets,
@@ -612,7 +612,8 @@ async function openWebhooks(options: {
   // Segment events (Webhooks destination) become send_sift_event effects in the same outbox.
   const segmentWebhook = createSegmentWebhookHandler({
     ...endpoint,
-    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
+    // Through the intake too: on SQLite a delivery of thousands of messages commits on its thread.
+    store: (deliveries, also) => intake.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: secrets.segmentWebhookSecret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver((ids) => runtime.identities.mappingsForSegmentUsers(ids), config.identity),
@@ -679,11 +680,12 @@ async function serveHttp(
   const devToken = sandbox ? sandboxDevToken(runtime.config.data_dir, envDevToken) : undefined;
   const handle = await startHttpServer(runtime, {
     ...(devToken ? { devToken } : {}),
-    extraHandlers: ({ authenticator }) => [
+    extraHandlers: ({ authenticator, allowedOrigins }) => [
       ...mounts,
       createConsoleHandler({
         runtime,
         authenticate: authenticator,
+        allowedOrigins,
         secureCookies: runtime.config.http.public_url?.startsWith('https:') ?? false,
         trustedProxies: runtime.config.http.trusted_proxies,
       }),

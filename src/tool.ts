@@ -213,6 +213,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    */
   evidence?(args: z.infer<I>, ctx: ToolContext): Promise<Record<string, unknown>>;
   /**
+   * What approving will do, in one sentence (the evidence's `effect`): shown on its own when the
+   * evidence cannot be read (e.g. a user Sift has not scored). Must not write anything.
+   */
+  effect?(args: z.infer<I>, ctx: ToolContext): string | Promise<string>;
+  /**
    * Per-call approval policy, for tools whose stakes depend on the call (e.g. `apply_decision:block`).
    * The pipeline uses `approvals.tools[key]`, else `approvals.tools[name]`, else the default for the
    * risk, and never less than `floor`. Runs after validation and before approval; it may read
@@ -221,6 +226,11 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   approvalKey?(args: z.infer<I>, ctx: ToolContext): Promise<ApprovalKey>;
   /** Every key `approvalKey` can return, so the policy config can be checked and shown (`fraudgate://policy`). */
   approvalKeys?: readonly ApprovalKey[];
+  /**
+   * The tools whose effects `approvalKey` may name in `ApprovalKey.reapplies` (an undo): a waiting
+   * approval's mode under a changed policy counts theirs too (`modeNow`).
+   */
+  reapplies?: readonly string[];
   /**
    * For write tools: what `dry_run: true` reports — the current upstream state and what the call
    * would change. Reads only; never writes, needs no approval. Required for every non-read tool.
@@ -287,6 +297,12 @@ export interface ApprovalKey {
    * an undo counts against `undo_action` and against what it re-applies (e.g. `apply_decision:block`).
    */
   budgetKeys?: readonly (readonly string[])[];
+  /**
+   * The effect the call re-applies, keyed as that tool's own call would be (an undo re-suppressing:
+   * `suppress_user`): the call's approval is never weaker than that call's would be (the stricter
+   * mode; the requester may approve only where both allow it).
+   */
+  reapplies?: { tool: string; key?: ApprovalKey };
 }
 
 /** Define a tool; the identity function exists so TypeScript infers the argument and result types. */

@@ -38,6 +38,15 @@ const APPROVAL_KEYS: readonly ApprovalKey[] = [
   { key: 'apply_decision:accept' },
 ];
 
+/** The approval key of a decision in this category: also an undo's that re-applies one (undo-action.ts). */
+export const decisionApprovalKey = (category: string): ApprovalKey =>
+  APPROVAL_KEYS.find((k) => k.key === `apply_decision:${category}`) ?? { key: 'apply_decision' };
+
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (decision: SiftDecisionDefinition, user: string) =>
+  `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${user} for ` +
+  `${decision.abuseType} in Sift; this changes what happens to the customer.`;
+
 export const applyDecision = defineTool({
   name: 'apply_decision',
   title: 'Apply a Sift decision to a user',
@@ -77,8 +86,9 @@ export const applyDecision = defineTool({
   approvalKeys: APPROVAL_KEYS,
   async approvalKey(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
-    return APPROVAL_KEYS.find((k) => k.key === `apply_decision:${decision.category}`)!;
+    return decisionApprovalKey(decision.category);
   },
+  effect: async (args, ctx) => effect(await userDecision(args.decision_id, ctx), args.user_id),
   async evidence(args, ctx) {
     const decision = await userDecision(args.decision_id, ctx);
     return {
@@ -90,9 +100,7 @@ export const applyDecision = defineTool({
       },
       ...(await siftEvidence(args.user_id, ctx, {
         abuseType: decision.abuseType,
-        effect:
-          `Apply the ${decision.category.toUpperCase()} decision "${decision.name}" to ${args.user_id} for ` +
-          `${decision.abuseType} in Sift; this changes what happens to the customer.`,
+        effect: effect(decision, args.user_id),
       })),
     };
   },

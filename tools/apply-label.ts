@@ -2,6 +2,11 @@ import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
 import { abuseType, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (args: { user_id: string; is_bad: boolean; abuse_type: string }) =>
+  `Label ${args.user_id} as ${args.is_bad ? 'BAD (fraudulent)' : 'NOT BAD (known good)'} for ${args.abuse_type} ` +
+  "in Sift; this trains Sift's model and can change what happens to the customer.";
+
 export const applyLabel = defineTool({
   name: 'apply_label',
   title: 'Label a user in Sift',
@@ -29,13 +34,9 @@ export const applyLabel = defineTool({
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   // Labels for different abuse types are independent: only a newer request for the same one replaces a pending one.
   supersedeKey: (args) => `sift_user:${args.user_id}:${args.abuse_type}`,
+  effect,
   evidence: (args, ctx) =>
-    siftEvidence(args.user_id, ctx, {
-      abuseType: args.abuse_type,
-      effect:
-        `Label ${args.user_id} as ${args.is_bad ? 'BAD (fraudulent)' : 'NOT BAD (known good)'} for ${args.abuse_type} ` +
-        "in Sift; this trains Sift's model and can change what happens to the customer.",
-    }),
+    siftEvidence(args.user_id, ctx, { abuseType: args.abuse_type, effect: effect(args) }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     return {

@@ -10,6 +10,10 @@ type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown }
 
 /** Ids and failures listed in a result at most; counts are always complete. */
 const MAX_LISTED = 50;
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (user: string) =>
+  `Flag the open Opportunities of ${user}'s Salesforce Account as a fraud risk and create a review Task for each owner.`;
+
 /**
  * Opportunities one call may write: 5 collection requests, well inside a client's usual 60 s
  * timeout even when Salesforce triggers slow each batch. The earliest closing go first; the output's
@@ -214,13 +218,11 @@ export const flagOpportunities = defineTool({
     truncated: z.boolean().describe('A list was cut to 50.'),
   }),
   target: (args) => (args.account_id ? `salesforce_account:${args.account_id}` : `sift_user:${args.user_id}`),
+  effect: async (args, ctx) => effect((await resolveAccount(args, ctx)).user),
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   async evidence(args, ctx) {
     const { user } = await resolveAccount(args, ctx);
-    return siftEvidence(user, ctx, {
-      system: 'salesforce',
-      effect: `Flag the open Opportunities of ${user}'s Salesforce Account as a fraud risk and create a review Task for each owner.`,
-    });
+    return siftEvidence(user, ctx, { system: 'salesforce', effect: effect(user) });
   },
   async plan(args, ctx) {
     const p = await prepare(args, ctx);

@@ -2,6 +2,11 @@ import * as z from 'zod';
 import { defineTool } from '../src/tool.ts';
 import { abuseType, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (args: { user_id: string; abuse_type: string }) =>
+  `Remove the ${args.abuse_type} label from ${args.user_id} in Sift; this retrains Sift's model ` +
+  'and can change what happens to the customer.';
+
 /**
  * The inverse of apply_label, as its own tool rather than an `action` argument: a model picks
  * "remove" by name, the arguments differ (no is_bad), and approvals and audit show the intent plainly.
@@ -30,13 +35,9 @@ export const removeLabel = defineTool({
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   // Labels for different abuse types are independent: only a newer request for the same one replaces a pending one.
   supersedeKey: (args) => `sift_user:${args.user_id}:${args.abuse_type}`,
+  effect,
   evidence: (args, ctx) =>
-    siftEvidence(args.user_id, ctx, {
-      abuseType: args.abuse_type,
-      effect:
-        `Remove the ${args.abuse_type} label from ${args.user_id} in Sift; this retrains Sift's model ` +
-        'and can change what happens to the customer.',
-    }),
+    siftEvidence(args.user_id, ctx, { abuseType: args.abuse_type, effect: effect(args) }),
   async plan(args, ctx) {
     const score = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
     const label = score.latestLabels[args.abuse_type];

@@ -52,6 +52,10 @@ async function prepare(
   return { decision, reported, value, marker, body, match: matched.match, records: matched.records };
 }
 
+/** What approving does, in one sentence (the approval's evidence, or on its own without it). */
+const effect = (args: { user_id: string }) =>
+  `Copy ${args.user_id}'s current Sift decision onto their Salesforce Account and Contact and post a Chatter note on each.`;
+
 export const syncDecisionToSalesforce = defineTool({
   name: 'sync_decision_to_salesforce',
   title: "Sync a user's Sift decision to Salesforce",
@@ -86,12 +90,13 @@ export const syncDecisionToSalesforce = defineTool({
     ),
   }),
   target: (args) => `sift_user:${args.user_id}`,
+  effect,
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   evidence: (args, ctx) =>
     siftEvidence(args.user_id, ctx, {
       ...(args.abuse_type ? { abuseType: args.abuse_type } : {}),
       system: 'salesforce',
-      effect: `Copy ${args.user_id}'s current Sift decision onto their Salesforce Account and Contact and post a Chatter note on each.`,
+      effect: effect(args),
     }),
   async plan(args, ctx) {
     const { value, body, records, marker } = await prepare(args, ctx, { recordMatch: false });

@@ -4,6 +4,7 @@ import type { AbuseType } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ApprovalKey, type ApprovalView, type ToolContext } from '../src/tool.ts';
 import { segmentUserIdFor, siftEvidence, SIFT_EVIDENCE_NAMES } from './schemas.ts';
+import { decisionApprovalKey } from './apply-decision.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
 import { suppressionWrites } from './suppress-user.ts';
 
@@ -79,18 +80,21 @@ function compensationFor(original: ApprovalView): Compensation {
 const APPROVAL_KEYS: readonly ApprovalKey[] = [{ key: 'undo_action:block', floor: 'approval' }];
 
 /**
- * What a compensation re-applies, as its own tool's call would see it: the budget keys, most
+ * What a compensation re-applies, as its own tool's call would see it: that call's approval key
+ * (the undo's approval is never weaker than it, see `ApprovalKey.reapplies`), the budget keys, most
  * specific first, and the category of a re-applied decision (Sift's, read fresh like apply_decision's).
  */
 async function reapplied(
   c: Compensation,
   ctx: ToolContext,
-): Promise<{ budgetKeys: string[]; category?: string }> {
+): Promise<{ reapplies: NonNullable<ApprovalKey['reapplies']>; budgetKeys: string[]; category?: string }> {
   switch (c.kind) {
-    case 'label':
-      return { budgetKeys: [c.restore ? 'apply_label' : 'remove_label'] };
+    case 'label': {
+      const tool = c.restore ? 'apply_label' : 'remove_label';
+      return { reapplies: { tool }, budgetKeys: [tool] };
+    }
     case 'suppression':
-      return { budgetKeys: ['suppress_user'] };
+      return { reapplies: { tool: 'suppress_user' }, budgetKeys: ['suppress_user'] };
     case 'decision': {
       const { decisions } = await decisionCatalogue({}, ctx, { fresh: true });
       const decision = decisions.find((d) => d.id === c.decisionId);
@@ -101,6 +105,7 @@ async function reapplied(
         );
       }
       return {
+        reapplies: { tool: 'apply_decision', key: decisionApprovalKey(decision.category) },
         budgetKeys: [`apply_decision:${decision.category}`, 'apply_decision'],
         category: decision.category,
       };
@@ -185,15 +190,18 @@ export const undoAction = defineTool({
   target: (args) => `approval:${args.approval_id}`,
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   approvalKeys: APPROVAL_KEYS,
+  reapplies: UNDOABLE_TOOLS,
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
     const { compensation } = await undoable(args.approval_id, ctx);
     // What it re-applies counts against that budget too: a paused `apply_decision:block` or
     // `suppress_user` budget is not sidestepped by undoing the action that lifted a block or suppression.
     // A re-applied BLOCK also carries the BLOCK's approval floor (labels and suppressions have none).
-    const { budgetKeys, category } = await reapplied(compensation, ctx);
+    // And its approval is never weaker than that call's: an operator's `suppress_user: four_eyes`
+    // holds for an undo that re-suppresses, whatever `undo_action` is set to.
+    const { reapplies, budgetKeys, category } = await reapplied(compensation, ctx);
     const key = category === 'block' ? APPROVAL_KEYS[0]! : { key: 'undo_action' };
-    return { ...key, budgetKeys: [budgetKeys, ['undo_action']] };
+    return { ...key, reapplies, budgetKeys: [budgetKeys, ['undo_action']] };
   },
   async evidence(args, ctx) {
     const { original, compensation } = await undoable(args.approval_id, ctx);

@@ -8,7 +8,8 @@
  * server-side session in an HttpOnly, SameSite=Strict cookie; the token itself is not kept. Sessions
  * live in the store (only a SHA-256 digest of the cookie), so the cookie works on every replica and
  * survives a restart. Every state change needs the session's CSRF token in `X-CSRF-Token` and, when
- * the browser sends one, an Origin that matches Host. The CSRF token is derived from the cookie
+ * the browser sends one, an Origin that matches Host or is one the HTTP layer allows (a proxy that
+ * rewrites Host). The CSRF token is derived from the cookie
  * (a hash the page cannot compute itself, since the cookie is HttpOnly), so it needs no storage. Decisions go through the approval desk, exactly like the CLI, so a
  * waiting agent call (or the background sweep) executes an approved action once.
  */
@@ -40,6 +41,11 @@ export interface ConsoleDeps {
   idleTimeoutMs?: number;
   /** Reverse proxies whose `X-Forwarded-For` is believed (`http.trusted_proxies`); see client-address.ts. */
   trustedProxies?: readonly string[];
+  /**
+   * Browser origins accepted besides the one naming Host (the HTTP layer's: `public_url`'s and
+   * `http.allowed_origins`, lower-case): behind a proxy that rewrites Host, the page's origin is one.
+   */
+  allowedOrigins?: ReadonlySet<string>;
 }
 
 /** Handles a request when its path is under `/console`; resolves `false` (untouched) otherwise. */
@@ -75,9 +81,10 @@ const MAX_SESSIONS = 1000;
 const MAX_BODY = 16 * 1024;
 const MAX_REASON = 1000;
 /**
- * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, further
- * failing tokens from that address get 429. A token that verifies is never refused by this count,
- * so garbage from a shared address (everyone behind one proxy) cannot lock a real approver out.
+ * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, every
+ * sign-in from that address gets 429 until the window ends, before its token is checked: a 429 must
+ * not tell a guesser whether the token was right. (Behind a proxy, set `http.trusted_proxies` so the
+ * key is each client's address rather than the proxy's.)
  */
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
@@ -91,6 +98,13 @@ const HISTORY_STATES: ApprovalState[] = APPROVAL_STATES.filter((state) => state 
 const APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})\/(approve|deny|undo)$/;
 /** One approval, so the page can follow what happens after a decision (executed, failed, replaced). */
 const ONE_APPROVAL_PATH = /^\/console\/api\/approvals\/([A-Za-z0-9_-]{1,128})$/;
+/** Approvals per page: pending in pages oldest first (a cursor), history the newest ones only. */
+const PAGE_SIZE = 200;
+/**
+ * Background requests of the open page (its poll, following a decision) carry this header: they do
+ * not count as activity, so the idle timeout ends the session of a tab nobody is using.
+ */
+const POLL_HEADER = 'x-console-poll';
 
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy':
@@ -210,11 +224,12 @@ function optionalString(body: Record<string, unknown>, field: string, max: numbe
  * A state change must come from our own page: a browser sends Origin on every POST, and it must name
  * the host the request was sent to. Non-browser clients send none; the CSRF token still binds them.
  */
-function checkOrigin(req: IncomingMessage) {
+function checkOrigin(req: IncomingMessage, allowed: ReadonlySet<string> | undefined) {
   const origin = req.headers.origin;
   if (req.headers['sec-fetch-site'] === 'cross-site')
     throw new ConsoleHttpError(403, 'Cross-site request refused.');
   if (origin === undefined) return;
+  if (origin !== 'null' && allowed?.has(origin.toLowerCase().replace(/\/+$/, ''))) return;
   let host: string;
   try {
     host = new URL(origin).host;
@@ -222,8 +237,29 @@ function checkOrigin(req: IncomingMessage) {
     throw new ConsoleHttpError(403, 'Origin header is not a URL; request refused.');
   }
   if (origin === 'null' || !req.headers.host || host !== req.headers.host.toLowerCase()) {
-    throw new ConsoleHttpError(403, 'Origin does not match Host; cross-origin request refused.');
+    throw new ConsoleHttpError(
+      403,
+      'Origin does not match Host; cross-origin request refused. Behind a proxy, keep Host (proxy_set_header Host $host) or set http.public_url.',
+    );
   }
+}
+
+/** A pending page's cursor: the last approval's place in oldest-first order, opaque to the page. */
+const writeCursor = (a: Pick<Approval, 'created_at' | 'id'>) =>
+  Buffer.from(`${a.created_at} ${a.id}`).toString('base64url');
+
+function readCursor(value: string | null): Pick<Approval, 'created_at' | 'id'> | undefined {
+  if (value === null || value === '') return undefined;
+  const [createdAt, id, extra] = Buffer.from(value, 'base64url').toString('utf8').split(' ');
+  if (
+    extra !== undefined ||
+    !createdAt ||
+    !id ||
+    Number.isNaN(Date.parse(createdAt)) ||
+    !/^[\w-]{1,128}$/.test(id)
+  )
+    throw new ConsoleHttpError(400, 'after must be the next cursor of a previous page; reload the list.');
+  return { created_at: createdAt, id };
 }
 
 function toConsoleApproval(
@@ -296,6 +332,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   }
 
   async function currentSession(req: IncomingMessage): Promise<Session | undefined> {
+    const poll = req.headers[POLL_HEADER] === '1';
     const cookieValue = readCookie(req, COOKIE);
     if (!cookieValue) return undefined;
     const at = now().getTime();
@@ -318,7 +355,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       logger.info(`console session ended: ${ended}`, { principal: stored.principal.id });
       return undefined;
     }
-    await fromStore(sessions.touch(idHash, at));
+    if (!poll) await fromStore(sessions.touch(idHash, at));
     return { idHash, principal: stored.principal, csrf: csrfFor(cookieValue), expiresAt: stored.expires_at };
   }
 
@@ -329,7 +366,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   }
 
   function requireCsrf(req: IncomingMessage, session: Session) {
-    checkOrigin(req);
+    checkOrigin(req, deps.allowedOrigins);
     const header = req.headers['x-csrf-token'];
     const token = Array.isArray(header) ? header[0] : header;
     if (!token || !sameSecret(token, session.csrf)) {
@@ -355,15 +392,16 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
     new ConsoleHttpError(429, `Too many failed sign-ins ${what}; wait a few minutes and try again.`);
 
   async function signIn(req: IncomingMessage, res: ServerResponse) {
-    checkOrigin(req);
+    checkOrigin(req, deps.allowedOrigins);
     const address = `address:${clientAddress(req, deps.trustedProxies)}`;
+    // Before the token is looked at: once throttled, the answer is the same whatever was sent.
+    if (throttled(address, now().getTime())) throw tooMany('from this address');
     const body = await readJsonBody(req);
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
-    // Verify first: whether this attempt counts, and against what, depends on who it proves to be.
+    // Whether this attempt counts, and against what, depends on who the token proves to be.
     const result = await deps.authenticate(token);
     if (!result.ok) {
-      if (throttled(address, now().getTime())) throw tooMany('from this address');
       recordFailure(address, now().getTime());
       logger.info('console sign-in refused', { reason: 'invalid token' });
       throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);
@@ -422,14 +460,27 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
       throw new ConsoleHttpError(400, 'view must be pending or history.');
     // As the CLI does: overdue approvals become `expired` (with their audit record) before anyone sees them.
     await desk.expireOverdue();
-    const list = await approvals.list({
-      states: view === 'pending' ? ['pending'] : HISTORY_STATES,
-      limit: 200,
-    });
+    const after = view === 'pending' ? readCursor(url.searchParams.get('after')) : undefined;
+    const states = view === 'pending' ? (['pending'] as ApprovalState[]) : HISTORY_STATES;
+    // Pending oldest first (closest to expiry), in pages: a flood of new requests cannot hide them.
+    // History newest first, the newest page only; `total` says how many there are in all.
+    const [list, total] = await Promise.all([
+      approvals.list({
+        states,
+        limit: PAGE_SIZE + 1,
+        ...(view === 'pending' ? { oldestFirst: true } : {}),
+        ...(after ? { after } : {}),
+      }),
+      approvals.count(states),
+    ]);
+    const page = list.slice(0, PAGE_SIZE);
+    const last = page.at(-1);
     sendJson(res, 200, {
       view,
       now: now().toISOString(),
-      approvals: list.map((a) => forPage(a, session.principal)),
+      total,
+      approvals: page.map((a) => forPage(a, session.principal)),
+      ...(view === 'pending' && list.length > PAGE_SIZE && last ? { next: writeCursor(last) } : {}),
     });
   }
 

@@ -19,7 +19,10 @@ import { unrecordedError, type AuditAppendInput, type AuditLog } from './audit.t
 import { modeNow, whyNotAllowed } from './policy.ts';
 
 /** What the desk needs of a tool to apply the current policy to a decision. */
-export type DeskTool = Pick<AnyTool, 'name' | 'risk' | 'toolset' | 'extraRoles' | 'approvalKeys'>;
+export type DeskTool = Pick<
+  AnyTool,
+  'name' | 'risk' | 'toolset' | 'extraRoles' | 'approvalKeys' | 'reapplies'
+>;
 
 /**
  * The policy in force now (the tools and the configuration): an approval is decided under it, not
@@ -152,7 +155,10 @@ export function createApprovalDesk(deps: {
         );
       }
       // A policy tightened since the request applies (say, self-approval withdrawn): the stricter mode wins.
-      const mode = policy && tool ? modeNow(approval, tool, policy.config) : approval.mode;
+      const mode =
+        policy && tool
+          ? modeNow(approval, tool, policy.config, (name) => toolsByName.get(name))
+          : approval.mode;
       if (
         decision.approve &&
         mode === 'four_eyes' &&

@@ -41,7 +41,7 @@ import {
   approvalPolicyVersions,
   checkPolicyNames,
   isVisibleTo,
-  resolveApproval,
+  resolveCallApproval,
   whyNotAllowed,
   type ApprovalPolicy,
 } from './policy.ts';
@@ -222,8 +222,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     undo_window_ms: config.approvals.undo_window_ms,
   };
 
+  // An undo's call: never weaker than the call it re-applies would be (ApprovalKey.reapplies).
   const approvalPolicyFor = (tool: AnyTool, key?: ApprovalKey): ApprovalPolicy =>
-    resolveApproval(tool, config, key);
+    resolveCallApproval(tool, config, key, (name) => byName.get(name));
   const where = whereToApprove(config);
   /** How `fraudgate://policy` shows a tool's approval: the mode and whether the requester may approve it. */
   const policyView = (p: ApprovalPolicy) => ({ approval: p.mode, self_approval: p.self_approval });
@@ -1203,15 +1204,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
 
     let evidence: Record<string, unknown>;
+    const toolContext = contextFor(principal, channel, meta.callId);
     try {
-      evidence = await evidenceFor(tool, args, meta.target, contextFor(principal, channel, meta.callId));
+      evidence = await evidenceFor(tool, args, meta.target, toolContext);
     } catch (thrown) {
-      // Approvers must still see that evidence is missing rather than the request failing.
+      // Approvers must still see that evidence is missing rather than the request failing, and
+      // what approving does in the tool's own words when it can say so without the evidence.
       const error = toFraudgateError(thrown);
-      evidence = {
-        effect: `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
-        unavailable: error.message,
-      };
+      const effect = await (async () => tool.effect?.(args, toolContext))().catch(() => undefined);
+      evidence = redactor.redactValue(
+        {
+          effect: effect ?? `Run ${tool.name} (${tool.title}) on ${meta.target}.`,
+          unavailable: error.message,
+        },
+        tool.redaction?.evidence,
+      ) as Record<string, unknown>;
     }
     // The approver sees that the requester's name is only a claim (four-eyes still compares it).
     if (principal.declared) evidence = { ...evidence, requester_identity: SELF_DECLARED_REQUESTER };
@@ -1497,6 +1504,13 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
                   per_call: Object.fromEntries(
                     t.approvalKeys.map((k) => [k.key, policyView(approvalPolicyFor(t, k))]),
                   ),
+                }
+              : {}),
+            ...(t.reapplies
+              ? {
+                  approval_rule:
+                    `each call: the stricter of this and what the call it re-applies needs ` +
+                    `(${t.reapplies.join(', ')}, with its call key); self-approval only if both allow it`,
                 }
               : {}),
             rate_limit: bucketFor(t),

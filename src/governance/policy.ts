@@ -131,21 +131,56 @@ export function stricterMode(a: ApprovalMode, b: ApprovalMode): ApprovalMode {
   return STRICTNESS[b] > STRICTNESS[a] ? b : a;
 }
 
+/** Finds a registered tool by name, for the policy of an effect a call re-applies. */
+export type ToolNamed = (name: string) => Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'> | undefined;
+
+/** A re-applied tool this server does not have counts as destructive: the strictest defaults. */
+const reappliedTool = (name: string, toolNamed: ToolNamed) =>
+  toolNamed(name) ?? { name, risk: 'destructive' as const };
+
+/**
+ * The approval one call needs: {@link resolveApproval}, and for a call that re-applies another
+ * tool's effect (an undo: `ApprovalKey.reapplies`) never less than that tool's own call would need —
+ * the stricter mode, and the requester may approve only where both allow it (so the re-applied key's
+ * `approvals.self_approval` opt-in is needed too). An operator's `suppress_user: four_eyes` thus
+ * holds for an undo that re-suppresses, whatever `undo_action` is set to.
+ */
+export function resolveCallApproval(
+  tool: Pick<AnyTool, 'name' | 'risk'>,
+  config: Pick<Config, 'approvals'>,
+  key: ApprovalKey | undefined,
+  toolNamed: ToolNamed,
+): ApprovalPolicy {
+  const own = resolveApproval(tool, config, key);
+  if (!key?.reapplies) return own;
+  const { tool: name, key: reappliedKey } = key.reapplies;
+  const theirs = resolveApproval(reappliedTool(name, toolNamed), config, reappliedKey);
+  return {
+    mode: stricterMode(own.mode, theirs.mode),
+    self_approval: own.self_approval && theirs.self_approval,
+  };
+}
+
 /**
  * The mode an approval requested earlier needs now: its stored mode, or the current policy's when
  * that is stricter (a tightened policy applies to approvals still waiting). Which per-call key
  * (e.g. a decision's category) applied is not stored, so for a tool with keys the strictest of
- * them counts — only when the policy changed since the request.
+ * them counts — only when the policy changed since the request; for a tool that re-applies other
+ * tools' effects (`reapplies`, an undo), theirs too, as {@link resolveCallApproval} counted them.
  */
 export function modeNow(
   approval: { mode: ApprovalMode; policy_version: string },
-  tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>,
+  tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys' | 'reapplies'>,
   config: Pick<Config, 'approvals'>,
+  toolNamed: ToolNamed = () => undefined,
 ): ApprovalMode {
   if (approvalPolicyVersions(config).includes(approval.policy_version)) return approval.mode;
-  const candidates = [undefined, ...(tool.approvalKeys ?? [])].map(
-    (key) => resolveApproval(tool, config, key).mode,
-  );
+  const modesOf = (t: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>) =>
+    [undefined, ...(t.approvalKeys ?? [])].map((key) => resolveApproval(t, config, key).mode);
+  const candidates = [
+    ...modesOf(tool),
+    ...(tool.reapplies ?? []).flatMap((name) => modesOf(reappliedTool(name, toolNamed))),
+  ];
   return candidates.reduce(stricterMode, approval.mode);
 }
 

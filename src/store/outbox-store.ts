@@ -162,6 +162,15 @@ export interface IntakeRecord {
   receipt: IntakeReceipt;
 }
 
+/**
+ * Audit records of a delivery besides its events' receipts (what it acknowledged without storing),
+ * appended in the transaction that stores its events. Plain data, like {@link IntakeReceipt}.
+ */
+export interface DeliveryRecords {
+  audit: AuditLog;
+  records: AuditAppendInput[];
+}
+
 /** An event already routed to its effects, with its receipt's audit record. */
 export interface RoutedIntake {
   event: DecisionEvent;
@@ -188,9 +197,14 @@ export interface OutboxStore {
   ): Promise<EnqueuedEvent>;
   /**
    * `enqueueRouted` for many events in one transaction (a Segment delivery's messages): all are
-   * stored, with their intake records, or none; per event, `duplicate` as for `enqueueRouted`.
+   * stored, with their intake records and the delivery's `also` records, or none; per event,
+   * `duplicate` as for `enqueueRouted`.
    */
-  enqueueRoutedMany(events: readonly RoutedIntake[], now?: number): Promise<EnqueuedEvent[]>;
+  enqueueRoutedMany(
+    events: readonly RoutedIntake[],
+    now?: number,
+    also?: DeliveryRecords,
+  ): Promise<EnqueuedEvent[]>;
   /** Events not yet routed, oldest first. */
   unrouted(limit: number): Promise<StoredEvent[]>;
   /**
@@ -596,19 +610,26 @@ export function createOutboxStore(
     });
   };
 
-  /** Appends the intake records of `stored` events in `tx`, one ledger call per audit log. */
+  /**
+   * Appends the intake records of `stored` events in `tx`, then `also`'s, one ledger call per
+   * audit log.
+   */
   const appendIntakeRecords = async (
     tx: SqlExecutor,
     intakes: readonly (IntakeRecord | undefined)[],
     stored: readonly EnqueuedEvent[],
+    also?: DeliveryRecords,
   ) => {
     const perLog = new Map<AuditLog, AuditAppendInput[]>();
+    const add = (audit: AuditLog, input: AuditAppendInput) => {
+      const inputs = perLog.get(audit) ?? [];
+      inputs.push(input);
+      perLog.set(audit, inputs);
+    };
     intakes.forEach((intake, i) => {
-      if (!intake) return;
-      const inputs = perLog.get(intake.audit) ?? [];
-      inputs.push(receiptRecord(intake.receipt, stored[i]!));
-      perLog.set(intake.audit, inputs);
+      if (intake) add(intake.audit, receiptRecord(intake.receipt, stored[i]!));
     });
+    for (const input of also?.records ?? []) add(also!.audit, input);
     for (const [audit, inputs] of perLog) await audit.appendManyIn(tx, inputs);
   };
 
@@ -665,7 +686,7 @@ export function createOutboxStore(
       });
     },
 
-    async enqueueRoutedMany(events, now = Date.now()) {
+    async enqueueRoutedMany(events, now = Date.now(), also) {
       return db.transaction(async (tx) => {
         const stored: EnqueuedEvent[] = [];
         for (const { event, effects } of events) stored.push(await insertRouted(tx, event, effects, now));
@@ -673,6 +694,7 @@ export function createOutboxStore(
           tx,
           events.map((e) => e.intake),
           stored,
+          also,
         );
         return stored;
       });

@@ -46,6 +46,8 @@ export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => Promise
 export interface HttpHandlerContext {
   authenticator: Authenticator;
   url: string;
+  /** Browser origins this server accepts (lower-case): its own, `public_url`'s, `http.allowed_origins`. */
+  allowedOrigins: ReadonlySet<string>;
 }
 
 export interface HttpServerOptions {
@@ -802,7 +804,8 @@ export async function startHttpServer(
       ...(options.jwks ? { jwks: options.jwks } : {}),
     });
   const handlers = options.extraHandlers;
-  extraHandlers = typeof handlers === 'function' ? handlers({ authenticator, url }) : (handlers ?? []);
+  extraHandlers =
+    typeof handlers === 'function' ? handlers({ authenticator, url, allowedOrigins }) : (handlers ?? []);
 
   let closing: Promise<void> | undefined;
   return {

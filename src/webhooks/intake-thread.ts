@@ -5,7 +5,8 @@
  * this thread's own, while the main thread keeps reading, verifying and answering requests.
  *
  * The transaction is the outbox's own group commit (src/store/outbox-store.ts): the events of the
- * deliveries that arrived together and their receipt records, appended with `appendManyIn` by a
+ * deliveries that arrived together and their receipt records (a Segment delivery: its own
+ * transaction, `enqueueRoutedMany`), appended with `appendManyIn` by a
  * ledger instance of the process's writer id. Chaining from the head read inside the transaction
  * (BEGIN IMMEDIATE) keeps that chain whole however this thread's commits interleave with the main
  * ledger's; checkpoints fall due here as they would there (every N records, every T, on close).
@@ -14,10 +15,18 @@
 import { createPrivateKey } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createAuditLedger, type LedgerEngine } from '../governance/audit-ledger.ts';
+import type { AuditAppendInput } from '../governance/audit.ts';
 import { createCheckpointSigner } from '../governance/audit-signing.ts';
 import { createRedactor } from '../governance/redact.ts';
 import { commitLedgerIn, readCheckpoints } from '../store/audit-ledger-sql.ts';
-import { createOutboxStore, type DecisionEvent, type IntakeReceipt } from '../store/outbox-store.ts';
+import { createFieldCipher } from '../store/field-crypto.ts';
+import {
+  createOutboxStore,
+  type DecisionEvent,
+  type EnqueuedEvent,
+  type IntakeReceipt,
+  type NewEffect,
+} from '../store/outbox-store.ts';
 import { openSqliteDatabase } from '../store/sqlite/database.ts';
 import { sqliteOutboxQueue } from '../store/sqlite/outbox-queue.ts';
 
@@ -32,6 +41,8 @@ export interface IntakeThreadData {
   signingKeyPem: string;
   checkpointEvery: number;
   checkpointIntervalMs: number;
+  /** Seals the effects' arguments at rest, as the main thread's outbox does (FRAUDGATE_DATA_KEY). */
+  dataKey: Uint8Array;
 }
 
 /** One delivery to store: its event, when it arrived, and its receipt record. */
@@ -49,6 +60,22 @@ export interface IntakeItem {
 export interface IntakeBatch {
   id: number;
   items: string;
+}
+
+/**
+ * One Segment delivery (`OutboxStore.enqueueRoutedMany`), as the JSON of an {@link IntakeDelivery}:
+ * committed in a transaction of its own, as on the main thread, so it is stored whole or not at all.
+ */
+export interface IntakeRoutedBatch {
+  id: number;
+  routed: string;
+}
+
+/** A delivery's events with their effects and receipts, and its other records (`also`). */
+export interface IntakeDelivery {
+  events: { event: DecisionEvent; effects: NewEffect[]; receipt?: IntakeReceipt }[];
+  now: number;
+  also: AuditAppendInput[];
 }
 
 /**
@@ -84,13 +111,34 @@ const audit = createAuditLedger({
   checkpointIntervalMs: data.checkpointIntervalMs,
 });
 // Group commit: the batches that reach this thread together (and their items) share one transaction.
-const outbox = createOutboxStore(db, sqliteOutboxQueue, { groupCommit: true });
+const outbox = createOutboxStore(db, sqliteOutboxQueue, {
+  groupCommit: true,
+  cipher: createFieldCipher(Buffer.from(data.dataKey)),
+});
+
+/** Commits a batch of Sift deliveries (grouped), or one Segment delivery. */
+function store(message: IntakeBatch | IntakeRoutedBatch): Promise<EnqueuedEvent[]> {
+  if ('items' in message) {
+    const items = JSON.parse(message.items) as IntakeItem[];
+    return Promise.all(items.map((i) => outbox.enqueue(i.event, i.now, { audit, receipt: i.receipt })));
+  }
+  const delivery = JSON.parse(message.routed) as IntakeDelivery;
+  return outbox.enqueueRoutedMany(
+    delivery.events.map(({ event, effects, receipt }) => ({
+      event,
+      effects,
+      ...(receipt ? { intake: { audit, receipt } } : {}),
+    })),
+    delivery.now,
+    { audit, records: delivery.also },
+  );
+}
 
 /** Batches not yet answered: closing waits for them. */
 const inFlight = new Set<Promise<unknown>>();
 
 const port = parentPort!;
-port.on('message', (message: IntakeBatch | 'close') => {
+port.on('message', (message: IntakeBatch | IntakeRoutedBatch | 'close') => {
   if (message === 'close') {
     void (async () => {
       await Promise.allSettled([...inFlight]);
@@ -101,10 +149,7 @@ port.on('message', (message: IntakeBatch | 'close') => {
     })();
     return;
   }
-  const items = JSON.parse(message.items) as IntakeItem[];
-  const done = Promise.all(
-    items.map((i) => outbox.enqueue(i.event, i.now, { audit, receipt: i.receipt })),
-  ).then(
+  const done = store(message).then(
     (stored) =>
       port.postMessage({
         id: message.id,

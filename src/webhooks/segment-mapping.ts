@@ -24,7 +24,7 @@ export type SegmentRule = NonNullable<Config['mapping']['segment_identify']>;
 /** Why a message maps to nothing (acknowledged, audited, not stored). */
 export type Ignored = { ignored: string };
 
-/** A message that cannot be mapped because a field is wrong: the delivery is refused (400). */
+/** A message that cannot be mapped because a field is wrong: refused (alone in a batch; segment-webhook.ts). */
 export class SegmentMessageError extends Error {}
 
 const SIFT_ID = /^[A-Za-z0-9=.\-_+@:&^%!$]{1,255}$/;

@@ -9,15 +9,21 @@
  * body is parsed for the lenient variants: the re-serialized body (Classic), or a batch's first event
  * (Segment's legacy batched Actions signing), which authenticates a batch of one event and refuses
  * (401) a longer batch, whose other events nobody signed; a client network past its refusal budget
- * gets a 429 instead, without the parse. A body with any
- * malformed message is refused whole (400) before anything is stored. Mapped messages are committed
+ * gets a 429 instead, without the parse. A malformed message in a batch (an array) is refused on
+ * its own: the others are processed as usual, and the refusals are counted in one audit record
+ * committed with them (field paths and what is wrong, never the values). Segment fails a whole batch
+ * on a 4xx, for good, so one bad message must not cost the others. A delivery whose every message is
+ * malformed (a Classic delivery's one message, or a mapping that sends nothing usable) is refused
+ * (400) with the reasons, so it shows as failed in Segment. Mapped messages are committed
  * with their effect and their audit record in one transaction before the 200 (a record that cannot
  * be written leaves the message unstored and the delivery unacknowledged); a repeated messageId is
  * acknowledged and not stored twice. fraudgate's own messages, which Segment delivers back like
  * any other (marked `context.fraudgate`, segment-origin.ts), are acknowledged and counted in one
  * audit record per delivery, never stored: sent to Sift again, a decision's sync could set off the
  * decision again through a Sift Workflow. Messages the mapping does not cover (page views, unmapped events, anonymous or
- * unmapped users) are acknowledged and audited, never stored. Every delivery leaves an audit
+ * unmapped users) are acknowledged, counted in one audit record per delivery, never stored. Both
+ * records commit with the delivery's messages, so a delivery is acknowledged only once they are
+ * written (a redelivery adds one record, not one per message). Every delivery leaves an audit
  * record (a rejected one within its client address's refusal budget, past it a count: intake.ts);
  * a rejected body is never stored or logged — only its hash.
  */
@@ -26,7 +32,8 @@ import type { IncomingMessage } from 'node:http';
 import * as z from 'zod';
 import type { SegmentOrigin } from '../clients/segment-origin.ts';
 import type { Config } from '../config.ts';
-import type { EnqueuedEvent, RoutedIntake } from '../store/outbox-store.ts';
+import type { AuditAppendInput } from '../governance/audit.ts';
+import type { DeliveryRecords, EnqueuedEvent, RoutedIntake } from '../store/outbox-store.ts';
 import type { Principal } from '../tool.ts';
 import { createWebhookIntake, sendJson, type WebhookEndpointOptions, type WebhookHandler } from './intake.ts';
 import {
@@ -72,10 +79,11 @@ const messageSchema = z
 export interface SegmentWebhookOptions extends WebhookEndpointOptions {
   /**
    * Durably store a delivery's messages, each with its effect and its receipt's audit record
-   * (`intake`), in one transaction (the 200 follows the commit); per message, `duplicate` when its
-   * messageId was stored before. The outbox's `enqueueRoutedMany`.
+   * (`intake`), and the records of what it acknowledged without storing (`also`), in one
+   * transaction (the 200 follows the commit); per message, `duplicate` when its messageId was
+   * stored before. The webhook intake's `enqueueRoutedMany` (intake-writer.ts: off the event loop).
    */
-  store(deliveries: RoutedIntake[]): Promise<EnqueuedEvent[]>;
+  store(deliveries: RoutedIntake[], also: DeliveryRecords): Promise<EnqueuedEvent[]>;
   /** SEGMENT_WEBHOOK_SECRET; absent means every delivery is refused (fail closed). */
   secret: string | undefined;
   mapping: Config['mapping'];
@@ -174,15 +182,70 @@ export const FIRST_EVENT_ONLY_REASON =
 export const OWN_MESSAGES_REASON =
   "fraudgate's own Segment writes (marked in context.fraudgate), delivered back by Segment: not sent to Sift again";
 
-/** The record of a delivery's own messages names this many of their ids, and counts them all. */
-const OWN_IDS_RECORDED = 20;
+/**
+ * The record of a delivery's own messages, or of those the mapping does not cover, names this many
+ * of their ids (and of the reasons), and counts them all.
+ */
+const IDS_RECORDED = 20;
+
+/** Why messages the mapping does not cover are acknowledged and not stored. */
+export const IGNORED_MESSAGES_REASON =
+  'not covered by the mapping (page views, unmapped events, anonymous or unmapped users): not sent to Sift';
+
+/** Why a batch's malformed messages are acknowledged with it and not stored. */
+export const REFUSED_MESSAGES_REASON =
+  'malformed (the reasons name the field): not stored, and not sent again by Segment since the rest of ' +
+  'the batch was accepted; fix the event at its source or the destination mapping in Segment';
+
+/**
+ * Count per reason, for a record of many messages: every reason among the first IDS_RECORDED
+ * distinct ones, so a delivery of unrelated failures cannot grow the record without bound.
+ */
+function countPerReason(items: readonly { reason: string }[]): Record<string, number> {
+  const reasons = new Map<string, number>();
+  for (const { reason } of items) {
+    if (reasons.has(reason) || reasons.size < IDS_RECORDED)
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+  }
+  return Object.fromEntries(reasons);
+}
+
+/**
+ * A message refused on its own: where it is in the delivery (`[3].`, or nothing for a Classic
+ * delivery's one message), the id a record names it by (its messageId, or its position when it has
+ * no usable one) and why, as a field path and what is wrong with it — never the value.
+ */
+interface Refused {
+  index: number;
+  where: string;
+  id: string;
+  reason: string;
+}
+
+/** A zod issue as a reason: the field path and the schema's message, which names no input value. */
+function reasonOf(issue: z.core.$ZodIssue | undefined): string {
+  const path = issue?.path.join('.') ?? '';
+  return `${path === '' ? 'message' : path}: ${issue?.message ?? 'invalid'}`;
+}
+
+/** The 400 of a delivery with no usable message: one refusal as before, several summarized per reason. */
+function refusalOf(refused: readonly Refused[]): string {
+  const [first] = refused;
+  if (refused.length === 1 && first) return `${first.where}${first.reason}`;
+  const perReason = Object.entries(countPerReason(refused)).slice(0, 5);
+  const firstAt = (reason: string) => refused.find((r) => r.reason === reason)?.where.slice(0, -1) ?? '';
+  return (
+    `all ${refused.length} messages are malformed, so none was stored: ` +
+    perReason.map(([reason, n]) => `${reason} (${n}, first ${firstAt(reason)})`).join('; ')
+  );
+}
 
 /** An `extraHandlers` entry for src/transports/http.ts. */
 export function createSegmentWebhookHandler(options: SegmentWebhookOptions): WebhookHandler {
   const { audit, logger } = options;
   if (!options.secret)
     logger.warn('SEGMENT_WEBHOOK_SECRET is not set: every Segment webhook will be refused with 401');
-  const { auditQuietly, recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
+  const { recordOf, reject, receive, spent, rejectSpent } = createWebhookIntake({
     path: SEGMENT_WEBHOOK_PATH,
     tool: 'segment_webhook',
     principal: { ...SEGMENT_WEBHOOK_PRINCIPAL },
@@ -245,22 +308,26 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       return true;
     }
 
-    // Check every message's shape first: one bad message refuses the delivery with nothing stored.
-    const ruled: { message: SegmentMessage; rule: SegmentRule; where: string }[] = [];
+    // A malformed message is refused on its own (Segment fails a whole batch on a 4xx, for good);
+    // only a delivery with nothing else in it is refused, below.
+    const refused: Refused[] = [];
+    const ruled: { message: SegmentMessage; rule: SegmentRule; where: string; index: number }[] = [];
     const ignored: { messageId: string; reason: string }[] = [];
     const own: string[] = [];
     for (const [index, item] of list.entries()) {
       const where = Array.isArray(parsed) ? `[${index}].` : '';
       const result = messageSchema.safeParse(item);
       if (!result.success) {
-        const issue = result.error.issues[0];
-        await reject(
-          res,
-          400,
-          `${where}${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`,
-          body,
-        );
-        return true;
+        // Without an issue of its own, the messageId is one the schema accepts.
+        const id = (item as { messageId?: unknown } | null)?.messageId;
+        const idOk = typeof id === 'string' && !result.error.issues.some((i) => i.path[0] === 'messageId');
+        refused.push({
+          index,
+          where,
+          id: idOk ? id : `[${index}]`,
+          reason: reasonOf(result.error.issues[0]),
+        });
+        continue;
       }
       const message = result.data as SegmentMessage;
       if (options.origin.isOwn(message, message.context)) {
@@ -269,14 +336,14 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       }
       const rule = ruleFor(message, options.mapping);
       if ('ignored' in rule) ignored.push({ messageId: message.messageId, reason: rule.ignored });
-      else ruled.push({ message, rule, where });
+      else ruled.push({ message, rule, where, index });
     }
 
     // One identity lookup for the whole delivery: a batch repeats a few users many times.
     const segmentUsers = ruled.flatMap(({ message }) => (message.userId ? [message.userId] : []));
     const siftUsers = segmentUsers.length > 0 ? await options.siftUsersFor(segmentUsers) : new Map();
     const mapped: { message: SegmentMessage; siftUser: string; args: Record<string, unknown> }[] = [];
-    for (const { message, rule, where } of ruled) {
+    for (const { message, rule, where, index } of ruled) {
       const segmentUser = message.userId ?? undefined;
       const siftUser = segmentUser ? siftUsers.get(segmentUser) : undefined;
       if (!siftUser) {
@@ -290,9 +357,55 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
         mapped.push({ message, siftUser, args: siftEventArgs(message, rule, siftUser) });
       } catch (error) {
         if (!(error instanceof SegmentMessageError)) throw error;
-        await reject(res, 400, `${where}${error.message}`, body);
-        return true;
+        refused.push({ index, where, id: message.messageId, reason: error.message });
       }
+    }
+    // In the delivery's order: the mapping's refusals come after the shape's.
+    refused.sort((a, b) => a.index - b.index);
+    if (refused.length === list.length) {
+      // Nothing usable: a misconfigured mapping should show as failures in Segment's dashboard.
+      await reject(res, 400, refusalOf(refused), body);
+      return true;
+    }
+
+    // One record per delivery for what it acknowledges without storing, however many messages:
+    // one per message would cost a commit each, and every redelivery as many again.
+    const also: AuditAppendInput[] = [];
+    if (ignored.length > 0) {
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: {
+            ignored_messages: ignored.length,
+            message_ids: ignored.slice(0, IDS_RECORDED).map((i) => i.messageId),
+            reasons: countPerReason(ignored),
+          },
+          outcome: { code: 'IGNORED', message: IGNORED_MESSAGES_REASON },
+        }),
+      );
+    }
+    if (refused.length > 0) {
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: {
+            refused_messages: refused.length,
+            message_ids: refused.slice(0, IDS_RECORDED).map((r) => r.id),
+            reasons: countPerReason(refused),
+          },
+          outcome: { code: 'REFUSED', message: REFUSED_MESSAGES_REASON },
+        }),
+      );
+    }
+    if (own.length > 0) {
+      // Every decision sync comes back this way.
+      also.push(
+        recordOf({
+          event: 'webhook_ignored',
+          args_redacted: { own_messages: own.length, message_ids: own.slice(0, IDS_RECORDED) },
+          outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
+        }),
+      );
     }
 
     let accepted = 0;
@@ -303,7 +416,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     let stored: EnqueuedEvent[];
     try {
       // One transaction for the whole delivery: each message with its effect and its receipt's
-      // audit record, committed together (one commit, not one per message, on the event loop).
+      // audit record, and the records above, committed together (one commit, off the event loop).
       stored = await options.store(
         mapped.map(({ message, siftUser, args }) => ({
           event: {
@@ -328,6 +441,7 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
             }),
           },
         })),
+        { audit, records: also },
       );
     } catch (error) {
       // Not stored, so not acknowledged: Segment retries 5xx for up to 4 hours.
@@ -339,22 +453,13 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
       if (entry.duplicate) duplicates += 1;
       else accepted += 1;
     }
-    for (const entry of ignored) {
-      await auditQuietly({
-        event: 'webhook_ignored',
-        args_redacted: { message_id: entry.messageId },
-        outcome: { code: 'IGNORED', message: entry.reason },
-      });
-    }
-    if (own.length > 0) {
-      // One record per delivery however many it holds: every decision sync comes back this way.
-      await auditQuietly({
-        event: 'webhook_ignored',
-        args_redacted: { own_messages: own.length, message_ids: own.slice(0, OWN_IDS_RECORDED) },
-        outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
-      });
-    }
-    sendJson(res, 200, { accepted, duplicates, ignored: ignored.length + own.length, own: own.length });
+    sendJson(res, 200, {
+      accepted,
+      duplicates,
+      ignored: ignored.length + own.length,
+      own: own.length,
+      refused: refused.length,
+    });
     if (accepted > 0) options.onEnqueued?.();
     return true;
   };

@@ -183,7 +183,7 @@ describe('console handler', () => {
     ).toBe(409);
   });
 
-  it('lists pending newest first and history, expiring overdue approvals first', async () => {
+  it('lists pending oldest first and history, expiring overdue approvals first', async () => {
     await serve();
     const { jar } = await signIn();
     await pending('apr_old', { expires_at: new Date(clock + 1000).toISOString() });
@@ -197,7 +197,7 @@ describe('console handler', () => {
           approvals: { id: string; state: string }[];
         }
       ).approvals.map((a) => `${a.id}:${a.state}`);
-    expect(await list('pending')).toEqual(['apr_new:pending', 'apr_old:pending']);
+    expect(await list('pending')).toEqual(['apr_old:pending', 'apr_new:pending']);
     clock += 2000;
     expect(await list('pending')).toEqual(['apr_new:pending']);
     expect(await list('history')).toEqual(['apr_old:expired']);
@@ -206,12 +206,65 @@ describe('console handler', () => {
     );
   });
 
-  it('throttles repeated failed sign-ins from one address, never a token that verifies', async () => {
+  it('pages pending oldest first with a cursor and a total: a flood of newer requests hides none', async () => {
+    await serve();
+    const { jar } = await signIn();
+    // The real request first (expires soonest), then 200 newer ones.
+    await approvals.create(labelRequest('apr_oldest', {}, clock - 60_000));
+    for (let i = 0; i < 200; i++)
+      await approvals.create(labelRequest(`apr_flood${String(i).padStart(4, '0')}`, {}, clock + i));
+    type Page = { total: number; next?: string; approvals: { id: string }[] };
+    const page = async (query: string) => {
+      const res = await fetch(`${base}/console/api/approvals?${query}`, { headers: { Cookie: jar } });
+      return { status: res.status, body: (await res.json()) as Page };
+    };
+    const first = await page('view=pending');
+    expect(first.body.total).toBe(201);
+    expect(first.body.approvals).toHaveLength(200);
+    expect(first.body.approvals[0]?.id).toBe('apr_oldest');
+    expect(first.body.next).toEqual(expect.any(String));
+    const second = await page(`view=pending&after=${encodeURIComponent(first.body.next!)}`);
+    expect(second.body.approvals.map((a) => a.id)).toEqual(['apr_flood0199']);
+    expect(second.body.total).toBe(201);
+    expect(second.body.next).toBeUndefined();
+    expect((await page('view=pending&after=garbage')).status).toBe(400);
+    const history = await page('view=history');
+    expect(history.body).toMatchObject({ total: 0, approvals: [] });
+  });
+
+  it('background polls (X-Console-Poll: 1) do not keep a session alive; user requests do', async () => {
+    await serve({ idleTimeoutMs: 60_000 });
+    const { jar } = await signIn();
+    const poll = () =>
+      fetch(`${base}/console/api/approvals?view=pending`, {
+        headers: { Cookie: jar, 'X-Console-Poll': '1' },
+      }).then((r) => r.status);
+    clock += 40_000;
+    expect(await poll()).toBe(200);
+    clock += 40_000;
+    // 80 s since the last user request: the polls in between did not count.
+    expect(await poll()).toBe(401);
+    expect(
+      await fetch(`${base}/console/api/session`, { headers: { Cookie: jar } }).then((r) => r.status),
+    ).toBe(401);
+
+    const other = await signIn();
+    const visit = () =>
+      fetch(`${base}/console/api/session`, { headers: { Cookie: other.jar } }).then((r) => r.status);
+    clock += 40_000;
+    expect(await visit()).toBe(200);
+    clock += 40_000;
+    expect(await visit()).toBe(200);
+  });
+
+  it('throttles failed sign-ins from one address: once throttled, even the right token gets 429', async () => {
     await serve();
     for (let i = 0; i < 10; i++) expect((await signIn('wrong')).res.status).toBe(401);
     expect((await signIn('wrong')).res.status).toBe(429);
-    expect((await signIn('approver-token')).res.status).toBe(200);
+    // A 429 says nothing about the token: not an oracle for guessing one.
+    expect((await signIn('approver-token')).res.status).toBe(429);
     clock += 5 * 60_000;
+    expect((await signIn('approver-token')).res.status).toBe(200);
     expect((await signIn('wrong')).res.status).toBe(401);
   });
 });

@@ -9,10 +9,11 @@ import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Authenticator } from '../../src/auth/authenticator.ts';
-import { createConsoleHandler } from '../../src/console/console.ts';
+import { createConsoleHandler, type ConsoleDeps } from '../../src/console/console.ts';
 import type { Principal } from '../../src/tool.ts';
 import { ANALYST, setup, type DeepPartial, type TestEnv } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
+import { labelRequest } from '../helpers/approvals.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
@@ -50,9 +51,9 @@ let contexts: BrowserContext[] = [];
 let context: BrowserContext | undefined;
 let pageErrors: string[] = [];
 
-async function start(config: DeepPartial<Config>) {
+async function start(config: DeepPartial<Config>, options: Partial<ConsoleDeps> = {}) {
   env = await setup({ config });
-  const handler = createConsoleHandler({ runtime: env.runtime, authenticate });
+  const handler = createConsoleHandler({ runtime: env.runtime, authenticate, ...options });
   server = createServer((req, res) => {
     void handler(req, res).then((handled) => {
       if (!handled) res.writeHead(404).end();
@@ -445,8 +446,13 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
     let navigations = 0;
     page.on('framenavigated', () => navigations++);
 
+    // The poll's timestamp is not read out every 2 s; a separate live region announces arrivals.
+    expect(await page.locator('#status').getAttribute('aria-live')).toBeNull();
+    const announce = page.locator('#announce');
+    expect(await announce.getAttribute('aria-live')).toBe('polite');
     const first = await pendingApprovalId();
     await card(page, first).waitFor({ state: 'visible', timeout: 6_000 });
+    await expect.poll(() => announce.textContent(), { timeout: 6_000 }).toBe('1 new approval');
     const second = (
       await env!.callTool('apply_label', {
         user_id: 'sandbox-blocked',
@@ -456,16 +462,52 @@ describe.skipIf(!hasChromium)('approval console in a browser', () => {
       })
     ).error.approval_id as string;
     await card(page, second).waitFor({ state: 'visible', timeout: 6_000 });
-    // Newest first.
+    // Oldest first: the one closest to expiry on top.
     expect(
       await page
         .locator('li.card')
         .evaluateAll((cards) => cards.map((c) => c.getAttribute('data-approval-id'))),
-    ).toEqual([second, first]);
+    ).toEqual([first, second]);
     expect(navigations).toBe(0);
 
     mkdirSync('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/console-pending.png', fullPage: true });
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('paging: 201 pending show as "200 of 201", oldest first; Show more loads the rest', async () => {
+    const e = await start({ approvals: { wait_ms: 0 } });
+    const at = Date.now() - 60_000;
+    for (let i = 0; i < 201; i++)
+      await e.runtime.approvals.create(labelRequest(`apr_page${String(i).padStart(4, '0')}`, {}, at + i));
+    const page = await signedIn('approver-token');
+    await expect.poll(() => page.locator('li.card').count(), { timeout: 6_000 }).toBe(200);
+    expect(await page.locator('li.card').first().getAttribute('data-approval-id')).toBe('apr_page0000');
+    expect(await page.locator('#count').textContent()).toContain('Showing 200 of 201');
+    await page.getByRole('button', { name: 'Show more' }).click();
+    await card(page, 'apr_page0200').waitFor({ state: 'visible', timeout: 6_000 });
+    expect(await page.locator('li.card').count()).toBe(201);
+    expect(await page.locator('#more').isHidden()).toBe(true);
+    expect(await page.locator('#count').textContent()).toBe('');
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('idle: an open tab that only polls reaches the idle timeout and shows the sign-in again', async () => {
+    let clock = Date.now();
+    await start({ approvals: { wait_ms: 0 } }, { idleTimeoutMs: 60_000, now: () => new Date(clock) });
+    const page = await signedIn('approver-token');
+    const polled = () =>
+      page.waitForResponse((r) => r.url().includes('/console/api/approvals?view=pending'), {
+        timeout: 6_000,
+      });
+    clock += 40_000;
+    // Two polls: the second was certainly sent (and answered) after the clock moved.
+    await polled();
+    expect((await polled()).status()).toBe(200);
+    clock += 40_000;
+    // 80 s after sign-in, with only polls in between: the session has ended.
+    await page.locator('#sign-in').waitFor({ state: 'visible', timeout: 6_000 });
+    expect(await page.locator('#sign-in-error').textContent()).toMatch(/session ended/);
     expect(pageErrors).toEqual([]);
   });
 });

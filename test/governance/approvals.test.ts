@@ -69,6 +69,15 @@ describe('approvals', () => {
     });
   });
 
+  it('evidence unavailable (a user Sift has not scored): the approval still says what approving does, in the tool’s words', async () => {
+    env = await setup();
+    const result = await env.callTool('apply_label', { ...LABEL, user_id: 'never-seen-user' });
+    expect(result.error.code).toBe('APPROVAL_PENDING');
+    const stored = await env.runtime.approvals.get(String(result.error.approval_id));
+    expect(stored?.evidence.unavailable).toEqual(expect.any(String));
+    expect(stored?.evidence.effect).toMatch(/^Label \S+ as BAD \(fraudulent\) for payment_abuse in Sift/);
+  });
+
   it("the approver sees Sift's reason and decision names, and get_approval_status the decision's; people stay masked", async () => {
     env = await setup();
     const requested = await env.callTool('apply_decision', {

@@ -18,7 +18,7 @@ import type { Runtime } from '../../src/runtime.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.ts';
 import type { AnyTool } from '../../src/tool.ts';
-import { openWebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
+import { openWebhookIntakeStore, type WebhookIntakeStore } from '../../src/webhooks/intake-writer.ts';
 import { siftUserResolver } from '../../src/webhooks/segment-mapping.ts';
 import { createSegmentWebhookHandler } from '../../src/webhooks/segment-webhook.ts';
 import { createSiftWebhookHandler } from '../../src/webhooks/sift-webhook.ts';
@@ -52,6 +52,8 @@ export interface OutboxEnv {
   config: Config;
   dataDir: string;
   webhookUrl: string;
+  /** Where the webhooks store, as `serve --http` has it: on SQLite, the intake's writer thread. */
+  intake: WebhookIntakeStore;
   post(
     body: string,
     headers?: Record<string, string>,
@@ -153,6 +155,7 @@ export async function outboxEnv(
     config,
     dataDir,
     webhookUrl,
+    intake,
     async post(body, headers = {}) {
       const res = await fetch(webhookUrl, {
         method: 'POST',
@@ -185,7 +188,7 @@ export async function startSegmentIntake(
 ): Promise<{ url: string; close(): Promise<void> }> {
   const { automation, config } = env;
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => env.intake.enqueueRoutedMany(deliveries, Date.now(), also),
     secret,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver(

@@ -193,7 +193,13 @@ describe("an undo that re-applies a BLOCK carries the BLOCK's approval floor", (
   it('opting undo_action in to self-confirmation does not let the requester re-apply a BLOCK; a label undo still confirms', async () => {
     const asked: string[] = [];
     env = await setup({
-      config: { approvals: { tools: { undo_action: 'confirm' }, self_approval: ['undo_action'] } },
+      // The label undo removes the label: remove_label is opted in to self-confirmation too.
+      config: {
+        approvals: {
+          tools: { undo_action: 'confirm', remove_label: 'confirm' },
+          self_approval: ['undo_action', 'remove_label'],
+        },
+      },
       elicit: (message) => {
         asked.push(message);
         return { action: 'accept', content: { confirm: true } };
@@ -221,6 +227,153 @@ describe("an undo that re-applies a BLOCK carries the BLOCK's approval floor", (
     expect(labelUndo.isError).toBe(false);
     expect(asked).toHaveLength(1);
     expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeUndefined();
+  });
+});
+
+describe('an undo needs at least the approval of the call it re-applies', () => {
+  const SAME_PERSON: Principal = { id: ' Ana.Analyst@Example.com', kind: 'user', role: 'approver' };
+  const decideAs = (e: TestEnv, id: string, approver: Principal) =>
+    e.runtime.desk.decide(id, { approve: true, approver });
+  /** An executed un-suppression of sandbox-watch: undoing it re-suppresses. */
+  async function unsuppressed(e: TestEnv): Promise<string> {
+    await approvedAndRun(e, 'suppress_user', { user_id: 'sandbox-watch', reason: 'promo abuse' });
+    return approvedAndRun(e, 'suppress_user', {
+      user_id: 'sandbox-watch',
+      reason: 'cleared by review',
+      suppressed: false,
+    });
+  }
+  const suppressed = (e: TestEnv) => e.sandbox.segment.profile('sandbox-watch')?.suppressed_for_fraud;
+
+  it('suppress_user four_eyes: undoing an un-suppression under undo_action confirm is four_eyes; only another approver approves', async () => {
+    const asked: string[] = [];
+    env = await setup({
+      config: {
+        approvals: {
+          tools: { undo_action: 'confirm', suppress_user: 'four_eyes' },
+          self_approval: ['undo_action', 'suppress_user'],
+        },
+      },
+      elicit: (message) => {
+        asked.push(message);
+        return { action: 'accept', content: { confirm: true } };
+      },
+    });
+    const resumed = await unsuppressed(env);
+
+    const undo = await env.callTool('undo_action', { approval_id: resumed, ...REASON });
+    expect(undo.error?.code).toBe('APPROVAL_PENDING');
+    expect(asked).toHaveLength(0);
+    const undoId = String(undo.error.approval_id);
+    expect((await env.runtime.approvals.get(undoId))?.mode).toBe('four_eyes');
+    await expect(decideAs(env, undoId, { ...ANALYST, role: 'approver' })).rejects.toThrow(/another approver/);
+    await expect(decideAs(env, undoId, SAME_PERSON)).rejects.toThrow(/another approver/);
+    expect(suppressed(env)).toBe(false);
+
+    await decideAs(env, undoId, APPROVER);
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('executed');
+    expect(suppressed(env)).toBe(true);
+
+    // fraudgate://policy states the rule.
+    const read = await env.client.readResource({ uri: 'fraudgate://policy' });
+    const policy = JSON.parse(String((read.contents[0] as { text: string }).text)) as {
+      tools: { name: string; approval_rule?: string }[];
+    };
+    expect(policy.tools.find((t) => t.name === 'undo_action')?.approval_rule).toMatch(
+      /stricter of this and what the call it re-applies needs \(apply_label, remove_label, apply_decision, suppress_user/,
+    );
+  });
+
+  it('apply_label four_eyes: an undo that puts a removed label back is four_eyes under undo_action approval', async () => {
+    env = await setup({
+      config: {
+        approvals: {
+          tools: { undo_action: 'approval', apply_label: 'four_eyes' },
+          self_approval: ['undo_action', 'remove_label'],
+        },
+      },
+    });
+    await env.runtime.clients.sift.addLabel('sandbox-watch', {
+      isBad: true,
+      abuseType: 'payment_abuse',
+      description: 'card testing',
+      source: 'test',
+      analyst: 'someone@example.com',
+    });
+    const removed = await approvedAndRun(env, 'remove_label', {
+      user_id: 'sandbox-watch',
+      abuse_type: 'payment_abuse',
+      reason: 'stale label',
+    });
+    const undo = await env.callTool('undo_action', { approval_id: removed, ...REASON });
+    expect(undo.error?.code).toBe('APPROVAL_PENDING');
+    const undoId = String(undo.error.approval_id);
+    expect((await env.runtime.approvals.get(undoId))?.mode).toBe('four_eyes');
+    await expect(decideAs(env, undoId, { ...ANALYST, role: 'approver' })).rejects.toThrow(/another approver/);
+    await decideAs(env, undoId, APPROVER);
+    await env.runtime.pipeline.processApprovals();
+    expect(env.sandbox.sift.labels('sandbox-watch').payment_abuse).toMatchObject({ is_bad: true });
+  });
+
+  it('apply_decision:watch four_eyes: an undo that re-applies a WATCH is four_eyes under undo_action approval', async () => {
+    env = await setup({
+      config: {
+        approvals: {
+          tools: { undo_action: 'approval', 'apply_decision:watch': 'four_eyes' },
+          self_approval: ['undo_action', 'apply_decision'],
+        },
+      },
+    });
+    const blocked = await approvedAndRun(env, 'apply_decision', {
+      user_id: 'sandbox-watch',
+      decision_id: 'block_user_payment_abuse',
+      description: 'card testing ring',
+    });
+    const undo = await env.callTool('undo_action', { approval_id: blocked, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    expect((await env.runtime.approvals.get(undoId))?.mode).toBe('four_eyes');
+  });
+
+  it("a re-applied tool weaker than undo_action keeps undo_action's mode; opted in on both, the requester may approve", async () => {
+    env = await setup({
+      config: {
+        approvals: {
+          tools: { undo_action: 'approval', suppress_user: 'confirm' },
+          self_approval: ['undo_action', 'suppress_user'],
+        },
+      },
+    });
+    const resumed = await unsuppressed(env);
+    const undo = await env.callTool('undo_action', { approval_id: resumed, ...REASON });
+    expect(undo.error?.code).toBe('APPROVAL_PENDING');
+    const undoId = String(undo.error.approval_id);
+    expect((await env.runtime.approvals.get(undoId))?.mode).toBe('approval');
+    await decideAs(env, undoId, { ...ANALYST, role: 'approver' });
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('executed');
+    expect(suppressed(env)).toBe(true);
+  });
+
+  it('suppress_user tightened to four_eyes while an undo that re-suppresses waits: the requester can no longer approve it', async () => {
+    const approvals = (suppress: 'approval' | 'four_eyes') => ({
+      tools: { undo_action: 'approval' as const, suppress_user: suppress },
+      self_approval: ['undo_action', 'undo_action:block', 'suppress_user'],
+    });
+    env = await setup({ config: { approvals: approvals('approval') } });
+    const resumed = await unsuppressed(env);
+    const undo = await env.callTool('undo_action', { approval_id: resumed, ...REASON });
+    const undoId = String(undo.error.approval_id);
+    expect((await env.runtime.approvals.get(undoId))?.mode).toBe('approval');
+
+    env = await env.restart({ config: { approvals: approvals('four_eyes') } });
+    await expect(decideAs(env, undoId, { ...ANALYST, role: 'approver' })).rejects.toThrow(
+      /policy changed since this was requested/,
+    );
+    expect((await env.runtime.approvals.get(undoId))?.state).toBe('pending');
+    await decideAs(env, undoId, APPROVER);
+    await env.runtime.pipeline.processApprovals();
+    expect(suppressed(env)).toBe(true);
   });
 });
 

@@ -80,7 +80,7 @@ async function start(
     now: () => new Date(0),
   });
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => automation.store.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => automation.store.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: SECRET,
     mapping: config.mapping,
     siftUsersFor: siftUserResolver(

@@ -19,16 +19,20 @@ import { createRateLimiter } from '../../src/governance/rate-limit.ts';
 import { createWebhookRefusals, type WebhookRefusals } from '../../src/webhooks/webhook-refusals.ts';
 import type { DeepPartial } from '../helpers/setup.ts';
 import type { Config } from '../../src/config.ts';
+import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const SECRET = 'segment-shared-secret';
 
 let env: OutboxEnv | undefined;
 let server: Server | undefined;
+let schema: string | undefined;
 afterEach(async () => {
   if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
   server = undefined;
   await env?.close();
   env = undefined;
+  if (schema) await dropSchema(schema);
+  schema = undefined;
 });
 
 async function start(
@@ -36,18 +40,26 @@ async function start(
     config?: DeepPartial<Config>;
     secret?: string | undefined;
     bodyLimitBytes?: number;
-    /** The outbox the handler stores through (default: the automation's). */
-    outbox?: (env: OutboxEnv) => OutboxStore;
+    /** The outbox the handler stores through (default: the webhook intake, as `serve --http` has it). */
+    outbox?: (env: OutboxEnv) => Pick<OutboxStore, 'enqueueRoutedMany'>;
     /** The refusal budgets (default: the runtime's `rate_limits.refusals`). */
     refusals?: (env: OutboxEnv) => WebhookRefusals;
+    /** On PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite. */
+    postgres?: boolean;
   } = {},
 ) {
-  env = await outboxEnv({ config: options.config ?? {} });
+  if (options.postgres) schema = uniqueSchema();
+  env = await outboxEnv({
+    config: options.postgres
+      ? { ...options.config, store: 'postgres', store_postgres: { schema, startup_timeout_ms: 2_000 } }
+      : (options.config ?? {}),
+    ...(options.postgres ? { secrets: { postgresUrl: PG_URL } } : {}),
+  });
   const automation = env.automation;
   const runtime = automation.runtime;
-  const outbox = options.outbox?.(env) ?? automation.store;
+  const outbox = options.outbox?.(env) ?? env.intake;
   const handler = createSegmentWebhookHandler({
-    store: (deliveries) => outbox.enqueueRoutedMany(deliveries),
+    store: (deliveries, also) => outbox.enqueueRoutedMany(deliveries, Date.now(), also),
     secret: 'secret' in options ? options.secret : SECRET,
     mapping: env.config.mapping,
     siftUsersFor: siftUserResolver(
@@ -125,6 +137,82 @@ describe('POST /webhooks/segment', () => {
     expect((await env.automation.store.stats()).pending).toBe(3000);
     const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
     expect(receipts).toHaveLength(3000);
+  });
+
+  it('a 4,000-message delivery commits on the intake thread: the event loop turns before it is stored', async () => {
+    // What happens on the main thread while the delivery commits, in order.
+    const turns: string[] = [];
+    const { env, url } = await start({
+      bodyLimitBytes: 1024 * 1024,
+      // The webhook intake as `serve --http` has it; a timer set as the commit begins.
+      outbox: (e) => ({
+        enqueueRoutedMany(deliveries, now, also) {
+          const committed = e.intake.enqueueRoutedMany(deliveries, now, also);
+          setImmediate(() => turns.push('timer'));
+          return committed.then((stored) => {
+            turns.push('committed');
+            return stored;
+          });
+        },
+      }),
+    });
+    await env.automation.worker.stop();
+    const batch = Array.from({ length: 4000 }, (_, i) => ({
+      type: 'track',
+      messageId: `loop-${i}`,
+      userId: 'sandbox-high-risk',
+      event: 'Signed In',
+    }));
+    const delivery = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(delivery).toMatchObject({ status: 200, body: { accepted: 4000, duplicates: 0 } });
+    // A commit on the main thread (node:sqlite is synchronous) would hold the timer until it ended.
+    expect(turns).toEqual(['timer', 'committed']);
+    expect((await env.automation.store.stats()).pending).toBe(4000);
+    const [effect] = await env.automation.store.list({ limit: 1 });
+    expect((effect?.args.event as { user_id: string }).user_id).toBe('sandbox-high-risk');
+    const receipts = (await env.auditRecords()).filter((r) => r.event === 'webhook_accepted');
+    expect(receipts).toHaveLength(4000);
+    // A redelivery stores nothing again: each message a duplicate, with its receipt.
+    const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 4000 } });
+    expect((await env.automation.store.stats()).pending).toBe(4000);
+  });
+
+  it('a delivery of 1,000 skipped messages writes one record; a redelivery one more', async () => {
+    const { env, url } = await start({ bodyLimitBytes: 1024 * 1024 });
+    const batch = [
+      ...Array.from({ length: 998 }, (_, i) => ({
+        type: 'page',
+        messageId: `page-${i}`,
+        userId: 'sandbox-high-risk',
+        properties: { path: '/x' },
+      })),
+      { ...order('skip-unmapped', 'not a sift id') },
+      { ...order('skip-anonymous', 'x'), userId: null },
+    ];
+    const ignoredRecords = async () =>
+      ((await env.auditRecords()) as unknown as { event: string; args_redacted: Record<string, unknown> }[])
+        .filter((r) => r.event === 'webhook_ignored')
+        .map((r) => r.args_redacted);
+    const before = (await env.auditRecords()).length;
+    const first = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(first).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 0, ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(1);
+    expect(await ignoredRecords()).toEqual([
+      {
+        ignored_messages: 1000,
+        message_ids: batch.slice(0, 20).map((m) => m.messageId),
+        reasons: {
+          'page messages are not mapped': 998,
+          'no Sift user is mapped to this Segment userId': 1,
+          'anonymous (no userId)': 1,
+        },
+      },
+    ]);
+    const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(again).toMatchObject({ status: 200, body: { ignored: 1000 } });
+    expect((await env.auditRecords()).length - before).toBe(2);
+    expect(await env.automation.store.stats()).toMatchObject({ pending: 0, unrouted: 0 });
   });
 
   it('Order Completed → one $transaction in Sift with return_score; a redelivery is stored once', async () => {
@@ -258,8 +346,9 @@ describe('POST /webhooks/segment', () => {
       '{"type":"track",',
       JSON.stringify({ type: 'track', userId: 'u', event: 'Order Completed' }), // no messageId
       JSON.stringify({ type: 'track', messageId: 'm-6', userId: 'sandbox-high-risk' }), // no event
+      // Classic: one message, so its refusal is the delivery's.
       JSON.stringify(order('m-7', 'sandbox-high-risk', { total: 'lots', revenue: undefined })),
-      JSON.stringify([order('m-8', 'sandbox-high-risk'), { type: 'nonsense', messageId: 'm-9' }]),
+      JSON.stringify([{ type: 'nonsense', messageId: 'm-9' }]),
     ];
     for (const payload of malformed) {
       const res = await post(payload, signed(payload));
@@ -271,6 +360,105 @@ describe('POST /webhooks/segment', () => {
     expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(
       3 + malformed.length,
     );
+  });
+
+  for (const engine of [
+    { name: 'SQLite', postgres: false, skip: false },
+    { name: 'PostgreSQL', postgres: true, skip: !pgListening },
+  ])
+    it.skipIf(engine.skip)(
+      `a batch's malformed message is refused alone: the others are stored, the refusal counted (${engine.name})`,
+      async () => {
+        const { env, url } = await start({ postgres: engine.postgres });
+        await env.automation.worker.stop();
+        // A value that must not reach the record: it is the refused field's input.
+        const badTotal = 'jane.doe@example.com';
+        const batch = [
+          order('p-1', 'sandbox-high-risk'),
+          order('p-2', 'sandbox-high-risk', { total: badTotal }),
+          order('p-3', 'sandbox-low-risk'),
+        ];
+        const refusedRecords = async () =>
+          (
+            (await env.auditRecords()) as unknown as {
+              event: string;
+              outcome?: { code?: string; message?: string };
+              args_redacted?: Record<string, unknown>;
+            }[]
+          ).filter((r) => r.event === 'webhook_ignored' && r.outcome?.code === 'REFUSED');
+        const first = await sendSegmentWebhook(url, batch, { secret: SECRET });
+        expect(first).toMatchObject({ status: 200, body: { accepted: 2, duplicates: 0, refused: 1 } });
+        const stored = async () =>
+          (await env.automation.store.list({ limit: 10 })).map((e) => e.entityKey).sort();
+        expect(await stored()).toEqual(['segment_message:p-1', 'segment_message:p-3']);
+        const [record, ...others] = await refusedRecords();
+        expect(others).toHaveLength(0);
+        expect(record?.args_redacted).toEqual({
+          refused_messages: 1,
+          message_ids: ['p-2'],
+          reasons: { 'properties.total must be a positive decimal amount': 1 },
+        });
+        expect(record?.outcome?.message).toContain('destination mapping');
+        expect(JSON.stringify(await env.auditRecords())).not.toContain(badTotal);
+
+        // A redelivery: the two are duplicates, the malformed one is refused (and counted) again.
+        const again = await sendSegmentWebhook(url, batch, { secret: SECRET });
+        expect(again).toMatchObject({ status: 200, body: { accepted: 0, duplicates: 2, refused: 1 } });
+        expect(await stored()).toEqual(['segment_message:p-1', 'segment_message:p-3']);
+        expect(await refusedRecords()).toHaveLength(2);
+
+        // A message with no usable messageId is named by its position; one acknowledged (a page
+        // view, ignored) beside it is enough for the 200.
+        const noId = await sendSegmentWebhook(
+          url,
+          [
+            { type: 'page', messageId: 'p-4', userId: 'sandbox-high-risk' },
+            { type: 'track', userId: 'sandbox-high-risk', event: 'Order Completed' },
+          ],
+          { secret: SECRET },
+        );
+        expect(noId).toMatchObject({ status: 200, body: { accepted: 0, ignored: 1, refused: 1 } });
+        const latest = (await refusedRecords()).at(-1);
+        expect(latest?.args_redacted).toMatchObject({ refused_messages: 1, message_ids: ['[1]'] });
+        expect(Object.keys(latest?.args_redacted?.reasons as object)).toEqual([
+          expect.stringMatching(/^messageId: /),
+        ]);
+        expect(await env.automation.store.stats()).toMatchObject({ pending: 2 });
+      },
+    );
+
+  it('a batch whose every message is malformed is refused (400) with the reasons, nothing stored', async () => {
+    const { env, url } = await start();
+    const badTotal = 'jane.doe@example.com';
+    const batch = [
+      order('q-1', 'sandbox-high-risk', { total: badTotal }),
+      order('q-2', 'sandbox-low-risk', { total: badTotal }),
+      { type: 'nonsense', messageId: 'q-3' },
+    ];
+    const res = await sendSegmentWebhook(url, batch, { secret: SECRET });
+    expect(res.status).toBe(400);
+    const error = String(res.body.error);
+    expect(error).toContain('all 3 messages are malformed');
+    expect(error).toContain('properties.total must be a positive decimal amount (2, first [0])');
+    expect(error).toMatch(/type: .*\(1, first \[2\]\)/);
+    expect(error).not.toContain(badTotal);
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
+    const records = await env.auditRecords();
+    expect(records.filter((r) => r.event === 'webhook_rejected')).toHaveLength(1);
+    expect(records.filter((r) => r.event === 'webhook_ignored')).toHaveLength(0);
+    expect(JSON.stringify(records)).not.toContain(badTotal);
+  });
+
+  it('a Classic delivery of one malformed message is refused (400) naming the field', async () => {
+    const { env, url } = await start();
+    const res = await sendSegmentWebhook(url, order('c-1', 'sandbox-high-risk', { total: 'lots' }), {
+      secret: SECRET,
+    });
+    expect(res).toMatchObject({
+      status: 400,
+      body: { error: 'properties.total must be a positive decimal amount' },
+    });
+    expect(await env.automation.store.list({ limit: 10 })).toHaveLength(0);
   });
 
   it('a transaction id Sift refuses is refused naming the field it came from', async () => {

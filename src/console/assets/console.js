@@ -17,6 +17,10 @@ const state = {
   skewMs: 0,
   /** id → { el, key, refresh(approval) } so a poll never wipes a reason being typed. */
   cards: new Map(),
+  /** Pages of the view loaded ("Show more" adds one); each poll reloads that many. */
+  pages: 1,
+  /** Pending ids already shown, so only new ones are announced; undefined until the first load. */
+  known: undefined,
 };
 
 function el(tag, attrs = {}, ...children) {
@@ -30,8 +34,13 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-async function api(method, path, body) {
+/**
+ * `poll`: a background request (the list poll, following a decision). It is marked so the server
+ * does not count it as activity: an unattended tab reaches the idle timeout and signs out.
+ */
+async function api(method, path, body, poll = false) {
   const headers = { Accept: 'application/json' };
+  if (poll) headers['X-Console-Poll'] = '1';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
   const res = await fetch(path, {
@@ -401,9 +410,13 @@ function showConfirmation(approval, verb) {
   let rounds = 0;
   const follow = async () => {
     if (SETTLED.has(box.dataset.outcome) || rounds++ >= FOLLOW_LIMIT || box.hidden) return;
-    const res = await api('GET', `/console/api/approvals/${encodeURIComponent(approval.id)}`).catch(
-      () => undefined,
-    );
+    const res = await api(
+      'GET',
+      `/console/api/approvals/${encodeURIComponent(approval.id)}`,
+      undefined,
+      true,
+    ).catch(() => undefined);
+    if (res?.status === 401) return showSignIn('Your session ended; sign in again.');
     if (res?.ok && box.dataset.approvalId === approval.id) render(res.data.approval);
     state.followTimer = setTimeout(() => void follow(), FOLLOW_MS);
   };
@@ -416,11 +429,45 @@ function setStatus(text) {
   $('status').textContent = text;
 }
 
-async function refresh() {
+/** The loaded pages of a view, as one answer: pending follows the server's cursor page by page. */
+async function load(view, poll) {
+  const approvals = [];
+  let after = '';
+  for (let page = 1; ; page += 1) {
+    const query = `view=${view}${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+    const res = await api('GET', `/console/api/approvals?${query}`, undefined, poll);
+    if (!res.ok) return res;
+    approvals.push(...res.data.approvals);
+    if (!res.data.next || page >= state.pages) return { ...res, data: { ...res.data, approvals } };
+    after = res.data.next;
+  }
+}
+
+/** "Showing N of M", and Show more while the server has another page. */
+function showCount(view, shown, total, more) {
+  $('more').hidden = !more;
+  $('count').textContent =
+    shown >= total
+      ? ''
+      : view === 'pending'
+        ? `Showing ${shown} of ${total} pending, oldest first.`
+        : `Showing the newest ${shown} of ${total}; older ones: fraudgate approvals list --all.`;
+}
+
+/** Says (once, to screen readers) how many pending approvals arrived since the last load. */
+function announceNew(view, list) {
+  if (view !== 'pending') return;
+  const ids = list.map((a) => a.id);
+  const fresh = state.known ? ids.filter((id) => !state.known.has(id)).length : 0;
+  state.known = new Set(ids);
+  if (fresh > 0) $('announce').textContent = `${fresh} new approval${fresh === 1 ? '' : 's'}`;
+}
+
+async function refresh(poll = false) {
   clearTimeout(state.timer);
   const view = state.view;
   try {
-    const res = await api('GET', `/console/api/approvals?view=${view}`);
+    const res = await load(view, poll);
     if (res.status === 401) return showSignIn('Your session ended; sign in again.');
     if (!res.ok) {
       $('app-error').textContent = res.data?.error?.message ?? `Could not load approvals (${res.status}).`;
@@ -428,13 +475,15 @@ async function refresh() {
       $('app-error').textContent = '';
       state.skewMs = Date.parse(res.data.now) - Date.now();
       render(res.data.approvals);
+      showCount(view, res.data.approvals.length, res.data.total ?? 0, Boolean(res.data.next));
+      announceNew(view, res.data.approvals);
       document.body.dataset.loaded = view;
       setStatus(`Updated ${new Date().toLocaleTimeString()}`);
     }
   } catch {
     $('app-error').textContent = 'Cannot reach fraudgate; retrying.';
   }
-  if (state.principal) state.timer = setTimeout(() => void refresh(), POLL_MS);
+  if (state.principal) state.timer = setTimeout(() => void refresh(true), POLL_MS);
 }
 
 function switchView(view) {
@@ -443,6 +492,9 @@ function switchView(view) {
   $('tab-history').setAttribute('aria-pressed', String(view === 'history'));
   for (const entry of state.cards.values()) entry.el.remove();
   state.cards.clear();
+  state.pages = 1;
+  state.known = undefined;
+  $('announce').textContent = '';
   delete document.body.dataset.loaded;
   void refresh();
 }
@@ -487,6 +539,10 @@ async function start() {
   });
   $('tab-pending').addEventListener('click', () => switchView('pending'));
   $('tab-history').addEventListener('click', () => switchView('history'));
+  $('more').addEventListener('click', () => {
+    state.pages += 1;
+    void refresh();
+  });
 
   const res = await api('GET', '/console/api/session');
   if (res.ok) showApp(res.data);
