@@ -38,6 +38,8 @@ async function requestLabel(client: Client, abuseType: string): Promise<string> 
 
 const stateOf = (id: string) => {
   const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+  // The server may be writing (its start-up recovery, the heartbeat): wait for its lock, do not fail.
+  db.exec('PRAGMA busy_timeout = 10000');
   try {
     return (db.prepare('SELECT state FROM approvals WHERE id = ?').get(id) as { state: string }).state;
   } finally {
@@ -67,6 +69,7 @@ describe('serve restarted under its replica id', () => {
       await first.close();
       // What the previous process, killed mid-call moments ago, and a live other replica leave behind.
       const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+      db.exec('PRAGMA busy_timeout = 10000');
       const claim = db.prepare(
         "UPDATE approvals SET state = 'executing', executed_at = ?, executed_by = ? WHERE id = ?",
       );
