@@ -6,6 +6,10 @@
  * Conventions: help on stdout, exit 0; usage errors exit 2 with a pointer to the command's
  * `--help`; runtime failures exit 1 with one line (src/startup.ts), never a stack trace.
  */
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
 import {
@@ -17,13 +21,13 @@ import {
   type LoadedConfig,
   type Secrets,
 } from './config.ts';
-import { checkPolicyNames } from './governance/policy.ts';
+import { policyNameProblems } from './governance/policy.ts';
 import { createLogger, logLevelOf, type Logger } from './logger.ts';
 import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
 import type { WebhookEndpointOptions } from './webhooks/intake.ts';
-import { checkServices, describeFailure, loadServeKeys } from './startup.ts';
+import { checkServices, describeFailure, loadServeKeys, probeHttpPort } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -347,10 +351,14 @@ function portOf(text: string): number {
  * `servesCalls`: the command takes tool calls, so its rate-limit store must be reachable as configured.
  */
 function configure(values: CliValues, servesCalls = false): LoadedConfig {
-  const loaded = loadConfig({ ...configFlags(values), servesCalls });
   // Policy keys name tools, which the config schema does not know: checked before any command runs
-  // (by their names alone: the tools themselves load only where a command uses them).
-  checkPolicyNames(POLICY_NAMES, loaded.config);
+  // (by their names alone: the tools themselves load only where a command uses them), and listed
+  // with the schema's problems when there are some.
+  const loaded = loadConfig({
+    ...configFlags(values),
+    servesCalls,
+    problems: (config) => policyNameProblems(POLICY_NAMES, config),
+  });
   prepareDataDir(loaded.config.data_dir);
   return loaded;
 }
@@ -393,6 +401,8 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
  * stdio session answers `initialize` before any of it (npm run bench). `close()` stops it all.
  */
 async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger, role: 'http' | 'stdio') {
+  // A busy port is said as such before the replica id (by default host:port) is registered.
+  if (role === 'http') await probeHttpPort(loaded.config.http);
   await checkServices(loaded.config, loaded.secrets);
   for (const warning of startupWarnings(loaded.config)) logger.warn(warning);
   // Traces only when an OTLP endpoint is configured; otherwise the SDK is never loaded.
@@ -411,8 +421,11 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
       `fraudgate: using the sandbox of the fraudgate process already running on this data dir\n`,
     );
   }
-  const [{ openConfiguredStore, openRuntime, replicaIdFor }, { registerReplica, replicaHeartbeat }, tools] =
-    await Promise.all([import('./runtime.ts'), import('./replica-registration.ts'), loadTools()]);
+  const [
+    { openConfiguredStore, openRuntime, replicaIdFor },
+    { isPidReplicaIdOf, registerReplica, replicaHeartbeat, takeOverDeadSiblings },
+    tools,
+  ] = await Promise.all([import('./runtime.ts'), import('./replica-registration.ts'), loadTools()]);
   // One store per process, shared by the MCP runtime and the automation worker.
   const store = await openConfiguredStore(config, secrets, logger, keys).catch(async (error: unknown) => {
     // Unreachable store: stop the emulators too, so the process exits instead of idling without listening.
@@ -452,7 +465,28 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   });
   // What the previous process under this replica id died executing is settled now, not on the first
   // approval sweep this replica happens to run (it may not hold that job's lease for a long time).
-  const recovery = runtime.pipeline.recoverInterrupted().catch((error: unknown) =>
+  const closing = new AbortController();
+  const recovery = (async () => {
+    await runtime.pipeline.recoverInterrupted();
+    // Without FRAUDGATE_REPLICA_ID a stdio (or --port 0) server's id carries its pid, so no restart
+    // comes back under it: what this host's dead ones left executing is settled here instead, once a
+    // heartbeat window shows they are dead (live ones sharing the data dir are left alone).
+    if (config.replica_id) return;
+    const host = hostname();
+    const dead = await takeOverDeadSiblings({
+      store,
+      siblings: (id) => id !== replicaId && isPidReplicaIdOf(host, id),
+      heartbeat: replicaHeartbeat(config),
+      logger,
+      signal: closing.signal,
+    });
+    if (dead.replicaIds.length === 0) return;
+    try {
+      await runtime.pipeline.recoverInterrupted(dead.replicaIds);
+    } finally {
+      await dead.release();
+    }
+  })().catch((error: unknown) =>
     // An approval's error may quote its arguments: the redacting logger.
     runtime.logger.error('recovering interrupted approvals failed', { error: String(error) }),
   );
@@ -485,6 +519,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
      */
     async close() {
       await jobs.close();
+      closing.abort(); // a watch of dead siblings' rows does not hold the shutdown up
       await recovery;
       await webhooks?.close();
       await runtime.close();
@@ -668,8 +703,7 @@ async function serveHttp(
         )
       : []),
     `fraudgate: approval console: ${base}/console`,
-    // The Inspector needs Node >= 22.19: the pinned Node in node_modules/.bin goes first on PATH.
-    `fraudgate: try it: PATH="$PWD/node_modules/.bin:$PATH" mcp-inspector --cli ${handle.mcpUrl} --transport http --header "Authorization: Bearer ${devToken ?? '<token>'}" --method tools/list`,
+    `fraudgate: try it: ${inspectorCommand(handle.mcpUrl, devToken ?? '<token>', inspectorBinDir())}`,
   ];
   process.stderr.write(lines.join('\n') + '\n');
   let stopping = false;
@@ -683,6 +717,27 @@ async function serveHttp(
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+/**
+ * Where a checkout's MCP Inspector is (`node_modules/.bin` of the package root `root`, which holds
+ * it as a devDependency), or undefined outside a checkout (`npm install -g fraudgate` installs no
+ * devDependencies). `root` defaults to this package's: src/cli.ts in a checkout, dist/src/cli.js built.
+ */
+export function inspectorBinDir(
+  root = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '..' : '../..', import.meta.url)),
+): string | undefined {
+  const bin = join(root, 'node_modules', '.bin');
+  return existsSync(join(bin, 'mcp-inspector')) ? bin : undefined;
+}
+
+/** The MCP Inspector command line that lists the tools: a checkout's own Inspector, else npx's. */
+export function inspectorCommand(mcpUrl: string, token: string, binDir: string | undefined): string {
+  const args = `--cli ${mcpUrl} --transport http --header "Authorization: Bearer ${token}" --method tools/list`;
+  // The Inspector needs Node >= 22.19: a checkout's pinned Node in node_modules/.bin goes first on PATH.
+  return binDir
+    ? `PATH="${binDir}:$PATH" mcp-inspector ${args}`
+    : `npx @modelcontextprotocol/inspector ${args}`;
 }
 
 /** The command a command line names, found leniently (for pointing a malformed one at its help). */

@@ -881,6 +881,12 @@ export interface ConfigFlags {
    * store (audit, approvals, budgets, outbox list…) never rate-limit and load without it.
    */
   servesCalls?: boolean;
+  /**
+   * More problems of the configuration, listed with the schema's (the CLI's policy-name checks, which
+   * know the tools). Given the configuration as resolved, or as far as it got when the schema refused
+   * it, so one run lists every problem: the checks must take any shape.
+   */
+  problems?: (config: unknown) => FieldIssue[];
 }
 
 export interface LoadedConfig {
@@ -1043,7 +1049,18 @@ function envOverrides(env: Env): EnvOverrides {
   text(['salesforce', 'api_version'], 'SALESFORCE_API_VERSION');
   text(['salesforce', 'auth_flow'], 'SALESFORCE_AUTH_FLOW');
   text(['http', 'host'], 'FRAUDGATE_HTTP_HOST');
-  text(['http', 'port'], 'FRAUDGATE_HTTP_PORT', Number);
+  const port = nonEmpty(env.FRAUDGATE_HTTP_PORT);
+  if (port !== undefined) {
+    // As strict as --port: Number() would let '' and '1e3' through and turn 'abc' into NaN.
+    const value = /^\d{1,5}$/.test(port.trim()) ? Number(port.trim()) : NaN;
+    if (value >= 0 && value <= 65535) set(['http', 'port'], 'FRAUDGATE_HTTP_PORT', value);
+    else {
+      issues.push({
+        field: 'FRAUDGATE_HTTP_PORT',
+        message: `'${port}' is not a port: set it to a whole number from 1 to 65535, or 0 for any free port`,
+      });
+    }
+  }
   text(['http', 'public_url'], 'FRAUDGATE_PUBLIC_URL');
   return { values, sources, issues };
 }
@@ -1198,33 +1215,32 @@ export function loadConfig(
   // Parsed once per process: zod's compiled fast path (generated code, built on first parse) would
   // cost start-up more than it could ever save here.
   const parsed = configSchema.safeParse(merged, { jitless: true });
-  if (!parsed.success) issues.push(...issuesFrom(parsed.error, envSources, flagSources));
-  if (issues.length > 0 || !parsed.success) throw new InvalidInputError(issues, 'Invalid configuration');
+  if (!parsed.success) {
+    issues.push(...issuesFrom(parsed.error, envSources, flagSources));
+    // What the schema did not refuse is checked too, so the next run does not bring new problems.
+    issues.push(...(flags.problems?.(merged) ?? []));
+    throw new InvalidInputError(issues, 'Invalid configuration');
+  }
+  if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
 
   const config = { ...parsed.data, data_dir: resolve(cwd, parsed.data.data_dir) };
-  const mappingIssues = mappingProblems(config.mapping);
-  if (mappingIssues.length > 0) throw new InvalidInputError(mappingIssues, 'Invalid configuration');
+  // Every problem of the values together, so one edit fixes them all.
+  const valueIssues = mappingProblems(config.mapping);
   if (config.approvals.default_for_destructive === 'none') {
     // No deployment needs it: the sandbox's own exceptions are per tool (approvals.tools), see policy.ts.
-    throw new InvalidInputError(
-      [
-        {
-          field: 'approvals.default_for_destructive',
-          message:
-            "'none' would run labels, decisions and suppressions with no human; destructive writes always " +
-            'wait for one. Set approval (the default: a second person), four_eyes or confirm',
-        },
-      ],
-      'Invalid configuration',
-    );
+    valueIssues.push({
+      field: 'approvals.default_for_destructive',
+      message:
+        "'none' would run labels, decisions and suppressions with no human; destructive writes always " +
+        'wait for one. Set approval (the default: a second person), four_eyes or confirm',
+    });
   }
   const bands = config.risk_bands;
   if (!(bands.medium < bands.high && bands.high < bands.critical)) {
-    throw new InvalidInputError(
-      [{ field: 'risk_bands', message: 'thresholds must increase: medium < high < critical' }],
-      'Invalid configuration',
-    );
+    valueIssues.push({ field: 'risk_bands', message: 'thresholds must increase: medium < high < critical' });
   }
+  valueIssues.push(...(flags.problems?.(config) ?? []));
+  if (valueIssues.length > 0) throw new InvalidInputError(valueIssues, 'Invalid configuration');
   // Every missing service secret at once, so one restart fixes them all.
   const missingServices: FieldIssue[] = [];
   if (flags.servesCalls && config.rate_limits.store === 'redis' && !secrets.redisUrl) {

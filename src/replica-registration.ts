@@ -67,6 +67,77 @@ export function twinMessage(replicaId: string): string {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Watches `seen` for a whole expiry on this process's monotonic clock (wall clocks may step). */
+async function watchRow(
+  replicas: ReplicaInstanceStore,
+  seen: ReplicaInstance,
+  { periodMs, expiryMs }: ReplicaHeartbeat,
+  signal?: AbortSignal,
+): Promise<'beat' | 'quiet' | 'changed' | 'aborted'> {
+  const pollMs = Math.max(25, Math.floor(periodMs / 4));
+  const until = performance.now() + expiryMs;
+  while (performance.now() < until) {
+    await sleep(Math.min(pollMs, Math.max(1, until - performance.now())));
+    if (signal?.aborted) return 'aborted';
+    const row = await replicas.get(seen.replica_id);
+    if (!row || row.nonce !== seen.nonce) return 'changed';
+    if (row.beats !== seen.beats) return 'beat';
+  }
+  return 'quiet';
+}
+
+/**
+ * The default replica ids that carry a pid (`serve` on stdio or on --port 0: several may share one
+ * data dir, so each needs its own id) of this host's processes; see runtime.ts `replicaIdFor`.
+ */
+export function isPidReplicaIdOf(host: string, replicaId: string): boolean {
+  const prefix = `${host}:`;
+  return replicaId.startsWith(prefix) && /^(stdio|http):\d+$/.test(replicaId.slice(prefix.length));
+}
+
+/**
+ * A `serve` whose id carries its pid is never restarted under that id, so what a predecessor killed
+ * mid-call left `executing` would wait for the 10-minute sweep. Instead, at start, every row of
+ * `siblings` (this host's other pid ids) is watched for one heartbeat window, all at once, by the
+ * same rule as registerReplica's: a row whose beat counter stays still belongs to a dead process and
+ * is taken over (a compare-and-set on its nonce and count, so of several starting processes one
+ * wins, and a stalled holder that wakes up learns at its next beat that it lost the id and stops);
+ * a row that beats is a live sibling's and is left alone. Returns the ids taken over, whose claims
+ * the caller settles (pipeline.recoverInterrupted), then `release()` deletes their rows. `signal`
+ * (the server closing) ends the watch at once, taking nothing over.
+ */
+export async function takeOverDeadSiblings(options: {
+  store: { replicas: ReplicaInstanceStore };
+  siblings: (replicaId: string) => boolean;
+  heartbeat: ReplicaHeartbeat;
+  logger: Logger;
+  signal?: AbortSignal;
+  now?: () => number;
+}): Promise<{ replicaIds: string[]; release(): Promise<void> }> {
+  const { replicas } = options.store;
+  const now = options.now ?? Date.now;
+  const nonce = randomUUID();
+  const rows = (await replicas.list()).filter((row) => options.siblings(row.replica_id));
+  const taken: string[] = [];
+  await Promise.all(
+    rows.map(async (row) => {
+      if ((await watchRow(replicas, row, options.heartbeat, options.signal)) !== 'quiet') return;
+      if (await replicas.takeOver(row.replica_id, nonce, row, now())) taken.push(row.replica_id);
+    }),
+  );
+  if (taken.length > 0) {
+    options.logger.info('settling what stopped processes of this host left executing', {
+      replica_ids: taken.join(', '),
+    });
+  }
+  return {
+    replicaIds: taken,
+    async release() {
+      await Promise.all(taken.map((id) => replicas.release(id, nonce).catch(() => false)));
+    },
+  };
+}
+
 export async function registerReplica(options: {
   store: { replicas: ReplicaInstanceStore };
   replicaId: string;
@@ -103,18 +174,7 @@ export async function registerReplica(options: {
     }
   };
 
-  /** Watches `seen` for a whole expiry on this process's monotonic clock (wall clocks may step). */
-  const watch = async (seen: ReplicaInstance): Promise<'beat' | 'quiet' | 'changed'> => {
-    const pollMs = Math.max(25, Math.floor(periodMs / 4));
-    const until = performance.now() + expiryMs;
-    while (performance.now() < until) {
-      await sleep(Math.min(pollMs, Math.max(1, until - performance.now())));
-      const row = await replicas.get(replicaId);
-      if (!row || row.nonce !== seen.nonce) return 'changed';
-      if (row.beats !== seen.beats) return 'beat';
-    }
-    return 'quiet';
-  };
+  const watch = (seen: ReplicaInstance) => watchRow(replicas, seen, options.heartbeat);
 
   const startedAt = await take();
   await replicas.forget(startedAt - FORGET_AFTER_MS).catch(() => 0);

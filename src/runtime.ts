@@ -119,7 +119,9 @@ export const legacyAuditPath = (config: Pick<Config, 'data_dir'>) => join(config
 /**
  * This process's replica id: FRAUDGATE_REPLICA_ID (`replica_id`), else host name + HTTP port, which
  * stays the same across restarts so a restarted replica takes its own leases back at once. Processes
- * without a stable port (stdio, port 0, workers) add their pid: two of them on one host must differ.
+ * without a stable port (stdio, port 0, workers) add their pid: two of them on one host must differ
+ * (several stdio servers may share a data dir). A `serve` started later on the host settles what a
+ * dead one of those left executing (replica-registration.ts `takeOverDeadSiblings`).
  */
 export function replicaIdFor(
   config: Pick<Config, 'replica_id' | 'http'>,

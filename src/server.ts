@@ -20,8 +20,6 @@ import {
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema,
-  ReadResourceRequestSchema,
-  GetPromptRequestSchema,
   ErrorCode,
   type CallToolResult,
   type ServerNotification,
@@ -30,6 +28,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { FraudgateError as FraudgateErrorClass, type FraudgateError } from './errors.ts';
+import { isObject } from './is-object.ts';
 import { promptArgumentProblems, prompts } from './prompts.ts';
 import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
 import { createLogBudget, type LogBudget } from './log-budget.ts';
@@ -171,13 +170,50 @@ const WireCallToolRequestSchema = z.object({
   method: z.literal('tools/call'),
   params: z
     .looseObject({
-      name: z.unknown(),
-      arguments: z.unknown(),
-      _meta: z.looseObject({ progressToken: z.unknown().optional() }).optional(),
+      name: z.unknown().optional(),
+      arguments: z.unknown().optional(),
+      _meta: z.unknown().optional(),
     })
     .optional(),
 });
 type WireCallToolRequest = z.infer<typeof WireCallToolRequestSchema>;
+
+/**
+ * `resources/read` and `prompts/get` with params of any JSON type, for the same reason: the SDK's
+ * schemas would answer a wrongly typed `uri` or prompt argument with -32603 and raw zod issues.
+ * The handlers check the params and answer -32602 naming the field ({@link stringParam}).
+ */
+const WireReadResourceRequestSchema = z.object({ method: z.literal('resources/read'), params: z.unknown() });
+const WireGetPromptRequestSchema = z.object({ method: z.literal('prompts/get'), params: z.unknown() });
+
+/** `params[field]` when it is a string, else -32602 naming the field. */
+function stringParam(method: string, params: unknown, field: string): string {
+  const value = isObject(params) ? params[field] : undefined;
+  if (typeof value !== 'string') {
+    throw new ProtocolError(ErrorCode.InvalidParams, `${method}: params.${field} must be a string`);
+  }
+  return value;
+}
+
+/** prompts/get `arguments`: absent, or an object whose values are all strings; else -32602 naming it. */
+function promptArguments(params: unknown): Record<string, string> {
+  const given = isObject(params) ? params.arguments : undefined;
+  if (given === undefined) return {};
+  if (!isObject(given)) {
+    throw new ProtocolError(
+      ErrorCode.InvalidParams,
+      'prompts/get: params.arguments must be an object of string values',
+    );
+  }
+  const args: Record<string, string> = {};
+  for (const [key, value] of Object.entries(given)) {
+    if (typeof value !== 'string') {
+      throw new ProtocolError(ErrorCode.InvalidParams, `prompts/get: arguments.${key} must be a string`);
+    }
+    args[key] = value;
+  }
+  return args;
+}
 type CallToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 /** JSON-RPC code for an unknown resource (MCP spec). */
@@ -244,8 +280,11 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
   server.setRequestHandler(ListResourceTemplatesRequestSchema, () => ({
     resourceTemplates: RESOURCE_TEMPLATES.filter((t) => visible(t.tool)).map(({ tool: _tool, ...t }) => t),
   }));
-  server.setRequestHandler(ReadResourceRequestSchema, async (request, extra) => {
-    const uri = request.params.uri;
+  const readResource = async (
+    request: z.infer<typeof WireReadResourceRequestSchema>,
+    extra: CallToolExtra,
+  ) => {
+    const uri = stringParam('resources/read', request.params, 'uri');
     const json = (value: unknown) => ({
       contents: [{ uri, mimeType: 'application/json', text: JSON.stringify(value, null, 2) }],
     });
@@ -280,15 +319,17 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       RESOURCE_NOT_FOUND,
       `Unknown resource ${uri}; see resources/list and resources/templates/list.`,
     );
-  });
+  };
+  Protocol.prototype.setRequestHandler.call(server, WireReadResourceRequestSchema, readResource);
 
   server.setRequestHandler(ListPromptsRequestSchema, () => ({
     prompts: prompts.map(({ render: _render, ...p }) => p),
   }));
-  server.setRequestHandler(GetPromptRequestSchema, (request) => {
-    const prompt = prompts.find((p) => p.name === request.params.name);
-    if (!prompt) throw new ProtocolError(ErrorCode.InvalidParams, `Unknown prompt ${request.params.name}`);
-    const args = request.params.arguments ?? {};
+  const getPrompt = (request: z.infer<typeof WireGetPromptRequestSchema>) => {
+    const name = stringParam('prompts/get', request.params, 'name');
+    const prompt = prompts.find((p) => p.name === name);
+    if (!prompt) throw new ProtocolError(ErrorCode.InvalidParams, `Unknown prompt ${name}`);
+    const args = promptArguments(request.params);
     const problems = promptArgumentProblems(prompt, args);
     if (problems.length > 0)
       throw new ProtocolError(ErrorCode.InvalidParams, `Invalid arguments: ${problems.join('; ')}`);
@@ -296,15 +337,18 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       description: prompt.description,
       messages: [{ role: 'user', content: { type: 'text', text: prompt.render(args) } }],
     };
-  });
+  };
+  Protocol.prototype.setRequestHandler.call(server, WireGetPromptRequestSchema, getPrompt);
 
   server.setRequestHandler(ListToolsRequestSchema, () => ({
     tools: pipeline.visibleTools(principal).map(toWireTool),
   }));
 
   const callTool = async (request: WireCallToolRequest, extra: CallToolExtra): Promise<CallToolResult> => {
-    const name = typeof request.params?.name === 'string' ? request.params.name : '';
-    const token = request.params?._meta?.progressToken;
+    const given = request.params?.name;
+    const name = typeof given === 'string' ? given : '';
+    const meta = isObject(request.params?._meta) ? request.params._meta : undefined;
+    const token = meta?.progressToken;
     const progressToken = typeof token === 'string' || typeof token === 'number' ? token : undefined;
     let lastProgress = -1;
     const channel: CallChannel = {
@@ -364,7 +408,7 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
     const outcome = await inSpan(`tools/call ${label}`, run, () => ({
       kind: SpanKind.SERVER,
       attributes: { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': label },
-      parent: contextFromMeta(request.params?._meta),
+      parent: contextFromMeta(meta),
     }));
     options.metrics?.({
       tool: name,
@@ -388,7 +432,12 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       // A name that is no tool at all is a protocol error (MCP: unknown tool → -32602), not a
       // tool's failure; the pipeline has already audited the attempt under the name's keyed hash.
       if (label !== name && outcome.error.code === 'INVALID_INPUT') {
-        throw new ProtocolError(ErrorCode.InvalidParams, `Unknown tool: ${name}; see tools/list`);
+        throw new ProtocolError(
+          ErrorCode.InvalidParams,
+          typeof given === 'string'
+            ? `Unknown tool: ${name}; see tools/list`
+            : 'tools/call: params.name must be a string, a tool name from tools/list',
+        );
       }
       return errorResult(outcome.error);
     }

@@ -134,3 +134,20 @@ export function loadServeKeys(
     auditKey: loadAuditKey(config, secrets),
   };
 }
+
+/**
+ * Before `serve --http` registers its replica id: the HTTP port can be bound. The default id is
+ * host:port, so a second server on a busy port would otherwise find the first one's id live and
+ * report a replica-id twin after watching its heartbeat; a busy port is the port's one-line error
+ * (describeFailure), at once. The probe is closed again: the server binds the port itself later.
+ */
+export async function probeHttpPort(http: Pick<Config['http'], 'host' | 'port'>): Promise<void> {
+  if (http.port === 0) return; // any free port: nothing to collide with
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen({ host: http.host, port: http.port, exclusive: true }, () => resolve());
+  });
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+}

@@ -137,6 +137,38 @@ describe('protocol errors', () => {
   });
 });
 
+describe('wrongly typed params are -32602 naming the field', () => {
+  /** A raw request as a client may send it, bypassing the SDK client's typing; the error it gets. */
+  const refusal = async (e: TestEnv, method: string, params: unknown) => {
+    const error = await e.client
+      .request({ method, params } as never, z.unknown() as never)
+      .then(() => undefined)
+      .catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(McpError);
+    return error as McpError;
+  };
+
+  it.each([
+    [
+      'prompts/get',
+      { name: 'triage_user', arguments: { user_id: 42 } },
+      /arguments\.user_id must be a string/,
+    ],
+    ['prompts/get', { name: 'triage_user', arguments: null }, /params\.arguments must be an object/],
+    ['prompts/get', { name: 42 }, /params\.name must be a string/],
+    ['resources/read', { uri: 42 }, /params\.uri must be a string/],
+    ['tools/call', { name: 42, arguments: {} }, /params\.name must be a string/],
+    ['tools/call', { name: null }, /params\.name must be a string/],
+  ])('%s %j', async (method, params, message) => {
+    const e = (env = await setup());
+    const error = await refusal(e, method, params);
+    expect(error.code).toBe(ErrorCode.InvalidParams);
+    expect(error.message).toMatch(message);
+    // A short message of our own, not the SDK's dump of zod issues.
+    expect(error.message).not.toMatch(/invalid_type|"path"|expected/);
+  });
+});
+
 describe('prompts', () => {
   it('lists triage_user and review_case_queue and renders them with validated arguments', async () => {
     const e = (env = await setup());

@@ -4,7 +4,7 @@ import type { SalesforceRecord } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError } from '../src/errors.ts';
 import { defineTool, type IdentityAttempt, type ToolContext } from '../src/tool.ts';
 import { phoneVariants, sameEmail, samePhone } from './salesforce-common.ts';
-import { scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
+import { phoneNumber, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Longest string value returned from Segment or Salesforce; longer ones are cut and flagged. */
 const MAX_TEXT = 500;
@@ -232,12 +232,7 @@ export const lookupUser = defineTool({
   input: z.strictObject({
     user_id: userId,
     email: z.email().max(254).optional().describe('Default: the Segment trait email.'),
-    phone: z
-      .string()
-      .trim()
-      .regex(/^\+?[0-9 ().-]{6,32}$/, 'a phone number: digits, spaces, ( ) . - and an optional leading +')
-      .optional()
-      .describe('Default: the Segment trait phone.'),
+    phone: phoneNumber.optional().describe('Default: the Segment trait phone.'),
     max_records: z.number().int().min(1).max(50).default(10).describe('Most records per Salesforce section.'),
   }),
   output,

@@ -26,6 +26,26 @@ export const userId = z
 export const isUserId = (value: unknown): value is string =>
   typeof value === 'string' && value.length >= 1 && value.length <= 255 && USER_ID_CHARS.test(value);
 
+/** A phone number as people write it: digits, spaces, ( ) . - and an optional leading +. */
+export const phoneNumber = z
+  .string()
+  .trim()
+  .regex(/^\+?[0-9 ().-]{6,32}$/, 'a phone number: digits, spaces, ( ) . - and an optional leading +');
+
+/**
+ * Control characters (C0, DEL, C1: NUL, escapes, line breaks) and the bidi embeddings, overrides and
+ * isolates that make text display other than it reads: nothing a name, label or note needs, and
+ * they corrupt logs, CRM screens and the upstream's own parsing.
+ */
+const CONTROL_OR_BIDI = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+
+/**
+ * Free text sent on to an upstream: `schema` refusing control and bidi-override characters. A
+ * refinement, so `tools/list` pays no bytes for it.
+ */
+export const plainText = <T extends z.ZodString>(schema: T): T =>
+  schema.refine((s) => !CONTROL_OR_BIDI.test(s), 'must not contain control or bidi-override characters');
+
 export const abuseType = z.enum(ABUSE_TYPES);
 
 /** A choice of abuse types: each at most once, so the list is bounded by the types Sift has. */

@@ -3,7 +3,7 @@ import type { SiftEventResult } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, toFraudgateError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { currencyDecimals, fromMicros, toMicros, toSiftMicros } from './money.ts';
-import { abuseTypes, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
+import { abuseTypes, phoneNumber, plainText, scoreSummaryFields, summarizeScore, userId } from './schemas.ts';
 
 /** Sift's id charset (contract §10) also holds for the other ids we send: transaction, session, transfer. */
 const siftIdSchema = z
@@ -43,25 +43,28 @@ const customStatus = (what: string) =>
 const customFields = z
   .record(
     z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'custom field names are snake_case and never start with $'),
-    z.union([z.string().max(1000), z.number(), z.boolean()]),
+    z.union([plainText(z.string().max(1000)), z.number(), z.boolean()]),
   )
   .refine((r) => Object.keys(r).length <= 30, 'at most 30 custom fields')
   .describe('Sent as Sift custom fields.');
+
+/** The app and device fields: one schema, so `tools/list` can write it once. */
+const appText = plainText(z.string().max(100)).optional();
 
 /** Where the event happened: session, network and device. Personal data: sent to Sift, never echoed back. */
 const context = {
   session_id: siftId('Sift JS/SDK session id.').optional(),
   ip: z.union([z.ipv4(), z.ipv6()]).optional().describe('Client IP ($ip).'),
-  user_agent: z.string().min(1).max(1000).optional().describe('Browser user agent (web).'),
+  user_agent: plainText(z.string().min(1).max(1000)).optional().describe('Browser user agent (web).'),
   app: z
     .strictObject({
-      os: z.string().max(100).optional(),
-      os_version: z.string().max(100).optional(),
-      device_manufacturer: z.string().max(100).optional(),
-      device_model: z.string().max(100).optional(),
-      device_unique_id: z.string().max(255).optional(),
-      app_name: z.string().max(100).optional(),
-      app_version: z.string().max(100).optional(),
+      os: appText,
+      os_version: appText,
+      device_manufacturer: appText,
+      device_model: appText,
+      device_unique_id: plainText(z.string().max(255)).optional(),
+      app_name: appText,
+      app_version: appText,
     })
     .optional()
     .describe('Mobile app and device; or user_agent.'),
@@ -71,8 +74,8 @@ const context = {
 const account = {
   user_id: userId,
   email: z.email().max(254).optional().describe('$user_email.'),
-  name: z.string().min(1).max(200).optional(),
-  phone: z.string().min(3).max(40).optional(),
+  name: plainText(z.string().min(1).max(200)).optional(),
+  phone: phoneNumber.optional(),
   verification_phone_number: z
     .string()
     .regex(/^\+[1-9]\d{6,14}$/, 'E.164, e.g. +14155550123')
@@ -80,7 +83,7 @@ const account = {
     .describe('E.164, for one-time codes.'),
   referrer_user_id: userId.optional().describe('Who referred this user.'),
   account_types: z
-    .array(z.string().min(1).max(64))
+    .array(plainText(z.string().min(1).max(64)))
     .max(10)
     .optional()
     .describe('e.g. ["wallet", "premium"].'),
@@ -149,7 +152,7 @@ const login = z
       .enum(['account_unknown', 'account_suspended', 'account_disabled', 'wrong_password'])
       .optional()
       .describe('Failures only.'),
-    username: z.string().min(1).max(255).optional(),
+    username: plainText(z.string().min(1).max(255)).optional(),
     ...context,
   })
   .superRefine((value, ctx) => {
@@ -215,7 +218,7 @@ const BANK_FIELDS = [
 ] as const;
 
 const digits = (n: string, what: string) => z.string().regex(new RegExp(`^\\d{${n}}$`), what);
-const text = z.string().min(1).max(200);
+const text = plainText(z.string().min(1).max(200));
 
 /**
  * Sift's PaymentMethod (contract §2.2) with the card and bank fields its schema defines, named
@@ -239,7 +242,7 @@ const paymentMethod = z
       .regex(/^[A-Z0-9]{1,2}$/, 'a one- or two-character CVV code')
       .optional(),
     verification_status: status.optional(),
-    decline_reason_code: z.string().min(1).max(64).optional(),
+    decline_reason_code: plainText(z.string().min(1).max(64)).optional(),
     routing_number: z
       .string()
       .regex(/^[0-9A-Z]{4,20}$/, 'digits and capital letters')

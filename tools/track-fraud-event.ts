@@ -5,6 +5,7 @@ import type { AbuseType } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
 import { abuseType, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 import { currentDecisions, latestDecision } from './decision-state.ts';
+import { salesforceId } from './salesforce-common.ts';
 
 const EVENTS = ['score_evaluated', 'decision_applied', 'label_applied'] as const;
 type FraudEvent = (typeof EVENTS)[number];
@@ -132,11 +133,9 @@ export const trackFraudEvent = defineTool({
     user_id: userId,
     event: z.enum(EVENTS).describe('Which Sift outcome to record.'),
     abuse_type: abuseType.optional().describe('Default: riskiest score, latest outcome.'),
-    case_id: z
-      .string()
-      .regex(/^500[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$/, 'a Salesforce Case id (500…)')
+    case_id: salesforceId('Case', '500')
       .optional()
-      .describe('The Salesforce fraud case, for warehouse joins.'),
+      .describe('The Salesforce fraud case (500…), for warehouse joins.'),
   }),
   output: z.object({
     user_id: z.string(),

@@ -192,11 +192,12 @@ export async function runOutboxCommand(
         // The change and its audit record in one transaction: an unrecorded retry or drop never stands.
         const done = await state.store.transaction(async (tx) => {
           const before = await tx.outbox.get(effectId);
+          if (before === undefined) return 'missing';
           const changed =
             sub === 'retry' ? await tx.outbox.requeue(effectId) : await tx.outbox.drop(effectId);
           if (!changed) return undefined;
           // The record says when the operator acted on an unknown outcome (a retry sends it again).
-          const unknown = before !== undefined && isOutcomeUnknown(before);
+          const unknown = isOutcomeUnknown(before);
           const outcome = {
             ...(unknown ? { code: OUTCOME_UNKNOWN } : {}),
             ...(values.reason ? { message: values.reason } : {}),
@@ -211,6 +212,12 @@ export async function runOutboxCommand(
           });
           return { unknown };
         });
+        if (done === 'missing') {
+          process.stderr.write(
+            `fraudgate: no outbox effect ${effectId} (fraudgate outbox list --all shows every effect)\n`,
+          );
+          return 1;
+        }
         if (!done) {
           process.stderr.write(
             `fraudgate: effect ${effectId} is not a dead letter (see fraudgate outbox show ${effectId})\n`,

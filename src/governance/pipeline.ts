@@ -146,8 +146,10 @@ export interface Pipeline {
   /**
    * The part of processApprovals that settles interrupted executions, among them those this replica's
    * previous process died running: `serve` runs it once at start-up, not waiting for a sweep.
+   * `predecessors`: replica ids of dead processes whose rows this process took over
+   * (replica-registration.ts `takeOverDeadSiblings`): their claims are settled now too.
    */
-  recoverInterrupted(): Promise<void>;
+  recoverInterrupted(predecessors?: readonly string[]): Promise<void>;
   /** Record a human decision (CLI or console); see approval-desk.ts. */
   decide: ApprovalDesk['decide'];
   /**
@@ -946,13 +948,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     return all;
   }
 
-  async function recoverInterrupted(): Promise<void> {
+  async function recoverInterrupted(predecessors: readonly string[] = []): Promise<void> {
     const staleBefore = now().getTime() - INTERRUPTED_AFTER_MS;
     for (const stuck of await everyExecuting()) {
       if (!stuck.executed_at) continue;
       const claimedAt = Date.parse(stuck.executed_at);
       const underOurId = deps.replicaId !== undefined && stuck.executed_by === deps.replicaId;
-      const orphaned = underOurId && claimedAt < startedAt && !executingHere.has(stuck.id);
+      // Claimed by a dead process whose id this one took over: it can claim nothing more.
+      const byPredecessor = stuck.executed_by !== undefined && predecessors.includes(stuck.executed_by);
+      const orphaned = byPredecessor || (underOurId && claimedAt < startedAt && !executingHere.has(stuck.id));
       if (underOurId && claimedAt >= startedAt) await noticeTwin(stuck);
       if (!orphaned && claimedAt > staleBefore) continue;
       const claim: ExecutionClaim = { executed_at: stuck.executed_at, executed_by: stuck.executed_by };

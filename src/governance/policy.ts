@@ -5,6 +5,7 @@
  */
 import { DEFAULTS, type ApprovalMode, type Config } from '../config.ts';
 import { InvalidInputError, type FieldIssue } from '../errors.ts';
+import { isObject } from '../is-object.ts';
 import type { AnyTool, ApprovalKey, Principal, Risk } from '../tool.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
@@ -183,6 +184,35 @@ export function modeNow(
   return candidates.reduce(stricterMode, approval.mode);
 }
 
+/**
+ * {@link modeNow} for a tool that re-applies other tools' effects (an undo), never weaker than
+ * {@link resolveCallApproval}'s stricter-of rule under the current policy for any key the call may
+ * have had (`keys`; unknown: every combination of the tool's own keys and the re-applied tools'),
+ * even when the policy is unchanged: an approval stored before that rule holds a weaker mode under
+ * the same policy version (which hashes the approvals config only).
+ */
+export function modeNowReapplying(
+  approval: { mode: ApprovalMode; policy_version: string },
+  tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys' | 'reapplies'>,
+  config: Pick<Config, 'approvals'>,
+  keys: readonly ApprovalKey[] | undefined,
+  toolNamed: ToolNamed = () => undefined,
+): ApprovalMode {
+  const stored = modeNow(approval, tool, config, toolNamed);
+  const own: ApprovalKey[] = [{ key: tool.name }, ...(tool.approvalKeys ?? [])];
+  const possible =
+    keys && keys.length > 0
+      ? keys
+      : (tool.reapplies ?? []).flatMap((name) =>
+          [undefined, ...(toolNamed(name)?.approvalKeys ?? [])].flatMap((key) =>
+            own.map((k) => ({ ...k, reapplies: { tool: name, ...(key ? { key } : {}) } })),
+          ),
+        );
+  return possible
+    .map((key) => resolveCallApproval(tool, config, key, toolNamed).mode)
+    .reduce(stricterMode, stored);
+}
+
 /** The names a policy entry can use for these tools: each tool's, then its per-call keys. */
 const keysOf = (tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[]): string[] =>
   tools.flatMap((t) => [t.name, ...(t.approvalKeys ?? []).map((k) => k.key)]);
@@ -197,6 +227,23 @@ export function checkPolicyNames(
   tools: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>[],
   config: Pick<Config, 'approvals' | 'rate_limits' | 'budgets' | 'mode'>,
 ): void {
+  const issues = policyNameProblems(tools, config);
+  if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
+}
+
+/**
+ * The problems {@link checkPolicyNames} throws, as a list. `config` may be a configuration the schema
+ * refused (a wrong type elsewhere): whatever of the policy sections has the right shape is checked,
+ * so one start lists a misspelt key beside the schema's errors (loadConfig's `problems`).
+ */
+export function policyNameProblems(
+  tools: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>[],
+  config: unknown,
+): FieldIssue[] {
+  const at = (value: unknown, key: string): unknown => (isObject(value) ? value[key] : undefined);
+  const entries = (value: unknown): [string, unknown][] => (isObject(value) ? Object.entries(value) : []);
+  const approvalTools = entries(at(at(config, 'approvals'), 'tools'));
+  const selfApproval = at(at(config, 'approvals'), 'self_approval');
   const toolNames = tools.map((t) => t.name);
   const approvalKeys = keysOf(tools);
   const issues: FieldIssue[] = [];
@@ -206,11 +253,28 @@ export function checkPolicyNames(
         issues.push({ field: `${field}.${name}`, message: `unknown ${what}; known: ${known.join(', ')}` });
     }
   };
-  check('approvals.tools', Object.keys(config.approvals.tools), approvalKeys, 'tool or approval key');
-  check('approvals.self_approval', config.approvals.self_approval, approvalKeys, 'tool or approval key');
-  check('rate_limits.tools', Object.keys(config.rate_limits.tools), toolNames, 'tool');
+  check(
+    'approvals.tools',
+    approvalTools.map(([name]) => name),
+    approvalKeys,
+    'tool or approval key',
+  );
+  check(
+    'approvals.self_approval',
+    Array.isArray(selfApproval) ? selfApproval.filter((n): n is string => typeof n === 'string') : [],
+    approvalKeys,
+    'tool or approval key',
+  );
+  check(
+    'rate_limits.tools',
+    entries(at(at(config, 'rate_limits'), 'tools')).map(([name]) => name),
+    toolNames,
+    'tool',
+  );
   // The default limits name built-in tools; a server built with fewer tools just never matches them.
-  const budgetKeys = Object.keys(config.budgets.limits).filter((k) => !(k in DEFAULTS.budgets.limits));
+  const budgetKeys = entries(at(at(config, 'budgets'), 'limits'))
+    .map(([name]) => name)
+    .filter((k) => !(k in DEFAULTS.budgets.limits));
   // Only destructive effects are admitted against a budget: one on any other tool would load and never bind.
   const destructiveKeys = keysOf(tools.filter((t) => t.risk === 'destructive'));
   for (const name of budgetKeys) {
@@ -224,8 +288,8 @@ export function checkPolicyNames(
         `budgets apply to destructive tools and their keys, known: ${destructiveKeys.join(', ')}`,
     });
   }
-  issues.push(...destructiveWithoutHuman(tools, config));
-  if (issues.length > 0) throw new InvalidInputError(issues, 'Invalid configuration');
+  if (at(config, 'mode') !== 'sandbox') issues.push(...destructiveWithoutHuman(tools, approvalTools));
+  return issues;
 }
 
 /**
@@ -235,15 +299,14 @@ export function checkPolicyNames(
  */
 function destructiveWithoutHuman(
   tools: readonly Pick<AnyTool, 'name' | 'risk' | 'approvalKeys'>[],
-  config: Pick<Config, 'approvals' | 'mode'>,
+  approvalTools: readonly [string, unknown][],
 ): FieldIssue[] {
-  if (config.mode === 'sandbox') return [];
   const destructive = new Set(
     tools
       .filter((t) => t.risk === 'destructive')
       .flatMap((t) => [t.name, ...(t.approvalKeys ?? []).map((k) => k.key)]),
   );
-  return Object.entries(config.approvals.tools)
+  return approvalTools
     .filter(([name, mode]) => mode === 'none' && destructive.has(name))
     .map(([name]) => ({
       field: `approvals.tools.${name}`,

@@ -23,6 +23,8 @@ export interface ReplicaInstance {
 
 export interface ReplicaInstanceStore {
   get(replicaId: string): Promise<ReplicaInstance | undefined>;
+  /** Every row (a few: one per process that did not stop cleanly, forgotten after a day). */
+  list(): Promise<ReplicaInstance[]>;
   /** Register when no process holds the id; false when a row exists already. */
   insert(replicaId: string, nonce: string, now: number): Promise<boolean>;
   /**
@@ -43,21 +45,28 @@ export interface ReplicaInstanceStore {
   forget(before: number): Promise<number>;
 }
 
+const COLUMNS = 'replica_id, nonce, started_at, heartbeat_at, beats';
+
+/** PostgreSQL returns BIGINT as text. */
+const instanceOf = (row: ReplicaInstance): ReplicaInstance => ({
+  ...row,
+  started_at: Number(row.started_at),
+  heartbeat_at: Number(row.heartbeat_at),
+  beats: Number(row.beats),
+});
+
 export function createReplicaInstanceStore(db: SqlExecutor): ReplicaInstanceStore {
   return {
     async get(replicaId) {
       const [row] = await db.query<ReplicaInstance>(
-        'SELECT replica_id, nonce, started_at, heartbeat_at, beats FROM replica_instances WHERE replica_id = $1',
+        `SELECT ${COLUMNS} FROM replica_instances WHERE replica_id = $1`,
         [replicaId],
       );
-      return row
-        ? {
-            ...row,
-            started_at: Number(row.started_at),
-            heartbeat_at: Number(row.heartbeat_at),
-            beats: Number(row.beats),
-          }
-        : undefined;
+      return row ? instanceOf(row) : undefined;
+    },
+    async list() {
+      const rows = await db.query<ReplicaInstance>(`SELECT ${COLUMNS} FROM replica_instances`);
+      return rows.map(instanceOf);
     },
     async insert(replicaId, nonce, now) {
       const rows = await db.query(

@@ -47,6 +47,7 @@ import {
   SessionStoreUnavailableError,
   type LiveSession,
 } from './mcp-sessions.ts';
+import { malformedRequestAnswer } from './malformed-request.ts';
 import { readRequestBody } from './request-body.ts';
 
 /** A mounted handler (e.g. the console): returns true when it answered the request. */
@@ -618,6 +619,13 @@ export async function startHttpServer(
     if (method === 'DELETE') {
       await sessions.terminate(sessionId);
       res.writeHead(200).end();
+      return;
+    }
+    // A request that fails MCP's JSON-RPC schema (`_meta: null`): the SDK would answer -32700 without
+    // its id; this names the field and carries the id, so the client knows which call failed.
+    const malformed = method === 'POST' ? malformedRequestAnswer(body) : undefined;
+    if (malformed) {
+      sendJson(res, 400, malformed);
       return;
     }
     if (method === 'POST' && (await sessions.relayIfElsewhere(sessionId, body))) {

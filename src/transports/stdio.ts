@@ -9,15 +9,22 @@
  * fail (PostgreSQL or Redis unreachable), the process prints one line and exits 1 without
  * answering anything but the handshake: the client sees the connection close.
  */
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import process from 'node:process';
+import type { Readable, Writable } from 'node:stream';
+import { serializeMessage, STDIO_DEFAULT_MAX_BUFFER_SIZE } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import type { JSONRPCMessage, MessageExtraInfo } from '@modelcontextprotocol/sdk/types.js';
+import {
+  JSONRPCMessageSchema,
+  type JSONRPCMessage,
+  type MessageExtraInfo,
+} from '@modelcontextprotocol/sdk/types.js';
 import { normalizeIdentity, UNIDENTIFIED } from '../auth/identity.ts';
 import type { Pipeline } from '../governance/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer, type ServerLogger, type ServerPipeline } from '../server.ts';
 import type { Principal } from '../tool.ts';
+import { malformedRequestAnswer } from './malformed-request.ts';
 
 /** The stdio principal: the configured analyst, or an unidentified one that may only read. */
 export function stdioPrincipal(analyst: string | undefined): Principal {
@@ -28,6 +35,87 @@ export function stdioPrincipal(analyst: string | undefined): Principal {
     role: 'analyst',
     declared: true,
   };
+}
+
+/**
+ * The SDK's StdioServerTransport (newline-delimited JSON-RPC on stdin/stdout), except for a line
+ * that is JSON but not a valid JSON-RPC message: the SDK drops it, so a request with, say,
+ * `_meta: null` is never answered and its client waits forever. Here a request with a usable id
+ * gets a JSON-RPC error for that id naming the field (src/transports/malformed-request.ts); other
+ * bad lines are reported to `onerror` and dropped, as before.
+ */
+export class StdioTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void;
+  private buffer: Buffer | undefined;
+  private started = false;
+  private readonly stdin: Readable;
+  private readonly stdout: Writable;
+
+  constructor(stdin: Readable = process.stdin, stdout: Writable = process.stdout) {
+    this.stdin = stdin;
+    this.stdout = stdout;
+  }
+
+  private readonly ondata = (chunk: Buffer) => {
+    if ((this.buffer?.length ?? 0) + chunk.length > STDIO_DEFAULT_MAX_BUFFER_SIZE) {
+      this.buffer = undefined;
+      this.onerror?.(new Error(`A message exceeds ${STDIO_DEFAULT_MAX_BUFFER_SIZE} bytes`));
+      void this.close();
+      return;
+    }
+    this.buffer = this.buffer ? Buffer.concat([this.buffer, chunk]) : chunk;
+    for (let end = this.buffer.indexOf('\n'); end !== -1; end = this.buffer.indexOf('\n')) {
+      const line = this.buffer.toString('utf8', 0, end).replace(/\r$/, '');
+      this.buffer = this.buffer.subarray(end + 1);
+      this.receive(line);
+      if (!this.buffer) return; // closed by a handler
+    }
+  };
+
+  private readonly onstreamerror = (error: Error) => this.onerror?.(error);
+
+  private receive(line: string): void {
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      this.onerror?.(error as Error);
+      return;
+    }
+    const parsed = JSONRPCMessageSchema.safeParse(value);
+    if (parsed.success) {
+      this.onmessage?.(parsed.data);
+      return;
+    }
+    const answer = malformedRequestAnswer(value);
+    if (answer) void this.send(answer).catch((error: unknown) => this.onerror?.(error as Error));
+    else this.onerror?.(parsed.error);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) throw new Error('StdioTransport already started');
+    this.started = true;
+    this.stdin.on('data', this.ondata);
+    this.stdin.on('error', this.onstreamerror);
+  }
+
+  async close(): Promise<void> {
+    this.stdin.off('data', this.ondata);
+    this.stdin.off('error', this.onstreamerror);
+    // Pause stdin only when nothing else reads it (as the SDK's transport does).
+    if (this.stdin.listenerCount('data') === 0) this.stdin.pause();
+    this.buffer = undefined;
+    this.onclose?.();
+  }
+
+  send(message: JSONRPCMessage): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stdout.write(serializeMessage(message))) resolve();
+      else this.stdout.once('drain', resolve);
+    });
+  }
 }
 
 /** What the MCP handshake may be answered with before the runtime is open: it touches no state. */
@@ -143,7 +231,7 @@ export async function serveStdio(options: StdioServeOptions): Promise<void> {
     principal: stdioPrincipal(options.analyst),
     logger: loggerWhenOpen(() => state.runtime?.logger ?? options.logger),
   });
-  const gate = new OpeningGate(new StdioServerTransport());
+  const gate = new OpeningGate(new StdioTransport());
   let closing = false;
   let closed!: () => void;
   const streamClosed = new Promise<void>((resolve) => (closed = resolve));

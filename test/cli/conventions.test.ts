@@ -4,7 +4,7 @@
  * runtime and start-up failures exit 1 with one line and no stack (and no process left running),
  * and a private data directory (0700, files 0600).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -179,6 +179,36 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
     );
   });
 
+  it('a config file with schema errors and a misspelt policy key: every problem in one run', async () => {
+    const file = join(dir, 'two-pass.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        aproval: 1,
+        risk_bands: { medium: 'x' },
+        approvals: { tools: { apply_lable: 'none' } },
+      }),
+    );
+    const run = await cli(['jobs', '--config', file]);
+    expect(run.code).toBe(1);
+    expectOneLine(run.stderr, /^fraudgate: Invalid configuration: /);
+    expect(run.stderr).toContain('risk_bands.medium');
+    expect(run.stderr).toContain('"aproval"');
+    expect(run.stderr).toMatch(
+      /approvals\.tools\.apply_lable: unknown tool or approval key; known: .*apply_label/,
+    );
+  });
+
+  it('a FRAUDGATE_HTTP_PORT that is not a number names the variable and the valid range, as --port does', async () => {
+    const run = await cli(['serve', '--http'], { FRAUDGATE_HTTP_PORT: 'abc' });
+    expect(run.code).toBe(1);
+    expectOneLine(
+      run.stderr,
+      /^fraudgate: Invalid configuration: FRAUDGATE_HTTP_PORT: 'abc' is not a port: .*from 1 to 65535, or 0 for any free port$/,
+    );
+    expect(run.stderr).not.toContain('NaN');
+  });
+
   it('a missing file', async () => {
     const run = await cli(['audit', 'verify', '--file', join(dir, 'nonexistent.jsonl')]);
     expect(run.code).toBe(1);
@@ -205,6 +235,48 @@ describe('runtime and start-up failures: one line, exit 1, nothing left running'
         ),
       );
     });
+  });
+
+  it('a port held by another fraudgate serve on the same data dir: the port line, not a replica-id twin', async () => {
+    // The first server's default replica id is host:port; the second must not take the busy port for a twin.
+    const dataDir = join(dir, 'busy-port');
+    // A fixed port (with 0 the id would carry the pid): one that was free a moment ago.
+    const free = createServer();
+    await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
+    const port = String((free.address() as { port: number }).port);
+    await new Promise<void>((resolve) => free.close(() => resolve()));
+    const first = spawn(process.execPath, [CLI, 'serve', '--http', '--port', port], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: dir,
+        FRAUDGATE_DATA_DIR: dataDir,
+        FRAUDGATE_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let stderr = '';
+      await new Promise<void>((resolve, reject) => {
+        first.stderr.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          if (stderr.includes('MCP endpoint')) resolve();
+        });
+        first.once('exit', () => reject(new Error(`the first server exited: ${stderr}`)));
+      });
+      // The same port by flag: the default replica id is the first server's too.
+      const run = await cli(['serve', '--http', '--port', port], { FRAUDGATE_DATA_DIR: dataDir });
+      expect(run.code).toBe(1);
+      expectOneLine(
+        run.stderr,
+        new RegExp(
+          `^fraudgate: port ${port} on 127\\.0\\.0\\.1 is already in use: .*--port or FRAUDGATE_HTTP_PORT`,
+        ),
+      );
+      expect(run.stderr).not.toContain('replica id');
+    } finally {
+      first.kill('SIGTERM');
+      await new Promise((resolve) => first.once('exit', resolve));
+    }
   });
 
   it('an unreachable Redis names FRAUDGATE_REDIS_URL', async () => {

@@ -1,7 +1,8 @@
 /**
  * The sandbox's printed tokens work in the CLI too: `serve --http` prints a persona token per role,
  * derived from the development token it keeps in the data dir; `approvals approve` with the
- * approver's printed token (and no FRAUDGATE_DEV_TOKEN anywhere) decides the approval.
+ * approver's printed token (and no FRAUDGATE_DEV_TOKEN anywhere) decides the approval; with it,
+ * `outbox retry`/`drop` of an effect that does not exist says so.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +18,7 @@ let dataDir: string;
 let server: ChildProcess;
 /** What serve printed: its MCP URL and each persona's token, by role. */
 let mcpUrl: string;
+let printed = '';
 const tokens: Record<string, string> = {};
 
 function cli(
@@ -40,7 +42,6 @@ beforeAll(async () => {
     env: cliEnv(dataDir),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let printed = '';
   await new Promise<void>((resolve, reject) => {
     server.once('exit', (code) => reject(new Error(`serve exited ${code}: ${printed}`)));
     server.stderr!.on('data', (chunk: Buffer) => {
@@ -104,6 +105,44 @@ describe('the printed sandbox approver token in the CLI', () => {
       await waiting;
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('outbox retry and drop of an effect that does not exist', () => {
+  it('say there is no such effect, not that it is not a dead letter', { timeout: 120_000 }, async () => {
+    for (const sub of ['retry', 'drop']) {
+      const run = await cli(['outbox', sub, '999'], { FRAUDGATE_APPROVER_TOKEN: tokens.approver! });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^fraudgate: no outbox effect 999 \(/);
+      expect(run.stderr).not.toContain('dead letter');
+    }
+  });
+});
+
+describe('the printed MCP Inspector line', () => {
+  const root = join(import.meta.dirname, '../..');
+
+  it("in a checkout: the checkout's own Inspector, by its absolute path (not $PWD's)", () => {
+    const line = /fraudgate: try it: (.*)/.exec(printed)![1]!;
+    expect(line).toBe(
+      `PATH="${join(root, 'node_modules', '.bin')}:$PATH" mcp-inspector --cli ${mcpUrl} --transport http ` +
+        `--header "Authorization: Bearer ${/development token \(sandbox only, role admin\): (\S+)/.exec(printed)![1]}" --method tools/list`,
+    );
+  });
+
+  it('outside a checkout (no devDependencies, as after npm install -g): npx', async () => {
+    const { inspectorBinDir, inspectorCommand } = await import('../../src/cli.ts');
+    const installed = mkdtempSync(join(tmpdir(), 'fraudgate-cliux-installed-'));
+    try {
+      expect(inspectorBinDir(installed)).toBeUndefined();
+      expect(inspectorBinDir(root)).toBe(join(root, 'node_modules', '.bin'));
+      expect(inspectorCommand('http://127.0.0.1:8787/mcp', 'T', undefined)).toBe(
+        'npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8787/mcp --transport http ' +
+          '--header "Authorization: Bearer T" --method tools/list',
+      );
+    } finally {
+      rmSync(installed, { recursive: true, force: true });
     }
   });
 });

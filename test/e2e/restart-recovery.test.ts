@@ -4,7 +4,7 @@
  * that does not hold the sweep's lease); another replica's claim is left to the 10-minute rule.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,6 +38,8 @@ async function requestLabel(client: Client, abuseType: string): Promise<string> 
 
 const stateOf = (id: string) => {
   const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+  // The server may be writing (its start-up recovery, the heartbeat): wait for its lock, do not fail.
+  db.exec('PRAGMA busy_timeout = 10000');
   try {
     return (db.prepare('SELECT state FROM approvals WHERE id = ?').get(id) as { state: string }).state;
   } finally {
@@ -67,6 +69,7 @@ describe('serve restarted under its replica id', () => {
       await first.close();
       // What the previous process, killed mid-call moments ago, and a live other replica leave behind.
       const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+      db.exec('PRAGMA busy_timeout = 10000');
       const claim = db.prepare(
         "UPDATE approvals SET state = 'executing', executed_at = ?, executed_by = ? WHERE id = ?",
       );
@@ -81,6 +84,101 @@ describe('serve restarted under its replica id', () => {
         expect(stateOf(ours)).toBe('executed');
         expect(stateOf(theirs)).toBe('executing');
       } finally {
+        await second.close();
+      }
+    },
+  );
+});
+
+describe('serve on stdio without a replica id (its id carries its pid)', () => {
+  let pidDataDir: string;
+  beforeAll(() => {
+    pidDataDir = mkdtempSync(join(tmpdir(), 'fraudgate-restart-pid-'));
+    writeFileSync(
+      join(pidDataDir, 'config.json'),
+      JSON.stringify({ approvals: { wait_ms: 0 }, jobs: { approval_sweep: { enabled: false } } }),
+    );
+  });
+  afterAll(() => rmSync(pidDataDir, { recursive: true, force: true }));
+
+  const startPidServe = () =>
+    connectServe(
+      'restart-recovery-pid-test',
+      cliEnv(pidDataDir, {
+        FRAUDGATE_ANALYST: 'e2e.analyst@example.com',
+        FRAUDGATE_CONFIG: join(pidDataDir, 'config.json'),
+      }),
+    );
+  const open = () => {
+    const db = new DatabaseSync(join(pidDataDir, 'fraudgate.db'));
+    db.exec('PRAGMA busy_timeout = 10000');
+    return db;
+  };
+  const stateIn = (id: string) => {
+    const db = open();
+    try {
+      return (db.prepare('SELECT state FROM approvals WHERE id = ?').get(id) as { state: string }).state;
+    } finally {
+      db.close();
+    }
+  };
+
+  it(
+    "settles at start-up what a killed stdio server of this host left executing, not a live one's",
+    { timeout: 120_000 },
+    async () => {
+      const first = await startPidServe();
+      const [dead, live, elsewhere] = [
+        await requestLabel(first, 'payment_abuse'),
+        await requestLabel(first, 'account_abuse'),
+        await requestLabel(first, 'promotion_abuse'),
+      ];
+      await first.close();
+      // A stdio server killed mid-call leaves its claim and its replica row (no longer beating); one
+      // still running on this data dir beats; a process of another host is not this host's to judge.
+      const ids = {
+        dead: `${hostname()}:stdio:2147483001`,
+        live: `${hostname()}:stdio:2147483002`,
+        elsewhere: 'another-host:stdio:2147483003',
+      };
+      const db = open();
+      const at = Date.now();
+      const claim = db.prepare(
+        "UPDATE approvals SET state = 'executing', executed_at = ?, executed_by = ? WHERE id = ?",
+      );
+      const row = db.prepare(
+        'INSERT INTO replica_instances (replica_id, nonce, started_at, heartbeat_at, beats) VALUES (?, ?, ?, ?, 7)',
+      );
+      for (const [approval, id] of [
+        [dead, ids.dead],
+        [live, ids.live],
+        [elsewhere, ids.elsewhere],
+      ] as const) {
+        claim.run(new Date(at).toISOString(), id, approval);
+        row.run(id, `nonce-${id}`, at, at);
+      }
+      const beat = db.prepare('UPDATE replica_instances SET beats = beats + 1 WHERE replica_id = ?');
+      const beating = setInterval(() => beat.run(ids.live), 100);
+
+      const second = await startPidServe();
+      try {
+        // No sweep runs here, and the claims are fresh: only the start-up recovery can move them.
+        for (let tries = 0; tries < 300 && stateIn(dead) === 'executing'; tries++) await sleep(100);
+        expect(stateIn(dead)).toBe('executed');
+        // The live sibling's row was watched in the same window as the dead one's.
+        expect(stateIn(live)).toBe('executing');
+        expect(stateIn(elsewhere)).toBe('executing');
+        const rowIds = () =>
+          (db.prepare('SELECT replica_id FROM replica_instances').all() as { replica_id: string }[])
+            .map((r) => r.replica_id)
+            .filter((id) => Object.values(ids).includes(id))
+            .sort();
+        // The dead one's row is deleted once its claims are settled.
+        for (let tries = 0; tries < 100 && rowIds().includes(ids.dead); tries++) await sleep(100);
+        expect(rowIds()).toEqual([ids.elsewhere, ids.live].sort());
+      } finally {
+        clearInterval(beating);
+        db.close();
         await second.close();
       }
     },

@@ -96,15 +96,18 @@ describe('the packed tarball, installed', { timeout: 120_000 }, () => {
       env: env(),
     });
     try {
-      const url = await new Promise<string>((resolve, reject) => {
+      const [url, tryIt] = await new Promise<[string, string]>((resolve, reject) => {
         let err = '';
         child.stderr.on('data', (chunk: Buffer) => {
           err += chunk.toString();
           const match = /approval console: (\S+)/.exec(err);
-          if (match) resolve(match[1]!);
+          const line = /try it: (.*)\n/.exec(err);
+          if (match && line) resolve([match[1]!, line[1]!]);
         });
         child.once('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
       });
+      // Installed, there is no Inspector (a devDependency): the printed line fetches it with npx.
+      expect(tryIt).toMatch(/^npx @modelcontextprotocol\/inspector --cli http:\/\/127\.0\.0\.1:\d+\/mcp /);
       for (const asset of ['', '/assets/console.js', '/assets/console.css']) {
         const response = await fetch(url + asset);
         expect([asset, response.status]).toEqual([asset, 200]);

@@ -11,8 +11,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.ts';
 import {
+  isPidReplicaIdOf,
   registerReplica,
   replicaHeartbeat,
+  takeOverDeadSiblings,
   type ReplicaRegistration,
 } from '../../src/replica-registration.ts';
 import { StartupError } from '../../src/startup.ts';
@@ -84,6 +86,57 @@ for (const engine of ENGINES) {
       await a.replicas.insert('new', 'n5', t0 + 10_000);
       expect(await a.replicas.forget(t0 + 5_000)).toBe(1);
       expect(await a.replicas.get('new')).toBeDefined();
+    });
+
+    it('dead siblings: every row listed; the quiet ones among those asked about taken over, beating ones left', async () => {
+      const [a, b] = await engine.open();
+      const t0 = 2_000_000;
+      for (const id of ['h:stdio:1', 'h:stdio:2', 'h:http:3', 'other:stdio:4']) {
+        expect(await a.replicas.insert(id, `n-${id}`, t0)).toBe(true);
+      }
+      expect((await b.replicas.list()).map((r) => r.replica_id).sort()).toEqual([
+        'h:http:3',
+        'h:stdio:1',
+        'h:stdio:2',
+        'other:stdio:4',
+      ]);
+      expect(await b.replicas.list()).toContainEqual({
+        replica_id: 'h:stdio:1',
+        nonce: 'n-h:stdio:1',
+        started_at: t0,
+        heartbeat_at: t0,
+        beats: 0,
+      });
+      // A server closing meanwhile stops the watch and takes nothing over.
+      const aborted = await takeOverDeadSiblings({
+        store: b,
+        siblings: (id) => isPidReplicaIdOf('h', id),
+        heartbeat: HEARTBEAT,
+        logger,
+        signal: AbortSignal.abort(),
+      });
+      expect(aborted.replicaIds).toEqual([]);
+      expect(await a.replicas.get('h:stdio:1')).toMatchObject({ nonce: 'n-h:stdio:1' });
+      // h:stdio:2 is alive: it beats while the others are watched.
+      const beating = setInterval(() => void a.replicas.beat('h:stdio:2', 'n-h:stdio:2', Date.now()), 25);
+      try {
+        const dead = await takeOverDeadSiblings({
+          store: b,
+          siblings: (id) => isPidReplicaIdOf('h', id),
+          heartbeat: HEARTBEAT,
+          logger,
+        });
+        expect(dead.replicaIds.sort()).toEqual(['h:http:3', 'h:stdio:1']);
+        // Taken over: a holder that wakes up learns it at its next beat.
+        expect(await a.replicas.beat('h:stdio:1', 'n-h:stdio:1', t0 + 1)).toBe(false);
+        await dead.release();
+      } finally {
+        clearInterval(beating);
+      }
+      expect((await a.replicas.list()).map((r) => r.replica_id).sort()).toEqual([
+        'h:stdio:2',
+        'other:stdio:4',
+      ]);
     });
 
     it('a live twin is refused; a killed holder is taken over after a whole window, however old its beat looks', async () => {

@@ -14,6 +14,7 @@ beforeAll(async () => {
         read: { capacity: 1000, per_minute: 1000 },
         write: { capacity: 1000, per_minute: 1000 },
         destructive: { capacity: 1000, per_minute: 1000 },
+        refusals: { capacity: 1000, per_minute: 1000 },
       },
     },
   });
@@ -95,5 +96,87 @@ describe('bounds the upstream sets', () => {
     expect(many.error.code).toBe('INVALID_INPUT');
     expect(many.error.message).toContain('abuse_types');
     expect(upstreamTraffic()).toHaveLength(before);
+  });
+});
+
+describe('Salesforce ids are checked in full before any upstream call', () => {
+  /** The same record's id with a wrong 18-character checksum (its first 15 characters unchanged). */
+  const badChecksum = (id: string) => id.slice(0, 15) + (id.slice(15) === 'AAA' ? 'BBB' : 'AAA');
+
+  it.each([
+    ['enrich_salesforce_lead', 'lead_id', () => env.sandbox.salesforce.demo!.riskyLeadId, {}],
+    [
+      'flag_opportunities',
+      'account_id',
+      () => env.sandbox.salesforce.demo!.accounts['sandbox-high-risk']!,
+      { dry_run: true },
+    ],
+    ['get_fraud_case', 'case_id', () => env.sandbox.salesforce.demo!.openFraudCaseId, {}],
+    [
+      'resolve_fraud_case',
+      'case_id',
+      () => env.sandbox.salesforce.demo!.openFraudCaseId,
+      { resolution: 'false_positive', notes: 'notes long enough' },
+    ],
+    [
+      'track_fraud_event',
+      'case_id',
+      () => env.sandbox.salesforce.demo!.openFraudCaseId,
+      { user_id: 'sandbox-high-risk', event: 'score_evaluated' },
+    ],
+  ] as const)(
+    '%s refuses an 18-character %s with a bad checksum, naming it',
+    async (name, field, id, rest) => {
+      const good = id();
+      expect(good).toHaveLength(18);
+      const before = upstreamTraffic().length;
+      const result = await env.callTool(name, { ...rest, [field]: badChecksum(good) });
+      expect(result.isError).toBe(true);
+      expect(result.error.code).toBe('INVALID_INPUT');
+      const issues = result.error.issues as { field: string; message: string }[];
+      expect(issues[0]!.field).toBe(field);
+      expect(issues[0]!.message).toMatch(/checksum/);
+      expect(upstreamTraffic()).toHaveLength(before);
+    },
+  );
+
+  it('a 15-character id (no checksum) is still accepted', async () => {
+    const id15 = env.sandbox.salesforce.demo!.openFraudCaseId.slice(0, 15);
+    const result = await env.callTool('get_fraud_case', { case_id: id15 });
+    expect(result.isError).toBe(false);
+  });
+});
+
+describe('send_sift_event refuses text Sift would store as it is', () => {
+  const siftPosts = () => env.sandbox.sift.journal.filter((j) => j.method === 'POST');
+
+  it.each([
+    ['event.phone', { phone: '\u0000\u202E123' }],
+    ['event.phone', { phone: 'call me maybe' }],
+    ['event.name', { name: 'Ann\u202Egnirts' }],
+    ['event.name', { name: 'Ann\u0000' }],
+    ['event.account_types.0', { account_types: ['wallet\u009b'] }],
+    ['event.custom_fields.note', { custom_fields: { note: 'line\nbreak' } }],
+  ])('naming %s, with nothing posted to Sift', async (field, extra) => {
+    const before = siftPosts().length;
+    const result = await env.callTool('send_sift_event', {
+      event: { event_type: 'create_account', user_id: 'wallet-user-1', ...extra },
+    });
+    expect(result.isError).toBe(true);
+    expect(result.error.code).toBe('INVALID_INPUT');
+    expect((result.error.issues as { field: string }[]).map((i) => i.field)).toContain(field);
+    expect(siftPosts()).toHaveLength(before);
+  });
+
+  it('still sends a phone number as people write it and names in any script', async () => {
+    const result = await env.callTool('send_sift_event', {
+      event: {
+        event_type: 'create_account',
+        user_id: 'wallet-user-1',
+        phone: '+1 (415) 555-0100',
+        name: 'Zoë Šťastná محمد',
+      },
+    });
+    expect(result.isError).toBe(false);
   });
 });

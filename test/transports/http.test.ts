@@ -356,6 +356,33 @@ describe('roles, read-only and toolsets over HTTP', () => {
   });
 });
 
+describe('malformed requests', () => {
+  it('a request that fails the JSON-RPC schema gets an error for its id naming the field', async () => {
+    const { http } = await start();
+    const session = await openSession(http, ANALYST_KEY);
+    const params = { name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } };
+    for (const [id, meta, field] of [
+      [9, null, 'params._meta'],
+      [10, { progressToken: 1.5 }, 'params._meta.progressToken'],
+    ] as const) {
+      const res = await post(
+        http,
+        { jsonrpc: '2.0', id, method: 'tools/call', params: { ...params, _meta: meta } },
+        session,
+      );
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { id: unknown; error: { code: number; message: string } };
+      expect(body.id).toBe(id);
+      expect(body.error.code).toBe(-32602);
+      expect(body.error.message).toContain(field);
+    }
+    // The session goes on.
+    const ping = await post(http, { jsonrpc: '2.0', id: 11, method: 'ping' }, session);
+    expect(ping.status).toBe(200);
+    await ping.text();
+  });
+});
+
 describe('sessions', () => {
   it('another principal cannot use a session id: same 404 as an unknown one; the owner keeps it', async () => {
     const { http } = await start();

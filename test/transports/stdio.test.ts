@@ -39,12 +39,16 @@ function spawnServe(env: Record<string, string>) {
     child.on('exit', (code) => setImmediate(() => resolve({ code, stderr }))),
   );
   const buffer = new ReadBuffer();
+  /** Every message the server wrote, in order (answers to raw lines too, which the client ignores). */
+  const received: JSONRPCMessage[] = [];
   const transport: Transport = {
     async start() {
       child.stdout.on('data', (chunk: Buffer) => {
         buffer.append(chunk);
-        for (let message = buffer.readMessage(); message; message = buffer.readMessage())
+        for (let message = buffer.readMessage(); message; message = buffer.readMessage()) {
+          received.push(message);
           transport.onmessage?.(message);
+        }
       });
       child.on('exit', () => transport.onclose?.());
     },
@@ -55,7 +59,14 @@ function spawnServe(env: Record<string, string>) {
       child.stdin.end();
     },
   };
-  return { transport, exited, kill: () => child.kill() };
+  return {
+    transport,
+    exited,
+    received,
+    /** Write one line to the server's stdin as it is, bypassing the client. */
+    writeLine: (line: string) => child.stdin.write(`${line}\n`),
+    kill: () => child.kill(),
+  };
 }
 
 describe('fraudgate serve over stdio, start-up', { timeout: 90_000 }, () => {
@@ -114,6 +125,56 @@ describe('fraudgate serve over stdio, start-up', { timeout: 90_000 }, () => {
       expect(stderr.trim().split('\n')).toHaveLength(1);
       expect(stderr).toMatch(/^fraudgate: .*FRAUDGATE_DATA_KEY/);
     } finally {
+      serve.kill();
+    }
+  });
+});
+
+describe('fraudgate serve over stdio, malformed requests', { timeout: 90_000 }, () => {
+  it('answers a request that fails the JSON-RPC schema with an error for its id instead of dropping it', async () => {
+    const serve = spawnServe({
+      FRAUDGATE_DATA_DIR: join(dir, 'malformed-data'),
+      FRAUDGATE_LOG_LEVEL: 'warn',
+    });
+    const client = new Client({ name: 'stdio-malformed', version: '0' });
+    try {
+      await client.connect(serve.transport);
+      const params = { name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } };
+      const lines: [number, unknown, RegExp][] = [
+        [9, { ...params, _meta: null }, /params\._meta must be an object/],
+        [10, { ...params, _meta: 'x' }, /params\._meta must be an object/],
+        [
+          11,
+          { ...params, _meta: { progressToken: 1.5 } },
+          /params\._meta\.progressToken must be a string or an integer/,
+        ],
+        [
+          12,
+          { ...params, _meta: { progressToken: {} } },
+          /params\._meta\.progressToken must be a string or an integer/,
+        ],
+      ];
+      for (const [id, p] of lines)
+        serve.writeLine(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: p }));
+      // Not a request (no method): Invalid Request, for its id.
+      serve.writeLine(JSON.stringify({ jsonrpc: '2.0', id: 'no-method' }));
+      // The server still answers ordinary calls afterwards.
+      expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+      const answerTo = async (id: number | string) => {
+        for (;;) {
+          const answer = serve.received.find((m) => 'id' in m && m.id === id);
+          if (answer) return answer as { error?: { code: number; message: string } };
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      for (const [id, , message] of lines) {
+        const answer = await answerTo(id);
+        expect(answer.error?.code).toBe(-32602);
+        expect(answer.error?.message).toMatch(message);
+      }
+      expect((await answerTo('no-method')).error?.code).toBe(-32600);
+    } finally {
+      await client.close().catch(() => {});
       serve.kill();
     }
   });
