@@ -6,6 +6,7 @@
 import type { CliValues } from '../cli.ts';
 import type { LoadedConfig } from '../config.ts';
 import { createLogger } from '../logger.ts';
+import { argsIntegrityProblem } from '../governance/approval-integrity.ts';
 import { openGovernanceState } from '../runtime.ts';
 import type { Approval } from '../store/approval-store.ts';
 import { humanTime } from '../tool.ts';
@@ -36,6 +37,9 @@ function show(a: Approval): string {
     `  tool:       ${a.tool} (${a.mode === 'four_eyes' ? 'four_eyes: an approver other than the requester' : a.mode})`,
     `  target:     ${a.target}`,
     `  arguments:  ${JSON.stringify(a.args)}`,
+    ...(argsIntegrityProblem(a)
+      ? [`  INTEGRITY:  check failed, ${argsIntegrityProblem(a)}; do not approve (deny it or let it expire)`]
+      : []),
     `  requester:  ${a.requester}` +
       (typeof a.evidence.requester_identity === 'string' ? ` (${a.evidence.requester_identity})` : ''),
     `  created:    ${humanTime(a.created_at)} (${age(a.created_at)} ago)` +

@@ -20,6 +20,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { clientAddress } from '../auth/client-address.ts';
 import { sameIdentity } from '../auth/identity.ts';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
+import { argsIntegrityProblem } from '../governance/approval-integrity.ts';
 import type { Runtime } from '../runtime.ts';
 import { APPROVAL_STATES, type Approval, type ApprovalState } from '../store/approval-store.ts';
 import type { SessionStores } from '../store/session-store.ts';
@@ -294,8 +295,12 @@ function toConsoleApproval(
     const until = Date.parse(a.executed_at) + undoWindowMs;
     if (until > now.getTime()) consoleView.undo_until = new Date(until).toISOString();
   }
-  // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
-  if (a.state === 'pending' && a.mode === 'four_eyes' && sameIdentity(a.requester, viewer.id)) {
+  // The desk refuses to approve arguments that fail their hash (approval-integrity.ts): said up front.
+  const tampered = a.state === 'pending' ? argsIntegrityProblem(a) : undefined;
+  if (tampered) {
+    consoleView.approve_blocked = `Integrity check failed: ${tampered}. Do not approve; deny it or let it expire.`;
+  } else if (a.state === 'pending' && a.mode === 'four_eyes' && sameIdentity(a.requester, viewer.id)) {
+    // Mirrors the desk's four-eyes rule so the page can say why before anyone clicks; the desk still decides.
     consoleView.approve_blocked =
       'Four-eyes policy: you requested this action, so another approver must approve it.';
   }

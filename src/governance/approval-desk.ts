@@ -15,6 +15,7 @@ import type { Approval, ApprovalStore } from '../store/approval-store.ts';
 import type { Config } from '../config.ts';
 import type { AnyTool, Principal } from '../tool.ts';
 import type { SqlExecutor } from '../store/sql.ts';
+import { argsIntegrityProblem, integrityFailure } from './approval-integrity.ts';
 import { unrecordedError, type AuditAppendInput, type AuditLog } from './audit.ts';
 import { modeNow, modeNowReapplying, whyNotAllowed } from './policy.ts';
 
@@ -139,6 +140,35 @@ export function createApprovalDesk(deps: {
         throw new ForbiddenError(
           `${decision.approver.id} is a ${decision.approver.kind} credential, which cannot decide approvals; ` +
             "sign in with a person's own API key (auth.key_hashes entry with kind 'user') or identity-provider token.",
+        );
+      }
+      // Approving arguments other than the ones requested (edited in the database) fails it, audited.
+      const tampered = decision.approve ? argsIntegrityProblem(approval) : undefined;
+      if (tampered) {
+        const error = integrityFailure(tampered);
+        const failedRecord = (failed: Approval): AuditAppendInput => ({
+          event: 'failed',
+          call_id: randomUUID(),
+          tool: failed.tool,
+          principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
+          target: failed.target,
+          args_hash: failed.args_hash,
+          approval_id: failed.id,
+          outcome: error,
+        });
+        const patch = { decided_at: now().toISOString(), decided_by: decision.approver.id, error };
+        if (transaction) {
+          await transitionRecorded(transaction, approvalId, ['pending'], 'failed', patch, failedRecord);
+        } else {
+          const failed = await approvals.transition(approvalId, ['pending'], 'failed', patch);
+          if (failed) await audit.append(failedRecord(failed));
+        }
+        logger.warn('approval not approved: its stored arguments failed the integrity check', {
+          approval_id: approvalId,
+        });
+        throw new FraudgateError(
+          ERROR_CODES.CONFLICT,
+          `Approval ${approvalId} was not approved. ${error.message}`,
         );
       }
       const tool = toolsByName.get(approval.tool);

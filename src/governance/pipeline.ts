@@ -35,6 +35,7 @@ import { unrecordedError, type AuditLog, type AuditRecord } from './audit.ts';
 import { inSpan } from '../tracing.ts';
 import { checkArgumentBounds, summarizeArguments } from './input-bounds.ts';
 import { canonicalJson, sha256Hex, type Redactor } from './redact.ts';
+import { argsIntegrityProblem, integrityFailure } from './approval-integrity.ts';
 import { createRefusalBudget } from './refusal-budget.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 import {
@@ -763,6 +764,22 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       role: approval.requester_role as Principal['role'],
       kind: approval.requester_kind as Principal['kind'],
     };
+    // Only the arguments the approval was requested and decided under run: fail closed otherwise.
+    const tampered = argsIntegrityProblem(approval);
+    if (tampered && tool) {
+      logger.warn('approved action not run: its stored arguments failed the integrity check', {
+        approval_id: approval.id,
+        tool: approval.tool,
+      });
+      return options.recheck === false
+        ? failInterrupted(
+            approval,
+            tool,
+            requester,
+            `its stored arguments failed the integrity check (${tampered})`,
+          )
+        : failApproved(approval, tool, requester, integrityFailure(tampered));
+    }
     // The policy may have changed since the request (read-only mode, a toolset switched off, the
     // requester's role): an approval never runs what its requester could not call now.
     const forbidden = tool ? authorize(tool, requester) : undefined;

@@ -35,6 +35,8 @@ export interface Approval {
   /** The arguments frozen at request time; the approved action runs with exactly these. */
   args: Record<string, unknown>;
   args_hash: string;
+  /** Set (with `args` empty) when the stored arguments were refused: why, for the failure it causes. */
+  args_refused?: string;
   target: string;
   requester: string;
   requester_role: string;

@@ -36,7 +36,6 @@ const approver = { id: 'alex.approver@example.com', kind: 'user', role: 'approve
 function request(n: number, expiresInMs = 60_000): NewApproval {
   return labelRequest(`apr_${String(n).padStart(20, '0')}`, {
     args: { user_id: `u${n}` },
-    args_hash: `hash-${n}`,
     target: `sift_user:u${n}`,
     expires_at: new Date(Date.now() + expiresInMs).toISOString(),
   });

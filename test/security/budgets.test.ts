@@ -15,6 +15,7 @@ import type { BudgetStore } from '../../src/store/budget-store.ts';
 import { openPostgresBudgetStore } from '../../src/store/postgres/budget-store.ts';
 import { openSqliteBudgetStore } from '../../src/store/sqlite/budget-store.ts';
 import type { Principal } from '../../src/tool.ts';
+import { argsHashOf } from '../helpers/approvals.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 import { listening } from '../helpers/services.ts';
@@ -190,7 +191,7 @@ describe('a budget stops the N+1th effect; a human lift resumes', () => {
         id: `apr_paused_${String(i).padStart(3, '0')}`,
         tool: 'suppress_user',
         args: { user_id: `ring-${i}`, reason: 'promo abuse ring' },
-        args_hash: `hash-${i}`,
+        args_hash: argsHashOf({ user_id: `ring-${i}`, reason: 'promo abuse ring' }),
         target: `segment_user:ring-${i}`,
         requester: automation.id,
         requester_role: automation.role,

@@ -115,7 +115,7 @@ describe('approval decisions from the CLI', () => {
   it('a service credential, even an admin, cannot approve or deny: refused, still pending, nothing recorded', async () => {
     const store = await openStore(loaded.config, loaded.secrets);
     try {
-      await store.approvals.create(labelRequest('apr_clibot0000000000000', { args_hash: 'h1' }));
+      await store.approvals.create(labelRequest('apr_clibot0000000000000'));
     } finally {
       await store.close();
     }

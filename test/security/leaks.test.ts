@@ -158,7 +158,6 @@ describe('approval decisions', () => {
     const desk = createApprovalDesk({ approvals, audit: failingAudit, logger: silentLogger });
     const { approval: created } = await approvals.create(
       labelRequest('apr_00000000000000000001', {
-        args_hash: 'h',
         expires_at: new Date(Date.now() + 60_000).toISOString(),
       }),
     );

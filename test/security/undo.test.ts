@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Principal } from '../../src/tool.ts';
+import { argsHashOf } from '../helpers/approvals.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { approvalPolicyVersion } from '../../src/governance/policy.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
@@ -394,7 +395,7 @@ describe('an undo needs at least the approval of the call it re-applies', () => 
       id: 'apr_olderundo00000000000',
       tool: 'undo_action',
       args: { approval_id: resumed, ...REASON },
-      args_hash: 'older-code'.padEnd(64, '0'),
+      args_hash: argsHashOf({ approval_id: resumed, ...REASON }),
       target: `approval:${resumed}`,
       requester: ANALYST.id,
       requester_role: 'approver',
