@@ -823,6 +823,12 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function runGoverned(effect: OutboxEffect, result: TickResult, signal: AbortSignal): Promise<void> {
+    if (effect.argsRefused) {
+      // Nothing is sent on arguments we did not write: a dead letter an operator looks into.
+      const message = `Not run: ${effect.argsRefused}. Check who wrote to the database, then drop it (fraudgate outbox drop ${effect.id}).`;
+      if (await deadLetter(effect, { code: ERROR_CODES.CONFLICT, message })) result.dead += 1;
+      return;
+    }
     const idempotent = idempotentTools.has(effect.tool);
     if (!idempotent) {
       if (effect.attemptedAt !== undefined) {

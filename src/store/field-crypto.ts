@@ -8,8 +8,9 @@
  * authenticated data, so a sealed value copied into another row does not open.
  *
  * Sealed text is `enc:v1:<key id>:<base64url(iv ‖ tag ‖ ciphertext)>`; the key id (first 8 hex of
- * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Text without
- * the prefix is read as plain JSON: rows written before encryption still load.
+ * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Rows written
+ * before encryption were sealed once at start-up (legacy-sealing.ts); plain text in a sealed column
+ * is now refused: it was written into the database around us.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -137,11 +138,19 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
   const reasonContext = (id: string) => `approvals.reason:${id}`;
   const open = (approval: Approval): Approval => {
     const opened: Approval = { ...approval };
-    if (typeof approval.args === 'string') {
-      opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
+    const args = approval.args as unknown;
+    if (typeof args === 'string' && isSealed(args)) {
+      opened.args = cipher.open(args, argsContext(approval.id)) as Approval['args'];
+    } else {
+      // Plain arguments in a sealed column were written into the database, not by us: never used.
+      // Nothing runs with them: the args_hash check fails such an approval (approval-integrity.ts).
+      opened.args = {};
+      opened.args_refused = 'its stored arguments are not sealed (written into the database as plain text)';
     }
-    if (approval.reason?.startsWith(PREFIX)) {
-      opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+    if (approval.reason !== undefined) {
+      opened.reason = isSealed(approval.reason)
+        ? (cipher.open(approval.reason, reasonContext(approval.id)) as string)
+        : '(withheld: this reason was stored unsealed, so it may have been written into the database)';
     }
     return opened;
   };

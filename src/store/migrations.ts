@@ -214,6 +214,22 @@ ALTER TABLE approvals ADD COLUMN policy_current TEXT;
 CREATE UNIQUE INDEX approvals_open_binding_current ON approvals (tool, args_hash, target, requester, policy_current)
   WHERE state IN ('pending', 'approved', 'executing') AND policy_current IS NOT NULL;`),
   },
+  {
+    version: 33,
+    name: 'rows written before sealing, to seal once',
+    // Sealed columns hold `enc:v1:` text (approvals.args: as a JSON string) since sealing exists;
+    // rows written before it (and migration
+    // 14's plain reason) are listed here once, so the start-up step (src/store/legacy-sealing.ts)
+    // seals exactly these and plain text anywhere else is refused as written into the database.
+    ...onBothEngines(`
+CREATE TABLE IF NOT EXISTS unsealed_legacy_rows (col TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (col, id));
+INSERT INTO unsealed_legacy_rows (col, id)
+  SELECT 'approvals.args', id FROM approvals WHERE substr(args, 1, 8) <> '"enc:v1:';
+INSERT INTO unsealed_legacy_rows (col, id)
+  SELECT 'approvals.reason', id FROM approvals WHERE reason IS NOT NULL AND substr(reason, 1, 7) <> 'enc:v1:';
+INSERT INTO unsealed_legacy_rows (col, id)
+  SELECT 'outbox_effects.args', CAST(id AS TEXT) FROM outbox_effects WHERE substr(args, 1, 7) <> 'enc:v1:';`),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

@@ -64,6 +64,8 @@ export interface OutboxEffect {
   effect: string;
   tool: string;
   args: Record<string, unknown>;
+  /** Set (with `args` empty) when the stored arguments were refused (plain text under the data key): why. */
+  argsRefused?: string;
   /** `type:id` of the Sift entity; ordering and superseding are per entity key and effect. */
   entityKey: string;
   decisionTime: number;
@@ -420,7 +422,7 @@ function sealJson(cipher: FieldCipher | undefined, value: unknown, context: stri
   return cipher ? cipher.seal(value ?? null, context) : JSON.stringify(value ?? null);
 }
 
-/** A stored JSON column: opened when sealed, parsed when plain (rows written before encryption). */
+/** A stored JSON column: opened when sealed, parsed when plain (no data key, or not an args column). */
 function openJson(cipher: FieldCipher | undefined, text: string, context: string): unknown {
   if (!isSealed(text)) return JSON.parse(text) as unknown;
   if (!cipher) {
@@ -445,10 +447,15 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
     eventId: Number(row.event_id),
     effect: row.effect,
     tool: row.tool,
-    args: openJson(cipher, row.args, outboxFieldContext.args(Number(row.event_id), row.effect)) as Record<
-      string,
-      unknown
-    >,
+    // With the data key, plain args were written into the database, not by us (rows from before
+    // sealing were sealed at start-up, legacy-sealing.ts): refused, and the worker runs nothing.
+    args:
+      cipher && !isSealed(row.args)
+        ? {}
+        : (openJson(cipher, row.args, outboxFieldContext.args(Number(row.event_id), row.effect)) as Record<
+            string,
+            unknown
+          >),
     entityKey: row.entity_key,
     decisionTime: Number(row.decision_time),
     state: row.state as EffectState,
@@ -457,6 +464,9 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
   };
+  if (cipher && !isSealed(row.args)) {
+    effect.argsRefused = 'its stored arguments are not sealed (written into the database as plain text)';
+  }
   if (row.lease_owner !== null) effect.leaseOwner = row.lease_owner;
   if (row.lease_until !== null) effect.leaseUntil = Number(row.lease_until);
   if (row.approval_id !== null) effect.approvalId = row.approval_id;

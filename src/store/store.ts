@@ -24,6 +24,7 @@ import type { FieldCipher } from './field-crypto.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
 import { createJobStateStore, type JobStateStore } from './job-state-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
+import { sealLegacyPlaintext } from './legacy-sealing.ts';
 import { migrate } from './migrations.ts';
 import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
 import type { SqlDatabase, SqlExecutor, StoreEngine } from './sql.ts';
@@ -182,6 +183,13 @@ export async function openStore(
   }
   try {
     await migrate(db, { schema: config.store_postgres.schema });
+  } catch (error) {
+    await Promise.all([db.close(), heartbeatDb?.close()]).catch(() => undefined);
+    throw error;
+  }
+  try {
+    // Rows from before sealing (listed by migration 33) sealed once; plain text is refused after.
+    if (options.cipher) await sealLegacyPlaintext(db, options.cipher);
   } catch (error) {
     await Promise.all([db.close(), heartbeatDb?.close()]).catch(() => undefined);
     throw error;

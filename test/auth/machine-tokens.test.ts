@@ -22,6 +22,7 @@ import { openSessionStores, type SessionStores } from '../../src/store/session-s
 import { openStore, type Store } from '../../src/store/store.ts';
 import { openTestLedger } from '../helpers/audit.ts';
 import { testIdentityProvider } from '../helpers/identity-provider.ts';
+import { createFieldCipher, loadDataKey, sealApprovalFields } from '../../src/store/field-crypto.ts';
 import { labelRequest } from '../helpers/approvals.ts';
 
 const ISSUER = 'https://idp.example.com/';
@@ -263,7 +264,10 @@ describe('CLI approver credential: the same rules for JWTs', () => {
     });
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
     const jwksUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
-    const id = await pendingApproval();
+    // Stored as the server stores it (sealed under the data directory's key): the CLI reads it so.
+    const id = 'apr_machinesealed000000';
+    const cipher = createFieldCipher(loadDataKey({ ...DEFAULTS, data_dir: dir }, {}));
+    await sealApprovalFields(store.approvals, cipher).create(labelRequest(id));
     const loaded = (token: string): LoadedConfig => ({
       config: {
         ...DEFAULTS,

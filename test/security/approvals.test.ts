@@ -8,6 +8,7 @@
  * - A typo in a policy key stops start-up instead of leaving the real tool on its default.
  */
 import { createServer, type Server } from 'node:http';
+import { DatabaseSync } from 'node:sqlite';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli.ts';
 import { createConsoleHandler } from '../../src/console/console.ts';
+import { canonicalJson, sha256Hex } from '../../src/governance/canonical-json.ts';
+import { createFieldCipher, loadDataKey } from '../../src/store/field-crypto.ts';
+import { databasePath } from '../../src/store/store.ts';
+import { storedAuditRecords } from '../helpers/audit.ts';
 import type { Principal } from '../../src/tool.ts';
 import { LIVE_ENV } from '../helpers/live-env.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
@@ -363,5 +368,111 @@ describe('destructive tools always wait for a human outside the sandbox', () => 
     expect(code).toBe(1);
     expect(written).toContain('approvals.default_for_destructive');
     expect(written).toContain('no human');
+  });
+});
+
+describe('approval arguments edited in the database never run', () => {
+  /** What someone with write access to the database (not the data key) wants run instead. */
+  const FORGED = { ...LABEL, is_bad: false, description: 'FORGED: customer is fine' };
+  const pendingLabel = async (e: TestEnv) =>
+    String((await e.callTool('apply_label', LABEL)).error.approval_id);
+  const writeRow = (e: TestEnv, id: string, args: string, argsHash?: string) => {
+    const db = new DatabaseSync(databasePath(e.config));
+    try {
+      db.prepare('UPDATE approvals SET args = ?, args_hash = coalesce(?, args_hash) WHERE id = ?').run(
+        args,
+        argsHash ?? null,
+        id,
+      );
+    } finally {
+      db.close();
+    }
+  };
+  const failedRecords = async (e: TestEnv, id: string) =>
+    (await storedAuditRecords(e.config, e.runtime.audit)).filter(
+      (r) => r.approval_id === id && r.event === 'failed',
+    );
+
+  it('plain args written over sealed ones are refused and nothing executes', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 0 } } });
+    const e = env;
+    const id = await pendingLabel(e);
+    await e.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    // Plain JSON over the sealed value, with a matching hash: only the refusal of plain text stops it.
+    writeRow(e, id, JSON.stringify(FORGED), sha256Hex(canonicalJson(FORGED)));
+    await e.runtime.pipeline.processApprovals();
+
+    expect(e.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
+    expect(e.sandbox.sift.labels(LABEL.user_id).payment_abuse).toBeUndefined();
+    const status = await e.callTool('get_approval_status', { approval_id: id });
+    expect(status.output).toMatchObject({
+      state: 'failed',
+      error: { message: expect.stringMatching(/not sealed/) },
+    });
+    expect(JSON.stringify(status.output)).not.toContain('FORGED');
+    expect(await failedRecords(e, id)).toHaveLength(1);
+
+    // Pending and tampered: the approver cannot approve it, and it fails the same way.
+    const pending = await pendingLabel(e);
+    writeRow(e, pending, JSON.stringify(FORGED));
+    await expect(e.runtime.desk.decide(pending, { approve: true, approver: APPROVER })).rejects.toThrow(
+      /Integrity check failed: its stored arguments are not sealed/,
+    );
+    expect((await e.runtime.approvals.get(pending))?.state).toBe('failed');
+    expect(await failedRecords(e, pending)).toHaveLength(1);
+    expect(e.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
+  });
+
+  it('sealed args that do not hash to args_hash fail closed, approved or pending', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 0 } } });
+    const e = env;
+    // Sealed under the right row binding with the real data key, but not what was requested.
+    const cipher = createFieldCipher(loadDataKey(e.config, {}));
+    const sealFor = (id: string) => JSON.stringify(cipher.seal(FORGED, `approvals.args:${id}`));
+
+    const approved = await pendingLabel(e);
+    await e.runtime.desk.decide(approved, { approve: true, approver: APPROVER });
+    writeRow(e, approved, sealFor(approved));
+    await e.runtime.pipeline.processApprovals();
+    expect(e.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
+    const status = await e.callTool('get_approval_status', { approval_id: approved });
+    expect(status.output).toMatchObject({
+      state: 'failed',
+      error: { code: 'CONFLICT', message: expect.stringMatching(/do not match the argument hash/) },
+    });
+    expect(await failedRecords(e, approved)).toHaveLength(1);
+
+    const pending = await pendingLabel(e);
+    writeRow(e, pending, sealFor(pending));
+    await expect(e.runtime.desk.decide(pending, { approve: true, approver: APPROVER })).rejects.toThrow(
+      /Integrity check failed/,
+    );
+    expect((await e.runtime.approvals.get(pending))?.state).toBe('failed');
+    expect(e.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
+  });
+
+  it('plain args from before sealing existed are sealed once at start-up and still run', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 0 } } });
+    const id = await pendingLabel(env);
+    // A data directory from before sealing: the row plain, migration 33 not yet applied.
+    const db = new DatabaseSync(databasePath(env.config));
+    try {
+      db.prepare('UPDATE approvals SET args = ? WHERE id = ?').run(JSON.stringify(LABEL), id);
+      db.exec('DROP TABLE IF EXISTS unsealed_legacy_rows; DELETE FROM schema_migrations WHERE version = 33');
+    } finally {
+      db.close();
+    }
+    env = await env.restart({ config: { approvals: { wait_ms: 0 } } });
+    const check = new DatabaseSync(databasePath(env.config), { readOnly: true });
+    try {
+      const row = check.prepare('SELECT args FROM approvals WHERE id = ?').get(id) as { args: string };
+      expect(row.args.startsWith('"enc:v1:')).toBe(true);
+    } finally {
+      check.close();
+    }
+    await env.runtime.desk.decide(id, { approve: true, approver: APPROVER });
+    await env.runtime.pipeline.processApprovals();
+    expect(env.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+    expect(env.sandbox.sift.labels(LABEL.user_id).payment_abuse).toMatchObject({ is_bad: true });
   });
 });

@@ -5,6 +5,7 @@
  * effect still reaches Sift with the real values.
  */
 import { readFileSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -14,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
-import { openStore } from '../../src/store/store.ts';
+import { databasePath, openStore } from '../../src/store/store.ts';
 import { outboxEnv, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
@@ -107,7 +108,38 @@ describe('stored outbox rows', () => {
     }
   });
 
-  it('rows written before encryption still load; a sealed value moved to another row does not open', async () => {
+  it('plain args written over sealed ones are refused: a dead letter, nothing sent to Sift', async () => {
+    env = await outboxEnv();
+    const store = env.automation.store;
+    const { id: eventId } = await store.enqueueRouted(
+      { entityType: 'user', entityId: 'sandbox-high-risk', decisionId: 'd-plain', time: Date.now() },
+      [
+        {
+          effect: 'sift_event',
+          tool: 'send_sift_event',
+          args: { event: { event_type: 'create_account', user_id: 'sandbox-high-risk' } },
+        },
+      ],
+    );
+    const forged = { event: { event_type: 'create_account', user_id: 'forged-user' } };
+    const db = new DatabaseSync(databasePath(env.config));
+    try {
+      db.prepare('UPDATE outbox_effects SET args = ? WHERE event_id = ?').run(
+        JSON.stringify(forged),
+        eventId,
+      );
+    } finally {
+      db.close();
+    }
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    expect(env.sandbox.sift.events).toHaveLength(0);
+    const [effect] = await store.list();
+    expect(effect).toMatchObject({ state: 'dead', args: {} });
+    expect(effect?.lastError).toMatch(/not sealed/);
+    expect((await env.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(1);
+  });
+
+  it('rows written before encryption are sealed at start-up and load; a sealed value moved to another row does not open', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fraudgate-outbox-legacy-'));
     try {
       const config = { ...DEFAULTS, data_dir: dir };
@@ -115,6 +147,9 @@ describe('stored outbox rows', () => {
       const effect = { effect: 'sift_event', tool: 'send_sift_event', args: { email: EMAIL } };
       const plain = await openStore(config, {});
       const { id: legacy } = await plain.outbox.enqueueRouted(event('d-1'), [effect]);
+      // Before sealing existed, migration 33 (which lists such rows to seal once) had not run either.
+      await plain.sql.execute('DROP TABLE IF EXISTS unsealed_legacy_rows');
+      await plain.sql.execute('DELETE FROM schema_migrations WHERE version = 33');
       await plain.close();
       const sealed = await openStore(config, {}, { cipher: createFieldCipher(randomBytes(32)) });
       try {
@@ -123,6 +158,11 @@ describe('stored outbox rows', () => {
         expect(older?.eventId).toBe(legacy);
         expect(older?.args).toEqual({ email: EMAIL });
         expect(newer?.args).toEqual({ email: EMAIL });
+        const [stored] = await sealed.sql.query<{ args: string }>(
+          'SELECT args FROM outbox_effects WHERE id = $1',
+          [older!.id],
+        );
+        expect(stored?.args.startsWith('enc:v1:')).toBe(true);
         // Copy the sealed arguments onto the legacy row: bound to their own row, they are refused.
         await sealed.sql.execute(
           'UPDATE outbox_effects SET args = (SELECT args FROM outbox_effects WHERE id = $1) WHERE id = $2',
