@@ -469,14 +469,13 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   const recovery = (async () => {
     await runtime.pipeline.recoverInterrupted();
     // Without FRAUDGATE_REPLICA_ID a stdio (or --port 0) server's id carries its pid, so no restart
-    // comes back under it: what this host's dead ones left executing is settled here instead, once a
-    // heartbeat window shows they are dead (live ones sharing the data dir are left alone).
+    // comes back under it: what this host's dead ones left executing is settled here instead, once
+    // their processes are provably gone (live ones sharing the data dir, even paused, are left alone).
     if (config.replica_id) return;
     const host = hostname();
     const dead = await takeOverDeadSiblings({
       store,
       siblings: (id) => id !== replicaId && isPidReplicaIdOf(host, id),
-      heartbeat: replicaHeartbeat(config),
       logger,
       signal: closing.signal,
     });
