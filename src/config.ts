@@ -314,6 +314,11 @@ export const configSchema = z.strictObject({
      * endpoint, under an endpoint ceiling of ten times it (answered as before; webhook-refusals.ts).
      */
     refusals: bucket,
+    /**
+     * MCP messages per principal over HTTP, whatever their method (a JSON-RPC batch of N costs N),
+     * taken before anything is dispatched: past it the POST gets 429 with Retry-After.
+     */
+    requests: bucket,
   }),
   /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
   identity: z.strictObject({
@@ -776,6 +781,7 @@ export const DEFAULTS: Config = {
     destructive: { capacity: 5, per_minute: 10 },
     tools: {},
     refusals: { capacity: 60, per_minute: 60 },
+    requests: { capacity: 300, per_minute: 3000 },
   },
   identity: { segment_user_id: 'same', mappings: {} },
   feedback: {

@@ -31,6 +31,7 @@ import { FraudgateError as FraudgateErrorClass, type FraudgateError } from './er
 import { isObject } from './is-object.ts';
 import { promptArgumentProblems, prompts } from './prompts.ts';
 import type { CallChannel, ElicitAnswer, Pipeline } from './governance/pipeline.ts';
+import { createLogBudget, type LogBudget } from './log-budget.ts';
 import type { Logger } from './logger.ts';
 import type { ToolCallObserver } from './metrics.ts';
 import { annotationsFor, inputSchemaOf, type AnyTool, type Principal } from './tool.ts';
@@ -50,6 +51,11 @@ export interface CreateServerOptions {
   logger: ServerLogger;
   /** Told about every finished tools/call (tool, outcome, latency); feeds /metrics. */
   metrics?: ToolCallObserver;
+  /**
+   * Refused calls' log lines go through it (shared by a principal's sessions); default: one for
+   * this server, sized as the refusal budget.
+   */
+  logBudget?: LogBudget;
 }
 
 const INSTRUCTIONS =
@@ -237,8 +243,12 @@ class ProtocolError extends Error {
   }
 }
 
+/** The refusal budget's default size (`rate_limits.refusals`), for a server given no log budget. */
+const DEFAULT_LOG_BUDGET = { capacity: 60, per_minute: 60 };
+
 export function createMcpServer(options: CreateServerOptions): McpServer {
   const { pipeline, principal, logger } = options;
+  const logBudget = options.logBudget ?? createLogBudget({ logger, bucket: DEFAULT_LOG_BUDGET });
   const mcp = new McpServer(
     { name: 'fraudgate', title: 'fraudgate', version: VERSION },
     {
@@ -406,7 +416,12 @@ export function createMcpServer(options: CreateServerOptions): McpServer {
       durationMs: performance.now() - started,
       ...(outcome.ok ? {} : { error: outcome.error }),
     });
-    if (logger.enabled('info'))
+    // A refusal's line goes through the budget (a flood of refusals is one summary a minute); a
+    // call that ran always gets its line (the rate limits bound those).
+    if (
+      logger.enabled('info') &&
+      (outcome.ok || !outcome.refused || logBudget.allow(principal.id, outcome.error.code))
+    )
       logger.info('tool call', {
         tool: label,
         call_id: outcome.callId,

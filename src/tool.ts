@@ -232,6 +232,16 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
    */
   reapplies?: readonly string[];
   /**
+   * For a tool that `reapplies` others: the keys `approvalKey` may have given a call with these
+   * (stored) arguments, found without reading upstream (`approvalOf` reads a stored approval), so
+   * the desk holds a waiting approval to the stricter-of rule for them (`modeNowReapplying`): which
+   * key applied is not stored. Undefined: every combination of its keys and `reapplies`.
+   */
+  possibleApprovalKeys?(
+    args: Record<string, unknown>,
+    approvalOf: (id: string) => Promise<{ tool: string } | undefined>,
+  ): Promise<readonly ApprovalKey[] | undefined>;
+  /**
    * For write tools: what `dry_run: true` reports — the current upstream state and what the call
    * would change. Reads only; never writes, needs no approval. Required for every non-read tool.
    */

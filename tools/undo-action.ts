@@ -113,6 +113,31 @@ async function reapplied(
   }
 }
 
+/**
+ * Every approval key `approvalKey` can give an undo of an action of `undoneTool` (see `reapplied`):
+ * a label's undo re-applies or removes a label, a suppression's re-applies a suppression, a
+ * decision's re-applies a decision of some category; undefined for a tool with no undo.
+ */
+export function undoKeysFor(undoneTool: string): ApprovalKey[] | undefined {
+  const undo = (reapplies: NonNullable<ApprovalKey['reapplies']>, block = false): ApprovalKey => ({
+    ...(block ? APPROVAL_KEYS[0]! : { key: 'undo_action' }),
+    reapplies,
+  });
+  switch (undoneTool) {
+    case 'apply_label':
+    case 'remove_label':
+      return [undo({ tool: 'apply_label' }), undo({ tool: 'remove_label' })];
+    case 'suppress_user':
+      return [undo({ tool: 'suppress_user' })];
+    case 'apply_decision':
+      return ['block', 'watch', 'accept', 'other'].map((category) =>
+        undo({ tool: 'apply_decision', key: decisionApprovalKey(category) }, category === 'block'),
+      );
+    default:
+      return undefined;
+  }
+}
+
 function describe(c: Compensation): string {
   switch (c.kind) {
     case 'label':
@@ -191,6 +216,13 @@ export const undoAction = defineTool({
   redaction: { evidence: SIFT_EVIDENCE_NAMES },
   approvalKeys: APPROVAL_KEYS,
   reapplies: UNDOABLE_TOOLS,
+  // What the desk holds a waiting undo to: the keys an undo of that action can get, found from the
+  // undone action's tool alone (a decision's category would need Sift: every category counts).
+  async possibleApprovalKeys(args, approvalOf) {
+    const id = args.approval_id;
+    const original = typeof id === 'string' ? await approvalOf(id) : undefined;
+    return original ? undoKeysFor(original.tool) : undefined;
+  },
   // Runs before an approval is requested: an action that cannot be undone is refused at once.
   async approvalKey(args, ctx) {
     const { compensation } = await undoable(args.approval_id, ctx);

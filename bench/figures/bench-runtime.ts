@@ -36,7 +36,7 @@ export async function openBenchRuntime(
   const dataDir = mkdtempSync(join(tmpdir(), 'fraudgate-bench-'));
   const config: Config = {
     ...mergeConfig(DEFAULTS, {
-      rate_limits: { read: UNLIMITED, write: UNLIMITED, destructive: UNLIMITED },
+      rate_limits: { read: UNLIMITED, write: UNLIMITED, destructive: UNLIMITED, requests: UNLIMITED },
       http: { max_sessions_per_principal: 100 },
     }),
     ...sandbox.config,

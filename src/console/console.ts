@@ -81,10 +81,12 @@ const MAX_SESSIONS = 1000;
 const MAX_BODY = 16 * 1024;
 const MAX_REASON = 1000;
 /**
- * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, every
- * sign-in from that address gets 429 until the window ends, before its token is checked: a 429 must
- * not tell a guesser whether the token was right. (Behind a proxy, set `http.trusted_proxies` so the
- * key is each client's address rather than the proxy's.)
+ * Failed sign-ins (tokens that do not verify) allowed per client address per window; past it, further
+ * failing tokens from that address get 429, unlogged and uncounted, until the window ends. A token
+ * that verifies is never refused by this count: everyone behind one proxy may share the address
+ * (without `http.trusted_proxies`), and garbage from it must not lock a real approver out. The tokens
+ * are high-entropy (API keys, signed JWTs), so the throttle bounds what garbage costs in logs and
+ * work; it is not what stops a guesser.
  */
 const SIGN_IN_FAILURES = 10;
 const SIGN_IN_WINDOW_MS = 5 * 60 * 1000;
@@ -306,7 +308,7 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   const sessionTtlMs = deps.sessionTtlMs ?? 8 * 60 * 60 * 1000;
   const idleTimeoutMs = deps.idleTimeoutMs ?? 30 * 60 * 1000;
   const sessions = deps.runtime.sessions.consoleSessions;
-  // Tokens are long random secrets, but a pasted-token form still should not be a free guessing oracle.
+  // Tokens are long random secrets: the count bounds what a flood of garbage costs (SIGN_IN_FAILURES).
   // Keyed only on what can be trusted: the client address (client-address.ts) for tokens that fail,
   // the verified principal for genuine tokens without a console role.
   const failures = new Map<string, { count: number; since: number }>();
@@ -394,14 +396,15 @@ export function createConsoleHandler(deps: ConsoleDeps): ConsoleHandler {
   async function signIn(req: IncomingMessage, res: ServerResponse) {
     checkOrigin(req, deps.allowedOrigins);
     const address = `address:${clientAddress(req, deps.trustedProxies)}`;
-    // Before the token is looked at: once throttled, the answer is the same whatever was sent.
-    if (throttled(address, now().getTime())) throw tooMany('from this address');
     const body = await readJsonBody(req);
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     if (!token) throw new ConsoleHttpError(400, 'Paste an approver token to sign in.');
-    // Whether this attempt counts, and against what, depends on who the token proves to be.
+    // Verify first, throttled or not: whether this attempt counts, and against what, depends on who
+    // the token proves to be, and one that verifies signs in whatever garbage shared its address.
     const result = await deps.authenticate(token);
     if (!result.ok) {
+      // Past the count, neither logged nor counted again: the flood costs a verification each, no more.
+      if (throttled(address, now().getTime())) throw tooMany('from this address');
       recordFailure(address, now().getTime());
       logger.info('console sign-in refused', { reason: 'invalid token' });
       throw new ConsoleHttpError(401, `Sign-in refused: ${result.reason}`);

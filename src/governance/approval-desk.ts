@@ -16,12 +16,12 @@ import type { Config } from '../config.ts';
 import type { AnyTool, Principal } from '../tool.ts';
 import type { SqlExecutor } from '../store/sql.ts';
 import { unrecordedError, type AuditAppendInput, type AuditLog } from './audit.ts';
-import { modeNow, whyNotAllowed } from './policy.ts';
+import { modeNow, modeNowReapplying, whyNotAllowed } from './policy.ts';
 
 /** What the desk needs of a tool to apply the current policy to a decision. */
 export type DeskTool = Pick<
   AnyTool,
-  'name' | 'risk' | 'toolset' | 'extraRoles' | 'approvalKeys' | 'reapplies'
+  'name' | 'risk' | 'toolset' | 'extraRoles' | 'approvalKeys' | 'reapplies' | 'possibleApprovalKeys'
 >;
 
 /**
@@ -154,10 +154,21 @@ export function createApprovalDesk(deps: {
             'Deny it with a reason, or leave it to expire.',
         );
       }
-      // A policy tightened since the request applies (say, self-approval withdrawn): the stricter mode wins.
+      // A policy tightened since the request applies (say, self-approval withdrawn): the stricter mode
+      // wins. An undo is held to the stricter-of rule for what it re-applies whatever it stored: older
+      // code stored undo_action's own mode under the same policy version.
+      const toolNamed = (name: string) => toolsByName.get(name);
       const mode =
         policy && tool
-          ? modeNow(approval, tool, policy.config, (name) => toolsByName.get(name))
+          ? tool.reapplies?.length
+            ? modeNowReapplying(
+                approval,
+                tool,
+                policy.config,
+                await tool.possibleApprovalKeys?.(approval.args, (id) => approvals.get(id)),
+                toolNamed,
+              )
+            : modeNow(approval, tool, policy.config, toolNamed)
           : approval.mode;
       if (
         decision.approve &&
@@ -166,8 +177,9 @@ export function createApprovalDesk(deps: {
       ) {
         if (approval.mode !== 'four_eyes') {
           throw new ForbiddenError(
-            `Four-eyes policy: the approval policy changed since this was requested and now needs an approver ` +
-              `other than the requester; ${decision.approver.id} requested it, so another approver must approve it.`,
+            `Four-eyes policy: the approval policy changed since this was requested (or what it re-applies needs ` +
+              `a second person) and now needs an approver other than the requester; ${decision.approver.id} ` +
+              'requested it, so another approver must approve it.',
           );
         }
         throw new ForbiddenError(

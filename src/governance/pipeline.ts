@@ -80,7 +80,13 @@ export interface CallChannel {
 
 export type CallOutcome =
   | { ok: true; output: Record<string, unknown>; callId: string }
-  | { ok: false; error: FraudgateError; callId: string };
+  | {
+      ok: false;
+      error: FraudgateError;
+      callId: string;
+      /** Refused before running (invalid, forbidden, rate limited): covered by the refusal budget. */
+      refused?: true;
+    };
 
 export interface PipelineDeps {
   tools: readonly AnyTool[];
@@ -300,14 +306,21 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       principal: who,
       outcome: { code: error.code, message: auditMessage, ...(error.retryable ? { retryable: true } : {}) },
     }));
-    if (outcome.recorded) throw error;
-    throw new FraudgateError(
+    if (outcome.recorded) {
+      refusedErrors.add(error);
+      throw error;
+    }
+    const over = new FraudgateError(
       ERROR_CODES.RATE_LIMITED,
       `Too many refused calls from ${principal.id}; wait ${Math.ceil(outcome.retryAfterMs / 1000)} s. ` +
         `This one was refused as ${error.code}: ${error.message}`,
       { retryable: true, data: { retry_after_ms: outcome.retryAfterMs, refused_as: error.code } },
     );
+    refusedErrors.add(over);
+    throw over;
   }
+  /** The errors `refuse` threw: their outcomes say `refused` (the transports' log budget). */
+  const refusedErrors = new WeakSet<object>();
 
   /**
    * A read's outcome joins the next group commit without the caller waiting (reads change nothing
@@ -1479,7 +1492,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
             call_id: callId,
             detail: redactor.redactValue(error.detail),
           });
-        return { ok: false, error, callId };
+        return refusedErrors.has(error)
+          ? { ok: false, error, callId, refused: true }
+          : { ok: false, error, callId };
       }
     },
 

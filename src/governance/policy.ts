@@ -184,6 +184,35 @@ export function modeNow(
   return candidates.reduce(stricterMode, approval.mode);
 }
 
+/**
+ * {@link modeNow} for a tool that re-applies other tools' effects (an undo), never weaker than
+ * {@link resolveCallApproval}'s stricter-of rule under the current policy for any key the call may
+ * have had (`keys`; unknown: every combination of the tool's own keys and the re-applied tools'),
+ * even when the policy is unchanged: an approval stored before that rule holds a weaker mode under
+ * the same policy version (which hashes the approvals config only).
+ */
+export function modeNowReapplying(
+  approval: { mode: ApprovalMode; policy_version: string },
+  tool: Pick<AnyTool, 'name' | 'risk' | 'approvalKeys' | 'reapplies'>,
+  config: Pick<Config, 'approvals'>,
+  keys: readonly ApprovalKey[] | undefined,
+  toolNamed: ToolNamed = () => undefined,
+): ApprovalMode {
+  const stored = modeNow(approval, tool, config, toolNamed);
+  const own: ApprovalKey[] = [{ key: tool.name }, ...(tool.approvalKeys ?? [])];
+  const possible =
+    keys && keys.length > 0
+      ? keys
+      : (tool.reapplies ?? []).flatMap((name) =>
+          [undefined, ...(toolNamed(name)?.approvalKeys ?? [])].flatMap((key) =>
+            own.map((k) => ({ ...k, reapplies: { tool: name, ...(key ? { key } : {}) } })),
+          ),
+        );
+  return possible
+    .map((key) => resolveCallApproval(tool, config, key, toolNamed).mode)
+    .reduce(stricterMode, stored);
+}
+
 /** The names a policy entry can use for these tools: each tool's, then its per-call keys. */
 const keysOf = (tools: readonly Pick<AnyTool, 'name' | 'approvalKeys'>[]): string[] =>
   tools.flatMap((t) => [t.name, ...(t.approvalKeys ?? []).map((k) => k.key)]);

@@ -70,36 +70,41 @@ export interface RateLimitDecision {
 }
 
 export interface RateLimiter {
-  /** Take one token. Rejects only when the store itself is unreachable (callers fail closed). */
-  take(key: string, bucket: BucketConfig): Promise<RateLimitDecision>;
+  /**
+   * Take one token (`cost` tokens, all or none: a JSON-RPC batch of N messages costs N; a cost over
+   * the capacity takes the whole capacity). Rejects only when the store itself is unreachable
+   * (callers fail closed).
+   */
+  take(key: string, bucket: BucketConfig, cost?: number): Promise<RateLimitDecision>;
   /**
    * The same, answered at once, by a store in this process: the pipeline takes a token without an
    * await (a turn of the event loop's microtasks on every call). Absent for remote stores.
    */
-  takeNow?(key: string, bucket: BucketConfig): RateLimitDecision;
+  takeNow?(key: string, bucket: BucketConfig, cost?: number): RateLimitDecision;
   /** Whether the store answers now (for /readyz); never rejects. */
   ping(): Promise<boolean>;
   close(): Promise<void>;
 }
 
 /** The bucket arithmetic, shared by both stores (the Lua script mirrors it). */
-function refill(tokens: number, updatedAt: number, now: number, config: BucketConfig) {
+function refill(tokens: number, updatedAt: number, now: number, config: BucketConfig, cost = 1) {
   const refillPerMs = config.per_minute / 60_000;
   const current = Math.min(config.capacity, tokens + Math.max(0, now - updatedAt) * refillPerMs);
-  if (current >= 1)
+  const need = Math.min(cost, config.capacity);
+  if (current >= need)
     return {
-      tokens: current - 1,
-      decision: { allowed: true, retryAfterMs: 0, remaining: Math.floor(current - 1) },
+      tokens: current - need,
+      decision: { allowed: true, retryAfterMs: 0, remaining: Math.floor(current - need) },
     };
   return {
     tokens: current,
-    decision: { allowed: false, retryAfterMs: Math.ceil((1 - current) / refillPerMs), remaining: 0 },
+    decision: { allowed: false, retryAfterMs: Math.ceil((need - current) / refillPerMs), remaining: 0 },
   };
 }
 
 /** The in-process store, which can say how many buckets it holds. */
 export interface LocalRateLimiter extends RateLimiter {
-  takeNow(key: string, bucket: BucketConfig): RateLimitDecision;
+  takeNow(key: string, bucket: BucketConfig, cost?: number): RateLimitDecision;
   /** How many buckets are held now (never more than `maxKeys`). */
   size(): number;
 }
@@ -115,7 +120,7 @@ export function createRateLimiter(
 ): LocalRateLimiter {
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
   const maxKeys = options.maxKeys ?? MAX_LOCAL_BUCKETS;
-  const takeNow = (key: string, config: BucketConfig): RateLimitDecision => {
+  const takeNow = (key: string, config: BucketConfig, cost = 1): RateLimitDecision => {
     const t = now();
     const state = buckets.get(key);
     if (!state) {
@@ -123,14 +128,14 @@ export function createRateLimiter(
         const oldest = buckets.keys().next().value;
         if (oldest !== undefined) buckets.delete(oldest);
       }
-      const { tokens, decision } = refill(config.capacity, t, t, config);
+      const { tokens, decision } = refill(config.capacity, t, t, config, cost);
       buckets.set(key, { tokens, updatedAt: t });
       return decision;
     }
     // Map order is insertion order: re-inserting keeps the busiest keys last, away from eviction.
     buckets.delete(key);
     buckets.set(key, state);
-    const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config);
+    const { tokens, decision } = refill(state.tokens, state.updatedAt, t, config, cost);
     state.tokens = tokens;
     // Never backwards (a clock stepped back): the step would be credited again as refill.
     state.updatedAt = Math.max(state.updatedAt, t);
@@ -138,8 +143,8 @@ export function createRateLimiter(
   };
   return {
     takeNow,
-    async take(key, config) {
-      return takeNow(key, config);
+    async take(key, config, cost) {
+      return takeNow(key, config, cost);
     },
     async ping() {
       return true;
@@ -156,7 +161,7 @@ export interface RedisLike {
   quit(): Promise<unknown>;
 }
 
-// KEYS[1] bucket; ARGV: capacity, per_minute, now_ms ('' = Redis's own clock), ttl_ms.
+// KEYS[1] bucket; ARGV: capacity, per_minute, now_ms ('' = Redis's own clock), ttl_ms, cost.
 // Returns {allowed, retry_after_ms, remaining}.
 // Time is Redis's (TIME; a script calling it may still write: effects replication, Redis >= 5), so
 // replicas whose clocks differ read one clock. updated_at never moves backwards, even so: a
@@ -173,13 +178,14 @@ local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_at')
 local tokens = tonumber(state[1]) or capacity
 local updated = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
+local need = math.min(tonumber(ARGV[5]) or 1, capacity)
 local allowed = 0
 local retry = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= need then
+  tokens = tokens - need
   allowed = 1
 else
-  retry = math.ceil((1 - tokens) / per_ms)
+  retry = math.ceil((need - tokens) / per_ms)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_at', tostring(math.max(now, updated)))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -201,7 +207,7 @@ export function createRedisRateLimiter(
   const now = options.now;
   const hashKey = bucketKeyHasher(options.keySecret);
   return {
-    async take(rawKey, config) {
+    async take(rawKey, config, cost = 1) {
       const key = hashKey(rawKey);
       const fullAfterMs = Math.ceil((config.capacity / config.per_minute) * 60_000) + 1000;
       const reply = (await redis.eval(
@@ -212,6 +218,7 @@ export function createRedisRateLimiter(
         config.per_minute,
         now ? now() : '',
         fullAfterMs,
+        cost,
       )) as [number, number, number];
       return { allowed: reply[0] === 1, retryAfterMs: reply[1], remaining: reply[2] };
     },

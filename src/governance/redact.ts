@@ -15,6 +15,13 @@ export const HASH_TAG_LENGTH = 8;
 export const REDACTED = '[REDACTED]';
 
 /**
+ * A personal yes/no value (`custom_fields.hiv_positive: true`), masked alike whether true or false:
+ * a keyed hash of one of two values would still tell them apart to anyone who sees a few records.
+ * `null` stays: it says only that no value was sent.
+ */
+export const MASKED_FLAG = '***';
+
+/**
  * Masks personal data and secrets. Both methods are pure and deterministic for a given key, and
  * applying `redactValue` to its own output changes nothing, so layers may redact defensively.
  */
@@ -365,7 +372,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
   /** A whole value known to be personal: keep its shape where that helps a reader, hash the rest. */
   const maskPersonalScalar = (raw: string): string => {
     const text = raw.trim();
-    if (ALREADY_MASKED.test(text)) return text;
+    if (text === MASKED_FLAG || ALREADY_MASKED.test(text)) return text;
     if (looksLikeEmail(text)) {
       const at = text.lastIndexOf('@');
       return maskEmail(text.slice(0, at), text.slice(at + 1));
@@ -398,7 +405,7 @@ export function createRedactor(options: RedactorOptions): Redactor {
       case 'bigint':
         return mode === 'personal' ? maskPersonalScalar(value.toString()) : value.toString();
       case 'boolean':
-        return value;
+        return mode === 'personal' ? MASKED_FLAG : value;
       case 'function':
       case 'symbol':
         return undefined;

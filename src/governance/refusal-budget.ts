@@ -46,8 +46,9 @@ export type RefusalOutcome = { recorded: true } | { recorded: false; retryAfterM
 export interface RefusalBudget {
   /**
    * Records the refusal (`build()` makes the record, only when it will be written) if the
-   * principal's budget (or the scope's, when given) allows, else counts it. Rejects only when a
-   * record could not be written.
+   * principal's budget (or the scope's, when given) allows, else counts it. A scope this process
+   * knows spent ({@link spent}) is counted without asking the store, and its window is not moved.
+   * Rejects only when a record could not be written.
    */
   record(
     principal: AuditPrincipal,
@@ -163,9 +164,23 @@ export function createRefusalBudget(deps: {
     if (at.getTime() - tally.sinceMs >= REFUSAL_COUNT_INTERVAL_MS) await writeTally(takeTally(id)!);
   };
 
+  const spentFor = (key: string): number | undefined => {
+    const until = tallies.get(`scope\u0000${key}`)?.spentUntilMs;
+    const left = until === undefined ? 0 : until - now().getTime();
+    return left > 0 ? left : undefined;
+  };
+
   return {
     async record(principal, event, build, scope) {
       const id = scope ? `scope\u0000${scope.key}` : principal.id;
+      // A scope known spent is counted without asking the store: a spent bucket only refills (others'
+      // takes only delay that), so the answer is known, and its window stays where the store put it —
+      // however many refusals follow, they neither cost a round trip nor move it.
+      const left = scope ? spentFor(scope.key) : undefined;
+      if (left !== undefined) {
+        await count(id, principal, scope, event);
+        return { recorded: false, retryAfterMs: left };
+      }
       const decision = await take(id, deps.bucket);
       const ceiling = scope?.ceiling;
       if (ceiling && (decision.allowed || !tallies.has(id))) {
@@ -191,11 +206,7 @@ export function createRefusalBudget(deps: {
       if (scope && tally) tally.spentUntilMs = now().getTime() + decision.retryAfterMs;
       return { recorded: false, retryAfterMs: decision.retryAfterMs };
     },
-    spent(key) {
-      const until = tallies.get(`scope\u0000${key}`)?.spentUntilMs;
-      const left = until === undefined ? 0 : until - now().getTime();
-      return left > 0 ? left : undefined;
-    },
+    spent: spentFor,
     async flush() {
       for (const id of [...tallies.keys()]) await writeTally(takeTally(id)!);
     },

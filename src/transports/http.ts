@@ -18,6 +18,13 @@
  *   (404), so ids cannot be probed. Caps per principal (429) and in total (503) answer JSON-RPC
  *   errors naming the limit. The store unreachable → 503 with a retryable JSON-RPC error.
  * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
+ * - Fairness: each principal has an MCP request budget (`rate_limits.requests`, every JSON-RPC
+ *   message of a POST counts, a batch of N costs N) taken before the SDK dispatches anything: over
+ *   it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
+ *   access-log lines of those 429s, like refused tool calls' lines, go through a log budget
+ *   (src/log-budget.ts). A request must arrive within {@link REQUEST_TIMEOUT_MS} (its headers within
+ *   {@link HEADERS_TIMEOUT_MS}), else 408; responses (SSE streams, calls waiting on an approval)
+ *   are not limited.
  * - `/metrics`: open to loopback peers (a local Prometheus or sidecar); anyone else needs an admin token.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -26,6 +33,9 @@ import type { AddressInfo } from 'node:net';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
+import { createLogBudget, LOG_SUMMARY_INTERVAL_MS } from '../log-budget.ts';
+import { createRateLimiter, type RateLimitDecision } from '../governance/rate-limit.ts';
+import { SHARED_STORE_RETRY_MS } from '../governance/refusal-budget.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer } from '../server.ts';
@@ -66,6 +76,9 @@ export interface HttpServerOptions {
   /** How long one store (and Redis) ping answers `/readyz` (default 1 s; see READINESS_PROBE_TTL_MS). */
   readinessProbeTtlMs?: number;
   metrics?: Metrics;
+  /** How long a request (its headers) may take to arrive (default {@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS}). */
+  requestTimeoutMs?: number;
+  headersTimeoutMs?: number;
   /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
   extraHandlers?: HttpHandler[] | ((context: HttpHandlerContext) => HttpHandler[]);
 }
@@ -93,7 +106,19 @@ interface RequestContext {
   principal?: string;
   /** The request path, once routing has parsed it. */
   path?: string | undefined;
+  /** Refused by the request budget or the batch cap: its line goes through the log budget. */
+  refused?: boolean;
 }
+
+/**
+ * The most JSON-RPC messages one POST may carry. MCP 2025-06-18 removed batching (the SDK's client
+ * never sends one); older clients may, but not the SDK's 100 at once, each answered in full.
+ */
+export const MAX_BATCH_MESSAGES = 20;
+/** The whole request (headers and body) must arrive within this; a response may take as long as it needs. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** The request's headers must arrive within this. */
+export const HEADERS_TIMEOUT_MS = 10_000;
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
@@ -316,10 +341,21 @@ export async function startHttpServer(
   const httpConfig = config.http;
   const host = options.host ?? httpConfig.host;
   const metrics = options.metrics ?? createMetrics({ toolNames: runtime.tools.map((t) => t.name) });
+  // One per process, shared by a principal's sessions: refused calls' and over-budget requests' lines.
+  const logBudget = createLogBudget({ logger, bucket: config.rate_limits.refusals });
+  // A flood that stops still gets its summary, within a minute and ten seconds of its start.
+  const logSummaries = setInterval(() => logBudget.flush(LOG_SUMMARY_INTERVAL_MS), 10_000);
+  logSummaries.unref();
   const sessions = createMcpSessionManager({
     stores: runtime.sessions,
     createServer: (principal) =>
-      createMcpServer({ pipeline: runtime.pipeline, principal, logger, metrics: metrics.onToolCall }),
+      createMcpServer({
+        pipeline: runtime.pipeline,
+        principal,
+        logger,
+        metrics: metrics.onToolCall,
+        logBudget,
+      }),
     logger,
     caps: { perPrincipal: httpConfig.max_sessions_per_principal, total: httpConfig.max_sessions },
     timeouts: { unusedMs: httpConfig.unused_session_timeout_ms, idleMs: httpConfig.idle_timeout_ms },
@@ -449,6 +485,73 @@ export async function startHttpServer(
     return result.principal;
   };
 
+  const requestBucket = config.rate_limits.requests;
+  // While the shared store (Redis) fails, budgets in this process (one per replica), asked again
+  // SHARED_STORE_RETRY_MS after a failure: never open, and pings still answer during the outage.
+  const localRequests = createRateLimiter();
+  let localRequestsUntil = 0;
+  async function takeRequests(principal: Principal, cost: number): Promise<RateLimitDecision> {
+    const key = `requests\u0000${principal.id}`;
+    const shared = runtime.rateLimiter;
+    if (Date.now() < localRequestsUntil) return localRequests.takeNow(key, requestBucket, cost);
+    if (shared.takeNow) return shared.takeNow(key, requestBucket, cost);
+    try {
+      return await shared.take(key, requestBucket, cost);
+    } catch (error) {
+      localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
+      logger.warn('rate-limit store unavailable; request budgets are kept in this process for now', {
+        error: String(error),
+      });
+      return localRequests.takeNow(key, requestBucket, cost);
+    }
+  }
+
+  /**
+   * Takes the POST's messages (GET and DELETE: one) from the principal's request budget; false when
+   * it answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
+   */
+  async function withinBudget(
+    res: ServerResponse,
+    ctx: RequestContext,
+    principal: Principal,
+    body: unknown,
+  ): Promise<boolean> {
+    const size = Array.isArray(body) ? body.length : 1;
+    const overCap = size > MAX_BATCH_MESSAGES;
+    const decision = await takeRequests(principal, overCap ? 1 : Math.max(1, size));
+    if (!decision.allowed || overCap) ctx.refused = true;
+    if (!decision.allowed) {
+      const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+      const message =
+        `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${requestBucket.capacity} ` +
+        `at once and ${requestBucket.per_minute} a minute (each message of a batch counts); retry in ${seconds} s.`;
+      // One error, with the request's id when there is one: a batch's refusal is not repeated per message.
+      sendJson(
+        res,
+        429,
+        {
+          jsonrpc: '2.0',
+          error: { code: -32000, message, data: { retryable: true, retry_after_ms: decision.retryAfterMs } },
+          id: soleRequestId(body) ?? null,
+        },
+        { 'retry-after': String(seconds) },
+      );
+      return false;
+    }
+    if (overCap) {
+      sendJson(
+        res,
+        400,
+        jsonRpcError(
+          -32600,
+          `Invalid Request: a batch holds at most ${MAX_BATCH_MESSAGES} messages (this one has ${size}); send fewer per POST.`,
+        ),
+      );
+      return false;
+    }
+    return true;
+  }
+
   async function handleMcp(req: IncomingMessage, res: ServerResponse, ctx: RequestContext) {
     const principal = await authenticate(req, res, ctx);
     if (!principal) return;
@@ -488,6 +591,7 @@ export async function startHttpServer(
       shuttingDown(res);
       return;
     }
+    if (!(await withinBudget(res, ctx, principal, body))) return;
     try {
       if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
       else await openSession(req, res, principal, method, body);
@@ -751,7 +855,15 @@ export async function startHttpServer(
 
   // One line per request at info; below that level the line is not even assembled.
   const logRequests = logger.enabled('info');
-  const httpServer: Server = createServer((req, res) => {
+  // Timeouts cover receiving the request only: SSE streams and calls waiting on approvals go on.
+  const headersTimeout = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const timeouts = {
+    requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    headersTimeout,
+    // How often Node looks for late requests: a late one gets its 408 within this after its timeout.
+    connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 2)),
+  };
+  const httpServer: Server = createServer(timeouts, (req, res) => {
     const started = performance.now();
     const ctx: RequestContext = {};
     res.once('close', () => {
@@ -759,6 +871,7 @@ export async function startHttpServer(
       const status = res.statusCode;
       metrics.onHttpRequest(req.method ?? 'OTHER', status);
       if (!logRequests) return;
+      if (ctx.refused && ctx.principal && !logBudget.allow(ctx.principal, `http_${status}`)) return;
       const path = ctx.path ?? pathOf(req) ?? '(invalid request target)';
       // Path only: query strings can carry tokens or personal data. Never headers.
       logger.info('http request', {
@@ -827,6 +940,7 @@ export async function startHttpServer(
       closing ??= (async () => {
         draining = true;
         clearInterval(reaper);
+        clearInterval(logSummaries);
         // Idle keep-alive clients reconnect (elsewhere, through the load balancer). The listener
         // stays open while calls are in flight: /readyz reports the drain, and a waiting call's
         // own client answer (an elicitation) must still reach it; everything else gets 503.
@@ -840,6 +954,7 @@ export async function startHttpServer(
         await sessions.closeAll();
         httpServer.closeAllConnections();
         await stopped;
+        logBudget.flush();
       })();
       return closing;
     },

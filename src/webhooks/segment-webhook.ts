@@ -9,7 +9,8 @@
  * body is parsed for the lenient variants: the re-serialized body (Classic), or a batch's first event
  * (Segment's legacy batched Actions signing), which authenticates a batch of one event and refuses
  * (401) a longer batch, whose other events nobody signed; a client network past its refusal budget
- * gets a 429 instead, without the parse. A malformed message in a batch (an array) is refused on
+ * gets a 429 instead, without the parse, for a body over {@link LENIENT_ALWAYS_CHECKED_BYTES} (a
+ * smaller one is always checked: Segment's addresses are shared, and so is their budget). A malformed message in a batch (an array) is refused on
  * its own: the others are processed as usual, and the refusals are counted in one audit record
  * committed with them (field paths and what is wrong, never the values). Segment fails a whole batch
  * on a 4xx, for good, so one bad message must not cost the others. A delivery whose every message is
@@ -167,6 +168,18 @@ const parseJson = (body: Buffer): unknown => {
   }
 };
 
+/**
+ * Bodies up to this size get `X-Signature`'s lenient checks even from a network past its refusal
+ * budget. The lenient variants authenticate only a delivery of one message (a Classic delivery, or a
+ * legacy batch of one), and Segment refuses a message over 32 KB at intake, so every genuine one fits
+ * with room for re-serialization (escapes, an array around it). Parsing and re-serializing 64 KiB
+ * costs well under a millisecond, the same order as reading it, so a flood of small forgeries from a
+ * shared address costs little more than its HMACs, while Segment's genuine deliveries from that
+ * address keep working. Larger bodies (only multi-event batches, which the lenient check refuses
+ * anyway) get the 429 without a parse.
+ */
+export const LENIENT_ALWAYS_CHECKED_BYTES = 64 * 1024;
+
 /** The refusal of a network past its refusal budget whose signature does not sign the raw bytes. */
 const SPENT_REASON =
   'too many refused deliveries from this network: a signature that does not sign the raw body ' +
@@ -281,8 +294,11 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
         await reject(res, 401, 'bad signature', body);
         return true;
       }
-      // A network already past its refusal budget gets no parse: a flood of forged bodies costs an HMAC each.
-      const retryAfterMs = spent(req);
+      // A large body from a network already past its refusal budget gets no parse: a flood of forged
+      // bodies costs an HMAC each. A small one is checked in full: Segment sends from shared
+      // addresses, so the budget may have been spent by strangers, and the genuine lenient deliveries
+      // (one message, which Segment caps at 32 KB) all fit under the threshold.
+      const retryAfterMs = body.length > LENIENT_ALWAYS_CHECKED_BYTES ? spent(req) : undefined;
       if (retryAfterMs !== undefined) {
         await rejectSpent(res, retryAfterMs, SPENT_REASON, body);
         return true;

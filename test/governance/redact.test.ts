@@ -262,7 +262,8 @@ describe('createRedactor: field classes a caller knows better', () => {
         custom_fields: {
           spouse: `***${tag('Marge Simpson')}`,
           national_id: `***${tag('AB123456C')}`,
-          vip: true,
+          // A yes/no fact about a person is personal too: masked alike, true or false.
+          vip: '***',
         },
         app: { device_unique_id: `***${tag('A1B2-C3D4')}`, device_model: 'iPhone' },
         user_id: 'u1',
@@ -270,6 +271,7 @@ describe('createRedactor: field classes a caller knows better', () => {
     });
     // And stays as it is when redacted again without them (the audit masks once more).
     expect(redactor.redactValue(out)).toEqual(out);
+    expect(redactor.redactValue(out, fields)).toEqual(out);
   });
 });
 

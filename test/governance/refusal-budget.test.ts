@@ -9,7 +9,7 @@ import { listening } from '../helpers/services.ts';
 import { setup } from '../helpers/setup.ts';
 import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 import type { AuditAppendInput, AuditLog, AuditPrincipal, AuditRecord } from '../../src/governance/audit.ts';
-import type { RateLimiter } from '../../src/governance/rate-limit.ts';
+import { createRateLimiter, type RateLimiter } from '../../src/governance/rate-limit.ts';
 import { createRedactor } from '../../src/governance/redact.ts';
 import { createRefusalBudget, SHARED_STORE_RETRY_MS } from '../../src/governance/refusal-budget.ts';
 import { redisLimiter } from '../../src/runtime.ts';
@@ -215,4 +215,51 @@ describe.skipIf(!redisUp)('refusal budget while Redis hangs', () => {
       await forwarder.close();
     }
   }, 30_000);
+});
+
+describe('refusal budget of a network known spent', () => {
+  it('counts its refusals without asking the store, and they do not move the end of its window', async () => {
+    let clock = 0;
+    const limiter = createRateLimiter(() => clock);
+    // The real limiter, counting the takes the budget asks of it.
+    let takes = 0;
+    const counting: RateLimiter = {
+      ...limiter,
+      take: (key, bucket) => ((takes += 1), limiter.take(key, bucket)),
+    };
+    const { audit, appended, countedTotal } = memoryAudit();
+    const refusals = createWebhookRefusals({
+      audit,
+      rateLimiter: counting,
+      bucket: { capacity: BUDGET, per_minute: 1 },
+      redactor: createRedactor({ hashKey: 'k' }),
+      now: () => new Date(clock),
+    });
+    const principal: AuditPrincipal = { id: 'automation:segment-webhook', kind: 'automation' };
+    const sender = '198.51.100.7';
+    const refuse = (i: number) =>
+      refusals.record(principal, 'segment_webhook', sender, (target) => ({
+        event: 'webhook_rejected',
+        call_id: `w-${i}`,
+        principal,
+        target,
+      }));
+    for (let i = 0; i <= BUDGET; i += 1) await refuse(i);
+    expect(refusals.spent('segment_webhook', sender)).toBe(60_000);
+    const asked = takes;
+
+    clock = 30_000;
+    for (let i = 0; i < 20; i += 1)
+      expect(await refuse(100 + i)).toEqual({ recorded: false, retryAfterMs: 30_000 });
+    expect(takes).toBe(asked);
+    expect(refusals.spent('segment_webhook', sender)).toBe(30_000);
+
+    // The window ends when the bucket has a token again, as the store said before the flood.
+    clock = 60_000;
+    expect(refusals.spent('segment_webhook', sender)).toBeUndefined();
+    expect(await refuse(200)).toEqual({ recorded: true });
+    expect(appended.filter((r) => r.event === 'webhook_rejected')).toHaveLength(BUDGET + 1);
+    await refusals.flush();
+    expect(countedTotal()).toBe(1 + 20);
+  });
 });

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Principal } from '../../src/tool.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
+import { approvalPolicyVersion } from '../../src/governance/policy.ts';
 import { ANALYST, setup, type TestEnv } from '../helpers/setup.ts';
 
 let env: TestEnv | undefined;
@@ -374,6 +375,39 @@ describe('an undo needs at least the approval of the call it re-applies', () => 
     await decideAs(env, undoId, APPROVER);
     await env.runtime.pipeline.processApprovals();
     expect(suppressed(env)).toBe(true);
+  });
+
+  it('an undo approval stored by older code with a weaker mode under the same policy: the requester still cannot approve it', async () => {
+    env = await setup({
+      config: {
+        approvals: {
+          tools: { undo_action: 'approval', suppress_user: 'four_eyes' },
+          self_approval: ['undo_action', 'suppress_user'],
+        },
+      },
+    });
+    const resumed = await unsuppressed(env);
+    // As code before the stricter-of rule stored it: undo_action's own mode, self-approval allowed,
+    // under the policy version in force now (the version hashes only the approvals config).
+    const at = Date.now();
+    const { approval } = await env.runtime.approvals.create({
+      id: 'apr_olderundo00000000000',
+      tool: 'undo_action',
+      args: { approval_id: resumed, ...REASON },
+      args_hash: 'older-code'.padEnd(64, '0'),
+      target: `approval:${resumed}`,
+      requester: ANALYST.id,
+      requester_role: 'approver',
+      requester_kind: 'user',
+      mode: 'approval',
+      policy_version: approvalPolicyVersion(env.config),
+      evidence: {},
+      created_at: new Date(at).toISOString(),
+      expires_at: new Date(at + 3_600_000).toISOString(),
+    });
+    await expect(decideAs(env, approval.id, { ...ANALYST, role: 'approver' })).rejects.toThrow(/Four-eyes/);
+    expect((await env.runtime.approvals.get(approval.id))?.state).toBe('pending');
+    expect((await decideAs(env, approval.id, APPROVER)).state).toBe('approved');
   });
 });
 

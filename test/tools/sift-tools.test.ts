@@ -106,16 +106,22 @@ describe('send_sift_event', () => {
   it('the audit keeps custom-field names but not their values, nor the device id; Sift gets them all', async () => {
     env = await setup();
     const custom = { home_town: 'Springfield', national_id: 'AB123456C', spouse: 'Marge Simpson' };
+    // A yes/no fact about a person is as personal as any other value of theirs.
+    const flags = { hiv_positive: true, on_benefits: false };
     const result = await env.callTool('send_sift_event', {
       event: {
         event_type: 'create_account',
         user_id: 'wallet-user-3',
         app: { device_unique_id: 'A1B2-C3D4-E5F6', device_model: 'iPhone' },
-        custom_fields: custom,
+        custom_fields: { ...custom, ...flags },
       },
     });
     expect(result.isError).toBe(false);
-    expect(eventBodies()[0]).toMatchObject({ ...custom, $app: { $device_unique_id: 'A1B2-C3D4-E5F6' } });
+    expect(eventBodies()[0]).toMatchObject({
+      ...custom,
+      ...flags,
+      $app: { $device_unique_id: 'A1B2-C3D4-E5F6' },
+    });
 
     const records = (await storedAuditRecords(env.config, env.runtime.audit)).filter(
       (r) => r.tool === 'send_sift_event',
@@ -124,7 +130,17 @@ describe('send_sift_event', () => {
     for (const record of records) {
       const args = record.args_redacted as { event: Record<string, Record<string, unknown>> };
       // An auditor sees what was sent, not the values.
-      expect(Object.keys(args.event.custom_fields!).sort()).toEqual(['home_town', 'national_id', 'spouse']);
+      expect(Object.keys(args.event.custom_fields!).sort()).toEqual([
+        'hiv_positive',
+        'home_town',
+        'national_id',
+        'on_benefits',
+        'spouse',
+      ]);
+      // Masked alike, true or false: a tag of one of two values would tell them apart.
+      for (const flag of Object.keys(flags))
+        expect(typeof args.event.custom_fields![flag]).not.toBe('boolean');
+      expect(args.event.custom_fields!.hiv_positive).toEqual(args.event.custom_fields!.on_benefits);
       expect(args.event.app).toMatchObject({ device_model: 'iPhone' });
       const text = JSON.stringify(args);
       for (const value of [...Object.values(custom), 'A1B2-C3D4-E5F6']) expect(text).not.toContain(value);

@@ -5,9 +5,9 @@
  * toolsets, metrics, health, graceful shutdown, sessions that survive a restart, session caps and
  * reaping, and a retryable 503 when the session store is unreachable.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { request, type IncomingMessage } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,10 @@ import { startHttpServer, type HttpServerHandle } from '../../src/transports/htt
 import type { DeepPartial } from '../helpers/setup.ts';
 import { testSigningKeyPem } from '../helpers/audit.ts';
 import { testIdentityProvider } from '../helpers/identity-provider.ts';
+import { listening } from '../helpers/services.ts';
+
+const redisUp = await listening(6379);
+if (!redisUp) console.warn('http tests: no Redis on 127.0.0.1:6379, skipping the shared request budget test');
 
 const DEV_TOKEN = 'dev-token-for-tests-0123456789';
 const VIEWER_KEY = 'viewer-key-0123456789abcdef';
@@ -93,6 +97,9 @@ async function start(
     port?: number;
     upstreamProbeTtlMs?: number;
     readinessProbeTtlMs?: number;
+    redisUrl?: string;
+    requestTimeoutMs?: number;
+    headersTimeoutMs?: number;
   } = {},
 ): Promise<Started> {
   const logs: string[] = [];
@@ -109,6 +116,7 @@ async function start(
       auditSigningKey: testSigningKeyPem(),
       // Live mode encrypts personal fields at rest and refuses to start without a data key.
       dataKey: '0'.repeat(64),
+      ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
     },
     tools: allTools,
     logger: createLogger({ write: (line) => logs.push(line) }),
@@ -119,6 +127,8 @@ async function start(
     devToken: DEV_TOKEN,
     jwks,
     ...(options.upstreamProbeTtlMs === undefined ? {} : { upstreamProbeTtlMs: options.upstreamProbeTtlMs }),
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+    ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     ...(options.readinessProbeTtlMs === undefined
       ? {}
       : { readinessProbeTtlMs: options.readinessProbeTtlMs }),
@@ -671,6 +681,62 @@ describe('HTTP hardening', () => {
     expect(await rawPost(http, { ...auth, origin: `http://127.0.0.1:${port}` })).toBe(200);
   });
 
+  it('a request that never finishes arriving gets 408; a slow answer and an open SSE stream are not cut', async () => {
+    const { http } = await start({ requestTimeoutMs: 400, headersTimeoutMs: 200 });
+    const auth = { authorization: `Bearer ${ANALYST_KEY}` };
+    // A body announced as 1,000 bytes of which one arrives: the server answers 408 and closes.
+    const late = await new Promise<number>((resolve, reject) => {
+      const req = request(
+        http.mcpUrl,
+        {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json', 'content-length': '1000' },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.write('{');
+    });
+    expect(late).toBe(408);
+
+    // Received in time, answered late: a score that takes seconds still comes back, and the
+    // session's GET stream (a response too) stays open throughout.
+    const session = await openSession(http, ANALYST_KEY);
+    const stream = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = request(http.mcpUrl, {
+        method: 'GET',
+        headers: { ...session, accept: 'text/event-stream' },
+      });
+      req.on('response', resolve);
+      req.on('error', reject);
+      req.end();
+    });
+    expect(stream.statusCode).toBe(200);
+    let streamClosed = false;
+    stream.on('close', () => (streamClosed = true));
+    stream.resume();
+    sandbox.sift.faults.inject({ path: '/score', delayMs: 2000 });
+    const call = await post(
+      http,
+      {
+        jsonrpc: '2.0',
+        id: 2,
+        method: 'tools/call',
+        params: { name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } },
+      },
+      session,
+    );
+    expect(call.status).toBe(200);
+    const answer = (await call.json()) as { id: number; result: CallToolResult };
+    expect(answer.id).toBe(2);
+    expect(answer.result.isError).toBeFalsy();
+    expect(streamClosed).toBe(false);
+    stream.destroy();
+  });
+
   it('an oversized body gets 413 with a JSON-RPC error, not HTML', async () => {
     const { http } = await start({ config: { http: { body_limit_bytes: 10_000 } } });
     const big = { ...INIT, params: { ...INIT.params, padding: 'x'.repeat(20_000) } };
@@ -679,6 +745,233 @@ describe('HTTP hardening', () => {
     expect(res.headers.get('content-type')).toContain('application/json');
     expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32600 }, id: null });
   });
+});
+
+describe('fairness: no single caller can degrade the service for others', () => {
+  const ping = (id: number) => ({ jsonrpc: '2.0', id, method: 'ping' });
+  const scoreCall = (id: number) => ({
+    jsonrpc: '2.0',
+    id,
+    method: 'tools/call',
+    params: { name: 'get_sift_score', arguments: { user_id: 'sandbox-low-risk' } },
+  });
+  /** A batch's answers, sent as JSON or as SSE events. */
+  const answersOf = async (res: Response) => {
+    const text = await res.text();
+    if (!text.startsWith('event:')) return JSON.parse(text) as { id: number }[];
+    return text
+      .split('\n')
+      .filter((line) => line.startsWith('data: '))
+      .map((line) => JSON.parse(line.slice(6)) as { id: number });
+  };
+  const logLines = (logs: string[]) => logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+  const scoreCalls = async (http: HttpServerHandle) => {
+    const text = await (await fetch(`${http.url}/metrics`)).text();
+    return [
+      ...text.matchAll(/fraudgate_tool_calls_total\{tool="get_sift_score",outcome="[A-Z_a-z]+"\} (\d+)/g),
+    ]
+      .map((m) => Number(m[1]))
+      .reduce((a, b) => a + b, 0);
+  };
+
+  it("the message past a principal's request budget gets 429 and is never dispatched; another principal is still served", async () => {
+    const { http } = await start({
+      config: { rate_limits: { requests: { capacity: 8, per_minute: 0.001 } } },
+    });
+    // initialize + notifications/initialized: two messages; five pings: seven.
+    const ana = await openSession(http, ANALYST_KEY);
+    const pings = await post(http, [ping(20), ping(21), ping(22), ping(23), ping(24)], ana);
+    expect(pings.status).toBe(200);
+    await pings.text();
+    const ran = await post(http, scoreCall(3), ana);
+    expect(ran.status).toBe(200);
+    await ran.text();
+    expect(await scoreCalls(http)).toBe(1);
+
+    const over = await post(http, scoreCall(4), ana);
+    expect(over.status).toBe(429);
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await over.json()).toMatchObject({
+      jsonrpc: '2.0',
+      id: 4,
+      error: { code: -32000, message: expect.stringContaining('rate_limits.requests') },
+    });
+    expect(await scoreCalls(http)).toBe(1);
+    expect((await post(http, { jsonrpc: '2.0', id: 5, method: 'tools/list' }, ana)).status).toBe(429);
+
+    // Bob's budget is his own: a real client connects, pings and calls a tool.
+    const { client } = await connect(http, OTHER_ANALYST_KEY);
+    await expect(client.ping()).resolves.toBeDefined();
+    const result = (await client.callTool({
+      name: 'get_sift_score',
+      arguments: { user_id: 'sandbox-low-risk' },
+    })) as CallToolResult;
+    expect(result.isError).toBeFalsy();
+  });
+
+  it('a batch of N messages costs N: all admitted or all refused', async () => {
+    const { http } = await start({
+      config: { rate_limits: { requests: { capacity: 6, per_minute: 0.001 } } },
+    });
+    const ana = await openSession(http, ANALYST_KEY); // 2 of 6
+    const three = await post(http, [ping(2), ping(3), ping(4)], ana); // 5 of 6
+    expect(three.status).toBe(200);
+    const answers = await answersOf(three);
+    expect(answers.map((a) => a.id).sort()).toEqual([2, 3, 4]);
+    // Two more would make 7: refused whole, with one error (not one per message).
+    const two = await post(http, [ping(5), ping(6)], ana);
+    expect(two.status).toBe(429);
+    expect(await two.json()).toMatchObject({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32000, message: expect.stringContaining('each message of a batch counts') },
+    });
+    // The refused batch took nothing: the one token left still admits a single message.
+    expect((await post(http, ping(7), ana)).status).toBe(200);
+    expect((await post(http, ping(8), ana)).status).toBe(429);
+  });
+
+  it('a batch over 20 messages is refused naming the cap, before any of it runs', async () => {
+    const { http } = await start();
+    const ana = await openSession(http, ANALYST_KEY);
+    for (const size of [21, 101]) {
+      const res = await post(
+        http,
+        Array.from({ length: size }, (_, i) => scoreCall(100 + i)),
+        ana,
+      );
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        jsonrpc: '2.0',
+        error: {
+          code: -32600,
+          message: expect.stringContaining(`at most 20 messages (this one has ${size})`),
+        },
+      });
+    }
+    expect(await scoreCalls(http)).toBe(0);
+    const twenty = await post(
+      http,
+      Array.from({ length: 20 }, (_, i) => ping(200 + i)),
+      ana,
+    );
+    expect(twenty.status).toBe(200);
+    expect(await answersOf(twenty)).toHaveLength(20);
+  });
+
+  it('1,000 refused tool calls write at most the log budget in lines, then one summary with the count', async () => {
+    const { http, logs, stop, runtime } = await start({
+      config: {
+        rate_limits: {
+          requests: { capacity: 5000, per_minute: 5000 },
+          refusals: { capacity: 5, per_minute: 0.001 },
+          tools: { get_sift_score: { capacity: 1, per_minute: 0.001 } },
+        },
+      },
+    });
+    const ana = await openSession(http, ANALYST_KEY);
+    // 50 batches of 20: the first call runs, the other 999 are RATE_LIMITED.
+    for (let b = 0; b < 50; b++) {
+      const res = await post(
+        http,
+        Array.from({ length: 20 }, (_, i) => scoreCall(1000 + b * 20 + i)),
+        ana,
+      );
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    await stop();
+    const logged = (id: string) => String(runtime.redactor.redactValue(id));
+    const lines = logLines(logs);
+    const callLines = lines.filter(
+      (l) => l.msg === 'tool call' && l.principal === logged('ana.analyst@example.com'),
+    );
+    expect(callLines.filter((l) => l.outcome === 'ok')).toHaveLength(1);
+    const refused = callLines.filter((l) => l.outcome !== 'ok');
+    expect(refused.length).toBeLessThanOrEqual(5);
+    const summaries = lines.filter((l) => l.msg === 'log lines over budget');
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0]).toMatchObject({
+      principal: logged('ana.analyst@example.com'),
+      count: 999 - refused.length,
+    });
+    expect(summaries[0]!.by_outcome).toEqual({ RATE_LIMITED: 999 - refused.length });
+  });
+
+  it('1,000 requests over the request budget write at most the log budget in access lines, then one summary', async () => {
+    const { http, logs, stop, runtime } = await start({
+      config: {
+        rate_limits: {
+          requests: { capacity: 3, per_minute: 0.001 },
+          refusals: { capacity: 5, per_minute: 0.001 },
+        },
+      },
+    });
+    const ana = await openSession(http, ANALYST_KEY);
+    expect((await post(http, ping(2), ana)).status).toBe(200);
+    for (let b = 0; b < 20; b++) {
+      const statuses = await Promise.all(
+        Array.from({ length: 50 }, async (_, i) => {
+          const res = await post(http, scoreCall(10 + b * 50 + i), ana);
+          await res.text();
+          return res.status;
+        }),
+      );
+      expect(new Set(statuses)).toEqual(new Set([429]));
+    }
+    expect(await scoreCalls(http)).toBe(0);
+    await stop();
+    const logged = (id: string) => String(runtime.redactor.redactValue(id));
+    const lines = logLines(logs);
+    const refused = lines.filter((l) => l.msg === 'http request' && l.status === 429);
+    expect(refused.length).toBeLessThanOrEqual(5);
+    expect(lines.filter((l) => l.msg === 'tool call')).toHaveLength(0);
+    const summaries = lines.filter((l) => l.msg === 'log lines over budget');
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0]).toMatchObject({
+      principal: logged('ana.analyst@example.com'),
+      count: 1000 - refused.length,
+      by_outcome: { http_429: 1000 - refused.length },
+    });
+  });
+
+  it.skipIf(!redisUp)(
+    'with rate_limits.store redis, replicas share one request budget per principal',
+    async () => {
+      // Principals of their own: Redis keeps buckets across runs (and other worktrees share it).
+      const key = `fair-${randomUUID()}`;
+      const other = `fair-other-${randomUUID()}`;
+      const config: DeepPartial<Config> = {
+        rate_limits: { store: 'redis', requests: { capacity: 6, per_minute: 1 } },
+        auth: {
+          key_hashes: [
+            { sha256: sha(key), principal: `${key}@example.com`, kind: 'user', role: 'analyst' },
+            { sha256: sha(other), principal: `${other}@example.com`, kind: 'user', role: 'analyst' },
+          ],
+        },
+      };
+      const one = await start({ config, redisUrl: 'redis://127.0.0.1:6379' });
+      const two = await start({ config, redisUrl: 'redis://127.0.0.1:6379' });
+      // Two messages on each replica: four of the shared six are spent.
+      const onOne = await openSession(one.http, key);
+      const onTwo = await openSession(two.http, key);
+      // A batch of three costs three: refused whole (kept per replica, one would have four left).
+      const over = await post(one.http, [ping(2), ping(3), ping(4)], onOne);
+      expect(over.status).toBe(429);
+      expect(await over.json()).toMatchObject({
+        id: null,
+        error: { message: expect.stringContaining('rate_limits.requests') },
+      });
+      // The two left admit a batch of two on the other replica, then nothing more anywhere.
+      const two2 = await post(two.http, [ping(5), ping(6)], onTwo);
+      expect(two2.status).toBe(200);
+      await two2.text();
+      expect((await post(one.http, ping(7), onOne)).status).toBe(429);
+      // Another principal on the same replicas is still served.
+      const { client } = await connect(one.http, other);
+      await expect(client.ping()).resolves.toBeDefined();
+    },
+  );
 });
 
 describe('health and metrics', () => {

@@ -4,9 +4,12 @@
  * client, here through a trusted proxy's X-Forwarded-For) has a refusal budget, and each endpoint a
  * ceiling over all of them. Within them every rejection gets its own `webhook_rejected` record;
  * past them rejections are answered as before but only counted, into one `refusals_counted`
- * record; once a network is known past its budget, a signature that does not sign the raw body is
- * refused 429 without the Segment endpoint's costlier lenient checks. Another address keeps its own budget, a valid delivery is never held back, and the
- * ledger holds the address only masked, IPv6 too. On both store engines (the ledger is the store's).
+ * record; once a network is known past its budget, a large body whose signature does not sign its
+ * raw bytes is refused 429 without the Segment endpoint's costlier lenient checks, while a small one
+ * is still checked in full: Segment's addresses are shared, so a stranger can spend their budget, and
+ * its genuine legacy-signed deliveries must still get through. Another address keeps its own budget,
+ * a valid delivery is never held back, and the ledger holds the address only masked, IPv6 too. On
+ * both store engines (the ledger is the store's).
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -36,7 +39,10 @@ const redisUp = await listening(6379);
 let env: OutboxEnv | undefined;
 let server: Server | undefined;
 let schema: string | undefined;
+/** The refusal budgets' clock (ms): it stands still unless a test moves it. */
+let clock = 0;
 afterEach(async () => {
+  clock = 0;
   if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
   server = undefined;
   await env?.close();
@@ -69,15 +75,16 @@ async function start(
     secrets,
   });
   const { automation, config } = env;
-  // A clock that stands still: no token comes back during the test, whatever its speed. With
-  // `redis`, the runtime's own limiter, as `serve --http` wires it (refilling one token a minute).
+  // A clock that stands still unless the test moves it: no token comes back by itself, whatever
+  // the test's speed. With `redis`, the runtime's own limiter, as `serve --http` wires it
+  // (refilling one token a minute).
   const refusals: WebhookRefusals = createWebhookRefusals({
     audit: automation.runtime.audit,
-    rateLimiter: options.redis ? automation.runtime.rateLimiter : createRateLimiter(() => 0),
+    rateLimiter: options.redis ? automation.runtime.rateLimiter : createRateLimiter(() => clock),
     bucket: { capacity: BUDGET, per_minute: 1 },
     ...(options.ceiling ? { ceiling: options.ceiling } : {}),
     redactor: automation.runtime.redactor,
-    now: () => new Date(0),
+    now: () => new Date(clock),
   });
   const handler = createSegmentWebhookHandler({
     store: (deliveries, also) => automation.store.enqueueRoutedMany(deliveries, Date.now(), also),
@@ -89,7 +96,7 @@ async function start(
     ),
     audit: automation.runtime.audit,
     logger: silentLogger,
-    bodyLimitBytes: 64 * 1024,
+    bodyLimitBytes: 1024 * 1024,
     refusals,
     origin: automation.runtime.segmentOrigin,
     ...(listen === '127.0.0.1' ? { trustedProxies: ['127.0.0.1'] } : {}),
@@ -102,33 +109,36 @@ async function start(
   await new Promise<void>((resolve) => server?.listen(0, listen, resolve));
   const host = listen === '::1' ? '[::1]' : listen;
   const url = `http://${host}:${(server.address() as AddressInfo).port}/webhooks/segment`;
-  const post = async (from: string, body: string, signature: string) =>
-    (
-      await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-forwarded-for': from, 'x-signature': signature },
-        body,
-      })
-    ).status;
+  const send = (from: string, body: string, signature: string) =>
+    fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': from, 'x-signature': signature },
+      body,
+    });
+  const post = async (from: string, body: string, signature: string) => {
+    const res = await send(from, body, signature);
+    await res.body?.cancel();
+    return res.status;
+  };
   const records = () => storedAuditRecords(config, automation.runtime.audit, secrets);
-  return { env, refusals, post, records, maskIp: automation.runtime.redactor.maskIp };
+  return { env, refusals, send, post, records, maskIp: automation.runtime.redactor.maskIp };
 }
 
-const message = (messageId: string) =>
+/** A Segment track message; `padding` characters of a note make it as large as a test needs. */
+const message = (messageId: string, padding = 0) =>
   JSON.stringify({
     type: 'track',
     messageId,
     userId: 'sandbox-high-risk',
     event: 'Order Completed',
-    properties: { order_id: `order-${messageId}`, total: 10, currency: 'USD' },
+    properties: {
+      order_id: `order-${messageId}`,
+      total: 10,
+      currency: 'USD',
+      ...(padding > 0 ? { note: 'x'.repeat(padding) } : {}),
+    },
     timestamp: '2026-11-30T08:00:00.000Z',
   });
-
-/**
- * How the `n`th (from 0) forged delivery of a network is answered: checked in full (401) within its
- * budget and for the first refusal past it, which tells the process the budget is spent; then 429.
- */
-const refusedAs = (n: number) => (n <= BUDGET ? 401 : 429);
 
 const rejectedBy = (records: AuditRecord[], target: string | undefined) =>
   records.filter((r) => r.event === 'webhook_rejected' && r.target === target);
@@ -139,7 +149,7 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
       const { refusals, post, records } = await start(engine === 'PostgreSQL');
       const forged = message('forged');
       const bad = segmentSignature(forged, 'not-the-secret');
-      for (let i = 0; i < 10; i += 1) expect(await post(FLOODER, forged, bad)).toBe(refusedAs(i));
+      for (let i = 0; i < 10; i += 1) expect(await post(FLOODER, forged, bad)).toBe(401);
       for (let i = 0; i < 2; i += 1) expect(await post(OTHER, forged, bad)).toBe(401);
       const genuine = message('genuine');
       expect(await post(FLOODER, genuine, segmentSignature(genuine, SECRET))).toBe(200);
@@ -168,6 +178,50 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
       });
     });
 
+    it('a network past its budget (Segment shares addresses) still gets small legacy-signed deliveries through; large bodies get a cheap 429', async () => {
+      const { refusals, send, post, records } = await start(engine === 'PostgreSQL');
+      const forged = message('forged-shared');
+      for (let i = 0; i < BUDGET + 3; i += 1)
+        expect(await post(FLOODER, forged, segmentSignature(forged, 'not-the-secret'))).toBe(401);
+
+      // Segment's legacy batched Actions signing: a batch of one, X-Signature over its event…
+      const event = message('genuine-legacy');
+      expect(await post(FLOODER, `[${event}]`, segmentSignature(event, SECRET))).toBe(200);
+      // …and Classic, signed over the re-serialized body (here sent pretty-printed).
+      const classic = JSON.parse(message('genuine-classic')) as object;
+      const pretty = JSON.stringify(classic, null, 2);
+      expect(await post(FLOODER, pretty, segmentSignature(JSON.stringify(classic), SECRET))).toBe(200);
+
+      // A body over 64 KiB from the spent network is refused before any parse, with Retry-After…
+      const large = `[${message('forged-large-1', 70 * 1024)},${message('forged-large-2')}]`;
+      const bad = segmentSignature(large, 'not-the-secret');
+      const spent = await send(FLOODER, large, bad);
+      expect(spent.status).toBe(429);
+      expect(Number(spent.headers.get('retry-after'))).toBe(60);
+      await spent.body?.cancel();
+      // …while from another network it is checked in full.
+      expect(await post(OTHER, large, bad)).toBe(401);
+      // The 429s do not move the window: it ends when the budget has a token again.
+      clock = 30_000;
+      const later = await send(FLOODER, large, bad);
+      expect(later.status).toBe(429);
+      expect(Number(later.headers.get('retry-after'))).toBe(30);
+      await later.body?.cancel();
+      clock = 60_000;
+      expect(await post(FLOODER, large, bad)).toBe(401);
+
+      const stored = await records();
+      expect(stored.filter((r) => r.event === 'webhook_accepted')).toHaveLength(2);
+      const flooderTarget = stored.find((r) => r.event === 'webhook_rejected')?.target;
+      // Within the budget, and the one that came back at 60 s: recorded; the rest counted.
+      expect(rejectedBy(stored, flooderTarget)).toHaveLength(BUDGET + 1);
+      await refusals.flush();
+      const counted = (await records()).filter(
+        (r) => r.event === 'refusals_counted' && r.target === flooderTarget,
+      );
+      expect(counted.reduce((n, r) => n + Number(r.refusals?.count ?? 0), 0)).toBe(3 + 2);
+    });
+
     it('IPv6 clients are masked in the ledger as the redactor masks every IP, also from ::1 itself', async () => {
       const { post, records, maskIp } = await start(engine === 'PostgreSQL', { listen: '::1' });
       const forged = message('forged-v6');
@@ -184,8 +238,7 @@ for (const engine of ['SQLite', 'PostgreSQL'] as const) {
       const forged = message('forged-64');
       const bad = segmentSignature(forged, 'not-the-secret');
       const sameNetwork = [1, 2, 3, 4, 5, 6].map((n) => `2001:db8:1:2::${n}`);
-      for (const [i, address] of sameNetwork.entries())
-        expect(await post(address, forged, bad)).toBe(refusedAs(i));
+      for (const address of sameNetwork) expect(await post(address, forged, bad)).toBe(401);
       expect(await post('2001:db8:1:3::7', forged, bad)).toBe(401);
       expect(await post('fe80::1', forged, bad)).toBe(401);
 
@@ -247,8 +300,8 @@ describe.skipIf(!redisUp)('webhook rejections in the shared rate-limit store (Re
       const forged = message('forged-redis');
       const bad = segmentSignature(forged, 'not-the-secret');
       for (let i = 0; i < BUDGET + 3; i += 1) {
-        expect(await post(v4, forged, bad)).toBe(refusedAs(i));
-        expect(await post(`${v6Network}::${i + 1}`, forged, bad)).toBe(refusedAs(i));
+        expect(await post(v4, forged, bad)).toBe(401);
+        expect(await post(`${v6Network}::${i + 1}`, forged, bad)).toBe(401);
       }
       // Each network's budget still holds, kept under hashed names.
       expect((await records()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(2 * BUDGET);

@@ -577,7 +577,7 @@ describe('POST /webhooks/segment', () => {
     expect((await post({ 'x-signature': overReserialized })).status).toBe(200);
   });
 
-  it('a network past its refusal budget is refused 429 before its body is parsed; a raw-signed delivery still passes', async () => {
+  it('a network past its refusal budget is refused 429 before a large body is parsed; a small legacy-signed or raw-signed delivery still passes', async () => {
     const BUDGET = 2;
     // A clock that stands still: no token comes back during the test.
     const { env, url } = await start({
@@ -598,24 +598,25 @@ describe('POST /webhooks/segment', () => {
     // Within the budget, and the first refusal past it (counted), are checked in full.
     for (let i = 0; i <= BUDGET; i += 1) expect((await post(forged, bad)).status).toBe(401);
 
-    // Now known spent: a deeply nested body gets the budget's refusal, not a parse…
+    // Now known spent: a large, deeply nested body gets the budget's refusal, not a parse…
     const deep = '['.repeat(200_000) + ']'.repeat(200_000);
     const spent = await post(deep, { 'x-signature': segmentSignature(deep, 'wrong-secret') });
     expect(spent.status).toBe(429);
     expect(Number(spent.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(String(((await spent.json()) as { error: string }).error)).toContain('X-Segment-Signature');
-    // …and so does a batch of one signed over its event, which the parse would have accepted.
+    // …but a small batch of one signed over its event (Segment's legacy signing) is still checked:
+    // Segment sends from shared addresses, so strangers may have spent this budget.
     const one = [order('m-first-event', 'sandbox-high-risk')];
     const firstEvent = await post(JSON.stringify(one), {
       'x-signature': segmentSignature(JSON.stringify(one[0]), SECRET),
     });
-    expect(firstEvent.status).toBe(429);
+    expect(firstEvent.status).toBe(200);
     // A delivery signed over its raw bytes is never held back.
     const genuine = JSON.stringify(order('m-genuine-raw', 'sandbox-high-risk'));
     expect((await post(genuine, { 'x-signature': segmentSignature(genuine, SECRET) })).status).toBe(200);
 
     const stored = (await env.automation.store.list({ limit: 10 })).map((e) => JSON.stringify(e.args));
-    expect(stored.join()).not.toContain('m-first-event');
+    expect(stored.join()).toContain('m-first-event');
     expect((await env.auditRecords()).filter((r) => r.event === 'webhook_rejected')).toHaveLength(BUDGET);
   });
 
