@@ -215,12 +215,19 @@ CREATE UNIQUE INDEX approvals_open_binding_current ON approvals (tool, args_hash
   WHERE state IN ('pending', 'approved', 'executing') AND policy_current IS NOT NULL;`),
   },
   {
+    version: 32,
+    name: 'data key check',
+    // One row: a known value sealed under the data key of the first start (store.ts, checkDataKey).
+    ...onBothEngines(
+      'CREATE TABLE IF NOT EXISTS key_check (id INTEGER PRIMARY KEY, sealed TEXT NOT NULL, created_at BIGINT NOT NULL);',
+    ),
+  },
+  {
     version: 33,
     name: 'rows written before sealing, to seal once',
     // Sealed columns hold `enc:v1:` text (approvals.args: as a JSON string) since sealing exists;
-    // rows written before it (and migration
-    // 14's plain reason) are listed here once, so the start-up step (src/store/legacy-sealing.ts)
-    // seals exactly these and plain text anywhere else is refused as written into the database.
+    // rows written before it (and migration 14's plain reason) are listed here once, so the start-up
+    // step (src/store/legacy-sealing.ts) seals exactly these; plain text anywhere else is refused.
     ...onBothEngines(`
 CREATE TABLE IF NOT EXISTS unsealed_legacy_rows (col TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (col, id));
 INSERT INTO unsealed_legacy_rows (col, id)

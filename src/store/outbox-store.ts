@@ -64,8 +64,6 @@ export interface OutboxEffect {
   effect: string;
   tool: string;
   args: Record<string, unknown>;
-  /** Set (with `args` empty) when the stored arguments were refused (plain text under the data key): why. */
-  argsRefused?: string;
   /** `type:id` of the Sift entity; ordering and superseding are per entity key and effect. */
   entityKey: string;
   decisionTime: number;
@@ -91,6 +89,12 @@ export interface OutboxEffect {
    * attempt may have reached the upstream and never finished.
    */
   attemptedAt?: number;
+  /**
+   * Set when a stored sealed field did not open (sealed under another FRAUDGATE_DATA_KEY, or
+   * edited): which one. Its `args` are then empty: such an effect must never run (the worker
+   * dead-letters it, {@link SEALED_DATA_UNREADABLE}).
+   */
+  unreadable?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -121,6 +125,13 @@ export function isOutcomeUnknown(effect: Pick<OutboxEffect, 'state' | 'lastError
  * org flow or trigger rewriting what each share writes. `fraudgate outbox retry` starts it afresh.
  */
 export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
+
+/**
+ * The reason code of a dead letter whose stored arguments (or progress) do not open under the
+ * configured FRAUDGATE_DATA_KEY: sealed under another key, or edited. It is never run; restore the
+ * key that wrote it and `fraudgate outbox retry` it, or drop it.
+ */
+export const SEALED_DATA_UNREADABLE = 'SEALED_DATA_UNREADABLE';
 
 /** Whether the effect is a dead letter whose continuation stopped (see {@link CONTINUATION_STALLED}). */
 export function isContinuationStalled(effect: Pick<OutboxEffect, 'state' | 'lastError'>): boolean {
@@ -440,22 +451,35 @@ function sealError(cipher: FieldCipher | undefined, error: string, id: number): 
   return cipher ? cipher.seal(error, outboxFieldContext.lastError(id)) : error;
 }
 
+/**
+ * A stored row as an effect. A sealed field that does not open (another data key, or edited) does
+ * not throw: one such row must not stop every claim or list. The effect is returned with its
+ * metadata, empty `args` and `unreadable` naming the field, and the worker dead-letters it unrun.
+ */
 export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffect {
   const id = Number(row.id);
+  const unreadable: string[] = [];
+  const open = (field: string | undefined, text: string, context: string): unknown => {
+    // With the data key, plain args were written into the database, not by us (rows from before
+    // sealing were sealed at start-up, legacy-sealing.ts): refused like args that do not open.
+    if (field === 'args' && cipher && !isSealed(text)) {
+      unreadable.push('args (plain text, not sealed)');
+      return undefined;
+    }
+    try {
+      return openJson(cipher, text, context);
+    } catch {
+      if (field) unreadable.push(field);
+      return undefined;
+    }
+  };
+  const args = open('args', row.args, outboxFieldContext.args(Number(row.event_id), row.effect));
   const effect: OutboxEffect = {
     id,
     eventId: Number(row.event_id),
     effect: row.effect,
     tool: row.tool,
-    // With the data key, plain args were written into the database, not by us (rows from before
-    // sealing were sealed at start-up, legacy-sealing.ts): refused, and the worker runs nothing.
-    args:
-      cipher && !isSealed(row.args)
-        ? {}
-        : (openJson(cipher, row.args, outboxFieldContext.args(Number(row.event_id), row.effect)) as Record<
-            string,
-            unknown
-          >),
+    args: (args ?? {}) as Record<string, unknown>,
     entityKey: row.entity_key,
     decisionTime: Number(row.decision_time),
     state: row.state as EffectState,
@@ -464,24 +488,23 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
   };
-  if (cipher && !isSealed(row.args)) {
-    effect.argsRefused = 'its stored arguments are not sealed (written into the database as plain text)';
-  }
   if (row.lease_owner !== null) effect.leaseOwner = row.lease_owner;
   if (row.lease_until !== null) effect.leaseUntil = Number(row.lease_until);
   if (row.approval_id !== null) effect.approvalId = row.approval_id;
   if (row.attempted_at !== null) effect.attemptedAt = Number(row.attempted_at);
   if (row.last_error !== null) {
     effect.lastError = isSealed(row.last_error)
-      ? String(openJson(cipher, row.last_error, outboxFieldContext.lastError(id)))
+      ? // An unreadable error message stops nothing: the effect may still run.
+        String(open(undefined, row.last_error, outboxFieldContext.lastError(id)) ?? '(unreadable)')
       : row.last_error;
   }
   if (row.result !== null) {
-    const stored = openJson(cipher, row.result, outboxFieldContext.result(id));
+    const stored = open('result', row.result, outboxFieldContext.result(id));
     // Only a completed effect's column holds its result; before that, a continuation's progress.
     if (effect.state === 'done') effect.result = stored;
     else effect.progress = stored;
   }
+  if (unreadable.length > 0) effect.unreadable = unreadable.join(', ');
   return effect;
 }
 
