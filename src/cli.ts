@@ -162,6 +162,18 @@ const COMMANDS: Command[] = [
       (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),
   },
   {
+    name: 'data-key',
+    summary:
+      'data-key rotation: which key sealed the stored personal fields; reseal them under the current key',
+    usage: ['data-key status [--json]', 'data-key reseal'],
+    options: ['json'],
+    notes: [
+      'Rotating FRAUDGATE_DATA_KEY: set the old key as FRAUDGATE_DATA_KEY_PREVIOUS (read only) and the new one as FRAUDGATE_DATA_KEY on every replica, run reseal, and drop the previous key once status counts only the current key (exit 0).',
+    ],
+    run: async (args, values) =>
+      (await import('./cli/data-key.ts')).runDataKeyCommand(args, values, configure(values)),
+  },
+  {
     name: 'identities',
     summary: 'map Sift user ids to Segment user ids; the identity review list',
     usage: [
