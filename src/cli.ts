@@ -27,7 +27,7 @@ import type { LoadedKeys, Runtime } from './runtime.ts';
 import type { Store } from './store/store.ts';
 import type { HttpHandler } from './transports/http.ts';
 import type { WebhookEndpointOptions } from './webhooks/intake.ts';
-import { checkServices, describeFailure, loadServeKeys, probeHttpPort } from './startup.ts';
+import { checkServices, describeFailure, loadServeKeys, probeHttpPort, StartupError } from './startup.ts';
 import { prepareDataDir } from './data-dir.ts';
 import { UsageError } from './cli/usage.ts';
 import { VERSION } from './version.ts';
@@ -460,6 +460,22 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   }).catch(async (error: unknown) => {
     await store.close();
     await sandbox?.close();
+    // The default id host:port: another `serve` started on this port at the same moment passed the
+    // port probe too (neither had bound yet), so it looks like a twin rather than a busy port.
+    if (
+      error instanceof StartupError &&
+      error.setting === 'FRAUDGATE_REPLICA_ID' &&
+      role === 'http' &&
+      !config.replica_id &&
+      config.http.port !== 0
+    ) {
+      throw new StartupError(
+        error.setting,
+        `${error.message}; as this id is the default host:port, port ${config.http.port} may also be in use by ` +
+          'another fraudgate serve started at the same moment: give each its own port (--port, FRAUDGATE_HTTP_PORT)',
+        { cause: error },
+      );
+    }
     throw error;
   });
   // Claims under replicaId from before the registration are its predecessor's.
@@ -482,14 +498,13 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
   const recovery = (async () => {
     await runtime.pipeline.recoverInterrupted();
     // Without FRAUDGATE_REPLICA_ID a stdio (or --port 0) server's id carries its pid, so no restart
-    // comes back under it: what this host's dead ones left executing is settled here instead, once a
-    // heartbeat window shows they are dead (live ones sharing the data dir are left alone).
+    // comes back under it: what this host's dead ones left executing is settled here instead, once
+    // their processes are provably gone (live ones sharing the data dir, even paused, are left alone).
     if (config.replica_id) return;
     const host = hostname();
     const dead = await takeOverDeadSiblings({
       store,
       siblings: (id) => id !== replicaId && isPidReplicaIdOf(host, id),
-      heartbeat: replicaHeartbeat(config),
       logger,
       signal: closing.signal,
     });

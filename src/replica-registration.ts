@@ -25,10 +25,24 @@
  * window costs no safety: it is only watched when a process starts under an id whose row is there.
  * A process whose row was taken over (it was paused or stalled past the window, say) learns it at
  * its next beat and stops (`onLost`) instead of running as a twin.
+ *
+ * A row's nonce also carries its process's identity where /proc tells it (src/process-identity.ts:
+ * boot id, pid namespace, pid, start time). The pid-carrying ids of other processes (siblings on one
+ * data dir, `takeOverDeadSiblings`) are judged by it alone, never by a still beat counter: a sibling
+ * paused past the window is alive, and taking it over would settle calls it is still running. The
+ * identity rides in the nonce rather than a column of its own: the nonce is already "which process
+ * holds the id", so no migration is needed and rows of older versions (a bare UUID) simply carry no
+ * identity, which means "not provably gone".
  */
 import { randomUUID } from 'node:crypto';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
+import {
+  formatProcessIdentity,
+  isProcessGone,
+  ownProcessIdentity,
+  parseProcessIdentity,
+} from './process-identity.ts';
 import { StartupError } from './startup.ts';
 import type { ReplicaInstance, ReplicaInstanceStore } from './store/replica-instance-store.ts';
 
@@ -65,6 +79,18 @@ export function twinMessage(replicaId: string): string {
   );
 }
 
+/** A random nonce per process, followed by the process's identity where /proc tells it. */
+export function processNonce(): string {
+  const identity = ownProcessIdentity();
+  return identity ? `${randomUUID()} ${formatProcessIdentity(identity)}` : randomUUID();
+}
+
+/** Whether the process that wrote `nonce` (processNonce) has provably ended; false if it cannot be told. */
+export function isNonceHolderGone(nonce: string): boolean {
+  const identity = parseProcessIdentity(nonce.split(' ')[1] ?? '');
+  return identity !== undefined && isProcessGone(identity);
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Watches `seen` for a whole expiry on this process's monotonic clock (wall clocks may step). */
@@ -98,33 +124,33 @@ export function isPidReplicaIdOf(host: string, replicaId: string): boolean {
 /**
  * A `serve` whose id carries its pid is never restarted under that id, so what a predecessor killed
  * mid-call left `executing` would wait for the 10-minute sweep. Instead, at start, every row of
- * `siblings` (this host's other pid ids) is watched for one heartbeat window, all at once, by the
- * same rule as registerReplica's: a row whose beat counter stays still belongs to a dead process and
- * is taken over (a compare-and-set on its nonce and count, so of several starting processes one
- * wins, and a stalled holder that wakes up learns at its next beat that it lost the id and stops);
- * a row that beats is a live sibling's and is left alone. Returns the ids taken over, whose claims
- * the caller settles (pipeline.recoverInterrupted), then `release()` deletes their rows. `signal`
- * (the server closing) ends the watch at once, taking nothing over.
+ * `siblings` (this host's other pid ids) whose process is provably gone (isNonceHolderGone: same
+ * boot and pid namespace, and its pid free or reused) is taken over (a compare-and-set on its nonce
+ * and count, so of several starting processes one wins). Any other row is left alone, its claims to
+ * the 10-minute sweep: a process paused or stalled (SIGSTOP, a debugger), one of another machine or
+ * container sharing the hostname, one of a version that records no identity, or any where /proc is
+ * absent. A beat counter that stood still proves nothing here: a paused process beats no more than a
+ * dead one. Returns the ids taken over, whose claims the caller settles
+ * (pipeline.recoverInterrupted), then `release()` deletes their rows. `signal` (the server closing)
+ * ends it at once, taking nothing over.
  */
 export async function takeOverDeadSiblings(options: {
   store: { replicas: ReplicaInstanceStore };
   siblings: (replicaId: string) => boolean;
-  heartbeat: ReplicaHeartbeat;
   logger: Logger;
   signal?: AbortSignal;
   now?: () => number;
 }): Promise<{ replicaIds: string[]; release(): Promise<void> }> {
   const { replicas } = options.store;
   const now = options.now ?? Date.now;
-  const nonce = randomUUID();
+  const nonce = processNonce();
   const rows = (await replicas.list()).filter((row) => options.siblings(row.replica_id));
   const taken: string[] = [];
-  await Promise.all(
-    rows.map(async (row) => {
-      if ((await watchRow(replicas, row, options.heartbeat, options.signal)) !== 'quiet') return;
-      if (await replicas.takeOver(row.replica_id, nonce, row, now())) taken.push(row.replica_id);
-    }),
-  );
+  for (const row of rows) {
+    if (options.signal?.aborted) break;
+    if (!isNonceHolderGone(row.nonce)) continue;
+    if (await replicas.takeOver(row.replica_id, nonce, row, now())) taken.push(row.replica_id);
+  }
   if (taken.length > 0) {
     options.logger.info('settling what stopped processes of this host left executing', {
       replica_ids: taken.join(', '),
@@ -151,7 +177,7 @@ export async function registerReplica(options: {
   const replicas = options.store.replicas;
   const { periodMs, expiryMs } = options.heartbeat;
   const now = options.now ?? Date.now;
-  const nonce = randomUUID();
+  const nonce = processNonce();
 
   const take = async (): Promise<number> => {
     for (;;) {

@@ -143,7 +143,9 @@ export function loadServeKeys(
  * Before `serve --http` registers its replica id: the HTTP port can be bound. The default id is
  * host:port, so a second server on a busy port would otherwise find the first one's id live and
  * report a replica-id twin after watching its heartbeat; a busy port is the port's one-line error
- * (describeFailure), at once. The probe is closed again: the server binds the port itself later.
+ * (describeFailure), at once. The probe is closed again: the server binds the port itself later, so
+ * two servers started on one port at the same moment both pass it; the twin refusal under the
+ * default id then says the port may be in use (cli.ts openServe).
  */
 export async function probeHttpPort(http: Pick<Config['http'], 'host' | 'port'>): Promise<void> {
   if (http.port === 0) return; // any free port: nothing to collide with

@@ -3,7 +3,7 @@
  * score as these tools record it. Kept apart from schemas.ts because only Salesforce tools use them.
  */
 import * as z from 'zod';
-import { isSalesforceId } from '../src/clients/salesforce-ids.ts';
+import { canonicalSalesforceId, isSalesforceId } from '../src/clients/salesforce-ids.ts';
 import { FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import type { IdentityAttempt, ToolContext } from '../src/tool.ts';
 import { summarizeScore } from './schemas.ts';
@@ -11,15 +11,21 @@ import { summarizeScore } from './schemas.ts';
 /**
  * A Salesforce record id of one object (15 or 18 characters, checked by key prefix and, for 18, by
  * its checksum): a mistyped id is the caller's INVALID_INPUT naming the argument, never a SOQL
- * filter Salesforce refuses (UPSTREAM_ERROR). The checks are zod refinements: no catalogue bytes.
+ * filter Salesforce refuses (UPSTREAM_ERROR). An 18-character id is case-insensitive (as in
+ * Salesforce): it is passed on in its canonical case, so SOQL and REST see one id for one record.
+ * The checks and the transform are zod's: no catalogue bytes.
  */
 export function salesforceId(object: string, prefix: string) {
   return z
     .string()
     .regex(/^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$/, 'a 15- or 18-character Salesforce id')
-    .refine((id) => id.startsWith(prefix), `a ${object} id (starting with ${prefix})`)
+    .refine(
+      (id) => (canonicalSalesforceId(id) ?? id).startsWith(prefix),
+      `a ${object} id (starting with ${prefix})`,
+    )
     .refine(isSalesforceId, 'the checksum (last 3 characters) does not match the first 15: copy the id again')
-    .describe(`Salesforce ${object} id (${prefix}…, 15 or 18 characters).`);
+    .describe(`Salesforce ${object} id (${prefix}…, 15 or 18 characters).`)
+    .transform((id) => canonicalSalesforceId(id) ?? id);
 }
 
 /**

@@ -86,7 +86,12 @@ export class StdioTransport implements Transport {
     }
     const parsed = JSONRPCMessageSchema.safeParse(value);
     if (parsed.success) {
-      this.onmessage?.(parsed.data);
+      // A handler's throw is reported, as by the SDK's transport; the lines after this one still arrive.
+      try {
+        this.onmessage?.(parsed.data);
+      } catch (error) {
+        this.onerror?.(error instanceof Error ? error : new Error(String(error)));
+      }
       return;
     }
     const answer = malformedRequestAnswer(value);

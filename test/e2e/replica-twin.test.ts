@@ -4,11 +4,13 @@
  * while the first keeps serving. A replica SIGKILLed mid-execution and started again at once under
  * its id still starts (within the heartbeat expiry) and settles what it died executing; one stopped
  * cleanly lets its id go. One paused (SIGSTOP) past the expiry while another took its id over exits
- * as soon as it runs again.
+ * as soon as it runs again. Under the default id host:port, the refusal also says that the port
+ * may be in use (two servers started on it at once both pass the port probe).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,14 +40,15 @@ interface Started {
   stderr: () => string;
 }
 
-function start(): Started {
+/** `serve --http` under REPLICA on any free port, or without a replica id (default host:port) on `port`. */
+function start(port?: number): Started {
   writeFileSync(
     join(home, 'config.json'),
     JSON.stringify({ approvals: { wait_ms: 0 }, jobs: { approval_sweep: { enabled: false } } }),
   );
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--http', '--sandbox', '--port', '0', '--data-dir', dataDir],
+    [CLI, 'serve', '--http', '--sandbox', '--port', String(port ?? 0), '--data-dir', dataDir],
     {
       env: {
         PATH: process.env.PATH ?? '',
@@ -53,7 +56,7 @@ function start(): Started {
         FRAUDGATE_CONFIG: join(home, 'config.json'),
         FRAUDGATE_DEV_TOKEN: TOKEN,
         FRAUDGATE_LOG_LEVEL: 'warn',
-        FRAUDGATE_REPLICA_ID: REPLICA,
+        ...(port === undefined ? { FRAUDGATE_REPLICA_ID: REPLICA } : {}),
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     },
@@ -179,6 +182,46 @@ describe('serve under a replica id another process holds', () => {
       } finally {
         next.child.kill('SIGTERM');
         await next.exited;
+      }
+    },
+  );
+
+  it(
+    'under the default host:port id, a twin refusal also says the port may be in use by a server starting at once',
+    { timeout: 120_000 },
+    async () => {
+      // The data dir's schema, from a replica that keeps running meanwhile.
+      const other = start();
+      expect(await other.mcpUrl, other.stderr()).toBeDefined();
+      const port = await new Promise<number>((resolve) => {
+        const probe = createServer().listen(0, '127.0.0.1', () => {
+          const { port: free } = probe.address() as AddressInfo;
+          probe.close(() => resolve(free));
+        });
+      });
+      // Another serve on that port, started at the same moment: it passed the port probe, has not
+      // bound yet, and holds (and beats) the default id host:port.
+      const id = `${hostname()}:${port}`;
+      const db = new DatabaseSync(join(dataDir, 'fraudgate.db'));
+      db.exec('PRAGMA busy_timeout = 10000');
+      db.prepare(
+        'INSERT INTO replica_instances (replica_id, nonce, started_at, heartbeat_at, beats) VALUES (?, ?, ?, ?, 0)',
+      ).run(id, 'starting-at-once', Date.now(), Date.now());
+      const beat = db.prepare('UPDATE replica_instances SET beats = beats + 1 WHERE replica_id = ?');
+      const beating = setInterval(() => beat.run(id), 100);
+      try {
+        const second = start(port);
+        expect(await second.mcpUrl, second.stderr()).toBeUndefined();
+        expect(await second.exited).toBe(1);
+        expect(second.stderr()).toContain(
+          `fraudgate: ${twinMessage(id)}; as this id is the default host:port, port ${port} may also be in use`,
+        );
+      } finally {
+        clearInterval(beating);
+        db.prepare('DELETE FROM replica_instances WHERE replica_id = ?').run(id);
+        db.close();
+        other.child.kill('SIGTERM');
+        await other.exited;
       }
     },
   );

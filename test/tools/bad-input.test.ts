@@ -100,8 +100,11 @@ describe('bounds the upstream sets', () => {
 });
 
 describe('Salesforce ids are checked in full before any upstream call', () => {
-  /** The same record's id with a wrong 18-character checksum (its first 15 characters unchanged). */
-  const badChecksum = (id: string) => id.slice(0, 15) + (id.slice(15) === 'AAA' ? 'BBB' : 'AAA');
+  /**
+   * The same record's id with an 18-character checksum no id has (its first 15 characters
+   * unchanged): '5' makes every character of its chunk upper-case, the key prefix's digits too.
+   */
+  const badChecksum = (id: string) => id.slice(0, 15) + '555';
 
   it.each([
     ['enrich_salesforce_lead', 'lead_id', () => env.sandbox.salesforce.demo!.riskyLeadId, {}],
@@ -139,6 +142,25 @@ describe('Salesforce ids are checked in full before any upstream call', () => {
       expect(upstreamTraffic()).toHaveLength(before);
     },
   );
+
+  it('an 18-character id is case-insensitive: accepted in any case, passed on in its canonical case', async () => {
+    const canonical = env.sandbox.salesforce.demo!.riskyLeadId;
+    expect(canonical).toMatch(/[A-Z]/);
+    expect(canonical.slice(0, 15)).toMatch(/[a-z]/);
+    for (const given of [canonical.toLowerCase(), canonical.toUpperCase()]) {
+      const before = env.sandbox.salesforce.journal.length;
+      const result = await env.callTool('enrich_salesforce_lead', { lead_id: given });
+      expect(result.isError).toBe(false);
+      expect(result.output.lead_id).toBe(canonical);
+      // SOQL and REST alike got the canonical id, never the case it was given in.
+      const sent = env.sandbox.salesforce.journal
+        .slice(before)
+        .filter((j) => !j.path.includes('/oauth2/'))
+        .map((j) => decodeURIComponent(j.path) + ' ' + JSON.stringify(j.query) + ' ' + j.rawBody);
+      expect(sent.some((line) => line.includes(canonical))).toBe(true);
+      expect(sent.filter((line) => line.includes(given))).toEqual([]);
+    }
+  });
 
   it('a 15-character id (no checksum) is still accepted', async () => {
     const id15 = env.sandbox.salesforce.demo!.openFraudCaseId.slice(0, 15);

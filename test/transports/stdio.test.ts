@@ -2,14 +2,15 @@
  * stdio start-up order (src/transports/stdio.ts): `initialize` is answered while the runtime
  * opens, every other message waits for it, a configuration error is refused before anything is
  * answered, and a runtime that cannot open ends the process with one line and exit 1 without
- * answering any call.
+ * answering any call. A message handler that throws is reported to onerror and the next line still
+ * arrives.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -17,7 +18,7 @@ import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/s
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OpeningGate } from '../../src/transports/stdio.ts';
+import { OpeningGate, StdioTransport } from '../../src/transports/stdio.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
 let dir: string;
@@ -216,5 +217,27 @@ describe('the opening gate', () => {
     expect((await call).isError).toBeFalsy();
     expect(order).toEqual(['first', 'list']);
     await client.close();
+  });
+});
+
+describe('the stdio transport', () => {
+  it("reports a message handler's throw to onerror and still delivers the next line", async () => {
+    const stdin = new PassThrough();
+    const transport = new StdioTransport(stdin, new PassThrough());
+    const delivered: unknown[] = [];
+    const errors: Error[] = [];
+    transport.onmessage = (message) => {
+      delivered.push('id' in message ? message.id : undefined);
+      if (delivered.length === 1) throw new Error('handler failed');
+    };
+    transport.onerror = (error) => errors.push(error);
+    await transport.start();
+    const ping = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' }) + '\n';
+    // Both lines in one chunk: the throw must not lose the second.
+    stdin.write(ping(1) + ping(2));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(delivered).toEqual([1, 2]);
+    expect(errors.map((e) => e.message)).toEqual(['handler failed']);
+    await transport.close();
   });
 });
