@@ -320,7 +320,13 @@ export async function openGovernanceState(
         error: String(error),
       }),
     );
-  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher), publish);
+  // An approval whose sealed fields do not open is left out of every list (which must not break on
+  // it) and refused by get/decide/execute; the log names it, never its content.
+  const unreadableApproval = (id: string) =>
+    logger.error('approval unreadable: its sealed arguments do not open under FRAUDGATE_DATA_KEY; left out', {
+      approval_id: id,
+    });
+  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher, unreadableApproval), publish);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
   // The ledger lives in the store's database, so a transition and its record share one transaction.
@@ -328,7 +334,9 @@ export async function openGovernanceState(
     const moved: string[] = [];
     const result = await raw.transaction((tx) =>
       fn({
-        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher), (id) => moved.push(id)),
+        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher, unreadableApproval), (id) =>
+          moved.push(id),
+        ),
         sql: tx.sql,
       }),
     );

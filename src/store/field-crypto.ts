@@ -181,20 +181,48 @@ export function configuredFieldCipher(
  * exactly, so they are encrypted rather than masked) and the approver's free-text reason. Evidence,
  * results and error messages arrive already masked (the pipeline's redactor), so they stay readable.
  */
-export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): ApprovalStore {
+export function sealApprovalFields(
+  inner: ApprovalStore,
+  cipher: FieldCipher,
+  /** Told about each listed approval whose sealed fields do not open (it is left out of the list). */
+  onUnreadable: (id: string, error: unknown) => void = () => undefined,
+): ApprovalStore {
   const argsContext = (id: string) => `approvals.args:${id}`;
   const reasonContext = (id: string) => `approvals.reason:${id}`;
   const open = (approval: Approval): Approval => {
     const opened: Approval = { ...approval };
-    if (typeof approval.args === 'string') {
-      opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
-    }
-    if (approval.reason?.startsWith(PREFIX)) {
-      opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+    try {
+      if (typeof approval.args === 'string') {
+        opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
+      }
+      if (approval.reason?.startsWith(PREFIX)) {
+        opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+      }
+    } catch (error) {
+      // Fails closed: an approval whose frozen arguments are unknown can be neither decided nor run.
+      throw new FraudgateError(
+        ERROR_CODES.CONFLICT,
+        `Approval ${approval.id}'s stored arguments do not open under FRAUDGATE_DATA_KEY (sealed under another ` +
+          'key, or edited); it cannot be decided or run. Start fraudgate with the key that wrote it.',
+        {
+          cause: error,
+          ...(error instanceof FraudgateError && error.detail ? { detail: error.detail } : {}),
+        },
+      );
     }
     return opened;
   };
   const openMaybe = (approval: Approval | undefined) => (approval ? open(approval) : undefined);
+  /** A list never breaks on one bad row: those that do not open are reported and left out. */
+  const openAll = (approvals: Approval[]): Approval[] =>
+    approvals.flatMap((approval) => {
+      try {
+        return [open(approval)];
+      } catch (error) {
+        onUnreadable(approval.id, error);
+        return [];
+      }
+    });
   return {
     async create(approval) {
       const stored = await inner.create({
@@ -205,7 +233,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
       return { ...stored, approval: open(stored.approval) };
     },
     get: async (id) => openMaybe(await inner.get(id)),
-    list: async (filter) => (await inner.list(filter)).map(open),
+    list: async (filter) => openAll(await inner.list(filter)),
     findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
     transition: async (id, from, to, patch, claim, unexpiredAt) =>
       openMaybe(
@@ -220,7 +248,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
           unexpiredAt,
         ),
       ),
-    listExpired: async (now) => (await inner.listExpired(now)).map(open),
+    listExpired: async (now) => openAll(await inner.listExpired(now)),
     count: (states) => inner.count(states),
   };
 }
