@@ -12,7 +12,7 @@ import { outboxFieldContext } from './outbox-store.ts';
 import type { SqlExecutor, SqlRow } from './sql.ts';
 
 interface SealedColumn {
-  table: 'approvals' | 'outbox_effects';
+  table: 'approvals' | 'outbox_effects' | 'key_check';
   column: string;
   /** The columns the context needs besides the row id. */
   extra: string[];
@@ -24,6 +24,14 @@ interface SealedColumn {
 
 /** Every column a FieldCipher seals. */
 const SEALED_COLUMNS: SealedColumn[] = [
+  // The start-up check value (store.ts `checkDataKey`): once it is under the current key, a start
+  // without FRAUDGATE_DATA_KEY_PREVIOUS is accepted again.
+  {
+    table: 'key_check',
+    column: 'sealed',
+    extra: [],
+    context: (r) => `key_check.sealed:${Number(r.id)}`,
+  },
   {
     table: 'approvals',
     column: 'args',

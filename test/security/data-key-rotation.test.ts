@@ -100,20 +100,21 @@ describe('data key rotation', () => {
     vi.stubEnv('FRAUDGATE_DATA_KEY_PREVIOUS', oldKey);
     const before = await cli(['data-key', 'status', ...dir]);
     expect(before.code).toBe(1);
-    expect(before.out).toContain(`key ${oldId}  2 values  previous (FRAUDGATE_DATA_KEY_PREVIOUS)`);
+    expect(before.out).toContain(`key ${oldId}  3 values  previous (FRAUDGATE_DATA_KEY_PREVIOUS)`);
     expect(before.out).toContain(`key ${newId}  1 values  current (FRAUDGATE_DATA_KEY)`);
 
     const resealed = await cli(['data-key', 'reseal', ...dir]);
-    expect(resealed.out).toContain(`resealed 2 of 2 values under the current data key ${newId}`);
+    expect(resealed.out).toContain(`resealed 3 of 3 values under the current data key ${newId}`);
     expect(resealed.err).toContain('"type":"progress"');
     expect(resealed.err).not.toContain(PHONE);
     expect(resealed.code).toBe(0);
     expect(storedKeyIds(env)).toEqual([newId]);
     const after = await cli(['data-key', 'status', ...dir]);
+    expect(after.out).not.toContain(oldId);
     expect(after.code).toBe(0);
     vi.unstubAllEnvs();
 
-    // The previous key is no longer needed.
+    // The previous key is no longer needed: the start-up key check and every row open under the new key.
     env = await env.restart({ config: { approvals: { wait_ms: 0 } }, secrets: { dataKey: newKey } });
     const reopened = await env.callTool('get_approval_status', { approval_id: id });
     expect(reopened.isError).toBe(false);

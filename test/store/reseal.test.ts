@@ -1,7 +1,7 @@
 /**
- * `data-key reseal` on both engines (src/store/reseal.ts): outbox effects sealed under the previous
- * data key are counted per key, sealed again under the current key, and then open without the
- * previous key. (The CLI and the approvals' columns: test/security/data-key-rotation.test.ts.)
+ * `data-key reseal` on both engines (src/store/reseal.ts): outbox effects (and the start-up key
+ * check's value) sealed under the previous data key are counted per key, sealed again under the
+ * current key, and then open without the previous key. (The CLI and the approvals' columns: test/security/data-key-rotation.test.ts.)
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -30,23 +30,32 @@ describe.each(ENGINES)('reseal ($name)', (engine) => {
     try {
       await during.outbox.enqueueRouted(event('d-3'), [effect]);
       const oldId = createFieldCipher(oldKey).keyId;
-      expect(await countSealedByKey(during.sql)).toEqual(
-        [
-          { field: 'outbox_effects.args', key_id: oldId, rows: 2 },
-          { field: 'outbox_effects.args', key_id: rotated.keyId, rows: 1 },
-        ].sort((a, b) => a.key_id.localeCompare(b.key_id)),
-      );
+      const byField = (counts: Awaited<ReturnType<typeof countSealedByKey>>) =>
+        counts
+          .map(
+            (c) =>
+              `${c.field} ${c.key_id === oldId ? 'old' : c.key_id === rotated.keyId ? 'new' : '?'} ${c.rows}`,
+          )
+          .sort();
+      // The start-up key check's value was sealed by the first start, under the old key.
+      expect(byField(await countSealedByKey(during.sql))).toEqual([
+        'key_check.sealed old 1',
+        'outbox_effects.args new 1',
+        'outbox_effects.args old 2',
+      ]);
       const progress: number[] = [];
       const result = await resealUnderCurrentKey(during.sql, rotated, (p) => progress.push(p.done));
-      expect(result).toMatchObject({ done: 2, total: 2, failed: 0 });
-      expect(progress.at(-1)).toBe(2);
-      expect(await countSealedByKey(during.sql)).toEqual([
-        { field: 'outbox_effects.args', key_id: rotated.keyId, rows: 3 },
+      expect(result).toMatchObject({ done: 3, total: 3, failed: 0 });
+      expect(progress.at(-1)).toBe(3);
+      expect(byField(await countSealedByKey(during.sql))).toEqual([
+        'key_check.sealed new 1',
+        'outbox_effects.args new 3',
       ]);
     } finally {
       await during.close();
     }
 
+    // Without the previous key: the start-up key check passes, every effect opens.
     const after = await openStore(config, secrets, { cipher: createFieldCipher(newKey) });
     try {
       const effects = await after.outbox.list();
