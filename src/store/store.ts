@@ -161,7 +161,8 @@ export async function checkDataKey(db: SqlExecutor, cipher: FieldCipher, now = D
       'FRAUDGATE_DATA_KEY',
       'FRAUDGATE_DATA_KEY differs from the key this database was sealed with: its sealed approvals and outbox ' +
         'effects would not open. Start with the original key (every replica needs the same one; the sandbox ' +
-        'keeps its key in data.key in the data directory).',
+        'keeps its key in data.key in the data directory), or, while rotating, set the original key as ' +
+        'FRAUDGATE_DATA_KEY_PREVIOUS until `fraudgate data-key status` shows nothing under it.',
     );
   }
 }
