@@ -486,45 +486,75 @@ export async function startHttpServer(
   };
 
   const requestBucket = config.rate_limits.requests;
-  // While the shared store (Redis) fails, budgets in this process (one per replica), asked again
-  // SHARED_STORE_RETRY_MS after a failure: never open, and pings still answer during the outage.
+  // While the shared store (Redis) fails, budgets in this process (one per replica): never open, and
+  // pings still answer during the outage. Single flight: the first failed take puts every message on
+  // the local budgets for SHARED_STORE_RETRY_MS; then one background ping asks the store again while
+  // messages keep using them, so a hung Redis costs a message its command timeout at most once (the
+  // takes already sent when it hung), not once per message per pause.
   const localRequests = createRateLimiter();
   let localRequestsUntil = 0;
+  let storeProbe: Promise<void> | undefined;
+  let storeFailed = false;
+  const probeStore = (shared: typeof runtime.rateLimiter) => {
+    storeProbe ??= shared
+      .ping()
+      .then((ok) => {
+        if (ok) {
+          storeFailed = false;
+          logger.info('rate-limit store answers again; request budgets are shared again');
+        } else localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
+      })
+      .finally(() => (storeProbe = undefined));
+  };
   async function takeRequests(principal: Principal, cost: number): Promise<RateLimitDecision> {
     const key = `requests\u0000${principal.id}`;
     const shared = runtime.rateLimiter;
-    if (Date.now() < localRequestsUntil) return localRequests.takeNow(key, requestBucket, cost);
     if (shared.takeNow) return shared.takeNow(key, requestBucket, cost);
+    if (storeFailed) {
+      if (!storeProbe && Date.now() >= localRequestsUntil) probeStore(shared);
+      return localRequests.takeNow(key, requestBucket, cost);
+    }
     try {
       return await shared.take(key, requestBucket, cost);
     } catch (error) {
-      localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
-      logger.warn('rate-limit store unavailable; request budgets are kept in this process for now', {
-        error: String(error),
-      });
+      if (!storeFailed) {
+        storeFailed = true;
+        localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
+        logger.warn('rate-limit store unavailable; request budgets are kept in this process for now', {
+          error: String(error),
+        });
+      }
       return localRequests.takeNow(key, requestBucket, cost);
     }
   }
 
   /**
-   * Takes the POST's messages (GET and DELETE: one) from the principal's request budget; false when
-   * it answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
+   * Takes the POST's requests (GET: one) from the principal's request budget; false when it
+   * answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
+   * Only requests (a method and an id) cost: the client's answers to the server (an elicitation's),
+   * its notifications (cancelled, initialized, progress) and DELETE never meet the budget, so a
+   * principal's spent budget cannot turn a human's confirmation into a timeout or keep a call from
+   * being cancelled.
    */
   async function withinBudget(
     res: ServerResponse,
     ctx: RequestContext,
     principal: Principal,
+    method: string,
     body: unknown,
   ): Promise<boolean> {
-    const size = Array.isArray(body) ? body.length : 1;
+    const messages: unknown[] = Array.isArray(body) ? body : [body];
+    const size = messages.length;
     const overCap = size > MAX_BATCH_MESSAGES;
-    const decision = await takeRequests(principal, overCap ? 1 : Math.max(1, size));
+    const cost = overCap ? 1 : method === 'GET' ? 1 : messages.filter(isRequestShaped).length;
+    const decision =
+      cost === 0 ? { allowed: true, retryAfterMs: 0, remaining: 0 } : await takeRequests(principal, cost);
     if (!decision.allowed || overCap) ctx.refused = true;
     if (!decision.allowed) {
       const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
       const message =
         `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${requestBucket.capacity} ` +
-        `at once and ${requestBucket.per_minute} a minute (each message of a batch counts); retry in ${seconds} s.`;
+        `at once and ${requestBucket.per_minute} a minute (each request of a batch counts); retry in ${seconds} s.`;
       // One error, with the request's id when there is one: a batch's refusal is not repeated per message.
       sendJson(
         res,
@@ -591,7 +621,7 @@ export async function startHttpServer(
       shuttingDown(res);
       return;
     }
-    if (!(await withinBudget(res, ctx, principal, body))) return;
+    if (!(await withinBudget(res, ctx, principal, method, body))) return;
     try {
       if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
       else await openSession(req, res, principal, method, body);
