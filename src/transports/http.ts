@@ -550,6 +550,19 @@ export async function startHttpServer(
     const decision =
       cost === 0 ? { allowed: true, retryAfterMs: 0, remaining: 0 } : await takeRequests(principal, cost);
     if (!decision.allowed || overCap) ctx.refused = true;
+    if (decision.overCapacity) {
+      // Waiting never admits it: say so instead of a Retry-After.
+      sendJson(
+        res,
+        400,
+        jsonRpcError(
+          -32600,
+          `Invalid Request: this batch holds ${cost} requests and rate_limits.requests allows at most ` +
+            `${requestBucket.capacity} at once; send at most ${requestBucket.capacity} per POST.`,
+        ),
+      );
+      return false;
+    }
     if (!decision.allowed) {
       const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
       const message =

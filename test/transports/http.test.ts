@@ -903,6 +903,27 @@ describe('fairness: no single caller can degrade the service for others', () => 
     expect((await post(http, ping(8), ana)).status).toBe(429);
   });
 
+  it("a batch costing more than the principal's whole request budget is refused as such, taking nothing", async () => {
+    const { http } = await start({
+      config: { rate_limits: { requests: { capacity: 3, per_minute: 0.001 } } },
+    });
+    const ana = await openSession(http, ANALYST_KEY); // 1 of 3
+    const four = await post(http, [ping(2), ping(3), ping(4), ping(5)], ana);
+    expect(four.status).toBe(400);
+    expect(four.headers.get('retry-after')).toBeNull();
+    expect(await four.json()).toMatchObject({
+      jsonrpc: '2.0',
+      error: {
+        code: -32600,
+        message: expect.stringContaining(
+          'rate_limits.requests allows at most 3 at once; send at most 3 per POST',
+        ),
+      },
+    });
+    // It took nothing: the two tokens left admit a batch of two.
+    expect((await post(http, [ping(6), ping(7)], ana)).status).toBe(200);
+  });
+
   it('a batch over 20 messages is refused naming the cap, before any of it runs', async () => {
     const { http } = await start();
     const ana = await openSession(http, ANALYST_KEY);
