@@ -19,11 +19,11 @@
  *   errors naming the limit. The store unreachable → 503 with a retryable JSON-RPC error.
  * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
  * - Fairness: each principal has an MCP request budget (`rate_limits.requests`, every JSON-RPC
- *   message of a POST counts, a batch of N costs N) taken before the SDK dispatches anything: over
- *   it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
+ *   request of a POST counts, a batch of N costs N; answers, notifications and DELETE cost nothing)
+ *   taken before the SDK dispatches anything: over it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
  *   access-log lines of those 429s, like refused tool calls' lines, go through a log budget
- *   (src/log-budget.ts). A request must arrive within {@link REQUEST_TIMEOUT_MS} (its headers within
- *   {@link HEADERS_TIMEOUT_MS}), else 408; responses (SSE streams, calls waiting on an approval)
+ *   (src/log-budget.ts). A request must arrive within `http.request_timeout_ms` (its headers within
+ *   `http.headers_timeout_ms`), else 408; responses (SSE streams, calls waiting on an approval)
  *   are not limited.
  * - `/metrics`: open to loopback peers (a local Prometheus or sidecar); anyone else needs an admin token.
  */
@@ -76,7 +76,10 @@ export interface HttpServerOptions {
   /** How long one store (and Redis) ping answers `/readyz` (default 1 s; see READINESS_PROBE_TTL_MS). */
   readinessProbeTtlMs?: number;
   metrics?: Metrics;
-  /** How long a request (its headers) may take to arrive (default {@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS}). */
+  /**
+   * How long a request (its headers) may take to arrive: default `http.request_timeout_ms`,
+   * `http.headers_timeout_ms` ({@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS} by default).
+   */
   requestTimeoutMs?: number;
   headersTimeoutMs?: number;
   /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
@@ -899,9 +902,9 @@ export async function startHttpServer(
   // One line per request at info; below that level the line is not even assembled.
   const logRequests = logger.enabled('info');
   // Timeouts cover receiving the request only: SSE streams and calls waiting on approvals go on.
-  const headersTimeout = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms ?? HEADERS_TIMEOUT_MS;
   const timeouts = {
-    requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms ?? REQUEST_TIMEOUT_MS,
     headersTimeout,
     // How often Node looks for late requests: a late one gets its 408 within this after its timeout.
     connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 2)),

@@ -738,6 +738,33 @@ describe('HTTP hardening', () => {
     stream.destroy();
   });
 
+  it('http.request_timeout_ms and http.headers_timeout_ms from the configuration bound how long a request may take to arrive', async () => {
+    const { http } = await start({ config: { http: { request_timeout_ms: 400, headers_timeout_ms: 200 } } });
+    // A body announced as 1,000 bytes of which one arrives: 408 under the configured timeout.
+    const late = await new Promise<number>((resolve, reject) => {
+      const req = request(
+        http.mcpUrl,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${ANALYST_KEY}`,
+            'content-type': 'application/json',
+            'content-length': '1000',
+          },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.write('{');
+    });
+    expect(late).toBe(408);
+    // The defaults keep the 30 s and 10 s an honest upload near the body limit needs at least.
+    expect(DEFAULTS.http).toMatchObject({ request_timeout_ms: 30_000, headers_timeout_ms: 10_000 });
+  });
+
   it('an oversized body gets 413 with a JSON-RPC error, not HTML', async () => {
     const { http } = await start({ config: { http: { body_limit_bytes: 10_000 } } });
     const big = { ...INIT, params: { ...INIT.params, padding: 'x'.repeat(20_000) } };
