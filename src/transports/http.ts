@@ -571,17 +571,17 @@ export async function startHttpServer(
       const message =
         `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${requestBucket.capacity} ` +
         `at once and ${requestBucket.per_minute} a minute (each request of a batch counts); retry in ${seconds} s.`;
-      // One error, with the request's id when there is one: a batch's refusal is not repeated per message.
-      sendJson(
-        res,
-        429,
-        {
-          jsonrpc: '2.0',
-          error: { code: -32000, message, data: { retryable: true, retry_after_ms: decision.retryAfterMs } },
-          id: soleRequestId(body) ?? null,
-        },
-        { 'retry-after': String(seconds) },
-      );
+      const error = {
+        code: -32000,
+        message,
+        data: { retryable: true, retry_after_ms: decision.retryAfterMs },
+      };
+      // An error for each request, by its id (a batch is answered with an array, as JSON-RPC says;
+      // its notifications get none), so the client can fail each pending request at once.
+      const answer = Array.isArray(body)
+        ? body.filter(isRequestShaped).map((m) => ({ jsonrpc: '2.0', error, id: m.id }))
+        : { jsonrpc: '2.0', error, id: soleRequestId(body) ?? null };
+      sendJson(res, 429, answer, { 'retry-after': String(seconds) });
       return false;
     }
     if (overCap) {

@@ -917,14 +917,22 @@ describe('fairness: no single caller can degrade the service for others', () => 
     expect(three.status).toBe(200);
     const answers = await answersOf(three);
     expect(answers.map((a) => a.id).sort()).toEqual([2, 3, 4]);
-    // Two more would make 6: refused whole, with one error (not one per message).
-    const two = await post(http, [ping(5), ping(6)], ana);
+    // Two more would make 6: refused whole, with an error for each request's id (none for a notification).
+    const two = await post(
+      http,
+      [ping(5), { jsonrpc: '2.0', method: 'notifications/progress' }, ping(6)],
+      ana,
+    );
     expect(two.status).toBe(429);
-    expect(await two.json()).toMatchObject({
-      jsonrpc: '2.0',
-      id: null,
-      error: { code: -32000, message: expect.stringContaining('each request of a batch counts') },
-    });
+    const refusal = {
+      code: -32000,
+      message: expect.stringContaining('each request of a batch counts'),
+      data: expect.objectContaining({ retryable: true }),
+    };
+    expect(await two.json()).toEqual([
+      { jsonrpc: '2.0', id: 5, error: expect.objectContaining(refusal) },
+      { jsonrpc: '2.0', id: 6, error: expect.objectContaining(refusal) },
+    ]);
     // The refused batch took nothing: the one token left still admits a single message.
     expect((await post(http, ping(7), ana)).status).toBe(200);
     expect((await post(http, ping(8), ana)).status).toBe(429);
@@ -1078,10 +1086,9 @@ describe('fairness: no single caller can degrade the service for others', () => 
       // A batch of three costs three: refused whole (kept per replica, one would have three left).
       const over = await post(one.http, [ping(2), ping(3), ping(4)], onOne);
       expect(over.status).toBe(429);
-      expect(await over.json()).toMatchObject({
-        id: null,
-        error: { message: expect.stringContaining('rate_limits.requests') },
-      });
+      expect(await over.json()).toMatchObject(
+        [2, 3, 4].map((id) => ({ id, error: { message: expect.stringContaining('rate_limits.requests') } })),
+      );
       // The two left admit a batch of two on the other replica, then nothing more anywhere.
       const two2 = await post(two.http, [ping(5), ping(6)], onTwo);
       expect(two2.status).toBe(200);
