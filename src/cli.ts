@@ -54,7 +54,7 @@ const OPTIONS = {
   as: { type: 'string' },
   reason: { type: 'string' },
   file: { type: 'string' },
-  'public-key': { type: 'string' },
+  'public-key': { type: 'string', multiple: true },
   witness: { type: 'string' },
   out: { type: 'string' },
   since: { type: 'string' },
@@ -85,7 +85,8 @@ const OPTION_HELP: Record<OptionName, string> = {
   as: 'NAME  no longer accepted: the actor is who FRAUDGATE_APPROVER_TOKEN authenticates',
   reason: 'TEXT  why (recorded in the audit log)',
   file: 'PATH  the file to read instead of the default',
-  'public-key': 'FILE  the Ed25519 public key (PEM) to trust for audit checkpoints',
+  'public-key':
+    'FILE  an Ed25519 public key (PEM) to trust for audit checkpoints; repeat it to trust each key of a rotation',
   witness: 'FILE  a witness taken by `audit witness`: fail if the ledger no longer reaches it',
   out: 'FILE  write to this file (whole, via a rename) instead of stdout',
   since: 'ISO-TIME  export from this time (each writer from its last checkpoint before it)',
@@ -148,17 +149,29 @@ const COMMANDS: Command[] = [
     name: 'audit',
     summary: 'verify, export or witness the audit ledger',
     usage: [
-      'audit verify [--file PATH] [--public-key FILE] [--witness FILE]',
+      'audit verify [--file PATH] [--public-key FILE]... [--witness FILE]',
       'audit export [--since ISO-TIME] [--format jsonl]',
-      'audit witness [--out FILE] [--public-key FILE]',
+      'audit witness [--out FILE] [--public-key FILE]...',
     ],
     options: ['file', 'public-key', 'witness', 'out', 'since', 'format'],
     notes: [
-      "verify checks every writer's hash chain against checkpoints signed by the trusted key (--public-key, else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
+      "verify checks every writer's hash chain against checkpoints signed by a trusted key (each --public-key given, so both keys across a rotation; else the public half of FRAUDGATE_AUDIT_SIGNING_KEY[_FILE]) and names the first bad record; --file reads an export or a legacy audit.jsonl instead of the store.",
       'witness prints the newest signed checkpoint of every writer as JSON: schedule it and ship the file off this host. verify --witness FILE then fails when a witnessed writer is gone, ends before the witnessed seq, or holds another record there (the store cut back or erased, which the store alone cannot show).',
     ],
     run: async (args, values) =>
       (await import('./cli/audit.ts')).runAuditCommand(args, values, configure(values)),
+  },
+  {
+    name: 'data-key',
+    summary:
+      'data-key rotation: which key sealed the stored personal fields; reseal them under the current key',
+    usage: ['data-key status [--json]', 'data-key reseal'],
+    options: ['json'],
+    notes: [
+      'Rotating FRAUDGATE_DATA_KEY: set the old key as FRAUDGATE_DATA_KEY_PREVIOUS (read only) and the new one as FRAUDGATE_DATA_KEY on every replica, run reseal, and drop the previous key once status counts only the current key (exit 0).',
+    ],
+    run: async (args, values) =>
+      (await import('./cli/data-key.ts')).runDataKeyCommand(args, values, configure(values)),
   },
   {
     name: 'identities',

@@ -629,6 +629,8 @@ export interface Secrets {
   auditSigningKeyFile?: string;
   /** FRAUDGATE_DATA_KEY: the AES-256 key for personal fields at rest (src/store/field-crypto.ts). */
   dataKey?: string;
+  /** FRAUDGATE_DATA_KEY_PREVIOUS: the data key before a rotation, for opening only (field-crypto.ts). */
+  dataKeyPrevious?: string;
   /** Redis for shared rate-limit buckets (may carry a password, so environment only). */
   redisUrl?: string;
   /** FRAUDGATE_DEV_TOKEN: an admin bearer token accepted over HTTP in sandbox mode only. */
@@ -972,6 +974,7 @@ export function readSecrets(env: Env): Secrets {
     auditSigningKey: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY),
     auditSigningKeyFile: nonEmpty(env.FRAUDGATE_AUDIT_SIGNING_KEY_FILE),
     dataKey: nonEmpty(env.FRAUDGATE_DATA_KEY),
+    dataKeyPrevious: nonEmpty(env.FRAUDGATE_DATA_KEY_PREVIOUS),
     redisUrl: nonEmpty(env.FRAUDGATE_REDIS_URL),
     devToken: nonEmpty(env.FRAUDGATE_DEV_TOKEN),
     approverToken: nonEmpty(env.FRAUDGATE_APPROVER_TOKEN),

@@ -40,12 +40,7 @@ import { redactingLogger, type Logger } from './logger.ts';
 import type { ApprovalStore } from './store/approval-store.ts';
 import type { IdentityStore } from './store/identity-store.ts';
 import { databasePath, openStore, type Store } from './store/store.ts';
-import {
-  createFieldCipher,
-  loadDataKey,
-  maskUnmatchedIdentities,
-  sealApprovalFields,
-} from './store/field-crypto.ts';
+import { configuredFieldCipher, maskUnmatchedIdentities, sealApprovalFields } from './store/field-crypto.ts';
 import { openSessionStores, type SessionStores } from './store/session-store.ts';
 import { openApprovalSignal, signalTransitions, type ApprovalSignal } from './store/approval-signal.ts';
 import type { AnyTool } from './tool.ts';
@@ -107,6 +102,8 @@ export interface Runtime {
 export interface LoadedKeys {
   /** Seals personal fields at rest (FRAUDGATE_DATA_KEY; src/store/field-crypto.ts). */
   dataKey: Buffer;
+  /** Open what a rotated-out data key sealed (FRAUDGATE_DATA_KEY_PREVIOUS); never seal. */
+  previousDataKeys?: Buffer[];
   /** Signs audit checkpoints (src/governance/audit-signing.ts). */
   signingKey: KeyObject;
   /** Keys the audit log's hashes of personal data and seals list cursors (src/governance/audit-key.ts). */
@@ -145,7 +142,7 @@ export async function openConfiguredStore(
   let lastWarning = 0;
   return openStore(config, secrets, {
     // The outbox's personal fields are sealed under the same data key as approvals'.
-    cipher: createFieldCipher(keys?.dataKey ?? loadDataKey(config, secrets)),
+    cipher: configuredFieldCipher(config, secrets, keys),
     onConnectionError(error) {
       // pg replaces the connection on next use; one warning a minute is enough for the operator.
       if (Date.now() - lastWarning < 60_000) return;
@@ -304,7 +301,7 @@ export async function openGovernanceState(
       audit = opened;
       ledgerEngine = opened.engine;
     }
-    cipher = createFieldCipher(options.keys?.dataKey ?? loadDataKey(config, secrets));
+    cipher = configuredFieldCipher(config, secrets, options.keys);
   } catch (error) {
     if (!options.store) await raw.close();
     throw error;
@@ -323,7 +320,13 @@ export async function openGovernanceState(
         error: String(error),
       }),
     );
-  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher), publish);
+  // An approval whose sealed fields do not open is left out of every list (which must not break on
+  // it) and refused by get/decide/execute; the log names it, never its content.
+  const unreadableApproval = (id: string) =>
+    logger.error('approval unreadable: its sealed arguments do not open under FRAUDGATE_DATA_KEY; left out', {
+      approval_id: id,
+    });
+  const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher, unreadableApproval), publish);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
   // The ledger lives in the store's database, so a transition and its record share one transaction.
@@ -331,7 +334,9 @@ export async function openGovernanceState(
     const moved: string[] = [];
     const result = await raw.transaction((tx) =>
       fn({
-        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher), (id) => moved.push(id)),
+        approvals: signalTransitions(sealApprovalFields(tx.approvals, cipher, unreadableApproval), (id) =>
+          moved.push(id),
+        ),
         sql: tx.sql,
       }),
     );

@@ -9,7 +9,7 @@ import { FraudgateError } from './errors.ts';
 import { loadAuditKey } from './governance/audit-key.ts';
 import { loadConfiguredSigningKey } from './governance/audit-signing.ts';
 import type { LoadedKeys } from './runtime.ts';
-import { loadDataKey } from './store/field-crypto.ts';
+import { loadDataKey, loadPreviousDataKeys } from './store/field-crypto.ts';
 
 /** A failure to start that names the setting to change (`setting` is the env var or flag). */
 export class StartupError extends Error {
@@ -126,10 +126,14 @@ export async function checkServices(
  */
 export function loadServeKeys(
   config: Pick<Config, 'data_dir' | 'mode'>,
-  secrets: Pick<Secrets, 'dataKey' | 'auditSigningKey' | 'auditSigningKeyFile' | 'auditKey'>,
+  secrets: Pick<
+    Secrets,
+    'dataKey' | 'dataKeyPrevious' | 'auditSigningKey' | 'auditSigningKeyFile' | 'auditKey'
+  >,
 ): LoadedKeys {
   return {
     dataKey: loadDataKey(config, secrets),
+    previousDataKeys: loadPreviousDataKeys(secrets),
     signingKey: loadConfiguredSigningKey(config, secrets),
     auditKey: loadAuditKey(config, secrets),
   };

@@ -1,5 +1,5 @@
 /**
- * `fraudgate audit verify [--file PATH] [--public-key FILE] [--witness FILE]`: check the ledger in
+ * `fraudgate audit verify [--file PATH] [--public-key FILE]... [--witness FILE]`: check the ledger in
  * the store (or an exported file, or a legacy audit.jsonl), and with a witness that it still
  * reaches every witnessed writer's head; exit 1 naming the first bad record. On a terminal, stderr
  * shows a running count meanwhile.
@@ -20,6 +20,7 @@ import {
 } from '../governance/audit-ledger.ts';
 import {
   createCheckpointVerifier,
+  describeTrustedKeys,
   loadVerifyKey,
   type CheckpointVerifier,
 } from '../governance/audit-signing.ts';
@@ -33,9 +34,13 @@ export async function runAuditCommand(
 ): Promise<number> {
   const command = subcommand('audit', args[0], ['verify', 'export', 'witness']);
   if (command === 'export') return exportCommand(values, loaded);
-  const verifier = values['public-key']
-    ? createCheckpointVerifier(loadVerifyKey(values['public-key']))
-    : trustedAuditVerifier(loaded.config, loaded.secrets);
+  // Every --public-key given is trusted (several across a signing-key rotation); none: the
+  // configured key's public half.
+  const publicKeys = values['public-key'] ?? [];
+  const verifier =
+    publicKeys.length > 0
+      ? createCheckpointVerifier(publicKeys.map((path) => loadVerifyKey(path)))
+      : trustedAuditVerifier(loaded.config, loaded.secrets);
   if (command === 'witness') return witnessCommand(values, loaded, verifier);
   const witness = values.witness === undefined ? undefined : loadWitness(values.witness, verifier);
   const progress = verifyProgress(process.stderr);
@@ -123,7 +128,7 @@ async function witnessCommand(
   }
   if (taken.skipped > 0) {
     process.stderr.write(
-      `${taken.skipped} checkpoints do not verify with the trusted key and were left out: run \`fraudgate audit verify\`\n`,
+      `${taken.skipped} checkpoints do not verify with ${describeTrustedKeys(verifier)} and were left out: run \`fraudgate audit verify\`\n`,
     );
     return 1;
   }

@@ -33,7 +33,12 @@ import {
   type AuditRecord,
 } from './audit.ts';
 import { chainHash, GENESIS_HASH, WRITER_ID_SHAPE } from './audit-chain.ts';
-import type { AuditCheckpoint, CheckpointSigner, CheckpointVerifier } from './audit-signing.ts';
+import {
+  describeTrustedKeys,
+  type AuditCheckpoint,
+  type CheckpointSigner,
+  type CheckpointVerifier,
+} from './audit-signing.ts';
 import type { AuditWitness, WitnessEntry } from './audit-witness.ts';
 import type { Redactor } from './redact.ts';
 import type { SqlExecutor } from '../store/sql.ts';
@@ -784,10 +789,9 @@ class ChainChecker {
         this.fault = {
           writer: cp.writer,
           seq: cp.seq,
-          reason:
-            cp.key_id === verifier.keyId
-              ? 'checkpoint signature does not verify (checkpoint forged or altered)'
-              : `checkpoint signed by key ${cp.key_id}, not the trusted key ${verifier.keyId} (re-signed by someone else, or verify with the right --public-key)`,
+          reason: verifier.keyIds.includes(cp.key_id)
+            ? 'checkpoint signature does not verify (checkpoint forged or altered)'
+            : `checkpoint signed by key ${cp.key_id}, not ${describeTrustedKeys(verifier)} (re-signed by someone else, or verify with the right --public-key)`,
         };
         return;
       }

@@ -41,9 +41,19 @@ export interface CheckpointSigner {
   sign(checkpoint: Omit<AuditCheckpoint, 'key_id' | 'signature'>): AuditCheckpoint;
 }
 
+/** Trusts one or several public keys (several across a signing-key rotation). */
 export interface CheckpointVerifier {
-  readonly keyId: string;
+  /** The trusted keys' ids, in the order given. */
+  readonly keyIds: readonly string[];
+  /** True when the checkpoint's key is trusted and its signature verifies under that key. */
   verify(checkpoint: AuditCheckpoint): boolean;
+}
+
+/** For messages: `the trusted key K`, or `a trusted key (K1, K2)`. */
+export function describeTrustedKeys(verifier: CheckpointVerifier): string {
+  return verifier.keyIds.length === 1
+    ? `the trusted key ${verifier.keyIds[0]}`
+    : `a trusted key (${verifier.keyIds.join(', ')})`;
 }
 
 /** The exact bytes signed; versioned so a later format cannot be confused with this one. */
@@ -69,12 +79,18 @@ export function createCheckpointSigner(privateKey: KeyObject): CheckpointSigner 
   };
 }
 
-export function createCheckpointVerifier(publicKey: KeyObject): CheckpointVerifier {
-  const keyId = keyIdOf(publicKey);
+/**
+ * Verifies checkpoints against the given public keys: each checkpoint under the key its key_id
+ * names (after a rotation, old checkpoints under the old key and new ones under the new).
+ */
+export function createCheckpointVerifier(publicKeys: KeyObject | readonly KeyObject[]): CheckpointVerifier {
+  const byId = new Map<string, KeyObject>();
+  for (const key of Array.isArray(publicKeys) ? publicKeys : [publicKeys]) byId.set(keyIdOf(key), key);
   return {
-    keyId,
+    keyIds: [...byId.keys()],
     verify(c) {
-      if (c.key_id !== keyId) return false;
+      const publicKey = byId.get(c.key_id);
+      if (!publicKey) return false;
       try {
         return verify(
           null,

@@ -10,7 +10,7 @@
  * witnessed seq, or whose record at that seq has another hash, is tampering. Its limit: what is cut
  * after the newest witness was taken is only caught against the next one.
  */
-import type { AuditCheckpoint, CheckpointVerifier } from './audit-signing.ts';
+import { describeTrustedKeys, type AuditCheckpoint, type CheckpointVerifier } from './audit-signing.ts';
 
 export const WITNESS_FORMAT = 'fraudgate-audit-witness/1';
 
@@ -105,9 +105,9 @@ export function readWitness(text: string, verifier: CheckpointVerifier): AuditWi
     seen.add(e.writer);
     if (!verifier.verify(asCheckpoint(e as WitnessEntry))) {
       throw new Error(
-        e.key_id === verifier.keyId
+        verifier.keyIds.includes(e.key_id)
           ? `writers[${i}] (writer ${e.writer} seq ${e.seq}): signature does not verify (witness altered)`
-          : `writers[${i}] (writer ${e.writer}): signed by key ${e.key_id}, not the trusted key ${verifier.keyId}`,
+          : `writers[${i}] (writer ${e.writer}): signed by key ${e.key_id}, not ${describeTrustedKeys(verifier)}`,
       );
     }
   });

@@ -60,6 +60,7 @@ import type { Runtime } from '../runtime.ts';
 import type { Principal } from '../tool.ts';
 import {
   CONTINUATION_STALLED,
+  SEALED_DATA_UNREADABLE,
   OUTCOME_UNKNOWN,
   type NewEffect,
   type OutboxEffect,
@@ -649,6 +650,11 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     return undefined;
   }
 
+  /** Why an unreadable effect is a dead letter and what to do (names the field, never its content). */
+  const unreadableMessage = (effect: OutboxEffect) =>
+    `its stored ${effect.unreadable} did not open under FRAUDGATE_DATA_KEY (sealed under another key, or edited); ` +
+    `it was not run. Start with the key that wrote it, then fraudgate outbox retry ${effect.id}; or drop it.`;
+
   /**
    * A non-idempotent effect whose call may have reached the upstream: a dead letter, never resent by
    * itself. `why` says what left the outcome unknown (kept free of arguments: it is stored and logged).
@@ -1014,6 +1020,18 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     for (const effect of claimed) {
       // Re-leased while still running here (its lease had lapsed): the running copy finishes it.
       if (active.has(effect.id)) continue;
+      if (effect.unreadable !== undefined) {
+        // Its sealed arguments (or progress) do not open: never run, never retried by itself; a dead
+        // letter with its record, so the effects behind it go on.
+        logger.error('outbox effect unreadable: its sealed data does not open under FRAUDGATE_DATA_KEY', {
+          effect_id: effect.id,
+          tool: effect.tool,
+          field: effect.unreadable,
+        });
+        if (await deadLetter(effect, { code: SEALED_DATA_UNREADABLE, message: unreadableMessage(effect) }))
+          result.dead += 1;
+        continue;
+      }
       const held = heldUntil(effect);
       if (held !== undefined) {
         // A service it needs is paused: back until its next probe, unrun, so neither an attempt nor

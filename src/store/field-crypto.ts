@@ -10,6 +10,11 @@
  * Sealed text is `enc:v1:<key id>:<base64url(iv ‖ tag ‖ ciphertext)>`; the key id (first 8 hex of
  * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Text without
  * the prefix is read as plain JSON: rows written before encryption still load.
+ *
+ * Rotation: FRAUDGATE_DATA_KEY_PREVIOUS (same format) is a key for opening only. A sealed value
+ * opens under the key its key id names, current or previous; every new seal uses the current key.
+ * `fraudgate data-key reseal` (src/store/reseal.ts) rewrites the rows still under the previous
+ * key; once `fraudgate data-key status` counts none, the previous key can go.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,15 +37,33 @@ export interface FieldCipher {
   seal(value: unknown, context: string): string;
   /** The value `seal` was given; plain (legacy, unsealed) JSON is parsed as is. */
   open(text: string, context: string): unknown;
-  /** Short public id of the key (for messages, never the key). */
+  /** Short public id of the key new seals use (for messages, never the key). */
   readonly keyId: string;
+  /** The ids of every key `open` can use: the current one first, then the previous ones. */
+  readonly openableKeyIds: readonly string[];
 }
 
-export function createFieldCipher(key: Buffer): FieldCipher {
-  if (key.length !== 32) throw new TypeError('createFieldCipher: the key must be 32 bytes (AES-256)');
-  const keyId = createHash('sha256').update(key).digest('hex').slice(0, 8);
+const dataKeyId = (key: Buffer) => createHash('sha256').update(key).digest('hex').slice(0, 8);
+
+/** The key id a sealed text names (undefined for plain text). */
+export function sealedKeyId(text: string): string | undefined {
+  return isSealed(text) ? text.slice(PREFIX.length).split(':', 1)[0] : undefined;
+}
+
+/**
+ * Seals with `key`; opens what `key` or one of `previous` (a rotation's old keys) sealed, each
+ * value under the key its key id names.
+ */
+export function createFieldCipher(key: Buffer, previous: readonly Buffer[] = []): FieldCipher {
+  const keys = new Map<string, Buffer>();
+  for (const k of [key, ...previous]) {
+    if (k.length !== 32) throw new TypeError('createFieldCipher: the key must be 32 bytes (AES-256)');
+    if (!keys.has(dataKeyId(k))) keys.set(dataKeyId(k), k);
+  }
+  const keyId = dataKeyId(key);
   return {
     keyId,
+    openableKeyIds: [...keys.keys()],
     seal(value, context) {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
@@ -50,17 +73,19 @@ export function createFieldCipher(key: Buffer): FieldCipher {
     },
     open(text, context) {
       if (!text.startsWith(PREFIX)) return JSON.parse(text) as unknown;
-      const [id, payload = ''] = text.slice(PREFIX.length).split(':', 2);
-      if (id !== keyId) {
+      const [id = '', payload = ''] = text.slice(PREFIX.length).split(':', 2);
+      const openingKey = keys.get(id);
+      if (!openingKey) {
         throw new FraudgateError(
           ERROR_CODES.INTERNAL,
-          'Stored data was encrypted with another data key; set FRAUDGATE_DATA_KEY to the key that wrote it.',
-          { detail: `${context}: sealed under key ${id}, current key ${keyId}` },
+          'Stored data was encrypted with another data key; set FRAUDGATE_DATA_KEY to the key that wrote it ' +
+            '(or, while rotating, FRAUDGATE_DATA_KEY_PREVIOUS to the old key).',
+          { detail: `${context}: sealed under key ${id}, keys available ${[...keys.keys()].join(', ')}` },
         );
       }
       const raw = Buffer.from(payload, 'base64url');
       try {
-        const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, IV_BYTES));
+        const decipher = createDecipheriv('aes-256-gcm', openingKey, raw.subarray(0, IV_BYTES));
         decipher.setAAD(Buffer.from(context, 'utf8'));
         decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
         const plain = Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
@@ -76,8 +101,8 @@ export function createFieldCipher(key: Buffer): FieldCipher {
   };
 }
 
-/** Parses FRAUDGATE_DATA_KEY: 64 hex characters, or base64/base64url of 32 bytes. */
-export function parseDataKey(text: string): Buffer {
+/** Parses FRAUDGATE_DATA_KEY (or `field`): 64 hex characters, or base64/base64url of 32 bytes. */
+export function parseDataKey(text: string, field = 'FRAUDGATE_DATA_KEY'): Buffer {
   const trimmed = text.trim();
   const key = /^[0-9a-fA-F]{64}$/.test(trimmed)
     ? Buffer.from(trimmed, 'hex')
@@ -86,7 +111,7 @@ export function parseDataKey(text: string): Buffer {
     throw new InvalidInputError(
       [
         {
-          field: 'FRAUDGATE_DATA_KEY',
+          field,
           message: 'must be 32 random bytes as 64 hex characters or base64 (e.g. `openssl rand -hex 32`)',
         },
       ],
@@ -128,24 +153,76 @@ export function loadDataKey(
 }
 
 /**
+ * FRAUDGATE_DATA_KEY_PREVIOUS: the data key before a rotation, for opening rows it sealed (never
+ * for sealing). Environment only, like the data key itself.
+ */
+export function loadPreviousDataKeys(secrets: { dataKeyPrevious?: string }): Buffer[] {
+  return secrets.dataKeyPrevious
+    ? [parseDataKey(secrets.dataKeyPrevious, 'FRAUDGATE_DATA_KEY_PREVIOUS')]
+    : [];
+}
+
+/**
+ * The cipher of personal fields as configured: sealing with the data key, opening with it and the
+ * previous key. `keys`: already loaded (`LoadedKeys`, src/runtime.ts); default: loaded here.
+ */
+export function configuredFieldCipher(
+  config: { data_dir: string; mode: 'sandbox' | 'live' },
+  secrets: { dataKey?: string; dataKeyPrevious?: string },
+  keys?: { dataKey: Buffer; previousDataKeys?: readonly Buffer[] },
+): FieldCipher {
+  return keys
+    ? createFieldCipher(keys.dataKey, keys.previousDataKeys ?? [])
+    : createFieldCipher(loadDataKey(config, secrets), loadPreviousDataKeys(secrets));
+}
+
+/**
  * The approval store with its personal fields sealed: the frozen arguments (execution replays them
  * exactly, so they are encrypted rather than masked) and the approver's free-text reason. Evidence,
  * results and error messages arrive already masked (the pipeline's redactor), so they stay readable.
  */
-export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): ApprovalStore {
+export function sealApprovalFields(
+  inner: ApprovalStore,
+  cipher: FieldCipher,
+  /** Told about each listed approval whose sealed fields do not open (it is left out of the list). */
+  onUnreadable: (id: string, error: unknown) => void = () => undefined,
+): ApprovalStore {
   const argsContext = (id: string) => `approvals.args:${id}`;
   const reasonContext = (id: string) => `approvals.reason:${id}`;
   const open = (approval: Approval): Approval => {
     const opened: Approval = { ...approval };
-    if (typeof approval.args === 'string') {
-      opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
-    }
-    if (approval.reason?.startsWith(PREFIX)) {
-      opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+    try {
+      if (typeof approval.args === 'string') {
+        opened.args = cipher.open(approval.args, argsContext(approval.id)) as Approval['args'];
+      }
+      if (approval.reason?.startsWith(PREFIX)) {
+        opened.reason = cipher.open(approval.reason, reasonContext(approval.id)) as string;
+      }
+    } catch (error) {
+      // Fails closed: an approval whose frozen arguments are unknown can be neither decided nor run.
+      throw new FraudgateError(
+        ERROR_CODES.CONFLICT,
+        `Approval ${approval.id}'s stored arguments do not open under FRAUDGATE_DATA_KEY (sealed under another ` +
+          'key, or edited); it cannot be decided or run. Start fraudgate with the key that wrote it.',
+        {
+          cause: error,
+          ...(error instanceof FraudgateError && error.detail ? { detail: error.detail } : {}),
+        },
+      );
     }
     return opened;
   };
   const openMaybe = (approval: Approval | undefined) => (approval ? open(approval) : undefined);
+  /** A list never breaks on one bad row: those that do not open are reported and left out. */
+  const openAll = (approvals: Approval[]): Approval[] =>
+    approvals.flatMap((approval) => {
+      try {
+        return [open(approval)];
+      } catch (error) {
+        onUnreadable(approval.id, error);
+        return [];
+      }
+    });
   return {
     async create(approval) {
       const stored = await inner.create({
@@ -156,7 +233,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
       return { ...stored, approval: open(stored.approval) };
     },
     get: async (id) => openMaybe(await inner.get(id)),
-    list: async (filter) => (await inner.list(filter)).map(open),
+    list: async (filter) => openAll(await inner.list(filter)),
     findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
     transition: async (id, from, to, patch, claim, unexpiredAt) =>
       openMaybe(
@@ -171,7 +248,7 @@ export function sealApprovalFields(inner: ApprovalStore, cipher: FieldCipher): A
           unexpiredAt,
         ),
       ),
-    listExpired: async (now) => (await inner.listExpired(now)).map(open),
+    listExpired: async (now) => openAll(await inner.listExpired(now)),
     count: (states) => inner.count(states),
   };
 }

@@ -214,6 +214,14 @@ ALTER TABLE approvals ADD COLUMN policy_current TEXT;
 CREATE UNIQUE INDEX approvals_open_binding_current ON approvals (tool, args_hash, target, requester, policy_current)
   WHERE state IN ('pending', 'approved', 'executing') AND policy_current IS NOT NULL;`),
   },
+  {
+    version: 32,
+    name: 'data key check',
+    // One row: a known value sealed under the data key of the first start (store.ts, checkDataKey).
+    ...onBothEngines(
+      'CREATE TABLE IF NOT EXISTS key_check (id INTEGER PRIMARY KEY, sealed TEXT NOT NULL, created_at BIGINT NOT NULL);',
+    ),
+  },
 ];
 
 /** Every migration, all ranges; the runner sorts them by version. */

@@ -89,6 +89,12 @@ export interface OutboxEffect {
    * attempt may have reached the upstream and never finished.
    */
   attemptedAt?: number;
+  /**
+   * Set when a stored sealed field did not open (sealed under another FRAUDGATE_DATA_KEY, or
+   * edited): which one. Its `args` are then empty: such an effect must never run (the worker
+   * dead-letters it, {@link SEALED_DATA_UNREADABLE}).
+   */
+  unreadable?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -119,6 +125,13 @@ export function isOutcomeUnknown(effect: Pick<OutboxEffect, 'state' | 'lastError
  * org flow or trigger rewriting what each share writes. `fraudgate outbox retry` starts it afresh.
  */
 export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
+
+/**
+ * The reason code of a dead letter whose stored arguments (or progress) do not open under the
+ * configured FRAUDGATE_DATA_KEY: sealed under another key, or edited. It is never run; restore the
+ * key that wrote it and `fraudgate outbox retry` it, or drop it.
+ */
+export const SEALED_DATA_UNREADABLE = 'SEALED_DATA_UNREADABLE';
 
 /** Whether the effect is a dead letter whose continuation stopped (see {@link CONTINUATION_STALLED}). */
 export function isContinuationStalled(effect: Pick<OutboxEffect, 'state' | 'lastError'>): boolean {
@@ -438,17 +451,29 @@ function sealError(cipher: FieldCipher | undefined, error: string, id: number): 
   return cipher ? cipher.seal(error, outboxFieldContext.lastError(id)) : error;
 }
 
+/**
+ * A stored row as an effect. A sealed field that does not open (another data key, or edited) does
+ * not throw: one such row must not stop every claim or list. The effect is returned with its
+ * metadata, empty `args` and `unreadable` naming the field, and the worker dead-letters it unrun.
+ */
 export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffect {
   const id = Number(row.id);
+  const unreadable: string[] = [];
+  const open = (field: string | undefined, text: string, context: string): unknown => {
+    try {
+      return openJson(cipher, text, context);
+    } catch {
+      if (field) unreadable.push(field);
+      return undefined;
+    }
+  };
+  const args = open('args', row.args, outboxFieldContext.args(Number(row.event_id), row.effect));
   const effect: OutboxEffect = {
     id,
     eventId: Number(row.event_id),
     effect: row.effect,
     tool: row.tool,
-    args: openJson(cipher, row.args, outboxFieldContext.args(Number(row.event_id), row.effect)) as Record<
-      string,
-      unknown
-    >,
+    args: (args ?? {}) as Record<string, unknown>,
     entityKey: row.entity_key,
     decisionTime: Number(row.decision_time),
     state: row.state as EffectState,
@@ -463,15 +488,17 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
   if (row.attempted_at !== null) effect.attemptedAt = Number(row.attempted_at);
   if (row.last_error !== null) {
     effect.lastError = isSealed(row.last_error)
-      ? String(openJson(cipher, row.last_error, outboxFieldContext.lastError(id)))
+      ? // An unreadable error message stops nothing: the effect may still run.
+        String(open(undefined, row.last_error, outboxFieldContext.lastError(id)) ?? '(unreadable)')
       : row.last_error;
   }
   if (row.result !== null) {
-    const stored = openJson(cipher, row.result, outboxFieldContext.result(id));
+    const stored = open('result', row.result, outboxFieldContext.result(id));
     // Only a completed effect's column holds its result; before that, a continuation's progress.
     if (effect.state === 'done') effect.result = stored;
     else effect.progress = stored;
   }
+  if (unreadable.length > 0) effect.unreadable = unreadable.join(', ');
   return effect;
 }
 

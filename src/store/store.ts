@@ -133,6 +133,39 @@ async function waitUntilReachable(
   }
 }
 
+const KEY_CHECK_CONTEXT = 'key_check.sealed:1';
+const KEY_CHECK_VALUE = 'fraudgate data key check';
+
+/**
+ * Refuse a data key other than the one this database was sealed with, at start-up, instead of
+ * failing on each sealed row later. The first start with a key stores a known value sealed under
+ * it; replicas share that row, and of several starting at once the first insert wins (the others
+ * insert nothing and check against it).
+ */
+export async function checkDataKey(db: SqlExecutor, cipher: FieldCipher, now = Date.now()): Promise<void> {
+  await db.execute(
+    'INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING',
+    [cipher.seal(KEY_CHECK_VALUE, KEY_CHECK_CONTEXT), now],
+  );
+  const [row] = await db.query<{ sealed: string }>('SELECT sealed FROM key_check WHERE id = 1');
+  const opens = () => {
+    try {
+      return row !== undefined && cipher.open(row.sealed, KEY_CHECK_CONTEXT) === KEY_CHECK_VALUE;
+    } catch {
+      return false;
+    }
+  };
+  if (!opens()) {
+    throw new StartupError(
+      'FRAUDGATE_DATA_KEY',
+      'FRAUDGATE_DATA_KEY differs from the key this database was sealed with: its sealed approvals and outbox ' +
+        'effects would not open. Start with the original key (every replica needs the same one; the sandbox ' +
+        'keeps its key in data.key in the data directory), or, while rotating, set the original key as ' +
+        'FRAUDGATE_DATA_KEY_PREVIOUS until `fraudgate data-key status` shows nothing under it.',
+    );
+  }
+}
+
 export async function openStore(
   config: Pick<Config, 'store' | 'store_postgres' | 'data_dir' | 'identity'>,
   secrets: Pick<Secrets, 'postgresUrl'>,
@@ -182,6 +215,7 @@ export async function openStore(
   }
   try {
     await migrate(db, { schema: config.store_postgres.schema });
+    if (options.cipher) await checkDataKey(db, options.cipher);
   } catch (error) {
     await Promise.all([db.close(), heartbeatDb?.close()]).catch(() => undefined);
     throw error;

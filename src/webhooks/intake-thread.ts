@@ -43,6 +43,8 @@ export interface IntakeThreadData {
   checkpointIntervalMs: number;
   /** Seals the effects' arguments at rest, as the main thread's outbox does (FRAUDGATE_DATA_KEY). */
   dataKey: Uint8Array;
+  /** Opens what a rotated-out data key sealed (FRAUDGATE_DATA_KEY_PREVIOUS). */
+  previousDataKeys: Uint8Array[];
 }
 
 /** One delivery to store: its event, when it arrived, and its receipt record. */
@@ -113,7 +115,10 @@ const audit = createAuditLedger({
 // Group commit: the batches that reach this thread together (and their items) share one transaction.
 const outbox = createOutboxStore(db, sqliteOutboxQueue, {
   groupCommit: true,
-  cipher: createFieldCipher(Buffer.from(data.dataKey)),
+  cipher: createFieldCipher(
+    Buffer.from(data.dataKey),
+    data.previousDataKeys.map((k) => Buffer.from(k)),
+  ),
 });
 
 /** Commits a batch of Sift deliveries (grouped), or one Segment delivery. */

@@ -113,6 +113,74 @@ describe('fraudgate audit', () => {
   });
 });
 
+describe('signing-key rotation', () => {
+  it('a ledger spanning a signing-key rotation verifies with both public keys; with only one it reports which checkpoint is signed by an untrusted key', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'fraudgate-audit-rotation-'));
+    cleanups.push(() => rmSync(scratch, { recursive: true, force: true }));
+    const pair = (name: string) => {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      const pub = join(scratch, `${name}.pub.pem`);
+      writeFileSync(pub, publicKey.export({ type: 'spki', format: 'pem' }));
+      return { pem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), pub };
+    };
+    const oldKey = pair('old');
+    const newKey = pair('new');
+    const dataDir = join(scratch, 'data');
+    // The same writer before and after the operator rotated FRAUDGATE_AUDIT_SIGNING_KEY.
+    env = await setup({ dataDir, secrets: { auditSigningKey: oldKey.pem }, replicaId: 'replica-1' });
+    await env.callTool('get_sift_score', { user_id: 'sandbox-low-risk' });
+    env = await env.restart({ secrets: { auditSigningKey: newKey.pem }, replicaId: 'replica-1' });
+    await env.callTool('get_sift_score', { user_id: 'sandbox-high-risk' });
+    await env.runtime.audit.close();
+    const dir = ['--sandbox', '--data-dir', dataDir];
+    const db = new DatabaseSync(databasePath(env.config));
+    const checkpoints = db
+      .prepare('SELECT writer, seq FROM audit_checkpoints ORDER BY writer, seq')
+      .all() as { writer: string; seq: number }[];
+    db.close();
+    expect(checkpoints.length).toBeGreaterThanOrEqual(2);
+    const first = checkpoints[0]!;
+    const last = checkpoints.at(-1)!;
+
+    const both = await cli([
+      'audit',
+      'verify',
+      '--public-key',
+      oldKey.pub,
+      '--public-key',
+      newKey.pub,
+      ...dir,
+    ]);
+    expect(both.out).toMatch(/intact, 2 records from 1 writers/);
+    expect(both.code).toBe(0);
+    const witness = await cli([
+      'audit',
+      'witness',
+      '--public-key',
+      oldKey.pub,
+      '--public-key',
+      newKey.pub,
+      ...dir,
+    ]);
+    expect(witness.code).toBe(0);
+
+    const onlyNew = await cli(['audit', 'verify', '--public-key', newKey.pub, ...dir]);
+    expect(onlyNew.code).toBe(1);
+    expect(onlyNew.out).toMatch(
+      new RegExp(
+        `TAMPERED at writer ${first.writer} seq ${first.seq}: checkpoint signed by key \\w+, not the trusted key`,
+      ),
+    );
+    const onlyOld = await cli(['audit', 'verify', '--public-key', oldKey.pub, ...dir]);
+    expect(onlyOld.code).toBe(1);
+    expect(onlyOld.out).toMatch(
+      new RegExp(
+        `TAMPERED at writer ${last.writer} seq ${last.seq}: checkpoint signed by key \\w+, not the trusted key`,
+      ),
+    );
+  });
+});
+
 describe('failing closed', () => {
   it('while the ledger cannot write, calls are refused (reads too) and /readyz says so; both recover by themselves', async () => {
     env = await setup();

@@ -365,3 +365,66 @@ describe('destructive tools always wait for a human outside the sandbox', () => 
     expect(written).toContain('no human');
   });
 });
+
+describe('an approval row that does not open', () => {
+  it('an unreadable approval row does not break the list and cannot be approved', async () => {
+    env = await setup();
+    const mk = async (user: string) =>
+      String((await env!.callTool('apply_label', { ...LABEL, user_id: user })).error.approval_id);
+    const good = await mk('sandbox-high-risk');
+    const bad = await mk('sandbox-low-risk');
+    // As if written under another FRAUDGATE_DATA_KEY (another key id on the sealed arguments).
+    const [row] = await env.runtime.store.sql.query<{ args: string }>(
+      'SELECT args FROM approvals WHERE id = $1',
+      [bad],
+    );
+    const [pfx, ver, , body] = row!.args.split(':');
+    await env.runtime.store.sql.execute('UPDATE approvals SET args = $1 WHERE id = $2', [
+      `${pfx}:${ver}:deadbeef:${body}`,
+      bad,
+    ]);
+    const handler = createConsoleHandler({
+      runtime: env.runtime,
+      authenticate: async (token) =>
+        token === 'approver-token'
+          ? { ok: true, principal: APPROVER }
+          : { ok: false, reason: 'invalid token' },
+    });
+    server = createServer((req, res) => void handler(req, res));
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const signIn = await fetch(`${base}/console/api/session`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: 'approver-token' }),
+    });
+    const { csrf_token } = (await signIn.json()) as { csrf_token: string };
+    const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const listed = await fetch(`${base}/console/api/approvals`, { headers: { cookie } });
+    expect(listed.status).toBe(200);
+    const ids = ((await listed.json()) as { approvals: { id: string }[] }).approvals.map((a) => a.id);
+    expect(ids).toContain(good);
+    expect(ids).not.toContain(bad);
+    const decide = (id: string) =>
+      fetch(`${base}/console/api/approvals/${id}/approve`, {
+        method: 'POST',
+        headers: { cookie, 'Content-Type': 'application/json', 'X-CSRF-Token': csrf_token },
+        body: '{}',
+      });
+    const refused = await decide(bad);
+    expect(refused.status).toBe(409);
+    expect(JSON.stringify(await refused.json())).toMatch(
+      /do not open under FRAUDGATE_DATA_KEY.*cannot be decided/,
+    );
+    await expect(env.runtime.approvals.get(bad)).rejects.toThrow(/cannot be decided or run/);
+    const [after] = await env.runtime.store.sql.query<{ state: string }>(
+      'SELECT state FROM approvals WHERE id = $1',
+      [bad],
+    );
+    expect(after?.state).toBe('pending');
+    expect((await decide(good)).status).toBeLessThan(300);
+    await env.runtime.pipeline.processApprovals();
+    expect((await env.runtime.approvals.get(good))?.state).toBe('executed');
+    expect(env.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+  });
+});

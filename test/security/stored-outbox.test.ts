@@ -15,7 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { openStore } from '../../src/store/store.ts';
-import { outboxEnv, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
+import { SEALED_DATA_UNREADABLE, outboxFieldContext } from '../../src/store/outbox-store.ts';
+import { decisionBody, outboxEnv, sign, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const EMAIL = 'planted.outbox@example.com';
@@ -71,7 +72,68 @@ async function runPlanted(postgres: boolean) {
   return env;
 }
 
+/**
+ * One pending effect whose sealed arguments were written under another data key (a replica started
+ * with a different FRAUDGATE_DATA_KEY) is claimed first (oldest decision), yet the effects behind it
+ * still run: it becomes a dead letter with its reason code and audit record, and lists like one.
+ */
+async function runPoisoned(postgres: boolean) {
+  const { env } = await start(postgres);
+  const first = decisionBody('sandbox-high-risk', 'block_user_payment_abuse', Date.now() - 60_000);
+  expect((await env.post(first, { 'x-sift-science-signature': sign(first) })).status).toBe(200);
+  expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+  const sql = env.automation.runtime.store.sql;
+  const [row] = await sql.query<{ id: number; event_id: number; effect: string }>(
+    'SELECT id, event_id, effect FROM outbox_effects ORDER BY id LIMIT 1',
+  );
+  const other = createFieldCipher(randomBytes(32));
+  const sealedElsewhere = other.seal(
+    { user_id: 'sandbox-high-risk' },
+    outboxFieldContext.args(Number(row!.event_id), row!.effect),
+  );
+  await sql.execute(
+    "UPDATE outbox_effects SET args = $1, state = 'pending', next_attempt_at = 0, result = NULL WHERE id = $2",
+    [sealedElsewhere, Number(row!.id)],
+  );
+  const second = decisionBody('sandbox-watch', 'block_user_payment_abuse', Date.now());
+  expect((await env.post(second, { 'x-sift-science-signature': sign(second) })).status).toBe(200);
+  expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+
+  const effects = await env.automation.store.list({ limit: 1000 });
+  const poisoned = effects.find((e) => e.id === Number(row!.id));
+  expect(poisoned).toMatchObject({ state: 'dead', unreadable: 'args', args: {} });
+  expect(poisoned?.lastError).toMatch(new RegExp(`^${SEALED_DATA_UNREADABLE}: .*FRAUDGATE_DATA_KEY`));
+  // The reason names no key (not even its public id) and holds nothing of the sealed value.
+  expect(poisoned?.lastError).not.toContain(other.keyId);
+  expect(poisoned?.lastError).not.toContain('sandbox-high-risk');
+  // The later decision's effects ran.
+  const later = effects.filter((e) => e.entityKey === 'user:sandbox-watch');
+  expect(later.length).toBeGreaterThan(0);
+  // (The suppression waits for a human, as it would with no unreadable row before it.)
+  expect(Object.fromEntries(later.map((e) => [e.effect, e.state]))).toEqual({
+    salesforce: 'done',
+    segment: 'done',
+    suppress: 'awaiting_approval',
+  });
+  expect((await env.automation.store.stats()).dead).toBe(1);
+  const records = await env.auditRecords();
+  expect(
+    records.filter((r) => r.event === 'dead_lettered' && r.target === `outbox_effect:${row!.id}`),
+  ).toHaveLength(1);
+}
+
 describe('stored outbox rows', () => {
+  it('SQLite: a row sealed under another key does not block other effects', async () => {
+    await runPoisoned(false);
+  });
+
+  it.skipIf(!pgListening)(
+    'PostgreSQL: a row sealed under another key does not block other effects',
+    async () => {
+      await runPoisoned(true);
+    },
+  );
+
   it('SQLite: the database file holds no planted email or phone; the effect ran with them', async () => {
     const e = await runPlanted(false);
     const raw = ['fraudgate.db', 'fraudgate.db-wal']
@@ -128,7 +190,8 @@ describe('stored outbox rows', () => {
           'UPDATE outbox_effects SET args = (SELECT args FROM outbox_effects WHERE id = $1) WHERE id = $2',
           [newer!.id, older!.id],
         );
-        await expect(sealed.outbox.get(older!.id)).rejects.toThrow(/integrity check/);
+        // Read, it is marked unreadable with no arguments (so it never runs), instead of breaking the read.
+        expect(await sealed.outbox.get(older!.id)).toMatchObject({ unreadable: 'args', args: {} });
       } finally {
         await sealed.close();
       }

@@ -266,7 +266,7 @@ function contract(name: string, makeBackend: () => Promise<Backend>, skip = fals
       const { backend } = await written(12, 5);
       const cps = await backend.sql('SELECT seq, key_id FROM audit_checkpoints ORDER BY seq');
       expect(cps.map((c) => c.seq)).toEqual([0, 5, 10, 12]);
-      expect(new Set(cps.map((c) => c.key_id))).toEqual(new Set([verifier.keyId]));
+      expect(new Set(cps.map((c) => c.key_id))).toEqual(new Set(verifier.keyIds));
     });
 
     it('reads queue without waiting (write-behind) and are durable after the next commit', async () => {
