@@ -400,6 +400,7 @@ async function serve(loaded: LoadedConfig, http = false): Promise<void> {
       logger,
       open: () => openServe(loaded, keys, logger, 'stdio'),
       onClosed: () => process.exit(0),
+      refusalLogBudget: loaded.config.rate_limits.refusals,
     });
     return;
   }

@@ -315,7 +315,8 @@ export const configSchema = z.strictObject({
      */
     refusals: bucket,
     /**
-     * MCP messages per principal over HTTP, whatever their method (a JSON-RPC batch of N costs N),
+     * MCP requests per principal over HTTP, whatever their method (a JSON-RPC batch of N requests costs N;
+     * answers, notifications and DELETE cost nothing),
      * taken before anything is dispatched: past it the POST gets 429 with Retry-After.
      */
     requests: bucket,
@@ -520,36 +521,45 @@ export const configSchema = z.strictObject({
     audit_retention: jobSettings,
   }),
   /** `serve --http`: Streamable HTTP at /mcp, health, metrics and (later) the approval console. */
-  http: z.strictObject({
-    /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
-    host: z.string().min(1),
-    /** 0 picks a free port. */
-    port: z.number().int().min(0).max(65535),
-    /** Open MCP sessions at most, across all replicas; further initializations get 503. */
-    max_sessions: z.number().int().positive(),
-    /** Open MCP sessions per principal at most, so one client cannot take every slot; more get 429. */
-    max_sessions_per_principal: z.number().int().positive(),
-    /** A session with no request for this long is closed. */
-    idle_timeout_ms: z.number().int().positive(),
-    /** A session that never sent a request after the handshake is closed after this long. */
-    unused_session_timeout_ms: z.number().int().positive(),
-    /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
-    body_limit_bytes: z.number().int().positive(),
-    /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
-    allowed_origins: z.array(z.string().min(1)),
-    /** Host header names allowed besides localhost/127.0.0.1/[::1] and the public URL's host (DNS-rebinding guard). */
-    allowed_hosts: z.array(z.string().min(1)),
-    /**
-     * Addresses of reverse proxies in front of fraudgate: only from these is `X-Forwarded-For`
-     * believed (the console's sign-in throttle and the webhook endpoints' refusal budgets key on the
-     * client address it names).
-     */
-    trusted_proxies: z.array(z.ipv4().or(z.ipv6())),
-    /** The URL clients use (behind a proxy); the JWT audience and PRM `resource` derive from it. */
-    public_url: z.url().optional(),
-    /** How long shutdown waits for in-flight calls before closing sessions anyway. */
-    shutdown_grace_ms: z.number().int().min(0),
-  }),
+  http: z
+    .strictObject({
+      /** Bind address. Loopback by default; anything else needs `public_url` or `allowed_hosts` to be reachable. */
+      host: z.string().min(1),
+      /** 0 picks a free port. */
+      port: z.number().int().min(0).max(65535),
+      /** Open MCP sessions at most, across all replicas; further initializations get 503. */
+      max_sessions: z.number().int().positive(),
+      /** Open MCP sessions per principal at most, so one client cannot take every slot; more get 429. */
+      max_sessions_per_principal: z.number().int().positive(),
+      /** A session with no request for this long is closed. */
+      idle_timeout_ms: z.number().int().positive(),
+      /** A session that never sent a request after the handshake is closed after this long. */
+      unused_session_timeout_ms: z.number().int().positive(),
+      /** Largest accepted request body; larger gets 413 with a JSON-RPC error. */
+      body_limit_bytes: z.number().int().positive(),
+      /** Browser origins allowed besides the server's own (e.g. the console behind a proxy). */
+      allowed_origins: z.array(z.string().min(1)),
+      /** Host header names allowed besides localhost/127.0.0.1/[::1] and the public URL's host (DNS-rebinding guard). */
+      allowed_hosts: z.array(z.string().min(1)),
+      /**
+       * Addresses of reverse proxies in front of fraudgate: only from these is `X-Forwarded-For`
+       * believed (the console's sign-in throttle and the webhook endpoints' refusal budgets key on the
+       * client address it names).
+       */
+      trusted_proxies: z.array(z.ipv4().or(z.ipv6())),
+      /** The URL clients use (behind a proxy); the JWT audience and PRM `resource` derive from it. */
+      public_url: z.url().optional(),
+      /** How long shutdown waits for in-flight calls before closing sessions anyway. */
+      shutdown_grace_ms: z.number().int().min(0),
+      /** A request (headers and body) must arrive within this, else 408; answers are not limited. */
+      request_timeout_ms: z.number().int().min(100),
+      /** A request's headers must arrive within this (at most request_timeout_ms), else 408. */
+      headers_timeout_ms: z.number().int().min(100),
+    })
+    .refine((http) => http.headers_timeout_ms <= http.request_timeout_ms, {
+      message: 'must be at most http.request_timeout_ms: raise request_timeout_ms or lower this',
+      path: ['headers_timeout_ms'],
+    }),
   /** Bearer-token authentication for HTTP. stdio is unaffected (its principal is FRAUDGATE_ANALYST). */
   auth: z.strictObject({
     /**
@@ -864,6 +874,8 @@ export const DEFAULTS: Config = {
     allowed_origins: [],
     allowed_hosts: [],
     shutdown_grace_ms: 10_000,
+    request_timeout_ms: 30_000,
+    headers_timeout_ms: 10_000,
   },
   auth: { key_hashes: [] },
 };

@@ -204,6 +204,27 @@ describe('loadConfig', () => {
     ).toBe(join(dir, 'from-flag'));
   });
 
+  it("http request timeouts: whole milliseconds, the headers' at most the request's, else refused naming the field", () => {
+    const loaded = loadConfig(
+      { configFile: file({ http: { request_timeout_ms: 120_000, headers_timeout_ms: 20_000 } }) },
+      {},
+      dir,
+    ).config.http;
+    expect(loaded).toMatchObject({ request_timeout_ms: 120_000, headers_timeout_ms: 20_000 });
+    const message = problems(() =>
+      loadConfig(
+        { configFile: file({ http: { request_timeout_ms: 5_000, headers_timeout_ms: 10_000 } }) },
+        {},
+        dir,
+      ),
+    );
+    expect(message).toContain('http.headers_timeout_ms');
+    expect(message).toContain('request_timeout_ms');
+    expect(
+      problems(() => loadConfig({ configFile: file({ http: { request_timeout_ms: 1.5 } }) }, {}, dir)),
+    ).toContain('http.request_timeout_ms');
+  });
+
   it('risk bands must increase', () => {
     const message = problems(() =>
       loadConfig({ configFile: file({ risk_bands: { medium: 0.7, high: 0.6, critical: 0.9 } }) }, {}, dir),

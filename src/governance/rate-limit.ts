@@ -67,13 +67,21 @@ export interface RateLimitDecision {
   /** When refused: milliseconds until a token is available. */
   retryAfterMs: number;
   remaining: number;
+  /** Refused because the cost is more than the bucket's capacity: waiting never admits it (retryAfterMs 0). */
+  overCapacity?: true;
+}
+
+/** A take's cost must be a positive integer: anything else is a bug in the caller, not a refusal. */
+function checkCost(cost: number): void {
+  if (!Number.isInteger(cost) || cost < 1)
+    throw new RangeError(`rate limit cost must be a positive integer, got ${String(cost)}`);
 }
 
 export interface RateLimiter {
   /**
-   * Take one token (`cost` tokens, all or none: a JSON-RPC batch of N messages costs N; a cost over
-   * the capacity takes the whole capacity). Rejects only when the store itself is unreachable
-   * (callers fail closed).
+   * Take one token (`cost` tokens, all or none: a JSON-RPC batch of N requests costs N; a cost over
+   * the capacity is refused with `overCapacity`, never admitted). Rejects when the store itself is
+   * unreachable (callers fail closed), and (a RangeError) for a cost that is not a positive integer.
    */
   take(key: string, bucket: BucketConfig, cost?: number): Promise<RateLimitDecision>;
   /**
@@ -90,7 +98,17 @@ export interface RateLimiter {
 function refill(tokens: number, updatedAt: number, now: number, config: BucketConfig, cost = 1) {
   const refillPerMs = config.per_minute / 60_000;
   const current = Math.min(config.capacity, tokens + Math.max(0, now - updatedAt) * refillPerMs);
-  const need = Math.min(cost, config.capacity);
+  const need = cost;
+  if (need > config.capacity)
+    return {
+      tokens: current,
+      decision: {
+        allowed: false,
+        retryAfterMs: 0,
+        remaining: Math.floor(current),
+        overCapacity: true as const,
+      },
+    };
   if (current >= need)
     return {
       tokens: current - need,
@@ -121,6 +139,7 @@ export function createRateLimiter(
   const buckets = new Map<string, { tokens: number; updatedAt: number }>();
   const maxKeys = options.maxKeys ?? MAX_LOCAL_BUCKETS;
   const takeNow = (key: string, config: BucketConfig, cost = 1): RateLimitDecision => {
+    checkCost(cost);
     const t = now();
     const state = buckets.get(key);
     if (!state) {
@@ -162,11 +181,11 @@ export interface RedisLike {
 }
 
 // KEYS[1] bucket; ARGV: capacity, per_minute, now_ms ('' = Redis's own clock), ttl_ms, cost.
-// Returns {allowed, retry_after_ms, remaining}.
+// Returns {allowed, retry_after_ms, remaining}; retry_after_ms -1: the cost exceeds the capacity.
 // Time is Redis's (TIME; a script calling it may still write: effects replication, Redis >= 5), so
 // replicas whose clocks differ read one clock. updated_at never moves backwards, even so: a
 // failover to a Redis whose clock lags, or a caller's clock, must not credit the difference twice.
-const TAKE_SCRIPT = `
+export const TAKE_SCRIPT = `
 local capacity = tonumber(ARGV[1])
 local per_ms = tonumber(ARGV[2]) / 60000
 local now = tonumber(ARGV[3])
@@ -178,10 +197,15 @@ local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_at')
 local tokens = tonumber(state[1]) or capacity
 local updated = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
-local need = math.min(tonumber(ARGV[5]) or 1, capacity)
+local need = tonumber(ARGV[5]) or 1
+if need < 1 or need % 1 ~= 0 then
+  return redis.error_reply('rate limit cost must be a positive integer')
+end
 local allowed = 0
 local retry = 0
-if tokens >= need then
+if need > capacity then
+  retry = -1
+elseif tokens >= need then
   tokens = tokens - need
   allowed = 1
 else
@@ -208,6 +232,7 @@ export function createRedisRateLimiter(
   const hashKey = bucketKeyHasher(options.keySecret);
   return {
     async take(rawKey, config, cost = 1) {
+      checkCost(cost);
       const key = hashKey(rawKey);
       const fullAfterMs = Math.ceil((config.capacity / config.per_minute) * 60_000) + 1000;
       const reply = (await redis.eval(
@@ -220,6 +245,8 @@ export function createRedisRateLimiter(
         fullAfterMs,
         cost,
       )) as [number, number, number];
+      if (reply[1] === -1)
+        return { allowed: false, retryAfterMs: 0, remaining: reply[2], overCapacity: true };
       return { allowed: reply[0] === 1, retryAfterMs: reply[1], remaining: reply[2] };
     },
     async ping() {

@@ -19,11 +19,11 @@
  *   errors naming the limit. The store unreachable → 503 with a retryable JSON-RPC error.
  * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
  * - Fairness: each principal has an MCP request budget (`rate_limits.requests`, every JSON-RPC
- *   message of a POST counts, a batch of N costs N) taken before the SDK dispatches anything: over
- *   it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
+ *   request of a POST counts, a batch of N costs N; answers, notifications and DELETE cost nothing)
+ *   taken before the SDK dispatches anything: over it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
  *   access-log lines of those 429s, like refused tool calls' lines, go through a log budget
- *   (src/log-budget.ts). A request must arrive within {@link REQUEST_TIMEOUT_MS} (its headers within
- *   {@link HEADERS_TIMEOUT_MS}), else 408; responses (SSE streams, calls waiting on an approval)
+ *   (src/log-budget.ts). A request must arrive within `http.request_timeout_ms` (its headers within
+ *   `http.headers_timeout_ms`), else 408; responses (SSE streams, calls waiting on an approval)
  *   are not limited.
  * - `/metrics`: open to loopback peers (a local Prometheus or sidecar); anyone else needs an admin token.
  */
@@ -76,7 +76,10 @@ export interface HttpServerOptions {
   /** How long one store (and Redis) ping answers `/readyz` (default 1 s; see READINESS_PROBE_TTL_MS). */
   readinessProbeTtlMs?: number;
   metrics?: Metrics;
-  /** How long a request (its headers) may take to arrive (default {@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS}). */
+  /**
+   * How long a request (its headers) may take to arrive: default `http.request_timeout_ms`,
+   * `http.headers_timeout_ms` ({@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS} by default).
+   */
   requestTimeoutMs?: number;
   headersTimeoutMs?: number;
   /** Tried in order before 404; a factory receives the authenticator (the console signs in with it). */
@@ -486,56 +489,99 @@ export async function startHttpServer(
   };
 
   const requestBucket = config.rate_limits.requests;
-  // While the shared store (Redis) fails, budgets in this process (one per replica), asked again
-  // SHARED_STORE_RETRY_MS after a failure: never open, and pings still answer during the outage.
+  // While the shared store (Redis) fails, budgets in this process (one per replica): never open, and
+  // pings still answer during the outage. Single flight: the first failed take puts every message on
+  // the local budgets for SHARED_STORE_RETRY_MS; then one background ping asks the store again while
+  // messages keep using them, so a hung Redis costs a message its command timeout at most once (the
+  // takes already sent when it hung), not once per message per pause.
   const localRequests = createRateLimiter();
   let localRequestsUntil = 0;
+  let storeProbe: Promise<void> | undefined;
+  let storeFailed = false;
+  const probeStore = (shared: typeof runtime.rateLimiter) => {
+    storeProbe ??= shared
+      .ping()
+      .then((ok) => {
+        if (ok) {
+          storeFailed = false;
+          logger.info('rate-limit store answers again; request budgets are shared again');
+        } else localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
+      })
+      .finally(() => (storeProbe = undefined));
+  };
   async function takeRequests(principal: Principal, cost: number): Promise<RateLimitDecision> {
     const key = `requests\u0000${principal.id}`;
     const shared = runtime.rateLimiter;
-    if (Date.now() < localRequestsUntil) return localRequests.takeNow(key, requestBucket, cost);
     if (shared.takeNow) return shared.takeNow(key, requestBucket, cost);
+    if (storeFailed) {
+      if (!storeProbe && Date.now() >= localRequestsUntil) probeStore(shared);
+      return localRequests.takeNow(key, requestBucket, cost);
+    }
     try {
       return await shared.take(key, requestBucket, cost);
     } catch (error) {
-      localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
-      logger.warn('rate-limit store unavailable; request budgets are kept in this process for now', {
-        error: String(error),
-      });
+      if (!storeFailed) {
+        storeFailed = true;
+        localRequestsUntil = Date.now() + SHARED_STORE_RETRY_MS;
+        logger.warn('rate-limit store unavailable; request budgets are kept in this process for now', {
+          error: String(error),
+        });
+      }
       return localRequests.takeNow(key, requestBucket, cost);
     }
   }
 
   /**
-   * Takes the POST's messages (GET and DELETE: one) from the principal's request budget; false when
-   * it answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
+   * Takes the POST's requests (GET: one) from the principal's request budget; false when it
+   * answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
+   * Only requests (a method and an id) cost: the client's answers to the server (an elicitation's),
+   * its notifications (cancelled, initialized, progress) and DELETE never meet the budget, so a
+   * principal's spent budget cannot turn a human's confirmation into a timeout or keep a call from
+   * being cancelled.
    */
   async function withinBudget(
     res: ServerResponse,
     ctx: RequestContext,
     principal: Principal,
+    method: string,
     body: unknown,
   ): Promise<boolean> {
-    const size = Array.isArray(body) ? body.length : 1;
+    const messages: unknown[] = Array.isArray(body) ? body : [body];
+    const size = messages.length;
     const overCap = size > MAX_BATCH_MESSAGES;
-    const decision = await takeRequests(principal, overCap ? 1 : Math.max(1, size));
+    const cost = overCap ? 1 : method === 'GET' ? 1 : messages.filter(isRequestShaped).length;
+    const decision =
+      cost === 0 ? { allowed: true, retryAfterMs: 0, remaining: 0 } : await takeRequests(principal, cost);
     if (!decision.allowed || overCap) ctx.refused = true;
+    if (decision.overCapacity) {
+      // Waiting never admits it: say so instead of a Retry-After.
+      sendJson(
+        res,
+        400,
+        jsonRpcError(
+          -32600,
+          `Invalid Request: this batch holds ${cost} requests and rate_limits.requests allows at most ` +
+            `${requestBucket.capacity} at once; send at most ${requestBucket.capacity} per POST.`,
+        ),
+      );
+      return false;
+    }
     if (!decision.allowed) {
       const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
       const message =
         `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${requestBucket.capacity} ` +
-        `at once and ${requestBucket.per_minute} a minute (each message of a batch counts); retry in ${seconds} s.`;
-      // One error, with the request's id when there is one: a batch's refusal is not repeated per message.
-      sendJson(
-        res,
-        429,
-        {
-          jsonrpc: '2.0',
-          error: { code: -32000, message, data: { retryable: true, retry_after_ms: decision.retryAfterMs } },
-          id: soleRequestId(body) ?? null,
-        },
-        { 'retry-after': String(seconds) },
-      );
+        `at once and ${requestBucket.per_minute} a minute (each request of a batch counts); retry in ${seconds} s.`;
+      const error = {
+        code: -32000,
+        message,
+        data: { retryable: true, retry_after_ms: decision.retryAfterMs },
+      };
+      // An error for each request, by its id (a batch is answered with an array, as JSON-RPC says;
+      // its notifications get none), so the client can fail each pending request at once.
+      const answer = Array.isArray(body)
+        ? body.filter(isRequestShaped).map((m) => ({ jsonrpc: '2.0', error, id: m.id }))
+        : { jsonrpc: '2.0', error, id: soleRequestId(body) ?? null };
+      sendJson(res, 429, answer, { 'retry-after': String(seconds) });
       return false;
     }
     if (overCap) {
@@ -591,7 +637,7 @@ export async function startHttpServer(
       shuttingDown(res);
       return;
     }
-    if (!(await withinBudget(res, ctx, principal, body))) return;
+    if (!(await withinBudget(res, ctx, principal, method, body))) return;
     try {
       if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
       else await openSession(req, res, principal, method, body);
@@ -856,9 +902,9 @@ export async function startHttpServer(
   // One line per request at info; below that level the line is not even assembled.
   const logRequests = logger.enabled('info');
   // Timeouts cover receiving the request only: SSE streams and calls waiting on approvals go on.
-  const headersTimeout = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms ?? HEADERS_TIMEOUT_MS;
   const timeouts = {
-    requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms ?? REQUEST_TIMEOUT_MS,
     headersTimeout,
     // How often Node looks for late requests: a late one gets its 408 within this after its timeout.
     connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 2)),

@@ -20,6 +20,8 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { normalizeIdentity, UNIDENTIFIED } from '../auth/identity.ts';
 import type { Pipeline } from '../governance/pipeline.ts';
+import type { BucketConfig } from '../config.ts';
+import { createLogBudget, LOG_SUMMARY_INTERVAL_MS } from '../log-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer, type ServerLogger, type ServerPipeline } from '../server.ts';
@@ -222,6 +224,11 @@ export interface StdioServeOptions {
   open(): Promise<{ runtime: Runtime; close(): Promise<void> }>;
   /** Called after everything is closed (the CLI exits the process here). */
   onClosed(): void;
+  /**
+   * The log budget of refused calls' lines (`rate_limits.refusals`): past it they are counted into
+   * one `log lines over budget` line a minute, and at the stream's end.
+   */
+  refusalLogBudget: BucketConfig;
 }
 
 /**
@@ -231,10 +238,16 @@ export interface StdioServeOptions {
 export async function serveStdio(options: StdioServeOptions): Promise<void> {
   // Set while the runtime opens, then once it is open.
   const state: { opening?: ReturnType<StdioServeOptions['open']>; runtime?: Runtime } = {};
+  const logger = loggerWhenOpen(() => state.runtime?.logger ?? options.logger);
+  const logBudget = createLogBudget({ logger, bucket: options.refusalLogBudget });
+  // A flood that stops still gets its summary within a minute and ten seconds; the rest at the end.
+  const logSummaries = setInterval(() => logBudget.flush(LOG_SUMMARY_INTERVAL_MS), 10_000);
+  logSummaries.unref();
   const server = createMcpServer({
     pipeline: pipelineWhenOpen(() => state.runtime?.pipeline),
     principal: stdioPrincipal(options.analyst),
-    logger: loggerWhenOpen(() => state.runtime?.logger ?? options.logger),
+    logger,
+    logBudget,
   });
   const gate = new OpeningGate(new StdioTransport());
   let closing = false;
@@ -246,7 +259,10 @@ export async function serveStdio(options: StdioServeOptions): Promise<void> {
     if (closing) return;
     closing = true;
     closed();
+    clearInterval(logSummaries);
     await server.close().catch(() => {});
+    // Before the runtime (and its logger) closes: the counted lines' summary is not lost.
+    logBudget.flush();
     // The runtime opens even when the stream closed first (as before any client), so a start-up
     // failure still ends the process with its one line and exit 1 (reported by the caller); what
     // opened is closed again.

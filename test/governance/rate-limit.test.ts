@@ -11,6 +11,7 @@ import {
   createRateLimiter,
   createRedisRateLimiter,
   MAX_LOCAL_BUCKETS,
+  TAKE_SCRIPT,
 } from '../../src/governance/rate-limit.ts';
 import { storedAuditRecords } from '../helpers/audit.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -94,6 +95,64 @@ describe('in-memory buckets', () => {
     expect(limiter.size()).toBe(MAX_LOCAL_BUCKETS);
     // Still limited: its bucket was never the least recently used, so never forgotten.
     expect(limiter.takeNow('active', one)).toMatchObject({ allowed: false, retryAfterMs: 60_000 });
+  });
+});
+
+describe('a take that costs N tokens (both stores alike)', () => {
+  const clients: Redis[] = [];
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.quit().catch(() => undefined)));
+  });
+  const stores = [
+    ['memory', (now: () => number) => createRateLimiter(now)],
+    ...(redisUp
+      ? ([
+          [
+            'redis',
+            (now: () => number) => {
+              const r = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+              clients.push(r);
+              return createRedisRateLimiter(r, {
+                prefix: `fraudgate-test:cost:${randomUUID()}:`,
+                now,
+                keySecret: 'cost-test',
+              });
+            },
+          ],
+        ] as const)
+      : []),
+  ] as const;
+
+  it.each(stores)(
+    '%s: takes N or nothing; a cost over the capacity is refused for good; 0, negative or fractional costs throw',
+    async (_name, make) => {
+      let t = 7_000_000;
+      const store = make(() => t);
+      const bucket = { capacity: 5, per_minute: 60 };
+      expect(await store.take('k', bucket, 3)).toMatchObject({ allowed: true, remaining: 2 });
+      expect(await store.take('k', bucket, 3)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
+      // Over the capacity: never admitted, whatever the wait, and it takes nothing.
+      const over = await store.take('k', bucket, 9);
+      expect(over).toMatchObject({ allowed: false, overCapacity: true, retryAfterMs: 0 });
+      t += 60_000;
+      expect(await store.take('k', bucket, 6)).toMatchObject({ allowed: false, overCapacity: true });
+      for (const cost of [0, -4, 1.5, Number.NaN])
+        await expect(store.take('k', bucket, cost)).rejects.toThrow(/positive integer/);
+      // Nothing above minted or took a token: the full bucket still holds exactly five.
+      expect(await store.take('k', bucket, 5)).toMatchObject({ allowed: true, remaining: 0 });
+      expect(await store.take('k', bucket, 1)).toMatchObject({ allowed: false });
+    },
+  );
+
+  it.skipIf(!redisUp)('the Lua script itself refuses a cost that is not a positive integer', async () => {
+    const r = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+    clients.push(r);
+    const key = `fraudgate-test:cost-lua:${randomUUID()}`;
+    for (const cost of [0, -4, 1.5])
+      await expect(r.eval(TAKE_SCRIPT, 1, key, 5, 60, 7_000_000, 60_000, cost)).rejects.toThrow(
+        /positive integer/,
+      );
+    expect(await r.exists(key)).toBe(0);
   });
 });
 

@@ -26,6 +26,7 @@ import type { DeepPartial } from '../helpers/setup.ts';
 import { testSigningKeyPem } from '../helpers/audit.ts';
 import { testIdentityProvider } from '../helpers/identity-provider.ts';
 import { listening } from '../helpers/services.ts';
+import { startTcpForwarder } from '../helpers/tcp-forwarder.ts';
 
 const redisUp = await listening(6379);
 if (!redisUp) console.warn('http tests: no Redis on 127.0.0.1:6379, skipping the shared request budget test');
@@ -737,6 +738,33 @@ describe('HTTP hardening', () => {
     stream.destroy();
   });
 
+  it('http.request_timeout_ms and http.headers_timeout_ms from the configuration bound how long a request may take to arrive', async () => {
+    const { http } = await start({ config: { http: { request_timeout_ms: 400, headers_timeout_ms: 200 } } });
+    // A body announced as 1,000 bytes of which one arrives: 408 under the configured timeout.
+    const late = await new Promise<number>((resolve, reject) => {
+      const req = request(
+        http.mcpUrl,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${ANALYST_KEY}`,
+            'content-type': 'application/json',
+            'content-length': '1000',
+          },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.write('{');
+    });
+    expect(late).toBe(408);
+    // The defaults keep the 30 s and 10 s an honest upload near the body limit needs at least.
+    expect(DEFAULTS.http).toMatchObject({ request_timeout_ms: 30_000, headers_timeout_ms: 10_000 });
+  });
+
   it('an oversized body gets 413 with a JSON-RPC error, not HTML', async () => {
     const { http } = await start({ config: { http: { body_limit_bytes: 10_000 } } });
     const big = { ...INIT, params: { ...INIT.params, padding: 'x'.repeat(20_000) } };
@@ -776,9 +804,9 @@ describe('fairness: no single caller can degrade the service for others', () => 
 
   it("the message past a principal's request budget gets 429 and is never dispatched; another principal is still served", async () => {
     const { http } = await start({
-      config: { rate_limits: { requests: { capacity: 8, per_minute: 0.001 } } },
+      config: { rate_limits: { requests: { capacity: 7, per_minute: 0.001 } } },
     });
-    // initialize + notifications/initialized: two messages; five pings: seven.
+    // initialize: one request (notifications/initialized costs nothing); five pings: six.
     const ana = await openSession(http, ANALYST_KEY);
     const pings = await post(http, [ping(20), ping(21), ping(22), ping(23), ping(24)], ana);
     expect(pings.status).toBe(200);
@@ -809,26 +837,126 @@ describe('fairness: no single caller can degrade the service for others', () => 
     expect(result.isError).toBeFalsy();
   });
 
+  it("an elicitation answer, a cancellation and a DELETE get through after the principal's request budget is spent", async () => {
+    const { http } = await start({
+      config: {
+        approvals: { tools: { apply_label: 'confirm' }, self_approval: ['apply_label'] },
+        rate_limits: { requests: { capacity: 6, per_minute: 0.001 } },
+      },
+    });
+    // What the server answered the client's POSTs that were not requests (its answers, notifications).
+    const answered: { kind: string; status: number }[] = [];
+    let refusedAnswer: (status: number) => void = () => {};
+    const answerRefused = new Promise<number>((resolve) => (refusedAnswer = resolve));
+    const recordingFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as { method?: string }) : {};
+      if (init?.method === 'POST' && !body.method) {
+        answered.push({ kind: 'answer', status: response.status });
+        // Without this the server would wait its 60 s for the answer the budget swallowed.
+        if (response.status === 429) refusedAnswer(response.status);
+      }
+      return response;
+    };
+    const transport = new StreamableHTTPClientTransport(new URL(http.mcpUrl), {
+      requestInit: { headers: { Authorization: `Bearer ${ANALYST_KEY}` } },
+      fetch: recordingFetch,
+    });
+    const client = new Client(
+      { name: 'http-test', version: '0.0.0' },
+      { capabilities: { elicitation: { form: {} } } },
+    );
+    let spentWith = 0;
+    client.setRequestHandler(ElicitRequestSchema, async () => {
+      // While the human decides, another session of the same API key spends the principal's budget.
+      for (let i = 0; i < 20; i += 1) {
+        const res = await post(http, INIT, { authorization: `Bearer ${ANALYST_KEY}` });
+        await res.text();
+        spentWith = res.status;
+        if (res.status === 429) break;
+      }
+      return { action: 'accept', content: { confirm: true } };
+    });
+    await client.connect(transport);
+    cleanups.push(() => client.close().catch(() => {}));
+    const labelsBefore = sandbox.sift.requests('POST', '/v205/users/:id/labels').length;
+
+    const write = await Promise.race([
+      client.callTool({ name: 'apply_label', arguments: LABEL_ARGS }) as Promise<CallToolResult>,
+      answerRefused.then((status) => ({ refusedAnswer: status })),
+    ]);
+    expect(spentWith).toBe(429);
+    expect(write).not.toHaveProperty('refusedAnswer');
+    expect((write as CallToolResult).isError).toBeFalsy();
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels').length).toBe(labelsBefore + 1);
+    expect(answered).toContainEqual({ kind: 'answer', status: 202 });
+
+    // The budget is spent: a request is refused, but a cancellation and the session's end are not.
+    const session = {
+      authorization: `Bearer ${ANALYST_KEY}`,
+      'mcp-session-id': transport.sessionId!,
+      'mcp-protocol-version': '2025-11-25',
+    };
+    expect((await post(http, ping(90), session)).status).toBe(429);
+    const cancelled = await post(
+      http,
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 90, reason: 'user' } },
+      session,
+    );
+    expect(cancelled.status).toBe(202);
+    const ended = await fetch(http.mcpUrl, { method: 'DELETE', headers: session });
+    expect(ended.status).toBe(200);
+  });
+
   it('a batch of N messages costs N: all admitted or all refused', async () => {
     const { http } = await start({
-      config: { rate_limits: { requests: { capacity: 6, per_minute: 0.001 } } },
+      config: { rate_limits: { requests: { capacity: 5, per_minute: 0.001 } } },
     });
-    const ana = await openSession(http, ANALYST_KEY); // 2 of 6
-    const three = await post(http, [ping(2), ping(3), ping(4)], ana); // 5 of 6
+    const ana = await openSession(http, ANALYST_KEY); // 1 of 5 (a notification costs nothing)
+    const three = await post(http, [ping(2), ping(3), ping(4)], ana); // 4 of 5
     expect(three.status).toBe(200);
     const answers = await answersOf(three);
     expect(answers.map((a) => a.id).sort()).toEqual([2, 3, 4]);
-    // Two more would make 7: refused whole, with one error (not one per message).
-    const two = await post(http, [ping(5), ping(6)], ana);
+    // Two more would make 6: refused whole, with an error for each request's id (none for a notification).
+    const two = await post(
+      http,
+      [ping(5), { jsonrpc: '2.0', method: 'notifications/progress' }, ping(6)],
+      ana,
+    );
     expect(two.status).toBe(429);
-    expect(await two.json()).toMatchObject({
-      jsonrpc: '2.0',
-      id: null,
-      error: { code: -32000, message: expect.stringContaining('each message of a batch counts') },
-    });
+    const refusal = {
+      code: -32000,
+      message: expect.stringContaining('each request of a batch counts'),
+      data: expect.objectContaining({ retryable: true }),
+    };
+    expect(await two.json()).toEqual([
+      { jsonrpc: '2.0', id: 5, error: expect.objectContaining(refusal) },
+      { jsonrpc: '2.0', id: 6, error: expect.objectContaining(refusal) },
+    ]);
     // The refused batch took nothing: the one token left still admits a single message.
     expect((await post(http, ping(7), ana)).status).toBe(200);
     expect((await post(http, ping(8), ana)).status).toBe(429);
+  });
+
+  it("a batch costing more than the principal's whole request budget is refused as such, taking nothing", async () => {
+    const { http } = await start({
+      config: { rate_limits: { requests: { capacity: 3, per_minute: 0.001 } } },
+    });
+    const ana = await openSession(http, ANALYST_KEY); // 1 of 3
+    const four = await post(http, [ping(2), ping(3), ping(4), ping(5)], ana);
+    expect(four.status).toBe(400);
+    expect(four.headers.get('retry-after')).toBeNull();
+    expect(await four.json()).toMatchObject({
+      jsonrpc: '2.0',
+      error: {
+        code: -32600,
+        message: expect.stringContaining(
+          'rate_limits.requests allows at most 3 at once; send at most 3 per POST',
+        ),
+      },
+    });
+    // It took nothing: the two tokens left admit a batch of two.
+    expect((await post(http, [ping(6), ping(7)], ana)).status).toBe(200);
   });
 
   it('a batch over 20 messages is refused naming the cap, before any of it runs', async () => {
@@ -902,7 +1030,7 @@ describe('fairness: no single caller can degrade the service for others', () => 
     const { http, logs, stop, runtime } = await start({
       config: {
         rate_limits: {
-          requests: { capacity: 3, per_minute: 0.001 },
+          requests: { capacity: 2, per_minute: 0.001 },
           refusals: { capacity: 5, per_minute: 0.001 },
         },
       },
@@ -942,7 +1070,7 @@ describe('fairness: no single caller can degrade the service for others', () => 
       const key = `fair-${randomUUID()}`;
       const other = `fair-other-${randomUUID()}`;
       const config: DeepPartial<Config> = {
-        rate_limits: { store: 'redis', requests: { capacity: 6, per_minute: 1 } },
+        rate_limits: { store: 'redis', requests: { capacity: 4, per_minute: 1 } },
         auth: {
           key_hashes: [
             { sha256: sha(key), principal: `${key}@example.com`, kind: 'user', role: 'analyst' },
@@ -952,16 +1080,15 @@ describe('fairness: no single caller can degrade the service for others', () => 
       };
       const one = await start({ config, redisUrl: 'redis://127.0.0.1:6379' });
       const two = await start({ config, redisUrl: 'redis://127.0.0.1:6379' });
-      // Two messages on each replica: four of the shared six are spent.
+      // One request (initialize) on each replica: two of the shared four are spent.
       const onOne = await openSession(one.http, key);
       const onTwo = await openSession(two.http, key);
-      // A batch of three costs three: refused whole (kept per replica, one would have four left).
+      // A batch of three costs three: refused whole (kept per replica, one would have three left).
       const over = await post(one.http, [ping(2), ping(3), ping(4)], onOne);
       expect(over.status).toBe(429);
-      expect(await over.json()).toMatchObject({
-        id: null,
-        error: { message: expect.stringContaining('rate_limits.requests') },
-      });
+      expect(await over.json()).toMatchObject(
+        [2, 3, 4].map((id) => ({ id, error: { message: expect.stringContaining('rate_limits.requests') } })),
+      );
       // The two left admit a batch of two on the other replica, then nothing more anywhere.
       const two2 = await post(two.http, [ping(5), ping(6)], onTwo);
       expect(two2.status).toBe(200);
@@ -971,6 +1098,53 @@ describe('fairness: no single caller can degrade the service for others', () => 
       const { client } = await connect(one.http, other);
       await expect(client.ping()).resolves.toBeDefined();
     },
+  );
+
+  it.skipIf(!redisUp)(
+    'messages while Redis hangs wait at most one command timeout per pause',
+    async () => {
+      // Redis through a forwarder that can hold every byte while connections stay open (a hung Redis).
+      const forwarder = await startTcpForwarder({ host: '127.0.0.1', port: 6379 });
+      cleanups.push(() => forwarder.close());
+      const key = `hang-${randomUUID()}`;
+      const { http, logs } = await start({
+        config: {
+          rate_limits: { store: 'redis' },
+          auth: {
+            key_hashes: [
+              { sha256: sha(key), principal: `${key}@example.com`, kind: 'user', role: 'analyst' },
+            ],
+          },
+        },
+        redisUrl: `redis://127.0.0.1:${forwarder.port}`,
+      });
+      const session = await openSession(http, key);
+      const timedPing = async (id: number) => {
+        const started = performance.now();
+        const res = await post(http, ping(id), session);
+        await res.text();
+        return { status: res.status, ms: performance.now() - started };
+      };
+      expect((await timedPing(2)).status).toBe(200);
+
+      forwarder.stall();
+      // The first message finds the hang (it waits for its take's command timeout); then one every
+      // 100 ms for longer than the pause after it, so some arrive once the store may be asked again.
+      const answers = [await timedPing(3)];
+      const later: Promise<{ status: number; ms: number }>[] = [];
+      for (let i = 0; i < 70; i += 1) {
+        later.push(timedPing(100 + i));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      answers.push(...(await Promise.all(later)));
+      forwarder.restore();
+
+      // Every ping answered (from this process's budget), and only the first waited on Redis.
+      expect(new Set(answers.map((a) => a.status))).toEqual(new Set([200]));
+      expect(answers.filter((a) => a.ms > 1000)).toHaveLength(1);
+      expect(logs.filter((l) => l.includes('request budgets are kept in this process'))).toHaveLength(1);
+    },
+    40_000,
   );
 });
 

@@ -181,6 +181,45 @@ describe('fraudgate serve over stdio, malformed requests', { timeout: 90_000 }, 
   });
 });
 
+describe('fraudgate serve over stdio, refused calls', { timeout: 90_000 }, () => {
+  it('refused calls past rate_limits.refusals are counted, and closing stdin writes their one summary line', async () => {
+    const configFile = join(dir, 'refusals.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({ rate_limits: { refusals: { capacity: 2, per_minute: 0.001 } } }),
+    );
+    const serve = spawnServe({
+      FRAUDGATE_DATA_DIR: join(dir, 'refusals-data'),
+      FRAUDGATE_CONFIG: configFile,
+      FRAUDGATE_LOG_LEVEL: 'info',
+    });
+    const client = new Client({ name: 'stdio-refusals', version: '0' });
+    try {
+      await client.connect(serve.transport);
+      // 20 calls refused (no user_id): two get their line, 18 are counted.
+      for (let i = 0; i < 20; i += 1) {
+        const result = await client.callTool({ name: 'get_sift_score', arguments: {} });
+        expect(result.isError).toBe(true);
+      }
+      await serve.transport.close();
+      const { code, stderr } = await serve.exited;
+      expect(code).toBe(0);
+      const lines = stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.filter((l) => l.msg === 'tool call')).toHaveLength(2);
+      const summaries = lines.filter((l) => l.msg === 'log lines over budget');
+      expect(summaries).toHaveLength(1);
+      // Past the refusal budget the calls are answered RATE_LIMITED (over the refusal budget).
+      expect(summaries[0]).toMatchObject({ count: 18, by_outcome: { RATE_LIMITED: 18 } });
+    } finally {
+      await client.close().catch(() => {});
+      serve.kill();
+    }
+  });
+});
+
 describe('the opening gate', () => {
   it('passes the handshake and ping at once, holds everything else in order until open()', async () => {
     const server = new McpServer({ name: 'gated', version: '0' });
