@@ -88,6 +88,39 @@ export async function countSealedByKey(sql: SqlExecutor): Promise<SealedCount[]>
   return counts;
 }
 
+/**
+ * Whether the stored sealed values (key_check's aside) open under `cipher`: every key id they name
+ * is one it holds, and one value per column opens. Undefined when they do (or none is stored),
+ * else why not (key ids and columns only, never a value).
+ */
+export async function sealedValuesProblem(
+  sql: SqlExecutor,
+  cipher: FieldCipher,
+): Promise<string | undefined> {
+  let tried = 0;
+  for (const c of SEALED_COLUMNS) {
+    if (c.table === 'key_check') continue;
+    const ids = await sql.query<{ key_id: string }>(
+      `SELECT DISTINCT ${KEY_ID_SQL(c)} AS key_id FROM ${c.table} WHERE ${SEALED_SQL(c)}`,
+    );
+    const missing = ids.map((r) => r.key_id).filter((id) => !cipher.openableKeyIds.includes(id));
+    if (missing.length > 0) return `${c.table}.${c.column} sealed under key ${missing.join(', ')}`;
+    const [row] = await sql.query(
+      `SELECT id, ${[...c.extra, c.column].join(', ')} FROM ${c.table} WHERE ${SEALED_SQL(c)} LIMIT 1`,
+    );
+    if (!row) continue;
+    tried += 1;
+    try {
+      const stored = String(row[c.column]);
+      cipher.open(c.quoted ? (JSON.parse(stored) as string) : stored, c.context(row));
+      return undefined;
+    } catch {
+      // Another column's value may open (this one may have been edited); the last try decides.
+    }
+  }
+  return tried > 0 ? 'no sealed value opens under it' : undefined;
+}
+
 export interface ResealProgress {
   done: number;
   total: number;

@@ -26,6 +26,7 @@ import { createJobStateStore, type JobStateStore } from './job-state-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { sealLegacyPlaintext } from './legacy-sealing.ts';
 import { migrate } from './migrations.ts';
+import { sealedValuesProblem } from './reseal.ts';
 import { createOutboxStore, type OutboxQueue, type OutboxStore } from './outbox-store.ts';
 import type { SqlDatabase, SqlExecutor, StoreEngine } from './sql.ts';
 import { createReplicaInstanceStore, type ReplicaInstanceStore } from './replica-instance-store.ts';
@@ -144,6 +145,18 @@ const KEY_CHECK_VALUE = 'fraudgate data key check';
  * insert nothing and check against it).
  */
 export async function checkDataKey(db: SqlExecutor, cipher: FieldCipher, now = Date.now()): Promise<void> {
+  const refuse = () =>
+    new StartupError(
+      'FRAUDGATE_DATA_KEY',
+      'FRAUDGATE_DATA_KEY differs from the key this database was sealed with: its sealed approvals and outbox ' +
+        'effects would not open. Start with the original key (every replica needs the same one; the sandbox ' +
+        'keeps its key in data.key in the data directory), or, while rotating, set the original key as ' +
+        'FRAUDGATE_DATA_KEY_PREVIOUS until `fraudgate data-key status` shows nothing under it.',
+    );
+  const [existing] = await db.query<{ sealed: string }>('SELECT sealed FROM key_check WHERE id = 1');
+  // A database sealed before the check existed (migration 32) has no check value yet: the first key
+  // must not become it unless the rows already sealed open under it.
+  if (existing === undefined && (await sealedValuesProblem(db, cipher)) !== undefined) throw refuse();
   await db.execute(
     'INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING',
     [cipher.seal(KEY_CHECK_VALUE, KEY_CHECK_CONTEXT), now],
@@ -156,15 +169,7 @@ export async function checkDataKey(db: SqlExecutor, cipher: FieldCipher, now = D
       return false;
     }
   };
-  if (!opens()) {
-    throw new StartupError(
-      'FRAUDGATE_DATA_KEY',
-      'FRAUDGATE_DATA_KEY differs from the key this database was sealed with: its sealed approvals and outbox ' +
-        'effects would not open. Start with the original key (every replica needs the same one; the sandbox ' +
-        'keeps its key in data.key in the data directory), or, while rotating, set the original key as ' +
-        'FRAUDGATE_DATA_KEY_PREVIOUS until `fraudgate data-key status` shows nothing under it.',
-    );
-  }
+  if (!opens()) throw refuse();
 }
 
 export async function openStore(

@@ -9,6 +9,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../src/config.ts';
+import { createFieldCipher } from '../../src/store/field-crypto.ts';
+import { openStore } from '../../src/store/store.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
@@ -66,6 +69,33 @@ describe('data key check at start-up', { timeout: 120_000 }, () => {
     expect(other.stderr).not.toContain(original);
     // The original key still starts.
     expect((await cli(['approvals', 'list'], { FRAUDGATE_DATA_KEY: original })).code).toBe(0);
+  });
+
+  it('a database sealed before the key check refuses another key on its first start', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'fraudgate-keycheck-pre32-'));
+    const original = randomBytes(32);
+    const store = await openStore(
+      { ...DEFAULTS, data_dir: join(dir, 'data') },
+      {},
+      {
+        cipher: createFieldCipher(original),
+      },
+    );
+    await store.outbox.enqueueRouted({ entityType: 'user', entityId: 'u-1', decisionId: 'd-1', time: 1 }, [
+      { effect: 'sift_event', tool: 'send_sift_event', args: { email: 'x@example.com' } },
+    ]);
+    // As the version before the check left it: sealed rows, no check value.
+    await store.sql.execute('DELETE FROM key_check');
+    await store.close();
+    const other = await cli(['approvals', 'list'], { FRAUDGATE_DATA_KEY: randomBytes(32).toString('hex') });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(REFUSAL);
+    // The wrong key did not become the check value: the right key starts, and then only it.
+    const right = await cli(['approvals', 'list'], { FRAUDGATE_DATA_KEY: original.toString('hex') });
+    expect(right.stderr).toBe('');
+    expect(right.code).toBe(0);
+    const again = await cli(['approvals', 'list'], { FRAUDGATE_DATA_KEY: randomBytes(32).toString('hex') });
+    expect(again.stderr).toMatch(REFUSAL);
   });
 
   it.skipIf(!pgListening)('PostgreSQL: a replica started with another data key refuses', async () => {
