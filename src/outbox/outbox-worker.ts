@@ -650,10 +650,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     return undefined;
   }
 
+  /** Key ids of effects left for another replica, logged once each. */
+  const lackingKeysLogged = new Set<string>();
+
   /** Why an unreadable effect is a dead letter and what to do (names the field, never its content). */
   const unreadableMessage = (effect: OutboxEffect) =>
-    `its stored ${effect.unreadable} did not open under FRAUDGATE_DATA_KEY (sealed under another key, or edited); ` +
-    `it was not run. Start with the key that wrote it, then fraudgate outbox retry ${effect.id}; or drop it.`;
+    `its stored ${effect.unreadable} failed its check under FRAUDGATE_DATA_KEY (edited, moved from another row, ` +
+    `or plain text); it was not run. Restore the row from a backup and fraudgate outbox retry ${effect.id}, ` +
+    `or fraudgate outbox drop ${effect.id}.`;
 
   /**
    * A non-idempotent effect whose call may have reached the upstream: a dead letter, never resent by
@@ -1020,6 +1024,27 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     for (const effect of claimed) {
       // Re-leased while still running here (its lease had lapsed): the running copy finishes it.
       if (active.has(effect.id)) continue;
+      if (effect.lackingKeyId !== undefined) {
+        // Sealed under a data key this replica does not hold (a rotation under way): valid, so left
+        // pending, unrun and not an attempt, for a replica that holds the key.
+        if (!lackingKeysLogged.has(effect.lackingKeyId)) {
+          lackingKeysLogged.add(effect.lackingKeyId);
+          logger.warn(
+            'outbox effects sealed under a data key this replica does not hold are left for a replica that ' +
+              'holds it; give every replica the new key as FRAUDGATE_DATA_KEY_PREVIOUS first (README: Rotating keys)',
+            { key_id: effect.lackingKeyId, effect_id: effect.id },
+          );
+        }
+        await store.retry(
+          effect.id,
+          owner,
+          now() + Math.max(auto.lease_ms, auto.poll_ms * 20),
+          undefined,
+          false,
+        );
+        result.deferred += 1;
+        continue;
+      }
       if (effect.unreadable !== undefined) {
         // Its sealed arguments (or progress) do not open: never run, never retried by itself; a dead
         // letter with its record, so the effects behind it go on.

@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
 import { OPEN_APPROVAL_STATES } from './approval-store.ts';
-import { isSealed, type FieldCipher } from './field-crypto.ts';
+import { isSealed, sealedKeyId, type FieldCipher } from './field-crypto.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
 /** A Sift decision webhook as accepted (§7.1 of the Sift contract); unknown keys are not kept. */
@@ -95,6 +95,11 @@ export interface OutboxEffect {
    * dead-letters it, {@link SEALED_DATA_UNREADABLE}).
    */
   unreadable?: string;
+  /**
+   * Set when every `unreadable` field was sealed under a data key this replica does not hold (a
+   * rotation under way): that key's id. Not a dead letter: a replica with the key runs it.
+   */
+  lackingKeyId?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -128,8 +133,9 @@ export const CONTINUATION_STALLED = 'CONTINUATION_STALLED';
 
 /**
  * The reason code of a dead letter whose stored arguments (or progress) do not open under the
- * configured FRAUDGATE_DATA_KEY: sealed under another key, or edited. It is never run; restore the
- * key that wrote it and `fraudgate outbox retry` it, or drop it.
+ * configured FRAUDGATE_DATA_KEY: edited, moved from another row, or plain text. It is never run.
+ * (A value sealed under a key the replica does not hold is not one: it waits for a replica that
+ * holds the key, `lackingKeyId`.)
  */
 export const SEALED_DATA_UNREADABLE = 'SEALED_DATA_UNREADABLE';
 
@@ -459,17 +465,25 @@ function sealError(cipher: FieldCipher | undefined, error: string, id: number): 
 export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffect {
   const id = Number(row.id);
   const unreadable: string[] = [];
+  const lacking = new Set<string>();
+  let damaged = false;
   const open = (field: string | undefined, text: string, context: string): unknown => {
     // With the data key, plain args were written into the database, not by us (rows from before
     // sealing were sealed at start-up, legacy-sealing.ts): refused like args that do not open.
     if (field === 'args' && cipher && !isSealed(text)) {
       unreadable.push('args (plain text, not sealed)');
+      damaged = true;
       return undefined;
     }
     try {
       return openJson(cipher, text, context);
     } catch {
-      if (field) unreadable.push(field);
+      if (field) {
+        unreadable.push(field);
+        const keyId = sealedKeyId(text);
+        if (cipher && keyId !== undefined && !cipher.openableKeyIds.includes(keyId)) lacking.add(keyId);
+        else damaged = true;
+      }
       return undefined;
     }
   };
@@ -505,6 +519,7 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
     else effect.progress = stored;
   }
   if (unreadable.length > 0) effect.unreadable = unreadable.join(', ');
+  if (unreadable.length > 0 && !damaged && lacking.size > 0) effect.lackingKeyId = [...lacking].join(', ');
   return effect;
 }
 

@@ -74,8 +74,8 @@ async function runPlanted(postgres: boolean) {
 }
 
 /**
- * One pending effect whose sealed arguments were written under another data key (a replica started
- * with a different FRAUDGATE_DATA_KEY) is claimed first (oldest decision), yet the effects behind it
+ * One pending effect whose sealed arguments were edited in the database (they fail their integrity
+ * check under the replica's own key) is claimed first (oldest decision), yet the effects behind it
  * still run: it becomes a dead letter with its reason code and audit record, and lists like one.
  */
 async function runPoisoned(postgres: boolean) {
@@ -84,17 +84,17 @@ async function runPoisoned(postgres: boolean) {
   expect((await env.post(first, { 'x-sift-science-signature': sign(first) })).status).toBe(200);
   expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
   const sql = env.automation.runtime.store.sql;
-  const [row] = await sql.query<{ id: number; event_id: number; effect: string }>(
-    'SELECT id, event_id, effect FROM outbox_effects ORDER BY id LIMIT 1',
+  const [row] = await sql.query<{ id: number; event_id: number; effect: string; args: string }>(
+    'SELECT id, event_id, effect, args FROM outbox_effects ORDER BY id LIMIT 1',
   );
-  const other = createFieldCipher(randomBytes(32));
-  const sealedElsewhere = other.seal(
-    { user_id: 'sandbox-high-risk' },
-    outboxFieldContext.args(Number(row!.event_id), row!.effect),
-  );
+  // Under this replica's own key, but edited: it fails its integrity check. (A value under a key
+  // the replica lacks is left for another replica: see the rotation test below.)
+  const middle = Math.floor(row!.args.length / 2);
+  const edited =
+    row!.args.slice(0, middle) + (row!.args[middle] === 'A' ? 'B' : 'A') + row!.args.slice(middle + 1);
   await sql.execute(
     "UPDATE outbox_effects SET args = $1, state = 'pending', next_attempt_at = 0, result = NULL WHERE id = $2",
-    [sealedElsewhere, Number(row!.id)],
+    [edited, Number(row!.id)],
   );
   const second = decisionBody('sandbox-watch', 'block_user_payment_abuse', Date.now());
   expect((await env.post(second, { 'x-sift-science-signature': sign(second) })).status).toBe(200);
@@ -105,7 +105,7 @@ async function runPoisoned(postgres: boolean) {
   expect(poisoned).toMatchObject({ state: 'dead', unreadable: 'args', args: {} });
   expect(poisoned?.lastError).toMatch(new RegExp(`^${SEALED_DATA_UNREADABLE}: .*FRAUDGATE_DATA_KEY`));
   // The reason names no key (not even its public id) and holds nothing of the sealed value.
-  expect(poisoned?.lastError).not.toContain(other.keyId);
+  expect(poisoned?.lastError).not.toContain(row!.args.slice(7, 15));
   expect(poisoned?.lastError).not.toContain('sandbox-high-risk');
   // The later decision's effects ran.
   const later = effects.filter((e) => e.entityKey === 'user:sandbox-watch');
@@ -124,12 +124,12 @@ async function runPoisoned(postgres: boolean) {
 }
 
 describe('stored outbox rows', () => {
-  it('SQLite: a row sealed under another key does not block other effects', async () => {
+  it('SQLite: an edited sealed row does not block other effects', async () => {
     await runPoisoned(false);
   });
 
   it.skipIf(!pgListening)(
-    'PostgreSQL: a row sealed under another key does not block other effects',
+    'PostgreSQL: an edited sealed row does not block other effects',
     async () => {
       await runPoisoned(true);
     },
@@ -167,6 +167,52 @@ describe('stored outbox rows', () => {
       expect(raw).toContain('enc:v1:');
     } finally {
       await client.end();
+    }
+  });
+
+  it('an effect sealed under a key this replica lacks stays pending and runs on a replica that has it', async () => {
+    const keyA = randomBytes(32);
+    const keyB = randomBytes(32);
+    const config = { automation: { lease_ms: 300 } };
+    // Mid-rotation: a replica still on the old key alone, and one in phase 1 of the README's
+    // rollout (old key current, new key as previous: no row is under it yet when it starts).
+    const old = (env = await outboxEnv({ config, secrets: { dataKey: keyA.toString('hex') } }));
+    const phase1 = await outboxEnv({
+      config,
+      dataDir: old.dataDir,
+      sandbox: old.sandbox,
+      secrets: { dataKey: keyA.toString('hex'), dataKeyPrevious: keyB.toString('hex') },
+    });
+    try {
+      // A replica already swapped (new key current) seals an effect under the new key.
+      const swapped = await openStore(old.config, {}, { cipher: createFieldCipher(keyB, [keyA]) });
+      try {
+        await swapped.outbox.enqueueRouted(
+          { entityType: 'user', entityId: 'sandbox-high-risk', decisionId: 'd-rotated', time: Date.now() },
+          [
+            {
+              effect: 'sift_event',
+              tool: 'send_sift_event',
+              args: { event: { event_type: 'create_account', user_id: 'sandbox-high-risk' } },
+            },
+          ],
+        );
+      } finally {
+        await swapped.close();
+      }
+      // The old replica claims it, cannot open it, and leaves it: pending, not a dead letter.
+      const tick = await old.automation.worker.tick();
+      expect(tick).toMatchObject({ claimed: 1, deferred: 1, dead: 0 });
+      const [left] = await old.automation.store.list();
+      expect(left).toMatchObject({ state: 'pending', lackingKeyId: createFieldCipher(keyB).keyId });
+      expect(old.sandbox.sift.events).toHaveLength(0);
+      // The replica holding the new key runs it, once.
+      expect(await phase1.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+      expect(old.sandbox.sift.events).toHaveLength(1);
+      expect((await phase1.automation.store.list())[0]).toMatchObject({ state: 'done' });
+      expect((await old.auditRecords()).filter((r) => r.event === 'dead_lettered')).toHaveLength(0);
+    } finally {
+      await phase1.close();
     }
   });
 
