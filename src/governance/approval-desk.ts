@@ -121,7 +121,8 @@ export function createApprovalDesk(deps: {
     expireOverdue,
     async decide(approvalId, decision) {
       await expireOverdue();
-      const approval = await approvals.get(approvalId);
+      // A denial runs nothing: allowed even when the stored arguments do not open (they are not used).
+      const approval = await approvals.get(approvalId, { evenUnreadable: !decision.approve });
       if (!approval) throw new FraudgateError(ERROR_CODES.NOT_FOUND, `No approval ${approvalId}.`);
       if (approval.state !== 'pending') {
         throw new FraudgateError(

@@ -381,7 +381,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
   }
 
   async function settleOne(effect: ParkedEffect): Promise<void> {
-    const approval = await approvals.get(effect.approvalId);
+    // Only its state, result and error are used: a closed approval whose arguments do not open settles too.
+    const approval = await approvals.get(effect.approvalId, { evenUnreadable: true });
     if (!approval) return;
     // Undone since: it ran all the same, and the undo is its own action.
     if (approval.state === 'executed' || approval.state === 'undone') {

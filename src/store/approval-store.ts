@@ -115,7 +115,11 @@ export interface ApprovalStore {
    * returned with `created: false` (a repeated call, perhaps on another replica, at the same time).
    */
   create(approval: NewApproval): Promise<{ approval: Approval; created: boolean }>;
-  get(id: string): Promise<Approval | undefined>;
+  /**
+   * `evenUnreadable`: an approval whose sealed arguments do not open (field-crypto.ts) is returned
+   * with empty `args` and `args_refused` instead of throwing: for what runs nothing (deny, settle).
+   */
+  get(id: string, options?: { evenUnreadable?: boolean }): Promise<Approval | undefined>;
   /** Newest first, or oldest first from just past `after` (a cursor for paging through a backlog). */
   list(filter?: ApprovalListFilter): Promise<Approval[]>;
   /** The open (pending, approved or executing) approval for exactly this call, if any. */

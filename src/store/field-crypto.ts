@@ -190,7 +190,11 @@ export function sealApprovalFields(
 ): ApprovalStore {
   const argsContext = (id: string) => `approvals.args:${id}`;
   const reasonContext = (id: string) => `approvals.reason:${id}`;
-  const open = (approval: Approval): Approval => {
+  /**
+   * Opens the sealed fields. `lenient` (for what runs nothing: expiry, denial, settling): one that
+   * does not open leaves empty `args` and `args_refused`, so it can still be closed (never run).
+   */
+  const open = (approval: Approval, lenient = false): Approval => {
     const opened: Approval = { ...approval };
     try {
       const args = approval.args as unknown;
@@ -208,6 +212,29 @@ export function sealApprovalFields(
           : '(withheld: this reason was stored unsealed, so it may have been written into the database)';
       }
     } catch (error) {
+      const lacking = [approval.args as unknown, approval.reason]
+        .map((text) => (typeof text === 'string' ? sealedKeyId(text) : undefined))
+        .find((id) => id !== undefined && !cipher.openableKeyIds.includes(id));
+      if (lenient) {
+        return {
+          ...approval,
+          args: {},
+          ...(approval.reason !== undefined ? { reason: '(withheld: it does not open)' } : {}),
+          args_refused: lacking
+            ? `its stored arguments are sealed under data key ${lacking}, which this replica does not hold`
+            : 'its stored arguments failed their integrity check (edited, or moved from another row)',
+        };
+      }
+      if (lacking) {
+        // A rotation under way: valid, and a replica holding that key can use it. Not a failure.
+        throw new FraudgateError(
+          ERROR_CODES.CONFLICT,
+          `Approval ${approval.id} is sealed under data key ${lacking}, which this replica does not hold (a key ` +
+            'rotation is under way); try again (another replica may hold it), or give this replica that key ' +
+            'as FRAUDGATE_DATA_KEY_PREVIOUS.',
+          { retryable: true, data: { key_id: lacking }, cause: error },
+        );
+      }
       // Fails closed: an approval whose frozen arguments are unknown can be neither decided nor run.
       throw new FraudgateError(
         ERROR_CODES.CONFLICT,
@@ -221,7 +248,8 @@ export function sealApprovalFields(
     }
     return opened;
   };
-  const openMaybe = (approval: Approval | undefined) => (approval ? open(approval) : undefined);
+  const openMaybe = (approval: Approval | undefined, lenient = false) =>
+    approval ? open(approval, lenient) : undefined;
   /** A list never breaks on one bad row: those that do not open are reported and left out. */
   const openAll = (approvals: Approval[]): Approval[] =>
     approvals.flatMap((approval) => {
@@ -241,7 +269,7 @@ export function sealApprovalFields(
       });
       return { ...stored, approval: open(stored.approval) };
     },
-    get: async (id) => openMaybe(await inner.get(id)),
+    get: async (id, options) => openMaybe(await inner.get(id), options?.evenUnreadable === true),
     list: async (filter) => openAll(await inner.list(filter)),
     findOpen: async (binding) => openMaybe(await inner.findOpen(binding)),
     transition: async (id, from, to, patch, claim, unexpiredAt) =>
@@ -256,8 +284,11 @@ export function sealApprovalFields(
           claim,
           unexpiredAt,
         ),
+        // Closed without running: it must close even if it does not open (else it stays open forever).
+        to === 'expired' || to === 'denied',
       ),
-    listExpired: async (now) => openAll(await inner.listExpired(now)),
+    // Expiry needs only clear columns (state, expiry, tool, target, args_hash): every overdue one expires.
+    listExpired: async (now) => (await inner.listExpired(now)).map((approval) => open(approval, true)),
     count: (states) => inner.count(states),
   };
 }

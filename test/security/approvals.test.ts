@@ -524,10 +524,9 @@ describe('an approval row that does not open', () => {
       });
     const refused = await decide(bad);
     expect(refused.status).toBe(409);
-    expect(JSON.stringify(await refused.json())).toMatch(
-      /do not open under FRAUDGATE_DATA_KEY.*cannot be decided/,
-    );
-    await expect(env.runtime.approvals.get(bad)).rejects.toThrow(/cannot be decided or run/);
+    // Under a key this replica does not hold: named, and retryable (a replica with it may decide it).
+    expect(JSON.stringify(await refused.json())).toMatch(/sealed under data key deadbeef.*does not hold/);
+    await expect(env.runtime.approvals.get(bad)).rejects.toThrow(/does not hold/);
     const [after] = await env.runtime.store.sql.query<{ state: string }>(
       'SELECT state FROM approvals WHERE id = $1',
       [bad],
@@ -537,5 +536,47 @@ describe('an approval row that does not open', () => {
     await env.runtime.pipeline.processApprovals();
     expect((await env.runtime.approvals.get(good))?.state).toBe('executed');
     expect(env.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+  });
+
+  it('an overdue approval that does not open is expired and its call can be asked again', async () => {
+    env = await setup({ config: { approvals: { wait_ms: 0 } } });
+    const e = env;
+    const ask = async () => (await e.callTool('apply_label', LABEL)).error;
+    const first = String((await ask()).approval_id);
+    // Its sealed arguments edited in the database (they fail their integrity check), then overdue.
+    const [row] = await e.runtime.store.sql.query<{ args: string }>(
+      'SELECT args FROM approvals WHERE id = $1',
+      [first],
+    );
+    const middle = Math.floor(row!.args.length / 2);
+    const edited =
+      row!.args.slice(0, middle) + (row!.args[middle] === 'A' ? 'B' : 'A') + row!.args.slice(middle + 1);
+    await e.runtime.store.sql.execute('UPDATE approvals SET args = $1, expires_at = $2 WHERE id = $3', [
+      edited,
+      new Date(Date.now() - 60_000).toISOString(),
+      first,
+    ]);
+    // The same call again: the unreadable one is expired (not left open forever) and a new one asked.
+    const again = await ask();
+    expect(again.code).toBe('APPROVAL_PENDING');
+    expect(again.approval_id).not.toBe(first);
+    const [expired] = await e.runtime.store.sql.query<{ state: string }>(
+      'SELECT state FROM approvals WHERE id = $1',
+      [first],
+    );
+    expect(expired?.state).toBe('expired');
+    const records = await storedAuditRecords(e.config, e.runtime.audit);
+    expect(records.filter((r) => r.approval_id === first && r.event === 'expired')).toHaveLength(1);
+
+    // A pending one that does not open can still be denied (it runs nothing).
+    const second = String(again.approval_id);
+    await e.runtime.store.sql.execute('UPDATE approvals SET args = $1 WHERE id = $2', [edited, second]);
+    await e.runtime.desk.decide(second, { approve: false, approver: APPROVER, reason: 'unreadable' });
+    const [denied] = await e.runtime.store.sql.query<{ state: string }>(
+      'SELECT state FROM approvals WHERE id = $1',
+      [second],
+    );
+    expect(denied?.state).toBe('denied');
+    expect(e.sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(0);
   });
 });
