@@ -13,7 +13,7 @@ import { createSiftClient } from './clients/sift-client.ts';
 import { prepareDataDir } from './data-dir.ts';
 import type { UpstreamClients } from './clients/types.ts';
 import type { Config, Secrets } from './config.ts';
-import { InvalidInputError } from './errors.ts';
+import { FraudgateError, InvalidInputError } from './errors.ts';
 import {
   createApprovalDesk,
   type ApprovalDesk,
@@ -322,10 +322,28 @@ export async function openGovernanceState(
     );
   // An approval whose sealed fields do not open is left out of every list (which must not break on
   // it) and refused by get/decide/execute; the log names it, never its content.
-  const unreadableApproval = (id: string) =>
-    logger.error('approval unreadable: its sealed arguments do not open under FRAUDGATE_DATA_KEY; left out', {
-      approval_id: id,
-    });
+  // One sealed under a key this replica lacks (a rotation under way) is valid elsewhere: said once per key.
+  const lackingKeys = new Set<string>();
+  const unreadableApproval = (id: string, error: unknown) => {
+    const keyId = error instanceof FraudgateError ? error.data.key_id : undefined;
+    if (typeof keyId !== 'string') {
+      logger.error(
+        'approval unreadable: its sealed arguments do not open under FRAUDGATE_DATA_KEY; left out',
+        {
+          approval_id: id,
+        },
+      );
+    } else if (!lackingKeys.has(keyId)) {
+      lackingKeys.add(keyId);
+      logger.warn(
+        'approvals sealed under a data key this replica does not hold are left to replicas that hold it',
+        {
+          key_id: keyId,
+          approval_id: id,
+        },
+      );
+    }
+  };
   const approvals = signalTransitions(sealApprovalFields(raw.approvals, cipher, unreadableApproval), publish);
   const identities = maskUnmatchedIdentities(raw.identities, (value) => redactor.redactValue(value));
   const store: Store = { ...raw, approvals, identities };
