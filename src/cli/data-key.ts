@@ -63,7 +63,7 @@ export async function runDataKeyCommand(
         process.stderr.write(JSON.stringify({ type: 'progress', ...p }) + '\n');
         return;
       }
-      if (Date.now() - drawnAt < 100 && p.done + p.failed < p.total) return;
+      if (Date.now() - drawnAt < 100 && p.done + p.failed + p.skipped < p.total) return;
       drawnAt = Date.now();
       process.stderr.write(`\rresealing: ${p.done}/${p.total} values, ${p.failed} failed`);
     };
@@ -72,6 +72,9 @@ export async function runDataKeyCommand(
     for (const where of result.failures) process.stderr.write(`did not open: ${where}\n`);
     process.stdout.write(
       `resealed ${result.done} of ${result.total} values under the current data key ${current}` +
+        (result.skipped > 0
+          ? `; ${result.skipped} rewritten meanwhile by a running server, left as they were`
+          : '') +
         (result.failed > 0
           ? `; ${result.failed} did not open (set FRAUDGATE_DATA_KEY_PREVIOUS to the key that sealed them and run again)\n`
           : '\n'),

@@ -125,6 +125,8 @@ export interface ResealProgress {
   done: number;
   total: number;
   failed: number;
+  /** Rewritten meanwhile by a running server (already under the current key): left as it was. */
+  skipped: number;
 }
 
 export interface ResealResult extends ResealProgress {
@@ -149,8 +151,8 @@ export async function resealUnderCurrentKey(
     );
     total += Number(row?.n ?? 0);
   }
-  const result: ResealResult = { done: 0, total, failed: 0, failures: [] };
-  onProgress?.({ done: 0, total, failed: 0 });
+  const result: ResealResult = { done: 0, total, failed: 0, skipped: 0, failures: [] };
+  onProgress?.({ done: 0, total, failed: 0, skipped: 0 });
   for (const c of SEALED_COLUMNS) {
     // Keyset pagination by id (TEXT for approvals, integer for the outbox): failures are skipped,
     // not retried forever.
@@ -171,12 +173,12 @@ export async function resealUnderCurrentKey(
           if (c.quoted) text = JSON.parse(stored) as string;
           const resealed = cipher.seal(cipher.open(text, context), context);
           const sealed = c.quoted ? JSON.stringify(resealed) : resealed;
-          await sql.execute(`UPDATE ${c.table} SET ${c.column} = $1 WHERE id = $2 AND ${c.column} = $3`, [
-            sealed,
-            after,
-            stored,
-          ]);
-          result.done += 1;
+          const changed = await sql.execute(
+            `UPDATE ${c.table} SET ${c.column} = $1 WHERE id = $2 AND ${c.column} = $3`,
+            [sealed, after, stored],
+          );
+          if (changed > 0) result.done += 1;
+          else result.skipped += 1;
         } catch {
           result.failed += 1;
           result.failures.push(
@@ -184,7 +186,7 @@ export async function resealUnderCurrentKey(
           );
         }
       }
-      onProgress?.({ done: result.done, total, failed: result.failed });
+      onProgress?.({ done: result.done, total, failed: result.failed, skipped: result.skipped });
     }
   }
   return result;

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { countSealedByKey, resealUnderCurrentKey } from '../../src/store/reseal.ts';
 import { openStore } from '../../src/store/store.ts';
+import type { SqlExecutor } from '../../src/store/sql.ts';
 import { ENGINES } from './engines.ts';
 
 const EMAIL = 'reseal.planted@example.com';
@@ -62,6 +63,45 @@ describe.each(ENGINES)('reseal ($name)', (engine) => {
       expect(effects.map((e) => e.args)).toEqual([{ email: EMAIL }, { email: EMAIL }, { email: EMAIL }]);
     } finally {
       await after.close();
+    }
+  });
+
+  it.skipIf(engine.skip)('a row rewritten meanwhile is not counted as resealed', async () => {
+    const { config, secrets } = engine.fresh();
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const effect = { effect: 'sift_event', tool: 'send_sift_event', args: { email: EMAIL } };
+    const before = await openStore(config, secrets, { cipher: createFieldCipher(oldKey) });
+    await before.outbox.enqueueRouted({ entityType: 'user', entityId: 'u-1', decisionId: 'd-1', time: 1 }, [
+      effect,
+    ]);
+    await before.close();
+    const rotated = createFieldCipher(newKey, [oldKey]);
+    const during = await openStore(config, secrets, { cipher: rotated });
+    try {
+      // A running server rewrites the effect's args (under the new key) between reseal's read and write.
+      let raced = false;
+      const sql: SqlExecutor = {
+        engine: during.sql.engine,
+        query: (text, params, options) => during.sql.query(text, params, options),
+        transaction: (fn) => during.sql.transaction(fn),
+        async execute(text, params) {
+          if (!raced && text.startsWith('UPDATE outbox_effects')) {
+            raced = true;
+            await during.sql.execute('UPDATE outbox_effects SET args = $1 WHERE id = $2', [
+              String(params?.[2]).replace('enc:v1:', 'enc:v1:x'),
+              params?.[1] ?? null,
+            ]);
+          }
+          return during.sql.execute(text, params);
+        },
+      };
+      const result = await resealUnderCurrentKey(sql, rotated);
+      expect(raced).toBe(true);
+      // key_check resealed; the effect's value changed under it: skipped, not counted as done.
+      expect(result).toMatchObject({ done: 1, skipped: 1, total: 2, failed: 0 });
+    } finally {
+      await during.close();
     }
   });
 });
