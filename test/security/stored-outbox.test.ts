@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { databasePath, openStore } from '../../src/store/store.ts';
-import { SEALED_DATA_UNREADABLE, outboxFieldContext } from '../../src/store/outbox-store.ts';
+import { SEALED_DATA_UNREADABLE } from '../../src/store/outbox-store.ts';
 import { decisionBody, outboxEnv, sign, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
@@ -128,12 +128,9 @@ describe('stored outbox rows', () => {
     await runPoisoned(false);
   });
 
-  it.skipIf(!pgListening)(
-    'PostgreSQL: an edited sealed row does not block other effects',
-    async () => {
-      await runPoisoned(true);
-    },
-  );
+  it.skipIf(!pgListening)('PostgreSQL: an edited sealed row does not block other effects', async () => {
+    await runPoisoned(true);
+  });
 
   it('SQLite: the database file holds no planted email or phone; the effect ran with them', async () => {
     const e = await runPlanted(false);
