@@ -213,6 +213,31 @@ describe('stored outbox rows', () => {
     }
   });
 
+  it('an effect parked on an approval that does not open is settled when that approval expires', async () => {
+    env = await outboxEnv();
+    const body = decisionBody('sandbox-watch', 'block_user_payment_abuse', Date.now());
+    expect((await env.post(body, { 'x-sift-science-signature': sign(body) })).status).toBe(200);
+    expect(await env.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+    const parked = (await env.automation.store.list()).find((e) => e.state === 'awaiting_approval');
+    expect(parked?.approvalId).toBeDefined();
+    // Its approval's sealed arguments edited (they fail their check), and the approval overdue.
+    const sql = env.automation.runtime.store.sql;
+    const [row] = await sql.query<{ args: string }>('SELECT args FROM approvals WHERE id = $1', [
+      parked!.approvalId!,
+    ]);
+    const middle = Math.floor(row!.args.length / 2);
+    const edited =
+      row!.args.slice(0, middle) + (row!.args[middle] === 'A' ? 'B' : 'A') + row!.args.slice(middle + 1);
+    await sql.execute('UPDATE approvals SET args = $1, expires_at = $2 WHERE id = $3', [
+      edited,
+      new Date(Date.now() - 60_000).toISOString(),
+      parked!.approvalId!,
+    ]);
+    await env.automation.runtime.pipeline.processApprovals();
+    await env.automation.worker.tick();
+    expect(await env.automation.store.get(parked!.id)).toMatchObject({ state: 'denied' });
+  });
+
   it('plain args written over sealed ones are refused: a dead letter, nothing sent to Sift', async () => {
     env = await outboxEnv();
     const store = env.automation.store;
