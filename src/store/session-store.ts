@@ -94,6 +94,8 @@ export interface SessionRelay {
   publish(replica: string, message: RelayedMessage): Promise<void>;
   /** Starts delivering messages addressed to `replica`. One listener per replica tag. */
   listen(replica: string, onMessage: (message: RelayedMessage) => void): Promise<void>;
+  /** Whether a replica with this tag listens now (in any process): only then is an answer relayed to it. */
+  isListening(replica: string): Promise<boolean>;
   /** Tells every listening replica (this process's too) that these sessions ended: DELETE or reaped. */
   announceEnded(sessionIds: readonly string[]): Promise<void>;
   /** Calls `onEnded` for every announcement from any replica, once `listen` was called; returns the unsubscribe. */

@@ -40,6 +40,7 @@ import { createMetrics, type Metrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer } from '../server.ts';
 import type { Principal } from '../tool.ts';
+import { isObject } from '../is-object.ts';
 import {
   createMcpSessionManager,
   isRequestShaped,
@@ -534,22 +535,29 @@ export async function startHttpServer(
   /**
    * Takes the POST's requests (GET: one) from the principal's request budget; false when it
    * answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
-   * Only requests (a method and an id) cost: the client's answers to the server (an elicitation's),
-   * its notifications (cancelled, initialized, progress) and DELETE never meet the budget, so a
-   * principal's spent budget cannot turn a human's confirmation into a timeout or keep a call from
-   * being cancelled.
+   * Requests (a method and an id) cost one each, and so does every client answer except one to a
+   * request a call on this replica waits for: an answer relayed to another replica costs a NOTIFY
+   * that every replica parses, and one matching nothing is work for nothing. Notifications
+   * (cancelled, initialized, progress), DELETE and the awaited answers are free on a session this
+   * replica serves, so a spent budget cannot turn a human's confirmation into a timeout or keep a
+   * call from being cancelled; on a session unknown here finding it is a registry read, which costs one.
    */
   async function withinBudget(
     res: ServerResponse,
     ctx: RequestContext,
     principal: Principal,
     method: string,
+    sessionId: string | undefined,
     body: unknown,
   ): Promise<boolean> {
     const messages: unknown[] = Array.isArray(body) ? body : [body];
     const size = messages.length;
     const overCap = size > MAX_BATCH_MESSAGES;
-    const cost = overCap ? 1 : method === 'GET' ? 1 : messages.filter(isRequestShaped).length;
+    const notification = (m: unknown) => isObject(m) && typeof m.method === 'string' && !('id' in m);
+    const paid = (m: unknown) =>
+      !notification(m) && !(sessionId !== undefined && sessions.awaitedHere(sessionId, m));
+    let cost = overCap || method === 'GET' ? 1 : method === 'POST' ? messages.filter(paid).length : 0;
+    if (cost === 0 && sessionId !== undefined && !sessions.knows(sessionId)) cost = 1;
     const decision =
       cost === 0 ? { allowed: true, retryAfterMs: 0, remaining: 0 } : await takeRequests(principal, cost);
     if (!decision.allowed || overCap) ctx.refused = true;
@@ -578,9 +586,11 @@ export async function startHttpServer(
       };
       // An error for each request, by its id (a batch is answered with an array, as JSON-RPC says;
       // its notifications get none), so the client can fail each pending request at once.
-      const answer = Array.isArray(body)
-        ? body.filter(isRequestShaped).map((m) => ({ jsonrpc: '2.0', error, id: m.id }))
-        : { jsonrpc: '2.0', error, id: soleRequestId(body) ?? null };
+      // A batch without requests (answers, notifications) gets the error once, without an id.
+      const answer =
+        Array.isArray(body) && body.some(isRequestShaped)
+          ? body.filter(isRequestShaped).map((m) => ({ jsonrpc: '2.0', error, id: m.id }))
+          : { jsonrpc: '2.0', error, id: soleRequestId(body) ?? null };
       sendJson(res, 429, answer, { 'retry-after': String(seconds) });
       return false;
     }
@@ -637,7 +647,7 @@ export async function startHttpServer(
       shuttingDown(res);
       return;
     }
-    if (!(await withinBudget(res, ctx, principal, method, body))) return;
+    if (!(await withinBudget(res, ctx, principal, method, sessionId, body))) return;
     try {
       if (sessionId !== undefined) await continueSession(req, res, principal, sessionId, method, body);
       else await openSession(req, res, principal, method, body);

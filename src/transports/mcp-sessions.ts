@@ -187,6 +187,11 @@ export class ReplicaTaggedTransport implements Transport {
     return this.firstOnStream.get(id) === 'answer';
   }
 
+  /** Whether a call here waits for the answer with this (wire) id: only such an answer is free of the budget. */
+  awaits(id: unknown): boolean {
+    return typeof id === 'string' && this.pending.has(id);
+  }
+
   /** Drops what was noted for the client's request `id`; the HTTP layer calls it when its POST ends. */
   forget(id: RequestId): void {
     this.firstOnStream.delete(id);
@@ -443,6 +448,16 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       return restored;
     },
 
+    /** Whether this replica has the session's live objects (no registry read needed to find it). */
+    knows: (sessionId: string) => live.has(sessionId),
+
+    /**
+     * Whether `message` answers a request a call on this replica waits for in session `sessionId`:
+     * the one kind of client answer the request budget does not pay for (see http.ts withinBudget).
+     */
+    awaitedHere: (sessionId: string, message: unknown) =>
+      isResponseShaped(message) && (wires.get(sessionId)?.awaits(message.id) ?? false),
+
     /**
      * Whether `body` only answers requests this replica sent (responses with `fg.<this replica>.*`
      * ids): a draining replica still takes these, since a call here is waiting for them.
@@ -459,7 +474,10 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
 
     /**
      * Client answers addressed to another replica's waiting call are forwarded there; returns true
-     * when every message was forwarded (the request is answered 202 without touching a transport).
+     * when every message was addressed elsewhere (the request is answered 202 without touching a
+     * transport). Only answers to a live replica's tag are forwarded: one naming a tag no replica
+     * listens for (forged, or its replica gone) answers nothing anywhere and is dropped, so it costs
+     * no NOTIFY that every replica would receive and parse. The budget paid for each beforehand.
      */
     async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
       const messages = Array.isArray(body) ? body : [body];
@@ -468,7 +486,14 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
         return false;
       const targets = messages.map((m) => replicaOf(m));
       if (targets.some((t) => t === undefined || t === replica)) return false;
+      const live = new Map<string, boolean>();
+      for (const target of new Set(targets as string[]))
+        live.set(target, await stored(stores.relay.isListening(target)));
       for (const [i, message] of messages.entries()) {
+        if (!live.get(targets[i]!)) {
+          logger.debug('client answer addressed to no live replica; dropped', {});
+          continue;
+        }
         let relayed: unknown = message;
         if (Buffer.byteLength(JSON.stringify(message)) > MAX_RELAYED_BYTES) {
           // Too big for a NOTIFY payload: the waiting call gets an error now instead of waiting in vain.

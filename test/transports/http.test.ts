@@ -908,6 +908,39 @@ describe('fairness: no single caller can degrade the service for others', () => 
     expect(ended.status).toBe(200);
   });
 
+  const progress = {
+    jsonrpc: '2.0',
+    method: 'notifications/progress',
+    params: { progressToken: 1, progress: 1 },
+  };
+  /** A raw session on a server whose request budget is spent (2 of 2). */
+  const spentSession = async () => {
+    const { http } = await start({
+      config: { rate_limits: { requests: { capacity: 2, per_minute: 0.001 } } },
+    });
+    const ana = await openSession(http, ANALYST_KEY); // 1 of 2
+    expect((await post(http, ping(2), ana)).status).toBe(200); // 2 of 2: spent
+    expect((await post(http, ping(3), ana)).status).toBe(429);
+    // On its own session a notification is still free.
+    expect((await post(http, progress, ana)).status).toBe(202);
+    return { http, ana };
+  };
+
+  it('with the budget spent, an answer to a request nobody on this replica awaits gets 429', async () => {
+    const { http, ana } = await spentSession();
+    const unasked = await post(http, { jsonrpc: '2.0', id: 'fg.000000000000.1', result: {} }, ana);
+    expect(unasked.status).toBe(429);
+    expect(await unasked.json()).toMatchObject({ id: null, error: { data: { retryable: true } } });
+  });
+
+  it('with the budget spent, a notification or DELETE naming a session unknown here gets 429', async () => {
+    const { http, ana } = await spentSession();
+    // Finding a session this replica does not serve is a registry read, which the budget pays.
+    const unknown = { ...ana, 'mcp-session-id': randomUUID() };
+    expect((await post(http, progress, unknown)).status).toBe(429);
+    expect((await fetch(http.mcpUrl, { method: 'DELETE', headers: unknown })).status).toBe(429);
+  });
+
   it('a batch of N messages costs N: all admitted or all refused', async () => {
     const { http } = await start({
       config: { rate_limits: { requests: { capacity: 5, per_minute: 0.001 } } },

@@ -375,6 +375,128 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
   });
 });
 
+describe.skipIf(!pgListening)('forged answers to other replicas', () => {
+  /**
+   * Replicas A and B in two processes' worth of session state (each its own store and relay on one
+   * schema), B's relay tag (learnt from the id of an elicitation B sent), a raw session on A with
+   * the request budget `capacity`, and a count of the answers NOTIFYed on the relay channel.
+   */
+  async function setup(capacity: number) {
+    const { stores: storesA, schema } = await sessionStores();
+    const { stores: storesB } = await sessionStores(PG_URL, schema);
+    const a = await replica(storesA, { rate_limits: { requests: { capacity, per_minute: 0.001 } } });
+    const b = await replica(storesB);
+    const listener = new pg.Client({ connectionString: PG_URL });
+    await listener.connect();
+    cleanups.push(() => listener.end());
+    let relayed = 0;
+    listener.on('notification', (n) => (relayed += n.payload?.startsWith('{"to":') ? 1 : 0));
+    await listener.query(`LISTEN ${schema}_mcp_relay`);
+
+    let tagOfB = '';
+    const transport = new StreamableHTTPClientTransport(new URL(b.http.mcpUrl), {
+      requestInit: { headers: { Authorization: `Bearer ${OTHER_KEY}` } },
+    });
+    const client = new Client(
+      { name: 'replica-test', version: '0.0.0' },
+      { capabilities: { elicitation: { form: {} } } },
+    );
+    client.setRequestHandler(ElicitRequestSchema, (_request, extra) => {
+      tagOfB = /^fg\.([0-9a-f]{12})\./.exec(String(extra.requestId))?.[1] ?? '';
+      return { action: 'accept', content: { confirm: true } };
+    });
+    await client.connect(transport);
+    cleanups.push(() => client.close().catch(() => {}));
+    await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS });
+    expect(tagOfB).toMatch(/^[0-9a-f]{12}$/);
+
+    const post = (body: unknown, headers: Record<string, string>) =>
+      fetch(a.http.mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${ANALYST_KEY}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          ...headers,
+        },
+        body: JSON.stringify(body),
+      });
+    const init = await post(
+      {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-11-25',
+          capabilities: {},
+          clientInfo: { name: 'raw', version: '0' },
+        },
+      },
+      {},
+    );
+    await init.text();
+    const session = {
+      'mcp-session-id': init.headers.get('mcp-session-id') ?? '',
+      'mcp-protocol-version': '2025-11-25',
+    };
+    await (await post({ jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const forged = (tag: string, n: number) =>
+      Array.from({ length: 20 }, (_, i) => ({
+        jsonrpc: '2.0',
+        id: `fg.${tag}.${n}-${i}`,
+        result: { action: 'accept', content: { pad: 'x'.repeat(6000) } },
+      }));
+    /** Waits until a NOTIFY sent now has come back (every earlier one has, then). */
+    const settled = async () => {
+      const before = relayed;
+      const sql = new pg.Client({ connectionString: PG_URL });
+      await sql.connect();
+      await sql.query(`SELECT pg_notify($1, '{"to":"settled"}')`, [`${schema}_mcp_relay`]);
+      await sql.end();
+      await expect.poll(() => relayed).toBeGreaterThan(before);
+      relayed -= 1;
+    };
+    return { tagOfB, post, session, forged, settled, relayed: () => relayed };
+  }
+
+  it('with the budget spent, forged answers to another replica get 429 and send no NOTIFY', async () => {
+    const { tagOfB, post, session, forged, settled, relayed } = await setup(22);
+    // initialize: 1 of 22 (notifications/initialized costs nothing); one answer to B: 2.
+    const one = await post(forged(tagOfB, 0)[0], session);
+    expect(one.status).toBe(202);
+    await settled();
+    expect(relayed()).toBe(1); // B is live: the answer was relayed, and paid for
+    // 20 pings: 22 of 22, the budget is spent.
+    const pings = Array.from({ length: 20 }, (_, i) => ({ jsonrpc: '2.0', id: 10 + i, method: 'ping' }));
+    const spent = await post(pings, session);
+    expect(spent.status).toBe(200);
+    await spent.text();
+    const over = await post({ jsonrpc: '2.0', id: 2, method: 'ping' }, session);
+    expect(over.status).toBe(429);
+    await over.text();
+    for (let p = 1; p <= 50; p += 1) {
+      const res = await post(forged(tagOfB, p), session);
+      expect(res.status).toBe(429);
+      expect(await res.json()).toMatchObject({
+        error: { message: expect.stringContaining('rate_limits.requests') },
+      });
+    }
+    await settled();
+    expect(relayed()).toBe(1);
+  });
+
+  it('a forged answer to a nonexistent replica is dropped, no NOTIFY', async () => {
+    const { post, session, forged, settled, relayed } = await setup(100);
+    for (let p = 0; p < 3; p += 1) {
+      const res = await post(forged('abcdefabcdef', p), session);
+      expect(res.status).toBe(202);
+      await res.text();
+    }
+    await settled();
+    expect(relayed()).toBe(0);
+  });
+});
+
 /** A TCP forwarder to PostgreSQL that a test can cut (every connection reset, new ones refused) and restore. */
 async function startTcpGate(targetPort: number) {
   const sockets = new Set<Socket>();

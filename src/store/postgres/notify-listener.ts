@@ -27,6 +27,8 @@ export function createNotifyListener(options: {
   channel: string;
   onPayload: (payload: string) => void;
   onError: (error: Error) => void;
+  /** The connection's application_name, read at each (re)connect: how other processes see it listen. */
+  applicationName?: () => string;
   /** How often the connection checks itself with a NOTIFY round trip. */
   heartbeatMs?: number;
   /** How long an echo (or connecting and LISTEN) may take before the connection counts as lost. */
@@ -49,6 +51,7 @@ export function createNotifyListener(options: {
   async function connect(): Promise<void> {
     const c = new pg.Client({
       connectionString,
+      ...(options.applicationName ? { application_name: options.applicationName() } : {}),
       keepAlive: true,
       keepAliveInitialDelayMillis: heartbeatMs,
     });

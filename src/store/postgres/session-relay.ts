@@ -3,6 +3,12 @@
  * dedicated connection (notify-listener.ts: reconnecting by itself after a restart, a failover or
  * pg_terminate_backend) and keeps the messages addressed to its own tag; publishing is a
  * `pg_notify` through the store. The news that sessions ended goes to every replica on the same channel.
+ *
+ * Whether a tag is live (so an answer addressed to it is worth a NOTIFY every replica parses): the
+ * LISTEN connection carries the tags it listens for in its application_name, and pg_stat_activity
+ * lists it exactly while that connection is open. A process normally listens for one tag (one HTTP
+ * server); tags added after the connection opened are known to their own process, and to the others
+ * after the next reconnect.
  */
 import type { RelayedMessage, SessionRelay } from '../session-store.ts';
 import type { SqlExecutor } from '../sql.ts';
@@ -20,6 +26,9 @@ interface EndedEnvelope {
 /** Session ids per NOTIFY: 36-character UUIDs, well under the 8000-byte payload limit. */
 const ENDED_PER_NOTIFY = 100;
 
+/** The application_name prefix of a relay's LISTEN connection; the tags it listens for follow. */
+const APPLICATION_NAME = 'fraudgate-relay';
+
 export function openPostgresSessionRelay(
   connectionString: string,
   schema: string,
@@ -33,6 +42,8 @@ export function openPostgresSessionRelay(
     connectionString,
     channel,
     onError,
+    // ≤ 63 bytes: the prefix and four 12-hex tags.
+    applicationName: () => `${APPLICATION_NAME} ${[...listeners.keys()].slice(0, 4).join(' ')}`,
     onPayload(payload) {
       let envelope: RelayEnvelope | EndedEnvelope;
       try {
@@ -56,6 +67,14 @@ export function openPostgresSessionRelay(
     async listen(replica, onMessage) {
       listeners.set(replica, onMessage);
       await listener.start();
+    },
+    async isListening(replica) {
+      if (listeners.has(replica)) return true;
+      const rows = await db.query(
+        `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE $1 AND strpos(application_name, $2) > 0 LIMIT 1`,
+        [`${APPLICATION_NAME} %`, ` ${replica}`],
+      );
+      return rows.length > 0;
     },
     async announceEnded(sessionIds) {
       for (let i = 0; i < sessionIds.length; i += ENDED_PER_NOTIFY) {

@@ -17,6 +17,9 @@ export function createInProcessRelay(): SessionRelay {
     async listen(replica, onMessage) {
       listeners.set(replica, onMessage);
     },
+    async isListening(replica) {
+      return listeners.has(replica);
+    },
     async announceEnded(sessionIds) {
       for (const onEnded of endedListeners) onEnded(sessionIds);
     },
