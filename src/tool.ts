@@ -148,6 +148,11 @@ export interface ApprovalView {
   executed_at?: string;
   /** On an undone one: the undo that marked it (its approval id). */
   undone_by?: string;
+  /**
+   * Why `args` cannot be trusted (refused as plain text, or not hashing to the hash it was requested
+   * under: approval-integrity.ts); nothing is derived from them then. Never shown to a client.
+   */
+  args_problem?: string;
   evidence: Record<string, unknown>;
   result?: unknown;
   error?: { code: string; message: string };

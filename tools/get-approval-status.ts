@@ -41,7 +41,7 @@ export const getApprovalStatus = defineTool({
       (approval.requester === ctx.principal.id || ['approver', 'admin'].includes(ctx.principal.role));
     // Someone else's approval answers exactly like a missing one: ids must not leak what others do.
     if (!approval || !mayRead) throw new NotFoundError(`No approval ${args.approval_id} that you can see.`);
-    const { id, result, ...rest } = approval;
+    const { id, result, args_problem: _problem, ...rest } = approval;
     return {
       approval_id: id,
       ...rest,

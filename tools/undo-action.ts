@@ -37,6 +37,14 @@ const asRecord = (v: unknown) =>
   (v && typeof v === 'object' && !Array.isArray(v) ? v : {}) as Record<string, unknown>;
 
 function compensationFor(original: ApprovalView): Compensation {
+  // Arguments refused or edited in the database say nothing true about what ran: no compensation
+  // is built from them (it would target whatever user they now name, or "undefined").
+  if (original.args_problem) {
+    throw conflict(
+      `Approval ${original.id} cannot be undone: integrity check failed: ${original.args_problem}; nothing was ` +
+        'done. Check who wrote to the database, then make the change with the matching tool.',
+    );
+  }
   const args = asRecord(original.args);
   const evidence = original.evidence;
   const user = String(args.user_id);

@@ -181,8 +181,16 @@ function supersedingApprovalId(reason: string | undefined): string | undefined {
 }
 
 function toView(a: Approval): ApprovalView {
-  const { args_hash: _hash, policy_version: _pv, requester_role: _r, requester_kind: _k, ...view } = a;
-  return view;
+  const problem = argsIntegrityProblem(a);
+  const {
+    args_hash: _hash,
+    args_refused: _refused,
+    policy_version: _pv,
+    requester_role: _r,
+    requester_kind: _k,
+    ...view
+  } = a;
+  return problem ? { ...view, args_problem: problem } : view;
 }
 
 /** The identity directory of a pipeline without a store: no mappings, an always-empty review list. */

@@ -6,7 +6,10 @@
  * it (field-crypto.ts, outbox-store.ts) rather than trust it.
  *
  * Safe when replicas start together: each row is rewritten only while it still holds the plain text
- * read (compare-and-set), all in one transaction.
+ * read (compare-and-set), all in one transaction. On PostgreSQL that transaction holds an advisory
+ * lock per schema, as migrate() does, and is not bounded by the pool's lock and statement timeouts:
+ * a replica starting while another seals waits for it, then finds nothing left, rather than timing
+ * out on the first row's lock and failing to start.
  */
 import { type FieldCipher, isSealed } from './field-crypto.ts';
 import { outboxFieldContext } from './outbox-store.ts';
@@ -17,7 +20,15 @@ export async function sealLegacyPlaintext(db: SqlExecutor, cipher: FieldCipher):
   const [{ n } = { n: 0 }] = await db.query<{ n: number }>('SELECT COUNT(*) AS n FROM unsealed_legacy_rows');
   if (Number(n) === 0) return 0;
   return db.transaction(async (tx) => {
+    if (tx.engine === 'postgres') {
+      await tx.execute('SET LOCAL statement_timeout = 0');
+      await tx.execute('SET LOCAL lock_timeout = 0');
+      await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
+        'fraudgate-legacy-seal:' + (await currentSchema(tx)),
+      ]);
+    }
     let sealed = 0;
+    // Listed again under the lock: a replica that waited finds the rows the first one unlisted gone.
     const listed = await tx.query<{ col: string; id: string }>('SELECT col, id FROM unsealed_legacy_rows');
     for (const { col, id } of listed) {
       if (col === 'approvals.args' || col === 'approvals.reason') {
@@ -60,6 +71,11 @@ export async function sealLegacyPlaintext(db: SqlExecutor, cipher: FieldCipher):
     }
     return sealed;
   });
+}
+
+async function currentSchema(tx: SqlExecutor): Promise<string> {
+  const [row] = await tx.query<{ schema: string }>('SELECT current_schema() AS schema');
+  return row?.schema ?? 'public';
 }
 
 /** Unparseable legacy JSON stays as it is: its readers refuse it like any other plain text. */

@@ -667,3 +667,57 @@ describe('undo_action refuses what it cannot undo', () => {
     expect(ANALYST.role).toBe('analyst');
   });
 });
+
+describe('undo_action refuses an action whose stored arguments fail the integrity check', () => {
+  const LABEL = {
+    user_id: 'sandbox-high-risk',
+    is_bad: true,
+    abuse_type: 'payment_abuse',
+    description: 'card testing',
+  };
+  const approvalCount = async (e: TestEnv) =>
+    Number(
+      (await e.runtime.store.sql.query<{ n: number }>('SELECT COUNT(*) AS n FROM approvals'))[0]?.n ?? 0,
+    );
+
+  it.each([
+    {
+      how: 'plain args written over the sealed ones',
+      tamper: (e: TestEnv, id: string) =>
+        e.runtime.store.sql.execute('UPDATE approvals SET args = $1 WHERE id = $2', [
+          JSON.stringify({ user_id: 'sandbox-low-risk', abuse_type: 'payment_abuse' }),
+          id,
+        ]),
+      says: 'not sealed',
+    },
+    {
+      how: 'args that no longer hash to args_hash',
+      tamper: (e: TestEnv, id: string) =>
+        e.runtime.store.sql.execute('UPDATE approvals SET args_hash = $1 WHERE id = $2', [
+          argsHashOf({ ...LABEL, user_id: 'sandbox-low-risk' }),
+          id,
+        ]),
+      says: 'do not match the argument hash',
+    },
+  ])('$how: CONFLICT naming the check, audited, no undo approval opened', async ({ tamper, says }) => {
+    env = await setup();
+    const id = await approvedAndRun(env, 'apply_label', LABEL);
+    await tamper(env, id);
+    const before = await approvalCount(env);
+
+    const undo = await env.callTool('undo_action', { approval_id: id, ...REASON });
+    expect(undo.error.code).toBe('CONFLICT');
+    expect(undo.error.message).toContain(`Approval ${id} cannot be undone: integrity check failed`);
+    expect(undo.error.message).toContain(says);
+    expect(undo.error.approval_id).toBeUndefined();
+    expect(await approvalCount(env)).toBe(before);
+    expect((await env.runtime.approvals.get(id))?.state).toBe('executed');
+    expect(env.sandbox.sift.labels('sandbox-high-risk').payment_abuse).toBeDefined();
+    const records = await audit(env);
+    const refused = records.filter((r) => r.tool === 'undo_action');
+    expect(refused).toHaveLength(1);
+    expect(refused[0]?.outcome).toMatchObject({ code: 'CONFLICT' });
+    // Nothing of the tampered arguments reaches the answer or the audit.
+    expect(JSON.stringify([undo, refused])).not.toContain('sandbox-low-risk');
+  });
+});
