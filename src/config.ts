@@ -316,10 +316,16 @@ export const configSchema = z.strictObject({
     refusals: bucket,
     /**
      * MCP requests per principal over HTTP, whatever their method (a JSON-RPC batch of N requests costs N;
-     * answers, notifications and DELETE cost nothing),
+     * answers awaited here, notifications and DELETE cost nothing; answers for another replica take `answers`),
      * taken before anything is dispatched: past it the POST gets 429 with Retry-After.
      */
     requests: bucket,
+    /**
+     * Client answers relayed to another replica (an elicitation answer that landed on a replica other
+     * than the one that asked), per principal over HTTP: apart from `requests`, so a flood of requests
+     * cannot starve a human's confirmation, while forged answers stay bounded.
+     */
+    answers: bucket,
   }),
   /** How a Sift user id finds its Segment profile (`lookup_user`); stored mappings (`fraudgate identities map`) win over these. */
   identity: z.strictObject({
@@ -794,6 +800,7 @@ export const DEFAULTS: Config = {
     tools: {},
     refusals: { capacity: 60, per_minute: 60 },
     requests: { capacity: 300, per_minute: 3000 },
+    answers: { capacity: 20, per_minute: 60 },
   },
   identity: { segment_user_id: 'same', mappings: {} },
   feedback: {

@@ -19,8 +19,10 @@
  *   errors naming the limit. The store unreachable → 503 with a retryable JSON-RPC error.
  * - Bodies over `http.body_limit_bytes` → 413 with a JSON-RPC error body, never an HTML page.
  * - Fairness: each principal has an MCP request budget (`rate_limits.requests`, every JSON-RPC
- *   request of a POST counts, a batch of N costs N; answers, notifications and DELETE cost nothing)
- *   taken before the SDK dispatches anything: over it, 429 with Retry-After. Batches hold at most {@link MAX_BATCH_MESSAGES} messages (400). The
+ *   request of a POST counts, a batch of N costs N; answers awaited here, notifications and DELETE
+ *   cost nothing; answers relayed to another replica take a separate `rate_limits.answers`) taken
+ *   before the SDK dispatches anything: over it, 429 with Retry-After. Batches hold at most
+ *   {@link MAX_BATCH_MESSAGES} messages (400). The
  *   access-log lines of those 429s, like refused tool calls' lines, go through a log budget
  *   (src/log-budget.ts). A request must arrive within `http.request_timeout_ms` (its headers within
  *   `http.headers_timeout_ms`), else 408; responses (SSE streams, calls waiting on an approval)
@@ -489,7 +491,8 @@ export async function startHttpServer(
     return result.principal;
   };
 
-  const requestBucket = config.rate_limits.requests;
+  const budgets = { requests: config.rate_limits.requests, answers: config.rate_limits.answers };
+  type BudgetName = keyof typeof budgets;
   // While the shared store (Redis) fails, budgets in this process (one per replica): never open, and
   // pings still answer during the outage. Single flight: the first failed take puts every message on
   // the local budgets for SHARED_STORE_RETRY_MS; then one background ping asks the store again while
@@ -510,16 +513,22 @@ export async function startHttpServer(
       })
       .finally(() => (storeProbe = undefined));
   };
-  async function takeRequests(principal: Principal, cost: number): Promise<RateLimitDecision> {
-    const key = `requests\u0000${principal.id}`;
+  /** Takes `cost` tokens from the principal's `name` budget (`requests` or `answers`, one bucket each). */
+  async function takeBudget(
+    principal: Principal,
+    name: BudgetName,
+    cost: number,
+  ): Promise<RateLimitDecision> {
+    const key = `${name}\u0000${principal.id}`;
+    const bucket = budgets[name];
     const shared = runtime.rateLimiter;
-    if (shared.takeNow) return shared.takeNow(key, requestBucket, cost);
+    if (shared.takeNow) return shared.takeNow(key, bucket, cost);
     if (storeFailed) {
       if (!storeProbe && Date.now() >= localRequestsUntil) probeStore(shared);
-      return localRequests.takeNow(key, requestBucket, cost);
+      return localRequests.takeNow(key, bucket, cost);
     }
     try {
-      return await shared.take(key, requestBucket, cost);
+      return await shared.take(key, bucket, cost);
     } catch (error) {
       if (!storeFailed) {
         storeFailed = true;
@@ -528,7 +537,7 @@ export async function startHttpServer(
           error: String(error),
         });
       }
-      return localRequests.takeNow(key, requestBucket, cost);
+      return localRequests.takeNow(key, bucket, cost);
     }
   }
 
@@ -536,11 +545,14 @@ export async function startHttpServer(
    * Takes the POST's requests (GET: one) from the principal's request budget; false when it
    * answered: 429 over the budget, 400 for a batch over {@link MAX_BATCH_MESSAGES} (which costs one).
    * Requests (a method and an id) cost one each, and so does every client answer except one to a
-   * request a call on this replica waits for: an answer relayed to another replica costs a NOTIFY
-   * that every replica parses, and one matching nothing is work for nothing. Notifications
-   * (cancelled, initialized, progress), DELETE and the awaited answers are free on a session this
-   * replica serves, so a spent budget cannot turn a human's confirmation into a timeout or keep a
-   * call from being cancelled; on a session unknown here finding it is a registry read, which costs one.
+   * request a call on this replica waits for and one addressed to another replica: an answer
+   * relayed there costs a NOTIFY that every replica parses, so it takes one from the principal's
+   * separate answers budget (`rate_limits.answers`; it pays for finding the session too), where a
+   * flood of requests cannot starve a human's confirmation that landed on the wrong replica, and
+   * forged answers stay bounded. Notifications (cancelled, initialized, progress), DELETE and the
+   * awaited answers are free on a session this replica serves, so a spent budget cannot turn a
+   * human's confirmation into a timeout or keep a call from being cancelled; on a session unknown
+   * here finding it is a registry read, which costs one.
    */
   async function withinBudget(
     res: ServerResponse,
@@ -554,22 +566,32 @@ export async function startHttpServer(
     const size = messages.length;
     const overCap = size > MAX_BATCH_MESSAGES;
     const notification = (m: unknown) => isObject(m) && typeof m.method === 'string' && !('id' in m);
+    const elsewhere = (m: unknown) => method === 'POST' && sessions.addressedElsewhere(m);
     const paid = (m: unknown) =>
-      !notification(m) && !(sessionId !== undefined && sessions.awaitedHere(sessionId, m));
+      !notification(m) && !elsewhere(m) && !(sessionId !== undefined && sessions.awaitedHere(sessionId, m));
     let cost = overCap || method === 'GET' ? 1 : method === 'POST' ? messages.filter(paid).length : 0;
-    if (cost === 0 && sessionId !== undefined && !sessions.knows(sessionId)) cost = 1;
-    const decision =
-      cost === 0 ? { allowed: true, retryAfterMs: 0, remaining: 0 } : await takeRequests(principal, cost);
+    const answerCost = overCap ? 0 : messages.filter(elsewhere).length;
+    if (cost === 0 && answerCost === 0 && sessionId !== undefined && !sessions.knows(sessionId)) cost = 1;
+    const free: RateLimitDecision = { allowed: true, retryAfterMs: 0, remaining: 0 };
+    let name: BudgetName = 'requests';
+    let decision = cost === 0 ? free : await takeBudget(principal, 'requests', cost);
+    if (decision.allowed && answerCost > 0) {
+      name = 'answers';
+      cost = answerCost;
+      decision = await takeBudget(principal, 'answers', answerCost);
+    }
+    const bucket = budgets[name];
     if (!decision.allowed || overCap) ctx.refused = true;
     if (decision.overCapacity) {
       // Waiting never admits it: say so instead of a Retry-After.
+      const what = name === 'answers' ? 'answers for another replica' : 'requests';
       sendJson(
         res,
         400,
         jsonRpcError(
           -32600,
-          `Invalid Request: this batch holds ${cost} requests and rate_limits.requests allows at most ` +
-            `${requestBucket.capacity} at once; send at most ${requestBucket.capacity} per POST.`,
+          `Invalid Request: this batch holds ${cost} ${what} and rate_limits.${name} allows at most ` +
+            `${bucket.capacity} at once; send at most ${bucket.capacity} per POST.`,
         ),
       );
       return false;
@@ -577,8 +599,11 @@ export async function startHttpServer(
     if (!decision.allowed) {
       const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
       const message =
-        `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${requestBucket.capacity} ` +
-        `at once and ${requestBucket.per_minute} a minute (each request of a batch counts); retry in ${seconds} s.`;
+        name === 'answers'
+          ? `Too many answers relayed to other replicas from ${principal.id}: rate_limits.answers allows ` +
+            `${bucket.capacity} at once and ${bucket.per_minute} a minute; retry in ${seconds} s.`
+          : `Too many MCP requests from ${principal.id}: rate_limits.requests allows ${bucket.capacity} ` +
+            `at once and ${bucket.per_minute} a minute (each request of a batch counts); retry in ${seconds} s.`;
       const error = {
         code: -32000,
         message,

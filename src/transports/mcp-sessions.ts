@@ -459,6 +459,17 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
       isResponseShaped(message) && (wires.get(sessionId)?.awaits(message.id) ?? false),
 
     /**
+     * Whether `message` is a client answer addressed to another replica's call (an `fg.<tag>.*` id
+     * naming a tag other than this replica's): what `relayIfElsewhere` forwards, or drops when no
+     * replica listens for the tag. The HTTP layer takes it from the principal's answers budget.
+     */
+    addressedElsewhere: (message: unknown) => {
+      if (!isResponseShaped(message)) return false;
+      const target = replicaOf(message as JSONRPCMessage & { id: RequestId });
+      return target !== undefined && target !== replica;
+    },
+
+    /**
      * Whether `body` only answers requests this replica sent (responses with `fg.<this replica>.*`
      * ids): a draining replica still takes these, since a call here is waiting for them.
      */
@@ -477,7 +488,7 @@ export function createMcpSessionManager(options: McpSessionManagerOptions) {
      * when every message was addressed elsewhere (the request is answered 202 without touching a
      * transport). Only answers to a live replica's tag are forwarded: one naming a tag no replica
      * listens for (forged, or its replica gone) answers nothing anywhere and is dropped, so it costs
-     * no NOTIFY that every replica would receive and parse. The budget paid for each beforehand.
+     * no NOTIFY that every replica would receive and parse. The answers budget paid for each beforehand.
      */
     async relayIfElsewhere(sessionId: string, body: unknown): Promise<boolean> {
       const messages = Array.isArray(body) ? body : [body];

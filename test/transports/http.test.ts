@@ -928,9 +928,12 @@ describe('fairness: no single caller can degrade the service for others', () => 
 
   it('with the budget spent, an answer to a request nobody on this replica awaits gets 429', async () => {
     const { http, ana } = await spentSession();
-    const unasked = await post(http, { jsonrpc: '2.0', id: 'fg.000000000000.1', result: {} }, ana);
+    const unasked = await post(http, { jsonrpc: '2.0', id: 'nobody-asked', result: {} }, ana);
     expect(unasked.status).toBe(429);
     expect(await unasked.json()).toMatchObject({ id: null, error: { data: { retryable: true } } });
+    // One addressed to another replica takes the answers budget instead: dropped, as no replica has that tag.
+    const elsewhere = await post(http, { jsonrpc: '2.0', id: 'fg.000000000000.1', result: {} }, ana);
+    expect(elsewhere.status).toBe(202);
   });
 
   it('with the budget spent, a notification or DELETE naming a session unknown here gets 429', async () => {

@@ -136,10 +136,13 @@ async function replica(sessions: SessionStores, overrides: DeepPartial<Config> =
   return { runtime, http, logs };
 }
 
-async function twoReplicas(choose?: (req: ProxyRequest) => number | undefined) {
+async function twoReplicas(
+  choose?: (req: ProxyRequest) => number | undefined,
+  overrides: DeepPartial<Config> = {},
+) {
   const { stores } = await sessionStores();
-  const a = await replica(stores);
-  const b = await replica(stores);
+  const a = await replica(stores, overrides);
+  const b = await replica(stores, overrides);
   const proxy = await startRoundRobinProxy([a.http.url, b.http.url], choose);
   cleanups.push(() => proxy.close());
   return { a, b, proxy };
@@ -148,7 +151,11 @@ async function twoReplicas(choose?: (req: ProxyRequest) => number | undefined) {
 /** An elicitation answer: accept, confirming the action. */
 type ElicitAnswer = { action: 'accept'; content: Record<string, unknown> };
 
-async function connectClient(proxy: RoundRobinProxy, token: string, elicit?: () => ElicitAnswer) {
+async function connectClient(
+  proxy: RoundRobinProxy,
+  token: string,
+  elicit?: () => ElicitAnswer | Promise<ElicitAnswer>,
+) {
   const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/mcp`), {
     requestInit: { headers: { Authorization: `Bearer ${token}` } },
   });
@@ -293,6 +300,44 @@ describe.skipIf(!pgListening)('two replicas, one session store', () => {
     expect(b.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(false);
   });
 
+  it("with the principal's request budget spent, an elicitation answer that lands on the other replica still confirms the call", async () => {
+    const isAnswer = (body: string) => body.includes('"result"') && !body.includes('"method"');
+    const { a, b, proxy } = await twoReplicas(
+      (req) => (req.body.includes('"tools/call"') ? 0 : isAnswer(req.body) ? 1 : undefined),
+      { rate_limits: { requests: { capacity: 20, per_minute: 0.001 } } },
+    );
+    sandbox.sift.clearJournal();
+    // While the human is asked, another agent on the same key spends the request budget on replica 1.
+    const flood = async () => {
+      for (let i = 0; i < 40; i += 1) {
+        const res = await fetch(b.http.mcpUrl, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${ANALYST_KEY}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+          },
+          body: JSON.stringify({ jsonrpc: '2.0', id: i, method: 'ping' }),
+        });
+        await res.text();
+        if (res.status === 429) return true;
+      }
+      return false;
+    };
+    let spent = false;
+    const { client } = await connectClient(proxy, ANALYST_KEY, async () => {
+      spent = await flood();
+      return { action: 'accept', content: { confirm: true } };
+    });
+    const result = (await client.callTool({ name: 'apply_label', arguments: LABEL_ARGS })) as CallToolResult;
+    expect(spent).toBe(true);
+    expect(result.isError).toBeFalsy();
+    expect(result.structuredContent).toMatchObject({ analyst: 'ana.analyst@example.com', is_bad: true });
+    expect(proxy.routed.filter((r) => isAnswer(r.request.body)).map((r) => r.replica)).toEqual([1]);
+    expect(sandbox.sift.requests('POST', '/v205/users/:id/labels')).toHaveLength(1);
+    expect(a.logs.some((l) => l.includes('"tool call"') && l.includes('apply_label'))).toBe(true);
+  });
+
   it('an answer too large to relay fails the waiting call at once instead of leaving it hanging', async () => {
     const isAnswer = (body: string) => body.includes('"result"') && !body.includes('"method"');
     const { proxy } = await twoReplicas((req) =>
@@ -379,12 +424,17 @@ describe.skipIf(!pgListening)('forged answers to other replicas', () => {
   /**
    * Replicas A and B in two processes' worth of session state (each its own store and relay on one
    * schema), B's relay tag (learnt from the id of an elicitation B sent), a raw session on A with
-   * the request budget `capacity`, and a count of the answers NOTIFYed on the relay channel.
+   * the request budget `capacity` and the answers budget `answers`, and a count of the answers NOTIFYed on the relay channel.
    */
-  async function setup(capacity: number) {
+  async function setup(capacity: number, answers = 20) {
     const { stores: storesA, schema } = await sessionStores();
     const { stores: storesB } = await sessionStores(PG_URL, schema);
-    const a = await replica(storesA, { rate_limits: { requests: { capacity, per_minute: 0.001 } } });
+    const a = await replica(storesA, {
+      rate_limits: {
+        requests: { capacity, per_minute: 0.001 },
+        answers: { capacity: answers, per_minute: 0.001 },
+      },
+    });
     const b = await replica(storesB);
     const listener = new pg.Client({ connectionString: PG_URL });
     await listener.connect();
@@ -459,14 +509,14 @@ describe.skipIf(!pgListening)('forged answers to other replicas', () => {
     return { tagOfB, post, session, forged, settled, relayed: () => relayed };
   }
 
-  it('with the budget spent, forged answers to another replica get 429 and send no NOTIFY', async () => {
-    const { tagOfB, post, session, forged, settled, relayed } = await setup(22);
-    // initialize: 1 of 22 (notifications/initialized costs nothing); one answer to B: 2.
+  it('with the request budget spent, forged answers to another replica are bounded by the answers budget: 429 past it, no NOTIFY', async () => {
+    const { tagOfB, post, session, forged, settled, relayed } = await setup(21);
+    // initialize: 1 of 21 requests (notifications/initialized costs nothing); one answer to B: 1 of 20 answers.
     const one = await post(forged(tagOfB, 0)[0], session);
     expect(one.status).toBe(202);
     await settled();
     expect(relayed()).toBe(1); // B is live: the answer was relayed, and paid for
-    // 20 pings: 22 of 22, the budget is spent.
+    // 20 pings: 21 of 21, the request budget is spent.
     const pings = Array.from({ length: 20 }, (_, i) => ({ jsonrpc: '2.0', id: 10 + i, method: 'ping' }));
     const spent = await post(pings, session);
     expect(spent.status).toBe(200);
@@ -474,19 +524,24 @@ describe.skipIf(!pgListening)('forged answers to other replicas', () => {
     const over = await post({ jsonrpc: '2.0', id: 2, method: 'ping' }, session);
     expect(over.status).toBe(429);
     await over.text();
-    for (let p = 1; p <= 50; p += 1) {
-      const res = await post(forged(tagOfB, p), session);
+    // Answers for B take the answers budget, which the spent request budget does not touch: 20 of 20.
+    const rest = await post(forged(tagOfB, 1).slice(0, 19), session);
+    expect(rest.status).toBe(202);
+    await settled();
+    expect(relayed()).toBe(20);
+    for (let p = 2; p <= 50; p += 1) {
+      const res = await post(p % 2 ? forged(tagOfB, p) : forged(tagOfB, p)[0], session);
       expect(res.status).toBe(429);
       expect(await res.json()).toMatchObject({
-        error: { message: expect.stringContaining('rate_limits.requests') },
+        error: { message: expect.stringContaining('rate_limits.answers') },
       });
     }
     await settled();
-    expect(relayed()).toBe(1);
+    expect(relayed()).toBe(20);
   });
 
   it('a forged answer to a nonexistent replica is dropped, no NOTIFY', async () => {
-    const { post, session, forged, settled, relayed } = await setup(100);
+    const { post, session, forged, settled, relayed } = await setup(100, 100);
     for (let p = 0; p < 3; p += 1) {
       const res = await post(forged('abcdefabcdef', p), session);
       expect(res.status).toBe(202);
