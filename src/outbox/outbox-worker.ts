@@ -1027,7 +1027,8 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       if (active.has(effect.id)) continue;
       if (effect.lackingKeyId !== undefined) {
         // Sealed under a data key this replica does not hold (a rotation under way): valid, so left
-        // pending, unrun and not an attempt, for a replica that holds the key.
+        // pending, unrun and not an attempt, for a replica that holds the key; an earlier owner's
+        // attempt mark is kept (release, not retry), so the key holder does not send it twice.
         if (!lackingKeysLogged.has(effect.lackingKeyId)) {
           lackingKeysLogged.add(effect.lackingKeyId);
           logger.warn(
@@ -1036,13 +1037,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
             { key_id: effect.lackingKeyId, effect_id: effect.id },
           );
         }
-        await store.retry(
-          effect.id,
-          owner,
-          now() + Math.max(auto.lease_ms, auto.poll_ms * 20),
-          undefined,
-          false,
-        );
+        await store.release(effect.id, owner, now() + Math.max(auto.lease_ms, auto.poll_ms * 20));
         result.deferred += 1;
         continue;
       }
@@ -1062,20 +1057,14 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       if (held !== undefined) {
         // A service it needs is paused: back until its next probe, unrun, so neither an attempt nor
         // an audit record; the next claim takes the effects behind it.
-        await store.retry(effect.id, owner, held, undefined, false);
+        await store.release(effect.id, owner, held);
         result.deferred += 1;
         continue;
       }
       if (SALESFORCE_EFFECTS.has(effect.effect)) {
         if (allowance <= 0) {
           for (const pause of pauses.values()) if (pause.probe === effect.id) pause.probe = undefined;
-          await store.retry(
-            effect.id,
-            owner,
-            Math.max(salesforcePausedUntil, now() + auto.poll_ms * 20),
-            undefined,
-            false,
-          );
+          await store.release(effect.id, owner, Math.max(salesforcePausedUntil, now() + auto.poll_ms * 20));
           result.deferred += 1;
           continue;
         }

@@ -267,6 +267,12 @@ export interface OutboxStore {
     countAttempt: boolean,
     now?: number,
   ): Promise<boolean>;
+  /**
+   * Back to pending at `nextAttemptAt` unrun (a deferral before it ran here: a pause, the Salesforce
+   * allowance, a data key this replica lacks): its attempt mark and count kept, since an earlier
+   * owner's call may have reached the upstream.
+   */
+  release(id: number, owner: string, nextAttemptAt: number, now?: number): Promise<boolean>;
   deadLetter(id: number, owner: string, error: string, now?: number): Promise<boolean>;
   awaitApproval(id: number, owner: string, approvalId: string, now?: number): Promise<boolean>;
   /** Settle an effect waiting for a human: done, denied or dead. */
@@ -817,6 +823,13 @@ export function createOutboxStore(
           id,
           owner,
         ],
+      ),
+
+    release: (id, owner, nextAttemptAt, now = Date.now()) =>
+      changed(
+        `UPDATE outbox_effects SET state = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $2
+         WHERE id = $3 AND state = 'leased' AND lease_owner = $4`,
+        [nextAttemptAt, now, id, owner],
       ),
 
     deadLetter: (id, owner, error, now = Date.now()) =>

@@ -16,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../../src/config.ts';
 import { createFieldCipher } from '../../src/store/field-crypto.ts';
 import { databasePath, openStore } from '../../src/store/store.ts';
-import { SEALED_DATA_UNREADABLE } from '../../src/store/outbox-store.ts';
+import { OUTCOME_UNKNOWN, SEALED_DATA_UNREADABLE } from '../../src/store/outbox-store.ts';
+import { startSandbox } from '../../src/sandbox/sandbox.ts';
 import { decisionBody, outboxEnv, sign, startSegmentIntake, type OutboxEnv } from '../outbox/helpers.ts';
 import { dropSchema, PG_URL, pgListening, uniqueSchema } from '../store/engines.ts';
 
@@ -123,6 +124,114 @@ async function runPoisoned(postgres: boolean) {
   ).toHaveLength(1);
 }
 
+const SIFT_EVENT = {
+  effect: 'sift_event',
+  tool: 'send_sift_event',
+  args: { event: { event_type: 'create_account', user_id: 'sandbox-high-risk' } },
+};
+
+/** Engine settings for a replica of the shared store (PostgreSQL: this test's schema). */
+function engine(postgres: boolean) {
+  if (postgres) schema ??= uniqueSchema();
+  return {
+    config: postgres
+      ? { store: 'postgres' as const, store_postgres: { schema, startup_timeout_ms: 2_000 } }
+      : {},
+    secrets: postgres ? { postgresUrl: PG_URL } : {},
+  };
+}
+
+/**
+ * A replica that began the effect's non-idempotent call (marked attempted: it may have reached Sift)
+ * and stopped before completing it; returns once its lease has lapsed, so another replica claims it.
+ */
+async function attemptedThenLost(store: Awaited<ReturnType<typeof openStore>>, decisionId: string) {
+  await store.outbox.enqueueRouted(
+    { entityType: 'user', entityId: 'sandbox-high-risk', decisionId, time: Date.now() },
+    [SIFT_EVENT],
+  );
+  const [effect] = await store.outbox.claim('replica-lost', 1, 100);
+  expect(await store.outbox.markAttempted(effect!.id, 'replica-lost', Date.now())).toBe(true);
+  const attemptedAt = (await store.outbox.get(effect!.id))?.attemptedAt;
+  expect(attemptedAt).toBeDefined();
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  return { id: effect!.id, attemptedAt: attemptedAt! };
+}
+
+/** A key holder takes the deferred effect: outcome unknown, a dead letter, nothing sent to Sift. */
+async function holderDeadLetters(holder: OutboxEnv, id: number, sift: OutboxEnv['sandbox']) {
+  await holder.automation.runtime.store.sql.execute(
+    'UPDATE outbox_effects SET next_attempt_at = 0 WHERE id = $1',
+    [id],
+  );
+  expect(await holder.automation.worker.drain({ timeoutMs: 20_000 })).toBe(true);
+  const settled = await holder.automation.store.get(id);
+  expect(settled).toMatchObject({ state: 'dead' });
+  expect(settled?.lastError).toContain(OUTCOME_UNKNOWN);
+  expect(sift.sift.events).toHaveLength(0);
+}
+
+async function lackingKeyKeepsMark(postgres: boolean) {
+  const keyA = randomBytes(32);
+  const keyB = randomBytes(32);
+  const { config: engineConfig, secrets } = engine(postgres);
+  const config = { ...engineConfig, automation: { lease_ms: 300 } };
+  const old = (env = await outboxEnv({ config, secrets: { ...secrets, dataKey: keyA.toString('hex') } }));
+  // A replica already on the new key (old as previous) began the call and was lost.
+  const swapped = await openStore(old.config, secrets, { cipher: createFieldCipher(keyB, [keyA]) });
+  let holder: OutboxEnv | undefined;
+  try {
+    const { id, attemptedAt } = await attemptedThenLost(swapped, 'd-lost-rotated');
+    // The old-key replica takes the lapsed lease and leaves it for a key holder: the mark stays.
+    expect(await old.automation.worker.tick()).toMatchObject({ claimed: 1, deferred: 1, dead: 0 });
+    expect(await swapped.outbox.get(id)).toMatchObject({ state: 'pending', attemptedAt, attempts: 0 });
+    holder = await outboxEnv({
+      config,
+      dataDir: old.dataDir,
+      sandbox: old.sandbox,
+      secrets: { ...secrets, dataKey: keyA.toString('hex'), dataKeyPrevious: keyB.toString('hex') },
+    });
+    await holderDeadLetters(holder, id, old.sandbox);
+  } finally {
+    await holder?.close();
+    await swapped.close();
+  }
+}
+
+async function pausedKeepsMark(postgres: boolean) {
+  const dataKey = randomBytes(32).toString('hex');
+  const { config: engineConfig, secrets } = engine(postgres);
+  const config = { ...engineConfig, automation: { lease_ms: 300 } };
+  const holder = (env = await outboxEnv({ config, secrets: { ...secrets, dataKey } }));
+  // A replica whose Sift refuses connections, with a long pause once it sees that.
+  const unreachable = await startSandbox(DEFAULTS);
+  await unreachable.sift.close();
+  const paused = await outboxEnv({
+    config: { ...config, automation: { lease_ms: 300, backoff_base_ms: 60_000, backoff_max_ms: 60_000 } },
+    dataDir: holder.dataDir,
+    sandbox: unreachable,
+    secrets: { ...secrets, dataKey },
+  });
+  const store = holder.automation.runtime.store;
+  try {
+    const { id: probe } = await store.outbox.enqueueRouted(
+      { entityType: 'user', entityId: 'sandbox-high-risk', decisionId: 'd-probe', time: Date.now() },
+      [SIFT_EVENT],
+    );
+    await paused.automation.worker.tick();
+    // Sift is paused on that replica; the effect that found it down is not part of this check.
+    await store.sql.execute('DELETE FROM outbox_effects WHERE event_id = $1', [probe]);
+    const { id, attemptedAt } = await attemptedThenLost(store, 'd-lost-paused');
+    // The paused replica takes the lapsed lease and holds it back until its probe: the mark stays.
+    expect(await paused.automation.worker.tick()).toMatchObject({ claimed: 1, deferred: 1, dead: 0 });
+    expect(await store.outbox.get(id)).toMatchObject({ state: 'pending', attemptedAt, attempts: 0 });
+    await holderDeadLetters(holder, id, holder.sandbox);
+  } finally {
+    await paused.close();
+    await unreachable.close();
+  }
+}
+
 describe('stored outbox rows', () => {
   it('SQLite: an edited sealed row does not block other effects', async () => {
     await runPoisoned(false);
@@ -166,6 +275,28 @@ describe('stored outbox rows', () => {
       await client.end();
     }
   });
+
+  it('an attempted send_sift_event re-leased by a replica lacking the key keeps its attempt mark; the key holder dead-letters it as outcome-unknown and Sift gets no event', async () => {
+    await lackingKeyKeepsMark(false);
+  });
+
+  it.skipIf(!pgListening)(
+    'PostgreSQL: an attempted effect re-leased by a replica lacking the key keeps its attempt mark',
+    async () => {
+      await lackingKeyKeepsMark(true);
+    },
+  );
+
+  it('an attempted send_sift_event re-leased by a replica with Sift paused keeps its attempt mark; the next replica dead-letters it as outcome-unknown and Sift gets no event', async () => {
+    await pausedKeepsMark(false);
+  });
+
+  it.skipIf(!pgListening)(
+    'PostgreSQL: an attempted effect re-leased by a replica with Sift paused keeps its attempt mark',
+    async () => {
+      await pausedKeepsMark(true);
+    },
+  );
 
   it('an effect sealed under a key this replica lacks stays pending and runs on a replica that has it', async () => {
     const keyA = randomBytes(32);
