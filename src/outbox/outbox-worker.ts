@@ -653,6 +653,16 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
 
   /** Key ids of effects left for another replica, logged once each. */
   const lackingKeysLogged = new Set<string>();
+  /**
+   * Effects sealed under a key this replica lacks, not claimed again here until the time given, so
+   * a key holder gets them (each claim here would push them out again); bounded, oldest dropped.
+   */
+  const lackingKeyEffects = new Map<number, number>();
+  const LACKING_KEY_SKIP_MAX = 1000;
+  function lackingKeySkip(): number[] {
+    for (const [id, until] of lackingKeyEffects) if (now() >= until) lackingKeyEffects.delete(id);
+    return [...lackingKeyEffects.keys()];
+  }
 
   /** Why an unreadable effect is a dead letter and what to do (names the field, never its content). */
   const unreadableMessage = (effect: OutboxEffect) =>
@@ -1018,7 +1028,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     const own = pauses.get(OWN_DEPENDENCY);
     // Every effect needs fraudgate's own dependencies: none is claimed until one may probe them.
     if (own && (now() < own.until || own.probe !== undefined)) return [];
-    const claimed = await store.claim(owner, room, auto.lease_ms);
+    const claimed = await store.claim(owner, room, auto.lease_ms, undefined, lackingKeySkip());
     result.claimed += claimed.length;
     let allowance = salesforceAllowance();
     const launched: Promise<void>[] = [];
@@ -1037,7 +1047,12 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
             { key_id: effect.lackingKeyId, effect_id: effect.id },
           );
         }
-        await store.release(effect.id, owner, now() + Math.max(auto.lease_ms, auto.poll_ms * 20));
+        const window = Math.max(auto.lease_ms, auto.poll_ms * 20);
+        await store.release(effect.id, owner, now() + window);
+        if (lackingKeyEffects.size >= LACKING_KEY_SKIP_MAX) {
+          lackingKeyEffects.delete(lackingKeyEffects.keys().next().value!);
+        }
+        lackingKeyEffects.set(effect.id, now() + window * 10);
         result.deferred += 1;
         continue;
       }

@@ -242,8 +242,15 @@ export interface OutboxStore {
   /**
    * Lease due effects, oldest decision first, at most one in flight per (entity, effect) so the
    * writes for one user happen in decision-time order. Expired leases count as due (crash recovery).
+   * `skip`: ids this claimer leaves alone for now (sealed under a data key it lacks).
    */
-  claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<OutboxEffect[]>;
+  claim(
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    now?: number,
+    skip?: readonly number[],
+  ): Promise<OutboxEffect[]>;
   /**
    * Extend the leases this owner still holds (a heartbeat while effects run, so a slow effect is not
    * claimed again by anyone); returns the ids it still owns.
@@ -383,6 +390,7 @@ export interface OutboxQueue {
     leaseMs: number,
     now: number,
     toEffect: EffectFromRow,
+    skip: readonly number[],
   ): Promise<OutboxEffect[]>;
 }
 
@@ -784,7 +792,8 @@ export function createOutboxStore(
 
     supersede: (now = Date.now()) => queue.supersede(db, now, toEffect),
 
-    claim: (owner, limit, leaseMs, now = Date.now()) => queue.claim(db, owner, limit, leaseMs, now, toEffect),
+    claim: (owner, limit, leaseMs, now = Date.now(), skip = []) =>
+      queue.claim(db, owner, limit, leaseMs, now, toEffect, skip),
 
     async renew(ids, owner, leaseUntil, now = Date.now()) {
       if (ids.length === 0) return [];

@@ -232,6 +232,29 @@ async function pausedKeepsMark(postgres: boolean) {
   }
 }
 
+async function lackingKeyLeftAlone(postgres: boolean) {
+  const keyA = randomBytes(32);
+  const keyB = randomBytes(32);
+  const { config: engineConfig, secrets } = engine(postgres);
+  const config = { ...engineConfig, automation: { lease_ms: 300 } };
+  const old = (env = await outboxEnv({ config, secrets: { ...secrets, dataKey: keyA.toString('hex') } }));
+  const swapped = await openStore(old.config, secrets, { cipher: createFieldCipher(keyB, [keyA]) });
+  try {
+    const { id: eventId } = await swapped.outbox.enqueueRouted(
+      { entityType: 'user', entityId: 'sandbox-high-risk', decisionId: 'd-left-alone', time: Date.now() },
+      [SIFT_EVENT],
+    );
+    expect(await old.automation.worker.tick()).toMatchObject({ claimed: 1, deferred: 1 });
+    // Due again at once: the key-less replica still leaves it alone for a key holder.
+    await swapped.sql.execute('UPDATE outbox_effects SET next_attempt_at = 0 WHERE event_id = $1', [eventId]);
+    expect(await old.automation.worker.tick()).toMatchObject({ claimed: 0, deferred: 0 });
+    const [effect] = await swapped.outbox.claim('key-holder', 1, 1_000);
+    expect(effect).toMatchObject({ eventId, args: SIFT_EVENT.args });
+  } finally {
+    await swapped.close();
+  }
+}
+
 describe('stored outbox rows', () => {
   it('SQLite: an edited sealed row does not block other effects', async () => {
     await runPoisoned(false);
@@ -295,6 +318,17 @@ describe('stored outbox rows', () => {
     'PostgreSQL: an attempted effect re-leased by a replica with Sift paused keeps its attempt mark',
     async () => {
       await pausedKeepsMark(true);
+    },
+  );
+
+  it('a replica lacking the key leaves that effect alone for a while, so a key holder claims it', async () => {
+    await lackingKeyLeftAlone(false);
+  });
+
+  it.skipIf(!pgListening)(
+    'PostgreSQL: a replica lacking the key leaves that effect alone for a while',
+    async () => {
+      await lackingKeyLeftAlone(true);
     },
   );
 

@@ -30,7 +30,7 @@ import {
   type OutboxEffect,
   type OutboxQueue,
 } from '../outbox-store.ts';
-import type { SqlExecutor } from '../sql.ts';
+import { placeholders, type SqlExecutor } from '../sql.ts';
 import { createLedgerRider } from './ledger-rider.ts';
 
 /** Event ids reserved per round trip to the sequence: a few dozen groups' worth at full ingest. */
@@ -151,14 +151,15 @@ const queue: Pick<OutboxQueue, 'supersede' | 'claim'> = {
     return rows.map(toEffect);
   },
 
-  async claim(db, owner, limit, leaseMs, now, toEffect) {
+  async claim(db, owner, limit, leaseMs, now, toEffect, skip) {
     return db.transaction(async (tx) => {
       const due = await tx.query<EffectRow>(
         `SELECT * FROM outbox_effects f
-         WHERE (f.state = 'pending' AND f.next_attempt_at <= $1) OR (f.state = 'leased' AND f.lease_until <= $1)
+         WHERE ((f.state = 'pending' AND f.next_attempt_at <= $1) OR (f.state = 'leased' AND f.lease_until <= $1))
+           ${skip.length > 0 ? `AND f.id NOT IN (${placeholders(skip.length, 3)})` : ''}
          ORDER BY f.decision_time, f.id LIMIT $2 FOR UPDATE SKIP LOCKED`,
         // Only `limit` rows are locked: rows locked but not taken would be invisible to other claimers until commit.
-        [now, limit],
+        [now, limit, ...skip],
       );
       const taken: OutboxEffect[] = [];
       const seen = new Set<string>();

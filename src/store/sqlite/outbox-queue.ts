@@ -4,6 +4,7 @@
  * both read the same due rows.
  */
 import { SUPERSEDED_EFFECT, type EffectRow, type OutboxEffect, type OutboxQueue } from '../outbox-store.ts';
+import { placeholders } from '../sql.ts';
 
 export const sqliteOutboxQueue: OutboxQueue = {
   async supersede(db, now, toEffect) {
@@ -25,17 +26,18 @@ export const sqliteOutboxQueue: OutboxQueue = {
     });
   },
 
-  async claim(db, owner, limit, leaseMs, now, toEffect) {
+  async claim(db, owner, limit, leaseMs, now, toEffect, skip) {
     return db.transaction(async (tx) => {
       const due = await tx.query<EffectRow>(
         `SELECT f.* FROM outbox_effects f
          WHERE ((f.state = 'pending' AND f.next_attempt_at <= $1) OR (f.state = 'leased' AND f.lease_until <= $1))
+           ${skip.length > 0 ? `AND f.id NOT IN (${placeholders(skip.length, 3)})` : ''}
            AND NOT EXISTS (
              SELECT 1 FROM outbox_effects busy
              WHERE busy.entity_key = f.entity_key AND busy.effect = f.effect AND busy.id <> f.id
                AND busy.state = 'leased' AND busy.lease_until > $1)
          ORDER BY f.decision_time, f.id LIMIT $2`,
-        [now, limit * 2],
+        [now, limit * 2, ...skip],
       );
       const taken: OutboxEffect[] = [];
       const seen = new Set<string>();
