@@ -21,12 +21,12 @@ export async function runDataKeyCommand(
   const { config, secrets } = loaded;
   const cipher = configuredFieldCipher(config, secrets);
   const [current, ...previous] = cipher.openableKeyIds;
-  const role = (keyId: string) =>
+  const role = (keyId: string): { role: 'current' | 'previous' | 'unknown'; label: string } =>
     keyId === current
-      ? 'current (FRAUDGATE_DATA_KEY)'
+      ? { role: 'current', label: 'current (FRAUDGATE_DATA_KEY)' }
       : previous.includes(keyId)
-        ? 'previous (FRAUDGATE_DATA_KEY_PREVIOUS)'
-        : 'unknown: neither key opens these';
+        ? { role: 'previous', label: 'previous (FRAUDGATE_DATA_KEY_PREVIOUS)' }
+        : { role: 'unknown', label: 'unknown: neither key opens these' };
   const store = await openConfiguredStore(config, secrets, createLogger({ level: 'warn' }));
   try {
     if (sub === 'status') {
@@ -38,7 +38,7 @@ export async function runDataKeyCommand(
           JSON.stringify(
             {
               current_key_id: current,
-              keys: [...byKey].map(([key_id, rows]) => ({ key_id, role: role(key_id).split(' ')[0], rows })),
+              keys: [...byKey].map(([key_id, rows]) => ({ key_id, role: role(key_id).role, rows })),
               fields: counts,
             },
             null,
@@ -49,7 +49,7 @@ export async function runDataKeyCommand(
         process.stdout.write(`No sealed values stored; current data key ${current}.\n`);
       } else {
         for (const [keyId, rows] of byKey)
-          process.stdout.write(`key ${keyId}  ${rows} values  ${role(keyId)}\n`);
+          process.stdout.write(`key ${keyId}  ${rows} values  ${role(keyId).label}\n`);
         for (const c of counts) process.stdout.write(`  ${c.field}  key ${c.key_id}  ${c.rows}\n`);
       }
       // Exit 1 while anything is sealed under a key other than the current one: not yet safe to

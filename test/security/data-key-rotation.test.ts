@@ -112,6 +112,19 @@ describe('data key rotation', () => {
     const after = await cli(['data-key', 'status', ...dir]);
     expect(after.out).not.toContain(oldId);
     expect(after.code).toBe(0);
+
+    // A value sealed under a key that is neither current nor previous: --json names its role 'unknown'.
+    const strayKey = createFieldCipher(randomBytes(32));
+    const db = new DatabaseSync(databasePath(env.config));
+    const { reason } = db.prepare('SELECT reason FROM approvals WHERE id = ?').get(id) as { reason: string };
+    db.prepare('UPDATE approvals SET reason = ? WHERE id = ?').run(strayKey.seal('stray', 'test'), id);
+    const unknown = await cli(['data-key', 'status', '--json', ...dir]);
+    db.prepare('UPDATE approvals SET reason = ? WHERE id = ?').run(reason, id);
+    db.close();
+    const roles = (JSON.parse(unknown.out) as { keys: { key_id: string; role: string }[] }).keys;
+    expect(roles).toContainEqual({ key_id: strayKey.keyId, role: 'unknown', rows: 1 });
+    expect(roles.find((k) => k.key_id === newId)?.role).toBe('current');
+    expect(unknown.code).toBe(1);
     vi.unstubAllEnvs();
 
     // The previous key is no longer needed: the start-up key check and every row open under the new key.
