@@ -31,14 +31,15 @@ function line(a: Approval): string {
 
 function show(a: Approval): string {
   const effect = typeof a.evidence.effect === 'string' ? a.evidence.effect : undefined;
+  const integrity = argsIntegrityProblem(a);
   return [
     `${a.id}  ${a.state}`,
     ...(effect ? [`  if approved: ${effect}`] : []),
     `  tool:       ${a.tool} (${a.mode === 'four_eyes' ? 'four_eyes: an approver other than the requester' : a.mode})`,
     `  target:     ${a.target}`,
     `  arguments:  ${JSON.stringify(a.args)}`,
-    ...(argsIntegrityProblem(a)
-      ? [`  INTEGRITY:  check failed, ${argsIntegrityProblem(a)}; do not approve (deny it or let it expire)`]
+    ...(integrity
+      ? [`  INTEGRITY:  check failed, ${integrity}; do not approve (deny it or let it expire)`]
       : []),
     `  requester:  ${a.requester}` +
       (typeof a.evidence.requester_identity === 'string' ? ` (${a.evidence.requester_identity})` : ''),
