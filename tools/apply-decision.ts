@@ -31,6 +31,9 @@ async function userDecision(decisionId: string, ctx: ToolContext): Promise<SiftD
   return found;
 }
 
+/** Sift's decision categories (an undo of a decision may re-apply one of any: undo-action.ts). */
+export const DECISION_CATEGORIES = ['block', 'watch', 'accept'] as const;
+
 /** Policy per decision category. BLOCK never runs on the model's word alone, whatever the tool's default. */
 const APPROVAL_KEYS: readonly ApprovalKey[] = [
   { key: 'apply_decision:block', floor: 'approval' },
@@ -71,7 +74,7 @@ export const applyDecision = defineTool({
     user_id: z.string(),
     decision_id: z.string(),
     name: z.string(),
-    category: z.enum(['block', 'watch', 'accept']),
+    category: z.enum(DECISION_CATEGORIES),
     abuse_type: z.string(),
     source: z.literal('MANUAL_REVIEW'),
     analyst: z.string().describe('Who the decision is recorded under in Sift.'),

@@ -4,7 +4,7 @@ import type { AbuseType } from '../src/clients/types.ts';
 import { ERROR_CODES, FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ApprovalKey, type ApprovalView, type ToolContext } from '../src/tool.ts';
 import { segmentUserIdFor, siftEvidence, SIFT_EVIDENCE_NAMES } from './schemas.ts';
-import { decisionApprovalKey } from './apply-decision.ts';
+import { DECISION_CATEGORIES, decisionApprovalKey } from './apply-decision.ts';
 import { decisionCatalogue } from './list-sift-decisions.ts';
 import { suppressionWrites } from './suppress-user.ts';
 
@@ -121,25 +121,28 @@ async function reapplied(
   }
 }
 
+/** An undo's approval key: one that re-applies a BLOCK carries the BLOCK's approval floor. */
+const undoKey = (reapplies: NonNullable<ApprovalKey['reapplies']>, category?: string): ApprovalKey => ({
+  ...(category === 'block' ? APPROVAL_KEYS[0]! : { key: 'undo_action' }),
+  reapplies,
+});
+
 /**
  * Every approval key `approvalKey` can give an undo of an action of `undoneTool` (see `reapplied`):
  * a label's undo re-applies or removes a label, a suppression's re-applies a suppression, a
- * decision's re-applies a decision of some category; undefined for a tool with no undo.
+ * decision's re-applies a decision of some category (or of none with its own policy); undefined for
+ * a tool with no undo.
  */
-export function undoKeysFor(undoneTool: string): ApprovalKey[] | undefined {
-  const undo = (reapplies: NonNullable<ApprovalKey['reapplies']>, block = false): ApprovalKey => ({
-    ...(block ? APPROVAL_KEYS[0]! : { key: 'undo_action' }),
-    reapplies,
-  });
+function undoKeysFor(undoneTool: string): ApprovalKey[] | undefined {
   switch (undoneTool) {
     case 'apply_label':
     case 'remove_label':
-      return [undo({ tool: 'apply_label' }), undo({ tool: 'remove_label' })];
+      return [undoKey({ tool: 'apply_label' }), undoKey({ tool: 'remove_label' })];
     case 'suppress_user':
-      return [undo({ tool: 'suppress_user' })];
+      return [undoKey({ tool: 'suppress_user' })];
     case 'apply_decision':
-      return ['block', 'watch', 'accept', 'other'].map((category) =>
-        undo({ tool: 'apply_decision', key: decisionApprovalKey(category) }, category === 'block'),
+      return [...DECISION_CATEGORIES, 'other'].map((category) =>
+        undoKey({ tool: 'apply_decision', key: decisionApprovalKey(category) }, category),
       );
     default:
       return undefined;
@@ -240,8 +243,7 @@ export const undoAction = defineTool({
     // And its approval is never weaker than that call's: an operator's `suppress_user: four_eyes`
     // holds for an undo that re-suppresses, whatever `undo_action` is set to.
     const { reapplies, budgetKeys, category } = await reapplied(compensation, ctx);
-    const key = category === 'block' ? APPROVAL_KEYS[0]! : { key: 'undo_action' };
-    return { ...key, reapplies, budgetKeys: [budgetKeys, ['undo_action']] };
+    return { ...undoKey(reapplies, category), budgetKeys: [budgetKeys, ['undo_action']] };
   },
   async evidence(args, ctx) {
     const { original, compensation } = await undoable(args.approval_id, ctx);
