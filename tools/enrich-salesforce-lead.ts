@@ -2,7 +2,7 @@ import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { FraudgateError, InvalidInputError, NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { exactlyOne, queueId, salesforceId, siftRisk } from './salesforce-common.ts';
+import { exactlyOne, queueId, salesforceId, siftRisk, siftUserIdOfRow } from './salesforce-common.ts';
 import { riskBand, summarizeScore, userId } from './schemas.ts';
 
 type LeadRow = {
@@ -65,8 +65,8 @@ function siftUserIdOf(
   ctx: ToolContext,
 ): { id: string; source: 'lead_field' | 'email' } {
   const field = ctx.config.mapping.salesforce_fields.sift_user_id;
-  const stored = lead[field];
-  if (typeof stored === 'string' && stored !== '') return { id: stored, source: 'lead_field' };
+  const stored = siftUserIdOfRow(lead, ctx);
+  if (stored !== undefined) return { id: stored, source: 'lead_field' };
   const parsed = userId.safeParse(lead.Email ?? '');
   if (parsed.success) return { id: parsed.data, source: 'email' };
   throw new InvalidInputError([

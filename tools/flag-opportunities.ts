@@ -3,7 +3,7 @@ import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import type { SalesforceSaveResult } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { capped, exactlyOne, salesforceId, siftRisk } from './salesforce-common.ts';
+import { capped, exactlyOne, salesforceId, siftRisk, siftUserIdOfRow } from './salesforce-common.ts';
 import { riskBand, siftEvidence, userId, SIFT_EVIDENCE_NAMES } from './schemas.ts';
 
 type OpportunityRow = { Id: string; OwnerId?: string; [field: string]: unknown };
@@ -39,8 +39,7 @@ async function resolveAccount(args: { user_id?: string; account_id?: string }, c
   );
   const account = rows[0];
   if (!account) throw new NotFoundError(`No Salesforce Account matches that ${by}.`);
-  const stored = account[siftId];
-  const user = args.user_id ?? (typeof stored === 'string' && stored !== '' ? stored : undefined);
+  const user = args.user_id ?? siftUserIdOfRow(account, ctx);
   if (!user) {
     throw new NotFoundError(
       `The Account has no ${siftId}, so it has no Sift score; call with user_id instead.`,

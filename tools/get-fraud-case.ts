@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { FraudgateError } from '../src/errors.ts';
 import { defineTool } from '../src/tool.ts';
-import { retrieveFraudCase, salesforceId } from './salesforce-common.ts';
+import { retrieveFraudCase, salesforceId, siftUserIdOfRow } from './salesforce-common.ts';
 import { riskBand, scoreSummaryFields, summarizeScore } from './schemas.ts';
 
 const MAX_DESCRIPTION = 4000;
@@ -79,9 +79,8 @@ export const getFraudCase = defineTool({
   async run(args, ctx) {
     const row = await retrieveFraudCase<CaseRow>(args.case_id, ctx);
     const names = ctx.config.mapping.salesforce_fields;
-    const siftUserId = row[names.sift_user_id];
     const siftScore = row[names.score];
-    const user = typeof siftUserId === 'string' && siftUserId !== '' ? siftUserId : null;
+    const user = siftUserIdOfRow(row, ctx) ?? null;
     const description = row.Description ?? null;
     const out = {
       case: {

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { soqlQuote } from '../src/clients/salesforce-client.ts';
 import { InvalidInputError, UpstreamError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
+import { siftUserIdOfRow } from './salesforce-common.ts';
 
 const DAY_MS = 86_400_000;
 const MAX_PAGE = 50;
@@ -206,7 +207,6 @@ export const listFraudCases = defineTool({
     return {
       cases: rows.map((r) => {
         const created = instantOf(r.CreatedDate);
-        const siftUserId = r[names.sift_user_id];
         const siftScore = r[names.score];
         return {
           case_id: r.Id,
@@ -215,7 +215,7 @@ export const listFraudCases = defineTool({
           priority: r.Priority ?? null,
           created_at: Number.isNaN(created) ? null : new Date(created).toISOString(),
           age_days: Number.isNaN(created) ? null : Math.floor((now - created) / DAY_MS),
-          sift_user_id: typeof siftUserId === 'string' && siftUserId !== '' ? siftUserId : null,
+          sift_user_id: siftUserIdOfRow(r, ctx) ?? null,
           sift_score: typeof siftScore === 'number' ? siftScore : null,
           owner_id: r.OwnerId ?? null,
           subject: r.Subject ? r.Subject.slice(0, 255) : null,

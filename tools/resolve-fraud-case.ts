@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { FraudgateError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { retrieveFraudCase, salesforceId } from './salesforce-common.ts';
+import { retrieveFraudCase, salesforceId, siftUserIdOfRow } from './salesforce-common.ts';
 
 const RESOLUTIONS = ['confirmed_fraud', 'false_positive', 'inconclusive', 'duplicate'] as const;
 type Resolution = (typeof RESOLUTIONS)[number];
@@ -16,8 +16,7 @@ type CaseRow = {
 
 async function prepare(args: { case_id: string; resolution: Resolution; notes: string }, ctx: ToolContext) {
   const row = await retrieveFraudCase<CaseRow>(args.case_id, ctx);
-  const stored = row[ctx.config.mapping.salesforce_fields.sift_user_id];
-  const siftUserId = typeof stored === 'string' && stored !== '' ? stored : null;
+  const siftUserId = siftUserIdOfRow(row, ctx) ?? null;
   const value = ctx.config.mapping.case_resolutions[args.resolution];
   const alreadyClosed = row.IsClosed === true;
   if (alreadyClosed && row.Resolution__c && row.Resolution__c !== value) {

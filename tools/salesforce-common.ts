@@ -97,6 +97,15 @@ const stringTrait = (traits: Record<string, unknown> | null, key: string) => {
 };
 
 /** A CRM record as the effect tools read it: owner, decision field, and a Contact's Account. */
+/** The Sift user id a Salesforce row holds in the mapped `sift_user_id` field, when it is a non-empty string. */
+export function siftUserIdOfRow(
+  row: { [field: string]: unknown },
+  ctx: Pick<ToolContext, 'config'>,
+): string | undefined {
+  const stored = row[ctx.config.mapping.salesforce_fields.sift_user_id];
+  return typeof stored === 'string' && stored !== '' ? stored : undefined;
+}
+
 export type CrmRow = { Id: string; OwnerId?: string; AccountId?: string | null; [field: string]: unknown };
 
 /**
