@@ -156,6 +156,21 @@ export function summarizeScore(score: SiftUserScore, bands: ToolContext['config'
   return { scores, highest: scores[0] ?? null, latest_decisions, latest_labels };
 }
 
+/**
+ * The summarized score of `abuseType`, else (none asked for) the highest, with the time Sift
+ * computed it from the raw answer (undefined when Sift leaves it out); undefined when there is no
+ * such score.
+ */
+export function chosenScore(
+  raw: SiftUserScore,
+  summary: ReturnType<typeof summarizeScore>,
+  abuseType: string | undefined,
+): { entry: ScoreEntry; time: number | undefined } | undefined {
+  const entry = abuseType ? summary.scores.find((s) => s.abuse_type === abuseType) : summary.highest;
+  if (!entry) return undefined;
+  return { entry, time: raw.scores[entry.abuse_type as AbuseType]?.time };
+}
+
 // Hand checks of summarizeScore's results, for get_sift_score's `isExactOutput` (src/tool.ts): every
 // read of a score passes here, and zod's parse would copy the whole result to check it. Each is true
 // only for a value the schema above accepts as it is (no key it would strip);

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
-import type { AbuseType } from '../src/clients/types.ts';
 import { NotFoundError } from '../src/errors.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, riskBand, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
+import { abuseType, chosenScore, riskBand, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 
 const traitValue = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
@@ -12,11 +11,9 @@ async function prepare(args: { user_id: string; abuse_type?: string }, ctx: Tool
   const segmentUser = await segmentUserIdFor(args.user_id, ctx);
   const raw = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
   const summary = summarizeScore(raw, ctx.config.risk_bands);
-  const entry = args.abuse_type
-    ? summary.scores.find((s) => s.abuse_type === args.abuse_type)
-    : summary.highest;
+  const chosen = chosenScore(raw, summary, args.abuse_type);
   // No score is not a zero score: writing band low would move a blocked user to the trusted tier.
-  if (!entry) {
+  if (!chosen) {
     const scored = summary.scores.map((s) => s.abuse_type).join(', ') || 'none';
     throw new NotFoundError(
       args.abuse_type
@@ -24,6 +21,7 @@ async function prepare(args: { user_id: string; abuse_type?: string }, ctx: Tool
         : 'Sift has no score for this user; nothing was written.',
     );
   }
+  const { entry, time: computedAt } = chosen;
   const band = entry.risk_band;
   const tier = ctx.config.mapping.routing_tiers[band];
   const names = ctx.config.mapping.score_traits;
@@ -39,7 +37,6 @@ async function prepare(args: { user_id: string; abuse_type?: string }, ctx: Tool
   // a second sync of an unchanged score carries the same time. Sift may leave the time out; then
   // the call's idempotency key stands in (the same for an outbox re-run or an approved call,
   // fresh per direct call, whose repeat rewrites the same traits: harmless).
-  const computedAt = raw.scores[entry.abuse_type as AbuseType]?.time;
   const occurrence = computedAt === undefined ? `key:${ctx.idempotencyKey}` : `time:${computedAt}`;
   const messageId = `fg-score-${createHash('sha256')
     .update(

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import { NotFoundError } from '../src/errors.ts';
-import type { AbuseType } from '../src/clients/types.ts';
 import { defineTool, type ToolContext } from '../src/tool.ts';
-import { abuseType, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
+import { abuseType, chosenScore, segmentUserIdFor, summarizeScore, userId } from './schemas.ts';
 import { currentDecisions, latestDecision } from './decision-state.ts';
 import { salesforceId } from './salesforce-common.ts';
 
@@ -66,18 +65,17 @@ async function outcome(
   const raw = await ctx.clients.sift.getUserScore(args.user_id, { signal: ctx.signal });
   const summary = summarizeScore(raw, ctx.config.risk_bands);
   if (event === 'score_evaluated') {
-    const entry = args.abuse_type
-      ? summary.scores.find((s) => s.abuse_type === args.abuse_type)
-      : summary.highest;
-    if (!entry)
+    const chosen = chosenScore(raw, summary, args.abuse_type);
+    if (!chosen)
       throw new NotFoundError(`Sift has no ${args.abuse_type ?? ''} score for user ${args.user_id}.`);
+    const { entry, time } = chosen;
     const facts = {
       ...base,
       abuse_type: entry.abuse_type,
       sift_score: entry.sift_score,
       risk_band: entry.risk_band,
     };
-    return { facts, at: raw.scores[entry.abuse_type as AbuseType]?.time ?? null };
+    return { facts, at: time ?? null };
   }
   const labels = summary.latest_labels.filter((l) => !args.abuse_type || l.abuse_type === args.abuse_type);
   const label = labels.sort((a, b) => (b.time ?? 0) - (a.time ?? 0))[0];
