@@ -177,6 +177,15 @@ export function configuredFieldCipher(
     : createFieldCipher(loadDataKey(config, secrets), loadPreviousDataKeys(secrets));
 }
 
+/** Where each sealed approval field is bound (additional authenticated data): table, column and row. */
+export const approvalFieldContext = {
+  args: (id: string) => `approvals.args:${id}`,
+  reason: (id: string) => `approvals.reason:${id}`,
+};
+
+/** Where the start-up check value (store.ts `checkDataKey`) is bound: its one row, id 1. */
+export const KEY_CHECK_CONTEXT = 'key_check.sealed:1';
+
 /**
  * The approval store with its personal fields sealed: the frozen arguments (execution replays them
  * exactly, so they are encrypted rather than masked) and the approver's free-text reason. Evidence,
@@ -188,8 +197,7 @@ export function sealApprovalFields(
   /** Told about each listed approval whose sealed fields do not open (it is left out of the list). */
   onUnreadable: (id: string, error: unknown) => void = () => undefined,
 ): ApprovalStore {
-  const argsContext = (id: string) => `approvals.args:${id}`;
-  const reasonContext = (id: string) => `approvals.reason:${id}`;
+  const { args: argsContext, reason: reasonContext } = approvalFieldContext;
   /**
    * Opens the sealed fields. `lenient` (for what runs nothing: expiry, denial, settling): one that
    * does not open leaves empty `args` and `args_refused`, so it can still be closed (never run).

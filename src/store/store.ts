@@ -20,7 +20,7 @@ import { DATABASE_FILE } from '../data-dir.ts';
 import { StartupError } from '../startup.ts';
 import { FraudgateError, ERROR_CODES } from '../errors.ts';
 import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
-import type { FieldCipher } from './field-crypto.ts';
+import { KEY_CHECK_CONTEXT, type FieldCipher } from './field-crypto.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
 import { createJobStateStore, type JobStateStore } from './job-state-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
@@ -135,7 +135,6 @@ async function waitUntilReachable(
   }
 }
 
-const KEY_CHECK_CONTEXT = 'key_check.sealed:1';
 const KEY_CHECK_VALUE = 'fraudgate data key check';
 
 /**
