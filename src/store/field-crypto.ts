@@ -10,7 +10,8 @@
  * Sealed text is `enc:v1:<key id>:<base64url(iv ‖ tag ‖ ciphertext)>`; the key id (first 8 hex of
  * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Rows written
  * before encryption were sealed once at start-up (legacy-sealing.ts); plain text in a sealed column
- * is now refused: it was written into the database around us.
+ * is now refused by the stores that read it (sealApprovalFields below, outbox-store's effectFromRow):
+ * it was written into the database around us. `open` itself still parses plain JSON as is.
  *
  * Rotation: FRAUDGATE_DATA_KEY_PREVIOUS (same format) is a key for opening only. A sealed value
  * opens under the key its key id names, current or previous; every new seal uses the current key.
