@@ -178,7 +178,7 @@ const parseJson = (body: Buffer): unknown => {
  * address keep working. Larger bodies (only multi-event batches, which the lenient check refuses
  * anyway) get the 429 without a parse.
  */
-export const LENIENT_ALWAYS_CHECKED_BYTES = 64 * 1024;
+const LENIENT_ALWAYS_CHECKED_BYTES = 64 * 1024;
 
 /** The refusal of a network past its refusal budget whose signature does not sign the raw bytes. */
 const SPENT_REASON =
@@ -192,7 +192,7 @@ export const FIRST_EVENT_ONLY_REASON =
   'header (X-Segment-Signature, setting useSegmentSignatureHeader) or turn batching off';
 
 /** Why fraudgate's own messages are acknowledged and not stored. */
-export const OWN_MESSAGES_REASON =
+const OWN_MESSAGES_REASON =
   "fraudgate's own Segment writes (marked in context.fraudgate), delivered back by Segment: not sent to Sift again";
 
 /**
@@ -202,11 +202,11 @@ export const OWN_MESSAGES_REASON =
 const IDS_RECORDED = 20;
 
 /** Why messages the mapping does not cover are acknowledged and not stored. */
-export const IGNORED_MESSAGES_REASON =
+const IGNORED_MESSAGES_REASON =
   'not covered by the mapping (page views, unmapped events, anonymous or unmapped users): not sent to Sift';
 
 /** Why a batch's malformed messages are acknowledged with it and not stored. */
-export const REFUSED_MESSAGES_REASON =
+const REFUSED_MESSAGES_REASON =
   'malformed (the reasons name the field): not stored, and not sent again by Segment since the rest of ' +
   'the batch was accepted; fix the event at its source or the destination mapping in Segment';
 
