@@ -269,6 +269,27 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
+  /**
+   * The one record of a delivery's messages acknowledged without storing (ignored, refused or own):
+   * counted under `countKey`, the first IDS_RECORDED ids, and the reasons when there are any.
+   */
+  const summaryRecord = (
+    countKey: 'ignored_messages' | 'refused_messages' | 'own_messages',
+    messageIds: readonly string[],
+    reasons: Record<string, number> | undefined,
+    code: 'IGNORED' | 'REFUSED',
+    message: string,
+  ): AuditAppendInput =>
+    recordOf({
+      event: 'webhook_ignored',
+      args_redacted: {
+        [countKey]: messageIds.length,
+        message_ids: messageIds.slice(0, IDS_RECORDED),
+        ...(reasons ? { reasons } : {}),
+      },
+      outcome: { code, message },
+    });
+
   return async (req, res) => {
     const body = await receive(req, res);
     if (body === false) return false;
@@ -389,39 +410,29 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     const also: AuditAppendInput[] = [];
     if (ignored.length > 0) {
       also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: {
-            ignored_messages: ignored.length,
-            message_ids: ignored.slice(0, IDS_RECORDED).map((i) => i.messageId),
-            reasons: countPerReason(ignored),
-          },
-          outcome: { code: 'IGNORED', message: IGNORED_MESSAGES_REASON },
-        }),
+        summaryRecord(
+          'ignored_messages',
+          ignored.map((i) => i.messageId),
+          countPerReason(ignored),
+          'IGNORED',
+          IGNORED_MESSAGES_REASON,
+        ),
       );
     }
     if (refused.length > 0) {
       also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: {
-            refused_messages: refused.length,
-            message_ids: refused.slice(0, IDS_RECORDED).map((r) => r.id),
-            reasons: countPerReason(refused),
-          },
-          outcome: { code: 'REFUSED', message: REFUSED_MESSAGES_REASON },
-        }),
+        summaryRecord(
+          'refused_messages',
+          refused.map((r) => r.id),
+          countPerReason(refused),
+          'REFUSED',
+          REFUSED_MESSAGES_REASON,
+        ),
       );
     }
     if (own.length > 0) {
       // Every decision sync comes back this way.
-      also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: { own_messages: own.length, message_ids: own.slice(0, IDS_RECORDED) },
-          outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
-        }),
-      );
+      also.push(summaryRecord('own_messages', own, undefined, 'IGNORED', OWN_MESSAGES_REASON));
     }
 
     let accepted = 0;
