@@ -173,9 +173,19 @@ export function configuredFieldCipher(
   secrets: { dataKey?: string; dataKeyPrevious?: string },
   keys?: { dataKey: Buffer; previousDataKeys?: readonly Buffer[] },
 ): FieldCipher {
+  const { dataKey, previousDataKeys } = configuredDataKeys(config, secrets, keys);
+  return createFieldCipher(dataKey, previousDataKeys);
+}
+
+/** The data key and the previous ones: those of `keys` when given (already loaded), else loaded. */
+export function configuredDataKeys(
+  config: { data_dir: string; mode: 'sandbox' | 'live' },
+  secrets: { dataKey?: string; dataKeyPrevious?: string },
+  keys?: { dataKey: Buffer; previousDataKeys?: readonly Buffer[] },
+): { dataKey: Buffer; previousDataKeys: Buffer[] } {
   return keys
-    ? createFieldCipher(keys.dataKey, keys.previousDataKeys ?? [])
-    : createFieldCipher(loadDataKey(config, secrets), loadPreviousDataKeys(secrets));
+    ? { dataKey: keys.dataKey, previousDataKeys: [...(keys.previousDataKeys ?? [])] }
+    : { dataKey: loadDataKey(config, secrets), previousDataKeys: loadPreviousDataKeys(secrets) };
 }
 
 /** Where each sealed approval field is bound (additional authenticated data): table, column and row. */
