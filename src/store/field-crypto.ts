@@ -53,6 +53,15 @@ export function sealedKeyId(text: string): string | undefined {
 }
 
 /**
+ * The key id `text` is sealed under when `cipher` does not hold that key (a rotation under way: a
+ * replica holding it can open the value); undefined for plain text or a key it holds.
+ */
+export function unheldKeyId(cipher: FieldCipher, text: string): string | undefined {
+  const id = sealedKeyId(text);
+  return id !== undefined && !cipher.openableKeyIds.includes(id) ? id : undefined;
+}
+
+/**
  * Seals with `key`; opens what `key` or one of `previous` (a rotation's old keys) sealed, each
  * value under the key its key id names.
  */
@@ -232,8 +241,8 @@ export function sealApprovalFields(
       }
     } catch (error) {
       const lacking = [approval.args as unknown, approval.reason]
-        .map((text) => (typeof text === 'string' ? sealedKeyId(text) : undefined))
-        .find((id) => id !== undefined && !cipher.openableKeyIds.includes(id));
+        .map((text) => (typeof text === 'string' ? unheldKeyId(cipher, text) : undefined))
+        .find((id) => id !== undefined);
       if (lenient) {
         return {
           ...approval,
