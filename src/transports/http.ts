@@ -81,7 +81,7 @@ export interface HttpServerOptions {
   metrics?: Metrics;
   /**
    * How long a request (its headers) may take to arrive: default `http.request_timeout_ms`,
-   * `http.headers_timeout_ms` ({@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS} by default).
+   * `http.headers_timeout_ms`.
    */
   requestTimeoutMs?: number;
   headersTimeoutMs?: number;
@@ -121,10 +121,6 @@ interface RequestContext {
  * never sends one); older clients may, but not the SDK's 100 at once, each answered in full.
  */
 export const MAX_BATCH_MESSAGES = 20;
-/** The whole request (headers and body) must arrive within this; a response may take as long as it needs. */
-export const REQUEST_TIMEOUT_MS = 30_000;
-/** The request's headers must arrive within this. */
-export const HEADERS_TIMEOUT_MS = 10_000;
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
@@ -937,9 +933,9 @@ export async function startHttpServer(
   // One line per request at info; below that level the line is not even assembled.
   const logRequests = logger.enabled('info');
   // Timeouts cover receiving the request only: SSE streams and calls waiting on approvals go on.
-  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms ?? HEADERS_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms;
   const timeouts = {
-    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms ?? REQUEST_TIMEOUT_MS,
+    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms,
     headersTimeout,
     // How often Node looks for late requests: a late one gets its 408 within this after its timeout.
     connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 2)),
