@@ -35,7 +35,7 @@ import type { AddressInfo } from 'node:net';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
-import { createLogBudget, LOG_SUMMARY_INTERVAL_MS } from '../log-budget.ts';
+import { createLogBudget } from '../log-budget.ts';
 import { createRateLimiter, type RateLimitDecision } from '../governance/rate-limit.ts';
 import { SHARED_STORE_RETRY_MS } from '../governance/refusal-budget.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
@@ -344,10 +344,8 @@ export async function startHttpServer(
   const host = options.host ?? httpConfig.host;
   const metrics = options.metrics ?? createMetrics({ toolNames: runtime.tools.map((t) => t.name) });
   // One per process, shared by a principal's sessions: refused calls' and over-budget requests' lines.
-  const logBudget = createLogBudget({ logger, bucket: config.rate_limits.refusals });
   // A flood that stops still gets its summary, within a minute and ten seconds of its start.
-  const logSummaries = setInterval(() => logBudget.flush(LOG_SUMMARY_INTERVAL_MS), 10_000);
-  logSummaries.unref();
+  const logBudget = createLogBudget({ logger, bucket: config.rate_limits.refusals, summaryEveryMs: 10_000 });
   const sessions = createMcpSessionManager({
     stores: runtime.sessions,
     createServer: (principal) =>
@@ -1017,7 +1015,6 @@ export async function startHttpServer(
       closing ??= (async () => {
         draining = true;
         clearInterval(reaper);
-        clearInterval(logSummaries);
         // Idle keep-alive clients reconnect (elsewhere, through the load balancer). The listener
         // stays open while calls are in flight: /readyz reports the drain, and a waiting call's
         // own client answer (an elicitation) must still reach it; everything else gets 503.
@@ -1031,7 +1028,7 @@ export async function startHttpServer(
         await sessions.closeAll();
         httpServer.closeAllConnections();
         await stopped;
-        logBudget.flush();
+        logBudget.close();
       })();
       return closing;
     },
