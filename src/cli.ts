@@ -548,7 +548,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
      */
     async close() {
       await jobs.close();
-      closing.abort(); // a watch of dead siblings' rows does not hold the shutdown up
+      closing.abort(); // a takeover of dead siblings' rows still going takes no further row
       await recovery;
       await webhooks?.close();
       await runtime.close();
