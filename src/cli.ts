@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
 import {
   loadConfig,
+  portFrom,
   startupWarnings,
   TOOLSETS,
   type Config,
@@ -347,8 +348,8 @@ function toolsetsOf(text: string): string[] {
 
 /** `--port`: a whole number 1–65535, or 0 for any free port (as its help says). */
 function portOf(text: string): number {
-  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= 0 && port <= 65535)) {
+  const port = portFrom(text);
+  if (port === undefined) {
     throw new UsageError([
       {
         field: '--port',
