@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { POLICY_NAMES } from '../tools/policy-names.ts';
 import {
   loadConfig,
+  portFrom,
   startupWarnings,
   TOOLSETS,
   type Config,
@@ -347,8 +348,8 @@ function toolsetsOf(text: string): string[] {
 
 /** `--port`: a whole number 1–65535, or 0 for any free port (as its help says). */
 function portOf(text: string): number {
-  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= 0 && port <= 65535)) {
+  const port = portFrom(text);
+  if (port === undefined) {
     throw new UsageError([
       {
         field: '--port',
@@ -548,7 +549,7 @@ async function openServe(loaded: LoadedConfig, keys: LoadedKeys, logger: Logger,
      */
     async close() {
       await jobs.close();
-      closing.abort(); // a watch of dead siblings' rows does not hold the shutdown up
+      closing.abort(); // a takeover of dead siblings' rows still going takes no further row
       await recovery;
       await webhooks?.close();
       await runtime.close();

@@ -1073,9 +1073,9 @@ function envOverrides(env: Env): EnvOverrides {
   text(['http', 'host'], 'FRAUDGATE_HTTP_HOST');
   const port = nonEmpty(env.FRAUDGATE_HTTP_PORT);
   if (port !== undefined) {
-    // As strict as --port: Number() would let '' and '1e3' through and turn 'abc' into NaN.
-    const value = /^\d{1,5}$/.test(port.trim()) ? Number(port.trim()) : NaN;
-    if (value >= 0 && value <= 65535) set(['http', 'port'], 'FRAUDGATE_HTTP_PORT', value);
+    // As strict as --port (portFrom).
+    const value = portFrom(port.trim());
+    if (value !== undefined) set(['http', 'port'], 'FRAUDGATE_HTTP_PORT', value);
     else {
       issues.push({
         field: 'FRAUDGATE_HTTP_PORT',
@@ -1085,6 +1085,15 @@ function envOverrides(env: Env): EnvOverrides {
   }
   text(['http', 'public_url'], 'FRAUDGATE_PUBLIC_URL');
   return { values, sources, issues };
+}
+
+/**
+ * A port as `--port` and FRAUDGATE_HTTP_PORT take it: a whole number 0–65535 (0: any free port),
+ * digits only; undefined otherwise. Number() would let '' and '1e3' through and turn 'abc' into NaN.
+ */
+export function portFrom(text: string): number | undefined {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  return port >= 0 && port <= 65535 ? port : undefined;
 }
 
 /**

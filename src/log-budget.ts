@@ -3,8 +3,8 @@
  * request budget) go through a budget per principal, as their audit records do
  * (src/governance/refusal-budget.ts): within `bucket` each refusal gets its line; past it they are
  * only counted for a minute, then written as one `log lines over budget` line with the count by
- * outcome (by the next refusal, the server's timer, or `flush` on shutdown); then the budget decides
- * again. One caller refused thousands of times a second
+ * outcome (by the next refusal, the summary timer, or `flush`/`close` on shutdown); then the
+ * budget decides again. One caller refused thousands of times a second
  * writes a bounded number of lines; successful work keeps its own line (the rate limits bound it).
  *
  * In this process only: logs are a process's own, so there is nothing to share between replicas.
@@ -27,6 +27,8 @@ export interface LogBudget {
   allow(principal: string, outcome: string): boolean;
   /** Writes the pending summaries (shutdown, or a timer). `olderThanMs`: only those counting this long. */
   flush(olderThanMs?: number): void;
+  /** Stops the summary timer (if any) and writes all pending summaries: on shutdown. */
+  close(): void;
 }
 
 interface Tally {
@@ -40,6 +42,11 @@ export function createLogBudget(deps: {
   logger: Pick<Logger, 'warn'>;
   bucket: BucketConfig;
   now?: () => number;
+  /**
+   * Every this many ms (an unref'd timer), the summaries counting a minute or more are written, so a
+   * flood that stops still gets its summary within a minute and this. None when omitted.
+   */
+  summaryEveryMs?: number;
 }): LogBudget {
   const now = deps.now ?? Date.now;
   const buckets = createRateLimiter(now, { maxKeys: MAX_TALLIES });
@@ -56,6 +63,16 @@ export function createLogBudget(deps: {
       by_outcome: tally.outcomes,
     });
   };
+
+  const flush = (olderThanMs = 0) => {
+    const t = now();
+    for (const [principal, tally] of [...tallies]) if (t - tally.sinceMs >= olderThanMs) write(principal);
+  };
+  const timer =
+    deps.summaryEveryMs === undefined
+      ? undefined
+      : setInterval(() => flush(LOG_SUMMARY_INTERVAL_MS), deps.summaryEveryMs);
+  timer?.unref();
 
   return {
     allow(principal, outcome) {
@@ -76,9 +93,10 @@ export function createLogBudget(deps: {
       tally.outcomes[outcome] = (tally.outcomes[outcome] ?? 0) + 1;
       return false;
     },
-    flush(olderThanMs = 0) {
-      const t = now();
-      for (const [principal, tally] of [...tallies]) if (t - tally.sinceMs >= olderThanMs) write(principal);
+    flush,
+    close() {
+      clearInterval(timer);
+      flush();
     },
   };
 }

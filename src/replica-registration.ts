@@ -98,13 +98,11 @@ async function watchRow(
   replicas: ReplicaInstanceStore,
   seen: ReplicaInstance,
   { periodMs, expiryMs }: ReplicaHeartbeat,
-  signal?: AbortSignal,
-): Promise<'beat' | 'quiet' | 'changed' | 'aborted'> {
+): Promise<'beat' | 'quiet' | 'changed'> {
   const pollMs = Math.max(25, Math.floor(periodMs / 4));
   const until = performance.now() + expiryMs;
   while (performance.now() < until) {
     await sleep(Math.min(pollMs, Math.max(1, until - performance.now())));
-    if (signal?.aborted) return 'aborted';
     const row = await replicas.get(seen.replica_id);
     if (!row || row.nonce !== seen.nonce) return 'changed';
     if (row.beats !== seen.beats) return 'beat';

@@ -440,7 +440,7 @@ export function createClients(config: Config, secrets: Secrets): UpstreamClients
  * answering without closing the connection (hung, or a path that drops packets), which would
  * otherwise hold every call forever.
  */
-export const REDIS_COMMAND_TIMEOUT_MS = 1_500;
+const REDIS_COMMAND_TIMEOUT_MS = 1_500;
 
 /**
  * Shared buckets in Redis. Every command is bounded, whether Redis is down (connection refused or

@@ -27,6 +27,7 @@ import {
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
+import { DEFAULTS } from './config.ts';
 import { FraudgateError as FraudgateErrorClass, type FraudgateError } from './errors.ts';
 import { isObject } from './is-object.ts';
 import { promptArgumentProblems, prompts } from './prompts.ts';
@@ -243,12 +244,10 @@ class ProtocolError extends Error {
   }
 }
 
-/** The refusal budget's default size (`rate_limits.refusals`), for a server given no log budget. */
-const DEFAULT_LOG_BUDGET = { capacity: 60, per_minute: 60 };
-
 export function createMcpServer(options: CreateServerOptions): McpServer {
   const { pipeline, principal, logger } = options;
-  const logBudget = options.logBudget ?? createLogBudget({ logger, bucket: DEFAULT_LOG_BUDGET });
+  // Given no log budget: one of the refusal budget's default size.
+  const logBudget = options.logBudget ?? createLogBudget({ logger, bucket: DEFAULTS.rate_limits.refusals });
   const mcp = new McpServer(
     { name: 'fraudgate', title: 'fraudgate', version: VERSION },
     {

@@ -65,48 +65,55 @@ export function createApprovalDesk(deps: {
   const toolsByName = new Map(policy?.tools.map((t) => [t.name, t]));
   const now = deps.now ?? (() => new Date());
 
-  /** Transitions in one transaction with its record (`transaction` is set). */
-  const transitionRecorded = (
-    run: ApprovalTransaction,
+  /** The audit record of an approval's move to `event` by `principal`. */
+  const recordOf =
+    (
+      event: AuditAppendInput['event'],
+      principal: AuditAppendInput['principal'],
+      outcome?: AuditAppendInput['outcome'],
+    ) =>
+    (moved: Approval): AuditAppendInput => ({
+      event,
+      call_id: randomUUID(),
+      tool: moved.tool,
+      principal,
+      target: moved.target,
+      args_hash: moved.args_hash,
+      approval_id: moved.id,
+      ...(outcome ? { outcome } : {}),
+    });
+
+  /**
+   * Moves approval `id` and records the move: in one transaction when `transaction` is set (unrecorded,
+   * nothing moved), else the move and then its record.
+   */
+  const moveRecorded = async (
     id: string,
     from: Parameters<ApprovalStore['transition']>[1],
     to: Parameters<ApprovalStore['transition']>[2],
     patch: Parameters<ApprovalStore['transition']>[3],
-    recordOf: (moved: Approval) => AuditAppendInput,
-  ) =>
-    run(async (tx) => {
-      const moved = await tx.approvals.transition(id, from, to, patch);
-      if (moved) await audit.appendIn(tx.sql, recordOf(moved));
-      return moved;
-    });
+    record: (moved: Approval) => AuditAppendInput,
+  ): Promise<Approval | undefined> => {
+    if (transaction) {
+      return transaction(async (tx) => {
+        const moved = await tx.approvals.transition(id, from, to, patch);
+        if (moved) await audit.appendIn(tx.sql, record(moved));
+        return moved;
+      });
+    }
+    const moved = await approvals.transition(id, from, to, patch);
+    if (moved) await audit.append(record(moved));
+    return moved;
+  };
 
   async function expireOverdue(): Promise<void> {
-    const recordOf = (expired: Approval): AuditAppendInput => ({
-      event: 'expired',
-      call_id: randomUUID(),
-      tool: expired.tool,
-      principal: { id: 'fraudgate', kind: 'service' },
-      target: expired.target,
-      args_hash: expired.args_hash,
-      approval_id: expired.id,
-    });
+    const expiredRecord = recordOf('expired', { id: 'fraudgate', kind: 'service' });
     for (const overdue of await approvals.listExpired(now())) {
       const patch = { decided_at: now().toISOString() };
       try {
-        if (transaction) {
-          // Unrecorded, it stays as it was (and unexecutable past its expiry): the next sweep retries.
-          await transitionRecorded(
-            transaction,
-            overdue.id,
-            ['pending', 'approved'],
-            'expired',
-            patch,
-            recordOf,
-          );
-          continue;
-        }
-        const expired = await approvals.transition(overdue.id, ['pending', 'approved'], 'expired', patch);
-        if (expired) await audit.append(recordOf(expired));
+        // Unrecorded in a transaction, it stays as it was (and unexecutable past its expiry): the next
+        // sweep retries.
+        await moveRecorded(overdue.id, ['pending', 'approved'], 'expired', patch, expiredRecord);
       } catch (error) {
         logger.error('audit write failed', {
           event: 'expired',
@@ -120,6 +127,8 @@ export function createApprovalDesk(deps: {
   return {
     expireOverdue,
     async decide(approvalId, decision) {
+      const { id, kind, role } = decision.approver;
+      const approver: AuditAppendInput['principal'] = { id, kind, role };
       await expireOverdue();
       // A denial runs nothing: allowed even when the stored arguments do not open (they are not used).
       const approval = await approvals.get(approvalId, { evenUnreadable: !decision.approve });
@@ -147,23 +156,8 @@ export function createApprovalDesk(deps: {
       const tampered = decision.approve ? argsIntegrityProblem(approval) : undefined;
       if (tampered) {
         const error = integrityFailure(tampered);
-        const failedRecord = (failed: Approval): AuditAppendInput => ({
-          event: 'failed',
-          call_id: randomUUID(),
-          tool: failed.tool,
-          principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
-          target: failed.target,
-          args_hash: failed.args_hash,
-          approval_id: failed.id,
-          outcome: error,
-        });
         const patch = { decided_at: now().toISOString(), decided_by: decision.approver.id, error };
-        if (transaction) {
-          await transitionRecorded(transaction, approvalId, ['pending'], 'failed', patch, failedRecord);
-        } else {
-          const failed = await approvals.transition(approvalId, ['pending'], 'failed', patch);
-          if (failed) await audit.append(failedRecord(failed));
-        }
+        await moveRecorded(approvalId, ['pending'], 'failed', patch, recordOf('failed', approver, error));
         logger.warn('approval not approved: its stored arguments failed the integrity check', {
           approval_id: approvalId,
         });
@@ -226,16 +220,11 @@ export function createApprovalDesk(deps: {
         ...(decision.reason ? { reason: decision.reason } : {}),
       };
       const to = decision.approve ? 'approved' : 'denied';
-      const recordOf = (decided: Approval): AuditAppendInput => ({
-        event: to,
-        call_id: randomUUID(),
-        tool: decided.tool,
-        principal: { id: decision.approver.id, kind: decision.approver.kind, role: decision.approver.role },
-        target: decided.target,
-        args_hash: decided.args_hash,
-        approval_id: decided.id,
-        ...(decision.reason ? { outcome: { message: decision.reason } } : {}),
-      });
+      const decidedRecord = recordOf(
+        to,
+        approver,
+        decision.reason ? { message: decision.reason } : undefined,
+      );
       const changedMeanwhile = () =>
         new FraudgateError(
           ERROR_CODES.CONFLICT,
@@ -253,7 +242,7 @@ export function createApprovalDesk(deps: {
       if (transaction) {
         let decided: Approval | undefined;
         try {
-          decided = await transitionRecorded(transaction, approvalId, ['pending'], to, patch, recordOf);
+          decided = await moveRecorded(approvalId, ['pending'], to, patch, decidedRecord);
         } catch (error) {
           // The transition rolled back with its record: nothing was decided.
           throw notRecorded(error, ', so it was not applied; the approval is still pending. ');
@@ -264,7 +253,7 @@ export function createApprovalDesk(deps: {
       const decided = await approvals.transition(approvalId, ['pending'], to, patch);
       if (!decided) throw changedMeanwhile();
       try {
-        await audit.append(recordOf(decided));
+        await audit.append(decidedRecord(decided));
       } catch (error) {
         // No record, no decision: an approval must never run without its approver on record. A denial
         // may stand (it runs nothing); an approval goes back to pending unless an executor already

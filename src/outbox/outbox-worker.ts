@@ -603,7 +603,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (error.code !== ERROR_CODES.UPSTREAM_ERROR) return false;
     // No upstream named: fraudgate's own dependency refused the call (the store, the audit ledger
     // that cannot write, the rate-limit store), retryable when it is an outage rather than a bug.
-    if ((error.data as { service?: unknown } | undefined)?.service === undefined) return error.retryable;
+    if (serviceOf(error) === undefined) return error.retryable;
     return causedBy(error, idempotent ? UNREACHABLE : NEVER_SENT);
   }
   /** Pause what `error` says is down; the time the failed effect is due again. */
@@ -628,6 +628,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       });
     }
     return now() + ms;
+  }
+  /** Effect `id` probes no service any more: the next pump may send another probe. */
+  function clearProbe(id: number): void {
+    for (const pause of pauses.values()) if (pause.probe === id) pause.probe = undefined;
   }
   function resume(key: string): void {
     if (!pauses.delete(key)) return;
@@ -775,7 +779,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       active.delete(effect.id);
       if (writes) salesforceWriters -= 1;
       // A probe that neither resumed nor re-paused its service (e.g. it crashed): the next pump probes again.
-      for (const pause of pauses.values()) if (pause.probe === effect.id) pause.probe = undefined;
+      clearProbe(effect.id);
     }
   }
 
@@ -880,7 +884,10 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
     if (!down) {
       resume(OWN_DEPENDENCY);
       if (outcome.ok) for (const service of servicesOf(effect)) resume(service);
-      else if (serviceOf(outcome.error)) resume(serviceOf(outcome.error) ?? '');
+      else {
+        const service = serviceOf(outcome.error);
+        if (service) resume(service);
+      }
     }
     if (outcome.ok) {
       if (continuable.has(effect.tool) && leftForNextCall(outcome.output)) {
@@ -1078,7 +1085,7 @@ export function createOutboxWorker(options: OutboxWorkerOptions): OutboxWorker {
       }
       if (SALESFORCE_EFFECTS.has(effect.effect)) {
         if (allowance <= 0) {
-          for (const pause of pauses.values()) if (pause.probe === effect.id) pause.probe = undefined;
+          clearProbe(effect.id);
           await store.release(effect.id, owner, Math.max(salesforcePausedUntil, now() + auto.poll_ms * 20));
           result.deferred += 1;
           continue;

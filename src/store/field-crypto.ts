@@ -10,7 +10,8 @@
  * Sealed text is `enc:v1:<key id>:<base64url(iv ‖ tag ‖ ciphertext)>`; the key id (first 8 hex of
  * the key's SHA-256) lets a wrong key be reported as such instead of as corruption. Rows written
  * before encryption were sealed once at start-up (legacy-sealing.ts); plain text in a sealed column
- * is now refused: it was written into the database around us.
+ * is now refused by the stores that read it (sealApprovalFields below, outbox-store's effectFromRow):
+ * it was written into the database around us. `open` itself still parses plain JSON as is.
  *
  * Rotation: FRAUDGATE_DATA_KEY_PREVIOUS (same format) is a key for opening only. A sealed value
  * opens under the key its key id names, current or previous; every new seal uses the current key.
@@ -49,6 +50,15 @@ const dataKeyId = (key: Buffer) => createHash('sha256').update(key).digest('hex'
 /** The key id a sealed text names (undefined for plain text). */
 export function sealedKeyId(text: string): string | undefined {
   return isSealed(text) ? text.slice(PREFIX.length).split(':', 1)[0] : undefined;
+}
+
+/**
+ * The key id `text` is sealed under when `cipher` does not hold that key (a rotation under way: a
+ * replica holding it can open the value); undefined for plain text or a key it holds.
+ */
+export function unheldKeyId(cipher: FieldCipher, text: string): string | undefined {
+  const id = sealedKeyId(text);
+  return id !== undefined && !cipher.openableKeyIds.includes(id) ? id : undefined;
 }
 
 /**
@@ -172,10 +182,29 @@ export function configuredFieldCipher(
   secrets: { dataKey?: string; dataKeyPrevious?: string },
   keys?: { dataKey: Buffer; previousDataKeys?: readonly Buffer[] },
 ): FieldCipher {
-  return keys
-    ? createFieldCipher(keys.dataKey, keys.previousDataKeys ?? [])
-    : createFieldCipher(loadDataKey(config, secrets), loadPreviousDataKeys(secrets));
+  const { dataKey, previousDataKeys } = configuredDataKeys(config, secrets, keys);
+  return createFieldCipher(dataKey, previousDataKeys);
 }
+
+/** The data key and the previous ones: those of `keys` when given (already loaded), else loaded. */
+export function configuredDataKeys(
+  config: { data_dir: string; mode: 'sandbox' | 'live' },
+  secrets: { dataKey?: string; dataKeyPrevious?: string },
+  keys?: { dataKey: Buffer; previousDataKeys?: readonly Buffer[] },
+): { dataKey: Buffer; previousDataKeys: Buffer[] } {
+  return keys
+    ? { dataKey: keys.dataKey, previousDataKeys: [...(keys.previousDataKeys ?? [])] }
+    : { dataKey: loadDataKey(config, secrets), previousDataKeys: loadPreviousDataKeys(secrets) };
+}
+
+/** Where each sealed approval field is bound (additional authenticated data): table, column and row. */
+export const approvalFieldContext = {
+  args: (id: string) => `approvals.args:${id}`,
+  reason: (id: string) => `approvals.reason:${id}`,
+};
+
+/** Where the start-up check value (store.ts `checkDataKey`) is bound: its one row, id 1. */
+export const KEY_CHECK_CONTEXT = 'key_check.sealed:1';
 
 /**
  * The approval store with its personal fields sealed: the frozen arguments (execution replays them
@@ -188,8 +217,7 @@ export function sealApprovalFields(
   /** Told about each listed approval whose sealed fields do not open (it is left out of the list). */
   onUnreadable: (id: string, error: unknown) => void = () => undefined,
 ): ApprovalStore {
-  const argsContext = (id: string) => `approvals.args:${id}`;
-  const reasonContext = (id: string) => `approvals.reason:${id}`;
+  const { args: argsContext, reason: reasonContext } = approvalFieldContext;
   /**
    * Opens the sealed fields. `lenient` (for what runs nothing: expiry, denial, settling): one that
    * does not open leaves empty `args` and `args_refused`, so it can still be closed (never run).
@@ -213,8 +241,8 @@ export function sealApprovalFields(
       }
     } catch (error) {
       const lacking = [approval.args as unknown, approval.reason]
-        .map((text) => (typeof text === 'string' ? sealedKeyId(text) : undefined))
-        .find((id) => id !== undefined && !cipher.openableKeyIds.includes(id));
+        .map((text) => (typeof text === 'string' ? unheldKeyId(cipher, text) : undefined))
+        .find((id) => id !== undefined);
       if (lenient) {
         return {
           ...approval,

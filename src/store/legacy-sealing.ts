@@ -11,7 +11,7 @@
  * a replica starting while another seals waits for it, then finds nothing left, rather than timing
  * out on the first row's lock and failing to start.
  */
-import { type FieldCipher, isSealed } from './field-crypto.ts';
+import { approvalFieldContext, type FieldCipher, isSealed } from './field-crypto.ts';
 import { outboxFieldContext } from './outbox-store.ts';
 import type { SqlExecutor } from './sql.ts';
 
@@ -46,7 +46,7 @@ export async function sealLegacyPlaintext(db: SqlExecutor, cipher: FieldCipher):
           value !== undefined &&
           !(typeof value === 'string' && isSealed(value))
         ) {
-          const text = cipher.seal(value, `${col}:${id}`);
+          const text = cipher.seal(value, approvalFieldContext[column](id));
           sealed += await tx.execute(`UPDATE approvals SET ${column} = $1 WHERE id = $2 AND ${column} = $3`, [
             column === 'args' ? JSON.stringify(text) : text,
             id,

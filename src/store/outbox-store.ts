@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { ERROR_CODES, FraudgateError } from '../errors.ts';
 import type { AuditAppendInput, AuditLog } from '../governance/audit.ts';
 import { OPEN_APPROVAL_STATES } from './approval-store.ts';
-import { isSealed, sealedKeyId, type FieldCipher } from './field-crypto.ts';
+import { isSealed, unheldKeyId, type FieldCipher } from './field-crypto.ts';
 import { placeholders, type SqlExecutor } from './sql.ts';
 
 /** A Sift decision webhook as accepted (§7.1 of the Sift contract); unknown keys are not kept. */
@@ -494,8 +494,8 @@ export function effectFromRow(row: EffectRow, cipher?: FieldCipher): OutboxEffec
     } catch {
       if (field) {
         unreadable.push(field);
-        const keyId = sealedKeyId(text);
-        if (cipher && keyId !== undefined && !cipher.openableKeyIds.includes(keyId)) lacking.add(keyId);
+        const keyId = cipher ? unheldKeyId(cipher, text) : undefined;
+        if (keyId !== undefined) lacking.add(keyId);
         else damaged = true;
       }
       return undefined;

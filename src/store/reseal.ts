@@ -7,7 +7,7 @@
  * still holds the text that was read, so a value a running server rewrote meanwhile (already under
  * the current key) is left alone. It runs in batches and may be stopped and run again.
  */
-import { sealedKeyId, type FieldCipher } from './field-crypto.ts';
+import { approvalFieldContext, KEY_CHECK_CONTEXT, sealedKeyId, type FieldCipher } from './field-crypto.ts';
 import { outboxFieldContext } from './outbox-store.ts';
 import type { SqlExecutor, SqlRow } from './sql.ts';
 
@@ -30,16 +30,21 @@ const SEALED_COLUMNS: SealedColumn[] = [
     table: 'key_check',
     column: 'sealed',
     extra: [],
-    context: (r) => `key_check.sealed:${Number(r.id)}`,
+    context: () => KEY_CHECK_CONTEXT,
   },
   {
     table: 'approvals',
     column: 'args',
     extra: [],
     quoted: true,
-    context: (r) => `approvals.args:${String(r.id)}`,
+    context: (r) => approvalFieldContext.args(String(r.id)),
   },
-  { table: 'approvals', column: 'reason', extra: [], context: (r) => `approvals.reason:${String(r.id)}` },
+  {
+    table: 'approvals',
+    column: 'reason',
+    extra: [],
+    context: (r) => approvalFieldContext.reason(String(r.id)),
+  },
   {
     table: 'outbox_effects',
     column: 'args',

@@ -20,7 +20,7 @@ import { DATABASE_FILE } from '../data-dir.ts';
 import { StartupError } from '../startup.ts';
 import { FraudgateError, ERROR_CODES } from '../errors.ts';
 import { createApprovalStore, type ApprovalStore } from './approval-store.ts';
-import type { FieldCipher } from './field-crypto.ts';
+import { KEY_CHECK_CONTEXT, type FieldCipher } from './field-crypto.ts';
 import { createIdentityStore, type IdentityStore } from './identity-store.ts';
 import { createJobStateStore, type JobStateStore } from './job-state-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
@@ -135,7 +135,6 @@ async function waitUntilReachable(
   }
 }
 
-const KEY_CHECK_CONTEXT = 'key_check.sealed:1';
 const KEY_CHECK_VALUE = 'fraudgate data key check';
 
 /**
@@ -157,11 +156,16 @@ export async function checkDataKey(db: SqlExecutor, cipher: FieldCipher, now = D
   // A database sealed before the check existed (migration 32) has no check value yet: the first key
   // must not become it unless the rows already sealed open under it.
   if (existing === undefined && (await sealedValuesProblem(db, cipher)) !== undefined) throw refuse();
-  await db.execute(
-    'INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING',
-    [cipher.seal(KEY_CHECK_VALUE, KEY_CHECK_CONTEXT), now],
-  );
-  const [row] = await db.query<{ sealed: string }>('SELECT sealed FROM key_check WHERE id = 1');
+  // Sealed and inserted only when absent: of several replicas starting at once the first insert wins.
+  const insertAndRead = async () => {
+    await db.execute(
+      'INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING',
+      [cipher.seal(KEY_CHECK_VALUE, KEY_CHECK_CONTEXT), now],
+    );
+    const [inserted] = await db.query<{ sealed: string }>('SELECT sealed FROM key_check WHERE id = 1');
+    return inserted;
+  };
+  const row = existing ?? (await insertAndRead());
   const opens = () => {
     try {
       return row !== undefined && cipher.open(row.sealed, KEY_CHECK_CONTEXT) === KEY_CHECK_VALUE;

@@ -35,7 +35,7 @@ import type { AddressInfo } from 'node:net';
 import { isInitializeRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { createAuthenticator, type Authenticator, type AuthResult } from '../auth/authenticator.ts';
-import { createLogBudget, LOG_SUMMARY_INTERVAL_MS } from '../log-budget.ts';
+import { createLogBudget } from '../log-budget.ts';
 import { createRateLimiter, type RateLimitDecision } from '../governance/rate-limit.ts';
 import { SHARED_STORE_RETRY_MS } from '../governance/refusal-budget.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
@@ -81,7 +81,7 @@ export interface HttpServerOptions {
   metrics?: Metrics;
   /**
    * How long a request (its headers) may take to arrive: default `http.request_timeout_ms`,
-   * `http.headers_timeout_ms` ({@link REQUEST_TIMEOUT_MS}, {@link HEADERS_TIMEOUT_MS} by default).
+   * `http.headers_timeout_ms`.
    */
   requestTimeoutMs?: number;
   headersTimeoutMs?: number;
@@ -121,10 +121,6 @@ interface RequestContext {
  * never sends one); older clients may, but not the SDK's 100 at once, each answered in full.
  */
 export const MAX_BATCH_MESSAGES = 20;
-/** The whole request (headers and body) must arrive within this; a response may take as long as it needs. */
-export const REQUEST_TIMEOUT_MS = 30_000;
-/** The request's headers must arrive within this. */
-export const HEADERS_TIMEOUT_MS = 10_000;
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const PRM_PATH = '/.well-known/oauth-protected-resource/mcp';
@@ -348,10 +344,8 @@ export async function startHttpServer(
   const host = options.host ?? httpConfig.host;
   const metrics = options.metrics ?? createMetrics({ toolNames: runtime.tools.map((t) => t.name) });
   // One per process, shared by a principal's sessions: refused calls' and over-budget requests' lines.
-  const logBudget = createLogBudget({ logger, bucket: config.rate_limits.refusals });
   // A flood that stops still gets its summary, within a minute and ten seconds of its start.
-  const logSummaries = setInterval(() => logBudget.flush(LOG_SUMMARY_INTERVAL_MS), 10_000);
-  logSummaries.unref();
+  const logBudget = createLogBudget({ logger, bucket: config.rate_limits.refusals, summaryEveryMs: 10_000 });
   const sessions = createMcpSessionManager({
     stores: runtime.sessions,
     createServer: (principal) =>
@@ -937,9 +931,9 @@ export async function startHttpServer(
   // One line per request at info; below that level the line is not even assembled.
   const logRequests = logger.enabled('info');
   // Timeouts cover receiving the request only: SSE streams and calls waiting on approvals go on.
-  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms ?? HEADERS_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs ?? httpConfig.headers_timeout_ms;
   const timeouts = {
-    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms ?? REQUEST_TIMEOUT_MS,
+    requestTimeout: options.requestTimeoutMs ?? httpConfig.request_timeout_ms,
     headersTimeout,
     // How often Node looks for late requests: a late one gets its 408 within this after its timeout.
     connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 2)),
@@ -1021,7 +1015,6 @@ export async function startHttpServer(
       closing ??= (async () => {
         draining = true;
         clearInterval(reaper);
-        clearInterval(logSummaries);
         // Idle keep-alive clients reconnect (elsewhere, through the load balancer). The listener
         // stays open while calls are in flight: /readyz reports the drain, and a waiting call's
         // own client answer (an elicitation) must still reach it; everything else gets 503.
@@ -1035,7 +1028,7 @@ export async function startHttpServer(
         await sessions.closeAll();
         httpServer.closeAllConnections();
         await stopped;
-        logBudget.flush();
+        logBudget.close();
       })();
       return closing;
     },

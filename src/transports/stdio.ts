@@ -21,7 +21,7 @@ import {
 import { normalizeIdentity, UNIDENTIFIED } from '../auth/identity.ts';
 import type { Pipeline } from '../governance/pipeline.ts';
 import type { BucketConfig } from '../config.ts';
-import { createLogBudget, LOG_SUMMARY_INTERVAL_MS } from '../log-budget.ts';
+import { createLogBudget } from '../log-budget.ts';
 import type { Logger } from '../logger.ts';
 import type { Runtime } from '../runtime.ts';
 import { createMcpServer, type ServerLogger, type ServerPipeline } from '../server.ts';
@@ -239,10 +239,8 @@ export async function serveStdio(options: StdioServeOptions): Promise<void> {
   // Set while the runtime opens, then once it is open.
   const state: { opening?: ReturnType<StdioServeOptions['open']>; runtime?: Runtime } = {};
   const logger = loggerWhenOpen(() => state.runtime?.logger ?? options.logger);
-  const logBudget = createLogBudget({ logger, bucket: options.refusalLogBudget });
   // A flood that stops still gets its summary within a minute and ten seconds; the rest at the end.
-  const logSummaries = setInterval(() => logBudget.flush(LOG_SUMMARY_INTERVAL_MS), 10_000);
-  logSummaries.unref();
+  const logBudget = createLogBudget({ logger, bucket: options.refusalLogBudget, summaryEveryMs: 10_000 });
   const server = createMcpServer({
     pipeline: pipelineWhenOpen(() => state.runtime?.pipeline),
     principal: stdioPrincipal(options.analyst),
@@ -259,10 +257,9 @@ export async function serveStdio(options: StdioServeOptions): Promise<void> {
     if (closing) return;
     closing = true;
     closed();
-    clearInterval(logSummaries);
     await server.close().catch(() => {});
     // Before the runtime (and its logger) closes: the counted lines' summary is not lost.
-    logBudget.flush();
+    logBudget.close();
     // The runtime opens even when the stream closed first (as before any client), so a start-up
     // failure still ends the process with its one line and exit 1 (reported by the caller); what
     // opened is closed again.

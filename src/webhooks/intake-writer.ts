@@ -18,7 +18,7 @@ import type { AuditLog } from '../governance/audit.ts';
 import { loadAuditKey } from '../governance/audit-key.ts';
 import type { LoadedKeys } from '../runtime.ts';
 import type { DecisionEvent, EnqueuedEvent, OutboxStore } from '../store/outbox-store.ts';
-import { loadDataKey, loadPreviousDataKeys } from '../store/field-crypto.ts';
+import { configuredDataKeys } from '../store/field-crypto.ts';
 import { databasePath } from '../store/store.ts';
 import type {
   IntakeBatch,
@@ -71,8 +71,7 @@ export function openWebhookIntakeStore(options: {
       .toString(),
     checkpointEvery: config.audit.checkpoint_every,
     checkpointIntervalMs: config.audit.checkpoint_interval_ms,
-    dataKey: keys?.dataKey ?? loadDataKey(config, secrets),
-    previousDataKeys: keys ? (keys.previousDataKeys ?? []) : loadPreviousDataKeys(secrets),
+    ...configuredDataKeys(config, secrets, keys),
   });
 }
 

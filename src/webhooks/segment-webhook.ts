@@ -178,7 +178,7 @@ const parseJson = (body: Buffer): unknown => {
  * address keep working. Larger bodies (only multi-event batches, which the lenient check refuses
  * anyway) get the 429 without a parse.
  */
-export const LENIENT_ALWAYS_CHECKED_BYTES = 64 * 1024;
+const LENIENT_ALWAYS_CHECKED_BYTES = 64 * 1024;
 
 /** The refusal of a network past its refusal budget whose signature does not sign the raw bytes. */
 const SPENT_REASON =
@@ -192,7 +192,7 @@ export const FIRST_EVENT_ONLY_REASON =
   'header (X-Segment-Signature, setting useSegmentSignatureHeader) or turn batching off';
 
 /** Why fraudgate's own messages are acknowledged and not stored. */
-export const OWN_MESSAGES_REASON =
+const OWN_MESSAGES_REASON =
   "fraudgate's own Segment writes (marked in context.fraudgate), delivered back by Segment: not sent to Sift again";
 
 /**
@@ -202,11 +202,11 @@ export const OWN_MESSAGES_REASON =
 const IDS_RECORDED = 20;
 
 /** Why messages the mapping does not cover are acknowledged and not stored. */
-export const IGNORED_MESSAGES_REASON =
+const IGNORED_MESSAGES_REASON =
   'not covered by the mapping (page views, unmapped events, anonymous or unmapped users): not sent to Sift';
 
 /** Why a batch's malformed messages are acknowledged with it and not stored. */
-export const REFUSED_MESSAGES_REASON =
+const REFUSED_MESSAGES_REASON =
   'malformed (the reasons name the field): not stored, and not sent again by Segment since the rest of ' +
   'the batch was accepted; fix the event at its source or the destination mapping in Segment';
 
@@ -268,6 +268,27 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     refusals: options.refusals,
     ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
+
+  /**
+   * The one record of a delivery's messages acknowledged without storing (ignored, refused or own):
+   * counted under `countKey`, the first IDS_RECORDED ids, and the reasons when there are any.
+   */
+  const summaryRecord = (
+    countKey: 'ignored_messages' | 'refused_messages' | 'own_messages',
+    messageIds: readonly string[],
+    reasons: Record<string, number> | undefined,
+    code: 'IGNORED' | 'REFUSED',
+    message: string,
+  ): AuditAppendInput =>
+    recordOf({
+      event: 'webhook_ignored',
+      args_redacted: {
+        [countKey]: messageIds.length,
+        message_ids: messageIds.slice(0, IDS_RECORDED),
+        ...(reasons ? { reasons } : {}),
+      },
+      outcome: { code, message },
+    });
 
   return async (req, res) => {
     const body = await receive(req, res);
@@ -389,39 +410,29 @@ export function createSegmentWebhookHandler(options: SegmentWebhookOptions): Web
     const also: AuditAppendInput[] = [];
     if (ignored.length > 0) {
       also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: {
-            ignored_messages: ignored.length,
-            message_ids: ignored.slice(0, IDS_RECORDED).map((i) => i.messageId),
-            reasons: countPerReason(ignored),
-          },
-          outcome: { code: 'IGNORED', message: IGNORED_MESSAGES_REASON },
-        }),
+        summaryRecord(
+          'ignored_messages',
+          ignored.map((i) => i.messageId),
+          countPerReason(ignored),
+          'IGNORED',
+          IGNORED_MESSAGES_REASON,
+        ),
       );
     }
     if (refused.length > 0) {
       also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: {
-            refused_messages: refused.length,
-            message_ids: refused.slice(0, IDS_RECORDED).map((r) => r.id),
-            reasons: countPerReason(refused),
-          },
-          outcome: { code: 'REFUSED', message: REFUSED_MESSAGES_REASON },
-        }),
+        summaryRecord(
+          'refused_messages',
+          refused.map((r) => r.id),
+          countPerReason(refused),
+          'REFUSED',
+          REFUSED_MESSAGES_REASON,
+        ),
       );
     }
     if (own.length > 0) {
       // Every decision sync comes back this way.
-      also.push(
-        recordOf({
-          event: 'webhook_ignored',
-          args_redacted: { own_messages: own.length, message_ids: own.slice(0, IDS_RECORDED) },
-          outcome: { code: 'IGNORED', message: OWN_MESSAGES_REASON },
-        }),
-      );
+      also.push(summaryRecord('own_messages', own, undefined, 'IGNORED', OWN_MESSAGES_REASON));
     }
 
     let accepted = 0;

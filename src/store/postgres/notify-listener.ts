@@ -20,7 +20,7 @@ export interface NotifyListener {
   close(): Promise<void>;
 }
 
-export const NOTIFY_HEARTBEAT_DEFAULTS = { heartbeatMs: 5_000, heartbeatTimeoutMs: 5_000 };
+const NOTIFY_HEARTBEAT_DEFAULTS = { heartbeatMs: 5_000, heartbeatTimeoutMs: 5_000 };
 
 export function createNotifyListener(options: {
   connectionString: string;
